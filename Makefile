@@ -1,0 +1,164 @@
+# libreclaim - GNU make.
+#
+#   make                 libreclaim.a and libreclaim.so in build/
+#   make check           every test, then again under ASan+UBSan and TSan
+#   make demo            the storage-stack demo
+#   make bench           the benchmarks (bench/), figures beside the raw allocator
+#   make install PREFIX=/usr/local
+#
+# Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan (one
+# build directory each), V=1 for full command lines.
+
+VERSION_MAJOR := 0
+VERSION_MINOR := 1
+VERSION       := $(VERSION_MAJOR).$(VERSION_MINOR)
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+BACKEND ?= libc
+SAN     ?=
+BUILD   ?= build$(if $(SAN),-$(SAN))$(if $(filter-out libc,$(BACKEND)),-$(BACKEND))
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CSTD     := -std=c11 -D_GNU_SOURCE
+OPT      ?= -O2 -g
+BASE_CFLAGS := $(CSTD) $(WARN) $(OPT) -pthread -Iinclude -Isrc
+LIB_CFLAGS  := -fPIC -fno-semantic-interposition
+LDLIBS_LIB  := -pthread
+
+ifeq ($(BACKEND),mimalloc)
+  BASE_CFLAGS += -DRCL_BACKEND_MIMALLOC
+  LDLIBS_LIB  += -lmimalloc
+else ifeq ($(BACKEND),jemalloc)
+  BASE_CFLAGS += -DRCL_BACKEND_JEMALLOC
+  LDLIBS_LIB  += -ljemalloc
+else ifneq ($(BACKEND),libc)
+  $(error BACKEND must be libc, mimalloc or jemalloc)
+endif
+
+ifeq ($(SAN),asan)
+  SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else ifeq ($(SAN),tsan)
+  SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+else ifneq ($(SAN),)
+  $(error SAN must be asan or tsan)
+endif
+CFLAGS_ALL := $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+LDFLAGS_ALL := $(SAN_FLAGS) $(LDFLAGS)
+
+Q := $(if $(V),,@)
+
+LIB_SRCS := $(sort $(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
+HEADERS  := include/reclaim.h $(wildcard src/*.h)
+STATIC   := $(BUILD)/libreclaim.a
+SONAME   := libreclaim.so.$(VERSION_MAJOR)
+SHARED   := $(BUILD)/libreclaim.so.$(VERSION)
+
+# tests/test_*.c: one cmocka program each. tests/progs/*.c: programs the
+# tests run (children in cgroups, example drivers). Both link the static
+# library.
+TEST_SRCS := $(sort $(wildcard tests/test_*.c))
+TESTS     := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+PROG_SRCS := $(sort $(wildcard tests/progs/*.c))
+PROGS     := $(PROG_SRCS:tests/progs/%.c=$(BUILD)/tests/progs/%)
+TEST_HELPERS := $(wildcard tests/helpers/*.c)
+
+# examples/NAME/*.c: one program per directory.
+EXAMPLE_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard examples/*/*.c))))
+EXAMPLES     := $(EXAMPLE_DIRS:examples/%=$(BUILD)/examples/%)
+
+# bench/*.c: one program each, linked against the shared library (the way
+# users link it) and, for the comparison, the raw allocators.
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+DEMO ?= storage-stack
+DEMO_ARGS ?=
+
+.PHONY: all lib tests examples benches check test check-deps demo bench install uninstall clean
+.DELETE_ON_ERROR:
+
+all: lib
+lib: $(STATIC) $(BUILD)/libreclaim.so $(BUILD)/reclaim.pc
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $(LIB_CFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) src/reclaim.map
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,$(SONAME) -Wl,--version-script=src/reclaim.map \
+		-Wl,-z,defs -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
+
+$(BUILD)/libreclaim.so: $(SHARED)
+	$(Q)ln -sf libreclaim.so.$(VERSION) $(BUILD)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $@
+
+$(BUILD)/reclaim.pc: reclaim.pc.in Makefile | $(BUILD)/obj
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		-e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' $< > $@
+
+$(BUILD)/obj:
+	$(Q)mkdir -p $@ $(BUILD)/tests/progs $(BUILD)/examples $(BUILD)/bench
+
+$(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+
+$(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
+
+.SECONDEXPANSION:
+$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(STATIC) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDLIBS_LIB) -lm
+
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(LDFLAGS_ALL) -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lreclaim $(LDLIBS_LIB) -lm
+
+tests: $(TESTS) $(PROGS) $(EXAMPLES)
+examples: $(EXAMPLES)
+benches: $(BENCHES)
+
+# Installs what the tests need when it is missing and we are root.
+check-deps:
+	$(Q)sh tools/check-deps.sh
+
+# One run of every test in this build.
+test: check-deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)BUILD=$(BUILD) SAN=$(SAN) sh tools/run-tests.sh $(TESTS)
+
+check: check-deps
+	$(Q)$(MAKE) --no-print-directory test
+	$(Q)$(MAKE) --no-print-directory test SAN=asan
+	$(Q)$(MAKE) --no-print-directory test SAN=tsan
+
+demo: $(BUILD)/examples/$(DEMO)
+	$(Q)./$(BUILD)/examples/$(DEMO) $(DEMO_ARGS)
+
+bench: $(BENCHES)
+	$(Q)sh tools/run-bench.sh $(BUILD) $(BENCHES)
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/reclaim.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libreclaim.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libreclaim.so
+	install -m 644 $(BUILD)/reclaim.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/reclaim.h $(DESTDIR)$(PREFIX)/lib/libreclaim.* \
+		$(DESTDIR)$(PREFIX)/lib/pkgconfig/reclaim.pc
+
+clean:
+	rm -rf build build-*

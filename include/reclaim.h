@@ -1,0 +1,769 @@
+/*
+ * reclaim.h - libreclaim: the Linux kernel's memory-reclaim discipline for
+ * user-space programs.
+ *
+ * One header, the whole public API. Link with -lreclaim -lpthread, or use
+ * `pkg-config --cflags --libs reclaim`.
+ *
+ * Conventions
+ *   - Functions returning int return 0 or a negative errno value.
+ *   - Functions returning a pointer return NULL and set errno.
+ *   - Every public name starts with rcl_ / RCL_.
+ *   - The library initialises itself on first use from rcl_config_default()
+ *     and the RECLAIM_* environment variables (see rcl_init()).
+ *
+ * The model in one paragraph: an allocation asks the budget for room. Its
+ * flags (rcl_gfp_t), narrowed by the calling thread's scope, say what reclaim
+ * may do on its behalf. When room runs short the allocation reclaims directly
+ * (if its flags allow) by calling the registered shrinkers that its context
+ * permits, or wakes the background reclaimer. Shrinkers free objects, which
+ * returns room to the budget. See DESIGN.md for the full picture.
+ */
+#ifndef RECLAIM_H
+#define RECLAIM_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RCL_VERSION_MAJOR 0
+#define RCL_VERSION_MINOR 1
+
+/* ------------------------------------------------------------------------ */
+/* Allocation flags                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * What an allocation allows reclaim to do on its behalf; the twins of the
+ * kernel's __GFP_* bits. The composites are built exactly as the kernel
+ * builds GFP_KERNEL, GFP_NOFS, GFP_NOIO, GFP_NOWAIT and GFP_ATOMIC.
+ */
+typedef unsigned int rcl_gfp_t;
+
+#define RCL__IO             0x0001u /* reclaim may start and wait on I/O          */
+#define RCL__FS             0x0002u /* reclaim may call back into FS code         */
+#define RCL__DIRECT_RECLAIM 0x0004u /* caller may sleep and reclaim itself        */
+#define RCL__KSWAPD_RECLAIM 0x0008u /* may wake the background reclaimer          */
+#define RCL__HIGH           0x0010u /* may use part (half) of the reserve         */
+#define RCL__MEMALLOC       0x0020u /* may use the whole reserve                  */
+#define RCL__NOMEMALLOC     0x0040u /* never use the reserve; beats every grant   */
+#define RCL__NOFAIL         0x0080u /* retry until success, unless impossible     */
+#define RCL__NORETRY        0x0100u /* one light attempt at reclaim, then fail    */
+#define RCL__NOWARN         0x0200u /* no failure report                          */
+#define RCL__ZERO           0x0400u /* zeroed memory                              */
+
+#define RCL_RECLAIM (RCL__DIRECT_RECLAIM | RCL__KSWAPD_RECLAIM)
+#define RCL_DEFAULT (RCL_RECLAIM | RCL__IO | RCL__FS)   /* GFP_KERNEL */
+#define RCL_NOFS    (RCL_RECLAIM | RCL__IO)             /* GFP_NOFS   */
+#define RCL_NOIO    (RCL_RECLAIM)                       /* GFP_NOIO   */
+#define RCL_NOWAIT  (RCL__KSWAPD_RECLAIM | RCL__NOWARN) /* GFP_NOWAIT */
+#define RCL_ATOMIC  (RCL__HIGH | RCL__KSWAPD_RECLAIM)   /* GFP_ATOMIC */
+
+/* ------------------------------------------------------------------------ */
+/* Scopes (per thread)                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A scope marks a region of code ("I hold a lock that reclaim may need")
+ * rather than one allocation: every allocation the thread makes inside it,
+ * however deep in other layers, is restricted.
+ *
+ *   NOFS      reclaim must not call back into file-system code  (clears FS)
+ *   NOIO      reclaim must not start or wait on I/O      (clears IO and FS)
+ *   NOWAIT    the thread must not sleep in reclaim  (clears DIRECT_RECLAIM)
+ *   NORECLAIM the thread is reclaiming: its allocations never enter reclaim
+ *             and may use the whole reserve (unless RCL__NOMEMALLOC). It is
+ *             not a mask; rcl_current_gfp() leaves the flags alone for it.
+ *
+ * Save/restore follow the kernel >= 6.9 memalloc_flags_save(): save sets the
+ * bits and returns only those it newly set; restore clears exactly those.
+ * An inner pair for a scope already in force is therefore a no-op, and pairs
+ * nest in any order as long as each restore gets its own save's token.
+ * Restoring bits that are not set is ignored (and reported when the lock
+ * checker is on, as is a restore out of order).
+ *
+ * Cost: a few instructions on thread-local state, no locks, no allocation.
+ */
+#define RCL_SCOPE_NOFS      0x1u
+#define RCL_SCOPE_NOIO      0x2u
+#define RCL_SCOPE_NORECLAIM 0x4u
+#define RCL_SCOPE_NOWAIT    0x8u
+#define RCL_SCOPE_ALL       0xfu
+
+unsigned  rcl_scope_save(unsigned scope);   /* bits outside RCL_SCOPE_ALL are ignored */
+void      rcl_scope_restore(unsigned saved);
+unsigned  rcl_scope_current(void);
+unsigned  rcl_nofs_save(void);
+void      rcl_nofs_restore(unsigned saved);
+unsigned  rcl_noio_save(void);
+void      rcl_noio_restore(unsigned saved);
+unsigned  rcl_noreclaim_save(void);
+void      rcl_noreclaim_restore(unsigned saved);
+unsigned  rcl_nowait_save(void);
+void      rcl_nowait_restore(unsigned saved);
+
+/*
+ * gfp as this thread's scope restricts it. Only ever removes bits: NOIO
+ * clears IO|FS; otherwise NOFS clears FS; NOWAIT clears DIRECT_RECLAIM.
+ * An I/O-flusher thread (rcl_io_flusher_set) is in NOIO scope.
+ */
+rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp);
+
+/*
+ * Scope guards (GCC/Clang): the scope holds until the enclosing block ends,
+ * however it is left (return, break, goto).
+ *
+ *     {
+ *         RCL_NOFS_SCOPE();
+ *         take_journal_lock(); ... rcl_alloc(n, RCL_DEFAULT) acts as NOFS ...
+ *     }
+ */
+static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*saved); }
+#define RCL__CAT2(a, b) a##b
+#define RCL__CAT(a, b) RCL__CAT2(a, b)
+#define RCL__SCOPE_GUARD(bits)                                                  \
+    unsigned RCL__CAT(rcl__scope_, __LINE__)                                    \
+        __attribute__((cleanup(rcl__scope_guard_end), unused)) = rcl_scope_save(bits)
+#define RCL_NOFS_SCOPE()      RCL__SCOPE_GUARD(RCL_SCOPE_NOFS)
+#define RCL_NOIO_SCOPE()      RCL__SCOPE_GUARD(RCL_SCOPE_NOIO)
+#define RCL_NORECLAIM_SCOPE() RCL__SCOPE_GUARD(RCL_SCOPE_NORECLAIM)
+#define RCL_NOWAIT_SCOPE()    RCL__SCOPE_GUARD(RCL_SCOPE_NOWAIT)
+
+/* ------------------------------------------------------------------------ */
+/* Context that travels                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A thread's reclaim context: its scope bits, the reclaim domains it is in
+ * and its journal cookie. Capture it where work is handed off and adopt it
+ * in the thread that does the work, so the work is restricted exactly as the
+ * code that asked for it (seed 004: "Don't we need to convey
+ * PF_MEMALLOC_NOFS/PF_MEMALLOC_NOIO flags to APIs which interact with other
+ * threads?"). The library's workqueue does this for every work item.
+ *
+ * Adopting only adds restrictions: the scope bits are or-ed in, the domains
+ * are entered on top of the thread's own, the journal cookie replaced.
+ * rcl_context_restore(saved) returns the thread exactly to the state
+ * rcl_context_adopt() saved, so adopt/restore pairs nest.
+ *
+ * The structure is opaque and of fixed size; copy it freely.
+ */
+#define RCL_MAX_DOMAINS 16   /* domains one thread may be inside at once */
+struct rcl_context {
+    uintptr_t rcl_private[4 + RCL_MAX_DOMAINS];
+};
+void rcl_context_capture(struct rcl_context *out);
+void rcl_context_adopt(const struct rcl_context *ctx, struct rcl_context *saved);
+void rcl_context_restore(const struct rcl_context *saved);
+
+/* ------------------------------------------------------------------------ */
+/* Reclaim domains                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A reclaim domain is one file-system instance (or any cache owner) at a
+ * nesting depth on the storage stack: a file system on a loop device over
+ * another file system is one level deeper than the one beneath it.
+ *
+ * A thread inside domain D (depth d) reclaiming from a shrinker of domain S
+ * (depth s) treats it as follows (seed 001, Dave Chinner's proposal):
+ *   S == D        ask D's may_reclaim callback (NULL callback: skip it);
+ *   s != d        as if in NOFS scope (layering may recurse across them);
+ *   otherwise     unrestricted.
+ * Inside several domains, the most restrictive answer wins, and a NOFS/NOIO
+ * scope still applies on top: a domain never widens what a scope forbids.
+ *
+ * may_reclaim runs in the reclaiming thread, in NORECLAIM scope, and sees
+ * that thread's rcl_journal_info(); it must not block on the domain's locks.
+ */
+struct rcl_domain;
+typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
+
+/* NULL and errno EINVAL for a NULL name; ENOMEM when out of memory. */
+struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
+                                     rcl_domain_may_reclaim_fn may_reclaim, void *arg);
+/* Destroying a domain that a thread is still inside, or that still owns
+ * shrinkers, is refused: it is reported and the domain stays valid. */
+void     rcl_domain_destroy(struct rcl_domain *d);
+/* Returns a token for rcl_domain_exit(); 0 when d is NULL or the thread is
+ * already inside RCL_MAX_DOMAINS domains (reported). Never allocates. */
+unsigned rcl_domain_enter(struct rcl_domain *d);
+/* Exits must come in reverse order of the enters; a wrong token is
+ * reported and changes nothing. */
+void     rcl_domain_exit(unsigned token);
+const char *rcl_domain_name(const struct rcl_domain *d);
+unsigned rcl_domain_depth(const struct rcl_domain *d);
+
+/* The per-thread transaction cookie (the kernel's current->journal_info). */
+void    *rcl_journal_info_set(void *cookie);  /* returns the previous cookie */
+void    *rcl_journal_info(void);
+
+/* ------------------------------------------------------------------------ */
+/* Budget and life cycle                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The budget: every byte handed out by the rcl_alloc family or charged with
+ * rcl_charge() counts against `limit`. Accounted usage never exceeds it.
+ *
+ * Watermarks are the kernel's, counted in free headroom (limit - usage):
+ *   headroom < low   an allocation with RCL__KSWAPD_RECLAIM wakes the
+ *                    background reclaimer, which works until headroom >= high;
+ *   headroom < min   the reserve: ordinary allocations reclaim directly (with
+ *                    RCL__DIRECT_RECLAIM) or fail. Only reclaim itself
+ *                    (NORECLAIM scope), RCL__MEMALLOC and I/O-flusher threads
+ *                    may use all of it; RCL__HIGH may use half of it;
+ *                    RCL__NOMEMALLOC never any.
+ * `reserve` and `min_pct` describe the same boundary: the reserve is the
+ * headroom below min, and it is the larger of reserve and min_pct% of limit.
+ *
+ * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
+ * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",
+ * started the first time headroom falls below low), pressure following on,
+ * lock checker off (on with RECLAIM_LOCKDEP=1).
+ */
+#define RCL_LOCKDEP_OFF     0
+#define RCL_LOCKDEP_ON      1
+#define RCL_LOCKDEP_VERBOSE 2
+
+struct rcl_config {
+    size_t   limit;        /* bytes; 0 = automatic (cgroup limit, else physical memory) */
+    size_t   reserve;      /* bytes of the limit held for reclaim paths; 0 = automatic */
+    unsigned min_pct;      /* headroom below which allocations reclaim directly */
+    unsigned low_pct;      /* headroom below which the background reclaimer wakes */
+    unsigned high_pct;     /* headroom the background reclaimer restores */
+    int      background;   /* 1 = run the background reclaimer thread (default 1) */
+    int      pressure;     /* 1 = follow PSI and cgroup usage (default 1 where present) */
+    int      lockdep;      /* RCL_LOCKDEP_OFF / RCL_LOCKDEP_ON / RCL_LOCKDEP_VERBOSE */
+    unsigned stall_ms;     /* a NOFAIL allocation stalled this long is reported, and
+                              again every stall_ms; 0 = default (10000) */
+};
+
+/* Fills cfg with the defaults above, then applies the environment:
+ *   RECLAIM_LIMIT=256M  RECLAIM_RESERVE=4M  RECLAIM_MIN_PCT=2
+ *   RECLAIM_LOW_PCT=5  RECLAIM_HIGH_PCT=10  RECLAIM_BACKGROUND=0|1
+ *   RECLAIM_PRESSURE=0|1  RECLAIM_LOCKDEP=0|1|verbose  RECLAIM_STATS=1
+ *   RECLAIM_STALL_MS=10000
+ * (sizes take K, M, G suffixes). A malformed value is reported and ignored. */
+void   rcl_config_default(struct rcl_config *cfg);
+
+/* Optional. NULL means rcl_config_default(). Returns -EINVAL for a
+ * configuration that cannot work (min < low < high must hold, high < 100),
+ * -EBUSY when the library is already initialised (call rcl_shutdown()
+ * first). Any other entry point initialises the library on first use. */
+int    rcl_init(const struct rcl_config *cfg);
+
+/* Stops the library's threads and drops all its state, the lock-dependency
+ * graph and the shrinker registry included; rcl_init() may follow. No other
+ * thread may be inside the library meanwhile. Memory allocated before stays
+ * valid and may still be freed with rcl_free(); it is no longer accounted. */
+void   rcl_shutdown(void);
+
+/* Changes the limit; -EINVAL for 0. Lowering it below current usage is
+ * allowed: the background reclaimer (if any) is woken to get back under. */
+int    rcl_set_limit(size_t bytes);
+size_t rcl_limit(void);
+
+/* Accounted bytes. Each thread keeps a small stock of pre-charged bytes so
+ * that the allocation fast path writes no shared cache line; the stock is
+ * part of the budget's usage. rcl_usage() subtracts every thread's stock,
+ * so it is exact whenever no allocation is in flight. */
+size_t rcl_usage(void);
+/* Folds the calling thread's stock back into the budget, and every other
+ * thread's at its next allocation or free; the budget's own counter then
+ * equals rcl_usage(). */
+void   rcl_usage_sync(void);
+
+/* The limit that limit = 0 selects: the process's memory cgroup limit (v2
+ * memory.high / memory.max, v1 memory.limit_in_bytes) less a margin, else
+ * half of physical memory. */
+size_t rcl_auto_limit(void);
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The path of an allocation: gfp is narrowed by the thread's scope; the size
+ * is charged to the budget (from the thread's stock when it can); if that
+ * would go below the min watermark, the caller reclaims directly within its
+ * own context (only with RCL__DIRECT_RECLAIM, never recursively: shrinkers
+ * run in NORECLAIM scope), then may use the reserve it is entitled to, then
+ * fails. No allocation waits without bound on reclaim in a wider context.
+ *
+ * errno on failure:
+ *   EINVAL     size 0, alignment not a power of two, NOFAIL without
+ *              RCL__DIRECT_RECLAIM;
+ *   EOVERFLOW  n * size (or size plus the library's header) overflows;
+ *   E2BIG      larger than this context could ever get (limit - reserve for
+ *              ordinary contexts), so retrying is pointless;
+ *   ENOMEM     no room now.
+ * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM) the call never returns
+ * NULL for a request that can succeed: it reclaims, waits with a bound and
+ * retries, reporting a stall every stall_ms (default 10 s) while it waits.
+ * A request that can never succeed fails at once, with a report unless
+ * RCL__NOWARN. Other failures are reported (rate-limited) unless NOWARN.
+ *
+ * The size charged is the size asked for. Each block carries a 16-byte
+ * header, which is how rcl_free() knows the size and tells foreign pointers.
+ */
+void *rcl_alloc(size_t size, rcl_gfp_t gfp);
+void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
+/* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
+void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
+void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
+/* NULL: nothing. A pointer the library did not hand out (or one already
+ * freed, where that can still be seen) is reported, sets errno to EINVAL,
+ * and is neither freed nor uncharged. */
+void  rcl_free(void *p);
+/* Page-granular, mapped memory (mmap), charged in whole pages; honours the
+ * scope like everything else (seed 002: vmalloc under GFP_NOFS). */
+void *rcl_valloc(size_t size, rcl_gfp_t gfp);
+void  rcl_vfree(void *p);
+/* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
+ * as rcl_alloc would fail. Charging 0 bytes is a no-op. */
+int   rcl_charge(size_t bytes, rcl_gfp_t gfp);
+/* Uncharging more than is charged is reported and clamps usage at 0. */
+void  rcl_uncharge(size_t bytes);
+/* Reclaim now, as an allocation with these flags (scope-masked) would:
+ * nothing without RCL__DIRECT_RECLAIM or inside NORECLAIM scope. Returns the
+ * accounted bytes freed by the shrinkers during the call. */
+size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
+
+/* ------------------------------------------------------------------------ */
+/* Shrinkers                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A shrinker is a cache's pair of callbacks. count() says how many objects
+ * could be freed; scan() tries to free sc->nr_to_scan of them and returns
+ * how many it freed (or RCL_SHRINK_STOP to end its turn in this pass).
+ * Both run in the reclaiming thread, in NORECLAIM scope, and must obey
+ * sc->gfp: without RCL__FS do not enter file-system code that takes locks
+ * the allocator may hold; without RCL__IO do not wait on I/O. count() may
+ * return RCL_SHRINK_EMPTY when the cache is empty.
+ *
+ * Scan amounts follow the kernel's do_shrink_slab() exactly:
+ *   delta    = (freeable >> priority) * 4 / seeks      (freeable / 2 if seeks 0)
+ *   total    = min((deferred >> priority) + delta, 2 * freeable)
+ *   scan in batches of `batch` while total >= batch || total >= freeable
+ *   deferred = clamp(deferred + delta - scanned, 0, 2 * freeable)
+ * A shrinker that declares `needs` is not called when the context lacks one
+ * of those flags; the work it would have had (delta from its last count) is
+ * deferred to a context that has them.
+ */
+struct rcl_shrink_control {
+    rcl_gfp_t          gfp;         /* what this scan may do */
+    unsigned long      nr_to_scan;  /* objects to look at in this call */
+    unsigned long      nr_scanned;  /* set by scan when it looked at a different number */
+    int                priority;    /* 12 (gentle) .. 0 (desperate) */
+    struct rcl_domain *domain;      /* the domain the shrinker belongs to, or NULL */
+};
+#define RCL_SHRINK_STOP  (~0UL)
+#define RCL_SHRINK_EMPTY (~0UL - 1)
+#define RCL_DEF_PRIORITY 12
+
+struct rcl_shrinker_ops {
+    unsigned long (*count)(void *priv, struct rcl_shrink_control *sc);
+    unsigned long (*scan)(void *priv, struct rcl_shrink_control *sc);
+};
+struct rcl_shrinker_opts {
+    unsigned           seeks;   /* cost to recreate an object; 0 = default (2) */
+    unsigned long      batch;   /* objects per scan call; 0 = default (128) */
+    rcl_gfp_t          needs;   /* flags without which the shrinker cannot work */
+    struct rcl_domain *domain;  /* NULL: belongs to no domain */
+};
+#define RCL_DEFAULT_SEEKS  2
+#define RCL_SHRINK_BATCH   128
+
+/* NULL with EINVAL for a NULL name or ops or a missing callback; the name is
+ * copied. opts may be NULL. */
+struct rcl_shrinker *rcl_shrinker_register(const char *name,
+        const struct rcl_shrinker_ops *ops, void *priv,
+        const struct rcl_shrinker_opts *opts);
+/* Waits for scans in flight; once it returns the callbacks are never called
+ * again. Unregistering NULL, a shrinker that is not registered (twice, say),
+ * or the shrinker whose callback is running on this very thread is
+ * reported and changes nothing. */
+void rcl_shrinker_unregister(struct rcl_shrinker *s);
+
+/* ------------------------------------------------------------------------ */
+/* Mempools                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A mempool keeps min_nr elements in reserve so that a path that must make
+ * progress (write-back, request handling in an I/O daemon) always can.
+ * rcl_mempool_alloc() follows the kernel's mempool_alloc():
+ *   1. the backing allocator with gfp & ~(DIRECT_RECLAIM|IO), plus
+ *      NOMEMALLOC|NORETRY|NOWARN;
+ *   2. an element from the reserve;
+ *   3. once more with the full flags;
+ *   4. only with DIRECT_RECLAIM: wait (bounded, then loop) for an element to
+ *      be freed; the waiter is registered before the pool lock is dropped,
+ *      so no wake-up is lost.
+ * A blocking allocation (RCL__DIRECT_RECLAIM) never fails; a non-blocking one
+ * returns NULL (ENOMEM) when the reserve is empty. rcl_mempool_free() refills
+ * the reserve while it is below min_nr.
+ *
+ * rcl_mempool_create() backs the pool with rcl_alloc(elem_size); the reserve
+ * is allocated, and charged, at creation: NULL (ENOMEM) if it cannot be.
+ */
+struct rcl_mempool;
+struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);
+struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
+        void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free)(void *elem, void *data),
+        void *data);
+void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp);
+void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
+/* Grows (allocating with RCL_DEFAULT) or shrinks the reserve; -ENOMEM, and
+ * the pool unchanged, when growing fails. */
+int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
+/* Elements still out at destroy are reported and the pool is left alive
+ * (leaked) rather than freed under their owners. */
+void  rcl_mempool_destroy(struct rcl_mempool *pool);
+
+/* ------------------------------------------------------------------------ */
+/* Workqueues                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Each work item runs under the context captured when it was queued: a
+ * request queued from a NOFS section is processed in NOFS. Queuing allocates
+ * nothing (the work structure is the caller's). RCL_WQ_MEM_RECLAIM creates a
+ * rescuer thread up front, so queued work still runs when no new worker can
+ * be created.
+ */
+struct rcl_work {
+    void (*fn)(struct rcl_work *w);
+    /* private: */
+    struct rcl_work *rcl_next;
+    struct rcl_context rcl_ctx;
+    int rcl_pending;
+};
+void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w));
+#define RCL_WQ_MEM_RECLAIM 0x1u
+struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_workers, unsigned flags);
+/* 0 queued; -EBUSY already pending; -EINVAL bad arguments; -ESHUTDOWN the
+ * queue is being destroyed. */
+int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
+void rcl_flush_workqueue(struct rcl_workqueue *wq);
+/* Drains pending work, then stops the threads. */
+void rcl_workqueue_destroy(struct rcl_workqueue *wq);
+
+/* ------------------------------------------------------------------------ */
+/* I/O flushers                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * For the threads of a user-space I/O daemon (FUSE, NBD, iSCSI, ublk) that
+ * the kernel may be waiting on to free memory. on = 1: this thread's
+ * allocations are NOIO and may use the whole reserve, and the library calls
+ * prctl(PR_SET_IO_FLUSHER, 1). on = 0: both undone. Anything else: -EINVAL.
+ * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
+ * call returns -EPERM and the library reports it once.
+ */
+int rcl_io_flusher_set(int on);
+int rcl_io_flusher_get(void);
+
+/* ------------------------------------------------------------------------ */
+/* Lock checking (lockdep for reclaim)                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Reclaim is modelled as three pseudo-locks, one per context class:
+ * reclaim(FS+IO) ⊇ reclaim(IO) ⊇ reclaim(none). An allocation that may
+ * reclaim in class c, made while holding lock L, records L -> reclaim(c),
+ * whether or not reclaim runs; a lock taken inside a shrinker called in class
+ * c records reclaim(c) -> L. A cycle in this graph is a deadlock waiting to
+ * happen and is reported once, with the chain and where each edge was first
+ * seen. Waiting for another thread's work is an acquire+release of that
+ * work's class.
+ */
+struct rcl_lock_class {
+    const char *name;
+    /* private: the class's node in the current graph (assigned on first
+     * use, forgotten at rcl_shutdown); accessed atomically by the library */
+    unsigned rcl_id;
+    unsigned rcl_gen;
+};
+#define RCL_LOCK_CLASS(var, lname) struct rcl_lock_class var = { .name = (lname), .rcl_id = 0, .rcl_gen = 0 }
+
+/*
+ * Annotations. A class stands for every lock of one kind (all inode locks,
+ * say); the name is what reports print. Annotate before blocking on the
+ * real lock, so a cycle is reported even by the acquisition that would
+ * hang. Releases may come in any order. With the checker off each call is
+ * one load and a branch; on, an acquire/release pair on a lock order seen
+ * before costs a few nanoseconds (bench/bench_lockdep).
+ *
+ * rcl_lock_acquire_try: a trylock that succeeded. The lock is held (what
+ *     is taken under it depends on it) but nothing waited for it, so it
+ *     adds no dependency on the lock itself.
+ * rcl_might_alloc: "this path may allocate with gfp" (scope-masked), as if
+ *     the allocation happened; every rcl_alloc-family call implies it.
+ * Waiting for another thread's work (I/O completion, a flush) is
+ *     rcl_lock_acquire(&work_class) + rcl_lock_release(&work_class) in the
+ *     waiter, while the worker holds work_class around the work.
+ *
+ * Also reported in checking mode: a scope restored out of order or with a
+ * token its save did not return; an allocation that may sleep inside a
+ * NOWAIT scope; a shrinker that runs longer than the bound below while the
+ * background reclaimer waits on it. Each problem is reported once.
+ * In RCL_LOCKDEP_VERBOSE mode every newly learned dependency is also
+ * reported (as information; rcl_lockdep_reports() does not count those).
+ */
+void rcl_lock_acquire(struct rcl_lock_class *c);
+void rcl_lock_acquire_try(struct rcl_lock_class *c);
+void rcl_lock_release(struct rcl_lock_class *c);
+void rcl_might_alloc(rcl_gfp_t gfp);
+/* Bound for the slow-shrinker report; default 1000 ms, 0 turns it off. */
+void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
+
+typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
+int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
+void rcl_mutex_lock(rcl_mutex_t *m);
+int  rcl_mutex_trylock(rcl_mutex_t *m);
+void rcl_mutex_unlock(rcl_mutex_t *m);
+int  rcl_mutex_destroy(rcl_mutex_t *m);
+/* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
+ * init and destroy return 0 or a negative errno (-EINVAL for NULL); trylock
+ * returns 0 or EBUSY (positive, as pthread_mutex_trylock). */
+
+/* Problems the checker reported since rcl_init (cycles, scope misuse,
+ * NOWAIT sleeps, slow shrinkers). */
+unsigned long rcl_lockdep_reports(void);
+
+/* Every report the library makes (lock checker, bad frees, allocation
+ * failures and stalls, misuse) goes through this function; NULL restores
+ * the default, which writes to stderr. */
+typedef void (*rcl_report_fn)(const char *report, void *arg);
+void rcl_set_report_fn(rcl_report_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Shrinkable LRU helper                                                     */
+/* ------------------------------------------------------------------------ */
+
+struct rcl_lru;
+struct rcl_lru_node { struct rcl_lru_node *prev, *next; };
+enum rcl_lru_walk { RCL_LRU_REMOVED, RCL_LRU_ROTATE, RCL_LRU_SKIP, RCL_LRU_STOP };
+
+/*
+ * The kernel's list_lru for user-space caches: the node is embedded in the
+ * cache's own object (no allocation to add or remove), one mutex per LRU
+ * guards the list, the count is exact and can be read without the lock, and
+ * rcl_lru_shrinker() turns the LRU into a registered shrinker in one call.
+ *
+ * Order: items are added at the tail (hot end); walks start at the head,
+ * the least recently added or touched item.
+ *
+ * The isolate callback (list_lru's rules):
+ *   - it runs with the LRU lock held, oldest item first;
+ *   - it must not allocate, free the item, sleep on I/O, or call any
+ *     rcl_lru_* function on the same LRU;
+ *   - it may take the cache's own locks only with a trylock, returning
+ *     RCL_LRU_SKIP when one is busy: the cache takes its lock first and the
+ *     LRU lock second, so blocking there would be an ABBA deadlock;
+ *   - it returns
+ *       RCL_LRU_REMOVED  the cache has let go of the item (unhashed it):
+ *                        the walk takes it off the LRU, onto the caller's
+ *                        private dispose list, to be freed after the lock
+ *                        is dropped;
+ *       RCL_LRU_ROTATE   recently used: move it to the hot end (second
+ *                        chance);
+ *       RCL_LRU_SKIP     leave it where it is (busy, pinned, dirty);
+ *       RCL_LRU_STOP     end the walk here; the item stays.
+ * Every item visited costs one of nr_to_walk; a walk visits each item at
+ * most once.
+ */
+typedef enum rcl_lru_walk (*rcl_lru_isolate_fn)(struct rcl_lru_node *item, void *arg);
+/* Frees one item the walk removed; called without the LRU lock. */
+typedef void (*rcl_lru_free_fn)(struct rcl_lru_node *item, void *arg);
+
+/* The object an embedded node belongs to (container_of). */
+#define RCL_LRU_ENTRY(node, type, member) \
+    ((type *)(void *)((char *)(node) - offsetof(type, member)))
+
+/* NULL and errno ENOMEM when out of memory. */
+struct rcl_lru *rcl_lru_create(void);
+/* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
+ * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left alive when
+ * items are still on it (they are the caller's: empty it first). */
+int  rcl_lru_destroy(struct rcl_lru *lru);
+/* A node starts (and is left by every removal) on no list. */
+void rcl_lru_node_init(struct rcl_lru_node *n);
+/* 1 added at the hot end; 0 already on an LRU; -EINVAL for NULL. */
+int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
+/* 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
+ * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL. */
+int  rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n);
+/* Moves an item to the hot end: 1 moved; 0 not on the LRU. */
+int  rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n);
+unsigned long rcl_lru_count(const struct rcl_lru *lru);   /* 0 for NULL */
+
+/* A private list of removed items: rcl_lru_list_init() a node used as the
+ * head; rcl_lru_list_pop() takes the first item off, NULL when empty. */
+void rcl_lru_list_init(struct rcl_lru_node *list);
+struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list);
+
+/* Visits up to nr_to_walk items, oldest first, calling isolate on each
+ * (NULL isolate: every item is REMOVED). Removed items are appended to
+ * `dispose` (an initialised list). Returns how many were removed; 0 with
+ * errno EINVAL for a NULL lru or an uninitialised dispose list. */
+unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
+                           unsigned long nr_to_walk, struct rcl_lru_node *dispose);
+
+/* Registers a shrinker for the LRU: count() is rcl_lru_count(); scan()
+ * walks sc->nr_to_scan items with isolate, then calls free_fn on each
+ * removed item outside the lock and reports them freed. free_fn must
+ * rcl_free() (or uncharge) what the item accounted, or the budget never
+ * sees the memory come back. The shrinker belongs to the LRU:
+ * rcl_lru_destroy() unregisters it; do not unregister it yourself.
+ * NULL with errno EINVAL (NULL lru, name or free_fn), EBUSY (the LRU has
+ * one already), or what rcl_shrinker_register() sets.
+ *
+ * Example: a keyed object cache, shrinkable, in a handful of lines
+ * (compiled and run by tests/test_lru.c, which checks it matches this text):
+ *
+ * --- example begin
+ *     #include <pthread.h>
+ *     #include <reclaim.h>
+ *
+ *     #define NBUCKETS 256
+ *     struct obj {
+ *         struct rcl_lru_node lru;   // on the LRU while cached
+ *         struct obj *hnext;         // hash chain, under table_lock
+ *         unsigned key;
+ *         int referenced;            // second chance, under table_lock
+ *         char payload[1000];
+ *     };
+ *     static struct obj *table[NBUCKETS];
+ *     static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+ *     static struct rcl_lru *lru;
+ *
+ *     // Under the LRU lock: decide, unhash, never free. Lookups take
+ *     // table_lock and then the LRU lock, so here it is only tried.
+ *     static enum rcl_lru_walk obj_isolate(struct rcl_lru_node *n, void *arg)
+ *     {
+ *         struct obj *o = RCL_LRU_ENTRY(n, struct obj, lru), **pp;
+ *         (void)arg;
+ *         if (pthread_mutex_trylock(&table_lock) != 0)
+ *             return RCL_LRU_SKIP;
+ *         if (o->referenced) {
+ *             o->referenced = 0;
+ *             pthread_mutex_unlock(&table_lock);
+ *             return RCL_LRU_ROTATE;
+ *         }
+ *         for (pp = &table[o->key % NBUCKETS]; *pp != o; pp = &(*pp)->hnext)
+ *             ;
+ *         *pp = o->hnext;            // no lookup can find it any more
+ *         pthread_mutex_unlock(&table_lock);
+ *         return RCL_LRU_REMOVED;
+ *     }
+ *
+ *     // After the LRU lock is dropped: the object is ours alone.
+ *     static void obj_free(struct rcl_lru_node *n, void *arg)
+ *     {
+ *         (void)arg;
+ *         rcl_free(RCL_LRU_ENTRY(n, struct obj, lru));
+ *     }
+ *
+ *     int cache_init(void)
+ *     {
+ *         lru = rcl_lru_create();
+ *         if (!lru || !rcl_lru_shrinker(lru, "obj-cache", obj_isolate, obj_free, NULL, NULL))
+ *             return -1;
+ *         return 0;
+ *     }
+ *
+ *     // 1 when the key was cached, 0 when it has been added now, -1 on error.
+ *     int cache_get(unsigned key)
+ *     {
+ *         struct obj *o;
+ *         pthread_mutex_lock(&table_lock);
+ *         for (o = table[key % NBUCKETS]; o && o->key != key; o = o->hnext)
+ *             ;
+ *         if (o)
+ *             o->referenced = 1;
+ *         pthread_mutex_unlock(&table_lock);
+ *         if (o)
+ *             return 1;
+ *         o = rcl_alloc(sizeof(*o), RCL_DEFAULT);   // may run the shrinker
+ *         if (!o)
+ *             return -1;
+ *         rcl_lru_node_init(&o->lru);
+ *         o->key = key;
+ *         o->referenced = 0;
+ *         pthread_mutex_lock(&table_lock);
+ *         o->hnext = table[key % NBUCKETS];
+ *         table[key % NBUCKETS] = o;
+ *         rcl_lru_add(lru, &o->lru);
+ *         pthread_mutex_unlock(&table_lock);
+ *         return 0;
+ *     }
+ *
+ *     void cache_exit(void)
+ *     {
+ *         struct rcl_lru_node dispose, *n;
+ *         rcl_lru_list_init(&dispose);
+ *         while (rcl_lru_count(lru)) {
+ *             rcl_lru_walk(lru, obj_isolate, NULL, ~0UL, &dispose);
+ *             while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+ *                 obj_free(n, NULL);
+ *         }
+ *         rcl_lru_destroy(lru);
+ *     }
+ * --- example end
+ */
+struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
+                                      rcl_lru_isolate_fn isolate, rcl_lru_free_fn free_fn,
+                                      void *arg, const struct rcl_shrinker_opts *opts);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+#define RCL_STATS_MAX_SHRINKERS 32
+#define RCL_NAME_MAX 32
+
+struct rcl_shrinker_stats {
+    char          name[RCL_NAME_MAX];
+    unsigned long calls;      /* scan callbacks */
+    unsigned long scanned;    /* objects scanned */
+    unsigned long freed;      /* objects the shrinker reported freed */
+    unsigned long skipped;    /* passes skipped: context lacked `needs`, or domain rules */
+    unsigned long deferred;   /* work now deferred (nr_deferred) */
+};
+
+struct rcl_stats {
+    size_t        usage, peak, limit;
+    size_t        wmark_min, wmark_low, wmark_high;   /* headroom, bytes */
+    unsigned long allocations, frees, failures;
+    unsigned long bad_frees;                /* foreign or double frees caught */
+    unsigned long direct_reclaims;          /* direct reclaim passes */
+    unsigned long long direct_stall_ns;     /* time spent in them */
+    size_t        direct_reclaimed;         /* bytes they freed */
+    unsigned long background_wakeups;
+    size_t        background_reclaimed;
+    unsigned long reserve_allocs;           /* charges that dipped into the reserve */
+    unsigned long nofail_stalls;            /* stall reports */
+    unsigned long mempool_reserve_hits;
+    unsigned long lockdep_reports;
+    unsigned      nr_shrinkers;             /* registered; the first
+                                               RCL_STATS_MAX_SHRINKERS listed */
+    struct rcl_shrinker_stats shrinkers[RCL_STATS_MAX_SHRINKERS];
+};
+void rcl_stats_get(struct rcl_stats *out);
+/* Text (json = 0) or one JSON object (json = 1); -EINVAL for a NULL file,
+ * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit. */
+int  rcl_stats_print(FILE *f, int json);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RECLAIM_H */

@@ -1,0 +1,469 @@
+/*
+ * account.c - the budget: limit, watermarks, per-thread stocks, and the
+ * charge slow path (reclaim, retries, NOFAIL).
+ *
+ * Invariant: rcl__acct.charged <= limit at all times (except after the
+ * limit is lowered below it), and charged == (bytes handed out) + (sum of
+ * every registered thread's stock). Charging is a compare-and-swap against
+ * the limit, so no interleaving of threads can take the budget over.
+ *
+ * The stock is what keeps the fast path off shared cache lines: a thread
+ * takes a batch of bytes from the budget at once and hands them out to its
+ * own allocations with plain loads and stores; frees go back into the stock
+ * and only the excess above stock_max is returned. Near the watermarks no
+ * batch is taken, so the budget is charged byte for byte exactly when it
+ * matters.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <string.h>
+#include <time.h>
+
+struct rcl_account rcl__acct;
+
+#define STOCK_BATCH_MAX   (64 * 1024L)
+#define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */
+#define MAX_NO_PROGRESS   3                /* reclaim rounds that freed nothing */
+
+/* Threads holding stocks. Each unregisters at exit (pthread key
+ * destructor), returning its stock and folding its counters. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rcl_thread *registry;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static _Atomic long long overuncharge_reported;
+static _Atomic long long failure_reported;
+
+static size_t pct_of(size_t v, unsigned pct)
+{
+    return v / 100 * pct + v % 100 * pct / 100;
+}
+
+static void budget_return(size_t bytes)
+{
+    size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
+    size_t n;
+
+    do {
+        n = bytes > c ? 0 : c - bytes;
+    } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, n,
+                                                    memory_order_release, memory_order_relaxed));
+}
+
+static void thread_unlink_locked(struct rcl_thread *t)
+{
+    if (t->next)
+        t->next->pprev = t->pprev;
+    *t->pprev = t->next;
+    t->next = NULL;
+    t->pprev = NULL;
+    rcl__count(exited_allocs, rd(t->nr_alloc));
+    rcl__count(exited_frees, rd(t->nr_free));
+    wr(t->nr_alloc, 0);
+    wr(t->nr_free, 0);
+    wr(t->stock, 0);
+    wr(t->drain, 0);
+    wr(t->epoch, 0);
+}
+
+static void thread_exit(void *arg)
+{
+    struct rcl_thread *t = arg;
+
+    pthread_mutex_lock(&registry_lock);
+    if (rd(t->epoch)) {
+        budget_return((size_t)rd(t->stock));
+        thread_unlink_locked(t);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void exit_key_create(void)
+{
+    pthread_key_create(&exit_key, thread_exit);
+}
+
+void rcl__thread_attach(struct rcl_thread *t)
+{
+    unsigned epoch = atomic_load_explicit(&rcl__epoch, memory_order_acquire);
+
+    if (likely(rd(t->epoch) == epoch))
+        return;
+    pthread_once(&exit_key_once, exit_key_create);
+    pthread_setspecific(exit_key, t);
+    pthread_mutex_lock(&registry_lock);
+    wr(t->stock, 0);
+    wr(t->drain, 0);
+    t->stock_max = 2 * rd(rcl__acct.batch);
+    t->next = registry;
+    t->pprev = &registry;
+    if (registry)
+        registry->pprev = &t->next;
+    registry = t;
+    wr(t->epoch, epoch);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void set_watermarks(size_t limit)
+{
+    size_t min = pct_of(limit, rcl__cfg.min_pct);
+    if (rcl__cfg.reserve > min)
+        min = rcl__cfg.reserve;
+    if (min > limit)
+        min = limit;
+    size_t low = pct_of(limit, rcl__cfg.low_pct);
+    size_t high = pct_of(limit, rcl__cfg.high_pct);
+    low = low > min ? low : min;
+    high = high > low ? high : low;
+
+    /* The stock batch shrinks with the budget so that what threads hold
+     * unused stays a small share of it. */
+    long batch = (long)(limit / 256) & ~15L;
+    if (batch > STOCK_BATCH_MAX)
+        batch = STOCK_BATCH_MAX;
+
+    wr(rcl__acct.wm_min, min);
+    wr(rcl__acct.wm_low, low);
+    wr(rcl__acct.wm_high, high);
+    wr(rcl__acct.batch, batch);
+    wr(rcl__acct.limit, limit);
+}
+
+int rcl__account_start(const struct rcl_config *cfg)
+{
+    wr(rcl__acct.charged, 0);
+    wr(rcl__acct.peak, 0);
+    set_watermarks(cfg->limit);
+    return 0;
+}
+
+void rcl__account_stop(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    while (registry)
+        thread_unlink_locked(registry);
+    pthread_mutex_unlock(&registry_lock);
+    wr(rcl__acct.charged, 0);
+}
+
+size_t rcl__headroom(void)
+{
+    size_t limit = rd(rcl__acct.limit), c = rd(rcl__acct.charged);
+    return c < limit ? limit - c : 0;
+}
+
+size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
+{
+    size_t min = rd(rcl__acct.wm_min);
+
+    if (gfp & RCL__NOMEMALLOC)
+        return min;
+    /* Reclaim itself, and the threads reclaim waits on, must be able to
+     * allocate when nobody else can: that is what the reserve is for. */
+    if ((gfp & RCL__MEMALLOC) || (t->scope & RCL_SCOPE_NORECLAIM) || t->io_flusher)
+        return 0;
+    if (gfp & RCL__HIGH)
+        return min / 2;
+    return min;
+}
+
+void rcl__stock_flush(struct rcl_thread *t, long keep)
+{
+    long s = rd(t->stock);
+
+    if (s > keep) {
+        wr(t->stock, keep);
+        budget_return((size_t)(s - keep));
+    }
+}
+
+void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
+{
+    rcl__thread_attach(t);
+    if (t->in_reclaim) {
+        /* What a reclaiming thread frees stays in its stock, so the
+         * allocation that reclaimed gets it rather than whoever charges
+         * next; reclaim counts it as progress. */
+        t->reclaimed += (long)size;
+        wr(t->stock, rd(t->stock) + (long)size);
+        return;
+    }
+    wr(t->stock, rd(t->stock) + (long)size);
+    if (rd(t->drain)) {
+        wr(t->drain, 0);
+        rcl__stock_flush(t, 0);
+    } else if (rd(t->stock) > t->stock_max) {
+        rcl__stock_flush(t, rd(rcl__acct.batch));
+    }
+}
+
+static void update_peak(size_t usage)
+{
+    size_t p = rd(rcl__acct.peak);
+    while (usage > p && !atomic_compare_exchange_weak_explicit(&rcl__acct.peak, &p, usage,
+                                                               memory_order_relaxed,
+                                                               memory_order_relaxed))
+        ;
+}
+
+/*
+ * Take `size` bytes for thread t without going below `floor` bytes of
+ * headroom: from the stock first, the rest from the budget. Returns 0, or
+ * how many bytes are missing.
+ */
+static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_t gfp)
+{
+    long stock = rd(t->stock);
+    if ((size_t)stock >= size) {
+        wr(t->stock, stock - (long)size);
+        if (t->in_reclaim)
+            t->reclaimed -= (long)size;
+        return 0;
+    }
+    size_t need = size - (size_t)stock;
+    size_t limit = rd(rcl__acct.limit);
+    size_t low = rd(rcl__acct.wm_low);
+    size_t batch = (size_t)rd(rcl__acct.batch);
+    size_t ceiling = limit > floor ? limit - floor : 0;
+    size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
+    size_t extra, after;
+
+    do {
+        if (c > ceiling || need > ceiling - c)
+            return c > ceiling ? need + (c - ceiling) : need - (ceiling - c);
+        /* Refill the stock only while comfortably above the low
+         * watermark; closer in, charge exactly. */
+        extra = (limit - c - need >= low + batch) ? batch : 0;
+        after = c + need + extra;
+    } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
+                                                    memory_order_acquire, memory_order_relaxed));
+
+    wr(t->stock, (long)extra);
+    if (t->in_reclaim)
+        t->reclaimed -= (long)need;
+    update_peak(after);
+    size_t headroom = limit - after;
+    if (headroom < low && (gfp & RCL__KSWAPD_RECLAIM))
+        rcl__reclaim_wake();
+    if (headroom < rd(rcl__acct.wm_min))
+        rcl__count(reserve_allocs, 1);
+    return 0;
+}
+
+static void sleep_ns(long ns)
+{
+    struct timespec ts = { 0, ns };
+    nanosleep(&ts, NULL);
+}
+
+static int charge_fail(size_t size, rcl_gfp_t gfp, int err)
+{
+    char flags[128];
+
+    rcl__count(failures, 1);
+    if (!(gfp & RCL__NOWARN))
+        rcl__report_limited(&failure_reported,
+                            "allocation of %zu bytes (%s) failed: %s; usage %zu of %zu",
+                            size, rcl__gfp_str(gfp, flags, sizeof(flags)),
+                            err == -E2BIG ? "larger than this context can ever get"
+                                          : "no room, and reclaim freed too little",
+                            rd(rcl__acct.charged), rd(rcl__acct.limit));
+    return err;
+}
+
+/* A NOFAIL request that can never be met is the caller's bug: say so every
+ * time, since returning NULL breaks the caller's assumption. */
+static int nofail_impossible(size_t size, rcl_gfp_t gfp, int err)
+{
+    char flags[128];
+
+    rcl__count(failures, 1);
+    if (!(gfp & RCL__NOWARN))
+        rcl__report("NOFAIL allocation of %zu bytes (%s) can never succeed: %s",
+                    size, rcl__gfp_str(gfp, flags, sizeof(flags)),
+                    err == -EINVAL ? "NOFAIL needs DIRECT_RECLAIM (it must be able to wait)"
+                                   : "larger than the budget this context may use");
+    return err;
+}
+
+static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
+                        unsigned long long *next_report, unsigned *round)
+{
+    unsigned long long now = rcl__now_ns();
+
+    if (now >= *next_report) {
+        char flags[128];
+        rcl__count(nofail_stalls, 1);
+        rcl__report("allocation stall: %zu bytes (%s) waiting for %llu ms; usage %zu of %zu, "
+                    "reclaim is not freeing enough", size, rcl__gfp_str(gfp, flags, sizeof(flags)),
+                    (now - start) / 1000000ull, rd(rcl__acct.charged), rd(rcl__acct.limit));
+        *next_report = now + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+    }
+    /* Bounded, growing sleeps: other threads' frees or the background
+     * reclaimer make room meanwhile; we never wait for them without bound. */
+    sleep_ns(*round < 10 ? 100000L * (1L << (*round / 2)) : 10000000L);
+    (*round)++;
+}
+
+int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
+{
+    rcl__ensure_init();
+    rcl__thread_attach(t);
+    t->stock_max = 2 * rd(rcl__acct.batch);
+    if (rd(t->drain)) {
+        wr(t->drain, 0);
+        rcl__stock_flush(t, 0);
+    }
+
+    rcl_gfp_t masked = rcl_current_gfp(gfp);
+    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) && !(t->scope & RCL_SCOPE_NORECLAIM);
+    size_t floor = rcl__reserve_floor(t, masked);
+    size_t limit = rd(rcl__acct.limit);
+
+    if (rcl__checking())
+        rcl__lockdep_alloc(gfp, masked, may_reclaim);
+    if ((gfp & RCL__NOFAIL) && !(masked & RCL__DIRECT_RECLAIM))
+        return nofail_impossible(size, gfp, -EINVAL);
+    if (limit <= floor || size > limit - floor)
+        return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
+                                   : charge_fail(size, gfp, -E2BIG);
+
+    unsigned long long start = 0, next_report = 0;
+    unsigned no_progress = 0, round = 0;
+    for (;;) {
+        size_t missing = try_take(t, size, floor, masked);
+        if (!missing)
+            break;
+        if (masked & RCL__KSWAPD_RECLAIM)
+            rcl__reclaim_wake();
+        if (!may_reclaim) {
+            if (!(gfp & RCL__NOFAIL))
+                return charge_fail(size, gfp, -ENOMEM);
+            /* NOFAIL inside reclaim: it cannot reclaim, only wait. */
+        } else {
+            size_t target = missing > RECLAIM_CLUSTER ? missing : RECLAIM_CLUSTER;
+            if (target > limit / 8 && missing <= limit / 8)
+                target = limit / 8;
+            size_t freed = rcl__direct_reclaim(t, target, masked);
+            if (!try_take(t, size, floor, masked))
+                break;
+            if (gfp & RCL__NORETRY)
+                return charge_fail(size, gfp, -ENOMEM);
+            no_progress = freed ? 0 : no_progress + 1;
+            if (!(gfp & RCL__NOFAIL)) {
+                if (no_progress >= MAX_NO_PROGRESS)
+                    return charge_fail(size, gfp, -ENOMEM);
+                sched_yield();
+                continue;
+            }
+        }
+        if (!start) {
+            start = rcl__now_ns();
+            next_report = start + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+        }
+        nofail_wait(size, gfp, start, &next_report, &round);
+    }
+
+    /* Reclaim may have left more in the stock than this thread should
+     * sit on. */
+    if (rd(t->stock) > t->stock_max)
+        rcl__stock_flush(t, rd(rcl__acct.batch));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+int rcl_charge(size_t bytes, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    long stock = rd(t->stock);
+
+    if (!bytes)
+        return 0;
+    if (bytes <= (size_t)stock && rcl__fast_ok(t) && rd(t->epoch)) {
+        wr(t->stock, stock - (long)bytes);
+        return 0;
+    }
+    return rcl__charge(t, bytes, gfp);
+}
+
+void rcl_uncharge(size_t bytes)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return;
+    rcl__ensure_init();
+    rcl__thread_attach(t);
+    /* Every legitimate uncharge was charged first, and the budget's
+     * counter includes every stock, so it can never be smaller. */
+    size_t charged = rd(rcl__acct.charged);
+    if (bytes > charged) {
+        rcl__report_limited(&overuncharge_reported,
+                            "rcl_uncharge(%zu) but only %zu bytes are charged; usage clamped at 0",
+                            bytes, charged);
+        bytes = charged;
+        if (!bytes)
+            return;
+    }
+    rcl__uncharge_fast(t, bytes);
+}
+
+int rcl_set_limit(size_t bytes)
+{
+    if (!bytes)
+        return -EINVAL;
+    rcl__ensure_init();
+    set_watermarks(bytes);
+    if (rcl__headroom() < rd(rcl__acct.wm_low))
+        rcl__reclaim_wake();
+    return 0;
+}
+
+size_t rcl_limit(void)
+{
+    rcl__ensure_init();
+    return rd(rcl__acct.limit);
+}
+
+size_t rcl_usage(void)
+{
+    rcl__ensure_init();
+    pthread_mutex_lock(&registry_lock);
+    size_t c = rd(rcl__acct.charged);
+    for (struct rcl_thread *t = registry; t; t = t->next) {
+        size_t s = (size_t)rd(t->stock);
+        c = c > s ? c - s : 0;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return c;
+}
+
+void rcl_usage_sync(void)
+{
+    struct rcl_thread *self = &rcl__self;
+
+    rcl__ensure_init();
+    rcl__thread_attach(self);
+    rcl__stock_flush(self, 0);
+    pthread_mutex_lock(&registry_lock);
+    for (struct rcl_thread *t = registry; t; t = t->next)
+        if (t != self)
+            wr(t->drain, 1);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees)
+{
+    pthread_mutex_lock(&registry_lock);
+    unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
+    for (struct rcl_thread *t = registry; t; t = t->next) {
+        a += rd(t->nr_alloc);
+        f += rd(t->nr_free);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    *allocs = a;
+    *frees = f;
+}

@@ -1,0 +1,341 @@
+/*
+ * alloc.c - the rcl_alloc family: where an allocation starts and where a
+ * free ends.
+ *
+ * Every block carries a 16-byte header just before the pointer handed out:
+ * the size charged, a check word, and where the backend's block starts.
+ * That header is how rcl_free() knows what to uncharge without asking the
+ * backend, and how it tells a pointer it handed out from one it did not.
+ *
+ * The fast paths touch only this thread's state (rcl__self) and the block:
+ *   rcl_alloc: size fits the stock -> backend malloc, take from the stock;
+ *   rcl_free:  header checks out    -> give to the stock, backend free.
+ * Everything else (first use, empty stock, the lock checker watching, bad
+ * input, aligned and mapped blocks) goes through the slow paths below.
+ */
+#include "internal.h"
+#include "backend.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct rcl_hdr {
+    size_t   size;    /* bytes charged for the block */
+    uint32_t check;   /* check_word(): tells our blocks from anything else */
+    uint16_t shift;   /* backend block = user pointer - (1 << shift) */
+    uint16_t epoch;   /* rcl__epoch at allocation: older blocks are not charged */
+};
+#define HDR        sizeof(struct rcl_hdr)
+#define HDR_SHIFT  4
+#define VMAP_TAG   0x5a5a0000u   /* check word of a mapped (rcl_valloc) block */
+_Static_assert(sizeof(struct rcl_hdr) == 16, "the header must keep 16-byte alignment");
+
+/* Fixed for the life of the process, so blocks stay recognisable across
+ * rcl_shutdown()/rcl_init(). Written before any thread can have a stock. */
+static uintptr_t secret;
+
+static inline uint32_t check_word(const void *p, size_t size)
+{
+    uintptr_t x = ((uintptr_t)p ^ secret) >> 4;
+    return (uint32_t)x ^ (uint32_t)(x >> 32) ^ (uint32_t)size;
+}
+
+static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, unsigned epoch,
+                             uint32_t tag)
+{
+    void *p = h + 1;
+    h->size = size;
+    h->shift = (uint16_t)shift;
+    h->epoch = (uint16_t)epoch;
+    h->check = check_word(p, size) ^ tag;
+    return p;
+}
+
+static void secret_make(void)
+{
+    int local;
+    secret = ((uintptr_t)&local * 0x9e3779b97f4a7c15ull) ^ (uintptr_t)rcl__now_ns() ^
+             ((uintptr_t)getpid() << 17);
+}
+
+static void secret_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, secret_make);
+}
+
+static void *fail(int err)
+{
+    errno = err;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Charged first, then taken from the backend: the budget must never be
+ * exceeded, even for the instant between the two. */
+static void *alloc_slow(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    int err;
+
+    if (!size)
+        return fail(EINVAL);
+    if (size > SIZE_MAX - HDR)
+        return fail(EOVERFLOW);
+    secret_init();
+    if ((err = rcl__charge(t, size, gfp)) != 0)
+        return fail(-err);
+
+    struct rcl_hdr *h = rcl__be_malloc(size + HDR);
+    if (!h) {
+        rcl__uncharge_fast(t, size);
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    own_add(t->nr_alloc, 1);
+    void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), 0);
+    if (gfp & RCL__ZERO)
+        memset(p, 0, size);
+    return p;
+}
+
+void *rcl_alloc(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    long stock = rd(t->stock);
+
+    /* size - 1 < stock: nonzero and covered by the stock, in one test. */
+    if (likely(size - 1 < (size_t)stock && rcl__fast_ok(t))) {
+        struct rcl_hdr *h = rcl__be_malloc(size + HDR);
+        if (likely(h != NULL)) {
+            wr(t->stock, stock - (long)size);
+            own_add(t->nr_alloc, 1);
+            void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), 0);
+            if (gfp & RCL__ZERO)
+                memset(p, 0, size);
+            return p;
+        }
+    }
+    return alloc_slow(size, gfp);
+}
+
+void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
+{
+    size_t total;
+
+    if (__builtin_mul_overflow(n, size, &total))
+        return fail(EOVERFLOW);
+    return rcl_alloc(total, gfp | RCL__ZERO);
+}
+
+void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    int err;
+
+    if (!align || (align & (align - 1)) || !size)
+        return fail(EINVAL);
+    if (align <= HDR)
+        return rcl_alloc(size, gfp);
+    if (size > SIZE_MAX - align)
+        return fail(EOVERFLOW);
+    secret_init();
+    if ((err = rcl__charge(t, size, gfp)) != 0)
+        return fail(-err);
+
+    /* The header sits in the first `align` bytes, just before the aligned
+     * pointer, so the block keeps its alignment. */
+    char *base = rcl__be_memalign(align, size + align);
+    if (!base) {
+        rcl__uncharge_fast(t, size);
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    own_add(t->nr_alloc, 1);
+    void *p = hdr_fill((struct rcl_hdr *)(base + align) - 1, size,
+                       (unsigned)__builtin_ctzl(align), rd(t->epoch), 0);
+    if (gfp & RCL__ZERO)
+        memset(p, 0, size);
+    return p;
+}
+
+static size_t page_size(void)
+{
+    static size_t cached;
+    if (!cached)
+        cached = (size_t)sysconf(_SC_PAGESIZE);
+    return cached;
+}
+
+void *rcl_valloc(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    size_t page = page_size();
+    int err;
+
+    if (!size)
+        return fail(EINVAL);
+    if (size > SIZE_MAX - 2 * page)
+        return fail(EOVERFLOW);
+    size_t len = (size + page - 1) & ~(page - 1);
+    secret_init();
+    /* The scope applies here as everywhere: seed 002's vmalloc ignored
+     * GFP_NOFS because page tables were allocated with GFP_KERNEL. */
+    if ((err = rcl__charge(t, len, gfp)) != 0)
+        return fail(-err);
+
+    /* One extra page in front holds the header; the memory handed out
+     * starts on a page boundary and comes zeroed from the kernel. */
+    char *base = mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) {
+        rcl__uncharge_fast(t, len);
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    own_add(t->nr_alloc, 1);
+    return hdr_fill((struct rcl_hdr *)(base + page) - 1, len,
+                    (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Free                                                                      */
+/* ------------------------------------------------------------------------ */
+
+enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP };
+
+static enum block_kind block_kind(const void *p, const struct rcl_hdr *h)
+{
+    uint32_t want = check_word(p, h->size);
+
+    if (h->check == want && h->shift >= HDR_SHIFT && h->shift < 8 * sizeof(size_t))
+        return BLOCK_HEAP;
+    if (h->check == (want ^ VMAP_TAG) && h->shift >= 12 && h->shift < 8 * sizeof(size_t))
+        return BLOCK_VMAP;
+    return BLOCK_FOREIGN;
+}
+
+static void bad_free(const char *fn, void *p)
+{
+    rcl__count(bad_frees, 1);
+    rcl__report("%s(%p): not a block from this library, or already freed; left alone", fn, p);
+    errno = EINVAL;
+}
+
+/* Releases a block whose header checked out: uncharged only if it was
+ * charged in the current epoch (blocks from before rcl_shutdown() are
+ * no longer in any budget). */
+static void release(struct rcl_hdr *h, enum block_kind kind)
+{
+    struct rcl_thread *t = &rcl__self;
+    size_t size = h->size;
+    char *base = (char *)(h + 1) - ((size_t)1 << h->shift);
+    bool charged = atomic_load(&rcl__ready) &&
+                   h->epoch == (uint16_t)atomic_load(&rcl__epoch);
+
+    h->check = 0;
+    if (charged) {
+        rcl__thread_attach(t);
+        own_add(t->nr_free, 1);
+        rcl__uncharge_fast(t, size);
+    }
+    if (kind == BLOCK_VMAP)
+        munmap(base, size + ((size_t)1 << h->shift));
+    else
+        rcl__be_free(base);
+}
+
+static void free_slow(const char *fn, void *p)
+{
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    enum block_kind kind = block_kind(p, h);
+
+    if (kind == BLOCK_FOREIGN)
+        bad_free(fn, p);
+    else
+        release(h, kind);
+}
+
+void rcl_free(void *p)
+{
+    if (!p)
+        return;
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_thread *t = &rcl__self;
+    size_t size = h->size;
+
+    if (likely(h->check == check_word(p, size) && h->shift == HDR_SHIFT &&
+               h->epoch == (uint16_t)rd(t->epoch))) {
+        h->check = 0;   /* a second free of the same block is then caught */
+        own_add(t->nr_free, 1);
+        rcl__uncharge_fast(t, size);
+        rcl__be_free(h);
+        return;
+    }
+    free_slow("rcl_free", p);
+}
+
+/* Either function frees either kind of block, as the kernel's kvfree(). */
+void rcl_vfree(void *p)
+{
+    if (p)
+        free_slow("rcl_vfree", p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Realloc                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Aligned, mapped and pre-shutdown blocks move to a fresh plain block. */
+static void *realloc_move(void *p, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
+{
+    void *n = rcl_alloc(size, gfp);
+    if (!n)
+        return NULL;
+    memcpy(n, p, h->size < size ? h->size : size);
+    rcl_free(p);
+    return n;
+}
+
+void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
+{
+    if (!p)
+        return rcl_alloc(size, gfp);
+    if (!size)
+        return fail(EINVAL);
+    if (size > SIZE_MAX - HDR)
+        return fail(EOVERFLOW);
+
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_thread *t = &rcl__self;
+    enum block_kind kind = block_kind(p, h);
+    if (kind == BLOCK_FOREIGN) {
+        bad_free("rcl_realloc", p);
+        return NULL;
+    }
+    if (kind != BLOCK_HEAP || h->shift != HDR_SHIFT || !atomic_load(&rcl__ready) ||
+        h->epoch != (uint16_t)atomic_load(&rcl__epoch))
+        return realloc_move(p, h, size, gfp);
+
+    size_t old = h->size;
+    int err;
+    if (size > old && (err = rcl_charge(size - old, gfp)) != 0)
+        return fail(-err);
+    struct rcl_hdr *n = rcl__be_realloc(h, size + HDR);
+    if (!n) {
+        if (size > old)
+            rcl_uncharge(size - old);
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    if (size < old)
+        rcl__uncharge_fast(t, old - size);
+    p = hdr_fill(n, size, HDR_SHIFT, n->epoch, 0);
+    if ((gfp & RCL__ZERO) && size > old)
+        memset((char *)p + old, 0, size - old);
+    return p;
+}

@@ -1,0 +1,244 @@
+/*
+ * internal.h - what the library's source files share. Nothing here is
+ * public: every name is rcl__ (double underscore) and hidden from the
+ * shared library's symbol table by the version script (src/reclaim.map).
+ *
+ * Which file owns what:
+ *   init.c      life cycle, configuration, environment
+ *   scope.c     per-thread scopes, current_gfp, context capture/adopt
+ *   account.c   budget, watermarks, per-thread stocks, thread registry
+ *   alloc.c     the rcl_alloc family, block headers, valloc
+ *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
+ *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
+ *   domain.c    reclaim domains, the per-shrinker decision, journal_info
+ *   lockdep.c   reclaim-recursion and lock-order checker
+ *   pressure.c  automatic limit (cgroups), PSI, memory-pressure signals
+ *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
+ *   stats.c, report.c   counters and printing; the one report channel
+ */
+#ifndef RCL_INTERNAL_H
+#define RCL_INTERNAL_H
+
+#include "reclaim.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define RCL_TLS_IE __attribute__((tls_model("initial-exec")))
+
+/* Relaxed loads and stores: plain moves on every target we care about, but
+ * defined behaviour (and TSan-clean) when another thread reads the field. */
+#define rd(x)      atomic_load_explicit(&(x), memory_order_relaxed)
+#define wr(x, v)   atomic_store_explicit(&(x), (v), memory_order_relaxed)
+/* Increment of a field only its owner thread writes: no lock prefix. */
+#define own_add(x, v) wr(x, rd(x) + (v))
+
+/* ------------------------------------------------------------------------ */
+/* Per-thread state                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The hot part of a thread's state, in initial-exec TLS so that the scope
+ * calls and the allocation fast path reach it with one %fs-relative access.
+ * Only the owner thread writes it, except `drain` (any thread may ask the
+ * owner to return its stock) and the registry links (under the registry
+ * lock). Fields other threads read are atomics accessed with rd()/wr().
+ */
+struct rcl_thread {
+    _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
+    long                  stock_max;  /* spill back to the budget above this */
+    unsigned              scope;      /* RCL_SCOPE_* in force */
+    unsigned              lockdep_watch; /* nonzero: the lock checker wants this
+                                            thread's allocations (slow path) */
+    _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
+    unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
+    _Atomic int           drain;      /* asked to return the stock */
+    unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
+    _Atomic unsigned long nr_alloc, nr_free;
+    long                  reclaimed;  /* accounted bytes freed, less those charged,
+                                         while in_reclaim: reclaim's net progress */
+    struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
+};
+
+extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
+
+/* The internal view of struct rcl_context. */
+struct rcl_ctx {
+    unsigned           scope;
+    unsigned           ndomains;
+    void              *journal;
+    uintptr_t          reserved;
+    struct rcl_domain *domains[RCL_MAX_DOMAINS];
+    unsigned           domain_overflow;  /* domain.c: adopted domains that did
+                                            not fit the thread's stack */
+};
+_Static_assert(sizeof(struct rcl_ctx) <= sizeof(struct rcl_context),
+               "struct rcl_context too small for its contents");
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle (init.c)                                                       */
+/* ------------------------------------------------------------------------ */
+
+extern _Atomic int      rcl__ready;   /* 1 once initialised */
+extern _Atomic unsigned rcl__epoch;   /* changes at every init; never 0 */
+extern struct rcl_config rcl__cfg;    /* the configuration in force */
+int  rcl__init_slow(void);
+static inline void rcl__ensure_init(void)
+{
+    if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+        rcl__init_slow();
+}
+/* Parses "256M" etc.; -EINVAL on junk or overflow. */
+int  rcl__parse_size(const char *s, size_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Accounting (account.c)                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct rcl_account {
+    _Atomic size_t charged;     /* bytes taken from the budget, stocks included */
+    _Atomic size_t limit;
+    _Atomic size_t wm_min, wm_low, wm_high;   /* headroom, bytes */
+    _Atomic size_t peak;
+    _Atomic long   batch;       /* stock refill size */
+};
+extern struct rcl_account rcl__acct;
+
+int    rcl__account_start(const struct rcl_config *cfg);
+void   rcl__account_stop(void);
+void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
+ * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
+int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
+void   rcl__uncharge_slow(struct rcl_thread *t, size_t size);
+void   rcl__stock_flush(struct rcl_thread *t, long keep);
+size_t rcl__headroom(void);
+/* Headroom floor this context may charge down to. */
+size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
+
+/* May this thread's allocation skip the slow path? Not while the lock
+ * checker watches it, another thread asked for its stock, or it is
+ * reclaiming (reclaim's progress must count what its shrinkers charge). */
+static inline bool rcl__fast_ok(const struct rcl_thread *t)
+{
+    return !(t->lockdep_watch | t->in_reclaim) && !rd(t->drain);
+}
+
+/* Return `size` accounted bytes through the thread's stock. The stock only
+ * grows here; spilling it back to the budget is the slow path. */
+static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
+{
+    long s = rd(t->stock) + (long)size;
+    if (unlikely(s > t->stock_max || rd(t->drain) || t->in_reclaim)) {
+        rcl__uncharge_slow(t, size);
+        return;
+    }
+    wr(t->stock, s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reclaim (reclaim.c, shrinker.c)                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Reclaim at least `target` accounted bytes in context gfp, priority 12..0,
+ * in NORECLAIM scope. Returns bytes this thread saw freed. */
+size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
+/* rcl__shrink() for an allocation, counted in the statistics. */
+size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
+/* One pass over the registry at one priority. */
+void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
+void   rcl__reclaim_wake(void);            /* wake the background reclaimer */
+bool   rcl__is_background(void);           /* the caller is the background reclaimer */
+/* Ask the background reclaimer to free `bytes` even though the budget has
+ * headroom (memory pressure from outside the process). */
+void   rcl__reclaim_request(size_t bytes);
+int    rcl__reclaim_start(const struct rcl_config *cfg);
+void   rcl__reclaim_stop(void);
+void   rcl__shrinkers_drop(void);          /* shutdown: forget every shrinker */
+unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max);
+struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s);
+const char *rcl__shrinker_name(const struct rcl_shrinker *s);
+
+/* ------------------------------------------------------------------------ */
+/* Domains (domain.c)                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* How a shrinker owned by `owner` may be called by this thread: returns
+ * true to skip it, else narrows *gfp. */
+bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
+/* A shrinker of d was registered (+1) or unregistered (-1). */
+void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta);
+void rcl__domain_capture(struct rcl_ctx *c);
+void rcl__domain_adopt(const struct rcl_ctx *c);
+void rcl__domain_restore(const struct rcl_ctx *c);
+/* The domains this thread is inside, innermost last; returns how many. */
+unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
+
+/* ------------------------------------------------------------------------ */
+/* Lock checker (lockdep.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+extern _Atomic int rcl__lockdep_mode;   /* RCL_LOCKDEP_* */
+static inline bool rcl__checking(void) { return unlikely(rd(rcl__lockdep_mode) != 0); }
+/* Every allocation-family call in checking mode that reaches the slow path
+ * (all of them while lockdep_watch is set): the flags asked for and the
+ * flags after the scope mask; may_reclaim is whether it may enter reclaim. */
+void rcl__lockdep_alloc(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim);
+/* Around a shrinker's count/scan calls in one pass (after the domain rules
+ * and the `needs` test passed): reclaim in class gfp. */
+void rcl__lockdep_shrink_begin(const struct rcl_shrinker *s, rcl_gfp_t gfp);
+void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
+/* Scope bookkeeping in checking mode: bits newly set / restored. */
+void rcl__lockdep_scope_save(unsigned set);
+void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
+void rcl__lockdep_reset(void);
+unsigned long rcl__lockdep_count(void);
+
+/* ------------------------------------------------------------------------ */
+/* Workqueues (workqueue.c)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* How a workqueue starts its threads; `what` is "worker" or "rescuer".
+ * NULL (the default) means pthread_create. Tests point it at a function
+ * that fails, to prove the rescuer keeps work moving. */
+extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
+                                      const char *what);
+
+/* ------------------------------------------------------------------------ */
+/* Pressure (pressure.c)                                                     */
+/* ------------------------------------------------------------------------ */
+
+int  rcl__pressure_start(const struct rcl_config *cfg);
+void rcl__pressure_stop(void);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics and reports (stats.c, report.c)                                */
+/* ------------------------------------------------------------------------ */
+
+struct rcl_counters {
+    _Atomic unsigned long failures, bad_frees, direct_reclaims, background_wakeups;
+    _Atomic unsigned long reserve_allocs, nofail_stalls, mempool_reserve_hits;
+    _Atomic unsigned long long direct_stall_ns;
+    _Atomic size_t direct_reclaimed, background_reclaimed;
+    /* hot counters of threads that have exited */
+    _Atomic unsigned long exited_allocs, exited_frees;
+};
+extern struct rcl_counters rcl__stats;
+#define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
+void rcl__stats_reset(void);
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees);
+
+void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* At most one report a second per `last` (a caller-owned timestamp). */
+void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* "DEFAULT|NOFAIL"-style rendering of flags, into buf. */
+const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
+unsigned long long rcl__now_ns(void);
+
+#endif /* RCL_INTERNAL_H */

@@ -1,0 +1,279 @@
+/*
+ * shrinker.c - the shrinker registry and the scan arithmetic.
+ *
+ * Registry invariant: a shrinker stays linked while any reclaim pass holds
+ * it (active > 0). Unregister marks it dead, waits for active to drop to
+ * zero and only then unlinks and frees it; a pass that held it reads its
+ * `next` under the lock after dropping its hold, so the walk never follows
+ * a freed node. Callbacks run without the registry lock, so they may
+ * allocate, register or unregister other shrinkers.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rcl_shrinker {
+    struct rcl_shrinker  *next, *prev;     /* registry ring, under shrinker_lock */
+    unsigned              active;          /* passes holding it, under shrinker_lock */
+    bool                  dead;            /* being unregistered */
+    char                  name[RCL_NAME_MAX];
+    struct rcl_shrinker_ops ops;
+    void                 *priv;
+    unsigned              seeks;
+    unsigned long         batch;
+    rcl_gfp_t             needs;
+    struct rcl_domain    *domain;
+    _Atomic unsigned long deferred;        /* the kernel's nr_deferred */
+    _Atomic unsigned long last_count;      /* freeable at the last count() */
+    _Atomic unsigned long calls, scanned, freed, skipped;
+};
+
+static pthread_mutex_t shrinker_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
+static struct rcl_shrinker registry = { .next = &registry, .prev = &registry };
+static unsigned nr_registered;
+
+/* The shrinker whose callbacks this thread is running, if any. */
+static __thread struct rcl_shrinker *scanning;
+
+struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s) { return s->domain; }
+const char *rcl__shrinker_name(const struct rcl_shrinker *s) { return s->name; }
+
+struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_shrinker_ops *ops,
+                                           void *priv, const struct rcl_shrinker_opts *opts)
+{
+    if (!name || !ops || !ops->count || !ops->scan) {
+        errno = EINVAL;
+        return NULL;
+    }
+    rcl__ensure_init();
+    /* Registry memory is the library's own, not the caller's budget. */
+    struct rcl_shrinker *s = calloc(1, sizeof(*s));
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->ops = *ops;
+    s->priv = priv;
+    s->seeks = RCL_DEFAULT_SEEKS;
+    s->batch = RCL_SHRINK_BATCH;
+    if (opts) {
+        /* seeks 0 is the caller saying "default"; the kernel's seeks == 0
+         * case (freeable / 2) is not reachable through opts. */
+        if (opts->seeks)
+            s->seeks = opts->seeks;
+        if (opts->batch)
+            s->batch = opts->batch;
+        s->needs = opts->needs;
+        s->domain = opts->domain;
+    }
+    if (s->domain)
+        rcl__domain_shrinker_ref(s->domain, +1);
+
+    pthread_mutex_lock(&shrinker_lock);
+    s->prev = registry.prev;
+    s->next = &registry;
+    registry.prev->next = s;
+    registry.prev = s;
+    nr_registered++;
+    pthread_mutex_unlock(&shrinker_lock);
+    return s;
+}
+
+static bool registered_locked(const struct rcl_shrinker *s)
+{
+    for (struct rcl_shrinker *it = registry.next; it != &registry; it = it->next)
+        if (it == s)
+            return true;
+    return false;
+}
+
+static void unlink_free_locked(struct rcl_shrinker *s)
+{
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    nr_registered--;
+    if (s->domain)
+        rcl__domain_shrinker_ref(s->domain, -1);
+    free(s);
+}
+
+void rcl_shrinker_unregister(struct rcl_shrinker *s)
+{
+    if (!s) {
+        rcl__report("rcl_shrinker_unregister(NULL): nothing to unregister");
+        return;
+    }
+    /* Waiting for our own scan to finish would wait forever. */
+    if (scanning == s) {
+        rcl__report("rcl_shrinker_unregister(\"%s\") from its own callback: refused "
+                    "(it would wait for itself)", s->name);
+        return;
+    }
+    pthread_mutex_lock(&shrinker_lock);
+    if (!registered_locked(s) || s->dead) {
+        pthread_mutex_unlock(&shrinker_lock);
+        rcl__report("rcl_shrinker_unregister(%p): not a registered shrinker "
+                    "(unregistered twice?); nothing done", (void *)s);
+        return;
+    }
+    s->dead = true;
+    while (s->active)
+        pthread_cond_wait(&shrinker_idle, &shrinker_lock);
+    unlink_free_locked(s);
+    pthread_mutex_unlock(&shrinker_lock);
+}
+
+void rcl__shrinkers_drop(void)
+{
+    pthread_mutex_lock(&shrinker_lock);
+    for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next)
+        s->dead = true;
+    while (registry.next != &registry) {
+        struct rcl_shrinker *s = registry.next;
+        while (s->active)
+            pthread_cond_wait(&shrinker_idle, &shrinker_lock);
+        unlink_free_locked(s);
+    }
+    pthread_mutex_unlock(&shrinker_lock);
+}
+
+/* delta: the share of freeable this priority asks for, as the kernel's
+ * do_shrink_slab(): (freeable >> priority) * 4 / seeks. */
+static unsigned long scan_delta(const struct rcl_shrinker *s, unsigned long freeable, int priority)
+{
+    return (freeable >> priority) * 4 / s->seeks;
+}
+
+/* The shrinker cannot run in this context: its work waits for one that
+ * can do it, capped as the kernel caps nr_deferred. */
+static void defer_work(struct rcl_shrinker *s, int priority)
+{
+    unsigned long freeable = rd(s->last_count);
+    unsigned long delta = scan_delta(s, freeable, priority);
+    unsigned long d = rd(s->deferred), n;
+
+    atomic_fetch_add_explicit(&s->skipped, 1, memory_order_relaxed);
+    if (!delta)
+        return;
+    do {
+        n = d + delta < 2 * freeable ? d + delta : 2 * freeable;
+    } while (n > d && !atomic_compare_exchange_weak(&s->deferred, &d, n));
+}
+
+static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control *sc, int priority)
+{
+    unsigned long freeable = s->ops.count(s->priv, sc);
+
+    if (freeable == 0 || freeable == RCL_SHRINK_EMPTY) {
+        wr(s->last_count, 0);
+        return 0;
+    }
+    wr(s->last_count, freeable);
+
+    unsigned long nr = atomic_exchange(&s->deferred, 0);
+    unsigned long delta = scan_delta(s, freeable, priority);
+    unsigned long total = (nr >> priority) + delta;
+    unsigned long scanned = 0, freed = 0;
+    if (total > 2 * freeable)
+        total = 2 * freeable;
+
+    while (total >= s->batch || total >= freeable) {
+        unsigned long n = total < s->batch ? total : s->batch;
+        sc->nr_to_scan = n;
+        sc->nr_scanned = n;
+        unsigned long ret = s->ops.scan(s->priv, sc);
+        atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+        if (ret == RCL_SHRINK_STOP)
+            break;
+        freed += ret;
+        scanned += sc->nr_scanned;
+        /* A scan that looked at nothing would loop here forever. */
+        if (!sc->nr_scanned)
+            break;
+        total = sc->nr_scanned < total ? total - sc->nr_scanned : 0;
+    }
+
+    /* Deferred work grows by what this pass asked for and did not do, and
+     * shrinks by old deferred work done now; never above 2 * freeable. */
+    long next = (long)(nr + delta) - (long)scanned;
+    if (next < 0)
+        next = 0;
+    if ((unsigned long)next > 2 * freeable)
+        next = (long)(2 * freeable);
+    atomic_fetch_add(&s->deferred, (unsigned long)next);
+    atomic_fetch_add_explicit(&s->scanned, scanned, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->freed, freed, memory_order_relaxed);
+    return freed;
+}
+
+static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (s->domain && rcl__domain_filter(s->domain, &gfp)) {
+        atomic_fetch_add_explicit(&s->skipped, 1, memory_order_relaxed);
+        return;
+    }
+    if ((gfp & s->needs) != s->needs) {
+        defer_work(s, priority);
+        return;
+    }
+
+    struct rcl_shrink_control sc = { .gfp = gfp, .priority = priority, .domain = s->domain };
+    struct rcl_shrinker *outer = scanning;
+    unsigned scope = t->scope;
+
+    scanning = s;
+    if (rcl__checking())
+        rcl__lockdep_shrink_begin(s, gfp);
+    do_shrink(s, &sc, priority);
+    if (rcl__checking())
+        rcl__lockdep_shrink_end(s, gfp);
+    scanning = outer;
+
+    /* Reclaim goes on in a known context even if a callback forgot to
+     * restore a scope it saved. */
+    if (t->scope != scope) {
+        rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
+                    "a save without its restore; restored", s->name, t->scope, scope);
+        t->scope = scope;
+    }
+}
+
+void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
+{
+    pthread_mutex_lock(&shrinker_lock);
+    for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
+        if (s->dead)
+            continue;
+        s->active++;
+        pthread_mutex_unlock(&shrinker_lock);
+        shrink_one(s, gfp, priority);
+        pthread_mutex_lock(&shrinker_lock);
+        if (--s->active == 0 && s->dead)
+            pthread_cond_broadcast(&shrinker_idle);
+    }
+    pthread_mutex_unlock(&shrinker_lock);
+}
+
+unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
+{
+    unsigned i = 0;
+
+    pthread_mutex_lock(&shrinker_lock);
+    for (struct rcl_shrinker *s = registry.next; s != &registry && i < max; s = s->next, i++) {
+        memcpy(out[i].name, s->name, sizeof(out[i].name));
+        out[i].calls = rd(s->calls);
+        out[i].scanned = rd(s->scanned);
+        out[i].freed = rd(s->freed);
+        out[i].skipped = rd(s->skipped);
+        out[i].deferred = rd(s->deferred);
+    }
+    unsigned n = nr_registered;
+    pthread_mutex_unlock(&shrinker_lock);
+    return n;
+}

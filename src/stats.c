@@ -1,0 +1,136 @@
+/*
+ * stats.c - counters, and their text and JSON forms.
+ *
+ * Slow-path events count straight into rcl__stats (atomics, relaxed);
+ * the per-allocation counters live in each thread's state and are summed
+ * here on request, so counting costs the fast path no shared write.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+struct rcl_counters rcl__stats;
+
+void rcl__stats_reset(void)
+{
+    wr(rcl__stats.failures, 0);
+    wr(rcl__stats.bad_frees, 0);
+    wr(rcl__stats.direct_reclaims, 0);
+    wr(rcl__stats.background_wakeups, 0);
+    wr(rcl__stats.reserve_allocs, 0);
+    wr(rcl__stats.nofail_stalls, 0);
+    wr(rcl__stats.mempool_reserve_hits, 0);
+    wr(rcl__stats.direct_stall_ns, 0);
+    wr(rcl__stats.direct_reclaimed, 0);
+    wr(rcl__stats.background_reclaimed, 0);
+    wr(rcl__stats.exited_allocs, 0);
+    wr(rcl__stats.exited_frees, 0);
+}
+
+void rcl_stats_get(struct rcl_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    rcl__ensure_init();
+    out->usage = rcl_usage();
+    out->peak = rd(rcl__acct.peak);
+    out->limit = rd(rcl__acct.limit);
+    out->wmark_min = rd(rcl__acct.wm_min);
+    out->wmark_low = rd(rcl__acct.wm_low);
+    out->wmark_high = rd(rcl__acct.wm_high);
+    rcl__threads_sum(&out->allocations, &out->frees);
+    out->failures = rd(rcl__stats.failures);
+    out->bad_frees = rd(rcl__stats.bad_frees);
+    out->direct_reclaims = rd(rcl__stats.direct_reclaims);
+    out->direct_stall_ns = rd(rcl__stats.direct_stall_ns);
+    out->direct_reclaimed = rd(rcl__stats.direct_reclaimed);
+    out->background_wakeups = rd(rcl__stats.background_wakeups);
+    out->background_reclaimed = rd(rcl__stats.background_reclaimed);
+    out->reserve_allocs = rd(rcl__stats.reserve_allocs);
+    out->nofail_stalls = rd(rcl__stats.nofail_stalls);
+    out->mempool_reserve_hits = rd(rcl__stats.mempool_reserve_hits);
+    out->lockdep_reports = rcl__lockdep_count();
+    out->nr_shrinkers = rcl__shrinkers_stats(out->shrinkers, RCL_STATS_MAX_SHRINKERS);
+}
+
+unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }
+
+/* Shrinker names are the user's: escape what JSON cannot carry raw. */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_json(FILE *f, const struct rcl_stats *st)
+{
+    fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
+               "\"wmark_min\":%zu,\"wmark_low\":%zu,\"wmark_high\":%zu,"
+               "\"allocations\":%lu,\"frees\":%lu,\"failures\":%lu,\"bad_frees\":%lu,"
+               "\"direct_reclaims\":%lu,\"direct_stall_ns\":%llu,\"direct_reclaimed\":%zu,"
+               "\"background_wakeups\":%lu,\"background_reclaimed\":%zu,"
+               "\"reserve_allocs\":%lu,\"nofail_stalls\":%lu,\"mempool_reserve_hits\":%lu,"
+               "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers\":[",
+            st->usage, st->peak, st->limit, st->wmark_min, st->wmark_low, st->wmark_high,
+            st->allocations, st->frees, st->failures, st->bad_frees, st->direct_reclaims,
+            st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
+            st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
+            st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
+    unsigned n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
+    for (unsigned i = 0; i < n; i++) {
+        const struct rcl_shrinker_stats *s = &st->shrinkers[i];
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        json_string(f, s->name);
+        fprintf(f, ",\"calls\":%lu,\"scanned\":%lu,\"freed\":%lu,\"skipped\":%lu,\"deferred\":%lu}",
+                s->calls, s->scanned, s->freed, s->skipped, s->deferred);
+    }
+    fprintf(f, "]}\n");
+}
+
+static void print_text(FILE *f, const struct rcl_stats *st)
+{
+    fprintf(f, "libreclaim statistics\n"
+               "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
+               "  allocations %lu, frees %lu, failures %lu, bad frees %lu\n"
+               "  direct reclaim: %lu passes, %zu bytes, %.3f ms stalled\n"
+               "  background: %lu wake-ups, %zu bytes\n"
+               "  reserve charges %lu, NOFAIL stall reports %lu, mempool reserve hits %lu, "
+               "lockdep reports %lu\n",
+            st->usage, st->limit, st->peak, st->wmark_min, st->wmark_low, st->wmark_high,
+            st->allocations, st->frees, st->failures, st->bad_frees, st->direct_reclaims,
+            st->direct_reclaimed, (double)st->direct_stall_ns / 1e6, st->background_wakeups,
+            st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
+            st->mempool_reserve_hits, st->lockdep_reports);
+    fprintf(f, "  shrinkers: %u\n", st->nr_shrinkers);
+    unsigned n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
+    for (unsigned i = 0; i < n; i++) {
+        const struct rcl_shrinker_stats *s = &st->shrinkers[i];
+        fprintf(f, "    %-24s calls %lu scanned %lu freed %lu skipped %lu deferred %lu\n",
+                s->name, s->calls, s->scanned, s->freed, s->skipped, s->deferred);
+    }
+}
+
+int rcl_stats_print(FILE *f, int json)
+{
+    struct rcl_stats st;
+
+    if (!f)
+        return -EINVAL;
+    rcl_stats_get(&st);
+    if (json)
+        print_json(f, &st);
+    else
+        print_text(f, &st);
+    return (fflush(f) || ferror(f)) ? -EIO : 0;
+}

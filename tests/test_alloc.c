@@ -1,0 +1,376 @@
+/*
+ * The rcl_alloc family: what each call charges, and what bad input gets.
+ */
+#include "helpers.h"
+
+#include <stdbool.h>
+
+static size_t usage_now(void)
+{
+    rcl_usage_sync();
+    return rcl_usage();
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+static void alloc_charges_the_size_asked_for(void **state)
+{
+    (void)state;
+    size_t before = usage_now();
+    void *p = rcl_alloc(1000, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(usage_now(), before + 1000);
+    memset(p, 0xab, 1000);
+    rcl_free(p);
+    assert_int_equal(usage_now(), before);
+}
+
+static void zero_flag_and_calloc_give_zeroed_memory(void **state)
+{
+    (void)state;
+    /* dirty some memory of the same size class first */
+    for (int i = 0; i < 8; i++) {
+        unsigned char *d = rcl_alloc(4096, RCL_DEFAULT);
+        memset(d, 0xff, 4096);
+        rcl_free(d);
+    }
+    unsigned char *p = rcl_alloc(4096, RCL_DEFAULT | RCL__ZERO);
+    assert_true(all_zero(p, 4096));
+    unsigned char *q = rcl_calloc(64, 64, RCL_DEFAULT);
+    assert_true(all_zero(q, 4096));
+    assert_int_equal(usage_now(), 8192);
+    rcl_free(p);
+    rcl_free(q);
+}
+
+static void zero_size_is_einval_and_charges_nothing(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_alloc(0, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_calloc(0, 16, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_aligned_alloc(64, 0, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_valloc(0, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(usage_now(), 0);
+}
+
+static void overflowing_sizes_are_eoverflow(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_calloc(SIZE_MAX / 2, 3, RCL_DEFAULT));
+    assert_int_equal(errno, EOVERFLOW);
+    errno = 0;
+    assert_null(rcl_alloc(SIZE_MAX, RCL_DEFAULT));
+    assert_int_equal(errno, EOVERFLOW);
+    errno = 0;
+    assert_null(rcl_alloc(SIZE_MAX, RCL_DEFAULT | RCL__NOFAIL));
+    assert_int_equal(errno, EOVERFLOW);
+    errno = 0;
+    assert_null(rcl_valloc(SIZE_MAX - 10, RCL_DEFAULT));
+    assert_int_equal(errno, EOVERFLOW);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* Larger than the budget can ever give: E2BIG, so the caller knows that
+ * retrying is pointless. */
+static void larger_than_the_budget_is_e2big(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_alloc(65 * MiB, RCL_DEFAULT | RCL__NOWARN));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 0);
+    errno = 0;
+    assert_null(rcl_alloc(65 * MiB, RCL_DEFAULT));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 1);  /* reported unless NOWARN */
+    assert_int_equal(usage_now(), 0);
+}
+
+static void free_of_null_does_nothing(void **state)
+{
+    (void)state;
+    rcl_free(NULL);
+    rcl_vfree(NULL);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A pointer the library did not hand out is reported and left alone. */
+static void foreign_pointer_is_reported_and_left_alone(void **state)
+{
+    (void)state;
+    char *mine = rcl_alloc(256, RCL_DEFAULT);
+    char *theirs = calloc(1, 256);
+    size_t before = usage_now();
+    struct rcl_stats st;
+
+    errno = 0;
+    rcl_free(theirs + 64);             /* interior of someone else's block */
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    rcl_free(mine + 64);               /* interior of ours */
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    assert_non_null(strstr(test_reports.last, "not a block from this library"));
+    assert_int_equal(usage_now(), before);
+    rcl_stats_get(&st);
+    assert_int_equal(st.bad_frees, 2);
+    memset(mine, 1, 256);              /* still ours, still valid */
+    rcl_free(mine);
+    free(theirs);
+}
+
+/* Freeing twice: caught while the memory is still readable. Under a
+ * sanitizer the read of freed memory is itself the (correct) report, so
+ * the test runs only in the plain build. */
+static void double_free_is_caught(void **state)
+{
+    (void)state;
+    const char *san = getenv("RCL_TEST_SAN");
+    if (san && *san)
+        skip();
+    /* a size the allocator caches, with a neighbour kept alive */
+    void *keep = rcl_alloc(1024, RCL_DEFAULT);
+    void *p = rcl_alloc(1024, RCL_DEFAULT);
+    size_t before = usage_now();
+    rcl_free(p);
+    assert_int_equal(usage_now(), before - 1024);
+    rcl_free(p);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), before - 1024);
+    rcl_free(keep);
+}
+
+static void realloc_follows_the_size(void **state)
+{
+    (void)state;
+    unsigned char *p = rcl_alloc(100, RCL_DEFAULT);
+    for (int i = 0; i < 100; i++)
+        p[i] = (unsigned char)i;
+    p = rcl_realloc(p, 5000, RCL_DEFAULT | RCL__ZERO);
+    assert_non_null(p);
+    assert_int_equal(usage_now(), 5000);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(p[i], i);
+    assert_true(all_zero(p + 100, 4900));
+    p = rcl_realloc(p, 10, RCL_DEFAULT);
+    assert_int_equal(usage_now(), 10);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(p[i], i);
+    rcl_free(p);
+    assert_int_equal(usage_now(), 0);
+}
+
+static void realloc_of_null_allocates(void **state)
+{
+    (void)state;
+    void *p = rcl_realloc(NULL, 64, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(usage_now(), 64);
+    rcl_free(p);
+}
+
+static void realloc_to_zero_is_einval_and_keeps_the_block(void **state)
+{
+    (void)state;
+    char *p = rcl_alloc(64, RCL_DEFAULT);
+    strcpy(p, "still here");
+    errno = 0;
+    assert_null(rcl_realloc(p, 0, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    assert_string_equal(p, "still here");
+    assert_int_equal(usage_now(), 64);
+    rcl_free(p);
+}
+
+/* On failure realloc leaves the block as it was, and its charge too. */
+static void failed_realloc_keeps_the_block(void **state)
+{
+    (void)state;
+    char *p = rcl_alloc(64, RCL_DEFAULT);
+    strcpy(p, "kept");
+    errno = 0;
+    assert_null(rcl_realloc(p, 100 * MiB, RCL_DEFAULT | RCL__NOWARN));
+    assert_int_equal(errno, E2BIG);
+    assert_string_equal(p, "kept");
+    assert_int_equal(usage_now(), 64);
+    rcl_free(p);
+}
+
+static void aligned_alloc_aligns_and_charges_the_size(void **state)
+{
+    (void)state;
+    for (size_t align = 1; align <= 65536; align <<= 1) {
+        unsigned char *p = rcl_aligned_alloc(align, 300, RCL_DEFAULT | RCL__ZERO);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % align, 0);
+        assert_true(all_zero(p, 300));
+        assert_int_equal(usage_now(), 300);
+        p = rcl_realloc(p, 600, RCL_DEFAULT);   /* moves to a plain block */
+        assert_non_null(p);
+        assert_int_equal(usage_now(), 600);
+        rcl_free(p);
+        assert_int_equal(usage_now(), 0);
+    }
+}
+
+static void alignment_not_a_power_of_two_is_einval(void **state)
+{
+    (void)state;
+    size_t bad[] = { 0, 3, 24, 100, 4097 };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        errno = 0;
+        assert_null(rcl_aligned_alloc(bad[i], 64, RCL_DEFAULT));
+        assert_int_equal(errno, EINVAL);
+    }
+    assert_int_equal(usage_now(), 0);
+}
+
+/* valloc: mapped, page-aligned, zeroed, charged in whole pages. */
+static void valloc_is_page_granular(void **state)
+{
+    (void)state;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *p = rcl_valloc(page + 1, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % page, 0);
+    assert_true(all_zero(p, 2 * page));
+    assert_int_equal(usage_now(), 2 * page);
+    memset(p, 7, 2 * page);
+    rcl_vfree(p);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* The kernel's kvfree(): either free takes either kind of block. */
+static void either_free_takes_either_kind(void **state)
+{
+    (void)state;
+    void *v = rcl_valloc(10000, RCL_DEFAULT);
+    void *h = rcl_alloc(10000, RCL_DEFAULT);
+    rcl_free(v);
+    rcl_vfree(h);
+    assert_int_equal(usage_now(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* Seed 002: the scope applies to mapped allocations too (vmalloc once
+ * allocated its page tables with GFP_KERNEL whatever the caller said). */
+static unsigned long valloc_shrinker_calls;
+static unsigned long count_one(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1;
+}
+static unsigned long scan_none(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    valloc_shrinker_calls++;
+    return 0;
+}
+
+static void valloc_honours_the_scope(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { count_one, scan_none };
+    struct rcl_shrinker_opts opts = { .needs = RCL__FS };
+    struct rcl_shrinker *s = rcl_shrinker_register("fs-cache", &ops, NULL, &opts);
+    /* 1.5 MiB of headroom left; min is 2 % = 1.28 MiB: 512 KiB more must reclaim */
+    void *fill = rcl_alloc(62 * MiB + 512 * KiB, RCL_DEFAULT);
+    assert_non_null(fill);
+    valloc_shrinker_calls = 0;
+    unsigned t = rcl_nofs_save();
+    errno = 0;
+    assert_null(rcl_valloc(512 * KiB, RCL_DEFAULT | RCL__NOWARN));
+    assert_int_equal(errno, ENOMEM);
+    rcl_nofs_restore(t);
+    assert_int_equal(valloc_shrinker_calls, 0);     /* the FS shrinker was not called */
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.shrinkers[0].skipped > 0);
+    rcl_free(fill);
+    rcl_shrinker_unregister(s);
+}
+
+static void charge_and_uncharge_account_outside_memory(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_charge(12345, RCL_DEFAULT), 0);
+    assert_int_equal(usage_now(), 12345);
+    assert_int_equal(rcl_charge(0, RCL_DEFAULT), 0);
+    assert_int_equal(rcl_charge(65 * MiB, RCL_DEFAULT | RCL__NOWARN), -E2BIG);
+    rcl_uncharge(12345);
+    assert_int_equal(usage_now(), 0);
+}
+
+static void uncharging_more_than_charged_is_reported_and_clamped(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
+    rcl_uncharge(10 * MiB);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* After rcl_shutdown() old blocks are valid, freeable, and no longer in
+ * any budget: freeing them cannot drive the new budget negative. */
+static void blocks_from_before_shutdown_free_without_uncharging(void **state)
+{
+    (void)state;
+    char *old = rcl_alloc(4096, RCL_DEFAULT);
+    strcpy(old, "old");
+    rcl_shutdown();
+    assert_int_equal(test_init(32 * MiB), 0);
+    void *fresh = rcl_alloc(100, RCL_DEFAULT);
+    assert_string_equal(old, "old");
+    old = rcl_realloc(old, 8192, RCL_DEFAULT);    /* moves into the new budget */
+    assert_string_equal(old, "old");
+    assert_int_equal(usage_now(), 8192 + 100);
+    rcl_free(old);
+    rcl_free(fresh);
+    assert_int_equal(usage_now(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+static void *free_in_other_thread(void *p)
+{
+    rcl_free(p);
+    return NULL;
+}
+
+/* A block may be freed by a thread that never allocated. */
+static void block_freed_by_another_thread_is_uncharged(void **state)
+{
+    (void)state;
+    pthread_t th;
+    void *p = rcl_alloc(777, RCL_DEFAULT);
+    assert_int_equal(pthread_create(&th, NULL, free_in_other_thread, p), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(usage_now(), 0);
+}
+
+RUN_TESTS(T(alloc_charges_the_size_asked_for), T(zero_flag_and_calloc_give_zeroed_memory),
+          T(zero_size_is_einval_and_charges_nothing), T(overflowing_sizes_are_eoverflow),
+          T(larger_than_the_budget_is_e2big), T(free_of_null_does_nothing),
+          T(foreign_pointer_is_reported_and_left_alone), T(double_free_is_caught),
+          T(realloc_follows_the_size), T(realloc_of_null_allocates),
+          T(realloc_to_zero_is_einval_and_keeps_the_block), T(failed_realloc_keeps_the_block),
+          T(aligned_alloc_aligns_and_charges_the_size), T(alignment_not_a_power_of_two_is_einval),
+          T(valloc_is_page_granular), T(either_free_takes_either_kind), T(valloc_honours_the_scope),
+          T(charge_and_uncharge_account_outside_memory),
+          T(uncharging_more_than_charged_is_reported_and_clamped),
+          T(blocks_from_before_shutdown_free_without_uncharging),
+          T(block_freed_by_another_thread_is_uncharged))

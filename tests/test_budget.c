@@ -1,0 +1,604 @@
+/*
+ * The budget: life cycle, configuration, watermarks, direct reclaim, the
+ * background reclaimer, and the invariant that accounted usage never
+ * exceeds the limit.
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+
+/* A cache of equal blocks, shrinkable; what a user's cache looks like. */
+struct cache {
+    pthread_mutex_t lock;
+    void **slot;
+    size_t n, cap, block;
+    struct rcl_shrinker *shrinker;
+    atomic_ulong scans;
+};
+
+static unsigned long cache_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct cache *c = priv;
+    (void)sc;
+    pthread_mutex_lock(&c->lock);
+    size_t n = c->n;
+    pthread_mutex_unlock(&c->lock);
+    return n ? n : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct cache *c = priv;
+    unsigned long freed = 0;
+    atomic_fetch_add(&c->scans, 1);
+    pthread_mutex_lock(&c->lock);
+    while (freed < sc->nr_to_scan && c->n)
+        rcl_free(c->slot[--c->n]), freed++;
+    pthread_mutex_unlock(&c->lock);
+    return freed;
+}
+
+static void cache_init(struct cache *c, size_t cap, size_t block)
+{
+    static const struct rcl_shrinker_ops ops = { cache_count, cache_scan };
+    memset(c, 0, sizeof(*c));
+    pthread_mutex_init(&c->lock, NULL);
+    c->slot = calloc(cap, sizeof(void *));
+    c->cap = cap;
+    c->block = block;
+    c->shrinker = rcl_shrinker_register("cache", &ops, c, NULL);
+}
+
+static bool cache_add(struct cache *c, rcl_gfp_t gfp)
+{
+    void *p = rcl_alloc(c->block, gfp | RCL__NOWARN);
+    if (!p)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    if (c->n < c->cap) {
+        c->slot[c->n++] = p;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->lock);
+    rcl_free(p);
+    return true;
+}
+
+static void cache_destroy(struct cache *c)
+{
+    rcl_shrinker_unregister(c->shrinker);
+    while (c->n)
+        rcl_free(c->slot[--c->n]);
+    free(c->slot);
+    pthread_mutex_destroy(&c->lock);
+}
+
+static size_t usage_now(void)
+{
+    rcl_usage_sync();
+    return rcl_usage();
+}
+
+/* ---------------------------------------------------------------------- */
+
+static void init_twice_is_ebusy_and_shutdown_allows_again(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), -EBUSY);
+    rcl_shutdown();
+    rcl_shutdown();                       /* twice: harmless */
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), 8 * MiB);
+}
+
+static void invalid_configurations_are_einval(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.min_pct = 10;
+    cfg.low_pct = 5;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    cfg = test_config(8 * MiB);
+    cfg.high_pct = 100;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    cfg = test_config(8 * MiB);
+    cfg.reserve = 8 * MiB;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    cfg = test_config(8 * MiB);
+    cfg.lockdep = 7;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);   /* and nothing was left half-started */
+}
+
+/* First use initialises from the environment. */
+static void first_use_initialises_from_the_environment(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    setenv("RECLAIM_LIMIT", "3M", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    void *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(rcl_limit(), 3 * MiB);
+    rcl_free(p);
+    unsetenv("RECLAIM_LIMIT");
+    unsetenv("RECLAIM_BACKGROUND");
+    unsetenv("RECLAIM_PRESSURE");
+}
+
+static void malformed_environment_is_reported_and_ignored(void **state)
+{
+    (void)state;
+    struct rcl_config cfg;
+    setenv("RECLAIM_LIMIT", "lots", 1);
+    setenv("RECLAIM_LOW_PCT", "400", 1);
+    rcl_config_default(&cfg);
+    unsetenv("RECLAIM_LIMIT");
+    unsetenv("RECLAIM_LOW_PCT");
+    assert_int_equal(cfg.limit, 0);
+    assert_int_equal(cfg.low_pct, 5);
+    assert_int_equal(test_report_count(), 2);
+}
+
+/* Watermarks are headroom: min 2 %, low 5 %, high 10 % by default, and a
+ * reserve larger than min raises min. */
+static void watermarks_are_headroom_percentages(void **state)
+{
+    (void)state;
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.limit, 64 * MiB);
+    assert_int_equal(st.wmark_min, 64 * MiB * 2 / 100);
+    assert_int_equal(st.wmark_low, 64 * MiB * 5 / 100);
+    assert_int_equal(st.wmark_high, 64 * MiB * 10 / 100);
+
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(100 * MiB);
+    cfg.reserve = 4 * MiB;
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_min, 4 * MiB);
+    assert_int_equal(rcl_set_limit(0), -EINVAL);
+    assert_int_equal(rcl_set_limit(200 * MiB), 0);
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_low, 10 * MiB);
+}
+
+/* Fill the cache until the budget is at the min watermark. */
+static void fill_to_min(struct cache *c)
+{
+    while (cache_add(c, RCL_NOWAIT))
+        ;
+}
+
+/* Kernel rule (__alloc_pages_slowpath): below min, an allocation without
+ * __GFP_DIRECT_RECLAIM fails; one with it reclaims directly and succeeds. */
+static void below_min_only_reclaiming_allocations_succeed(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    fill_to_min(&c);
+    errno = 0;
+    assert_null(rcl_alloc(64 * KiB, RCL_NOWAIT));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(atomic_load(&c.scans), 0);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_true(atomic_load(&c.scans) > 0);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.direct_reclaims >= 1);
+    assert_true(st.direct_reclaimed >= 64 * KiB);
+    rcl_free(p);
+    cache_destroy(&c);
+}
+
+/* NORECLAIM scope (PF_MEMALLOC): never enters reclaim itself. */
+static void noreclaim_scope_never_reclaims(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    fill_to_min(&c);
+    unsigned t = rcl_noreclaim_save();
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOMEMALLOC | RCL__NOWARN);
+    rcl_noreclaim_restore(t);
+    assert_null(p);
+    assert_int_equal(atomic_load(&c.scans), 0);
+    cache_destroy(&c);
+}
+
+/* Direct reclaim walks priorities 12 -> 0 and stops once its target is met:
+ * it frees what it needs, not the whole cache. */
+static void direct_reclaim_stops_when_the_target_is_met(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    fill_to_min(&c);
+    size_t before = c.n;
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_true(c.n < before);
+    assert_true(c.n > before / 2);
+    rcl_free(p);
+    cache_destroy(&c);
+}
+
+/* Progress is accounted bytes, not what the shrinker says it freed. */
+static unsigned long liar_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 100000;
+}
+static unsigned long liar_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    return sc->nr_to_scan;   /* claims everything, frees nothing */
+}
+
+static void progress_is_measured_in_accounted_bytes(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { liar_count, liar_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("liar", &ops, NULL, NULL);
+    assert_int_equal(rcl_reclaim(1 * MiB, RCL_DEFAULT), 0);
+    struct cache c;
+    cache_init(&c, 1000, 4096);
+    for (int i = 0; i < 1000; i++)
+        assert_true(cache_add(&c, RCL_DEFAULT));
+    size_t freed = rcl_reclaim(100 * KiB, RCL_DEFAULT);
+    assert_true(freed >= 100 * KiB);
+    assert_int_equal(freed, (1000 - c.n) * 4096);
+    assert_int_equal(usage_now(), c.n * 4096);
+    cache_destroy(&c);
+    rcl_shrinker_unregister(s);
+}
+
+/* rcl_reclaim acts as an allocation would: nothing without DIRECT_RECLAIM
+ * or inside NORECLAIM. */
+static void reclaim_obeys_flags_and_scope(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 100, 4096);
+    for (int i = 0; i < 100; i++)
+        cache_add(&c, RCL_DEFAULT);
+    assert_int_equal(rcl_reclaim(64 * KiB, RCL_NOWAIT), 0);
+    unsigned t = rcl_nowait_save();
+    assert_int_equal(rcl_reclaim(64 * KiB, RCL_DEFAULT), 0);
+    rcl_nowait_restore(t);
+    t = rcl_noreclaim_save();
+    assert_int_equal(rcl_reclaim(64 * KiB, RCL_DEFAULT), 0);
+    rcl_noreclaim_restore(t);
+    assert_int_equal(c.n, 100);
+    assert_int_equal(rcl_reclaim(0, RCL_DEFAULT), 0);
+    assert_true(rcl_reclaim(64 * KiB, RCL_DEFAULT) >= 64 * KiB);
+    cache_destroy(&c);
+}
+
+/* NOFAIL needs DIRECT_RECLAIM (EINVAL), and what can never fit is E2BIG at
+ * once with a report (seed 003: fail only when impossible). */
+static void nofail_that_can_never_succeed_fails_at_once(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_alloc(100, RCL__KSWAPD_RECLAIM | RCL__NOFAIL));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 2);
+    assert_non_null(strstr(test_reports.last, "can never succeed"));
+    errno = 0;
+    assert_null(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 2);
+}
+
+/* NOFAIL under pressure: reclaims, and gets its memory. */
+static void nofail_reclaims_until_it_succeeds(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    fill_to_min(&c);
+    void *p = rcl_alloc(4 * MiB, RCL_DEFAULT | RCL__NOFAIL);
+    assert_non_null(p);
+    rcl_free(p);
+    cache_destroy(&c);
+}
+
+/* Threads named rcl-reclaimd in this process. A joined thread can linger
+ * in /proc for a moment, so callers wait for the count they expect. */
+static int count_reclaimd(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[300], comm[64] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "rcl-reclaimd", 12))
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+static int reclaimd_settles_at(int want)
+{
+    for (int i = 0; i < 400 && count_reclaimd() != want; i++)
+        test_sleep_ms(5);
+    return count_reclaimd();
+}
+
+static bool wait_for(bool (*cond)(void *), void *arg, int ms)
+{
+    for (int i = 0; i < ms / 5; i++) {
+        if (cond(arg))
+            return true;
+        test_sleep_ms(5);
+    }
+    return cond(arg);
+}
+
+static bool headroom_at_least_high(void *arg)
+{
+    (void)arg;
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.limit - st.usage >= st.wmark_high;
+}
+
+/* kswapd: woken below low, works until headroom is back above high; no
+ * thread until first needed. */
+static void background_reclaimer_restores_high_watermark(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(16 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(reclaimd_settles_at(0), 0);
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    /* fill to just below low, with flags that may not wake it */
+    while (cache_add(&c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
+        struct rcl_stats st;
+        rcl_stats_get(&st);
+        if (st.limit - st.usage < st.wmark_low)
+            break;
+    }
+    assert_int_equal(reclaimd_settles_at(0), 0);         /* not started yet */
+    assert_true(cache_add(&c, RCL_DEFAULT));             /* KSWAPD_RECLAIM wakes it */
+    assert_true(wait_for(headroom_at_least_high, NULL, 10000));
+    assert_int_equal(reclaimd_settles_at(1), 1);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.background_wakeups >= 1);
+    assert_true(st.background_reclaimed > 0);
+    cache_destroy(&c);
+    rcl_shutdown();
+    assert_int_equal(reclaimd_settles_at(0), 0);         /* stopped and joined */
+}
+
+static bool no_longer_over_low(void *arg)
+{
+    (void)arg;
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.usage <= st.limit && st.limit - st.usage >= st.wmark_low;
+}
+
+/* Lowering the limit below usage wakes the reclaimer to get back under. */
+static void lowering_the_limit_wakes_the_background_reclaimer(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(16 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    struct cache c;
+    cache_init(&c, 2048, 4096);
+    for (int i = 0; i < 2048; i++)
+        assert_true(cache_add(&c, RCL_DEFAULT));
+    assert_int_equal(rcl_set_limit(4 * MiB), 0);
+    assert_true(wait_for(no_longer_over_low, NULL, 10000));
+    cache_destroy(&c);
+}
+
+/* background = 0 runs no thread, ever. */
+static void background_off_runs_no_thread(void **state)
+{
+    (void)state;
+    assert_int_equal(reclaimd_settles_at(0), 0);
+    struct cache c;
+    cache_init(&c, 100000, 4096);
+    fill_to_min(&c);
+    for (int i = 0; i < 100; i++)
+        cache_add(&c, RCL_DEFAULT);
+    test_sleep_ms(50);
+    assert_int_equal(count_reclaimd(), 0);
+    cache_destroy(&c);
+}
+
+/* The invariant: accounted usage never exceeds the limit, whatever many
+ * threads do at once. The peak is sampled at every charge. */
+struct hammer_arg {
+    struct cache *cache;
+    unsigned seed;
+    int rounds;
+};
+
+static void *hammer(void *p)
+{
+    struct hammer_arg *a = p;
+    void *mine[64] = { 0 };
+    for (int i = 0; i < a->rounds; i++) {
+        unsigned r = rand_r(&a->seed);
+        unsigned slot = r % 64;
+        if (mine[slot]) {
+            rcl_free(mine[slot]);
+            mine[slot] = NULL;
+        } else {
+            static const rcl_gfp_t flags[] = { RCL_DEFAULT, RCL_NOFS, RCL_NOIO, RCL_NOWAIT,
+                                              RCL_ATOMIC };
+            mine[slot] = rcl_alloc(1 + (r >> 8) % 16384, flags[(r >> 4) % 5] | RCL__NOWARN);
+        }
+        if (r % 3 == 0)
+            cache_add(a->cache, RCL_DEFAULT);
+    }
+    for (int i = 0; i < 64; i++)
+        rcl_free(mine[i]);
+    return NULL;
+}
+
+static void usage_never_exceeds_the_limit_under_many_threads(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(4 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    struct cache c;
+    cache_init(&c, 1 << 20, 2048);
+    pthread_t th[N];
+    struct hammer_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct hammer_arg){ &c, 1234u + (unsigned)i, test_scale(20000) };
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.peak <= st.limit);
+    assert_true(st.peak > st.limit / 2);                /* the test did press */
+    assert_int_equal(usage_now(), c.n * 2048);          /* exact once quiet */
+    cache_destroy(&c);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* Stocks: what a thread holds pre-charged is folded back by sync, its own
+ * at once, the others' at their next call; a thread's stock returns when
+ * it exits. */
+static atomic_int stock_phase;
+static void *stock_holder(void *arg)
+{
+    (void)arg;
+    void *p = rcl_alloc(100, RCL_DEFAULT);     /* takes a stock */
+    rcl_free(p);
+    atomic_store(&stock_phase, 1);
+    while (atomic_load(&stock_phase) != 2)
+        test_sleep_ms(1);
+    p = rcl_alloc(100, RCL_DEFAULT);           /* sees the drain request */
+    rcl_free(p);
+    atomic_store(&stock_phase, 3);
+    while (atomic_load(&stock_phase) != 4)
+        test_sleep_ms(1);
+    return NULL;
+}
+
+static void usage_sync_folds_every_threads_stock(void **state)
+{
+    (void)state;
+    pthread_t th;
+    atomic_store(&stock_phase, 0);
+    assert_int_equal(pthread_create(&th, NULL, stock_holder, NULL), 0);
+    while (atomic_load(&stock_phase) != 1)
+        test_sleep_ms(1);
+    assert_int_equal(rcl_usage(), 0);              /* exact while it is quiet */
+    rcl_usage_sync();
+    atomic_store(&stock_phase, 2);
+    while (atomic_load(&stock_phase) != 3)
+        test_sleep_ms(1);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.usage, 0);
+    atomic_store(&stock_phase, 4);
+    pthread_join(th, NULL);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* RECLAIM_STATS=1 prints the statistics at exit. */
+static void stats_are_printed_at_exit_when_asked(void **state)
+{
+    (void)state;
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        setenv("RECLAIM_STATS", "1", 1);
+        rcl_shutdown();
+        rcl_init(NULL);
+        rcl_free(rcl_alloc(10, RCL_DEFAULT));
+        exit(0);
+    }
+    close(fd[1]);
+    char buf[4096] = { 0 };
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fd[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+        got += (size_t)n;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(strstr(buf, "libreclaim statistics"));
+    assert_non_null(strstr(buf, "allocations 1, frees 1"));
+}
+
+static void stats_print_text_and_json(void **state)
+{
+    (void)state;
+    struct cache c;
+    cache_init(&c, 10, 100);
+    for (int i = 0; i < 10; i++)
+        cache_add(&c, RCL_DEFAULT);
+    rcl_reclaim(1, RCL_DEFAULT);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(rcl_stats_print(f, 1), 0);
+    fclose(f);
+    assert_true(buf[0] == '{' && buf[len - 2] == '}');
+    assert_non_null(strstr(buf, "\"allocations\":10"));
+    assert_non_null(strstr(buf, "\"name\":\"cache\""));
+    free(buf);
+    f = open_memstream(&buf, &len);
+    assert_int_equal(rcl_stats_print(f, 0), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "shrinkers: 1"));
+    free(buf);
+    assert_int_equal(rcl_stats_print(NULL, 0), -EINVAL);
+    cache_destroy(&c);
+}
+
+RUN_TESTS(T(init_twice_is_ebusy_and_shutdown_allows_again), T(invalid_configurations_are_einval),
+          T(first_use_initialises_from_the_environment),
+          T(malformed_environment_is_reported_and_ignored), T(watermarks_are_headroom_percentages),
+          T(below_min_only_reclaiming_allocations_succeed), T(noreclaim_scope_never_reclaims),
+          T(direct_reclaim_stops_when_the_target_is_met), T(progress_is_measured_in_accounted_bytes),
+          T(reclaim_obeys_flags_and_scope), T(nofail_that_can_never_succeed_fails_at_once),
+          T(nofail_reclaims_until_it_succeeds), T(background_reclaimer_restores_high_watermark),
+          T(lowering_the_limit_wakes_the_background_reclaimer), T(background_off_runs_no_thread),
+          T(usage_never_exceeds_the_limit_under_many_threads),
+          T(usage_sync_folds_every_threads_stock), T(stats_are_printed_at_exit_when_asked),
+          T(stats_print_text_and_json))

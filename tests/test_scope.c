@@ -1,0 +1,289 @@
+/*
+ * Scopes: the kernel's memalloc_flags_save()/restore() (v6.9+) and
+ * current_gfp_context(), per thread.
+ */
+#include "helpers.h"
+
+/* Kernel rule (memalloc_flags_save): save returns only the bits it newly
+ * set; restore clears exactly those. */
+static void save_returns_only_newly_set_bits(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_scope_current(), 0);
+    unsigned a = rcl_scope_save(RCL_SCOPE_NOFS);
+    assert_int_equal(a, RCL_SCOPE_NOFS);
+    unsigned b = rcl_scope_save(RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT);
+    assert_int_equal(b, RCL_SCOPE_NOWAIT);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT);
+    rcl_scope_restore(b);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_scope_restore(a);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* Kernel rule: an inner memalloc_nofs_save() inside NOFS returns 0 and its
+ * restore is a no-op, so the outer scope survives the inner pair. */
+static void inner_pair_of_same_scope_is_a_no_op(void **state)
+{
+    (void)state;
+    unsigned outer = rcl_nofs_save();
+    unsigned inner = rcl_nofs_save();
+    assert_int_equal(inner, 0);
+    rcl_nofs_restore(inner);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOFS);
+    rcl_nofs_restore(outer);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* NOFS then NOIO, and NOIO then NOFS, each unwound in reverse. */
+static void scopes_nest_in_both_orders(void **state)
+{
+    (void)state;
+    unsigned fs = rcl_nofs_save();
+    unsigned io = rcl_noio_save();
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
+    rcl_noio_restore(io);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOFS);
+    rcl_nofs_restore(fs);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
+
+    io = rcl_noio_save();
+    fs = rcl_nofs_save();
+    assert_int_equal(fs, RCL_SCOPE_NOFS);     /* a distinct bit, though NOIO implies it */
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
+    rcl_nofs_restore(fs);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
+    rcl_noio_restore(io);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
+}
+
+/* Kernel rule (current_gfp_context): the mask only subtracts; NOIO clears
+ * IO and FS, otherwise NOFS clears FS; NOWAIT clears DIRECT_RECLAIM;
+ * PF_MEMALLOC (our NORECLAIM) is not a mask. Checked for every one of the
+ * 16 scope combinations against every composite, with the modifier bits
+ * that no scope may touch. */
+static void every_scope_combination_against_every_composite(void **state)
+{
+    (void)state;
+    static const rcl_gfp_t composites[] = { RCL_DEFAULT, RCL_NOFS, RCL_NOIO, RCL_NOWAIT, RCL_ATOMIC,
+                                           RCL_RECLAIM, 0 };
+    const rcl_gfp_t modifiers = RCL__HIGH | RCL__MEMALLOC | RCL__NOMEMALLOC | RCL__NOFAIL |
+                                RCL__NORETRY | RCL__NOWARN | RCL__ZERO;
+    for (unsigned scope = 0; scope <= RCL_SCOPE_ALL; scope++) {
+        unsigned saved = rcl_scope_save(scope);
+        for (size_t i = 0; i < sizeof(composites) / sizeof(composites[0]); i++) {
+            rcl_gfp_t in = composites[i] | modifiers;
+            rcl_gfp_t out = rcl_current_gfp(in);
+            assert_int_equal(out & ~in, 0);                      /* only subtracts */
+            assert_int_equal(out & modifiers, modifiers);        /* modifiers untouched */
+            assert_int_equal(!!(out & RCL__IO),
+                             !!(in & RCL__IO) && !(scope & RCL_SCOPE_NOIO));
+            assert_int_equal(!!(out & RCL__FS),
+                             !!(in & RCL__FS) && !(scope & (RCL_SCOPE_NOIO | RCL_SCOPE_NOFS)));
+            assert_int_equal(!!(out & RCL__DIRECT_RECLAIM),
+                             !!(in & RCL__DIRECT_RECLAIM) && !(scope & RCL_SCOPE_NOWAIT));
+            assert_int_equal(!!(out & RCL__KSWAPD_RECLAIM), !!(in & RCL__KSWAPD_RECLAIM));
+        }
+        rcl_scope_restore(saved);
+        assert_int_equal(rcl_scope_current(), 0);
+    }
+}
+
+/* The composites are the kernel's GFP_* built from the same bits. */
+static void composites_are_built_as_the_kernel_builds_them(void **state)
+{
+    (void)state;
+    assert_int_equal(RCL_DEFAULT, RCL__DIRECT_RECLAIM | RCL__KSWAPD_RECLAIM | RCL__IO | RCL__FS);
+    assert_int_equal(RCL_NOFS, RCL_DEFAULT & ~RCL__FS);
+    assert_int_equal(RCL_NOIO, RCL_DEFAULT & ~(RCL__FS | RCL__IO));
+    assert_int_equal(RCL_NOWAIT, RCL__KSWAPD_RECLAIM | RCL__NOWARN);
+    assert_int_equal(RCL_ATOMIC, RCL__HIGH | RCL__KSWAPD_RECLAIM);
+    /* NOFS scope turns DEFAULT into exactly GFP_NOFS, NOIO into GFP_NOIO. */
+    unsigned s = rcl_nofs_save();
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOFS);
+    rcl_nofs_restore(s);
+    s = rcl_noio_save();
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
+    rcl_noio_restore(s);
+}
+
+/* NORECLAIM is not folded into the mask (PF_MEMALLOC acts in the
+ * allocator, not in current_gfp_context). */
+static void noreclaim_is_not_a_mask(void **state)
+{
+    (void)state;
+    unsigned s = rcl_noreclaim_save();
+    assert_int_equal(s, RCL_SCOPE_NORECLAIM);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
+    rcl_noreclaim_restore(s);
+}
+
+/* Restoring a token whose bits are not set changes nothing else: a bogus
+ * or repeated restore cannot clear a scope someone else saved. */
+static void restore_of_bits_not_set_changes_nothing(void **state)
+{
+    (void)state;
+    unsigned fs = rcl_nofs_save();
+    rcl_scope_restore(RCL_SCOPE_NOWAIT | RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_nofs_restore(fs);
+    rcl_nofs_restore(fs);                   /* twice: still nothing to clear */
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+static void bits_outside_the_scope_set_are_ignored(void **state)
+{
+    (void)state;
+    unsigned s = rcl_scope_save(0xf0u | RCL_SCOPE_NOFS);
+    assert_int_equal(s, RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_scope_restore(~0u);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+static void *other_thread_scope(void *arg)
+{
+    unsigned *seen = arg;
+    seen[0] = rcl_scope_current();
+    unsigned s = rcl_noio_save();
+    seen[1] = rcl_scope_current();
+    rcl_noio_restore(s);
+    return NULL;
+}
+
+/* Scopes are per thread (current->flags): another thread neither sees
+ * ours nor changes it. */
+static void scopes_are_per_thread(void **state)
+{
+    (void)state;
+    unsigned seen[2];
+    pthread_t th;
+    unsigned s = rcl_nofs_save();
+    assert_int_equal(pthread_create(&th, NULL, other_thread_scope, seen), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(seen[0], 0);
+    assert_int_equal(seen[1], RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_nofs_restore(s);
+}
+
+static unsigned scope_inside_guard(int leave_early)
+{
+    RCL_NOIO_SCOPE();
+    if (leave_early)
+        return rcl_scope_current();
+    return rcl_scope_current() | 0x100u;
+}
+
+/* A guard holds its scope to the end of the block, however it is left. */
+static void guards_restore_at_end_of_block(void **state)
+{
+    (void)state;
+    assert_int_equal(scope_inside_guard(1), RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(scope_inside_guard(0), RCL_SCOPE_NOIO | 0x100u);
+    assert_int_equal(rcl_scope_current(), 0);
+    {
+        RCL_NOFS_SCOPE();
+        {
+            RCL_NOFS_SCOPE();     /* inner guard of the same scope: no-op */
+            RCL_NOWAIT_SCOPE();
+            assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT);
+        }
+        assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+        RCL_NORECLAIM_SCOPE();
+        assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NORECLAIM);
+    }
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* Seed 004: the context must be conveyable to other threads. */
+struct adopt_arg {
+    struct rcl_context ctx;
+    unsigned inside, after;
+    rcl_gfp_t gfp_inside;
+};
+
+static void *adopter(void *p)
+{
+    struct adopt_arg *a = p;
+    struct rcl_context saved;
+    unsigned own = rcl_nowait_save();
+    rcl_context_adopt(&a->ctx, &saved);
+    a->inside = rcl_scope_current();
+    a->gfp_inside = rcl_current_gfp(RCL_DEFAULT);
+    rcl_context_restore(&saved);
+    a->after = rcl_scope_current();
+    rcl_nowait_restore(own);
+    return NULL;
+}
+
+static void captured_context_is_adopted_by_another_thread(void **state)
+{
+    (void)state;
+    struct adopt_arg a;
+    pthread_t th;
+    unsigned s = rcl_nofs_save();
+    rcl_context_capture(&a.ctx);
+    rcl_nofs_restore(s);
+    assert_int_equal(pthread_create(&th, NULL, adopter, &a), 0);
+    pthread_join(th, NULL);
+    /* adopting adds to the thread's own scope, restore returns exactly */
+    assert_int_equal(a.inside, RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT);
+    assert_int_equal(a.gfp_inside, RCL_NOFS & ~RCL__DIRECT_RECLAIM);
+    assert_int_equal(a.after, RCL_SCOPE_NOWAIT);
+}
+
+static void adopt_nests_and_restores_exactly(void **state)
+{
+    (void)state;
+    struct rcl_context fs, io, s1, s2;
+    unsigned t = rcl_nofs_save();
+    rcl_context_capture(&fs);
+    rcl_nofs_restore(t);
+    t = rcl_noio_save();
+    rcl_context_capture(&io);
+    rcl_noio_restore(t);
+
+    rcl_context_adopt(&fs, &s1);
+    rcl_context_adopt(&io, &s2);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NOIO);
+    rcl_context_restore(&s2);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_context_restore(&s1);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* "This thread is reclaiming" belongs to the thread, not to the work. */
+static void noreclaim_does_not_travel(void **state)
+{
+    (void)state;
+    struct rcl_context c, saved;
+    unsigned t = rcl_scope_save(RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOFS);
+    rcl_context_capture(&c);
+    rcl_scope_restore(t);
+    rcl_context_adopt(&c, &saved);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_context_restore(&saved);
+}
+
+static void context_calls_with_null_are_reported(void **state)
+{
+    (void)state;
+    struct rcl_context c;
+    rcl_context_capture(NULL);
+    rcl_context_adopt(NULL, &c);
+    rcl_context_adopt(&c, NULL);
+    rcl_context_restore(NULL);
+    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+RUN_TESTS(T(save_returns_only_newly_set_bits), T(inner_pair_of_same_scope_is_a_no_op),
+          T(scopes_nest_in_both_orders), T(every_scope_combination_against_every_composite),
+          T(composites_are_built_as_the_kernel_builds_them), T(noreclaim_is_not_a_mask),
+          T(restore_of_bits_not_set_changes_nothing), T(bits_outside_the_scope_set_are_ignored),
+          T(scopes_are_per_thread), T(guards_restore_at_end_of_block),
+          T(captured_context_is_adopted_by_another_thread), T(adopt_nests_and_restores_exactly),
+          T(noreclaim_does_not_travel), T(context_calls_with_null_are_reported))

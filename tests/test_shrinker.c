@@ -1,0 +1,455 @@
+/*
+ * Shrinkers: registration, the kernel's do_shrink_slab() arithmetic, the
+ * `needs` deferral, and unregister's guarantee.
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sched.h>
+
+/* A shrinker that records every call and frees nothing. */
+#define MAX_CALLS 4096
+struct recorder {
+    unsigned long freeable;       /* what count() says */
+    unsigned long free_per_scan;  /* what scan() claims */
+    unsigned long stop_after;     /* return STOP from this call on (1-based); 0 never */
+    unsigned ncount, nscan;
+    int prio[MAX_CALLS];
+    unsigned long to_scan[MAX_CALLS];
+    rcl_gfp_t gfp[MAX_CALLS];
+    unsigned scope[MAX_CALLS];
+};
+
+static unsigned long rec_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct recorder *r = priv;
+    (void)sc;
+    r->ncount++;
+    return r->freeable;
+}
+
+static unsigned long rec_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct recorder *r = priv;
+    unsigned i = r->nscan++;
+    if (i < MAX_CALLS) {
+        r->prio[i] = sc->priority;
+        r->to_scan[i] = sc->nr_to_scan;
+        r->gfp[i] = sc->gfp;
+        r->scope[i] = rcl_scope_current();
+    }
+    if (r->stop_after && r->nscan >= r->stop_after)
+        return RCL_SHRINK_STOP;
+    return r->free_per_scan;
+}
+
+static const struct rcl_shrinker_ops rec_ops = { rec_count, rec_scan };
+
+/* The reference: DESIGN.md's formulas, which are do_shrink_slab()'s. */
+struct model { unsigned long deferred; };
+static unsigned model_pass(struct model *m, unsigned long freeable, unsigned seeks,
+                           unsigned long batch, int prio, unsigned long *to_scan, unsigned max)
+{
+    unsigned long nr = m->deferred, scanned = 0;
+    unsigned long delta = (freeable >> prio) * 4 / seeks;
+    unsigned long total = (nr >> prio) + delta;
+    unsigned n = 0;
+    if (total > 2 * freeable)
+        total = 2 * freeable;
+    while (total >= batch || total >= freeable) {
+        unsigned long k = total < batch ? total : batch;
+        if (n < max)
+            to_scan[n] = k;
+        n++;
+        total -= k;
+        scanned += k;
+    }
+    long next = (long)(nr + delta) - (long)scanned;
+    if (next < 0)
+        next = 0;
+    if ((unsigned long)next > 2 * freeable)
+        next = (long)(2 * freeable);
+    m->deferred = (unsigned long)next;
+    return n;
+}
+
+static void check_against_model(unsigned long freeable, unsigned seeks, unsigned long batch)
+{
+    static struct recorder r;
+    memset(&r, 0, sizeof(r));
+    r.freeable = freeable;
+    struct rcl_shrinker_opts opts = { .seeks = seeks, .batch = batch };
+    struct rcl_shrinker *s = rcl_shrinker_register("rec", &rec_ops, &r, &opts);
+
+    /* Nothing is really freed, so the walk runs all priorities 12..0. */
+    assert_int_equal(rcl_reclaim(1, RCL_DEFAULT), 0);
+
+    struct model m = { 0 };
+    unsigned long want[MAX_CALLS];
+    unsigned calls = 0;
+    for (int prio = 12; prio >= 0; prio--) {
+        unsigned n = model_pass(&m, freeable, seeks ? seeks : 2, batch ? batch : 128, prio,
+                                want + calls, MAX_CALLS - calls);
+        for (unsigned i = 0; i < n && calls + i < r.nscan; i++)
+            assert_int_equal(r.prio[calls + i], prio);
+        calls += n;
+    }
+    assert_int_equal(r.ncount, 13);
+    assert_int_equal(r.nscan, calls);
+    for (unsigned i = 0; i < calls && i < MAX_CALLS; i++)
+        assert_int_equal(r.to_scan[i], want[i]);
+
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.shrinkers[0].deferred, m.deferred);
+    rcl_shrinker_unregister(s);
+}
+
+/* Kernel rule (do_shrink_slab): delta = (freeable >> priority) * 4 / seeks;
+ * total = min((deferred >> priority) + delta, 2 * freeable); batches while
+ * total >= batch || total >= freeable; deferred carried as
+ * clamp(deferred + delta - scanned, 0, 2 * freeable). */
+static void scan_amounts_follow_do_shrink_slab(void **state)
+{
+    (void)state;
+    check_against_model(10000, 2, 128);     /* the defaults */
+    check_against_model(100000, 2, 128);
+    check_against_model(5000, 8, 128);      /* expensive objects: scanned less */
+    check_against_model(5000, 1, 512);
+    check_against_model(50, 2, 128);        /* smaller than a batch: whole-cache scans */
+    check_against_model(3, 2, 128);
+}
+
+static void defaults_are_seeks_2_and_batch_128(void **state)
+{
+    (void)state;
+    check_against_model(20000, 0, 0);
+}
+
+static void stop_ends_the_shrinkers_turn_in_the_pass(void **state)
+{
+    (void)state;
+    static struct recorder r;
+    memset(&r, 0, sizeof(r));
+    r.freeable = 1000000;
+    r.stop_after = 1;
+    struct rcl_shrinker *s = rcl_shrinker_register("stops", &rec_ops, &r, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    /* one scan per priority that asked for a batch, each ending the turn */
+    for (unsigned i = 1; i < r.nscan; i++)
+        assert_true(r.prio[i] < r.prio[i - 1]);
+    rcl_shrinker_unregister(s);
+}
+
+static void empty_cache_is_never_scanned(void **state)
+{
+    (void)state;
+    static struct recorder r;
+    memset(&r, 0, sizeof(r));
+    r.freeable = RCL_SHRINK_EMPTY;
+    struct rcl_shrinker *s = rcl_shrinker_register("empty", &rec_ops, &r, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_int_equal(r.ncount, 13);
+    assert_int_equal(r.nscan, 0);
+    r.freeable = 0;
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_int_equal(r.nscan, 0);
+    rcl_shrinker_unregister(s);
+}
+
+/* A shrinker that needs FS is not called (not even count) under NOFS; its
+ * share is deferred (nr_deferred) and done by the next context that may. */
+static void work_is_deferred_to_a_context_with_the_needed_flags(void **state)
+{
+    (void)state;
+    static struct recorder r;
+    memset(&r, 0, sizeof(r));
+    r.freeable = 100000;
+    struct rcl_shrinker_opts opts = { .needs = RCL__FS };
+    struct rcl_shrinker *s = rcl_shrinker_register("fs", &rec_ops, &r, &opts);
+    struct rcl_stats st;
+
+    rcl_reclaim(1, RCL_DEFAULT);           /* learns its size */
+    unsigned count_before = r.ncount, scans_before = r.nscan;
+    rcl_stats_get(&st);
+    unsigned long deferred0 = st.shrinkers[0].deferred;
+
+    unsigned t = rcl_nofs_save();
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_nofs_restore(t);
+    assert_int_equal(r.ncount, count_before);
+    assert_int_equal(r.nscan, scans_before);
+    rcl_stats_get(&st);
+    assert_int_equal(st.shrinkers[0].skipped, 13);
+    assert_true(st.shrinkers[0].deferred > deferred0);
+    assert_true(st.shrinkers[0].deferred <= 2 * r.freeable);
+
+    /* A context with FS now scans more than a fresh pass would have. */
+    unsigned long scanned_before;
+    rcl_stats_get(&st);
+    scanned_before = st.shrinkers[0].scanned;
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_stats_get(&st);
+    unsigned long with_deferred = st.shrinkers[0].scanned - scanned_before;
+    struct model m = { 0 };
+    unsigned long sink[MAX_CALLS], fresh = 0;
+    for (int prio = 12; prio >= 0; prio--) {
+        unsigned long before = m.deferred;
+        (void)before;
+        unsigned n = model_pass(&m, r.freeable, 2, 128, prio, sink, MAX_CALLS);
+        for (unsigned i = 0; i < n; i++)
+            fresh += sink[i];
+    }
+    assert_true(with_deferred > fresh);
+    rcl_shrinker_unregister(s);
+}
+
+/* Shrinkers see the allocating caller's masked flags, and run in
+ * NORECLAIM scope (PF_MEMALLOC during reclaim). */
+static void shrinker_sees_masked_flags_in_noreclaim_scope(void **state)
+{
+    (void)state;
+    static struct recorder r;
+    memset(&r, 0, sizeof(r));
+    r.freeable = 1000;
+    struct rcl_shrinker *s = rcl_shrinker_register("sees", &rec_ops, &r, NULL);
+    unsigned t = rcl_noio_save();
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_noio_restore(t);
+    assert_true(r.nscan > 0);
+    assert_int_equal(r.gfp[0], RCL_NOIO);
+    assert_int_equal(r.scope[0], RCL_SCOPE_NOIO | RCL_SCOPE_NORECLAIM);
+    assert_int_equal(rcl_scope_current(), 0);
+    rcl_shrinker_unregister(s);
+}
+
+/* No recursion: what a shrinker allocates never enters reclaim again. */
+static unsigned nested_depth, nested_max;
+static unsigned long nest_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1000;
+}
+static unsigned long nest_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    nested_depth++;
+    if (nested_depth > nested_max)
+        nested_max = nested_depth;
+    void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOWARN);
+    rcl_free(p);
+    nested_depth--;
+    return 0;
+}
+
+static void shrinker_allocations_never_recurse_into_reclaim(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { nest_count, nest_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("nest", &ops, NULL, NULL);
+    void *fill = rcl_alloc(63 * MiB, RCL__MEMALLOC | RCL_DEFAULT);  /* budget past min */
+    assert_non_null(fill);
+    nested_max = 0;
+    void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOWARN);
+    assert_null(p);
+    assert_int_equal(nested_max, 1);
+    rcl_free(fill);
+    rcl_shrinker_unregister(s);
+}
+
+static void register_rejects_bad_input(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops no_scan = { rec_count, NULL };
+    errno = 0;
+    assert_null(rcl_shrinker_register(NULL, &rec_ops, NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_shrinker_register("x", NULL, NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_shrinker_register("x", &no_scan, NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+}
+
+static void unregister_twice_or_null_is_reported(void **state)
+{
+    (void)state;
+    struct recorder *r = calloc(1, sizeof(*r));
+    struct rcl_shrinker *s = rcl_shrinker_register("twice", &rec_ops, r, NULL);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(test_report_count(), 0);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "not a registered shrinker"));
+    rcl_shrinker_unregister(NULL);
+    assert_int_equal(test_report_count(), 2);
+    free(r);
+}
+
+static struct rcl_shrinker *self_shrinker;
+static unsigned long self_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    rcl_shrinker_unregister(self_shrinker);
+    return 0;
+}
+
+static void unregister_from_own_callback_is_refused(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { nest_count, self_scan };
+    self_shrinker = rcl_shrinker_register("self", &ops, NULL, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_true(test_report_count() >= 1);
+    assert_non_null(strstr(test_reports.last, "from its own callback"));
+    rcl_shrinker_unregister(self_shrinker);    /* from outside: fine */
+}
+
+/* A callback that forgets to restore a scope is reported and repaired. */
+static unsigned long leaky_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    rcl_nofs_save();
+    return 0;
+}
+
+static void scope_left_by_a_callback_is_reported_and_repaired(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { nest_count, leaky_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("leaky", &ops, NULL, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_true(test_report_count() >= 1);
+    assert_non_null(strstr(test_reports.last, "scope changed"));
+    assert_int_equal(rcl_scope_current(), 0);
+    rcl_shrinker_unregister(s);
+}
+
+/* Kernel rule (unregister_shrinker + synchronize_srcu): unregister waits
+ * for scans in flight. */
+static atomic_int scan_entered, scan_release, unregister_returned, scan_saw_returned;
+static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    if (atomic_exchange(&scan_entered, 1) == 0) {
+        while (!atomic_load(&scan_release))
+            test_sleep_ms(1);
+        test_sleep_ms(20);
+        atomic_store(&scan_saw_returned, atomic_load(&unregister_returned));
+    }
+    return RCL_SHRINK_STOP;
+}
+
+static void *reclaim_once(void *arg)
+{
+    (void)arg;
+    rcl_reclaim(1, RCL_DEFAULT);
+    return NULL;
+}
+
+static void unregister_waits_for_scans_in_flight(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { nest_count, slow_scan };
+    pthread_t th;
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &ops, NULL, NULL);
+    atomic_store(&scan_entered, 0);
+    atomic_store(&scan_release, 0);
+    atomic_store(&unregister_returned, 0);
+    assert_int_equal(pthread_create(&th, NULL, reclaim_once, NULL), 0);
+    while (!atomic_load(&scan_entered))
+        test_sleep_ms(1);
+    atomic_store(&scan_release, 1);
+    rcl_shrinker_unregister(s);
+    atomic_store(&unregister_returned, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&scan_saw_returned), 0);
+}
+
+/* Stress: shrinkers come and go while other threads reclaim; no callback
+ * ever runs after its unregister returned (checked by the callback). */
+struct churn {
+    atomic_int gone;
+    atomic_int late_calls;
+};
+
+static unsigned long churn_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct churn *c = priv;
+    (void)sc;
+    if (atomic_load(&c->gone))
+        atomic_fetch_add(&c->late_calls, 1);
+    return 500;
+}
+
+static unsigned long churn_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct churn *c = priv;
+    if (atomic_load(&c->gone))
+        atomic_fetch_add(&c->late_calls, 1);
+    return sc->nr_to_scan / 2;
+}
+
+static atomic_int churn_stop;
+static atomic_int churn_late;
+
+static void *churn_reclaimer(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&churn_stop))
+        rcl_reclaim(1 << 20, RCL_DEFAULT);
+    return NULL;
+}
+
+static void *churn_registrar(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    static const struct rcl_shrinker_ops ops = { churn_count, churn_scan };
+    int rounds = test_scale(2000);
+    for (int i = 0; i < rounds; i++) {
+        struct churn *c = calloc(1, sizeof(*c));
+        struct rcl_shrinker *s = rcl_shrinker_register("churn", &ops, c, NULL);
+        if (rand_r(&seed) % 2)
+            sched_yield();
+        rcl_shrinker_unregister(s);
+        atomic_store(&c->gone, 1);
+        /* any call from now on would be counted; give them a chance */
+        if (rand_r(&seed) % 8 == 0)
+            sched_yield();
+        atomic_fetch_add(&churn_late, atomic_load(&c->late_calls));
+        free(c);   /* ASan: a late callback would be a use-after-free */
+    }
+    return NULL;
+}
+
+static void callbacks_never_run_after_unregister_returns(void **state)
+{
+    (void)state;
+    pthread_t rec[4], reg[4];
+    atomic_store(&churn_stop, 0);
+    atomic_store(&churn_late, 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&rec[i], NULL, churn_reclaimer, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&reg[i], NULL, churn_registrar, (void *)(uintptr_t)(i + 1)), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(reg[i], NULL);
+    atomic_store(&churn_stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(rec[i], NULL);
+    assert_int_equal(atomic_load(&churn_late), 0);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.nr_shrinkers, 0);
+}
+
+RUN_TESTS(T(scan_amounts_follow_do_shrink_slab), T(defaults_are_seeks_2_and_batch_128),
+          T(stop_ends_the_shrinkers_turn_in_the_pass), T(empty_cache_is_never_scanned),
+          T(work_is_deferred_to_a_context_with_the_needed_flags),
+          T(shrinker_sees_masked_flags_in_noreclaim_scope),
+          T(shrinker_allocations_never_recurse_into_reclaim), T(register_rejects_bad_input),
+          T(unregister_twice_or_null_is_reported), T(unregister_from_own_callback_is_refused),
+          T(scope_left_by_a_callback_is_reported_and_repaired),
+          T(unregister_waits_for_scans_in_flight), T(callbacks_never_run_after_unregister_returns))

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Installs the Debian packages the tests and benchmarks need, when they are
+# missing and we may (root). Idempotent: does nothing when all are there.
+set -e
+need=""
+have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} -E -x c - >/dev/null 2>&1; }
+have_header cmocka.h 2>/dev/null || { printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 || need="$need libcmocka-dev"; }
+command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+command -v clang >/dev/null 2>&1 || need="$need clang"
+for p in $EXTRA_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"; done
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing:$need -- install them (apt-get install$need) or run as root" >&2
+    exit 1
+fi
+echo "installing:$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q $need >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $need >/dev/null; }
