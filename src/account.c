@@ -64,7 +64,8 @@ static void thread_unlink_locked(struct rcl_thread *t)
     wr(t->nr_alloc, 0);
     wr(t->nr_free, 0);
     wr(t->stock, 0);
-    wr(t->drain, 0);
+    wr(t->stock_max, 0);
+    t->hdr_tag = 0;
     wr(t->epoch, 0);
 }
 
@@ -95,8 +96,8 @@ void rcl__thread_attach(struct rcl_thread *t)
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
     wr(t->stock, 0);
-    wr(t->drain, 0);
-    t->stock_max = 2 * rd(rcl__acct.batch);
+    wr(t->stock_max, 2 * rd(rcl__acct.batch));
+    t->hdr_tag = rcl__hdr_tag(epoch);
     t->next = registry;
     t->pprev = &registry;
     if (registry)
@@ -191,10 +192,11 @@ void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
         return;
     }
     wr(t->stock, rd(t->stock) + (long)size);
-    if (rd(t->drain)) {
-        wr(t->drain, 0);
+    long max = rd(t->stock_max);
+    if (max == RCL_STOCK_DRAIN || max == RCL_STOCK_RECLAIM) {
+        wr(t->stock_max, 2 * rd(rcl__acct.batch));
         rcl__stock_flush(t, 0);
-    } else if (rd(t->stock) > t->stock_max) {
+    } else if (rd(t->stock) > max) {
         rcl__stock_flush(t, rd(rcl__acct.batch));
     }
 }
@@ -311,10 +313,10 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
     rcl__ensure_init();
     rcl__thread_attach(t);
-    t->stock_max = 2 * rd(rcl__acct.batch);
-    if (rd(t->drain)) {
-        wr(t->drain, 0);
-        rcl__stock_flush(t, 0);
+    if (!t->in_reclaim) {
+        if (rd(t->stock_max) == RCL_STOCK_DRAIN)
+            rcl__stock_flush(t, 0);
+        wr(t->stock_max, 2 * rd(rcl__acct.batch));
     }
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
@@ -368,7 +370,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     /* Reclaim may have left more in the stock than this thread should
      * sit on. */
-    if (rd(t->stock) > t->stock_max)
+    if (rd(t->stock) > rd(t->stock_max))
         rcl__stock_flush(t, rd(rcl__acct.batch));
     return 0;
 }
@@ -451,7 +453,7 @@ void rcl_usage_sync(void)
     pthread_mutex_lock(&registry_lock);
     for (struct rcl_thread *t = registry; t; t = t->next)
         if (t != self)
-            wr(t->drain, 1);
+            wr(t->stock_max, RCL_STOCK_DRAIN);
     pthread_mutex_unlock(&registry_lock);
 }
 

@@ -23,41 +23,55 @@
 
 struct rcl_hdr {
     size_t   size;    /* bytes charged for the block */
-    uint32_t check;   /* check_word(): tells our blocks from anything else */
-    uint16_t shift;   /* backend block = user pointer - (1 << shift) */
-    uint16_t epoch;   /* rcl__epoch at allocation: older blocks are not charged */
+    uint64_t meta;    /* check word | shift << 32 | epoch << 48 */
 };
+/* meta packs what free must verify into one word, so the fast path checks
+ * it with one compare against the thread's hdr_tag | check word:
+ *   check  (bits 0-31)  tells our blocks from anything else (VMAP_TAG
+ *                       xor-ed in for mapped blocks);
+ *   shift  (bits 32-47) the backend block starts (1 << shift) bytes before
+ *                       the pointer: 4 for plain blocks;
+ *   epoch  (bits 48-63) low bits of rcl__epoch: blocks from before an
+ *                       rcl_shutdown() are no longer charged. */
 #define HDR        sizeof(struct rcl_hdr)
-#define HDR_SHIFT  4
-#define VMAP_TAG   0x5a5a0000u   /* check word of a mapped (rcl_valloc) block */
+#define HDR_SHIFT  4u
+#define VMAP_TAG   0x5a5a0000u
 _Static_assert(sizeof(struct rcl_hdr) == 16, "the header must keep 16-byte alignment");
 
 /* Fixed for the life of the process, so blocks stay recognisable across
  * rcl_shutdown()/rcl_init(). Written before any thread can have a stock. */
-static uintptr_t secret;
+static uint32_t secret;
 
 static inline uint32_t check_word(const void *p, size_t size)
 {
-    uintptr_t x = ((uintptr_t)p ^ secret) >> 4;
-    return (uint32_t)x ^ (uint32_t)(x >> 32) ^ (uint32_t)size;
+    return (uint32_t)((uintptr_t)p >> 4) ^ secret ^ (uint32_t)size;
 }
+
+static inline uint64_t meta_bits(unsigned shift, unsigned epoch)
+{
+    return (uint64_t)shift << 32 | (uint64_t)(uint16_t)epoch << 48;
+}
+
+uint64_t rcl__hdr_tag(unsigned epoch) { return meta_bits(HDR_SHIFT, epoch); }
+
+static inline unsigned meta_shift(uint64_t meta) { return (unsigned)(meta >> 32) & 0xffffu; }
+static inline unsigned meta_epoch(uint64_t meta) { return (unsigned)(meta >> 48); }
 
 static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, unsigned epoch,
                              uint32_t tag)
 {
     void *p = h + 1;
     h->size = size;
-    h->shift = (uint16_t)shift;
-    h->epoch = (uint16_t)epoch;
-    h->check = check_word(p, size) ^ tag;
+    h->meta = meta_bits(shift, epoch) | (check_word(p, size) ^ tag);
     return p;
 }
 
 static void secret_make(void)
 {
     int local;
-    secret = ((uintptr_t)&local * 0x9e3779b97f4a7c15ull) ^ (uintptr_t)rcl__now_ns() ^
-             ((uintptr_t)getpid() << 17);
+    uint64_t x = ((uintptr_t)&local * 0x9e3779b97f4a7c15ull) ^ rcl__now_ns() ^
+                 ((uint64_t)getpid() << 17);
+    secret = (uint32_t)(x ^ (x >> 32));
 }
 
 static void secret_init(void)
@@ -78,7 +92,7 @@ static void *fail(int err)
 
 /* Charged first, then taken from the backend: the budget must never be
  * exceeded, even for the instant between the two. */
-static void *alloc_slow(size_t size, rcl_gfp_t gfp)
+static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     int err;
@@ -113,10 +127,12 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     if (likely(size - 1 < (size_t)stock && rcl__fast_ok(t))) {
         struct rcl_hdr *h = rcl__be_malloc(size + HDR);
         if (likely(h != NULL)) {
-            wr(t->stock, stock - (long)size);
+            void *p = h + 1;
+            own_add(t->stock, -(long)size);
             own_add(t->nr_alloc, 1);
-            void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), 0);
-            if (gfp & RCL__ZERO)
+            h->size = size;
+            h->meta = t->hdr_tag | check_word(p, size);
+            if (unlikely(gfp & RCL__ZERO))
                 memset(p, 0, size);
             return p;
         }
@@ -210,11 +226,12 @@ enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP };
 
 static enum block_kind block_kind(const void *p, const struct rcl_hdr *h)
 {
-    uint32_t want = check_word(p, h->size);
+    uint32_t want = check_word(p, h->size), check = (uint32_t)h->meta;
+    unsigned shift = meta_shift(h->meta);
 
-    if (h->check == want && h->shift >= HDR_SHIFT && h->shift < 8 * sizeof(size_t))
+    if (check == want && shift >= HDR_SHIFT && shift < 8 * sizeof(size_t))
         return BLOCK_HEAP;
-    if (h->check == (want ^ VMAP_TAG) && h->shift >= 12 && h->shift < 8 * sizeof(size_t))
+    if (check == (want ^ VMAP_TAG) && shift >= 12 && shift < 8 * sizeof(size_t))
         return BLOCK_VMAP;
     return BLOCK_FOREIGN;
 }
@@ -233,23 +250,24 @@ static void release(struct rcl_hdr *h, enum block_kind kind)
 {
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
-    char *base = (char *)(h + 1) - ((size_t)1 << h->shift);
+    unsigned shift = meta_shift(h->meta);
+    char *base = (char *)(h + 1) - ((size_t)1 << shift);
     bool charged = atomic_load(&rcl__ready) &&
-                   h->epoch == (uint16_t)atomic_load(&rcl__epoch);
+                   meta_epoch(h->meta) == (uint16_t)atomic_load(&rcl__epoch);
 
-    h->check = 0;
+    h->meta = 0;
     if (charged) {
         rcl__thread_attach(t);
         own_add(t->nr_free, 1);
         rcl__uncharge_fast(t, size);
     }
     if (kind == BLOCK_VMAP)
-        munmap(base, size + ((size_t)1 << h->shift));
+        munmap(base, size + ((size_t)1 << shift));
     else
         rcl__be_free(base);
 }
 
-static void free_slow(const char *fn, void *p)
+static __attribute__((noinline, cold)) void free_slow(const char *fn, void *p)
 {
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     enum block_kind kind = block_kind(p, h);
@@ -267,12 +285,12 @@ void rcl_free(void *p)
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
+    long stock = rd(t->stock) + (long)size;
 
-    if (likely(h->check == check_word(p, size) && h->shift == HDR_SHIFT &&
-               h->epoch == (uint16_t)rd(t->epoch))) {
-        h->check = 0;   /* a second free of the same block is then caught */
+    if (likely(h->meta == (t->hdr_tag | check_word(p, size)) && stock <= rd(t->stock_max))) {
+        h->meta = 0;    /* a second free of the same block is then caught */
+        wr(t->stock, stock);
         own_add(t->nr_free, 1);
-        rcl__uncharge_fast(t, size);
         rcl__be_free(h);
         return;
     }
@@ -317,8 +335,8 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
         bad_free("rcl_realloc", p);
         return NULL;
     }
-    if (kind != BLOCK_HEAP || h->shift != HDR_SHIFT || !atomic_load(&rcl__ready) ||
-        h->epoch != (uint16_t)atomic_load(&rcl__epoch))
+    if (kind != BLOCK_HEAP || meta_shift(h->meta) != HDR_SHIFT || !atomic_load(&rcl__ready) ||
+        meta_epoch(h->meta) != (uint16_t)atomic_load(&rcl__epoch))
         return realloc_move(p, h, size, gfp);
 
     size_t old = h->size;
@@ -334,7 +352,7 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
     }
     if (size < old)
         rcl__uncharge_fast(t, old - size);
-    p = hdr_fill(n, size, HDR_SHIFT, n->epoch, 0);
+    p = hdr_fill(n, size, HDR_SHIFT, meta_epoch(n->meta), 0);
     if ((gfp & RCL__ZERO) && size > old)
         memset((char *)p + old, 0, size - old);
     return p;

@@ -45,19 +45,26 @@
 /*
  * The hot part of a thread's state, in initial-exec TLS so that the scope
  * calls and the allocation fast path reach it with one %fs-relative access.
- * Only the owner thread writes it, except `drain` (any thread may ask the
+ * Only the owner thread writes it, except stock_max (any thread may ask the
  * owner to return its stock) and the registry links (under the registry
  * lock). Fields other threads read are atomics accessed with rd()/wr().
+ *
+ * stock_max is the free fast path's only test besides the header: a free
+ * stays on the fast path while stock + size <= stock_max. Every reason to
+ * leave it is folded into that one number: STOCK_RECLAIM while the thread
+ * reclaims, STOCK_DRAIN when another thread asked for the stock back.
  */
+#define RCL_STOCK_RECLAIM (-1L)
+#define RCL_STOCK_DRAIN   (-2L)
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
-    long                  stock_max;  /* spill back to the budget above this */
+    _Atomic long          stock_max;  /* spill back to the budget above this */
+    uint64_t              hdr_tag;    /* block-header bits for this epoch; 0 = detached */
     unsigned              scope;      /* RCL_SCOPE_* in force */
     unsigned              lockdep_watch; /* nonzero: the lock checker wants this
                                             thread's allocations (slow path) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
-    _Atomic int           drain;      /* asked to return the stock */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
@@ -112,6 +119,8 @@ extern struct rcl_account rcl__acct;
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);
 void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* The header bits of a plain block allocated in `epoch` (alloc.c). */
+uint64_t rcl__hdr_tag(unsigned epoch);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
@@ -122,11 +131,11 @@ size_t rcl__headroom(void);
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 
 /* May this thread's allocation skip the slow path? Not while the lock
- * checker watches it, another thread asked for its stock, or it is
- * reclaiming (reclaim's progress must count what its shrinkers charge). */
+ * checker watches it, or while it is reclaiming (reclaim's progress must
+ * count what its shrinkers charge). */
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
-    return !(t->lockdep_watch | t->in_reclaim) && !rd(t->drain);
+    return !(t->lockdep_watch | t->in_reclaim);
 }
 
 /* Return `size` accounted bytes through the thread's stock. The stock only
@@ -134,7 +143,7 @@ static inline bool rcl__fast_ok(const struct rcl_thread *t)
 static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
 {
     long s = rd(t->stock) + (long)size;
-    if (unlikely(s > t->stock_max || rd(t->drain) || t->in_reclaim)) {
+    if (unlikely(s > rd(t->stock_max))) {
         rcl__uncharge_slow(t, size);
         return;
     }

@@ -45,12 +45,14 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     long start = t->reclaimed, stock_before = rd(t->stock);
 
     t->in_reclaim++;
+    wr(t->stock_max, RCL_STOCK_RECLAIM);
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
         if (t->reclaimed - start >= (long)target)
             break;
     }
-    t->in_reclaim--;
+    if (--t->in_reclaim == 0)
+        wr(t->stock_max, 2 * rd(rcl__acct.batch));
     rcl_scope_restore(saved);
 
     /* Keep in the stock only what reclaim really won back; what shrinkers
