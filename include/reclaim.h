@@ -180,6 +180,8 @@ void rcl_context_restore(const struct rcl_context *saved);
  *
  * may_reclaim runs in the reclaiming thread, in NORECLAIM scope, and sees
  * that thread's rcl_journal_info(); it must not block on the domain's locks.
+ * It is asked for each of the domain's shrinkers at each reclaim pass, so
+ * it should be cheap (a look at the thread's transaction state).
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
@@ -191,11 +193,17 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
  * shrinkers, is refused: it is reported and the domain stays valid. */
 void     rcl_domain_destroy(struct rcl_domain *d);
 /* Returns a token for rcl_domain_exit(); 0 when d is NULL or the thread is
- * already inside RCL_MAX_DOMAINS domains (reported). Never allocates. */
+ * already inside RCL_MAX_DOMAINS domains (reported). Never allocates. The
+ * same domain may be entered again while inside it. */
 unsigned rcl_domain_enter(struct rcl_domain *d);
-/* Exits must come in reverse order of the enters; a wrong token is
- * reported and changes nothing. */
+/* Exits must come in reverse order of the enters; a wrong token (out of
+ * order, already used, another thread's) is reported and changes nothing.
+ * Token 0 is a no-op. Domains adopted from a context are left only by
+ * rcl_context_restore(). An adopted context whose domains do not all fit
+ * is reported, and until the restore every shrinker that belongs to a
+ * domain is skipped: never less strict than what was asked. */
 void     rcl_domain_exit(unsigned token);
+/* NULL (errno EINVAL) / 0 for NULL. */
 const char *rcl_domain_name(const struct rcl_domain *d);
 unsigned rcl_domain_depth(const struct rcl_domain *d);
 
@@ -249,7 +257,10 @@ struct rcl_config {
  *   RECLAIM_LOW_PCT=5  RECLAIM_HIGH_PCT=10  RECLAIM_BACKGROUND=0|1
  *   RECLAIM_PRESSURE=0|1  RECLAIM_LOCKDEP=0|1|verbose  RECLAIM_STATS=1
  *   RECLAIM_STALL_MS=10000
- * (sizes take K, M, G suffixes). A malformed value is reported and ignored. */
+ * (sizes take K, M, G suffixes). A malformed value is reported and ignored.
+ * Read when needed rather than here: RECLAIM_CGROUP_MARGIN=32M|10% and
+ * RECLAIM_CGROUP_ROOT=/dir (see rcl_auto_limit()), and systemd's
+ * MEMORY_PRESSURE_WATCH / MEMORY_PRESSURE_WRITE. */
 void   rcl_config_default(struct rcl_config *cfg);
 
 /* Optional. NULL means rcl_config_default(). Returns -EINVAL for a
@@ -281,7 +292,43 @@ void   rcl_usage_sync(void);
 
 /* The limit that limit = 0 selects: the process's memory cgroup limit (v2
  * memory.high / memory.max, v1 memory.limit_in_bytes) less a margin, else
- * half of physical memory. */
+ * half of physical memory.
+ *
+ * The cgroup is found through /proc/self/cgroup and /proc/self/mountinfo
+ * (a v1 memory hierarchy first, else cgroup2). The binding limit is the
+ * smallest set one from the process's cgroup up to the mount point (a
+ * parent's limit holds its children); v2 "max" and v1's huge "unlimited"
+ * value are no limit, and so is a limit at or above physical memory.
+ * Margin, for memory the library does not see (code, stacks, other
+ * allocators, page cache, the kernel's charges): RECLAIM_CGROUP_MARGIN, a
+ * size ("32M") or a percentage ("10%"); default 1/8 of the limit; never
+ * more than half. Example: a 128 MiB cgroup gives a 112 MiB budget.
+ *
+ * With pressure = 1 the library follows, from one thread ("rcl-pressure",
+ * only when there is something to follow; it sleeps in poll()):
+ *   - the cgroup limit, re-read each second: when it changes, an automatic
+ *     budget is moved with it (rcl_set_limit); a limit the program chose is
+ *     left alone;
+ *   - a PSI trigger ("some 150000 1000000": 150 ms stalled in 1 s; where
+ *     the kernel refuses it, "some 300000 2000000") on the cgroup's
+ *     memory.pressure (v2) or /proc/pressure/memory;
+ *   - systemd's protocol instead, when $MEMORY_PRESSURE_WATCH is set: a
+ *     PSI file, FIFO or AF_UNIX socket, to which $MEMORY_PRESSURE_WRITE
+ *     (base64) is written first; "/dev/null" turns pressure handling off;
+ *   - cgroup usage (v1 memory.usage_in_bytes, v2 memory.current, less the
+ *     inactive page cache the kernel drops first) against its limit, each
+ *     second: headroom below low_pct % of the cgroup limit is pressure.
+ *     Without swap a cgroup nearing its limit shows no stall until the
+ *     OOM kill, so PSI alone would be too late.
+ * Each pressure event asks for the documented step: 1/8 of the library's
+ * usage, or what restores high_pct % headroom in the cgroup when that is
+ * more; at most two a second. The background reclaimer does the work (the
+ * budget may have plenty of room meanwhile); with background = 0 the
+ * pressure thread calls rcl_reclaim(step, RCL_DEFAULT) itself.
+ *
+ * Tests: RECLAIM_CGROUP_ROOT=/dir reads every one of those files (and
+ * /proc/meminfo) under /dir instead of /, including the mount points
+ * named in /dir/proc/self/mountinfo. */
 size_t rcl_auto_limit(void);
 
 /* ------------------------------------------------------------------------ */

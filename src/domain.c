@@ -1,9 +1,376 @@
-/* domain.c - reclaim domains (hooks only; domains are issue 5). */
+/*
+ * domain.c - fine-grained reclaim domains (seed 001, Dave Chinner's
+ * proposal that Linux never merged) and the per-thread journal cookie.
+ *
+ * A NOFS scope forbids reclaim from calling into *any* file system, while
+ * the lock the thread holds belongs to one. A domain names that one file
+ * system and its depth on the storage stack, so reclaim keeps every cache
+ * that cannot recurse into it:
+ *
+ *   thread inside D (depth d), shrinker of S (depth s):
+ *     S == D    ask D's may_reclaim (NULL: never safe, skip the shrinker)
+ *     s != d    NOFS: a loop device can stack one file system on another,
+ *               and a FS shrinker of one may wait on I/O that needs the other
+ *     otherwise unrestricted: a sibling at the same depth cannot recurse
+ *
+ * Inside several domains every rule applies, so the most restrictive answer
+ * wins. The answer only narrows the flags the scope already masked.
+ *
+ * Per-thread state is a fixed stack of RCL_MAX_DOMAINS entries: entering a
+ * domain never allocates, so it is safe on paths that are themselves short
+ * of memory. Only the owner thread touches its stack. The domain object
+ * itself is immutable after creation except for two atomic counters
+ * (threads inside it, shrinkers it owns), which is what lets destroy refuse
+ * a domain that is still in use without taking any lock on enter.
+ */
 #include "internal.h"
 
-bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp) { (void)owner; (void)gfp; return false; }
-void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta) { (void)d; (void)delta; }
-void rcl__domain_capture(struct rcl_ctx *c) { c->ndomains = 0; c->journal = NULL; }
-void rcl__domain_adopt(const struct rcl_ctx *c) { (void)c; }
-void rcl__domain_restore(const struct rcl_ctx *c) { (void)c; }
-unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max) { (void)out; (void)max; return 0; }
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DOMAIN_MAGIC 0x52434c44u   /* "RCLD": live */
+#define DOMAIN_DEAD  0x64656164u   /* set by destroy, for use after destroy */
+
+struct rcl_domain {
+    _Atomic unsigned            magic;
+    unsigned                    depth;
+    rcl_domain_may_reclaim_fn   may_reclaim;
+    void                       *arg;
+    _Atomic long                entered;    /* stack entries, all threads */
+    _Atomic long                shrinkers;  /* registered shrinkers it owns */
+    struct rcl_domain          *next, **pprev;   /* live list, under live_lock */
+    char                        name[];
+};
+
+/*
+ * Every live domain is on this list, so that destroying one twice (or a
+ * pointer that never was a domain) is caught without reading freed memory.
+ * Only create and destroy take the lock; enter, exit and reclaim never do.
+ */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rcl_domain *live_head;
+
+/*
+ * Tokens are (seq << TOKEN_SHIFT) | (slot + 1): the slot says which stack
+ * entry the token closes, the sequence number (unique per enter on this
+ * thread, seeded differently per thread) tells a stale, forged or foreign
+ * token from the right one. Never 0, which is what a refused enter returns.
+ */
+#define TOKEN_SHIFT 5
+_Static_assert(RCL_MAX_DOMAINS < (1u << TOKEN_SHIFT), "slot must fit the token");
+
+struct domain_thread {
+    unsigned           n;            /* entries in use */
+    unsigned           overflow;     /* adopted domains that could not be entered */
+    unsigned           seq;          /* next token sequence number */
+    bool               seeded;
+    void              *journal;      /* rcl_journal_info() */
+    struct rcl_domain *stack[RCL_MAX_DOMAINS];
+    unsigned           token[RCL_MAX_DOMAINS];   /* 0: adopted, no token */
+};
+/*
+ * overflow is only ever raised by an adopt and put back by the restore that
+ * ends it (the value travels in the saved context), so a thread that once
+ * adopted too many domains is not left over-restricted afterwards.
+ */
+static __thread struct domain_thread dt;
+
+static _Atomic unsigned seq_seed;
+
+static bool domain_live(const struct rcl_domain *d)
+{
+    return d && rd(((struct rcl_domain *)d)->magic) == DOMAIN_MAGIC;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
+                                     rcl_domain_may_reclaim_fn may_reclaim, void *arg)
+{
+    if (!name) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t len = strlen(name);
+    /* Library metadata, not the program's data: it is not charged to the
+     * budget, so creating a domain cannot itself need reclaim. */
+    struct rcl_domain *d = malloc(sizeof(*d) + len + 1);
+    if (!d) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    d->depth = depth;
+    d->may_reclaim = may_reclaim;
+    d->arg = arg;
+    atomic_init(&d->entered, 0);
+    atomic_init(&d->shrinkers, 0);
+    memcpy(d->name, name, len + 1);
+    atomic_init(&d->magic, DOMAIN_MAGIC);
+
+    pthread_mutex_lock(&live_lock);
+    d->next = live_head;
+    d->pprev = &live_head;
+    if (live_head)
+        live_head->pprev = &d->next;
+    live_head = d;
+    pthread_mutex_unlock(&live_lock);
+    return d;
+}
+
+static bool live_find(const struct rcl_domain *d)
+{
+    for (struct rcl_domain *p = live_head; p; p = p->next)
+        if (p == d)
+            return true;
+    return false;
+}
+
+void rcl_domain_destroy(struct rcl_domain *d)
+{
+    if (!d) {
+        rcl__report("rcl_domain_destroy: NULL domain");
+        return;
+    }
+    pthread_mutex_lock(&live_lock);
+    if (!live_find(d)) {
+        pthread_mutex_unlock(&live_lock);
+        rcl__report("rcl_domain_destroy: %p is not a live domain (destroyed twice?)",
+                    (void *)d);
+        return;
+    }
+    long entered = atomic_load(&d->entered);
+    long owned = atomic_load(&d->shrinkers);
+    if (entered > 0 || owned > 0) {
+        pthread_mutex_unlock(&live_lock);
+        rcl__report("rcl_domain_destroy: domain \"%s\" is still in use "
+                    "(%ld thread entries, %ld shrinkers); not destroyed",
+                    d->name, entered, owned);
+        return;
+    }
+    *d->pprev = d->next;
+    if (d->next)
+        d->next->pprev = d->pprev;
+    wr(d->magic, DOMAIN_DEAD);
+    pthread_mutex_unlock(&live_lock);
+    free(d);
+}
+
+const char *rcl_domain_name(const struct rcl_domain *d)
+{
+    if (!domain_live(d)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return d->name;
+}
+
+unsigned rcl_domain_depth(const struct rcl_domain *d)
+{
+    return domain_live(d) ? d->depth : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Enter and exit                                                            */
+/* ------------------------------------------------------------------------ */
+
+static unsigned next_token(unsigned slot)
+{
+    if (unlikely(!dt.seeded)) {
+        /* Seeds far apart, so two threads' tokens differ in their upper
+         * bits: a token passed to another thread is not mistaken there. */
+        dt.seq = atomic_fetch_add_explicit(&seq_seed, 1, memory_order_relaxed) * 0x9e3779b1u;
+        dt.seeded = true;
+    }
+    unsigned t = (dt.seq++ << TOKEN_SHIFT) | (slot + 1);
+    return t;
+}
+
+static void push(struct rcl_domain *d, unsigned token)
+{
+    atomic_fetch_add_explicit(&d->entered, 1, memory_order_relaxed);
+    dt.stack[dt.n] = d;
+    dt.token[dt.n] = token;
+    dt.n++;
+}
+
+static void pop(void)
+{
+    dt.n--;
+    atomic_fetch_sub_explicit(&dt.stack[dt.n]->entered, 1, memory_order_release);
+    dt.stack[dt.n] = NULL;
+    dt.token[dt.n] = 0;
+}
+
+unsigned rcl_domain_enter(struct rcl_domain *d)
+{
+    if (!d)
+        return 0;
+    if (!domain_live(d)) {
+        rcl__report("rcl_domain_enter: %p is not a live domain", (void *)d);
+        return 0;
+    }
+    if (dt.n == RCL_MAX_DOMAINS) {
+        rcl__report("rcl_domain_enter: \"%s\" refused: this thread is already inside "
+                    "%u domains (RCL_MAX_DOMAINS)", d->name, (unsigned)RCL_MAX_DOMAINS);
+        return 0;
+    }
+    unsigned token = next_token(dt.n);
+    push(d, token);
+    return token;
+}
+
+void rcl_domain_exit(unsigned token)
+{
+    /* 0 is what a refused enter (or enter(NULL)) returned: nothing to undo. */
+    if (token == 0)
+        return;
+    if (dt.n > 0 && dt.token[dt.n - 1] == token) {
+        pop();
+        return;
+    }
+    for (unsigned i = 0; i + 1 < dt.n; i++) {
+        if (dt.token[i] == token) {
+            rcl__report("rcl_domain_exit: out of order: exiting \"%s\" (entry %u) while "
+                        "\"%s\" (entry %u) is still entered; nothing changed",
+                        dt.stack[i]->name, i + 1, dt.stack[dt.n - 1]->name, dt.n);
+            return;
+        }
+    }
+    rcl__report("rcl_domain_exit: token %#x matches no domain this thread is inside; "
+                "nothing changed", token);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The per-shrinker decision                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Runs in the reclaiming thread (NORECLAIM scope). The answer for one
+ * entered domain never depends on the others, so the most restrictive
+ * answer is simply: skip if any says skip, NOFS if any says NOFS.
+ */
+bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
+{
+    if (!owner || (dt.n == 0 && dt.overflow == 0))
+        return false;
+    /* Domains dropped for lack of room could be owner itself: assume the
+     * worst for every shrinker that belongs to a domain. */
+    if (unlikely(dt.overflow))
+        return true;
+
+    bool asked = false, nofs = false;
+    for (unsigned i = 0; i < dt.n; i++) {
+        struct rcl_domain *d = dt.stack[i];
+        if (d == owner) {
+            if (asked)
+                continue;       /* nested re-entry: one question is enough */
+            asked = true;
+            if (!d->may_reclaim || !d->may_reclaim(d, d->arg))
+                return true;
+        } else if (d->depth != owner->depth) {
+            nofs = true;
+        }
+    }
+    if (nofs)
+        *gfp &= ~(rcl_gfp_t)RCL__FS;
+    return false;
+}
+
+void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta)
+{
+    if (!d)
+        return;
+    atomic_fetch_add_explicit(&d->shrinkers, delta, memory_order_acq_rel);
+}
+
+unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
+{
+    if (!out || max == 0)
+        return dt.n;
+    /* Too small a buffer keeps the innermost: they are the ones reclaim
+     * right now must respect most closely. */
+    unsigned from = dt.n > max ? dt.n - max : 0;
+    for (unsigned i = from; i < dt.n; i++)
+        out[i - from] = dt.stack[i];
+    return dt.n - from;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Context that travels                                                      */
+/* ------------------------------------------------------------------------ */
+
+void rcl__domain_capture(struct rcl_ctx *c)
+{
+    c->ndomains = dt.n;
+    for (unsigned i = 0; i < dt.n; i++)
+        c->domains[i] = dt.stack[i];
+    for (unsigned i = dt.n; i < RCL_MAX_DOMAINS; i++)
+        c->domains[i] = NULL;
+    c->domain_overflow = dt.overflow;
+    c->journal = dt.journal;
+}
+
+void rcl__domain_adopt(const struct rcl_ctx *c)
+{
+    unsigned n = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
+    unsigned dropped = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct rcl_domain *d = c->domains[i];
+        if (!domain_live(d)) {
+            rcl__report("rcl_context_adopt: the context names a domain (%p) that is "
+                        "no longer live", (void *)d);
+            dt.overflow++;      /* the same worst case as a dropped domain */
+            continue;
+        }
+        if (dt.n == RCL_MAX_DOMAINS) {
+            dropped++;
+            continue;
+        }
+        push(d, 0);             /* adopted: only restore removes it */
+    }
+    if (dropped) {
+        rcl__report("rcl_context_adopt: %u domains did not fit (RCL_MAX_DOMAINS = %u); "
+                    "shrinkers of every domain are skipped until the restore",
+                    dropped, (unsigned)RCL_MAX_DOMAINS);
+        dt.overflow += dropped;
+    }
+    /* A context that was itself captured over the limit stays as strict. */
+    dt.overflow += c->domain_overflow;
+    dt.journal = c->journal;
+}
+
+void rcl__domain_restore(const struct rcl_ctx *c)
+{
+    unsigned want = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
+    while (dt.n > want)
+        pop();
+    dt.overflow = c->domain_overflow;
+    bool same = dt.n == want;
+    for (unsigned i = 0; same && i < want; i++)
+        same = dt.stack[i] == c->domains[i];
+    if (!same)
+        rcl__report("rcl_context_restore: this thread's domains changed under the "
+                    "adopted context (an exit without its enter?); %u entered, "
+                    "%u expected", dt.n, want);
+    dt.journal = c->journal;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Journal cookie                                                            */
+/* ------------------------------------------------------------------------ */
+
+void *rcl_journal_info_set(void *cookie)
+{
+    void *old = dt.journal;
+    dt.journal = cookie;
+    return old;
+}
+
+void *rcl_journal_info(void)
+{
+    return dt.journal;
+}

@@ -131,12 +131,13 @@ static size_t balance(struct rcl_thread *t)
         if (!want)
             break;
         size_t freed = rcl__shrink(t, want, RCL_DEFAULT);
+        /* counted before the room becomes visible to others */
+        rcl__count(background_reclaimed, freed);
         rcl__stock_flush(t, 0);
         total += freed;
         if (!freed || bg.stop)
             break;
     }
-    rcl__count(background_reclaimed, total);
     maybe_trim(total);
     return total;
 }

@@ -214,11 +214,9 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 {
     struct rcl_thread *t = &rcl__self;
 
-    if (s->domain && rcl__domain_filter(s->domain, &gfp)) {
-        atomic_fetch_add_explicit(&s->skipped, 1, memory_order_relaxed);
-        return;
-    }
-    if ((gfp & s->needs) != s->needs) {
+    /* Skipped by the domain rules or lacking `needs`: either way the work
+     * waits for a context that may do it. */
+    if ((s->domain && rcl__domain_filter(s->domain, &gfp)) || (gfp & s->needs) != s->needs) {
         defer_work(s, priority);
         return;
     }

@@ -1,0 +1,349 @@
+/*
+ * bench.h - what the benchmarks share: a clock, medians over repeats, the
+ * machine description, the environment knobs, and a small JSON writer.
+ *
+ * A benchmark prints a table for people and, when BENCH_JSON names a file,
+ * writes one JSON object there for tools/run-bench.sh to gather and
+ * tools/plot-bench.py to draw. Benchmarks never pass or fail on time: they
+ * measure every figure beside its baseline in the same process and report
+ * both, and their ratio, as median [min..max] over the repeats.
+ *
+ * Knobs (environment, so that `make bench` can pass them through):
+ *   BENCH_REPS=N        repeats per figure (default per benchmark)
+ *   BENCH_QUICK=1       shorter runs: a smoke test, not a measurement
+ *   BENCH_THREADS=1,2   thread counts for the multi-threaded figures
+ *   BENCH_JSON=FILE     where to write the JSON object
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BENCH_FN static __attribute__((unused))
+
+#if defined(RCL_BACKEND_MIMALLOC)
+#define BENCH_BACKEND "mimalloc"
+#elif defined(RCL_BACKEND_JEMALLOC)
+#define BENCH_BACKEND "jemalloc"
+#else
+#define BENCH_BACKEND "libc"
+#endif
+
+/* Keeps the compiler from proving a value or a block unused (and so from
+ * deleting a malloc/free pair, which GCC and Clang both do). */
+#define bench_escape(p)   __asm__ volatile("" : : "g"(p) : "memory")
+#define bench_barrier()   __asm__ volatile("" : : : "memory")
+
+BENCH_FN uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Environment knobs                                                         */
+/* ------------------------------------------------------------------------ */
+
+BENCH_FN long bench_env_long(const char *name, long dflt)
+{
+    const char *s = getenv(name);
+    char *end;
+    long v;
+
+    if (!s || !*s)
+        return dflt;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || v <= 0) {
+        fprintf(stderr, "bench: ignoring %s=%s (want a positive number)\n", name, s);
+        return dflt;
+    }
+    return v;
+}
+
+BENCH_FN int bench_quick(void)
+{
+    return bench_env_long("BENCH_QUICK", 0) > 0;
+}
+
+/* Parses "1,2,4" from BENCH_THREADS (or dflt) into out[]; returns how many. */
+BENCH_FN int bench_threads(const char *dflt, int *out, int max)
+{
+    const char *s = getenv("BENCH_THREADS");
+    int n = 0;
+
+    if (!s || !*s)
+        s = dflt;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v <= 0 || v > 1024) {
+            fprintf(stderr, "bench: bad thread list '%s'\n", s);
+            break;
+        }
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            break;
+    }
+    if (n == 0)
+        out[n++] = 1;
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Medians                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct bench_stat {
+    double med, min, max;
+};
+
+static int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+BENCH_FN struct bench_stat bench_stat_of(const double *v, int n)
+{
+    struct bench_stat s = { 0, 0, 0 };
+    double tmp[256];
+
+    if (n <= 0)
+        return s;
+    if (n > 256)
+        n = 256;
+    memcpy(tmp, v, (size_t)n * sizeof(*v));
+    qsort(tmp, (size_t)n, sizeof(*tmp), bench_cmp_double);
+    s.min = tmp[0];
+    s.max = tmp[n - 1];
+    s.med = n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The machine                                                               */
+/* ------------------------------------------------------------------------ */
+
+BENCH_FN void bench_loadavg(char *buf, size_t len)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+
+    snprintf(buf, len, "unknown");
+    if (f) {
+        if (fgets(buf, (int)len, f))
+            buf[strcspn(buf, "\n")] = 0;
+        fclose(f);
+    }
+}
+
+BENCH_FN void bench_cpu_model(char *buf, size_t len)
+{
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+
+    snprintf(buf, len, "unknown");
+    if (!f)
+        return;
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c += 1 + (c[1] == ' ');
+                c[strcspn(c, "\n")] = 0;
+                snprintf(buf, len, "%s", c);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+BENCH_FN long bench_ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? n : 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A writer for exactly what the benchmarks need: nested objects and arrays,
+ * numbers and strings. `first[depth]` says whether the next member of the
+ * innermost container needs a comma. With no BENCH_JSON every call is a
+ * no-op, so the benchmarks write their JSON unconditionally.
+ */
+struct bench_json {
+    FILE *f;
+    int depth;
+    int first[32];
+};
+static struct bench_json bench_js;
+
+BENCH_FN void bj_str_raw(const char *s)
+{
+    FILE *f = bench_js.f;
+
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* Member separator and key (key NULL inside arrays). */
+static void bj_key(const char *key)
+{
+    if (!bench_js.first[bench_js.depth])
+        fputc(',', bench_js.f);
+    bench_js.first[bench_js.depth] = 0;
+    if (bench_js.depth > 0)
+        fprintf(bench_js.f, "\n%*s", 2 * bench_js.depth, "");
+    if (key) {
+        bj_str_raw(key);
+        fputs(": ", bench_js.f);
+    }
+}
+
+BENCH_FN void bj_open(const char *key, char bracket)
+{
+    if (!bench_js.f)
+        return;
+    bj_key(key);
+    fputc(bracket, bench_js.f);
+    bench_js.first[++bench_js.depth] = 1;
+}
+#define bj_obj(key) bj_open((key), '{')
+#define bj_arr(key) bj_open((key), '[')
+
+BENCH_FN void bj_close(char bracket)
+{
+    if (!bench_js.f)
+        return;
+    bench_js.depth--;
+    fprintf(bench_js.f, "\n%*s%c", 2 * bench_js.depth, "", bracket);
+}
+#define bj_end_obj() bj_close('}')
+#define bj_end_arr() bj_close(']')
+
+BENCH_FN void bj_num(const char *key, double v)
+{
+    if (!bench_js.f)
+        return;
+    bj_key(key);
+    if (v != v)
+        fputs("null", bench_js.f);
+    else
+        fprintf(bench_js.f, "%.6g", v);
+}
+
+BENCH_FN void bj_str(const char *key, const char *s)
+{
+    if (!bench_js.f)
+        return;
+    bj_key(key);
+    bj_str_raw(s);
+}
+
+BENCH_FN void bj_bool(const char *key, int v)
+{
+    if (!bench_js.f)
+        return;
+    bj_key(key);
+    fputs(v ? "true" : "false", bench_js.f);
+}
+
+BENCH_FN void bj_stat(const char *key, struct bench_stat s)
+{
+    bj_obj(key);
+    bj_num("median", s.med);
+    bj_num("min", s.min);
+    bj_num("max", s.max);
+    bj_end_obj();
+}
+
+/* Opens BENCH_JSON and writes the members every benchmark has: its name,
+ * the machine, the build's backend, the date and the load when it began. */
+BENCH_FN void bench_json_begin(const char *bench)
+{
+    const char *path = getenv("BENCH_JSON");
+    char buf[256], host[128] = "unknown";
+    struct utsname u;
+    time_t now = time(NULL);
+
+    if (!path || !*path)
+        return;
+    bench_js.f = fopen(path, "w");
+    if (!bench_js.f) {
+        fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+        return;
+    }
+    bench_js.depth = 0;
+    bench_js.first[0] = 1;
+    fputc('{', bench_js.f);
+    bench_js.first[++bench_js.depth] = 1;
+    bj_str("bench", bench);
+    bj_str("backend", BENCH_BACKEND);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    bj_str("date", buf);
+    gethostname(host, sizeof(host) - 1);
+    bj_obj("machine");
+    bj_str("host", host);
+    bench_cpu_model(buf, sizeof(buf));
+    bj_str("cpu", buf);
+    bj_num("cpus", (double)bench_ncpu());
+    if (uname(&u) == 0) {
+        snprintf(buf, sizeof(buf), "%s %s", u.sysname, u.release);
+        bj_str("kernel", buf);
+    }
+    bj_str("compiler", __VERSION__);
+    bench_loadavg(buf, sizeof(buf));
+    bj_str("loadavg_begin", buf);
+    bj_end_obj();
+    bj_bool("quick", bench_quick());
+}
+
+BENCH_FN void bench_json_end(void)
+{
+    char buf[128];
+
+    if (!bench_js.f)
+        return;
+    bench_loadavg(buf, sizeof(buf));
+    bj_str("loadavg_end", buf);
+    bj_end_obj();
+    fputc('\n', bench_js.f);
+    fclose(bench_js.f);
+    bench_js.f = NULL;
+}
+
+/* Prints the same header line on the table. */
+BENCH_FN void bench_print_header(const char *what)
+{
+    char la[128], cpu[128];
+
+    bench_loadavg(la, sizeof(la));
+    bench_cpu_model(cpu, sizeof(cpu));
+    printf("== %s  (backend %s; %ld cpus, %s; load %s)\n", what, BENCH_BACKEND,
+           bench_ncpu(), cpu, la);
+}
+
+#endif /* BENCH_H */

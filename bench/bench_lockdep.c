@@ -1,0 +1,188 @@
+/*
+ * bench_lockdep - what the lock checker costs: an annotated acquire/release
+ * pair on a lock order already seen, with the checker off and on, beside a
+ * bare pthread mutex lock/unlock pair measured in the same rounds.
+ *
+ * The goal (issue 4): in "on" mode the annotation pair costs under 20 ns, so
+ * production daemons can leave the checker on. "nested" rows hold an outer
+ * annotated lock for the whole loop, so every acquisition checks the
+ * dependency outer -> inner (known after the first round): the realistic
+ * case. Each round initialises the library twice (checker off, then on)
+ * through rcl_init/rcl_shutdown; rows are timed in rotating order.
+ */
+#include "bench.h"
+#include "reclaim.h"
+
+#include <pthread.h>
+
+#define MAX_REPS 64
+
+enum op {
+    OP_PTHREAD, OP_ANNOT_OFF, OP_MUTEX_OFF,
+    OP_ANNOT_ON, OP_ANNOT_ON_NESTED, OP_MUTEX_ON_NESTED, OP_TRY_ON_NESTED, NOPS
+};
+
+static const char *const op_name[NOPS] = {
+    [OP_PTHREAD] = "pthread_mutex_pair",
+    [OP_ANNOT_OFF] = "annotation_pair_off",
+    [OP_MUTEX_OFF] = "rcl_mutex_pair_off",
+    [OP_ANNOT_ON] = "annotation_pair_on",
+    [OP_ANNOT_ON_NESTED] = "annotation_pair_on_nested",
+    [OP_MUTEX_ON_NESTED] = "rcl_mutex_pair_on_nested",
+    [OP_TRY_ON_NESTED] = "rcl_mutex_trylock_pair_on_nested",
+};
+
+static const char *const op_what[NOPS] = {
+    [OP_PTHREAD] = "pthread_mutex_lock+unlock (baseline)",
+    [OP_ANNOT_OFF] = "rcl_lock_acquire+release, checker off",
+    [OP_MUTEX_OFF] = "rcl_mutex_lock+unlock, checker off",
+    [OP_ANNOT_ON] = "rcl_lock_acquire+release, on, none held",
+    [OP_ANNOT_ON_NESTED] = "rcl_lock_acquire+release, on, 1 held",
+    [OP_MUTEX_ON_NESTED] = "rcl_mutex_lock+unlock, on, 1 held",
+    [OP_TRY_ON_NESTED] = "rcl_mutex_trylock+unlock, on, 1 held",
+};
+
+static int op_on(enum op op) { return op >= OP_ANNOT_ON; }
+
+#define LOOP(name, body)                                                     \
+    static __attribute__((noinline)) void name(long iters)                   \
+    {                                                                        \
+        for (long i = 0; i < iters; i++) {                                   \
+            body;                                                            \
+            bench_barrier();                                                 \
+        }                                                                    \
+    }
+
+static pthread_mutex_t bare = PTHREAD_MUTEX_INITIALIZER;
+static RCL_LOCK_CLASS(outer_class, "outer");
+static RCL_LOCK_CLASS(inner_class, "inner");
+static rcl_mutex_t inner_mutex;
+
+LOOP(loop_pthread, pthread_mutex_lock(&bare); bench_barrier(); pthread_mutex_unlock(&bare))
+LOOP(loop_annot, rcl_lock_acquire(&inner_class); bench_barrier(); rcl_lock_release(&inner_class))
+LOOP(loop_mutex, rcl_mutex_lock(&inner_mutex); bench_barrier(); rcl_mutex_unlock(&inner_mutex))
+LOOP(loop_try, if (rcl_mutex_trylock(&inner_mutex) == 0) rcl_mutex_unlock(&inner_mutex))
+
+static void run(enum op op, long iters)
+{
+    int nested = op == OP_ANNOT_ON_NESTED || op == OP_MUTEX_ON_NESTED || op == OP_TRY_ON_NESTED;
+
+    if (nested)
+        rcl_lock_acquire(&outer_class);
+    switch (op) {
+    case OP_PTHREAD: loop_pthread(iters); break;
+    case OP_ANNOT_OFF: case OP_ANNOT_ON: case OP_ANNOT_ON_NESTED: loop_annot(iters); break;
+    case OP_MUTEX_OFF: case OP_MUTEX_ON_NESTED: loop_mutex(iters); break;
+    case OP_TRY_ON_NESTED: loop_try(iters); break;
+    case NOPS: break;
+    }
+    if (nested)
+        rcl_lock_release(&outer_class);
+}
+
+static uint64_t cpu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wall time per pair, and this thread's CPU time per pair: on a loaded
+ * machine the second leaves out the time the thread was not running. */
+static double measure(enum op op, long iters, double *cpu)
+{
+    run(op, iters / 64 + 1);
+    uint64_t c0 = cpu_now_ns(), t0 = bench_now_ns();
+    run(op, iters);
+    uint64_t t1 = bench_now_ns(), c1 = cpu_now_ns();
+    *cpu = (double)(c1 - c0) / (double)iters;
+    return (double)(t1 - t0) / (double)iters;
+}
+
+static int start(int lockdep)
+{
+    struct rcl_config cfg;
+    rcl_config_default(&cfg);
+    cfg.pressure = 0;
+    cfg.background = 0;
+    cfg.lockdep = lockdep;
+    int ret = rcl_init(&cfg);
+    if (ret)
+        fprintf(stderr, "bench_lockdep: rcl_init: %s\n", strerror(-ret));
+    return ret;
+}
+
+int main(void)
+{
+    int quick = bench_quick();
+    int reps = (int)bench_env_long("BENCH_REPS", quick ? 3 : 11);
+    long iters = quick ? 200000 : 4000000;
+    double v[NOPS][MAX_REPS], c[NOPS][MAX_REPS], r_on[MAX_REPS], r_mutex[MAX_REPS];
+    struct bench_stat st[NOPS], ct[NOPS], ron, rmx;
+
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    rcl_mutex_init(&inner_mutex, &inner_class);
+    for (int r = 0; r < reps; r++) {
+        for (int on = 0; on <= 1; on++) {
+            if (start(on ? RCL_LOCKDEP_ON : RCL_LOCKDEP_OFF))
+                return 1;
+            for (int k = 0; k < NOPS; k++) {
+                int o = (k + r) % NOPS;
+                if (o == OP_PTHREAD ? on : op_on((enum op)o) != on)
+                    continue;
+                v[o][r] = measure((enum op)o, iters, &c[o][r]);
+            }
+            if (rcl_lockdep_reports())
+                fprintf(stderr, "bench_lockdep: unexpected lock checker report\n");
+            rcl_shutdown();
+        }
+        r_on[r] = v[OP_ANNOT_ON_NESTED][r] / v[OP_PTHREAD][r];
+        r_mutex[r] = v[OP_MUTEX_ON_NESTED][r] / v[OP_PTHREAD][r];
+    }
+    for (int o = 0; o < NOPS; o++) {
+        st[o] = bench_stat_of(v[o], reps);
+        ct[o] = bench_stat_of(c[o], reps);
+    }
+    ron = bench_stat_of(r_on, reps);
+    rmx = bench_stat_of(r_mutex, reps);
+
+    bench_print_header("lock checker: ns per pair, median [min..max]");
+    printf("   %d rounds of %ld pairs, one thread, through the shared library\n\n", reps, iters);
+    printf("%-34s %-42s %24s %9s %8s\n", "operation", "what", "ns (wall)", "x pthread",
+           "cpu ns");
+    for (int o = 0; o < NOPS; o++)
+        printf("%-34s %-42s %7.2f [%6.2f..%6.2f] %9.2f %8.2f\n", op_name[o], op_what[o],
+               st[o].med, st[o].min, st[o].max, st[o].med / st[OP_PTHREAD].med, ct[o].med);
+    printf("\nannotation pair on (1 held) / pthread pair : %5.2f [%4.2f..%4.2f]\n",
+           ron.med, ron.min, ron.max);
+    printf("rcl_mutex pair on (1 held) / pthread pair  : %5.2f [%4.2f..%4.2f]\n",
+           rmx.med, rmx.min, rmx.max);
+    printf("annotation pair on, 1 held, ns             : %5.2f [%4.2f..%4.2f]   goal < 20 ns  %s\n",
+           st[OP_ANNOT_ON_NESTED].med, st[OP_ANNOT_ON_NESTED].min, st[OP_ANNOT_ON_NESTED].max,
+           st[OP_ANNOT_ON_NESTED].med < 20 ? "met" : "MISSED");
+
+    bench_json_begin("lockdep");
+    bj_num("reps", reps);
+    bj_num("iters", (double)iters);
+    bj_arr("results");
+    for (int o = 0; o < NOPS; o++) {
+        bj_obj(NULL);
+        bj_str("op", op_name[o]);
+        bj_str("what", op_what[o]);
+        bj_stat("ns", st[o]);
+        bj_stat("cpu_ns", ct[o]);
+        bj_num("ratio_pthread", st[o].med / st[OP_PTHREAD].med);
+        bj_end_obj();
+    }
+    bj_end_arr();
+    bj_obj("goals");
+    bj_stat("annotation_on_over_pthread", ron);
+    bj_stat("rcl_mutex_on_over_pthread", rmx);
+    bj_num("annotation_on_ns_goal", 20);
+    bj_bool("annotation_on_ns_met", st[OP_ANNOT_ON_NESTED].med < 20);
+    bj_end_obj();
+    bench_json_end();
+    rcl_mutex_destroy(&inner_mutex);
+    return 0;
+}

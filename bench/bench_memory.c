@@ -1,0 +1,291 @@
+/*
+ * bench_memory - what libreclaim costs in memory: bytes of overhead per live
+ * allocation and per thread, beside the raw backend.
+ *
+ * Each figure is measured in a fresh child process (fork before the library
+ * or the heap is touched), so that neither variant reuses memory the other
+ * freed:
+ *   per allocation  N live blocks of one size, from the backend raw and from
+ *                   rcl_alloc; the growth of the resident set (RSS, from
+ *                   /proc/self/statm) and, for glibc, of mallinfo2's
+ *                   in-use bytes, divided by N. Overhead = rcl - raw.
+ *   per thread      T threads, each alive with one 64-byte block, from
+ *                   malloc and from rcl_alloc; overhead = (rcl - raw) / T.
+ *                   Also the library's static TLS (the PT_TLS segment of
+ *                   libreclaim.so, which every thread gets whether it uses
+ *                   the library or not) and the budget a thread holds
+ *                   pre-charged in its stock (rcl_stats usage minus
+ *                   rcl_usage, which excludes stocks, where they differ).
+ */
+#include "bench.h"
+#include "reclaim.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+#define NBLOCKS  100000
+#define NTHREADS 64
+#define NREPS_MAX 16
+
+static const size_t sizes[] = { 16, 64, 256, 1024, 4096 };
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+struct mem {
+    double rss, heap;      /* bytes */
+    double stock;          /* per-thread figure only */
+};
+
+static double rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+
+    if (f) {
+        if (fscanf(f, "%lu %lu", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+static double heap_bytes(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    return (double)mallinfo2().uordblks;
+#else
+    return 0;
+#endif
+}
+
+/* Runs fn in a child and returns what it wrote. */
+static struct mem in_child(struct mem (*fn)(int rcl, size_t arg), int rcl, size_t arg)
+{
+    struct mem m = { 0, 0, 0 };
+    int fd[2];
+    pid_t pid;
+
+    if (pipe(fd) != 0) {
+        perror("pipe");
+        exit(1);
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        close(fd[0]);
+        m = fn(rcl, arg);
+        if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
+            _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], &m, sizeof(m)) != (ssize_t)sizeof(m))
+        fprintf(stderr, "bench_memory: child failed\n");
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    return m;
+}
+
+static void start_library(void)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    cfg.pressure = 0;
+    cfg.background = 0;
+    if (rcl_init(&cfg) != 0) {
+        fprintf(stderr, "bench_memory: rcl_init failed\n");
+        _exit(1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per allocation                                                            */
+/* ------------------------------------------------------------------------ */
+
+static struct mem blocks_child(int rcl, size_t size)
+{
+    static void *blk[NBLOCKS];
+    struct mem m = { 0, 0, 0 };
+    double r0, h0;
+
+    if (rcl) {
+        start_library();
+        rcl_free(rcl_alloc(size, RCL_DEFAULT));    /* thread registered */
+    } else {
+        free(malloc(size));
+    }
+    r0 = rss_bytes();
+    h0 = heap_bytes();
+    for (int i = 0; i < NBLOCKS; i++) {
+        blk[i] = rcl ? rcl_alloc(size, RCL_DEFAULT) : malloc(size);
+        if (!blk[i])
+            _exit(1);
+        memset(blk[i], 1, size);
+    }
+    m.rss = (rss_bytes() - r0) / NBLOCKS;
+    m.heap = (heap_bytes() - h0) / NBLOCKS;
+    bench_escape(blk);
+    return m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Per thread                                                                */
+/* ------------------------------------------------------------------------ */
+
+static pthread_barrier_t hold, done;
+static int thread_rcl;
+
+static void *thread_main(void *arg)
+{
+    void *p = thread_rcl ? rcl_alloc(64, RCL_DEFAULT) : malloc(64);
+
+    (void)arg;
+    bench_escape(p);
+    pthread_barrier_wait(&hold);     /* alive while the parent measures */
+    pthread_barrier_wait(&done);
+    if (thread_rcl)
+        rcl_free(p);
+    else
+        free(p);
+    return NULL;
+}
+
+static struct mem threads_child(int rcl, size_t nthreads)
+{
+    static pthread_t tid[NTHREADS];
+    struct mem m = { 0, 0, 0 };
+    double r0, h0;
+
+    thread_rcl = rcl;
+    if (rcl) {
+        start_library();
+        rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    }
+    pthread_barrier_init(&hold, NULL, (unsigned)nthreads + 1);
+    pthread_barrier_init(&done, NULL, (unsigned)nthreads + 1);
+    r0 = rss_bytes();
+    h0 = heap_bytes();
+    for (size_t i = 0; i < nthreads; i++)
+        if (pthread_create(&tid[i], NULL, thread_main, NULL) != 0)
+            _exit(1);
+    pthread_barrier_wait(&hold);
+    m.rss = (rss_bytes() - r0) / (double)nthreads;
+    m.heap = (heap_bytes() - h0) / (double)nthreads;
+    if (rcl) {
+        struct rcl_stats st;
+        size_t exact = rcl_usage();
+
+        rcl_stats_get(&st);
+        m.stock = st.usage > exact ? (double)(st.usage - exact) / (double)nthreads : 0;
+    }
+    pthread_barrier_wait(&done);
+    for (size_t i = 0; i < nthreads; i++)
+        pthread_join(tid[i], NULL);
+    return m;
+}
+
+/* The size of libreclaim.so's thread-local segment. */
+static int tls_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    if (!info->dlpi_name || !strstr(info->dlpi_name, "libreclaim"))
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_TLS)
+            *(size_t *)arg = info->dlpi_phdr[i].p_memsz;
+    return 1;
+}
+
+int main(void)
+{
+    int reps = (int)bench_env_long("BENCH_REPS", bench_quick() ? 1 : 3);
+    double v[2][NREPS_MAX], h[2][NREPS_MAX];
+    size_t tls = 0;
+    struct bench_stat s_raw, s_rcl, hs_raw, hs_rcl;
+
+    if (reps > NREPS_MAX)
+        reps = NREPS_MAX;
+    dl_iterate_phdr(tls_cb, &tls);
+    bench_print_header("memory: overhead per live allocation and per thread");
+    printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use); "
+           "%d runs, median\n\n", NBLOCKS, reps);
+    printf("%7s %12s %12s %12s %12s %12s %12s\n", "size", "raw RSS", "rcl RSS", "overhead",
+           "raw heap", "rcl heap", "overhead");
+
+    bench_json_begin("memory");
+    bj_num("blocks", NBLOCKS);
+    bj_num("reps", reps);
+    bj_arr("per_allocation");
+    for (size_t s = 0; s < NSIZES; s++) {
+        for (int r = 0; r < reps; r++) {
+            struct mem a = in_child(blocks_child, 0, sizes[s]);
+            struct mem b = in_child(blocks_child, 1, sizes[s]);
+            v[0][r] = a.rss;
+            v[1][r] = b.rss;
+            h[0][r] = a.heap;
+            h[1][r] = b.heap;
+        }
+        s_raw = bench_stat_of(v[0], reps);
+        s_rcl = bench_stat_of(v[1], reps);
+        hs_raw = bench_stat_of(h[0], reps);
+        hs_rcl = bench_stat_of(h[1], reps);
+        printf("%7zu %12.1f %12.1f %12.1f %12.1f %12.1f %12.1f\n", sizes[s], s_raw.med,
+               s_rcl.med, s_rcl.med - s_raw.med, hs_raw.med, hs_rcl.med,
+               hs_rcl.med - hs_raw.med);
+        bj_obj(NULL);
+        bj_num("size", (double)sizes[s]);
+        bj_stat("raw_rss_per_block", s_raw);
+        bj_stat("rcl_rss_per_block", s_rcl);
+        bj_num("overhead_rss", s_rcl.med - s_raw.med);
+        bj_num("raw_heap_per_block", hs_raw.med);
+        bj_num("rcl_heap_per_block", hs_rcl.med);
+        bj_num("overhead_heap", hs_rcl.med - hs_raw.med);
+        bj_end_obj();
+    }
+    bj_end_arr();
+
+    {
+        double st[NREPS_MAX];
+        for (int r = 0; r < reps; r++) {
+            struct mem a = in_child(threads_child, 0, NTHREADS);
+            struct mem b = in_child(threads_child, 1, NTHREADS);
+            v[0][r] = a.rss;
+            v[1][r] = b.rss;
+            h[0][r] = a.heap;
+            h[1][r] = b.heap;
+            st[r] = b.stock;
+        }
+        s_raw = bench_stat_of(v[0], reps);
+        s_rcl = bench_stat_of(v[1], reps);
+        hs_raw = bench_stat_of(h[0], reps);
+        hs_rcl = bench_stat_of(h[1], reps);
+        printf("\nper thread (%d threads, one 64 B block each):\n", NTHREADS);
+        printf("   RSS  raw %.0f B, rcl %.0f B, overhead %.0f B\n", s_raw.med, s_rcl.med,
+               s_rcl.med - s_raw.med);
+        printf("   heap raw %.0f B, rcl %.0f B, overhead %.0f B\n", hs_raw.med, hs_rcl.med,
+               hs_rcl.med - hs_raw.med);
+        printf("   libreclaim static TLS: %zu B per thread (every thread)\n", tls);
+        printf("   budget pre-charged in the stock: %.0f B per thread\n",
+               bench_stat_of(st, reps).med);
+        bj_obj("per_thread");
+        bj_num("threads", NTHREADS);
+        bj_stat("raw_rss", s_raw);
+        bj_stat("rcl_rss", s_rcl);
+        bj_num("overhead_rss", s_rcl.med - s_raw.med);
+        bj_num("raw_heap", hs_raw.med);
+        bj_num("rcl_heap", hs_rcl.med);
+        bj_num("overhead_heap", hs_rcl.med - hs_raw.med);
+        bj_num("static_tls", (double)tls);
+        bj_num("stock_budget", bench_stat_of(st, reps).med);
+        bj_end_obj();
+    }
+    bench_json_end();
+    return 0;
+}

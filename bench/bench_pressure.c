@@ -1,0 +1,764 @@
+/*
+ * bench_pressure - a cache under memory pressure: libreclaim's shrinker and
+ * budget beside what a program can do today, a cache trimmed from a PSI
+ * callback.
+ *
+ * The workload: many threads look up random keys (uniform) in a sharded
+ * cache; a miss allocates the object (256 B .. 4 KiB, fixed per key), fills
+ * it (the "read from disk") and inserts it. The working set is
+ * BENCH_WS_FACTOR (default 4) times the budget, so the cache can never hold
+ * it and must give memory back all the time. Only the cached objects are
+ * counted, in both variants; the cache's tables are plain malloc.
+ *
+ *   rcl   objects come from rcl_alloc(size, RCL_DEFAULT) under a budget of
+ *         BENCH_LIMIT_MB; the cache registers a shrinker that evicts from
+ *         the LRU tails. Direct reclaim and the background reclaimer call
+ *         it; nothing else trims the cache.
+ *   psi_trim  objects come from malloc. A monitor thread stands in for a PSI
+ *         trigger as systemd's sd_event_add_memory_pressure() delivers it: a
+ *         single event that says nothing of how much to free, after which
+ *         the handler drops cache and calls malloc_trim(0), as
+ *         sd_event_trim_memory() does. Real PSI cannot be triggered
+ *         deterministically, so the event is simulated: every
+ *         BENCH_PSI_POLL_MS (10) the monitor reads the cache's usage and
+ *         fires when it is at or above BENCH_PSI_THRESHOLD_PCT (90) % of the
+ *         same budget; the handler evicts LRU objects down to
+ *         BENCH_PSI_TARGET_PCT (50) % of it, then trims. Both defaults favour
+ *         the baseline: a real PSI trigger has a window of at least 500 ms
+ *         (systemd's default is 200 ms of stall per 2 s), and only fires once
+ *         tasks already stall, i.e. past the limit, not before it.
+ *
+ * Measured over BENCH_SECONDS after a warm-up, per variant, BENCH_REPS
+ * times alternately: operations per second, hit ratio, the latency of the
+ * allocation call alone and of a whole operation (p50/p99/p99.9/max, from a
+ * log-linear histogram, about 3 % resolution; max exact), the time threads
+ * stalled in direct reclaim (rcl_stats) or in the trim handler, and the
+ * usage, sampled every millisecond (and for rcl also the exact peak the
+ * library keeps) against the limit.
+ */
+#include "bench.h"
+#include "reclaim.h"
+
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define NSHARDS     64
+#define MAX_THREADS 128
+#define MAX_REPS    16
+#define OBJ_MIN     256
+#define OBJ_SPAN    3841          /* sizes OBJ_MIN .. OBJ_MIN + OBJ_SPAN - 1 */
+#define EVICT_STEP  32            /* objects evicted per shard visit */
+#define TIMELINE    2048          /* usage samples kept for the plot */
+
+enum mode { M_RCL, M_PSI, NMODES };
+static const char *const mode_name[NMODES] = { "rcl", "psi_trim" };
+
+/* ------------------------------------------------------------------------ */
+/* Latency histogram: log-linear, 32 steps per power of two                 */
+/* ------------------------------------------------------------------------ */
+
+#define H_LIN   64
+#define H_SUB   32
+#define H_NB    (H_LIN + 40 * H_SUB)
+
+struct hist {
+    uint64_t n[H_NB];
+    uint64_t count, max;
+};
+
+static unsigned h_bucket(uint64_t v)
+{
+    unsigned e;
+
+    if (v < H_LIN)
+        return (unsigned)v;
+    e = 63u - (unsigned)__builtin_clzll(v);          /* >= 6 */
+    if (e > 45)
+        return H_NB - 1;
+    return H_LIN + (e - 6) * H_SUB + (unsigned)((v >> (e - 5)) & (H_SUB - 1));
+}
+
+static uint64_t h_value(unsigned b)
+{
+    unsigned e;
+
+    if (b < H_LIN)
+        return b;
+    e = (b - H_LIN) / H_SUB + 6;
+    return ((uint64_t)1 << e) + (uint64_t)((b - H_LIN) % H_SUB) * ((uint64_t)1 << (e - 5));
+}
+
+static inline void h_add(struct hist *h, uint64_t v)
+{
+    h->n[h_bucket(v)]++;
+    h->count++;
+    if (v > h->max)
+        h->max = v;
+}
+
+static void h_merge(struct hist *to, const struct hist *from)
+{
+    for (unsigned i = 0; i < H_NB; i++)
+        to->n[i] += from->n[i];
+    to->count += from->count;
+    if (from->max > to->max)
+        to->max = from->max;
+}
+
+static double h_pct(const struct hist *h, double pct)
+{
+    uint64_t want = (uint64_t)((double)h->count * pct / 100.0), seen = 0;
+
+    for (unsigned i = 0; i < H_NB; i++) {
+        seen += h->n[i];
+        if (seen > want)
+            return (double)(h_value(i) < h->max ? h_value(i) : h->max);
+    }
+    return (double)h->max;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cache                                                                 */
+/* ------------------------------------------------------------------------ */
+
+struct lnode {
+    struct lnode *prev, *next;     /* LRU: shard.lru.next is the newest */
+};
+
+struct obj {
+    struct lnode lru;              /* first: an lnode pointer is the object's */
+    struct obj *hnext;             /* hash chain */
+    uint64_t key;
+    uint32_t size;                 /* bytes allocated, header included */
+    unsigned char data[];
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct obj **tab;
+    size_t nbuckets;
+    struct lnode lru;              /* sentinel */
+    /* Written under the lock, read without it by the monitor and count(). */
+    _Atomic size_t bytes, nobj;
+} __attribute__((aligned(64)));
+
+static struct shard shards[NSHARDS];
+static enum mode cur_mode;
+static _Atomic unsigned evict_cursor;
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+static inline size_t obj_size(uint64_t key)
+{
+    return sizeof(struct obj) + OBJ_MIN + mix(key ^ 0x9e3779b97f4a7c15ULL) % OBJ_SPAN;
+}
+
+static void *obj_alloc(size_t n)
+{
+    return cur_mode == M_RCL ? rcl_alloc(n, RCL_DEFAULT) : malloc(n);
+}
+
+static void obj_free(void *p)
+{
+    if (cur_mode == M_RCL)
+        rcl_free(p);
+    else
+        free(p);
+}
+
+static void lru_del(struct obj *o)
+{
+    o->lru.prev->next = o->lru.next;
+    o->lru.next->prev = o->lru.prev;
+}
+
+static void lru_add_head(struct shard *s, struct obj *o)
+{
+    o->lru.next = s->lru.next;
+    o->lru.prev = &s->lru;
+    s->lru.next->prev = &o->lru;
+    s->lru.next = &o->lru;
+}
+
+static void hash_del(struct shard *s, struct obj *o)
+{
+    struct obj **pp = &s->tab[mix(o->key) / NSHARDS % s->nbuckets];
+
+    while (*pp != o)
+        pp = &(*pp)->hnext;
+    *pp = o->hnext;
+}
+
+static void cache_setup(size_t nkeys)
+{
+    for (int i = 0; i < NSHARDS; i++) {
+        struct shard *s = &shards[i];
+        pthread_mutex_init(&s->lock, NULL);
+        s->nbuckets = nkeys / NSHARDS + 1;
+        s->tab = calloc(s->nbuckets, sizeof(*s->tab));
+        if (!s->tab) {
+            perror("calloc");
+            exit(1);
+        }
+        s->lru.next = s->lru.prev = &s->lru;
+    }
+}
+
+/* Evicts up to max objects from the cold end of one shard; returns how
+ * many, and adds their bytes to *bytes. Frees outside the lock. */
+static unsigned long shard_evict(struct shard *s, unsigned long max, size_t *bytes)
+{
+    struct obj *victims = NULL;
+    unsigned long n = 0;
+    size_t b = 0;
+
+    pthread_mutex_lock(&s->lock);
+    while (n < max && s->lru.prev != &s->lru) {
+        struct obj *o = (struct obj *)s->lru.prev;
+        lru_del(o);
+        hash_del(s, o);
+        b += o->size;
+        o->hnext = victims;
+        victims = o;
+        n++;
+    }
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) - b,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->nobj, atomic_load_explicit(&s->nobj, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+    while (victims) {
+        struct obj *o = victims;
+        victims = o->hnext;
+        obj_free(o);
+    }
+    if (bytes)
+        *bytes += b;
+    return n;
+}
+
+static size_t cache_bytes(void)
+{
+    size_t b = 0;
+
+    for (int i = 0; i < NSHARDS; i++)
+        b += atomic_load_explicit(&shards[i].bytes, memory_order_relaxed);
+    return b;
+}
+
+static unsigned long cache_objects(void)
+{
+    unsigned long n = 0;
+
+    for (int i = 0; i < NSHARDS; i++)
+        n += atomic_load_explicit(&shards[i].nobj, memory_order_relaxed);
+    return n;
+}
+
+/* Evicts round-robin over the shards, EVICT_STEP at a time, until `want`
+ * objects or `want_bytes` bytes are gone, or a whole round found nothing. */
+static unsigned long cache_evict(unsigned long want, size_t want_bytes)
+{
+    unsigned long freed = 0, idle = 0;
+    size_t bytes = 0;
+
+    while (freed < want && bytes < want_bytes && idle < NSHARDS) {
+        unsigned i = atomic_fetch_add_explicit(&evict_cursor, 1, memory_order_relaxed) % NSHARDS;
+        unsigned long step = want - freed < EVICT_STEP ? want - freed : EVICT_STEP;
+        unsigned long n = shard_evict(&shards[i], step, &bytes);
+
+        freed += n;
+        idle = n ? 0 : idle + 1;
+    }
+    return freed;
+}
+
+static void cache_drain(void)
+{
+    for (int i = 0; i < NSHARDS; i++)
+        shard_evict(&shards[i], ~0UL, NULL);
+}
+
+/* The shrinker libreclaim calls. */
+static unsigned long shrink_count(void *priv, struct rcl_shrink_control *sc)
+{
+    unsigned long n = cache_objects();
+
+    (void)priv;
+    (void)sc;
+    return n ? n : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long shrink_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    return cache_evict(sc->nr_to_scan, SIZE_MAX);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Workers, sampler, PSI monitor                                             */
+/* ------------------------------------------------------------------------ */
+
+struct wstate {
+    pthread_t tid;
+    uint64_t rng;
+    uint64_t ops, hits, misses, fails;
+    struct hist alloc_lat, op_lat;
+} __attribute__((aligned(64)));
+
+static struct wstate *ws;
+static int nthreads;
+static uint64_t nkeys;
+static _Atomic int stop, measuring;
+static _Atomic unsigned long nreports;
+
+static inline uint64_t rng_next(uint64_t *s)
+{
+    *s += 0x9e3779b97f4a7c15ULL;
+    return mix(*s);
+}
+
+static void cache_op(struct wstate *w, int rec)
+{
+    uint64_t key = rng_next(&w->rng) % nkeys, t0 = 0, ta, tb;
+    struct shard *s = &shards[mix(key) % NSHARDS];
+    size_t b = mix(key) / NSHARDS % s->nbuckets;
+    struct obj *o;
+    size_t n;
+
+    if (rec)
+        t0 = bench_now_ns();
+    pthread_mutex_lock(&s->lock);
+    for (o = s->tab[b]; o && o->key != key; o = o->hnext)
+        ;
+    if (o) {
+        uint32_t sum = 0;
+        lru_del(o);
+        lru_add_head(s, o);
+        for (int i = 0; i < 64; i++)
+            sum += o->data[i];
+        pthread_mutex_unlock(&s->lock);
+        bench_escape(sum);
+        w->hits += rec;
+        goto out;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    n = obj_size(key);
+    ta = rec ? bench_now_ns() : 0;
+    o = obj_alloc(n);
+    if (rec) {
+        tb = bench_now_ns();
+        h_add(&w->alloc_lat, tb - ta);
+        w->misses++;
+    }
+    if (!o) {
+        w->fails += rec;
+        goto out;
+    }
+    o->key = key;
+    o->size = (uint32_t)n;
+    memset(o->data, (int)(key & 0xff), n - sizeof(*o));
+    pthread_mutex_lock(&s->lock);
+    {
+        struct obj *x;
+        for (x = s->tab[b]; x && x->key != key; x = x->hnext)
+            ;
+        if (x) {                       /* another thread filled it first */
+            pthread_mutex_unlock(&s->lock);
+            obj_free(o);
+            goto out;
+        }
+    }
+    o->hnext = s->tab[b];
+    s->tab[b] = o;
+    lru_add_head(s, o);
+    atomic_store_explicit(&s->bytes, atomic_load_explicit(&s->bytes, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->nobj, atomic_load_explicit(&s->nobj, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+out:
+    if (rec) {
+        h_add(&w->op_lat, bench_now_ns() - t0);
+        w->ops++;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct wstate *w = arg;
+
+    while (!atomic_load_explicit(&stop, memory_order_relaxed))
+        cache_op(w, atomic_load_explicit(&measuring, memory_order_relaxed));
+    return NULL;
+}
+
+struct sampler {
+    size_t limit;
+    size_t max_usage;
+    unsigned long samples, over;
+    unsigned npoints;
+    float t_ms[TIMELINE], usage_mb[TIMELINE];
+    /* PSI monitor */
+    unsigned poll_ms, threshold_pct, target_pct;
+    unsigned long events;
+    uint64_t handler_ns, trim_ns;
+};
+
+static size_t usage_now(void)
+{
+    return cur_mode == M_RCL ? rcl_usage() : cache_bytes();
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+/* Samples usage every millisecond while measuring; keeps every 5th sample
+ * (and all of them around the max) for the timeline. */
+static void *sampler_main(void *arg)
+{
+    struct sampler *sp = arg;
+    uint64_t t0 = bench_now_ns();
+    unsigned long k = 0;
+
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        size_t u = usage_now();
+        if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
+            sp->samples++;
+            sp->over += u > sp->limit;
+            if (u > sp->max_usage)
+                sp->max_usage = u;
+        }
+        if (k++ % 5 == 0 && sp->npoints < TIMELINE) {
+            sp->t_ms[sp->npoints] = (float)((double)(bench_now_ns() - t0) / 1e6);
+            sp->usage_mb[sp->npoints++] = (float)((double)u / 1048576.0);
+        }
+        sleep_ms(1);
+    }
+    return NULL;
+}
+
+/* The baseline's pressure handling: poll, fire one untyped event, evict
+ * what is above the target at that moment, malloc_trim(0). */
+static void *psi_main(void *arg)
+{
+    struct sampler *sp = arg;
+    size_t threshold = sp->limit / 100 * sp->threshold_pct;
+    size_t target = sp->limit / 100 * sp->target_pct;
+
+    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        sleep_ms(sp->poll_ms);
+        size_t usage = cache_bytes();
+        if (usage >= threshold) {
+            uint64_t t0 = bench_now_ns(), t1;
+            /* The amount is fixed when the event arrives: a handler that
+             * chased a target while 8 threads refill the cache would never
+             * finish. */
+            cache_evict(~0UL, usage - target);
+            t1 = bench_now_ns();
+            malloc_trim(0);
+            if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
+                sp->events++;
+                sp->handler_ns += bench_now_ns() - t0;
+                sp->trim_ns += bench_now_ns() - t1;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void count_report(const char *report, void *arg)
+{
+    (void)report;
+    (void)arg;
+    atomic_fetch_add(&nreports, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One run                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct result {
+    double ops_per_s, hit_ratio, alloc_per_s, fails;
+    double a50, a99, a999, amax;      /* allocation latency, ns */
+    double o50, o99, o999, omax;      /* operation latency, ns */
+    double stall_ms, stall_frac, direct_reclaims, bg_wakeups;
+    double max_usage, peak_exact, over_samples, samples, events, handler_ms, trim_ms;
+    double reports;
+};
+
+static struct sampler samp;
+
+static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, unsigned run_ms,
+                              unsigned poll_ms, unsigned thr_pct, unsigned tgt_pct)
+{
+    struct result r;
+    struct rcl_shrinker *sh = NULL;
+    struct rcl_stats st0, st1;
+    struct hist ha, ho;
+    pthread_t samp_tid, psi_tid;
+    uint64_t t0, t1;
+
+    memset(&r, 0, sizeof(r));
+    memset(&samp, 0, sizeof(samp));
+    memset(&st0, 0, sizeof(st0));
+    memset(&st1, 0, sizeof(st1));
+    samp.limit = limit;
+    samp.poll_ms = poll_ms;
+    samp.threshold_pct = thr_pct;
+    samp.target_pct = tgt_pct;
+    cur_mode = mode;
+    atomic_store(&stop, 0);
+    atomic_store(&measuring, 0);
+    atomic_store(&nreports, 0);
+    memset(ws, 0, sizeof(*ws) * (size_t)nthreads);
+
+    if (mode == M_RCL) {
+        static const struct rcl_shrinker_ops ops = { shrink_count, shrink_scan };
+        struct rcl_config cfg;
+        int ret;
+
+        rcl_config_default(&cfg);
+        cfg.limit = limit;
+        cfg.pressure = 0;
+        cfg.background = 1;
+        ret = rcl_init(&cfg);
+        if (ret) {
+            fprintf(stderr, "bench_pressure: rcl_init: %s\n", strerror(-ret));
+            exit(1);
+        }
+        rcl_set_report_fn(count_report, NULL);
+        sh = rcl_shrinker_register("bench-cache", &ops, NULL, NULL);
+        if (!sh) {
+            perror("rcl_shrinker_register");
+            exit(1);
+        }
+    }
+    pthread_create(&samp_tid, NULL, sampler_main, &samp);
+    if (mode == M_PSI)
+        pthread_create(&psi_tid, NULL, psi_main, &samp);
+    for (int i = 0; i < nthreads; i++) {
+        ws[i].rng = mix((uint64_t)i * 7919 + 1);
+        pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]);
+    }
+    sleep_ms(warm_ms);
+    if (mode == M_RCL)
+        rcl_stats_get(&st0);
+    t0 = bench_now_ns();
+    atomic_store(&measuring, 1);
+    sleep_ms(run_ms);
+    atomic_store(&measuring, 0);
+    t1 = bench_now_ns();
+    if (mode == M_RCL)
+        rcl_stats_get(&st1);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(ws[i].tid, NULL);
+    pthread_join(samp_tid, NULL);
+    if (mode == M_PSI)
+        pthread_join(psi_tid, NULL);
+
+    memset(&ha, 0, sizeof(ha));
+    memset(&ho, 0, sizeof(ho));
+    {
+        double secs = (double)(t1 - t0) / 1e9;
+        uint64_t ops = 0, hits = 0, misses = 0, fails = 0;
+
+        for (int i = 0; i < nthreads; i++) {
+            ops += ws[i].ops;
+            hits += ws[i].hits;
+            misses += ws[i].misses;
+            fails += ws[i].fails;
+            h_merge(&ha, &ws[i].alloc_lat);
+            h_merge(&ho, &ws[i].op_lat);
+        }
+        r.ops_per_s = (double)ops / secs;
+        r.hit_ratio = ops ? (double)hits / (double)ops : 0;
+        r.alloc_per_s = (double)misses / secs;
+        r.fails = (double)fails;
+        r.stall_ms = (double)(st1.direct_stall_ns - st0.direct_stall_ns) / 1e6;
+        r.stall_frac = r.stall_ms / 1e3 / (secs * nthreads);
+        r.direct_reclaims = (double)(st1.direct_reclaims - st0.direct_reclaims);
+        r.bg_wakeups = (double)(st1.background_wakeups - st0.background_wakeups);
+    }
+    r.a50 = h_pct(&ha, 50);
+    r.a99 = h_pct(&ha, 99);
+    r.a999 = h_pct(&ha, 99.9);
+    r.amax = (double)ha.max;
+    r.o50 = h_pct(&ho, 50);
+    r.o99 = h_pct(&ho, 99);
+    r.o999 = h_pct(&ho, 99.9);
+    r.omax = (double)ho.max;
+    r.max_usage = (double)samp.max_usage;
+    r.peak_exact = mode == M_RCL ? (double)st1.peak : (double)samp.max_usage;
+    r.over_samples = (double)samp.over;
+    r.samples = (double)samp.samples;
+    r.events = (double)samp.events;
+    r.handler_ms = (double)samp.handler_ns / 1e6;
+    r.trim_ms = (double)samp.trim_ns / 1e6;
+    r.reports = (double)atomic_load(&nreports);
+
+    cache_drain();
+    if (mode == M_RCL) {
+        rcl_shrinker_unregister(sh);
+        rcl_shutdown();
+    } else {
+        malloc_trim(0);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define FIELDS(X)                                                                   \
+    X(ops_per_s, "ops/s")                  X(hit_ratio, "hit ratio")                  \
+    X(alloc_per_s, "allocations/s")        X(fails, "failed allocations")            \
+    X(a50, "alloc p50 ns")                 X(a99, "alloc p99 ns")                     \
+    X(a999, "alloc p99.9 ns")              X(amax, "alloc max ns")                    \
+    X(o50, "op p50 ns")                    X(o99, "op p99 ns")                        \
+    X(o999, "op p99.9 ns")                 X(omax, "op max ns")                       \
+    X(stall_ms, "direct reclaim stall ms") X(stall_frac, "stalled fraction")          \
+    X(direct_reclaims, "direct reclaims")  X(bg_wakeups, "background wake-ups")       \
+    X(events, "pressure events")           X(handler_ms, "event handler ms")          \
+    X(trim_ms, "malloc_trim ms")           X(max_usage, "usage max (sampled) B")      \
+    X(peak_exact, "usage peak (exact) B")  X(over_samples, "samples over limit")      \
+    X(samples, "samples")                  X(reports, "library reports")
+
+int main(void)
+{
+    int quick = bench_quick();
+    int reps = (int)bench_env_long("BENCH_REPS", quick ? 1 : 3);
+    size_t limit = (size_t)bench_env_long("BENCH_LIMIT_MB", 32) << 20;
+    unsigned factor = (unsigned)bench_env_long("BENCH_WS_FACTOR", 4);
+    unsigned run_ms = (unsigned)bench_env_long("BENCH_SECONDS", 2) * 1000;
+    unsigned warm_ms = quick ? 200 : 500;
+    unsigned poll_ms = (unsigned)bench_env_long("BENCH_PSI_POLL_MS", 10);
+    unsigned thr_pct = (unsigned)bench_env_long("BENCH_PSI_THRESHOLD_PCT", 90);
+    unsigned tgt_pct = (unsigned)bench_env_long("BENCH_PSI_TARGET_PCT", 50);
+    static struct result res[NMODES][MAX_REPS];
+    struct bench_stat st[NMODES];
+    double v[MAX_REPS], ratio[MAX_REPS];
+
+    if (quick)
+        run_ms = 300;
+    if (reps > MAX_REPS)
+        reps = MAX_REPS;
+    nthreads = (int)bench_env_long("BENCH_PRESSURE_THREADS", 8);
+    if (nthreads > MAX_THREADS)
+        nthreads = MAX_THREADS;
+    nkeys = (uint64_t)limit * factor / (sizeof(struct obj) + OBJ_MIN + OBJ_SPAN / 2);
+    ws = aligned_alloc(64, sizeof(*ws) * (size_t)nthreads);
+    if (!ws) {
+        perror("aligned_alloc");
+        return 1;
+    }
+    cache_setup(nkeys);
+
+    for (int r = 0; r < reps; r++) {
+        for (int k = 0; k < NMODES; k++) {
+            int m = (k + r) % NMODES;
+            res[m][r] = run_once((enum mode)m, limit, warm_ms, run_ms, poll_ms, thr_pct, tgt_pct);
+        }
+        ratio[r] = res[M_RCL][r].ops_per_s / res[M_PSI][r].ops_per_s;
+    }
+
+    bench_print_header("reclaim under pressure: a cache 4x its budget");
+    printf("   limit %zu MiB, working set %ux (%llu keys, 256 B..4 KiB), %d threads, "
+           "%u ms x %d runs per variant\n", limit >> 20, factor, (unsigned long long)nkeys,
+           nthreads, run_ms, reps);
+    printf("   psi_trim: event when usage >= %u%% of the limit (polled every %u ms), "
+           "evict to %u%%, malloc_trim(0)\n\n", thr_pct, poll_ms, tgt_pct);
+    printf("%-26s %30s %30s\n", "median [min..max]", mode_name[M_RCL], mode_name[M_PSI]);
+
+    bench_json_begin("pressure");
+    bj_num("limit", (double)limit);
+    bj_num("ws_factor", factor);
+    bj_num("keys", (double)nkeys);
+    bj_num("threads", nthreads);
+    bj_num("run_ms", run_ms);
+    bj_num("reps", reps);
+    bj_obj("psi");
+    bj_num("poll_ms", poll_ms);
+    bj_num("threshold_pct", thr_pct);
+    bj_num("target_pct", tgt_pct);
+    bj_end_obj();
+    bj_obj("results");
+#define X(f, label)                                                                 \
+    for (int m = 0; m < NMODES; m++) {                                              \
+        for (int r = 0; r < reps; r++)                                              \
+            v[r] = res[m][r].f;                                                     \
+        st[m] = bench_stat_of(v, reps);                                             \
+    }                                                                               \
+    printf("%-26s %12.4g [%7.3g..%7.3g] %12.4g [%7.3g..%7.3g]\n", label,            \
+           st[0].med, st[0].min, st[0].max, st[1].med, st[1].min, st[1].max);       \
+    bj_obj(#f);                                                                     \
+    bj_stat(mode_name[0], st[0]);                                                   \
+    bj_stat(mode_name[1], st[1]);                                                   \
+    bj_end_obj();
+    FIELDS(X)
+#undef X
+    bj_end_obj();
+    {
+        struct bench_stat rs = bench_stat_of(ratio, reps);
+        double worst_p999 = 0, worst_peak = 0, worst_psi_peak = 0;
+
+        for (int r = 0; r < reps; r++) {
+            if (res[M_RCL][r].a999 > worst_p999)
+                worst_p999 = res[M_RCL][r].a999;
+            if (res[M_RCL][r].peak_exact > worst_peak)
+                worst_peak = res[M_RCL][r].peak_exact;
+            if (res[M_PSI][r].max_usage > worst_psi_peak)
+                worst_psi_peak = res[M_PSI][r].max_usage;
+        }
+        printf("\nthroughput rcl / psi_trim : %5.2f [%4.2f..%4.2f]   goal >= 2        %s\n",
+               rs.med, rs.min, rs.max, rs.med >= 2 ? "met" : "MISSED");
+        printf("rcl alloc p99.9 (worst)   : %8.1f us               goal <= 100 us   %s\n",
+               worst_p999 / 1e3, worst_p999 <= 100e3 ? "met" : "MISSED");
+        printf("rcl usage peak / limit    : %8.4f                  goal <= 1        %s\n",
+               worst_peak / (double)limit, worst_peak <= (double)limit ? "met" : "MISSED");
+        printf("psi_trim usage max / limit: %8.4f (sampled every ms)\n",
+               worst_psi_peak / (double)limit);
+        bj_obj("goals");
+        bj_stat("throughput_ratio", rs);
+        bj_bool("throughput_met", rs.med >= 2);
+        bj_num("rcl_alloc_p999_ns_worst", worst_p999);
+        bj_bool("p999_met", worst_p999 <= 100e3);
+        bj_num("rcl_peak_over_limit", worst_peak / (double)limit);
+        bj_bool("limit_met", worst_peak <= (double)limit);
+        bj_num("psi_peak_over_limit", worst_psi_peak / (double)limit);
+        bj_end_obj();
+    }
+    /* The timeline of the last run of each variant. */
+    bj_obj("timeline");
+    for (int m = 0; m < NMODES; m++) {
+        run_once((enum mode)m, limit, 0, quick ? 200 : 1000, poll_ms, thr_pct, tgt_pct);
+        bj_obj(mode_name[m]);
+        bj_arr("t_ms");
+        for (unsigned i = 0; i < samp.npoints; i++)
+            bj_num(NULL, samp.t_ms[i]);
+        bj_end_arr();
+        bj_arr("usage_mb");
+        for (unsigned i = 0; i < samp.npoints; i++)
+            bj_num(NULL, samp.usage_mb[i]);
+        bj_end_arr();
+        bj_end_obj();
+    }
+    bj_end_obj();
+    bench_json_end();
+    return 0;
+}

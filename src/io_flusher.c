@@ -1,0 +1,65 @@
+/*
+ * io_flusher.c - marking a thread as part of the I/O path.
+ *
+ * A user-space I/O daemon (FUSE, NBD, iSCSI, ublk) may be the thing the
+ * kernel waits on to free memory. Seed 000 is the discussion that gave the
+ * kernel PR_SET_IO_FLUSHER for such threads: their allocations must not
+ * recurse into I/O (NOIO) and they are throttled less. libreclaim does the
+ * same for the thread's own allocations: NOIO scope, and the whole reserve
+ * (the accounting code grants it to any thread whose io_flusher field is
+ * set), so the daemon can keep completing the I/O that frees memory.
+ *
+ * The kernel half needs CAP_SYS_RESOURCE. An unprivileged daemon still gets
+ * the library half, which is what protects its in-process allocations; it
+ * is told once that the kernel half is missing.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+static _Atomic int eperm_reported;
+
+static int kernel_io_flusher(int on)
+{
+    if (prctl(PR_SET_IO_FLUSHER, (unsigned long)on, 0UL, 0UL, 0UL) == 0)
+        return 0;
+    int err = errno;
+    if (err == EPERM && !atomic_exchange(&eperm_reported, 1))
+        rcl__report("rcl_io_flusher_set: prctl(PR_SET_IO_FLUSHER) refused (%s; needs "
+                    "CAP_SYS_RESOURCE): the thread is an I/O flusher for libreclaim "
+                    "only, not for the kernel", strerror(err));
+    return -err;
+}
+
+int rcl_io_flusher_set(int on)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    /* Only 0 and 1: a daemon that passes anything else has a bug that
+     * would otherwise silently leave it unprotected (or protected when it
+     * meant to stop). */
+    if (on != 0 && on != 1)
+        return -EINVAL;
+    rcl__ensure_init();
+
+    if (on && !t->io_flusher) {
+        /* Store the token plus one, so that "a flusher already inside
+         * NOIO" (token 0) still reads as nonzero. */
+        t->io_flusher = rcl_scope_save(RCL_SCOPE_NOIO) + 1;
+    } else if (!on && t->io_flusher) {
+        rcl_scope_restore(t->io_flusher - 1);
+        t->io_flusher = 0;
+    }
+    return kernel_io_flusher(on);
+}
+
+int rcl_io_flusher_get(void)
+{
+    return rcl__self.io_flusher != 0;
+}

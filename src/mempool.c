@@ -1,0 +1,438 @@
+/*
+ * mempool.c - pools that keep elements in reserve so that a path which must
+ * make progress (write-back, an I/O daemon's request handling) always can.
+ *
+ * The allocation order is the kernel's mempool_alloc() (mm/mempool.c):
+ *
+ *   1. the backing allocator with the light flags: no direct reclaim, no I/O,
+ *      never the budget's reserve (NOMEMALLOC), one try (NORETRY), quietly;
+ *   2. an element from the pool's own reserve;
+ *   3. the backing allocator once more, now allowed to reclaim;
+ *   4. only if the caller may sleep: wait for an element to be returned,
+ *      with a bound, and start over.
+ *
+ * The reserve is taken last-but-one on purpose: elements are for when the
+ * allocator cannot help, and a pool that handed them out first would run
+ * dry during ordinary load and have nothing left when memory is short.
+ * NOMEMALLOC keeps the pool from eating the budget's reserve as well: the
+ * pool *is* this path's reserve, and the budget's belongs to reclaim.
+ *
+ * Locking: pool->lock protects elements[], curr_nr, min_nr and cap, and is
+ * the mutex the waiters sleep on. curr_nr and min_nr are also read without
+ * the lock by rcl_mempool_free() as a hint (the kernel's READ_ONCE), always
+ * re-checked under the lock before acting on it. Resizes are serialised by
+ * resize_lock, which is never taken with pool->lock held.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+/* How long a blocked allocation sleeps before trying the allocator again
+ * (the kernel's io_schedule_timeout(5*HZ)): an element is normally handed
+ * over by a wake-up; the bound covers memory freed elsewhere, which wakes
+ * nobody. */
+#define MEMPOOL_WAIT_NS (5ull * 1000000000ull)
+
+/* state: elements handed out and not yet returned, plus the DYING bit once
+ * rcl_mempool_destroy() has been called. One word, so that "the last
+ * element came back" and "destroy was called" cannot both think they came
+ * second (or both first). */
+#define POOL_DYING (1ul << (sizeof(unsigned long) * 8 - 1))
+#define POOL_OUT   (POOL_DYING - 1)
+
+struct rcl_mempool {
+    pthread_mutex_t   lock;
+    pthread_cond_t    wait;         /* an element was returned to the reserve */
+    _Atomic unsigned  curr_nr;      /* elements in the reserve */
+    _Atomic unsigned  min_nr;       /* elements the reserve is refilled up to */
+    unsigned          cap;          /* size of elements[]; >= max(min_nr, 1) */
+    void            **elements;     /* a stack: [0, curr_nr) are valid */
+
+    void *(*alloc)(rcl_gfp_t gfp, void *data);
+    void  (*free)(void *elem, void *data);
+    void             *data;
+    size_t            elem_size;    /* rcl_mempool_create() pools */
+
+    pthread_mutex_t   resize_lock;
+    _Atomic unsigned long state;    /* POOL_OUT count | POOL_DYING */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The default backing allocator: the budget's own                           */
+/* ------------------------------------------------------------------------ */
+
+static void *budget_alloc(rcl_gfp_t gfp, void *data)
+{
+    const struct rcl_mempool *pool = data;
+    return rcl_alloc(pool->elem_size, gfp);
+}
+
+static void budget_free(void *elem, void *data)
+{
+    (void)data;
+    rcl_free(elem);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The reserve (pool->lock held)                                             */
+/* ------------------------------------------------------------------------ */
+
+static void add_element(struct rcl_mempool *pool, void *elem)
+{
+    unsigned n = rd(pool->curr_nr);
+    pool->elements[n] = elem;
+    wr(pool->curr_nr, n + 1);
+}
+
+static void *remove_element(struct rcl_mempool *pool)
+{
+    unsigned n = rd(pool->curr_nr) - 1;
+    wr(pool->curr_nr, n);
+    return pool->elements[n];
+}
+
+/* Whether a returned element belongs in the reserve. A pool with min_nr 0
+ * still keeps one element while its reserve is empty: a caller may be
+ * waiting for exactly that element, and nothing else would wake it. */
+static bool reserve_wants(const struct rcl_mempool *pool)
+{
+    unsigned curr = rd(pool->curr_nr), min = rd(pool->min_nr);
+    return curr < min || (min == 0 && curr == 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void pool_free_struct(struct rcl_mempool *pool)
+{
+    pthread_cond_destroy(&pool->wait);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_mutex_destroy(&pool->resize_lock);
+    rcl_free(pool->elements);
+    rcl_free(pool);
+}
+
+/* Frees the reserve and the pool; nobody else may hold the pool now. */
+static void pool_finish(struct rcl_mempool *pool)
+{
+    while (rd(pool->curr_nr))
+        pool->free(remove_element(pool), pool->data);
+    pool_free_struct(pool);
+}
+
+static struct rcl_mempool *pool_new(unsigned min_nr,
+        void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free_fn)(void *elem, void *data),
+        void *data, size_t elem_size)
+{
+    struct rcl_mempool *pool = rcl_calloc(1, sizeof(*pool), RCL_DEFAULT | RCL__NOWARN);
+    if (!pool)
+        goto nomem;
+    pool->cap = min_nr ? min_nr : 1;
+    pool->elements = rcl_calloc(pool->cap, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    if (!pool->elements) {
+        rcl_free(pool);
+        goto nomem;
+    }
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_mutex_init(&pool->resize_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->wait, &ca);
+    pthread_condattr_destroy(&ca);
+    pool->alloc = alloc ? alloc : budget_alloc;
+    pool->free = free_fn ? free_fn : budget_free;
+    pool->data = alloc ? data : pool;
+    pool->elem_size = elem_size;
+    wr(pool->min_nr, min_nr);
+
+    /* Fill the reserve now, allowed to reclaim, as the kernel's
+     * mempool_init does with GFP_KERNEL: a pool that cannot be filled
+     * when it is made would not be one. */
+    while (rd(pool->curr_nr) < min_nr) {
+        void *elem = pool->alloc(RCL_DEFAULT | RCL__NOWARN, pool->data);
+        if (!elem) {
+            pool_finish(pool);
+            goto nomem;
+        }
+        add_element(pool, elem);
+    }
+    return pool;
+
+nomem:
+    errno = ENOMEM;
+    return NULL;
+}
+
+struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size)
+{
+    if (elem_size == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return pool_new(min_nr, NULL, NULL, NULL, elem_size);
+}
+
+struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
+        void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free_fn)(void *elem, void *data),
+        void *data)
+{
+    if (!alloc || !free_fn) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return pool_new(min_nr, alloc, free_fn, data, 0);
+}
+
+void rcl_mempool_destroy(struct rcl_mempool *pool)
+{
+    if (!pool)
+        return;
+    unsigned long old = atomic_fetch_or(&pool->state, POOL_DYING);
+    if (old & POOL_DYING) {
+        rcl__report("rcl_mempool_destroy(%p): destroyed twice", (void *)pool);
+        return;
+    }
+    if (old & POOL_OUT) {
+        /* Freeing the pool under the elements' owners would turn their
+         * rcl_mempool_free() into a use after free. The last one returned
+         * finishes the destruction instead (see pool_put). */
+        rcl__report("rcl_mempool_destroy(%p): %lu element(s) still allocated; "
+                    "the pool is freed when the last is returned",
+                    (void *)pool, old & POOL_OUT);
+        return;
+    }
+    pool_finish(pool);
+}
+
+/* An element leaves the pool (to the caller). */
+static void pool_get(struct rcl_mempool *pool)
+{
+    atomic_fetch_add_explicit(&pool->state, 1, memory_order_relaxed);
+}
+
+/* An element came back. The pool must not be touched after this unless we
+ * are the one who finishes it. */
+static void pool_put(struct rcl_mempool *pool)
+{
+    unsigned long old = atomic_fetch_sub_explicit(&pool->state, 1, memory_order_acq_rel);
+    if (unlikely((old & POOL_OUT) == 0)) {
+        atomic_fetch_add_explicit(&pool->state, 1, memory_order_relaxed);
+        rcl__report("rcl_mempool_free(%p): more elements freed than allocated",
+                    (void *)pool);
+        return;
+    }
+    if (unlikely(old == (POOL_DYING | 1)))
+        pool_finish(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void deadline_after(struct timespec *ts, unsigned long long ns)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ns += (unsigned long long)ts->tv_nsec;
+    ts->tv_sec += (time_t)(ns / 1000000000ull);
+    ts->tv_nsec = (long)(ns % 1000000000ull);
+}
+
+void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
+{
+    if (!pool) {
+        rcl__report("rcl_mempool_alloc: NULL pool");
+        errno = EINVAL;
+        return NULL;
+    }
+    if (unlikely(rd(pool->state) & POOL_DYING)) {
+        rcl__report("rcl_mempool_alloc(%p): the pool is being destroyed", (void *)pool);
+        errno = ESHUTDOWN;
+        return NULL;
+    }
+
+    /* The scope decides whether we may sleep (a NOWAIT scope forbids it);
+     * the backing allocator applies the rest of the mask itself. */
+    gfp = rcl_current_gfp(gfp);
+    if (gfp & RCL__DIRECT_RECLAIM)
+        rcl_might_alloc(gfp);
+
+    /* The pool never fails a sleeping caller, so NOFAIL has nothing to add
+     * and would only make the backing allocator hang instead of falling
+     * back to the reserve. ZERO cannot be honoured for reserve elements
+     * (as in the kernel, which warns): callers initialise what they get. */
+    rcl_gfp_t gfp_mask = (gfp | RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN)
+                         & ~(RCL__NOFAIL | RCL__ZERO);
+    rcl_gfp_t gfp_temp = gfp_mask & ~(RCL__DIRECT_RECLAIM | RCL__IO);
+
+    for (;;) {
+        void *elem = pool->alloc(gfp_temp, pool->data);
+        if (likely(elem)) {
+            pool_get(pool);
+            return elem;
+        }
+
+        pthread_mutex_lock(&pool->lock);
+        if (likely(rd(pool->curr_nr))) {
+            elem = remove_element(pool);
+            pthread_mutex_unlock(&pool->lock);
+            rcl__count(mempool_reserve_hits, 1);
+            pool_get(pool);
+            return elem;
+        }
+
+        /* Reserve empty: one more try at the allocator, now with the
+         * caller's full flags, before anyone sleeps. */
+        if (gfp_temp != gfp_mask) {
+            pthread_mutex_unlock(&pool->lock);
+            gfp_temp = gfp_mask;
+            continue;
+        }
+
+        if (!(gfp_mask & RCL__DIRECT_RECLAIM)) {
+            pthread_mutex_unlock(&pool->lock);
+            errno = ENOMEM;
+            return NULL;
+        }
+
+        /* Registered as a waiter before the lock is dropped (the wait
+         * releases it atomically): an element returned from now on finds
+         * us on the condition variable, so its wake-up cannot be lost. */
+        struct timespec deadline;
+        deadline_after(&deadline, MEMPOOL_WAIT_NS);
+        pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
+void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
+{
+    if (!elem)
+        return;
+    if (!pool) {
+        rcl__report("rcl_mempool_free(%p): NULL pool; element not freed", elem);
+        return;
+    }
+
+    /* The unlocked test is only a hint, as in the kernel: a pool that is
+     * full most of the time pays no lock for a free. It may miss a slot
+     * that is opening at this very moment; the next free fills it. */
+    if (unlikely(reserve_wants(pool))) {
+        pthread_mutex_lock(&pool->lock);
+        if (likely(reserve_wants(pool))) {
+            add_element(pool, elem);
+            /* Everyone: a woken waiter first retries the allocator and
+             * may leave the element to another (as the kernel's wake_up
+             * wakes every non-exclusive waiter). */
+            pthread_cond_broadcast(&pool->wait);
+            pthread_mutex_unlock(&pool->lock);
+            pool_put(pool);
+            return;
+        }
+        pthread_mutex_unlock(&pool->lock);
+    }
+    pool->free(elem, pool->data);
+    pool_put(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Resizing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
+{
+    pthread_mutex_lock(&pool->lock);
+    /* Lower min_nr first so that concurrent frees stop refilling what we
+     * are about to release. */
+    wr(pool->min_nr, new_min);
+    while (rd(pool->curr_nr) > new_min) {
+        void *elem = remove_element(pool);
+        /* The backing free may be slow (or take its own locks): never
+         * call it under the pool lock. */
+        pthread_mutex_unlock(&pool->lock);
+        pool->free(elem, pool->data);
+        pthread_mutex_lock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* Growing is all or nothing: every element and the larger array are
+ * allocated before the pool is touched, so a failure leaves it as it was. */
+static int pool_grow(struct rcl_mempool *pool, unsigned new_min)
+{
+    void **array = NULL, **fresh;
+    unsigned n, used = 0;
+
+    pthread_mutex_lock(&pool->lock);
+    n = new_min - rd(pool->curr_nr);
+    bool need_array = new_min > pool->cap;
+    pthread_mutex_unlock(&pool->lock);
+
+    /* n may be 0: a min_nr 0 pool can already hold the one element. */
+    fresh = rcl_calloc(n ? n : 1, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    if (!fresh)
+        return -ENOMEM;
+    if (need_array) {
+        array = rcl_calloc(new_min, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+        if (!array)
+            goto fail;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        fresh[i] = pool->alloc(RCL_DEFAULT | RCL__NOWARN, pool->data);
+        if (!fresh[i])
+            goto fail;
+    }
+
+    pthread_mutex_lock(&pool->lock);
+    if (array) {
+        memcpy(array, pool->elements, rd(pool->curr_nr) * sizeof(void *));
+        void **old = pool->elements;
+        pool->elements = array;
+        pool->cap = new_min;
+        array = old;                    /* freed below, outside the lock */
+    }
+    wr(pool->min_nr, new_min);
+    /* Frees may have refilled the reserve meanwhile: what no longer fits
+     * goes back to the allocator. */
+    while (used < n && rd(pool->curr_nr) < new_min)
+        add_element(pool, fresh[used++]);
+    pthread_cond_broadcast(&pool->wait);
+    pthread_mutex_unlock(&pool->lock);
+
+    for (unsigned i = used; i < n; i++)
+        pool->free(fresh[i], pool->data);
+    rcl_free(array);
+    rcl_free(fresh);
+    return 0;
+
+fail:
+    for (unsigned i = 0; i < n && fresh[i]; i++)
+        pool->free(fresh[i], pool->data);
+    rcl_free(array);
+    rcl_free(fresh);
+    return -ENOMEM;
+}
+
+int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
+{
+    int err = 0;
+
+    if (!pool)
+        return -EINVAL;
+    if (rd(pool->state) & POOL_DYING) {
+        rcl__report("rcl_mempool_resize(%p): the pool is being destroyed", (void *)pool);
+        return -ESHUTDOWN;
+    }
+    rcl_might_alloc(RCL_DEFAULT);
+
+    pthread_mutex_lock(&pool->resize_lock);
+    if (new_min_nr <= rd(pool->min_nr))
+        pool_shrink(pool, new_min_nr);
+    else
+        err = pool_grow(pool, new_min_nr);
+    pthread_mutex_unlock(&pool->resize_lock);
+    return err;
+}

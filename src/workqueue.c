@@ -1,0 +1,492 @@
+/*
+ * workqueue.c - worker threads that run each work item under the reclaim
+ * context of the code that queued it, with a rescuer for forward progress.
+ *
+ * Context that travels (seed 004): a daemon that queues a request from a
+ * NOFS section has said "reclaim must not enter the file system on behalf
+ * of this". Handing the request to another thread must not lose that, so
+ * rcl_queue_work() captures the queuer's context into the work item and the
+ * worker adopts it around the call.
+ *
+ * Forward progress, as the kernel's workqueues (kernel/workqueue.c):
+ *   - A worker about to start an item first makes sure an idle worker will
+ *     remain (the kernel's may_start_working/manage_workers), up to
+ *     max_workers, so queueing never creates threads and never allocates.
+ *   - When a worker cannot be created, a queue made with RCL_WQ_MEM_RECLAIM
+ *     "calls mayday": its rescuer thread, created with the queue, runs the
+ *     pending items itself. The work a daemon needs to free memory therefore
+ *     runs even when the process cannot get another thread.
+ *
+ * Flushing uses ordinals instead of per-item sequence numbers: items leave
+ * the FIFO in the order they entered it, so "everything queued before the
+ * flush" is "the first `queued` items to be dequeued", and it is done once
+ * that many have been dequeued and no thread is still running one of them.
+ *
+ * Locking: wq->lock protects everything in struct rcl_workqueue below it,
+ * and each queued item's rcl_next and rcl_ctx. rcl_pending is an atomic
+ * flag so that two queues cannot both take the same item.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
+                               const char *what);
+
+#define WQ_MAX_WORKERS 1024
+
+enum wq_state { WQ_RUNNING, WQ_DRAINING, WQ_STOPPING };
+
+struct wq_worker {
+    struct rcl_workqueue *wq;
+    pthread_t             th;
+    unsigned long long    running;     /* ordinal of the item being run; 0: none */
+};
+
+struct rcl_workqueue {
+    char                  name[RCL_NAME_MAX];
+    unsigned              flags;
+    unsigned              max_workers;
+    struct rcl_lock_class cls;         /* held by a thread running an item */
+
+    pthread_mutex_t       lock;
+    pthread_cond_t        more;        /* workers: work queued, or stop */
+    pthread_cond_t        rescue;      /* the rescuer: mayday, or stop */
+    pthread_cond_t        done;        /* flushers, destroy: an item finished */
+
+    struct rcl_work      *head, **tail;
+    unsigned long long    queued;      /* items ever queued */
+    unsigned long long    dequeued;    /* items ever taken off the list */
+    enum wq_state         state;
+    unsigned              nr_workers;  /* started, all in workers[] */
+    unsigned              nr_idle;     /* of those, waiting for work */
+    unsigned              nr_done_waiters;
+    bool                  creating;    /* someone is starting a worker */
+    bool                  mayday;      /* a worker could not be started */
+    bool                  has_rescuer;
+    _Atomic long long     create_fail_report;
+    struct wq_worker      rescuer;
+    struct wq_worker     *workers;     /* [max_workers] */
+};
+
+/* The queue whose item this thread is running: lets a work item queue more
+ * work on its own queue while that queue drains (the kernel's "chained"
+ * work), and catches flush/destroy from inside the queue's own work. */
+static __thread struct rcl_workqueue *current_wq;
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    sigset_t all, old;
+    int err;
+
+    /* Library threads take no signals: a program's handlers expect to run
+     * on its own threads, and could take locks ours hold. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (rcl__thread_create_hook)
+        err = rcl__thread_create_hook(th, fn, arg, what);
+    else
+        err = pthread_create(th, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
+static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
+{
+    char buf[16];                   /* the kernel's limit for a thread name */
+    size_t n = strlen(prefix);
+
+    memcpy(buf, prefix, n);
+    size_t room = sizeof(buf) - 1 - n;
+    size_t len = strnlen(wq->name, room);
+    memcpy(buf + n, wq->name, len);
+    buf[n + len] = '\0';
+    pthread_setname_np(pthread_self(), buf);
+}
+
+static void wake_done(struct rcl_workqueue *wq)
+{
+    if (wq->nr_done_waiters)
+        pthread_cond_broadcast(&wq->done);
+}
+
+static void *worker_main(void *arg);
+
+/*
+ * Start one more worker; wq->lock held, dropped meanwhile. The new worker
+ * is counted idle before it runs, as the kernel's create_worker() does, so
+ * that its creator does not at once try to make another.
+ */
+static void create_worker(struct rcl_workqueue *wq)
+{
+    if (wq->creating || wq->state == WQ_STOPPING || wq->nr_workers >= wq->max_workers)
+        return;
+    wq->creating = true;
+    struct wq_worker *w = &wq->workers[wq->nr_workers];
+    w->wq = wq;
+    w->running = 0;
+    pthread_mutex_unlock(&wq->lock);
+    int err = start_thread(&w->th, worker_main, w, "worker");
+    pthread_mutex_lock(&wq->lock);
+    wq->creating = false;
+    if (!err) {
+        wq->nr_workers++;
+        wq->nr_idle++;
+        wq->mayday = false;
+    } else {
+        rcl__report_limited(&wq->create_fail_report,
+                            "workqueue %s: cannot start a worker (%s); %u running%s",
+                            wq->name, strerror(err), wq->nr_workers,
+                            wq->has_rescuer ? ", the rescuer steps in" : "");
+        if (wq->has_rescuer) {
+            wq->mayday = true;
+            pthread_cond_signal(&wq->rescue);
+        }
+    }
+    wake_done(wq);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running one item                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* The internal view of a context, copied out rather than cast to keep
+ * clear of type punning. */
+static struct rcl_ctx ctx_view(const struct rcl_context *c)
+{
+    struct rcl_ctx v;
+    memcpy(&v, c, sizeof(v));
+    return v;
+}
+
+static bool ctx_same(const struct rcl_ctx *x, const struct rcl_ctx *y)
+{
+    if (x->ndomains != y->ndomains || x->journal != y->journal)
+        return false;
+    for (unsigned i = 0; i < x->ndomains && i < RCL_MAX_DOMAINS; i++)
+        if (x->domains[i] != y->domains[i])
+            return false;
+    return true;
+}
+
+static void run_work(struct rcl_workqueue *wq, struct rcl_work *w,
+                     void (*fn)(struct rcl_work *), const struct rcl_context *ctx)
+{
+    struct rcl_context saved, entered, left;
+
+    rcl_context_adopt(ctx, &saved);
+    rcl_context_capture(&entered);
+    unsigned scope = rcl_scope_current();
+    bool check = rcl__checking();
+
+    current_wq = wq;
+    if (check)
+        rcl_lock_acquire(&wq->cls);
+    fn(w);                                  /* w may be gone from here on */
+    if (check)
+        rcl_lock_release(&wq->cls);
+    current_wq = NULL;
+
+    /* A work item that leaves a scope or a domain behind would restrict
+     * (or, if it dropped one, unrestrict) every later item on this thread.
+     * Say so, then put the thread back as it was. */
+    rcl_context_capture(&left);
+    unsigned now = rcl_scope_current();
+    struct rcl_ctx before = ctx_view(&entered), after = ctx_view(&left);
+    if (now != scope || !ctx_same(&before, &after))
+        rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
+                    "(scope %#x -> %#x, domains %u -> %u); restored",
+                    wq->name, (void *)w, scope, now, before.ndomains, after.ndomains);
+    rcl_context_restore(&saved);
+}
+
+/* Take the first item and run it; wq->lock held, dropped meanwhile. */
+static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
+{
+    struct rcl_work *w = wq->head;
+
+    wq->head = w->rcl_next;
+    if (!wq->head)
+        wq->tail = &wq->head;
+    w->rcl_next = NULL;
+    self->running = ++wq->dequeued;
+
+    /* Copy what we need before clearing pending: from then on the item may
+     * be queued again (by its own function, typically), which rewrites its
+     * context. */
+    struct rcl_context ctx = w->rcl_ctx;
+    void (*fn)(struct rcl_work *) = w->fn;
+    __atomic_store_n(&w->rcl_pending, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&wq->lock);
+
+    run_work(wq, w, fn, &ctx);
+
+    pthread_mutex_lock(&wq->lock);
+    self->running = 0;
+    wake_done(wq);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Workers and the rescuer                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void *worker_main(void *arg)
+{
+    struct wq_worker *self = arg;
+    struct rcl_workqueue *wq = self->wq;
+
+    name_thread(wq, "rcl-wq/");
+    pthread_mutex_lock(&wq->lock);
+    /* Invariant: at the top of the loop this worker is counted idle. */
+    for (;;) {
+        while (!wq->head && wq->state != WQ_STOPPING)
+            pthread_cond_wait(&wq->more, &wq->lock);
+        if (!wq->head)
+            break;
+        wq->nr_idle--;
+        /* Leave someone idle behind to take the next item; if that fails
+         * the rescuer (when there is one) has been called. */
+        if (wq->nr_idle == 0)
+            create_worker(wq);
+        if (wq->head)
+            process_one(wq, self);
+        wq->nr_idle++;
+    }
+    wq->nr_idle--;
+    pthread_mutex_unlock(&wq->lock);
+    return NULL;
+}
+
+/* The rescuer runs items only while no worker can: mayday raised and
+ * nobody idle. Each time, it first retries starting a worker, so that the
+ * queue recovers its concurrency once threads can be made again. */
+static bool rescuer_needed(const struct rcl_workqueue *wq)
+{
+    return wq->head && wq->mayday && wq->nr_idle == 0;
+}
+
+static void *rescuer_main(void *arg)
+{
+    struct wq_worker *self = arg;
+    struct rcl_workqueue *wq = self->wq;
+
+    name_thread(wq, "rcl-rsc/");
+    pthread_mutex_lock(&wq->lock);
+    for (;;) {
+        while (!rescuer_needed(wq) && wq->state != WQ_STOPPING)
+            pthread_cond_wait(&wq->rescue, &wq->lock);
+        if (!rescuer_needed(wq))
+            break;
+        create_worker(wq);
+        if (rescuer_needed(wq))
+            process_one(wq, self);
+    }
+    pthread_mutex_unlock(&wq->lock);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The API                                                                   */
+/* ------------------------------------------------------------------------ */
+
+void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w))
+{
+    if (!w)
+        return;
+    memset(w, 0, sizeof(*w));
+    w->fn = fn;
+}
+
+static void wq_free(struct rcl_workqueue *wq)
+{
+    pthread_cond_destroy(&wq->done);
+    pthread_cond_destroy(&wq->rescue);
+    pthread_cond_destroy(&wq->more);
+    pthread_mutex_destroy(&wq->lock);
+    rcl_free(wq->workers);
+    rcl_free(wq);
+}
+
+static void join_all(struct rcl_workqueue *wq)
+{
+    for (unsigned i = 0; i < wq->nr_workers; i++)
+        pthread_join(wq->workers[i].th, NULL);
+    if (wq->has_rescuer)
+        pthread_join(wq->rescuer.th, NULL);
+}
+
+struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_workers,
+                                           unsigned flags)
+{
+    if (!name || (flags & ~RCL_WQ_MEM_RECLAIM) || max_workers > WQ_MAX_WORKERS) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (max_workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        max_workers = n > 0 ? (unsigned)(n < WQ_MAX_WORKERS ? n : WQ_MAX_WORKERS) : 1;
+    }
+
+    struct rcl_workqueue *wq = rcl_calloc(1, sizeof(*wq), RCL_DEFAULT | RCL__NOWARN);
+    if (!wq) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    wq->workers = rcl_calloc(max_workers, sizeof(*wq->workers), RCL_DEFAULT | RCL__NOWARN);
+    if (!wq->workers) {
+        rcl_free(wq);
+        errno = ENOMEM;
+        return NULL;
+    }
+    snprintf(wq->name, sizeof(wq->name), "%s", name);
+    wq->cls.name = wq->name;
+    wq->flags = flags;
+    wq->max_workers = max_workers;
+    wq->tail = &wq->head;
+    pthread_mutex_init(&wq->lock, NULL);
+    pthread_cond_init(&wq->more, NULL);
+    pthread_cond_init(&wq->rescue, NULL);
+    pthread_cond_init(&wq->done, NULL);
+
+    /* The rescuer exists before it is needed: when it is needed, creating
+     * a thread is exactly what may not work. */
+    if (flags & RCL_WQ_MEM_RECLAIM) {
+        wq->rescuer.wq = wq;
+        int err = start_thread(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
+        if (err) {
+            wq_free(wq);
+            errno = err;
+            return NULL;
+        }
+        wq->has_rescuer = true;
+    }
+
+    /* The first idle worker. Failing here is fatal only without a rescuer;
+     * with one, create_worker() has raised mayday and the rescuer serves
+     * the queue until a worker can be started. */
+    pthread_mutex_lock(&wq->lock);
+    create_worker(wq);
+    bool ok = wq->nr_workers > 0 || wq->has_rescuer;
+    pthread_mutex_unlock(&wq->lock);
+    if (!ok) {
+        wq_free(wq);
+        errno = EAGAIN;
+        return NULL;
+    }
+    return wq;
+}
+
+int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
+{
+    if (!wq || !w || !w->fn)
+        return -EINVAL;
+
+    pthread_mutex_lock(&wq->lock);
+    if (wq->state == WQ_STOPPING || (wq->state == WQ_DRAINING && current_wq != wq)) {
+        pthread_mutex_unlock(&wq->lock);
+        return -ESHUTDOWN;
+    }
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&w->rcl_pending, &expected, 1, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&wq->lock);
+        return -EBUSY;
+    }
+    rcl_context_capture(&w->rcl_ctx);
+    w->rcl_next = NULL;
+    *wq->tail = w;
+    wq->tail = &w->rcl_next;
+    wq->queued++;
+    if (wq->nr_idle)
+        pthread_cond_signal(&wq->more);
+    else if (wq->mayday)
+        pthread_cond_signal(&wq->rescue);
+    pthread_mutex_unlock(&wq->lock);
+    return 0;
+}
+
+/* Everything up to ordinal `upto` has been dequeued and finished. */
+static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
+{
+    if (wq->dequeued < upto || wq->creating)
+        return false;
+    for (unsigned i = 0; i < wq->nr_workers; i++) {
+        unsigned long long r = wq->workers[i].running;
+        if (r && r <= upto)
+            return false;
+    }
+    unsigned long long r = wq->rescuer.running;
+    return !(r && r <= upto);
+}
+
+/* Waiting for the queue's work is, for the lock checker, taking the lock
+ * its work runs under (the kernel annotates flush_work the same way). */
+static void annotate_wait(struct rcl_workqueue *wq)
+{
+    if (rcl__checking()) {
+        rcl_lock_acquire(&wq->cls);
+        rcl_lock_release(&wq->cls);
+    }
+}
+
+void rcl_flush_workqueue(struct rcl_workqueue *wq)
+{
+    if (!wq) {
+        rcl__report("rcl_flush_workqueue: NULL workqueue");
+        return;
+    }
+    if (current_wq == wq) {
+        rcl__report("rcl_flush_workqueue(%s): called from the queue's own work item, "
+                    "which would wait for itself; not flushed", wq->name);
+        return;
+    }
+    annotate_wait(wq);
+    pthread_mutex_lock(&wq->lock);
+    unsigned long long upto = wq->queued;
+    wq->nr_done_waiters++;
+    while (!flushed(wq, upto))
+        pthread_cond_wait(&wq->done, &wq->lock);
+    wq->nr_done_waiters--;
+    pthread_mutex_unlock(&wq->lock);
+}
+
+void rcl_workqueue_destroy(struct rcl_workqueue *wq)
+{
+    if (!wq)
+        return;
+    if (current_wq == wq) {
+        rcl__report("rcl_workqueue_destroy(%s): called from the queue's own work item; "
+                    "refused", wq->name);
+        return;
+    }
+    annotate_wait(wq);
+    pthread_mutex_lock(&wq->lock);
+    if (wq->state != WQ_RUNNING) {
+        pthread_mutex_unlock(&wq->lock);
+        rcl__report("rcl_workqueue_destroy(%s): already being destroyed", wq->name);
+        return;
+    }
+    /* Drain: nothing new from outside, but items may still chain more work
+     * onto the queue; wait until it is empty and idle. */
+    wq->state = WQ_DRAINING;
+    wq->nr_done_waiters++;
+    while (wq->head || !flushed(wq, wq->dequeued))
+        pthread_cond_wait(&wq->done, &wq->lock);
+    wq->nr_done_waiters--;
+    wq->state = WQ_STOPPING;
+    pthread_cond_broadcast(&wq->more);
+    pthread_cond_broadcast(&wq->rescue);
+    pthread_mutex_unlock(&wq->lock);
+
+    /* Safe without the lock: create_worker() refuses to start threads once
+     * the queue is stopping, so nr_workers is final. */
+    join_all(wq);
+    wq_free(wq);
+}

@@ -1,0 +1,445 @@
+/*
+ * test_cgroup_e2e.c - libreclaim against the Linux kernel's own memory
+ * controller. Each case creates a memory cgroup with a 128 MiB limit (no
+ * swap), runs tests/progs/cgroup_cache inside it, and removes the cgroup at
+ * the end, whatever happened.
+ *
+ *   - a cache that wants 8x the limit, with the automatic limit and its
+ *     shrinker, is never OOM-killed, never fails an allocation, and shrinks;
+ *   - the same cache without libreclaim's budget holding it back (no
+ *     shrinker, the limit it asks for) is killed by the kernel: the cgroup
+ *     is real and the first case could have failed;
+ *   - with the automatic limit but no shrinker the budget refuses
+ *     allocations instead: the program is told, not killed;
+ *   - another process filling the cgroup is pressure: the library shrinks
+ *     its cache although its own budget is far from reached.
+ *
+ * Needs root and a writable memory cgroup (v1 memory hierarchy or v2 with
+ * the memory controller); skipped, saying why, elsewhere, and under the
+ * sanitizers, whose runtimes reserve and touch memory the test cannot size.
+ */
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define CG_LIMIT (128 * MiB)
+
+static struct {
+    int  version;             /* 1 or 2 */
+    char dir[PATH_MAX];       /* the test's cgroup; "" when none */
+    pid_t pids[4];
+    int  npids;
+} cg;
+
+/* ------------------------------------------------------------------------ */
+/* The cgroup                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int write_file(const char *dir, const char *name, const char *value)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, value, strlen(value));
+    int err = n < 0 ? -errno : 0;
+    close(fd);
+    return err;
+}
+
+/* A "key N" line of a flat-keyed cgroup file (memory.oom_control,
+ * memory.events). */
+static long long read_key(const char *name, const char *key)
+{
+    char path[PATH_MAX * 2], line[256];
+    snprintf(path, sizeof(path), "%s/%s", cg.dir, name);
+    FILE *f = fopen(path, "r");
+    long long v = -1;
+    if (!f)
+        return -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof(line), f))
+        if (!strncmp(line, key, kl) && line[kl] == ' ')
+            v = atoll(line + kl + 1);
+    fclose(f);
+    return v;
+}
+
+static long long read_num(const char *name)
+{
+    char path[PATH_MAX * 2];
+    long long v = -1;
+    snprintf(path, sizeof(path), "%s/%s", cg.dir, name);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%lld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+static long long oom_kills(void)
+{
+    return read_key(cg.version == 1 ? "memory.oom_control" : "memory.events", "oom_kill");
+}
+
+/* The mount point of the v1 memory hierarchy or of cgroup2, from
+ * /proc/self/mountinfo. */
+static bool find_mount(int version, char *out, size_t len)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[4096];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f)) {
+        char *sep = strstr(line, " - ");
+        char mnt[PATH_MAX], fstype[64], src[256], opts[1024] = "";
+        if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+            sscanf(sep + 3, "%63s %255s %1023s", fstype, src, opts) < 2)
+            continue;
+        if (version == 1 && !strcmp(fstype, "cgroup") &&
+            (strstr(opts, ",memory") || !strncmp(opts, "memory", 6)))
+            found = true;
+        if (version == 2 && !strcmp(fstype, "cgroup2"))
+            found = true;
+        if (found && snprintf(out, len, "%s", mnt) >= (int)len)
+            found = false;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Creates the cgroup: 128 MiB, no swap. Returns a reason when it cannot. */
+static const char *cgroup_create(void)
+{
+    static unsigned seq;
+    char base[PATH_MAX - 64];
+    if (geteuid() != 0)
+        return "not root";
+    cg.version = 0;
+    if (find_mount(1, base, sizeof(base))) {
+        cg.version = 1;
+    } else if (find_mount(2, base, sizeof(base))) {
+        char ctl[PATH_MAX + 32], buf[256] = "";
+        snprintf(ctl, sizeof(ctl), "%s/cgroup.controllers", base);
+        FILE *f = fopen(ctl, "r");
+        if (f) {
+            if (!fgets(buf, sizeof(buf), f))
+                buf[0] = '\0';
+            fclose(f);
+        }
+        if (!strstr(buf, "memory"))
+            return "cgroup v2 without the memory controller, and no v1 memory hierarchy";
+        write_file(base, "cgroup.subtree_control", "+memory");
+        cg.version = 2;
+    } else {
+        return "no memory cgroup mounted";
+    }
+    snprintf(cg.dir, sizeof(cg.dir), "%s/rcl-e2e-%d-%u", base, (int)getpid(), seq++);
+    if (mkdir(cg.dir, 0755) != 0) {
+        cg.dir[0] = '\0';
+        return "the memory cgroup is not writable";
+    }
+    char lim[32];
+    snprintf(lim, sizeof(lim), "%zu", CG_LIMIT);
+    int err;
+    if (cg.version == 1) {
+        err = write_file(cg.dir, "memory.limit_in_bytes", lim);
+        /* memsw (memory + swap) only exists with swap accounting */
+        write_file(cg.dir, "memory.memsw.limit_in_bytes", lim);
+    } else {
+        err = write_file(cg.dir, "memory.max", lim);
+        write_file(cg.dir, "memory.swap.max", "0");
+    }
+    if (err) {
+        rmdir(cg.dir);
+        cg.dir[0] = '\0';
+        return "cannot set the cgroup's limit";
+    }
+    return NULL;
+}
+
+static void kill_children(void)
+{
+    for (int i = 0; i < cg.npids; i++) {
+        kill(cg.pids[i], SIGKILL);
+        waitpid(cg.pids[i], NULL, 0);
+    }
+    cg.npids = 0;
+}
+
+static int e2e_setup(void **state)
+{
+    (void)state;
+    memset(&cg, 0, sizeof(cg));
+    return 0;
+}
+
+/* Children first, then the cgroup; the kernel refuses rmdir while a task
+ * is still leaving, so it is retried for a while. */
+static int e2e_teardown(void **state)
+{
+    (void)state;
+    kill_children();
+    if (cg.dir[0]) {
+        for (int t = 0; t < 100 && rmdir(cg.dir) != 0 && errno == EBUSY; t++)
+            test_sleep_ms(20);
+        cg.dir[0] = '\0';
+    }
+    return 0;
+}
+#define E(fn) cmocka_unit_test_setup_teardown(fn, e2e_setup, e2e_teardown)
+
+static void need_cgroup(void)
+{
+    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+        print_message("skipped under %s: the sanitizer runtime's own memory makes a "
+                      "128 MiB cgroup meaningless; the plain run holds this test\n",
+                      getenv("RCL_TEST_SAN"));
+        skip();
+    }
+    const char *why = cgroup_create();
+    if (why) {
+        print_message("skipped: %s (needs root and a writable memory cgroup)\n", why);
+        skip();
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Children                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void prog_path(char *out, size_t len)
+{
+    char exe[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    assert_true(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(out, len, "%s/progs/cgroup_cache", exe);
+    assert_int_equal(access(out, X_OK), 0);
+}
+
+/* Starts the program in the cgroup (it moves itself before exec, so
+ * everything it ever allocates is charged there), stdout on a pipe.
+ * `limit` non-NULL sets RECLAIM_LIMIT; otherwise the limit is automatic. */
+static pid_t spawn(int *out_fd, const char *limit, char *const argv[])
+{
+    char path[PATH_MAX];
+    int p[2];
+    prog_path(path, sizeof(path));
+    assert_int_equal(pipe(p), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char me[32];
+        snprintf(me, sizeof(me), "%d", (int)getpid());
+        if (write_file(cg.dir, "cgroup.procs", me) != 0)
+            _exit(120);
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        unsetenv("RECLAIM_CGROUP_ROOT");
+        unsetenv("RECLAIM_CGROUP_MARGIN");
+        unsetenv("MEMORY_PRESSURE_WATCH");
+        unsetenv("MEMORY_PRESSURE_WRITE");
+        unsetenv("RECLAIM_PRESSURE");
+        if (limit)
+            setenv("RECLAIM_LIMIT", limit, 1);
+        else
+            unsetenv("RECLAIM_LIMIT");
+        execv(path, argv);
+        _exit(121);
+    }
+    close(p[1]);
+    cg.pids[cg.npids++] = pid;
+    *out_fd = p[0];
+    return pid;
+}
+
+/* One line from the child, within ms; "" at end of stream or time out. */
+static void read_line(int fd, char *buf, size_t len, long ms)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (n + 1 < len) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left = ms - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+        char c;
+        if (read(fd, &c, 1) != 1)
+            break;
+        if (c == '\n')
+            break;
+        buf[n++] = c;
+        buf[n] = '\0';
+    }
+}
+
+/* Waits for the child (bounded; killed when it overstays) and forgets it. */
+static int reap(pid_t pid, long ms)
+{
+    int status = 0;
+    for (long t = 0; t < ms; t += 20) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            goto done;
+        test_sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    fail_msg("child %d did not finish in %ld ms", (int)pid, ms);
+done:
+    for (int i = 0; i < cg.npids; i++)
+        if (cg.pids[i] == pid)
+            cg.pids[i] = cg.pids[--cg.npids];
+    return status;
+}
+
+static unsigned long long field(const char *line, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof(k), " %s=", key);
+    const char *p = strstr(line, k);
+    if (!p)
+        fail_msg("no %s in \"%s\"", key, line);
+    return strtoull(p + strlen(k), NULL, 10);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cases                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The whole point: a cache that wants 1 GiB in a 128 MiB cgroup lives
+ * within it, because the budget follows the cgroup and the shrinker gives
+ * memory back before the kernel has to take it. */
+static void test_cache_of_8x_the_cgroup_limit_lives_within_it(void **state)
+{
+    (void)state;
+    need_cgroup();
+    int fd;
+    char *const argv[] = { "cgroup_cache", "cache", "1024", NULL };
+    pid_t pid = spawn(&fd, NULL, argv);
+    char line[512];
+    read_line(fd, line, sizeof(line), 40000);
+    int status = reap(pid, 10000);
+    close(fd);
+    print_message("child: %s\n", line);
+    if (cg.version == 1)
+        print_message("cgroup peak usage: %lld of %zu bytes\n",
+                      read_num("memory.max_usage_in_bytes"), CG_LIMIT);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(field(line, "failures"), 0);
+    assert_int_equal(field(line, "inserted"), 1024 * MiB / (64 * KiB));
+    assert_true(field(line, "evicted") >= (1024 - 128) * MiB / (64 * KiB));
+    assert_true(field(line, "limit") < CG_LIMIT);         /* the cgroup's, less the margin */
+    assert_true(field(line, "limit") >= CG_LIMIT / 2);
+    assert_int_equal(oom_kills(), 0);
+}
+
+/* The control: the same cache, its budget set to what it wants and no
+ * shrinker, is killed by the kernel's OOM killer. Without this the first
+ * case would prove nothing. */
+static void test_same_cache_without_reclaim_is_oom_killed(void **state)
+{
+    (void)state;
+    need_cgroup();
+    int fd;
+    char *const argv[] = { "cgroup_cache", "noshrink", "1024", NULL };
+    pid_t pid = spawn(&fd, "1G", argv);
+    char line[512];
+    read_line(fd, line, sizeof(line), 40000);
+    int status = reap(pid, 10000);
+    close(fd);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    assert_true(oom_kills() >= 1);
+}
+
+/* With the automatic limit but nothing to shrink, the budget says no
+ * before the kernel has to: allocations fail, the program lives. */
+static void test_budget_without_shrinker_fails_allocations_not_the_process(void **state)
+{
+    (void)state;
+    need_cgroup();
+    int fd;
+    char *const argv[] = { "cgroup_cache", "noshrink", "512", NULL };
+    pid_t pid = spawn(&fd, NULL, argv);
+    char line[512];
+    read_line(fd, line, sizeof(line), 40000);
+    int status = reap(pid, 10000);
+    close(fd);
+    print_message("child: %s\n", line);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    assert_true(field(line, "failures") > 0);
+    assert_true(field(line, "usage") <= field(line, "limit"));
+    assert_int_equal(oom_kills(), 0);
+}
+
+/* Another process fills the cgroup: the cgroup's usage nears its limit
+ * while the library holds 48 MiB of a ~112 MiB budget. The library sees
+ * it (cgroup usage against its limit) and shrinks its cache by the step;
+ * nobody is killed. */
+static void test_pressure_from_another_process_shrinks_the_cache(void **state)
+{
+    (void)state;
+    need_cgroup();
+    int cfd, hfd;
+    char *const cargv[] = { "cgroup_cache", "hold", "48", "20", NULL };
+    pid_t cache_pid = spawn(&cfd, NULL, cargv);
+    char line[512];
+    read_line(cfd, line, sizeof(line), 20000);
+    print_message("cache: %s\n", line);
+    assert_non_null(strstr(line, "filled"));
+    assert_int_equal(field(line, "failures"), 0);
+    size_t usage = field(line, "usage"), limit = field(line, "limit");
+    assert_true(usage + usage / 2 < limit);               /* own budget far from reached */
+    unsigned long full = field(line, "count");
+
+    char usage_file[PATH_MAX + 32], lim[32], room[32];
+    snprintf(usage_file, sizeof(usage_file), "%s/%s", cg.dir,
+             cg.version == 1 ? "memory.usage_in_bytes" : "memory.current");
+    snprintf(lim, sizeof(lim), "%zu", CG_LIMIT);
+    snprintf(room, sizeof(room), "%zu", 3 * MiB);
+    char *const hargv[] = { "cgroup_cache", "hog", usage_file, lim, room, NULL };
+    pid_t hog = spawn(&hfd, NULL, hargv);
+    char hline[256];
+    read_line(hfd, hline, sizeof(hline), 20000);
+    print_message("hog: %s\n", hline);
+    assert_non_null(strstr(hline, "hogging"));
+
+    read_line(cfd, line, sizeof(line), 20000);
+    print_message("cache: %s\n", line);
+    assert_non_null(strstr(line, "shrunk"));
+    assert_null(strstr(line, "unshrunk"));
+    assert_true(field(line, "count") < full);
+    int status = reap(cache_pid, 10000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(waitpid(hog, &status, WNOHANG), 0);  /* the hog lives too */
+    assert_int_equal(oom_kills(), 0);
+    close(cfd);
+    close(hfd);
+}
+
+RUN_TESTS(
+    E(test_cache_of_8x_the_cgroup_limit_lives_within_it),
+    E(test_same_cache_without_reclaim_is_oom_killed),
+    E(test_budget_without_shrinker_fails_allocations_not_the_process),
+    E(test_pressure_from_another_process_shrinks_the_cache),
+)

@@ -1,0 +1,219 @@
+/*
+ * test_context.c - a reclaim context captured in one thread and adopted in
+ * another (seed 004: "Don't we need to convey PF_MEMALLOC_NOFS/
+ * PF_MEMALLOC_NOIO flags to APIs which interact with other threads?").
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+
+/* Runs fn in a fresh thread and waits for it. */
+static void in_other_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fn, arg), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+struct seen {
+    const struct rcl_context *ctx;
+    unsigned before, during, after;
+    rcl_gfp_t gfp;
+    void *journal_during, *journal_after;
+};
+
+static void *adopt_main(void *arg)
+{
+    struct seen *s = arg;
+    struct rcl_context saved;
+    s->before = rcl_scope_current();
+    rcl_context_adopt(s->ctx, &saved);
+    s->during = rcl_scope_current();
+    s->gfp = rcl_current_gfp(RCL_DEFAULT);
+    s->journal_during = rcl_journal_info();
+    rcl_context_restore(&saved);
+    s->after = rcl_scope_current();
+    s->journal_after = rcl_journal_info();
+    return NULL;
+}
+
+static void test_adopting_a_context_carries_its_scope_to_another_thread(void **state)
+{
+    (void)state;
+    struct rcl_context ctx;
+    unsigned saved = rcl_nofs_save();
+    rcl_context_capture(&ctx);
+    rcl_nofs_restore(saved);
+
+    struct seen s = { .ctx = &ctx };
+    in_other_thread(adopt_main, &s);
+    assert_int_equal(s.before, 0);
+    assert_int_equal(s.during, RCL_SCOPE_NOFS);
+    assert_int_equal(s.gfp, RCL_NOFS);
+    assert_int_equal(s.after, 0);
+}
+
+static void test_journal_cookie_travels_and_is_restored(void **state)
+{
+    (void)state;
+    static int cookie;
+    struct rcl_context ctx;
+    void *old = rcl_journal_info_set(&cookie);
+    rcl_context_capture(&ctx);
+    rcl_journal_info_set(old);
+
+    struct seen s = { .ctx = &ctx };
+    in_other_thread(adopt_main, &s);
+    assert_ptr_equal(s.journal_during, &cookie);
+    assert_null(s.journal_after);
+}
+
+/* Adopting only ever adds restrictions: the thread's own scope stays. */
+static void test_adopting_only_adds_restrictions(void **state)
+{
+    (void)state;
+    struct rcl_context nofs, saved;
+    unsigned s = rcl_nofs_save();
+    rcl_context_capture(&nofs);
+    rcl_nofs_restore(s);
+
+    unsigned own = rcl_nowait_save();
+    rcl_context_adopt(&nofs, &saved);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT);
+    rcl_context_restore(&saved);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOWAIT);
+    rcl_nowait_restore(own);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* Adopt/restore pairs nest, each restore returning to its own adopt. */
+static void test_adopt_restore_pairs_nest(void **state)
+{
+    (void)state;
+    struct rcl_context nofs, noio, outer, inner;
+    unsigned s = rcl_nofs_save();
+    rcl_context_capture(&nofs);
+    rcl_nofs_restore(s);
+    s = rcl_noio_save();
+    rcl_context_capture(&noio);
+    rcl_noio_restore(s);
+
+    rcl_context_adopt(&nofs, &outer);
+    rcl_context_adopt(&noio, &inner);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS | RCL_SCOPE_NOIO);
+    rcl_context_restore(&inner);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_context_restore(&outer);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* Restoring returns exactly to the saved state, even when the code in
+ * between changed the scope and did not undo it. */
+static void test_restore_returns_exactly_to_the_saved_state(void **state)
+{
+    (void)state;
+    struct rcl_context ctx, saved;
+    unsigned s = rcl_nofs_save();
+    rcl_context_capture(&ctx);
+    rcl_nofs_restore(s);
+
+    rcl_context_adopt(&ctx, &saved);
+    (void)rcl_noio_save();              /* never restored by its owner */
+    (void)rcl_nowait_save();
+    rcl_context_restore(&saved);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* "This thread is reclaiming" describes the thread, not the work: another
+ * thread doing the work is not reclaiming. */
+static void test_noreclaim_does_not_travel(void **state)
+{
+    (void)state;
+    struct rcl_context ctx;
+    unsigned s = rcl_scope_save(RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOIO);
+    rcl_context_capture(&ctx);
+    rcl_scope_restore(s);
+
+    struct seen x = { .ctx = &ctx };
+    in_other_thread(adopt_main, &x);
+    assert_int_equal(x.during, RCL_SCOPE_NOIO);
+}
+
+/* The entered domains travel too: a thread that adopted a context inside
+ * domain fs0 skips fs0's shrinker when it reclaims. */
+static atomic_int fs0_scans;
+static unsigned long fs0_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1000;
+}
+static unsigned long fs0_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    atomic_fetch_add(&fs0_scans, 1);
+    sc->nr_scanned = sc->nr_to_scan;
+    return RCL_SHRINK_STOP;
+}
+
+static void *reclaim_in_ctx_main(void *arg)
+{
+    struct seen *s = arg;
+    struct rcl_context saved;
+    rcl_context_adopt(s->ctx, &saved);
+    rcl_reclaim(64 * KiB, RCL_DEFAULT);
+    rcl_context_restore(&saved);
+    return NULL;
+}
+
+static void test_entered_domains_travel(void **state)
+{
+    (void)state;
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    assert_non_null(d);
+    static const struct rcl_shrinker_ops ops = { fs0_count, fs0_scan };
+    struct rcl_shrinker_opts opts = { .domain = d };
+    struct rcl_shrinker *sh = rcl_shrinker_register("fs0-cache", &ops, NULL, &opts);
+    assert_non_null(sh);
+
+    struct rcl_context inside, outside;
+    unsigned tok = rcl_domain_enter(d);
+    rcl_context_capture(&inside);
+    rcl_domain_exit(tok);
+    rcl_context_capture(&outside);
+
+    atomic_store(&fs0_scans, 0);
+    struct seen s = { .ctx = &inside };
+    in_other_thread(reclaim_in_ctx_main, &s);
+    assert_int_equal(atomic_load(&fs0_scans), 0);
+
+    s.ctx = &outside;
+    in_other_thread(reclaim_in_ctx_main, &s);
+    assert_true(atomic_load(&fs0_scans) > 0);
+
+    rcl_shrinker_unregister(sh);
+    rcl_domain_destroy(d);
+}
+
+static void test_null_contexts_are_reported_not_a_crash(void **state)
+{
+    (void)state;
+    struct rcl_context ctx;
+    rcl_context_capture(NULL);                  /* nothing to write to: no-op */
+    rcl_context_capture(&ctx);
+    rcl_context_adopt(NULL, &ctx);
+    rcl_context_adopt(&ctx, NULL);
+    rcl_context_restore(NULL);
+    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+RUN_TESTS(
+    T(test_adopting_a_context_carries_its_scope_to_another_thread),
+    T(test_journal_cookie_travels_and_is_restored),
+    T(test_adopting_only_adds_restrictions),
+    T(test_adopt_restore_pairs_nest),
+    T(test_restore_returns_exactly_to_the_saved_state),
+    T(test_noreclaim_does_not_travel),
+    T(test_entered_domains_travel),
+    T(test_null_contexts_are_reported_not_a_crash),
+)

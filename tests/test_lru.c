@@ -1,0 +1,781 @@
+/*
+ * test_lru.c - the shrinkable LRU (the kernel's list_lru): order, the walk's
+ * four answers, the count, the one-call shrinker, the header's example, and
+ * concurrent use.
+ */
+#include "helpers.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+
+/* ------------------------------------------------------------------------ */
+/* The header's example, verbatim: test_header_example_matches_this_copy()  */
+/* checks that include/reclaim.h says exactly this, so what the header     */
+/* shows is what compiles here.                                              */
+/* ------------------------------------------------------------------------ */
+/* The example's functions are not static (a user's would live in their own
+ * file); declared here to satisfy -Wmissing-prototypes. */
+int cache_init(void);
+int cache_get(unsigned key);
+void cache_exit(void);
+
+/* --- example begin */
+#include <pthread.h>
+#include <reclaim.h>
+
+#define NBUCKETS 256
+struct obj {
+    struct rcl_lru_node lru;   // on the LRU while cached
+    struct obj *hnext;         // hash chain, under table_lock
+    unsigned key;
+    int referenced;            // second chance, under table_lock
+    char payload[1000];
+};
+static struct obj *table[NBUCKETS];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rcl_lru *lru;
+
+// Under the LRU lock: decide, unhash, never free. Lookups take
+// table_lock and then the LRU lock, so here it is only tried.
+static enum rcl_lru_walk obj_isolate(struct rcl_lru_node *n, void *arg)
+{
+    struct obj *o = RCL_LRU_ENTRY(n, struct obj, lru), **pp;
+    (void)arg;
+    if (pthread_mutex_trylock(&table_lock) != 0)
+        return RCL_LRU_SKIP;
+    if (o->referenced) {
+        o->referenced = 0;
+        pthread_mutex_unlock(&table_lock);
+        return RCL_LRU_ROTATE;
+    }
+    for (pp = &table[o->key % NBUCKETS]; *pp != o; pp = &(*pp)->hnext)
+        ;
+    *pp = o->hnext;            // no lookup can find it any more
+    pthread_mutex_unlock(&table_lock);
+    return RCL_LRU_REMOVED;
+}
+
+// After the LRU lock is dropped: the object is ours alone.
+static void obj_free(struct rcl_lru_node *n, void *arg)
+{
+    (void)arg;
+    rcl_free(RCL_LRU_ENTRY(n, struct obj, lru));
+}
+
+int cache_init(void)
+{
+    lru = rcl_lru_create();
+    if (!lru || !rcl_lru_shrinker(lru, "obj-cache", obj_isolate, obj_free, NULL, NULL))
+        return -1;
+    return 0;
+}
+
+// 1 when the key was cached, 0 when it has been added now, -1 on error.
+int cache_get(unsigned key)
+{
+    struct obj *o;
+    pthread_mutex_lock(&table_lock);
+    for (o = table[key % NBUCKETS]; o && o->key != key; o = o->hnext)
+        ;
+    if (o)
+        o->referenced = 1;
+    pthread_mutex_unlock(&table_lock);
+    if (o)
+        return 1;
+    o = rcl_alloc(sizeof(*o), RCL_DEFAULT);   // may run the shrinker
+    if (!o)
+        return -1;
+    rcl_lru_node_init(&o->lru);
+    o->key = key;
+    o->referenced = 0;
+    pthread_mutex_lock(&table_lock);
+    o->hnext = table[key % NBUCKETS];
+    table[key % NBUCKETS] = o;
+    rcl_lru_add(lru, &o->lru);
+    pthread_mutex_unlock(&table_lock);
+    return 0;
+}
+
+void cache_exit(void)
+{
+    struct rcl_lru_node dispose, *n;
+    rcl_lru_list_init(&dispose);
+    while (rcl_lru_count(lru)) {
+        rcl_lru_walk(lru, obj_isolate, NULL, ~0UL, &dispose);
+        while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+            obj_free(n, NULL);
+    }
+    rcl_lru_destroy(lru);
+}
+/* --- example end */
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct item {
+    struct rcl_lru_node node;
+    int id;
+};
+
+static void items_init(struct item *it, int n)
+{
+    for (int i = 0; i < n; i++) {
+        rcl_lru_node_init(&it[i].node);
+        it[i].id = i;
+    }
+}
+
+/* Records the order a walk visits items in. */
+struct visit_log {
+    int ids[64];
+    int n;
+    enum rcl_lru_walk answer[64];   /* by id */
+};
+
+static enum rcl_lru_walk log_isolate(struct rcl_lru_node *n, void *arg)
+{
+    struct visit_log *log = arg;
+    int id = RCL_LRU_ENTRY(n, struct item, node)->id;
+    log->ids[log->n++] = id;
+    return log->answer[id];
+}
+
+static int drain_ids(struct rcl_lru_node *dispose, int *ids, int max)
+{
+    int n = 0;
+    struct rcl_lru_node *x;
+    while ((x = rcl_lru_list_pop(dispose)) != NULL)
+        if (n < max)
+            ids[n++] = RCL_LRU_ENTRY(x, struct item, node)->id;
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Adding, removing, counting                                                */
+/* ------------------------------------------------------------------------ */
+
+static void test_add_counts_each_item_once(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[3];
+    items_init(it, 3);
+    assert_non_null(l);
+    assert_int_equal(rcl_lru_add(l, &it[0].node), 1);
+    assert_int_equal(rcl_lru_add(l, &it[1].node), 1);
+    assert_int_equal(rcl_lru_add(l, &it[1].node), 0);   /* already there */
+    assert_int_equal(rcl_lru_count(l), 2);
+    assert_int_equal(rcl_lru_del(l, &it[0].node), 1);
+    assert_int_equal(rcl_lru_del(l, &it[1].node), 1);
+    assert_int_equal(rcl_lru_count(l), 0);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+/* list_lru_del() returns false for an item already gone: whoever removed it
+ * first owns it. */
+static void test_del_of_absent_item_says_so(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[1];
+    items_init(it, 1);
+    assert_int_equal(rcl_lru_del(l, &it[0].node), 0);
+    rcl_lru_add(l, &it[0].node);
+    assert_int_equal(rcl_lru_del(l, &it[0].node), 1);
+    assert_int_equal(rcl_lru_del(l, &it[0].node), 0);
+    assert_null(it[0].node.next);
+    rcl_lru_destroy(l);
+}
+
+static void test_walk_visits_oldest_first(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[5];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    items_init(it, 5);
+    for (int i = 0; i < 5; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = RCL_LRU_SKIP;
+    }
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 0);
+    assert_int_equal(log.n, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(log.ids[i], i);
+    for (int i = 0; i < 5; i++)
+        rcl_lru_del(l, &it[i].node);
+    rcl_lru_destroy(l);
+}
+
+static void test_touch_makes_item_the_newest(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[3];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    items_init(it, 3);
+    for (int i = 0; i < 3; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = RCL_LRU_SKIP;
+    }
+    assert_int_equal(rcl_lru_touch(l, &it[0].node), 1);
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(l, log_isolate, &log, 100, &dispose);
+    assert_int_equal(log.ids[0], 1);
+    assert_int_equal(log.ids[1], 2);
+    assert_int_equal(log.ids[2], 0);
+    for (int i = 0; i < 3; i++)
+        rcl_lru_del(l, &it[i].node);
+    assert_int_equal(rcl_lru_touch(l, &it[0].node), 0);   /* not on the LRU */
+    rcl_lru_destroy(l);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The walk's answers (list_lru's LRU_REMOVED / LRU_ROTATE / LRU_SKIP /     */
+/* LRU_STOP)                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[4];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    int ids[4];
+    items_init(it, 4);
+    for (int i = 0; i < 4; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = (i % 2) ? RCL_LRU_REMOVED : RCL_LRU_SKIP;
+    }
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 2);
+    assert_int_equal(rcl_lru_count(l), 2);
+    assert_int_equal(drain_ids(&dispose, ids, 4), 2);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 3);
+    assert_null(it[1].node.next);               /* popped: on no list */
+    assert_int_equal(rcl_lru_add(l, &it[1].node), 1);   /* reusable */
+    for (int i = 0; i < 4; i++)
+        rcl_lru_del(l, &it[i].node);
+    rcl_lru_destroy(l);
+}
+
+/* LRU_ROTATE is the second chance: the item moves to the hot end and is
+ * not visited again by the same walk. */
+static void test_walk_rotate_gives_second_chance(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[3];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    items_init(it, 3);
+    for (int i = 0; i < 3; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = RCL_LRU_ROTATE;
+    }
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 0);
+    assert_int_equal(log.n, 3);                 /* each once, no endless loop */
+    /* order unchanged by rotating every item once */
+    log.n = 0;
+    log.answer[0] = RCL_LRU_ROTATE;
+    log.answer[1] = log.answer[2] = RCL_LRU_SKIP;
+    rcl_lru_walk(l, log_isolate, &log, 1, &dispose);   /* rotates item 0 */
+    log.n = 0;
+    log.answer[0] = RCL_LRU_SKIP;
+    rcl_lru_walk(l, log_isolate, &log, 100, &dispose);
+    assert_int_equal(log.ids[0], 1);
+    assert_int_equal(log.ids[2], 0);
+    for (int i = 0; i < 3; i++)
+        rcl_lru_del(l, &it[i].node);
+    rcl_lru_destroy(l);
+}
+
+static void test_walk_stop_ends_the_walk_and_keeps_the_item(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[4];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    items_init(it, 4);
+    for (int i = 0; i < 4; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = RCL_LRU_REMOVED;
+    }
+    log.answer[2] = RCL_LRU_STOP;
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 2);
+    assert_int_equal(log.n, 3);
+    assert_int_equal(rcl_lru_count(l), 2);
+    assert_non_null(it[2].node.next);
+    int ids[4];
+    drain_ids(&dispose, ids, 4);
+    rcl_lru_del(l, &it[2].node);
+    rcl_lru_del(l, &it[3].node);
+    rcl_lru_destroy(l);
+}
+
+/* list_lru_walk(): every item visited costs one of nr_to_walk, whatever
+ * the callback answered. */
+static void test_walk_is_bounded_by_nr_to_walk(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[10];
+    struct visit_log log = { .n = 0 };
+    struct rcl_lru_node dispose;
+    items_init(it, 10);
+    for (int i = 0; i < 10; i++) {
+        rcl_lru_add(l, &it[i].node);
+        log.answer[i] = (i < 3) ? RCL_LRU_SKIP : RCL_LRU_REMOVED;
+    }
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 5, &dispose), 2);
+    assert_int_equal(log.n, 5);
+    int ids[10];
+    assert_int_equal(drain_ids(&dispose, ids, 10), 2);
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, NULL, NULL, ~0UL, &dispose), 8);   /* NULL: remove all */
+    assert_int_equal(rcl_lru_count(l), 0);
+    drain_ids(&dispose, ids, 10);
+    rcl_lru_destroy(l);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad input                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void test_bad_input_is_refused(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[1];
+    struct rcl_lru_node dispose = { NULL, NULL };   /* not initialised */
+    items_init(it, 1);
+    assert_int_equal(rcl_lru_add(NULL, &it[0].node), -EINVAL);
+    assert_int_equal(rcl_lru_add(l, NULL), -EINVAL);
+    assert_int_equal(rcl_lru_del(NULL, &it[0].node), -EINVAL);
+    assert_int_equal(rcl_lru_touch(l, NULL), -EINVAL);
+    assert_int_equal(rcl_lru_count(NULL), 0);
+    assert_int_equal(rcl_lru_destroy(NULL), -EINVAL);
+    errno = 0;
+    assert_int_equal(rcl_lru_walk(l, NULL, NULL, 1, &dispose), 0);
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_int_equal(rcl_lru_walk(NULL, NULL, NULL, 1, &dispose), 0);
+    assert_int_equal(errno, EINVAL);
+    assert_null(rcl_lru_list_pop(&dispose));
+    errno = 0;
+    assert_null(rcl_lru_shrinker(l, NULL, NULL, NULL, NULL, NULL));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+/* Destroying an LRU that still holds items would leave them pointing into
+ * freed memory: refused, reported, the LRU stays usable. */
+static void test_destroy_of_nonempty_lru_is_refused(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    struct item it[1];
+    items_init(it, 1);
+    rcl_lru_add(l, &it[0].node);
+    unsigned before = test_report_count();
+    assert_int_equal(rcl_lru_destroy(l), -EBUSY);
+    assert_int_equal(test_report_count(), before + 1);
+    assert_int_equal(rcl_lru_count(l), 1);
+    rcl_lru_del(l, &it[0].node);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The shrinker                                                              */
+/* ------------------------------------------------------------------------ */
+
+struct blob {
+    struct rcl_lru_node node;
+    char data[4096 - sizeof(struct rcl_lru_node)];
+};
+
+static _Atomic unsigned long blobs_freed;
+
+static void blob_free(struct rcl_lru_node *n, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&blobs_freed, 1);
+    rcl_free(RCL_LRU_ENTRY(n, struct blob, node));
+}
+
+static void fill_blobs(struct rcl_lru *l, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct blob *b = rcl_alloc(sizeof(*b), RCL_DEFAULT);
+        assert_non_null(b);
+        rcl_lru_node_init(&b->node);
+        assert_int_equal(rcl_lru_add(l, &b->node), 1);
+    }
+}
+
+static void empty_blobs(struct rcl_lru *l)
+{
+    struct rcl_lru_node dispose, *n;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(l, NULL, NULL, ~0UL, &dispose);
+    while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+        blob_free(n, NULL);
+}
+
+static void test_shrinker_frees_oldest_items_on_reclaim(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "test-lru", NULL, blob_free, NULL, NULL));
+    fill_blobs(l, 1000);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+    atomic_store(&blobs_freed, 0);
+    size_t freed = rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    rcl_usage_sync();
+    assert_true(freed >= 1 * MiB);
+    assert_true(atomic_load(&blobs_freed) >= 256);
+    assert_int_equal(rcl_lru_count(l), 1000 - atomic_load(&blobs_freed));
+    assert_true(rcl_usage() <= before - 1 * MiB);
+    empty_blobs(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+/* A shrinker with nothing to give says so (the kernel's SHRINK_EMPTY), and
+ * reclaim frees nothing. */
+static void test_shrinker_of_empty_lru_frees_nothing(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "empty-lru", NULL, blob_free, NULL, NULL));
+    assert_int_equal(rcl_reclaim(1 * MiB, RCL_DEFAULT), 0);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+static void test_second_shrinker_for_one_lru_is_refused(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "one", NULL, blob_free, NULL, NULL));
+    errno = 0;
+    assert_null(rcl_lru_shrinker(l, "two", NULL, blob_free, NULL, NULL));
+    assert_int_equal(errno, EBUSY);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+/* After rcl_lru_destroy() the shrinker is gone: reclaim does not call it. */
+static void test_destroy_unregisters_the_shrinker(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "gone", NULL, blob_free, NULL, NULL));
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.nr_shrinkers, 1);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+    rcl_stats_get(&st);
+    assert_int_equal(st.nr_shrinkers, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The header's example                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The example works as a cache: with a budget too small for every key, the
+ * shrinker keeps it inside, hot keys survive (second chance), nothing
+ * fails, and cache_exit() gives everything back. */
+static void test_header_example_caches_within_budget(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    assert_int_equal(test_init(1 * MiB), 0);
+    assert_int_equal(cache_init(), 0);
+    int hot_hits = 0;
+    for (unsigned k = 0; k < 5000; k++) {
+        assert_int_not_equal(cache_get(k), -1);
+        if (k % 50 == 0)
+            hot_hits += cache_get(7) == 1;      /* a key used all along */
+    }
+    assert_true(rcl_lru_count(lru) < 5000);
+    assert_true(rcl_lru_count(lru) > 0);
+    assert_true(hot_hits > 80);
+    cache_exit();
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    for (unsigned b = 0; b < NBUCKETS; b++)
+        assert_null(table[b]);
+}
+
+/* The repository root, from this program's path: BUILD/tests/test_lru. */
+static int repo_path(char *out, size_t len, const char *rel)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    for (int up = 0; up < 3; up++) {
+        char *s = strrchr(exe, '/');
+        if (!s)
+            return -1;
+        *s = '\0';
+    }
+    return snprintf(out, len, "%s/%s", exe, rel) < (int)len ? 0 : -1;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    static char buf[2][256 * 1024];
+    static int which;
+    char *b = buf[which++ & 1];
+    size_t n = fread(b, 1, sizeof(buf[0]) - 1, f);
+    b[n] = '\0';
+    fclose(f);
+    return b;
+}
+
+/* The text between the markers, each line with `strip` characters of
+ * prefix removed (" * " in the header, none here). */
+static void extract(const char *text, size_t strip, char *out, size_t len)
+{
+    const char *b = strstr(text, "--- example begin");
+    const char *e = b ? strstr(b, "--- example end") : NULL;
+    out[0] = '\0';
+    assert_non_null(e);
+    b = strchr(b, '\n') + 1;
+    while (b < e && strchr(b, '\n') && strchr(b, '\n') < e) {
+        const char *nl = strchr(b, '\n');
+        size_t l = (size_t)(nl - b);
+        const char *s = b;
+        if (l >= strip) {
+            s += strip;
+            l -= strip;
+        } else {
+            l = 0;     /* " *" alone: an empty line */
+        }
+        size_t have = strlen(out);
+        if (have + l + 2 < len) {
+            memcpy(out + have, s, l);
+            out[have + l] = '\n';
+            out[have + l + 1] = '\0';
+        }
+        b = nl + 1;
+    }
+}
+
+static void test_header_example_matches_this_copy(void **state)
+{
+    (void)state;
+    char hpath[PATH_MAX], tpath[PATH_MAX];
+    if (repo_path(hpath, sizeof(hpath), "include/reclaim.h") ||
+        repo_path(tpath, sizeof(tpath), "tests/test_lru.c"))
+        skip();
+    char *h = slurp(hpath), *t = slurp(tpath);
+    if (!h || !t) {
+        print_message("sources not found beside the build; skipped\n");
+        skip();
+    }
+    static char hx[16384], tx[16384];
+    extract(h, 7, hx, sizeof(hx));     /* " *     " */
+    extract(t, 0, tx, sizeof(tx));
+    assert_true(strlen(tx) > 1000);
+    assert_string_equal(hx, tx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Concurrency                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Owners add, delete and touch their own items while walkers isolate them
+ * and hand them back. The ownership protocol is the example's: an owner
+ * decides under its own lock; the isolate callback only trylocks it. An
+ * item's state (0 off, 1 on the LRU, 2 isolated by a walker) is written
+ * only under the owner's lock, so the final count must match exactly.
+ */
+#define OWNERS 4
+#define PER_OWNER 64
+
+struct sitem {
+    struct rcl_lru_node node;
+    int owner;
+    int state;
+};
+struct owner {
+    pthread_mutex_t lock;
+    struct sitem items[PER_OWNER];
+    unsigned seed;
+};
+static struct owner owners[OWNERS];
+static struct rcl_lru *slru;
+static _Atomic int stress_stop;
+
+static enum rcl_lru_walk stress_isolate(struct rcl_lru_node *n, void *arg)
+{
+    unsigned *seed = arg;
+    struct sitem *it = RCL_LRU_ENTRY(n, struct sitem, node);
+    struct owner *o = &owners[it->owner];
+    if (pthread_mutex_trylock(&o->lock) != 0)
+        return RCL_LRU_SKIP;
+    enum rcl_lru_walk r;
+    switch (rand_r(seed) % 8) {
+    case 0: r = RCL_LRU_ROTATE; break;
+    case 1: r = RCL_LRU_SKIP; break;
+    case 2: r = RCL_LRU_STOP; break;
+    default: r = RCL_LRU_REMOVED; it->state = 2; break;
+    }
+    pthread_mutex_unlock(&o->lock);
+    return r;
+}
+
+static void *stress_owner(void *arg)
+{
+    struct owner *o = arg;
+    for (int i = 0; i < test_scale(40000); i++) {
+        struct sitem *it = &o->items[rand_r(&o->seed) % PER_OWNER];
+        int op = rand_r(&o->seed) % 3;
+        pthread_mutex_lock(&o->lock);
+        if (it->state == 0 && op != 2) {
+            assert_int_equal(rcl_lru_add(slru, &it->node), 1);
+            it->state = 1;
+        } else if (it->state == 1 && op == 0) {
+            assert_int_equal(rcl_lru_del(slru, &it->node), 1);
+            it->state = 0;
+        } else if (it->state == 1) {
+            assert_int_equal(rcl_lru_touch(slru, &it->node), 1);
+        }
+        pthread_mutex_unlock(&o->lock);
+    }
+    return NULL;
+}
+
+static void *stress_walker(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    struct rcl_lru_node dispose, *n;
+    while (!atomic_load(&stress_stop)) {
+        rcl_lru_list_init(&dispose);
+        rcl_lru_walk(slru, stress_isolate, &seed, 1 + rand_r(&seed) % 32, &dispose);
+        while ((n = rcl_lru_list_pop(&dispose)) != NULL) {
+            struct sitem *it = RCL_LRU_ENTRY(n, struct sitem, node);
+            pthread_mutex_lock(&owners[it->owner].lock);
+            assert_int_equal(it->state, 2);
+            it->state = 0;                 /* back to its owner */
+            pthread_mutex_unlock(&owners[it->owner].lock);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_owners_and_walkers_keep_count_exact(void **state)
+{
+    (void)state;
+    slru = rcl_lru_create();
+    atomic_store(&stress_stop, 0);
+    for (int o = 0; o < OWNERS; o++) {
+        pthread_mutex_init(&owners[o].lock, NULL);
+        owners[o].seed = 12345u + (unsigned)o;
+        for (int i = 0; i < PER_OWNER; i++) {
+            rcl_lru_node_init(&owners[o].items[i].node);
+            owners[o].items[i].owner = o;
+            owners[o].items[i].state = 0;
+        }
+    }
+    pthread_t ot[OWNERS], wt[2];
+    for (int w = 0; w < 2; w++)
+        pthread_create(&wt[w], NULL, stress_walker, (void *)(uintptr_t)(777 + w));
+    for (int o = 0; o < OWNERS; o++)
+        pthread_create(&ot[o], NULL, stress_owner, &owners[o]);
+    for (int o = 0; o < OWNERS; o++)
+        pthread_join(ot[o], NULL);
+    atomic_store(&stress_stop, 1);
+    for (int w = 0; w < 2; w++)
+        pthread_join(wt[w], NULL);
+    unsigned long on = 0;
+    for (int o = 0; o < OWNERS; o++)
+        for (int i = 0; i < PER_OWNER; i++) {
+            assert_int_not_equal(owners[o].items[i].state, 2);
+            on += owners[o].items[i].state == 1;
+        }
+    assert_int_equal(rcl_lru_count(slru), on);
+    struct rcl_lru_node dispose;
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(slru, NULL, NULL, ~0UL, &dispose), on);
+    while (rcl_lru_list_pop(&dispose))
+        ;
+    assert_int_equal(rcl_lru_destroy(slru), 0);
+}
+
+/* The shrinker runs from reclaim while other threads fill the cache: the
+ * budget holds and every allocation succeeds. */
+static struct rcl_lru *flru;
+
+static void *filler(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < test_scale(4000); i++) {
+        struct blob *b = rcl_alloc(sizeof(*b), RCL_DEFAULT);
+        assert_non_null(b);
+        rcl_lru_node_init(&b->node);
+        rcl_lru_add(flru, &b->node);
+        if (i % 7 == 0)
+            rcl_lru_touch(flru, &b->node);
+    }
+    return NULL;
+}
+
+static void test_concurrent_fill_under_reclaim_never_fails(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    assert_int_equal(test_init(2 * MiB), 0);
+    flru = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(flru, "fill", NULL, blob_free, NULL, NULL));
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, filler, NULL);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    rcl_usage_sync();
+    assert_true(rcl_usage() <= 2 * MiB);
+    assert_true(rcl_lru_count(flru) * sizeof(struct blob) <= 2 * MiB);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.failures, 0);
+    empty_blobs(flru);
+    assert_int_equal(rcl_lru_destroy(flru), 0);
+}
+
+RUN_TESTS(
+    T(test_add_counts_each_item_once),
+    T(test_del_of_absent_item_says_so),
+    T(test_walk_visits_oldest_first),
+    T(test_touch_makes_item_the_newest),
+    T(test_walk_removed_items_go_to_dispose_list_in_order),
+    T(test_walk_rotate_gives_second_chance),
+    T(test_walk_stop_ends_the_walk_and_keeps_the_item),
+    T(test_walk_is_bounded_by_nr_to_walk),
+    T(test_bad_input_is_refused),
+    T(test_destroy_of_nonempty_lru_is_refused),
+    T(test_shrinker_frees_oldest_items_on_reclaim),
+    T(test_shrinker_of_empty_lru_frees_nothing),
+    T(test_second_shrinker_for_one_lru_is_refused),
+    T(test_destroy_unregisters_the_shrinker),
+    T(test_header_example_caches_within_budget),
+    T(test_header_example_matches_this_copy),
+    T(test_concurrent_owners_and_walkers_keep_count_exact),
+    T(test_concurrent_fill_under_reclaim_never_fails),
+)

@@ -1,0 +1,605 @@
+/*
+ * test_mempool.c - mempools: the kernel's allocation order, a reserve that
+ * is charged when the pool is made, waiting that never loses a wake-up,
+ * resizing under load, and destroy that cannot pull memory from under its
+ * users.
+ */
+#include "helpers.h"
+#include "internal.h"
+
+#include <sched.h>
+#include <stdatomic.h>
+
+/* Fills the budget down to its min watermark with memory no shrinker can
+ * give back, so that ordinary allocations fail and only reserves help. */
+static void *fill_budget(void)
+{
+    rcl_usage_sync();
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    size_t room = st.limit - rcl_usage() - st.wmark_min;
+    void *p = rcl_alloc(room, RCL_NOWAIT);
+    assert_non_null(p);
+    rcl_usage_sync();
+    return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A backing allocator that records the flags it is called with              */
+/* ------------------------------------------------------------------------ */
+
+#define MAX_CALLS 64
+struct recorder {
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    int             fail;             /* allocations fail while set */
+    unsigned        ncalls;
+    rcl_gfp_t       calls[MAX_CALLS];
+    unsigned        frees;
+    int             full_seen;        /* called with DIRECT_RECLAIM once */
+};
+
+static void *rec_alloc(rcl_gfp_t gfp, void *data)
+{
+    struct recorder *r = data;
+    pthread_mutex_lock(&r->lock);
+    if (r->ncalls < MAX_CALLS)
+        r->calls[r->ncalls] = gfp;
+    r->ncalls++;
+    if (gfp & RCL__DIRECT_RECLAIM) {
+        r->full_seen = 1;
+        pthread_cond_broadcast(&r->cond);
+    }
+    int fail = r->fail;
+    pthread_mutex_unlock(&r->lock);
+    return fail ? NULL : malloc(64);
+}
+
+static void rec_free(void *elem, void *data)
+{
+    struct recorder *r = data;
+    pthread_mutex_lock(&r->lock);
+    r->frees++;
+    pthread_mutex_unlock(&r->lock);
+    free(elem);
+}
+
+static void rec_init(struct recorder *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+}
+
+static void rec_set_fail(struct recorder *r, int fail)
+{
+    pthread_mutex_lock(&r->lock);
+    r->fail = fail;
+    r->ncalls = 0;
+    r->full_seen = 0;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void rec_wait_full(struct recorder *r)
+{
+    pthread_mutex_lock(&r->lock);
+    while (!r->full_seen)
+        pthread_cond_wait(&r->cond, &r->lock);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Kernel rule (mempool_init): the reserve is allocated when the pool is
+ * made, so it is there when memory is short later. */
+static void test_create_charges_the_reserve(void **state)
+{
+    (void)state;
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+    struct rcl_mempool *pool = rcl_mempool_create(8, 4096);
+    assert_non_null(pool);
+    rcl_usage_sync();
+    assert_true(rcl_usage() >= before + 8 * 4096);
+    rcl_mempool_destroy(pool);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+}
+
+static void test_create_fails_cleanly_when_reserve_cannot_be_filled(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    assert_int_equal(test_init(1 * MiB), 0);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+    errno = 0;
+    assert_null(rcl_mempool_create(64, 64 * KiB));
+    assert_int_equal(errno, ENOMEM);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+}
+
+static void test_create_rejects_bad_arguments(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    errno = 0;
+    assert_null(rcl_mempool_create(4, 0));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_mempool_create_ops(4, NULL, rec_free, &r));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_mempool_create_ops(4, rec_alloc, NULL, &r));
+    assert_int_equal(errno, EINVAL);
+}
+
+static void test_bad_pool_arguments_are_errors(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_mempool_alloc(NULL, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(rcl_mempool_resize(NULL, 4), -EINVAL);
+    rcl_mempool_destroy(NULL);                  /* no-op, as free(NULL) */
+
+    struct rcl_mempool *pool = rcl_mempool_create(2, 32);
+    assert_non_null(pool);
+    unsigned n = test_report_count();
+    rcl_mempool_free(NULL, pool);               /* no-op */
+    assert_int_equal(test_report_count(), n);
+    int x;
+    rcl_mempool_free(&x, NULL);                 /* reported, not freed */
+    assert_int_equal(test_report_count(), n + 1);
+    rcl_mempool_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The allocation order                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Kernel rule (mempool_alloc): the allocator first, with the light flags;
+ * the reserve only when it fails. */
+static void test_alloc_prefers_the_allocator_to_the_reserve(void **state)
+{
+    (void)state;
+    struct rcl_mempool *pool = rcl_mempool_create(4, 128);
+    assert_non_null(pool);
+    struct rcl_stats st;
+    void *p[16];
+    for (int i = 0; i < 16; i++)
+        assert_non_null(p[i] = rcl_mempool_alloc(pool, RCL_DEFAULT));
+    rcl_stats_get(&st);
+    assert_int_equal(st.mempool_reserve_hits, 0);
+    for (int i = 0; i < 16; i++)
+        rcl_mempool_free(p[i], pool);
+    rcl_mempool_destroy(pool);
+}
+
+struct taker {
+    struct rcl_mempool *pool;
+    rcl_gfp_t gfp;
+    void *got;
+};
+
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    t->got = rcl_mempool_alloc(t->pool, t->gfp);
+    return NULL;
+}
+
+/* Kernel rule (mempool_alloc): light flags are gfp & ~(DIRECT_RECLAIM|IO)
+ * plus NOMEMALLOC|NORETRY|NOWARN; then the reserve; then the full flags;
+ * then wait for an element to be returned. */
+static void test_alloc_follows_the_kernel_order(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+
+    rcl_gfp_t extra = RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN;
+    rcl_gfp_t light = (RCL_DEFAULT & ~(RCL__DIRECT_RECLAIM | RCL__IO)) | extra;
+    rcl_gfp_t full = RCL_DEFAULT | extra;
+
+    rec_set_fail(&r, 1);
+    void *e1 = rcl_mempool_alloc(pool, RCL_DEFAULT);   /* light, then the reserve */
+    assert_non_null(e1);
+    assert_int_equal(r.ncalls, 1);
+    assert_int_equal(r.calls[0], light);
+
+    /* Reserve empty: light, full, then the wait. */
+    rec_set_fail(&r, 1);
+    struct taker t = { pool, RCL_DEFAULT, NULL };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
+    rec_wait_full(&r);
+    rcl_mempool_free(e1, pool);        /* into the reserve: it is below min_nr */
+    pthread_join(th, NULL);
+    assert_ptr_equal(t.got, e1);
+    assert_true(r.ncalls >= 2);
+    assert_int_equal(r.calls[0], light);
+    assert_int_equal(r.calls[1], full);
+
+    rcl_mempool_free(t.got, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(r.frees, 1);
+}
+
+/* Kernel rule: the pool, not the budget's reserve, is this path's reserve
+ * (NOMEMALLOC), and with the budget full the pool still hands out its
+ * elements. */
+static void test_alloc_uses_the_reserve_when_the_budget_is_full(void **state)
+{
+    (void)state;
+    struct rcl_mempool *pool = rcl_mempool_create(4, 256);
+    assert_non_null(pool);
+    void *fill = fill_budget();
+    void *p[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(p[i] = rcl_mempool_alloc(pool, RCL_NOWAIT));
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.mempool_reserve_hits, 4);
+    for (int i = 0; i < 4; i++)
+        rcl_mempool_free(p[i], pool);
+    rcl_free(fill);
+    rcl_mempool_destroy(pool);
+}
+
+/* Kernel rule: without __GFP_DIRECT_RECLAIM mempool_alloc never sleeps;
+ * an empty reserve is NULL. */
+static void test_nonblocking_alloc_fails_when_reserve_is_empty(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_ATOMIC);
+    assert_non_null(a);
+    assert_non_null(b);
+    errno = 0;
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
+    assert_int_equal(errno, ENOMEM);
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);
+    rcl_mempool_destroy(pool);
+}
+
+/* A NOWAIT scope takes DIRECT_RECLAIM away, so even an RCL_DEFAULT
+ * allocation inside it must not sleep on the pool. */
+static void test_nowait_scope_makes_alloc_nonblocking(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    assert_non_null(a);
+    unsigned saved = rcl_nowait_save();
+    errno = 0;
+    assert_null(rcl_mempool_alloc(pool, RCL_DEFAULT));
+    assert_int_equal(errno, ENOMEM);
+    rcl_nowait_restore(saved);
+    rcl_mempool_free(a, pool);
+    rcl_mempool_destroy(pool);
+}
+
+/* Kernel rule (mempool_free): a freed element refills the reserve while it
+ * is below min_nr; above it, the element goes back to the allocator. */
+static void test_free_refills_the_reserve_then_releases(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    rec_set_fail(&r, 0);
+    void *c = rcl_mempool_alloc(pool, RCL_NOWAIT);     /* from the allocator */
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);
+    assert_int_equal(r.frees, 0);                       /* both refilled the reserve */
+    rcl_mempool_free(c, pool);
+    assert_int_equal(r.frees, 1);                       /* reserve full: released */
+    rec_set_fail(&r, 1);
+    a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_non_null(b);
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(r.frees, 3);
+}
+
+/* A pool with min_nr 0 has no reserve, yet a blocked allocation is still
+ * handed the next element freed (the kernel keeps one in that case). */
+static void test_zero_reserve_pool_still_hands_over_freed_elements(void **state)
+{
+    (void)state;
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(0, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    assert_non_null(a);
+    rec_set_fail(&r, 1);
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
+    struct taker t = { pool, RCL_DEFAULT, NULL };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
+    rec_wait_full(&r);
+    rcl_mempool_free(a, pool);
+    pthread_join(th, NULL);
+    assert_ptr_equal(t.got, a);
+    rcl_mempool_free(t.got, pool);
+    rcl_mempool_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Resizing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void test_resize_grows_and_shrinks_the_charged_reserve(void **state)
+{
+    (void)state;
+    struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
+    assert_non_null(pool);
+    rcl_usage_sync();
+    size_t at2 = rcl_usage();
+    assert_int_equal(rcl_mempool_resize(pool, 10), 0);
+    rcl_usage_sync();
+    assert_true(rcl_usage() >= at2 + 8 * 8 * KiB);
+    assert_int_equal(rcl_mempool_resize(pool, 1), 0);
+    rcl_usage_sync();
+    assert_true(rcl_usage() < at2);
+
+    /* All ten? No: one now. The budget full, exactly one element is left. */
+    void *fill = fill_budget();
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
+    rcl_mempool_free(a, pool);
+    rcl_free(fill);
+    rcl_mempool_destroy(pool);
+}
+
+static void test_resize_that_cannot_grow_leaves_the_pool_unchanged(void **state)
+{
+    (void)state;
+    struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
+    assert_non_null(pool);
+    void *fill = fill_budget();
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_mempool_resize(pool, 64), -ENOMEM);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);
+    rcl_free(fill);
+    rcl_mempool_destroy(pool);
+}
+
+struct churn {
+    struct rcl_mempool *pool;
+    atomic_int stop;
+    atomic_uint next_seed;
+    atomic_ulong done, failed;
+};
+
+/* Worker threads count failures rather than assert: cmocka's asserts
+ * belong to the thread running the test. */
+static void *churn_main(void *arg)
+{
+    struct churn *c = arg;
+    unsigned seed = 1234u + atomic_fetch_add(&c->next_seed, 1);
+    while (!atomic_load(&c->stop)) {
+        void *held[4];
+        int n = 1 + (int)(rand_r(&seed) % 4);
+        for (int i = 0; i < n; i++) {
+            held[i] = rcl_mempool_alloc(c->pool, RCL_DEFAULT);
+            if (!held[i]) {
+                atomic_fetch_add(&c->failed, 1);
+                n = i;
+                break;
+            }
+            memset(held[i], 0xa5, 512);
+        }
+        for (int i = 0; i < n; i++)
+            rcl_mempool_free(held[i], c->pool);
+        atomic_fetch_add(&c->done, 1);
+    }
+    return NULL;
+}
+
+/* Resizing while other threads allocate and free: no element is lost,
+ * none counted twice, nobody fails, and the budget balances at the end. */
+static void test_resize_while_other_threads_allocate(void **state)
+{
+    (void)state;
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    static struct churn c;
+    memset(&c, 0, sizeof(c));
+    c.pool = rcl_mempool_create(4, 512);
+    assert_non_null(c.pool);
+    enum { NT = 4 };
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, churn_main, &c), 0);
+    unsigned seed = 42;
+    int rounds = test_scale(400);
+    /* Until both sides have done a fair share, however they are scheduled. */
+    for (int i = 0; i < rounds || atomic_load(&c.done) < 100; i++)
+        assert_int_equal(rcl_mempool_resize(c.pool, rand_r(&seed) % 12), 0);
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&c.failed), 0);
+    assert_true(atomic_load(&c.done) > 0);
+    rcl_mempool_destroy(c.pool);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Destroy                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Elements still out at destroy: reported; the pool lives on until the
+ * last one is returned, then goes (ASan's leak check holds the "goes"). */
+static void test_destroy_with_elements_out_is_reported_not_a_crash(void **state)
+{
+    (void)state;
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    struct rcl_mempool *pool = rcl_mempool_create(2, 1024);
+    assert_non_null(pool);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    void *b = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    test_reports_reset();
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "still allocated"));
+
+    /* Use after destroy, while the pool still exists, is caught too. */
+    errno = 0;
+    assert_null(rcl_mempool_alloc(pool, RCL_DEFAULT));
+    assert_int_equal(errno, ESHUTDOWN);
+    assert_int_equal(rcl_mempool_resize(pool, 4), -ESHUTDOWN);
+    rcl_mempool_destroy(pool);
+    assert_non_null(strstr(test_reports.last, "twice"));
+
+    memset(a, 1, 1024);                 /* still the caller's */
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);          /* the last: the pool goes now */
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
+static void test_freeing_more_than_allocated_is_reported(void **state)
+{
+    (void)state;
+    struct rcl_mempool *pool = rcl_mempool_create(1, 64);
+    assert_non_null(pool);
+    void *stray = rcl_alloc(64, RCL_DEFAULT);
+    test_reports_reset();
+    rcl_mempool_free(stray, pool);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "more elements freed"));
+    rcl_mempool_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stress                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct stress {
+    struct rcl_mempool *pool;
+    int iterations;
+    unsigned seed;
+    atomic_int *finished, *failed;
+};
+
+static void *stress_main(void *arg)
+{
+    struct stress *s = arg;
+    unsigned seed = s->seed;
+    unsigned char pat = (unsigned char)s->seed;
+    for (int i = 0; i < s->iterations; i++) {
+        unsigned char *e = rcl_mempool_alloc(s->pool, RCL_DEFAULT);
+        if (!e) {
+            atomic_fetch_add(s->failed, 1);
+            continue;
+        }
+        /* Own it: a pattern no other thread may be writing meanwhile. */
+        memset(e, pat, 256);
+        if (rand_r(&seed) % 4 == 0)
+            sched_yield();
+        for (int j = 0; j < 256; j++)
+            if (e[j] != pat) {
+                atomic_fetch_add(s->failed, 1);
+                break;
+            }
+        rcl_mempool_free(e, s->pool);
+    }
+    atomic_fetch_add(s->finished, 1);
+    return NULL;
+}
+
+/* The issue's stress test: 16 threads, a budget full of memory nothing can
+ * reclaim, a pool of 3 elements. A blocking mempool allocation never fails,
+ * so every thread finishes every iteration. */
+static void test_stress_many_threads_full_budget_small_pool(void **state)
+{
+    (void)state;
+    enum { NT = 16 };
+    struct rcl_mempool *pool = rcl_mempool_create(3, 256);
+    assert_non_null(pool);
+    void *fill = fill_budget();
+    /* Nothing but the reserve can serve them. */
+    assert_null(rcl_alloc(256, RCL_DEFAULT | RCL__NOWARN));
+
+    atomic_int finished = 0, failed = 0;
+    pthread_t th[NT];
+    struct stress s[NT];
+    for (int i = 0; i < NT; i++) {
+        /* Seeded: the low byte (the pattern) differs for every thread. */
+        s[i] = (struct stress){ pool, test_scale(2000), (0x9e3779b9u * (unsigned)(i + 1) & ~0xffu) | (unsigned)i,
+                                &finished, &failed };
+        assert_int_equal(pthread_create(&th[i], NULL, stress_main, &s[i]), 0);
+    }
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&finished), NT);
+    assert_int_equal(atomic_load(&failed), 0);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.mempool_reserve_hits >= (unsigned long)(NT * test_scale(2000)));
+    rcl_free(fill);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 0);
+}
+
+RUN_TESTS(
+    T(test_create_charges_the_reserve),
+    T(test_create_fails_cleanly_when_reserve_cannot_be_filled),
+    T(test_create_rejects_bad_arguments),
+    T(test_bad_pool_arguments_are_errors),
+    T(test_alloc_prefers_the_allocator_to_the_reserve),
+    T(test_alloc_follows_the_kernel_order),
+    T(test_alloc_uses_the_reserve_when_the_budget_is_full),
+    T(test_nonblocking_alloc_fails_when_reserve_is_empty),
+    T(test_nowait_scope_makes_alloc_nonblocking),
+    T(test_free_refills_the_reserve_then_releases),
+    T(test_zero_reserve_pool_still_hands_over_freed_elements),
+    T(test_resize_grows_and_shrinks_the_charged_reserve),
+    T(test_resize_that_cannot_grow_leaves_the_pool_unchanged),
+    T(test_resize_while_other_threads_allocate),
+    T(test_destroy_with_elements_out_is_reported_not_a_crash),
+    T(test_freeing_more_than_allocated_is_reported),
+    T(test_stress_many_threads_full_budget_small_pool),
+)

@@ -1,0 +1,295 @@
+/*
+ * test_nofail.c - the NOFAIL retry policy.
+ *
+ * Kernel rule (__GFP_NOFAIL, mm/page_alloc.c): the allocator retries until
+ * it succeeds, and warn_alloc() reports a stall ("page allocation stalls
+ * for %ums") every 10 s while it does. libreclaim adds seed 003's point: a
+ * request that can never succeed fails at once, loudly, instead of hanging.
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define LIMIT (8 * MiB)
+
+/* Reports are caught as usual and also announced, so a test can wait for
+ * "the allocation has been reported as stalled" instead of sleeping. */
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t seen_cond = PTHREAD_COND_INITIALIZER;
+static unsigned stalls_seen;
+
+static void catch_and_announce(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    pthread_mutex_lock(&seen_lock);
+    if (strstr(report, "stall"))
+        stalls_seen++;
+    pthread_cond_broadcast(&seen_cond);
+    pthread_mutex_unlock(&seen_lock);
+}
+
+static int nofail_init(unsigned stall_ms)
+{
+    struct rcl_config cfg = test_config(LIMIT);
+    cfg.stall_ms = stall_ms;
+    test_reports_reset();
+    pthread_mutex_lock(&seen_lock);
+    stalls_seen = 0;
+    pthread_mutex_unlock(&seen_lock);
+    rcl_set_report_fn(catch_and_announce, NULL);
+    return rcl_init(&cfg);
+}
+
+static int nofail_setup(void **state)
+{
+    (void)state;
+    return nofail_init(0);              /* the default: 10 s */
+}
+
+static int nofail_setup_fast_stall(void **state)
+{
+    (void)state;
+    return nofail_init(20);
+}
+
+#define TN(fn) cmocka_unit_test_setup_teardown(fn, nofail_setup, test_teardown)
+#define TS(fn) cmocka_unit_test_setup_teardown(fn, nofail_setup_fast_stall, test_teardown)
+
+/* All of the budget that ordinary allocations may use, in one block. */
+static void *fill_budget(void)
+{
+    rcl_usage_sync();
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    void *p = rcl_alloc(st.limit - rcl_usage() - st.wmark_min, RCL_NOWAIT);
+    assert_non_null(p);
+    rcl_usage_sync();
+    return p;
+}
+
+struct freer {
+    void      *block;
+    long       delay_ms;           /* free after this long... */
+    unsigned   after_stalls;       /* ...or after this many stall reports */
+    atomic_int freed;
+};
+
+static void *freer_main(void *arg)
+{
+    struct freer *f = arg;
+    if (f->after_stalls) {
+        pthread_mutex_lock(&seen_lock);
+        while (stalls_seen < f->after_stalls)
+            pthread_cond_wait(&seen_cond, &seen_lock);
+        pthread_mutex_unlock(&seen_lock);
+    } else {
+        test_sleep_ms(f->delay_ms);
+    }
+    atomic_store(&f->freed, 1);
+    rcl_free(f->block);
+    return NULL;
+}
+
+/* A NOFAIL request that can succeed blocks until it does: here, until
+ * another thread frees memory after a delay. Never NULL. */
+static void test_nofail_waits_until_another_thread_frees(void **state)
+{
+    (void)state;
+    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    assert_non_null(p);
+    assert_int_equal(atomic_load(&f.freed), 1);     /* it could not have before */
+    pthread_join(th, NULL);
+    rcl_free(p);
+}
+
+/* Kernel rule (warn_alloc "allocation stalls"): a stalled NOFAIL request is
+ * reported after stall_ms and again every stall_ms, with its size, flags
+ * and how long it has waited — never a silent hang. */
+static void test_nofail_stall_is_reported_with_size_flags_and_time(void **state)
+{
+    (void)state;
+    struct freer f = { .block = fill_budget(), .after_stalls = 2 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    void *p = rcl_alloc(65536, RCL_NOFS | RCL__NOFAIL);
+    assert_non_null(p);
+    pthread_join(th, NULL);
+
+    pthread_mutex_lock(&test_reports.lock);
+    const char *all = test_reports.all;
+    assert_non_null(strstr(all, "stall"));
+    assert_non_null(strstr(all, "65536 bytes"));
+    assert_non_null(strstr(all, "NOFAIL"));
+    assert_non_null(strstr(all, " ms"));
+    pthread_mutex_unlock(&test_reports.lock);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.nofail_stalls >= 2);
+    rcl_free(p);
+}
+
+/* A shrinker that frees nothing for its first calls, then gives its
+ * objects back: an ordinary allocation gives up; NOFAIL keeps reclaiming
+ * until it succeeds. */
+struct stubborn {
+    atomic_int calls;
+    int        refuse;             /* calls that free nothing */
+    void      *obj[16];
+    int        nobj;
+};
+static struct stubborn sb;
+
+static unsigned long sb_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return sb.nobj ? (unsigned long)sb.nobj : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long sb_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    if (atomic_fetch_add(&sb.calls, 1) < sb.refuse)
+        return 0;
+    unsigned long freed = 0;
+    while (sb.nobj && freed < sc->nr_to_scan) {
+        rcl_free(sb.obj[--sb.nobj]);
+        freed++;
+    }
+    return freed;
+}
+
+static void test_nofail_keeps_reclaiming_until_it_succeeds(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { sb_count, sb_scan };
+    struct rcl_shrinker_opts opts = { .batch = 1 };
+    memset(&sb, 0, sizeof(sb));
+    /* The budget, in 16 reclaimable objects. */
+    rcl_usage_sync();
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    size_t each = (st.limit - rcl_usage() - st.wmark_min) / 16;
+    for (sb.nobj = 0; sb.nobj < 16; sb.nobj++)
+        assert_non_null(sb.obj[sb.nobj] = rcl_alloc(each, RCL_NOWAIT));
+    struct rcl_shrinker *s = rcl_shrinker_register("stubborn", &ops, NULL, &opts);
+    assert_non_null(s);
+
+    sb.refuse = 1 << 30;
+    assert_null(rcl_alloc(each, RCL_DEFAULT | RCL__NOWARN));  /* gives up */
+    int after_plain = atomic_load(&sb.calls);
+    assert_true(after_plain > 0);
+
+    sb.refuse = after_plain + 200;      /* 200 more fruitless calls, then frees */
+    void *p = rcl_alloc(each, RCL_DEFAULT | RCL__NOFAIL);
+    assert_non_null(p);
+    assert_true(atomic_load(&sb.calls) > sb.refuse);
+
+    rcl_free(p);
+    rcl_shrinker_unregister(s);
+    while (sb.nobj)
+        rcl_free(sb.obj[--sb.nobj]);
+}
+
+/* Seed 003: requests that can never succeed fail at once, with a clear
+ * errno and a report (unless NOWARN), NOFAIL or not. */
+static void test_impossible_nofail_requests_fail_at_once(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "never succeed"));
+
+    errno = 0;
+    assert_null(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN));
+    assert_int_equal(errno, E2BIG);
+    assert_int_equal(test_report_count(), 1);
+
+    errno = 0;
+    assert_null(rcl_calloc(SIZE_MAX / 2, 4, RCL_DEFAULT | RCL__NOFAIL));
+    assert_int_equal(errno, EOVERFLOW);
+
+    /* NOFAIL must be able to wait. */
+    errno = 0;
+    assert_null(rcl_alloc(64, RCL_NOWAIT | RCL__NOFAIL));
+    assert_int_equal(errno, EINVAL);
+    unsigned saved = rcl_nowait_save();
+    errno = 0;
+    assert_null(rcl_alloc(64, RCL_DEFAULT | RCL__NOFAIL));
+    assert_int_equal(errno, EINVAL);
+    rcl_nowait_restore(saved);
+}
+
+/* The stall interval defaults to 10 s and comes from RECLAIM_STALL_MS. */
+static void test_stall_interval_is_configurable(void **state)
+{
+    (void)state;
+    struct rcl_config cfg;
+    unsetenv("RECLAIM_STALL_MS");
+    rcl_config_default(&cfg);
+    assert_int_equal(cfg.stall_ms, 10000);
+    setenv("RECLAIM_STALL_MS", "1234", 1);
+    rcl_config_default(&cfg);
+    unsetenv("RECLAIM_STALL_MS");
+    assert_int_equal(cfg.stall_ms, 1234);
+}
+
+struct contender {
+    int iterations;
+    atomic_int *nulls;
+};
+
+static void *contender_main(void *arg)
+{
+    struct contender *c = arg;
+    for (int i = 0; i < c->iterations; i++) {
+        char *p = rcl_alloc(512 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+        if (!p) {
+            atomic_fetch_add(c->nulls, 1);
+            continue;
+        }
+        p[0] = p[512 * KiB - 1] = 1;
+        sched_yield();
+        rcl_free(p);
+    }
+    return NULL;
+}
+
+/* Eight threads whose NOFAIL requests together need twice the budget: they
+ * take turns, and none ever gets NULL. */
+static void test_contending_nofail_requests_all_succeed(void **state)
+{
+    (void)state;
+    enum { NT = 8 };
+    atomic_int nulls = 0;
+    /* 8 x 512 KiB live at once at most = 4 MiB, in a budget that allows
+     * about 2 MiB after this block. */
+    rcl_usage_sync();
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    void *fill = rcl_alloc(st.limit - st.wmark_min - 2 * MiB, RCL_NOWAIT);
+    assert_non_null(fill);
+    struct contender c = { test_scale(200), &nulls };
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, contender_main, &c), 0);
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&nulls), 0);
+    rcl_free(fill);
+}
+
+RUN_TESTS(
+    TN(test_nofail_waits_until_another_thread_frees),
+    TS(test_nofail_stall_is_reported_with_size_flags_and_time),
+    TN(test_nofail_keeps_reclaiming_until_it_succeeds),
+    TN(test_impossible_nofail_requests_fail_at_once),
+    TN(test_stall_interval_is_configurable),
+    TN(test_contending_nofail_requests_all_succeed),
+)

@@ -1,0 +1,758 @@
+/*
+ * test_pressure.c - the real signals: the automatic limit from the
+ * process's memory cgroup (v1 and v2, read through a fake tree the tests
+ * build and select with RECLAIM_CGROUP_ROOT), following limit changes,
+ * cgroup usage near the limit as pressure, PSI triggers written as the
+ * kernel documents them, systemd's memory-pressure protocol, and an idle
+ * pressure thread that stays idle.
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#define GiB (1024 * MiB)
+
+static char root[64];
+
+/* ------------------------------------------------------------------------ */
+/* A fake tree: the files the library reads, under `root`                   */
+/* ------------------------------------------------------------------------ */
+
+static void mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    mkdir(tmp, 0755);
+}
+
+/* Writes `content` to root/rel, creating directories on the way. */
+static void put(const char *rel, const char *content)
+{
+    char path[PATH_MAX], dir[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    snprintf(dir, sizeof(dir), "%s", path);
+    *strrchr(dir, '/') = '\0';
+    mkdirs(dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static size_t get(const char *rel, char *buf, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, len - 1);
+    close(fd);
+    assert_true(n >= 0);
+    buf[n] = '\0';
+    return (size_t)n;
+}
+
+/* A machine with 16 GiB, a v2 hierarchy at /sys/fs/cgroup, the process in
+ * /app.slice/svc.service. */
+static void fake_v2(void)
+{
+    put("proc/meminfo", "MemTotal:       16777216 kB\nMemFree:         1000 kB\n");
+    put("proc/self/cgroup", "0::/app.slice/svc.service\n");
+    put("proc/self/mountinfo",
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n");
+    put("sys/fs/cgroup/app.slice/memory.max", "max\n");
+    put("sys/fs/cgroup/app.slice/memory.high", "max\n");
+    put("sys/fs/cgroup/app.slice/svc.service/memory.max", "max\n");
+    put("sys/fs/cgroup/app.slice/svc.service/memory.high", "max\n");
+    put("sys/fs/cgroup/app.slice/svc.service/memory.current", "1048576\n");
+    put("sys/fs/cgroup/app.slice/svc.service/memory.stat", "anon 1048576\ninactive_file 0\n");
+    put("sys/fs/cgroup/app.slice/svc.service/memory.pressure",
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+}
+#define V2DIR "sys/fs/cgroup/app.slice/svc.service/"
+
+/* The same machine with cgroup v1: the memory controller at
+ * /sys/fs/cgroup/memory (co-mounted with nothing), the process in /grp. */
+static void fake_v1(void)
+{
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/cgroup", "5:cpu,cpuacct:/\n4:memory:/grp\n1:name=systemd:/\n0::/\n");
+    put("proc/self/mountinfo",
+        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+        "31 22 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n");
+    put("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+    put("sys/fs/cgroup/memory/grp/memory.limit_in_bytes", "9223372036854771712\n");
+    put("sys/fs/cgroup/memory/grp/memory.usage_in_bytes", "1048576\n");
+    put("sys/fs/cgroup/memory/grp/memory.stat", "cache 0\nrss 1048576\ntotal_inactive_file 0\n");
+}
+#define V1DIR "sys/fs/cgroup/memory/grp/"
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    return remove(path);
+}
+
+static int pressure_setup(void **state)
+{
+    (void)state;
+    snprintf(root, sizeof(root), "/tmp/rcl-fakecg-XXXXXX");
+    if (!mkdtemp(root))
+        return -1;
+    setenv("RECLAIM_CGROUP_ROOT", root, 1);
+    unsetenv("RECLAIM_CGROUP_MARGIN");
+    unsetenv("MEMORY_PRESSURE_WATCH");
+    unsetenv("MEMORY_PRESSURE_WRITE");
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    return 0;
+}
+
+static int pressure_teardown(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+    unsetenv("RECLAIM_CGROUP_ROOT");
+    unsetenv("RECLAIM_CGROUP_MARGIN");
+    unsetenv("MEMORY_PRESSURE_WATCH");
+    unsetenv("MEMORY_PRESSURE_WRITE");
+    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+#define P(fn) cmocka_unit_test_setup_teardown(fn, pressure_setup, pressure_teardown)
+
+/* The library with pressure following on. */
+static void start(size_t limit, int background)
+{
+    struct rcl_config cfg = test_config(limit);
+    cfg.pressure = 1;
+    cfg.background = background;
+    assert_int_equal(rcl_init(&cfg), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A cache to shrink: blocks on an LRU, with its shrinker                   */
+/* ------------------------------------------------------------------------ */
+
+#define BLOCK (64 * KiB)
+struct block {
+    struct rcl_lru_node node;
+    char data[BLOCK - sizeof(struct rcl_lru_node)];
+};
+static struct rcl_lru *cache;
+static _Atomic size_t cache_freed;        /* bytes the shrinker gave back */
+static char shrink_thread[16];            /* name of the thread that shrank */
+static pthread_mutex_t shrink_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void block_free(struct rcl_lru_node *n, void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&shrink_lock);
+    prctl(PR_GET_NAME, shrink_thread);
+    pthread_mutex_unlock(&shrink_lock);
+    atomic_fetch_add(&cache_freed, sizeof(struct block));
+    rcl_free(RCL_LRU_ENTRY(n, struct block, node));
+}
+
+static void cache_fill(size_t bytes)
+{
+    cache = rcl_lru_create();
+    assert_non_null(cache);
+    struct rcl_shrinker_opts opts = { .batch = 1 };
+    assert_non_null(rcl_lru_shrinker(cache, "test-cache", NULL, block_free, NULL, &opts));
+    for (size_t i = 0; i < bytes / sizeof(struct block); i++) {
+        struct block *b = rcl_alloc(sizeof(*b), RCL_DEFAULT);
+        assert_non_null(b);
+        rcl_lru_node_init(&b->node);
+        rcl_lru_add(cache, &b->node);
+    }
+    atomic_store(&cache_freed, 0);
+    pthread_mutex_lock(&shrink_lock);
+    memset(shrink_thread, 0, sizeof(shrink_thread));
+    pthread_mutex_unlock(&shrink_lock);
+}
+
+static void cache_drop(void)
+{
+    struct rcl_lru_node dispose, *n;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(cache, NULL, NULL, ~0UL, &dispose);
+    while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+        rcl_free(RCL_LRU_ENTRY(n, struct block, node));
+    rcl_lru_destroy(cache);
+    cache = NULL;
+}
+
+/* Waits (bounded) for the cache to have given back at least `bytes`. */
+static bool wait_freed(size_t bytes, long ms)
+{
+    for (long t = 0; t < ms; t += 20) {
+        if (atomic_load(&cache_freed) >= bytes)
+            return true;
+        test_sleep_ms(20);
+    }
+    return atomic_load(&cache_freed) >= bytes;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The automatic limit                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* cgroup v2: memory.high is where reclaim starts and memory.max where the
+ * OOM killer does; the smaller set one binds. Margin: 1/8 by default. */
+static void test_v2_limit_is_smaller_of_high_and_max_less_margin(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "1073741824\n");
+    put(V2DIR "memory.high", "805306368\n");
+    assert_int_equal(rcl_auto_limit(), 768 * MiB - 96 * MiB);
+    put(V2DIR "memory.high", "max\n");
+    assert_int_equal(rcl_auto_limit(), 1 * GiB - 128 * MiB);
+}
+
+/* "max" is no limit; with none anywhere the budget is half of memory. */
+static void test_v2_without_limit_is_half_of_physical_memory(void **state)
+{
+    (void)state;
+    fake_v2();
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+}
+
+/* A parent's limit holds its children (hierarchical accounting). */
+static void test_v2_parent_limit_binds_the_child(void **state)
+{
+    (void)state;
+    fake_v2();
+    put("sys/fs/cgroup/app.slice/memory.max", "268435456\n");
+    put(V2DIR "memory.max", "536870912\n");
+    assert_int_equal(rcl_auto_limit(), 256 * MiB - 32 * MiB);
+}
+
+static void test_v1_limit_in_bytes_less_margin(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
+}
+
+/* v1 writes "no limit" as a huge number (LONG_MAX rounded to a page). */
+static void test_v1_unlimited_value_is_no_limit(void **state)
+{
+    (void)state;
+    fake_v1();
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+}
+
+/* A container's bind mount shows a subtree: mountinfo's root field is the
+ * container's cgroup, which /proc/self/cgroup also names. */
+static void test_v1_container_mount_root_is_cut_from_the_path(void **state)
+{
+    (void)state;
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/cgroup", "4:memory:/docker/abc\n");
+    put("proc/self/mountinfo",
+        "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n");
+    put("sys/fs/cgroup/memory/memory.limit_in_bytes", "268435456\n");
+    assert_int_equal(rcl_auto_limit(), 256 * MiB - 32 * MiB);
+}
+
+/* mountinfo escapes a space in a mount point as \040. */
+static void test_escaped_mount_point_is_decoded(void **state)
+{
+    (void)state;
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/cgroup", "0::/\n");
+    put("proc/self/mountinfo", "30 22 0:26 / /cg\\040two rw - cgroup2 cgroup2 rw\n");
+    put("cg two/memory.max", "67108864\n");
+    assert_int_equal(rcl_auto_limit(), 64 * MiB - 8 * MiB);
+}
+
+static void test_margin_is_configurable_as_size_or_percentage(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    setenv("RECLAIM_CGROUP_MARGIN", "32M", 1);
+    assert_int_equal(rcl_auto_limit(), 96 * MiB);
+    setenv("RECLAIM_CGROUP_MARGIN", "25%", 1);
+    assert_int_equal(rcl_auto_limit(), 96 * MiB);
+    setenv("RECLAIM_CGROUP_MARGIN", "0", 1);
+    assert_int_equal(rcl_auto_limit(), 128 * MiB);
+    setenv("RECLAIM_CGROUP_MARGIN", "1G", 1);          /* capped at half */
+    assert_int_equal(rcl_auto_limit(), 64 * MiB);
+}
+
+static void test_malformed_margin_is_reported_and_ignored(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    setenv("RECLAIM_CGROUP_MARGIN", "lots", 1);
+    assert_int_equal(rcl_auto_limit(), 112 * MiB);
+    assert_true(test_report_count() >= 1);
+    assert_non_null(strstr(test_reports.last, "RECLAIM_CGROUP_MARGIN"));
+}
+
+static void test_no_cgroup_at_all_is_half_of_physical_memory(void **state)
+{
+    (void)state;
+    put("proc/meminfo", "MemTotal:        4194304 kB\n");
+    put("proc/self/cgroup", "");
+    put("proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
+    assert_int_equal(rcl_auto_limit(), 2 * GiB);
+}
+
+/* A cgroup limit above the machine's memory limits nothing. */
+static void test_limit_above_physical_memory_is_ignored(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "68719476736\n");          /* 64 GiB on a 16 GiB machine */
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+}
+
+/* limit = 0 in the configuration selects the automatic limit. */
+static void test_init_with_limit_zero_uses_the_cgroup(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+}
+
+/* While running, the budget follows the cgroup's limit (re-read each
+ * second by the pressure thread). */
+static void test_budget_follows_cgroup_limit_changes(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    put(V2DIR "memory.max", "268435456\n");
+    for (int t = 0; t < 100 && rcl_limit() != 224 * MiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 224 * MiB);
+    put(V2DIR "memory.max", "max\n");
+    for (int t = 0; t < 100 && rcl_limit() != 8 * GiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 8 * GiB);
+}
+
+/* A limit the program chose is the program's: the cgroup does not move it. */
+static void test_explicit_limit_is_not_moved_by_the_cgroup(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    start(100 * MiB, 0);
+    put(V2DIR "memory.max", "268435456\n");
+    test_sleep_ms(2500);
+    assert_int_equal(rcl_limit(), 100 * MiB);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pressure                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Documentation/accounting/psi.rst: "<some|full> <stall amount in us>
+ * <time window in us>" written, with its NUL, to the pressure file; here
+ * the cgroup's own memory.pressure (v2). */
+static void test_psi_trigger_is_written_to_cgroup_memory_pressure(void **state)
+{
+    (void)state;
+    fake_v2();
+    start(64 * MiB, 0);
+    char buf[256];
+    size_t n = get(V2DIR "memory.pressure", buf, sizeof(buf));
+    /* written over the fake file's text, from the start, NUL included */
+    assert_true(n >= sizeof("some 150000 1000000"));
+    assert_memory_equal(buf, "some 150000 1000000", sizeof("some 150000 1000000"));
+}
+
+/* Without a v2 cgroup the system-wide file is used. */
+static void test_psi_trigger_falls_back_to_proc_pressure_memory(void **state)
+{
+    (void)state;
+    fake_v1();
+    put("proc/pressure/memory", "");
+    start(64 * MiB, 0);
+    char buf[256];
+    get("proc/pressure/memory", buf, sizeof(buf));
+    assert_string_equal(buf, "some 150000 1000000");
+}
+
+/* cgroup usage close to its limit is pressure even while the library's
+ * own budget has room: the cache is shrunk by the documented step (at
+ * least 1/8 of what the library holds). */
+static void test_cgroup_usage_near_limit_shrinks_cache(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    put(V1DIR "memory.usage_in_bytes", "132120576\n");    /* 126 of 128 MiB */
+    assert_true(wait_freed(1 * MiB, 5000));
+    assert_true(rcl_usage() < 8 * MiB);
+    cache_drop();
+}
+
+static void test_cgroup_usage_far_from_limit_shrinks_nothing(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    put(V1DIR "memory.usage_in_bytes", "67108864\n");
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    test_sleep_ms(2500);
+    assert_int_equal(atomic_load(&cache_freed), 0);
+    cache_drop();
+}
+
+/* Inactive page cache is the kernel's to drop first: usage made of it is
+ * not pressure on the library's caches. */
+static void test_inactive_page_cache_is_not_pressure(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    put(V1DIR "memory.usage_in_bytes", "132120576\n");
+    put(V1DIR "memory.stat", "cache 41943040\ntotal_inactive_file 41943040\n");
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    test_sleep_ms(2500);
+    assert_int_equal(atomic_load(&cache_freed), 0);
+    cache_drop();
+}
+
+/* v2 reads memory.current against memory.high/max. */
+static void test_v2_usage_near_high_shrinks_cache(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.high", "134217728\n");
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    put(V2DIR "memory.current", "133169152\n");           /* 127 of 128 MiB */
+    assert_true(wait_freed(1 * MiB, 5000));
+    cache_drop();
+}
+
+/* ------------------------------------------------------------------------ */
+/* systemd's memory-pressure protocol                                        */
+/* ------------------------------------------------------------------------ */
+
+static void b64(const char *in, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(in), o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)in[i] << 16;
+        if (i + 1 < n) v |= (unsigned char)in[i + 1] << 8;
+        if (i + 2 < n) v |= (unsigned char)in[i + 2];
+        out[o++] = a[(v >> 18) & 63];
+        out[o++] = a[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? a[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* A PSI file named by $MEMORY_PRESSURE_WATCH gets $MEMORY_PRESSURE_WRITE,
+ * base64-decoded, instead of our own trigger. */
+static void test_systemd_watch_file_gets_decoded_write_data(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], enc[128];
+    put("run/psi", "");
+    snprintf(path, sizeof(path), "%s/run/psi", root);
+    b64("full 50000 2000000", enc);
+    setenv("MEMORY_PRESSURE_WATCH", path, 1);
+    setenv("MEMORY_PRESSURE_WRITE", enc, 1);
+    start(64 * MiB, 0);
+    char buf[128];
+    get("run/psi", buf, sizeof(buf));
+    assert_string_equal(buf, "full 50000 2000000");
+}
+
+/* A FIFO: anything written to it is a pressure event; the library drains
+ * it and shrinks by the step. */
+static void test_systemd_fifo_event_shrinks_cache(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/pressure.fifo", root);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    setenv("MEMORY_PRESSURE_WATCH", path, 1);
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_true(wait_freed(1 * MiB, 5000));
+    /* one event, one step: the cache is not emptied */
+    test_sleep_ms(200);
+    assert_true(atomic_load(&cache_freed) < 6 * MiB);
+    close(fd);
+    cache_drop();
+}
+
+/* With the background reclaimer on, the pressure event is its work: the
+ * shrinking happens in rcl-reclaimd, not in the caller or the watcher. */
+static void test_pressure_event_is_handled_by_background_reclaimer(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/pressure.fifo", root);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    setenv("MEMORY_PRESSURE_WATCH", path, 1);
+    start(64 * MiB, 1);
+    cache_fill(8 * MiB);
+    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_true(wait_freed(1 * MiB, 5000));
+    pthread_mutex_lock(&shrink_lock);
+    char who[16];
+    memcpy(who, shrink_thread, sizeof(who));
+    pthread_mutex_unlock(&shrink_lock);
+    assert_string_equal(who, "rcl-reclaimd");
+    rcl_usage_sync();
+    assert_true(rcl_usage() <= 7 * MiB);          /* budget itself had room */
+    close(fd);
+    cache_drop();
+}
+
+/* An AF_UNIX stream socket: connected, sent the WRITE data; data coming
+ * back is an event. */
+static void test_systemd_socket_gets_write_data_and_signals_pressure(void **state)
+{
+    (void)state;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/p.sock", root);
+    int ls = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    char enc[64];
+    b64("hello", enc);
+    setenv("MEMORY_PRESSURE_WATCH", sa.sun_path, 1);
+    setenv("MEMORY_PRESSURE_WRITE", enc, 1);
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    int c = accept(ls, NULL, NULL);
+    assert_true(c >= 0);
+    char buf[16] = "";
+    assert_int_equal(recv(c, buf, 5, MSG_WAITALL), 5);
+    assert_memory_equal(buf, "hello", 5);
+    assert_int_equal(send(c, "!", 1, 0), 1);
+    assert_true(wait_freed(1 * MiB, 5000));
+    close(c);           /* end of stream: the watch closes, no spinning */
+    close(ls);
+    cache_drop();
+}
+
+/* "/dev/null" is systemd's way of saying: no pressure handling. */
+static void test_systemd_dev_null_turns_pressure_off(void **state)
+{
+    (void)state;
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    put(V1DIR "memory.usage_in_bytes", "133169152\n");
+    setenv("MEMORY_PRESSURE_WATCH", "/dev/null", 1);
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    test_sleep_ms(2500);
+    assert_int_equal(atomic_load(&cache_freed), 0);
+    cache_drop();
+}
+
+/* ------------------------------------------------------------------------ */
+/* The thread                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The tid of this process's thread named `name`, or 0. */
+static pid_t find_thread(const char *name, int *count)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    pid_t found = 0;
+    *count = 0;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[PATH_MAX], comm[64] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f) && !strncmp(comm, name, strlen(name)) &&
+            comm[strlen(name)] == '\n') {
+            found = (pid_t)atoi(e->d_name);
+            (*count)++;
+        }
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* utime + stime of a thread, in clock ticks, and its state letter. */
+static unsigned long long thread_cpu(pid_t tid, char *st)
+{
+    char path[PATH_MAX], buf[1024];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    char *p = strrchr(buf, ')') + 2;           /* after "pid (comm) " */
+    unsigned long long ut = 0, stt = 0;
+    *st = *p;
+    /* fields 3.. : state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime */
+    assert_int_equal(sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                            &ut, &stt), 2);
+    return ut + stt;
+}
+
+static void test_no_pressure_thread_without_pressure(void **state)
+{
+    (void)state;
+    fake_v1();
+    assert_int_equal(test_init(64 * MiB), 0);     /* pressure = 0 */
+    int n;
+    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+}
+
+/* One thread, named, sleeping in poll(): an idle process stays idle. */
+static void test_idle_pressure_thread_sleeps_and_uses_no_cpu(void **state)
+{
+    (void)state;
+    unsetenv("RECLAIM_CGROUP_ROOT");               /* the real system */
+    start(64 * MiB, 0);
+    int n;
+    pid_t tid = find_thread("rcl-pressure", &n);
+    if (!tid) {
+        print_message("no memory cgroup and no PSI here: nothing to watch, no thread\n");
+        return;
+    }
+    assert_int_equal(n, 1);
+    char st;
+    unsigned long long before = thread_cpu(tid, &st);
+    int sleeping = 0;
+    for (int i = 0; i < 20; i++) {                 /* 2 s, sampled */
+        test_sleep_ms(100);
+        thread_cpu(tid, &st);
+        sleeping += st == 'S';
+    }
+    unsigned long long after = thread_cpu(tid, &st);
+    /* A busy loop would be runnable at every sample and burn ~200 ticks;
+     * two wake-ups reading a few small files take far less than one.
+     * Bounds generous enough for a loaded 2-core machine. */
+    assert_true(sleeping >= 15);
+    assert_true(after - before <= 10);
+}
+
+/* The real system's PSI file gets a trigger, held open on an fd. */
+static void test_real_psi_trigger_is_registered(void **state)
+{
+    (void)state;
+    unsetenv("RECLAIM_CGROUP_ROOT");
+    if (access("/proc/pressure/memory", F_OK) != 0)
+        skip();
+    start(64 * MiB, 0);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)) != NULL) {
+        char path[PATH_MAX], target[PATH_MAX];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t k = readlink(path, target, sizeof(target) - 1);
+        if (k <= 0)
+            continue;
+        target[k] = '\0';
+        size_t tl = strlen(target);
+        if (!strcmp(target, "/proc/pressure/memory") ||
+            (tl > 16 && !strcmp(target + tl - 16, "/memory.pressure")))
+            found++;
+    }
+    closedir(d);
+    if (!found && geteuid() != 0) {
+        /* unprivileged, on a kernel before 6.5: no trigger may be written */
+        print_message("PSI trigger refused to an unprivileged process here; polling only\n");
+        return;
+    }
+    assert_int_equal(found, 1);
+}
+
+static void test_shutdown_stops_the_pressure_thread(void **state)
+{
+    (void)state;
+    fake_v1();
+    start(64 * MiB, 0);
+    int n;
+    assert_int_not_equal(find_thread("rcl-pressure", &n), 0);
+    rcl_shutdown();
+    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    /* and again, cleanly */
+    start(64 * MiB, 0);
+    assert_int_not_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_equal(n, 1);
+}
+
+RUN_TESTS(
+    P(test_v2_limit_is_smaller_of_high_and_max_less_margin),
+    P(test_v2_without_limit_is_half_of_physical_memory),
+    P(test_v2_parent_limit_binds_the_child),
+    P(test_v1_limit_in_bytes_less_margin),
+    P(test_v1_unlimited_value_is_no_limit),
+    P(test_v1_container_mount_root_is_cut_from_the_path),
+    P(test_escaped_mount_point_is_decoded),
+    P(test_margin_is_configurable_as_size_or_percentage),
+    P(test_malformed_margin_is_reported_and_ignored),
+    P(test_no_cgroup_at_all_is_half_of_physical_memory),
+    P(test_limit_above_physical_memory_is_ignored),
+    P(test_init_with_limit_zero_uses_the_cgroup),
+    P(test_budget_follows_cgroup_limit_changes),
+    P(test_explicit_limit_is_not_moved_by_the_cgroup),
+    P(test_psi_trigger_is_written_to_cgroup_memory_pressure),
+    P(test_psi_trigger_falls_back_to_proc_pressure_memory),
+    P(test_cgroup_usage_near_limit_shrinks_cache),
+    P(test_cgroup_usage_far_from_limit_shrinks_nothing),
+    P(test_inactive_page_cache_is_not_pressure),
+    P(test_v2_usage_near_high_shrinks_cache),
+    P(test_systemd_watch_file_gets_decoded_write_data),
+    P(test_systemd_fifo_event_shrinks_cache),
+    P(test_pressure_event_is_handled_by_background_reclaimer),
+    P(test_systemd_socket_gets_write_data_and_signals_pressure),
+    P(test_systemd_dev_null_turns_pressure_off),
+    P(test_no_pressure_thread_without_pressure),
+    P(test_idle_pressure_thread_sleeps_and_uses_no_cpu),
+    P(test_real_psi_trigger_is_registered),
+    P(test_shutdown_stops_the_pressure_thread),
+)

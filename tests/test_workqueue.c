@@ -1,0 +1,703 @@
+/*
+ * test_workqueue.c - a workqueue that carries the queuer's reclaim context
+ * to the worker, allocates nothing to queue, drains on destroy, and keeps
+ * running work through its rescuer when no worker thread can be started.
+ */
+#include "helpers.h"
+#include "internal.h"
+
+#include <malloc.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+/* A gate a work item can wait at until the test opens it. */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    int             open;
+    int             arrived;
+};
+
+static void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->cond, NULL);
+    g->open = g->arrived = 0;
+}
+
+static void gate_pass(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->arrived++;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_wait_arrived(struct gate *g, int n)
+{
+    pthread_mutex_lock(&g->lock);
+    while (g->arrived < n)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* A work item that records what it saw. */
+struct probe {
+    struct rcl_work work;
+    atomic_int      runs;
+    unsigned        scope;          /* rcl_scope_current() inside */
+    rcl_gfp_t       gfp;            /* rcl_current_gfp(RCL_DEFAULT) inside */
+    void           *journal;
+    struct gate    *gate;           /* wait here first, when set */
+};
+
+static void probe_fn(struct rcl_work *w)
+{
+    struct probe *p = (struct probe *)w;
+    if (p->gate)
+        gate_pass(p->gate);
+    p->scope = rcl_scope_current();
+    p->gfp = rcl_current_gfp(RCL_DEFAULT);
+    p->journal = rcl_journal_info();
+    atomic_fetch_add(&p->runs, 1);
+}
+
+static void probe_init(struct probe *p, struct gate *g)
+{
+    memset(p, 0, sizeof(*p));
+    rcl_work_init(&p->work, probe_fn);
+    p->gate = g;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Basics                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_queued_work_runs_and_flush_waits_for_it(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("basic", 4, 0);
+    assert_non_null(wq);
+    enum { N = 64 };
+    static struct probe p[N];
+    for (int i = 0; i < N; i++) {
+        probe_init(&p[i], NULL);
+        assert_int_equal(rcl_queue_work(wq, &p[i].work), 0);
+    }
+    rcl_flush_workqueue(wq);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(atomic_load(&p[i].runs), 1);
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(test_report_count(), 0);
+}
+
+static void test_bad_arguments_are_errors(void **state)
+{
+    (void)state;
+    struct probe p;
+    probe_init(&p, NULL);
+    errno = 0;
+    assert_null(rcl_workqueue_create(NULL, 1, 0));
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(rcl_workqueue_create("bad-flags", 1, 0x80));
+    assert_int_equal(errno, EINVAL);
+
+    struct rcl_workqueue *wq = rcl_workqueue_create("args", 0, 0);   /* 0: default */
+    assert_non_null(wq);
+    assert_int_equal(rcl_queue_work(NULL, &p.work), -EINVAL);
+    assert_int_equal(rcl_queue_work(wq, NULL), -EINVAL);
+    struct rcl_work nofn;
+    rcl_work_init(&nofn, NULL);
+    assert_int_equal(rcl_queue_work(wq, &nofn), -EINVAL);
+    rcl_flush_workqueue(NULL);                  /* reported */
+    assert_int_equal(test_report_count(), 1);
+    rcl_workqueue_destroy(NULL);                /* no-op */
+    rcl_work_init(NULL, probe_fn);              /* no-op */
+    rcl_workqueue_destroy(wq);
+}
+
+/* Kernel rule (queue_work returns false when already pending): an item is
+ * on at most one queue, once. */
+static void test_pending_work_cannot_be_queued_twice(void **state)
+{
+    (void)state;
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("pending", 1, 0);
+    struct rcl_workqueue *other = rcl_workqueue_create("other", 1, 0);
+    assert_non_null(wq);
+    assert_non_null(other);
+    struct probe blocker, p;
+    probe_init(&blocker, &g);
+    probe_init(&p, NULL);
+    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
+    gate_wait_arrived(&g, 1);                   /* the only worker is busy */
+    assert_int_equal(rcl_queue_work(wq, &p.work), 0);
+    assert_int_equal(rcl_queue_work(wq, &p.work), -EBUSY);
+    assert_int_equal(rcl_queue_work(other, &p.work), -EBUSY);
+    gate_open(&g);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(atomic_load(&p.runs), 1);
+    /* Done: it may be queued again. */
+    assert_int_equal(rcl_queue_work(other, &p.work), 0);
+    rcl_flush_workqueue(other);
+    assert_int_equal(atomic_load(&p.runs), 2);
+    rcl_workqueue_destroy(wq);
+    rcl_workqueue_destroy(other);
+}
+
+/* No more than max_workers items run at once. */
+struct concurrency {
+    struct rcl_work work;
+    atomic_int *running, *peak;
+};
+
+static void concurrency_fn(struct rcl_work *w)
+{
+    struct concurrency *c = (struct concurrency *)w;
+    int now = atomic_fetch_add(c->running, 1) + 1;
+    int peak = atomic_load(c->peak);
+    while (now > peak && !atomic_compare_exchange_weak(c->peak, &peak, now))
+        ;
+    sched_yield();
+    test_sleep_ms(1);
+    atomic_fetch_sub(c->running, 1);
+}
+
+static void test_at_most_max_workers_run_at_once(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("max", 3, 0);
+    assert_non_null(wq);
+    atomic_int running = 0, peak = 0;
+    enum { N = 48 };
+    static struct concurrency c[N];
+    for (int i = 0; i < N; i++) {
+        rcl_work_init(&c[i].work, concurrency_fn);
+        c[i].running = &running;
+        c[i].peak = &peak;
+        assert_int_equal(rcl_queue_work(wq, &c[i].work), 0);
+    }
+    rcl_flush_workqueue(wq);
+    assert_true(atomic_load(&peak) >= 1);
+    assert_true(atomic_load(&peak) <= 3);
+    rcl_workqueue_destroy(wq);
+}
+
+/* Queuing allocates nothing: the work structure is the caller's. */
+static void test_queueing_allocates_nothing(void **state)
+{
+    (void)state;
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("noalloc", 1, 0);
+    assert_non_null(wq);
+    struct probe blocker;
+    probe_init(&blocker, &g);
+    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
+    gate_wait_arrived(&g, 1);           /* nothing else runs meanwhile */
+
+    enum { N = 256 };
+    static struct probe p[N];
+    for (int i = 0; i < N; i++)
+        probe_init(&p[i], NULL);
+    struct rcl_stats before, after;
+    rcl_usage_sync();
+    rcl_stats_get(&before);
+    struct mallinfo2 m0 = mallinfo2();
+    for (int i = 0; i < N; i++)
+        assert_int_equal(rcl_queue_work(wq, &p[i].work), 0);
+    struct mallinfo2 m1 = mallinfo2();
+    rcl_usage_sync();
+    rcl_stats_get(&after);
+    assert_int_equal(after.allocations, before.allocations);
+    assert_int_equal(after.usage, before.usage);
+    assert_int_equal(m1.uordblks, m0.uordblks);
+
+    gate_open(&g);
+    rcl_workqueue_destroy(wq);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(atomic_load(&p[i].runs), 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Context that travels                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Seed 004: the NOFS of the code that asked for the work holds in the
+ * thread that does it. */
+static void test_work_runs_under_the_queuers_context(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("ctx", 2, 0);
+    assert_non_null(wq);
+    struct probe nofs, noio, plain;
+    probe_init(&nofs, NULL);
+    probe_init(&noio, NULL);
+    probe_init(&plain, NULL);
+
+    unsigned s = rcl_nofs_save();
+    void *cookie = &s;
+    void *old = rcl_journal_info_set(cookie);
+    assert_int_equal(rcl_queue_work(wq, &nofs.work), 0);
+    rcl_journal_info_set(old);
+    rcl_nofs_restore(s);
+    s = rcl_noio_save();
+    assert_int_equal(rcl_queue_work(wq, &noio.work), 0);
+    rcl_noio_restore(s);
+    assert_int_equal(rcl_queue_work(wq, &plain.work), 0);
+    rcl_flush_workqueue(wq);
+
+    assert_int_equal(nofs.scope, RCL_SCOPE_NOFS);
+    assert_int_equal(nofs.gfp, RCL_NOFS);
+    assert_ptr_equal(nofs.journal, cookie);
+    assert_int_equal(noio.scope, RCL_SCOPE_NOIO);
+    assert_int_equal(noio.gfp, RCL_NOIO);
+    /* The worker went back to its own context between items. */
+    assert_int_equal(plain.scope, 0);
+    assert_int_equal(plain.gfp, RCL_DEFAULT);
+    assert_null(plain.journal);
+    rcl_workqueue_destroy(wq);
+}
+
+/* The domain the queuer is inside travels as well: a worker reclaiming
+ * for the item skips that domain's shrinker. */
+static atomic_int dom_scans;
+static unsigned long dom_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1000;
+}
+static unsigned long dom_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    atomic_fetch_add(&dom_scans, 1);
+    sc->nr_scanned = sc->nr_to_scan;
+    return RCL_SHRINK_STOP;
+}
+
+struct reclaimer {
+    struct rcl_work work;
+};
+
+static void reclaim_fn(struct rcl_work *w)
+{
+    (void)w;
+    rcl_reclaim(64 * KiB, RCL_DEFAULT);
+}
+
+static void test_work_runs_inside_the_queuers_domains(void **state)
+{
+    (void)state;
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    assert_non_null(d);
+    static const struct rcl_shrinker_ops ops = { dom_count, dom_scan };
+    struct rcl_shrinker_opts opts = { .domain = d };
+    struct rcl_shrinker *s = rcl_shrinker_register("fs0-cache", &ops, NULL, &opts);
+    assert_non_null(s);
+    struct rcl_workqueue *wq = rcl_workqueue_create("dom", 1, 0);
+    assert_non_null(wq);
+    struct reclaimer r;
+    rcl_work_init(&r.work, reclaim_fn);
+
+    atomic_store(&dom_scans, 0);
+    unsigned tok = rcl_domain_enter(d);
+    assert_int_equal(rcl_queue_work(wq, &r.work), 0);
+    rcl_domain_exit(tok);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(atomic_load(&dom_scans), 0);   /* inside fs0: skipped */
+
+    assert_int_equal(rcl_queue_work(wq, &r.work), 0);
+    rcl_flush_workqueue(wq);
+    assert_true(atomic_load(&dom_scans) > 0);       /* outside: called */
+
+    rcl_workqueue_destroy(wq);
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(d);
+}
+
+struct leaky {
+    struct rcl_work work;
+};
+
+static void leaky_fn(struct rcl_work *w)
+{
+    (void)w;
+    rcl_nofs_save();                    /* and never restored */
+}
+
+/* A work item that leaves a scope behind is reported, and the scope does
+ * not leak into the next item on that worker. */
+static void test_work_that_leaks_a_scope_is_reported_and_repaired(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("leak", 1, 0);
+    assert_non_null(wq);
+    struct leaky l;
+    struct probe after;
+    rcl_work_init(&l.work, leaky_fn);
+    probe_init(&after, NULL);
+    assert_int_equal(rcl_queue_work(wq, &l.work), 0);
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "context changed"));
+    assert_int_equal(after.scope, 0);
+    rcl_workqueue_destroy(wq);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Flush and destroy                                                         */
+/* ------------------------------------------------------------------------ */
+
+struct requeue {
+    struct rcl_work work;
+    struct rcl_workqueue *wq;
+    atomic_int runs;
+    int limit;                          /* requeue itself until this many runs */
+    atomic_int stop;
+};
+
+static void requeue_fn(struct rcl_work *w)
+{
+    struct requeue *r = (struct requeue *)w;
+    int n = atomic_fetch_add(&r->runs, 1) + 1;
+    if (n < r->limit && !atomic_load(&r->stop))
+        rcl_queue_work(r->wq, w);
+}
+
+/* Kernel rule (flush_workqueue): waits for what was queued before it, not
+ * for what is queued after — an item that requeues itself forever does not
+ * make flush hang. */
+static void test_flush_does_not_wait_for_work_queued_after_it(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("chain", 2, 0);
+    assert_non_null(wq);
+    static struct requeue r;
+    memset(&r, 0, sizeof(r));
+    rcl_work_init(&r.work, requeue_fn);
+    r.wq = wq;
+    r.limit = 1 << 30;
+    assert_int_equal(rcl_queue_work(wq, &r.work), 0);
+    for (int i = 0; i < 10; i++)
+        rcl_flush_workqueue(wq);
+    assert_true(atomic_load(&r.runs) >= 1);
+    atomic_store(&r.stop, 1);
+    rcl_workqueue_destroy(wq);
+}
+
+/* Kernel rule (drain_workqueue): work may chain more work onto a draining
+ * queue; destroy runs all of it. */
+static void test_destroy_drains_pending_and_chained_work(void **state)
+{
+    (void)state;
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("drain", 1, 0);
+    assert_non_null(wq);
+    struct probe blocker;
+    probe_init(&blocker, &g);
+    static struct probe p[32];
+    static struct requeue r;
+    memset(&r, 0, sizeof(r));
+    rcl_work_init(&r.work, requeue_fn);
+    r.wq = wq;
+    r.limit = 100;
+    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
+    for (int i = 0; i < 32; i++) {
+        probe_init(&p[i], NULL);
+        assert_int_equal(rcl_queue_work(wq, &p[i].work), 0);
+    }
+    assert_int_equal(rcl_queue_work(wq, &r.work), 0);
+    gate_open(&g);
+    rcl_workqueue_destroy(wq);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(atomic_load(&p[i].runs), 1);
+    assert_int_equal(atomic_load(&r.runs), 100);
+    assert_int_equal(test_report_count(), 0);
+}
+
+struct destroyer {
+    struct rcl_workqueue *wq;
+};
+
+static void *destroyer_main(void *arg)
+{
+    rcl_workqueue_destroy(((struct destroyer *)arg)->wq);
+    return NULL;
+}
+
+/* Queuing to a queue that is being destroyed is an error, not a crash. */
+static void test_queueing_to_a_destroying_queue_fails(void **state)
+{
+    (void)state;
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("dying", 1, 0);
+    assert_non_null(wq);
+    struct probe blocker, late;
+    probe_init(&blocker, &g);
+    probe_init(&late, NULL);
+    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
+    gate_wait_arrived(&g, 1);
+    struct destroyer d = { wq };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, destroyer_main, &d), 0);
+    /* Destroy waits for the blocker; wait for it to close the door. (Once
+     * late is queued, -EBUSY until then: the shutdown check comes first.) */
+    int rc;
+    while ((rc = rcl_queue_work(wq, &late.work)) == 0 || rc == -EBUSY)
+        test_sleep_ms(1);
+    assert_int_equal(rc, -ESHUTDOWN);
+    gate_open(&g);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&blocker.runs), 1);
+}
+
+struct self_destroy {
+    struct rcl_work work;
+    struct rcl_workqueue *wq;
+};
+
+static void self_destroy_fn(struct rcl_work *w)
+{
+    struct self_destroy *s = (struct self_destroy *)w;
+    rcl_flush_workqueue(s->wq);          /* would wait for itself */
+    rcl_workqueue_destroy(s->wq);        /* would wait for itself */
+}
+
+static void test_flush_or_destroy_from_own_work_is_refused(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("self", 1, 0);
+    assert_non_null(wq);
+    struct self_destroy s = { .wq = wq };
+    rcl_work_init(&s.work, self_destroy_fn);
+    assert_int_equal(rcl_queue_work(wq, &s.work), 0);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(test_report_count(), 2);
+    assert_non_null(strstr(test_reports.all, "own work item"));
+    rcl_workqueue_destroy(wq);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The rescuer                                                               */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int workers_allowed;
+
+/* Thread creation made to fail: workers beyond `workers_allowed` cannot be
+ * started; the rescuer always can (it is made with the queue). */
+static int limited_create(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    if (strcmp(what, "worker") == 0 && atomic_fetch_sub(&workers_allowed, 1) <= 0)
+        return EAGAIN;
+    return pthread_create(th, NULL, fn, arg);
+}
+
+static int rescuer_setup(void **state)
+{
+    atomic_store(&workers_allowed, 0);
+    rcl__thread_create_hook = limited_create;
+    return test_setup(state);
+}
+
+static int rescuer_teardown(void **state)
+{
+    rcl__thread_create_hook = NULL;
+    return test_teardown(state);
+}
+
+#define TR(fn) cmocka_unit_test_setup_teardown(fn, rescuer_setup, rescuer_teardown)
+
+/* Without MEM_RECLAIM there is no rescuer: a queue that cannot start its
+ * first worker cannot be made. */
+static void test_queue_without_workers_or_rescuer_cannot_be_created(void **state)
+{
+    (void)state;
+    errno = 0;
+    assert_null(rcl_workqueue_create("no-threads", 4, 0));
+    assert_int_equal(errno, EAGAIN);
+}
+
+/* Kernel rule (WQ_MEM_RECLAIM): the rescuer guarantees forward progress;
+ * with no worker at all, every item still runs, in queue order. */
+static atomic_int order_next;
+struct ordered {
+    struct rcl_work work;
+    int want, got;
+};
+static void ordered_fn(struct rcl_work *w)
+{
+    struct ordered *o = (struct ordered *)w;
+    o->got = atomic_fetch_add(&order_next, 1);
+}
+
+static void test_rescuer_runs_work_when_no_worker_can_start(void **state)
+{
+    (void)state;
+    struct rcl_workqueue *wq = rcl_workqueue_create("rescued", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    enum { N = 100 };
+    static struct ordered o[N];
+    atomic_store(&order_next, 0);
+    for (int i = 0; i < N; i++) {
+        rcl_work_init(&o[i].work, ordered_fn);
+        o[i].want = i;
+        assert_int_equal(rcl_queue_work(wq, &o[i].work), 0);
+    }
+    rcl_flush_workqueue(wq);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(o[i].got, o[i].want);
+    rcl_workqueue_destroy(wq);
+    assert_true(test_report_count() >= 1);      /* the failed start, rate-limited */
+}
+
+/* The situation the rescuer exists for: the one worker is stuck in an item
+ * that waits for another item of the same queue (write-back waiting for
+ * the request that frees memory), and no second worker can be started.
+ * The rescuer runs the second item, and the first completes. */
+struct waiter {
+    struct rcl_work work;
+    struct gate *until;
+};
+static void waiter_fn(struct rcl_work *w)
+{
+    struct waiter *x = (struct waiter *)w;
+    gate_pass(x->until);
+}
+struct opener {
+    struct rcl_work work;
+    struct gate *gate;
+};
+static void opener_fn(struct rcl_work *w)
+{
+    gate_open(((struct opener *)w)->gate);
+}
+
+static void test_rescuer_breaks_a_dependency_between_items(void **state)
+{
+    (void)state;
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    struct rcl_workqueue *wq = rcl_workqueue_create("dep", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct gate g;
+    gate_init(&g);
+    struct waiter a = { .until = &g };
+    struct opener b = { .gate = &g };
+    rcl_work_init(&a.work, waiter_fn);
+    rcl_work_init(&b.work, opener_fn);
+    assert_int_equal(rcl_queue_work(wq, &a.work), 0);
+    gate_wait_arrived(&g, 1);                   /* the worker is stuck in a */
+    assert_int_equal(rcl_queue_work(wq, &b.work), 0);
+    rcl_flush_workqueue(wq);                    /* returns only if b ran */
+    rcl_workqueue_destroy(wq);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stress                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct stress_item {
+    struct rcl_work work;
+    unsigned want;                  /* scope the queuer was in */
+    atomic_int runs;
+    atomic_int *bad;
+};
+
+static void stress_fn(struct rcl_work *w)
+{
+    struct stress_item *s = (struct stress_item *)w;
+    if (rcl_scope_current() != s->want)
+        atomic_fetch_add(s->bad, 1);
+    atomic_fetch_add(&s->runs, 1);
+}
+
+struct queuer {
+    struct rcl_workqueue *wq;
+    struct stress_item *items;
+    int n;
+    unsigned seed;
+};
+
+static void *queuer_main(void *arg)
+{
+    struct queuer *q = arg;
+    unsigned seed = q->seed;
+    static const unsigned scopes[] = { 0, RCL_SCOPE_NOFS, RCL_SCOPE_NOIO, RCL_SCOPE_NOWAIT,
+                                       RCL_SCOPE_NOFS | RCL_SCOPE_NOWAIT };
+    for (int i = 0; i < q->n; i++) {
+        unsigned want = scopes[rand_r(&seed) % 5];
+        q->items[i].want = want;
+        unsigned saved = rcl_scope_save(want);
+        if (rcl_queue_work(q->wq, &q->items[i].work) != 0)
+            atomic_fetch_add(q->items[i].bad, 1);
+        rcl_scope_restore(saved);
+        if (rand_r(&seed) % 8 == 0)
+            rcl_flush_workqueue(q->wq);
+    }
+    return NULL;
+}
+
+/* Many queuers, each item under its own randomly chosen (seeded) scope:
+ * every item runs exactly once, under exactly the scope it was queued in. */
+static void test_stress_every_item_runs_once_in_its_context(void **state)
+{
+    (void)state;
+    enum { NQ = 6 };
+    int per = test_scale(2000);
+    struct rcl_workqueue *wq = rcl_workqueue_create("stress", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    atomic_int bad = 0;
+    struct stress_item *items = calloc((size_t)(NQ * per), sizeof(*items));
+    assert_non_null(items);
+    for (int i = 0; i < NQ * per; i++) {
+        rcl_work_init(&items[i].work, stress_fn);
+        items[i].bad = &bad;
+    }
+    pthread_t th[NQ];
+    struct queuer q[NQ];
+    for (int i = 0; i < NQ; i++) {
+        q[i] = (struct queuer){ wq, items + i * per, per, 7u + (unsigned)i };
+        assert_int_equal(pthread_create(&th[i], NULL, queuer_main, &q[i]), 0);
+    }
+    for (int i = 0; i < NQ; i++)
+        pthread_join(th[i], NULL);
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(atomic_load(&bad), 0);
+    for (int i = 0; i < NQ * per; i++)
+        assert_int_equal(atomic_load(&items[i].runs), 1);
+    free(items);
+    assert_int_equal(test_report_count(), 0);
+}
+
+RUN_TESTS(
+    T(test_queued_work_runs_and_flush_waits_for_it),
+    T(test_bad_arguments_are_errors),
+    T(test_pending_work_cannot_be_queued_twice),
+    T(test_at_most_max_workers_run_at_once),
+    T(test_queueing_allocates_nothing),
+    T(test_work_runs_under_the_queuers_context),
+    T(test_work_runs_inside_the_queuers_domains),
+    T(test_work_that_leaks_a_scope_is_reported_and_repaired),
+    T(test_flush_does_not_wait_for_work_queued_after_it),
+    T(test_destroy_drains_pending_and_chained_work),
+    T(test_queueing_to_a_destroying_queue_fails),
+    T(test_flush_or_destroy_from_own_work_is_refused),
+    TR(test_queue_without_workers_or_rescuer_cannot_be_created),
+    TR(test_rescuer_runs_work_when_no_worker_can_start),
+    TR(test_rescuer_breaks_a_dependency_between_items),
+    T(test_stress_every_item_runs_once_in_its_context),
+)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Turns one `make bench` run (the JSON tools/run-bench.sh writes) into PNG
+plots with gnuplot (Debian: gnuplot-nox).
+
+    python3 tools/plot-bench.py docs/bench/runs/RUN.json [OUT_DIR]
+
+Writes into OUT_DIR (default docs/bench): hotpath.png (ns per pair by size,
+every allocator), hotpath-ratio.png (rcl / baseline with min..max, the 1.10
+goal), hotpath-scaling.png (pairs per second by threads, when the run had
+several thread counts), scope.png, pressure.png, memory.png. Each title says
+the machine, the backend and the date, since figures from different machines
+must not be compared. Only the standard library and gnuplot are used.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ORDER = ["rcl", "libc", "mimalloc", "jemalloc", "tcmalloc"]
+
+
+def q(s):
+    """A gnuplot double-quoted string; a newline in s stays a line break."""
+    s = str(s).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+    return '"' + s + '"'
+
+
+def gnuplot(script, tmp):
+    path = os.path.join(tmp, "plot.gp")
+    with open(path, "w") as f:
+        f.write(script)
+    subprocess.run(["gnuplot", path], check=True)
+
+
+def write(tmp, name, rows):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(" ".join(str(x) for x in r) + "\n")
+    return path
+
+
+def head(out, title, w=1000, h=600):
+    return (f"set terminal pngcairo size {w},{h} font 'sans,11'\n"
+            f"set output {q(out)}\nset title {q(title)} noenhanced\n"
+            "set grid\nset key outside right top noenhanced\n")
+
+
+def hotpath(run, b, out, tmp, sub):
+    res = b["results"]
+    threads = sorted({int(r["threads"]) for r in res})
+    base = b.get("baseline", "libc")
+    # ns per pair, one panel per thread count (first and last)
+    shown = threads[:1] + (threads[-1:] if len(threads) > 1 else [])
+    gp = head(os.path.join(out, "hotpath.png"),
+              f"alloc+free pair, ns (median, rcl with min..max) - {sub}", 1100, 450 * len(shown))
+    gp += f"set multiplot layout {len(shown)},1\nset logscale x 2\nset xlabel 'block size, bytes'\n"
+    gp += "set ylabel 'ns per pair (log)'\nset logscale y\nset yrange [*:*]\n"
+    for t in shown:
+        rows = [r for r in res if int(r["threads"]) == t]
+        plots = []
+        for a in ORDER:
+            if a not in rows[0]["ns_per_pair"]:
+                continue
+            data = [(int(r["size"]), r["ns_per_pair"][a]["median"], r["ns_per_pair"][a]["min"],
+                     r["ns_per_pair"][a]["max"]) for r in rows]
+            f = write(tmp, f"hp-{t}-{a}.dat", data)
+            label = a + (" (baseline)" if a == base else "") + (" over " + run.get("backend", base) if a == "rcl" else "")
+            if a == "rcl":
+                plots.append(f"{q(f)} u 1:2:3:4 w yerrorlines lw 3 pt 7 t {q(label)}")
+            else:
+                lw = 2 if a == base else 1
+                plots.append(f"{q(f)} u 1:2 w linespoints lw {lw} t {q(label)}")
+        gp += f"set title {q(f'{t} thread' + ('s' if t > 1 else '') + ' - ' + sub)} noenhanced\n"
+        gp += "plot " + ", ".join(plots) + "\n"
+    gp += "unset multiplot\n"
+    gnuplot(gp, tmp)
+
+    # ratio
+    gp = head(os.path.join(out, "hotpath-ratio.png"),
+              f"rcl / {base} raw, per round: median and min..max - {sub}")
+    gp += "set logscale x 2\nset xlabel 'block size, bytes'\nset ylabel 'time ratio'\n"
+    gp += "set logscale y\nset yrange [0.5:*]\nset ytics (0.5, 0.75, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)\n"
+    gp += "set ylabel 'time ratio (log)'\n"
+    plots = ["1.10 w l dt 2 lw 2 lc rgb 'red' t 'goal 1.10'"]
+    for i, t in enumerate(threads):
+        rows = [r for r in res if int(r["threads"]) == t]
+        data = [(int(r["size"]) * (1 + 0.04 * i), r["ratio_rcl_baseline"]["median"],
+                 r["ratio_rcl_baseline"]["min"], r["ratio_rcl_baseline"]["max"]) for r in rows]
+        f = write(tmp, f"ratio-{t}.dat", data)
+        plots.append(f"{q(f)} u 1:2:3:4 w yerrorlines lw 2 lc {i + 1} t {q(str(t) + ' thread' + ('s' if t > 1 else '') + ': median of rounds')}")
+        if "ratio_of_minimums" in rows[0]:
+            f = write(tmp, f"ratiomin-{t}.dat", [(int(r["size"]) * (1 + 0.04 * i), r["ratio_of_minimums"]) for r in rows])
+            plots.append(f"{q(f)} u 1:2 w points pt 6 ps 2 lc {i + 1} t {q(str(t) + ' thread' + ('s' if t > 1 else '') + ': fastest/fastest')}")
+    gp += "plot " + ", ".join(plots) + "\n"
+    gnuplot(gp, tmp)
+
+    if len(threads) > 1:
+        gp = head(os.path.join(out, "hotpath-scaling.png"),
+                  f"64-byte pairs, millions per second, all threads together - {sub}")
+        gp += "set xlabel 'threads'\nset ylabel 'Mpairs/s'\nset logscale x 2\nset yrange [0:*]\n"
+        plots = []
+        for a in ORDER:
+            rows = [r for r in res if int(r["size"]) == 64 and a in r["mpairs_per_s"]]
+            if not rows:
+                continue
+            f = write(tmp, f"scal-{a}.dat", [(int(r["threads"]), r["mpairs_per_s"][a]) for r in rows])
+            plots.append(f"{q(f)} u 1:2 w linespoints lw {3 if a == 'rcl' else 1} t {q(a)}")
+        gp += "plot " + ", ".join(plots) + "\n"
+        gnuplot(gp, tmp)
+
+
+def scope(b, out, tmp, sub):
+    rows = b["results"]
+    data = [(i, r["op"], r["ns"]["median"], r["ns"]["min"], r["ns"]["max"]) for i, r in enumerate(rows)]
+    f = write(tmp, "scope.dat", [(i, q(op), m, lo, hi) for i, op, m, lo, hi in data])
+    g = b.get("goals", {})
+    floor = rows[0]["ns"]["median"]
+    gp = head(os.path.join(out, "scope.png"),
+              f"scope operations, ns (median, min..max); floor = TLS increment pair - {sub}", 1100, 600)
+    gp += "set style fill solid 0.6\nset boxwidth 0.7\nset xtics rotate by -35 noenhanced\n"
+    gp += "set ylabel 'ns per operation'\nset logscale y\nset yrange [0.5:*]\nset key inside left top\n"
+    gp += "set bmargin 9\n"
+    gp += (f"plot {q(f)} u 1:3:xtic(2) w boxes t 'median', '' u 1:3:4:5 w yerrorbars lc rgb 'black' t 'min..max', "
+           f"2 w l dt 2 lc rgb 'red' t 'goal: scope pair <= 2 ns', {2 * floor} w l dt 3 lc rgb 'blue' t '2x floor'\n")
+    gnuplot(gp, tmp)
+
+
+def pressure(b, out, tmp, sub):
+    r = b["results"]
+    lim_mb = b["limit"] / 1048576.0
+    gp = head(os.path.join(out, "pressure.png"),
+              f"cache 4x its budget, {b['threads']} threads - {sub}", 1200, 1000)
+    gp += (f"set multiplot layout 2,2 title {q('cache 4x its budget, ' + str(b['threads']) + ' threads: libreclaim vs PSI event + malloc_trim - ' + sub)} noenhanced\n"
+           "set style fill solid 0.6\nset key noenhanced\n")
+    # throughput
+    rows = [(0, q("rcl"), r["ops_per_s"]["rcl"]["median"] / 1e6, r["ops_per_s"]["rcl"]["min"] / 1e6, r["ops_per_s"]["rcl"]["max"] / 1e6),
+            (1, q("psi+trim"), r["ops_per_s"]["psi_trim"]["median"] / 1e6, r["ops_per_s"]["psi_trim"]["min"] / 1e6, r["ops_per_s"]["psi_trim"]["max"] / 1e6)]
+    f = write(tmp, "thr.dat", rows)
+    gp += "set title 'throughput, million ops/s (median, min..max)'\nset boxwidth 0.6\nset yrange [0:*]\nset xrange [-0.6:1.6]\n"
+    gp += (f"plot {q(f)} u 1:3:($1+1):xtic(2) w boxes lc variable notitle, "
+           "'' u 1:3:4:5 w yerrorbars lc rgb 'black' notitle\n")
+    # latencies
+    keys = [("a50", "alloc p50"), ("a99", "alloc p99"), ("a999", "alloc p99.9"), ("amax", "alloc max"),
+            ("o999", "op p99.9")]
+    rows = [(i, q(lbl), r[k]["rcl"]["median"] / 1e3, r[k]["psi_trim"]["median"] / 1e3) for i, (k, lbl) in enumerate(keys)]
+    f = write(tmp, "lat.dat", rows)
+    gp += "set title 'latency, microseconds (median of runs), log scale'\nset logscale y\nset yrange [*:*]\nset xrange [-0.6:4.6]\n"
+    gp += "set boxwidth 0.35\nset key inside left top\n"
+    gp += (f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'rcl', '' u ($1+0.18):4 w boxes t 'psi+trim', "
+           "100 w l dt 2 lc rgb 'red' t 'goal p99.9 <= 100 us'\n")
+    gp += "unset logscale y\n"
+    # usage timeline
+    tl = b.get("timeline", {})
+    plots = []
+    for m, lbl in (("rcl", "rcl usage"), ("psi_trim", "psi+trim usage")):
+        if m in tl:
+            f = write(tmp, f"tl-{m}.dat", zip(tl[m]["t_ms"], tl[m]["usage_mb"]))
+            plots.append(f"{q(f)} u 1:2 w l lw 2 t {q(lbl)}")
+    plots.append(f"{lim_mb} w l dt 2 lw 2 lc rgb 'red' t 'limit'")
+    gp += "set title 'usage from a cold start, MiB (sampled every 5 ms)'\nset xrange [*:*]\nset yrange [0:*]\n"
+    gp += "set xlabel 'ms'\nset key inside right bottom\n"
+    gp += "plot " + ", ".join(plots) + "\n"
+    gp += "unset xlabel\n"
+    # stall and peak
+    rows = [(0, q("stalled %"),
+             100 * r["stall_frac"]["rcl"]["median"],
+             100 * (r["handler_ms"]["psi_trim"]["median"] / 1e3) / (b["run_ms"] / 1e3)),
+            (1, q("peak usage % of limit"), 100 * r["peak_exact"]["rcl"]["max"] / b["limit"],
+             100 * r["max_usage"]["psi_trim"]["max"] / b["limit"]),
+            (2, q("hit ratio %"), 100 * r["hit_ratio"]["rcl"]["median"], 100 * r["hit_ratio"]["psi_trim"]["median"])]
+    f = write(tmp, "misc.dat", rows)
+    gp += "set title 'stalled %: rcl threads in direct reclaim; psi: handler busy'\nset xrange [-0.6:2.6]\nset yrange [0:*]\nset key inside left top\n"
+    gp += "set xtics noenhanced\n"
+    gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'rcl', '' u ($1+0.18):4 w boxes t 'psi+trim', 100 w l dt 2 lc rgb 'red' t '100 %'\n"
+    gp += "unset multiplot\n"
+    gnuplot(gp, tmp)
+
+
+def memory(b, out, tmp, sub):
+    rows = b["per_allocation"]
+    f = write(tmp, "mem.dat", [(i, q(int(r["size"])), r["overhead_rss"], r["overhead_heap"]) for i, r in enumerate(rows)])
+    pt = b.get("per_thread", {})
+    gp = head(os.path.join(out, "memory.png"),
+              f"memory overhead per live allocation, bytes (rcl - raw) - {sub}\n"
+              f"per thread: {pt.get('static_tls', 0):.0f} B static TLS, heap {pt.get('overhead_heap', 0):.0f} B, "
+              f"stock {pt.get('stock_budget', 0):.0f} B of budget", 1000, 550)
+    gp += "set style fill solid 0.6\nset boxwidth 0.35\nset xlabel 'block size, bytes'\nset ylabel 'bytes per block'\n"
+    top = max([1.0] + [max(r["overhead_rss"], r["overhead_heap"]) for r in rows]) * 1.4
+    gp += f"set yrange [0:{top}]\nset key inside left top horizontal\n"
+    gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'resident set', '' u ($1+0.18):4 w boxes t 'heap in use (glibc)'\n"
+    gnuplot(gp, tmp)
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
+    with open(sys.argv[1]) as f:
+        run = json.load(f)
+    out = sys.argv[2] if len(sys.argv) > 2 else "docs/bench"
+    os.makedirs(out, exist_ok=True)
+    sub = f"{run.get('host', '?')}, {run.get('cpus', '?')} cpus, backend {run.get('backend', '?')}, {run.get('date', '?')}"
+    benches = run.get("benchmarks", {})
+    made = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("alloc", lambda b: hotpath(run, b, out, tmp, sub)),
+                         ("scope", lambda b: scope(b, out, tmp, sub)),
+                         ("pressure", lambda b: pressure(b, out, tmp, sub)),
+                         ("memory", lambda b: memory(b, out, tmp, sub))):
+            b = benches.get(name)
+            if not b or "text" in b:
+                continue
+            try:
+                fn(b)
+                made.append(name)
+            except (KeyError, IndexError, ZeroDivisionError, subprocess.CalledProcessError) as e:
+                print(f"plot-bench: {name}: {e!r}", file=sys.stderr)
+    print(f"plots ({', '.join(made) or 'none'}) in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

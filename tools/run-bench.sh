@@ -1,0 +1,88 @@
+#!/bin/sh
+# Runs the benchmarks and gathers their results into one JSON file per run.
+#
+#   sh tools/run-bench.sh BUILD_DIR BENCH_PROGRAM...      (what `make bench` does)
+#
+# Each program prints its table (shown as it runs) and, given BENCH_JSON,
+# writes one JSON object; a program that writes none is kept as its text.
+# The run's file, BENCH_OUT/DATE-HOST-BACKEND.json (BENCH_OUT defaults to
+# docs/bench/runs), holds the machine, the date, the load before and after,
+# and every program's object. Then, when python3 and gnuplot are there,
+# tools/plot-bench.py draws the PNG plots into docs/bench/.
+#
+# Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
+# BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
+# BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
+# the named programs only.
+set -u
+build=${1:?usage: run-bench.sh BUILD_DIR PROGRAM...}
+shift
+out_dir=${BENCH_OUT:-docs/bench/runs}
+plot_dir=${BENCH_PLOTS:-docs/bench}
+mkdir -p "$out_dir" || exit 1
+
+case "$build" in
+    *mimalloc*) backend=mimalloc ;;
+    *jemalloc*) backend=jemalloc ;;
+    *) backend=libc ;;
+esac
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+host=$(hostname 2>/dev/null || echo unknown)
+out="$out_dir/$stamp-$host-$backend.json"
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+# JSON string from stdin: escapes \ and ", turns tabs and newlines into \t, \n.
+json_text() {
+    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' | awk '{ printf "%s\\n", $0 }'
+}
+
+load_begin=$(cat /proc/loadavg 2>/dev/null)
+failed=""
+for prog in "$@"; do
+    name=$(basename "$prog")
+    short=${name#bench_}
+    if [ -n "${BENCH_ONLY:-}" ]; then
+        case ",$BENCH_ONLY," in *",$short,"*|*",$name,"*) ;; *) continue ;; esac
+    fi
+    echo
+    BENCH_JSON="$tmp/$name.json" "$prog" 2>&1 | tee "$tmp/$name.txt"
+    # tee hides the program's status; a program that died leaves no JSON.
+    if [ -s "$tmp/$name.json" ] && head -c 1 "$tmp/$name.json" | grep -q '{'; then
+        cp "$tmp/$name.json" "$tmp/$name.part"
+    else
+        { printf '{"bench": "%s", "text": "' "$short"; json_text < "$tmp/$name.txt"; printf '"}\n'; } \
+            > "$tmp/$name.part"
+        [ -s "$tmp/$name.txt" ] || failed="$failed $name"
+    fi
+done
+load_end=$(cat /proc/loadavg 2>/dev/null)
+
+{
+    printf '{\n"date": "%s",\n"host": "%s",\n"backend": "%s",\n' "$stamp" "$host" "$backend"
+    printf '"cpus": %s,\n' "$(nproc 2>/dev/null || echo 0)"
+    printf '"cpu": "%s",\n' "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1 | json_text | sed 's/\\n$//')"
+    printf '"kernel": "%s",\n' "$(uname -sr)"
+    printf '"loadavg_begin": "%s",\n"loadavg_end": "%s",\n' "$load_begin" "$load_end"
+    printf '"command": "make bench BUILD=%s BACKEND=%s",\n' "$build" "$backend"
+    printf '"benchmarks": {'
+    sep=""
+    for part in "$tmp"/*.part; do
+        [ -e "$part" ] || continue
+        n=$(basename "$part" .part)
+        printf '%s\n"%s": ' "$sep" "${n#bench_}"
+        cat "$part"
+        sep=","
+    done
+    printf '}\n}\n'
+} > "$out"
+
+echo
+echo "results: $out"
+[ -n "$failed" ] && echo "programs that printed nothing:$failed"
+if command -v python3 >/dev/null 2>&1 && command -v gnuplot >/dev/null 2>&1; then
+    python3 tools/plot-bench.py "$out" "$plot_dir" || echo "plotting failed (the JSON is kept)"
+else
+    echo "no python3 or gnuplot: no plots (apt-get install gnuplot-nox)"
+fi
+[ -z "$failed" ]
