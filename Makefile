@@ -154,7 +154,8 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libreclaim.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libreclaim.so
-	install -m 644 $(BUILD)/reclaim.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		-e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' reclaim.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/reclaim.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/reclaim.h $(DESTDIR)$(PREFIX)/lib/libreclaim.* \
