@@ -454,12 +454,25 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  *   4. only with DIRECT_RECLAIM: wait (bounded, then loop) for an element to
  *      be freed; the waiter is registered before the pool lock is dropped,
  *      so no wake-up is lost.
- * A blocking allocation (RCL__DIRECT_RECLAIM) never fails; a non-blocking one
- * returns NULL (ENOMEM) when the reserve is empty. rcl_mempool_free() refills
- * the reserve while it is below min_nr.
+ * A blocking allocation (RCL__DIRECT_RECLAIM, after the thread's scope: a
+ * NOWAIT scope makes it non-blocking) never fails; a non-blocking one
+ * returns NULL (ENOMEM) when the reserve is empty. The bounded sleep is 5 s
+ * (the kernel's); a free wakes the waiters at once. rcl_mempool_free()
+ * refills the reserve while it is below min_nr; a pool with min_nr 0 still
+ * keeps one returned element while its reserve is empty, so a waiter gets
+ * it. RCL__NOFAIL adds nothing and is dropped; RCL__ZERO is not honoured
+ * (reserve elements are handed out as they were returned), as in the kernel.
+ * rcl_mempool_alloc() calls rcl_might_alloc() when it may block.
  *
  * rcl_mempool_create() backs the pool with rcl_alloc(elem_size); the reserve
- * is allocated, and charged, at creation: NULL (ENOMEM) if it cannot be.
+ * is allocated (allowed to reclaim), and charged, at creation: NULL (ENOMEM)
+ * if it cannot be, with nothing left allocated or charged. elem_size 0, or a
+ * NULL callback for _create_ops: NULL (EINVAL). The pool's own bookkeeping
+ * is charged too.
+ *
+ * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
+ * NULL is a no-op; freeing to a NULL pool, or more elements than were
+ * allocated, is reported; resize of NULL is -EINVAL.
  */
 struct rcl_mempool;
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);
@@ -469,10 +482,15 @@ struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp);
 void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
 /* Grows (allocating with RCL_DEFAULT) or shrinks the reserve; -ENOMEM, and
- * the pool unchanged, when growing fails. */
+ * the pool unchanged, when growing fails. Safe while other threads allocate
+ * and free; concurrent resizes are serialised. */
 int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
-/* Elements still out at destroy are reported and the pool is left alive
- * (leaked) rather than freed under their owners. */
+/* Frees the reserve and the pool. NULL: no-op. Elements still out at
+ * destroy are reported and the pool is not freed under their owners: it
+ * stays valid for rcl_mempool_free() only, and is freed when the last of
+ * them is returned. Meanwhile alloc gives NULL (ESHUTDOWN), resize
+ * -ESHUTDOWN, and a second destroy is reported. Destroy must not race with
+ * a call still allocating from the pool. */
 void  rcl_mempool_destroy(struct rcl_mempool *pool);
 
 /* ------------------------------------------------------------------------ */
@@ -485,6 +503,22 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * nothing (the work structure is the caller's). RCL_WQ_MEM_RECLAIM creates a
  * rescuer thread up front, so queued work still runs when no new worker can
  * be created.
+ *
+ * Workers: one is started with the queue; a worker about to run an item
+ * starts another when none would be left idle, up to max_workers (0: the
+ * number of online CPUs; at most 1024), so queueing never creates threads.
+ * When starting one fails (reported, at most once a second) the rescuer, if
+ * there is one, runs pending items one by one until a worker can be started
+ * again. Library threads block all signals and are named "rcl-wq/NAME" and
+ * "rcl-rsc/NAME".
+ *
+ * A work function may free or requeue its own work item: the queue does not
+ * touch it after calling fn. A work item that returns with the scope or
+ * domains changed (a save without its restore) is reported and the worker
+ * is put back as it was. With the lock checker on, running an item holds
+ * the lock class "wq:NAME" and flush/destroy acquire and release it, so
+ * flushing while holding a lock the work takes is reported as the cycle it
+ * is.
  */
 struct rcl_work {
     void (*fn)(struct rcl_work *w);
@@ -493,14 +527,25 @@ struct rcl_work {
     struct rcl_context rcl_ctx;
     int rcl_pending;
 };
+/* Must be called before a work item is first queued. NULL: no-op. */
 void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w));
 #define RCL_WQ_MEM_RECLAIM 0x1u
+/* NULL with errno EINVAL (NULL name, unknown flags, max_workers > 1024),
+ * ENOMEM, or EAGAIN when no worker can be started and there is no rescuer.
+ * The name is copied (up to 31 characters). */
 struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_workers, unsigned flags);
-/* 0 queued; -EBUSY already pending; -EINVAL bad arguments; -ESHUTDOWN the
- * queue is being destroyed. */
+/* 0 queued; -EBUSY already pending (on this queue or another); -EINVAL bad
+ * arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
+ * except from the queue's own work items, which may chain more work while
+ * it drains (as the kernel's drain_workqueue allows). */
 int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
+/* Waits for every item queued before the call (not those queued after, so
+ * an item that requeues itself cannot make it hang). From the queue's own
+ * work item, or with NULL: reported, returns at once. */
 void rcl_flush_workqueue(struct rcl_workqueue *wq);
-/* Drains pending work, then stops the threads. */
+/* Drains pending work (chained work included), then stops the threads and
+ * frees the queue. NULL: no-op. From the queue's own work item, or while
+ * another destroy is in progress: reported, and nothing is done. */
 void rcl_workqueue_destroy(struct rcl_workqueue *wq);
 
 /* ------------------------------------------------------------------------ */
@@ -513,9 +558,16 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * allocations are NOIO and may use the whole reserve, and the library calls
  * prctl(PR_SET_IO_FLUSHER, 1). on = 0: both undone. Anything else: -EINVAL.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
- * call returns -EPERM and the library reports it once.
+ * call returns -EPERM and the library reports it once per process.
+ *
+ * The NOIO scope is taken with rcl_scope_save(), so turning the flag off
+ * removes only what turning it on added: a NOIO scope the thread was
+ * already in stays. Setting it twice is the same as once; one
+ * rcl_io_flusher_set(0) ends it. The prctl is made on every call, and its
+ * result returned.
  */
 int rcl_io_flusher_set(int on);
+/* 1 when this thread is an I/O flusher for the library, else 0. */
 int rcl_io_flusher_get(void);
 
 /* ------------------------------------------------------------------------ */

@@ -10,6 +10,19 @@
  *   mimalloc   mi_usable_size      mi_collect(true)
  *   jemalloc   sallocx             thread.tcache.flush, then arena.<all>.purge
  *
+ * rcl__be_thread_collect() is for a thread to call on itself when asked to
+ * give memory back (rcl_usage_sync, a drain request): mimalloc's heaps
+ * belong to threads, and blocks another thread freed - a shrinker run by
+ * the background reclaimer, say - only become free pages, and then leave
+ * the resident set, when the owner thread collects. mi_collect() from the
+ * reclaiming thread cannot do that for it. A no-op for the other backends.
+ *
+ * RCL__BE_TRIM_INTERVAL_NS is how often reclaim may call rcl__be_trim().
+ * glibc gives memory back on its own (free() trims the heap top and unmaps
+ * large blocks), so a trim a second is plenty; jemalloc keeps freed pages
+ * for its decay time (10 s by default) and holds them in resident memory
+ * until purged, so under a cgroup limit it must be purged promptly.
+ *
  * rcl__be_free_sized() hands the backend the size the block was asked for
  * (header included). jemalloc and mimalloc can then skip the lookup of the
  * block's size class; glibc has no such call. It is only for blocks from
@@ -22,9 +35,30 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+/*
+ * Under a sanitizer every backend is libc: ASan and TSan see only memory
+ * from their own (intercepted) malloc. A block mimalloc or jemalloc hands to
+ * one thread after another freed it looks like a data race to TSan, and
+ * ASan cannot see overflows or uses after free in it. So `make check
+ * BACKEND=mimalloc` runs the library's logic under the sanitizers and the
+ * mimalloc integration itself in the plain run.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RCL__BE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define RCL__BE_SANITIZED 1
+#endif
+#endif
+#ifdef RCL__BE_SANITIZED
+#undef RCL_BACKEND_MIMALLOC
+#undef RCL_BACKEND_JEMALLOC
+#endif
+
 #if defined(RCL_BACKEND_MIMALLOC)
 #include <mimalloc.h>
 #define RCL_BACKEND_NAME "mimalloc"
+#define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
 static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline void  rcl__be_free_sized(void *p, size_t n) { mi_free_size(p, n); }
@@ -32,9 +66,11 @@ static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
 static inline void  rcl__be_trim(void) { mi_collect(true); }
+static inline void  rcl__be_thread_collect(void) { mi_collect(false); }
 #elif defined(RCL_BACKEND_JEMALLOC)
 #include <jemalloc/jemalloc.h>
 #define RCL_BACKEND_NAME "jemalloc"
+#define RCL__BE_TRIM_INTERVAL_NS 10000000ull        /* 10 ms */
 #ifndef MALLCTL_ARENAS_ALL
 #define MALLCTL_ARENAS_ALL 4096     /* the same in every jemalloc >= 4 */
 #endif
@@ -46,6 +82,7 @@ static inline void  rcl__be_free_sized(void *p, size_t n) { sdallocx(p, n, 0); }
 static inline size_t rcl__be_usable_size(const void *p) { return sallocx((void *)p, 0); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return rallocx(p, n, 0); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MALLOCX_ALIGN(a)); }
+static inline void  rcl__be_thread_collect(void) { }
 static inline void  rcl__be_trim(void)
 {
     /* Blocks this thread freed sit in its tcache, out of the arenas' reach:
@@ -56,6 +93,7 @@ static inline void  rcl__be_trim(void)
 #else
 #include <malloc.h>
 #define RCL_BACKEND_NAME "libc"
+#define RCL__BE_TRIM_INTERVAL_NS 1000000000ull      /* 1 s */
 static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
 static inline void  rcl__be_free(void *p) { free(p); }
 static inline void  rcl__be_free_sized(void *p, size_t n) { (void)n; free(p); }
@@ -67,6 +105,7 @@ static inline void *rcl__be_memalign(size_t a, size_t n)
     return posix_memalign(&p, a, n) == 0 ? p : NULL;
 }
 static inline void  rcl__be_trim(void) { malloc_trim(0); }
+static inline void  rcl__be_thread_collect(void) { }
 #endif
 
 #endif /* RCL_BACKEND_H */

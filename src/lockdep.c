@@ -807,6 +807,12 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
     if (unlikely(!id))
         return;   /* out of nodes: reported nowhere, checked nowhere */
 
+    if (unlikely(t->n == MAX_HELD)) {
+        static _Atomic int told;
+        if (!atomic_exchange(&told, 1))
+            rcl__report("lock checker: a thread holds more than %d annotated locks at once; "
+                        "the locks above that depth are not checked", MAX_HELD);
+    }
     /* A trylock waits for nothing, so it depends on nothing. */
     if (!(flags & HELD_TRY) && t->n) {
         unsigned top = (t->n <= MAX_HELD ? t->n : MAX_HELD) - 1;

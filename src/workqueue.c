@@ -51,6 +51,7 @@ struct rcl_workqueue {
     unsigned              flags;
     unsigned              max_workers;
     struct rcl_lock_class cls;         /* held by a thread running an item */
+    char                  cls_name[RCL_NAME_MAX + 8];
 
     pthread_mutex_t       lock;
     pthread_cond_t        more;        /* workers: work queued, or stop */
@@ -346,7 +347,8 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
         return NULL;
     }
     snprintf(wq->name, sizeof(wq->name), "%s", name);
-    wq->cls.name = wq->name;
+    snprintf(wq->cls_name, sizeof(wq->cls_name), "wq:%s", wq->name);
+    wq->cls.name = wq->cls_name;
     wq->flags = flags;
     wq->max_workers = max_workers;
     wq->tail = &wq->head;

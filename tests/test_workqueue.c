@@ -492,6 +492,54 @@ static void test_flush_or_destroy_from_own_work_is_refused(void **state)
     rcl_workqueue_destroy(wq);
 }
 
+/* Kernel rule (lockdep's flush_work annotation): flushing while holding a
+ * lock that the queue's work takes is a deadlock waiting to happen. The two
+ * halves are recorded apart here, so the test never deadlocks for real. */
+static RCL_LOCK_CLASS(journal_class, "journal");
+static rcl_mutex_t journal;
+
+struct locker {
+    struct rcl_work work;
+};
+
+static void locker_fn(struct rcl_work *w)
+{
+    (void)w;
+    rcl_mutex_lock(&journal);
+    rcl_mutex_unlock(&journal);
+}
+
+static int lockdep_setup(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    return rcl_init(&cfg);
+}
+
+static void test_flush_under_a_lock_the_work_takes_is_reported(void **state)
+{
+    (void)state;
+    rcl_mutex_init(&journal, &journal_class);
+    struct rcl_workqueue *wq = rcl_workqueue_create("jbd", 1, 0);
+    assert_non_null(wq);
+    struct locker l;
+    rcl_work_init(&l.work, locker_fn);
+    assert_int_equal(rcl_queue_work(wq, &l.work), 0);
+    rcl_flush_workqueue(wq);                    /* wq:jbd -> journal */
+    assert_int_equal(rcl_lockdep_reports(), 0);
+
+    rcl_mutex_lock(&journal);
+    rcl_flush_workqueue(wq);                    /* journal -> wq:jbd: a cycle */
+    rcl_mutex_unlock(&journal);
+    assert_true(rcl_lockdep_reports() >= 1);
+    assert_non_null(strstr(test_reports.all, "wq:jbd"));
+    rcl_workqueue_destroy(wq);
+    rcl_mutex_destroy(&journal);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The rescuer                                                               */
 /* ------------------------------------------------------------------------ */
@@ -696,6 +744,8 @@ RUN_TESTS(
     T(test_destroy_drains_pending_and_chained_work),
     T(test_queueing_to_a_destroying_queue_fails),
     T(test_flush_or_destroy_from_own_work_is_refused),
+    cmocka_unit_test_setup_teardown(test_flush_under_a_lock_the_work_takes_is_reported,
+                                    lockdep_setup, test_teardown),
     TR(test_queue_without_workers_or_rescuer_cannot_be_created),
     TR(test_rescuer_runs_work_when_no_worker_can_start),
     TR(test_rescuer_breaks_a_dependency_between_items),

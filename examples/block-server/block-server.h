@@ -14,9 +14,10 @@
  *   - the buffer cache is shrinkable (an rcl_lru with a shrinker): clean
  *     buffers are dropped when the budget runs short, dirty ones wake the
  *     flusher;
- *   - the flusher is an I/O flusher: its write-back allocations may use the
- *     reserve, so cleaning (and then freeing) buffers works when nothing
- *     else can allocate.
+ *   - the flusher is an I/O flusher (NOIO, and the reserve), and takes its
+ *     write-back requests from a second mempool, so cleaning (and then
+ *     freeing) buffers works when nothing else can allocate, even after
+ *     the budget has been squeezed below what is in use.
  */
 #ifndef BLOCK_SERVER_H
 #define BLOCK_SERVER_H
@@ -55,9 +56,10 @@ struct cache {
     struct rcl_lru *lru;
     int             fd;
     pthread_t       flusher;
+    struct rcl_mempool *wb_pool;    /* write-back requests */
     int             flusher_rc;     /* what rcl_io_flusher_set(1) returned */
 
-    atomic_ulong    hits, misses, evicted, written_back, write_errors, wb_retries;
+    atomic_ulong    hits, misses, evicted, written_back, write_errors;
 };
 
 int         cache_init(struct cache *c, int fd, unsigned nblocks);

@@ -4,16 +4,19 @@
  *
  * When the budget is full of dirty buffers, nothing can be freed until one
  * is written, and writing one needs memory (a write-back request holding a
- * stable copy of the data). That circle is why the flusher marks itself
- * with rcl_io_flusher_set(1): its allocations may use the reserve that
- * ordinary allocations cannot reach, so write-back, and after it reclaim,
- * always makes progress.
+ * stable copy of the data). Two tools break that circle:
+ *   - write-back requests come from their own mempool, as the kernel's
+ *     bios do: with the budget squeezed below what is already in use (no
+ *     reserve can help then) the pool still has an element, and gets it
+ *     back as soon as the write is done;
+ *   - the flusher marks itself with rcl_io_flusher_set(1): whatever it
+ *     allocates is NOIO (it must never wait for the I/O it is doing) and
+ *     may use the reserve ordinary allocations cannot reach.
  */
 #include "block-server.h"
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 struct wb_request {
@@ -50,15 +53,10 @@ static struct buf *take_dirty(struct cache *c)
 /* Writes back one buffer; 0 when there was none to write. */
 static int write_back_one(struct cache *c)
 {
-    /* Allocated before taking the lock (never allocate under a lock the
-     * shrinker tries). As an I/O flusher this may use the reserve. */
-    struct wb_request *wb = rcl_alloc(sizeof(*wb), RCL_NOIO | RCL__NOWARN);
-    if (!wb) {
-        atomic_fetch_add(&c->wb_retries, 1);
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-        return 1;
-    }
+    /* Taken before the cache lock (never allocate under a lock the
+     * shrinker tries). Blocking, so it never fails: at worst it waits for
+     * the element a write in flight returns. */
+    struct wb_request *wb = rcl_mempool_alloc(c->wb_pool, RCL_NOIO);
 
     pthread_mutex_lock(&c->lock);
     struct buf *b = take_dirty(c);
@@ -68,12 +66,12 @@ static int write_back_one(struct cache *c)
     }
     pthread_mutex_unlock(&c->lock);
     if (!b) {
-        rcl_free(wb);
+        rcl_mempool_free(wb, c->wb_pool);
         return 0;
     }
 
     ssize_t n = pwrite(c->fd, wb->data, BLOCK_SIZE, (off_t)wb->block * BLOCK_SIZE);
-    rcl_free(wb);
+    rcl_mempool_free(wb, c->wb_pool);
 
     pthread_mutex_lock(&c->lock);
     b->refs--;
@@ -112,6 +110,11 @@ static void *flusher_main(void *arg)
 
 int flusher_start(struct cache *c)
 {
+    /* One write in flight at a time; two spare so that the next one never
+     * waits for the allocator. */
+    c->wb_pool = rcl_mempool_create(2, sizeof(struct wb_request));
+    if (!c->wb_pool)
+        return -ENOMEM;
     return -pthread_create(&c->flusher, NULL, flusher_main, c);
 }
 
@@ -122,4 +125,5 @@ void flusher_stop(struct cache *c)
     pthread_cond_signal(&c->flush_cond);
     pthread_mutex_unlock(&c->lock);
     pthread_join(c->flusher, NULL);
+    rcl_mempool_destroy(c->wb_pool);
 }

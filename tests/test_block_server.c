@@ -1,0 +1,81 @@
+/*
+ * test_block_server.c - the block-server example, end to end: under a tiny
+ * budget that is halved while it runs, every request completes and
+ * verifies, and the backing file ends up holding every last write.
+ */
+#include "helpers.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <sys/wait.h>
+
+/* BUILD/tests/test_block_server runs BUILD/examples/block-server. */
+static void example_path(char *out, size_t len)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    snprintf(out, len, "%s/../examples/block-server", dirname(self));
+    assert_int_equal(access(out, X_OK), 0);
+}
+
+/* Runs the example with args; returns its exit status, output in out. */
+static int run_example(const char *args, char *out, size_t len)
+{
+    char path[PATH_MAX], cmd[PATH_MAX + 256];
+    example_path(path, sizeof(path));
+    snprintf(cmd, sizeof(cmd), "'%s' %s 2>&1", path, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t got = fread(out, 1, len - 1, f);
+    out[got] = '\0';
+    while (fgetc(f) != EOF)
+        ;
+    int status = pclose(f);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static char output[16384];
+
+static void test_serves_every_request_under_a_tiny_squeezed_budget(void **state)
+{
+    (void)state;
+    char args[128];
+    snprintf(args, sizeof(args), "--budget 192K --squeeze 96K --requests %d --quiet",
+             test_scale(20000));
+    assert_int_equal(run_example(args, output, sizeof(output)), 0);
+    assert_string_equal(output, "");        /* --quiet: nothing when all is well */
+}
+
+static void test_summary_says_every_request_completed_and_verified(void **state)
+{
+    (void)state;
+    char args[128];
+    int n = test_scale(4000);
+    snprintf(args, sizeof(args), "--budget 256K --requests %d --blocks 512 --seed 7", n);
+    assert_int_equal(run_example(args, output, sizeof(output)), 0);
+    char want[128];
+    snprintf(want, sizeof(want), "%d of %d requests completed, %d verified, 0 failed", n, n, n);
+    assert_non_null(strstr(output, want));
+    assert_non_null(strstr(output, "every block holds its last write"));
+    /* The squeeze made the cache shrink. */
+    assert_null(strstr(output, " 0 buffers dropped"));
+}
+
+static void test_bad_options_exit_2(void **state)
+{
+    (void)state;
+    assert_int_equal(run_example("--budget lots", output, sizeof(output)), 2);
+    assert_non_null(strstr(output, "usage:"));
+    assert_int_equal(run_example("--requests -5", output, sizeof(output)), 2);
+    assert_int_equal(run_example("--budget 1M --squeeze 2M", output, sizeof(output)), 2);
+    assert_int_equal(run_example("stray", output, sizeof(output)), 2);
+}
+
+RUN_TESTS(
+    cmocka_unit_test(test_serves_every_request_under_a_tiny_squeezed_budget),
+    cmocka_unit_test(test_summary_says_every_request_completed_and_verified),
+    cmocka_unit_test(test_bad_options_exit_2),
+)
