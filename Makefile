@@ -45,6 +45,9 @@ else ifneq ($(SAN),)
 endif
 CFLAGS_ALL := $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN_FLAGS) $(LDFLAGS)
+# Programs export their symbols so that the lock checker's backtraces
+# (backtrace_symbols) name the functions, not just offsets.
+EXE_LDFLAGS := $(LDFLAGS_ALL) -rdynamic
 
 Q := $(if $(V),,@)
 
@@ -108,16 +111,16 @@ $(BUILD)/obj:
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
 
 .SECONDEXPANSION:
 $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(STATIC) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $(filter %.c,$^) $(STATIC) $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) $(EXE_LDFLAGS) -o $@ $(filter %.c,$^) $(STATIC) $(LDLIBS_LIB) -lm
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")

@@ -844,6 +844,10 @@ struct rcl_stats {
     size_t        wmark_min, wmark_low, wmark_high;   /* headroom, bytes */
     unsigned long allocations, frees, failures;
     unsigned long bad_frees;                /* foreign or double frees caught */
+    size_t        thread_cached;            /* bytes of freed small blocks the threads
+                                               keep for reuse (not in usage; at most
+                                               37 KiB a thread; rcl_usage_sync()
+                                               returns them) */
     unsigned long direct_reclaims;          /* direct reclaim passes */
     unsigned long long direct_stall_ns;     /* time spent in them */
     size_t        direct_reclaimed;         /* bytes they freed */

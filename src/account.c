@@ -15,6 +15,7 @@
  * matters.
  */
 #include "internal.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -73,6 +74,7 @@ static void thread_exit(void *arg)
 {
     struct rcl_thread *t = arg;
 
+    rcl__mag_flush(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
         budget_return((size_t)rd(t->stock));
@@ -142,6 +144,9 @@ int rcl__account_start(const struct rcl_config *cfg)
 
 void rcl__account_stop(void)
 {
+    /* Other threads' caches are theirs to empty (at their exit or next
+     * drain): only the owner may touch its lists. */
+    rcl__mag_flush(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     while (registry)
         thread_unlink_locked(registry);
@@ -170,6 +175,15 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
     return min;
 }
 
+/* Another thread asked for this one's stock back (rcl_usage_sync, reclaim):
+ * the cached blocks go too, and the backend may give their pages up. */
+static void drain_self(struct rcl_thread *t)
+{
+    rcl__stock_flush(t, 0);
+    rcl__mag_flush(t);
+    rcl__be_thread_collect();
+}
+
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
     long s = rd(t->stock);
@@ -195,7 +209,7 @@ void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
     long max = rd(t->stock_max);
     if (max == RCL_STOCK_DRAIN || max == RCL_STOCK_RECLAIM) {
         wr(t->stock_max, 2 * rd(rcl__acct.batch));
-        rcl__stock_flush(t, 0);
+        drain_self(t);
     } else if (rd(t->stock) > max) {
         rcl__stock_flush(t, rd(rcl__acct.batch));
     }
@@ -315,7 +329,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     rcl__thread_attach(t);
     if (!t->in_reclaim) {
         if (rd(t->stock_max) == RCL_STOCK_DRAIN)
-            rcl__stock_flush(t, 0);
+            drain_self(t);
         wr(t->stock_max, 2 * rd(rcl__acct.batch));
     }
 
@@ -449,7 +463,7 @@ void rcl_usage_sync(void)
 
     rcl__ensure_init();
     rcl__thread_attach(self);
-    rcl__stock_flush(self, 0);
+    drain_self(self);
     pthread_mutex_lock(&registry_lock);
     for (struct rcl_thread *t = registry; t; t = t->next)
         if (t != self)
@@ -457,15 +471,18 @@ void rcl_usage_sync(void)
     pthread_mutex_unlock(&registry_lock);
 }
 
-void rcl__threads_sum(unsigned long *allocs, unsigned long *frees)
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
 {
     pthread_mutex_lock(&registry_lock);
     unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
+    size_t c = 0;
     for (struct rcl_thread *t = registry; t; t = t->next) {
         a += rd(t->nr_alloc);
         f += rd(t->nr_free);
+        c += rcl__mag_bytes(t);
     }
     pthread_mutex_unlock(&registry_lock);
     *allocs = a;
     *frees = f;
+    *cached = c;
 }

@@ -15,6 +15,7 @@
  *   pressure.c  automatic limit (cgroups), PSI, memory-pressure signals
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
+ *   symbolize.c function names for report backtraces
  */
 #ifndef RCL_INTERNAL_H
 #define RCL_INTERNAL_H
@@ -54,6 +55,8 @@
  * leave it is folded into that one number: STOCK_RECLAIM while the thread
  * reclaims, STOCK_DRAIN when another thread asked for the stock back.
  */
+#define RCL_MAG_CLASSES   28          /* 16-byte classes to 256, 64-byte to 1024 */
+#define RCL_MAG_MAX       1024
 #define RCL_STOCK_RECLAIM (-1L)
 #define RCL_STOCK_DRAIN   (-2L)
 struct rcl_thread {
@@ -69,6 +72,12 @@ struct rcl_thread {
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
+    /* The block cache (alloc.c): small blocks this thread freed, kept for
+     * its next allocations of the same class, linked through their
+     * headers. Only the owner touches the lists; `cached` (their bytes,
+     * headers included) is read by rcl_stats_get(). */
+    void                 *mag[RCL_MAG_CLASSES];
+    _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
 };
 
@@ -121,6 +130,11 @@ void   rcl__account_stop(void);
 void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
 /* The header bits of a plain block allocated in `epoch` (alloc.c). */
 uint64_t rcl__hdr_tag(unsigned epoch);
+/* Gives the calling thread's cached blocks back to the backend (alloc.c);
+ * only ever for the caller's own rcl__self, or at its exit. */
+void   rcl__mag_flush(struct rcl_thread *t);
+/* Bytes in t's block cache; any thread may ask. */
+size_t rcl__mag_bytes(const struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
@@ -206,6 +220,11 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
 void rcl__lockdep_reset(void);
+
+/* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's
+ * symbol table, static functions included; forget drops the cached tables. */
+void rcl__symbolize(const void *addr, char *buf, size_t len);
+void rcl__symbolize_forget(void);
 unsigned long rcl__lockdep_count(void);
 
 /* ------------------------------------------------------------------------ */
@@ -240,7 +259,7 @@ struct rcl_counters {
 extern struct rcl_counters rcl__stats;
 #define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
 void rcl__stats_reset(void);
-void rcl__threads_sum(unsigned long *allocs, unsigned long *frees);
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* At most one report a second per `last` (a caller-owned timestamp). */

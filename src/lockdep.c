@@ -48,7 +48,7 @@ enum node_kind { NODE_LOCK, NODE_RECLAIM, NODE_RECLAIM_GLOBAL, NODE_RECLAIM_DOMA
 #define EDGE_BITS   15
 #define EDGE_SLOTS  (1u << EDGE_BITS)
 #define MAX_EDGES   (EDGE_SLOTS / 2)  /* keep the probe chains short */
-#define MAX_FRAMES  8
+#define MAX_FRAMES  12
 #define MAX_CYCLES  256
 #define MAX_SITES   256
 
@@ -406,22 +406,12 @@ static void rb_add(struct report_buf *rb, const char *fmt, ...)
 
 static void rb_frames(struct report_buf *rb, void *const *frames, int n)
 {
-    if (n <= 0)
-        return;
-    char **sym = backtrace_symbols(frames, n);
+    char name[320];
+
     for (int i = 0; i < n; i++) {
-        const char *s = sym ? sym[i] : "?";
-        const char *slash = strrchr(s, '/');
-        const char *paren = strchr(s, '(');
-        /* "dir/prog(fn+0x1f) [0x...]" -> "prog(fn+0x1f) [0x...]" */
-        if (slash && (!paren || slash < paren))
-            s = slash + 1;
-        if (sym)
-            rb_add(rb, "        #%d %s\n", i, s);
-        else
-            rb_add(rb, "        #%d %p\n", i, frames[i]);
+        rcl__symbolize(frames[i], name, sizeof(name));
+        rb_add(rb, "        #%d %s\n", i, name);
     }
-    free(sym);
 }
 
 static const char *node_label(const struct node *n)
@@ -512,8 +502,8 @@ static void report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsi
         if (!edge_is_silent(e))
             rb_edge(rb, e);
     }
-    rb_add(rb, "  (frames: program(+offset) goes to `addr2line -f -e program offset`; link "
-               "with -rdynamic to see function names)\n");
+    rb_add(rb, "  (a frame without a name, program(+offset), is in a stripped file: "
+               "`addr2line -f -e program offset` on an unstripped copy names it)\n");
     if (reclaim)
         rb_add(rb, "\n  What it means: a thread holding %s can enter memory reclaim, and reclaim%s%s%s "
                    "needs something that only becomes free after %s is released; under memory "
@@ -1147,6 +1137,7 @@ void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
 
 void rcl__lockdep_reset(void)
 {
+    rcl__symbolize_forget();
     pthread_mutex_lock(&graph_lock);
     for (unsigned i = 0; i < nr_edges; i++)
         free(edges[i]);

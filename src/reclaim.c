@@ -16,7 +16,7 @@
 #include <time.h>
 
 #define TRIM_MIN_BYTES    (1024 * 1024)   /* a pass that freed this much trims */
-#define TRIM_INTERVAL_NS  1000000000ull   /* at most once a second */
+#define TRIM_INTERVAL_NS  RCL__BE_TRIM_INTERVAL_NS   /* per backend: backend.h */
 #define IDLE_BACKOFF_MS   100             /* first pause after a fruitless pass */
 #define IDLE_BACKOFF_MAX  2000
 

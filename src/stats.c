@@ -40,7 +40,7 @@ void rcl_stats_get(struct rcl_stats *out)
     out->wmark_min = rd(rcl__acct.wm_min);
     out->wmark_low = rd(rcl__acct.wm_low);
     out->wmark_high = rd(rcl__acct.wm_high);
-    rcl__threads_sum(&out->allocations, &out->frees);
+    rcl__threads_sum(&out->allocations, &out->frees, &out->thread_cached);
     out->failures = rd(rcl__stats.failures);
     out->bad_frees = rd(rcl__stats.bad_frees);
     out->direct_reclaims = rd(rcl__stats.direct_reclaims);
@@ -78,13 +78,14 @@ static void print_json(FILE *f, const struct rcl_stats *st)
     fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
                "\"wmark_min\":%zu,\"wmark_low\":%zu,\"wmark_high\":%zu,"
                "\"allocations\":%lu,\"frees\":%lu,\"failures\":%lu,\"bad_frees\":%lu,"
+               "\"thread_cached\":%zu,"
                "\"direct_reclaims\":%lu,\"direct_stall_ns\":%llu,\"direct_reclaimed\":%zu,"
                "\"background_wakeups\":%lu,\"background_reclaimed\":%zu,"
                "\"reserve_allocs\":%lu,\"nofail_stalls\":%lu,\"mempool_reserve_hits\":%lu,"
                "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers\":[",
             st->usage, st->peak, st->limit, st->wmark_min, st->wmark_low, st->wmark_high,
-            st->allocations, st->frees, st->failures, st->bad_frees, st->direct_reclaims,
-            st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
+            st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
+            st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
     unsigned n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
@@ -102,14 +103,15 @@ static void print_text(FILE *f, const struct rcl_stats *st)
 {
     fprintf(f, "libreclaim statistics\n"
                "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
-               "  allocations %lu, frees %lu, failures %lu, bad frees %lu\n"
+               "  allocations %lu, frees %lu, failures %lu, bad frees %lu; "
+               "%zu bytes cached by threads\n"
                "  direct reclaim: %lu passes, %zu bytes, %.3f ms stalled\n"
                "  background: %lu wake-ups, %zu bytes\n"
                "  reserve charges %lu, NOFAIL stall reports %lu, mempool reserve hits %lu, "
                "lockdep reports %lu\n",
             st->usage, st->limit, st->peak, st->wmark_min, st->wmark_low, st->wmark_high,
-            st->allocations, st->frees, st->failures, st->bad_frees, st->direct_reclaims,
-            st->direct_reclaimed, (double)st->direct_stall_ns / 1e6, st->background_wakeups,
+            st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
+            st->direct_reclaims, st->direct_reclaimed, (double)st->direct_stall_ns / 1e6, st->background_wakeups,
             st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
     fprintf(f, "  shrinkers: %u\n", st->nr_shrinkers);

@@ -68,6 +68,30 @@ static void ab_ba_inversion_is_reported(void **state)
     assert_true(report_has("opposite orders"));
 }
 
+/* The report shows where each edge was first seen as function names, so a
+ * reader can find the code - static functions too, which is where most of
+ * a daemon's locking lives (read from the program's ELF symbol table). */
+static __attribute__((noinline)) void takes_b_then_a(void)
+{
+    rcl_lock_acquire(&lock_b);
+    rcl_lock_acquire(&lock_a);
+    rcl_lock_release(&lock_a);
+    rcl_lock_release(&lock_b);
+    __asm__ volatile("" ::: "memory");  /* keep the call above from being a tail call */
+}
+
+static void report_backtrace_names_the_functions(void **state)
+{
+    (void)state;
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    takes_b_then_a();
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    if (!report_has(" takes_b_then_a+0x"))
+        print_reports();
+    assert_true(report_has(" takes_b_then_a+0x"));
+    assert_true(report_has(" report_backtrace_names_the_functions+0x"));
+}
+
 static void longer_chain_is_reported(void **state)
 {
     (void)state;
@@ -899,6 +923,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         TL(ab_ba_inversion_is_reported),
+        TL(report_backtrace_names_the_functions),
         TL(longer_chain_is_reported),
         TL(consistent_order_is_quiet),
         TL(each_cycle_is_reported_once),

@@ -1,0 +1,273 @@
+/*
+ * The per-thread block cache (src/alloc.c): freed blocks up to 1 KiB are
+ * kept by the freeing thread and handed out again before the backend is
+ * asked. The kernel's rule it follows is the slab allocators' per-CPU
+ * freelist: a freed object goes back to the local list and the next
+ * allocation of its cache takes the most recently freed one (LIFO, cache
+ * hot); the list is bounded, and draining it gives the objects back.
+ * What the budget sees must not change: a cached block is uncharged, and
+ * every rcl_alloc() charges exactly the size asked for.
+ */
+#include "helpers.h"
+
+#include <stdbool.h>
+
+#define HDR 16      /* the block header, counted in thread_cached */
+
+static size_t cached_now(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.thread_cached;
+}
+
+static size_t usage_now(void)
+{
+    rcl_usage_sync();   /* also empties the calling thread's cache */
+    return rcl_usage();
+}
+
+/* Start each test with this thread's cache empty. */
+static int cache_setup(void **state)
+{
+    int rc = test_setup(state);
+    rcl_usage_sync();
+    return rc;
+}
+
+#define TC(fn) cmocka_unit_test_setup_teardown(fn, cache_setup, test_teardown)
+
+static void freed_block_serves_the_next_allocation_of_its_class(void **state)
+{
+    (void)state;
+    void *p = rcl_alloc(40, RCL_DEFAULT);
+    rcl_free(p);
+    assert_int_equal(cached_now(), 48 + HDR);      /* class 33..48 */
+    void *q = rcl_alloc(33, RCL_DEFAULT);
+    assert_ptr_equal(q, p);
+    assert_int_equal(cached_now(), 0);
+    rcl_free(q);
+}
+
+static void most_recently_freed_block_comes_back_first(void **state)
+{
+    (void)state;
+    void *a = rcl_alloc(64, RCL_DEFAULT), *b = rcl_alloc(64, RCL_DEFAULT);
+    rcl_free(a);
+    rcl_free(b);
+    void *x = rcl_alloc(64, RCL_DEFAULT), *y = rcl_alloc(64, RCL_DEFAULT);
+    assert_ptr_equal(x, b);
+    assert_ptr_equal(y, a);
+    rcl_free(x);
+    rcl_free(y);
+}
+
+static void cached_blocks_are_not_charged(void **state)
+{
+    (void)state;
+    void *p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = rcl_alloc(100, RCL_DEFAULT);
+    for (int i = 0; i < 4; i++)
+        rcl_free(p[i]);
+    assert_int_equal(cached_now(), 4 * (112 + HDR));
+    assert_int_equal(rcl_usage(), 0);
+    /* a block from the cache charges the size asked, not its class */
+    void *q = rcl_alloc(97, RCL_DEFAULT);
+    assert_int_equal(usage_now(), 97);
+    rcl_free(q);
+    assert_int_equal(usage_now(), 0);
+}
+
+static void small_classes_keep_eight_blocks(void **state)
+{
+    (void)state;
+    void *p[12];
+    for (int i = 0; i < 12; i++)
+        p[i] = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 12; i++)
+        rcl_free(p[i]);
+    assert_int_equal(cached_now(), 8 * (64 + HDR));
+}
+
+static void classes_above_256_bytes_keep_two_blocks(void **state)
+{
+    (void)state;
+    void *p[5];
+    for (int i = 0; i < 5; i++)
+        p[i] = rcl_alloc(1000, RCL_DEFAULT);     /* class 961..1024 */
+    for (int i = 0; i < 5; i++)
+        rcl_free(p[i]);
+    assert_int_equal(cached_now(), 2 * (1024 + HDR));
+}
+
+static void blocks_above_1k_are_not_cached(void **state)
+{
+    (void)state;
+    rcl_free(rcl_alloc(1025, RCL_DEFAULT));
+    rcl_free(rcl_aligned_alloc(64, 64, RCL_DEFAULT));
+    rcl_vfree(rcl_valloc(100, RCL_DEFAULT));
+    assert_int_equal(cached_now(), 0);
+}
+
+static void zeroed_allocation_from_the_cache_is_zeroed(void **state)
+{
+    (void)state;
+    unsigned char *d = rcl_alloc(200, RCL_DEFAULT);
+    memset(d, 0xff, 200);
+    rcl_free(d);
+    unsigned char *z = rcl_calloc(25, 8, RCL_DEFAULT);
+    assert_ptr_equal(z, d);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(z[i], 0);
+    rcl_free(z);
+}
+
+static void double_free_of_a_cached_block_is_caught(void **state)
+{
+    (void)state;
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    rcl_free(p);
+    size_t cached = cached_now();
+    errno = 0;
+    rcl_free(p);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(cached_now(), cached);      /* not cached twice */
+    void *a = rcl_alloc(64, RCL_DEFAULT), *b = rcl_alloc(64, RCL_DEFAULT);
+    assert_ptr_not_equal(a, b);
+    rcl_free(a);
+    rcl_free(b);
+}
+
+/* A block resized in place must still fit any size of its new class when
+ * it is cached, or a later allocation would overrun it (ASan checks). */
+static void realloc_keeps_blocks_fit_for_their_class(void **state)
+{
+    (void)state;
+    void *p = rcl_alloc(24, RCL_DEFAULT);
+    for (size_t n = 25; n <= 1024; n += 7) {
+        p = rcl_realloc(p, n, RCL_DEFAULT);
+        assert_non_null(p);
+        memset(p, 1, n);
+    }
+    rcl_free(p);
+    void *q = rcl_alloc(1024, RCL_DEFAULT);
+    memset(q, 2, 1024);
+    rcl_free(q);
+    assert_int_equal(usage_now(), 0);
+}
+
+static void realloc_within_the_block_stays_in_place(void **state)
+{
+    (void)state;
+    char *p = rcl_alloc(100, RCL_DEFAULT);     /* a 112-byte class block */
+    memcpy(p, "kept", 5);
+    assert_ptr_equal(rcl_realloc(p, 110, RCL_DEFAULT), p);
+    assert_string_equal(p, "kept");
+    assert_int_equal(usage_now(), 110);
+    rcl_free(p);
+}
+
+static void usage_sync_empties_the_callers_cache(void **state)
+{
+    (void)state;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    assert_int_not_equal(cached_now(), 0);
+    rcl_usage_sync();
+    assert_int_equal(cached_now(), 0);
+}
+
+/* Another thread's cache goes back when it next leaves its fast path after
+ * a drain request - the same point its stock goes back. */
+struct peer {
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    int             step;
+};
+
+static void peer_step(struct peer *pr, int mine, int wait_for)
+{
+    pthread_mutex_lock(&pr->lock);
+    pr->step = mine;
+    pthread_cond_broadcast(&pr->cond);
+    while (wait_for && pr->step != wait_for)
+        pthread_cond_wait(&pr->cond, &pr->lock);
+    pthread_mutex_unlock(&pr->lock);
+}
+
+static void *peer_main(void *arg)
+{
+    struct peer *pr = arg;
+    void *p[8], *last = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        p[i] = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        rcl_free(p[i]);
+    peer_step(pr, 1, 2);        /* cache full; wait for the drain request */
+    rcl_free(last);             /* leaves the fast path: drains */
+    peer_step(pr, 3, 4);
+    return NULL;
+}
+
+static void drain_request_empties_another_threads_cache(void **state)
+{
+    (void)state;
+    struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, peer_main, &pr), 0);
+    pthread_mutex_lock(&pr.lock);
+    while (pr.step != 1)
+        pthread_cond_wait(&pr.cond, &pr.lock);
+    pthread_mutex_unlock(&pr.lock);
+    assert_int_equal(cached_now(), 8 * (64 + HDR));
+    rcl_usage_sync();
+    peer_step(&pr, 2, 3);
+    assert_int_equal(cached_now(), 0);
+    peer_step(&pr, 4, 0);
+    pthread_join(th, NULL);
+}
+
+/* A thread's cache goes back to the backend when it exits. Under
+ * AddressSanitizer, LeakSanitizer fails this program at exit if it did
+ * not: the blocks would be reachable from nowhere. */
+static void *cache_and_exit(void *arg)
+{
+    (void)arg;
+    void *p[8];
+    for (int i = 0; i < 8; i++)
+        p[i] = rcl_alloc(16 + 100 * (size_t)i, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        rcl_free(p[i]);
+    return NULL;
+}
+
+static void thread_exit_empties_its_cache(void **state)
+{
+    (void)state;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cache_and_exit, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(usage_now(), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TC(freed_block_serves_the_next_allocation_of_its_class),
+        TC(most_recently_freed_block_comes_back_first),
+        TC(cached_blocks_are_not_charged),
+        TC(small_classes_keep_eight_blocks),
+        TC(classes_above_256_bytes_keep_two_blocks),
+        TC(blocks_above_1k_are_not_cached),
+        TC(zeroed_allocation_from_the_cache_is_zeroed),
+        TC(double_free_of_a_cached_block_is_caught),
+        TC(realloc_keeps_blocks_fit_for_their_class),
+        TC(realloc_within_the_block_stays_in_place),
+        TC(usage_sync_empties_the_callers_cache),
+        TC(drain_request_empties_another_threads_cache),
+        TC(thread_exit_empties_its_cache),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
