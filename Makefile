@@ -29,9 +29,11 @@ LDLIBS_LIB  := -pthread
 ifeq ($(BACKEND),mimalloc)
   BASE_CFLAGS += -DRCL_BACKEND_MIMALLOC
   LDLIBS_LIB  += -lmimalloc
+  BACKEND_DEPS := libmimalloc-dev
 else ifeq ($(BACKEND),jemalloc)
   BASE_CFLAGS += -DRCL_BACKEND_JEMALLOC
   LDLIBS_LIB  += -ljemalloc
+  BACKEND_DEPS := libjemalloc-dev
 else ifneq ($(BACKEND),libc)
   $(error BACKEND must be libc, mimalloc or jemalloc)
 endif
@@ -132,7 +134,7 @@ benches: $(BENCHES)
 
 # Installs what the tests need when it is missing and we are root.
 check-deps:
-	$(Q)sh tools/check-deps.sh
+	$(Q)EXTRA_DEPS="$(BACKEND_DEPS)" sh tools/check-deps.sh
 
 # One run of every test in this build.
 test: check-deps

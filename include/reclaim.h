@@ -287,7 +287,8 @@ size_t rcl_limit(void);
 size_t rcl_usage(void);
 /* Folds the calling thread's stock back into the budget, and every other
  * thread's at its next allocation or free; the budget's own counter then
- * equals rcl_usage(). */
+ * equals rcl_usage(). Each thread's cached free blocks (see rcl_alloc) go
+ * back to the backend at the same moment. */
 void   rcl_usage_sync(void);
 
 /* The limit that limit = 0 selects: the process's memory cgroup limit (v2
@@ -358,6 +359,13 @@ size_t rcl_auto_limit(void);
  *
  * The size charged is the size asked for. Each block carries a 16-byte
  * header, which is how rcl_free() knows the size and tells foreign pointers.
+ *
+ * Each thread keeps a few of the blocks of up to 1 KiB it freed (8 per
+ * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB; at
+ * most 34 KiB a thread) and hands them out again before asking the backend,
+ * as the kernel's slab allocators keep a per-CPU freelist. Cached blocks are
+ * not charged (rcl_stats.thread_cached counts them); rcl_usage_sync(),
+ * reclaim's drain requests and thread exit give them back to the backend.
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */

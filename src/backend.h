@@ -23,11 +23,8 @@
  * for its decay time (10 s by default) and holds them in resident memory
  * until purged, so under a cgroup limit it must be purged promptly.
  *
- * rcl__be_free_sized() hands the backend the size the block was asked for
- * (header included). jemalloc and mimalloc can then skip the lookup of the
- * block's size class; glibc has no such call. It is only for blocks from
- * rcl__be_malloc()/rcl__be_realloc(): jemalloc's sdallocx wants the flags of
- * the allocation too, so aligned blocks go through rcl__be_free().
+ * The size query serves rcl_realloc(): a block the backend made big enough
+ * already is resized in place, without a call into the backend.
  */
 #ifndef RCL_BACKEND_H
 #define RCL_BACKEND_H
@@ -61,7 +58,6 @@
 #define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
 static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
 static inline void  rcl__be_free(void *p) { mi_free(p); }
-static inline void  rcl__be_free_sized(void *p, size_t n) { mi_free_size(p, n); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
@@ -78,7 +74,6 @@ static inline void  rcl__be_thread_collect(void) { mi_collect(false); }
 #define RCL__JE_STR(x) RCL__JE_STR2(x)
 static inline void *rcl__be_malloc(size_t n) { return mallocx(n, 0); }
 static inline void  rcl__be_free(void *p) { dallocx(p, 0); }
-static inline void  rcl__be_free_sized(void *p, size_t n) { sdallocx(p, n, 0); }
 static inline size_t rcl__be_usable_size(const void *p) { return sallocx((void *)p, 0); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return rallocx(p, n, 0); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MALLOCX_ALIGN(a)); }
@@ -96,7 +91,6 @@ static inline void  rcl__be_trim(void)
 #define RCL__BE_TRIM_INTERVAL_NS 1000000000ull      /* 1 s */
 static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
 static inline void  rcl__be_free(void *p) { free(p); }
-static inline void  rcl__be_free_sized(void *p, size_t n) { (void)n; free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return malloc_usable_size((void *)p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return realloc(p, n); }
 static inline void *rcl__be_memalign(size_t a, size_t n)
