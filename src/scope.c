@@ -14,6 +14,14 @@
 
 __thread struct rcl_thread rcl__self RCL_TLS_IE;
 
+/* Out of line and returning the token, so that the unchecked path is a
+ * leaf with no stack frame of its own. */
+static __attribute__((noinline, cold)) unsigned scope_save_checked(unsigned set)
+{
+    rcl__lockdep_scope_save(set);
+    return set;
+}
+
 unsigned rcl_scope_save(unsigned scope)
 {
     struct rcl_thread *t = &rcl__self;
@@ -21,7 +29,7 @@ unsigned rcl_scope_save(unsigned scope)
 
     t->scope |= set;
     if (rcl__checking())
-        rcl__lockdep_scope_save(set);
+        return scope_save_checked(set);
     return set;
 }
 
