@@ -88,6 +88,10 @@ typedef unsigned int rcl_gfp_t;
  * checker is on, as is a restore out of order).
  *
  * Cost: a few instructions on thread-local state, no locks, no allocation.
+ * Like the kernel's memalloc_*_save(), the calls are inline (GCC and Clang):
+ * a scope pair costs what a thread-local increment pair costs, with no call
+ * into the library. The same functions are exported under the same names
+ * for other languages and for builds with RCL_NO_INLINE_SCOPES defined.
  */
 #define RCL_SCOPE_NOFS      0x1u
 #define RCL_SCOPE_NOIO      0x2u
@@ -95,6 +99,78 @@ typedef unsigned int rcl_gfp_t;
 #define RCL_SCOPE_NOWAIT    0x8u
 #define RCL_SCOPE_ALL       0xfu
 
+/*
+ * The calling thread's scope, where the inline calls reach it with one
+ * thread-local access (the kernel keeps it in current->flags). Private: use
+ * the calls. `checked` is set while the lock checker watches the thread
+ * (from its first call into the library with the checker on), and sends
+ * the calls to the library, where the checker sees them.
+ */
+struct rcl_scope_tls {
+    unsigned bits;      /* RCL_SCOPE_* in force */
+    unsigned checked;
+};
+/* What rcl_current_gfp() computes, for a given scope; private. */
+static inline rcl_gfp_t rcl__gfp_in_scope(rcl_gfp_t gfp, unsigned scope)
+{
+    /* NOIO implies NOFS: file-system reclaim may itself issue I/O. */
+    if (scope & RCL_SCOPE_NOIO)
+        gfp &= ~(RCL__IO | RCL__FS);
+    else if (scope & RCL_SCOPE_NOFS)
+        gfp &= ~RCL__FS;
+    if (scope & RCL_SCOPE_NOWAIT)
+        gfp &= ~RCL__DIRECT_RECLAIM;
+    return gfp;
+}
+
+/* The inline calls' way into the checker; not for direct use. */
+unsigned  rcl_scope_save_checked(unsigned scope);
+void      rcl_scope_restore_checked(unsigned saved);
+
+#if defined(__GNUC__) && !defined(RCL_NO_INLINE_SCOPES)
+extern __thread struct rcl_scope_tls rcl_scope_tls __attribute__((tls_model("initial-exec")));
+
+/* bits outside RCL_SCOPE_ALL are ignored */
+static inline unsigned rcl_scope_save(unsigned scope)
+{
+    struct rcl_scope_tls *s = &rcl_scope_tls;
+    if (__builtin_expect(s->checked != 0, 0))
+        return rcl_scope_save_checked(scope);
+    unsigned set = scope & RCL_SCOPE_ALL & ~s->bits;
+    s->bits |= set;
+    return set;
+}
+static inline void rcl_scope_restore(unsigned saved)
+{
+    struct rcl_scope_tls *s = &rcl_scope_tls;
+    if (__builtin_expect(s->checked != 0, 0)) {
+        rcl_scope_restore_checked(saved);
+        return;
+    }
+    /* Only bits that are set can be cleared: a bogus token cannot touch a
+     * scope someone else owns beyond what it names. */
+    s->bits &= ~(saved & RCL_SCOPE_ALL);
+}
+static inline unsigned rcl_scope_current(void) { return rcl_scope_tls.bits; }
+static inline unsigned rcl_nofs_save(void) { return rcl_scope_save(RCL_SCOPE_NOFS); }
+static inline void rcl_nofs_restore(unsigned saved) { rcl_scope_restore(saved); }
+static inline unsigned rcl_noio_save(void) { return rcl_scope_save(RCL_SCOPE_NOIO); }
+static inline void rcl_noio_restore(unsigned saved) { rcl_scope_restore(saved); }
+static inline unsigned rcl_noreclaim_save(void) { return rcl_scope_save(RCL_SCOPE_NORECLAIM); }
+static inline void rcl_noreclaim_restore(unsigned saved) { rcl_scope_restore(saved); }
+static inline unsigned rcl_nowait_save(void) { return rcl_scope_save(RCL_SCOPE_NOWAIT); }
+static inline void rcl_nowait_restore(unsigned saved) { rcl_scope_restore(saved); }
+
+/*
+ * gfp as this thread's scope restricts it. Only ever removes bits: NOIO
+ * clears IO|FS; otherwise NOFS clears FS; NOWAIT clears DIRECT_RECLAIM.
+ * An I/O-flusher thread (rcl_io_flusher_set) is in NOIO scope.
+ */
+static inline rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp)
+{
+    return rcl__gfp_in_scope(gfp, rcl_scope_tls.bits);
+}
+#else
 unsigned  rcl_scope_save(unsigned scope);   /* bits outside RCL_SCOPE_ALL are ignored */
 void      rcl_scope_restore(unsigned saved);
 unsigned  rcl_scope_current(void);
@@ -106,13 +182,9 @@ unsigned  rcl_noreclaim_save(void);
 void      rcl_noreclaim_restore(unsigned saved);
 unsigned  rcl_nowait_save(void);
 void      rcl_nowait_restore(unsigned saved);
-
-/*
- * gfp as this thread's scope restricts it. Only ever removes bits: NOIO
- * clears IO|FS; otherwise NOFS clears FS; NOWAIT clears DIRECT_RECLAIM.
- * An I/O-flusher thread (rcl_io_flusher_set) is in NOIO scope.
- */
+/* gfp as this thread's scope restricts it (see above). */
 rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp);
+#endif
 
 /*
  * Scope guards (GCC/Clang): the scope holds until the enclosing block ends,

@@ -94,6 +94,8 @@ void rcl__thread_attach(struct rcl_thread *t)
 
     if (likely(rd(t->epoch) == epoch))
         return;
+    if (rcl__checking())
+        rcl__lockdep_thread_start();
     pthread_once(&exit_key_once, exit_key_create);
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
@@ -168,7 +170,7 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
         return min;
     /* Reclaim itself, and the threads reclaim waits on, must be able to
      * allocate when nobody else can: that is what the reserve is for. */
-    if ((gfp & RCL__MEMALLOC) || (t->scope & RCL_SCOPE_NORECLAIM) || t->io_flusher)
+    if ((gfp & RCL__MEMALLOC) || (rcl__scope & RCL_SCOPE_NORECLAIM) || t->io_flusher)
         return 0;
     if (gfp & RCL__HIGH)
         return min / 2;
@@ -334,7 +336,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     }
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
-    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) && !(t->scope & RCL_SCOPE_NORECLAIM);
+    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
     size_t floor = rcl__reserve_floor(t, masked);
     size_t limit = rd(rcl__acct.limit);
 

@@ -20,6 +20,8 @@
 #ifndef RCL_INTERNAL_H
 #define RCL_INTERNAL_H
 
+/* The library defines the scope calls the header inlines for its users. */
+#define RCL_NO_INLINE_SCOPES 1
 #include "reclaim.h"
 
 #include <stdatomic.h>
@@ -63,7 +65,6 @@ struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
     _Atomic long          stock_max;  /* spill back to the budget above this */
     uint64_t              hdr_tag;    /* block-header bits for this epoch; 0 = detached */
-    unsigned              scope;      /* RCL_SCOPE_* in force */
     unsigned              lockdep_watch; /* nonzero: the lock checker wants this
                                             thread's allocations (slow path) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
@@ -82,6 +83,10 @@ struct rcl_thread {
 };
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
+/* The scope in force (reclaim.h inlines the scope calls on it); exported,
+ * since the users' inline calls reach it directly. */
+extern __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
+#define rcl__scope (rcl_scope_tls.bits)
 
 /* The internal view of struct rcl_context. */
 struct rcl_ctx {
@@ -220,6 +225,10 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
 void rcl__lockdep_reset(void);
+/* The checker starts watching the calling thread: its inline scope calls
+ * come into the library from now on (lockdep.c, scope.c). */
+void rcl__lockdep_thread_start(void);
+void rcl__scope_watch(bool on);
 
 /* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's
  * symbol table, static functions included; forget drops the cached tables. */

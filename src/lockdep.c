@@ -152,7 +152,15 @@ static __thread struct ld_thread ld_self RCL_TLS_IE;
  * checker. Nothing else writes lockdep_watch. */
 static void update_watch(struct ld_thread *t)
 {
-    rcl__self.lockdep_watch = (t->n > 0) || (rcl__self.scope & RCL_SCOPE_NOWAIT);
+    rcl__self.lockdep_watch = (t->n > 0) || (rcl__scope & RCL_SCOPE_NOWAIT);
+}
+
+/* First sight of this thread since the checker went on: from now on its
+ * inline scope calls come to the checker too. */
+static __attribute__((noinline, cold)) void ld_thread_watch(struct ld_thread *t)
+{
+    rcl__scope_watch(true);
+    update_watch(t);
 }
 
 static __attribute__((noinline, cold)) void ld_thread_reset(struct ld_thread *t, unsigned gen)
@@ -161,7 +169,7 @@ static __attribute__((noinline, cold)) void ld_thread_reset(struct ld_thread *t,
      * remembers refers to nodes that no longer exist. */
     t->gen = gen;
     t->n = t->nscopes = t->nshrink = 0;
-    update_watch(t);
+    ld_thread_watch(t);
 }
 
 static inline struct ld_thread *ld_thread_gen(unsigned gen)
@@ -170,12 +178,19 @@ static inline struct ld_thread *ld_thread_gen(unsigned gen)
 
     if (unlikely(t->gen != gen))
         ld_thread_reset(t, gen);
+    else if (unlikely(!rcl_scope_tls.checked))
+        ld_thread_watch(t);
     return t;
 }
 
 static struct ld_thread *ld_thread_get(void)
 {
     return ld_thread_gen(atomic_load_explicit(&graph_gen, memory_order_relaxed));
+}
+
+void rcl__lockdep_thread_start(void)
+{
+    (void)ld_thread_get();
 }
 
 /* ------------------------------------------------------------------------ */
@@ -973,7 +988,7 @@ static void alloc_check(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim)
 {
     struct ld_thread *t = ld_thread_get();
 
-    if ((asked & RCL__DIRECT_RECLAIM) && (rcl__self.scope & RCL_SCOPE_NOWAIT))
+    if ((asked & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
         site_report_once("an allocation that may sleep inside a NOWAIT scope", asked);
     if (!may_reclaim || !t->n)
         return;
@@ -996,7 +1011,7 @@ void rcl_might_alloc(rcl_gfp_t gfp)
         return;
     rcl_gfp_t masked = rcl_current_gfp(gfp);
     bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) &&
-                       !(rcl__self.scope & RCL_SCOPE_NORECLAIM);
+                       !(rcl__scope & RCL_SCOPE_NORECLAIM);
     alloc_check(gfp, masked, may_reclaim);
 }
 

@@ -13,39 +13,46 @@
 #include <string.h>
 
 __thread struct rcl_thread rcl__self RCL_TLS_IE;
+__thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
 
-/* Out of line and returning the token, so that the unchecked path is a
- * leaf with no stack frame of its own. */
-static __attribute__((noinline, cold)) unsigned scope_save_checked(unsigned set)
-{
-    rcl__lockdep_scope_save(set);
-    return set;
-}
-
+/*
+ * Users' scope calls are inline (reclaim.h) and come here only while the
+ * lock checker watches the thread (rcl_scope_tls.checked); these are also
+ * the exported functions of the same names. Either way the bits change the
+ * same way.
+ */
 unsigned rcl_scope_save(unsigned scope)
 {
-    struct rcl_thread *t = &rcl__self;
-    unsigned set = scope & RCL_SCOPE_ALL & ~t->scope;
+    unsigned set = scope & RCL_SCOPE_ALL & ~rcl__scope;
 
-    t->scope |= set;
+    rcl__scope |= set;
     if (rcl__checking())
-        return scope_save_checked(set);
+        rcl__lockdep_scope_save(set);
     return set;
 }
 
 void rcl_scope_restore(unsigned saved)
 {
-    struct rcl_thread *t = &rcl__self;
-    unsigned before = t->scope;
+    unsigned before = rcl__scope;
 
     /* Bits that are not set cannot be restored: clearing only what is
      * there keeps a bogus token from touching anyone else's scope. */
-    t->scope = before & ~(saved & RCL_SCOPE_ALL);
+    rcl__scope = before & ~(saved & RCL_SCOPE_ALL);
     if (rcl__checking())
         rcl__lockdep_scope_restore(saved, before);
 }
 
-unsigned rcl_scope_current(void) { return rcl__self.scope; }
+unsigned rcl_scope_save_checked(unsigned scope) { return rcl_scope_save(scope); }
+void rcl_scope_restore_checked(unsigned saved) { rcl_scope_restore(saved); }
+
+/* The checker watches this thread from now on: its users' inline scope
+ * calls come to the functions above. */
+void rcl__scope_watch(bool on)
+{
+    rcl_scope_tls.checked = on;
+}
+
+unsigned rcl_scope_current(void) { return rcl__scope; }
 
 unsigned rcl_nofs_save(void) { return rcl_scope_save(RCL_SCOPE_NOFS); }
 void rcl_nofs_restore(unsigned saved) { rcl_scope_restore(saved); }
@@ -56,19 +63,7 @@ void rcl_noreclaim_restore(unsigned saved) { rcl_scope_restore(saved); }
 unsigned rcl_nowait_save(void) { return rcl_scope_save(RCL_SCOPE_NOWAIT); }
 void rcl_nowait_restore(unsigned saved) { rcl_scope_restore(saved); }
 
-rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp)
-{
-    unsigned scope = rcl__self.scope;
-
-    /* NOIO implies NOFS: file-system reclaim may itself issue I/O. */
-    if (scope & RCL_SCOPE_NOIO)
-        gfp &= ~(RCL__IO | RCL__FS);
-    else if (scope & RCL_SCOPE_NOFS)
-        gfp &= ~RCL__FS;
-    if (scope & RCL_SCOPE_NOWAIT)
-        gfp &= ~RCL__DIRECT_RECLAIM;
-    return gfp;
-}
+rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp) { return rcl__gfp_in_scope(gfp, rcl__scope); }
 
 void rcl_context_capture(struct rcl_context *out)
 {
@@ -79,7 +74,7 @@ void rcl_context_capture(struct rcl_context *out)
     memset(out, 0, sizeof(*out));
     /* NORECLAIM marks "this thread is reclaiming"; another thread doing
      * the work is not, so it does not travel. */
-    c->scope = rcl__self.scope & ~RCL_SCOPE_NORECLAIM;
+    c->scope = rcl__scope & ~RCL_SCOPE_NORECLAIM;
     rcl__domain_capture(c);
 }
 
@@ -93,12 +88,12 @@ void rcl_context_adopt(const struct rcl_context *ctx, struct rcl_context *saved)
         return;
     }
     memset(saved, 0, sizeof(*saved));
-    s->scope = rcl__self.scope;
+    s->scope = rcl__scope;
     rcl__domain_capture(s);
     /* Adopting only adds restrictions; the scope bits are or-ed in
      * directly (not through save) because restore puts back the whole
      * saved word rather than a token. */
-    rcl__self.scope |= c->scope & RCL_SCOPE_ALL;
+    rcl__scope |= c->scope & RCL_SCOPE_ALL;
     rcl__domain_adopt(c);
 }
 
@@ -111,5 +106,5 @@ void rcl_context_restore(const struct rcl_context *saved)
         return;
     }
     rcl__domain_restore(s);
-    rcl__self.scope = s->scope & RCL_SCOPE_ALL;
+    rcl__scope = s->scope & RCL_SCOPE_ALL;
 }

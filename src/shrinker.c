@@ -212,8 +212,6 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
 
 static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 {
-    struct rcl_thread *t = &rcl__self;
-
     /* Skipped by the domain rules or lacking `needs`: either way the work
      * waits for a context that may do it. */
     if ((s->domain && rcl__domain_filter(s->domain, &gfp)) || (gfp & s->needs) != s->needs) {
@@ -223,7 +221,7 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 
     struct rcl_shrink_control sc = { .gfp = gfp, .priority = priority, .domain = s->domain };
     struct rcl_shrinker *outer = scanning;
-    unsigned scope = t->scope;
+    unsigned scope = rcl__scope;
 
     scanning = s;
     if (rcl__checking())
@@ -235,10 +233,10 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 
     /* Reclaim goes on in a known context even if a callback forgot to
      * restore a scope it saved. */
-    if (t->scope != scope) {
+    if (rcl__scope != scope) {
         rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
-                    "a save without its restore; restored", s->name, t->scope, scope);
-        t->scope = scope;
+                    "a save without its restore; restored", s->name, rcl__scope, scope);
+        rcl__scope = scope;
     }
 }
 

@@ -675,6 +675,29 @@ static void scope_restored_out_of_order_is_reported(void **state)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
+/* The scope calls are inline; a thread's reach the checker from its first
+ * call into the library (here an allocation) once the checker is on. */
+static void *out_of_order_in_new_thread(void *arg)
+{
+    (void)arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    rcl_nofs_restore(a);
+    rcl_noio_restore(b);
+    return NULL;
+}
+
+static void scope_misuse_in_another_thread_is_reported(void **state)
+{
+    (void)state;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, out_of_order_in_new_thread, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("out of order"));
+}
+
 static void scope_restored_with_foreign_token_is_reported(void **state)
 {
     (void)state;
@@ -948,6 +971,7 @@ int main(void)
         TL(scopes_restored_in_order_are_quiet),
         TL(scope_restored_out_of_order_is_reported),
         TL(scope_restored_with_foreign_token_is_reported),
+        TL(scope_misuse_in_another_thread_is_reported),
         TL(sleeping_allocation_in_nowait_scope_is_reported),
         TL(nowait_allocation_in_nowait_scope_is_quiet),
         TL(slow_shrinker_under_background_reclaimer_is_reported),

@@ -401,7 +401,8 @@ static void test_destroy_of_nonempty_lru_is_refused(void **state)
 
 struct blob {
     struct rcl_lru_node node;
-    char data[4096 - sizeof(struct rcl_lru_node)];
+    _Atomic long pinned;   /* in use by its creator: the shrinker skips it */
+    char data[4096 - sizeof(struct rcl_lru_node) - sizeof(long)];
 };
 
 static _Atomic unsigned long blobs_freed;
@@ -723,6 +724,16 @@ static void test_concurrent_owners_and_walkers_keep_count_exact(void **state)
  * budget holds and every allocation succeeds. */
 static struct rcl_lru *flru;
 
+/* Once on the LRU an object may be freed by reclaim at any moment, so a
+ * thread that still uses it pins it, and the isolate callback skips pinned
+ * ones (list_lru's users skip objects with references the same way). */
+static enum rcl_lru_walk skip_pinned(struct rcl_lru_node *n, void *arg)
+{
+    (void)arg;
+    struct blob *b = RCL_LRU_ENTRY(n, struct blob, node);
+    return atomic_load(&b->pinned) ? RCL_LRU_SKIP : RCL_LRU_REMOVED;
+}
+
 static void *filler(void *arg)
 {
     (void)arg;
@@ -730,9 +741,11 @@ static void *filler(void *arg)
         struct blob *b = rcl_alloc(sizeof(*b), RCL_DEFAULT);
         assert_non_null(b);
         rcl_lru_node_init(&b->node);
+        atomic_init(&b->pinned, 1);
         rcl_lru_add(flru, &b->node);
         if (i % 7 == 0)
             rcl_lru_touch(flru, &b->node);
+        atomic_store(&b->pinned, 0);    /* from here on reclaim may free it */
     }
     return NULL;
 }
@@ -743,7 +756,7 @@ static void test_concurrent_fill_under_reclaim_never_fails(void **state)
     rcl_shutdown();
     assert_int_equal(test_init(2 * MiB), 0);
     flru = rcl_lru_create();
-    assert_non_null(rcl_lru_shrinker(flru, "fill", NULL, blob_free, NULL, NULL));
+    assert_non_null(rcl_lru_shrinker(flru, "fill", skip_pinned, blob_free, NULL, NULL));
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, filler, NULL);

@@ -8,7 +8,8 @@
 # The run's file, BENCH_OUT/DATE-HOST-BACKEND.json (BENCH_OUT defaults to
 # docs/bench/runs), holds the machine, the date, the load before and after,
 # and every program's object. Then, when python3 and gnuplot are there,
-# tools/plot-bench.py draws the PNG plots into docs/bench/.
+# tools/plot-bench.py draws the PNG plots into docs/bench/ (docs/bench/BACKEND/
+# for mimalloc and jemalloc builds).
 #
 # Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
 # BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
@@ -18,7 +19,6 @@ set -u
 build=${1:?usage: run-bench.sh BUILD_DIR PROGRAM...}
 shift
 out_dir=${BENCH_OUT:-docs/bench/runs}
-plot_dir=${BENCH_PLOTS:-docs/bench}
 mkdir -p "$out_dir" || exit 1
 
 case "$build" in
@@ -26,6 +26,12 @@ case "$build" in
     *jemalloc*) backend=jemalloc ;;
     *) backend=libc ;;
 esac
+# libc's plots in docs/bench, another backend's in docs/bench/BACKEND
+if [ "$backend" = libc ]; then
+    plot_dir=${BENCH_PLOTS:-docs/bench}
+else
+    plot_dir=${BENCH_PLOTS:-docs/bench/$backend}
+fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 host=$(hostname 2>/dev/null || echo unknown)
 out="$out_dir/$stamp-$host-$backend.json"
