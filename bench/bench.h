@@ -75,6 +75,24 @@ BENCH_FN int bench_quick(void)
     return bench_env_long("BENCH_QUICK", 0) > 0;
 }
 
+/* BENCH_REPS, else dflt (quick_dflt under BENCH_QUICK=1), at most max. */
+BENCH_FN int bench_reps(int quick_dflt, int dflt, int max)
+{
+    long reps = bench_env_long("BENCH_REPS", bench_quick() ? quick_dflt : dflt);
+    return reps > max ? max : (int)reps;
+}
+
+/* One noinline loop per measured operation, so that no row pays for
+ * choosing its body; the barrier keeps iterations from being merged. */
+#define BENCH_LOOP(name, body)                                               \
+    static __attribute__((noinline)) void name(long iters)                   \
+    {                                                                        \
+        for (long i = 0; i < iters; i++) {                                   \
+            body;                                                            \
+            bench_barrier();                                                 \
+        }                                                                    \
+    }
+
 /* Parses "1,2,4" from BENCH_THREADS (or dflt) into out[]; returns how many. */
 BENCH_FN int bench_threads(const char *dflt, int *out, int max)
 {

@@ -271,7 +271,7 @@ static void reexec_with_tls_surplus(char **argv)
 int main(int argc, char **argv)
 {
     int quick = bench_quick();
-    int reps = (int)bench_env_long("BENCH_REPS", quick ? 3 : 11);
+    int reps = bench_reps(3, 11, MAX_REPS);
     double target_ms = quick ? 2.0 : 8.0;
     int threads[16], nthr;
     char dflt_threads[64];
@@ -280,8 +280,6 @@ int main(int argc, char **argv)
 
     (void)argc;
     reexec_with_tls_surplus(argv);
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
     /* 1 and 2 threads everywhere; with 16 cores or more also 4..16, the
      * same binary giving the issue's 16-thread figure. */
     snprintf(dflt_threads, sizeof(dflt_threads), "%s",

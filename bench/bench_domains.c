@@ -460,13 +460,11 @@ static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int 
 
 int main(void)
 {
-    int reps = (int)bench_env_long("BENCH_REPS", 5);
+    int reps = bench_reps(5, 5, MAX_REPS);
     long allocs = bench_env_long("BENCH_DOMAINS_ALLOCS", bench_quick() ? 8000 : 200000);
     static const unsigned Ks[] = { 4, 16 };
     static struct result res[2][2][NMODES][MAX_REPS];
 
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
     if (allocs < ROUND)
         allocs = ROUND;
 

@@ -44,24 +44,15 @@ static const char *const op_what[NOPS] = {
 
 static int op_on(enum op op) { return op >= OP_ANNOT_ON; }
 
-#define LOOP(name, body)                                                     \
-    static __attribute__((noinline)) void name(long iters)                   \
-    {                                                                        \
-        for (long i = 0; i < iters; i++) {                                   \
-            body;                                                            \
-            bench_barrier();                                                 \
-        }                                                                    \
-    }
-
 static pthread_mutex_t bare = PTHREAD_MUTEX_INITIALIZER;
 static RCL_LOCK_CLASS(outer_class, "outer");
 static RCL_LOCK_CLASS(inner_class, "inner");
 static rcl_mutex_t inner_mutex;
 
-LOOP(loop_pthread, pthread_mutex_lock(&bare); bench_barrier(); pthread_mutex_unlock(&bare))
-LOOP(loop_annot, rcl_lock_acquire(&inner_class); bench_barrier(); rcl_lock_release(&inner_class))
-LOOP(loop_mutex, rcl_mutex_lock(&inner_mutex); bench_barrier(); rcl_mutex_unlock(&inner_mutex))
-LOOP(loop_try, if (rcl_mutex_trylock(&inner_mutex) == 0) rcl_mutex_unlock(&inner_mutex))
+BENCH_LOOP(loop_pthread, pthread_mutex_lock(&bare); bench_barrier(); pthread_mutex_unlock(&bare))
+BENCH_LOOP(loop_annot, rcl_lock_acquire(&inner_class); bench_barrier(); rcl_lock_release(&inner_class))
+BENCH_LOOP(loop_mutex, rcl_mutex_lock(&inner_mutex); bench_barrier(); rcl_mutex_unlock(&inner_mutex))
+BENCH_LOOP(loop_try, if (rcl_mutex_trylock(&inner_mutex) == 0) rcl_mutex_unlock(&inner_mutex))
 
 static void run(enum op op, long iters)
 {
@@ -115,13 +106,11 @@ static int start(int lockdep)
 int main(void)
 {
     int quick = bench_quick();
-    int reps = (int)bench_env_long("BENCH_REPS", quick ? 3 : 11);
+    int reps = bench_reps(3, 11, MAX_REPS);
     long iters = quick ? 200000 : 4000000;
     double v[NOPS][MAX_REPS], c[NOPS][MAX_REPS], r_on[MAX_REPS], r_mutex[MAX_REPS];
     struct bench_stat st[NOPS], ct[NOPS], ron, rmx;
 
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
     rcl_mutex_init(&inner_mutex, &inner_class);
     for (int r = 0; r < reps; r++) {
         for (int on = 0; on <= 1; on++) {

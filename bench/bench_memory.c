@@ -205,13 +205,11 @@ static int tls_cb(struct dl_phdr_info *info, size_t size, void *arg)
 
 int main(void)
 {
-    int reps = (int)bench_env_long("BENCH_REPS", bench_quick() ? 1 : 3);
+    int reps = bench_reps(1, 3, NREPS_MAX);
     double v[2][NREPS_MAX], h[2][NREPS_MAX];
     size_t tls = 0;
     struct bench_stat s_raw, s_rcl, hs_raw, hs_rcl;
 
-    if (reps > NREPS_MAX)
-        reps = NREPS_MAX;
     dl_iterate_phdr(tls_cb, &tls);
     bench_print_header("memory: overhead per live allocation and per thread");
     printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use); "

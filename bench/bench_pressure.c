@@ -648,7 +648,7 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
 int main(void)
 {
     int quick = bench_quick();
-    int reps = (int)bench_env_long("BENCH_REPS", quick ? 1 : 3);
+    int reps = bench_reps(1, 3, MAX_REPS);
     size_t limit = (size_t)bench_env_long("BENCH_LIMIT_MB", 32) << 20;
     unsigned factor = (unsigned)bench_env_long("BENCH_WS_FACTOR", 4);
     unsigned run_ms = (unsigned)bench_env_long("BENCH_SECONDS", 2) * 1000;
@@ -662,8 +662,6 @@ int main(void)
 
     if (quick)
         run_ms = 300;
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
     nthreads = (int)bench_env_long("BENCH_PRESSURE_THREADS", 8);
     if (nthreads > MAX_THREADS)
         nthreads = MAX_THREADS;

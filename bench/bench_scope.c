@@ -68,29 +68,19 @@ static const char *const op_what[NOPS] = {
     [OP_RCL_ALLOC] = "rcl_alloc(64)+rcl_free",
 };
 
-/* One loop per operation, so that no row pays for choosing its body. */
-#define LOOP(name, body)                                                     \
-    static __attribute__((noinline)) void name(long iters)                   \
-    {                                                                        \
-        for (long i = 0; i < iters; i++) {                                   \
-            body;                                                            \
-            bench_barrier();                                                 \
-        }                                                                    \
-    }
-
 static struct rcl_context ctx_nofs;   /* captured in a NOFS scope: adopting it changes the scope */
 static rcl_gfp_t gfp_sink;
 
-LOOP(loop_tls_inc, tls_scope++; bench_barrier(); tls_scope--)
-LOOP(loop_tls_call, floor_restore(floor_save(RCL_SCOPE_NOFS)))
-LOOP(loop_scope, rcl_scope_restore(rcl_scope_save(RCL_SCOPE_NOFS)))
-LOOP(loop_nofs, rcl_nofs_restore(rcl_nofs_save()))
-LOOP(loop_guard, { RCL_NOFS_SCOPE(); bench_barrier(); })
-LOOP(loop_current_gfp, gfp_sink += rcl_current_gfp(RCL_DEFAULT))
-LOOP(loop_context, struct rcl_context saved; rcl_context_adopt(&ctx_nofs, &saved);
+BENCH_LOOP(loop_tls_inc, tls_scope++; bench_barrier(); tls_scope--)
+BENCH_LOOP(loop_tls_call, floor_restore(floor_save(RCL_SCOPE_NOFS)))
+BENCH_LOOP(loop_scope, rcl_scope_restore(rcl_scope_save(RCL_SCOPE_NOFS)))
+BENCH_LOOP(loop_nofs, rcl_nofs_restore(rcl_nofs_save()))
+BENCH_LOOP(loop_guard, { RCL_NOFS_SCOPE(); bench_barrier(); })
+BENCH_LOOP(loop_current_gfp, gfp_sink += rcl_current_gfp(RCL_DEFAULT))
+BENCH_LOOP(loop_context, struct rcl_context saved; rcl_context_adopt(&ctx_nofs, &saved);
      rcl_context_restore(&saved))
-LOOP(loop_malloc, char *p = malloc(64); *(volatile char *)p = 1; bench_escape(p); free(p))
-LOOP(loop_rcl_alloc, char *p = rcl_alloc(64, RCL_DEFAULT); *(volatile char *)p = 1;
+BENCH_LOOP(loop_malloc, char *p = malloc(64); *(volatile char *)p = 1; bench_escape(p); free(p))
+BENCH_LOOP(loop_rcl_alloc, char *p = rcl_alloc(64, RCL_DEFAULT); *(volatile char *)p = 1;
      bench_escape(p); rcl_free(p))
 
 static void run(enum op op, long iters)
@@ -143,7 +133,7 @@ static long calibrate(enum op op, double target_ms)
 int main(void)
 {
     int quick = bench_quick();
-    int reps = (int)bench_env_long("BENCH_REPS", quick ? 3 : 11);
+    int reps = bench_reps(3, 11, MAX_REPS);
     double target_ms = quick ? 2.0 : 10.0;
     double v[NOPS][MAX_REPS], r_floor[MAX_REPS], r_call[MAX_REPS], r_malloc[MAX_REPS];
     long iters[NOPS];
@@ -151,8 +141,6 @@ int main(void)
     struct rcl_config cfg;
     int ret;
 
-    if (reps > MAX_REPS)
-        reps = MAX_REPS;
     rcl_config_default(&cfg);
     cfg.pressure = 0;
     ret = rcl_init(&cfg);

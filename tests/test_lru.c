@@ -126,6 +126,25 @@ static void items_init(struct item *it, int n)
     }
 }
 
+/* An LRU holding it[0..n-1], oldest first. */
+static struct rcl_lru *lru_filled(struct item *it, int n)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(l);
+    items_init(it, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rcl_lru_add(l, &it[i].node), 1);
+    return l;
+}
+
+/* Takes it[0..n-1] off (wherever they are) and destroys the emptied LRU. */
+static void lru_emptied(struct rcl_lru *l, struct item *it, int n)
+{
+    for (int i = 0; i < n; i++)
+        rcl_lru_del(l, &it[i].node);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* Records the order a walk visits items in. */
 struct visit_log {
     int ids[64];
@@ -191,37 +210,29 @@ static void test_del_of_absent_item_says_so(void **state)
 static void test_walk_visits_oldest_first(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[5];
+    struct rcl_lru *l = lru_filled(it, 5);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
-    items_init(it, 5);
-    for (int i = 0; i < 5; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 5; i++)
         log.answer[i] = RCL_LRU_SKIP;
-    }
     rcl_lru_list_init(&dispose);
     assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 0);
     assert_int_equal(log.n, 5);
     for (int i = 0; i < 5; i++)
         assert_int_equal(log.ids[i], i);
-    for (int i = 0; i < 5; i++)
-        rcl_lru_del(l, &it[i].node);
-    rcl_lru_destroy(l);
+    lru_emptied(l, it, 5);
 }
 
 static void test_touch_makes_item_the_newest(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[3];
+    struct rcl_lru *l = lru_filled(it, 3);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
-    items_init(it, 3);
-    for (int i = 0; i < 3; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 3; i++)
         log.answer[i] = RCL_LRU_SKIP;
-    }
     assert_int_equal(rcl_lru_touch(l, &it[0].node), 1);
     rcl_lru_list_init(&dispose);
     rcl_lru_walk(l, log_isolate, &log, 100, &dispose);
@@ -242,16 +253,13 @@ static void test_touch_makes_item_the_newest(void **state)
 static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[4];
+    struct rcl_lru *l = lru_filled(it, 4);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
     int ids[4];
-    items_init(it, 4);
-    for (int i = 0; i < 4; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 4; i++)
         log.answer[i] = (i % 2) ? RCL_LRU_REMOVED : RCL_LRU_SKIP;
-    }
     rcl_lru_list_init(&dispose);
     assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 2);
     assert_int_equal(rcl_lru_count(l), 2);
@@ -260,9 +268,7 @@ static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
     assert_int_equal(ids[1], 3);
     assert_null(it[1].node.next);               /* popped: on no list */
     assert_int_equal(rcl_lru_add(l, &it[1].node), 1);   /* reusable */
-    for (int i = 0; i < 4; i++)
-        rcl_lru_del(l, &it[i].node);
-    rcl_lru_destroy(l);
+    lru_emptied(l, it, 4);
 }
 
 /* LRU_ROTATE is the second chance: the item moves to the hot end and is
@@ -270,15 +276,12 @@ static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
 static void test_walk_rotate_gives_second_chance(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[3];
+    struct rcl_lru *l = lru_filled(it, 3);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
-    items_init(it, 3);
-    for (int i = 0; i < 3; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 3; i++)
         log.answer[i] = RCL_LRU_ROTATE;
-    }
     rcl_lru_list_init(&dispose);
     assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 0);
     assert_int_equal(log.n, 3);                 /* each once, no endless loop */
@@ -292,23 +295,18 @@ static void test_walk_rotate_gives_second_chance(void **state)
     rcl_lru_walk(l, log_isolate, &log, 100, &dispose);
     assert_int_equal(log.ids[0], 1);
     assert_int_equal(log.ids[2], 0);
-    for (int i = 0; i < 3; i++)
-        rcl_lru_del(l, &it[i].node);
-    rcl_lru_destroy(l);
+    lru_emptied(l, it, 3);
 }
 
 static void test_walk_stop_ends_the_walk_and_keeps_the_item(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[4];
+    struct rcl_lru *l = lru_filled(it, 4);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
-    items_init(it, 4);
-    for (int i = 0; i < 4; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 4; i++)
         log.answer[i] = RCL_LRU_REMOVED;
-    }
     log.answer[2] = RCL_LRU_STOP;
     rcl_lru_list_init(&dispose);
     assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 100, &dispose), 2);
@@ -327,15 +325,12 @@ static void test_walk_stop_ends_the_walk_and_keeps_the_item(void **state)
 static void test_walk_is_bounded_by_nr_to_walk(void **state)
 {
     (void)state;
-    struct rcl_lru *l = rcl_lru_create();
     struct item it[10];
+    struct rcl_lru *l = lru_filled(it, 10);
     struct visit_log log = { .n = 0 };
     struct rcl_lru_node dispose;
-    items_init(it, 10);
-    for (int i = 0; i < 10; i++) {
-        rcl_lru_add(l, &it[i].node);
+    for (int i = 0; i < 10; i++)
         log.answer[i] = (i < 3) ? RCL_LRU_SKIP : RCL_LRU_REMOVED;
-    }
     rcl_lru_list_init(&dispose);
     assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 5, &dispose), 2);
     assert_int_equal(log.n, 5);
