@@ -155,21 +155,26 @@ static void update_watch(struct ld_thread *t)
     rcl__self.lockdep_watch = (t->n > 0) || (rcl__scope & RCL_SCOPE_NOWAIT);
 }
 
-/* First sight of this thread since the checker went on: from now on its
- * inline scope calls come to the checker too. */
-static __attribute__((noinline, cold)) void ld_thread_watch(struct ld_thread *t)
+/* The thread forgets what it held; gen 0 (graph_gen never is) makes its
+ * next event start afresh through ld_thread_reset(). */
+static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
-    rcl__scope_watch(true);
+    t->gen = gen;
+    t->n = t->nscopes = t->nshrink = 0;
     update_watch(t);
 }
 
+/*
+ * A graph reset happened since this thread last looked (graph_gen starts
+ * at 1 and every rcl_shutdown() moves it on, so a thread's first event
+ * after the checker went on always lands here): what it remembers refers
+ * to nodes that no longer exist, and from now on its inline scope calls
+ * must come to the checker too.
+ */
 static __attribute__((noinline, cold)) void ld_thread_reset(struct ld_thread *t, unsigned gen)
 {
-    /* A graph reset happened since this thread last looked: what it
-     * remembers refers to nodes that no longer exist. */
-    t->gen = gen;
-    t->n = t->nscopes = t->nshrink = 0;
-    ld_thread_watch(t);
+    ld_thread_forget(t, gen);
+    rcl__scope_watch(true);
 }
 
 static inline struct ld_thread *ld_thread_gen(unsigned gen)
@@ -178,8 +183,6 @@ static inline struct ld_thread *ld_thread_gen(unsigned gen)
 
     if (unlikely(t->gen != gen))
         ld_thread_reset(t, gen);
-    else if (unlikely(!rcl_scope_tls.checked))
-        ld_thread_watch(t);
     return t;
 }
 
@@ -1171,7 +1174,7 @@ void rcl__lockdep_reset(void)
     atomic_store_explicit(&graph_gen, gen ? gen : 1, memory_order_release);
     atomic_store_explicit(&nr_reports, 0, memory_order_relaxed);
     pthread_mutex_unlock(&graph_lock);
-    ld_thread_get();
+    ld_thread_forget(&ld_self, 0);
 }
 
 unsigned long rcl__lockdep_count(void)

@@ -42,8 +42,8 @@ void rcl_scope_restore(unsigned saved)
         rcl__lockdep_scope_restore(saved, before);
 }
 
-unsigned rcl_scope_save_checked(unsigned scope) { return rcl_scope_save(scope); }
-void rcl_scope_restore_checked(unsigned saved) { rcl_scope_restore(saved); }
+unsigned rcl_scope_save_checked(unsigned scope) __attribute__((alias("rcl_scope_save")));
+void rcl_scope_restore_checked(unsigned saved) __attribute__((alias("rcl_scope_restore")));
 
 /* The checker watches this thread from now on: its users' inline scope
  * calls come to the functions above. */

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <elf.h>
+#include <errno.h>     /* program_invocation_short_name */
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
@@ -164,18 +165,10 @@ void rcl__symbolize(const void *addr, char *buf, size_t len)
     const char *slash = strrchr(prog, '/');
     const char *fn = NULL;
     uintptr_t off = (uintptr_t)addr - f.base, start = 0;
-    char exe[64];
 
     if (m && strcmp(m->path, "/proc/self/exe") == 0) {
-        /* Name the program by its command name rather than the link. */
-        FILE *c = fopen("/proc/self/comm", "re");
-        if (c && fgets(exe, sizeof(exe), c)) {
-            exe[strcspn(exe, "\n")] = '\0';
-            prog = exe;
-            slash = NULL;
-        }
-        if (c)
-            fclose(c);
+        prog = program_invocation_short_name;   /* the program, not the link */
+        slash = NULL;
     }
     if (m)
         fn = module_lookup(m, off - 1, &start);
