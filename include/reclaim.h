@@ -432,12 +432,19 @@ size_t rcl_auto_limit(void);
  * The size charged is the size asked for. Each block carries a 16-byte
  * header, which is how rcl_free() knows the size and tells foreign pointers.
  *
- * Each thread keeps a few of the blocks of up to 1 KiB it freed (8 per
- * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB; at
- * most 34 KiB a thread) and hands them out again before asking the backend,
- * as the kernel's slab allocators keep a per-CPU freelist. Cached blocks are
- * not charged (rcl_stats.thread_cached counts them); rcl_usage_sync(),
- * reclaim's drain requests and thread exit give them back to the backend.
+ * Each thread keeps a few of the blocks of up to 64 KiB it freed (8 per
+ * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB, 1
+ * per class above, eight classes per doubling) and hands them out again
+ * before asking the backend, as the kernel keeps per-CPU freelists of slab
+ * objects and pages. A cached block keeps its charge in the thread's stock:
+ * the budget counts it, rcl_usage() does not, and a thread never holds more
+ * than its stock may (two batches of limit / 256, at most 128 KiB) in
+ * stock and cached blocks together. rcl_stats.thread_cached counts them;
+ * rcl_usage_sync(), reclaim's drain requests, an allocation that finds the
+ * budget short, and thread exit give them back to the backend. So that a
+ * block of a class serves any size in it, blocks up to 64 KiB are asked of
+ * the backend rounded up to their class: at most an eighth more above
+ * 1 KiB, 63 bytes more below.
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
@@ -924,10 +931,10 @@ struct rcl_stats {
     size_t        wmark_min, wmark_low, wmark_high;   /* headroom, bytes */
     unsigned long allocations, frees, failures;
     unsigned long bad_frees;                /* foreign or double frees caught */
-    size_t        thread_cached;            /* bytes of freed small blocks the threads
-                                               keep for reuse (not in usage; at most
-                                               37 KiB a thread; rcl_usage_sync()
-                                               returns them) */
+    size_t        thread_cached;            /* class bytes of the freed blocks the
+                                               threads keep for reuse (charged inside
+                                               their stocks, not in usage;
+                                               rcl_usage_sync() returns them) */
     unsigned long direct_reclaims;          /* direct reclaim passes */
     unsigned long long direct_stall_ns;     /* time spent in them */
     size_t        direct_reclaimed;         /* bytes they freed */

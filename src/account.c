@@ -96,6 +96,9 @@ void rcl__thread_attach(struct rcl_thread *t)
         return;
     if (rcl__checking())
         rcl__lockdep_thread_start();
+    /* Blocks cached in an earlier epoch were charged to a budget that is
+     * gone; the new stock starts empty and holds none. */
+    rcl__mag_flush(t);
     pthread_once(&exit_key_once, exit_key_create);
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
@@ -181,14 +184,18 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
  * the cached blocks go too, and the backend may give their pages up. */
 static void drain_self(struct rcl_thread *t)
 {
-    rcl__stock_flush(t, 0);
     rcl__mag_flush(t);
+    rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
 }
 
+/* Never below what backs the cached blocks: their charge stays. */
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
-    long s = rd(t->stock);
+    long s = rd(t->stock), cached = (long)rd(t->cached);
+
+    if (keep < cached)
+        keep = cached;
 
     if (s > keep) {
         wr(t->stock, keep);
@@ -233,18 +240,26 @@ static void update_peak(size_t usage)
  */
 static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_t gfp)
 {
-    long stock = rd(t->stock);
-    if ((size_t)stock >= size) {
-        wr(t->stock, stock - (long)size);
+    long avail = rcl__stock_avail(t);
+    if (avail >= 0 && (size_t)avail >= size) {
+        wr(t->stock, rd(t->stock) - (long)size);
         if (t->in_reclaim)
             t->reclaimed -= (long)size;
         return 0;
     }
-    size_t need = size - (size_t)stock;
+    size_t need = size - (size_t)avail;
     size_t limit = rd(rcl__acct.limit);
     size_t low = rd(rcl__acct.wm_low);
     size_t batch = (size_t)rd(rcl__acct.batch);
     size_t ceiling = limit > floor ? limit - floor : 0;
+    /* No bigger a refill than leaves room in the stock for this block to
+     * come back when freed: a block that cannot, and the cached blocks it
+     * could not join, would take every allocation of its size down here. */
+    size_t held = rd(t->cached) + size;
+    if (held >= 2 * batch)
+        batch = 0;
+    else if (batch > 2 * batch - held)
+        batch = 2 * batch - held;
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
     size_t extra, after;
 
@@ -258,7 +273,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
                                                     memory_order_acquire, memory_order_relaxed));
 
-    wr(t->stock, (long)extra);
+    wr(t->stock, (long)(rd(t->cached) + extra));
     if (t->in_reclaim)
         t->reclaimed -= (long)need;
     update_peak(after);
@@ -354,6 +369,13 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         size_t missing = try_take(t, size, floor, masked);
         if (!missing)
             break;
+        /* The thread's own cached blocks are budget too: give them up
+         * before reclaiming anyone's objects, as the kernel drains its
+         * per-CPU lists before it gives up on an allocation. */
+        if (rd(t->cached)) {
+            rcl__mag_flush(t);
+            continue;
+        }
         if (masked & RCL__KSWAPD_RECLAIM)
             rcl__reclaim_wake();
         if (!may_reclaim) {
@@ -396,12 +418,12 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 int rcl_charge(size_t bytes, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
-    long stock = rd(t->stock);
+    long avail = rcl__stock_avail(t);
 
     if (!bytes)
         return 0;
-    if (bytes <= (size_t)stock && rcl__fast_ok(t) && rd(t->epoch)) {
-        wr(t->stock, stock - (long)bytes);
+    if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch)) {
+        wr(t->stock, rd(t->stock) - (long)bytes);
         return 0;
     }
     return rcl__charge(t, bytes, gfp);

@@ -16,20 +16,30 @@
  * input, aligned and mapped blocks) goes through the slow paths below.
  *
  * The block cache: each thread keeps a few freed blocks of each size class
- * up to RCL_MAG_MAX bytes (16-byte classes to 256 bytes, 8 blocks each;
- * 64-byte classes to 1 KiB, 2 each) and hands them out again before asking
- * the backend - the per-CPU freelist of the kernel's slab allocators, per
- * thread. A wrapper that calls the backend on every allocation costs a
- * third more than the backend alone (two calls and a stack frame on top of
- * glibc's ~140 instructions), and its header pushes a 1 KiB block out of
- * glibc's per-thread cache (tcache ends at 1032 bytes) into its slow path;
- * from the cache a small pair costs less than the backend's own. Cached
- * blocks are free memory as far as the budget goes - uncharged, like the
- * backend's own caches - at most 34 KiB a thread. rcl_usage_sync(), a drain
- * request from reclaim and thread exit give them back.
+ * up to RCL_MAG_MAX bytes and hands them out again before asking the
+ * backend - the per-CPU freelists of the kernel's slab and page
+ * allocators, per thread. Classes: 16-byte steps to 256 bytes (8 blocks
+ * each), 64-byte steps to 1 KiB (2 each), then eight classes per doubling
+ * to 64 KiB (1 each). A wrapper that calls the backend on every
+ * allocation costs a third to a half more than the backend alone: two
+ * more calls and a stack frame on top of glibc's ~140 instructions, and a
+ * header that pushes a 1 KiB block past glibc's own per-thread cache
+ * (which ends at 1032 bytes). From the cache a pair costs less than the
+ * backend's own.
+ *
+ * A cached block stays charged: its class size is held in the thread's
+ * stock (t->cached, invariant stock >= cached), so the budget counts it -
+ * it is real memory - while rcl_usage(), which leaves stocks out, does
+ * not. A block is cached only if the stock can hold it, so a thread
+ * never sits on more than stock_max bytes of charged, unused memory,
+ * cached blocks included. rcl_usage_sync(), a drain request, a charge
+ * that finds the budget short, and thread exit give the blocks back.
  *
  * Invariant the cache relies on: a plain block's backend size is at least
- * backend_size(h->size), so any block of a class can serve any size in it.
+ * backend_size(h->size) - every block up to RCL_MAG_MAX is asked of the
+ * backend rounded up to its class - so any block of a class can serve any
+ * size in it. The rounding costs up to an eighth more above 1 KiB, as in
+ * allocators with the same classes.
  */
 #include "internal.h"
 #include "backend.h"
@@ -93,10 +103,27 @@ static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, uns
 
 static inline unsigned mag_class(size_t size)
 {
-    return size <= 256 ? (unsigned)((size - 1) >> 4) : 12 + (unsigned)((size - 1) >> 6);
+    if (size <= 256)
+        return (unsigned)((size - 1) >> 4);
+    if (size <= 1024)
+        return 12 + (unsigned)((size - 1) >> 6);
+    size_t x = size - 1;
+    unsigned log = 63 - (unsigned)__builtin_clzl(x);     /* 10 .. 15 */
+    return 28 + 8 * (log - 10) + (unsigned)((x >> (log - 3)) & 7);
 }
-static inline size_t mag_cap(unsigned c) { return c < 16 ? ((size_t)c + 1) << 4 : ((size_t)c - 11) << 6; }
-static inline unsigned mag_depth(unsigned c) { return c < 16 ? 8 : 2; }
+
+#define Q(log) 9u << ((log) - 3), 10u << ((log) - 3), 11u << ((log) - 3), 12u << ((log) - 3), \
+               13u << ((log) - 3), 14u << ((log) - 3), 15u << ((log) - 3), 16u << ((log) - 3)
+static const uint32_t mag_caps[RCL_MAG_CLASSES] = {
+    16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+    320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024,
+    Q(10), Q(11), Q(12), Q(13), Q(14), Q(15),
+};
+#undef Q
+_Static_assert(RCL_MAG_MAX == 65536, "mag_caps ends at RCL_MAG_MAX");
+
+static inline size_t mag_cap(unsigned c) { return mag_caps[c]; }
+static inline unsigned mag_depth(unsigned c) { return c < 16 ? 8 : c < 28 ? 2 : 1; }
 
 /* What the backend is asked for: a small block rounds up to its class. */
 static inline size_t backend_size(size_t size)
@@ -128,32 +155,36 @@ static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)siz
 static inline void mag_poison(struct rcl_hdr *h, unsigned c) { (void)h; (void)c; }
 #endif
 
-/* A cached block of class c, or NULL. */
+/* A cached block of class c, or NULL. Its charge stays in the stock, now
+ * free for the caller to take. */
 static inline struct rcl_hdr *mag_take(struct rcl_thread *t, unsigned c)
 {
     struct rcl_hdr *h = t->mag[c];
     if (h) {
         t->mag[c] = h->next;
-        own_add(t->cached, -(mag_cap(c) + HDR));
+        own_add(t->cached, -mag_cap(c));
     }
     return h;
 }
 
-/* Keeps a freed plain block of class c for reuse; false when the class is
- * full. A cached block's meta is its position from the bottom of the list
- * (1, 2, ...): never a valid header, so a second free is still caught, and
- * the list length costs no field of its own. */
-static inline bool mag_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c)
+/* Keeps a freed plain block of class c for reuse, its class size held in
+ * `stock` (the stock with the block's own bytes back in it); false when
+ * the class is full or the stock cannot hold it. A cached block's meta is
+ * its position from the bottom of the list (1, 2, ...): never a valid
+ * header, so a second free is still caught, and the list length costs no
+ * field of its own. */
+static inline bool mag_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c, long stock)
 {
     struct rcl_hdr *top = t->mag[c];
     uint64_t n = top ? top->meta : 0;
+    size_t cached = rd(t->cached) + mag_cap(c);
 
-    if (n >= mag_depth(c))
+    if (n >= mag_depth(c) || (long)cached > stock)
         return false;
     h->next = top;
     h->meta = n + 1;
     t->mag[c] = h;
-    own_add(t->cached, mag_cap(c) + HDR);
+    wr(t->cached, cached);
     mag_poison(h, c);
     return true;
 }
@@ -225,12 +256,13 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 }
 
 /* The fast path's last step, for a block from the cache or the backend. */
-static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
+static inline void *hand_out(struct rcl_thread *t, long stock, struct rcl_hdr *h, size_t size,
+                             rcl_gfp_t gfp)
 {
     void *p = h + 1;
 
     user_fit(h, size);
-    own_add(t->stock, -(long)size);
+    wr(t->stock, stock - (long)size);
     own_add(t->nr_alloc, 1);
     h->size = size;
     h->meta = t->hdr_tag | check_word(p, size);
@@ -239,15 +271,18 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
     return p;
 }
 
-/* The fast path when the cache has no block: the backend's. Out of line,
- * so that a cache hit needs no stack frame. */
+/* The fast path when the cache has no block: the backend's, if the part of
+ * the stock not backing cached blocks covers it. Out of line, so that a
+ * cache hit needs no stack frame. */
 static __attribute__((noinline)) void *alloc_fresh(size_t size, rcl_gfp_t gfp)
 {
-    struct rcl_hdr *h = rcl__be_malloc(backend_size(size));
+    struct rcl_thread *t = &rcl__self;
+    struct rcl_hdr *h;
 
-    if (unlikely(!h))
+    if (unlikely((long)size > rcl__stock_avail(t)) ||
+        unlikely(!(h = rcl__be_malloc(backend_size(size)))))
         return alloc_slow(size, gfp);
-    return hand_out(&rcl__self, h, size, gfp);
+    return hand_out(t, rd(t->stock), h, size, gfp);
 }
 
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
@@ -255,11 +290,12 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     long stock = rd(t->stock);
 
-    /* size - 1 < stock: nonzero and covered by the stock, in one test. */
+    /* size - 1 < stock: nonzero and covered by the stock, in one test;
+     * a cached block is covered by the stock that holds its charge. */
     if (likely(size - 1 < (size_t)stock && rcl__fast_ok(t))) {
         struct rcl_hdr *h;
         if (size <= RCL_MAG_MAX && (h = mag_take(t, mag_class(size))) != NULL)
-            return hand_out(t, h, size, gfp);
+            return hand_out(t, stock, h, size, gfp);
         return alloc_fresh(size, gfp);
     }
     return alloc_slow(size, gfp);
@@ -415,7 +451,7 @@ void rcl_free(void *p)
     if (likely(h->meta == (t->hdr_tag | check_word(p, size)) && stock <= rd(t->stock_max))) {
         wr(t->stock, stock);
         own_add(t->nr_free, 1);
-        if (size <= RCL_MAG_MAX && mag_put(t, h, mag_class(size)))
+        if (size <= RCL_MAG_MAX && mag_put(t, h, mag_class(size), stock))
             return;
         h->meta = 0;    /* a second free of the same block is then caught */
         rcl__be_free(h);

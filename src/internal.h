@@ -57,8 +57,9 @@
  * leave it is folded into that one number: STOCK_RECLAIM while the thread
  * reclaims, STOCK_DRAIN when another thread asked for the stock back.
  */
-#define RCL_MAG_CLASSES   28          /* 16-byte classes to 256, 64-byte to 1024 */
-#define RCL_MAG_MAX       1024
+#define RCL_MAG_CLASSES   76          /* 16-byte classes to 256, 64-byte to 1 KiB,
+                                         eight per doubling to 64 KiB */
+#define RCL_MAG_MAX       65536
 #define RCL_STOCK_RECLAIM (-1L)
 #define RCL_STOCK_DRAIN   (-2L)
 struct rcl_thread {
@@ -73,10 +74,12 @@ struct rcl_thread {
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
-    /* The block cache (alloc.c): small blocks this thread freed, kept for
-     * its next allocations of the same class, linked through their
-     * headers. Only the owner touches the lists; `cached` (their bytes,
-     * headers included) is read by rcl_stats_get(). */
+    /* The block cache (alloc.c): blocks this thread freed, kept for its
+     * next allocations of the same class, linked through their headers.
+     * Only the owner touches the lists. `cached` is the sum of their class
+     * sizes, and part of the stock: invariant stock >= cached, so the
+     * budget always counts the cached blocks, and what the thread may
+     * charge from its stock is stock - cached. rcl_stats_get() reads it. */
     void                 *mag[RCL_MAG_CLASSES];
     _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
@@ -155,6 +158,13 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
     return !(t->lockdep_watch | t->in_reclaim);
+}
+
+/* What the thread may charge from its stock: the rest backs its cached
+ * blocks. */
+static inline long rcl__stock_avail(const struct rcl_thread *t)
+{
+    return rd(t->stock) - (long)rd(t->cached);
 }
 
 /* Return `size` accounted bytes through the thread's stock. The stock only

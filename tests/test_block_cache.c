@@ -1,18 +1,17 @@
 /*
- * The per-thread block cache (src/alloc.c): freed blocks up to 1 KiB are
+ * The per-thread block cache (src/alloc.c): freed blocks up to 64 KiB are
  * kept by the freeing thread and handed out again before the backend is
- * asked. The kernel's rule it follows is the slab allocators' per-CPU
- * freelist: a freed object goes back to the local list and the next
- * allocation of its cache takes the most recently freed one (LIFO, cache
- * hot); the list is bounded, and draining it gives the objects back.
- * What the budget sees must not change: a cached block is uncharged, and
- * every rcl_alloc() charges exactly the size asked for.
+ * asked. The kernel's rule it follows is the per-CPU freelist of its slab
+ * and page allocators: a freed object goes back to the local list and the
+ * next allocation of its class takes the most recently freed one (LIFO,
+ * cache hot); the list is bounded, and draining it gives the objects back.
+ * And the memory cgroup's per-CPU stock: a cached block keeps its charge
+ * in the thread's stock, so the budget counts it while rcl_usage() does
+ * not, and every rcl_alloc() charges exactly the size asked for.
  */
 #include "helpers.h"
 
 #include <stdbool.h>
-
-#define HDR 16      /* the block header, counted in thread_cached */
 
 static size_t cached_now(void)
 {
@@ -42,7 +41,7 @@ static void freed_block_serves_the_next_allocation_of_its_class(void **state)
     (void)state;
     void *p = rcl_alloc(40, RCL_DEFAULT);
     rcl_free(p);
-    assert_int_equal(cached_now(), 48 + HDR);      /* class 33..48 */
+    assert_int_equal(cached_now(), 48);      /* class 33..48 */
     void *q = rcl_alloc(33, RCL_DEFAULT);
     assert_ptr_equal(q, p);
     assert_int_equal(cached_now(), 0);
@@ -62,7 +61,7 @@ static void most_recently_freed_block_comes_back_first(void **state)
     rcl_free(y);
 }
 
-static void cached_blocks_are_not_charged(void **state)
+static void cached_blocks_are_not_in_usage(void **state)
 {
     (void)state;
     void *p[4];
@@ -70,7 +69,7 @@ static void cached_blocks_are_not_charged(void **state)
         p[i] = rcl_alloc(100, RCL_DEFAULT);
     for (int i = 0; i < 4; i++)
         rcl_free(p[i]);
-    assert_int_equal(cached_now(), 4 * (112 + HDR));
+    assert_int_equal(cached_now(), 4 * 112);
     assert_int_equal(rcl_usage(), 0);
     /* a block from the cache charges the size asked, not its class */
     void *q = rcl_alloc(97, RCL_DEFAULT);
@@ -87,7 +86,7 @@ static void small_classes_keep_eight_blocks(void **state)
         p[i] = rcl_alloc(64, RCL_DEFAULT);
     for (int i = 0; i < 12; i++)
         rcl_free(p[i]);
-    assert_int_equal(cached_now(), 8 * (64 + HDR));
+    assert_int_equal(cached_now(), 8 * 64);
 }
 
 static void classes_above_256_bytes_keep_two_blocks(void **state)
@@ -98,13 +97,43 @@ static void classes_above_256_bytes_keep_two_blocks(void **state)
         p[i] = rcl_alloc(1000, RCL_DEFAULT);     /* class 961..1024 */
     for (int i = 0; i < 5; i++)
         rcl_free(p[i]);
-    assert_int_equal(cached_now(), 2 * (1024 + HDR));
+    assert_int_equal(cached_now(), 2 * 1024);
 }
 
-static void blocks_above_1k_are_not_cached(void **state)
+static void classes_above_1k_keep_one_block(void **state)
 {
     (void)state;
-    rcl_free(rcl_alloc(1025, RCL_DEFAULT));
+    void *a = rcl_alloc(4600, RCL_DEFAULT), *b = rcl_alloc(4200, RCL_DEFAULT);
+    rcl_free(a);
+    rcl_free(b);                                /* class 4097..4608 is full */
+    assert_int_equal(cached_now(), 4608);
+    /* any size of the class fits the cached block (ASan checks the write) */
+    char *c = rcl_alloc(4608, RCL_DEFAULT);
+    assert_ptr_equal(c, a);
+    memset(c, 1, 4608);
+    assert_int_equal(usage_now(), 4608);
+    rcl_free(c);
+}
+
+/* The classes grow by an eighth per step above 1 KiB: a block asked of the
+ * backend is never more than an eighth larger than the size asked. */
+static void classes_above_1k_round_up_by_at_most_an_eighth(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = { 1025, 1281, 2049, 4097, 40000, 65535 };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        rcl_free(rcl_alloc(sizes[i], RCL_DEFAULT));
+        size_t cls = cached_now();
+        assert_true(cls >= sizes[i]);
+        assert_true(cls - sizes[i] < sizes[i] / 8);
+        rcl_usage_sync();
+    }
+}
+
+static void blocks_above_64k_are_not_cached(void **state)
+{
+    (void)state;
+    rcl_free(rcl_alloc(65537, RCL_DEFAULT));
     rcl_free(rcl_aligned_alloc(64, 64, RCL_DEFAULT));
     rcl_vfree(rcl_valloc(100, RCL_DEFAULT));
     assert_int_equal(cached_now(), 0);
@@ -220,12 +249,55 @@ static void drain_request_empties_another_threads_cache(void **state)
     while (pr.step != 1)
         pthread_cond_wait(&pr.cond, &pr.lock);
     pthread_mutex_unlock(&pr.lock);
-    assert_int_equal(cached_now(), 8 * (64 + HDR));
+    assert_int_equal(cached_now(), 8 * 64);
     rcl_usage_sync();
     peer_step(&pr, 2, 3);
     assert_int_equal(cached_now(), 0);
     peer_step(&pr, 4, 0);
     pthread_join(th, NULL);
+}
+
+/* A cached block holds part of the thread's stock, so a thread never sits
+ * on more charged, unused memory than its stock may hold: two batches of
+ * limit / 256 (at most 64 KiB each). With a 1 MiB budget that is 8 KiB,
+ * whatever it frees. */
+static void thread_caches_no_more_than_its_stock_may_hold(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    void *p[N];
+
+    rcl_shutdown();
+    assert_int_equal(test_init(1 * MiB), 0);
+    for (int i = 0; i < N; i++)
+        p[i] = rcl_alloc(1100 + 1024 * (size_t)i, RCL_DEFAULT);   /* 1100 .. 16460 B */
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+    assert_int_not_equal(cached_now(), 0);
+    assert_true(cached_now() <= 8 * 1024);
+    assert_int_equal(rcl_usage(), 0);
+}
+
+/* The budget counts cached blocks: a charge that finds it short takes the
+ * caller's cached blocks back before failing or reclaiming, as the kernel
+ * drains its per-CPU lists before it gives up on an allocation. Without
+ * reclaim (no DIRECT_RECLAIM) the allocation below fits only then. */
+static void short_budget_takes_back_the_callers_cached_blocks(void **state)
+{
+    (void)state;
+    struct rcl_stats st;
+
+    rcl_shutdown();
+    assert_int_equal(test_init(1 * MiB), 0);
+    rcl_free(rcl_alloc(4000, RCL_DEFAULT));
+    assert_int_equal(cached_now(), 4096);       /* class 3841..4096 */
+    rcl_stats_get(&st);
+    size_t room = st.limit - st.wmark_min;      /* all an ordinary context may have */
+    void *big = rcl_alloc(room, RCL__NOWARN);
+    assert_non_null(big);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(rcl_usage(), room);
+    rcl_free(big);
 }
 
 /* A thread's cache goes back to the backend when it exits. Under
@@ -257,16 +329,20 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TC(freed_block_serves_the_next_allocation_of_its_class),
         TC(most_recently_freed_block_comes_back_first),
-        TC(cached_blocks_are_not_charged),
+        TC(cached_blocks_are_not_in_usage),
         TC(small_classes_keep_eight_blocks),
         TC(classes_above_256_bytes_keep_two_blocks),
-        TC(blocks_above_1k_are_not_cached),
+        TC(classes_above_1k_keep_one_block),
+        TC(classes_above_1k_round_up_by_at_most_an_eighth),
+        TC(blocks_above_64k_are_not_cached),
         TC(zeroed_allocation_from_the_cache_is_zeroed),
         TC(double_free_of_a_cached_block_is_caught),
         TC(realloc_keeps_blocks_fit_for_their_class),
         TC(realloc_within_the_block_stays_in_place),
         TC(usage_sync_empties_the_callers_cache),
         TC(drain_request_empties_another_threads_cache),
+        TC(thread_caches_no_more_than_its_stock_may_hold),
+        TC(short_budget_takes_back_the_callers_cached_blocks),
         TC(thread_exit_empties_its_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
