@@ -81,7 +81,7 @@ def hotpath(run, b, out, tmp, sub):
     gp = head(os.path.join(out, "hotpath-ratio.png"),
               f"rcl / {base} raw, per round: median and min..max - {sub}")
     gp += "set logscale x 2\nset xlabel 'block size, bytes'\nset ylabel 'time ratio'\n"
-    gp += "set logscale y\nset yrange [0.5:*]\nset ytics (0.5, 0.75, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)\n"
+    gp += "set logscale y\nset yrange [0.2:*]\nset ytics (0.25, 0.5, 0.75, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)\n"
     gp += "set ylabel 'time ratio (log)'\n"
     plots = ["1.10 w l dt 2 lw 2 lc rgb 'red' t 'goal 1.10'"]
     for i, t in enumerate(threads):
