@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 /* ------------------------------------------------------------------------ */
 /* The header's example, verbatim: test_header_example_matches_this_copy()  */
@@ -637,6 +638,18 @@ static enum rcl_lru_walk stress_isolate(struct rcl_lru_node *n, void *arg)
     return r;
 }
 
+/* What the helper threads saw go wrong. cmocka's assertions may only fail
+ * on the test's own thread (a failure elsewhere jumps across threads and
+ * kills the program without saying which check failed), so helpers count
+ * and the test asserts the counts. */
+static _Atomic unsigned long thread_faults;
+
+static void thread_check(bool ok)
+{
+    if (!ok)
+        atomic_fetch_add(&thread_faults, 1);
+}
+
 static void *stress_owner(void *arg)
 {
     struct owner *o = arg;
@@ -645,13 +658,13 @@ static void *stress_owner(void *arg)
         int op = rand_r(&o->seed) % 3;
         pthread_mutex_lock(&o->lock);
         if (it->state == 0 && op != 2) {
-            assert_int_equal(rcl_lru_add(slru, &it->node), 1);
+            thread_check(rcl_lru_add(slru, &it->node) == 1);
             it->state = 1;
         } else if (it->state == 1 && op == 0) {
-            assert_int_equal(rcl_lru_del(slru, &it->node), 1);
+            thread_check(rcl_lru_del(slru, &it->node) == 1);
             it->state = 0;
         } else if (it->state == 1) {
-            assert_int_equal(rcl_lru_touch(slru, &it->node), 1);
+            thread_check(rcl_lru_touch(slru, &it->node) == 1);
         }
         pthread_mutex_unlock(&o->lock);
     }
@@ -668,7 +681,7 @@ static void *stress_walker(void *arg)
         while ((n = rcl_lru_list_pop(&dispose)) != NULL) {
             struct sitem *it = RCL_LRU_ENTRY(n, struct sitem, node);
             pthread_mutex_lock(&owners[it->owner].lock);
-            assert_int_equal(it->state, 2);
+            thread_check(it->state == 2);
             it->state = 0;                 /* back to its owner */
             pthread_mutex_unlock(&owners[it->owner].lock);
         }
@@ -681,6 +694,7 @@ static void test_concurrent_owners_and_walkers_keep_count_exact(void **state)
     (void)state;
     slru = rcl_lru_create();
     atomic_store(&stress_stop, 0);
+    atomic_store(&thread_faults, 0);
     for (int o = 0; o < OWNERS; o++) {
         pthread_mutex_init(&owners[o].lock, NULL);
         owners[o].seed = 12345u + (unsigned)o;
@@ -700,6 +714,7 @@ static void test_concurrent_owners_and_walkers_keep_count_exact(void **state)
     atomic_store(&stress_stop, 1);
     for (int w = 0; w < 2; w++)
         pthread_join(wt[w], NULL);
+    assert_int_equal(atomic_load(&thread_faults), 0);
     unsigned long on = 0;
     for (int o = 0; o < OWNERS; o++)
         for (int i = 0; i < PER_OWNER; i++) {
@@ -734,7 +749,9 @@ static void *filler(void *arg)
     (void)arg;
     for (int i = 0; i < test_scale(4000); i++) {
         struct blob *b = rcl_alloc(sizeof(*b), RCL_DEFAULT);
-        assert_non_null(b);
+        thread_check(b != NULL);
+        if (!b)
+            break;
         rcl_lru_node_init(&b->node);
         atomic_init(&b->pinned, 1);
         rcl_lru_add(flru, &b->node);
@@ -752,11 +769,13 @@ static void test_concurrent_fill_under_reclaim_never_fails(void **state)
     assert_int_equal(test_init(2 * MiB), 0);
     flru = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(flru, "fill", skip_pinned, blob_free, NULL, NULL));
+    atomic_store(&thread_faults, 0);
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, filler, NULL);
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&thread_faults), 0);    /* no allocation failed */
     rcl_usage_sync();
     assert_true(rcl_usage() <= 2 * MiB);
     assert_true(rcl_lru_count(flru) * sizeof(struct blob) <= 2 * MiB);
