@@ -57,7 +57,7 @@ struct rcl_hdr {
     uint64_t meta;    /* check word | shift << 32 | epoch << 48; 0 = free */
 };
 /* meta packs what free must verify into one word, so the fast path checks
- * it with one compare against the thread's hdr_tag | check word:
+ * it with one compare against the thread's hdr_tag ^ address word:
  *   check  (bits 0-31)  tells our blocks from anything else (VMAP_TAG
  *                       xor-ed in for mapped blocks);
  *   shift  (bits 32-47) the backend block starts (1 << shift) bytes before
@@ -73,9 +73,28 @@ _Static_assert(sizeof(struct rcl_hdr) == 16, "the header must keep 16-byte align
  * rcl_shutdown()/rcl_init(). Written before any thread can have a stock. */
 static uint32_t secret;
 
+static void secret_make(void)
+{
+    int local;
+    uint64_t x = ((uintptr_t)&local * 0x9e3779b97f4a7c15ull) ^ rcl__now_ns() ^
+                 ((uint64_t)getpid() << 17);
+    secret = (uint32_t)(x ^ (x >> 32));
+}
+
+static void secret_init(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, secret_make);
+}
+
+static inline uint32_t addr_word(const void *p, size_t size)
+{
+    return (uint32_t)((uintptr_t)p >> 4) ^ (uint32_t)size;
+}
+
 static inline uint32_t check_word(const void *p, size_t size)
 {
-    return (uint32_t)((uintptr_t)p >> 4) ^ secret ^ (uint32_t)size;
+    return addr_word(p, size) ^ secret;
 }
 
 static inline uint64_t meta_bits(unsigned shift, unsigned epoch)
@@ -83,7 +102,13 @@ static inline uint64_t meta_bits(unsigned shift, unsigned epoch)
     return (uint64_t)shift << 32 | (uint64_t)(uint16_t)epoch << 48;
 }
 
-uint64_t rcl__hdr_tag(unsigned epoch) { return meta_bits(HDR_SHIFT, epoch); }
+/* The secret rides in the thread's tag, so that the fast paths make and
+ * check a header with one load less: hdr_tag ^ addr_word == meta. */
+uint64_t rcl__hdr_tag(unsigned epoch)
+{
+    secret_init();
+    return meta_bits(HDR_SHIFT, epoch) | secret;
+}
 
 static inline unsigned meta_shift(uint64_t meta) { return (unsigned)(meta >> 32) & 0xffffu; }
 static inline unsigned meta_epoch(uint64_t meta) { return (unsigned)(meta >> 48); }
@@ -200,20 +225,6 @@ void rcl__mag_flush(struct rcl_thread *t)
 
 size_t rcl__mag_bytes(const struct rcl_thread *t) { return rd(t->cached); }
 
-static void secret_make(void)
-{
-    int local;
-    uint64_t x = ((uintptr_t)&local * 0x9e3779b97f4a7c15ull) ^ rcl__now_ns() ^
-                 ((uint64_t)getpid() << 17);
-    secret = (uint32_t)(x ^ (x >> 32));
-}
-
-static void secret_init(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, secret_make);
-}
-
 static void *fail(int err)
 {
     errno = err;
@@ -265,7 +276,7 @@ static inline void *hand_out(struct rcl_thread *t, long stock, struct rcl_hdr *h
     wr(t->stock, stock - (long)size);
     own_add(t->nr_alloc, 1);
     h->size = size;
-    h->meta = t->hdr_tag | check_word(p, size);
+    h->meta = t->hdr_tag ^ addr_word(p, size);
     if (unlikely(gfp & RCL__ZERO))
         return memset(p, 0, size);
     return p;
@@ -448,7 +459,7 @@ void rcl_free(void *p)
     size_t size = h->size;
     long stock = rd(t->stock) + (long)size;
 
-    if (likely(h->meta == (t->hdr_tag | check_word(p, size)) && stock <= rd(t->stock_max))) {
+    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && stock <= rd(t->stock_max))) {
         wr(t->stock, stock);
         own_add(t->nr_free, 1);
         if (size <= RCL_MAG_MAX && mag_put(t, h, mag_class(size), stock))

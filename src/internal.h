@@ -65,7 +65,8 @@
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
     _Atomic long          stock_max;  /* spill back to the budget above this */
-    uint64_t              hdr_tag;    /* block-header bits for this epoch; 0 = detached */
+    uint64_t              hdr_tag;    /* block-header bits for this epoch, check
+                                         secret included; 0 = detached */
     unsigned              lockdep_watch; /* nonzero: the lock checker wants this
                                             thread's allocations (slow path) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */

@@ -257,6 +257,45 @@ static void drain_request_empties_another_threads_cache(void **state)
     pthread_join(th, NULL);
 }
 
+/* Blocks a thread cached before rcl_shutdown() were charged to a budget
+ * that is gone: when the thread comes back after rcl_init() they go back
+ * to the backend, and its new stock backs no stale block. */
+static void *stale_peer_main(void *arg)
+{
+    struct peer *pr = arg;
+    void *p[8];
+    for (int i = 0; i < 8; i++)
+        p[i] = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        rcl_free(p[i]);
+    peer_step(pr, 1, 2);        /* cache full; the library restarts meanwhile */
+    void *q = rcl_alloc(100, RCL_DEFAULT);
+    peer_step(pr, 3, 4);
+    rcl_free(q);
+    return NULL;
+}
+
+static void cache_from_before_shutdown_is_dropped(void **state)
+{
+    (void)state;
+    struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, stale_peer_main, &pr), 0);
+    pthread_mutex_lock(&pr.lock);
+    while (pr.step != 1)
+        pthread_cond_wait(&pr.cond, &pr.lock);
+    pthread_mutex_unlock(&pr.lock);
+    assert_int_equal(cached_now(), 8 * 64);
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    peer_step(&pr, 2, 3);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(rcl_usage(), 100);
+    peer_step(&pr, 4, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* A cached block holds part of the thread's stock, so a thread never sits
  * on more charged, unused memory than its stock may hold: two batches of
  * limit / 256 (at most 64 KiB each). With a 1 MiB budget that is 8 KiB,
@@ -341,6 +380,7 @@ int main(void)
         TC(realloc_within_the_block_stays_in_place),
         TC(usage_sync_empties_the_callers_cache),
         TC(drain_request_empties_another_threads_cache),
+        TC(cache_from_before_shutdown_is_dropped),
         TC(thread_caches_no_more_than_its_stock_may_hold),
         TC(short_budget_takes_back_the_callers_cached_blocks),
         TC(thread_exit_empties_its_cache),
