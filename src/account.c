@@ -252,9 +252,10 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     size_t low = rd(rcl__acct.wm_low);
     size_t batch = (size_t)rd(rcl__acct.batch);
     size_t ceiling = limit > floor ? limit - floor : 0;
-    /* No bigger a refill than leaves room in the stock for this block to
-     * come back when freed: a block that cannot, and the cached blocks it
-     * could not join, would take every allocation of its size down here. */
+    /* Refill no more than leaves room in the stock (2 * batch at most) for
+     * this block and the cached ones: a block whose free would overflow the
+     * stock skips the cache, and every allocation of its size would come
+     * down here again. */
     size_t held = rd(t->cached) + size;
     if (held >= 2 * batch)
         batch = 0;
