@@ -79,7 +79,7 @@ def hotpath(run, b, out, tmp, sub):
 
     # ratio
     gp = head(os.path.join(out, "hotpath-ratio.png"),
-              f"rcl / {base} raw, per round: median and min..max - {sub}")
+              f"rcl / {base} raw, per round: median and min..max\n{sub}")
     gp += "set logscale x 2\nset xlabel 'block size, bytes'\nset ylabel 'time ratio'\n"
     gp += "set logscale y\nset yrange [0.2:*]\nset ytics (0.25, 0.5, 0.75, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100)\n"
     gp += "set ylabel 'time ratio (log)'\n"
