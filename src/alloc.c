@@ -70,7 +70,8 @@ struct rcl_hdr {
 _Static_assert(sizeof(struct rcl_hdr) == 16, "the header must keep 16-byte alignment");
 
 /* Fixed for the life of the process, so blocks stay recognisable across
- * rcl_shutdown()/rcl_init(). Written before any thread can have a stock. */
+ * rcl_shutdown()/rcl_init(). Made at the first thread's registration
+ * (rcl__hdr_tag), before any block can be charged. */
 static uint32_t secret;
 
 static void secret_make(void)
@@ -235,6 +236,20 @@ static void *fail(int err)
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* Every plain block leaves through here, its size already charged. */
+static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
+{
+    void *p = h + 1;
+
+    user_fit(h, size);
+    own_add(t->nr_alloc, 1);
+    h->size = size;
+    h->meta = t->hdr_tag ^ addr_word(p, size);
+    if (unlikely(gfp & RCL__ZERO))
+        return memset(p, 0, size);
+    return p;
+}
+
 /* Charged first, then taken from the backend: the budget must never be
  * exceeded, even for the instant between the two. */
 static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t gfp)
@@ -246,7 +261,6 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         return fail(EINVAL);
     if (size > SIZE_MAX - HDR)
         return fail(EOVERFLOW);
-    secret_init();
     if ((err = rcl__charge(t, size, gfp)) != 0)
         return fail(-err);
 
@@ -258,28 +272,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
-    own_add(t->nr_alloc, 1);
-    user_fit(h, size);
-    void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), 0);
-    if (gfp & RCL__ZERO)
-        memset(p, 0, size);
-    return p;
-}
-
-/* The fast path's last step, for a block from the cache or the backend. */
-static inline void *hand_out(struct rcl_thread *t, long stock, struct rcl_hdr *h, size_t size,
-                             rcl_gfp_t gfp)
-{
-    void *p = h + 1;
-
-    user_fit(h, size);
-    wr(t->stock, stock - (long)size);
-    own_add(t->nr_alloc, 1);
-    h->size = size;
-    h->meta = t->hdr_tag ^ addr_word(p, size);
-    if (unlikely(gfp & RCL__ZERO))
-        return memset(p, 0, size);
-    return p;
+    return hand_out(t, h, size, gfp);
 }
 
 /* The fast path when the cache has no block: the backend's, if the part of
@@ -293,7 +286,8 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, rcl_gfp_t gfp)
     if (unlikely((long)size > rcl__stock_avail(t)) ||
         unlikely(!(h = rcl__be_malloc(backend_size(size)))))
         return alloc_slow(size, gfp);
-    return hand_out(t, rd(t->stock), h, size, gfp);
+    wr(t->stock, rd(t->stock) - (long)size);
+    return hand_out(t, h, size, gfp);
 }
 
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
@@ -305,8 +299,10 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
      * a cached block is covered by the stock that holds its charge. */
     if (likely(size - 1 < (size_t)stock && rcl__fast_ok(t))) {
         struct rcl_hdr *h;
-        if (size <= RCL_MAG_MAX && (h = mag_take(t, mag_class(size))) != NULL)
-            return hand_out(t, stock, h, size, gfp);
+        if (size <= RCL_MAG_MAX && (h = mag_take(t, mag_class(size))) != NULL) {
+            wr(t->stock, stock - (long)size);
+            return hand_out(t, h, size, gfp);
+        }
         return alloc_fresh(size, gfp);
     }
     return alloc_slow(size, gfp);
@@ -332,7 +328,6 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
         return rcl_alloc(size, gfp);
     if (size > SIZE_MAX - align)
         return fail(EOVERFLOW);
-    secret_init();
     if ((err = rcl__charge(t, size, gfp)) != 0)
         return fail(-err);
 
@@ -371,7 +366,6 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
     if (size > SIZE_MAX - 2 * page)
         return fail(EOVERFLOW);
     size_t len = (size + page - 1) & ~(page - 1);
-    secret_init();
     /* The scope applies here as everywhere: seed 002's vmalloc ignored
      * GFP_NOFS because page tables were allocated with GFP_KERNEL. */
     if ((err = rcl__charge(t, len, gfp)) != 0)
