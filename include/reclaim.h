@@ -110,6 +110,20 @@ struct rcl_scope_tls {
     unsigned bits;      /* RCL_SCOPE_* in force */
     unsigned checked;
 };
+/* What the scope calls do to the bits, inline or in the library; private.
+ * Save sets only the bits not already set, and returns them as the token;
+ * restore clears only what the token names, so a bogus token cannot touch
+ * a scope someone else owns beyond that. */
+static inline unsigned rcl__scope_set(unsigned *bits, unsigned scope)
+{
+    unsigned set = scope & RCL_SCOPE_ALL & ~*bits;
+    *bits |= set;
+    return set;
+}
+static inline void rcl__scope_clear(unsigned *bits, unsigned saved)
+{
+    *bits &= ~(saved & RCL_SCOPE_ALL);
+}
 /* What rcl_current_gfp() computes, for a given scope; private. */
 static inline rcl_gfp_t rcl__gfp_in_scope(rcl_gfp_t gfp, unsigned scope)
 {
@@ -136,9 +150,7 @@ static inline unsigned rcl_scope_save(unsigned scope)
     struct rcl_scope_tls *s = &rcl_scope_tls;
     if (__builtin_expect(s->checked != 0, 0))
         return rcl_scope_save_checked(scope);
-    unsigned set = scope & RCL_SCOPE_ALL & ~s->bits;
-    s->bits |= set;
-    return set;
+    return rcl__scope_set(&s->bits, scope);
 }
 static inline void rcl_scope_restore(unsigned saved)
 {
@@ -147,9 +159,7 @@ static inline void rcl_scope_restore(unsigned saved)
         rcl_scope_restore_checked(saved);
         return;
     }
-    /* Only bits that are set can be cleared: a bogus token cannot touch a
-     * scope someone else owns beyond what it names. */
-    s->bits &= ~(saved & RCL_SCOPE_ALL);
+    rcl__scope_clear(&s->bits, saved);
 }
 static inline unsigned rcl_scope_current(void) { return rcl_scope_tls.bits; }
 static inline unsigned rcl_nofs_save(void) { return rcl_scope_save(RCL_SCOPE_NOFS); }

@@ -23,9 +23,8 @@ __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
  */
 unsigned rcl_scope_save(unsigned scope)
 {
-    unsigned set = scope & RCL_SCOPE_ALL & ~rcl__scope;
+    unsigned set = rcl__scope_set(&rcl__scope, scope);
 
-    rcl__scope |= set;
     if (rcl__checking())
         rcl__lockdep_scope_save(set);
     return set;
@@ -35,9 +34,7 @@ void rcl_scope_restore(unsigned saved)
 {
     unsigned before = rcl__scope;
 
-    /* Bits that are not set cannot be restored: clearing only what is
-     * there keeps a bogus token from touching anyone else's scope. */
-    rcl__scope = before & ~(saved & RCL_SCOPE_ALL);
+    rcl__scope_clear(&rcl__scope, saved);
     if (rcl__checking())
         rcl__lockdep_scope_restore(saved, before);
 }
