@@ -103,7 +103,7 @@ void rcl__thread_attach(struct rcl_thread *t)
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
     wr(t->stock, 0);
-    wr(t->stock_max, 2 * rd(rcl__acct.batch));
+    wr(t->stock_max, rcl__stock_limit());
     t->hdr_tag = rcl__hdr_tag(epoch);
     t->next = registry;
     t->pprev = &registry;
@@ -189,6 +189,16 @@ static void drain_self(struct rcl_thread *t)
     rcl__be_thread_collect();
 }
 
+/* A drain request (stock_max == RCL_STOCK_DRAIN, from rcl_usage_sync) is
+ * met at the thread's next slow path. */
+static void drain_if_asked(struct rcl_thread *t)
+{
+    if (rd(t->stock_max) == RCL_STOCK_DRAIN) {
+        wr(t->stock_max, rcl__stock_limit());
+        drain_self(t);
+    }
+}
+
 /* Never below what backs the cached blocks: their charge stays. */
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
@@ -215,13 +225,9 @@ void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
         return;
     }
     wr(t->stock, rd(t->stock) + (long)size);
-    long max = rd(t->stock_max);
-    if (max == RCL_STOCK_DRAIN || max == RCL_STOCK_RECLAIM) {
-        wr(t->stock_max, 2 * rd(rcl__acct.batch));
-        drain_self(t);
-    } else if (rd(t->stock) > max) {
+    drain_if_asked(t);
+    if (rd(t->stock) > rd(t->stock_max))
         rcl__stock_flush(t, rd(rcl__acct.batch));
-    }
 }
 
 static void update_peak(size_t usage)
@@ -252,15 +258,14 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     size_t low = rd(rcl__acct.wm_low);
     size_t batch = (size_t)rd(rcl__acct.batch);
     size_t ceiling = limit > floor ? limit - floor : 0;
-    /* Refill no more than leaves room in the stock (2 * batch at most) for
-     * this block and the cached ones: a block whose free would overflow the
-     * stock skips the cache, and every allocation of its size would come
-     * down here again. */
-    size_t held = rd(t->cached) + size;
-    if (held >= 2 * batch)
+    /* Refill no more than leaves room in the stock for this block and the
+     * cached ones: a block whose free would overflow the stock skips the
+     * cache, and every allocation of its size would come down here again. */
+    size_t room = (size_t)rcl__stock_limit(), held = rd(t->cached) + size;
+    if (held >= room)
         batch = 0;
-    else if (batch > 2 * batch - held)
-        batch = 2 * batch - held;
+    else if (batch > room - held)
+        batch = room - held;
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
     size_t extra, after;
 
@@ -346,9 +351,12 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     rcl__ensure_init();
     rcl__thread_attach(t);
     if (!t->in_reclaim) {
-        if (rd(t->stock_max) == RCL_STOCK_DRAIN)
-            drain_self(t);
-        wr(t->stock_max, 2 * rd(rcl__acct.batch));
+        drain_if_asked(t);
+        /* Follows a batch rcl_set_limit() changed; a drain request that
+         * just came in stays. */
+        long max = rd(t->stock_max);
+        if (max != RCL_STOCK_DRAIN)
+            atomic_compare_exchange_strong(&t->stock_max, &max, rcl__stock_limit());
     }
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);

@@ -133,6 +133,8 @@ struct rcl_account {
     _Atomic long   batch;       /* stock refill size */
 };
 extern struct rcl_account rcl__acct;
+/* A thread's stock_max when nothing asks otherwise: two batches. */
+static inline long rcl__stock_limit(void) { return 2 * rd(rcl__acct.batch); }
 
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);

@@ -257,6 +257,68 @@ static void drain_request_empties_another_threads_cache(void **state)
     pthread_join(th, NULL);
 }
 
+/* A drain request that reaches a thread while it reclaims is not lost:
+ * the thread gives its stock and cache back at its first slow path after
+ * the reclaim. The shrinker holds the peer inside reclaim meanwhile. */
+struct reclaiming_peer {
+    struct peer pr;
+    int         scanned;
+};
+
+static unsigned long hold_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    return 1ul << 20;
+}
+
+static unsigned long hold_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct reclaiming_peer *rp = priv;
+    (void)sc;
+    if (!rp->scanned++)
+        peer_step(&rp->pr, 1, 2);   /* inside reclaim; wait for the request */
+    return 0;
+}
+
+static void *reclaiming_peer_main(void *arg)
+{
+    struct reclaiming_peer *rp = arg;
+    void *p[8], *last = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        p[i] = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        rcl_free(p[i]);
+    rcl_reclaim(1, RCL_DEFAULT);
+    peer_step(&rp->pr, 3, 4);
+    rcl_free(last);             /* the first slow path after reclaim */
+    peer_step(&rp->pr, 5, 6);
+    return NULL;
+}
+
+static void drain_request_during_reclaim_is_kept(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { hold_count, hold_scan };
+    struct reclaiming_peer rp = { { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 }, 0 };
+    struct rcl_shrinker *s = rcl_shrinker_register("hold", &ops, &rp, NULL);
+    pthread_t th;
+    assert_non_null(s);
+    assert_int_equal(pthread_create(&th, NULL, reclaiming_peer_main, &rp), 0);
+    pthread_mutex_lock(&rp.pr.lock);
+    while (rp.pr.step != 1)
+        pthread_cond_wait(&rp.pr.cond, &rp.pr.lock);
+    pthread_mutex_unlock(&rp.pr.lock);
+    rcl_usage_sync();
+    peer_step(&rp.pr, 2, 3);
+    assert_int_equal(cached_now(), 8 * 64);    /* asked, not met yet */
+    peer_step(&rp.pr, 4, 5);
+    assert_int_equal(cached_now(), 0);
+    peer_step(&rp.pr, 6, 0);
+    pthread_join(th, NULL);
+    rcl_shrinker_unregister(s);
+}
+
 /* Blocks a thread cached before rcl_shutdown() were charged to a budget
  * that is gone: when the thread comes back after rcl_init() they go back
  * to the backend, and its new stock backs no stale block. */
@@ -380,6 +442,7 @@ int main(void)
         TC(realloc_within_the_block_stays_in_place),
         TC(usage_sync_empties_the_callers_cache),
         TC(drain_request_empties_another_threads_cache),
+        TC(drain_request_during_reclaim_is_kept),
         TC(cache_from_before_shutdown_is_dropped),
         TC(thread_caches_no_more_than_its_stock_may_hold),
         TC(short_budget_takes_back_the_callers_cached_blocks),
