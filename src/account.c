@@ -94,8 +94,7 @@ void rcl__thread_attach(struct rcl_thread *t)
 
     if (likely(rd(t->epoch) == epoch))
         return;
-    if (rcl__checking())
-        rcl__lockdep_thread_start();
+    rcl__lockdep_thread_attach();
     /* Blocks cached in an earlier epoch were charged to a budget that is
      * gone; the new stock starts empty and holds none. */
     rcl__mag_flush(t);

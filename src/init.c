@@ -166,10 +166,7 @@ static int start_locked(const struct rcl_config *cfg_in)
     atomic_store(&rcl__epoch, epoch);
     rcl__stats_reset();
     atomic_store(&rcl__lockdep_mode, cfg.lockdep);
-    if (cfg.lockdep)
-        rcl__lockdep_thread_start();
-    else
-        rcl__scope_watch(false);
+    rcl__lockdep_thread_attach();
 
     err = rcl__account_start(&cfg);
     if (!err)
@@ -240,7 +237,7 @@ void rcl_shutdown(void)
         rcl__shrinkers_drop();
         rcl__lockdep_reset();
         atomic_store(&rcl__lockdep_mode, RCL_LOCKDEP_OFF);
-        rcl__scope_watch(false);
+        rcl__lockdep_thread_attach();
         rcl__account_stop();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }

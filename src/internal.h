@@ -238,9 +238,10 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
 void rcl__lockdep_reset(void);
-/* The checker starts watching the calling thread: its inline scope calls
- * come into the library from now on (lockdep.c, scope.c). */
-void rcl__lockdep_thread_start(void);
+/* The calling thread follows the checker's mode: watched (its inline scope
+ * calls come into the library) while it is on, not at all while it is off
+ * (lockdep.c, scope.c). */
+void rcl__lockdep_thread_attach(void);
 void rcl__scope_watch(bool on);
 
 /* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's

@@ -191,9 +191,18 @@ static struct ld_thread *ld_thread_get(void)
     return ld_thread_gen(atomic_load_explicit(&graph_gen, memory_order_relaxed));
 }
 
-void rcl__lockdep_thread_start(void)
+/* Each thread passes here when it joins an epoch (and the thread calling
+ * rcl_init()/rcl_shutdown() when the mode changes): with the checker on its
+ * scope calls come to the checker, with it off nothing of an earlier
+ * epoch's watch stays to slow the thread down. */
+void rcl__lockdep_thread_attach(void)
 {
-    (void)ld_thread_get();
+    if (rcl__checking()) {
+        (void)ld_thread_get();
+        return;
+    }
+    rcl__self.lockdep_watch = 0;
+    rcl__scope_watch(false);
 }
 
 /* ------------------------------------------------------------------------ */

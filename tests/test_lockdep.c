@@ -698,6 +698,43 @@ static void scope_misuse_in_another_thread_is_reported(void **state)
     assert_true(report_has("out of order"));
 }
 
+/* Turning the checker off reaches every thread, not only the one that
+ * restarts the library: at its next call into the library a thread that
+ * was watched goes back to the inline scope calls. */
+struct watched_peer {
+    pthread_barrier_t step;
+    unsigned          checked_on, checked_off;
+};
+
+static void *watched_peer_main(void *arg)
+{
+    struct watched_peer *w = arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    w->checked_on = rcl_scope_tls.checked;
+    pthread_barrier_wait(&w->step);     /* the library restarts, checker off */
+    pthread_barrier_wait(&w->step);
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    w->checked_off = rcl_scope_tls.checked;
+    return NULL;
+}
+
+static void checker_off_unwatches_every_thread(void **state)
+{
+    (void)state;
+    struct watched_peer w = { .checked_on = 0, .checked_off = 1 };
+    pthread_t th;
+    pthread_barrier_init(&w.step, NULL, 2);
+    assert_int_equal(pthread_create(&th, NULL, watched_peer_main, &w), 0);
+    pthread_barrier_wait(&w.step);
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
+    pthread_barrier_wait(&w.step);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&w.step);
+    assert_int_equal(w.checked_on, 1);
+    assert_int_equal(w.checked_off, 0);
+}
+
 static void scope_restored_with_foreign_token_is_reported(void **state)
 {
     (void)state;
@@ -972,6 +1009,7 @@ int main(void)
         TL(scope_restored_out_of_order_is_reported),
         TL(scope_restored_with_foreign_token_is_reported),
         TL(scope_misuse_in_another_thread_is_reported),
+        TL(checker_off_unwatches_every_thread),
         TL(sleeping_allocation_in_nowait_scope_is_reported),
         TL(nowait_allocation_in_nowait_scope_is_quiet),
         TL(slow_shrinker_under_background_reclaimer_is_reported),
