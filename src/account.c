@@ -37,11 +37,6 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static _Atomic long long overuncharge_reported;
 static _Atomic long long failure_reported;
 
-static size_t pct_of(size_t v, unsigned pct)
-{
-    return v / 100 * pct + v % 100 * pct / 100;
-}
-
 static void budget_return(size_t bytes)
 {
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
@@ -115,13 +110,13 @@ void rcl__thread_attach(struct rcl_thread *t)
 
 static void set_watermarks(size_t limit)
 {
-    size_t min = pct_of(limit, rcl__cfg.min_pct);
+    size_t min = (size_t)rcl__pct_of(limit, rcl__cfg.min_pct);
     if (rcl__cfg.reserve > min)
         min = rcl__cfg.reserve;
     if (min > limit)
         min = limit;
-    size_t low = pct_of(limit, rcl__cfg.low_pct);
-    size_t high = pct_of(limit, rcl__cfg.high_pct);
+    size_t low = (size_t)rcl__pct_of(limit, rcl__cfg.low_pct);
+    size_t high = (size_t)rcl__pct_of(limit, rcl__cfg.high_pct);
     low = low > min ? low : min;
     high = high > low ? high : low;
 

@@ -10,8 +10,29 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+
+int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
+                               const char *what);
+
+int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    sigset_t all, old;
+    int err;
+
+    /* Library threads take no signals: a program's handlers expect to run
+     * on its own threads, and could take locks ours hold. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (rcl__thread_create_hook)
+        err = rcl__thread_create_hook(th, fn, arg, what);
+    else
+        err = pthread_create(th, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
 
 _Atomic int      rcl__ready;
 _Atomic unsigned rcl__epoch;
@@ -179,7 +200,7 @@ static int start_locked(const struct rcl_config *cfg_in)
 
     /* Pressure following is a refinement: without it the budget still
      * holds, so its failure is reported rather than fatal. */
-    if (cfg.pressure && (err = rcl__pressure_start(&cfg)) != 0)
+    if (cfg.pressure && (err = rcl__pressure_start(cfg_in->limit == 0)) != 0)
         rcl__report("memory-pressure following is off: %s", strerror(-err));
 
     const char *st = getenv("RECLAIM_STATS");

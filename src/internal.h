@@ -133,6 +133,11 @@ struct rcl_account {
     _Atomic long   batch;       /* stock refill size */
 };
 extern struct rcl_account rcl__acct;
+/* pct % of v, without overflow for any v. */
+static inline uint64_t rcl__pct_of(uint64_t v, unsigned pct)
+{
+    return v / 100 * pct + v % 100 * pct / 100;
+}
 /* A thread's stock_max when nothing asks otherwise: two batches. */
 static inline long rcl__stock_limit(void) { return 2 * rd(rcl__acct.batch); }
 
@@ -254,9 +259,11 @@ unsigned long rcl__lockdep_count(void);
 /* Workqueues (workqueue.c)                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* How a workqueue starts its threads; `what` is "worker" or "rescuer".
- * NULL (the default) means pthread_create. Tests point it at a function
- * that fails, to prove the rescuer keeps work moving. */
+/* Every library thread starts here (init.c), with every signal blocked;
+ * `what` is "worker", "rescuer", "pressure" or "reclaimer". */
+int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what);
+/* NULL (the default) means pthread_create. Tests point it at a function
+ * that fails, to prove a workqueue's rescuer keeps work moving. */
 extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
                                       const char *what);
 
@@ -264,7 +271,9 @@ extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *
 /* Pressure (pressure.c)                                                     */
 /* ------------------------------------------------------------------------ */
 
-int  rcl__pressure_start(const struct rcl_config *cfg);
+/* Follows the signals rcl__cfg asks for; auto_limit: the budget is the
+ * automatic one, and moves with the cgroup limit. */
+int  rcl__pressure_start(bool auto_limit);
 void rcl__pressure_stop(void);
 
 /* ------------------------------------------------------------------------ */

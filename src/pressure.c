@@ -25,7 +25,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,11 +267,15 @@ static int cgroup_find(struct cgroup *cg)
 /* The limit binding this cgroup: the smallest set limit on the way up to
  * the mount point (a parent's limit holds its children too). v2: the
  * smaller of memory.high and memory.max; v1: memory.limit_in_bytes. 0 when
- * none is set. `at`, when not NULL, gets the directory that sets it. */
+ * none is set; CG_UNKNOWN when no file could be read at all (the cgroup
+ * went away, or no descriptor was free), which is not "no limit". `at`,
+ * when not NULL, gets the directory that sets it. */
+#define CG_UNKNOWN UINT64_MAX
 static uint64_t cgroup_limit(const struct cgroup *cg, char *at, size_t atlen)
 {
     char dir[PATH_MAX];
     uint64_t best = 0;
+    bool seen = false;
     snprintf(dir, sizeof(dir), "%s", cg->dir);
     if (at)
         snprintf(at, atlen, "%s", cg->dir);
@@ -284,7 +287,10 @@ static uint64_t cgroup_limit(const struct cgroup *cg, char *at, size_t atlen)
         for (unsigned i = 0; i < nfiles; i++) {
             uint64_t v;
             bool set;
-            if (read_value(dir, files[i], &v, &set) || !set)
+            if (read_value(dir, files[i], &v, &set))
+                continue;
+            seen = true;
+            if (!set)
                 continue;
             if (cg->version == 1 && v >= V1_UNLIMITED)
                 continue;
@@ -299,7 +305,7 @@ static uint64_t cgroup_limit(const struct cgroup *cg, char *at, size_t atlen)
             break;
         *slash = '\0';
     }
-    return best;
+    return seen ? best : CG_UNKNOWN;
 }
 
 /* What the cgroup holds that its owner cannot simply drop: usage less the
@@ -321,7 +327,6 @@ static int cgroup_working_set(const struct cgroup *cg, const char *dir, uint64_t
 /* The automatic limit                                                       */
 /* ------------------------------------------------------------------------ */
 
-static _Atomic size_t auto_last;       /* what rcl_auto_limit() last returned */
 static _Atomic long long margin_report;
 
 static uint64_t physical_memory(void)
@@ -350,24 +355,16 @@ static uint64_t margin_for(uint64_t limit)
     uint64_t m = limit / DEFAULT_MARGIN_DIV;
     const char *s = getenv("RECLAIM_CGROUP_MARGIN");
     if (s && *s) {
-        size_t len = strlen(s), v;
-        char num[32];
-        if (s[len - 1] == '%' && len < sizeof(num)) {
-            memcpy(num, s, len - 1);
-            num[len - 1] = '\0';
-            char *end;
-            unsigned long pct = strtoul(num, &end, 10);
-            if (end != num && !*end && pct <= 100)
-                m = limit / 100 * pct + limit % 100 * pct / 100;
-            else
-                rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
-                                    "size or a percentage; using 1/8 of the limit", s);
-        } else if (rcl__parse_size(s, &v) == 0) {
+        char *end;
+        size_t v;
+        unsigned long pct = strtoul(s, &end, 10);
+        if (end != s && !strcmp(end, "%") && pct <= 100)
+            m = rcl__pct_of(limit, (unsigned)pct);
+        else if (rcl__parse_size(s, &v) == 0)
             m = v;
-        } else {
+        else
             rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
                                 "size or a percentage; using 1/8 of the limit", s);
-        }
     }
     return m > limit / 2 ? limit / 2 : m;
 }
@@ -382,20 +379,23 @@ static size_t budget_for(uint64_t cglimit)
     return b > SIZE_MAX ? SIZE_MAX : (size_t)b;
 }
 
+/* The automatic budget for a cgroup limit: budget_for() it, else half of
+ * physical memory. */
+static size_t auto_budget(uint64_t cglimit)
+{
+    size_t b = budget_for(cglimit);
+    if (!b) {
+        uint64_t half = physical_memory() / 2;
+        b = half > SIZE_MAX ? SIZE_MAX : (size_t)half;
+    }
+    return b ? b : 1;
+}
+
 size_t rcl_auto_limit(void)
 {
     struct cgroup cg;
-    size_t limit = 0;
-    if (cgroup_find(&cg) == 0)
-        limit = budget_for(cgroup_limit(&cg, NULL, 0));
-    if (!limit) {
-        uint64_t half = physical_memory() / 2;
-        limit = half > SIZE_MAX ? SIZE_MAX : (size_t)half;
-    }
-    if (!limit)
-        limit = 1;
-    wr(auto_last, limit);
-    return limit;
+    uint64_t lim = cgroup_find(&cg) == 0 ? cgroup_limit(&cg, NULL, 0) : 0;
+    return auto_budget(lim == CG_UNKNOWN ? 0 : lim);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -414,8 +414,6 @@ static struct {
     struct cgroup   cg;             /* version 0: none */
     bool            auto_limit;     /* the budget follows the cgroup */
     uint64_t        cg_limit;       /* the cgroup limit last seen */
-    bool            background;
-    unsigned        low_pct, high_pct;
     unsigned long long last_event;
 } P = { .stop_fd = -1, .watch_fd = -1 };
 
@@ -583,6 +581,9 @@ static void watch_open(void)
  * takes to restore the wanted headroom when that is more. */
 static void shrink(size_t want)
 {
+    unsigned long long now = rcl__now_ns();
+    if (P.last_event && now - P.last_event < EVENT_GAP_NS)
+        return;
     size_t usage = rcl_usage();
     size_t step = usage / 8;
     if (want < step)
@@ -591,11 +592,8 @@ static void shrink(size_t want)
         want = usage;
     if (!want)
         return;
-    unsigned long long now = rcl__now_ns();
-    if (P.last_event && now - P.last_event < EVENT_GAP_NS)
-        return;
     P.last_event = now;
-    if (P.background)
+    if (rcl__cfg.background)
         rcl__reclaim_request(want);
     else
         rcl_reclaim(want, RCL_DEFAULT);
@@ -644,13 +642,11 @@ static void cgroup_tick(void)
 {
     char at[PATH_MAX];
     uint64_t lim = cgroup_limit(&P.cg, at, sizeof(at));
+    if (lim == CG_UNKNOWN)
+        return;                          /* unreadable this time: change nothing */
     if (P.auto_limit && lim != P.cg_limit) {
-        size_t b = budget_for(lim);
-        if (!b) {
-            uint64_t half = physical_memory() / 2;
-            b = half > SIZE_MAX ? SIZE_MAX : (size_t)half;
-        }
-        if (b && b != rcl_limit())
+        size_t b = auto_budget(lim);
+        if (b != rcl_limit())
             rcl_set_limit(b);
     }
     P.cg_limit = lim;
@@ -658,7 +654,7 @@ static void cgroup_tick(void)
     if (!lim || P.events_off || cgroup_working_set(&P.cg, at, &ws))
         return;
     uint64_t headroom = ws < lim ? lim - ws : 0;
-    uint64_t low = lim / 100 * P.low_pct, high = lim / 100 * P.high_pct;
+    uint64_t low = rcl__pct_of(lim, rcl__cfg.low_pct), high = rcl__pct_of(lim, rcl__cfg.high_pct);
     if (headroom < low)
         shrink((size_t)(high - headroom));
 }
@@ -672,10 +668,7 @@ static void *pressure_main(void *arg)
             { .fd = P.watch_fd, .events = P.kind == WATCH_PSI ? POLLPRI : POLLIN },
         };
         nfds_t nfds = P.watch_fd >= 0 ? 2 : 1;
-        int timeout = P.cg.version ? TICK_MS : -1;
-        if (nfds == 1 && timeout < 0)
-            timeout = TICK_MS * 60;      /* nothing left to watch: just wait for stop */
-        int n = poll(fds, nfds, timeout);
+        int n = poll(fds, nfds, P.cg.version ? TICK_MS : -1);
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0 && fds[0].revents)
@@ -688,7 +681,7 @@ static void *pressure_main(void *arg)
     return NULL;
 }
 
-int rcl__pressure_start(const struct rcl_config *cfg)
+int rcl__pressure_start(bool auto_limit)
 {
     if (P.running)
         return -EBUSY;
@@ -696,14 +689,8 @@ int rcl__pressure_start(const struct rcl_config *cfg)
     P.kind = WATCH_NONE;
     P.events_off = false;
     P.last_event = 0;
-    P.background = cfg->background != 0;
-    P.low_pct = cfg->low_pct;
-    P.high_pct = cfg->high_pct;
-    /* init.c has replaced limit = 0 by rcl_auto_limit()'s answer, which
-     * is how we know the budget is ours to move. */
-    P.auto_limit = cfg->limit == rd(auto_last);
-    if (cgroup_find(&P.cg) != 0)
-        P.cg.version = 0;
+    P.auto_limit = auto_limit;
+    cgroup_find(&P.cg);                  /* version 0 when there is none */
     P.cg_limit = P.cg.version ? cgroup_limit(&P.cg, NULL, 0) : 0;
     watch_open();
     if (P.watch_fd < 0 && !P.cg.version)
@@ -717,12 +704,7 @@ int rcl__pressure_start(const struct rcl_config *cfg)
         P.watch_fd = -1;
         return err;
     }
-    /* The thread takes none of the process's signals. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&P.thread, NULL, pressure_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int err = rcl__thread_start(&P.thread, pressure_main, NULL, "pressure");
     if (err) {
         close(P.stop_fd);
         P.stop_fd = -1;

@@ -197,10 +197,7 @@ static void *background_main(void *arg)
  * sees the thread. Called with bg.lock held. */
 static void start_locked(void)
 {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    int err = pthread_create(&bg.thread, &attr, background_main, NULL);
-    pthread_attr_destroy(&attr);
+    int err = rcl__thread_start(&bg.thread, background_main, NULL, "reclaimer");
     if (err) {
         rcl__report_limited(&start_fail_reported,
                             "cannot start the background reclaimer: %s; allocations will "

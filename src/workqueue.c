@@ -29,12 +29,8 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
-
-int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
-                               const char *what);
 
 #define WQ_MAX_WORKERS 1024
 
@@ -82,23 +78,6 @@ static __thread struct rcl_workqueue *current_wq;
 /* Threads                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
-{
-    sigset_t all, old;
-    int err;
-
-    /* Library threads take no signals: a program's handlers expect to run
-     * on its own threads, and could take locks ours hold. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (rcl__thread_create_hook)
-        err = rcl__thread_create_hook(th, fn, arg, what);
-    else
-        err = pthread_create(th, NULL, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return err;
-}
-
 static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
 {
     char buf[16];                   /* the kernel's limit for a thread name */
@@ -134,7 +113,7 @@ static void create_worker(struct rcl_workqueue *wq)
     w->wq = wq;
     w->running = 0;
     pthread_mutex_unlock(&wq->lock);
-    int err = start_thread(&w->th, worker_main, w, "worker");
+    int err = rcl__thread_start(&w->th, worker_main, w, "worker");
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
     if (!err) {
@@ -361,7 +340,7 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
      * a thread is exactly what may not work. */
     if (flags & RCL_WQ_MEM_RECLAIM) {
         wq->rescuer.wq = wq;
-        int err = start_thread(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
+        int err = rcl__thread_start(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
         if (err) {
             wq_free(wq);
             errno = err;

@@ -362,6 +362,29 @@ static void test_budget_follows_cgroup_limit_changes(void **state)
     assert_int_equal(rcl_limit(), 8 * GiB);
 }
 
+/* A limit that cannot be read (the cgroup's files gone, or no descriptor
+ * free) is not "no limit": the budget stays where it was rather than grow
+ * to half of the machine. */
+static void test_unreadable_cgroup_limit_leaves_the_budget(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    static const char *const files[] = {
+        "sys/fs/cgroup/app.slice/memory.max", "sys/fs/cgroup/app.slice/memory.high",
+        V2DIR "memory.max", V2DIR "memory.high",
+    };
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    for (unsigned i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", root, files[i]);
+        assert_int_equal(unlink(path), 0);
+    }
+    test_sleep_ms(2500);                /* two ticks of the pressure thread */
+    assert_int_equal(rcl_limit(), 448 * MiB);
+}
+
 /* A limit the program chose is the program's: the cgroup does not move it. */
 static void test_explicit_limit_is_not_moved_by_the_cgroup(void **state)
 {
@@ -740,6 +763,7 @@ RUN_TESTS(
     P(test_init_with_limit_zero_uses_the_cgroup),
     P(test_budget_follows_cgroup_limit_changes),
     P(test_explicit_limit_is_not_moved_by_the_cgroup),
+    P(test_unreadable_cgroup_limit_leaves_the_budget),
     P(test_psi_trigger_is_written_to_cgroup_memory_pressure),
     P(test_psi_trigger_falls_back_to_proc_pressure_memory),
     P(test_cgroup_usage_near_limit_shrinks_cache),
