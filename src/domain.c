@@ -156,6 +156,7 @@ void rcl_domain_destroy(struct rcl_domain *d)
         d->next->pprev = d->pprev;
     wr(d->magic, DOMAIN_DEAD);
     pthread_mutex_unlock(&live_lock);
+    rcl__lockdep_domain_forget(d);
     free(d);
 }
 

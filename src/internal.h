@@ -243,6 +243,7 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
 void rcl__lockdep_reset(void);
+void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
 /* The calling thread follows the checker's mode: watched (its inline scope
  * calls come into the library) while it is on, not at all while it is off
  * (lockdep.c, scope.c). */

@@ -404,6 +404,19 @@ static uint32_t domain_base(struct rcl_domain *d, bool create)
     return base;
 }
 
+/* A destroyed domain's nodes stay in the graph (they are history), but
+ * its pointer no longer names them: a domain created later at the same
+ * address gets nodes of its own. */
+void rcl__lockdep_domain_forget(const struct rcl_domain *d)
+{
+    pthread_mutex_lock(&graph_lock);
+    unsigned n = atomic_load_explicit(&ndomains, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) == d)
+            atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&graph_lock);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Reports                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -950,6 +963,8 @@ static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
         struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_relaxed);
         uint32_t base = atomic_load_explicit(&dom_base[i], memory_order_relaxed);
         unsigned c = cls;
+        if (!d)
+            continue;                  /* destroyed */
         bool skip = false;
         for (unsigned j = 0; j < nin; j++) {
             if (in[j] == d)

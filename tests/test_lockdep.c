@@ -641,6 +641,42 @@ static void other_domains_lock_is_still_reported(void **state)
     rcl_domain_destroy(b);
 }
 
+/* A domain destroyed and another created at the same address: the checker
+ * must not take the new one for the old (its reports name the new one). */
+static RCL_LOCK_CLASS(new_lock, "fsNew_lock");
+
+static void new_domain_at_old_address_gets_its_own_nodes(void **state)
+{
+    (void)state;
+    rcl_mutex_t m;
+    struct fs_cache c = { .lock = &m };
+    struct rcl_domain *old = rcl_domain_create("fsOld", 0, NULL, NULL);
+    struct rcl_shrinker_opts o = { .domain = old };
+    rcl_mutex_init(&m, &dom_lock);
+    struct rcl_shrinker *s = rcl_shrinker_register("old-inodes", &cache_ops, &c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);                /* the checker learns fsOld */
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(old);
+
+    struct rcl_domain *d = rcl_domain_create("fsNew", 0, NULL, NULL);
+    if (d != old) {
+        rcl_domain_destroy(d);
+        skip();         /* the allocator did not reuse the address (ASan's quarantine) */
+    }
+    rcl_mutex_init(&m, &new_lock);
+    o.domain = d;
+    s = rcl_shrinker_register("new-inodes", &cache_ops, &c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_mutex_lock(&m);
+    rcl_might_alloc(RCL_DEFAULT);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("fsNew"));
+    assert_false(report_has("fsOld"));
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(d);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Scopes, NOWAIT, slow shrinkers                                            */
 /* ------------------------------------------------------------------------ */
@@ -1005,6 +1041,7 @@ int main(void)
         TL(lock_inside_own_domain_is_quiet),
         TL(lock_outside_its_domain_is_reported),
         TL(other_domains_lock_is_still_reported),
+        TL(new_domain_at_old_address_gets_its_own_nodes),
         TL(scopes_restored_in_order_are_quiet),
         TL(scope_restored_out_of_order_is_reported),
         TL(scope_restored_with_foreign_token_is_reported),
