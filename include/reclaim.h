@@ -694,8 +694,9 @@ struct rcl_lock_class {
  * Annotations. A class stands for every lock of one kind (all inode locks,
  * say); the name is what reports print. Annotate before blocking on the
  * real lock, so a cycle is reported even by the acquisition that would
- * hang. Releases may come in any order. With the checker off each call is
- * one load and a branch; on, an acquire/release pair on a lock order seen
+ * hang. Releases may come in any order. With the checker off an acquire
+ * is two loads and two branches (is it on? is the library initialised?),
+ * a release one of each; on, an acquire/release pair on a lock order seen
  * before costs a few nanoseconds (bench/bench_lockdep).
  *
  * rcl_lock_acquire_try: a trylock that succeeded. The lock is held (what

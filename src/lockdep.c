@@ -56,8 +56,7 @@ struct node {
     char               name[48];
     enum node_kind     kind;
     unsigned           cls;
-    struct rcl_domain *domain;
-    unsigned           depth;
+    unsigned           depth;     /* of its domain, for domain nodes */
     uint32_t          *out;       /* indices into edges[] */
     unsigned           nout, capout;
 };
@@ -286,7 +285,7 @@ static __attribute__((noinline)) void site_capture(struct site *st, int skip)
 /* ------------------------------------------------------------------------ */
 
 static uint32_t node_new_locked(enum node_kind kind, const char *name, unsigned cls,
-                                struct rcl_domain *d, unsigned depth)
+                                unsigned depth)
 {
     if (nr_nodes >= MAX_NODES)
         return 0;
@@ -295,14 +294,12 @@ static uint32_t node_new_locked(enum node_kind kind, const char *name, unsigned 
     snprintf(n->name, sizeof(n->name), "%s", name ? name : "(unnamed)");
     n->kind = kind;
     n->cls = cls;
-    n->domain = d;
     n->depth = depth;
     return nr_nodes++;
 }
 
 static bool edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
-                            rcl_gfp_t gfp, const char *shrinker, const struct site *st,
-                            struct edge **out);
+                            rcl_gfp_t gfp, const char *shrinker, const struct site *st);
 
 /* The fixed part of the graph: the pseudo-locks and their containment. */
 static void graph_seed_locked(void)
@@ -311,19 +308,19 @@ static void graph_seed_locked(void)
     for (unsigned c = 0; c < NCLASS; c++) {
         char name[32];
         snprintf(name, sizeof(name), "reclaim(%s)", class_name[c]);
-        node_new_locked(NODE_RECLAIM, name, c, NULL, 0);
+        node_new_locked(NODE_RECLAIM, name, c, 0);
     }
     for (unsigned c = 0; c < NCLASS; c++) {
         char name[32];
         snprintf(name, sizeof(name), "reclaim(%s)", class_name[c]);
-        node_new_locked(NODE_RECLAIM_GLOBAL, name, c, NULL, 0);
+        node_new_locked(NODE_RECLAIM_GLOBAL, name, c, 0);
     }
     for (unsigned c = 0; c < NCLASS; c++) {
-        edge_add_locked(N_RECLAIM(c), N_RECLAIM_GLOBAL(c), EDGE_CONTAIN, 0, NULL, NULL, NULL);
+        edge_add_locked(N_RECLAIM(c), N_RECLAIM_GLOBAL(c), EDGE_CONTAIN, 0, NULL, NULL);
         if (c > 0) {
-            edge_add_locked(N_RECLAIM(c), N_RECLAIM(c - 1), EDGE_CONTAIN, 0, NULL, NULL, NULL);
+            edge_add_locked(N_RECLAIM(c), N_RECLAIM(c - 1), EDGE_CONTAIN, 0, NULL, NULL);
             edge_add_locked(N_RECLAIM_GLOBAL(c), N_RECLAIM_GLOBAL(c - 1), EDGE_CONTAIN, 0,
-                            NULL, NULL, NULL);
+                            NULL, NULL);
         }
     }
 }
@@ -346,7 +343,7 @@ static __attribute__((noinline)) uint32_t class_id_slow(struct rcl_lock_class *c
     if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) {
         id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
     } else {
-        id = node_new_locked(NODE_LOCK, c->name, 0, NULL, 0);
+        id = node_new_locked(NODE_LOCK, c->name, 0, 0);
         __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
         __atomic_store_n(&c->rcl_gen, id ? gen : 0, __ATOMIC_RELEASE);
     }
@@ -387,14 +384,14 @@ static uint32_t domain_base(struct rcl_domain *d, bool create)
             char name[48];
             snprintf(name, sizeof(name), "reclaim(%s) of domain \"%s\"", class_name[c],
                      dname ? dname : "?");
-            uint32_t id = node_new_locked(NODE_RECLAIM_DOMAIN, name, c, d, depth);
+            uint32_t id = node_new_locked(NODE_RECLAIM_DOMAIN, name, c, depth);
             if (c == 0)
                 base = id;
         }
         for (unsigned c = 0; c < NCLASS; c++) {
-            edge_add_locked(N_RECLAIM(c), base + c, EDGE_CONTAIN, 0, NULL, NULL, NULL);
+            edge_add_locked(N_RECLAIM(c), base + c, EDGE_CONTAIN, 0, NULL, NULL);
             if (c > 0)
-                edge_add_locked(base + c, base + c - 1, EDGE_CONTAIN, 0, NULL, NULL, NULL);
+                edge_add_locked(base + c, base + c - 1, EDGE_CONTAIN, 0, NULL, NULL);
         }
         atomic_store_explicit(&dom_ptr[n], d, memory_order_relaxed);
         atomic_store_explicit(&dom_base[n], base, memory_order_relaxed);
@@ -454,10 +451,6 @@ static void rb_frames(struct report_buf *rb, void *const *frames, int n)
     }
 }
 
-static const char *node_label(const struct node *n)
-{
-    return n->name;
-}
 
 static void rb_edge(struct report_buf *rb, const struct edge *e)
 {
@@ -467,23 +460,23 @@ static void rb_edge(struct report_buf *rb, const struct edge *e)
     switch (e->kind) {
     case EDGE_CONTAIN:
         rb_add(rb, "  %s \u2192 %s: reclaim allowed to do more also does everything the narrower "
-                   "reclaim does (part of the model)\n", node_label(f), node_label(t));
+                   "reclaim does (part of the model)\n", f->name, t->name);
         return;
     case EDGE_LOCK:
         if (f->kind == NODE_LOCK)
             rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld) took %s while holding %s, "
-                       "first at:\n", node_label(f), node_label(t), e->thread, e->tid,
+                       "first at:\n", f->name, t->name, e->thread, e->tid,
                    t->name, f->name);
         else
             rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld), in shrinker \"%s\" called by "
                        "reclaim in class %s, took %s (or waited for work done under it), "
-                       "first at:\n", node_label(f), node_label(t), e->thread, e->tid,
+                       "first at:\n", f->name, t->name, e->thread, e->tid,
                    e->shrinker[0] ? e->shrinker : "?", class_name[f->cls], t->name);
         break;
     case EDGE_ALLOC:
         rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld) made an allocation that may reclaim "
                    "(%s) while holding %s, first at:\n",
-               node_label(f), node_label(t), e->thread, e->tid,
+               f->name, t->name, e->thread, e->tid,
                rcl__gfp_str(e->gfp, gfp, sizeof(gfp)), f->name);
         break;
     }
@@ -531,7 +524,7 @@ static void report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsi
         const struct edge *e = edges[cyc[(first + k) % len]];
         if (k < len && edge_is_silent(e))
             continue;
-        const char *label = node_label(&nodes[e->from]);
+        const char *label = nodes[e->from].name;
         if (k == len || !last || strcmp(label, last) != 0)
             rb_add(rb, "%s%s", last ? " \u2192 " : "", label);
         last = label;
@@ -614,14 +607,10 @@ static bool cycle_seen_locked(const uint32_t *cyc, unsigned len)
     return false;
 }
 
-/* Adds from -> to if new. Returns true when a new cycle report was written
- * into rb (which may be NULL for the built-in edges). */
+/* Adds from -> to if new; true when it was added. */
 static bool edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
-                            rcl_gfp_t gfp, const char *shrinker, const struct site *st,
-                            struct edge **out)
+                            rcl_gfp_t gfp, const char *shrinker, const struct site *st)
 {
-    if (out)
-        *out = NULL;
     if (edge_known(from, to))
         return false;
     if (nr_edges >= MAX_EDGES)
@@ -662,8 +651,6 @@ static bool edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
     f->out[f->nout++] = nr_edges;
     nr_edges++;
     edge_publish(edge_key(from, to));
-    if (out)
-        *out = e;
     return true;
 }
 
@@ -673,10 +660,8 @@ static void learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gf
                          const char *shrinker, const struct site *st,
                          struct report_buf *rb, struct report_buf *note)
 {
-    struct edge *e;
-
-    if (!edge_add_locked(from, to, kind, gfp, shrinker, st, &e)) {
-        if (!e && nr_edges >= MAX_EDGES && !graph_full_reported) {
+    if (!edge_add_locked(from, to, kind, gfp, shrinker, st)) {
+        if (nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
             rb_add(note, "lock checker: %u dependencies recorded, the table is full; new lock "
                          "orders are no longer checked", nr_edges);
@@ -883,33 +868,31 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
     acquire_slow(c, flags);
 }
 
-/* The checker off: the library may not be initialised yet (first use
- * initialises it, and may turn checking on). Kept out of line so that the
- * hot path stays a leaf. */
-static __attribute__((noinline)) void acquire_unchecked(struct rcl_lock_class *c, uint8_t flags)
+/* The checker off and the library not initialised yet: first use
+ * initialises it, and may turn checking on. Out of line, so that the hot
+ * path stays a leaf. */
+static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class *c, uint8_t flags)
 {
-    if (likely(atomic_load_explicit(&rcl__ready, memory_order_acquire)))
-        return;
     rcl__init_slow();
     if (rcl__checking())
         acquire_slow(c, flags);
 }
 
+/* Checking on implies initialised; off, the call costs two loads. */
 void rcl_lock_acquire(struct rcl_lock_class *c)
 {
-    /* Checking on implies initialised. */
     if (likely(rd(rcl__lockdep_mode) != 0))
         acquire(c, 0);
-    else
-        acquire_unchecked(c, 0);
+    else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+        acquire_first(c, 0);
 }
 
 void rcl_lock_acquire_try(struct rcl_lock_class *c)
 {
     if (likely(rd(rcl__lockdep_mode) != 0))
         acquire(c, HELD_TRY);
-    else
-        acquire_unchecked(c, HELD_TRY);
+    else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+        acquire_first(c, HELD_TRY);
 }
 
 static __attribute__((noinline)) void release_slow(struct rcl_lock_class *c)
