@@ -789,8 +789,9 @@ typedef void (*rcl_lru_free_fn)(struct rcl_lru_node *item, void *arg);
 /* NULL and errno ENOMEM when out of memory. */
 struct rcl_lru *rcl_lru_create(void);
 /* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
- * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left alive when
- * items are still on it (they are the caller's: empty it first). */
+ * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left as it was,
+ * its shrinker still working, when items are still on it (they are the
+ * caller's: empty it and destroy again). */
 int  rcl_lru_destroy(struct rcl_lru *lru);
 /* A node starts (and is left by every removal) on no list. */
 void rcl_lru_node_init(struct rcl_lru_node *n);

@@ -506,7 +506,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
     for (struct rcl_thread *t = registry; t; t = t->next) {
         a += rd(t->nr_alloc);
         f += rd(t->nr_free);
-        c += rcl__mag_bytes(t);
+        c += rd(t->cached);
     }
     pthread_mutex_unlock(&registry_lock);
     *allocs = a;

@@ -224,7 +224,6 @@ void rcl__mag_flush(struct rcl_thread *t)
     }
 }
 
-size_t rcl__mag_bytes(const struct rcl_thread *t) { return rd(t->cached); }
 
 static void *fail(int err)
 {

@@ -304,13 +304,12 @@ unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
 /* Context that travels                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* Into a context its callers have zeroed. */
 void rcl__domain_capture(struct rcl_ctx *c)
 {
     c->ndomains = dt.n;
     for (unsigned i = 0; i < dt.n; i++)
         c->domains[i] = dt.stack[i];
-    for (unsigned i = dt.n; i < RCL_MAX_DOMAINS; i++)
-        c->domains[i] = NULL;
     c->domain_overflow = dt.overflow;
     c->journal = dt.journal;
 }

@@ -149,8 +149,6 @@ uint64_t rcl__hdr_tag(unsigned epoch);
 /* Gives the calling thread's cached blocks back to the backend (alloc.c);
  * only ever for the caller's own rcl__self, or at its exit. */
 void   rcl__mag_flush(struct rcl_thread *t);
-/* Bytes in t's block cache; any thread may ask. */
-size_t rcl__mag_bytes(const struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);

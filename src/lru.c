@@ -93,19 +93,20 @@ int rcl_lru_destroy(struct rcl_lru *lru)
 {
     if (!lru)
         return -EINVAL;
+    unsigned long left = rd(lru->count);
+    if (left) {
+        /* The items are the caller's; freeing the head under them would
+         * leave them pointing at freed memory. Refuse, loudly, and leave
+         * the LRU as it was, shrinker included. */
+        rcl__report("libreclaim: rcl_lru_destroy: %lu items still on the LRU; "
+                    "not destroyed", left);
+        return -EBUSY;
+    }
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
     if (lru->shrinker) {
         rcl_shrinker_unregister(lru->shrinker);
         lru->shrinker = NULL;
-    }
-    unsigned long left = rd(lru->count);
-    if (left) {
-        /* The items are the caller's; freeing the head under them would
-         * leave them pointing at freed memory. Refuse, loudly. */
-        rcl__report("libreclaim: rcl_lru_destroy: %lu items still on the LRU; "
-                    "the LRU is left alive (leaked)", left);
-        return -EBUSY;
     }
     pthread_mutex_destroy(&lru->lock);
     free(lru);
@@ -184,14 +185,12 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
      * ones included (list_lru's rule): a walk is bounded by what it was
      * given, never by what the callback does. A rotated item goes to the
      * tail, so a walk of at most `count` items never meets it again. */
-    unsigned long budget = nr_to_walk;
-    unsigned long limit = rd(lru->count);
+    unsigned long budget = nr_to_walk < rd(lru->count) ? nr_to_walk : rd(lru->count);
     struct rcl_lru_node *n = lru->head.next;
-    while (budget && limit && n != &lru->head) {
+    while (budget && n != &lru->head) {
         struct rcl_lru_node *next = n->next;
         enum rcl_lru_walk r = isolate ? isolate(n, arg) : RCL_LRU_REMOVED;
         budget--;
-        limit--;
         if (r == RCL_LRU_STOP)
             break;
         switch (r) {

@@ -44,7 +44,6 @@ struct wq_worker {
 
 struct rcl_workqueue {
     char                  name[RCL_NAME_MAX];
-    unsigned              flags;
     unsigned              max_workers;
     struct rcl_lock_class cls;         /* held by a thread running an item */
     char                  cls_name[RCL_NAME_MAX + 8];
@@ -83,6 +82,8 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
     char buf[16];                   /* the kernel's limit for a thread name */
     size_t n = strlen(prefix);
 
+    /* Cut to fit by hand: snprintf would be flagged for the truncation
+     * that is the point here. */
     memcpy(buf, prefix, n);
     size_t room = sizeof(buf) - 1 - n;
     size_t len = strnlen(wq->name, room);
@@ -328,7 +329,6 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
     snprintf(wq->name, sizeof(wq->name), "%s", name);
     snprintf(wq->cls_name, sizeof(wq->cls_name), "wq:%s", wq->name);
     wq->cls.name = wq->cls_name;
-    wq->flags = flags;
     wq->max_workers = max_workers;
     wq->tail = &wq->head;
     pthread_mutex_init(&wq->lock, NULL);

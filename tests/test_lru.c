@@ -471,6 +471,20 @@ static void test_second_shrinker_for_one_lru_is_refused(void **state)
 }
 
 /* After rcl_lru_destroy() the shrinker is gone: reclaim does not call it. */
+/* A refused destroy leaves the LRU as it was: reclaim still shrinks it. */
+static void test_refused_destroy_keeps_the_lru_shrinkable(void **state)
+{
+    (void)state;
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "kept", NULL, blob_free, NULL, NULL));
+    fill_blobs(l, 64);
+    assert_int_equal(rcl_lru_destroy(l), -EBUSY);
+    rcl_reclaim(16 * sizeof(struct blob), RCL_DEFAULT);
+    assert_true(rcl_lru_count(l) < 64);
+    empty_blobs(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 static void test_destroy_unregisters_the_shrinker(void **state)
 {
     (void)state;
@@ -800,6 +814,7 @@ RUN_TESTS(
     T(test_shrinker_frees_oldest_items_on_reclaim),
     T(test_shrinker_of_empty_lru_frees_nothing),
     T(test_second_shrinker_for_one_lru_is_refused),
+    T(test_refused_destroy_keeps_the_lru_shrinkable),
     T(test_destroy_unregisters_the_shrinker),
     T(test_header_example_caches_within_budget),
     T(test_header_example_matches_this_copy),
