@@ -150,7 +150,7 @@ demo: $(BUILD)/examples/$(DEMO)
 	$(Q)./$(BUILD)/examples/$(DEMO) $(DEMO_ARGS)
 
 bench: $(BENCHES)
-	$(Q)sh tools/run-bench.sh $(BUILD) $(BENCHES)
+	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig

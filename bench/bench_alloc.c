@@ -11,11 +11,14 @@
  *
  *   rcl        rcl_alloc(n, RCL_DEFAULT) / rcl_free through the shared
  *              library, as users call it (PLT), over the build's backend;
- *   libc       glibc malloc/free (PLT);
+ *   libc       glibc's malloc/free, looked up in libc.so.6 itself: glibc
+ *              even in a mimalloc or jemalloc build, where the backend
+ *              library (linked in, as libreclaim needs it) replaces malloc
+ *              and free, and even glibc's __libc_malloc;
  *   mimalloc   mi_malloc/mi_free, jemalloc and tcmalloc malloc/free, each
- *              dlopen()ed (RTLD_LOCAL, so glibc stays the process's malloc)
- *              and called through a pointer - the same indirect jump a PLT
- *              call makes. Missing libraries are skipped and said so.
+ *              dlopen()ed (RTLD_LOCAL) and looked up in that library.
+ * All but rcl are called through a pointer - the same indirect jump a PLT
+ * call makes. Missing libraries are skipped and said so.
  *
  * The baseline of `rcl` is the build's backend raw (libc, or mimalloc /
  * jemalloc for BACKEND=mimalloc|jemalloc); its ratio is computed per round
@@ -50,7 +53,7 @@ struct allocator {
 
 static struct allocator allocs[NALLOC] = {
     [A_RCL]      = { "rcl", NULL, NULL, NULL, NULL, NULL, 1, "" },
-    [A_LIBC]     = { "libc", NULL, NULL, NULL, malloc, free, 1, "" },
+    [A_LIBC]     = { "libc", "libc.so.6", "malloc", "free", malloc, free, 1, "" },
     [A_MIMALLOC] = { "mimalloc", "libmimalloc.so.2", "mi_malloc", "mi_free", NULL, NULL, 0, "" },
     [A_JEMALLOC] = { "jemalloc", "libjemalloc.so.2", "malloc", "free", NULL, NULL, 0, "" },
     [A_TCMALLOC] = { "tcmalloc", "libtcmalloc_minimal.so.4", "tc_malloc", "tc_free", NULL, NULL, 0, "" },
@@ -84,7 +87,7 @@ static void load_allocators(void)
         /* A sanitizer's own malloc would be timed against allocators it
          * does not instrument, and they leak on purpose. */
         snprintf(a->why, sizeof(a->why), "skipped in a sanitizer build");
-        if (i != BASELINE)
+        if (i != BASELINE || i == A_LIBC)   /* libc: the sanitizer's malloc */
             continue;
 #endif
         h = dlopen(a->lib, RTLD_NOW | RTLD_LOCAL);
@@ -93,7 +96,7 @@ static void load_allocators(void)
             continue;
         }
         /* dlsym on the handle searches that library first, so "malloc"
-         * here is jemalloc's even though glibc's is the process's. */
+         * here is jemalloc's (or glibc's) whatever the process's is. */
         *(void **)&a->alloc = dlsym(h, a->sym_alloc);
         *(void **)&a->free = dlsym(h, a->sym_free);
         if (!a->alloc || !a->free) {
@@ -120,18 +123,6 @@ static __attribute__((noinline)) void loop_rcl(size_t n, long iters)
     }
 }
 
-static __attribute__((noinline)) void loop_libc(size_t n, long iters)
-{
-    for (long i = 0; i < iters; i++) {
-        char *p = malloc(n);
-        if (!p)
-            abort();
-        *(volatile char *)p = 1;
-        bench_escape(p);
-        free(p);
-    }
-}
-
 static __attribute__((noinline)) void loop_ptr(const struct allocator *a, size_t n, long iters)
 {
     void *(*al)(size_t) = a->alloc;
@@ -151,8 +142,6 @@ static void run_loop(int which, size_t n, long iters)
 {
     if (which == A_RCL)
         loop_rcl(n, iters);
-    else if (which == A_LIBC)
-        loop_libc(n, iters);
     else
         loop_ptr(&allocs[which], n, iters);
 }
@@ -165,7 +154,6 @@ struct job {
     int which;
     size_t size;
     long iters;
-    int nthreads;
     pthread_barrier_t start;
     uint64_t t0[MAX_THREADS], t1[MAX_THREADS];
 };
@@ -209,7 +197,6 @@ static double measure(int which, size_t size, long iters, int nthreads)
     j.which = which;
     j.size = size;
     j.iters = iters;
-    j.nthreads = nthreads;
     pthread_barrier_init(&j.start, NULL, (unsigned)nthreads);
     for (int i = 0; i < nthreads; i++) {
         w[i].job = &j;

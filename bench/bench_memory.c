@@ -215,8 +215,10 @@ int main(void)
 
     dl_iterate_phdr(tls_cb, &tls);
     bench_print_header("memory: overhead per live allocation and per thread");
-    printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use); "
-           "%d runs, median\n\n", NBLOCKS, reps);
+    printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use%s); "
+           "%d runs, median\n\n", NBLOCKS,
+           strcmp(BENCH_BACKEND, "libc") ? ", 0 here: " BENCH_BACKEND " replaces glibc's malloc" : "",
+           reps);
     printf("%7s %12s %12s %12s %12s %12s %12s\n", "size", "raw RSS", "rcl RSS", "overhead",
            "raw heap", "rcl heap", "overhead");
 

@@ -732,7 +732,12 @@ int main(void)
            "%u ms x %d runs per variant\n", limit >> 20, factor, (unsigned long long)nkeys,
            nthreads, run_ms, reps);
     printf("   psi_trim: event when usage >= %u%% of the limit (polled every %u ms), "
-           "evict to %u%%, malloc_trim(0)\n\n", thr_pct, poll_ms, tgt_pct);
+           "evict to %u%%, malloc_trim(0)\n", thr_pct, poll_ms, tgt_pct);
+    /* The backend library, linked in for libreclaim, replaces malloc for the
+     * whole process: both variants then allocate from it. */
+    printf("   both variants allocate from %s%s\n\n", BENCH_BACKEND,
+           strcmp(BENCH_BACKEND, "libc") ? " (it replaces malloc; malloc_trim then frees "
+                                           "nothing of it)" : "");
     printf("%-26s %30s %30s\n", "median [min..max]", mode_name[M_RCL], mode_name[M_PSI]);
 
     bench_json_begin("pressure");

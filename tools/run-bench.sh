@@ -11,6 +11,7 @@
 # tools/plot-bench.py draws the PNG plots into docs/bench/ (docs/bench/BACKEND/
 # for mimalloc and jemalloc builds).
 #
+# BACKEND names the build's backend (make passes it; default libc).
 # Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
 # BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
@@ -21,11 +22,8 @@ shift
 out_dir=${BENCH_OUT:-docs/bench/runs}
 mkdir -p "$out_dir" || exit 1
 
-case "$build" in
-    *mimalloc*) backend=mimalloc ;;
-    *jemalloc*) backend=jemalloc ;;
-    *) backend=libc ;;
-esac
+# The backend the programs were built with (make passes it).
+backend=${BACKEND:-libc}
 # libc's plots in docs/bench, another backend's in docs/bench/BACKEND
 if [ "$backend" = libc ]; then
     plot_dir=${BENCH_PLOTS:-docs/bench}
