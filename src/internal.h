@@ -240,6 +240,11 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
 /* Scope bookkeeping in checking mode: bits newly set / restored. */
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
+void rcl__lockdep_scope_put(unsigned bits);
+/* Sets the whole scope word (context adopt and restore, reclaim undoing a
+ * shrinker's leaked save), the checker told (scope.c). Every other change
+ * goes through save and restore. */
+void rcl__scope_put(unsigned bits);
 void rcl__lockdep_reset(void);
 void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
 /* The calling thread follows the checker's mode: watched (its inline scope

@@ -129,7 +129,6 @@ static uint32_t bfs_stamp;
 struct shrink_frame {
     const struct rcl_shrinker *s;
     unsigned long long start_ns;   /* 0: not timed */
-    unsigned nscopes;              /* scope saves open when the callback began */
 };
 
 struct ld_thread {
@@ -1046,7 +1045,7 @@ void rcl__lockdep_shrink_begin(const struct rcl_shrinker *s, rcl_gfp_t gfp)
     held_push(t, node, HELD_RECLAIM);
     if (t->nshrink < MAX_SHRINK)
         t->shrink[t->nshrink] = (struct shrink_frame){
-            s, rcl__is_background() ? rcl__now_ns() : 0, t->nscopes };
+            s, rcl__is_background() ? rcl__now_ns() : 0 };
     t->nshrink++;
 }
 
@@ -1057,12 +1056,8 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp)
 
     if (t->nshrink) {
         t->nshrink--;
-        if (t->nshrink < MAX_SHRINK) {
+        if (t->nshrink < MAX_SHRINK)
             start = t->shrink[t->nshrink].start_ns;
-            /* A callback that left a scope open was reported by the core,
-             * which put the scope back; forget its save here as well. */
-            t->nscopes = t->shrink[t->nshrink].nscopes;
-        }
     }
     unsigned cls = gfp_class(gfp);
     struct rcl_domain *d = s ? rcl__shrinker_domain(s) : NULL;
@@ -1109,6 +1104,19 @@ void rcl__lockdep_scope_save(unsigned set)
             t->scopes[t->nscopes] = set;
         t->nscopes++;
     }
+    update_watch(t);
+}
+
+/* The scope word was set wholesale (rcl__scope_put): the saves whose bits
+ * it no longer has are over. */
+void rcl__lockdep_scope_put(unsigned bits)
+{
+    struct ld_thread *t = ld_thread_get();
+    unsigned n = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
+
+    while (n && (t->scopes[n - 1] & ~bits))
+        n--;
+    t->nscopes = n;
     update_watch(t);
 }
 

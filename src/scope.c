@@ -44,6 +44,13 @@ void rcl_scope_restore_checked(unsigned saved) __attribute__((alias("rcl_scope_r
 
 /* The checker watches this thread from now on: its users' inline scope
  * calls come to the functions above. */
+void rcl__scope_put(unsigned bits)
+{
+    rcl__scope = bits & RCL_SCOPE_ALL;
+    if (rcl__checking())
+        rcl__lockdep_scope_put(rcl__scope);
+}
+
 void rcl__scope_watch(bool on)
 {
     rcl_scope_tls.checked = on;
@@ -90,7 +97,7 @@ void rcl_context_adopt(const struct rcl_context *ctx, struct rcl_context *saved)
     /* Adopting only adds restrictions; the scope bits are or-ed in
      * directly (not through save) because restore puts back the whole
      * saved word rather than a token. */
-    rcl__scope |= c->scope & RCL_SCOPE_ALL;
+    rcl__scope_put(rcl__scope | c->scope);
     rcl__domain_adopt(c);
 }
 
@@ -103,5 +110,5 @@ void rcl_context_restore(const struct rcl_context *saved)
         return;
     }
     rcl__domain_restore(s);
-    rcl__scope = s->scope & RCL_SCOPE_ALL;
+    rcl__scope_put(s->scope);
 }

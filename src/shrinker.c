@@ -236,7 +236,7 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     if (rcl__scope != scope) {
         rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
                     "a save without its restore; restored", s->name, rcl__scope, scope);
-        rcl__scope = scope;
+        rcl__scope_put(scope);
     }
 }
 

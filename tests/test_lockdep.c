@@ -771,6 +771,29 @@ static void checker_off_unwatches_every_thread(void **state)
     assert_int_equal(w.checked_off, 0);
 }
 
+/* rcl_context_restore() puts back the whole scope word: saves a piece of
+ * work left open under an adopted context end there, for the checker too.
+ * Many such leaks (a worker thread running many work items) must not fill
+ * its record of open saves and turn the scope checks off. */
+static void context_restore_closes_the_saves_it_undoes(void **state)
+{
+    (void)state;
+    struct rcl_context ctx, saved;
+    rcl_context_capture(&ctx);
+    for (int i = 0; i < 40; i++) {
+        rcl_context_adopt(&ctx, &saved);
+        (void)rcl_nofs_save();             /* a work item's leaked save */
+        rcl_context_restore(&saved);
+    }
+    assert_int_equal(rcl_scope_current(), 0);
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    rcl_nofs_restore(a);                   /* still checked: reported */
+    rcl_noio_restore(b);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("out of order"));
+}
+
 static void scope_restored_with_foreign_token_is_reported(void **state)
 {
     (void)state;
@@ -789,6 +812,23 @@ static void sleeping_allocation_in_nowait_scope_is_reported(void **state)
     unsigned saved = rcl_nowait_save();
     void *p = rcl_alloc(64, RCL_DEFAULT);
     rcl_nowait_restore(saved);
+    rcl_free(p);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("NOWAIT scope"));
+}
+
+/* The same NOWAIT scope, carried over by a context. */
+static void sleeping_allocation_in_adopted_nowait_context_is_reported(void **state)
+{
+    (void)state;
+    struct rcl_context ctx, saved;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));  /* a stock: the next one could be fast */
+    unsigned nw = rcl_nowait_save();
+    rcl_context_capture(&ctx);
+    rcl_nowait_restore(nw);
+    rcl_context_adopt(&ctx, &saved);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    rcl_context_restore(&saved);
     rcl_free(p);
     assert_int_equal(rcl_lockdep_reports(), 1);
     assert_true(report_has("NOWAIT scope"));
@@ -1047,7 +1087,9 @@ int main(void)
         TL(scope_restored_with_foreign_token_is_reported),
         TL(scope_misuse_in_another_thread_is_reported),
         TL(checker_off_unwatches_every_thread),
+        TL(context_restore_closes_the_saves_it_undoes),
         TL(sleeping_allocation_in_nowait_scope_is_reported),
+        TL(sleeping_allocation_in_adopted_nowait_context_is_reported),
         TL(nowait_allocation_in_nowait_scope_is_quiet),
         TL(slow_shrinker_under_background_reclaimer_is_reported),
         TL(shutdown_clears_the_graph),
