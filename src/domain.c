@@ -346,13 +346,21 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
 void rcl__domain_restore(const struct rcl_ctx *c)
 {
     unsigned want = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
-    while (dt.n > want)
+    unsigned leaked = 0;
+    /* Above the saved ones: adopted entries (token 0), and enters made
+     * under the adopted context that were never exited. */
+    while (dt.n > want) {
+        leaked += dt.token[dt.n - 1] != 0;
         pop();
+    }
     dt.overflow = c->domain_overflow;
     bool same = dt.n == want;
     for (unsigned i = 0; same && i < want; i++)
         same = dt.stack[i] == c->domains[i];
-    if (!same)
+    if (leaked)
+        rcl__report("rcl_context_restore: %u domain(s) entered under the adopted context "
+                    "were never exited; exited now", leaked);
+    else if (!same)
         rcl__report("rcl_context_restore: this thread's domains changed under the "
                     "adopted context (an exit without its enter?); %u entered, "
                     "%u expected", dt.n, want);

@@ -138,33 +138,14 @@ static void create_worker(struct rcl_workqueue *wq)
 /* Running one item                                                          */
 /* ------------------------------------------------------------------------ */
 
-/* The internal view of a context, copied out rather than cast to keep
- * clear of type punning. */
-static struct rcl_ctx ctx_view(const struct rcl_context *c)
-{
-    struct rcl_ctx v;
-    memcpy(&v, c, sizeof(v));
-    return v;
-}
-
-static bool ctx_same(const struct rcl_ctx *x, const struct rcl_ctx *y)
-{
-    if (x->ndomains != y->ndomains || x->journal != y->journal)
-        return false;
-    for (unsigned i = 0; i < x->ndomains && i < RCL_MAX_DOMAINS; i++)
-        if (x->domains[i] != y->domains[i])
-            return false;
-    return true;
-}
-
 static void run_work(struct rcl_workqueue *wq, struct rcl_work *w,
                      void (*fn)(struct rcl_work *), const struct rcl_context *ctx)
 {
-    struct rcl_context saved, entered, left;
+    struct rcl_context saved;
 
     rcl_context_adopt(ctx, &saved);
-    rcl_context_capture(&entered);
     unsigned scope = rcl_scope_current();
+    void *journal = rcl_journal_info();
     bool check = rcl__checking();
 
     current_wq = wq;
@@ -175,16 +156,14 @@ static void run_work(struct rcl_workqueue *wq, struct rcl_work *w,
         rcl_lock_release(&wq->cls);
     current_wq = NULL;
 
-    /* A work item that leaves a scope or a domain behind would restrict
-     * (or, if it dropped one, unrestrict) every later item on this thread.
-     * Say so, then put the thread back as it was. */
-    rcl_context_capture(&left);
+    /* A work item that leaves a scope, a journal cookie or a domain behind
+     * would restrict (or unrestrict) every later item on this thread. Say
+     * so, then put the thread back as it was; the restore reports domains
+     * left entered itself, as it does for every adopter. */
     unsigned now = rcl_scope_current();
-    struct rcl_ctx before = ctx_view(&entered), after = ctx_view(&left);
-    if (now != scope || !ctx_same(&before, &after))
+    if (now != scope || rcl_journal_info() != journal)
         rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
-                    "(scope %#x -> %#x, domains %u -> %u); restored",
-                    wq->name, (void *)w, scope, now, before.ndomains, after.ndomains);
+                    "(scope %#x -> %#x); restored", wq->name, (void *)w, scope, now);
     rcl_context_restore(&saved);
 }
 

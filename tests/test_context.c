@@ -194,6 +194,25 @@ static void test_entered_domains_travel(void **state)
     rcl_domain_destroy(d);
 }
 
+/* A domain entered under an adopted context and never exited (a work
+ * item that forgot its exit) is reported at the restore and exited there,
+ * so the thread and the domain are as they were. */
+static void test_domain_left_entered_under_a_context_is_exited_at_restore(void **state)
+{
+    (void)state;
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    struct rcl_context ctx, saved;
+    assert_non_null(d);
+    rcl_context_capture(&ctx);
+    rcl_context_adopt(&ctx, &saved);
+    (void)rcl_domain_enter(d);                  /* never exited */
+    rcl_context_restore(&saved);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.all, "never exited"));
+    rcl_domain_destroy(d);                      /* not in use: destroyed quietly */
+    assert_int_equal(test_report_count(), 1);
+}
+
 static void test_null_contexts_are_reported_not_a_crash(void **state)
 {
     (void)state;
@@ -215,5 +234,6 @@ RUN_TESTS(
     T(test_restore_returns_exactly_to_the_saved_state),
     T(test_noreclaim_does_not_travel),
     T(test_entered_domains_travel),
+    T(test_domain_left_entered_under_a_context_is_exited_at_restore),
     T(test_null_contexts_are_reported_not_a_crash),
 )
