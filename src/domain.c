@@ -254,29 +254,34 @@ void rcl_domain_exit(unsigned token)
  * entered domain never depends on the others, so the most restrictive
  * answer is simply: skip if any says skip, NOFS if any says NOFS.
  */
-bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
+unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth)
 {
     if (!owner || (dt.n == 0 && dt.overflow == 0))
-        return false;
+        return 0;
     /* Domains dropped for lack of room could be owner itself: assume the
      * worst for every shrinker that belongs to a domain. */
     if (unlikely(dt.overflow))
-        return true;
+        return RCL__DOMAIN_SKIP;
 
-    bool asked = false, nofs = false;
+    unsigned r = 0;
     for (unsigned i = 0; i < dt.n; i++) {
-        struct rcl_domain *d = dt.stack[i];
-        if (d == owner) {
-            if (asked)
-                continue;       /* nested re-entry: one question is enough */
-            asked = true;
-            if (!d->may_reclaim || !d->may_reclaim(d, d->arg))
-                return true;
-        } else if (d->depth != owner->depth) {
-            nofs = true;
-        }
+        if (dt.stack[i] == owner)
+            r |= RCL__DOMAIN_OWN;
+        else if (dt.stack[i]->depth != owner_depth)
+            r |= RCL__DOMAIN_NOFS;
     }
-    if (nofs)
+    return r;
+}
+
+bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
+{
+    unsigned r = rcl__domain_rule(owner, owner ? owner->depth : 0);
+
+    if (r & RCL__DOMAIN_SKIP)
+        return true;
+    if ((r & RCL__DOMAIN_OWN) && (!owner->may_reclaim || !owner->may_reclaim(owner, owner->arg)))
+        return true;
+    if (r & RCL__DOMAIN_NOFS)
         *gfp &= ~(rcl_gfp_t)RCL__FS;
     return false;
 }
@@ -288,16 +293,10 @@ void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta)
     atomic_fetch_add_explicit(&d->shrinkers, delta, memory_order_acq_rel);
 }
 
-unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
+/* Is the thread inside any domain (overflowed ones included)? */
+bool rcl__domain_inside(void)
 {
-    if (!out || max == 0)
-        return dt.n;
-    /* Too small a buffer keeps the innermost: they are the ones reclaim
-     * right now must respect most closely. */
-    unsigned from = dt.n > max ? dt.n - max : 0;
-    for (unsigned i = from; i < dt.n; i++)
-        out[i - from] = dt.stack[i];
-    return dt.n - from;
+    return dt.n || dt.overflow;
 }
 
 /* ------------------------------------------------------------------------ */

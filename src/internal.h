@@ -215,13 +215,21 @@ const char *rcl__shrinker_name(const struct rcl_shrinker *s);
 /* How a shrinker owned by `owner` may be called by this thread: returns
  * true to skip it, else narrows *gfp. */
 bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
+/* The rules of rcl_domain_enter for owner's shrinkers, short of asking its
+ * may_reclaim: OWN (the thread is inside owner: may_reclaim decides), NOFS
+ * (inside a domain of another depth), SKIP (domains overflowed); 0: free.
+ * owner is only compared, never read: the lock checker passes domains
+ * that may be going away, with the depth it recorded. */
+#define RCL__DOMAIN_OWN  0x1u
+#define RCL__DOMAIN_NOFS 0x2u
+#define RCL__DOMAIN_SKIP 0x4u
+unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth);
 /* A shrinker of d was registered (+1) or unregistered (-1). */
 void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta);
 void rcl__domain_capture(struct rcl_ctx *c);
 void rcl__domain_adopt(const struct rcl_ctx *c);
 void rcl__domain_restore(const struct rcl_ctx *c);
-/* The domains this thread is inside, innermost last; returns how many. */
-unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
+bool rcl__domain_inside(void);   /* inside any domain, overflowed ones included */
 
 /* ------------------------------------------------------------------------ */
 /* Lock checker (lockdep.c)                                                  */

@@ -931,11 +931,9 @@ void rcl_lock_release(struct rcl_lock_class *c)
  * domains the thread is inside (the rules of rcl_domain_enter). */
 static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
 {
-    struct rcl_domain *in[RCL_MAX_DOMAINS];
-    unsigned nin = rcl__domain_entered(in, RCL_MAX_DOMAINS);
     unsigned n = 0;
 
-    if (nin == 0) {
+    if (!rcl__domain_inside()) {
         out[n++] = N_RECLAIM(cls);
         return n;
     }
@@ -944,18 +942,12 @@ static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
     for (unsigned i = 0; i < nd && n < max; i++) {
         struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_relaxed);
         uint32_t base = atomic_load_explicit(&dom_base[i], memory_order_relaxed);
-        unsigned c = cls;
         if (!d)
             continue;                  /* destroyed */
-        bool skip = false;
-        for (unsigned j = 0; j < nin; j++) {
-            if (in[j] == d)
-                skip = true;   /* its may_reclaim decides; the default is skip */
-            else if (nodes[base].depth != rcl_domain_depth(in[j]) && c > 1)
-                c = 1;         /* another depth: as NOFS */
-        }
-        if (!skip)
-            out[n++] = base + c;
+        /* Inside d its may_reclaim decides; the checker assumes skip. */
+        unsigned r = rcl__domain_rule(d, nodes[base].depth);
+        if (!(r & (RCL__DOMAIN_OWN | RCL__DOMAIN_SKIP)))
+            out[n++] = base + ((r & RCL__DOMAIN_NOFS) && cls > 1 ? 1 : cls);
     }
     return n;
 }
