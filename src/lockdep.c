@@ -593,17 +593,32 @@ static bool reach_locked(uint32_t start, uint32_t target)
     return false;
 }
 
+/* Was a report with signature sig made already? Remembers it if not (while
+ * there is room: past it, reports repeat rather than go missing). */
+static bool seen_locked(uint64_t *set, unsigned *n, unsigned max, uint64_t sig)
+{
+    for (unsigned i = 0; i < *n; i++)
+        if (set[i] == sig)
+            return true;
+    if (*n < max)
+        set[(*n)++] = sig;
+    return false;
+}
+
+static bool site_seen(uint64_t sig)
+{
+    pthread_mutex_lock(&graph_lock);
+    bool seen = seen_locked(reported_sites, &nr_reported_sites, MAX_SITES, sig);
+    pthread_mutex_unlock(&graph_lock);
+    return seen;
+}
+
 static bool cycle_seen_locked(const uint32_t *cyc, unsigned len)
 {
     uint64_t sig = len;
     for (unsigned i = 0; i < len; i++)
         sig += mix64(cyc[i] + 1);   /* order-free: the same cycle found from any edge */
-    for (unsigned i = 0; i < nr_reported_cycles; i++)
-        if (reported_cycles[i] == sig)
-            return true;
-    if (nr_reported_cycles < MAX_CYCLES)
-        reported_cycles[nr_reported_cycles++] = sig;
-    return false;
+    return seen_locked(reported_cycles, &nr_reported_cycles, MAX_CYCLES, sig);
 }
 
 /* Adds from -> to if new; true when it was added. */
@@ -960,28 +975,19 @@ static void site_report_once(const char *what, rcl_gfp_t gfp)
     for (int i = 0; i < st.nframes; i++)
         sig = mix64(sig ^ (uint64_t)(uintptr_t)st.frames[i]);
 
-    struct report_buf *rb = calloc(1, sizeof(*rb));
-    if (!rb)
+    struct report_buf *rb;
+    char buf[64];
+    if (site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
         return;
-    pthread_mutex_lock(&graph_lock);
-    bool seen = false;
-    for (unsigned i = 0; i < nr_reported_sites && !seen; i++)
-        seen = reported_sites[i] == sig;
-    if (!seen && nr_reported_sites < MAX_SITES)
-        reported_sites[nr_reported_sites++] = sig;
-    pthread_mutex_unlock(&graph_lock);
-    if (!seen) {
-        char buf[64];
-        rb_add(rb, "lock checker: %s (%s) in thread \"%s\" (tid %ld), at:\n", what,
-               rcl__gfp_str(gfp, buf, sizeof(buf)), st.thread, st.tid);
-        rb_frames(rb, st.frames, st.nframes);
-        rb_add(rb, "  What it means: the code that opened the NOWAIT scope promised that "
-                   "nothing inside sleeps (it may hold a spinning lock or run in an event "
-                   "loop), but this allocation may block in reclaim. Usual fixes: allocate "
-                   "with RCL_NOWAIT here and handle failure, or allocate before entering the "
-                   "scope.");
-        report_emit(rb, true);
-    }
+    rb_add(rb, "lock checker: %s (%s) in thread \"%s\" (tid %ld), at:\n", what,
+           rcl__gfp_str(gfp, buf, sizeof(buf)), st.thread, st.tid);
+    rb_frames(rb, st.frames, st.nframes);
+    rb_add(rb, "  What it means: the code that opened the NOWAIT scope promised that "
+               "nothing inside sleeps (it may hold a spinning lock or run in an event "
+               "loop), but this allocation may block in reclaim. Usual fixes: allocate "
+               "with RCL_NOWAIT here and handle failure, or allocate before entering the "
+               "scope.");
+    report_emit(rb, true);
     free(rb);
 }
 
@@ -1067,15 +1073,7 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp)
     unsigned long long ms = (rcl__now_ns() - start) / 1000000ull;
     if (ms < bound)
         return;
-    uint64_t sig = mix64((uint64_t)(uintptr_t)s ^ 0x5157);
-    pthread_mutex_lock(&graph_lock);
-    bool seen = false;
-    for (unsigned i = 0; i < nr_reported_sites && !seen; i++)
-        seen = reported_sites[i] == sig;
-    if (!seen && nr_reported_sites < MAX_SITES)
-        reported_sites[nr_reported_sites++] = sig;
-    pthread_mutex_unlock(&graph_lock);
-    if (seen)
+    if (site_seen(mix64((uint64_t)(uintptr_t)s ^ 0x5157)))
         return;
     atomic_fetch_add_explicit(&nr_reports, 1, memory_order_relaxed);
     rcl__report("lock checker: shrinker \"%s\" took %llu ms (bound %u ms) while the background "
