@@ -85,7 +85,7 @@ DEMO_ARGS ?=
 .DELETE_ON_ERROR:
 
 all: lib
-lib: $(STATIC) $(BUILD)/libreclaim.so $(BUILD)/reclaim.pc
+lib: $(STATIC) $(BUILD)/libreclaim.so
 
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
@@ -103,10 +103,6 @@ $(SHARED): $(LIB_OBJS) src/reclaim.map
 $(BUILD)/libreclaim.so: $(SHARED)
 	$(Q)ln -sf libreclaim.so.$(VERSION) $(BUILD)/$(SONAME)
 	$(Q)ln -sf $(SONAME) $@
-
-$(BUILD)/reclaim.pc: reclaim.pc.in Makefile | $(BUILD)/obj
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
-		-e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' $< > $@
 
 $(BUILD)/obj:
 	$(Q)mkdir -p $@ $(BUILD)/tests/progs $(BUILD)/examples $(BUILD)/bench

@@ -799,7 +799,8 @@ int main(void)
         bj_end_obj();
     }
     equal_memory(res, reps, warm_ms, run_ms, poll_ms, thr_pct, tgt_pct);
-    /* The timeline of the last run of each variant. */
+    /* A timeline per variant, from one more run of each from a cold start
+     * (no warm-up): how usage climbs to the limit and is held there. */
     bj_obj("timeline");
     for (int m = 0; m < NMODES; m++) {
         run_once((enum mode)m, limit, 0, quick ? 200 : 1000, poll_ms, thr_pct, tgt_pct);
