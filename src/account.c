@@ -354,12 +354,12 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     }
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
-    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
+    bool may_reclaim = rcl__may_reclaim(masked);
     size_t floor = rcl__reserve_floor(t, masked);
     size_t limit = rd(rcl__acct.limit);
 
     if (rcl__checking())
-        rcl__lockdep_alloc(gfp, masked, may_reclaim);
+        rcl__lockdep_alloc(gfp);
     if ((gfp & RCL__NOFAIL) && !(masked & RCL__DIRECT_RECLAIM))
         return nofail_impossible(size, gfp, -EINVAL);
     if (limit <= floor || size > limit - floor)

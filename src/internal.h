@@ -166,6 +166,13 @@ static inline bool rcl__fast_ok(const struct rcl_thread *t)
     return !(t->lockdep_watch | t->in_reclaim);
 }
 
+/* May an allocation whose flags the scope narrowed to `masked` reclaim
+ * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */
+static inline bool rcl__may_reclaim(rcl_gfp_t masked)
+{
+    return (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
+}
+
 /* What the thread may charge from its stock: the rest backs its cached
  * blocks. */
 static inline long rcl__stock_avail(const struct rcl_thread *t)
@@ -240,7 +247,7 @@ static inline bool rcl__checking(void) { return unlikely(rd(rcl__lockdep_mode) !
 /* Every allocation-family call in checking mode that reaches the slow path
  * (all of them while lockdep_watch is set): the flags asked for and the
  * flags after the scope mask; may_reclaim is whether it may enter reclaim. */
-void rcl__lockdep_alloc(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim);
+void rcl__lockdep_alloc(rcl_gfp_t gfp);
 /* Around a shrinker's count/scan calls in one pass (after the domain rules
  * and the `needs` test passed): reclaim in class gfp. */
 void rcl__lockdep_shrink_begin(const struct rcl_shrinker *s, rcl_gfp_t gfp);

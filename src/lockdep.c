@@ -870,12 +870,7 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
         uint32_t id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
         unsigned n = t->n;
         if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) || t->next_ok[n - 1] == id))) {
-            t->held[n] = id;
-            t->flags[n] = flags;
-            t->next_ok[n] = 0;
-            t->n = n + 1;
-            if (n == 0)
-                update_watch(t);
+            held_push(t, id, flags);
             return;
         }
     }
@@ -930,14 +925,8 @@ void rcl_lock_release(struct rcl_lock_class *c)
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     /* Hot path: the lock on top of the stack, as releases usually are. */
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
-        unsigned n = t->n;
-        if (likely(n - 1 < MAX_HELD &&
-                   t->held[n - 1] == __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED))) {
-            t->n = n - 1;
-            if (n == 1)
-                update_watch(t);
-            return;
-        }
+        held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED));
+        return;
     }
     release_slow(c);
 }
@@ -991,13 +980,17 @@ static void site_report_once(const char *what, rcl_gfp_t gfp)
     free(rb);
 }
 
-static void alloc_check(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim)
+/* An allocation asked with gfp is about to charge: it may sleep (checked
+ * against NOWAIT) and may wait for reclaim (a dependency on it from every
+ * lock held). */
+void rcl__lockdep_alloc(rcl_gfp_t gfp)
 {
     struct ld_thread *t = ld_thread_get();
+    rcl_gfp_t masked = rcl_current_gfp(gfp);
 
-    if ((asked & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
-        site_report_once("an allocation that may sleep inside a NOWAIT scope", asked);
-    if (!may_reclaim || !t->n)
+    if ((gfp & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
+        site_report_once("an allocation that may sleep inside a NOWAIT scope", gfp);
+    if (!rcl__may_reclaim(masked) || !t->n)
         return;
 
     uint32_t to[2 + MAX_DOMAINS];
@@ -1006,20 +999,11 @@ static void alloc_check(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim)
         depend(t, to[i], EDGE_ALLOC, masked);
 }
 
-void rcl__lockdep_alloc(rcl_gfp_t asked, rcl_gfp_t masked, bool may_reclaim)
-{
-    alloc_check(asked, masked, may_reclaim);
-}
-
 void rcl_might_alloc(rcl_gfp_t gfp)
 {
     rcl__ensure_init();
-    if (!rcl__checking())
-        return;
-    rcl_gfp_t masked = rcl_current_gfp(gfp);
-    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) &&
-                       !(rcl__scope & RCL_SCOPE_NORECLAIM);
-    alloc_check(gfp, masked, may_reclaim);
+    if (rcl__checking())
+        rcl__lockdep_alloc(gfp);
 }
 
 /* ------------------------------------------------------------------------ */

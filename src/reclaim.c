@@ -103,9 +103,9 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
     rcl__thread_attach(t);
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
-    bool may_reclaim = (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
+    bool may_reclaim = rcl__may_reclaim(masked);
     if (rcl__checking())
-        rcl__lockdep_alloc(gfp, masked, may_reclaim);
+        rcl__lockdep_alloc(gfp);
     if (!may_reclaim) {
         if (masked & RCL__KSWAPD_RECLAIM)
             rcl__reclaim_wake();
