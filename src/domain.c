@@ -40,7 +40,7 @@ struct rcl_domain {
     void                       *arg;
     _Atomic long                entered;    /* stack entries, all threads */
     _Atomic long                shrinkers;  /* registered shrinkers it owns */
-    struct rcl_domain          *next, **pprev;   /* live list, under live_lock */
+    struct rcl_domain          *next;           /* live list, under live_lock */
     char                        name[];
 };
 
@@ -113,20 +113,19 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
 
     pthread_mutex_lock(&live_lock);
     d->next = live_head;
-    d->pprev = &live_head;
-    if (live_head)
-        live_head->pprev = &d->next;
     live_head = d;
     pthread_mutex_unlock(&live_lock);
     return d;
 }
 
-static bool live_find(const struct rcl_domain *d)
+/* Where the live list points at d, or NULL: a destroyed or foreign
+ * pointer is caught by not being found, never by reading it. */
+static struct rcl_domain **live_slot(const struct rcl_domain *d)
 {
-    for (struct rcl_domain *p = live_head; p; p = p->next)
-        if (p == d)
-            return true;
-    return false;
+    for (struct rcl_domain **pp = &live_head; *pp; pp = &(*pp)->next)
+        if (*pp == d)
+            return pp;
+    return NULL;
 }
 
 void rcl_domain_destroy(struct rcl_domain *d)
@@ -136,7 +135,8 @@ void rcl_domain_destroy(struct rcl_domain *d)
         return;
     }
     pthread_mutex_lock(&live_lock);
-    if (!live_find(d)) {
+    struct rcl_domain **slot = live_slot(d);
+    if (!slot) {
         pthread_mutex_unlock(&live_lock);
         rcl__report("rcl_domain_destroy: %p is not a live domain (destroyed twice?)",
                     (void *)d);
@@ -151,9 +151,7 @@ void rcl_domain_destroy(struct rcl_domain *d)
                     d->name, entered, owned);
         return;
     }
-    *d->pprev = d->next;
-    if (d->next)
-        d->next->pprev = d->pprev;
+    *slot = d->next;
     wr(d->magic, DOMAIN_DEAD);
     pthread_mutex_unlock(&live_lock);
     rcl__lockdep_domain_forget(d);
