@@ -59,7 +59,6 @@ struct rcl_workqueue {
     enum wq_state         state;
     unsigned              nr_workers;  /* started, all in workers[] */
     unsigned              nr_idle;     /* of those, waiting for work */
-    unsigned              nr_done_waiters;
     bool                  creating;    /* someone is starting a worker */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
@@ -90,12 +89,6 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
     memcpy(buf + n, wq->name, len);
     buf[n + len] = '\0';
     pthread_setname_np(pthread_self(), buf);
-}
-
-static void wake_done(struct rcl_workqueue *wq)
-{
-    if (wq->nr_done_waiters)
-        pthread_cond_broadcast(&wq->done);
 }
 
 static void *worker_main(void *arg);
@@ -131,7 +124,7 @@ static void create_worker(struct rcl_workqueue *wq)
             pthread_cond_signal(&wq->rescue);
         }
     }
-    wake_done(wq);
+    pthread_cond_broadcast(&wq->done);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -190,7 +183,7 @@ static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
 
     pthread_mutex_lock(&wq->lock);
     self->running = 0;
-    wake_done(wq);
+    pthread_cond_broadcast(&wq->done);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -410,10 +403,8 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
     unsigned long long upto = wq->queued;
-    wq->nr_done_waiters++;
     while (!flushed(wq, upto))
         pthread_cond_wait(&wq->done, &wq->lock);
-    wq->nr_done_waiters--;
     pthread_mutex_unlock(&wq->lock);
 }
 
@@ -436,10 +427,8 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq)
     /* Drain: nothing new from outside, but items may still chain more work
      * onto the queue; wait until it is empty and idle. */
     wq->state = WQ_DRAINING;
-    wq->nr_done_waiters++;
     while (wq->head || !flushed(wq, wq->dequeued))
         pthread_cond_wait(&wq->done, &wq->lock);
-    wq->nr_done_waiters--;
     wq->state = WQ_STOPPING;
     pthread_cond_broadcast(&wq->more);
     pthread_cond_broadcast(&wq->rescue);
