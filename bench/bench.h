@@ -94,6 +94,25 @@ BENCH_FN int bench_reps(int quick_dflt, int dflt, int max)
     }
 
 /* Parses "1,2,4" from BENCH_THREADS (or dflt) into out[]; returns how many. */
+/* How many iterations make a measurement of about target_ms: grows a trial
+ * run fourfold until it takes 2 ms, then scales. ns_per_iter(iters, arg)
+ * runs `iters` iterations and returns ns per iteration. */
+BENCH_FN long bench_calibrate(double (*ns_per_iter)(long iters, void *arg), void *arg,
+                              double target_ms)
+{
+    long iters = 1000;
+    double ns;
+
+    for (;;) {
+        ns = ns_per_iter(iters, arg) * (double)iters;
+        if (ns > 2e6 || iters > (1L << 30))
+            break;
+        iters *= 4;
+    }
+    iters = (long)((double)iters * target_ms * 1e6 / ns);
+    return iters < 1000 ? 1000 : iters;
+}
+
 BENCH_FN int bench_threads(const char *dflt, int *out, int max)
 {
     const char *s = getenv("BENCH_THREADS");

@@ -217,19 +217,10 @@ static double measure(int which, size_t size, long iters, int nthreads)
 }
 
 /* Pairs for about target_ms of one thread's time on the baseline. */
-static long calibrate(size_t size, double target_ms)
+/* The baseline, one thread: what calibrates the pairs of a size. */
+static double baseline_ns(long iters, void *size)
 {
-    long iters = 1000;
-    double ns;
-
-    for (;;) {
-        ns = measure(BASELINE, size, iters, 1) * (double)iters;
-        if (ns > 2e6 || iters > (1L << 30))
-            break;
-        iters *= 4;
-    }
-    iters = (long)((double)iters * target_ms * 1e6 / ns);
-    return iters < 1000 ? 1000 : iters;
+    return measure(BASELINE, *(size_t *)size, iters, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -318,7 +309,7 @@ int main(int argc, char **argv)
         for (size_t s = 0; s < NSIZES; s++) {
             double v[NALLOC][MAX_REPS], ratio[MAX_REPS];
             struct bench_stat st[NALLOC], rs;
-            long iters = calibrate(sizes[s], target_ms);
+            long iters = bench_calibrate(baseline_ns, (void *)&sizes[s], target_ms);
 
             for (int r = 0; r < reps; r++) {
                 for (int k = 0; k < NALLOC; k++) {

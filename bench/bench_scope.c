@@ -115,19 +115,9 @@ static double measure(enum op op, long iters)
     return (double)(bench_now_ns() - t0) / (double)iters;
 }
 
-static long calibrate(enum op op, double target_ms)
+static double op_ns(long iters, void *op)
 {
-    long iters = 1000;
-    double ns;
-
-    for (;;) {
-        ns = measure(op, iters) * (double)iters;
-        if (ns > 2e6 || iters > (1L << 32))
-            break;
-        iters *= 4;
-    }
-    iters = (long)((double)iters * target_ms * 1e6 / ns);
-    return iters < 1000 ? 1000 : iters;
+    return measure(*(enum op *)op, iters);
 }
 
 int main(void)
@@ -154,7 +144,7 @@ int main(void)
         rcl_nofs_restore(s);
     }
     for (int o = 0; o < NOPS; o++)
-        iters[o] = calibrate((enum op)o, target_ms);
+        iters[o] = bench_calibrate(op_ns, &(enum op){ (enum op)o }, target_ms);
     for (int r = 0; r < reps; r++) {
         for (int k = 0; k < NOPS; k++) {
             int o = (k + r) % NOPS;
