@@ -133,16 +133,21 @@ static int fs_insert(struct fs *f, void *p)
 /* One run                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* What one run measures, by field; the names are the JSON keys. */
+enum field {
+    F_KIB_PER_ATTEMPT, F_ATTEMPTS, F_FALLBACK, F_P50, F_P99, F_MAX, F_BG,
+    F_SLOW, F_SLOW_P50, F_SLOW_P99, F_RECOVERABLE, FIELDS
+};
+static const char *const field_name[FIELDS] = {
+    "direct_kib_per_attempt", "direct_attempts", "fallback_pct",
+    "p50_us", "p99_us", "max_us", "background_mib",
+    "reclaiming_pct",       /* allocations that entered direct reclaim */
+    "reclaiming_p50_us", "reclaiming_p99_us",   /* their latency */
+    "recoverable_share",    /* share of the caches direct reclaim reaches */
+};
+
 struct result {
-    double direct_kib_per_attempt;
-    double direct_attempts;
-    double fallback_pct;
-    double p50_us, p99_us, max_us;
-    double bg_mib;
-    double seconds;
-    double slow_pct;                  /* allocations that entered direct reclaim */
-    double slow_p50_us, slow_p99_us;  /* their latency */
-    double recoverable;               /* share of the caches direct reclaim reaches */
+    double v[FIELDS];
 };
 
 static int cmp_u64(const void *a, const void *b)
@@ -303,10 +308,8 @@ static struct result run(unsigned K, enum mode m, long allocs, int background)
     struct rcl_stats before, after;
     struct fallback_acct fa = { 0, 0, 0 };
     rcl_stats_get(&before);
-    uint64_t t0 = bench_now_ns();
     for (long i = 0; i < rounds; i++, r++)
         transaction(&fs[r % K], m, lat + i * ROUND, slow + i * ROUND, &fa, background);
-    uint64_t t1 = bench_now_ns();
     rcl_stats_get(&after);
 
     size_t n = (size_t)rounds * ROUND, nslow = 0;
@@ -317,23 +320,22 @@ static struct result run(unsigned K, enum mode m, long allocs, int background)
     qsort(lat, n, sizeof(*lat), cmp_u64);
     qsort(slat, nslow, sizeof(*slat), cmp_u64);
     struct result res;
-    res.slow_pct = 100.0 * (double)nslow / (double)n;
-    res.slow_p50_us = nslow ? (double)slat[nslow / 2] / 1e3 : 0;
-    res.slow_p99_us = nslow ? (double)slat[nslow * 99 / 100] / 1e3 : 0;
-    res.recoverable = recoverable_share(&fs[r % K], m);
+    res.v[F_SLOW] = 100.0 * (double)nslow / (double)n;
+    res.v[F_SLOW_P50] = nslow ? (double)slat[nslow / 2] / 1e3 : 0;
+    res.v[F_SLOW_P99] = nslow ? (double)slat[nslow * 99 / 100] / 1e3 : 0;
+    res.v[F_RECOVERABLE] = recoverable_share(&fs[r % K], m);
     free(slat);
     free(slow);
     unsigned long attempts = after.direct_reclaims - before.direct_reclaims - fa.attempts;
     size_t direct = after.direct_reclaimed - before.direct_reclaimed - fa.bytes;
-    res.direct_attempts = (double)attempts;
-    res.direct_kib_per_attempt = attempts ? (double)direct / attempts / 1024.0 : 0;
-    res.fallback_pct = 100.0 * (double)fa.fallbacks / (double)n;
-    res.p50_us = (double)lat[n / 2] / 1e3;
-    res.p99_us = (double)lat[n * 99 / 100] / 1e3;
-    res.max_us = (double)lat[n - 1] / 1e3;
-    res.bg_mib = (double)(after.background_reclaimed - before.background_reclaimed) /
+    res.v[F_ATTEMPTS] = (double)attempts;
+    res.v[F_KIB_PER_ATTEMPT] = attempts ? (double)direct / attempts / 1024.0 : 0;
+    res.v[F_FALLBACK] = 100.0 * (double)fa.fallbacks / (double)n;
+    res.v[F_P50] = (double)lat[n / 2] / 1e3;
+    res.v[F_P99] = (double)lat[n * 99 / 100] / 1e3;
+    res.v[F_MAX] = (double)lat[n - 1] / 1e3;
+    res.v[F_BG] = (double)(after.background_reclaimed - before.background_reclaimed) /
                  (1024.0 * 1024.0);
-    res.seconds = (double)(t1 - t0) / 1e9;
     free(lat);
 
     for (unsigned k = 0; k < K; k++) {
@@ -356,39 +358,11 @@ static struct result run(unsigned K, enum mode m, long allocs, int background)
 /* Report                                                                    */
 /* ------------------------------------------------------------------------ */
 
-enum field {
-    F_KIB_PER_ATTEMPT, F_ATTEMPTS, F_FALLBACK, F_P50, F_P99, F_MAX, F_BG,
-    F_SLOW, F_SLOW_P50, F_SLOW_P99, F_RECOVERABLE, FIELDS
-};
-static const char *const field_name[FIELDS] = {
-    "direct_kib_per_attempt", "direct_attempts", "fallback_pct",
-    "p50_us", "p99_us", "max_us", "background_mib",
-    "reclaiming_pct", "reclaiming_p50_us", "reclaiming_p99_us", "recoverable_share",
-};
-
-static double field(const struct result *r, int i)
-{
-    switch ((enum field)i) {
-    case F_KIB_PER_ATTEMPT: return r->direct_kib_per_attempt;
-    case F_ATTEMPTS: return r->direct_attempts;
-    case F_FALLBACK: return r->fallback_pct;
-    case F_P50: return r->p50_us;
-    case F_P99: return r->p99_us;
-    case F_MAX: return r->max_us;
-    case F_BG: return r->bg_mib;
-    case F_SLOW: return r->slow_pct;
-    case F_SLOW_P50: return r->slow_p50_us;
-    case F_SLOW_P99: return r->slow_p99_us;
-    case F_RECOVERABLE: return r->recoverable;
-    default: return 0;
-    }
-}
-
 static struct bench_stat stat_of(const struct result *res, int reps, int f)
 {
     double v[MAX_REPS];
     for (int i = 0; i < reps; i++)
-        v[i] = field(&res[i], f);
+        v[i] = res[i].v[f];
     return bench_stat_of(v, reps);
 }
 
@@ -397,8 +371,8 @@ static struct bench_stat ratio_of(const struct result *num, const struct result 
 {
     double v[MAX_REPS];
     for (int i = 0; i < reps; i++) {
-        double d = field(&den[i], f);
-        v[i] = d > 0 ? field(&num[i], f) / d : 0;
+        double d = den[i].v[f];
+        v[i] = d > 0 ? num[i].v[f] / d : 0;
     }
     return bench_stat_of(v, reps);
 }
