@@ -297,6 +297,17 @@ bool rcl__domain_inside(void)
     return dt.n || dt.overflow;
 }
 
+unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
+{
+    if (!out || max == 0)
+        return dt.n;
+    /* Too small a buffer keeps the innermost. */
+    unsigned from = dt.n > max ? dt.n - max : 0;
+    for (unsigned i = from; i < dt.n; i++)
+        out[i - from] = dt.stack[i];
+    return dt.n - from;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Context that travels                                                      */
 /* ------------------------------------------------------------------------ */

@@ -237,6 +237,9 @@ void rcl__domain_capture(struct rcl_ctx *c);
 void rcl__domain_adopt(const struct rcl_ctx *c);
 void rcl__domain_restore(const struct rcl_ctx *c);
 bool rcl__domain_inside(void);   /* inside any domain, overflowed ones included */
+/* The domains this thread is inside, innermost last; returns how many (the
+ * tests read the thread's domains through it). */
+unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
 
 /* ------------------------------------------------------------------------ */
 /* Lock checker (lockdep.c)                                                  */
