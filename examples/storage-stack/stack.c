@@ -9,6 +9,7 @@
 #include "stack.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,17 +289,27 @@ struct buf {
 static struct rcl_lru *bufs;
 static struct rcl_shrinker *buf_shrinker;
 
-struct buf_walk { int may_wait; };
+/* The fixed stack also bounds how many write-backs one shrinker call
+ * waits for and leaves the rest to the flusher: the background reclaimer
+ * runs these calls, and must not be held up for long (seed 001: "you
+ * should not block kswapd"; the lock checker reports a shrinker call over
+ * a second). */
+#define FIXED_WAITS_PER_SCAN 8
+
+struct buf_walk { int may_wait; unsigned waits_left; };
 
 /* Under the LRU lock: clean buffers go; dirty ones only when the shrinker
- * may wait for their write-back. */
+ * may wait for their write-back, and while it has waits left. */
 static enum rcl_lru_walk buf_isolate(struct rcl_lru_node *n, void *arg)
 {
     struct buf *b = RCL_LRU_ENTRY(n, struct buf, lru);
-    const struct buf_walk *w = arg;
-    if (!b->dirty || w->may_wait)
+    struct buf_walk *w = arg;
+    if (!b->dirty)
         return RCL_LRU_REMOVED;
-    return RCL_LRU_SKIP;
+    if (!w->may_wait || !w->waits_left)
+        return RCL_LRU_SKIP;
+    w->waits_left--;
+    return RCL_LRU_REMOVED;
 }
 
 static unsigned long buf_count(void *priv, struct rcl_shrink_control *sc)
@@ -314,7 +325,8 @@ static unsigned long buf_scan(void *priv, struct rcl_shrink_control *sc)
      * so I may wait for I/O". Fixed: I/O through a loop device may need
      * the file system, so waiting also needs FS. */
     rcl_gfp_t need = opts.fixed_bufcache ? (RCL__IO | RCL__FS) : RCL__IO;
-    struct buf_walk w = { (sc->gfp & need) == need };
+    struct buf_walk w = { (sc->gfp & need) == need,
+                          opts.fixed_bufcache ? FIXED_WAITS_PER_SCAN : UINT_MAX };
     struct rcl_lru_node dispose, *n;
     unsigned long freed = 0;
 
