@@ -223,7 +223,8 @@ static int act3(const struct demo_opts *d)
         "  waits for write-back only when the caller allows FS as well as I/O - a\n"
         "  loop device may lead back into a file system. Without FS it drops clean\n"
         "  buffers and leaves dirty ones to the flusher thread and to reclaim that may\n"
-        "  enter file systems. Same budget, same writers, checker on:");
+        "  enter file systems - which waits for a few per call, never long enough to\n"
+        "  hold up the background reclaimer. Same budget, same writers, checker on:");
     struct stack_opts so = { .fixed_bufcache = 1, .loop_noio = 1, .writers = d->writers };
     struct act_result r;
     struct demo_opts d3 = *d;
