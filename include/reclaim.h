@@ -367,6 +367,27 @@ size_t rcl_limit(void);
  * part of the budget's usage. rcl_usage() subtracts every thread's stock,
  * so it is exact whenever no allocation is in flight. */
 size_t rcl_usage(void);
+/*
+ * The real memory the budget is held to: rcl_usage() plus what the process
+ * holds beyond its charges - the allocator's rounding, fragmentation and
+ * retained free memory, and memory allocated without the library - as
+ * measured now. The library measures it every limit/64 bytes charged (at
+ * least every 256 KiB), after each background reclaim pass and on cgroup
+ * events, and every watermark is tested against it, so the budget's limit
+ * bounds what the process really holds:
+ *   - with the automatic budget under a cgroup limit, the cgroup's usage
+ *     (less its inactive page cache) is the measure, and everything in the
+ *     cgroup counts, other processes included;
+ *   - otherwise the process's resident memory above what it held when the
+ *     library started;
+ *   - RECLAIM_FOOTPRINT=off (and the ASan and TSan builds, whose shadow
+ *     memory is not the program's) count charges alone; =rss measures
+ *     resident memory even under a cgroup.
+ * Reclaim gives freed memory back to the operating system (malloc_trim,
+ * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc),
+ * so that the footprint falls with the charge.
+ */
+size_t rcl_footprint(void);
 /* Folds the calling thread's stock back into the budget, and every other
  * thread's at its next allocation or free; the budget's own counter then
  * equals rcl_usage(). Each thread's cached free blocks (see rcl_alloc) go
@@ -439,8 +460,15 @@ size_t rcl_auto_limit(void);
  * A request that can never succeed fails at once, with a report unless
  * RCL__NOWARN. Other failures are reported (rate-limited) unless NOWARN.
  *
- * The size charged is the size asked for. Each block carries a 16-byte
- * header, which is how rcl_free() knows the size and tells foreign pointers.
+ * A block charges what it takes from the allocator behind the library, not
+ * the size asked for: its size class (below), its 16-byte header (which is
+ * how rcl_free() knows the size and tells foreign pointers) and the
+ * allocator's own per-block overhead (16 bytes for glibc); above 64 KiB,
+ * the size, header and overhead to the byte. rcl_alloc_charge() says how
+ * much for a given size.
+ * Aligned blocks charge size + align, valloc blocks their pages and one
+ * more for the header. What the process holds beyond its charges counts
+ * too: see rcl_footprint().
  *
  * Each thread keeps a few of the blocks of up to 64 KiB it freed (8 per
  * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB, 1
@@ -457,6 +485,9 @@ size_t rcl_auto_limit(void);
  * 1 KiB, 63 bytes more below.
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
+/* What rcl_alloc(size) charges the budget; 0 for 0 or a size too large to
+ * allocate. */
+size_t rcl_alloc_charge(size_t size);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);

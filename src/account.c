@@ -131,6 +131,7 @@ static void set_watermarks(size_t limit)
     wr(rcl__acct.wm_high, high);
     wr(rcl__acct.batch, batch);
     wr(rcl__acct.limit, limit);
+    rcl__footprint_limit(limit);
 }
 
 int rcl__account_start(const struct rcl_config *cfg)
@@ -155,7 +156,7 @@ void rcl__account_stop(void)
 
 size_t rcl__headroom(void)
 {
-    size_t limit = rd(rcl__acct.limit), c = rd(rcl__acct.charged);
+    size_t limit = rd(rcl__acct.limit), c = rd(rcl__acct.charged) + rd(rcl__acct.outside);
     return c < limit ? limit - c : 0;
 }
 
@@ -248,10 +249,12 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
         return 0;
     }
     size_t need = size - (size_t)avail;
-    size_t limit = rd(rcl__acct.limit);
+    size_t limit = rd(rcl__acct.limit), outside = rd(rcl__acct.outside);
     size_t low = rd(rcl__acct.wm_low);
     size_t batch = (size_t)rd(rcl__acct.batch);
-    size_t ceiling = limit > floor ? limit - floor : 0;
+    /* The watermarks are on real memory: what the process holds beyond
+     * its charges takes room as much as a charge does. */
+    size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
     /* Refill no more than leaves room in the stock for this block and the
      * cached ones: a block whose free would overflow the stock skips the
      * cache, and every allocation of its size would come down here again. */
@@ -268,7 +271,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
             return c > ceiling ? need + (c - ceiling) : need - (ceiling - c);
         /* Refill the stock only while comfortably above the low
          * watermark; closer in, charge exactly. */
-        extra = (limit - c - need >= low + batch) ? batch : 0;
+        extra = (ceiling + floor - c - need >= low + batch) ? batch : 0;
         after = c + need + extra;
     } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
                                                     memory_order_acquire, memory_order_relaxed));
@@ -277,7 +280,8 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     if (t->in_reclaim)
         t->reclaimed -= (long)need;
     update_peak(after);
-    size_t headroom = limit - after;
+    rcl__footprint_charged(need + extra);
+    size_t headroom = ceiling + floor - after;
     if (headroom < low && (gfp & RCL__KSWAPD_RECLAIM))
         rcl__reclaim_wake();
     if (headroom < rd(rcl__acct.wm_min))
@@ -469,6 +473,13 @@ size_t rcl_limit(void)
 {
     rcl__ensure_init();
     return rd(rcl__acct.limit);
+}
+
+size_t rcl_footprint(void)
+{
+    rcl__ensure_init();
+    rcl__footprint_sample();
+    return rcl_usage() + rd(rcl__acct.outside);
 }
 
 size_t rcl_usage(void)

@@ -157,6 +157,43 @@ static inline size_t backend_size(size_t size)
     return (size <= RCL_MAG_MAX ? mag_cap(mag_class(size)) : size) + HDR;
 }
 
+/*
+ * What a block costs the budget: what it takes from the backend, not what
+ * was asked - the class size, the header and the backend's own per-block
+ * overhead. The kernel's memory cgroup charges pages for the same reason:
+ * the charge must not be smaller than what is held. A function of the size
+ * alone, so that a free uncharges exactly what its allocation charged.
+ * Above the classes the charge stays byte-exact (so that a program can
+ * fill its budget to the byte); the page rounding of the backend's mapped
+ * blocks, at most 4 KiB on 64 KiB and more, is left to the footprint
+ * samples (footprint.c), as is the backend's own class rounding.
+ */
+static inline size_t class_charge(unsigned c)
+{
+    return mag_cap(c) + HDR + RCL__BE_BLOCK_OVERHEAD;
+}
+
+static inline size_t block_charge(size_t size)
+{
+    if (size <= RCL_MAG_MAX)
+        return class_charge(mag_class(size));
+    return size + HDR + RCL__BE_BLOCK_OVERHEAD;
+}
+
+/* Aligned (shift > HDR_SHIFT) and mapped blocks: the size and the front
+ * part the header sits in. */
+static inline size_t front_charge(size_t size, unsigned shift, bool mapped)
+{
+    return size + ((size_t)1 << shift) + (mapped ? 0 : RCL__BE_BLOCK_OVERHEAD);
+}
+
+size_t rcl_alloc_charge(size_t size)
+{
+    if (!size || size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
+        return 0;
+    return block_charge(size);
+}
+
 /* Under AddressSanitizer a cached block is poisoned, and a block handed
  * out is addressable for exactly the size asked, so that use after free
  * and overflows into the class's rounding are still caught. */
@@ -188,13 +225,13 @@ static inline struct rcl_hdr *mag_take(struct rcl_thread *t, unsigned c)
     struct rcl_hdr *h = t->mag[c];
     if (h) {
         t->mag[c] = h->next;
-        own_add(t->cached, -mag_cap(c));
+        own_add(t->cached, -class_charge(c));
     }
     return h;
 }
 
-/* Keeps a freed plain block of class c for reuse, its class size held in
- * `stock` (the stock with the block's own bytes back in it); false when
+/* Keeps a freed plain block of class c for reuse, its charge held in
+ * `stock` (the stock with the block's own charge back in it); false when
  * the class is full or the stock cannot hold it. A cached block's meta is
  * its position from the bottom of the list (1, 2, ...): never a valid
  * header, so a second free is still caught, and the list length costs no
@@ -203,7 +240,7 @@ static inline bool mag_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c, 
 {
     struct rcl_hdr *top = t->mag[c];
     uint64_t n = top ? top->meta : 0;
-    size_t cached = rd(t->cached) + mag_cap(c);
+    size_t cached = rd(t->cached) + class_charge(c);
 
     if (n >= mag_depth(c) || (long)cached > stock)
         return false;
@@ -258,16 +295,17 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 
     if (!size)
         return fail(EINVAL);
-    if (size > SIZE_MAX - HDR)
+    if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
-    if ((err = rcl__charge(t, size, gfp)) != 0)
+    size_t cost = block_charge(size);
+    if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
 
     struct rcl_hdr *h = size <= RCL_MAG_MAX ? mag_take(t, mag_class(size)) : NULL;
     if (!h)
         h = rcl__be_malloc(backend_size(size));
     if (!h) {
-        rcl__uncharge_fast(t, size);
+        rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
@@ -277,15 +315,15 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 /* The fast path when the cache has no block: the backend's, if the part of
  * the stock not backing cached blocks covers it. Out of line, so that a
  * cache hit needs no stack frame. */
-static __attribute__((noinline)) void *alloc_fresh(size_t size, rcl_gfp_t gfp)
+static __attribute__((noinline)) void *alloc_fresh(size_t size, long cost, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h;
 
-    if (unlikely((long)size > rcl__stock_avail(t)) ||
+    if (unlikely(cost > rcl__stock_avail(t)) ||
         unlikely(!(h = rcl__be_malloc(backend_size(size)))))
         return alloc_slow(size, gfp);
-    wr(t->stock, rd(t->stock) - (long)size);
+    wr(t->stock, rd(t->stock) - cost);
     return hand_out(t, h, size, gfp);
 }
 
@@ -294,15 +332,19 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     long stock = rd(t->stock);
 
-    /* size - 1 < stock: nonzero and covered by the stock, in one test;
-     * a cached block is covered by the stock that holds its charge. */
-    if (likely(size - 1 < (size_t)stock && rcl__fast_ok(t))) {
-        struct rcl_hdr *h;
-        if (size <= RCL_MAG_MAX && (h = mag_take(t, mag_class(size))) != NULL) {
-            wr(t->stock, stock - (long)size);
-            return hand_out(t, h, size, gfp);
+    /* size - 1 < RCL_MAG_MAX: nonzero and of a class, in one test; a
+     * cached block is covered by the stock that holds its charge. */
+    if (likely(size - 1 < RCL_MAG_MAX && rcl__fast_ok(t))) {
+        unsigned c = mag_class(size);
+        long cost = (long)class_charge(c);
+        if (likely(cost <= stock)) {
+            struct rcl_hdr *h = mag_take(t, c);
+            if (h) {
+                wr(t->stock, stock - cost);
+                return hand_out(t, h, size, gfp);
+            }
+            return alloc_fresh(size, cost, gfp);
         }
-        return alloc_fresh(size, gfp);
     }
     return alloc_slow(size, gfp);
 }
@@ -325,22 +367,23 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
         return fail(EINVAL);
     if (align <= HDR)
         return rcl_alloc(size, gfp);
-    if (size > SIZE_MAX - align)
+    if (size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
-    if ((err = rcl__charge(t, size, gfp)) != 0)
+    unsigned shift = (unsigned)__builtin_ctzl(align);
+    size_t cost = front_charge(size, shift, false);
+    if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
 
     /* The header sits in the first `align` bytes, just before the aligned
      * pointer, so the block keeps its alignment. */
     char *base = rcl__be_memalign(align, size + align);
     if (!base) {
-        rcl__uncharge_fast(t, size);
+        rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
     own_add(t->nr_alloc, 1);
-    void *p = hdr_fill((struct rcl_hdr *)(base + align) - 1, size,
-                       (unsigned)__builtin_ctzl(align), rd(t->epoch), 0);
+    void *p = hdr_fill((struct rcl_hdr *)(base + align) - 1, size, shift, rd(t->epoch), 0);
     if (gfp & RCL__ZERO)
         memset(p, 0, size);
     return p;
@@ -367,14 +410,15 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
     size_t len = (size + page - 1) & ~(page - 1);
     /* The scope applies here as everywhere: seed 002's vmalloc ignored
      * GFP_NOFS because page tables were allocated with GFP_KERNEL. */
-    if ((err = rcl__charge(t, len, gfp)) != 0)
+    size_t cost = front_charge(len, (unsigned)__builtin_ctzl(page), true);
+    if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
 
     /* One extra page in front holds the header; the memory handed out
      * starts on a page boundary and comes zeroed from the kernel. */
     char *base = mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base == MAP_FAILED) {
-        rcl__uncharge_fast(t, len);
+        rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
@@ -424,7 +468,8 @@ static void release(struct rcl_hdr *h, enum block_kind kind)
     if (charged) {
         rcl__thread_attach(t);
         own_add(t->nr_free, 1);
-        rcl__uncharge_fast(t, size);
+        rcl__uncharge_fast(t, shift == HDR_SHIFT ? block_charge(size)
+                                                 : front_charge(size, shift, kind == BLOCK_VMAP));
     }
     if (kind == BLOCK_VMAP)
         munmap(base, size + ((size_t)1 << shift));
@@ -450,16 +495,21 @@ void rcl_free(void *p)
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
-    long stock = rd(t->stock) + (long)size;
 
-    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && stock <= rd(t->stock_max))) {
-        wr(t->stock, stock);
-        own_add(t->nr_free, 1);
-        if (size <= RCL_MAG_MAX && mag_put(t, h, mag_class(size), stock))
+    /* Blocks above the classes take the slow path: they are large, and
+     * rare next to the small ones. */
+    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_MAG_MAX)) {
+        unsigned c = mag_class(size);
+        long stock = rd(t->stock) + (long)class_charge(c);
+        if (likely(stock <= rd(t->stock_max))) {
+            wr(t->stock, stock);
+            own_add(t->nr_free, 1);
+            if (mag_put(t, h, c, stock))
+                return;
+            h->meta = 0;    /* a second free of the same block is then caught */
+            rcl__be_free(h);
             return;
-        h->meta = 0;    /* a second free of the same block is then caught */
-        rcl__be_free(h);
-        return;
+        }
     }
     free_slow("rcl_free", p);
 }
@@ -507,20 +557,23 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
         return realloc_move(p, h, size, gfp);
 
     size_t old = h->size;
+    if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
+        return fail(EOVERFLOW);
+    size_t was = block_charge(old), now = block_charge(size);
     int err;
-    if (size > old && (err = rcl_charge(size - old, gfp)) != 0)
+    if (now > was && (err = rcl_charge(now - was, gfp)) != 0)
         return fail(-err);
     /* In place when the backend's block already has the room. */
     struct rcl_hdr *n = backend_size(size) <= rcl__be_usable_size(h) ? h :
                         rcl__be_realloc(h, backend_size(size));
     if (!n) {
-        if (size > old)
-            rcl_uncharge(size - old);
+        if (now > was)
+            rcl_uncharge(now - was);
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
-    if (size < old)
-        rcl__uncharge_fast(t, old - size);
+    if (now < was)
+        rcl__uncharge_fast(t, was - now);
     user_fit(n, size);
     p = hdr_fill(n, size, HDR_SHIFT, meta_epoch(n->meta), 0);
     if ((gfp & RCL__ZERO) && size > old)

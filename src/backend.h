@@ -18,10 +18,16 @@
  * reclaiming thread cannot do that for it. A no-op for the other backends.
  *
  * RCL__BE_TRIM_INTERVAL_NS is how often reclaim may call rcl__be_trim().
- * glibc gives memory back on its own (free() trims the heap top and unmaps
- * large blocks), so a trim a second is plenty; jemalloc keeps freed pages
- * for its decay time (10 s by default) and holds them in resident memory
- * until purged, so under a cgroup limit it must be purged promptly.
+ * glibc gives back only the top of each heap on its own: the holes that
+ * freed cache objects leave stay resident until malloc_trim() releases
+ * them, and the budget counts resident memory (footprint.c), so reclaim
+ * trims after it frees; jemalloc keeps freed pages for its decay time
+ * (10 s by default) and holds them in resident memory until purged.
+ *
+ * RCL__BE_BLOCK_OVERHEAD is what the backend itself keeps per block beyond
+ * the size asked, where that is a fixed amount; it is part of a block's
+ * charge (alloc.c). Rounding to the backend's own size classes is left to
+ * the footprint samples.
  *
  * The size query serves rcl_realloc(): a block the backend made big enough
  * already is resized in place, without a call into the backend.
@@ -56,6 +62,7 @@
 #include <mimalloc.h>
 #define RCL_BACKEND_NAME "mimalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
+#define RCL__BE_BLOCK_OVERHEAD   0
 static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
@@ -67,6 +74,7 @@ static inline void  rcl__be_thread_collect(void) { mi_collect(false); }
 #include <jemalloc/jemalloc.h>
 #define RCL_BACKEND_NAME "jemalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 10000000ull        /* 10 ms */
+#define RCL__BE_BLOCK_OVERHEAD   0
 #ifndef MALLCTL_ARENAS_ALL
 #define MALLCTL_ARENAS_ALL 4096     /* the same in every jemalloc >= 4 */
 #endif
@@ -88,7 +96,10 @@ static inline void  rcl__be_trim(void)
 #else
 #include <malloc.h>
 #define RCL_BACKEND_NAME "libc"
-#define RCL__BE_TRIM_INTERVAL_NS 1000000000ull      /* 1 s */
+#define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
+/* A chunk's size word, rounded to glibc's 16-byte granule: a request of
+ * n bytes (n a multiple of 16) takes an n + 16-byte chunk. */
+#define RCL__BE_BLOCK_OVERHEAD   16
 static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
 static inline void  rcl__be_free(void *p) { free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return malloc_usable_size((void *)p); }

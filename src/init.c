@@ -191,6 +191,8 @@ static int start_locked(const struct rcl_config *cfg_in)
 
     err = rcl__account_start(&cfg);
     if (!err)
+        rcl__footprint_start(cfg_in->limit == 0);
+    if (!err)
         err = rcl__reclaim_start(&cfg);
     if (err) {
         rcl__account_stop();
@@ -260,6 +262,7 @@ void rcl_shutdown(void)
         atomic_store(&rcl__lockdep_mode, RCL_LOCKDEP_OFF);
         rcl__lockdep_thread_attach();
         rcl__account_stop();
+        rcl__footprint_stop();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
     pthread_mutex_unlock(&init_lock);

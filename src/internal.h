@@ -12,7 +12,9 @@
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
  *   domain.c    reclaim domains, the per-shrinker decision, journal_info
  *   lockdep.c   reclaim-recursion and lock-order checker
- *   pressure.c  automatic limit (cgroups), PSI, memory-pressure signals
+ *   cgroup.c    the process's memory cgroup, the automatic limit (cgroup.h)
+ *   footprint.c real memory held against what was charged
+ *   pressure.c  PSI, systemd's protocol, cgroup usage and thresholds
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
@@ -127,6 +129,9 @@ int  rcl__parse_size(const char *s, size_t *out);
 
 struct rcl_account {
     _Atomic size_t charged;     /* bytes taken from the budget, stocks included */
+    _Atomic size_t since_sample; /* charged since the last footprint sample */
+    _Atomic size_t outside;     /* real memory beyond `charged`, as last sampled
+                                   (footprint.c); every watermark counts it */
     _Atomic size_t limit;
     _Atomic size_t wm_min, wm_low, wm_high;   /* headroom, bytes */
     _Atomic size_t peak;
@@ -191,6 +196,27 @@ static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
     }
     wr(t->stock, s);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The real footprint (footprint.c)                                          */
+/* ------------------------------------------------------------------------ */
+
+#define RCL__FOOTPRINT_OFF    0
+#define RCL__FOOTPRINT_RSS    1
+#define RCL__FOOTPRINT_CGROUP 2
+/* auto_limit: the budget is the automatic one (cgroup mode where a cgroup
+ * limit gives it). */
+void rcl__footprint_start(bool auto_limit);
+void rcl__footprint_stop(void);
+/* Measure now and update rcl__acct.outside; skipped while another thread
+ * samples. */
+void rcl__footprint_sample(void);
+/* `bytes` were taken from the budget: sample when enough have been. */
+void rcl__footprint_charged(size_t bytes);
+void rcl__footprint_limit(size_t limit);        /* the sampling step follows */
+void rcl__footprint_inactive(size_t bytes);     /* cgroup inactive page cache */
+int  rcl__footprint_mode(void);
+unsigned long rcl__footprint_samples(void);
 
 /* ------------------------------------------------------------------------ */
 /* Reclaim (reclaim.c, shrinker.c)                                           */
@@ -305,6 +331,9 @@ void rcl__pressure_stop(void);
 struct rcl_counters {
     _Atomic unsigned long failures, bad_frees, direct_reclaims, background_wakeups;
     _Atomic unsigned long reserve_allocs, nofail_stalls, mempool_reserve_hits;
+    _Atomic unsigned long cgroup_events;      /* v1 usage thresholds crossed */
+    _Atomic unsigned long trims;              /* backend trims after reclaim */
+    _Atomic unsigned long long trim_ns;
     _Atomic unsigned long long direct_stall_ns;
     _Atomic size_t direct_reclaimed, background_reclaimed;
     /* hot counters of threads that have exited */

@@ -1,24 +1,22 @@
 /*
- * pressure.c - the real memory signals: the automatic limit taken from the
- * process's memory cgroup, and memory pressure from outside the process
- * (PSI triggers, systemd's memory-pressure protocol, cgroup usage near its
- * limit) turned into cache shrinking.
- *
- * Everything the kernel tells us is read through one root prefix, empty in
- * production and a test's fake tree with RECLAIM_CGROUP_ROOT: the prefix is
- * put in front of /proc/self/cgroup, /proc/self/mountinfo, every mount point
- * found there, /proc/pressure/memory and /proc/meminfo. That one rule is the
- * whole of the test seam, so the code a test runs is the code production
- * runs.
+ * pressure.c - memory pressure from outside the process turned into cache
+ * shrinking: PSI triggers, systemd's memory-pressure protocol, the cgroup's
+ * usage near its limit (a 1 s tick, and on cgroup v1 a usage threshold the
+ * kernel signals at once), and the automatic budget following the cgroup
+ * limit. Where the cgroup is and what it says is cgroup.c's.
  *
  * Threading: at most one thread, "rcl-pressure", only with pressure = 1 and
  * only when there is something to watch. It sleeps in poll() on the PSI
- * trigger (or systemd's FIFO/socket) and a stop eventfd, with a 1 s timeout
- * only when a cgroup must be re-read. It never allocates from the budget;
- * it asks the reclaimer to shrink (rcl__reclaim_request) or, without a
- * background reclaimer, reclaims itself with rcl_reclaim().
+ * trigger (or systemd's FIFO/socket), the threshold eventfd and a stop
+ * eventfd, with a 1 s timeout only when a cgroup must be re-read. It never
+ * allocates from the budget; it asks the reclaimer to shrink
+ * (rcl__reclaim_request) or, without a background reclaimer, reclaims
+ * itself with rcl_reclaim(). In steady state it opens no file and touches
+ * no new memory: the cgroup's files are opened once at start and read with
+ * pread (cgroup.c explains why).
  */
 #include "internal.h"
+#include "cgroup.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,366 +36,6 @@
 #define EVENT_GAP_NS       500000000ULL /* at most two shrink requests a second */
 #define PSI_TRIGGER        "some 150000 1000000"  /* 150 ms stalled in 1 s */
 #define PSI_TRIGGER_UNPRIV "some 300000 2000000"  /* unprivileged: N*2 s windows */
-#define DEFAULT_MARGIN_DIV 8           /* margin: 1/8 (12.5 %) of the cgroup limit */
-/* cgroup v1 writes "unlimited" as LONG_MAX rounded down to a page; anything
- * this large is no limit. */
-#define V1_UNLIMITED       ((uint64_t)1 << 62)
-
-/* ------------------------------------------------------------------------ */
-/* Files, under the root prefix                                              */
-/* ------------------------------------------------------------------------ */
-
-static const char *root_prefix(void)
-{
-    const char *r = getenv("RECLAIM_CGROUP_ROOT");
-    return r ? r : "";
-}
-
-/* Reads a small file whole, NUL-terminated; -errno or the length. */
-static ssize_t read_small(const char *path, char *buf, size_t len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    size_t got = 0;
-    while (got + 1 < len) {
-        ssize_t n = read(fd, buf + got, len - 1 - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    buf[got] = '\0';
-    return (ssize_t)got;
-}
-
-/* A cgroup value file: a number, or "max" (no limit). 0 on success with
- * *set false for "max"; -errno when the file cannot be read or parsed. */
-static int read_value(const char *dir, const char *name, uint64_t *out, bool *set)
-{
-    char path[PATH_MAX], buf[64];
-    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
-        return -ENAMETOOLONG;
-    ssize_t n = read_small(path, buf, sizeof(buf));
-    if (n < 0)
-        return (int)n;
-    if (!strncmp(buf, "max", 3)) {
-        *set = false;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (errno || end == buf)
-        return -EINVAL;
-    *out = v;
-    *set = true;
-    return 0;
-}
-
-/* One "key value" line of a memory.stat file; 0 when absent. */
-static uint64_t read_stat_key(const char *dir, const char *key)
-{
-    char path[PATH_MAX], buf[8192];
-    if (snprintf(path, sizeof(path), "%s/memory.stat", dir) >= (int)sizeof(path))
-        return 0;
-    if (read_small(path, buf, sizeof(buf)) <= 0)
-        return 0;
-    size_t klen = strlen(key);
-    for (char *line = buf; *line; ) {
-        if (!strncmp(line, key, klen) && line[klen] == ' ')
-            return strtoull(line + klen + 1, NULL, 10);
-        char *nl = strchr(line, '\n');
-        if (!nl)
-            break;
-        line = nl + 1;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Finding the process's memory cgroup                                       */
-/* ------------------------------------------------------------------------ */
-
-struct cgroup {
-    int    version;            /* 1 or 2; 0 = none found */
-    char   dir[PATH_MAX];      /* the process's cgroup, root prefix included */
-    size_t top;                /* length of the mount point part of dir */
-};
-
-/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void unescape_octal(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; ) {
-        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
-            r[3] >= '0' && r[3] <= '7') {
-            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
-            r += 4;
-        } else {
-            *w++ = *r++;
-        }
-    }
-    *w = '\0';
-}
-
-static bool has_token(const char *list, const char *tok)
-{
-    size_t n = strlen(tok);
-    for (const char *p = list; *p; ) {
-        if (!strncmp(p, tok, n) && (p[n] == ',' || p[n] == '\0' || p[n] == '\n'))
-            return true;
-        const char *comma = strchr(p, ',');
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-    return false;
-}
-
-/* The cgroup paths of the memory controller (v1) and the unified hierarchy
- * (v2) from /proc/self/cgroup: "ID:CONTROLLERS:PATH" lines. */
-static void own_cgroup_paths(char *v1, char *v2, size_t len)
-{
-    char path[PATH_MAX], buf[4096];
-    v1[0] = v2[0] = '\0';
-    snprintf(path, sizeof(path), "%s/proc/self/cgroup", root_prefix());
-    if (read_small(path, buf, sizeof(buf)) <= 0)
-        return;
-    for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2)
-            continue;
-        *c2 = '\0';
-        if (c2 == c1 + 1 && !strncmp(line, "0:", 2))
-            snprintf(v2, len, "%s", c2 + 1);
-        else if (has_token(c1 + 1, "memory"))
-            snprintf(v1, len, "%s", c2 + 1);
-    }
-}
-
-/* Where hierarchy `want` (1: cgroup with the memory option, 2: cgroup2) is
- * mounted, and the cgroup path its root shows. 0 or -ENOENT. */
-static int find_mount(int want, char *mnt, char *mroot, size_t len)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/proc/self/mountinfo", root_prefix());
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return -ENOENT;
-    char line[4096];
-    int found = -ENOENT;
-    while (found && fgets(line, sizeof(line), f)) {
-        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
-        char *sep = strstr(line, " - ");
-        if (!sep)
-            continue;
-        *sep = '\0';
-        char fstype[64] = "", source[256] = "", super[1024] = "";
-        if (sscanf(sep + 3, "%63s %255s %1023s", fstype, source, super) < 2)
-            continue;
-        bool match = want == 2 ? !strcmp(fstype, "cgroup2")
-                               : !strcmp(fstype, "cgroup") && has_token(super, "memory");
-        if (!match)
-            continue;
-        char r[PATH_MAX], m[PATH_MAX];
-        if (sscanf(line, "%*s %*s %*s %4095s %4095s", r, m) != 2)
-            continue;
-        unescape_octal(r);
-        unescape_octal(m);
-        snprintf(mroot, len, "%s", r);
-        snprintf(mnt, len, "%s", m);
-        found = 0;
-    }
-    fclose(f);
-    return found;
-}
-
-static bool is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Joins mount point and cgroup path into the directory of the process's
- * cgroup. The mount may show a subtree (a container's bind mount: root
- * "/docker/x"); the cgroup path then starts with that root, which is cut. */
-static int locate(int version, const char *cgpath, struct cgroup *cg)
-{
-    char mnt[PATH_MAX], mroot[PATH_MAX];
-    if (!cgpath[0] || find_mount(version, mnt, mroot, sizeof(mnt)))
-        return -ENOENT;
-    const char *rel = cgpath;
-    size_t rl = strlen(mroot);
-    if (strcmp(mroot, "/") && !strncmp(cgpath, mroot, rl) && (cgpath[rl] == '/' || !cgpath[rl]))
-        rel = cgpath + rl;
-    int top = snprintf(cg->dir, sizeof(cg->dir), "%s%s", root_prefix(), mnt);
-    if (top < 0 || (size_t)top >= sizeof(cg->dir))
-        return -ENAMETOOLONG;
-    if ((size_t)snprintf(cg->dir + top, sizeof(cg->dir) - (size_t)top, "%s",
-                         strcmp(rel, "/") ? rel : "") >= sizeof(cg->dir) - (size_t)top)
-        return -ENAMETOOLONG;
-    /* Outside our namespace's view (or moved meanwhile): the mount point
-     * itself is the best we can see. */
-    if (!is_dir(cg->dir))
-        cg->dir[top] = '\0';
-    cg->top = (size_t)top;
-    cg->version = version;
-    return is_dir(cg->dir) ? 0 : -ENOENT;
-}
-
-/* The memory cgroup: a v1 memory hierarchy when there is one (it is where
- * the limit lives on hybrid systems), else the unified hierarchy. */
-static int cgroup_find(struct cgroup *cg)
-{
-    char v1[PATH_MAX], v2[PATH_MAX];
-    memset(cg, 0, sizeof(*cg));
-    own_cgroup_paths(v1, v2, sizeof(v1));
-    if (v1[0] && locate(1, v1, cg) == 0)
-        return 0;
-    if (v2[0] && locate(2, v2, cg) == 0)
-        return 0;
-    cg->version = 0;
-    return -ENOENT;
-}
-
-/* The limit binding this cgroup: the smallest set limit on the way up to
- * the mount point (a parent's limit holds its children too). v2: the
- * smaller of memory.high and memory.max; v1: memory.limit_in_bytes. 0 when
- * none is set; CG_UNKNOWN when no file could be read at all (the cgroup
- * went away, or no descriptor was free), which is not "no limit". `at`,
- * when not NULL, gets the directory that sets it. */
-#define CG_UNKNOWN UINT64_MAX
-static uint64_t cgroup_limit(const struct cgroup *cg, char *at, size_t atlen)
-{
-    char dir[PATH_MAX];
-    uint64_t best = 0;
-    bool seen = false;
-    snprintf(dir, sizeof(dir), "%s", cg->dir);
-    if (at)
-        snprintf(at, atlen, "%s", cg->dir);
-    for (;;) {
-        static const char *const v2files[] = { "memory.max", "memory.high" };
-        static const char *const v1files[] = { "memory.limit_in_bytes" };
-        const char *const *files = cg->version == 2 ? v2files : v1files;
-        unsigned nfiles = cg->version == 2 ? 2 : 1;
-        for (unsigned i = 0; i < nfiles; i++) {
-            uint64_t v;
-            bool set;
-            if (read_value(dir, files[i], &v, &set))
-                continue;
-            seen = true;
-            if (!set)
-                continue;
-            if (cg->version == 1 && v >= V1_UNLIMITED)
-                continue;
-            if (!best || v < best) {
-                best = v;
-                if (at)
-                    snprintf(at, atlen, "%s", dir);
-            }
-        }
-        char *slash = strrchr(dir, '/');
-        if (strlen(dir) <= cg->top || !slash || (size_t)(slash - dir) < cg->top)
-            break;
-        *slash = '\0';
-    }
-    return seen ? best : CG_UNKNOWN;
-}
-
-/* What the cgroup holds that its owner cannot simply drop: usage less the
- * inactive page cache, which the kernel reclaims first and cheaply. */
-static int cgroup_working_set(const struct cgroup *cg, const char *dir, uint64_t *out)
-{
-    uint64_t usage;
-    bool set;
-    int err = read_value(dir, cg->version == 2 ? "memory.current" : "memory.usage_in_bytes",
-                         &usage, &set);
-    if (err || !set)
-        return err ? err : -EINVAL;
-    uint64_t inactive = read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
-    *out = usage > inactive ? usage - inactive : 0;
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* The automatic limit                                                       */
-/* ------------------------------------------------------------------------ */
-
-static _Atomic long long margin_report;
-
-static uint64_t physical_memory(void)
-{
-    if (root_prefix()[0]) {
-        char path[PATH_MAX], buf[4096];
-        snprintf(path, sizeof(path), "%s/proc/meminfo", root_prefix());
-        if (read_small(path, buf, sizeof(buf)) > 0) {
-            char *p = strstr(buf, "MemTotal:");
-            if (p)
-                return strtoull(p + 9, NULL, 10) * 1024;
-        }
-    }
-    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || psize <= 0)
-        return (uint64_t)1 << 30;
-    return (uint64_t)pages * (uint64_t)psize;
-}
-
-/* The share of a cgroup limit kept for memory the library does not see
- * (code, stacks, other allocators, page cache, the kernel's own charges):
- * RECLAIM_CGROUP_MARGIN as a size ("32M") or a percentage ("10%"), default
- * 1/8. Never more than half the limit. */
-static uint64_t margin_for(uint64_t limit)
-{
-    uint64_t m = limit / DEFAULT_MARGIN_DIV;
-    const char *s = getenv("RECLAIM_CGROUP_MARGIN");
-    if (s && *s) {
-        char *end;
-        size_t v;
-        unsigned long pct = strtoul(s, &end, 10);
-        if (end != s && !strcmp(end, "%") && pct <= 100)
-            m = rcl__pct_of(limit, (unsigned)pct);
-        else if (rcl__parse_size(s, &v) == 0)
-            m = v;
-        else
-            rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
-                                "size or a percentage; using 1/8 of the limit", s);
-    }
-    return m > limit / 2 ? limit / 2 : m;
-}
-
-/* The budget a cgroup limit gives (0: no usable limit). A limit at or
- * above the machine's memory limits nothing. */
-static size_t budget_for(uint64_t cglimit)
-{
-    if (!cglimit || cglimit >= physical_memory())
-        return 0;
-    uint64_t b = cglimit - margin_for(cglimit);
-    return b > SIZE_MAX ? SIZE_MAX : (size_t)b;
-}
-
-/* The automatic budget for a cgroup limit: budget_for() it, else half of
- * physical memory. */
-static size_t auto_budget(uint64_t cglimit)
-{
-    size_t b = budget_for(cglimit);
-    if (!b) {
-        uint64_t half = physical_memory() / 2;
-        b = half > SIZE_MAX ? SIZE_MAX : (size_t)half;
-    }
-    return b ? b : 1;
-}
-
-size_t rcl_auto_limit(void)
-{
-    struct cgroup cg;
-    uint64_t lim = cgroup_find(&cg) == 0 ? cgroup_limit(&cg, NULL, 0) : 0;
-    return auto_budget(lim == CG_UNKNOWN ? 0 : lim);
-}
-
 /* ------------------------------------------------------------------------ */
 /* Pressure sources                                                          */
 /* ------------------------------------------------------------------------ */
@@ -411,11 +49,14 @@ static struct {
     int             watch_fd;
     enum watch_kind kind;
     bool            events_off;     /* MEMORY_PRESSURE_WATCH=/dev/null */
-    struct cgroup   cg;             /* version 0: none */
+    struct rcl_cgroup cg;           /* version 0: none */
+    struct rcl_cgroup_files files;  /* its files, opened once */
     bool            auto_limit;     /* the budget follows the cgroup */
     uint64_t        cg_limit;       /* the cgroup limit last seen */
+    unsigned        level;          /* the files' level that sets it */
+    int             thresh_fd;      /* v1 usage threshold eventfd, or -1 */
     unsigned long long last_event;
-} P = { .stop_fd = -1, .watch_fd = -1 };
+} P = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
 
 static _Atomic long long open_report;
 
@@ -564,7 +205,7 @@ static void watch_open(void)
         snprintf(path, sizeof(path), "%s/memory.pressure", P.cg.dir) < (int)sizeof(path))
         fd = psi_open(path);
     if (fd < 0) {
-        snprintf(path, sizeof(path), "%s/proc/pressure/memory", root_prefix());
+        snprintf(path, sizeof(path), "%s/proc/pressure/memory", rcl__root_prefix());
         fd = psi_open(path);
     }
     if (fd >= 0) {
@@ -634,25 +275,90 @@ static void watch_event(short revents)
     }
 }
 
-/* The 1 s tick: follow the cgroup limit, and treat usage close to it as
- * pressure. Without swap the kernel has nothing to reclaim from a cache
- * of anonymous memory, so a cgroup running into its limit stalls only
- * moments before its OOM kill: PSI alone would come too late. */
+/* The directory of the files' level `level` (0: the process's cgroup). */
+static void level_dir(unsigned level, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s", P.cg.dir);
+    while (level--) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < P.cg.top)
+            break;
+        *slash = '\0';
+    }
+}
+
+/*
+ * cgroup v1: the kernel signals the moment the cgroup's usage crosses the
+ * point where the budget's headroom falls below its low watermark, so the
+ * reclaimer starts within milliseconds rather than at the next tick; the
+ * 1 s tick stays for everything else. Armed while the budget is the
+ * cgroup's (footprint.c measures by the cgroup then), re-armed when the
+ * limit moves. Arming opens files, which happens at start and on a limit
+ * change, not in steady state.
+ */
+static void threshold_arm(void)
+{
+    if (P.thresh_fd >= 0)
+        close(P.thresh_fd);
+    P.thresh_fd = -1;
+    if (P.cg.version != 1 || !P.auto_limit || !P.cg_limit || P.cg_limit == RCL_CG_UNKNOWN ||
+        rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
+        return;
+    size_t limit = rcl_limit(), low = rd(rcl__acct.wm_low);
+    char dir[PATH_MAX];
+    level_dir(P.level, dir, sizeof(dir));
+    int fd = rcl__cgroup_threshold(&P.cg, dir, limit > low ? limit - low : limit);
+    if (fd >= 0)
+        P.thresh_fd = fd;
+}
+
+static void threshold_event(void)
+{
+    uint64_t n;
+    if (read(P.thresh_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
+        close(P.thresh_fd);
+        P.thresh_fd = -1;
+        return;
+    }
+    rcl__count(cgroup_events, 1);
+    rcl__footprint_sample();
+    if (rcl__headroom() >= rd(rcl__acct.wm_low))
+        return;
+    if (rcl__cfg.background)
+        rcl__reclaim_wake();
+    else
+        rcl_reclaim(rd(rcl__acct.wm_high) - rcl__headroom(), RCL_DEFAULT);
+}
+
+/* The 1 s tick: follow the cgroup limit, refresh the footprint, and treat
+ * usage close to the cgroup limit as pressure. Without swap the kernel has
+ * nothing to reclaim from a cache of anonymous memory, so a cgroup running
+ * into its limit stalls only moments before its OOM kill: PSI alone would
+ * come too late. */
 static void cgroup_tick(void)
 {
-    char at[PATH_MAX];
-    uint64_t lim = cgroup_limit(&P.cg, at, sizeof(at));
-    if (lim == CG_UNKNOWN)
+    unsigned level;
+    uint64_t lim = rcl__cgroup_files_limit(&P.files, &level);
+    if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
+    bool moved = lim != P.cg_limit || level != P.level;
     if (P.auto_limit && lim != P.cg_limit) {
-        size_t b = auto_budget(lim);
+        size_t b = rcl__auto_budget(lim);
         if (b != rcl_limit())
             rcl_set_limit(b);
     }
     P.cg_limit = lim;
-    uint64_t ws;
-    if (!lim || P.events_off || cgroup_working_set(&P.cg, at, &ws))
+    P.level = level;
+    if (moved)
+        threshold_arm();
+    uint64_t usage, inactive;
+    if (!lim || rcl__cgroup_files_working_set(&P.files, level, &usage, &inactive))
         return;
+    rcl__footprint_inactive((size_t)inactive);
+    rcl__footprint_sample();
+    if (P.events_off)
+        return;
+    uint64_t ws = usage > inactive ? usage - inactive : 0;
     uint64_t headroom = ws < lim ? lim - ws : 0;
     uint64_t low = rcl__pct_of(lim, rcl__cfg.low_pct), high = rcl__pct_of(lim, rcl__cfg.high_pct);
     if (headroom < low)
@@ -663,54 +369,66 @@ static void *pressure_main(void *arg)
 {
     (void)arg;
     for (;;) {
-        struct pollfd fds[2] = {
+        struct pollfd fds[3] = {
             { .fd = P.stop_fd, .events = POLLIN },
             { .fd = P.watch_fd, .events = P.kind == WATCH_PSI ? POLLPRI : POLLIN },
+            { .fd = P.thresh_fd, .events = POLLIN },
         };
-        nfds_t nfds = P.watch_fd >= 0 ? 2 : 1;
-        int n = poll(fds, nfds, P.cg.version ? TICK_MS : -1);
+        int n = poll(fds, 3, P.cg.version ? TICK_MS : -1);
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0 && fds[0].revents)
             break;
-        if (n > 0 && nfds == 2 && fds[1].revents)
+        if (n > 0 && fds[1].revents && P.watch_fd >= 0)
             watch_event(fds[1].revents);
+        if (n > 0 && fds[2].revents && P.thresh_fd >= 0) {
+            threshold_event();
+            continue;
+        }
         if (P.cg.version)
             cgroup_tick();
     }
     return NULL;
 }
 
+static void sources_close(void)
+{
+    int *fds[] = { &P.stop_fd, &P.watch_fd, &P.thresh_fd };
+    for (unsigned i = 0; i < 3; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    rcl__cgroup_files_close(&P.files);
+}
+
 int rcl__pressure_start(bool auto_limit)
 {
     if (P.running)
         return -EBUSY;
-    P.watch_fd = -1;
+    P.watch_fd = P.thresh_fd = P.stop_fd = -1;
     P.kind = WATCH_NONE;
     P.events_off = false;
     P.last_event = 0;
     P.auto_limit = auto_limit;
-    cgroup_find(&P.cg);                  /* version 0 when there is none */
-    P.cg_limit = P.cg.version ? cgroup_limit(&P.cg, NULL, 0) : 0;
+    P.files.nlevels = 0;
+    rcl__cgroup_find(&P.cg);             /* version 0 when there is none */
+    P.cg_limit = 0;
+    if (P.cg.version) {
+        rcl__cgroup_files_open(&P.cg, &P.files);
+        P.cg_limit = rcl__cgroup_files_limit(&P.files, &P.level);
+        threshold_arm();
+    }
     watch_open();
-    if (P.watch_fd < 0 && !P.cg.version)
+    if (P.watch_fd < 0 && !P.cg.version) {
+        sources_close();
         return 0;                        /* nothing to follow: no thread */
+    }
 
     P.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (P.stop_fd < 0) {
-        int err = -errno;
-        if (P.watch_fd >= 0)
-            close(P.watch_fd);
-        P.watch_fd = -1;
-        return err;
-    }
-    int err = rcl__thread_start(&P.thread, pressure_main, NULL, "pressure");
+    int err = P.stop_fd < 0 ? errno : rcl__thread_start(&P.thread, pressure_main, NULL, "pressure");
     if (err) {
-        close(P.stop_fd);
-        P.stop_fd = -1;
-        if (P.watch_fd >= 0)
-            close(P.watch_fd);
-        P.watch_fd = -1;
+        sources_close();
         return -err;
     }
     pthread_setname_np(P.thread, "rcl-pressure");
@@ -728,10 +446,6 @@ void rcl__pressure_stop(void)
         n = write(P.stop_fd, &one, sizeof(one));
     while (n < 0 && errno == EINTR);
     pthread_join(P.thread, NULL);
-    close(P.stop_fd);
-    P.stop_fd = -1;
-    if (P.watch_fd >= 0)
-        close(P.watch_fd);
-    P.watch_fd = -1;
+    sources_close();
     P.running = false;
 }

@@ -30,6 +30,7 @@ static struct {
     _Atomic int     wake_pending;
     _Atomic size_t  request;                  /* bytes asked for by pressure */
     _Atomic unsigned long long last_trim;
+    _Atomic size_t  untrimmed;                /* freed, trim put off by the rate limit */
 } bg = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 static __thread bool in_background;
@@ -69,17 +70,26 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     return (size_t)progress;
 }
 
-static void maybe_trim(size_t freed)
+/* Gives what reclaim freed back to the operating system, so that the real
+ * footprint falls with the charge, then measures it: a sample taken
+ * without the trim would count the freed, still resident memory as held
+ * and shrink the caches again for it. Rate-limited per backend (backend.h):
+ * a trim walks the backend's free lists. */
+static bool maybe_trim(size_t freed)
 {
     unsigned long long now, last;
 
     if (freed < TRIM_MIN_BYTES)
-        return;
+        return false;
     now = rcl__now_ns();
     last = atomic_load(&bg.last_trim);
     if (now - last < TRIM_INTERVAL_NS || !atomic_compare_exchange_strong(&bg.last_trim, &last, now))
-        return;
+        return false;
     rcl__be_trim();
+    rcl__count(trims, 1);
+    rcl__count(trim_ns, rcl__now_ns() - now);
+    rcl__footprint_sample();
+    return true;
 }
 
 size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
@@ -144,8 +154,26 @@ static size_t balance(struct rcl_thread *t)
         if (!freed || bg.stop)
             break;
     }
-    maybe_trim(total);
+    /* One trim for the whole pass; one the rate limit put off is done
+     * when the interval has passed (background_main waits for it). */
+    size_t owed = total + atomic_exchange(&bg.untrimmed, 0);
+    if (owed >= TRIM_MIN_BYTES && !maybe_trim(owed))
+        atomic_fetch_add(&bg.untrimmed, owed);
     return total;
+}
+
+/* CLOCK_REALTIME, as the condition variable's default clock. */
+static struct timespec deadline_ms(unsigned long long ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += (time_t)(ms / 1000);
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
 }
 
 static void *background_main(void *arg)
@@ -158,7 +186,18 @@ static void *background_main(void *arg)
     pthread_mutex_lock(&bg.lock);
     while (!bg.stop) {
         if (!atomic_load(&bg.wake_pending) && !rd(bg.request)) {
-            pthread_cond_wait(&bg.cond, &bg.lock);
+            if (!rd(bg.untrimmed)) {
+                pthread_cond_wait(&bg.cond, &bg.lock);
+                continue;
+            }
+            struct timespec until = deadline_ms(TRIM_INTERVAL_NS / 1000000);
+            if (pthread_cond_timedwait(&bg.cond, &bg.lock, &until) == ETIMEDOUT) {
+                pthread_mutex_unlock(&bg.lock);
+                size_t owed = atomic_exchange(&bg.untrimmed, 0);
+                if (!maybe_trim(owed))
+                    atomic_fetch_add(&bg.untrimmed, owed);
+                pthread_mutex_lock(&bg.lock);
+            }
             continue;
         }
         atomic_store(&bg.wake_pending, 0);
@@ -174,14 +213,7 @@ static void *background_main(void *arg)
             backoff_ms = backoff_ms ? backoff_ms * 2 : IDLE_BACKOFF_MS;
             if (backoff_ms > IDLE_BACKOFF_MAX)
                 backoff_ms = IDLE_BACKOFF_MAX;
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += backoff_ms / 1000;
-            until.tv_nsec += (long)(backoff_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = deadline_ms(backoff_ms);
             while (!bg.stop && pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
                 ;
         } else {
@@ -239,6 +271,7 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     bg.running = false;
     atomic_store(&bg.wake_pending, 0);
     atomic_store(&bg.request, 0);
+    atomic_store(&bg.untrimmed, 0);
     atomic_store(&bg.enabled, cfg->background ? 1 : 0);
     pthread_mutex_unlock(&bg.lock);
     return 0;

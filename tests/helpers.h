@@ -39,6 +39,13 @@ static inline int test_under_sanitizer(const char *which)
     return san && strcmp(san, which) == 0;
 }
 
+/* The largest allocation above 64 KiB whose charge (the size, the block
+ * header and the allocator's per-block overhead) fits in `room`. */
+static inline size_t test_fitting(size_t room)
+{
+    return room - (rcl_alloc_charge(1 * MiB) - 1 * MiB);
+}
+
 /* Reports: counted and kept (the last one) instead of going to stderr. */
 struct test_reports {
     pthread_mutex_t lock;

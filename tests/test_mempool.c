@@ -18,7 +18,7 @@ static void *fill_budget(void)
     struct rcl_stats st;
     rcl_stats_get(&st);
     size_t room = st.limit - rcl_usage() - st.wmark_min;
-    void *p = rcl_alloc(room, RCL_NOWAIT);
+    void *p = rcl_alloc(test_fitting(room), RCL_NOWAIT);
     assert_non_null(p);
     rcl_usage_sync();
     return p;

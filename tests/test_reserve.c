@@ -33,7 +33,7 @@ static int reserve_setup(void **state)
     if (st.wmark_min != RESERVE)
         return -1;
     rcl_usage_sync();
-    fill = rcl_alloc(LIMIT - RESERVE - rcl_usage(), RCL_NOWAIT);
+    fill = rcl_alloc(test_fitting(LIMIT - RESERVE - rcl_usage()), RCL_NOWAIT);
     rcl_usage_sync();
     return fill ? 0 : -1;
 }
@@ -75,7 +75,7 @@ static void test_noreclaim_scope_may_use_the_whole_reserve(void **state)
 {
     (void)state;
     unsigned saved = rcl_noreclaim_save();
-    void *p = rcl_alloc(RESERVE, RCL_NOIO);
+    void *p = rcl_alloc(test_fitting(RESERVE), RCL_NOIO);
     assert_non_null(p);
     assert_null(rcl_alloc(16, RCL_NOIO | RCL__NOWARN));   /* the limit is the limit */
     rcl_noreclaim_restore(saved);
@@ -175,11 +175,11 @@ static void test_nomemalloc_wins_over_every_grant(void **state)
 static void test_high_may_use_half_of_the_reserve(void **state)
 {
     (void)state;
-    void *half = rcl_alloc(RESERVE / 2, RCL_ATOMIC);
+    void *half = rcl_alloc(test_fitting(RESERVE / 2), RCL_ATOMIC);
     assert_non_null(half);
     assert_null(rcl_alloc(16, RCL_ATOMIC | RCL__NOWARN));
     /* What is left below that is reclaim's. */
-    void *rest = rcl_alloc(RESERVE / 2, RCL_NOIO | RCL__MEMALLOC);
+    void *rest = rcl_alloc(test_fitting(RESERVE / 2), RCL_NOIO | RCL__MEMALLOC);
     assert_non_null(rest);
     rcl_free(rest);
     rcl_free(half);
@@ -189,7 +189,7 @@ static void test_high_may_use_half_of_the_reserve(void **state)
 static void test_memalloc_flag_may_use_the_whole_reserve(void **state)
 {
     (void)state;
-    void *p = rcl_alloc(RESERVE, RCL_NOIO | RCL__MEMALLOC);
+    void *p = rcl_alloc(test_fitting(RESERVE), RCL_NOIO | RCL__MEMALLOC);
     assert_non_null(p);
     assert_null(rcl_alloc(16, RCL_NOIO | RCL__MEMALLOC | RCL__NOWARN));
     rcl_free(p);
@@ -202,7 +202,7 @@ static void test_io_flusher_may_use_the_whole_reserve(void **state)
     (void)state;
     int rc = rcl_io_flusher_set(1);
     assert_true(rc == 0 || rc == -EPERM);
-    void *p = rcl_alloc(RESERVE, RCL_DEFAULT);
+    void *p = rcl_alloc(test_fitting(RESERVE), RCL_DEFAULT);
     assert_non_null(p);
     rcl_free(p);
     rcl_io_flusher_set(0);

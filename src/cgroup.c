@@ -1,0 +1,584 @@
+/*
+ * cgroup.c - the process's memory cgroup: where it is, the limit that binds
+ * it, what it holds, and the automatic budget that limit gives. Usable
+ * without any library thread: rcl_auto_limit() and the footprint sampler
+ * (footprint.c) read it as much as the pressure thread (pressure.c) does.
+ *
+ * Everything the kernel tells us is read through one root prefix, empty in
+ * production and a test's fake tree with RECLAIM_CGROUP_ROOT: the prefix is
+ * put in front of /proc/self/cgroup, /proc/self/mountinfo, every mount point
+ * found there, /proc/pressure/memory and /proc/meminfo. That one rule is the
+ * whole of the test seam, so the code a test runs is the code production
+ * runs.
+ */
+#include "internal.h"
+#include "cgroup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_MARGIN_DIV 8           /* margin: 1/8 (12.5 %) of the cgroup limit */
+/* cgroup v1 writes "unlimited" as LONG_MAX rounded down to a page; anything
+ * this large is no limit. */
+#define V1_UNLIMITED       ((uint64_t)1 << 62)
+/* ------------------------------------------------------------------------ */
+/* Files, under the root prefix                                              */
+/* ------------------------------------------------------------------------ */
+
+const char *rcl__root_prefix(void)
+{
+    const char *r = getenv("RECLAIM_CGROUP_ROOT");
+    return r ? r : "";
+}
+
+/* Reads a small file whole, NUL-terminated; -errno or the length. */
+ssize_t rcl__read_small(const char *path, char *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t got = 0;
+    while (got + 1 < len) {
+        ssize_t n = read(fd, buf + got, len - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* A cgroup value file: a number, or "max" (no limit). 0 on success with
+ * *set false for "max"; -errno when the file cannot be read or parsed. */
+static int read_value(const char *dir, const char *name, uint64_t *out, bool *set)
+{
+    char path[PATH_MAX], buf[64];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    ssize_t n = rcl__read_small(path, buf, sizeof(buf));
+    if (n < 0)
+        return (int)n;
+    if (!strncmp(buf, "max", 3)) {
+        *set = false;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (errno || end == buf)
+        return -EINVAL;
+    *out = v;
+    *set = true;
+    return 0;
+}
+
+/* One "key value" line of a memory.stat file; 0 when absent. */
+static uint64_t read_stat_key(const char *dir, const char *key)
+{
+    char path[PATH_MAX], buf[8192];
+    if (snprintf(path, sizeof(path), "%s/memory.stat", dir) >= (int)sizeof(path))
+        return 0;
+    if (rcl__read_small(path, buf, sizeof(buf)) <= 0)
+        return 0;
+    size_t klen = strlen(key);
+    for (char *line = buf; *line; ) {
+        if (!strncmp(line, key, klen) && line[klen] == ' ')
+            return strtoull(line + klen + 1, NULL, 10);
+        char *nl = strchr(line, '\n');
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Finding the process's memory cgroup                                       */
+/* ------------------------------------------------------------------------ */
+
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; ) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 4;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+}
+
+static bool has_token(const char *list, const char *tok)
+{
+    size_t n = strlen(tok);
+    for (const char *p = list; *p; ) {
+        if (!strncmp(p, tok, n) && (p[n] == ',' || p[n] == '\0' || p[n] == '\n'))
+            return true;
+        const char *comma = strchr(p, ',');
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return false;
+}
+
+/* The cgroup paths of the memory controller (v1) and the unified hierarchy
+ * (v2) from /proc/self/cgroup: "ID:CONTROLLERS:PATH" lines. */
+static void own_cgroup_paths(char *v1, char *v2, size_t len)
+{
+    char path[PATH_MAX], buf[4096];
+    v1[0] = v2[0] = '\0';
+    snprintf(path, sizeof(path), "%s/proc/self/cgroup", rcl__root_prefix());
+    if (rcl__read_small(path, buf, sizeof(buf)) <= 0)
+        return;
+    for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        if (c2 == c1 + 1 && !strncmp(line, "0:", 2))
+            snprintf(v2, len, "%s", c2 + 1);
+        else if (has_token(c1 + 1, "memory"))
+            snprintf(v1, len, "%s", c2 + 1);
+    }
+}
+
+/* Where hierarchy `want` (1: cgroup with the memory option, 2: cgroup2) is
+ * mounted, and the cgroup path its root shows. 0 or -ENOENT. */
+static int find_mount(int want, char *mnt, char *mroot, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/proc/self/mountinfo", rcl__root_prefix());
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -ENOENT;
+    char line[4096];
+    int found = -ENOENT;
+    while (found && fgets(line, sizeof(line), f)) {
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
+        char *sep = strstr(line, " - ");
+        if (!sep)
+            continue;
+        *sep = '\0';
+        char fstype[64] = "", source[256] = "", super[1024] = "";
+        if (sscanf(sep + 3, "%63s %255s %1023s", fstype, source, super) < 2)
+            continue;
+        bool match = want == 2 ? !strcmp(fstype, "cgroup2")
+                               : !strcmp(fstype, "cgroup") && has_token(super, "memory");
+        if (!match)
+            continue;
+        char r[PATH_MAX], m[PATH_MAX];
+        if (sscanf(line, "%*s %*s %*s %4095s %4095s", r, m) != 2)
+            continue;
+        unescape_octal(r);
+        unescape_octal(m);
+        snprintf(mroot, len, "%s", r);
+        snprintf(mnt, len, "%s", m);
+        found = 0;
+    }
+    fclose(f);
+    return found;
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Joins mount point and cgroup path into the directory of the process's
+ * cgroup. The mount may show a subtree (a container's bind mount: root
+ * "/docker/x"); the cgroup path then starts with that root, which is cut. */
+static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
+{
+    char mnt[PATH_MAX], mroot[PATH_MAX];
+    if (!cgpath[0] || find_mount(version, mnt, mroot, sizeof(mnt)))
+        return -ENOENT;
+    const char *rel = cgpath;
+    size_t rl = strlen(mroot);
+    if (strcmp(mroot, "/") && !strncmp(cgpath, mroot, rl) && (cgpath[rl] == '/' || !cgpath[rl]))
+        rel = cgpath + rl;
+    int top = snprintf(cg->dir, sizeof(cg->dir), "%s%s", rcl__root_prefix(), mnt);
+    if (top < 0 || (size_t)top >= sizeof(cg->dir))
+        return -ENAMETOOLONG;
+    if ((size_t)snprintf(cg->dir + top, sizeof(cg->dir) - (size_t)top, "%s",
+                         strcmp(rel, "/") ? rel : "") >= sizeof(cg->dir) - (size_t)top)
+        return -ENAMETOOLONG;
+    /* Outside our namespace's view (or moved meanwhile): the mount point
+     * itself is the best we can see. */
+    if (!is_dir(cg->dir))
+        cg->dir[top] = '\0';
+    cg->top = (size_t)top;
+    cg->version = version;
+    return is_dir(cg->dir) ? 0 : -ENOENT;
+}
+
+/* The memory cgroup: a v1 memory hierarchy when there is one (it is where
+ * the limit lives on hybrid systems), else the unified hierarchy. */
+int rcl__cgroup_find(struct rcl_cgroup *cg)
+{
+    char v1[PATH_MAX], v2[PATH_MAX];
+    memset(cg, 0, sizeof(*cg));
+    own_cgroup_paths(v1, v2, sizeof(v1));
+    if (v1[0] && locate(1, v1, cg) == 0)
+        return 0;
+    if (v2[0] && locate(2, v2, cg) == 0)
+        return 0;
+    cg->version = 0;
+    return -ENOENT;
+}
+
+/* The limit binding this cgroup: the smallest set limit on the way up to
+ * the mount point (a parent's limit holds its children too). v2: the
+ * smaller of memory.high and memory.max; v1: memory.limit_in_bytes. 0 when
+ * none is set; RCL_CG_UNKNOWN when no file could be read at all (the cgroup
+ * went away, or no descriptor was free), which is not "no limit". `at`,
+ * when not NULL, gets the directory that sets it. */
+uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
+{
+    char dir[PATH_MAX];
+    uint64_t best = 0;
+    bool seen = false;
+    snprintf(dir, sizeof(dir), "%s", cg->dir);
+    if (at)
+        snprintf(at, atlen, "%s", cg->dir);
+    for (;;) {
+        static const char *const v2files[] = { "memory.max", "memory.high" };
+        static const char *const v1files[] = { "memory.limit_in_bytes" };
+        const char *const *files = cg->version == 2 ? v2files : v1files;
+        unsigned nfiles = cg->version == 2 ? 2 : 1;
+        for (unsigned i = 0; i < nfiles; i++) {
+            uint64_t v;
+            bool set;
+            if (read_value(dir, files[i], &v, &set))
+                continue;
+            seen = true;
+            if (!set)
+                continue;
+            if (cg->version == 1 && v >= V1_UNLIMITED)
+                continue;
+            if (!best || v < best) {
+                best = v;
+                if (at)
+                    snprintf(at, atlen, "%s", dir);
+            }
+        }
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= cg->top || !slash || (size_t)(slash - dir) < cg->top)
+            break;
+        *slash = '\0';
+    }
+    return seen ? best : RCL_CG_UNKNOWN;
+}
+
+/* What the cgroup holds that its owner cannot simply drop: usage less the
+ * inactive page cache, which the kernel reclaims first and cheaply. */
+int rcl__cgroup_working_set(const struct rcl_cgroup *cg, const char *dir, uint64_t *out)
+{
+    uint64_t usage;
+    bool set;
+    int err = read_value(dir, cg->version == 2 ? "memory.current" : "memory.usage_in_bytes",
+                         &usage, &set);
+    if (err || !set)
+        return err ? err : -EINVAL;
+    uint64_t inactive = read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
+    *out = usage > inactive ? usage - inactive : 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The automatic limit                                                       */
+/* ------------------------------------------------------------------------ */
+
+static _Atomic long long margin_report;
+
+static uint64_t physical_memory(void)
+{
+    if (rcl__root_prefix()[0]) {
+        char path[PATH_MAX], buf[4096];
+        snprintf(path, sizeof(path), "%s/proc/meminfo", rcl__root_prefix());
+        if (rcl__read_small(path, buf, sizeof(buf)) > 0) {
+            char *p = strstr(buf, "MemTotal:");
+            if (p)
+                return strtoull(p + 9, NULL, 10) * 1024;
+        }
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || psize <= 0)
+        return (uint64_t)1 << 30;
+    return (uint64_t)pages * (uint64_t)psize;
+}
+
+/* The share of a cgroup limit kept for memory the library does not see
+ * (code, stacks, other allocators, page cache, the kernel's own charges):
+ * RECLAIM_CGROUP_MARGIN as a size ("32M") or a percentage ("10%"), default
+ * 1/8. Never more than half the limit. */
+static uint64_t margin_for(uint64_t limit)
+{
+    uint64_t m = limit / DEFAULT_MARGIN_DIV;
+    const char *s = getenv("RECLAIM_CGROUP_MARGIN");
+    if (s && *s) {
+        char *end;
+        size_t v;
+        unsigned long pct = strtoul(s, &end, 10);
+        if (end != s && !strcmp(end, "%") && pct <= 100)
+            m = rcl__pct_of(limit, (unsigned)pct);
+        else if (rcl__parse_size(s, &v) == 0)
+            m = v;
+        else
+            rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
+                                "size or a percentage; using 1/8 of the limit", s);
+    }
+    return m > limit / 2 ? limit / 2 : m;
+}
+
+/* The budget a cgroup limit gives (0: no usable limit). A limit at or
+ * above the machine's memory limits nothing. */
+size_t rcl__cgroup_budget(uint64_t cglimit)
+{
+    if (!cglimit || cglimit >= physical_memory())
+        return 0;
+    uint64_t b = cglimit - margin_for(cglimit);
+    return b > SIZE_MAX ? SIZE_MAX : (size_t)b;
+}
+
+/* The automatic budget for a cgroup limit: budget_for() it, else half of
+ * physical memory. */
+size_t rcl__auto_budget(uint64_t cglimit)
+{
+    size_t b = rcl__cgroup_budget(cglimit);
+    if (!b) {
+        uint64_t half = physical_memory() / 2;
+        b = half > SIZE_MAX ? SIZE_MAX : (size_t)half;
+    }
+    return b ? b : 1;
+}
+
+size_t rcl_auto_limit(void)
+{
+    struct rcl_cgroup cg;
+    uint64_t lim = rcl__cgroup_find(&cg) == 0 ? rcl__cgroup_limit(&cg, NULL, 0) : 0;
+    return rcl__auto_budget(lim == RCL_CG_UNKNOWN ? 0 : lim);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* For the footprint sampler and the usage thresholds                        */
+/* ------------------------------------------------------------------------ */
+
+uint64_t rcl__cgroup_inactive_file(const struct rcl_cgroup *cg, const char *dir)
+{
+    return read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
+}
+
+int rcl__cgroup_usage_open(const struct rcl_cgroup *cg, const char *dir)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/%s", dir,
+                 cg->version == 2 ? "memory.current" : "memory.usage_in_bytes") >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int rcl__read_fd_u64(int fd, uint64_t *out)
+{
+    char buf[32];
+    ssize_t n;
+    do
+        n = pread(fd, buf, sizeof(buf) - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : -EINVAL;
+    buf[n] = '\0';
+    char *end;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (end == buf)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Documentation/admin-guide/cgroup-v1/memory.rst, "Memory thresholds":
+ * write "<event_fd> <usage_fd> <threshold>" to cgroup.event_control; the
+ * eventfd counts every crossing. The usage descriptor may be closed once
+ * the threshold is registered. */
+int rcl__cgroup_threshold(const struct rcl_cgroup *cg, const char *dir, uint64_t bytes)
+{
+    char path[PATH_MAX], line[64];
+    if (cg->version != 1)
+        return -EOPNOTSUPP;
+    if (snprintf(path, sizeof(path), "%s/cgroup.event_control", dir) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    int ufd = rcl__cgroup_usage_open(cg, dir);
+    if (ufd < 0)
+        return ufd;
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int err = efd < 0 ? -errno : 0;
+    if (!err) {
+        int cfd = open(path, O_WRONLY | O_CLOEXEC);
+        int len = snprintf(line, sizeof(line), "%d %d %llu", efd, ufd, (unsigned long long)bytes);
+        errno = 0;
+        if (cfd < 0)
+            err = -errno;
+        else if (write(cfd, line, (size_t)len) != len)
+            err = errno ? -errno : -EIO;
+        if (cfd >= 0)
+            close(cfd);
+    }
+    close(ufd);
+    if (err && efd >= 0)
+        close(efd);
+    return err ? err : efd;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Descriptors kept open                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A thread that serves the kernel's I/O must not open files while it runs:
+ * a struct file is a kernel-memory charge to the cgroup, and a cgroup at its
+ * limit answers it with reclaim that may wait on that very I/O. So the
+ * pressure thread opens every file it will read once, here, and then only
+ * preads them.
+ */
+void rcl__cgroup_files_open(const struct rcl_cgroup *cg, struct rcl_cgroup_files *f)
+{
+    static const char *const v2files[] = { "memory.max", "memory.high" };
+    static const char *const v1files[] = { "memory.limit_in_bytes" };
+    const char *const *files = cg->version == 2 ? v2files : v1files;
+    unsigned nfiles = cg->version == 2 ? 2 : 1;
+    char dir[PATH_MAX], path[PATH_MAX];
+
+    memset(f, 0, sizeof(*f));
+    snprintf(dir, sizeof(dir), "%s", cg->dir);
+    while (f->nlevels < RCL_CG_LEVELS) {
+        struct rcl_cgroup_level *l = &f->level[f->nlevels++];
+        for (unsigned i = 0; i < 2; i++) {
+            l->limit_fd[i] = -1;
+            if (i < nfiles && snprintf(path, sizeof(path), "%s/%s", dir, files[i]) < (int)sizeof(path))
+                l->limit_fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        l->usage_fd = rcl__cgroup_usage_open(cg, dir);
+        l->stat_fd = -1;
+        if (snprintf(path, sizeof(path), "%s/memory.stat", dir) < (int)sizeof(path))
+            l->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= cg->top || !slash || (size_t)(slash - dir) < cg->top)
+            break;
+        *slash = '\0';
+    }
+    f->version = cg->version;
+}
+
+void rcl__cgroup_files_close(struct rcl_cgroup_files *f)
+{
+    for (unsigned i = 0; i < f->nlevels; i++) {
+        struct rcl_cgroup_level *l = &f->level[i];
+        int fds[4] = { l->limit_fd[0], l->limit_fd[1], l->usage_fd, l->stat_fd };
+        for (unsigned k = 0; k < 4; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+    }
+    f->nlevels = 0;
+}
+
+/* "max" reads as no limit; a file that cannot be read as unknown. */
+static int fd_value(int fd, uint64_t *out, bool *set)
+{
+    char buf[32];
+    ssize_t n;
+    if (fd < 0)
+        return -EBADF;
+    do
+        n = pread(fd, buf, sizeof(buf) - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : -EINVAL;
+    buf[n] = '\0';
+    *set = strncmp(buf, "max", 3) != 0;
+    if (!*set)
+        return 0;
+    char *end;
+    *out = strtoull(buf, &end, 10);
+    return end == buf ? -EINVAL : 0;
+}
+
+uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *level)
+{
+    uint64_t best = 0;
+    bool seen = false;
+    *level = 0;
+    for (unsigned i = 0; i < f->nlevels; i++) {
+        for (unsigned k = 0; k < 2; k++) {
+            uint64_t v;
+            bool set;
+            if (fd_value(f->level[i].limit_fd[k], &v, &set))
+                continue;
+            seen = true;
+            if (!set || (f->version == 1 && v >= V1_UNLIMITED))
+                continue;
+            if (!best || v < best) {
+                best = v;
+                *level = i;
+            }
+        }
+    }
+    return seen ? best : RCL_CG_UNKNOWN;
+}
+
+/* One "key value" line of a memory.stat descriptor; 0 when absent. The
+ * buffer is the caller's, so that nothing new is touched. */
+static uint64_t fd_stat_key(int fd, const char *key, char *buf, size_t len)
+{
+    ssize_t n;
+    if (fd < 0)
+        return 0;
+    do
+        n = pread(fd, buf, len - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    size_t klen = strlen(key);
+    for (char *line = buf; *line; ) {
+        if (!strncmp(line, key, klen) && line[klen] == ' ')
+            return strtoull(line + klen + 1, NULL, 10);
+        char *nl = strchr(line, '\n');
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return 0;
+}
+
+int rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigned level,
+                                  uint64_t *usage, uint64_t *inactive)
+{
+    static char buf[16384];     /* only the pressure thread reads memory.stat */
+    const struct rcl_cgroup_level *l = &f->level[level];
+    bool set;
+    int err = fd_value(l->usage_fd, usage, &set);
+    if (err || !set)
+        return err ? err : -EINVAL;
+    *inactive = fd_stat_key(l->stat_fd, f->version == 2 ? "inactive_file" : "total_inactive_file",
+                            buf, sizeof(buf));
+    return 0;
+}

@@ -1,0 +1,69 @@
+/*
+ * cgroup.h - the process's memory cgroup (cgroup.c), for the files that
+ * read it: the pressure thread, the footprint sampler, the automatic limit.
+ */
+#ifndef RCL_CGROUP_H
+#define RCL_CGROUP_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct rcl_cgroup {
+    int    version;            /* 1 or 2; 0 = none found */
+    char   dir[PATH_MAX];      /* the process's cgroup, root prefix included */
+    size_t top;                /* length of the mount point part of dir */
+};
+
+/* "no file could be read at all", which is not "no limit" */
+#define RCL_CG_UNKNOWN UINT64_MAX
+
+/* RECLAIM_CGROUP_ROOT, or "": put in front of every path read. */
+const char *rcl__root_prefix(void);
+/* A small file read whole, NUL-terminated; -errno or the length. */
+ssize_t  rcl__read_small(const char *path, char *buf, size_t len);
+/* 0, or -ENOENT with cg->version 0. */
+int      rcl__cgroup_find(struct rcl_cgroup *cg);
+/* The smallest limit set on the way up (0: none; RCL_CG_UNKNOWN); `at`
+ * gets the directory that sets it. */
+uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen);
+/* Usage of `dir` less its inactive page cache. 0 or -errno. */
+int      rcl__cgroup_working_set(const struct rcl_cgroup *cg, const char *dir, uint64_t *out);
+/* The inactive page cache of `dir` (memory.stat), 0 when unknown. */
+uint64_t rcl__cgroup_inactive_file(const struct rcl_cgroup *cg, const char *dir);
+/* A descriptor on the usage file of `dir` (v1 memory.usage_in_bytes, v2
+ * memory.current), for rcl__read_fd_u64(); -errno. */
+int      rcl__cgroup_usage_open(const struct rcl_cgroup *cg, const char *dir);
+/* The number at the start of fd's file, read with pread (no new memory,
+ * no file opened). 0 or -errno. */
+int      rcl__read_fd_u64(int fd, uint64_t *out);
+/* cgroup v1 only: an eventfd that fires when the usage of `dir` crosses
+ * `bytes` either way (memory.usage_in_bytes thresholds through
+ * cgroup.event_control). -errno (-EOPNOTSUPP on v2). */
+int      rcl__cgroup_threshold(const struct rcl_cgroup *cg, const char *dir, uint64_t bytes);
+/* The files the pressure thread reads, opened once: each level from the
+ * process's cgroup up to the mount point (level 0 is the cgroup itself). */
+#define RCL_CG_LEVELS 16
+struct rcl_cgroup_level { int limit_fd[2], usage_fd, stat_fd; };
+struct rcl_cgroup_files {
+    int      version;
+    unsigned nlevels;
+    struct rcl_cgroup_level level[RCL_CG_LEVELS];
+};
+void     rcl__cgroup_files_open(const struct rcl_cgroup *cg, struct rcl_cgroup_files *f);
+void     rcl__cgroup_files_close(struct rcl_cgroup_files *f);
+/* The binding limit, as rcl__cgroup_limit(), and the level that sets it. */
+uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *level);
+/* Usage and inactive page cache at `level`; 0 or -errno. Only one thread
+ * at a time (a static buffer). */
+int      rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigned level,
+                                       uint64_t *usage, uint64_t *inactive);
+/* The budget a cgroup limit gives: the limit less the margin, else half
+ * of physical memory. */
+size_t   rcl__auto_budget(uint64_t cglimit);
+/* The budget of a cgroup limit, 0 when the limit limits nothing. */
+size_t   rcl__cgroup_budget(uint64_t cglimit);
+
+#endif /* RCL_CGROUP_H */

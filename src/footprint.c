@@ -1,0 +1,210 @@
+/*
+ * footprint.c - what the process really holds, against what it charged.
+ *
+ * The budget charges blocks (alloc.c). The process holds more: the
+ * backend's per-block overhead and rounding, its arenas' fragmentation,
+ * freed memory it keeps, and memory the program allocates without the
+ * library. The kernel's memory cgroup charges pages, and its OOM killer
+ * counts those, not our books. So the library measures: it reads the real
+ * figure - the cgroup's usage when the budget is the cgroup's, the
+ * process's resident memory otherwise - and keeps the difference from
+ * what it charged as rcl__acct.outside, which every watermark test adds to
+ * the charge (account.c). charged + outside is then the real footprint as
+ * of the last sample, moved by every charge since.
+ *
+ * When: every `step` bytes charged from the budget (a small fraction of
+ * the limit; never on the fast path, which works from per-thread stocks),
+ * whenever the background reclaimer finishes a pass, on the pressure
+ * thread's tick, and when the cgroup's usage crosses its threshold
+ * (pressure.c). A sample is one pread() of a descriptor opened at start,
+ * a few microseconds; a thread that finds a sample under way does not
+ * wait for it.
+ *
+ * Modes:
+ *   cgroup  the budget is the automatic one from a cgroup limit: the
+ *           cgroup's usage less the inactive page cache (which the
+ *           kernel drops before it kills anyone) is the authority, and
+ *           everything in it counts, other processes' memory included;
+ *   rss     any other budget: resident memory above what the process held
+ *           when the library started counts (the program's own memory
+ *           from before stays out of the budget, what it adds after does
+ *           not);
+ *   off     RECLAIM_FOOTPRINT=off, and under AddressSanitizer and
+ *           ThreadSanitizer, whose shadow memory and quarantine are not
+ *           the program's.
+ */
+#include "internal.h"
+#include "backend.h"
+#include "cgroup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STEP_DIV      64                 /* sample every limit/64 charged */
+#define STEP_MIN      (256 * 1024UL)
+
+static struct {
+    int            mode;                 /* RCL__FOOTPRINT_* */
+    int            fd;                   /* cgroup usage, or /proc/self/statm */
+    size_t         base;                 /* rss mode: resident at start */
+    size_t         page;
+    _Atomic size_t inactive;             /* cgroup mode: from the pressure tick */
+    _Atomic size_t step;
+    _Atomic int    busy;
+    _Atomic unsigned long samples;
+} F = { .fd = -1 };
+
+static int statm_resident(int fd, size_t page, size_t *out)
+{
+    char buf[96];
+    ssize_t n;
+    do
+        n = pread(fd, buf, sizeof(buf) - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return -EIO;
+    buf[n] = '\0';
+    char *sp = strchr(buf, ' ');
+    if (!sp)
+        return -EINVAL;
+    *out = (size_t)strtoull(sp + 1, NULL, 10) * page;
+    return 0;
+}
+
+/* The real figure: 0 or -errno. */
+static int measure(size_t *real)
+{
+    if (F.mode == RCL__FOOTPRINT_CGROUP) {
+        uint64_t usage;
+        int err = rcl__read_fd_u64(F.fd, &usage);
+        if (err)
+            return err;
+        size_t inactive = rd(F.inactive);
+        *real = usage > inactive ? (size_t)(usage - inactive) : 0;
+        return 0;
+    }
+    size_t rss;
+    int err = statm_resident(F.fd, F.page, &rss);
+    if (!err)
+        *real = rss > F.base ? rss - F.base : 0;
+    return err;
+}
+
+void rcl__footprint_sample(void)
+{
+    size_t real;
+
+    if (F.mode == RCL__FOOTPRINT_OFF || atomic_exchange(&F.busy, 1))
+        return;
+    wr(rcl__acct.since_sample, 0);
+    if (measure(&real) == 0) {
+        size_t charged = rd(rcl__acct.charged);
+        wr(rcl__acct.outside, real > charged ? real - charged : 0);
+        atomic_fetch_add_explicit(&F.samples, 1, memory_order_relaxed);
+    }
+    atomic_store(&F.busy, 0);
+    if (rcl__headroom() < rd(rcl__acct.wm_low))
+        rcl__reclaim_wake();
+}
+
+void rcl__footprint_charged(size_t bytes)
+{
+    size_t v = atomic_fetch_add_explicit(&rcl__acct.since_sample, bytes, memory_order_relaxed);
+    if (unlikely(v + bytes >= rd(F.step)) && F.mode != RCL__FOOTPRINT_OFF)
+        rcl__footprint_sample();
+}
+
+void rcl__footprint_limit(size_t limit)
+{
+    size_t step = limit / STEP_DIV;
+    wr(F.step, step > STEP_MIN ? step : STEP_MIN);
+}
+
+void rcl__footprint_inactive(size_t bytes)
+{
+    wr(F.inactive, bytes);
+}
+
+int rcl__footprint_mode(void)
+{
+    return F.mode;
+}
+
+unsigned long rcl__footprint_samples(void)
+{
+    return atomic_load_explicit(&F.samples, memory_order_relaxed);
+}
+
+static int want_mode(bool auto_limit, bool cgroup_budget)
+{
+#ifdef RCL__BE_SANITIZED
+    (void)auto_limit;
+    (void)cgroup_budget;
+    return RCL__FOOTPRINT_OFF;
+#else
+    const char *s = getenv("RECLAIM_FOOTPRINT");
+    if (s && !strcmp(s, "off"))
+        return RCL__FOOTPRINT_OFF;
+    if (s && !strcmp(s, "rss"))
+        return RCL__FOOTPRINT_RSS;
+    if (s && !strcmp(s, "cgroup"))
+        return RCL__FOOTPRINT_CGROUP;
+    return auto_limit ? (cgroup_budget ? RCL__FOOTPRINT_CGROUP : RCL__FOOTPRINT_RSS)
+                      : RCL__FOOTPRINT_OFF;
+#endif
+}
+
+void rcl__footprint_start(bool auto_limit)
+{
+    struct rcl_cgroup cg;
+    char dir[PATH_MAX];
+    bool by_cgroup = false;
+
+    if (rcl__cgroup_find(&cg) == 0) {
+        uint64_t lim = rcl__cgroup_limit(&cg, dir, sizeof(dir));
+        by_cgroup = lim != RCL_CG_UNKNOWN && rcl__cgroup_budget(lim) != 0;
+    }
+    F.mode = want_mode(auto_limit, by_cgroup);
+    if (F.mode == RCL__FOOTPRINT_CGROUP && !by_cgroup)
+        F.mode = RCL__FOOTPRINT_RSS;        /* asked for, but no cgroup limit */
+    F.page = (size_t)sysconf(_SC_PAGESIZE);
+    F.base = 0;
+    wr(F.inactive, 0);
+    wr(rcl__acct.outside, 0);
+    wr(rcl__acct.since_sample, 0);
+    rcl__footprint_limit(rd(rcl__acct.limit));
+    if (F.mode == RCL__FOOTPRINT_CGROUP) {
+        F.fd = rcl__cgroup_usage_open(&cg, dir);
+        if (F.fd >= 0) {
+            wr(F.inactive, (size_t)rcl__cgroup_inactive_file(&cg, dir));
+            rcl__footprint_sample();
+            return;
+        }
+        F.mode = RCL__FOOTPRINT_RSS;
+    }
+    if (F.mode == RCL__FOOTPRINT_RSS) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/proc/self/statm", rcl__root_prefix());
+        F.fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (F.fd < 0 || statm_resident(F.fd, F.page, &F.base)) {
+            if (F.fd >= 0)
+                close(F.fd);
+            F.fd = -1;
+            F.mode = RCL__FOOTPRINT_OFF;
+        }
+    }
+}
+
+void rcl__footprint_stop(void)
+{
+    if (F.fd >= 0)
+        close(F.fd);
+    F.fd = -1;
+    F.mode = RCL__FOOTPRINT_OFF;
+    wr(rcl__acct.outside, 0);
+}
