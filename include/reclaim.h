@@ -57,6 +57,26 @@ typedef unsigned int rcl_gfp_t;
 #define RCL__NOWARN         0x0200u /* no failure report                          */
 #define RCL__ZERO           0x0400u /* zeroed memory                              */
 
+/*
+ * NOFAIL and scopes. NOFAIL needs RCL__DIRECT_RECLAIM in the call's own
+ * flags: NOFAIL|NOWAIT at the call is a contradiction anyone can see there,
+ * refused with EINVAL. A scope an outer caller opened never makes a NOFAIL
+ * request fail: inside NOWAIT (no direct reclaim), NORECLAIM (no reclaim at
+ * all), NOFS/NOIO (narrowed reclaim; an I/O-flusher thread is NOIO) a
+ * request that fits the budget this context may ever use gets, in order:
+ *   1. room in the budget above its floor (after reclaim in its own,
+ *      scope-narrowed context, where the scope leaves it direct reclaim);
+ *   2. the reserve: all of it in NORECLAIM scope and on an I/O flusher
+ *      (their usual right); otherwise half of it (the share of RCL__HIGH),
+ *      the kernel's grant to a NOFAIL request reclaim cannot serve;
+ *   3. a wait without end: it wakes the background reclaimer and sleeps in
+ *      short bounded steps until that reclaimer or other threads' frees make
+ *      room, reporting a stall every stall_ms. Never NULL.
+ * With the lock checker on, a NOFAIL allocation inside a NOWAIT or NORECLAIM
+ * scope is reported once per call site ("NOFAIL allocation inside a NOWAIT
+ * scope"), with where the allocation was made and, when the checker saw it,
+ * where the scope was opened.
+ */
 #define RCL_RECLAIM (RCL__DIRECT_RECLAIM | RCL__KSWAPD_RECLAIM)
 #define RCL_DEFAULT (RCL_RECLAIM | RCL__IO | RCL__FS)   /* GFP_KERNEL */
 #define RCL_NOFS    (RCL_RECLAIM | RCL__IO)             /* GFP_NOFS   */
@@ -428,12 +448,13 @@ size_t rcl_auto_limit(void);
  *
  * errno on failure:
  *   EINVAL     size 0, alignment not a power of two, NOFAIL without
- *              RCL__DIRECT_RECLAIM;
+ *              RCL__DIRECT_RECLAIM in gfp itself (a scope that removes it
+ *              never fails NOFAIL: see "NOFAIL and scopes" above);
  *   EOVERFLOW  n * size (or size plus the library's header) overflows;
  *   E2BIG      larger than this context could ever get (limit - reserve for
  *              ordinary contexts), so retrying is pointless;
  *   ENOMEM     no room now.
- * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM) the call never returns
+ * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM in gfp) the call never returns
  * NULL for a request that can succeed: it reclaims, waits with a bound and
  * retries, reporting a stall every stall_ms (default 10 s) while it waits.
  * A request that can never succeed fails at once, with a report unless
