@@ -674,7 +674,10 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * For the threads of a user-space I/O daemon (FUSE, NBD, iSCSI, ublk) that
  * the kernel may be waiting on to free memory. on = 1: this thread's
  * allocations are NOIO and may use the whole reserve, and the library calls
- * prctl(PR_SET_IO_FLUSHER, 1). on = 0: both undone. Anything else: -EINVAL.
+ * prctl(PR_SET_IO_FLUSHER, 1) (exactly 1: 0 clears the flag). on = 0: both
+ * undone. Anything else: -EINVAL. After a set the kernel accepted, the flag
+ * is read back with PR_GET_IO_FLUSHER where the kernel allows it: a value
+ * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
  * call returns -EPERM and the library reports it once per process.
  *
