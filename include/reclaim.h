@@ -599,6 +599,32 @@ struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
         void *data);
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp);
 void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
+/*
+ * n elements at once, all or nothing (the kernel's mempool_alloc_bulk):
+ * threads that each take several elements with rcl_mempool_alloc() can
+ * each hold part of the reserve while waiting for the rest, and deadlock.
+ * The bulk call takes elements from the reserve only when it holds every
+ * one still missing, in one step, and gives back all it holds before it
+ * waits: a waiter never holds part of the reserve.
+ *
+ * No flags: it may sleep, as RCL_DEFAULT may, narrowed by the thread's
+ * scope (NOFS, NOIO reach the backing allocator; in a NOWAIT scope it does
+ * not wait and returns -ENOMEM instead). Order per attempt, as the single
+ * call: backing allocator (light flags), reserve, backing allocator (full
+ * flags), reserve; then wait (bounded, then again) for elements returned.
+ *
+ * Returns 0 with elems[0..n) filled, or a negative errno with elems
+ * unspecified and nothing held: -E2BIG for n larger than the pool's
+ * reserve (min_nr; the reserve alone could never serve it), at once;
+ * -EINVAL (reported) for a NULL pool, or NULL elems with n > 0;
+ * -ESHUTDOWN (reported) after destroy; -ENOMEM only in a NOWAIT scope.
+ * n == 0 returns 0 and touches nothing (elems may be NULL).
+ * rcl_mempool_free_bulk() returns each element as rcl_mempool_free() does
+ * (NULL entries are skipped); n == 0 is a no-op; a NULL pool or elems with
+ * n > 0 is reported and frees nothing.
+ */
+int   rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
+void  rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
 /* Grows (allocating with RCL_DEFAULT) or shrinks the reserve; -ENOMEM, and
  * the pool unchanged, when growing fails. Safe while other threads allocate
  * and free; concurrent resizes are serialised. */
