@@ -57,6 +57,26 @@ typedef unsigned int rcl_gfp_t;
 #define RCL__NOWARN         0x0200u /* no failure report                          */
 #define RCL__ZERO           0x0400u /* zeroed memory                              */
 
+/*
+ * NOFAIL and scopes. NOFAIL needs RCL__DIRECT_RECLAIM in the call's own
+ * flags: NOFAIL|NOWAIT at the call is a contradiction anyone can see there,
+ * refused with EINVAL. A scope an outer caller opened never makes a NOFAIL
+ * request fail: inside NOWAIT (no direct reclaim), NORECLAIM (no reclaim at
+ * all), NOFS/NOIO (narrowed reclaim; an I/O-flusher thread is NOIO) a
+ * request that fits the budget this context may ever use gets, in order:
+ *   1. room in the budget above its floor (after reclaim in its own,
+ *      scope-narrowed context, where the scope leaves it direct reclaim);
+ *   2. the reserve: all of it in NORECLAIM scope and on an I/O flusher
+ *      (their usual right); otherwise half of it (the share of RCL__HIGH),
+ *      the kernel's grant to a NOFAIL request reclaim cannot serve;
+ *   3. a wait without end: it wakes the background reclaimer and sleeps in
+ *      short bounded steps until that reclaimer or other threads' frees make
+ *      room, reporting a stall every stall_ms. Never NULL.
+ * With the lock checker on, a NOFAIL allocation inside a NOWAIT or NORECLAIM
+ * scope is reported once per call site ("NOFAIL allocation inside a NOWAIT
+ * scope"), with where the allocation was made and, when the checker saw it,
+ * where the scope was opened.
+ */
 #define RCL_RECLAIM (RCL__DIRECT_RECLAIM | RCL__KSWAPD_RECLAIM)
 #define RCL_DEFAULT (RCL_RECLAIM | RCL__IO | RCL__FS)   /* GFP_KERNEL */
 #define RCL_NOFS    (RCL_RECLAIM | RCL__IO)             /* GFP_NOFS   */
@@ -449,12 +469,13 @@ size_t rcl_auto_limit(void);
  *
  * errno on failure:
  *   EINVAL     size 0, alignment not a power of two, NOFAIL without
- *              RCL__DIRECT_RECLAIM;
+ *              RCL__DIRECT_RECLAIM in gfp itself (a scope that removes it
+ *              never fails NOFAIL: see "NOFAIL and scopes" above);
  *   EOVERFLOW  n * size (or size plus the library's header) overflows;
  *   E2BIG      larger than this context could ever get (limit - reserve for
  *              ordinary contexts), so retrying is pointless;
  *   ENOMEM     no room now.
- * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM) the call never returns
+ * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM in gfp) the call never returns
  * NULL for a request that can succeed: it reclaims, waits with a bound and
  * retries, reporting a stall every stall_ms (default 10 s) while it waits.
  * A request that can never succeed fails at once, with a report unless
@@ -609,6 +630,32 @@ struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
         void *data);
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp);
 void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
+/*
+ * n elements at once, all or nothing (the kernel's mempool_alloc_bulk):
+ * threads that each take several elements with rcl_mempool_alloc() can
+ * each hold part of the reserve while waiting for the rest, and deadlock.
+ * The bulk call takes elements from the reserve only when it holds every
+ * one still missing, in one step, and gives back all it holds before it
+ * waits: a waiter never holds part of the reserve.
+ *
+ * No flags: it may sleep, as RCL_DEFAULT may, narrowed by the thread's
+ * scope (NOFS, NOIO reach the backing allocator; in a NOWAIT scope it does
+ * not wait and returns -ENOMEM instead). Order per attempt, as the single
+ * call: backing allocator (light flags), reserve, backing allocator (full
+ * flags), reserve; then wait (bounded, then again) for elements returned.
+ *
+ * Returns 0 with elems[0..n) filled, or a negative errno with elems
+ * unspecified and nothing held: -E2BIG for n larger than the pool's
+ * reserve (min_nr; the reserve alone could never serve it), at once;
+ * -EINVAL (reported) for a NULL pool, or NULL elems with n > 0;
+ * -ESHUTDOWN (reported) after destroy; -ENOMEM only in a NOWAIT scope.
+ * n == 0 returns 0 and touches nothing (elems may be NULL).
+ * rcl_mempool_free_bulk() returns each element as rcl_mempool_free() does
+ * (NULL entries are skipped); n == 0 is a no-op; a NULL pool or elems with
+ * n > 0 is reported and frees nothing.
+ */
+int   rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
+void  rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
 /* Grows (allocating with RCL_DEFAULT) or shrinks the reserve; -ENOMEM, and
  * the pool unchanged, when growing fails. Safe while other threads allocate
  * and free; concurrent resizes are serialised. */
@@ -684,7 +731,10 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * For the threads of a user-space I/O daemon (FUSE, NBD, iSCSI, ublk) that
  * the kernel may be waiting on to free memory. on = 1: this thread's
  * allocations are NOIO and may use the whole reserve, and the library calls
- * prctl(PR_SET_IO_FLUSHER, 1). on = 0: both undone. Anything else: -EINVAL.
+ * prctl(PR_SET_IO_FLUSHER, 1) (exactly 1: 0 clears the flag). on = 0: both
+ * undone. Anything else: -EINVAL. After a set the kernel accepted, the flag
+ * is read back with PR_GET_IO_FLUSHER where the kernel allows it: a value
+ * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
  * call returns -EPERM and the library reports it once per process.
  *

@@ -344,6 +344,24 @@ static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
     (*round)++;
 }
 
+/*
+ * The lowest floor a request may reach before it waits. A NOFAIL request
+ * whose reclaim a scope narrowed (NOWAIT took direct reclaim, NOFS/NOIO
+ * what it may free) did nothing wrong: an outer caller's scope keeps it
+ * from making room itself. Once its own reclaim has not helped it may use
+ * half the reserve, as the kernel lets a NOFAIL request that reclaim
+ * cannot serve dip into the reserve of high-priority requests; after that
+ * it waits for the background reclaimer and other threads' frees.
+ */
+static size_t nofail_scoped_floor(size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
+{
+    size_t half = rd(rcl__acct.wm_min) / 2;
+
+    if (!(gfp & RCL__NOFAIL) || masked == gfp || floor <= half)
+        return floor;
+    return half;
+}
+
 int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
     rcl__ensure_init();
@@ -364,9 +382,12 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     if (rcl__checking())
         rcl__lockdep_alloc(gfp);
-    if ((gfp & RCL__NOFAIL) && !(masked & RCL__DIRECT_RECLAIM))
+    /* Only the call's own flags can make NOFAIL contradict itself; a scope
+     * an outer caller opened never turns it into a failure. */
+    if ((gfp & RCL__NOFAIL) && !(gfp & RCL__DIRECT_RECLAIM))
         return nofail_impossible(size, gfp, -EINVAL);
-    if (limit <= floor || size > limit - floor)
+    size_t last_floor = nofail_scoped_floor(floor, gfp, masked);
+    if (limit <= last_floor || size > limit - last_floor)
         return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
                                    : charge_fail(size, gfp, -E2BIG);
 
@@ -383,7 +404,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             rcl__mag_flush(t);
             continue;
         }
-        if (masked & RCL__KSWAPD_RECLAIM)
+        if (masked & (RCL__KSWAPD_RECLAIM | RCL__NOFAIL))
             rcl__reclaim_wake();
         if (!may_reclaim) {
             if (!(gfp & RCL__NOFAIL))
@@ -405,6 +426,10 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 sched_yield();
                 continue;
             }
+        }
+        if (floor > last_floor) {
+            floor = last_floor;
+            continue;
         }
         if (!start) {
             start = rcl__now_ns();

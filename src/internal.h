@@ -316,6 +316,15 @@ extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *
                                       const char *what);
 
 /* ------------------------------------------------------------------------ */
+/* I/O flushers (io_flusher.c)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* prctl(2), as io_flusher.c calls it; tests replace it to see the exact
+ * arguments (an unprivileged process cannot read them back). */
+extern int (*rcl__prctl)(int option, unsigned long arg2, unsigned long arg3,
+                         unsigned long arg4, unsigned long arg5);
+
+/* ------------------------------------------------------------------------ */
 /* Pressure (pressure.c)                                                     */
 /* ------------------------------------------------------------------------ */
 

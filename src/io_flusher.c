@@ -22,13 +22,41 @@
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
 #endif
+#ifndef PR_GET_IO_FLUSHER
+#define PR_GET_IO_FLUSHER 58
+#endif
 
 static _Atomic int eperm_reported;
 
+static int sys_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+                     unsigned long arg5)
+{
+    return prctl(option, arg2, arg3, arg4, arg5);
+}
+
+/* The one way this file reaches prctl: the tests put a recorder here to
+ * see the exact arguments, which an unprivileged process cannot learn
+ * from the kernel (it refuses both the set and the get). */
+int (*rcl__prctl)(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
+                  unsigned long arg5) = sys_prctl;
+
+/* Daemons have passed 0 where they meant 1, which clears the flag: what
+ * the kernel holds afterwards is read back where it lets us. */
+static int kernel_confirm(int on)
+{
+    int now = rcl__prctl(PR_GET_IO_FLUSHER, 0UL, 0UL, 0UL, 0UL);
+    if (now < 0 || now == on)
+        return 0;           /* not allowed to look (EPERM, old kernel), or as asked */
+    rcl__report("rcl_io_flusher_set(%d): the kernel reports PR_GET_IO_FLUSHER = %d "
+                "after the set succeeded", on, now);
+    return -EIO;
+}
+
 static int kernel_io_flusher(int on)
 {
-    if (prctl(PR_SET_IO_FLUSHER, (unsigned long)on, 0UL, 0UL, 0UL) == 0)
-        return 0;
+    /* Exactly 1 or 0: the argument is the flag's new value. */
+    if (rcl__prctl(PR_SET_IO_FLUSHER, on ? 1UL : 0UL, 0UL, 0UL, 0UL) == 0)
+        return kernel_confirm(on);
     int err = errno;
     if (err == EPERM && !atomic_exchange(&eperm_reported, 1))
         rcl__report("rcl_io_flusher_set: prctl(PR_SET_IO_FLUSHER) refused (%s; needs "

@@ -123,6 +123,8 @@ static uint32_t bfs_stamp;
 #define MAX_SCOPES 16
 #define MAX_SHRINK 4
 
+#define OPENED_FRAMES 6
+
 #define HELD_TRY     0x1   /* taken by a trylock: nothing waited for it */
 #define HELD_RECLAIM 0x2   /* a reclaim pseudo-lock (inside a shrinker) */
 
@@ -142,15 +144,22 @@ struct ld_thread {
     unsigned scopes[MAX_SCOPES];
     unsigned nshrink;
     struct shrink_frame shrink[MAX_SHRINK];
+    /* Where the NOWAIT (0) and NORECLAIM (1) scopes in force were opened,
+     * for the report of a NOFAIL allocation inside them; n 0: not known
+     * (opened before the checker watched, or adopted from a context). */
+    struct { int n; void *frames[OPENED_FRAMES]; } opened[2];
 };
 
 static __thread struct ld_thread ld_self RCL_TLS_IE;
 
-/* Held locks or a NOWAIT scope: this thread's allocations must reach the
- * checker. Nothing else writes lockdep_watch. */
+/* Held locks or a NOWAIT or NORECLAIM scope: this thread's allocations
+ * must reach the checker (a NOFAIL one inside those scopes is reported even
+ * when the thread's stock could serve it). Nothing else writes
+ * lockdep_watch. */
 static void update_watch(struct ld_thread *t)
 {
-    rcl__self.lockdep_watch = (t->n > 0) || (rcl__scope & RCL_SCOPE_NOWAIT);
+    rcl__self.lockdep_watch = (t->n > 0) ||
+                              (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM));
 }
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its
@@ -159,6 +168,7 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
     t->gen = gen;
     t->n = t->nscopes = t->nshrink = 0;
+    t->opened[0].n = t->opened[1].n = 0;
     update_watch(t);
 }
 
@@ -980,6 +990,45 @@ static void site_report_once(const char *what, rcl_gfp_t gfp)
     free(rb);
 }
 
+/*
+ * NOFAIL inside a scope that takes reclaim away: the allocation cannot
+ * reclaim, so it waits for others (see rcl_alloc), and the scope's promise
+ * (never sleep; or, in reclaim, never wait on reclaim) is broken by code
+ * that is not at fault. Reported once per allocation site, with both ends.
+ */
+static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, rcl_gfp_t gfp)
+{
+    int which = (rcl__scope & RCL_SCOPE_NOWAIT) ? 0 : 1;
+    const char *scope = which ? "NORECLAIM" : "NOWAIT";
+    struct site st;
+    site_capture(&st, 3);
+    uint64_t sig = 0x4e4f4641ull + (uint64_t)which;
+    for (int i = 0; i < st.nframes; i++)
+        sig = mix64(sig ^ (uint64_t)(uintptr_t)st.frames[i]);
+
+    struct report_buf *rb;
+    char buf[64];
+    if (site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
+        return;
+    rb_add(rb, "lock checker: NOFAIL allocation inside a %s scope (%s) in thread \"%s\" "
+               "(tid %ld); allocated at:\n", scope, rcl__gfp_str(gfp, buf, sizeof(buf)),
+           st.thread, st.tid);
+    rb_frames(rb, st.frames, st.nframes);
+    if (t->opened[which].n) {
+        rb_add(rb, "  the %s scope was opened at:\n", scope);
+        rb_frames(rb, t->opened[which].frames, t->opened[which].n);
+    } else {
+        rb_add(rb, "  where the %s scope was opened is not known (before the checker "
+                   "watched this thread, or adopted from another thread's context)\n", scope);
+    }
+    rb_add(rb, "  What it means: the allocation may not fail and this scope removes its "
+               "direct reclaim, so it takes part of the reserve and then sleeps until the "
+               "background reclaimer or other threads free memory. Usual fixes: allocate "
+               "before opening the scope, or without NOFAIL and handle the failure.");
+    report_emit(rb, true);
+    free(rb);
+}
+
 /* An allocation asked with gfp is about to charge: it may sleep (checked
  * against NOWAIT) and may wait for reclaim (a dependency on it from every
  * lock held). */
@@ -988,7 +1037,10 @@ void rcl__lockdep_alloc(rcl_gfp_t gfp)
     struct ld_thread *t = ld_thread_get();
     rcl_gfp_t masked = rcl_current_gfp(gfp);
 
-    if ((gfp & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
+    if ((gfp & RCL__NOFAIL) && (gfp & RCL__DIRECT_RECLAIM) &&
+        (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM)))
+        nofail_scope_report(t, gfp);
+    else if ((gfp & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
         site_report_once("an allocation that may sleep inside a NOWAIT scope", gfp);
     if (!rcl__may_reclaim(masked) || !t->n)
         return;
@@ -1069,9 +1121,27 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp)
                 rcl__shrinker_name(s), ms, bound);
 }
 
+/* Remembers where a scope that removes reclaim was opened. */
+static __attribute__((noinline)) void scope_opened(struct ld_thread *t, unsigned set)
+{
+    for (int which = 0; which < 2; which++) {
+        if (!(set & (which ? RCL_SCOPE_NORECLAIM : RCL_SCOPE_NOWAIT)))
+            continue;
+        /* From the library's save call outwards: the opener is next. */
+        void *buf[OPENED_FRAMES + 2];
+        int n = backtrace(buf, OPENED_FRAMES + 2) - 2;
+        n = n > 0 ? n : 0;
+        memcpy(t->opened[which].frames, buf + 2, (size_t)n * sizeof(void *));
+        t->opened[which].n = n;
+    }
+}
+
 void rcl__lockdep_scope_save(unsigned set)
 {
     struct ld_thread *t = ld_thread_get();
+
+    if (set & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
+        scope_opened(t, set);
 
     if (set) {
         if (t->nscopes < MAX_SCOPES)
@@ -1091,6 +1161,8 @@ void rcl__lockdep_scope_put(unsigned bits)
     while (n && (t->scopes[n - 1] & ~bits))
         n--;
     t->nscopes = n;
+    /* Set wholesale: where these scopes were opened is not known here. */
+    t->opened[0].n = t->opened[1].n = 0;
     update_watch(t);
 }
 

@@ -140,8 +140,140 @@ static void test_io_flusher_is_per_thread(void **state)
     rcl_io_flusher_set(0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The exact prctl calls, through the library's seam                         */
+/* ------------------------------------------------------------------------ */
+
+/* The library's prctl (src/io_flusher.c); a recorder takes its place. */
+extern int (*rcl__prctl)(int option, unsigned long arg2, unsigned long arg3,
+                         unsigned long arg4, unsigned long arg5);
+
+#define MAX_CALLS 8
+static struct {
+    int           n;
+    int           option[MAX_CALLS];
+    unsigned long arg[MAX_CALLS][4];
+    int           set_errno;   /* the set fails with this, when nonzero */
+    int           get_result;  /* what PR_GET_IO_FLUSHER answers; -1: EPERM */
+    int           flag;        /* the flag as this fake kernel holds it */
+} fake;
+
+static int fake_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
+                      unsigned long a5)
+{
+    if (fake.n < MAX_CALLS) {
+        fake.option[fake.n] = option;
+        fake.arg[fake.n][0] = a2;
+        fake.arg[fake.n][1] = a3;
+        fake.arg[fake.n][2] = a4;
+        fake.arg[fake.n][3] = a5;
+    }
+    fake.n++;
+    if (option == PR_SET_IO_FLUSHER) {
+        if (fake.set_errno) {
+            errno = fake.set_errno;
+            return -1;
+        }
+        fake.flag = (int)a2;
+        return 0;
+    }
+    if (fake.get_result < 0) {
+        errno = EPERM;
+        return -1;
+    }
+    return fake.get_result ? fake.get_result : fake.flag;
+}
+
+static int (*real_prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long);
+
+static int fake_setup(void **state)
+{
+    memset(&fake, 0, sizeof(fake));
+    real_prctl = rcl__prctl;
+    rcl__prctl = fake_prctl;
+    return test_setup(state);
+}
+
+static int fake_teardown(void **state)
+{
+    rcl__prctl = real_prctl;
+    return test_teardown(state);
+}
+
+#define TF(fn) cmocka_unit_test_setup_teardown(fn, fake_setup, fake_teardown)
+
+static void assert_call(int i, int option, unsigned long arg2)
+{
+    assert_int_equal(fake.option[i], option);
+    assert_int_equal(fake.arg[i][0], arg2);
+    assert_int_equal(fake.arg[i][1], 0);
+    assert_int_equal(fake.arg[i][2], 0);
+    assert_int_equal(fake.arg[i][3], 0);
+}
+
+/* ublksrv and libublk-rs passed 0 to PR_SET_IO_FLUSHER, which clears the
+ * flag. on = 1 passes exactly 1 (then 0 for off), and reads it back. */
+static void test_set_passes_exactly_1_and_reads_the_flag_back(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_set(1), 0);
+    assert_int_equal(fake.n, 2);
+    assert_call(0, PR_SET_IO_FLUSHER, 1);
+    assert_call(1, PR_GET_IO_FLUSHER, 0);
+    assert_int_equal(fake.flag, 1);
+
+    assert_int_equal(rcl_io_flusher_set(0), 0);
+    assert_int_equal(fake.n, 4);
+    assert_call(2, PR_SET_IO_FLUSHER, 0);
+    assert_call(3, PR_GET_IO_FLUSHER, 0);
+    assert_int_equal(fake.flag, 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A kernel that holds something else after the set succeeded: reported,
+ * and -EIO. */
+static void test_flag_read_back_wrong_is_reported(void **state)
+{
+    (void)state;
+    fake.get_result = 7;
+    assert_int_equal(rcl_io_flusher_set(1), -EIO);
+    assert_int_equal(rcl_io_flusher_get(), 1);          /* the library half stays */
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "PR_GET_IO_FLUSHER"));
+    fake.get_result = 0;
+    rcl_io_flusher_set(0);
+}
+
+/* Where the kernel does not let the process read the flag, the set's
+ * success stands. */
+static void test_flag_unreadable_is_not_an_error(void **state)
+{
+    (void)state;
+    fake.get_result = -1;
+    assert_int_equal(rcl_io_flusher_set(1), 0);
+    assert_call(0, PR_SET_IO_FLUSHER, 1);
+    assert_int_equal(test_report_count(), 0);
+    rcl_io_flusher_set(0);
+}
+
+/* A refused set is not read back: there is nothing to confirm. */
+static void test_refused_set_is_not_read_back(void **state)
+{
+    (void)state;
+    fake.set_errno = EPERM;
+    assert_int_equal(rcl_io_flusher_set(1), -EPERM);
+    assert_int_equal(fake.n, 1);
+    assert_call(0, PR_SET_IO_FLUSHER, 1);
+    assert_int_equal(rcl_io_flusher_get(), 1);
+    rcl_io_flusher_set(0);
+}
+
 RUN_TESTS(
     T(test_kernel_refusal_is_returned_and_reported_once),
+    TF(test_set_passes_exactly_1_and_reads_the_flag_back),
+    TF(test_flag_read_back_wrong_is_reported),
+    TF(test_flag_unreadable_is_not_an_error),
+    TF(test_refused_set_is_not_read_back),
     T(test_io_flusher_allocations_are_noio),
     T(test_io_flusher_reclaim_skips_shrinkers_that_need_io),
     T(test_io_flusher_off_keeps_an_enclosing_noio_scope),

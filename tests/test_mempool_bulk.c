@@ -1,0 +1,316 @@
+/*
+ * test_mempool_bulk.c - rcl_mempool_alloc_bulk / rcl_mempool_free_bulk:
+ * all or nothing, never holding part of the reserve while waiting.
+ *
+ * Kernel rule: mempool_alloc_bulk ("mempool: add mempool_{alloc,free}_bulk",
+ * linux-mm, the 6.19 cycle) exists because a loop of single mempool_alloc()
+ * calls from several threads can deadlock, each holding part of the reserve
+ * and waiting for the rest.
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+
+#define RESERVE 8
+
+/* A backing allocator that fails on demand (memory pressure), counts what
+ * is live, and records the flags it was asked with. */
+static struct {
+    atomic_int  fail_all;       /* every call fails */
+    atomic_int  fail_every;     /* every call but each n-th fails (0: none fail) */
+    atomic_long calls, live;
+    atomic_uint gfp_or;         /* every flag seen */
+} back;
+
+static void *back_alloc(rcl_gfp_t gfp, void *data)
+{
+    (void)data;
+    long call = atomic_fetch_add(&back.calls, 1);
+    atomic_fetch_or(&back.gfp_or, gfp);
+    int every = atomic_load(&back.fail_every);
+    if (atomic_load(&back.fail_all) || (every && call % every != 0))
+        return NULL;
+    void *p = malloc(64);
+    if (p)
+        atomic_fetch_add(&back.live, 1);
+    return p;
+}
+
+static void back_free(void *elem, void *data)
+{
+    (void)data;
+    atomic_fetch_sub(&back.live, 1);
+    free(elem);
+}
+
+static int bulk_setup(void **state)
+{
+    atomic_store(&back.fail_all, 0);
+    atomic_store(&back.fail_every, 0);
+    atomic_store(&back.calls, 0);
+    atomic_store(&back.live, 0);
+    atomic_store(&back.gfp_or, 0);
+    return test_setup(state);
+}
+#define TB(fn) cmocka_unit_test_setup_teardown(fn, bulk_setup, test_teardown)
+
+static struct rcl_mempool *pool_make(void)
+{
+    struct rcl_mempool *p = rcl_mempool_create_ops(RESERVE, back_alloc, back_free, NULL);
+    assert_non_null(p);
+    return p;
+}
+
+/* Everything came back: destroy has nothing outstanding to report, and
+ * the backing allocator has nothing live. */
+static void pool_done(struct rcl_mempool *p)
+{
+    unsigned reports = test_report_count();
+    rcl_mempool_destroy(p);
+    assert_int_equal(test_report_count(), reports);
+    assert_int_equal(atomic_load(&back.live), 0);
+}
+
+static void test_bulk_gets_all_from_the_allocator_when_it_can(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    void *e[RESERVE];
+    long before = atomic_load(&back.calls);
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), 0);
+    assert_int_equal(atomic_load(&back.calls) - before, RESERVE);
+    for (int i = 0; i < RESERVE; i++)
+        assert_non_null(e[i]);
+    rcl_mempool_free_bulk(p, e, RESERVE);
+    pool_done(p);
+}
+
+/* Under pressure the whole request comes from the reserve, at once. */
+static void test_bulk_takes_the_whole_reserve_under_pressure(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    void *e[RESERVE];
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), 0);
+    for (int i = 0; i < RESERVE; i++)
+        for (int j = 0; j < i; j++)
+            assert_ptr_not_equal(e[i], e[j]);
+    rcl_mempool_free_bulk(p, e, RESERVE);
+    atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
+/* More than the reserve could ever serve alone: refused at once. */
+static void test_bulk_larger_than_the_reserve_is_e2big_at_once(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    void *e[RESERVE + 1];
+    long before = atomic_load(&back.calls);
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE + 1), -E2BIG);
+    assert_int_equal(atomic_load(&back.calls), before);
+    pool_done(p);
+}
+
+static void test_bulk_zero_elements_is_a_no_op(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, NULL, 0), 0);
+    rcl_mempool_free_bulk(p, NULL, 0);
+    assert_int_equal(test_report_count(), 0);
+    pool_done(p);
+}
+
+static void test_bulk_null_arguments_are_einval_and_reported(void **state)
+{
+    (void)state;
+    void *e[2];
+    assert_int_equal(rcl_mempool_alloc_bulk(NULL, e, 2), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(rcl_mempool_alloc_bulk(NULL, NULL, 0), -EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    struct rcl_mempool *p = pool_make();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, NULL, 2), -EINVAL);
+    assert_int_equal(test_report_count(), 3);
+    rcl_mempool_free_bulk(NULL, e, 2);
+    rcl_mempool_free_bulk(p, NULL, 2);
+    assert_int_equal(test_report_count(), 5);
+    pool_done(p);
+}
+
+/* All or nothing: with the reserve short of n and nothing from the
+ * allocator, a call that may not wait (NOWAIT scope) fails holding
+ * nothing, and the reserve is intact afterwards. */
+static void test_bulk_fails_holding_nothing(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    void *one = rcl_mempool_alloc(p, RCL_NOWAIT);
+    assert_non_null(one);                      /* RESERVE - 1 left */
+    void *e[RESERVE];
+    unsigned saved = rcl_nowait_save();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), -ENOMEM);
+    rcl_nowait_restore(saved);
+    rcl_mempool_free(one, p);
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), 0);   /* all there */
+    rcl_mempool_free_bulk(p, e, RESERVE);
+    atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
+/* No flags of its own: the scope's NOFS/NOIO reach the backing allocator. */
+static void test_bulk_takes_its_flags_from_the_scope(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    void *e[4];
+    atomic_store(&back.gfp_or, 0);
+    unsigned saved = rcl_noio_save();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, 4), 0);
+    rcl_noio_restore(saved);
+    assert_int_equal(atomic_load(&back.gfp_or) & (RCL__FS | RCL__IO), 0);
+    rcl_mempool_free_bulk(p, e, 4);
+
+    atomic_store(&back.gfp_or, 0);
+    saved = rcl_nofs_save();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, 4), 0);
+    rcl_nofs_restore(saved);
+    assert_int_equal(atomic_load(&back.gfp_or) & RCL__FS, 0);
+    rcl_mempool_free_bulk(p, e, 4);
+    pool_done(p);
+}
+
+/* A waiter is served as soon as the elements it misses come back. */
+struct holder {
+    struct rcl_mempool *pool;
+    void *elems[RESERVE];
+    atomic_int done;
+};
+
+static void *bulk_taker(void *arg)
+{
+    struct holder *h = arg;
+    assert_int_equal(rcl_mempool_alloc_bulk(h->pool, h->elems, RESERVE), 0);
+    atomic_store(&h->done, 1);
+    return NULL;
+}
+
+static void test_bulk_waits_until_the_elements_come_back(void **state)
+{
+    (void)state;
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    void *mine[RESERVE / 2];
+    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
+    struct holder h = { .pool = p };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bulk_taker, &h), 0);
+    test_sleep_ms(50);
+    assert_int_equal(atomic_load(&h.done), 0);       /* half the reserve is out */
+    rcl_mempool_free_bulk(p, mine, RESERVE / 2);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&h.done), 1);
+    rcl_mempool_free_bulk(p, h.elems, RESERVE);
+    atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The deadlock the bulk call exists for                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Callers that each need more than half the reserve, so it serves them one
+ * at a time, under pressure (the allocator fails all calls, or all but a
+ * few), for several seconds: no deadlock, every element returned, and the
+ * elements one caller holds are never another's. */
+#define NCALLERS 6
+static struct {
+    struct rcl_mempool *pool;
+    unsigned long long  until_ns;
+    atomic_long         rounds;
+    atomic_int          errors;
+} race;
+
+static unsigned long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static void *racer(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    unsigned n = RESERVE / 2 + 1 + (unsigned)me % (RESERVE / 2);   /* 5..8 */
+    void *e[RESERVE];
+
+    while (mono_ns() < race.until_ns) {
+        if (rcl_mempool_alloc_bulk(race.pool, e, n) != 0) {
+            atomic_fetch_add(&race.errors, 1);
+            continue;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            *(volatile int *)e[i] = me;      /* ours alone while we hold it */
+            sched_yield();
+            if (*(volatile int *)e[i] != me)
+                atomic_fetch_add(&race.errors, 1);
+        }
+        rcl_mempool_free_bulk(race.pool, e, n);
+        atomic_fetch_add(&race.rounds, 1);
+    }
+    return NULL;
+}
+
+static void bulk_race(int fail_every, int fail_all)
+{
+    race.pool = rcl_mempool_create_ops(RESERVE, back_alloc, back_free, NULL);
+    assert_non_null(race.pool);
+    atomic_store(&back.fail_every, fail_every);
+    atomic_store(&back.fail_all, fail_all);
+    atomic_store(&race.rounds, 0);
+    atomic_store(&race.errors, 0);
+    race.until_ns = mono_ns() + (unsigned long long)test_scale(3000) * 1000000ull;
+
+    pthread_t th[NCALLERS];
+    for (int i = 0; i < NCALLERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, racer, (void *)(intptr_t)i), 0);
+    /* A deadlock would hang here; the bound is generous for a loaded
+     * machine, and far below cmocka's patience. */
+    for (int i = 0; i < NCALLERS; i++) {
+        struct timespec limit;
+        clock_gettime(CLOCK_REALTIME, &limit);
+        limit.tv_sec += 120;
+        assert_int_equal(pthread_timedjoin_np(th[i], NULL, &limit), 0);
+    }
+    assert_int_equal(atomic_load(&race.errors), 0);
+    assert_true(atomic_load(&race.rounds) >= NCALLERS);
+    atomic_store(&back.fail_all, 0);
+    atomic_store(&back.fail_every, 0);
+    pool_done(race.pool);
+}
+
+static void test_bulk_callers_under_total_pressure_never_deadlock(void **state)
+{
+    (void)state;
+    bulk_race(0, 1);
+}
+
+static void test_bulk_callers_under_partial_pressure_never_deadlock(void **state)
+{
+    (void)state;
+    bulk_race(3, 0);
+}
+
+RUN_TESTS(TB(test_bulk_gets_all_from_the_allocator_when_it_can),
+          TB(test_bulk_takes_the_whole_reserve_under_pressure),
+          TB(test_bulk_larger_than_the_reserve_is_e2big_at_once),
+          TB(test_bulk_zero_elements_is_a_no_op),
+          TB(test_bulk_null_arguments_are_einval_and_reported),
+          TB(test_bulk_fails_holding_nothing),
+          TB(test_bulk_takes_its_flags_from_the_scope),
+          TB(test_bulk_waits_until_the_elements_come_back),
+          TB(test_bulk_callers_under_total_pressure_never_deadlock),
+          TB(test_bulk_callers_under_partial_pressure_never_deadlock))
