@@ -327,6 +327,7 @@ static const char *const never_allocates[] = {
     /* life cycle, configuration, figures: outside the budget (libc only) */
     "rcl_config_default", "rcl_init", "rcl_shutdown", "rcl_set_limit", "rcl_limit",
     "rcl_usage", "rcl_usage_sync", "rcl_auto_limit", "rcl_set_report_fn", "rcl_stats_get",
+    "rcl_footprint", "rcl_alloc_charge",
     "rcl_stats_print",
 };
 #define NNEVER (sizeof(never_allocates) / sizeof(never_allocates[0]))
