@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # libreclaim - GNU make.
 #
 #   make                 libreclaim.a and libreclaim.so in build/

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.h - what the benchmarks share: a clock, medians over repeats, the
  * machine description, the environment knobs, and a small JSON writer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_alloc - the hot path: alloc/free pairs, libreclaim beside the raw
  * allocators, in one process.

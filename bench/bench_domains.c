@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_domains - what fine-grained reclaim domains buy direct reclaim
  * (seed 001: "Direct reclaim is much more likely to be able to make progress

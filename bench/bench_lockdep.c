@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_lockdep - what the lock checker costs: an annotated acquire/release
  * pair on a lock order already seen, with the checker off and on, beside a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_memory - what libreclaim costs in memory: bytes of overhead per live
  * allocation and per thread, beside the raw backend.

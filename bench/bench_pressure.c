@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_pressure - a cache under memory pressure: libreclaim's shrinker and
  * budget beside what a program can do today, a cache trimmed from a PSI

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_scope - what a scope costs: save/restore pairs, rcl_current_gfp and
  * context capture/adopt, through the shared library, beside the physical

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * reclaim.h - libreclaim: the Linux kernel's memory-reclaim discipline for
  * user-space programs.

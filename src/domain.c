@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * domain.c - fine-grained reclaim domains (seed 001, Dave Chinner's
  * proposal that Linux never merged) and the per-thread journal cookie.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * init.c - life cycle and configuration: defaults, the RECLAIM_*
  * environment, rcl_init() and rcl_shutdown().

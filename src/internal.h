@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * internal.h - what the library's source files share. Nothing here is
  * public: every name is rcl__ (double underscore) and hidden from the

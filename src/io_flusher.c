@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io_flusher.c - marking a thread as part of the I/O path.
  *

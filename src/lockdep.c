@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lockdep.c - the reclaim-recursion and lock-order checker.
  *

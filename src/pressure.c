@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pressure.c - the real memory signals: the automatic limit taken from the
  * process's memory cgroup, and memory pressure from outside the process

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * workqueue.c - worker threads that run each work item under the reclaim
  * context of the code that queued it, with a rescuer for forward progress.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The rcl_alloc family: what each call charges, and what bad input gets.
  */

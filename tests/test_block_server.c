@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_block_server.c - the block-server example, end to end: under a tiny
  * budget that is halved while it runs, every request completes and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The budget: life cycle, configuration, watermarks, direct reclaim, the
  * background reclaimer, and the invariant that accounted usage never

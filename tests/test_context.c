@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_context.c - a reclaim context captured in one thread and adopted in
  * another (seed 004: "Don't we need to convey PF_MEMALLOC_NOFS/

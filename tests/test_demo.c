@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The storage-stack demo (examples/storage-stack, `make demo`): each act,
  * run short, ends as the README says it does. The demo is run as a

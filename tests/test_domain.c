@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_domain.c - fine-grained reclaim domains (seed 001, Dave Chinner's
  * proposal; DESIGN.md "Domains") and the journal cookie.

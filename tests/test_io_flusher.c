@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_io_flusher.c - rcl_io_flusher_set/get: the library's half of
  * PR_SET_IO_FLUSHER (NOIO scope and the reserve; seed 000), and the

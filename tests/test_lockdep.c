@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The lock checker: lock-order cycles, the reclaim pseudo-locks, seed 001
  * and the misuse reports of checking mode.

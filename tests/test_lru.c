@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lru.c - the shrinkable LRU (the kernel's list_lru): order, the walk's
  * four answers, the count, the one-call shrinker, the header's example, and

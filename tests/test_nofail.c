@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_nofail.c - the NOFAIL retry policy.
  *

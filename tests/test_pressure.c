@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_pressure.c - the real signals: the automatic limit from the
  * process's memory cgroup (v1 and v2, read through a fake tree the tests

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Scopes: the kernel's memalloc_flags_save()/restore() (v6.9+) and
  * current_gfp_context(), per thread.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shrinkers: registration, the kernel's do_shrink_slab() arithmetic, the
  * `needs` deferral, and unregister's guarantee.

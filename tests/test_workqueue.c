@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_workqueue.c - a workqueue that carries the queuer's reclaim context
  * to the worker, allocates nothing to queue, drains on destroy, and keeps

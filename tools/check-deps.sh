@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages the tests and benchmarks need, when they are
 # missing and we may (root). Idempotent: does nothing when all are there.
 set -e

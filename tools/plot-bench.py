@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Turns one `make bench` run (the JSON tools/run-bench.sh writes) into PNG
 plots with gnuplot (Debian: gnuplot-nox).
 

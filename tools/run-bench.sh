@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs the benchmarks and gathers their results into one JSON file per run.
 #
 #   sh tools/run-bench.sh BUILD_DIR BENCH_PROGRAM...      (what `make bench` does)

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs each test program and adds up cmocka's summaries into one closing
 # line: "N passed, N failed, N skipped".
 # Environment: SAN (asan|tsan|empty) selects the sanitizer options.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * block-server: a block-server-style request loop that keeps serving when
  * its memory budget is squeezed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * layered-fs - reclaim domains on a storage stack with a loop device.
  *

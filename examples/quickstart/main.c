@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * quickstart: a cache that shrinks when the budget runs short, and a lock
  * that reclaim must not recurse into. The README shows this file.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * storage-stack: seed 001's deadlock as a running program, in three acts.
  *

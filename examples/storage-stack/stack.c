@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stack.c - the storage stack of seed 001: a file system, its buffer cache
  * and a loop device whose back end is the same file system.

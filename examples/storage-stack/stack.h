@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stack.h - seed 001's storage stack, in user space, with real threads:
  *

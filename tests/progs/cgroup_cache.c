@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cgroup_cache.c - the program tests/test_cgroup_e2e.c runs inside a real
  * memory cgroup. A cache of 64 KiB blocks on a shrinkable LRU, through
