@@ -141,11 +141,14 @@ static void malformed_environment_is_reported_and_ignored(void **state)
     setenv("RECLAIM_LIMIT", "lots", 1);
     setenv("RECLAIM_LOW_PCT", "400", 1);
     rcl_config_default(&cfg);
+    assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
     unsetenv("RECLAIM_LIMIT");
     unsetenv("RECLAIM_LOW_PCT");
     assert_int_equal(cfg.limit, 0);
     assert_int_equal(cfg.low_pct, 5);
-    assert_int_equal(test_report_count(), 2);
+    assert_int_equal(test_report_count(), 1);   /* one report names both */
+    assert_non_null(strstr(test_reports.last, "RECLAIM_LIMIT=\"lots\""));
+    assert_non_null(strstr(test_reports.last, "RECLAIM_LOW_PCT=\"400\""));
 }
 
 /* Watermarks are headroom: min 2 %, low 5 %, high 10 % by default, and a

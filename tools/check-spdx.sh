@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Fails when a tracked source file (C, header, script, Makefile, linker map,
 # man-page source) lacks its SPDX-License-Identifier line, which must be the
-# first line, or the second after a #! line.
+# first line, or the second after a #! line or (scdoc, whose first line must
+# be the page's title) after the title.
 cd "$(dirname "$0")/.." || exit 2
 missing=0
 files=$(git ls-files 2>/dev/null) || files=$(find . -type f ! -path './.git/*' ! -path './build*' | sed 's|^\./||')
@@ -12,7 +13,7 @@ for f in $files; do
     *) continue ;;
     esac
     [ -f "$f" ] || continue
-    if head -n 1 "$f" | grep -q '^#!'; then
+    if head -n 1 "$f" | grep -q '^#!' || case "$f" in *.scd) true ;; *) false ;; esac; then
         line=$(sed -n 2p "$f")
     else
         line=$(sed -n 1p "$f")

@@ -1,0 +1,20 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Every man page built from docs/man/*.scd is clean for mandoc -Tlint at
+# warning level, and every page the SEE ALSO sections name exists.
+cd "$(dirname "$0")/.." || exit 2
+BUILD=${BUILD:-build}
+command -v mandoc >/dev/null 2>&1 || { echo "check-man: skipped: mandoc is not installed (Debian package mandoc)"; exit 77; }
+rc=0; n=0
+for src in docs/man/*.scd; do
+    page=$BUILD/man/$(basename "$src" .scd)
+    [ -f "$page" ] || { echo "check-man: $page not built (make man)"; rc=1; continue; }
+    mandoc -Tlint -W warning "$page" || rc=1
+    n=$((n + 1))
+done
+for ref in $(grep -ho '\*rcl_[a-z_]*\*([37])\|\*reclaim\*(7)' docs/man/*.scd | tr -d '*' | sort -u); do
+    name=${ref%(*}; sec=$(echo "$ref" | sed 's/.*(\(.\))/\1/')
+    [ -f "docs/man/$name.$sec.scd" ] || { echo "check-man: a page refers to $ref, which does not exist"; rc=1; }
+done
+[ $rc -eq 0 ] && echo "check-man: $n pages lint-clean, every reference resolves"
+exit $rc

@@ -1,0 +1,23 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The repository's own checks (license lines, exported ABI, man pages, the
+# options table against the README and reclaim(7), an install into a
+# staging tree), each one test in make check's count. BUILD names the build
+# directory whose library and man pages are checked.
+cd "$(dirname "$0")/.." || exit 2
+BUILD=${BUILD:-build}
+export BUILD
+passed=0; failed=0; skipped=0
+for c in check-spdx check-abi check-man check-options check-install; do
+    out=$(sh "tools/$c.sh" 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    case $rc in
+    0) passed=$((passed + 1)); echo "== $c: passed" ;;
+    77) skipped=$((skipped + 1)); echo "== $c: skipped (reason above)" ;;
+    *) failed=$((failed + 1)); echo "== $c: FAILED (rc=$rc)" ;;
+    esac
+done
+echo "repository checks: $passed passed, $failed failed, $skipped skipped"
+[ -n "${RCL_SUMMARY:-}" ] && echo "repo $passed $failed $skipped" >> "$RCL_SUMMARY"
+[ $failed -eq 0 ]
