@@ -432,8 +432,9 @@ static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int 
     bj_end_obj();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_domains", "What reclaim domains buy direct reclaim: bytes freed per pass inside a domain, beside a NOFS scope.");
     int reps = bench_reps(5, 5, MAX_REPS);
     long allocs = bench_env_long("BENCH_DOMAINS_ALLOCS", bench_quick() ? 8000 : 200000);
     static const unsigned Ks[] = { 4, 16 };

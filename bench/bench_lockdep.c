@@ -104,8 +104,9 @@ static int start(int lockdep)
     return ret;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_lockdep", "What the lock checker costs: an annotated acquire/release pair with the checker off and on, beside a pthread mutex pair.");
     int quick = bench_quick();
     int reps = bench_reps(3, 11, MAX_REPS);
     long iters = quick ? 200000 : 4000000;

@@ -121,8 +121,9 @@ static double op_ns(long iters, void *op)
     return measure(*(enum op *)op, iters);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_scope", "What a scope costs: save/restore pairs, rcl_current_gfp and context capture/adopt, beside a thread-local increment.");
     int quick = bench_quick();
     int reps = bench_reps(3, 11, MAX_REPS);
     double target_ms = quick ? 2.0 : 10.0;

@@ -11,6 +11,12 @@
 #      written by `tools/check-abi.sh --update` (abidw).
 # An intended change: update src/reclaim.map, then run with --update and
 # commit abi/ with it.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+--update) ;;
+*) echo "$(basename "$0"): rejected '$1': the only option is --update (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 so=$BUILD/libreclaim.so

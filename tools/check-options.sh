@@ -6,6 +6,12 @@
 # "<!-- options end -->" (README) and "; options begin" / "; options end"
 # (scdoc comments). Fails when either differs, or when the source reads a
 # RECLAIM_* variable the table lacks. --update writes the lists in.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+--update) ;;
+*) echo "$(basename "$0"): rejected '$1': the only option is --update (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 prog=$BUILD/tests/progs/options_doc

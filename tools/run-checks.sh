@@ -4,6 +4,11 @@
 # options table against the README and reclaim(7), an install into a
 # staging tree), each one test in make check's count. BUILD names the build
 # directory whose library and man pages are checked.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 export BUILD

@@ -6,6 +6,9 @@
 # RCL_SUMMARY, when set, names a file this run's counts are added to as one
 # line "LABEL PASSED FAILED SKIPPED" (tools/summary.sh adds those up).
 # Every skipped test is listed at the end with the reason it printed.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+esac
 export ASAN_OPTIONS="abort_on_error=0:halt_on_error=1:detect_leaks=1:strict_string_checks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"

@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define OBJ       1024
 #define LIMIT     (16u << 20)
@@ -190,8 +191,18 @@ static void empty_data(void)
         rcl_free(fs[0].obj[--fs[0].n]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        int help = !strcmp(argv[1], "--help");
+        if (!help)
+            fprintf(stderr, "layered-fs: rejected '%s': this example takes no arguments\n", argv[1]);
+        fprintf(help ? stdout : stderr,
+                "usage: layered-fs\nOne transaction in a file system, needing more than the free "
+                "budget, run three ways\n(no scope, a NOFS scope, inside its reclaim domain) on four "
+                "file systems, two of\nthem on loop devices over the other two.\n");
+        return help ? 0 : 2;
+    }
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     cfg.limit = LIMIT;

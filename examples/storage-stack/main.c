@@ -261,6 +261,14 @@ static int parse_size(const char *s, size_t *out)
     return 0;
 }
 
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtol(s, &end, 10);
+    return errno || end == s || *end ? -1 : 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -273,7 +281,8 @@ static void usage(FILE *f)
             "                still waits up to 30 s for the deadlock), --hang-ms 1000\n"
             "  --writers N   writer threads (default 3)\n"
             "  --hang-ms MS  no progress for this long is a hang (default 2000)\n"
-            "  --json        print act 3's statistics as JSON\n");
+            "  --json        print act 3's statistics as JSON\n"
+            "  --help        this text\n");
 }
 
 int main(int argc, char **argv)
@@ -283,38 +292,53 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--act") && v) {
-            int n = atoi(v);
-            if (n < 1 || n > 3) {
-                usage(stderr);
-                return 2;
-            }
-            d.acts[n] = any = 1;
-            i++;
-        } else if (!strcmp(a, "--budget") && v) {
-            if (parse_size(v, &d.budget)) {
-                fprintf(stderr, "storage-stack: bad budget '%s'\n", v);
-                return 2;
-            }
-            i++;
-        } else if (!strcmp(a, "--seconds") && v) {
-            d.seconds = atof(v);
-            i++;
-        } else if (!strcmp(a, "--writers") && v) {
-            d.writers = atoi(v);
-            i++;
-        } else if (!strcmp(a, "--hang-ms") && v) {
-            d.hang_ms = (unsigned)atoi(v);
-            i++;
-        } else if (!strcmp(a, "--short")) {
-            shortrun = 1;
-        } else if (!strcmp(a, "--json")) {
-            d.json = 1;
-        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        const char *why = NULL;
+        long n = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--short")) {
+            shortrun = 1;
+            continue;
+        } else if (!strcmp(a, "--json")) {
+            d.json = 1;
+            continue;
+        } else if (strcmp(a, "--act") && strcmp(a, "--budget") && strcmp(a, "--seconds") &&
+                   strcmp(a, "--writers") && strcmp(a, "--hang-ms")) {
+            fprintf(stderr, "storage-stack: rejected '%s': no such option\n"
+                            "(storage-stack --help for the options)\n", a);
+            return 2;
+        } else if (!v) {
+            fprintf(stderr, "storage-stack: rejected %s: it needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--budget")) {
+            if (parse_size(v, &d.budget))
+                why = "not a size of at least 1M (try 8M)";
+        } else if (!strcmp(a, "--seconds")) {
+            char *end;
+            d.seconds = strtod(v, &end);
+            if (*end || end == v || !(d.seconds > 0 && d.seconds <= 3600))
+                why = "not a number of seconds from 0 to 3600";
+        } else if (parse_long(v, &n)) {
+            why = "not a whole number";
+        } else if (!strcmp(a, "--act")) {
+            if (n < 1 || n > 3)
+                why = "there are three acts: 1, 2 and 3";
+            else
+                d.acts[n] = any = 1;
+        } else if (!strcmp(a, "--writers")) {
+            if (n < 1 || n > 64)
+                why = "from 1 to 64 writer threads";
+            d.writers = (int)n;
         } else {
-            usage(stderr);
+            if (n < 1 || n > 600000)
+                why = "from 1 to 600000 ms";
+            d.hang_ms = (unsigned)n;
+        }
+        if (why) {
+            fprintf(stderr, "storage-stack: rejected %s %s: %s\n", a, v, why);
             return 2;
         }
     }
