@@ -4,7 +4,7 @@
  * pair on a lock order already seen, with the checker off and on, beside a
  * bare pthread mutex lock/unlock pair measured in the same rounds.
  *
- * The goal (issue 4): in "on" mode the annotation pair costs under 20 ns, so
+ * The goal: in "on" mode the annotation pair costs under 20 ns, so
  * production daemons can leave the checker on. "nested" rows hold an outer
  * annotated lock for the whole loop, so every acquisition checks the
  * dependency outer -> inner (known after the first round): the realistic

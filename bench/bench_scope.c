@@ -8,8 +8,8 @@
  * decrement inline in the loop (nothing can be cheaper), `tls_call_pair`
  * the same behind two calls that cannot be inlined (nothing reached through
  * a function call can be cheaper). The goals are measured against the first,
- * the stricter: a scope pair <= 2 ns and within 2x of it (issue 7), and at
- * most a quarter of a 64-byte malloc/free pair (issue 2).
+ * the stricter: a scope pair <= 2 ns and within 2x of it, and at
+ * most a quarter of a 64-byte malloc/free pair (the project's goals).
  *
  * Every loop body ends with a compiler barrier so that nothing is hoisted
  * out of the loop or merged across iterations; the loop's own counter costs

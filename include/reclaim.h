@@ -249,9 +249,10 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * A thread's reclaim context: its scope bits, the reclaim domains it is in
  * and its journal cookie. Capture it where work is handed off and adopt it
  * in the thread that does the work, so the work is restricted exactly as the
- * code that asked for it (seed 004: "Don't we need to convey
- * PF_MEMALLOC_NOFS/PF_MEMALLOC_NOIO flags to APIs which interact with other
- * threads?"). The library's workqueue does this for every work item.
+ * code that asked for it. As Tetsuo Handa asked in the "mm: add
+ * PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016): "Don't we need to
+ * convey PF_MEMALLOC_NOFS/PF_MEMALLOC_NOIO flags to APIs which interact
+ * with other threads?" The library's workqueue does this for every work item.
  *
  * Adopting only adds restrictions: the scope bits are or-ed in, the domains
  * are entered on top of the thread's own, the journal cookie replaced.
@@ -278,7 +279,8 @@ void rcl_context_restore(const struct rcl_context *saved);
  * another file system is one level deeper than the one beneath it.
  *
  * A thread inside domain D (depth d) reclaiming from a shrinker of domain S
- * (depth s) treats it as follows (seed 001, Dave Chinner's proposal):
+ * (depth s) treats it as follows (Dave Chinner's proposal in the
+ * "Overhaul memalloc_no*" thread, dm-devel, June 2020):
  *   S == D        ask D's may_reclaim callback (NULL callback: skip it);
  *   s != d        as if in NOFS scope (layering may recurse across them);
  *   otherwise     unrestricted.
@@ -508,7 +510,8 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
  * and is neither freed nor uncharged. */
 void  rcl_free(void *p);
 /* Page-granular, mapped memory (mmap), charged in whole pages; honours the
- * scope like everything else (seed 002: vmalloc under GFP_NOFS). */
+ * scope like everything else (the kernel's vmalloc once ignored GFP_NOFS:
+ * the "vmalloc with GFP_NOFS" thread, linux-kernel, May 2018). */
 void *rcl_valloc(size_t size, rcl_gfp_t gfp);
 void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL

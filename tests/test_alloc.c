@@ -268,8 +268,9 @@ static void either_free_takes_either_kind(void **state)
     assert_int_equal(test_report_count(), 0);
 }
 
-/* Seed 002: the scope applies to mapped allocations too (vmalloc once
- * allocated its page tables with GFP_KERNEL whatever the caller said). */
+/* The "vmalloc with GFP_NOFS" thread (linux-kernel, May 2018): the scope
+ * applies to mapped allocations too (vmalloc once allocated its page tables
+ * with GFP_KERNEL whatever the caller said). */
 static unsigned long valloc_shrinker_calls;
 static unsigned long count_one(void *priv, struct rcl_shrink_control *sc)
 {
@@ -289,7 +290,8 @@ static void valloc_honours_the_scope(void **state)
     static const struct rcl_shrinker_ops ops = { count_one, scan_none };
     struct rcl_shrinker_opts opts = { .needs = RCL__FS };
     struct rcl_shrinker *s = rcl_shrinker_register("fs-cache", &ops, NULL, &opts);
-    /* 1.5 MiB of headroom left; min is 2 % = 1.28 MiB: 512 KiB more must reclaim */
+    /* 1.5 MiB of headroom left; min is 2 % = 1.28 MiB: 512 KiB more must
+     * reclaim */
     void *fill = rcl_alloc(62 * MiB + 512 * KiB, RCL_DEFAULT);
     assert_non_null(fill);
     valloc_shrinker_calls = 0;

@@ -290,7 +290,8 @@ static void reclaim_obeys_flags_and_scope(void **state)
 }
 
 /* NOFAIL needs DIRECT_RECLAIM (EINVAL), and what can never fit is E2BIG at
- * once with a report (seed 003: fail only when impossible). */
+ * once with a report (the "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm,
+ * September 2024): fail only when impossible). */
 static void nofail_that_can_never_succeed_fails_at_once(void **state)
 {
     (void)state;

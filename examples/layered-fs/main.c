@@ -11,7 +11,8 @@
  *
  * Evicting an object writes it back, which takes its file system's journal
  * lock - and for an image file system, through the loop device, the journal
- * lock of the file system below as well. Seed 001's deadlock: a thread in a
+ * lock of the file system below as well. The deadlock of the "Overhaul
+ * memalloc_no*" thread (dm-devel, June 2020): a thread in a
  * data transaction (holding data's journal) allocates; reclaim evicts from
  * img-a; the write goes through loop0 into data, which waits for the
  * journal this very thread holds.
@@ -107,8 +108,9 @@ static unsigned long fs_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops fs_ops = { fs_count, fs_scan };
 
-/* Seed 001: "superblock the same, pass context to filesystem to decide if
- * reclaim from the superblock is safe": not inside our own transaction. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock the
+ * same, pass context to filesystem to decide if reclaim from the superblock
+ * is safe": not inside our own transaction. */
 static int fs_may_reclaim(struct rcl_domain *d, void *arg)
 {
     struct fs *f = arg;
