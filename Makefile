@@ -212,11 +212,14 @@ install: lib man
 		reclaim.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/reclaim.pc
 	for p in $(MAN_PAGES); do \
 		install -m 644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/; done
+	sh tools/man-links.sh | while read -r name page; do \
+		ln -sf $$page $(DESTDIR)$(MANDIR)/man3/$$name.3; done
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/reclaim.h $(DESTDIR)$(LIBDIR)/libreclaim.* \
 		$(DESTDIR)$(LIBDIR)/pkgconfig/reclaim.pc
 	for p in $(notdir $(MAN_PAGES)); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$$p; done
+	sh tools/man-links.sh | while read -r name page; do rm -f $(DESTDIR)$(MANDIR)/man3/$$name.3; done
 
 clean:
 	rm -rf build build-*

@@ -486,19 +486,14 @@ size_t rcl_auto_limit(void);
  * The size charged is the size asked for. Each block carries a 16-byte
  * header, which is how rcl_free() knows the size and tells foreign pointers.
  *
- * Each thread keeps a few of the blocks of up to 64 KiB it freed (8 per
- * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB, 1
- * per class above, eight classes per doubling) and hands them out again
- * before asking the backend, as the kernel keeps per-CPU freelists of slab
- * objects and pages. A cached block keeps its charge in the thread's stock:
- * the budget counts it, rcl_usage() does not, and a thread never holds more
- * than its stock may (two batches of limit / 256, at most 128 KiB) in
- * stock and cached blocks together. rcl_stats.thread_cached counts them;
- * rcl_usage_sync(), reclaim's drain requests, an allocation that finds the
- * budget short, and thread exit give them back to the backend. So that a
- * block of a class serves any size in it, blocks up to 64 KiB are asked of
- * the backend rounded up to their class: at most an eighth more above
- * 1 KiB, 63 bytes more below.
+ * Each thread keeps a few of the blocks of up to 64 KiB it freed and hands
+ * them out again before asking the backend, as the kernel keeps per-CPU
+ * freelists. A cached block keeps its charge in the thread's stock: the
+ * budget counts it, rcl_usage() does not (rcl_stats.thread_cached does);
+ * rcl_usage_sync(), reclaim, an allocation that finds the budget short,
+ * and thread exit give them back. Blocks up to 64 KiB are asked of the
+ * backend rounded up to a size class. The figures (how many blocks per
+ * class, the rounding) are in docs/design.md, "The per-thread block cache".
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */

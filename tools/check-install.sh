@@ -20,7 +20,7 @@ $MAKE --no-print-directory -s install BUILD="$BUILD" DESTDIR="$stage" PREFIX=/us
     { cat "$stage/log"; echo "check-install: make install failed"; exit 1; }
 rc=0
 for f in /usr/include/reclaim.h $libdir/libreclaim.a $libdir/libreclaim.so $libdir/pkgconfig/reclaim.pc \
-         /usr/share/man/man7/reclaim.7 /usr/share/man/man3/rcl_alloc.3; do
+         /usr/share/man/man7/reclaim.7 /usr/share/man/man3/rcl_alloc.3 /usr/share/man/man3/rcl_free.3; do
     [ -e "$stage$f" ] || { echo "check-install: $f was not installed"; rc=1; }
 done
 grep -q "$stage" "$stage$libdir/pkgconfig/reclaim.pc" && { echo "check-install: reclaim.pc names the staging directory"; rc=1; }
@@ -55,7 +55,7 @@ if $cc -std=c11 -o "$stage/prog-static" "$stage/prog.c" -I"$stage/usr/include" "
        $(echo "$sflags" | tr ' ' '\n' | grep -v -- '-lreclaim' | grep -v -- '^-L' | grep -v -- '^-I' | tr '\n' ' ') &&
    "$stage/prog-static" >/dev/null; then :; else echo "check-install: the static build failed"; rc=1; fi
 if command -v mandoc >/dev/null 2>&1; then
-    for m in "$stage"/usr/share/man/man*/*; do mandoc -Tlint -W warning "$m" || rc=1; done
+    (cd "$stage/usr/share/man" && for m in man*/*; do mandoc -Tlint -W warning "$m" || exit 1; done) || rc=1
 fi
 [ $rc -eq 0 ] && echo "check-install: staged install (PREFIX=/usr LIBDIR=$libdir) builds and runs a program, shared and static"
 exit $rc

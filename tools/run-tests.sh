@@ -31,8 +31,10 @@ for t in "$@"; do
     # A skipped test's reason is what it printed just before cmocka's
     # "[  SKIPPED ]" line.
     why=$(awk -v prog="$(basename "$t")" '
-        /^\[  SKIPPED \] [A-Za-z_]/ { n = $4; printf "  %s/%s: %s\n", prog, n, (last != "" ? last : "(no reason printed)"); last = ""; next }
-        /^\[ *(RUN|OK|PASSED|FAILED|SKIPPED|=+|-+) *\]/ { last = ""; next }
+        /^\[ RUN +\] / { run = $4; last = ""; next }
+        /^\[  SKIPPED \] / && run != "" && $4 == run {
+            printf "  %s/%s: %s\n", prog, run, (last != "" ? last : "(no reason printed)"); run = ""; next }
+        /^\[ *(OK|PASSED|FAILED|SKIPPED|ERROR|LINE|=+|-+) *\]/ { run = ""; last = ""; next }
         { last = $0 }' "$out")
     [ -n "$why" ] && skips="$skips
 $why"
