@@ -178,7 +178,7 @@ test: check-deps
 
 # The repository's own checks, each counted as one test.
 check-repo: lib man $(BUILD)/tests/progs/options_doc
-	$(Q)BUILD=$(BUILD) MAKE="$(MAKE)" sh tools/run-checks.sh
+	$(Q)BUILD=$(BUILD) BACKEND=$(BACKEND) MAKE="$(MAKE)" sh tools/run-checks.sh
 
 # Every run goes on after a failure, so the summary covers them all.
 CHECK_SUMMARY := $(abspath $(BUILD))/check-summary

@@ -342,7 +342,8 @@ void    *rcl_journal_info(void);
  * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
  * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",
  * started the first time headroom falls below low), pressure following on,
- * lock checker off (on with RECLAIM_LOCKDEP=1).
+ * lock checker off (lockdep = RCL_LOCKDEP_ON, or RECLAIM_LOCKDEP=1 for a
+ * program configured from the environment).
  */
 #define RCL_LOCKDEP_OFF     0
 #define RCL_LOCKDEP_ON      1

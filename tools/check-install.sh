@@ -16,7 +16,7 @@ BUILD=${BUILD:-build}
 command -v pkg-config >/dev/null 2>&1 || { echo "check-install: skipped: pkg-config is not installed"; exit 77; }
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
 libdir=/usr/lib/x86_64-linux-gnu
-$MAKE --no-print-directory -s install BUILD="$BUILD" DESTDIR="$stage" PREFIX=/usr LIBDIR=$libdir >"$stage/log" 2>&1 ||
+$MAKE --no-print-directory -s install BUILD="$BUILD" BACKEND="${BACKEND:-libc}" DESTDIR="$stage" PREFIX=/usr LIBDIR=$libdir >"$stage/log" 2>&1 ||
     { cat "$stage/log"; echo "check-install: make install failed"; exit 1; }
 rc=0
 for f in /usr/include/reclaim.h $libdir/libreclaim.a $libdir/libreclaim.so $libdir/pkgconfig/reclaim.pc \

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 export BUILD
 passed=0; failed=0; skipped=0
-for c in check-spdx check-abi check-man check-options check-install; do
+for c in check-spdx check-docs check-abi check-man check-options check-install; do
     out=$(sh "tools/$c.sh" 2>&1)
     rc=$?
     printf '%s\n' "$out"
