@@ -1,20 +1,32 @@
+# SPDX-License-Identifier: MIT
 # libreclaim - GNU make.
 #
 #   make                 libreclaim.a and libreclaim.so in build/
-#   make check           every test, then again under ASan+UBSan and TSan
+#   make check           every test, then again under ASan+UBSan and TSan,
+#                        then the repository checks (license lines, ABI,
+#                        man pages, options table, install); one summary line
 #   make demo            the storage-stack demo
 #   make bench           the benchmarks (bench/), figures beside the raw allocator
-#   make install PREFIX=/usr/local
+#   make man             the man pages (build/man/, from docs/man/*.scd)
+#   make install PREFIX=/usr/local [LIBDIR=...] [DESTDIR=...]
 #
 # Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan (one
-# build directory each), V=1 for full command lines.
+# build directory each), V=1 for full command lines. A build directory
+# remembers the compiler and flags it was built with: changing CC, CFLAGS
+# or LDFLAGS rebuilds everything in it.
 
-VERSION_MAJOR := 0
-VERSION_MINOR := 1
-VERSION       := $(VERSION_MAJOR).$(VERSION_MINOR)
+# The version lives in VERSION alone; the header's RCL_VERSION_* must agree
+# (src/version.c fails to compile otherwise), and reclaim.pc is written from it.
+VERSION       := $(shell cat VERSION)
+VERSION_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+VERSION_MINOR := $(word 2,$(subst ., ,$(VERSION)))
+VERSION_PATCH := $(word 3,$(subst ., ,$(VERSION)))
 
 CC      ?= cc
 PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
 BACKEND ?= libc
 SAN     ?=
 BUILD   ?= build$(if $(SAN),-$(SAN))$(if $(filter-out libc,$(BACKEND)),-$(BACKEND))
@@ -53,12 +65,21 @@ EXE_LDFLAGS := $(LDFLAGS_ALL) -rdynamic
 
 Q := $(if $(V),,@)
 
+# Every object and program depends on this file, rewritten only when the
+# compiler or the flags change.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW   := $(CC) | $(CFLAGS_ALL) | $(LDFLAGS_ALL) | $(LDLIBS_LIB)
+
 LIB_SRCS := $(sort $(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/obj/%.o)
 HEADERS  := include/reclaim.h $(wildcard src/*.h)
 STATIC   := $(BUILD)/libreclaim.a
 SONAME   := libreclaim.so.$(VERSION_MAJOR)
 SHARED   := $(BUILD)/libreclaim.so.$(VERSION)
+
+# docs/man/NAME.SECTION.scd: one source per page, turned into roff by scdoc.
+MAN_SRCS  := $(sort $(wildcard docs/man/*.scd))
+MAN_PAGES := $(MAN_SRCS:docs/man/%.scd=$(BUILD)/man/%)
 
 # tests/test_*.c: one cmocka program each. tests/progs/*.c: programs the
 # tests run (children in cgroups, example drivers). Both link the static
@@ -81,15 +102,23 @@ BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEMO ?= storage-stack
 DEMO_ARGS ?=
 
-.PHONY: all lib tests examples benches check test check-deps demo bench install uninstall clean
+.PHONY: all lib tests examples benches check test check-deps check-repo demo bench man install uninstall clean FORCE
 .DELETE_ON_ERROR:
 
 all: lib
 lib: $(STATIC) $(BUILD)/libreclaim.so
 
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) | $(BUILD)/obj
+$(FLAGS_STAMP): FORCE
+	$(Q)mkdir -p $(@D)
+	$(Q)printf '%s\n' '$(FLAGS_NOW)' | cmp -s - $@ || printf '%s\n' '$(FLAGS_NOW)' > $@
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) $(LIB_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/version.o: VERSION
+$(BUILD)/obj/version.o: CFLAGS_ALL += -DRCL_BUILD_MAJOR=$(VERSION_MAJOR) \
+	-DRCL_BUILD_MINOR=$(VERSION_MINOR) -DRCL_BUILD_PATCH=$(VERSION_PATCH)
 
 $(STATIC): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
@@ -107,40 +136,59 @@ $(BUILD)/libreclaim.so: $(SHARED)
 $(BUILD)/obj:
 	$(Q)mkdir -p $@ $(BUILD)/tests/progs $(BUILD)/examples $(BUILD)/bench
 
-$(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) | $(BUILD)/obj
+# The page's date is the VERSION file's last commit, so a build is reproducible.
+MAN_DATE := $(shell git log -1 --format=%ct -- VERSION 2>/dev/null)
+$(BUILD)/man/%: docs/man/%.scd tools/man-tidy.awk
+	@$(if $(Q),echo "  SCDOC   $@")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(if $(MAN_DATE),SOURCE_DATE_EPOCH=$(MAN_DATE)) scdoc < $< > $@.tmp
+	$(Q)awk -f tools/man-tidy.awk $@.tmp > $@ && rm -f $@.tmp
+
+$(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
-$(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) | $(BUILD)/obj
+$(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
 
 .SECONDEXPANSION:
-$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(STATIC) | $(BUILD)/obj
+$(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) $(EXE_LDFLAGS) -o $@ $(filter %.c,$^) $(STATIC) $(LDLIBS_LIB) -lm
 
-$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so | $(BUILD)/obj
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(LDFLAGS_ALL) -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lreclaim $(LDLIBS_LIB) -lm
 
 tests: $(TESTS) $(PROGS) $(EXAMPLES)
 examples: $(EXAMPLES)
 benches: $(BENCHES)
+man: $(MAN_PAGES)
 
 # Installs what the tests need when it is missing and we are root.
 check-deps:
 	$(Q)EXTRA_DEPS="$(BACKEND_DEPS)" sh tools/check-deps.sh
 
-# One run of every test in this build.
+# One run of every test in this build. RCL_SUMMARY names a file the run
+# adds its counts to (make check reads it for its closing line).
 test: check-deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)BUILD=$(BUILD) SAN=$(SAN) sh tools/run-tests.sh $(TESTS)
 
+# The repository's own checks, each counted as one test.
+check-repo: lib man $(BUILD)/tests/progs/options_doc
+	$(Q)BUILD=$(BUILD) BACKEND=$(BACKEND) MAKE="$(MAKE)" sh tools/run-checks.sh
+
+# Every run goes on after a failure, so the summary covers them all.
+CHECK_SUMMARY := $(abspath $(BUILD))/check-summary
 check: check-deps
-	$(Q)$(MAKE) --no-print-directory test
-	$(Q)$(MAKE) --no-print-directory test SAN=asan
-	$(Q)$(MAKE) --no-print-directory test SAN=tsan
+	$(Q)mkdir -p $(BUILD) && rm -f $(CHECK_SUMMARY); st=0; \
+	for san in "" asan tsan; do \
+		RCL_SUMMARY=$(CHECK_SUMMARY) $(MAKE) --no-print-directory test SAN=$$san || st=1; \
+	done; \
+	RCL_SUMMARY=$(CHECK_SUMMARY) $(MAKE) --no-print-directory check-repo || st=1; \
+	sh tools/summary.sh $(CHECK_SUMMARY) || st=1; exit $$st
 
 demo: $(BUILD)/examples/$(DEMO)
 	$(Q)./$(BUILD)/examples/$(DEMO) $(DEMO_ARGS)
@@ -148,19 +196,30 @@ demo: $(BUILD)/examples/$(DEMO)
 bench: $(BENCHES)
 	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
 
-install: lib
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 include/reclaim.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libreclaim.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
-	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libreclaim.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
-		-e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' reclaim.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/reclaim.pc
+# PREFIX, LIBDIR (Debian: /usr/lib/<multiarch>), INCLUDEDIR and MANDIR say
+# where things go on the target system; DESTDIR is prepended to each (a
+# staging tree for packages) and never written into reclaim.pc.
+install: lib man
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+		$(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 include/reclaim.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libreclaim.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libreclaim.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' \
+		reclaim.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/reclaim.pc
+	for p in $(MAN_PAGES); do \
+		install -m 644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/; done
+	sh tools/man-links.sh | while read -r name page; do \
+		ln -sf $$page $(DESTDIR)$(MANDIR)/man3/$$name.3; done
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/include/reclaim.h $(DESTDIR)$(PREFIX)/lib/libreclaim.* \
-		$(DESTDIR)$(PREFIX)/lib/pkgconfig/reclaim.pc
+	rm -f $(DESTDIR)$(INCLUDEDIR)/reclaim.h $(DESTDIR)$(LIBDIR)/libreclaim.* \
+		$(DESTDIR)$(LIBDIR)/pkgconfig/reclaim.pc
+	for p in $(notdir $(MAN_PAGES)); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$$p; done
+	sh tools/man-links.sh | while read -r name page; do rm -f $(DESTDIR)$(MANDIR)/man3/$$name.3; done
 
 clean:
 	rm -rf build build-*

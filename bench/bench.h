@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench.h - what the benchmarks share: a clock, medians over repeats, the
  * machine description, the environment knobs, and a small JSON writer.
@@ -144,6 +145,24 @@ BENCH_FN int bench_threads(const char *dflt, int *out, int max)
 struct bench_stat {
     double med, min, max;
 };
+
+/* Every benchmark answers --help with what it measures and the environment
+ * it reads, and names an argument it does not take. */
+BENCH_FN void bench_args(int argc, char **argv, const char *name, const char *what)
+{
+    if (argc < 2)
+        return;
+    int help = !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h");
+    if (!help)
+        fprintf(stderr, "%s: rejected '%s': benchmarks take no arguments\n", name, argv[1]);
+    fprintf(help ? stdout : stderr,
+            "usage: %s\n%s\n"
+            "Environment: BENCH_QUICK=1 shortens the rounds, BENCH_REPS=N sets them,\n"
+            "BENCH_THREADS=1,2,4 the thread counts, BENCH_JSON=FILE writes the results as\n"
+            "JSON; `make bench` runs every benchmark and keeps the results in docs/bench/.\n",
+            name, what);
+    exit(help ? 0 : 2);
+}
 
 static int bench_cmp_double(const void *a, const void *b)
 {

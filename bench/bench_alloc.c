@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_alloc - the hot path: alloc/free pairs, libreclaim beside the raw
  * allocators, in one process.
@@ -256,7 +257,7 @@ int main(int argc, char **argv)
     struct rcl_config cfg;
     int ret;
 
-    (void)argc;
+    bench_args(argc, argv, "bench_alloc", "The hot path: rcl_alloc/rcl_free pairs beside the raw allocator, by size and thread count.");
     reexec_with_tls_surplus(argv);
     /* 1 and 2 threads everywhere; with 16 cores or more also 4..16, the
      * same binary giving the issue's 16-thread figure. */

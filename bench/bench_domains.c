@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_domains - what fine-grained reclaim domains buy direct reclaim
- * (seed 001: "Direct reclaim is much more likely to be able to make progress
+ * (the "Overhaul memalloc_no*" thread (dm-devel, June 2020): "Direct reclaim
+ * is much more likely to be able to make progress
  * now because it is much less restricted in what it can reclaim").
  *
  * The workload: K file systems mounted side by side (depth 0), each with its
@@ -107,9 +109,10 @@ static unsigned long fs_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops fs_ops = { fs_count, fs_scan };
 
-/* Seed 001: "superblock the same, pass context to filesystem to decide if
- * reclaim from the superblock is safe" - not while this thread is inside
- * one of this file system's transactions. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock the
+ * same, pass context to filesystem to decide if reclaim from the superblock
+ * is safe" - not while this thread is inside one of this file system's
+ * transactions. */
 static int fs_may_reclaim(struct rcl_domain *d, void *arg)
 {
     struct fs *f = arg;
@@ -431,8 +434,9 @@ static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int 
     bj_end_obj();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_domains", "What reclaim domains buy direct reclaim: bytes freed per pass inside a domain, beside a NOFS scope.");
     int reps = bench_reps(5, 5, MAX_REPS);
     long allocs = bench_env_long("BENCH_DOMAINS_ALLOCS", bench_quick() ? 8000 : 200000);
     static const unsigned Ks[] = { 4, 16 };

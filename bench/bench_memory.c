@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_memory - what libreclaim costs in memory: bytes of overhead per live
  * allocation and per thread, beside the raw backend.
@@ -206,8 +207,9 @@ static int tls_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_memory", "What libreclaim costs in memory: overhead per live allocation and per thread, beside the raw backend.");
     int reps = bench_reps(1, 3, NREPS_MAX);
     double v[2][NREPS_MAX], h[2][NREPS_MAX];
     size_t tls = 0;

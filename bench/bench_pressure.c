@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_pressure - a cache under memory pressure: libreclaim's shrinker and
  * budget beside what a program can do today, a cache trimmed from a PSI
@@ -691,8 +692,9 @@ static void equal_memory(struct result (*res)[MAX_REPS], int reps, unsigned warm
     bj_end_obj();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_pressure", "A cache under memory pressure: a shrinker and budget beside a cache trimmed from a PSI signal.");
     int quick = bench_quick();
     int reps = bench_reps(1, 3, MAX_REPS);
     size_t limit = (size_t)bench_env_long("BENCH_LIMIT_MB", 32) << 20;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_scope - what a scope costs: save/restore pairs, rcl_current_gfp and
  * context capture/adopt, through the shared library, beside the physical
@@ -7,8 +8,8 @@
  * decrement inline in the loop (nothing can be cheaper), `tls_call_pair`
  * the same behind two calls that cannot be inlined (nothing reached through
  * a function call can be cheaper). The goals are measured against the first,
- * the stricter: a scope pair <= 2 ns and within 2x of it (issue 7), and at
- * most a quarter of a 64-byte malloc/free pair (issue 2).
+ * the stricter: a scope pair <= 2 ns and within 2x of it, and at
+ * most a quarter of a 64-byte malloc/free pair (the project's goals).
  *
  * Every loop body ends with a compiler barrier so that nothing is hoisted
  * out of the loop or merged across iterations; the loop's own counter costs
@@ -120,8 +121,9 @@ static double op_ns(long iters, void *op)
     return measure(*(enum op *)op, iters);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    bench_args(argc, argv, "bench_scope", "What a scope costs: save/restore pairs, rcl_current_gfp and context capture/adopt, beside a thread-local increment.");
     int quick = bench_quick();
     int reps = bench_reps(3, 11, MAX_REPS);
     double target_ms = quick ? 2.0 : 10.0;

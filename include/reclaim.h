@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * reclaim.h - libreclaim: the Linux kernel's memory-reclaim discipline for
  * user-space programs.
@@ -6,18 +7,29 @@
  * `pkg-config --cflags --libs reclaim`.
  *
  * Conventions
- *   - Functions returning int return 0 or a negative errno value.
+ *   - Functions returning int return 0 or a negative errno value. The
+ *     exceptions say so at the function: rcl_mutex_trylock() (0 or a
+ *     positive EBUSY, as pthread_mutex_trylock), rcl_lru_add/del/touch()
+ *     (1 done, 0 nothing to do, -EINVAL), rcl_io_flusher_get() (1 or 0).
  *   - Functions returning a pointer return NULL and set errno.
- *   - Every public name starts with rcl_ / RCL_.
- *   - The library initialises itself on first use from rcl_config_default()
- *     and the RECLAIM_* environment variables (see rcl_init()).
+ *   - Every public name starts with rcl_ / RCL_; names with a double
+ *     underscore (rcl__, RCL__ other than the flag bits) are private.
+ *   - A program that never calls rcl_init() (or calls rcl_init(NULL)) is
+ *     configured from the defaults and the RECLAIM_* environment variables;
+ *     one that passes its own struct rcl_config gets exactly that (see
+ *     rcl_config_default()).
+ *   - Structures the caller allocates (struct rcl_config, struct rcl_stats)
+ *     end in reserved words, so later versions can add fields without
+ *     changing their size; start them from rcl_config_default() or zero.
  *
  * The model in one paragraph: an allocation asks the budget for room. Its
  * flags (rcl_gfp_t), narrowed by the calling thread's scope, say what reclaim
  * may do on its behalf. When room runs short the allocation reclaims directly
  * (if its flags allow) by calling the registered shrinkers that its context
  * permits, or wakes the background reclaimer. Shrinkers free objects, which
- * returns room to the budget. See DESIGN.md for the full picture.
+ * returns room to the budget. docs/design.md has the full picture, reclaim(7)
+ * the model and the environment, and each group of calls has its page in
+ * section 3 (rcl_alloc(3), rcl_scope(3), rcl_shrinker(3), ...).
  */
 #ifndef RECLAIM_H
 #define RECLAIM_H
@@ -31,8 +43,21 @@
 extern "C" {
 #endif
 
+/* The version of this header; rcl_version() gives the library's. Kept
+ * equal to the VERSION file (the build checks). */
 #define RCL_VERSION_MAJOR 0
 #define RCL_VERSION_MINOR 1
+#define RCL_VERSION_PATCH 0
+#define RCL_VERSION_STRING "0.1.0"
+/* One number for comparisons: 0.1.0 is 100, 1.2.3 is 10203. */
+#define RCL_VERSION_NUMBER \
+    (RCL_VERSION_MAJOR * 10000 + RCL_VERSION_MINOR * 100 + RCL_VERSION_PATCH)
+
+/* The running library's version, "MAJOR.MINOR.PATCH", and as a number
+ * formed as RCL_VERSION_NUMBER is: a program built against one header can
+ * see which library it was loaded with. */
+const char *rcl_version(void);
+unsigned    rcl_version_number(void);
 
 /* ------------------------------------------------------------------------ */
 /* Allocation flags                                                          */
@@ -244,9 +269,10 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * A thread's reclaim context: its scope bits, the reclaim domains it is in
  * and its journal cookie. Capture it where work is handed off and adopt it
  * in the thread that does the work, so the work is restricted exactly as the
- * code that asked for it (seed 004: "Don't we need to convey
- * PF_MEMALLOC_NOFS/PF_MEMALLOC_NOIO flags to APIs which interact with other
- * threads?"). The library's workqueue does this for every work item.
+ * code that asked for it. As Tetsuo Handa asked in the "mm: add
+ * PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016): "Don't we need to
+ * convey PF_MEMALLOC_NOFS/PF_MEMALLOC_NOIO flags to APIs which interact
+ * with other threads?" The library's workqueue does this for every work item.
  *
  * Adopting only adds restrictions: the scope bits are or-ed in, the domains
  * are entered on top of the thread's own, the journal cookie replaced.
@@ -273,7 +299,8 @@ void rcl_context_restore(const struct rcl_context *saved);
  * another file system is one level deeper than the one beneath it.
  *
  * A thread inside domain D (depth d) reclaiming from a shrinker of domain S
- * (depth s) treats it as follows (seed 001, Dave Chinner's proposal):
+ * (depth s) treats it as follows (Dave Chinner's proposal in the
+ * "Overhaul memalloc_no*" thread, dm-devel, June 2020):
  *   S == D        ask D's may_reclaim callback (NULL callback: skip it);
  *   s != d        as if in NOFS scope (layering may recurse across them);
  *   otherwise     unrestricted.
@@ -335,7 +362,8 @@ void    *rcl_journal_info(void);
  * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
  * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",
  * started the first time headroom falls below low), pressure following on,
- * lock checker off (on with RECLAIM_LOCKDEP=1).
+ * lock checker off (lockdep = RCL_LOCKDEP_ON, or RECLAIM_LOCKDEP=1 for a
+ * program configured from the environment).
  */
 #define RCL_LOCKDEP_OFF     0
 #define RCL_LOCKDEP_ON      1
@@ -352,23 +380,40 @@ struct rcl_config {
     int      lockdep;      /* RCL_LOCKDEP_OFF / RCL_LOCKDEP_ON / RCL_LOCKDEP_VERBOSE */
     unsigned stall_ms;     /* a NOFAIL allocation stalled this long is reported, and
                               again every stall_ms; 0 = default (10000) */
+    /* Reserved for options added later; must be zero (rcl_init() refuses
+     * anything else with -EINVAL). Zero in a later field means its default,
+     * so a program built against this header keeps its meaning. */
+    unsigned long rcl_reserved[8];
 };
 
-/* Fills cfg with the defaults above, then applies the environment:
- *   RECLAIM_LIMIT=256M  RECLAIM_RESERVE=4M  RECLAIM_MIN_PCT=2
- *   RECLAIM_LOW_PCT=5  RECLAIM_HIGH_PCT=10  RECLAIM_BACKGROUND=0|1
- *   RECLAIM_PRESSURE=0|1  RECLAIM_LOCKDEP=0|1|verbose  RECLAIM_STATS=1
- *   RECLAIM_STALL_MS=10000
- * (sizes take K, M, G suffixes). A malformed value is reported and ignored.
- * Read when needed rather than here: RECLAIM_CGROUP_MARGIN=32M|10% and
- * RECLAIM_CGROUP_ROOT=/dir (see rcl_auto_limit()), and systemd's
- * MEMORY_PRESSURE_WATCH / MEMORY_PRESSURE_WRITE. */
+/*
+ * Configuration precedence, one rule: a program that passes its own
+ * configuration to rcl_init() gets exactly that; the RECLAIM_* environment
+ * configures programs that do not (no rcl_init() call, or rcl_init(NULL)),
+ * and programs that ask for it with rcl_config_from_env(). The variables,
+ * their defaults and ranges are listed in reclaim(7) and the README, both
+ * written from the library's one table of options.
+ *
+ * rcl_config_default() fills cfg with the defaults above and nothing else.
+ */
 void   rcl_config_default(struct rcl_config *cfg);
 
-/* Optional. NULL means rcl_config_default(). Returns -EINVAL for a
- * configuration that cannot work (min < low < high must hold, high < 100),
- * -EBUSY when the library is already initialised (call rcl_shutdown()
- * first). Any other entry point initialises the library on first use. */
+/* Applies the RECLAIM_* variables that are set on top of cfg (usually
+ * fresh from rcl_config_default(), so a program can let its operators
+ * override it, or read them after its own settings to let the environment
+ * win). A malformed or out-of-range value is ignored, every other variable
+ * still applies, and one report names each ignored variable with its
+ * value. 0 when everything set was applied, -EINVAL when something was
+ * ignored or cfg is NULL. Sizes take K, M, G, T suffixes (also KiB, MB). */
+int    rcl_config_from_env(struct rcl_config *cfg);
+
+/* Optional. NULL means the defaults with the environment applied, as on
+ * first use. Returns -EINVAL for a configuration that cannot work
+ * (min < low < high must hold, high < 100; reserve below the limit;
+ * reserved words zero), -EBUSY when the library is already initialised
+ * (call rcl_shutdown() first). Any other entry point initialises the
+ * library on first use. When the environment alone asks for something
+ * impossible, first use reports it and runs on the plain defaults. */
 int    rcl_init(const struct rcl_config *cfg);
 
 /* Stops the library's threads and drops all its state, the lock-dependency
@@ -491,19 +536,14 @@ size_t rcl_auto_limit(void);
  * more for the header. What the process holds beyond its charges counts
  * too: see rcl_footprint().
  *
- * Each thread keeps a few of the blocks of up to 64 KiB it freed (8 per
- * 16-byte size class up to 256 bytes, 2 per 64-byte class up to 1 KiB, 1
- * per class above, eight classes per doubling) and hands them out again
- * before asking the backend, as the kernel keeps per-CPU freelists of slab
- * objects and pages. A cached block keeps its charge in the thread's stock:
- * the budget counts it, rcl_usage() does not, and a thread never holds more
- * than its stock may (two batches of limit / 256, at most 128 KiB) in
- * stock and cached blocks together. rcl_stats.thread_cached counts them;
- * rcl_usage_sync(), reclaim's drain requests, an allocation that finds the
- * budget short, and thread exit give them back to the backend. So that a
- * block of a class serves any size in it, blocks up to 64 KiB are asked of
- * the backend rounded up to their class: at most an eighth more above
- * 1 KiB, 63 bytes more below.
+ * Each thread keeps a few of the blocks of up to 64 KiB it freed and hands
+ * them out again before asking the backend, as the kernel keeps per-CPU
+ * freelists. A cached block keeps its charge in the thread's stock: the
+ * budget counts it, rcl_usage() does not (rcl_stats.thread_cached does);
+ * rcl_usage_sync(), reclaim, an allocation that finds the budget short,
+ * and thread exit give them back. Blocks up to 64 KiB are asked of the
+ * backend rounded up to a size class. The figures (how many blocks per
+ * class, the rounding) are in docs/design.md, "The per-thread block cache".
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
 /* What rcl_alloc(size) charges the budget; 0 for 0 or a size too large to
@@ -518,7 +558,8 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
  * and is neither freed nor uncharged. */
 void  rcl_free(void *p);
 /* Page-granular, mapped memory (mmap), charged in whole pages; honours the
- * scope like everything else (seed 002: vmalloc under GFP_NOFS). */
+ * scope like everything else (the kernel's vmalloc once ignored GFP_NOFS:
+ * the "vmalloc with GFP_NOFS" thread, linux-kernel, May 2018). */
 void *rcl_valloc(size_t size, rcl_gfp_t gfp);
 void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
@@ -804,14 +845,16 @@ void rcl_might_alloc(rcl_gfp_t gfp);
 void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
 
 typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
+/* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
+ * init and destroy return 0 or a negative errno (-EINVAL for NULL). */
 int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
 void rcl_mutex_lock(rcl_mutex_t *m);
+/* The exception to the negative-errno rule, kept so that it drops in for
+ * pthread_mutex_trylock(): 0 locked, or EBUSY (POSITIVE) when another
+ * thread holds it. */
 int  rcl_mutex_trylock(rcl_mutex_t *m);
 void rcl_mutex_unlock(rcl_mutex_t *m);
 int  rcl_mutex_destroy(rcl_mutex_t *m);
-/* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
- * init and destroy return 0 or a negative errno (-EINVAL for NULL); trylock
- * returns 0 or EBUSY (positive, as pthread_mutex_trylock). */
 
 /* Problems the checker reported since rcl_init (cycles, scope misuse,
  * NOWAIT sleeps, slow shrinkers). */
@@ -876,12 +919,15 @@ struct rcl_lru *rcl_lru_create(void);
 int  rcl_lru_destroy(struct rcl_lru *lru);
 /* A node starts (and is left by every removal) on no list. */
 void rcl_lru_node_init(struct rcl_lru_node *n);
-/* 1 added at the hot end; 0 already on an LRU; -EINVAL for NULL. */
+/* rcl_lru_add/del/touch answer a question as well as report an error, so
+ * they return 1 (done), 0 (nothing to do: a defined outcome, not an error)
+ * or -EINVAL (NULL lru or node).
+ * add: 1 added at the hot end; 0 already on an LRU. */
 int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
-/* 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
- * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL. */
+/* del: 1 removed; 0 not on the LRU (a walk may have isolated it first:
+ * whoever gets 1, or the walk's REMOVED, owns the item); -EINVAL. */
 int  rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n);
-/* Moves an item to the hot end: 1 moved; 0 not on the LRU. */
+/* touch: moves an item to the hot end: 1 moved; 0 not on the LRU; -EINVAL. */
 int  rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n);
 unsigned long rcl_lru_count(const struct rcl_lru *lru);   /* 0 for NULL */
 
@@ -906,98 +952,8 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
  * NULL with errno EINVAL (NULL lru, name or free_fn), EBUSY (the LRU has
  * one already), or what rcl_shrinker_register() sets.
  *
- * Example: a keyed object cache, shrinkable, in a handful of lines
- * (compiled and run by tests/test_lru.c, which checks it matches this text):
- *
- * --- example begin
- *     #include <pthread.h>
- *     #include <reclaim.h>
- *
- *     #define NBUCKETS 256
- *     struct obj {
- *         struct rcl_lru_node lru;   // on the LRU while cached
- *         struct obj *hnext;         // hash chain, under table_lock
- *         unsigned key;
- *         int referenced;            // second chance, under table_lock
- *         char payload[1000];
- *     };
- *     static struct obj *table[NBUCKETS];
- *     static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
- *     static struct rcl_lru *lru;
- *
- *     // Under the LRU lock: decide, unhash, never free. Lookups take
- *     // table_lock and then the LRU lock, so here it is only tried.
- *     static enum rcl_lru_walk obj_isolate(struct rcl_lru_node *n, void *arg)
- *     {
- *         struct obj *o = RCL_LRU_ENTRY(n, struct obj, lru), **pp;
- *         (void)arg;
- *         if (pthread_mutex_trylock(&table_lock) != 0)
- *             return RCL_LRU_SKIP;
- *         if (o->referenced) {
- *             o->referenced = 0;
- *             pthread_mutex_unlock(&table_lock);
- *             return RCL_LRU_ROTATE;
- *         }
- *         for (pp = &table[o->key % NBUCKETS]; *pp != o; pp = &(*pp)->hnext)
- *             ;
- *         *pp = o->hnext;            // no lookup can find it any more
- *         pthread_mutex_unlock(&table_lock);
- *         return RCL_LRU_REMOVED;
- *     }
- *
- *     // After the LRU lock is dropped: the object is ours alone.
- *     static void obj_free(struct rcl_lru_node *n, void *arg)
- *     {
- *         (void)arg;
- *         rcl_free(RCL_LRU_ENTRY(n, struct obj, lru));
- *     }
- *
- *     int cache_init(void)
- *     {
- *         lru = rcl_lru_create();
- *         if (!lru || !rcl_lru_shrinker(lru, "obj-cache", obj_isolate, obj_free, NULL, NULL))
- *             return -1;
- *         return 0;
- *     }
- *
- *     // 1 when the key was cached, 0 when it has been added now, -1 on error.
- *     int cache_get(unsigned key)
- *     {
- *         struct obj *o;
- *         pthread_mutex_lock(&table_lock);
- *         for (o = table[key % NBUCKETS]; o && o->key != key; o = o->hnext)
- *             ;
- *         if (o)
- *             o->referenced = 1;
- *         pthread_mutex_unlock(&table_lock);
- *         if (o)
- *             return 1;
- *         o = rcl_alloc(sizeof(*o), RCL_DEFAULT);   // may run the shrinker
- *         if (!o)
- *             return -1;
- *         rcl_lru_node_init(&o->lru);
- *         o->key = key;
- *         o->referenced = 0;
- *         pthread_mutex_lock(&table_lock);
- *         o->hnext = table[key % NBUCKETS];
- *         table[key % NBUCKETS] = o;
- *         rcl_lru_add(lru, &o->lru);
- *         pthread_mutex_unlock(&table_lock);
- *         return 0;
- *     }
- *
- *     void cache_exit(void)
- *     {
- *         struct rcl_lru_node dispose, *n;
- *         rcl_lru_list_init(&dispose);
- *         while (rcl_lru_count(lru)) {
- *             rcl_lru_walk(lru, obj_isolate, NULL, ~0UL, &dispose);
- *             while ((n = rcl_lru_list_pop(&dispose)) != NULL)
- *                 obj_free(n, NULL);
- *         }
- *         rcl_lru_destroy(lru);
- *     }
- * --- example end
+ * Example: rcl_lru(3) shows a complete keyed object cache built on these
+ * calls (tests/test_lru.c compiles and runs it).
  */
 struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
                                       rcl_lru_isolate_fn isolate, rcl_lru_free_fn free_fn,
@@ -1007,6 +963,8 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
 /* Statistics                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* struct rcl_stats carries the first RCL_STATS_MAX_SHRINKERS shrinkers, for
+ * source compatibility; rcl_stats_shrinkers() gives all of them. */
 #define RCL_STATS_MAX_SHRINKERS 32
 #define RCL_NAME_MAX 32
 
@@ -1017,6 +975,7 @@ struct rcl_shrinker_stats {
     unsigned long freed;      /* objects the shrinker reported freed */
     unsigned long skipped;    /* passes skipped: context lacked `needs`, or domain rules */
     unsigned long deferred;   /* work now deferred (nr_deferred) */
+    unsigned long rcl_reserved[3];   /* later counters; zero today */
 };
 
 struct rcl_stats {
@@ -1040,8 +999,15 @@ struct rcl_stats {
     unsigned      nr_shrinkers;             /* registered; the first
                                                RCL_STATS_MAX_SHRINKERS listed */
     struct rcl_shrinker_stats shrinkers[RCL_STATS_MAX_SHRINKERS];
+    /* Later counters take these words; zero today. */
+    unsigned long rcl_reserved[16];
 };
 void rcl_stats_get(struct rcl_stats *out);
+/* Fills out[0..max-1] with the registered shrinkers' counters, in
+ * registration order, and returns how many are registered (which may be
+ * more than max: call again with a larger array). out may be NULL when max
+ * is 0, to count them. */
+unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
 /* Text (json = 0) or one JSON object (json = 1); -EINVAL for a NULL file,
  * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit. */
 int  rcl_stats_print(FILE *f, int json);

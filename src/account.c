@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * account.c - the budget: limit, watermarks, per-thread stocks, and the
  * charge slow path (reclaim, retries, NOFAIL).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.c - the rcl_alloc family: where an allocation starts and where a
  * free ends.

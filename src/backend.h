@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * backend.h - the raw allocator behind rcl_alloc. Selected at build time
  * (make BACKEND=libc|mimalloc|jemalloc); inline so the fast path pays for no

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * domain.c - fine-grained reclaim domains (seed 001, Dave Chinner's
+ * domain.c - fine-grained reclaim domains (Dave Chinner's
  * proposal that Linux never merged) and the per-thread journal cookie.
  *
  * A NOFS scope forbids reclaim from calling into *any* file system, while

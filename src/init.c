@@ -1,10 +1,12 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * init.c - life cycle and configuration: defaults, the RECLAIM_*
- * environment, rcl_init() and rcl_shutdown().
+ * init.c - life cycle and configuration: defaults, rcl_init() and
+ * rcl_shutdown(). The RECLAIM_* table is options.c's.
  *
  * Every entry point that needs the budget calls rcl__ensure_init(), so a
- * program that never calls rcl_init() gets the defaults and its
- * environment on first use. init_lock serialises all of this; the hot paths
+ * program that never calls rcl_init() (or calls rcl_init(NULL)) gets the
+ * defaults and its environment on first use; a program that passes its own
+ * configuration gets exactly that. init_lock serialises all of this; the hot paths
  * never take it (they test rcl__ready, or their own per-thread epoch).
  */
 #include "internal.h"
@@ -77,43 +79,6 @@ int rcl__parse_size(const char *s, size_t *out)
     return 0;
 }
 
-static void env_size(const char *name, size_t *field)
-{
-    const char *s = getenv(name);
-    size_t v;
-    if (!s)
-        return;
-    if (rcl__parse_size(s, &v) == 0)
-        *field = v;
-    else
-        rcl__report("%s=\"%s\" is not a size (try 256M); ignored", name, s);
-}
-
-static void env_uint(const char *name, unsigned *field, unsigned max)
-{
-    const char *s = getenv(name);
-    size_t v;
-    if (!s)
-        return;
-    if (rcl__parse_size(s, &v) == 0 && v <= max)
-        *field = (unsigned)v;
-    else
-        rcl__report("%s=\"%s\" is not a number from 0 to %u; ignored", name, s, max);
-}
-
-static void env_bool(const char *name, int *field)
-{
-    const char *s = getenv(name);
-    if (!s)
-        return;
-    if (!strcmp(s, "0") || !strcmp(s, "off") || !strcmp(s, "no"))
-        *field = 0;
-    else if (!strcmp(s, "1") || !strcmp(s, "on") || !strcmp(s, "yes"))
-        *field = 1;
-    else
-        rcl__report("%s=\"%s\" is not 0 or 1; ignored", name, s);
-}
-
 void rcl_config_default(struct rcl_config *cfg)
 {
     if (!cfg)
@@ -126,28 +91,26 @@ void rcl_config_default(struct rcl_config *cfg)
     cfg->pressure = 1;
     cfg->lockdep = DEFAULT_LOCKDEP;
     cfg->stall_ms = DEFAULT_STALL_MS;
+}
 
-    env_size("RECLAIM_LIMIT", &cfg->limit);
-    env_size("RECLAIM_RESERVE", &cfg->reserve);
-    env_uint("RECLAIM_MIN_PCT", &cfg->min_pct, 99);
-    env_uint("RECLAIM_LOW_PCT", &cfg->low_pct, 99);
-    env_uint("RECLAIM_HIGH_PCT", &cfg->high_pct, 99);
-    env_uint("RECLAIM_STALL_MS", &cfg->stall_ms, 86400000u);
-    env_bool("RECLAIM_BACKGROUND", &cfg->background);
-    env_bool("RECLAIM_PRESSURE", &cfg->pressure);
-
-    const char *ld = getenv("RECLAIM_LOCKDEP");
-    if (ld) {
-        if (!strcmp(ld, "verbose") || !strcmp(ld, "2"))
-            cfg->lockdep = RCL_LOCKDEP_VERBOSE;
-        else
-            env_bool("RECLAIM_LOCKDEP", &cfg->lockdep);
-    }
+/* What a program that does not configure the library gets: the defaults
+ * with its environment on top. */
+static void config_from_process(struct rcl_config *cfg)
+{
+    rcl_config_default(cfg);
+    rcl_config_from_env(cfg);
 }
 
 /* Fills the zeros with defaults; -EINVAL when the result cannot work. */
 static int config_resolve(struct rcl_config *cfg)
 {
+    for (size_t i = 0; i < sizeof(cfg->rcl_reserved) / sizeof(cfg->rcl_reserved[0]); i++)
+        if (cfg->rcl_reserved[i]) {
+            rcl__report("rcl_init: struct rcl_config's reserved words are not zero: a "
+                        "program built for a later libreclaim, or a configuration not "
+                        "started with rcl_config_default(); refused");
+            return -EINVAL;
+        }
     if (!cfg->min_pct)  cfg->min_pct = DEFAULT_MIN_PCT;
     if (!cfg->low_pct)  cfg->low_pct = DEFAULT_LOW_PCT;
     if (!cfg->high_pct) cfg->high_pct = DEFAULT_HIGH_PCT;
@@ -167,6 +130,19 @@ static void print_stats_at_exit(void)
 {
     if (atomic_load(&rcl__ready))
         rcl_stats_print(stderr, 0);
+}
+
+/* RECLAIM_STATS, a process option: it only adds output, so it applies to
+ * every program; a bad value is reported and ignored. */
+static bool stats_at_exit(void)
+{
+    const struct rcl__option *o = rcl__option_find("RECLAIM_STATS");
+    const char *s = getenv(o->name);
+    unsigned long long v = 0;
+
+    if (s && rcl__option_parse(o, s, &v))
+        rcl__report("ignored %s=\"%.64s\" (want 0 or 1)", o->name, s);
+    return v == 1;
 }
 
 static int start_locked(const struct rcl_config *cfg_in)
@@ -205,8 +181,7 @@ static int start_locked(const struct rcl_config *cfg_in)
     if (cfg.pressure && (err = rcl__pressure_start(cfg_in->limit == 0)) != 0)
         rcl__report("memory-pressure following is off: %s", strerror(-err));
 
-    const char *st = getenv("RECLAIM_STATS");
-    if (st && !strcmp(st, "1") && !atexit_done) {
+    if (stats_at_exit() && !atexit_done) {
         atexit_done = true;
         atexit(print_stats_at_exit);
     }
@@ -219,7 +194,7 @@ int rcl_init(const struct rcl_config *cfg)
     int err;
 
     if (!cfg) {
-        rcl_config_default(&def);
+        config_from_process(&def);
         cfg = &def;
     }
     pthread_mutex_lock(&init_lock);
@@ -235,15 +210,14 @@ int rcl__init_slow(void)
     pthread_mutex_lock(&init_lock);
     if (!atomic_load(&rcl__ready)) {
         struct rcl_config cfg;
-        rcl_config_default(&cfg);
+        config_from_process(&cfg);
         err = start_locked(&cfg);
         if (err) {
             /* The environment asked for something impossible: say so and
              * run on plain defaults rather than not at all. */
             rcl__report("configuration from the environment is invalid (%s); using defaults",
                         strerror(-err));
-            memset(&cfg, 0, sizeof(cfg));
-            cfg.background = 1;
+            rcl_config_default(&cfg);
             err = start_locked(&cfg);
         }
     }

@@ -1,10 +1,13 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * internal.h - what the library's source files share. Nothing here is
  * public: every name is rcl__ (double underscore) and hidden from the
  * shared library's symbol table by the version script (src/reclaim.map).
  *
  * Which file owns what:
- *   init.c      life cycle, configuration, environment
+ *   init.c      life cycle, configuration
+ *   options.c   the RECLAIM_* table and rcl_config_from_env()
+ *   version.c   rcl_version()
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt
  *   account.c   budget, watermarks, per-thread stocks, thread registry
  *   alloc.c     the rcl_alloc family, block headers, valloc
@@ -352,6 +355,26 @@ extern struct rcl_counters rcl__stats;
 #define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
 void rcl__stats_reset(void);
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
+
+/* options.c: the RECLAIM_* table. offset is (size_t)-1 for a process
+ * option (no struct rcl_config field; read where it is used). */
+enum rcl__opt_kind {
+    RCL__OPT_SIZE, RCL__OPT_UINT, RCL__OPT_BOOL, RCL__OPT_LOCKDEP,
+    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH,
+};
+struct rcl__option {
+    const char *name;
+    enum rcl__opt_kind kind;
+    size_t offset, size;                /* the field in struct rcl_config */
+    unsigned long long min, max;        /* accepted range, sizes and numbers */
+    const char *def;                    /* the default, as documented */
+    const char *help;
+};
+extern const struct rcl__option rcl__options[];
+extern const unsigned rcl__nr_options;
+const struct rcl__option *rcl__option_find(const char *name);
+/* 0 and *v, or -EINVAL when s is not a value the option takes. */
+int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* At most one report a second per `last` (a caller-owned timestamp). */

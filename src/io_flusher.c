@@ -1,8 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io_flusher.c - marking a thread as part of the I/O path.
  *
  * A user-space I/O daemon (FUSE, NBD, iSCSI, ublk) may be the thing the
- * kernel waits on to free memory. Seed 000 is the discussion that gave the
+ * kernel waits on to free memory. The "Add prctl support for controlling
+ * PF_MEMALLOC V2" thread (linux-kernel, October 2019) is the discussion that
+ * gave the
  * kernel PR_SET_IO_FLUSHER for such threads: their allocations must not
  * recurse into I/O (NOIO) and they are throttled less. libreclaim does the
  * same for the thread's own allocations: NOIO scope, and the whole reserve

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lockdep.c - the reclaim-recursion and lock-order checker.
  *
@@ -1117,7 +1118,7 @@ void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp)
                 "background reclaimer to make room stalls meanwhile, and if the shrinker waits "
                 "for anything that needs memory, reclaim stops altogether. Usual fixes: do not "
                 "block in a shrinker - skip busy objects, use trylocks, and leave slow write-back "
-                "to a worker thread (seed 001: \"you should not block kswapd\").",
+                "to a worker thread (as in the kernel: \"you should not block kswapd\").",
                 rcl__shrinker_name(s), ms, bound);
 }
 

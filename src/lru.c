@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lru.c - a shrinkable LRU list, the user-space twin of the kernel's
  * list_lru: intrusive nodes, one lock, an exact count, a walk whose

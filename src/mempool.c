@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mempool.c - pools that keep elements in reserve so that a path which must
  * make progress (write-back, an I/O daemon's request handling) always can.

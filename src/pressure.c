@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pressure.c - memory pressure from outside the process turned into cache
  * shrinking: PSI triggers, systemd's memory-pressure protocol, the cgroup's

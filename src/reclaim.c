@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * reclaim.c - direct reclaim, rcl_reclaim(), and the background reclaimer.
  *

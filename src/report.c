@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * report.c - the library's one report channel. Everything the library has
  * to tell a person (lock-order cycles, bad frees, stalls, misuse) is a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * scope.c - per-thread reclaim context: scopes, the flags they leave an
  * allocation, and capturing a context to adopt in another thread.

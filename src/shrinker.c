@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * shrinker.c - the shrinker registry and the scan arithmetic.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stats.c - counters, and their text and JSON forms.
  *
@@ -8,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct rcl_counters rcl__stats;
@@ -55,6 +57,16 @@ void rcl_stats_get(struct rcl_stats *out)
     out->nr_shrinkers = rcl__shrinkers_stats(out->shrinkers, RCL_STATS_MAX_SHRINKERS);
 }
 
+unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max)
+{
+    if (!out)
+        max = 0;
+    if (max)
+        memset(out, 0, (size_t)max * sizeof(*out));
+    rcl__ensure_init();
+    return rcl__shrinkers_stats(out, max);
+}
+
 unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }
 
 /* Shrinker names are the user's: escape what JSON cannot carry raw. */
@@ -73,6 +85,25 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* Every shrinker, not only the first RCL_STATS_MAX_SHRINKERS: the array is
+ * st's own when they fit, else one from malloc (st's on failure). */
+static const struct rcl_shrinker_stats *all_shrinkers(const struct rcl_stats *st, unsigned *n,
+                                                      struct rcl_shrinker_stats **owned)
+{
+    *owned = NULL;
+    *n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
+    if (st->nr_shrinkers <= RCL_STATS_MAX_SHRINKERS)
+        return st->shrinkers;
+    unsigned want = st->nr_shrinkers + 8;   /* room for some registered meanwhile */
+    struct rcl_shrinker_stats *a = malloc(want * sizeof(*a));
+    if (!a)
+        return st->shrinkers;
+    unsigned got = rcl_stats_shrinkers(a, want);
+    *n = got < want ? got : want;
+    *owned = a;
+    return a;
+}
+
 static void print_json(FILE *f, const struct rcl_stats *st)
 {
     fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
@@ -88,15 +119,18 @@ static void print_json(FILE *f, const struct rcl_stats *st)
             st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
-    unsigned n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
+    unsigned n;
+    struct rcl_shrinker_stats *owned;
+    const struct rcl_shrinker_stats *all = all_shrinkers(st, &n, &owned);
     for (unsigned i = 0; i < n; i++) {
-        const struct rcl_shrinker_stats *s = &st->shrinkers[i];
+        const struct rcl_shrinker_stats *s = &all[i];
         fprintf(f, "%s{\"name\":", i ? "," : "");
         json_string(f, s->name);
         fprintf(f, ",\"calls\":%lu,\"scanned\":%lu,\"freed\":%lu,\"skipped\":%lu,\"deferred\":%lu}",
                 s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
     fprintf(f, "]}\n");
+    free(owned);
 }
 
 static void print_text(FILE *f, const struct rcl_stats *st)
@@ -115,12 +149,15 @@ static void print_text(FILE *f, const struct rcl_stats *st)
             st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
     fprintf(f, "  shrinkers: %u\n", st->nr_shrinkers);
-    unsigned n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
+    unsigned n;
+    struct rcl_shrinker_stats *owned;
+    const struct rcl_shrinker_stats *all = all_shrinkers(st, &n, &owned);
     for (unsigned i = 0; i < n; i++) {
-        const struct rcl_shrinker_stats *s = &st->shrinkers[i];
+        const struct rcl_shrinker_stats *s = &all[i];
         fprintf(f, "    %-24s calls %lu scanned %lu freed %lu skipped %lu deferred %lu\n",
                 s->name, s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
+    free(owned);
 }
 
 int rcl_stats_print(FILE *f, int json)

@@ -1,8 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * workqueue.c - worker threads that run each work item under the reclaim
  * context of the code that queued it, with a rescuer for forward progress.
  *
- * Context that travels (seed 004): a daemon that queues a request from a
+ * Context that travels (the "mm: add PF_MEMALLOC_NOFS" thread (linux-kernel,
+ * April 2016)): a daemon that queues a request from a
  * NOFS section has said "reclaim must not enter the file system on behalf
  * of this". Handing the request to another thread must not lose that, so
  * rcl_queue_work() captures the queuer's context into the work item and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * helpers.h - what every test program shares: cmocka, a library freshly
  * initialised for each test, and a report catcher.

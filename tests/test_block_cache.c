@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The per-thread block cache (src/alloc.c): freed blocks up to 64 KiB are
  * kept by the freeing thread and handed out again before the backend is

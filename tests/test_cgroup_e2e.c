@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cgroup_e2e.c - libreclaim against the Linux kernel's own memory
  * controller. Each case creates a memory cgroup with a 128 MiB limit (no

@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_context.c - a reclaim context captured in one thread and adopted in
- * another (seed 004: "Don't we need to convey PF_MEMALLOC_NOFS/
+ * another (the "mm: add PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016):
+ * "Don't we need to convey PF_MEMALLOC_NOFS/
  * PF_MEMALLOC_NOIO flags to APIs which interact with other threads?").
  */
 #include "helpers.h"

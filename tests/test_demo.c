@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The storage-stack demo (examples/storage-stack, `make demo`): each act,
  * run short, ends as the README says it does. The demo is run as a
@@ -62,7 +63,8 @@ static void expect(const char *needle)
 }
 
 /* Act 1: with the checker on, the 2014 buffer cache is reported as the
- * cycle of seed 001, through I/O (which the kernel's fs_reclaim cannot see). */
+ * cycle of the "Overhaul memalloc_no*" thread (dm-devel, June 2020), through
+ * I/O (which the kernel's fs_reclaim cannot see). */
 static void act1_checker_reports_the_cycle(void **state)
 {
     (void)state;
@@ -91,7 +93,7 @@ static void act3_fixed_stack_completes_quietly(void **state)
 {
     (void)state;
     expect_status(demo("--act 3 --seconds 3 --hang-ms 10000"), 0);
-    expect("lock checker reports: 0");
+    expect("Lock checker reports: 0.");
     expect("buffer-cache");
     expect("Ran to the end under constant reclaim");
 }
@@ -108,7 +110,7 @@ static void bad_option_is_a_usage_error(void **state)
 {
     (void)state;
     expect_status(demo("--act 7"), 2);
-    expect("usage:");
+    expect("rejected --act 7");
     expect_status(demo("--budget 12"), 2);
 }
 

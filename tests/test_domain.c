@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * test_domain.c - fine-grained reclaim domains (seed 001, Dave Chinner's
- * proposal; DESIGN.md "Domains") and the journal cookie.
+ * test_domain.c - fine-grained reclaim domains (Dave Chinner's proposal in
+ * the "Overhaul memalloc_no*" thread, dm-devel, June 2020; docs/design.md,
+ * "Reclaim domains") and the journal cookie.
  *
  * The rules under test, for a thread inside domain D (depth d) reclaiming
  * from a shrinker of domain S (depth s):
@@ -164,8 +166,9 @@ static void create_copies_name_and_keeps_depth(void **state)
 /* The three rules                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* Seed 001: "superblock the same, pass context to filesystem to decide if
- * reclaim from the superblock is safe" - with no callback it never is. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock the
+ * same, pass context to filesystem to decide if reclaim from the superblock
+ * is safe" - with no callback it never is. */
 static void same_domain_without_callback_skips_its_shrinker(void **state)
 {
     (void)state;
@@ -185,8 +188,9 @@ static void same_domain_without_callback_skips_its_shrinker(void **state)
     assert_int_equal(test_report_count(), 0);
 }
 
-/* Seed 001, same superblock: the file system decides. A yes lets reclaim
- * in with the caller's flags unchanged. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020), same superblock:
+ * the file system decides. A yes lets reclaim in with the caller's flags
+ * unchanged. */
 static void same_domain_reclaims_when_may_reclaim_allows(void **state)
 {
     (void)state;
@@ -204,7 +208,8 @@ static void same_domain_reclaims_when_may_reclaim_allows(void **state)
     rcl_domain_destroy(d);
 }
 
-/* Seed 001, same superblock: a no from the file system skips the shrinker. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020), same superblock:
+ * a no from the file system skips the shrinker. */
 static void same_domain_is_skipped_when_may_reclaim_refuses(void **state)
 {
     (void)state;
@@ -221,8 +226,9 @@ static void same_domain_is_skipped_when_may_reclaim_refuses(void **state)
     rcl_domain_destroy(d);
 }
 
-/* Seed 001: "superblock nesting depth is different, apply GFP_NOFS reclaim
- * unconditionally" - a loop device may stack one file system on the other. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock
+ * nesting depth is different, apply GFP_NOFS reclaim unconditionally" - a
+ * loop device may stack one file system on the other. */
 static void other_depth_reclaims_as_nofs(void **state)
 {
     (void)state;
@@ -262,9 +268,10 @@ static void other_depth_skips_shrinker_that_needs_fs(void **state)
     rcl_domain_destroy(lower);
 }
 
-/* Seed 001: "superblock different apply GFP_KERNEL reclaim" - a sibling file
- * system at the same depth cannot recurse into ours, so it gets full flags,
- * even a file-system shrinker that would stop without FS. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock
+ * different apply GFP_KERNEL reclaim" - a sibling file system at the same
+ * depth cannot recurse into ours, so it gets full flags, even a file-system
+ * shrinker that would stop without FS. */
 static void other_domain_same_depth_is_unrestricted(void **state)
 {
     (void)state;
@@ -322,7 +329,7 @@ static void thread_outside_domains_is_unaffected(void **state)
 /* Combining rules and scopes                                                */
 /* ------------------------------------------------------------------------ */
 
-/* DESIGN.md: "Several entered domains: the most restrictive answer wins."
+/* docs/design.md: "Several entered domains: the most restrictive answer wins."
  * Inside A (depth 0, reclaim from itself allowed) and B (depth 1): A's own
  * cache is asked (yes) but B's depth differs, so it is reclaimed as NOFS;
  * a sibling C of A at depth 0 is NOFS too, for the same reason. */
@@ -380,7 +387,7 @@ static void most_restrictive_domain_wins_skip(void **state)
     rcl_domain_destroy(b);
 }
 
-/* DESIGN.md: a domain never widens what a scope forbids. A sibling at the
+/* docs/design.md: a domain never widens what a scope forbids. A sibling at the
  * same depth would be unrestricted, but the thread is also in NOFS scope
  * (memalloc_nofs_save), so the shrinker still sees no FS. */
 static void nofs_scope_still_applies_inside_domain(void **state)
@@ -451,9 +458,10 @@ static void control_shows_domain_and_narrowed_flags(void **state)
 /* may_reclaim and the journal cookie                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Seed 001: XFS needed transaction tracking a NOFS bit cannot carry
- * (current->journal_info). A file system that answers "safe unless this
- * thread is inside one of my transactions" sees the thread's cookie. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): XFS needed
+ * transaction tracking a NOFS bit cannot carry (current->journal_info). A
+ * file system that answers "safe unless this thread is inside one of my
+ * transactions" sees the thread's cookie. */
 struct txn_fs {
     int transactions;            /* the cookie points here while in one */
     _Atomic unsigned asked;
@@ -834,10 +842,10 @@ static void destroy_null_or_twice_is_reported(void **state)
 /* Context that travels                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Seed 004: the context must be conveyed to APIs that hand work to other
- * threads. A worker that adopts a captured context is inside the same
- * domains, with the same journal cookie, and after restore is back to its
- * own state exactly. */
+/* The "mm: add PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016): the
+ * context must be conveyed to APIs that hand work to other threads. A worker
+ * that adopts a captured context is inside the same domains, with the same
+ * journal cookie, and after restore is back to its own state exactly. */
 struct handoff {
     struct rcl_context ctx;
     struct cache *cache;
@@ -889,9 +897,10 @@ static void context_carries_domains_and_journal_to_another_thread(void **state)
     assert_int_equal(test_report_count(), 0);
 }
 
-/* The library's workqueue captures the context at queue time (seed 004):
- * a work item queued from inside a domain runs inside it, with the
- * queuer's journal cookie, and the worker is left as it was. */
+/* The library's workqueue captures the context at queue time (the "mm: add
+ * PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016)): a work item queued
+ * from inside a domain runs inside it, with the queuer's journal cookie, and
+ * the worker is left as it was. */
 struct domain_work {
     struct rcl_work work;
     struct rcl_domain *seen[RCL_MAX_DOMAINS];

@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_io_flusher.c - rcl_io_flusher_set/get: the library's half of
- * PR_SET_IO_FLUSHER (NOIO scope and the reserve; seed 000), and the
+ * PR_SET_IO_FLUSHER (NOIO scope and the reserve; the "Add prctl support for
+ * controlling PF_MEMALLOC V2" thread (linux-kernel, October 2019)), and the
  * kernel's half where the process is allowed it.
  */
 #include "helpers.h"

@@ -1,6 +1,8 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * The lock checker: lock-order cycles, the reclaim pseudo-locks, seed 001
- * and the misuse reports of checking mode.
+ * The lock checker: lock-order cycles, the reclaim pseudo-locks, the loop
+ * device deadlock of the "Overhaul memalloc_no*" thread (dm-devel, June
+ * 2020), and the misuse reports of checking mode.
  *
  * Kernel counterpart: lockdep, with the fs_reclaim annotation of
  * mm/page_alloc.c (fs_reclaim_acquire/release) generalised to three context
@@ -341,7 +343,8 @@ static void narrow_shrinker_lock_reaches_wide_allocation(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Seed 001: file system -> buffer cache -> loop device -> same file system  */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): file system ->
+ * buffer cache -> loop device -> same file system */
 /* ------------------------------------------------------------------------ */
 
 static RCL_LOCK_CLASS(s1_fs_lock, "fs_lock");
@@ -483,7 +486,7 @@ static void run_thread(void *(*fn)(void *), void *arg)
 
 /* Every path of the stack runs once, each in its own thread, so that no
  * real deadlock can happen in the test while every edge is seen. */
-static void seed001_run(int fixed_cache, int loop_noio, int loop_allocates)
+static void loop_stack_run(int fixed_cache, int loop_noio, int loop_allocates)
 {
     rcl_mutex_t fs;
     rcl_mutex_init(&fs, &s1_fs_lock);
@@ -503,13 +506,14 @@ static void seed001_run(int fixed_cache, int loop_noio, int loop_allocates)
     loop_stop(&loop);
 }
 
-/* Seed 001 (dm-bufio, 2014): the shrinker waited on I/O whenever __GFP_IO
- * was set; under a NOFS allocation that holds the file system's lock, the
- * loop device's back end needs that same lock. */
-static void seed001_buggy_buffer_cache_is_reported(void **state)
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020), on dm-bufio in
+ * 2014: the shrinker waited on I/O whenever __GFP_IO was set; under a NOFS
+ * allocation that holds the file system's lock, the loop device's back end
+ * needs that same lock. */
+static void loop_stack_buggy_buffer_cache_is_reported(void **state)
 {
     (void)state;
-    seed001_run(0, 1, 0);
+    loop_stack_run(0, 1, 0);
     if (getenv("SHOW_REPORTS"))
         print_reports();
     assert_int_equal(rcl_lockdep_reports(), 1);
@@ -519,23 +523,24 @@ static void seed001_buggy_buffer_cache_is_reported(void **state)
     assert_true(report_has("buffer-cache"));
 }
 
-/* Seed 001, Dave Chinner: the loop device's I/O path must run NOIO.
- * Without it the worker's own allocation may reclaim, and reclaim waits
- * for loop I/O that only this worker can serve. */
-static void seed001_loop_worker_without_noio_is_reported(void **state)
+/* Dave Chinner in the "Overhaul memalloc_no*" thread (dm-devel, June 2020):
+ * the loop device's I/O path must run NOIO. Without it the worker's own
+ * allocation may reclaim, and reclaim waits for loop I/O that only this
+ * worker can serve. */
+static void loop_stack_loop_worker_without_noio_is_reported(void **state)
 {
     (void)state;
-    seed001_run(1, 0, 1);
+    loop_stack_run(1, 0, 1);
     assert_int_equal(rcl_lockdep_reports(), 1);
     assert_true(report_has("loop_work \u2192 reclaim(FS+IO) \u2192 loop_work"));
 }
 
 /* The fixed stack: loop worker in NOIO scope, buffer cache that waits only
  * when it may enter file systems. No false positive. */
-static void seed001_fixed_stack_is_quiet(void **state)
+static void loop_stack_fixed_stack_is_quiet(void **state)
 {
     (void)state;
-    seed001_run(1, 1, 1);
+    loop_stack_run(1, 1, 1);
     assert_int_equal(rcl_lockdep_reports(), 0);
     assert_int_equal(test_report_count(), 0);
 }
@@ -543,7 +548,7 @@ static void seed001_fixed_stack_is_quiet(void **state)
 /* The kernel's fs_reclaim models only FS recursion: with the 2014 buffer
  * cache but the file system taking a NOIO scope (not NOFS) the chain is
  * broken, and nothing is reported. */
-static void seed001_noio_file_system_is_quiet(void **state)
+static void loop_stack_noio_file_system_is_quiet(void **state)
 {
     (void)state;
     rcl_mutex_t fs;
@@ -571,7 +576,7 @@ static void seed001_noio_file_system_is_quiet(void **state)
 
 static RCL_LOCK_CLASS(dom_lock, "fsA_lock");
 
-/* Issue 5: a per-domain design (the lock held inside its own domain, whose
+/* A per-domain design (the lock held inside its own domain, whose
  * shrinkers reclaim skips) is correct and not reported... */
 static void lock_inside_own_domain_is_quiet(void **state)
 {
@@ -661,7 +666,9 @@ static void new_domain_at_old_address_gets_its_own_nodes(void **state)
     struct rcl_domain *d = rcl_domain_create("fsNew", 0, NULL, NULL);
     if (d != old) {
         rcl_domain_destroy(d);
-        skip();         /* the allocator did not reuse the address (ASan's quarantine) */
+        print_message("skipped: the allocator did not reuse the destroyed domain's address "
+                      "(ASan's quarantine does not), so there is nothing to confuse\n");
+        skip();
     }
     rcl_mutex_init(&m, &new_lock);
     o.domain = d;
@@ -876,8 +883,9 @@ static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops slow_ops = { slow_count, slow_scan };
 
-/* Seed 001 ("you should not block kswapd"): a shrinker the background
- * reclaimer waits on for longer than the bound is reported. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020) ("you should not
+ * block kswapd"): a shrinker the background reclaimer waits on for longer
+ * than the bound is reported. */
 static void slow_shrinker_under_background_reclaimer_is_reported(void **state)
 {
     (void)state;
@@ -981,10 +989,12 @@ static void environment_turns_checker_on(void **state)
     setenv("RECLAIM_LOCKDEP", "1", 1);
     struct rcl_config cfg;
     rcl_config_default(&cfg);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
     unsetenv("RECLAIM_LOCKDEP");
     assert_int_equal(cfg.lockdep, RCL_LOCKDEP_ON);
     setenv("RECLAIM_LOCKDEP", "verbose", 1);
     rcl_config_default(&cfg);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
     unsetenv("RECLAIM_LOCKDEP");
     assert_int_equal(cfg.lockdep, RCL_LOCKDEP_VERBOSE);
     assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 0, 64 * MiB), 0);
@@ -1074,10 +1084,10 @@ int main(void)
         TL(nofs_scope_around_lock_removes_report),
         TL(allocation_that_cannot_reclaim_records_nothing),
         TL(narrow_shrinker_lock_reaches_wide_allocation),
-        TL(seed001_buggy_buffer_cache_is_reported),
-        TL(seed001_loop_worker_without_noio_is_reported),
-        TL(seed001_fixed_stack_is_quiet),
-        TL(seed001_noio_file_system_is_quiet),
+        TL(loop_stack_buggy_buffer_cache_is_reported),
+        TL(loop_stack_loop_worker_without_noio_is_reported),
+        TL(loop_stack_fixed_stack_is_quiet),
+        TL(loop_stack_noio_file_system_is_quiet),
         TL(lock_inside_own_domain_is_quiet),
         TL(lock_outside_its_domain_is_reported),
         TL(other_domains_lock_is_still_reported),

@@ -1,6 +1,7 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lru.c - the shrinkable LRU (the kernel's list_lru): order, the walk's
- * four answers, the count, the one-call shrinker, the header's example, and
+ * four answers, the count, the one-call shrinker, the example of rcl_lru(3), and
  * concurrent use.
  */
 #include "helpers.h"
@@ -10,9 +11,9 @@
 #include <stdbool.h>
 
 /* ------------------------------------------------------------------------ */
-/* The header's example, verbatim: test_header_example_matches_this_copy()  */
-/* checks that include/reclaim.h says exactly this, so what the header     */
-/* shows is what compiles here.                                              */
+/* rcl_lru(3)'s example, verbatim: test_manual_example_matches_this_copy()  */
+/* checks that docs/man/rcl_lru.3.scd says exactly this, so what the man    */
+/* page shows is what compiles here.                                         */
 /* ------------------------------------------------------------------------ */
 /* The example's functions are not static (a user's would live in their own
  * file); declared here to satisfy -Wmissing-prototypes. */
@@ -499,7 +500,7 @@ static void test_destroy_unregisters_the_shrinker(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The header's example                                                      */
+/* The rcl_lru(3) example                                                   */
 /* ------------------------------------------------------------------------ */
 
 /* The example works as a cache: with a budget too small for every key, the
@@ -559,7 +560,7 @@ static char *slurp(const char *path)
 }
 
 /* The text between the markers, each line with `strip` characters of
- * prefix removed (" * " in the header, none here). */
+ * prefix removed, and without the man page's ``` block fences. */
 static void extract(const char *text, size_t strip, char *out, size_t len)
 {
     const char *b = strstr(text, "--- example begin");
@@ -570,6 +571,10 @@ static void extract(const char *text, size_t strip, char *out, size_t len)
     while (b < e && strchr(b, '\n') && strchr(b, '\n') < e) {
         const char *nl = strchr(b, '\n');
         size_t l = (size_t)(nl - b);
+        if (l == 3 && !strncmp(b, "```", 3)) {
+            b = nl + 1;
+            continue;
+        }
         const char *s = b;
         if (l >= strip) {
             s += strip;
@@ -587,20 +592,22 @@ static void extract(const char *text, size_t strip, char *out, size_t len)
     }
 }
 
-static void test_header_example_matches_this_copy(void **state)
+static void test_manual_example_matches_this_copy(void **state)
 {
     (void)state;
     char hpath[PATH_MAX], tpath[PATH_MAX];
-    if (repo_path(hpath, sizeof(hpath), "include/reclaim.h") ||
-        repo_path(tpath, sizeof(tpath), "tests/test_lru.c"))
+    if (repo_path(hpath, sizeof(hpath), "docs/man/rcl_lru.3.scd") ||
+        repo_path(tpath, sizeof(tpath), "tests/test_lru.c")) {
+        print_message("this program's path does not lead to the sources; skipped\n");
         skip();
+    }
     char *h = slurp(hpath), *t = slurp(tpath);
     if (!h || !t) {
         print_message("sources not found beside the build; skipped\n");
         skip();
     }
     static char hx[16384], tx[16384];
-    extract(h, 7, hx, sizeof(hx));     /* " *     " */
+    extract(h, 0, hx, sizeof(hx));
     extract(t, 0, tx, sizeof(tx));
     assert_true(strlen(tx) > 1000);
     assert_string_equal(hx, tx);
@@ -817,7 +824,7 @@ RUN_TESTS(
     T(test_refused_destroy_keeps_the_lru_shrinkable),
     T(test_destroy_unregisters_the_shrinker),
     T(test_header_example_caches_within_budget),
-    T(test_header_example_matches_this_copy),
+    T(test_manual_example_matches_this_copy),
     T(test_concurrent_owners_and_walkers_keep_count_exact),
     T(test_concurrent_fill_under_reclaim_never_fails),
 )

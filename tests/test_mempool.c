@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_mempool.c - mempools: the kernel's allocation order, a reserve that
  * is charged when the pool is made, waiting that never loses a wake-up,

@@ -1,9 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_nofail.c - the NOFAIL retry policy.
  *
  * Kernel rule (__GFP_NOFAIL, mm/page_alloc.c): the allocator retries until
  * it succeeds, and warn_alloc() reports a stall ("page allocation stalls
- * for %ums") every 10 s while it does. libreclaim adds seed 003's point: a
+ * for %ums") every 10 s while it does. libreclaim adds the point of the
+ * "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm, September 2024): a
  * request that can never succeed fails at once, loudly, instead of hanging.
  */
 #include "helpers.h"
@@ -197,8 +199,9 @@ static void test_nofail_keeps_reclaiming_until_it_succeeds(void **state)
         rcl_free(sb.obj[--sb.nobj]);
 }
 
-/* Seed 003: requests that can never succeed fail at once, with a clear
- * errno and a report (unless NOWARN), NOFAIL or not. */
+/* The "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm, September 2024):
+ * requests that can never succeed fail at once, with a clear errno and a
+ * report (unless NOWARN), NOFAIL or not. */
 static void test_impossible_nofail_requests_fail_at_once(void **state)
 {
     (void)state;
@@ -225,7 +228,8 @@ static void test_impossible_nofail_requests_fail_at_once(void **state)
     assert_int_equal(errno, EINVAL);
 }
 
-/* The stall interval defaults to 10 s and comes from RECLAIM_STALL_MS. */
+/* The stall interval defaults to 10 s; RECLAIM_STALL_MS sets it for a
+ * program that reads the environment. */
 static void test_stall_interval_is_configurable(void **state)
 {
     (void)state;
@@ -235,6 +239,8 @@ static void test_stall_interval_is_configurable(void **state)
     assert_int_equal(cfg.stall_ms, 10000);
     setenv("RECLAIM_STALL_MS", "1234", 1);
     rcl_config_default(&cfg);
+    assert_int_equal(cfg.stall_ms, 10000);   /* the defaults alone ignore it */
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
     unsetenv("RECLAIM_STALL_MS");
     assert_int_equal(cfg.stall_ms, 1234);
 }

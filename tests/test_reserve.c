@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_reserve.c - the reserve below the min watermark, tier by tier.
  *

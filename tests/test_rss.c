@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_rss.c - memory the caches give back reaches the operating system:
  * after the background reclaimer shrinks a cache, the process's resident

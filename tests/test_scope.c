@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Scopes: the kernel's memalloc_flags_save()/restore() (v6.9+) and
  * current_gfp_context(), per thread.
@@ -198,7 +199,8 @@ static void guards_restore_at_end_of_block(void **state)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
-/* Seed 004: the context must be conveyable to other threads. */
+/* The "mm: add PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016): the
+ * context must be conveyable to other threads. */
 struct adopt_arg {
     struct rcl_context ctx;
     unsigned inside, after;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The scope calls the library exports (what other languages, dlsym() and
  * builds with RCL_NO_INLINE_SCOPES reach) keep the kernel's rules, and act

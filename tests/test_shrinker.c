@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shrinkers: registration, the kernel's do_shrink_slab() arithmetic, the
  * `needs` deferral, and unregister's guarantee.
@@ -46,7 +47,8 @@ static unsigned long rec_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops rec_ops = { rec_count, rec_scan };
 
-/* The reference: DESIGN.md's formulas, which are do_shrink_slab()'s. */
+/* The reference: the formulas of include/reclaim.h and rcl_shrinker(3), which
+ * are do_shrink_slab()'s. */
 struct model { unsigned long deferred; };
 static unsigned model_pass(struct model *m, unsigned long freeable, unsigned seeks,
                            unsigned long batch, int prio, unsigned long *to_scan, unsigned max)

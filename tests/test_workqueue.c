@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_workqueue.c - a workqueue that carries the queuer's reclaim context
  * to the worker, allocates nothing to queue, drains on destroy, and keeps
@@ -235,8 +236,8 @@ static void test_queueing_allocates_nothing(void **state)
 /* Context that travels                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Seed 004: the NOFS of the code that asked for the work holds in the
- * thread that does it. */
+/* The "mm: add PF_MEMALLOC_NOFS" thread (linux-kernel, April 2016): the NOFS
+ * of the code that asked for the work holds in the thread that does it. */
 static void test_work_runs_under_the_queuers_context(void **state)
 {
     (void)state;

@@ -1,12 +1,22 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Installs the Debian packages the tests and benchmarks need, when they are
 # missing and we may (root). Idempotent: does nothing when all are there.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
+esac
 set -e
 need=""
 have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} -E -x c - >/dev/null 2>&1; }
 have_header cmocka.h 2>/dev/null || { printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 || need="$need libcmocka-dev"; }
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v clang >/dev/null 2>&1 || need="$need clang"
+# The man pages and the repository checks (make man, make check).
+command -v scdoc >/dev/null 2>&1 || need="$need scdoc"
+command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
+command -v abidiff >/dev/null 2>&1 || need="$need abigail-tools"
 for p in $EXTRA_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"; done
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then

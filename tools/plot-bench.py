@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Turns one `make bench` run (the JSON tools/run-bench.sh writes) into PNG
 plots with gnuplot (Debian: gnuplot-nox).
 
@@ -194,8 +195,13 @@ def memory(b, out, tmp, sub):
 
 
 def main():
-    if len(sys.argv) < 2:
+    if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
         print(__doc__)
+        return 0
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        if len(sys.argv) > 1:
+            print(f"plot-bench.py: rejected '{sys.argv[1]}': give a run's JSON file", file=sys.stderr)
+        print(__doc__, file=sys.stderr)
         return 2
     with open(sys.argv[1]) as f:
         run = json.load(f)

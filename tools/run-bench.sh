@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs the benchmarks and gathers their results into one JSON file per run.
 #
 #   sh tools/run-bench.sh BUILD_DIR BENCH_PROGRAM...      (what `make bench` does)
@@ -16,6 +17,9 @@
 # BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
 # the named programs only.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+esac
 set -u
 build=${1:?usage: run-bench.sh BUILD_DIR PROGRAM...}
 shift

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * block-server.h - what the parts of the block-server example share.
  *

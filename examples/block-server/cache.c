@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cache.c - a shrinkable buffer cache over the backing file.
  *

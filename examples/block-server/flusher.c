@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * flusher.c - the I/O-flusher thread: writes dirty buffers back to the file
  * so that the shrinker may drop them.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * block-server: a block-server-style request loop that keeps serving when
  * its memory budget is squeezed.
@@ -239,8 +240,24 @@ static int parse_ulong(const char *s, unsigned long *out)
     return errno || end == s || *end || *s == '-' ? -1 : 0;
 }
 
+/* The value given to a long option, for messages about a combination. */
+static const char *argv_value(int argc, char **argv, const char *opt)
+{
+    size_t n = strlen(opt);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], opt) && i + 1 < argc)
+            return argv[i + 1];
+        if (!strncmp(argv[i], opt, n) && argv[i][n] == '=')
+            return argv[i] + n + 1;
+    }
+    return NULL;
+}
+
 static void usage(FILE *f)
 {
+    fprintf(f, "block-server: a block device server (NBD-like) with a buffer cache, a\n"
+               "flusher and a request mempool, serving a request mix while its budget is\n"
+               "squeezed halfway; it must finish with no hang and every block intact.\n\n");
     fprintf(f, "usage: block-server [--budget SIZE] [--squeeze SIZE] [--requests N]\n"
                "                    [--blocks N] [--file PATH] [--seed N] [--quiet]\n"
                "  --budget SIZE   memory budget (default 512K; K, M, G suffixes)\n"
@@ -249,7 +266,17 @@ static void usage(FILE *f)
                "  --blocks N      4 KiB blocks in the backing file (default 1024)\n"
                "  --file PATH     backing file (default: a temporary one)\n"
                "  --seed N        seed of the request mix (default 1)\n"
-               "  --quiet         print nothing unless something fails\n");
+               "  --quiet         print nothing unless something fails\n"
+               "  --help          this text\n"
+               "The squeezed budget must be at least 64K, for the workers' buffers, the\n"
+               "request pool and the reserve, and no larger than the budget.\n");
+}
+
+/* Says what was rejected and why, for parse_options' caller to add the usage. */
+static int reject(const char *opt, const char *val, const char *why)
+{
+    fprintf(stderr, "block-server: rejected %s%s%s: %s\n", opt, val ? " " : "", val ? val : "", why);
+    return -1;
 }
 
 static int parse_options(int argc, char **argv, struct options *o)
@@ -271,28 +298,48 @@ static int parse_options(int argc, char **argv, struct options *o)
     *o = (struct options){ .budget = 512 * 1024, .requests = 20000, .blocks = 1024, .seed = 1 };
     while ((c = getopt_long(argc, argv, "b:s:n:k:f:S:qh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'b': if (parse_size(optarg, &o->budget)) return -1; break;
-        case 's': if (parse_size(optarg, &o->squeeze)) return -1; break;
-        case 'n': if (parse_ulong(optarg, &o->requests)) return -1; break;
+        case 'b':
+            if (parse_size(optarg, &o->budget))
+                return reject("--budget", optarg, "not a size (try 512K or 2M)");
+            break;
+        case 's':
+            if (parse_size(optarg, &o->squeeze))
+                return reject("--squeeze", optarg, "not a size (try 256K)");
+            break;
+        case 'n':
+            if (parse_ulong(optarg, &o->requests))
+                return reject("--requests", optarg, "not a number");
+            break;
         case 'k':
             if (parse_ulong(optarg, &v) || v == 0 || v > 1u << 20)
-                return -1;
+                return reject("--blocks", optarg, "not a number from 1 to 1048576");
             o->blocks = (unsigned)v;
             break;
         case 'f': o->file = optarg; break;
-        case 'S': if (parse_ulong(optarg, &v)) return -1; o->seed = (unsigned)v; break;
+        case 'S':
+            if (parse_ulong(optarg, &v))
+                return reject("--seed", optarg, "not a number");
+            o->seed = (unsigned)v;
+            break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout); exit(0);
-        default: return -1;
+        default: return -1;   /* getopt has named the option */
         }
     }
     if (optind != argc)
-        return -1;
-    if (!o->squeeze)
+        return reject("the argument", argv[optind], "block-server takes options only");
+    int halved = !o->squeeze;
+    if (halved)
         o->squeeze = o->budget / 2;
     /* Room for the workers' buffers, the pool and the reserve. */
-    if (o->squeeze < 64 * 1024 || o->squeeze > o->budget)
-        return -1;
+    if (o->squeeze < 64 * 1024) {
+        char why[160];
+        snprintf(why, sizeof(why), "the squeezed budget would be %zu KiB%s; it must be at least 64 KiB",
+                 o->squeeze / 1024, halved ? " (half of --budget)" : "");
+        return reject(halved ? "--budget" : "--squeeze", halved ? argv_value(argc, argv, "--budget") : NULL, why);
+    }
+    if (o->squeeze > o->budget)
+        return reject("--squeeze", NULL, "larger than --budget; a squeeze only lowers the budget");
     return 0;
 }
 
@@ -349,7 +396,7 @@ int main(int argc, char **argv)
 {
     static struct server s;
     if (parse_options(argc, argv, &s.opt)) {
-        usage(stderr);
+        fprintf(stderr, "(block-server --help for the options)\n");
         return 2;
     }
 

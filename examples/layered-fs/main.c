@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * layered-fs - reclaim domains on a storage stack with a loop device.
  *
@@ -10,7 +11,8 @@
  *
  * Evicting an object writes it back, which takes its file system's journal
  * lock - and for an image file system, through the loop device, the journal
- * lock of the file system below as well. Seed 001's deadlock: a thread in a
+ * lock of the file system below as well. The deadlock of the "Overhaul
+ * memalloc_no*" thread (dm-devel, June 2020): a thread in a
  * data transaction (holding data's journal) allocates; reclaim evicts from
  * img-a; the write goes through loop0 into data, which waits for the
  * journal this very thread holds.
@@ -35,6 +37,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define OBJ       1024
 #define LIMIT     (16u << 20)
@@ -105,8 +108,9 @@ static unsigned long fs_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops fs_ops = { fs_count, fs_scan };
 
-/* Seed 001: "superblock the same, pass context to filesystem to decide if
- * reclaim from the superblock is safe": not inside our own transaction. */
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): "superblock the
+ * same, pass context to filesystem to decide if reclaim from the superblock
+ * is safe": not inside our own transaction. */
 static int fs_may_reclaim(struct rcl_domain *d, void *arg)
 {
     struct fs *f = arg;
@@ -189,8 +193,18 @@ static void empty_data(void)
         rcl_free(fs[0].obj[--fs[0].n]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        int help = !strcmp(argv[1], "--help");
+        if (!help)
+            fprintf(stderr, "layered-fs: rejected '%s': this example takes no arguments\n", argv[1]);
+        fprintf(help ? stdout : stderr,
+                "usage: layered-fs\nOne transaction in a file system, needing more than the free "
+                "budget, run three ways\n(no scope, a NOFS scope, inside its reclaim domain) on four "
+                "file systems, two of\nthem on loop devices over the other two.\n");
+        return help ? 0 : 2;
+    }
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     cfg.limit = LIMIT;

@@ -1,9 +1,11 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * quickstart: a cache that shrinks when the budget runs short, and a lock
  * that reclaim must not recurse into. The README shows this file.
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 #include <reclaim.h>
 
 struct entry { struct entry *next; char data[4000]; };
@@ -34,8 +36,17 @@ static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
     return freed;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        int help = !strcmp(argv[1], "--help");
+        if (!help)
+            fprintf(stderr, "quickstart: rejected '%s': this example takes no arguments\n", argv[1]);
+        fprintf(help ? stdout : stderr,
+                "usage: quickstart\nFills a cache with 4 times its 16 MiB budget; its shrinker keeps "
+                "it inside.\n");
+        return help ? 0 : 2;
+    }
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     cfg.limit = 16 << 20;                   /* a 16 MiB budget */

@@ -1,5 +1,7 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * stack.c - the storage stack of seed 001: a file system, its buffer cache
+ * stack.c - the storage stack of the "Overhaul memalloc_no*" thread
+ * (dm-devel, June 2020): a file system, its buffer cache
  * and a loop device whose back end is the same file system.
  *
  * Every wait in here is a timed wait that gives up once stack_abort() is
@@ -91,16 +93,17 @@ void stack_print_states(void)
 {
     unsigned n = atomic_load(&stack_nstates);
     unsigned long long now = stack_now_ns();
+    printf("      %-13s %-7s %-66s%-10s %s\n", "thread", "holds", "doing", "loop I/O", "since");
     for (unsigned i = 0; i < n && i < STATE_SLOTS; i++) {
         struct thread_state *s = &stack_states[i];
         const char *what = atomic_load(&s->what);
         long io = atomic_load(&s->io);
         char ionum[32] = "";
         if (io >= 0)
-            snprintf(ionum, sizeof(ionum), " #%ld", io);
-        printf("      %-13s %-7s %-66s%-6s for %4.1f s\n", s->name,
+            snprintf(ionum, sizeof(ionum), "#%ld", io);
+        printf("      %-13s %-7s %-66s%-10s %5.0f ms\n", s->name,
                atomic_load(&s->holds_journal) ? "JOURNAL" : "", what ? what : "(no state)",
-               ionum, (double)(now - atomic_load(&s->since_ns)) / 1e9);
+               ionum, (double)(now - atomic_load(&s->since_ns)) / 1e6);
     }
 }
 
@@ -291,7 +294,8 @@ static struct rcl_shrinker *buf_shrinker;
 
 /* The fixed stack also bounds how many write-backs one shrinker call
  * waits for and leaves the rest to the flusher: the background reclaimer
- * runs these calls, and must not be held up for long (seed 001: "you
+ * runs these calls, and must not be held up for long (the "Overhaul
+ * memalloc_no*" thread (dm-devel, June 2020): "you
  * should not block kswapd"; the lock checker reports a shrinker call over
  * a second). */
 #define FIXED_WAITS_PER_SCAN 8
@@ -321,9 +325,10 @@ static unsigned long buf_count(void *priv, struct rcl_shrink_control *sc)
 static unsigned long buf_scan(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv;
-    /* The whole bug of seed 001 is this one line. 2014: "I/O is allowed,
-     * so I may wait for I/O". Fixed: I/O through a loop device may need
-     * the file system, so waiting also needs FS. */
+    /* The whole bug of the "Overhaul memalloc_no*" thread (dm-devel, June
+     * 2020) is this one line. 2014: "I/O is allowed, so I may wait for I/O".
+     * Fixed: I/O through a loop device may need the file system, so waiting
+     * also needs FS. */
     rcl_gfp_t need = opts.fixed_bufcache ? (RCL__IO | RCL__FS) : RCL__IO;
     struct buf_walk w = { (sc->gfp & need) == need,
                           opts.fixed_bufcache ? FIXED_WAITS_PER_SCAN : UINT_MAX };
@@ -453,7 +458,8 @@ static void *writer_main(void *arg)
                 break;
             /* The journal record is allocated under the journal lock
              * (NOFS): if memory is short this allocation reclaims
-             * directly, with the lock held. That is seed 001's step 1. */
+             * directly, with the lock held. That is step 1 of the deadlock
+             * in the "Overhaul memalloc_no*" thread (dm-devel, June 2020). */
             state_set("allocating a journal record (NOFS)", -1);
             void *rec = rcl_alloc(512, RCL_NOFS | RCL__NOWARN);
             if (rec) {

@@ -1,5 +1,7 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * stack.h - seed 001's storage stack, in user space, with real threads:
+ * stack.h - the storage stack of the "Overhaul memalloc_no*" thread
+ * (dm-devel, June 2020), in user space, with real threads:
  *
  *     writers ──► file system (journal lock, inode cache)
  *                    │ buffers
@@ -11,7 +13,8 @@
  *                                                    (the back-end file)
  *
  * The buffer cache has two brains: the 2014 one (dm-bufio before the fix
- * Dave Chinner reviewed in seed 001: "I may do I/O, so I may wait for I/O")
+ * Dave Chinner reviewed in the "Overhaul memalloc_no*" thread, dm-devel,
+ * June 2020: "I may do I/O, so I may wait for I/O")
  * and the fixed one ("a loop device may lead back into a file system, so
  * without FS I never wait"). The loop worker may run in NOIO scope (as the
  * kernel's loop driver does) or not.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cgroup_cache.c - the program tests/test_cgroup_e2e.c runs inside a real
  * memory cgroup. A cache of 64 KiB blocks on a shrinkable LRU, through
@@ -152,12 +153,24 @@ static int run_hog(const char *usage_file, unsigned long long limit, unsigned lo
         pause();
 }
 
+static int usage(const char *rejected)
+{
+    if (rejected)
+        fprintf(stderr, "cgroup_cache: rejected '%s' (see --help)\n", rejected);
+    fprintf(rejected ? stderr : stdout,
+            "usage: cgroup_cache cache|noshrink MiB | hold MiB S | hog USAGE_FILE LIMIT HEADROOM\n"
+            "The program tests/test_cgroup_e2e.c runs inside a memory cgroup.\n");
+    return rejected ? 3 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "--help"))
+        return usage(NULL);
     if (argc >= 5 && !strcmp(argv[1], "hog"))
         return run_hog(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10));
     if (argc < 3)
-        return 3;
+        return usage(argc < 2 ? "(no command)" : argv[1]);
     rcl_set_report_fn(count_report, NULL);
     lru = rcl_lru_create();
     if (!lru)
@@ -169,5 +182,5 @@ int main(int argc, char **argv)
         return run_cache(mib, 0);
     if (!strcmp(argv[1], "hold") && argc >= 4)
         return run_hold(mib, atoi(argv[3]));
-    return 3;
+    return usage(argv[1]);
 }

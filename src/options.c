@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * options.c - the one table of RECLAIM_* environment variables, and the
+ * code that applies it to a struct rcl_config.
+ *
+ * Everything that documents the variables (the README's list, reclaim(7))
+ * is generated from this table (tests/progs/options_doc.c,
+ * tools/check-options.sh), so a new option is one entry here plus, for a
+ * "config" option, its field in struct rcl_config.
+ *
+ * Two kinds of entry. A config option fills a field of struct rcl_config
+ * and so follows the precedence rule (docs/design.md, "Configuration"): it
+ * applies to a program that lets the library configure itself, never
+ * behind the back of one that passed its own configuration to rcl_init().
+ * A process option (no field) is read where it is used, in every program:
+ * those only add output or serve tests.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NOFIELD ((size_t)-1)
+#define CFG(field) offsetof(struct rcl_config, field), sizeof(((struct rcl_config *)0)->field)
+#define PROCESS NOFIELD, 0
+
+const struct rcl__option rcl__options[] = {
+    { "RECLAIM_LIMIT", RCL__OPT_SIZE, CFG(limit), 0, SIZE_MAX, "0 (automatic)",
+      "The budget in bytes (K, M, G suffixes); 0 picks the cgroup limit less a margin, else half of physical memory" },
+    { "RECLAIM_RESERVE", RCL__OPT_SIZE, CFG(reserve), 0, SIZE_MAX, "0 (min_pct of the limit)",
+      "Bytes of the budget kept for reclaim itself, I/O flushers and RCL__MEMALLOC" },
+    { "RECLAIM_MIN_PCT", RCL__OPT_UINT, CFG(min_pct), 0, 99, "2",
+      "Headroom (percent of the limit) below which allocations reclaim directly or fail; 0 is the default; min < low < high must hold" },
+    { "RECLAIM_LOW_PCT", RCL__OPT_UINT, CFG(low_pct), 0, 99, "5",
+      "Headroom below which the background reclaimer wakes" },
+    { "RECLAIM_HIGH_PCT", RCL__OPT_UINT, CFG(high_pct), 0, 99, "10",
+      "Headroom the background reclaimer restores before it sleeps" },
+    { "RECLAIM_BACKGROUND", RCL__OPT_BOOL, CFG(background), 0, 1, "1",
+      "Run the background reclaimer thread (0 or 1)" },
+    { "RECLAIM_PRESSURE", RCL__OPT_BOOL, CFG(pressure), 0, 1, "1",
+      "Follow the cgroup limit, PSI and cgroup usage (0 or 1)" },
+    { "RECLAIM_LOCKDEP", RCL__OPT_LOCKDEP, CFG(lockdep), 0, 2, "0",
+      "The lock checker: 0 off, 1 on, verbose (or 2) also reports each dependency learned" },
+    { "RECLAIM_STALL_MS", RCL__OPT_UINT, CFG(stall_ms), 0, 86400000, "10000",
+      "A NOFAIL allocation waiting this long is reported, and again every as long" },
+    { "RECLAIM_STATS", RCL__OPT_BOOL, PROCESS, 0, 1, "0",
+      "1 prints the statistics to standard error at exit" },
+    { "RECLAIM_CGROUP_MARGIN", RCL__OPT_SIZE_OR_PCT, PROCESS, 0, SIZE_MAX, "1/8 of the cgroup limit",
+      "What the automatic limit leaves below the cgroup limit, a size (32M) or a percentage (10%); at most half" },
+    { "RECLAIM_CGROUP_ROOT", RCL__OPT_PATH, PROCESS, 0, 0, "/",
+      "For tests: read cgroup, /proc and /sys files under this directory instead of /" },
+};
+const unsigned rcl__nr_options = sizeof(rcl__options) / sizeof(rcl__options[0]);
+
+const struct rcl__option *rcl__option_find(const char *name)
+{
+    for (unsigned i = 0; i < rcl__nr_options; i++)
+        if (!strcmp(rcl__options[i].name, name))
+            return &rcl__options[i];
+    return NULL;
+}
+
+static int parse_bool(const char *s, unsigned long long *v)
+{
+    if (!strcmp(s, "0") || !strcmp(s, "off") || !strcmp(s, "no"))
+        *v = 0;
+    else if (!strcmp(s, "1") || !strcmp(s, "on") || !strcmp(s, "yes"))
+        *v = 1;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+/* What a rejected value should have been, for the report. */
+static void expected(const struct rcl__option *o, char *buf, size_t len)
+{
+    switch (o->kind) {
+    case RCL__OPT_SIZE:
+        snprintf(buf, len, "a size such as 256M");
+        break;
+    case RCL__OPT_UINT:
+        snprintf(buf, len, "a number from %llu to %llu", o->min, o->max);
+        break;
+    case RCL__OPT_BOOL:
+        snprintf(buf, len, "0 or 1");
+        break;
+    case RCL__OPT_LOCKDEP:
+        snprintf(buf, len, "0, 1 or verbose");
+        break;
+    case RCL__OPT_SIZE_OR_PCT:
+        snprintf(buf, len, "a size such as 32M or a percentage such as 10%%");
+        break;
+    case RCL__OPT_PATH:
+        snprintf(buf, len, "a directory");
+        break;
+    }
+}
+
+int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v)
+{
+    size_t sz;
+
+    switch (o->kind) {
+    case RCL__OPT_SIZE:
+    case RCL__OPT_UINT:
+        if (rcl__parse_size(s, &sz) || sz < o->min || sz > o->max)
+            return -EINVAL;
+        *v = sz;
+        return 0;
+    case RCL__OPT_BOOL:
+        return parse_bool(s, v);
+    case RCL__OPT_LOCKDEP:
+        if (!strcmp(s, "verbose") || !strcmp(s, "2")) {
+            *v = RCL_LOCKDEP_VERBOSE;
+            return 0;
+        }
+        return parse_bool(s, v);
+    case RCL__OPT_SIZE_OR_PCT:
+    case RCL__OPT_PATH:
+        break;
+    }
+    return -EINVAL;   /* read by their own code, not through the table */
+}
+
+static void store(const struct rcl__option *o, struct rcl_config *cfg, unsigned long long v)
+{
+    char *field = (char *)cfg + o->offset;
+
+    if (o->size == sizeof(unsigned)) {
+        unsigned u = (unsigned)v;
+        memcpy(field, &u, sizeof(u));
+    } else {
+        size_t z = (size_t)v;
+        memcpy(field, &z, sizeof(z));
+    }
+}
+
+int rcl_config_from_env(struct rcl_config *cfg)
+{
+    char bad[1024] = "", want[96];
+    size_t used = 0;
+    unsigned nbad = 0;
+
+    if (!cfg)
+        return -EINVAL;
+    for (unsigned i = 0; i < rcl__nr_options; i++) {
+        const struct rcl__option *o = &rcl__options[i];
+        const char *s;
+        unsigned long long v;
+
+        if (o->offset == NOFIELD || !(s = getenv(o->name)))
+            continue;
+        if (rcl__option_parse(o, s, &v) == 0) {
+            store(o, cfg, v);
+            continue;
+        }
+        expected(o, want, sizeof(want));
+        if (used < sizeof(bad))
+            used += (size_t)snprintf(bad + used, sizeof(bad) - used, "%s%s=\"%.64s\" (want %s)",
+                                     nbad ? ", " : "", o->name, s, want);
+        nbad++;
+    }
+    if (!nbad)
+        return 0;
+    rcl__report("ignored %s; the rest of the RECLAIM_* environment applies", bad);
+    return -EINVAL;
+}

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_options.c - configuration that never surprises: one precedence
+ * rule (a program's own configuration is exactly what it gets; the
+ * environment configures programs that leave it to the library, or that
+ * ask with rcl_config_from_env()), reports that name the variable and its
+ * value, and extensible structures. Also the version at run time.
+ */
+#include "helpers.h"
+
+static void clear_env(void)
+{
+    static const char *const names[] = {
+        "RECLAIM_LIMIT", "RECLAIM_RESERVE", "RECLAIM_MIN_PCT", "RECLAIM_LOW_PCT",
+        "RECLAIM_HIGH_PCT", "RECLAIM_BACKGROUND", "RECLAIM_PRESSURE",
+        "RECLAIM_LOCKDEP", "RECLAIM_STALL_MS", "RECLAIM_STATS",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+}
+
+static int options_teardown(void **state)
+{
+    clear_env();
+    return test_teardown(state);
+}
+#define TO(fn) cmocka_unit_test_setup_teardown(fn, test_setup, options_teardown)
+
+/* rcl_config_default() gives the defaults, whatever the environment says. */
+static void defaults_ignore_the_environment(void **state)
+{
+    (void)state;
+    struct rcl_config cfg;
+    setenv("RECLAIM_LIMIT", "3M", 1);
+    setenv("RECLAIM_LOW_PCT", "1", 1);
+    rcl_config_default(&cfg);
+    assert_int_equal(cfg.limit, 0);
+    assert_int_equal(cfg.low_pct, 5);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A correct program's rcl_init() succeeds, and gets what it asked for,
+ * even with an environment that would make its configuration impossible
+ * (low below min). */
+static void own_configuration_wins_over_the_environment(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    setenv("RECLAIM_LOW_PCT", "1", 1);
+    setenv("RECLAIM_LIMIT", "3M", 1);
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), 8 * MiB);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_low, 8 * MiB * 5 / 100);
+}
+
+/* A program asks for the environment explicitly, after its own choices. */
+static void from_env_applies_the_variables_set(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(8 * MiB);
+    setenv("RECLAIM_LIMIT", "3M", 1);
+    setenv("RECLAIM_STALL_MS", "250", 1);
+    setenv("RECLAIM_LOCKDEP", "verbose", 1);
+    setenv("RECLAIM_BACKGROUND", "on", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
+    assert_int_equal(cfg.limit, 3 * MiB);
+    assert_int_equal(cfg.stall_ms, 250);
+    assert_int_equal(cfg.lockdep, RCL_LOCKDEP_VERBOSE);
+    assert_int_equal(cfg.background, 1);
+    assert_int_equal(cfg.pressure, 0);   /* not set: left as the program had it */
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A bad value is named with its value, ignored, and the rest applies. */
+static void a_bad_variable_is_named_and_the_rest_applies(void **state)
+{
+    (void)state;
+    struct rcl_config cfg;
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_HIGH_PCT", "150", 1);
+    setenv("RECLAIM_LIMIT", "5M", 1);
+    setenv("RECLAIM_PRESSURE", "maybe", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+    assert_int_equal(cfg.limit, 5 * MiB);
+    assert_int_equal(cfg.high_pct, 10);
+    assert_int_equal(cfg.pressure, 1);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_reports.last, "RECLAIM_HIGH_PCT=\"150\""));
+    assert_non_null(strstr(test_reports.last, "RECLAIM_PRESSURE=\"maybe\""));
+    assert_null(strstr(test_reports.last, "RECLAIM_LIMIT"));
+}
+
+static void from_env_refuses_null(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_config_from_env(NULL), -EINVAL);
+}
+
+/* rcl_init(NULL) is first use: defaults plus the environment. */
+static void init_null_reads_the_environment(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    setenv("RECLAIM_LIMIT", "6M", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    assert_int_equal(rcl_init(NULL), 0);
+    assert_int_equal(rcl_limit(), 6 * MiB);
+}
+
+/* First use with an impossible environment: reported, and the library runs
+ * on the defaults rather than not at all. */
+static void impossible_environment_falls_back_to_defaults(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    setenv("RECLAIM_LOW_PCT", "1", 1);       /* below min: cannot work */
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    assert_non_null(strstr(test_reports.all, "using defaults"));
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_low, st.limit * 5 / 100);
+}
+
+/* Reserved words must be zero: a configuration from a later header (or an
+ * uninitialised one) is refused, not misread. */
+static void nonzero_reserved_config_words_are_refused(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.rcl_reserved[3] = 1;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_non_null(strstr(test_reports.last, "reserved"));
+    cfg.rcl_reserved[3] = 0;
+    assert_int_equal(rcl_init(&cfg), 0);
+}
+
+static unsigned long count0(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 0;
+}
+static unsigned long scan0(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 0;
+}
+
+/* More shrinkers than struct rcl_stats carries: rcl_stats_shrinkers()
+ * fills a caller-sized array and says how many there are. */
+static void every_shrinker_is_listed_beyond_the_fixed_array(void **state)
+{
+    (void)state;
+    enum { N = RCL_STATS_MAX_SHRINKERS + 8 };
+    static const struct rcl_shrinker_ops ops = { count0, scan0 };
+    struct rcl_shrinker *sh[N];
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "cache-%d", i);
+        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
+        assert_non_null(sh[i]);
+    }
+    assert_int_equal(rcl_stats_shrinkers(NULL, 0), N);
+    struct rcl_shrinker_stats *all = calloc(N, sizeof(*all));
+    assert_int_equal(rcl_stats_shrinkers(all, N), N);
+    assert_string_equal(all[N - 1].name, "cache-39");
+    assert_int_equal(all[N - 1].rcl_reserved[0], 0);
+    struct rcl_shrinker_stats two[2];
+    assert_int_equal(rcl_stats_shrinkers(two, 2), N);
+    assert_string_equal(two[1].name, "cache-1");
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.nr_shrinkers, N);
+    assert_string_equal(st.shrinkers[RCL_STATS_MAX_SHRINKERS - 1].name, "cache-31");
+    for (int i = 0; i < N; i++)
+        rcl_shrinker_unregister(sh[i]);
+    free(all);
+}
+
+/* The text form lists every shrinker, not only the first 32. */
+static void stats_print_lists_every_shrinker(void **state)
+{
+    (void)state;
+    enum { N = RCL_STATS_MAX_SHRINKERS + 2 };
+    static const struct rcl_shrinker_ops ops = { count0, scan0 };
+    struct rcl_shrinker *sh[N];
+    char name[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "pool-%d", i);
+        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(rcl_stats_print(f, 1), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"pool-33\""));
+    free(buf);
+    for (int i = 0; i < N; i++)
+        rcl_shrinker_unregister(sh[i]);
+}
+
+/* The library says which version it is, in the header's terms. */
+static void version_matches_the_header(void **state)
+{
+    (void)state;
+    char want[32];
+    snprintf(want, sizeof(want), "%d.%d.%d", RCL_VERSION_MAJOR, RCL_VERSION_MINOR,
+             RCL_VERSION_PATCH);
+    assert_string_equal(rcl_version(), want);
+    assert_string_equal(rcl_version(), RCL_VERSION_STRING);
+    assert_int_equal(rcl_version_number(), RCL_VERSION_NUMBER);
+}
+
+RUN_TESTS(TO(defaults_ignore_the_environment),
+          TO(own_configuration_wins_over_the_environment),
+          TO(from_env_applies_the_variables_set),
+          TO(a_bad_variable_is_named_and_the_rest_applies),
+          TO(from_env_refuses_null),
+          TO(init_null_reads_the_environment),
+          TO(impossible_environment_falls_back_to_defaults),
+          TO(nonzero_reserved_config_words_are_refused),
+          TO(every_shrinker_is_listed_beyond_the_fixed_array),
+          TO(stats_print_lists_every_shrinker),
+          TO(version_matches_the_header))

@@ -1,0 +1,31 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Every man page built from docs/man/*.scd is clean for mandoc -Tlint at
+# warning level and for groff -ww (what man -l runs), and every page the
+# SEE ALSO sections name exists.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.." || exit 2
+BUILD=${BUILD:-build}
+command -v mandoc >/dev/null 2>&1 || { echo "check-man: skipped: mandoc is not installed (Debian package mandoc)"; exit 77; }
+rc=0; n=0
+for src in docs/man/*.scd; do
+    page=$BUILD/man/$(basename "$src" .scd)
+    [ -f "$page" ] || { echo "check-man: $page not built (make man)"; rc=1; continue; }
+    mandoc -Tlint -W warning "$page" || rc=1
+    # man -l formats with groff: it must have nothing to say either.
+    if command -v groff >/dev/null 2>&1; then
+        w=$(groff -ww -man -z -Tutf8 "$page" 2>&1)
+        [ -z "$w" ] || { printf '%s\n' "$w"; rc=1; }
+    fi
+    n=$((n + 1))
+done
+for ref in $(grep -ho '\*rcl_[a-z_]*\*([37])\|\*reclaim\*(7)' docs/man/*.scd | tr -d '*' | sort -u); do
+    name=${ref%(*}; sec=$(echo "$ref" | sed 's/.*(\(.\))/\1/')
+    [ -f "docs/man/$name.$sec.scd" ] || { echo "check-man: a page refers to $ref, which does not exist"; rc=1; }
+done
+[ $rc -eq 0 ] && echo "check-man: $n pages clean for mandoc -Tlint and groff -ww, every reference resolves"
+exit $rc

@@ -1,0 +1,28 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The repository's own checks (license lines, exported ABI, man pages, the
+# options table against the README and reclaim(7), an install into a
+# staging tree), each one test in make check's count. BUILD names the build
+# directory whose library and man pages are checked.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.." || exit 2
+BUILD=${BUILD:-build}
+export BUILD
+passed=0; failed=0; skipped=0
+for c in check-spdx check-docs check-abi check-man check-options check-install; do
+    out=$(sh "tools/$c.sh" 2>&1)
+    rc=$?
+    printf '%s\n' "$out"
+    case $rc in
+    0) passed=$((passed + 1)); echo "== $c: passed" ;;
+    77) skipped=$((skipped + 1)); echo "== $c: skipped (reason above)" ;;
+    *) failed=$((failed + 1)); echo "== $c: FAILED (rc=$rc)" ;;
+    esac
+done
+echo "repository checks: $passed passed, $failed failed, $skipped skipped"
+[ -n "${RCL_SUMMARY:-}" ] && echo "repo $passed $failed $skipped" >> "$RCL_SUMMARY"
+[ $failed -eq 0 ]
