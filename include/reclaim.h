@@ -380,6 +380,8 @@ struct rcl_config {
     int      lockdep;      /* RCL_LOCKDEP_OFF / RCL_LOCKDEP_ON / RCL_LOCKDEP_VERBOSE */
     unsigned stall_ms;     /* a NOFAIL allocation stalled this long is reported, and
                               again every stall_ms; 0 = default (10000) */
+    int      footprint;    /* how real memory is measured: RCL_FOOTPRINT_* (see
+                              rcl_footprint()); 0 = RCL_FOOTPRINT_AUTO */
     /* Reserved for options added later; must be zero (rcl_init() refuses
      * anything else with -EINVAL). Zero in a later field means its default,
      * so a program built against this header keeps its meaning. */
@@ -443,16 +445,26 @@ size_t rcl_usage(void);
  *   - with the automatic budget under a cgroup limit, the cgroup's usage
  *     (less its inactive page cache) is the measure, and everything in the
  *     cgroup counts, other processes included;
- *   - otherwise the process's resident memory above what it held when the
- *     library started;
- *   - RECLAIM_FOOTPRINT=off (and the ASan and TSan builds, whose shadow
- *     memory is not the program's) count charges alone; =rss measures
- *     resident memory even under a cgroup.
+ *   - with the automatic budget and no cgroup limit, the process's
+ *     resident memory above what it held when the library started;
+ *   - with a limit the program set, the charges alone: the program's own
+ *     memory is not the budget's business then (RECLAIM_FOOTPRINT=rss or
+ *     cgroup, or struct rcl_config.footprint, asks for a measure anyway);
+ *   - the ASan and TSan builds count charges alone: their shadow memory
+ *     and quarantine are not the program's.
  * Reclaim gives freed memory back to the operating system (malloc_trim,
  * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc),
  * so that the footprint falls with the charge.
  */
 size_t rcl_footprint(void);
+/* struct rcl_config.footprint: AUTO measures the cgroup under the automatic
+ * budget of a cgroup limit, resident memory under the automatic budget
+ * without one, and nothing (charges alone) under a limit the program set;
+ * the others force one way. */
+#define RCL_FOOTPRINT_AUTO   0
+#define RCL_FOOTPRINT_OFF    1
+#define RCL_FOOTPRINT_RSS    2
+#define RCL_FOOTPRINT_CGROUP 3
 /* Folds the calling thread's stock back into the budget, and every other
  * thread's at its next allocation or free; the budget's own counter then
  * equals rcl_usage(). Each thread's cached free blocks (see rcl_alloc) go

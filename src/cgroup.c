@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cgroup.c - the process's memory cgroup: where it is, the limit that binds
  * it, what it holds, and the automatic budget that limit gives. Usable

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cgroup.h - the process's memory cgroup (cgroup.c), for the files that
  * read it: the pressure thread, the footprint sampler, the automatic limit.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * footprint.c - what the process really holds, against what it charged.
  *
@@ -25,13 +26,16 @@
  *           cgroup's usage less the inactive page cache (which the
  *           kernel drops before it kills anyone) is the authority, and
  *           everything in it counts, other processes' memory included;
- *   rss     any other budget: resident memory above what the process held
- *           when the library started counts (the program's own memory
- *           from before stays out of the budget, what it adds after does
- *           not);
- *   off     RECLAIM_FOOTPRINT=off, and under AddressSanitizer and
- *           ThreadSanitizer, whose shadow memory and quarantine are not
- *           the program's.
+ *   rss     the automatic budget without a cgroup limit: resident memory
+ *           above what the process held when the library started counts
+ *           (the program's own memory from before stays out of the
+ *           budget, what it adds after does not);
+ *   off     a limit the program set (charges alone: how much of its own
+ *           memory the program holds is not the budget's business then,
+ *           and a thread's stack would eat a small budget), and under
+ *           AddressSanitizer and ThreadSanitizer, whose shadow memory and
+ *           quarantine are not the program's.
+ * struct rcl_config.footprint (RECLAIM_FOOTPRINT) forces one of them.
  */
 #include "internal.h"
 #include "backend.h"
@@ -147,15 +151,15 @@ static int want_mode(bool auto_limit, bool cgroup_budget)
     (void)cgroup_budget;
     return RCL__FOOTPRINT_OFF;
 #else
-    const char *s = getenv("RECLAIM_FOOTPRINT");
-    if (s && !strcmp(s, "off"))
-        return RCL__FOOTPRINT_OFF;
-    if (s && !strcmp(s, "rss"))
-        return RCL__FOOTPRINT_RSS;
-    if (s && !strcmp(s, "cgroup"))
-        return RCL__FOOTPRINT_CGROUP;
-    return auto_limit ? (cgroup_budget ? RCL__FOOTPRINT_CGROUP : RCL__FOOTPRINT_RSS)
-                      : RCL__FOOTPRINT_OFF;
+    switch (rcl__cfg.footprint) {
+    case RCL_FOOTPRINT_OFF:    return RCL__FOOTPRINT_OFF;
+    case RCL_FOOTPRINT_RSS:    return RCL__FOOTPRINT_RSS;
+    case RCL_FOOTPRINT_CGROUP: return RCL__FOOTPRINT_CGROUP;
+    default:
+        if (!auto_limit)
+            return RCL__FOOTPRINT_OFF;
+        return cgroup_budget ? RCL__FOOTPRINT_CGROUP : RCL__FOOTPRINT_RSS;
+    }
 #endif
 }
 

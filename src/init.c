@@ -119,6 +119,8 @@ static int config_resolve(struct rcl_config *cfg)
         return -EINVAL;
     if (cfg->lockdep < RCL_LOCKDEP_OFF || cfg->lockdep > RCL_LOCKDEP_VERBOSE)
         return -EINVAL;
+    if (cfg->footprint < RCL_FOOTPRINT_AUTO || cfg->footprint > RCL_FOOTPRINT_CGROUP)
+        return -EINVAL;
     if (!cfg->limit)
         cfg->limit = rcl_auto_limit();
     if (cfg->reserve >= cfg->limit)

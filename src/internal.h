@@ -360,7 +360,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
  * option (no struct rcl_config field; read where it is used). */
 enum rcl__opt_kind {
     RCL__OPT_SIZE, RCL__OPT_UINT, RCL__OPT_BOOL, RCL__OPT_LOCKDEP,
-    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH,
+    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH, RCL__OPT_FOOTPRINT,
 };
 struct rcl__option {
     const char *name;

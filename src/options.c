@@ -45,6 +45,8 @@ const struct rcl__option rcl__options[] = {
       "The lock checker: 0 off, 1 on, verbose (or 2) also reports each dependency learned" },
     { "RECLAIM_STALL_MS", RCL__OPT_UINT, CFG(stall_ms), 0, 86400000, "10000",
       "A NOFAIL allocation waiting this long is reported, and again every as long" },
+    { "RECLAIM_FOOTPRINT", RCL__OPT_FOOTPRINT, CFG(footprint), 0, 3, "auto",
+      "How real memory is measured against the budget: auto, off (charges alone), rss or cgroup" },
     { "RECLAIM_STATS", RCL__OPT_BOOL, PROCESS, 0, 1, "0",
       "1 prints the statistics to standard error at exit" },
     { "RECLAIM_CGROUP_MARGIN", RCL__OPT_SIZE_OR_PCT, PROCESS, 0, SIZE_MAX, "1/8 of the cgroup limit",
@@ -95,6 +97,9 @@ static void expected(const struct rcl__option *o, char *buf, size_t len)
     case RCL__OPT_PATH:
         snprintf(buf, len, "a directory");
         break;
+    case RCL__OPT_FOOTPRINT:
+        snprintf(buf, len, "auto, off, rss or cgroup");
+        break;
     }
 }
 
@@ -117,6 +122,15 @@ int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long 
             return 0;
         }
         return parse_bool(s, v);
+    case RCL__OPT_FOOTPRINT: {
+        static const char *const names[] = { "auto", "off", "rss", "cgroup" };
+        for (unsigned i = 0; i < 4; i++)
+            if (!strcmp(s, names[i])) {
+                *v = i;
+                return 0;
+            }
+        return -EINVAL;
+    }
     case RCL__OPT_SIZE_OR_PCT:
     case RCL__OPT_PATH:
         break;

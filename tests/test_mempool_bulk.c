@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_mempool_bulk.c - rcl_mempool_alloc_bulk / rcl_mempool_free_bulk:
  * all or nothing, never holding part of the reserve while waiting.

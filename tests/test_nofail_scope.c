@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_nofail_scope.c - NOFAIL inside a scope that narrows or removes its
  * reclaim (reclaim.h, "NOFAIL and scopes").

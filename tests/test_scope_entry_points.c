@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_scope_entry_points.c - every public call that can allocate honours
  * the calling thread's scope: reclaim it causes runs with exactly the flags
