@@ -952,6 +952,18 @@ struct rcl_stats {
     size_t        direct_reclaimed;         /* bytes they freed */
     unsigned long background_wakeups;
     size_t        background_reclaimed;
+    unsigned long long background_cpu_ns;   /* CPU time the background reclaimer
+                                               spent reclaiming */
+    unsigned long direct_bounded;           /* direct reclaims that stopped at
+                                               their time bound (RECLAIM_DIRECT_US)
+                                               and left the rest to the background */
+    unsigned long throttled;                /* waits of allocations still short
+                                               after direct reclaim, for the
+                                               background reclaimer */
+    unsigned long long throttle_ns;         /* time spent in them */
+    unsigned long slow_reclaims;            /* bounded direct reclaims that still
+                                               took over 2 ms (each reported, at
+                                               most once a second) */
     unsigned long reserve_allocs;           /* charges that dipped into the reserve */
     unsigned long nofail_stalls;            /* stall reports */
     unsigned long mempool_reserve_hits;

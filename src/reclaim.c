@@ -7,11 +7,21 @@
  * shrinkers that need a lock the allocating thread holds. Progress is the
  * accounted bytes the reclaiming thread saw freed (rcl_thread.reclaimed),
  * not what shrinkers claim.
+ *
+ * An allocation's direct reclaim is bounded in time (RECLAIM_DIRECT_US,
+ * default 50 us of shrinker work, checked between scan calls): it returns
+ * with what it freed, the work it did not do is deferred, and the
+ * background reclaimer, woken, does it. An allocation still short after
+ * that waits a little for the background reclaimer (throttled, counted)
+ * rather than reclaiming without end: when one thread cannot free as fast
+ * as the program allocates, the program slows down instead of stalling.
  */
 #include "internal.h"
 #include "backend.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +29,12 @@
 #define TRIM_INTERVAL_NS  RCL__BE_TRIM_INTERVAL_NS   /* per backend: backend.h */
 #define IDLE_BACKOFF_MS   100             /* first pause after a fruitless pass */
 #define IDLE_BACKOFF_MAX  2000
+#define DIRECT_BOUND_NS   (50 * 1000ULL)  /* default bound of one direct reclaim */
+#define SLOW_RECLAIM_NS   (2000 * 1000ULL) /* a bounded one this long is reported */
+#define THROTTLE_MIN_NS   50000L          /* first wait of a throttled allocation */
+#define THROTTLE_MAX_NS   400000L         /* longest; an allocation waits a few */
+
+_Atomic unsigned long long rcl__direct_bound_ns = DIRECT_BOUND_NS;
 
 static struct {
     pthread_mutex_t lock;
@@ -33,7 +49,7 @@ static struct {
 } bg = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 static __thread bool in_background;
-static _Atomic long long start_fail_reported;
+static _Atomic long long start_fail_reported, slow_reported, throttle_reported;
 
 bool rcl__is_background(void) { return in_background; }
 
@@ -50,7 +66,7 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
-        if (t->reclaimed - start >= (long)target)
+        if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
     if (--t->in_reclaim == 0) {
@@ -82,15 +98,94 @@ static void maybe_trim(size_t freed)
     rcl__be_trim();
 }
 
-size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
+static unsigned long long thread_cpu_ns(void)
 {
-    unsigned long long start = rcl__now_ns();
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+        return 0;
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static double mib(long long bytes) { return (double)bytes / 1048576.0; }
+
+/* The form of the allocation-stall report: what was asked, what came back,
+ * how fast, and where the time went. */
+static void report_slow(size_t target, size_t freed, unsigned long long ns,
+                        unsigned long long cpu_ns, const struct rcl__shrink_trace *tr)
+{
+    char per[512] = "";
+    size_t len = 0;
+
+    for (unsigned i = 0; i < tr->n && len < sizeof(per); i++)
+        len += (size_t)snprintf(per + len, sizeof(per) - len, "%s\"%s\" %.3f ms, %.3f MiB, "
+                                "%lu objects", i ? "; " : "", tr->e[i].name,
+                                (double)tr->e[i].ns / 1e6, mib(tr->e[i].bytes),
+                                tr->e[i].objects);
+    rcl__report_limited(&slow_reported,
+                        "slow direct reclaim: %.3f ms (%.3f ms of it on CPU; the rest waiting "
+                        "for a CPU or a lock) for %.3f MiB asked, %.3f MiB freed "
+                        "(%.1f MiB/s); by shrinker: %s", (double)ns / 1e6, (double)cpu_ns / 1e6,
+                        mib((long long)target),
+                        mib((long long)freed), ns ? mib((long long)freed) * 1e9 / (double)ns : 0.0,
+                        tr->n ? per : "none ran");
+}
+
+static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp,
+                              unsigned long long bound)
+{
+    struct rcl__shrink_trace tr;
+    unsigned long long start = rcl__now_ns(), cpu0 = thread_cpu_ns();
+
+    rcl__shrink_bound(bound ? start + bound : 0, &tr);
     size_t freed = rcl__shrink(t, target, gfp);
+    rcl__shrink_bound(0, NULL);
+    unsigned long long ns = rcl__now_ns() - start;
 
     rcl__count(direct_reclaims, 1);
-    rcl__count(direct_stall_ns, rcl__now_ns() - start);
+    rcl__count(direct_stall_ns, ns);
     rcl__count(direct_reclaimed, freed);
+    if (bound && freed < target && ns >= bound) {
+        rcl__count(direct_bounded, 1);
+        rcl__reclaim_wake();
+    }
+    /* Only a bounded reclaim is news when slow: a shrinker call overran
+     * the bound many times over, or the thread lost its CPU. Unbounded ones
+     * (rcl_reclaim(), no background reclaimer) take what their work takes. */
+    if (bound && ns >= SLOW_RECLAIM_NS) {
+        rcl__count(slow_reclaims, 1);
+        report_slow(target, freed, ns, thread_cpu_ns() - cpu0, &tr);
+    }
     return freed;
+}
+
+size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
+{
+    /* Without a background reclaimer nobody would do the rest: unbounded. */
+    bool bg_on = atomic_load_explicit(&bg.enabled, memory_order_relaxed);
+    return reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
+}
+
+void rcl__reclaim_throttle(unsigned round)
+{
+    if (!atomic_load_explicit(&bg.enabled, memory_order_relaxed) || in_background) {
+        sched_yield();
+        return;
+    }
+    rcl__reclaim_wake();
+    long ns = THROTTLE_MIN_NS << (round < 3 ? round : 3);
+    if (ns > THROTTLE_MAX_NS)
+        ns = THROTTLE_MAX_NS;
+    unsigned long long t0 = rcl__now_ns();
+    struct timespec ts = { 0, ns };
+    nanosleep(&ts, NULL);
+    unsigned long long waited = rcl__now_ns() - t0;
+    rcl__count(throttled, 1);
+    rcl__count(throttle_ns, waited);
+    rcl__report_limited(&throttle_reported,
+                        "allocations throttled: the background reclaimer is not freeing as "
+                        "fast as the program allocates (%lu waits, %.1f ms in all so far)",
+                        rd(rcl__stats.throttled), (double)rd(rcl__stats.throttle_ns) / 1e6);
 }
 
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
@@ -111,7 +206,8 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
             rcl__reclaim_wake();
         return 0;
     }
-    size_t freed = rcl__direct_reclaim(t, bytes, masked);
+    /* The caller asked for these bytes: no time bound. */
+    size_t freed = reclaim_counted(t, bytes, masked, 0);
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
     maybe_trim(freed);
@@ -165,7 +261,9 @@ static void *background_main(void *arg)
         pthread_mutex_unlock(&bg.lock);
 
         rcl__count(background_wakeups, 1);
+        unsigned long long cpu0 = thread_cpu_ns();
         size_t freed = balance(t);
+        rcl__count(background_cpu_ns, thread_cpu_ns() - cpu0);
 
         pthread_mutex_lock(&bg.lock);
         /* Nothing to free yet the budget is still short: do not spin on
@@ -232,8 +330,33 @@ void rcl__reclaim_request(size_t bytes)
     rcl__reclaim_wake();
 }
 
+/* RECLAIM_DIRECT_US: the bound of one direct reclaim, microseconds; 0 =
+ * unbounded. Read here, not in rcl_config, so that the structure (and the
+ * library's ABI) stays as it is. */
+static void direct_bound_from_env(void)
+{
+    const char *v = getenv("RECLAIM_DIRECT_US");
+    char *end;
+
+    atomic_store(&rcl__direct_bound_ns, DIRECT_BOUND_NS);
+    if (!v)
+        return;
+    errno = 0;
+    unsigned long us = strtoul(v, &end, 10);
+    if (errno || end == v || *end || us > 1000000UL || v[0] == '-') {
+        rcl__report("RECLAIM_DIRECT_US=\"%s\": not a number of microseconds up to 1000000; "
+                    "ignored (the bound stays %llu us)", v, DIRECT_BOUND_NS / 1000);
+        return;
+    }
+    atomic_store(&rcl__direct_bound_ns, (unsigned long long)us * 1000ull);
+}
+
 int rcl__reclaim_start(const struct rcl_config *cfg)
 {
+    direct_bound_from_env();
+    /* A new budget's first slow reclaim and first throttling are news. */
+    atomic_store(&slow_reported, 0);
+    atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&bg.lock);
     bg.stop = false;
     bg.running = false;

@@ -7,7 +7,7 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 export RCL_TEST_SAN="${SAN:-}"
 export CMOCKA_MESSAGE_OUTPUT=STDOUT
-unset RECLAIM_LIMIT RECLAIM_STATS RECLAIM_LOCKDEP RECLAIM_BACKGROUND RECLAIM_PRESSURE
+unset RECLAIM_LIMIT RECLAIM_STATS RECLAIM_LOCKDEP RECLAIM_BACKGROUND RECLAIM_PRESSURE RECLAIM_DIRECT_US
 passed=0; failed=0; skipped=0; broken=""
 label=${SAN:-plain}
 for t in "$@"; do
