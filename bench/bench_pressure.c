@@ -40,15 +40,30 @@
  * so its throughput is partly bought with memory. A last set of runs gives
  * rcl the budget psi_trim really used, on the same working set: the
  * comparison at equal memory, printed after the goals and apart from them.
+ *
+ * Also measured: the stalled fraction counts direct reclaim and throttled
+ * waits (an allocation waiting for the background reclaimer); the hit
+ * ratio is held against an exact LRU replaying the threads' own key trace,
+ * with the limit's memory and with what the cache held on average;
+ * BENCH_SKEW=s (> 1) makes the keys power-law (key = n * u^s) so that
+ * what is evicted matters; the knee: rcl paced to shares of its unpaced
+ * rate (BENCH_KNEE=0 leaves it out); the library threads' CPU once nothing
+ * allocates; and each variant as a child in a real 128 MiB cgroup v1
+ * memory group (BENCH_CGROUP=0 leaves it out; skipped without one).
+ * BENCH_VERBOSE=1 prints the library's reports.
  */
 #include "bench.h"
 #include "reclaim.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #define NSHARDS     64
 #define MAX_THREADS 128
@@ -691,6 +706,7 @@ static double library_threads_cpu_s(void)
 }
 
 static unsigned idle_ms;   /* > 0: measure the library's idle cost this long */
+static int in_cgroup;      /* a child in the cgroup comparison: automatic budget */
 
 static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, unsigned run_ms,
                               unsigned poll_ms, unsigned thr_pct, unsigned tgt_pct)
@@ -718,7 +734,7 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
         uint32_t *tr = ws[i].trace;
         memset(&ws[i], 0, sizeof(ws[i]));
         ws[i].trace = tr;
-        ws[i].trace_cap = TRACE_KEYS / (size_t)nthreads;
+        ws[i].trace_cap = TRACE_KEYS / (in_cgroup ? 4 : 1) / (size_t)nthreads;
     }
 
     if (mode == M_RCL) {
@@ -727,8 +743,8 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
         int ret;
 
         rcl_config_default(&cfg);
-        cfg.limit = limit;
-        cfg.pressure = 0;
+        cfg.limit = in_cgroup ? 0 : limit;       /* in a cgroup: what a user gets */
+        cfg.pressure = in_cgroup;
         cfg.background = 1;
         ret = rcl_init(&cfg);
         if (ret) {
@@ -916,6 +932,13 @@ static void equal_memory(struct result (*res)[MAX_REPS], int reps, unsigned warm
     bj_end_obj();
 }
 
+/* BENCH_KNEE=0, BENCH_CGROUP=0: leave that part out. */
+static int env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, "0");
+}
+
 /* The allocation latency CDF of each variant's last run, thinned to about
  * CDF_POINTS points (every bucket in the tail above p99 kept). */
 static void cdf_json(void)
@@ -987,7 +1010,208 @@ static void knee(size_t limit, double unpaced_ops, unsigned warm_ms, unsigned ru
     bj_end_arr();
 }
 
-int main(void)
+/* ------------------------------------------------------------------------ */
+/* The comparison inside a real memory cgroup                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Each variant runs as a child process in one fresh 128 MiB cgroup v1
+ * memory group (no swap), the same workload as above: rcl with the budget
+ * a user gets by default there (automatic: the cgroup's limit less a
+ * margin, pressure followed), psi_trim with that same figure as its cache
+ * size, and psi_trim with a quarter of it (a cache sized so that its
+ * overshoot fits). Per variant: killed or not (exit status, the group's
+ * oom_kill count and failcnt), the group's peak usage, throughput and hit
+ * ratio. The group is removed after each.
+ */
+#define CG_LIMIT ((size_t)128 << 20)
+
+static int cg_write(const char *dir, const char *name, const char *val)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = write(fd, val, strlen(val));
+    int err = n < 0 ? -errno : 0;
+    close(fd);
+    return err;
+}
+
+static long long cg_read(const char *dir, const char *name, const char *key)
+{
+    char path[512], line[256];
+    long long v = -1;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f)) {
+        size_t kl = key ? strlen(key) : 0;
+        if (!key) {
+            v = atoll(line);
+            break;
+        }
+        if (!strncmp(line, key, kl) && line[kl] == ' ') {
+            v = atoll(line + kl + 1);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+/* The child: already in the group; runs one variant and prints its
+ * figures on one line. */
+static int cg_child(const char *mode, size_t budget, unsigned run_ms)
+{
+    enum mode m = strcmp(mode, "rcl") ? M_PSI : M_RCL;
+    struct result r = run_once(m, budget, 1000, run_ms, 10, 90, 50);
+    printf("RESULT %zu %.6g %.6g %.6g %.6g %.6g %.6g\n", budget, r.ops_per_s, r.hit_ratio,
+           r.hit_vs_lru, r.a999, r.amax, r.fails);
+    return 0;
+}
+
+struct cg_result {
+    const char *name;
+    size_t budget;
+    int ran, killed, status;
+    long long oom_kills, failcnt, peak;
+    double ops, hit, hit_vs_lru, a999, amax, fails;
+};
+
+static void cg_variant(const char *exe, struct cg_result *cr, const char *mode, size_t budget,
+                       unsigned run_ms)
+{
+    char dir[256], val[64];
+    int fds[2];
+
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory/bench-pressure-%d-%s-%zu",
+             (int)getpid(), mode, budget >> 20);
+    if (mkdir(dir, 0755) != 0)
+        return;
+    snprintf(val, sizeof(val), "%zu", CG_LIMIT);
+    cg_write(dir, "memory.limit_in_bytes", val);
+    cg_write(dir, "memory.memsw.limit_in_bytes", val);   /* only with swap accounting */
+    if (pipe(fds) != 0) {
+        rmdir(dir);
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char me[32], b[32], ms[32];
+        close(fds[0]);
+        dup2(fds[1], 1);
+        snprintf(me, sizeof(me), "%d", (int)getpid());
+        if (cg_write(dir, "cgroup.procs", me) != 0)
+            _exit(3);
+        snprintf(b, sizeof(b), "%zu", budget);
+        snprintf(ms, sizeof(ms), "%u", run_ms);
+        execl(exe, exe, "--cgroup-child", mode, b, ms, (char *)NULL);
+        _exit(4);
+    }
+    close(fds[1]);
+    char buf[512] = "";
+    size_t len = 0;
+    ssize_t n;
+    while (pid > 0 && len < sizeof(buf) - 1 && (n = read(fds[0], buf + len, sizeof(buf) - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = '\0';
+    close(fds[0]);
+    int st = 0;
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+    cr->ran = pid > 0;
+    cr->status = st;
+    cr->killed = WIFSIGNALED(st);
+    cr->oom_kills = cg_read(dir, "memory.oom_control", "oom_kill");
+    cr->failcnt = cg_read(dir, "memory.failcnt", NULL);
+    cr->peak = cg_read(dir, "memory.max_usage_in_bytes", NULL);
+    char *line = strstr(buf, "RESULT ");
+    if (line)
+        sscanf(line, "RESULT %zu %lf %lf %lf %lf %lf %lf", &cr->budget, &cr->ops, &cr->hit,
+               &cr->hit_vs_lru, &cr->a999, &cr->amax, &cr->fails);
+    for (int t = 0; t < 100 && rmdir(dir) != 0 && errno == EBUSY; t++)
+        sleep_ms(20);
+}
+
+static void cgroup_comparison(const char *exe, unsigned run_ms)
+{
+    struct cg_result res[3];
+    size_t base;
+
+    if (access("/sys/fs/cgroup/memory/cgroup.procs", W_OK) != 0) {
+        printf("\nin a 128 MiB memory cgroup: skipped (no writable cgroup v1 memory hierarchy at "
+               "/sys/fs/cgroup/memory; needs root)\n");
+        return;
+    }
+    /* The automatic budget a 128 MiB group gives (the child computes it
+     * the same way, inside the group). */
+    {
+        char dir[256], me[32];
+        snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory/bench-pressure-%d-probe", (int)getpid());
+        base = CG_LIMIT / 8 * 7;
+        if (mkdir(dir, 0755) == 0) {
+            char val[64];
+            snprintf(val, sizeof(val), "%zu", CG_LIMIT);
+            cg_write(dir, "memory.limit_in_bytes", val);
+            fflush(NULL);
+            pid_t pid = fork();
+            if (pid == 0) {
+                snprintf(me, sizeof(me), "%d", (int)getpid());
+                cg_write(dir, "cgroup.procs", me);
+                _exit((int)(rcl_auto_limit() >> 20) & 0xff);
+            }
+            int st = 0;
+            if (pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st))
+                base = (size_t)WEXITSTATUS(st) << 20;
+            for (int t = 0; t < 100 && rmdir(dir) != 0 && errno == EBUSY; t++)
+                sleep_ms(20);
+        }
+    }
+    memset(res, 0, sizeof(res));
+    res[0].name = "rcl (automatic budget)";
+    res[1].name = "psi_trim (same cache size)";
+    res[2].name = "psi_trim (a quarter of it)";
+    cg_variant(exe, &res[0], "rcl", base, run_ms);
+    cg_variant(exe, &res[1], "psi_trim", base, run_ms);
+    cg_variant(exe, &res[2], "psi_trim", base / 4, run_ms);
+
+    printf("\nin a real 128 MiB cgroup v1 memory group, %d threads, working set %s the cache "
+           "size, %u ms each\n", nthreads, "4x", run_ms);
+    printf("%-28s %8s %7s %6s %8s %9s %10s %7s %9s %10s %9s\n", "variant", "cache MiB", "killed",
+           "ooms", "failcnt", "peak MiB", "ops/s", "hit", "hit/LRU", "p99.9 us", "max us");
+    bj_arr("cgroup");
+    for (int i = 0; i < 3; i++) {
+        struct cg_result *c = &res[i];
+        if (!c->ran)
+            continue;
+        printf("%-28s %8zu %7s %6lld %8lld %9.1f %10.4g %7.4f %9.4f %10.1f %9.1f\n", c->name,
+               (c->budget ? c->budget : (i == 2 ? base / 4 : base)) >> 20,
+               c->killed ? (WTERMSIG(c->status) == SIGKILL ? "KILLED" : "signal") : "no",
+               c->oom_kills, c->failcnt, (double)c->peak / 1048576.0, c->ops, c->hit,
+               c->hit_vs_lru, c->a999 / 1e3, c->amax / 1e3);
+        bj_obj(NULL);
+        bj_str("variant", c->name);
+        bj_num("cache_bytes", (double)(c->budget ? c->budget : (i == 2 ? base / 4 : base)));
+        bj_bool("killed", c->killed);
+        bj_num("exit_status", c->status);
+        bj_num("oom_kills", (double)c->oom_kills);
+        bj_num("failcnt", (double)c->failcnt);
+        bj_num("peak_bytes", (double)c->peak);
+        bj_num("ops_per_s", c->ops);
+        bj_num("hit_ratio", c->hit);
+        bj_num("hit_vs_lru", c->hit_vs_lru);
+        bj_num("a999_ns", c->a999);
+        bj_num("amax_ns", c->amax);
+        bj_end_obj();
+    }
+    bj_end_arr();
+}
+
+int main(int argc, char **argv)
 {
     int quick = bench_quick();
     int reps = bench_reps(1, 3, MAX_REPS);
@@ -1004,6 +1228,14 @@ int main(void)
 
     if (quick)
         run_ms = 300;
+    const char *child_mode = NULL;
+    if (argc == 5 && !strcmp(argv[1], "--cgroup-child")) {
+        /* One variant inside the cgroup (cgroup_comparison runs it). */
+        child_mode = argv[2];
+        in_cgroup = 1;
+        limit = strcmp(child_mode, "rcl") ? (size_t)atoll(argv[3]) : rcl_auto_limit();
+        run_ms = (unsigned)atoi(argv[4]);
+    }
     nthreads = (int)bench_env_long("BENCH_PRESSURE_THREADS", 8);
     if (nthreads > MAX_THREADS)
         nthreads = MAX_THREADS;
@@ -1028,6 +1260,8 @@ int main(void)
             return 1;
         }
     }
+    if (child_mode)
+        return cg_child(child_mode, limit, run_ms);
 
     for (int r = 0; r < reps; r++) {
         for (int k = 0; k < NMODES; k++) {
@@ -1125,11 +1359,13 @@ int main(void)
     }
     cdf_json();
     equal_memory(res, reps, warm_ms, run_ms, poll_ms, thr_pct, tgt_pct);
-    if (bench_env_long("BENCH_KNEE", 1) > 0) {
+    if (!env_off("BENCH_KNEE")) {
         for (int r = 0; r < reps; r++)
             v[r] = res[M_RCL][r].ops_per_s;
         knee(limit, bench_stat_of(v, reps).med, warm_ms, quick ? 300 : run_ms);
     }
+    if (!env_off("BENCH_CGROUP"))
+        cgroup_comparison("/proc/self/exe", quick ? 1000 : 5000);
     /* A timeline per variant, from one more run of each from a cold start
      * (no warm-up): how usage climbs to the limit and is held there; then,
      * for rcl, what the library's threads cost once nothing allocates. */
