@@ -30,6 +30,13 @@
 #define IDLE_BACKOFF_MS   100             /* first pause after a fruitless pass */
 #define IDLE_BACKOFF_MAX  2000
 #define DIRECT_BOUND_NS   (50 * 1000ULL)  /* default bound of one direct reclaim */
+/* Keeping ahead: woken again this soon after a pass that freed, pressure
+ * is sustained; the reclaimer then looks every AHEAD_POLL_NS and restores
+ * high as soon as headroom dips below it, not only once it is under low,
+ * for as long as it found work in the last AHEAD_HOLD_NS. */
+#define SUSTAINED_NS      (20 * 1000000ULL)
+#define AHEAD_POLL_NS     (1000 * 1000L)
+#define AHEAD_HOLD_NS     (100 * 1000000ULL)
 #define SLOW_RECLAIM_NS   (2000 * 1000ULL) /* a bounded one this long is reported */
 #define THROTTLE_MIN_NS   50000L          /* first wait of a throttled allocation */
 #define THROTTLE_MAX_NS   400000L         /* longest; an allocation waits a few */
@@ -244,19 +251,48 @@ static size_t balance(struct rcl_thread *t)
     return total;
 }
 
+static void timed_wait_locked(long ns)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ns / 1000000000L;
+    until.tv_nsec += ns % 1000000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&bg.cond, &bg.lock, &until);
+}
+
+/* Called with bg.lock held: true when there is work now; else it waited
+ * (for a wake-up, or one poll interval while keeping ahead). */
+static bool wait_for_work_locked(unsigned long long ahead_until)
+{
+    if (atomic_load(&bg.wake_pending) || rd(bg.request))
+        return true;
+    if (rcl__now_ns() >= ahead_until) {
+        pthread_cond_wait(&bg.cond, &bg.lock);
+        return false;
+    }
+    if (rcl__headroom() < rd(rcl__acct.wm_high))
+        return true;
+    timed_wait_locked(AHEAD_POLL_NS);
+    return false;
+}
+
 static void *background_main(void *arg)
 {
     struct rcl_thread *t = &rcl__self;
     unsigned backoff_ms = 0;
+    unsigned long long last_done = 0, ahead_until = 0;
 
     (void)arg;
     in_background = true;
     pthread_mutex_lock(&bg.lock);
     while (!bg.stop) {
-        if (!atomic_load(&bg.wake_pending) && !rd(bg.request)) {
-            pthread_cond_wait(&bg.cond, &bg.lock);
+        if (!wait_for_work_locked(ahead_until))
             continue;
-        }
         atomic_store(&bg.wake_pending, 0);
         pthread_mutex_unlock(&bg.lock);
 
@@ -264,6 +300,10 @@ static void *background_main(void *arg)
         unsigned long long cpu0 = thread_cpu_ns();
         size_t freed = balance(t);
         rcl__count(background_cpu_ns, thread_cpu_ns() - cpu0);
+        unsigned long long now = rcl__now_ns();
+        if (freed && now - last_done < SUSTAINED_NS)
+            ahead_until = now + AHEAD_HOLD_NS;
+        last_done = now;
 
         pthread_mutex_lock(&bg.lock);
         /* Nothing to free yet the budget is still short: do not spin on
@@ -272,6 +312,7 @@ static void *background_main(void *arg)
             backoff_ms = backoff_ms ? backoff_ms * 2 : IDLE_BACKOFF_MS;
             if (backoff_ms > IDLE_BACKOFF_MAX)
                 backoff_ms = IDLE_BACKOFF_MAX;
+            ahead_until = 0;
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += backoff_ms / 1000;
