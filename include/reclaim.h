@@ -340,6 +340,10 @@ struct rcl_config {
  *   RECLAIM_PRESSURE=0|1  RECLAIM_LOCKDEP=0|1|verbose  RECLAIM_STATS=1
  *   RECLAIM_STALL_MS=10000
  * (sizes take K, M, G suffixes). A malformed value is reported and ignored.
+ * Read at rcl_init(): RECLAIM_DIRECT_US=50, the bound on the shrinker work
+ * of one allocation's direct reclaim while the background reclaimer runs
+ * (0: none). An allocation still short after it waits for the background
+ * reclaimer in short sleeps (rcl_stats.throttled).
  * Read when needed rather than here: RECLAIM_CGROUP_MARGIN=32M|10% and
  * RECLAIM_CGROUP_ROOT=/dir (see rcl_auto_limit()), and systemd's
  * MEMORY_PRESSURE_WATCH / MEMORY_PRESSURE_WRITE. */

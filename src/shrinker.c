@@ -39,8 +39,11 @@ static unsigned nr_registered;
 static __thread struct rcl_shrinker *scanning;
 
 /* A bounded reclaim (reclaim.c) stops between scan calls once this clock
- * time has passed; 0: no bound. A call already running is never cut. */
+ * time has passed; 0: no bound. A call already running is never cut, and
+ * the first scan call always runs: a thread that lost its CPU before it
+ * reached one would otherwise give up having tried nothing. */
 static __thread unsigned long long deadline_ns;
+static __thread unsigned long bound_scans;
 /* Where a bounded reclaim wants its time and bytes per shrinker; NULL:
  * not traced. */
 static __thread struct rcl__shrink_trace *trace;
@@ -48,6 +51,7 @@ static __thread struct rcl__shrink_trace *trace;
 void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr)
 {
     deadline_ns = deadline;
+    bound_scans = 0;
     trace = tr;
     if (tr)
         tr->n = 0;
@@ -55,7 +59,7 @@ void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr
 
 bool rcl__shrink_expired(void)
 {
-    return deadline_ns && rcl__now_ns() >= deadline_ns;
+    return deadline_ns && bound_scans && rcl__now_ns() >= deadline_ns;
 }
 
 static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long bytes,
@@ -227,6 +231,7 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         sc->nr_scanned = n;
         unsigned long ret = s->ops.scan(s->priv, sc);
         atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+        bound_scans++;
         if (ret == RCL_SHRINK_STOP)
             break;
         freed += ret;
