@@ -582,6 +582,7 @@ struct result {
     double o50, o99, o999, omax;      /* operation latency, ns */
     double stall_ms, stall_frac, direct_reclaims, bg_wakeups;
     double throttled, throttle_ms, bounded, slow, bg_cpu_frac, alloc_mib_s, bg_mib_s;
+    double stall_cpu_ms, stall_cpu_frac;  /* of the direct reclaim time, on CPU */
     double lru_hit_ratio, hit_vs_lru, held_frac, lru_held_hit_ratio, hit_vs_lru_held;
     double max_usage, peak_exact, over_samples, samples, events, handler_ms, trim_ms;
     double reports;
@@ -815,6 +816,8 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
         r.fails = (double)fails;
         r.stall_ms = (double)(st1.direct_stall_ns - st0.direct_stall_ns) / 1e6;
         r.throttle_ms = (double)(st1.throttle_ns - st0.throttle_ns) / 1e6;
+        r.stall_cpu_ms = (double)(st1.direct_cpu_ns - st0.direct_cpu_ns) / 1e6;
+        r.stall_cpu_frac = r.stall_cpu_ms / 1e3 / (secs * nthreads);
         /* Throttled waits are stalls too: the thread could not allocate. */
         r.stall_frac = (r.stall_ms + r.throttle_ms) / 1e3 / (secs * nthreads);
         r.direct_reclaims = (double)(st1.direct_reclaims - st0.direct_reclaims);
@@ -880,6 +883,7 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
     X(o999, "op p99.9 ns")                 X(omax, "op max ns")                       \
     X(stall_ms, "direct reclaim stall ms") X(throttle_ms, "throttled ms")             \
     X(stall_frac, "stalled fraction")      X(throttled, "throttled waits")            \
+    X(stall_cpu_ms, "direct reclaim CPU ms") X(stall_cpu_frac, "stalled on CPU fraction") \
     X(direct_reclaims, "direct reclaims")  X(bounded, "direct stopped at bound")      \
     X(slow, "direct reclaims > 1 ms")      X(bg_wakeups, "background wake-ups")       \
     X(bg_cpu_frac, "background CPU share") X(alloc_mib_s, "allocated MiB/s")          \

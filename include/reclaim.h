@@ -953,6 +953,8 @@ struct rcl_stats {
                                                rcl_usage_sync() returns them) */
     unsigned long direct_reclaims;          /* direct reclaim passes */
     unsigned long long direct_stall_ns;     /* time spent in them */
+    unsigned long long direct_cpu_ns;       /* CPU time of it: the rest is
+                                               waiting for a CPU or a lock */
     size_t        direct_reclaimed;         /* bytes they freed */
     unsigned long background_wakeups;
     size_t        background_reclaimed;

@@ -332,7 +332,7 @@ struct rcl_counters {
     _Atomic size_t direct_reclaimed, background_reclaimed;
     /* bounded direct reclaim, throttling, slow cycles (reclaim.c) */
     _Atomic unsigned long direct_bounded, throttled, slow_reclaims;
-    _Atomic unsigned long long throttle_ns, background_cpu_ns;
+    _Atomic unsigned long long throttle_ns, background_cpu_ns, direct_cpu_ns;
     /* hot counters of threads that have exited */
     _Atomic unsigned long exited_allocs, exited_frees;
 };

@@ -147,10 +147,11 @@ static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp
     rcl__shrink_bound(bound ? start + bound : 0, &tr);
     size_t freed = rcl__shrink(t, target, gfp);
     rcl__shrink_bound(0, NULL);
-    unsigned long long ns = rcl__now_ns() - start;
+    unsigned long long ns = rcl__now_ns() - start, cpu = thread_cpu_ns() - cpu0;
 
     rcl__count(direct_reclaims, 1);
     rcl__count(direct_stall_ns, ns);
+    rcl__count(direct_cpu_ns, cpu);
     rcl__count(direct_reclaimed, freed);
     if (bound && freed < target && ns >= bound) {
         rcl__count(direct_bounded, 1);
@@ -161,7 +162,7 @@ static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp
      * (rcl_reclaim(), no background reclaimer) take what their work takes. */
     if (bound && ns >= SLOW_RECLAIM_NS) {
         rcl__count(slow_reclaims, 1);
-        report_slow(target, freed, ns, thread_cpu_ns() - cpu0, &tr);
+        report_slow(target, freed, ns, cpu, &tr);
     }
     return freed;
 }
