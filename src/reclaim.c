@@ -302,7 +302,11 @@ static void *background_main(void *arg)
         size_t freed = balance(t);
         rcl__count(background_cpu_ns, thread_cpu_ns() - cpu0);
         unsigned long long now = rcl__now_ns();
-        if (freed && now - last_done < SUSTAINED_NS)
+        /* A pass that found nothing to free ends keeping ahead: polling
+         * would only find nothing again, every millisecond. */
+        if (!freed)
+            ahead_until = 0;
+        else if (now - last_done < SUSTAINED_NS)
             ahead_until = now + AHEAD_HOLD_NS;
         last_done = now;
 

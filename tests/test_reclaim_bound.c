@@ -183,6 +183,43 @@ static void the_background_reclaimer_restores_headroom_to_high(void **state)
     rcl_shutdown();
 }
 
+static void with_nothing_left_to_free_the_background_reclaimer_goes_quiet(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+
+    /* Two fills back to back: sustained pressure, if the machine is fast
+     * enough for the second to come within 20 ms of the first pass. */
+    for (int round = 0; round < 2; round++) {
+        fill(&o);
+        struct rcl_stats st = stats();
+        for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms++) {
+            test_sleep_ms(1);
+            st = stats();
+        }
+    }
+    /* The cache is gone (its charges stay), and headroom sits between low
+     * and high: keeping ahead finds nothing and must not poll on. */
+    unsigned long held = atomic_exchange(&o.count, 0);
+    struct rcl_stats st = stats();
+    size_t mid = (st.wmark_low + st.wmark_high) / 2;
+    while (st.limit - st.usage > mid && rcl_charge(OBJ, RCL_NOWAIT) == 0) {
+        held++;
+        st = stats();
+    }
+    unsigned long before = stats().background_wakeups;
+    test_sleep_ms(100);
+    assert_true(stats().background_wakeups - before <= 5);
+
+    rcl_shrinker_unregister(s);
+    while (held--)
+        rcl_uncharge(OBJ);
+    rcl_shutdown();
+}
+
 static void an_allocation_the_background_must_serve_is_throttled_and_counted(void **state)
 {
     (void)state;
@@ -288,18 +325,30 @@ static void an_unbounded_reclaim_is_not_reported_however_slow(void **state)
     rcl_shutdown();
 }
 
+/* A failed test leaves the library initialised; the next one starts
+ * clean all the same. */
+static int teardown(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+    unsetenv("RECLAIM_DIRECT_US");
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call),
-        cmocka_unit_test(direct_reclaim_without_a_bound_does_all_the_work),
-        cmocka_unit_test(explicit_reclaim_is_not_bounded),
-        cmocka_unit_test(the_background_reclaimer_restores_headroom_to_high),
-        cmocka_unit_test(an_allocation_the_background_must_serve_is_throttled_and_counted),
-        cmocka_unit_test(without_a_background_reclaimer_nothing_is_throttled),
-        cmocka_unit_test(a_malformed_direct_bound_is_reported_and_the_default_kept),
-        cmocka_unit_test(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers),
-        cmocka_unit_test(an_unbounded_reclaim_is_not_reported_however_slow),
+        cmocka_unit_test_teardown(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, teardown),
+        cmocka_unit_test_teardown(direct_reclaim_without_a_bound_does_all_the_work, teardown),
+        cmocka_unit_test_teardown(explicit_reclaim_is_not_bounded, teardown),
+        cmocka_unit_test_teardown(the_background_reclaimer_restores_headroom_to_high, teardown),
+        cmocka_unit_test_teardown(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, teardown),
+        cmocka_unit_test_teardown(an_allocation_the_background_must_serve_is_throttled_and_counted, teardown),
+        cmocka_unit_test_teardown(without_a_background_reclaimer_nothing_is_throttled, teardown),
+        cmocka_unit_test_teardown(a_malformed_direct_bound_is_reported_and_the_default_kept, teardown),
+        cmocka_unit_test_teardown(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, teardown),
+        cmocka_unit_test_teardown(an_unbounded_reclaim_is_not_reported_however_slow, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
