@@ -174,7 +174,7 @@ def pressure(b, out, tmp, sub):
              100 * r["max_usage"]["psi_trim"]["max"] / b["limit"]),
             (2, q("hit ratio %"), 100 * r["hit_ratio"]["rcl"]["median"], 100 * r["hit_ratio"]["psi_trim"]["median"])]
     f = write(tmp, "misc.dat", rows)
-    gp += "set title 'stalled %: rcl threads in direct reclaim; psi: handler busy'\nset xrange [-0.6:2.6]\nset yrange [0:*]\nset key inside left top\n"
+    gp += "set title 'stalled %: rcl threads in direct reclaim or throttled; psi: handler busy'\nset xrange [-0.6:2.6]\nset yrange [0:*]\nset key inside left top\n"
     gp += "set xtics noenhanced\n"
     gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'rcl', '' u ($1+0.18):4 w boxes t 'psi+trim', 100 w l dt 2 lc rgb 'red' t '100 %'\n"
     gp += "unset multiplot\n"
@@ -191,7 +191,7 @@ def pressure_cdf(b, out, tmp, sub):
     gp = head(os.path.join(out, "pressure-cdf.png"),
               f"allocation latency CDF under pressure (last run of each), {b['threads']} threads - {sub}", 1000, 600)
     gp += ("set logscale x\nset xlabel 'allocation latency, microseconds (log)'\n"
-           "set ylabel 'fraction of allocations at or below (log of 1 - F)'\n"
+           "set ylabel 'fraction of allocations slower (1 - CDF, log)'\n"
            "set logscale y\nset yrange [1e-5:1]\nset key inside right top\n")
     plots = []
     for m, lbl in (("rcl", "rcl"), ("psi_trim", "psi+trim")):
