@@ -7,7 +7,8 @@ plots with gnuplot (Debian: gnuplot-nox).
 Writes into OUT_DIR (default docs/bench): hotpath.png (ns per pair by size,
 every allocator), hotpath-ratio.png (rcl / baseline with min..max, the 1.10
 goal), hotpath-scaling.png (pairs per second by threads, when the run had
-several thread counts), scope.png, pressure.png, pressure-cdf.png (allocation
+several thread counts), scope.png, pressure.png (8 threads; pressure-N.png
+for N threads, and so on for the three below), pressure-cdf.png (allocation
 latency CDF per variant), pressure-timeline.png (usage, watermarks and stalls
 from a cold start), pressure-knee.png (stalls against the allocation rate),
 memory.png. Each title says
@@ -130,10 +131,10 @@ def scope(b, out, tmp, sub):
     gnuplot(gp, tmp)
 
 
-def pressure(b, out, tmp, sub):
+def pressure(b, out, tmp, sub, sfx=""):
     r = b["results"]
     lim_mb = b["limit"] / 1048576.0
-    gp = head(os.path.join(out, "pressure.png"),
+    gp = head(os.path.join(out, f"pressure{sfx}.png"),
               f"cache 4x its budget, {b['threads']} threads - {sub}", 1200, 1000)
     gp += (f"set multiplot layout 2,2 title {q('cache 4x its budget, ' + str(b['threads']) + ' threads: libreclaim vs PSI event + malloc_trim - ' + sub)} noenhanced\n"
            "set style fill solid 0.6\nset key noenhanced\n")
@@ -179,16 +180,16 @@ def pressure(b, out, tmp, sub):
     gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'rcl', '' u ($1+0.18):4 w boxes t 'psi+trim', 100 w l dt 2 lc rgb 'red' t '100 %'\n"
     gp += "unset multiplot\n"
     gnuplot(gp, tmp)
-    pressure_cdf(b, out, tmp, sub)
-    pressure_timeline(b, out, tmp, sub)
-    pressure_knee(b, out, tmp, sub)
+    pressure_cdf(b, out, tmp, sub, sfx)
+    pressure_timeline(b, out, tmp, sub, sfx)
+    pressure_knee(b, out, tmp, sub, sfx)
 
 
-def pressure_cdf(b, out, tmp, sub):
+def pressure_cdf(b, out, tmp, sub, sfx=""):
     cdf = b.get("cdf")
     if not cdf:
         return
-    gp = head(os.path.join(out, "pressure-cdf.png"),
+    gp = head(os.path.join(out, f"pressure-cdf{sfx}.png"),
               f"allocation latency CDF under pressure (last run of each), {b['threads']} threads - {sub}", 1000, 600)
     gp += ("set logscale x\nset xlabel 'allocation latency, microseconds (log)'\n"
            "set ylabel 'fraction of allocations slower (1 - CDF, log)'\n"
@@ -203,12 +204,12 @@ def pressure_cdf(b, out, tmp, sub):
     gnuplot(gp, tmp)
 
 
-def pressure_timeline(b, out, tmp, sub):
+def pressure_timeline(b, out, tmp, sub, sfx=""):
     tl = b.get("timeline", {}).get("rcl")
     if not tl or "direct" not in tl:
         return
     lim_mb = b["limit"] / 1048576.0
-    gp = head(os.path.join(out, "pressure-timeline.png"),
+    gp = head(os.path.join(out, f"pressure-timeline{sfx}.png"),
               f"rcl from a cold start: usage, watermarks, stalls per 5 ms, {b['threads']} threads - {sub}", 1100, 600)
     f = write(tmp, "tl.dat", zip(tl["t_ms"], tl["usage_mb"], tl["direct"], tl["throttled"]))
     gp += ("set xlabel 'ms'\nset ylabel 'MiB'\nset y2label 'events per 5 ms'\nset y2tics\nset ytics nomirror\n"
@@ -223,11 +224,11 @@ def pressure_timeline(b, out, tmp, sub):
     gnuplot(gp, tmp)
 
 
-def pressure_knee(b, out, tmp, sub):
+def pressure_knee(b, out, tmp, sub, sfx=""):
     k = b.get("knee")
     if not k:
         return
-    gp = head(os.path.join(out, "pressure-knee.png"),
+    gp = head(os.path.join(out, f"pressure-knee{sfx}.png"),
               f"the knee: stalls against the allocation rate (rcl, paced), {b['threads']} threads - {sub}", 1000, 600)
     f = write(tmp, "knee.dat", ((r["alloc_mib_s"], 100 * r["stall_frac"], r["bg_mib_s"], 100 * r["bg_cpu_frac"], r["a999"] / 1e3) for r in k))
     gp += ("set xlabel 'allocated MiB/s'\nset ylabel 'stalled % of thread time, background CPU %'\n"
@@ -268,7 +269,9 @@ def main():
         for name, fn in (("alloc", lambda b: hotpath(run, b, out, tmp, sub)),
                          ("scope", lambda b: scope(b, out, tmp, sub)),
                          ("pressure", lambda b: pressure(b, out, tmp, sub)),
-                         ("memory", lambda b: memory(b, out, tmp, sub))):
+                         ("memory", lambda b: memory(b, out, tmp, sub))) + tuple(
+                        (k, lambda b, k=k: pressure(b, out, tmp, sub, k[len("pressure"):]))
+                        for k in sorted(benches) if k.startswith("pressure-")):
             b = benches.get(name)
             if not b or "text" in b:
                 continue
