@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bench_domains - what fine-grained reclaim domains buy direct reclaim
- * (the "Overhaul memalloc_no*" thread (dm-devel, June 2020): "Direct reclaim
- * is much more likely to be able to make progress
- * now because it is much less restricted in what it can reclaim").
+ * (Dave Chinner on dm-devel, "Re: [PATCH 0/6] Overhaul memalloc_no*",
+ * 2020-06-29: direct reclaim is much more likely to make progress when it is
+ * much less restricted in what it can reclaim).
  *
  * The workload: K file systems mounted side by side (depth 0), each with its
  * own cache of 4 KiB objects (allocated with rcl_alloc) and a shrinker that

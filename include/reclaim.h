@@ -382,11 +382,18 @@ struct rcl_config {
                               again every stall_ms; 0 = default (10000) */
     int      footprint;    /* how real memory is measured: RCL_FOOTPRINT_* (see
                               rcl_footprint()); 0 = RCL_FOOTPRINT_AUTO */
+    unsigned direct_us;    /* the bound on the shrinker work of one allocation's
+                              direct reclaim while the background reclaimer runs,
+                              microseconds; 0 = default (50), RCL_DIRECT_UNBOUNDED
+                              = none. An allocation still short after it waits for
+                              the background reclaimer in short sleeps
+                              (rcl_stats.throttled). */
     /* Reserved for options added later; must be zero (rcl_init() refuses
      * anything else with -EINVAL). Zero in a later field means its default,
      * so a program built against this header keeps its meaning. */
-    unsigned long rcl_reserved[8];
+    unsigned long rcl_reserved[7];
 };
+#define RCL_DIRECT_UNBOUNDED 0xffffffffu
 
 /*
  * Configuration precedence, one rule: a program that passes its own
@@ -1001,9 +1008,23 @@ struct rcl_stats {
                                                rcl_usage_sync() returns them) */
     unsigned long direct_reclaims;          /* direct reclaim passes */
     unsigned long long direct_stall_ns;     /* time spent in them */
+    unsigned long long direct_cpu_ns;       /* CPU time of it: the rest is
+                                               waiting for a CPU or a lock */
     size_t        direct_reclaimed;         /* bytes they freed */
     unsigned long background_wakeups;
     size_t        background_reclaimed;
+    unsigned long long background_cpu_ns;   /* CPU time the background reclaimer
+                                               spent reclaiming */
+    unsigned long direct_bounded;           /* direct reclaims that stopped at
+                                               their time bound (RECLAIM_DIRECT_US)
+                                               and left the rest to the background */
+    unsigned long throttled;                /* waits of allocations still short
+                                               after direct reclaim, for the
+                                               background reclaimer */
+    unsigned long long throttle_ns;         /* time spent in them */
+    unsigned long slow_reclaims;            /* bounded direct reclaims that still
+                                               took over 2 ms (each reported, at
+                                               most once a second) */
     unsigned long reserve_allocs;           /* charges that dipped into the reserve */
     unsigned long nofail_stalls;            /* stall reports */
     unsigned long mempool_reserve_hits;

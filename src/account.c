@@ -424,7 +424,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             if (!(gfp & RCL__NOFAIL)) {
                 if (no_progress >= MAX_NO_PROGRESS)
                     return charge_fail(size, gfp, -ENOMEM);
-                sched_yield();
+                rcl__reclaim_throttle(round++);
                 continue;
             }
         }

@@ -232,6 +232,29 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 /* One pass over the registry at one priority. */
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
+/* Bounded reclaim (shrinker.c): this thread's passes stop between scan
+ * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
+ * and add each shrinker's time, net accounted bytes and objects to *tr
+ * (NULL = no trace). */
+#define RCL__TRACE_MAX 8
+struct rcl__shrink_trace {
+    unsigned n;
+    struct {
+        const void        *who;
+        char               name[32];
+        unsigned long long ns;
+        long               bytes;
+        unsigned long      objects;
+    } e[RCL__TRACE_MAX];
+};
+void   rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr);
+bool   rcl__shrink_expired(void);
+/* An allocation short of budget after its bounded direct reclaim waits a
+ * little for the background reclaimer (counted as throttled), or yields
+ * where there is none; `round` counts its earlier waits. */
+void   rcl__reclaim_throttle(unsigned round);
+/* The bound on one direct reclaim's shrinker work, ns (RECLAIM_DIRECT_US). */
+extern _Atomic unsigned long long rcl__direct_bound_ns;
 void   rcl__reclaim_wake(void);            /* wake the background reclaimer */
 bool   rcl__is_background(void);           /* the caller is the background reclaimer */
 /* Ask the background reclaimer to free `bytes` even though the budget has
@@ -348,6 +371,9 @@ struct rcl_counters {
     _Atomic unsigned long long trim_ns;
     _Atomic unsigned long long direct_stall_ns;
     _Atomic size_t direct_reclaimed, background_reclaimed;
+    /* bounded direct reclaim, throttling, slow cycles (reclaim.c) */
+    _Atomic unsigned long direct_bounded, throttled, slow_reclaims;
+    _Atomic unsigned long long throttle_ns, background_cpu_ns, direct_cpu_ns;
     /* hot counters of threads that have exited */
     _Atomic unsigned long exited_allocs, exited_frees;
 };
@@ -360,7 +386,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
  * option (no struct rcl_config field; read where it is used). */
 enum rcl__opt_kind {
     RCL__OPT_SIZE, RCL__OPT_UINT, RCL__OPT_BOOL, RCL__OPT_LOCKDEP,
-    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH, RCL__OPT_FOOTPRINT,
+    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH, RCL__OPT_FOOTPRINT, RCL__OPT_DIRECT_US,
 };
 struct rcl__option {
     const char *name;

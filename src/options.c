@@ -47,6 +47,8 @@ const struct rcl__option rcl__options[] = {
       "A NOFAIL allocation waiting this long is reported, and again every as long" },
     { "RECLAIM_FOOTPRINT", RCL__OPT_FOOTPRINT, CFG(footprint), 0, 3, "auto",
       "How real memory is measured against the budget: auto, off (charges alone), rss or cgroup" },
+    { "RECLAIM_DIRECT_US", RCL__OPT_DIRECT_US, CFG(direct_us), 0, 1000000, "50",
+      "Microseconds of shrinker work one allocation's direct reclaim may do before it leaves the rest to the background reclaimer; 0 means no bound" },
     { "RECLAIM_STATS", RCL__OPT_BOOL, PROCESS, 0, 1, "0",
       "1 prints the statistics to standard error at exit" },
     { "RECLAIM_CGROUP_MARGIN", RCL__OPT_SIZE_OR_PCT, PROCESS, 0, SIZE_MAX, "1/8 of the cgroup limit",
@@ -100,6 +102,9 @@ static void expected(const struct rcl__option *o, char *buf, size_t len)
     case RCL__OPT_FOOTPRINT:
         snprintf(buf, len, "auto, off, rss or cgroup");
         break;
+    case RCL__OPT_DIRECT_US:
+        snprintf(buf, len, "microseconds from 0 (no bound) to 1000000");
+        break;
     }
 }
 
@@ -122,6 +127,12 @@ int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long 
             return 0;
         }
         return parse_bool(s, v);
+    case RCL__OPT_DIRECT_US:
+        /* 0 in the field is the default; the variable's 0 is "no bound" */
+        if (rcl__parse_size(s, &sz) || sz > o->max)
+            return -EINVAL;
+        *v = sz ? sz : RCL_DIRECT_UNBOUNDED;
+        return 0;
     case RCL__OPT_FOOTPRINT: {
         static const char *const names[] = { "auto", "off", "rss", "cgroup" };
         for (unsigned i = 0; i < 4; i++)

@@ -8,11 +8,21 @@
  * shrinkers that need a lock the allocating thread holds. Progress is the
  * accounted bytes the reclaiming thread saw freed (rcl_thread.reclaimed),
  * not what shrinkers claim.
+ *
+ * An allocation's direct reclaim is bounded in time (RECLAIM_DIRECT_US,
+ * default 50 us of shrinker work, checked between scan calls): it returns
+ * with what it freed, the work it did not do is deferred, and the
+ * background reclaimer, woken, does it. An allocation still short after
+ * that waits a little for the background reclaimer (throttled, counted)
+ * rather than reclaiming without end: when one thread cannot free as fast
+ * as the program allocates, the program slows down instead of stalling.
  */
 #include "internal.h"
 #include "backend.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +30,19 @@
 #define TRIM_INTERVAL_NS  RCL__BE_TRIM_INTERVAL_NS   /* per backend: backend.h */
 #define IDLE_BACKOFF_MS   100             /* first pause after a fruitless pass */
 #define IDLE_BACKOFF_MAX  2000
+#define DIRECT_BOUND_NS   (50 * 1000ULL)  /* default bound of one direct reclaim */
+/* Keeping ahead: woken again this soon after a pass that freed, pressure
+ * is sustained; the reclaimer then looks every AHEAD_POLL_NS and restores
+ * high as soon as headroom dips below it, not only once it is under low,
+ * for as long as it found work in the last AHEAD_HOLD_NS. */
+#define SUSTAINED_NS      (20 * 1000000ULL)
+#define AHEAD_POLL_NS     (1000 * 1000L)
+#define AHEAD_HOLD_NS     (100 * 1000000ULL)
+#define SLOW_RECLAIM_NS   (2000 * 1000ULL) /* a bounded one this long is reported */
+#define THROTTLE_MIN_NS   50000L          /* first wait of a throttled allocation */
+#define THROTTLE_MAX_NS   400000L         /* longest; an allocation waits a few */
+
+_Atomic unsigned long long rcl__direct_bound_ns = DIRECT_BOUND_NS;
 
 static struct {
     pthread_mutex_t lock;
@@ -35,7 +58,7 @@ static struct {
 } bg = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 static __thread bool in_background;
-static _Atomic long long start_fail_reported;
+static _Atomic long long start_fail_reported, slow_reported, throttle_reported;
 
 bool rcl__is_background(void) { return in_background; }
 
@@ -52,7 +75,7 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
-        if (t->reclaimed - start >= (long)target)
+        if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
     if (--t->in_reclaim == 0) {
@@ -93,15 +116,95 @@ static bool maybe_trim(size_t freed)
     return true;
 }
 
-size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
+static unsigned long long thread_cpu_ns(void)
 {
-    unsigned long long start = rcl__now_ns();
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+        return 0;
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static double mib(long long bytes) { return (double)bytes / 1048576.0; }
+
+/* The form of the allocation-stall report: what was asked, what came back,
+ * how fast, and where the time went. */
+static void report_slow(size_t target, size_t freed, unsigned long long ns,
+                        unsigned long long cpu_ns, const struct rcl__shrink_trace *tr)
+{
+    char per[512] = "";
+    size_t len = 0;
+
+    for (unsigned i = 0; i < tr->n && len < sizeof(per); i++)
+        len += (size_t)snprintf(per + len, sizeof(per) - len, "%s\"%s\" %.3f ms, %.3f MiB, "
+                                "%lu objects", i ? "; " : "", tr->e[i].name,
+                                (double)tr->e[i].ns / 1e6, mib(tr->e[i].bytes),
+                                tr->e[i].objects);
+    rcl__report_limited(&slow_reported,
+                        "slow direct reclaim: %.3f ms (%.3f ms of it on CPU; the rest waiting "
+                        "for a CPU or a lock) for %.3f MiB asked, %.3f MiB freed "
+                        "(%.1f MiB/s); by shrinker: %s", (double)ns / 1e6, (double)cpu_ns / 1e6,
+                        mib((long long)target),
+                        mib((long long)freed), ns ? mib((long long)freed) * 1e9 / (double)ns : 0.0,
+                        tr->n ? per : "none ran");
+}
+
+static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp,
+                              unsigned long long bound)
+{
+    struct rcl__shrink_trace tr;
+    unsigned long long start = rcl__now_ns(), cpu0 = thread_cpu_ns();
+
+    rcl__shrink_bound(bound ? start + bound : 0, &tr);
     size_t freed = rcl__shrink(t, target, gfp);
+    rcl__shrink_bound(0, NULL);
+    unsigned long long ns = rcl__now_ns() - start, cpu = thread_cpu_ns() - cpu0;
 
     rcl__count(direct_reclaims, 1);
-    rcl__count(direct_stall_ns, rcl__now_ns() - start);
+    rcl__count(direct_stall_ns, ns);
+    rcl__count(direct_cpu_ns, cpu);
     rcl__count(direct_reclaimed, freed);
+    if (bound && freed < target && ns >= bound) {
+        rcl__count(direct_bounded, 1);
+        rcl__reclaim_wake();
+    }
+    /* Only a bounded reclaim is news when slow: a shrinker call overran
+     * the bound many times over, or the thread lost its CPU. Unbounded ones
+     * (rcl_reclaim(), no background reclaimer) take what their work takes. */
+    if (bound && ns >= SLOW_RECLAIM_NS) {
+        rcl__count(slow_reclaims, 1);
+        report_slow(target, freed, ns, cpu, &tr);
+    }
     return freed;
+}
+
+size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
+{
+    /* Without a background reclaimer nobody would do the rest: unbounded. */
+    bool bg_on = atomic_load_explicit(&bg.enabled, memory_order_relaxed);
+    return reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
+}
+
+void rcl__reclaim_throttle(unsigned round)
+{
+    if (!atomic_load_explicit(&bg.enabled, memory_order_relaxed) || in_background) {
+        sched_yield();
+        return;
+    }
+    rcl__reclaim_wake();
+    long ns = THROTTLE_MIN_NS << (round < 3 ? round : 3);
+    if (ns > THROTTLE_MAX_NS)
+        ns = THROTTLE_MAX_NS;
+    unsigned long long t0 = rcl__now_ns();
+    struct timespec ts = { 0, ns };
+    nanosleep(&ts, NULL);
+    unsigned long long waited = rcl__now_ns() - t0;
+    rcl__count(throttled, 1);
+    rcl__count(throttle_ns, waited);
+    rcl__report_limited(&throttle_reported,
+                        "allocations throttled: the background reclaimer is not freeing as "
+                        "fast as the program allocates (%lu waits, %.1f ms in all so far)",
+                        rd(rcl__stats.throttled), (double)rd(rcl__stats.throttle_ns) / 1e6);
 }
 
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
@@ -122,7 +225,8 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
             rcl__reclaim_wake();
         return 0;
     }
-    size_t freed = rcl__direct_reclaim(t, bytes, masked);
+    /* The caller asked for these bytes: no time bound. */
+    size_t freed = reclaim_counted(t, bytes, masked, 0);
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
     maybe_trim(freed);
@@ -164,12 +268,12 @@ static size_t balance(struct rcl_thread *t)
 }
 
 /* CLOCK_REALTIME, as the condition variable's default clock. */
-static struct timespec deadline_ms(unsigned long long ms)
+static struct timespec deadline_ns(unsigned long long ns)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
-    t.tv_sec += (time_t)(ms / 1000);
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    t.tv_sec += (time_t)(ns / 1000000000ull);
+    t.tv_nsec += (long)(ns % 1000000000ull);
     if (t.tv_nsec >= 1000000000L) {
         t.tv_sec++;
         t.tv_nsec -= 1000000000L;
@@ -177,35 +281,68 @@ static struct timespec deadline_ms(unsigned long long ms)
     return t;
 }
 
+/* Called with bg.lock held, and nothing asked: sleep until woken, or until
+ * a trim the rate limit put off is due (then do it). */
+static void idle_locked(void)
+{
+    if (!rd(bg.untrimmed)) {
+        pthread_cond_wait(&bg.cond, &bg.lock);
+        return;
+    }
+    struct timespec until = deadline_ns(TRIM_INTERVAL_NS);
+    if (pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
+        return;
+    pthread_mutex_unlock(&bg.lock);
+    size_t owed = atomic_exchange(&bg.untrimmed, 0);
+    if (!maybe_trim(owed))
+        atomic_fetch_add(&bg.untrimmed, owed);
+    pthread_mutex_lock(&bg.lock);
+}
+
+/* Called with bg.lock held: true when there is work now; else it waited
+ * (for a wake-up, or one poll interval while keeping ahead). */
+static bool wait_for_work_locked(unsigned long long ahead_until)
+{
+    if (atomic_load(&bg.wake_pending) || rd(bg.request))
+        return true;
+    if (rcl__now_ns() >= ahead_until) {
+        idle_locked();
+        return false;
+    }
+    if (rcl__headroom() < rd(rcl__acct.wm_high))
+        return true;
+    struct timespec until = deadline_ns(AHEAD_POLL_NS);
+    pthread_cond_timedwait(&bg.cond, &bg.lock, &until);
+    return false;
+}
+
 static void *background_main(void *arg)
 {
     struct rcl_thread *t = &rcl__self;
     unsigned backoff_ms = 0;
+    unsigned long long last_done = 0, ahead_until = 0;
 
     (void)arg;
     in_background = true;
     pthread_mutex_lock(&bg.lock);
     while (!bg.stop) {
-        if (!atomic_load(&bg.wake_pending) && !rd(bg.request)) {
-            if (!rd(bg.untrimmed)) {
-                pthread_cond_wait(&bg.cond, &bg.lock);
-                continue;
-            }
-            struct timespec until = deadline_ms(TRIM_INTERVAL_NS / 1000000);
-            if (pthread_cond_timedwait(&bg.cond, &bg.lock, &until) == ETIMEDOUT) {
-                pthread_mutex_unlock(&bg.lock);
-                size_t owed = atomic_exchange(&bg.untrimmed, 0);
-                if (!maybe_trim(owed))
-                    atomic_fetch_add(&bg.untrimmed, owed);
-                pthread_mutex_lock(&bg.lock);
-            }
+        if (!wait_for_work_locked(ahead_until))
             continue;
-        }
         atomic_store(&bg.wake_pending, 0);
         pthread_mutex_unlock(&bg.lock);
 
         rcl__count(background_wakeups, 1);
+        unsigned long long cpu0 = thread_cpu_ns();
         size_t freed = balance(t);
+        rcl__count(background_cpu_ns, thread_cpu_ns() - cpu0);
+        unsigned long long now = rcl__now_ns();
+        /* A pass that found nothing to free ends keeping ahead: polling
+         * would only find nothing again, every millisecond. */
+        if (!freed)
+            ahead_until = 0;
+        else if (now - last_done < SUSTAINED_NS)
+            ahead_until = now + AHEAD_HOLD_NS;
+        last_done = now;
 
         pthread_mutex_lock(&bg.lock);
         /* Nothing to free yet the budget is still short: do not spin on
@@ -214,7 +351,8 @@ static void *background_main(void *arg)
             backoff_ms = backoff_ms ? backoff_ms * 2 : IDLE_BACKOFF_MS;
             if (backoff_ms > IDLE_BACKOFF_MAX)
                 backoff_ms = IDLE_BACKOFF_MAX;
-            struct timespec until = deadline_ms(backoff_ms);
+            ahead_until = 0;
+            struct timespec until = deadline_ns(backoff_ms * 1000000ull);
             while (!bg.stop && pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
                 ;
         } else {
@@ -267,6 +405,12 @@ void rcl__reclaim_request(size_t bytes)
 
 int rcl__reclaim_start(const struct rcl_config *cfg)
 {
+    atomic_store(&rcl__direct_bound_ns,
+                 cfg->direct_us == RCL_DIRECT_UNBOUNDED ? 0ull :
+                 cfg->direct_us ? cfg->direct_us * 1000ull : DIRECT_BOUND_NS);
+    /* A new budget's first slow reclaim and first throttling are news. */
+    atomic_store(&slow_reported, 0);
+    atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&bg.lock);
     bg.stop = false;
     bg.running = false;

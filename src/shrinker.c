@@ -39,6 +39,50 @@ static unsigned nr_registered;
 /* The shrinker whose callbacks this thread is running, if any. */
 static __thread struct rcl_shrinker *scanning;
 
+/* A bounded reclaim (reclaim.c) stops between scan calls once this clock
+ * time has passed; 0: no bound. A call already running is never cut, and
+ * the first scan call always runs: a thread that lost its CPU before it
+ * reached one would otherwise give up having tried nothing. */
+static __thread unsigned long long deadline_ns;
+static __thread unsigned long bound_scans;
+/* Where a bounded reclaim wants its time and bytes per shrinker; NULL:
+ * not traced. */
+static __thread struct rcl__shrink_trace *trace;
+
+void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr)
+{
+    deadline_ns = deadline;
+    bound_scans = 0;
+    trace = tr;
+    if (tr)
+        tr->n = 0;
+}
+
+bool rcl__shrink_expired(void)
+{
+    return deadline_ns && bound_scans && rcl__now_ns() >= deadline_ns;
+}
+
+static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long bytes,
+                      unsigned long objects)
+{
+    unsigned i;
+
+    for (i = 0; i < trace->n && trace->e[i].who != s; i++)
+        ;
+    if (i == trace->n) {
+        if (i == RCL__TRACE_MAX)
+            return;
+        memset(&trace->e[i], 0, sizeof(trace->e[i]));
+        trace->e[i].who = s;
+        snprintf(trace->e[i].name, sizeof(trace->e[i].name), "%s", s->name);
+        trace->n++;
+    }
+    trace->e[i].ns += ns;
+    trace->e[i].bytes += bytes;
+    trace->e[i].objects += objects;
+}
+
 struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s) { return s->domain; }
 const char *rcl__shrinker_name(const struct rcl_shrinker *s) { return s->name; }
 
@@ -188,6 +232,7 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         sc->nr_scanned = n;
         unsigned long ret = s->ops.scan(s->priv, sc);
         atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
+        bound_scans++;
         if (ret == RCL_SHRINK_STOP)
             break;
         freed += ret;
@@ -196,6 +241,9 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         if (!sc->nr_scanned)
             break;
         total = sc->nr_scanned < total ? total - sc->nr_scanned : 0;
+        /* The rest is deferred below, for the background reclaimer. */
+        if (rcl__shrink_expired())
+            break;
     }
 
     /* Deferred work grows by what this pass asked for and did not do, and
@@ -224,13 +272,18 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     struct rcl_shrinker *outer = scanning;
     unsigned scope = rcl__scope;
 
+    unsigned long long t0 = trace ? rcl__now_ns() : 0;
+    long bytes0 = rcl__self.reclaimed;
+
     scanning = s;
     if (rcl__checking())
         rcl__lockdep_shrink_begin(s, gfp);
-    do_shrink(s, &sc, priority);
+    unsigned long objects = do_shrink(s, &sc, priority);
     if (rcl__checking())
         rcl__lockdep_shrink_end(s, gfp);
     scanning = outer;
+    if (trace)
+        trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
 
     /* Reclaim goes on in a known context even if a callback forgot to
      * restore a scope it saved. */
@@ -247,6 +300,8 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
             continue;
+        if (rcl__shrink_expired())
+            break;
         s->active++;
         pthread_mutex_unlock(&shrinker_lock);
         shrink_one(s, gfp, priority);

@@ -26,6 +26,12 @@ void rcl__stats_reset(void)
     wr(rcl__stats.direct_stall_ns, 0);
     wr(rcl__stats.direct_reclaimed, 0);
     wr(rcl__stats.background_reclaimed, 0);
+    wr(rcl__stats.background_cpu_ns, 0);
+    wr(rcl__stats.direct_cpu_ns, 0);
+    wr(rcl__stats.direct_bounded, 0);
+    wr(rcl__stats.throttled, 0);
+    wr(rcl__stats.throttle_ns, 0);
+    wr(rcl__stats.slow_reclaims, 0);
     wr(rcl__stats.exited_allocs, 0);
     wr(rcl__stats.exited_frees, 0);
 }
@@ -50,6 +56,12 @@ void rcl_stats_get(struct rcl_stats *out)
     out->direct_reclaimed = rd(rcl__stats.direct_reclaimed);
     out->background_wakeups = rd(rcl__stats.background_wakeups);
     out->background_reclaimed = rd(rcl__stats.background_reclaimed);
+    out->background_cpu_ns = rd(rcl__stats.background_cpu_ns);
+    out->direct_cpu_ns = rd(rcl__stats.direct_cpu_ns);
+    out->direct_bounded = rd(rcl__stats.direct_bounded);
+    out->throttled = rd(rcl__stats.throttled);
+    out->throttle_ns = rd(rcl__stats.throttle_ns);
+    out->slow_reclaims = rd(rcl__stats.slow_reclaims);
     out->reserve_allocs = rd(rcl__stats.reserve_allocs);
     out->nofail_stalls = rd(rcl__stats.nofail_stalls);
     out->mempool_reserve_hits = rd(rcl__stats.mempool_reserve_hits);
@@ -112,12 +124,15 @@ static void print_json(FILE *f, const struct rcl_stats *st)
                "\"thread_cached\":%zu,"
                "\"direct_reclaims\":%lu,\"direct_stall_ns\":%llu,\"direct_reclaimed\":%zu,"
                "\"background_wakeups\":%lu,\"background_reclaimed\":%zu,"
+               "\"direct_cpu_ns\":%llu,\"background_cpu_ns\":%llu,\"direct_bounded\":%lu,\"throttled\":%lu,"
+               "\"throttle_ns\":%llu,\"slow_reclaims\":%lu,"
                "\"reserve_allocs\":%lu,\"nofail_stalls\":%lu,\"mempool_reserve_hits\":%lu,"
                "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers\":[",
             st->usage, st->peak, st->limit, st->wmark_min, st->wmark_low, st->wmark_high,
             st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
             st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
-            st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
+            st->background_reclaimed, st->direct_cpu_ns, st->background_cpu_ns, st->direct_bounded, st->throttled,
+            st->throttle_ns, st->slow_reclaims, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
     unsigned n;
     struct rcl_shrinker_stats *owned;
@@ -139,14 +154,18 @@ static void print_text(FILE *f, const struct rcl_stats *st)
                "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
                "  allocations %lu, frees %lu, failures %lu, bad frees %lu; "
                "%zu bytes cached by threads\n"
-               "  direct reclaim: %lu passes, %zu bytes, %.3f ms stalled\n"
-               "  background: %lu wake-ups, %zu bytes\n"
+               "  direct reclaim: %lu passes (%lu stopped at their bound, %lu slow), %zu bytes, "
+               "%.3f ms stalled (%.3f ms on CPU)\n"
+               "  throttled: %lu waits, %.3f ms\n"
+               "  background: %lu wake-ups, %zu bytes, %.3f ms CPU\n"
                "  reserve charges %lu, NOFAIL stall reports %lu, mempool reserve hits %lu, "
                "lockdep reports %lu\n",
             st->usage, st->limit, st->peak, st->wmark_min, st->wmark_low, st->wmark_high,
             st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
-            st->direct_reclaims, st->direct_reclaimed, (double)st->direct_stall_ns / 1e6, st->background_wakeups,
-            st->background_reclaimed, st->reserve_allocs, st->nofail_stalls,
+            st->direct_reclaims, st->direct_bounded, st->slow_reclaims, st->direct_reclaimed,
+            (double)st->direct_stall_ns / 1e6, (double)st->direct_cpu_ns / 1e6, st->throttled, (double)st->throttle_ns / 1e6,
+            st->background_wakeups, st->background_reclaimed, (double)st->background_cpu_ns / 1e6,
+            st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
     fprintf(f, "  shrinkers: %u\n", st->nr_shrinkers);
     unsigned n;

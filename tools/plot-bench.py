@@ -8,7 +8,11 @@ plots with gnuplot (Debian: gnuplot-nox).
 Writes into OUT_DIR (default docs/bench): hotpath.png (ns per pair by size,
 every allocator), hotpath-ratio.png (rcl / baseline with min..max, the 1.10
 goal), hotpath-scaling.png (pairs per second by threads, when the run had
-several thread counts), scope.png, pressure.png, memory.png. Each title says
+several thread counts), scope.png, pressure.png (8 threads; pressure-N.png
+for N threads, and so on for the three below), pressure-cdf.png (allocation
+latency CDF per variant), pressure-timeline.png (usage, watermarks and stalls
+from a cold start), pressure-knee.png (stalls against the allocation rate),
+memory.png. Each title says
 the machine, the backend and the date, since figures from different machines
 must not be compared. Only the standard library and gnuplot are used.
 """
@@ -128,10 +132,10 @@ def scope(b, out, tmp, sub):
     gnuplot(gp, tmp)
 
 
-def pressure(b, out, tmp, sub):
+def pressure(b, out, tmp, sub, sfx=""):
     r = b["results"]
     lim_mb = b["limit"] / 1048576.0
-    gp = head(os.path.join(out, "pressure.png"),
+    gp = head(os.path.join(out, f"pressure{sfx}.png"),
               f"cache 4x its budget, {b['threads']} threads - {sub}", 1200, 1000)
     gp += (f"set multiplot layout 2,2 title {q('cache 4x its budget, ' + str(b['threads']) + ' threads: libreclaim vs PSI event + malloc_trim - ' + sub)} noenhanced\n"
            "set style fill solid 0.6\nset key noenhanced\n")
@@ -172,10 +176,67 @@ def pressure(b, out, tmp, sub):
              100 * r["max_usage"]["psi_trim"]["max"] / b["limit"]),
             (2, q("hit ratio %"), 100 * r["hit_ratio"]["rcl"]["median"], 100 * r["hit_ratio"]["psi_trim"]["median"])]
     f = write(tmp, "misc.dat", rows)
-    gp += "set title 'stalled %: rcl threads in direct reclaim; psi: handler busy'\nset xrange [-0.6:2.6]\nset yrange [0:*]\nset key inside left top\n"
+    gp += "set title 'stalled %: rcl threads in direct reclaim or throttled; psi: handler busy'\nset xrange [-0.6:2.6]\nset yrange [0:*]\nset key inside left top\n"
     gp += "set xtics noenhanced\n"
     gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'rcl', '' u ($1+0.18):4 w boxes t 'psi+trim', 100 w l dt 2 lc rgb 'red' t '100 %'\n"
     gp += "unset multiplot\n"
+    gnuplot(gp, tmp)
+    pressure_cdf(b, out, tmp, sub, sfx)
+    pressure_timeline(b, out, tmp, sub, sfx)
+    pressure_knee(b, out, tmp, sub, sfx)
+
+
+def pressure_cdf(b, out, tmp, sub, sfx=""):
+    cdf = b.get("cdf")
+    if not cdf:
+        return
+    gp = head(os.path.join(out, f"pressure-cdf{sfx}.png"),
+              f"allocation latency CDF under pressure (last run of each), {b['threads']} threads - {sub}", 1000, 600)
+    gp += ("set logscale x\nset xlabel 'allocation latency, microseconds (log)'\n"
+           "set ylabel 'fraction of allocations slower (1 - CDF, log)'\n"
+           "set logscale y\nset yrange [1e-5:1]\nset key inside right top\n")
+    plots = []
+    for m, lbl in (("rcl", "rcl"), ("psi_trim", "psi+trim")):
+        if m in cdf and cdf[m]["ns"]:
+            f = write(tmp, f"cdf-{m}.dat", ((ns / 1e3, max(1e-6, 1 - fr)) for ns, fr in zip(cdf[m]["ns"], cdf[m]["frac"])))
+            plots.append(f"{q(f)} u 1:2 w steps lw 2 t {q(lbl + ': 1 - CDF')}")
+    plots.append("'+' u (100):(1e-3) w p pt 7 ps 1.5 lc rgb 'red' t 'goal p99.9 <= 100 us'")
+    gp += "set xrange [0.05:*]\nplot " + ", ".join(plots) + "\n"
+    gnuplot(gp, tmp)
+
+
+def pressure_timeline(b, out, tmp, sub, sfx=""):
+    tl = b.get("timeline", {}).get("rcl")
+    if not tl or "direct" not in tl:
+        return
+    lim_mb = b["limit"] / 1048576.0
+    gp = head(os.path.join(out, f"pressure-timeline{sfx}.png"),
+              f"rcl from a cold start: usage, watermarks, stalls per 5 ms, {b['threads']} threads - {sub}", 1100, 600)
+    f = write(tmp, "tl.dat", zip(tl["t_ms"], tl["usage_mb"], tl["direct"], tl["throttled"]))
+    gp += ("set xlabel 'ms'\nset ylabel 'MiB'\nset y2label 'events per 5 ms'\nset y2tics\nset ytics nomirror\n"
+           f"set yrange [0:{lim_mb * 1.1}]\nset y2range [0:*]\nset key outside right top\n")
+    gp += (f"plot {q(f)} u 1:2 w l lw 2 t 'usage', "
+           f"{lim_mb} w l dt 2 lw 2 lc rgb 'red' t 'limit', "
+           f"{tl['min_mb']} w l dt 3 lc rgb 'orange' t 'min wmark', "
+           f"{tl['low_mb']} w l dt 3 lc rgb 'dark-green' t 'low wmark', "
+           f"{tl['high_mb']} w l dt 3 lc rgb 'blue' t 'high wmark', "
+           f"'' u 1:3 axes x1y2 w impulses lc rgb 'purple' t 'direct reclaims', "
+           f"'' u 1:4 axes x1y2 w impulses lw 2 lc rgb 'black' t 'throttled waits'\n")
+    gnuplot(gp, tmp)
+
+
+def pressure_knee(b, out, tmp, sub, sfx=""):
+    k = b.get("knee")
+    if not k:
+        return
+    gp = head(os.path.join(out, f"pressure-knee{sfx}.png"),
+              f"the knee: stalls against the allocation rate (rcl, paced), {b['threads']} threads - {sub}", 1000, 600)
+    f = write(tmp, "knee.dat", ((r["alloc_mib_s"], 100 * r["stall_frac"], r["bg_mib_s"], 100 * r["bg_cpu_frac"], r["a999"] / 1e3) for r in k))
+    gp += ("set xlabel 'allocated MiB/s'\nset ylabel 'stalled % of thread time, background CPU %'\n"
+           "set y2label 'alloc p99.9, us'\nset y2tics\nset ytics nomirror\nset yrange [0:*]\nset y2range [0:*]\n"
+           "set key inside left top\n")
+    gp += (f"plot {q(f)} u 1:2 w lp lw 2 pt 7 t 'stalled %', '' u 1:4 w lp pt 5 t 'background CPU %', "
+           "'' u 1:5 axes x1y2 w lp dt 2 pt 6 t 'p99.9 us', 2 w l dt 3 lc rgb 'red' t 'goal: stalled <= 2 %'\n")
     gnuplot(gp, tmp)
 
 
@@ -214,7 +275,9 @@ def main():
         for name, fn in (("alloc", lambda b: hotpath(run, b, out, tmp, sub)),
                          ("scope", lambda b: scope(b, out, tmp, sub)),
                          ("pressure", lambda b: pressure(b, out, tmp, sub)),
-                         ("memory", lambda b: memory(b, out, tmp, sub))):
+                         ("memory", lambda b: memory(b, out, tmp, sub))) + tuple(
+                        (k, lambda b, k=k: pressure(b, out, tmp, sub, k[len("pressure"):]))
+                        for k in sorted(benches) if k.startswith("pressure-")):
             b = benches.get(name)
             if not b or "text" in b:
                 continue

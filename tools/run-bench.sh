@@ -14,7 +14,8 @@
 #
 # BACKEND names the build's backend (make passes it; default libc).
 # Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
-# BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
+# BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS=2,8 (one pressure
+# run each; the 8-thread one is "pressure", others "pressure-N"), BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
 # the named programs only.
 case "${1:-}" in
@@ -53,16 +54,29 @@ for prog in "$@"; do
     if [ -n "${BENCH_ONLY:-}" ]; then
         case ",$BENCH_ONLY," in *",$short,"*|*",$name,"*) ;; *) continue ;; esac
     fi
-    echo
-    BENCH_JSON="$tmp/$name.json" "$prog" 2>&1 | tee "$tmp/$name.txt"
-    # tee hides the program's status; a program that died leaves no JSON.
-    if [ -s "$tmp/$name.json" ] && head -c 1 "$tmp/$name.json" | grep -q '{'; then
-        cp "$tmp/$name.json" "$tmp/$name.part"
-    else
-        { printf '{"bench": "%s", "text": "' "$short"; json_text < "$tmp/$name.txt"; printf '"}\n'; } \
-            > "$tmp/$name.part"
-        [ -s "$tmp/$name.txt" ] || failed="$failed $name"
+    # bench_pressure runs once per thread count (BENCH_PRESSURE_THREADS,
+    # default 2,8); the 8-thread result keeps the name "pressure".
+    runs=$name
+    if [ "$name" = bench_pressure ]; then
+        runs=""
+        for th in $(echo "${BENCH_PRESSURE_THREADS:-2,8}" | tr ',' ' '); do
+            [ "$th" = 8 ] && runs="$runs $name" || runs="$runs $name-$th"
+        done
     fi
+    for run in $runs; do
+        th=${run#bench_pressure-}
+        [ "$run" = bench_pressure ] && th=8
+        echo
+        BENCH_PRESSURE_THREADS=$th BENCH_JSON="$tmp/$run.json" "$prog" 2>&1 | tee "$tmp/$run.txt"
+        # tee hides the program's status; a program that died leaves no JSON.
+        if [ -s "$tmp/$run.json" ] && head -c 1 "$tmp/$run.json" | grep -q '{'; then
+            cp "$tmp/$run.json" "$tmp/$run.part"
+        else
+            { printf '{"bench": "%s", "text": "' "${run#bench_}"; json_text < "$tmp/$run.txt"; printf '"}\n'; } \
+                > "$tmp/$run.part"
+            [ -s "$tmp/$run.txt" ] || failed="$failed $run"
+        fi
+    done
 done
 load_end=$(cat /proc/loadavg 2>/dev/null)
 

@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_reclaim_bound - an allocation's direct reclaim is bounded, the
+ * background reclaimer does the rest, and an allocation it cannot keep up
+ * with is throttled (counted and reported) rather than stalled.
+ *
+ * The objects are plain charges of OBJ bytes that a test shrinker gives
+ * back with rcl_uncharge(); which threads the shrinker may free from, and
+ * how slow each scan call is, are the test's to choose. No assertion
+ * depends on how fast the machine is: bounds are counted in scan calls,
+ * and waits have seconds of margin.
+ */
+#include "helpers.h"
+#include "internal.h"
+
+#include <stdatomic.h>
+
+#define OBJ        (4 * KiB)
+#define LIMIT      (8 * MiB)
+#define SCAN_BATCH 8
+
+struct objs {
+    _Atomic unsigned long count;       /* charged objects left */
+    _Atomic unsigned long calls;       /* scan calls that freed */
+    long scan_sleep_us;                /* each scan call takes this long */
+    pthread_t owner;                   /* the test's thread */
+    _Atomic int direct_frees;          /* the owner's scans may free */
+    _Atomic int background_frees;      /* other threads' scans may free */
+};
+
+static unsigned long objs_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct objs *o = priv;
+    (void)sc;
+    unsigned long n = atomic_load(&o->count);
+    return n ? n : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long objs_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct objs *o = priv;
+    bool own = pthread_equal(pthread_self(), o->owner);
+
+    if (!atomic_load(own ? &o->direct_frees : &o->background_frees))
+        return 0;
+    if (o->scan_sleep_us) {
+        struct timespec ts = { 0, o->scan_sleep_us * 1000L };
+        nanosleep(&ts, NULL);
+    }
+    unsigned long freed = 0, n = atomic_load(&o->count);
+    while (freed < sc->nr_to_scan && n) {
+        if (atomic_compare_exchange_weak(&o->count, &n, n - 1)) {
+            rcl_uncharge(OBJ);
+            freed++;
+            n--;
+        }
+    }
+    atomic_fetch_add(&o->calls, 1);
+    return freed;
+}
+
+static const struct rcl_shrinker_ops objs_ops = { objs_count, objs_scan };
+static const struct rcl_shrinker_opts objs_opts = { .batch = SCAN_BATCH };
+
+static int init_with_background(void)
+{
+    struct rcl_config cfg = test_config(LIMIT);
+    cfg.background = 1;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    rcl_config_from_env(&cfg);      /* the tests set RECLAIM_DIRECT_US */
+    return rcl_init(&cfg);
+}
+
+/* Charges objects without reclaiming until the budget refuses one: the
+ * headroom is then below the min watermark. */
+static void fill(struct objs *o)
+{
+    while (rcl_charge(OBJ, RCL_NOWAIT) == 0)
+        atomic_fetch_add(&o->count, 1);
+}
+
+static void drop_all(struct objs *o)
+{
+    unsigned long n = atomic_exchange(&o->count, 0);
+    while (n--)
+        rcl_uncharge(OBJ);
+}
+
+static struct rcl_stats stats(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st;
+}
+
+static void direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call(void **state)
+{
+    (void)state;
+    unsetenv("RECLAIM_DIRECT_US");
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .scan_sleep_us = 2000, .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    /* 1 MiB is 256 objects, 32 scan calls of 2 ms each unbounded; the
+     * bound (50 us) stops the pass after the first call, which always
+     * runs. */
+    size_t freed = rcl__direct_reclaim(&rcl__self, MiB, RCL_DEFAULT);
+    assert_int_equal(atomic_load(&o.calls), 1);
+    assert_int_equal(freed, SCAN_BATCH * OBJ);
+    struct rcl_stats st = stats();
+    assert_int_equal(st.direct_bounded, 1);
+    /* The scan slept 2 ms: the stall was not CPU, and the counters say so. */
+    assert_true(st.direct_stall_ns >= 2000000ull);
+    assert_true(st.direct_cpu_ns < st.direct_stall_ns);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void direct_reclaim_without_a_bound_does_all_the_work(void **state)
+{
+    (void)state;
+    setenv("RECLAIM_DIRECT_US", "0", 1);
+    assert_int_equal(init_with_background(), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    struct objs o = { .scan_sleep_us = 2000, .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    size_t freed = rcl__direct_reclaim(&rcl__self, 256 * KiB, RCL_DEFAULT);
+    assert_true(freed >= 256 * KiB);
+    assert_true(atomic_load(&o.calls) >= 256 * KiB / (SCAN_BATCH * OBJ));
+    assert_int_equal(stats().direct_bounded, 0);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void explicit_reclaim_is_not_bounded(void **state)
+{
+    (void)state;
+    unsetenv("RECLAIM_DIRECT_US");
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .scan_sleep_us = 1000, .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    /* The caller of rcl_reclaim() asked for these bytes, not for an
+     * allocation's worth. */
+    assert_true(rcl_reclaim(128 * KiB, RCL_DEFAULT) >= 128 * KiB);
+    assert_int_equal(stats().direct_bounded, 0);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void the_background_reclaimer_restores_headroom_to_high(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);   /* passing low woke the background reclaimer */
+
+    struct rcl_stats st = stats();
+    for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms += 10) {
+        test_sleep_ms(10);
+        st = stats();
+    }
+    assert_true(st.limit - st.usage >= st.wmark_high);
+    assert_true(st.background_reclaimed > 0);
+    assert_int_equal(st.direct_reclaims, 0);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void with_nothing_left_to_free_the_background_reclaimer_goes_quiet(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+
+    /* Two fills back to back: sustained pressure, if the machine is fast
+     * enough for the second to come within 20 ms of the first pass. */
+    for (int round = 0; round < 2; round++) {
+        fill(&o);
+        struct rcl_stats st = stats();
+        for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms++) {
+            test_sleep_ms(1);
+            st = stats();
+        }
+    }
+    /* The cache is gone (its charges stay), and headroom sits between low
+     * and high: keeping ahead finds nothing and must not poll on. */
+    unsigned long held = atomic_exchange(&o.count, 0);
+    struct rcl_stats st = stats();
+    size_t mid = (st.wmark_low + st.wmark_high) / 2;
+    while (st.limit - st.usage > mid && rcl_charge(OBJ, RCL_NOWAIT) == 0) {
+        held++;
+        st = stats();
+    }
+    unsigned long before = stats().background_wakeups;
+    test_sleep_ms(100);
+    assert_true(stats().background_wakeups - before <= 5);
+
+    rcl_shrinker_unregister(s);
+    while (held--)
+        rcl_uncharge(OBJ);
+    rcl_shutdown();
+}
+
+static void an_allocation_the_background_must_serve_is_throttled_and_counted(void **state)
+{
+    (void)state;
+    assert_int_equal(init_with_background(), 0);
+    /* Direct reclaim finds nothing it may free: only the background
+     * reclaimer can make room, so the allocation must wait for it. */
+    struct objs o = { .owner = pthread_self() };
+    struct rcl_shrinker *s = rcl_shrinker_register("background-only", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+    /* The reclaimer's first pass finds nothing it may free and backs off
+     * (100 ms): only then may it free, so the allocation below meets a
+     * reclaimer that is not ahead of it. */
+    for (int i = 0; i < 500 && stats().background_wakeups == 0; i++)
+        test_sleep_ms(2);
+    test_sleep_ms(20);
+    atomic_store(&o.background_frees, 1);
+
+    int ret = -1;
+    for (int i = 0; i < 1000 && ret; i++) {
+        ret = rcl_charge(64 * KiB, RCL_DEFAULT | RCL__NOWARN);
+        if (ret)
+            test_sleep_ms(10);
+    }
+    assert_int_equal(ret, 0);
+    rcl_uncharge(64 * KiB);
+
+    struct rcl_stats st = stats();
+    assert_true(st.throttled >= 1);
+    assert_true(st.throttle_ns > 0);
+    assert_non_null(strstr(test_reports.all, "allocations throttled"));
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void without_a_background_reclaimer_nothing_is_throttled(void **state)
+{
+    (void)state;
+    assert_int_equal(test_init(LIMIT), 0);
+    struct objs o = { .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    assert_int_equal(rcl_charge(64 * KiB, RCL_DEFAULT), 0);
+    rcl_uncharge(64 * KiB);
+    struct rcl_stats st = stats();
+    assert_true(st.direct_reclaims >= 1);
+    assert_int_equal(st.throttled, 0);
+    assert_int_equal(st.direct_bounded, 0);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void a_malformed_direct_bound_is_reported_and_the_default_kept(void **state)
+{
+    (void)state;
+    setenv("RECLAIM_DIRECT_US", "fast", 1);
+    assert_int_equal(init_with_background(), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    assert_true(test_report_count() >= 1);
+    assert_non_null(strstr(test_reports.all, "RECLAIM_DIRECT_US"));
+    assert_int_equal(atomic_load(&rcl__direct_bound_ns), 50 * 1000);
+    rcl_shutdown();
+}
+
+static void a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers(void **state)
+{
+    (void)state;
+    unsetenv("RECLAIM_DIRECT_US");
+    assert_int_equal(init_with_background(), 0);
+    /* One scan call of 5 ms overruns the 50 us bound, and the 2 ms a
+     * bounded reclaim may take before it is reported. */
+    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    assert_int_equal(stats().slow_reclaims, 1);
+    assert_non_null(strstr(test_reports.all, "slow direct reclaim"));
+    assert_non_null(strstr(test_reports.all, "\"slow-disk\""));
+    assert_non_null(strstr(test_reports.all, "MiB/s"));
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+static void an_unbounded_reclaim_is_not_reported_however_slow(void **state)
+{
+    (void)state;
+    assert_int_equal(test_init(LIMIT), 0);   /* no background: no bound */
+    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    fill(&o);
+
+    rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    assert_int_equal(stats().slow_reclaims, 0);
+    assert_int_equal(test_report_count(), 0);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
+/* A failed test leaves the library initialised; the next one starts
+ * clean all the same. */
+static int teardown(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+    unsetenv("RECLAIM_DIRECT_US");
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, teardown),
+        cmocka_unit_test_teardown(direct_reclaim_without_a_bound_does_all_the_work, teardown),
+        cmocka_unit_test_teardown(explicit_reclaim_is_not_bounded, teardown),
+        cmocka_unit_test_teardown(the_background_reclaimer_restores_headroom_to_high, teardown),
+        cmocka_unit_test_teardown(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, teardown),
+        cmocka_unit_test_teardown(an_allocation_the_background_must_serve_is_throttled_and_counted, teardown),
+        cmocka_unit_test_teardown(without_a_background_reclaimer_nothing_is_throttled, teardown),
+        cmocka_unit_test_teardown(a_malformed_direct_bound_is_reported_and_the_default_kept, teardown),
+        cmocka_unit_test_teardown(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, teardown),
+        cmocka_unit_test_teardown(an_unbounded_reclaim_is_not_reported_however_slow, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
