@@ -14,8 +14,9 @@
  *              running its own independent loop.
  *   producer/  one thread allocates and passes each block through a bounded
  *   consumer   lock-free ring (256 slots) to another, which frees it; 64 B,
- *              1 KiB and the mix. Waiting on a full or empty ring spins, then
- *              yields, and is part of the CPU time.
+ *              1 KiB and the mix. The faster side spins while it waits, and
+ *              that counts; a long wait (the other preempted) does not (see
+ *              struct ring).
  *   larson     after the well-known server benchmark: each of 2 threads owns
  *              an array of 1024 blocks of 257 B - 1 KiB (uniform) and
  *              replaces a random one with a new block of a random size; every
@@ -27,7 +28,10 @@
  *
  * The sizes come from one table filled by a fixed-seed generator (and the
  * larson slots from fixed-seed generators), so both variants see the same
- * sequence. Each block gets one byte written.
+ * sequence. In the timed runs each block gets one byte written; in the
+ * memory children every byte, as a program fills what it allocates (only
+ * written pages are resident, so one byte would hide most of a large
+ * block, and of its rounding).
  *
  * CPU time, not wall time: every thread reads CLOCK_THREAD_CPUTIME_ID around
  * its measured loop, and a figure is the CPU time of all threads over all
@@ -52,14 +56,15 @@
  * page or two of arena bookkeeping decides it, and it is shown in
  * parentheses. Both children start the library, so its fixed cost cancels.
  *
- * Goals (the hot-path issue): CPU time ratio <= 1.10 and peak RSS ratio <=
- * 1.05 for every pattern, on every backend.
+ * Goals: CPU time ratio <= 1.10 and peak RSS ratio <= 1.05 for every
+ * pattern, on every backend (docs/bench/patterns.md).
  *
  * Knobs: BENCH_REPS (rounds, default 5), BENCH_QUICK=1 (fewer pairs and 3
  * rounds: a smoke test), BENCH_THREADS (live-set thread counts, default
  * 1,2), BENCH_PAIRS (at most this many pairs per thread per measurement,
- * default 1048576; each pattern is sized to about 10 ms of CPU per thread),
- * BENCH_PATTERNS=live,pc,larson,simple (families to run), BENCH_JSON.
+ * default 1048576; each pattern is sized to about 10 ms of CPU per thread
+ * in its slower variant), BENCH_PATTERNS=live,pc,larson,simple (families
+ * to run), BENCH_JSON.
  */
 #include "bench.h"
 #include "reclaim.h"
@@ -86,7 +91,10 @@
 #define NOINLINE static __attribute__((noinline))
 #define ALWAYS   static inline __attribute__((always_inline))
 
-enum { V_RCL, V_RAW, NVAR };
+/* A variant: the allocator, and whether each block is written whole (the
+ * memory children: a program fills what it allocates, and only written
+ * pages are resident) or only its first byte (the timed runs). */
+enum { V_RCL, V_RAW, NVAR, V_TOUCH = 2 };
 enum family { F_LIVE, F_PC, F_LARSON, F_SIMPLE, NFAM };
 static const char *const fam_key[NFAM] = { "live", "pc", "larson", "simple" };
 static const char *const fam_title[NFAM] = {
@@ -249,20 +257,23 @@ static __attribute__((noreturn, cold)) void out_of_memory(void)
 
 ALWAYS void *b_alloc(int v, size_t n)
 {
-    char *p = v == V_RCL ? rcl_alloc(n, RCL_DEFAULT) : raw_alloc(n);
+    char *p = (v & V_RAW) ? raw_alloc(n) : rcl_alloc(n, RCL_DEFAULT);
 
     if (__builtin_expect(!p, 0))
         out_of_memory();
-    *(volatile char *)p = 1;
+    if (v & V_TOUCH)
+        memset(p, 1, n);
+    else
+        *(volatile char *)p = 1;
     return p;
 }
 
 ALWAYS void b_free(int v, void *p)
 {
-    if (v == V_RCL)
-        rcl_free(p);
-    else
+    if (v & V_RAW)
         raw_free(p);
+    else
+        rcl_free(p);
 }
 
 ALWAYS void live_body(int v, void **slot, int k, int lifo, long passes)
@@ -293,37 +304,68 @@ ALWAYS void larson_body(int v, void **slot, long reps, uint64_t *rng)
     }
 }
 
+/*
+ * A single-producer single-consumer ring. Whichever side is faster waits for
+ * the other by spinning, which keeps its core and its caches, and that
+ * spinning is counted: the figure is the CPU time the pair of threads takes
+ * to pass the blocks, so it follows the slower side. What is not counted is
+ * a long wait - the other thread preempted by another process on a loaded
+ * machine: after RING_SPINS spins a side yields the processor, and the CPU
+ * time from then to the end of the wait (waited_ns) is left out.
+ */
 struct ring {
     _Alignas(64) _Atomic unsigned long head;    /* written by the producer */
+    double prod_waited_ns;
     _Alignas(64) _Atomic unsigned long tail;    /* written by the consumer */
+    double cons_waited_ns;
     _Alignas(64) void *slot[RING_CAP];
 };
 
-static void ring_wait(unsigned *spins)
+#define RING_SPINS 256
+
+static void cpu_relax(void)
 {
-    if (++*spins < 128) {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #endif
-    } else {
-        *spins = 0;
-        sched_yield();
+}
+
+/* One step of a wait: a spin, or from RING_SPINS on a yield; the CPU time
+ * from the first yield to the end of the wait is the long wait. */
+static void ring_wait(unsigned *spins, double *long_since)
+{
+    if (++*spins < RING_SPINS) {
+        cpu_relax();
+        return;
     }
+    if (*spins == RING_SPINS)
+        *long_since = cpu_now_ns();
+    sched_yield();
+}
+
+static void ring_waited(unsigned spins, double long_since, double *waited_ns)
+{
+    if (spins >= RING_SPINS)
+        *waited_ns += cpu_now_ns() - long_since;
 }
 
 ALWAYS void produce_body(int v, struct ring *r, long n)
 {
     unsigned long head = atomic_load_explicit(&r->head, memory_order_relaxed);
     unsigned long tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    unsigned spins = 0;
 
     for (long i = 0; i < n; i++) {
         void *p = b_alloc(v, size_tab[i & (SZ_TAB - 1)]);
+        unsigned spins = 0;
+        double since = 0;
 
-        while (head - tail >= RING_CAP) {
-            tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-            if (head - tail >= RING_CAP)
-                ring_wait(&spins);
+        if (head - tail >= RING_CAP) {
+            while (head - tail >= RING_CAP) {
+                tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+                if (head - tail >= RING_CAP)
+                    ring_wait(&spins, &since);
+            }
+            ring_waited(spins, since, &r->prod_waited_ns);
         }
         r->slot[head & (RING_CAP - 1)] = p;
         atomic_store_explicit(&r->head, ++head, memory_order_release);
@@ -334,15 +376,19 @@ ALWAYS void consume_body(int v, struct ring *r, long n)
 {
     unsigned long tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     unsigned long head = atomic_load_explicit(&r->head, memory_order_acquire);
-    unsigned spins = 0;
 
     for (long i = 0; i < n; i++) {
+        unsigned spins = 0;
+        double since = 0;
         void *p;
 
-        while (tail == head) {
-            head = atomic_load_explicit(&r->head, memory_order_acquire);
-            if (tail == head)
-                ring_wait(&spins);
+        if (tail == head) {
+            while (tail == head) {
+                head = atomic_load_explicit(&r->head, memory_order_acquire);
+                if (tail == head)
+                    ring_wait(&spins, &since);
+            }
+            ring_waited(spins, since, &r->cons_waited_ns);
         }
         p = r->slot[tail & (RING_CAP - 1)];
         atomic_store_explicit(&r->tail, ++tail, memory_order_release);
@@ -350,32 +396,25 @@ ALWAYS void consume_body(int v, struct ring *r, long n)
     }
 }
 
-/* Two out-of-line copies of each body, so that neither variant pays for
- * choosing its allocator inside the loop. */
-#define BOTH(name, params, ...)                                              \
-    NOINLINE void name##_rcl params { name##_body(V_RCL, __VA_ARGS__); }     \
-    NOINLINE void name##_raw params { name##_body(V_RAW, __VA_ARGS__); }
+/* An out-of-line copy of each body per variant, so that no variant pays for
+ * choosing its allocator inside the loop, and run_NAME(v, ...) to call the
+ * copy for variant v. */
+#define VARIANTS(name, params, ...)                                                  \
+    NOINLINE void name##_0 params { name##_body(V_RCL, __VA_ARGS__); }               \
+    NOINLINE void name##_1 params { name##_body(V_RAW, __VA_ARGS__); }               \
+    NOINLINE void name##_2 params { name##_body(V_RCL | V_TOUCH, __VA_ARGS__); }     \
+    NOINLINE void name##_3 params { name##_body(V_RAW | V_TOUCH, __VA_ARGS__); }     \
+    static void (*const name##_v[4]) params = { name##_0, name##_1, name##_2, name##_3 };
 
-BOTH(live, (void **s, int k, int lifo, long passes), s, k, lifo, passes)
-BOTH(larson, (void **s, long reps, uint64_t *rng), s, reps, rng)
-BOTH(produce, (struct ring *r, long n), r, n)
-BOTH(consume, (struct ring *r, long n), r, n)
+VARIANTS(live, (void **s, int k, int lifo, long passes), s, k, lifo, passes)
+VARIANTS(larson, (void **s, long reps, uint64_t *rng), s, reps, rng)
+VARIANTS(produce, (struct ring *r, long n), r, n)
+VARIANTS(consume, (struct ring *r, long n), r, n)
 
-static void run_live(int v, void **s, int k, int lifo, long passes)
-{
-    if (v == V_RCL)
-        live_rcl(s, k, lifo, passes);
-    else
-        live_raw(s, k, lifo, passes);
-}
-
-static void run_larson(int v, void **s, long reps, uint64_t *rng)
-{
-    if (v == V_RCL)
-        larson_rcl(s, reps, rng);
-    else
-        larson_raw(s, reps, rng);
-}
+#define run_live(v, ...)    live_v[(v) & 3](__VA_ARGS__)
+#define run_larson(v, ...)  larson_v[(v) & 3](__VA_ARGS__)
+#define run_produce(v, ...) produce_v[(v) & 3](__VA_ARGS__)
+#define run_consume(v, ...) consume_v[(v) & 3](__VA_ARGS__)
 
 /* ------------------------------------------------------------------------ */
 /* One measurement: threads, CPU time                                        */
@@ -445,20 +484,23 @@ static void pc_worker(struct run *r, int idx)
 {
     long warm = r->pairs / 8 > 0 ? r->pairs / 8 : 1;
     double t0;
-    int rcl = r->v == V_RCL;
+
+    double *waited = idx == 0 ? &the_ring.prod_waited_ns : &the_ring.cons_waited_ns;
 
     if (idx == 0) {
-        rcl ? produce_rcl(&the_ring, warm) : produce_raw(&the_ring, warm);
+        run_produce(r->v, &the_ring, warm);
         pthread_barrier_wait(&r->go);
+        *waited = 0;
         t0 = cpu_now_ns();
-        rcl ? produce_rcl(&the_ring, r->pairs) : produce_raw(&the_ring, r->pairs);
+        run_produce(r->v, &the_ring, r->pairs);
     } else {
-        rcl ? consume_rcl(&the_ring, warm) : consume_raw(&the_ring, warm);
+        run_consume(r->v, &the_ring, warm);
         pthread_barrier_wait(&r->go);
+        *waited = 0;
         t0 = cpu_now_ns();
-        rcl ? consume_rcl(&the_ring, r->pairs) : consume_raw(&the_ring, r->pairs);
+        run_consume(r->v, &the_ring, r->pairs);
     }
-    r->cpu_ns[idx] = cpu_now_ns() - t0;
+    r->cpu_ns[idx] = cpu_now_ns() - t0 - *waited;
     /* Both threads' time is for the same pairs. */
     r->done[idx] = idx == 0 ? r->pairs : 0;
 }
@@ -524,12 +566,13 @@ static double measure(const struct pat *p, int v, long pairs)
     return cpu / (double)done;
 }
 
-/* Pairs per thread for about target_ms of CPU time per thread on the raw
- * backend, from one pilot run (which also warms the pattern up); at least
- * four passes over a live set, at most max_pairs. The time a pair takes
- * ranges from 10 ns to several microseconds (glibc trimming a thread
- * arena's heap after each pass of 4 KiB blocks), so a fixed count would
- * make the run either too short to measure or far too long. */
+/* Pairs per thread for about target_ms of CPU time per thread in the slower
+ * variant, from a pilot run of each (which also warms the pattern up); at
+ * least four passes over a live set, at most max_pairs. The time a pair
+ * takes ranges from 10 ns to several microseconds (glibc trimming its heap
+ * after each pass of 4 KiB blocks; jemalloc refaulting pages in some
+ * classes), so a fixed count would make the run either too short to
+ * measure or far too long. */
 static long calibrate(const struct pat *p, long max_pairs, double target_ms)
 {
     long lo = p->fam == F_LIVE || p->fam == F_SIMPLE ? 4L * p->depth : 1024;
@@ -538,7 +581,8 @@ static long calibrate(const struct pat *p, long max_pairs, double target_ms)
 
     if (pilot > max_pairs)
         pilot = max_pairs;
-    ns = measure(p, V_RAW, pilot) * (p->fam == F_PC ? 0.5 : 1.0);
+    ns = measure(p, V_RAW, pilot);
+    ns = fmax(ns, measure(p, V_RCL, pilot)) * (p->fam == F_PC ? 0.5 : 1.0);
     pairs = ns > 0 ? (long)(target_ms * 1e6 / ns) : max_pairs;
     if (pairs > max_pairs)
         pairs = max_pairs;
@@ -612,12 +656,12 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
         setup.fam = p->fam == F_SIMPLE ? F_SIMPLE : F_LIVE;
         setup.depth = 1;
         fill_sizes(16);
-        measure(&setup, v, 64);
+        measure(&setup, v | V_TOUCH, 64);
         fill_sizes(p->size);
         if (reset_peak_rss() != 0)
             fprintf(stderr, "bench_patterns: cannot reset the peak RSS; growth includes start-up\n");
         base = status_kib("VmRSS");
-        measure(p, v, pairs);
+        measure(p, v | V_TOUCH, pairs);
         m.peak = status_kib("VmHWM");
         m.growth = m.peak - base;
         if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
@@ -632,11 +676,17 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
     return m;
 }
 
-/* The peak comes with the first pass over a live set (or the first fill of
- * the larson arrays, or a full ring): a few passes are enough. */
+/* A live set's first pass, the first fill of the larson arrays or a full
+ * ring make most of the peak, but not all of it: an allocator may fail to
+ * reuse what the last pass freed (jemalloc's 1280- and 5120-byte classes
+ * grow for tens of passes), so the peak is taken over at least 16 passes
+ * and 32768 pairs per thread. */
 static void measure_rss(struct pat *p)
 {
-    long pairs = p->fam == F_LIVE || p->fam == F_SIMPLE ? 4L * p->depth : 4096;
+    long pairs = p->fam == F_LIVE || p->fam == F_SIMPLE ? 16L * p->depth : 0;
+
+    if (pairs < 32768)
+        pairs = 32768;
 
     for (int v = 0; v < NVAR; v++) {
         struct rss m = rss_child(p, v, pairs);
