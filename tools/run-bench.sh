@@ -13,9 +13,10 @@
 #
 # BACKEND names the build's backend (make passes it; default libc).
 # Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
-# BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
+# BENCH_THREADS=1,2,4 (hot path, and the live-set patterns), BENCH_PATTERNS,
+# BENCH_PAIRS (allocation patterns), BENCH_PRESSURE_THREADS, BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
-# the named programs only.
+# the named programs only (BENCH_ONLY=patterns: the allocation patterns).
 set -u
 build=${1:?usage: run-bench.sh BUILD_DIR PROGRAM...}
 shift
