@@ -12,7 +12,10 @@ several thread counts), scope.png, pressure.png (8 threads; pressure-N.png
 for N threads, and so on for the three below), pressure-cdf.png (allocation
 latency CDF per variant), pressure-timeline.png (usage, watermarks and stalls
 from a cold start), pressure-knee.png (stalls against the allocation rate),
-memory.png. Each title says
+memory.png, patterns.png (bench_patterns: rcl / raw against the live-set
+depth per size, free order and thread count), patterns-rss.png (the same for
+peak RSS) and patterns-other.png (producer/consumer, larson, glibc's
+simple). Each title says
 the machine, the backend and the date, since figures from different machines
 must not be compared. Only the standard library and gnuplot are used.
 """
@@ -255,6 +258,90 @@ def memory(b, out, tmp, sub):
     gnuplot(gp, tmp)
 
 
+SIZE_ORDER = ["16", "64", "256", "1K", "4K", "mix"]
+
+
+def patterns(b, out, tmp, sub):
+    """bench_patterns: ratio rcl/raw against the live-set depth, one panel per
+    thread count and free order, one line per size; the same for the peak
+    RSS; and the other families as bars."""
+    res = b["results"]
+    base = b.get("baseline", "raw")
+    goal = b.get("goal_ratio", 1.10)
+    goal_rss = b.get("goal_rss_ratio", 1.05)
+    live = [r for r in res if r["family"] == "live"]
+    panels = sorted({(int(r["threads"]), r["order"]) for r in live})
+    sizes = [z for z in SIZE_ORDER if any(r["size"] == z for r in live)]
+    sizes += sorted({r["size"] for r in live} - set(sizes))
+    rows = (len(panels) + 1) // 2
+    for what, key, g, fname in (("CPU time", "ratio", goal, "patterns.png"),
+                                ("peak RSS growth", "rss_ratio", goal_rss, "patterns-rss.png")):
+        if not panels:
+            break
+        gp = head(os.path.join(out, fname),
+                  f"{what}, rcl / {base} raw, against blocks alive - {sub}", 1200, 430 * rows)
+        gp += (f"set multiplot layout {rows},2 title {q(what + ', rcl / ' + base + ' raw, against live-set depth K - ' + sub)} noenhanced\n"
+               "set logscale x 2\nset xrange [0.7:6000]\nset xlabel 'K, blocks alive'\n"
+               "set logscale y\nset ytics (0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)\n"
+               "set key outside right top noenhanced\n")
+        gp += "set ylabel 'ratio (log)" + (": median, min..max of rounds'\n" if key == "ratio" else "'\n")
+        vals = [v for r in live for v in ((r["ratio"]["min"], r["ratio"]["max"]) if key == "ratio"
+                                          else (r.get("rss_ratio"),)) if v]
+        if vals:
+            gp += f"set yrange [{min(vals + [g]) / 1.2}:{max(vals + [g]) * 1.2}]\n"
+        for n, (t, order) in enumerate(panels):
+            if n == 1:
+                gp += "unset key\n"
+            plots = [f"{g} w l dt 2 lw 2 lc rgb 'red' t 'goal {g:.2f}'"]
+            for i, z in enumerate(sizes):
+                rr = sorted((r for r in live if int(r["threads"]) == t and r["order"] == order
+                             and r["size"] == z), key=lambda r: r["depth"])
+                shift = 1 + 0.03 * (i - len(sizes) / 2)
+                if key == "ratio":
+                    data = [(r["depth"] * shift, r["ratio"]["median"], r["ratio"]["min"], r["ratio"]["max"])
+                            for r in rr]
+                    style = "u 1:2:3:4 w yerrorlines"
+                else:
+                    data = [(r["depth"] * shift, r["rss_ratio"]) for r in rr
+                            if r.get("rss_ratio") is not None and r.get("rss_ratio_counts")]
+                    style = "u 1:2 w linespoints"
+                if not data:
+                    continue
+                f = write(tmp, f"pat-{key}-{t}-{order}-{z}.dat", data)
+                label = z + (" B" if z[0].isdigit() else "")
+                plots.append(f"{q(f)} {style} lw 2 pt 7 lc {i + 1} t {q(label)}")
+            title = f"{t} thread{'s' if t > 1 else ''}, {order.upper()} free order"
+            if key == "rss_ratio":
+                title += f" (where {base} grew >= {b.get('rss_goal_min_kib', 256):.0f} KiB)"
+            gp += f"set title {q(title)} noenhanced\n"
+            gp += "plot " + ", ".join(plots) + "\n"
+        gp += "unset multiplot\n"
+        gnuplot(gp, tmp)
+
+    other = [r for r in res if r["family"] != "live"]
+    if other:
+        def short(r):
+            f = r["family"]
+            return {"pc": f"prod/cons {r['size']}", "larson": f"larson {r['threads']}t",
+                    "simple": f"simple {r['size']}x{r['depth']}"}.get(f, r["name"])
+        data = [(i, q(short(r)), r["ratio"]["median"], r["ratio"]["min"], r["ratio"]["max"],
+                 r["rss_ratio"] if r.get("rss_ratio") is not None and r.get("rss_ratio_counts") else "NaN")
+                for i, r in enumerate(other)]
+        f = write(tmp, "pat-other.dat", data)
+        gp = head(os.path.join(out, "patterns-other.png"),
+                  f"producer/consumer, larson, glibc's simple: rcl / {base} raw - {sub}", 1200, 600)
+        gp += ("set style fill solid 0.6\nset boxwidth 0.35\nset xtics rotate by -35 noenhanced\n"
+               "set ylabel 'ratio (log)'\nset logscale y\nset yrange [0.25:*]\nset bmargin 6\n"
+               f"set xrange [-0.6:{len(other) - 0.4}]\nset key outside right top\n"
+               "set ytics (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)\n")
+        gp += (f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'CPU time (median)', "
+               "'' u ($1-0.18):3:4:5 w yerrorbars lc rgb 'black' t 'min..max', "
+               "'' u ($1+0.18):6 w boxes t 'peak RSS growth', "
+               f"{goal} w l dt 2 lw 2 lc rgb 'red' t 'goal {goal:.2f}', "
+               f"{goal_rss} w l dt 3 lw 2 lc rgb 'blue' t 'RSS goal {goal_rss:.2f}'\n")
+        gnuplot(gp, tmp)
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help"):
         print(__doc__)
@@ -275,7 +362,8 @@ def main():
         for name, fn in (("alloc", lambda b: hotpath(run, b, out, tmp, sub)),
                          ("scope", lambda b: scope(b, out, tmp, sub)),
                          ("pressure", lambda b: pressure(b, out, tmp, sub)),
-                         ("memory", lambda b: memory(b, out, tmp, sub))) + tuple(
+                         ("memory", lambda b: memory(b, out, tmp, sub)),
+                         ("patterns", lambda b: patterns(b, out, tmp, sub))) + tuple(
                         (k, lambda b, k=k: pressure(b, out, tmp, sub, k[len("pressure"):]))
                         for k in sorted(benches) if k.startswith("pressure-")):
             b = benches.get(name)

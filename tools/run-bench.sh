@@ -14,10 +14,11 @@
 #
 # BACKEND names the build's backend (make passes it; default libc).
 # Environment passed through to the programs: BENCH_REPS, BENCH_QUICK=1,
-# BENCH_THREADS=1,2,4 (hot path), BENCH_PRESSURE_THREADS=2,8 (one pressure
-# run each; the 8-thread one is "pressure", others "pressure-N"), BENCH_LIMIT_MB,
+# BENCH_THREADS=1,2,4 (hot path, and the live-set patterns), BENCH_PATTERNS,
+# BENCH_PAIRS (allocation patterns), BENCH_PRESSURE_THREADS=2,8 (one pressure run each;
+# the 8-thread one is "pressure", others "pressure-N"), BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
-# the named programs only.
+# the named programs only (BENCH_ONLY=patterns: the allocation patterns).
 case "${1:-}" in
 -h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 esac

@@ -1,0 +1,1010 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_patterns - the hot path on allocation patterns where blocks stay
+ * alive, rcl_alloc/rcl_free beside the build's backend raw, in one process.
+ *
+ * bench_alloc measures a block allocated and freed at once, which a small
+ * per-thread cache serves whole. Real programs keep blocks alive; these
+ * patterns do (a "pair" is one allocation and the free of that block):
+ *
+ *   live set   K = 1, 8, 64, 512, 4096 blocks allocated, then all freed,
+ *              again and again; in FIFO (first allocated, first freed) or
+ *              LIFO order; 16 B, 64 B, 256 B, 1 KiB, 4 KiB, or a mix of
+ *              8 B - 4 KiB (log-uniform: each power of two as likely as the
+ *              next, sizes uniform within it); 1 and 2 threads, each thread
+ *              running its own independent loop.
+ *   producer/  one thread allocates and passes each block through a bounded
+ *   consumer   lock-free ring (256 slots) to another, which frees it; 64 B,
+ *              1 KiB and the mix. The faster side spins while it waits, and
+ *              that counts; a long wait (the other preempted) does not (see
+ *              struct ring).
+ *   larson     after the well-known server benchmark: each of 2 threads owns
+ *              an array of 1024 blocks of 257 B - 1 KiB (uniform) and
+ *              replaces a random one with a new block of a random size; every
+ *              16384 replacements the threads pass their arrays on, so each
+ *              frees blocks another thread allocated.
+ *   simple     an equivalent of glibc's "simple" malloc benchmark: 25, 100,
+ *              400 or 1600 blocks of 16, 32 or 64 B allocated, then freed in
+ *              the same order, in the main thread (glibc's main arena).
+ *
+ * The sizes come from one table filled by a fixed-seed generator (and the
+ * larson slots from fixed-seed generators), so both variants see the same
+ * sequence. In the timed runs each block gets one byte written; in the
+ * memory children every byte, as a program fills what it allocates (only
+ * written pages are resident, so one byte would hide most of a large
+ * block, and of its rounding).
+ *
+ * CPU time, not wall time: every thread reads CLOCK_THREAD_CPUTIME_ID around
+ * its measured loop, and a figure is the CPU time of all threads over all
+ * pairs - what a loaded machine does not inflate by preempting. Rounds
+ * interleave the variants (rcl first in even rounds, raw first in odd ones);
+ * the ratio rcl/raw is taken per round and shown as median [min..max],
+ * beside the ratio of the fastest rounds (min/min).
+ *
+ * Raw baseline, as in bench_alloc: glibc's malloc/free looked up in
+ * libc.so.6 (libc build), mi_malloc/mi_free (mimalloc build), jemalloc's
+ * malloc/free (jemalloc build), each called through a pointer - the same
+ * indirect jump the PLT call to rcl_alloc makes.
+ *
+ * Memory: before any of that, each pattern runs once per variant in its own
+ * forked child (the parent has touched neither the library nor the heap), a
+ * shorter run that still reaches the pattern's peak. The child resets its
+ * peak resident set (/proc/self/clear_refs), notes VmRSS, runs, and reads
+ * VmHWM: the growth is the pattern's peak RSS (a run of one block per thread
+ * comes first, so that thread stacks and arenas are not counted; bench_memory
+ * measures the per-thread cost). The ratio rcl/raw counts
+ * towards the goal where the raw growth is at least 128 KiB; below that a
+ * page or two of arena bookkeeping decides it, and it is shown in
+ * parentheses. Both children start the library, so its fixed cost cancels.
+ *
+ * Goals: CPU time ratio <= 1.10 and peak RSS ratio <= 1.05 for every
+ * pattern, on every backend (docs/bench/patterns.md).
+ *
+ * Knobs: BENCH_REPS (rounds, default 5), BENCH_QUICK=1 (fewer pairs and 3
+ * rounds: a smoke test), BENCH_THREADS (live-set thread counts, default
+ * 1,2), BENCH_PAIRS (at most this many pairs per thread per measurement,
+ * default 1048576; each pattern is sized to about 10 ms of CPU per thread
+ * in its slower variant), BENCH_PATTERNS=live,pc,larson,simple (families
+ * to run), BENCH_JSON.
+ */
+#include "bench.h"
+#include "reclaim.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+#define MAX_REPS    64
+#define MAX_THREADS 16
+#define MAX_SLOTS   4096
+#define SZ_TAB      8192            /* sizes table, a power of two */
+#define RING_CAP    256             /* producer/consumer ring, a power of two */
+#define LARSON_SLOTS 1024
+#define LARSON_EPOCHS 16
+#define RSS_GOAL_MIN_KIB 128.0
+#define GOAL_RATIO  1.10
+#define GOAL_RSS    1.05
+
+#define NOINLINE static __attribute__((noinline))
+#define ALWAYS   static inline __attribute__((always_inline))
+
+/* A variant: the allocator, and whether each block is written whole (the
+ * memory children: a program fills what it allocates, and only written
+ * pages are resident) or only its first byte (the timed runs). */
+enum { V_RCL, V_RAW, NVAR, V_TOUCH = 2 };
+enum family { F_LIVE, F_PC, F_LARSON, F_SIMPLE, NFAM };
+static const char *const fam_key[NFAM] = { "live", "pc", "larson", "simple" };
+static const char *const fam_title[NFAM] = {
+    "live set: K blocks allocated, then freed",
+    "producer/consumer: one thread allocates, another frees",
+    "larson-style: random replacement, arrays passed between threads",
+    "glibc's simple malloc benchmark: N blocks of 16-64 B, main thread",
+};
+
+/* Size specifications: a fixed size, or one of these ranges. */
+#define SIZE_MIX    0u      /* 8 B - 4 KiB, log-uniform */
+#define SIZE_LARSON 1u      /* 257 B - 1 KiB, uniform */
+
+struct pat {
+    enum family fam;
+    int threads;
+    int depth;              /* K (live, simple); slots (larson); ring (pc) */
+    int lifo;
+    unsigned size;          /* bytes, or SIZE_MIX / SIZE_LARSON */
+    char name[96];
+    /* results */
+    struct bench_stat ns[NVAR], ratio;
+    double min_ratio;
+    double rss_peak[NVAR], rss_growth[NVAR];   /* KiB */
+    long pairs;             /* per thread per measurement */
+    double rss_ratio;       /* NaN when not measured */
+    int rss_counts;         /* the RSS ratio counts towards the goal */
+};
+
+/* ------------------------------------------------------------------------ */
+/* The raw baseline                                                          */
+/* ------------------------------------------------------------------------ */
+
+#if defined(RCL_BACKEND_MIMALLOC)
+#define RAW_NAME "mimalloc"
+#define RAW_LIB "libmimalloc.so.2"
+#define RAW_ALLOC "mi_malloc"
+#define RAW_FREE "mi_free"
+#elif defined(RCL_BACKEND_JEMALLOC)
+#define RAW_NAME "jemalloc"
+#define RAW_LIB "libjemalloc.so.2"
+#define RAW_ALLOC "malloc"
+#define RAW_FREE "free"
+#else
+#define RAW_NAME "libc"
+#define RAW_LIB "libc.so.6"
+#define RAW_ALLOC "malloc"
+#define RAW_FREE "free"
+#endif
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
+static void *(*raw_alloc)(size_t) = malloc;
+static void (*raw_free)(void *) = free;
+
+static void load_raw(void)
+{
+#ifndef SANITIZED
+    /* dlsym on the library's handle finds its own symbol first: glibc's
+     * malloc even where mimalloc or jemalloc replaces the process's. In a
+     * mimalloc or jemalloc build the library is loaded already (libreclaim
+     * needs it), so this is the very allocator behind rcl_alloc. */
+    void *h = dlopen(RAW_LIB, RTLD_NOW | RTLD_LOCAL);
+    void *a = h ? dlsym(h, RAW_ALLOC) : NULL, *f = h ? dlsym(h, RAW_FREE) : NULL;
+
+    if (!a || !f) {
+        fprintf(stderr, "bench_patterns: cannot find %s/%s in %s: %s\n", RAW_ALLOC, RAW_FREE,
+                RAW_LIB, h ? "missing symbols" : dlerror());
+        exit(1);
+    }
+    *(void **)&raw_alloc = a;
+    *(void **)&raw_free = f;
+#endif
+}
+
+static void start_library(void)
+{
+    struct rcl_config cfg;
+    int ret;
+
+    /* The defaults a user gets, without the pressure follower: the hot
+     * path is measured, not the machine's memory pressure. */
+    rcl_config_default(&cfg);
+    cfg.pressure = 0;
+    ret = rcl_init(&cfg);
+    if (ret) {
+        fprintf(stderr, "bench_patterns: rcl_init: %s\n", strerror(-ret));
+        exit(1);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sizes and random numbers                                                  */
+/* ------------------------------------------------------------------------ */
+
+static uint32_t size_tab[SZ_TAB];
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: a full-period 64-bit generator, good enough to pick
+     * sizes and slots, and the same sequence on every run. */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static void fill_sizes(unsigned spec)
+{
+    uint64_t seed = 20261129;
+
+    for (int i = 0; i < SZ_TAB; i++) {
+        uint64_t x = rng_next(&seed);
+        if (spec == SIZE_MIX) {
+            unsigned e = 3 + (unsigned)(x % 9);             /* 8 .. 2048 */
+            size_tab[i] = (1u << e) + (uint32_t)((x >> 8) % (1u << e));
+        } else if (spec == SIZE_LARSON) {
+            size_tab[i] = 257 + (uint32_t)(x % (1024 - 257 + 1));
+        } else {
+            size_tab[i] = spec;
+        }
+    }
+}
+
+static void size_label(unsigned spec, char *buf, size_t len)
+{
+    if (spec == SIZE_MIX)
+        snprintf(buf, len, "mix");
+    else if (spec == SIZE_LARSON)
+        snprintf(buf, len, "257-1K");
+    else if (spec >= 1024)
+        snprintf(buf, len, "%uK", spec / 1024);
+    else
+        snprintf(buf, len, "%u", spec);
+}
+
+static double cpu_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loops: one body each, instantiated for rcl and for the raw backend    */
+/* ------------------------------------------------------------------------ */
+
+static __attribute__((noreturn, cold)) void out_of_memory(void)
+{
+    fprintf(stderr, "bench_patterns: allocation failed\n");
+    abort();
+}
+
+ALWAYS void *b_alloc(int v, size_t n)
+{
+    char *p = (v & V_RAW) ? raw_alloc(n) : rcl_alloc(n, RCL_DEFAULT);
+
+    if (__builtin_expect(!p, 0))
+        out_of_memory();
+    if (v & V_TOUCH)
+        memset(p, 1, n);
+    else
+        *(volatile char *)p = 1;
+    return p;
+}
+
+ALWAYS void b_free(int v, void *p)
+{
+    if (v & V_RAW)
+        raw_free(p);
+    else
+        rcl_free(p);
+}
+
+ALWAYS void live_body(int v, void **slot, int k, int lifo, long passes)
+{
+    unsigned j = 0;
+
+    for (long r = 0; r < passes; r++) {
+        for (int i = 0; i < k; i++)
+            slot[i] = b_alloc(v, size_tab[j++ & (SZ_TAB - 1)]);
+        bench_barrier();
+        if (lifo)
+            for (int i = k; i-- > 0;)
+                b_free(v, slot[i]);
+        else
+            for (int i = 0; i < k; i++)
+                b_free(v, slot[i]);
+    }
+}
+
+ALWAYS void larson_body(int v, void **slot, long reps, uint64_t *rng)
+{
+    for (long i = 0; i < reps; i++) {
+        uint64_t x = rng_next(rng);
+        uint32_t k = (uint32_t)(((x >> 32) * LARSON_SLOTS) >> 32);
+
+        b_free(v, slot[k]);
+        slot[k] = b_alloc(v, size_tab[x & (SZ_TAB - 1)]);
+    }
+}
+
+/*
+ * A single-producer single-consumer ring. Whichever side is faster waits for
+ * the other by spinning, which keeps its core and its caches, and that
+ * spinning is counted: the figure is the CPU time the pair of threads takes
+ * to pass the blocks, so it follows the slower side. What is not counted is
+ * a long wait - the other thread preempted by another process on a loaded
+ * machine: after RING_SPINS spins a side yields the processor, and the CPU
+ * time from then to the end of the wait (waited_ns) is left out.
+ */
+struct ring {
+    _Alignas(64) _Atomic unsigned long head;    /* written by the producer */
+    double prod_waited_ns;
+    _Alignas(64) _Atomic unsigned long tail;    /* written by the consumer */
+    double cons_waited_ns;
+    _Alignas(64) void *slot[RING_CAP];
+};
+
+#define RING_SPINS 256
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* One step of a wait: a spin, or from RING_SPINS on a yield; the CPU time
+ * from the first yield to the end of the wait is the long wait. */
+static void ring_wait(unsigned *spins, double *long_since)
+{
+    if (++*spins < RING_SPINS) {
+        cpu_relax();
+        return;
+    }
+    if (*spins == RING_SPINS)
+        *long_since = cpu_now_ns();
+    sched_yield();
+}
+
+static void ring_waited(unsigned spins, double long_since, double *waited_ns)
+{
+    if (spins >= RING_SPINS)
+        *waited_ns += cpu_now_ns() - long_since;
+}
+
+ALWAYS void produce_body(int v, struct ring *r, long n)
+{
+    unsigned long head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    unsigned long tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+
+    for (long i = 0; i < n; i++) {
+        void *p = b_alloc(v, size_tab[i & (SZ_TAB - 1)]);
+        unsigned spins = 0;
+        double since = 0;
+
+        if (head - tail >= RING_CAP) {
+            while (head - tail >= RING_CAP) {
+                tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+                if (head - tail >= RING_CAP)
+                    ring_wait(&spins, &since);
+            }
+            ring_waited(spins, since, &r->prod_waited_ns);
+        }
+        r->slot[head & (RING_CAP - 1)] = p;
+        atomic_store_explicit(&r->head, ++head, memory_order_release);
+    }
+}
+
+ALWAYS void consume_body(int v, struct ring *r, long n)
+{
+    unsigned long tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    unsigned long head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+    for (long i = 0; i < n; i++) {
+        unsigned spins = 0;
+        double since = 0;
+        void *p;
+
+        if (tail == head) {
+            while (tail == head) {
+                head = atomic_load_explicit(&r->head, memory_order_acquire);
+                if (tail == head)
+                    ring_wait(&spins, &since);
+            }
+            ring_waited(spins, since, &r->cons_waited_ns);
+        }
+        p = r->slot[tail & (RING_CAP - 1)];
+        atomic_store_explicit(&r->tail, ++tail, memory_order_release);
+        b_free(v, p);
+    }
+}
+
+/* An out-of-line copy of each body per variant, so that no variant pays for
+ * choosing its allocator inside the loop, and run_NAME(v, ...) to call the
+ * copy for variant v. */
+#define VARIANTS(name, params, ...)                                                  \
+    NOINLINE void name##_0 params { name##_body(V_RCL, __VA_ARGS__); }               \
+    NOINLINE void name##_1 params { name##_body(V_RAW, __VA_ARGS__); }               \
+    NOINLINE void name##_2 params { name##_body(V_RCL | V_TOUCH, __VA_ARGS__); }     \
+    NOINLINE void name##_3 params { name##_body(V_RAW | V_TOUCH, __VA_ARGS__); }     \
+    static void (*const name##_v[4]) params = { name##_0, name##_1, name##_2, name##_3 };
+
+VARIANTS(live, (void **s, int k, int lifo, long passes), s, k, lifo, passes)
+VARIANTS(larson, (void **s, long reps, uint64_t *rng), s, reps, rng)
+VARIANTS(produce, (struct ring *r, long n), r, n)
+VARIANTS(consume, (struct ring *r, long n), r, n)
+
+#define run_live(v, ...)    live_v[(v) & 3](__VA_ARGS__)
+#define run_larson(v, ...)  larson_v[(v) & 3](__VA_ARGS__)
+#define run_produce(v, ...) produce_v[(v) & 3](__VA_ARGS__)
+#define run_consume(v, ...) consume_v[(v) & 3](__VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* One measurement: threads, CPU time                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Pointer arrays live outside every heap measured (untouched BSS pages are
+ * not resident), the same for both variants. */
+static void *slots[MAX_THREADS][MAX_SLOTS];
+static struct ring the_ring;
+
+struct run {
+    const struct pat *p;
+    int v;
+    long pairs;                 /* per thread (producer/consumer: in all) */
+    pthread_barrier_t go, epoch;
+    double cpu_ns[MAX_THREADS];
+    long done[MAX_THREADS];     /* pairs a thread's time is for */
+};
+
+struct worker {
+    struct run *run;
+    int idx;
+};
+
+static void live_worker(struct run *r, int idx)
+{
+    int k = r->p->depth;
+    long passes = r->pairs / k > 0 ? r->pairs / k : 1;
+    double t0;
+
+    /* The warm-up registers the thread with the library and gives it its
+     * arena or heap in the backend, outside the time. */
+    run_live(r->v, slots[idx], k, r->p->lifo, passes / 8 > 0 ? passes / 8 : 1);
+    if (r->p->fam != F_SIMPLE)
+        pthread_barrier_wait(&r->go);
+    t0 = cpu_now_ns();
+    run_live(r->v, slots[idx], k, r->p->lifo, passes);
+    r->cpu_ns[idx] = cpu_now_ns() - t0;
+    r->done[idx] = passes * k;
+}
+
+static void larson_worker(struct run *r, int idx)
+{
+    int n = r->p->threads;
+    long reps = r->pairs / LARSON_EPOCHS > 0 ? r->pairs / LARSON_EPOCHS : 1;
+    uint64_t rng = 0x5eed0000u + (uint64_t)idx;
+    double t0, t = 0;
+
+    for (int i = 0; i < LARSON_SLOTS; i++)
+        slots[idx][i] = b_alloc(r->v, size_tab[(unsigned)(idx * LARSON_SLOTS + i) & (SZ_TAB - 1)]);
+    pthread_barrier_wait(&r->go);
+    for (int e = 0; e < LARSON_EPOCHS; e++) {
+        t0 = cpu_now_ns();
+        run_larson(r->v, slots[(idx + e) % n], reps, &rng);
+        t += cpu_now_ns() - t0;
+        /* The hand-over: after it, the thread works on the array the
+         * previous thread filled, and frees that thread's blocks. */
+        pthread_barrier_wait(&r->epoch);
+    }
+    r->cpu_ns[idx] = t;
+    r->done[idx] = reps * LARSON_EPOCHS;
+    for (int i = 0; i < LARSON_SLOTS; i++)
+        b_free(r->v, slots[(idx + LARSON_EPOCHS) % n][i]);
+}
+
+static void pc_worker(struct run *r, int idx)
+{
+    long warm = r->pairs / 8 > 0 ? r->pairs / 8 : 1;
+    double t0;
+
+    double *waited = idx == 0 ? &the_ring.prod_waited_ns : &the_ring.cons_waited_ns;
+
+    if (idx == 0) {
+        run_produce(r->v, &the_ring, warm);
+        pthread_barrier_wait(&r->go);
+        *waited = 0;
+        t0 = cpu_now_ns();
+        run_produce(r->v, &the_ring, r->pairs);
+    } else {
+        run_consume(r->v, &the_ring, warm);
+        pthread_barrier_wait(&r->go);
+        *waited = 0;
+        t0 = cpu_now_ns();
+        run_consume(r->v, &the_ring, r->pairs);
+    }
+    r->cpu_ns[idx] = cpu_now_ns() - t0 - *waited;
+    /* Both threads' time is for the same pairs. */
+    r->done[idx] = idx == 0 ? r->pairs : 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->run;
+
+    switch (r->p->fam) {
+    case F_LIVE:
+    case F_SIMPLE:
+        live_worker(r, w->idx);
+        break;
+    case F_LARSON:
+        larson_worker(r, w->idx);
+        break;
+    case F_PC:
+        pc_worker(r, w->idx);
+        break;
+    default:
+        break;
+    }
+    return NULL;
+}
+
+/* CPU nanoseconds per pair, all threads together. */
+static double measure(const struct pat *p, int v, long pairs)
+{
+    static struct run r;
+    struct worker w[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    double cpu = 0;
+    long done = 0;
+
+    memset(&r, 0, sizeof(r));
+    r.p = p;
+    r.v = v;
+    r.pairs = pairs;
+    if (p->fam == F_SIMPLE) {
+        /* glibc's benchmark runs in the main thread: its main arena. */
+        live_worker(&r, 0);
+        return r.cpu_ns[0] / (double)r.done[0];
+    }
+    pthread_barrier_init(&r.go, NULL, (unsigned)p->threads);
+    pthread_barrier_init(&r.epoch, NULL, (unsigned)p->threads);
+    for (int i = 0; i < p->threads; i++) {
+        w[i].run = &r;
+        w[i].idx = i;
+        if (pthread_create(&tid[i], NULL, worker_main, &w[i]) != 0) {
+            perror("bench_patterns: pthread_create");
+            exit(1);
+        }
+    }
+    for (int i = 0; i < p->threads; i++)
+        pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&r.go);
+    pthread_barrier_destroy(&r.epoch);
+    for (int i = 0; i < p->threads; i++) {
+        cpu += r.cpu_ns[i];
+        done += r.done[i];
+    }
+    return cpu / (double)done;
+}
+
+/* Pairs per thread for about target_ms of CPU time per thread in the slower
+ * variant, from a pilot run of each (which also warms the pattern up); at
+ * least four passes over a live set, at most max_pairs. The time a pair
+ * takes ranges from 10 ns to several microseconds (glibc trimming its heap
+ * after each pass of 4 KiB blocks; jemalloc refaulting pages in some
+ * classes), so a fixed count would make the run either too short to
+ * measure or far too long. */
+static long calibrate(const struct pat *p, long max_pairs, double target_ms)
+{
+    long lo = p->fam == F_LIVE || p->fam == F_SIMPLE ? 4L * p->depth : 1024;
+    long pilot = lo > 4096 ? lo : 4096, pairs;
+    double ns;
+
+    if (pilot > max_pairs)
+        pilot = max_pairs;
+    ns = measure(p, V_RAW, pilot);
+    ns = fmax(ns, measure(p, V_RCL, pilot)) * (p->fam == F_PC ? 0.5 : 1.0);
+    pairs = ns > 0 ? (long)(target_ms * 1e6 / ns) : max_pairs;
+    if (pairs > max_pairs)
+        pairs = max_pairs;
+    return pairs < lo ? lo : pairs;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Peak RSS, one child per pattern and variant                               */
+/* ------------------------------------------------------------------------ */
+
+static double status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t n = strlen(field);
+    double v = -1;
+
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            v = strtod(line + n + 1, NULL);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* Resets VmHWM to the current RSS (Linux 4.0+); 0 when it could. */
+static int reset_peak_rss(void)
+{
+    int fd = open("/proc/self/clear_refs", O_WRONLY);
+    int ok = fd >= 0 && write(fd, "5", 1) == 1;
+
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+struct rss {
+    double peak, growth;    /* KiB; peak < 0: failed */
+};
+
+static struct rss rss_child(const struct pat *p, int v, long pairs)
+{
+    struct rss m = { -1, -1 };
+    int fd[2];
+    pid_t pid;
+
+    if (pipe(fd) != 0) {
+        perror("bench_patterns: pipe");
+        exit(1);
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        perror("bench_patterns: fork");
+        exit(1);
+    }
+    if (pid == 0) {
+        double base;
+
+        struct pat setup = *p;
+
+        close(fd[0]);
+        start_library();
+        /* The threads' own start-up - stacks, a glibc arena, a mimalloc
+         * heap, the library's registration - in a run of one 16-byte block
+         * per thread before the peak is reset: exited threads' stacks and
+         * arenas are reused, so what grows after is the pattern's. */
+        setup.fam = p->fam == F_SIMPLE ? F_SIMPLE : F_LIVE;
+        setup.depth = 1;
+        fill_sizes(16);
+        measure(&setup, v | V_TOUCH, 64);
+        fill_sizes(p->size);
+        if (reset_peak_rss() != 0)
+            fprintf(stderr, "bench_patterns: cannot reset the peak RSS; growth includes start-up\n");
+        base = status_kib("VmRSS");
+        measure(p, v | V_TOUCH, pairs);
+        m.peak = status_kib("VmHWM");
+        m.growth = m.peak - base;
+        if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
+            _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], &m, sizeof(m)) != (ssize_t)sizeof(m))
+        fprintf(stderr, "bench_patterns: child for %s failed\n", p->name);
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    return m;
+}
+
+/* A live set's first pass, the first fill of the larson arrays or a full
+ * ring make most of the peak, but not all of it: an allocator may fail to
+ * reuse what the last pass freed (jemalloc's 1280- and 5120-byte classes
+ * grow for tens of passes), so the peak is taken over at least 16 passes
+ * and 32768 pairs per thread. */
+static void measure_rss(struct pat *p)
+{
+    long pairs = p->fam == F_LIVE || p->fam == F_SIMPLE ? 16L * p->depth : 0;
+
+    if (pairs < 32768)
+        pairs = 32768;
+
+    for (int v = 0; v < NVAR; v++) {
+        struct rss m = rss_child(p, v, pairs);
+        p->rss_peak[v] = m.peak;
+        p->rss_growth[v] = m.growth;
+    }
+    p->rss_ratio = NAN;
+    p->rss_counts = 0;
+    if (p->rss_peak[V_RCL] >= 0 && p->rss_peak[V_RAW] >= 0 && p->rss_growth[V_RAW] > 0) {
+        p->rss_ratio = p->rss_growth[V_RCL] / p->rss_growth[V_RAW];
+        p->rss_counts = p->rss_growth[V_RAW] >= RSS_GOAL_MIN_KIB;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The patterns                                                              */
+/* ------------------------------------------------------------------------ */
+
+static struct pat *pats;
+static int npats;
+
+static void add(enum family fam, int threads, int depth, int lifo, unsigned size)
+{
+    struct pat *p;
+    char sz[16];
+
+    pats = realloc(pats, (size_t)(npats + 1) * sizeof(*pats));
+    if (!pats)
+        exit(1);
+    p = &pats[npats++];
+    memset(p, 0, sizeof(*p));
+    p->fam = fam;
+    p->threads = threads;
+    p->depth = depth;
+    p->lifo = lifo;
+    p->size = size;
+    size_label(size, sz, sizeof(sz));
+    switch (fam) {
+    case F_LIVE:
+        snprintf(p->name, sizeof(p->name), "live set %s %s B K=%d, %d thread%s",
+                 lifo ? "LIFO" : "FIFO", sz, depth, threads, threads > 1 ? "s" : "");
+        break;
+    case F_PC:
+        snprintf(p->name, sizeof(p->name), "producer/consumer %s B", sz);
+        break;
+    case F_LARSON:
+        snprintf(p->name, sizeof(p->name), "larson %s B, %d slots, %d threads", sz, depth,
+                 threads);
+        break;
+    case F_SIMPLE:
+        snprintf(p->name, sizeof(p->name), "simple %s B x %d", sz, depth);
+        break;
+    default:
+        break;
+    }
+}
+
+static int family_on(enum family f)
+{
+    const char *s = getenv("BENCH_PATTERNS");
+    char key[32], list[256];
+
+    if (!s || !*s)
+        return 1;
+    snprintf(key, sizeof(key), ",%s,", fam_key[f]);
+    snprintf(list, sizeof(list), ",%s,", s);
+    return strstr(list, key) != NULL;
+}
+
+static void build_patterns(void)
+{
+    static const int depths[] = { 1, 8, 64, 512, 4096 };
+    static const unsigned sizes[] = { 16, 64, 256, 1024, 4096, SIZE_MIX };
+    static const unsigned pc_sizes[] = { 64, 1024, SIZE_MIX };
+    static const unsigned simple_sizes[] = { 16, 32, 64 };
+    static const int simple_counts[] = { 25, 100, 400, 1600 };
+    int threads[8], nthr = bench_threads("1,2", threads, 8);
+
+    if (family_on(F_LIVE))
+        for (int t = 0; t < nthr; t++)
+            for (int lifo = 0; lifo < 2; lifo++)
+                for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
+                    for (size_t d = 0; d < sizeof(depths) / sizeof(depths[0]); d++)
+                        add(F_LIVE, threads[t] > MAX_THREADS ? MAX_THREADS : threads[t],
+                            depths[d], lifo, sizes[s]);
+    if (family_on(F_PC))
+        for (size_t s = 0; s < sizeof(pc_sizes) / sizeof(pc_sizes[0]); s++)
+            add(F_PC, 2, RING_CAP, 0, pc_sizes[s]);
+    if (family_on(F_LARSON))
+        add(F_LARSON, 2, LARSON_SLOTS, 0, SIZE_LARSON);
+    if (family_on(F_SIMPLE))
+        for (size_t s = 0; s < sizeof(simple_sizes) / sizeof(simple_sizes[0]); s++)
+            for (size_t c = 0; c < sizeof(simple_counts) / sizeof(simple_counts[0]); c++)
+                add(F_SIMPLE, 1, simple_counts[c], 0, simple_sizes[s]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void print_family_header(enum family f, int reps)
+{
+    printf("\n-- %s; CPU ns per pair, median [min..max] of %d rounds --\n", fam_title[f], reps);
+    printf("%-4s %-5s %-6s %5s %22s %22s %21s %7s  %17s %6s\n", "thr", "order", "size", "K",
+           "rcl", RAW_NAME, "rcl/" RAW_NAME, "min/min", "peak RSS KiB", "ratio");
+    printf("%-4s %-5s %-6s %5s %22s %22s %21s %7s  %8s %8s %6s\n", "", "", "", "", "", "", "",
+           "", "rcl", RAW_NAME, "");
+}
+
+static void print_row(const struct pat *p)
+{
+    char sz[16], rss[16];
+    const char *order = p->fam == F_LIVE ? (p->lifo ? "LIFO" : "FIFO") : p->fam == F_SIMPLE ? "FIFO" : "-";
+
+    size_label(p->size, sz, sizeof(sz));
+    if (p->rss_ratio != p->rss_ratio)
+        snprintf(rss, sizeof(rss), "-");
+    else if (p->rss_counts)
+        snprintf(rss, sizeof(rss), "%.2f%c", p->rss_ratio, p->rss_ratio <= GOAL_RSS ? ' ' : '*');
+    else
+        snprintf(rss, sizeof(rss), "(%.2f)", p->rss_ratio);
+    printf("%-4d %-5s %-6s %5d %6.1f [%5.1f..%6.1f] %6.1f [%5.1f..%6.1f] %4.2f [%4.2f..%5.2f]%c %7.2f  %8.0f %8.0f %6s\n",
+           p->threads, order, sz, p->depth, p->ns[V_RCL].med, p->ns[V_RCL].min, p->ns[V_RCL].max,
+           p->ns[V_RAW].med, p->ns[V_RAW].min, p->ns[V_RAW].max, p->ratio.med, p->ratio.min,
+           p->ratio.max, p->ratio.med <= GOAL_RATIO ? ' ' : '*', p->min_ratio,
+           p->rss_growth[V_RCL], p->rss_growth[V_RAW], rss);
+    fflush(stdout);
+}
+
+static void json_row(const struct pat *p)
+{
+    char sz[16];
+
+    size_label(p->size, sz, sizeof(sz));
+    bj_obj(NULL);
+    bj_str("family", fam_key[p->fam]);
+    bj_str("name", p->name);
+    bj_num("threads", p->threads);
+    bj_num("depth", p->depth);
+    bj_str("order", p->fam == F_LIVE || p->fam == F_SIMPLE ? (p->lifo ? "lifo" : "fifo") : "-");
+    bj_str("size", sz);
+    bj_num("pairs_per_thread", (double)p->pairs);
+    bj_obj("cpu_ns_per_pair");
+    bj_stat("rcl", p->ns[V_RCL]);
+    bj_stat(RAW_NAME, p->ns[V_RAW]);
+    bj_end_obj();
+    bj_stat("ratio", p->ratio);
+    bj_num("ratio_of_minimums", p->min_ratio);
+    bj_bool("goal_met", p->ratio.med <= GOAL_RATIO);
+    bj_obj("peak_rss_kib");
+    bj_num("rcl", p->rss_peak[V_RCL]);
+    bj_num(RAW_NAME, p->rss_peak[V_RAW]);
+    bj_end_obj();
+    bj_obj("rss_growth_kib");
+    bj_num("rcl", p->rss_growth[V_RCL]);
+    bj_num(RAW_NAME, p->rss_growth[V_RAW]);
+    bj_end_obj();
+    bj_num("rss_ratio", p->rss_ratio);
+    bj_bool("rss_ratio_counts", p->rss_counts);
+    bj_bool("rss_goal_met", !p->rss_counts || p->rss_ratio <= GOAL_RSS);
+    bj_end_obj();
+}
+
+static int cmp_ratio(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Per family: the typical (median) and worst of the median ratios. */
+static void summary(void)
+{
+    const struct pat *worst = NULL, *worst_rss = NULL;
+    int met = 0, rss_met = 0, rss_n = 0;
+
+    printf("\n-- summary, backend %s (goals: CPU ratio <= %.2f, peak RSS ratio <= %.2f) --\n",
+           BENCH_BACKEND, GOAL_RATIO, GOAL_RSS);
+    bj_obj("summary");
+    for (int f = 0; f < NFAM; f++) {
+        double *r = malloc((size_t)npats * sizeof(*r));
+        const struct pat *w = NULL;
+        int n = 0;
+
+        if (!r)
+            exit(1);
+        for (int i = 0; i < npats; i++)
+            if (pats[i].fam == (enum family)f) {
+                r[n++] = pats[i].ratio.med;
+                if (!w || pats[i].ratio.med > w->ratio.med)
+                    w = &pats[i];
+            }
+        if (n) {
+            qsort(r, (size_t)n, sizeof(*r), cmp_ratio);
+            printf("   %-7s %3d patterns: CPU ratio typical %.2f, best %.2f, worst %.2f (%s)\n",
+                   fam_key[f], n, n % 2 ? r[n / 2] : (r[n / 2 - 1] + r[n / 2]) / 2, r[0],
+                   r[n - 1], w->name);
+            bj_obj(fam_key[f]);
+            bj_num("patterns", n);
+            bj_num("typical_ratio", n % 2 ? r[n / 2] : (r[n / 2 - 1] + r[n / 2]) / 2);
+            bj_num("best_ratio", r[0]);
+            bj_num("worst_ratio", r[n - 1]);
+            bj_str("worst_pattern", w->name);
+            bj_end_obj();
+        }
+        free(r);
+    }
+    for (int i = 0; i < npats; i++) {
+        const struct pat *p = &pats[i];
+        met += p->ratio.med <= GOAL_RATIO;
+        if (!worst || p->ratio.med > worst->ratio.med)
+            worst = p;
+        if (p->rss_counts) {
+            rss_n++;
+            rss_met += p->rss_ratio <= GOAL_RSS;
+            if (!worst_rss || p->rss_ratio > worst_rss->rss_ratio)
+                worst_rss = p;
+        }
+    }
+    if (worst)
+        printf("%s: worst CPU ratio %.2f (%s); %d of %d patterns <= %.2f\n", BENCH_BACKEND,
+               worst->ratio.med, worst->name, met, npats, GOAL_RATIO);
+    if (worst_rss)
+        printf("%s: worst peak RSS ratio %.2f (%s); %d of %d patterns <= %.2f\n", BENCH_BACKEND,
+               worst_rss->rss_ratio, worst_rss->name, rss_met, rss_n, GOAL_RSS);
+    if (worst) {
+        bj_num("worst_ratio", worst->ratio.med);
+        bj_str("worst_pattern", worst->name);
+        bj_num("patterns_meeting_goal", met);
+    }
+    if (worst_rss) {
+        bj_num("worst_rss_ratio", worst_rss->rss_ratio);
+        bj_str("worst_rss_pattern", worst_rss->name);
+        bj_num("rss_patterns_meeting_goal", rss_met);
+        bj_num("rss_patterns_counted", rss_n);
+    }
+    bj_num("patterns", npats);
+    bj_end_obj();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+    bench_args(argc, argv, "bench_patterns", "The hot path where blocks stay alive: live sets by depth, size and free order, producer/consumer, larson-style and glibc's simple benchmark, beside the raw allocator, with peak RSS.");
+    int quick = bench_quick();
+    int reps = bench_reps(3, 5, MAX_REPS);
+    long max_pairs = bench_env_long("BENCH_PAIRS", quick ? 65536 : 1048576);
+    double target_ms = quick ? 2.0 : 10.0;
+    uint64_t t_start = bench_now_ns();
+    enum family cur = NFAM;
+
+    build_patterns();
+    load_raw();
+
+    bench_print_header("allocation patterns: rcl_alloc/rcl_free beside the backend raw");
+    printf("   rcl = rcl_alloc/rcl_free over %s; baseline = %s raw (%s/%s); %d interleaved rounds,\n"
+           "   about %.0f ms of CPU per thread each (at most %ld pairs); CPU time of all threads\n"
+           "   per pair. Goals: ratio <= %.2f, peak RSS ratio <= %.2f. Peak RSS: one child\n"
+           "   process per pattern and variant.\n",
+           BENCH_BACKEND, RAW_NAME, RAW_ALLOC, RAW_FREE, reps, target_ms, max_pairs, GOAL_RATIO,
+           GOAL_RSS);
+    fflush(stdout);
+
+    /* Memory first, while this process has touched neither the library nor
+     * the heap: a child then starts from the same clean state each time. */
+    for (int i = 0; i < npats; i++)
+        measure_rss(&pats[i]);
+    printf("   (peak RSS of %d patterns x 2 variants: %.1f s)\n", npats,
+           (double)(bench_now_ns() - t_start) / 1e9);
+
+    start_library();
+    bench_json_begin("patterns");
+    bj_str("baseline", RAW_NAME);
+    bj_str("baseline_calls", RAW_ALLOC "/" RAW_FREE);
+    bj_num("reps", reps);
+    bj_num("max_pairs_per_thread", (double)max_pairs);
+    bj_num("target_cpu_ms", target_ms);
+    bj_num("goal_ratio", GOAL_RATIO);
+    bj_num("goal_rss_ratio", GOAL_RSS);
+    bj_num("rss_goal_min_kib", RSS_GOAL_MIN_KIB);
+    bj_arr("results");
+
+    for (int i = 0; i < npats; i++) {
+        struct pat *p = &pats[i];
+        double v[NVAR][MAX_REPS], ratio[MAX_REPS];
+
+        if (p->fam != cur) {
+            cur = p->fam;
+            print_family_header(cur, reps);
+        }
+        fill_sizes(p->size);
+        p->pairs = calibrate(p, max_pairs, target_ms);
+        for (int r = 0; r < reps; r++) {
+            for (int k = 0; k < NVAR; k++) {
+                int var = (k + r) % NVAR;
+                v[var][r] = measure(p, var, p->pairs);
+            }
+            ratio[r] = v[V_RCL][r] / v[V_RAW][r];
+        }
+        for (int k = 0; k < NVAR; k++)
+            p->ns[k] = bench_stat_of(v[k], reps);
+        p->ratio = bench_stat_of(ratio, reps);
+        p->min_ratio = p->ns[V_RCL].min / p->ns[V_RAW].min;
+        print_row(p);
+        json_row(p);
+    }
+    bj_end_arr();
+    printf("\n   * = above the goal. min/min = fastest rcl round over fastest %s round. Peak RSS:\n"
+           "   growth during the pattern; its ratio in parentheses where %s grew by less than\n"
+           "   %.0f KiB (page granularity decides it), not counted towards the goal.\n",
+           RAW_NAME, RAW_NAME, RSS_GOAL_MIN_KIB);
+    summary();
+    printf("   (%.1f s in all)\n", (double)(bench_now_ns() - t_start) / 1e9);
+    bj_num("seconds", (double)(bench_now_ns() - t_start) / 1e9);
+    bench_json_end();
+    rcl_shutdown();
+    return 0;
+}
