@@ -147,10 +147,11 @@ struct ld_thread {
 static __thread struct ld_thread ld_self RCL_TLS_IE;
 
 /* Held locks or a NOWAIT scope: this thread's allocations must reach the
- * checker. Nothing else writes lockdep_watch. */
+ * checker. Only this file writes the RCL__WATCH_LOCKDEP bit. */
 static void update_watch(struct ld_thread *t)
 {
-    rcl__self.lockdep_watch = (t->n > 0) || (rcl__scope & RCL_SCOPE_NOWAIT);
+    unsigned want = (t->n > 0) || (rcl__scope & RCL_SCOPE_NOWAIT) ? RCL__WATCH_LOCKDEP : 0;
+    rcl__self.lockdep_watch = (rcl__self.lockdep_watch & ~RCL__WATCH_LOCKDEP) | want;
 }
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its
@@ -199,7 +200,7 @@ void rcl__lockdep_thread_attach(void)
         (void)ld_thread_get();
         return;
     }
-    rcl__self.lockdep_watch = 0;
+    rcl__self.lockdep_watch &= ~RCL__WATCH_LOCKDEP;
     rcl__scope_watch(false);
 }
 
