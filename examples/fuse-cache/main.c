@@ -782,6 +782,7 @@ int main(int argc, char **argv)
     char *fargv[] = { argv[0], NULL };
     struct fuse_args args = FUSE_ARGS_INIT(1, fargv);
     session = fuse_session_new(&args, &ops, sizeof(ops), NULL);
+    fuse_opt_free_args(&args);
     if (!map || !session || fuse_session_mount(session, opt.mountpoint) != 0)
         return 1;
     if (fuse_daemonize(opt.foreground) != 0)
