@@ -35,6 +35,8 @@ static const char *missing(void)
         return "needs root (mounts, loop devices, memory cgroups)";
     if (access("/dev/fuse", R_OK | W_OK) != 0)
         return "no /dev/fuse";
+    if (access("/sys/fs/fuse/connections", F_OK) != 0)
+        return "no fusectl mount point (/sys/fs/fuse/connections): a hang could not be aborted";
     if (access("/dev/loop-control", R_OK | W_OK) != 0)
         return "no loop devices (/dev/loop-control)";
     if (system("command -v mkfs.ext4 >/dev/null 2>&1 && command -v losetup >/dev/null 2>&1") != 0)

@@ -102,7 +102,24 @@ static pthread_mutex_t   stripe[STRIPES];
 static struct {
     atomic_ulong reads, read_bytes, writes, write_bytes, hits, misses;
     atomic_ulong backing_reads, backing_writes, evicted, no_room, cached;
+    /* The slowest request served and the slowest backing call, in µs: a
+     * stalled writer with a quick daemon is not the daemon's doing. */
+    atomic_ulong max_serve_us, max_backing_us;
 } st;
+
+static unsigned long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long)ts.tv_sec * 1000000ul + (unsigned long)ts.tv_nsec / 1000ul;
+}
+
+static void note_max(atomic_ulong *max, unsigned long since)
+{
+    unsigned long d = now_us() - since, m = atomic_load(max);
+    while (d > m && !atomic_compare_exchange_weak(max, &m, d))
+        ;
+}
 
 struct worker {
     pthread_t th;
@@ -289,6 +306,7 @@ static void stripes_unlock(uint64_t first, uint64_t last)
 
 static int backing_io(bool write, char *buf, size_t len, uint64_t off)
 {
+    unsigned long t0 = now_us();
     while (len) {
         ssize_t n = write ? pwrite(backing_fd, buf, len, (off_t)off)
                           : pread(backing_fd, buf, len, (off_t)off);
@@ -301,6 +319,7 @@ static int backing_io(bool write, char *buf, size_t len, uint64_t off)
         off += (uint64_t)n;
     }
     write ? st.backing_writes++ : st.backing_reads++;
+    note_max(&st.max_backing_us, t0);
     return 0;
 }
 
@@ -545,9 +564,10 @@ static void stats_print(const char *when)
     fprintf(stderr,
             "fuse-cache %s: reads=%lu read_bytes=%lu writes=%lu write_bytes=%lu "
             "hits=%lu misses=%lu backing_reads=%lu backing_writes=%lu cached_blocks=%lu "
-            "evicted=%lu no_room=%lu mode=%s\n",
+            "evicted=%lu no_room=%lu max_serve_ms=%lu max_backing_ms=%lu mode=%s\n",
             when, st.reads, st.read_bytes, st.writes, st.write_bytes, st.hits, st.misses,
             st.backing_reads, st.backing_writes, st.cached, st.evicted, st.no_room,
+            st.max_serve_us / 1000, st.max_backing_us / 1000,
             opt.naive ? "naive" : opt.reserve ? "reserve" : "library");
     if (!opt.naive) {
         struct rcl_flusher_reserve_stats r;
@@ -578,7 +598,9 @@ static void *worker_main(void *arg)
             continue;
         if (res <= 0)
             break;
+        unsigned long t0 = now_us();
         fuse_session_process_buf(session, &fbuf);
+        note_max(&st.max_serve_us, t0);
     }
     fuse_session_exit(session);
     if (w->flusher_set)
