@@ -54,6 +54,7 @@ static struct {
     char            *base;
     size_t           size;         /* bytes mapped */
     size_t           charged;      /* bytes charged to the budget */
+    unsigned         epoch;        /* rcl__epoch of that charge */
     struct free_run *free;         /* address order */
     size_t           used, peak;   /* bytes in live chunks */
     unsigned long    allocs, failures, live;
@@ -119,6 +120,7 @@ static int reserve_create(size_t bytes, unsigned flags)
         return err;
     }
     resv.charged = bytes;
+    resv.epoch = atomic_load(&rcl__epoch);
     return 0;
 }
 
@@ -133,7 +135,9 @@ static int reserve_release(void)
         return -EBUSY;
     }
     munmap(resv.base, resv.size);
-    rcl_uncharge(resv.charged);
+    /* After an rcl_shutdown() the charge went with the old budget. */
+    if (atomic_load(&rcl__epoch) == resv.epoch)
+        rcl_uncharge(resv.charged);
     resv.base = NULL;
     resv.size = resv.charged = 0;
     resv.free = NULL;

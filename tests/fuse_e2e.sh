@@ -140,6 +140,16 @@ while kill -0 "$WPID" 2>/dev/null; do
     elapsed=$((elapsed + 1))
     n=$(wc -l < "$W/writer.out")
     if [ "$n" -eq "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+    # Three seconds without progress: where everyone waits, once per run
+    # (wchan and kernel stacks are safe to read; cmdline would not be).
+    if [ $still -eq 3 ] && [ -z "${STALL_SEEN:-}" ]; then
+        STALL_SEEN=1
+        say "stall_wchan=writer:$(cat /proc/$WPID/wchan 2>/dev/null)$(for t in /proc/$DPID/task/*; do
+            printf ' %s:%s' "$(cat $t/comm 2>/dev/null)" "$(cat $t/wchan 2>/dev/null)"; done)"
+        for t in /proc/$WPID /proc/$DPID/task/*; do
+            echo "== $t"; cat $t/stack 2>/dev/null
+        done > "${FUSE_E2E_STACKS:-/dev/null}"
+    fi
     if [ $still -ge "$STALL_S" ] || [ $elapsed -ge "$LIMIT_S" ]; then
         outcome=hang
         say "stalled_s=$still after_lines=$n elapsed_s=$elapsed"

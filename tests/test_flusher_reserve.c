@@ -196,6 +196,20 @@ static void test_misuse_is_refused_and_reported(void **state)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);   /* none: nothing to do */
 }
 
+/* A reserve outlives rcl_shutdown(); its charge does not, and releasing
+ * it afterwards leaves the new budget alone. */
+static void test_reserve_released_after_a_restart_uncharges_nothing(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* mlock is best effort: refused, it is reported and the reserve is kept. */
 static void test_mlock_is_an_option(void **state)
 {
@@ -216,4 +230,5 @@ RUN_TESTS(T(test_without_a_reserve_the_thread_allocates_as_before),
           T(test_reserve_block_freed_on_another_thread),
           T(test_realloc_of_a_reserve_block),
           T(test_misuse_is_refused_and_reported),
+          T(test_reserve_released_after_a_restart_uncharges_nothing),
           T(test_mlock_is_an_option))
