@@ -714,10 +714,11 @@ int rcl_io_flusher_get(void);
  *
  * Sizing: the reserve counts fully against the memory cgroup, used or not.
  * reserve + the daemon's resident memory without it + the writers' working
- * page cache must stay well inside the cgroup limit; a quarter of the
- * limit is a reasonable start (96 MiB in a 128 MiB cgroup got the daemon
- * OOM-killed in our runs; 32 MiB served 512 MiB of writes). Size it for
- * what flushers hold at once: their cache blocks plus per-request state.
+ * page cache must stay well inside the cgroup limit. Size it for what
+ * flushers hold at once (their cache blocks plus per-request state), and
+ * keep it small: every byte of it is a byte less for the writers' page
+ * cache. In a 128 MiB cgroup 8, 16 and 24 MiB reserves all served 512 MiB
+ * of writes (docs/fuse.md); 96 MiB pre-faulted got the daemon OOM-killed.
  */
 #define RCL_FLUSHER_MLOCK 0x1u
 int rcl_io_flusher_reserve(size_t bytes, unsigned flags);

@@ -93,7 +93,7 @@ spawn_in_groups() {
 
 case $CASE in
     alone) DARGS= ;;
-    together) DARGS=--reserve=${FUSE_E2E_RESERVE:-24M} ;;
+    together) DARGS=--reserve=${FUSE_E2E_RESERVE:-16M} ;;
     naive-alone|naive-together) DARGS=--naive ;;
     *) fail "unknown case $CASE" ;;
 esac
