@@ -93,6 +93,16 @@ TEST_HELPERS := $(wildcard tests/helpers/*.c)
 # examples/NAME/*.c: one program per directory.
 EXAMPLE_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard examples/*/*.c))))
 EXAMPLES     := $(EXAMPLE_DIRS:examples/%=$(BUILD)/examples/%)
+# Examples that need more than the library name a pkg-config package in
+# EX_CFLAGS_<name>/EX_LIBS_<name>; where it is missing they are skipped,
+# with a message, and the rest builds.
+ifeq ($(shell pkg-config --exists fuse3 2>/dev/null && echo yes),yes)
+  EX_CFLAGS_fuse-cache := $(shell pkg-config --cflags fuse3)
+  EX_LIBS_fuse-cache   := $(shell pkg-config --libs fuse3)
+else
+  EXAMPLES := $(filter-out $(BUILD)/examples/fuse-cache,$(EXAMPLES))
+  $(info examples/fuse-cache skipped: libfuse3-dev not installed (pkg-config fuse3))
+endif
 
 # bench/*.c: one program each, linked against the shared library (the way
 # users link it) and, for the comparison, the raw allocators.
@@ -155,7 +165,8 @@ $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 .SECONDEXPANSION:
 $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) $(EXE_LDFLAGS) -o $@ $(filter %.c,$^) $(STATIC) $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) $(EX_CFLAGS_$*) $(EXE_LDFLAGS) -o $@ $(filter %.c,$^) $(STATIC) \
+		$(EX_LIBS_$*) $(LDLIBS_LIB) -lm
 
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")

@@ -808,6 +808,74 @@ int rcl_io_flusher_set(int on);
 /* 1 when this thread is an I/O flusher for the library, else 0. */
 int rcl_io_flusher_get(void);
 
+/*
+ * The unprivileged I/O-flusher mode: no new page while serving.
+ *
+ * What the kernel does with PR_SET_IO_FLUSHER: the thread gets PF_MEMALLOC_NOIO
+ * and PF_LOCAL_THROTTLE, so its page faults, page-cache charges and slab
+ * allocations reclaim without starting or waiting on I/O, and write-back
+ * throttling does not stop it for other tasks' dirty pages. A daemon serving
+ * a loop device or a file system whose write-back it completes needs that:
+ * otherwise its first page fault under memory-cgroup pressure can wait on
+ * the very write-back only it can finish, and the cgroup hangs.
+ *
+ * Without CAP_SYS_RESOURCE the kernel refuses it. The library's answer is
+ * that the flusher takes no new page at all while it serves:
+ *
+ *   rcl_io_flusher_reserve(bytes, flags) maps `bytes`, writes every page
+ *   (resident from now on), and charges all of it to the budget at once.
+ *   flags RCL_FLUSHER_MLOCK also mlock()s it where RLIMIT_MEMLOCK or
+ *   CAP_IPC_LOCK allows (refused: reported, the reserve kept unlocked).
+ *   One reserve per process: -EBUSY (reported) if one exists, -EINVAL for
+ *   unknown flags or fewer than 256 bytes, else the charge's error or
+ *   -ENOMEM. rcl_io_flusher_reserve(0, 0) releases it: -EBUSY (reported)
+ *   while blocks are allocated from it or threads use it.
+ *
+ *   rcl_io_flusher_set(1) then, when the kernel refuses the flag (it still
+ *   returns that -EPERM), touches 256 KiB of the thread's stack (at most
+ *   half of it) and from then on serves that thread's rcl_alloc,
+ *   rcl_calloc and rcl_realloc from the reserve: memory faulted in before,
+ *   never trimmed or unmapped while a block is out, shared by all flusher
+ *   threads. An allocation that does not fit fails at once with ENOMEM
+ *   (as RCL_NOWAIT would), never faulting and never reclaiming: the
+ *   caller frees some of its own blocks and retries, or does without.
+ *   Blocks are freed with rcl_free() from any thread. rcl_aligned_alloc and
+ *   rcl_valloc are not served from the reserve. rcl_io_flusher_set(0)
+ *   ends the mode. Create the reserve before the threads call
+ *   rcl_io_flusher_set(1), and after fork()/daemonizing.
+ *
+ * What stays the daemon's part (the library cannot see these pages):
+ *   - backing I/O with O_DIRECT from buffers allocated before serving: a
+ *     buffered pwrite charges page cache to the cgroup and can wait on
+ *     write-back like any fault;
+ *   - a fixed set of threads, started and given their buffers (libfuse's
+ *     receive buffer included) before serving: a new thread's stack and
+ *     buffers are new pages;
+ *   - no other malloc growth while serving.
+ *
+ * Sizing: the reserve counts fully against the memory cgroup, used or not.
+ * reserve + the daemon's resident memory without it + the writers' working
+ * page cache must stay well inside the cgroup limit. Size it for what
+ * flushers hold at once (their cache blocks plus per-request state), and
+ * keep it small: every byte of it is a byte less for the writers' page
+ * cache. In a 128 MiB cgroup 8, 16 and 24 MiB reserves all served 512 MiB
+ * of writes (docs/fuse.md); 96 MiB pre-faulted got the daemon OOM-killed.
+ */
+#define RCL_FLUSHER_MLOCK 0x1u
+int rcl_io_flusher_reserve(size_t bytes, unsigned flags);
+/* 1 when this thread allocates from the reserve, else 0. */
+int rcl_io_flusher_reserved(void);
+struct rcl_flusher_reserve_stats {
+    size_t        size;      /* bytes mapped; 0 = no reserve */
+    size_t        used;      /* bytes in blocks out now (64-byte units) */
+    size_t        peak;
+    unsigned long allocs;    /* allocations served */
+    unsigned long failures;  /* allocations that found no room */
+    unsigned      threads;   /* threads allocating from it */
+    int           locked;    /* 1 when mlock()ed */
+};
+void rcl_io_flusher_reserve_stats(struct rcl_flusher_reserve_stats *out);
+
 /* ------------------------------------------------------------------------ */
 /* Lock checking (lockdep for reclaim)                                       */
 /* ------------------------------------------------------------------------ */

@@ -68,6 +68,7 @@ struct rcl_hdr {
 #define HDR        sizeof(struct rcl_hdr)
 #define HDR_SHIFT  4u
 #define VMAP_TAG   0x5a5a0000u
+#define RESV_TAG   0x0000a5a5u   /* a block from the I/O-flusher reserve */
 _Static_assert(sizeof(struct rcl_hdr) == 16, "the header must keep 16-byte alignment");
 
 /* Fixed for the life of the process, so blocks stay recognisable across
@@ -287,6 +288,21 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
     return p;
 }
 
+/* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
+ * memory faulted in for it, charged when the reserve was made; none left
+ * fails at once, as NOWAIT does, rather than fault a new page. */
+static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, size_t size,
+                                                        rcl_gfp_t gfp)
+{
+    struct rcl_hdr *h = rcl__resv_alloc(size);
+    if (!h) {
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), RESV_TAG);
+    return gfp & RCL__ZERO ? memset(p, 0, size) : p;
+}
+
 /* Charged first, then taken from the backend: the budget must never be
  * exceeded, even for the instant between the two. */
 static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t gfp)
@@ -298,6 +314,8 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         return fail(EINVAL);
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
+    if (unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
+        return resv_alloc(t, size, gfp);
     size_t cost = block_charge(size);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
@@ -432,7 +450,7 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
 /* Free                                                                      */
 /* ------------------------------------------------------------------------ */
 
-enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP };
+enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP, BLOCK_RESERVE };
 
 static enum block_kind block_kind(const void *p, const struct rcl_hdr *h)
 {
@@ -443,6 +461,8 @@ static enum block_kind block_kind(const void *p, const struct rcl_hdr *h)
         return BLOCK_HEAP;
     if (check == (want ^ VMAP_TAG) && shift >= 12 && shift < 8 * sizeof(size_t))
         return BLOCK_VMAP;
+    if (check == (want ^ RESV_TAG) && shift == HDR_SHIFT && rcl__resv_owns(h))
+        return BLOCK_RESERVE;
     return BLOCK_FOREIGN;
 }
 
@@ -466,6 +486,10 @@ static void release(struct rcl_hdr *h, enum block_kind kind)
                    meta_epoch(h->meta) == (uint16_t)atomic_load(&rcl__epoch);
 
     h->meta = 0;
+    if (kind == BLOCK_RESERVE) {    /* charged with the whole reserve */
+        rcl__resv_free(h);
+        return;
+    }
     if (charged) {
         rcl__thread_attach(t);
         own_add(t->nr_free, 1);

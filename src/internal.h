@@ -72,8 +72,11 @@ struct rcl_thread {
     _Atomic long          stock_max;  /* spill back to the budget above this */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
                                          secret included; 0 = detached */
-    unsigned              lockdep_watch; /* nonzero: the lock checker wants this
-                                            thread's allocations (slow path) */
+    unsigned              lockdep_watch; /* nonzero: this thread's allocations take
+                                            the slow path: RCL__WATCH_LOCKDEP (the
+                                            lock checker wants them) or
+                                            RCL__WATCH_RESERVE (served from the
+                                            I/O-flusher reserve) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
@@ -166,6 +169,11 @@ size_t rcl__headroom(void);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 
+/* The bits of rcl_thread.lockdep_watch. One word for both, so that the
+ * fast path's test stays one load and one or. */
+#define RCL__WATCH_LOCKDEP 0x1u
+#define RCL__WATCH_RESERVE 0x2u
+
 /* May this thread's allocation skip the slow path? Not while the lock
  * checker watches it, or while it is reclaiming (reclaim's progress must
  * count what its shrinkers charge). */
@@ -199,6 +207,16 @@ static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
     }
     wr(t->stock, s);
 }
+
+/* The I/O-flusher reserve (flusher_reserve.c): room for a block header and
+ * `size` bytes, NULL when none is left; the block's header pointer back;
+ * whether a header lies in the reserve; a flusher thread starting or
+ * stopping to allocate from it (enter: false when there is no reserve). */
+void *rcl__resv_alloc(size_t size);
+void  rcl__resv_free(void *hdr);
+bool  rcl__resv_owns(const void *hdr);
+bool  rcl__resv_enter(struct rcl_thread *t);
+void  rcl__resv_leave(struct rcl_thread *t);
 
 /* ------------------------------------------------------------------------ */
 /* The real footprint (footprint.c)                                          */

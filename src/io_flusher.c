@@ -14,7 +14,9 @@
  *
  * The kernel half needs CAP_SYS_RESOURCE. An unprivileged daemon still gets
  * the library half, which is what protects its in-process allocations; it
- * is told once that the kernel half is missing.
+ * is told once that the kernel half is missing. If it made a reserve
+ * (rcl_io_flusher_reserve, flusher_reserve.c), the thread then allocates
+ * from that pre-faulted memory: no new page while it serves.
  */
 #include "internal.h"
 
@@ -87,7 +89,12 @@ int rcl_io_flusher_set(int on)
         rcl_scope_restore(t->io_flusher - 1);
         t->io_flusher = 0;
     }
-    return kernel_io_flusher(on);
+    int err = kernel_io_flusher(on);
+    if (on && err)
+        (void)rcl__resv_enter(t);
+    else if (!on)
+        rcl__resv_leave(t);
+    return err;
 }
 
 int rcl_io_flusher_get(void)

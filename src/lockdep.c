@@ -155,12 +155,13 @@ static __thread struct ld_thread ld_self RCL_TLS_IE;
 
 /* Held locks or a NOWAIT or NORECLAIM scope: this thread's allocations
  * must reach the checker (a NOFAIL one inside those scopes is reported even
- * when the thread's stock could serve it). Nothing else writes
- * lockdep_watch. */
+ * when the thread's stock could serve it). Only this file writes the
+ * RCL__WATCH_LOCKDEP bit. */
 static void update_watch(struct ld_thread *t)
 {
-    rcl__self.lockdep_watch = (t->n > 0) ||
-                              (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM));
+    unsigned want = (t->n > 0) || (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
+                    ? RCL__WATCH_LOCKDEP : 0;
+    rcl__self.lockdep_watch = (rcl__self.lockdep_watch & ~RCL__WATCH_LOCKDEP) | want;
 }
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its
@@ -210,7 +211,7 @@ void rcl__lockdep_thread_attach(void)
         (void)ld_thread_get();
         return;
     }
-    rcl__self.lockdep_watch = 0;
+    rcl__self.lockdep_watch &= ~RCL__WATCH_LOCKDEP;
     rcl__scope_watch(false);
 }
 

@@ -158,6 +158,12 @@ static void run_charge(struct walk *w)
 }
 static void uncharge_p(struct walk *w) { if (w->p) rcl_uncharge(SIZE); }
 static void run_reclaim(struct walk *w) { (void)w; (void)rcl_reclaim(SIZE, RCL_DEFAULT); }
+/* The I/O-flusher reserve is charged whole when it is made. */
+static void run_flusher_reserve(struct walk *w)
+{
+    w->p = rcl_io_flusher_reserve(SIZE, 0) == 0 ? (void *)1 : NULL;
+}
+static void flusher_unreserve(struct walk *w) { if (w->p) rcl_io_flusher_reserve(0, 0); }
 
 /* A pool whose reserve element is out: its next allocation goes to the
  * backing allocator with the full flags. */
@@ -280,6 +286,8 @@ static const struct entry entries[] = {
     { "rcl_valloc",             NULL, NULL, run_valloc, vfree_p, 1, ON_THIS_THREAD },
     { "rcl_charge",             NULL, NULL, run_charge, uncharge_p, 1, ON_THIS_THREAD },
     { "rcl_reclaim",            NULL, NULL, run_reclaim, NULL, 1, ON_THIS_THREAD },
+    { "rcl_io_flusher_reserve", NULL, NULL, run_flusher_reserve, flusher_unreserve, 1,
+      ON_THIS_THREAD },
     { "rcl_mempool_alloc",      pool_make, pool_drain, run_mempool_alloc, pool_put_back, 1,
       ON_THIS_THREAD },
     { "rcl_mempool_alloc_bulk", pool_make, pool_drain, run_mempool_bulk, pool_put_back, 1,
@@ -328,7 +336,9 @@ static const char *const never_allocates[] = {
     /* life cycle, configuration, figures: outside the budget (libc only) */
     "rcl_config_default", "rcl_init", "rcl_shutdown", "rcl_set_limit", "rcl_limit",
     "rcl_usage", "rcl_usage_sync", "rcl_auto_limit", "rcl_set_report_fn", "rcl_stats_get",
-    "rcl_footprint", "rcl_alloc_charge",
+    "rcl_footprint", "rcl_alloc_charge", "rcl_io_flusher_reserved",
+    "rcl_io_flusher_reserve_stats", "rcl_config_from_env", "rcl_stats_shrinkers", "rcl_version",
+    "rcl_version_number",
     "rcl_stats_print",
 };
 #define NNEVER (sizeof(never_allocates) / sizeof(never_allocates[0]))

@@ -1,0 +1,241 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# tests/fuse_e2e.sh BUILD CASE - one run of the FUSE end-to-end stack, as root:
+#
+#   examples/fuse-cache (in a 128 MiB v1 memory cgroup, and in a cgroup v2
+#   group of its own for its memory PSI) -> a 704 MiB disk file on its
+#   mount -> a loop device -> ext4 -> 512 MiB written in 1 MiB calls and
+#   fsynced -> unmounted, detached, re-attached, remounted -> every word
+#   verified.
+#
+# CASE: alone          daemon alone in the cgroup, default configuration
+#       together       writer in the daemon's cgroup, daemon in the
+#                      unprivileged I/O-flusher mode (--reserve)
+#       naive-alone, naive-together   the same with --naive (no library)
+#
+# Prints key=value lines, the last one "result=pass|oom|hang|error ...".
+# A stuck stack is recovered by aborting the FUSE connection through
+# fusectl; the mount is never stat()ed. Everything it creates (mounts, loop
+# devices, cgroups, files) is removed on exit.
+set -u
+BUILD=$1
+CASE=$2
+MIB=${FUSE_E2E_MIB:-512}
+STALL_S=${FUSE_E2E_STALL_S:-15}    # no writer progress this long: a hang
+LIMIT_S=${FUSE_E2E_LIMIT_S:-100}   # the write phase's hard limit
+
+ID=rcl-fuse-$$-$CASE
+W=$(mktemp -d /tmp/$ID.XXXXXX) || exit 1
+MEMCG=/sys/fs/cgroup/memory/$ID
+V2=/sys/fs/cgroup/unified/$ID
+DPID= WPID= LOOP= MINOR= EXT_MOUNTED=
+
+say() { echo "$*"; }
+mounted() { grep -q " $1 " /proc/self/mountinfo; }
+
+abort_fuse() {
+    [ -n "$MINOR" ] && [ -e $FUSECTL/$MINOR/abort ] && echo 1 > $FUSECTL/$MINOR/abort
+}
+
+cleanup() {
+    # A daemon still alive at this point may be stuck: abort first, so that
+    # nothing below can block on it.
+    if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
+        abort_fuse
+    fi
+    [ -n "$WPID" ] && kill -9 "$WPID" 2>/dev/null
+    [ -n "$EXT_MOUNTED" ] && timeout 20 umount -l "$W/ext" 2>/dev/null
+    [ -n "$LOOP" ] && timeout 20 losetup -d "$LOOP" 2>/dev/null
+    if mounted "$W/mnt"; then
+        timeout 20 umount "$W/mnt" 2>/dev/null || { abort_fuse; timeout 20 umount -l "$W/mnt"; }
+    fi
+    [ -n "$DPID" ] && kill -9 "$DPID" 2>/dev/null
+    [ -n "$DPID" ] && wait "$DPID" 2>/dev/null
+    for g in "$MEMCG" "$V2"; do
+        i=0
+        while [ -d "$g" ] && ! rmdir "$g" 2>/dev/null && [ $i -lt 50 ]; do
+            sleep 0.1; i=$((i + 1))
+        done
+    done
+    rm -rf "$W"
+    [ -n "$MOUNTED_FUSECTL" ] && umount $FUSECTL
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() { say "result=error $*"; exit 1; }
+# wait_gone PID SECONDS: whether PID ended within SECONDS.
+wait_gone() {
+    i=0
+    while kill -0 "$1" 2>/dev/null; do
+        [ $i -ge $(($2 * 10)) ] && return 1
+        sleep 0.1; i=$((i + 1))
+    done
+}
+
+mkdir "$W/mnt" "$W/ext" || fail "mkdir"
+# fusectl is how a stuck connection is aborted: mounted for the run if it
+# is not already.
+FUSECTL=/sys/fs/fuse/connections MOUNTED_FUSECTL=
+if ! grep -q " $FUSECTL " /proc/self/mountinfo; then
+    mount -t fusectl none $FUSECTL || fail "cannot mount fusectl on $FUSECTL"
+    MOUNTED_FUSECTL=1
+fi
+mkdir "$MEMCG" && echo 128M > "$MEMCG/memory.limit_in_bytes" || fail "memory cgroup"
+HAVE_V2=
+mkdir "$V2" 2>/dev/null && HAVE_V2=1
+
+# spawn_in_groups CMD... &: CMD in the test's cgroups, as the background
+# job itself (exec all the way down), so that $! is CMD's pid.
+spawn_in_groups() {
+    exec sh -c 'echo $$ > "$0/cgroup.procs" || exit 99; [ -z "$1" ] || echo $$ > "$1/cgroup.procs"
+           shift 1; exec "$@"' "$MEMCG" "${HAVE_V2:+$V2}" "$@"
+}
+
+case $CASE in
+    alone) DARGS= ;;
+    together) DARGS=--reserve=${FUSE_E2E_RESERVE:-16M} ;;
+    naive-alone|naive-together) DARGS=--naive ;;
+    *) fail "unknown case $CASE" ;;
+esac
+case $CASE in
+    *together) WRITER_IN_GROUP=1 ;;
+    *) WRITER_IN_GROUP= ;;
+esac
+
+spawn_in_groups "$BUILD/examples/fuse-cache" -f --backing="$W/disk.img" --size=704M $DARGS \
+    "$W/mnt" 2> "$W/daemon.log" &
+DPID=$!
+i=0
+until mounted "$W/mnt"; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && fail "the daemon did not mount: $(cat "$W/daemon.log")"
+    sleep 0.1
+done
+MINOR=$(awk -v m="$W/mnt" '$5 == m { split($3, a, ":"); print a[2] }' /proc/self/mountinfo)
+DMESG0=$(dmesg 2>/dev/null | wc -l)
+
+LOOP=$(timeout 20 losetup -f --show "$W/mnt/disk") || fail "losetup"
+timeout 60 mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$LOOP" >/dev/null 2>&1 ||
+    fail "mkfs.ext4"
+timeout 20 mount -o noinit_itable "$LOOP" "$W/ext" || fail "mount ext4"
+EXT_MOUNTED=1
+
+psi_full() {   # microseconds of "full" memory stall of the daemon's group
+    [ -n "$HAVE_V2" ] && awk '/^full/ { sub("total=", "", $5); print $5 }' "$V2/memory.pressure" ||
+        echo 0
+}
+
+# The write phase, watched: progress is a line per 1 MiB call.
+PSI0=$(psi_full)
+T0=$(date +%s%N)
+if [ -n "$WRITER_IN_GROUP" ]; then
+    spawn_in_groups "$BUILD/tests/progs/fuse_writer" write "$W/ext/data" "$MIB" > "$W/writer.out" 2>&1 &
+else
+    "$BUILD/tests/progs/fuse_writer" write "$W/ext/data" "$MIB" > "$W/writer.out" 2>&1 &
+fi
+WPID=$!
+last=0 still=0 elapsed=0 outcome=
+while kill -0 "$WPID" 2>/dev/null; do
+    sleep 1
+    elapsed=$((elapsed + 1))
+    n=$(wc -l < "$W/writer.out")
+    if [ "$n" -eq "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+    # Three seconds without progress: where everyone waits, once per run
+    # (wchan and kernel stacks are safe to read; cmdline would not be).
+    if [ $still -eq 3 ] && [ -z "${STALL_SEEN:-}" ]; then
+        STALL_SEEN=1
+        say "stall_wchan=writer:$(cat /proc/$WPID/wchan 2>/dev/null)$(for t in /proc/$DPID/task/*; do
+            printf ' %s:%s' "$(cat $t/comm 2>/dev/null)" "$(cat $t/wchan 2>/dev/null)"; done)"
+        for t in /proc/$WPID /proc/$DPID/task/*; do
+            echo "== $t"; cat $t/stack 2>/dev/null
+        done > "${FUSE_E2E_STACKS:-/dev/null}"
+    fi
+    if [ $still -ge "$STALL_S" ] || [ $elapsed -ge "$LIMIT_S" ]; then
+        outcome=hang
+        say "stalled_s=$still after_lines=$n elapsed_s=$elapsed"
+        abort_fuse
+        break
+    fi
+done
+if [ "$outcome" = hang ]; then
+    # The abort fails every FUSE request, and the write-back the writer
+    # waits on ends in errors. Should it still wait: SIGKILL, and the
+    # stack taken apart from the top.
+    wait_gone "$WPID" 5 || {
+        say "writer_after_abort=$(cat /proc/$WPID/wchan 2>/dev/null)"
+        kill -9 "$WPID"
+        timeout 20 umount -l "$W/ext" && EXT_MOUNTED=
+        timeout 20 losetup -d "$LOOP" && LOOP=
+        wait_gone "$WPID" 20 || say "writer_stuck=1"
+    }
+fi
+if kill -0 "$WPID" 2>/dev/null; then WSTATUS=stuck; else wait "$WPID"; WSTATUS=$?; WPID=; fi
+T1=$(date +%s%N)
+PSI1=$(psi_full)
+RUN_US=$(( (T1 - T0) / 1000 ))
+say "writer_status=$WSTATUS $(tail -n 1 "$W/writer.out")"
+say "psi_full_pct=$(( (PSI1 - PSI0) * 100 / (RUN_US > 0 ? RUN_US : 1) )) run_ms=$((RUN_US / 1000))"
+HUNG=$(dmesg 2>/dev/null | tail -n +$((DMESG0 + 1)) | grep -c -e "blocked for more than" -e "hung_task")
+say "hung_task_lines=$HUNG"
+
+oom_figures() {
+    say "oom_kills=$(awk '/^oom_kill / { print $2 }' "$MEMCG/memory.oom_control") \
+failcnt=$(cat "$MEMCG/memory.failcnt") max_usage=$(cat "$MEMCG/memory.max_usage_in_bytes")"
+}
+
+daemon_dead() { ! kill -0 "$DPID" 2>/dev/null; }
+
+if [ -z "$outcome" ] && { [ "$WSTATUS" != 0 ] || daemon_dead; }; then
+    outcome=broken
+fi
+if [ -z "$outcome" ]; then
+    # Detach, re-attach, remount: what is read now comes through the daemon
+    # (its open drops the kernel's pages of the disk file).
+    timeout 60 umount "$W/ext" || outcome=hang
+    EXT_MOUNTED=
+    [ -z "$outcome" ] && { timeout 20 losetup -d "$LOOP" || outcome=hang; }
+    LOOP=
+    kill -USR1 "$DPID"
+    sleep 0.3
+    [ -z "$outcome" ] && { LOOP=$(timeout 20 losetup -f --show "$W/mnt/disk") || outcome=broken; }
+    [ -z "$outcome" ] && { timeout 20 mount "$LOOP" "$W/ext" || outcome=broken; }
+    [ -z "$outcome" ] && EXT_MOUNTED=1
+fi
+if [ -z "$outcome" ]; then
+    if [ -n "$WRITER_IN_GROUP" ]; then
+        timeout 90 sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$MEMCG" \
+            "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1
+    else
+        timeout 90 "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1
+    fi
+    VSTATUS=$?
+    say "verify_status=$VSTATUS $(tail -n 1 "$W/verify.out")"
+    [ $VSTATUS -eq 0 ] || outcome=corrupt
+    timeout 60 umount "$W/ext" && EXT_MOUNTED=
+    timeout 20 losetup -d "$LOOP" && LOOP=
+    timeout 20 umount "$W/mnt"
+fi
+# The daemon ends at unmount; a dead or stuck one is ended here.
+i=0
+while ! daemon_dead && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if ! daemon_dead; then
+    abort_fuse
+    wait_gone "$DPID" 5 || kill -9 "$DPID"
+    wait_gone "$DPID" 20 || say "daemon_stuck=1"
+fi
+if daemon_dead; then wait "$DPID"; DSTATUS=$?; DPID=; else DSTATUS=stuck; fi
+say "daemon_status=$DSTATUS"
+oom_figures
+grep "^fuse-cache" "$W/daemon.log" | tail -n 4 | sed 's/^/daemon: /'
+# Bytes the daemon served after the re-attach (exit minus the SIGUSR1 line).
+r0=$(grep "^fuse-cache stats: reads" "$W/daemon.log" | tail -n 1 | sed 's/.*read_bytes=\([0-9]*\).*/\1/')
+r1=$(grep "^fuse-cache exit: reads" "$W/daemon.log" | tail -n 1 | sed 's/.*read_bytes=\([0-9]*\).*/\1/')
+[ -n "$r0" ] && [ -n "$r1" ] && say "daemon_read_after_remount=$((r1 - r0))"
+
+OOMS=$(awk '/^oom_kill / { print $2 }' "$MEMCG/memory.oom_control")
+if [ "${OOMS:-0}" -gt 0 ] || [ "$DSTATUS" = 137 ]; then
+    outcome=${outcome:+$outcome+}oom
+fi
+[ -z "$outcome" ] && [ "$DSTATUS" != 0 ] && outcome=daemon-exit-$DSTATUS
+say "result=${outcome:-pass}"

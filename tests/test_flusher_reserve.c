@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_flusher_reserve.c - the unprivileged I/O-flusher mode: when the
+ * kernel refuses PR_SET_IO_FLUSHER, a flusher thread's allocations come
+ * from a reserve faulted in beforehand, and fail rather than take a new
+ * page when it is exhausted.
+ */
+#include "helpers.h"
+
+#include <sys/prctl.h>
+
+#define RESV (1 * MiB)
+
+/* The mode is the fallback for a refused prctl; where the process may set
+ * the kernel flag (CAP_SYS_RESOURCE), there is nothing to fall back from. */
+static int flusher_on_refused(void)
+{
+    int rc = rcl_io_flusher_set(1);
+    if (rc == 0) {
+        rcl_io_flusher_set(0);
+        return 0;
+    }
+    return 1;
+}
+
+#define NEED_REFUSAL()                                                              \
+    do {                                                                            \
+        if (!flusher_on_refused()) {                                                \
+            rcl_io_flusher_reserve(0, 0);                                           \
+            skip();   /* the kernel granted PR_SET_IO_FLUSHER: no fallback needed */ \
+        }                                                                           \
+    } while (0)
+
+static struct rcl_flusher_reserve_stats stats(void)
+{
+    struct rcl_flusher_reserve_stats s;
+    rcl_io_flusher_reserve_stats(&s);
+    return s;
+}
+
+/* No reserve: a refused flusher keeps the library half only. */
+static void test_without_a_reserve_the_thread_allocates_as_before(void **state)
+{
+    (void)state;
+    flusher_on_refused();
+    assert_int_equal(rcl_io_flusher_reserved(), 0);
+    void *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(stats().allocs, 0);
+    rcl_free(p);
+    rcl_io_flusher_set(0);
+}
+
+/* The whole reserve is charged when made, and given back when released. */
+static void test_reserve_is_charged_at_once_and_uncharged_on_release(void **state)
+{
+    (void)state;
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    assert_true(rcl_usage() >= before + RESV);
+    assert_int_equal(stats().size, RESV);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(stats().size, 0);
+}
+
+/* A flusher's allocations come from the reserve and charge nothing more. */
+static void test_flusher_allocations_come_from_the_reserve(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    assert_int_equal(rcl_io_flusher_reserved(), 1);
+    size_t usage = rcl_usage();
+    char *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
+    assert_non_null(p);
+    memset(p, 0x5a, 64 * KiB);
+    assert_int_equal(rcl_usage(), usage);
+    assert_int_equal(stats().allocs, 1);
+    assert_true(stats().used >= 64 * KiB);
+    char *z = rcl_calloc(10, 100, RCL_DEFAULT);
+    assert_non_null(z);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(z[i], 0);
+    rcl_free(z);
+    rcl_free(p);
+    assert_int_equal(stats().used, 0);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserved(), 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+/* Exhausted: ENOMEM at once, counted, never a fallback to the backend. */
+static void test_exhausted_reserve_fails_like_nowait(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    void *big = rcl_alloc(RESV - 4 * KiB, RCL_DEFAULT);
+    assert_non_null(big);
+    errno = 0;
+    assert_null(rcl_alloc(8 * KiB, RCL_DEFAULT));
+    assert_int_equal(errno, ENOMEM);
+    assert_null(rcl_alloc(2 * RESV, RCL_DEFAULT));
+    assert_int_equal(stats().failures, 2);
+    rcl_free(big);
+    void *again = rcl_alloc(8 * KiB, RCL_DEFAULT);
+    assert_non_null(again);
+    rcl_free(again);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+/* Freed neighbours merge: after many small blocks, one nearly whole-size
+ * block fits again, freed in any order. */
+static void test_freed_blocks_merge_back(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    enum { N = 256 };
+    void *p[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(p[i] = rcl_alloc(1000 + (size_t)i * 7, RCL_DEFAULT));
+    for (int i = 0; i < N; i += 2)
+        rcl_free(p[i]);
+    for (int i = N - 1; i > 0; i -= 2)
+        rcl_free(p[i]);
+    assert_int_equal(stats().used, 0);
+    void *big = rcl_alloc(RESV - 4 * KiB, RCL_DEFAULT);
+    assert_non_null(big);
+    rcl_free(big);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+static void *free_main(void *arg)
+{
+    rcl_free(arg);
+    return NULL;
+}
+
+/* A cache block a flusher allocated is often freed by the shrinker on
+ * another thread: it goes back to the reserve, not to the backend. */
+static void test_reserve_block_freed_on_another_thread(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT);
+    assert_non_null(p);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, free_main, p), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(stats().used, 0);
+    assert_int_equal(test_report_count() > 1, 0);   /* only the refusal report */
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+/* realloc moves a reserve block, contents kept, within the reserve. */
+static void test_realloc_of_a_reserve_block(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    memset(p, 7, 100);
+    char *q = rcl_realloc(p, 5000, RCL_DEFAULT);
+    assert_non_null(q);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(q[i], 7);
+    assert_int_equal(stats().allocs, 2);
+    rcl_free(q);
+    assert_int_equal(stats().used, 0);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+/* Misuse: unknown flags, a second reserve, releasing one still in use. */
+static void test_misuse_is_refused_and_reported(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0x100), -EINVAL);
+    assert_int_equal(rcl_io_flusher_reserve(16, 0), -EINVAL);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    test_reports_reset();
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), -EBUSY);
+    assert_int_equal(test_report_count(), 1);
+    if (flusher_on_refused()) {
+        assert_int_equal(rcl_io_flusher_reserve(0, 0), -EBUSY);
+        assert_non_null(strstr(test_reports.last, "threads using it"));
+        rcl_io_flusher_set(0);
+    }
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);   /* none: nothing to do */
+}
+
+/* A reserve outlives rcl_shutdown(); its charge does not, and releasing
+ * it afterwards leaves the new budget alone. */
+static void test_reserve_released_after_a_restart_uncharges_nothing(void **state)
+{
+    (void)state;
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* mlock is best effort: refused, it is reported and the reserve is kept. */
+static void test_mlock_is_an_option(void **state)
+{
+    (void)state;
+    test_reports_reset();
+    assert_int_equal(rcl_io_flusher_reserve(RESV, RCL_FLUSHER_MLOCK), 0);
+    struct rcl_flusher_reserve_stats s = stats();
+    assert_int_equal(s.size, RESV);
+    assert_int_equal(s.locked ? 0u : 1u, test_report_count());
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+RUN_TESTS(T(test_without_a_reserve_the_thread_allocates_as_before),
+          T(test_reserve_is_charged_at_once_and_uncharged_on_release),
+          T(test_flusher_allocations_come_from_the_reserve),
+          T(test_exhausted_reserve_fails_like_nowait),
+          T(test_freed_blocks_merge_back),
+          T(test_reserve_block_freed_on_another_thread),
+          T(test_realloc_of_a_reserve_block),
+          T(test_misuse_is_refused_and_reported),
+          T(test_reserve_released_after_a_restart_uncharges_nothing),
+          T(test_mlock_is_an_option))
