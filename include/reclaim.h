@@ -452,11 +452,13 @@ size_t rcl_usage(void);
  *   - with the automatic budget under a cgroup limit, the cgroup's usage
  *     (less its inactive page cache) is the measure, and everything in the
  *     cgroup counts, other processes included;
- *   - with the automatic budget and no cgroup limit, the process's
- *     resident memory above what it held when the library started;
- *   - with a limit the program set, the charges alone: the program's own
- *     memory is not the budget's business then (RECLAIM_FOOTPRINT=rss or
- *     cgroup, or struct rcl_config.footprint, asks for a measure anyway);
+ *   - otherwise, for a budget of 32 MiB or more, the process's resident
+ *     memory above what it held when the library started (what the
+ *     program allocates elsewhere after that counts);
+ *   - a smaller budget the program set is held to its charges alone: a
+ *     thread's stack or a new malloc arena would be a large share of it
+ *     (RECLAIM_FOOTPRINT=rss or cgroup, or struct rcl_config.footprint,
+ *     asks for a measure anyway);
  *   - the ASan and TSan builds count charges alone: their shadow memory
  *     and quarantine are not the program's.
  * Reclaim gives freed memory back to the operating system (malloc_trim,
@@ -464,10 +466,8 @@ size_t rcl_usage(void);
  * so that the footprint falls with the charge.
  */
 size_t rcl_footprint(void);
-/* struct rcl_config.footprint: AUTO measures the cgroup under the automatic
- * budget of a cgroup limit, resident memory under the automatic budget
- * without one, and nothing (charges alone) under a limit the program set;
- * the others force one way. */
+/* struct rcl_config.footprint: AUTO chooses as above; the others force one
+ * way. */
 #define RCL_FOOTPRINT_AUTO   0
 #define RCL_FOOTPRINT_OFF    1
 #define RCL_FOOTPRINT_RSS    2

@@ -26,13 +26,13 @@
  *           cgroup's usage less the inactive page cache (which the
  *           kernel drops before it kills anyone) is the authority, and
  *           everything in it counts, other processes' memory included;
- *   rss     the automatic budget without a cgroup limit: resident memory
- *           above what the process held when the library started counts
- *           (the program's own memory from before stays out of the
- *           budget, what it adds after does not);
- *   off     a limit the program set (charges alone: how much of its own
- *           memory the program holds is not the budget's business then,
- *           and a thread's stack would eat a small budget), and under
+ *   rss     any other budget of 32 MiB or more: resident memory above
+ *           what the process held when the library started counts (the
+ *           program's memory from before stays out of the budget, what it
+ *           adds after does not);
+ *   off     a smaller budget the program set (charges alone: a thread's
+ *           stack or a new malloc arena would be a large share of it, and
+ *           cannot be told from the cache's own overhead), and under
  *           AddressSanitizer and ThreadSanitizer, whose shadow memory and
  *           quarantine are not the program's.
  * struct rcl_config.footprint (RECLAIM_FOOTPRINT) forces one of them.
@@ -51,6 +51,10 @@
 
 #define STEP_DIV      64                 /* sample every limit/64 charged */
 #define STEP_MIN      (256 * 1024UL)
+/* Below this a budget is held to its charges alone: what the process adds
+ * besides them (a thread's stack, a new malloc arena) is too large a share
+ * of it to tell from its cache's own overhead. */
+#define RSS_MIN_LIMIT (32 * 1024 * 1024UL)
 
 static struct {
     int            mode;                 /* RCL__FOOTPRINT_* */
@@ -156,9 +160,10 @@ static int want_mode(bool auto_limit, bool cgroup_budget)
     case RCL_FOOTPRINT_RSS:    return RCL__FOOTPRINT_RSS;
     case RCL_FOOTPRINT_CGROUP: return RCL__FOOTPRINT_CGROUP;
     default:
-        if (!auto_limit)
-            return RCL__FOOTPRINT_OFF;
-        return cgroup_budget ? RCL__FOOTPRINT_CGROUP : RCL__FOOTPRINT_RSS;
+        if (cgroup_budget && auto_limit)
+            return RCL__FOOTPRINT_CGROUP;
+        return auto_limit || rd(rcl__acct.limit) >= RSS_MIN_LIMIT ? RCL__FOOTPRINT_RSS
+                                                                  : RCL__FOOTPRINT_OFF;
     }
 #endif
 }

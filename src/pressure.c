@@ -325,10 +325,13 @@ static void threshold_event(void)
     rcl__footprint_sample();
     if (rcl__headroom() >= rd(rcl__acct.wm_low))
         return;
+    /* A request, not a wake-up: it also ends a backoff the reclaimer took
+     * after finding nothing to free, since this is news. */
+    size_t want = rd(rcl__acct.wm_high) - rcl__headroom();
     if (rcl__cfg.background)
-        rcl__reclaim_wake();
+        rcl__reclaim_request(want);
     else
-        rcl_reclaim(rd(rcl__acct.wm_high) - rcl__headroom(), RCL_DEFAULT);
+        rcl_reclaim(want, RCL_DEFAULT);
 }
 
 /* The 1 s tick: follow the cgroup limit, refresh the footprint, and treat

@@ -353,7 +353,8 @@ static void *background_main(void *arg)
                 backoff_ms = IDLE_BACKOFF_MAX;
             ahead_until = 0;
             struct timespec until = deadline_ns(backoff_ms * 1000000ull);
-            while (!bg.stop && pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
+            while (!bg.stop && !rd(bg.request) &&
+                   pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
                 ;
         } else {
             backoff_ms = 0;

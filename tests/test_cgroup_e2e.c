@@ -218,25 +218,27 @@ static void need_cgroup(void)
 /* Children                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void prog_path(char *out, size_t len)
+/* BUILD/tests/progs/NAME, beside this program's own directory. */
+static void prog_path(const char *name, char *out, size_t len)
 {
     char exe[PATH_MAX - 64];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     assert_true(n > 0);
     exe[n] = '\0';
     *strrchr(exe, '/') = '\0';
-    snprintf(out, len, "%s/progs/cgroup_cache", exe);
+    snprintf(out, len, "%s/progs/%s", exe, name);
     assert_int_equal(access(out, X_OK), 0);
 }
 
-/* Starts the program in the cgroup (it moves itself before exec, so
- * everything it ever allocates is charged there), stdout on a pipe.
- * `limit` non-NULL sets RECLAIM_LIMIT; otherwise the limit is automatic. */
+/* Starts the program argv[0] in the cgroup, when there is one (it moves
+ * itself before exec, so everything it ever allocates is charged there),
+ * stdout on a pipe. `limit` non-NULL sets RECLAIM_LIMIT; otherwise the
+ * limit is automatic. */
 static pid_t spawn(int *out_fd, const char *limit, char *const argv[])
 {
     char path[PATH_MAX];
     int p[2];
-    prog_path(path, sizeof(path));
+    prog_path(argv[0], path, sizeof(path));
     assert_int_equal(pipe(p), 0);
     fflush(NULL);
     pid_t pid = fork();
@@ -244,7 +246,7 @@ static pid_t spawn(int *out_fd, const char *limit, char *const argv[])
     if (pid == 0) {
         char me[32];
         snprintf(me, sizeof(me), "%d", (int)getpid());
-        if (write_file(cg.dir, "cgroup.procs", me) != 0)
+        if (cg.dir[0] && write_file(cg.dir, "cgroup.procs", me) != 0)
             _exit(120);
         dup2(p[1], 1);
         close(p[0]);
@@ -438,9 +440,159 @@ static void test_pressure_from_another_process_shrinks_the_cache(void **state)
     close(hfd);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The budget is real memory: a multi-threaded key-value cache               */
+/* ------------------------------------------------------------------------ */
+
+/* tests/progs/kv_cache: 4 worker threads getting and putting values over a
+ * working set 4x the budget, each value checked on every get, and a thread
+ * allocating in a NOFS scope under a lock. Runs `seconds`, then prints its
+ * figures; the test checks them and the cgroup. */
+static void kv_run(const char *limit, char *const argv[], unsigned seconds, char *line, size_t len)
+{
+    int fd;
+    pid_t pid = spawn(&fd, limit, argv);
+    read_line(fd, line, len, (long)(seconds + 60) * 1000);
+    int status = reap(pid, 30000);
+    close(fd);
+    print_message("%s: %s\n", argv[2] ? argv[2] : argv[0], line);
+    if (cg.version == 1)
+        print_message("cgroup peak usage %.1f MiB of %zu MiB, oom kills %lld\n",
+                      (double)read_num("memory.max_usage_in_bytes") / (double)MiB, CG_LIMIT / MiB,
+                      oom_kills());
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(field(line, "corrupt"), 0);
+    assert_true(field(line, "ops") > 0);
+}
+
+/* The kernel's memcg counts pages, not the bytes asked for: the process
+ * lives within its cgroup only if the budget holds what it really holds. */
+static void kv_in_cgroup(const char *values, const char *outside, unsigned seconds)
+{
+    need_cgroup();
+    char secs[16], line[1024];
+    snprintf(secs, sizeof(secs), "%u", seconds);
+    char *const argv[] = { "kv_cache", "--values", (char *)values, "--seconds", secs,
+                           "--outside", (char *)outside, NULL };
+    kv_run(NULL, argv, seconds, line, sizeof(line));
+    assert_int_equal(oom_kills(), 0);
+    if (cg.version == 1)
+        assert_true(read_num("memory.max_usage_in_bytes") < (long long)CG_LIMIT);
+    assert_true(field(line, "evicted") > 0);              /* the cache did press */
+}
+
+static void test_kv_cache_of_4k_values_lives_within_its_cgroup(void **state)
+{
+    (void)state;
+    kv_in_cgroup("4k", "0", 30);
+}
+
+static void test_kv_cache_of_mixed_sizes_lives_within_its_cgroup(void **state)
+{
+    (void)state;
+    kv_in_cgroup("mix", "0", 30);
+}
+
+/* 40 MiB the library never sees, in a 128 MiB cgroup: the cgroup's usage is
+ * the authority, and the cache shrinks to make room. */
+static void test_kv_cache_beside_40_mib_of_plain_malloc_lives(void **state)
+{
+    (void)state;
+    kv_in_cgroup("4k", "40", 15);
+}
+
+/* The control: the same cache with a budget far above the cgroup's limit,
+ * so that the library never reclaims, is killed by the kernel. */
+static void test_kv_cache_without_reclaim_is_oom_killed(void **state)
+{
+    (void)state;
+    need_cgroup();
+    int fd;
+    char *const argv[] = { "kv_cache", "--values", "4k", "--seconds", "20", NULL };
+    pid_t pid = spawn(&fd, "4G", argv);
+    char line[1024];
+    read_line(fd, line, sizeof(line), 60000);
+    int status = reap(pid, 30000);
+    close(fd);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    assert_true(oom_kills() >= 1);
+}
+
+/* cgroup v1 signals the moment its usage crosses the budget's low
+ * watermark (a memory.usage_in_bytes threshold): the shrinker is called
+ * within 10 ms of the crossing, not at the next one-second tick. */
+static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state)
+{
+    (void)state;
+    need_cgroup();
+    if (cg.version != 1) {
+        print_message("skipped: usage thresholds are cgroup v1's (cgroup.event_control)\n");
+        skip();
+    }
+    char usage_file[PATH_MAX + 32], line[512];
+    snprintf(usage_file, sizeof(usage_file), "%s/memory.usage_in_bytes", cg.dir);
+    char *const argv[] = { "kv_cache", "--reaction", usage_file, NULL };
+    int fd;
+    pid_t pid = spawn(&fd, NULL, argv);
+    read_line(fd, line, sizeof(line), 60000);
+    int status = reap(pid, 30000);
+    close(fd);
+    print_message("reaction: %s\n", line);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(field(line, "crossed"), 1);
+    assert_int_equal(field(line, "scanned"), 1);
+    assert_true(field(line, "reaction_us") <= 10000);
+}
+
+/* Outside any cgroup, with RECLAIM_LIMIT=64M: the peak resident set stays
+ * within 1.10 x the limit plus what the program holds without its cache
+ * (the same program keeping no values, measured in the same test). */
+static void kv_rss(const char *values)
+{
+    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+        print_message("skipped under %s: its shadow memory is in the resident set\n",
+                      getenv("RCL_TEST_SAN"));
+        skip();
+    }
+    char line[1024];
+    char *const base_argv[] = { "kv_cache", "--values", (char *)values, "--seconds", "3",
+                                "--no-cache", NULL };
+    kv_run("64M", base_argv, 3, line, sizeof(line));
+    unsigned long long base = field(line, "peak_rss_kib") * KiB;
+    char *const argv[] = { "kv_cache", "--values", (char *)values, "--seconds", "10", NULL };
+    kv_run("64M", argv, 10, line, sizeof(line));
+    unsigned long long rss = field(line, "peak_rss_kib") * KiB;
+    print_message("peak RSS %.1f MiB: %.3f x the 64 MiB limit beyond the %.1f MiB baseline\n",
+                  (double)rss / (double)MiB, (double)(rss - base) / (double)(64 * MiB),
+                  (double)base / (double)MiB);
+    assert_true(rss <= 64 * MiB / 10 * 11 + base);
+    assert_true(field(line, "evicted") > 0);
+}
+
+static void test_kv_cache_of_4k_values_stays_within_its_budget_in_rss(void **state)
+{
+    (void)state;
+    kv_rss("4k");
+}
+
+static void test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss(void **state)
+{
+    (void)state;
+    kv_rss("mix");
+}
+
 RUN_TESTS(
     E(test_cache_of_8x_the_cgroup_limit_lives_within_it),
     E(test_same_cache_without_reclaim_is_oom_killed),
     E(test_budget_without_shrinker_fails_allocations_not_the_process),
     E(test_pressure_from_another_process_shrinks_the_cache),
+    E(test_kv_cache_of_4k_values_lives_within_its_cgroup),
+    E(test_kv_cache_of_mixed_sizes_lives_within_its_cgroup),
+    E(test_kv_cache_beside_40_mib_of_plain_malloc_lives),
+    E(test_kv_cache_without_reclaim_is_oom_killed),
+    E(test_reclaim_starts_within_10_ms_of_the_cgroup_crossing),
+    E(test_kv_cache_of_4k_values_stays_within_its_budget_in_rss),
+    E(test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss),
 )
