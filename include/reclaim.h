@@ -357,6 +357,25 @@ int    rcl_init(const struct rcl_config *cfg);
  * valid and may still be freed with rcl_free(); it is no longer accounted. */
 void   rcl_shutdown(void);
 
+/*
+ * fork(). The library takes all its locks around fork() (pthread_atfork,
+ * the way glibc's malloc does), so a child may fork while other threads are
+ * inside the library and still use all of it: allocate, reclaim, use its
+ * mempools, LRUs and domains (inherited or new), register shrinkers, and
+ * create new workqueues. The library's threads do not survive a fork: the
+ * background reclaimer comes back at the child's first need of it, the
+ * pressure thread at the child's next slow-path call. Blocks the other
+ * threads held in their per-thread caches are lost to the child (their
+ * charge is returned). rcl_shutdown() in the child only touches the child.
+ *
+ * A workqueue created before the fork runs nothing in the child (its
+ * threads are the parent's): rcl_queue_work() returns -ECHILD,
+ * rcl_flush_workqueue() returns at once, and rcl_workqueue_destroy() frees
+ * the child's copy, dropping the items queued there without touching them
+ * (they may live on a stack the child does not have); each reported.
+ * Create a new queue in the child instead.
+ */
+
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is
  * allowed: the background reclaimer (if any) is woken to get back under. */
 int    rcl_set_limit(size_t bytes);
@@ -634,7 +653,8 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
 /* 0 queued; -EBUSY already pending (on this queue or another); -EINVAL bad
  * arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
  * except from the queue's own work items, which may chain more work while
- * it drains (as the kernel's drain_workqueue allows). */
+ * it drains (as the kernel's drain_workqueue allows); -ECHILD in a child of
+ * fork() for a queue created before the fork (see rcl_shutdown()). */
 int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
 /* Waits for every item queued before the call (not those queued after, so
  * an item that requeues itself cannot make it hang). From the queue's own

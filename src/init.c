@@ -220,6 +220,7 @@ int rcl_init(const struct rcl_config *cfg)
         rcl_config_default(&def);
         cfg = &def;
     }
+    rcl__fork_register();
     pthread_mutex_lock(&init_lock);
     err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
     pthread_mutex_unlock(&init_lock);
@@ -230,8 +231,14 @@ int rcl__init_slow(void)
 {
     int err = 0;
 
+    rcl__fork_register();
     pthread_mutex_lock(&init_lock);
-    if (!atomic_load(&rcl__ready)) {
+    if (atomic_load(&rcl__ready) == RCL__READY_FORKED) {
+        /* A forked child: the configuration stands, only the pressure
+         * thread has to come back. */
+        rcl__pressure_restart();
+        atomic_store_explicit(&rcl__ready, 1, memory_order_release);
+    } else if (!atomic_load(&rcl__ready)) {
         struct rcl_config cfg;
         rcl_config_default(&cfg);
         err = start_locked(&cfg);
@@ -263,4 +270,18 @@ void rcl_shutdown(void)
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
     pthread_mutex_unlock(&init_lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c): init_lock is the first lock of the order                 */
+/* ------------------------------------------------------------------------ */
+
+void rcl__init_atfork_prepare(void) { pthread_mutex_lock(&init_lock); }
+void rcl__init_atfork_parent(void) { pthread_mutex_unlock(&init_lock); }
+
+void rcl__init_atfork_child(bool pressure)
+{
+    pthread_mutex_init(&init_lock, NULL);
+    if (pressure && atomic_load(&rcl__ready) == 1)
+        atomic_store_explicit(&rcl__ready, RCL__READY_FORKED, memory_order_release);
 }

@@ -115,7 +115,8 @@ extern struct rcl_config rcl__cfg;    /* the configuration in force */
 int  rcl__init_slow(void);
 static inline void rcl__ensure_init(void)
 {
-    if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+    /* Not 1: not initialised, or a forked child with a thread to restart. */
+    if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
 }
 /* Parses "256M" etc.; -EINVAL on junk or overflow. */
@@ -322,5 +323,59 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
 /* "DEFAULT|NOFAIL"-style rendering of flags, into buf. */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 unsigned long long rcl__now_ns(void);
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c; the lock order is documented there)                       */
+/* ------------------------------------------------------------------------ */
+
+/* An object with a lock of its own (workqueue, mempool, LRU): taken before
+ * a fork, re-initialised in the child, where `child` (may be NULL) then
+ * fixes what the missing threads left behind. */
+struct rcl__fork_obj {
+    struct rcl__fork_obj *next, *prev;
+    pthread_mutex_t      *lock;
+    void                (*child)(struct rcl__fork_obj *o);
+};
+void rcl__fork_register(void);          /* the pthread_atfork handlers, once */
+void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
+                     void (*child)(struct rcl__fork_obj *o));
+void rcl__fork_untrack(struct rcl__fork_obj *o);    /* tolerates untracked */
+/* Bumped in every child: objects made before a fork tell by it. */
+extern _Atomic unsigned rcl__fork_gen;
+/* rcl__ready in a child whose pressure thread is still to come back. */
+#define RCL__READY_FORKED 2
+
+/* Each file's share of the fork handlers, in the lock order. */
+void rcl__init_atfork_prepare(void);
+void rcl__init_atfork_parent(void);
+/* pressure: the pressure thread was running in the parent. */
+void rcl__init_atfork_child(bool pressure);
+void rcl__shrinker_atfork_prepare(void);
+void rcl__shrinker_atfork_parent(void);
+void rcl__shrinker_atfork_child(void);
+void rcl__reclaim_atfork_prepare(void);
+void rcl__reclaim_atfork_parent(void);
+void rcl__reclaim_atfork_child(void);
+void rcl__account_atfork_prepare(void);
+void rcl__account_atfork_parent(void);
+void rcl__account_atfork_child(void);
+void rcl__domain_atfork_prepare(void);
+void rcl__domain_atfork_parent(void);
+void rcl__domain_atfork_child(void);
+void rcl__lockdep_atfork_prepare(void);
+void rcl__lockdep_atfork_parent(void);
+void rcl__lockdep_atfork_child(void);
+void rcl__symbolize_atfork_prepare(void);
+void rcl__symbolize_atfork_parent(void);
+void rcl__symbolize_atfork_child(void);
+void rcl__report_atfork_prepare(void);
+void rcl__report_atfork_parent(void);
+void rcl__report_atfork_child(void);
+/* The pressure thread is gone: close the child's copies of its
+ * descriptors (never write the parent's stop eventfd) and say whether it
+ * was running, so init.c can start it again on demand. */
+bool rcl__pressure_atfork_child(void);
+/* Starts the pressure thread again in a child; init_lock held. */
+void rcl__pressure_restart(void);
 
 #endif /* RCL_INTERNAL_H */

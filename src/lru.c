@@ -31,6 +31,7 @@ struct rcl_lru {
     rcl_lru_isolate_fn   isolate;
     rcl_lru_free_fn      free_fn;
     void                *arg;
+    struct rcl__fork_obj fork;     /* lock is taken around fork() */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -86,6 +87,7 @@ struct rcl_lru *rcl_lru_create(void)
     }
     pthread_mutex_init(&lru->lock, NULL);
     rcl_lru_list_init(&lru->head);
+    rcl__fork_track(&lru->fork, &lru->lock, NULL);
     return lru;
 }
 
@@ -98,7 +100,7 @@ int rcl_lru_destroy(struct rcl_lru *lru)
         /* The items are the caller's; freeing the head under them would
          * leave them pointing at freed memory. Refuse, loudly, and leave
          * the LRU as it was, shrinker included. */
-        rcl__report("libreclaim: rcl_lru_destroy: %lu items still on the LRU; "
+        rcl__report("rcl_lru_destroy: %lu items still on the LRU; "
                     "not destroyed", left);
         return -EBUSY;
     }
@@ -108,6 +110,7 @@ int rcl_lru_destroy(struct rcl_lru *lru)
         rcl_shrinker_unregister(lru->shrinker);
         lru->shrinker = NULL;
     }
+    rcl__fork_untrack(&lru->fork);
     pthread_mutex_destroy(&lru->lock);
     free(lru);
     return 0;

@@ -57,7 +57,10 @@ struct rcl_mempool {
 
     pthread_mutex_t   resize_lock;
     _Atomic unsigned long state;    /* POOL_OUT count | POOL_DYING */
+    struct rcl__fork_obj fork;      /* pool->lock is taken around fork() */
 };
+
+static void pool_atfork_child(struct rcl__fork_obj *o);
 
 /* ------------------------------------------------------------------------ */
 /* The default backing allocator: the budget's own                           */
@@ -108,6 +111,7 @@ static bool reserve_wants(const struct rcl_mempool *pool)
 
 static void pool_free_struct(struct rcl_mempool *pool)
 {
+    rcl__fork_untrack(&pool->fork);
     pthread_cond_destroy(&pool->wait);
     pthread_mutex_destroy(&pool->lock);
     pthread_mutex_destroy(&pool->resize_lock);
@@ -143,6 +147,7 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->wait, &ca);
     pthread_condattr_destroy(&ca);
+    rcl__fork_track(&pool->fork, &pool->lock, pool_atfork_child);
     pool->alloc = alloc ? alloc : budget_alloc;
     pool->free = free_fn ? free_fn : budget_free;
     pool->data = alloc ? data : pool;
@@ -435,4 +440,23 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
         err = pool_grow(pool, new_min_nr);
     pthread_mutex_unlock(&pool->resize_lock);
     return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The pool lock was held across the fork, so the reserve is whole. The
+ * waiters and a resize in progress belonged to threads the child does not
+ * have: both are forgotten (the resize lock is outside the fork order). */
+static void pool_atfork_child(struct rcl__fork_obj *o)
+{
+    struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
+                               offsetof(struct rcl_mempool, fork));
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->wait, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&pool->resize_lock, NULL);
 }

@@ -109,3 +109,8 @@ const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
         snprintf(buf, len, "0");
     return buf;
 }
+
+/* fork() (fork.c): the last lock of the order. */
+void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
+void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
+void rcl__report_atfork_child(void) { pthread_mutex_init(&sink_lock, NULL); }

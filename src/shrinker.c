@@ -273,3 +273,28 @@ unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
     pthread_mutex_unlock(&shrinker_lock);
     return n;
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__shrinker_atfork_prepare(void) { pthread_mutex_lock(&shrinker_lock); }
+void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
+
+/* The passes other threads held are gone with them: only the forking
+ * thread's own (it may fork from a callback) still counts, or unregister
+ * would wait forever. A shrinker another thread was unregistering is
+ * finished here, since that thread will not. */
+void rcl__shrinker_atfork_child(void)
+{
+    pthread_mutex_init(&shrinker_lock, NULL);
+    pthread_cond_init(&shrinker_idle, NULL);
+    struct rcl_shrinker *s = registry.next;
+    while (s != &registry) {
+        struct rcl_shrinker *next = s->next;
+        s->active = s == scanning ? 1 : 0;
+        if (s->dead && !s->active)
+            unlink_free_locked(s);
+        s = next;
+    }
+}
