@@ -285,7 +285,16 @@ unsigned rcl_domain_enter(struct rcl_domain *d);
  * is reported, and until the restore every shrinker that belongs to a
  * domain is skipped: never less strict than what was asked. */
 void     rcl_domain_exit(unsigned token);
-/* NULL (errno EINVAL) / 0 for NULL. */
+/* NULL (errno EINVAL) / 0 for NULL or a destroyed domain.
+ *
+ * A destroyed domain's memory is never freed, only recycled for a later
+ * domain, and a context names its domains by generation: a context
+ * captured inside a domain that is destroyed before the adopt is reported
+ * there and adopts the worst case (every domain's shrinkers skipped until
+ * the restore), never the domain that took the old one's place. enter,
+ * name, depth and destroy on a destroyed handle are refused (enter and
+ * destroy reported) until its memory is recycled, which waits for 64 other
+ * domains to be destroyed first. */
 const char *rcl_domain_name(const struct rcl_domain *d);
 unsigned rcl_domain_depth(const struct rcl_domain *d);
 
@@ -588,7 +597,11 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  *
  * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
  * NULL is a no-op; freeing to a NULL pool, or more elements than were
- * allocated, is reported; resize of NULL is -EINVAL.
+ * allocated, is reported; resize of NULL is -EINVAL. Freeing to a
+ * rcl_mempool_create() pool an element that is not its own (another
+ * pool's) is reported and nothing is done: each element carries a 16-byte
+ * tag naming its pool, ahead of the element in the same block. Pools with
+ * their own alloc/free (_create_ops) cannot be checked so.
  */
 struct rcl_mempool;
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);
@@ -811,16 +824,24 @@ struct rcl_lru *rcl_lru_create(void);
 /* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
  * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left as it was,
  * its shrinker still working, when items are still on it (they are the
- * caller's: empty it and destroy again). */
+ * caller's: empty it and destroy again). A shrinker rcl_shutdown() already
+ * dropped is not unregistered again (whatever now lives at its address is
+ * left alone). */
 int  rcl_lru_destroy(struct rcl_lru *lru);
 /* A node starts (and is left by every removal) on no list. */
 void rcl_lru_node_init(struct rcl_lru_node *n);
 /* 1 added at the hot end; 0 already on an LRU; -EINVAL for NULL. */
 int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
 /* 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
- * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL. */
+ * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL, and
+ * -EINVAL, reported, both lists unchanged, for a node on another LRU or on
+ * a dispose list. The LRU is told by tag bits in the node's prev pointer
+ * (a node's pointers are the library's while it is on an LRU): exact while
+ * the program has at most 7 LRUs (3 on 32-bit targets); beyond that some
+ * share a tag and a node of one may pass for another's. */
 int  rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n);
-/* Moves an item to the hot end: 1 moved; 0 not on the LRU. */
+/* Moves an item to the hot end: 1 moved; 0 not on the LRU; -EINVAL as for
+ * rcl_lru_del. */
 int  rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n);
 unsigned long rcl_lru_count(const struct rcl_lru *lru);   /* 0 for NULL */
 

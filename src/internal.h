@@ -98,7 +98,8 @@ struct rcl_ctx {
     unsigned           ndomains;
     void              *journal;
     uintptr_t          reserved;
-    struct rcl_domain *domains[RCL_MAX_DOMAINS];
+    uintptr_t          domains[RCL_MAX_DOMAINS];   /* ids: slot and generation
+                                                      (domain.c), never pointers */
     unsigned           domain_overflow;  /* domain.c: adopted domains that did
                                             not fit the thread's stack */
 };

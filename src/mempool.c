@@ -66,16 +66,42 @@ static void pool_atfork_child(struct rcl__fork_obj *o);
 /* The default backing allocator: the budget's own                           */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Each element of a budget-backed pool starts ELEM_TAG bytes into its
+ * block, after a tag naming the pool, so that rcl_mempool_free() to the
+ * wrong pool is caught (pool_owns) instead of handing a 16-byte element
+ * out later as a 4096-byte one. 16 bytes keep the element 16-aligned.
+ * Pools with their own alloc/free have nowhere to keep a tag: unchecked.
+ */
+#define ELEM_TAG     16
+#define ELEM_TAG_KEY ((uintptr_t)0x5a17c0de6d706f6fULL)
+
 static void *budget_alloc(rcl_gfp_t gfp, void *data)
 {
     const struct rcl_mempool *pool = data;
-    return rcl_alloc(pool->elem_size, gfp);
+    if (pool->elem_size > SIZE_MAX - ELEM_TAG)
+        return NULL;
+    uintptr_t *tag = rcl_alloc(pool->elem_size + ELEM_TAG, gfp);
+    if (!tag)
+        return NULL;
+    tag[0] = (uintptr_t)pool;
+    tag[1] = (uintptr_t)pool ^ ELEM_TAG_KEY;
+    return (char *)tag + ELEM_TAG;
 }
 
 static void budget_free(void *elem, void *data)
 {
+    uintptr_t *tag = (uintptr_t *)(void *)((char *)elem - ELEM_TAG);
     (void)data;
-    rcl_free(elem);
+    rcl_free(tag);
+}
+
+static bool pool_owns(const struct rcl_mempool *pool, const void *elem)
+{
+    if (pool->alloc != budget_alloc)
+        return true;
+    const uintptr_t *tag = (const uintptr_t *)(const void *)((const char *)elem - ELEM_TAG);
+    return tag[0] == (uintptr_t)pool && tag[1] == ((uintptr_t)pool ^ ELEM_TAG_KEY);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -319,6 +345,11 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
         return;
     if (!pool) {
         rcl__report("rcl_mempool_free(%p): NULL pool; element not freed", elem);
+        return;
+    }
+    if (unlikely(!pool_owns(pool, elem))) {
+        rcl__report("rcl_mempool_free(%p, %p): the element is not from this pool; "
+                    "not freed", elem, (void *)pool);
         return;
     }
 
