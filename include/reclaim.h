@@ -383,6 +383,17 @@ void   rcl_shutdown(void);
  * the child's copy, dropping the items queued there without touching them
  * (they may live on a stack the child does not have); each reported.
  * Create a new queue in the child instead.
+ *
+ * pthread_cancel(). No library lock or pin outlives a cancelled thread.
+ * The library's long waits stay cancellation points and release what they
+ * hold when cancelled: rcl_mempool_alloc() waiting for an element (nothing
+ * taken), rcl_flush_workqueue() (nothing flushed). Everything else that
+ * holds a lock or a pin across a wait or a user callback defers a cancel
+ * until it is done, and the cancel takes effect at the thread's next
+ * cancellation point: reclaim (a thread cancelled while one of its
+ * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
+ * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
+ * rcl_shutdown(), and the report function (called with cancellation off).
  */
 
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is

@@ -221,9 +221,13 @@ int rcl_init(const struct rcl_config *cfg)
         cfg = &def;
     }
     rcl__fork_register();
+    /* Starting reads files (cgroups, PSI): cancellation points, under
+     * init_lock. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
     err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
     pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
     return err;
 }
 
@@ -232,6 +236,7 @@ int rcl__init_slow(void)
     int err = 0;
 
     rcl__fork_register();
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
     if (atomic_load(&rcl__ready) == RCL__READY_FORKED) {
         /* A forked child: the configuration stands, only the pressure
@@ -253,11 +258,14 @@ int rcl__init_slow(void)
         }
     }
     pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
     return err;
 }
 
 void rcl_shutdown(void)
 {
+    /* It joins the library's threads under init_lock: not cancellable. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
     if (atomic_load(&rcl__ready)) {
         rcl__pressure_stop();
@@ -270,6 +278,7 @@ void rcl_shutdown(void)
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
     pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -318,6 +318,23 @@ void rcl__stats_reset(void);
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Cancellation off across a stretch that holds a library lock or pin over
+ * a cancellation point (a wait, a user callback): pthread_cancel then takes
+ * effect at the thread's next cancellation point after the stretch. */
+static inline int rcl__nocancel_begin(void)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+static inline void rcl__nocancel_end(int old)
+{
+    int ignored;
+    pthread_setcancelstate(old, &ignored);
+}
+/* A cleanup handler for waits that stay cancellable. */
+void rcl__unlock_cleanup(void *mutex);
 /* At most one report a second per `last` (a caller-owned timestamp). */
 void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -334,8 +334,11 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
          * us on the condition variable, so its wake-up cannot be lost. */
         struct timespec deadline;
         deadline_after(&deadline, MEMPOOL_WAIT_NS);
+        /* The wait stays cancellable; a cancelled waiter must not leave
+         * the pool locked (it has taken nothing yet). */
+        pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
         pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
-        pthread_mutex_unlock(&pool->lock);
+        pthread_cleanup_pop(1);
     }
 }
 
@@ -464,12 +467,15 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
     }
     rcl_might_alloc(RCL_DEFAULT);
 
+    /* The backing allocator runs under resize_lock: not cancellable. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&pool->resize_lock);
     if (new_min_nr <= rd(pool->min_nr))
         pool_shrink(pool, new_min_nr);
     else
         err = pool_grow(pool, new_min_nr);
     pthread_mutex_unlock(&pool->resize_lock);
+    rcl__nocancel_end(cancel);
     return err;
 }
 

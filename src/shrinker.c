@@ -113,9 +113,13 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
                     "(it would wait for itself)", s->name);
         return;
     }
+    /* Not cancellable: a half-done unregister would leave a dead shrinker
+     * linked forever. The wait is for one scan in flight. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&shrinker_lock);
     if (!registered_locked(s) || s->dead) {
         pthread_mutex_unlock(&shrinker_lock);
+        rcl__nocancel_end(cancel);
         rcl__report("rcl_shrinker_unregister(%p): not a registered shrinker "
                     "(unregistered twice?); nothing done", (void *)s);
         return;
@@ -125,6 +129,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
         pthread_cond_wait(&shrinker_idle, &shrinker_lock);
     unlink_free_locked(s);
     pthread_mutex_unlock(&shrinker_lock);
+    rcl__nocancel_end(cancel);
 }
 
 void rcl__shrinkers_drop(void)
@@ -240,8 +245,11 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     }
 }
 
+/* Cancellation waits for the pass: a thread cancelled inside a callback
+ * would leave the shrinker pinned (active) and unregister waiting forever. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
 {
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
@@ -254,6 +262,7 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
             pthread_cond_broadcast(&shrinker_idle);
     }
     pthread_mutex_unlock(&shrinker_lock);
+    rcl__nocancel_end(cancel);
 }
 
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)

@@ -454,11 +454,15 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
     }
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
+    /* Cancellable, as a long wait should be; the queue is left unlocked. */
+    pthread_cleanup_push(rcl__unlock_cleanup, &wq->lock);
     unsigned long long upto = wq->queued;
     while (!flushed(wq, upto))
         pthread_cond_wait(&wq->done, &wq->lock);
-    pthread_mutex_unlock(&wq->lock);
+    pthread_cleanup_pop(1);
 }
+
+static void wq_destroy_running(struct rcl_workqueue *wq);
 
 void rcl_workqueue_destroy(struct rcl_workqueue *wq)
 {
@@ -473,6 +477,15 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq)
         wq_destroy_inherited(wq);
         return;
     }
+    /* Not cancellable: a destroy cut short would leave a queue that
+     * refuses work and is never freed. */
+    int cancel = rcl__nocancel_begin();
+    wq_destroy_running(wq);
+    rcl__nocancel_end(cancel);
+}
+
+static void wq_destroy_running(struct rcl_workqueue *wq)
+{
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
     if (wq->state != WQ_RUNNING) {
