@@ -109,7 +109,13 @@ $(BUILD)/obj:
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+
+# The fault-injection test reroutes the library's own allocation, mmap,
+# thread and eventfd calls through its wrappers (tests/test_fault.c); the
+# library itself is built as always.
+FAULT_CALLS := malloc calloc realloc posix_memalign strdup mmap eventfd pthread_create
+$(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(f))
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
