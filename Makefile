@@ -4,6 +4,7 @@
 #   make check           every test, then again under ASan+UBSan and TSan
 #   make demo            the storage-stack demo
 #   make bench           the benchmarks (bench/), figures beside the raw allocator
+#   make fuzz            the API-sequence fuzzer for FUZZ_TIME (60) seconds
 #   make install PREFIX=/usr/local
 #
 # Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan (one
@@ -81,7 +82,7 @@ BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEMO ?= storage-stack
 DEMO_ARGS ?=
 
-.PHONY: all lib tests examples benches check test check-deps demo bench install uninstall clean
+.PHONY: all lib tests examples benches check test check-deps demo bench install uninstall clean fuzz
 .DELETE_ON_ERROR:
 
 all: lib
@@ -153,6 +154,21 @@ demo: $(BUILD)/examples/$(DEMO)
 
 bench: $(BENCHES)
 	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
+
+# The API-sequence fuzzer (tests/fuzz/): clang's libFuzzer with ASan and
+# UBSan, the library built alongside with coverage. FUZZ_TIME seconds.
+FUZZ_TIME  ?= 60
+FUZZ_BUILD := build-fuzz
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz:
+	$(Q)$(MAKE) --no-print-directory CC=clang SAN=asan BUILD=$(FUZZ_BUILD) \
+		CFLAGS="-fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/libreclaim.a
+	@$(if $(Q),echo "  CC      $(FUZZ_BUILD)/fuzz_api")
+	$(Q)clang $(BASE_CFLAGS) $(FUZZ_FLAGS) -o $(FUZZ_BUILD)/fuzz_api tests/fuzz/fuzz_api.c \
+		$(FUZZ_BUILD)/libreclaim.a $(LDLIBS_LIB)
+	$(Q)mkdir -p $(FUZZ_BUILD)/corpus
+	$(Q)ASAN_OPTIONS=detect_leaks=1 ./$(FUZZ_BUILD)/fuzz_api -max_total_time=$(FUZZ_TIME) \
+		-max_len=4096 -timeout=20 -print_final_stats=1 $(FUZZ_BUILD)/corpus
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
