@@ -116,6 +116,11 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) | $(BUILD)
 # thread and eventfd calls through its wrappers (tests/test_fault.c); the
 # library itself is built as always.
 FAULT_CALLS := malloc calloc realloc posix_memalign strdup mmap eventfd pthread_create
+ifeq ($(BACKEND),mimalloc)
+  FAULT_CALLS += mi_malloc mi_realloc mi_malloc_aligned
+else ifeq ($(BACKEND),jemalloc)
+  FAULT_CALLS += mallocx rallocx
+endif
 $(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(f))
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) | $(BUILD)/obj

@@ -46,8 +46,6 @@ static pthread_mutex_t objs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl__fork_obj objs = { .next = &objs, .prev = &objs };
 static pthread_once_t register_once = PTHREAD_ONCE_INIT;
 
-_Atomic unsigned rcl__fork_gen;
-
 static void objs_prepare(void)
 {
     pthread_mutex_lock(&objs_lock);
@@ -101,7 +99,6 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
-    atomic_fetch_add(&rcl__fork_gen, 1);
     rcl__report_atfork_child();
     rcl__symbolize_atfork_child();
     rcl__lockdep_atfork_child();

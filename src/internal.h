@@ -358,8 +358,6 @@ void rcl__fork_register(void);          /* the pthread_atfork handlers, once */
 void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
                      void (*child)(struct rcl__fork_obj *o));
 void rcl__fork_untrack(struct rcl__fork_obj *o);    /* tolerates untracked */
-/* Bumped in every child: objects made before a fork tell by it. */
-extern _Atomic unsigned rcl__fork_gen;
 /* rcl__ready in a child whose pressure thread is still to come back. */
 #define RCL__READY_FORKED 2
 

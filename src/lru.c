@@ -48,26 +48,23 @@ struct rcl_lru {
 #define TAG_MASK ((uintptr_t)_Alignof(struct rcl_lru_node) - 1)
 _Static_assert(_Alignof(struct rcl_lru_node) >= 4, "two tag bits at least");
 
-static pthread_mutex_t tag_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned tag_users[TAG_MASK + 1];
+/* Lock-free, so that nothing here needs a place in the fork lock order:
+ * a race only makes the spread of tags less even. */
+static _Atomic unsigned tag_users[TAG_MASK + 1];
 
 static uintptr_t tag_get(void)
 {
     uintptr_t best = 1;
-    pthread_mutex_lock(&tag_lock);
     for (uintptr_t t = 2; t <= TAG_MASK; t++)
-        if (tag_users[t] < tag_users[best])
+        if (rd(tag_users[t]) < rd(tag_users[best]))
             best = t;
-    tag_users[best]++;
-    pthread_mutex_unlock(&tag_lock);
+    atomic_fetch_add(&tag_users[best], 1);
     return best;
 }
 
 static void tag_put(uintptr_t tag)
 {
-    pthread_mutex_lock(&tag_lock);
-    tag_users[tag]--;
-    pthread_mutex_unlock(&tag_lock);
+    atomic_fetch_sub(&tag_users[tag], 1);
 }
 
 static struct rcl_lru_node *prev_of(const struct rcl_lru_node *n)

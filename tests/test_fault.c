@@ -101,6 +101,33 @@ int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr,
     return __real_pthread_create(th, attr, fn, arg);
 }
 
+/* The other backends' own entry points (src/backend.h), wrapped by the
+ * Makefile when the library is built with them. */
+#if defined(RCL_BACKEND_MIMALLOC)
+void *__real_mi_malloc(size_t n);
+void *__real_mi_realloc(void *p, size_t n);
+void *__real_mi_malloc_aligned(size_t n, size_t align);
+void *__wrap_mi_malloc(size_t n);
+void *__wrap_mi_realloc(void *p, size_t n);
+void *__wrap_mi_malloc_aligned(size_t n, size_t align);
+void *__wrap_mi_malloc(size_t n) { return inject() ? NULL : __real_mi_malloc(n); }
+void *__wrap_mi_realloc(void *p, size_t n) { return inject() ? NULL : __real_mi_realloc(p, n); }
+void *__wrap_mi_malloc_aligned(size_t n, size_t align)
+{
+    return inject() ? NULL : __real_mi_malloc_aligned(n, align);
+}
+#elif defined(RCL_BACKEND_JEMALLOC)
+void *__real_mallocx(size_t n, int flags);
+void *__real_rallocx(void *p, size_t n, int flags);
+void *__wrap_mallocx(size_t n, int flags);
+void *__wrap_rallocx(void *p, size_t n, int flags);
+void *__wrap_mallocx(size_t n, int flags) { return inject() ? NULL : __real_mallocx(n, flags); }
+void *__wrap_rallocx(void *p, size_t n, int flags)
+{
+    return inject() ? NULL : __real_rallocx(p, n, flags);
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Scenarios: each returns 0 when every result was a documented one          */
 /* ------------------------------------------------------------------------ */

@@ -345,6 +345,36 @@ static void test_child_shutdown_leaves_the_parents_pressure_thread_running(void 
     assert_true(has_thread("rcl-pressure"));
 }
 
+/* The child's own pressure thread comes back at its next slow path. */
+static int child_pressure(void)
+{
+    CHECK(!has_thread("rcl-pressure"), 40);
+    rcl_reclaim(1, RCL_DEFAULT);
+    CHECK(has_thread("rcl-pressure"), 41);
+    rcl_shutdown();
+    CHECK(!has_thread("rcl-pressure"), 42);
+    return 0;
+}
+
+static void test_child_gets_its_own_pressure_thread(void **state)
+{
+    (void)state;
+    if (child_threads_unsupported()) {
+        print_message("skipped: TSan cannot start threads in the child\n");
+        skip();
+    }
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.pressure = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    if (!has_thread("rcl-pressure")) {
+        print_message("skipped: no PSI file and no cgroup here, so no pressure thread\n");
+        skip();
+    }
+    assert_int_equal(wait_child(fork_child(child_pressure)), 0);
+    assert_true(has_thread("rcl-pressure"));
+}
+
 /* The child gets its own background reclaimer when it needs one. */
 static atomic_ulong freeable;
 static unsigned long bg_count(void *p, struct rcl_shrink_control *sc)
@@ -417,6 +447,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_children_of_a_busy_parent_use_the_library_and_exit,
                                         busy_setup, busy_teardown),
         cmocka_unit_test_setup_teardown(test_child_shutdown_leaves_the_parents_pressure_thread_running,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_child_gets_its_own_pressure_thread,
                                         test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_child_gets_its_own_background_reclaimer,
                                         test_setup, test_teardown),
