@@ -16,6 +16,7 @@
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
+ *   fork.c      pthread_atfork handlers; the one lock order of the library
  */
 #ifndef RCL_INTERNAL_H
 #define RCL_INTERNAL_H

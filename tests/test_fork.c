@@ -239,6 +239,7 @@ static int busy_setup(void **state)
     struct rcl_config cfg = test_config(8 * MiB);
     /* A child that needed the reclaimer would start it: not under TSan. */
     cfg.background = !child_threads_unsupported();
+    cfg.lockdep = RCL_LOCKDEP_ON;     /* its graph lock joins the fork order too */
     test_reports_reset();
     rcl_set_report_fn(test_report_catch, NULL);
     if (rcl_init(&cfg))
