@@ -375,11 +375,12 @@ void   rcl_shutdown(void);
  * background reclaimer comes back at the child's first need of it, the
  * pressure thread at the child's next slow-path call. Blocks the other
  * threads held in their per-thread caches are lost to the child (their
- * charge is returned). rcl_shutdown() in the child only touches the child.
- * fork() waits for calls in flight to leave the library's locks, so the
- * one thing a forking thread must not hold is a lock an LRU's isolate
- * callback blocks on (that callback runs under the LRU's lock; the
- * header's example only tries its lock, which is safe).
+ * charge is returned), and a domain another thread was inside at the fork
+ * stays "in use" there (its destroy is refused). rcl_shutdown() in the
+ * child only touches the child. fork() waits for calls in flight to leave
+ * the library's locks, so the one thing a forking thread must not hold is a
+ * lock an LRU's isolate callback blocks on (that callback runs under the
+ * LRU's lock; the header's example only tries its lock, which is safe).
  *
  * A workqueue created before the fork runs nothing in the child (its
  * threads are the parent's): rcl_queue_work() returns -ECHILD,
