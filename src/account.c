@@ -531,7 +531,6 @@ void rcl__account_atfork_child(void)
     struct rcl_thread *self = &rcl__self;
     size_t back = 0;
 
-    pthread_mutex_init(&registry_lock, NULL);
     for (struct rcl_thread *t = registry; t; t = t->next) {
         if (t == self)
             continue;
@@ -547,4 +546,5 @@ void rcl__account_atfork_child(void)
     } else {
         registry = NULL;
     }
+    pthread_mutex_unlock(&registry_lock);
 }

@@ -486,4 +486,4 @@ void rcl__domain_atfork_prepare(void) { pthread_mutex_lock(&live_lock); }
 void rcl__domain_atfork_parent(void) { pthread_mutex_unlock(&live_lock); }
 /* Entries of threads the child does not have keep their domains "in use"
  * there; that is only ever conservative (destroy refuses). */
-void rcl__domain_atfork_child(void) { pthread_mutex_init(&live_lock, NULL); }
+void rcl__domain_atfork_child(void) { pthread_mutex_unlock(&live_lock); }

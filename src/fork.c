@@ -5,9 +5,10 @@
  * that moment stays locked in the child forever, and the data it protected
  * may be half updated. So, as glibc's malloc and jemalloc do, the prepare
  * handler takes every library lock before the fork, in the one order below,
- * and the parent and child handlers put them back: the parent unlocks, the
- * child re-initialises (its copies may remember waiters that do not exist
- * there) and forgets the threads it no longer has.
+ * and the parent and child handlers unlock them (in the child the forking
+ * thread is their owner still), the child after forgetting the threads it
+ * no longer has and re-initialising the condition variables, whose copies
+ * may remember waiters that do not exist there.
  *
  * The lock order, outermost first. Every path in the library that holds
  * two of these at once takes them in this order, so the prepare handler
@@ -63,11 +64,11 @@ static void objs_parent(void)
 static void objs_child(void)
 {
     for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next) {
-        pthread_mutex_init(o->lock, NULL);
         if (o->child)
             o->child(o);
+        pthread_mutex_unlock(o->lock);
     }
-    pthread_mutex_init(&objs_lock, NULL);
+    pthread_mutex_unlock(&objs_lock);
 }
 
 static void fork_prepare(void)

@@ -290,7 +290,7 @@ void rcl__init_atfork_parent(void) { pthread_mutex_unlock(&init_lock); }
 
 void rcl__init_atfork_child(bool pressure)
 {
-    pthread_mutex_init(&init_lock, NULL);
     if (pressure && atomic_load(&rcl__ready) == 1)
         atomic_store_explicit(&rcl__ready, RCL__READY_FORKED, memory_order_release);
+    pthread_mutex_unlock(&init_lock);
 }

@@ -348,8 +348,8 @@ unsigned long long rcl__now_ns(void);
 /* ------------------------------------------------------------------------ */
 
 /* An object with a lock of its own (workqueue, mempool, LRU): taken before
- * a fork, re-initialised in the child, where `child` (may be NULL) then
- * fixes what the missing threads left behind. */
+ * a fork, unlocked after it; in the child `child` (may be NULL) first fixes,
+ * under the lock, what the missing threads left behind. */
 struct rcl__fork_obj {
     struct rcl__fork_obj *next, *prev;
     pthread_mutex_t      *lock;

@@ -1235,4 +1235,4 @@ int rcl_mutex_destroy(rcl_mutex_t *m)
 
 void rcl__lockdep_atfork_prepare(void) { pthread_mutex_lock(&graph_lock); }
 void rcl__lockdep_atfork_parent(void) { pthread_mutex_unlock(&graph_lock); }
-void rcl__lockdep_atfork_child(void) { pthread_mutex_init(&graph_lock, NULL); }
+void rcl__lockdep_atfork_child(void) { pthread_mutex_unlock(&graph_lock); }

@@ -268,9 +268,9 @@ void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&bg.lock); }
  * started again by the next wake-up, which must not find one pending. */
 void rcl__reclaim_atfork_child(void)
 {
-    pthread_mutex_init(&bg.lock, NULL);
     pthread_cond_init(&bg.cond, NULL);
     bg.running = false;
     atomic_store(&bg.wake_pending, 0);
     in_background = false;
+    pthread_mutex_unlock(&bg.lock);
 }

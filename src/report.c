@@ -117,7 +117,7 @@ const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
 /* fork() (fork.c): the last lock of the order. */
 void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
 void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
-void rcl__report_atfork_child(void) { pthread_mutex_init(&sink_lock, NULL); }
+void rcl__report_atfork_child(void) { pthread_mutex_unlock(&sink_lock); }
 
 void rcl__unlock_cleanup(void *mutex)
 {

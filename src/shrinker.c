@@ -296,7 +296,6 @@ void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
  * finished here, since that thread will not. */
 void rcl__shrinker_atfork_child(void)
 {
-    pthread_mutex_init(&shrinker_lock, NULL);
     pthread_cond_init(&shrinker_idle, NULL);
     struct rcl_shrinker *s = registry.next;
     while (s != &registry) {
@@ -306,4 +305,5 @@ void rcl__shrinker_atfork_child(void)
             unlink_free_locked(s);
         s = next;
     }
+    pthread_mutex_unlock(&shrinker_lock);
 }

@@ -198,4 +198,4 @@ void rcl__symbolize_forget(void)
 /* fork() (fork.c): the table is whole whenever the lock is free. */
 void rcl__symbolize_atfork_prepare(void) { pthread_mutex_lock(&lock); }
 void rcl__symbolize_atfork_parent(void) { pthread_mutex_unlock(&lock); }
-void rcl__symbolize_atfork_child(void) { pthread_mutex_init(&lock, NULL); }
+void rcl__symbolize_atfork_child(void) { pthread_mutex_unlock(&lock); }

@@ -206,10 +206,10 @@ static int wait_child(pid_t pid)
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         test_sleep_ms(5);
     }
-    if (getenv("TEST_FORK_DEBUG")) {
-        fprintf(stderr, "hung child %d\n", (int)pid);
+    /* TEST_FORK_DEBUG=1: a minute to attach a debugger to the hung child. */
+    fprintf(stderr, "child %d hung\n", (int)pid);
+    if (getenv("TEST_FORK_DEBUG"))
         test_sleep_ms(60000);
-    }
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
