@@ -376,21 +376,36 @@ static void test_child_gets_its_own_pressure_thread(void **state)
     assert_true(has_thread("rcl-pressure"));
 }
 
-/* The child gets its own background reclaimer when it needs one. */
-static atomic_ulong freeable;
+/* The child gets its own background reclaimer when it needs one. A stack
+ * of blocks the test pushes and the shrinker pops, under one lock. */
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *held[4096];
+static unsigned long nheld;
+
 static unsigned long bg_count(void *p, struct rcl_shrink_control *sc)
 {
     (void)p; (void)sc;
-    unsigned long n = atomic_load(&freeable);
+    pthread_mutex_lock(&held_lock);
+    unsigned long n = nheld;
+    pthread_mutex_unlock(&held_lock);
     return n ? n : RCL_SHRINK_EMPTY;
 }
+
+static void *held_pop(void)
+{
+    pthread_mutex_lock(&held_lock);
+    void *b = nheld ? held[--nheld] : NULL;
+    pthread_mutex_unlock(&held_lock);
+    return b;
+}
+
 static unsigned long bg_scan(void *p, struct rcl_shrink_control *sc)
 {
-    void **blocks = p;
     unsigned long done = 0;
-    while (done < sc->nr_to_scan && atomic_load(&freeable)) {
-        unsigned long i = atomic_fetch_sub(&freeable, 1) - 1;
-        rcl_free(blocks[i]);
+    void *b;
+    (void)p;
+    while (done < sc->nr_to_scan && (b = held_pop()) != NULL) {
+        rcl_free(b);
         done++;
     }
     return done;
@@ -398,15 +413,19 @@ static unsigned long bg_scan(void *p, struct rcl_shrink_control *sc)
 
 static int child_background(void)
 {
-    static void *blocks[4096];
     static const struct rcl_shrinker_ops ops = { .count = bg_count, .scan = bg_scan };
-    struct rcl_shrinker *s = rcl_shrinker_register("child-bg", &ops, blocks, NULL);
+    struct rcl_shrinker *s = rcl_shrinker_register("child-bg", &ops, NULL, NULL);
     CHECK(s, 30);
     /* Fill past the low watermark with NOWAIT allocations, which never
      * reclaim themselves: only the background reclaimer can help. */
-    unsigned long n = 0;
-    while (n < 4096 && (blocks[n] = rcl_alloc(1024, RCL_NOWAIT)) != NULL)
-        atomic_store(&freeable, ++n);
+    for (unsigned i = 0; i < 4096; i++) {
+        void *b = rcl_alloc(1024, RCL_NOWAIT);
+        if (!b)
+            break;
+        pthread_mutex_lock(&held_lock);
+        held[nheld++] = b;
+        pthread_mutex_unlock(&held_lock);
+    }
     for (int waited = 0; waited < 10000; waited += 10) {
         struct rcl_stats st;
         rcl_stats_get(&st);
@@ -418,8 +437,9 @@ static int child_background(void)
     rcl_stats_get(&st);
     CHECK(st.background_reclaimed > 0, 31);
     rcl_shrinker_unregister(s);
-    for (unsigned long i = 0; i < atomic_load(&freeable); i++)
-        rcl_free(blocks[i]);
+    void *b;
+    while ((b = held_pop()) != NULL)
+        rcl_free(b);
     rcl_shutdown();
     return 0;
 }
