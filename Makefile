@@ -8,6 +8,7 @@
 #   make demo            the storage-stack demo
 #   make bench           the benchmarks (bench/), figures beside the raw allocator
 #   make man             the man pages (build/man/, from docs/man/*.scd)
+#   make fuzz            the API-sequence fuzzer for FUZZ_TIME (60) seconds
 #   make install PREFIX=/usr/local [LIBDIR=...] [DESTDIR=...]
 #
 # Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan (one
@@ -112,7 +113,7 @@ BENCHES    := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 DEMO ?= storage-stack
 DEMO_ARGS ?=
 
-.PHONY: all lib tests examples benches check test check-deps check-repo demo bench man install uninstall clean FORCE
+.PHONY: all lib tests examples benches check test check-deps check-repo demo bench man install uninstall clean fuzz FORCE
 .DELETE_ON_ERROR:
 
 all: lib
@@ -156,7 +157,18 @@ $(BUILD)/man/%: docs/man/%.scd tools/man-tidy.awk
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+
+# The fault-injection test reroutes the library's own allocation, mmap,
+# thread and eventfd calls through its wrappers (tests/test_fault.c); the
+# library itself is built as always.
+FAULT_CALLS := malloc calloc realloc posix_memalign strdup mmap eventfd pthread_create
+ifeq ($(BACKEND),mimalloc)
+  FAULT_CALLS += mi_malloc mi_realloc mi_malloc_aligned
+else ifeq ($(BACKEND),jemalloc)
+  FAULT_CALLS += mallocx rallocx
+endif
+$(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(f))
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
@@ -206,6 +218,21 @@ demo: $(BUILD)/examples/$(DEMO)
 
 bench: $(BENCHES)
 	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
+
+# The API-sequence fuzzer (tests/fuzz/): clang's libFuzzer with ASan and
+# UBSan, the library built alongside with coverage. FUZZ_TIME seconds.
+FUZZ_TIME  ?= 60
+FUZZ_BUILD := build-fuzz
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz:
+	$(Q)$(MAKE) --no-print-directory CC=clang SAN=asan BUILD=$(FUZZ_BUILD) \
+		CFLAGS="-fsanitize=fuzzer-no-link" $(FUZZ_BUILD)/libreclaim.a
+	@$(if $(Q),echo "  CC      $(FUZZ_BUILD)/fuzz_api")
+	$(Q)clang $(BASE_CFLAGS) $(FUZZ_FLAGS) -o $(FUZZ_BUILD)/fuzz_api tests/fuzz/fuzz_api.c \
+		$(FUZZ_BUILD)/libreclaim.a $(LDLIBS_LIB)
+	$(Q)mkdir -p $(FUZZ_BUILD)/corpus
+	$(Q)ASAN_OPTIONS=detect_leaks=1 ./$(FUZZ_BUILD)/fuzz_api -max_total_time=$(FUZZ_TIME) \
+		-max_len=4096 -timeout=20 -print_final_stats=1 $(FUZZ_BUILD)/corpus
 
 # PREFIX, LIBDIR (Debian: /usr/lib/<multiarch>), INCLUDEDIR and MANDIR say
 # where things go on the target system; DESTDIR is prepended to each (a

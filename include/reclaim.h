@@ -332,7 +332,16 @@ unsigned rcl_domain_enter(struct rcl_domain *d);
  * is reported, and until the restore every shrinker that belongs to a
  * domain is skipped: never less strict than what was asked. */
 void     rcl_domain_exit(unsigned token);
-/* NULL (errno EINVAL) / 0 for NULL. */
+/* NULL (errno EINVAL) / 0 for NULL or a destroyed domain.
+ *
+ * A destroyed domain's memory is never freed, only recycled for a later
+ * domain, and a context names its domains by generation: a context
+ * captured inside a domain that is destroyed before the adopt is reported
+ * there and adopts the worst case (every domain's shrinkers skipped until
+ * the restore), never the domain that took the old one's place. enter,
+ * name, depth and destroy on a destroyed handle are refused (enter and
+ * destroy reported) until its memory is recycled, which waits for 64 other
+ * domains to be destroyed first. */
 const char *rcl_domain_name(const struct rcl_domain *d);
 unsigned rcl_domain_depth(const struct rcl_domain *d);
 
@@ -430,6 +439,41 @@ int    rcl_init(const struct rcl_config *cfg);
  * thread may be inside the library meanwhile. Memory allocated before stays
  * valid and may still be freed with rcl_free(); it is no longer accounted. */
 void   rcl_shutdown(void);
+
+/*
+ * fork(). The library takes all its locks around fork() (pthread_atfork,
+ * the way glibc's malloc does), so a child may fork while other threads are
+ * inside the library and still use all of it: allocate, reclaim, use its
+ * mempools, LRUs and domains (inherited or new), register shrinkers, and
+ * create new workqueues. The library's threads do not survive a fork: the
+ * background reclaimer comes back at the child's first need of it, the
+ * pressure thread at the child's next slow-path call. Blocks the other
+ * threads held in their per-thread caches are lost to the child (their
+ * charge is returned), and a domain another thread was inside at the fork
+ * stays "in use" there (its destroy is refused). rcl_shutdown() in the
+ * child only touches the child. fork() waits for calls in flight to leave
+ * the library's locks, so the one thing a forking thread must not hold is a
+ * lock an LRU's isolate callback blocks on (that callback runs under the
+ * LRU's lock; the header's example only tries its lock, which is safe).
+ *
+ * A workqueue created before the fork runs nothing in the child (its
+ * threads are the parent's): rcl_queue_work() returns -ECHILD,
+ * rcl_flush_workqueue() returns at once, and rcl_workqueue_destroy() frees
+ * the child's copy, dropping the items queued there without touching them
+ * (they may live on a stack the child does not have); each reported.
+ * Create a new queue in the child instead.
+ *
+ * pthread_cancel(). No library lock or pin outlives a cancelled thread.
+ * The library's long waits stay cancellation points and release what they
+ * hold when cancelled: rcl_mempool_alloc() waiting for an element (nothing
+ * taken), rcl_flush_workqueue() (nothing flushed). Everything else that
+ * holds a lock or a pin across a wait or a user callback defers a cancel
+ * until it is done, and the cancel takes effect at the thread's next
+ * cancellation point: reclaim (a thread cancelled while one of its
+ * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
+ * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
+ * rcl_shutdown(), and the report function (called with cancellation off).
+ */
 
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is
  * allowed: the background reclaimer (if any) is woken to get back under. */
@@ -681,7 +725,11 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  *
  * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
  * NULL is a no-op; freeing to a NULL pool, or more elements than were
- * allocated, is reported; resize of NULL is -EINVAL.
+ * allocated, is reported; resize of NULL is -EINVAL. Freeing to a
+ * rcl_mempool_create() pool an element that is not its own (another
+ * pool's) is reported and nothing is done: each element carries a 16-byte
+ * tag naming its pool, ahead of the element in the same block. Pools with
+ * their own alloc/free (_create_ops) cannot be checked so.
  */
 struct rcl_mempool;
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);
@@ -772,7 +820,8 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
 /* 0 queued; -EBUSY already pending (on this queue or another); -EINVAL bad
  * arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
  * except from the queue's own work items, which may chain more work while
- * it drains (as the kernel's drain_workqueue allows). */
+ * it drains (as the kernel's drain_workqueue allows); -ECHILD in a child of
+ * fork() for a queue created before the fork (see rcl_shutdown()). */
 int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
 /* Waits for every item queued before the call (not those queued after, so
  * an item that requeues itself cannot make it hang). From the queue's own
@@ -1002,7 +1051,9 @@ struct rcl_lru *rcl_lru_create(void);
 /* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
  * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left as it was,
  * its shrinker still working, when items are still on it (they are the
- * caller's: empty it and destroy again). */
+ * caller's: empty it and destroy again). A shrinker rcl_shutdown() already
+ * dropped is not unregistered again (whatever now lives at its address is
+ * left alone). */
 int  rcl_lru_destroy(struct rcl_lru *lru);
 /* A node starts (and is left by every removal) on no list. */
 void rcl_lru_node_init(struct rcl_lru_node *n);
@@ -1011,10 +1062,16 @@ void rcl_lru_node_init(struct rcl_lru_node *n);
  * or -EINVAL (NULL lru or node).
  * add: 1 added at the hot end; 0 already on an LRU. */
 int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
-/* del: 1 removed; 0 not on the LRU (a walk may have isolated it first:
- * whoever gets 1, or the walk's REMOVED, owns the item); -EINVAL. */
+/* del: 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
+ * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL, and
+ * -EINVAL, reported, both lists unchanged, for a node on another LRU or on
+ * a dispose list. The LRU is told by tag bits in the node's prev pointer
+ * (a node's pointers are the library's while it is on an LRU): exact while
+ * the program has at most 7 LRUs (3 on 32-bit targets); beyond that some
+ * share a tag and a node of one may pass for another's. */
 int  rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n);
-/* touch: moves an item to the hot end: 1 moved; 0 not on the LRU; -EINVAL. */
+/* touch: moves an item to the hot end: 1 moved; 0 not on the LRU; -EINVAL as for
+ * rcl_lru_del. */
 int  rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n);
 unsigned long rcl_lru_count(const struct rcl_lru *lru);   /* 0 for NULL */
 

@@ -550,3 +550,38 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
     *frees = f;
     *cached = c;
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__account_atfork_prepare(void) { pthread_mutex_lock(&registry_lock); }
+void rcl__account_atfork_parent(void) { pthread_mutex_unlock(&registry_lock); }
+
+/* The other threads are gone, and their TLS memory is glibc's to reuse for
+ * the child's next threads: it is only read here, never written. Their
+ * stocks go back to the budget (their cached blocks with them, leaked:
+ * nobody in the child can reach those lists) and only the forking thread
+ * stays registered. */
+void rcl__account_atfork_child(void)
+{
+    struct rcl_thread *self = &rcl__self;
+    size_t back = 0;
+
+    for (struct rcl_thread *t = registry; t; t = t->next) {
+        if (t == self)
+            continue;
+        back += (size_t)rd(t->stock);
+        rcl__count(exited_allocs, rd(t->nr_alloc));
+        rcl__count(exited_frees, rd(t->nr_free));
+    }
+    budget_return(back);
+    if (rd(self->epoch)) {
+        self->next = NULL;
+        self->pprev = &registry;
+        registry = self;
+    } else {
+        registry = NULL;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}

@@ -36,22 +36,111 @@
 
 struct rcl_domain {
     _Atomic unsigned            magic;
+    _Atomic unsigned            gen;        /* bumped at every destroy */
+    unsigned                    index;      /* slot number, for ids */
     unsigned                    depth;
     rcl_domain_may_reclaim_fn   may_reclaim;
     void                       *arg;
     _Atomic long                entered;    /* stack entries, all threads */
     _Atomic long                shrinkers;  /* registered shrinkers it owns */
-    struct rcl_domain          *next;           /* live list, under live_lock */
-    char                        name[];
+    struct rcl_domain          *next_free;  /* free FIFO, under live_lock */
+    char                       *name;
 };
 
 /*
- * Every live domain is on this list, so that destroying one twice (or a
- * pointer that never was a domain) is caught without reading freed memory.
- * Only create and destroy take the lock; enter, exit and reclaim never do.
+ * Domains live in slots that are never freed, only recycled: a handle a
+ * program (or a captured context) keeps after destroy still points at
+ * domain memory, whose magic says "destroyed". A recycled slot gets a new
+ * generation, and contexts name domains by id (generation and slot), so a
+ * context that outlived its domain is caught even when the slot is in use
+ * again. Freed slots wait in a FIFO and are reused only once more than
+ * DOMAIN_QUARANTINE are waiting, so that a stale handle keeps reading as
+ * destroyed for as long as practical. Slots come in chunks, allocated on
+ * demand and published with a release store; readers need no lock.
  */
+#define DOMAIN_CHUNK      64
+#define DOMAIN_CHUNKS     1024
+#define DOMAIN_QUARANTINE 64
+#define DOMAIN_ID_SHIFT   (sizeof(uintptr_t) * 4)   /* id: gen << shift | index */
+#define DOMAIN_INDEX_MASK (((uintptr_t)1 << DOMAIN_ID_SHIFT) - 1)
+
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct rcl_domain *live_head;
+static struct rcl_domain *_Atomic chunks[DOMAIN_CHUNKS];
+static _Atomic unsigned nr_slots;                  /* slots handed out so far */
+static struct rcl_domain *free_head, **free_tail = &free_head;   /* live_lock */
+static unsigned nr_free;                           /* live_lock */
+
+static uintptr_t domain_id(const struct rcl_domain *d)
+{
+    return ((uintptr_t)rd(((struct rcl_domain *)d)->gen) << DOMAIN_ID_SHIFT) | d->index;
+}
+
+/* The slot d points at, if it is one: a pointer that never was a domain
+ * is caught without being read. */
+static bool domain_slot(const struct rcl_domain *d)
+{
+    unsigned n = atomic_load_explicit(&nr_slots, memory_order_acquire);
+    for (unsigned c = 0; c * DOMAIN_CHUNK < n; c++) {
+        uintptr_t base = (uintptr_t)atomic_load_explicit(&chunks[c], memory_order_acquire);
+        uintptr_t p = (uintptr_t)d;
+        if (base && p >= base && p < base + DOMAIN_CHUNK * sizeof(*d))
+            return (p - base) % sizeof(*d) == 0;
+    }
+    return false;
+}
+
+static bool domain_live(const struct rcl_domain *d)
+{
+    return d && domain_slot(d) && rd(((struct rcl_domain *)d)->magic) == DOMAIN_MAGIC;
+}
+
+/* The live domain an id names, or NULL (destroyed, recycled, never was). */
+static struct rcl_domain *domain_by_id(uintptr_t id)
+{
+    uintptr_t index = id & DOMAIN_INDEX_MASK;
+    if (index >= atomic_load_explicit(&nr_slots, memory_order_acquire))
+        return NULL;
+    struct rcl_domain *base = atomic_load_explicit(&chunks[index / DOMAIN_CHUNK],
+                                                   memory_order_acquire);
+    struct rcl_domain *d = base ? &base[index % DOMAIN_CHUNK] : NULL;
+    return d && domain_live(d) && domain_id(d) == id ? d : NULL;
+}
+
+/* A slot for a new domain; live_lock held. */
+static struct rcl_domain *slot_get(void)
+{
+    unsigned n = rd(nr_slots);
+    if (free_head && (nr_free > DOMAIN_QUARANTINE || n == DOMAIN_CHUNK * DOMAIN_CHUNKS)) {
+        struct rcl_domain *d = free_head;
+        free_head = d->next_free;
+        if (!free_head)
+            free_tail = &free_head;
+        nr_free--;
+        return d;
+    }
+    if (n == DOMAIN_CHUNK * DOMAIN_CHUNKS)
+        return NULL;
+    struct rcl_domain *base = rd(chunks[n / DOMAIN_CHUNK]);
+    if (!base) {
+        /* Library metadata, never freed: not charged to the budget. */
+        base = calloc(DOMAIN_CHUNK, sizeof(*base));
+        if (!base)
+            return NULL;
+        atomic_store_explicit(&chunks[n / DOMAIN_CHUNK], base, memory_order_release);
+    }
+    struct rcl_domain *d = &base[n % DOMAIN_CHUNK];
+    d->index = n;
+    atomic_store_explicit(&nr_slots, n + 1, memory_order_release);
+    return d;
+}
+
+static void slot_put(struct rcl_domain *d)
+{
+    d->next_free = NULL;
+    *free_tail = d;
+    free_tail = &d->next_free;
+    nr_free++;
+}
 
 /*
  * Tokens are (seq << TOKEN_SHIFT) | (slot + 1): the slot says which stack
@@ -80,11 +169,6 @@ static __thread struct domain_thread dt;
 
 static _Atomic unsigned seq_seed;
 
-static bool domain_live(const struct rcl_domain *d)
-{
-    return d && rd(((struct rcl_domain *)d)->magic) == DOMAIN_MAGIC;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
@@ -96,37 +180,32 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
         errno = EINVAL;
         return NULL;
     }
-    size_t len = strlen(name);
     /* Library metadata, not the program's data: it is not charged to the
      * budget, so creating a domain cannot itself need reclaim. */
-    struct rcl_domain *d = malloc(sizeof(*d) + len + 1);
-    if (!d) {
+    char *copy = strdup(name);
+    if (!copy) {
         errno = ENOMEM;
         return NULL;
     }
+    pthread_mutex_lock(&live_lock);
+    struct rcl_domain *d = slot_get();
+    if (!d) {
+        pthread_mutex_unlock(&live_lock);
+        free(copy);
+        errno = ENOMEM;
+        return NULL;
+    }
+    d->name = copy;
     d->depth = depth;
     d->may_reclaim = may_reclaim;
     d->arg = arg;
-    atomic_init(&d->entered, 0);
-    atomic_init(&d->shrinkers, 0);
-    memcpy(d->name, name, len + 1);
-    atomic_init(&d->magic, DOMAIN_MAGIC);
-
-    pthread_mutex_lock(&live_lock);
-    d->next = live_head;
-    live_head = d;
+    wr(d->entered, 0);
+    wr(d->shrinkers, 0);
+    if (!rd(d->gen))
+        wr(d->gen, 1);
+    atomic_store_explicit(&d->magic, DOMAIN_MAGIC, memory_order_release);
     pthread_mutex_unlock(&live_lock);
     return d;
-}
-
-/* Where the live list points at d, or NULL: a destroyed or foreign
- * pointer is caught by not being found, never by reading it. */
-static struct rcl_domain **live_slot(const struct rcl_domain *d)
-{
-    for (struct rcl_domain **pp = &live_head; *pp; pp = &(*pp)->next)
-        if (*pp == d)
-            return pp;
-    return NULL;
 }
 
 void rcl_domain_destroy(struct rcl_domain *d)
@@ -136,8 +215,7 @@ void rcl_domain_destroy(struct rcl_domain *d)
         return;
     }
     pthread_mutex_lock(&live_lock);
-    struct rcl_domain **slot = live_slot(d);
-    if (!slot) {
+    if (!domain_live(d)) {
         pthread_mutex_unlock(&live_lock);
         rcl__report("rcl_domain_destroy: %p is not a live domain (destroyed twice?)",
                     (void *)d);
@@ -152,11 +230,20 @@ void rcl_domain_destroy(struct rcl_domain *d)
                     d->name, entered, owned);
         return;
     }
-    *slot = d->next;
     wr(d->magic, DOMAIN_DEAD);
+    /* Never 0, which would read as "fresh slot". */
+    unsigned gen = rd(d->gen) + 1;
+    wr(d->gen, gen & (unsigned)(~(uintptr_t)0 >> DOMAIN_ID_SHIFT) ? gen : 1);
+    char *name = d->name;
+    d->name = NULL;
     pthread_mutex_unlock(&live_lock);
     rcl__lockdep_domain_forget(d);
-    free(d);
+    free(name);
+    /* Forgotten by the checker first: a recycled slot must not inherit
+     * the old domain's nodes. */
+    pthread_mutex_lock(&live_lock);
+    slot_put(d);
+    pthread_mutex_unlock(&live_lock);
 }
 
 const char *rcl_domain_name(const struct rcl_domain *d)
@@ -318,7 +405,7 @@ void rcl__domain_capture(struct rcl_ctx *c)
 {
     c->ndomains = dt.n;
     for (unsigned i = 0; i < dt.n; i++)
-        c->domains[i] = dt.stack[i];
+        c->domains[i] = domain_id(dt.stack[i]);
     c->domain_overflow = dt.overflow;
     c->journal = dt.journal;
 }
@@ -328,10 +415,10 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
     unsigned n = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
     unsigned dropped = 0;
     for (unsigned i = 0; i < n; i++) {
-        struct rcl_domain *d = c->domains[i];
-        if (!domain_live(d)) {
-            rcl__report("rcl_context_adopt: the context names a domain (%p) that is "
-                        "no longer live", (void *)d);
+        struct rcl_domain *d = domain_by_id(c->domains[i]);
+        if (!d) {
+            rcl__report("rcl_context_adopt: the context names a domain (id %#lx) that "
+                        "has been destroyed since", (unsigned long)c->domains[i]);
             dt.overflow++;      /* the same worst case as a dropped domain */
             continue;
         }
@@ -365,7 +452,7 @@ void rcl__domain_restore(const struct rcl_ctx *c)
     dt.overflow = c->domain_overflow;
     bool same = dt.n == want;
     for (unsigned i = 0; same && i < want; i++)
-        same = dt.stack[i] == c->domains[i];
+        same = domain_id(dt.stack[i]) == c->domains[i];
     if (leaked)
         rcl__report("rcl_context_restore: %u domain(s) entered under the adopted context "
                     "were never exited; exited now", leaked);
@@ -391,3 +478,13 @@ void *rcl_journal_info(void)
 {
     return dt.journal;
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__domain_atfork_prepare(void) { pthread_mutex_lock(&live_lock); }
+void rcl__domain_atfork_parent(void) { pthread_mutex_unlock(&live_lock); }
+/* Entries of threads the child does not have keep their domains "in use"
+ * there; that is only ever conservative (destroy refuses). */
+void rcl__domain_atfork_child(void) { pthread_mutex_unlock(&live_lock); }

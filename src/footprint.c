@@ -217,3 +217,18 @@ void rcl__footprint_stop(void)
     F.mode = RCL__FOOTPRINT_OFF;
     wr(rcl__acct.outside, 0);
 }
+
+/* fork() (fork.c): "/proc/self" was resolved when the file was opened, so
+ * the child's copy of the descriptor reads the parent's resident set. */
+void rcl__footprint_atfork_child(void)
+{
+    if (F.mode != RCL__FOOTPRINT_RSS || F.fd < 0)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/proc/self/statm", rcl__root_prefix());
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    close(F.fd);
+    F.fd = fd;
+    if (fd < 0)
+        F.mode = RCL__FOOTPRINT_OFF;
+}

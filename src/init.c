@@ -199,9 +199,14 @@ int rcl_init(const struct rcl_config *cfg)
         config_from_process(&def);
         cfg = &def;
     }
+    rcl__fork_register();
+    /* Starting reads files (cgroups, PSI): cancellation points, under
+     * init_lock. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
     err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
     pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
     return err;
 }
 
@@ -209,8 +214,15 @@ int rcl__init_slow(void)
 {
     int err = 0;
 
+    rcl__fork_register();
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
-    if (!atomic_load(&rcl__ready)) {
+    if (atomic_load(&rcl__ready) == RCL__READY_FORKED) {
+        /* A forked child: the configuration stands, only the pressure
+         * thread has to come back. */
+        rcl__pressure_restart();
+        atomic_store_explicit(&rcl__ready, 1, memory_order_release);
+    } else if (!atomic_load(&rcl__ready)) {
         struct rcl_config cfg;
         config_from_process(&cfg);
         err = start_locked(&cfg);
@@ -224,11 +236,14 @@ int rcl__init_slow(void)
         }
     }
     pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
     return err;
 }
 
 void rcl_shutdown(void)
 {
+    /* It joins the library's threads under init_lock: not cancellable. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);
     if (atomic_load(&rcl__ready)) {
         rcl__pressure_stop();
@@ -241,5 +256,20 @@ void rcl_shutdown(void)
         rcl__footprint_stop();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
+    pthread_mutex_unlock(&init_lock);
+    rcl__nocancel_end(cancel);
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c): init_lock is the first lock of the order                 */
+/* ------------------------------------------------------------------------ */
+
+void rcl__init_atfork_prepare(void) { pthread_mutex_lock(&init_lock); }
+void rcl__init_atfork_parent(void) { pthread_mutex_unlock(&init_lock); }
+
+void rcl__init_atfork_child(bool pressure)
+{
+    if (pressure && atomic_load(&rcl__ready) == 1)
+        atomic_store_explicit(&rcl__ready, RCL__READY_FORKED, memory_order_release);
     pthread_mutex_unlock(&init_lock);
 }

@@ -21,6 +21,7 @@
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
+ *   fork.c      pthread_atfork handlers; the one lock order of the library
  */
 #ifndef RCL_INTERNAL_H
 #define RCL_INTERNAL_H
@@ -106,7 +107,8 @@ struct rcl_ctx {
     unsigned           ndomains;
     void              *journal;
     uintptr_t          reserved;
-    struct rcl_domain *domains[RCL_MAX_DOMAINS];
+    uintptr_t          domains[RCL_MAX_DOMAINS];   /* ids: slot and generation
+                                                      (domain.c), never pointers */
     unsigned           domain_overflow;  /* domain.c: adopted domains that did
                                             not fit the thread's stack */
 };
@@ -123,7 +125,8 @@ extern struct rcl_config rcl__cfg;    /* the configuration in force */
 int  rcl__init_slow(void);
 static inline void rcl__ensure_init(void)
 {
-    if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+    /* Not 1: not initialised, or a forked child with a thread to restart. */
+    if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
 }
 /* Parses "256M" etc.; -EINVAL on junk or overflow. */
@@ -238,6 +241,7 @@ void rcl__footprint_limit(size_t limit);        /* the sampling step follows */
 void rcl__footprint_inactive(size_t bytes);     /* cgroup inactive page cache */
 int  rcl__footprint_mode(void);
 unsigned long rcl__footprint_samples(void);
+void rcl__footprint_atfork_child(void);
 
 /* ------------------------------------------------------------------------ */
 /* Reclaim (reclaim.c, shrinker.c)                                           */
@@ -421,11 +425,80 @@ const struct rcl__option *rcl__option_find(const char *name);
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Cancellation off across a stretch that holds a library lock or pin over
+ * a cancellation point (a wait, a user callback): pthread_cancel then takes
+ * effect at the thread's next cancellation point after the stretch. */
+static inline int rcl__nocancel_begin(void)
+{
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+static inline void rcl__nocancel_end(int old)
+{
+    int ignored;
+    pthread_setcancelstate(old, &ignored);
+}
+/* A cleanup handler for waits that stay cancellable. */
+void rcl__unlock_cleanup(void *mutex);
 /* At most one report a second per `last` (a caller-owned timestamp). */
 void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* "DEFAULT|NOFAIL"-style rendering of flags, into buf. */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 unsigned long long rcl__now_ns(void);
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c; the lock order is documented there)                       */
+/* ------------------------------------------------------------------------ */
+
+/* An object with a lock of its own (workqueue, mempool, LRU): taken before
+ * a fork, unlocked after it; in the child `child` (may be NULL) first fixes,
+ * under the lock, what the missing threads left behind. */
+struct rcl__fork_obj {
+    struct rcl__fork_obj *next, *prev;
+    pthread_mutex_t      *lock;
+    void                (*child)(struct rcl__fork_obj *o);
+};
+void rcl__fork_register(void);          /* the pthread_atfork handlers, once */
+void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
+                     void (*child)(struct rcl__fork_obj *o));
+void rcl__fork_untrack(struct rcl__fork_obj *o);    /* tolerates untracked */
+/* rcl__ready in a child whose pressure thread is still to come back. */
+#define RCL__READY_FORKED 2
+
+/* Each file's share of the fork handlers, in the lock order. */
+void rcl__init_atfork_prepare(void);
+void rcl__init_atfork_parent(void);
+/* pressure: the pressure thread was running in the parent. */
+void rcl__init_atfork_child(bool pressure);
+void rcl__shrinker_atfork_prepare(void);
+void rcl__shrinker_atfork_parent(void);
+void rcl__shrinker_atfork_child(void);
+void rcl__reclaim_atfork_prepare(void);
+void rcl__reclaim_atfork_parent(void);
+void rcl__reclaim_atfork_child(void);
+void rcl__account_atfork_prepare(void);
+void rcl__account_atfork_parent(void);
+void rcl__account_atfork_child(void);
+void rcl__domain_atfork_prepare(void);
+void rcl__domain_atfork_parent(void);
+void rcl__domain_atfork_child(void);
+void rcl__lockdep_atfork_prepare(void);
+void rcl__lockdep_atfork_parent(void);
+void rcl__lockdep_atfork_child(void);
+void rcl__symbolize_atfork_prepare(void);
+void rcl__symbolize_atfork_parent(void);
+void rcl__symbolize_atfork_child(void);
+void rcl__report_atfork_prepare(void);
+void rcl__report_atfork_parent(void);
+void rcl__report_atfork_child(void);
+/* The pressure thread is gone: close the child's copies of its
+ * descriptors (never write the parent's stop eventfd) and say whether it
+ * was running, so init.c can start it again on demand. */
+bool rcl__pressure_atfork_child(void);
+/* Starts the pressure thread again in a child; init_lock held. */
+void rcl__pressure_restart(void);
 
 #endif /* RCL_INTERNAL_H */

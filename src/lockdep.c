@@ -1302,3 +1302,11 @@ int rcl_mutex_destroy(rcl_mutex_t *m)
         return -EINVAL;
     return -pthread_mutex_destroy(&m->m);
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__lockdep_atfork_prepare(void) { pthread_mutex_lock(&graph_lock); }
+void rcl__lockdep_atfork_parent(void) { pthread_mutex_unlock(&graph_lock); }
+void rcl__lockdep_atfork_child(void) { pthread_mutex_unlock(&graph_lock); }

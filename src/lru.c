@@ -32,24 +32,77 @@ struct rcl_lru {
     rcl_lru_isolate_fn   isolate;
     rcl_lru_free_fn      free_fn;
     void                *arg;
+    struct rcl__fork_obj fork;     /* lock is taken around fork() */
+    uintptr_t            tag;      /* in the low bits of its nodes' prev */
+    unsigned             shrinker_epoch;   /* rcl__epoch when shrinker was made */
 };
+
+/*
+ * Which LRU is a node on? The node is two pointers and stays so; but the
+ * pointers are aligned, so their low bits are free. Every node of an LRU's
+ * ring (the head included) carries the LRU's tag in the low bits of prev;
+ * dispose lists carry none. rcl_lru_del/touch compare it to the LRU's own,
+ * so a node of another LRU (or of a dispose list) is refused without a
+ * walk. Tags are handed out least-used first: they are all distinct while
+ * a program has at most TAG_MASK LRUs (7 on 64-bit targets).
+ */
+#define TAG_MASK ((uintptr_t)_Alignof(struct rcl_lru_node) - 1)
+_Static_assert(_Alignof(struct rcl_lru_node) >= 4, "two tag bits at least");
+
+/* Lock-free, so that nothing here needs a place in the fork lock order:
+ * a race only makes the spread of tags less even. */
+static _Atomic unsigned tag_users[TAG_MASK + 1];
+
+static uintptr_t tag_get(void)
+{
+    uintptr_t best = 1;
+    for (uintptr_t t = 2; t <= TAG_MASK; t++)
+        if (rd(tag_users[t]) < rd(tag_users[best]))
+            best = t;
+    atomic_fetch_add(&tag_users[best], 1);
+    return best;
+}
+
+static void tag_put(uintptr_t tag)
+{
+    atomic_fetch_sub(&tag_users[tag], 1);
+}
+
+static struct rcl_lru_node *prev_of(const struct rcl_lru_node *n)
+{
+    return (struct rcl_lru_node *)((uintptr_t)n->prev & ~TAG_MASK);
+}
+
+static uintptr_t tag_of(const struct rcl_lru_node *n)
+{
+    return (uintptr_t)n->prev & TAG_MASK;
+}
+
+static void set_prev(struct rcl_lru_node *n, struct rcl_lru_node *p, uintptr_t tag)
+{
+    n->prev = (struct rcl_lru_node *)((uintptr_t)p | tag);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Plain list surgery (caller holds the lock where the list is shared)      */
 /* ------------------------------------------------------------------------ */
 
+/* Both keep the tag of the list they work on (pos's, n's). */
 static void link_before(struct rcl_lru_node *n, struct rcl_lru_node *pos)
 {
-    n->prev = pos->prev;
+    uintptr_t tag = tag_of(pos);
+    struct rcl_lru_node *p = prev_of(pos);
+    set_prev(n, p, tag);
     n->next = pos;
-    pos->prev->next = n;
-    pos->prev = n;
+    p->next = n;
+    set_prev(pos, n, tag);
 }
 
 static void unlink_node(struct rcl_lru_node *n)
 {
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
+    struct rcl_lru_node *p = prev_of(n);
+    p->next = n->next;
+    set_prev(n->next, p, tag_of(n));
     n->next = n->prev = NULL;
 }
 
@@ -86,8 +139,17 @@ struct rcl_lru *rcl_lru_create(void)
         return NULL;
     }
     pthread_mutex_init(&lru->lock, NULL);
-    rcl_lru_list_init(&lru->head);
+    lru->tag = tag_get();
+    lru->head.next = &lru->head;
+    set_prev(&lru->head, &lru->head, lru->tag);
+    rcl__fork_track(&lru->fork, &lru->lock, NULL);
     return lru;
+}
+
+static bool shrinker_still_ours(const struct rcl_lru *lru)
+{
+    return atomic_load_explicit(&rcl__ready, memory_order_acquire) &&
+           atomic_load_explicit(&rcl__epoch, memory_order_acquire) == lru->shrinker_epoch;
 }
 
 int rcl_lru_destroy(struct rcl_lru *lru)
@@ -99,16 +161,21 @@ int rcl_lru_destroy(struct rcl_lru *lru)
         /* The items are the caller's; freeing the head under them would
          * leave them pointing at freed memory. Refuse, loudly, and leave
          * the LRU as it was, shrinker included. */
-        rcl__report("libreclaim: rcl_lru_destroy: %lu items still on the LRU; "
+        rcl__report("rcl_lru_destroy: %lu items still on the LRU; "
                     "not destroyed", left);
         return -EBUSY;
     }
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
     if (lru->shrinker) {
-        rcl_shrinker_unregister(lru->shrinker);
+        /* rcl_shutdown() dropped every shrinker, and the address may now
+         * be another's: unregister only one of this library instance. */
+        if (shrinker_still_ours(lru))
+            rcl_shrinker_unregister(lru->shrinker);
         lru->shrinker = NULL;
     }
+    tag_put(lru->tag);
+    rcl__fork_untrack(&lru->fork);
     pthread_mutex_destroy(&lru->lock);
     free(lru);
     return 0;
@@ -133,12 +200,23 @@ int rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n)
     return added;
 }
 
+static int foreign_node(const char *fn, const struct rcl_lru *lru, const struct rcl_lru_node *n)
+{
+    rcl__report("%s(%p, %p): the node is on another LRU (or a dispose list), not this "
+                "one; nothing changed", fn, (const void *)lru, (const void *)n);
+    return -EINVAL;
+}
+
 int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
     int removed = 0;
     pthread_mutex_lock(&lru->lock);
+    if (unlikely(n->next && tag_of(n) != lru->tag)) {
+        pthread_mutex_unlock(&lru->lock);
+        return foreign_node("rcl_lru_del", lru, n);
+    }
     /* Checked under the lock: a concurrent walk may have isolated it. */
     if (n->next) {
         unlink_node(n);
@@ -155,6 +233,10 @@ int rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n)
         return -EINVAL;
     int moved = 0;
     pthread_mutex_lock(&lru->lock);
+    if (unlikely(n->next && tag_of(n) != lru->tag)) {
+        pthread_mutex_unlock(&lru->lock);
+        return foreign_node("rcl_lru_touch", lru, n);
+    }
     if (n->next) {
         unlink_node(n);
         link_before(n, &lru->head);
@@ -264,5 +346,6 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
     lru->free_fn = free_fn;
     lru->arg = arg;
     lru->shrinker = rcl_shrinker_register(name, &lru_shrinker_ops, lru, opts);
+    lru->shrinker_epoch = atomic_load(&rcl__epoch);
     return lru->shrinker;
 }

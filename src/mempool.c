@@ -58,22 +58,51 @@ struct rcl_mempool {
 
     pthread_mutex_t   resize_lock;
     _Atomic unsigned long state;    /* POOL_OUT count | POOL_DYING */
+    struct rcl__fork_obj fork;      /* pool->lock is taken around fork() */
 };
+
+static void pool_atfork_child(struct rcl__fork_obj *o);
 
 /* ------------------------------------------------------------------------ */
 /* The default backing allocator: the budget's own                           */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Each element of a budget-backed pool starts ELEM_TAG bytes into its
+ * block, after a tag naming the pool, so that rcl_mempool_free() to the
+ * wrong pool is caught (pool_owns) instead of handing a 16-byte element
+ * out later as a 4096-byte one. 16 bytes keep the element 16-aligned.
+ * Pools with their own alloc/free have nowhere to keep a tag: unchecked.
+ */
+#define ELEM_TAG     16
+#define ELEM_TAG_KEY ((uintptr_t)0x5a17c0de6d706f6fULL)
+
 static void *budget_alloc(rcl_gfp_t gfp, void *data)
 {
     const struct rcl_mempool *pool = data;
-    return rcl_alloc(pool->elem_size, gfp);
+    if (pool->elem_size > SIZE_MAX - ELEM_TAG)
+        return NULL;
+    uintptr_t *tag = rcl_alloc(pool->elem_size + ELEM_TAG, gfp);
+    if (!tag)
+        return NULL;
+    tag[0] = (uintptr_t)pool;
+    tag[1] = (uintptr_t)pool ^ ELEM_TAG_KEY;
+    return (char *)tag + ELEM_TAG;
 }
 
 static void budget_free(void *elem, void *data)
 {
+    uintptr_t *tag = (uintptr_t *)(void *)((char *)elem - ELEM_TAG);
     (void)data;
-    rcl_free(elem);
+    rcl_free(tag);
+}
+
+static bool pool_owns(const struct rcl_mempool *pool, const void *elem)
+{
+    if (pool->alloc != budget_alloc)
+        return true;
+    const uintptr_t *tag = (const uintptr_t *)(const void *)((const char *)elem - ELEM_TAG);
+    return tag[0] == (uintptr_t)pool && tag[1] == ((uintptr_t)pool ^ ELEM_TAG_KEY);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -109,6 +138,7 @@ static bool reserve_wants(const struct rcl_mempool *pool)
 
 static void pool_free_struct(struct rcl_mempool *pool)
 {
+    rcl__fork_untrack(&pool->fork);
     pthread_cond_destroy(&pool->wait);
     pthread_mutex_destroy(&pool->lock);
     pthread_mutex_destroy(&pool->resize_lock);
@@ -144,6 +174,7 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->wait, &ca);
     pthread_condattr_destroy(&ca);
+    rcl__fork_track(&pool->fork, &pool->lock, pool_atfork_child);
     pool->alloc = alloc ? alloc : budget_alloc;
     pool->free = free_fn ? free_fn : budget_free;
     pool->data = alloc ? data : pool;
@@ -304,8 +335,11 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
          * us on the condition variable, so its wake-up cannot be lost. */
         struct timespec deadline;
         deadline_after(&deadline, MEMPOOL_WAIT_NS);
+        /* The wait stays cancellable; a cancelled waiter must not leave
+         * the pool locked (it has taken nothing yet). */
+        pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
         pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
-        pthread_mutex_unlock(&pool->lock);
+        pthread_cleanup_pop(1);
     }
 }
 
@@ -315,6 +349,11 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
         return;
     if (!pool) {
         rcl__report("rcl_mempool_free(%p): NULL pool; element not freed", elem);
+        return;
+    }
+    if (unlikely(!pool_owns(pool, elem))) {
+        rcl__report("rcl_mempool_free(%p, %p): the element is not from this pool; "
+                    "not freed", elem, (void *)pool);
         return;
     }
 
@@ -572,11 +611,33 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
     }
     rcl_might_alloc(RCL_DEFAULT);
 
+    /* The backing allocator runs under resize_lock: not cancellable. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&pool->resize_lock);
     if (new_min_nr <= rd(pool->min_nr))
         pool_shrink(pool, new_min_nr);
     else
         err = pool_grow(pool, new_min_nr);
     pthread_mutex_unlock(&pool->resize_lock);
+    rcl__nocancel_end(cancel);
     return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The pool lock was held across the fork, so the reserve is whole. The
+ * waiters and a resize in progress belonged to threads the child does not
+ * have: both are forgotten (the resize lock is outside the fork order). */
+static void pool_atfork_child(struct rcl__fork_obj *o)
+{
+    struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
+                               offsetof(struct rcl_mempool, fork));
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->wait, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&pool->resize_lock, NULL);
 }

@@ -453,3 +453,30 @@ void rcl__pressure_stop(void)
     sources_close();
     P.running = false;
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* P only changes under init_lock, which the fork handlers hold. The stop
+ * eventfd is the parent's too (one open file behind both descriptors):
+ * the child closes its copy and never writes it, or it would stop the
+ * parent's thread. The restart makes a new one. */
+bool rcl__pressure_atfork_child(void)
+{
+    bool was = P.running;
+    if (!was)
+        return false;
+    /* The threshold eventfd too: the parent's events are the parent's. */
+    sources_close();
+    P.running = false;
+    return true;
+}
+
+void rcl__pressure_restart(void)
+{
+    int err = rcl__pressure_start(P.auto_limit);
+    if (err)
+        rcl__report("memory-pressure following is off in this child process: %s",
+                    strerror(-err));
+}

@@ -435,3 +435,21 @@ void rcl__reclaim_stop(void)
     if (running)
         pthread_join(bg.thread, NULL);
 }
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__reclaim_atfork_prepare(void) { pthread_mutex_lock(&bg.lock); }
+void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&bg.lock); }
+
+/* The child has no background reclaimer: marked not running, it is
+ * started again by the next wake-up, which must not find one pending. */
+void rcl__reclaim_atfork_child(void)
+{
+    pthread_cond_init(&bg.cond, NULL);
+    bg.running = false;
+    atomic_store(&bg.wake_pending, 0);
+    in_background = false;
+    pthread_mutex_unlock(&bg.lock);
+}

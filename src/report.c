@@ -47,9 +47,13 @@ static void report_va(const char *fmt, va_list ap)
     struct report_sink s = sink;
     pthread_mutex_unlock(&sink_lock);
 
-    /* A report runs the user's code: keep it out of reclaim. */
+    /* A report runs the user's code: keep it out of reclaim. Reports are
+     * made with library locks held, and stdio may be a cancellation point:
+     * a cancel waits until the report is out. */
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
+    int cancel = rcl__nocancel_begin();
     (s.fn ? s.fn : report_stderr)(buf, s.arg);
+    rcl__nocancel_end(cancel);
     rcl_scope_restore(saved);
 }
 
@@ -109,4 +113,14 @@ const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
     if (!off)
         snprintf(buf, len, "0");
     return buf;
+}
+
+/* fork() (fork.c): the last lock of the order. */
+void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
+void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
+void rcl__report_atfork_child(void) { pthread_mutex_unlock(&sink_lock); }
+
+void rcl__unlock_cleanup(void *mutex)
+{
+    pthread_mutex_unlock(mutex);
 }

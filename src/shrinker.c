@@ -158,9 +158,13 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
                     "(it would wait for itself)", s->name);
         return;
     }
+    /* Not cancellable: a half-done unregister would leave a dead shrinker
+     * linked forever. The wait is for one scan in flight. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&shrinker_lock);
     if (!registered_locked(s) || s->dead) {
         pthread_mutex_unlock(&shrinker_lock);
+        rcl__nocancel_end(cancel);
         rcl__report("rcl_shrinker_unregister(%p): not a registered shrinker "
                     "(unregistered twice?); nothing done", (void *)s);
         return;
@@ -170,6 +174,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
         pthread_cond_wait(&shrinker_idle, &shrinker_lock);
     unlink_free_locked(s);
     pthread_mutex_unlock(&shrinker_lock);
+    rcl__nocancel_end(cancel);
 }
 
 void rcl__shrinkers_drop(void)
@@ -294,8 +299,11 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     }
 }
 
+/* Cancellation waits for the pass: a thread cancelled inside a callback
+ * would leave the shrinker pinned (active) and unregister waiting forever. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
 {
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
@@ -310,6 +318,7 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
             pthread_cond_broadcast(&shrinker_idle);
     }
     pthread_mutex_unlock(&shrinker_lock);
+    rcl__nocancel_end(cancel);
 }
 
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
@@ -328,4 +337,29 @@ unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
     unsigned n = nr_registered;
     pthread_mutex_unlock(&shrinker_lock);
     return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__shrinker_atfork_prepare(void) { pthread_mutex_lock(&shrinker_lock); }
+void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
+
+/* The passes other threads held are gone with them: only the forking
+ * thread's own (it may fork from a callback) still counts, or unregister
+ * would wait forever. A shrinker another thread was unregistering is
+ * finished here, since that thread will not. */
+void rcl__shrinker_atfork_child(void)
+{
+    pthread_cond_init(&shrinker_idle, NULL);
+    struct rcl_shrinker *s = registry.next;
+    while (s != &registry) {
+        struct rcl_shrinker *next = s->next;
+        s->active = s == scanning ? 1 : 0;
+        if (s->dead && !s->active)
+            unlink_free_locked(s);
+        s = next;
+    }
+    pthread_mutex_unlock(&shrinker_lock);
 }

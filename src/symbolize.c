@@ -195,3 +195,8 @@ void rcl__symbolize_forget(void)
     nr_modules = 0;
     pthread_mutex_unlock(&lock);
 }
+
+/* fork() (fork.c): the table is whole whenever the lock is free. */
+void rcl__symbolize_atfork_prepare(void) { pthread_mutex_lock(&lock); }
+void rcl__symbolize_atfork_parent(void) { pthread_mutex_unlock(&lock); }
+void rcl__symbolize_atfork_child(void) { pthread_mutex_unlock(&lock); }

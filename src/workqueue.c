@@ -67,6 +67,8 @@ struct rcl_workqueue {
     _Atomic long long     create_fail_report;
     struct wq_worker      rescuer;
     struct wq_worker     *workers;     /* [max_workers] */
+    bool                  inherited;   /* made before a fork(), in the parent */
+    struct rcl__fork_obj  fork;
 };
 
 /* The queue whose item this thread is running: lets a work item queue more
@@ -251,6 +253,44 @@ static void *rescuer_main(void *arg)
 /* The API                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* A queue in a forked child                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The child has none of the queue's threads, and starting new ones for a
+ * queue whose items the parent is running too would run them twice. So an
+ * inherited queue runs nothing: queueing is refused (-ECHILD), a flush
+ * returns at once, and destroy frees the child's copy, dropping what was
+ * queued. All reported.
+ */
+static void wq_free(struct rcl_workqueue *wq);
+
+static void wq_atfork_child(struct rcl__fork_obj *o)
+{
+    struct rcl_workqueue *wq = (struct rcl_workqueue *)(void *)((char *)o -
+                               offsetof(struct rcl_workqueue, fork));
+    pthread_cond_init(&wq->more, NULL);
+    pthread_cond_init(&wq->rescue, NULL);
+    pthread_cond_init(&wq->done, NULL);
+    wq->inherited = true;
+}
+
+/* The queued items are not touched: they may live on the stack of a
+ * thread the child does not have, which glibc recycles for the child's
+ * own threads. */
+static void wq_destroy_inherited(struct rcl_workqueue *wq)
+{
+    pthread_mutex_lock(&wq->lock);
+    unsigned long long dropped = wq->queued - wq->dequeued;
+    pthread_mutex_unlock(&wq->lock);
+    if (dropped)
+        rcl__report("rcl_workqueue_destroy(%s): a queue inherited through fork() runs "
+                    "nothing in the child; %llu queued item(s) dropped, still marked "
+                    "pending", wq->name, dropped);
+    wq_free(wq);
+}
+
 void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w))
 {
     if (!w)
@@ -261,6 +301,7 @@ void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w))
 
 static void wq_free(struct rcl_workqueue *wq)
 {
+    rcl__fork_untrack(&wq->fork);
     pthread_cond_destroy(&wq->done);
     pthread_cond_destroy(&wq->rescue);
     pthread_cond_destroy(&wq->more);
@@ -309,6 +350,7 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
     pthread_cond_init(&wq->more, NULL);
     pthread_cond_init(&wq->rescue, NULL);
     pthread_cond_init(&wq->done, NULL);
+    rcl__fork_track(&wq->fork, &wq->lock, wq_atfork_child);
 
     /* The rescuer exists before it is needed: when it is needed, creating
      * a thread is exactly what may not work. */
@@ -342,6 +384,11 @@ int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
 {
     if (!wq || !w || !w->fn)
         return -EINVAL;
+    if (unlikely(wq->inherited)) {
+        rcl__report("rcl_queue_work(%s): the queue was created before fork() and has no "
+                    "threads in this child; not queued (create a new queue here)", wq->name);
+        return -ECHILD;
+    }
 
     pthread_mutex_lock(&wq->lock);
     if (wq->state == WQ_STOPPING || (wq->state == WQ_DRAINING && current_wq != wq)) {
@@ -402,13 +449,22 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
                     "which would wait for itself; not flushed", wq->name);
         return;
     }
+    if (wq->inherited) {
+        rcl__report("rcl_flush_workqueue(%s): the queue was created before fork() and "
+                    "runs nothing in this child; not flushed", wq->name);
+        return;
+    }
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
+    /* Cancellable, as a long wait should be; the queue is left unlocked. */
+    pthread_cleanup_push(rcl__unlock_cleanup, &wq->lock);
     unsigned long long upto = wq->queued;
     while (!flushed(wq, upto))
         pthread_cond_wait(&wq->done, &wq->lock);
-    pthread_mutex_unlock(&wq->lock);
+    pthread_cleanup_pop(1);
 }
+
+static void wq_destroy_running(struct rcl_workqueue *wq);
 
 void rcl_workqueue_destroy(struct rcl_workqueue *wq)
 {
@@ -419,6 +475,19 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq)
                     "refused", wq->name);
         return;
     }
+    if (wq->inherited) {
+        wq_destroy_inherited(wq);
+        return;
+    }
+    /* Not cancellable: a destroy cut short would leave a queue that
+     * refuses work and is never freed. */
+    int cancel = rcl__nocancel_begin();
+    wq_destroy_running(wq);
+    rcl__nocancel_end(cancel);
+}
+
+static void wq_destroy_running(struct rcl_workqueue *wq)
+{
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
     if (wq->state != WQ_RUNNING) {

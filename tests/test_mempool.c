@@ -508,9 +508,12 @@ static void test_freeing_more_than_allocated_is_reported(void **state)
     assert_non_null(pool);
     void *stray = rcl_alloc(64, RCL_DEFAULT);
     test_reports_reset();
+    /* A pool backed by the budget knows its elements: the stray is caught
+     * as foreign before it can be counted, and left to its owner. */
     rcl_mempool_free(stray, pool);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "more elements freed"));
+    assert_non_null(strstr(test_reports.last, "not from this pool"));
+    rcl_free(stray);
     rcl_mempool_destroy(pool);
 }
 

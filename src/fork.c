@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fork.c - surviving fork() in a multi-threaded program.
+ *
+ * fork() copies only the calling thread. A lock another thread held at
+ * that moment stays locked in the child forever, and the data it protected
+ * may be half updated. So, as glibc's malloc and jemalloc do, the prepare
+ * handler takes every library lock before the fork, in the one order below,
+ * and the parent and child handlers unlock them (in the child the forking
+ * thread is their owner still), the child after forgetting the threads it
+ * no longer has and re-initialising the condition variables, whose copies
+ * may remember waiters that do not exist there.
+ *
+ * The lock order, outermost first. Every path in the library that holds
+ * two of these at once takes them in this order, so the prepare handler
+ * cannot deadlock with a thread that is inside the library:
+ *
+ *   1. init_lock                 (init.c: life cycle)
+ *   2. the object list lock, then every tracked object's lock in list
+ *      order: workqueues, mempools, LRUs (fork.c, through rcl__fork_track)
+ *   3. the shrinker registry     (shrinker.c)
+ *   4. the background reclaimer  (reclaim.c)
+ *   5. the thread registry       (account.c)
+ *   6. the live-domain list      (domain.c)
+ *   7. the lock checker's graph  (lockdep.c)
+ *   8. the symbolizer            (symbolize.c)
+ *   9. the report sink           (report.c)
+ *
+ * Object locks (2) are leaves with respect to 3-9 except for reports,
+ * which come last. A mempool's resize lock is not taken: a resize holds it
+ * across an allocation that may initialise the library (1), so it would
+ * invert the order; the child re-initialises it instead, since the thread
+ * that held it is gone and the pool's contents are under its pool lock.
+ *
+ * The library's own threads (background reclaimer, pressure thread,
+ * workqueue workers and rescuers) do not exist in the child. The first two
+ * come back on demand: the reclaimer at the next wake-up, the pressure
+ * thread at the child's next entry into the library's slow paths (init.c,
+ * rcl__ready == RCL__READY_FORKED). Workqueues created before the fork are
+ * "inherited": see rcl_workqueue_create in reclaim.h for what the child
+ * may do with them.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+static pthread_mutex_t objs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rcl__fork_obj objs = { .next = &objs, .prev = &objs };
+static pthread_once_t register_once = PTHREAD_ONCE_INIT;
+
+static void objs_prepare(void)
+{
+    pthread_mutex_lock(&objs_lock);
+    for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next)
+        pthread_mutex_lock(o->lock);
+}
+
+static void objs_parent(void)
+{
+    for (struct rcl__fork_obj *o = objs.prev; o != &objs; o = o->prev)
+        pthread_mutex_unlock(o->lock);
+    pthread_mutex_unlock(&objs_lock);
+}
+
+static void objs_child(void)
+{
+    for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next) {
+        if (o->child)
+            o->child(o);
+        pthread_mutex_unlock(o->lock);
+    }
+    pthread_mutex_unlock(&objs_lock);
+}
+
+static void fork_prepare(void)
+{
+    rcl__init_atfork_prepare();
+    objs_prepare();
+    rcl__shrinker_atfork_prepare();
+    rcl__reclaim_atfork_prepare();
+    rcl__account_atfork_prepare();
+    rcl__domain_atfork_prepare();
+    rcl__lockdep_atfork_prepare();
+    rcl__symbolize_atfork_prepare();
+    rcl__report_atfork_prepare();
+}
+
+/* The reverse order, though unlocking in any order would do. */
+static void fork_parent(void)
+{
+    rcl__report_atfork_parent();
+    rcl__symbolize_atfork_parent();
+    rcl__lockdep_atfork_parent();
+    rcl__domain_atfork_parent();
+    rcl__account_atfork_parent();
+    rcl__reclaim_atfork_parent();
+    rcl__shrinker_atfork_parent();
+    objs_parent();
+    rcl__init_atfork_parent();
+}
+
+static void fork_child(void)
+{
+    rcl__report_atfork_child();
+    rcl__symbolize_atfork_child();
+    rcl__lockdep_atfork_child();
+    rcl__domain_atfork_child();
+    rcl__account_atfork_child();
+    rcl__footprint_atfork_child();
+    rcl__reclaim_atfork_child();
+    rcl__shrinker_atfork_child();
+    objs_child();
+    rcl__init_atfork_child(rcl__pressure_atfork_child());
+}
+
+static void register_handlers(void)
+{
+    /* Failure (ENOMEM) leaves fork as unsafe as it was before this file
+     * existed; there is nobody to return an error to. Say so. */
+    if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0)
+        rcl__report("cannot register the fork handlers: a child forked while another "
+                    "thread is inside the library may hang");
+}
+
+void rcl__fork_register(void)
+{
+    pthread_once(&register_once, register_handlers);
+}
+
+void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
+                     void (*child)(struct rcl__fork_obj *o))
+{
+    rcl__fork_register();
+    o->lock = lock;
+    o->child = child;
+    pthread_mutex_lock(&objs_lock);
+    o->prev = objs.prev;
+    o->next = &objs;
+    objs.prev->next = o;
+    objs.prev = o;
+    pthread_mutex_unlock(&objs_lock);
+}
+
+void rcl__fork_untrack(struct rcl__fork_obj *o)
+{
+    if (!o->next)
+        return;
+    pthread_mutex_lock(&objs_lock);
+    o->prev->next = o->next;
+    o->next->prev = o->prev;
+    pthread_mutex_unlock(&objs_lock);
+    o->next = o->prev = NULL;
+}

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_cancel.c - pthread_cancel of a thread inside the library leaves no
+ * lock held and nothing pinned: whatever the cancelled thread was doing,
+ * the next caller gets through. Each "next caller" runs in a helper thread
+ * with a time limit, so that a lock left held fails the test instead of
+ * hanging it.
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#define HANG_MS 20000
+
+/* Runs fn(arg) in a thread; false if it has not returned within HANG_MS
+ * (the thread is then left behind: the test has failed anyway). */
+static bool finishes(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+    struct timespec until;
+    if (pthread_create(&th, NULL, fn, arg) != 0)
+        return false;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    if (pthread_timedjoin_np(th, NULL, &until) != 0) {
+        pthread_detach(th);
+        return false;
+    }
+    return true;
+}
+
+static void wait_for(atomic_int *flag)
+{
+    for (int i = 0; i < HANG_MS && !atomic_load(flag); i++)
+        test_sleep_ms(1);
+}
+
+static void cancel_and_join(pthread_t th)
+{
+    void *ret;
+    assert_int_equal(pthread_cancel(th), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A waiter in rcl_mempool_alloc                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Gives its one element once (to fill the reserve), then nothing. */
+static char element[64];
+static atomic_int element_given;
+static void *one_alloc(rcl_gfp_t gfp, void *data)
+{
+    (void)gfp; (void)data;
+    return atomic_exchange(&element_given, 1) ? NULL : element;
+}
+static void no_free(void *e, void *data) { (void)e; (void)data; }
+
+static struct rcl_mempool *pool;
+static atomic_int waiting;
+
+static void *pool_waiter(void *arg)
+{
+    (void)arg;
+    atomic_store(&waiting, 1);
+    rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve is empty: waits */
+    return NULL;
+}
+
+static void *pool_round_trip(void *arg)
+{
+    void *e = arg;
+    rcl_mempool_free(e, pool);
+    e = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    rcl_mempool_free(e, pool);
+    return NULL;
+}
+
+static void test_cancelled_mempool_waiter_leaves_the_pool_unlocked(void **state)
+{
+    (void)state;
+    /* One element in reserve and an allocator that fails from then on:
+     * once the element is taken, an allocation can only wait. */
+    atomic_store(&element_given, 0);
+    pool = rcl_mempool_create_ops(1, one_alloc, no_free, NULL);
+    assert_non_null(pool);
+    void *e = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    assert_ptr_equal(e, element);
+
+    pthread_t th;
+    atomic_store(&waiting, 0);
+    assert_int_equal(pthread_create(&th, NULL, pool_waiter, NULL), 0);
+    wait_for(&waiting);
+    test_sleep_ms(50);                          /* into the wait */
+    cancel_and_join(th);
+
+    assert_true(finishes(pool_round_trip, e));
+    rcl_mempool_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A shrinker scanning during direct reclaim                                 */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int scanning, release;
+
+static unsigned long slow_count(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 1000;
+}
+
+static unsigned long slow_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p;
+    atomic_store(&scanning, 1);
+    /* nanosleep is a cancellation point. */
+    while (!atomic_load(&release))
+        test_sleep_ms(1);
+    return sc->nr_to_scan;
+}
+
+static atomic_int reclaim_returned;
+
+static void *reclaiming(void *arg)
+{
+    (void)arg;
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    atomic_store(&reclaim_returned, 1);
+    for (;;)
+        pthread_testcancel();
+    return NULL;
+}
+
+static void *unregister(void *arg)
+{
+    rcl_shrinker_unregister(arg);
+    return NULL;
+}
+
+static void test_cancel_during_a_shrinker_scan_waits_for_the_scan(void **state)
+{
+    (void)state;
+    static const struct rcl_shrinker_ops ops = { .count = slow_count, .scan = slow_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &ops, NULL, NULL);
+    assert_non_null(s);
+
+    pthread_t th;
+    atomic_store(&scanning, 0);
+    atomic_store(&release, 0);
+    atomic_store(&reclaim_returned, 0);
+    assert_int_equal(pthread_create(&th, NULL, reclaiming, NULL), 0);
+    wait_for(&scanning);
+    assert_int_equal(pthread_cancel(th), 0);
+    test_sleep_ms(50);
+    atomic_store(&release, 1);                  /* the scan may finish now */
+    void *ret;
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    /* Cancelled after reclaim, not inside it. */
+    assert_int_equal(atomic_load(&reclaim_returned), 1);
+
+    assert_true(finishes(unregister, s));
+}
+
+/* ------------------------------------------------------------------------ */
+/* A flusher in rcl_flush_workqueue                                          */
+/* ------------------------------------------------------------------------ */
+
+static struct rcl_workqueue *wq;
+static atomic_int work_started, work_release;
+
+static void blocking_work(struct rcl_work *w)
+{
+    (void)w;
+    atomic_store(&work_started, 1);
+    while (!atomic_load(&work_release))
+        test_sleep_ms(1);
+}
+
+static void quick_work(struct rcl_work *w) { (void)w; }
+
+static void *flusher(void *arg)
+{
+    (void)arg;
+    rcl_flush_workqueue(wq);
+    return NULL;
+}
+
+static void *queue_flush_destroy(void *arg)
+{
+    struct rcl_work *w = arg;
+    rcl_queue_work(wq, w);
+    rcl_flush_workqueue(wq);
+    rcl_workqueue_destroy(wq);
+    return NULL;
+}
+
+static void test_cancelled_flusher_leaves_the_queue_unlocked(void **state)
+{
+    (void)state;
+    static struct rcl_work blocker, quick;
+    wq = rcl_workqueue_create("cancel", 2, 0);
+    assert_non_null(wq);
+    rcl_work_init(&blocker, blocking_work);
+    rcl_work_init(&quick, quick_work);
+    atomic_store(&work_started, 0);
+    atomic_store(&work_release, 0);
+    assert_int_equal(rcl_queue_work(wq, &blocker), 0);
+    wait_for(&work_started);
+
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flusher, NULL), 0);
+    test_sleep_ms(50);                          /* into the wait */
+    cancel_and_join(th);
+
+    atomic_store(&work_release, 1);
+    assert_true(finishes(queue_flush_destroy, &quick));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_cancelled_mempool_waiter_leaves_the_pool_unlocked,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_during_a_shrinker_scan_waits_for_the_scan,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_flusher_leaves_the_queue_unlocked,
+                                        test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

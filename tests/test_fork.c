@@ -1,0 +1,479 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_fork.c - fork() from a multi-threaded program whose other threads
+ * are inside the library: allocating, reclaiming, scanning in shrinkers,
+ * running and flushing workqueues, using a mempool. Every child must be
+ * able to use the whole library, shut it down cleanly and exit; a child
+ * that hangs is killed and fails the test.
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+
+/* Starting threads in a child of a multi-threaded process is what this
+ * test is about; ThreadSanitizer refuses it unless told otherwise. */
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }
+
+#define CHILD_TIMEOUT_MS 20000
+
+/* ------------------------------------------------------------------------ */
+/* The parent's busy threads                                                 */
+/* ------------------------------------------------------------------------ */
+
+struct item { struct rcl_lru_node node; char pad[480]; };
+
+static struct rcl_lru *lru;
+static struct rcl_shrinker *lru_shrinker;
+static struct rcl_mempool *pool;
+static struct rcl_workqueue *wq;
+static atomic_bool stop;
+
+static void item_free(struct rcl_lru_node *n, void *arg)
+{
+    (void)arg;
+    rcl_free(RCL_LRU_ENTRY(n, struct item, node));
+}
+
+static void *allocator(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop)) {
+        struct item *it = rcl_alloc(sizeof(*it), RCL_DEFAULT);
+        if (it) {
+            rcl_lru_node_init(&it->node);
+            rcl_lru_add(lru, &it->node);
+        }
+        void *p = rcl_alloc(1000, RCL_NOWAIT);
+        rcl_free(p);
+        void *e = rcl_mempool_alloc(pool, RCL_NOIO);
+        rcl_mempool_free(e, pool);
+    }
+    return NULL;
+}
+
+static void *reclaimer(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop))
+        rcl_reclaim(64 * KiB, RCL_DEFAULT);
+    return NULL;
+}
+
+static void work_fn(struct rcl_work *w)
+{
+    (void)w;
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    rcl_free(p);
+}
+
+static void *queuer(void *arg)
+{
+    struct rcl_work works[8];
+    (void)arg;
+    for (unsigned i = 0; i < 8; i++)
+        rcl_work_init(&works[i], work_fn);
+    while (!atomic_load(&stop)) {
+        for (unsigned i = 0; i < 8; i++)
+            rcl_queue_work(wq, &works[i]);
+        rcl_flush_workqueue(wq);
+    }
+    rcl_flush_workqueue(wq);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* What each child does                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define CHECK(cond, code) do { if (!(cond)) { fprintf(stderr, "child: %s failed\n", #cond); return (code); } } while (0)
+
+static atomic_int child_work_ran;
+static void child_work(struct rcl_work *w) { (void)w; atomic_fetch_add(&child_work_ran, 1); }
+
+static unsigned long child_count(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return RCL_SHRINK_EMPTY;
+}
+static unsigned long child_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 0;
+}
+
+/* ThreadSanitizer cannot start threads in the child of a multi-threaded
+ * process ("dup thread with used id": it still counts the parent's). */
+static bool child_threads_unsupported(void)
+{
+    return test_under_sanitizer("tsan");
+}
+
+static int child_main(void)
+{
+    /* Allocation and reclaim, through the inherited shrinker too. */
+    void *blocks[256];
+    for (unsigned i = 0; i < 256; i++) {
+        blocks[i] = rcl_alloc(2048, RCL_DEFAULT);
+        CHECK(blocks[i], 10);
+    }
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    for (unsigned i = 0; i < 256; i++)
+        rcl_free(blocks[i]);
+
+    /* The inherited pool and LRU, and new ones. */
+    void *e = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    CHECK(e, 11);
+    rcl_mempool_free(e, pool);
+    struct rcl_mempool *p2 = rcl_mempool_create(2, 64);
+    CHECK(p2, 12);
+    e = rcl_mempool_alloc(p2, RCL_DEFAULT);
+    CHECK(e, 13);
+    rcl_mempool_free(e, p2);
+    rcl_mempool_destroy(p2);
+
+    struct rcl_lru *l2 = rcl_lru_create();
+    CHECK(l2, 14);
+    CHECK(rcl_lru_shrinker(l2, "child-lru", NULL, item_free, NULL, NULL), 15);
+    for (unsigned i = 0; i < 64; i++) {
+        struct item *it = rcl_alloc(sizeof(*it), RCL_DEFAULT);
+        CHECK(it, 16);
+        rcl_lru_node_init(&it->node);
+        rcl_lru_add(l2, &it->node);
+    }
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+
+    /* Domains. */
+    struct rcl_domain *d = rcl_domain_create("child-fs", 0, NULL, NULL);
+    CHECK(d, 17);
+    unsigned tok = rcl_domain_enter(d);
+    CHECK(tok, 18);
+    rcl_domain_exit(tok);
+    rcl_domain_destroy(d);
+
+    /* A new workqueue runs and flushes; the inherited one refuses. */
+    struct rcl_work cw;
+    if (!child_threads_unsupported()) {
+        struct rcl_workqueue *w2 = rcl_workqueue_create("child-wq", 2, RCL_WQ_MEM_RECLAIM);
+        CHECK(w2, 19);
+        rcl_work_init(&cw, child_work);
+        CHECK(rcl_queue_work(w2, &cw) == 0, 20);
+        rcl_flush_workqueue(w2);
+        CHECK(atomic_load(&child_work_ran) == 1, 21);
+        rcl_workqueue_destroy(w2);
+    }
+
+    rcl_work_init(&cw, child_work);
+    CHECK(rcl_queue_work(wq, &cw) == -ECHILD, 22);
+    rcl_flush_workqueue(wq);                     /* returns at once */
+    rcl_workqueue_destroy(wq);
+
+    /* A shrinker registered here, and the inherited one that a parent
+     * thread may have been scanning at the fork: unregistering must not
+     * wait for a pass that does not exist here. */
+    static const struct rcl_shrinker_ops ops = { .count = child_count, .scan = child_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("child", &ops, NULL, NULL);
+    CHECK(s, 23);
+    rcl_shrinker_unregister(s);
+    rcl_shrinker_unregister(lru_shrinker);
+
+    struct rcl_lru_node dispose;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(l2, NULL, NULL, ~0ul, &dispose);
+    struct rcl_lru_node *n;
+    while ((n = rcl_lru_list_pop(&dispose)))
+        item_free(n, NULL);
+    CHECK(rcl_lru_destroy(l2) == 0, 24);
+
+    rcl_shutdown();
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Forking and judging                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The child's exit status, or -1 (after killing it) if it hung. */
+static int wait_child(pid_t pid)
+{
+    int status;
+    for (long waited = 0; waited < CHILD_TIMEOUT_MS; waited += 5) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        test_sleep_ms(5);
+    }
+    /* TEST_FORK_DEBUG=1: a minute to attach a debugger to the hung child. */
+    fprintf(stderr, "child %d hung\n", (int)pid);
+    if (getenv("TEST_FORK_DEBUG"))
+        test_sleep_ms(60000);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static pid_t fork_child(int (*fn)(void))
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* cmocka's handlers would carry a crash back into the parent's
+         * test sequence: a crashing child must just die. */
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGILL, SIG_DFL);
+        signal(SIGFPE, SIG_DFL);
+        int rc = fn();
+        fflush(stderr);
+        _exit(rc);
+    }
+    return pid;
+}
+
+static int busy_setup(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(8 * MiB);
+    /* A child that needed the reclaimer would start it: not under TSan. */
+    cfg.background = !child_threads_unsupported();
+    cfg.lockdep = RCL_LOCKDEP_ON;     /* its graph lock joins the fork order too */
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    if (rcl_init(&cfg))
+        return -1;
+    lru = rcl_lru_create();
+    lru_shrinker = rcl_lru_shrinker(lru, "parent-lru", NULL, item_free, NULL, NULL);
+    pool = rcl_mempool_create(4, 256);
+    wq = rcl_workqueue_create("parent-wq", 4, RCL_WQ_MEM_RECLAIM);
+    atomic_store(&stop, false);
+    return lru && lru_shrinker && pool && wq ? 0 : -1;
+}
+
+static void drain_lru(void)
+{
+    struct rcl_lru_node dispose;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(lru, NULL, NULL, ~0ul, &dispose);
+    struct rcl_lru_node *n;
+    while ((n = rcl_lru_list_pop(&dispose)))
+        item_free(n, NULL);
+}
+
+static int busy_teardown(void **state)
+{
+    rcl_workqueue_destroy(wq);
+    rcl_mempool_destroy(pool);
+    drain_lru();
+    rcl_lru_destroy(lru);
+    return test_teardown(state);
+}
+
+static void test_children_of_a_busy_parent_use_the_library_and_exit(void **state)
+{
+    (void)state;
+    /* This ASan runtime does not hold its allocator's locks across fork:
+     * a child forked while another thread is in malloc hangs in ASan's
+     * own allocator before the library is reached. */
+    if (test_under_sanitizer("asan")) {
+        print_message("skipped: ASan's allocator hangs in a child forked during malloc\n");
+        skip();
+    }
+    pthread_t th[5];
+    void *(*fns[5])(void *) = { allocator, allocator, reclaimer, queuer, reclaimer };
+    for (unsigned i = 0; i < 5; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, fns[i], NULL), 0);
+
+    int forks = test_scale(40), rc = 0, i;
+    for (i = 0; i < forks && rc == 0; i++) {
+        test_sleep_ms(2);
+        pid_t pid = fork_child(child_main);
+        rc = pid > 0 ? wait_child(pid) : -2;
+    }
+
+    atomic_store(&stop, true);
+    for (unsigned t = 0; t < 5; t++)
+        pthread_join(th[t], NULL);
+    if (rc != 0)
+        fail_msg("child %d of %d: %s (status %d)", i, forks,
+                 rc == -1 ? "hung, killed" : "failed", rc);
+}
+
+/* The child's shutdown closes only its own copy of the pressure thread's
+ * stop eventfd: the parent's thread goes on. */
+static bool has_thread(const char *name)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *de;
+    bool found = false;
+    if (!dir)
+        return false;
+    while (!found && (de = readdir(dir))) {
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f))
+            found = strncmp(comm, name, strlen(name)) == 0;
+        fclose(f);
+    }
+    closedir(dir);
+    return found;
+}
+
+static int child_shutdown(void)
+{
+    rcl_shutdown();
+    return 0;
+}
+
+static void test_child_shutdown_leaves_the_parents_pressure_thread_running(void **state)
+{
+    (void)state;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.pressure = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    if (!has_thread("rcl-pressure")) {
+        print_message("skipped: no PSI file and no cgroup here, so no pressure thread\n");
+        skip();
+    }
+    assert_int_equal(wait_child(fork_child(child_shutdown)), 0);
+    test_sleep_ms(200);
+    assert_true(has_thread("rcl-pressure"));
+}
+
+/* The child's own pressure thread comes back at its next slow path. */
+static int child_pressure(void)
+{
+    CHECK(!has_thread("rcl-pressure"), 40);
+    rcl_reclaim(1, RCL_DEFAULT);
+    CHECK(has_thread("rcl-pressure"), 41);
+    rcl_shutdown();
+    CHECK(!has_thread("rcl-pressure"), 42);
+    return 0;
+}
+
+static void test_child_gets_its_own_pressure_thread(void **state)
+{
+    (void)state;
+    if (child_threads_unsupported()) {
+        print_message("skipped: TSan cannot start threads in the child\n");
+        skip();
+    }
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.pressure = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    if (!has_thread("rcl-pressure")) {
+        print_message("skipped: no PSI file and no cgroup here, so no pressure thread\n");
+        skip();
+    }
+    assert_int_equal(wait_child(fork_child(child_pressure)), 0);
+    assert_true(has_thread("rcl-pressure"));
+}
+
+/* The child gets its own background reclaimer when it needs one. A stack
+ * of blocks the test pushes and the shrinker pops, under one lock. */
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *held[4096];
+static unsigned long nheld;
+
+static unsigned long bg_count(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    pthread_mutex_lock(&held_lock);
+    unsigned long n = nheld;
+    pthread_mutex_unlock(&held_lock);
+    return n ? n : RCL_SHRINK_EMPTY;
+}
+
+static void *held_pop(void)
+{
+    pthread_mutex_lock(&held_lock);
+    void *b = nheld ? held[--nheld] : NULL;
+    pthread_mutex_unlock(&held_lock);
+    return b;
+}
+
+static unsigned long bg_scan(void *p, struct rcl_shrink_control *sc)
+{
+    unsigned long done = 0;
+    void *b;
+    (void)p;
+    while (done < sc->nr_to_scan && (b = held_pop()) != NULL) {
+        rcl_free(b);
+        done++;
+    }
+    return done;
+}
+
+static int child_background(void)
+{
+    static const struct rcl_shrinker_ops ops = { .count = bg_count, .scan = bg_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("child-bg", &ops, NULL, NULL);
+    CHECK(s, 30);
+    /* Fill past the low watermark with NOWAIT allocations, which never
+     * reclaim themselves: only the background reclaimer can help. */
+    for (unsigned i = 0; i < 4096; i++) {
+        void *b = rcl_alloc(1024, RCL_NOWAIT);
+        if (!b)
+            break;
+        pthread_mutex_lock(&held_lock);
+        held[nheld++] = b;
+        pthread_mutex_unlock(&held_lock);
+    }
+    for (int waited = 0; waited < 10000; waited += 10) {
+        struct rcl_stats st;
+        rcl_stats_get(&st);
+        if (st.background_reclaimed > 0)
+            break;
+        test_sleep_ms(10);
+    }
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    CHECK(st.background_reclaimed > 0, 31);
+    rcl_shrinker_unregister(s);
+    void *b;
+    while ((b = held_pop()) != NULL)
+        rcl_free(b);
+    rcl_shutdown();
+    return 0;
+}
+
+static void test_child_gets_its_own_background_reclaimer(void **state)
+{
+    (void)state;
+    if (child_threads_unsupported()) {
+        print_message("skipped: TSan cannot start threads in the child\n");
+        skip();
+    }
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(2 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    /* Start the parent's reclaimer, so that the child inherits "running". */
+    rcl_reclaim(1, RCL_NOWAIT);
+    void *p = rcl_alloc(1900 * KiB, RCL_NOWAIT);
+    rcl_free(p);
+    assert_int_equal(wait_child(fork_child(child_background)), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_children_of_a_busy_parent_use_the_library_and_exit,
+                                        busy_setup, busy_teardown),
+        cmocka_unit_test_setup_teardown(test_child_shutdown_leaves_the_parents_pressure_thread_running,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_child_gets_its_own_pressure_thread,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_child_gets_its_own_background_reclaimer,
+                                        test_setup, test_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
