@@ -285,22 +285,27 @@ static int reaction(void)
     nanosleep(&settle, NULL);           /* let the library's samples settle */
     atomic_store(&watch_scan, 1);
     atomic_store(&first_scan_ns, 0);
+    /* The crossing happened while the chunk that shows it was touched: its
+     * start is the earliest the crossing can have been, so the figure
+     * below errs long, never short. */
     unsigned long long t_cross = 0;
     for (size_t mib = 0; mib < 256 && !t_cross; mib++) {
         char *p = malloc(1 << 20);
         if (!p)
             break;
+        unsigned long long t0 = now_ns();
         memset(p, 1, 1 << 20);          /* kept: it is the pressure */
         if (read_u64(opt.reaction_file) >= cross)
-            t_cross = now_ns();
+            t_cross = t0;
     }
     for (int i = 0; i < 2000 && !atomic_load(&first_scan_ns); i++) {
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
     unsigned long long scan = atomic_load(&first_scan_ns);
-    printf("reaction crossed=%d scanned=%d reaction_us=%lld threshold=%llu\n", t_cross != 0, scan != 0,
-           t_cross && scan ? ((long long)scan - (long long)t_cross) / 1000 : -1, cross);
+    long long us = t_cross && scan ? ((long long)scan - (long long)t_cross) / 1000 : -1;
+    printf("reaction crossed=%d scanned=%d reaction_us=%lld threshold=%llu\n", t_cross != 0,
+           scan != 0, us < 0 && scan ? 0 : us, cross);
     return 0;
 }
 
