@@ -522,7 +522,10 @@ static void test_kv_cache_without_reclaim_is_oom_killed(void **state)
 
 /* cgroup v1 signals the moment its usage crosses the budget's low
  * watermark (a memory.usage_in_bytes threshold): the shrinker is called
- * within 10 ms of the crossing, not at the next one-second tick. */
+ * within 10 ms of the crossing, not at the next one-second tick. The
+ * median of three runs is held to it (one run's figure includes however
+ * long the machine kept the library's threads from a CPU); every run must
+ * reach the shrinker. */
 static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state)
 {
     (void)state;
@@ -534,16 +537,23 @@ static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state
     char usage_file[PATH_MAX + 32], line[512];
     snprintf(usage_file, sizeof(usage_file), "%s/memory.usage_in_bytes", cg.dir);
     char *const argv[] = { "kv_cache", "--reaction", usage_file, NULL };
-    int fd;
-    pid_t pid = spawn(&fd, NULL, argv);
-    read_line(fd, line, sizeof(line), 60000);
-    int status = reap(pid, 30000);
-    close(fd);
-    print_message("reaction: %s\n", line);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(field(line, "crossed"), 1);
-    assert_int_equal(field(line, "scanned"), 1);
-    assert_true(field(line, "reaction_us") <= 10000);
+    unsigned long long us[3];
+    for (int r = 0; r < 3; r++) {
+        int fd;
+        pid_t pid = spawn(&fd, NULL, argv);
+        read_line(fd, line, sizeof(line), 60000);
+        int status = reap(pid, 30000);
+        close(fd);
+        print_message("reaction: %s\n", line);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(field(line, "crossed"), 1);
+        assert_int_equal(field(line, "scanned"), 1);
+        us[r] = field(line, "reaction_us");
+    }
+    unsigned long long lo = us[0] < us[1] ? us[0] : us[1], hi = us[0] < us[1] ? us[1] : us[0];
+    unsigned long long median = us[2] < lo ? lo : us[2] > hi ? hi : us[2];
+    print_message("median reaction %llu us\n", median);
+    assert_true(median <= 10000);
 }
 
 /* Outside any cgroup, with RECLAIM_LIMIT=64M: the peak resident set stays

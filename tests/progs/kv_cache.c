@@ -298,14 +298,16 @@ static int reaction(void)
         if (read_u64(opt.reaction_file) >= cross)
             t_cross = t0;
     }
-    for (int i = 0; i < 2000 && !atomic_load(&first_scan_ns); i++) {
+    for (int i = 0; i < 5000 && !atomic_load(&first_scan_ns); i++) {
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
     unsigned long long scan = atomic_load(&first_scan_ns);
     long long us = t_cross && scan ? ((long long)scan - (long long)t_cross) / 1000 : -1;
-    printf("reaction crossed=%d scanned=%d reaction_us=%lld threshold=%llu\n", t_cross != 0,
-           scan != 0, us < 0 && scan ? 0 : us, cross);
+    rcl_stats_get(&st);
+    printf("reaction crossed=%d scanned=%d reaction_us=%lld threshold=%llu footprint=%zu "
+           "wakeups=%lu usage=%zu\n", t_cross != 0, scan != 0, us < 0 && scan ? 0 : us, cross,
+           rcl_footprint(), st.background_wakeups, st.usage);
     return 0;
 }
 
