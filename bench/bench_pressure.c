@@ -1219,7 +1219,10 @@ static void cgroup_comparison(const char *exe, unsigned run_ms)
 
 int main(int argc, char **argv)
 {
-    bench_args(argc, argv, "bench_pressure", "A cache under memory pressure: a shrinker and budget beside a cache trimmed from a PSI signal.");
+    /* "--cgroup-child MODE BYTES MS" is this program re-run by itself
+     * inside the cgroup (cg_variant); anything else is the user's. */
+    if (!(argc == 5 && !strcmp(argv[1], "--cgroup-child")))
+        bench_args(argc, argv, "bench_pressure", "A cache under memory pressure: a shrinker and budget beside a cache trimmed from a PSI signal.");
     int quick = bench_quick();
     int reps = bench_reps(1, 3, MAX_REPS);
     size_t limit = (size_t)bench_env_long("BENCH_LIMIT_MB", 32) << 20;
