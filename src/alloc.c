@@ -430,8 +430,9 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
     if (size > SIZE_MAX - 2 * page)
         return fail(EOVERFLOW);
     size_t len = (size + page - 1) & ~(page - 1);
-    /* The scope applies here as everywhere: seed 002's vmalloc ignored
-     * GFP_NOFS because page tables were allocated with GFP_KERNEL. */
+    /* The scope applies here as everywhere: the kernel's vmalloc once
+     * ignored GFP_NOFS because it allocated page tables with GFP_KERNEL
+     * ("vmalloc with GFP_NOFS", linux-mm, May 2018). */
     size_t cost = front_charge(len, (unsigned)__builtin_ctzl(page), true);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
