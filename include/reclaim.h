@@ -370,7 +370,10 @@ void    *rcl_journal_info(void);
  *
  * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
  * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",
- * started the first time headroom falls below low), pressure following on,
+ * started the first time headroom falls below low; when it cannot be
+ * started, say EAGAIN at the process's thread limit, that is reported and
+ * a later wake-up tries again, at most every 100 ms, while allocations
+ * reclaim directly), pressure following on,
  * lock checker off (lockdep = RCL_LOCKDEP_ON, or RECLAIM_LOCKDEP=1 for a
  * program configured from the environment).
  */
@@ -476,14 +479,28 @@ void   rcl_shutdown(void);
  */
 
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is
- * allowed: the background reclaimer (if any) is woken to get back under. */
+ * allowed: the background reclaimer (if any) is woken to get back under.
+ * The limit is then the program's: the pressure thread no longer moves an
+ * automatic budget with the cgroup (see rcl_auto_limit).
+ * A lowered limit binds what threads pre-charged under the old one: the
+ * caller's stock goes back at once, every other thread's at its next
+ * allocation, charge or free (its stock is not spent). Precisely: once the
+ * call returns, the budget's counter (stocks included) grows only through
+ * charges checked against the new limit, so usage stays <= max(new limit,
+ * usage when the call returned); an allocation already in flight in
+ * another thread at the call may still complete from that thread's old
+ * stock (one allocation per thread, at most its stock). The same holds
+ * when the pressure thread lowers an automatic budget. */
 int    rcl_set_limit(size_t bytes);
 size_t rcl_limit(void);
 
 /* Accounted bytes. Each thread keeps a small stock of pre-charged bytes so
  * that the allocation fast path writes no shared cache line; the stock is
  * part of the budget's usage. rcl_usage() subtracts every thread's stock,
- * so it is exact whenever no allocation is in flight. */
+ * so it is exact whenever no allocation is in flight, and never above the
+ * true figure while only frees are in flight (a thread returning stock to
+ * the budget at that moment may make it read low, never high). During an
+ * allocation in flight it may include that allocation's stock refill. */
 size_t rcl_usage(void);
 /*
  * The real memory the budget is held to: rcl_usage() plus what the process
@@ -539,8 +556,9 @@ void   rcl_usage_sync(void);
  * With pressure = 1 the library follows, from one thread ("rcl-pressure",
  * only when there is something to follow; it sleeps in poll()):
  *   - the cgroup limit, re-read each second: when it changes, an automatic
- *     budget is moved with it (rcl_set_limit); a limit the program chose is
- *     left alone;
+ *     budget is moved with it; a limit the program chose (a nonzero
+ *     struct rcl_config.limit, or any rcl_set_limit() call, even one made
+ *     while the budget was automatic) is left alone;
  *   - a PSI trigger ("some 150000 1000000": 150 ms stalled in 1 s; where
  *     the kernel refuses it, "some 300000 2000000") on the cgroup's
  *     memory.pressure (v2) or /proc/pressure/memory;
@@ -586,6 +604,11 @@ size_t rcl_auto_limit(void);
  * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM in gfp) the call never returns
  * NULL for a request that can succeed: it reclaims, waits with a bound and
  * retries, reporting a stall every stall_ms (default 10 s) while it waits.
+ * That holds when the allocator behind the library fails too (malloc,
+ * posix_memalign, realloc or mmap returning NULL), for rcl_alloc,
+ * rcl_calloc, rcl_realloc, rcl_aligned_alloc and rcl_valloc alike: the
+ * call keeps its charge, reclaims what its context allows, waits and asks
+ * again ("allocation stall ... the system allocator keeps failing").
  * A request that can never succeed fails at once, with a report unless
  * RCL__NOWARN. Other failures are reported (rate-limited) unless NOWARN.
  *
@@ -615,6 +638,8 @@ size_t rcl_alloc_charge(size_t size);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
+/* An alignment above SIZE_MAX / 4, or a size that with twice the
+ * alignment overflows, fails with EOVERFLOW before anything is charged. */
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
 /* NULL: nothing. A pointer the library did not hand out (or one already
  * freed, where that can still be seen) is reported, sets errno to EINVAL,

@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 struct rcl_hdr {
@@ -274,6 +275,75 @@ static void *fail(int err)
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* NOFAIL through backend failures                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The backend calls an allocation may retry. */
+enum be_op { BE_MALLOC, BE_MEMALIGN, BE_REALLOC, BE_MMAP };
+
+static void *be_call(enum be_op op, void *old, size_t align, size_t n)
+{
+    switch (op) {
+    case BE_MALLOC:   return rcl__be_malloc(n);
+    case BE_MEMALIGN: return rcl__be_memalign(align, n);
+    case BE_REALLOC:  return rcl__be_realloc(old, n);
+    case BE_MMAP:     break;
+    }
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static _Atomic long long be_stall_reported;
+
+/*
+ * A NOFAIL request the budget already granted, whose backend call failed
+ * (the system is short of memory, or of mappings): the backend failing is
+ * a stall like reclaim not keeping up, so the call reclaims what its
+ * context allows, waits a bounded, growing time and tries again, reporting
+ * a stall every stall_ms. Only a size no backend can ever give fails.
+ */
+static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old, size_t align,
+                                                       size_t n, size_t size, rcl_gfp_t gfp)
+{
+    unsigned long long start = rcl__now_ns();
+    unsigned long long next = start + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+
+    if (n > PTRDIFF_MAX)
+        return NULL;
+    for (unsigned round = 0;; round++) {
+        rcl__reclaim_wake();
+        rcl_reclaim(128 * 1024, gfp & ~RCL__NOFAIL);
+        struct timespec ts = { 0, round < 10 ? 100000L << (round / 2) : 10000000L };
+        nanosleep(&ts, NULL);
+        void *p = be_call(op, old, align, n);
+        if (p)
+            return p;
+        unsigned long long now = rcl__now_ns();
+        if (now >= next) {
+            char flags[128];
+            rcl__count(nofail_stalls, 1);
+            rcl__report_limited(&be_stall_reported,
+                                "allocation stall: %zu bytes (%s) waiting for %llu ms: the "
+                                "system allocator keeps failing", size,
+                                rcl__gfp_str(gfp, flags, sizeof(flags)),
+                                (now - start) / 1000000ull);
+            next = now + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+        }
+    }
+}
+
+/* The backend's answer p, or for a NOFAIL request that may wait, what the
+ * retries above get. */
+static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align, size_t n,
+                                size_t size, rcl_gfp_t gfp)
+{
+    if (likely(p != NULL) || (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) !=
+                             (RCL__NOFAIL | RCL__DIRECT_RECLAIM))
+        return p;
+    return be_nofail(op, old, align, n, size, gfp);
+}
+
 /* Every plain block leaves through here, its size already charged. */
 static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
 {
@@ -322,7 +392,8 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 
     struct rcl_hdr *h = size <= RCL_MAG_MAX ? mag_take(t, mag_class(size)) : NULL;
     if (!h)
-        h = rcl__be_malloc(backend_size(size));
+        h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
+                        backend_size(size), size, gfp);
     if (!h) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -386,7 +457,9 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
         return fail(EINVAL);
     if (align <= HDR)
         return rcl_alloc(size, gfp);
-    if (size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
+    /* Before anything is charged: an alignment of half the address space
+     * would wrap 2 * align to 0 and let any size through. */
+    if (align > SIZE_MAX / 4 || size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
     unsigned shift = (unsigned)__builtin_ctzl(align);
     size_t cost = front_charge(size, shift, false);
@@ -395,7 +468,8 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
 
     /* The header sits in the first `align` bytes, just before the aligned
      * pointer, so the block keeps its alignment. */
-    char *base = rcl__be_memalign(align, size + align);
+    char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
+                             size + align, size, gfp);
     if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -435,8 +509,9 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
 
     /* One extra page in front holds the header; the memory handed out
      * starts on a page boundary and comes zeroed from the kernel. */
-    char *base = mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) {
+    char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
+                             size, gfp);
+    if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
         return fail(ENOMEM);
@@ -590,7 +665,8 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
         return fail(-err);
     /* In place when the backend's block already has the room. */
     struct rcl_hdr *n = backend_size(size) <= rcl__be_usable_size(h) ? h :
-                        rcl__be_realloc(h, backend_size(size));
+                        be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
+                                    backend_size(size), size, gfp);
     if (!n) {
         if (now > was)
             rcl_uncharge(now - was);

@@ -73,11 +73,14 @@ struct rcl_thread {
     _Atomic long          stock_max;  /* spill back to the budget above this */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
                                          secret included; 0 = detached */
-    unsigned              lockdep_watch; /* nonzero: this thread's allocations take
+    _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
                                             the slow path: RCL__WATCH_LOCKDEP (the
-                                            lock checker wants them) or
+                                            lock checker wants them),
                                             RCL__WATCH_RESERVE (served from the
-                                            I/O-flusher reserve) */
+                                            I/O-flusher reserve) or
+                                            RCL__WATCH_DRAIN (another thread
+                                            asked for the stock back: set with
+                                            stock_max = RCL_STOCK_DRAIN) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
@@ -169,6 +172,9 @@ int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
 void   rcl__uncharge_slow(struct rcl_thread *t, size_t size);
 void   rcl__stock_flush(struct rcl_thread *t, long keep);
 size_t rcl__headroom(void);
+/* The pressure thread moving the automatic budget with the cgroup: false
+ * (and nothing changed) once the program chose a limit (rcl_set_limit). */
+bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 
@@ -176,13 +182,17 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
  * fast path's test stays one load and one or. */
 #define RCL__WATCH_LOCKDEP 0x1u
 #define RCL__WATCH_RESERVE 0x2u
+/* Set by another thread (a lowered limit): the stock may no longer be
+ * spent, so the next allocation or charge meets the drain request first.
+ * Only ever set and cleared with atomic read-modify-writes. */
+#define RCL__WATCH_DRAIN   0x4u
 
 /* May this thread's allocation skip the slow path? Not while the lock
  * checker watches it, or while it is reclaiming (reclaim's progress must
  * count what its shrinkers charge). */
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
-    return !(t->lockdep_watch | t->in_reclaim);
+    return !(rd(t->lockdep_watch) | t->in_reclaim);
 }
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim
