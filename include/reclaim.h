@@ -476,7 +476,33 @@ void   rcl_shutdown(void);
  * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
  * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
  * rcl_shutdown(), and the report function (called with cancellation off).
+ *
+ * Signal handlers. Exactly these calls are async-signal-safe, on the
+ * thread the signal interrupted:
+ *   rcl_alloc, rcl_calloc, rcl_aligned_alloc (alignment <= 16) and
+ *   rcl_realloc (p NULL) of up to 256 bytes, and rcl_free / rcl_vfree of
+ *   any block, between rcl_signal_enter() and rcl_signal_leave();
+ *   rcl_signal_enter() and rcl_signal_leave() themselves.
+ * Bracketed so, a call never blocks, takes no lock and never calls the
+ * allocator behind the library: an allocation takes a block from a small
+ * per-thread stash (eight 256-byte blocks, charged to the budget, made at
+ * the thread's next ordinary allocation after a handler first asks, and
+ * topped up the same way), and NULL (ENOMEM) means none is there now; a
+ * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
+ * a block fail the same way. A free is deferred: the block stays charged
+ * until the thread's next allocation, rcl_usage_sync() or exit releases
+ * it; a bad free there is counted at once and reported by the thread
+ * later. The flags are otherwise ignored: nothing in a handler reclaims.
+ * Unbracketed, the same calls from a handler are still safe against the
+ * library itself (a call that interrupts the thread inside any library
+ * call takes the same path), but one that interrupts the thread outside
+ * the library takes the ordinary path, which may call malloc(): unsafe if
+ * the thread was inside malloc() itself. No other library call may be
+ * made from a signal handler.
  */
+/* Returns a cookie for rcl_signal_leave(); they nest. */
+unsigned rcl_signal_enter(void);
+void     rcl_signal_leave(unsigned cookie);
 
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is
  * allowed: the background reclaimer (if any) is woken to get back under.
@@ -649,6 +675,9 @@ void  rcl_free(void *p);
  * scope like everything else (the kernel's vmalloc once ignored GFP_NOFS:
  * the "vmalloc with GFP_NOFS" thread, linux-kernel, May 2018). */
 void *rcl_valloc(size_t size, rcl_gfp_t gfp);
+/* Frees either kind of block. A mapped block's header page stays mapped
+ * (its memory given back) until 64 more mapped blocks have been freed, so
+ * a second free of the block within that span is reported, not a fault. */
 void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
  * as rcl_alloc would fail. Charging 0 bytes is a no-op. */

@@ -75,6 +75,8 @@ static void thread_exit(void *arg)
 {
     struct rcl_thread *t = arg;
 
+    unsigned b = rcl__busy_hold(t);
+    rcl__sig_flush(t);
     rcl__mag_flush(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
@@ -82,6 +84,7 @@ static void thread_exit(void *arg)
         thread_unlink_locked(t);
     }
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(t, b);
 }
 
 static void exit_key_create(void)
@@ -112,6 +115,9 @@ void rcl__thread_attach(struct rcl_thread *t)
     registry = t;
     wr(t->epoch, epoch);
     pthread_mutex_unlock(&registry_lock);
+    /* Registered first: a deferred block of this epoch is uncharged into
+     * the new stock. */
+    rcl__sig_forget(t);
 }
 
 static void set_watermarks(size_t limit)
@@ -186,6 +192,7 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
  * the cached blocks go too, and the backend may give their pages up. */
 static void drain_self(struct rcl_thread *t)
 {
+    rcl__sig_flush(t);
     rcl__mag_flush(t);
     rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
@@ -382,6 +389,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     rcl__thread_attach(t);
     if (!t->in_reclaim) {
         drain_if_asked(t);
+        if (unlikely(rcl__sig_pending(t)) && t->busy)
+            rcl__sig_service(t);
         /* Follows a batch rcl_set_limit() changed; a drain request that
          * just came in stays. */
         long max = rd(t->stock_max);
@@ -461,18 +470,27 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
 /* ------------------------------------------------------------------------ */
 
-int rcl_charge(size_t bytes, rcl_gfp_t gfp)
+static int charge_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 {
-    struct rcl_thread *t = &rcl__self;
     long avail = rcl__stock_avail(t);
 
-    if (!bytes)
-        return 0;
     if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch)) {
         wr(t->stock, rd(t->stock) - (long)bytes);
         return 0;
     }
     return rcl__charge(t, bytes, gfp);
+}
+
+int rcl_charge(size_t bytes, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return 0;
+    unsigned b = rcl__busy_hold(t);
+    int err = charge_body(t, bytes, gfp);
+    rcl__busy_drop(t, b);
+    return err;
 }
 
 void rcl_uncharge(size_t bytes)
@@ -494,7 +512,9 @@ void rcl_uncharge(size_t bytes)
         if (!bytes)
             return;
     }
+    unsigned b = rcl__busy_hold(t);
     rcl__uncharge_fast(t, bytes);
+    rcl__busy_drop(t, b);
 }
 
 /*
@@ -535,16 +555,19 @@ int rcl_set_limit(size_t bytes)
     if (!bytes)
         return -EINVAL;
     rcl__ensure_init();
+    unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     limit_chosen = true;
     set_limit_locked(bytes);
     pthread_mutex_unlock(&registry_lock);
     limit_changed();
+    rcl__busy_drop(&rcl__self, b);
     return 0;
 }
 
 bool rcl__set_auto_limit(size_t bytes)
 {
+    /* The pressure thread, which blocks every signal: not busy. */
     pthread_mutex_lock(&registry_lock);
     bool ok = !limit_chosen;
     if (ok && bytes != rd(rcl__acct.limit))
@@ -577,13 +600,16 @@ size_t rcl_usage(void)
      * released: a flush in between is then counted in neither or only in
      * the budget, so frees and flushes in flight can make the result
      * smaller than the truth, never larger. */
+    unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     for (struct rcl_thread *t = registry; t; t = t->next) {
         long s = atomic_load_explicit(&t->stock, memory_order_acquire);
         stocks += s > 0 ? (size_t)s : 0;
+        stocks += atomic_load_explicit(&t->sig_stash_bytes, memory_order_acquire);
     }
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_acquire);
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(&rcl__self, b);
     return c > stocks ? c - stocks : 0;
 }
 
@@ -592,6 +618,7 @@ void rcl_usage_sync(void)
     struct rcl_thread *self = &rcl__self;
 
     rcl__ensure_init();
+    unsigned b = rcl__busy_hold(self);
     rcl__thread_attach(self);
     drain_self(self);
     pthread_mutex_lock(&registry_lock);
@@ -599,10 +626,12 @@ void rcl_usage_sync(void)
         if (t != self)
             wr(t->stock_max, RCL_STOCK_DRAIN);
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(self, b);
 }
 
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
 {
+    unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
     size_t c = 0;
@@ -612,6 +641,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
         c += rd(t->cached);
     }
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(&rcl__self, b);
     *allocs = a;
     *frees = f;
     *cached = c;

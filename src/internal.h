@@ -83,6 +83,10 @@ struct rcl_thread {
                                             stock_max = RCL_STOCK_DRAIN) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
+    unsigned              busy;       /* nonzero while the thread is inside a call
+                                         that touches this state or takes a
+                                         library lock: a signal handler's call
+                                         then takes the signal path (alloc.c) */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
@@ -96,6 +100,16 @@ struct rcl_thread {
     void                 *mag[RCL_MAG_CLASSES];
     _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
+    /* Signal safety (alloc.c): blocks kept for allocations made by a signal
+     * handler that interrupted this thread inside the library (a handler
+     * only pops; the thread pushes or takes the whole list), their charge,
+     * the blocks such handlers freed (a handler only pushes; the thread
+     * takes the whole list), and a handler's request for a refill. */
+    void *_Atomic         sig_stash;
+    _Atomic size_t        sig_stash_bytes;
+    void *_Atomic         sig_deferred;
+    _Atomic unsigned      sig_want;
+    _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
 };
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
@@ -166,6 +180,55 @@ uint64_t rcl__hdr_tag(unsigned epoch);
 /* Gives the calling thread's cached blocks back to the backend (alloc.c);
  * only ever for the caller's own rcl__self, or at its exit. */
 void   rcl__mag_flush(struct rcl_thread *t);
+/* The thread is inside the library (see rcl_thread.busy). The fences keep
+ * the compiler from moving the state's loads and stores across. */
+static inline void rcl__busy_enter(struct rcl_thread *t)
+{
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline void rcl__busy_leave(struct rcl_thread *t)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = 0;
+}
+/* Around a call out to the program's code (shrinkers, the report
+ * function): its own calls into the library are ordinary ones. */
+static inline unsigned rcl__busy_out(void)
+{
+    unsigned b = rcl__self.busy;
+    atomic_signal_fence(memory_order_seq_cst);
+    rcl__self.busy = 0;
+    return b;
+}
+static inline void rcl__busy_back(unsigned b)
+{
+    rcl__self.busy = b;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+/* Frees a signal handler deferred, and the stash refill it asked for;
+ * the caller is busy. */
+void   rcl__sig_service(struct rcl_thread *t);
+void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
+void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
+/* Around a call that touches the thread's state without being one a
+ * handler may make (rcl_charge, rcl_reclaim...): nests. */
+static inline unsigned rcl__busy_hold(struct rcl_thread *t)
+{
+    unsigned b = t->busy;
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    return b;
+}
+static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = b;
+}
+static inline bool rcl__sig_pending(const struct rcl_thread *t)
+{
+    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
+}
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);

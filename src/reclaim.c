@@ -229,9 +229,11 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
         return 0;
     }
     /* The caller asked for these bytes: no time bound. */
+    unsigned busy = rcl__busy_hold(t);
     size_t freed = reclaim_counted(t, bytes, masked, 0);
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
+    rcl__busy_drop(t, busy);
     maybe_trim(freed);
     return freed;
 }
