@@ -543,7 +543,11 @@ static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state
     assert_true(WIFEXITED(status));
     assert_int_equal(field(line, "crossed"), 1);
     assert_int_equal(field(line, "scanned"), 1);
-    assert_true(field(line, "reaction_us") <= 10000);
+    /* Signed: the kernel's threshold can fire, and the shrinker run, before
+     * the program's own read of the usage file sees the crossing. */
+    const char *r = strstr(line, " reaction_us=");
+    assert_non_null(r);
+    assert_true(strtoll(r + strlen(" reaction_us="), NULL, 10) <= 10000);
 }
 
 /* Outside any cgroup, with RECLAIM_LIMIT=64M: the peak resident set stays
