@@ -493,12 +493,14 @@ void   rcl_shutdown(void);
  * until the thread's next allocation, rcl_usage_sync() or exit releases
  * it; a bad free there is counted at once and reported by the thread
  * later. The flags are otherwise ignored: nothing in a handler reclaims.
- * Unbracketed, the same calls from a handler are still safe against the
- * library itself (a call that interrupts the thread inside any library
- * call takes the same path), but one that interrupts the thread outside
- * the library takes the ordinary path, which may call malloc(): unsafe if
- * the thread was inside malloc() itself. No other library call may be
- * made from a signal handler.
+ * Unbracketed, the same calls take that path only when the handler
+ * interrupted the thread inside an allocation-family call, rcl_charge,
+ * rcl_uncharge, rcl_reclaim, rcl_usage, rcl_usage_sync, rcl_set_limit,
+ * rcl_stats_get or a report (the allocation path's own locks and the
+ * thread's stock are safe then); elsewhere they take the ordinary path,
+ * which may call malloc() and take locks: unsafe if the thread was inside
+ * malloc() itself or another library call. Bracket every handler that
+ * allocates. No other library call may be made from a signal handler.
  */
 /* Returns a cookie for rcl_signal_leave(); they nest. */
 unsigned rcl_signal_enter(void);
