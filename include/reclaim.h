@@ -370,7 +370,10 @@ void    *rcl_journal_info(void);
  *
  * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
  * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",
- * started the first time headroom falls below low), pressure following on,
+ * started the first time headroom falls below low; when it cannot be
+ * started, say EAGAIN at the process's thread limit, that is reported and
+ * a later wake-up tries again, at most every 100 ms, while allocations
+ * reclaim directly), pressure following on,
  * lock checker off (lockdep = RCL_LOCKDEP_ON, or RECLAIM_LOCKDEP=1 for a
  * program configured from the environment).
  */
@@ -473,17 +476,59 @@ void   rcl_shutdown(void);
  * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
  * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
  * rcl_shutdown(), and the report function (called with cancellation off).
+ *
+ * Signal handlers. Exactly these calls are async-signal-safe, on the
+ * thread the signal interrupted:
+ *   rcl_alloc, rcl_calloc, rcl_aligned_alloc (alignment <= 16) and
+ *   rcl_realloc (p NULL) of up to 256 bytes, and rcl_free / rcl_vfree of
+ *   any block, between rcl_signal_enter() and rcl_signal_leave();
+ *   rcl_signal_enter() and rcl_signal_leave() themselves.
+ * Bracketed so, a call never blocks, takes no lock and never calls the
+ * allocator behind the library: an allocation takes a block from a small
+ * per-thread stash (eight 256-byte blocks, charged to the budget, made at
+ * the thread's next ordinary allocation after a handler first asks, and
+ * topped up the same way), and NULL (ENOMEM) means none is there now; a
+ * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
+ * a block fail the same way. A free is deferred: the block stays charged
+ * until the thread's next allocation, rcl_usage_sync() or exit releases
+ * it; a bad free there is counted at once and reported by the thread
+ * later. The flags are otherwise ignored: nothing in a handler reclaims.
+ * Unbracketed, the same calls take that path only when the handler
+ * interrupted the thread inside an allocation-family call, rcl_charge,
+ * rcl_uncharge, rcl_reclaim, rcl_usage, rcl_usage_sync, rcl_set_limit,
+ * rcl_stats_get or a report (the allocation path's own locks and the
+ * thread's stock are safe then); elsewhere they take the ordinary path,
+ * which may call malloc() and take locks: unsafe if the thread was inside
+ * malloc() itself or another library call. Bracket every handler that
+ * allocates. No other library call may be made from a signal handler.
  */
+/* Returns a cookie for rcl_signal_leave(); they nest. */
+unsigned rcl_signal_enter(void);
+void     rcl_signal_leave(unsigned cookie);
 
 /* Changes the limit; -EINVAL for 0. Lowering it below current usage is
- * allowed: the background reclaimer (if any) is woken to get back under. */
+ * allowed: the background reclaimer (if any) is woken to get back under.
+ * The limit is then the program's: the pressure thread no longer moves an
+ * automatic budget with the cgroup (see rcl_auto_limit).
+ * A lowered limit binds what threads pre-charged under the old one: the
+ * caller's stock goes back at once, every other thread's at its next
+ * allocation, charge or free (its stock is not spent). Precisely: once the
+ * call returns, the budget's counter (stocks included) grows only through
+ * charges checked against the new limit, so usage stays <= max(new limit,
+ * usage when the call returned); an allocation already in flight in
+ * another thread at the call may still complete from that thread's old
+ * stock (one allocation per thread, at most its stock). The same holds
+ * when the pressure thread lowers an automatic budget. */
 int    rcl_set_limit(size_t bytes);
 size_t rcl_limit(void);
 
 /* Accounted bytes. Each thread keeps a small stock of pre-charged bytes so
  * that the allocation fast path writes no shared cache line; the stock is
  * part of the budget's usage. rcl_usage() subtracts every thread's stock,
- * so it is exact whenever no allocation is in flight. */
+ * so it is exact whenever no allocation is in flight, and never above the
+ * true figure while only frees are in flight (a thread returning stock to
+ * the budget at that moment may make it read low, never high). During an
+ * allocation in flight it may include that allocation's stock refill. */
 size_t rcl_usage(void);
 /*
  * The real memory the budget is held to: rcl_usage() plus what the process
@@ -539,8 +584,9 @@ void   rcl_usage_sync(void);
  * With pressure = 1 the library follows, from one thread ("rcl-pressure",
  * only when there is something to follow; it sleeps in poll()):
  *   - the cgroup limit, re-read each second: when it changes, an automatic
- *     budget is moved with it (rcl_set_limit); a limit the program chose is
- *     left alone;
+ *     budget is moved with it; a limit the program chose (a nonzero
+ *     struct rcl_config.limit, or any rcl_set_limit() call, even one made
+ *     while the budget was automatic) is left alone;
  *   - a PSI trigger ("some 150000 1000000": 150 ms stalled in 1 s; where
  *     the kernel refuses it, "some 300000 2000000") on the cgroup's
  *     memory.pressure (v2) or /proc/pressure/memory;
@@ -586,6 +632,11 @@ size_t rcl_auto_limit(void);
  * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM in gfp) the call never returns
  * NULL for a request that can succeed: it reclaims, waits with a bound and
  * retries, reporting a stall every stall_ms (default 10 s) while it waits.
+ * That holds when the allocator behind the library fails too (malloc,
+ * posix_memalign, realloc or mmap returning NULL), for rcl_alloc,
+ * rcl_calloc, rcl_realloc, rcl_aligned_alloc and rcl_valloc alike: the
+ * call keeps its charge, reclaims what its context allows, waits and asks
+ * again ("allocation stall ... the system allocator keeps failing").
  * A request that can never succeed fails at once, with a report unless
  * RCL__NOWARN. Other failures are reported (rate-limited) unless NOWARN.
  *
@@ -615,6 +666,8 @@ size_t rcl_alloc_charge(size_t size);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
+/* An alignment above SIZE_MAX / 4, or a size that with twice the
+ * alignment overflows, fails with EOVERFLOW before anything is charged. */
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
 /* NULL: nothing. A pointer the library did not hand out (or one already
  * freed, where that can still be seen) is reported, sets errno to EINVAL,
@@ -624,6 +677,9 @@ void  rcl_free(void *p);
  * scope like everything else (the kernel's vmalloc once ignored GFP_NOFS:
  * the "vmalloc with GFP_NOFS" thread, linux-kernel, May 2018). */
 void *rcl_valloc(size_t size, rcl_gfp_t gfp);
+/* Frees either kind of block. A mapped block's header page stays mapped
+ * (its memory given back) until 64 more mapped blocks have been freed, so
+ * a second free of the block within that span is reported, not a fault. */
 void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
  * as rcl_alloc would fail. Charging 0 bytes is a no-op. */

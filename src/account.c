@@ -36,6 +36,11 @@ static struct rcl_thread *registry;
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static _Atomic long long overuncharge_reported;
+/* The program chose the limit (rcl_set_limit): the automatic budget no
+ * longer follows the cgroup. Under registry_lock with the limit itself, so
+ * that a cgroup change read just before the program's call cannot land
+ * after it. */
+static bool limit_chosen;
 static _Atomic long long failure_reported;
 
 static void budget_return(size_t bytes)
@@ -70,6 +75,8 @@ static void thread_exit(void *arg)
 {
     struct rcl_thread *t = arg;
 
+    unsigned b = rcl__busy_hold(t);
+    rcl__sig_flush(t);
     rcl__mag_flush(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
@@ -77,6 +84,7 @@ static void thread_exit(void *arg)
         thread_unlink_locked(t);
     }
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(t, b);
 }
 
 static void exit_key_create(void)
@@ -107,6 +115,9 @@ void rcl__thread_attach(struct rcl_thread *t)
     registry = t;
     wr(t->epoch, epoch);
     pthread_mutex_unlock(&registry_lock);
+    /* Registered first: a deferred block of this epoch is uncharged into
+     * the new stock. */
+    rcl__sig_forget(t);
 }
 
 static void set_watermarks(size_t limit)
@@ -137,6 +148,7 @@ static void set_watermarks(size_t limit)
 
 int rcl__account_start(const struct rcl_config *cfg)
 {
+    limit_chosen = false;
     wr(rcl__acct.charged, 0);
     wr(rcl__acct.peak, 0);
     set_watermarks(cfg->limit);
@@ -180,6 +192,7 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
  * the cached blocks go too, and the backend may give their pages up. */
 static void drain_self(struct rcl_thread *t)
 {
+    rcl__sig_flush(t);
     rcl__mag_flush(t);
     rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
@@ -189,6 +202,9 @@ static void drain_self(struct rcl_thread *t)
  * met at the thread's next slow path. */
 static void drain_if_asked(struct rcl_thread *t)
 {
+    /* The bit first: a request that comes in after this sees it set again. */
+    if (rd(t->lockdep_watch) & RCL__WATCH_DRAIN)
+        atomic_fetch_and(&t->lockdep_watch, ~RCL__WATCH_DRAIN);
     if (rd(t->stock_max) == RCL_STOCK_DRAIN) {
         wr(t->stock_max, rcl__stock_limit());
         drain_self(t);
@@ -203,9 +219,13 @@ void rcl__stock_flush(struct rcl_thread *t, long keep)
     if (keep < cached)
         keep = cached;
 
+    /* The budget first, then the stock, released: rcl_usage(), which
+     * reads the stocks before the budget, then sees the bytes either in
+     * both or in neither place, never leaving the stock only (an
+     * over-report of what was flushed). */
     if (s > keep) {
-        wr(t->stock, keep);
         budget_return((size_t)(s - keep));
+        atomic_store_explicit(&t->stock, keep, memory_order_release);
     }
 }
 
@@ -369,6 +389,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     rcl__thread_attach(t);
     if (!t->in_reclaim) {
         drain_if_asked(t);
+        if (unlikely(rcl__sig_pending(t)) && t->busy)
+            rcl__sig_service(t);
         /* Follows a batch rcl_set_limit() changed; a drain request that
          * just came in stays. */
         long max = rd(t->stock_max);
@@ -448,18 +470,27 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
 /* ------------------------------------------------------------------------ */
 
-int rcl_charge(size_t bytes, rcl_gfp_t gfp)
+static int charge_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 {
-    struct rcl_thread *t = &rcl__self;
     long avail = rcl__stock_avail(t);
 
-    if (!bytes)
-        return 0;
     if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch)) {
         wr(t->stock, rd(t->stock) - (long)bytes);
         return 0;
     }
     return rcl__charge(t, bytes, gfp);
+}
+
+int rcl_charge(size_t bytes, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return 0;
+    unsigned b = rcl__busy_hold(t);
+    int err = charge_body(t, bytes, gfp);
+    rcl__busy_drop(t, b);
+    return err;
 }
 
 void rcl_uncharge(size_t bytes)
@@ -481,7 +512,42 @@ void rcl_uncharge(size_t bytes)
         if (!bytes)
             return;
     }
+    unsigned b = rcl__busy_hold(t);
     rcl__uncharge_fast(t, bytes);
+    rcl__busy_drop(t, b);
+}
+
+/*
+ * A lowered limit binds stock charged under the old one too: every other
+ * thread is asked to give its stock back (the rcl_usage_sync() request,
+ * met at its next slow path, and its free and charge fast paths leave for
+ * the slow path at once, since nothing fits a negative stock_max), and the
+ * caller gives its own back now. What a thread takes from its stock
+ * between the new limit and its next slow path is bounded by what it held
+ * then, and that only while its allocation is already in flight.
+ */
+static void set_limit_locked(size_t bytes)
+{
+    bool lower = bytes < rd(rcl__acct.limit);
+
+    set_watermarks(bytes);
+    if (!lower)
+        return;
+    for (struct rcl_thread *t = registry; t; t = t->next)
+        if (t != &rcl__self) {
+            wr(t->stock_max, RCL_STOCK_DRAIN);
+            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+        }
+}
+
+static void limit_changed(void)
+{
+    struct rcl_thread *self = &rcl__self;
+
+    if (rd(self->epoch) && !self->in_reclaim)
+        drain_self(self);
+    if (rcl__headroom() < rd(rcl__acct.wm_low))
+        rcl__reclaim_wake();
 }
 
 int rcl_set_limit(size_t bytes)
@@ -489,10 +555,27 @@ int rcl_set_limit(size_t bytes)
     if (!bytes)
         return -EINVAL;
     rcl__ensure_init();
-    set_watermarks(bytes);
-    if (rcl__headroom() < rd(rcl__acct.wm_low))
-        rcl__reclaim_wake();
+    unsigned b = rcl__busy_hold(&rcl__self);
+    pthread_mutex_lock(&registry_lock);
+    limit_chosen = true;
+    set_limit_locked(bytes);
+    pthread_mutex_unlock(&registry_lock);
+    limit_changed();
+    rcl__busy_drop(&rcl__self, b);
     return 0;
+}
+
+bool rcl__set_auto_limit(size_t bytes)
+{
+    /* The pressure thread, which blocks every signal: not busy. */
+    pthread_mutex_lock(&registry_lock);
+    bool ok = !limit_chosen;
+    if (ok && bytes != rd(rcl__acct.limit))
+        set_limit_locked(bytes);
+    pthread_mutex_unlock(&registry_lock);
+    if (ok)
+        limit_changed();
+    return ok;
 }
 
 size_t rcl_limit(void)
@@ -510,15 +593,24 @@ size_t rcl_footprint(void)
 
 size_t rcl_usage(void)
 {
+    size_t stocks = 0;
+
     rcl__ensure_init();
+    /* The stocks before the budget, acquiring what rcl__stock_flush()
+     * released: a flush in between is then counted in neither or only in
+     * the budget, so frees and flushes in flight can make the result
+     * smaller than the truth, never larger. */
+    unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
-    size_t c = rd(rcl__acct.charged);
     for (struct rcl_thread *t = registry; t; t = t->next) {
-        size_t s = (size_t)rd(t->stock);
-        c = c > s ? c - s : 0;
+        long s = atomic_load_explicit(&t->stock, memory_order_acquire);
+        stocks += s > 0 ? (size_t)s : 0;
+        stocks += atomic_load_explicit(&t->sig_stash_bytes, memory_order_acquire);
     }
+    size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_acquire);
     pthread_mutex_unlock(&registry_lock);
-    return c;
+    rcl__busy_drop(&rcl__self, b);
+    return c > stocks ? c - stocks : 0;
 }
 
 void rcl_usage_sync(void)
@@ -526,6 +618,7 @@ void rcl_usage_sync(void)
     struct rcl_thread *self = &rcl__self;
 
     rcl__ensure_init();
+    unsigned b = rcl__busy_hold(self);
     rcl__thread_attach(self);
     drain_self(self);
     pthread_mutex_lock(&registry_lock);
@@ -533,10 +626,12 @@ void rcl_usage_sync(void)
         if (t != self)
             wr(t->stock_max, RCL_STOCK_DRAIN);
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(self, b);
 }
 
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
 {
+    unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
     size_t c = 0;
@@ -546,6 +641,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
         c += rd(t->cached);
     }
     pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(&rcl__self, b);
     *allocs = a;
     *frees = f;
     *cached = c;

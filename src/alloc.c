@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 struct rcl_hdr {
@@ -277,6 +278,75 @@ static void *fail(int err)
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* NOFAIL through backend failures                                           */
+/* ------------------------------------------------------------------------ */
+
+/* The backend calls an allocation may retry. */
+enum be_op { BE_MALLOC, BE_MEMALIGN, BE_REALLOC, BE_MMAP };
+
+static void *be_call(enum be_op op, void *old, size_t align, size_t n)
+{
+    switch (op) {
+    case BE_MALLOC:   return rcl__be_malloc(n);
+    case BE_MEMALIGN: return rcl__be_memalign(align, n);
+    case BE_REALLOC:  return rcl__be_realloc(old, n);
+    case BE_MMAP:     break;
+    }
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static _Atomic long long be_stall_reported;
+
+/*
+ * A NOFAIL request the budget already granted, whose backend call failed
+ * (the system is short of memory, or of mappings): the backend failing is
+ * a stall like reclaim not keeping up, so the call reclaims what its
+ * context allows, waits a bounded, growing time and tries again, reporting
+ * a stall every stall_ms. Only a size no backend can ever give fails.
+ */
+static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old, size_t align,
+                                                       size_t n, size_t size, rcl_gfp_t gfp)
+{
+    unsigned long long start = rcl__now_ns();
+    unsigned long long next = start + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+
+    if (n > PTRDIFF_MAX)
+        return NULL;
+    for (unsigned round = 0;; round++) {
+        rcl__reclaim_wake();
+        rcl_reclaim(128 * 1024, gfp & ~RCL__NOFAIL);
+        struct timespec ts = { 0, round < 10 ? 100000L << (round / 2) : 10000000L };
+        nanosleep(&ts, NULL);
+        void *p = be_call(op, old, align, n);
+        if (p)
+            return p;
+        unsigned long long now = rcl__now_ns();
+        if (now >= next) {
+            char flags[128];
+            rcl__count(nofail_stalls, 1);
+            rcl__report_limited(&be_stall_reported,
+                                "allocation stall: %zu bytes (%s) waiting for %llu ms: the "
+                                "system allocator keeps failing", size,
+                                rcl__gfp_str(gfp, flags, sizeof(flags)),
+                                (now - start) / 1000000ull);
+            next = now + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
+        }
+    }
+}
+
+/* The backend's answer p, or for a NOFAIL request that may wait, what the
+ * retries above get. */
+static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align, size_t n,
+                                size_t size, rcl_gfp_t gfp)
+{
+    if (likely(p != NULL) || (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) !=
+                             (RCL__NOFAIL | RCL__DIRECT_RECLAIM))
+        return p;
+    return be_nofail(op, old, align, n, size, gfp);
+}
+
 /* Every plain block leaves through here, its size already charged. */
 static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
 {
@@ -317,6 +387,8 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         return fail(EINVAL);
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
+    if (unlikely(rcl__sig_pending(t)))
+        rcl__sig_service(t);
     if (unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
         return resv_alloc(t, size, gfp);
     size_t cost = block_charge(size);
@@ -325,7 +397,8 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 
     struct rcl_hdr *h = size <= RCL_MAG_MAX ? mag_take(t, mag_class(size)) : NULL;
     if (!h)
-        h = rcl__be_malloc(backend_size(size));
+        h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
+                        backend_size(size), size, gfp);
     if (!h) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -349,9 +422,30 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, long cost, rcl_g
     return hand_out(t, h, size, gfp);
 }
 
+/* The continuations of rcl_alloc's fast path: they leave the library, so
+ * that the fast path keeps its tail calls. */
+static __attribute__((noinline)) void *alloc_fresh_out(size_t size, long cost, rcl_gfp_t gfp)
+{
+    void *p = alloc_fresh(size, cost, gfp);
+    rcl__busy_leave(&rcl__self);
+    return p;
+}
+
+static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp_t gfp)
+{
+    void *p = alloc_slow(size, gfp);
+    rcl__busy_leave(&rcl__self);
+    return p;
+}
+
+static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
+
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy))
+        return sig_alloc(t, size, gfp);
+    rcl__busy_enter(t);
     long stock = rd(t->stock);
 
     /* size - 1 < RCL_MAG_MAX: nonzero and of a class, in one test; a
@@ -363,12 +457,32 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
             struct rcl_hdr *h = mag_take(t, c);
             if (h) {
                 wr(t->stock, stock - cost);
-                return hand_out(t, h, size, gfp);
+                void *p = hand_out(t, h, size, gfp);
+                rcl__busy_leave(t);
+                return p;
             }
-            return alloc_fresh(size, cost, gfp);
+            return alloc_fresh_out(size, cost, gfp);
         }
     }
-    return alloc_slow(size, gfp);
+    return alloc_slow_out(size, gfp);
+}
+
+/* An allocation or free the library makes inside one of its own calls:
+ * the thread leaves the library for it (nothing is half changed there),
+ * and comes back. */
+static void *alloc_nested(size_t size, rcl_gfp_t gfp)
+{
+    unsigned b = rcl__busy_out();
+    void *p = rcl_alloc(size, gfp);
+    rcl__busy_back(b);
+    return p;
+}
+
+static void free_nested(void *p)
+{
+    unsigned b = rcl__busy_out();
+    rcl_free(p);
+    rcl__busy_back(b);
 }
 
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
@@ -380,7 +494,7 @@ void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
     return rcl_alloc(total, gfp | RCL__ZERO);
 }
 
-void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
+static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     int err;
@@ -388,8 +502,10 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
     if (!align || (align & (align - 1)) || !size)
         return fail(EINVAL);
     if (align <= HDR)
-        return rcl_alloc(size, gfp);
-    if (size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
+        return alloc_nested(size, gfp);
+    /* Before anything is charged: an alignment of half the address space
+     * would wrap 2 * align to 0 and let any size through. */
+    if (align > SIZE_MAX / 4 || size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
     unsigned shift = (unsigned)__builtin_ctzl(align);
     size_t cost = front_charge(size, shift, false);
@@ -398,7 +514,8 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
 
     /* The header sits in the first `align` bytes, just before the aligned
      * pointer, so the block keeps its alignment. */
-    char *base = rcl__be_memalign(align, size + align);
+    char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
+                             size + align, size, gfp);
     if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -419,7 +536,7 @@ static size_t page_size(void)
     return cached;
 }
 
-void *rcl_valloc(size_t size, rcl_gfp_t gfp)
+static void *valloc_body(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     size_t page = page_size();
@@ -439,8 +556,9 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
 
     /* One extra page in front holds the header; the memory handed out
      * starts on a page boundary and comes zeroed from the kernel. */
-    char *base = mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) {
+    char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
+                             size, gfp);
+    if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
         return fail(ENOMEM);
@@ -477,6 +595,31 @@ static void bad_free(const char *fn, void *p)
     errno = EINVAL;
 }
 
+/*
+ * A mapped block's header sits in its own page in front of the pages
+ * handed out. Unmapped with them, a second rcl_free() of the block would
+ * fault reading it. So the data pages go at once, while the header page
+ * stays mapped, its memory given back (it reads as zeros: no block's
+ * header), for the next VMAP_QUARANTINE frees of mapped blocks: a second
+ * free within that span is reported as a bad free. Beyond it the page is
+ * unmapped and a second free faults as before; a lock-free ring keeps the
+ * bound, so a program that maps and frees forever holds at most
+ * VMAP_QUARANTINE pages of address space, and no memory, for it.
+ */
+#define VMAP_QUARANTINE 64u
+static void *_Atomic vmap_quarantine[VMAP_QUARANTINE];
+static _Atomic unsigned vmap_quarantine_next;
+
+static void vmap_release(char *base, size_t front, size_t len)
+{
+    munmap(base + front, len);
+    madvise(base, front, MADV_DONTNEED);
+    unsigned slot = atomic_fetch_add(&vmap_quarantine_next, 1) % VMAP_QUARANTINE;
+    void *old = atomic_exchange(&vmap_quarantine[slot], (void *)base);
+    if (old)
+        munmap(old, front);
+}
+
 /* Releases a block whose header checked out: uncharged only if it was
  * charged in the current epoch (blocks from before rcl_shutdown() are
  * no longer in any budget). */
@@ -501,7 +644,7 @@ static void release(struct rcl_hdr *h, enum block_kind kind)
                                                  : front_charge(size, shift, kind == BLOCK_VMAP));
     }
     if (kind == BLOCK_VMAP)
-        munmap(base, size + ((size_t)1 << shift));
+        vmap_release(base, (size_t)1 << shift, size);
     else
         rcl__be_free(base);
 }
@@ -517,12 +660,25 @@ static __attribute__((noinline, cold)) void free_slow(const char *fn, void *p)
         release(h, kind);
 }
 
+static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *p)
+{
+    free_slow(fn, p);
+    rcl__busy_leave(&rcl__self);
+}
+
+static void sig_free(struct rcl_thread *t, void *p);
+
 void rcl_free(void *p)
 {
     if (!p)
         return;
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy)) {
+        sig_free(t, p);
+        return;
+    }
+    rcl__busy_enter(t);
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     size_t size = h->size;
 
     /* Blocks above the classes take the slow path: they are large, and
@@ -533,21 +689,236 @@ void rcl_free(void *p)
         if (likely(stock <= rd(t->stock_max))) {
             wr(t->stock, stock);
             own_add(t->nr_free, 1);
-            if (mag_put(t, h, c, stock))
-                return;
-            h->meta = 0;    /* a second free of the same block is then caught */
-            rcl__be_free(h);
+            if (!mag_put(t, h, c, stock)) {
+                h->meta = 0;    /* a second free of the same block is then caught */
+                rcl__be_free(h);
+            }
+            rcl__busy_leave(t);
             return;
         }
     }
-    free_slow("rcl_free", p);
+    free_slow_out("rcl_free", p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signal handlers                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A signal handler that calls rcl_alloc() or rcl_free() on a thread that
+ * was inside the library (rcl_thread.busy) must not touch that thread's
+ * block cache or stock, which the interrupted code may be half way
+ * through changing, nor call the backend or take a lock, which it may
+ * hold. Such a call is served here, lock-free and without the backend, in
+ * the spirit of the kernel's kmalloc_nolock(): an allocation of up to
+ * SIG_SIZE bytes takes a block from the thread's stash (charged when it
+ * was made), and NULL means none is there now; a free is deferred to the
+ * thread's own next slow path. Either asks the thread, through its watch
+ * word, to come to the slow path soon: to refill the stash, to release
+ * the deferred blocks. The stash is made on first demand, so a program
+ * that never allocates in a handler never holds one.
+ *
+ * Only the interrupted thread and its handlers touch these lists, so the
+ * compare-and-swaps cannot meet the ABA problem: the thread only pushes to
+ * the stash (or takes all of it), handlers only pop; handlers only push to
+ * the deferred list, the thread only takes all of it.
+ */
+#define SIG_SIZE   256u          /* the largest request a handler's stash serves */
+#define SIG_STASH  8u            /* blocks in a full stash */
+#define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
+
+static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
+
+static inline size_t sig_cost(void) { return class_charge(mag_class(SIG_SIZE)); }
+
+static void sig_ask(struct rcl_thread *t)
+{
+    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+}
+
+static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
+{
+    if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
+        rcl__count(failures, 1);
+        return fail(size ? ENOMEM : EINVAL);
+    }
+    struct rcl_hdr *h = atomic_load(&t->sig_stash);
+    while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
+        ;
+    atomic_store(&t->sig_want, 1);
+    sig_ask(t);
+    if (!h) {
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    atomic_fetch_sub(&t->sig_stash_bytes, sig_cost());
+    atomic_fetch_add(&t->sig_allocs, 1);
+    /* Handed out at the stash's class size, so that its free uncharges
+     * exactly what it was charged. */
+    void *p = h + 1;
+    user_fit(h, SIG_SIZE);
+    h->size = SIG_SIZE;
+    h->meta = t->hdr_tag ^ addr_word(p, SIG_SIZE);
+    return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
+}
+
+static void sig_free(struct rcl_thread *t, void *p)
+{
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    if (block_kind(p, h) == BLOCK_FOREIGN) {
+        /* No report from here (it takes a lock): the thread makes it. */
+        rcl__count(bad_frees, 1);
+        atomic_fetch_add(&sig_bad_frees, 1);
+        atomic_store(&t->sig_want, 1);
+        sig_ask(t);
+        errno = EINVAL;
+        return;
+    }
+    h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
+    void **link = p;
+#ifdef RCL_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(link, sizeof(*link));
+#endif
+    void *head = atomic_load(&t->sig_deferred);
+    do
+        *link = head;
+    while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
+    sig_ask(t);
+}
+
+/* The thread, busy: every block of the stash back to the backend and
+ * its charge to the stock (raised first, so that rcl_usage() reads low,
+ * not high, meanwhile); charged: the stash belongs to the current budget. */
+static void sig_stash_drop(struct rcl_thread *t, bool charged)
+{
+    struct rcl_hdr *h = atomic_exchange(&t->sig_stash, NULL);
+    size_t total = 0;
+    while (h) {
+        struct rcl_hdr *next = h->next;
+        rcl__be_free(h);
+        total += sig_cost();
+        h = next;
+    }
+    if (charged && total)
+        wr(t->stock, rd(t->stock) + (long)total);
+    atomic_fetch_sub(&t->sig_stash_bytes, total);
+    if (charged && rd(t->stock) > rd(t->stock_max) && rd(t->stock_max) >= 0)
+        rcl__stock_flush(t, rd(rcl__acct.batch));
+}
+
+static void sig_refill(struct rcl_thread *t)
+{
+    size_t cost = sig_cost();
+    while (rd(t->sig_stash_bytes) < SIG_STASH * cost) {
+        if (rcl__charge(t, cost, RCL_NOWAIT) != 0)
+            return;
+        struct rcl_hdr *h = rcl__be_malloc(backend_size(SIG_SIZE));
+        if (!h) {
+            rcl__uncharge_fast(t, cost);
+            return;
+        }
+        h->meta = 0;
+        atomic_fetch_add(&t->sig_stash_bytes, cost);
+        void *head = atomic_load(&t->sig_stash);
+        do
+            h->next = head;
+        while (!atomic_compare_exchange_weak(&t->sig_stash, &head, (void *)h));
+    }
+}
+
+static void release_deferred(struct rcl_thread *t)
+{
+    void *p = atomic_exchange(&t->sig_deferred, NULL);
+    while (p) {
+        void *next = *(void **)p;
+        struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+        h->meta ^= SIG_DEFER;
+        release(h, block_kind(p, h));
+        p = next;
+    }
+}
+
+void rcl__sig_service(struct rcl_thread *t)
+{
+    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
+    release_deferred(t);
+    unsigned long bad = atomic_exchange(&sig_bad_frees, 0);
+    if (bad)
+        rcl__report("%lu free%s in a signal handler: not a block from this library, or "
+                    "already freed; left alone", bad, bad == 1 ? "" : "s");
+    if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
+        sig_refill(t);
+}
+
+/* Drains (rcl_usage_sync, a lowered limit, thread exit): the deferred
+ * blocks released, the stash given back; a later handler's demand makes
+ * it again. */
+void rcl__sig_flush(struct rcl_thread *t)
+{
+    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
+    release_deferred(t);
+    sig_stash_drop(t, true);
+}
+
+/* A new epoch: the stash was charged to a budget that is gone. */
+void rcl__sig_forget(struct rcl_thread *t)
+{
+    release_deferred(t);
+    sig_stash_drop(t, false);
+}
+
+/* A handler that may interrupt code outside the library (the program's
+ * own malloc) brackets its calls: they all take the signal path then. */
+unsigned rcl_signal_enter(void)
+{
+    return rcl__busy_hold(&rcl__self);
+}
+
+void rcl_signal_leave(unsigned cookie)
+{
+    rcl__busy_drop(&rcl__self, cookie ? 1u : 0u);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The entry points: the thread marked busy, or a handler served above       */
+/* ------------------------------------------------------------------------ */
+
+void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy))
+        return align <= HDR && align && !(align & (align - 1)) ? sig_alloc(t, size, gfp)
+                                                              : fail(ENOMEM);
+    rcl__busy_enter(t);
+    void *p = aligned_body(align, size, gfp);
+    rcl__busy_leave(t);
+    return p;
+}
+
+void *rcl_valloc(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy))
+        return fail(ENOMEM);
+    rcl__busy_enter(t);
+    void *p = valloc_body(size, gfp);
+    rcl__busy_leave(t);
+    return p;
 }
 
 /* Either function frees either kind of block, as the kernel's kvfree(). */
 void rcl_vfree(void *p)
 {
-    if (p)
-        free_slow("rcl_vfree", p);
+    if (!p)
+        return;
+    struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy)) {
+        sig_free(t, p);
+        return;
+    }
+    rcl__busy_enter(t);
+    free_slow("rcl_vfree", p);
+    rcl__busy_leave(t);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -557,18 +928,18 @@ void rcl_vfree(void *p)
 /* Aligned, mapped and pre-shutdown blocks move to a fresh plain block. */
 static void *realloc_move(void *p, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
 {
-    void *n = rcl_alloc(size, gfp);
+    void *n = alloc_nested(size, gfp);
     if (!n)
         return NULL;
     memcpy(n, p, h->size < size ? h->size : size);
-    rcl_free(p);
+    free_nested(p);
     return n;
 }
 
-void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
+static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 {
     if (!p)
-        return rcl_alloc(size, gfp);
+        return alloc_nested(size, gfp);
     if (!size)
         return fail(EINVAL);
     if (size > SIZE_MAX - HDR)
@@ -590,14 +961,15 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
         return fail(EOVERFLOW);
     size_t was = block_charge(old), now = block_charge(size);
     int err;
-    if (now > was && (err = rcl_charge(now - was, gfp)) != 0)
+    if (now > was && (err = rcl__charge(t, now - was, gfp)) != 0)
         return fail(-err);
     /* In place when the backend's block already has the room. */
     struct rcl_hdr *n = backend_size(size) <= rcl__be_usable_size(h) ? h :
-                        rcl__be_realloc(h, backend_size(size));
+                        be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
+                                    backend_size(size), size, gfp);
     if (!n) {
         if (now > was)
-            rcl_uncharge(now - was);
+            rcl__uncharge_fast(t, now - was);
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
@@ -608,4 +980,16 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
     if ((gfp & RCL__ZERO) && size > old)
         memset((char *)p + old, 0, size - old);
     return p;
+}
+
+/* A handler may not move a block: the backend would be called. */
+void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    if (unlikely(t->busy))
+        return p ? fail(ENOMEM) : sig_alloc(t, size, gfp);
+    rcl__busy_enter(t);
+    void *n = realloc_body(p, size, gfp);
+    rcl__busy_leave(t);
+    return n;
 }

@@ -73,13 +73,20 @@ struct rcl_thread {
     _Atomic long          stock_max;  /* spill back to the budget above this */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
                                          secret included; 0 = detached */
-    unsigned              lockdep_watch; /* nonzero: this thread's allocations take
+    _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
                                             the slow path: RCL__WATCH_LOCKDEP (the
-                                            lock checker wants them) or
+                                            lock checker wants them),
                                             RCL__WATCH_RESERVE (served from the
-                                            I/O-flusher reserve) */
+                                            I/O-flusher reserve) or
+                                            RCL__WATCH_DRAIN (another thread
+                                            asked for the stock back: set with
+                                            stock_max = RCL_STOCK_DRAIN) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
+    unsigned              busy;       /* nonzero while the thread is inside a call
+                                         that touches this state or takes a
+                                         library lock: a signal handler's call
+                                         then takes the signal path (alloc.c) */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
@@ -93,6 +100,16 @@ struct rcl_thread {
     void                 *mag[RCL_MAG_CLASSES];
     _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
+    /* Signal safety (alloc.c): blocks kept for allocations made by a signal
+     * handler that interrupted this thread inside the library (a handler
+     * only pops; the thread pushes or takes the whole list), their charge,
+     * the blocks such handlers freed (a handler only pushes; the thread
+     * takes the whole list), and a handler's request for a refill. */
+    void *_Atomic         sig_stash;
+    _Atomic size_t        sig_stash_bytes;
+    void *_Atomic         sig_deferred;
+    _Atomic unsigned      sig_want;
+    _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
 };
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
@@ -163,12 +180,64 @@ uint64_t rcl__hdr_tag(unsigned epoch);
 /* Gives the calling thread's cached blocks back to the backend (alloc.c);
  * only ever for the caller's own rcl__self, or at its exit. */
 void   rcl__mag_flush(struct rcl_thread *t);
+/* The thread is inside the library (see rcl_thread.busy). The fences keep
+ * the compiler from moving the state's loads and stores across. */
+static inline void rcl__busy_enter(struct rcl_thread *t)
+{
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline void rcl__busy_leave(struct rcl_thread *t)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = 0;
+}
+/* Around a call out to the program's code (shrinkers, the report
+ * function): its own calls into the library are ordinary ones. */
+static inline unsigned rcl__busy_out(void)
+{
+    unsigned b = rcl__self.busy;
+    atomic_signal_fence(memory_order_seq_cst);
+    rcl__self.busy = 0;
+    return b;
+}
+static inline void rcl__busy_back(unsigned b)
+{
+    rcl__self.busy = b;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+/* Frees a signal handler deferred, and the stash refill it asked for;
+ * the caller is busy. */
+void   rcl__sig_service(struct rcl_thread *t);
+void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
+void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
+/* Around a call that touches the thread's state without being one a
+ * handler may make (rcl_charge, rcl_reclaim...): nests. */
+static inline unsigned rcl__busy_hold(struct rcl_thread *t)
+{
+    unsigned b = t->busy;
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    return b;
+}
+static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = b;
+}
+static inline bool rcl__sig_pending(const struct rcl_thread *t)
+{
+    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
+}
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
 void   rcl__uncharge_slow(struct rcl_thread *t, size_t size);
 void   rcl__stock_flush(struct rcl_thread *t, long keep);
 size_t rcl__headroom(void);
+/* The pressure thread moving the automatic budget with the cgroup: false
+ * (and nothing changed) once the program chose a limit (rcl_set_limit). */
+bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 
@@ -176,13 +245,17 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
  * fast path's test stays one load and one or. */
 #define RCL__WATCH_LOCKDEP 0x1u
 #define RCL__WATCH_RESERVE 0x2u
+/* Set by another thread (a lowered limit): the stock may no longer be
+ * spent, so the next allocation or charge meets the drain request first.
+ * Only ever set and cleared with atomic read-modify-writes. */
+#define RCL__WATCH_DRAIN   0x4u
 
 /* May this thread's allocation skip the slow path? Not while the lock
  * checker watches it, or while it is reclaiming (reclaim's progress must
  * count what its shrinkers charge). */
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
-    return !(t->lockdep_watch | t->in_reclaim);
+    return !(rd(t->lockdep_watch) | t->in_reclaim);
 }
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim

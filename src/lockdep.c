@@ -161,7 +161,14 @@ static void update_watch(struct ld_thread *t)
 {
     unsigned want = (t->n > 0) || (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
                     ? RCL__WATCH_LOCKDEP : 0;
-    rcl__self.lockdep_watch = (rcl__self.lockdep_watch & ~RCL__WATCH_LOCKDEP) | want;
+    /* Read-modify-write as one atomic step: another thread may set the
+     * drain bit (account.c) at any time. Written only when it changes. */
+    if ((rd(rcl__self.lockdep_watch) & RCL__WATCH_LOCKDEP) == want)
+        return;
+    if (want)
+        atomic_fetch_or(&rcl__self.lockdep_watch, want);
+    else
+        atomic_fetch_and(&rcl__self.lockdep_watch, ~RCL__WATCH_LOCKDEP);
 }
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its

@@ -347,9 +347,9 @@ static void cgroup_tick(void)
         return;                          /* unreadable this time: change nothing */
     bool moved = lim != P.cg_limit || level != P.level;
     if (P.auto_limit && lim != P.cg_limit) {
-        size_t b = rcl__auto_budget(lim);
-        if (b != rcl_limit())
-            rcl_set_limit(b);
+        /* Only while the budget is still the automatic one. */
+        if (!rcl__set_auto_limit(rcl__auto_budget(lim)))
+            P.auto_limit = false;
     }
     P.cg_limit = lim;
     P.level = level;

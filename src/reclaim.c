@@ -41,6 +41,7 @@
 #define SLOW_RECLAIM_NS   (2000 * 1000ULL) /* a bounded one this long is reported */
 #define THROTTLE_MIN_NS   50000L          /* first wait of a throttled allocation */
 #define THROTTLE_MAX_NS   400000L         /* longest; an allocation waits a few */
+#define START_RETRY_NS    (100 * 1000000ULL) /* least gap between failed starts */
 
 _Atomic unsigned long long rcl__direct_bound_ns = DIRECT_BOUND_NS;
 
@@ -59,6 +60,8 @@ static struct {
 
 static __thread bool in_background;
 static _Atomic long long start_fail_reported, slow_reported, throttle_reported;
+/* No start attempt before this time (rcl__now_ns()): set by a failed one. */
+static unsigned long long start_retry_at;   /* under bg.lock */
 
 bool rcl__is_background(void) { return in_background; }
 
@@ -226,9 +229,11 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
         return 0;
     }
     /* The caller asked for these bytes: no time bound. */
+    unsigned busy = rcl__busy_hold(t);
     size_t freed = reclaim_counted(t, bytes, masked, 0);
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
+    rcl__busy_drop(t, busy);
     maybe_trim(freed);
     return freed;
 }
@@ -367,15 +372,26 @@ static void *background_main(void *arg)
 
 /* Started on first need, so a program that never nears its budget never
  * sees the thread. Called with bg.lock held. */
+/* A start that fails (EAGAIN: the process is at its thread limit for the
+ * moment) is tried again at a wake-up at least START_RETRY_NS later: the
+ * wake-up is not left pending, since a pending one is never made again. */
 static void start_locked(void)
 {
+    unsigned long long now = rcl__now_ns();
+    if (now < start_retry_at) {
+        atomic_store(&bg.wake_pending, 0);
+        return;
+    }
     int err = rcl__thread_start(&bg.thread, background_main, NULL, "reclaimer");
     if (err) {
         rcl__report_limited(&start_fail_reported,
                             "cannot start the background reclaimer: %s; allocations will "
-                            "reclaim directly", strerror(err));
+                            "reclaim directly until a later attempt succeeds", strerror(err));
+        start_retry_at = now + START_RETRY_NS;
+        atomic_store(&bg.wake_pending, 0);
         return;
     }
+    start_retry_at = 0;
     pthread_setname_np(bg.thread, "rcl-reclaimd");
     bg.running = true;
 }
@@ -415,6 +431,7 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     pthread_mutex_lock(&bg.lock);
     bg.stop = false;
     bg.running = false;
+    start_retry_at = 0;
     atomic_store(&bg.wake_pending, 0);
     atomic_store(&bg.request, 0);
     atomic_store(&bg.untrimmed, 0);

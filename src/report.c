@@ -43,16 +43,22 @@ static void report_va(const char *fmt, va_list ap)
     char buf[4096];
     vsnprintf(buf, sizeof(buf), fmt, ap);
 
+    /* Busy while the lock is held: a signal handler's allocation that
+     * fails then cannot come here for it. */
+    unsigned busy = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&sink_lock);
     struct report_sink s = sink;
     pthread_mutex_unlock(&sink_lock);
+    rcl__busy_drop(&rcl__self, busy);
 
     /* A report runs the user's code: keep it out of reclaim. Reports are
      * made with library locks held, and stdio may be a cancellation point:
      * a cancel waits until the report is out. */
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     int cancel = rcl__nocancel_begin();
+    busy = rcl__busy_out();
     (s.fn ? s.fn : report_stderr)(buf, s.arg);
+    rcl__busy_back(busy);
     rcl__nocancel_end(cancel);
     rcl_scope_restore(saved);
 }

@@ -216,7 +216,11 @@ static void defer_work(struct rcl_shrinker *s, int priority)
 
 static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control *sc, int priority)
 {
+    /* The program's code: its frees and allocations are ordinary calls,
+     * not a signal handler's, though this thread is inside the library. */
+    unsigned busy = rcl__busy_out();
     unsigned long freeable = s->ops.count(s->priv, sc);
+    rcl__busy_back(busy);
 
     if (freeable == 0 || freeable == RCL_SHRINK_EMPTY) {
         wr(s->last_count, 0);
@@ -235,7 +239,9 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         unsigned long n = total < s->batch ? total : s->batch;
         sc->nr_to_scan = n;
         sc->nr_scanned = n;
+        busy = rcl__busy_out();
         unsigned long ret = s->ops.scan(s->priv, sc);
+        rcl__busy_back(busy);
         atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
         bound_scans++;
         if (ret == RCL_SHRINK_STOP)

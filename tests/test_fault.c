@@ -26,13 +26,14 @@ static atomic_bool armed;
 static atomic_ulong calls;       /* wrapped calls since arming */
 static atomic_ulong fail_at;     /* the call that fails; 0: none */
 static atomic_ulong failed;      /* calls failed */
+static atomic_ulong fail_upto;   /* every call up to this one fails too */
 
 static bool inject(void)
 {
     if (!atomic_load(&armed))
         return false;
     unsigned long n = atomic_fetch_add(&calls, 1) + 1;
-    if (n != atomic_load(&fail_at))
+    if (n != atomic_load(&fail_at) && n > atomic_load(&fail_upto))
         return false;
     atomic_fetch_add(&failed, 1);
     return true;
@@ -400,6 +401,82 @@ static void sweep(int (*fn)(void), const char *name)
     print_message("  %s: %lu injection points, %lu failures injected\n", name, n, injected);
 }
 
+/* ------------------------------------------------------------------------ */
+/* NOFAIL through a failing backend                                          */
+/* ------------------------------------------------------------------------ */
+
+#define BACKEND_FAILS 12
+
+/* The backend fails the next BACKEND_FAILS calls: a NOFAIL call waits and
+ * retries through them, reporting the stall, and returns a block. */
+static void *nofail_through_failures(void *(*call)(void *arg), void *arg)
+{
+    atomic_store(&calls, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_at, 0);
+    atomic_store(&fail_upto, BACKEND_FAILS);
+    atomic_store(&armed, true);
+    void *p = call(arg);
+    atomic_store(&armed, false);
+    atomic_store(&fail_upto, 0);
+    assert_non_null(p);
+    assert_int_equal(atomic_load(&failed), BACKEND_FAILS);
+    return p;
+}
+
+static void *nf_alloc(void *arg) { (void)arg; return rcl_alloc(3000, RCL_DEFAULT | RCL__NOFAIL); }
+static void *nf_calloc(void *arg)
+{
+    (void)arg;
+    return rcl_calloc(10, 100, RCL_DEFAULT | RCL__NOFAIL);
+}
+static void *nf_realloc(void *arg) { return rcl_realloc(arg, 5000, RCL_DEFAULT | RCL__NOFAIL); }
+static void *nf_aligned(void *arg)
+{
+    (void)arg;
+    return rcl_aligned_alloc(256, 1000, RCL_DEFAULT | RCL__NOFAIL);
+}
+static void *nf_valloc(void *arg) { (void)arg; return rcl_valloc(3 * 4096, RCL_DEFAULT | RCL__NOFAIL); }
+
+static void test_nofail_retries_through_backend_failures(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.stall_ms = 1;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_free(rcl_alloc(100, RCL_DEFAULT));        /* the thread registered; a
+                                                     block of 100 cached */
+
+    void *a = nofail_through_failures(nf_alloc, NULL);
+    void *c = nofail_through_failures(nf_calloc, NULL);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(((char *)c)[i], 0);
+    void *r = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(r);
+    memset(r, 7, 100);
+    r = nofail_through_failures(nf_realloc, r);
+    assert_int_equal(((char *)r)[99], 7);
+    void *al = nofail_through_failures(nf_aligned, NULL);
+    assert_int_equal((uintptr_t)al % 256, 0);
+    void *v = nofail_through_failures(nf_valloc, NULL);
+
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.nofail_stalls >= 1);
+    assert_non_null(strstr(test_reports.all, "allocation stall"));
+    rcl_free(a);
+    rcl_free(c);
+    rcl_free(r);
+    rcl_free(al);
+    rcl_free(v);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+}
+
 #define SWEEP(fn) static void test_##fn(void **state) { (void)state; sweep(fn, #fn); }
 SWEEP(scenario_alloc_family)
 SWEEP(scenario_shrinker_reclaim)
@@ -421,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_scenario_lru),
         cmocka_unit_test(test_scenario_domains_context),
         cmocka_unit_test(test_scenario_lockdep_and_restart),
+        cmocka_unit_test(test_nofail_retries_through_backend_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

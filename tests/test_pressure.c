@@ -752,6 +752,21 @@ static void test_shutdown_stops_the_pressure_thread(void **state)
     assert_int_equal(n, 1);
 }
 
+/* A limit the program sets while the budget is the automatic one makes it
+ * the program's: later cgroup changes leave it alone. */
+static void test_limit_set_while_running_is_not_moved_by_the_cgroup(void **state)
+{
+    (void)state;
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    assert_int_equal(rcl_set_limit(300 * MiB), 0);
+    put(V2DIR "memory.max", "268435456\n");
+    test_sleep_ms(2500);                /* two ticks of the pressure thread */
+    assert_int_equal(rcl_limit(), 300 * MiB);
+}
+
 RUN_TESTS(
     P(test_v2_limit_is_smaller_of_high_and_max_less_margin),
     P(test_v2_without_limit_is_half_of_physical_memory),
@@ -767,6 +782,7 @@ RUN_TESTS(
     P(test_init_with_limit_zero_uses_the_cgroup),
     P(test_budget_follows_cgroup_limit_changes),
     P(test_explicit_limit_is_not_moved_by_the_cgroup),
+    P(test_limit_set_while_running_is_not_moved_by_the_cgroup),
     P(test_unreadable_cgroup_limit_leaves_the_budget),
     P(test_psi_trigger_is_written_to_cgroup_memory_pressure),
     P(test_psi_trigger_falls_back_to_proc_pressure_memory),

@@ -340,6 +340,8 @@ static const char *const never_allocates[] = {
     "rcl_io_flusher_reserve_stats", "rcl_config_from_env", "rcl_stats_shrinkers", "rcl_version",
     "rcl_version_number",
     "rcl_stats_print",
+    /* a signal handler's bracket: marks the thread, allocates nothing */
+    "rcl_signal_enter", "rcl_signal_leave",
 };
 #define NNEVER (sizeof(never_allocates) / sizeof(never_allocates[0]))
 

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_promises.c - what the header promises about the budget, held under
+ * the conditions that used to break it: a limit lowered while other
+ * threads hold stock, rcl_usage() read while frees flush stocks, a
+ * background reclaimer whose first start fails, and an alignment so large
+ * that its size arithmetic wraps.
+ */
+#include "helpers.h"
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/* 16 MiB: below the budgets that measure resident memory, so every figure
+ * is the test's own charges. */
+static int setup16(void **state)
+{
+    (void)state;
+    return test_init(16 * MiB) == 0 ? 0 : -1;
+}
+#define T16(fn) cmocka_unit_test_setup_teardown(fn, setup16, test_teardown)
+
+/* ------------------------------------------------------------------------ */
+/* A lowered limit binds the stock charged under the old one                 */
+/* ------------------------------------------------------------------------ */
+
+#define WORKERS   4
+#define SMALL     64
+#define MAX_HELD  8192
+
+struct worker {
+    pthread_t th;
+    void *held[MAX_HELD];
+    unsigned n;
+    size_t charged;             /* what the blocks it holds charge */
+};
+static struct worker workers[WORKERS];
+static pthread_barrier_t stocked, lowered;
+
+/* Builds a stock under the old limit, waits for the new one, then takes
+ * all it can get without reclaim. */
+static void *spend_stock(void *arg)
+{
+    struct worker *w = arg;
+    void *p = rcl_alloc(SMALL, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    pthread_barrier_wait(&stocked);
+    pthread_barrier_wait(&lowered);
+    while (w->n < MAX_HELD && (p = rcl_alloc(SMALL, RCL_NOWAIT)) != NULL) {
+        w->held[w->n++] = p;
+        w->charged += rcl_alloc_charge(SMALL);
+    }
+    return NULL;
+}
+
+/*
+ * The promise, precisely: once rcl_set_limit(L) has returned, what is
+ * allocated from then on fits in L less what was in use when it returned,
+ * with every thread's stock taken under the old limit given back rather
+ * than spent; the budget's own counter, stocks included, stays <= L.
+ */
+static void test_lowered_limit_binds_stock_other_threads_hold(void **state)
+{
+    (void)state;
+    const size_t low_limit = 256 * KiB;
+    pthread_barrier_init(&stocked, NULL, WORKERS + 1);
+    pthread_barrier_init(&lowered, NULL, WORKERS + 1);
+    memset(workers, 0, sizeof(workers));
+    for (int i = 0; i < WORKERS; i++)
+        assert_int_equal(pthread_create(&workers[i].th, NULL, spend_stock, &workers[i]), 0);
+    pthread_barrier_wait(&stocked);
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_set_limit(low_limit), 0);
+    pthread_barrier_wait(&lowered);
+
+    size_t spent = 0;
+    for (int i = 0; i < WORKERS; i++) {
+        pthread_join(workers[i].th, NULL);
+        spent += workers[i].charged;
+    }
+    assert_true(before + spent <= low_limit);
+    assert_true(atomic_load(&rcl__acct.charged) <= low_limit);
+    rcl_usage_sync();
+    assert_true(rcl_usage() <= low_limit);
+
+    for (int i = 0; i < WORKERS; i++)
+        for (unsigned j = 0; j < workers[i].n; j++)
+            rcl_free(workers[i].held[j]);
+    pthread_barrier_destroy(&stocked);
+    pthread_barrier_destroy(&lowered);
+}
+
+/* ------------------------------------------------------------------------ */
+/* rcl_usage() never over-reports                                            */
+/* ------------------------------------------------------------------------ */
+
+#define FREERS  2
+#define BIG     (100 * KiB)        /* above the block cache: each free flushes */
+#define BIGS    24
+
+static void *freer_blocks[FREERS][BIGS];
+static pthread_barrier_t filled, go, done;
+static atomic_bool stop;
+
+static atomic_int freeing;
+
+/* Each round: blocks allocated and a stock built up to its ceiling (an
+ * uncharge is a free too), then, once the reading starts, every block
+ * freed: the first free pushes the stock over its ceiling, and the flush
+ * returns more than that free alone. */
+static void *free_all(void *arg)
+{
+    void **blocks = arg;
+    while (!atomic_load(&stop)) {
+        for (int i = 0; i < BIGS; i++) {
+            blocks[i] = rcl_alloc(BIG, RCL_DEFAULT);
+            assert_non_null(blocks[i]);
+        }
+        assert_int_equal(rcl_charge(120 * KiB, RCL_DEFAULT), 0);
+        rcl_uncharge(120 * KiB);
+        pthread_barrier_wait(&filled);
+        pthread_barrier_wait(&go);
+        for (int i = 0; i < BIGS; i++)
+            rcl_free(blocks[i]);
+        atomic_fetch_sub(&freeing, 1);
+        pthread_barrier_wait(&done);
+    }
+    return NULL;
+}
+
+/* Threads registered after the freers: rcl_usage() walks them first, so
+ * a reading takes long enough for a flush to land inside it. */
+#define PARKED 64
+static atomic_int parked_in;
+static atomic_bool parked_go;
+
+static void *parked(void *arg)
+{
+    (void)arg;
+    rcl_free(rcl_alloc(SMALL, RCL_DEFAULT));
+    atomic_fetch_add(&parked_in, 1);
+    while (!atomic_load(&parked_go))
+        test_sleep_ms(5);
+    return NULL;
+}
+
+/* While only frees happen, no reading of rcl_usage() exceeds what was in
+ * use when they began: a thread flushing its stock back to the budget
+ * must never leave the bytes counted twice. */
+static void test_usage_never_over_reports_while_only_frees_happen(void **state)
+{
+    (void)state;
+    pthread_t th[FREERS];
+    unsigned long long until = rcl__now_ns() + (unsigned long long)test_scale(2000) * 1000000ull;
+    size_t worst = 0;
+
+    pthread_barrier_init(&filled, NULL, FREERS + 1);
+    pthread_barrier_init(&go, NULL, FREERS + 1);
+    pthread_barrier_init(&done, NULL, FREERS + 1);
+    atomic_store(&stop, false);
+    pthread_t park[PARKED];
+    atomic_store(&parked_in, 0);
+    atomic_store(&parked_go, false);
+    for (int i = 0; i < FREERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, free_all, freer_blocks[i]), 0);
+    for (int round = 0;; round++) {
+        pthread_barrier_wait(&filled);
+        if (round == 0) {
+            for (int i = 0; i < PARKED; i++)
+                assert_int_equal(pthread_create(&park[i], NULL, parked, NULL), 0);
+            while (atomic_load(&parked_in) < PARKED)
+                test_sleep_ms(1);
+        }
+        size_t start = rcl_usage();
+        bool last = rcl__now_ns() >= until;
+        if (last)
+            atomic_store(&stop, true);
+        atomic_store(&freeing, FREERS);
+        pthread_barrier_wait(&go);
+        while (atomic_load(&freeing) > 0) {
+            size_t u = rcl_usage();
+            if (u > start && u - start > worst)
+                worst = u - start;
+        }
+        pthread_barrier_wait(&done);
+        if (last)
+            break;
+    }
+    for (int i = 0; i < FREERS; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&parked_go, true);
+    for (int i = 0; i < PARKED; i++)
+        pthread_join(park[i], NULL);
+    assert_int_equal(worst, 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    pthread_barrier_destroy(&filled);
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&done);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A failed start of the background reclaimer is tried again                 */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int reclaimer_attempts;
+
+/* The first attempt at the reclaimer fails as a process at its thread
+ * limit would; later ones succeed. */
+static int first_reclaimer_fails(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    if (strcmp(what, "reclaimer") == 0 && atomic_fetch_add(&reclaimer_attempts, 1) == 0)
+        return EAGAIN;
+    return pthread_create(th, NULL, fn, arg);
+}
+
+static int bg_setup(void **state)
+{
+    (void)state;
+    struct rcl_config cfg = test_config(16 * MiB);
+    cfg.background = 1;
+    atomic_store(&reclaimer_attempts, 0);
+    rcl__thread_create_hook = first_reclaimer_fails;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    return rcl_init(&cfg) == 0 ? 0 : -1;
+}
+
+static int bg_teardown(void **state)
+{
+    int r = test_teardown(state);
+    rcl__thread_create_hook = NULL;
+    return r;
+}
+
+static void test_failed_background_start_is_retried_later(void **state)
+{
+    (void)state;
+    void *held[32];
+    unsigned n = 0;
+    /* Into the low watermark: the allocations wake the reclaimer. */
+    while (n < 32 && atomic_load(&reclaimer_attempts) == 0)
+        held[n++] = rcl_alloc(512 * KiB, RCL_NOWAIT);
+    assert_int_equal(atomic_load(&reclaimer_attempts), 1);
+    assert_true(test_report_count() >= 1);          /* the failure was said */
+
+    struct rcl_stats st;
+    for (int t = 0; t < 200; t++) {
+        test_sleep_ms(20);
+        rcl_free(held[--n]);
+        held[n] = rcl_alloc(512 * KiB, RCL_NOWAIT);
+        n++;
+        rcl_stats_get(&st);
+        if (st.background_wakeups)
+            break;
+    }
+    assert_true(atomic_load(&reclaimer_attempts) >= 2);
+    assert_true(st.background_wakeups >= 1);
+    while (n)
+        rcl_free(held[--n]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* An impossible alignment is refused before anything is charged             */
+/* ------------------------------------------------------------------------ */
+
+static void test_half_address_space_alignment_charges_nothing(void **state)
+{
+    (void)state;
+    struct rcl_stats st;
+    assert_int_equal(rcl_set_limit(SIZE_MAX - 1), 0);
+    errno = 0;
+    assert_null(rcl_aligned_alloc((size_t)1 << 63, 16, RCL_DEFAULT));
+    assert_int_equal(errno, EOVERFLOW);
+    rcl_stats_get(&st);
+    assert_true(st.peak < 1 * MiB);
+    assert_int_equal(test_report_count(), 0);
+}
+
+RUN_TESTS(
+    T16(test_lowered_limit_binds_stock_other_threads_hold),
+    T16(test_usage_never_over_reports_while_only_frees_happen),
+    cmocka_unit_test_setup_teardown(test_failed_background_start_is_retried_later,
+                                    bg_setup, bg_teardown),
+    T16(test_half_address_space_alignment_charges_nothing),
+)
