@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #define TICK_MS            1000        /* cgroup re-read period */
+#define FAST_TICK_MS       10          /* footprint read period near the limit */
 #define EVENT_GAP_NS       500000000ULL /* at most two shrink requests a second */
 #define PSI_TRIGGER        "some 150000 1000000"  /* 150 ms stalled in 1 s */
 #define PSI_TRIGGER_UNPRIV "some 300000 2000000"  /* unprivileged: N*2 s windows */
@@ -56,6 +57,7 @@ static struct {
     uint64_t        cg_limit;       /* the cgroup limit last seen */
     unsigned        level;          /* the files' level that sets it */
     int             thresh_fd;      /* v1 usage threshold eventfd, or -1 */
+    uint64_t        armed_inactive; /* the inactive page cache it was armed for */
     unsigned long long last_event;
 } P = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
 
@@ -292,25 +294,37 @@ static void level_dir(unsigned level, char *dir, size_t len)
  * cgroup v1: the kernel signals the moment the cgroup's usage crosses the
  * point where the budget's headroom falls below its low watermark, so the
  * reclaimer starts within milliseconds rather than at the next tick; the
- * 1 s tick stays for everything else. Armed while the budget is the
- * cgroup's (footprint.c measures by the cgroup then), re-armed when the
- * limit moves. Arming opens files, which happens at start and on a limit
- * change, not in steady state.
+ * 1 s tick stays for everything else. The kernel compares its raw usage,
+ * while the footprint leaves the inactive page cache out: the threshold
+ * sits that much higher, or an event would find the headroom still above
+ * low and wait for the tick. Armed while the budget is the cgroup's
+ * (footprint.c measures by the cgroup then); re-armed when the limit
+ * moves, and when the inactive page cache has moved by more than
+ * REARM_DIV of the limit. Arming opens files, which happens at start and
+ * on such a change, not in steady state.
  */
-static void threshold_arm(void)
+#define REARM_DIV 64
+static void threshold_arm(uint64_t inactive)
 {
     if (P.thresh_fd >= 0)
         close(P.thresh_fd);
     P.thresh_fd = -1;
+    P.armed_inactive = inactive;
     if (P.cg.version != 1 || !P.auto_limit || !P.cg_limit || P.cg_limit == RCL_CG_UNKNOWN ||
         rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
         return;
     size_t limit = rcl_limit(), low = rd(rcl__acct.wm_low);
     char dir[PATH_MAX];
     level_dir(P.level, dir, sizeof(dir));
-    int fd = rcl__cgroup_threshold(&P.cg, dir, limit > low ? limit - low : limit);
+    int fd = rcl__cgroup_threshold(&P.cg, dir, (limit > low ? limit - low : limit) + inactive);
     if (fd >= 0)
         P.thresh_fd = fd;
+}
+
+static bool inactive_moved(uint64_t inactive)
+{
+    uint64_t step = rcl_limit() / REARM_DIV;
+    return inactive > P.armed_inactive + step || inactive + step < P.armed_inactive;
 }
 
 static void threshold_event(void)
@@ -353,11 +367,14 @@ static void cgroup_tick(void)
     }
     P.cg_limit = lim;
     P.level = level;
-    if (moved)
-        threshold_arm();
     uint64_t usage, inactive;
-    if (!lim || rcl__cgroup_files_working_set(&P.files, level, &usage, &inactive))
+    if (!lim || rcl__cgroup_files_working_set(&P.files, level, &usage, &inactive)) {
+        if (moved)
+            threshold_arm(P.armed_inactive);
         return;
+    }
+    if (moved || inactive_moved(inactive))
+        threshold_arm(inactive);
     rcl__footprint_inactive((size_t)inactive);
     rcl__footprint_sample();
     if (P.events_off)
@@ -369,8 +386,25 @@ static void cgroup_tick(void)
         shrink((size_t)(high - headroom));
 }
 
+/* Near the cgroup's limit the footprint is read every FAST_TICK_MS, not
+ * only at the threshold event: the kernel has been seen to leave a v1
+ * crossing unsignalled until the next full tick (0.2 - 0.8 s, about one
+ * run in four here), and a cache can fill the rest of the cgroup in that
+ * time. A fast tick is one pread() of the usage file kept open, a few
+ * microseconds. */
+static int tick_ms(void)
+{
+    if (!P.cg.version)
+        return -1;
+    if (rcl__footprint_mode() == RCL__FOOTPRINT_CGROUP && rcl__headroom() < rcl_limit() / 2)
+        return FAST_TICK_MS;
+    return TICK_MS;
+}
+
 static void *pressure_main(void *arg)
 {
+    unsigned long long last_full = rcl__now_ns();
+
     (void)arg;
     for (;;) {
         struct pollfd fds[3] = {
@@ -378,7 +412,7 @@ static void *pressure_main(void *arg)
             { .fd = P.watch_fd, .events = P.kind == WATCH_PSI ? POLLPRI : POLLIN },
             { .fd = P.thresh_fd, .events = POLLIN },
         };
-        int n = poll(fds, 3, P.cg.version ? TICK_MS : -1);
+        int n = poll(fds, 3, tick_ms());
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0 && fds[0].revents)
@@ -389,8 +423,15 @@ static void *pressure_main(void *arg)
             threshold_event();
             continue;
         }
-        if (P.cg.version)
-            cgroup_tick();
+        if (!P.cg.version)
+            continue;
+        unsigned long long now = rcl__now_ns();
+        if (n == 0 && now - last_full < TICK_MS * 1000000ull) {
+            rcl__footprint_sample();        /* wakes the reclaimer below low */
+            continue;
+        }
+        last_full = now;
+        cgroup_tick();
     }
     return NULL;
 }
@@ -421,7 +462,11 @@ int rcl__pressure_start(bool auto_limit)
     if (P.cg.version) {
         rcl__cgroup_files_open(&P.cg, &P.files);
         P.cg_limit = rcl__cgroup_files_limit(&P.files, &P.level);
-        threshold_arm();
+        uint64_t usage, inactive = 0;
+        if (P.cg_limit && P.cg_limit != RCL_CG_UNKNOWN &&
+            rcl__cgroup_files_working_set(&P.files, P.level, &usage, &inactive))
+            inactive = 0;
+        threshold_arm(inactive);
     }
     watch_open();
     if (P.watch_fd < 0 && !P.cg.version) {
