@@ -322,6 +322,17 @@ static unsigned long long field(const char *line, const char *key)
     return strtoull(p + strlen(k), NULL, 10);
 }
 
+/* The same for a figure that may be negative. */
+static long long sfield(const char *line, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof(k), " %s=", key);
+    const char *p = strstr(line, k);
+    if (!p)
+        fail_msg("no %s in \"%s\"", key, line);
+    return strtoll(p + strlen(k), NULL, 10);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The cases                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -543,7 +554,9 @@ static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state
     assert_true(WIFEXITED(status));
     assert_int_equal(field(line, "crossed"), 1);
     assert_int_equal(field(line, "scanned"), 1);
-    assert_true(field(line, "reaction_us") <= 10000);
+    /* Negative when reclaim had begun before the program read the
+     * crossing from the usage file: no later than the crossing. */
+    assert_true(sfield(line, "reaction_us") <= 10000);
 }
 
 /* Outside any cgroup, with RECLAIM_LIMIT=64M: the peak resident set stays
