@@ -216,7 +216,8 @@ check: check-deps
 demo: $(BUILD)/examples/$(DEMO)
 	$(Q)./$(BUILD)/examples/$(DEMO) $(DEMO_ARGS)
 
-bench: $(BENCHES)
+# bench_footprint runs the tests' kv_cache program.
+bench: $(BENCHES) $(BUILD)/tests/progs/kv_cache
 	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
 
 # The API-sequence fuzzer (tests/fuzz/): clang's libFuzzer with ASan and
