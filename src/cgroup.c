@@ -61,29 +61,68 @@ ssize_t rcl__read_small(const char *path, char *buf, size_t len)
 
 /* A cgroup value file: a number, or "max" (no limit). 0 on success with
  * *set false for "max"; -errno when the file cannot be read or parsed. */
-static int read_value(const char *dir, const char *name, uint64_t *out, bool *set)
+/* A cgroup value: a number, or "max" (no limit: *set false). */
+static int parse_value(const char *buf, uint64_t *out, bool *set)
 {
-    char path[PATH_MAX], buf[64];
-    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
-        return -ENAMETOOLONG;
-    ssize_t n = rcl__read_small(path, buf, sizeof(buf));
-    if (n < 0)
-        return (int)n;
-    if (!strncmp(buf, "max", 3)) {
-        *set = false;
+    *set = strncmp(buf, "max", 3) != 0;
+    if (!*set)
         return 0;
-    }
     char *end;
     errno = 0;
     unsigned long long v = strtoull(buf, &end, 10);
     if (errno || end == buf)
         return -EINVAL;
     *out = v;
-    *set = true;
     return 0;
 }
 
-/* One "key value" line of a memory.stat file; 0 when absent. */
+static int read_value(const char *dir, const char *name, uint64_t *out, bool *set)
+{
+    char path[PATH_MAX], buf[64];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    ssize_t n = rcl__read_small(path, buf, sizeof(buf));
+    return n < 0 ? (int)n : parse_value(buf, out, set);
+}
+
+/* A file kept open, read again from its start into buf, NUL-terminated:
+ * the length, or -errno (-EINVAL when empty). */
+static ssize_t pread_text(int fd, char *buf, size_t len)
+{
+    ssize_t n;
+    if (fd < 0)
+        return -EBADF;
+    do
+        n = pread(fd, buf, len - 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : -EINVAL;
+    buf[n] = '\0';
+    return n;
+}
+
+static int fd_value(int fd, uint64_t *out, bool *set)
+{
+    char buf[32];
+    ssize_t n = pread_text(fd, buf, sizeof(buf));
+    return n < 0 ? (int)n : parse_value(buf, out, set);
+}
+
+/* The value of the "key value" line of a memory.stat text; 0 when absent. */
+static uint64_t stat_key(const char *buf, const char *key)
+{
+    size_t klen = strlen(key);
+    for (const char *line = buf; *line; ) {
+        if (!strncmp(line, key, klen) && line[klen] == ' ')
+            return strtoull(line + klen + 1, NULL, 10);
+        const char *nl = strchr(line, '\n');
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return 0;
+}
+
 static uint64_t read_stat_key(const char *dir, const char *key)
 {
     char path[PATH_MAX], buf[8192];
@@ -91,16 +130,7 @@ static uint64_t read_stat_key(const char *dir, const char *key)
         return 0;
     if (rcl__read_small(path, buf, sizeof(buf)) <= 0)
         return 0;
-    size_t klen = strlen(key);
-    for (char *line = buf; *line; ) {
-        if (!strncmp(line, key, klen) && line[klen] == ' ')
-            return strtoull(line + klen + 1, NULL, 10);
-        char *nl = strchr(line, '\n');
-        if (!nl)
-            break;
-        line = nl + 1;
-    }
-    return 0;
+    return stat_key(buf, key);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -400,20 +430,9 @@ int rcl__cgroup_usage_open(const struct rcl_cgroup *cg, const char *dir)
 
 int rcl__read_fd_u64(int fd, uint64_t *out)
 {
-    char buf[32];
-    ssize_t n;
-    do
-        n = pread(fd, buf, sizeof(buf) - 1, 0);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        return n < 0 ? -errno : -EINVAL;
-    buf[n] = '\0';
-    char *end;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (end == buf)
-        return -EINVAL;
-    *out = v;
-    return 0;
+    bool set;
+    int err = fd_value(fd, out, &set);
+    return err ? err : set ? 0 : -EINVAL;
 }
 
 /* Documentation/admin-guide/cgroup-v1/memory.rst, "Memory thresholds":
@@ -501,27 +520,8 @@ void rcl__cgroup_files_close(struct rcl_cgroup_files *f)
     f->nlevels = 0;
 }
 
-/* "max" reads as no limit; a file that cannot be read as unknown. */
-static int fd_value(int fd, uint64_t *out, bool *set)
-{
-    char buf[32];
-    ssize_t n;
-    if (fd < 0)
-        return -EBADF;
-    do
-        n = pread(fd, buf, sizeof(buf) - 1, 0);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        return n < 0 ? -errno : -EINVAL;
-    buf[n] = '\0';
-    *set = strncmp(buf, "max", 3) != 0;
-    if (!*set)
-        return 0;
-    char *end;
-    *out = strtoull(buf, &end, 10);
-    return end == buf ? -EINVAL : 0;
-}
-
+/* The binding limit from the open files: "max" is no limit, and no
+ * readable file at all is RCL_CG_UNKNOWN. */
 uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *level)
 {
     uint64_t best = 0;
@@ -549,25 +549,7 @@ uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *lev
  * buffer is the caller's, so that nothing new is touched. */
 static uint64_t fd_stat_key(int fd, const char *key, char *buf, size_t len)
 {
-    ssize_t n;
-    if (fd < 0)
-        return 0;
-    do
-        n = pread(fd, buf, len - 1, 0);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    size_t klen = strlen(key);
-    for (char *line = buf; *line; ) {
-        if (!strncmp(line, key, klen) && line[klen] == ' ')
-            return strtoull(line + klen + 1, NULL, 10);
-        char *nl = strchr(line, '\n');
-        if (!nl)
-            break;
-        line = nl + 1;
-    }
-    return 0;
+    return pread_text(fd, buf, len) > 0 ? stat_key(buf, key) : 0;
 }
 
 int rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigned level,
