@@ -416,6 +416,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     unsigned long long start = 0, next_report = 0;
     unsigned no_progress = 0, round = 0;
+    bool collected = false;
+    (void)collected;
     for (;;) {
         size_t missing = try_take(t, size, floor, masked);
         if (!missing)
@@ -427,6 +429,17 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             rcl__mag_flush(t);
             continue;
         }
+#ifdef RCL__BE_OWNER_COLLECTS
+        /* Blocks other threads (the reclaimer's shrinkers) freed for this
+         * one are still in its pages, resident and counted as held, until
+         * it collects them: once a call, before reclaiming more. */
+        if (!collected && rd(rcl__acct.outside)) {
+            collected = true;
+            rcl__be_thread_collect();
+            rcl__footprint_sample();
+            continue;
+        }
+#endif
         if (masked & (RCL__KSWAPD_RECLAIM | RCL__NOFAIL))
             rcl__reclaim_wake();
         if (!may_reclaim) {

@@ -70,7 +70,10 @@ static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
 static inline void  rcl__be_trim(void) { mi_collect(true); }
-static inline void  rcl__be_thread_collect(void) { mi_collect(false); }
+static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
+/* Blocks one thread frees for another stay in the owner's pages until the
+ * owner collects them (account.c does, when a charge finds it short). */
+#define RCL__BE_OWNER_COLLECTS 1
 #elif defined(RCL_BACKEND_JEMALLOC)
 #include <jemalloc/jemalloc.h>
 #define RCL_BACKEND_NAME "jemalloc"
