@@ -10,6 +10,9 @@
  * wrong place, stale or torn is caught. write prints a line per call
  * ("w N") so that a watchdog can see progress, then its figures: the
  * slowest call, the longest stretch without a completed call, the fsync.
+ *
+ * Exit status: 0; 1 when a write, the fsync or the verification fails (a
+ * wrong word), which fails the end-to-end test; 2 on a usage error.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,8 @@
  * options_doc - prints the library's table of RECLAIM_* variables
  * (src/options.c) as the README's list (--markdown) or reclaim(7)'s
  * (--scdoc). tools/check-options.sh compares them with the documents and,
- * with --update, writes them in.
+ * with --update, writes them in, and fails the repository checks when
+ * they differ. Exit status: 0, or 2 on a usage error.
  */
 #include <stdio.h>
 #include <string.h>
