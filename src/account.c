@@ -211,6 +211,17 @@ static void drain_if_asked(struct rcl_thread *t)
     }
 }
 
+/* Every other thread gives its stock and cached blocks back at its next
+ * allocation or free (the watch bit takes its fast paths to the slow one). */
+static void drain_others_locked(void)
+{
+    for (struct rcl_thread *t = registry; t; t = t->next)
+        if (t != &rcl__self) {
+            wr(t->stock_max, RCL_STOCK_DRAIN);
+            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+        }
+}
+
 /* Never below what backs the cached blocks: their charge stays. */
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
@@ -416,7 +427,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     unsigned long long start = 0, next_report = 0;
     unsigned no_progress = 0, round = 0;
-    bool collected = false;
+    bool collected = false, drained = false;
     (void)collected;
     for (;;) {
         size_t missing = try_take(t, size, floor, masked);
@@ -457,6 +468,16 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 return charge_fail(size, gfp, -ENOMEM);
             no_progress = freed ? 0 : no_progress + 1;
             if (!(gfp & RCL__NOFAIL)) {
+                /* Before failing, the budget other threads hold unused
+                 * (stocks, cached blocks) comes back, as the kernel
+                 * drains every CPU's page lists before it gives up. */
+                if (no_progress >= MAX_NO_PROGRESS && !drained) {
+                    drained = true;
+                    no_progress = 0;
+                    pthread_mutex_lock(&registry_lock);
+                    drain_others_locked();
+                    pthread_mutex_unlock(&registry_lock);
+                }
                 if (no_progress >= MAX_NO_PROGRESS)
                     return charge_fail(size, gfp, -ENOMEM);
                 rcl__reclaim_throttle(round++);
@@ -544,13 +565,8 @@ static void set_limit_locked(size_t bytes)
     bool lower = bytes < rd(rcl__acct.limit);
 
     set_watermarks(bytes);
-    if (!lower)
-        return;
-    for (struct rcl_thread *t = registry; t; t = t->next)
-        if (t != &rcl__self) {
-            wr(t->stock_max, RCL_STOCK_DRAIN);
-            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
-        }
+    if (lower)
+        drain_others_locked();
 }
 
 static void limit_changed(void)

@@ -21,10 +21,13 @@
  * backend - the per-CPU freelists of the kernel's slab and page
  * allocators, per thread. Classes: 16-byte steps to 256 bytes (64 blocks
  * each), 64-byte steps to 1 KiB (16 each), then eight classes per doubling
- * to 64 KiB (4 each), and never more than the thread's stock holds in
+ * to 64 KiB (1 each), and never more than the thread's stock holds in
  * bytes: a live set of up to a few hundred small blocks, allocated and
  * freed in turn, stays off the backend (the kernel sizes its per-CPU
- * caches in bytes for the same reason). A wrapper that calls the backend on every
+ * caches in bytes for the same reason). Above 1 KiB one block a class:
+ * more would leave a small budget stranded in the caches of threads that
+ * are not allocating (4 threads filling a 2 MiB budget with 4 KiB objects
+ * saw allocations fail with 4 a class). A wrapper that calls the backend on every
  * allocation costs a third to a half more than the backend alone: two
  * more calls and a stack frame on top of glibc's ~140 instructions, and a
  * header that pushes a 1 KiB block past glibc's own per-thread cache
@@ -155,7 +158,7 @@ static const uint32_t mag_caps[RCL_MAG_CLASSES] = {
 _Static_assert(RCL_MAG_MAX == 65536, "mag_caps ends at RCL_MAG_MAX");
 
 static inline size_t mag_cap(unsigned c) { return mag_caps[c]; }
-static inline unsigned mag_depth(unsigned c) { return c < 16 ? 64 : c < 28 ? 16 : 4; }
+static inline unsigned mag_depth(unsigned c) { return c < 16 ? 64 : c < 28 ? 16 : 1; }
 
 /* What the backend is asked for: a small block rounds up to its class. */
 static inline size_t backend_size(size_t size)

@@ -81,7 +81,7 @@ static void cached_blocks_are_not_in_usage(void **state)
 
 /* How many blocks a class keeps: a run of `n` blocks of `size` allocated,
  * then freed, leaves `kept` of them cached (the depths are the
- * implementation's: 64 per class up to 256 B, 16 up to 1 KiB, 4 above,
+ * implementation's: 64 per class up to 256 B, 16 up to 1 KiB, 1 above,
  * within the stock's bytes). */
 static void keeps(size_t size, int n, int kept)
 {
@@ -106,10 +106,10 @@ static void classes_above_256_bytes_keep_16_blocks(void **state)
     keeps(1000, 20, 16);                        /* class 961..1024 */
 }
 
-static void classes_above_1k_keep_4_blocks(void **state)
+static void classes_above_1k_keep_one_block(void **state)
 {
     (void)state;
-    keeps(4600, 6, 4);                          /* class 4097..4608 */
+    keeps(4600, 3, 1);                          /* class 4097..4608 */
     rcl_usage_sync();
     /* any size of the class fits a cached block (ASan checks the write) */
     char *a = rcl_alloc(4600, RCL_DEFAULT);
@@ -441,7 +441,7 @@ int main(void)
         TC(cached_blocks_are_not_in_usage),
         TC(small_classes_keep_64_blocks),
         TC(classes_above_256_bytes_keep_16_blocks),
-        TC(classes_above_1k_keep_4_blocks),
+        TC(classes_above_1k_keep_one_block),
         TC(classes_above_1k_round_up_by_at_most_an_eighth),
         TC(blocks_above_64k_are_not_cached),
         TC(zeroed_allocation_from_the_cache_is_zeroed),

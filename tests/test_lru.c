@@ -796,6 +796,8 @@ static void test_concurrent_fill_under_reclaim_never_fails(void **state)
         pthread_create(&t[i], NULL, filler, NULL);
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
+    if (atomic_load(&thread_faults))
+        print_message("reports: %s\n", test_reports.all);
     assert_int_equal(atomic_load(&thread_faults), 0);    /* no allocation failed */
     rcl_usage_sync();
     assert_true(rcl_usage() <= 2 * MiB);
