@@ -222,6 +222,22 @@ static void drain_others_locked(void)
         }
 }
 
+/* Blocks other threads (the reclaimer's shrinkers) freed for this one
+ * stay in its pages, resident and counted as held, until it collects them
+ * (mimalloc): a charge that finds the budget short does, once, and
+ * measures again before reclaiming more. True when it did. */
+static bool owner_collect(void)
+{
+#ifdef RCL__BE_OWNER_COLLECTS
+    if (rd(rcl__acct.outside)) {
+        rcl__be_thread_collect();
+        rcl__footprint_sample();
+        return true;
+    }
+#endif
+    return false;
+}
+
 /* Never below what backs the cached blocks: their charge stays. */
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
@@ -428,7 +444,6 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     unsigned long long start = 0, next_report = 0;
     unsigned no_progress = 0, round = 0;
     bool collected = false, drained = false;
-    (void)collected;
     for (;;) {
         size_t missing = try_take(t, size, floor, masked);
         if (!missing)
@@ -440,17 +455,11 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             rcl__mag_flush(t);
             continue;
         }
-#ifdef RCL__BE_OWNER_COLLECTS
-        /* Blocks other threads (the reclaimer's shrinkers) freed for this
-         * one are still in its pages, resident and counted as held, until
-         * it collects them: once a call, before reclaiming more. */
-        if (!collected && rd(rcl__acct.outside)) {
+        if (!collected) {
             collected = true;
-            rcl__be_thread_collect();
-            rcl__footprint_sample();
-            continue;
+            if (owner_collect())
+                continue;
         }
-#endif
         if (masked & (RCL__KSWAPD_RECLAIM | RCL__NOFAIL))
             rcl__reclaim_wake();
         if (!may_reclaim) {
