@@ -11,8 +11,9 @@
 #   make fuzz            the API-sequence fuzzer for FUZZ_TIME (60) seconds
 #   make install PREFIX=/usr/local [LIBDIR=...] [DESTDIR=...]
 #
-# Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan (one
-# build directory each), V=1 for full command lines. A build directory
+# Knobs: CC=gcc|clang, BACKEND=libc|mimalloc|jemalloc, SAN=asan|tsan,
+# DEBUG=1 (invariant checks, src/debug.h; on under SAN too) (one build
+# directory each), V=1 for full command lines. A build directory
 # remembers the compiler and flags it was built with: changing CC, CFLAGS
 # or LDFLAGS rebuilds everything in it.
 
@@ -30,7 +31,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR  ?= $(PREFIX)/share/man
 BACKEND ?= libc
 SAN     ?=
-BUILD   ?= build$(if $(SAN),-$(SAN))$(if $(filter-out libc,$(BACKEND)),-$(BACKEND))
+BUILD   ?= build$(if $(SAN),-$(SAN))$(if $(DEBUG),-debug)$(if $(filter-out libc,$(BACKEND)),-$(BACKEND))
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CSTD     := -std=c11 -D_GNU_SOURCE
@@ -58,7 +59,7 @@ else ifeq ($(SAN),tsan)
 else ifneq ($(SAN),)
   $(error SAN must be asan or tsan)
 endif
-CFLAGS_ALL := $(BASE_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
+CFLAGS_ALL := $(BASE_CFLAGS) $(if $(DEBUG),-DRCL_DEBUG=1) $(SAN_FLAGS) $(CFLAGS)
 LDFLAGS_ALL := $(SAN_FLAGS) $(LDFLAGS)
 # Programs export their symbols so that the lock checker's backtraces
 # (backtrace_symbols) name the functions, not just offsets.

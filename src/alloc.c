@@ -206,22 +206,14 @@ size_t rcl_alloc_charge(size_t size)
 /* Under AddressSanitizer a cached block is poisoned, and a block handed
  * out is addressable for exactly the size asked, so that use after free
  * and overflows into the class's rounding are still caught. */
-#if defined(__SANITIZE_ADDRESS__)
-#define RCL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RCL_ASAN 1
-#endif
-#endif
 #ifdef RCL_ASAN
-#include <sanitizer/asan_interface.h>
 static void user_fit(struct rcl_hdr *h, size_t size)
 {
-    ASAN_UNPOISON_MEMORY_REGION(h + 1, size);
+    rcl__unpoison(h + 1, size);
     if (size <= RCL_MAG_MAX)
-        ASAN_POISON_MEMORY_REGION((char *)(h + 1) + size, mag_cap(mag_class(size)) - size);
+        rcl__poison((char *)(h + 1) + size, mag_cap(mag_class(size)) - size);
 }
-static void mag_poison(struct rcl_hdr *h, unsigned c) { ASAN_POISON_MEMORY_REGION(h + 1, mag_cap(c)); }
+static void mag_poison(struct rcl_hdr *h, unsigned c) { rcl__poison(h + 1, mag_cap(c)); }
 #else
 static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)size; }
 static inline void mag_poison(struct rcl_hdr *h, unsigned c) { (void)h; (void)c; }
@@ -780,7 +772,7 @@ static void sig_free(struct rcl_thread *t, void *p)
     h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
     void **link = p;
 #ifdef RCL_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(link, sizeof(*link));
+    rcl__unpoison(link, sizeof(*link));
 #endif
     void *head = atomic_load(&t->sig_deferred);
     do

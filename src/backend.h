@@ -47,14 +47,8 @@
  * BACKEND=mimalloc` runs the library's logic under the sanitizers and the
  * mimalloc integration itself in the plain run.
  */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RCL__BE_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RCL__BE_SANITIZED 1
-#endif
-#endif
-#ifdef RCL__BE_SANITIZED
+#include "sanitize.h"
+#ifdef RCL_SANITIZED
 #undef RCL_BACKEND_MIMALLOC
 #undef RCL_BACKEND_JEMALLOC
 #endif

@@ -150,7 +150,7 @@ unsigned long rcl__footprint_samples(void)
 
 static int want_mode(bool auto_limit, bool cgroup_budget)
 {
-#ifdef RCL__BE_SANITIZED
+#ifdef RCL_SANITIZED
     (void)auto_limit;
     (void)cgroup_budget;
     return RCL__FOOTPRINT_OFF;

@@ -1,8 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * internal.h - what the library's source files share. Nothing here is
- * public: every name is rcl__ (double underscore) and hidden from the
- * shared library's symbol table by the version script (src/reclaim.map).
+ * internal.h - what the library's source files share: the prototypes of
+ * each subsystem, by file. Nothing here is public: every name is rcl__
+ * (double underscore) and hidden from the shared library's symbol table by
+ * the version script (src/reclaim.map). The rest is split by kind, and
+ * included from here:
+ *   atomic.h    branch hints, the TLS model, relaxed loads and stores
+ *   sanitize.h  which sanitizer the build has; ASan poisoning
+ *   debug.h     rcl__assert, rcl__assert_held (debug.c)
+ *   types.h     the shared structures: budget, counters, options, ...
+ *   thread.h    a thread's state and the fast paths' inlines
+ *   backend.h   the allocator underneath (included where it is called)
  *
  * Which file owns what:
  *   init.c      life cycle, configuration
@@ -22,6 +30,7 @@
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
  *   fork.c      pthread_atfork handlers; the one lock order of the library
+ *   debug.c     what a broken invariant does
  */
 #ifndef RCL_INTERNAL_H
 #define RCL_INTERNAL_H
@@ -35,102 +44,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define likely(x)   __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
-
-#define RCL_TLS_IE __attribute__((tls_model("initial-exec")))
-
-/* Relaxed loads and stores: plain moves on every target we care about, but
- * defined behaviour (and TSan-clean) when another thread reads the field. */
-#define rd(x)      atomic_load_explicit(&(x), memory_order_relaxed)
-#define wr(x, v)   atomic_store_explicit(&(x), (v), memory_order_relaxed)
-/* Increment of a field only its owner thread writes: no lock prefix. */
-#define own_add(x, v) wr(x, rd(x) + (v))
-
-/* ------------------------------------------------------------------------ */
-/* Per-thread state                                                          */
-/* ------------------------------------------------------------------------ */
-
-/*
- * The hot part of a thread's state, in initial-exec TLS so that the scope
- * calls and the allocation fast path reach it with one %fs-relative access.
- * Only the owner thread writes it, except stock_max (any thread may ask the
- * owner to return its stock) and the registry links (under the registry
- * lock). Fields other threads read are atomics accessed with rd()/wr().
- *
- * stock_max is the free fast path's only test besides the header: a free
- * stays on the fast path while stock + size <= stock_max. Every reason to
- * leave it is folded into that one number: STOCK_RECLAIM while the thread
- * reclaims, STOCK_DRAIN when another thread asked for the stock back.
- */
-#define RCL_MAG_CLASSES   76          /* 16-byte classes to 256, 64-byte to 1 KiB,
-                                         eight per doubling to 64 KiB */
-#define RCL_MAG_MAX       65536
-#define RCL_STOCK_RECLAIM (-1L)
-#define RCL_STOCK_DRAIN   (-2L)
-struct rcl_thread {
-    _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
-    _Atomic long          stock_max;  /* spill back to the budget above this */
-    uint64_t              hdr_tag;    /* block-header bits for this epoch, check
-                                         secret included; 0 = detached */
-    _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
-                                            the slow path: RCL__WATCH_LOCKDEP (the
-                                            lock checker wants them),
-                                            RCL__WATCH_RESERVE (served from the
-                                            I/O-flusher reserve) or
-                                            RCL__WATCH_DRAIN (another thread
-                                            asked for the stock back: set with
-                                            stock_max = RCL_STOCK_DRAIN) */
-    _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
-    unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
-    unsigned              busy;       /* nonzero while the thread is inside a call
-                                         that touches this state or takes a
-                                         library lock: a signal handler's call
-                                         then takes the signal path (alloc.c) */
-    unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
-    _Atomic unsigned long nr_alloc, nr_free;
-    long                  reclaimed;  /* accounted bytes freed, less those charged,
-                                         while in_reclaim: reclaim's net progress */
-    /* The block cache (alloc.c): blocks this thread freed, kept for its
-     * next allocations of the same class, linked through their headers.
-     * Only the owner touches the lists. `cached` is the sum of their class
-     * sizes, and part of the stock: invariant stock >= cached, so the
-     * budget always counts the cached blocks, and what the thread may
-     * charge from its stock is stock - cached. rcl_stats_get() reads it. */
-    void                 *mag[RCL_MAG_CLASSES];
-    _Atomic size_t        cached;
-    struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
-    /* Signal safety (alloc.c): blocks kept for allocations made by a signal
-     * handler that interrupted this thread inside the library (a handler
-     * only pops; the thread pushes or takes the whole list), their charge,
-     * the blocks such handlers freed (a handler only pushes; the thread
-     * takes the whole list), and a handler's request for a refill. */
-    void *_Atomic         sig_stash;
-    _Atomic size_t        sig_stash_bytes;
-    void *_Atomic         sig_deferred;
-    _Atomic unsigned      sig_want;
-    _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
-};
-
-extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
-/* The scope in force (reclaim.h inlines the scope calls on it); exported,
- * since the users' inline calls reach it directly. */
-extern __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
-#define rcl__scope (rcl_scope_tls.bits)
-
-/* The internal view of struct rcl_context. */
-struct rcl_ctx {
-    unsigned           scope;
-    unsigned           ndomains;
-    void              *journal;
-    uintptr_t          reserved;
-    uintptr_t          domains[RCL_MAX_DOMAINS];   /* ids: slot and generation
-                                                      (domain.c), never pointers */
-    unsigned           domain_overflow;  /* domain.c: adopted domains that did
-                                            not fit the thread's stack */
-};
-_Static_assert(sizeof(struct rcl_ctx) <= sizeof(struct rcl_context),
-               "struct rcl_context too small for its contents");
+#include "atomic.h"
+#include "debug.h"
+#include "types.h"
+#include "thread.h"
 
 /* ------------------------------------------------------------------------ */
 /* Life cycle (init.c)                                                       */
@@ -153,25 +70,6 @@ int  rcl__parse_size(const char *s, size_t *out);
 /* Accounting (account.c)                                                    */
 /* ------------------------------------------------------------------------ */
 
-struct rcl_account {
-    _Atomic size_t charged;     /* bytes taken from the budget, stocks included */
-    _Atomic size_t since_sample; /* charged since the last footprint sample */
-    _Atomic size_t outside;     /* real memory beyond `charged`, as last sampled
-                                   (footprint.c); every watermark counts it */
-    _Atomic size_t limit;
-    _Atomic size_t wm_min, wm_low, wm_high;   /* headroom, bytes */
-    _Atomic size_t peak;
-    _Atomic long   batch;       /* stock refill size */
-};
-extern struct rcl_account rcl__acct;
-/* pct % of v, without overflow for any v. */
-static inline uint64_t rcl__pct_of(uint64_t v, unsigned pct)
-{
-    return v / 100 * pct + v % 100 * pct / 100;
-}
-/* A thread's stock_max when nothing asks otherwise: two batches. */
-static inline long rcl__stock_limit(void) { return 2 * rd(rcl__acct.batch); }
-
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);
 void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
@@ -180,59 +78,9 @@ uint64_t rcl__hdr_tag(unsigned epoch);
 /* Gives the calling thread's cached blocks back to the backend (alloc.c);
  * only ever for the caller's own rcl__self, or at its exit. */
 void   rcl__mag_flush(struct rcl_thread *t);
-/* The thread is inside the library (see rcl_thread.busy). The fences keep
- * the compiler from moving the state's loads and stores across. */
-static inline void rcl__busy_enter(struct rcl_thread *t)
-{
-    t->busy = 1;
-    atomic_signal_fence(memory_order_seq_cst);
-}
-static inline void rcl__busy_leave(struct rcl_thread *t)
-{
-    atomic_signal_fence(memory_order_seq_cst);
-    t->busy = 0;
-}
-/* Around a call out to the program's code (shrinkers, the report
- * function): its own calls into the library are ordinary ones. */
-static inline unsigned rcl__busy_out(void)
-{
-    unsigned b = rcl__self.busy;
-    atomic_signal_fence(memory_order_seq_cst);
-    rcl__self.busy = 0;
-    return b;
-}
-static inline void rcl__busy_back(unsigned b)
-{
-    rcl__self.busy = b;
-    atomic_signal_fence(memory_order_seq_cst);
-}
-/* Frees a signal handler deferred, and the stash refill it asked for;
- * the caller is busy. */
-void   rcl__sig_service(struct rcl_thread *t);
-void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
-void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
-/* Around a call that touches the thread's state without being one a
- * handler may make (rcl_charge, rcl_reclaim...): nests. */
-static inline unsigned rcl__busy_hold(struct rcl_thread *t)
-{
-    unsigned b = t->busy;
-    t->busy = 1;
-    atomic_signal_fence(memory_order_seq_cst);
-    return b;
-}
-static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
-{
-    atomic_signal_fence(memory_order_seq_cst);
-    t->busy = b;
-}
-static inline bool rcl__sig_pending(const struct rcl_thread *t)
-{
-    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
-}
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
-void   rcl__uncharge_slow(struct rcl_thread *t, size_t size);
 void   rcl__stock_flush(struct rcl_thread *t, long keep);
 size_t rcl__headroom(void);
 /* The pressure thread moving the automatic budget with the cgroup: false
@@ -240,49 +88,6 @@ size_t rcl__headroom(void);
 bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
-
-/* The bits of rcl_thread.lockdep_watch. One word for both, so that the
- * fast path's test stays one load and one or. */
-#define RCL__WATCH_LOCKDEP 0x1u
-#define RCL__WATCH_RESERVE 0x2u
-/* Set by another thread (a lowered limit): the stock may no longer be
- * spent, so the next allocation or charge meets the drain request first.
- * Only ever set and cleared with atomic read-modify-writes. */
-#define RCL__WATCH_DRAIN   0x4u
-
-/* May this thread's allocation skip the slow path? Not while the lock
- * checker watches it, or while it is reclaiming (reclaim's progress must
- * count what its shrinkers charge). */
-static inline bool rcl__fast_ok(const struct rcl_thread *t)
-{
-    return !(rd(t->lockdep_watch) | t->in_reclaim);
-}
-
-/* May an allocation whose flags the scope narrowed to `masked` reclaim
- * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */
-static inline bool rcl__may_reclaim(rcl_gfp_t masked)
-{
-    return (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
-}
-
-/* What the thread may charge from its stock: the rest backs its cached
- * blocks. */
-static inline long rcl__stock_avail(const struct rcl_thread *t)
-{
-    return rd(t->stock) - (long)rd(t->cached);
-}
-
-/* Return `size` accounted bytes through the thread's stock. The stock only
- * grows here; spilling it back to the budget is the slow path. */
-static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
-{
-    long s = rd(t->stock) + (long)size;
-    if (unlikely(s > rd(t->stock_max))) {
-        rcl__uncharge_slow(t, size);
-        return;
-    }
-    wr(t->stock, s);
-}
 
 /* The I/O-flusher reserve (flusher_reserve.c): room for a block header and
  * `size` bytes, NULL when none is left; the block's header pointer back;
@@ -331,17 +136,6 @@ void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
  * and add each shrinker's time, net accounted bytes and objects to *tr
  * (NULL = no trace). */
-#define RCL__TRACE_MAX 8
-struct rcl__shrink_trace {
-    unsigned n;
-    struct {
-        const void        *who;
-        char               name[32];
-        unsigned long long ns;
-        long               bytes;
-        unsigned long      objects;
-    } e[RCL__TRACE_MAX];
-};
 void   rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr);
 bool   rcl__shrink_expired(void);
 /* An allocation short of budget after its bounded direct reclaim waits a
@@ -458,39 +252,11 @@ void rcl__pressure_stop(void);
 /* Statistics and reports (stats.c, report.c)                                */
 /* ------------------------------------------------------------------------ */
 
-struct rcl_counters {
-    _Atomic unsigned long failures, bad_frees, direct_reclaims, background_wakeups;
-    _Atomic unsigned long reserve_allocs, nofail_stalls, mempool_reserve_hits;
-    _Atomic unsigned long cgroup_events;      /* v1 usage thresholds crossed */
-    _Atomic unsigned long trims;              /* backend trims after reclaim */
-    _Atomic unsigned long long trim_ns;
-    _Atomic unsigned long long direct_stall_ns;
-    _Atomic size_t direct_reclaimed, background_reclaimed;
-    /* bounded direct reclaim, throttling, slow cycles (reclaim.c) */
-    _Atomic unsigned long direct_bounded, throttled, slow_reclaims;
-    _Atomic unsigned long long throttle_ns, background_cpu_ns, direct_cpu_ns;
-    /* hot counters of threads that have exited */
-    _Atomic unsigned long exited_allocs, exited_frees;
-};
-extern struct rcl_counters rcl__stats;
 #define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
 void rcl__stats_reset(void);
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
-/* options.c: the RECLAIM_* table. offset is (size_t)-1 for a process
- * option (no struct rcl_config field; read where it is used). */
-enum rcl__opt_kind {
-    RCL__OPT_SIZE, RCL__OPT_UINT, RCL__OPT_BOOL, RCL__OPT_LOCKDEP,
-    RCL__OPT_SIZE_OR_PCT, RCL__OPT_PATH, RCL__OPT_FOOTPRINT, RCL__OPT_DIRECT_US,
-};
-struct rcl__option {
-    const char *name;
-    enum rcl__opt_kind kind;
-    size_t offset, size;                /* the field in struct rcl_config */
-    unsigned long long min, max;        /* accepted range, sizes and numbers */
-    const char *def;                    /* the default, as documented */
-    const char *help;
-};
+/* options.c: the RECLAIM_* table (its rows: types.h). */
 extern const struct rcl__option rcl__options[];
 extern const unsigned rcl__nr_options;
 const struct rcl__option *rcl__option_find(const char *name);
@@ -526,14 +292,6 @@ unsigned long long rcl__now_ns(void);
 /* fork() (fork.c; the lock order is documented there)                       */
 /* ------------------------------------------------------------------------ */
 
-/* An object with a lock of its own (workqueue, mempool, LRU): taken before
- * a fork, unlocked after it; in the child `child` (may be NULL) first fixes,
- * under the lock, what the missing threads left behind. */
-struct rcl__fork_obj {
-    struct rcl__fork_obj *next, *prev;
-    pthread_mutex_t      *lock;
-    void                (*child)(struct rcl__fork_obj *o);
-};
 void rcl__fork_register(void);          /* the pthread_atfork handlers, once */
 void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
                      void (*child)(struct rcl__fork_obj *o));

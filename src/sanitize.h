@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sanitize.h - what the library does differently under a sanitizer, said
+ * once: which sanitizer the build has (gcc says it with __SANITIZE_*__,
+ * clang with __has_feature), and AddressSanitizer's poisoning, which lets
+ * it see uses of a block the library keeps but the program gave back.
+ */
+#ifndef RCL_SANITIZE_H
+#define RCL_SANITIZE_H
+
+#include <stddef.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RCL_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define RCL_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(RCL_ASAN)
+#define RCL_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(RCL_TSAN)
+#define RCL_TSAN 1
+#endif
+#endif
+#if defined(RCL_ASAN) || defined(RCL_TSAN)
+#define RCL_SANITIZED 1
+#endif
+
+#ifdef RCL_ASAN
+#include <sanitizer/asan_interface.h>
+#define rcl__poison(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define rcl__unpoison(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define rcl__poison(p, n)   ((void)(p), (void)(n))
+#define rcl__unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+#endif /* RCL_SANITIZE_H */

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * thread.h - a thread's state and the inlines of the fast paths that read
+ * it: the block cache and stock the allocation fast path spends, the
+ * "inside the library" marker signal handlers test, and the one-load test
+ * that sends an allocation to the slow path.
+ */
+#ifndef RCL_THREAD_H
+#define RCL_THREAD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reclaim.h"      /* through internal.h, which includes it first */
+#include "atomic.h"
+
+/*
+ * The hot part of a thread's state, in initial-exec TLS so that the scope
+ * calls and the allocation fast path reach it with one %fs-relative access.
+ * Only the owner thread writes it, except stock_max (any thread may ask the
+ * owner to return its stock) and the registry links (under the registry
+ * lock). Fields other threads read are atomics accessed with rd()/wr().
+ *
+ * stock_max is the free fast path's only test besides the header: a free
+ * stays on the fast path while stock + size <= stock_max. Every reason to
+ * leave it is folded into that one number: STOCK_RECLAIM while the thread
+ * reclaims, STOCK_DRAIN when another thread asked for the stock back.
+ */
+#define RCL_MAG_CLASSES   76          /* 16-byte classes to 256, 64-byte to 1 KiB,
+                                         eight per doubling to 64 KiB */
+#define RCL_MAG_MAX       65536
+#define RCL_STOCK_RECLAIM (-1L)
+#define RCL_STOCK_DRAIN   (-2L)
+struct rcl_thread {
+    _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
+    _Atomic long          stock_max;  /* spill back to the budget above this */
+    uint64_t              hdr_tag;    /* block-header bits for this epoch, check
+                                         secret included; 0 = detached */
+    _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
+                                            the slow path: RCL__WATCH_LOCKDEP (the
+                                            lock checker wants them),
+                                            RCL__WATCH_RESERVE (served from the
+                                            I/O-flusher reserve) or
+                                            RCL__WATCH_DRAIN (another thread
+                                            asked for the stock back: set with
+                                            stock_max = RCL_STOCK_DRAIN) */
+    _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
+    unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
+    unsigned              busy;       /* nonzero while the thread is inside a call
+                                         that touches this state or takes a
+                                         library lock: a signal handler's call
+                                         then takes the signal path (alloc.c) */
+    unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
+    _Atomic unsigned long nr_alloc, nr_free;
+    long                  reclaimed;  /* accounted bytes freed, less those charged,
+                                         while in_reclaim: reclaim's net progress */
+    /* The block cache (alloc.c): blocks this thread freed, kept for its
+     * next allocations of the same class, linked through their headers.
+     * Only the owner touches the lists. `cached` is the sum of their class
+     * sizes, and part of the stock: invariant stock >= cached, so the
+     * budget always counts the cached blocks, and what the thread may
+     * charge from its stock is stock - cached. rcl_stats_get() reads it. */
+    void                 *mag[RCL_MAG_CLASSES];
+    _Atomic size_t        cached;
+    struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
+    /* Signal safety (alloc.c): blocks kept for allocations made by a signal
+     * handler that interrupted this thread inside the library (a handler
+     * only pops; the thread pushes or takes the whole list), their charge,
+     * the blocks such handlers freed (a handler only pushes; the thread
+     * takes the whole list), and a handler's request for a refill. */
+    void *_Atomic         sig_stash;
+    _Atomic size_t        sig_stash_bytes;
+    void *_Atomic         sig_deferred;
+    _Atomic unsigned      sig_want;
+    _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
+};
+
+extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
+/* The scope in force (reclaim.h inlines the scope calls on it); exported,
+ * since the users' inline calls reach it directly. */
+extern __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
+#define rcl__scope (rcl_scope_tls.bits)
+
+/* The thread is inside the library (see rcl_thread.busy). The fences keep
+ * the compiler from moving the state's loads and stores across. */
+static inline void rcl__busy_enter(struct rcl_thread *t)
+{
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+static inline void rcl__busy_leave(struct rcl_thread *t)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = 0;
+}
+/* Around a call out to the program's code (shrinkers, the report
+ * function): its own calls into the library are ordinary ones. */
+static inline unsigned rcl__busy_out(void)
+{
+    unsigned b = rcl__self.busy;
+    atomic_signal_fence(memory_order_seq_cst);
+    rcl__self.busy = 0;
+    return b;
+}
+static inline void rcl__busy_back(unsigned b)
+{
+    rcl__self.busy = b;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+/* Frees a signal handler deferred, and the stash refill it asked for;
+ * the caller is busy. */
+void   rcl__sig_service(struct rcl_thread *t);
+void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
+void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
+/* Around a call that touches the thread's state without being one a
+ * handler may make (rcl_charge, rcl_reclaim...): nests. */
+static inline unsigned rcl__busy_hold(struct rcl_thread *t)
+{
+    unsigned b = t->busy;
+    t->busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    return b;
+}
+static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    t->busy = b;
+}
+static inline bool rcl__sig_pending(const struct rcl_thread *t)
+{
+    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
+}
+
+/* The slow half of rcl__uncharge_fast (account.c). */
+void rcl__uncharge_slow(struct rcl_thread *t, size_t size);
+
+/* The bits of rcl_thread.lockdep_watch. One word for both, so that the
+ * fast path's test stays one load and one or. */
+#define RCL__WATCH_LOCKDEP 0x1u
+#define RCL__WATCH_RESERVE 0x2u
+/* Set by another thread (a lowered limit): the stock may no longer be
+ * spent, so the next allocation or charge meets the drain request first.
+ * Only ever set and cleared with atomic read-modify-writes. */
+#define RCL__WATCH_DRAIN   0x4u
+
+/* May this thread's allocation skip the slow path? Not while the lock
+ * checker watches it, or while it is reclaiming (reclaim's progress must
+ * count what its shrinkers charge). */
+static inline bool rcl__fast_ok(const struct rcl_thread *t)
+{
+    return !(rd(t->lockdep_watch) | t->in_reclaim);
+}
+
+/* May an allocation whose flags the scope narrowed to `masked` reclaim
+ * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */
+static inline bool rcl__may_reclaim(rcl_gfp_t masked)
+{
+    return (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
+}
+
+/* What the thread may charge from its stock: the rest backs its cached
+ * blocks. */
+static inline long rcl__stock_avail(const struct rcl_thread *t)
+{
+    return rd(t->stock) - (long)rd(t->cached);
+}
+
+/* Return `size` accounted bytes through the thread's stock. The stock only
+ * grows here; spilling it back to the budget is the slow path. */
+static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
+{
+    long s = rd(t->stock) + (long)size;
+    if (unlikely(s > rd(t->stock_max))) {
+        rcl__uncharge_slow(t, size);
+        return;
+    }
+    wr(t->stock, s);
+}
+
+#endif /* RCL_THREAD_H */
