@@ -87,8 +87,10 @@ int test_check_clean(void)
 {
     int ok = usage_is_zero();
     ok &= reports_all_read();
-    /* ACCOUNTING INVARIANT: the library's internal check (charged = handed
-     * out + the sum of every thread's stock; stock >= cached) is called
-     * here, once it exists. */
+    /* ---- ACCOUNTING INVARIANT (to be filled in at merge) ----------------
+     * The library's internal accounting check (charged = handed out + the
+     * sum of every thread's stock; stock >= cached) is called here, after
+     * the usage and report checks:  ok &= <the check> == 0;
+     * -------------------------------------------------------------------- */
     return ok ? 0 : -1;
 }
