@@ -261,38 +261,23 @@ TEST(either_free_takes_either_kind)
 /* The "vmalloc with GFP_NOFS" thread (linux-kernel, May 2018): the scope
  * applies to mapped allocations too (vmalloc once allocated its page tables
  * with GFP_KERNEL whatever the caller said). */
-static unsigned long valloc_shrinker_calls;
-static unsigned long count_one(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 1;
-}
-static unsigned long scan_none(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    valloc_shrinker_calls++;
-    return 0;
-}
-
 TEST(valloc_honours_the_scope)
 {
-    static const struct rcl_shrinker_ops ops = { count_one, scan_none };
     struct rcl_shrinker_opts opts = { .needs = RCL__FS };
-    struct rcl_shrinker *s = rcl_shrinker_register("fs-cache", &ops, NULL, &opts);
+    struct test_counter *s = test_counter_new("fs-cache", 1, &opts);
     /* 1.5 MiB of headroom left; min is 2 % = 1.28 MiB: 512 KiB more must
      * reclaim */
     void *fill = rcl_alloc(62 * MiB + 512 * KiB, RCL_DEFAULT);
     assert_non_null(fill);
-    valloc_shrinker_calls = 0;
     unsigned t = rcl_nofs_save();
     assert_fails_with(rcl_valloc(512 * KiB, RCL_DEFAULT | RCL__NOWARN), ENOMEM);
     rcl_nofs_restore(t);
-    assert_int_equal(valloc_shrinker_calls, 0);     /* the FS shrinker was not called */
+    assert_int_equal(test_counter_scans(s), 0);     /* the FS shrinker was not called */
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.shrinkers[0].skipped > 0);
     rcl_free(fill);
-    rcl_shrinker_unregister(s);
+    test_counter_free(s);
 }
 
 TEST(charge_and_uncharge_account_outside_memory)

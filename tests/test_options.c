@@ -134,29 +134,16 @@ TEST_WITH(nonzero_reserved_config_words_are_refused, test_setup, options_teardow
     assert_int_equal(rcl_init(&cfg), 0);
 }
 
-static unsigned long count0(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 0;
-}
-static unsigned long scan0(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 0;
-}
-
 /* More shrinkers than struct rcl_stats carries: rcl_stats_shrinkers()
  * fills a caller-sized array and says how many there are. */
 TEST_WITH(every_shrinker_is_listed_beyond_the_fixed_array, test_setup, options_teardown)
 {
     enum { N = RCL_STATS_MAX_SHRINKERS + 8 };
-    static const struct rcl_shrinker_ops ops = { count0, scan0 };
-    struct rcl_shrinker *sh[N];
+    struct test_counter *sh[N];
     char name[32];
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "cache-%d", i);
-        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
-        assert_non_null(sh[i]);
+        sh[i] = test_counter_new(name, 0, NULL);
     }
     assert_int_equal(rcl_stats_shrinkers(NULL, 0), N);
     struct rcl_shrinker_stats *all = calloc(N, sizeof(*all));
@@ -171,7 +158,7 @@ TEST_WITH(every_shrinker_is_listed_beyond_the_fixed_array, test_setup, options_t
     assert_int_equal(st.nr_shrinkers, N);
     assert_string_equal(st.shrinkers[RCL_STATS_MAX_SHRINKERS - 1].name, "cache-31");
     for (int i = 0; i < N; i++)
-        rcl_shrinker_unregister(sh[i]);
+        test_counter_free(sh[i]);
     free(all);
 }
 
@@ -179,12 +166,11 @@ TEST_WITH(every_shrinker_is_listed_beyond_the_fixed_array, test_setup, options_t
 TEST_WITH(stats_print_lists_every_shrinker, test_setup, options_teardown)
 {
     enum { N = RCL_STATS_MAX_SHRINKERS + 2 };
-    static const struct rcl_shrinker_ops ops = { count0, scan0 };
-    struct rcl_shrinker *sh[N];
+    struct test_counter *sh[N];
     char name[32];
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "pool-%d", i);
-        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
+        sh[i] = test_counter_new(name, 0, NULL);
     }
     char *buf = NULL;
     size_t len = 0;
@@ -194,7 +180,7 @@ TEST_WITH(stats_print_lists_every_shrinker, test_setup, options_teardown)
     assert_non_null(strstr(buf, "\"pool-33\""));
     free(buf);
     for (int i = 0; i < N; i++)
-        rcl_shrinker_unregister(sh[i]);
+        test_counter_free(sh[i]);
 }
 
 /* The library says which version it is, in the header's terms. */
