@@ -329,11 +329,9 @@ TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
  * clean all the same. */
 static int teardown(void **state)
 {
-    (void)state;
-    rcl_shutdown();
-    rcl_set_report_fn(NULL, NULL);
+    int clean = test_teardown(state);
     unsetenv("RECLAIM_DIRECT_US");
-    return 0;
+    return clean;
 }
 
 TEST_MAIN();
