@@ -88,9 +88,16 @@ MAN_PAGES := $(MAN_SRCS:docs/man/%.scd=$(BUILD)/man/%)
 # library.
 TEST_SRCS := $(sort $(wildcard tests/test_*.c))
 TESTS     := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+# A specification built twice: test_scope_calls is tests/test_scope.c with
+# RCL_NO_INLINE_SCOPES, so the exported scope calls meet the same rules as
+# the header's inline ones.
+TESTS     += $(BUILD)/tests/test_scope_calls
 PROG_SRCS := $(sort $(wildcard tests/progs/*.c))
 PROGS     := $(PROG_SRCS:tests/progs/%.c=$(BUILD)/tests/progs/%)
-TEST_HELPERS := $(wildcard tests/helpers/*.c)
+# tests/helpers/: the TEST() macros, the standard fixture and the shared
+# shrinkers, linked into every test program.
+TEST_HELPERS := $(sort $(wildcard tests/helpers/*.c))
+TEST_HELPER_HDRS := $(wildcard tests/helpers/*.h)
 
 # examples/NAME/*.c: one program per directory.
 EXAMPLE_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard examples/*/*.c))))
@@ -156,9 +163,13 @@ $(BUILD)/man/%: docs/man/%.scd tools/man-tidy.awk
 	$(Q)$(if $(MAN_DATE),SOURCE_DATE_EPOCH=$(MAN_DATE)) scdoc < $< > $@.tmp
 	$(Q)awk -f tools/man-tidy.awk $@.tmp > $@ && rm -f $@.tmp
 
-$(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) tests/helpers.h $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
+$(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests/helpers $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+
+$(BUILD)/tests/test_scope_calls: tests/test_scope.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -DRCL_NO_INLINE_SCOPES -Itests/helpers $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
 # The fault-injection test reroutes the library's own allocation, mmap,
 # thread and eventfd calls through its wrappers (tests/test_fault.c); the

@@ -22,9 +22,8 @@ static bool all_zero(const unsigned char *p, size_t n)
 
 /* A block charges what it takes from the allocator: never less than the
  * size asked and its header, and what rcl_alloc_charge() says. */
-static void alloc_charges_what_the_block_takes(void **state)
+TEST(alloc_charges_what_the_block_takes)
 {
-    (void)state;
     size_t before = usage_now();
     void *p = rcl_alloc(1000, RCL_DEFAULT);
     assert_non_null(p);
@@ -35,9 +34,8 @@ static void alloc_charges_what_the_block_takes(void **state)
     assert_int_equal(usage_now(), before);
 }
 
-static void zero_flag_and_calloc_give_zeroed_memory(void **state)
+TEST(zero_flag_and_calloc_give_zeroed_memory)
 {
-    (void)state;
     /* dirty some memory of the same size class first */
     for (int i = 0; i < 8; i++) {
         unsigned char *d = rcl_alloc(4096, RCL_DEFAULT);
@@ -53,70 +51,45 @@ static void zero_flag_and_calloc_give_zeroed_memory(void **state)
     rcl_free(q);
 }
 
-static void zero_size_is_einval_and_charges_nothing(void **state)
+TEST(zero_size_is_einval_and_charges_nothing)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(0, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_calloc(0, 16, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_aligned_alloc(64, 0, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_valloc(0, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_alloc(0, RCL_DEFAULT), EINVAL);
+    assert_fails_with(rcl_calloc(0, 16, RCL_DEFAULT), EINVAL);
+    assert_fails_with(rcl_aligned_alloc(64, 0, RCL_DEFAULT), EINVAL);
+    assert_fails_with(rcl_valloc(0, RCL_DEFAULT), EINVAL);
     assert_int_equal(usage_now(), 0);
 }
 
-static void overflowing_sizes_are_eoverflow(void **state)
+TEST(overflowing_sizes_are_eoverflow)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_calloc(SIZE_MAX / 2, 3, RCL_DEFAULT));
-    assert_int_equal(errno, EOVERFLOW);
-    errno = 0;
-    assert_null(rcl_alloc(SIZE_MAX, RCL_DEFAULT));
-    assert_int_equal(errno, EOVERFLOW);
-    errno = 0;
-    assert_null(rcl_alloc(SIZE_MAX, RCL_DEFAULT | RCL__NOFAIL));
-    assert_int_equal(errno, EOVERFLOW);
-    errno = 0;
-    assert_null(rcl_valloc(SIZE_MAX - 10, RCL_DEFAULT));
-    assert_int_equal(errno, EOVERFLOW);
+    assert_fails_with(rcl_calloc(SIZE_MAX / 2, 3, RCL_DEFAULT), EOVERFLOW);
+    assert_fails_with(rcl_alloc(SIZE_MAX, RCL_DEFAULT), EOVERFLOW);
+    /* NOFAIL too: test_nofail.c, test_impossible_nofail_requests_fail_at_once */
+    assert_fails_with(rcl_valloc(SIZE_MAX - 10, RCL_DEFAULT), EOVERFLOW);
     assert_int_equal(usage_now(), 0);
 }
 
 /* Larger than the budget can ever give: E2BIG, so the caller knows that
  * retrying is pointless. */
-static void larger_than_the_budget_is_e2big(void **state)
+TEST(larger_than_the_budget_is_e2big)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(65 * MiB, RCL_DEFAULT | RCL__NOWARN));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_alloc(65 * MiB, RCL_DEFAULT | RCL__NOWARN), E2BIG);
     assert_int_equal(test_report_count(), 0);
-    errno = 0;
-    assert_null(rcl_alloc(65 * MiB, RCL_DEFAULT));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_alloc(65 * MiB, RCL_DEFAULT), E2BIG);
     assert_int_equal(test_report_count(), 1);  /* reported unless NOWARN */
     assert_int_equal(usage_now(), 0);
 }
 
-static void free_of_null_does_nothing(void **state)
+TEST(free_of_null_does_nothing)
 {
-    (void)state;
     rcl_free(NULL);
     rcl_vfree(NULL);
     assert_int_equal(test_report_count(), 0);
 }
 
 /* A pointer the library did not hand out is reported and left alone. */
-static void foreign_pointer_is_reported_and_left_alone(void **state)
+TEST(foreign_pointer_is_reported_and_left_alone)
 {
-    (void)state;
     char *mine = rcl_alloc(256, RCL_DEFAULT);
     char *theirs = calloc(1, 256);
     size_t before = usage_now();
@@ -129,7 +102,7 @@ static void foreign_pointer_is_reported_and_left_alone(void **state)
     rcl_free(mine + 64);               /* interior of ours */
     assert_int_equal(errno, EINVAL);
     assert_int_equal(test_report_count(), 2);
-    assert_non_null(strstr(test_reports.last, "not a block from this library"));
+    assert_non_null(strstr(test_report_last(), "not a block from this library"));
     assert_int_equal(usage_now(), before);
     rcl_stats_get(&st);
     assert_int_equal(st.bad_frees, 2);
@@ -141,9 +114,8 @@ static void foreign_pointer_is_reported_and_left_alone(void **state)
 /* Freeing twice: caught while the memory is still readable. Under a
  * sanitizer the read of freed memory is itself the (correct) report, so
  * the test runs only in the plain build. */
-static void double_free_is_caught(void **state)
+TEST(double_free_is_caught)
 {
-    (void)state;
     const char *san = getenv("RCL_TEST_SAN");
     if (san && *san) {
         print_message("skipped under %s: reading the freed block is itself the sanitizer's "
@@ -166,9 +138,8 @@ static void double_free_is_caught(void **state)
  * mapped for a while (the library's own memory, not the block's, so this
  * holds under the sanitizers too), and the second free is a reported bad
  * free, not a fault. */
-static void double_free_of_a_mapped_block_is_reported(void **state)
+TEST(double_free_of_a_mapped_block_is_reported)
 {
-    (void)state;
     void *v = rcl_valloc(3 * 4096, RCL_DEFAULT);
     assert_non_null(v);
     size_t before = usage_now();
@@ -183,9 +154,8 @@ static void double_free_of_a_mapped_block_is_reported(void **state)
     assert_int_equal(usage_now(), after);
 }
 
-static void realloc_follows_the_size(void **state)
+TEST(realloc_follows_the_size)
 {
-    (void)state;
     unsigned char *p = rcl_alloc(100, RCL_DEFAULT);
     for (int i = 0; i < 100; i++)
         p[i] = (unsigned char)i;
@@ -203,45 +173,37 @@ static void realloc_follows_the_size(void **state)
     assert_int_equal(usage_now(), 0);
 }
 
-static void realloc_of_null_allocates(void **state)
+TEST(realloc_of_null_allocates)
 {
-    (void)state;
     void *p = rcl_realloc(NULL, 64, RCL_DEFAULT);
     assert_non_null(p);
     assert_int_equal(usage_now(), rcl_alloc_charge(64));
     rcl_free(p);
 }
 
-static void realloc_to_zero_is_einval_and_keeps_the_block(void **state)
+TEST(realloc_to_zero_is_einval_and_keeps_the_block)
 {
-    (void)state;
     char *p = rcl_alloc(64, RCL_DEFAULT);
     strcpy(p, "still here");
-    errno = 0;
-    assert_null(rcl_realloc(p, 0, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_realloc(p, 0, RCL_DEFAULT), EINVAL);
     assert_string_equal(p, "still here");
     assert_int_equal(usage_now(), rcl_alloc_charge(64));
     rcl_free(p);
 }
 
 /* On failure realloc leaves the block as it was, and its charge too. */
-static void failed_realloc_keeps_the_block(void **state)
+TEST(failed_realloc_keeps_the_block)
 {
-    (void)state;
     char *p = rcl_alloc(64, RCL_DEFAULT);
     strcpy(p, "kept");
-    errno = 0;
-    assert_null(rcl_realloc(p, 100 * MiB, RCL_DEFAULT | RCL__NOWARN));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_realloc(p, 100 * MiB, RCL_DEFAULT | RCL__NOWARN), E2BIG);
     assert_string_equal(p, "kept");
     assert_int_equal(usage_now(), rcl_alloc_charge(64));
     rcl_free(p);
 }
 
-static void aligned_alloc_aligns_and_charges_the_size(void **state)
+TEST(aligned_alloc_aligns_and_charges_the_size)
 {
-    (void)state;
     for (size_t align = 1; align <= 65536; align <<= 1) {
         unsigned char *p = rcl_aligned_alloc(align, 300, RCL_DEFAULT | RCL__ZERO);
         assert_non_null(p);
@@ -262,22 +224,18 @@ static void aligned_alloc_aligns_and_charges_the_size(void **state)
     }
 }
 
-static void alignment_not_a_power_of_two_is_einval(void **state)
+TEST(alignment_not_a_power_of_two_is_einval)
 {
-    (void)state;
     size_t bad[] = { 0, 3, 24, 100, 4097 };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        errno = 0;
-        assert_null(rcl_aligned_alloc(bad[i], 64, RCL_DEFAULT));
-        assert_int_equal(errno, EINVAL);
+        assert_fails_with(rcl_aligned_alloc(bad[i], 64, RCL_DEFAULT), EINVAL);
     }
     assert_int_equal(usage_now(), 0);
 }
 
 /* valloc: mapped, page-aligned, zeroed, charged in whole pages. */
-static void valloc_is_page_granular(void **state)
+TEST(valloc_is_page_granular)
 {
-    (void)state;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     unsigned char *p = rcl_valloc(page + 1, RCL_DEFAULT);
     assert_non_null(p);
@@ -290,9 +248,8 @@ static void valloc_is_page_granular(void **state)
 }
 
 /* The kernel's kvfree(): either free takes either kind of block. */
-static void either_free_takes_either_kind(void **state)
+TEST(either_free_takes_either_kind)
 {
-    (void)state;
     void *v = rcl_valloc(10000, RCL_DEFAULT);
     void *h = rcl_alloc(10000, RCL_DEFAULT);
     rcl_free(v);
@@ -304,46 +261,27 @@ static void either_free_takes_either_kind(void **state)
 /* The "vmalloc with GFP_NOFS" thread (linux-kernel, May 2018): the scope
  * applies to mapped allocations too (vmalloc once allocated its page tables
  * with GFP_KERNEL whatever the caller said). */
-static unsigned long valloc_shrinker_calls;
-static unsigned long count_one(void *priv, struct rcl_shrink_control *sc)
+TEST(valloc_honours_the_scope)
 {
-    (void)priv; (void)sc;
-    return 1;
-}
-static unsigned long scan_none(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    valloc_shrinker_calls++;
-    return 0;
-}
-
-static void valloc_honours_the_scope(void **state)
-{
-    (void)state;
-    static const struct rcl_shrinker_ops ops = { count_one, scan_none };
     struct rcl_shrinker_opts opts = { .needs = RCL__FS };
-    struct rcl_shrinker *s = rcl_shrinker_register("fs-cache", &ops, NULL, &opts);
+    struct test_counter *s = test_counter_new("fs-cache", 1, &opts);
     /* 1.5 MiB of headroom left; min is 2 % = 1.28 MiB: 512 KiB more must
      * reclaim */
     void *fill = rcl_alloc(62 * MiB + 512 * KiB, RCL_DEFAULT);
     assert_non_null(fill);
-    valloc_shrinker_calls = 0;
     unsigned t = rcl_nofs_save();
-    errno = 0;
-    assert_null(rcl_valloc(512 * KiB, RCL_DEFAULT | RCL__NOWARN));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_valloc(512 * KiB, RCL_DEFAULT | RCL__NOWARN), ENOMEM);
     rcl_nofs_restore(t);
-    assert_int_equal(valloc_shrinker_calls, 0);     /* the FS shrinker was not called */
+    assert_int_equal(test_counter_scans(s), 0);     /* the FS shrinker was not called */
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.shrinkers[0].skipped > 0);
     rcl_free(fill);
-    rcl_shrinker_unregister(s);
+    test_counter_free(s);
 }
 
-static void charge_and_uncharge_account_outside_memory(void **state)
+TEST(charge_and_uncharge_account_outside_memory)
 {
-    (void)state;
     assert_int_equal(rcl_charge(12345, RCL_DEFAULT), 0);
     assert_int_equal(usage_now(), 12345);
     assert_int_equal(rcl_charge(0, RCL_DEFAULT), 0);
@@ -352,9 +290,8 @@ static void charge_and_uncharge_account_outside_memory(void **state)
     assert_int_equal(usage_now(), 0);
 }
 
-static void uncharging_more_than_charged_is_reported_and_clamped(void **state)
+TEST(uncharging_more_than_charged_is_reported_and_clamped)
 {
-    (void)state;
     assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
     rcl_uncharge(10 * MiB);
     assert_int_equal(test_report_count(), 1);
@@ -363,9 +300,8 @@ static void uncharging_more_than_charged_is_reported_and_clamped(void **state)
 
 /* After rcl_shutdown() old blocks are valid, freeable, and no longer in
  * any budget: freeing them cannot drive the new budget negative. */
-static void blocks_from_before_shutdown_free_without_uncharging(void **state)
+TEST(blocks_from_before_shutdown_free_without_uncharging)
 {
-    (void)state;
     char *old = rcl_alloc(4096, RCL_DEFAULT);
     strcpy(old, "old");
     rcl_shutdown();
@@ -388,9 +324,8 @@ static void *free_in_other_thread(void *p)
 }
 
 /* A block may be freed by a thread that never allocated. */
-static void block_freed_by_another_thread_is_uncharged(void **state)
+TEST(block_freed_by_another_thread_is_uncharged)
 {
-    (void)state;
     pthread_t th;
     void *p = rcl_alloc(777, RCL_DEFAULT);
     assert_int_equal(pthread_create(&th, NULL, free_in_other_thread, p), 0);
@@ -398,16 +333,4 @@ static void block_freed_by_another_thread_is_uncharged(void **state)
     assert_int_equal(usage_now(), 0);
 }
 
-RUN_TESTS(T(alloc_charges_what_the_block_takes), T(zero_flag_and_calloc_give_zeroed_memory),
-          T(zero_size_is_einval_and_charges_nothing), T(overflowing_sizes_are_eoverflow),
-          T(larger_than_the_budget_is_e2big), T(free_of_null_does_nothing),
-          T(foreign_pointer_is_reported_and_left_alone), T(double_free_is_caught),
-          T(double_free_of_a_mapped_block_is_reported),
-          T(realloc_follows_the_size), T(realloc_of_null_allocates),
-          T(realloc_to_zero_is_einval_and_keeps_the_block), T(failed_realloc_keeps_the_block),
-          T(aligned_alloc_aligns_and_charges_the_size), T(alignment_not_a_power_of_two_is_einval),
-          T(valloc_is_page_granular), T(either_free_takes_either_kind), T(valloc_honours_the_scope),
-          T(charge_and_uncharge_account_outside_memory),
-          T(uncharging_more_than_charged_is_reported_and_clamped),
-          T(blocks_from_before_shutdown_free_without_uncharging),
-          T(block_freed_by_another_thread_is_uncharged))
+TEST_MAIN();

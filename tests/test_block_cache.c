@@ -35,11 +35,9 @@ static int cache_setup(void **state)
     return rc;
 }
 
-#define TC(fn) cmocka_unit_test_setup_teardown(fn, cache_setup, test_teardown)
 
-static void freed_block_serves_the_next_allocation_of_its_class(void **state)
+TEST_WITH(freed_block_serves_the_next_allocation_of_its_class, cache_setup, test_teardown)
 {
-    (void)state;
     void *p = rcl_alloc(40, RCL_DEFAULT);
     rcl_free(p);
     assert_int_equal(cached_now(), rcl_alloc_charge(48));   /* class 33..48 */
@@ -49,9 +47,8 @@ static void freed_block_serves_the_next_allocation_of_its_class(void **state)
     rcl_free(q);
 }
 
-static void most_recently_freed_block_comes_back_first(void **state)
+TEST_WITH(most_recently_freed_block_comes_back_first, cache_setup, test_teardown)
 {
-    (void)state;
     void *a = rcl_alloc(64, RCL_DEFAULT), *b = rcl_alloc(64, RCL_DEFAULT);
     rcl_free(a);
     rcl_free(b);
@@ -62,9 +59,8 @@ static void most_recently_freed_block_comes_back_first(void **state)
     rcl_free(y);
 }
 
-static void cached_blocks_are_not_in_usage(void **state)
+TEST_WITH(cached_blocks_are_not_in_usage, cache_setup, test_teardown)
 {
-    (void)state;
     void *p[4];
     for (int i = 0; i < 4; i++)
         p[i] = rcl_alloc(100, RCL_DEFAULT);
@@ -94,21 +90,18 @@ static void keeps(size_t size, int n, int kept)
     assert_int_equal(cached_now(), (size_t)kept * rcl_alloc_charge(size));
 }
 
-static void small_classes_keep_64_blocks(void **state)
+TEST_WITH(small_classes_keep_64_blocks, cache_setup, test_teardown)
 {
-    (void)state;
     keeps(64, 80, 64);
 }
 
-static void classes_above_256_bytes_keep_16_blocks(void **state)
+TEST_WITH(classes_above_256_bytes_keep_16_blocks, cache_setup, test_teardown)
 {
-    (void)state;
     keeps(1000, 20, 16);                        /* class 961..1024 */
 }
 
-static void classes_above_1k_keep_one_block(void **state)
+TEST_WITH(classes_above_1k_keep_one_block, cache_setup, test_teardown)
 {
-    (void)state;
     keeps(4600, 3, 1);                          /* class 4097..4608 */
     rcl_usage_sync();
     /* any size of the class fits a cached block (ASan checks the write) */
@@ -123,9 +116,8 @@ static void classes_above_1k_keep_one_block(void **state)
 
 /* The classes grow by an eighth per step above 1 KiB: a block asked of the
  * backend is never more than an eighth larger than the size asked. */
-static void classes_above_1k_round_up_by_at_most_an_eighth(void **state)
+TEST_WITH(classes_above_1k_round_up_by_at_most_an_eighth, cache_setup, test_teardown)
 {
-    (void)state;
     static const size_t sizes[] = { 1025, 1281, 2049, 4097, 40000, 65535 };
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         rcl_free(rcl_alloc(sizes[i], RCL_DEFAULT));
@@ -138,18 +130,16 @@ static void classes_above_1k_round_up_by_at_most_an_eighth(void **state)
     }
 }
 
-static void blocks_above_64k_are_not_cached(void **state)
+TEST_WITH(blocks_above_64k_are_not_cached, cache_setup, test_teardown)
 {
-    (void)state;
     rcl_free(rcl_alloc(65537, RCL_DEFAULT));
     rcl_free(rcl_aligned_alloc(64, 64, RCL_DEFAULT));
     rcl_vfree(rcl_valloc(100, RCL_DEFAULT));
     assert_int_equal(cached_now(), 0);
 }
 
-static void zeroed_allocation_from_the_cache_is_zeroed(void **state)
+TEST_WITH(zeroed_allocation_from_the_cache_is_zeroed, cache_setup, test_teardown)
 {
-    (void)state;
     unsigned char *d = rcl_alloc(200, RCL_DEFAULT);
     memset(d, 0xff, 200);
     rcl_free(d);
@@ -160,9 +150,8 @@ static void zeroed_allocation_from_the_cache_is_zeroed(void **state)
     rcl_free(z);
 }
 
-static void double_free_of_a_cached_block_is_caught(void **state)
+TEST_WITH(double_free_of_a_cached_block_is_caught, cache_setup, test_teardown)
 {
-    (void)state;
     void *p = rcl_alloc(64, RCL_DEFAULT);
     rcl_free(p);
     size_t cached = cached_now();
@@ -179,9 +168,8 @@ static void double_free_of_a_cached_block_is_caught(void **state)
 
 /* A block resized in place must still fit any size of its new class when
  * it is cached, or a later allocation would overrun it (ASan checks). */
-static void realloc_keeps_blocks_fit_for_their_class(void **state)
+TEST_WITH(realloc_keeps_blocks_fit_for_their_class, cache_setup, test_teardown)
 {
-    (void)state;
     void *p = rcl_alloc(24, RCL_DEFAULT);
     for (size_t n = 25; n <= 1024; n += 7) {
         p = rcl_realloc(p, n, RCL_DEFAULT);
@@ -195,9 +183,8 @@ static void realloc_keeps_blocks_fit_for_their_class(void **state)
     assert_int_equal(usage_now(), 0);
 }
 
-static void realloc_within_the_block_stays_in_place(void **state)
+TEST_WITH(realloc_within_the_block_stays_in_place, cache_setup, test_teardown)
 {
-    (void)state;
     char *p = rcl_alloc(100, RCL_DEFAULT);     /* a 112-byte class block */
     memcpy(p, "kept", 5);
     assert_ptr_equal(rcl_realloc(p, 110, RCL_DEFAULT), p);
@@ -206,9 +193,8 @@ static void realloc_within_the_block_stays_in_place(void **state)
     rcl_free(p);
 }
 
-static void usage_sync_empties_the_callers_cache(void **state)
+TEST_WITH(usage_sync_empties_the_callers_cache, cache_setup, test_teardown)
 {
-    (void)state;
     rcl_free(rcl_alloc(64, RCL_DEFAULT));
     assert_int_not_equal(cached_now(), 0);
     rcl_usage_sync();
@@ -247,9 +233,8 @@ static void *peer_main(void *arg)
     return NULL;
 }
 
-static void drain_request_empties_another_threads_cache(void **state)
+TEST_WITH(drain_request_empties_another_threads_cache, cache_setup, test_teardown)
 {
-    (void)state;
     struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, peer_main, &pr), 0);
@@ -304,9 +289,8 @@ static void *reclaiming_peer_main(void *arg)
     return NULL;
 }
 
-static void drain_request_during_reclaim_is_kept(void **state)
+TEST_WITH(drain_request_during_reclaim_is_kept, cache_setup, test_teardown)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { hold_count, hold_scan };
     struct reclaiming_peer rp = { { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 }, 0 };
     struct rcl_shrinker *s = rcl_shrinker_register("hold", &ops, &rp, NULL);
@@ -345,9 +329,8 @@ static void *stale_peer_main(void *arg)
     return NULL;
 }
 
-static void cache_from_before_shutdown_is_dropped(void **state)
+TEST_WITH(cache_from_before_shutdown_is_dropped, cache_setup, test_teardown)
 {
-    (void)state;
     struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, stale_peer_main, &pr), 0);
@@ -370,9 +353,8 @@ static void cache_from_before_shutdown_is_dropped(void **state)
  * on more charged, unused memory than its stock may hold: two batches of
  * limit / 256 (at most 64 KiB each). With a 1 MiB budget that is 8 KiB,
  * whatever it frees. */
-static void thread_caches_no_more_than_its_stock_may_hold(void **state)
+TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teardown)
 {
-    (void)state;
     enum { N = 16 };
     void *p[N];
 
@@ -391,9 +373,8 @@ static void thread_caches_no_more_than_its_stock_may_hold(void **state)
  * caller's cached blocks back before failing or reclaiming, as the kernel
  * drains its per-CPU lists before it gives up on an allocation. Without
  * reclaim (no DIRECT_RECLAIM) the allocation below fits only then. */
-static void short_budget_takes_back_the_callers_cached_blocks(void **state)
+TEST_WITH(short_budget_takes_back_the_callers_cached_blocks, cache_setup, test_teardown)
 {
-    (void)state;
     struct rcl_stats st;
 
     rcl_shutdown();
@@ -423,9 +404,8 @@ static void *cache_and_exit(void *arg)
     return NULL;
 }
 
-static void thread_exit_empties_its_cache(void **state)
+TEST_WITH(thread_exit_empties_its_cache, cache_setup, test_teardown)
 {
-    (void)state;
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, cache_and_exit, NULL), 0);
     pthread_join(th, NULL);
@@ -433,28 +413,4 @@ static void thread_exit_empties_its_cache(void **state)
     assert_int_equal(usage_now(), 0);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        TC(freed_block_serves_the_next_allocation_of_its_class),
-        TC(most_recently_freed_block_comes_back_first),
-        TC(cached_blocks_are_not_in_usage),
-        TC(small_classes_keep_64_blocks),
-        TC(classes_above_256_bytes_keep_16_blocks),
-        TC(classes_above_1k_keep_one_block),
-        TC(classes_above_1k_round_up_by_at_most_an_eighth),
-        TC(blocks_above_64k_are_not_cached),
-        TC(zeroed_allocation_from_the_cache_is_zeroed),
-        TC(double_free_of_a_cached_block_is_caught),
-        TC(realloc_keeps_blocks_fit_for_their_class),
-        TC(realloc_within_the_block_stays_in_place),
-        TC(usage_sync_empties_the_callers_cache),
-        TC(drain_request_empties_another_threads_cache),
-        TC(drain_request_during_reclaim_is_kept),
-        TC(cache_from_before_shutdown_is_dropped),
-        TC(thread_caches_no_more_than_its_stock_may_hold),
-        TC(short_budget_takes_back_the_callers_cached_blocks),
-        TC(thread_exit_empties_its_cache),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

@@ -40,9 +40,8 @@ static int run_example(const char *args, char *out, size_t len)
 
 static char output[16384];
 
-static void test_serves_every_request_under_a_tiny_squeezed_budget(void **state)
+TEST_BARE(test_serves_every_request_under_a_tiny_squeezed_budget)
 {
-    (void)state;
     char args[128];
     snprintf(args, sizeof(args), "--budget 192K --squeeze 96K --requests %d --quiet",
              test_scale(20000));
@@ -50,9 +49,8 @@ static void test_serves_every_request_under_a_tiny_squeezed_budget(void **state)
     assert_string_equal(output, "");        /* --quiet: nothing when all is well */
 }
 
-static void test_summary_says_every_request_completed_and_verified(void **state)
+TEST_BARE(test_summary_says_every_request_completed_and_verified)
 {
-    (void)state;
     char args[128];
     int n = test_scale(4000);
     snprintf(args, sizeof(args), "--budget 256K --requests %d --blocks 512 --seed 7", n);
@@ -65,9 +63,8 @@ static void test_summary_says_every_request_completed_and_verified(void **state)
     assert_null(strstr(output, " 0 buffers dropped"));
 }
 
-static void test_bad_options_exit_2(void **state)
+TEST_BARE(test_bad_options_exit_2)
 {
-    (void)state;
     assert_int_equal(run_example("--budget lots", output, sizeof(output)), 2);
     assert_non_null(strstr(output, "rejected --budget lots"));
     assert_int_equal(run_example("--requests -5", output, sizeof(output)), 2);
@@ -78,8 +75,4 @@ static void test_bad_options_exit_2(void **state)
     assert_non_null(strstr(output, "rejected the argument stray"));
 }
 
-RUN_TESTS(
-    cmocka_unit_test(test_serves_every_request_under_a_tiny_squeezed_budget),
-    cmocka_unit_test(test_summary_says_every_request_completed_and_verified),
-    cmocka_unit_test(test_bad_options_exit_2),
-)
+TEST_MAIN();

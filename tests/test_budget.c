@@ -11,71 +11,8 @@
 #include <stdbool.h>
 #include <sys/wait.h>
 
-/* A cache of equal blocks, shrinkable; what a user's cache looks like. */
-struct cache {
-    pthread_mutex_t lock;
-    void **slot;
-    size_t n, cap, block;
-    struct rcl_shrinker *shrinker;
-    atomic_ulong scans;
-};
-
-static unsigned long cache_count(void *priv, struct rcl_shrink_control *sc)
-{
-    struct cache *c = priv;
-    (void)sc;
-    pthread_mutex_lock(&c->lock);
-    size_t n = c->n;
-    pthread_mutex_unlock(&c->lock);
-    return n ? n : RCL_SHRINK_EMPTY;
-}
-
-static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
-{
-    struct cache *c = priv;
-    unsigned long freed = 0;
-    atomic_fetch_add(&c->scans, 1);
-    pthread_mutex_lock(&c->lock);
-    while (freed < sc->nr_to_scan && c->n)
-        rcl_free(c->slot[--c->n]), freed++;
-    pthread_mutex_unlock(&c->lock);
-    return freed;
-}
-
-static void cache_init(struct cache *c, size_t cap, size_t block)
-{
-    static const struct rcl_shrinker_ops ops = { cache_count, cache_scan };
-    memset(c, 0, sizeof(*c));
-    pthread_mutex_init(&c->lock, NULL);
-    c->slot = calloc(cap, sizeof(void *));
-    c->cap = cap;
-    c->block = block;
-    c->shrinker = rcl_shrinker_register("cache", &ops, c, NULL);
-}
-
-static bool cache_add(struct cache *c, rcl_gfp_t gfp)
-{
-    void *p = rcl_alloc(c->block, gfp | RCL__NOWARN);
-    if (!p)
-        return false;
-    pthread_mutex_lock(&c->lock);
-    if (c->n < c->cap) {
-        c->slot[c->n++] = p;
-        p = NULL;
-    }
-    pthread_mutex_unlock(&c->lock);
-    rcl_free(p);
-    return true;
-}
-
-static void cache_destroy(struct cache *c)
-{
-    rcl_shrinker_unregister(c->shrinker);
-    while (c->n)
-        rcl_free(c->slot[--c->n]);
-    free(c->slot);
-    pthread_mutex_destroy(&c->lock);
-}
+/* The caches here are the shared shrinkable test cache (helpers/cache.h):
+ * equal blocks, what a user's cache looks like. */
 
 static size_t usage_now(void)
 {
@@ -85,9 +22,8 @@ static size_t usage_now(void)
 
 /* ---------------------------------------------------------------------- */
 
-static void init_twice_is_ebusy_and_shutdown_allows_again(void **state)
+TEST(init_twice_is_ebusy_and_shutdown_allows_again)
 {
-    (void)state;
     struct rcl_config cfg = test_config(8 * MiB);
     assert_int_equal(rcl_init(&cfg), -EBUSY);
     rcl_shutdown();
@@ -96,9 +32,8 @@ static void init_twice_is_ebusy_and_shutdown_allows_again(void **state)
     assert_int_equal(rcl_limit(), 8 * MiB);
 }
 
-static void invalid_configurations_are_einval(void **state)
+TEST(invalid_configurations_are_einval)
 {
-    (void)state;
     rcl_shutdown();
     struct rcl_config cfg = test_config(8 * MiB);
     cfg.min_pct = 10;
@@ -118,9 +53,8 @@ static void invalid_configurations_are_einval(void **state)
 }
 
 /* First use initialises from the environment. */
-static void first_use_initialises_from_the_environment(void **state)
+TEST(first_use_initialises_from_the_environment)
 {
-    (void)state;
     rcl_shutdown();
     setenv("RECLAIM_LIMIT", "3M", 1);
     setenv("RECLAIM_BACKGROUND", "0", 1);
@@ -134,9 +68,8 @@ static void first_use_initialises_from_the_environment(void **state)
     unsetenv("RECLAIM_PRESSURE");
 }
 
-static void malformed_environment_is_reported_and_ignored(void **state)
+TEST(malformed_environment_is_reported_and_ignored)
 {
-    (void)state;
     struct rcl_config cfg;
     setenv("RECLAIM_LIMIT", "lots", 1);
     setenv("RECLAIM_LOW_PCT", "400", 1);
@@ -147,15 +80,14 @@ static void malformed_environment_is_reported_and_ignored(void **state)
     assert_int_equal(cfg.limit, 0);
     assert_int_equal(cfg.low_pct, 5);
     assert_int_equal(test_report_count(), 1);   /* one report names both */
-    assert_non_null(strstr(test_reports.last, "RECLAIM_LIMIT=\"lots\""));
-    assert_non_null(strstr(test_reports.last, "RECLAIM_LOW_PCT=\"400\""));
+    assert_non_null(strstr(test_report_last(), "RECLAIM_LIMIT=\"lots\""));
+    assert_non_null(strstr(test_report_last(), "RECLAIM_LOW_PCT=\"400\""));
 }
 
 /* Watermarks are headroom: min 2 %, low 5 %, high 10 % by default, and a
  * reserve larger than min raises min. */
-static void watermarks_are_headroom_percentages(void **state)
+TEST(watermarks_are_headroom_percentages)
 {
-    (void)state;
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_int_equal(st.limit, 64 * MiB);
@@ -176,65 +108,57 @@ static void watermarks_are_headroom_percentages(void **state)
 }
 
 /* Fill the cache until the budget is at the min watermark. */
-static void fill_to_min(struct cache *c)
+static void fill_to_min(struct test_cache *c)
 {
-    while (cache_add(c, RCL_NOWAIT))
+    while (test_cache_add(c, RCL_NOWAIT))
         ;
 }
 
 /* Kernel rule (__alloc_pages_slowpath): below min, an allocation without
  * __GFP_DIRECT_RECLAIM fails; one with it reclaims directly and succeeds. */
-static void below_min_only_reclaiming_allocations_succeed(void **state)
+TEST(below_min_only_reclaiming_allocations_succeed)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 100000, 4096);
-    fill_to_min(&c);
-    errno = 0;
-    assert_null(rcl_alloc(64 * KiB, RCL_NOWAIT));
-    assert_int_equal(errno, ENOMEM);
-    assert_int_equal(atomic_load(&c.scans), 0);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    fill_to_min(c);
+    assert_fails_with(rcl_alloc(64 * KiB, RCL_NOWAIT), ENOMEM);
+    assert_int_equal(atomic_load(&c->calls), 0);
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
     assert_non_null(p);
-    assert_true(atomic_load(&c.scans) > 0);
+    assert_true(atomic_load(&c->calls) > 0);
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.direct_reclaims >= 1);
     assert_true(st.direct_reclaimed >= 64 * KiB);
     rcl_free(p);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* NORECLAIM scope (PF_MEMALLOC): never enters reclaim itself. */
-static void noreclaim_scope_never_reclaims(void **state)
+TEST(noreclaim_scope_never_reclaims)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 100000, 4096);
-    fill_to_min(&c);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    fill_to_min(c);
     unsigned t = rcl_noreclaim_save();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOMEMALLOC | RCL__NOWARN);
     rcl_noreclaim_restore(t);
     assert_null(p);
-    assert_int_equal(atomic_load(&c.scans), 0);
-    cache_destroy(&c);
+    assert_int_equal(atomic_load(&c->calls), 0);
+    test_cache_free(c);
 }
 
 /* Direct reclaim walks priorities 12 -> 0 and stops once its target is met:
  * it frees what it needs, not the whole cache. */
-static void direct_reclaim_stops_when_the_target_is_met(void **state)
+TEST(direct_reclaim_stops_when_the_target_is_met)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 100000, 4096);
-    fill_to_min(&c);
-    size_t before = c.n;
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    fill_to_min(c);
+    size_t before = c->n;
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
     assert_non_null(p);
-    assert_true(c.n < before);
-    assert_true(c.n > before / 2);
+    assert_true(c->n < before);
+    assert_true(c->n > before / 2);
     rcl_free(p);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* Progress is accounted bytes, not what the shrinker says it freed. */
@@ -249,33 +173,29 @@ static unsigned long liar_scan(void *priv, struct rcl_shrink_control *sc)
     return sc->nr_to_scan;   /* claims everything, frees nothing */
 }
 
-static void progress_is_measured_in_accounted_bytes(void **state)
+TEST(progress_is_measured_in_accounted_bytes)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { liar_count, liar_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("liar", &ops, NULL, NULL);
     assert_int_equal(rcl_reclaim(1 * MiB, RCL_DEFAULT), 0);
-    struct cache c;
-    cache_init(&c, 1000, 4096);
+    struct test_cache *c = test_cache_new("cache", 1000, 4096, NULL);
     for (int i = 0; i < 1000; i++)
-        assert_true(cache_add(&c, RCL_DEFAULT));
+        assert_true(test_cache_add(c, RCL_DEFAULT));
     size_t freed = rcl_reclaim(100 * KiB, RCL_DEFAULT);
     assert_true(freed >= 100 * KiB);
-    assert_int_equal(freed, (1000 - c.n) * rcl_alloc_charge(4096));
-    assert_int_equal(usage_now(), c.n * rcl_alloc_charge(4096));
-    cache_destroy(&c);
+    assert_int_equal(freed, (1000 - c->n) * rcl_alloc_charge(4096));
+    assert_int_equal(usage_now(), c->n * rcl_alloc_charge(4096));
+    test_cache_free(c);
     rcl_shrinker_unregister(s);
 }
 
 /* rcl_reclaim acts as an allocation would: nothing without DIRECT_RECLAIM
  * or inside NORECLAIM. */
-static void reclaim_obeys_flags_and_scope(void **state)
+TEST(reclaim_obeys_flags_and_scope)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 100, 4096);
+    struct test_cache *c = test_cache_new("cache", 100, 4096, NULL);
     for (int i = 0; i < 100; i++)
-        cache_add(&c, RCL_DEFAULT);
+        test_cache_add(c, RCL_DEFAULT);
     assert_int_equal(rcl_reclaim(64 * KiB, RCL_NOWAIT), 0);
     unsigned t = rcl_nowait_save();
     assert_int_equal(rcl_reclaim(64 * KiB, RCL_DEFAULT), 0);
@@ -283,43 +203,34 @@ static void reclaim_obeys_flags_and_scope(void **state)
     t = rcl_noreclaim_save();
     assert_int_equal(rcl_reclaim(64 * KiB, RCL_DEFAULT), 0);
     rcl_noreclaim_restore(t);
-    assert_int_equal(c.n, 100);
+    assert_int_equal(c->n, 100);
     assert_int_equal(rcl_reclaim(0, RCL_DEFAULT), 0);
     assert_true(rcl_reclaim(64 * KiB, RCL_DEFAULT) >= 64 * KiB);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* NOFAIL needs DIRECT_RECLAIM (EINVAL), and what can never fit is E2BIG at
  * once with a report (the "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm,
  * September 2024): fail only when impossible). */
-static void nofail_that_can_never_succeed_fails_at_once(void **state)
+TEST(nofail_that_can_never_succeed_fails_at_once)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(100, RCL__KSWAPD_RECLAIM | RCL__NOFAIL));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_alloc(100, RCL__KSWAPD_RECLAIM | RCL__NOFAIL), EINVAL);
+    assert_fails_with(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL), E2BIG);
     assert_int_equal(test_report_count(), 2);
-    assert_non_null(strstr(test_reports.last, "can never succeed"));
-    errno = 0;
-    assert_null(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN));
-    assert_int_equal(errno, E2BIG);
+    assert_non_null(strstr(test_report_last(), "can never succeed"));
+    assert_fails_with(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN), E2BIG);
     assert_int_equal(test_report_count(), 2);
 }
 
 /* NOFAIL under pressure: reclaims, and gets its memory. */
-static void nofail_reclaims_until_it_succeeds(void **state)
+TEST(nofail_reclaims_until_it_succeeds)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 100000, 4096);
-    fill_to_min(&c);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    fill_to_min(c);
     void *p = rcl_alloc(4 * MiB, RCL_DEFAULT | RCL__NOFAIL);
     assert_non_null(p);
     rcl_free(p);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* Threads named rcl-reclaimd in this process. A joined thread can linger
@@ -375,18 +286,16 @@ static bool headroom_at_least_high(void *arg)
 
 /* kswapd: woken below low, works until headroom is back above high; no
  * thread until first needed. */
-static void background_reclaimer_restores_high_watermark(void **state)
+TEST(background_reclaimer_restores_high_watermark)
 {
-    (void)state;
     rcl_shutdown();
     struct rcl_config cfg = test_config(16 * MiB);
     cfg.background = 1;
     assert_int_equal(rcl_init(&cfg), 0);
     assert_int_equal(reclaimd_settles_at(0), 0);
-    struct cache c;
-    cache_init(&c, 100000, 4096);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
     /* fill to just below low, with flags that may not wake it */
-    while (cache_add(&c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
+    while (test_cache_add(c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
         struct rcl_stats st;
         rcl_stats_get(&st);
         if (st.limit - st.usage < st.wmark_low)
@@ -394,14 +303,14 @@ static void background_reclaimer_restores_high_watermark(void **state)
     }
     assert_int_equal(reclaimd_settles_at(0), 0);         /* not started yet */
     rcl_usage_sync();             /* no stock left: the next allocation charges */
-    assert_true(cache_add(&c, RCL_DEFAULT));             /* KSWAPD_RECLAIM wakes it */
+    assert_true(test_cache_add(c, RCL_DEFAULT));             /* KSWAPD_RECLAIM wakes it */
     assert_true(wait_for(headroom_at_least_high, NULL, 10000));
     assert_int_equal(reclaimd_settles_at(1), 1);
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.background_wakeups >= 1);
     assert_true(st.background_reclaimed > 0);
-    cache_destroy(&c);
+    test_cache_free(c);
     rcl_shutdown();
     assert_int_equal(reclaimd_settles_at(0), 0);         /* stopped and joined */
 }
@@ -415,41 +324,37 @@ static bool no_longer_over_low(void *arg)
 }
 
 /* Lowering the limit below usage wakes the reclaimer to get back under. */
-static void lowering_the_limit_wakes_the_background_reclaimer(void **state)
+TEST(lowering_the_limit_wakes_the_background_reclaimer)
 {
-    (void)state;
     rcl_shutdown();
     struct rcl_config cfg = test_config(16 * MiB);
     cfg.background = 1;
     assert_int_equal(rcl_init(&cfg), 0);
-    struct cache c;
-    cache_init(&c, 2048, 4096);
+    struct test_cache *c = test_cache_new("cache", 2048, 4096, NULL);
     for (int i = 0; i < 2048; i++)
-        assert_true(cache_add(&c, RCL_DEFAULT));
+        assert_true(test_cache_add(c, RCL_DEFAULT));
     assert_int_equal(rcl_set_limit(4 * MiB), 0);
     assert_true(wait_for(no_longer_over_low, NULL, 10000));
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* background = 0 runs no thread, ever. */
-static void background_off_runs_no_thread(void **state)
+TEST(background_off_runs_no_thread)
 {
-    (void)state;
     assert_int_equal(reclaimd_settles_at(0), 0);
-    struct cache c;
-    cache_init(&c, 100000, 4096);
-    fill_to_min(&c);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    fill_to_min(c);
     for (int i = 0; i < 100; i++)
-        cache_add(&c, RCL_DEFAULT);
+        test_cache_add(c, RCL_DEFAULT);
     test_sleep_ms(50);
     assert_int_equal(count_reclaimd(), 0);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
 /* The invariant: accounted usage never exceeds the limit, whatever many
  * threads do at once. The peak is sampled at every charge. */
 struct hammer_arg {
-    struct cache *cache;
+    struct test_cache *cache;
     unsigned seed;
     int rounds;
 };
@@ -470,27 +375,25 @@ static void *hammer(void *p)
             mine[slot] = rcl_alloc(1 + (r >> 8) % 16384, flags[(r >> 4) % 5] | RCL__NOWARN);
         }
         if (r % 3 == 0)
-            cache_add(a->cache, RCL_DEFAULT);
+            test_cache_add(a->cache, RCL_DEFAULT);
     }
     for (int i = 0; i < 64; i++)
         rcl_free(mine[i]);
     return NULL;
 }
 
-static void usage_never_exceeds_the_limit_under_many_threads(void **state)
+TEST(usage_never_exceeds_the_limit_under_many_threads)
 {
-    (void)state;
     enum { N = 16 };
     rcl_shutdown();
     struct rcl_config cfg = test_config(4 * MiB);
     cfg.background = 1;
     assert_int_equal(rcl_init(&cfg), 0);
-    struct cache c;
-    cache_init(&c, 1 << 20, 2048);
+    struct test_cache *c = test_cache_new("cache", 1 << 20, 2048, NULL);
     pthread_t th[N];
     struct hammer_arg args[N];
     for (int i = 0; i < N; i++) {
-        args[i] = (struct hammer_arg){ &c, 1234u + (unsigned)i, test_scale(20000) };
+        args[i] = (struct hammer_arg){ c, 1234u + (unsigned)i, test_scale(20000) };
         assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
     }
     for (int i = 0; i < N; i++)
@@ -499,8 +402,8 @@ static void usage_never_exceeds_the_limit_under_many_threads(void **state)
     rcl_stats_get(&st);
     assert_true(st.peak <= st.limit);
     assert_true(st.peak > st.limit / 2);                /* the test did press */
-    assert_int_equal(usage_now(), c.n * rcl_alloc_charge(2048));   /* exact once quiet */
-    cache_destroy(&c);
+    assert_int_equal(usage_now(), c->n * rcl_alloc_charge(2048));   /* exact once quiet */
+    test_cache_free(c);
     assert_int_equal(usage_now(), 0);
 }
 
@@ -524,9 +427,8 @@ static void *stock_holder(void *arg)
     return NULL;
 }
 
-static void usage_sync_folds_every_threads_stock(void **state)
+TEST(usage_sync_folds_every_threads_stock)
 {
-    (void)state;
     pthread_t th;
     atomic_store(&stock_phase, 0);
     assert_int_equal(pthread_create(&th, NULL, stock_holder, NULL), 0);
@@ -546,9 +448,8 @@ static void usage_sync_folds_every_threads_stock(void **state)
 }
 
 /* RECLAIM_STATS=1 prints the statistics at exit. */
-static void stats_are_printed_at_exit_when_asked(void **state)
+TEST(stats_are_printed_at_exit_when_asked)
 {
-    (void)state;
     int fd[2];
     assert_int_equal(pipe(fd), 0);
     pid_t pid = fork();
@@ -574,13 +475,11 @@ static void stats_are_printed_at_exit_when_asked(void **state)
     assert_non_null(strstr(buf, "allocations 1, frees 1"));
 }
 
-static void stats_print_text_and_json(void **state)
+TEST(stats_print_text_and_json)
 {
-    (void)state;
-    struct cache c;
-    cache_init(&c, 10, 100);
+    struct test_cache *c = test_cache_new("cache", 10, 100, NULL);
     for (int i = 0; i < 10; i++)
-        cache_add(&c, RCL_DEFAULT);
+        test_cache_add(c, RCL_DEFAULT);
     rcl_reclaim(1, RCL_DEFAULT);
     char *buf = NULL;
     size_t len = 0;
@@ -597,17 +496,7 @@ static void stats_print_text_and_json(void **state)
     assert_non_null(strstr(buf, "shrinkers: 1"));
     free(buf);
     assert_int_equal(rcl_stats_print(NULL, 0), -EINVAL);
-    cache_destroy(&c);
+    test_cache_free(c);
 }
 
-RUN_TESTS(T(init_twice_is_ebusy_and_shutdown_allows_again), T(invalid_configurations_are_einval),
-          T(first_use_initialises_from_the_environment),
-          T(malformed_environment_is_reported_and_ignored), T(watermarks_are_headroom_percentages),
-          T(below_min_only_reclaiming_allocations_succeed), T(noreclaim_scope_never_reclaims),
-          T(direct_reclaim_stops_when_the_target_is_met), T(progress_is_measured_in_accounted_bytes),
-          T(reclaim_obeys_flags_and_scope), T(nofail_that_can_never_succeed_fails_at_once),
-          T(nofail_reclaims_until_it_succeeds), T(background_reclaimer_restores_high_watermark),
-          T(lowering_the_limit_wakes_the_background_reclaimer), T(background_off_runs_no_thread),
-          T(usage_never_exceeds_the_limit_under_many_threads),
-          T(usage_sync_folds_every_threads_stock), T(stats_are_printed_at_exit_when_asked),
-          T(stats_print_text_and_json))
+TEST_MAIN();

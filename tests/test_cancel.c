@@ -78,9 +78,8 @@ static void *pool_round_trip(void *arg)
     return NULL;
 }
 
-static void test_cancelled_mempool_waiter_leaves_the_pool_unlocked(void **state)
+TEST(test_cancelled_mempool_waiter_leaves_the_pool_unlocked)
 {
-    (void)state;
     /* One element in reserve and an allocator that fails from then on:
      * once the element is taken, an allocation can only wait. */
     atomic_store(&element_given, 0);
@@ -140,9 +139,8 @@ static void *unregister(void *arg)
     return NULL;
 }
 
-static void test_cancel_during_a_shrinker_scan_waits_for_the_scan(void **state)
+TEST(test_cancel_during_a_shrinker_scan_waits_for_the_scan)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { .count = slow_count, .scan = slow_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("slow", &ops, NULL, NULL);
     assert_non_null(s);
@@ -198,9 +196,8 @@ static void *queue_flush_destroy(void *arg)
     return NULL;
 }
 
-static void test_cancelled_flusher_leaves_the_queue_unlocked(void **state)
+TEST(test_cancelled_flusher_leaves_the_queue_unlocked)
 {
-    (void)state;
     static struct rcl_work blocker, quick;
     wq = rcl_workqueue_create("cancel", 2, 0);
     assert_non_null(wq);
@@ -220,15 +217,4 @@ static void test_cancelled_flusher_leaves_the_queue_unlocked(void **state)
     assert_true(finishes(queue_flush_destroy, &quick));
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_cancelled_mempool_waiter_leaves_the_pool_unlocked,
-                                        test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_during_a_shrinker_scan_waits_for_the_scan,
-                                        test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_cancelled_flusher_leaves_the_queue_unlocked,
-                                        test_setup, test_teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

@@ -197,7 +197,6 @@ static int e2e_teardown(void **state)
     }
     return 0;
 }
-#define E(fn) cmocka_unit_test_setup_teardown(fn, e2e_setup, e2e_teardown)
 
 static void need_cgroup(void)
 {
@@ -329,9 +328,8 @@ static unsigned long long field(const char *line, const char *key)
 /* The whole point: a cache that wants 1 GiB in a 128 MiB cgroup lives
  * within it, because the budget follows the cgroup and the shrinker gives
  * memory back before the kernel has to take it. */
-static void test_cache_of_8x_the_cgroup_limit_lives_within_it(void **state)
+TEST_WITH(test_cache_of_8x_the_cgroup_limit_lives_within_it, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     int fd;
     char *const argv[] = { "cgroup_cache", "cache", "1024", NULL };
@@ -357,9 +355,8 @@ static void test_cache_of_8x_the_cgroup_limit_lives_within_it(void **state)
 /* The control: the same cache, its budget set to what it wants and no
  * shrinker, is killed by the kernel's OOM killer. Without this the first
  * case would prove nothing. */
-static void test_same_cache_without_reclaim_is_oom_killed(void **state)
+TEST_WITH(test_same_cache_without_reclaim_is_oom_killed, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     int fd;
     char *const argv[] = { "cgroup_cache", "noshrink", "1024", NULL };
@@ -375,9 +372,8 @@ static void test_same_cache_without_reclaim_is_oom_killed(void **state)
 
 /* With the automatic limit but nothing to shrink, the budget says no
  * before the kernel has to: allocations fail, the program lives. */
-static void test_budget_without_shrinker_fails_allocations_not_the_process(void **state)
+TEST_WITH(test_budget_without_shrinker_fails_allocations_not_the_process, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     int fd;
     char *const argv[] = { "cgroup_cache", "noshrink", "512", NULL };
@@ -398,9 +394,8 @@ static void test_budget_without_shrinker_fails_allocations_not_the_process(void 
  * while the library holds 48 MiB of a ~112 MiB budget. The library sees
  * it (cgroup usage against its limit) and shrinks its cache by the step;
  * nobody is killed. */
-static void test_pressure_from_another_process_shrinks_the_cache(void **state)
+TEST_WITH(test_pressure_from_another_process_shrinks_the_cache, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     int cfd, hfd;
     char *const cargv[] = { "cgroup_cache", "hold", "48", "20", NULL };
@@ -482,31 +477,27 @@ static void kv_in_cgroup(const char *values, const char *outside, unsigned secon
     assert_true(field(line, "evicted") > 0);              /* the cache did press */
 }
 
-static void test_kv_cache_of_4k_values_lives_within_its_cgroup(void **state)
+TEST_WITH(test_kv_cache_of_4k_values_lives_within_its_cgroup, e2e_setup, e2e_teardown)
 {
-    (void)state;
     kv_in_cgroup("4k", "0", 30);
 }
 
-static void test_kv_cache_of_mixed_sizes_lives_within_its_cgroup(void **state)
+TEST_WITH(test_kv_cache_of_mixed_sizes_lives_within_its_cgroup, e2e_setup, e2e_teardown)
 {
-    (void)state;
     kv_in_cgroup("mix", "0", 30);
 }
 
 /* 40 MiB the library never sees, in a 128 MiB cgroup: the cgroup's usage is
  * the authority, and the cache shrinks to make room. */
-static void test_kv_cache_beside_40_mib_of_plain_malloc_lives(void **state)
+TEST_WITH(test_kv_cache_beside_40_mib_of_plain_malloc_lives, e2e_setup, e2e_teardown)
 {
-    (void)state;
     kv_in_cgroup("4k", "40", 15);
 }
 
 /* The control: the same cache with a budget far above the cgroup's limit,
  * so that the library never reclaims, is killed by the kernel. */
-static void test_kv_cache_without_reclaim_is_oom_killed(void **state)
+TEST_WITH(test_kv_cache_without_reclaim_is_oom_killed, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     int fd;
     char *const argv[] = { "kv_cache", "--values", "4k", "--seconds", "20", NULL };
@@ -527,9 +518,8 @@ static void test_kv_cache_without_reclaim_is_oom_killed(void **state)
  * long the machine kept the library's threads from a CPU); every run must
  * reach the shrinker. A run in which reclaim began before the usage ever
  * got there counts as 0. */
-static void test_reclaim_starts_within_10_ms_of_the_cgroup_crossing(void **state)
+TEST_WITH(test_reclaim_starts_within_10_ms_of_the_cgroup_crossing, e2e_setup, e2e_teardown)
 {
-    (void)state;
     need_cgroup();
     if (cg.version != 1) {
         print_message("skipped: usage thresholds are cgroup v1's (cgroup.event_control)\n");
@@ -583,28 +573,14 @@ static void kv_rss(const char *values)
     assert_true(field(line, "evicted") > 0);
 }
 
-static void test_kv_cache_of_4k_values_stays_within_its_budget_in_rss(void **state)
+TEST_WITH(test_kv_cache_of_4k_values_stays_within_its_budget_in_rss, e2e_setup, e2e_teardown)
 {
-    (void)state;
     kv_rss("4k");
 }
 
-static void test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss(void **state)
+TEST_WITH(test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss, e2e_setup, e2e_teardown)
 {
-    (void)state;
     kv_rss("mix");
 }
 
-RUN_TESTS(
-    E(test_cache_of_8x_the_cgroup_limit_lives_within_it),
-    E(test_same_cache_without_reclaim_is_oom_killed),
-    E(test_budget_without_shrinker_fails_allocations_not_the_process),
-    E(test_pressure_from_another_process_shrinks_the_cache),
-    E(test_kv_cache_of_4k_values_lives_within_its_cgroup),
-    E(test_kv_cache_of_mixed_sizes_lives_within_its_cgroup),
-    E(test_kv_cache_beside_40_mib_of_plain_malloc_lives),
-    E(test_kv_cache_without_reclaim_is_oom_killed),
-    E(test_reclaim_starts_within_10_ms_of_the_cgroup_crossing),
-    E(test_kv_cache_of_4k_values_stays_within_its_budget_in_rss),
-    E(test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss),
-)
+TEST_MAIN();

@@ -31,9 +31,8 @@ static int run(const char *name, const char *args, char *out, size_t len)
 
 static char out[16384];
 
-static void every_example_answers_help(void **state)
+TEST_BARE(every_example_answers_help)
 {
-    (void)state;
     static const char *const names[] = { "quickstart", "layered-fs", "block-server", "storage-stack" };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         assert_int_equal(run(names[i], "--help", out, sizeof(out)), 0);
@@ -41,54 +40,38 @@ static void every_example_answers_help(void **state)
     }
 }
 
-static void block_server_names_a_budget_too_small(void **state)
+TEST_BARE(block_server_names_a_budget_too_small)
 {
-    (void)state;
     assert_int_equal(run("block-server", "--budget 64K", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected --budget 64K"));
     assert_non_null(strstr(out, "at least 64 KiB"));
 }
 
-static void block_server_names_a_malformed_size(void **state)
+TEST_BARE(block_server_names_a_malformed_size)
 {
-    (void)state;
     assert_int_equal(run("block-server", "--squeeze lots", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected --squeeze lots"));
 }
 
-static void storage_stack_names_an_act_that_does_not_exist(void **state)
+TEST_BARE(storage_stack_names_an_act_that_does_not_exist)
 {
-    (void)state;
     assert_int_equal(run("storage-stack", "--act 4", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected --act 4"));
     assert_non_null(strstr(out, "1, 2 and 3"));
 }
 
-static void storage_stack_names_an_unknown_option(void **state)
+TEST_BARE(storage_stack_names_an_unknown_option)
 {
-    (void)state;
     assert_int_equal(run("storage-stack", "--fast", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected '--fast'"));
 }
 
-static void examples_without_options_name_the_argument(void **state)
+TEST_BARE(examples_without_options_name_the_argument)
 {
-    (void)state;
     assert_int_equal(run("quickstart", "extra", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected 'extra'"));
     assert_int_equal(run("layered-fs", "-v", out, sizeof(out)), 2);
     assert_non_null(strstr(out, "rejected '-v'"));
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_example_answers_help),
-        cmocka_unit_test(block_server_names_a_budget_too_small),
-        cmocka_unit_test(block_server_names_a_malformed_size),
-        cmocka_unit_test(storage_stack_names_an_act_that_does_not_exist),
-        cmocka_unit_test(storage_stack_names_an_unknown_option),
-        cmocka_unit_test(examples_without_options_name_the_argument),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

@@ -39,9 +39,8 @@ static void *adopt_main(void *arg)
     return NULL;
 }
 
-static void test_adopting_a_context_carries_its_scope_to_another_thread(void **state)
+TEST(test_adopting_a_context_carries_its_scope_to_another_thread)
 {
-    (void)state;
     struct rcl_context ctx;
     unsigned saved = rcl_nofs_save();
     rcl_context_capture(&ctx);
@@ -55,9 +54,8 @@ static void test_adopting_a_context_carries_its_scope_to_another_thread(void **s
     assert_int_equal(s.after, 0);
 }
 
-static void test_journal_cookie_travels_and_is_restored(void **state)
+TEST(test_journal_cookie_travels_and_is_restored)
 {
-    (void)state;
     static int cookie;
     struct rcl_context ctx;
     void *old = rcl_journal_info_set(&cookie);
@@ -71,9 +69,8 @@ static void test_journal_cookie_travels_and_is_restored(void **state)
 }
 
 /* Adopting only ever adds restrictions: the thread's own scope stays. */
-static void test_adopting_only_adds_restrictions(void **state)
+TEST(test_adopting_only_adds_restrictions)
 {
-    (void)state;
     struct rcl_context nofs, saved;
     unsigned s = rcl_nofs_save();
     rcl_context_capture(&nofs);
@@ -89,9 +86,8 @@ static void test_adopting_only_adds_restrictions(void **state)
 }
 
 /* Adopt/restore pairs nest, each restore returning to its own adopt. */
-static void test_adopt_restore_pairs_nest(void **state)
+TEST(test_adopt_restore_pairs_nest)
 {
-    (void)state;
     struct rcl_context nofs, noio, outer, inner;
     unsigned s = rcl_nofs_save();
     rcl_context_capture(&nofs);
@@ -111,9 +107,8 @@ static void test_adopt_restore_pairs_nest(void **state)
 
 /* Restoring returns exactly to the saved state, even when the code in
  * between changed the scope and did not undo it. */
-static void test_restore_returns_exactly_to_the_saved_state(void **state)
+TEST(test_restore_returns_exactly_to_the_saved_state)
 {
-    (void)state;
     struct rcl_context ctx, saved;
     unsigned s = rcl_nofs_save();
     rcl_context_capture(&ctx);
@@ -128,9 +123,8 @@ static void test_restore_returns_exactly_to_the_saved_state(void **state)
 
 /* "This thread is reclaiming" describes the thread, not the work: another
  * thread doing the work is not reclaiming. */
-static void test_noreclaim_does_not_travel(void **state)
+TEST(test_noreclaim_does_not_travel)
 {
-    (void)state;
     struct rcl_context ctx;
     unsigned s = rcl_scope_save(RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOIO);
     rcl_context_capture(&ctx);
@@ -143,20 +137,6 @@ static void test_noreclaim_does_not_travel(void **state)
 
 /* The entered domains travel too: a thread that adopted a context inside
  * domain fs0 skips fs0's shrinker when it reclaims. */
-static atomic_int fs0_scans;
-static unsigned long fs0_count(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 1000;
-}
-static unsigned long fs0_scan(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv;
-    atomic_fetch_add(&fs0_scans, 1);
-    sc->nr_scanned = sc->nr_to_scan;
-    return RCL_SHRINK_STOP;
-}
-
 static void *reclaim_in_ctx_main(void *arg)
 {
     struct seen *s = arg;
@@ -167,15 +147,12 @@ static void *reclaim_in_ctx_main(void *arg)
     return NULL;
 }
 
-static void test_entered_domains_travel(void **state)
+TEST(test_entered_domains_travel)
 {
-    (void)state;
     struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
     assert_non_null(d);
-    static const struct rcl_shrinker_ops ops = { fs0_count, fs0_scan };
     struct rcl_shrinker_opts opts = { .domain = d };
-    struct rcl_shrinker *sh = rcl_shrinker_register("fs0-cache", &ops, NULL, &opts);
-    assert_non_null(sh);
+    struct test_counter *sh = test_counter_new("fs0-cache", 1000, &opts);
 
     struct rcl_context inside, outside;
     unsigned tok = rcl_domain_enter(d);
@@ -183,25 +160,23 @@ static void test_entered_domains_travel(void **state)
     rcl_domain_exit(tok);
     rcl_context_capture(&outside);
 
-    atomic_store(&fs0_scans, 0);
     struct seen s = { .ctx = &inside };
     in_other_thread(reclaim_in_ctx_main, &s);
-    assert_int_equal(atomic_load(&fs0_scans), 0);
+    assert_int_equal(test_counter_scans(sh), 0);
 
     s.ctx = &outside;
     in_other_thread(reclaim_in_ctx_main, &s);
-    assert_true(atomic_load(&fs0_scans) > 0);
+    assert_true(test_counter_scans(sh) > 0);
 
-    rcl_shrinker_unregister(sh);
+    test_counter_free(sh);
     rcl_domain_destroy(d);
 }
 
 /* A domain entered under an adopted context and never exited (a work
  * item that forgot its exit) is reported at the restore and exited there,
  * so the thread and the domain are as they were. */
-static void test_domain_left_entered_under_a_context_is_exited_at_restore(void **state)
+TEST(test_domain_left_entered_under_a_context_is_exited_at_restore)
 {
-    (void)state;
     struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
     struct rcl_context ctx, saved;
     assert_non_null(d);
@@ -210,14 +185,13 @@ static void test_domain_left_entered_under_a_context_is_exited_at_restore(void *
     (void)rcl_domain_enter(d);                  /* never exited */
     rcl_context_restore(&saved);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.all, "never exited"));
+    assert_non_null(strstr(test_reports_all(), "never exited"));
     rcl_domain_destroy(d);                      /* not in use: destroyed quietly */
     assert_int_equal(test_report_count(), 1);
 }
 
-static void test_null_contexts_are_reported_not_a_crash(void **state)
+TEST(test_null_contexts_are_reported_not_a_crash)
 {
-    (void)state;
     struct rcl_context ctx;
     rcl_context_capture(NULL);                  /* nothing to write to: no-op */
     rcl_context_capture(&ctx);
@@ -228,14 +202,4 @@ static void test_null_contexts_are_reported_not_a_crash(void **state)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
-RUN_TESTS(
-    T(test_adopting_a_context_carries_its_scope_to_another_thread),
-    T(test_journal_cookie_travels_and_is_restored),
-    T(test_adopting_only_adds_restrictions),
-    T(test_adopt_restore_pairs_nest),
-    T(test_restore_returns_exactly_to_the_saved_state),
-    T(test_noreclaim_does_not_travel),
-    T(test_entered_domains_travel),
-    T(test_domain_left_entered_under_a_context_is_exited_at_restore),
-    T(test_null_contexts_are_reported_not_a_crash),
-)
+TEST_MAIN();

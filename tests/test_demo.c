@@ -65,9 +65,8 @@ static void expect(const char *needle)
 /* Act 1: with the checker on, the 2014 buffer cache is reported as the
  * cycle of the "Overhaul memalloc_no*" thread (dm-devel, June 2020), through
  * I/O (which the kernel's fs_reclaim cannot see). */
-static void act1_checker_reports_the_cycle(void **state)
+TEST_WITH(act1_checker_reports_the_cycle, find_demo, NULL)
 {
-    (void)state;
     expect_status(demo("--act 1 --short"), 0);
     expect("fs_journal_lock \u2192 reclaim(IO) \u2192 loop_work \u2192 fs_journal_lock");
     expect("shrinker \"buffer-cache\"");
@@ -76,9 +75,8 @@ static void act1_checker_reports_the_cycle(void **state)
 
 /* Act 2: the same code with the checker off really deadlocks; the watchdog
  * reports each thread's state and the program still exits cleanly. */
-static void act2_deadlocks_and_watchdog_unwinds(void **state)
+TEST_WITH(act2_deadlocks_and_watchdog_unwinds, find_demo, NULL)
 {
-    (void)state;
     expect_status(demo("--act 2 --short"), 0);
     expect("WATCHDOG: no progress");
     expect("wants the journal lock");
@@ -89,39 +87,26 @@ static void act2_deadlocks_and_watchdog_unwinds(void **state)
 /* Act 3: the fixed stack runs to the end, quietly, and prints statistics.
  * The watchdog is given 10 s: a sanitizer build on a loaded machine can
  * take seconds over one reclaim pass, and a real hang here still shows. */
-static void act3_fixed_stack_completes_quietly(void **state)
+TEST_WITH(act3_fixed_stack_completes_quietly, find_demo, NULL)
 {
-    (void)state;
     expect_status(demo("--act 3 --seconds 3 --hang-ms 10000"), 0);
     expect("Lock checker reports: 0.");
     expect("buffer-cache");
     expect("Ran to the end under constant reclaim");
 }
 
-static void act3_prints_json_statistics(void **state)
+TEST_WITH(act3_prints_json_statistics, find_demo, NULL)
 {
-    (void)state;
     expect_status(demo("--act 3 --seconds 1 --hang-ms 10000 --json"), 0);
     expect("{");
     expect("\"shrinkers\"");
 }
 
-static void bad_option_is_a_usage_error(void **state)
+TEST_WITH(bad_option_is_a_usage_error, find_demo, NULL)
 {
-    (void)state;
     expect_status(demo("--act 7"), 2);
     expect("rejected --act 7");
     expect_status(demo("--budget 12"), 2);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(act1_checker_reports_the_cycle, find_demo),
-        cmocka_unit_test_setup(act2_deadlocks_and_watchdog_unwinds, find_demo),
-        cmocka_unit_test_setup(act3_fixed_stack_completes_quietly, find_demo),
-        cmocka_unit_test_setup(act3_prints_json_statistics, find_demo),
-        cmocka_unit_test_setup(bad_option_is_a_usage_error, find_demo),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

@@ -438,9 +438,8 @@ static void *nf_aligned(void *arg)
 }
 static void *nf_valloc(void *arg) { (void)arg; return rcl_valloc(3 * 4096, RCL_DEFAULT | RCL__NOFAIL); }
 
-static void test_nofail_retries_through_backend_failures(void **state)
+TEST_BARE(test_nofail_retries_through_backend_failures)
 {
-    (void)state;
     struct rcl_config cfg = test_config(8 * MiB);
     cfg.stall_ms = 1;
     test_reports_reset();
@@ -465,7 +464,7 @@ static void test_nofail_retries_through_backend_failures(void **state)
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.nofail_stalls >= 1);
-    assert_non_null(strstr(test_reports.all, "allocation stall"));
+    assert_non_null(strstr(test_reports_all(), "allocation stall"));
     rcl_free(a);
     rcl_free(c);
     rcl_free(r);
@@ -477,7 +476,7 @@ static void test_nofail_retries_through_backend_failures(void **state)
     rcl_set_report_fn(NULL, NULL);
 }
 
-#define SWEEP(fn) static void test_##fn(void **state) { (void)state; sweep(fn, #fn); }
+#define SWEEP(fn) TEST_BARE(test_##fn) { sweep(fn, #fn); }
 SWEEP(scenario_alloc_family)
 SWEEP(scenario_shrinker_reclaim)
 SWEEP(scenario_mempool)
@@ -487,18 +486,4 @@ SWEEP(scenario_lru)
 SWEEP(scenario_domains_context)
 SWEEP(scenario_lockdep_and_restart)
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scenario_alloc_family),
-        cmocka_unit_test(test_scenario_shrinker_reclaim),
-        cmocka_unit_test(test_scenario_mempool),
-        cmocka_unit_test(test_scenario_workqueue_plain),
-        cmocka_unit_test(test_scenario_workqueue_rescuer),
-        cmocka_unit_test(test_scenario_lru),
-        cmocka_unit_test(test_scenario_domains_context),
-        cmocka_unit_test(test_scenario_lockdep_and_restart),
-        cmocka_unit_test(test_nofail_retries_through_backend_failures),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

@@ -15,7 +15,7 @@
  * the kernel flag (CAP_SYS_RESOURCE), there is nothing to fall back from. */
 static int flusher_on_refused(void)
 {
-    int rc = rcl_io_flusher_set(1);
+    int rc = test_io_flusher_on();
     if (rc == 0) {
         rcl_io_flusher_set(0);
         return 0;
@@ -39,9 +39,8 @@ static struct rcl_flusher_reserve_stats stats(void)
 }
 
 /* No reserve: a refused flusher keeps the library half only. */
-static void test_without_a_reserve_the_thread_allocates_as_before(void **state)
+TEST(test_without_a_reserve_the_thread_allocates_as_before)
 {
-    (void)state;
     flusher_on_refused();
     assert_int_equal(rcl_io_flusher_reserved(), 0);
     void *p = rcl_alloc(100, RCL_DEFAULT);
@@ -52,9 +51,8 @@ static void test_without_a_reserve_the_thread_allocates_as_before(void **state)
 }
 
 /* The whole reserve is charged when made, and given back when released. */
-static void test_reserve_is_charged_at_once_and_uncharged_on_release(void **state)
+TEST(test_reserve_is_charged_at_once_and_uncharged_on_release)
 {
-    (void)state;
     size_t before = rcl_usage();
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     assert_true(rcl_usage() >= before + RESV);
@@ -65,9 +63,8 @@ static void test_reserve_is_charged_at_once_and_uncharged_on_release(void **stat
 }
 
 /* A flusher's allocations come from the reserve and charge nothing more. */
-static void test_flusher_allocations_come_from_the_reserve(void **state)
+TEST(test_flusher_allocations_come_from_the_reserve)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     NEED_REFUSAL();
     assert_int_equal(rcl_io_flusher_reserved(), 1);
@@ -91,16 +88,13 @@ static void test_flusher_allocations_come_from_the_reserve(void **state)
 }
 
 /* Exhausted: ENOMEM at once, counted, never a fallback to the backend. */
-static void test_exhausted_reserve_fails_like_nowait(void **state)
+TEST(test_exhausted_reserve_fails_like_nowait)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     NEED_REFUSAL();
     void *big = rcl_alloc(RESV - 4 * KiB, RCL_DEFAULT);
     assert_non_null(big);
-    errno = 0;
-    assert_null(rcl_alloc(8 * KiB, RCL_DEFAULT));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_alloc(8 * KiB, RCL_DEFAULT), ENOMEM);
     assert_null(rcl_alloc(2 * RESV, RCL_DEFAULT));
     assert_int_equal(stats().failures, 2);
     rcl_free(big);
@@ -113,9 +107,8 @@ static void test_exhausted_reserve_fails_like_nowait(void **state)
 
 /* Freed neighbours merge: after many small blocks, one nearly whole-size
  * block fits again, freed in any order. */
-static void test_freed_blocks_merge_back(void **state)
+TEST(test_freed_blocks_merge_back)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     NEED_REFUSAL();
     enum { N = 256 };
@@ -142,9 +135,8 @@ static void *free_main(void *arg)
 
 /* A cache block a flusher allocated is often freed by the shrinker on
  * another thread: it goes back to the reserve, not to the backend. */
-static void test_reserve_block_freed_on_another_thread(void **state)
+TEST(test_reserve_block_freed_on_another_thread)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     NEED_REFUSAL();
     void *p = rcl_alloc(4 * KiB, RCL_DEFAULT);
@@ -159,9 +151,8 @@ static void test_reserve_block_freed_on_another_thread(void **state)
 }
 
 /* realloc moves a reserve block, contents kept, within the reserve. */
-static void test_realloc_of_a_reserve_block(void **state)
+TEST(test_realloc_of_a_reserve_block)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     NEED_REFUSAL();
     char *p = rcl_alloc(100, RCL_DEFAULT);
@@ -179,9 +170,8 @@ static void test_realloc_of_a_reserve_block(void **state)
 }
 
 /* Misuse: unknown flags, a second reserve, releasing one still in use. */
-static void test_misuse_is_refused_and_reported(void **state)
+TEST(test_misuse_is_refused_and_reported)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0x100), -EINVAL);
     assert_int_equal(rcl_io_flusher_reserve(16, 0), -EINVAL);
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
@@ -190,7 +180,7 @@ static void test_misuse_is_refused_and_reported(void **state)
     assert_int_equal(test_report_count(), 1);
     if (flusher_on_refused()) {
         assert_int_equal(rcl_io_flusher_reserve(0, 0), -EBUSY);
-        assert_non_null(strstr(test_reports.last, "threads using it"));
+        assert_non_null(strstr(test_report_last(), "threads using it"));
         rcl_io_flusher_set(0);
     }
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
@@ -199,9 +189,8 @@ static void test_misuse_is_refused_and_reported(void **state)
 
 /* A reserve outlives rcl_shutdown(); its charge does not, and releasing
  * it afterwards leaves the new budget alone. */
-static void test_reserve_released_after_a_restart_uncharges_nothing(void **state)
+TEST(test_reserve_released_after_a_restart_uncharges_nothing)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     rcl_shutdown();
     assert_int_equal(test_init(64 * MiB), 0);
@@ -212,9 +201,8 @@ static void test_reserve_released_after_a_restart_uncharges_nothing(void **state
 }
 
 /* mlock is best effort: refused, it is reported and the reserve is kept. */
-static void test_mlock_is_an_option(void **state)
+TEST(test_mlock_is_an_option)
 {
-    (void)state;
     test_reports_reset();
     assert_int_equal(rcl_io_flusher_reserve(RESV, RCL_FLUSHER_MLOCK), 0);
     struct rcl_flusher_reserve_stats s = stats();
@@ -223,13 +211,4 @@ static void test_mlock_is_an_option(void **state)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
-RUN_TESTS(T(test_without_a_reserve_the_thread_allocates_as_before),
-          T(test_reserve_is_charged_at_once_and_uncharged_on_release),
-          T(test_flusher_allocations_come_from_the_reserve),
-          T(test_exhausted_reserve_fails_like_nowait),
-          T(test_freed_blocks_merge_back),
-          T(test_reserve_block_freed_on_another_thread),
-          T(test_realloc_of_a_reserve_block),
-          T(test_misuse_is_refused_and_reported),
-          T(test_reserve_released_after_a_restart_uncharges_nothing),
-          T(test_mlock_is_an_option))
+TEST_MAIN();

@@ -272,9 +272,8 @@ static int busy_teardown(void **state)
     return test_teardown(state);
 }
 
-static void test_children_of_a_busy_parent_use_the_library_and_exit(void **state)
+TEST_WITH(test_children_of_a_busy_parent_use_the_library_and_exit, busy_setup, busy_teardown)
 {
-    (void)state;
     /* This ASan runtime does not hold its allocator's locks across fork:
      * a child forked while another thread is in malloc hangs in ASan's
      * own allocator before the library is reached. */
@@ -331,9 +330,8 @@ static int child_shutdown(void)
     return 0;
 }
 
-static void test_child_shutdown_leaves_the_parents_pressure_thread_running(void **state)
+TEST(test_child_shutdown_leaves_the_parents_pressure_thread_running)
 {
-    (void)state;
     rcl_shutdown();
     struct rcl_config cfg = test_config(64 * MiB);
     cfg.pressure = 1;
@@ -358,9 +356,8 @@ static int child_pressure(void)
     return 0;
 }
 
-static void test_child_gets_its_own_pressure_thread(void **state)
+TEST(test_child_gets_its_own_pressure_thread)
 {
-    (void)state;
     if (child_threads_unsupported()) {
         print_message("skipped: TSan cannot start threads in the child\n");
         skip();
@@ -445,9 +442,8 @@ static int child_background(void)
     return 0;
 }
 
-static void test_child_gets_its_own_background_reclaimer(void **state)
+TEST(test_child_gets_its_own_background_reclaimer)
 {
-    (void)state;
     if (child_threads_unsupported()) {
         print_message("skipped: TSan cannot start threads in the child\n");
         skip();
@@ -463,17 +459,4 @@ static void test_child_gets_its_own_background_reclaimer(void **state)
     assert_int_equal(wait_child(fork_child(child_background)), 0);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_children_of_a_busy_parent_use_the_library_and_exit,
-                                        busy_setup, busy_teardown),
-        cmocka_unit_test_setup_teardown(test_child_shutdown_leaves_the_parents_pressure_thread_running,
-                                        test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_child_gets_its_own_pressure_thread,
-                                        test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_child_gets_its_own_background_reclaimer,
-                                        test_setup, test_teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

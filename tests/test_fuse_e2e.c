@@ -129,9 +129,8 @@ static void assert_verified(void)
 
 /* The daemon alone in the cgroup, default configuration (automatic
  * budget): its cache shrinks before the kernel kills it. */
-static void test_daemon_alone_in_a_128m_cgroup_is_never_oom_killed(void **state)
+TEST_BARE(test_daemon_alone_in_a_128m_cgroup_is_never_oom_killed)
 {
-    (void)state;
     NEED_STACK();
     run_case("alone");
     assert_int_equal(figure("oom_kills"), 0);
@@ -144,9 +143,8 @@ static void test_daemon_alone_in_a_128m_cgroup_is_never_oom_killed(void **state)
  * for, without the privilege: the daemon's serving threads take no new
  * page (reserve, pre-faulted buffers, O_DIRECT), and the writer never
  * stops for long. */
-static void test_daemon_and_writer_in_one_cgroup_never_hang(void **state)
+TEST_BARE(test_daemon_and_writer_in_one_cgroup_never_hang)
 {
-    (void)state;
     NEED_STACK();
     run_case("together");
     assert_true(result_is("pass"));
@@ -175,25 +173,14 @@ static void naive_must_fail(const char *name, bool together)
     assert_null(strstr(last_output, "result=error"));   /* a broken setup is not a failure of the daemon */
 }
 
-static void test_naive_daemon_alone_fails(void **state)
+TEST_BARE(test_naive_daemon_alone_fails)
 {
-    (void)state;
     naive_must_fail("naive-alone", false);
 }
 
-static void test_naive_daemon_with_writer_fails(void **state)
+TEST_BARE(test_naive_daemon_with_writer_fails)
 {
-    (void)state;
     naive_must_fail("naive-together", true);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_daemon_alone_in_a_128m_cgroup_is_never_oom_killed),
-        cmocka_unit_test(test_daemon_and_writer_in_one_cgroup_never_hang),
-        cmocka_unit_test(test_naive_daemon_alone_fails),
-        cmocka_unit_test(test_naive_daemon_with_writer_fails),
-    };
-    return cmocka_run_group_tests(tests, group_setup, NULL);
-}
+TEST_MAIN_WITH(group_setup, NULL);

@@ -17,16 +17,15 @@
 /* First in the file: the refusal is reported once per process. Without
  * CAP_SYS_RESOURCE (as on most machines) prctl says EPERM; the library half
  * still applies, the caller is told, and so is the person reading reports. */
-static void test_kernel_refusal_is_returned_and_reported_once(void **state)
+TEST(test_kernel_refusal_is_returned_and_reported_once)
 {
-    (void)state;
     int rc = rcl_io_flusher_set(1);
     assert_true(rc == 0 || rc == -EPERM);
     assert_int_equal(rcl_io_flusher_get(), 1);
     assert_true(rcl_scope_current() & RCL_SCOPE_NOIO);
     if (rc == -EPERM) {
         assert_int_equal(test_report_count(), 1);
-        assert_non_null(strstr(test_reports.last, "PR_SET_IO_FLUSHER"));
+        assert_non_null(strstr(test_report_last(), "PR_SET_IO_FLUSHER"));
     } else {
         assert_int_equal(prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0), 1);
     }
@@ -40,9 +39,8 @@ static void test_kernel_refusal_is_returned_and_reported_once(void **state)
 
 /* PR_SET_IO_FLUSHER implies PF_MEMALLOC_NOIO: the thread's allocations
  * may not recurse into I/O (nor, therefore, the file system). */
-static void test_io_flusher_allocations_are_noio(void **state)
+TEST(test_io_flusher_allocations_are_noio)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_get(), 0);
     rcl_io_flusher_set(1);
     assert_int_equal(rcl_io_flusher_get(), 1);
@@ -55,41 +53,23 @@ static void test_io_flusher_allocations_are_noio(void **state)
 }
 
 /* Reclaim run by a flusher skips shrinkers that need to do I/O. */
-static atomic_int io_scans;
-static unsigned long io_count(void *priv, struct rcl_shrink_control *sc)
+TEST(test_io_flusher_reclaim_skips_shrinkers_that_need_io)
 {
-    (void)priv; (void)sc;
-    return 1000;
-}
-static unsigned long io_scan(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv;
-    atomic_fetch_add(&io_scans, 1);
-    sc->nr_scanned = sc->nr_to_scan;
-    return RCL_SHRINK_STOP;
-}
-
-static void test_io_flusher_reclaim_skips_shrinkers_that_need_io(void **state)
-{
-    (void)state;
-    static const struct rcl_shrinker_ops ops = { io_count, io_scan };
     struct rcl_shrinker_opts opts = { .needs = RCL__IO };
-    struct rcl_shrinker *s = rcl_shrinker_register("needs-io", &ops, NULL, &opts);
-    assert_non_null(s);
+    struct test_counter *s = test_counter_new("needs-io", 1000, &opts);
     rcl_io_flusher_set(1);
     rcl_reclaim(64 * KiB, RCL_DEFAULT);
     rcl_io_flusher_set(0);
-    assert_int_equal(atomic_load(&io_scans), 0);
+    assert_int_equal(test_counter_scans(s), 0);
     rcl_reclaim(64 * KiB, RCL_DEFAULT);
-    assert_true(atomic_load(&io_scans) > 0);
-    rcl_shrinker_unregister(s);
+    assert_true(test_counter_scans(s) > 0);
+    test_counter_free(s);
 }
 
 /* Turning the flag off undoes only what turning it on did: a NOIO scope
  * the thread was already in stays. */
-static void test_io_flusher_off_keeps_an_enclosing_noio_scope(void **state)
+TEST(test_io_flusher_off_keeps_an_enclosing_noio_scope)
 {
-    (void)state;
     unsigned outer = rcl_noio_save();
     rcl_io_flusher_set(1);
     rcl_io_flusher_set(0);
@@ -99,9 +79,8 @@ static void test_io_flusher_off_keeps_an_enclosing_noio_scope(void **state)
 }
 
 /* Setting it twice is the same as once; one "off" ends it. */
-static void test_io_flusher_set_twice_then_off_once(void **state)
+TEST(test_io_flusher_set_twice_then_off_once)
 {
-    (void)state;
     rcl_io_flusher_set(1);
     rcl_io_flusher_set(1);
     rcl_io_flusher_set(0);
@@ -111,9 +90,8 @@ static void test_io_flusher_set_twice_then_off_once(void **state)
 
 /* Real daemons have shipped passing the wrong value: anything but 0 or 1
  * is an error and changes nothing. */
-static void test_io_flusher_rejects_other_arguments(void **state)
+TEST(test_io_flusher_rejects_other_arguments)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_set(2), -EINVAL);
     assert_int_equal(rcl_io_flusher_set(-1), -EINVAL);
     assert_int_equal(rcl_io_flusher_get(), 0);
@@ -130,9 +108,8 @@ static void *get_main(void *arg)
 }
 
 /* The flag belongs to the thread, as PF_* flags do. */
-static void test_io_flusher_is_per_thread(void **state)
+TEST(test_io_flusher_is_per_thread)
 {
-    (void)state;
     rcl_io_flusher_set(1);
     int other = -1;
     pthread_t th;
@@ -202,7 +179,6 @@ static int fake_teardown(void **state)
     return test_teardown(state);
 }
 
-#define TF(fn) cmocka_unit_test_setup_teardown(fn, fake_setup, fake_teardown)
 
 static void assert_call(int i, int option, unsigned long arg2)
 {
@@ -215,9 +191,8 @@ static void assert_call(int i, int option, unsigned long arg2)
 
 /* ublksrv and libublk-rs passed 0 to PR_SET_IO_FLUSHER, which clears the
  * flag. on = 1 passes exactly 1 (then 0 for off), and reads it back. */
-static void test_set_passes_exactly_1_and_reads_the_flag_back(void **state)
+TEST_WITH(test_set_passes_exactly_1_and_reads_the_flag_back, fake_setup, fake_teardown)
 {
-    (void)state;
     assert_int_equal(rcl_io_flusher_set(1), 0);
     assert_int_equal(fake.n, 2);
     assert_call(0, PR_SET_IO_FLUSHER, 1);
@@ -234,23 +209,21 @@ static void test_set_passes_exactly_1_and_reads_the_flag_back(void **state)
 
 /* A kernel that holds something else after the set succeeded: reported,
  * and -EIO. */
-static void test_flag_read_back_wrong_is_reported(void **state)
+TEST_WITH(test_flag_read_back_wrong_is_reported, fake_setup, fake_teardown)
 {
-    (void)state;
     fake.get_result = 7;
     assert_int_equal(rcl_io_flusher_set(1), -EIO);
     assert_int_equal(rcl_io_flusher_get(), 1);          /* the library half stays */
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "PR_GET_IO_FLUSHER"));
+    assert_non_null(strstr(test_report_last(), "PR_GET_IO_FLUSHER"));
     fake.get_result = 0;
     rcl_io_flusher_set(0);
 }
 
 /* Where the kernel does not let the process read the flag, the set's
  * success stands. */
-static void test_flag_unreadable_is_not_an_error(void **state)
+TEST_WITH(test_flag_unreadable_is_not_an_error, fake_setup, fake_teardown)
 {
-    (void)state;
     fake.get_result = -1;
     assert_int_equal(rcl_io_flusher_set(1), 0);
     assert_call(0, PR_SET_IO_FLUSHER, 1);
@@ -259,9 +232,8 @@ static void test_flag_unreadable_is_not_an_error(void **state)
 }
 
 /* A refused set is not read back: there is nothing to confirm. */
-static void test_refused_set_is_not_read_back(void **state)
+TEST_WITH(test_refused_set_is_not_read_back, fake_setup, fake_teardown)
 {
-    (void)state;
     fake.set_errno = EPERM;
     assert_int_equal(rcl_io_flusher_set(1), -EPERM);
     assert_int_equal(fake.n, 1);
@@ -270,16 +242,4 @@ static void test_refused_set_is_not_read_back(void **state)
     rcl_io_flusher_set(0);
 }
 
-RUN_TESTS(
-    T(test_kernel_refusal_is_returned_and_reported_once),
-    TF(test_set_passes_exactly_1_and_reads_the_flag_back),
-    TF(test_flag_read_back_wrong_is_reported),
-    TF(test_flag_unreadable_is_not_an_error),
-    TF(test_refused_set_is_not_read_back),
-    T(test_io_flusher_allocations_are_noio),
-    T(test_io_flusher_reclaim_skips_shrinkers_that_need_io),
-    T(test_io_flusher_off_keeps_an_enclosing_noio_scope),
-    T(test_io_flusher_set_twice_then_off_once),
-    T(test_io_flusher_rejects_other_arguments),
-    T(test_io_flusher_is_per_thread),
-)
+TEST_MAIN();

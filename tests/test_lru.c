@@ -176,9 +176,8 @@ static int drain_ids(struct rcl_lru_node *dispose, int *ids, int max)
 /* Adding, removing, counting                                                */
 /* ------------------------------------------------------------------------ */
 
-static void test_add_counts_each_item_once(void **state)
+TEST(test_add_counts_each_item_once)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     struct item it[3];
     items_init(it, 3);
@@ -195,9 +194,8 @@ static void test_add_counts_each_item_once(void **state)
 
 /* list_lru_del() returns false for an item already gone: whoever removed it
  * first owns it. */
-static void test_del_of_absent_item_says_so(void **state)
+TEST(test_del_of_absent_item_says_so)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     struct item it[1];
     items_init(it, 1);
@@ -209,9 +207,8 @@ static void test_del_of_absent_item_says_so(void **state)
     rcl_lru_destroy(l);
 }
 
-static void test_walk_visits_oldest_first(void **state)
+TEST(test_walk_visits_oldest_first)
 {
-    (void)state;
     struct item it[5];
     struct rcl_lru *l = lru_filled(it, 5);
     struct visit_log log = { .n = 0 };
@@ -226,9 +223,8 @@ static void test_walk_visits_oldest_first(void **state)
     lru_emptied(l, it, 5);
 }
 
-static void test_touch_makes_item_the_newest(void **state)
+TEST(test_touch_makes_item_the_newest)
 {
-    (void)state;
     struct item it[3];
     struct rcl_lru *l = lru_filled(it, 3);
     struct visit_log log = { .n = 0 };
@@ -252,9 +248,8 @@ static void test_touch_makes_item_the_newest(void **state)
 /* LRU_STOP)                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
+TEST(test_walk_removed_items_go_to_dispose_list_in_order)
 {
-    (void)state;
     struct item it[4];
     struct rcl_lru *l = lru_filled(it, 4);
     struct visit_log log = { .n = 0 };
@@ -275,9 +270,8 @@ static void test_walk_removed_items_go_to_dispose_list_in_order(void **state)
 
 /* LRU_ROTATE is the second chance: the item moves to the hot end and is
  * not visited again by the same walk. */
-static void test_walk_rotate_gives_second_chance(void **state)
+TEST(test_walk_rotate_gives_second_chance)
 {
-    (void)state;
     struct item it[3];
     struct rcl_lru *l = lru_filled(it, 3);
     struct visit_log log = { .n = 0 };
@@ -300,9 +294,8 @@ static void test_walk_rotate_gives_second_chance(void **state)
     lru_emptied(l, it, 3);
 }
 
-static void test_walk_stop_ends_the_walk_and_keeps_the_item(void **state)
+TEST(test_walk_stop_ends_the_walk_and_keeps_the_item)
 {
-    (void)state;
     struct item it[4];
     struct rcl_lru *l = lru_filled(it, 4);
     struct visit_log log = { .n = 0 };
@@ -324,9 +317,8 @@ static void test_walk_stop_ends_the_walk_and_keeps_the_item(void **state)
 
 /* list_lru_walk(): every item visited costs one of nr_to_walk, whatever
  * the callback answered. */
-static void test_walk_is_bounded_by_nr_to_walk(void **state)
+TEST(test_walk_is_bounded_by_nr_to_walk)
 {
-    (void)state;
     struct item it[10];
     struct rcl_lru *l = lru_filled(it, 10);
     struct visit_log log = { .n = 0 };
@@ -349,9 +341,8 @@ static void test_walk_is_bounded_by_nr_to_walk(void **state)
 /* Bad input                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static void test_bad_input_is_refused(void **state)
+TEST(test_bad_input_is_refused)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     struct item it[1];
     struct rcl_lru_node dispose = { NULL, NULL };   /* not initialised */
@@ -369,17 +360,14 @@ static void test_bad_input_is_refused(void **state)
     assert_int_equal(rcl_lru_walk(NULL, NULL, NULL, 1, &dispose), 0);
     assert_int_equal(errno, EINVAL);
     assert_null(rcl_lru_list_pop(&dispose));
-    errno = 0;
-    assert_null(rcl_lru_shrinker(l, NULL, NULL, NULL, NULL, NULL));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_lru_shrinker(l, NULL, NULL, NULL, NULL, NULL), EINVAL);
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
 /* Destroying an LRU that still holds items would leave them pointing into
  * freed memory: refused, reported, the LRU stays usable. */
-static void test_destroy_of_nonempty_lru_is_refused(void **state)
+TEST(test_destroy_of_nonempty_lru_is_refused)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     struct item it[1];
     items_init(it, 1);
@@ -430,9 +418,8 @@ static void empty_blobs(struct rcl_lru *l)
         blob_free(n, NULL);
 }
 
-static void test_shrinker_frees_oldest_items_on_reclaim(void **state)
+TEST(test_shrinker_frees_oldest_items_on_reclaim)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(l, "test-lru", NULL, blob_free, NULL, NULL));
     fill_blobs(l, 1000);
@@ -451,44 +438,39 @@ static void test_shrinker_frees_oldest_items_on_reclaim(void **state)
 
 /* A shrinker with nothing to give says so (the kernel's SHRINK_EMPTY), and
  * reclaim frees nothing. */
-static void test_shrinker_of_empty_lru_frees_nothing(void **state)
+TEST(test_shrinker_of_empty_lru_frees_nothing)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(l, "empty-lru", NULL, blob_free, NULL, NULL));
     assert_int_equal(rcl_reclaim(1 * MiB, RCL_DEFAULT), 0);
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
-static void test_second_shrinker_for_one_lru_is_refused(void **state)
+TEST(test_second_shrinker_for_one_lru_is_refused)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(l, "one", NULL, blob_free, NULL, NULL));
-    errno = 0;
-    assert_null(rcl_lru_shrinker(l, "two", NULL, blob_free, NULL, NULL));
-    assert_int_equal(errno, EBUSY);
+    assert_fails_with(rcl_lru_shrinker(l, "two", NULL, blob_free, NULL, NULL), EBUSY);
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
 /* After rcl_lru_destroy() the shrinker is gone: reclaim does not call it. */
 /* A refused destroy leaves the LRU as it was: reclaim still shrinks it. */
-static void test_refused_destroy_keeps_the_lru_shrinkable(void **state)
+TEST(test_refused_destroy_keeps_the_lru_shrinkable)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(l, "kept", NULL, blob_free, NULL, NULL));
     fill_blobs(l, 64);
     assert_int_equal(rcl_lru_destroy(l), -EBUSY);
+    assert_non_null(strstr(test_report_last(), "64 items still on the LRU"));
     rcl_reclaim(16 * sizeof(struct blob), RCL_DEFAULT);
     assert_true(rcl_lru_count(l) < 64);
     empty_blobs(l);
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
-static void test_destroy_unregisters_the_shrinker(void **state)
+TEST(test_destroy_unregisters_the_shrinker)
 {
-    (void)state;
     struct rcl_lru *l = rcl_lru_create();
     assert_non_null(rcl_lru_shrinker(l, "gone", NULL, blob_free, NULL, NULL));
     struct rcl_stats st;
@@ -506,9 +488,8 @@ static void test_destroy_unregisters_the_shrinker(void **state)
 /* The example works as a cache: with a budget too small for every key, the
  * shrinker keeps it inside, hot keys survive (second chance), nothing
  * fails, and cache_exit() gives everything back. */
-static void test_header_example_caches_within_budget(void **state)
+TEST(test_header_example_caches_within_budget)
 {
-    (void)state;
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
     assert_int_equal(cache_init(), 0);
@@ -592,9 +573,8 @@ static void extract(const char *text, size_t strip, char *out, size_t len)
     }
 }
 
-static void test_manual_example_matches_this_copy(void **state)
+TEST(test_manual_example_matches_this_copy)
 {
-    (void)state;
     char hpath[PATH_MAX], tpath[PATH_MAX];
     if (repo_path(hpath, sizeof(hpath), "docs/man/rcl_lru.3.scd") ||
         repo_path(tpath, sizeof(tpath), "tests/test_lru.c")) {
@@ -710,9 +690,8 @@ static void *stress_walker(void *arg)
     return NULL;
 }
 
-static void test_concurrent_owners_and_walkers_keep_count_exact(void **state)
+TEST(test_concurrent_owners_and_walkers_keep_count_exact)
 {
-    (void)state;
     slru = rcl_lru_create();
     atomic_store(&stress_stop, 0);
     atomic_store(&thread_faults, 0);
@@ -783,9 +762,8 @@ static void *filler(void *arg)
     return NULL;
 }
 
-static void test_concurrent_fill_under_reclaim_never_fails(void **state)
+TEST(test_concurrent_fill_under_reclaim_never_fails)
 {
-    (void)state;
     rcl_shutdown();
     assert_int_equal(test_init(2 * MiB), 0);
     flru = rcl_lru_create();
@@ -797,7 +775,7 @@ static void test_concurrent_fill_under_reclaim_never_fails(void **state)
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     if (atomic_load(&thread_faults))
-        print_message("reports: %s\n", test_reports.all);
+        print_message("reports: %s\n", test_reports_all());
     assert_int_equal(atomic_load(&thread_faults), 0);    /* no allocation failed */
     rcl_usage_sync();
     assert_true(rcl_usage() <= 2 * MiB);
@@ -809,24 +787,4 @@ static void test_concurrent_fill_under_reclaim_never_fails(void **state)
     assert_int_equal(rcl_lru_destroy(flru), 0);
 }
 
-RUN_TESTS(
-    T(test_add_counts_each_item_once),
-    T(test_del_of_absent_item_says_so),
-    T(test_walk_visits_oldest_first),
-    T(test_touch_makes_item_the_newest),
-    T(test_walk_removed_items_go_to_dispose_list_in_order),
-    T(test_walk_rotate_gives_second_chance),
-    T(test_walk_stop_ends_the_walk_and_keeps_the_item),
-    T(test_walk_is_bounded_by_nr_to_walk),
-    T(test_bad_input_is_refused),
-    T(test_destroy_of_nonempty_lru_is_refused),
-    T(test_shrinker_frees_oldest_items_on_reclaim),
-    T(test_shrinker_of_empty_lru_frees_nothing),
-    T(test_second_shrinker_for_one_lru_is_refused),
-    T(test_refused_destroy_keeps_the_lru_shrinkable),
-    T(test_destroy_unregisters_the_shrinker),
-    T(test_header_example_caches_within_budget),
-    T(test_manual_example_matches_this_copy),
-    T(test_concurrent_owners_and_walkers_keep_count_exact),
-    T(test_concurrent_fill_under_reclaim_never_fails),
-)
+TEST_MAIN();

@@ -95,9 +95,8 @@ static void rec_wait_full(struct recorder *r)
 
 /* Kernel rule (mempool_init): the reserve is allocated when the pool is
  * made, so it is there when memory is short later. */
-static void test_create_charges_the_reserve(void **state)
+TEST(test_create_charges_the_reserve)
 {
-    (void)state;
     rcl_usage_sync();
     size_t before = rcl_usage();
     struct rcl_mempool *pool = rcl_mempool_create(8, 4096);
@@ -109,42 +108,29 @@ static void test_create_charges_the_reserve(void **state)
     assert_int_equal(rcl_usage(), before);
 }
 
-static void test_create_fails_cleanly_when_reserve_cannot_be_filled(void **state)
+TEST(test_create_fails_cleanly_when_reserve_cannot_be_filled)
 {
-    (void)state;
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
     rcl_usage_sync();
     size_t before = rcl_usage();
-    errno = 0;
-    assert_null(rcl_mempool_create(64, 64 * KiB));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_mempool_create(64, 64 * KiB), ENOMEM);
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), before);
 }
 
-static void test_create_rejects_bad_arguments(void **state)
+TEST(test_create_rejects_bad_arguments)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
-    errno = 0;
-    assert_null(rcl_mempool_create(4, 0));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_mempool_create_ops(4, NULL, rec_free, &r));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_mempool_create_ops(4, rec_alloc, NULL, &r));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_mempool_create(4, 0), EINVAL);
+    assert_fails_with(rcl_mempool_create_ops(4, NULL, rec_free, &r), EINVAL);
+    assert_fails_with(rcl_mempool_create_ops(4, rec_alloc, NULL, &r), EINVAL);
 }
 
-static void test_bad_pool_arguments_are_errors(void **state)
+TEST(test_bad_pool_arguments_are_errors)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_mempool_alloc(NULL, RCL_DEFAULT));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_mempool_alloc(NULL, RCL_DEFAULT), EINVAL);
     assert_int_equal(rcl_mempool_resize(NULL, 4), -EINVAL);
     rcl_mempool_destroy(NULL);                  /* no-op, as free(NULL) */
 
@@ -165,9 +151,8 @@ static void test_bad_pool_arguments_are_errors(void **state)
 
 /* Kernel rule (mempool_alloc): the allocator first, with the light flags;
  * the reserve only when it fails. */
-static void test_alloc_prefers_the_allocator_to_the_reserve(void **state)
+TEST(test_alloc_prefers_the_allocator_to_the_reserve)
 {
-    (void)state;
     struct rcl_mempool *pool = rcl_mempool_create(4, 128);
     assert_non_null(pool);
     struct rcl_stats st;
@@ -197,9 +182,8 @@ static void *taker_main(void *arg)
 /* Kernel rule (mempool_alloc): light flags are gfp & ~(DIRECT_RECLAIM|IO)
  * plus NOMEMALLOC|NORETRY|NOWARN; then the reserve; then the full flags;
  * then wait for an element to be returned. */
-static void test_alloc_follows_the_kernel_order(void **state)
+TEST(test_alloc_follows_the_kernel_order)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
     struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
@@ -236,9 +220,8 @@ static void test_alloc_follows_the_kernel_order(void **state)
 /* Kernel rule: the pool, not the budget's reserve, is this path's reserve
  * (NOMEMALLOC), and with the budget full the pool still hands out its
  * elements. */
-static void test_alloc_uses_the_reserve_when_the_budget_is_full(void **state)
+TEST(test_alloc_uses_the_reserve_when_the_budget_is_full)
 {
-    (void)state;
     struct rcl_mempool *pool = rcl_mempool_create(4, 256);
     assert_non_null(pool);
     void *fill = fill_budget();
@@ -256,9 +239,8 @@ static void test_alloc_uses_the_reserve_when_the_budget_is_full(void **state)
 
 /* Kernel rule: without __GFP_DIRECT_RECLAIM mempool_alloc never sleeps;
  * an empty reserve is NULL. */
-static void test_nonblocking_alloc_fails_when_reserve_is_empty(void **state)
+TEST(test_nonblocking_alloc_fails_when_reserve_is_empty)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
     struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
@@ -268,9 +250,7 @@ static void test_nonblocking_alloc_fails_when_reserve_is_empty(void **state)
     void *b = rcl_mempool_alloc(pool, RCL_ATOMIC);
     assert_non_null(a);
     assert_non_null(b);
-    errno = 0;
-    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_NOWAIT), ENOMEM);
     rcl_mempool_free(a, pool);
     rcl_mempool_free(b, pool);
     rcl_mempool_destroy(pool);
@@ -278,9 +258,8 @@ static void test_nonblocking_alloc_fails_when_reserve_is_empty(void **state)
 
 /* A NOWAIT scope takes DIRECT_RECLAIM away, so even an RCL_DEFAULT
  * allocation inside it must not sleep on the pool. */
-static void test_nowait_scope_makes_alloc_nonblocking(void **state)
+TEST(test_nowait_scope_makes_alloc_nonblocking)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
     struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
@@ -289,9 +268,7 @@ static void test_nowait_scope_makes_alloc_nonblocking(void **state)
     void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
     assert_non_null(a);
     unsigned saved = rcl_nowait_save();
-    errno = 0;
-    assert_null(rcl_mempool_alloc(pool, RCL_DEFAULT));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_DEFAULT), ENOMEM);
     rcl_nowait_restore(saved);
     rcl_mempool_free(a, pool);
     rcl_mempool_destroy(pool);
@@ -299,9 +276,8 @@ static void test_nowait_scope_makes_alloc_nonblocking(void **state)
 
 /* Kernel rule (mempool_free): a freed element refills the reserve while it
  * is below min_nr; above it, the element goes back to the allocator. */
-static void test_free_refills_the_reserve_then_releases(void **state)
+TEST(test_free_refills_the_reserve_then_releases)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
     struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
@@ -332,9 +308,8 @@ static void test_free_refills_the_reserve_then_releases(void **state)
 
 /* A pool with min_nr 0 has no reserve, yet a blocked allocation is still
  * handed the next element freed (the kernel keeps one in that case). */
-static void test_zero_reserve_pool_still_hands_over_freed_elements(void **state)
+TEST(test_zero_reserve_pool_still_hands_over_freed_elements)
 {
-    (void)state;
     struct recorder r;
     rec_init(&r);
     struct rcl_mempool *pool = rcl_mempool_create_ops(0, rec_alloc, rec_free, &r);
@@ -358,9 +333,8 @@ static void test_zero_reserve_pool_still_hands_over_freed_elements(void **state)
 /* Resizing                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void test_resize_grows_and_shrinks_the_charged_reserve(void **state)
+TEST(test_resize_grows_and_shrinks_the_charged_reserve)
 {
-    (void)state;
     struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
     assert_non_null(pool);
     rcl_usage_sync();
@@ -382,9 +356,8 @@ static void test_resize_grows_and_shrinks_the_charged_reserve(void **state)
     rcl_mempool_destroy(pool);
 }
 
-static void test_resize_that_cannot_grow_leaves_the_pool_unchanged(void **state)
+TEST(test_resize_that_cannot_grow_leaves_the_pool_unchanged)
 {
-    (void)state;
     struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
     assert_non_null(pool);
     void *fill = fill_budget();
@@ -437,9 +410,8 @@ static void *churn_main(void *arg)
 
 /* Resizing while other threads allocate and free: no element is lost,
  * none counted twice, nobody fails, and the budget balances at the end. */
-static void test_resize_while_other_threads_allocate(void **state)
+TEST(test_resize_while_other_threads_allocate)
 {
-    (void)state;
     rcl_usage_sync();
     size_t base = rcl_usage();
     static struct churn c;
@@ -472,9 +444,8 @@ static void test_resize_while_other_threads_allocate(void **state)
 
 /* Elements still out at destroy: reported; the pool lives on until the
  * last one is returned, then goes (ASan's leak check holds the "goes"). */
-static void test_destroy_with_elements_out_is_reported_not_a_crash(void **state)
+TEST(test_destroy_with_elements_out_is_reported_not_a_crash)
 {
-    (void)state;
     rcl_usage_sync();
     size_t base = rcl_usage();
     struct rcl_mempool *pool = rcl_mempool_create(2, 1024);
@@ -484,15 +455,13 @@ static void test_destroy_with_elements_out_is_reported_not_a_crash(void **state)
     test_reports_reset();
     rcl_mempool_destroy(pool);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "still allocated"));
+    assert_non_null(strstr(test_report_last(), "still allocated"));
 
     /* Use after destroy, while the pool still exists, is caught too. */
-    errno = 0;
-    assert_null(rcl_mempool_alloc(pool, RCL_DEFAULT));
-    assert_int_equal(errno, ESHUTDOWN);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_DEFAULT), ESHUTDOWN);
     assert_int_equal(rcl_mempool_resize(pool, 4), -ESHUTDOWN);
     rcl_mempool_destroy(pool);
-    assert_non_null(strstr(test_reports.last, "twice"));
+    assert_non_null(strstr(test_report_last(), "twice"));
 
     memset(a, 1, 1024);                 /* still the caller's */
     rcl_mempool_free(a, pool);
@@ -501,9 +470,8 @@ static void test_destroy_with_elements_out_is_reported_not_a_crash(void **state)
     assert_int_equal(rcl_usage(), base);
 }
 
-static void test_freeing_more_than_allocated_is_reported(void **state)
+TEST(test_freeing_more_than_allocated_is_reported)
 {
-    (void)state;
     struct rcl_mempool *pool = rcl_mempool_create(1, 64);
     assert_non_null(pool);
     void *stray = rcl_alloc(64, RCL_DEFAULT);
@@ -512,7 +480,7 @@ static void test_freeing_more_than_allocated_is_reported(void **state)
      * as foreign before it can be counted, and left to its owner. */
     rcl_mempool_free(stray, pool);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "not from this pool"));
+    assert_non_null(strstr(test_report_last(), "not from this pool"));
     rcl_free(stray);
     rcl_mempool_destroy(pool);
 }
@@ -557,9 +525,8 @@ static void *stress_main(void *arg)
 /* The issue's stress test: 16 threads, a budget full of memory nothing can
  * reclaim, a pool of 3 elements. A blocking mempool allocation never fails,
  * so every thread finishes every iteration. */
-static void test_stress_many_threads_full_budget_small_pool(void **state)
+TEST(test_stress_many_threads_full_budget_small_pool)
 {
-    (void)state;
     enum { NT = 16 };
     struct rcl_mempool *pool = rcl_mempool_create(3, 256);
     assert_non_null(pool);
@@ -588,22 +555,4 @@ static void test_stress_many_threads_full_budget_small_pool(void **state)
     assert_int_equal(test_report_count(), 0);
 }
 
-RUN_TESTS(
-    T(test_create_charges_the_reserve),
-    T(test_create_fails_cleanly_when_reserve_cannot_be_filled),
-    T(test_create_rejects_bad_arguments),
-    T(test_bad_pool_arguments_are_errors),
-    T(test_alloc_prefers_the_allocator_to_the_reserve),
-    T(test_alloc_follows_the_kernel_order),
-    T(test_alloc_uses_the_reserve_when_the_budget_is_full),
-    T(test_nonblocking_alloc_fails_when_reserve_is_empty),
-    T(test_nowait_scope_makes_alloc_nonblocking),
-    T(test_free_refills_the_reserve_then_releases),
-    T(test_zero_reserve_pool_still_hands_over_freed_elements),
-    T(test_resize_grows_and_shrinks_the_charged_reserve),
-    T(test_resize_that_cannot_grow_leaves_the_pool_unchanged),
-    T(test_resize_while_other_threads_allocate),
-    T(test_destroy_with_elements_out_is_reported_not_a_crash),
-    T(test_freeing_more_than_allocated_is_reported),
-    T(test_stress_many_threads_full_budget_small_pool),
-)
+TEST_MAIN();

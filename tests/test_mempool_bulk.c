@@ -53,7 +53,6 @@ static int bulk_setup(void **state)
     atomic_store(&back.gfp_or, 0);
     return test_setup(state);
 }
-#define TB(fn) cmocka_unit_test_setup_teardown(fn, bulk_setup, test_teardown)
 
 static struct rcl_mempool *pool_make(void)
 {
@@ -72,9 +71,8 @@ static void pool_done(struct rcl_mempool *p)
     assert_int_equal(atomic_load(&back.live), 0);
 }
 
-static void test_bulk_gets_all_from_the_allocator_when_it_can(void **state)
+TEST_WITH(test_bulk_gets_all_from_the_allocator_when_it_can, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     void *e[RESERVE];
     long before = atomic_load(&back.calls);
@@ -87,9 +85,8 @@ static void test_bulk_gets_all_from_the_allocator_when_it_can(void **state)
 }
 
 /* Under pressure the whole request comes from the reserve, at once. */
-static void test_bulk_takes_the_whole_reserve_under_pressure(void **state)
+TEST_WITH(test_bulk_takes_the_whole_reserve_under_pressure, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     atomic_store(&back.fail_all, 1);
     void *e[RESERVE];
@@ -103,9 +100,8 @@ static void test_bulk_takes_the_whole_reserve_under_pressure(void **state)
 }
 
 /* More than the reserve could ever serve alone: refused at once. */
-static void test_bulk_larger_than_the_reserve_is_e2big_at_once(void **state)
+TEST_WITH(test_bulk_larger_than_the_reserve_is_e2big_at_once, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     void *e[RESERVE + 1];
     long before = atomic_load(&back.calls);
@@ -114,9 +110,8 @@ static void test_bulk_larger_than_the_reserve_is_e2big_at_once(void **state)
     pool_done(p);
 }
 
-static void test_bulk_zero_elements_is_a_no_op(void **state)
+TEST_WITH(test_bulk_zero_elements_is_a_no_op, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     assert_int_equal(rcl_mempool_alloc_bulk(p, NULL, 0), 0);
     rcl_mempool_free_bulk(p, NULL, 0);
@@ -124,9 +119,8 @@ static void test_bulk_zero_elements_is_a_no_op(void **state)
     pool_done(p);
 }
 
-static void test_bulk_null_arguments_are_einval_and_reported(void **state)
+TEST_WITH(test_bulk_null_arguments_are_einval_and_reported, bulk_setup, test_teardown)
 {
-    (void)state;
     void *e[2];
     assert_int_equal(rcl_mempool_alloc_bulk(NULL, e, 2), -EINVAL);
     assert_int_equal(test_report_count(), 1);
@@ -144,9 +138,8 @@ static void test_bulk_null_arguments_are_einval_and_reported(void **state)
 /* All or nothing: with the reserve short of n and nothing from the
  * allocator, a call that may not wait (NOWAIT scope) fails holding
  * nothing, and the reserve is intact afterwards. */
-static void test_bulk_fails_holding_nothing(void **state)
+TEST_WITH(test_bulk_fails_holding_nothing, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     atomic_store(&back.fail_all, 1);
     void *one = rcl_mempool_alloc(p, RCL_NOWAIT);
@@ -163,9 +156,8 @@ static void test_bulk_fails_holding_nothing(void **state)
 }
 
 /* No flags of its own: the scope's NOFS/NOIO reach the backing allocator. */
-static void test_bulk_takes_its_flags_from_the_scope(void **state)
+TEST_WITH(test_bulk_takes_its_flags_from_the_scope, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     void *e[4];
     atomic_store(&back.gfp_or, 0);
@@ -199,9 +191,8 @@ static void *bulk_taker(void *arg)
     return NULL;
 }
 
-static void test_bulk_waits_until_the_elements_come_back(void **state)
+TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardown)
 {
-    (void)state;
     struct rcl_mempool *p = pool_make();
     atomic_store(&back.fail_all, 1);
     void *mine[RESERVE / 2];
@@ -293,25 +284,14 @@ static void bulk_race(int fail_every, int fail_all)
     pool_done(race.pool);
 }
 
-static void test_bulk_callers_under_total_pressure_never_deadlock(void **state)
+TEST_WITH(test_bulk_callers_under_total_pressure_never_deadlock, bulk_setup, test_teardown)
 {
-    (void)state;
     bulk_race(0, 1);
 }
 
-static void test_bulk_callers_under_partial_pressure_never_deadlock(void **state)
+TEST_WITH(test_bulk_callers_under_partial_pressure_never_deadlock, bulk_setup, test_teardown)
 {
-    (void)state;
     bulk_race(3, 0);
 }
 
-RUN_TESTS(TB(test_bulk_gets_all_from_the_allocator_when_it_can),
-          TB(test_bulk_takes_the_whole_reserve_under_pressure),
-          TB(test_bulk_larger_than_the_reserve_is_e2big_at_once),
-          TB(test_bulk_zero_elements_is_a_no_op),
-          TB(test_bulk_null_arguments_are_einval_and_reported),
-          TB(test_bulk_fails_holding_nothing),
-          TB(test_bulk_takes_its_flags_from_the_scope),
-          TB(test_bulk_waits_until_the_elements_come_back),
-          TB(test_bulk_callers_under_total_pressure_never_deadlock),
-          TB(test_bulk_callers_under_partial_pressure_never_deadlock))
+TEST_MAIN();

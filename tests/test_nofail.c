@@ -55,8 +55,6 @@ static int nofail_setup_fast_stall(void **state)
     return nofail_init(20);
 }
 
-#define TN(fn) cmocka_unit_test_setup_teardown(fn, nofail_setup, test_teardown)
-#define TS(fn) cmocka_unit_test_setup_teardown(fn, nofail_setup_fast_stall, test_teardown)
 
 /* All of the budget that ordinary allocations may use, in one block. */
 static void *fill_budget(void)
@@ -95,9 +93,8 @@ static void *freer_main(void *arg)
 
 /* A NOFAIL request that can succeed blocks until it does: here, until
  * another thread frees memory after a delay. Never NULL. */
-static void test_nofail_waits_until_another_thread_frees(void **state)
+TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, test_teardown)
 {
-    (void)state;
     struct freer f = { .block = fill_budget(), .delay_ms = 100 };
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
     pthread_t th;
@@ -112,9 +109,8 @@ static void test_nofail_waits_until_another_thread_frees(void **state)
 /* Kernel rule (warn_alloc "allocation stalls"): a stalled NOFAIL request is
  * reported after stall_ms and again every stall_ms, with its size, flags
  * and how long it has waited — never a silent hang. */
-static void test_nofail_stall_is_reported_with_size_flags_and_time(void **state)
+TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_fast_stall, test_teardown)
 {
-    (void)state;
     struct freer f = { .block = fill_budget(), .after_stalls = 2 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
@@ -125,7 +121,7 @@ static void test_nofail_stall_is_reported_with_size_flags_and_time(void **state)
     char charge[64];    /* the report gives the bytes charged, header included */
     snprintf(charge, sizeof(charge), "%zu bytes", rcl_alloc_charge(65536));
     pthread_mutex_lock(&test_reports.lock);
-    const char *all = test_reports.all;
+    const char *all = test_reports_all();
     assert_non_null(strstr(all, "stall"));
     assert_non_null(strstr(all, charge));
     assert_non_null(strstr(all, "NOFAIL"));
@@ -167,9 +163,8 @@ static unsigned long sb_scan(void *priv, struct rcl_shrink_control *sc)
     return freed;
 }
 
-static void test_nofail_keeps_reclaiming_until_it_succeeds(void **state)
+TEST_WITH(test_nofail_keeps_reclaiming_until_it_succeeds, nofail_setup, test_teardown)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { sb_count, sb_scan };
     struct rcl_shrinker_opts opts = { .batch = 1 };
     memset(&sb, 0, sizeof(sb));
@@ -202,37 +197,43 @@ static void test_nofail_keeps_reclaiming_until_it_succeeds(void **state)
 /* The "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm, September 2024):
  * requests that can never succeed fail at once, with a clear errno and a
  * report (unless NOWARN), NOFAIL or not. */
-static void test_impossible_nofail_requests_fail_at_once(void **state)
+TEST_WITH(test_impossible_nofail_requests_fail_at_once, nofail_setup, test_teardown)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL), E2BIG);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "never succeed"));
+    assert_non_null(strstr(test_report_last(), "never succeed"));
 
-    errno = 0;
-    assert_null(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN));
-    assert_int_equal(errno, E2BIG);
+    assert_fails_with(rcl_alloc(2 * LIMIT, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN), E2BIG);
     assert_int_equal(test_report_count(), 1);
 
+    assert_fails_with(rcl_calloc(SIZE_MAX / 2, 4, RCL_DEFAULT | RCL__NOFAIL), EOVERFLOW);
+    assert_fails_with(rcl_alloc(SIZE_MAX, RCL_DEFAULT | RCL__NOFAIL), EOVERFLOW);
+
+    /* Too large for the most this context may ever get is still E2BIG, at
+     * once, in a scope that removes direct reclaim too. */
+    unsigned saved = rcl_nowait_save();
     errno = 0;
-    assert_null(rcl_calloc(SIZE_MAX / 2, 4, RCL_DEFAULT | RCL__NOFAIL));
-    assert_int_equal(errno, EOVERFLOW);
+    void *p = rcl_alloc(LIMIT, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN);
+    rcl_nowait_restore(saved);
+    assert_null(p);
+    assert_int_equal(errno, E2BIG);
 
     /* NOFAIL must be able to wait: asked without direct reclaim in its own
-     * flags, it contradicts itself. (A scope that removes direct reclaim
-     * never fails it: test_nofail_scope.c.) */
+     * flags, it contradicts itself, and the contradiction is visible at the
+     * call. (A scope that removes direct reclaim never fails it:
+     * test_nofail_scope.c.) */
+    assert_fails_with(rcl_alloc(64, RCL_NOWAIT | RCL__NOFAIL), EINVAL);
+    saved = rcl_nowait_save();
     errno = 0;
     assert_null(rcl_alloc(64, RCL_NOWAIT | RCL__NOFAIL));
+    rcl_nowait_restore(saved);
     assert_int_equal(errno, EINVAL);
 }
 
 /* The stall interval defaults to 10 s; RECLAIM_STALL_MS sets it for a
  * program that reads the environment. */
-static void test_stall_interval_is_configurable(void **state)
+TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
 {
-    (void)state;
     struct rcl_config cfg;
     unsetenv("RECLAIM_STALL_MS");
     rcl_config_default(&cfg);
@@ -268,9 +269,8 @@ static void *contender_main(void *arg)
 
 /* Eight threads whose NOFAIL requests together need twice the budget: they
  * take turns, and none ever gets NULL. */
-static void test_contending_nofail_requests_all_succeed(void **state)
+TEST_WITH(test_contending_nofail_requests_all_succeed, nofail_setup, test_teardown)
 {
-    (void)state;
     enum { NT = 8 };
     atomic_int nulls = 0;
     /* 8 x 512 KiB live at once at most = 4 MiB, in a budget that allows
@@ -290,11 +290,4 @@ static void test_contending_nofail_requests_all_succeed(void **state)
     rcl_free(fill);
 }
 
-RUN_TESTS(
-    TN(test_nofail_waits_until_another_thread_frees),
-    TS(test_nofail_stall_is_reported_with_size_flags_and_time),
-    TN(test_nofail_keeps_reclaiming_until_it_succeeds),
-    TN(test_impossible_nofail_requests_fail_at_once),
-    TN(test_stall_interval_is_configurable),
-    TN(test_contending_nofail_requests_all_succeed),
-)
+TEST_MAIN();

@@ -188,52 +188,34 @@ static void nofail_waits_for_background(unsigned scope)
     rcl_free(p);
 }
 
-#define MATRIX(scope)                                                           \
-    static void test_nofail_##scope##_scope_with_room(void **state)             \
-    { (void)state; nofail_with_room(RCL_SCOPE_##scope); }                       \
-    static void test_nofail_##scope##_scope_no_room_takes_reserve(void **state) \
-    { (void)state; nofail_from_the_reserve(RCL_SCOPE_##scope); }                \
-    static void test_nofail_##scope##_scope_waits_for_background(void **state)  \
-    { (void)state; nofail_waits_for_background(RCL_SCOPE_##scope); }
+#define MATRIX(scope)                                                               \
+    TEST_WITH(test_nofail_##scope##_scope_with_room, setup_quiet, scope_teardown)   \
+    { nofail_with_room(RCL_SCOPE_##scope); }                                        \
+    TEST_WITH(test_nofail_##scope##_scope_no_room_takes_reserve, setup_quiet,       \
+              scope_teardown)                                                       \
+    { nofail_from_the_reserve(RCL_SCOPE_##scope); }                                 \
+    TEST_WITH(test_nofail_##scope##_scope_waits_for_background, setup_background,   \
+              scope_teardown)                                                       \
+    { nofail_waits_for_background(RCL_SCOPE_##scope); }
 MATRIX(NOWAIT)
 MATRIX(NORECLAIM)
 MATRIX(NOIO)
 MATRIX(NOFS)
 
 /* An I/O-flusher thread is NOIO with the whole reserve. */
-static void test_nofail_on_io_flusher_takes_whole_reserve(void **state)
+TEST_WITH(test_nofail_on_io_flusher_takes_whole_reserve, setup_quiet, scope_teardown)
 {
-    (void)state;
     hog_fill(8192);
-    (void)rcl_io_flusher_set(1);        /* -EPERM without CAP_SYS_RESOURCE */
+    (void)test_io_flusher_on();        /* -EPERM without CAP_SYS_RESOURCE */
     void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOFAIL);
     rcl_io_flusher_set(0);
     assert_non_null(p);
     rcl_free(p);
 }
 
-/* NOFAIL without direct reclaim in the call's own flags stays EINVAL: the
- * contradiction is visible at the call. */
-static void test_nofail_nowait_in_own_flags_is_refused(void **state)
-{
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(64, RCL_NOWAIT | RCL__NOFAIL));
-    assert_int_equal(errno, EINVAL);
-}
-
-/* Too large for the most this context may ever get is still E2BIG, at
- * once, scope or not. */
-static void test_impossible_nofail_in_scope_fails_at_once(void **state)
-{
-    (void)state;
-    unsigned saved = rcl_nowait_save();
-    errno = 0;
-    void *p = rcl_alloc(LIMIT, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN);
-    rcl_nowait_restore(saved);
-    assert_null(p);
-    assert_int_equal(errno, E2BIG);
-}
+/* An impossible NOFAIL request (too large for the budget, or without
+ * direct reclaim in its own flags) fails at once, scope or not:
+ * test_nofail.c, test_impossible_nofail_requests_fail_at_once. */
 
 /* ------------------------------------------------------------------------ */
 /* The lock checker's report                                                 */
@@ -278,31 +260,28 @@ static void reported_once_with_both_sites(unsigned scope, const char *name)
     pthread_mutex_lock(&test_reports.lock);
     char want[64];
     snprintf(want, sizeof(want), "NOFAIL allocation inside a %s scope", name);
-    assert_non_null(strstr(test_reports.all, want));
-    const char *alloc_at = strstr(test_reports.all, "nofail_allocator");
-    const char *opened = strstr(test_reports.all, "scope was opened at");
+    assert_non_null(strstr(test_reports_all(), want));
+    const char *alloc_at = strstr(test_reports_all(), "nofail_allocator");
+    const char *opened = strstr(test_reports_all(), "scope was opened at");
     assert_non_null(alloc_at);
     assert_non_null(opened);
     assert_non_null(strstr(opened, "scope_opener"));
     pthread_mutex_unlock(&test_reports.lock);
 }
 
-static void test_checker_reports_nofail_in_nowait_scope_once_per_site(void **state)
+TEST_WITH(test_checker_reports_nofail_in_nowait_scope_once_per_site, setup_checker, test_teardown)
 {
-    (void)state;
     reported_once_with_both_sites(RCL_SCOPE_NOWAIT, "NOWAIT");
 }
 
-static void test_checker_reports_nofail_in_noreclaim_scope_once_per_site(void **state)
+TEST_WITH(test_checker_reports_nofail_in_noreclaim_scope_once_per_site, setup_checker, test_teardown)
 {
-    (void)state;
     reported_once_with_both_sites(RCL_SCOPE_NORECLAIM, "NORECLAIM");
 }
 
 /* NOFS narrows reclaim but leaves it: nothing to report. */
-static void test_checker_is_silent_for_nofail_in_nofs_scope(void **state)
+TEST_WITH(test_checker_is_silent_for_nofail_in_nofs_scope, setup_checker, test_teardown)
 {
-    (void)state;
     unsigned long before = rcl_lockdep_reports();
     unsigned saved = rcl_nofs_save();
     rcl_free(rcl_alloc(256, RCL_DEFAULT | RCL__NOFAIL));
@@ -310,18 +289,4 @@ static void test_checker_is_silent_for_nofail_in_nofs_scope(void **state)
     assert_int_equal(rcl_lockdep_reports(), before);
 }
 
-#define TQ(fn) cmocka_unit_test_setup_teardown(fn, setup_quiet, scope_teardown)
-#define TB(fn) cmocka_unit_test_setup_teardown(fn, setup_background, scope_teardown)
-#define TC(fn) cmocka_unit_test_setup_teardown(fn, setup_checker, test_teardown)
-#define ROW(scope)                                                      \
-    TQ(test_nofail_##scope##_scope_with_room),                          \
-    TQ(test_nofail_##scope##_scope_no_room_takes_reserve),              \
-    TB(test_nofail_##scope##_scope_waits_for_background)
-
-RUN_TESTS(ROW(NOWAIT), ROW(NORECLAIM), ROW(NOIO), ROW(NOFS),
-          TQ(test_nofail_on_io_flusher_takes_whole_reserve),
-          TQ(test_nofail_nowait_in_own_flags_is_refused),
-          TQ(test_impossible_nofail_in_scope_fails_at_once),
-          TC(test_checker_reports_nofail_in_nowait_scope_once_per_site),
-          TC(test_checker_reports_nofail_in_noreclaim_scope_once_per_site),
-          TC(test_checker_is_silent_for_nofail_in_nofs_scope))
+TEST_MAIN();

@@ -24,12 +24,10 @@ static int options_teardown(void **state)
     clear_env();
     return test_teardown(state);
 }
-#define TO(fn) cmocka_unit_test_setup_teardown(fn, test_setup, options_teardown)
 
 /* rcl_config_default() gives the defaults, whatever the environment says. */
-static void defaults_ignore_the_environment(void **state)
+TEST_WITH(defaults_ignore_the_environment, test_setup, options_teardown)
 {
-    (void)state;
     struct rcl_config cfg;
     setenv("RECLAIM_LIMIT", "3M", 1);
     setenv("RECLAIM_LOW_PCT", "1", 1);
@@ -42,9 +40,8 @@ static void defaults_ignore_the_environment(void **state)
 /* A correct program's rcl_init() succeeds, and gets what it asked for,
  * even with an environment that would make its configuration impossible
  * (low below min). */
-static void own_configuration_wins_over_the_environment(void **state)
+TEST_WITH(own_configuration_wins_over_the_environment, test_setup, options_teardown)
 {
-    (void)state;
     rcl_shutdown();
     setenv("RECLAIM_LOW_PCT", "1", 1);
     setenv("RECLAIM_LIMIT", "3M", 1);
@@ -57,9 +54,8 @@ static void own_configuration_wins_over_the_environment(void **state)
 }
 
 /* A program asks for the environment explicitly, after its own choices. */
-static void from_env_applies_the_variables_set(void **state)
+TEST_WITH(from_env_applies_the_variables_set, test_setup, options_teardown)
 {
-    (void)state;
     struct rcl_config cfg = test_config(8 * MiB);
     setenv("RECLAIM_LIMIT", "3M", 1);
     setenv("RECLAIM_STALL_MS", "250", 1);
@@ -75,9 +71,8 @@ static void from_env_applies_the_variables_set(void **state)
 }
 
 /* A bad value is named with its value, ignored, and the rest applies. */
-static void a_bad_variable_is_named_and_the_rest_applies(void **state)
+TEST_WITH(a_bad_variable_is_named_and_the_rest_applies, test_setup, options_teardown)
 {
-    (void)state;
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     setenv("RECLAIM_HIGH_PCT", "150", 1);
@@ -88,21 +83,19 @@ static void a_bad_variable_is_named_and_the_rest_applies(void **state)
     assert_int_equal(cfg.high_pct, 10);
     assert_int_equal(cfg.pressure, 1);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "RECLAIM_HIGH_PCT=\"150\""));
-    assert_non_null(strstr(test_reports.last, "RECLAIM_PRESSURE=\"maybe\""));
-    assert_null(strstr(test_reports.last, "RECLAIM_LIMIT"));
+    assert_non_null(strstr(test_report_last(), "RECLAIM_HIGH_PCT=\"150\""));
+    assert_non_null(strstr(test_report_last(), "RECLAIM_PRESSURE=\"maybe\""));
+    assert_null(strstr(test_report_last(), "RECLAIM_LIMIT"));
 }
 
-static void from_env_refuses_null(void **state)
+TEST_WITH(from_env_refuses_null, test_setup, options_teardown)
 {
-    (void)state;
     assert_int_equal(rcl_config_from_env(NULL), -EINVAL);
 }
 
 /* rcl_init(NULL) is first use: defaults plus the environment. */
-static void init_null_reads_the_environment(void **state)
+TEST_WITH(init_null_reads_the_environment, test_setup, options_teardown)
 {
-    (void)state;
     rcl_shutdown();
     setenv("RECLAIM_LIMIT", "6M", 1);
     setenv("RECLAIM_BACKGROUND", "0", 1);
@@ -113,9 +106,8 @@ static void init_null_reads_the_environment(void **state)
 
 /* First use with an impossible environment: reported, and the library runs
  * on the defaults rather than not at all. */
-static void impossible_environment_falls_back_to_defaults(void **state)
+TEST_WITH(impossible_environment_falls_back_to_defaults, test_setup, options_teardown)
 {
-    (void)state;
     rcl_shutdown();
     setenv("RECLAIM_LOW_PCT", "1", 1);       /* below min: cannot work */
     setenv("RECLAIM_PRESSURE", "0", 1);
@@ -123,7 +115,7 @@ static void impossible_environment_falls_back_to_defaults(void **state)
     void *p = rcl_alloc(64, RCL_DEFAULT);
     assert_non_null(p);
     rcl_free(p);
-    assert_non_null(strstr(test_reports.all, "using defaults"));
+    assert_non_null(strstr(test_reports_all(), "using defaults"));
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_low, st.limit * 5 / 100);
@@ -131,42 +123,27 @@ static void impossible_environment_falls_back_to_defaults(void **state)
 
 /* Reserved words must be zero: a configuration from a later header (or an
  * uninitialised one) is refused, not misread. */
-static void nonzero_reserved_config_words_are_refused(void **state)
+TEST_WITH(nonzero_reserved_config_words_are_refused, test_setup, options_teardown)
 {
-    (void)state;
     rcl_shutdown();
     struct rcl_config cfg = test_config(8 * MiB);
     cfg.rcl_reserved[3] = 1;
     assert_int_equal(rcl_init(&cfg), -EINVAL);
-    assert_non_null(strstr(test_reports.last, "reserved"));
+    assert_non_null(strstr(test_report_last(), "reserved"));
     cfg.rcl_reserved[3] = 0;
     assert_int_equal(rcl_init(&cfg), 0);
 }
 
-static unsigned long count0(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 0;
-}
-static unsigned long scan0(void *priv, struct rcl_shrink_control *sc)
-{
-    (void)priv; (void)sc;
-    return 0;
-}
-
 /* More shrinkers than struct rcl_stats carries: rcl_stats_shrinkers()
  * fills a caller-sized array and says how many there are. */
-static void every_shrinker_is_listed_beyond_the_fixed_array(void **state)
+TEST_WITH(every_shrinker_is_listed_beyond_the_fixed_array, test_setup, options_teardown)
 {
-    (void)state;
     enum { N = RCL_STATS_MAX_SHRINKERS + 8 };
-    static const struct rcl_shrinker_ops ops = { count0, scan0 };
-    struct rcl_shrinker *sh[N];
+    struct test_counter *sh[N];
     char name[32];
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "cache-%d", i);
-        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
-        assert_non_null(sh[i]);
+        sh[i] = test_counter_new(name, 0, NULL);
     }
     assert_int_equal(rcl_stats_shrinkers(NULL, 0), N);
     struct rcl_shrinker_stats *all = calloc(N, sizeof(*all));
@@ -181,21 +158,19 @@ static void every_shrinker_is_listed_beyond_the_fixed_array(void **state)
     assert_int_equal(st.nr_shrinkers, N);
     assert_string_equal(st.shrinkers[RCL_STATS_MAX_SHRINKERS - 1].name, "cache-31");
     for (int i = 0; i < N; i++)
-        rcl_shrinker_unregister(sh[i]);
+        test_counter_free(sh[i]);
     free(all);
 }
 
 /* The text form lists every shrinker, not only the first 32. */
-static void stats_print_lists_every_shrinker(void **state)
+TEST_WITH(stats_print_lists_every_shrinker, test_setup, options_teardown)
 {
-    (void)state;
     enum { N = RCL_STATS_MAX_SHRINKERS + 2 };
-    static const struct rcl_shrinker_ops ops = { count0, scan0 };
-    struct rcl_shrinker *sh[N];
+    struct test_counter *sh[N];
     char name[32];
     for (int i = 0; i < N; i++) {
         snprintf(name, sizeof(name), "pool-%d", i);
-        sh[i] = rcl_shrinker_register(name, &ops, NULL, NULL);
+        sh[i] = test_counter_new(name, 0, NULL);
     }
     char *buf = NULL;
     size_t len = 0;
@@ -205,13 +180,12 @@ static void stats_print_lists_every_shrinker(void **state)
     assert_non_null(strstr(buf, "\"pool-33\""));
     free(buf);
     for (int i = 0; i < N; i++)
-        rcl_shrinker_unregister(sh[i]);
+        test_counter_free(sh[i]);
 }
 
 /* The library says which version it is, in the header's terms. */
-static void version_matches_the_header(void **state)
+TEST_WITH(version_matches_the_header, test_setup, options_teardown)
 {
-    (void)state;
     char want[32];
     snprintf(want, sizeof(want), "%d.%d.%d", RCL_VERSION_MAJOR, RCL_VERSION_MINOR,
              RCL_VERSION_PATCH);
@@ -220,14 +194,4 @@ static void version_matches_the_header(void **state)
     assert_int_equal(rcl_version_number(), RCL_VERSION_NUMBER);
 }
 
-RUN_TESTS(TO(defaults_ignore_the_environment),
-          TO(own_configuration_wins_over_the_environment),
-          TO(from_env_applies_the_variables_set),
-          TO(a_bad_variable_is_named_and_the_rest_applies),
-          TO(from_env_refuses_null),
-          TO(init_null_reads_the_environment),
-          TO(impossible_environment_falls_back_to_defaults),
-          TO(nonzero_reserved_config_words_are_refused),
-          TO(every_shrinker_is_listed_beyond_the_fixed_array),
-          TO(stats_print_lists_every_shrinker),
-          TO(version_matches_the_header))
+TEST_MAIN();

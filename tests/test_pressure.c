@@ -140,7 +140,6 @@ static int pressure_teardown(void **state)
     nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
-#define P(fn) cmocka_unit_test_setup_teardown(fn, pressure_setup, pressure_teardown)
 
 /* The library with pressure following on. */
 static void start(size_t limit, int background)
@@ -221,9 +220,8 @@ static bool wait_freed(size_t bytes, long ms)
 
 /* cgroup v2: memory.high is where reclaim starts and memory.max where the
  * OOM killer does; the smaller set one binds. Margin: 1/8 by default. */
-static void test_v2_limit_is_smaller_of_high_and_max_less_margin(void **state)
+TEST_WITH(test_v2_limit_is_smaller_of_high_and_max_less_margin, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "1073741824\n");
     put(V2DIR "memory.high", "805306368\n");
@@ -233,44 +231,39 @@ static void test_v2_limit_is_smaller_of_high_and_max_less_margin(void **state)
 }
 
 /* "max" is no limit; with none anywhere the budget is half of memory. */
-static void test_v2_without_limit_is_half_of_physical_memory(void **state)
+TEST_WITH(test_v2_without_limit_is_half_of_physical_memory, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     assert_int_equal(rcl_auto_limit(), 8 * GiB);
 }
 
 /* A parent's limit holds its children (hierarchical accounting). */
-static void test_v2_parent_limit_binds_the_child(void **state)
+TEST_WITH(test_v2_parent_limit_binds_the_child, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put("sys/fs/cgroup/app.slice/memory.max", "268435456\n");
     put(V2DIR "memory.max", "536870912\n");
     assert_int_equal(rcl_auto_limit(), 256 * MiB - 32 * MiB);
 }
 
-static void test_v1_limit_in_bytes_less_margin(void **state)
+TEST_WITH(test_v1_limit_in_bytes_less_margin, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
 }
 
 /* v1 writes "no limit" as a huge number (LONG_MAX rounded to a page). */
-static void test_v1_unlimited_value_is_no_limit(void **state)
+TEST_WITH(test_v1_unlimited_value_is_no_limit, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     assert_int_equal(rcl_auto_limit(), 8 * GiB);
 }
 
 /* A container's bind mount shows a subtree: mountinfo's root field is the
  * container's cgroup, which /proc/self/cgroup also names. */
-static void test_v1_container_mount_root_is_cut_from_the_path(void **state)
+TEST_WITH(test_v1_container_mount_root_is_cut_from_the_path, pressure_setup, pressure_teardown)
 {
-    (void)state;
     put("proc/meminfo", "MemTotal:       16777216 kB\n");
     put("proc/self/cgroup", "4:memory:/docker/abc\n");
     put("proc/self/mountinfo",
@@ -280,9 +273,8 @@ static void test_v1_container_mount_root_is_cut_from_the_path(void **state)
 }
 
 /* mountinfo escapes a space in a mount point as \040. */
-static void test_escaped_mount_point_is_decoded(void **state)
+TEST_WITH(test_escaped_mount_point_is_decoded, pressure_setup, pressure_teardown)
 {
-    (void)state;
     put("proc/meminfo", "MemTotal:       16777216 kB\n");
     put("proc/self/cgroup", "0::/\n");
     put("proc/self/mountinfo", "30 22 0:26 / /cg\\040two rw - cgroup2 cgroup2 rw\n");
@@ -290,9 +282,8 @@ static void test_escaped_mount_point_is_decoded(void **state)
     assert_int_equal(rcl_auto_limit(), 64 * MiB - 8 * MiB);
 }
 
-static void test_margin_is_configurable_as_size_or_percentage(void **state)
+TEST_WITH(test_margin_is_configurable_as_size_or_percentage, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     setenv("RECLAIM_CGROUP_MARGIN", "32M", 1);
@@ -305,20 +296,18 @@ static void test_margin_is_configurable_as_size_or_percentage(void **state)
     assert_int_equal(rcl_auto_limit(), 64 * MiB);
 }
 
-static void test_malformed_margin_is_reported_and_ignored(void **state)
+TEST_WITH(test_malformed_margin_is_reported_and_ignored, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     setenv("RECLAIM_CGROUP_MARGIN", "lots", 1);
     assert_int_equal(rcl_auto_limit(), 112 * MiB);
     assert_true(test_report_count() >= 1);
-    assert_non_null(strstr(test_reports.last, "RECLAIM_CGROUP_MARGIN"));
+    assert_non_null(strstr(test_report_last(), "RECLAIM_CGROUP_MARGIN"));
 }
 
-static void test_no_cgroup_at_all_is_half_of_physical_memory(void **state)
+TEST_WITH(test_no_cgroup_at_all_is_half_of_physical_memory, pressure_setup, pressure_teardown)
 {
-    (void)state;
     put("proc/meminfo", "MemTotal:        4194304 kB\n");
     put("proc/self/cgroup", "");
     put("proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
@@ -326,18 +315,16 @@ static void test_no_cgroup_at_all_is_half_of_physical_memory(void **state)
 }
 
 /* A cgroup limit above the machine's memory limits nothing. */
-static void test_limit_above_physical_memory_is_ignored(void **state)
+TEST_WITH(test_limit_above_physical_memory_is_ignored, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "68719476736\n");          /* 64 GiB on a 16 GiB machine */
     assert_int_equal(rcl_auto_limit(), 8 * GiB);
 }
 
 /* limit = 0 in the configuration selects the automatic limit. */
-static void test_init_with_limit_zero_uses_the_cgroup(void **state)
+TEST_WITH(test_init_with_limit_zero_uses_the_cgroup, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
     start(0, 0);
@@ -346,9 +333,8 @@ static void test_init_with_limit_zero_uses_the_cgroup(void **state)
 
 /* While running, the budget follows the cgroup's limit (re-read each
  * second by the pressure thread). */
-static void test_budget_follows_cgroup_limit_changes(void **state)
+TEST_WITH(test_budget_follows_cgroup_limit_changes, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
     start(0, 0);
@@ -366,9 +352,8 @@ static void test_budget_follows_cgroup_limit_changes(void **state)
 /* A limit that cannot be read (the cgroup's files gone, or no descriptor
  * free) is not "no limit": the budget stays where it was rather than grow
  * to half of the machine. */
-static void test_unreadable_cgroup_limit_leaves_the_budget(void **state)
+TEST_WITH(test_unreadable_cgroup_limit_leaves_the_budget, pressure_setup, pressure_teardown)
 {
-    (void)state;
     char path[PATH_MAX];
     static const char *const files[] = {
         "sys/fs/cgroup/app.slice/memory.max", "sys/fs/cgroup/app.slice/memory.high",
@@ -387,9 +372,8 @@ static void test_unreadable_cgroup_limit_leaves_the_budget(void **state)
 }
 
 /* A limit the program chose is the program's: the cgroup does not move it. */
-static void test_explicit_limit_is_not_moved_by_the_cgroup(void **state)
+TEST_WITH(test_explicit_limit_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
     start(100 * MiB, 0);
@@ -405,9 +389,8 @@ static void test_explicit_limit_is_not_moved_by_the_cgroup(void **state)
 /* Documentation/accounting/psi.rst: "<some|full> <stall amount in us>
  * <time window in us>" written, with its NUL, to the pressure file; here
  * the cgroup's own memory.pressure (v2). */
-static void test_psi_trigger_is_written_to_cgroup_memory_pressure(void **state)
+TEST_WITH(test_psi_trigger_is_written_to_cgroup_memory_pressure, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     start(64 * MiB, 0);
     char buf[256];
@@ -418,9 +401,8 @@ static void test_psi_trigger_is_written_to_cgroup_memory_pressure(void **state)
 }
 
 /* Without a v2 cgroup the system-wide file is used. */
-static void test_psi_trigger_falls_back_to_proc_pressure_memory(void **state)
+TEST_WITH(test_psi_trigger_falls_back_to_proc_pressure_memory, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put("proc/pressure/memory", "");
     start(64 * MiB, 0);
@@ -432,9 +414,8 @@ static void test_psi_trigger_falls_back_to_proc_pressure_memory(void **state)
 /* cgroup usage close to its limit is pressure even while the library's
  * own budget has room: the cache is shrunk by the documented step (at
  * least 1/8 of what the library holds). */
-static void test_cgroup_usage_near_limit_shrinks_cache(void **state)
+TEST_WITH(test_cgroup_usage_near_limit_shrinks_cache, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     start(64 * MiB, 0);
@@ -445,9 +426,8 @@ static void test_cgroup_usage_near_limit_shrinks_cache(void **state)
     cache_drop();
 }
 
-static void test_cgroup_usage_far_from_limit_shrinks_nothing(void **state)
+TEST_WITH(test_cgroup_usage_far_from_limit_shrinks_nothing, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     put(V1DIR "memory.usage_in_bytes", "67108864\n");
@@ -460,9 +440,8 @@ static void test_cgroup_usage_far_from_limit_shrinks_nothing(void **state)
 
 /* Inactive page cache is the kernel's to drop first: usage made of it is
  * not pressure on the library's caches. */
-static void test_inactive_page_cache_is_not_pressure(void **state)
+TEST_WITH(test_inactive_page_cache_is_not_pressure, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     put(V1DIR "memory.usage_in_bytes", "132120576\n");
@@ -475,9 +454,8 @@ static void test_inactive_page_cache_is_not_pressure(void **state)
 }
 
 /* v2 reads memory.current against memory.high/max. */
-static void test_v2_usage_near_high_shrinks_cache(void **state)
+TEST_WITH(test_v2_usage_near_high_shrinks_cache, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.high", "134217728\n");
     start(64 * MiB, 0);
@@ -509,9 +487,8 @@ static void b64(const char *in, char *out)
 
 /* A PSI file named by $MEMORY_PRESSURE_WATCH gets $MEMORY_PRESSURE_WRITE,
  * base64-decoded, instead of our own trigger. */
-static void test_systemd_watch_file_gets_decoded_write_data(void **state)
+TEST_WITH(test_systemd_watch_file_gets_decoded_write_data, pressure_setup, pressure_teardown)
 {
-    (void)state;
     char path[PATH_MAX], enc[128];
     put("run/psi", "");
     snprintf(path, sizeof(path), "%s/run/psi", root);
@@ -526,9 +503,8 @@ static void test_systemd_watch_file_gets_decoded_write_data(void **state)
 
 /* A FIFO: anything written to it is a pressure event; the library drains
  * it and shrinks by the step. */
-static void test_systemd_fifo_event_shrinks_cache(void **state)
+TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardown)
 {
-    (void)state;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/pressure.fifo", root);
     assert_int_equal(mkfifo(path, 0600), 0);
@@ -548,9 +524,8 @@ static void test_systemd_fifo_event_shrinks_cache(void **state)
 
 /* With the background reclaimer on, the pressure event is its work: the
  * shrinking happens in rcl-reclaimd, not in the caller or the watcher. */
-static void test_pressure_event_is_handled_by_background_reclaimer(void **state)
+TEST_WITH(test_pressure_event_is_handled_by_background_reclaimer, pressure_setup, pressure_teardown)
 {
-    (void)state;
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/pressure.fifo", root);
     assert_int_equal(mkfifo(path, 0600), 0);
@@ -573,9 +548,8 @@ static void test_pressure_event_is_handled_by_background_reclaimer(void **state)
 
 /* An AF_UNIX stream socket: connected, sent the WRITE data; data coming
  * back is an event. */
-static void test_systemd_socket_gets_write_data_and_signals_pressure(void **state)
+TEST_WITH(test_systemd_socket_gets_write_data_and_signals_pressure, pressure_setup, pressure_teardown)
 {
-    (void)state;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/p.sock", root);
     int ls = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -600,9 +574,8 @@ static void test_systemd_socket_gets_write_data_and_signals_pressure(void **stat
 }
 
 /* "/dev/null" is systemd's way of saying: no pressure handling. */
-static void test_systemd_dev_null_turns_pressure_off(void **state)
+TEST_WITH(test_systemd_dev_null_turns_pressure_off, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     put(V1DIR "memory.usage_in_bytes", "133169152\n");
@@ -664,9 +637,8 @@ static unsigned long long thread_cpu(pid_t tid, char *st)
     return ut + stt;
 }
 
-static void test_no_pressure_thread_without_pressure(void **state)
+TEST_WITH(test_no_pressure_thread_without_pressure, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     assert_int_equal(test_init(64 * MiB), 0);     /* pressure = 0 */
     int n;
@@ -674,9 +646,8 @@ static void test_no_pressure_thread_without_pressure(void **state)
 }
 
 /* One thread, named, sleeping in poll(): an idle process stays idle. */
-static void test_idle_pressure_thread_sleeps_and_uses_no_cpu(void **state)
+TEST_WITH(test_idle_pressure_thread_sleeps_and_uses_no_cpu, pressure_setup, pressure_teardown)
 {
-    (void)state;
     unsetenv("RECLAIM_CGROUP_ROOT");               /* the real system */
     start(64 * MiB, 0);
     int n;
@@ -703,9 +674,8 @@ static void test_idle_pressure_thread_sleeps_and_uses_no_cpu(void **state)
 }
 
 /* The real system's PSI file gets a trigger, held open on an fd. */
-static void test_real_psi_trigger_is_registered(void **state)
+TEST_WITH(test_real_psi_trigger_is_registered, pressure_setup, pressure_teardown)
 {
-    (void)state;
     unsetenv("RECLAIM_CGROUP_ROOT");
     if (access("/proc/pressure/memory", F_OK) != 0) {
         print_message("skipped: /proc/pressure/memory is missing (a kernel without PSI, or "
@@ -737,9 +707,8 @@ static void test_real_psi_trigger_is_registered(void **state)
     assert_int_equal(found, 1);
 }
 
-static void test_shutdown_stops_the_pressure_thread(void **state)
+TEST_WITH(test_shutdown_stops_the_pressure_thread, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v1();
     start(64 * MiB, 0);
     int n;
@@ -754,9 +723,8 @@ static void test_shutdown_stops_the_pressure_thread(void **state)
 
 /* A limit the program sets while the budget is the automatic one makes it
  * the program's: later cgroup changes leave it alone. */
-static void test_limit_set_while_running_is_not_moved_by_the_cgroup(void **state)
+TEST_WITH(test_limit_set_while_running_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
 {
-    (void)state;
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
     start(0, 0);
@@ -767,36 +735,4 @@ static void test_limit_set_while_running_is_not_moved_by_the_cgroup(void **state
     assert_int_equal(rcl_limit(), 300 * MiB);
 }
 
-RUN_TESTS(
-    P(test_v2_limit_is_smaller_of_high_and_max_less_margin),
-    P(test_v2_without_limit_is_half_of_physical_memory),
-    P(test_v2_parent_limit_binds_the_child),
-    P(test_v1_limit_in_bytes_less_margin),
-    P(test_v1_unlimited_value_is_no_limit),
-    P(test_v1_container_mount_root_is_cut_from_the_path),
-    P(test_escaped_mount_point_is_decoded),
-    P(test_margin_is_configurable_as_size_or_percentage),
-    P(test_malformed_margin_is_reported_and_ignored),
-    P(test_no_cgroup_at_all_is_half_of_physical_memory),
-    P(test_limit_above_physical_memory_is_ignored),
-    P(test_init_with_limit_zero_uses_the_cgroup),
-    P(test_budget_follows_cgroup_limit_changes),
-    P(test_explicit_limit_is_not_moved_by_the_cgroup),
-    P(test_limit_set_while_running_is_not_moved_by_the_cgroup),
-    P(test_unreadable_cgroup_limit_leaves_the_budget),
-    P(test_psi_trigger_is_written_to_cgroup_memory_pressure),
-    P(test_psi_trigger_falls_back_to_proc_pressure_memory),
-    P(test_cgroup_usage_near_limit_shrinks_cache),
-    P(test_cgroup_usage_far_from_limit_shrinks_nothing),
-    P(test_inactive_page_cache_is_not_pressure),
-    P(test_v2_usage_near_high_shrinks_cache),
-    P(test_systemd_watch_file_gets_decoded_write_data),
-    P(test_systemd_fifo_event_shrinks_cache),
-    P(test_pressure_event_is_handled_by_background_reclaimer),
-    P(test_systemd_socket_gets_write_data_and_signals_pressure),
-    P(test_systemd_dev_null_turns_pressure_off),
-    P(test_no_pressure_thread_without_pressure),
-    P(test_idle_pressure_thread_sleeps_and_uses_no_cpu),
-    P(test_real_psi_trigger_is_registered),
-    P(test_shutdown_stops_the_pressure_thread),
-)
+TEST_MAIN();

@@ -19,7 +19,6 @@ static int setup16(void **state)
     (void)state;
     return test_init(16 * MiB) == 0 ? 0 : -1;
 }
-#define T16(fn) cmocka_unit_test_setup_teardown(fn, setup16, test_teardown)
 
 /* ------------------------------------------------------------------------ */
 /* A lowered limit binds the stock charged under the old one                 */
@@ -61,9 +60,8 @@ static void *spend_stock(void *arg)
  * with every thread's stock taken under the old limit given back rather
  * than spent; the budget's own counter, stocks included, stays <= L.
  */
-static void test_lowered_limit_binds_stock_other_threads_hold(void **state)
+TEST_WITH(test_lowered_limit_binds_stock_other_threads_hold, setup16, test_teardown)
 {
-    (void)state;
     const size_t low_limit = 256 * KiB;
     pthread_barrier_init(&stocked, NULL, WORKERS + 1);
     pthread_barrier_init(&lowered, NULL, WORKERS + 1);
@@ -149,9 +147,8 @@ static void *parked(void *arg)
 /* While only frees happen, no reading of rcl_usage() exceeds what was in
  * use when they began: a thread flushing its stock back to the budget
  * must never leave the bytes counted twice. */
-static void test_usage_never_over_reports_while_only_frees_happen(void **state)
+TEST_WITH(test_usage_never_over_reports_while_only_frees_happen, setup16, test_teardown)
 {
-    (void)state;
     pthread_t th[FREERS];
     unsigned long long until = rcl__now_ns() + (unsigned long long)test_scale(2000) * 1000000ull;
     size_t worst = 0;
@@ -235,9 +232,8 @@ static int bg_teardown(void **state)
     return r;
 }
 
-static void test_failed_background_start_is_retried_later(void **state)
+TEST_WITH(test_failed_background_start_is_retried_later, bg_setup, bg_teardown)
 {
-    (void)state;
     void *held[32];
     unsigned n = 0;
     /* Into the low watermark: the allocations wake the reclaimer. */
@@ -266,23 +262,14 @@ static void test_failed_background_start_is_retried_later(void **state)
 /* An impossible alignment is refused before anything is charged             */
 /* ------------------------------------------------------------------------ */
 
-static void test_half_address_space_alignment_charges_nothing(void **state)
+TEST_WITH(test_half_address_space_alignment_charges_nothing, setup16, test_teardown)
 {
-    (void)state;
     struct rcl_stats st;
     assert_int_equal(rcl_set_limit(SIZE_MAX - 1), 0);
-    errno = 0;
-    assert_null(rcl_aligned_alloc((size_t)1 << 63, 16, RCL_DEFAULT));
-    assert_int_equal(errno, EOVERFLOW);
+    assert_fails_with(rcl_aligned_alloc((size_t)1 << 63, 16, RCL_DEFAULT), EOVERFLOW);
     rcl_stats_get(&st);
     assert_true(st.peak < 1 * MiB);
     assert_int_equal(test_report_count(), 0);
 }
 
-RUN_TESTS(
-    T16(test_lowered_limit_binds_stock_other_threads_hold),
-    T16(test_usage_never_over_reports_while_only_frees_happen),
-    cmocka_unit_test_setup_teardown(test_failed_background_start_is_retried_later,
-                                    bg_setup, bg_teardown),
-    T16(test_half_address_space_alignment_charges_nothing),
-)
+TEST_MAIN();

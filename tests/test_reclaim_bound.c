@@ -94,9 +94,10 @@ static struct rcl_stats stats(void)
     return st;
 }
 
-static void direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call(void **state)
+static int teardown(void **state);
+
+TEST_WITH(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, NULL, teardown)
 {
-    (void)state;
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
     struct objs o = { .scan_sleep_us = 2000, .owner = pthread_self(), .direct_frees = 1 };
@@ -121,9 +122,8 @@ static void direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call(void *
     rcl_shutdown();
 }
 
-static void direct_reclaim_without_a_bound_does_all_the_work(void **state)
+TEST_WITH(direct_reclaim_without_a_bound_does_all_the_work, NULL, teardown)
 {
-    (void)state;
     setenv("RECLAIM_DIRECT_US", "0", 1);
     assert_int_equal(init_with_background(), 0);
     unsetenv("RECLAIM_DIRECT_US");
@@ -142,9 +142,8 @@ static void direct_reclaim_without_a_bound_does_all_the_work(void **state)
     rcl_shutdown();
 }
 
-static void explicit_reclaim_is_not_bounded(void **state)
+TEST_WITH(explicit_reclaim_is_not_bounded, NULL, teardown)
 {
-    (void)state;
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
     struct objs o = { .scan_sleep_us = 1000, .owner = pthread_self(), .direct_frees = 1 };
@@ -162,9 +161,8 @@ static void explicit_reclaim_is_not_bounded(void **state)
     rcl_shutdown();
 }
 
-static void the_background_reclaimer_restores_headroom_to_high(void **state)
+TEST_WITH(the_background_reclaimer_restores_headroom_to_high, NULL, teardown)
 {
-    (void)state;
     assert_int_equal(init_with_background(), 0);
     struct objs o = { .owner = pthread_self(), .background_frees = 1 };
     struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
@@ -185,9 +183,8 @@ static void the_background_reclaimer_restores_headroom_to_high(void **state)
     rcl_shutdown();
 }
 
-static void with_nothing_left_to_free_the_background_reclaimer_goes_quiet(void **state)
+TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, teardown)
 {
-    (void)state;
     assert_int_equal(init_with_background(), 0);
     struct objs o = { .owner = pthread_self(), .background_frees = 1 };
     struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
@@ -222,9 +219,8 @@ static void with_nothing_left_to_free_the_background_reclaimer_goes_quiet(void *
     rcl_shutdown();
 }
 
-static void an_allocation_the_background_must_serve_is_throttled_and_counted(void **state)
+TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL, teardown)
 {
-    (void)state;
     assert_int_equal(init_with_background(), 0);
     /* Direct reclaim finds nothing it may free: only the background
      * reclaimer can make room, so the allocation must wait for it. */
@@ -252,16 +248,15 @@ static void an_allocation_the_background_must_serve_is_throttled_and_counted(voi
     struct rcl_stats st = stats();
     assert_true(st.throttled >= 1);
     assert_true(st.throttle_ns > 0);
-    assert_non_null(strstr(test_reports.all, "allocations throttled"));
+    assert_non_null(strstr(test_reports_all(), "allocations throttled"));
 
     rcl_shrinker_unregister(s);
     drop_all(&o);
     rcl_shutdown();
 }
 
-static void without_a_background_reclaimer_nothing_is_throttled(void **state)
+TEST_WITH(without_a_background_reclaimer_nothing_is_throttled, NULL, teardown)
 {
-    (void)state;
     assert_int_equal(test_init(LIMIT), 0);
     struct objs o = { .owner = pthread_self(), .direct_frees = 1 };
     struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
@@ -280,21 +275,19 @@ static void without_a_background_reclaimer_nothing_is_throttled(void **state)
     rcl_shutdown();
 }
 
-static void a_malformed_direct_bound_is_reported_and_the_default_kept(void **state)
+TEST_WITH(a_malformed_direct_bound_is_reported_and_the_default_kept, NULL, teardown)
 {
-    (void)state;
     setenv("RECLAIM_DIRECT_US", "fast", 1);
     assert_int_equal(init_with_background(), 0);
     unsetenv("RECLAIM_DIRECT_US");
     assert_true(test_report_count() >= 1);
-    assert_non_null(strstr(test_reports.all, "RECLAIM_DIRECT_US"));
+    assert_non_null(strstr(test_reports_all(), "RECLAIM_DIRECT_US"));
     assert_int_equal(atomic_load(&rcl__direct_bound_ns), 50 * 1000);
     rcl_shutdown();
 }
 
-static void a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers(void **state)
+TEST_WITH(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, NULL, teardown)
 {
-    (void)state;
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
     /* One scan call of 5 ms overruns the 50 us bound, and the 2 ms a
@@ -306,18 +299,17 @@ static void a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers(void 
 
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
     assert_int_equal(stats().slow_reclaims, 1);
-    assert_non_null(strstr(test_reports.all, "slow direct reclaim"));
-    assert_non_null(strstr(test_reports.all, "\"slow-disk\""));
-    assert_non_null(strstr(test_reports.all, "MiB/s"));
+    assert_non_null(strstr(test_reports_all(), "slow direct reclaim"));
+    assert_non_null(strstr(test_reports_all(), "\"slow-disk\""));
+    assert_non_null(strstr(test_reports_all(), "MiB/s"));
 
     rcl_shrinker_unregister(s);
     drop_all(&o);
     rcl_shutdown();
 }
 
-static void an_unbounded_reclaim_is_not_reported_however_slow(void **state)
+TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
 {
-    (void)state;
     assert_int_equal(test_init(LIMIT), 0);   /* no background: no bound */
     struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
     struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, &o, &objs_opts);
@@ -337,26 +329,9 @@ static void an_unbounded_reclaim_is_not_reported_however_slow(void **state)
  * clean all the same. */
 static int teardown(void **state)
 {
-    (void)state;
-    rcl_shutdown();
-    rcl_set_report_fn(NULL, NULL);
+    int clean = test_teardown(state);
     unsetenv("RECLAIM_DIRECT_US");
-    return 0;
+    return clean;
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, teardown),
-        cmocka_unit_test_teardown(direct_reclaim_without_a_bound_does_all_the_work, teardown),
-        cmocka_unit_test_teardown(explicit_reclaim_is_not_bounded, teardown),
-        cmocka_unit_test_teardown(the_background_reclaimer_restores_headroom_to_high, teardown),
-        cmocka_unit_test_teardown(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, teardown),
-        cmocka_unit_test_teardown(an_allocation_the_background_must_serve_is_throttled_and_counted, teardown),
-        cmocka_unit_test_teardown(without_a_background_reclaimer_nothing_is_throttled, teardown),
-        cmocka_unit_test_teardown(a_malformed_direct_bound_is_reported_and_the_default_kept, teardown),
-        cmocka_unit_test_teardown(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, teardown),
-        cmocka_unit_test_teardown(an_unbounded_reclaim_is_not_reported_however_slow, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
-}
+TEST_MAIN();

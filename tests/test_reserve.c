@@ -46,7 +46,6 @@ static int reserve_teardown(void **state)
     return test_teardown(state);
 }
 
-#define TRES(fn) cmocka_unit_test_setup_teardown(fn, reserve_setup, reserve_teardown)
 
 static size_t headroom(void)
 {
@@ -54,27 +53,22 @@ static size_t headroom(void)
     return rcl_limit() - rcl_usage();
 }
 
-static void test_budget_is_filled_to_the_min_watermark(void **state)
+TEST_WITH(test_budget_is_filled_to_the_min_watermark, reserve_setup, reserve_teardown)
 {
-    (void)state;
     assert_int_equal(headroom(), RESERVE);
 }
 
-static void test_ordinary_allocation_stops_at_the_min_watermark(void **state)
+TEST_WITH(test_ordinary_allocation_stops_at_the_min_watermark, reserve_setup, reserve_teardown)
 {
-    (void)state;
-    errno = 0;
-    assert_null(rcl_alloc(1024, RCL_DEFAULT | RCL__NOWARN));
-    assert_int_equal(errno, ENOMEM);
+    assert_fails_with(rcl_alloc(1024, RCL_DEFAULT | RCL__NOWARN), ENOMEM);
     assert_null(rcl_alloc(1024, RCL_NOWAIT));
     assert_null(rcl_alloc(1024, RCL_NOIO | RCL__NOWARN));
     assert_int_equal(headroom(), RESERVE);
 }
 
 /* PF_MEMALLOC: reclaim itself may use all of the reserve, and no more. */
-static void test_noreclaim_scope_may_use_the_whole_reserve(void **state)
+TEST_WITH(test_noreclaim_scope_may_use_the_whole_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
     unsigned saved = rcl_noreclaim_save();
     void *p = rcl_alloc(test_fitting(RESERVE), RCL_NOIO);
     assert_non_null(p);
@@ -129,9 +123,8 @@ static struct rcl_shrinker *wb_register(rcl_gfp_t req_gfp)
 
 /* Shrinker callbacks run in NORECLAIM scope, so write-back that needs a
  * request structure proceeds when the budget is otherwise full. */
-static void test_shrinker_allocation_may_dip_into_the_reserve(void **state)
+TEST_WITH(test_shrinker_allocation_may_dip_into_the_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
     struct rcl_shrinker *s = wb_register(RCL_NOIO);
     assert_non_null(s);
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT);
@@ -144,9 +137,8 @@ static void test_shrinker_allocation_may_dip_into_the_reserve(void **state)
 
 /* __GFP_NOMEMALLOC beats PF_MEMALLOC: the same shrinker, asking not to use
  * the reserve, cannot write back, so nothing is freed. */
-static void test_nomemalloc_shrinker_allocation_gets_no_reserve(void **state)
+TEST_WITH(test_nomemalloc_shrinker_allocation_gets_no_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
     struct rcl_shrinker *s = wb_register(RCL_NOIO | RCL__NOMEMALLOC | RCL__NOWARN);
     assert_non_null(s);
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
@@ -156,16 +148,15 @@ static void test_nomemalloc_shrinker_allocation_gets_no_reserve(void **state)
     fill = wb.dirty;                    /* teardown frees it */
 }
 
-static void test_nomemalloc_wins_over_every_grant(void **state)
+TEST_WITH(test_nomemalloc_wins_over_every_grant, reserve_setup, reserve_teardown)
 {
-    (void)state;
     rcl_gfp_t no = RCL__NOMEMALLOC | RCL__NOWARN;
     assert_null(rcl_alloc(16, RCL_NOIO | RCL__MEMALLOC | no));
     assert_null(rcl_alloc(16, RCL_ATOMIC | no));
     unsigned saved = rcl_noreclaim_save();
     assert_null(rcl_alloc(16, RCL_NOIO | no));
     rcl_noreclaim_restore(saved);
-    int rc = rcl_io_flusher_set(1);
+    int rc = test_io_flusher_on();
     assert_true(rc == 0 || rc == -EPERM);
     assert_null(rcl_alloc(16, RCL_NOIO | no));
     rcl_io_flusher_set(0);
@@ -173,9 +164,8 @@ static void test_nomemalloc_wins_over_every_grant(void **state)
 }
 
 /* __GFP_HIGH (GFP_ATOMIC) may use part of the reserve: half of it. */
-static void test_high_may_use_half_of_the_reserve(void **state)
+TEST_WITH(test_high_may_use_half_of_the_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
     void *half = rcl_alloc(test_fitting(RESERVE / 2), RCL_ATOMIC);
     assert_non_null(half);
     assert_null(rcl_alloc(16, RCL_ATOMIC | RCL__NOWARN));
@@ -187,9 +177,8 @@ static void test_high_may_use_half_of_the_reserve(void **state)
     assert_int_equal(headroom(), RESERVE);
 }
 
-static void test_memalloc_flag_may_use_the_whole_reserve(void **state)
+TEST_WITH(test_memalloc_flag_may_use_the_whole_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
     void *p = rcl_alloc(test_fitting(RESERVE), RCL_NOIO | RCL__MEMALLOC);
     assert_non_null(p);
     assert_null(rcl_alloc(16, RCL_NOIO | RCL__MEMALLOC | RCL__NOWARN));
@@ -198,10 +187,9 @@ static void test_memalloc_flag_may_use_the_whole_reserve(void **state)
 
 /* An I/O flusher may be what reclaim waits on: it gets the reserve, and
  * loses it when it stops being one. */
-static void test_io_flusher_may_use_the_whole_reserve(void **state)
+TEST_WITH(test_io_flusher_may_use_the_whole_reserve, reserve_setup, reserve_teardown)
 {
-    (void)state;
-    int rc = rcl_io_flusher_set(1);
+    int rc = test_io_flusher_on();
     assert_true(rc == 0 || rc == -EPERM);
     void *p = rcl_alloc(test_fitting(RESERVE), RCL_DEFAULT);
     assert_non_null(p);
@@ -213,14 +201,4 @@ static void test_io_flusher_may_use_the_whole_reserve(void **state)
     assert_null(rcl_alloc(1024, RCL_DEFAULT | RCL__NOWARN));
 }
 
-RUN_TESTS(
-    TRES(test_budget_is_filled_to_the_min_watermark),
-    TRES(test_ordinary_allocation_stops_at_the_min_watermark),
-    TRES(test_noreclaim_scope_may_use_the_whole_reserve),
-    TRES(test_shrinker_allocation_may_dip_into_the_reserve),
-    TRES(test_nomemalloc_shrinker_allocation_gets_no_reserve),
-    TRES(test_nomemalloc_wins_over_every_grant),
-    TRES(test_high_may_use_half_of_the_reserve),
-    TRES(test_memalloc_flag_may_use_the_whole_reserve),
-    TRES(test_io_flusher_may_use_the_whole_reserve),
-)
+TEST_MAIN();

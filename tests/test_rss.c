@@ -47,9 +47,8 @@ static void drop_all(struct rcl_lru *lru)
         rcl_free(RCL_LRU_ENTRY(n, struct block, node));
 }
 
-static void test_resident_memory_drops_after_cache_shrinks(void **state)
+TEST_WITH(test_resident_memory_drops_after_cache_shrinks, NULL, test_teardown)
 {
-    (void)state;
     if (test_under_sanitizer("asan") || test_under_sanitizer("tsan")) {
         /* Their allocators keep freed memory in quarantine or their own
          * caches and do not implement malloc_trim(): RSS says nothing. */
@@ -98,6 +97,4 @@ static void test_resident_memory_drops_after_cache_shrinks(void **state)
     assert_int_equal(rcl_lru_destroy(lru), 0);
 }
 
-RUN_TESTS(
-    cmocka_unit_test_teardown(test_resident_memory_drops_after_cache_shrinks, test_teardown),
-)
+TEST_MAIN();

@@ -2,14 +2,25 @@
 /*
  * Scopes: the kernel's memalloc_flags_save()/restore() (v6.9+) and
  * current_gfp_context(), per thread.
+ *
+ * One specification, built twice: test_scope reaches the scope calls
+ * through the header's inline versions, test_scope_calls (the same file
+ * with RCL_NO_INLINE_SCOPES defined) through the calls the library exports,
+ * which other languages, dlsym() and such builds use. Both act on the same
+ * per-thread scope.
  */
 #include "helpers.h"
 
+#ifdef RCL_NO_INLINE_SCOPES
+/* What the inline calls read and write (reclaim.h declares it only for
+ * them). */
+extern __thread struct rcl_scope_tls rcl_scope_tls __attribute__((tls_model("initial-exec")));
+#endif
+
 /* Kernel rule (memalloc_flags_save): save returns only the bits it newly
  * set; restore clears exactly those. */
-static void save_returns_only_newly_set_bits(void **state)
+TEST(save_returns_only_newly_set_bits)
 {
-    (void)state;
     assert_int_equal(rcl_scope_current(), 0);
     unsigned a = rcl_scope_save(RCL_SCOPE_NOFS);
     assert_int_equal(a, RCL_SCOPE_NOFS);
@@ -24,9 +35,8 @@ static void save_returns_only_newly_set_bits(void **state)
 
 /* Kernel rule: an inner memalloc_nofs_save() inside NOFS returns 0 and its
  * restore is a no-op, so the outer scope survives the inner pair. */
-static void inner_pair_of_same_scope_is_a_no_op(void **state)
+TEST(inner_pair_of_same_scope_is_a_no_op)
 {
-    (void)state;
     unsigned outer = rcl_nofs_save();
     unsigned inner = rcl_nofs_save();
     assert_int_equal(inner, 0);
@@ -38,9 +48,8 @@ static void inner_pair_of_same_scope_is_a_no_op(void **state)
 }
 
 /* NOFS then NOIO, and NOIO then NOFS, each unwound in reverse. */
-static void scopes_nest_in_both_orders(void **state)
+TEST(scopes_nest_in_both_orders)
 {
-    (void)state;
     unsigned fs = rcl_nofs_save();
     unsigned io = rcl_noio_save();
     assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
@@ -64,9 +73,8 @@ static void scopes_nest_in_both_orders(void **state)
  * PF_MEMALLOC (our NORECLAIM) is not a mask. Checked for every one of the
  * 16 scope combinations against every composite, with the modifier bits
  * that no scope may touch. */
-static void every_scope_combination_against_every_composite(void **state)
+TEST(every_scope_combination_against_every_composite)
 {
-    (void)state;
     static const rcl_gfp_t composites[] = { RCL_DEFAULT, RCL_NOFS, RCL_NOIO, RCL_NOWAIT, RCL_ATOMIC,
                                            RCL_RECLAIM, 0 };
     const rcl_gfp_t modifiers = RCL__HIGH | RCL__MEMALLOC | RCL__NOMEMALLOC | RCL__NOFAIL |
@@ -92,9 +100,8 @@ static void every_scope_combination_against_every_composite(void **state)
 }
 
 /* The composites are the kernel's GFP_* built from the same bits. */
-static void composites_are_built_as_the_kernel_builds_them(void **state)
+TEST(composites_are_built_as_the_kernel_builds_them)
 {
-    (void)state;
     assert_int_equal(RCL_DEFAULT, RCL__DIRECT_RECLAIM | RCL__KSWAPD_RECLAIM | RCL__IO | RCL__FS);
     assert_int_equal(RCL_NOFS, RCL_DEFAULT & ~RCL__FS);
     assert_int_equal(RCL_NOIO, RCL_DEFAULT & ~(RCL__FS | RCL__IO));
@@ -111,9 +118,8 @@ static void composites_are_built_as_the_kernel_builds_them(void **state)
 
 /* NORECLAIM is not folded into the mask (PF_MEMALLOC acts in the
  * allocator, not in current_gfp_context). */
-static void noreclaim_is_not_a_mask(void **state)
+TEST(noreclaim_is_not_a_mask)
 {
-    (void)state;
     unsigned s = rcl_noreclaim_save();
     assert_int_equal(s, RCL_SCOPE_NORECLAIM);
     assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
@@ -122,9 +128,8 @@ static void noreclaim_is_not_a_mask(void **state)
 
 /* Restoring a token whose bits are not set changes nothing else: a bogus
  * or repeated restore cannot clear a scope someone else saved. */
-static void restore_of_bits_not_set_changes_nothing(void **state)
+TEST(restore_of_bits_not_set_changes_nothing)
 {
-    (void)state;
     unsigned fs = rcl_nofs_save();
     rcl_scope_restore(RCL_SCOPE_NOWAIT | RCL_SCOPE_NOIO);
     assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
@@ -133,11 +138,12 @@ static void restore_of_bits_not_set_changes_nothing(void **state)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
-static void bits_outside_the_scope_set_are_ignored(void **state)
+TEST(bits_outside_the_scope_set_are_ignored)
 {
-    (void)state;
     unsigned s = rcl_scope_save(0xf0u | RCL_SCOPE_NOFS);
     assert_int_equal(s, RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_scope_restore(0xf0u);
     assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
     rcl_scope_restore(~0u);
     assert_int_equal(rcl_scope_current(), 0);
@@ -155,9 +161,8 @@ static void *other_thread_scope(void *arg)
 
 /* Scopes are per thread (current->flags): another thread neither sees
  * ours nor changes it. */
-static void scopes_are_per_thread(void **state)
+TEST(scopes_are_per_thread)
 {
-    (void)state;
     unsigned seen[2];
     pthread_t th;
     unsigned s = rcl_nofs_save();
@@ -178,9 +183,8 @@ static unsigned scope_inside_guard(int leave_early)
 }
 
 /* A guard holds its scope to the end of the block, however it is left. */
-static void guards_restore_at_end_of_block(void **state)
+TEST(guards_restore_at_end_of_block)
 {
-    (void)state;
     assert_int_equal(scope_inside_guard(1), RCL_SCOPE_NOIO);
     assert_int_equal(rcl_scope_current(), 0);
     assert_int_equal(scope_inside_guard(0), RCL_SCOPE_NOIO | 0x100u);
@@ -221,9 +225,8 @@ static void *adopter(void *p)
     return NULL;
 }
 
-static void captured_context_is_adopted_by_another_thread(void **state)
+TEST(captured_context_is_adopted_by_another_thread)
 {
-    (void)state;
     struct adopt_arg a;
     pthread_t th;
     unsigned s = rcl_nofs_save();
@@ -237,9 +240,8 @@ static void captured_context_is_adopted_by_another_thread(void **state)
     assert_int_equal(a.after, RCL_SCOPE_NOWAIT);
 }
 
-static void adopt_nests_and_restores_exactly(void **state)
+TEST(adopt_nests_and_restores_exactly)
 {
-    (void)state;
     struct rcl_context fs, io, s1, s2;
     unsigned t = rcl_nofs_save();
     rcl_context_capture(&fs);
@@ -258,9 +260,8 @@ static void adopt_nests_and_restores_exactly(void **state)
 }
 
 /* "This thread is reclaiming" belongs to the thread, not to the work. */
-static void noreclaim_does_not_travel(void **state)
+TEST(noreclaim_does_not_travel)
 {
-    (void)state;
     struct rcl_context c, saved;
     unsigned t = rcl_scope_save(RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOFS);
     rcl_context_capture(&c);
@@ -270,9 +271,8 @@ static void noreclaim_does_not_travel(void **state)
     rcl_context_restore(&saved);
 }
 
-static void context_calls_with_null_are_reported(void **state)
+TEST(context_calls_with_null_are_reported)
 {
-    (void)state;
     struct rcl_context c;
     rcl_context_capture(NULL);
     rcl_context_adopt(NULL, &c);
@@ -282,10 +282,33 @@ static void context_calls_with_null_are_reported(void **state)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
-RUN_TESTS(T(save_returns_only_newly_set_bits), T(inner_pair_of_same_scope_is_a_no_op),
-          T(scopes_nest_in_both_orders), T(every_scope_combination_against_every_composite),
-          T(composites_are_built_as_the_kernel_builds_them), T(noreclaim_is_not_a_mask),
-          T(restore_of_bits_not_set_changes_nothing), T(bits_outside_the_scope_set_are_ignored),
-          T(scopes_are_per_thread), T(guards_restore_at_end_of_block),
-          T(captured_context_is_adopted_by_another_thread), T(adopt_nests_and_restores_exactly),
-          T(noreclaim_does_not_travel), T(context_calls_with_null_are_reported))
+/* Each named pair sets its own bit; together they are the whole set. */
+TEST(named_pairs_set_their_bit)
+{
+    unsigned fs = rcl_nofs_save(), io = rcl_noio_save();
+    unsigned nr = rcl_noreclaim_save(), nw = rcl_nowait_save();
+    assert_int_equal(fs | io | nr | nw, RCL_SCOPE_ALL);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_ALL);
+    rcl_nowait_restore(nw);
+    rcl_noreclaim_restore(nr);
+    rcl_noio_restore(io);
+    rcl_nofs_restore(fs);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* A scope saved by one kind of call is seen and restored by the other: a
+ * program mixing both (a C daemon and a binding, say) has one scope. */
+TEST(exported_and_inline_calls_share_one_scope)
+{
+    unsigned s = rcl_noio_save();
+    assert_int_equal(rcl_scope_tls.bits, RCL_SCOPE_NOIO);
+    rcl_noio_restore(s);
+    assert_int_equal(rcl_scope_tls.bits, 0);
+    rcl_scope_tls.bits = RCL_SCOPE_NOFS;      /* as an inline save leaves it */
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_nofs_save(), 0);
+    rcl_scope_restore(RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_scope_tls.bits, 0);
+}
+
+TEST_MAIN();

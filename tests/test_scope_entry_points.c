@@ -438,33 +438,28 @@ static void walk_scope(unsigned scope)
     assert_int_equal(bad, 0);
 }
 
-static void test_every_entry_point_reclaims_without_a_scope(void **state)
+TEST_BARE(test_every_entry_point_reclaims_without_a_scope)
 {
-    (void)state;
     walk_scope(0);
 }
 
-static void test_every_entry_point_honours_nofs(void **state)
+TEST_BARE(test_every_entry_point_honours_nofs)
 {
-    (void)state;
     walk_scope(RCL_SCOPE_NOFS);
 }
 
-static void test_every_entry_point_honours_noio(void **state)
+TEST_BARE(test_every_entry_point_honours_noio)
 {
-    (void)state;
     walk_scope(RCL_SCOPE_NOIO);
 }
 
-static void test_every_entry_point_honours_nowait(void **state)
+TEST_BARE(test_every_entry_point_honours_nowait)
 {
-    (void)state;
     walk_scope(RCL_SCOPE_NOWAIT);
 }
 
-static void test_every_entry_point_honours_noreclaim(void **state)
+TEST_BARE(test_every_entry_point_honours_noreclaim)
 {
-    (void)state;
     walk_scope(RCL_SCOPE_NORECLAIM);
 }
 
@@ -505,9 +500,8 @@ static FILE *exported_functions(char *lib, size_t len)
     return popen(cmd, "r");
 }
 
-static void test_table_lists_every_exported_function(void **state)
+TEST_BARE(test_table_lists_every_exported_function)
 {
-    (void)state;
     char lib[PATH_MAX], line[512], name[64], type;
     FILE *f = exported_functions(lib, sizeof(lib));
     if (!f)
@@ -533,9 +527,8 @@ static void test_table_lists_every_exported_function(void **state)
 
 /* Both halves of the table name real functions: a stale name would hide a
  * missing one. */
-static void test_table_names_are_exported(void **state)
+TEST_BARE(test_table_names_are_exported)
 {
-    (void)state;
     char lib[PATH_MAX], line[512], name[64], type;
     FILE *f = exported_functions(lib, sizeof(lib));
     if (!f)
@@ -561,9 +554,4 @@ static void test_table_names_are_exported(void **state)
     assert_int_equal(stale, 0);
 }
 
-#define TW(fn) cmocka_unit_test(fn)
-RUN_TESTS(TW(test_table_lists_every_exported_function), TW(test_table_names_are_exported),
-          TW(test_every_entry_point_reclaims_without_a_scope),
-          TW(test_every_entry_point_honours_nofs), TW(test_every_entry_point_honours_noio),
-          TW(test_every_entry_point_honours_nowait),
-          TW(test_every_entry_point_honours_noreclaim))
+TEST_MAIN();

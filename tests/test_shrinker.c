@@ -112,9 +112,8 @@ static void check_against_model(unsigned long freeable, unsigned seeks, unsigned
  * total = min((deferred >> priority) + delta, 2 * freeable); batches while
  * total >= batch || total >= freeable; deferred carried as
  * clamp(deferred + delta - scanned, 0, 2 * freeable). */
-static void scan_amounts_follow_do_shrink_slab(void **state)
+TEST(scan_amounts_follow_do_shrink_slab)
 {
-    (void)state;
     check_against_model(10000, 2, 128);     /* the defaults */
     check_against_model(100000, 2, 128);
     check_against_model(5000, 8, 128);      /* expensive objects: scanned less */
@@ -123,15 +122,13 @@ static void scan_amounts_follow_do_shrink_slab(void **state)
     check_against_model(3, 2, 128);
 }
 
-static void defaults_are_seeks_2_and_batch_128(void **state)
+TEST(defaults_are_seeks_2_and_batch_128)
 {
-    (void)state;
     check_against_model(20000, 0, 0);
 }
 
-static void stop_ends_the_shrinkers_turn_in_the_pass(void **state)
+TEST(stop_ends_the_shrinkers_turn_in_the_pass)
 {
-    (void)state;
     static struct recorder r;
     memset(&r, 0, sizeof(r));
     r.freeable = 1000000;
@@ -144,9 +141,8 @@ static void stop_ends_the_shrinkers_turn_in_the_pass(void **state)
     rcl_shrinker_unregister(s);
 }
 
-static void empty_cache_is_never_scanned(void **state)
+TEST(empty_cache_is_never_scanned)
 {
-    (void)state;
     static struct recorder r;
     memset(&r, 0, sizeof(r));
     r.freeable = RCL_SHRINK_EMPTY;
@@ -162,9 +158,8 @@ static void empty_cache_is_never_scanned(void **state)
 
 /* A shrinker that needs FS is not called (not even count) under NOFS; its
  * share is deferred (nr_deferred) and done by the next context that may. */
-static void work_is_deferred_to_a_context_with_the_needed_flags(void **state)
+TEST(work_is_deferred_to_a_context_with_the_needed_flags)
 {
-    (void)state;
     static struct recorder r;
     memset(&r, 0, sizeof(r));
     r.freeable = 100000;
@@ -209,9 +204,8 @@ static void work_is_deferred_to_a_context_with_the_needed_flags(void **state)
 
 /* Shrinkers see the allocating caller's masked flags, and run in
  * NORECLAIM scope (PF_MEMALLOC during reclaim). */
-static void shrinker_sees_masked_flags_in_noreclaim_scope(void **state)
+TEST(shrinker_sees_masked_flags_in_noreclaim_scope)
 {
-    (void)state;
     static struct recorder r;
     memset(&r, 0, sizeof(r));
     r.freeable = 1000;
@@ -245,9 +239,8 @@ static unsigned long nest_scan(void *priv, struct rcl_shrink_control *sc)
     return 0;
 }
 
-static void shrinker_allocations_never_recurse_into_reclaim(void **state)
+TEST(shrinker_allocations_never_recurse_into_reclaim)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { nest_count, nest_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("nest", &ops, NULL, NULL);
     void *fill = rcl_alloc(63 * MiB, RCL__MEMALLOC | RCL_DEFAULT);  /* budget past min */
@@ -260,31 +253,23 @@ static void shrinker_allocations_never_recurse_into_reclaim(void **state)
     rcl_shrinker_unregister(s);
 }
 
-static void register_rejects_bad_input(void **state)
+TEST(register_rejects_bad_input)
 {
-    (void)state;
     static const struct rcl_shrinker_ops no_scan = { rec_count, NULL };
-    errno = 0;
-    assert_null(rcl_shrinker_register(NULL, &rec_ops, NULL, NULL));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_shrinker_register("x", NULL, NULL, NULL));
-    assert_int_equal(errno, EINVAL);
-    errno = 0;
-    assert_null(rcl_shrinker_register("x", &no_scan, NULL, NULL));
-    assert_int_equal(errno, EINVAL);
+    assert_fails_with(rcl_shrinker_register(NULL, &rec_ops, NULL, NULL), EINVAL);
+    assert_fails_with(rcl_shrinker_register("x", NULL, NULL, NULL), EINVAL);
+    assert_fails_with(rcl_shrinker_register("x", &no_scan, NULL, NULL), EINVAL);
 }
 
-static void unregister_twice_or_null_is_reported(void **state)
+TEST(unregister_twice_or_null_is_reported)
 {
-    (void)state;
     struct recorder *r = calloc(1, sizeof(*r));
     struct rcl_shrinker *s = rcl_shrinker_register("twice", &rec_ops, r, NULL);
     rcl_shrinker_unregister(s);
     assert_int_equal(test_report_count(), 0);
     rcl_shrinker_unregister(s);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports.last, "not a registered shrinker"));
+    assert_non_null(strstr(test_report_last(), "not a registered shrinker"));
     rcl_shrinker_unregister(NULL);
     assert_int_equal(test_report_count(), 2);
     free(r);
@@ -298,14 +283,13 @@ static unsigned long self_scan(void *priv, struct rcl_shrink_control *sc)
     return 0;
 }
 
-static void unregister_from_own_callback_is_refused(void **state)
+TEST(unregister_from_own_callback_is_refused)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { nest_count, self_scan };
     self_shrinker = rcl_shrinker_register("self", &ops, NULL, NULL);
     rcl_reclaim(1, RCL_DEFAULT);
     assert_true(test_report_count() >= 1);
-    assert_non_null(strstr(test_reports.last, "from its own callback"));
+    assert_non_null(strstr(test_report_last(), "from its own callback"));
     rcl_shrinker_unregister(self_shrinker);    /* from outside: fine */
 }
 
@@ -317,14 +301,13 @@ static unsigned long leaky_scan(void *priv, struct rcl_shrink_control *sc)
     return 0;
 }
 
-static void scope_left_by_a_callback_is_reported_and_repaired(void **state)
+TEST(scope_left_by_a_callback_is_reported_and_repaired)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { nest_count, leaky_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("leaky", &ops, NULL, NULL);
     rcl_reclaim(1, RCL_DEFAULT);
     assert_true(test_report_count() >= 1);
-    assert_non_null(strstr(test_reports.last, "scope changed"));
+    assert_non_null(strstr(test_report_last(), "scope changed"));
     assert_int_equal(rcl_scope_current(), 0);
     rcl_shrinker_unregister(s);
 }
@@ -351,9 +334,8 @@ static void *reclaim_once(void *arg)
     return NULL;
 }
 
-static void unregister_waits_for_scans_in_flight(void **state)
+TEST(unregister_waits_for_scans_in_flight)
 {
-    (void)state;
     static const struct rcl_shrinker_ops ops = { nest_count, slow_scan };
     pthread_t th;
     struct rcl_shrinker *s = rcl_shrinker_register("slow", &ops, NULL, NULL);
@@ -426,9 +408,8 @@ static void *churn_registrar(void *arg)
     return NULL;
 }
 
-static void callbacks_never_run_after_unregister_returns(void **state)
+TEST(callbacks_never_run_after_unregister_returns)
 {
-    (void)state;
     pthread_t rec[4], reg[4];
     atomic_store(&churn_stop, 0);
     atomic_store(&churn_late, 0);
@@ -447,11 +428,4 @@ static void callbacks_never_run_after_unregister_returns(void **state)
     assert_int_equal(st.nr_shrinkers, 0);
 }
 
-RUN_TESTS(T(scan_amounts_follow_do_shrink_slab), T(defaults_are_seeks_2_and_batch_128),
-          T(stop_ends_the_shrinkers_turn_in_the_pass), T(empty_cache_is_never_scanned),
-          T(work_is_deferred_to_a_context_with_the_needed_flags),
-          T(shrinker_sees_masked_flags_in_noreclaim_scope),
-          T(shrinker_allocations_never_recurse_into_reclaim), T(register_rejects_bad_input),
-          T(unregister_twice_or_null_is_reported), T(unregister_from_own_callback_is_refused),
-          T(scope_left_by_a_callback_is_reported_and_repaired),
-          T(unregister_waits_for_scans_in_flight), T(callbacks_never_run_after_unregister_returns))
+TEST_MAIN();

@@ -157,9 +157,8 @@ static void run(void)
  * its block cache or stock. Unbracketed, a handler interrupting the
  * thread outside the library takes the ordinary path and may call malloc,
  * which ThreadSanitizer reports as a signal-unsafe call. */
-static void test_handler_allocates_while_the_thread_allocates(void **state)
+TEST(test_handler_allocates_while_the_thread_allocates)
 {
-    (void)state;
     if (test_under_sanitizer("tsan")) {
         print_message("skipped under tsan: a signal that lands outside the library takes the "
                       "ordinary path, whose malloc TSan reports as signal-unsafe; the bracketed "
@@ -171,14 +170,10 @@ static void test_handler_allocates_while_the_thread_allocates(void **state)
 }
 
 /* Bracketed, every call in the handler takes the lock-free path. */
-static void test_bracketed_handler_allocates_while_the_thread_allocates(void **state)
+TEST(test_bracketed_handler_allocates_while_the_thread_allocates)
 {
-    (void)state;
     bracket = true;
     run();
 }
 
-RUN_TESTS(
-    T(test_handler_allocates_while_the_thread_allocates),
-    T(test_bracketed_handler_allocates_while_the_thread_allocates),
-)
+TEST_MAIN();

@@ -28,6 +28,11 @@ for t in "$@"; do
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
     s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$out" | tail -n 1)
+    # A test whose setup or teardown failed (the teardown's clean-state
+    # check, tests/helpers/fixture.h) is an error in cmocka's words, left
+    # out of its FAILED count: it is a failed test here.
+    e=$(grep -c '^\[  ERROR   \] ' "$out")
+    [ "$e" -gt 0 ] && f=$((${f:-0} + e))
     # A skipped test's reason is what it printed just before cmocka's
     # "[  SKIPPED ]" line.
     why=$(awk -v prog="$(basename "$t")" '

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fixture.h - the library as every test finds it, and the check that the
+ * test left it as it found it.
+ */
+#ifndef RCL_TEST_FIXTURE_H
+#define RCL_TEST_FIXTURE_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reclaim.h"
+#include "test.h"
+
+#define KiB ((size_t)1024)
+#define MiB (1024 * KiB)
+
+/* Stress loops are shortened under the sanitizers, which are 5-20x slower. */
+static inline int test_scale(int n)
+{
+    const char *san = getenv("RCL_TEST_SAN");
+    if (san && *san)
+        return n / 4 > 0 ? n / 4 : 1;
+    return n;
+}
+
+static inline int test_under_sanitizer(const char *which)
+{
+    const char *san = getenv("RCL_TEST_SAN");
+    return san && strcmp(san, which) == 0;
+}
+
+/* The largest allocation above 64 KiB whose charge (the size, the block
+ * header and the allocator's per-block overhead) fits in `room`. */
+static inline size_t test_fitting(size_t room)
+{
+    return room - (rcl_alloc_charge(1 * MiB) - 1 * MiB);
+}
+
+/* A test configuration: a fixed limit, no background thread and no
+ * pressure following unless the test turns them on, so every figure a test
+ * asserts comes from what the test itself did. */
+struct rcl_config test_config(size_t limit);
+/* rcl_init(test_config(limit)) with reports caught; the check state reset. */
+int test_init(size_t limit);
+
+/* The standard fixture (TEST): test_init(64 MiB); test_check_clean(), then
+ * rcl_shutdown(). A file's own fixture calls these. */
+int test_setup(void **state);
+int test_teardown(void **state);
+
+/*
+ * What the standard teardown proves, as libuv's MAKE_VALGRIND_HAPPY does
+ * for its loop: once every stock is folded back (rcl_usage_sync), nothing
+ * is charged to the budget, and every report the test caused was looked at
+ * (reports.h). 0 when clean; otherwise prints what was left and returns -1,
+ * which fails the test.
+ */
+int test_check_clean(void);
+/* A test that leaves memory charged on purpose (it tests what shutdown
+ * does with live blocks, say) says why; the usage check is skipped for
+ * this test only. The report check still applies. */
+void test_leaves_usage(const char *why);
+
+/* rcl_io_flusher_set(1) for a test that does not specify the flag itself:
+ * where the kernel refuses the prctl (-EPERM without CAP_SYS_RESOURCE) the
+ * library reports it, as test_io_flusher.c specifies; here that report is
+ * seen. Returns what rcl_io_flusher_set returned. */
+int test_io_flusher_on(void);
+
+static inline void test_sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* An allocation call that must fail: NULL, and errno set to `err`. */
+#define assert_fails_with(expr, err)                                        \
+    do {                                                                    \
+        errno = 0;                                                          \
+        const void *failed_ = (expr);                                       \
+        assert_null(failed_);                                               \
+        assert_int_equal(errno, (err));                                     \
+    } while (0)
+
+#endif

@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_domain_enter.c - entering, leaving and destroying reclaim domains
+ * (the rules a domain imposes on reclaim: test_domain.c).
+ */
+#include "helpers.h"
+
+#include <malloc.h>
+#include <stdatomic.h>
+
+#include "domain.h"
+
+/* ------------------------------------------------------------------------ */
+/* Enter and exit                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Domains nest like scopes: exits in reverse order restore each level. */
+TEST_WITH(enter_and_exit_nest, domain_setup, domain_teardown)
+{
+    struct rcl_domain *a = rcl_domain_create("a", 0, NULL, NULL);
+    struct rcl_domain *b = rcl_domain_create("b", 1, NULL, NULL);
+    struct rcl_domain *list[4];
+
+    unsigned ta = rcl_domain_enter(a);
+    unsigned tb = rcl_domain_enter(b);
+    unsigned ta2 = rcl_domain_enter(a);       /* re-entering is allowed */
+    assert_true(ta && tb && ta2);
+    assert_true(ta != tb && tb != ta2 && ta != ta2);
+    assert_int_equal(entered(list, 4), 3);
+    assert_ptr_equal(list[0], a);
+    assert_ptr_equal(list[1], b);
+    assert_ptr_equal(list[2], a);             /* innermost last */
+
+    rcl_domain_exit(ta2);
+    assert_int_equal(entered(list, 4), 2);
+    assert_ptr_equal(list[1], b);
+    rcl_domain_exit(tb);
+    rcl_domain_exit(ta);
+    assert_int_equal(entered(list, 4), 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_domain_destroy(a);
+    rcl_domain_destroy(b);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* An exit out of order is reported, not silently accepted, and changes
+ * nothing: the inner domain still holds until its own exit. */
+TEST_WITH(exit_out_of_order_is_reported_and_ignored, domain_setup, domain_teardown)
+{
+    struct rcl_domain *a = rcl_domain_create("outer", 0, NULL, NULL);
+    struct rcl_domain *b = rcl_domain_create("inner", 1, NULL, NULL);
+    struct rcl_domain *list[4];
+
+    unsigned ta = rcl_domain_enter(a);
+    unsigned tb = rcl_domain_enter(b);
+    rcl_domain_exit(ta);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_report_last(), "out of order"));
+    assert_int_equal(entered(list, 4), 2);
+    assert_ptr_equal(list[0], a);
+    assert_ptr_equal(list[1], b);
+
+    rcl_domain_exit(tb);
+    rcl_domain_exit(ta);
+    assert_int_equal(entered(list, 4), 0);
+    assert_int_equal(test_report_count(), 1);
+    rcl_domain_destroy(a);
+    rcl_domain_destroy(b);
+}
+
+/* A token that was never handed out, one already used, or one from another
+ * thread: reported, nothing changes. */
+static unsigned foreign_token;
+static struct rcl_domain *foreign_domain;
+static void *enter_in_thread(void *arg)
+{
+    (void)arg;
+    foreign_token = rcl_domain_enter(foreign_domain);
+    rcl_domain_exit(foreign_token);
+    return NULL;
+}
+
+TEST_WITH(exit_with_bogus_token_is_reported, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("d", 0, NULL, NULL);
+    struct rcl_domain *list[2];
+    unsigned tok = rcl_domain_enter(d);
+
+    rcl_domain_exit(tok ^ 0x40000000u);          /* never handed out */
+    assert_int_equal(test_report_count(), 1);
+
+    foreign_domain = d;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, enter_in_thread, NULL), 0);
+    pthread_join(th, NULL);
+    rcl_domain_exit(foreign_token);              /* another thread's */
+    assert_int_equal(test_report_count(), 2);
+    assert_int_equal(entered(list, 2), 1);
+
+    rcl_domain_exit(tok);
+    rcl_domain_exit(tok);                        /* already used */
+    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(entered(list, 2), 0);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 3);
+}
+
+/* Entering NULL is a no-op that returns 0, and exiting 0 is one too, so
+ * code that may or may not have a domain needs no branch. */
+TEST_WITH(enter_null_and_exit_zero_do_nothing, domain_setup, domain_teardown)
+{
+    assert_int_equal(rcl_domain_enter(NULL), 0);
+    rcl_domain_exit(0);
+    assert_int_equal(entered(NULL, 0), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A thread may be inside RCL_MAX_DOMAINS (16) domains, and entering them
+ * allocates nothing: the stack is per thread and fixed (a path short of
+ * memory must be able to say which file system it protects). */
+TEST_WITH(sixteen_nested_domains_without_allocating, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d[RCL_MAX_DOMAINS], *list[RCL_MAX_DOMAINS];
+    unsigned tok[RCL_MAX_DOMAINS];
+    char name[16];
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++) {
+        snprintf(name, sizeof(name), "fs%u", i);
+        d[i] = rcl_domain_create(name, i, NULL, NULL);
+        assert_non_null(d[i]);
+    }
+    /* The thread's first touch of the library's thread-local block may
+     * allocate it (dynamic TLS); that is the thread's cost, not enter's. */
+    rcl_domain_exit(rcl_domain_enter(d[0]));
+
+    struct rcl_stats before, after;
+    rcl_stats_get(&before);
+    struct mallinfo2 mb = mallinfo2();
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++)
+        tok[i] = rcl_domain_enter(d[i]);
+    struct mallinfo2 ma = mallinfo2();
+    rcl_stats_get(&after);
+
+    assert_int_equal(ma.uordblks, mb.uordblks);      /* libc heap: not a byte */
+    assert_int_equal(after.allocations, before.allocations);
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++)
+        assert_int_not_equal(tok[i], 0);
+    assert_int_equal(entered(list, RCL_MAX_DOMAINS), RCL_MAX_DOMAINS);
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++)
+        assert_ptr_equal(list[i], d[i]);
+    assert_int_equal(test_report_count(), 0);
+
+    for (unsigned i = RCL_MAX_DOMAINS; i-- > 0;)
+        rcl_domain_exit(tok[i]);
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++)
+        rcl_domain_destroy(d[i]);
+    assert_int_equal(test_report_count(), 0);
+}
+
+TEST_WITH(seventeenth_domain_is_refused, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("d", 0, NULL, NULL);
+    unsigned tok[RCL_MAX_DOMAINS];
+    for (unsigned i = 0; i < RCL_MAX_DOMAINS; i++)
+        tok[i] = rcl_domain_enter(d);
+    assert_int_equal(test_report_count(), 0);
+
+    assert_int_equal(rcl_domain_enter(d), 0);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_report_last(), "RCL_MAX_DOMAINS"));
+    rcl_domain_exit(0);                          /* the refused one: no-op */
+    assert_int_equal(entered(NULL, 0), RCL_MAX_DOMAINS);
+
+    for (unsigned i = RCL_MAX_DOMAINS; i-- > 0;)
+        rcl_domain_exit(tok[i]);
+    assert_int_equal(entered(NULL, 0), 0);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Destroy                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A domain a thread is still inside cannot go away under it. */
+TEST_WITH(destroy_while_entered_is_refused, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("busy", 0, NULL, NULL);
+    unsigned tok = rcl_domain_enter(d);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_report_last(), "busy"));
+    assert_string_equal(rcl_domain_name(d), "busy");   /* still valid */
+
+    rcl_domain_exit(tok);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* Entered in another thread counts as well: the count is across threads. */
+struct holder {
+    struct rcl_domain *d;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int stage;
+};
+
+static void *hold_domain(void *arg)
+{
+    struct holder *h = arg;
+    unsigned tok = rcl_domain_enter(h->d);
+    pthread_mutex_lock(&h->m);
+    h->stage = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (h->stage != 2)
+        pthread_cond_wait(&h->cv, &h->m);
+    pthread_mutex_unlock(&h->m);
+    rcl_domain_exit(tok);
+    return NULL;
+}
+
+TEST_WITH(destroy_while_entered_in_other_thread_is_refused, domain_setup, domain_teardown)
+{
+    struct holder h = { .d = rcl_domain_create("held", 0, NULL, NULL),
+                        .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, hold_domain, &h), 0);
+    pthread_mutex_lock(&h.m);
+    while (h.stage != 1)
+        pthread_cond_wait(&h.cv, &h.m);
+    pthread_mutex_unlock(&h.m);
+
+    rcl_domain_destroy(h.d);
+    assert_int_equal(test_report_count(), 1);
+
+    pthread_mutex_lock(&h.m);
+    h.stage = 2;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.m);
+    pthread_join(th, NULL);
+    rcl_domain_destroy(h.d);
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* A domain that still owns shrinkers cannot go: their control structures
+ * point at it. After unregistering them it can. */
+TEST_WITH(destroy_with_shrinkers_is_refused, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("owner", 0, NULL, NULL);
+    struct test_cache *c = cache_new("owned", d, 0);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+    assert_non_null(strstr(test_report_last(), "shrinker"));
+    assert_int_equal(rcl_domain_depth(d), 0);
+    assert_string_equal(rcl_domain_name(d), "owner");
+
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* Bad input: NULL and a second destroy are reported, nothing else happens. */
+TEST_WITH(destroy_null_or_twice_is_reported, domain_setup, domain_teardown)
+{
+    rcl_domain_destroy(NULL);
+    assert_int_equal(test_report_count(), 1);
+    struct rcl_domain *d = rcl_domain_create("once", 0, NULL, NULL);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 2);
+    assert_non_null(strstr(test_report_last(), "not a live domain"));
+}
+
+TEST_MAIN();

@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lock checker's misuse reports of checking mode: scopes restored out
+ * of order or by another thread, sleeping allocations in a NOWAIT scope,
+ * and a shrinker too slow for the background reclaimer. Lock order itself:
+ * test_lockdep.c.
+ */
+#include "helpers.h"
+
+#include <stdatomic.h>
+
+#include "lockdep.h"
+
+/* ------------------------------------------------------------------------ */
+/* Scopes, NOWAIT, slow shrinkers                                            */
+/* ------------------------------------------------------------------------ */
+
+TEST_WITH(scopes_restored_in_order_are_quiet, ld_setup, ld_teardown)
+{
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    unsigned c = rcl_nofs_save();          /* 0: a no-op */
+    rcl_nofs_restore(c);
+    rcl_noio_restore(b);
+    rcl_nofs_restore(a);
+    {
+        RCL_NOWAIT_SCOPE();
+        RCL_NOFS_SCOPE();
+    }
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+TEST_WITH(scope_restored_out_of_order_is_reported, ld_setup, ld_teardown)
+{
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    rcl_nofs_restore(a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("out of order"));
+    rcl_noio_restore(b);                  /* the rest unwinds quietly */
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* The scope calls are inline; a thread's reach the checker from its first
+ * call into the library (here an allocation) once the checker is on. */
+static void *out_of_order_in_new_thread(void *arg)
+{
+    (void)arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    rcl_nofs_restore(a);
+    rcl_noio_restore(b);
+    return NULL;
+}
+
+TEST_WITH(scope_misuse_in_another_thread_is_reported, ld_setup, ld_teardown)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, out_of_order_in_new_thread, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("out of order"));
+}
+
+/* Turning the checker off reaches every thread, not only the one that
+ * restarts the library: at its next call into the library a thread that
+ * was watched goes back to the inline scope calls. */
+struct watched_peer {
+    pthread_barrier_t step;
+    unsigned          checked_on, checked_off;
+};
+
+static void *watched_peer_main(void *arg)
+{
+    struct watched_peer *w = arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    w->checked_on = rcl_scope_tls.checked;
+    pthread_barrier_wait(&w->step);     /* the library restarts, checker off */
+    pthread_barrier_wait(&w->step);
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    w->checked_off = rcl_scope_tls.checked;
+    return NULL;
+}
+
+TEST_WITH(checker_off_unwatches_every_thread, ld_setup, ld_teardown)
+{
+    struct watched_peer w = { .checked_on = 0, .checked_off = 1 };
+    pthread_t th;
+    pthread_barrier_init(&w.step, NULL, 2);
+    assert_int_equal(pthread_create(&th, NULL, watched_peer_main, &w), 0);
+    pthread_barrier_wait(&w.step);
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
+    pthread_barrier_wait(&w.step);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&w.step);
+    assert_int_equal(w.checked_on, 1);
+    assert_int_equal(w.checked_off, 0);
+}
+
+/* rcl_context_restore() puts back the whole scope word: saves a piece of
+ * work left open under an adopted context end there, for the checker too.
+ * Many such leaks (a worker thread running many work items) must not fill
+ * its record of open saves and turn the scope checks off. */
+TEST_WITH(context_restore_closes_the_saves_it_undoes, ld_setup, ld_teardown)
+{
+    struct rcl_context ctx, saved;
+    rcl_context_capture(&ctx);
+    for (int i = 0; i < 40; i++) {
+        rcl_context_adopt(&ctx, &saved);
+        (void)rcl_nofs_save();             /* a work item's leaked save */
+        rcl_context_restore(&saved);
+    }
+    assert_int_equal(rcl_scope_current(), 0);
+    unsigned a = rcl_nofs_save();
+    unsigned b = rcl_noio_save();
+    rcl_nofs_restore(a);                   /* still checked: reported */
+    rcl_noio_restore(b);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("out of order"));
+}
+
+TEST_WITH(scope_restored_with_foreign_token_is_reported, ld_setup, ld_teardown)
+{
+    unsigned a = rcl_nofs_save();
+    rcl_scope_restore(RCL_SCOPE_NOWAIT);   /* never saved */
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("did not return"));
+    rcl_scope_restore(a | RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_lockdep_reports(), 2);
+}
+
+/* The proposed memalloc_nowait scope: nothing inside may sleep. */
+TEST_WITH(sleeping_allocation_in_nowait_scope_is_reported, ld_setup, ld_teardown)
+{
+    unsigned saved = rcl_nowait_save();
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    rcl_nowait_restore(saved);
+    rcl_free(p);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("NOWAIT scope"));
+}
+
+/* The same NOWAIT scope, carried over by a context. */
+TEST_WITH(sleeping_allocation_in_adopted_nowait_context_is_reported, ld_setup, ld_teardown)
+{
+    struct rcl_context ctx, saved;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));  /* a stock: the next one could be fast */
+    unsigned nw = rcl_nowait_save();
+    rcl_context_capture(&ctx);
+    rcl_nowait_restore(nw);
+    rcl_context_adopt(&ctx, &saved);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    rcl_context_restore(&saved);
+    rcl_free(p);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("NOWAIT scope"));
+}
+
+TEST_WITH(nowait_allocation_in_nowait_scope_is_quiet, ld_setup, ld_teardown)
+{
+    unsigned saved = rcl_nowait_save();
+    rcl_free(rcl_alloc(64, RCL_NOWAIT));
+    rcl_free(rcl_alloc(64, RCL_ATOMIC));
+    rcl_nowait_restore(saved);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+struct slow_cache {
+    pthread_mutex_t lock;
+    void *blocks[1100];
+    int n;
+};
+
+static unsigned long slow_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct slow_cache *c = priv;
+    (void)sc;
+    pthread_mutex_lock(&c->lock);
+    unsigned long n = (unsigned long)c->n;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct slow_cache *c = priv;
+    test_sleep_ms(60);                    /* a shrinker that blocks */
+    unsigned long freed = 0;
+    pthread_mutex_lock(&c->lock);
+    while (c->n && freed < sc->nr_to_scan) {
+        rcl_free(c->blocks[--c->n]);
+        freed++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return freed;
+}
+
+static const struct rcl_shrinker_ops slow_ops = { slow_count, slow_scan };
+
+/* The "Overhaul memalloc_no*" thread (dm-devel, June 2020) ("you should not
+ * block kswapd"): a shrinker the background reclaimer waits on for longer
+ * than the bound is reported. */
+TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 1, 1 * MiB), 0);
+    rcl_lockdep_set_slow_shrinker_ms(20);
+    static struct slow_cache c = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    c.n = 0;
+    struct rcl_shrinker_opts o = { .batch = 16 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-cache", &slow_ops, &c, &o);
+    /* Fill to above the low watermark without direct reclaim. */
+    for (int i = 0; i < 1100; i++) {
+        void *p = rcl_alloc(1000, RCL_NOWAIT);
+        if (!p)
+            break;
+        pthread_mutex_lock(&c.lock);
+        c.blocks[c.n++] = p;
+        pthread_mutex_unlock(&c.lock);
+    }
+    for (int i = 0; i < 500 && rcl_lockdep_reports() == 0; i++)
+        test_sleep_ms(10);
+    if (getenv("SHOW_REPORTS")) {
+        printf("n=%d\n", c.n);
+        rcl_stats_print(stdout, 0);
+        print_reports();
+    }
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_true(report_has("slow-cache"));
+    assert_true(report_has("background reclaimer"));
+    rcl_shrinker_unregister(s);
+    pthread_mutex_lock(&c.lock);
+    while (c.n)
+        rcl_free(c.blocks[--c.n]);
+    pthread_mutex_unlock(&c.lock);
+    rcl_lockdep_set_slow_shrinker_ms(1000);
+}
+
+TEST_MAIN();
