@@ -530,12 +530,15 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     return p;
 }
 
+/* Threads may ask first at once: relaxed atomics, every one of them
+ * stores the same value. */
 static size_t page_size(void)
 {
-    static size_t cached;
-    if (!cached)
-        cached = (size_t)sysconf(_SC_PAGESIZE);
-    return cached;
+    static _Atomic size_t cached;
+    size_t page = rd(cached);
+    if (!page)
+        wr(cached, page = (size_t)sysconf(_SC_PAGESIZE));
+    return page;
 }
 
 static void *valloc_body(size_t size, rcl_gfp_t gfp)
