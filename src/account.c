@@ -47,6 +47,9 @@ static _Atomic long long failure_reported;
 /* What exited (and, in a forked child, vanished) threads had handed out,
  * for rcl__acct_check(); under registry_lock. */
 static long acct_out_gone;
+/* Bytes given back that the budget no longer had (budget_return clamped
+ * them): what an over-uncharge rcl_uncharge() reported left behind. */
+static _Atomic long acct_unbacked;
 #endif
 
 static void budget_return(size_t bytes)
@@ -58,6 +61,10 @@ static void budget_return(size_t bytes)
         n = bytes > c ? 0 : c - bytes;
     } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, n,
                                                     memory_order_release, memory_order_relaxed));
+#ifdef RCL_DEBUG
+    if (bytes > c)
+        atomic_fetch_add(&acct_unbacked, (long)(bytes - c));
+#endif
 }
 
 static void thread_unlink_locked(struct rcl_thread *t)
@@ -165,6 +172,7 @@ int rcl__account_start(const struct rcl_config *cfg)
 #ifdef RCL_DEBUG
     pthread_mutex_lock(&registry_lock);
     acct_out_gone = 0;
+    wr(acct_unbacked, 0);
     pthread_mutex_unlock(&registry_lock);
 #endif
     wr(rcl__acct.charged, 0);
@@ -735,7 +743,8 @@ static int acct_check_sum(size_t charged, size_t stocks, long out, char *why, si
  * stock covers its thread's cached blocks. Exact only at a quiet point
  * (no thread inside an allocation, a free or a charge), as at a test's
  * end; the sum is exact in RCL_DEBUG builds, which count what was handed
- * out, and a bound elsewhere.
+ * out, and a bound elsewhere. What a reported over-uncharge gave back
+ * beyond the budget counts as handed back, not as a broken book.
  */
 int rcl__acct_check(char *why, size_t len)
 {
@@ -746,7 +755,7 @@ int rcl__acct_check(char *why, size_t len)
     unsigned b = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&registry_lock);
 #ifdef RCL_DEBUG
-    out = acct_out_gone;
+    out = acct_out_gone + rd(acct_unbacked);
 #endif
     for (struct rcl_thread *t = registry; t && !err; t = t->next) {
         err = acct_check_thread(t, why, len);
