@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -42,6 +43,14 @@ static _Atomic long long overuncharge_reported;
  * after it. */
 static bool limit_chosen;
 static _Atomic long long failure_reported;
+#ifdef RCL_DEBUG
+/* What exited (and, in a forked child, vanished) threads had handed out,
+ * for rcl__acct_check(); under registry_lock. */
+static long acct_out_gone;
+/* Bytes given back that the budget no longer had (budget_return clamped
+ * them): what an over-uncharge rcl_uncharge() reported left behind. */
+static _Atomic long acct_unbacked;
+#endif
 
 static void budget_return(size_t bytes)
 {
@@ -52,10 +61,15 @@ static void budget_return(size_t bytes)
         n = bytes > c ? 0 : c - bytes;
     } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, n,
                                                     memory_order_release, memory_order_relaxed));
+#ifdef RCL_DEBUG
+    if (bytes > c)
+        atomic_fetch_add(&acct_unbacked, (long)(bytes - c));
+#endif
 }
 
 static void thread_unlink_locked(struct rcl_thread *t)
 {
+    rcl__assert_held(&registry_lock);
     if (t->next)
         t->next->pprev = t->pprev;
     *t->pprev = t->next;
@@ -63,6 +77,9 @@ static void thread_unlink_locked(struct rcl_thread *t)
     t->pprev = NULL;
     rcl__count(exited_allocs, rd(t->nr_alloc));
     rcl__count(exited_frees, rd(t->nr_free));
+#ifdef RCL_DEBUG
+    acct_out_gone += atomic_exchange(&t->acct_out, 0);
+#endif
     wr(t->nr_alloc, 0);
     wr(t->nr_free, 0);
     wr(t->stock, 0);
@@ -106,6 +123,9 @@ void rcl__thread_attach(struct rcl_thread *t)
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
     wr(t->stock, 0);
+#ifdef RCL_DEBUG
+    wr(t->acct_out, 0);       /* what it handed out before went with the old budget */
+#endif
     wr(t->stock_max, rcl__stock_limit());
     t->hdr_tag = rcl__hdr_tag(epoch);
     t->next = registry;
@@ -149,6 +169,12 @@ static void set_watermarks(size_t limit)
 int rcl__account_start(const struct rcl_config *cfg)
 {
     limit_chosen = false;
+#ifdef RCL_DEBUG
+    pthread_mutex_lock(&registry_lock);
+    acct_out_gone = 0;
+    wr(acct_unbacked, 0);
+    pthread_mutex_unlock(&registry_lock);
+#endif
     wr(rcl__acct.charged, 0);
     wr(rcl__acct.peak, 0);
     set_watermarks(cfg->limit);
@@ -215,6 +241,7 @@ static void drain_if_asked(struct rcl_thread *t)
  * allocation or free (the watch bit takes its fast paths to the slow one). */
 static void drain_others_locked(void)
 {
+    rcl__assert_held(&registry_lock);
     for (struct rcl_thread *t = registry; t; t = t->next)
         if (t != &rcl__self) {
             wr(t->stock_max, RCL_STOCK_DRAIN);
@@ -243,6 +270,7 @@ void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
     long s = rd(t->stock), cached = (long)rd(t->cached);
 
+    rcl__assert(s >= cached);
     if (keep < cached)
         keep = cached;
 
@@ -504,6 +532,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         nofail_wait(size, gfp, start, &next_report, &round);
     }
 
+    rcl__acct_out(t, size);
     /* Reclaim may have left more in the stock than this thread should
      * sit on. */
     if (rd(t->stock) > rd(t->stock_max))
@@ -519,6 +548,7 @@ static int charge_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 
     if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch)) {
         wr(t->stock, rd(t->stock) - (long)bytes);
+        rcl__acct_out(t, bytes);
         return 0;
     }
     return rcl__charge(t, bytes, gfp);
@@ -571,6 +601,7 @@ void rcl_uncharge(size_t bytes)
  */
 static void set_limit_locked(size_t bytes)
 {
+    rcl__assert_held(&registry_lock);
     bool lower = bytes < rd(rcl__acct.limit);
 
     set_watermarks(bytes);
@@ -667,6 +698,81 @@ void rcl_usage_sync(void)
     rcl__busy_drop(self, b);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The accounting check                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* One thread's part: its stock backs its cached blocks. */
+static int acct_check_thread(const struct rcl_thread *t, char *why, size_t len)
+{
+    long stock = rd(t->stock);
+    size_t cached = rd(t->cached);
+
+    if (stock < 0 || (size_t)stock < cached) {
+        snprintf(why, len, "a thread's stock (%ld bytes) does not cover its cached blocks "
+                 "(%zu bytes)", stock, cached);
+        return -1;
+    }
+    return 0;
+}
+
+/* Exact where the debug bookkeeping counts what was handed out; else only
+ * that the budget holds at least the stocks. */
+static int acct_check_sum(size_t charged, size_t stocks, long out, char *why, size_t len)
+{
+#ifdef RCL_DEBUG
+    if ((long long)charged != (long long)stocks + out) {
+        snprintf(why, len, "charged %zu bytes, but %ld handed out and %zu in stocks "
+                 "(%+lld)", charged, out, stocks,
+                 (long long)charged - (long long)stocks - out);
+        return -1;
+    }
+#else
+    (void)out;
+    if (charged < stocks) {
+        snprintf(why, len, "charged %zu bytes, less than the %zu the stocks hold",
+                 charged, stocks);
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+/*
+ * charged == handed out + the stocks (signal stashes included), and every
+ * stock covers its thread's cached blocks. Exact only at a quiet point
+ * (no thread inside an allocation, a free or a charge), as at a test's
+ * end; the sum is exact in RCL_DEBUG builds, which count what was handed
+ * out, and a bound elsewhere. What a reported over-uncharge gave back
+ * beyond the budget counts as handed back, not as a broken book.
+ */
+int rcl__acct_check(char *why, size_t len)
+{
+    size_t stocks = 0;
+    long out = 0;
+    int err = 0;
+
+    unsigned b = rcl__busy_hold(&rcl__self);
+    pthread_mutex_lock(&registry_lock);
+#ifdef RCL_DEBUG
+    out = acct_out_gone + rd(acct_unbacked);
+#endif
+    for (struct rcl_thread *t = registry; t && !err; t = t->next) {
+        err = acct_check_thread(t, why, len);
+        stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rd(t->sig_stash_bytes);
+#ifdef RCL_DEBUG
+        out += rd(t->acct_out);
+#endif
+    }
+    if (!err)
+        err = acct_check_sum(rd(rcl__acct.charged), stocks, out, why, len);
+    pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(&rcl__self, b);
+    if (!err && len)
+        why[0] = '\0';
+    return err;
+}
+
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
 {
     unsigned b = rcl__busy_hold(&rcl__self);
@@ -706,6 +812,10 @@ void rcl__account_atfork_child(void)
         if (t == self)
             continue;
         back += (size_t)rd(t->stock);
+#ifdef RCL_DEBUG
+        /* Their signal stashes stay charged, held by nobody. */
+        acct_out_gone += rd(t->acct_out) + (long)rd(t->sig_stash_bytes);
+#endif
         rcl__count(exited_allocs, rd(t->nr_alloc));
         rcl__count(exited_frees, rd(t->nr_free));
     }

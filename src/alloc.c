@@ -225,6 +225,9 @@ static inline struct rcl_hdr *mag_take(struct rcl_thread *t, unsigned c)
 {
     struct rcl_hdr *h = t->mag[c];
     if (h) {
+        /* meta: the block's place from the bottom of its class's list. */
+        rcl__assert(h->meta == (h->next ? h->next->meta + 1 : 1) && h->meta <= mag_depth(c));
+        rcl__assert(rd(t->cached) >= class_charge(c));
         t->mag[c] = h->next;
         own_add(t->cached, -class_charge(c));
     }
@@ -249,6 +252,7 @@ static inline bool mag_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c, 
     h->meta = n + 1;
     t->mag[c] = h;
     wr(t->cached, cached);
+    rcl__assert(n + 1 <= mag_depth(c));
     mag_poison(h, c);
     return true;
 }
@@ -347,6 +351,7 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
 {
     void *p = h + 1;
 
+    rcl__assert(rcl__stock_avail(t) >= 0);
     user_fit(h, size);
     own_add(t->nr_alloc, 1);
     h->size = size;
@@ -414,6 +419,7 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, long cost, rcl_g
         unlikely(!(h = rcl__be_malloc(backend_size(size)))))
         return alloc_slow(size, gfp);
     wr(t->stock, rd(t->stock) - cost);
+    rcl__acct_out(t, cost);
     return hand_out(t, h, size, gfp);
 }
 
@@ -452,6 +458,7 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
             struct rcl_hdr *h = mag_take(t, c);
             if (h) {
                 wr(t->stock, stock - cost);
+                rcl__acct_out(t, cost);
                 void *p = hand_out(t, h, size, gfp);
                 rcl__busy_leave(t);
                 return p;
@@ -523,12 +530,15 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     return p;
 }
 
+/* Threads may ask first at once: relaxed atomics, every one of them
+ * stores the same value. */
 static size_t page_size(void)
 {
-    static size_t cached;
-    if (!cached)
-        cached = (size_t)sysconf(_SC_PAGESIZE);
-    return cached;
+    static _Atomic size_t cached;
+    size_t page = rd(cached);
+    if (!page)
+        wr(cached, page = (size_t)sysconf(_SC_PAGESIZE));
+    return page;
 }
 
 static void *valloc_body(size_t size, rcl_gfp_t gfp)
@@ -683,6 +693,7 @@ void rcl_free(void *p)
         long stock = rd(t->stock) + (long)class_charge(c);
         if (likely(stock <= rd(t->stock_max))) {
             wr(t->stock, stock);
+            rcl__acct_out(t, -(long)class_charge(c));
             own_add(t->nr_free, 1);
             if (!mag_put(t, h, c, stock)) {
                 h->meta = 0;    /* a second free of the same block is then caught */
@@ -747,6 +758,7 @@ static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         return fail(ENOMEM);
     }
     atomic_fetch_sub(&t->sig_stash_bytes, sig_cost());
+    rcl__acct_out(t, sig_cost());
     atomic_fetch_add(&t->sig_allocs, 1);
     /* Handed out at the stash's class size, so that its free uncharges
      * exactly what it was charged. */
@@ -814,6 +826,7 @@ static void sig_refill(struct rcl_thread *t)
         }
         h->meta = 0;
         atomic_fetch_add(&t->sig_stash_bytes, cost);
+        rcl__acct_out(t, -(long)cost);      /* held by the stash, not handed out */
         void *head = atomic_load(&t->sig_stash);
         do
             h->next = head;

@@ -26,10 +26,27 @@ void rcl__assert_fail(const char *what, const char *file, int line, const char *
     abort();
 }
 
+#ifdef __GLIBC__
+/* The thread that forks holds, in the child, the locks the fork handlers
+ * took (fork.c) under its id in the parent; the child's handlers run
+ * _locked functions under them. */
+static __thread pid_t forked_from;
+
+#ifdef RCL_DEBUG
+static void note_forking_thread(void) { forked_from = gettid(); }
+
+__attribute__((constructor)) static void debug_atfork(void)
+{
+    pthread_atfork(note_forking_thread, NULL, NULL);
+}
+#endif
+#endif
+
 bool rcl__mutex_held(pthread_mutex_t *m)
 {
 #ifdef __GLIBC__
-    return m->__data.__owner == gettid();
+    pid_t owner = m->__data.__owner;
+    return owner == gettid() || (owner && owner == forked_from);
 #else
     /* Without the owner, a lock nobody holds is the one thing to catch. */
     if (pthread_mutex_trylock(m) == 0) {

@@ -150,6 +150,7 @@ static bool stats_at_exit(void)
 static int start_locked(const struct rcl_config *cfg_in)
 {
     static bool atexit_done;
+    rcl__assert_held(&init_lock);
     struct rcl_config cfg = *cfg_in;
     int err = config_resolve(&cfg);
 

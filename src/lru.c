@@ -92,6 +92,7 @@ static void link_before(struct rcl_lru_node *n, struct rcl_lru_node *pos)
 {
     uintptr_t tag = tag_of(pos);
     struct rcl_lru_node *p = prev_of(pos);
+    rcl__assert(!n->next && p->next == pos);
     set_prev(n, p, tag);
     n->next = pos;
     p->next = n;
@@ -101,6 +102,7 @@ static void link_before(struct rcl_lru_node *n, struct rcl_lru_node *pos)
 static void unlink_node(struct rcl_lru_node *n)
 {
     struct rcl_lru_node *p = prev_of(n);
+    rcl__assert(p->next == n && prev_of(n->next) == n);
     p->next = n->next;
     set_prev(n->next, p, tag_of(n));
     n->next = n->prev = NULL;
@@ -125,6 +127,15 @@ struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list)
     struct rcl_lru_node *n = list->next;
     unlink_node(n);
     return n;
+}
+
+/* The count moves with the ring, under the lock; an empty ring has none. */
+static inline void count_add_locked(struct rcl_lru *lru, long delta)
+{
+    rcl__assert_held(&lru->lock);
+    rcl__assert(delta > 0 || rd(lru->count) > 0);
+    wr(lru->count, rd(lru->count) + (unsigned long)delta);
+    rcl__assert((rd(lru->count) == 0) == (lru->head.next == &lru->head));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -193,7 +204,7 @@ int rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n)
     pthread_mutex_lock(&lru->lock);
     if (!n->next) {
         link_before(n, &lru->head);         /* tail: the hottest end */
-        wr(lru->count, rd(lru->count) + 1);
+        count_add_locked(lru, 1);
         added = 1;
     }
     pthread_mutex_unlock(&lru->lock);
@@ -220,7 +231,7 @@ int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
     /* Checked under the lock: a concurrent walk may have isolated it. */
     if (n->next) {
         unlink_node(n);
-        wr(lru->count, rd(lru->count) - 1);
+        count_add_locked(lru, -1);
         removed = 1;
     }
     pthread_mutex_unlock(&lru->lock);
@@ -279,7 +290,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         switch (r) {
         case RCL_LRU_REMOVED:
             unlink_node(n);
-            wr(lru->count, rd(lru->count) - 1);
+            count_add_locked(lru, -1);
             link_before(n, dispose);
             removed++;
             break;

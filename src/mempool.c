@@ -109,15 +109,22 @@ static bool pool_owns(const struct rcl_mempool *pool, const void *elem)
 /* The reserve (pool->lock held)                                             */
 /* ------------------------------------------------------------------------ */
 
+/* The reserve only ever fills up to min_nr (one element for a min_nr 0
+ * pool), and so always fits elements[]. */
 static void add_element(struct rcl_mempool *pool, void *elem)
 {
     unsigned n = rd(pool->curr_nr);
+    rcl__assert_held(&pool->lock);
+    rcl__assert(n < rd(pool->min_nr) || (n == 0 && rd(pool->min_nr) == 0));
+    rcl__assert(n < pool->cap);
     pool->elements[n] = elem;
     wr(pool->curr_nr, n + 1);
 }
 
 static void *remove_element(struct rcl_mempool *pool)
 {
+    rcl__assert_held(&pool->lock);
+    rcl__assert(rd(pool->curr_nr) > 0 && rd(pool->curr_nr) <= pool->cap);
     unsigned n = rd(pool->curr_nr) - 1;
     wr(pool->curr_nr, n);
     return pool->elements[n];
@@ -149,8 +156,14 @@ static void pool_free_struct(struct rcl_mempool *pool)
 /* Frees the reserve and the pool; nobody else may hold the pool now. */
 static void pool_finish(struct rcl_mempool *pool)
 {
-    while (rd(pool->curr_nr))
-        pool->free(remove_element(pool), pool->data);
+    while (rd(pool->curr_nr)) {
+        /* Nobody else can hold the lock now: taken for remove_element's
+         * sake, never held across the backing free. */
+        pthread_mutex_lock(&pool->lock);
+        void *elem = remove_element(pool);
+        pthread_mutex_unlock(&pool->lock);
+        pool->free(elem, pool->data);
+    }
     pool_free_struct(pool);
 }
 
@@ -190,7 +203,10 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
             pool_finish(pool);
             goto nomem;
         }
+        /* fork() may already take the lock (the pool is tracked). */
+        pthread_mutex_lock(&pool->lock);
         add_element(pool, elem);
+        pthread_mutex_unlock(&pool->lock);
     }
     return pool;
 

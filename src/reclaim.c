@@ -290,6 +290,7 @@ static struct timespec deadline_ns(unsigned long long ns)
  * a trim the rate limit put off is due (then do it). */
 static void idle_locked(void)
 {
+    rcl__assert_held(&bg.lock);
     if (!rd(bg.untrimmed)) {
         pthread_cond_wait(&bg.cond, &bg.lock);
         return;
@@ -308,6 +309,7 @@ static void idle_locked(void)
  * (for a wake-up, or one poll interval while keeping ahead). */
 static bool wait_for_work_locked(unsigned long long ahead_until)
 {
+    rcl__assert_held(&bg.lock);
     if (atomic_load(&bg.wake_pending) || rd(bg.request))
         return true;
     if (rcl__now_ns() >= ahead_until) {
@@ -377,6 +379,7 @@ static void *background_main(void *arg)
  * wake-up is not left pending, since a pending one is never made again. */
 static void start_locked(void)
 {
+    rcl__assert_held(&bg.lock);
     unsigned long long now = rcl__now_ns();
     if (now < start_retry_at) {
         atomic_store(&bg.wake_pending, 0);

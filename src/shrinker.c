@@ -130,6 +130,7 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
 
 static bool registered_locked(const struct rcl_shrinker *s)
 {
+    rcl__assert_held(&shrinker_lock);
     for (struct rcl_shrinker *it = registry.next; it != &registry; it = it->next)
         if (it == s)
             return true;
@@ -138,6 +139,8 @@ static bool registered_locked(const struct rcl_shrinker *s)
 
 static void unlink_free_locked(struct rcl_shrinker *s)
 {
+    rcl__assert_held(&shrinker_lock);
+    rcl__assert(!s->active);
     s->prev->next = s->next;
     s->next->prev = s->prev;
     nr_registered--;

@@ -15,6 +15,7 @@
 
 #include "reclaim.h"      /* through internal.h, which includes it first */
 #include "atomic.h"
+#include "debug.h"        /* RCL_DEBUG: the layout below depends on it */
 
 /*
  * The hot part of a thread's state, in initial-exec TLS so that the scope
@@ -75,6 +76,13 @@ struct rcl_thread {
     void *_Atomic         sig_deferred;
     _Atomic unsigned      sig_want;
     _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
+#ifdef RCL_DEBUG
+    /* Bytes of charge this thread handed out (blocks, rcl_charge), less
+     * those that came back through it: what rcl__acct_check() needs to
+     * prove charged == handed out + stocks. Updated with atomic adds,
+     * since a signal handler's allocation adds to it too. */
+    _Atomic long          acct_out;
+#endif
 };
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
@@ -133,6 +141,15 @@ static inline bool rcl__sig_pending(const struct rcl_thread *t)
     return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
 }
 
+/* Charge handed out (delta > 0) or given back (< 0) by thread t: the
+ * bookkeeping of rcl__acct_check(), in RCL_DEBUG builds only. */
+#ifdef RCL_DEBUG
+#define rcl__acct_out(t, delta) \
+    ((void)atomic_fetch_add_explicit(&(t)->acct_out, (long)(delta), memory_order_relaxed))
+#else
+#define rcl__acct_out(t, delta) ((void)(t), (void)sizeof(delta))
+#endif
+
 /* The slow half of rcl__uncharge_fast (account.c). */
 void rcl__uncharge_slow(struct rcl_thread *t, size_t size);
 
@@ -171,6 +188,7 @@ static inline long rcl__stock_avail(const struct rcl_thread *t)
  * grows here; spilling it back to the budget is the slow path. */
 static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
 {
+    rcl__acct_out(t, -(long)size);
     long s = rd(t->stock) + (long)size;
     if (unlikely(s > rd(t->stock_max))) {
         rcl__uncharge_slow(t, size);
