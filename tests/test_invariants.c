@@ -77,9 +77,8 @@ static void break_the_stock(void)
     rcl__stock_flush(&rcl__self, 0);
 }
 
-static void a_stock_below_its_cached_blocks_aborts(void **state)
+TEST(a_stock_below_its_cached_blocks_aborts)
 {
-    (void)state;
     if (!debug_build())
         skip();
     char err[4096];
@@ -102,9 +101,8 @@ static void break_an_lru_node(void)
     rcl_lru_del(lru, &a);
 }
 
-static void a_corrupted_lru_node_aborts(void **state)
+TEST(a_corrupted_lru_node_aborts)
 {
-    (void)state;
     if (!debug_build())
         skip();
     char err[4096];
@@ -136,9 +134,8 @@ static void assert_held_by_the_wrong_thread(void)
     rcl__assert_held(&other_held);
 }
 
-static void a_lock_held_by_another_thread_is_not_held(void **state)
+TEST(a_lock_held_by_another_thread_is_not_held)
 {
-    (void)state;
     if (!debug_build())
         skip();
     char err[4096];
@@ -162,9 +159,8 @@ static void assert_books_balance(void)
 /* The check says what is wrong: a stock below its cached blocks, and (in
  * a debug build, which counts what was handed out) a budget that charged
  * bytes nobody holds. */
-static void acct_check_names_a_broken_invariant(void **state)
+TEST(acct_check_names_a_broken_invariant)
 {
-    (void)state;
     char why[256];
     rcl_free(rcl_alloc(16, RCL_DEFAULT));
     assert_true(rd(rcl__self.cached) > 0);
@@ -248,9 +244,8 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void the_books_balance_at_quiet_points(void **state)
+TEST(the_books_balance_at_quiet_points)
 {
-    (void)state;
     static struct worker w[WORKERS];
     pthread_t th[WORKERS];
     pthread_barrier_t bar;
@@ -284,12 +279,7 @@ static void the_books_balance_at_quiet_points(void **state)
     pthread_barrier_destroy(&bar);
 }
 
-/* The death tests come first, while this process has no thread but its
- * own: the children fork from a single-threaded parent. */
-RUN_TESTS(
-    T(a_stock_below_its_cached_blocks_aborts),
-    T(a_corrupted_lru_node_aborts),
-    T(a_lock_held_by_another_thread_is_not_held),
-    T(acct_check_names_a_broken_invariant),
-    T(the_books_balance_at_quiet_points),
-)
+/* The death tests come first in the source, so they run while this
+ * process has no thread but its own: the children fork from a
+ * single-threaded parent. */
+TEST_MAIN();
