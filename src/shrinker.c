@@ -288,10 +288,10 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 
     scanning = s;
     if (rcl__checking())
-        rcl__lockdep_shrink_begin(s, gfp);
+        rcl__lockdep_shrink_begin(s->name, s->domain, gfp, rcl__is_background());
     unsigned long objects = do_shrink(s, &sc, priority);
     if (rcl__checking())
-        rcl__lockdep_shrink_end(s, gfp);
+        rcl__lockdep_shrink_end(s->name, s->domain, gfp);
     scanning = outer;
     if (trace)
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
