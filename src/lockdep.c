@@ -14,9 +14,11 @@
 
 _Atomic int rcl__lockdep_mode;
 
-_Atomic unsigned rcl__ld_graph_gen = 1;
+/* Changes at every reset, never 0: class ids and per-thread stacks from an
+ * older graph are recognised by it and dropped. */
+static _Atomic unsigned graph_gen = 1;
 
-__thread struct ld_thread rcl__ld_self RCL_TLS_IE;
+static __thread struct ld_thread ld_self RCL_TLS_IE;
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread state                                                          */
@@ -42,7 +44,7 @@ void rcl__ld_update_watch(bool held)
 
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its
- * next event start afresh through rcl__ld_thread_reset(). */
+ * next event start afresh through ld_thread_reset(). */
 static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
     t->gen = gen;
@@ -58,10 +60,24 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
  * to nodes that no longer exist, and from now on its inline scope calls
  * must come to the checker too.
  */
-__attribute__((noinline, cold)) void rcl__ld_thread_reset(struct ld_thread *t, unsigned gen)
+static __attribute__((noinline, cold)) void ld_thread_reset(struct ld_thread *t, unsigned gen)
 {
     ld_thread_forget(t, gen);
     rcl__scope_watch(true);
+}
+
+static inline struct ld_thread *ld_thread_gen(unsigned gen)
+{
+    struct ld_thread *t = &ld_self;
+
+    if (unlikely(t->gen != gen))
+        ld_thread_reset(t, gen);
+    return t;
+}
+
+struct ld_thread *rcl__ld_thread_get(void)
+{
+    return ld_thread_gen(atomic_load_explicit(&graph_gen, memory_order_relaxed));
 }
 
 /* Each thread passes here when it joins an epoch (and the thread calling
@@ -71,7 +87,7 @@ __attribute__((noinline, cold)) void rcl__ld_thread_reset(struct ld_thread *t, u
 void rcl__lockdep_thread_attach(void)
 {
     if (rcl__checking()) {
-        (void)ld_thread_get();
+        (void)rcl__ld_thread_get();
         return;
     }
     rcl__self.lockdep_watch &= ~RCL__WATCH_LOCKDEP;
@@ -132,7 +148,7 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     rcl__ld_site_capture(&st, 3);
     pthread_mutex_lock(&rcl__ld_graph_lock);
     rcl__ld_graph_ensure_locked();
-    if (atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed) == rcl__ld_self.gen)
+    if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self.gen)
         for (unsigned i = 0; i < n; i++)
             rcl__ld_learn_locked(p[i].from, p[i].to, p[i].kind, p[i].gfp, p[i].shrinker, &st,
                                  &rb[0], &rb[1]);
@@ -183,7 +199,7 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
         rcl__report("rcl_lock_acquire: NULL lock class");
         return;
     }
-    unsigned gen = atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed);
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
     uint32_t id = class_id(c, gen);
     if (unlikely(!id))
@@ -216,8 +232,8 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
  */
 static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class *c, uint8_t flags)
 {
-    struct ld_thread *t = &rcl__ld_self;
-    unsigned gen = atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed);
+    struct ld_thread *t = &ld_self;
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
 
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
         uint32_t id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
@@ -263,7 +279,7 @@ static __attribute__((noinline)) void release_slow(struct rcl_lock_class *c)
         rcl__report("rcl_lock_release: NULL lock class");
         return;
     }
-    unsigned gen = atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed);
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
     if (unlikely(__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) != gen))
         return;   /* never acquired in this graph */
@@ -274,8 +290,8 @@ void rcl_lock_release(struct rcl_lock_class *c)
 {
     if (!rcl__checking())
         return;
-    struct ld_thread *t = &rcl__ld_self;
-    unsigned gen = atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed);
+    struct ld_thread *t = &ld_self;
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     /* Hot path: the lock on top of the stack, as releases usually are. */
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
         ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED));
@@ -297,11 +313,11 @@ void rcl__ld_reset(void)
     pthread_mutex_lock(&rcl__ld_graph_lock);
     rcl__ld_graph_clear_locked();
     rcl__ld_reports_clear_locked();
-    unsigned gen = atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed) + 1;
-    atomic_store_explicit(&rcl__ld_graph_gen, gen ? gen : 1, memory_order_release);
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&graph_gen, gen ? gen : 1, memory_order_release);
     atomic_store_explicit(&rcl__ld_nr_reports, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
-    ld_thread_forget(&rcl__ld_self, 0);
+    ld_thread_forget(&ld_self, 0);
 }
 
 unsigned long rcl__lockdep_count(void)

@@ -216,33 +216,16 @@ struct ld_thread {
     struct { int n; void *frames[OPENED_FRAMES]; } opened[2];
 };
 
-extern __thread struct ld_thread rcl__ld_self RCL_TLS_IE;
-
-/* Changes at every reset, never 0: class ids and per-thread stacks from an
- * older graph are recognised by it and dropped. */
-extern _Atomic unsigned rcl__ld_graph_gen;
-
 /* Held locks (`held`: the thread's stack is not empty) or a NOWAIT or
  * NORECLAIM scope: sets or clears the bit that sends this thread's
  * allocations to the checker. */
 void rcl__ld_update_watch(bool held);
 
-void rcl__ld_thread_reset(struct ld_thread *t, unsigned gen);
-
-static inline struct ld_thread *ld_thread_gen(unsigned gen)
-{
-    struct ld_thread *t = &rcl__ld_self;
-
-    if (unlikely(t->gen != gen))
-        rcl__ld_thread_reset(t, gen);
-    return t;
-}
-
-/* This thread's state in the current graph. */
-static inline struct ld_thread *ld_thread_get(void)
-{
-    return ld_thread_gen(atomic_load_explicit(&rcl__ld_graph_gen, memory_order_relaxed));
-}
+/* This thread's state in the current graph. Out of line, the thread-local
+ * static in lockdep.c: UBSan null-checks an extern thread-local's address,
+ * and the linker's rewrite of that access (add into lea) leaves the flags
+ * the check reads unset: sanitizer builds report a NULL that is not there. */
+struct ld_thread *rcl__ld_thread_get(void);
 
 static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)
 {

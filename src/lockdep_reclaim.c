@@ -263,7 +263,7 @@ static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, r
  * lock held). */
 void rcl__lockdep_alloc(rcl_gfp_t gfp)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
     rcl_gfp_t masked = rcl_current_gfp(gfp);
 
     if ((gfp & RCL__NOFAIL) && (gfp & RCL__DIRECT_RECLAIM) &&
@@ -294,7 +294,7 @@ void rcl_might_alloc(rcl_gfp_t gfp)
 void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t gfp,
                                bool timed)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
     uint32_t node = shrink_node(d, gfp_class(gfp), true);
 
     /* Nothing is recorded on the way in: the allocation that led here
@@ -323,7 +323,7 @@ static void slow_shrinker_report(const char *name, unsigned long long ms, unsign
 
 void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t gfp)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
     unsigned long long start = 0;
 
     if (t->nshrink) {
@@ -367,7 +367,7 @@ static __attribute__((noinline)) void scope_opened(struct ld_thread *t, unsigned
 
 void rcl__lockdep_scope_save(unsigned set)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
 
     if (set & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
         scope_opened(t, set);
@@ -384,7 +384,7 @@ void rcl__lockdep_scope_save(unsigned set)
  * it no longer has are over. */
 void rcl__lockdep_scope_put(unsigned bits)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
     unsigned n = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
 
     while (n && (t->scopes[n - 1] & ~bits))
@@ -397,7 +397,7 @@ void rcl__lockdep_scope_put(unsigned bits)
 
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
 {
-    struct ld_thread *t = ld_thread_get();
+    struct ld_thread *t = rcl__ld_thread_get();
     unsigned top = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
     const char *what = NULL;
 
