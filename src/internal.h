@@ -359,8 +359,6 @@ int    rcl__reclaim_start(const struct rcl_config *cfg);
 void   rcl__reclaim_stop(void);
 void   rcl__shrinkers_drop(void);          /* shutdown: forget every shrinker */
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max);
-struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s);
-const char *rcl__shrinker_name(const struct rcl_shrinker *s);
 
 /* ------------------------------------------------------------------------ */
 /* Domains (domain.c)                                                        */

@@ -64,7 +64,7 @@ enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
 struct edge {
     uint32_t       from, to;
     enum edge_kind kind;
-    rcl_gfp_t      gfp;           /* EDGE_ALLOC: masked flags; EDGE_SHRINK: shrinker's */
+    rcl_gfp_t      gfp;           /* EDGE_ALLOC: the allocation's masked flags */
     char           thread[16];
     long           tid;
     char           shrinker[RCL_NAME_MAX];

@@ -83,9 +83,6 @@ static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long 
     trace->e[i].objects += objects;
 }
 
-struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s) { return s->domain; }
-const char *rcl__shrinker_name(const struct rcl_shrinker *s) { return s->name; }
-
 struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_shrinker_ops *ops,
                                            void *priv, const struct rcl_shrinker_opts *opts)
 {
