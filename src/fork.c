@@ -22,7 +22,7 @@
  *   4. the background reclaimer  (reclaim.c)
  *   5. the thread registry       (account.c)
  *   6. the live-domain list      (domain.c)
- *   7. the lock checker's graph  (lockdep.c)
+ *   7. the lock checker's graph  (lockdep_graph.c)
  *   8. the symbolizer            (symbolize.c)
  *   9. the report sink           (report.c)
  *

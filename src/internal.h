@@ -22,7 +22,7 @@
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
  *   domain.c    reclaim domains, the per-shrinker decision, journal_info
- *   lockdep.c   reclaim-recursion and lock-order checker
+ *   lockdep*.c  the lock checker (lockdep.h), its reclaim model a client
  *   cgroup.c    the process's memory cgroup, the automatic limit (cgroup.h)
  *   footprint.c real memory held against what was charged
  *   pressure.c  PSI, systemd's protocol, cgroup usage and thresholds
@@ -157,8 +157,6 @@ int    rcl__reclaim_start(const struct rcl_config *cfg);
 void   rcl__reclaim_stop(void);
 void   rcl__shrinkers_drop(void);          /* shutdown: forget every shrinker */
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max);
-struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s);
-const char *rcl__shrinker_name(const struct rcl_shrinker *s);
 
 /* ------------------------------------------------------------------------ */
 /* Domains (domain.c)                                                        */
@@ -187,40 +185,20 @@ bool rcl__domain_inside(void);   /* inside any domain, overflowed ones included 
 unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
 
 /* ------------------------------------------------------------------------ */
-/* Lock checker (lockdep.c)                                                  */
+/* Lock checker (lockdep.h)                                                  */
 /* ------------------------------------------------------------------------ */
 
-extern _Atomic int rcl__lockdep_mode;   /* RCL_LOCKDEP_* */
-static inline bool rcl__checking(void) { return unlikely(rd(rcl__lockdep_mode) != 0); }
-/* Every allocation-family call in checking mode that reaches the slow path
- * (all of them while lockdep_watch is set): the flags asked for and the
- * flags after the scope mask; may_reclaim is whether it may enter reclaim. */
-void rcl__lockdep_alloc(rcl_gfp_t gfp);
-/* Around a shrinker's count/scan calls in one pass (after the domain rules
- * and the `needs` test passed): reclaim in class gfp. */
-void rcl__lockdep_shrink_begin(const struct rcl_shrinker *s, rcl_gfp_t gfp);
-void rcl__lockdep_shrink_end(const struct rcl_shrinker *s, rcl_gfp_t gfp);
-/* Scope bookkeeping in checking mode: bits newly set / restored. */
-void rcl__lockdep_scope_save(unsigned set);
-void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
-void rcl__lockdep_scope_put(unsigned bits);
+#include "lockdep.h"   /* rcl__lockdep_*: what the library calls of the checker */
 /* Sets the whole scope word (context adopt and restore, reclaim undoing a
  * shrinker's leaked save), the checker told (scope.c). Every other change
  * goes through save and restore. */
 void rcl__scope_put(unsigned bits);
-void rcl__lockdep_reset(void);
-void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
-/* The calling thread follows the checker's mode: watched (its inline scope
- * calls come into the library) while it is on, not at all while it is off
- * (lockdep.c, scope.c). */
-void rcl__lockdep_thread_attach(void);
 void rcl__scope_watch(bool on);
 
 /* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's
  * symbol table, static functions included; forget drops the cached tables. */
 void rcl__symbolize(const void *addr, char *buf, size_t len);
 void rcl__symbolize_forget(void);
-unsigned long rcl__lockdep_count(void);
 
 /* ------------------------------------------------------------------------ */
 /* Workqueues (workqueue.c)                                                  */
@@ -320,9 +298,6 @@ void rcl__account_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);
-void rcl__lockdep_atfork_prepare(void);
-void rcl__lockdep_atfork_parent(void);
-void rcl__lockdep_atfork_child(void);
 void rcl__symbolize_atfork_prepare(void);
 void rcl__symbolize_atfork_parent(void);
 void rcl__symbolize_atfork_child(void);

@@ -83,9 +83,6 @@ static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long 
     trace->e[i].objects += objects;
 }
 
-struct rcl_domain *rcl__shrinker_domain(const struct rcl_shrinker *s) { return s->domain; }
-const char *rcl__shrinker_name(const struct rcl_shrinker *s) { return s->name; }
-
 struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_shrinker_ops *ops,
                                            void *priv, const struct rcl_shrinker_opts *opts)
 {
@@ -291,10 +288,10 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
 
     scanning = s;
     if (rcl__checking())
-        rcl__lockdep_shrink_begin(s, gfp);
+        rcl__lockdep_shrink_begin(s->name, s->domain, gfp, rcl__is_background());
     unsigned long objects = do_shrink(s, &sc, priority);
     if (rcl__checking())
-        rcl__lockdep_shrink_end(s, gfp);
+        rcl__lockdep_shrink_end(s->name, s->domain, gfp);
     scanning = outer;
     if (trace)
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);

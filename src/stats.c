@@ -79,8 +79,6 @@ unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max)
     return rcl__shrinkers_stats(out, max);
 }
 
-unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }
-
 /* Shrinker names are the user's: escape what JSON cannot carry raw. */
 static void json_string(FILE *f, const char *s)
 {

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockdep.h - what the rest of the library calls of the lock checker.
+ *
+ * The checker itself (lockdep_graph.c, lockdep_report.c, lockdep.c) knows
+ * locks, edges and reports, nothing of memory; the reclaim model
+ * (lockdep_reclaim.c) is its client and turns the library's events -
+ * allocations, shrinker passes, scope changes, domains - into pseudo-lock
+ * annotations. Callers hand over what the checker needs (a shrinker's
+ * name and domain, whether the pass is timed); it never calls back for it.
+ */
+#ifndef RCL_LOCKDEP_H
+#define RCL_LOCKDEP_H
+
+#include "reclaim.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+extern _Atomic int rcl__lockdep_mode;   /* RCL_LOCKDEP_* */
+static inline bool rcl__checking(void)
+{
+    return __builtin_expect(atomic_load_explicit(&rcl__lockdep_mode, memory_order_relaxed) != 0, 0);
+}
+/* Every allocation-family call in checking mode that reaches the slow path
+ * (all of them while lockdep_watch is set): the flags asked for and the
+ * flags after the scope mask; may_reclaim is whether it may enter reclaim. */
+void rcl__lockdep_alloc(rcl_gfp_t gfp);
+/* Around a shrinker's count/scan calls in one pass (after the domain rules
+ * and the `needs` test passed): reclaim in class gfp by the shrinker called
+ * `name` (its storage outlives the pass), of domain d (NULL: none). `timed`:
+ * the pass is the background reclaimer's, held to the slow-shrinker bound. */
+void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t gfp,
+                               bool timed);
+void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t gfp);
+/* Scope bookkeeping in checking mode: bits newly set / restored. */
+void rcl__lockdep_scope_save(unsigned set);
+void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
+void rcl__lockdep_scope_put(unsigned bits);
+void rcl__lockdep_reset(void);
+void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
+/* The calling thread follows the checker's mode: watched (its inline scope
+ * calls come into the library) while it is on, not at all while it is off
+ * (lockdep.c, scope.c). */
+void rcl__lockdep_thread_attach(void);
+unsigned long rcl__lockdep_count(void);
+void rcl__lockdep_atfork_prepare(void);
+void rcl__lockdep_atfork_parent(void);
+void rcl__lockdep_atfork_child(void);
+
+#endif /* RCL_LOCKDEP_H */

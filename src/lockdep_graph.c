@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockdep_graph.c - the lock checker's graph: nodes, edges, the lock-free
+ * set of known edges, the cycle search, lock-class ids.
+ *
+ * A leaf: it knows locks and edges, nothing of memory or of the library's
+ * other parts. Its fixed nodes (the reclaim pseudo-locks) come to it as
+ * data from its client; a cycle it finds is written up by lockdep_report.c.
+ */
+#include "lockdep_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+pthread_mutex_t rcl__ld_graph_lock = PTHREAD_MUTEX_INITIALIZER;
+struct node     rcl__ld_nodes[MAX_NODES];
+unsigned        rcl__ld_nr_nodes;
+struct edge   **rcl__ld_edges;
+unsigned        rcl__ld_nr_edges;
+static unsigned cap_edges;
+static bool     graph_full_reported;
+
+_Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
+
+/* BFS scratch, under the graph lock. */
+static uint32_t bfs_seen[MAX_NODES];
+static uint32_t bfs_via[MAX_NODES];    /* edge index that reached the node */
+static uint32_t bfs_queue[MAX_NODES];
+static uint32_t bfs_stamp;
+
+static void edge_publish(uint64_t key)
+{
+    unsigned i = ld_edge_slot(key);
+
+    while (atomic_load_explicit(&rcl__ld_edge_set[i], memory_order_relaxed))
+        i = (i + 1) & (EDGE_SLOTS - 1);
+    atomic_store_explicit(&rcl__ld_edge_set[i], key, memory_order_release);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Nodes                                                                     */
+/* ------------------------------------------------------------------------ */
+
+uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned cls,
+                                 unsigned depth)
+{
+    if (rcl__ld_nr_nodes >= MAX_NODES)
+        return 0;
+    struct node *n = &rcl__ld_nodes[rcl__ld_nr_nodes];
+    memset(n, 0, sizeof(*n));
+    snprintf(n->name, sizeof(n->name), "%s", name ? name : "(unnamed)");
+    n->kind = kind;
+    n->cls = cls;
+    n->depth = depth;
+    return rcl__ld_nr_nodes++;
+}
+
+/* The fixed part of the graph: the client's pseudo-locks and their
+ * containment, at the ids the client counts on. */
+static void graph_seed_locked(void)
+{
+    rcl__ld_nr_nodes = 1;
+    for (unsigned i = 0; i < rcl__ld_nr_fixed_nodes; i++) {
+        const struct fixed_node *f = &rcl__ld_fixed_nodes[i];
+        rcl__ld_node_new_locked(f->kind, f->name, f->cls, 0);
+    }
+    for (unsigned i = 0; i < rcl__ld_nr_fixed_edges; i++)
+        rcl__ld_edge_add_locked(rcl__ld_fixed_edges[i].from, rcl__ld_fixed_edges[i].to,
+                                EDGE_CONTAIN, 0, NULL, NULL);
+}
+
+void rcl__ld_graph_ensure_locked(void)
+{
+    if (rcl__ld_nr_nodes == 0)
+        graph_seed_locked();
+}
+
+/* A class's node id in the current graph, registering it on first use.
+ * The class is the caller's memory: read and written with atomics because
+ * several threads may register it at once. */
+__attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *c, unsigned gen)
+{
+    uint32_t id;
+
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    rcl__ld_graph_ensure_locked();
+    if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) {
+        id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
+    } else {
+        id = rcl__ld_node_new_locked(NODE_LOCK, c->name, 0, 0);
+        __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->rcl_gen, id ? gen : 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    return id;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Edges and cycles                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Is `target` reachable from `start`? On success bfs_via[] holds the path. */
+static bool reach_locked(uint32_t start, uint32_t target)
+{
+    unsigned head = 0, tail = 0;
+
+    if (++bfs_stamp == 0) {
+        memset(bfs_seen, 0, sizeof(bfs_seen));
+        bfs_stamp = 1;
+    }
+    bfs_seen[start] = bfs_stamp;
+    bfs_queue[tail++] = start;
+    while (head < tail) {
+        uint32_t u = bfs_queue[head++];
+        if (u == target)
+            return true;
+        for (unsigned i = 0; i < rcl__ld_nodes[u].nout; i++) {
+            uint32_t ei = rcl__ld_nodes[u].out[i];
+            uint32_t v = rcl__ld_edges[ei]->to;
+            if (bfs_seen[v] != bfs_stamp) {
+                bfs_seen[v] = bfs_stamp;
+                bfs_via[v] = ei;
+                bfs_queue[tail++] = v;
+            }
+        }
+    }
+    return false;
+}
+
+bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
+                             rcl_gfp_t gfp, const char *shrinker, const struct site *st)
+{
+    if (ld_edge_known(from, to))
+        return false;
+    if (rcl__ld_nr_edges >= MAX_EDGES)
+        return false;
+    if (rcl__ld_nr_edges == cap_edges) {
+        unsigned cap = cap_edges ? cap_edges * 2 : 256;
+        struct edge **ne = realloc(rcl__ld_edges, cap * sizeof(*ne));
+        if (!ne)
+            return false;
+        rcl__ld_edges = ne;
+        cap_edges = cap;
+    }
+    struct node *f = &rcl__ld_nodes[from];
+    if (f->nout == f->capout) {
+        unsigned cap = f->capout ? f->capout * 2 : 4;
+        uint32_t *no = realloc(f->out, cap * sizeof(*no));
+        if (!no)
+            return false;
+        f->out = no;
+        f->capout = cap;
+    }
+    struct edge *e = calloc(1, sizeof(*e));
+    if (!e)
+        return false;
+    e->from = from;
+    e->to = to;
+    e->kind = kind;
+    e->gfp = gfp;
+    if (shrinker)
+        snprintf(e->shrinker, sizeof(e->shrinker), "%s", shrinker);
+    if (st) {
+        memcpy(e->thread, st->thread, sizeof(e->thread));
+        e->tid = st->tid;
+        e->nframes = st->nframes;
+        memcpy(e->frames, st->frames, sizeof(e->frames));
+    }
+    rcl__ld_edges[rcl__ld_nr_edges] = e;
+    f->out[f->nout++] = rcl__ld_nr_edges;
+    rcl__ld_nr_edges++;
+    edge_publish(ld_edge_key(from, to));
+    return true;
+}
+
+void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp,
+                          const char *shrinker, const struct site *st,
+                          struct report_buf *rb, struct report_buf *note)
+{
+    if (!rcl__ld_edge_add_locked(from, to, kind, gfp, shrinker, st)) {
+        if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
+            graph_full_reported = true;
+            rcl__ld_rb_add(note, "lock checker: %u dependencies recorded, the table is full; "
+                                 "new lock orders are no longer checked", rcl__ld_nr_edges);
+        }
+        return;
+    }
+    if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && !note->len)
+        rcl__ld_rb_add(note, "lock checker: new dependency %s \u2192 %s (thread \"%s\")",
+                       rcl__ld_nodes[from].name, rcl__ld_nodes[to].name, st ? st->thread : "");
+
+    /* The new edge closes a cycle iff `from` is reachable from `to`. */
+    if (rb->len || !reach_locked(to, from))
+        return;
+    uint32_t cyc[65];
+    unsigned len = 0;
+    cyc[len++] = rcl__ld_nr_edges - 1;
+    /* Walk back from `from` to `to` along the BFS tree. */
+    uint32_t path[64];
+    unsigned np = 0;
+    for (uint32_t v = from; v != to && np < 64; v = rcl__ld_edges[bfs_via[v]]->from)
+        path[np++] = bfs_via[v];
+    for (unsigned i = np; i > 0 && len < 64; i--)
+        cyc[len++] = path[i - 1];
+    if (rcl__ld_cycle_seen_locked(cyc, len))
+        return;
+    rcl__ld_report_cycle_locked(rb, cyc, len);
+}
+
+/* Everything learned goes; the next use lays the fixed part down again. */
+void rcl__ld_graph_clear_locked(void)
+{
+    for (unsigned i = 0; i < rcl__ld_nr_edges; i++)
+        free(rcl__ld_edges[i]);
+    free(rcl__ld_edges);
+    rcl__ld_edges = NULL;
+    rcl__ld_nr_edges = cap_edges = 0;
+    for (unsigned i = 0; i < rcl__ld_nr_nodes; i++)
+        free(rcl__ld_nodes[i].out);
+    rcl__ld_nr_nodes = 0;
+    for (unsigned i = 0; i < EDGE_SLOTS; i++)
+        atomic_store_explicit(&rcl__ld_edge_set[i], 0, memory_order_relaxed);
+    graph_full_reported = false;
+}

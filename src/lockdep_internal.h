@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockdep_internal.h - what the lock checker's files share, and nothing
+ * outside them includes:
+ *   lockdep_graph.c    nodes, edges, the set of known edges, the cycle
+ *                      search, lock-class ids; calls nothing upward
+ *   lockdep_report.c   report composition, the "what it means" texts,
+ *                      the once-only memory of what was reported
+ *   lockdep.c          the annotations: per-thread held-lock stack,
+ *                      acquire/release, rcl_mutex_t, reset and counts
+ *   lockdep_reclaim.c  the reclaim model, the checker's client: reclaim
+ *                      pseudo-locks, domain nodes, the allocation hook,
+ *                      shrinker passes, scope misuse
+ *
+ * The graph's nodes are lock classes and pseudo-locks; an edge A -> B says
+ * "a thread holding A waited for B" (took the lock B, or made an
+ * allocation that may wait for reclaim B, or waited for work that runs
+ * under B). A cycle is a deadlock that needs only the right interleaving,
+ * so it is reported the first time the edges exist, long before the hang.
+ *
+ * Cost model. The hot path (an acquire/release pair on a lock order seen
+ * before) touches only this thread's held-lock stack and one read of a
+ * lock-free hash of known edges. Everything else - new classes, new edges,
+ * the cycle search, reports - runs under the graph lock and may be slow.
+ */
+#ifndef RCL_LOCKDEP_INTERNAL_H
+#define RCL_LOCKDEP_INTERNAL_H
+
+#include "internal.h"
+
+#include <pthread.h>
+
+/* The names below stay inside the library's lockdep files: hidden, they
+ * are reached directly, as the statics they were, with no indirection
+ * through the global offset table on the hot path. */
+#pragma GCC visibility push(hidden)
+
+/* ------------------------------------------------------------------------ */
+/* The graph (lockdep_graph.c)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A lock class, or one of the reclaim model's three kinds of pseudo-lock
+ * (lockdep_reclaim.c says what they mean); reports word the two apart. */
+enum node_kind { NODE_LOCK, NODE_RECLAIM, NODE_RECLAIM_GLOBAL, NODE_RECLAIM_DOMAIN };
+
+#define NCLASS      3          /* context classes: 0 none, 1 IO, 2 FS+IO */
+#define MAX_NODES   4096
+#define EDGE_BITS   15
+#define EDGE_SLOTS  (1u << EDGE_BITS)
+#define MAX_EDGES   (EDGE_SLOTS / 2)  /* keep the probe chains short */
+#define MAX_FRAMES  12
+
+struct node {
+    char               name[48];
+    enum node_kind     kind;
+    unsigned           cls;
+    unsigned           depth;     /* of its domain, for domain nodes */
+    uint32_t          *out;       /* indices into edges[] */
+    unsigned           nout, capout;
+};
+
+enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
+
+struct edge {
+    uint32_t       from, to;
+    enum edge_kind kind;
+    rcl_gfp_t      gfp;           /* EDGE_ALLOC: the allocation's masked flags */
+    char           thread[16];
+    long           tid;
+    char           shrinker[RCL_NAME_MAX];
+    int            nframes;
+    void          *frames[MAX_FRAMES];
+};
+
+/* What a thread knows about itself for an edge's "first seen" note. */
+struct site {
+    char thread[16];
+    long tid;
+    int  nframes;
+    void *frames[MAX_FRAMES];
+};
+
+/* The fixed part of the graph, laid down first after every reset so that
+ * its node ids are constants (node 0 is unused, so that an edge key is
+ * never 0): the client's pseudo-locks and their containment, handed over
+ * as data (lockdep_reclaim.c). */
+struct fixed_node { enum node_kind kind; const char *name; unsigned cls; };
+struct fixed_edge { uint32_t from, to; };
+extern const struct fixed_node rcl__ld_fixed_nodes[];
+extern const unsigned rcl__ld_nr_fixed_nodes;
+extern const struct fixed_edge rcl__ld_fixed_edges[];
+extern const unsigned rcl__ld_nr_fixed_edges;
+
+extern pthread_mutex_t rcl__ld_graph_lock;
+extern struct node     rcl__ld_nodes[MAX_NODES];
+extern unsigned        rcl__ld_nr_nodes;             /* under the graph lock */
+extern struct edge   **rcl__ld_edges;                /* under the graph lock */
+extern unsigned        rcl__ld_nr_edges;
+
+/* The lock-free set of known edges: key (from << 32 | to), linear probing,
+ * slots only ever go from 0 to a key (until reset, which no other thread
+ * may overlap). A key is published after its edge is in the graph. */
+extern _Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
+
+static inline uint64_t ld_edge_key(uint32_t from, uint32_t to)
+{
+    return ((uint64_t)from << 32) | to;
+}
+
+static inline unsigned ld_edge_slot(uint64_t key)
+{
+    return (unsigned)((key * 0x9E3779B97F4A7C15ull) >> (64 - EDGE_BITS));
+}
+
+static inline bool ld_edge_known(uint32_t from, uint32_t to)
+{
+    uint64_t key = ld_edge_key(from, to);
+
+    for (unsigned i = ld_edge_slot(key);; i = (i + 1) & (EDGE_SLOTS - 1)) {
+        uint64_t v = atomic_load_explicit(&rcl__ld_edge_set[i], memory_order_relaxed);
+        if (v == key)
+            return true;
+        if (v == 0)
+            return false;
+    }
+}
+
+static inline uint64_t ld_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Lays down the fixed part if the graph is empty. */
+void     rcl__ld_graph_ensure_locked(void);
+/* A new node; 0 when the table is full. */
+uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned cls,
+                                 unsigned depth);
+/* Adds from -> to if new; true when it was added. */
+bool     rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
+                                 rcl_gfp_t gfp, const char *shrinker, const struct site *st);
+struct report_buf;
+/* Adds a learned edge and, when it closes a cycle not reported before,
+ * writes the report into rb. Verbose mode also notes the new dependency. */
+void     rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp,
+                              const char *shrinker, const struct site *st,
+                              struct report_buf *rb, struct report_buf *note);
+/* A class's node id in the graph of generation gen, registering it. */
+uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *c, unsigned gen);
+void     rcl__ld_graph_clear_locked(void);
+
+/* ------------------------------------------------------------------------ */
+/* Reports (lockdep_report.c)                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Reports are composed under the graph lock into this buffer and handed to
+ * rcl__report() after the lock is dropped: the user's report function may
+ * take annotated locks of its own. */
+struct report_buf {
+    char   text[3800];
+    size_t len;
+};
+
+extern const char *const rcl__ld_class_name[NCLASS];
+extern _Atomic unsigned long rcl__ld_nr_reports;
+
+void rcl__ld_rb_add(struct report_buf *rb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n);
+void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsigned len);
+/* Hands the report to the channel; `counts`: rcl_lockdep_reports() counts it. */
+void rcl__ld_report_emit(struct report_buf *rb, bool counts);
+/* This thread's name, id and backtrace, less `skip` innermost frames. */
+void rcl__ld_site_capture(struct site *st, int skip);
+/* Was a report with signature sig made already? Remembers it if not. */
+bool rcl__ld_site_seen(uint64_t sig);
+bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
+void rcl__ld_reports_clear_locked(void);
+
+/* ------------------------------------------------------------------------ */
+/* Per-thread state and annotations (lockdep.c)                              */
+/* ------------------------------------------------------------------------ */
+
+#define MAX_HELD   32
+#define MAX_SCOPES 16
+#define MAX_SHRINK 4
+
+#define OPENED_FRAMES 6
+
+#define HELD_TRY     0x1   /* taken by a trylock: nothing waited for it */
+#define HELD_RECLAIM 0x2   /* a reclaim pseudo-lock (inside a shrinker) */
+
+struct shrink_frame {
+    const char        *name;       /* the shrinker's, for the edges taken inside */
+    unsigned long long start_ns;   /* 0: not timed */
+};
+
+struct ld_thread {
+    unsigned gen;                   /* graph_gen the contents belong to */
+    unsigned n;                     /* held entries (may exceed MAX_HELD) */
+    uint32_t held[MAX_HELD];
+    uint32_t next_ok[MAX_HELD];     /* a class known to be taken after held[i]:
+                                       the hot path's one-entry edge cache */
+    uint8_t  flags[MAX_HELD];
+    unsigned nscopes;               /* tokens of scope saves, innermost last */
+    unsigned scopes[MAX_SCOPES];
+    unsigned nshrink;
+    struct shrink_frame shrink[MAX_SHRINK];
+    /* Where the NOWAIT (0) and NORECLAIM (1) scopes in force were opened,
+     * for the report of a NOFAIL allocation inside them; n 0: not known
+     * (opened before the checker watched, or adopted from a context). */
+    struct { int n; void *frames[OPENED_FRAMES]; } opened[2];
+};
+
+/* Held locks (`held`: the thread's stack is not empty) or a NOWAIT or
+ * NORECLAIM scope: sets or clears the bit that sends this thread's
+ * allocations to the checker. */
+void rcl__ld_update_watch(bool held);
+
+/* This thread's state in the current graph. Out of line, the thread-local
+ * static in lockdep.c: UBSan null-checks an extern thread-local's address,
+ * and the linker's rewrite of that access (add into lea) leaves the flags
+ * the check reads unset: sanitizer builds report a NULL that is not there. */
+struct ld_thread *rcl__ld_thread_get(void);
+
+static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)
+{
+    unsigned n = t->n;
+
+    if (likely(n < MAX_HELD)) {
+        t->held[n] = id;
+        t->flags[n] = flags;
+        t->next_ok[n] = 0;
+    }
+    t->n = n + 1;
+    if (n == 0)
+        rcl__ld_update_watch(true);
+}
+
+void rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id);
+
+static inline void ld_held_pop(struct ld_thread *t, uint32_t id)
+{
+    unsigned n = t->n;
+
+    /* Usually the top. */
+    if (likely(n - 1 < MAX_HELD && t->held[n - 1] == id)) {
+        t->n = n - 1;
+        if (n == 1)
+            rcl__ld_update_watch(false);
+        return;
+    }
+    rcl__ld_held_pop_slow(t, id);
+}
+
+/* Records edges from what the thread holds to `to` (and reports a cycle
+ * they close). */
+void rcl__ld_depend(struct ld_thread *t, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp);
+/* The checker's own reset: the graph, the reports, this thread's stack. */
+void rcl__ld_reset(void);
+
+#pragma GCC visibility pop
+
+#endif /* RCL_LOCKDEP_INTERNAL_H */

@@ -1,0 +1,445 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockdep_reclaim.c - the reclaim model: memory reclaim told to the lock
+ * checker as pseudo-locks, the way a kernel allocator annotates its
+ * fs_reclaim map. A client of the checker (lockdep_internal.h): the
+ * checker knows nothing of memory, and what this file needs of a shrinker
+ * or a domain its callers hand over.
+ *
+ * Reclaim is modelled by context class (FS+IO > IO > none) in three kinds
+ * of pseudo-lock node, so that domains can be told apart:
+ *   reclaim(c)          "reclaim in class c": everything reclaim may run;
+ *   reclaim(c) global   the shrinkers that belong to no domain, in class c;
+ *   reclaim(c) of D     the shrinkers of domain D, in class c.
+ * reclaim(c) contains the other two, and each kind contains its narrower
+ * classes (edges from wider to narrower). An allocation outside every
+ * domain that may reclaim in class c depends on reclaim(c); inside domains
+ * it depends only on what the domain rules let reclaim call, so a lock of
+ * a domain whose shrinkers are skipped never joins the allocation's cycle.
+ * A shrinker pass holds its reclaim node, so the locks it takes depend on
+ * it. Beside the graph: scopes that forbid sleeping or reclaim, checked
+ * against the allocations inside them, and shrinkers that keep the
+ * background reclaimer waiting.
+ */
+#include "lockdep_internal.h"
+
+#include <execinfo.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DOMAINS 64
+
+/* The pseudo-locks' node ids: the graph lays them down in this order. */
+#define N_RECLAIM(c)        (1u + (c))
+#define N_RECLAIM_GLOBAL(c) (1u + NCLASS + (c))
+
+const struct fixed_node rcl__ld_fixed_nodes[] = {
+    { NODE_RECLAIM, "reclaim(none)", 0 },
+    { NODE_RECLAIM, "reclaim(IO)", 1 },
+    { NODE_RECLAIM, "reclaim(FS+IO)", 2 },
+    { NODE_RECLAIM_GLOBAL, "reclaim(none)", 0 },
+    { NODE_RECLAIM_GLOBAL, "reclaim(IO)", 1 },
+    { NODE_RECLAIM_GLOBAL, "reclaim(FS+IO)", 2 },
+};
+const unsigned rcl__ld_nr_fixed_nodes = sizeof(rcl__ld_fixed_nodes) / sizeof(rcl__ld_fixed_nodes[0]);
+
+/* Containment: reclaim(c) into its global part, each kind into its
+ * narrower class. */
+const struct fixed_edge rcl__ld_fixed_edges[] = {
+    { N_RECLAIM(0), N_RECLAIM_GLOBAL(0) },
+    { N_RECLAIM(1), N_RECLAIM_GLOBAL(1) },
+    { N_RECLAIM(1), N_RECLAIM(0) },
+    { N_RECLAIM_GLOBAL(1), N_RECLAIM_GLOBAL(0) },
+    { N_RECLAIM(2), N_RECLAIM_GLOBAL(2) },
+    { N_RECLAIM(2), N_RECLAIM(1) },
+    { N_RECLAIM_GLOBAL(2), N_RECLAIM_GLOBAL(1) },
+};
+const unsigned rcl__ld_nr_fixed_edges = sizeof(rcl__ld_fixed_edges) / sizeof(rcl__ld_fixed_edges[0]);
+
+/* Domain pseudo-nodes, readable without the lock: ndomains is published
+ * with release after the entry is complete. */
+static struct rcl_domain *_Atomic dom_ptr[MAX_DOMAINS];
+static _Atomic uint32_t dom_base[MAX_DOMAINS];
+static _Atomic unsigned ndomains;
+
+static _Atomic unsigned slow_shrinker_ms = 1000;
+
+static unsigned gfp_class(rcl_gfp_t gfp)
+{
+    if (gfp & RCL__FS)
+        return 2;   /* FS reclaim may issue I/O of its own: the widest */
+    return (gfp & RCL__IO) ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Domain nodes                                                              */
+/* ------------------------------------------------------------------------ */
+
+static uint32_t domain_lookup(const struct rcl_domain *d, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) == d)
+            return atomic_load_explicit(&dom_base[i], memory_order_relaxed);
+    return 0;
+}
+
+/* Domain d's three nodes, hung under reclaim(c); graph lock held. */
+static uint32_t domain_nodes_locked(struct rcl_domain *d)
+{
+    const char *dname = rcl_domain_name(d);
+    unsigned depth = rcl_domain_depth(d);
+    uint32_t base = 0;
+
+    for (unsigned c = 0; c < NCLASS; c++) {
+        char name[48];
+        snprintf(name, sizeof(name), "reclaim(%s) of domain \"%s\"", rcl__ld_class_name[c],
+                 dname ? dname : "?");
+        uint32_t id = rcl__ld_node_new_locked(NODE_RECLAIM_DOMAIN, name, c, depth);
+        if (c == 0)
+            base = id;
+    }
+    for (unsigned c = 0; c < NCLASS; c++) {
+        rcl__ld_edge_add_locked(N_RECLAIM(c), base + c, EDGE_CONTAIN, 0, NULL, NULL);
+        if (c > 0)
+            rcl__ld_edge_add_locked(base + c, base + c - 1, EDGE_CONTAIN, 0, NULL, NULL);
+    }
+    return base;
+}
+
+/* The three nodes of domain d, created (and hung under reclaim(c)) the
+ * first time one of its shrinkers runs. Returns the class-0 node id. */
+static uint32_t domain_base(struct rcl_domain *d, bool create)
+{
+    unsigned n = atomic_load_explicit(&ndomains, memory_order_acquire);
+    uint32_t base = domain_lookup(d, n);
+
+    if (base || !create)
+        return base;
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    rcl__ld_graph_ensure_locked();
+    n = atomic_load_explicit(&ndomains, memory_order_relaxed);
+    base = domain_lookup(d, n);
+    if (!base && n < MAX_DOMAINS && rcl__ld_nr_nodes + NCLASS <= MAX_NODES) {
+        base = domain_nodes_locked(d);
+        atomic_store_explicit(&dom_ptr[n], d, memory_order_relaxed);
+        atomic_store_explicit(&dom_base[n], base, memory_order_relaxed);
+        atomic_store_explicit(&ndomains, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    return base;
+}
+
+/* A destroyed domain's nodes stay in the graph (they are history), but
+ * its pointer no longer names them: a domain created later at the same
+ * address gets nodes of its own. */
+void rcl__lockdep_domain_forget(const struct rcl_domain *d)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    unsigned n = atomic_load_explicit(&ndomains, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) == d)
+            atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+}
+
+/* The pseudo-lock a shrinker pass in class cls holds. */
+static uint32_t shrink_node(struct rcl_domain *d, unsigned cls, bool create)
+{
+    if (d) {
+        uint32_t base = domain_base(d, create);
+        if (base)
+            return base + cls;
+    }
+    return N_RECLAIM_GLOBAL(cls);
+}
+
+/* The checker forgets everything, these domain nodes with the rest. */
+void rcl__lockdep_reset(void)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    atomic_store_explicit(&ndomains, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    rcl__ld_reset();
+}
+
+/* ------------------------------------------------------------------------ */
+/* The allocation hook                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Which reclaim nodes an allocation in class cls may wait for, given the
+ * domains the thread is inside (the rules of rcl_domain_enter). */
+static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
+{
+    unsigned n = 0;
+
+    if (!rcl__domain_inside()) {
+        out[n++] = N_RECLAIM(cls);
+        return n;
+    }
+    out[n++] = N_RECLAIM_GLOBAL(cls);
+    unsigned nd = atomic_load_explicit(&ndomains, memory_order_acquire);
+    for (unsigned i = 0; i < nd && n < max; i++) {
+        struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_relaxed);
+        uint32_t base = atomic_load_explicit(&dom_base[i], memory_order_relaxed);
+        if (!d)
+            continue;                  /* destroyed */
+        /* Inside d its may_reclaim decides; the checker assumes skip. */
+        unsigned r = rcl__domain_rule(d, rcl__ld_nodes[base].depth);
+        if (!(r & (RCL__DOMAIN_OWN | RCL__DOMAIN_SKIP)))
+            out[n++] = base + ((r & RCL__DOMAIN_NOFS) && cls > 1 ? 1 : cls);
+    }
+    return n;
+}
+
+/* Inlined into its one caller on purpose: the report's backtrace starts
+ * two frames up, at the allocation's caller. */
+static inline __attribute__((always_inline)) void site_report_once(const char *what, rcl_gfp_t gfp)
+{
+    struct site st;
+    rcl__ld_site_capture(&st, 2);
+    uint64_t sig = 0;
+    for (int i = 0; i < st.nframes; i++)
+        sig = ld_mix64(sig ^ (uint64_t)(uintptr_t)st.frames[i]);
+
+    struct report_buf *rb;
+    char buf[64];
+    if (rcl__ld_site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
+        return;
+    rcl__ld_rb_add(rb, "lock checker: %s (%s) in thread \"%s\" (tid %ld), at:\n", what,
+                   rcl__gfp_str(gfp, buf, sizeof(buf)), st.thread, st.tid);
+    rcl__ld_rb_frames(rb, st.frames, st.nframes);
+    rcl__ld_rb_add(rb, "  What it means: the code that opened the NOWAIT scope promised that "
+                       "nothing inside sleeps (it may hold a spinning lock or run in an event "
+                       "loop), but this allocation may block in reclaim. Usual fixes: allocate "
+                       "with RCL_NOWAIT here and handle failure, or allocate before entering the "
+                       "scope.");
+    rcl__ld_report_emit(rb, true);
+    free(rb);
+}
+
+/*
+ * NOFAIL inside a scope that takes reclaim away: the allocation cannot
+ * reclaim, so it waits for others (see rcl_alloc), and the scope's promise
+ * (never sleep; or, in reclaim, never wait on reclaim) is broken by code
+ * that is not at fault. Reported once per allocation site, with both ends.
+ */
+static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, rcl_gfp_t gfp)
+{
+    int which = (rcl__scope & RCL_SCOPE_NOWAIT) ? 0 : 1;
+    const char *scope = which ? "NORECLAIM" : "NOWAIT";
+    struct site st;
+    rcl__ld_site_capture(&st, 3);
+    uint64_t sig = 0x4e4f4641ull + (uint64_t)which;
+    for (int i = 0; i < st.nframes; i++)
+        sig = ld_mix64(sig ^ (uint64_t)(uintptr_t)st.frames[i]);
+
+    struct report_buf *rb;
+    char buf[64];
+    if (rcl__ld_site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
+        return;
+    rcl__ld_rb_add(rb, "lock checker: NOFAIL allocation inside a %s scope (%s) in thread \"%s\" "
+                       "(tid %ld); allocated at:\n", scope, rcl__gfp_str(gfp, buf, sizeof(buf)),
+                   st.thread, st.tid);
+    rcl__ld_rb_frames(rb, st.frames, st.nframes);
+    if (t->opened[which].n) {
+        rcl__ld_rb_add(rb, "  the %s scope was opened at:\n", scope);
+        rcl__ld_rb_frames(rb, t->opened[which].frames, t->opened[which].n);
+    } else {
+        rcl__ld_rb_add(rb, "  where the %s scope was opened is not known (before the checker "
+                           "watched this thread, or adopted from another thread's context)\n",
+                       scope);
+    }
+    rcl__ld_rb_add(rb, "  What it means: the allocation may not fail and this scope removes its "
+                       "direct reclaim, so it takes part of the reserve and then sleeps until the "
+                       "background reclaimer or other threads free memory. Usual fixes: allocate "
+                       "before opening the scope, or without NOFAIL and handle the failure.");
+    rcl__ld_report_emit(rb, true);
+    free(rb);
+}
+
+/* An allocation asked with gfp is about to charge: it may sleep (checked
+ * against NOWAIT) and may wait for reclaim (a dependency on it from every
+ * lock held). */
+void rcl__lockdep_alloc(rcl_gfp_t gfp)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+    rcl_gfp_t masked = rcl_current_gfp(gfp);
+
+    if ((gfp & RCL__NOFAIL) && (gfp & RCL__DIRECT_RECLAIM) &&
+        (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM)))
+        nofail_scope_report(t, gfp);
+    else if ((gfp & RCL__DIRECT_RECLAIM) && (rcl__scope & RCL_SCOPE_NOWAIT))
+        site_report_once("an allocation that may sleep inside a NOWAIT scope", gfp);
+    if (!rcl__may_reclaim(masked) || !t->n)
+        return;
+
+    uint32_t to[2 + MAX_DOMAINS];
+    unsigned nt = reclaim_targets(gfp_class(masked), to, 2 + MAX_DOMAINS);
+    for (unsigned i = 0; i < nt; i++)
+        rcl__ld_depend(t, to[i], EDGE_ALLOC, masked);
+}
+
+void rcl_might_alloc(rcl_gfp_t gfp)
+{
+    rcl__ensure_init();
+    if (rcl__checking())
+        rcl__lockdep_alloc(gfp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shrinker passes                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t gfp,
+                               bool timed)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+    uint32_t node = shrink_node(d, gfp_class(gfp), true);
+
+    /* Nothing is recorded on the way in: the allocation that led here
+     * already recorded its dependency on reclaim. */
+    ld_held_push(t, node, HELD_RECLAIM);
+    if (t->nshrink < MAX_SHRINK)
+        t->shrink[t->nshrink] = (struct shrink_frame){ name, timed ? rcl__now_ns() : 0 };
+    t->nshrink++;
+}
+
+/* A shrinker that kept the background reclaimer waiting past the bound,
+ * told once per shrinker. */
+static void slow_shrinker_report(const char *name, unsigned long long ms, unsigned bound)
+{
+    if (rcl__ld_site_seen(ld_mix64((uint64_t)(uintptr_t)name ^ 0x5157)))
+        return;
+    atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_relaxed);
+    rcl__report("lock checker: shrinker \"%s\" took %llu ms (bound %u ms) while the background "
+                "reclaimer waited on it. What it means: every allocation that needs the "
+                "background reclaimer to make room stalls meanwhile, and if the shrinker waits "
+                "for anything that needs memory, reclaim stops altogether. Usual fixes: do not "
+                "block in a shrinker - skip busy objects, use trylocks, and leave slow write-back "
+                "to a worker thread (as in the kernel: \"you should not block kswapd\").",
+                name, ms, bound);
+}
+
+void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t gfp)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+    unsigned long long start = 0;
+
+    if (t->nshrink) {
+        t->nshrink--;
+        if (t->nshrink < MAX_SHRINK)
+            start = t->shrink[t->nshrink].start_ns;
+    }
+    ld_held_pop(t, shrink_node(d, gfp_class(gfp), false));
+
+    unsigned bound = atomic_load_explicit(&slow_shrinker_ms, memory_order_relaxed);
+    if (!start || !bound || !name)
+        return;
+    unsigned long long ms = (rcl__now_ns() - start) / 1000000ull;
+    if (ms >= bound)
+        slow_shrinker_report(name, ms, bound);
+}
+
+void rcl_lockdep_set_slow_shrinker_ms(unsigned ms)
+{
+    atomic_store_explicit(&slow_shrinker_ms, ms, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scopes                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Remembers where a scope that removes reclaim was opened. */
+static __attribute__((noinline)) void scope_opened(struct ld_thread *t, unsigned set)
+{
+    for (int which = 0; which < 2; which++) {
+        if (!(set & (which ? RCL_SCOPE_NORECLAIM : RCL_SCOPE_NOWAIT)))
+            continue;
+        /* From the library's save call outwards: the opener is next. */
+        void *buf[OPENED_FRAMES + 2];
+        int n = backtrace(buf, OPENED_FRAMES + 2) - 2;
+        n = n > 0 ? n : 0;
+        memcpy(t->opened[which].frames, buf + 2, (size_t)n * sizeof(void *));
+        t->opened[which].n = n;
+    }
+}
+
+void rcl__lockdep_scope_save(unsigned set)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+
+    if (set & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
+        scope_opened(t, set);
+
+    if (set) {
+        if (t->nscopes < MAX_SCOPES)
+            t->scopes[t->nscopes] = set;
+        t->nscopes++;
+    }
+    rcl__ld_update_watch(t->n > 0);
+}
+
+/* The scope word was set wholesale (rcl__scope_put): the saves whose bits
+ * it no longer has are over. */
+void rcl__lockdep_scope_put(unsigned bits)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+    unsigned n = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
+
+    while (n && (t->scopes[n - 1] & ~bits))
+        n--;
+    t->nscopes = n;
+    /* Set wholesale: where these scopes were opened is not known here. */
+    t->opened[0].n = t->opened[1].n = 0;
+    rcl__ld_update_watch(t->n > 0);
+}
+
+void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
+{
+    struct ld_thread *t = rcl__ld_thread_get();
+    unsigned top = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
+    const char *what = NULL;
+
+    rcl__ld_update_watch(t->n > 0);
+    saved &= RCL_SCOPE_ALL;
+    if (!saved)
+        return;   /* the token of an inner save that changed nothing */
+    if (t->nscopes > MAX_SCOPES) {
+        t->nscopes--;
+        return;
+    }
+    if (top && t->scopes[top - 1] == saved) {
+        t->nscopes--;
+        return;
+    }
+    unsigned tracked = 0;
+    for (unsigned i = top; i > 0; i--) {
+        tracked |= t->scopes[i - 1];
+        if (t->scopes[i - 1] == saved && !what) {
+            what = "restored out of order: an inner scope is still open, and closing this "
+                   "one first leaves the thread less restricted than the inner code expects";
+            memmove(&t->scopes[i - 1], &t->scopes[i], (top - i) * sizeof(t->scopes[0]));
+            t->nscopes--;
+        }
+    }
+    if (!what && ((saved & ~before) || (saved & tracked)))
+        what = "restored with a token that rcl_scope_save() did not return: it clears "
+               "scope bits some other save owns (or that are not set)";
+    if (!what)
+        return;   /* bits set where the checker could not see (before it began) */
+
+    struct site st;
+    rcl__ld_site_capture(&st, 2);
+    struct report_buf *rb = calloc(1, sizeof(*rb));
+    if (!rb)
+        return;
+    rcl__ld_rb_add(rb, "lock checker: scope 0x%x %s; in thread \"%s\" (tid %ld), at:\n", saved,
+                   what, st.thread, st.tid);
+    rcl__ld_rb_frames(rb, st.frames, st.nframes);
+    rcl__ld_rb_add(rb, "  Usual fix: restore each scope with the token its own save returned, "
+                       "innermost first (or use the RCL_*_SCOPE() guards, which cannot get this "
+                       "wrong).");
+    rcl__ld_report_emit(rb, true);
+    free(rb);
+}

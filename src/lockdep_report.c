@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lockdep_report.c - the lock checker's reports: composing a cycle into
+ * its chain, one line per dependency with where it was first seen, and
+ * what it means; the memory of what was reported already, so each cycle
+ * and each site is told once; handing the text to the report channel.
+ */
+#include "lockdep_internal.h"
+
+#include <execinfo.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_CYCLES  256
+#define MAX_SITES   256
+
+const char *const rcl__ld_class_name[NCLASS] = { "none", "IO", "FS+IO" };
+
+_Atomic unsigned long rcl__ld_nr_reports;
+static uint64_t reported_cycles[MAX_CYCLES];          /* under the graph lock */
+static unsigned nr_reported_cycles;
+static uint64_t reported_sites[MAX_SITES];            /* under the graph lock */
+static unsigned nr_reported_sites;
+
+__attribute__((noinline)) void rcl__ld_site_capture(struct site *st, int skip)
+{
+    void *buf[MAX_FRAMES + 4];
+    int n = backtrace(buf, MAX_FRAMES + skip);
+
+    n = n > skip ? n - skip : 0;
+    memcpy(st->frames, buf + skip, (size_t)n * sizeof(void *));
+    st->nframes = n;
+    st->thread[0] = '\0';
+    pthread_getname_np(pthread_self(), st->thread, sizeof(st->thread));
+    st->tid = (long)syscall(SYS_gettid);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Composition                                                               */
+/* ------------------------------------------------------------------------ */
+
+void rcl__ld_rb_add(struct report_buf *rb, const char *fmt, ...)
+{
+    if (rb->len >= sizeof(rb->text) - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(rb->text + rb->len, sizeof(rb->text) - rb->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        rb->len += (size_t)n;
+    if (rb->len > sizeof(rb->text) - 1)
+        rb->len = sizeof(rb->text) - 1;
+}
+
+void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n)
+{
+    char name[320];
+
+    for (int i = 0; i < n; i++) {
+        rcl__symbolize(frames[i], name, sizeof(name));
+        rcl__ld_rb_add(rb, "        #%d %s\n", i, name);
+    }
+}
+
+static void rb_edge(struct report_buf *rb, const struct edge *e)
+{
+    const struct node *f = &rcl__ld_nodes[e->from], *t = &rcl__ld_nodes[e->to];
+    char gfp[64];
+
+    switch (e->kind) {
+    case EDGE_CONTAIN:
+        rcl__ld_rb_add(rb, "  %s \u2192 %s: reclaim allowed to do more also does everything the "
+                           "narrower reclaim does (part of the model)\n", f->name, t->name);
+        return;
+    case EDGE_LOCK:
+        if (f->kind == NODE_LOCK)
+            rcl__ld_rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld) took %s while holding %s, "
+                               "first at:\n", f->name, t->name, e->thread, e->tid,
+                           t->name, f->name);
+        else
+            rcl__ld_rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld), in shrinker \"%s\" called by "
+                               "reclaim in class %s, took %s (or waited for work done under it), "
+                               "first at:\n", f->name, t->name, e->thread, e->tid,
+                           e->shrinker[0] ? e->shrinker : "?", rcl__ld_class_name[f->cls], t->name);
+        break;
+    case EDGE_ALLOC:
+        rcl__ld_rb_add(rb, "  %s \u2192 %s: thread \"%s\" (tid %ld) made an allocation that may "
+                           "reclaim (%s) while holding %s, first at:\n",
+                       f->name, t->name, e->thread, e->tid,
+                       rcl__gfp_str(e->gfp, gfp, sizeof(gfp)), f->name);
+        break;
+    }
+    rcl__ld_rb_frames(rb, e->frames, e->nframes);
+}
+
+/* Hops a reader does not need: reclaim(c) into its own global or domain
+ * part. Only containment between classes is worth a line. */
+static bool edge_is_silent(const struct edge *e)
+{
+    return e->kind == EDGE_CONTAIN && rcl__ld_nodes[e->from].cls == rcl__ld_nodes[e->to].cls;
+}
+
+static void cycle_what_it_means(struct report_buf *rb, bool reclaim, const char *holder,
+                                const char *shrinker)
+{
+    if (reclaim)
+        rcl__ld_rb_add(rb, "\n  What it means: a thread holding %s can enter memory reclaim, and "
+                           "reclaim%s%s%s needs something that only becomes free after %s is "
+                           "released; under memory pressure these threads wait for each other "
+                           "forever. Usual fixes: a NOFS/NOIO scope (rcl_nofs_save/rcl_noio_save) "
+                           "where the lock is held, so its allocations cannot recurse there; a "
+                           "trylock (or skipping the work when sc->gfp lacks FS/IO) in that "
+                           "shrinker; or do not wait for I/O or other threads in a shrinker.",
+                       holder ? holder : "a lock", shrinker ? " (shrinker \"" : "",
+                       shrinker ? shrinker : "", shrinker ? "\")" : "", holder ? holder : "it");
+    else
+        rcl__ld_rb_add(rb, "\n  What it means: these locks are taken in opposite orders by "
+                           "different code paths; two threads can each hold one and wait for the "
+                           "other forever. Usual fixes: always take them in one order, or take "
+                           "the out-of-order one with a trylock and back off when it fails.");
+}
+
+void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsigned len)
+{
+    const struct node *nodes = rcl__ld_nodes;
+    struct edge *const *edges = rcl__ld_edges;
+    bool reclaim = false;
+    unsigned first = 0;
+    const char *shrinker = NULL, *holder = NULL;
+
+    /* Start the chain at the lock held across an allocation (that is where
+     * the fix usually goes), else at the lock registered first. */
+    uint64_t best = UINT64_MAX;
+    for (unsigned i = 0; i < len; i++) {
+        const struct edge *e = edges[cyc[i]];
+        uint64_t rank = (e->kind == EDGE_ALLOC ? 0 : 1ull << 32) | e->from;
+        if (nodes[e->from].kind == NODE_LOCK && rank < best) {
+            best = rank;
+            first = i;
+        }
+        if (nodes[e->from].kind != NODE_LOCK || nodes[e->to].kind != NODE_LOCK)
+            reclaim = true;
+        if (e->kind == EDGE_LOCK && nodes[e->from].kind != NODE_LOCK && e->shrinker[0])
+            shrinker = e->shrinker;
+        if (e->kind == EDGE_ALLOC && !holder)
+            holder = nodes[e->from].name;
+    }
+
+    rcl__ld_rb_add(rb, "lock checker: possible %s\n\n    ",
+                   reclaim ? "memory-reclaim deadlock (a cycle through reclaim)"
+                           : "deadlock (locks taken in a cycle)");
+    /* A hop into the same class's global or domain part is not shown:
+     * the node after it names the reclaim well enough. */
+    const char *last = NULL;
+    for (unsigned k = 0; k <= len; k++) {
+        const struct edge *e = edges[cyc[(first + k) % len]];
+        if (k < len && edge_is_silent(e))
+            continue;
+        const char *label = nodes[e->from].name;
+        if (k == len || !last || strcmp(label, last) != 0)
+            rcl__ld_rb_add(rb, "%s%s", last ? " \u2192 " : "", label);
+        last = label;
+    }
+    rcl__ld_rb_add(rb, "\n\n");
+    for (unsigned k = 0; k < len; k++) {
+        const struct edge *e = edges[cyc[(first + k) % len]];
+        if (!edge_is_silent(e))
+            rb_edge(rb, e);
+    }
+    rcl__ld_rb_add(rb, "  (a frame without a name, program(+offset), is in a stripped file: "
+                       "`addr2line -f -e program offset` on an unstripped copy names it)\n");
+    cycle_what_it_means(rb, reclaim, holder, shrinker);
+}
+
+void rcl__ld_report_emit(struct report_buf *rb, bool counts)
+{
+    if (!rb->len)
+        return;
+    if (counts)
+        atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_relaxed);
+    rcl__report("%s", rb->text);
+}
+
+/* ------------------------------------------------------------------------ */
+/* What was reported                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Was a report with signature sig made already? Remembers it if not (while
+ * there is room: past it, reports repeat rather than go missing). */
+static bool seen_locked(uint64_t *set, unsigned *n, unsigned max, uint64_t sig)
+{
+    for (unsigned i = 0; i < *n; i++)
+        if (set[i] == sig)
+            return true;
+    if (*n < max)
+        set[(*n)++] = sig;
+    return false;
+}
+
+bool rcl__ld_site_seen(uint64_t sig)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    bool seen = seen_locked(reported_sites, &nr_reported_sites, MAX_SITES, sig);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    return seen;
+}
+
+bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len)
+{
+    uint64_t sig = len;
+    for (unsigned i = 0; i < len; i++)
+        sig += ld_mix64(cyc[i] + 1);   /* order-free: the same cycle found from any edge */
+    return seen_locked(reported_cycles, &nr_reported_cycles, MAX_CYCLES, sig);
+}
+
+void rcl__ld_reports_clear_locked(void)
+{
+    nr_reported_cycles = nr_reported_sites = 0;
+}
