@@ -45,6 +45,7 @@ static void edge_publish(uint64_t key)
 uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned cls,
                                  unsigned depth)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     if (rcl__ld_nr_nodes >= MAX_NODES)
         return 0;
     struct node *n = &rcl__ld_nodes[rcl__ld_nr_nodes];
@@ -60,6 +61,7 @@ uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned
  * containment, at the ids the client counts on. */
 static void graph_seed_locked(void)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     rcl__ld_nr_nodes = 1;
     for (unsigned i = 0; i < rcl__ld_nr_fixed_nodes; i++) {
         const struct fixed_node *f = &rcl__ld_fixed_nodes[i];
@@ -72,6 +74,7 @@ static void graph_seed_locked(void)
 
 void rcl__ld_graph_ensure_locked(void)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     if (rcl__ld_nr_nodes == 0)
         graph_seed_locked();
 }
@@ -103,6 +106,7 @@ __attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *
 /* Is `target` reachable from `start`? On success bfs_via[] holds the path. */
 static bool reach_locked(uint32_t start, uint32_t target)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     unsigned head = 0, tail = 0;
 
     if (++bfs_stamp == 0) {
@@ -131,6 +135,7 @@ static bool reach_locked(uint32_t start, uint32_t target)
 bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
                              rcl_gfp_t gfp, const char *shrinker, const struct site *st)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     if (ld_edge_known(from, to))
         return false;
     if (rcl__ld_nr_edges >= MAX_EDGES)
@@ -178,6 +183,7 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
                           const char *shrinker, const struct site *st,
                           struct report_buf *rb, struct report_buf *note)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     if (!rcl__ld_edge_add_locked(from, to, kind, gfp, shrinker, st)) {
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
@@ -211,6 +217,7 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
 /* Everything learned goes; the next use lays the fixed part down again. */
 void rcl__ld_graph_clear_locked(void)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     for (unsigned i = 0; i < rcl__ld_nr_edges; i++)
         free(rcl__ld_edges[i]);
     free(rcl__ld_edges);

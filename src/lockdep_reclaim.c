@@ -87,6 +87,7 @@ static uint32_t domain_lookup(const struct rcl_domain *d, unsigned n)
 /* Domain d's three nodes, hung under reclaim(c); graph lock held. */
 static uint32_t domain_nodes_locked(struct rcl_domain *d)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     const char *dname = rcl_domain_name(d);
     unsigned depth = rcl_domain_depth(d);
     uint32_t base = 0;

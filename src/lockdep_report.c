@@ -126,6 +126,7 @@ static void cycle_what_it_means(struct report_buf *rb, bool reclaim, const char 
 
 void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsigned len)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     const struct node *nodes = rcl__ld_nodes;
     struct edge *const *edges = rcl__ld_edges;
     bool reclaim = false;
@@ -193,6 +194,7 @@ void rcl__ld_report_emit(struct report_buf *rb, bool counts)
  * there is room: past it, reports repeat rather than go missing). */
 static bool seen_locked(uint64_t *set, unsigned *n, unsigned max, uint64_t sig)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     for (unsigned i = 0; i < *n; i++)
         if (set[i] == sig)
             return true;
@@ -211,6 +213,7 @@ bool rcl__ld_site_seen(uint64_t sig)
 
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     uint64_t sig = len;
     for (unsigned i = 0; i < len; i++)
         sig += ld_mix64(cyc[i] + 1);   /* order-free: the same cycle found from any edge */
@@ -219,5 +222,6 @@ bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len)
 
 void rcl__ld_reports_clear_locked(void)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     nr_reported_cycles = nr_reported_sites = 0;
 }
