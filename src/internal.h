@@ -16,7 +16,9 @@
  *   init.c      life cycle, configuration
  *   options.c   the RECLAIM_* table and rcl_config_from_env()
  *   version.c   rcl_version()
- *   scope.c     per-thread scopes, current_gfp, context capture/adopt
+ *   clock.c     rcl__now_ns(), the one clock
+ *   scope.c     per-thread scopes, current_gfp, context capture/adopt,
+ *               the flags' names for reports (rcl__gfp_str)
  *   account.c   budget, watermarks, per-thread stocks, thread registry
  *   alloc.c     the rcl_alloc family, block headers, valloc
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
@@ -65,6 +67,11 @@ static inline void rcl__ensure_init(void)
 }
 /* Parses "256M" etc.; -EINVAL on junk or overflow. */
 int  rcl__parse_size(const char *s, size_t *out);
+
+/* Monotonic nanoseconds (clock.c, a leaf). */
+unsigned long long rcl__now_ns(void);
+/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (scope.c). */
+const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
@@ -284,9 +291,6 @@ void rcl__unlock_cleanup(void *mutex);
 /* At most one report a second per `last` (a caller-owned timestamp). */
 void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* "DEFAULT|NOFAIL"-style rendering of flags, into buf. */
-const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
-unsigned long long rcl__now_ns(void);
 
 /* ------------------------------------------------------------------------ */
 /* fork() (fork.c; the lock order is documented there)                       */
