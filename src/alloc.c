@@ -726,11 +726,6 @@ static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to repor
 
 static inline size_t sig_cost(void) { return class_charge(mag_class(SIG_SIZE)); }
 
-static void sig_ask(struct rcl_thread *t)
-{
-    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
-}
-
 static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
     if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
@@ -741,7 +736,7 @@ static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
         ;
     atomic_store(&t->sig_want, 1);
-    sig_ask(t);
+    rcl__slow_path_ask(t);
     if (!h) {
         rcl__count(failures, 1);
         return fail(ENOMEM);
@@ -765,7 +760,7 @@ static void sig_free(struct rcl_thread *t, void *p)
         rcl__count(bad_frees, 1);
         atomic_fetch_add(&sig_bad_frees, 1);
         atomic_store(&t->sig_want, 1);
-        sig_ask(t);
+        rcl__slow_path_ask(t);
         errno = EINVAL;
         return;
     }
@@ -778,7 +773,7 @@ static void sig_free(struct rcl_thread *t, void *p)
     do
         *link = head;
     while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
-    sig_ask(t);
+    rcl__slow_path_ask(t);
 }
 
 /* The thread, busy: every block of the stash back to the backend and
@@ -795,10 +790,10 @@ static void sig_stash_drop(struct rcl_thread *t, bool charged)
         h = next;
     }
     if (charged && total)
-        wr(t->stock, rd(t->stock) + (long)total);
+        rcl__stock_refund(t, total);
     atomic_fetch_sub(&t->sig_stash_bytes, total);
-    if (charged && rd(t->stock) > rd(t->stock_max) && rd(t->stock_max) >= 0)
-        rcl__stock_flush(t, rd(rcl__acct.batch));
+    if (charged)
+        rcl__stock_spill(t);
 }
 
 static void sig_refill(struct rcl_thread *t)

@@ -10,6 +10,7 @@
  *   debug.h     rcl__assert, rcl__assert_held (debug.c)
  *   types.h     the shared structures: budget, counters, options, ...
  *   thread.h    a thread's state and the fast paths' inlines
+ *   stock.h     the stock's fast-path inlines (its protocol: account.c)
  *   backend.h   the allocator underneath (included where it is called)
  *
  * Which file owns what:
@@ -19,7 +20,8 @@
  *   clock.c     rcl__now_ns(), the one clock
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt,
  *               the flags' names for reports (rcl__gfp_str)
- *   account.c   budget, watermarks, per-thread stocks, thread registry
+ *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
+ *   thread.c    the thread registry: rcl__self, attach, exit, the list
  *   alloc.c     the rcl_alloc family, block headers, valloc
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
@@ -50,6 +52,7 @@
 #include "debug.h"
 #include "types.h"
 #include "thread.h"
+#include "stock.h"
 
 /* ------------------------------------------------------------------------ */
 /* Life cycle (init.c)                                                       */
@@ -74,12 +77,30 @@ unsigned long long rcl__now_ns(void);
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */
+/* The thread registry (thread.c)                                            */
+/* ------------------------------------------------------------------------ */
+
+void rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* The registered threads, first to last through ->next, under the lock. */
+void rcl__registry_lock(void);
+void rcl__registry_unlock(void);
+struct rcl_thread *rcl__registry_first(void);
+void rcl__threads_detach_all(void);                /* shutdown */
+/* Counters of the live threads and the exited ones, and what their block
+ * caches hold. */
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
+
+/* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
 /* ------------------------------------------------------------------------ */
 
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);
-void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* A registered thread's stock: starts empty; goes back to the budget at
+ * its exit or in a forked child (t only read); cleared at unregistering. */
+void   rcl__stock_attach(struct rcl_thread *t);
+void   rcl__stock_return(const struct rcl_thread *t);
+void   rcl__stock_detach(struct rcl_thread *t);
 /* The header bits of a plain block allocated in `epoch` (alloc.c). */
 uint64_t rcl__hdr_tag(unsigned epoch);
 /* Gives the calling thread's cached blocks back to the backend (alloc.c);
@@ -88,7 +109,17 @@ void   rcl__mag_flush(struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
+/* The stock protocol (account.c explains it): the thread's stock back to
+ * the budget down to `keep` (never below what backs its cached blocks);
+ * around a reclaim; the signal stash's charge back into the stock, and
+ * the excess over stock_max spilled; t's next allocation or charge sent
+ * to the slow path. */
 void   rcl__stock_flush(struct rcl_thread *t, long keep);
+long   rcl__stock_reclaim_begin(struct rcl_thread *t);
+void   rcl__stock_reclaim_end(struct rcl_thread *t, long before);
+void   rcl__stock_refund(struct rcl_thread *t, size_t bytes);
+void   rcl__stock_spill(struct rcl_thread *t);
+void   rcl__slow_path_ask(struct rcl_thread *t);
 size_t rcl__headroom(void);
 /* The pressure thread moving the automatic budget with the cgroup: false
  * (and nothing changed) once the program chose a limit (rcl_set_limit). */
@@ -261,7 +292,6 @@ void rcl__pressure_stop(void);
 
 #define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
 void rcl__stats_reset(void);
-void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
 /* options.c: the RECLAIM_* table (its rows: types.h). */
 extern const struct rcl__option rcl__options[];
@@ -314,9 +344,9 @@ void rcl__shrinker_atfork_child(void);
 void rcl__reclaim_atfork_prepare(void);
 void rcl__reclaim_atfork_parent(void);
 void rcl__reclaim_atfork_child(void);
-void rcl__account_atfork_prepare(void);
-void rcl__account_atfork_parent(void);
-void rcl__account_atfork_child(void);
+void rcl__thread_atfork_prepare(void);
+void rcl__thread_atfork_parent(void);
+void rcl__thread_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);

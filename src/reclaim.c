@@ -71,22 +71,14 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
      * use the reserve: NORECLAIM. */
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     long start = t->reclaimed, stock_before = rd(t->stock);
-    /* The outermost reclaim takes stock_max over; a drain request that was
-     * pending, or that comes meanwhile, is still there when it ends. */
-    long max_before = t->in_reclaim++ ? RCL_STOCK_RECLAIM
-                                      : atomic_exchange(&t->stock_max, RCL_STOCK_RECLAIM);
+    long max_before = rcl__stock_reclaim_begin(t);
 
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
         if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
-    if (--t->in_reclaim == 0) {
-        long expect = RCL_STOCK_RECLAIM;
-        atomic_compare_exchange_strong(&t->stock_max, &expect,
-                                       max_before == RCL_STOCK_DRAIN ? RCL_STOCK_DRAIN
-                                                                     : rcl__stock_limit());
-    }
+    rcl__stock_reclaim_end(t, max_before);
     rcl_scope_restore(saved);
 
     /* Keep in the stock only what reclaim really won back; what shrinkers
