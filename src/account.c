@@ -170,7 +170,7 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
 static void drain_self(struct rcl_thread *t)
 {
     rcl__sig_flush(t);
-    rcl__mag_flush(t);
+    rcl__bcache_drain(t);
     rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
 }
@@ -474,7 +474,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
          * before reclaiming anyone's objects, as the kernel drains its
          * per-CPU lists before it gives up on an allocation. */
         if (rd(t->cached)) {
-            rcl__mag_flush(t);
+            rcl__bcache_drain(t);
             continue;
         }
         if (!collected) {

@@ -23,13 +23,15 @@
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
  *   thread.c    the thread registry: rcl__self, attach, exit, the list
  *   alloc.c     the rcl_alloc family, block headers, valloc
+ *   block_cache.c, block_cache.h   the per-thread block cache, its classes
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
  *   domain.c    reclaim domains, the per-shrinker decision, journal_info
  *   lockdep.c   reclaim-recursion and lock-order checker
  *   cgroup.c    the process's memory cgroup, the automatic limit (cgroup.h)
  *   footprint.c real memory held against what was charged
- *   pressure.c  PSI, systemd's protocol, cgroup usage and thresholds
+ *   pressure.c  the pressure thread: PSI, systemd's protocol, cgroup usage
+ *               near the limit, the step policy
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
@@ -103,9 +105,9 @@ void   rcl__stock_return(const struct rcl_thread *t);
 void   rcl__stock_detach(struct rcl_thread *t);
 /* The header bits of a plain block allocated in `epoch` (alloc.c). */
 uint64_t rcl__hdr_tag(unsigned epoch);
-/* Gives the calling thread's cached blocks back to the backend (alloc.c);
- * only ever for the caller's own rcl__self, or at its exit. */
-void   rcl__mag_flush(struct rcl_thread *t);
+/* Empties the thread's block cache (block_cache.c): the one drain entry
+ * point; only ever for the caller's own rcl__self, or at its exit. */
+void   rcl__bcache_drain(struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);

@@ -52,7 +52,7 @@ static void thread_exit(void *arg)
 
     unsigned b = rcl__busy_hold(t);
     rcl__sig_flush(t);
-    rcl__mag_flush(t);
+    rcl__bcache_drain(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
         rcl__stock_return(t);
@@ -76,7 +76,7 @@ void rcl__thread_attach(struct rcl_thread *t)
     rcl__lockdep_thread_attach();
     /* Blocks cached in an earlier epoch were charged to a budget that is
      * gone; the new stock starts empty and holds none. */
-    rcl__mag_flush(t);
+    rcl__bcache_drain(t);
     pthread_once(&exit_key_once, exit_key_create);
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);
@@ -99,7 +99,7 @@ void rcl__thread_attach(struct rcl_thread *t)
  * only the owner may touch its lists. */
 void rcl__threads_detach_all(void)
 {
-    rcl__mag_flush(&rcl__self);
+    rcl__bcache_drain(&rcl__self);
     pthread_mutex_lock(&registry_lock);
     while (registry)
         unlink_locked(registry);

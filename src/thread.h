@@ -25,9 +25,9 @@
  * thread.c). Fields other threads read are atomics accessed with
  * rd()/wr().
  */
-#define RCL_MAG_CLASSES   76          /* 16-byte classes to 256, 64-byte to 1 KiB,
+#define RCL_BCACHE_CLASSES 76         /* 16-byte classes to 256, 64-byte to 1 KiB,
                                          eight per doubling to 64 KiB */
-#define RCL_MAG_MAX       65536
+#define RCL_BCACHE_MAX    65536
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
     _Atomic long          stock_max;  /* spill back to the budget above this;
@@ -52,13 +52,13 @@ struct rcl_thread {
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
-    /* The block cache (alloc.c): blocks this thread freed, kept for its
+    /* The block cache (block_cache.h): blocks this thread freed, kept for its
      * next allocations of the same class, linked through their headers.
      * Only the owner touches the lists. `cached` is the sum of their class
      * sizes, and part of the stock: invariant stock >= cached, so the
      * budget always counts the cached blocks, and what the thread may
      * charge from its stock is stock - cached. rcl_stats_get() reads it. */
-    void                 *mag[RCL_MAG_CLASSES];
+    void                 *bcache[RCL_BCACHE_CLASSES];
     _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc.c): blocks kept for allocations made by a signal
