@@ -35,7 +35,7 @@
 
 const char *rcl__root_prefix(void)
 {
-    const char *r = getenv("RECLAIM_CGROUP_ROOT");
+    const char *r = rcl__option_env("RECLAIM_CGROUP_ROOT");
     return r ? r : "";
 }
 
@@ -363,19 +363,10 @@ static uint64_t physical_memory(void)
 static uint64_t margin_for(uint64_t limit)
 {
     uint64_t m = limit / DEFAULT_MARGIN_DIV;
-    const char *s = getenv("RECLAIM_CGROUP_MARGIN");
-    if (s && *s) {
-        char *end;
-        size_t v;
-        unsigned long pct = strtoul(s, &end, 10);
-        if (end != s && !strcmp(end, "%") && pct <= 100)
-            m = rcl__pct_of(limit, (unsigned)pct);
-        else if (rcl__parse_size(s, &v) == 0)
-            m = v;
-        else
-            rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
-                                "size or a percentage; using 1/8 of the limit", s);
-    }
+    const char *s = rcl__option_env("RECLAIM_CGROUP_MARGIN");
+    if (s && *s && rcl__option_size_of(s, limit, &m))
+        rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
+                            "size or a percentage; using 1/8 of the limit", s);
     return m > limit / 2 ? limit / 2 : m;
 }
 

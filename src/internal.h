@@ -70,8 +70,6 @@ static inline void rcl__ensure_init(void)
     if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
 }
-/* Parses "256M" etc.; -EINVAL on junk or overflow. */
-int  rcl__parse_size(const char *s, size_t *out);
 
 /* Monotonic nanoseconds (clock.c, a leaf). */
 unsigned long long rcl__now_ns(void);
@@ -301,6 +299,12 @@ extern const unsigned rcl__nr_options;
 const struct rcl__option *rcl__option_find(const char *name);
 /* 0 and *v, or -EINVAL when s is not a value the option takes. */
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v);
+/* A process option's variable (NULL: unset); its name must be the table's. */
+const char *rcl__option_env(const char *name);
+/* Parses "256M" etc.; -EINVAL on junk or overflow. */
+int rcl__parse_size(const char *s, size_t *out);
+/* A size, or a percentage of `whole` ("10%"); -EINVAL on anything else. */
+int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

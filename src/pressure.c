@@ -184,7 +184,11 @@ static int systemd_open(const char *watch, enum watch_kind *kind)
 }
 
 /* Picks the source: systemd's variable when set, else the cgroup's own
- * memory.pressure (v2), else the system's /proc/pressure/memory. */
+ * memory.pressure (v2), else the system's /proc/pressure/memory.
+ * MEMORY_PRESSURE_WATCH and MEMORY_PRESSURE_WRITE are not the library's
+ * knobs (those are the RECLAIM_* table, options.c): the service manager
+ * sets them, as systemd's memory-pressure protocol defines, and they are
+ * read here, where that protocol is followed. */
 static void watch_open(void)
 {
     const char *watch = getenv("MEMORY_PRESSURE_WATCH");
