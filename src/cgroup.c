@@ -392,6 +392,13 @@ size_t rcl__auto_budget(uint64_t cglimit)
     return b ? b : 1;
 }
 
+/* The pressure thread saw the cgroup limit change: the automatic budget
+ * follows, unless the program chose a limit meanwhile (false then). */
+bool rcl__auto_limit_follow(uint64_t cglimit)
+{
+    return rcl__set_auto_limit(rcl__auto_budget(cglimit));
+}
+
 size_t rcl_auto_limit(void)
 {
     struct rcl_cgroup cg;
@@ -407,6 +414,17 @@ size_t rcl_auto_limit(void)
 uint64_t rcl__cgroup_inactive_file(const struct rcl_cgroup *cg, const char *dir)
 {
     return read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
+}
+
+void rcl__cgroup_level_dir(const struct rcl_cgroup *cg, unsigned level, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s", cg->dir);
+    while (level--) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < cg->top)
+            break;
+        *slash = '\0';
+    }
 }
 
 int rcl__cgroup_usage_open(const struct rcl_cgroup *cg, const char *dir)

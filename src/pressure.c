@@ -3,8 +3,11 @@
  * pressure.c - memory pressure from outside the process turned into cache
  * shrinking: PSI triggers, systemd's memory-pressure protocol, the cgroup's
  * usage near its limit (a 1 s tick, and on cgroup v1 a usage threshold the
- * kernel signals at once), and the automatic budget following the cgroup
- * limit. Where the cgroup is and what it says is cgroup.c's.
+ * kernel signals at once), the thread that waits for them, and the step
+ * policy (how much one signal asks to shrink). Where the cgroup is, what
+ * it says, and the automatic budget its limit gives (rcl_auto_limit(),
+ * which needs no thread) are cgroup.c's; this thread only brings a new
+ * limit to it.
  *
  * Threading: at most one thread, "rcl-pressure", only with pressure = 1 and
  * only when there is something to watch. It sleeps in poll() on the PSI
@@ -282,18 +285,6 @@ static void watch_event(short revents)
     }
 }
 
-/* The directory of the files' level `level` (0: the process's cgroup). */
-static void level_dir(unsigned level, char *dir, size_t len)
-{
-    snprintf(dir, len, "%s", watcher.cg.dir);
-    while (level--) {
-        char *slash = strrchr(dir, '/');
-        if (!slash || (size_t)(slash - dir) < watcher.cg.top)
-            break;
-        *slash = '\0';
-    }
-}
-
 /*
  * cgroup v1: the kernel signals the moment the cgroup's usage crosses the
  * point where the budget's headroom falls below its low watermark, so the
@@ -319,7 +310,7 @@ static void threshold_arm(uint64_t inactive)
         return;
     size_t limit = rcl_limit(), low = rd(rcl__acct.wm_low);
     char dir[PATH_MAX];
-    level_dir(watcher.level, dir, sizeof(dir));
+    rcl__cgroup_level_dir(&watcher.cg, watcher.level, dir, sizeof(dir));
     int fd = rcl__cgroup_threshold(&watcher.cg, dir,
                                    (limit > low ? limit - low : limit) + inactive);
     if (fd >= 0)
@@ -365,11 +356,8 @@ static void cgroup_tick(void)
     if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
     bool moved = lim != watcher.cg_limit || level != watcher.level;
-    if (watcher.auto_limit && lim != watcher.cg_limit) {
-        /* Only while the budget is still the automatic one. */
-        if (!rcl__set_auto_limit(rcl__auto_budget(lim)))
-            watcher.auto_limit = false;
-    }
+    if (watcher.auto_limit && lim != watcher.cg_limit && !rcl__auto_limit_follow(lim))
+        watcher.auto_limit = false;     /* the program chose a limit since */
     watcher.cg_limit = lim;
     watcher.level = level;
     uint64_t usage, inactive;
