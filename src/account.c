@@ -188,6 +188,9 @@ static void drain_if_asked(struct rcl_thread *t)
     }
 }
 
+/* Thread t's next allocation or charge takes the slow path, where
+ * drain_if_asked() clears the bit and the request that set it is met (a
+ * drain, or a signal handler's: rcl__sig_service). */
 void rcl__slow_path_ask(struct rcl_thread *t)
 {
     atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);

@@ -11,11 +11,13 @@
  *   types.h     the shared structures: budget, counters, options, ...
  *   thread.h    a thread's state and the fast paths' inlines
  *   stock.h     the stock's fast-path inlines (its protocol: account.c)
+ *   block_cache.h  the block header and the block cache's inlines
+ *               (included where they are used: alloc.c, block_cache.c)
  *   backend.h   the allocator underneath (included where it is called)
  *
  * Which file owns what:
  *   init.c      life cycle, configuration
- *   options.c   the RECLAIM_* table and rcl_config_from_env()
+ *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
  *   clock.c     rcl__now_ns(), the one clock
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt,
@@ -91,6 +93,16 @@ void rcl__threads_detach_all(void);                /* shutdown */
 void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
 /* ------------------------------------------------------------------------ */
+/* Blocks (alloc.c) and the block cache (block_cache.c, block_cache.h)       */
+/* ------------------------------------------------------------------------ */
+
+/* The header bits of a plain block allocated in `epoch`. */
+uint64_t rcl__hdr_tag(unsigned epoch);
+/* Empties the thread's block cache: the one drain entry point; only ever
+ * for the caller's own rcl__self, or at its exit. */
+void   rcl__bcache_drain(struct rcl_thread *t);
+
+/* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -101,11 +113,6 @@ void   rcl__account_stop(void);
 void   rcl__stock_attach(struct rcl_thread *t);
 void   rcl__stock_return(const struct rcl_thread *t);
 void   rcl__stock_detach(struct rcl_thread *t);
-/* The header bits of a plain block allocated in `epoch` (alloc.c). */
-uint64_t rcl__hdr_tag(unsigned epoch);
-/* Empties the thread's block cache (block_cache.c): the one drain entry
- * point; only ever for the caller's own rcl__self, or at its exit. */
-void   rcl__bcache_drain(struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
@@ -121,8 +128,9 @@ void   rcl__stock_refund(struct rcl_thread *t, size_t bytes);
 void   rcl__stock_spill(struct rcl_thread *t);
 void   rcl__slow_path_ask(struct rcl_thread *t);
 size_t rcl__headroom(void);
-/* The pressure thread moving the automatic budget with the cgroup: false
- * (and nothing changed) once the program chose a limit (rcl_set_limit). */
+/* The automatic budget moving with the cgroup (cgroup.c, for the pressure
+ * thread): false (and nothing changed) once the program chose a limit
+ * (rcl_set_limit). */
 bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
