@@ -20,8 +20,8 @@
  *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
  *   clock.c     rcl__now_ns(), the one clock
- *   scope.c     per-thread scopes, current_gfp, context capture/adopt,
- *               the flags' names for reports (rcl__gfp_str)
+ *   gfp.c       the flags' names for reports (rcl__gfp_str)
+ *   scope.c     per-thread scopes, current_gfp, context capture/adopt
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
  *   thread.c    the thread registry: rcl__self, attach, exit, the list
  *   alloc.c     the rcl_alloc family, block headers, valloc
@@ -75,7 +75,7 @@ static inline void rcl__ensure_init(void)
 
 /* Monotonic nanoseconds (clock.c, a leaf). */
 unsigned long long rcl__now_ns(void);
-/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (scope.c). */
+/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */

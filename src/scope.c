@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * scope.c - per-thread reclaim context: scopes, the flags they leave an
- * allocation (and how reports name flags), and capturing a context to
- * adopt in another thread.
+ * allocation, and capturing a context to adopt in another thread.
  *
  * Scopes follow the kernel's memalloc_flags_save() (v6.9 and later): save
  * sets the requested bits and returns only the ones it newly set, restore
@@ -12,7 +11,6 @@
  */
 #include "internal.h"
 
-#include <stdio.h>
 #include <string.h>
 
 __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
@@ -70,39 +68,6 @@ unsigned rcl_nowait_save(void) { return rcl_scope_save(RCL_SCOPE_NOWAIT); }
 void rcl_nowait_restore(unsigned saved) { rcl_scope_restore(saved); }
 
 rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp) { return rcl__gfp_in_scope(gfp, rcl__scope); }
-
-/* Reports name flags the way reclaim.h spells them: the widest composite
- * first, then the bits it leaves. */
-const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
-{
-    static const struct { rcl_gfp_t mask; const char *name; } composite[] = {
-        { RCL_DEFAULT, "DEFAULT" }, { RCL_NOFS, "NOFS" }, { RCL_NOIO, "NOIO" },
-        { RCL_ATOMIC, "ATOMIC" },
-    };
-    static const char *const bit[] = {
-        "IO", "FS", "DIRECT_RECLAIM", "KSWAPD_RECLAIM", "HIGH", "MEMALLOC",
-        "NOMEMALLOC", "NOFAIL", "NORETRY", "NOWARN", "ZERO",
-    };
-    size_t off = 0;
-    buf[0] = '\0';
-    rcl_gfp_t rest = gfp;
-    /* The widest composite the flags contain names them best. */
-    for (size_t i = 0; i < sizeof(composite) / sizeof(composite[0]); i++) {
-        if ((rest & composite[i].mask) == composite[i].mask) {
-            off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s", composite[i].name);
-            rest &= ~composite[i].mask;
-            break;
-        }
-    }
-    for (unsigned i = 0; i < sizeof(bit) / sizeof(bit[0]); i++) {
-        if (rest & (1u << i))
-            off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s%s",
-                                    off ? "|" : "", bit[i]);
-    }
-    if (!off)
-        snprintf(buf, len, "0");
-    return buf;
-}
 
 void rcl_context_capture(struct rcl_context *out)
 {
