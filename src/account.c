@@ -14,6 +14,35 @@
  * and only the excess above stock_max is returned. Near the watermarks no
  * batch is taken, so the budget is charged byte for byte exactly when it
  * matters.
+ *
+ * The stock protocol, all of it. Each registered thread (thread.c) has
+ * `stock`, bytes charged and not handed out, and `stock_max`, the most it
+ * may sit on. The fast paths (alloc.c, rcl_charge below, stock.h's
+ * inlines) spend and refill the stock with plain loads and stores; only
+ * the owner thread writes `stock` (fork and shutdown aside, when no other
+ * thread runs). A free stays on the fast path while stock + size <=
+ * stock_max, so every reason to leave it is folded into stock_max:
+ *   stock_limit()   two batches: the normal value, set when the thread
+ *                   registers and followed by its charge slow path when
+ *                   the batch changes with the limit;
+ *   STOCK_RECLAIM   while the thread reclaims (rcl__stock_reclaim_begin
+ *                   and _end, around reclaim.c's passes): what its
+ *                   shrinkers free stays in its stock, as reclaim's
+ *                   progress, for the allocation that reclaimed;
+ *   STOCK_DRAIN     another thread asked for the stock back (a lowered
+ *                   limit, rcl_usage_sync(), an allocation about to fail):
+ *                   met at the owner's next slow path (drain_if_asked),
+ *                   which gives back its stock, block cache and signal
+ *                   stash.
+ * stock_max is the only one other threads write, by exchange or
+ * compare-and-swap, so that a drain request that comes in during a
+ * reclaim is still there when the reclaim ends. A request that must be
+ * met before the stock is spent again also sets RCL__WATCH_DRAIN in the
+ * thread's watch word, which the allocation and charge fast paths test
+ * (signal handlers set the same bit to bring the thread to the slow path,
+ * rcl__slow_path_ask). Invariants: stock >= cached, the block cache's
+ * blocks staying charged (block_cache.h); charged == handed out + the
+ * stocks + the signal stashes.
  */
 #include "internal.h"
 #include "backend.h"
@@ -27,30 +56,29 @@
 struct rcl_account rcl__acct;
 
 #define STOCK_BATCH_MAX   (64 * 1024L)
+#define STOCK_RECLAIM     (-1L)
+#define STOCK_DRAIN       (-2L)
 #define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */
 #define MAX_NO_PROGRESS   3                /* reclaim rounds that freed nothing */
 
-/* Threads holding stocks. Each unregisters at exit (pthread key
- * destructor), returning its stock and folding its counters. */
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct rcl_thread *registry;
-static pthread_key_t exit_key;
-static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static _Atomic long long overuncharge_reported;
 /* The program chose the limit (rcl_set_limit): the automatic budget no
- * longer follows the cgroup. Under registry_lock with the limit itself, so
- * that a cgroup change read just before the program's call cannot land
- * after it. */
+ * longer follows the cgroup. Under the registry lock (thread.c) with the
+ * limit itself, so that a cgroup change read just before the program's
+ * call cannot land after it. */
 static bool limit_chosen;
 static _Atomic long long failure_reported;
 #ifdef RCL_DEBUG
 /* What exited (and, in a forked child, vanished) threads had handed out,
- * for rcl__acct_check(); under registry_lock. */
+ * for rcl__acct_check(); under the registry lock. */
 static long acct_out_gone;
 /* Bytes given back that the budget no longer had (budget_return clamped
  * them): what an over-uncharge rcl_uncharge() reported left behind. */
 static _Atomic long acct_unbacked;
 #endif
+
+/* A thread's stock_max when nothing asks otherwise: two batches. */
+static inline long stock_limit(void) { return 2 * rd(rcl__acct.batch); }
 
 static void budget_return(size_t bytes)
 {
@@ -67,77 +95,38 @@ static void budget_return(size_t bytes)
 #endif
 }
 
-static void thread_unlink_locked(struct rcl_thread *t)
+/* A thread registers (thread.c): its stock starts empty. */
+void rcl__stock_attach(struct rcl_thread *t)
 {
-    rcl__assert_held(&registry_lock);
-    if (t->next)
-        t->next->pprev = t->pprev;
-    *t->pprev = t->next;
-    t->next = NULL;
-    t->pprev = NULL;
-    rcl__count(exited_allocs, rd(t->nr_alloc));
-    rcl__count(exited_frees, rd(t->nr_free));
-#ifdef RCL_DEBUG
-    acct_out_gone += atomic_exchange(&t->acct_out, 0);
-#endif
-    wr(t->nr_alloc, 0);
-    wr(t->nr_free, 0);
     wr(t->stock, 0);
-    wr(t->stock_max, 0);
-    t->hdr_tag = 0;
-    wr(t->epoch, 0);
-}
-
-static void thread_exit(void *arg)
-{
-    struct rcl_thread *t = arg;
-
-    unsigned b = rcl__busy_hold(t);
-    rcl__sig_flush(t);
-    rcl__mag_flush(t);
-    pthread_mutex_lock(&registry_lock);
-    if (rd(t->epoch)) {
-        budget_return((size_t)rd(t->stock));
-        thread_unlink_locked(t);
-    }
-    pthread_mutex_unlock(&registry_lock);
-    rcl__busy_drop(t, b);
-}
-
-static void exit_key_create(void)
-{
-    pthread_key_create(&exit_key, thread_exit);
-}
-
-void rcl__thread_attach(struct rcl_thread *t)
-{
-    unsigned epoch = atomic_load_explicit(&rcl__epoch, memory_order_acquire);
-
-    if (likely(rd(t->epoch) == epoch))
-        return;
-    rcl__lockdep_thread_attach();
-    /* Blocks cached in an earlier epoch were charged to a budget that is
-     * gone; the new stock starts empty and holds none. */
-    rcl__mag_flush(t);
-    pthread_once(&exit_key_once, exit_key_create);
-    pthread_setspecific(exit_key, t);
-    pthread_mutex_lock(&registry_lock);
-    wr(t->stock, 0);
+    wr(t->stock_max, stock_limit());
 #ifdef RCL_DEBUG
     wr(t->acct_out, 0);       /* what it handed out before went with the old budget */
 #endif
-    wr(t->stock_max, rcl__stock_limit());
-    t->hdr_tag = rcl__hdr_tag(epoch);
-    t->next = registry;
-    t->pprev = &registry;
-    if (registry)
-        registry->pprev = &t->next;
-    registry = t;
-    wr(t->epoch, epoch);
-    pthread_mutex_unlock(&registry_lock);
-    /* Registered first: a deferred block of this epoch is uncharged into
-     * the new stock. */
-    rcl__sig_forget(t);
+}
+
+/* A thread's stock back to the budget: at its exit, or in a forked child
+ * for the threads that did not come along (t is only read). */
+void rcl__stock_return(const struct rcl_thread *t)
+{
+    rcl__assert(rcl__registry_held());
+    budget_return((size_t)rd(t->stock));
+#ifdef RCL_DEBUG
+    /* A vanished thread's signal stash stays charged, held by nobody (at
+     * an exit the stash was emptied first). */
+    acct_out_gone += rd(t->acct_out) + (long)rd(t->sig_stash_bytes);
+#endif
+}
+
+/* A thread unregisters (thread.c), its stock returned or its budget gone. */
+void rcl__stock_detach(struct rcl_thread *t)
+{
+    rcl__assert(rcl__registry_held());
+    wr(t->stock, 0);
+    wr(t->stock_max, 0);
+#ifdef RCL_DEBUG
+    wr(t->acct_out, 0);
+#endif
 }
 
 static void set_watermarks(size_t limit)
@@ -170,10 +159,10 @@ int rcl__account_start(const struct rcl_config *cfg)
 {
     limit_chosen = false;
 #ifdef RCL_DEBUG
-    pthread_mutex_lock(&registry_lock);
+    rcl__registry_lock();
     acct_out_gone = 0;
     wr(acct_unbacked, 0);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__registry_unlock();
 #endif
     wr(rcl__acct.charged, 0);
     wr(rcl__acct.peak, 0);
@@ -183,13 +172,7 @@ int rcl__account_start(const struct rcl_config *cfg)
 
 void rcl__account_stop(void)
 {
-    /* Other threads' caches are theirs to empty (at their exit or next
-     * drain): only the owner may touch its lists. */
-    rcl__mag_flush(&rcl__self);
-    pthread_mutex_lock(&registry_lock);
-    while (registry)
-        thread_unlink_locked(registry);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__threads_detach_all();
     wr(rcl__acct.charged, 0);
 }
 
@@ -219,34 +202,51 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
 static void drain_self(struct rcl_thread *t)
 {
     rcl__sig_flush(t);
-    rcl__mag_flush(t);
+    rcl__bcache_drain(t);
     rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
 }
 
-/* A drain request (stock_max == RCL_STOCK_DRAIN, from rcl_usage_sync) is
- * met at the thread's next slow path. */
+/* A drain request (stock_max == STOCK_DRAIN) is met at the thread's next
+ * slow path; the watch bit is cleared there whoever set it. */
 static void drain_if_asked(struct rcl_thread *t)
 {
     /* The bit first: a request that comes in after this sees it set again. */
     if (rd(t->lockdep_watch) & RCL__WATCH_DRAIN)
         atomic_fetch_and(&t->lockdep_watch, ~RCL__WATCH_DRAIN);
-    if (rd(t->stock_max) == RCL_STOCK_DRAIN) {
-        wr(t->stock_max, rcl__stock_limit());
+    if (rd(t->stock_max) == STOCK_DRAIN) {
+        wr(t->stock_max, stock_limit());
         drain_self(t);
     }
+}
+
+/* Thread t's next allocation or charge takes the slow path, where
+ * drain_if_asked() clears the bit and the request that set it is met (a
+ * drain, or a signal handler's: rcl__sig_service). */
+void rcl__slow_path_ask(struct rcl_thread *t)
+{
+    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+}
+
+/* Asks thread t (not the caller) for its stock back at its next slow path;
+ * now: its next allocation or charge goes there, rather than spend the
+ * stock first. Registry lock held, so that t is registered. */
+static void drain_request_locked(struct rcl_thread *t, bool now)
+{
+    rcl__assert(rcl__registry_held());
+    wr(t->stock_max, STOCK_DRAIN);
+    if (now)
+        rcl__slow_path_ask(t);
 }
 
 /* Every other thread gives its stock and cached blocks back at its next
  * allocation or free (the watch bit takes its fast paths to the slow one). */
 static void drain_others_locked(void)
 {
-    rcl__assert_held(&registry_lock);
-    for (struct rcl_thread *t = registry; t; t = t->next)
-        if (t != &rcl__self) {
-            wr(t->stock_max, RCL_STOCK_DRAIN);
-            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
-        }
+    rcl__assert(rcl__registry_held());
+    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
+        if (t != &rcl__self)
+            drain_request_locked(t, true);
 }
 
 /* Blocks other threads (the reclaimer's shrinkers) freed for this one
@@ -282,6 +282,38 @@ void rcl__stock_flush(struct rcl_thread *t, long keep)
         budget_return((size_t)(s - keep));
         atomic_store_explicit(&t->stock, keep, memory_order_release);
     }
+}
+
+/* A reclaim (reclaim.c) takes stock_max over for its duration; nests. The
+ * outermost one puts back the normal value, or a drain request that was
+ * pending before it or came in meanwhile. Returns what end needs. */
+long rcl__stock_reclaim_begin(struct rcl_thread *t)
+{
+    return t->in_reclaim++ ? STOCK_RECLAIM : atomic_exchange(&t->stock_max, STOCK_RECLAIM);
+}
+
+void rcl__stock_reclaim_end(struct rcl_thread *t, long before)
+{
+    if (--t->in_reclaim == 0) {
+        long expect = STOCK_RECLAIM;
+        atomic_compare_exchange_strong(&t->stock_max, &expect,
+                                       before == STOCK_DRAIN ? STOCK_DRAIN : stock_limit());
+    }
+}
+
+/* Charged bytes the thread held elsewhere (its signal stash) come back to
+ * its stock; the owner only. */
+void rcl__stock_refund(struct rcl_thread *t, size_t bytes)
+{
+    wr(t->stock, rd(t->stock) + (long)bytes);
+}
+
+/* The excess over stock_max back to the budget, down to a batch; nothing
+ * while a reclaim or a drain request holds stock_max. */
+void rcl__stock_spill(struct rcl_thread *t)
+{
+    if (rd(t->stock) > rd(t->stock_max) && rd(t->stock_max) >= 0)
+        rcl__stock_flush(t, rd(rcl__acct.batch));
 }
 
 void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
@@ -334,7 +366,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     /* Refill no more than leaves room in the stock for this block and the
      * cached ones: a block whose free would overflow the stock skips the
      * cache, and every allocation of its size would come down here again. */
-    size_t room = (size_t)rcl__stock_limit(), held = rd(t->cached) + size;
+    size_t room = (size_t)stock_limit(), held = rd(t->cached) + size;
     if (held >= room)
         batch = 0;
     else if (batch > room - held)
@@ -449,8 +481,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         /* Follows a batch rcl_set_limit() changed; a drain request that
          * just came in stays. */
         long max = rd(t->stock_max);
-        if (max != RCL_STOCK_DRAIN)
-            atomic_compare_exchange_strong(&t->stock_max, &max, rcl__stock_limit());
+        if (max != STOCK_DRAIN)
+            atomic_compare_exchange_strong(&t->stock_max, &max, stock_limit());
     }
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
@@ -480,7 +512,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
          * before reclaiming anyone's objects, as the kernel drains its
          * per-CPU lists before it gives up on an allocation. */
         if (rd(t->cached)) {
-            rcl__mag_flush(t);
+            rcl__bcache_drain(t);
             continue;
         }
         if (!collected) {
@@ -511,9 +543,9 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 if (no_progress >= MAX_NO_PROGRESS && !drained) {
                     drained = true;
                     no_progress = 0;
-                    pthread_mutex_lock(&registry_lock);
+                    rcl__registry_lock();
                     drain_others_locked();
-                    pthread_mutex_unlock(&registry_lock);
+                    rcl__registry_unlock();
                 }
                 if (no_progress >= MAX_NO_PROGRESS)
                     return charge_fail(size, gfp, -ENOMEM);
@@ -601,7 +633,7 @@ void rcl_uncharge(size_t bytes)
  */
 static void set_limit_locked(size_t bytes)
 {
-    rcl__assert_held(&registry_lock);
+    rcl__assert(rcl__registry_held());
     bool lower = bytes < rd(rcl__acct.limit);
 
     set_watermarks(bytes);
@@ -625,10 +657,10 @@ int rcl_set_limit(size_t bytes)
         return -EINVAL;
     rcl__ensure_init();
     unsigned b = rcl__busy_hold(&rcl__self);
-    pthread_mutex_lock(&registry_lock);
+    rcl__registry_lock();
     limit_chosen = true;
     set_limit_locked(bytes);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__registry_unlock();
     limit_changed();
     rcl__busy_drop(&rcl__self, b);
     return 0;
@@ -637,11 +669,11 @@ int rcl_set_limit(size_t bytes)
 bool rcl__set_auto_limit(size_t bytes)
 {
     /* The pressure thread, which blocks every signal: not busy. */
-    pthread_mutex_lock(&registry_lock);
+    rcl__registry_lock();
     bool ok = !limit_chosen;
     if (ok && bytes != rd(rcl__acct.limit))
         set_limit_locked(bytes);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__registry_unlock();
     if (ok)
         limit_changed();
     return ok;
@@ -670,14 +702,14 @@ size_t rcl_usage(void)
      * the budget, so frees and flushes in flight can make the result
      * smaller than the truth, never larger. */
     unsigned b = rcl__busy_hold(&rcl__self);
-    pthread_mutex_lock(&registry_lock);
-    for (struct rcl_thread *t = registry; t; t = t->next) {
+    rcl__registry_lock();
+    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next) {
         long s = atomic_load_explicit(&t->stock, memory_order_acquire);
         stocks += s > 0 ? (size_t)s : 0;
         stocks += atomic_load_explicit(&t->sig_stash_bytes, memory_order_acquire);
     }
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_acquire);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__registry_unlock();
     rcl__busy_drop(&rcl__self, b);
     return c > stocks ? c - stocks : 0;
 }
@@ -690,11 +722,11 @@ void rcl_usage_sync(void)
     unsigned b = rcl__busy_hold(self);
     rcl__thread_attach(self);
     drain_self(self);
-    pthread_mutex_lock(&registry_lock);
-    for (struct rcl_thread *t = registry; t; t = t->next)
+    rcl__registry_lock();
+    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
         if (t != self)
-            wr(t->stock_max, RCL_STOCK_DRAIN);
-    pthread_mutex_unlock(&registry_lock);
+            drain_request_locked(t, false);
+    rcl__registry_unlock();
     rcl__busy_drop(self, b);
 }
 
@@ -753,11 +785,11 @@ int rcl__acct_check(char *why, size_t len)
     int err = 0;
 
     unsigned b = rcl__busy_hold(&rcl__self);
-    pthread_mutex_lock(&registry_lock);
+    rcl__registry_lock();
 #ifdef RCL_DEBUG
     out = acct_out_gone + rd(acct_unbacked);
 #endif
-    for (struct rcl_thread *t = registry; t && !err; t = t->next) {
+    for (struct rcl_thread *t = rcl__registry_first(); t && !err; t = t->next) {
         err = acct_check_thread(t, why, len);
         stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rd(t->sig_stash_bytes);
 #ifdef RCL_DEBUG
@@ -766,66 +798,9 @@ int rcl__acct_check(char *why, size_t len)
     }
     if (!err)
         err = acct_check_sum(rd(rcl__acct.charged), stocks, out, why, len);
-    pthread_mutex_unlock(&registry_lock);
+    rcl__registry_unlock();
     rcl__busy_drop(&rcl__self, b);
     if (!err && len)
         why[0] = '\0';
     return err;
-}
-
-void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
-{
-    unsigned b = rcl__busy_hold(&rcl__self);
-    pthread_mutex_lock(&registry_lock);
-    unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
-    size_t c = 0;
-    for (struct rcl_thread *t = registry; t; t = t->next) {
-        a += rd(t->nr_alloc);
-        f += rd(t->nr_free);
-        c += rd(t->cached);
-    }
-    pthread_mutex_unlock(&registry_lock);
-    rcl__busy_drop(&rcl__self, b);
-    *allocs = a;
-    *frees = f;
-    *cached = c;
-}
-
-/* ------------------------------------------------------------------------ */
-/* fork() (fork.c)                                                           */
-/* ------------------------------------------------------------------------ */
-
-void rcl__account_atfork_prepare(void) { pthread_mutex_lock(&registry_lock); }
-void rcl__account_atfork_parent(void) { pthread_mutex_unlock(&registry_lock); }
-
-/* The other threads are gone, and their TLS memory is glibc's to reuse for
- * the child's next threads: it is only read here, never written. Their
- * stocks go back to the budget (their cached blocks with them, leaked:
- * nobody in the child can reach those lists) and only the forking thread
- * stays registered. */
-void rcl__account_atfork_child(void)
-{
-    struct rcl_thread *self = &rcl__self;
-    size_t back = 0;
-
-    for (struct rcl_thread *t = registry; t; t = t->next) {
-        if (t == self)
-            continue;
-        back += (size_t)rd(t->stock);
-#ifdef RCL_DEBUG
-        /* Their signal stashes stay charged, held by nobody. */
-        acct_out_gone += rd(t->acct_out) + (long)rd(t->sig_stash_bytes);
-#endif
-        rcl__count(exited_allocs, rd(t->nr_alloc));
-        rcl__count(exited_frees, rd(t->nr_free));
-    }
-    budget_return(back);
-    if (rd(self->epoch)) {
-        self->next = NULL;
-        self->pprev = &registry;
-        registry = self;
-    } else {
-        registry = NULL;
-    }
-    pthread_mutex_unlock(&registry_lock);
 }

@@ -16,40 +16,13 @@
  * Everything else (first use, empty stock, the lock checker watching, bad
  * input, aligned and mapped blocks) goes through the slow paths below.
  *
- * The block cache: each thread keeps a few freed blocks of each size class
- * up to RCL_MAG_MAX bytes and hands them out again before asking the
- * backend - the per-CPU freelists of the kernel's slab and page
- * allocators, per thread. Classes: 16-byte steps to 256 bytes (64 blocks
- * each), 64-byte steps to 1 KiB (16 each), then eight classes per doubling
- * to 64 KiB (1 each), and never more than the thread's stock holds in
- * bytes: a live set of up to a few hundred small blocks, allocated and
- * freed in turn, stays off the backend (the kernel sizes its per-CPU
- * caches in bytes for the same reason). Above 1 KiB one block a class:
- * more would leave a small budget stranded in the caches of threads that
- * are not allocating (4 threads filling a 2 MiB budget with 4 KiB objects
- * saw allocations fail with 4 a class). A wrapper that calls the backend on every
- * allocation costs a third to a half more than the backend alone: two
- * more calls and a stack frame on top of glibc's ~140 instructions, and a
- * header that pushes a 1 KiB block past glibc's own per-thread cache
- * (which ends at 1032 bytes). From the cache a pair costs less than the
- * backend's own.
- *
- * A cached block stays charged: its class size is held in the thread's
- * stock (t->cached, invariant stock >= cached), so the budget counts it -
- * it is real memory - while rcl_usage(), which leaves stocks out, does
- * not. A block is cached only if the stock can hold it, so a thread
- * never sits on more than stock_max bytes of charged, unused memory,
- * cached blocks included. rcl_usage_sync(), a drain request, a charge
- * that finds the budget short, and thread exit give the blocks back.
- *
- * Invariant the cache relies on: a plain block's backend size is at least
- * backend_size(h->size) - every block up to RCL_MAG_MAX is asked of the
- * backend rounded up to its class - so any block of a class can serve any
- * size in it. The rounding costs up to an eighth more above 1 KiB, as in
- * allocators with the same classes.
+ * The per-thread block cache the fast paths take from and give to is
+ * block_cache.h's (with the classes and the block header it links
+ * through); rcl__bcache_drain() (block_cache.c) empties it.
  */
 #include "internal.h"
 #include "backend.h"
+#include "block_cache.h"
 
 #include <errno.h>
 #include <string.h>
@@ -57,13 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-struct rcl_hdr {
-    union {
-        size_t          size;   /* bytes charged for the block */
-        struct rcl_hdr *next;   /* while in a thread's block cache */
-    };
-    uint64_t meta;    /* check word | shift << 32 | epoch << 48; 0 = free */
-};
 /* meta packs what free must verify into one word, so the fast path checks
  * it with one compare against the thread's hdr_tag ^ address word:
  *   check  (bits 0-31)  tells our blocks from anything else (VMAP_TAG
@@ -72,7 +38,6 @@ struct rcl_hdr {
  *                       the pointer: 4 for plain blocks;
  *   epoch  (bits 48-63) low bits of rcl__epoch: blocks from before an
  *                       rcl_shutdown() are no longer charged. */
-#define HDR        sizeof(struct rcl_hdr)
 #define HDR_SHIFT  4u
 #define VMAP_TAG   0x5a5a0000u
 #define RESV_TAG   0x0000a5a5u   /* a block from the I/O-flusher reserve */
@@ -133,37 +98,13 @@ static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, uns
 }
 
 /* ------------------------------------------------------------------------ */
-/* The block cache                                                           */
+/* Sizes and charges                                                         */
 /* ------------------------------------------------------------------------ */
-
-static inline unsigned mag_class(size_t size)
-{
-    if (size <= 256)
-        return (unsigned)((size - 1) >> 4);
-    if (size <= 1024)
-        return 12 + (unsigned)((size - 1) >> 6);
-    size_t x = size - 1;
-    unsigned log = 63 - (unsigned)__builtin_clzl(x);     /* 10 .. 15 */
-    return 28 + 8 * (log - 10) + (unsigned)((x >> (log - 3)) & 7);
-}
-
-#define Q(log) 9u << ((log) - 3), 10u << ((log) - 3), 11u << ((log) - 3), 12u << ((log) - 3), \
-               13u << ((log) - 3), 14u << ((log) - 3), 15u << ((log) - 3), 16u << ((log) - 3)
-static const uint32_t mag_caps[RCL_MAG_CLASSES] = {
-    16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
-    320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024,
-    Q(10), Q(11), Q(12), Q(13), Q(14), Q(15),
-};
-#undef Q
-_Static_assert(RCL_MAG_MAX == 65536, "mag_caps ends at RCL_MAG_MAX");
-
-static inline size_t mag_cap(unsigned c) { return mag_caps[c]; }
-static inline unsigned mag_depth(unsigned c) { return c < 16 ? 64 : c < 28 ? 16 : 1; }
 
 /* What the backend is asked for: a small block rounds up to its class. */
 static inline size_t backend_size(size_t size)
 {
-    return (size <= RCL_MAG_MAX ? mag_cap(mag_class(size)) : size) + HDR;
+    return (size <= RCL_BCACHE_MAX ? rcl__bcache_cap(rcl__bcache_class(size)) : size) + HDR;
 }
 
 /*
@@ -177,15 +118,10 @@ static inline size_t backend_size(size_t size)
  * blocks, at most 4 KiB on 64 KiB and more, is left to the footprint
  * samples (footprint.c), as is the backend's own class rounding.
  */
-static inline size_t class_charge(unsigned c)
-{
-    return mag_cap(c) + HDR + RCL__BE_BLOCK_OVERHEAD;
-}
-
 static inline size_t block_charge(size_t size)
 {
-    if (size <= RCL_MAG_MAX)
-        return class_charge(mag_class(size));
+    if (size <= RCL_BCACHE_MAX)
+        return rcl__bcache_charge(rcl__bcache_class(size));
     return size + HDR + RCL__BE_BLOCK_OVERHEAD;
 }
 
@@ -203,69 +139,19 @@ size_t rcl_alloc_charge(size_t size)
     return block_charge(size);
 }
 
-/* Under AddressSanitizer a cached block is poisoned, and a block handed
- * out is addressable for exactly the size asked, so that use after free
- * and overflows into the class's rounding are still caught. */
+/* Under AddressSanitizer a block handed out is addressable for exactly
+ * the size asked, so that overflows into the class's rounding are still
+ * caught (a cached one is poisoned whole: block_cache.h). */
 #ifdef RCL_ASAN
 static void user_fit(struct rcl_hdr *h, size_t size)
 {
     rcl__unpoison(h + 1, size);
-    if (size <= RCL_MAG_MAX)
-        rcl__poison((char *)(h + 1) + size, mag_cap(mag_class(size)) - size);
+    if (size <= RCL_BCACHE_MAX)
+        rcl__poison((char *)(h + 1) + size, rcl__bcache_cap(rcl__bcache_class(size)) - size);
 }
-static void mag_poison(struct rcl_hdr *h, unsigned c) { rcl__poison(h + 1, mag_cap(c)); }
 #else
 static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)size; }
-static inline void mag_poison(struct rcl_hdr *h, unsigned c) { (void)h; (void)c; }
 #endif
-
-/* A cached block of class c, or NULL. Its charge stays in the stock, now
- * free for the caller to take. */
-static inline struct rcl_hdr *mag_take(struct rcl_thread *t, unsigned c)
-{
-    struct rcl_hdr *h = t->mag[c];
-    if (h) {
-        /* meta: the block's place from the bottom of its class's list. */
-        rcl__assert(h->meta == (h->next ? h->next->meta + 1 : 1) && h->meta <= mag_depth(c));
-        rcl__assert(rd(t->cached) >= class_charge(c));
-        t->mag[c] = h->next;
-        own_add(t->cached, -class_charge(c));
-    }
-    return h;
-}
-
-/* Keeps a freed plain block of class c for reuse, its charge held in
- * `stock` (the stock with the block's own charge back in it); false when
- * the class is full or the stock cannot hold it. A cached block's meta is
- * its position from the bottom of the list (1, 2, ...): never a valid
- * header, so a second free is still caught, and the list length costs no
- * field of its own. */
-static inline bool mag_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c, long stock)
-{
-    struct rcl_hdr *top = t->mag[c];
-    uint64_t n = top ? top->meta : 0;
-    size_t cached = rd(t->cached) + class_charge(c);
-
-    if (n >= mag_depth(c) || (long)cached > stock)
-        return false;
-    h->next = top;
-    h->meta = n + 1;
-    t->mag[c] = h;
-    wr(t->cached, cached);
-    rcl__assert(n + 1 <= mag_depth(c));
-    mag_poison(h, c);
-    return true;
-}
-
-void rcl__mag_flush(struct rcl_thread *t)
-{
-    for (unsigned c = 0; c < RCL_MAG_CLASSES; c++) {
-        struct rcl_hdr *h;
-        while ((h = mag_take(t, c)) != NULL)
-            rcl__be_free(h);
-    }
-}
-
 
 static void *fail(int err)
 {
@@ -395,7 +281,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
 
-    struct rcl_hdr *h = size <= RCL_MAG_MAX ? mag_take(t, mag_class(size)) : NULL;
+    struct rcl_hdr *h = size <= RCL_BCACHE_MAX ? rcl__bcache_take(t, rcl__bcache_class(size)) : NULL;
     if (!h)
         h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
                         backend_size(size), size, gfp);
@@ -449,13 +335,13 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     rcl__busy_enter(t);
     long stock = rd(t->stock);
 
-    /* size - 1 < RCL_MAG_MAX: nonzero and of a class, in one test; a
+    /* size - 1 < RCL_BCACHE_MAX: nonzero and of a class, in one test; a
      * cached block is covered by the stock that holds its charge. */
-    if (likely(size - 1 < RCL_MAG_MAX && rcl__fast_ok(t))) {
-        unsigned c = mag_class(size);
-        long cost = (long)class_charge(c);
+    if (likely(size - 1 < RCL_BCACHE_MAX && rcl__fast_ok(t))) {
+        unsigned c = rcl__bcache_class(size);
+        long cost = (long)rcl__bcache_charge(c);
         if (likely(cost <= stock)) {
-            struct rcl_hdr *h = mag_take(t, c);
+            struct rcl_hdr *h = rcl__bcache_take(t, c);
             if (h) {
                 wr(t->stock, stock - cost);
                 rcl__acct_out(t, cost);
@@ -688,14 +574,14 @@ void rcl_free(void *p)
 
     /* Blocks above the classes take the slow path: they are large, and
      * rare next to the small ones. */
-    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_MAG_MAX)) {
-        unsigned c = mag_class(size);
-        long stock = rd(t->stock) + (long)class_charge(c);
+    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_BCACHE_MAX)) {
+        unsigned c = rcl__bcache_class(size);
+        long stock = rd(t->stock) + (long)rcl__bcache_charge(c);
         if (likely(stock <= rd(t->stock_max))) {
             wr(t->stock, stock);
-            rcl__acct_out(t, -(long)class_charge(c));
+            rcl__acct_out(t, -(long)rcl__bcache_charge(c));
             own_add(t->nr_free, 1);
-            if (!mag_put(t, h, c, stock)) {
+            if (!rcl__bcache_put(t, h, c, stock)) {
                 h->meta = 0;    /* a second free of the same block is then caught */
                 rcl__be_free(h);
             }
@@ -735,12 +621,7 @@ void rcl_free(void *p)
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
 
-static inline size_t sig_cost(void) { return class_charge(mag_class(SIG_SIZE)); }
-
-static void sig_ask(struct rcl_thread *t)
-{
-    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
-}
+static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
 static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
@@ -752,7 +633,7 @@ static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
         ;
     atomic_store(&t->sig_want, 1);
-    sig_ask(t);
+    rcl__slow_path_ask(t);
     if (!h) {
         rcl__count(failures, 1);
         return fail(ENOMEM);
@@ -777,7 +658,7 @@ static void sig_free(struct rcl_thread *t, void *p)
         rcl__count(bad_frees, 1);
         atomic_fetch_add(&sig_bad_frees, 1);
         atomic_store(&t->sig_want, 1);
-        sig_ask(t);
+        rcl__slow_path_ask(t);
         errno = EINVAL;
         return;
     }
@@ -790,7 +671,7 @@ static void sig_free(struct rcl_thread *t, void *p)
     do
         *link = head;
     while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
-    sig_ask(t);
+    rcl__slow_path_ask(t);
 }
 
 /* The thread, busy: every block of the stash back to the backend and
@@ -807,10 +688,10 @@ static void sig_stash_drop(struct rcl_thread *t, bool charged)
         h = next;
     }
     if (charged && total)
-        wr(t->stock, rd(t->stock) + (long)total);
+        rcl__stock_refund(t, total);
     atomic_fetch_sub(&t->sig_stash_bytes, total);
-    if (charged && rd(t->stock) > rd(t->stock_max) && rd(t->stock_max) >= 0)
-        rcl__stock_flush(t, rd(rcl__acct.batch));
+    if (charged)
+        rcl__stock_spill(t);
 }
 
 static void sig_refill(struct rcl_thread *t)

@@ -35,7 +35,7 @@
 
 const char *rcl__root_prefix(void)
 {
-    const char *r = getenv("RECLAIM_CGROUP_ROOT");
+    const char *r = rcl__option_env("RECLAIM_CGROUP_ROOT");
     return r ? r : "";
 }
 
@@ -363,19 +363,10 @@ static uint64_t physical_memory(void)
 static uint64_t margin_for(uint64_t limit)
 {
     uint64_t m = limit / DEFAULT_MARGIN_DIV;
-    const char *s = getenv("RECLAIM_CGROUP_MARGIN");
-    if (s && *s) {
-        char *end;
-        size_t v;
-        unsigned long pct = strtoul(s, &end, 10);
-        if (end != s && !strcmp(end, "%") && pct <= 100)
-            m = rcl__pct_of(limit, (unsigned)pct);
-        else if (rcl__parse_size(s, &v) == 0)
-            m = v;
-        else
-            rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
-                                "size or a percentage; using 1/8 of the limit", s);
-    }
+    const char *s = rcl__option_env("RECLAIM_CGROUP_MARGIN");
+    if (s && *s && rcl__option_size_of(s, limit, &m))
+        rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
+                            "size or a percentage; using 1/8 of the limit", s);
     return m > limit / 2 ? limit / 2 : m;
 }
 
@@ -401,6 +392,13 @@ size_t rcl__auto_budget(uint64_t cglimit)
     return b ? b : 1;
 }
 
+/* The pressure thread saw the cgroup limit change: the automatic budget
+ * follows, unless the program chose a limit meanwhile (false then). */
+bool rcl__auto_limit_follow(uint64_t cglimit)
+{
+    return rcl__set_auto_limit(rcl__auto_budget(cglimit));
+}
+
 size_t rcl_auto_limit(void)
 {
     struct rcl_cgroup cg;
@@ -416,6 +414,17 @@ size_t rcl_auto_limit(void)
 uint64_t rcl__cgroup_inactive_file(const struct rcl_cgroup *cg, const char *dir)
 {
     return read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
+}
+
+void rcl__cgroup_level_dir(const struct rcl_cgroup *cg, unsigned level, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s", cg->dir);
+    while (level--) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < cg->top)
+            break;
+        *slash = '\0';
+    }
 }
 
 int rcl__cgroup_usage_open(const struct rcl_cgroup *cg, const char *dir)

@@ -66,5 +66,12 @@ int      rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigne
 size_t   rcl__auto_budget(uint64_t cglimit);
 /* The budget of a cgroup limit, 0 when the limit limits nothing. */
 size_t   rcl__cgroup_budget(uint64_t cglimit);
+/* The automatic budget moved to a new cgroup limit's; false (nothing
+ * changed) once the program chose a limit (rcl_set_limit). */
+bool     rcl__auto_limit_follow(uint64_t cglimit);
+/* The directory of level `level` above the cgroup (0: the cgroup itself),
+ * as rcl__cgroup_files_open() numbers them. */
+void     rcl__cgroup_level_dir(const struct rcl_cgroup *cg, unsigned level, char *dir,
+                               size_t len);
 
 #endif /* RCL_CGROUP_H */

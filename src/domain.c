@@ -19,10 +19,13 @@
  *
  * Per-thread state is a fixed stack of RCL_MAX_DOMAINS entries: entering a
  * domain never allocates, so it is safe on paths that are themselves short
- * of memory. Only the owner thread touches its stack. The domain object
- * itself is immutable after creation except for two atomic counters
- * (threads inside it, shrinkers it owns), which is what lets destroy refuse
- * a domain that is still in use without taking any lock on enter.
+ * of memory. Only the owner thread touches its stack. While a domain is
+ * live its fields stay as created except two atomic counters (threads
+ * inside it, shrinkers it owns), which is what lets destroy refuse a
+ * domain that is still in use without taking any lock on enter. Destroy
+ * itself changes the object: its magic (what domain_live() reads, so a
+ * handle kept after destroy reads as dead), its generation and its name;
+ * the slot is then recycled, never freed (below).
  */
 #include "internal.h"
 
@@ -165,7 +168,7 @@ struct domain_thread {
  * ends it (the value travels in the saved context), so a thread that once
  * adopted too many domains is not left over-restricted afterwards.
  */
-static __thread struct domain_thread dt;
+static __thread struct domain_thread mine;     /* this thread's domains */
 
 static _Atomic unsigned seq_seed;
 
@@ -266,30 +269,30 @@ unsigned rcl_domain_depth(const struct rcl_domain *d)
 
 static unsigned next_token(unsigned slot)
 {
-    if (unlikely(!dt.seeded)) {
+    if (unlikely(!mine.seeded)) {
         /* Seeds far apart, so two threads' tokens differ in their upper
          * bits: a token passed to another thread is not mistaken there. */
-        dt.seq = atomic_fetch_add_explicit(&seq_seed, 1, memory_order_relaxed) * 0x9e3779b1u;
-        dt.seeded = true;
+        mine.seq = atomic_fetch_add_explicit(&seq_seed, 1, memory_order_relaxed) * 0x9e3779b1u;
+        mine.seeded = true;
     }
-    unsigned t = (dt.seq++ << TOKEN_SHIFT) | (slot + 1);
+    unsigned t = (mine.seq++ << TOKEN_SHIFT) | (slot + 1);
     return t;
 }
 
 static void push(struct rcl_domain *d, unsigned token)
 {
     atomic_fetch_add_explicit(&d->entered, 1, memory_order_relaxed);
-    dt.stack[dt.n] = d;
-    dt.token[dt.n] = token;
-    dt.n++;
+    mine.stack[mine.n] = d;
+    mine.token[mine.n] = token;
+    mine.n++;
 }
 
 static void pop(void)
 {
-    dt.n--;
-    atomic_fetch_sub_explicit(&dt.stack[dt.n]->entered, 1, memory_order_release);
-    dt.stack[dt.n] = NULL;
-    dt.token[dt.n] = 0;
+    mine.n--;
+    atomic_fetch_sub_explicit(&mine.stack[mine.n]->entered, 1, memory_order_release);
+    mine.stack[mine.n] = NULL;
+    mine.token[mine.n] = 0;
 }
 
 unsigned rcl_domain_enter(struct rcl_domain *d)
@@ -300,12 +303,12 @@ unsigned rcl_domain_enter(struct rcl_domain *d)
         rcl__report("rcl_domain_enter: %p is not a live domain", (void *)d);
         return 0;
     }
-    if (dt.n == RCL_MAX_DOMAINS) {
+    if (mine.n == RCL_MAX_DOMAINS) {
         rcl__report("rcl_domain_enter: \"%s\" refused: this thread is already inside "
                     "%u domains (RCL_MAX_DOMAINS)", d->name, (unsigned)RCL_MAX_DOMAINS);
         return 0;
     }
-    unsigned token = next_token(dt.n);
+    unsigned token = next_token(mine.n);
     push(d, token);
     return token;
 }
@@ -315,15 +318,15 @@ void rcl_domain_exit(unsigned token)
     /* 0 is what a refused enter (or enter(NULL)) returned: nothing to undo. */
     if (token == 0)
         return;
-    if (dt.n > 0 && dt.token[dt.n - 1] == token) {
+    if (mine.n > 0 && mine.token[mine.n - 1] == token) {
         pop();
         return;
     }
-    for (unsigned i = 0; i + 1 < dt.n; i++) {
-        if (dt.token[i] == token) {
+    for (unsigned i = 0; i + 1 < mine.n; i++) {
+        if (mine.token[i] == token) {
             rcl__report("rcl_domain_exit: out of order: exiting \"%s\" (entry %u) while "
                         "\"%s\" (entry %u) is still entered; nothing changed",
-                        dt.stack[i]->name, i + 1, dt.stack[dt.n - 1]->name, dt.n);
+                        mine.stack[i]->name, i + 1, mine.stack[mine.n - 1]->name, mine.n);
             return;
         }
     }
@@ -342,18 +345,18 @@ void rcl_domain_exit(unsigned token)
  */
 unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth)
 {
-    if (!owner || (dt.n == 0 && dt.overflow == 0))
+    if (!owner || (mine.n == 0 && mine.overflow == 0))
         return 0;
     /* Domains dropped for lack of room could be owner itself: assume the
      * worst for every shrinker that belongs to a domain. */
-    if (unlikely(dt.overflow))
+    if (unlikely(mine.overflow))
         return RCL__DOMAIN_SKIP;
 
     unsigned r = 0;
-    for (unsigned i = 0; i < dt.n; i++) {
-        if (dt.stack[i] == owner)
+    for (unsigned i = 0; i < mine.n; i++) {
+        if (mine.stack[i] == owner)
             r |= RCL__DOMAIN_OWN;
-        else if (dt.stack[i]->depth != owner_depth)
+        else if (mine.stack[i]->depth != owner_depth)
             r |= RCL__DOMAIN_NOFS;
     }
     return r;
@@ -382,18 +385,18 @@ void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta)
 /* Is the thread inside any domain (overflowed ones included)? */
 bool rcl__domain_inside(void)
 {
-    return dt.n || dt.overflow;
+    return mine.n || mine.overflow;
 }
 
 unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
 {
     if (!out || max == 0)
-        return dt.n;
+        return mine.n;
     /* Too small a buffer keeps the innermost. */
-    unsigned from = dt.n > max ? dt.n - max : 0;
-    for (unsigned i = from; i < dt.n; i++)
-        out[i - from] = dt.stack[i];
-    return dt.n - from;
+    unsigned from = mine.n > max ? mine.n - max : 0;
+    for (unsigned i = from; i < mine.n; i++)
+        out[i - from] = mine.stack[i];
+    return mine.n - from;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -403,11 +406,11 @@ unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max)
 /* Into a context its callers have zeroed. */
 void rcl__domain_capture(struct rcl_ctx *c)
 {
-    c->ndomains = dt.n;
-    for (unsigned i = 0; i < dt.n; i++)
-        c->domains[i] = domain_id(dt.stack[i]);
-    c->domain_overflow = dt.overflow;
-    c->journal = dt.journal;
+    c->ndomains = mine.n;
+    for (unsigned i = 0; i < mine.n; i++)
+        c->domains[i] = domain_id(mine.stack[i]);
+    c->domain_overflow = mine.overflow;
+    c->journal = mine.journal;
 }
 
 void rcl__domain_adopt(const struct rcl_ctx *c)
@@ -419,10 +422,10 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
         if (!d) {
             rcl__report("rcl_context_adopt: the context names a domain (id %#lx) that "
                         "has been destroyed since", (unsigned long)c->domains[i]);
-            dt.overflow++;      /* the same worst case as a dropped domain */
+            mine.overflow++;      /* the same worst case as a dropped domain */
             continue;
         }
-        if (dt.n == RCL_MAX_DOMAINS) {
+        if (mine.n == RCL_MAX_DOMAINS) {
             dropped++;
             continue;
         }
@@ -432,11 +435,11 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
         rcl__report("rcl_context_adopt: %u domains did not fit (RCL_MAX_DOMAINS = %u); "
                     "shrinkers of every domain are skipped until the restore",
                     dropped, (unsigned)RCL_MAX_DOMAINS);
-        dt.overflow += dropped;
+        mine.overflow += dropped;
     }
     /* A context that was itself captured over the limit stays as strict. */
-    dt.overflow += c->domain_overflow;
-    dt.journal = c->journal;
+    mine.overflow += c->domain_overflow;
+    mine.journal = c->journal;
 }
 
 void rcl__domain_restore(const struct rcl_ctx *c)
@@ -445,22 +448,22 @@ void rcl__domain_restore(const struct rcl_ctx *c)
     unsigned leaked = 0;
     /* Above the saved ones: adopted entries (token 0), and enters made
      * under the adopted context that were never exited. */
-    while (dt.n > want) {
-        leaked += dt.token[dt.n - 1] != 0;
+    while (mine.n > want) {
+        leaked += mine.token[mine.n - 1] != 0;
         pop();
     }
-    dt.overflow = c->domain_overflow;
-    bool same = dt.n == want;
+    mine.overflow = c->domain_overflow;
+    bool same = mine.n == want;
     for (unsigned i = 0; same && i < want; i++)
-        same = domain_id(dt.stack[i]) == c->domains[i];
+        same = domain_id(mine.stack[i]) == c->domains[i];
     if (leaked)
         rcl__report("rcl_context_restore: %u domain(s) entered under the adopted context "
                     "were never exited; exited now", leaked);
     else if (!same)
         rcl__report("rcl_context_restore: this thread's domains changed under the "
                     "adopted context (an exit without its enter?); %u entered, "
-                    "%u expected", dt.n, want);
-    dt.journal = c->journal;
+                    "%u expected", mine.n, want);
+    mine.journal = c->journal;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -469,14 +472,14 @@ void rcl__domain_restore(const struct rcl_ctx *c)
 
 void *rcl_journal_info_set(void *cookie)
 {
-    void *old = dt.journal;
-    dt.journal = cookie;
+    void *old = mine.journal;
+    mine.journal = cookie;
     return old;
 }
 
 void *rcl_journal_info(void)
 {
-    return dt.journal;
+    return mine.journal;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -20,7 +20,7 @@
  *      order: workqueues, mempools, LRUs (fork.c, through rcl__fork_track)
  *   3. the shrinker registry     (shrinker.c)
  *   4. the background reclaimer  (reclaim.c)
- *   5. the thread registry       (account.c)
+ *   5. the thread registry       (thread.c)
  *   6. the live-domain list      (domain.c)
  *   7. the lock checker's graph  (lockdep_graph.c)
  *   8. the symbolizer            (symbolize.c)
@@ -78,7 +78,7 @@ static void fork_prepare(void)
     objs_prepare();
     rcl__shrinker_atfork_prepare();
     rcl__reclaim_atfork_prepare();
-    rcl__account_atfork_prepare();
+    rcl__thread_atfork_prepare();
     rcl__domain_atfork_prepare();
     rcl__lockdep_atfork_prepare();
     rcl__symbolize_atfork_prepare();
@@ -92,7 +92,7 @@ static void fork_parent(void)
     rcl__symbolize_atfork_parent();
     rcl__lockdep_atfork_parent();
     rcl__domain_atfork_parent();
-    rcl__account_atfork_parent();
+    rcl__thread_atfork_parent();
     rcl__reclaim_atfork_parent();
     rcl__shrinker_atfork_parent();
     objs_parent();
@@ -105,7 +105,7 @@ static void fork_child(void)
     rcl__symbolize_atfork_child();
     rcl__lockdep_atfork_child();
     rcl__domain_atfork_child();
-    rcl__account_atfork_child();
+    rcl__thread_atfork_child();
     rcl__footprint_atfork_child();
     rcl__reclaim_atfork_child();
     rcl__shrinker_atfork_child();

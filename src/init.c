@@ -53,32 +53,6 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 #define DEFAULT_LOCKDEP RCL_LOCKDEP_OFF
 #endif
 
-int rcl__parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned shift = 0;
-
-    if (errno || end == s || *s == '-')
-        return -EINVAL;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
-    default: break;
-    }
-    if (*end == 'i' && shift)
-        end++;
-    if ((*end == 'b' || *end == 'B') && shift)
-        end++;
-    if (*end != '\0' || (shift && v > (SIZE_MAX >> shift)))
-        return -EINVAL;
-    *out = (size_t)(v << shift);
-    return 0;
-}
-
 void rcl_config_default(struct rcl_config *cfg)
 {
     if (!cfg)
@@ -139,7 +113,7 @@ static void print_stats_at_exit(void)
 static bool stats_at_exit(void)
 {
     const struct rcl__option *o = rcl__option_find("RECLAIM_STATS");
-    const char *s = getenv(o->name);
+    const char *s = rcl__option_env(o->name);
     unsigned long long v = 0;
 
     if (s && rcl__option_parse(o, s, &v))

@@ -10,22 +10,30 @@
  *   debug.h     rcl__assert, rcl__assert_held (debug.c)
  *   types.h     the shared structures: budget, counters, options, ...
  *   thread.h    a thread's state and the fast paths' inlines
+ *   stock.h     the stock's fast-path inlines (its protocol: account.c)
+ *   block_cache.h  the block header and the block cache's inlines
+ *               (included where they are used: alloc.c, block_cache.c)
  *   backend.h   the allocator underneath (included where it is called)
  *
  * Which file owns what:
  *   init.c      life cycle, configuration
- *   options.c   the RECLAIM_* table and rcl_config_from_env()
+ *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
+ *   clock.c     rcl__now_ns(), the one clock
+ *   gfp.c       the flags' names for reports (rcl__gfp_str)
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt
- *   account.c   budget, watermarks, per-thread stocks, thread registry
+ *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
+ *   thread.c    the thread registry: rcl__self, attach, exit, the list
  *   alloc.c     the rcl_alloc family, block headers, valloc
+ *   block_cache.c, block_cache.h   the per-thread block cache, its classes
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
  *   domain.c    reclaim domains, the per-shrinker decision, journal_info
  *   lockdep*.c  the lock checker (lockdep.h), its reclaim model a client
  *   cgroup.c    the process's memory cgroup, the automatic limit (cgroup.h)
  *   footprint.c real memory held against what was charged
- *   pressure.c  PSI, systemd's protocol, cgroup usage and thresholds
+ *   pressure.c  the pressure thread: PSI, systemd's protocol, cgroup usage
+ *               near the limit, the step policy
  *   mempool.c, workqueue.c, io_flusher.c, lru.c   forward-progress tools
  *   stats.c, report.c   counters and printing; the one report channel
  *   symbolize.c function names for report backtraces
@@ -48,6 +56,7 @@
 #include "debug.h"
 #include "types.h"
 #include "thread.h"
+#include "stock.h"
 
 /* ------------------------------------------------------------------------ */
 /* Life cycle (init.c)                                                       */
@@ -63,8 +72,36 @@ static inline void rcl__ensure_init(void)
     if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
 }
-/* Parses "256M" etc.; -EINVAL on junk or overflow. */
-int  rcl__parse_size(const char *s, size_t *out);
+
+/* Monotonic nanoseconds (clock.c, a leaf). */
+unsigned long long rcl__now_ns(void);
+/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
+const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* The thread registry (thread.c)                                            */
+/* ------------------------------------------------------------------------ */
+
+void rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* The registered threads, first to last through ->next, under the lock. */
+void rcl__registry_lock(void);
+void rcl__registry_unlock(void);
+struct rcl_thread *rcl__registry_first(void);
+bool rcl__registry_held(void);          /* the caller holds the lock */
+void rcl__threads_detach_all(void);                /* shutdown */
+/* Counters of the live threads and the exited ones, and what their block
+ * caches hold. */
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
+
+/* ------------------------------------------------------------------------ */
+/* Blocks (alloc.c) and the block cache (block_cache.c, block_cache.h)       */
+/* ------------------------------------------------------------------------ */
+
+/* The header bits of a plain block allocated in `epoch`. */
+uint64_t rcl__hdr_tag(unsigned epoch);
+/* Empties the thread's block cache: the one drain entry point; only ever
+ * for the caller's own rcl__self, or at its exit. */
+void   rcl__bcache_drain(struct rcl_thread *t);
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
@@ -72,19 +109,29 @@ int  rcl__parse_size(const char *s, size_t *out);
 
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);
-void   rcl__thread_attach(struct rcl_thread *t);     /* register if not */
-/* The header bits of a plain block allocated in `epoch` (alloc.c). */
-uint64_t rcl__hdr_tag(unsigned epoch);
-/* Gives the calling thread's cached blocks back to the backend (alloc.c);
- * only ever for the caller's own rcl__self, or at its exit. */
-void   rcl__mag_flush(struct rcl_thread *t);
+/* A registered thread's stock: starts empty; goes back to the budget at
+ * its exit or in a forked child (t only read); cleared at unregistering. */
+void   rcl__stock_attach(struct rcl_thread *t);
+void   rcl__stock_return(const struct rcl_thread *t);
+void   rcl__stock_detach(struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
+/* The stock protocol (account.c explains it): the thread's stock back to
+ * the budget down to `keep` (never below what backs its cached blocks);
+ * around a reclaim; the signal stash's charge back into the stock, and
+ * the excess over stock_max spilled; t's next allocation or charge sent
+ * to the slow path. */
 void   rcl__stock_flush(struct rcl_thread *t, long keep);
+long   rcl__stock_reclaim_begin(struct rcl_thread *t);
+void   rcl__stock_reclaim_end(struct rcl_thread *t, long before);
+void   rcl__stock_refund(struct rcl_thread *t, size_t bytes);
+void   rcl__stock_spill(struct rcl_thread *t);
+void   rcl__slow_path_ask(struct rcl_thread *t);
 size_t rcl__headroom(void);
-/* The pressure thread moving the automatic budget with the cgroup: false
- * (and nothing changed) once the program chose a limit (rcl_set_limit). */
+/* The automatic budget moving with the cgroup (cgroup.c, for the pressure
+ * thread): false (and nothing changed) once the program chose a limit
+ * (rcl_set_limit). */
 bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
@@ -236,7 +283,6 @@ void rcl__pressure_stop(void);
 
 #define rcl__count(field, n) atomic_fetch_add_explicit(&rcl__stats.field, (n), memory_order_relaxed)
 void rcl__stats_reset(void);
-void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached);
 
 /* options.c: the RECLAIM_* table (its rows: types.h). */
 extern const struct rcl__option rcl__options[];
@@ -244,6 +290,12 @@ extern const unsigned rcl__nr_options;
 const struct rcl__option *rcl__option_find(const char *name);
 /* 0 and *v, or -EINVAL when s is not a value the option takes. */
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v);
+/* A process option's variable (NULL: unset); its name must be the table's. */
+const char *rcl__option_env(const char *name);
+/* Parses "256M" etc.; -EINVAL on junk or overflow. */
+int rcl__parse_size(const char *s, size_t *out);
+/* A size, or a percentage of `whole` ("10%"); -EINVAL on anything else. */
+int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -266,9 +318,6 @@ void rcl__unlock_cleanup(void *mutex);
 /* At most one report a second per `last` (a caller-owned timestamp). */
 void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* "DEFAULT|NOFAIL"-style rendering of flags, into buf. */
-const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
-unsigned long long rcl__now_ns(void);
 
 /* ------------------------------------------------------------------------ */
 /* fork() (fork.c; the lock order is documented there)                       */
@@ -292,9 +341,9 @@ void rcl__shrinker_atfork_child(void);
 void rcl__reclaim_atfork_prepare(void);
 void rcl__reclaim_atfork_parent(void);
 void rcl__reclaim_atfork_child(void);
-void rcl__account_atfork_prepare(void);
-void rcl__account_atfork_parent(void);
-void rcl__account_atfork_child(void);
+void rcl__thread_atfork_prepare(void);
+void rcl__thread_atfork_parent(void);
+void rcl__thread_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);

@@ -12,8 +12,11 @@
  * and so follows the precedence rule (docs/design.md, "Configuration"): it
  * applies to a program that lets the library configure itself, never
  * behind the back of one that passed its own configuration to rcl_init().
- * A process option (no field) is read where it is used, in every program:
- * those only add output or serve tests.
+ * A process option (no field) is read where it is used, in every program,
+ * through rcl__option_env(): those only add output, set what the automatic
+ * limit leaves free, or serve tests. No file reads a RECLAIM_* variable
+ * any other way (tools/check-options.sh fails the build's checks when one
+ * does).
  */
 #include "internal.h"
 
@@ -57,6 +60,61 @@ const struct rcl__option rcl__options[] = {
       "For tests: read cgroup, /proc and /sys files under this directory instead of /" },
 };
 const unsigned rcl__nr_options = sizeof(rcl__options) / sizeof(rcl__options[0]);
+
+/* A process option's variable, as the environment has it (NULL: unset).
+ * The name must be the table's: no RECLAIM_* variable is read past it.
+ * MEMORY_PRESSURE_WATCH and MEMORY_PRESSURE_WRITE (pressure.c) are not
+ * ours: they are systemd's memory-pressure protocol, which the service
+ * manager sets, and are read where that protocol is followed. */
+const char *rcl__option_env(const char *name)
+{
+    const struct rcl__option *o = rcl__option_find(name);
+    return o ? getenv(o->name) : NULL;
+}
+
+int rcl__parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+
+    if (errno || end == s || *s == '-')
+        return -EINVAL;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (*end == 'i' && shift)
+        end++;
+    if ((*end == 'b' || *end == 'B') && shift)
+        end++;
+    if (*end != '\0' || (shift && v > (SIZE_MAX >> shift)))
+        return -EINVAL;
+    *out = (size_t)(v << shift);
+    return 0;
+}
+
+/* RCL__OPT_SIZE_OR_PCT: a size ("32M") or a percentage of `whole`
+ * ("10%", at most 100). */
+int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out)
+{
+    char *end;
+    size_t v;
+    unsigned long pct = strtoul(s, &end, 10);
+
+    if (end != s && !strcmp(end, "%") && pct <= 100) {
+        *out = rcl__pct_of(whole, (unsigned)pct);
+        return 0;
+    }
+    if (rcl__parse_size(s, &v))
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
 
 const struct rcl__option *rcl__option_find(const char *name)
 {
@@ -142,11 +200,19 @@ int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long 
             }
         return -EINVAL;
     }
-    case RCL__OPT_SIZE_OR_PCT:
-    case RCL__OPT_PATH:
-        break;
+    case RCL__OPT_SIZE_OR_PCT: {
+        uint64_t x;
+        /* the value is only known against a whole: a percentage of 100 */
+        if (rcl__option_size_of(s, 100, &x))
+            return -EINVAL;
+        *v = x;
+        return 0;
     }
-    return -EINVAL;   /* read by their own code, not through the table */
+    case RCL__OPT_PATH:
+        *v = 0;   /* any path: its user reads the string */
+        return 0;
+    }
+    return -EINVAL;
 }
 
 static void store(const struct rcl__option *o, struct rcl_config *cfg, unsigned long long v)

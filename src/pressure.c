@@ -3,8 +3,11 @@
  * pressure.c - memory pressure from outside the process turned into cache
  * shrinking: PSI triggers, systemd's memory-pressure protocol, the cgroup's
  * usage near its limit (a 1 s tick, and on cgroup v1 a usage threshold the
- * kernel signals at once), and the automatic budget following the cgroup
- * limit. Where the cgroup is and what it says is cgroup.c's.
+ * kernel signals at once), the thread that waits for them, and the step
+ * policy (how much one signal asks to shrink). Where the cgroup is, what
+ * it says, and the automatic budget its limit gives (rcl_auto_limit(),
+ * which needs no thread) are cgroup.c's; this thread only brings a new
+ * limit to it.
  *
  * Threading: at most one thread, "rcl-pressure", only with pressure = 1 and
  * only when there is something to watch. It sleeps in poll() on the PSI
@@ -59,7 +62,7 @@ static struct {
     int             thresh_fd;      /* v1 usage threshold eventfd, or -1 */
     uint64_t        armed_inactive; /* the inactive page cache it was armed for */
     unsigned long long last_event;
-} P = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
+} watcher = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
 
 static _Atomic long long open_report;
 
@@ -184,19 +187,23 @@ static int systemd_open(const char *watch, enum watch_kind *kind)
 }
 
 /* Picks the source: systemd's variable when set, else the cgroup's own
- * memory.pressure (v2), else the system's /proc/pressure/memory. */
+ * memory.pressure (v2), else the system's /proc/pressure/memory.
+ * MEMORY_PRESSURE_WATCH and MEMORY_PRESSURE_WRITE are not the library's
+ * knobs (those are the RECLAIM_* table, options.c): the service manager
+ * sets them, as systemd's memory-pressure protocol defines, and they are
+ * read here, where that protocol is followed. */
 static void watch_open(void)
 {
     const char *watch = getenv("MEMORY_PRESSURE_WATCH");
     int fd;
     if (watch && *watch) {
         if (!strcmp(watch, "/dev/null")) {
-            P.events_off = true;
+            watcher.events_off = true;
             return;
         }
-        fd = systemd_open(watch, &P.kind);
+        fd = systemd_open(watch, &watcher.kind);
         if (fd >= 0) {
-            P.watch_fd = fd;
+            watcher.watch_fd = fd;
             return;
         }
         rcl__report_limited(&open_report, "MEMORY_PRESSURE_WATCH=%s cannot be watched (%s); "
@@ -204,16 +211,16 @@ static void watch_open(void)
     }
     char path[PATH_MAX];
     fd = -ENOENT;
-    if (P.cg.version == 2 &&
-        snprintf(path, sizeof(path), "%s/memory.pressure", P.cg.dir) < (int)sizeof(path))
+    if (watcher.cg.version == 2 &&
+        snprintf(path, sizeof(path), "%s/memory.pressure", watcher.cg.dir) < (int)sizeof(path))
         fd = psi_open(path);
     if (fd < 0) {
         snprintf(path, sizeof(path), "%s/proc/pressure/memory", rcl__root_prefix());
         fd = psi_open(path);
     }
     if (fd >= 0) {
-        P.watch_fd = fd;
-        P.kind = WATCH_PSI;
+        watcher.watch_fd = fd;
+        watcher.kind = WATCH_PSI;
     }
 }
 
@@ -226,7 +233,7 @@ static void watch_open(void)
 static void shrink(size_t want)
 {
     unsigned long long now = rcl__now_ns();
-    if (P.last_event && now - P.last_event < EVENT_GAP_NS)
+    if (watcher.last_event && now - watcher.last_event < EVENT_GAP_NS)
         return;
     size_t usage = rcl_usage();
     size_t step = usage / 8;
@@ -236,7 +243,7 @@ static void shrink(size_t want)
         want = usage;
     if (!want)
         return;
-    P.last_event = now;
+    watcher.last_event = now;
     if (rcl__cfg.background)
         rcl__reclaim_request(want);
     else
@@ -247,10 +254,10 @@ static void shrink(size_t want)
  * socket: drain what was written; end of stream closes the source. */
 static void watch_event(short revents)
 {
-    if (P.kind == WATCH_PSI) {
+    if (watcher.kind == WATCH_PSI) {
         if (revents & (POLLERR | POLLNVAL)) {
-            close(P.watch_fd);
-            P.watch_fd = -1;
+            close(watcher.watch_fd);
+            watcher.watch_fd = -1;
             return;
         }
         shrink(0);
@@ -259,7 +266,7 @@ static void watch_event(short revents)
     char buf[256];
     bool got = false, eof = (revents & (POLLHUP | POLLERR | POLLNVAL)) != 0;
     for (;;) {
-        ssize_t n = read(P.watch_fd, buf, sizeof(buf));
+        ssize_t n = read(watcher.watch_fd, buf, sizeof(buf));
         if (n > 0) {
             got = true;
             continue;
@@ -273,20 +280,8 @@ static void watch_event(short revents)
     if (got)
         shrink(0);
     if (eof) {
-        close(P.watch_fd);
-        P.watch_fd = -1;
-    }
-}
-
-/* The directory of the files' level `level` (0: the process's cgroup). */
-static void level_dir(unsigned level, char *dir, size_t len)
-{
-    snprintf(dir, len, "%s", P.cg.dir);
-    while (level--) {
-        char *slash = strrchr(dir, '/');
-        if (!slash || (size_t)(slash - dir) < P.cg.top)
-            break;
-        *slash = '\0';
+        close(watcher.watch_fd);
+        watcher.watch_fd = -1;
     }
 }
 
@@ -306,33 +301,34 @@ static void level_dir(unsigned level, char *dir, size_t len)
 #define REARM_DIV 64
 static void threshold_arm(uint64_t inactive)
 {
-    if (P.thresh_fd >= 0)
-        close(P.thresh_fd);
-    P.thresh_fd = -1;
-    P.armed_inactive = inactive;
-    if (P.cg.version != 1 || !P.auto_limit || !P.cg_limit || P.cg_limit == RCL_CG_UNKNOWN ||
-        rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
+    if (watcher.thresh_fd >= 0)
+        close(watcher.thresh_fd);
+    watcher.thresh_fd = -1;
+    watcher.armed_inactive = inactive;
+    if (watcher.cg.version != 1 || !watcher.auto_limit || !watcher.cg_limit ||
+        watcher.cg_limit == RCL_CG_UNKNOWN || rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
         return;
     size_t limit = rcl_limit(), low = rd(rcl__acct.wm_low);
     char dir[PATH_MAX];
-    level_dir(P.level, dir, sizeof(dir));
-    int fd = rcl__cgroup_threshold(&P.cg, dir, (limit > low ? limit - low : limit) + inactive);
+    rcl__cgroup_level_dir(&watcher.cg, watcher.level, dir, sizeof(dir));
+    int fd = rcl__cgroup_threshold(&watcher.cg, dir,
+                                   (limit > low ? limit - low : limit) + inactive);
     if (fd >= 0)
-        P.thresh_fd = fd;
+        watcher.thresh_fd = fd;
 }
 
 static bool inactive_moved(uint64_t inactive)
 {
     uint64_t step = rcl_limit() / REARM_DIV;
-    return inactive > P.armed_inactive + step || inactive + step < P.armed_inactive;
+    return inactive > watcher.armed_inactive + step || inactive + step < watcher.armed_inactive;
 }
 
 static void threshold_event(void)
 {
     uint64_t n;
-    if (read(P.thresh_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
-        close(P.thresh_fd);
-        P.thresh_fd = -1;
+    if (read(watcher.thresh_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
+        close(watcher.thresh_fd);
+        watcher.thresh_fd = -1;
         return;
     }
     rcl__count(cgroup_events, 1);
@@ -356,28 +352,25 @@ static void threshold_event(void)
 static void cgroup_tick(void)
 {
     unsigned level;
-    uint64_t lim = rcl__cgroup_files_limit(&P.files, &level);
+    uint64_t lim = rcl__cgroup_files_limit(&watcher.files, &level);
     if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
-    bool moved = lim != P.cg_limit || level != P.level;
-    if (P.auto_limit && lim != P.cg_limit) {
-        /* Only while the budget is still the automatic one. */
-        if (!rcl__set_auto_limit(rcl__auto_budget(lim)))
-            P.auto_limit = false;
-    }
-    P.cg_limit = lim;
-    P.level = level;
+    bool moved = lim != watcher.cg_limit || level != watcher.level;
+    if (watcher.auto_limit && lim != watcher.cg_limit && !rcl__auto_limit_follow(lim))
+        watcher.auto_limit = false;     /* the program chose a limit since */
+    watcher.cg_limit = lim;
+    watcher.level = level;
     uint64_t usage, inactive;
-    if (!lim || rcl__cgroup_files_working_set(&P.files, level, &usage, &inactive)) {
+    if (!lim || rcl__cgroup_files_working_set(&watcher.files, level, &usage, &inactive)) {
         if (moved)
-            threshold_arm(P.armed_inactive);
+            threshold_arm(watcher.armed_inactive);
         return;
     }
     if (moved || inactive_moved(inactive))
         threshold_arm(inactive);
     rcl__footprint_inactive((size_t)inactive);
     rcl__footprint_sample();
-    if (P.events_off)
+    if (watcher.events_off)
         return;
     uint64_t ws = usage > inactive ? usage - inactive : 0;
     uint64_t headroom = ws < lim ? lim - ws : 0;
@@ -394,7 +387,7 @@ static void cgroup_tick(void)
  * microseconds. */
 static int tick_ms(void)
 {
-    if (!P.cg.version)
+    if (!watcher.cg.version)
         return -1;
     if (rcl__footprint_mode() == RCL__FOOTPRINT_CGROUP && rcl__headroom() < rcl_limit() / 2)
         return FAST_TICK_MS;
@@ -408,22 +401,22 @@ static void *pressure_main(void *arg)
     (void)arg;
     for (;;) {
         struct pollfd fds[3] = {
-            { .fd = P.stop_fd, .events = POLLIN },
-            { .fd = P.watch_fd, .events = P.kind == WATCH_PSI ? POLLPRI : POLLIN },
-            { .fd = P.thresh_fd, .events = POLLIN },
+            { .fd = watcher.stop_fd, .events = POLLIN },
+            { .fd = watcher.watch_fd, .events = watcher.kind == WATCH_PSI ? POLLPRI : POLLIN },
+            { .fd = watcher.thresh_fd, .events = POLLIN },
         };
         int n = poll(fds, 3, tick_ms());
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0 && fds[0].revents)
             break;
-        if (n > 0 && fds[1].revents && P.watch_fd >= 0)
+        if (n > 0 && fds[1].revents && watcher.watch_fd >= 0)
             watch_event(fds[1].revents);
-        if (n > 0 && fds[2].revents && P.thresh_fd >= 0) {
+        if (n > 0 && fds[2].revents && watcher.thresh_fd >= 0) {
             threshold_event();
             continue;
         }
-        if (!P.cg.version)
+        if (!watcher.cg.version)
             continue;
         unsigned long long now = rcl__now_ns();
         if (n == 0 && now - last_full < TICK_MS * 1000000ull) {
@@ -438,89 +431,91 @@ static void *pressure_main(void *arg)
 
 static void sources_close(void)
 {
-    int *fds[] = { &P.stop_fd, &P.watch_fd, &P.thresh_fd };
+    int *fds[] = { &watcher.stop_fd, &watcher.watch_fd, &watcher.thresh_fd };
     for (unsigned i = 0; i < 3; i++) {
         if (*fds[i] >= 0)
             close(*fds[i]);
         *fds[i] = -1;
     }
-    rcl__cgroup_files_close(&P.files);
+    rcl__cgroup_files_close(&watcher.files);
 }
 
 int rcl__pressure_start(bool auto_limit)
 {
-    if (P.running)
+    if (watcher.running)
         return -EBUSY;
-    P.watch_fd = P.thresh_fd = P.stop_fd = -1;
-    P.kind = WATCH_NONE;
-    P.events_off = false;
-    P.last_event = 0;
-    P.auto_limit = auto_limit;
-    P.files.nlevels = 0;
-    rcl__cgroup_find(&P.cg);             /* version 0 when there is none */
-    P.cg_limit = 0;
-    if (P.cg.version) {
-        rcl__cgroup_files_open(&P.cg, &P.files);
-        P.cg_limit = rcl__cgroup_files_limit(&P.files, &P.level);
+    watcher.watch_fd = watcher.thresh_fd = watcher.stop_fd = -1;
+    watcher.kind = WATCH_NONE;
+    watcher.events_off = false;
+    watcher.last_event = 0;
+    watcher.auto_limit = auto_limit;
+    watcher.files.nlevels = 0;
+    rcl__cgroup_find(&watcher.cg);             /* version 0 when there is none */
+    watcher.cg_limit = 0;
+    if (watcher.cg.version) {
+        rcl__cgroup_files_open(&watcher.cg, &watcher.files);
+        watcher.cg_limit = rcl__cgroup_files_limit(&watcher.files, &watcher.level);
         uint64_t usage, inactive = 0;
-        if (P.cg_limit && P.cg_limit != RCL_CG_UNKNOWN &&
-            rcl__cgroup_files_working_set(&P.files, P.level, &usage, &inactive))
+        if (watcher.cg_limit && watcher.cg_limit != RCL_CG_UNKNOWN &&
+            rcl__cgroup_files_working_set(&watcher.files, watcher.level, &usage, &inactive))
             inactive = 0;
         threshold_arm(inactive);
     }
     watch_open();
-    if (P.watch_fd < 0 && !P.cg.version) {
+    if (watcher.watch_fd < 0 && !watcher.cg.version) {
         sources_close();
         return 0;                        /* nothing to follow: no thread */
     }
 
-    P.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int err = P.stop_fd < 0 ? errno : rcl__thread_start(&P.thread, pressure_main, NULL, "pressure");
+    watcher.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int err = watcher.stop_fd < 0 ? errno
+                                  : rcl__thread_start(&watcher.thread, pressure_main, NULL,
+                                                      "pressure");
     if (err) {
         sources_close();
         return -err;
     }
-    pthread_setname_np(P.thread, "rcl-pressure");
-    P.running = true;
+    pthread_setname_np(watcher.thread, "rcl-pressure");
+    watcher.running = true;
     return 0;
 }
 
 void rcl__pressure_stop(void)
 {
-    if (!P.running)
+    if (!watcher.running)
         return;
     uint64_t one = 1;
     ssize_t n;
     do
-        n = write(P.stop_fd, &one, sizeof(one));
+        n = write(watcher.stop_fd, &one, sizeof(one));
     while (n < 0 && errno == EINTR);
-    pthread_join(P.thread, NULL);
+    pthread_join(watcher.thread, NULL);
     sources_close();
-    P.running = false;
+    watcher.running = false;
 }
 
 /* ------------------------------------------------------------------------ */
 /* fork() (fork.c)                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* P only changes under init_lock, which the fork handlers hold. The stop
- * eventfd is the parent's too (one open file behind both descriptors):
- * the child closes its copy and never writes it, or it would stop the
- * parent's thread. The restart makes a new one. */
+/* The watcher only changes under init_lock, which the fork handlers hold.
+ * The stop eventfd is the parent's too (one open file behind both
+ * descriptors): the child closes its copy and never writes it, or it
+ * would stop the parent's thread. The restart makes a new one. */
 bool rcl__pressure_atfork_child(void)
 {
-    bool was = P.running;
+    bool was = watcher.running;
     if (!was)
         return false;
     /* The threshold eventfd too: the parent's events are the parent's. */
     sources_close();
-    P.running = false;
+    watcher.running = false;
     return true;
 }
 
 void rcl__pressure_restart(void)
 {
-    int err = rcl__pressure_start(P.auto_limit);
+    int err = rcl__pressure_start(watcher.auto_limit);
     if (err)
         rcl__report("memory-pressure following is off in this child process: %s",
                     strerror(-err));

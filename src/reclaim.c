@@ -56,12 +56,12 @@ static struct {
     _Atomic size_t  request;                  /* bytes asked for by pressure */
     _Atomic unsigned long long last_trim;
     _Atomic size_t  untrimmed;                /* freed, trim put off by the rate limit */
-} bg = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+} reclaimer = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 static __thread bool in_background;
 static _Atomic long long start_fail_reported, slow_reported, throttle_reported;
 /* No start attempt before this time (rcl__now_ns()): set by a failed one. */
-static unsigned long long start_retry_at;   /* under bg.lock */
+static unsigned long long start_retry_at;   /* under reclaimer.lock */
 
 bool rcl__is_background(void) { return in_background; }
 
@@ -71,22 +71,14 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
      * use the reserve: NORECLAIM. */
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     long start = t->reclaimed, stock_before = rd(t->stock);
-    /* The outermost reclaim takes stock_max over; a drain request that was
-     * pending, or that comes meanwhile, is still there when it ends. */
-    long max_before = t->in_reclaim++ ? RCL_STOCK_RECLAIM
-                                      : atomic_exchange(&t->stock_max, RCL_STOCK_RECLAIM);
+    long max_before = rcl__stock_reclaim_begin(t);
 
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
         if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
-    if (--t->in_reclaim == 0) {
-        long expect = RCL_STOCK_RECLAIM;
-        atomic_compare_exchange_strong(&t->stock_max, &expect,
-                                       max_before == RCL_STOCK_DRAIN ? RCL_STOCK_DRAIN
-                                                                     : rcl__stock_limit());
-    }
+    rcl__stock_reclaim_end(t, max_before);
     rcl_scope_restore(saved);
 
     /* Keep in the stock only what reclaim really won back; what shrinkers
@@ -109,8 +101,9 @@ static bool maybe_trim(size_t freed)
     if (freed < TRIM_MIN_BYTES)
         return false;
     now = rcl__now_ns();
-    last = atomic_load(&bg.last_trim);
-    if (now - last < TRIM_INTERVAL_NS || !atomic_compare_exchange_strong(&bg.last_trim, &last, now))
+    last = atomic_load(&reclaimer.last_trim);
+    if (now - last < TRIM_INTERVAL_NS ||
+        !atomic_compare_exchange_strong(&reclaimer.last_trim, &last, now))
         return false;
     rcl__be_trim();
     rcl__count(trims, 1);
@@ -184,13 +177,13 @@ static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp
 size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 {
     /* Without a background reclaimer nobody would do the rest: unbounded. */
-    bool bg_on = atomic_load_explicit(&bg.enabled, memory_order_relaxed);
+    bool bg_on = atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed);
     return reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
 }
 
 void rcl__reclaim_throttle(unsigned round)
 {
-    if (!atomic_load_explicit(&bg.enabled, memory_order_relaxed) || in_background) {
+    if (!atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed) || in_background) {
         sched_yield();
         return;
     }
@@ -251,7 +244,7 @@ static size_t balance(struct rcl_thread *t)
     rcl__thread_attach(t);
     for (;;) {
         size_t headroom = rcl__headroom(), high, want;
-        size_t req = atomic_exchange(&bg.request, 0);
+        size_t req = atomic_exchange(&reclaimer.request, 0);
         high = rd(rcl__acct.wm_high);
         want = (headroom < high ? high - headroom : 0) + req;
         if (!want)
@@ -261,14 +254,14 @@ static size_t balance(struct rcl_thread *t)
         rcl__count(background_reclaimed, freed);
         rcl__stock_flush(t, 0);
         total += freed;
-        if (!freed || bg.stop)
+        if (!freed || reclaimer.stop)
             break;
     }
     /* One trim for the whole pass; one the rate limit put off is done
      * when the interval has passed (background_main waits for it). */
-    size_t owed = total + atomic_exchange(&bg.untrimmed, 0);
+    size_t owed = total + atomic_exchange(&reclaimer.untrimmed, 0);
     if (owed >= TRIM_MIN_BYTES && !maybe_trim(owed))
-        atomic_fetch_add(&bg.untrimmed, owed);
+        atomic_fetch_add(&reclaimer.untrimmed, owed);
     return total;
 }
 
@@ -286,31 +279,31 @@ static struct timespec deadline_ns(unsigned long long ns)
     return t;
 }
 
-/* Called with bg.lock held, and nothing asked: sleep until woken, or until
+/* Called with reclaimer.lock held, and nothing asked: sleep until woken, or until
  * a trim the rate limit put off is due (then do it). */
 static void idle_locked(void)
 {
-    rcl__assert_held(&bg.lock);
-    if (!rd(bg.untrimmed)) {
-        pthread_cond_wait(&bg.cond, &bg.lock);
+    rcl__assert_held(&reclaimer.lock);
+    if (!rd(reclaimer.untrimmed)) {
+        pthread_cond_wait(&reclaimer.cond, &reclaimer.lock);
         return;
     }
     struct timespec until = deadline_ns(TRIM_INTERVAL_NS);
-    if (pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
+    if (pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
         return;
-    pthread_mutex_unlock(&bg.lock);
-    size_t owed = atomic_exchange(&bg.untrimmed, 0);
+    pthread_mutex_unlock(&reclaimer.lock);
+    size_t owed = atomic_exchange(&reclaimer.untrimmed, 0);
     if (!maybe_trim(owed))
-        atomic_fetch_add(&bg.untrimmed, owed);
-    pthread_mutex_lock(&bg.lock);
+        atomic_fetch_add(&reclaimer.untrimmed, owed);
+    pthread_mutex_lock(&reclaimer.lock);
 }
 
-/* Called with bg.lock held: true when there is work now; else it waited
+/* Called with reclaimer.lock held: true when there is work now; else it waited
  * (for a wake-up, or one poll interval while keeping ahead). */
 static bool wait_for_work_locked(unsigned long long ahead_until)
 {
-    rcl__assert_held(&bg.lock);
-    if (atomic_load(&bg.wake_pending) || rd(bg.request))
+    rcl__assert_held(&reclaimer.lock);
+    if (atomic_load(&reclaimer.wake_pending) || rd(reclaimer.request))
         return true;
     if (rcl__now_ns() >= ahead_until) {
         idle_locked();
@@ -319,7 +312,7 @@ static bool wait_for_work_locked(unsigned long long ahead_until)
     if (rcl__headroom() < rd(rcl__acct.wm_high))
         return true;
     struct timespec until = deadline_ns(AHEAD_POLL_NS);
-    pthread_cond_timedwait(&bg.cond, &bg.lock, &until);
+    pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until);
     return false;
 }
 
@@ -331,12 +324,12 @@ static void *background_main(void *arg)
 
     (void)arg;
     in_background = true;
-    pthread_mutex_lock(&bg.lock);
-    while (!bg.stop) {
+    pthread_mutex_lock(&reclaimer.lock);
+    while (!reclaimer.stop) {
         if (!wait_for_work_locked(ahead_until))
             continue;
-        atomic_store(&bg.wake_pending, 0);
-        pthread_mutex_unlock(&bg.lock);
+        atomic_store(&reclaimer.wake_pending, 0);
+        pthread_mutex_unlock(&reclaimer.lock);
 
         rcl__count(background_wakeups, 1);
         unsigned long long cpu0 = thread_cpu_ns();
@@ -351,7 +344,7 @@ static void *background_main(void *arg)
             ahead_until = now + AHEAD_HOLD_NS;
         last_done = now;
 
-        pthread_mutex_lock(&bg.lock);
+        pthread_mutex_lock(&reclaimer.lock);
         /* Nothing to free yet the budget is still short: do not spin on
          * wake-ups that would find nothing either; pause, longer each time. */
         if (!freed && rcl__headroom() < rd(rcl__acct.wm_low)) {
@@ -360,66 +353,66 @@ static void *background_main(void *arg)
                 backoff_ms = IDLE_BACKOFF_MAX;
             ahead_until = 0;
             struct timespec until = deadline_ns(backoff_ms * 1000000ull);
-            while (!bg.stop && !rd(bg.request) &&
-                   pthread_cond_timedwait(&bg.cond, &bg.lock, &until) != ETIMEDOUT)
+            while (!reclaimer.stop && !rd(reclaimer.request) &&
+                   pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
                 ;
         } else {
             backoff_ms = 0;
         }
     }
-    pthread_mutex_unlock(&bg.lock);
+    pthread_mutex_unlock(&reclaimer.lock);
     rcl__stock_flush(t, 0);
     return NULL;
 }
 
 /* Started on first need, so a program that never nears its budget never
- * sees the thread. Called with bg.lock held. */
+ * sees the thread. Called with reclaimer.lock held. */
 /* A start that fails (EAGAIN: the process is at its thread limit for the
  * moment) is tried again at a wake-up at least START_RETRY_NS later: the
  * wake-up is not left pending, since a pending one is never made again. */
 static void start_locked(void)
 {
-    rcl__assert_held(&bg.lock);
+    rcl__assert_held(&reclaimer.lock);
     unsigned long long now = rcl__now_ns();
     if (now < start_retry_at) {
-        atomic_store(&bg.wake_pending, 0);
+        atomic_store(&reclaimer.wake_pending, 0);
         return;
     }
-    int err = rcl__thread_start(&bg.thread, background_main, NULL, "reclaimer");
+    int err = rcl__thread_start(&reclaimer.thread, background_main, NULL, "reclaimer");
     if (err) {
         rcl__report_limited(&start_fail_reported,
                             "cannot start the background reclaimer: %s; allocations will "
                             "reclaim directly until a later attempt succeeds", strerror(err));
         start_retry_at = now + START_RETRY_NS;
-        atomic_store(&bg.wake_pending, 0);
+        atomic_store(&reclaimer.wake_pending, 0);
         return;
     }
     start_retry_at = 0;
-    pthread_setname_np(bg.thread, "rcl-reclaimd");
-    bg.running = true;
+    pthread_setname_np(reclaimer.thread, "rcl-reclaimd");
+    reclaimer.running = true;
 }
 
 void rcl__reclaim_wake(void)
 {
-    if (!atomic_load_explicit(&bg.enabled, memory_order_relaxed))
+    if (!atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed))
         return;
     /* Already woken: the common case under pressure, and lock-free. */
-    if (atomic_load_explicit(&bg.wake_pending, memory_order_relaxed) ||
-        atomic_exchange(&bg.wake_pending, 1))
+    if (atomic_load_explicit(&reclaimer.wake_pending, memory_order_relaxed) ||
+        atomic_exchange(&reclaimer.wake_pending, 1))
         return;
-    pthread_mutex_lock(&bg.lock);
-    if (!bg.running && !bg.stop)
+    pthread_mutex_lock(&reclaimer.lock);
+    if (!reclaimer.running && !reclaimer.stop)
         start_locked();
-    pthread_cond_signal(&bg.cond);
-    pthread_mutex_unlock(&bg.lock);
+    pthread_cond_signal(&reclaimer.cond);
+    pthread_mutex_unlock(&reclaimer.lock);
 }
 
 void rcl__reclaim_request(size_t bytes)
 {
-    if (!bytes || !atomic_load(&bg.enabled))
+    if (!bytes || !atomic_load(&reclaimer.enabled))
         return;
-    atomic_fetch_add(&bg.request, bytes);
-    atomic_store(&bg.wake_pending, 0);
+    atomic_fetch_add(&reclaimer.request, bytes);
+    atomic_store(&reclaimer.wake_pending, 0);
     rcl__reclaim_wake();
 }
 
@@ -431,45 +424,45 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     /* A new budget's first slow reclaim and first throttling are news. */
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
-    pthread_mutex_lock(&bg.lock);
-    bg.stop = false;
-    bg.running = false;
+    pthread_mutex_lock(&reclaimer.lock);
+    reclaimer.stop = false;
+    reclaimer.running = false;
     start_retry_at = 0;
-    atomic_store(&bg.wake_pending, 0);
-    atomic_store(&bg.request, 0);
-    atomic_store(&bg.untrimmed, 0);
-    atomic_store(&bg.enabled, cfg->background ? 1 : 0);
-    pthread_mutex_unlock(&bg.lock);
+    atomic_store(&reclaimer.wake_pending, 0);
+    atomic_store(&reclaimer.request, 0);
+    atomic_store(&reclaimer.untrimmed, 0);
+    atomic_store(&reclaimer.enabled, cfg->background ? 1 : 0);
+    pthread_mutex_unlock(&reclaimer.lock);
     return 0;
 }
 
 void rcl__reclaim_stop(void)
 {
-    pthread_mutex_lock(&bg.lock);
-    atomic_store(&bg.enabled, 0);
-    bg.stop = true;
-    bool running = bg.running;
-    bg.running = false;
-    pthread_cond_broadcast(&bg.cond);
-    pthread_mutex_unlock(&bg.lock);
+    pthread_mutex_lock(&reclaimer.lock);
+    atomic_store(&reclaimer.enabled, 0);
+    reclaimer.stop = true;
+    bool running = reclaimer.running;
+    reclaimer.running = false;
+    pthread_cond_broadcast(&reclaimer.cond);
+    pthread_mutex_unlock(&reclaimer.lock);
     if (running)
-        pthread_join(bg.thread, NULL);
+        pthread_join(reclaimer.thread, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
 /* fork() (fork.c)                                                           */
 /* ------------------------------------------------------------------------ */
 
-void rcl__reclaim_atfork_prepare(void) { pthread_mutex_lock(&bg.lock); }
-void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&bg.lock); }
+void rcl__reclaim_atfork_prepare(void) { pthread_mutex_lock(&reclaimer.lock); }
+void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&reclaimer.lock); }
 
 /* The child has no background reclaimer: marked not running, it is
  * started again by the next wake-up, which must not find one pending. */
 void rcl__reclaim_atfork_child(void)
 {
-    pthread_cond_init(&bg.cond, NULL);
-    bg.running = false;
-    atomic_store(&bg.wake_pending, 0);
+    pthread_cond_init(&reclaimer.cond, NULL);
+    reclaimer.running = false;
+    atomic_store(&reclaimer.wake_pending, 0);
     in_background = false;
-    pthread_mutex_unlock(&bg.lock);
+    pthread_mutex_unlock(&reclaimer.lock);
 }

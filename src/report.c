@@ -10,7 +10,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 struct report_sink {
     rcl_report_fn fn;
@@ -81,44 +80,6 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     va_start(ap, fmt);
     report_va(fmt, ap);
     va_end(ap);
-}
-
-unsigned long long rcl__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
-}
-
-const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
-{
-    static const struct { rcl_gfp_t mask; const char *name; } composite[] = {
-        { RCL_DEFAULT, "DEFAULT" }, { RCL_NOFS, "NOFS" }, { RCL_NOIO, "NOIO" },
-        { RCL_ATOMIC, "ATOMIC" },
-    };
-    static const char *const bit[] = {
-        "IO", "FS", "DIRECT_RECLAIM", "KSWAPD_RECLAIM", "HIGH", "MEMALLOC",
-        "NOMEMALLOC", "NOFAIL", "NORETRY", "NOWARN", "ZERO",
-    };
-    size_t off = 0;
-    buf[0] = '\0';
-    rcl_gfp_t rest = gfp;
-    /* The widest composite the flags contain names them best. */
-    for (size_t i = 0; i < sizeof(composite) / sizeof(composite[0]); i++) {
-        if ((rest & composite[i].mask) == composite[i].mask) {
-            off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s", composite[i].name);
-            rest &= ~composite[i].mask;
-            break;
-        }
-    }
-    for (unsigned i = 0; i < sizeof(bit) / sizeof(bit[0]); i++) {
-        if (rest & (1u << i))
-            off += (size_t)snprintf(buf + off, off < len ? len - off : 0, "%s%s",
-                                    off ? "|" : "", bit[i]);
-    }
-    if (!off)
-        snprintf(buf, len, "0");
-    return buf;
 }
 
 /* fork() (fork.c): the last lock of the order. */

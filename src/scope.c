@@ -13,7 +13,6 @@
 
 #include <string.h>
 
-__thread struct rcl_thread rcl__self RCL_TLS_IE;
 __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
 
 /*

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * thread.h - a thread's state and the inlines of the fast paths that read
- * it: the block cache and stock the allocation fast path spends, the
- * "inside the library" marker signal handlers test, and the one-load test
- * that sends an allocation to the slow path.
+ * thread.h - a thread's state (registered and defined in thread.c) and the
+ * inlines that read it: the "inside the library" marker signal handlers
+ * test, and whether an allocation may reclaim. The stock's inlines are in
+ * stock.h (its protocol: account.c), the block cache's in block_cache.h.
  */
 #ifndef RCL_THREAD_H
 #define RCL_THREAD_H
@@ -20,23 +20,19 @@
 /*
  * The hot part of a thread's state, in initial-exec TLS so that the scope
  * calls and the allocation fast path reach it with one %fs-relative access.
- * Only the owner thread writes it, except stock_max (any thread may ask the
- * owner to return its stock) and the registry links (under the registry
- * lock). Fields other threads read are atomics accessed with rd()/wr().
- *
- * stock_max is the free fast path's only test besides the header: a free
- * stays on the fast path while stock + size <= stock_max. Every reason to
- * leave it is folded into that one number: STOCK_RECLAIM while the thread
- * reclaims, STOCK_DRAIN when another thread asked for the stock back.
+ * Only the owner thread writes it, except stock_max and the drain watch
+ * bit (any thread may ask the owner to return its stock: the stock
+ * protocol, account.c) and the registry links (under the registry lock,
+ * thread.c). Fields other threads read are atomics accessed with
+ * rd()/wr().
  */
-#define RCL_MAG_CLASSES   76          /* 16-byte classes to 256, 64-byte to 1 KiB,
+#define RCL_BCACHE_CLASSES 76         /* 16-byte classes to 256, 64-byte to 1 KiB,
                                          eight per doubling to 64 KiB */
-#define RCL_MAG_MAX       65536
-#define RCL_STOCK_RECLAIM (-1L)
-#define RCL_STOCK_DRAIN   (-2L)
+#define RCL_BCACHE_MAX    65536
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
-    _Atomic long          stock_max;  /* spill back to the budget above this */
+    _Atomic long          stock_max;  /* spill back to the budget above this;
+                                         negative: see account.c */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
                                          secret included; 0 = detached */
     _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
@@ -44,9 +40,9 @@ struct rcl_thread {
                                             lock checker wants them),
                                             RCL__WATCH_RESERVE (served from the
                                             I/O-flusher reserve) or
-                                            RCL__WATCH_DRAIN (another thread
-                                            asked for the stock back: set with
-                                            stock_max = RCL_STOCK_DRAIN) */
+                                            RCL__WATCH_DRAIN (come to the slow
+                                            path: a drain request, or a
+                                            signal handler's; account.c) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned              busy;       /* nonzero while the thread is inside a call
@@ -57,15 +53,15 @@ struct rcl_thread {
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
-    /* The block cache (alloc.c): blocks this thread freed, kept for its
+    /* The block cache (block_cache.h): blocks this thread freed, kept for its
      * next allocations of the same class, linked through their headers.
      * Only the owner touches the lists. `cached` is the sum of their class
      * sizes, and part of the stock: invariant stock >= cached, so the
      * budget always counts the cached blocks, and what the thread may
      * charge from its stock is stock - cached. rcl_stats_get() reads it. */
-    void                 *mag[RCL_MAG_CLASSES];
+    void                 *bcache[RCL_BCACHE_CLASSES];
     _Atomic size_t        cached;
-    struct rcl_thread    *next, **pprev;   /* registry, under rcl__acct.lock */
+    struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc.c): blocks kept for allocations made by a signal
      * handler that interrupted this thread inside the library (a handler
      * only pops; the thread pushes or takes the whole list), their charge,
@@ -141,34 +137,14 @@ static inline bool rcl__sig_pending(const struct rcl_thread *t)
     return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
 }
 
-/* Charge handed out (delta > 0) or given back (< 0) by thread t: the
- * bookkeeping of rcl__acct_check(), in RCL_DEBUG builds only. */
-#ifdef RCL_DEBUG
-#define rcl__acct_out(t, delta) \
-    ((void)atomic_fetch_add_explicit(&(t)->acct_out, (long)(delta), memory_order_relaxed))
-#else
-#define rcl__acct_out(t, delta) ((void)(t), (void)sizeof(delta))
-#endif
-
-/* The slow half of rcl__uncharge_fast (account.c). */
-void rcl__uncharge_slow(struct rcl_thread *t, size_t size);
-
 /* The bits of rcl_thread.lockdep_watch. One word for both, so that the
  * fast path's test stays one load and one or. */
 #define RCL__WATCH_LOCKDEP 0x1u
 #define RCL__WATCH_RESERVE 0x2u
-/* Set by another thread (a lowered limit): the stock may no longer be
- * spent, so the next allocation or charge meets the drain request first.
- * Only ever set and cleared with atomic read-modify-writes. */
+/* Set by another thread (account.c's drain request) or a signal handler:
+ * the next allocation or charge takes the slow path, which meets the
+ * request. Only ever set and cleared with atomic read-modify-writes. */
 #define RCL__WATCH_DRAIN   0x4u
-
-/* May this thread's allocation skip the slow path? Not while the lock
- * checker watches it, or while it is reclaiming (reclaim's progress must
- * count what its shrinkers charge). */
-static inline bool rcl__fast_ok(const struct rcl_thread *t)
-{
-    return !(rd(t->lockdep_watch) | t->in_reclaim);
-}
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim
  * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */
@@ -177,24 +153,13 @@ static inline bool rcl__may_reclaim(rcl_gfp_t masked)
     return (masked & RCL__DIRECT_RECLAIM) && !(rcl__scope & RCL_SCOPE_NORECLAIM);
 }
 
-/* What the thread may charge from its stock: the rest backs its cached
- * blocks. */
-static inline long rcl__stock_avail(const struct rcl_thread *t)
-{
-    return rd(t->stock) - (long)rd(t->cached);
-}
-
-/* Return `size` accounted bytes through the thread's stock. The stock only
- * grows here; spilling it back to the budget is the slow path. */
-static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
-{
-    rcl__acct_out(t, -(long)size);
-    long s = rd(t->stock) + (long)size;
-    if (unlikely(s > rd(t->stock_max))) {
-        rcl__uncharge_slow(t, size);
-        return;
-    }
-    wr(t->stock, s);
-}
+/* Charge handed out (delta > 0) or given back (< 0) by thread t: the
+ * bookkeeping of rcl__acct_check(), in RCL_DEBUG builds only. */
+#ifdef RCL_DEBUG
+#define rcl__acct_out(t, delta) \
+    ((void)atomic_fetch_add_explicit(&(t)->acct_out, (long)(delta), memory_order_relaxed))
+#else
+#define rcl__acct_out(t, delta) ((void)(t), (void)sizeof(delta))
+#endif
 
 #endif /* RCL_THREAD_H */

@@ -47,8 +47,6 @@ static inline uint64_t rcl__pct_of(uint64_t v, unsigned pct)
 {
     return v / 100 * pct + v % 100 * pct / 100;
 }
-/* A thread's stock_max when nothing asks otherwise: two batches. */
-static inline long rcl__stock_limit(void) { return 2 * rd(rcl__acct.batch); }
 
 /* A bounded reclaim's trace (shrinker.c, reclaim.c). */
 #define RCL__TRACE_MAX 8

@@ -11,7 +11,7 @@
 
 #include <stdatomic.h>
 
-#include "lockdep.h"
+#include "checker.h"
 
 /* ------------------------------------------------------------------------ */
 /* Ordinary lock order                                                       */

@@ -13,7 +13,7 @@
 
 #include <stdatomic.h>
 
-#include "lockdep.h"
+#include "checker.h"
 
 /* ------------------------------------------------------------------------ */
 /* Reclaim                                                                   */

@@ -9,7 +9,7 @@
 
 #include <stdatomic.h>
 
-#include "lockdep.h"
+#include "checker.h"
 
 /* ------------------------------------------------------------------------ */
 /* Scopes, NOWAIT, slow shrinkers                                            */

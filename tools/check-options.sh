@@ -4,8 +4,9 @@
 # are the library's table (src/options.c) as printed by the options_doc
 # program; they sit between the lines "<!-- options begin -->" /
 # "<!-- options end -->" (README) and "; options begin" / "; options end"
-# (scdoc comments). Fails when either differs, or when the source reads a
-# RECLAIM_* variable the table lacks. --update writes the lists in.
+# (scdoc comments). Fails when either differs, when the source reads a
+# RECLAIM_* variable the table lacks, or reads one with getenv() rather
+# than through the table. --update writes the lists in.
 case "${1:-}" in
 -h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 "") ;;
@@ -48,9 +49,14 @@ EOT
     fi
 done
 
-# Every RECLAIM_ variable the library reads has its entry.
-for v in $(grep -ho 'getenv("RECLAIM_[A-Z_]*")' src/*.c | sed 's/getenv("\(.*\)")/\1/' | sort -u); do
-    grep -q "\"$v\"" src/options.c || { echo "check-options: src/ reads $v, which src/options.c's table lacks"; rc=1; }
+# Every RECLAIM_ variable the library reads has its entry, and none is
+# read past the table (rcl__option_env).
+for v in $(grep -ho '\(getenv\|rcl__option_env\|rcl__option_find\)("RECLAIM_[A-Z_]*")' src/*.c |
+           sed 's/.*("\(.*\)")/\1/' | sort -u); do
+    grep -q "{ \"$v\"" src/options.c || { echo "check-options: src/ reads $v, which src/options.c's table lacks"; rc=1; }
 done
+if grep -n 'getenv("RECLAIM_' src/*.c; then
+    echo "check-options: the lines above read a RECLAIM_* variable past the table (use rcl__option_env)"; rc=1
+fi
 [ $rc -eq 0 ] && echo "check-options: the README and reclaim(7) list the table's $("$prog" --markdown | wc -l) variables"
 exit $rc

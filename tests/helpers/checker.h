@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lockdep.h - what the lock checker's tests (test_lockdep*.c) share: the
+ * checker.h - what the lock checker's tests (test_lockdep*.c) share: the
  * library started with the checker on, and the reports it caught.
  */
-#ifndef RCL_TEST_LOCKDEP_H
-#define RCL_TEST_LOCKDEP_H
+#ifndef RCL_TEST_CHECKER_H
+#define RCL_TEST_CHECKER_H
 
 #include "helpers.h"
 

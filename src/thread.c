@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * thread.c - the thread registry: each thread's state (rcl__self, thread.h),
+ * its registration at its first call in an epoch, its exit, and the list
+ * of registered threads the accounting walks (their stocks) and the
+ * statistics add up (their counters).
+ *
+ * A thread registers at its first slow path of an epoch (rcl__epoch
+ * changes at every rcl_init()) and unregisters at exit, from a
+ * thread-specific-data destructor: its signal stash and block cache are
+ * given back, its stock returns to the budget (account.c) and its
+ * counters are folded into the exited threads' totals. Only the registry
+ * lock guards the list and the links; what the state holds belongs to
+ * the files that use it (the stock: account.c; the block cache:
+ * block_cache.c; the signal stash: alloc.c).
+ */
+#include "internal.h"
+
+#include <pthread.h>
+
+__thread struct rcl_thread rcl__self RCL_TLS_IE;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rcl_thread *registry;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+void rcl__registry_lock(void) { pthread_mutex_lock(&registry_lock); }
+void rcl__registry_unlock(void) { pthread_mutex_unlock(&registry_lock); }
+struct rcl_thread *rcl__registry_first(void) { return registry; }
+bool rcl__registry_held(void) { return rcl__mutex_held(&registry_lock); }
+
+/* Its stock is already back in the budget, or the budget is gone. */
+static void unlink_locked(struct rcl_thread *t)
+{
+    rcl__assert_held(&registry_lock);
+    if (t->next)
+        t->next->pprev = t->pprev;
+    *t->pprev = t->next;
+    t->next = NULL;
+    t->pprev = NULL;
+    rcl__count(exited_allocs, rd(t->nr_alloc));
+    rcl__count(exited_frees, rd(t->nr_free));
+    wr(t->nr_alloc, 0);
+    wr(t->nr_free, 0);
+    rcl__stock_detach(t);
+    t->hdr_tag = 0;
+    wr(t->epoch, 0);
+}
+
+static void thread_exit(void *arg)
+{
+    struct rcl_thread *t = arg;
+
+    unsigned b = rcl__busy_hold(t);
+    rcl__sig_flush(t);
+    rcl__bcache_drain(t);
+    pthread_mutex_lock(&registry_lock);
+    if (rd(t->epoch)) {
+        rcl__stock_return(t);
+        unlink_locked(t);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(t, b);
+}
+
+static void exit_key_create(void)
+{
+    pthread_key_create(&exit_key, thread_exit);
+}
+
+void rcl__thread_attach(struct rcl_thread *t)
+{
+    unsigned epoch = atomic_load_explicit(&rcl__epoch, memory_order_acquire);
+
+    if (likely(rd(t->epoch) == epoch))
+        return;
+    rcl__lockdep_thread_attach();
+    /* Blocks cached in an earlier epoch were charged to a budget that is
+     * gone; the new stock starts empty and holds none. */
+    rcl__bcache_drain(t);
+    pthread_once(&exit_key_once, exit_key_create);
+    pthread_setspecific(exit_key, t);
+    pthread_mutex_lock(&registry_lock);
+    rcl__stock_attach(t);
+    t->hdr_tag = rcl__hdr_tag(epoch);
+    t->next = registry;
+    t->pprev = &registry;
+    if (registry)
+        registry->pprev = &t->next;
+    registry = t;
+    wr(t->epoch, epoch);
+    pthread_mutex_unlock(&registry_lock);
+    /* Registered first: a deferred block of this epoch is uncharged into
+     * the new stock. */
+    rcl__sig_forget(t);
+}
+
+/* Shutdown: every thread forgotten (the budget goes with them). Other
+ * threads' caches are theirs to empty (at their exit or next attach):
+ * only the owner may touch its lists. */
+void rcl__threads_detach_all(void)
+{
+    rcl__bcache_drain(&rcl__self);
+    pthread_mutex_lock(&registry_lock);
+    while (registry)
+        unlink_locked(registry);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cached)
+{
+    unsigned b = rcl__busy_hold(&rcl__self);
+    pthread_mutex_lock(&registry_lock);
+    unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
+    size_t c = 0;
+    for (struct rcl_thread *t = registry; t; t = t->next) {
+        a += rd(t->nr_alloc);
+        f += rd(t->nr_free);
+        c += rd(t->cached);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    rcl__busy_drop(&rcl__self, b);
+    *allocs = a;
+    *frees = f;
+    *cached = c;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fork() (fork.c)                                                           */
+/* ------------------------------------------------------------------------ */
+
+void rcl__thread_atfork_prepare(void) { pthread_mutex_lock(&registry_lock); }
+void rcl__thread_atfork_parent(void) { pthread_mutex_unlock(&registry_lock); }
+
+/* The other threads are gone, and their TLS memory is glibc's to reuse for
+ * the child's next threads: it is only read here, never written. Their
+ * stocks go back to the budget (their cached blocks with them, leaked:
+ * nobody in the child can reach those lists) and only the forking thread
+ * stays registered. */
+void rcl__thread_atfork_child(void)
+{
+    struct rcl_thread *self = &rcl__self;
+
+    for (struct rcl_thread *t = registry; t; t = t->next) {
+        if (t == self)
+            continue;
+        rcl__stock_return(t);
+        rcl__count(exited_allocs, rd(t->nr_alloc));
+        rcl__count(exited_frees, rd(t->nr_free));
+    }
+    if (rd(self->epoch)) {
+        self->next = NULL;
+        self->pprev = &registry;
+        registry = self;
+    } else {
+        registry = NULL;
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
