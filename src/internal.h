@@ -313,8 +313,12 @@ static inline void rcl__nocancel_end(int old)
     int ignored;
     pthread_setcancelstate(old, &ignored);
 }
-/* A cleanup handler for waits that stay cancellable. */
-void rcl__unlock_cleanup(void *mutex);
+/* A cleanup handler for waits that stay cancellable: the mutex the wait
+ * holds is released if the thread is cancelled in it. */
+static inline void rcl__unlock_cleanup(void *mutex)
+{
+    pthread_mutex_unlock(mutex);
+}
 /* At most one report a second per `last` (a caller-owned timestamp). */
 void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -86,8 +86,3 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
 void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
 void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
 void rcl__report_atfork_child(void) { pthread_mutex_unlock(&sink_lock); }
-
-void rcl__unlock_cleanup(void *mutex)
-{
-    pthread_mutex_unlock(mutex);
-}
