@@ -15,7 +15,8 @@
  *       the standard checks;
  *   TEST_MAIN();  or  TEST_MAIN_WITH(group_setup, group_teardown);
  *       once, at the end of the file: runs every test above through cmocka,
- *       in the order of the source.
+ *       in the order of the source (TEST_FILTER=glob in the environment runs
+ *       only the tests whose names match).
  *
  * The body sees `void **state` (cmocka's fixture state); most never use it.
  */
