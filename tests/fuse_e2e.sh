@@ -33,14 +33,22 @@ DPID= WPID= LOOP= MINOR= EXT_MOUNTED=
 say() { echo "$*"; }
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
 
+# fusectl may have gone since the start (another run of this test that
+# mounted it has ended): mounted again, for this run to unmount.
 abort_fuse() {
-    [ -n "$MINOR" ] && [ -e $FUSECTL/$MINOR/abort ] && echo 1 > $FUSECTL/$MINOR/abort
+    [ -n "$MINOR" ] || return 0
+    if ! mounted $FUSECTL; then
+        mount -t fusectl none $FUSECTL && MOUNTED_FUSECTL=1
+    fi
+    [ -e $FUSECTL/$MINOR/abort ] && echo 1 > $FUSECTL/$MINOR/abort
 }
 
 cleanup() {
-    # A daemon still alive at this point may be stuck: abort first, so that
-    # nothing below can block on it.
-    if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
+    # A daemon still alive at this point may be stuck, and a writer still
+    # alive may wait on a dead daemon's connection (the loop device keeps it
+    # open): abort first, so that nothing below can block on it.
+    if { [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; } ||
+       { [ -n "$WPID" ] && kill -0 "$WPID" 2>/dev/null; }; then
         abort_fuse
     fi
     [ -n "$WPID" ] && kill -9 "$WPID" 2>/dev/null
