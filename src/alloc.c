@@ -15,6 +15,9 @@
  *              the cache or backend free.
  * Everything else (first use, empty stock, the lock checker watching, bad
  * input, aligned and mapped blocks) goes through the slow paths below.
+ * A call from a signal handler that interrupted the thread inside the
+ * library (rcl_thread.busy) is served by alloc_signal.c instead; block.h
+ * is what the two files share.
  *
  * The per-thread block cache the fast paths take from and give to is
  * block_cache.h's (with the classes and the block header it links
@@ -23,6 +26,7 @@
 #include "internal.h"
 #include "backend.h"
 #include "block_cache.h"
+#include "block.h"
 
 #include <errno.h>
 #include <string.h>
@@ -62,11 +66,6 @@ static void secret_init(void)
     pthread_once(&once, secret_make);
 }
 
-static inline uint32_t addr_word(const void *p, size_t size)
-{
-    return (uint32_t)((uintptr_t)p >> 4) ^ (uint32_t)size;
-}
-
 static inline uint32_t check_word(const void *p, size_t size)
 {
     return addr_word(p, size) ^ secret;
@@ -101,12 +100,6 @@ static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, uns
 /* Sizes and charges                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* What the backend is asked for: a small block rounds up to its class. */
-static inline size_t backend_size(size_t size)
-{
-    return (size <= RCL_BCACHE_MAX ? rcl__bcache_cap(rcl__bcache_class(size)) : size) + HDR;
-}
-
 /*
  * What a block costs the budget: what it takes from the backend, not what
  * was asked - the class size, the header and the backend's own per-block
@@ -137,26 +130,6 @@ size_t rcl_alloc_charge(size_t size)
     if (!size || size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return 0;
     return block_charge(size);
-}
-
-/* Under AddressSanitizer a block handed out is addressable for exactly
- * the size asked, so that overflows into the class's rounding are still
- * caught (a cached one is poisoned whole: block_cache.h). */
-#ifdef RCL_ASAN
-static void user_fit(struct rcl_hdr *h, size_t size)
-{
-    rcl__unpoison(h + 1, size);
-    if (size <= RCL_BCACHE_MAX)
-        rcl__poison((char *)(h + 1) + size, rcl__bcache_cap(rcl__bcache_class(size)) - size);
-}
-#else
-static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)size; }
-#endif
-
-static void *fail(int err)
-{
-    errno = err;
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -325,13 +298,11 @@ static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp
     return p;
 }
 
-static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
-
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return sig_alloc(t, size, gfp);
+        return rcl__sig_alloc(size, gfp);
     rcl__busy_enter(t);
     long stock = rd(t->stock);
 
@@ -463,9 +434,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
 /* Free                                                                      */
 /* ------------------------------------------------------------------------ */
 
-enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP, BLOCK_RESERVE };
-
-static enum block_kind block_kind(const void *p, const struct rcl_hdr *h)
+enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h)
 {
     uint32_t want = check_word(p, h->size), check = (uint32_t)h->meta;
     unsigned shift = meta_shift(h->meta);
@@ -514,7 +483,7 @@ static void vmap_release(char *base, size_t front, size_t len)
 /* Releases a block whose header checked out: uncharged only if it was
  * charged in the current epoch (blocks from before rcl_shutdown() are
  * no longer in any budget). */
-static void release(struct rcl_hdr *h, enum block_kind kind)
+void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
 {
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
@@ -543,12 +512,12 @@ static void release(struct rcl_hdr *h, enum block_kind kind)
 static __attribute__((noinline, cold)) void free_slow(const char *fn, void *p)
 {
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
-    enum block_kind kind = block_kind(p, h);
+    enum block_kind kind = rcl__block_kind(p, h);
 
     if (kind == BLOCK_FOREIGN)
         bad_free(fn, p);
     else
-        release(h, kind);
+        rcl__block_release(h, kind);
 }
 
 static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *p)
@@ -557,15 +526,13 @@ static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *
     rcl__busy_leave(&rcl__self);
 }
 
-static void sig_free(struct rcl_thread *t, void *p);
-
 void rcl_free(void *p)
 {
     if (!p)
         return;
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy)) {
-        sig_free(t, p);
+        rcl__sig_free(p);
         return;
     }
     rcl__busy_enter(t);
@@ -593,190 +560,14 @@ void rcl_free(void *p)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Signal handlers                                                           */
-/* ------------------------------------------------------------------------ */
-
-/*
- * A signal handler that calls rcl_alloc() or rcl_free() on a thread that
- * was inside the library (rcl_thread.busy) must not touch that thread's
- * block cache or stock, which the interrupted code may be half way
- * through changing, nor call the backend or take a lock, which it may
- * hold. Such a call is served here, lock-free and without the backend, in
- * the spirit of the kernel's kmalloc_nolock(): an allocation of up to
- * SIG_SIZE bytes takes a block from the thread's stash (charged when it
- * was made), and NULL means none is there now; a free is deferred to the
- * thread's own next slow path. Either asks the thread, through its watch
- * word, to come to the slow path soon: to refill the stash, to release
- * the deferred blocks. The stash is made on first demand, so a program
- * that never allocates in a handler never holds one.
- *
- * Only the interrupted thread and its handlers touch these lists, so the
- * compare-and-swaps cannot meet the ABA problem: the thread only pushes to
- * the stash (or takes all of it), handlers only pop; handlers only push to
- * the deferred list, the thread only takes all of it.
- */
-#define SIG_SIZE   256u          /* the largest request a handler's stash serves */
-#define SIG_STASH  8u            /* blocks in a full stash */
-#define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
-
-static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
-
-static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
-
-static void *sig_alloc(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
-{
-    if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
-        rcl__count(failures, 1);
-        return fail(size ? ENOMEM : EINVAL);
-    }
-    struct rcl_hdr *h = atomic_load(&t->sig_stash);
-    while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
-        ;
-    atomic_store(&t->sig_want, 1);
-    rcl__slow_path_ask(t);
-    if (!h) {
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
-    atomic_fetch_sub(&t->sig_stash_bytes, sig_cost());
-    rcl__acct_out(t, sig_cost());
-    atomic_fetch_add(&t->sig_allocs, 1);
-    /* Handed out at the stash's class size, so that its free uncharges
-     * exactly what it was charged. */
-    void *p = h + 1;
-    user_fit(h, SIG_SIZE);
-    h->size = SIG_SIZE;
-    h->meta = t->hdr_tag ^ addr_word(p, SIG_SIZE);
-    return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
-}
-
-static void sig_free(struct rcl_thread *t, void *p)
-{
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
-    if (block_kind(p, h) == BLOCK_FOREIGN) {
-        /* No report from here (it takes a lock): the thread makes it. */
-        rcl__count(bad_frees, 1);
-        atomic_fetch_add(&sig_bad_frees, 1);
-        atomic_store(&t->sig_want, 1);
-        rcl__slow_path_ask(t);
-        errno = EINVAL;
-        return;
-    }
-    h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
-    void **link = p;
-#ifdef RCL_ASAN
-    rcl__unpoison(link, sizeof(*link));
-#endif
-    void *head = atomic_load(&t->sig_deferred);
-    do
-        *link = head;
-    while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
-    rcl__slow_path_ask(t);
-}
-
-/* The thread, busy: every block of the stash back to the backend and
- * its charge to the stock (raised first, so that rcl_usage() reads low,
- * not high, meanwhile); charged: the stash belongs to the current budget. */
-static void sig_stash_drop(struct rcl_thread *t, bool charged)
-{
-    struct rcl_hdr *h = atomic_exchange(&t->sig_stash, NULL);
-    size_t total = 0;
-    while (h) {
-        struct rcl_hdr *next = h->next;
-        rcl__be_free(h);
-        total += sig_cost();
-        h = next;
-    }
-    if (charged && total)
-        rcl__stock_refund(t, total);
-    atomic_fetch_sub(&t->sig_stash_bytes, total);
-    if (charged)
-        rcl__stock_spill(t);
-}
-
-static void sig_refill(struct rcl_thread *t)
-{
-    size_t cost = sig_cost();
-    while (rd(t->sig_stash_bytes) < SIG_STASH * cost) {
-        if (rcl__charge(t, cost, RCL_NOWAIT) != 0)
-            return;
-        struct rcl_hdr *h = rcl__be_malloc(backend_size(SIG_SIZE));
-        if (!h) {
-            rcl__uncharge_fast(t, cost);
-            return;
-        }
-        h->meta = 0;
-        atomic_fetch_add(&t->sig_stash_bytes, cost);
-        rcl__acct_out(t, -(long)cost);      /* held by the stash, not handed out */
-        void *head = atomic_load(&t->sig_stash);
-        do
-            h->next = head;
-        while (!atomic_compare_exchange_weak(&t->sig_stash, &head, (void *)h));
-    }
-}
-
-static void release_deferred(struct rcl_thread *t)
-{
-    void *p = atomic_exchange(&t->sig_deferred, NULL);
-    while (p) {
-        void *next = *(void **)p;
-        struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
-        h->meta ^= SIG_DEFER;
-        release(h, block_kind(p, h));
-        p = next;
-    }
-}
-
-void rcl__sig_service(struct rcl_thread *t)
-{
-    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
-    release_deferred(t);
-    unsigned long bad = atomic_exchange(&sig_bad_frees, 0);
-    if (bad)
-        rcl__report("%lu free%s in a signal handler: not a block from this library, or "
-                    "already freed; left alone", bad, bad == 1 ? "" : "s");
-    if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
-        sig_refill(t);
-}
-
-/* Drains (rcl_usage_sync, a lowered limit, thread exit): the deferred
- * blocks released, the stash given back; a later handler's demand makes
- * it again. */
-void rcl__sig_flush(struct rcl_thread *t)
-{
-    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
-    release_deferred(t);
-    sig_stash_drop(t, true);
-}
-
-/* A new epoch: the stash was charged to a budget that is gone. */
-void rcl__sig_forget(struct rcl_thread *t)
-{
-    release_deferred(t);
-    sig_stash_drop(t, false);
-}
-
-/* A handler that may interrupt code outside the library (the program's
- * own malloc) brackets its calls: they all take the signal path then. */
-unsigned rcl_signal_enter(void)
-{
-    return rcl__busy_hold(&rcl__self);
-}
-
-void rcl_signal_leave(unsigned cookie)
-{
-    rcl__busy_drop(&rcl__self, cookie ? 1u : 0u);
-}
-
-/* ------------------------------------------------------------------------ */
-/* The entry points: the thread marked busy, or a handler served above       */
+/* The entry points: the thread marked busy, or a handler (alloc_signal.c)  */
 /* ------------------------------------------------------------------------ */
 
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return align <= HDR && align && !(align & (align - 1)) ? sig_alloc(t, size, gfp)
+        return align <= HDR && align && !(align & (align - 1)) ? rcl__sig_alloc(size, gfp)
                                                               : fail(ENOMEM);
     rcl__busy_enter(t);
     void *p = aligned_body(align, size, gfp);
@@ -802,7 +593,7 @@ void rcl_vfree(void *p)
         return;
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy)) {
-        sig_free(t, p);
+        rcl__sig_free(p);
         return;
     }
     rcl__busy_enter(t);
@@ -836,7 +627,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     struct rcl_thread *t = &rcl__self;
-    enum block_kind kind = block_kind(p, h);
+    enum block_kind kind = rcl__block_kind(p, h);
     if (kind == BLOCK_FOREIGN) {
         bad_free("rcl_realloc", p);
         return NULL;
@@ -876,7 +667,7 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return p ? fail(ENOMEM) : sig_alloc(t, size, gfp);
+        return p ? fail(ENOMEM) : rcl__sig_alloc(size, gfp);
     rcl__busy_enter(t);
     void *n = realloc_body(p, size, gfp);
     rcl__busy_leave(t);

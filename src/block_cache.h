@@ -39,7 +39,7 @@
  *
  * Invariant the cache relies on: a plain block's backend size is at least
  * its class size - every block up to RCL_BCACHE_MAX is asked of the
- * backend rounded up to its class (alloc.c's backend_size()) - so any
+ * backend rounded up to its class (backend_size(), block.h) - so any
  * block of a class can serve any size in it. The rounding costs up to an
  * eighth more above 1 KiB, as in allocators with the same classes.
  */

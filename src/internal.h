@@ -13,6 +13,7 @@
  *   stock.h     the stock's fast-path inlines (its protocol: account.c)
  *   block_cache.h  the block header and the block cache's inlines
  *               (included where they are used: alloc.c, block_cache.c)
+ *   block.h     what alloc.c and alloc_signal.c share of a block
  *   backend.h   the allocator underneath (included where it is called)
  *
  * Which file owns what:
@@ -25,6 +26,7 @@
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
  *   thread.c    the thread registry: rcl__self, attach, exit, the list
  *   alloc.c     the rcl_alloc family, block headers, valloc
+ *   alloc_signal.c  the same calls from a signal handler: stash, deferred frees
  *   block_cache.c, block_cache.h   the per-thread block cache, its classes
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)

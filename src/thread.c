@@ -12,7 +12,7 @@
  * counters are folded into the exited threads' totals. Only the registry
  * lock guards the list and the links; what the state holds belongs to
  * the files that use it (the stock: account.c; the block cache:
- * block_cache.c; the signal stash: alloc.c).
+ * block_cache.c; the signal stash: alloc_signal.c).
  */
 #include "internal.h"
 

@@ -48,7 +48,8 @@ struct rcl_thread {
     unsigned              busy;       /* nonzero while the thread is inside a call
                                          that touches this state or takes a
                                          library lock: a signal handler's call
-                                         then takes the signal path (alloc.c) */
+                                         then takes the signal path
+                                         (alloc_signal.c) */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
@@ -62,8 +63,8 @@ struct rcl_thread {
     void                 *bcache[RCL_BCACHE_CLASSES];
     _Atomic size_t        cached;
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
-    /* Signal safety (alloc.c): blocks kept for allocations made by a signal
-     * handler that interrupted this thread inside the library (a handler
+    /* Signal safety (alloc_signal.c): blocks kept for allocations made by a
+     * signal handler that interrupted this thread inside the library (a handler
      * only pops; the thread pushes or takes the whole list), their charge,
      * the blocks such handlers freed (a handler only pushes; the thread
      * takes the whole list), and a handler's request for a refill. */

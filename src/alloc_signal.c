@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * alloc_signal.c - rcl_alloc() and rcl_free() from a signal handler that
+ * interrupted its thread inside the library: the stash, deferred frees,
+ * and the thread's own service of both on its next slow path
+ * (rcl__sig_service), drains (rcl__sig_flush) and new epochs
+ * (rcl__sig_forget). The entry points (alloc.c) send a call here when
+ * the thread is busy.
+ */
+#include "internal.h"
+#include "backend.h"
+#include "block_cache.h"
+#include "block.h"
+
+#include <errno.h>
+#include <string.h>
+
+/*
+ * A signal handler that calls rcl_alloc() or rcl_free() on a thread that
+ * was inside the library (rcl_thread.busy) must not touch that thread's
+ * block cache or stock, which the interrupted code may be half way
+ * through changing, nor call the backend or take a lock, which it may
+ * hold. Such a call is served here, lock-free and without the backend, in
+ * the spirit of the kernel's kmalloc_nolock(): an allocation of up to
+ * SIG_SIZE bytes takes a block from the thread's stash (charged when it
+ * was made), and NULL means none is there now; a free is deferred to the
+ * thread's own next slow path. Either asks the thread, through its watch
+ * word, to come to the slow path soon: to refill the stash, to release
+ * the deferred blocks. The stash is made on first demand, so a program
+ * that never allocates in a handler never holds one.
+ *
+ * Only the interrupted thread and its handlers touch these lists, so the
+ * compare-and-swaps cannot meet the ABA problem: the thread only pushes to
+ * the stash (or takes all of it), handlers only pop; handlers only push to
+ * the deferred list, the thread only takes all of it.
+ */
+#define SIG_SIZE   256u          /* the largest request a handler's stash serves */
+#define SIG_STASH  8u            /* blocks in a full stash */
+#define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
+
+static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
+
+static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
+
+void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
+        rcl__count(failures, 1);
+        return fail(size ? ENOMEM : EINVAL);
+    }
+    struct rcl_hdr *h = atomic_load(&t->sig_stash);
+    while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
+        ;
+    atomic_store(&t->sig_want, 1);
+    rcl__slow_path_ask(t);
+    if (!h) {
+        rcl__count(failures, 1);
+        return fail(ENOMEM);
+    }
+    atomic_fetch_sub(&t->sig_stash_bytes, sig_cost());
+    rcl__acct_out(t, sig_cost());
+    atomic_fetch_add(&t->sig_allocs, 1);
+    /* Handed out at the stash's class size, so that its free uncharges
+     * exactly what it was charged. */
+    void *p = h + 1;
+    user_fit(h, SIG_SIZE);
+    h->size = SIG_SIZE;
+    h->meta = t->hdr_tag ^ addr_word(p, SIG_SIZE);
+    return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
+}
+
+void rcl__sig_free(void *p)
+{
+    struct rcl_thread *t = &rcl__self;
+    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    if (rcl__block_kind(p, h) == BLOCK_FOREIGN) {
+        /* No report from here (it takes a lock): the thread makes it. */
+        rcl__count(bad_frees, 1);
+        atomic_fetch_add(&sig_bad_frees, 1);
+        atomic_store(&t->sig_want, 1);
+        rcl__slow_path_ask(t);
+        errno = EINVAL;
+        return;
+    }
+    h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
+    void **link = p;
+#ifdef RCL_ASAN
+    rcl__unpoison(link, sizeof(*link));
+#endif
+    void *head = atomic_load(&t->sig_deferred);
+    do
+        *link = head;
+    while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
+    rcl__slow_path_ask(t);
+}
+
+/* The thread, busy: every block of the stash back to the backend and
+ * its charge to the stock (raised first, so that rcl_usage() reads low,
+ * not high, meanwhile); charged: the stash belongs to the current budget. */
+static void sig_stash_drop(struct rcl_thread *t, bool charged)
+{
+    struct rcl_hdr *h = atomic_exchange(&t->sig_stash, NULL);
+    size_t total = 0;
+    while (h) {
+        struct rcl_hdr *next = h->next;
+        rcl__be_free(h);
+        total += sig_cost();
+        h = next;
+    }
+    if (charged && total)
+        rcl__stock_refund(t, total);
+    atomic_fetch_sub(&t->sig_stash_bytes, total);
+    if (charged)
+        rcl__stock_spill(t);
+}
+
+static void sig_refill(struct rcl_thread *t)
+{
+    size_t cost = sig_cost();
+    while (rd(t->sig_stash_bytes) < SIG_STASH * cost) {
+        if (rcl__charge(t, cost, RCL_NOWAIT) != 0)
+            return;
+        struct rcl_hdr *h = rcl__be_malloc(backend_size(SIG_SIZE));
+        if (!h) {
+            rcl__uncharge_fast(t, cost);
+            return;
+        }
+        h->meta = 0;
+        atomic_fetch_add(&t->sig_stash_bytes, cost);
+        rcl__acct_out(t, -(long)cost);      /* held by the stash, not handed out */
+        void *head = atomic_load(&t->sig_stash);
+        do
+            h->next = head;
+        while (!atomic_compare_exchange_weak(&t->sig_stash, &head, (void *)h));
+    }
+}
+
+static void release_deferred(struct rcl_thread *t)
+{
+    void *p = atomic_exchange(&t->sig_deferred, NULL);
+    while (p) {
+        void *next = *(void **)p;
+        struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+        h->meta ^= SIG_DEFER;
+        rcl__block_release(h, rcl__block_kind(p, h));
+        p = next;
+    }
+}
+
+void rcl__sig_service(struct rcl_thread *t)
+{
+    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
+    release_deferred(t);
+    unsigned long bad = atomic_exchange(&sig_bad_frees, 0);
+    if (bad)
+        rcl__report("%lu free%s in a signal handler: not a block from this library, or "
+                    "already freed; left alone", bad, bad == 1 ? "" : "s");
+    if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
+        sig_refill(t);
+}
+
+/* Drains (rcl_usage_sync, a lowered limit, thread exit): the deferred
+ * blocks released, the stash given back; a later handler's demand makes
+ * it again. */
+void rcl__sig_flush(struct rcl_thread *t)
+{
+    own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
+    release_deferred(t);
+    sig_stash_drop(t, true);
+}
+
+/* A new epoch: the stash was charged to a budget that is gone. */
+void rcl__sig_forget(struct rcl_thread *t)
+{
+    release_deferred(t);
+    sig_stash_drop(t, false);
+}
+
+/* A handler that may interrupt code outside the library (the program's
+ * own malloc) brackets its calls: they all take the signal path then. */
+unsigned rcl_signal_enter(void)
+{
+    return rcl__busy_hold(&rcl__self);
+}
+
+void rcl_signal_leave(unsigned cookie)
+{
+    rcl__busy_drop(&rcl__self, cookie ? 1u : 0u);
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * block.h - what the two halves of the rcl_alloc family share of a block:
+ * alloc.c (the calls of a thread outside the library) and alloc_signal.c
+ * (the same calls from a signal handler that interrupted the thread
+ * inside it). The header's format, the process's secret and the check of
+ * a header stay in alloc.c; the signal path makes a header with the
+ * thread's tag (hdr_tag ^ addr_word, as hand_out() does) and asks alloc.c
+ * what a block it is given is, and to release it.
+ */
+#ifndef RCL_BLOCK_H
+#define RCL_BLOCK_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "block_cache.h"
+
+/* The address half of a header's check word; alloc.c's secret, carried
+ * in the thread's hdr_tag, is the other. */
+static inline uint32_t addr_word(const void *p, size_t size)
+{
+    return (uint32_t)((uintptr_t)p >> 4) ^ (uint32_t)size;
+}
+
+/* What the backend is asked for: a small block rounds up to its class. */
+static inline size_t backend_size(size_t size)
+{
+    return (size <= RCL_BCACHE_MAX ? rcl__bcache_cap(rcl__bcache_class(size)) : size) + HDR;
+}
+
+/* Under AddressSanitizer a block handed out is addressable for exactly
+ * the size asked, so that overflows into the class's rounding are still
+ * caught (a cached one is poisoned whole: block_cache.h). */
+#ifdef RCL_ASAN
+static inline void user_fit(struct rcl_hdr *h, size_t size)
+{
+    rcl__unpoison(h + 1, size);
+    if (size <= RCL_BCACHE_MAX)
+        rcl__poison((char *)(h + 1) + size, rcl__bcache_cap(rcl__bcache_class(size)) - size);
+}
+#else
+static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)size; }
+#endif
+
+static inline void *fail(int err)
+{
+    errno = err;
+    return NULL;
+}
+
+/* What a header says a block is (alloc.c). */
+enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP, BLOCK_RESERVE };
+enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h);
+
+/* A block whose header checked out back to the backend, uncharged if it
+ * was charged in this epoch (alloc.c). */
+void rcl__block_release(struct rcl_hdr *h, enum block_kind kind);
+
+/* A call made while the thread is inside the library: a handler's,
+ * served from the stash, deferred (alloc_signal.c). */
+void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp);
+void rcl__sig_free(void *p);
+
+#endif
