@@ -31,7 +31,7 @@ for t in "$@"; do
     # A test whose setup or teardown failed (the teardown's clean-state
     # check, tests/helpers/fixture.h) is an error in cmocka's words, left
     # out of its FAILED count: it is a failed test here.
-    e=$(grep -c '^\[  ERROR   \] ' "$out")
+    e=$(grep -c '^\[  ERROR   \] [^-]' "$out")
     [ "$e" -gt 0 ] && f=$((${f:-0} + e))
     # A skipped test's reason is what it printed just before cmocka's
     # "[  SKIPPED ]" line.
