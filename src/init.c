@@ -47,11 +47,10 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 #define DEFAULT_HIGH_PCT 10
 #define DEFAULT_STALL_MS 10000
 
-#ifdef RCL_DEBUG
-#define DEFAULT_LOCKDEP RCL_LOCKDEP_ON
-#else
+/* Off, as documented (RECLAIM_LOCKDEP, the header), in every build: the
+ * invariant checks of a DEBUG or sanitizer build (debug.h) do not turn
+ * the lock checker on behind the program's back. */
 #define DEFAULT_LOCKDEP RCL_LOCKDEP_OFF
-#endif
 
 void rcl_config_default(struct rcl_config *cfg)
 {
