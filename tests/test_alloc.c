@@ -102,7 +102,7 @@ TEST(foreign_pointer_is_reported_and_left_alone)
     rcl_free(mine + 64);               /* interior of ours */
     assert_int_equal(errno, EINVAL);
     assert_int_equal(test_report_count(), 2);
-    assert_non_null(strstr(test_report_last(), "not a block from this library"));
+    assert_last_report_has("not a block from this library");
     assert_int_equal(usage_now(), before);
     rcl_stats_get(&st);
     assert_int_equal(st.bad_frees, 2);

@@ -80,8 +80,8 @@ TEST(malformed_environment_is_reported_and_ignored)
     assert_int_equal(cfg.limit, 0);
     assert_int_equal(cfg.low_pct, 5);
     assert_int_equal(test_report_count(), 1);   /* one report names both */
-    assert_non_null(strstr(test_report_last(), "RECLAIM_LIMIT=\"lots\""));
-    assert_non_null(strstr(test_report_last(), "RECLAIM_LOW_PCT=\"400\""));
+    assert_last_report_has("RECLAIM_LIMIT=\"lots\"");
+    assert_last_report_has("RECLAIM_LOW_PCT=\"400\"");
 }
 
 /* Watermarks are headroom: min 2 %, low 5 %, high 10 % by default, and a
@@ -217,7 +217,7 @@ TEST(nofail_that_can_never_succeed_fails_at_once)
     assert_fails_with(rcl_alloc(100, RCL__KSWAPD_RECLAIM | RCL__NOFAIL), EINVAL);
     assert_fails_with(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL), E2BIG);
     assert_int_equal(test_report_count(), 2);
-    assert_non_null(strstr(test_report_last(), "can never succeed"));
+    assert_last_report_has("can never succeed");
     assert_fails_with(rcl_alloc(64 * MiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN), E2BIG);
     assert_int_equal(test_report_count(), 2);
 }

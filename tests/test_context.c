@@ -185,7 +185,7 @@ TEST(test_domain_left_entered_under_a_context_is_exited_at_restore)
     (void)rcl_domain_enter(d);                  /* never exited */
     rcl_context_restore(&saved);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_reports_all(), "never exited"));
+    assert_reports_have("never exited");
     rcl_domain_destroy(d);                      /* not in use: destroyed quietly */
     assert_int_equal(test_report_count(), 1);
 }

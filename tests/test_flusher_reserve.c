@@ -180,7 +180,7 @@ TEST(test_misuse_is_refused_and_reported)
     assert_int_equal(test_report_count(), 1);
     if (flusher_on_refused()) {
         assert_int_equal(rcl_io_flusher_reserve(0, 0), -EBUSY);
-        assert_non_null(strstr(test_report_last(), "threads using it"));
+        assert_last_report_has("threads using it");
         rcl_io_flusher_set(0);
     }
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);

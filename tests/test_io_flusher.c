@@ -25,7 +25,7 @@ TEST(test_kernel_refusal_is_returned_and_reported_once)
     assert_true(rcl_scope_current() & RCL_SCOPE_NOIO);
     if (rc == -EPERM) {
         assert_int_equal(test_report_count(), 1);
-        assert_non_null(strstr(test_report_last(), "PR_SET_IO_FLUSHER"));
+        assert_last_report_has("PR_SET_IO_FLUSHER");
     } else {
         assert_int_equal(prctl(PR_GET_IO_FLUSHER, 0, 0, 0, 0), 1);
     }
@@ -215,7 +215,7 @@ TEST_WITH(test_flag_read_back_wrong_is_reported, fake_setup, fake_teardown)
     assert_int_equal(rcl_io_flusher_set(1), -EIO);
     assert_int_equal(rcl_io_flusher_get(), 1);          /* the library half stays */
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_report_last(), "PR_GET_IO_FLUSHER"));
+    assert_last_report_has("PR_GET_IO_FLUSHER");
     fake.get_result = 0;
     rcl_io_flusher_set(0);
 }

@@ -29,8 +29,8 @@ TEST_WITH(ab_ba_inversion_is_reported, ld_setup, ld_teardown)
     assert_int_equal(rcl_lockdep_reports(), 0);
     lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("lock_a \u2192 lock_b \u2192 lock_a"));
-    assert_true(report_has("opposite orders"));
+    assert_reports_have("lock_a \u2192 lock_b \u2192 lock_a");
+    assert_reports_have("opposite orders");
 }
 
 /* The report shows where each edge was first seen as function names, so a
@@ -50,10 +50,10 @@ TEST_WITH(report_backtrace_names_the_functions, ld_setup, ld_teardown)
     lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
     takes_b_then_a();
     assert_int_equal(rcl_lockdep_reports(), 1);
-    if (!report_has(" takes_b_then_a+0x"))
+    if (!test_reports_contain(" takes_b_then_a+0x"))
         print_reports();
-    assert_true(report_has(" takes_b_then_a+0x"));
-    assert_true(report_has(" report_backtrace_names_the_functions+0x"));
+    assert_reports_have(" takes_b_then_a+0x");
+    assert_reports_have(" report_backtrace_names_the_functions+0x");
 }
 
 TEST_WITH(longer_chain_is_reported, ld_setup, ld_teardown)
@@ -63,7 +63,7 @@ TEST_WITH(longer_chain_is_reported, ld_setup, ld_teardown)
     assert_int_equal(rcl_lockdep_reports(), 0);
     lock(&lock_c); lock(&lock_a); unlock(&lock_a); unlock(&lock_c);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("lock_a \u2192 lock_b \u2192 lock_c \u2192 lock_a"));
+    assert_reports_have("lock_a \u2192 lock_b \u2192 lock_c \u2192 lock_a");
 }
 
 TEST_WITH(consistent_order_is_quiet, ld_setup, ld_teardown)
@@ -93,7 +93,7 @@ TEST_WITH(recursive_acquire_is_reported, ld_setup, ld_teardown)
 {
     lock(&lock_a); lock(&lock_a); unlock(&lock_a); unlock(&lock_a);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("lock_a \u2192 lock_a"));
+    assert_reports_have("lock_a \u2192 lock_a");
 }
 
 /* lockdep: a trylock cannot deadlock, so it records no dependency on the
@@ -202,7 +202,7 @@ TEST_WITH(mode_verbose_notes_each_new_dependency, ld_setup, ld_teardown)
     rcl_shutdown();
     assert_int_equal(ld_init_mode(RCL_LOCKDEP_VERBOSE, 0, 64 * MiB), 0);
     lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
-    assert_true(report_has("new dependency lock_a \u2192 lock_b"));
+    assert_reports_have("new dependency lock_a \u2192 lock_b");
     assert_int_equal(rcl_lockdep_reports(), 0);
     unsigned notes = test_report_count();
     lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);

@@ -66,9 +66,9 @@ TEST_WITH(lock_across_default_alloc_taken_in_fs_shrinker_is_reported, ld_setup, 
     rcl_mutex_unlock(&m);
     rcl_free(p);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("fs_lock \u2192 reclaim(FS+IO) \u2192 fs_lock"));
-    assert_true(report_has("inode-cache"));
-    assert_true(report_has("NOFS/NOIO"));
+    assert_reports_have("fs_lock \u2192 reclaim(FS+IO) \u2192 fs_lock");
+    assert_reports_have("inode-cache");
+    assert_reports_have("NOFS/NOIO");
     rcl_shrinker_unregister(s);
 }
 
@@ -145,7 +145,7 @@ TEST_WITH(narrow_shrinker_lock_reaches_wide_allocation, ld_setup, ld_teardown)
     rcl_might_alloc(RCL_DEFAULT);          /* fs_lock -> reclaim(FS+IO) */
     rcl_mutex_unlock(&m);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("reclaim(FS+IO) \u2192 reclaim(IO)"));
+    assert_reports_have("reclaim(FS+IO) \u2192 reclaim(IO)");
     rcl_shrinker_unregister(s);
 }
 
@@ -323,10 +323,10 @@ TEST_WITH(loop_stack_buggy_buffer_cache_is_reported, ld_setup, ld_teardown)
     if (getenv("SHOW_REPORTS"))
         print_reports();
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("fs_lock \u2192 reclaim(IO) \u2192 loop_work \u2192 fs_lock"));
-    assert_true(report_has("\"fs-writer\""));
-    assert_true(report_has("\"loop0\""));
-    assert_true(report_has("buffer-cache"));
+    assert_reports_have("fs_lock \u2192 reclaim(IO) \u2192 loop_work \u2192 fs_lock");
+    assert_reports_have("\"fs-writer\"");
+    assert_reports_have("\"loop0\"");
+    assert_reports_have("buffer-cache");
 }
 
 /* Dave Chinner in the "Overhaul memalloc_no*" thread (dm-devel, June 2020):
@@ -337,7 +337,7 @@ TEST_WITH(loop_stack_loop_worker_without_noio_is_reported, ld_setup, ld_teardown
 {
     loop_stack_run(1, 0, 1);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("loop_work \u2192 reclaim(FS+IO) \u2192 loop_work"));
+    assert_reports_have("loop_work \u2192 reclaim(FS+IO) \u2192 loop_work");
 }
 
 /* The fixed stack: loop worker in NOIO scope, buffer cache that waits only
@@ -417,7 +417,7 @@ TEST_WITH(lock_outside_its_domain_is_reported, ld_setup, ld_teardown)
     rcl_might_alloc(RCL_DEFAULT);
     rcl_mutex_unlock(&m);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("fsA"));
+    assert_reports_have("fsA");
     rcl_shrinker_unregister(s);
     rcl_domain_destroy(d);
 }
@@ -483,8 +483,8 @@ TEST_WITH(new_domain_at_old_address_gets_its_own_nodes, ld_setup, ld_teardown)
     rcl_might_alloc(RCL_DEFAULT);
     rcl_mutex_unlock(&m);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("fsNew"));
-    assert_false(report_has("fsOld"));
+    assert_reports_have("fsNew");
+    assert_false(test_reports_contain("fsOld"));
     rcl_shrinker_unregister(s);
     rcl_domain_destroy(d);
 }

@@ -37,7 +37,7 @@ TEST_WITH(scope_restored_out_of_order_is_reported, ld_setup, ld_teardown)
     unsigned b = rcl_noio_save();
     rcl_nofs_restore(a);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("out of order"));
+    assert_reports_have("out of order");
     rcl_noio_restore(b);                  /* the rest unwinds quietly */
     assert_int_equal(rcl_lockdep_reports(), 1);
     assert_int_equal(rcl_scope_current(), 0);
@@ -62,7 +62,7 @@ TEST_WITH(scope_misuse_in_another_thread_is_reported, ld_setup, ld_teardown)
     assert_int_equal(pthread_create(&th, NULL, out_of_order_in_new_thread, NULL), 0);
     pthread_join(th, NULL);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("out of order"));
+    assert_reports_have("out of order");
 }
 
 /* Turning the checker off reaches every thread, not only the one that
@@ -120,7 +120,7 @@ TEST_WITH(context_restore_closes_the_saves_it_undoes, ld_setup, ld_teardown)
     rcl_nofs_restore(a);                   /* still checked: reported */
     rcl_noio_restore(b);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("out of order"));
+    assert_reports_have("out of order");
 }
 
 TEST_WITH(scope_restored_with_foreign_token_is_reported, ld_setup, ld_teardown)
@@ -128,7 +128,7 @@ TEST_WITH(scope_restored_with_foreign_token_is_reported, ld_setup, ld_teardown)
     unsigned a = rcl_nofs_save();
     rcl_scope_restore(RCL_SCOPE_NOWAIT);   /* never saved */
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("did not return"));
+    assert_reports_have("did not return");
     rcl_scope_restore(a | RCL_SCOPE_NOIO);
     assert_int_equal(rcl_lockdep_reports(), 2);
 }
@@ -141,7 +141,7 @@ TEST_WITH(sleeping_allocation_in_nowait_scope_is_reported, ld_setup, ld_teardown
     rcl_nowait_restore(saved);
     rcl_free(p);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("NOWAIT scope"));
+    assert_reports_have("NOWAIT scope");
 }
 
 /* The same NOWAIT scope, carried over by a context. */
@@ -157,7 +157,7 @@ TEST_WITH(sleeping_allocation_in_adopted_nowait_context_is_reported, ld_setup, l
     rcl_context_restore(&saved);
     rcl_free(p);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("NOWAIT scope"));
+    assert_reports_have("NOWAIT scope");
 }
 
 TEST_WITH(nowait_allocation_in_nowait_scope_is_quiet, ld_setup, ld_teardown)
@@ -230,8 +230,8 @@ TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_tea
         print_reports();
     }
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_true(report_has("slow-cache"));
-    assert_true(report_has("background reclaimer"));
+    assert_reports_have("slow-cache");
+    assert_reports_have("background reclaimer");
     rcl_shrinker_unregister(s);
     pthread_mutex_lock(&c.lock);
     while (c.n)

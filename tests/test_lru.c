@@ -462,7 +462,7 @@ TEST(test_refused_destroy_keeps_the_lru_shrinkable)
     assert_non_null(rcl_lru_shrinker(l, "kept", NULL, blob_free, NULL, NULL));
     fill_blobs(l, 64);
     assert_int_equal(rcl_lru_destroy(l), -EBUSY);
-    assert_non_null(strstr(test_report_last(), "64 items still on the LRU"));
+    assert_last_report_has("64 items still on the LRU");
     rcl_reclaim(16 * sizeof(struct blob), RCL_DEFAULT);
     assert_true(rcl_lru_count(l) < 64);
     empty_blobs(l);

@@ -455,13 +455,13 @@ TEST(test_destroy_with_elements_out_is_reported_not_a_crash)
     test_reports_reset();
     rcl_mempool_destroy(pool);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_report_last(), "still allocated"));
+    assert_last_report_has("still allocated");
 
     /* Use after destroy, while the pool still exists, is caught too. */
     assert_fails_with(rcl_mempool_alloc(pool, RCL_DEFAULT), ESHUTDOWN);
     assert_int_equal(rcl_mempool_resize(pool, 4), -ESHUTDOWN);
     rcl_mempool_destroy(pool);
-    assert_non_null(strstr(test_report_last(), "twice"));
+    assert_last_report_has("twice");
 
     memset(a, 1, 1024);                 /* still the caller's */
     rcl_mempool_free(a, pool);
@@ -480,7 +480,7 @@ TEST(test_freeing_more_than_allocated_is_reported)
      * as foreign before it can be counted, and left to its owner. */
     rcl_mempool_free(stray, pool);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_report_last(), "not from this pool"));
+    assert_last_report_has("not from this pool");
     rcl_free(stray);
     rcl_mempool_destroy(pool);
 }

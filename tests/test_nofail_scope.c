@@ -260,7 +260,7 @@ static void reported_once_with_both_sites(unsigned scope, const char *name)
     pthread_mutex_lock(&test_reports.lock);
     char want[64];
     snprintf(want, sizeof(want), "NOFAIL allocation inside a %s scope", name);
-    assert_non_null(strstr(test_reports_all(), want));
+    assert_reports_have(want);
     const char *alloc_at = strstr(test_reports_all(), "nofail_allocator");
     const char *opened = strstr(test_reports_all(), "scope was opened at");
     assert_non_null(alloc_at);

@@ -341,7 +341,7 @@ TEST(test_work_that_leaks_a_scope_is_reported_and_repaired)
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     rcl_flush_workqueue(wq);
     assert_int_equal(test_report_count(), 1);
-    assert_non_null(strstr(test_report_last(), "context changed"));
+    assert_last_report_has("context changed");
     assert_int_equal(after.scope, 0);
     rcl_workqueue_destroy(wq);
 }
@@ -473,7 +473,7 @@ TEST(test_flush_or_destroy_from_own_work_is_refused)
     assert_int_equal(rcl_queue_work(wq, &s.work), 0);
     rcl_flush_workqueue(wq);
     assert_int_equal(test_report_count(), 2);
-    assert_non_null(strstr(test_reports_all(), "own work item"));
+    assert_reports_have("own work item");
     rcl_workqueue_destroy(wq);
 }
 
@@ -519,7 +519,7 @@ TEST_WITH(test_flush_under_a_lock_the_work_takes_is_reported, lockdep_setup, tes
     rcl_flush_workqueue(wq);                    /* journal -> wq:jbd: a cycle */
     rcl_mutex_unlock(&journal);
     assert_true(rcl_lockdep_reports() >= 1);
-    assert_non_null(strstr(test_reports_all(), "wq:jbd"));
+    assert_reports_have("wq:jbd");
     rcl_workqueue_destroy(wq);
     rcl_mutex_destroy(&journal);
 }

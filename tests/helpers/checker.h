@@ -34,15 +34,6 @@ static inline int ld_teardown(void **state)
     return test_teardown(state);
 }
 
-
-static inline int report_has(const char *needle)
-{
-    pthread_mutex_lock(&test_reports.lock);
-    int found = strstr(test_reports_all(), needle) != NULL;
-    pthread_mutex_unlock(&test_reports.lock);
-    return found;
-}
-
 static inline void print_reports(void)
 {
     pthread_mutex_lock(&test_reports.lock);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "reports.h"
+#include "test.h"
 
 /* Recursive: a test may hold the lock while it reads the texts. */
 struct test_reports test_reports = { .lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP };
@@ -98,4 +99,25 @@ unsigned test_reports_unread(void)
     unsigned n = test_reports.unread;
     pthread_mutex_unlock(&test_reports.lock);
     return n;
+}
+
+int test_reports_contain(const char *text)
+{
+    pthread_mutex_lock(&test_reports.lock);
+    int found = strstr(test_reports_all(), text) != NULL;
+    pthread_mutex_unlock(&test_reports.lock);
+    return found;
+}
+
+void test_assert_report(int any, const char *text, const char *file, int line)
+{
+    pthread_mutex_lock(&test_reports.lock);
+    const char *caught = any ? test_reports_all() : test_report_last();
+    int found = strstr(caught, text) != NULL;
+    if (!found)
+        print_error("%s report contains \"%s\"; caught:\n%s\n",
+                    any ? "no" : "the last", text, caught[0] ? caught : "(no report)");
+    pthread_mutex_unlock(&test_reports.lock);
+    if (!found)
+        _fail(file, line);
 }

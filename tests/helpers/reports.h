@@ -46,5 +46,13 @@ void test_reports_reset(void);
 unsigned test_reports_seen_matching(const char *text);
 /* Reports caught and not yet counted, taken or reset. */
 unsigned test_reports_unread(void);
+/* Whether any report caught so far contains `text`; looking is reading. */
+int test_reports_contain(const char *text);
+
+/* The assertions on a report's text: the last report, or any report,
+ * contains `text`. A failure prints what was caught instead. */
+void test_assert_report(int any, const char *text, const char *file, int line);
+#define assert_last_report_has(text) test_assert_report(0, (text), __FILE__, __LINE__)
+#define assert_reports_have(text)    test_assert_report(1, (text), __FILE__, __LINE__)
 
 #endif
