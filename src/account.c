@@ -55,7 +55,7 @@
 
 struct rcl_account rcl__acct;
 
-#define STOCK_BATCH_MAX   (64 * 1024L)
+#define STOCK_BATCH_MAX   (4 * 1024 * 1024L)  /* the block cache lives in the stock */
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
 #define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */

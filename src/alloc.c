@@ -269,11 +269,13 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 /* The fast path when the cache has no block: the backend's, if the part of
  * the stock not backing cached blocks covers it. Out of line, so that a
  * cache hit needs no stack frame. */
-static __attribute__((noinline)) void *alloc_fresh(size_t size, long cost, rcl_gfp_t gfp)
+static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long cost,
+                                                   rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h;
 
+    rcl__bcache_missed(t, c);
     if (unlikely(cost > rcl__stock_avail(t)) ||
         unlikely(!(h = rcl__be_malloc(backend_size(size)))))
         return alloc_slow(size, gfp);
@@ -284,9 +286,10 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, long cost, rcl_g
 
 /* The continuations of rcl_alloc's fast path: they leave the library, so
  * that the fast path keeps its tail calls. */
-static __attribute__((noinline)) void *alloc_fresh_out(size_t size, long cost, rcl_gfp_t gfp)
+static __attribute__((noinline)) void *alloc_fresh_out(size_t size, unsigned c, long cost,
+                                                       rcl_gfp_t gfp)
 {
-    void *p = alloc_fresh(size, cost, gfp);
+    void *p = alloc_fresh(size, c, cost, gfp);
     rcl__busy_leave(&rcl__self);
     return p;
 }
@@ -320,7 +323,7 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
                 rcl__busy_leave(t);
                 return p;
             }
-            return alloc_fresh_out(size, cost, gfp);
+            return alloc_fresh_out(size, c, cost, gfp);
         }
     }
     return alloc_slow_out(size, gfp);
@@ -543,14 +546,15 @@ void rcl_free(void *p)
      * rare next to the small ones. */
     if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_BCACHE_MAX)) {
         unsigned c = rcl__bcache_class(size);
-        long stock = rd(t->stock) + (long)rcl__bcache_charge(c);
-        if (likely(stock <= rd(t->stock_max))) {
+        long stock = rd(t->stock) + (long)rcl__bcache_charge(c), max = rd(t->stock_max);
+        if (likely(stock <= max)) {
             wr(t->stock, stock);
             rcl__acct_out(t, -(long)rcl__bcache_charge(c));
             own_add(t->nr_free, 1);
-            if (!rcl__bcache_put(t, h, c, stock)) {
+            if (!rcl__bcache_put(t, h, c, stock, max)) {
                 h->meta = 0;    /* a second free of the same block is then caught */
                 rcl__be_free(h);
+                rcl__bcache_turned_away(t, c);
             }
             rcl__busy_leave(t);
             return;

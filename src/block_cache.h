@@ -4,25 +4,34 @@
  * for its next allocations of the same size class, the classes
  * themselves, and the block header the cache links blocks through. The
  * allocation fast paths (alloc.c) take and put with the inlines below;
- * rcl__bcache_drain() (block_cache.c) is the one way a cache is emptied.
+ * rcl__bcache_drain() (block_cache.c) is the one way a cache is emptied,
+ * rcl__bcache_evict() the one way part of it is.
  *
- * Each thread keeps a few freed blocks of each size class up to
- * RCL_BCACHE_MAX bytes and hands them out again before asking the backend
- * - the per-CPU freelists of the kernel's slab and page allocators, per
- * thread. Classes: 16-byte steps to 256 bytes (64 blocks each), 64-byte
- * steps to 1 KiB (16 each), then eight classes per doubling to 64 KiB (1
- * each), and never more than the thread's stock holds in bytes: a live
- * set of up to a few hundred small blocks, allocated and freed in turn,
- * stays off the backend (the kernel sizes its per-CPU caches in bytes for
- * the same reason). Above 1 KiB one block a class: more would leave a
- * small budget stranded in the caches of threads that are not allocating
- * (4 threads filling a 2 MiB budget with 4 KiB objects saw allocations
- * fail with 4 a class). A wrapper that calls the backend on every
- * allocation costs a third to a half more than the backend alone: two
- * more calls and a stack frame on top of glibc's ~140 instructions, and a
- * header that pushes a 1 KiB block past glibc's own per-thread cache
- * (which ends at 1032 bytes). From the cache a pair costs less than the
- * backend's own.
+ * Each thread keeps freed blocks of each size class up to RCL_BCACHE_MAX
+ * bytes and hands them out again before asking the backend - the per-CPU
+ * freelists of the kernel's slab and page allocators, per thread. Classes:
+ * 16-byte steps to 256 bytes, 64-byte steps to 1 KiB, then eight classes
+ * per doubling to 64 KiB. The cache is sized by what the thread recycles,
+ * not by a fixed count per class:
+ *   - a class's list starts at a few blocks (8 up to 256 B, 4 up to 1 KiB,
+ *     1 above) and grows by one for every allocation that found it empty,
+ *     up to RCL_BCACHE_DEPTH_MAX, as tcmalloc's per-class lists grow on
+ *     misses: a live set of thousands of blocks, allocated and freed in
+ *     turn, comes to stay off the backend, while a thread that only frees
+ *     a class (a consumer) keeps no more than the first few;
+ *   - all of it is bounded in bytes by the thread's stock: at most three
+ *     quarters of stock_max (rcl__bcache_bound), two batches of limit/256
+ *     up to 4 MiB each - the kernel sizes its per-CPU lists in bytes, from
+ *     the memory they serve, for the same reason;
+ *   - blocks of classes the thread no longer uses give way: after
+ *     RCL_BCACHE_EVICT_AFTER frees turned away by a full cache, the other
+ *     classes go back to the backend and their lists shrink to the start
+ *     (rcl__bcache_evict).
+ * Beyond its cache, a block goes through the wrapper, its header and the
+ * class rounding to the backend: a third to a half more than the backend
+ * alone for small blocks on glibc, more on mimalloc and jemalloc, whose
+ * own pair costs less (docs/bench/patterns.md has the figures). From the
+ * cache a pair costs less than glibc's own.
  *
  * A cached block stays charged: its class charge is held in the thread's
  * stock (t->cached, invariant stock >= cached; the stock protocol is
@@ -88,7 +97,27 @@ _Static_assert(RCL_BCACHE_MAX == 65536, "rcl__bcache_caps ends at RCL_BCACHE_MAX
 
 /* The largest size of class c, and how many blocks of it a thread keeps. */
 static inline size_t rcl__bcache_cap(unsigned c) { return rcl__bcache_caps[c]; }
-static inline unsigned rcl__bcache_depth(unsigned c) { return c < 16 ? 64 : c < 28 ? 16 : 1; }
+/*
+ * How many blocks of class c a thread may keep: a few to start with, plus
+ * one for every allocation of the class that found the list empty, up to
+ * RCL_BCACHE_DEPTH_MAX. A thread's list grows to the live set it really
+ * recycles (as tcmalloc's per-class list lengths do), while a thread that
+ * only frees a class - the consumer of a producer/consumer pair - keeps no
+ * more than the first few. The byte bound (rcl__bcache_put) caps the whole.
+ */
+#define RCL_BCACHE_DEPTH_MAX 4096u
+static inline unsigned rcl__bcache_depth(const struct rcl_thread *t, unsigned c)
+{
+    unsigned base = c < 16 ? 8 : c < 28 ? 4 : 1;
+    return base + t->bcache_grown[c];
+}
+
+/* An allocation of class c found its list empty: the list may grow. */
+static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
+{
+    if (rcl__bcache_depth(t, c) < RCL_BCACHE_DEPTH_MAX)
+        t->bcache_grown[c]++;
+}
 
 /* What a block of class c costs the budget (alloc.c says why). */
 static inline size_t rcl__bcache_charge(unsigned c)
@@ -115,7 +144,7 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
     if (h) {
         /* meta: the block's place from the bottom of its class's list. */
         rcl__assert(h->meta == (h->next ? h->next->meta + 1 : 1) &&
-                    h->meta <= rcl__bcache_depth(c));
+                    h->meta <= RCL_BCACHE_DEPTH_MAX);
         rcl__assert(rd(t->cached) >= rcl__bcache_charge(c));
         t->bcache[c] = h->next;
         own_add(t->cached, -rcl__bcache_charge(c));
@@ -123,28 +152,47 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
     return h;
 }
 
+/* The most a thread's cached blocks may hold of its stock_max (>= 0 on the
+ * fast path): three quarters, so that a full cache still leaves the stock
+ * room for a batch - a cache that took the whole stock would send every
+ * allocation it cannot serve, and every free it cannot keep, to the
+ * charge slow path. */
+static inline long rcl__bcache_bound(long stock_max) { return stock_max - (stock_max >> 2); }
+
 /* Keeps a freed plain block of class c for reuse, its charge held in
- * `stock` (the stock with the block's own charge back in it); false when
- * the class is full or the stock cannot hold it. A cached block's meta is
- * its position from the bottom of the list (1, 2, ...): never a valid
- * header, so a second free is still caught, and the list length costs no
- * field of its own. */
+ * `stock` (the stock with the block's own charge back in it, at most
+ * `stock_max`); false when the class's list is at its depth or the cache
+ * at its byte bound. A cached block's meta is its position from the
+ * bottom of the list (1, 2, ...): never a valid header, so a second free
+ * is still caught, and the list length costs no field of its own. */
 static inline bool rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
-                                   long stock)
+                                   long stock, long stock_max)
 {
     struct rcl_hdr *top = t->bcache[c];
     uint64_t n = top ? top->meta : 0;
     size_t cached = rd(t->cached) + rcl__bcache_charge(c);
 
-    if (n >= rcl__bcache_depth(c) || (long)cached > stock)
+    /* stock >= cached held before the block's charge came back to both. */
+    rcl__assert((long)cached <= stock && stock <= stock_max);
+    if (n >= rcl__bcache_depth(t, c) || (long)cached > rcl__bcache_bound(stock_max))
         return false;
     h->next = top;
     h->meta = n + 1;
     t->bcache[c] = h;
     wr(t->cached, cached);
-    rcl__assert(n + 1 <= rcl__bcache_depth(c));
+    rcl__assert(n + 1 <= RCL_BCACHE_DEPTH_MAX);
     rcl__bcache_poison(h, c);
     return true;
+}
+
+#define RCL_BCACHE_EVICT_AFTER 256u
+void rcl__bcache_evict(struct rcl_thread *t, unsigned keep);
+
+/* A free rcl__bcache_put() turned away, counted towards making room. */
+static inline void rcl__bcache_turned_away(struct rcl_thread *t, unsigned c)
+{
+    if (unlikely(++t->bcache_full >= RCL_BCACHE_EVICT_AFTER))
+        rcl__bcache_evict(t, c);
 }
 
 #endif /* RCL_BLOCK_CACHE_H */

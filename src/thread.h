@@ -62,6 +62,10 @@ struct rcl_thread {
      * charge from its stock is stock - cached. rcl_stats_get() reads it. */
     void                 *bcache[RCL_BCACHE_CLASSES];
     _Atomic size_t        cached;
+    unsigned              bcache_full;  /* frees the cache turned away since it
+                                           last made room (block_cache.c) */
+    uint16_t              bcache_grown[RCL_BCACHE_CLASSES]; /* depth each class
+                                           gained from misses (block_cache.h) */
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc_signal.c): blocks kept for allocations made by a
      * signal handler that interrupted this thread inside the library (a handler

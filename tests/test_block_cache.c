@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The per-thread block cache (src/alloc.c): freed blocks up to 64 KiB are
+ * The per-thread block cache (src/block_cache.h): freed blocks up to 64 KiB are
  * kept by the freeing thread and handed out again before the backend is
  * asked. The kernel's rule it follows is the per-CPU freelist of its slab
  * and page allocators: a freed object goes back to the local list and the
@@ -75,37 +75,70 @@ TEST_WITH(cached_blocks_are_not_in_usage, cache_setup, test_teardown)
     assert_int_equal(usage_now(), 0);
 }
 
-/* How many blocks a class keeps: a run of `n` blocks of `size` allocated,
- * then freed, leaves `kept` of them cached (the depths are the
- * implementation's: 64 per class up to 256 B, 16 up to 1 KiB, 1 above,
- * within the stock's bytes). */
-static void keeps(size_t size, int n, int kept)
+/* A run of `n` blocks of `size` allocated, then freed: how much of it the
+ * calling thread's cache keeps. */
+static size_t cached_after_run(size_t size, int n)
 {
-    void *p[80];
-    assert_true(n <= 80);
+    void *p[4096];
+    assert_true(n <= 4096);
     for (int i = 0; i < n; i++)
         assert_non_null(p[i] = rcl_alloc(size, RCL_DEFAULT));
     for (int i = 0; i < n; i++)
         rcl_free(p[i]);
-    assert_int_equal(cached_now(), (size_t)kept * rcl_alloc_charge(size));
+    return cached_now();
 }
 
-TEST_WITH(small_classes_keep_64_blocks, cache_setup, test_teardown)
+/* A class's list grows with every allocation that found it empty, so a
+ * thread's cache comes to hold the whole live set it recycles (within the
+ * byte bound, below) - as tcmalloc's per-class lists grow on misses. */
+TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
 {
-    keeps(64, 80, 64);
-}
-
-TEST_WITH(classes_above_256_bytes_keep_16_blocks, cache_setup, test_teardown)
-{
-    keeps(1000, 20, 16);                        /* class 961..1024 */
-}
-
-TEST_WITH(classes_above_1k_keep_one_block, cache_setup, test_teardown)
-{
-    keeps(4600, 3, 1);                          /* class 4097..4608 */
+    assert_int_equal(cached_after_run(64, 1000), 1000 * rcl_alloc_charge(64));
     rcl_usage_sync();
-    /* any size of the class fits a cached block (ASan checks the write) */
-    char *a = rcl_alloc(4600, RCL_DEFAULT);
+    assert_int_equal(cached_after_run(1000, 200), 200 * rcl_alloc_charge(1000));
+    rcl_usage_sync();
+    assert_int_equal(cached_after_run(4600, 40), 40 * rcl_alloc_charge(4600));
+}
+
+/* The consumer of a producer/consumer pair frees blocks it never
+ * allocates: its lists never grow, and it keeps only the first few blocks
+ * of each class (8 up to 256 B, 4 up to 1 KiB, 1 above) instead of
+ * stranding a budget's worth of memory it will never use. */
+struct consumer {
+    void *blocks[3][32];
+    size_t cached;
+};
+
+static void *consume(void *arg)
+{
+    struct consumer *c = arg;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 32; i++)
+            rcl_free(c->blocks[k][i]);
+    c->cached = cached_now();
+    return NULL;
+}
+
+TEST_WITH(a_thread_that_only_frees_keeps_a_few_blocks_a_class, cache_setup, test_teardown)
+{
+    static const size_t sizes[3] = { 64, 1000, 4600 };
+    struct consumer c;
+    pthread_t th;
+
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 32; i++)
+            assert_non_null(c.blocks[k][i] = rcl_alloc(sizes[k], RCL_DEFAULT));
+    assert_int_equal(pthread_create(&th, NULL, consume, &c), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000) +
+                               1 * rcl_alloc_charge(4600));
+    assert_int_equal(usage_now(), 0);
+}
+
+/* Any size of a class fits a cached block of it (ASan checks the write). */
+TEST_WITH(a_cached_block_serves_every_size_of_its_class, cache_setup, test_teardown)
+{
+    char *a = rcl_alloc(4600, RCL_DEFAULT);     /* class 4097..4608 */
     rcl_free(a);
     char *c = rcl_alloc(4608, RCL_DEFAULT);
     assert_ptr_equal(c, a);
@@ -351,8 +384,8 @@ TEST_WITH(cache_from_before_shutdown_is_dropped, cache_setup, test_teardown)
 
 /* A cached block holds part of the thread's stock, so a thread never sits
  * on more charged, unused memory than its stock may hold: two batches of
- * limit / 256 (at most 64 KiB each). With a 1 MiB budget that is 8 KiB,
- * whatever it frees. */
+ * limit / 256 (at most 4 MiB each), of which the cache takes at most three
+ * quarters. With a 1 MiB budget that is 6 KiB of the 8, whatever it frees. */
 TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teardown)
 {
     enum { N = 16 };
@@ -365,8 +398,28 @@ TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teard
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
     assert_int_not_equal(cached_now(), 0);
-    assert_true(cached_now() <= 8 * 1024);
+    assert_true(cached_now() <= 6 * 1024);
+    rcl_usage_sync();
+    assert_true(cached_after_run(64, 1000) <= 6 * 1024);
     assert_int_equal(rcl_usage(), 0);
+}
+
+/* Blocks of a class the thread no longer uses must not hold the byte
+ * bound for good (a program that moves from one size to the next): after
+ * 256 frees the full cache turned away, the other classes go back to the
+ * backend and the class in use is cached again. */
+TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(test_init(1 * MiB), 0);
+    size_t full = cached_after_run(64, 200);
+    assert_true(full > 6 * 1024 - rcl_alloc_charge(64) && full <= 6 * 1024);
+    for (int i = 0; i < 256; i++)
+        rcl_free(rcl_alloc(128, RCL_DEFAULT));
+    assert_int_equal(cached_now(), 0);
+    rcl_free(rcl_alloc(128, RCL_DEFAULT));
+    assert_int_equal(cached_now(), rcl_alloc_charge(128));
+    assert_int_equal(usage_now(), 0);
 }
 
 /* The budget counts cached blocks: a charge that finds it short takes the
