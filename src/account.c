@@ -55,6 +55,7 @@
 
 struct rcl_account rcl__acct;
 
+#define STOCK_BATCH_SMALL (64 * 1024L)
 #define STOCK_BATCH_MAX   (4 * 1024 * 1024L)  /* the block cache lives in the stock */
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
@@ -144,8 +145,18 @@ static void set_watermarks(size_t limit)
     /* The stock batch shrinks with the budget so that what threads hold
      * unused stays a small share of it. */
     long batch = (long)(limit / 256) & ~15L;
-    if (batch > STOCK_BATCH_MAX)
-        batch = STOCK_BATCH_MAX;
+    if (batch > STOCK_BATCH_SMALL)
+        batch = STOCK_BATCH_SMALL;
+    /* A large budget affords larger stocks, and the block cache lives in
+     * them (block_cache.h): a thread may then recycle a live set of
+     * megabytes. But the stocks' unused part is budget with no memory
+     * behind it, which the footprint samples cannot tell from memory
+     * (footprint.c), so it stays at most 2/4096 of the budget a thread. */
+    long big = (long)(limit / 4096) & ~15L;
+    if (big > STOCK_BATCH_MAX)
+        big = STOCK_BATCH_MAX;
+    if (big > batch)
+        batch = big;
 
     wr(rcl__acct.wm_min, min);
     wr(rcl__acct.wm_low, low);

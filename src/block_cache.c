@@ -13,6 +13,7 @@
  * own rcl__self, or at its exit: only the owner touches its lists. */
 void rcl__bcache_drain(struct rcl_thread *t)
 {
+    t->bcache_full = 0;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         struct rcl_hdr *h;
         while ((h = rcl__bcache_take(t, c)) != NULL)

@@ -20,8 +20,8 @@
  *     turn, comes to stay off the backend, while a thread that only frees
  *     a class (a consumer) keeps no more than the first few;
  *   - all of it is bounded in bytes by the thread's stock: at most three
- *     quarters of stock_max (rcl__bcache_bound), two batches of limit/256
- *     up to 4 MiB each - the kernel sizes its per-CPU lists in bytes, from
+ *     quarters of stock_max (rcl__bcache_bound), two batches (account.c:
+ *     up to 64 KiB, or limit/4096 up to 4 MiB on a large budget) - the kernel sizes its per-CPU lists in bytes, from
  *     the memory they serve, for the same reason;
  *   - blocks of classes the thread no longer uses give way: after
  *     RCL_BCACHE_EVICT_AFTER frees turned away by a full cache, the other

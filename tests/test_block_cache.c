@@ -93,6 +93,9 @@ static size_t cached_after_run(size_t size, int n)
  * byte bound, below) - as tcmalloc's per-class lists grow on misses. */
 TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
 {
+    /* A budget large enough for stocks of 2 MiB (2/4096 of it a batch) */
+    rcl_shutdown();
+    assert_int_equal(test_init((size_t)4 << 30), 0);
     assert_int_equal(cached_after_run(64, 1000), 1000 * rcl_alloc_charge(64));
     rcl_usage_sync();
     assert_int_equal(cached_after_run(1000, 200), 200 * rcl_alloc_charge(1000));
@@ -384,8 +387,8 @@ TEST_WITH(cache_from_before_shutdown_is_dropped, cache_setup, test_teardown)
 
 /* A cached block holds part of the thread's stock, so a thread never sits
  * on more charged, unused memory than its stock may hold: two batches of
- * limit / 256 (at most 4 MiB each), of which the cache takes at most three
- * quarters. With a 1 MiB budget that is 6 KiB of the 8, whatever it frees. */
+ * limit / 256 up to 64 KiB (of limit / 4096 up to 4 MiB on a large
+ * budget), of which the cache takes at most three quarters. With a 1 MiB budget that is 6 KiB of the 8, whatever it frees. */
 TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teardown)
 {
     enum { N = 16 };
@@ -405,19 +408,20 @@ TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teard
 }
 
 /* Blocks of a class the thread no longer uses must not hold the byte
- * bound for good (a program that moves from one size to the next): after
- * 256 frees the full cache turned away, the other classes go back to the
- * backend and the class in use is cached again. */
+ * bound for good (a program that moves from one size to the next): a
+ * full cache turns the first frees of a new class away, but after 256 of
+ * them the other classes go back to the backend and the class in use is
+ * cached again. */
 TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test_teardown)
 {
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
     size_t full = cached_after_run(64, 200);
     assert_true(full > 6 * 1024 - rcl_alloc_charge(64) && full <= 6 * 1024);
-    for (int i = 0; i < 256; i++)
-        rcl_free(rcl_alloc(128, RCL_DEFAULT));
-    assert_int_equal(cached_now(), 0);
     rcl_free(rcl_alloc(128, RCL_DEFAULT));
+    assert_int_equal(cached_now(), full);
+    for (int i = 0; i < 512; i++)
+        rcl_free(rcl_alloc(128, RCL_DEFAULT));
     assert_int_equal(cached_now(), rcl_alloc_charge(128));
     assert_int_equal(usage_now(), 0);
 }
