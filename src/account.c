@@ -20,8 +20,12 @@
  * may sit on. The fast paths (alloc.c, rcl_charge below, stock.h's
  * inlines) spend and refill the stock with plain loads and stores; only
  * the owner thread writes `stock` (fork and shutdown aside, when no other
- * thread runs). A free stays on the fast path while stock + size <=
- * stock_max, so every reason to leave it is folded into stock_max:
+ * thread runs). The stock includes the charge of the thread's cached
+ * blocks (`cached`, block_cache.h), which are memory and bounded by the
+ * cache; stock_max bounds the rest, the unused part (rcl__stock_avail),
+ * which is budget with no memory behind it. A free stays on the fast path
+ * while that part plus the size fits stock_max, so every reason to leave
+ * it is folded into stock_max:
  *   stock_limit()   two batches: the normal value, set when the thread
  *                   registers and followed by its charge slow path when
  *                   the batch changes with the limit;
@@ -55,8 +59,7 @@
 
 struct rcl_account rcl__acct;
 
-#define STOCK_BATCH_SMALL (64 * 1024L)
-#define STOCK_BATCH_MAX   (4 * 1024 * 1024L)  /* the block cache lives in the stock */
+#define STOCK_BATCH_MAX   (64 * 1024L)
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
 #define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */
@@ -145,23 +148,14 @@ static void set_watermarks(size_t limit)
     /* The stock batch shrinks with the budget so that what threads hold
      * unused stays a small share of it. */
     long batch = (long)(limit / 256) & ~15L;
-    if (batch > STOCK_BATCH_SMALL)
-        batch = STOCK_BATCH_SMALL;
-    /* A large budget affords larger stocks, and the block cache lives in
-     * them (block_cache.h): a thread may then recycle a live set of
-     * megabytes. But the stocks' unused part is budget with no memory
-     * behind it, which the footprint samples cannot tell from memory
-     * (footprint.c), so it stays at most 2/4096 of the budget a thread. */
-    long big = (long)(limit / 4096) & ~15L;
-    if (big > STOCK_BATCH_MAX)
-        big = STOCK_BATCH_MAX;
-    if (big > batch)
-        batch = big;
+    if (batch > STOCK_BATCH_MAX)
+        batch = STOCK_BATCH_MAX;
 
     wr(rcl__acct.wm_min, min);
     wr(rcl__acct.wm_low, low);
     wr(rcl__acct.wm_high, high);
     wr(rcl__acct.batch, batch);
+    rcl__bcache_limit(limit);
     wr(rcl__acct.limit, limit);
     rcl__footprint_limit(limit);
 }
@@ -319,12 +313,18 @@ void rcl__stock_refund(struct rcl_thread *t, size_t bytes)
     wr(t->stock, rd(t->stock) + (long)bytes);
 }
 
+/* A stock whose unused part went over stock_max keeps a batch of it. */
+static void stock_trim(struct rcl_thread *t)
+{
+    rcl__stock_flush(t, (long)rd(t->cached) + rd(rcl__acct.batch));
+}
+
 /* The excess over stock_max back to the budget, down to a batch; nothing
  * while a reclaim or a drain request holds stock_max. */
 void rcl__stock_spill(struct rcl_thread *t)
 {
-    if (rd(t->stock) > rd(t->stock_max) && rd(t->stock_max) >= 0)
-        rcl__stock_flush(t, rd(rcl__acct.batch));
+    if (rcl__stock_over(t) && rd(t->stock_max) >= 0)
+        stock_trim(t);
 }
 
 void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
@@ -340,8 +340,8 @@ void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
     }
     wr(t->stock, rd(t->stock) + (long)size);
     drain_if_asked(t);
-    if (rd(t->stock) > rd(t->stock_max))
-        rcl__stock_flush(t, rd(rcl__acct.batch));
+    if (rcl__stock_over(t))
+        stock_trim(t);
 }
 
 static void update_peak(size_t usage)
@@ -374,14 +374,14 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     /* The watermarks are on real memory: what the process holds beyond
      * its charges takes room as much as a charge does. */
     size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
-    /* Refill no more than leaves room in the stock for this block and the
-     * cached ones: a block whose free would overflow the stock skips the
-     * cache, and every allocation of its size would come down here again. */
-    size_t room = (size_t)stock_limit(), held = rd(t->cached) + size;
-    if (held >= room)
+    /* Refill no more than leaves room in the stock's unused part for this
+     * block: a block whose free would overflow it takes the slow path, and
+     * every allocation of its size would come down here again. */
+    size_t room = (size_t)stock_limit();
+    if (size >= room)
         batch = 0;
-    else if (batch > room - held)
-        batch = room - held;
+    else if (batch > room - size)
+        batch = room - size;
     size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
     size_t extra, after;
 
@@ -578,8 +578,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     rcl__acct_out(t, size);
     /* Reclaim may have left more in the stock than this thread should
      * sit on. */
-    if (rd(t->stock) > rd(t->stock_max))
-        rcl__stock_flush(t, rd(rcl__acct.batch));
+    if (rcl__stock_over(t))
+        stock_trim(t);
     return 0;
 }
 

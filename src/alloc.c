@@ -254,7 +254,12 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
 
-    struct rcl_hdr *h = size <= RCL_BCACHE_MAX ? rcl__bcache_take(t, rcl__bcache_class(size)) : NULL;
+    struct rcl_hdr *h = NULL;
+    if (size <= RCL_BCACHE_MAX) {
+        unsigned c = rcl__bcache_class(size);
+        if (!(h = rcl__bcache_take(t, c)))
+            rcl__bcache_missed(t, c);
+    }
     if (!h)
         h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
                         backend_size(size), size, gfp);
@@ -546,12 +551,21 @@ void rcl_free(void *p)
      * rare next to the small ones. */
     if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_BCACHE_MAX)) {
         unsigned c = rcl__bcache_class(size);
-        long stock = rd(t->stock) + (long)rcl__bcache_charge(c), max = rd(t->stock_max);
-        if (likely(stock <= max)) {
+        long charge = (long)rcl__bcache_charge(c), max = rd(t->stock_max);
+        long stock = rd(t->stock) + charge;
+        /* A kept block's charge stays in the stock as memory; any other
+         * adds to the stock's unused part, which stock_max bounds (and
+         * a reclaim or a drain request makes negative: account.c). */
+        struct rcl_bcache_slot slot;
+        bool keep = rcl__bcache_room(t, c, &slot);
+        long unused = keep ? 0 : stock - (long)rd(t->cached);
+        if (likely(unused <= max)) {
             wr(t->stock, stock);
-            rcl__acct_out(t, -(long)rcl__bcache_charge(c));
+            rcl__acct_out(t, -charge);
             own_add(t->nr_free, 1);
-            if (!rcl__bcache_put(t, h, c, stock, max)) {
+            if (keep) {
+                rcl__bcache_put(t, h, c, &slot);
+            } else {
                 h->meta = 0;    /* a second free of the same block is then caught */
                 rcl__be_free(h);
                 rcl__bcache_turned_away(t, c);

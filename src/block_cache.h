@@ -19,10 +19,9 @@
  *     misses: a live set of thousands of blocks, allocated and freed in
  *     turn, comes to stay off the backend, while a thread that only frees
  *     a class (a consumer) keeps no more than the first few;
- *   - all of it is bounded in bytes by the thread's stock: at most three
- *     quarters of stock_max (rcl__bcache_bound), two batches (account.c:
- *     up to 64 KiB, or limit/4096 up to 4 MiB on a large budget) - the kernel sizes its per-CPU lists in bytes, from
- *     the memory they serve, for the same reason;
+ *   - all of it is bounded in bytes, by limit/128 up to 8 MiB
+ *     (rcl__bcache_limit) - the kernel sizes its per-CPU lists in bytes,
+ *     from the memory they serve, for the same reason;
  *   - blocks of classes the thread no longer uses give way: after
  *     RCL_BCACHE_EVICT_AFTER frees turned away by a full cache, the other
  *     classes go back to the backend and their lists shrink to the start
@@ -36,9 +35,11 @@
  * A cached block stays charged: its class charge is held in the thread's
  * stock (t->cached, invariant stock >= cached; the stock protocol is
  * account.c's), so the budget counts it - it is real memory - while
- * rcl_usage(), which leaves stocks out, does not. A block is cached only
- * if the stock can hold it, so a thread never sits on more than stock_max
- * bytes of charged, unused memory, cached blocks included. Only the owner
+ * rcl_usage(), which leaves stocks out, does not. The cache has its own
+ * byte bound, apart from stock_max, which bounds only the part of the
+ * stock with no memory behind it: a cache that shared stock_max would
+ * leave it either too small for a live set or too large for the footprint
+ * samples, which cannot tell unused budget from memory. Only the owner
  * thread touches its lists. rcl__bcache_drain() gives the blocks back to
  * the backend, and is what every drain calls: rcl_usage_sync() and a
  * drain request (account.c), a charge that finds the budget short
@@ -103,20 +104,16 @@ static inline size_t rcl__bcache_cap(unsigned c) { return rcl__bcache_caps[c]; }
  * RCL_BCACHE_DEPTH_MAX. A thread's list grows to the live set it really
  * recycles (as tcmalloc's per-class list lengths do), while a thread that
  * only frees a class - the consumer of a producer/consumer pair - keeps no
- * more than the first few. The byte bound (rcl__bcache_put) caps the whole.
+ * more than the first few. The byte bound (rcl__bcache_room) caps the whole.
  */
 #define RCL_BCACHE_DEPTH_MAX 4096u
-static inline unsigned rcl__bcache_depth(const struct rcl_thread *t, unsigned c)
-{
-    unsigned base = c < 16 ? 8 : c < 28 ? 4 : 1;
-    return base + t->bcache_grown[c];
-}
+static inline unsigned rcl__bcache_depth_start(unsigned c) { return c < 16 ? 8 : c < 28 ? 4 : 1; }
 
 /* An allocation of class c found its list empty: the list may grow. */
 static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
 {
-    if (rcl__bcache_depth(t, c) < RCL_BCACHE_DEPTH_MAX)
-        t->bcache_grown[c]++;
+    if (t->bcache_depth[c] < RCL_BCACHE_DEPTH_MAX)
+        t->bcache_depth[c]++;
 }
 
 /* What a block of class c costs the budget (alloc.c says why). */
@@ -152,43 +149,52 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
     return h;
 }
 
-/* The most a thread's cached blocks may hold of its stock_max (>= 0 on the
- * fast path): three quarters, so that a full cache still leaves the stock
- * room for a batch - a cache that took the whole stock would send every
- * allocation it cannot serve, and every free it cannot keep, to the
- * charge slow path. */
-static inline long rcl__bcache_bound(long stock_max) { return stock_max - (stock_max >> 2); }
+/* The most a thread's cached blocks may hold, in bytes (rcl__bcache_limit,
+ * block_cache.c). */
+#define RCL_BCACHE_BYTES_MAX (8u << 20)
+extern _Atomic long rcl__bcache_bytes;
 
-/* Keeps a freed plain block of class c for reuse, its charge held in
- * `stock` (the stock with the block's own charge back in it, at most
- * `stock_max`); false when the class's list is at its depth or the cache
- * at its byte bound. A cached block's meta is its position from the
- * bottom of the list (1, 2, ...): never a valid header, so a second free
- * is still caught, and the list length costs no field of its own. */
-static inline bool rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
-                                   long stock, long stock_max)
+/* Where a freed block of class c would go: the list's top and length,
+ * and what the cache would then hold. */
+struct rcl_bcache_slot {
+    struct rcl_hdr *top;
+    uint64_t        n;
+    size_t          cached;
+};
+
+/* May a freed block of class c be kept? Not when the class's list is at
+ * its depth or the cache at its byte bound. Fills *s for rcl__bcache_put,
+ * so that a free reads the list once. */
+static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c,
+                                    struct rcl_bcache_slot *s)
 {
-    struct rcl_hdr *top = t->bcache[c];
-    uint64_t n = top ? top->meta : 0;
-    size_t cached = rd(t->cached) + rcl__bcache_charge(c);
+    s->top = t->bcache[c];
+    s->n = s->top ? s->top->meta : 0;
+    s->cached = rd(t->cached) + rcl__bcache_charge(c);
+    return s->n < t->bcache_depth[c] && (long)s->cached <= rd(rcl__bcache_bytes);
+}
 
-    /* stock >= cached held before the block's charge came back to both. */
-    rcl__assert((long)cached <= stock && stock <= stock_max);
-    if (n >= rcl__bcache_depth(t, c) || (long)cached > rcl__bcache_bound(stock_max))
-        return false;
-    h->next = top;
-    h->meta = n + 1;
+/* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
+ * said it may; its charge is in the thread's stock already (the caller's
+ * part). A cached block's meta is its position from the bottom of the
+ * list (1, 2, ...): never a valid header, so a second free is still
+ * caught, and the list length costs no field of its own. */
+static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
+                                   const struct rcl_bcache_slot *s)
+{
+    rcl__assert(s->n + 1 <= RCL_BCACHE_DEPTH_MAX && s->top == t->bcache[c]);
+    h->next = s->top;
+    h->meta = s->n + 1;
     t->bcache[c] = h;
-    wr(t->cached, cached);
-    rcl__assert(n + 1 <= RCL_BCACHE_DEPTH_MAX);
+    wr(t->cached, s->cached);
+    rcl__assert(rd(t->stock) >= (long)s->cached);
     rcl__bcache_poison(h, c);
-    return true;
 }
 
 #define RCL_BCACHE_EVICT_AFTER 256u
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep);
 
-/* A free rcl__bcache_put() turned away, counted towards making room. */
+/* A free rcl__bcache_room() turned away, counted towards making room. */
 static inline void rcl__bcache_turned_away(struct rcl_thread *t, unsigned c)
 {
     if (unlikely(++t->bcache_full >= RCL_BCACHE_EVICT_AFTER))

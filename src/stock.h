@@ -32,13 +32,20 @@ static inline long rcl__stock_avail(const struct rcl_thread *t)
     return rd(t->stock) - (long)rd(t->cached);
 }
 
+/* stock_max bounds the unused part of the stock; the cached blocks are
+ * memory, bounded by the cache itself (block_cache.h). */
+static inline bool rcl__stock_over(const struct rcl_thread *t)
+{
+    return rcl__stock_avail(t) > rd(t->stock_max);
+}
+
 /* Return `size` accounted bytes through the thread's stock. The stock only
  * grows here; spilling it back to the budget is the slow path. */
 static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
 {
     rcl__acct_out(t, -(long)size);
     long s = rd(t->stock) + (long)size;
-    if (unlikely(s > rd(t->stock_max))) {
+    if (unlikely(s - (long)rd(t->cached) > rd(t->stock_max))) {
         rcl__uncharge_slow(t, size);
         return;
     }

@@ -76,9 +76,8 @@ void rcl__thread_attach(struct rcl_thread *t)
     if (likely(rd(t->epoch) == epoch))
         return;
     rcl__lockdep_thread_attach();
-    /* Blocks cached in an earlier epoch were charged to a budget that is
-     * gone; the new stock starts empty and holds none. */
-    rcl__bcache_drain(t);
+    /* The new stock starts empty, and its cache with it. */
+    rcl__bcache_attach(t);
     pthread_once(&exit_key_once, exit_key_create);
     pthread_setspecific(exit_key, t);
     pthread_mutex_lock(&registry_lock);

@@ -64,8 +64,9 @@ struct rcl_thread {
     _Atomic size_t        cached;
     unsigned              bcache_full;  /* frees the cache turned away since it
                                            last made room (block_cache.c) */
-    uint16_t              bcache_grown[RCL_BCACHE_CLASSES]; /* depth each class
-                                           gained from misses (block_cache.h) */
+    uint16_t              bcache_depth[RCL_BCACHE_CLASSES]; /* how many blocks
+                                           each class's list may hold
+                                           (block_cache.h) */
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc_signal.c): blocks kept for allocations made by a
      * signal handler that interrupted this thread inside the library (a handler

@@ -93,7 +93,7 @@ static size_t cached_after_run(size_t size, int n)
  * byte bound, below) - as tcmalloc's per-class lists grow on misses. */
 TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
 {
-    /* A budget large enough for stocks of 2 MiB (2/4096 of it a batch) */
+    /* A budget large enough for a cache of 8 MiB (limit / 128) */
     rcl_shutdown();
     assert_int_equal(test_init((size_t)4 << 30), 0);
     assert_int_equal(cached_after_run(64, 1000), 1000 * rcl_alloc_charge(64));
@@ -385,11 +385,10 @@ TEST_WITH(cache_from_before_shutdown_is_dropped, cache_setup, test_teardown)
     assert_int_equal(usage_now(), 0);
 }
 
-/* A cached block holds part of the thread's stock, so a thread never sits
- * on more charged, unused memory than its stock may hold: two batches of
- * limit / 256 up to 64 KiB (of limit / 4096 up to 4 MiB on a large
- * budget), of which the cache takes at most three quarters. With a 1 MiB budget that is 6 KiB of the 8, whatever it frees. */
-TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teardown)
+/* A thread's cached blocks are charged memory it holds for itself, so
+ * their bytes are bounded: limit / 128, up to 8 MiB. With a 1 MiB budget
+ * that is 8 KiB, whatever it frees. */
+TEST_WITH(thread_caches_no_more_than_its_bound, cache_setup, test_teardown)
 {
     enum { N = 16 };
     void *p[N];
@@ -401,9 +400,9 @@ TEST_WITH(thread_caches_no_more_than_its_stock_may_hold, cache_setup, test_teard
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
     assert_int_not_equal(cached_now(), 0);
-    assert_true(cached_now() <= 6 * 1024);
+    assert_true(cached_now() <= 8 * 1024);
     rcl_usage_sync();
-    assert_true(cached_after_run(64, 1000) <= 6 * 1024);
+    assert_true(cached_after_run(64, 1000) <= 8 * 1024);
     assert_int_equal(rcl_usage(), 0);
 }
 
@@ -417,7 +416,7 @@ TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
     size_t full = cached_after_run(64, 200);
-    assert_true(full > 6 * 1024 - rcl_alloc_charge(64) && full <= 6 * 1024);
+    assert_true(full > 8 * 1024 - rcl_alloc_charge(64) && full <= 8 * 1024);
     rcl_free(rcl_alloc(128, RCL_DEFAULT));
     assert_int_equal(cached_now(), full);
     for (int i = 0; i < 512; i++)
