@@ -425,6 +425,111 @@ TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test
     assert_int_equal(usage_now(), 0);
 }
 
+/* Caches under the load the design is not built for: four threads, sizes
+ * of 8 B - 8 KiB, a live set of 2000 blocks each (about ten times a
+ * thread's cache bound at this budget), half of every thread's blocks
+ * freed by the next thread, and memory malloc'ed beside the library.
+ * Every block keeps its contents, no allocation fails, the caches never
+ * hold more than their bounds, and nothing is left charged. */
+enum { CROSS_THREADS = 4, CROSS_LIVE = 2000, CROSS_ROUNDS = 20 };
+
+struct cross {
+    pthread_barrier_t *barrier;
+    struct cross      *all;
+    unsigned           id;
+    unsigned char    **mine;      /* [CROSS_LIVE] */
+    size_t            *sizes;
+    size_t             cached_max;
+    unsigned long      failed, corrupt;
+};
+
+static size_t cross_size(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return (size_t)8 << (*x % 11) >> (*x >> 8) % 4;    /* 1 B - 8 KiB, mostly small */
+}
+
+static void *cross_main(void *arg)
+{
+    struct cross *c = arg;
+    uint32_t x = 2463534242u + c->id;
+    void *outside = malloc(1 << 20);     /* not the library's */
+
+    memset(outside, 1, 1 << 20);
+    for (int r = 0; r < CROSS_ROUNDS; r++) {
+        for (int i = 0; i < CROSS_LIVE; i++) {
+            size_t n = cross_size(&x) + 1;
+            unsigned char *p = rcl_alloc(n, RCL_DEFAULT);
+            if (!p) {
+                c->failed++;
+                c->mine[i] = NULL;
+                continue;
+            }
+            memset(p, (int)(c->id * 31 + (unsigned)i), n);
+            c->mine[i] = p;
+            c->sizes[i] = n;
+        }
+        pthread_barrier_wait(c->barrier);
+        /* the previous thread's odd blocks, then this thread's even ones */
+        const struct cross *prev = &c->all[(c->id + CROSS_THREADS - 1) % CROSS_THREADS];
+        for (int i = 1; i < CROSS_LIVE; i += 2) {
+            unsigned char *p = prev->mine[i];
+            if (p && (p[0] != (unsigned char)(prev->id * 31 + (unsigned)i) ||
+                      p[prev->sizes[i] - 1] != p[0]))
+                c->corrupt++;
+            rcl_free(p);
+        }
+        for (int i = 0; i < CROSS_LIVE; i += 2) {
+            unsigned char *p = c->mine[i];
+            if (p && (p[0] != (unsigned char)(c->id * 31 + (unsigned)i) || p[c->sizes[i] - 1] != p[0]))
+                c->corrupt++;
+            rcl_free(p);
+        }
+        struct rcl_stats st;
+        rcl_stats_get(&st);
+        if (st.thread_cached > c->cached_max)
+            c->cached_max = st.thread_cached;
+        pthread_barrier_wait(c->barrier);
+    }
+    free(outside);
+    rcl_usage_sync();
+    return NULL;
+}
+
+TEST_WITH(caches_hold_under_many_threads_mixed_sizes_and_cross_thread_frees, cache_setup,
+          test_teardown)
+{
+    static unsigned char *blocks[CROSS_THREADS][CROSS_LIVE];
+    static size_t sizes[CROSS_THREADS][CROSS_LIVE];
+    struct cross c[CROSS_THREADS];
+    pthread_t th[CROSS_THREADS];
+    pthread_barrier_t barrier;
+    struct rcl_stats st;
+
+    pthread_barrier_init(&barrier, NULL, CROSS_THREADS);
+    for (unsigned i = 0; i < CROSS_THREADS; i++) {
+        c[i] = (struct cross){ .barrier = &barrier, .all = c, .id = i, .mine = blocks[i],
+                               .sizes = sizes[i] };
+        assert_int_equal(pthread_create(&th[i], NULL, cross_main, &c[i]), 0);
+    }
+    for (unsigned i = 0; i < CROSS_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&barrier);
+    rcl_stats_get(&st);
+    for (unsigned i = 0; i < CROSS_THREADS; i++) {
+        assert_int_equal(c[i].failed, 0);
+        assert_int_equal(c[i].corrupt, 0);
+        assert_int_not_equal(c[i].cached_max, 0);
+        /* thread_cached sums every thread's cache: each holds at most
+         * limit / 128 */
+        assert_true(c[i].cached_max <= CROSS_THREADS * (st.limit / 128));
+    }
+    assert_true(st.peak <= st.limit);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* The budget counts cached blocks: a charge that finds it short takes the
  * caller's cached blocks back before failing or reclaiming, as the kernel
  * drains its per-CPU lists before it gives up on an allocation. Without
