@@ -216,12 +216,16 @@ static void drain_self(struct rcl_thread *t)
  * slow path; the watch bit is cleared there whoever set it. */
 static void drain_if_asked(struct rcl_thread *t)
 {
-    /* The bit first: a request that comes in after this sees it set again. */
-    if (rd(t->lockdep_watch) & RCL__WATCH_DRAIN)
-        atomic_fetch_and(&t->lockdep_watch, ~RCL__WATCH_DRAIN);
+    const unsigned asks = RCL__WATCH_DRAIN | RCL__WATCH_COLLECT;
+    /* The bits first: a request that comes in after this sees them set again. */
+    unsigned w = rd(t->lockdep_watch);
+    if (w & asks)
+        w = atomic_fetch_and(&t->lockdep_watch, ~asks);
     if (rd(t->stock_max) == STOCK_DRAIN) {
         wr(t->stock_max, stock_limit());
         drain_self(t);
+    } else if (w & RCL__WATCH_COLLECT) {
+        rcl__be_thread_collect();
     }
 }
 
@@ -231,6 +235,19 @@ static void drain_if_asked(struct rcl_thread *t)
 void rcl__slow_path_ask(struct rcl_thread *t)
 {
     atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+}
+
+/* The backend was trimmed; where threads own their heaps, each collects
+ * its own at its next allocation (the caller has collected its own). */
+void rcl__owners_collect(void)
+{
+#ifdef RCL__BE_OWNER_COLLECTS
+    rcl__registry_lock();
+    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
+        if (t != &rcl__self)
+            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_COLLECT);
+    rcl__registry_unlock();
+#endif
 }
 
 /* Asks thread t (not the caller) for its stock back at its next slow path;

@@ -15,11 +15,18 @@
  *
  * When: every `step` bytes charged from the budget (a small fraction of
  * the limit; never on the fast path, which works from per-thread stocks),
- * whenever the background reclaimer finishes a pass, on the pressure
- * thread's tick, and when the cgroup's usage crosses its threshold
- * (pressure.c). A sample is one pread() of a descriptor opened at start,
- * a few microseconds; a thread that finds a sample under way does not
- * wait for it.
+ * after every trim of the backend, on the pressure thread's tick, and when
+ * the cgroup's usage crosses its threshold (pressure.c). A sample is one
+ * pread() of a descriptor opened at start, a few microseconds; a thread
+ * that finds a sample under way does not wait for it.
+ *
+ * Between reclaim's frees and the trim that gives them back, the freed
+ * memory is still resident, and a sample counts it as held beside the
+ * lower charge: reclaim frees as much again for it, and again at the next
+ * sample, until the trim. Left for long, that empties the caches (seen: a
+ * cache of 256 B - 4 KiB objects under 8 threads on glibc, emptied and
+ * failing allocations at zero usage), so every reclaim's frees are owed a
+ * trim, and trims come soon after them (reclaim.c, backend.h).
  *
  * Modes:
  *   cgroup  the budget is the automatic one from a cgroup limit: the

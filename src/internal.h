@@ -134,6 +134,8 @@ void   rcl__stock_reclaim_end(struct rcl_thread *t, long before);
 void   rcl__stock_refund(struct rcl_thread *t, size_t bytes);
 void   rcl__stock_spill(struct rcl_thread *t);
 void   rcl__slow_path_ask(struct rcl_thread *t);
+/* After a trim: threads that own their backend heaps collect them. */
+void   rcl__owners_collect(void);
 size_t rcl__headroom(void);
 /* The automatic budget moving with the cgroup (cgroup.c, for the pressure
  * thread): false (and nothing changed) once the program chose a limit

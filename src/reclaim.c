@@ -55,7 +55,7 @@ static struct {
     _Atomic int     wake_pending;
     _Atomic size_t  request;                  /* bytes asked for by pressure */
     _Atomic unsigned long long last_trim;
-    _Atomic size_t  untrimmed;                /* freed, trim put off by the rate limit */
+    _Atomic size_t  untrimmed;                /* freed by reclaim, not trimmed yet */
 } reclaimer = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 static __thread bool in_background;
@@ -108,8 +108,23 @@ static bool maybe_trim(size_t freed)
     rcl__be_trim();
     rcl__count(trims, 1);
     rcl__count(trim_ns, rcl__now_ns() - now);
+    rcl__owners_collect();
     rcl__footprint_sample();
     return true;
+}
+
+/* Freed memory the backend holds until a trim gives it back. */
+static void owe_trim(size_t freed)
+{
+    atomic_fetch_add(&reclaimer.untrimmed, freed);
+}
+
+/* The owed trim, if the rate limit allows it; otherwise it stays owed. */
+static void trim_owed(void)
+{
+    size_t owed = atomic_exchange(&reclaimer.untrimmed, 0);
+    if (!maybe_trim(owed))
+        atomic_fetch_add(&reclaimer.untrimmed, owed);
 }
 
 static unsigned long long thread_cpu_ns(void)
@@ -178,7 +193,17 @@ size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 {
     /* Without a background reclaimer nobody would do the rest: unbounded. */
     bool bg_on = atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed);
-    return reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
+    size_t freed = reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
+    /* The trim is the background reclaimer's, so that an allocation does
+     * not walk the backend's free lists; without one, it is ours. */
+    owe_trim(freed);
+    if (rd(reclaimer.untrimmed) >= TRIM_MIN_BYTES) {
+        if (bg_on)
+            rcl__reclaim_wake();
+        else
+            trim_owed();
+    }
+    return freed;
 }
 
 void rcl__reclaim_throttle(unsigned round)
@@ -227,7 +252,8 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
     rcl__busy_drop(t, busy);
-    maybe_trim(freed);
+    owe_trim(freed);
+    trim_owed();
     return freed;
 }
 
@@ -253,15 +279,14 @@ static size_t balance(struct rcl_thread *t)
         /* counted before the room becomes visible to others */
         rcl__count(background_reclaimed, freed);
         rcl__stock_flush(t, 0);
+        owe_trim(freed);
         total += freed;
         if (!freed || reclaimer.stop)
             break;
     }
     /* One trim for the whole pass; one the rate limit put off is done
      * when the interval has passed (background_main waits for it). */
-    size_t owed = total + atomic_exchange(&reclaimer.untrimmed, 0);
-    if (owed >= TRIM_MIN_BYTES && !maybe_trim(owed))
-        atomic_fetch_add(&reclaimer.untrimmed, owed);
+    trim_owed();
     return total;
 }
 
@@ -292,9 +317,7 @@ static void idle_locked(void)
     if (pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
         return;
     pthread_mutex_unlock(&reclaimer.lock);
-    size_t owed = atomic_exchange(&reclaimer.untrimmed, 0);
-    if (!maybe_trim(owed))
-        atomic_fetch_add(&reclaimer.untrimmed, owed);
+    trim_owed();
     pthread_mutex_lock(&reclaimer.lock);
 }
 

@@ -42,7 +42,9 @@ struct rcl_thread {
                                             I/O-flusher reserve) or
                                             RCL__WATCH_DRAIN (come to the slow
                                             path: a drain request, or a
-                                            signal handler's; account.c) */
+                                            signal handler's; account.c) or
+                                            RCL__WATCH_COLLECT (collect the
+                                            backend's heap: the same) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned              busy;       /* nonzero while the thread is inside a call
@@ -151,6 +153,10 @@ static inline bool rcl__sig_pending(const struct rcl_thread *t)
  * the next allocation or charge takes the slow path, which meets the
  * request. Only ever set and cleared with atomic read-modify-writes. */
 #define RCL__WATCH_DRAIN   0x4u
+/* Set by the thread that trimmed the backend, where threads own their
+ * heaps (mimalloc): the next slow path collects this thread's heap, the
+ * only way blocks other threads freed into it leave the resident set. */
+#define RCL__WATCH_COLLECT 0x8u
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim
  * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */
