@@ -551,8 +551,9 @@ size_t rcl_usage(void);
  *   - the ASan and TSan builds count charges alone: their shadow memory
  *     and quarantine are not the program's.
  * Reclaim gives freed memory back to the operating system (malloc_trim,
- * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc),
- * so that the footprint falls with the charge.
+ * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc;
+ * 5 ms while what reclaim freed is a sixteenth of the budget or more), so
+ * that the footprint falls with the charge.
  */
 size_t rcl_footprint(void);
 /* struct rcl_config.footprint: AUTO chooses as above; the others force one

@@ -23,14 +23,9 @@
  * freed cache objects leave stay resident until malloc_trim() releases
  * them, and the budget counts resident memory (footprint.c), so reclaim
  * trims after it frees; jemalloc keeps freed pages for its decay time
- * (10 s by default) and holds them in resident memory until purged. Until
- * the trim, the budget counts freed memory as held and reclaim frees more
- * for it, so the interval is short where a trim costs little for what it
- * gives back: glibc's costs about 0.15 ms per MiB freed (see
- * docs/bench/footprint.md), so trimming every 5 ms rather than every
- * 100 ms costs about the same CPU and leaves the caches their memory; a
- * cache churning through 256 B - 4 KiB objects kept 5 MiB of a 32 MiB
- * budget with 100 ms, and 17 MiB with 5 ms (tests/test_rss.c).
+ * (10 s by default) and holds them in resident memory until purged.
+ * Reclaim trims sooner when what it owes is a large share of the budget
+ * (reclaim.c).
  *
  * RCL__BE_BLOCK_OVERHEAD is what the backend itself keeps per block beyond
  * the size asked, where that is a fixed amount; it is part of a block's
@@ -101,7 +96,7 @@ static inline void  rcl__be_trim(void)
 #else
 #include <malloc.h>
 #define RCL_BACKEND_NAME "libc"
-#define RCL__BE_TRIM_INTERVAL_NS 5000000ull         /* 5 ms */
+#define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
 /* A chunk's size word, rounded to glibc's 16-byte granule: a request of
  * n bytes (n a multiple of 16) takes an n + 16-byte chunk. */
 #define RCL__BE_BLOCK_OVERHEAD   16

@@ -28,6 +28,9 @@
 
 #define TRIM_MIN_BYTES    (1024 * 1024)   /* a pass that freed this much trims */
 #define TRIM_INTERVAL_NS  RCL__BE_TRIM_INTERVAL_NS   /* per backend: backend.h */
+/* Sooner when a trim is owed for this share of the budget or more. */
+#define TRIM_SOON_NS      (5 * 1000000ULL)
+#define TRIM_SOON_SHARE   16
 #define IDLE_BACKOFF_MS   100             /* first pause after a fruitless pass */
 #define IDLE_BACKOFF_MAX  2000
 #define DIRECT_BOUND_NS   (50 * 1000ULL)  /* default bound of one direct reclaim */
@@ -65,6 +68,14 @@ static unsigned long long start_retry_at;   /* under reclaimer.lock */
 
 bool rcl__is_background(void) { return in_background; }
 
+/* Threads inside rcl__shrink() now: what they isolate is on its way back. */
+static _Atomic unsigned shrinking;
+
+bool rcl__reclaim_in_flight(void)
+{
+    return atomic_load_explicit(&shrinking, memory_order_relaxed) != 0;
+}
+
 size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 {
     /* Shrinkers' own allocations must not recurse into reclaim, and may
@@ -73,11 +84,13 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     long start = t->reclaimed, stock_before = rd(t->stock);
     long max_before = rcl__stock_reclaim_begin(t);
 
+    atomic_fetch_add_explicit(&shrinking, 1, memory_order_relaxed);
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
         if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
+    atomic_fetch_sub_explicit(&shrinking, 1, memory_order_relaxed);
     rcl__stock_reclaim_end(t, max_before);
     rcl_scope_restore(saved);
 
@@ -94,15 +107,22 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
  * without the trim would count the freed, still resident memory as held
  * and shrink the caches again for it. Rate-limited per backend (backend.h):
  * a trim walks the backend's free lists. */
-static bool maybe_trim(size_t freed)
+static bool maybe_trim(size_t freed, bool short_of_room)
 {
-    unsigned long long now, last;
+    unsigned long long now, last, gap;
 
-    if (freed < TRIM_MIN_BYTES)
+    if (freed < TRIM_MIN_BYTES && !short_of_room)
         return false;
+    /* Until the trim, the footprint counts the freed memory as held and
+     * reclaim frees as much again for it, at every sample (footprint.c):
+     * harmless while it is a small share of the budget, a cache emptied
+     * for nothing when it is a large one. And once reclaim finds nothing
+     * to free, what the backend holds is all there is to give back. */
+    gap = short_of_room || freed >= rd(rcl__acct.limit) / TRIM_SOON_SHARE ? TRIM_SOON_NS
+                                                                          : TRIM_INTERVAL_NS;
     now = rcl__now_ns();
     last = atomic_load(&reclaimer.last_trim);
-    if (now - last < TRIM_INTERVAL_NS ||
+    if (now - last < gap ||
         !atomic_compare_exchange_strong(&reclaimer.last_trim, &last, now))
         return false;
     rcl__be_trim();
@@ -119,11 +139,12 @@ static void owe_trim(size_t freed)
     atomic_fetch_add(&reclaimer.untrimmed, freed);
 }
 
-/* The owed trim, if the rate limit allows it; otherwise it stays owed. */
-static void trim_owed(void)
+/* The owed trim, if the rate limit allows it; otherwise it stays owed.
+ * short_of_room: reclaim found nothing to free and the budget is short. */
+static void trim_owed(bool short_of_room)
 {
     size_t owed = atomic_exchange(&reclaimer.untrimmed, 0);
-    if (!maybe_trim(owed))
+    if (!maybe_trim(owed, short_of_room))
         atomic_fetch_add(&reclaimer.untrimmed, owed);
 }
 
@@ -194,14 +215,18 @@ size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     /* Without a background reclaimer nobody would do the rest: unbounded. */
     bool bg_on = atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed);
     size_t freed = reclaim_counted(t, target, gfp, bg_on ? rd(rcl__direct_bound_ns) : 0);
-    /* The trim is the background reclaimer's, so that an allocation does
-     * not walk the backend's free lists; without one, it is ours. */
+    /* Owed a trim only where the budget counts resident memory, which is
+     * what the trim lowers. The trim is the background reclaimer's, so
+     * that an allocation does not walk the backend's free lists; without
+     * one, it is ours. */
+    if (rcl__footprint_mode() == RCL__FOOTPRINT_OFF)
+        return freed;
     owe_trim(freed);
     if (rd(reclaimer.untrimmed) >= TRIM_MIN_BYTES) {
         if (bg_on)
             rcl__reclaim_wake();
         else
-            trim_owed();
+            trim_owed(false);
     }
     return freed;
 }
@@ -253,7 +278,7 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
     rcl__stock_flush(t, 0);
     rcl__busy_drop(t, busy);
     owe_trim(freed);
-    trim_owed();
+    trim_owed(false);
     return freed;
 }
 
@@ -286,7 +311,7 @@ static size_t balance(struct rcl_thread *t)
     }
     /* One trim for the whole pass; one the rate limit put off is done
      * when the interval has passed (background_main waits for it). */
-    trim_owed();
+    trim_owed(false);
     return total;
 }
 
@@ -317,7 +342,7 @@ static void idle_locked(void)
     if (pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
         return;
     pthread_mutex_unlock(&reclaimer.lock);
-    trim_owed();
+    trim_owed(false);
     pthread_mutex_lock(&reclaimer.lock);
 }
 
@@ -366,6 +391,9 @@ static void *background_main(void *arg)
         else if (now - last_done < SUSTAINED_NS)
             ahead_until = now + AHEAD_HOLD_NS;
         last_done = now;
+        if (!freed && rcl__headroom() < rd(rcl__acct.wm_low) &&
+            rcl__footprint_mode() != RCL__FOOTPRINT_OFF)
+            trim_owed(true);
 
         pthread_mutex_lock(&reclaimer.lock);
         /* Nothing to free yet the budget is still short: do not spin on
@@ -487,5 +515,7 @@ void rcl__reclaim_atfork_child(void)
     reclaimer.running = false;
     atomic_store(&reclaimer.wake_pending, 0);
     in_background = false;
+    /* The threads that were reclaiming stayed behind; this one may be. */
+    atomic_store(&shrinking, rcl__self.in_reclaim);
     pthread_mutex_unlock(&reclaimer.lock);
 }
