@@ -63,17 +63,7 @@ struct rcl_account rcl__acct;
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
 #define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */
-/* Reclaim rounds that freed nothing before an allocation fails, as many
- * as the kernel allows (MAX_RECLAIM_RETRIES, mm/internal.h) while some
- * shrinker still has objects: threads that reclaim at once take objects
- * from under each other, so a round that freed nothing does not mean
- * reclaim cannot progress (4 threads filling a 2 MiB budget saw an
- * allocation fail in 4 runs of 60 with 3 rounds, none in 60 with 16:
- * test_lru). With nothing left to free and no other thread reclaiming,
- * a few rounds, as the kernel stops retrying when no reclaimable pages
- * could meet the watermark. */
-#define MAX_NO_PROGRESS   16
-#define MAX_NO_OBJECTS    3
+#define MAX_NO_PROGRESS   3                /* reclaim rounds that freed nothing */
 
 static _Atomic long long overuncharge_reported;
 /* The program chose the limit (rcl_set_limit): the automatic budget no
@@ -578,16 +568,14 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 /* Before failing, the budget other threads hold unused
                  * (stocks, cached blocks) comes back, as the kernel
                  * drains every CPU's page lists before it gives up. */
-                bool hope = rcl__reclaim_in_flight() || rcl__shrinkers_freeable();
-                unsigned tries = no_progress && !hope ? MAX_NO_OBJECTS : MAX_NO_PROGRESS;
-                if (no_progress >= tries && !drained) {
+                if (no_progress >= MAX_NO_PROGRESS && !drained) {
                     drained = true;
                     no_progress = 0;
                     rcl__registry_lock();
                     drain_others_locked();
                     rcl__registry_unlock();
                 }
-                if (no_progress >= tries)
+                if (no_progress >= MAX_NO_PROGRESS)
                     return charge_fail(size, gfp, -ENOMEM);
                 rcl__reclaim_throttle(round++);
                 continue;

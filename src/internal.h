@@ -212,8 +212,6 @@ int    rcl__reclaim_start(const struct rcl_config *cfg);
 void   rcl__reclaim_stop(void);
 void   rcl__shrinkers_drop(void);          /* shutdown: forget every shrinker */
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max);
-bool     rcl__shrinkers_freeable(void);   /* some shrinker had objects last time */
-bool     rcl__reclaim_in_flight(void);    /* a thread is reclaiming now */
 
 /* ------------------------------------------------------------------------ */
 /* Domains (domain.c)                                                        */

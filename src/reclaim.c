@@ -68,14 +68,6 @@ static unsigned long long start_retry_at;   /* under reclaimer.lock */
 
 bool rcl__is_background(void) { return in_background; }
 
-/* Threads inside rcl__shrink() now: what they isolate is on its way back. */
-static _Atomic unsigned shrinking;
-
-bool rcl__reclaim_in_flight(void)
-{
-    return atomic_load_explicit(&shrinking, memory_order_relaxed) != 0;
-}
-
 size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 {
     /* Shrinkers' own allocations must not recurse into reclaim, and may
@@ -84,13 +76,11 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     long start = t->reclaimed, stock_before = rd(t->stock);
     long max_before = rcl__stock_reclaim_begin(t);
 
-    atomic_fetch_add_explicit(&shrinking, 1, memory_order_relaxed);
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
         if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
             break;
     }
-    atomic_fetch_sub_explicit(&shrinking, 1, memory_order_relaxed);
     rcl__stock_reclaim_end(t, max_before);
     rcl_scope_restore(saved);
 
@@ -515,7 +505,5 @@ void rcl__reclaim_atfork_child(void)
     reclaimer.running = false;
     atomic_store(&reclaimer.wake_pending, 0);
     in_background = false;
-    /* The threads that were reclaiming stayed behind; this one may be. */
-    atomic_store(&shrinking, rcl__self.in_reclaim);
     pthread_mutex_unlock(&reclaimer.lock);
 }

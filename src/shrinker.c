@@ -327,19 +327,6 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
     rcl__nocancel_end(cancel);
 }
 
-/* Whether any shrinker had objects to free when last asked: reclaim that
- * freed nothing is worth retrying only then. */
-bool rcl__shrinkers_freeable(void)
-{
-    bool any = false;
-
-    pthread_mutex_lock(&shrinker_lock);
-    for (struct rcl_shrinker *s = registry.next; s != &registry && !any; s = s->next)
-        any = !s->dead && rd(s->last_count) != 0;
-    pthread_mutex_unlock(&shrinker_lock);
-    return any;
-}
-
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
 {
     unsigned i = 0;
