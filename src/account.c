@@ -64,6 +64,8 @@ struct rcl_account rcl__acct;
 #define STOCK_DRAIN       (-2L)
 #define RECLAIM_CLUSTER   (128 * 1024UL)   /* least a direct reclaim aims at */
 #define MAX_NO_PROGRESS   3                /* reclaim rounds that freed nothing */
+#define IN_FLIGHT_WAIT_NS (20 * 1000000ull) /* the most an allocation waits for
+                                              others' reclaim passes to free */
 
 static _Atomic long long overuncharge_reported;
 /* The program chose the limit (rcl_set_limit): the automatic budget no
@@ -498,6 +500,18 @@ static size_t nofail_scoped_floor(size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
     return half;
 }
 
+/* May a charge still wait for other threads' reclaim passes? For
+ * IN_FLIGHT_WAIT_NS from its first such wait: a pass stuck behind a lock
+ * the caller holds must not keep the caller waiting for ever. */
+static bool in_flight_wait(unsigned long long *since)
+{
+    unsigned long long now = rcl__now_ns();
+
+    if (!*since)
+        *since = now;
+    return now - *since < IN_FLIGHT_WAIT_NS;
+}
+
 int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
     rcl__ensure_init();
@@ -530,6 +544,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                                    : charge_fail(size, gfp, -E2BIG);
 
     unsigned long long start = 0, next_report = 0;
+    unsigned long long wait_start = 0;
     unsigned no_progress = 0, round = 0;
     bool collected = false, drained = false;
     for (;;) {
@@ -563,6 +578,14 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 break;
             if (gfp & RCL__NORETRY)
                 return charge_fail(size, gfp, -ENOMEM);
+            /* Another thread's pass may be about to free what this one
+             * found gone: wait for it, for a bounded time, before
+             * counting the round as one without progress. */
+            if (!freed && !(gfp & RCL__NOFAIL) && in_flight_wait(&wait_start) &&
+                rcl__shrinkers_busy(masked)) {
+                rcl__reclaim_throttle(round++);
+                continue;
+            }
             no_progress = freed ? 0 : no_progress + 1;
             if (!(gfp & RCL__NOFAIL)) {
                 /* Before failing, the budget other threads hold unused

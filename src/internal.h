@@ -191,6 +191,8 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 /* One pass over the registry at one priority. */
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
+/* Is another thread inside a shrinker that context gfp may run itself? */
+bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
  * and add each shrinker's time, net accounted bytes and objects to *tr

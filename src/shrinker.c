@@ -18,6 +18,8 @@
 struct rcl_shrinker {
     struct rcl_shrinker  *next, *prev;     /* registry ring, under shrinker_lock */
     unsigned              active;          /* passes holding it, under shrinker_lock */
+    unsigned              active_in[4];    /* the same by the passes' RCL__IO | RCL__FS
+                                              bits, under shrinker_lock */
     bool                  dead;            /* being unregistered */
     char                  name[RCL_NAME_MAX];
     struct rcl_shrinker_ops ops;
@@ -35,6 +37,12 @@ static pthread_mutex_t shrinker_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
 static struct rcl_shrinker registry = { .next = &registry, .prev = &registry };
 static unsigned nr_registered;
+
+/* The context bits of a pass: what its shrinkers may wait for. */
+static inline unsigned pass_context(rcl_gfp_t gfp)
+{
+    return gfp & (RCL__IO | RCL__FS);
+}
 
 /* The shrinker whose callbacks this thread is running, if any. */
 static __thread struct rcl_shrinker *scanning;
@@ -317,14 +325,45 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
         if (rcl__shrink_expired())
             break;
         s->active++;
+        s->active_in[pass_context(gfp)]++;
         pthread_mutex_unlock(&shrinker_lock);
         shrink_one(s, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
+        s->active_in[pass_context(gfp)]--;
         if (--s->active == 0 && s->dead)
             pthread_cond_broadcast(&shrinker_idle);
     }
     pthread_mutex_unlock(&shrinker_lock);
     rcl__nocancel_end(cancel);
+}
+
+/*
+ * A reclaim that freed nothing while another thread is inside a shrinker
+ * has not shown that nothing can be freed: the other pass may hold the
+ * objects it isolated, about to free them, and be off its CPU (the
+ * kernel's reclaimers wait for each other's isolated pages, too_many_
+ * isolated(), rather than give up). Only passes the caller could have
+ * made count: shrinkers its context may run, in a context no wider than
+ * its own. A NOFS caller waiting for a pass that may wait on file-system
+ * work - the background reclaimer's - would wait for the very lock it
+ * may hold: the deadlock the scope is there to prevent.
+ */
+bool rcl__shrinkers_busy(rcl_gfp_t gfp)
+{
+    unsigned mine = pass_context(gfp);
+    bool busy = false;
+
+    pthread_mutex_lock(&shrinker_lock);
+    for (struct rcl_shrinker *s = registry.next; s != &registry && !busy; s = s->next) {
+        rcl_gfp_t g = gfp;
+        if (s->dead || s == scanning ||
+            (s->domain && rcl__domain_filter(s->domain, &g)) || (g & s->needs) != s->needs)
+            continue;
+        for (unsigned ctx = 0; ctx < 4 && !busy; ctx++)
+            busy = !(ctx & ~mine) && s->active_in[ctx];
+    }
+    pthread_mutex_unlock(&shrinker_lock);
+    return busy;
 }
 
 unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)

@@ -325,6 +325,136 @@ TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
     rcl_shutdown();
 }
 
+/*
+ * Another thread's pass in flight. A "holder" shrinker, called by the
+ * reclaiming thread R, takes every object off its list at once (the
+ * list is then empty for anyone else) and keeps them until released:
+ * R is a reclaimer that isolated a batch and lost its CPU before
+ * freeing it. The allocating thread's own reclaim then finds nothing.
+ */
+struct holder {
+    _Atomic unsigned long listed, held;   /* objects on the list, taken off it */
+    _Atomic unsigned long release_at;     /* direct reclaims that release them */
+    _Atomic int waiter_done;              /* the allocation returned: release */
+};
+
+static unsigned long holder_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct holder *h = priv;
+    (void)sc;
+    unsigned long n = atomic_load(&h->listed);
+    return n ? n : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long holder_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct holder *h = priv;
+    (void)sc;
+    unsigned long n = atomic_exchange(&h->listed, 0);
+    atomic_store(&h->held, n);
+    while (!atomic_load(&h->waiter_done) && stats().direct_reclaims < atomic_load(&h->release_at))
+        test_sleep_ms(0);
+    for (unsigned long i = 0; i < n; i++)
+        rcl_uncharge(OBJ);
+    return n;
+}
+
+static const struct rcl_shrinker_ops holder_ops = { holder_count, holder_scan };
+
+static void *holder_reclaim(void *arg)
+{
+    (void)arg;
+    rcl_reclaim(LIMIT, RCL_DEFAULT);
+    return NULL;
+}
+
+/* Fills the budget with the holder's objects and starts R's pass; returns
+ * once R holds them all. */
+static void holder_start(struct holder *h, pthread_t *r)
+{
+    while (rcl_charge(OBJ, RCL_NOWAIT) == 0)
+        atomic_fetch_add(&h->listed, 1);
+    assert_true(atomic_load(&h->listed) > 0);
+    assert_int_equal(pthread_create(r, NULL, holder_reclaim, NULL), 0);
+    while (!atomic_load(&h->held))
+        test_sleep_ms(0);
+}
+
+/* The allocation gave up after 3 rounds without progress, then drained
+ * the other threads' stocks and gave up after 3 more: 6 reclaims. It
+ * must outlast that while the pass it waits for is in flight. */
+#define ROUNDS_BEFORE_FAILING 6
+
+TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL, teardown)
+{
+    assert_int_equal(test_init(LIMIT), 0);
+    struct holder h = { .release_at = ~0ul };
+    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
+    assert_non_null(s);
+    pthread_t r;
+    holder_start(&h, &r);
+
+    /* Released only after more rounds than a charge used to get. */
+    atomic_store(&h.release_at, stats().direct_reclaims + 2 * ROUNDS_BEFORE_FAILING);
+    int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
+    atomic_store(&h.waiter_done, 1);
+    pthread_join(r, NULL);
+    assert_int_equal(ret, 0);
+
+    rcl_uncharge(OBJ);
+    rcl_shrinker_unregister(s);
+    rcl_shutdown();
+}
+
+TEST_WITH(the_wait_for_a_pass_in_flight_is_bounded, NULL, teardown)
+{
+    assert_int_equal(test_init(LIMIT), 0);
+    struct holder h = { .release_at = ~0ul };
+    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
+    assert_non_null(s);
+    pthread_t r;
+    holder_start(&h, &r);
+
+    /* R never frees while the allocation waits: it fails, it does not hang. */
+    unsigned long long t0 = rcl__now_ns();
+    int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
+    unsigned long long waited = rcl__now_ns() - t0;
+    atomic_store(&h.waiter_done, 1);
+    pthread_join(r, NULL);
+    assert_int_equal(ret, -ENOMEM);
+    assert_true(waited >= 20000000ull);    /* IN_FLIGHT_WAIT_NS */
+    assert_true(stats().direct_reclaims > ROUNDS_BEFORE_FAILING);
+
+    rcl_shrinker_unregister(s);
+    rcl_shutdown();
+}
+
+/* The kernel's rule: a NOFS allocation never waits for file-system
+ * reclaim, which may need the lock its caller holds. R's pass, in the
+ * default context, may enter the file system. */
+TEST_WITH(a_nofs_allocation_does_not_wait_for_a_pass_that_may_enter_the_fs, NULL, teardown)
+{
+    assert_int_equal(test_init(LIMIT), 0);
+    struct holder h = { .release_at = ~0ul };
+    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
+    assert_non_null(s);
+    pthread_t r;
+    holder_start(&h, &r);
+
+    unsigned long before = stats().direct_reclaims;
+    unsigned scope = rcl_nofs_save();
+    int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
+    rcl_nofs_restore(scope);
+    unsigned long rounds = stats().direct_reclaims - before;
+    atomic_store(&h.waiter_done, 1);
+    pthread_join(r, NULL);
+    assert_int_equal(ret, -ENOMEM);
+    assert_int_equal(rounds, ROUNDS_BEFORE_FAILING);
+
+    rcl_shrinker_unregister(s);
+    rcl_shutdown();
+}
+
 /* A failed test leaves the library initialised; the next one starts
  * clean all the same. */
 static int teardown(void **state)
