@@ -1214,8 +1214,14 @@ struct rcl_stats {
     unsigned      nr_shrinkers;             /* registered; the first
                                                RCL_STATS_MAX_SHRINKERS listed */
     struct rcl_shrinker_stats shrinkers[RCL_STATS_MAX_SHRINKERS];
+    size_t        depot_held;               /* class bytes of blocks freed on one
+                                               thread and held for another
+                                               thread's allocations: free
+                                               memory, not charged (at most
+                                               min(limit/512, 256 KiB); every
+                                               trim returns it) */
     /* Later counters take these words; zero today. */
-    unsigned long rcl_reserved[16];
+    unsigned long rcl_reserved[15];
 };
 void rcl_stats_get(struct rcl_stats *out);
 /* Fills out[0..max-1] with the registered shrinkers' counters, in

@@ -220,6 +220,16 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
     return p;
 }
 
+/* A cache hit to be zeroed: out of line, so that rcl_alloc's fast path
+ * makes no call and needs no stack frame. */
+static __attribute__((noinline)) void *hand_out_zeroed_out(struct rcl_thread *t,
+                                                           struct rcl_hdr *h, size_t size)
+{
+    void *p = hand_out(t, h, size, RCL__ZERO);
+    rcl__busy_leave(t);
+    return p;
+}
+
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
  * memory faulted in for it, charged when the reserve was made; none left
  * fails at once, as NOWAIT does, rather than fault a new page. */
@@ -271,6 +281,20 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     return hand_out(t, h, size, gfp);
 }
 
+/* A block for a thread whose list of class c is empty: a batch from the
+ * depot, if another thread freed one there (the rest of it becomes the
+ * list, charged from what the stock has unused and the cache has room
+ * for), else the backend's. */
+static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, unsigned c,
+                                          long cost, long avail)
+{
+    long cache_room = rd(rcl__bcache_bytes) - (long)rd(t->cached);
+    long more = avail - cost < cache_room ? avail - cost : cache_room;
+    struct rcl_hdr *h = rcl__depot_take(t, c, (size_t)(cost + (more > 0 ? more : 0)));
+
+    return h ? h : rcl__be_malloc(backend_size(size));
+}
+
 /* The fast path when the cache has no block: the backend's, if the part of
  * the stock not backing cached blocks covers it. Out of line, so that a
  * cache hit needs no stack frame. */
@@ -281,8 +305,8 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long
     struct rcl_hdr *h;
 
     rcl__bcache_missed(t, c);
-    if (unlikely(cost > rcl__stock_avail(t)) ||
-        unlikely(!(h = rcl__be_malloc(backend_size(size)))))
+    long avail = rcl__stock_avail(t);
+    if (unlikely(cost > avail) || unlikely(!(h = fresh_block(t, size, c, cost, avail))))
         return alloc_slow(size, gfp);
     wr(t->stock, rd(t->stock) - cost);
     rcl__acct_out(t, cost);
@@ -324,7 +348,9 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
             if (h) {
                 wr(t->stock, stock - cost);
                 rcl__acct_out(t, cost);
-                void *p = hand_out(t, h, size, gfp);
+                if (unlikely(gfp & RCL__ZERO))
+                    return hand_out_zeroed_out(t, h, size);
+                void *p = hand_out(t, h, size, 0);
                 rcl__busy_leave(t);
                 return p;
             }
@@ -534,6 +560,38 @@ static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *
     rcl__busy_leave(&rcl__self);
 }
 
+/* A fast free's charge goes back to the thread's stock. */
+static inline void free_counted(struct rcl_thread *t, long charge)
+{
+    wr(t->stock, rd(t->stock) + charge);
+    rcl__acct_out(t, -charge);
+    own_add(t->nr_free, 1);
+}
+
+/* The fast free of a block the cache turned away, its charge already
+ * given to the stock: out of line, so that a free into the cache makes no
+ * call and needs no stack frame. */
+static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
+                                                        struct rcl_hdr *h, unsigned c)
+{
+    /* A full list that is only a batch goes to the depot, for a thread
+     * that allocates what this one frees; the block starts the list anew. */
+    bool gave = rcl__depot_give(t, c);
+    struct rcl_bcache_slot slot;
+
+    if (gave && rcl__bcache_room(t, c, &slot)) {
+        rcl__bcache_put(t, h, c, &slot);
+    } else {
+        h->meta = 0;    /* a second free of the same block is then caught */
+        rcl__be_free(h);
+        if (!gave)
+            rcl__bcache_turned_away(t, c);
+    }
+    if (gave)
+        rcl__stock_spill(t);
+    rcl__busy_leave(t);
+}
+
 void rcl_free(void *p)
 {
     if (!p)
@@ -551,26 +609,21 @@ void rcl_free(void *p)
      * rare next to the small ones. */
     if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_BCACHE_MAX)) {
         unsigned c = rcl__bcache_class(size);
-        long charge = (long)rcl__bcache_charge(c), max = rd(t->stock_max);
-        long stock = rd(t->stock) + charge;
+        long charge = (long)rcl__bcache_charge(c);
+        struct rcl_bcache_slot slot;
         /* A kept block's charge stays in the stock as memory; any other
          * adds to the stock's unused part, which stock_max bounds (and
          * a reclaim or a drain request makes negative: account.c). */
-        struct rcl_bcache_slot slot;
-        bool keep = rcl__bcache_room(t, c, &slot);
-        long unused = keep ? 0 : stock - (long)rd(t->cached);
-        if (likely(unused <= max)) {
-            wr(t->stock, stock);
-            rcl__acct_out(t, -charge);
-            own_add(t->nr_free, 1);
-            if (keep) {
+        if (likely(rcl__bcache_room(t, c, &slot))) {
+            if (likely(rd(t->stock_max) >= 0)) {
+                free_counted(t, charge);
                 rcl__bcache_put(t, h, c, &slot);
-            } else {
-                h->meta = 0;    /* a second free of the same block is then caught */
-                rcl__be_free(h);
-                rcl__bcache_turned_away(t, c);
+                rcl__busy_leave(t);
+                return;
             }
-            rcl__busy_leave(t);
+        } else if (rd(t->stock) + charge - (long)rd(t->cached) <= rd(t->stock_max)) {
+            free_counted(t, charge);
+            free_uncached_out(t, h, c);
             return;
         }
     }

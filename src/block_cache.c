@@ -2,11 +2,14 @@
 /*
  * block_cache.c - emptying a thread's block cache (block_cache.h): the one
  * drain entry point every caller uses, and the eviction of the classes a
- * thread no longer uses.
+ * thread no longer uses; and the depot, where blocks freed on one thread
+ * wait for another thread's allocations.
  */
 #include "internal.h"
 #include "backend.h"
 #include "block_cache.h"
+
+#include <pthread.h>
 
 _Atomic long rcl__bcache_bytes;
 
@@ -18,10 +21,13 @@ _Atomic long rcl__bcache_bytes;
  * megabytes; a small one keeps what idle threads' caches strand small
  * (they are drained before an allocation fails, account.c).
  */
+static void depot_limit(size_t limit);
+
 void rcl__bcache_limit(size_t limit)
 {
     size_t bytes = limit / 128;
     wr(rcl__bcache_bytes, (long)(bytes < RCL_BCACHE_BYTES_MAX ? bytes : RCL_BCACHE_BYTES_MAX));
+    depot_limit(limit);
 }
 
 /* Class c's cached blocks back to the backend, their charge left in the
@@ -71,4 +77,223 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
             t->bcache_depth[c] = (uint16_t)rcl__bcache_depth_start(c);
         }
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The depot                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A block that crosses threads - allocated by a producer, freed by a
+ * consumer - finds no cache at either end: the consumer's list for its
+ * class is full at once (it never allocates, so the list never grows),
+ * and the producer's is always empty. Both would go to the backend for
+ * every block. The depot is the layer between them, the depot of Bonwick
+ * and Adams's magazine allocator ("Magazines and Vmem", USENIX 2001) and
+ * of the kernel's per-node partial slabs: a consumer whose list is full
+ * hands the whole list over, under one lock, and a producer whose list is
+ * empty takes one back. A block then crosses threads for a lock taken once
+ * per batch, and never reaches the backend.
+ *
+ * What the depot holds is not charged: the consumer's list gives its
+ * charge back to the consumer's stock as it goes in, and the producer
+ * charges what it takes, as it would charge a block from the backend. So
+ * the depot is free memory the library keeps, as the backend keeps its
+ * own free lists, and is bounded the same way: it is small (DEPOT_SLOTS
+ * batches of at most DEPOT_BATCH_BYTES per class, and at most
+ * min(limit/512, DEPOT_BYTES_MAX) in all), the footprint samples count it
+ * where the budget counts resident memory, and every trim empties it into
+ * the backend first (rcl__depot_drain, reclaim.c).
+ */
+#define DEPOT_SLOTS        4u
+#define DEPOT_BATCH_BYTES  (16u << 10)
+#define DEPOT_BYTES_MAX    (256u << 10)
+
+struct depot {
+    _Atomic unsigned n;                   /* batches held: read unlocked as a hint */
+    struct rcl_hdr  *batch[DEPOT_SLOTS];  /* cache lists, as their threads left them */
+};
+
+/* Eight locks serve the classes, class c taking lock c % 8: batches make
+ * taking one rare, so a lock per class would buy little, and fork's
+ * prepare handler holds them all (TSan's deadlock detector allows a
+ * thread 64 locks at once). */
+#define DEPOT_LOCKS 8u
+static struct {
+    pthread_mutex_t m;
+} __attribute__((aligned(64))) depot_locks[DEPOT_LOCKS] = {
+    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
+    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
+    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
+    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
+};
+
+static struct depot depots[RCL_BCACHE_CLASSES];
+static _Atomic size_t depot_bytes, depot_cap;
+
+static pthread_mutex_t *depot_lock(unsigned c)
+{
+    return &depot_locks[c % DEPOT_LOCKS].m;
+}
+
+static void depot_limit(size_t limit)
+{
+    wr(depot_cap, limit / 512 < DEPOT_BYTES_MAX ? limit / 512 : DEPOT_BYTES_MAX);
+}
+
+size_t rcl__depot_held(void)
+{
+    return rd(depot_bytes);
+}
+
+/* Room for `bytes` more in the depot's bound, taken; false if none. */
+static bool depot_reserve(size_t bytes)
+{
+    size_t was = atomic_fetch_add(&depot_bytes, bytes);
+    if (was + bytes <= rd(depot_cap))
+        return true;
+    atomic_fetch_sub(&depot_bytes, bytes);
+    return false;
+}
+
+/*
+ * The thread's full list of class c goes to the depot, its charge back to
+ * the thread's stock as unused budget (for the caller to spill what goes
+ * over stock_max). False, and nothing moved, when the list is larger than
+ * a batch or the depot is full.
+ */
+bool rcl__depot_give(struct rcl_thread *t, unsigned c)
+{
+    struct rcl_hdr *top = t->bcache[c];
+    struct depot *d = &depots[c];
+
+    if (!top)
+        return false;
+    size_t bytes = (size_t)top->meta * rcl__bcache_charge(c);
+    if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
+        return false;
+    pthread_mutex_lock(depot_lock(c));
+    unsigned n = rd(d->n);
+    if (n < DEPOT_SLOTS) {
+        d->batch[n] = top;
+        wr(d->n, n + 1);
+    }
+    pthread_mutex_unlock(depot_lock(c));
+    if (n == DEPOT_SLOTS) {
+        atomic_fetch_sub(&depot_bytes, bytes);
+        return false;
+    }
+    t->bcache[c] = NULL;
+    own_add(t->cached, -(long)bytes);
+    /* The list is the consumer's batch: let it grow to a batch's bytes,
+     * so that the lock is taken once for many blocks. */
+    unsigned depth = t->bcache_depth[c];
+    if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX)
+        t->bcache_depth[c] = (uint16_t)(2 * depth);
+    return true;
+}
+
+/*
+ * A batch of class c for a thread whose list is empty: one block to hand
+ * out, the rest its new list, no more of them than `room` bytes of charge
+ * (what its stock can cover and its cache may hold); the rest of the
+ * batch stays. The caller charges the block it hands out; the list's
+ * charge is taken here from the stock's unused part, as cached blocks'.
+ */
+struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
+{
+    struct depot *d = &depots[c];
+    size_t charge = rcl__bcache_charge(c);
+    size_t want = room / charge;
+    struct rcl_hdr *h, *rest = NULL;
+
+    rcl__assert(!t->bcache[c] && want >= 1);
+    if (!rd(d->n))
+        return NULL;
+    pthread_mutex_lock(depot_lock(c));
+    unsigned n = rd(d->n);
+    if (!n) {
+        pthread_mutex_unlock(depot_lock(c));
+        return NULL;
+    }
+    h = d->batch[n - 1];
+    size_t len = (size_t)h->meta;
+    if (len > want) {
+        /* The top `want` blocks leave; the bottom of the list stays, its
+         * positions (1 .. len - want) still right. */
+        struct rcl_hdr *last = h;
+        for (size_t i = 1; i < want; i++)
+            last = last->next;
+        rest = last->next;
+        last->next = NULL;
+        d->batch[n - 1] = rest;
+        len = want;
+    } else {
+        wr(d->n, n - 1);
+    }
+    pthread_mutex_unlock(depot_lock(c));
+    atomic_fetch_sub(&depot_bytes, len * charge);
+
+    /* The blocks below h become the thread's list: positions len-1 .. 1,
+     * which only a cut list needs written anew. */
+    if (rest) {
+        size_t pos = len - 1;
+        for (struct rcl_hdr *x = h->next; x; x = x->next)
+            x->meta = pos--;
+    }
+    t->bcache[c] = h->next;
+    own_add(t->cached, (long)((len - 1) * charge));
+    return h;
+}
+
+/* Every block in the depot back to the backend: before a trim, so that
+ * the trim can give their pages back, and at shutdown. */
+void rcl__depot_drain(void)
+{
+    if (!rd(depot_bytes))
+        return;
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        struct depot *d = &depots[c];
+        struct rcl_hdr *batch[DEPOT_SLOTS];
+        unsigned n;
+
+        if (!rd(d->n))
+            continue;
+        pthread_mutex_lock(depot_lock(c));
+        n = rd(d->n);
+        for (unsigned i = 0; i < n; i++)
+            batch[i] = d->batch[i];
+        wr(d->n, 0);
+        pthread_mutex_unlock(depot_lock(c));
+        for (unsigned i = 0; i < n; i++) {
+            size_t len = 0;
+            for (struct rcl_hdr *h = batch[i], *next; h; h = next) {
+                next = h->next;
+                h->meta = 0;
+                rcl__be_free(h);
+                len++;
+            }
+            atomic_fetch_sub(&depot_bytes, len * rcl__bcache_charge(c));
+        }
+    }
+}
+
+/* fork(): the depot's locks are the last of the order (fork.c); the
+ * child keeps what the depot holds, consistent since no thread was
+ * inside. */
+void rcl__depot_atfork_prepare(void)
+{
+    for (unsigned i = 0; i < DEPOT_LOCKS; i++)
+        pthread_mutex_lock(&depot_locks[i].m);
+}
+
+void rcl__depot_atfork_parent(void)
+{
+    for (unsigned i = DEPOT_LOCKS; i-- > 0;)
+        pthread_mutex_unlock(&depot_locks[i].m);
+}
+
+void rcl__depot_atfork_child(void)
+{
+    rcl__depot_atfork_parent();
 }

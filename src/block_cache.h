@@ -18,7 +18,9 @@
  *     up to RCL_BCACHE_DEPTH_MAX, as tcmalloc's per-class lists grow on
  *     misses: a live set of thousands of blocks, allocated and freed in
  *     turn, comes to stay off the backend, while a thread that only frees
- *     a class (a consumer) keeps no more than the first few;
+ *     a class (a consumer) keeps no more than a batch, handing each full
+ *     list of up to 16 KiB to the depot (block_cache.c), from which the
+ *     threads that allocate the class take it;
  *   - all of it is bounded in bytes, by limit/128 up to 8 MiB
  *     (rcl__bcache_limit) - the kernel sizes its per-CPU lists in bytes,
  *     from the memory they serve, for the same reason;
@@ -190,6 +192,12 @@ static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsi
     rcl__assert(rd(t->stock) >= (long)s->cached);
     rcl__bcache_poison(h, c);
 }
+
+/* The depot (block_cache.c): a thread's full list of class c handed over
+ * whole, its charge back in the stock; and a batch taken for a thread
+ * whose list is empty, charged from `room` bytes of its stock. */
+bool rcl__depot_give(struct rcl_thread *t, unsigned c);
+struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room);
 
 #define RCL_BCACHE_EVICT_AFTER 256u
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep);

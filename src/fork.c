@@ -25,6 +25,9 @@
  *   7. the lock checker's graph  (lockdep_graph.c)
  *   8. the symbolizer            (symbolize.c)
  *   9. the report sink           (report.c)
+ *  10. the depot's locks         (block_cache.c), taken with nothing else
+ *                                held but object locks (2), by a free or
+ *                                an allocation inside one
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
  * which come last. A mempool's resize lock is not taken: a resize holds it
@@ -83,11 +86,13 @@ static void fork_prepare(void)
     rcl__lockdep_atfork_prepare();
     rcl__symbolize_atfork_prepare();
     rcl__report_atfork_prepare();
+    rcl__depot_atfork_prepare();
 }
 
 /* The reverse order, though unlocking in any order would do. */
 static void fork_parent(void)
 {
+    rcl__depot_atfork_parent();
     rcl__report_atfork_parent();
     rcl__symbolize_atfork_parent();
     rcl__lockdep_atfork_parent();
@@ -101,6 +106,7 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    rcl__depot_atfork_child();
     rcl__report_atfork_child();
     rcl__symbolize_atfork_child();
     rcl__lockdep_atfork_child();

@@ -108,6 +108,11 @@ void   rcl__bcache_drain(struct rcl_thread *t);
 void   rcl__bcache_attach(struct rcl_thread *t);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */
 void   rcl__bcache_limit(size_t limit);
+/* The depot (block_cache.c): blocks freed on one thread for another's
+ * allocations. Drained before every trim and at shutdown; what it holds
+ * is not charged. */
+void   rcl__depot_drain(void);
+size_t rcl__depot_held(void);
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
@@ -358,6 +363,9 @@ void rcl__reclaim_atfork_child(void);
 void rcl__thread_atfork_prepare(void);
 void rcl__thread_atfork_parent(void);
 void rcl__thread_atfork_child(void);
+void rcl__depot_atfork_prepare(void);
+void rcl__depot_atfork_parent(void);
+void rcl__depot_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);

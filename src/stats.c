@@ -49,6 +49,7 @@ void rcl_stats_get(struct rcl_stats *out)
     out->wmark_low = rd(rcl__acct.wm_low);
     out->wmark_high = rd(rcl__acct.wm_high);
     rcl__threads_sum(&out->allocations, &out->frees, &out->thread_cached);
+    out->depot_held = rcl__depot_held();
     out->failures = rd(rcl__stats.failures);
     out->bad_frees = rd(rcl__stats.bad_frees);
     out->direct_reclaims = rd(rcl__stats.direct_reclaims);
@@ -119,7 +120,7 @@ static void print_json(FILE *f, const struct rcl_stats *st)
     fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
                "\"wmark_min\":%zu,\"wmark_low\":%zu,\"wmark_high\":%zu,"
                "\"allocations\":%lu,\"frees\":%lu,\"failures\":%lu,\"bad_frees\":%lu,"
-               "\"thread_cached\":%zu,"
+               "\"thread_cached\":%zu,\"depot_held\":%zu,"
                "\"direct_reclaims\":%lu,\"direct_stall_ns\":%llu,\"direct_reclaimed\":%zu,"
                "\"background_wakeups\":%lu,\"background_reclaimed\":%zu,"
                "\"direct_cpu_ns\":%llu,\"background_cpu_ns\":%llu,\"direct_bounded\":%lu,\"throttled\":%lu,"
@@ -128,7 +129,7 @@ static void print_json(FILE *f, const struct rcl_stats *st)
                "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers\":[",
             st->usage, st->peak, st->limit, st->wmark_min, st->wmark_low, st->wmark_high,
             st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
-            st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
+            st->depot_held, st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->direct_cpu_ns, st->background_cpu_ns, st->direct_bounded, st->throttled,
             st->throttle_ns, st->slow_reclaims, st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
@@ -151,7 +152,7 @@ static void print_text(FILE *f, const struct rcl_stats *st)
     fprintf(f, "libreclaim statistics\n"
                "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
                "  allocations %lu, frees %lu, failures %lu, bad frees %lu; "
-               "%zu bytes cached by threads\n"
+               "%zu bytes cached by threads, %zu in the depot\n"
                "  direct reclaim: %lu passes (%lu stopped at their bound, %lu slow), %zu bytes, "
                "%.3f ms stalled (%.3f ms on CPU)\n"
                "  throttled: %lu waits, %.3f ms\n"
@@ -160,7 +161,7 @@ static void print_text(FILE *f, const struct rcl_stats *st)
                "lockdep reports %lu\n",
             st->usage, st->limit, st->peak, st->wmark_min, st->wmark_low, st->wmark_high,
             st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
-            st->direct_reclaims, st->direct_bounded, st->slow_reclaims, st->direct_reclaimed,
+            st->depot_held, st->direct_reclaims, st->direct_bounded, st->slow_reclaims, st->direct_reclaimed,
             (double)st->direct_stall_ns / 1e6, (double)st->direct_cpu_ns / 1e6, st->throttled, (double)st->throttle_ns / 1e6,
             st->background_wakeups, st->background_reclaimed, (double)st->background_cpu_ns / 1e6,
             st->reserve_allocs, st->nofail_stalls,

@@ -104,41 +104,167 @@ TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
 }
 
 /* The consumer of a producer/consumer pair frees blocks it never
- * allocates: its lists never grow, and it keeps only the first few blocks
- * of each class (8 up to 256 B, 4 up to 1 KiB, 1 above) instead of
- * stranding a budget's worth of memory it will never use. */
+ * allocates: its lists never grow by allocations, so it keeps only a
+ * batch of each class - its list, which it hands to the depot whenever it
+ * is full, and which doubles each time up to 16 KiB (from 8 blocks up to
+ * 256 B, 4 up to 1 KiB, 1 above) - instead of stranding a budget's worth
+ * of memory it will never use. What it hands over is not charged. */
 struct consumer {
-    void *blocks[3][32];
+    void *blocks[2][32];
     size_t cached;
 };
+
+static size_t depot_now(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.depot_held;
+}
 
 static void *consume(void *arg)
 {
     struct consumer *c = arg;
-    for (int k = 0; k < 3; k++)
+    /* The thread's first call registers it (the slow path): not one of
+     * the frees looked at. */
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));
+    size_t before = cached_now();
+    for (int k = 0; k < 2; k++)
         for (int i = 0; i < 32; i++)
             rcl_free(c->blocks[k][i]);
-    c->cached = cached_now();
+    c->cached = cached_now() - before;
     return NULL;
 }
 
-TEST_WITH(a_thread_that_only_frees_keeps_a_few_blocks_a_class, cache_setup, test_teardown)
+TEST_WITH(a_thread_that_only_frees_keeps_a_batch_a_class, cache_setup, test_teardown)
 {
-    static const size_t sizes[3] = { 64, 1000, 4600 };
+    static const size_t sizes[2] = { 64, 1000 };
     struct consumer c;
     pthread_t th;
 
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 2; k++)
         for (int i = 0; i < 32; i++)
             assert_non_null(c.blocks[k][i] = rcl_alloc(sizes[k], RCL_DEFAULT));
     assert_int_equal(pthread_create(&th, NULL, consume, &c), 0);
     pthread_join(th, NULL);
-    assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000) +
-                               1 * rcl_alloc_charge(4600));
+    /* 64 B: lists of 8 and 16 went, 8 blocks stay; 1000 B (a batch of
+     * at most 15): 4, 8, 8 and 8 went, 4 stay. */
+    assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000));
+    assert_int_equal(depot_now(), 24 * rcl_alloc_charge(64) + 28 * rcl_alloc_charge(1000));
     assert_int_equal(usage_now(), 0);
 }
 
-/* Any size of a class fits a cached block of it (ASan checks the write). */
+/* n blocks of `size` allocated by this thread and freed by another, which
+ * registers first (its first call takes the slow path). */
+struct elsewhere {
+    void **p;
+    int n;
+};
+
+static void *free_them(void *arg)
+{
+    struct elsewhere *e = arg;
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));
+    for (int i = 0; i < e->n; i++)
+        rcl_free(e->p[i]);
+    return NULL;
+}
+
+static void alloc_here_free_there(void **p, int n, size_t size)
+{
+    struct elsewhere e = { p, n };
+    pthread_t th;
+
+    for (int i = 0; i < n; i++)
+        assert_non_null(p[i] = rcl_alloc(size ? size : (size_t)32 << (i % 4 * 2), RCL_DEFAULT));
+    assert_int_equal(pthread_create(&th, NULL, free_them, &e), 0);
+    pthread_join(th, NULL);
+}
+
+/* Blocks one thread freed into the depot serve another thread's
+ * allocations of their class: the most recently handed-over batch first,
+ * as from the thread's own list, charged as they are handed out. */
+TEST_WITH(blocks_freed_on_another_thread_serve_this_threads_allocations, cache_setup,
+          test_teardown)
+{
+    void *p[64], *q[64];
+
+    alloc_here_free_there(p, 64, 200);
+    size_t held = depot_now();
+    assert_true(held >= 32 * rcl_alloc_charge(200));
+    for (int i = 0; i < 64; i++) {
+        assert_non_null(q[i] = rcl_alloc(200, RCL_DEFAULT));
+        memset(q[i], 0x5a, 200);
+    }
+    assert_int_equal(depot_now(), 0);
+    /* Every block the depot held came back to this thread. */
+    size_t mine = 0;
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++)
+            mine += q[i] == p[j];
+    assert_true(mine * rcl_alloc_charge(200) >= held);
+    assert_int_equal(usage_now(), 64 * rcl_alloc_charge(200));
+    for (int i = 0; i < 64; i++)
+        rcl_free(q[i]);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* The depot is free memory, uncharged, so it is bounded as the backend's
+ * free lists are not: at most min(limit/512, 256 KiB) in all, the rest of
+ * what a consumer frees going back to the backend. */
+TEST_WITH(the_depot_holds_at_most_a_512th_of_the_limit, cache_setup, test_teardown)
+{
+    static void *p[4096];
+
+    alloc_here_free_there(p, 4096, 0);    /* 32, 128, 512 and 2048 B in turn */
+    assert_true(depot_now() > 0);
+    assert_true(depot_now() <= rcl_limit() / 512);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A block in the depot is free: freeing it again is caught, as for a block
+ * in a thread's own list, and leaves the depot as it was. */
+TEST_WITH(double_free_of_a_block_in_the_depot_is_caught, cache_setup, test_teardown)
+{
+    void *p[64];
+
+    alloc_here_free_there(p, 64, 64);
+    size_t held = depot_now();
+    assert_true(held > 0);
+    /* The first blocks freed were the first handed over. */
+    errno = 0;
+    rcl_free(p[1]);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(depot_now(), held);
+}
+
+/* Every trim empties the depot into the backend first, so that the trim
+ * can give its pages back; so does rcl_shutdown(). */
+TEST_WITH(a_trim_empties_the_depot, cache_setup, test_teardown)
+{
+    void *p[64];
+
+    alloc_here_free_there(p, 64, 64);
+    assert_true(depot_now() > 0);
+    /* A reclaim that frees 1 MiB or more trims the backend. */
+    struct test_cache *c = test_cache_new("blocks", 64, 64 * KiB, NULL);
+    test_cache_fill(c, 64);
+    assert_true(rcl_reclaim(2 * MiB, RCL_DEFAULT) >= 2 * MiB);
+    assert_int_equal(depot_now(), 0);
+    test_cache_free(c);
+}
+
+TEST_WITH(shutdown_empties_the_depot, cache_setup, test_teardown)
+{
+    void *p[64];
+
+    alloc_here_free_there(p, 64, 64);
+    assert_true(depot_now() > 0);
+    rcl_shutdown();
+    assert_int_equal(test_init(64u << 20), 0);
+    assert_int_equal(depot_now(), 0);
+}
+
 TEST_WITH(a_cached_block_serves_every_size_of_its_class, cache_setup, test_teardown)
 {
     char *a = rcl_alloc(4600, RCL_DEFAULT);     /* class 4097..4608 */
