@@ -265,6 +265,102 @@ TEST_WITH(shutdown_empties_the_depot, cache_setup, test_teardown)
     assert_int_equal(depot_now(), 0);
 }
 
+/* Producers and consumers of mixed sizes, two of each, through one queue:
+ * every block arrives whole (its bytes checked by the consumer), none is
+ * handed out twice while live, and once all are freed nothing is charged
+ * and the depot is within its bound - the depot's lists and the caches'
+ * charges under the load it exists for. */
+#define PC_QUEUE 64
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t  cond;
+    void           *slot[PC_QUEUE];
+    unsigned        head, tail, producers_left;
+} pcq = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { 0 }, 0, 0, 0 };
+static _Atomic unsigned long pc_bad;
+
+static void pc_put(void *p)
+{
+    pthread_mutex_lock(&pcq.lock);
+    while (pcq.tail - pcq.head == PC_QUEUE)
+        pthread_cond_wait(&pcq.cond, &pcq.lock);
+    pcq.slot[pcq.tail++ % PC_QUEUE] = p;
+    pthread_cond_broadcast(&pcq.cond);
+    pthread_mutex_unlock(&pcq.lock);
+}
+
+static void *pc_get(void)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&pcq.lock);
+    while (pcq.tail == pcq.head && pcq.producers_left)
+        pthread_cond_wait(&pcq.cond, &pcq.lock);
+    if (pcq.tail != pcq.head)
+        p = pcq.slot[pcq.head++ % PC_QUEUE];
+    pthread_cond_broadcast(&pcq.cond);
+    pthread_mutex_unlock(&pcq.lock);
+    return p;
+}
+
+static void *pc_producer(void *arg)
+{
+    unsigned long seed = (unsigned long)(uintptr_t)arg * 2654435761u + 1;
+    int n = test_scale(20000);
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        size_t size = (size_t)8 << (seed >> 60) % 10;       /* 8 B - 4 KiB */
+        size += (seed >> 40) % size;
+        unsigned char *p = rcl_alloc(size, RCL_DEFAULT);
+        assert_non_null(p);
+        memcpy(p, &size, sizeof(size));
+        memset(p + sizeof(size), (int)(size & 0xff), size - sizeof(size));
+        pc_put(p);
+    }
+    pthread_mutex_lock(&pcq.lock);
+    pcq.producers_left--;
+    pthread_cond_broadcast(&pcq.cond);
+    pthread_mutex_unlock(&pcq.lock);
+    return NULL;
+}
+
+static void *pc_consumer(void *arg)
+{
+    unsigned char *p;
+    (void)arg;
+    while ((p = pc_get()) != NULL) {
+        size_t size;
+        memcpy(&size, p, sizeof(size));
+        for (size_t i = sizeof(size); i < size; i++)
+            if (p[i] != (unsigned char)(size & 0xff)) {
+                atomic_fetch_add(&pc_bad, 1);
+                break;
+            }
+        rcl_free(p);
+    }
+    return NULL;
+}
+
+TEST_WITH(producers_and_consumers_of_mixed_sizes_lose_nothing, cache_setup, test_teardown)
+{
+    pthread_t th[4];
+    struct rcl_stats st;
+
+    pcq.head = pcq.tail = 0;
+    pcq.producers_left = 2;
+    atomic_store(&pc_bad, 0);
+    for (uintptr_t i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, pc_producer, (void *)(i + 1)), 0);
+        assert_int_equal(pthread_create(&th[2 + i], NULL, pc_consumer, NULL), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&pc_bad), 0);
+    rcl_stats_get(&st);
+    assert_int_equal(st.bad_frees, 0);
+    assert_true(st.depot_held <= rcl_limit() / 512);
+    assert_int_equal(usage_now(), 0);
+}
+
 TEST_WITH(a_cached_block_serves_every_size_of_its_class, cache_setup, test_teardown)
 {
     char *a = rcl_alloc(4600, RCL_DEFAULT);     /* class 4097..4608 */
