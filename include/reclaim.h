@@ -565,7 +565,7 @@ size_t rcl_footprint(void);
 /* Folds the calling thread's stock back into the budget, and every other
  * thread's at its next allocation or free; the budget's own counter then
  * equals rcl_usage(). Each thread's cached free blocks (see rcl_alloc) go
- * back to the backend at the same moment. */
+ * back to the backend at the same moment, and so do the depot's. */
 void   rcl_usage_sync(void);
 
 /* The limit that limit = 0 selects: the process's memory cgroup limit (v2
@@ -1219,7 +1219,7 @@ struct rcl_stats {
                                                thread's allocations: free
                                                memory, not charged (at most
                                                min(limit/512, 256 KiB); every
-                                               trim returns it) */
+                                               trim and drain returns it) */
     /* Later counters take these words; zero today. */
     unsigned long rcl_reserved[15];
 };

@@ -205,11 +205,13 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
 }
 
 /* Another thread asked for this one's stock back (rcl_usage_sync, reclaim):
- * the cached blocks go too, and the backend may give their pages up. */
+ * the cached blocks go too, and the depot's, and the backend may give
+ * their pages up. */
 static void drain_self(struct rcl_thread *t)
 {
     rcl__sig_flush(t);
     rcl__bcache_drain(t);
+    rcl__depot_drain();
     rcl__stock_flush(t, 0);
     rcl__be_thread_collect();
 }

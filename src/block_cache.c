@@ -103,7 +103,8 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
  * batches of at most DEPOT_BATCH_BYTES per class, and at most
  * min(limit/512, DEPOT_BYTES_MAX) in all), the footprint samples count it
  * where the budget counts resident memory, and every trim empties it into
- * the backend first (rcl__depot_drain, reclaim.c).
+ * the backend first (rcl__depot_drain, reclaim.c), as does every drain
+ * (account.c).
  */
 #define DEPOT_SLOTS        4u
 #define DEPOT_BATCH_BYTES  (16u << 10)

@@ -109,8 +109,8 @@ void   rcl__bcache_attach(struct rcl_thread *t);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */
 void   rcl__bcache_limit(size_t limit);
 /* The depot (block_cache.c): blocks freed on one thread for another's
- * allocations. Drained before every trim and at shutdown; what it holds
- * is not charged. */
+ * allocations. Drained before every trim, by every drain and at shutdown;
+ * what it holds is not charged. */
 void   rcl__depot_drain(void);
 size_t rcl__depot_held(void);
 

@@ -254,6 +254,19 @@ TEST_WITH(a_trim_empties_the_depot, cache_setup, test_teardown)
     test_cache_free(c);
 }
 
+/* A drain gives back every free block the library keeps: rcl_usage_sync()
+ * (and the drain requests reclaim makes before an allocation fails) empty
+ * the depot with the caches. */
+TEST_WITH(usage_sync_empties_the_depot, cache_setup, test_teardown)
+{
+    void *p[64];
+
+    alloc_here_free_there(p, 64, 64);
+    assert_true(depot_now() > 0);
+    rcl_usage_sync();
+    assert_int_equal(depot_now(), 0);
+}
+
 TEST_WITH(shutdown_empties_the_depot, cache_setup, test_teardown)
 {
     void *p[64];
