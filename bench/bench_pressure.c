@@ -51,7 +51,10 @@
  * rate (BENCH_KNEE=0 leaves it out); the library threads' CPU once nothing
  * allocates; and each variant as a child in a real 128 MiB cgroup v1
  * memory group (BENCH_CGROUP=0 leaves it out; skipped without one).
- * BENCH_VERBOSE=1 prints the library's reports.
+ * BENCH_FOOTPRINT=0 runs rcl with the footprint off (the budget counts
+ * charges only, and reclaim never trims the backend), to tell what the
+ * trims cost the allocations. BENCH_VERBOSE=1 prints the library's
+ * reports.
  */
 #include "bench.h"
 #include "reclaim.h"
@@ -350,6 +353,13 @@ static double key_skew = 1.0;          /* BENCH_SKEW: 1 uniform, > 1 skewed */
 static double thread_rate;             /* ops/s per thread; 0 = as fast as it goes */
 static _Atomic int stop, measuring;
 static _Atomic unsigned long nreports;
+
+/* BENCH_KNEE=0, BENCH_CGROUP=0, BENCH_FOOTPRINT=0: leave that part out. */
+static int env_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, "0");
+}
 
 static inline uint64_t rng_next(uint64_t *s)
 {
@@ -753,6 +763,8 @@ static struct result run_once(enum mode mode, size_t limit, unsigned warm_ms, un
         cfg.limit = in_cgroup ? 0 : limit;       /* in a cgroup: what a user gets */
         cfg.pressure = in_cgroup;
         cfg.background = 1;
+        if (env_off("BENCH_FOOTPRINT"))
+            cfg.footprint = RCL_FOOTPRINT_OFF;
         ret = rcl_init(&cfg);
         if (ret) {
             fprintf(stderr, "bench_pressure: rcl_init: %s\n", strerror(-ret));
@@ -941,13 +953,6 @@ static void equal_memory(struct result (*res)[MAX_REPS], int reps, unsigned warm
     bj_stat("peak_over_limit", sk);
     bj_stat("throughput_ratio", rs);
     bj_end_obj();
-}
-
-/* BENCH_KNEE=0, BENCH_CGROUP=0: leave that part out. */
-static int env_off(const char *name)
-{
-    const char *v = getenv(name);
-    return v && !strcmp(v, "0");
 }
 
 /* The allocation latency CDF of each variant's last run, thinned to about
