@@ -368,16 +368,27 @@ static void *holder_reclaim(void *arg)
     return NULL;
 }
 
-/* Fills the budget with the holder's objects and starts R's pass; returns
- * once R holds them all. */
-static void holder_start(struct holder *h, pthread_t *r)
+/* A fresh library whose budget the holder's objects fill, and R's pass
+ * started; returns the holder's shrinker once R holds them all. */
+static struct rcl_shrinker *holder_start(struct holder *h, pthread_t *r)
 {
+    assert_int_equal(test_init(LIMIT), 0);
+    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, h, NULL);
+    assert_non_null(s);
     while (rcl_charge(OBJ, RCL_NOWAIT) == 0)
         atomic_fetch_add(&h->listed, 1);
     assert_true(atomic_load(&h->listed) > 0);
     assert_int_equal(pthread_create(r, NULL, holder_reclaim, NULL), 0);
     while (!atomic_load(&h->held))
         test_sleep_ms(0);
+    return s;
+}
+
+/* The allocation returned: R releases what it holds, and ends. */
+static void holder_release(struct holder *h, pthread_t r)
+{
+    atomic_store(&h->waiter_done, 1);
+    pthread_join(r, NULL);
 }
 
 /* The allocation gave up after 3 rounds without progress, then drained
@@ -387,18 +398,14 @@ static void holder_start(struct holder *h, pthread_t *r)
 
 TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL, teardown)
 {
-    assert_int_equal(test_init(LIMIT), 0);
     struct holder h = { .release_at = ~0ul };
-    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
-    assert_non_null(s);
     pthread_t r;
-    holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start(&h, &r);
 
     /* Released only after more rounds than a charge used to get. */
     atomic_store(&h.release_at, stats().direct_reclaims + 2 * ROUNDS_BEFORE_FAILING);
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
-    atomic_store(&h.waiter_done, 1);
-    pthread_join(r, NULL);
+    holder_release(&h, r);
     assert_int_equal(ret, 0);
 
     rcl_uncharge(OBJ);
@@ -408,19 +415,15 @@ TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL,
 
 TEST_WITH(the_wait_for_a_pass_in_flight_is_bounded, NULL, teardown)
 {
-    assert_int_equal(test_init(LIMIT), 0);
     struct holder h = { .release_at = ~0ul };
-    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
-    assert_non_null(s);
     pthread_t r;
-    holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start(&h, &r);
 
     /* R never frees while the allocation waits: it fails, it does not hang. */
     unsigned long long t0 = rcl__now_ns();
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
     unsigned long long waited = rcl__now_ns() - t0;
-    atomic_store(&h.waiter_done, 1);
-    pthread_join(r, NULL);
+    holder_release(&h, r);
     assert_int_equal(ret, -ENOMEM);
     assert_true(waited >= 20000000ull);    /* IN_FLIGHT_WAIT_NS */
     assert_true(stats().direct_reclaims > ROUNDS_BEFORE_FAILING);
@@ -434,20 +437,16 @@ TEST_WITH(the_wait_for_a_pass_in_flight_is_bounded, NULL, teardown)
  * default context, may enter the file system. */
 TEST_WITH(a_nofs_allocation_does_not_wait_for_a_pass_that_may_enter_the_fs, NULL, teardown)
 {
-    assert_int_equal(test_init(LIMIT), 0);
     struct holder h = { .release_at = ~0ul };
-    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &h, NULL);
-    assert_non_null(s);
     pthread_t r;
-    holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start(&h, &r);
 
     unsigned long before = stats().direct_reclaims;
     unsigned scope = rcl_nofs_save();
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
     rcl_nofs_restore(scope);
     unsigned long rounds = stats().direct_reclaims - before;
-    atomic_store(&h.waiter_done, 1);
-    pthread_join(r, NULL);
+    holder_release(&h, r);
     assert_int_equal(ret, -ENOMEM);
     assert_int_equal(rounds, ROUNDS_BEFORE_FAILING);
 
