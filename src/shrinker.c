@@ -3,8 +3,8 @@
  * shrinker.c - the shrinker registry and the scan arithmetic.
  *
  * Registry invariant: a shrinker stays linked while any reclaim pass holds
- * it (active > 0). Unregister marks it dead, waits for active to drop to
- * zero and only then unlinks and frees it; a pass that held it reads its
+ * it (passes_holding() > 0). Unregister marks it dead, waits for that to
+ * drop to zero and only then unlinks and frees it; a pass that held it reads its
  * `next` under the lock after dropping its hold, so the walk never follows
  * a freed node. Callbacks run without the registry lock, so they may
  * allocate, register or unregister other shrinkers.
@@ -17,9 +17,8 @@
 
 struct rcl_shrinker {
     struct rcl_shrinker  *next, *prev;     /* registry ring, under shrinker_lock */
-    unsigned              active;          /* passes holding it, under shrinker_lock */
-    unsigned              active_in[4];    /* the same by the passes' RCL__IO | RCL__FS
-                                              bits, under shrinker_lock */
+    unsigned              active[4];       /* passes holding it, by their RCL__IO |
+                                              RCL__FS bits, under shrinker_lock */
     bool                  dead;            /* being unregistered */
     char                  name[RCL_NAME_MAX];
     struct rcl_shrinker_ops ops;
@@ -38,14 +37,23 @@ static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
 static struct rcl_shrinker registry = { .next = &registry, .prev = &registry };
 static unsigned nr_registered;
 
-/* The context bits of a pass: what its shrinkers may wait for. */
+/* The context bits of a pass: what its shrinkers may wait for, an index
+ * into rcl_shrinker.active. */
+_Static_assert((RCL__IO | RCL__FS) == 3, "pass_context() indexes active[4]");
 static inline unsigned pass_context(rcl_gfp_t gfp)
 {
     return gfp & (RCL__IO | RCL__FS);
 }
 
-/* The shrinker whose callbacks this thread is running, if any. */
+static unsigned passes_holding(const struct rcl_shrinker *s)
+{
+    return s->active[0] + s->active[1] + s->active[2] + s->active[3];
+}
+
+/* The shrinker whose callbacks this thread is running, if any, and the
+ * context of the pass this thread is making. */
 static __thread struct rcl_shrinker *scanning;
+static __thread unsigned pass_ctx;
 
 /* A bounded reclaim (reclaim.c) stops between scan calls once this clock
  * time has passed; 0: no bound. A call already running is never cut, and
@@ -145,7 +153,7 @@ static bool registered_locked(const struct rcl_shrinker *s)
 static void unlink_free_locked(struct rcl_shrinker *s)
 {
     rcl__assert_held(&shrinker_lock);
-    rcl__assert(!s->active);
+    rcl__assert(!passes_holding(s));
     s->prev->next = s->next;
     s->next->prev = s->prev;
     nr_registered--;
@@ -178,7 +186,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
         return;
     }
     s->dead = true;
-    while (s->active)
+    while (passes_holding(s))
         pthread_cond_wait(&shrinker_idle, &shrinker_lock);
     unlink_free_locked(s);
     pthread_mutex_unlock(&shrinker_lock);
@@ -192,7 +200,7 @@ void rcl__shrinkers_drop(void)
         s->dead = true;
     while (registry.next != &registry) {
         struct rcl_shrinker *s = registry.next;
-        while (s->active)
+        while (passes_holding(s))
             pthread_cond_wait(&shrinker_idle, &shrinker_lock);
         unlink_free_locked(s);
     }
@@ -317,23 +325,25 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
  * would leave the shrinker pinned (active) and unregister waiting forever. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
 {
+    unsigned ctx = pass_context(gfp), outer_ctx = pass_ctx;
     int cancel = rcl__nocancel_begin();
+    pass_ctx = ctx;
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
             continue;
         if (rcl__shrink_expired())
             break;
-        s->active++;
-        s->active_in[pass_context(gfp)]++;
+        s->active[ctx]++;
         pthread_mutex_unlock(&shrinker_lock);
         shrink_one(s, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
-        s->active_in[pass_context(gfp)]--;
-        if (--s->active == 0 && s->dead)
+        s->active[ctx]--;
+        if (!passes_holding(s) && s->dead)
             pthread_cond_broadcast(&shrinker_idle);
     }
     pthread_mutex_unlock(&shrinker_lock);
+    pass_ctx = outer_ctx;
     rcl__nocancel_end(cancel);
 }
 
@@ -360,7 +370,7 @@ bool rcl__shrinkers_busy(rcl_gfp_t gfp)
             (s->domain && rcl__domain_filter(s->domain, &g)) || (g & s->needs) != s->needs)
             continue;
         for (unsigned ctx = 0; ctx < 4 && !busy; ctx++)
-            busy = !(ctx & ~mine) && s->active_in[ctx];
+            busy = !(ctx & ~mine) && s->active[ctx];
     }
     pthread_mutex_unlock(&shrinker_lock);
     return busy;
@@ -401,8 +411,10 @@ void rcl__shrinker_atfork_child(void)
     struct rcl_shrinker *s = registry.next;
     while (s != &registry) {
         struct rcl_shrinker *next = s->next;
-        s->active = s == scanning ? 1 : 0;
-        if (s->dead && !s->active)
+        memset(s->active, 0, sizeof(s->active));
+        if (s == scanning)
+            s->active[pass_ctx] = 1;
+        if (s->dead && !passes_holding(s))
             unlink_free_locked(s);
         s = next;
     }
