@@ -50,10 +50,26 @@ static unsigned passes_holding(const struct rcl_shrinker *s)
     return s->active[0] + s->active[1] + s->active[2] + s->active[3];
 }
 
-/* The shrinker whose callbacks this thread is running, if any, and the
- * context of the pass this thread is making. */
-static __thread struct rcl_shrinker *scanning;
-static __thread unsigned pass_ctx;
+/* The passes this thread is making, innermost first, each with the
+ * shrinker it holds (NULL between two): a callback's allocation reclaims
+ * again where its scope allows, so passes nest. On the stack of
+ * rcl__shrink_slab(), which cancellation cannot leave early. */
+struct pass {
+    struct rcl_shrinker *s;
+    unsigned             ctx;
+    struct pass         *outer;
+};
+static __thread struct pass *passes;
+
+/* Does one of this thread's passes hold s? Waiting for s would then be
+ * waiting for itself. */
+static bool held_here(const struct rcl_shrinker *s)
+{
+    for (const struct pass *p = passes; p; p = p->outer)
+        if (p->s == s)
+            return true;
+    return false;
+}
 
 /* A bounded reclaim (reclaim.c) stops between scan calls once this clock
  * time has passed; 0: no bound. A call already running is never cut, and
@@ -169,7 +185,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
         return;
     }
     /* Waiting for our own scan to finish would wait forever. */
-    if (scanning == s) {
+    if (held_here(s)) {
         rcl__report("rcl_shrinker_unregister(\"%s\") from its own callback: refused "
                     "(it would wait for itself)", s->name);
         return;
@@ -296,19 +312,16 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     }
 
     struct rcl_shrink_control sc = { .gfp = gfp, .priority = priority, .domain = s->domain };
-    struct rcl_shrinker *outer = scanning;
     unsigned scope = rcl__scope;
 
     unsigned long long t0 = trace ? rcl__now_ns() : 0;
     long bytes0 = rcl__self.reclaimed;
 
-    scanning = s;
     if (rcl__checking())
         rcl__lockdep_shrink_begin(s->name, s->domain, gfp, rcl__is_background());
     unsigned long objects = do_shrink(s, &sc, priority);
     if (rcl__checking())
         rcl__lockdep_shrink_end(s->name, s->domain, gfp);
-    scanning = outer;
     if (trace)
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
 
@@ -325,25 +338,27 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
  * would leave the shrinker pinned (active) and unregister waiting forever. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
 {
-    unsigned ctx = pass_context(gfp), outer_ctx = pass_ctx;
+    struct pass pass = { .ctx = pass_context(gfp), .outer = passes };
     int cancel = rcl__nocancel_begin();
-    pass_ctx = ctx;
+    passes = &pass;
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
             continue;
         if (rcl__shrink_expired())
             break;
-        s->active[ctx]++;
+        s->active[pass.ctx]++;
+        pass.s = s;
         pthread_mutex_unlock(&shrinker_lock);
         shrink_one(s, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
-        s->active[ctx]--;
+        pass.s = NULL;
+        s->active[pass.ctx]--;
         if (!passes_holding(s) && s->dead)
             pthread_cond_broadcast(&shrinker_idle);
     }
     pthread_mutex_unlock(&shrinker_lock);
-    pass_ctx = outer_ctx;
+    passes = pass.outer;
     rcl__nocancel_end(cancel);
 }
 
@@ -366,7 +381,7 @@ bool rcl__shrinkers_busy(rcl_gfp_t gfp)
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry && !busy; s = s->next) {
         rcl_gfp_t g = gfp;
-        if (s->dead || s == scanning ||
+        if (s->dead || held_here(s) ||
             (s->domain && rcl__domain_filter(s->domain, &g)) || (g & s->needs) != s->needs)
             continue;
         for (unsigned ctx = 0; ctx < 4 && !busy; ctx++)
@@ -402,18 +417,22 @@ void rcl__shrinker_atfork_prepare(void) { pthread_mutex_lock(&shrinker_lock); }
 void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
 
 /* The passes other threads held are gone with them: only the forking
- * thread's own (it may fork from a callback) still counts, or unregister
- * would wait forever. A shrinker another thread was unregistering is
- * finished here, since that thread will not. */
+ * thread's own (it may fork from a callback, at any depth of nested
+ * passes) still count, or unregister would wait forever, and the end of
+ * each of them would take a hold that is no longer there. A shrinker
+ * another thread was unregistering is finished here, since that thread
+ * will not. */
 void rcl__shrinker_atfork_child(void)
 {
     pthread_cond_init(&shrinker_idle, NULL);
+    for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next)
+        memset(s->active, 0, sizeof(s->active));
+    for (struct pass *p = passes; p; p = p->outer)
+        if (p->s)
+            p->s->active[p->ctx]++;
     struct rcl_shrinker *s = registry.next;
     while (s != &registry) {
         struct rcl_shrinker *next = s->next;
-        memset(s->active, 0, sizeof(s->active));
-        if (s == scanning)
-            s->active[pass_ctx] = 1;
         if (s->dead && !passes_holding(s))
             unlink_free_locked(s);
         s = next;

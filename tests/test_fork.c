@@ -459,4 +459,72 @@ TEST(test_child_gets_its_own_background_reclaimer)
     assert_int_equal(wait_child(fork_child(child_background)), 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* fork() from a nested pass                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A callback that lifts its NORECLAIM scope and reclaims (a misuse the
+ * scope's own save/restore cannot see, if it puts the scope back) makes
+ * a pass inside a pass; a fork from there leaves the child holding both
+ * shrinkers. Each pass lets go of its shrinker in the child as in the
+ * parent, so both can be unregistered there - and a shrinker held only
+ * by the child's outer pass is not waited for by the inner one. */
+static atomic_int nest_depth;
+static pid_t nested_child = -1;
+
+static unsigned long many(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 1ul << 20;
+}
+
+static unsigned long outer_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    if (atomic_fetch_add(&nest_depth, 1) == 0) {
+        rcl_scope_restore(RCL_SCOPE_NORECLAIM);
+        rcl_reclaim(1, RCL_DEFAULT);
+        rcl_scope_save(RCL_SCOPE_NORECLAIM);
+    }
+    atomic_fetch_sub(&nest_depth, 1);
+    return 0;
+}
+
+static unsigned long inner_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    if (atomic_load(&nest_depth) == 1 && nested_child == -1) {
+        fflush(stderr);
+        nested_child = fork();
+    }
+    return 0;
+}
+
+TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.background = 0;
+    assert_int_equal(rcl_init(&cfg), 0);
+    static const struct rcl_shrinker_ops outer_ops = { .count = many, .scan = outer_scan };
+    static const struct rcl_shrinker_ops inner_ops = { .count = many, .scan = inner_scan };
+    struct rcl_shrinker *outer = rcl_shrinker_register("outer", &outer_ops, NULL, NULL);
+    struct rcl_shrinker *inner = rcl_shrinker_register("inner", &inner_ops, NULL, NULL);
+    assert_non_null(outer);
+    assert_non_null(inner);
+
+    rcl_reclaim(1, RCL_DEFAULT);
+    if (nested_child == 0) {
+        /* Either would wait forever for a hold its pass no longer has. */
+        rcl_shrinker_unregister(inner);
+        rcl_shrinker_unregister(outer);
+        rcl_shutdown();
+        _exit(test_report_count() == 0 ? 0 : 1);
+    }
+    assert_true(nested_child > 0);
+    assert_int_equal(wait_child(nested_child), 0);
+    rcl_shrinker_unregister(inner);
+    rcl_shrinker_unregister(outer);
+}
+
 TEST_MAIN();
