@@ -53,8 +53,10 @@ void rcl__bcache_drain(struct rcl_thread *t)
 void rcl__bcache_attach(struct rcl_thread *t)
 {
     rcl__bcache_drain(t);
-    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         t->bcache_depth[c] = (uint16_t)rcl__bcache_depth_start(c);
+        t->bcache_gave_at[c] = 0;
+    }
 }
 
 /*
@@ -158,6 +160,32 @@ static bool depot_reserve(size_t bytes)
 }
 
 /*
+ * The list is the consumer's batch. A class that carried a good share of
+ * the thread's frees while its list filled (one in DEPOT_HOT_SHARE or
+ * more) doubles its batch, up to DEPOT_BATCH_BYTES, so that the lock is
+ * taken once for many blocks; any other keeps its depth. A consumer of
+ * many classes (a mix of sizes) would otherwise keep a batch of each
+ * half full - most of a megabyte for seventy classes, blocks the producer
+ * cannot reach, so that it takes as many again from the backend - to save
+ * a lock it takes rarely anyway. A class's first batch is not judged:
+ * nothing tells yet how long its list took to fill. Never shrunk here: a
+ * list's depth also follows the live set its thread recycles (missed).
+ */
+#define DEPOT_HOT_SHARE 8u
+
+static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
+{
+    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bcache_gave_at[c];
+    unsigned depth = t->bcache_depth[c];
+
+    t->bcache_gave_at[c] = frees;
+    if (!last || given * DEPOT_HOT_SHARE < frees - last)
+        return;
+    if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX)
+        t->bcache_depth[c] = (uint16_t)(2 * depth);
+}
+
+/*
  * The thread's full list of class c goes to the depot, its charge back to
  * the thread's stock as unused budget (for the caller to spill what goes
  * over stock_max). False, and nothing moved, when the list is larger than
@@ -170,7 +198,9 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 
     if (!top)
         return false;
-    size_t bytes = (size_t)top->meta * rcl__bcache_charge(c);
+    /* Once in the depot the list is another thread's to take: its length
+     * is read here, before. */
+    size_t len = (size_t)top->meta, bytes = len * rcl__bcache_charge(c);
     if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
         return false;
     pthread_mutex_lock(depot_lock(c));
@@ -186,11 +216,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
     }
     t->bcache[c] = NULL;
     own_add(t->cached, -(long)bytes);
-    /* The list is the consumer's batch: let it grow to a batch's bytes,
-     * so that the lock is taken once for many blocks. */
-    unsigned depth = t->bcache_depth[c];
-    if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX)
-        t->bcache_depth[c] = (uint16_t)(2 * depth);
+    batch_resize(t, c, len);
     return true;
 }
 

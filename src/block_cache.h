@@ -19,8 +19,9 @@
  *     misses: a live set of thousands of blocks, allocated and freed in
  *     turn, comes to stay off the backend, while a thread that only frees
  *     a class (a consumer) keeps no more than a batch, handing each full
- *     list of up to 16 KiB to the depot (block_cache.c), from which the
- *     threads that allocate the class take it;
+ *     list to the depot (block_cache.c), from which the threads that
+ *     allocate the class take it; the batch grows to 16 KiB only for a
+ *     class that makes a good share of the thread's frees;
  *   - all of it is bounded in bytes, by limit/128 up to 8 MiB
  *     (rcl__bcache_limit) - the kernel sizes its per-CPU lists in bytes,
  *     from the memory they serve, for the same reason;

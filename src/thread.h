@@ -69,6 +69,9 @@ struct rcl_thread {
     uint16_t              bcache_depth[RCL_BCACHE_CLASSES]; /* how many blocks
                                            each class's list may hold
                                            (block_cache.h) */
+    uint32_t              bcache_gave_at[RCL_BCACHE_CLASSES]; /* nr_free when
+                                           each class's list last went to the
+                                           depot (block_cache.c) */
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc_signal.c): blocks kept for allocations made by a
      * signal handler that interrupted this thread inside the library (a handler

@@ -106,9 +106,11 @@ TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
 /* The consumer of a producer/consumer pair frees blocks it never
  * allocates: its lists never grow by allocations, so it keeps only a
  * batch of each class - its list, which it hands to the depot whenever it
- * is full, and which doubles each time up to 16 KiB (from 8 blocks up to
- * 256 B, 4 up to 1 KiB, 1 above) - instead of stranding a budget's worth
- * of memory it will never use. What it hands over is not charged. */
+ * is full - instead of stranding a budget's worth of memory it will never
+ * use. A list starts at 8 blocks up to 256 B, 4 up to 1 KiB, 1 above; it
+ * doubles, up to 16 KiB, when the class made at least an eighth of the
+ * thread's frees while it filled (the first list is not judged). What it
+ * hands over is not charged. */
 struct consumer {
     void *blocks[2][32];
     size_t cached;
@@ -146,10 +148,48 @@ TEST_WITH(a_thread_that_only_frees_keeps_a_batch_a_class, cache_setup, test_tear
             assert_non_null(c.blocks[k][i] = rcl_alloc(sizes[k], RCL_DEFAULT));
     assert_int_equal(pthread_create(&th, NULL, consume, &c), 0);
     pthread_join(th, NULL);
-    /* 64 B: lists of 8 and 16 went, 8 blocks stay; 1000 B (a batch of
-     * at most 15): 4, 8, 8 and 8 went, 4 stay. */
-    assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000));
-    assert_int_equal(depot_now(), 24 * rcl_alloc_charge(64) + 28 * rcl_alloc_charge(1000));
+    /* 64 B: lists of 8 and 8 went (the second filled by 64 B frees
+     * alone: the depth doubles), 16 blocks stay; 1000 B (a batch of at
+     * most 15): 4, 4, 8 and 8 went, 8 stay. */
+    assert_int_equal(c.cached, 16 * rcl_alloc_charge(64) + 8 * rcl_alloc_charge(1000));
+    assert_int_equal(depot_now(), 16 * rcl_alloc_charge(64) + 24 * rcl_alloc_charge(1000));
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A consumer of many classes at once - a mix of sizes - frees each of
+ * them rarely: its lists keep their first depth, since a batch of each,
+ * grown to 16 KiB and half full on average, would hold most of a
+ * megabyte the producer cannot reach. */
+#define MANY_CLASSES 16
+#define MANY_ROUNDS  40
+
+static void *consume_round_robin(void *arg)
+{
+    void **blocks = arg;
+    /* Registration, as above, with a block above the classes (64 KiB): not cached. */
+    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
+    for (int i = 0; i < MANY_ROUNDS * MANY_CLASSES; i++)
+        rcl_free(blocks[i]);
+    return (void *)cached_now();
+}
+
+TEST_WITH(a_consumer_of_many_classes_keeps_each_batch_short, cache_setup, test_teardown)
+{
+    static void *blocks[MANY_ROUNDS * MANY_CLASSES];
+    size_t lists = 0;
+    pthread_t th;
+    void *cached;
+
+    for (int i = 0; i < MANY_ROUNDS * MANY_CLASSES; i++)
+        assert_non_null(blocks[i] = rcl_alloc(16 * (size_t)(i % MANY_CLASSES + 1), RCL_DEFAULT));
+    assert_int_equal(pthread_create(&th, NULL, consume_round_robin, blocks), 0);
+    pthread_join(th, &cached);
+    /* Each class (16 .. 256 B, a sixteenth of the frees): lists of 8
+     * went four times, and 8 blocks stay. */
+    for (int k = 0; k < MANY_CLASSES; k++)
+        lists += 8 * rcl_alloc_charge(16 * (size_t)(k + 1));
+    assert_int_equal((size_t)cached, lists);
+    assert_int_equal(depot_now(), 4 * lists);
     assert_int_equal(usage_now(), 0);
 }
 
