@@ -10,6 +10,7 @@
 #include "block_cache.h"
 
 #include <pthread.h>
+#include <string.h>
 
 _Atomic long rcl__bcache_bytes;
 
@@ -48,15 +49,36 @@ void rcl__bcache_drain(struct rcl_thread *t)
         give_back(t, c);
 }
 
+const struct rcl_bcache_lists rcl__bcache_none;
+
 /* A thread registers in an epoch: blocks cached in an earlier one were
- * charged to a budget that is gone, and its lists start short again. */
+ * charged to a budget that is gone, and its lists start short again. Its
+ * first registration gets it its lists; without them (the backend had no
+ * kilobyte to give) it works on, keeping no block, and tries again at its
+ * next registration. */
 void rcl__bcache_attach(struct rcl_thread *t)
 {
     rcl__bcache_drain(t);
-    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
-        t->bcache_depth[c] = (uint16_t)rcl__bcache_depth_start(c);
-        t->bcache_gave_at[c] = 0;
+    if (rcl__bcache_off(t)) {
+        struct rcl_bcache_lists *bc = rcl__be_malloc(sizeof(*bc));
+        if (!bc)
+            return;
+        memset(bc->top, 0, sizeof(bc->top));
+        t->bc = bc;
     }
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        t->bc->depth[c] = (uint16_t)rcl__bcache_depth_start(c);
+        t->bc->gave_at[c] = 0;
+    }
+}
+
+void rcl__bcache_release(struct rcl_thread *t)
+{
+    rcl__assert(!rd(t->cached));
+    if (rcl__bcache_off(t))
+        return;
+    rcl__be_free(t->bc);
+    t->bc = (struct rcl_bcache_lists *)&rcl__bcache_none;
 }
 
 /*
@@ -73,10 +95,12 @@ void rcl__bcache_attach(struct rcl_thread *t)
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
 {
     t->bcache_full = 0;
+    if (rcl__bcache_off(t))
+        return;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         if (c != keep) {
             give_back(t, c);
-            t->bcache_depth[c] = (uint16_t)rcl__bcache_depth_start(c);
+            t->bc->depth[c] = (uint16_t)rcl__bcache_depth_start(c);
         }
     }
 }
@@ -175,14 +199,14 @@ static bool depot_reserve(size_t bytes)
 
 static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
 {
-    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bcache_gave_at[c];
-    unsigned depth = t->bcache_depth[c];
+    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bc->gave_at[c];
+    unsigned depth = t->bc->depth[c];
 
-    t->bcache_gave_at[c] = frees;
+    t->bc->gave_at[c] = frees;
     if (!last || given * DEPOT_HOT_SHARE < frees - last)
         return;
     if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX)
-        t->bcache_depth[c] = (uint16_t)(2 * depth);
+        t->bc->depth[c] = (uint16_t)(2 * depth);
 }
 
 /*
@@ -193,7 +217,7 @@ static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
  */
 bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *top = t->bcache[c];
+    struct rcl_hdr *top = t->bc->top[c];
     struct depot *d = &depots[c];
 
     if (!top)
@@ -214,7 +238,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
         atomic_fetch_sub(&depot_bytes, bytes);
         return false;
     }
-    t->bcache[c] = NULL;
+    t->bc->top[c] = NULL;
     own_add(t->cached, -(long)bytes);
     batch_resize(t, c, len);
     return true;
@@ -234,8 +258,8 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     size_t want = room / charge;
     struct rcl_hdr *h, *rest = NULL;
 
-    rcl__assert(!t->bcache[c] && want >= 1);
-    if (!rd(d->n))
+    rcl__assert(!t->bc->top[c] && want >= 1);
+    if (!rd(d->n) || rcl__bcache_off(t))
         return NULL;
     pthread_mutex_lock(depot_lock(c));
     unsigned n = rd(d->n);
@@ -268,7 +292,7 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
         for (struct rcl_hdr *x = h->next; x; x = x->next)
             x->meta = pos--;
     }
-    t->bcache[c] = h->next;
+    t->bc->top[c] = h->next;
     own_add(t->cached, (long)((len - 1) * charge));
     return h;
 }

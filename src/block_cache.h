@@ -112,11 +112,18 @@ static inline size_t rcl__bcache_cap(unsigned c) { return rcl__bcache_caps[c]; }
 #define RCL_BCACHE_DEPTH_MAX 4096u
 static inline unsigned rcl__bcache_depth_start(unsigned c) { return c < 16 ? 8 : c < 28 ? 4 : 1; }
 
+/* The thread has no lists of its own (struct rcl_bcache_lists): it keeps
+ * no block, and nothing may write its read-only stand-in. */
+static inline bool rcl__bcache_off(const struct rcl_thread *t)
+{
+    return t->bc == &rcl__bcache_none;
+}
+
 /* An allocation of class c found its list empty: the list may grow. */
 static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
 {
-    if (t->bcache_depth[c] < RCL_BCACHE_DEPTH_MAX)
-        t->bcache_depth[c]++;
+    if (t->bc->depth[c] < RCL_BCACHE_DEPTH_MAX && !rcl__bcache_off(t))
+        t->bc->depth[c]++;
 }
 
 /* What a block of class c costs the budget (alloc.c says why). */
@@ -140,13 +147,13 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, unsigned c) { (void)h; 
  * free for the caller to take. */
 static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *h = t->bcache[c];
+    struct rcl_hdr *h = t->bc->top[c];
     if (h) {
         /* meta: the block's place from the bottom of its class's list. */
         rcl__assert(h->meta == (h->next ? h->next->meta + 1 : 1) &&
                     h->meta <= RCL_BCACHE_DEPTH_MAX);
         rcl__assert(rd(t->cached) >= rcl__bcache_charge(c));
-        t->bcache[c] = h->next;
+        t->bc->top[c] = h->next;
         own_add(t->cached, -rcl__bcache_charge(c));
     }
     return h;
@@ -171,10 +178,11 @@ struct rcl_bcache_slot {
 static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c,
                                     struct rcl_bcache_slot *s)
 {
-    s->top = t->bcache[c];
+    const struct rcl_bcache_lists *bc = t->bc;
+    s->top = bc->top[c];
     s->n = s->top ? s->top->meta : 0;
     s->cached = rd(t->cached) + rcl__bcache_charge(c);
-    return s->n < t->bcache_depth[c] && (long)s->cached <= rd(rcl__bcache_bytes);
+    return s->n < bc->depth[c] && (long)s->cached <= rd(rcl__bcache_bytes);
 }
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
@@ -185,10 +193,11 @@ static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c,
 static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
                                    const struct rcl_bcache_slot *s)
 {
-    rcl__assert(s->n + 1 <= RCL_BCACHE_DEPTH_MAX && s->top == t->bcache[c]);
+    rcl__assert(s->n + 1 <= RCL_BCACHE_DEPTH_MAX && s->top == t->bc->top[c] &&
+                !rcl__bcache_off(t));
     h->next = s->top;
     h->meta = s->n + 1;
-    t->bcache[c] = h;
+    t->bc->top[c] = h;
     wr(t->cached, s->cached);
     rcl__assert(rd(t->stock) >= (long)s->cached);
     rcl__bcache_poison(h, c);

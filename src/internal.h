@@ -104,8 +104,10 @@ uint64_t rcl__hdr_tag(unsigned epoch);
 /* Empties the thread's block cache: the one drain entry point; only ever
  * for the caller's own rcl__self, or at its exit. */
 void   rcl__bcache_drain(struct rcl_thread *t);
-/* Empties the cache of a thread registering, its lists at their start. */
+/* Empties the cache of a thread registering, its lists at their start
+ * (made at its first registration); at its exit, gives the lists back. */
 void   rcl__bcache_attach(struct rcl_thread *t);
+void   rcl__bcache_release(struct rcl_thread *t);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */
 void   rcl__bcache_limit(size_t limit);
 /* The depot (block_cache.c): blocks freed on one thread for another's

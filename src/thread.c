@@ -18,7 +18,9 @@
 
 #include <pthread.h>
 
-__thread struct rcl_thread rcl__self RCL_TLS_IE;
+__thread struct rcl_thread rcl__self RCL_TLS_IE = {
+    .bc = (struct rcl_bcache_lists *)&rcl__bcache_none,
+};
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl_thread *registry;
@@ -55,6 +57,7 @@ static void thread_exit(void *arg)
     unsigned b = rcl__busy_hold(t);
     rcl__sig_flush(t);
     rcl__bcache_drain(t);
+    rcl__bcache_release(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
         rcl__stock_return(t);

@@ -29,6 +29,25 @@
 #define RCL_BCACHE_CLASSES 76         /* 16-byte classes to 256, 64-byte to 1 KiB,
                                          eight per doubling to 64 KiB */
 #define RCL_BCACHE_MAX    65536
+
+/*
+ * A thread's block-cache lists, a kilobyte: allocated at its registration
+ * (block_cache.c), not in its TLS. The library's TLS is initial-exec, so
+ * all of it must fit the static TLS block, and a library loaded with
+ * dlopen() gets only what glibc keeps spare there - about 1.7 KB in a
+ * small program, and glibc promises no more than 512 bytes. Until then
+ * (and if that allocation failed) `bc` points at an empty, read-only set
+ * of lists that keeps no block: rcl__bcache_off().
+ */
+struct rcl_bcache_lists {
+    void     *top[RCL_BCACHE_CLASSES];     /* each class's list */
+    uint16_t  depth[RCL_BCACHE_CLASSES];   /* how many blocks each may hold
+                                              (block_cache.h) */
+    uint32_t  gave_at[RCL_BCACHE_CLASSES]; /* nr_free when each last went to
+                                              the depot (block_cache.c) */
+};
+extern const struct rcl_bcache_lists rcl__bcache_none;
+
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
     _Atomic long          stock_max;  /* spill back to the budget above this;
@@ -61,17 +80,13 @@ struct rcl_thread {
      * Only the owner touches the lists. `cached` is the sum of their class
      * sizes, and part of the stock: invariant stock >= cached, so the
      * budget always counts the cached blocks, and what the thread may
-     * charge from its stock is stock - cached. rcl_stats_get() reads it. */
-    void                 *bcache[RCL_BCACHE_CLASSES];
+     * charge from its stock is stock - cached. rcl_stats_get() reads it.
+     * The lists themselves are not in the TLS block (see struct
+     * rcl_bcache_lists). */
+    struct rcl_bcache_lists *bc;
     _Atomic size_t        cached;
     unsigned              bcache_full;  /* frees the cache turned away since it
                                            last made room (block_cache.c) */
-    uint16_t              bcache_depth[RCL_BCACHE_CLASSES]; /* how many blocks
-                                           each class's list may hold
-                                           (block_cache.h) */
-    uint32_t              bcache_gave_at[RCL_BCACHE_CLASSES]; /* nr_free when
-                                           each class's list last went to the
-                                           depot (block_cache.c) */
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
     /* Signal safety (alloc_signal.c): blocks kept for allocations made by a
      * signal handler that interrupted this thread inside the library (a handler

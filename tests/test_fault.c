@@ -351,6 +351,37 @@ static int scenario_lockdep_and_restart(void)
     return 0;
 }
 
+/* A thread's first call makes its block cache's lists: without them (the
+ * backend failed that kilobyte) it allocates and frees all the same,
+ * keeping no block. */
+static void *thread_allocs(void *arg)
+{
+    void *p[8];
+    int bad = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 8; i++) {
+            errno = 0;
+            p[i] = rcl_alloc(100 + 50 * (size_t)i, RCL_DEFAULT);
+            bad |= !p[i] && errno != ENOMEM;
+        }
+        for (int i = 0; i < 8; i++)
+            rcl_free(p[i]);
+    }
+    return bad ? NULL : arg;
+}
+
+static int scenario_new_thread(void)
+{
+    static int token;
+    pthread_t th;
+    void *ok = NULL;
+    if (pthread_create(&th, NULL, thread_allocs, &token) != 0)
+        return 0;                /* the injected failure was the thread's */
+    EXPECT(pthread_join(th, &ok) == 0);
+    EXPECT(ok == &token);
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The driver                                                                */
 /* ------------------------------------------------------------------------ */
@@ -485,5 +516,6 @@ SWEEP(scenario_workqueue_rescuer)
 SWEEP(scenario_lru)
 SWEEP(scenario_domains_context)
 SWEEP(scenario_lockdep_and_restart)
+SWEEP(scenario_new_thread)
 
 TEST_MAIN();
