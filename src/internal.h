@@ -105,7 +105,7 @@ uint64_t rcl__hdr_tag(unsigned epoch);
  * for the caller's own rcl__self, or at its exit. */
 void   rcl__bcache_drain(struct rcl_thread *t);
 /* Empties the cache of a thread registering, its lists at their start
- * (made at its first registration); at its exit, gives the lists back. */
+ * (mapped at its first registration); at its exit, unmaps the lists. */
 void   rcl__bcache_attach(struct rcl_thread *t);
 void   rcl__bcache_release(struct rcl_thread *t);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */

@@ -31,8 +31,8 @@
 #define RCL_BCACHE_MAX    65536
 
 /*
- * A thread's block-cache lists, a kilobyte: allocated at its registration
- * (block_cache.c), not in its TLS. The library's TLS is initial-exec, so
+ * A thread's block-cache lists, a kilobyte: mapped at its registration
+ * (block_cache.c, which says why not from the backend), not in its TLS. The library's TLS is initial-exec, so
  * all of it must fit the static TLS block, and a library loaded with
  * dlopen() gets only what glibc keeps spare there - about 1.7 KB in a
  * small program, and glibc promises no more than 512 bytes. Until then

@@ -351,9 +351,8 @@ static int scenario_lockdep_and_restart(void)
     return 0;
 }
 
-/* A thread's first call makes its block cache's lists: without them (the
- * backend failed that kilobyte) it allocates and frees all the same,
- * keeping no block. */
+/* A thread's first call maps its block cache's lists: without them (the
+ * mmap failed) it allocates and frees all the same, keeping no block. */
 static void *thread_allocs(void *arg)
 {
     void *p[8];
