@@ -77,6 +77,7 @@ void rcl__bcache_attach(struct rcl_thread *t)
                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (bc == MAP_FAILED)
             return;
+        rcl__lsan_root(bc, lists_bytes());
         t->bc = bc;
     }
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
@@ -90,6 +91,7 @@ void rcl__bcache_release(struct rcl_thread *t)
     rcl__assert(!rd(t->cached));
     if (rcl__bcache_off(t))
         return;
+    rcl__lsan_unroot(t->bc, lists_bytes());
     munmap(t->bc, lists_bytes());
     t->bc = (struct rcl_bcache_lists *)&rcl__bcache_none;
 }

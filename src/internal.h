@@ -6,7 +6,7 @@
  * the version script (src/reclaim.map). The rest is split by kind, and
  * included from here:
  *   atomic.h    branch hints, the TLS model, relaxed loads and stores
- *   sanitize.h  which sanitizer the build has; ASan poisoning
+ *   sanitize.h  which sanitizer the build has; ASan poisoning, LSan roots
  *   debug.h     rcl__assert, rcl__assert_held (debug.c)
  *   types.h     the shared structures: budget, counters, options, ...
  *   thread.h    a thread's state and the fast paths' inlines

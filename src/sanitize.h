@@ -2,8 +2,9 @@
 /*
  * sanitize.h - what the library does differently under a sanitizer, said
  * once: which sanitizer the build has (gcc says it with __SANITIZE_*__,
- * clang with __has_feature), and AddressSanitizer's poisoning, which lets
- * it see uses of a block the library keeps but the program gave back.
+ * clang with __has_feature), AddressSanitizer's poisoning, which lets it
+ * see uses of a block the library keeps but the program gave back, and
+ * the roots LeakSanitizer must scan.
  */
 #ifndef RCL_SANITIZE_H
 #define RCL_SANITIZE_H
@@ -35,6 +36,19 @@
 #else
 #define rcl__poison(p, n)   ((void)(p), (void)(n))
 #define rcl__unpoison(p, n) ((void)(p), (void)(n))
+#endif
+
+/* LeakSanitizer scans the heap, stacks, TLS and globals for pointers, not
+ * memory the library maps itself: a mapping that holds pointers to heap
+ * blocks (a thread's block-cache lists) is registered as a root, or the
+ * blocks it keeps would be reported leaked. */
+#ifdef RCL_ASAN
+#include <sanitizer/lsan_interface.h>
+#define rcl__lsan_root(p, n)   __lsan_register_root_region((p), (n))
+#define rcl__lsan_unroot(p, n) __lsan_unregister_root_region((p), (n))
+#else
+#define rcl__lsan_root(p, n)   ((void)(p), (void)(n))
+#define rcl__lsan_unroot(p, n) ((void)(p), (void)(n))
 #endif
 
 #endif /* RCL_SANITIZE_H */
