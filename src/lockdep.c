@@ -10,7 +10,9 @@
 #include "lockdep_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 _Atomic int rcl__lockdep_mode;
 
@@ -18,7 +20,21 @@ _Atomic int rcl__lockdep_mode;
  * older graph are recognised by it and dropped. */
 static _Atomic unsigned graph_gen = 1;
 
-static __thread struct ld_thread ld_self RCL_TLS_IE;
+/*
+ * Each thread's held-lock stack is a mapping of its own, made at its first
+ * event with the checker on, and only a pointer is thread-local: the stack
+ * is most of a kilobyte, and the library's initial-exec TLS must fit the
+ * few hundred bytes glibc keeps for a library loaded by dlopen(). Until
+ * then the pointer names ld_none, whose generation (0) is never current,
+ * so the hot paths need no test of their own; ld_lost stands for a thread
+ * whose mapping failed, which goes unchecked.
+ */
+static const struct ld_thread ld_none, ld_lost;
+static __thread struct ld_thread *ld_self RCL_TLS_IE = (struct ld_thread *)&ld_none;
+static pthread_key_t ld_exit_key;
+static bool ld_exit_key_made;
+static pthread_once_t ld_exit_key_once = PTHREAD_ONCE_INIT;
+static _Atomic int ld_lost_told;    /* once a graph (rcl__ld_reset) */
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread state                                                          */
@@ -47,10 +63,45 @@ void rcl__ld_update_watch(bool held)
  * next event start afresh through ld_thread_reset(). */
 static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
-    t->gen = gen;
-    t->n = t->nscopes = t->nshrink = 0;
-    t->opened[0].n = t->opened[1].n = 0;
-    rcl__ld_update_watch(t->n > 0);
+    if (t != &ld_none && t != &ld_lost) {
+        t->gen = gen;
+        t->n = t->nscopes = t->nshrink = 0;
+        t->opened[0].n = t->opened[1].n = 0;
+    }
+    rcl__ld_update_watch(false);
+}
+
+/* At thread exit; a destructor that runs after this one and takes an
+ * annotated lock maps a new stack, which glibc's next round of
+ * destructors releases again. */
+static void ld_thread_exit(void *arg)
+{
+    ld_self = (struct ld_thread *)&ld_none;
+    munmap(arg, sizeof(struct ld_thread));
+}
+
+static void ld_exit_key_create(void)
+{
+    ld_exit_key_made = pthread_key_create(&ld_exit_key, ld_thread_exit) == 0;
+}
+
+/* The thread's stack, mapped rather than allocated: an annotated lock may
+ * sit inside the program's own allocator, which must not be entered again
+ * from there. NULL if there is no memory for it, told once a graph. */
+static struct ld_thread *ld_thread_map(void)
+{
+    struct ld_thread *t = mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pthread_once(&ld_exit_key_once, ld_exit_key_create);
+    if (t != MAP_FAILED && ld_exit_key_made && pthread_setspecific(ld_exit_key, t) == 0)
+        return ld_self = t;
+    if (t != MAP_FAILED)
+        munmap(t, sizeof(*t));
+    ld_self = (struct ld_thread *)&ld_lost;
+    if (!atomic_exchange(&ld_lost_told, 1))
+        rcl__report("lock checker: no memory for a thread's held-lock stack; that thread's "
+                    "locks, scopes and allocations are not checked");
+    return NULL;
 }
 
 /*
@@ -58,20 +109,25 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
  * at 1 and every rcl_shutdown() moves it on, so a thread's first event
  * after the checker went on always lands here): what it remembers refers
  * to nodes that no longer exist, and from now on its inline scope calls
- * must come to the checker too.
+ * must come to the checker too. NULL for a thread the checker cannot
+ * follow (ld_lost).
  */
-static __attribute__((noinline, cold)) void ld_thread_reset(struct ld_thread *t, unsigned gen)
+static __attribute__((noinline, cold)) struct ld_thread *ld_thread_reset(struct ld_thread *t,
+                                                                        unsigned gen)
 {
+    if (t == &ld_lost || (t == &ld_none && !(t = ld_thread_map())))
+        return NULL;
     ld_thread_forget(t, gen);
     rcl__scope_watch(true);
+    return t;
 }
 
 static inline struct ld_thread *ld_thread_gen(unsigned gen)
 {
-    struct ld_thread *t = &ld_self;
+    struct ld_thread *t = ld_self;
 
     if (unlikely(t->gen != gen))
-        ld_thread_reset(t, gen);
+        t = ld_thread_reset(t, gen);
     return t;
 }
 
@@ -148,7 +204,7 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     rcl__ld_site_capture(&st, 3);
     pthread_mutex_lock(&rcl__ld_graph_lock);
     rcl__ld_graph_ensure_locked();
-    if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self.gen)
+    if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self->gen)
         for (unsigned i = 0; i < n; i++)
             rcl__ld_learn_locked(p[i].from, p[i].to, p[i].kind, p[i].gfp, p[i].shrinker, &st,
                                  &rb[0], &rb[1]);
@@ -201,9 +257,9 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
     }
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
-    uint32_t id = class_id(c, gen);
+    uint32_t id = t ? class_id(c, gen) : 0;
     if (unlikely(!id))
-        return;   /* out of nodes: reported nowhere, checked nowhere */
+        return;   /* out of nodes or of memory: told once, checked nowhere */
 
     if (unlikely(t->n == MAX_HELD)) {
         static _Atomic int told;
@@ -232,7 +288,7 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
  */
 static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class *c, uint8_t flags)
 {
-    struct ld_thread *t = &ld_self;
+    struct ld_thread *t = ld_self;
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
 
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
@@ -281,8 +337,8 @@ static __attribute__((noinline)) void release_slow(struct rcl_lock_class *c)
     }
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
-    if (unlikely(__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) != gen))
-        return;   /* never acquired in this graph */
+    if (unlikely(!t || __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) != gen))
+        return;   /* not followed, or never acquired in this graph */
     ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED));
 }
 
@@ -290,7 +346,7 @@ void rcl_lock_release(struct rcl_lock_class *c)
 {
     if (!rcl__checking())
         return;
-    struct ld_thread *t = &ld_self;
+    struct ld_thread *t = ld_self;
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     /* Hot path: the lock on top of the stack, as releases usually are. */
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
@@ -316,8 +372,9 @@ void rcl__ld_reset(void)
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed) + 1;
     atomic_store_explicit(&graph_gen, gen ? gen : 1, memory_order_release);
     atomic_store_explicit(&rcl__ld_nr_reports, 0, memory_order_relaxed);
+    atomic_store_explicit(&ld_lost_told, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
-    ld_thread_forget(&ld_self, 0);
+    ld_thread_forget(ld_self, 0);
 }
 
 unsigned long rcl__lockdep_count(void)

@@ -221,10 +221,12 @@ struct ld_thread {
  * allocations to the checker. */
 void rcl__ld_update_watch(bool held);
 
-/* This thread's state in the current graph. Out of line, the thread-local
- * static in lockdep.c: UBSan null-checks an extern thread-local's address,
- * and the linker's rewrite of that access (add into lea) leaves the flags
- * the check reads unset: sanitizer builds report a NULL that is not there. */
+/* This thread's state in the current graph; NULL for a thread the checker
+ * cannot follow (no memory for its stack: told once). Out of line, beside
+ * the thread-local in lockdep.c: UBSan null-checks an extern thread-local's
+ * address, and the linker's rewrite of that access (add into lea) leaves
+ * the flags the check reads unset: sanitizer builds report a NULL that is
+ * not there. */
 struct ld_thread *rcl__ld_thread_get(void);
 
 static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)

@@ -272,6 +272,9 @@ void rcl__lockdep_alloc(rcl_gfp_t gfp)
     struct ld_thread *t = rcl__ld_thread_get();
     rcl_gfp_t masked = rcl_current_gfp(gfp);
 
+    if (!t)
+        return;   /* a thread the checker cannot follow (lockdep.c) */
+
     if ((gfp & RCL__NOFAIL) && (gfp & RCL__DIRECT_RECLAIM) &&
         (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM)))
         nofail_scope_report(t, gfp);
@@ -301,6 +304,8 @@ void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t
                                bool timed)
 {
     struct ld_thread *t = rcl__ld_thread_get();
+    if (!t)
+        return;
     uint32_t node = shrink_node(d, gfp_class(gfp), true);
 
     /* Nothing is recorded on the way in: the allocation that led here
@@ -331,6 +336,9 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
 {
     struct ld_thread *t = rcl__ld_thread_get();
     unsigned long long start = 0;
+
+    if (!t)
+        return;
 
     if (t->nshrink) {
         t->nshrink--;
@@ -375,6 +383,8 @@ void rcl__lockdep_scope_save(unsigned set)
 {
     struct ld_thread *t = rcl__ld_thread_get();
 
+    if (!t)
+        return;
     if (set & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
         scope_opened(t, set);
 
@@ -391,6 +401,8 @@ void rcl__lockdep_scope_save(unsigned set)
 void rcl__lockdep_scope_put(unsigned bits)
 {
     struct ld_thread *t = rcl__ld_thread_get();
+    if (!t)
+        return;
     unsigned n = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
 
     while (n && (t->scopes[n - 1] & ~bits))
@@ -404,6 +416,8 @@ void rcl__lockdep_scope_put(unsigned bits)
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
 {
     struct ld_thread *t = rcl__ld_thread_get();
+    if (!t)
+        return;
     unsigned top = t->nscopes < MAX_SCOPES ? t->nscopes : MAX_SCOPES;
     const char *what = NULL;
 

@@ -381,6 +381,53 @@ static int scenario_new_thread(void)
     return 0;
 }
 
+/* With the checker on, a thread's first lock event maps its held-lock
+ * stack: without it (the mmap failed) the thread goes unchecked, told
+ * once a graph, and its locks, scopes and allocations work all the same.
+ * The thread takes two locks in the order opposite to the main thread's:
+ * a thread the checker follows is reported, one it does not is not. */
+static RCL_LOCK_CLASS(fault_class2, "fault_lock2");
+static unsigned unfollowed;
+#define UNFOLLOWED "no memory for a thread's held-lock stack"
+
+static void *thread_checked(void *arg)
+{
+    rcl_lock_acquire(&fault_class);
+    rcl_lock_acquire(&fault_class2);
+    unsigned scope = rcl_scope_save(RCL_SCOPE_NOFS);
+    void *p = rcl_alloc(300, RCL_DEFAULT);
+    rcl_free(p);
+    rcl_scope_restore(scope);
+    rcl_lock_release(&fault_class2);
+    rcl_lock_release(&fault_class);
+    return arg;
+}
+
+static int scenario_checker_new_thread(void)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(4 * MiB);
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    EXPECT(rcl_init(&cfg) == 0);
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    static int token;
+    rcl_lock_acquire(&fault_class2);
+    rcl_lock_acquire(&fault_class);
+    rcl_lock_release(&fault_class);
+    rcl_lock_release(&fault_class2);
+    pthread_t th;
+    void *ok = NULL;
+    if (pthread_create(&th, NULL, thread_checked, &token) == 0) {
+        EXPECT(pthread_join(th, &ok) == 0);
+        EXPECT(ok == &token);
+        bool told = test_reports_contain(UNFOLLOWED) != 0;
+        EXPECT(!told || rcl_lockdep_reports() == 0);
+        unfollowed += told;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The driver                                                                */
 /* ------------------------------------------------------------------------ */
@@ -516,5 +563,13 @@ SWEEP(scenario_lru)
 SWEEP(scenario_domains_context)
 SWEEP(scenario_lockdep_and_restart)
 SWEEP(scenario_new_thread)
+
+/* The sweep fails the thread's mapping among the rest: in that run, at
+ * least, the thread is not followed. */
+TEST_BARE(test_scenario_checker_new_thread)
+{
+    sweep(scenario_checker_new_thread, "scenario_checker_new_thread");
+    assert_true(unfollowed >= 1);
+}
 
 TEST_MAIN();

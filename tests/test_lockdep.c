@@ -291,4 +291,80 @@ TEST_WITH(many_threads_find_the_one_inversion, ld_setup, ld_teardown)
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Threads that come and go                                                  */
+/* ------------------------------------------------------------------------ */
+
+static void *takes_a_and_exits(void *arg)
+{
+    (void)arg;
+    lock(&lock_a);
+    return NULL;    /* exits holding lock_a */
+}
+
+static void *takes_b(void *arg)
+{
+    (void)arg;
+    lock(&lock_b); unlock(&lock_b);
+    return NULL;
+}
+
+/* lockdep keeps held locks per task: a thread that exits holding a lock
+ * takes its stack with it, and a thread started next starts with nothing
+ * held (had it inherited lock_a, it would have learned lock_a -> lock_b,
+ * and the order below would be reported). */
+TEST_WITH(a_new_thread_holds_nothing_an_exited_one_held, ld_setup, ld_teardown)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, takes_a_and_exits, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(pthread_create(&th, NULL, takes_b, NULL), 0);
+    pthread_join(th, NULL);
+    lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+static long vm_size_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static void *takes_a_then_b(void *arg)
+{
+    (void)arg;
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    return NULL;
+}
+
+/* A thread's held-lock stack is mapped at its first event and unmapped at
+ * its exit: a daemon that starts a thread per request must not grow by a
+ * stack per thread it ever ran (256 threads leaking one would grow the
+ * process by 1 MiB). */
+TEST_WITH(an_exited_threads_stack_is_given_back, ld_setup, ld_teardown)
+{
+    pthread_t th;
+    for (int i = 0; i < 4; i++) {    /* the C library's thread stack and arena */
+        assert_int_equal(pthread_create(&th, NULL, takes_a_then_b, NULL), 0);
+        pthread_join(th, NULL);
+    }
+    long before = vm_size_kib();
+    for (int i = 0; i < 256; i++) {
+        assert_int_equal(pthread_create(&th, NULL, takes_a_then_b, NULL), 0);
+        pthread_join(th, NULL);
+    }
+    long after = vm_size_kib();
+    assert_true(before > 0 && after > 0);
+    if (after - before > 256)
+        fail_msg("256 threads grew the process by %ld KiB", after - before);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
 TEST_MAIN();

@@ -14,7 +14,7 @@ case "${1:-}" in
 esac
 cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
-TLS_MAX=1024
+TLS_MAX=512
 lib=$(readlink -f "$BUILD/libreclaim.so") || { echo "check-dlopen: no $BUILD/libreclaim.so (make lib)"; exit 1; }
 [ -f "$lib" ] || { echo "check-dlopen: no $BUILD/libreclaim.so (make lib)"; exit 1; }
 command -v readelf >/dev/null 2>&1 || { echo "check-dlopen: skipped: readelf (binutils) is not installed"; exit 77; }
