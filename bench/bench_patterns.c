@@ -65,7 +65,9 @@
  * 1,2), BENCH_PAIRS (at most this many pairs per thread per measurement,
  * default 1048576; each pattern is sized to about 10 ms of CPU per thread
  * in its slower variant), BENCH_PATTERNS=live,pc,larson,simple (families
- * to run), BENCH_JSON.
+ * to run), BENCH_SIZES and BENCH_DEPTHS (the live-set sizes, bytes or
+ * "mix", and depths; default 16,64,256,1024,4096,mix and 1,8,64,512,4096),
+ * BENCH_JSON.
  */
 #include "bench.h"
 #include "reclaim.h"
@@ -232,7 +234,7 @@ static void size_label(unsigned spec, char *buf, size_t len)
         snprintf(buf, len, "mix");
     else if (spec == SIZE_LARSON)
         snprintf(buf, len, "257-1K");
-    else if (spec >= 1024)
+    else if (spec >= 1024 && spec % 1024 == 0)
         snprintf(buf, len, "%uK", spec / 1024);
     else
         snprintf(buf, len, "%u", spec);
@@ -757,10 +759,49 @@ static int family_on(enum family f)
     return strstr(list, key) != NULL;
 }
 
+/*
+ * A comma-separated list from the environment variable `env` (default
+ * `dflt`): numbers from 1 to `max`, and "mix" for SIZE_MIX where
+ * `mix_ok`. A run by hand may ask for other live-set sizes and depths (a
+ * backend's size classes, say); a bad list is said and the run stops.
+ */
+static int env_list(const char *env, const char *dflt, unsigned *out, int cap, unsigned max,
+                    int mix_ok)
+{
+    const char *s = getenv(env);
+    int n = 0;
+
+    if (!s || !*s)
+        s = dflt;
+    for (const char *q = s; *q;) {
+        char *end;
+        unsigned long v;
+        if (mix_ok && !strncmp(q, "mix", 3)) {
+            v = SIZE_MIX;
+            end = (char *)q + 3;
+        } else {
+            v = strtoul(q, &end, 10);
+            if (end == q || v < 1 || v > max)
+                goto bad;
+        }
+        if ((*end && *end != ',') || n == cap)
+            goto bad;
+        out[n++] = (unsigned)v;
+        q = *end ? end + 1 : end;
+    }
+    if (n > 0)
+        return n;
+bad:
+    fprintf(stderr, "bench_patterns: %s: bad list '%s' (at most %d numbers from 1 to %u%s, "
+                    "separated by commas)\n", env, s, cap, max, mix_ok ? ", or mix" : "");
+    exit(2);
+}
+
 static void build_patterns(void)
 {
-    static const int depths[] = { 1, 8, 64, 512, 4096 };
-    static const unsigned sizes[] = { 16, 64, 256, 1024, 4096, SIZE_MIX };
+    unsigned depths[16], sizes[16];
+    int ndepths = env_list("BENCH_DEPTHS", "1,8,64,512,4096", depths, 16, 1u << 16, 0);
+    int nsizes = env_list("BENCH_SIZES", "16,64,256,1024,4096,mix", sizes, 16, 1u << 20, 1);
     static const unsigned pc_sizes[] = { 64, 1024, SIZE_MIX };
     static const unsigned simple_sizes[] = { 16, 32, 64 };
     static const int simple_counts[] = { 25, 100, 400, 1600 };
@@ -769,10 +810,10 @@ static void build_patterns(void)
     if (family_on(F_LIVE))
         for (int t = 0; t < nthr; t++)
             for (int lifo = 0; lifo < 2; lifo++)
-                for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++)
-                    for (size_t d = 0; d < sizeof(depths) / sizeof(depths[0]); d++)
+                for (int s = 0; s < nsizes; s++)
+                    for (int d = 0; d < ndepths; d++)
                         add(F_LIVE, threads[t] > MAX_THREADS ? MAX_THREADS : threads[t],
-                            depths[d], lifo, sizes[s]);
+                            (int)depths[d], lifo, sizes[s]);
     if (family_on(F_PC))
         for (size_t s = 0; s < sizeof(pc_sizes) / sizeof(pc_sizes[0]); s++)
             add(F_PC, 2, RING_CAP, 0, pc_sizes[s]);
