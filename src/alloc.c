@@ -157,21 +157,26 @@ static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 
 static _Atomic long long be_stall_reported;
 
-/*
- * A NOFAIL request the budget already granted, whose backend call failed
- * (the system is short of memory, or of mappings): the backend failing is
- * a stall like reclaim not keeping up, so the call reclaims what its
- * context allows, waits a bounded, growing time and tries again, reporting
- * a stall every stall_ms. Only a size no backend can ever give fails.
- */
-static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old, size_t align,
-                                                       size_t n, size_t size, rcl_gfp_t gfp)
+/* What a NOFAIL request waiting for the backend has charged. */
+struct held_charge {
+    struct rcl_thread *t;
+    size_t             bytes;
+};
+
+static void held_charge_return(void *arg)
+{
+    const struct held_charge *c = arg;
+    if (c->bytes)
+        rcl__uncharge_fast(c->t, c->bytes);
+}
+
+/* The retries of be_nofail(), until the backend gives a block. */
+static void *be_retry(enum be_op op, void *old, size_t align, size_t n, size_t size,
+                      rcl_gfp_t gfp)
 {
     unsigned long long start = rcl__now_ns();
     unsigned long long next = start + (unsigned long long)rcl__cfg.stall_ms * 1000000ull;
 
-    if (n > PTRDIFF_MAX)
-        return NULL;
     for (unsigned round = 0;; round++) {
         rcl__reclaim_wake();
         rcl_reclaim(128 * 1024, gfp & ~RCL__NOFAIL);
@@ -194,15 +199,41 @@ static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old,
     }
 }
 
+/*
+ * A NOFAIL request the budget already granted (`charged` bytes), whose
+ * backend call failed (the system is short of memory, or of mappings):
+ * the backend failing is a stall like reclaim not keeping up, so the call
+ * reclaims what its context allows, waits a bounded, growing time and
+ * tries again, reporting a stall every stall_ms. Only a size no backend
+ * can ever give fails. The wait stays a cancellation point - a daemon
+ * ends a stuck worker with pthread_cancel(), as a fatal signal ends a
+ * task in the kernel's NOFAIL retry - and a cancelled request gives its
+ * charge back.
+ */
+static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old, size_t align,
+                                                       size_t n, size_t size, rcl_gfp_t gfp,
+                                                       size_t charged)
+{
+    struct held_charge held = { &rcl__self, charged };
+    void *p;
+
+    if (n > PTRDIFF_MAX)
+        return NULL;
+    pthread_cleanup_push(held_charge_return, &held);
+    p = be_retry(op, old, align, n, size, gfp);
+    pthread_cleanup_pop(0);
+    return p;
+}
+
 /* The backend's answer p, or for a NOFAIL request that may wait, what the
  * retries above get. */
 static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align, size_t n,
-                                size_t size, rcl_gfp_t gfp)
+                                size_t size, rcl_gfp_t gfp, size_t charged)
 {
     if (likely(p != NULL) || (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) !=
                              (RCL__NOFAIL | RCL__DIRECT_RECLAIM))
         return p;
-    return be_nofail(op, old, align, n, size, gfp);
+    return be_nofail(op, old, align, n, size, gfp, charged);
 }
 
 /* Every plain block leaves through here, its size already charged. */
@@ -272,7 +303,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     }
     if (!h)
         h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
-                        backend_size(size), size, gfp);
+                        backend_size(size), size, gfp, cost);
     if (!h) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -408,7 +439,7 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     /* The header sits in the first `align` bytes, just before the aligned
      * pointer, so the block keeps its alignment. */
     char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
-                             size + align, size, gfp);
+                             size + align, size, gfp, cost);
     if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -453,7 +484,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
     /* One extra page in front holds the header; the memory handed out
      * starts on a page boundary and comes zeroed from the kernel. */
     char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
-                             size, gfp);
+                             size, gfp, cost);
     if (!base) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -717,7 +748,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     /* In place when the backend's block already has the room. */
     struct rcl_hdr *n = backend_size(size) <= rcl__be_usable_size(h) ? h :
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
-                                    backend_size(size), size, gfp);
+                                    backend_size(size), size, gfp, now > was ? now - was : 0);
     if (!n) {
         if (now > was)
             rcl__uncharge_fast(t, now - was);

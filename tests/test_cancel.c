@@ -217,4 +217,64 @@ TEST(test_cancelled_flusher_leaves_the_queue_unlocked)
     assert_true(finishes(queue_flush_destroy, &quick));
 }
 
+/* ------------------------------------------------------------------------ */
+/* An allocation waiting for memory                                          */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int alloc_waiting;
+
+static void *nofail_waiter(void *arg)
+{
+    (void)arg;
+    atomic_store(&alloc_waiting, 1);
+    /* The budget is full and nothing can be reclaimed: a NOFAIL request
+     * waits for memory that only the cancel ends. */
+    void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOFAIL);
+    rcl_free(p);
+    return NULL;
+}
+
+static void *alloc_round_trip(void *arg)
+{
+    (void)arg;
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    rcl_free(p);
+    return p;
+}
+
+/* A daemon cancels a worker that waits in a NOFAIL allocation (the
+ * kernel's __GFP_NOFAIL never returns either; a fatal signal is what
+ * ends such a task): the wait is a cancellation point, and what the
+ * request had charged goes back with the thread. */
+TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
+{
+    enum { MAX_BLOCKS = 1024 };
+    static void *held[MAX_BLOCKS];
+    unsigned n = 0;
+    while (n < MAX_BLOCKS && (held[n] = rcl_alloc(64 * KiB, RCL_NOWAIT)) != NULL)
+        n++;
+    assert_true(n > 0 && n < MAX_BLOCKS);
+    test_reports_reset();
+
+    pthread_t th;
+    atomic_store(&alloc_waiting, 0);
+    assert_int_equal(pthread_create(&th, NULL, nofail_waiter, NULL), 0);
+    wait_for(&alloc_waiting);
+    test_sleep_ms(50);                          /* into the wait */
+    assert_int_equal(pthread_cancel(th), 0);
+    /* A wait that is not a cancellation point would never end. */
+    struct timespec until;
+    void *ret;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    if (pthread_timedjoin_np(th, &ret, &until) != 0)
+        fail_msg("the cancelled allocation did not end within %d ms", HANG_MS);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    test_reports_reset();                       /* stall reports, if any */
+
+    while (n)
+        rcl_free(held[--n]);
+    assert_true(finishes(alloc_round_trip, NULL));
+}
+
 TEST_MAIN();

@@ -13,6 +13,7 @@
  */
 #include "helpers.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/eventfd.h>
@@ -547,6 +548,59 @@ TEST_BARE(test_nofail_retries_through_backend_failures)
     rcl_free(r);
     rcl_free(al);
     rcl_free(v);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+}
+
+/* A NOFAIL request the budget granted waits for the backend as long as
+ * the backend fails; a daemon that cancels the waiting thread gets the
+ * charge back (the wait is a cancellation point: pthread_cancel is how a
+ * daemon ends a stuck worker, as a fatal signal ends a task in the
+ * kernel's __GFP_NOFAIL retry). */
+static atomic_int nofail_go;
+
+static void *nofail_forever(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&nofail_go))
+        test_sleep_ms(1);
+    void *p = rcl_alloc(3000, RCL_DEFAULT | RCL__NOFAIL);
+    rcl_free(p);
+    return NULL;
+}
+
+TEST_BARE(test_a_cancelled_nofail_retry_gives_its_charge_back)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+
+    pthread_t th;
+    atomic_store(&nofail_go, 0);
+    assert_int_equal(pthread_create(&th, NULL, nofail_forever, NULL), 0);
+    atomic_store(&calls, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_at, 0);
+    atomic_store(&fail_upto, ULONG_MAX);     /* every call fails from now */
+    atomic_store(&armed, true);
+    atomic_store(&nofail_go, 1);
+    for (int i = 0; i < 20000 && atomic_load(&failed) < 8; i++)
+        test_sleep_ms(1);
+    assert_true(atomic_load(&failed) >= 8);  /* retrying */
+    assert_int_equal(pthread_cancel(th), 0);
+    struct timespec until;
+    void *ret;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    int joined = pthread_timedjoin_np(th, &ret, &until);
+    atomic_store(&armed, false);
+    atomic_store(&fail_upto, 0);
+    assert_int_equal(joined, 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
     rcl_shutdown();
