@@ -478,7 +478,10 @@ void   rcl_shutdown(void);
  * cancellation point: reclaim (a thread cancelled while one of its
  * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
  * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
- * rcl_shutdown(), and the report function (called with cancellation off).
+ * rcl_shutdown(), the report function (called with cancellation off), and
+ * the library's own reads inside other calls (an allocation measuring the
+ * footprint, the lock checker naming functions in a report): a cancel
+ * pending there takes effect after the call.
  *
  * Signal handlers. Exactly these calls are async-signal-safe, on the
  * thread the signal interrupted:

@@ -117,11 +117,15 @@ void rcl__footprint_sample(void)
     if (F.mode == RCL__FOOTPRINT_OFF || atomic_exchange(&F.busy, 1))
         return;
     wr(rcl__acct.since_sample, 0);
+    /* The read is a cancellation point, and the caller may be half way
+     * through a charge: a cancel waits for the program's next one. */
+    int cancel = rcl__nocancel_begin();
     if (measure(&real) == 0) {
         size_t charged = rd(rcl__acct.charged);
         wr(rcl__acct.outside, real > charged ? real - charged : 0);
         atomic_fetch_add_explicit(&F.samples, 1, memory_order_relaxed);
     }
+    rcl__nocancel_end(cancel);
     atomic_store(&F.busy, 0);
     if (rcl__headroom() < rd(rcl__acct.wm_low))
         rcl__reclaim_wake();

@@ -201,6 +201,10 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
 
     if (!rb)
         return;
+    /* Symbolizing a report opens the program's files under the graph's
+     * lock: cancellation points, where a cancel would leave the lock held
+     * for every thread. A cancel waits for the program's next one. */
+    int cancel = rcl__nocancel_begin();
     rcl__ld_site_capture(&st, 3);
     pthread_mutex_lock(&rcl__ld_graph_lock);
     rcl__ld_graph_ensure_locked();
@@ -211,6 +215,7 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     rcl__ld_report_emit(&rb[1], false);
     rcl__ld_report_emit(&rb[0], true);
+    rcl__nocancel_end(cancel);
     free(rb);
 }
 

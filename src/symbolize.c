@@ -160,6 +160,9 @@ void rcl__symbolize(const void *addr, char *buf, size_t len)
         return;
     }
 
+    /* A module's first lookup opens and closes its file under the lock:
+     * cancellation points, which must not leave the lock held. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&lock);
     struct module *m = module_get(f.base, f.name);
     const char *prog = m ? m->path : (f.name ? f.name : "?");
@@ -184,6 +187,7 @@ void rcl__symbolize(const void *addr, char *buf, size_t len)
     else
         snprintf(buf, len, "%s(+0x%lx)", slash ? slash + 1 : prog, (unsigned long)off);
     pthread_mutex_unlock(&lock);
+    rcl__nocancel_end(cancel);
 }
 
 void rcl__symbolize_forget(void)

@@ -277,4 +277,136 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     assert_true(finishes(alloc_round_trip, NULL));
 }
 
+/* ------------------------------------------------------------------------ */
+/* A cancel pending while the library measures the footprint                 */
+/* ------------------------------------------------------------------------ */
+
+static atomic_int cancel_sent, alloc_returned;
+
+static void *allocates_with_a_cancel_pending(void *arg)
+{
+    (void)arg;
+    /* No old state kept on this frame: the cancel unwinds it without
+     * AddressSanitizer's epilogue, which would leave its redzones behind. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    while (!atomic_load(&cancel_sent))
+        test_sleep_ms(1);
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    /* A charge of this size makes the library read the resident set: a
+     * read(2), a cancellation point of the C library's. */
+    void *p = rcl_alloc(4 * MiB, RCL_DEFAULT);
+    atomic_store(&alloc_returned, p != NULL);
+    rcl_free(p);
+    pthread_testcancel();
+    return NULL;
+}
+
+/* The library's own short reads are not the program's cancellation
+ * points: a cancel pending when an allocation samples the footprint
+ * takes effect at the program's next one, after the call, and the
+ * sampling goes on for everyone else. (Acted on inside, it unwound the
+ * allocation with its charge taken and left the sampler marked busy for
+ * good: the budget stopped seeing memory allocated elsewhere.) */
+TEST(test_a_pending_cancel_waits_for_the_allocation_to_return)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.footprint = RCL_FOOTPRINT_RSS;
+    assert_int_equal(rcl_init(&cfg), 0);
+
+    pthread_t th;
+    atomic_store(&cancel_sent, 0);
+    atomic_store(&alloc_returned, 0);
+    assert_int_equal(pthread_create(&th, NULL, allocates_with_a_cancel_pending, NULL), 0);
+    assert_int_equal(pthread_cancel(th), 0);
+    atomic_store(&cancel_sent, 1);
+    struct timespec until;
+    void *ret;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    assert_int_equal(pthread_timedjoin_np(th, &ret, &until), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&alloc_returned), 1);
+
+    /* Memory allocated outside the library still shows (the sanitizer
+     * builds measure no footprint: their shadow memory is no program's). */
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan"))
+        return;
+    size_t before = rcl_footprint();
+    size_t outside = 16 * MiB;
+    char *q = malloc(outside);
+    assert_non_null(q);
+    memset(q, 1, outside);
+    size_t after = rcl_footprint();
+    free(q);
+    assert_true(after >= before + outside / 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A cancel pending while the lock checker writes a report                   */
+/* ------------------------------------------------------------------------ */
+
+static RCL_LOCK_CLASS(cancel_a, "cancel_a");
+static RCL_LOCK_CLASS(cancel_b, "cancel_b");
+static RCL_LOCK_CLASS(cancel_c, "cancel_c");
+static RCL_LOCK_CLASS(cancel_d, "cancel_d");
+static atomic_int report_done;
+
+static void inversion(struct rcl_lock_class *x, struct rcl_lock_class *y)
+{
+    rcl_lock_acquire(x); rcl_lock_acquire(y); rcl_lock_release(y); rcl_lock_release(x);
+    rcl_lock_acquire(y); rcl_lock_acquire(x); rcl_lock_release(x); rcl_lock_release(y);
+}
+
+static void *inverts_with_a_cancel_pending(void *arg)
+{
+    (void)arg;
+    /* No old state kept on this frame: the cancel unwinds it without
+     * AddressSanitizer's epilogue, which would leave its redzones behind. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    while (!atomic_load(&cancel_sent))
+        test_sleep_ms(1);
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    /* The report names functions: the checker opens the program's file
+     * (open(2), close(2): cancellation points) with its locks held. */
+    inversion(&cancel_a, &cancel_b);
+    atomic_store(&report_done, 1);
+    pthread_testcancel();
+    return NULL;
+}
+
+static void *inverts(void *arg)
+{
+    (void)arg;
+    inversion(&cancel_c, &cancel_d);
+    return NULL;
+}
+
+/* The checker's report is written whole before a pending cancel takes
+ * effect, and the next thread's report finds its locks free. */
+TEST(test_a_pending_cancel_waits_for_the_checkers_report)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    assert_int_equal(rcl_init(&cfg), 0);     /* a new graph: no file read yet */
+
+    pthread_t th;
+    atomic_store(&cancel_sent, 0);
+    atomic_store(&report_done, 0);
+    assert_int_equal(pthread_create(&th, NULL, inverts_with_a_cancel_pending, NULL), 0);
+    assert_int_equal(pthread_cancel(th), 0);
+    atomic_store(&cancel_sent, 1);
+    struct timespec until;
+    void *ret;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    assert_int_equal(pthread_timedjoin_np(th, &ret, &until), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&report_done), 1);
+    assert_true(finishes(inverts, NULL));
+    assert_int_equal(rcl_lockdep_reports(), 2);
+    assert_int_equal(test_reports_seen_matching("lock checker:"), 2);
+}
+
 TEST_MAIN();
