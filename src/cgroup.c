@@ -399,10 +399,14 @@ bool rcl__auto_limit_follow(uint64_t cglimit)
     return rcl__set_auto_limit(rcl__auto_budget(cglimit));
 }
 
+/* The reads are cancellation points: a cancel there would leak the open
+ * files, so it waits for the caller's next one. */
 size_t rcl_auto_limit(void)
 {
     struct rcl_cgroup cg;
+    int cancel = rcl__nocancel_begin();
     uint64_t lim = rcl__cgroup_find(&cg) == 0 ? rcl__cgroup_limit(&cg, NULL, 0) : 0;
+    rcl__nocancel_end(cancel);
     return rcl__auto_budget(lim == RCL_CG_UNKNOWN ? 0 : lim);
 }
 
