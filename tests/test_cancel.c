@@ -248,11 +248,15 @@ static void *alloc_round_trip(void *arg)
  * request had charged goes back with the thread. */
 TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
 {
-    enum { MAX_BLOCKS = 1024 };
+    /* The budget filled down to the floor any request of the waiter's
+     * kind may reach, in ever smaller blocks: nothing is left for it. */
+    enum { MAX_BLOCKS = 4096 };
+    static const size_t sizes[] = { 64 * KiB, 4 * KiB, 256, 16 };
     static void *held[MAX_BLOCKS];
     unsigned n = 0;
-    while (n < MAX_BLOCKS && (held[n] = rcl_alloc(64 * KiB, RCL_NOWAIT)) != NULL)
-        n++;
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        while (n < MAX_BLOCKS && (held[n] = rcl_alloc(sizes[i], RCL_DEFAULT)) != NULL)
+            n++;
     assert_true(n > 0 && n < MAX_BLOCKS);
     test_reports_reset();
 
