@@ -44,6 +44,18 @@ static void cancel_and_join(pthread_t th)
     assert_ptr_equal(ret, PTHREAD_CANCELED);
 }
 
+/* th's exit value; the test fails if th has not ended within HANG_MS. */
+static void *join_in_time(pthread_t th)
+{
+    struct timespec until;
+    void *ret;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HANG_MS / 1000;
+    if (pthread_timedjoin_np(th, &ret, &until) != 0)
+        fail_msg("a cancelled thread did not end within %d ms", HANG_MS);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------ */
 /* A waiter in rcl_mempool_alloc                                             */
 /* ------------------------------------------------------------------------ */
@@ -267,13 +279,7 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     test_sleep_ms(50);                          /* into the wait */
     assert_int_equal(pthread_cancel(th), 0);
     /* A wait that is not a cancellation point would never end. */
-    struct timespec until;
-    void *ret;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HANG_MS / 1000;
-    if (pthread_timedjoin_np(th, &ret, &until) != 0)
-        fail_msg("the cancelled allocation did not end within %d ms", HANG_MS);
-    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
     test_reports_reset();                       /* stall reports, if any */
 
     while (n)
@@ -287,15 +293,34 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
 
 static atomic_int cancel_sent, alloc_returned;
 
-static void *allocates_with_a_cancel_pending(void *arg)
+/* Returns with a cancel pending, to act at the thread's next cancellation
+ * point. No old state is kept on the frames a cancel unwinds: the unwind
+ * skips AddressSanitizer's epilogue, and the redzones it leaves behind
+ * are reported when the thread's exit reuses the stack. */
+static void wait_for_the_cancel(void)
 {
-    (void)arg;
-    /* No old state kept on this frame: the cancel unwinds it without
-     * AddressSanitizer's epilogue, which would leave its redzones behind. */
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     while (!atomic_load(&cancel_sent))
         test_sleep_ms(1);
     pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+}
+
+/* Runs fn in a thread that a cancel is pending for when fn starts its
+ * work (wait_for_the_cancel()), and checks that the cancel ended it. */
+static void run_with_a_cancel_pending(void *(*fn)(void *))
+{
+    pthread_t th;
+    atomic_store(&cancel_sent, 0);
+    assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
+    assert_int_equal(pthread_cancel(th), 0);
+    atomic_store(&cancel_sent, 1);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+}
+
+static void *allocates_with_a_cancel_pending(void *arg)
+{
+    (void)arg;
+    wait_for_the_cancel();
     /* A charge of this size makes the library read the resident set: a
      * read(2), a cancellation point of the C library's. */
     void *p = rcl_alloc(4 * MiB, RCL_DEFAULT);
@@ -318,18 +343,8 @@ TEST(test_a_pending_cancel_waits_for_the_allocation_to_return)
     cfg.footprint = RCL_FOOTPRINT_RSS;
     assert_int_equal(rcl_init(&cfg), 0);
 
-    pthread_t th;
-    atomic_store(&cancel_sent, 0);
     atomic_store(&alloc_returned, 0);
-    assert_int_equal(pthread_create(&th, NULL, allocates_with_a_cancel_pending, NULL), 0);
-    assert_int_equal(pthread_cancel(th), 0);
-    atomic_store(&cancel_sent, 1);
-    struct timespec until;
-    void *ret;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HANG_MS / 1000;
-    assert_int_equal(pthread_timedjoin_np(th, &ret, &until), 0);
-    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    run_with_a_cancel_pending(allocates_with_a_cancel_pending);
     assert_int_equal(atomic_load(&alloc_returned), 1);
 
     /* Memory allocated outside the library still shows (the sanitizer
@@ -365,12 +380,7 @@ static void inversion(struct rcl_lock_class *x, struct rcl_lock_class *y)
 static void *inverts_with_a_cancel_pending(void *arg)
 {
     (void)arg;
-    /* No old state kept on this frame: the cancel unwinds it without
-     * AddressSanitizer's epilogue, which would leave its redzones behind. */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-    while (!atomic_load(&cancel_sent))
-        test_sleep_ms(1);
-    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    wait_for_the_cancel();
     /* The report names functions: the checker opens the program's file
      * (open(2), close(2): cancellation points) with its locks held. */
     inversion(&cancel_a, &cancel_b);
@@ -395,18 +405,8 @@ TEST(test_a_pending_cancel_waits_for_the_checkers_report)
     cfg.lockdep = RCL_LOCKDEP_ON;
     assert_int_equal(rcl_init(&cfg), 0);     /* a new graph: no file read yet */
 
-    pthread_t th;
-    atomic_store(&cancel_sent, 0);
     atomic_store(&report_done, 0);
-    assert_int_equal(pthread_create(&th, NULL, inverts_with_a_cancel_pending, NULL), 0);
-    assert_int_equal(pthread_cancel(th), 0);
-    atomic_store(&cancel_sent, 1);
-    struct timespec until;
-    void *ret;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += HANG_MS / 1000;
-    assert_int_equal(pthread_timedjoin_np(th, &ret, &until), 0);
-    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    run_with_a_cancel_pending(inverts_with_a_cancel_pending);
     assert_int_equal(atomic_load(&report_done), 1);
     assert_true(finishes(inverts, NULL));
     assert_int_equal(rcl_lockdep_reports(), 2);
