@@ -157,17 +157,12 @@ static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 
 static _Atomic long long be_stall_reported;
 
-/* What a NOFAIL request waiting for the backend has charged. */
-struct held_charge {
-    struct rcl_thread *t;
-    size_t             bytes;
-};
-
-static void held_charge_return(void *arg)
+/* A cancelled NOFAIL request gives back what it had charged (*bytes). */
+static void charge_return(void *bytes)
 {
-    const struct held_charge *c = arg;
-    if (c->bytes)
-        rcl__uncharge_fast(c->t, c->bytes);
+    size_t n = *(const size_t *)bytes;
+    if (n)
+        rcl__uncharge_fast(&rcl__self, n);
 }
 
 /* The retries of be_nofail(), until the backend gives a block. */
@@ -214,12 +209,11 @@ static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old,
                                                        size_t n, size_t size, rcl_gfp_t gfp,
                                                        size_t charged)
 {
-    struct held_charge held = { &rcl__self, charged };
     void *p;
 
     if (n > PTRDIFF_MAX)
         return NULL;
-    pthread_cleanup_push(held_charge_return, &held);
+    pthread_cleanup_push(charge_return, &charged);
     p = be_retry(op, old, align, n, size, gfp);
     pthread_cleanup_pop(0);
     return p;

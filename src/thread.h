@@ -32,12 +32,13 @@
 
 /*
  * A thread's block-cache lists, a kilobyte: mapped at its registration
- * (block_cache.c, which says why not from the backend), not in its TLS. The library's TLS is initial-exec, so
- * all of it must fit the static TLS block, and a library loaded with
- * dlopen() gets only what glibc keeps spare there - about 1.7 KB in a
- * small program, and glibc promises no more than 512 bytes. Until then
- * (and if that allocation failed) `bc` points at an empty, read-only set
- * of lists that keeps no block: rcl__bcache_off().
+ * (block_cache.c says why not from the backend), not in its TLS. The
+ * library's TLS is initial-exec, so all of it must fit the static TLS
+ * block, and a library loaded with dlopen() gets only what glibc keeps
+ * spare there - about 1.7 KB in a small program, and glibc promises no
+ * more than 512 bytes. Until then (and if that mapping failed) `bc` points
+ * at an empty, read-only set of lists that keeps no block:
+ * rcl__bcache_off().
  */
 struct rcl_bcache_lists {
     void     *top[RCL_BCACHE_CLASSES];     /* each class's list */

@@ -36,14 +36,6 @@ static void wait_for(atomic_int *flag)
         test_sleep_ms(1);
 }
 
-static void cancel_and_join(pthread_t th)
-{
-    void *ret;
-    assert_int_equal(pthread_cancel(th), 0);
-    assert_int_equal(pthread_join(th, &ret), 0);
-    assert_ptr_equal(ret, PTHREAD_CANCELED);
-}
-
 /* th's exit value; the test fails if th has not ended within HANG_MS. */
 static void *join_in_time(pthread_t th)
 {
@@ -54,6 +46,12 @@ static void *join_in_time(pthread_t th)
     if (pthread_timedjoin_np(th, &ret, &until) != 0)
         fail_msg("a cancelled thread did not end within %d ms", HANG_MS);
     return ret;
+}
+
+static void cancel_and_join(pthread_t th)
+{
+    assert_int_equal(pthread_cancel(th), 0);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -277,9 +275,8 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     assert_int_equal(pthread_create(&th, NULL, nofail_waiter, NULL), 0);
     wait_for(&alloc_waiting);
     test_sleep_ms(50);                          /* into the wait */
-    assert_int_equal(pthread_cancel(th), 0);
     /* A wait that is not a cancellation point would never end. */
-    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+    cancel_and_join(th);
     test_reports_reset();                       /* stall reports, if any */
 
     while (n)
