@@ -138,8 +138,7 @@ static int start_locked(const struct rcl_config *cfg_in)
         epoch++;
     atomic_store(&rcl__epoch, epoch);
     rcl__stats_reset();
-    atomic_store(&rcl__lockdep_mode, cfg.lockdep);
-    rcl__lockdep_thread_attach();
+    rcl__lockdep_set_mode(cfg.lockdep);
 
     err = rcl__account_start(&cfg);
     if (!err)
@@ -224,8 +223,7 @@ void rcl_shutdown(void)
         rcl__reclaim_stop();
         rcl__shrinkers_drop();
         rcl__lockdep_reset();
-        atomic_store(&rcl__lockdep_mode, RCL_LOCKDEP_OFF);
-        rcl__lockdep_thread_attach();
+        rcl__lockdep_set_mode(RCL_LOCKDEP_OFF);
         rcl__account_stop();
         rcl__footprint_stop();
         rcl__depot_drain();

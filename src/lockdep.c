@@ -382,6 +382,14 @@ void rcl__ld_reset(void)
     ld_thread_forget(ld_self, 0);
 }
 
+void rcl__lockdep_set_mode(int mode)
+{
+    if (mode != RCL_LOCKDEP_OFF)
+        rcl__ld_unwinder_load();
+    atomic_store(&rcl__lockdep_mode, mode);
+    rcl__lockdep_thread_attach();
+}
+
 unsigned long rcl__lockdep_count(void)
 {
     return atomic_load_explicit(&rcl__ld_nr_reports, memory_order_relaxed);

@@ -43,6 +43,9 @@ void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
  * calls come into the library) while it is on, not at all while it is off
  * (lockdep.c, scope.c). */
 void rcl__lockdep_thread_attach(void);
+/* Turns the checker on (RCL_LOCKDEP_ON, _VERBOSE) or off, at init and
+ * shutdown under init_lock; the calling thread follows it at once. */
+void rcl__lockdep_set_mode(int mode);
 unsigned long rcl__lockdep_count(void);
 void rcl__lockdep_atfork_prepare(void);
 void rcl__lockdep_atfork_parent(void);

@@ -176,6 +176,8 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
 void rcl__ld_report_emit(struct report_buf *rb, bool counts);
 /* This thread's name, id and backtrace, less `skip` innermost frames. */
 void rcl__ld_site_capture(struct site *st, int skip);
+/* Makes sure the unwinder that backtraces need is loaded (lockdep_report.c). */
+void rcl__ld_unwinder_load(void);
 /* Was a report with signature sig made already? Remembers it if not. */
 bool rcl__ld_site_seen(uint64_t sig);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);

@@ -38,6 +38,18 @@ __attribute__((noinline)) void rcl__ld_site_capture(struct site *st, int skip)
     st->tid = (long)syscall(SYS_gettid);
 }
 
+/* glibc's backtrace() loads the unwinder (libgcc_s) with dlopen() at its
+ * first call. A fork while another thread is inside that dlopen hands the
+ * child a half-loaded library, and the child's first backtrace crashes: an
+ * assertion in ld.so ("r_state == RT_CONSISTENT") or a call through an
+ * unrelocated pointer. Loading it while the checker is turned on, before
+ * any thread can take a backtrace for it, leaves no such window. */
+void rcl__ld_unwinder_load(void)
+{
+    void *frame;
+    backtrace(&frame, 1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Composition                                                               */
 /* ------------------------------------------------------------------------ */

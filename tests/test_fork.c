@@ -9,10 +9,13 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* Starting threads in a child of a multi-threaded process is what this
  * test is about; ThreadSanitizer refuses it unless told otherwise. */
@@ -534,6 +537,72 @@ TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
     assert_int_equal(wait_child(nested_child), 0);
     rcl_shrinker_unregister(inner);
     rcl_shrinker_unregister(outer);
+}
+
+
+/* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
+ * a child forked while another thread was inside that dlopen crashes at its
+ * own first backtrace (ld.so's "r_state == RT_CONSISTENT" assertion, or a
+ * call through an unrelocated pointer: one child in a hundred of the test
+ * above, when the fork fell in the checker's first scope). The checker
+ * loads the unwinder as it is turned on, before any thread can take a
+ * backtrace for it. Whether a library is loaded is only known in a process
+ * that has not loaded it yet: the test runs again in a fresh one. */
+#define FRESH_ENV "TEST_FORK_FRESH_PROCESS"
+enum { FRESH_OK, FRESH_PRELOADED = 3, FRESH_NOT_LOADED, FRESH_INIT_FAILED };
+
+static bool unwinder_loaded(void)
+{
+    void *h = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (h)
+        dlclose(h);
+    return h != NULL;
+}
+
+static int fresh_process_main(void)
+{
+    if (unwinder_loaded())
+        return FRESH_PRELOADED;
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.background = 0;
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    rcl_set_report_fn(test_report_catch, NULL);
+    if (rcl_init(&cfg))
+        return FRESH_INIT_FAILED;
+    int rc = unwinder_loaded() ? FRESH_OK : FRESH_NOT_LOADED;
+    rcl_shutdown();
+    return rc;
+}
+
+TEST_BARE(the_checker_loads_the_unwinder_before_any_thread_can_fork_inside_it)
+{
+    if (getenv(FRESH_ENV)) {
+        fflush(stdout);
+        _exit(fresh_process_main());
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    assert_true(n > 0);
+    exe[n] = '\0';
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv(FRESH_ENV, "1", 1);
+        setenv("TEST_FILTER", __func__, 1);
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(126);
+        execl(exe, exe, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    int rc = wait_child(pid);
+    if (rc == FRESH_PRELOADED) {
+        /* The sanitizers' runtimes link libgcc_s for their own unwinding. */
+        print_message("skipped: libgcc_s is loaded before the program starts\n");
+        skip();
+    }
+    if (rc == FRESH_NOT_LOADED)
+        fail_msg("the lock checker is on and the unwinder is not loaded");
+    assert_int_equal(rc, FRESH_OK);
 }
 
 TEST_MAIN();
