@@ -229,10 +229,12 @@ void rcl__footprint_stop(void)
     wr(rcl__acct.outside, 0);
 }
 
-/* fork() (fork.c): "/proc/self" was resolved when the file was opened, so
- * the child's copy of the descriptor reads the parent's resident set. */
+/* fork() (fork.c): a parent thread that was reading is not in the child,
+ * and "/proc/self" was resolved when the file was opened, so the child's
+ * copy of the descriptor reads the parent's resident set. */
 void rcl__footprint_atfork_child(void)
 {
+    atomic_store(&F.busy, 0);
     if (F.mode != RCL__FOOTPRINT_RSS || F.fd < 0)
         return;
     char path[PATH_MAX];

@@ -540,6 +540,67 @@ TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
 }
 
 
+/* The footprint sampler is one at a time: a thread that finds another
+ * reading marks nothing and returns. A child forked while a parent thread
+ * was reading has no such thread, and must sample all the same, or its
+ * budget stops seeing the memory it allocates outside the library. */
+static atomic_bool sampling_stop;
+
+static void *samples_without_pause(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&sampling_stop))
+        (void)rcl_footprint();
+    return NULL;
+}
+
+static int child_sees_memory_allocated_outside(void)
+{
+    size_t outside = 16 * MiB;
+    size_t before = rcl_footprint();
+    char *q = malloc(outside);
+    if (!q)
+        return 2;
+    memset(q, 1, outside);
+    __asm__ volatile("" : : "r"(q) : "memory");     /* the pages stay written */
+    size_t after = rcl_footprint();
+    free(q);
+    if (after < before + outside / 2) {
+        fprintf(stderr, "child: footprint %zu -> %zu after %zu bytes outside\n", before,
+                after, outside);
+        return 1;
+    }
+    return 0;
+}
+
+TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
+{
+    /* The sanitizer builds measure no footprint: their shadow memory is
+     * no program's. */
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan")) {
+        print_message("skipped: the sanitizer builds measure no footprint\n");
+        skip();
+    }
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(256 * MiB);
+    cfg.background = 0;
+    cfg.footprint = RCL_FOOTPRINT_RSS;
+    assert_int_equal(rcl_init(&cfg), 0);
+
+    pthread_t th;
+    atomic_store(&sampling_stop, false);
+    assert_int_equal(pthread_create(&th, NULL, samples_without_pause, NULL), 0);
+    int rc = 0, i;
+    for (i = 0; i < 40 && rc == 0; i++) {
+        pid_t pid = fork_child(child_sees_memory_allocated_outside);
+        rc = pid > 0 ? wait_child(pid) : -2;
+    }
+    atomic_store(&sampling_stop, true);
+    pthread_join(th, NULL);
+    if (rc != 0)
+        fail_msg("child %d: status %d", i, rc);
+}
+
 /* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
  * a child forked while another thread was inside that dlopen crashes at its
  * own first backtrace (ld.so's "r_state == RT_CONSISTENT" assertion, or a
