@@ -539,7 +539,6 @@ TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
     rcl_shrinker_unregister(outer);
 }
 
-
 /* The footprint sampler is one at a time: a thread that finds another
  * reading marks nothing and returns. A child forked while a parent thread
  * was reading has no such thread, and must sample all the same, or its
@@ -604,11 +603,12 @@ TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
 /* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
  * a child forked while another thread was inside that dlopen crashes at its
  * own first backtrace (ld.so's "r_state == RT_CONSISTENT" assertion, or a
- * call through an unrelocated pointer: one child in a hundred of the test
- * above, when the fork fell in the checker's first scope). The checker
- * loads the unwinder as it is turned on, before any thread can take a
- * backtrace for it. Whether a library is loaded is only known in a process
- * that has not loaded it yet: the test runs again in a fresh one. */
+ * call through an unrelocated pointer: about one run in a hundred of the
+ * busy-parent test, whose first fork could fall in the checker's first
+ * scope). The checker loads the unwinder as it is turned on, before any
+ * thread can take a backtrace for it. Whether a library is loaded is only
+ * known in a process that has not loaded it yet: the test runs again in a
+ * fresh one. */
 #define FRESH_ENV "TEST_FORK_FRESH_PROCESS"
 enum { FRESH_OK, FRESH_PRELOADED = 3, FRESH_NOT_LOADED, FRESH_INIT_FAILED };
 
