@@ -342,7 +342,16 @@ struct holder {
     _Atomic unsigned long listed, held;   /* objects on the list, taken off it */
     _Atomic unsigned long release_at;     /* direct reclaims that release them */
     _Atomic int waiter_done;              /* the allocation returned: release */
+    _Atomic int released;                 /* the held objects were uncharged */
 };
+
+/* The held objects go back once, by whichever side comes first. */
+static void holder_uncharge(struct holder *h)
+{
+    if (!atomic_exchange(&h->released, 1))
+        for (unsigned long i = atomic_load(&h->held); i > 0; i--)
+            rcl_uncharge(OBJ);
+}
 
 static unsigned long holder_count(void *priv, struct rcl_shrink_control *sc)
 {
@@ -357,14 +366,34 @@ static unsigned long holder_scan(void *priv, struct rcl_shrink_control *sc)
     (void)sc;
     unsigned long n = atomic_exchange(&h->listed, 0);
     atomic_store(&h->held, n);
-    while (!atomic_load(&h->waiter_done) && stats().direct_reclaims < atomic_load(&h->release_at))
+    while (!atomic_load(&h->waiter_done))
         test_sleep_ms(0);
-    for (unsigned long i = 0; i < n; i++)
-        rcl_uncharge(OBJ);
+    holder_uncharge(h);
     return n;
 }
 
 static const struct rcl_shrinker_ops holder_ops = { holder_count, holder_scan };
+
+/* R's release at the waiter's release_at-th direct reclaim, made from
+ * the waiter's own pass (a shrinker that frees nothing of its own), so
+ * that it does not depend on when R next gets a CPU: a loaded machine
+ * kept R off one for longer than the waiter's bounded wait. */
+static unsigned long releaser_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return count_of(1024);
+}
+
+static unsigned long releaser_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct holder *h = priv;
+    (void)sc;
+    if (stats().direct_reclaims >= atomic_load(&h->release_at))
+        holder_uncharge(h);
+    return 0;
+}
+
+static const struct rcl_shrinker_ops releaser_ops = { releaser_count, releaser_scan };
 
 static void *holder_reclaim(void *arg)
 {
@@ -407,13 +436,20 @@ TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL,
     pthread_t r;
     struct rcl_shrinker *s = holder_start(&h, &r);
 
-    /* Released only after more rounds than a charge used to get. */
-    atomic_store(&h.release_at, stats().direct_reclaims + 2 * ROUNDS_BEFORE_FAILING);
+    /* Released one round after a charge that did not wait would have
+     * failed, and no later: each round yields the CPU, and on a loaded
+     * machine twice as many rounds outlasted the 20 ms the wait is
+     * bounded by. */
+    atomic_store(&h.release_at, stats().direct_reclaims + ROUNDS_BEFORE_FAILING + 1);
+    struct rcl_shrinker *rel = rcl_shrinker_register("releaser", &releaser_ops, &h, NULL);
+    assert_non_null(rel);
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
     holder_release(&h, r);
     assert_int_equal(ret, 0);
+    assert_true(stats().direct_reclaims >= atomic_load(&h.release_at));
 
     rcl_uncharge(OBJ);
+    rcl_shrinker_unregister(rel);
     rcl_shrinker_unregister(s);
     rcl_shutdown();
 }
