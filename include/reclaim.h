@@ -375,7 +375,9 @@ void    *rcl_journal_info(void);
  * a later wake-up tries again, at most every 100 ms, while allocations
  * reclaim directly), pressure following on,
  * lock checker off (lockdep = RCL_LOCKDEP_ON, or RECLAIM_LOCKDEP=1 for a
- * program configured from the environment).
+ * program configured from the environment; turning it on loads libgcc_s,
+ * which glibc's backtrace() would otherwise open at its first call, while
+ * another thread may be forking: rcl_lockdep(3)).
  */
 #define RCL_LOCKDEP_OFF     0
 #define RCL_LOCKDEP_ON      1
