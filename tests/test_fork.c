@@ -582,7 +582,6 @@ TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
     }
     rcl_shutdown();
     struct rcl_config cfg = test_config(256 * MiB);
-    cfg.background = 0;
     cfg.footprint = RCL_FOOTPRINT_RSS;
     assert_int_equal(rcl_init(&cfg), 0);
 
@@ -625,7 +624,6 @@ static int fresh_process_main(void)
     if (unwinder_loaded())
         return FRESH_PRELOADED;
     struct rcl_config cfg = test_config(8 * MiB);
-    cfg.background = 0;
     cfg.lockdep = RCL_LOCKDEP_ON;
     rcl_set_report_fn(test_report_catch, NULL);
     if (rcl_init(&cfg))
