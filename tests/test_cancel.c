@@ -48,8 +48,17 @@ static void *join_in_time(pthread_t th)
     return ret;
 }
 
-static void cancel_and_join(pthread_t th)
+/* Runs fn in a thread and cancels it inside the wait fn comes to: after
+ * fn set *waiting (NULL: fn says nothing) and 50 ms more. */
+static void cancel_in_its_wait(void *(*fn)(void *), atomic_int *waiting)
 {
+    pthread_t th;
+    if (waiting)
+        atomic_store(waiting, 0);
+    assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
+    if (waiting)
+        wait_for(waiting);
+    test_sleep_ms(50);
     assert_int_equal(pthread_cancel(th), 0);
     assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
 }
@@ -98,12 +107,7 @@ TEST(test_cancelled_mempool_waiter_leaves_the_pool_unlocked)
     void *e = rcl_mempool_alloc(pool, RCL_DEFAULT);
     assert_ptr_equal(e, element);
 
-    pthread_t th;
-    atomic_store(&waiting, 0);
-    assert_int_equal(pthread_create(&th, NULL, pool_waiter, NULL), 0);
-    wait_for(&waiting);
-    test_sleep_ms(50);                          /* into the wait */
-    cancel_and_join(th);
+    cancel_in_its_wait(pool_waiter, &waiting);
 
     assert_true(finishes(pool_round_trip, e));
     rcl_mempool_destroy(pool);
@@ -164,9 +168,7 @@ TEST(test_cancel_during_a_shrinker_scan_waits_for_the_scan)
     assert_int_equal(pthread_cancel(th), 0);
     test_sleep_ms(50);
     atomic_store(&release, 1);                  /* the scan may finish now */
-    void *ret;
-    assert_int_equal(pthread_join(th, &ret), 0);
-    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
     /* Cancelled after reclaim, not inside it. */
     assert_int_equal(atomic_load(&reclaim_returned), 1);
 
@@ -218,10 +220,7 @@ TEST(test_cancelled_flusher_leaves_the_queue_unlocked)
     assert_int_equal(rcl_queue_work(wq, &blocker), 0);
     wait_for(&work_started);
 
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, flusher, NULL), 0);
-    test_sleep_ms(50);                          /* into the wait */
-    cancel_and_join(th);
+    cancel_in_its_wait(flusher, NULL);
 
     atomic_store(&work_release, 1);
     assert_true(finishes(queue_flush_destroy, &quick));
@@ -270,13 +269,8 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     assert_true(n > 0 && n < MAX_BLOCKS);
     test_reports_reset();
 
-    pthread_t th;
-    atomic_store(&alloc_waiting, 0);
-    assert_int_equal(pthread_create(&th, NULL, nofail_waiter, NULL), 0);
-    wait_for(&alloc_waiting);
-    test_sleep_ms(50);                          /* into the wait */
     /* A wait that is not a cancellation point would never end. */
-    cancel_and_join(th);
+    cancel_in_its_wait(nofail_waiter, &alloc_waiting);
     test_reports_reset();                       /* stall reports, if any */
 
     while (n)
