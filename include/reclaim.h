@@ -661,8 +661,8 @@ size_t rcl_auto_limit(void);
  *
  * Each thread keeps a few of the blocks of up to 64 KiB it freed and hands
  * them out again before asking the backend, as the kernel keeps per-CPU
- * freelists. A cached block keeps its charge in the thread's stock: the
- * budget counts it, rcl_usage() does not (rcl_stats.thread_cached does);
+ * freelists. A cached block stays charged: the budget counts it,
+ * rcl_usage() does not (rcl_stats.thread_cached does);
  * rcl_usage_sync(), reclaim, an allocation that finds the budget short,
  * and thread exit give them back. Blocks up to 64 KiB are asked of the
  * backend rounded up to a size class. The figures (how many blocks per

@@ -20,12 +20,16 @@
  * may sit on. The fast paths (alloc.c, rcl_charge below, stock.h's
  * inlines) spend and refill the stock with plain loads and stores; only
  * the owner thread writes `stock` (fork and shutdown aside, when no other
- * thread runs). The stock includes the charge of the thread's cached
- * blocks (`cached`, block_cache.h), which are memory and bounded by the
- * cache; stock_max bounds the rest, the unused part (rcl__stock_avail),
- * which is budget with no memory behind it. A free stays on the fast path
- * while that part plus the size fits stock_max, so every reason to leave
- * it is folded into stock_max:
+ * thread runs). The stock is budget with no memory behind it; the charge
+ * of the thread's cached blocks (`cached`, block_cache.h), which are
+ * memory and bounded by the cache, is kept apart from it, so that a block
+ * that goes from the cache to the program and back moves its charge
+ * between `cached` and what is handed out, and the stock is not touched -
+ * the kernel's slab, likewise, charges a page once, not each object
+ * carved from it. The budget counts both, and rcl_usage() leaves both
+ * out. A free that goes into the cache stays on the fast path while
+ * stock_max >= 0; one that does not, while the stock plus its size fits
+ * stock_max. So every reason to leave it is folded into stock_max:
  *   stock_limit()   two batches: the normal value, set when the thread
  *                   registers and followed by its charge slow path when
  *                   the batch changes with the limit;
@@ -44,9 +48,12 @@
  * met before the stock is spent again also sets RCL__WATCH_DRAIN in the
  * thread's watch word, which the allocation and charge fast paths test
  * (signal handlers set the same bit to bring the thread to the slow path,
- * rcl__slow_path_ask). Invariants: stock >= cached, the block cache's
- * blocks staying charged (block_cache.h); charged == handed out + the
- * stocks + the signal stashes.
+ * rcl__slow_path_ask). Invariants: stock >= 0 (outside a flush, which
+ * never leaves it below what it keeps); charged == handed out + the
+ * stocks + the cached blocks + the signal stashes. A charge that moves
+ * between the stock and the cache is added where it goes before it is
+ * taken from where it was, so that rcl_usage(), which reads the cache
+ * first, never sees it in neither.
  */
 #include "internal.h"
 #include "backend.h"
@@ -111,12 +118,13 @@ void rcl__stock_attach(struct rcl_thread *t)
 #endif
 }
 
-/* A thread's stock back to the budget: at its exit, or in a forked child
- * for the threads that did not come along (t is only read). */
+/* A thread's stock back to the budget: at its exit (its cache emptied
+ * first), or in a forked child for the threads that did not come along,
+ * with their cached blocks' charge (t is only read). */
 void rcl__stock_return(const struct rcl_thread *t)
 {
     rcl__assert(rcl__registry_held());
-    budget_return((size_t)rd(t->stock));
+    budget_return((size_t)rd(t->stock) + rd(t->cached));
 #ifdef RCL_DEBUG
     /* A vanished thread's signal stash stays charged, held by nobody (at
      * an exit the stash was emptied first). */
@@ -291,14 +299,14 @@ static bool owner_collect(void)
     return false;
 }
 
-/* Never below what backs the cached blocks: their charge stays. */
+/* The stock above `keep` back to the budget. */
 void rcl__stock_flush(struct rcl_thread *t, long keep)
 {
-    long s = rd(t->stock), cached = (long)rd(t->cached);
+    long s = rd(t->stock);
 
-    rcl__assert(s >= cached);
-    if (keep < cached)
-        keep = cached;
+    rcl__assert(s >= 0);
+    if (keep < 0)
+        keep = 0;
 
     /* The budget first, then the stock, released: rcl_usage(), which
      * reads the stocks before the budget, then sees the bytes either in
@@ -315,12 +323,16 @@ void rcl__stock_flush(struct rcl_thread *t, long keep)
  * pending before it or came in meanwhile. Returns what end needs. */
 long rcl__stock_reclaim_begin(struct rcl_thread *t)
 {
-    return t->in_reclaim++ ? STOCK_RECLAIM : atomic_exchange(&t->stock_max, STOCK_RECLAIM);
+    if (t->in_reclaim++)
+        return STOCK_RECLAIM;
+    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_RECLAIM);
+    return atomic_exchange(&t->stock_max, STOCK_RECLAIM);
 }
 
 void rcl__stock_reclaim_end(struct rcl_thread *t, long before)
 {
     if (--t->in_reclaim == 0) {
+        atomic_fetch_and(&t->lockdep_watch, ~RCL__WATCH_RECLAIM);
         long expect = STOCK_RECLAIM;
         atomic_compare_exchange_strong(&t->stock_max, &expect,
                                        before == STOCK_DRAIN ? STOCK_DRAIN : stock_limit());
@@ -337,7 +349,7 @@ void rcl__stock_refund(struct rcl_thread *t, size_t bytes)
 /* A stock whose unused part went over stock_max keeps a batch of it. */
 static void stock_trim(struct rcl_thread *t)
 {
-    rcl__stock_flush(t, (long)rd(t->cached) + rd(rcl__acct.batch));
+    rcl__stock_flush(t, rd(rcl__acct.batch));
 }
 
 /* The excess over stock_max back to the budget, down to a batch; nothing
@@ -395,7 +407,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     /* The watermarks are on real memory: what the process holds beyond
      * its charges takes room as much as a charge does. */
     size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
-    /* Refill no more than leaves room in the stock's unused part for this
+    /* Refill no more than leaves room in the stock for this
      * block: a block whose free would overflow it takes the slow path, and
      * every allocation of its size would come down here again. */
     size_t room = (size_t)stock_limit();
@@ -416,7 +428,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
                                                     memory_order_acquire, memory_order_relaxed));
 
-    wr(t->stock, (long)(rd(t->cached) + extra));
+    wr(t->stock, (long)extra);
     if (t->in_reclaim)
         t->reclaimed -= (long)need;
     update_peak(after);
@@ -753,10 +765,13 @@ size_t rcl_usage(void)
     /* The stocks before the budget, acquiring what rcl__stock_flush()
      * released: a flush in between is then counted in neither or only in
      * the budget, so frees and flushes in flight can make the result
-     * smaller than the truth, never larger. */
+     * smaller than the truth, never larger. Each thread's cache before
+     * its stock, for the same reason: a charge leaving the cache for the
+     * stock is in the stock before it leaves the cache (released). */
     unsigned b = rcl__busy_hold(&rcl__self);
     rcl__registry_lock();
     for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next) {
+        stocks += atomic_load_explicit(&t->cached, memory_order_acquire);
         long s = atomic_load_explicit(&t->stock, memory_order_acquire);
         stocks += s > 0 ? (size_t)s : 0;
         stocks += atomic_load_explicit(&t->sig_stash_bytes, memory_order_acquire);
@@ -787,27 +802,25 @@ void rcl_usage_sync(void)
 /* The accounting check                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* One thread's part: its stock backs its cached blocks. */
+/* One thread's part: its stock is not negative. */
 static int acct_check_thread(const struct rcl_thread *t, char *why, size_t len)
 {
     long stock = rd(t->stock);
-    size_t cached = rd(t->cached);
 
-    if (stock < 0 || (size_t)stock < cached) {
-        snprintf(why, len, "a thread's stock (%ld bytes) does not cover its cached blocks "
-                 "(%zu bytes)", stock, cached);
+    if (stock < 0) {
+        snprintf(why, len, "a thread's stock is negative (%ld bytes)", stock);
         return -1;
     }
     return 0;
 }
 
 /* Exact where the debug bookkeeping counts what was handed out; else only
- * that the budget holds at least the stocks. */
+ * that the budget holds at least the stocks and caches. */
 static int acct_check_sum(size_t charged, size_t stocks, long out, char *why, size_t len)
 {
 #ifdef RCL_DEBUG
     if ((long long)charged != (long long)stocks + out) {
-        snprintf(why, len, "charged %zu bytes, but %ld handed out and %zu in stocks "
+        snprintf(why, len, "charged %zu bytes, but %ld handed out and %zu in stocks and caches "
                  "(%+lld)", charged, out, stocks,
                  (long long)charged - (long long)stocks - out);
         return -1;
@@ -815,7 +828,7 @@ static int acct_check_sum(size_t charged, size_t stocks, long out, char *why, si
 #else
     (void)out;
     if (charged < stocks) {
-        snprintf(why, len, "charged %zu bytes, less than the %zu the stocks hold",
+        snprintf(why, len, "charged %zu bytes, less than the %zu the stocks and caches hold",
                  charged, stocks);
         return -1;
     }
@@ -824,8 +837,8 @@ static int acct_check_sum(size_t charged, size_t stocks, long out, char *why, si
 }
 
 /*
- * charged == handed out + the stocks (signal stashes included), and every
- * stock covers its thread's cached blocks. Exact only at a quiet point
+ * charged == handed out + the stocks + the cached blocks (signal stashes
+ * included), and no stock is negative. Exact only at a quiet point
  * (no thread inside an allocation, a free or a charge), as at a test's
  * end; the sum is exact in RCL_DEBUG builds, which count what was handed
  * out, and a bound elsewhere. What a reported over-uncharge gave back
@@ -844,7 +857,8 @@ int rcl__acct_check(char *why, size_t len)
 #endif
     for (struct rcl_thread *t = rcl__registry_first(); t && !err; t = t->next) {
         err = acct_check_thread(t, why, len);
-        stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rd(t->sig_stash_bytes);
+        stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rd(t->cached) +
+                  rd(t->sig_stash_bytes);
 #ifdef RCL_DEBUG
         out += rd(t->acct_out);
 #endif

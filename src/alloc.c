@@ -4,15 +4,18 @@
  * free ends.
  *
  * Every block carries a 16-byte header just before the pointer handed out:
- * the size charged, a check word, and where the backend's block starts.
+ * the size asked, a check word, and where the backend's block starts.
  * That header is how rcl_free() knows what to uncharge without asking the
  * backend, and how it tells a pointer it handed out from one it did not.
  *
  * The fast paths touch only this thread's state (rcl__self) and the block:
- *   rcl_alloc: size fits the stock -> a cached block or backend malloc,
- *              take from the stock;
- *   rcl_free:  header checks out    -> give to the stock, keep the block in
- *              the cache or backend free.
+ *   rcl_alloc: a cached block      -> its charge moves with it to the
+ *                                     program, the stock untouched;
+ *              none                -> backend malloc, charged from the
+ *                                     stock if the stock covers it;
+ *   rcl_free:  header checks out   -> keep the block in the cache, its
+ *                                     charge with it; else backend free,
+ *                                     its charge to the stock.
  * Everything else (first use, empty stock, the lock checker watching, bad
  * input, aligned and mapped blocks) goes through the slow paths below.
  * A call from a signal handler that interrupted the thread inside the
@@ -39,7 +42,8 @@
  *   check  (bits 0-31)  tells our blocks from anything else (VMAP_TAG
  *                       xor-ed in for mapped blocks);
  *   shift  (bits 32-47) the backend block starts (1 << shift) bytes before
- *                       the pointer: 4 for plain blocks;
+ *                       the pointer: 4 for plain blocks (RCL__HDR_CACHED
+ *                       flips bit 47 while a block is cached: no shift);
  *   epoch  (bits 48-63) low bits of rcl__epoch: blocks from before an
  *                       rcl_shutdown() are no longer charged. */
 #define HDR_SHIFT  4u
@@ -68,7 +72,7 @@ static void secret_init(void)
 
 static inline uint32_t check_word(const void *p, size_t size)
 {
-    return addr_word(p, size) ^ secret;
+    return addr_word(p, check_size(size)) ^ secret;
 }
 
 static inline uint64_t meta_bits(unsigned shift, unsigned epoch)
@@ -161,7 +165,8 @@ static _Atomic long long be_stall_reported;
 static void charge_return(void *bytes)
 {
     size_t n = *(const size_t *)bytes;
-    if (n)
+
+    rcl__asan_unwinding();    if (n)
         rcl__uncharge_fast(&rcl__self, n);
 }
 
@@ -237,12 +242,24 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
 
     rcl__assert(rcl__stock_avail(t) >= 0);
     user_fit(h, size);
-    own_add(t->nr_alloc, 1);
+    own_inc(t->nr_alloc);
     h->size = size;
-    h->meta = t->hdr_tag ^ addr_word(p, size);
+    h->meta = t->hdr_tag ^ addr_word(p, check_size(size));
     if (unlikely(gfp & RCL__ZERO))
         return memset(p, 0, size);
     return p;
+}
+
+/* A cache hit: the cached block's header is right but for the size and
+ * the cached mark (block_cache.h), its check word being the class's. */
+static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, size_t size)
+{
+    rcl__assert(h->meta == (t->hdr_tag ^ addr_word(h + 1, check_size(size)) ^ RCL__HDR_CACHED));
+    user_fit(h, size);
+    own_inc(t->nr_alloc);
+    h->size = size;
+    h->meta ^= RCL__HDR_CACHED;
+    return h + 1;
 }
 
 /* A cache hit to be zeroed: out of line, so that rcl_alloc's fast path
@@ -292,8 +309,14 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     struct rcl_hdr *h = NULL;
     if (size <= RCL_BCACHE_MAX) {
         unsigned c = rcl__bcache_class(size);
-        if (!(h = rcl__bcache_take(t, c)))
+        /* A cached block brings its own charge: the one just taken goes
+         * back (as reclaim's progress, in a reclaim). */
+        if ((h = rcl__bcache_take(t, c, (long)cost)) != NULL) {
+            rcl__acct_out(t, cost);
+            rcl__uncharge_fast(t, cost);
+        } else {
             rcl__bcache_missed(t, c);
+        }
     }
     if (!h)
         h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
@@ -358,29 +381,24 @@ static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
-    if (unlikely(t->busy))
+    if (unlikely(rcl__busy_try_enter(t)))
         return rcl__sig_alloc(size, gfp);
-    rcl__busy_enter(t);
-    long stock = rd(t->stock);
 
-    /* size - 1 < RCL_BCACHE_MAX: nonzero and of a class, in one test; a
-     * cached block is covered by the stock that holds its charge. */
-    if (likely(size - 1 < RCL_BCACHE_MAX && rcl__fast_ok(t))) {
-        unsigned c = rcl__bcache_class(size);
-        long cost = (long)rcl__bcache_charge(c);
-        if (likely(cost <= stock)) {
-            struct rcl_hdr *h = rcl__bcache_take(t, c);
-            if (h) {
-                wr(t->stock, stock - cost);
-                rcl__acct_out(t, cost);
-                if (unlikely(gfp & RCL__ZERO))
-                    return hand_out_zeroed_out(t, h, size);
-                void *p = hand_out(t, h, size, 0);
-                rcl__busy_leave(t);
-                return p;
-            }
-            return alloc_fresh_out(size, c, cost, gfp);
+    /* A cached block brings its charge (t->cached): the stock is not
+     * touched. */
+    unsigned c;
+    long cost;
+    if (likely(rcl__fast_ok(t) && rcl__bcache_class_charge(size, c, cost))) {
+        struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
+        if (likely(h != NULL)) {
+            rcl__acct_out(t, cost);
+            if (unlikely(gfp & RCL__ZERO))
+                return hand_out_zeroed_out(t, h, size);
+            void *p = hand_out_cached(t, h, size);
+            rcl__busy_leave(t);
+            return p;
         }
+        return alloc_fresh_out(size, c, cost, gfp);
     }
     return alloc_slow_out(size, gfp);
 }
@@ -439,7 +457,7 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
-    own_add(t->nr_alloc, 1);
+    own_inc(t->nr_alloc);
     void *p = hdr_fill((struct rcl_hdr *)(base + align) - 1, size, shift, rd(t->epoch), 0);
     if (gfp & RCL__ZERO)
         memset(p, 0, size);
@@ -484,7 +502,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
         rcl__count(failures, 1);
         return fail(ENOMEM);
     }
-    own_add(t->nr_alloc, 1);
+    own_inc(t->nr_alloc);
     return hdr_fill((struct rcl_hdr *)(base + page) - 1, len,
                     (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
 }
@@ -558,7 +576,7 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
     }
     if (charged) {
         rcl__thread_attach(t);
-        own_add(t->nr_free, 1);
+        own_inc(t->nr_free);
         rcl__uncharge_fast(t, shift == HDR_SHIFT ? block_charge(size)
                                                  : front_charge(size, shift, kind == BLOCK_VMAP));
     }
@@ -585,30 +603,31 @@ static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *
     rcl__busy_leave(&rcl__self);
 }
 
-/* A fast free's charge goes back to the thread's stock. */
+/* A fast free: the block's charge is no longer handed out. */
 static inline void free_counted(struct rcl_thread *t, long charge)
 {
-    wr(t->stock, rd(t->stock) + charge);
     rcl__acct_out(t, -charge);
-    own_add(t->nr_free, 1);
+    own_inc(t->nr_free);
 }
 
-/* The fast free of a block the cache turned away, its charge already
- * given to the stock: out of line, so that a free into the cache makes no
- * call and needs no stack frame. */
+/* The fast free of a block the cache turned away, whose charge the stock
+ * has room for: out of line, so that a free into the cache makes no call
+ * and needs no stack frame. */
 static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
-                                                        struct rcl_hdr *h, unsigned c)
+                                                        struct rcl_hdr *h, unsigned c,
+                                                        long charge)
 {
+    free_counted(t, charge);
     /* A full list that is only a batch goes to the depot, for a thread
      * that allocates what this one frees; the block starts the list anew. */
     bool gave = rcl__depot_give(t, c);
-    struct rcl_bcache_slot slot;
 
-    if (gave && rcl__bcache_room(t, c, &slot)) {
-        rcl__bcache_put(t, h, c, &slot);
+    if (gave && rcl__bcache_room(t, c, charge)) {
+        rcl__bcache_put(t, h, c, charge);
     } else {
         h->meta = 0;    /* a second free of the same block is then caught */
         rcl__be_free(h);
+        wr(t->stock, rd(t->stock) + charge);
         if (!gave)
             rcl__bcache_turned_away(t, c);
     }
@@ -622,33 +641,33 @@ void rcl_free(void *p)
     if (!p)
         return;
     struct rcl_thread *t = &rcl__self;
-    if (unlikely(t->busy)) {
+    if (unlikely(rcl__busy_try_enter(t))) {
         rcl__sig_free(p);
         return;
     }
-    rcl__busy_enter(t);
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
     size_t size = h->size;
 
     /* Blocks above the classes take the slow path: they are large, and
-     * rare next to the small ones. */
-    if (likely(h->meta == (t->hdr_tag ^ addr_word(p, size)) && size <= RCL_BCACHE_MAX)) {
-        unsigned c = rcl__bcache_class(size);
-        long charge = (long)rcl__bcache_charge(c);
-        struct rcl_bcache_slot slot;
-        /* A kept block's charge stays in the stock as memory; any other
-         * adds to the stock's unused part, which stock_max bounds (and
-         * a reclaim or a drain request makes negative: account.c). */
-        if (likely(rcl__bcache_room(t, c, &slot))) {
+     * rare next to the small ones. The class comes before the check, its
+     * charge being what the check word covers (check_size). */
+    unsigned c;
+    long charge;
+    if (likely(rcl__bcache_class_charge(size, c, charge))) {
+        /* A kept block keeps its charge, in the cache; any other adds
+         * it to the stock, which stock_max bounds (and a reclaim or a
+         * drain request makes negative, for both: account.c). */
+        if (unlikely(h->meta != (t->hdr_tag ^ addr_word(p, (size_t)charge)))) {
+            /* not a block of this epoch's: the slow path says what it is */
+        } else if (likely(rcl__bcache_room(t, c, charge))) {
             if (likely(rd(t->stock_max) >= 0)) {
                 free_counted(t, charge);
-                rcl__bcache_put(t, h, c, &slot);
+                rcl__bcache_put(t, h, c, charge);
                 rcl__busy_leave(t);
                 return;
             }
-        } else if (rd(t->stock) + charge - (long)rd(t->cached) <= rd(t->stock_max)) {
-            free_counted(t, charge);
-            free_uncached_out(t, h, c);
+        } else if (rd(t->stock) + charge <= rd(t->stock_max)) {
+            free_uncached_out(t, h, c, charge);
             return;
         }
     }

@@ -19,10 +19,20 @@
 #include "block_cache.h"
 
 /* The address half of a header's check word; alloc.c's secret, carried
- * in the thread's hdr_tag, is the other. */
+ * in the thread's hdr_tag, is the other. `size` is check_size()'s. */
 static inline uint32_t addr_word(const void *p, size_t size)
 {
     return (uint32_t)((uintptr_t)p >> 4) ^ (uint32_t)size;
+}
+
+/* The size a header's check word covers: for a block of a class, the
+ * class's charge, so that a cached block's header stays right for any
+ * size of its class it is handed out at next (block_cache.h); above the
+ * classes (and for 0, which only a header that is no block's says), the
+ * size. */
+static inline size_t check_size(size_t size)
+{
+    return size - 1 < RCL_BCACHE_MAX ? rcl__bcache_charge(rcl__bcache_class(size)) : size;
 }
 
 /* What the backend is asked for: a small block rounds up to its class. */

@@ -32,13 +32,35 @@ void rcl__bcache_limit(size_t limit)
     depot_limit(limit);
 }
 
-/* Class c's cached blocks back to the backend, their charge left in the
- * stock (for the stock protocol to keep or return). */
+/* Cached blocks' charge to the stock: there before it leaves the cache
+ * (released), so that rcl_usage(), which reads a thread's cache before
+ * its stock, never misses it. */
+static void uncache_charge(struct rcl_thread *t, size_t bytes)
+{
+    rcl__assert(rd(t->cached) >= bytes);
+    wr(t->stock, rd(t->stock) + (long)bytes);
+    atomic_store_explicit(&t->cached, rd(t->cached) - bytes, memory_order_release);
+}
+
+/* Class c's cached blocks back to the backend, their charge to the stock
+ * (for the stock protocol to keep or return). */
 static void give_back(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *h;
-    while ((h = rcl__bcache_take(t, c)) != NULL)
+    struct rcl_hdr *h = t->bc->top[c];
+    size_t n = 0;
+
+    if (!h)
+        return;
+    t->bc->top[c] = NULL;
+    for (struct rcl_hdr *next; h; h = next, n++) {
+        next = h->next;
+        rcl__assert(h->meta & RCL__HDR_CACHED);
+        h->meta = 0;
         rcl__be_free(h);
+    }
+    rcl__assert(n == t->bc->len[c]);
+    t->bc->len[c] = 0;
+    uncache_charge(t, n * rcl__bcache_charge(c));
 }
 
 /* Every cached block back. Only ever for the caller's own rcl__self, or at
@@ -154,6 +176,7 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
 struct depot {
     _Atomic unsigned n;                   /* batches held: read unlocked as a hint */
     struct rcl_hdr  *batch[DEPOT_SLOTS];  /* cache lists, as their threads left them */
+    unsigned         len[DEPOT_SLOTS];    /* and their lengths */
 };
 
 /* Eight locks serve the classes, class c taking lock c % 8: batches make
@@ -237,15 +260,14 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 
     if (!top)
         return false;
-    /* Once in the depot the list is another thread's to take: its length
-     * is read here, before. */
-    size_t len = (size_t)top->meta, bytes = len * rcl__bcache_charge(c);
+    size_t len = t->bc->len[c], bytes = len * rcl__bcache_charge(c);
     if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
         return false;
     pthread_mutex_lock(depot_lock(c));
     unsigned n = rd(d->n);
     if (n < DEPOT_SLOTS) {
         d->batch[n] = top;
+        d->len[n] = (unsigned)len;
         wr(d->n, n + 1);
     }
     pthread_mutex_unlock(depot_lock(c));
@@ -254,7 +276,8 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
         return false;
     }
     t->bc->top[c] = NULL;
-    own_add(t->cached, -(long)bytes);
+    t->bc->len[c] = 0;
+    uncache_charge(t, bytes);
     batch_resize(t, c, len);
     return true;
 }
@@ -264,7 +287,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
  * out, the rest its new list, no more of them than `room` bytes of charge
  * (what its stock can cover and its cache may hold); the rest of the
  * batch stays. The caller charges the block it hands out; the list's
- * charge is taken here from the stock's unused part, as cached blocks'.
+ * charge is taken here from the stock.
  */
 struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
 {
@@ -283,16 +306,16 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
         return NULL;
     }
     h = d->batch[n - 1];
-    size_t len = (size_t)h->meta;
+    size_t len = d->len[n - 1];
     if (len > want) {
-        /* The top `want` blocks leave; the bottom of the list stays, its
-         * positions (1 .. len - want) still right. */
+        /* The top `want` blocks leave; the bottom of the list stays. */
         struct rcl_hdr *last = h;
         for (size_t i = 1; i < want; i++)
             last = last->next;
         rest = last->next;
         last->next = NULL;
         d->batch[n - 1] = rest;
+        d->len[n - 1] = (unsigned)(len - want);
         len = want;
     } else {
         wr(d->n, n - 1);
@@ -300,15 +323,11 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     pthread_mutex_unlock(depot_lock(c));
     atomic_fetch_sub(&depot_bytes, len * charge);
 
-    /* The blocks below h become the thread's list: positions len-1 .. 1,
-     * which only a cut list needs written anew. */
-    if (rest) {
-        size_t pos = len - 1;
-        for (struct rcl_hdr *x = h->next; x; x = x->next)
-            x->meta = pos--;
-    }
+    /* The blocks below h become the thread's list. */
     t->bc->top[c] = h->next;
+    t->bc->len[c] = (uint16_t)(len - 1);
     own_add(t->cached, (long)((len - 1) * charge));
+    wr(t->stock, rd(t->stock) - (long)((len - 1) * charge));
     return h;
 }
 

@@ -35,10 +35,13 @@
  * own pair costs less (docs/bench/patterns.md has the figures). From the
  * cache a pair costs less than glibc's own.
  *
- * A cached block stays charged: its class charge is held in the thread's
- * stock (t->cached, invariant stock >= cached; the stock protocol is
- * account.c's), so the budget counts it - it is real memory - while
- * rcl_usage(), which leaves stocks out, does not. The cache has its own
+ * A cached block stays charged: its charge goes from what the thread
+ * handed out to t->cached when it is freed into the cache, and back when
+ * it is handed out again, and only the block's move to or from the
+ * backend or the depot touches the stock (the stock protocol is
+ * account.c's). So the budget counts a cached block - it is real memory -
+ * while rcl_usage(), which leaves stocks and caches out, does not, and a
+ * cache hit costs the budget nothing at all. The cache has its own
  * byte bound, apart from stock_max, which bounds only the part of the
  * stock with no memory behind it: a cache that shared stock_max would
  * leave it either too small for a live set or too large for the footprint
@@ -67,40 +70,92 @@
 #include "backend.h"
 
 /* The 16 bytes in front of every block handed out (alloc.c fills and
- * checks them); a cached block's link and its position in the list. */
+ * checks them); a cached block's link. */
 struct rcl_hdr {
     union {
-        size_t          size;   /* bytes charged for the block */
+        size_t          size;   /* the size asked for */
         struct rcl_hdr *next;   /* while in a thread's block cache */
     };
     uint64_t meta;    /* check word | shift << 32 | epoch << 48; 0 = free */
 };
 #define HDR        sizeof(struct rcl_hdr)
+/*
+ * A cached block keeps its header's meta, with this bit flipped: the
+ * shift then reads as no block's, so a second free of a cached block is
+ * caught, and handing the block out again flips it back - the check word
+ * covers the class (check_size, block.h), not the size asked, so it is
+ * right for any size of the class. One instruction each way, where
+ * writing the word anew takes six.
+ */
+#define RCL__HDR_CACHED (1ull << 47)
 
-static inline unsigned rcl__bcache_class(size_t size)
+/*
+ * The classes' tables, in one object so that the fast paths reach both
+ * from one address: each class's charge (its largest size, the header
+ * and the backend's own overhead: what a block of it costs the budget,
+ * alloc.c says why), and the classes up to 1 KiB by (size - 1) / 16 - one
+ * load, and no branch for a program whose sizes vary among them.
+ */
+#define RCL__CH(cap)  ((cap) + HDR + RCL__BE_BLOCK_OVERHEAD)
+#define RCL__Q(log)   RCL__CH(9u << ((log) - 3)), RCL__CH(10u << ((log) - 3)), \
+                      RCL__CH(11u << ((log) - 3)), RCL__CH(12u << ((log) - 3)), \
+                      RCL__CH(13u << ((log) - 3)), RCL__CH(14u << ((log) - 3)), \
+                      RCL__CH(15u << ((log) - 3)), RCL__CH(16u << ((log) - 3))
+#define RCL__C16(c)   RCL__CH(16u * ((c) + 1))
+#define RCL__C64(c)   RCL__CH(64u * ((c) - 11))
+#define RCL__S4(c)    (c), (c), (c), (c)
+static const struct {
+    uint32_t charge[RCL_BCACHE_CLASSES];
+    uint8_t  small_class[64];
+} rcl__bcache_tab = {
+    .charge = {
+        RCL__C16(0), RCL__C16(1), RCL__C16(2), RCL__C16(3), RCL__C16(4), RCL__C16(5),
+        RCL__C16(6), RCL__C16(7), RCL__C16(8), RCL__C16(9), RCL__C16(10), RCL__C16(11),
+        RCL__C16(12), RCL__C16(13), RCL__C16(14), RCL__C16(15),
+        RCL__C64(16), RCL__C64(17), RCL__C64(18), RCL__C64(19), RCL__C64(20), RCL__C64(21),
+        RCL__C64(22), RCL__C64(23), RCL__C64(24), RCL__C64(25), RCL__C64(26), RCL__C64(27),
+        RCL__Q(10), RCL__Q(11), RCL__Q(12), RCL__Q(13), RCL__Q(14), RCL__Q(15),
+    },
+    .small_class = {
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        RCL__S4(16), RCL__S4(17), RCL__S4(18), RCL__S4(19), RCL__S4(20), RCL__S4(21),
+        RCL__S4(22), RCL__S4(23), RCL__S4(24), RCL__S4(25), RCL__S4(26), RCL__S4(27),
+    },
+};
+#undef RCL__CH
+#undef RCL__Q
+#undef RCL__C16
+#undef RCL__C64
+#undef RCL__S4
+_Static_assert(RCL_BCACHE_MAX == 65536 && RCL_BCACHE_CLASSES == 76,
+               "rcl__bcache_tab's classes end at RCL_BCACHE_MAX");
+
+/* Eight classes per doubling above 1 KiB. */
+static inline unsigned rcl__bcache_class_above_1k(size_t size)
 {
-    if (size <= 256)
-        return (unsigned)((size - 1) >> 4);
-    if (size <= 1024)
-        return 12 + (unsigned)((size - 1) >> 6);
     size_t x = size - 1;
     unsigned log = 63 - (unsigned)__builtin_clzl(x);     /* 10 .. 15 */
     return 28 + 8 * (log - 10) + (unsigned)((x >> (log - 3)) & 7);
 }
 
-#define RCL__Q(log) 9u << ((log) - 3), 10u << ((log) - 3), 11u << ((log) - 3), \
-                    12u << ((log) - 3), 13u << ((log) - 3), 14u << ((log) - 3), \
-                    15u << ((log) - 3), 16u << ((log) - 3)
-static const uint32_t rcl__bcache_caps[RCL_BCACHE_CLASSES] = {
-    16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
-    320, 384, 448, 512, 576, 640, 704, 768, 832, 896, 960, 1024,
-    RCL__Q(10), RCL__Q(11), RCL__Q(12), RCL__Q(13), RCL__Q(14), RCL__Q(15),
-};
-#undef RCL__Q
-_Static_assert(RCL_BCACHE_MAX == 65536, "rcl__bcache_caps ends at RCL_BCACHE_MAX");
+static inline unsigned rcl__bcache_class(size_t size)
+{
+    if (likely(size - 1 < 1024))
+        return rcl__bcache_tab.small_class[(size - 1) >> 4];
+    return rcl__bcache_class_above_1k(size);
+}
 
-/* The largest size of class c, and how many blocks of it a thread keeps. */
-static inline size_t rcl__bcache_cap(unsigned c) { return rcl__bcache_caps[c]; }
+/* What a block of class c costs the budget. */
+static inline size_t rcl__bcache_charge(unsigned c)
+{
+    return rcl__bcache_tab.charge[c];
+}
+
+/* The largest size of class c. */
+static inline size_t rcl__bcache_cap(unsigned c)
+{
+    return rcl__bcache_charge(c) - HDR - RCL__BE_BLOCK_OVERHEAD;
+}
 /*
  * How many blocks of class c a thread may keep: a few to start with, plus
  * one for every allocation of the class that found the list empty, up to
@@ -126,11 +181,23 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
         t->bc->depth[c]++;
 }
 
-/* What a block of class c costs the budget (alloc.c says why). */
-static inline size_t rcl__bcache_charge(unsigned c)
-{
-    return rcl__bcache_cap(c) + HDR + RCL__BE_BLOCK_OVERHEAD;
-}
+
+/*
+ * The fast paths' way to a size's class and its charge, into the lvalues
+ * c and charge: false for 0 and for sizes above the classes, the sizes up
+ * to 1 KiB - the most common - tested first. A macro, not a function that
+ * takes their addresses: under AddressSanitizer an address-taken local
+ * stays a stack slot with redzones (its use-after-scope check), which a
+ * thread cancelled in a call below the fast path would leave poisoned.
+ */
+#define rcl__bcache_class_charge(size, c, charge)                                        \
+    (likely((size) - 1 < 1024)                                                           \
+         ? ((c) = rcl__bcache_tab.small_class[((size) - 1) >> 4],                        \
+            (charge) = (long)rcl__bcache_charge(c), true)                                \
+         : (size) - 1 < RCL_BCACHE_MAX                                                   \
+               ? ((c) = rcl__bcache_class_above_1k(size),                                \
+                  (charge) = (long)rcl__bcache_charge(c), true)                          \
+               : false)
 
 /* Under AddressSanitizer a cached block is poisoned whole, so that a use
  * after free is still caught. */
@@ -143,18 +210,19 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, unsigned c)
 static inline void rcl__bcache_poison(struct rcl_hdr *h, unsigned c) { (void)h; (void)c; }
 #endif
 
-/* A cached block of class c, or NULL. Its charge stays in the stock, now
- * free for the caller to take. */
-static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
+/* A cached block of class c (whose charge is `charge`), or NULL. Its
+ * charge leaves the cache with it: the caller hands the block out, or
+ * gives the charge to the stock. */
+static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c, long charge)
 {
+    rcl__assert(charge == (long)rcl__bcache_charge(c));
     struct rcl_hdr *h = t->bc->top[c];
     if (h) {
-        /* meta: the block's place from the bottom of its class's list. */
-        rcl__assert(h->meta == (h->next ? h->next->meta + 1 : 1) &&
-                    h->meta <= RCL_BCACHE_DEPTH_MAX);
-        rcl__assert(rd(t->cached) >= rcl__bcache_charge(c));
+        rcl__assert((h->meta & RCL__HDR_CACHED) && t->bc->len[c] > 0 &&
+                    (long)rd(t->cached) >= charge && !h->next == (t->bc->len[c] == 1));
         t->bc->top[c] = h->next;
-        own_add(t->cached, -rcl__bcache_charge(c));
+        t->bc->len[c]--;
+        own_subm(t->cached, charge);
     }
     return h;
 }
@@ -164,48 +232,39 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c)
 #define RCL_BCACHE_BYTES_MAX (8u << 20)
 extern _Atomic long rcl__bcache_bytes;
 
-/* Where a freed block of class c would go: the list's top and length,
- * and what the cache would then hold. */
-struct rcl_bcache_slot {
-    struct rcl_hdr *top;
-    uint64_t        n;
-    size_t          cached;
-};
-
-/* May a freed block of class c be kept? Not when the class's list is at
- * its depth or the cache at its byte bound. Fills *s for rcl__bcache_put,
- * so that a free reads the list once. */
-static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c,
-                                    struct rcl_bcache_slot *s)
+/* May a freed block of class c (whose charge is `charge`) be kept? Not
+ * when the class's list is at its depth or the cache at its byte bound. */
+static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c, long charge)
 {
     const struct rcl_bcache_lists *bc = t->bc;
-    s->top = bc->top[c];
-    s->n = s->top ? s->top->meta : 0;
-    s->cached = rd(t->cached) + rcl__bcache_charge(c);
-    return s->n < bc->depth[c] && (long)s->cached <= rd(rcl__bcache_bytes);
+
+    rcl__assert(charge == (long)rcl__bcache_charge(c));
+    return bc->len[c] < bc->depth[c] && (long)rd(t->cached) + charge <= rd(rcl__bcache_bytes);
 }
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
- * said it may; its charge is in the thread's stock already (the caller's
- * part). A cached block's meta is its position from the bottom of the
- * list (1, 2, ...): never a valid header, so a second free is still
- * caught, and the list length costs no field of its own. */
+ * said it may; its charge comes with it, from what was handed out (or
+ * the caller takes it from the stock). Its header is marked cached
+ * (RCL__HDR_CACHED). */
 static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
-                                   const struct rcl_bcache_slot *s)
+                                   long charge)
 {
-    rcl__assert(s->n + 1 <= RCL_BCACHE_DEPTH_MAX && s->top == t->bc->top[c] &&
-                !rcl__bcache_off(t));
-    h->next = s->top;
-    h->meta = s->n + 1;
-    t->bc->top[c] = h;
-    wr(t->cached, s->cached);
-    rcl__assert(rd(t->stock) >= (long)s->cached);
+    struct rcl_bcache_lists *bc = t->bc;
+    rcl__assert(bc->len[c] < RCL_BCACHE_DEPTH_MAX && !rcl__bcache_off(t) &&
+                !(h->meta & RCL__HDR_CACHED) && !bc->top[c] == !bc->len[c] &&
+                charge == (long)rcl__bcache_charge(c));
+    h->next = bc->top[c];
+    h->meta ^= RCL__HDR_CACHED;
+    bc->top[c] = h;
+    bc->len[c]++;
+    own_addm(t->cached, charge);
     rcl__bcache_poison(h, c);
 }
 
 /* The depot (block_cache.c): a thread's full list of class c handed over
- * whole, its charge back in the stock; and a batch taken for a thread
- * whose list is empty, charged from `room` bytes of its stock. */
+ * whole, its charge to the stock; and a batch taken for a thread whose
+ * list is empty, its list charged from the stock, at most `room` bytes
+ * with the block handed out. */
 bool rcl__depot_give(struct rcl_thread *t, unsigned c);
 struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room);
 

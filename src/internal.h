@@ -150,9 +150,9 @@ size_t rcl__headroom(void);
 bool   rcl__set_auto_limit(size_t bytes);
 /* Headroom floor this context may charge down to. */
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
-/* The budget's invariants (charged == handed out + stocks; stock >= cached
- * for every thread), at a quiet point: 0, or -1 with the reason in why.
- * Exact in RCL_DEBUG builds; elsewhere charged >= stocks. */
+/* The budget's invariants (charged == handed out + stocks + cached blocks;
+ * no stock negative), at a quiet point: 0, or -1 with the reason in why.
+ * Exact in RCL_DEBUG builds; elsewhere charged >= stocks + cached blocks. */
 int    rcl__acct_check(char *why, size_t len);
 
 /* The I/O-flusher reserve (flusher_reserve.c): room for a block header and

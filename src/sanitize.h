@@ -51,4 +51,15 @@
 #define rcl__lsan_unroot(p, n) ((void)(p), (void)(n))
 #endif
 
+/* A thread cancelled inside a library call is unwound without its frames'
+ * epilogues, which would have unpoisoned their locals' redzones: the
+ * poison left behind is then found by whatever runs on that stack next
+ * (the thread's own exit). A cleanup handler that runs only on
+ * cancellation tells AddressSanitizer, as a longjmp() does. */
+#ifdef RCL_ASAN
+#define rcl__asan_unwinding() __asan_handle_no_return()
+#else
+#define rcl__asan_unwinding() ((void)0)
+#endif
+
 #endif /* RCL_SANITIZE_H */

@@ -17,23 +17,22 @@
 /* The slow half of rcl__uncharge_fast (account.c). */
 void rcl__uncharge_slow(struct rcl_thread *t, size_t size);
 
-/* May this thread's allocation skip the slow path? Not while the lock
- * checker watches it, or while it is reclaiming (reclaim's progress must
- * count what its shrinkers charge). */
+/* May this thread's allocation skip the slow path? Not while anything
+ * watches it: the lock checker, a drain request, its own reclaim
+ * (reclaim's progress must count what its shrinkers charge). */
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
-    return !(rd(t->lockdep_watch) | t->in_reclaim);
+    return !rd(t->lockdep_watch);
 }
 
-/* What the thread may charge from its stock: the rest backs its cached
- * blocks. */
+/* What the thread may charge from its stock. Its cached blocks' charge
+ * is apart (t->cached): they are memory, bounded by the cache itself
+ * (block_cache.h), where the stock is budget with no memory behind it. */
 static inline long rcl__stock_avail(const struct rcl_thread *t)
 {
-    return rd(t->stock) - (long)rd(t->cached);
+    return rd(t->stock);
 }
 
-/* stock_max bounds the unused part of the stock; the cached blocks are
- * memory, bounded by the cache itself (block_cache.h). */
 static inline bool rcl__stock_over(const struct rcl_thread *t)
 {
     return rcl__stock_avail(t) > rd(t->stock_max);
@@ -45,7 +44,7 @@ static inline void rcl__uncharge_fast(struct rcl_thread *t, size_t size)
 {
     rcl__acct_out(t, -(long)size);
     long s = rd(t->stock) + (long)size;
-    if (unlikely(s - (long)rd(t->cached) > rd(t->stock_max))) {
+    if (unlikely(s > rd(t->stock_max))) {
         rcl__uncharge_slow(t, size);
         return;
     }

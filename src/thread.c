@@ -48,6 +48,9 @@ static void unlink_locked(struct rcl_thread *t)
     rcl__stock_detach(t);
     t->hdr_tag = 0;
     wr(t->epoch, 0);
+    /* Its next allocation registers it again (thread_attach) before its
+     * cache, charged to the budget that is gone, serves one. */
+    rcl__slow_path_ask(t);
 }
 
 static void thread_exit(void *arg)

@@ -42,6 +42,7 @@
  */
 struct rcl_bcache_lists {
     void     *top[RCL_BCACHE_CLASSES];     /* each class's list */
+    uint16_t  len[RCL_BCACHE_CLASSES];     /* how many blocks each holds */
     uint16_t  depth[RCL_BCACHE_CLASSES];   /* how many blocks each may hold
                                               (block_cache.h) */
     uint32_t  gave_at[RCL_BCACHE_CLASSES]; /* nr_free when each last went to
@@ -50,7 +51,8 @@ struct rcl_bcache_lists {
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
 struct rcl_thread {
-    _Atomic long          stock;      /* pre-charged bytes this thread may hand out */
+    _Atomic long          stock;      /* pre-charged bytes this thread may hand out:
+                                         budget with no memory behind it */
     _Atomic long          stock_max;  /* spill back to the budget above this;
                                          negative: see account.c */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
@@ -64,7 +66,8 @@ struct rcl_thread {
                                             path: a drain request, or a
                                             signal handler's; account.c) or
                                             RCL__WATCH_COLLECT (collect the
-                                            backend's heap: the same) */
+                                            backend's heap: the same) or
+                                            RCL__WATCH_RECLAIM (it reclaims) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned              busy;       /* nonzero while the thread is inside a call
@@ -78,12 +81,12 @@ struct rcl_thread {
                                          while in_reclaim: reclaim's net progress */
     /* The block cache (block_cache.h): blocks this thread freed, kept for its
      * next allocations of the same class, linked through their headers.
-     * Only the owner touches the lists. `cached` is the sum of their class
-     * sizes, and part of the stock: invariant stock >= cached, so the
-     * budget always counts the cached blocks, and what the thread may
-     * charge from its stock is stock - cached. rcl_stats_get() reads it.
-     * The lists themselves are not in the TLS block (see struct
-     * rcl_bcache_lists). */
+     * Only the owner touches the lists. `cached` is the sum of their
+     * charges, which the budget counts as it counts the stock: a block
+     * moving between the program and the cache moves its charge between
+     * `cached` and what is handed out, and the stock is not touched.
+     * rcl_usage() and rcl_stats_get() read it. The lists themselves are
+     * not in the TLS block (see struct rcl_bcache_lists). */
     struct rcl_bcache_lists *bc;
     _Atomic size_t        cached;
     unsigned              bcache_full;  /* frees the cache turned away since it
@@ -108,6 +111,10 @@ struct rcl_thread {
 #endif
 };
 
+/* own_inc() and own_sub() (atomic.h) move 64-bit words. */
+_Static_assert(sizeof(((struct rcl_thread *)0)->nr_alloc) == 8 &&
+               sizeof(((struct rcl_thread *)0)->cached) == 8, "own_inc needs 64-bit counters");
+
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
 /* The scope in force (reclaim.h inlines the scope calls on it); exported,
  * since the users' inline calls reach it directly. */
@@ -125,6 +132,23 @@ static inline void rcl__busy_leave(struct rcl_thread *t)
 {
     atomic_signal_fence(memory_order_seq_cst);
     t->busy = 0;
+}
+/* Enters, unless the thread is inside already (a handler interrupted it
+ * there): true then, and the mark is left as it was. The allocation fast
+ * paths' entry: on x86-64 one instruction tests and sets the mark, and a
+ * handler runs before it or after it, never between. */
+static inline bool rcl__busy_try_enter(struct rcl_thread *t)
+{
+#if defined(__x86_64__) && !defined(RCL_TSAN)
+    bool was;
+    __asm__ volatile("btsl $0, %0" : "+m"(t->busy), "=@ccc"(was) : : "memory");
+    return was;
+#else
+    if (t->busy)
+        return true;
+    rcl__busy_enter(t);
+    return false;
+#endif
 }
 /* Around a call out to the program's code (shrinkers, the report
  * function): its own calls into the library are ordinary ones. */
@@ -176,6 +200,9 @@ static inline bool rcl__sig_pending(const struct rcl_thread *t)
  * heaps (mimalloc): the next slow path collects this thread's heap, the
  * only way blocks other threads freed into it leave the resident set. */
 #define RCL__WATCH_COLLECT 0x8u
+/* Set while the thread reclaims (in_reclaim > 0): its allocations take the
+ * slow path, so that reclaim's progress counts what its shrinkers charge. */
+#define RCL__WATCH_RECLAIM 0x10u
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim
  * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */

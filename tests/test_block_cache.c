@@ -6,11 +6,15 @@
  * and page allocators: a freed object goes back to the local list and the
  * next allocation of its class takes the most recently freed one (LIFO,
  * cache hot); the list is bounded, and draining it gives the objects back.
- * And the memory cgroup's per-CPU stock: a cached block keeps its charge
- * in the thread's stock, so the budget counts it while rcl_usage() does
- * not, and every rcl_alloc() charges exactly the size asked for.
+ * And the memory cgroup's slab accounting: a cached block stays charged,
+ * so the budget counts it while rcl_usage() does not, every rcl_alloc()
+ * charges what rcl_alloc_charge() says, and a block that goes from the
+ * cache to the program and back moves only its own charge - the per-CPU
+ * stock of budget with no memory behind it is not touched, as the kernel
+ * charges a slab page once, not each object carved from it.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <stdbool.h>
 
@@ -73,6 +77,45 @@ TEST_WITH(cached_blocks_are_not_in_usage, cache_setup, test_teardown)
     assert_int_equal(usage_now(), rcl_alloc_charge(97));
     rcl_free(q);
     assert_int_equal(usage_now(), 0);
+}
+
+TEST_WITH(a_cache_hit_moves_its_own_charge_and_no_stock, cache_setup, test_teardown)
+{
+    void *p = rcl_alloc(200, RCL_DEFAULT);
+    rcl_free(p);
+    long stock = rd(rcl__self.stock);
+    size_t usage = rcl_usage(), charge = rcl_alloc_charge(200);
+    assert_int_equal(cached_now(), charge);
+
+    void *q = rcl_alloc(193, RCL_DEFAULT);      /* the same class */
+    assert_ptr_equal(q, p);
+    assert_int_equal(rd(rcl__self.stock), stock);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(rcl_usage(), usage + charge);
+
+    rcl_free(q);
+    assert_int_equal(rd(rcl__self.stock), stock);
+    assert_int_equal(cached_now(), charge);
+    assert_int_equal(rcl_usage(), usage);
+}
+
+/* Every size of every class, from the cache and from the backend, charges
+ * what rcl_alloc_charge() says (the fast paths read the class and its
+ * charge from a table; rcl_alloc_charge() computes them). */
+TEST_WITH(every_size_charges_what_rcl_alloc_charge_says, cache_setup, test_teardown)
+{
+    for (size_t size = 1; size <= 65536; size += size < 2048 ? 1 : 61) {
+        size_t before = rcl_usage();
+        void *p = rcl_alloc(size, RCL_DEFAULT);       /* from the backend */
+        assert_non_null(p);
+        assert_int_equal(rcl_usage() - before, rcl_alloc_charge(size));
+        rcl_free(p);
+        assert_int_equal(rcl_usage(), before);
+        p = rcl_alloc(size, RCL_DEFAULT);             /* from the cache */
+        assert_int_equal(rcl_usage() - before, rcl_alloc_charge(size));
+        rcl_free(p);
+        assert_int_equal(rcl_usage(), before);
+    }
 }
 
 /* A run of `n` blocks of `size` allocated, then freed: how much of it the
@@ -316,6 +359,44 @@ TEST_WITH(shutdown_empties_the_depot, cache_setup, test_teardown)
     rcl_shutdown();
     assert_int_equal(test_init(64u << 20), 0);
     assert_int_equal(depot_now(), 0);
+}
+
+/* A thread's cached blocks were charged to the budget that rcl_shutdown()
+ * ended: after a restart its next allocation registers it in the new
+ * budget, its cache emptied, before a block is handed out - never one
+ * from the old cache, uncharged. */
+struct restarted {
+    pthread_barrier_t step;
+    size_t            usage;      /* rcl_usage() with the block allocated */
+};
+
+static void *restarted_main(void *arg)
+{
+    struct restarted *r = arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));        /* cached */
+    pthread_barrier_wait(&r->step);              /* the library restarts */
+    pthread_barrier_wait(&r->step);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    r->usage = rcl_usage();
+    rcl_free(p);
+    return NULL;
+}
+
+TEST_WITH(a_restart_empties_every_threads_cache_before_it_serves, cache_setup, test_teardown)
+{
+    struct restarted r = { .usage = 0 };
+    pthread_t th;
+    pthread_barrier_init(&r.step, NULL, 2);
+    assert_int_equal(pthread_create(&th, NULL, restarted_main, &r), 0);
+    pthread_barrier_wait(&r.step);
+    assert_true(cached_now() >= rcl_alloc_charge(64));
+    rcl_shutdown();
+    assert_int_equal(test_init(64u << 20), 0);
+    pthread_barrier_wait(&r.step);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&r.step);
+    assert_int_equal(r.usage, rcl_alloc_charge(64));
+    assert_int_equal(usage_now(), 0);
 }
 
 /* Producers and consumers of mixed sizes, two of each, through one queue:

@@ -65,25 +65,25 @@ static void assert_aborted_with(int status, const char *err, const char *where)
     assert_non_null(strstr(err, "broken"));
 }
 
-/* A thread's stock always covers its cached blocks; a stock below them
- * (as if a path had spent the blocks' charge) is caught where it is next
- * relied on. */
-static void break_the_stock(void)
+/* A thread's cache count holds the charge of every block it caches; a
+ * count below them (as if a path had dropped a block's charge) is caught
+ * when the blocks leave the cache, before their charge goes anywhere. */
+static void break_the_cache_count(void)
 {
     rcl_free(rcl_alloc(16, RCL_DEFAULT));
     if (!rd(rcl__self.cached))
         _exit(3);                   /* the precondition: a block is cached */
-    wr(rcl__self.stock, 0);
-    rcl__stock_flush(&rcl__self, 0);
+    wr(rcl__self.cached, 0);
+    rcl_usage_sync();
 }
 
-TEST(a_stock_below_its_cached_blocks_aborts)
+TEST(a_cache_count_below_its_blocks_aborts)
 {
     if (!debug_build())
         skip();
     char err[4096];
-    int status = run_child(break_the_stock, err, sizeof(err));
-    assert_aborted_with(status, err, "rcl__stock_flush: invariant `s >= cached' broken");
+    int status = run_child(break_the_cache_count, err, sizeof(err));
+    assert_aborted_with(status, err, "uncache_charge: invariant `rd(t->cached) >= bytes' broken");
 }
 
 /* An LRU's ring is doubly linked both ways; a node whose neighbour does
@@ -156,9 +156,9 @@ static void assert_books_balance(void)
     assert_int_equal(err, 0);
 }
 
-/* The check says what is wrong: a stock below its cached blocks, and (in
- * a debug build, which counts what was handed out) a budget that charged
- * bytes nobody holds. */
+/* The check says what is wrong: a negative stock, and (in a debug build,
+ * which counts what was handed out) a budget that charged bytes nobody
+ * holds. */
 TEST(acct_check_names_a_broken_invariant)
 {
     char why[256];
@@ -167,9 +167,9 @@ TEST(acct_check_names_a_broken_invariant)
     assert_books_balance();
 
     long stock = rd(rcl__self.stock);
-    wr(rcl__self.stock, 0);
+    wr(rcl__self.stock, -1);
     assert_int_equal(rcl__acct_check(why, sizeof(why)), -1);
-    assert_non_null(strstr(why, "does not cover its cached blocks"));
+    assert_non_null(strstr(why, "stock is negative"));
     wr(rcl__self.stock, stock);
     assert_books_balance();
 
