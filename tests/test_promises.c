@@ -2,7 +2,8 @@
 /*
  * test_promises.c - what the header promises about the budget, held under
  * the conditions that used to break it: a limit lowered while other
- * threads hold stock, rcl_usage() read while frees flush stocks, a
+ * threads hold stock, rcl_usage() read while frees flush stocks or move
+ * cached blocks' charge to the stock, a
  * background reclaimer whose first start fails, and an alignment so large
  * that its size arithmetic wraps.
  */
@@ -193,6 +194,81 @@ TEST_WITH(test_usage_never_over_reports_while_only_frees_happen, setup16, test_t
     assert_int_equal(worst, 0);
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
+    pthread_barrier_destroy(&filled);
+    pthread_barrier_destroy(&go);
+    pthread_barrier_destroy(&done);
+}
+
+/* The same while a thread's cached blocks go back: a thread that frees
+ * blocks another thread allocated keeps some in its cache (the rest go to
+ * the depot and the backend); once the reading starts it empties its
+ * cache (rcl_usage_sync), each block's charge leaving the cache count for
+ * the stock and the stock for the budget. No reading may see a charge
+ * gone from the cache before it is in the stock. */
+#define SMALLS 512
+
+static void *small_blocks[FREERS][SMALLS];
+static pthread_barrier_t ready;
+
+static void *free_small(void *arg)
+{
+    void **blocks = arg;
+    for (;;) {
+        pthread_barrier_wait(&ready);
+        if (atomic_load(&stop))
+            return NULL;
+        for (int i = 0; i < SMALLS; i++)
+            rcl_free(blocks[i]);
+        pthread_barrier_wait(&filled);
+        pthread_barrier_wait(&go);
+        rcl_usage_sync();
+        atomic_fetch_sub(&freeing, 1);
+        pthread_barrier_wait(&done);
+    }
+}
+
+TEST_WITH(test_usage_never_over_reports_while_cached_charge_moves, setup16, test_teardown)
+{
+    pthread_t th[FREERS];
+    unsigned long long until = rcl__now_ns() + (unsigned long long)test_scale(2000) * 1000000ull;
+    size_t worst = 0;
+    unsigned rounds = 0;
+
+    pthread_barrier_init(&ready, NULL, FREERS + 1);
+    pthread_barrier_init(&filled, NULL, FREERS + 1);
+    pthread_barrier_init(&go, NULL, FREERS + 1);
+    pthread_barrier_init(&done, NULL, FREERS + 1);
+    atomic_store(&stop, false);
+    for (int i = 0; i < FREERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, free_small, small_blocks[i]), 0);
+    for (;; rounds++) {
+        if (rcl__now_ns() >= until) {
+            atomic_store(&stop, true);
+            pthread_barrier_wait(&ready);
+            break;
+        }
+        for (int i = 0; i < FREERS; i++)
+            for (int j = 0; j < SMALLS; j++)
+                assert_non_null(small_blocks[i][j] = rcl_alloc(64, RCL_DEFAULT));
+        pthread_barrier_wait(&ready);
+        pthread_barrier_wait(&filled);
+        size_t start = rcl_usage();
+        atomic_store(&freeing, FREERS);
+        pthread_barrier_wait(&go);
+        while (atomic_load(&freeing) > 0) {
+            size_t u = rcl_usage();
+            if (u > start && u - start > worst)
+                worst = u - start;
+        }
+        pthread_barrier_wait(&done);
+    }
+    for (int i = 0; i < FREERS; i++)
+        pthread_join(th[i], NULL);
+    assert_true(rounds > 0);
+    assert_int_equal(worst, 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    pthread_barrier_destroy(&ready);
     pthread_barrier_destroy(&filled);
     pthread_barrier_destroy(&go);
     pthread_barrier_destroy(&done);
