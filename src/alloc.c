@@ -166,7 +166,8 @@ static void charge_return(void *bytes)
 {
     size_t n = *(const size_t *)bytes;
 
-    rcl__asan_unwinding();    if (n)
+    rcl__asan_unwinding();
+    if (n)
         rcl__uncharge_fast(&rcl__self, n);
 }
 
@@ -653,13 +654,12 @@ void rcl_free(void *p)
      * charge being what the check word covers (check_size). */
     unsigned c;
     long charge;
-    if (likely(rcl__bcache_class_charge(size, c, charge))) {
+    if (likely(rcl__bcache_class_charge(size, c, charge) &&
+               h->meta == (t->hdr_tag ^ addr_word(p, (size_t)charge)))) {
         /* A kept block keeps its charge, in the cache; any other adds
          * it to the stock, which stock_max bounds (and a reclaim or a
          * drain request makes negative, for both: account.c). */
-        if (unlikely(h->meta != (t->hdr_tag ^ addr_word(p, (size_t)charge)))) {
-            /* not a block of this epoch's: the slow path says what it is */
-        } else if (likely(rcl__bcache_room(t, c, charge))) {
+        if (likely(rcl__bcache_room(t, c, charge))) {
             if (likely(rd(t->stock_max) >= 0)) {
                 free_counted(t, charge);
                 rcl__bcache_put(t, h, c, charge);

@@ -145,6 +145,23 @@ static void *parked(void *arg)
     return NULL;
 }
 
+/* Lets the freers go and reads rcl_usage() until they are done: how far
+ * the highest reading went above start. */
+static size_t highest_reading_over(size_t start)
+{
+    size_t worst = 0;
+
+    atomic_store(&freeing, FREERS);
+    pthread_barrier_wait(&go);
+    while (atomic_load(&freeing) > 0) {
+        size_t u = rcl_usage();
+        if (u > start && u - start > worst)
+            worst = u - start;
+    }
+    pthread_barrier_wait(&done);
+    return worst;
+}
+
 /* While only frees happen, no reading of rcl_usage() exceeds what was in
  * use when they began: a thread flushing its stock back to the budget
  * must never leave the bytes counted twice. */
@@ -175,14 +192,9 @@ TEST_WITH(test_usage_never_over_reports_while_only_frees_happen, setup16, test_t
         bool last = rcl__now_ns() >= until;
         if (last)
             atomic_store(&stop, true);
-        atomic_store(&freeing, FREERS);
-        pthread_barrier_wait(&go);
-        while (atomic_load(&freeing) > 0) {
-            size_t u = rcl_usage();
-            if (u > start && u - start > worst)
-                worst = u - start;
-        }
-        pthread_barrier_wait(&done);
+        size_t over = highest_reading_over(start);
+        if (over > worst)
+            worst = over;
         if (last)
             break;
     }
@@ -252,15 +264,9 @@ TEST_WITH(test_usage_never_over_reports_while_cached_charge_moves, setup16, test
                 assert_non_null(small_blocks[i][j] = rcl_alloc(64, RCL_DEFAULT));
         pthread_barrier_wait(&ready);
         pthread_barrier_wait(&filled);
-        size_t start = rcl_usage();
-        atomic_store(&freeing, FREERS);
-        pthread_barrier_wait(&go);
-        while (atomic_load(&freeing) > 0) {
-            size_t u = rcl_usage();
-            if (u > start && u - start > worst)
-                worst = u - start;
-        }
-        pthread_barrier_wait(&done);
+        size_t over = highest_reading_over(rcl_usage());
+        if (over > worst)
+            worst = over;
     }
     for (int i = 0; i < FREERS; i++)
         pthread_join(th[i], NULL);
