@@ -48,12 +48,13 @@
  * met before the stock is spent again also sets RCL__WATCH_DRAIN in the
  * thread's watch word, which the allocation and charge fast paths test
  * (signal handlers set the same bit to bring the thread to the slow path,
- * rcl__slow_path_ask). Invariants: stock >= 0 (outside a flush, which
- * never leaves it below what it keeps); charged == handed out + the
- * stocks + the cached blocks + the signal stashes. A charge that moves
- * between the stock and the cache is added where it goes before it is
- * taken from where it was, so that rcl_usage(), which reads the cache
- * first, never sees it in neither.
+ * rcl__slow_path_ask). Invariants: stock >= 0; charged == handed out +
+ * the stocks + the cached blocks + the signal stashes. A charge that
+ * leaves the cache for the stock (a drain, a list handed to the depot) is
+ * in the stock before it leaves the cache, released, and rcl_usage()
+ * reads the cache first, so frees never make it read high. The other way
+ * (a batch from the depot becoming a list) happens only inside an
+ * allocation, during which rcl_usage() may be off by that allocation.
  */
 #include "internal.h"
 #include "backend.h"
@@ -346,7 +347,7 @@ void rcl__stock_refund(struct rcl_thread *t, size_t bytes)
     wr(t->stock, rd(t->stock) + (long)bytes);
 }
 
-/* A stock whose unused part went over stock_max keeps a batch of it. */
+/* A stock that went over stock_max keeps a batch. */
 static void stock_trim(struct rcl_thread *t)
 {
     rcl__stock_flush(t, rd(rcl__acct.batch));

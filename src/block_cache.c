@@ -294,7 +294,7 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     struct depot *d = &depots[c];
     size_t charge = rcl__bcache_charge(c);
     size_t want = room / charge;
-    struct rcl_hdr *h, *rest = NULL;
+    struct rcl_hdr *h;
 
     rcl__assert(!t->bc->top[c] && want >= 1);
     if (!rd(d->n) || rcl__bcache_off(t))
@@ -312,9 +312,8 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
         struct rcl_hdr *last = h;
         for (size_t i = 1; i < want; i++)
             last = last->next;
-        rest = last->next;
+        d->batch[n - 1] = last->next;
         last->next = NULL;
-        d->batch[n - 1] = rest;
         d->len[n - 1] = (unsigned)(len - want);
         len = want;
     } else {

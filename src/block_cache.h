@@ -181,7 +181,6 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
         t->bc->depth[c]++;
 }
 
-
 /*
  * The fast paths' way to a size's class and its charge, into the lvalues
  * c and charge: false for 0 and for sizes above the classes, the sizes up

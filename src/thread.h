@@ -111,9 +111,9 @@ struct rcl_thread {
 #endif
 };
 
-/* own_inc() and own_sub() (atomic.h) move 64-bit words. */
+/* own_inc(), own_addm() and own_subm() (atomic.h) move 64-bit words. */
 _Static_assert(sizeof(((struct rcl_thread *)0)->nr_alloc) == 8 &&
-               sizeof(((struct rcl_thread *)0)->cached) == 8, "own_inc needs 64-bit counters");
+               sizeof(((struct rcl_thread *)0)->cached) == 8, "own_addm needs 64-bit counters");
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
 /* The scope in force (reclaim.h inlines the scope calls on it); exported,
