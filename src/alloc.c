@@ -4,9 +4,10 @@
  * free ends.
  *
  * Every block carries a 16-byte header just before the pointer handed out:
- * the size asked, a check word, and where the backend's block starts.
- * That header is how rcl_free() knows what to uncharge without asking the
- * backend, and how it tells a pointer it handed out from one it did not.
+ * the size asked, a check word, where the backend's block starts and the
+ * block's class. That header is how rcl_free() knows what to uncharge
+ * without asking the backend, and how it tells a pointer it handed out
+ * from one it did not.
  *
  * The fast paths touch only this thread's state (rcl__self) and the block:
  *   rcl_alloc: a cached block      -> its charge moves with it to the
@@ -38,12 +39,17 @@
 #include <unistd.h>
 
 /* meta packs what free must verify into one word, so the fast path checks
- * it with one compare against the thread's hdr_tag ^ address word:
+ * it with one compare against the thread's hdr_tag ^ address word ^ the
+ * key of the class the header names (rcl__hdr_meta, block.h):
  *   check  (bits 0-31)  tells our blocks from anything else (VMAP_TAG
- *                       xor-ed in for mapped blocks);
- *   shift  (bits 32-47) the backend block starts (1 << shift) bytes before
- *                       the pointer: 4 for plain blocks (RCL__HDR_CACHED
- *                       flips bit 47 while a block is cached: no shift);
+ *                       xor-ed in for mapped blocks); it covers the size,
+ *                       or for a block of a class the class's charge;
+ *   shift  (bits 32-39) the backend block starts (1 << shift) bytes before
+ *                       the pointer: 4 for plain blocks;
+ *   class  (bits 40-46) a plain block's class + 1, 0 for any other block:
+ *                       a free finds the class, and so the charge, without
+ *                       the size (RCL__HDR_CACHED, bit 47, is set while
+ *                       the block is cached);
  *   epoch  (bits 48-63) low bits of rcl__epoch: blocks from before an
  *                       rcl_shutdown() are no longer charged. */
 #define HDR_SHIFT  4u
@@ -70,33 +76,63 @@ static void secret_init(void)
     pthread_once(&once, secret_make);
 }
 
-static inline uint32_t check_word(const void *p, size_t size)
-{
-    return addr_word(p, check_size(size)) ^ secret;
-}
-
 static inline uint64_t meta_bits(unsigned shift, unsigned epoch)
 {
     return (uint64_t)shift << 32 | (uint64_t)(uint16_t)epoch << 48;
 }
 
+/* The shift and the epoch, folded into the check word: a header whose
+ * shift or epoch was written over no longer checks out, where it would
+ * otherwise free from the wrong address or skip its uncharge. One
+ * multiplication by an odd number: distinct pairs, distinct words. */
+static inline uint32_t meta_mix(unsigned shift, unsigned epoch)
+{
+    return (shift | (uint32_t)(uint16_t)epoch << 8) * 0x9e3779b1u;
+}
+
+static inline uint32_t check_word(const void *p, size_t size, unsigned shift, unsigned epoch)
+{
+    return addr_word(p, check_size(size)) ^ secret ^ meta_mix(shift, epoch);
+}
+
 /* The secret rides in the thread's tag, so that the fast paths make and
- * check a header with one load less: hdr_tag ^ addr_word == meta. */
+ * check a header with one load less (rcl__hdr_meta, block.h). */
 uint64_t rcl__hdr_tag(unsigned epoch)
 {
     secret_init();
-    return meta_bits(HDR_SHIFT, epoch) | secret;
+    return meta_bits(HDR_SHIFT, epoch) | (secret ^ meta_mix(HDR_SHIFT, epoch)) | RCL__HDR_CACHED;
 }
 
-static inline unsigned meta_shift(uint64_t meta) { return (unsigned)(meta >> 32) & 0xffffu; }
+static inline unsigned meta_shift(uint64_t meta) { return (unsigned)(meta >> 32) & 0xffu; }
+static inline unsigned meta_class(uint64_t meta)
+{
+    return (unsigned)(meta >> RCL__HDR_CLASS_SHIFT) & 0xffu;
+}
+/* The same, read from the header as a byte: one load. */
+static inline unsigned hdr_class_byte(const struct rcl_hdr *h)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return ((const unsigned char *)&h->meta)[RCL__HDR_CLASS_SHIFT / 8];
+#else
+    return meta_class(h->meta);
+#endif
+}
 static inline unsigned meta_epoch(uint64_t meta) { return (unsigned)(meta >> 48); }
+
+/* The class number a header with this shift and size must carry. */
+static inline unsigned want_class(unsigned shift, size_t size)
+{
+    return shift == HDR_SHIFT ? hdr_class_nr(size) : 0;
+}
 
 static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, unsigned epoch,
                              uint32_t tag)
 {
     void *p = h + 1;
     h->size = size;
-    h->meta = meta_bits(shift, epoch) | (check_word(p, size) ^ tag);
+    h->meta = meta_bits(shift, epoch) |
+              (uint64_t)want_class(shift, size) << RCL__HDR_CLASS_SHIFT |
+              (check_word(p, size, shift, epoch) ^ tag);
     return p;
 }
 
@@ -245,7 +281,7 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
     user_fit(h, size);
     own_inc(t->nr_alloc);
     h->size = size;
-    h->meta = t->hdr_tag ^ addr_word(p, check_size(size));
+    h->meta = rcl__hdr_meta(t->hdr_tag, p, size);
     if (unlikely(gfp & RCL__ZERO))
         return memset(p, 0, size);
     return p;
@@ -255,22 +291,12 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
  * the cached mark (block_cache.h), its check word being the class's. */
 static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, size_t size)
 {
-    rcl__assert(h->meta == (t->hdr_tag ^ addr_word(h + 1, check_size(size)) ^ RCL__HDR_CACHED));
+    rcl__assert(h->meta == (rcl__hdr_meta(t->hdr_tag, h + 1, size) ^ RCL__HDR_CACHED));
     user_fit(h, size);
     own_inc(t->nr_alloc);
     h->size = size;
     h->meta ^= RCL__HDR_CACHED;
     return h + 1;
-}
-
-/* A cache hit to be zeroed: out of line, so that rcl_alloc's fast path
- * makes no call and needs no stack frame. */
-static __attribute__((noinline)) void *hand_out_zeroed_out(struct rcl_thread *t,
-                                                           struct rcl_hdr *h, size_t size)
-{
-    void *p = hand_out(t, h, size, RCL__ZERO);
-    rcl__busy_leave(t);
-    return p;
 }
 
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
@@ -379,6 +405,26 @@ static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp
     return p;
 }
 
+/* rcl_alloc's fast path for a request to be zeroed: the same, with the
+ * memset. Apart, so that the common path tests the flag and the watch
+ * word at once. */
+static __attribute__((noinline)) void *alloc_zeroed_out(size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    size_t c;
+    long cost;
+
+    if (!rcl__fast_ok(t) || !rcl__bcache_class_charge(size, c, cost))
+        return alloc_slow_out(size, gfp);
+    struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
+    if (!h)
+        return alloc_fresh_out(size, c, cost, gfp);
+    rcl__acct_out(t, cost);
+    void *p = hand_out(t, h, size, gfp);
+    rcl__busy_leave(t);
+    return p;
+}
+
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
@@ -387,20 +433,21 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 
     /* A cached block brings its charge (t->cached): the stock is not
      * touched. */
-    unsigned c;
+    size_t c;
     long cost;
-    if (likely(rcl__fast_ok(t) && rcl__bcache_class_charge(size, c, cost))) {
+    if (likely(!(rd(t->lockdep_watch) | (gfp & RCL__ZERO)) &&
+               rcl__bcache_class_charge(size, c, cost))) {
         struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
         if (likely(h != NULL)) {
             rcl__acct_out(t, cost);
-            if (unlikely(gfp & RCL__ZERO))
-                return hand_out_zeroed_out(t, h, size);
             void *p = hand_out_cached(t, h, size);
             rcl__busy_leave(t);
             return p;
         }
         return alloc_fresh_out(size, c, cost, gfp);
     }
+    if (gfp & RCL__ZERO)
+        return alloc_zeroed_out(size, gfp);
     return alloc_slow_out(size, gfp);
 }
 
@@ -514,9 +561,12 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
 
 enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h)
 {
-    uint32_t want = check_word(p, h->size), check = (uint32_t)h->meta;
     unsigned shift = meta_shift(h->meta);
+    uint32_t want = check_word(p, h->size, shift, meta_epoch(h->meta));
+    uint32_t check = (uint32_t)h->meta;
 
+    if (meta_class(h->meta) != want_class(shift, h->size))
+        return BLOCK_FOREIGN;     /* a cached block's among them */
     if (check == want && shift >= HDR_SHIFT && shift < 8 * sizeof(size_t))
         return BLOCK_HEAP;
     if (check == (want ^ VMAP_TAG) && shift >= 12 && shift < 8 * sizeof(size_t))
@@ -647,15 +697,19 @@ void rcl_free(void *p)
         return;
     }
     struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
-    size_t size = h->size;
+    uint64_t meta = h->meta;
 
-    /* Blocks above the classes take the slow path: they are large, and
-     * rare next to the small ones. The class comes before the check, its
-     * charge being what the check word covers (check_size). */
-    unsigned c;
-    long charge;
-    if (likely(rcl__bcache_class_charge(size, c, charge) &&
-               h->meta == (t->hdr_tag ^ addr_word(p, (size_t)charge)))) {
+    /* The header names its class; the class's key makes the check (and
+     * holds the charge the check word covers). Blocks above the classes,
+     * aligned and mapped ones have none, and take the slow path: they
+     * are large, or rare next to the small ones. */
+    size_t nr = hdr_class_byte(h);
+    uint64_t key = rcl__bcache_tab.key[nr];
+    if (likely(meta == (t->hdr_tag ^ addr_word(p, 0) ^ key))) {
+        if (!nr)
+            __builtin_unreachable();      /* key 0 matches no meta */
+        size_t c = nr - 1;
+        long charge = (uint32_t)key;
         /* A kept block keeps its charge, in the cache; any other adds
          * it to the stock, which stock_max bounds (and a reclaim or a
          * drain request makes negative, for both: account.c). */

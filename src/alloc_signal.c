@@ -67,7 +67,7 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     void *p = h + 1;
     user_fit(h, SIG_SIZE);
     h->size = SIG_SIZE;
-    h->meta = t->hdr_tag ^ addr_word(p, sig_cost());
+    h->meta = rcl__hdr_meta(t->hdr_tag, p, SIG_SIZE);
     return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
 }
 

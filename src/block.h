@@ -5,7 +5,7 @@
  * (the same calls from a signal handler that interrupted the thread
  * inside it). The header's format, the process's secret and the check of
  * a header stay in alloc.c; the signal path makes a header with the
- * thread's tag (hdr_tag ^ addr_word, as hand_out() does) and asks alloc.c
+ * thread's tag (rcl__hdr_meta, as hand_out() does) and asks alloc.c
  * what a block it is given is, and to release it.
  */
 #ifndef RCL_BLOCK_H
@@ -19,10 +19,12 @@
 #include "block_cache.h"
 
 /* The address half of a header's check word; alloc.c's secret, carried
- * in the thread's hdr_tag, is the other. `size` is check_size()'s. */
+ * in the thread's hdr_tag, is the other. `size` is check_size()'s. The
+ * low 32 bits of the address: one instruction fewer than its upper ones,
+ * and as good at telling a header from the one of a block beside it. */
 static inline uint32_t addr_word(const void *p, size_t size)
 {
-    return (uint32_t)((uintptr_t)p >> 4) ^ (uint32_t)size;
+    return ((uint32_t)(uintptr_t)p >> 4) ^ (uint32_t)size;
 }
 
 /* The size a header's check word covers: for a block of a class, the
@@ -33,6 +35,30 @@ static inline uint32_t addr_word(const void *p, size_t size)
 static inline size_t check_size(size_t size)
 {
     return size - 1 < RCL_BCACHE_MAX ? rcl__bcache_charge(rcl__bcache_class(size)) : size;
+}
+
+/* The class number a plain block's header carries (bits 40-46 of its
+ * meta): its class's index + 1, or 0 above the classes. */
+static inline unsigned hdr_class_nr(size_t size)
+{
+    return size - 1 < RCL_BCACHE_MAX ? rcl__bcache_class(size) + 1 : 0;
+}
+
+/*
+ * A plain block's meta, made from the thread's tag (rcl__hdr_tag, alloc.c:
+ * the shift, the epoch, the secret and RCL__HDR_CACHED) and, for a block
+ * of a class, the class's key (block_cache.h), which holds
+ * RCL__HDR_CACHED too and so takes it out again. A free checks a header
+ * the same way - tag ^ address word ^ the key of the class number the
+ * header says - and a number that is no class's has key 0, which leaves
+ * RCL__HDR_CACHED in the expected meta: a block handed out never has it,
+ * and a cached block's class byte, which has it, is no class's number.
+ */
+static inline uint64_t rcl__hdr_meta(uint64_t tag, const void *p, size_t size)
+{
+    if (size - 1 < RCL_BCACHE_MAX)
+        return tag ^ addr_word(p, 0) ^ rcl__bcache_tab.key[hdr_class_nr(size)];
+    return tag ^ RCL__HDR_CACHED ^ addr_word(p, size);
 }
 
 /* What the backend is asked for: a small block rounds up to its class. */

@@ -76,45 +76,59 @@ struct rcl_hdr {
         size_t          size;   /* the size asked for */
         struct rcl_hdr *next;   /* while in a thread's block cache */
     };
-    uint64_t meta;    /* check word | shift << 32 | epoch << 48; 0 = free */
+    uint64_t meta;    /* check word | shift << 32 | class << 40 | epoch << 48;
+                         0 = free (alloc.c) */
 };
 #define HDR        sizeof(struct rcl_hdr)
 /*
- * A cached block keeps its header's meta, with this bit flipped: the
- * shift then reads as no block's, so a second free of a cached block is
- * caught, and handing the block out again flips it back - the check word
- * covers the class (check_size, block.h), not the size asked, so it is
- * right for any size of the class. One instruction each way, where
- * writing the word anew takes six.
+ * A cached block keeps its header's meta, with this bit - the top bit of
+ * the class's byte - flipped: the class then reads as no class's, so a
+ * second free of a cached block is caught, and handing the block out
+ * again flips it back - the check word covers the class (check_size,
+ * block.h), not the size asked, so it is right for any size of the
+ * class. One instruction each way, where writing the word anew takes six.
  */
 #define RCL__HDR_CACHED (1ull << 47)
 
 /*
  * The classes' tables, in one object so that the fast paths reach both
- * from one address: each class's charge (its largest size, the header
- * and the backend's own overhead: what a block of it costs the budget,
- * alloc.c says why), and the classes up to 1 KiB by (size - 1) / 16 - one
- * load, and no branch for a program whose sizes vary among them.
+ * from one address:
+ *   key          by the class's number in a header (its index + 1, bits
+ *                40-46 of the check word's meta: alloc.c): the class's
+ *                charge (its largest size, the header and the backend's
+ *                own overhead: what a block of it costs the budget,
+ *                alloc.c says why) in the low 32 bits, the number itself
+ *                at bit 40, and RCL__HDR_CACHED. So a free reads the
+ *                class and its charge from the header's meta and this
+ *                table alone, two loads, whatever the size; numbers that
+ *                are no class's (0, above the classes, a cached header's)
+ *                hold 0, which no header's meta can match (rcl__hdr_meta,
+ *                block.h, says why);
+ *   small_class  the classes up to 1 KiB by (size - 1) / 16 - one load,
+ *                and no branch for a program whose sizes vary among them.
  */
-#define RCL__CH(cap)  ((cap) + HDR + RCL__BE_BLOCK_OVERHEAD)
-#define RCL__Q(log)   RCL__CH(9u << ((log) - 3)), RCL__CH(10u << ((log) - 3)), \
-                      RCL__CH(11u << ((log) - 3)), RCL__CH(12u << ((log) - 3)), \
-                      RCL__CH(13u << ((log) - 3)), RCL__CH(14u << ((log) - 3)), \
-                      RCL__CH(15u << ((log) - 3)), RCL__CH(16u << ((log) - 3))
-#define RCL__C16(c)   RCL__CH(16u * ((c) + 1))
-#define RCL__C64(c)   RCL__CH(64u * ((c) - 11))
+#define RCL__HDR_CLASS_SHIFT 40
+#define RCL__K(c, cap) [(c) + 1] = ((cap) + HDR + RCL__BE_BLOCK_OVERHEAD) | \
+                                   (uint64_t)((c) + 1) << RCL__HDR_CLASS_SHIFT | RCL__HDR_CACHED
+#define RCL__C16(c)   RCL__K(c, 16u * ((c) + 1))
+#define RCL__C64(c)   RCL__K(c, 64u * ((c) - 11))
+#define RCL__Q(c0, log) RCL__K((c0), 9u << ((log) - 3)), RCL__K((c0) + 1, 10u << ((log) - 3)), \
+                      RCL__K((c0) + 2, 11u << ((log) - 3)), RCL__K((c0) + 3, 12u << ((log) - 3)), \
+                      RCL__K((c0) + 4, 13u << ((log) - 3)), RCL__K((c0) + 5, 14u << ((log) - 3)), \
+                      RCL__K((c0) + 6, 15u << ((log) - 3)), RCL__K((c0) + 7, 16u << ((log) - 3))
 #define RCL__S4(c)    (c), (c), (c), (c)
 static const struct {
-    uint32_t charge[RCL_BCACHE_CLASSES];
+    uint64_t key[256];
     uint8_t  small_class[64];
 } rcl__bcache_tab = {
-    .charge = {
+    .key = {
         RCL__C16(0), RCL__C16(1), RCL__C16(2), RCL__C16(3), RCL__C16(4), RCL__C16(5),
         RCL__C16(6), RCL__C16(7), RCL__C16(8), RCL__C16(9), RCL__C16(10), RCL__C16(11),
         RCL__C16(12), RCL__C16(13), RCL__C16(14), RCL__C16(15),
         RCL__C64(16), RCL__C64(17), RCL__C64(18), RCL__C64(19), RCL__C64(20), RCL__C64(21),
         RCL__C64(22), RCL__C64(23), RCL__C64(24), RCL__C64(25), RCL__C64(26), RCL__C64(27),
-        RCL__Q(10), RCL__Q(11), RCL__Q(12), RCL__Q(13), RCL__Q(14), RCL__Q(15),
+        RCL__Q(28, 10), RCL__Q(36, 11), RCL__Q(44, 12), RCL__Q(52, 13), RCL__Q(60, 14),
+        RCL__Q(68, 15),
     },
     .small_class = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
@@ -122,13 +136,13 @@ static const struct {
         RCL__S4(22), RCL__S4(23), RCL__S4(24), RCL__S4(25), RCL__S4(26), RCL__S4(27),
     },
 };
-#undef RCL__CH
+#undef RCL__K
 #undef RCL__Q
 #undef RCL__C16
 #undef RCL__C64
 #undef RCL__S4
-_Static_assert(RCL_BCACHE_MAX == 65536 && RCL_BCACHE_CLASSES == 76,
-               "rcl__bcache_tab's classes end at RCL_BCACHE_MAX");
+_Static_assert(RCL_BCACHE_MAX == 65536 && RCL_BCACHE_CLASSES == 76 && RCL_BCACHE_CLASSES < 128,
+               "rcl__bcache_tab's classes end at RCL_BCACHE_MAX, and number fewer than 7 bits hold");
 
 /* Eight classes per doubling above 1 KiB. */
 static inline unsigned rcl__bcache_class_above_1k(size_t size)
@@ -146,9 +160,9 @@ static inline unsigned rcl__bcache_class(size_t size)
 }
 
 /* What a block of class c costs the budget. */
-static inline size_t rcl__bcache_charge(unsigned c)
+static inline size_t rcl__bcache_charge(size_t c)
 {
-    return rcl__bcache_tab.charge[c];
+    return (uint32_t)rcl__bcache_tab.key[c + 1];
 }
 
 /* The largest size of class c. */
@@ -201,18 +215,18 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
 /* Under AddressSanitizer a cached block is poisoned whole, so that a use
  * after free is still caught. */
 #ifdef RCL_ASAN
-static inline void rcl__bcache_poison(struct rcl_hdr *h, unsigned c)
+static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c)
 {
     rcl__poison(h + 1, rcl__bcache_cap(c));
 }
 #else
-static inline void rcl__bcache_poison(struct rcl_hdr *h, unsigned c) { (void)h; (void)c; }
+static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (void)c; }
 #endif
 
 /* A cached block of class c (whose charge is `charge`), or NULL. Its
  * charge leaves the cache with it: the caller hands the block out, or
  * gives the charge to the stock. */
-static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, unsigned c, long charge)
+static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, long charge)
 {
     rcl__assert(charge == (long)rcl__bcache_charge(c));
     struct rcl_hdr *h = t->bc->top[c];
@@ -233,7 +247,7 @@ extern _Atomic long rcl__bcache_bytes;
 
 /* May a freed block of class c (whose charge is `charge`) be kept? Not
  * when the class's list is at its depth or the cache at its byte bound. */
-static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c, long charge)
+static inline bool rcl__bcache_room(const struct rcl_thread *t, size_t c, long charge)
 {
     const struct rcl_bcache_lists *bc = t->bc;
 
@@ -245,7 +259,7 @@ static inline bool rcl__bcache_room(const struct rcl_thread *t, unsigned c, long
  * said it may; its charge comes with it, from what was handed out (or
  * the caller takes it from the stock). Its header is marked cached
  * (RCL__HDR_CACHED). */
-static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, unsigned c,
+static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size_t c,
                                    long charge)
 {
     struct rcl_bcache_lists *bc = t->bc;

@@ -111,6 +111,60 @@ TEST(foreign_pointer_is_reported_and_left_alone)
     free(theirs);
 }
 
+/*
+ * The header's second word (the check word, the backend offset, the
+ * class and the epoch: src/alloc.c) is what a free trusts; a program that
+ * writes over any byte of it - an underflow of the block - gets a
+ * reported bad free, and the block and the budget are left alone. Sizes
+ * in each of the three kinds of class (16-byte, 64-byte and eighth-of-a-
+ * doubling steps) and above them.
+ */
+TEST(a_header_written_over_is_reported_and_left_alone)
+{
+    static const size_t sizes[] = { 24, 640, 3000, 100000 };
+    unsigned bad = 0;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        unsigned char *p = rcl_alloc(sizes[i], RCL_DEFAULT);
+        assert_non_null(p);
+        size_t before = usage_now();
+        for (int b = 1; b <= 8; b++) {
+            for (unsigned flip = 0x01; flip <= 0x80; flip <<= 1) {
+                p[-b] ^= (unsigned char)flip;
+                errno = 0;
+                rcl_free(p);
+                assert_int_equal(errno, EINVAL);
+                assert_int_equal(test_report_count(), ++bad);
+                p[-b] ^= (unsigned char)flip;
+            }
+        }
+        assert_int_equal(usage_now(), before);
+        rcl_free(p);
+        assert_int_equal(usage_now(), before - rcl_alloc_charge(sizes[i]));
+    }
+    assert_last_report_has("not a block from this library");
+}
+
+/* The size word is not what a free of a block of a class trusts: its
+ * class, in the checked word, says what to uncharge. A size written over
+ * is caught where the size is used - rcl_realloc() copies it - and the
+ * block still frees for exactly its charge. */
+TEST(a_size_word_written_over_is_caught_by_realloc)
+{
+    size_t before = usage_now();
+    size_t *p = rcl_alloc(200, RCL_DEFAULT);
+    assert_non_null(p);
+    p[-2] = 5000;                       /* the size word, now another class's */
+    errno = 0;
+    assert_null(rcl_realloc(p, 300, RCL_DEFAULT));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), before + rcl_alloc_charge(200));
+    rcl_free(p);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), before);
+}
+
 /* Freeing twice: caught while the memory is still readable. Under a
  * sanitizer the read of freed memory is itself the (correct) report, so
  * the test runs only in the plain build. */
