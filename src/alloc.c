@@ -706,8 +706,9 @@ void rcl_free(void *p)
     size_t nr = hdr_class_byte(h);
     uint64_t key = rcl__bcache_tab.key[nr];
     if (likely(meta == (t->hdr_tag ^ addr_word(p, 0) ^ key))) {
-        if (!nr)
-            __builtin_unreachable();      /* key 0 matches no meta */
+        rcl__assert(nr - 1 < RCL_BCACHE_CLASSES);
+        if (nr - 1 >= RCL_BCACHE_CLASSES)
+            __builtin_unreachable();      /* no such key matches (block.h) */
         size_t c = nr - 1;
         long charge = (uint32_t)key;
         /* A kept block keeps its charge, in the cache; any other adds

@@ -49,10 +49,16 @@ static inline unsigned hdr_class_nr(size_t size)
  * the shift, the epoch, the secret and RCL__HDR_CACHED) and, for a block
  * of a class, the class's key (block_cache.h), which holds
  * RCL__HDR_CACHED too and so takes it out again. A free checks a header
- * the same way - tag ^ address word ^ the key of the class number the
- * header says - and a number that is no class's has key 0, which leaves
- * RCL__HDR_CACHED in the expected meta: a block handed out never has it,
- * and a cached block's class byte, which has it, is no class's number.
+ * the same way - tag ^ address word ^ the key of the class byte the
+ * header has - and so trusts a class byte only where the key's class
+ * byte, flipped by the tag's, gives it back. The tag's class byte is
+ * RCL__HDR_CACHED's bit, or 0 for a thread the library does not know
+ * (before its first call, after a restart): a class's key gives the
+ * number back with the first only, and a byte that is no class's has a
+ * key whose lowest bit differs from it, which neither gives back. So a
+ * free never takes a class from a header that is not a block's of this
+ * process, even a header made without the secret for a thread whose tag
+ * holds none.
  */
 static inline uint64_t rcl__hdr_meta(uint64_t tag, const void *p, size_t size)
 {

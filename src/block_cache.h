@@ -97,13 +97,15 @@ struct rcl_hdr {
  *                40-46 of the check word's meta: alloc.c): the class's
  *                charge (its largest size, the header and the backend's
  *                own overhead: what a block of it costs the budget,
- *                alloc.c says why) in the low 32 bits, the number itself
- *                at bit 40, and RCL__HDR_CACHED. So a free reads the
- *                class and its charge from the header's meta and this
- *                table alone, two loads, whatever the size; numbers that
- *                are no class's (0, above the classes, a cached header's)
- *                hold 0, which no header's meta can match (rcl__hdr_meta,
- *                block.h, says why);
+ *                alloc.c says why) in the low 32 bits, and the number
+ *                with RCL__HDR_CACHED in the class's byte. So a free
+ *                reads the class and its charge from the header's meta
+ *                and this table alone, two loads, whatever the size. A
+ *                byte that is no class's number (0, above the classes, a
+ *                cached header's) has a key whose class byte is that byte
+ *                with its lowest bit flipped, which no meta can match
+ *                whatever the thread's tag (rcl__hdr_meta, block.h, says
+ *                why): a free never indexes the lists with it;
  *   small_class  the classes up to 1 KiB by (size - 1) / 16 - one load,
  *                and no branch for a program whose sizes vary among them.
  */
@@ -116,6 +118,10 @@ struct rcl_hdr {
                       RCL__K((c0) + 2, 11u << ((log) - 3)), RCL__K((c0) + 3, 12u << ((log) - 3)), \
                       RCL__K((c0) + 4, 13u << ((log) - 3)), RCL__K((c0) + 5, 14u << ((log) - 3)), \
                       RCL__K((c0) + 6, 15u << ((log) - 3)), RCL__K((c0) + 7, 16u << ((log) - 3))
+#define RCL__NO(n)    [n] = (uint64_t)((n) ^ 1) << RCL__HDR_CLASS_SHIFT
+#define RCL__NO4(n)   RCL__NO(n), RCL__NO((n) + 1), RCL__NO((n) + 2), RCL__NO((n) + 3)
+#define RCL__NO16(n)  RCL__NO4(n), RCL__NO4((n) + 4), RCL__NO4((n) + 8), RCL__NO4((n) + 12)
+#define RCL__NO64(n)  RCL__NO16(n), RCL__NO16((n) + 16), RCL__NO16((n) + 32), RCL__NO16((n) + 48)
 #define RCL__S4(c)    (c), (c), (c), (c)
 static const struct {
     uint64_t key[256];
@@ -129,6 +135,8 @@ static const struct {
         RCL__C64(22), RCL__C64(23), RCL__C64(24), RCL__C64(25), RCL__C64(26), RCL__C64(27),
         RCL__Q(28, 10), RCL__Q(36, 11), RCL__Q(44, 12), RCL__Q(52, 13), RCL__Q(60, 14),
         RCL__Q(68, 15),
+        RCL__NO(0), RCL__NO(77), RCL__NO(78), RCL__NO(79), RCL__NO16(80), RCL__NO16(96),
+        RCL__NO16(112), RCL__NO64(128), RCL__NO64(192),
     },
     .small_class = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
@@ -137,6 +145,10 @@ static const struct {
     },
 };
 #undef RCL__K
+#undef RCL__NO
+#undef RCL__NO4
+#undef RCL__NO16
+#undef RCL__NO64
 #undef RCL__Q
 #undef RCL__C16
 #undef RCL__C64

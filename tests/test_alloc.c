@@ -145,6 +145,51 @@ TEST(a_header_written_over_is_reported_and_left_alone)
     assert_last_report_has("not a block from this library");
 }
 
+/*
+ * A header made without the process's secret: the address word with
+ * every class byte, and with a 64-byte block's charge or none in the
+ * check word. A thread the library has not met yet has no secret in its
+ * tag; none of these may pass its free for a block (the class byte
+ * would index its lists), nor a registered thread's.
+ */
+static unsigned forged_frees(void)
+{
+    uint64_t buf[4];
+    unsigned char *p = (unsigned char *)&buf[2];
+    uint32_t addr = (uint32_t)(uintptr_t)p >> 4;
+    unsigned refused = 0;
+
+    for (unsigned b = 0; b < 256; b++) {
+        for (int charged = 0; charged < 2; charged++) {
+            buf[0] = 64;
+            buf[1] = (uint64_t)b << 40 | (addr ^ (charged ? (uint32_t)rcl_alloc_charge(64) : 0));
+            errno = 0;
+            rcl_free(p);
+            refused += errno == EINVAL;
+        }
+    }
+    return refused;
+}
+
+static void *forged_frees_thread(void *arg)
+{
+    *(unsigned *)arg = forged_frees();
+    return NULL;
+}
+
+TEST(a_header_forged_without_the_secret_is_reported)
+{
+    pthread_t th;
+    unsigned new_thread = 0;
+
+    assert_int_equal(pthread_create(&th, NULL, forged_frees_thread, &new_thread), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(new_thread, 512);
+    assert_int_equal(forged_frees(), 512);
+    assert_int_equal(test_report_count(), 1024);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* The size word is not what a free of a block of a class trusts: its
  * class, in the checked word, says what to uncharge. A size written over
  * is caught where the size is used - rcl_realloc() copies it - and the
