@@ -125,14 +125,20 @@ static inline unsigned want_class(unsigned shift, size_t size)
     return shift == HDR_SHIFT ? hdr_class_nr(size) : 0;
 }
 
+/* A header for a block that is not handed out with the thread's tag: of
+ * an earlier epoch (realloc), the flusher reserve's (tag RESV_TAG),
+ * aligned or mapped (VMAP_TAG). A plain one is made as the fast paths
+ * make theirs (rcl__hdr_meta), so that there is one layout to keep. */
 static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, unsigned epoch,
                              uint32_t tag)
 {
     void *p = h + 1;
     h->size = size;
-    h->meta = meta_bits(shift, epoch) |
-              (uint64_t)want_class(shift, size) << RCL__HDR_CLASS_SHIFT |
-              (check_word(p, size, shift, epoch) ^ tag);
+    if (shift == HDR_SHIFT)
+        h->meta = rcl__hdr_meta(rcl__hdr_tag(epoch), p, size) ^ tag;
+    else
+        h->meta = meta_bits(shift, epoch) | (check_word(p, size, shift, epoch) ^ tag);
+    rcl__assert(meta_class(h->meta) == want_class(shift, size));
     return p;
 }
 
@@ -405,24 +411,33 @@ static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp
     return p;
 }
 
-/* rcl_alloc's fast path for a request to be zeroed: the same, with the
- * memset. Apart, so that the common path tests the flag and the watch
- * word at once. */
-static __attribute__((noinline)) void *alloc_zeroed_out(size_t size, rcl_gfp_t gfp)
+/* The fast path once the class is known: a cached block brings its
+ * charge (t->cached), the stock untouched; else the backend's, through
+ * the stock. */
+static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, long cost,
+                                 rcl_gfp_t gfp)
+{
+    struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
+    if (unlikely(h == NULL))
+        return alloc_fresh_out(size, c, cost, gfp);
+    rcl__acct_out(t, cost);
+    void *p = gfp & RCL__ZERO ? hand_out(t, h, size, gfp) : hand_out_cached(t, h, size);
+    rcl__busy_leave(t);
+    return p;
+}
+
+/* rcl_alloc's other requests: one to be zeroed still takes the fast path
+ * if nothing watches the thread. Apart, so that rcl_alloc tests the flag
+ * and the watch word at once. */
+static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     size_t c;
     long cost;
 
-    if (!rcl__fast_ok(t) || !rcl__bcache_class_charge(size, c, cost))
-        return alloc_slow_out(size, gfp);
-    struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
-    if (!h)
-        return alloc_fresh_out(size, c, cost, gfp);
-    rcl__acct_out(t, cost);
-    void *p = hand_out(t, h, size, gfp);
-    rcl__busy_leave(t);
-    return p;
+    if (rcl__fast_ok(t) && rcl__bcache_class_charge(size, c, cost))
+        return alloc_cached(t, size, c, cost, gfp);
+    return alloc_slow_out(size, gfp);
 }
 
 void *rcl_alloc(size_t size, rcl_gfp_t gfp)
@@ -431,24 +446,12 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     if (unlikely(rcl__busy_try_enter(t)))
         return rcl__sig_alloc(size, gfp);
 
-    /* A cached block brings its charge (t->cached): the stock is not
-     * touched. */
     size_t c;
     long cost;
     if (likely(!(rd(t->lockdep_watch) | (gfp & RCL__ZERO)) &&
-               rcl__bcache_class_charge(size, c, cost))) {
-        struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
-        if (likely(h != NULL)) {
-            rcl__acct_out(t, cost);
-            void *p = hand_out_cached(t, h, size);
-            rcl__busy_leave(t);
-            return p;
-        }
-        return alloc_fresh_out(size, c, cost, gfp);
-    }
-    if (gfp & RCL__ZERO)
-        return alloc_zeroed_out(size, gfp);
-    return alloc_slow_out(size, gfp);
+               rcl__bcache_class_charge(size, c, cost)))
+        return alloc_cached(t, size, c, cost, gfp);
+    return alloc_other_out(size, gfp);
 }
 
 /* An allocation or free the library makes inside one of its own calls:
