@@ -21,10 +21,10 @@
  * inlines) spend and refill the stock with plain loads and stores; only
  * the owner thread writes `stock` (fork and shutdown aside, when no other
  * thread runs). The stock is budget with no memory behind it; the charge
- * of the thread's cached blocks (`cached`, block_cache.h), which are
- * memory and bounded by the cache, is kept apart from it, so that a block
- * that goes from the cache to the program and back moves its charge
- * between `cached` and what is handed out, and the stock is not touched -
+ * of the thread's cached blocks (its lists' lengths, block_cache.h), which
+ * are memory and bounded by the cache, is kept apart from it, so that a
+ * block that goes from the cache to the program and back moves its charge
+ * between the lists and what is handed out, and the stock is not touched -
  * the kernel's slab, likewise, charges a page once, not each object
  * carved from it. The budget counts both, and rcl_usage() leaves both
  * out. A free that goes into the cache stays on the fast path while
@@ -125,7 +125,7 @@ void rcl__stock_attach(struct rcl_thread *t)
 void rcl__stock_return(const struct rcl_thread *t)
 {
     rcl__assert(rcl__registry_held());
-    budget_return((size_t)rd(t->stock) + rd(t->cached));
+    budget_return((size_t)rd(t->stock) + rcl__bcache_held(t));
 #ifdef RCL_DEBUG
     /* A vanished thread's signal stash stays charged, held by nobody (at
      * an exit the stash was emptied first). */
@@ -569,7 +569,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         /* The thread's own cached blocks are budget too: give them up
          * before reclaiming anyone's objects, as the kernel drains its
          * per-CPU lists before it gives up on an allocation. */
-        if (rd(t->cached)) {
+        if (rcl__bcache_held(t)) {
             rcl__bcache_drain(t);
             continue;
         }
@@ -772,7 +772,7 @@ size_t rcl_usage(void)
     unsigned b = rcl__busy_hold(&rcl__self);
     rcl__registry_lock();
     for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next) {
-        stocks += atomic_load_explicit(&t->cached, memory_order_acquire);
+        stocks += rcl__bcache_held(t);
         long s = atomic_load_explicit(&t->stock, memory_order_acquire);
         stocks += s > 0 ? (size_t)s : 0;
         stocks += atomic_load_explicit(&t->sig_stash_bytes, memory_order_acquire);
@@ -858,7 +858,7 @@ int rcl__acct_check(char *why, size_t len)
 #endif
     for (struct rcl_thread *t = rcl__registry_first(); t && !err; t = t->next) {
         err = acct_check_thread(t, why, len);
-        stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rd(t->cached) +
+        stocks += (size_t)(rd(t->stock) > 0 ? rd(t->stock) : 0) + rcl__bcache_held(t) +
                   rd(t->sig_stash_bytes);
 #ifdef RCL_DEBUG
         out += rd(t->acct_out);

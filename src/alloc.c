@@ -364,12 +364,12 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 
 /* A block for a thread whose list of class c is empty: a batch from the
  * depot, if another thread freed one there (the rest of it becomes the
- * list, charged from what the stock has unused and the cache has room
- * for), else the backend's. */
+ * list, charged from what the stock has unused, as long as the list's
+ * depth), else the backend's. */
 static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, unsigned c,
                                           long cost, long avail)
 {
-    long cache_room = rd(rcl__bcache_bytes) - (long)rd(t->cached);
+    long cache_room = (long)t->bc->depth[c] * cost;
     long more = avail - cost < cache_room ? avail - cost : cache_room;
     struct rcl_hdr *h = rcl__depot_take(t, c, (size_t)(cost + (more > 0 ? more : 0)));
 
@@ -385,10 +385,10 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h;
 
-    rcl__bcache_missed(t, c);
     long avail = rcl__stock_avail(t);
     if (unlikely(cost > avail) || unlikely(!(h = fresh_block(t, size, c, cost, avail))))
-        return alloc_slow(size, gfp);
+        return alloc_slow(size, gfp);   /* which counts the miss */
+    rcl__bcache_missed(t, c);
     wr(t->stock, rd(t->stock) - cost);
     rcl__acct_out(t, cost);
     return hand_out(t, h, size, gfp);
@@ -412,15 +412,14 @@ static __attribute__((noinline, cold)) void *alloc_slow_out(size_t size, rcl_gfp
 }
 
 /* The fast path once the class is known: a cached block brings its
- * charge (t->cached), the stock untouched; else the backend's, through
- * the stock. */
-static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, long cost,
-                                 rcl_gfp_t gfp)
+ * charge (from its list's), the stock untouched; else the backend's,
+ * through the stock. The charge is read only then. */
+static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, rcl_gfp_t gfp)
 {
-    struct rcl_hdr *h = rcl__bcache_take(t, c, cost);
+    struct rcl_hdr *h = rcl__bcache_take(t, c, (long)rcl__bcache_charge(c));
     if (unlikely(h == NULL))
-        return alloc_fresh_out(size, c, cost, gfp);
-    rcl__acct_out(t, cost);
+        return alloc_fresh_out(size, (unsigned)c, (long)rcl__bcache_charge(c), gfp);
+    rcl__acct_out(t, rcl__bcache_charge(c));
     void *p = gfp & RCL__ZERO ? hand_out(t, h, size, gfp) : hand_out_cached(t, h, size);
     rcl__busy_leave(t);
     return p;
@@ -433,10 +432,9 @@ static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gf
 {
     struct rcl_thread *t = &rcl__self;
     size_t c;
-    long cost;
 
-    if (rcl__fast_ok(t) && rcl__bcache_class_charge(size, c, cost))
-        return alloc_cached(t, size, c, cost, gfp);
+    if (rcl__fast_ok(t) && rcl__bcache_class_fits(size, c))
+        return alloc_cached(t, size, c, gfp);
     return alloc_slow_out(size, gfp);
 }
 
@@ -447,10 +445,8 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
         return rcl__sig_alloc(size, gfp);
 
     size_t c;
-    long cost;
-    if (likely(!(rd(t->lockdep_watch) | (gfp & RCL__ZERO)) &&
-               rcl__bcache_class_charge(size, c, cost)))
-        return alloc_cached(t, size, c, cost, gfp);
+    if (likely(!(rd(t->lockdep_watch) | (gfp & RCL__ZERO)) && rcl__bcache_class_fits(size, c)))
+        return alloc_cached(t, size, c, gfp);
     return alloc_other_out(size, gfp);
 }
 

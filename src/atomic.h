@@ -30,9 +30,13 @@
 #if defined(__x86_64__) && !defined(RCL_TSAN)
 #define own_addm(x, v) __asm__("addq %1, %0" : "+m"(x) : "er"((long)(v)))
 #define own_subm(x, v) __asm__("subq %1, %0" : "+m"(x) : "er"((long)(v)))
+#define own_inc16(x)   __asm__("addw $1, %0" : "+m"(x))
+#define own_dec16(x)   __asm__("subw $1, %0" : "+m"(x))
 #else
 #define own_addm(x, v) own_add(x, v)
 #define own_subm(x, v) own_add(x, -(v))
+#define own_inc16(x)   own_add(x, 1)
+#define own_dec16(x)   own_add(x, -1)
 #endif
 #define own_inc(x) own_addm(x, 1)
 

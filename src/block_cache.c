@@ -32,14 +32,15 @@ void rcl__bcache_limit(size_t limit)
     depot_limit(limit);
 }
 
-/* Cached blocks' charge to the stock: there before it leaves the cache
- * (released), so that rcl_usage(), which reads a thread's cache before
- * its stock, never misses it. */
-static void uncache_charge(struct rcl_thread *t, size_t bytes)
+/* Class c's list, n blocks, leaves the cache: its charge to the stock,
+ * there before the length drops (released), so that rcl_usage(), which
+ * reads a thread's lists before its stock, never misses it. */
+static void list_uncharge(struct rcl_thread *t, unsigned c, size_t n)
 {
-    rcl__assert(rd(t->cached) >= bytes);
-    wr(t->stock, rd(t->stock) + (long)bytes);
-    atomic_store_explicit(&t->cached, rd(t->cached) - bytes, memory_order_release);
+    rcl__assert(n == rd(t->bc->len[c]));
+    t->bc->top[c] = NULL;
+    wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
+    atomic_store_explicit(&t->bc->len[c], 0, memory_order_release);
 }
 
 /* Class c's cached blocks back to the backend, their charge to the stock
@@ -51,25 +52,93 @@ static void give_back(struct rcl_thread *t, unsigned c)
 
     if (!h)
         return;
-    t->bc->top[c] = NULL;
     for (struct rcl_hdr *next; h; h = next, n++) {
         next = h->next;
         rcl__assert(h->meta & RCL__HDR_CACHED);
         h->meta = 0;
         rcl__be_free(h);
     }
-    rcl__assert(n == t->bc->len[c]);
-    t->bc->len[c] = 0;
-    uncache_charge(t, n * rcl__bcache_charge(c));
+    list_uncharge(t, c, n);
+}
+
+size_t rcl__bcache_held(const struct rcl_thread *t)
+{
+    size_t bytes = 0;
+
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+        bytes += atomic_load_explicit(&t->bc->len[c], memory_order_acquire) *
+                 rcl__bcache_charge(c);
+    return bytes;
+}
+
+static void depth_set(struct rcl_bcache_lists *bc, unsigned c, unsigned depth)
+{
+    rcl__assert(depth <= RCL_BCACHE_DEPTH_MAX && rd(bc->len[c]) <= depth);
+    bc->room += (depth - (size_t)bc->depth[c]) * rcl__bcache_charge(c);
+    bc->depth[c] = (uint16_t)depth;
+}
+
+/*
+ * Every list but keep's to none, then to its starting depth as far as
+ * half the byte bound allows, the smaller classes first: a small budget
+ * starts the larger classes at none (they grow on misses), and the other
+ * half is for the lists that grow. The lists are empty.
+ */
+static void depths_reset(struct rcl_bcache_lists *bc, unsigned keep)
+{
+    size_t half = (size_t)rd(rcl__bcache_bytes) / 2;
+
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        if (c != keep) {
+            depth_set(bc, c, 0);
+            bc->grown[c] = 0;
+        }
+    }
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        size_t fits = bc->room < half ? (half - bc->room) / rcl__bcache_charge(c) : 0;
+        if (c != keep)
+            depth_set(bc, c, fits < rcl__bcache_depth_start(c) ? (unsigned)fits
+                                                                : rcl__bcache_depth_start(c));
+    }
+}
+
+/*
+ * A list the byte bound kept from growing. The starting room of the lists
+ * that never grew, as far as they do not use it (their depths above their
+ * lengths), gives way: under a small budget the starting depths of
+ * classes the thread does not allocate would otherwise keep the class in
+ * use from growing. A list that grew keeps its depth - its blocks may be
+ * out with the program, to come back - until the classes that do not fit
+ * evict it (rcl__bcache_evict). A scan of every class, for nothing once
+ * the starts are gone: at most once every BLOCKED_SCAN_EVERY blocked
+ * misses, the first included.
+ */
+#define BLOCKED_SCAN_EVERY 16u
+
+void rcl__bcache_blocked(struct rcl_thread *t, unsigned c)
+{
+    struct rcl_bcache_lists *bc = t->bc;
+
+    if (bc->blocked++ % BLOCKED_SCAN_EVERY)
+        return;
+    for (unsigned o = 0; o < RCL_BCACHE_CLASSES; o++)
+        if (!bc->grown[o] && bc->depth[o] > rd(bc->len[o]))
+            depth_set(bc, o, rd(bc->len[o]));
+    if (bc->room + rcl__bcache_charge(c) <= (size_t)rd(rcl__bcache_bytes))
+        depth_set(bc, c, bc->depth[c] + 1u);
 }
 
 /* Every cached block back. Only ever for the caller's own rcl__self, or at
- * its exit: only the owner touches its lists. */
+ * its exit: only the owner touches its lists. A bound lowered since the
+ * lists grew (a lowered limit asks every thread to drain) brings their
+ * depths back to the start. */
 void rcl__bcache_drain(struct rcl_thread *t)
 {
     t->bcache_full = 0;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
         give_back(t, c);
+    if (!rcl__bcache_off(t) && t->bc->room > (size_t)rd(rcl__bcache_bytes))
+        depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
 
 const struct rcl_bcache_lists rcl__bcache_none;
@@ -102,15 +171,17 @@ void rcl__bcache_attach(struct rcl_thread *t)
         rcl__lsan_root(bc, lists_bytes());
         t->bc = bc;
     }
-    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
-        t->bc->depth[c] = (uint16_t)rcl__bcache_depth_start(c);
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
         t->bc->gave_at[c] = 0;
-    }
+    t->bc->blocked = 0;
+    depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
 
+/* At the thread's exit, its cache emptied and the thread out of the
+ * registry, where other threads read its lists. */
 void rcl__bcache_release(struct rcl_thread *t)
 {
-    rcl__assert(!rd(t->cached));
+    rcl__assert(!rcl__bcache_held(t));
     if (rcl__bcache_off(t))
         return;
     rcl__lsan_unroot(t->bc, lists_bytes());
@@ -119,27 +190,25 @@ void rcl__bcache_release(struct rcl_thread *t)
 }
 
 /*
- * A free the cache turned away, its byte bound full. Blocks of classes the
- * thread no longer allocates would otherwise hold the bound for good, and
+ * A free the cache turned away, its list full. Classes the thread no
+ * longer allocates would otherwise hold the byte bound for good, and
  * every block of the sizes it uses now would go to the backend (a program
  * that moves from one size to the next, as glibc's "simple" benchmark
  * does). After RCL_BCACHE_EVICT_AFTER turned-away frees, the other classes
- * go back to the backend: often enough to follow a change of sizes, rarely
- * enough that a mix of sizes larger than the cache does not drain it on
- * every pass; the kernel's per-CPU page lists likewise drain in batches,
- * not per page.
+ * go back to the backend and give up their depths: often enough to follow
+ * a change of sizes, rarely enough that a mix of sizes larger than the
+ * cache does not drain it on every pass; the kernel's per-CPU page lists
+ * likewise drain in batches, not per page.
  */
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
 {
     t->bcache_full = 0;
     if (rcl__bcache_off(t))
         return;
-    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
-        if (c != keep) {
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+        if (c != keep)
             give_back(t, c);
-            t->bc->depth[c] = (uint16_t)rcl__bcache_depth_start(c);
-        }
-    }
+    depths_reset(t->bc, keep);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -243,8 +312,9 @@ static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
     t->bc->gave_at[c] = frees;
     if (!last || given * DEPOT_HOT_SHARE < frees - last)
         return;
-    if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX)
-        t->bc->depth[c] = (uint16_t)(2 * depth);
+    if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX &&
+        t->bc->room + depth * rcl__bcache_charge(c) <= (size_t)rd(rcl__bcache_bytes))
+        depth_set(t->bc, c, 2 * depth);
 }
 
 /*
@@ -260,7 +330,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 
     if (!top)
         return false;
-    size_t len = t->bc->len[c], bytes = len * rcl__bcache_charge(c);
+    size_t len = rd(t->bc->len[c]), bytes = len * rcl__bcache_charge(c);
     if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
         return false;
     pthread_mutex_lock(depot_lock(c));
@@ -275,9 +345,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
         atomic_fetch_sub(&depot_bytes, bytes);
         return false;
     }
-    t->bc->top[c] = NULL;
-    t->bc->len[c] = 0;
-    uncache_charge(t, bytes);
+    list_uncharge(t, c, len);
     batch_resize(t, c, len);
     return true;
 }
@@ -322,10 +390,10 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     pthread_mutex_unlock(depot_lock(c));
     atomic_fetch_sub(&depot_bytes, len * charge);
 
-    /* The blocks below h become the thread's list. */
+    /* The blocks below h become the thread's list, at most its depth. */
+    rcl__assert(len - 1 <= t->bc->depth[c]);
     t->bc->top[c] = h->next;
-    t->bc->len[c] = (uint16_t)(len - 1);
-    own_add(t->cached, (long)((len - 1) * charge));
+    wr(t->bc->len[c], (uint16_t)(len - 1));
     wr(t->stock, rd(t->stock) - (long)((len - 1) * charge));
     return h;
 }

@@ -24,10 +24,17 @@
  *     class that makes a good share of the thread's frees;
  *   - all of it is bounded in bytes, by limit/128 up to 8 MiB
  *     (rcl__bcache_limit) - the kernel sizes its per-CPU lists in bytes,
- *     from the memory they serve, for the same reason;
- *   - blocks of classes the thread no longer uses give way: after
- *     RCL_BCACHE_EVICT_AFTER frees turned away by a full cache, the other
- *     classes go back to the backend and their lists shrink to the start
+ *     from the memory they serve, for the same reason. The bound is on
+ *     what the lists may hold (the sum over the classes of depth x
+ *     charge, `room`), not on what they hold: a list grows only while
+ *     that sum stays within the bound, so a free checks its list's
+ *     length alone. The starting depths take at most half the bound (a
+ *     small budget starts the larger classes at none), the rest is for
+ *     the lists that grow;
+ *   - classes the thread no longer uses give way: after
+ *     RCL_BCACHE_EVICT_AFTER frees turned away by full lists, the other
+ *     classes' blocks go back to the backend and their depths to none,
+ *     then to their starts as far as half the bound allows
  *     (rcl__bcache_evict).
  * Beyond its cache, a block goes through the wrapper, its header and the
  * class rounding to the backend: a third to a half more than the backend
@@ -36,22 +43,24 @@
  * cache a pair costs less than glibc's own.
  *
  * A cached block stays charged: its charge goes from what the thread
- * handed out to t->cached when it is freed into the cache, and back when
- * it is handed out again, and only the block's move to or from the
- * backend or the depot touches the stock (the stock protocol is
- * account.c's). So the budget counts a cached block - it is real memory -
- * while rcl_usage(), which leaves stocks and caches out, does not, and a
- * cache hit costs the budget nothing at all. The cache has its own
- * byte bound, apart from stock_max, which bounds only the part of the
- * stock with no memory behind it: a cache that shared stock_max would
- * leave it either too small for a live set or too large for the footprint
- * samples, which cannot tell unused budget from memory. Only the owner
- * thread touches its lists. rcl__bcache_drain() gives the blocks back to
- * the backend, and is what every drain calls: rcl_usage_sync() and a
- * drain request (account.c), a charge that finds the budget short
- * (account.c), a thread's exit, its registration in a new epoch and
- * shutdown (thread.c). A forked child leaks the other threads' caches:
- * nobody there can reach them.
+ * handed out to its list when it is freed into the cache, and back when
+ * it is handed out again - what the lists hold is their lengths times
+ * their classes' charges (rcl__bcache_held) - and only the block's move
+ * to or from the backend or the depot touches the stock (the stock
+ * protocol is account.c's). So the budget counts a cached block - it is
+ * real memory - while rcl_usage(), which leaves stocks and caches out,
+ * does not, and a cache hit costs the budget nothing at all: a length
+ * moves by one. The cache has its own byte bound, apart from stock_max,
+ * which bounds only the part of the stock with no memory behind it: a
+ * cache that shared stock_max would leave it either too small for a live
+ * set or too large for the footprint samples, which cannot tell unused
+ * budget from memory. Only the owner thread writes its lists; other
+ * threads read their lengths (rcl_usage(), rcl_stats_get()).
+ * rcl__bcache_drain() gives the blocks back to the backend, and is what
+ * every drain calls: rcl_usage_sync() and a drain request (account.c), a
+ * charge that finds the budget short (account.c), a thread's exit, its
+ * registration in a new epoch and shutdown (thread.c). A forked child
+ * leaks the other threads' caches: nobody there can reach them.
  *
  * Invariant the cache relies on: a plain block's backend size is at least
  * its class size - every block up to RCL_BCACHE_MAX is asked of the
@@ -188,7 +197,7 @@ static inline size_t rcl__bcache_cap(unsigned c)
  * RCL_BCACHE_DEPTH_MAX. A thread's list grows to the live set it really
  * recycles (as tcmalloc's per-class list lengths do), while a thread that
  * only frees a class - the consumer of a producer/consumer pair - keeps no
- * more than the first few. The byte bound (rcl__bcache_room) caps the whole.
+ * more than the first few. The byte bound (rcl__bcache_missed) caps the whole.
  */
 #define RCL_BCACHE_DEPTH_MAX 4096u
 static inline unsigned rcl__bcache_depth_start(unsigned c) { return c < 16 ? 8 : c < 28 ? 4 : 1; }
@@ -200,29 +209,45 @@ static inline bool rcl__bcache_off(const struct rcl_thread *t)
     return t->bc == &rcl__bcache_none;
 }
 
-/* An allocation of class c found its list empty: the list may grow. */
+/* The most a thread's lists may hold, in bytes (rcl__bcache_limit,
+ * block_cache.c). */
+#define RCL_BCACHE_BYTES_MAX (8u << 20)
+extern _Atomic long rcl__bcache_bytes;
+
+void rcl__bcache_blocked(struct rcl_thread *t, unsigned c);
+
+/* An allocation of class c found its list empty: the list may grow, if
+ * the lists' room stays within the byte bound, or once the other lists
+ * give up starting room they do not use (rcl__bcache_blocked). */
 static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
 {
-    if (t->bc->depth[c] < RCL_BCACHE_DEPTH_MAX && !rcl__bcache_off(t))
-        t->bc->depth[c]++;
+    struct rcl_bcache_lists *bc = t->bc;
+    size_t charge = rcl__bcache_charge(c);
+
+    if (bc->depth[c] >= RCL_BCACHE_DEPTH_MAX || rcl__bcache_off(t))
+        return;
+    bc->grown[c] = 1;
+    if (bc->room + charge <= (size_t)rd(rcl__bcache_bytes)) {
+        bc->depth[c]++;
+        bc->room += charge;
+    } else {
+        rcl__bcache_blocked(t, c);
+    }
 }
 
 /*
- * The fast paths' way to a size's class and its charge, into the lvalues
- * c and charge: false for 0 and for sizes above the classes, the sizes up
- * to 1 KiB - the most common - tested first. A macro, not a function that
- * takes their addresses: under AddressSanitizer an address-taken local
- * stays a stack slot with redzones (its use-after-scope check), which a
- * thread cancelled in a call below the fast path would leave poisoned.
+ * The fast paths' way to a size's class, into the lvalue c: false for 0
+ * and for sizes above the classes, the sizes up to 1 KiB - the most
+ * common - tested first. A macro, not a function that takes its address:
+ * under AddressSanitizer an address-taken local stays a stack slot with
+ * redzones (its use-after-scope check), which a thread cancelled in a
+ * call below the fast path would leave poisoned.
  */
-#define rcl__bcache_class_charge(size, c, charge)                                        \
+#define rcl__bcache_class_fits(size, c)                                                  \
     (likely((size) - 1 < 1024)                                                           \
-         ? ((c) = rcl__bcache_tab.small_class[((size) - 1) >> 4],                        \
-            (charge) = (long)rcl__bcache_charge(c), true)                                \
-         : (size) - 1 < RCL_BCACHE_MAX                                                   \
-               ? ((c) = rcl__bcache_class_above_1k(size),                                \
-                  (charge) = (long)rcl__bcache_charge(c), true)                          \
-               : false)
+         ? ((c) = rcl__bcache_tab.small_class[((size) - 1) >> 4], true)                  \
+         : (size) - 1 < RCL_BCACHE_MAX ? ((c) = rcl__bcache_class_above_1k(size), true)  \
+                                       : false)
 
 /* Under AddressSanitizer a cached block is poisoned whole, so that a use
  * after free is still caught. */
@@ -243,28 +268,23 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
     rcl__assert(charge == (long)rcl__bcache_charge(c));
     struct rcl_hdr *h = t->bc->top[c];
     if (h) {
-        rcl__assert((h->meta & RCL__HDR_CACHED) && t->bc->len[c] > 0 &&
-                    (long)rd(t->cached) >= charge && !h->next == (t->bc->len[c] == 1));
+        rcl__assert((h->meta & RCL__HDR_CACHED) && rd(t->bc->len[c]) > 0 &&
+                    !h->next == (rd(t->bc->len[c]) == 1));
         t->bc->top[c] = h->next;
-        t->bc->len[c]--;
-        own_subm(t->cached, charge);
+        own_dec16(t->bc->len[c]);
     }
     return h;
 }
 
-/* The most a thread's cached blocks may hold, in bytes (rcl__bcache_limit,
- * block_cache.c). */
-#define RCL_BCACHE_BYTES_MAX (8u << 20)
-extern _Atomic long rcl__bcache_bytes;
-
 /* May a freed block of class c (whose charge is `charge`) be kept? Not
- * when the class's list is at its depth or the cache at its byte bound. */
+ * when the class's list is at its depth: the depths keep the lists
+ * within the byte bound (rcl__bcache_missed). */
 static inline bool rcl__bcache_room(const struct rcl_thread *t, size_t c, long charge)
 {
     const struct rcl_bcache_lists *bc = t->bc;
 
     rcl__assert(charge == (long)rcl__bcache_charge(c));
-    return bc->len[c] < bc->depth[c] && (long)rd(t->cached) + charge <= rd(rcl__bcache_bytes);
+    return rd(bc->len[c]) < bc->depth[c];
 }
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
@@ -275,14 +295,13 @@ static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size
                                    long charge)
 {
     struct rcl_bcache_lists *bc = t->bc;
-    rcl__assert(bc->len[c] < RCL_BCACHE_DEPTH_MAX && !rcl__bcache_off(t) &&
-                !(h->meta & RCL__HDR_CACHED) && !bc->top[c] == !bc->len[c] &&
+    rcl__assert(rd(bc->len[c]) < bc->depth[c] && !rcl__bcache_off(t) &&
+                !(h->meta & RCL__HDR_CACHED) && !bc->top[c] == !rd(bc->len[c]) &&
                 charge == (long)rcl__bcache_charge(c));
     h->next = bc->top[c];
     h->meta ^= RCL__HDR_CACHED;
     bc->top[c] = h;
-    bc->len[c]++;
-    own_addm(t->cached, charge);
+    own_inc16(bc->len[c]);
     rcl__bcache_poison(h, c);
 }
 

@@ -110,6 +110,9 @@ void   rcl__bcache_attach(struct rcl_thread *t);
 void   rcl__bcache_release(struct rcl_thread *t);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */
 void   rcl__bcache_limit(size_t limit);
+/* The charge of the blocks a thread's cache holds: for any thread that
+ * holds the registry lock, or for the owner. */
+size_t rcl__bcache_held(const struct rcl_thread *t);
 /* The depot (block_cache.c): blocks freed on one thread for another's
  * allocations. Drained before every trim, by every drain and at shutdown;
  * what it holds is not charged. */

@@ -26,7 +26,7 @@ static inline bool rcl__fast_ok(const struct rcl_thread *t)
 }
 
 /* What the thread may charge from its stock. Its cached blocks' charge
- * is apart (t->cached): they are memory, bounded by the cache itself
+ * is apart (in its lists, rcl__bcache_held): they are memory, bounded by the cache itself
  * (block_cache.h), where the stock is budget with no memory behind it. */
 static inline long rcl__stock_avail(const struct rcl_thread *t)
 {

@@ -60,13 +60,13 @@ static void thread_exit(void *arg)
     unsigned b = rcl__busy_hold(t);
     rcl__sig_flush(t);
     rcl__bcache_drain(t);
-    rcl__bcache_release(t);
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
         rcl__stock_return(t);
         unlink_locked(t);
     }
     pthread_mutex_unlock(&registry_lock);
+    rcl__bcache_release(t);     /* out of the registry: nobody reads its lists */
     rcl__busy_drop(t, b);
 }
 
@@ -122,7 +122,7 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
     for (struct rcl_thread *t = registry; t; t = t->next) {
         a += rd(t->nr_alloc);
         f += rd(t->nr_free);
-        c += rd(t->cached);
+        c += rcl__bcache_held(t);
     }
     pthread_mutex_unlock(&registry_lock);
     rcl__busy_drop(&rcl__self, b);

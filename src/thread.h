@@ -41,12 +41,21 @@
  * rcl__bcache_off().
  */
 struct rcl_bcache_lists {
-    void     *top[RCL_BCACHE_CLASSES];     /* each class's list */
-    uint16_t  len[RCL_BCACHE_CLASSES];     /* how many blocks each holds */
-    uint16_t  depth[RCL_BCACHE_CLASSES];   /* how many blocks each may hold
-                                              (block_cache.h) */
-    uint32_t  gave_at[RCL_BCACHE_CLASSES]; /* nr_free when each last went to
-                                              the depot (block_cache.c) */
+    void             *top[RCL_BCACHE_CLASSES];     /* each class's list */
+    _Atomic uint16_t  len[RCL_BCACHE_CLASSES];     /* how many blocks each holds:
+                                                      what their charge is, for
+                                                      rcl_usage() (account.c) */
+    uint16_t          depth[RCL_BCACHE_CLASSES];   /* how many blocks each may hold
+                                                      (block_cache.h) */
+    uint32_t          gave_at[RCL_BCACHE_CLASSES]; /* nr_free when each last went
+                                                      to the depot (block_cache.c) */
+    size_t            room;     /* the sum of depth x charge over the classes:
+                                   the most the lists can hold, in bytes */
+    unsigned          blocked;  /* misses the byte bound kept from growing a
+                                   list (block_cache.c) */
+    uint8_t           grown[RCL_BCACHE_CLASSES];   /* each list has grown on a
+                                                      miss since its depth was
+                                                      set to its start */
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
@@ -81,14 +90,15 @@ struct rcl_thread {
                                          while in_reclaim: reclaim's net progress */
     /* The block cache (block_cache.h): blocks this thread freed, kept for its
      * next allocations of the same class, linked through their headers.
-     * Only the owner touches the lists. `cached` is the sum of their
-     * charges, which the budget counts as it counts the stock: a block
-     * moving between the program and the cache moves its charge between
-     * `cached` and what is handed out, and the stock is not touched.
-     * rcl_usage() and rcl_stats_get() read it. The lists themselves are
-     * not in the TLS block (see struct rcl_bcache_lists). */
+     * Only the owner writes the lists. Their blocks' charge, which the
+     * budget counts as it counts the stock, is the lists' lengths times
+     * their classes' charges (rcl__bcache_held): a block moving between
+     * the program and the cache moves its charge between the lists and
+     * what is handed out, and the stock is not touched. rcl_usage() and
+     * rcl_stats_get() read the lengths, under the registry lock; `bc`
+     * changes only while the thread is out of the registry. The lists
+     * themselves are not in the TLS block (see struct rcl_bcache_lists). */
     struct rcl_bcache_lists *bc;
-    _Atomic size_t        cached;
     unsigned              bcache_full;  /* frees the cache turned away since it
                                            last made room (block_cache.c) */
     struct rcl_thread    *next, **pprev;   /* registry (thread.c), under its lock */
@@ -113,7 +123,7 @@ struct rcl_thread {
 
 /* own_inc(), own_addm() and own_subm() (atomic.h) move 64-bit words. */
 _Static_assert(sizeof(((struct rcl_thread *)0)->nr_alloc) == 8 &&
-               sizeof(((struct rcl_thread *)0)->cached) == 8, "own_addm needs 64-bit counters");
+               sizeof(((struct rcl_thread *)0)->nr_free) == 8, "own_addm needs 64-bit counters");
 
 extern __thread struct rcl_thread rcl__self RCL_TLS_IE;
 /* The scope in force (reclaim.h inlines the scope calls on it); exported,

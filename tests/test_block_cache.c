@@ -79,6 +79,40 @@ TEST_WITH(cached_blocks_are_not_in_usage, cache_setup, test_teardown)
     assert_int_equal(usage_now(), 0);
 }
 
+/* Another thread's cached blocks are not in usage either: rcl_usage()
+ * reads every registered thread's lists (their lengths) while it runs. */
+static void *cache_and_wait(void *arg)
+{
+    pthread_barrier_t *b = arg;
+    void *p[100];
+
+    for (int i = 0; i < 100; i++)
+        p[i] = rcl_alloc(64, RCL_DEFAULT);
+    for (int i = 0; i < 100; i++)
+        rcl_free(p[i]);
+    pthread_barrier_wait(b);    /* the main thread reads */
+    pthread_barrier_wait(b);    /* and has read */
+    return NULL;
+}
+
+TEST_WITH(another_threads_cached_blocks_are_not_in_usage, cache_setup, test_teardown)
+{
+    pthread_barrier_t b;
+    pthread_t th;
+    void *mine = rcl_alloc(1000, RCL_DEFAULT);
+
+    assert_int_equal(pthread_barrier_init(&b, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, cache_and_wait, &b), 0);
+    pthread_barrier_wait(&b);
+    assert_int_equal(rcl_usage(), rcl_alloc_charge(1000));
+    assert_int_equal(cached_now(), 100 * rcl_alloc_charge(64));
+    pthread_barrier_wait(&b);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&b);
+    rcl_free(mine);
+    assert_int_equal(usage_now(), 0);
+}
+
 TEST_WITH(a_cache_hit_moves_its_own_charge_and_no_stock, cache_setup, test_teardown)
 {
     void *p = rcl_alloc(200, RCL_DEFAULT);

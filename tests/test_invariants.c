@@ -65,15 +65,16 @@ static void assert_aborted_with(int status, const char *err, const char *where)
     assert_non_null(strstr(err, "broken"));
 }
 
-/* A thread's cache count holds the charge of every block it caches; a
- * count below them (as if a path had dropped a block's charge) is caught
- * when the blocks leave the cache, before their charge goes anywhere. */
+/* A cache list's length is what its blocks' charge is counted by; a
+ * length below its blocks (as if a path had dropped a block's charge) is
+ * caught when the blocks leave the cache, before their charge goes
+ * anywhere. */
 static void break_the_cache_count(void)
 {
     rcl_free(rcl_alloc(16, RCL_DEFAULT));
-    if (!rd(rcl__self.cached))
-        _exit(3);                   /* the precondition: a block is cached */
-    wr(rcl__self.cached, 0);
+    if (rd(rcl__self.bc->len[0]) != 1)
+        _exit(3);                   /* the precondition: the block is cached */
+    wr(rcl__self.bc->len[0], 0);
     rcl_usage_sync();
 }
 
@@ -83,7 +84,7 @@ TEST(a_cache_count_below_its_blocks_aborts)
         skip();
     char err[4096];
     int status = run_child(break_the_cache_count, err, sizeof(err));
-    assert_aborted_with(status, err, "uncache_charge: invariant `rd(t->cached) >= bytes' broken");
+    assert_aborted_with(status, err, "list_uncharge: invariant `n == rd(t->bc->len[c])' broken");
 }
 
 /* An LRU's ring is doubly linked both ways; a node whose neighbour does
@@ -163,7 +164,7 @@ TEST(acct_check_names_a_broken_invariant)
 {
     char why[256];
     rcl_free(rcl_alloc(16, RCL_DEFAULT));
-    assert_true(rd(rcl__self.cached) > 0);
+    assert_true(rcl__bcache_held(&rcl__self) > 0);
     assert_books_balance();
 
     long stock = rd(rcl__self.stock);
