@@ -111,21 +111,20 @@ static void depths_reset(struct rcl_bcache_lists *bc, unsigned keep)
  * out with the program, to come back - until the classes that do not fit
  * evict it (rcl__bcache_evict). A scan of every class, for nothing once
  * the starts are gone: at most once every BLOCKED_SCAN_EVERY blocked
- * misses, the first included.
+ * misses, the first included. True if class c's list may now grow.
  */
 #define BLOCKED_SCAN_EVERY 16u
 
-void rcl__bcache_blocked(struct rcl_thread *t, unsigned c)
+bool rcl__bcache_blocked(struct rcl_thread *t, unsigned c)
 {
     struct rcl_bcache_lists *bc = t->bc;
 
     if (bc->blocked++ % BLOCKED_SCAN_EVERY)
-        return;
+        return false;
     for (unsigned o = 0; o < RCL_BCACHE_CLASSES; o++)
         if (!bc->grown[o] && bc->depth[o] > rd(bc->len[o]))
             depth_set(bc, o, rd(bc->len[o]));
-    if (bc->room + rcl__bcache_charge(c) <= (size_t)rd(rcl__bcache_bytes))
-        depth_set(bc, c, bc->depth[c] + 1u);
+    return rcl__bcache_fits(bc, rcl__bcache_charge(c));
 }
 
 /* Every cached block back. Only ever for the caller's own rcl__self, or at
@@ -137,7 +136,7 @@ void rcl__bcache_drain(struct rcl_thread *t)
     t->bcache_full = 0;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
         give_back(t, c);
-    if (!rcl__bcache_off(t) && t->bc->room > (size_t)rd(rcl__bcache_bytes))
+    if (!rcl__bcache_off(t) && !rcl__bcache_fits(t->bc, 0))
         depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
 
@@ -313,7 +312,7 @@ static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
     if (!last || given * DEPOT_HOT_SHARE < frees - last)
         return;
     if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX &&
-        t->bc->room + depth * rcl__bcache_charge(c) <= (size_t)rd(rcl__bcache_bytes))
+        rcl__bcache_fits(t->bc, depth * rcl__bcache_charge(c)))
         depth_set(t->bc, c, 2 * depth);
 }
 

@@ -214,7 +214,13 @@ static inline bool rcl__bcache_off(const struct rcl_thread *t)
 #define RCL_BCACHE_BYTES_MAX (8u << 20)
 extern _Atomic long rcl__bcache_bytes;
 
-void rcl__bcache_blocked(struct rcl_thread *t, unsigned c);
+/* Would the lists' room, `bytes` more, stay within the byte bound? */
+static inline bool rcl__bcache_fits(const struct rcl_bcache_lists *bc, size_t bytes)
+{
+    return bc->room + bytes <= (size_t)rd(rcl__bcache_bytes);
+}
+
+bool rcl__bcache_blocked(struct rcl_thread *t, unsigned c);
 
 /* An allocation of class c found its list empty: the list may grow, if
  * the lists' room stays within the byte bound, or once the other lists
@@ -227,12 +233,10 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
     if (bc->depth[c] >= RCL_BCACHE_DEPTH_MAX || rcl__bcache_off(t))
         return;
     bc->grown[c] = 1;
-    if (bc->room + charge <= (size_t)rd(rcl__bcache_bytes)) {
-        bc->depth[c]++;
-        bc->room += charge;
-    } else {
-        rcl__bcache_blocked(t, c);
-    }
+    if (!rcl__bcache_fits(bc, charge) && !rcl__bcache_blocked(t, c))
+        return;
+    bc->depth[c]++;
+    bc->room += charge;
 }
 
 /*
