@@ -369,7 +369,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
 static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, unsigned c,
                                           long cost, long avail)
 {
-    long cache_room = (long)t->bc->depth[c] * cost;
+    long cache_room = (long)t->bc->depth[c + 1] * cost;
     long more = avail - cost < cache_room ? avail - cost : cache_room;
     struct rcl_hdr *h = rcl__depot_take(t, c, (size_t)(cost + (more > 0 ? more : 0)));
 
@@ -395,11 +395,13 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long
 }
 
 /* The continuations of rcl_alloc's fast path: they leave the library, so
- * that the fast path keeps its tail calls. */
-static __attribute__((noinline)) void *alloc_fresh_out(size_t size, unsigned c, long cost,
+ * that the fast path keeps its tail calls. The fresh one is given the
+ * class's number, which the fast path holds in a register, rather than
+ * its index, which it would compute for the miss alone. */
+static __attribute__((noinline)) void *alloc_fresh_out(size_t size, size_t nr, long cost,
                                                        rcl_gfp_t gfp)
 {
-    void *p = alloc_fresh(size, c, cost, gfp);
+    void *p = alloc_fresh(size, (unsigned)nr - 1, cost, gfp);
     rcl__busy_leave(&rcl__self);
     return p;
 }
@@ -418,7 +420,7 @@ static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, rc
 {
     struct rcl_hdr *h = rcl__bcache_take(t, c, (long)rcl__bcache_charge(c));
     if (unlikely(h == NULL))
-        return alloc_fresh_out(size, (unsigned)c, (long)rcl__bcache_charge(c), gfp);
+        return alloc_fresh_out(size, c + 1, (long)rcl__bcache_charge(c), gfp);
     rcl__acct_out(t, rcl__bcache_charge(c));
     void *p = gfp & RCL__ZERO ? hand_out(t, h, size, gfp) : hand_out_cached(t, h, size);
     rcl__busy_leave(t);
@@ -445,7 +447,7 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp)
         return rcl__sig_alloc(size, gfp);
 
     size_t c;
-    if (likely(!(rd(t->lockdep_watch) | (gfp & RCL__ZERO)) && rcl__bcache_class_fits(size, c)))
+    if (likely(!rd_nonzero(&t->lockdep_watch) && !(gfp & RCL__ZERO) && rcl__bcache_class_fits(size, c)))
         return alloc_cached(t, size, c, gfp);
     return alloc_other_out(size, gfp);
 }
@@ -714,7 +716,7 @@ void rcl_free(void *p)
          * it to the stock, which stock_max bounds (and a reclaim or a
          * drain request makes negative, for both: account.c). */
         if (likely(rcl__bcache_room(t, c, charge))) {
-            if (likely(rd(t->stock_max) >= 0)) {
+            if (likely(!rd_negative(&t->stock_max))) {
                 free_counted(t, charge);
                 rcl__bcache_put(t, h, c, charge);
                 rcl__busy_leave(t);

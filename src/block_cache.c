@@ -37,23 +37,24 @@ void rcl__bcache_limit(size_t limit)
  * reads a thread's lists before its stock, never misses it. */
 static void list_uncharge(struct rcl_thread *t, unsigned c, size_t n)
 {
-    rcl__assert(n == rd(t->bc->len[c]));
-    t->bc->top[c] = NULL;
+    rcl__assert(n == rd(t->bc->len[c + 1]));
+    t->bc->top[c + 1] = NULL;
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
-    atomic_store_explicit(&t->bc->len[c], 0, memory_order_release);
+    atomic_store_explicit(&t->bc->len[c + 1], 0, memory_order_release);
 }
 
 /* Class c's cached blocks back to the backend, their charge to the stock
  * (for the stock protocol to keep or return). */
 static void give_back(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *h = t->bc->top[c];
+    void *link = t->bc->top[c + 1];
     size_t n = 0;
 
-    if (!h)
+    if (!link)
         return;
-    for (struct rcl_hdr *next; h; h = next, n++) {
-        next = h->next;
+    for (; link; n++) {
+        struct rcl_hdr *h = rcl__bcache_hdr(link);
+        link = h->next;
         rcl__assert(h->meta & RCL__HDR_CACHED);
         h->meta = 0;
         rcl__be_free(h);
@@ -66,16 +67,16 @@ size_t rcl__bcache_held(const struct rcl_thread *t)
     size_t bytes = 0;
 
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
-        bytes += atomic_load_explicit(&t->bc->len[c], memory_order_acquire) *
+        bytes += atomic_load_explicit(&t->bc->len[c + 1], memory_order_acquire) *
                  rcl__bcache_charge(c);
     return bytes;
 }
 
 static void depth_set(struct rcl_bcache_lists *bc, unsigned c, unsigned depth)
 {
-    rcl__assert(depth <= RCL_BCACHE_DEPTH_MAX && rd(bc->len[c]) <= depth);
-    bc->room += (depth - (size_t)bc->depth[c]) * rcl__bcache_charge(c);
-    bc->depth[c] = (uint16_t)depth;
+    rcl__assert(depth <= RCL_BCACHE_DEPTH_MAX && rd(bc->len[c + 1]) <= depth);
+    bc->room += (depth - (size_t)bc->depth[c + 1]) * rcl__bcache_charge(c);
+    bc->depth[c + 1] = (uint16_t)depth;
 }
 
 /*
@@ -91,7 +92,7 @@ static void depths_reset(struct rcl_bcache_lists *bc, unsigned keep)
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         if (c != keep) {
             depth_set(bc, c, 0);
-            bc->grown[c] = 0;
+            bc->grown[c + 1] = 0;
         }
     }
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
@@ -122,8 +123,8 @@ bool rcl__bcache_blocked(struct rcl_thread *t, unsigned c)
     if (bc->blocked++ % BLOCKED_SCAN_EVERY)
         return false;
     for (unsigned o = 0; o < RCL_BCACHE_CLASSES; o++)
-        if (!bc->grown[o] && bc->depth[o] > rd(bc->len[o]))
-            depth_set(bc, o, rd(bc->len[o]));
+        if (!bc->grown[o + 1] && bc->depth[o + 1] > rd(bc->len[o + 1]))
+            depth_set(bc, o, rd(bc->len[o + 1]));
     return rcl__bcache_fits(bc, rcl__bcache_charge(c));
 }
 
@@ -171,7 +172,7 @@ void rcl__bcache_attach(struct rcl_thread *t)
         t->bc = bc;
     }
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
-        t->bc->gave_at[c] = 0;
+        t->bc->gave_at[c + 1] = 0;
     t->bc->blocked = 0;
     depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
@@ -243,7 +244,8 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
 
 struct depot {
     _Atomic unsigned n;                   /* batches held: read unlocked as a hint */
-    struct rcl_hdr  *batch[DEPOT_SLOTS];  /* cache lists, as their threads left them */
+    void            *batch[DEPOT_SLOTS];  /* cache lists, as their threads left them
+                                             (their tops' links) */
     unsigned         len[DEPOT_SLOTS];    /* and their lengths */
 };
 
@@ -305,10 +307,10 @@ static bool depot_reserve(size_t bytes)
 
 static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
 {
-    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bc->gave_at[c];
-    unsigned depth = t->bc->depth[c];
+    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bc->gave_at[c + 1];
+    unsigned depth = t->bc->depth[c + 1];
 
-    t->bc->gave_at[c] = frees;
+    t->bc->gave_at[c + 1] = frees;
     if (!last || given * DEPOT_HOT_SHARE < frees - last)
         return;
     if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX &&
@@ -324,12 +326,12 @@ static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
  */
 bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *top = t->bc->top[c];
+    void *top = t->bc->top[c + 1];
     struct depot *d = &depots[c];
 
     if (!top)
         return false;
-    size_t len = rd(t->bc->len[c]), bytes = len * rcl__bcache_charge(c);
+    size_t len = rd(t->bc->len[c + 1]), bytes = len * rcl__bcache_charge(c);
     if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
         return false;
     pthread_mutex_lock(depot_lock(c));
@@ -363,7 +365,7 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     size_t want = room / charge;
     struct rcl_hdr *h;
 
-    rcl__assert(!t->bc->top[c] && want >= 1);
+    rcl__assert(!t->bc->top[c + 1] && want >= 1);
     if (!rd(d->n) || rcl__bcache_off(t))
         return NULL;
     pthread_mutex_lock(depot_lock(c));
@@ -372,13 +374,13 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
         pthread_mutex_unlock(depot_lock(c));
         return NULL;
     }
-    h = d->batch[n - 1];
+    h = rcl__bcache_hdr(d->batch[n - 1]);
     size_t len = d->len[n - 1];
     if (len > want) {
         /* The top `want` blocks leave; the bottom of the list stays. */
         struct rcl_hdr *last = h;
         for (size_t i = 1; i < want; i++)
-            last = last->next;
+            last = rcl__bcache_hdr(last->next);
         d->batch[n - 1] = last->next;
         last->next = NULL;
         d->len[n - 1] = (unsigned)(len - want);
@@ -390,9 +392,9 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     atomic_fetch_sub(&depot_bytes, len * charge);
 
     /* The blocks below h become the thread's list, at most its depth. */
-    rcl__assert(len - 1 <= t->bc->depth[c]);
-    t->bc->top[c] = h->next;
-    wr(t->bc->len[c], (uint16_t)(len - 1));
+    rcl__assert(len - 1 <= t->bc->depth[c + 1]);
+    t->bc->top[c + 1] = h->next;
+    wr(t->bc->len[c + 1], (uint16_t)(len - 1));
     wr(t->stock, rd(t->stock) - (long)((len - 1) * charge));
     return h;
 }
@@ -405,7 +407,7 @@ void rcl__depot_drain(void)
         return;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         struct depot *d = &depots[c];
-        struct rcl_hdr *batch[DEPOT_SLOTS];
+        void *batch[DEPOT_SLOTS];
         unsigned n;
 
         if (!rd(d->n))
@@ -418,8 +420,9 @@ void rcl__depot_drain(void)
         pthread_mutex_unlock(depot_lock(c));
         for (unsigned i = 0; i < n; i++) {
             size_t len = 0;
-            for (struct rcl_hdr *h = batch[i], *next; h; h = next) {
-                next = h->next;
+            for (void *link = batch[i]; link;) {
+                struct rcl_hdr *h = rcl__bcache_hdr(link);
+                link = h->next;
                 h->meta = 0;
                 rcl__be_free(h);
                 len++;

@@ -83,7 +83,10 @@
 struct rcl_hdr {
     union {
         size_t          size;   /* the size asked for */
-        struct rcl_hdr *next;   /* while in a thread's block cache */
+        void           *next;   /* in a thread's block cache or the depot:
+                                   the next block's link (rcl__bcache_link);
+                                   in a signal stash, the next header
+                                   (alloc_signal.c) */
     };
     uint64_t meta;    /* check word | shift << 32 | class << 40 | epoch << 48;
                          0 = free (alloc.c) */
@@ -98,6 +101,15 @@ struct rcl_hdr {
  * class. One instruction each way, where writing the word anew takes six.
  */
 #define RCL__HDR_CACHED (1ull << 47)
+
+/*
+ * A cached block is linked - from its list's top and from the block
+ * above it - by its link: where it was and will be handed out, its
+ * header's end. The fast paths then hand out and take back the very
+ * pointer a list holds, with no conversion either way.
+ */
+static inline void *rcl__bcache_link(struct rcl_hdr *h) { return h + 1; }
+static inline struct rcl_hdr *rcl__bcache_hdr(void *link) { return (struct rcl_hdr *)link - 1; }
 
 /*
  * The classes' tables, in one object so that the fast paths reach both
@@ -115,8 +127,11 @@ struct rcl_hdr {
  *                with its lowest bit flipped, which no meta can match
  *                whatever the thread's tag (rcl__hdr_meta, block.h, says
  *                why): a free never indexes the lists with it;
- *   small_class  the classes up to 1 KiB by (size - 1) / 16 - one load,
- *                and no branch for a program whose sizes vary among them.
+ *   small_nr     the numbers of the classes up to 1 KiB by
+ *                (size - 1) / 16 - one load, and no branch for a program
+ *                whose sizes vary among them. Numbers, as the lists are
+ *                indexed (struct rcl_bcache_lists): the allocation fast
+ *                path indexes them with the byte it loaded.
  */
 #define RCL__HDR_CLASS_SHIFT 40
 #define RCL__K(c, cap) [(c) + 1] = ((cap) + HDR + RCL__BE_BLOCK_OVERHEAD) | \
@@ -134,7 +149,7 @@ struct rcl_hdr {
 #define RCL__S4(c)    (c), (c), (c), (c)
 static const struct {
     uint64_t key[256];
-    uint8_t  small_class[64];
+    uint8_t  small_nr[64];
 } rcl__bcache_tab = {
     .key = {
         RCL__C16(0), RCL__C16(1), RCL__C16(2), RCL__C16(3), RCL__C16(4), RCL__C16(5),
@@ -147,10 +162,10 @@ static const struct {
         RCL__NO(0), RCL__NO(77), RCL__NO(78), RCL__NO(79), RCL__NO16(80), RCL__NO16(96),
         RCL__NO16(112), RCL__NO64(128), RCL__NO64(192),
     },
-    .small_class = {
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-        RCL__S4(16), RCL__S4(17), RCL__S4(18), RCL__S4(19), RCL__S4(20), RCL__S4(21),
-        RCL__S4(22), RCL__S4(23), RCL__S4(24), RCL__S4(25), RCL__S4(26), RCL__S4(27),
+    .small_nr = {
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        RCL__S4(17), RCL__S4(18), RCL__S4(19), RCL__S4(20), RCL__S4(21), RCL__S4(22),
+        RCL__S4(23), RCL__S4(24), RCL__S4(25), RCL__S4(26), RCL__S4(27), RCL__S4(28),
     },
 };
 #undef RCL__K
@@ -176,7 +191,7 @@ static inline unsigned rcl__bcache_class_above_1k(size_t size)
 static inline unsigned rcl__bcache_class(size_t size)
 {
     if (likely(size - 1 < 1024))
-        return rcl__bcache_tab.small_class[(size - 1) >> 4];
+        return rcl__bcache_tab.small_nr[(size - 1) >> 4] - 1u;
     return rcl__bcache_class_above_1k(size);
 }
 
@@ -230,12 +245,12 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
     struct rcl_bcache_lists *bc = t->bc;
     size_t charge = rcl__bcache_charge(c);
 
-    if (bc->depth[c] >= RCL_BCACHE_DEPTH_MAX || rcl__bcache_off(t))
+    if (bc->depth[c + 1] >= RCL_BCACHE_DEPTH_MAX || rcl__bcache_off(t))
         return;
-    bc->grown[c] = 1;
+    bc->grown[c + 1] = 1;
     if (!rcl__bcache_fits(bc, charge) && !rcl__bcache_blocked(t, c))
         return;
-    bc->depth[c]++;
+    bc->depth[c + 1]++;
     bc->room += charge;
 }
 
@@ -245,11 +260,13 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
  * common - tested first. A macro, not a function that takes its address:
  * under AddressSanitizer an address-taken local stays a stack slot with
  * redzones (its use-after-scope check), which a thread cancelled in a
- * call below the fast path would leave poisoned.
+ * call below the fast path would leave poisoned. The number less one is
+ * taken in size_t, where the compiler folds it back into the lists'
+ * [c + 1] and indexes them with the byte loaded.
  */
 #define rcl__bcache_class_fits(size, c)                                                  \
     (likely((size) - 1 < 1024)                                                           \
-         ? ((c) = rcl__bcache_tab.small_class[((size) - 1) >> 4], true)                  \
+         ? ((c) = rcl__bcache_tab.small_nr[((size) - 1) >> 4] - (size_t)1, true)         \
          : (size) - 1 < RCL_BCACHE_MAX ? ((c) = rcl__bcache_class_above_1k(size), true)  \
                                        : false)
 
@@ -270,13 +287,14 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (v
 static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, long charge)
 {
     rcl__assert(charge == (long)rcl__bcache_charge(c));
-    struct rcl_hdr *h = t->bc->top[c];
-    if (h) {
-        rcl__assert((h->meta & RCL__HDR_CACHED) && rd(t->bc->len[c]) > 0 &&
-                    !h->next == (rd(t->bc->len[c]) == 1));
-        t->bc->top[c] = h->next;
-        own_dec16(t->bc->len[c]);
-    }
+    void *link = t->bc->top[c + 1];
+    if (!link)
+        return NULL;
+    struct rcl_hdr *h = rcl__bcache_hdr(link);
+    rcl__assert((h->meta & RCL__HDR_CACHED) && rd(t->bc->len[c + 1]) > 0 &&
+                !h->next == (rd(t->bc->len[c + 1]) == 1));
+    t->bc->top[c + 1] = h->next;
+    own_dec16(t->bc->len[c + 1]);
     return h;
 }
 
@@ -288,7 +306,7 @@ static inline bool rcl__bcache_room(const struct rcl_thread *t, size_t c, long c
     const struct rcl_bcache_lists *bc = t->bc;
 
     rcl__assert(charge == (long)rcl__bcache_charge(c));
-    return rd(bc->len[c]) < bc->depth[c];
+    return own_rd16(bc->len[c + 1]) < bc->depth[c + 1];
 }
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
@@ -299,13 +317,13 @@ static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size
                                    long charge)
 {
     struct rcl_bcache_lists *bc = t->bc;
-    rcl__assert(rd(bc->len[c]) < bc->depth[c] && !rcl__bcache_off(t) &&
-                !(h->meta & RCL__HDR_CACHED) && !bc->top[c] == !rd(bc->len[c]) &&
+    rcl__assert(rd(bc->len[c + 1]) < bc->depth[c + 1] && !rcl__bcache_off(t) &&
+                !(h->meta & RCL__HDR_CACHED) && !bc->top[c + 1] == !rd(bc->len[c + 1]) &&
                 charge == (long)rcl__bcache_charge(c));
-    h->next = bc->top[c];
+    h->next = bc->top[c + 1];
     h->meta ^= RCL__HDR_CACHED;
-    bc->top[c] = h;
-    own_inc16(bc->len[c]);
+    bc->top[c + 1] = rcl__bcache_link(h);
+    own_inc16(bc->len[c + 1]);
     rcl__bcache_poison(h, c);
 }
 

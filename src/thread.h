@@ -38,24 +38,27 @@
  * spare there - about 1.7 KB in a small program, and glibc promises no
  * more than 512 bytes. Until then (and if that mapping failed) `bc` points
  * at an empty, read-only set of lists that keeps no block:
- * rcl__bcache_off().
+ * rcl__bcache_off(). Class c's list is at [c + 1], the number a block's
+ * header gives its class (block_cache.h), so that a free indexes the
+ * lists with the byte it read; entry 0, no class's, stays empty.
  */
+#define RCL_BCACHE_NRS (RCL_BCACHE_CLASSES + 1)
 struct rcl_bcache_lists {
-    void             *top[RCL_BCACHE_CLASSES];     /* each class's list */
-    _Atomic uint16_t  len[RCL_BCACHE_CLASSES];     /* how many blocks each holds:
-                                                      what their charge is, for
-                                                      rcl_usage() (account.c) */
-    uint16_t          depth[RCL_BCACHE_CLASSES];   /* how many blocks each may hold
-                                                      (block_cache.h) */
-    uint32_t          gave_at[RCL_BCACHE_CLASSES]; /* nr_free when each last went
-                                                      to the depot (block_cache.c) */
+    void             *top[RCL_BCACHE_NRS];     /* each class's list */
+    _Atomic uint16_t  len[RCL_BCACHE_NRS];     /* how many blocks each holds: what
+                                                  their charge is, for rcl_usage()
+                                                  (account.c) */
+    uint16_t          depth[RCL_BCACHE_NRS];   /* how many blocks each may hold
+                                                  (block_cache.h) */
+    uint32_t          gave_at[RCL_BCACHE_NRS]; /* nr_free when each last went to
+                                                  the depot (block_cache.c) */
     size_t            room;     /* the sum of depth x charge over the classes:
                                    the most the lists can hold, in bytes */
     unsigned          blocked;  /* misses the byte bound kept from growing a
                                    list (block_cache.c) */
-    uint8_t           grown[RCL_BCACHE_CLASSES];   /* each list has grown on a
-                                                      miss since its depth was
-                                                      set to its start */
+    uint8_t           grown[RCL_BCACHE_NRS];   /* each list has grown on a miss
+                                                  since its depth was set to its
+                                                  start */
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
