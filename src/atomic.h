@@ -48,7 +48,8 @@
 
 /* Relaxed tests of a word other threads write, for the fast paths: on
  * x86-64 the compare reads the word itself, one instruction where a
- * relaxed load the compilers keep apart makes two. */
+ * relaxed load the compilers keep apart makes two. Not volatile: for a
+ * test made once, never a loop that waits for the word to change. */
 #if defined(__x86_64__) && !defined(RCL_TSAN) && defined(__GCC_ASM_FLAG_OUTPUTS__)
 static inline _Bool rd_negative(const _Atomic long *x)
 {

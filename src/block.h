@@ -20,11 +20,13 @@
 
 /* The address half of a header's check word; alloc.c's secret, carried
  * in the thread's hdr_tag, is the other. `size` is check_size()'s. The
- * low 32 bits of the address: one instruction fewer than its upper ones,
- * and as good at telling a header from the one of a block beside it. */
+ * low 32 bits of the address, as they are: a shift would add four bits
+ * of reach (a header 4 GiB away, rather than 64 GiB, gives the same
+ * word) at an instruction a free, and the address alone tells a header
+ * from the one of a block beside it as well either way. */
 static inline uint32_t addr_word(const void *p, size_t size)
 {
-    return ((uint32_t)(uintptr_t)p >> 4) ^ (uint32_t)size;
+    return (uint32_t)(uintptr_t)p ^ (uint32_t)size;
 }
 
 /* The size a header's check word covers: for a block of a class, the

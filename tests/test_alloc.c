@@ -156,7 +156,7 @@ static unsigned forged_frees(void)
 {
     uint64_t buf[4];
     unsigned char *p = (unsigned char *)&buf[2];
-    uint32_t addr = (uint32_t)(uintptr_t)p >> 4;
+    uint32_t addr = (uint32_t)(uintptr_t)p;
     unsigned refused = 0;
 
     for (unsigned b = 0; b < 256; b++) {
