@@ -132,7 +132,7 @@ static inline unsigned want_class(unsigned shift, size_t size)
 static inline void *hdr_fill(struct rcl_hdr *h, size_t size, unsigned shift, unsigned epoch,
                              uint32_t tag)
 {
-    void *p = h + 1;
+    void *p = rcl__hdr_user(h);
     h->size = size;
     if (shift == HDR_SHIFT)
         h->meta = rcl__hdr_meta(rcl__hdr_tag(epoch), p, size) ^ tag;
@@ -281,7 +281,7 @@ static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align,
 /* Every plain block leaves through here, its size already charged. */
 static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp)
 {
-    void *p = h + 1;
+    void *p = rcl__hdr_user(h);
 
     rcl__assert(rcl__stock_avail(t) >= 0);
     user_fit(h, size);
@@ -297,12 +297,12 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
  * the cached mark (block_cache.h), its check word being the class's. */
 static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, size_t size)
 {
-    rcl__assert(h->meta == (rcl__hdr_meta(t->hdr_tag, h + 1, size) ^ RCL__HDR_CACHED));
+    rcl__assert(h->meta == (rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(h), size) ^ RCL__HDR_CACHED));
     user_fit(h, size);
     own_inc(t->nr_alloc);
     h->size = size;
     h->meta ^= RCL__HDR_CACHED;
-    return h + 1;
+    return rcl__hdr_user(h);
 }
 
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
@@ -507,7 +507,7 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
         return fail(ENOMEM);
     }
     own_inc(t->nr_alloc);
-    void *p = hdr_fill((struct rcl_hdr *)(base + align) - 1, size, shift, rd(t->epoch), 0);
+    void *p = hdr_fill(rcl__hdr_of(base + align), size, shift, rd(t->epoch), 0);
     if (gfp & RCL__ZERO)
         memset(p, 0, size);
     return p;
@@ -552,7 +552,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
         return fail(ENOMEM);
     }
     own_inc(t->nr_alloc);
-    return hdr_fill((struct rcl_hdr *)(base + page) - 1, len,
+    return hdr_fill(rcl__hdr_of(base + page), len,
                     (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
 }
 
@@ -617,7 +617,7 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
     unsigned shift = meta_shift(h->meta);
-    char *base = (char *)(h + 1) - ((size_t)1 << shift);
+    char *base = (char *)rcl__hdr_user(h) - ((size_t)1 << shift);
     bool charged = atomic_load(&rcl__ready) &&
                    meta_epoch(h->meta) == (uint16_t)atomic_load(&rcl__epoch);
 
@@ -640,7 +640,7 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
 
 static __attribute__((noinline, cold)) void free_slow(const char *fn, void *p)
 {
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_hdr *h = rcl__hdr_of(p);
     enum block_kind kind = rcl__block_kind(p, h);
 
     if (kind == BLOCK_FOREIGN)
@@ -697,7 +697,7 @@ void rcl_free(void *p)
         rcl__sig_free(p);
         return;
     }
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_hdr *h = rcl__hdr_of(p);
     uint64_t meta = h->meta;
 
     /* The header names its class; the class's key makes the check (and
@@ -796,7 +796,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     if (size > SIZE_MAX - HDR)
         return fail(EOVERFLOW);
 
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_hdr *h = rcl__hdr_of(p);
     struct rcl_thread *t = &rcl__self;
     enum block_kind kind = rcl__block_kind(p, h);
     if (kind == BLOCK_FOREIGN) {

@@ -64,7 +64,7 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     atomic_fetch_add(&t->sig_allocs, 1);
     /* Handed out at the stash's class size, so that its free uncharges
      * exactly what it was charged. */
-    void *p = h + 1;
+    void *p = rcl__hdr_user(h);
     user_fit(h, SIG_SIZE);
     h->size = SIG_SIZE;
     h->meta = rcl__hdr_meta(t->hdr_tag, p, SIG_SIZE);
@@ -74,7 +74,7 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
 void rcl__sig_free(void *p)
 {
     struct rcl_thread *t = &rcl__self;
-    struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+    struct rcl_hdr *h = rcl__hdr_of(p);
     if (rcl__block_kind(p, h) == BLOCK_FOREIGN) {
         /* No report from here (it takes a lock): the thread makes it. */
         rcl__count(bad_frees, 1);
@@ -142,7 +142,7 @@ static void release_deferred(struct rcl_thread *t)
     void *p = atomic_exchange(&t->sig_deferred, NULL);
     while (p) {
         void *next = *(void **)p;
-        struct rcl_hdr *h = (struct rcl_hdr *)p - 1;
+        struct rcl_hdr *h = rcl__hdr_of(p);
         h->meta ^= SIG_DEFER;
         rcl__block_release(h, rcl__block_kind(p, h));
         p = next;

@@ -81,9 +81,9 @@ static inline size_t backend_size(size_t size)
 #ifdef RCL_ASAN
 static inline void user_fit(struct rcl_hdr *h, size_t size)
 {
-    rcl__unpoison(h + 1, size);
+    rcl__unpoison(rcl__hdr_user(h), size);
     if (size <= RCL_BCACHE_MAX)
-        rcl__poison((char *)(h + 1) + size, rcl__bcache_cap(rcl__bcache_class(size)) - size);
+        rcl__poison((char *)rcl__hdr_user(h) + size, rcl__bcache_cap(rcl__bcache_class(size)) - size);
 }
 #else
 static inline void user_fit(struct rcl_hdr *h, size_t size) { (void)h; (void)size; }

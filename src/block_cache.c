@@ -53,7 +53,7 @@ static void give_back(struct rcl_thread *t, unsigned c)
     if (!link)
         return;
     for (; link; n++) {
-        struct rcl_hdr *h = rcl__bcache_hdr(link);
+        struct rcl_hdr *h = rcl__hdr_of(link);
         link = h->next;
         rcl__assert(h->meta & RCL__HDR_CACHED);
         h->meta = 0;
@@ -96,10 +96,11 @@ static void depths_reset(struct rcl_bcache_lists *bc, unsigned keep)
         }
     }
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        if (c == keep)
+            continue;
         size_t fits = bc->room < half ? (half - bc->room) / rcl__bcache_charge(c) : 0;
-        if (c != keep)
-            depth_set(bc, c, fits < rcl__bcache_depth_start(c) ? (unsigned)fits
-                                                                : rcl__bcache_depth_start(c));
+        depth_set(bc, c, fits < rcl__bcache_depth_start(c) ? (unsigned)fits
+                                                            : rcl__bcache_depth_start(c));
     }
 }
 
@@ -374,13 +375,13 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
         pthread_mutex_unlock(depot_lock(c));
         return NULL;
     }
-    h = rcl__bcache_hdr(d->batch[n - 1]);
+    h = rcl__hdr_of(d->batch[n - 1]);
     size_t len = d->len[n - 1];
     if (len > want) {
         /* The top `want` blocks leave; the bottom of the list stays. */
         struct rcl_hdr *last = h;
         for (size_t i = 1; i < want; i++)
-            last = rcl__bcache_hdr(last->next);
+            last = rcl__hdr_of(last->next);
         d->batch[n - 1] = last->next;
         last->next = NULL;
         d->len[n - 1] = (unsigned)(len - want);
@@ -421,7 +422,7 @@ void rcl__depot_drain(void)
         for (unsigned i = 0; i < n; i++) {
             size_t len = 0;
             for (void *link = batch[i]; link;) {
-                struct rcl_hdr *h = rcl__bcache_hdr(link);
+                struct rcl_hdr *h = rcl__hdr_of(link);
                 link = h->next;
                 h->meta = 0;
                 rcl__be_free(h);

@@ -84,7 +84,7 @@ struct rcl_hdr {
     union {
         size_t          size;   /* the size asked for */
         void           *next;   /* in a thread's block cache or the depot:
-                                   the next block's link (rcl__bcache_link);
+                                   the next block's address (rcl__hdr_user);
                                    in a signal stash, the next header
                                    (alloc_signal.c) */
     };
@@ -106,13 +106,14 @@ struct rcl_hdr {
 #define RCL__HDR_CACHED (1ull << 47)
 
 /*
- * A cached block is linked - from its list's top and from the block
- * above it - by its link: where it was and will be handed out, its
- * header's end. The fast paths then hand out and take back the very
- * pointer a list holds, with no conversion either way.
+ * A block's header from the address the block is handed out at, its
+ * header's end, and back. That address is also how a cached block is
+ * linked, from its list's top and from the block above it, so that the
+ * fast paths hand out and take back the very pointer a list holds, with
+ * no conversion either way.
  */
-static inline void *rcl__bcache_link(struct rcl_hdr *h) { return h + 1; }
-static inline struct rcl_hdr *rcl__bcache_hdr(void *link) { return (struct rcl_hdr *)link - 1; }
+static inline struct rcl_hdr *rcl__hdr_of(void *p) { return (struct rcl_hdr *)p - 1; }
+static inline void *rcl__hdr_user(struct rcl_hdr *h) { return h + 1; }
 
 /*
  * The classes' tables, in one object so that the fast paths reach both
@@ -278,7 +279,7 @@ static inline void rcl__bcache_missed(struct rcl_thread *t, unsigned c)
 #ifdef RCL_ASAN
 static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c)
 {
-    rcl__poison(h + 1, rcl__bcache_cap(c));
+    rcl__poison(rcl__hdr_user(h), rcl__bcache_cap(c));
 }
 #else
 static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (void)c; }
@@ -293,7 +294,7 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
     void *link = t->bc->top[c + 1];
     if (!link)
         return NULL;
-    struct rcl_hdr *h = rcl__bcache_hdr(link);
+    struct rcl_hdr *h = rcl__hdr_of(link);
     rcl__assert((h->meta & RCL__HDR_CACHED) && rd(t->bc->len[c + 1]) > 0 &&
                 !h->next == (rd(t->bc->len[c + 1]) == 1));
     t->bc->top[c + 1] = h->next;
@@ -325,7 +326,7 @@ static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size
                 charge == (long)rcl__bcache_charge(c));
     h->next = bc->top[c + 1];
     h->meta ^= RCL__HDR_CACHED;
-    bc->top[c + 1] = rcl__bcache_link(h);
+    bc->top[c + 1] = rcl__hdr_user(h);
     own_inc16(bc->len[c + 1]);
     rcl__bcache_poison(h, c);
 }
