@@ -12,11 +12,13 @@
  * The fast paths touch only this thread's state (rcl__self) and the block:
  *   rcl_alloc: a cached block      -> its charge moves with it to the
  *                                     program, the stock untouched;
- *              none                -> backend malloc, charged from the
- *                                     stock if the stock covers it;
+ *              none                -> a new block (its class's slabs,
+ *                                     slab.h, or backend malloc), charged
+ *                                     from the stock if the stock covers it;
  *   rcl_free:  header checks out   -> keep the block in the cache, its
- *                                     charge with it; else backend free,
- *                                     its charge to the stock.
+ *                                     charge with it; else back to its
+ *                                     slab or the backend, its charge to
+ *                                     the stock.
  * Everything else (first use, empty stock, the lock checker watching, bad
  * input, aligned and mapped blocks) goes through the slow paths below.
  * A call from a signal handler that interrupted the thread inside the
@@ -186,13 +188,14 @@ size_t rcl_alloc_charge(size_t size)
 /* NOFAIL through backend failures                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The backend calls an allocation may retry. */
-enum be_op { BE_MALLOC, BE_MEMALIGN, BE_REALLOC, BE_MMAP };
+/* The backend calls an allocation may retry: a plain block's (n is the
+ * size asked: block_new), an aligned one's, a resize and a mapping. */
+enum be_op { BE_BLOCK, BE_MEMALIGN, BE_REALLOC, BE_MMAP };
 
 static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 {
     switch (op) {
-    case BE_MALLOC:   return rcl__be_malloc(n);
+    case BE_BLOCK:    return block_new(n);
     case BE_MEMALIGN: return rcl__be_memalign(align, n);
     case BE_REALLOC:  return rcl__be_realloc(old, n);
     case BE_MMAP:     break;
@@ -352,8 +355,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         }
     }
     if (!h)
-        h = be_or_retry(rcl__be_malloc(backend_size(size)), BE_MALLOC, NULL, 0,
-                        backend_size(size), size, gfp, cost);
+        h = be_or_retry(block_new(size), BE_BLOCK, NULL, 0, size, size, gfp, cost);
     if (!h) {
         rcl__uncharge_fast(t, cost);
         rcl__count(failures, 1);
@@ -371,9 +373,12 @@ static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, uns
 {
     long cache_room = (long)t->bc->depth[c + 1] * cost;
     long more = avail - cost < cache_room ? avail - cost : cache_room;
-    struct rcl_hdr *h = rcl__depot_take(t, c, (size_t)(cost + (more > 0 ? more : 0)));
+    size_t room = (size_t)(cost + (more > 0 ? more : 0));
+    struct rcl_hdr *h = rcl__depot_take(t, c, room);
 
-    return h ? h : rcl__be_malloc(backend_size(size));
+    if (h)
+        return h;
+    return rcl__slab_class(c) ? rcl__bcache_fill(t, c, room) : block_new(size);
 }
 
 /* The fast path when the cache has no block: the backend's, if the part of
@@ -634,6 +639,8 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
     }
     if (kind == BLOCK_VMAP)
         vmap_release(base, (size_t)1 << shift, size);
+    else if (shift == HDR_SHIFT)
+        block_delete(h, size);
     else
         rcl__be_free(base);
 }
@@ -673,17 +680,19 @@ static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
     /* A full list that is only a batch goes to the depot, for a thread
      * that allocates what this one frees; the block starts the list anew. */
     bool gave = rcl__depot_give(t, c);
+    /* A slab class's list too long for a batch gives its top batch back
+     * to the slabs instead: still a free the list turned away. */
+    bool spilled = !gave && rcl__bcache_spill(t, c);
 
-    if (gave && rcl__bcache_room(t, c, charge)) {
+    if ((gave || spilled) && rcl__bcache_room(t, c, charge)) {
         rcl__bcache_put(t, h, c, charge);
     } else {
-        h->meta = 0;    /* a second free of the same block is then caught */
-        rcl__be_free(h);
+        block_delete_class(h, c);
         wr(t->stock, rd(t->stock) + charge);
-        if (!gave)
-            rcl__bcache_turned_away(t, c);
     }
-    if (gave)
+    if (!gave)
+        rcl__bcache_turned_away(t, c);
+    if (gave || spilled)
         rcl__stock_spill(t);
     rcl__busy_leave(t);
 }
@@ -810,12 +819,19 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     size_t old = h->size;
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
+    /* A slab's slot stays only in its class: the backend cannot resize it,
+     * and a block must live where its header's class says (block_new). */
+    if ((rcl__slab_sized(old) || rcl__slab_sized(size)) &&
+        !(rcl__slab_sized(old) && rcl__slab_sized(size) &&
+          rcl__bcache_class(old) == rcl__bcache_class(size)))
+        return realloc_move(p, h, size, gfp);
     size_t was = block_charge(old), now = block_charge(size);
     int err;
     if (now > was && (err = rcl__charge(t, now - was, gfp)) != 0)
         return fail(-err);
-    /* In place when the backend's block already has the room. */
-    struct rcl_hdr *n = backend_size(size) <= rcl__be_usable_size(h) ? h :
+    /* In place when the block already has the room: a slot of the size's
+     * class, or a backend block the backend made big enough. */
+    struct rcl_hdr *n = rcl__slab_sized(size) || backend_size(size) <= rcl__be_usable_size(h) ? h :
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
                                     backend_size(size), size, gfp, now > was ? now - was : 0);
     if (!n) {

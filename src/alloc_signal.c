@@ -105,7 +105,7 @@ static void sig_stash_drop(struct rcl_thread *t, bool charged)
     size_t total = 0;
     while (h) {
         struct rcl_hdr *next = h->next;
-        rcl__be_free(h);
+        block_delete(h, SIG_SIZE);
         total += sig_cost();
         h = next;
     }
@@ -122,7 +122,7 @@ static void sig_refill(struct rcl_thread *t)
     while (rd(t->sig_stash_bytes) < SIG_STASH * cost) {
         if (rcl__charge(t, cost, RCL_NOWAIT) != 0)
             return;
-        struct rcl_hdr *h = rcl__be_malloc(backend_size(SIG_SIZE));
+        struct rcl_hdr *h = block_new(SIG_SIZE);
         if (!h) {
             rcl__uncharge_fast(t, cost);
             return;

@@ -50,6 +50,20 @@
  * mimalloc integration itself in the plain run.
  */
 #include "sanitize.h"
+/*
+ * mimalloc and jemalloc round a block to size classes a quarter apart, so
+ * the header's 16 bytes on a size at a class's edge cost a quarter more;
+ * the larger classes are then carved from the library's own slabs
+ * (slab.h). glibc fits a chunk to 16 bytes and merges free neighbours of
+ * any size, which per-class slabs cannot: over it they would only hold
+ * more. Decided by the backend the build asked for, before the sanitizers
+ * replace it below, so that the slabs' logic is checked under them too.
+ */
+#if defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)
+#define RCL__BE_COARSE_CLASSES 1
+#else
+#define RCL__BE_COARSE_CLASSES 0
+#endif
 #ifdef RCL_SANITIZED
 #undef RCL_BACKEND_MIMALLOC
 #undef RCL_BACKEND_JEMALLOC

@@ -3,10 +3,12 @@
  * block.h - what the two halves of the rcl_alloc family share of a block:
  * alloc.c (the calls of a thread outside the library) and alloc_signal.c
  * (the same calls from a signal handler that interrupted the thread
- * inside it). The header's format, the process's secret and the check of
- * a header stay in alloc.c; the signal path makes a header with the
- * thread's tag (rcl__hdr_meta, as hand_out() does) and asks alloc.c
- * what a block it is given is, and to release it.
+ * inside it), and with the block cache (block_cache.c) where a block is
+ * made and where it ends (block_new, block_delete). The header's format,
+ * the process's secret and the check of a header stay in alloc.c; the
+ * signal path makes a header with the thread's tag (rcl__hdr_meta, as
+ * hand_out() does) and asks alloc.c what a block it is given is, and to
+ * release it.
  */
 #ifndef RCL_BLOCK_H
 #define RCL_BLOCK_H
@@ -17,6 +19,7 @@
 
 #include "internal.h"
 #include "block_cache.h"
+#include "slab.h"
 
 /* The address half of a header's check word; alloc.c's secret, carried
  * in the thread's hdr_tag, is the other. `size` is check_size()'s. The
@@ -73,6 +76,38 @@ static inline uint64_t rcl__hdr_meta(uint64_t tag, const void *p, size_t size)
 static inline size_t backend_size(size_t size)
 {
     return (size <= RCL_BCACHE_MAX ? rcl__bcache_cap(rcl__bcache_class(size)) : size) + HDR;
+}
+
+/* Where a block for `size` comes from, its header's space at the front:
+ * a slot of its class's slabs (slab.h), or the backend. The one place a
+ * plain block is made; NULL when neither has the memory. */
+static inline struct rcl_hdr *block_new(size_t size)
+{
+    if (rcl__slab_sized(size))
+        return rcl__slab_get(rcl__bcache_class(size));
+    return rcl__be_malloc(backend_size(size));
+}
+
+/* A plain block of `size` given up (its charge dealt with), to where
+ * block_new() took it from. The one place a plain block ends; h->meta is
+ * 0 after it, so that a second free of a block a slab keeps is caught. */
+static inline void block_delete(struct rcl_hdr *h, size_t size)
+{
+    h->meta = 0;
+    if (rcl__slab_sized(size))
+        rcl__slab_put(h, rcl__bcache_class(size));
+    else
+        rcl__be_free(h);
+}
+
+/* A cached block of class c given up: as block_delete(), from its class. */
+static inline void block_delete_class(struct rcl_hdr *h, unsigned c)
+{
+    h->meta = 0;
+    if (rcl__slab_class(c))
+        rcl__slab_put(h, c);
+    else
+        rcl__be_free(h);
 }
 
 /* Under AddressSanitizer a block handed out is addressable for exactly

@@ -8,6 +8,7 @@
 #include "internal.h"
 #include "backend.h"
 #include "block_cache.h"
+#include "block.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
@@ -43,8 +44,8 @@ static void list_uncharge(struct rcl_thread *t, unsigned c, size_t n)
     atomic_store_explicit(&t->bc->len[c + 1], 0, memory_order_release);
 }
 
-/* Class c's cached blocks back to the backend, their charge to the stock
- * (for the stock protocol to keep or return). */
+/* Class c's cached blocks back to the backend or their slabs, their
+ * charge to the stock (for the stock protocol to keep or return). */
 static void give_back(struct rcl_thread *t, unsigned c)
 {
     void *link = t->bc->top[c + 1];
@@ -56,8 +57,7 @@ static void give_back(struct rcl_thread *t, unsigned c)
         struct rcl_hdr *h = rcl__hdr_of(link);
         link = h->next;
         rcl__assert(h->meta & RCL__HDR_CACHED);
-        h->meta = 0;
-        rcl__be_free(h);
+        block_delete_class(h, c);
     }
     list_uncharge(t, c, n);
 }
@@ -400,8 +400,67 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     return h;
 }
 
-/* Every block in the depot back to the backend: before a trim, so that
- * the trim can give their pages back, and at shutdown. */
+/*
+ * The slabs' side of a thread's list of a slab class (slab.h): a batch of
+ * fresh slots for an empty list, as rcl__depot_take() gives one (the
+ * first to hand out, the rest the list, charged from the stock, at most
+ * `room` bytes with the first); and a full list's top batch back to the
+ * slabs, its charge to the stock (for the caller to spill), so that a
+ * live set larger than the list takes the slabs' lock once a batch, not
+ * once a block, on either side. A list of a batch or less (a consumer's,
+ * which the depot takes whole) is not spilled: its frees beyond it go
+ * back one by one, as to the backend.
+ */
+struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
+{
+    size_t charge = rcl__bcache_charge(c);
+    size_t want = rcl__bcache_off(t) ? 1 : room / charge;
+    struct rcl_hdr *hs[RCL_SLAB_BATCH];
+    unsigned n;
+
+    rcl__assert(rcl__slab_class(c) && !t->bc->top[c + 1] && want >= 1 &&
+                want - 1 <= t->bc->depth[c + 1]);
+    /* Listing a slot writes its header, and so makes its page resident:
+     * a batch is at most RCL_SLAB_FILL_BYTES, or one slot. */
+    if (want > RCL_SLAB_FILL_BYTES / charge)
+        want = RCL_SLAB_FILL_BYTES / charge > 1 ? RCL_SLAB_FILL_BYTES / charge : 1;
+    n = rcl__slab_get_many(c, hs, want < RCL_SLAB_BATCH ? (unsigned)want : RCL_SLAB_BATCH);
+    for (unsigned i = n; i-- > 1;) {
+        hs[i]->meta = rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(hs[i]), rcl__bcache_cap(c));
+        rcl__bcache_put(t, hs[i], c, (long)charge);
+    }
+    if (n > 1)
+        wr(t->stock, rd(t->stock) - (long)((n - 1) * charge));
+    /* Each slot of the batch is an allocation that will not find the list
+     * empty: the list grows for it as for a miss, or it would stop short
+     * of the live set it recycles. */
+    for (unsigned i = 1; i < n; i++)
+        rcl__bcache_missed(t, c);
+    return n ? hs[0] : NULL;
+}
+
+bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
+{
+    struct rcl_hdr *hs[RCL_SLAB_BATCH];
+    unsigned n = 0;
+
+    if (!rcl__slab_class(c) || own_rd16(t->bc->len[c + 1]) <= RCL_SLAB_BATCH)
+        return false;
+    for (void *link = t->bc->top[c + 1]; n < RCL_SLAB_BATCH; n++) {
+        hs[n] = rcl__hdr_of(link);
+        link = hs[n]->next;
+        rcl__assert(hs[n]->meta & RCL__HDR_CACHED);
+    }
+    t->bc->top[c + 1] = hs[n - 1]->next;
+    wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
+    atomic_store_explicit(&t->bc->len[c + 1], (uint16_t)(rd(t->bc->len[c + 1]) - n),
+                          memory_order_release);
+    rcl__slab_put_many(c, hs, n);
+    return true;
+}
+
+/* Every block in the depot back to the backend or its slab: before a
+ * trim, so that the trim can give their pages back, and at shutdown. */
 void rcl__depot_drain(void)
 {
     if (!rd(depot_bytes))
@@ -424,8 +483,7 @@ void rcl__depot_drain(void)
             for (void *link = batch[i]; link;) {
                 struct rcl_hdr *h = rcl__hdr_of(link);
                 link = h->next;
-                h->meta = 0;
-                rcl__be_free(h);
+                block_delete_class(h, c);
                 len++;
             }
             atomic_fetch_sub(&depot_bytes, len * rcl__bcache_charge(c));

@@ -37,10 +37,10 @@
  *     then to their starts as far as half the bound allows
  *     (rcl__bcache_evict).
  * Beyond its cache, a block goes through the wrapper, its header and the
- * class rounding to the backend: a third to a half more than the backend
- * alone for small blocks on glibc, more on mimalloc and jemalloc, whose
- * own pair costs less (docs/bench/patterns.md has the figures). From the
- * cache a pair costs less than glibc's own.
+ * class rounding to the backend - or, from 256 B over mimalloc and
+ * jemalloc, to its class's slabs (slab.h), in batches - which costs more
+ * than the backend alone for small blocks (docs/bench/patterns.md has the
+ * figures). From the cache a pair costs less than glibc's own.
  *
  * A cached block stays charged: its charge goes from what the thread
  * handed out to its list when it is freed into the cache, and back when
@@ -56,17 +56,19 @@
  * set or too large for the footprint samples, which cannot tell unused
  * budget from memory. Only the owner thread writes its lists; other
  * threads read their lengths (rcl_usage(), rcl_stats_get()).
- * rcl__bcache_drain() gives the blocks back to the backend, and is what
- * every drain calls: rcl_usage_sync() and a drain request (account.c), a
- * charge that finds the budget short (account.c), a thread's exit, its
- * registration in a new epoch and shutdown (thread.c). A forked child
- * leaks the other threads' caches: nobody there can reach them.
+ * rcl__bcache_drain() gives the blocks back (to the backend or their
+ * slabs), and is what every drain calls: rcl_usage_sync() and a drain
+ * request (account.c), a charge that finds the budget short (account.c),
+ * a thread's exit, its registration in a new epoch and shutdown
+ * (thread.c). A forked child leaks the other threads' caches: nobody
+ * there can reach them.
  *
- * Invariant the cache relies on: a plain block's backend size is at least
- * its class size - every block up to RCL_BCACHE_MAX is asked of the
- * backend rounded up to its class (backend_size(), block.h) - so any
- * block of a class can serve any size in it. The rounding costs up to an
- * eighth more above 1 KiB, as in allocators with the same classes.
+ * Invariant the cache relies on: a plain block's room is at least its
+ * class size - every block up to RCL_BCACHE_MAX is asked of the backend
+ * rounded up to its class (backend_size(), block.h), or is a slot of its
+ * class's slab - so any block of a class can serve any size in it. The
+ * rounding costs up to an eighth more above 1 KiB, as in allocators with
+ * the same classes.
  */
 #ifndef RCL_BLOCK_CACHE_H
 #define RCL_BLOCK_CACHE_H
@@ -337,6 +339,12 @@ static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size
  * with the block handed out. */
 bool rcl__depot_give(struct rcl_thread *t, unsigned c);
 struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room);
+
+/* The same with class c's slabs (slab.h), for a slab class: a batch of
+ * fresh slots for an empty list; a full list's top batch back to them,
+ * false for a class of no slabs or an empty list. */
+struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room);
+bool rcl__bcache_spill(struct rcl_thread *t, unsigned c);
 
 #define RCL_BCACHE_EVICT_AFTER 256u
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep);

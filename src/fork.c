@@ -28,6 +28,8 @@
  *  10. the depot's locks         (block_cache.c), taken with nothing else
  *                                held but object locks (2), by a free or
  *                                an allocation inside one
+ *  11. the slabs' lock           (slab.c), the same, and never with the
+ *                                depot's
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
  * which come last. A mempool's resize lock is not taken: a resize holds it
@@ -87,11 +89,13 @@ static void fork_prepare(void)
     rcl__symbolize_atfork_prepare();
     rcl__report_atfork_prepare();
     rcl__depot_atfork_prepare();
+    rcl__slab_atfork_prepare();
 }
 
 /* The reverse order, though unlocking in any order would do. */
 static void fork_parent(void)
 {
+    rcl__slab_atfork_parent();
     rcl__depot_atfork_parent();
     rcl__report_atfork_parent();
     rcl__symbolize_atfork_parent();
@@ -106,6 +110,7 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    rcl__slab_atfork_child();
     rcl__depot_atfork_child();
     rcl__report_atfork_child();
     rcl__symbolize_atfork_child();

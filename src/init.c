@@ -227,6 +227,7 @@ void rcl_shutdown(void)
         rcl__account_stop();
         rcl__footprint_stop();
         rcl__depot_drain();
+        rcl__slab_trim();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
     pthread_mutex_unlock(&init_lock);

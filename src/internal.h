@@ -118,6 +118,11 @@ size_t rcl__bcache_held(const struct rcl_thread *t);
  * what it holds is not charged. */
 void   rcl__depot_drain(void);
 size_t rcl__depot_held(void);
+/* The slabs of the larger classes (slab.c): every wholly free slab they
+ * keep back to the backend, before a trim and at shutdown; and what they
+ * hold that no block uses (free memory, not charged). */
+void   rcl__slab_trim(void);
+size_t rcl__slab_free_bytes(void);
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */
@@ -371,6 +376,9 @@ void rcl__thread_atfork_child(void);
 void rcl__depot_atfork_prepare(void);
 void rcl__depot_atfork_parent(void);
 void rcl__depot_atfork_child(void);
+void rcl__slab_atfork_prepare(void);
+void rcl__slab_atfork_parent(void);
+void rcl__slab_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);

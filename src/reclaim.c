@@ -116,6 +116,7 @@ static bool maybe_trim(size_t freed, bool short_of_room)
         !atomic_compare_exchange_strong(&reclaimer.last_trim, &last, now))
         return false;
     rcl__depot_drain();
+    rcl__slab_trim();
     rcl__be_trim();
     rcl__count(trims, 1);
     rcl__count(trim_ns, rcl__now_ns() - now);

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * slab.h - where a block of the larger classes lives when no cache holds
+ * it: a slot of one of its class's slabs (slab.c), spans the library
+ * takes from the backend and carves itself, rather than a block of its
+ * own from the backend.
+ *
+ * Why: a block is its size, rounded up to its class, and the 16-byte
+ * header in front of it, and the sizes programs ask for most are at the
+ * backend's class boundaries - 256 B, 1 KiB, 4 KiB. Asked of the backend,
+ * 4096 + 16 bytes is a block of mimalloc's and jemalloc's 5 KiB class: a
+ * quarter more memory, and a class the backend serves more slowly (its
+ * slabs span several pages; jemalloc purges and faults them in again
+ * under a live set of thousands). Carved from a slab, the header costs its
+ * 16 bytes and no more. The classes below 256 B stay the backend's: its
+ * classes there are 16 bytes apart, and the header's 16 bytes land on the
+ * next of them exactly, so a slab would save nothing. Over glibc, whose
+ * chunks fit to 16 bytes, there are no slabs (backend.h says why).
+ *
+ * The header is unchanged - a slot is a header and its class's largest
+ * size - so rcl_free() and the caches treat a slab's block as any other;
+ * only where a block is made and where it is given up ask whether its
+ * class is a slab class (block_new(), block_delete(): block.h).
+ */
+#ifndef RCL_SLAB_H
+#define RCL_SLAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "block_cache.h"
+
+/* The first slab class: the one of 256-byte blocks. */
+#define RCL_SLAB_FIRST_CLASS 15u
+_Static_assert(RCL_SLAB_FIRST_CLASS < RCL_BCACHE_CLASSES, "a slab class is a cache class");
+
+/* Blocks of `size` are slots of their class's slabs; only over a backend
+ * with coarse classes (backend.h says why). */
+static inline bool rcl__slab_sized(size_t size)
+{
+    return RCL__BE_COARSE_CLASSES && size - (256 - 16 + 1) < RCL_BCACHE_MAX - (256 - 16);
+}
+
+/* Blocks of class c are slots of its slabs. */
+static inline bool rcl__slab_class(unsigned c)
+{
+    return RCL__BE_COARSE_CLASSES && c >= RCL_SLAB_FIRST_CLASS;
+}
+
+/* A free slot of class c's slabs, its header's space only unpoisoned; NULL
+ * when the backend has no span for a new slab. */
+struct rcl_hdr *rcl__slab_get(unsigned c);
+/* A block of class c back to its slab; its header need not check out. */
+void rcl__slab_put(struct rcl_hdr *h, unsigned c);
+
+/* The same for up to RCL_SLAB_BATCH blocks at a time, under one lock: a
+ * thread's cache fills its empty list with a batch, and gives one back
+ * from a full list (block_cache.c). get_many gives at least one slot
+ * but for a failure (0), and makes a new slab for the first only. */
+#define RCL_SLAB_BATCH 16u
+#define RCL_SLAB_FILL_BYTES (16u * 1024)
+unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n);
+void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n);
+/* Bytes of class c's slabs, in use or not. */
+size_t rcl__slab_held(unsigned c);
+
+/* rcl__slab_trim(), rcl__slab_free_bytes() and the fork handlers are
+ * internal.h's, beside the depot's. */
+
+#endif

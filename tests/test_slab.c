@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The slabs of the larger classes (src/slab.h): over a backend whose size
+ * classes are a quarter apart (mimalloc, jemalloc), blocks of 256 B to
+ * 64 KiB are slots the library carves from spans of its own, so that the
+ * 16-byte header is all the rounding a block pays beyond its class. The
+ * kernel's rule they follow is its slab allocator's: objects of a cache
+ * are carved from slabs of their own, freed objects go back to their
+ * slab, a slab that empties goes back to the page allocator (one is kept
+ * for the next allocations, as a per-node partial list keeps some), and
+ * a second free is caught, not a corruption. Over glibc, which fits a
+ * chunk to 16 bytes, there are no slabs, and the tests that are about
+ * them say so and skip.
+ *
+ * Each test uses sizes of a class no other test here uses, so that what
+ * one leaves in its slabs cannot decide another.
+ */
+#include "helpers.h"
+#include "internal.h"
+#include "slab.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+static bool no_slabs(void)
+{
+    if (rcl__slab_sized(4096))
+        return false;
+    print_message("skipped: over glibc there are no slabs - it fits a chunk to 16 bytes and "
+                  "merges free neighbours (src/backend.h)\n");
+    return true;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The header's 16 bytes are all a 4 KiB block pays beyond its size: the
+ * blocks lie 4112 bytes apart, where asked of the backend each would be a
+ * block of its 5 KiB class. */
+TEST(blocks_of_4k_lie_their_size_and_a_header_apart)
+{
+    if (no_slabs())
+        skip();
+    enum { N = 256 };
+    void *p[N];
+    int packed = 0;
+
+    for (int i = 0; i < N; i++)
+        assert_non_null(p[i] = rcl_alloc(4096, RCL_DEFAULT));
+    uintptr_t *a = malloc(N * sizeof(*a));
+    assert_non_null(a);
+    for (int i = 0; i < N; i++)
+        a[i] = (uintptr_t)p[i];
+    qsort(a, N, sizeof(*a), cmp_ptr);
+    for (int i = 1; i < N; i++)
+        packed += a[i] - a[i - 1] == 4096 + 16;
+    /* Only where one slab ends and the next begins is a gap: a slab of
+     * 128 KiB holds 31 of them. */
+    assert_true(packed >= N - 1 - (N / 31 + 2));
+    free(a);
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+}
+
+/* A block that went back to its slab (the calling thread's cache
+ * drained), freed again: a reported bad free, nothing uncharged twice,
+ * and the slab still serves. Under a sanitizer reading the freed block's
+ * header is itself the (correct) report, so the plain run holds this
+ * test, as it does test_alloc's double_free_is_caught. */
+TEST(a_block_freed_again_from_its_slab_is_reported)
+{
+    const char *san = getenv("RCL_TEST_SAN");
+    if (san && *san) {
+        print_message("skipped under %s: reading the freed block is itself the sanitizer's "
+                      "(correct) report; the plain run holds this test\n", san);
+        skip();
+    }
+    if (no_slabs())
+        skip();
+    /* Neighbours kept alive, so that the slab stays. */
+    void *a = rcl_alloc(1500, RCL_DEFAULT), *p = rcl_alloc(1500, RCL_DEFAULT);
+    void *b = rcl_alloc(1500, RCL_DEFAULT);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+
+    rcl_free(p);
+    rcl_usage_sync();                   /* the cached block back to its slab */
+    assert_int_equal(rcl_usage(), before - rcl_alloc_charge(1500));
+    errno = 0;
+    rcl_free(p);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_reports_have("not a block from this library, or already freed");
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before - rcl_alloc_charge(1500));
+
+    void *q = rcl_alloc(1500, RCL_DEFAULT);
+    assert_non_null(q);
+    rcl_free(q);
+    rcl_free(a);
+    rcl_free(b);
+}
+
+/* Once its blocks are all freed (and the caches drained), a class's
+ * slabs go back to the backend but the one it keeps; a shutdown, which
+ * trims, gives those back too. */
+TEST(emptied_slabs_go_back_to_the_backend)
+{
+    if (no_slabs())
+        skip();
+    enum { N = 600 };
+    unsigned c = rcl__bcache_class(2500);
+    void *p[N];
+
+    for (int i = 0; i < N; i++)
+        assert_non_null(p[i] = rcl_alloc(2500, RCL_DEFAULT));
+    size_t full = rcl__slab_held(c);
+    assert_true(full >= (size_t)N * (2560 + 16));
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+    rcl_usage_sync();
+    /* The one slab the class keeps: 64 KiB for this class. */
+    assert_true(rcl__slab_held(c) <= 64 * 1024);
+    rcl_shutdown();
+    assert_int_equal(rcl__slab_held(c), 0);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* A block moves between the slabs and the backend as its size crosses
+ * their edges, and stays where it is within its class, its contents kept
+ * either way - on every backend, where over glibc every move is the
+ * backend's. */
+TEST(realloc_moves_a_block_between_slabs_and_backend_keeping_its_bytes)
+{
+    static const size_t sizes[] = { 100, 300, 5000, 4900, 70000, 200, 40 };
+    unsigned char *p = rcl_alloc(40, RCL_DEFAULT);
+    size_t have = 40;
+
+    assert_non_null(p);
+    for (size_t i = 0; i < have; i++)
+        p[i] = (unsigned char)(i * 7);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t size = sizes[k], keep = have < size ? have : size;
+        unsigned char *q = rcl_realloc(p, size, RCL_DEFAULT);
+        assert_non_null(q);
+        for (size_t i = 0; i < keep; i++)
+            assert_int_equal(q[i], (unsigned char)(i * 7));
+        for (size_t i = keep; i < size; i++)
+            q[i] = (unsigned char)(i * 7);
+        if (rcl__slab_sized(4096) && size == 4900)     /* 5000's class, 5120 */
+            assert_ptr_equal(q, p);
+        p = q;
+        have = size;
+        assert_int_equal(rcl_usage(), rcl_alloc_charge(size));
+    }
+    rcl_free(p);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+}
+
+/* Threads free each other's blocks of many slab classes: every block
+ * keeps its bytes, goes back to its own slab, and once all are freed
+ * every class's slabs are down to the ones kept - none lost, none freed
+ * twice. */
+#define X_THREADS 4
+#define X_BLOCKS  1500
+
+struct xfer {
+    pthread_barrier_t *bar;
+    unsigned char    **mine, **theirs;
+    int                id;
+};
+
+static size_t x_size(int id, int i)
+{
+    return 300 + (size_t)((id * 7919 + i * 104729) % 7700);
+}
+
+static void *x_main(void *arg)
+{
+    struct xfer *x = arg;
+
+    for (int i = 0; i < X_BLOCKS; i++) {
+        size_t n = x_size(x->id, i);
+        x->mine[i] = rcl_alloc(n, RCL_DEFAULT);
+        if (x->mine[i])
+            memset(x->mine[i], x->id * 31 + i, n);
+    }
+    pthread_barrier_wait(x->bar);
+    int peer = (x->id + 1) % X_THREADS;
+    long bad = 0;
+    for (int i = 0; i < X_BLOCKS; i++) {
+        unsigned char *b = x->theirs[i];
+        size_t n = x_size(peer, i);
+        if (!b || b[0] != (unsigned char)(peer * 31 + i) || b[n - 1] != b[0])
+            bad++;
+        rcl_free(b);
+    }
+    rcl_usage_sync();
+    return (void *)bad;
+}
+
+TEST(threads_freeing_each_others_blocks_return_them_to_their_slabs)
+{
+    static unsigned char *blocks[X_THREADS][X_BLOCKS];
+    pthread_barrier_t bar;
+    pthread_t th[X_THREADS];
+    struct xfer x[X_THREADS];
+
+    assert_int_equal(pthread_barrier_init(&bar, NULL, X_THREADS), 0);
+    for (int i = 0; i < X_THREADS; i++) {
+        x[i] = (struct xfer){ &bar, blocks[i], blocks[(i + 1) % X_THREADS], i };
+        assert_int_equal(pthread_create(&th[i], NULL, x_main, &x[i]), 0);
+    }
+    for (int i = 0; i < X_THREADS; i++) {
+        void *bad;
+        pthread_join(th[i], &bad);
+        assert_int_equal((long)bad, 0);
+    }
+    pthread_barrier_destroy(&bar);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    /* All freed: a shutdown's trim leaves no slab of these classes. */
+    rcl_shutdown();
+    for (size_t n = 300; n < 8000; n += 64)
+        if (rcl__slab_sized(n))
+            assert_int_equal(rcl__slab_held(rcl__bcache_class(n)), 0);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+TEST_MAIN();
