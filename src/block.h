@@ -88,19 +88,9 @@ static inline struct rcl_hdr *block_new(size_t size)
     return rcl__be_malloc(backend_size(size));
 }
 
-/* A plain block of `size` given up (its charge dealt with), to where
+/* A plain block of class c given up (its charge dealt with), to where
  * block_new() took it from. The one place a plain block ends; h->meta is
  * 0 after it, so that a second free of a block a slab keeps is caught. */
-static inline void block_delete(struct rcl_hdr *h, size_t size)
-{
-    h->meta = 0;
-    if (rcl__slab_sized(size))
-        rcl__slab_put(h, rcl__bcache_class(size));
-    else
-        rcl__be_free(h);
-}
-
-/* A cached block of class c given up: as block_delete(), from its class. */
 static inline void block_delete_class(struct rcl_hdr *h, unsigned c)
 {
     h->meta = 0;
@@ -108,6 +98,17 @@ static inline void block_delete_class(struct rcl_hdr *h, unsigned c)
         rcl__slab_put(h, c);
     else
         rcl__be_free(h);
+}
+
+/* The same for a plain block of `size`, of a class or above them. */
+static inline void block_delete(struct rcl_hdr *h, size_t size)
+{
+    if (size <= RCL_BCACHE_MAX) {
+        block_delete_class(h, rcl__bcache_class(size));
+        return;
+    }
+    h->meta = 0;
+    rcl__be_free(h);
 }
 
 /* Under AddressSanitizer a block handed out is addressable for exactly

@@ -119,10 +119,8 @@ size_t rcl__bcache_held(const struct rcl_thread *t);
 void   rcl__depot_drain(void);
 size_t rcl__depot_held(void);
 /* The slabs of the larger classes (slab.c): every wholly free slab they
- * keep back to the backend, before a trim and at shutdown; and what they
- * hold that no block uses (free memory, not charged). */
+ * keep back to the backend, before a trim and at shutdown. */
 void   rcl__slab_trim(void);
-size_t rcl__slab_free_bytes(void);
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */

@@ -78,9 +78,7 @@ static inline struct slab_class *class_of(unsigned c)
     return &classes[c - RCL_SLAB_FIRST_CLASS];
 }
 
-/* Bytes of the slabs that no block uses (free slots, heads and tails),
- * and of each class's spans. */
-static _Atomic size_t free_bytes;
+/* Bytes of each class's spans. */
 static _Atomic size_t held_bytes[RCL_BCACHE_CLASSES];
 
 static inline size_t slot_bytes(unsigned c) { return rcl__bcache_cap(c) + HDR; }
@@ -142,7 +140,6 @@ static struct slab *slab_new(unsigned c)
     s->fresh = 0;
     s->cls = c;
     rcl__poison(slot(s, c, 0), span_bytes(c) - SLAB_HEAD);
-    atomic_fetch_add(&free_bytes, span_bytes(c));
     atomic_fetch_add(&held_bytes[c], span_bytes(c));
     return s;
 }
@@ -150,7 +147,6 @@ static struct slab *slab_new(unsigned c)
 static void slab_delete(struct slab *s, unsigned c)
 {
     rcl__assert(s->used == 0 && s->cls == c);
-    atomic_fetch_sub(&free_bytes, span_bytes(c));
     atomic_fetch_sub(&held_bytes[c], span_bytes(c));
     rcl__unpoison(s, span_bytes(c));
     rcl__be_free(s);
@@ -211,7 +207,6 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n)
     while (got < n && (s = slab_avail(k, c, got == 0)) != NULL)
         out[got++] = slot_take(k, s, c);
     pthread_mutex_unlock(&slab_lock);
-    atomic_fetch_sub(&free_bytes, got * slot_bytes(c));
     return got;
 }
 
@@ -250,7 +245,6 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
     unsigned ng = 0;
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES && n <= RCL_SLAB_BATCH);
-    atomic_fetch_add(&free_bytes, n * slot_bytes(c));
     pthread_mutex_lock(&slab_lock);
     for (unsigned i = 0; i < n; i++)
         if ((gone[ng] = slot_put(k, hs[i], c)) != NULL)
@@ -277,11 +271,6 @@ void rcl__slab_trim(void)
         if (s)
             slab_delete(s, c);
     }
-}
-
-size_t rcl__slab_free_bytes(void)
-{
-    return atomic_load_explicit(&free_bytes, memory_order_relaxed);
 }
 
 size_t rcl__slab_held(unsigned c)

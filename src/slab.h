@@ -64,7 +64,7 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n);
 /* Bytes of class c's slabs, in use or not. */
 size_t rcl__slab_held(unsigned c);
 
-/* rcl__slab_trim(), rcl__slab_free_bytes() and the fork handlers are
+/* rcl__slab_trim() and the fork handlers are
  * internal.h's, beside the depot's. */
 
 #endif
