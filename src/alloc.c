@@ -821,9 +821,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
         return fail(EOVERFLOW);
     /* A slab's slot stays only in its class: the backend cannot resize it,
      * and a block must live where its header's class says (block_new). */
-    if ((rcl__slab_sized(old) || rcl__slab_sized(size)) &&
-        !(rcl__slab_sized(old) && rcl__slab_sized(size) &&
-          rcl__bcache_class(old) == rcl__bcache_class(size)))
+    if (slab_home(old) != slab_home(size))
         return realloc_move(p, h, size, gfp);
     size_t was = block_charge(old), now = block_charge(size);
     int err;

@@ -88,6 +88,13 @@ static inline struct rcl_hdr *block_new(size_t size)
     return rcl__be_malloc(backend_size(size));
 }
 
+/* Where a block of `size` lives: 0 for the backend, else its slab
+ * class's number (its index + 1). */
+static inline unsigned slab_home(size_t size)
+{
+    return rcl__slab_sized(size) ? rcl__bcache_class(size) + 1 : 0;
+}
+
 /* A plain block of class c given up (its charge dealt with), to where
  * block_new() took it from. The one place a plain block ends; h->meta is
  * 0 after it, so that a second free of a block a slab keeps is caught. */
