@@ -138,7 +138,11 @@ void rcl__bcache_drain(struct rcl_thread *t)
     t->bcache_full = 0;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
         give_back(t, c);
-    if (!rcl__bcache_off(t) && !rcl__bcache_fits(t->bc, 0))
+    if (rcl__bcache_off(t))
+        return;
+    if (RCL__BE_COARSE_CLASSES)
+        rcl__slab_disown(t->bc->slabs);
+    if (!rcl__bcache_fits(t->bc, 0))
         depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
 
@@ -402,29 +406,35 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
 
 /*
  * The slabs' side of a thread's list of a slab class (slab.h): a batch of
- * fresh slots for an empty list, as rcl__depot_take() gives one (the
- * first to hand out, the rest the list, charged from the stock, at most
- * `room` bytes with the first); and a full list's top batch back to the
- * slabs, its charge to the stock (for the caller to spill), so that a
- * live set larger than the list takes the slabs' lock once a batch, not
- * once a block, on either side. A list of a batch or less (a consumer's,
- * which the depot takes whole) is not spilled: its frees beyond it go
- * back one by one, as to the backend.
+ * the slots the thread holds for an empty list, as rcl__depot_take()
+ * gives one (the first to hand out, the rest the list, charged from the
+ * stock, at most `room` bytes with the first), with no lock but when
+ * the thread takes a slab's slots; and a full list's top batch back to
+ * the slabs, its charge to the stock (for the caller to spill), so that
+ * a live set larger than the list takes the slabs' lock once a batch,
+ * not once a block. A list of a batch or less (a consumer's, which the
+ * depot takes whole) is not spilled: its frees beyond it go back one by
+ * one, as to the backend. The allocation slow path takes its block the
+ * same way, with room for it alone.
  */
 struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
 {
     size_t charge = rcl__bcache_charge(c);
-    size_t want = rcl__bcache_off(t) ? 1 : room / charge;
+    size_t want = room / charge;
     struct rcl_hdr *hs[RCL_SLAB_BATCH];
     unsigned n;
 
+    if (rcl__bcache_off(t))
+        return rcl__slab_get(c);
     rcl__assert(rcl__slab_class(c) && !t->bc->top[c + 1] && want >= 1 &&
                 want - 1 <= t->bc->depth[c + 1]);
-    /* Listing a slot writes its header, and so makes its page resident:
-     * a batch is at most RCL_SLAB_FILL_BYTES, or one slot. */
+    /* Listing a slot writes its header, and so makes its page resident,
+     * and what a list holds is out of the others' reach: a batch is at
+     * most RCL_SLAB_FILL_BYTES, or one slot. */
     if (want > RCL_SLAB_FILL_BYTES / charge)
         want = RCL_SLAB_FILL_BYTES / charge > 1 ? RCL_SLAB_FILL_BYTES / charge : 1;
-    n = rcl__slab_get_many(c, hs, want < RCL_SLAB_BATCH ? (unsigned)want : RCL_SLAB_BATCH);
+    n = rcl__slab_get_many(c, hs, want < RCL_SLAB_BATCH ? (unsigned)want : RCL_SLAB_BATCH,
+                           &t->bc->slabs[c + 1]);
     for (unsigned i = n; i-- > 1;) {
         hs[i]->meta = rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(hs[i]), rcl__bcache_cap(c));
         rcl__bcache_put(t, hs[i], c, (long)charge);

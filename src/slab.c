@@ -14,10 +14,9 @@
  * given back, and so touches its pages only as it fills: a slab of one
  * block is one page or two of resident memory. A slab with a free slot
  * is on its class's list; a full one is on none (its slots come back to
- * it by their address), and one that empties goes back to the backend,
- * but for one a class keeps, so that a class whose live set rises and
- * falls across a slab's edge does not ask the backend each time. A trim
- * gives the kept ones back too.
+ * it by their address), and one that empties is kept or goes back to
+ * the backend (slab_unuse() says how many are kept). A trim gives the
+ * kept ones back.
  *
  * What is charged is unchanged: a block's charge is its class's,
  * whatever holds it, and what a slab holds in free slots is not charged
@@ -26,9 +25,27 @@
  * footprint samples count (footprint.c), as they counted the backend's
  * own class rounding that the slabs replace.
  *
- * The slabs' lock (below) is taken only when a thread's cache misses or
- * turns a block away, for a batch at a time. It is the last of the
- * library's order (fork.c): nothing is called under it.
+ * A thread fills its lists from a slab of its own, as mimalloc gives
+ * each thread its own pages: it takes all the slab's free slots at once,
+ * under the lock, then hands them out with no lock at all until they are
+ * gone, and takes the next slab. So two threads' blocks do not share a
+ * slab - two threads recycling their own live sets of 256 B blocks from
+ * the same slabs ran, in some runs, half as fast as from their own, the
+ * cache lines at their slots' edges shared between the cores - and a
+ * live set larger than a thread's cache takes the lock once a slab, not
+ * once a batch: with the free list's next pointers read under the lock,
+ * a cache miss each, two threads recycling 4 KiB blocks that way spent
+ * most of their time waiting for it. The slots a thread holds count as
+ * in use, so its slab stays while it holds them; any thread's free goes
+ * back to the slot's slab, which any thread may take again, and the
+ * thread that holds a slab's never-used slots takes what was given back
+ * to it before it carves another (own_retake()). What the threads hold
+ * apart is one slab's free slots a class each, given back at the
+ * thread's cache drain (rcl__slab_disown()).
+ *
+ * The slabs' lock (below) is taken only when a thread takes a slab, when
+ * its cache turns a batch of blocks away, and by the slow paths. It is
+ * the last of the library's order (fork.c): nothing is called under it.
  */
 #include "internal.h"
 #include "backend.h"
@@ -45,33 +62,47 @@
 struct slab {
     struct slab    *prev, *next;    /* on its class's list while it has a free slot */
     struct rcl_hdr *free;           /* slots given back, linked by their headers' next */
-    unsigned        used;           /* slots out: with the program or in a cache */
+    unsigned        used;           /* slots out: with the program, in a cache or
+                                       held by a thread (struct rcl_slab_own) */
     unsigned        fresh;          /* slots from here on were never given out */
     unsigned        cls;
+    _Atomic bool    given;          /* free is not empty: a hint, read unlocked
+                                       by the thread that holds the slab's
+                                       never-used slots */
 };
 _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its first slot");
 
 /*
- * One lock for every class's slabs. It is taken once a batch - when a
- * thread's list is empty, or full and longer than a batch - so seldom
- * that sharing it costs less than what the alternative was seen to cost:
- * slabs in sets, one per thread, kept threads from carving the same slab
- * (two threads recycling their own live sets of 256 B blocks side by side
- * in slabs run, in some runs, three times slower than one, their cache
- * lines bouncing between the cores), but a cache of random 256 B - 4 KiB
- * objects freed by other threads then left each set's slabs part empty,
- * all of them resident: on mimalloc under a resident-memory budget it
- * kept 4 MiB of 128 where one set keeps 60 (tests/test_rss.c's churn).
- * One lock also keeps fork()'s prepare handler within what it may hold.
+ * One lock for every class's slabs, held for a few pointer moves. Sets
+ * of slabs, one per thread with a lock each, were tried and dropped: a
+ * cache of random 256 B - 4 KiB objects freed by other threads left each
+ * set's slabs part empty, all of them resident (on mimalloc under a
+ * resident-memory budget it kept 4 MiB of 128 where one set keeps 60:
+ * tests/test_rss.c's churn). One lock also keeps fork()'s prepare
+ * handler within what it may hold. Where the C library has one, the lock
+ * spins a little before it sleeps: its holders never wait on anything.
  */
 #define NR_SLAB        (RCL_BCACHE_CLASSES - RCL_SLAB_FIRST_CLASS)
 
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+static pthread_mutex_t slab_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
+#else
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+#endif
 
 static struct slab_class {
     struct slab *avail;             /* slabs with a free slot */
-    struct slab *spare;             /* a wholly free slab kept */
+    struct slab *empty;             /* wholly free slabs kept, linked by next */
+    unsigned     nr_slabs;          /* the class's slabs, empty ones included */
+    unsigned     nr_empty;
+    _Atomic unsigned nr_given;      /* slots on the slabs' free lists: written
+                                       under the lock, read without it */
 } classes[NR_SLAB];
+
+static inline void given_add(struct slab_class *k, long n)
+{
+    wr(k->nr_given, (unsigned)((long)rd(k->nr_given) + n));
+}
 
 static inline struct slab_class *class_of(unsigned c)
 {
@@ -139,6 +170,7 @@ static struct slab *slab_new(unsigned c)
     s->used = 0;
     s->fresh = 0;
     s->cls = c;
+    wr(s->given, false);
     rcl__poison(slot(s, c, 0), span_bytes(c) - SLAB_HEAD);
     atomic_fetch_add(&held_bytes[c], span_bytes(c));
     return s;
@@ -161,6 +193,7 @@ static struct rcl_hdr *slot_take(struct slab_class *k, struct slab *s, unsigned 
     if (h) {
         rcl__unpoison(h, HDR);
         s->free = h->next;
+        given_add(k, -1);
     } else {
         rcl__assert(s->fresh < slots(c));
         h = slot(s, c, s->fresh++);
@@ -179,8 +212,9 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make)
 
     if (s)
         return s;
-    if ((s = k->spare) != NULL) {
-        k->spare = NULL;
+    if ((s = k->empty) != NULL) {
+        k->empty = s->next;
+        k->nr_empty--;
         list_add(k, s);
         return s;
     }
@@ -189,53 +223,219 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make)
     pthread_mutex_unlock(&slab_lock);
     s = slab_new(c);
     pthread_mutex_lock(&slab_lock);
-    if (s)
+    if (s) {
+        k->nr_slabs++;
         list_add(k, s);
+    }
     return s;
-}
-
-unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n)
-{
-    struct slab_class *k = class_of(c);
-    struct slab *s;
-    unsigned got = 0;
-
-    rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES && n >= 1);
-    pthread_mutex_lock(&slab_lock);
-    /* A new slab for the first slot only: the others are a batch's
-     * extras, not worth a call to the backend. */
-    while (got < n && (s = slab_avail(k, c, got == 0)) != NULL)
-        out[got++] = slot_take(k, s, c);
-    pthread_mutex_unlock(&slab_lock);
-    return got;
 }
 
 struct rcl_hdr *rcl__slab_get(unsigned c)
 {
-    struct rcl_hdr *h;
-    return rcl__slab_get_many(c, &h, 1) ? h : NULL;
+    struct slab_class *k = class_of(c);
+    struct rcl_hdr *h = NULL;
+    struct slab *s;
+
+    rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES);
+    pthread_mutex_lock(&slab_lock);
+    if ((s = slab_avail(k, c, true)) != NULL)
+        h = slot_take(k, s, c);
+    pthread_mutex_unlock(&slab_lock);
+    return h;
 }
 
-/* A slot back to its slab, with the lock held: the slab that emptied, if
- * it is not the one kept, for the caller to delete. */
+static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n);
+
+/* One of the class's first few slabs with slots given back, other than
+ * `not`, with the lock held; NULL if none. */
+static struct slab *slab_given(struct slab_class *k, const struct slab *not)
+{
+    struct slab *s = k->avail;
+
+    for (unsigned i = 0; s && i < 4; i++, s = s->next)
+        if (s->free && s != not)
+            return s;
+    return NULL;
+}
+
+/* A thread takes every free slot of slab s (on the class's list) - `own`
+ * held none - with the lock held: the slots given back, as a list, and
+ * the never-used ones, as a range. The slab is then full as far as the
+ * others can tell, and on no list. */
+static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
+                     struct slab *s)
+{
+    rcl__assert(!own->nr_free && own->fresh == own->end && s->used < slots(c));
+    list_del(k, s);
+    own->slab = s;
+    own->free = s->free;
+    own->nr_free = s->fresh - s->used;
+    given_add(k, -(long)own->nr_free);
+    own->fresh = s->fresh;
+    own->end = slots(c);
+    s->free = NULL;
+    s->fresh = s->used = slots(c);
+    wr(s->given, false);
+}
+
+/* The slots given back to the slab whose never-used slots the thread
+ * holds, taken too, with the lock held. */
+static void own_retake(struct slab_class *k, struct rcl_slab_own *own)
+{
+    struct slab *s = own->slab;
+
+    rcl__assert(!own->nr_free && own->fresh < own->end && s->fresh == own->end);
+    wr(s->given, false);
+    if (!s->free)
+        return;
+    list_del(k, s);
+    own->free = s->free;
+    own->nr_free = s->fresh - s->used;
+    given_add(k, -(long)own->nr_free);
+    s->free = NULL;
+    s->used = s->fresh;
+}
+
+/* The never-used slots a thread holds back to their slab, as its tail,
+ * which they still are (a slab's never-used slots are held by one thread
+ * at most), with the lock held; see slab_unuse() for what it returns. */
+static struct slab *own_give_fresh(struct slab_class *k, struct rcl_slab_own *own)
+{
+    struct slab *s = own->slab;
+    unsigned n = own->end - own->fresh;
+
+    rcl__assert(n && s->fresh == own->end);
+    s->fresh = own->fresh;
+    own->end = own->fresh;
+    return slab_unuse(k, s, n);
+}
+
+/*
+ * Where a thread's next slots come from when those it holds are gone or
+ * are never-used ones only, with the lock held: slots given back are
+ * resident, where a never-used one makes one more page so, and so come
+ * first - those given back to the slab it carves, then another slab's,
+ * for which it lets go of its never-used ones - and a slab with a free
+ * slot before a new one, made only if `make`. False if there is none;
+ * *gone is a slab the caller deletes (slab_unuse()).
+ */
+static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *own, bool make,
+                       struct slab **gone)
+{
+    struct slab *s;
+
+    *gone = NULL;
+    if (own->fresh < own->end) {
+        own_retake(k, own);
+        if (own->nr_free || !(s = slab_given(k, own->slab)))
+            return true;
+        *gone = own_give_fresh(k, own);
+    } else if (!(s = slab_given(k, NULL)) && !(s = slab_avail(k, c, make))) {
+        return false;
+    }
+    own_take(k, c, own, s);
+    return true;
+}
+
+/* The next of the slots the thread holds - one given back, else a
+ * never-used one - with no lock: they are the thread's alone. */
+static struct rcl_hdr *own_next(struct rcl_slab_own *own, unsigned c)
+{
+    struct rcl_hdr *h = own->free;
+
+    rcl__assert(h || own->fresh < own->end);
+    if (h) {
+        rcl__unpoison(h, HDR);
+        own->free = h->next;
+        own->nr_free--;
+    } else {
+        h = slot(own->slab, c, own->fresh++);
+        rcl__unpoison(h, HDR);
+    }
+    return h;
+}
+
+unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
+                            struct rcl_slab_own *own)
+{
+    struct slab_class *k = class_of(c);
+    bool checked = false;
+    unsigned got = 0;
+
+    rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES && n >= 1);
+    while (got < n) {
+        /* Never-used slots only while nothing was given back: the hints
+         * are read without the lock, and looked into under it once a
+         * batch. A new slab from the backend for the first slot only:
+         * the others are a batch's extras, not worth the call. */
+        if (!own->nr_free &&
+            (own->fresh == own->end ||
+             (!checked && (rd(own->slab->given) || rd(k->nr_given))))) {
+            struct slab *gone;
+
+            pthread_mutex_lock(&slab_lock);
+            bool more = own_refill(k, c, own, got == 0, &gone);
+            pthread_mutex_unlock(&slab_lock);
+            if (gone)
+                slab_delete(gone, c);
+            if (!more)
+                break;
+            checked = true;
+        }
+        out[got++] = own_next(own, c);
+    }
+    return got;
+}
+
+/*
+ * n of slab s's slots are no longer out, with the lock held: the slab, if
+ * it emptied and is not kept, for the caller to delete. A class keeps as
+ * many empty slabs as it has others in use, and one at least: a live set
+ * that rises and falls - a batch of requests served and freed, a FIFO of
+ * blocks - finds its slabs again rather than asking the backend for them
+ * each time (two threads recycling 4 KiB blocks ran a third slower with
+ * one slab kept), while what stays empty after the live set shrinks for
+ * good is at most what is still in use, and a trim gives it back. A kept
+ * slab is carved anew, in address order, as a new one is.
+ */
+static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n)
+{
+    rcl__assert(s->used >= n && n > 0);
+    if (s->used == slots(s->cls))
+        list_add(k, s);
+    s->used -= n;
+    if (s->used)
+        return NULL;
+    list_del(k, s);
+    given_add(k, -(long)s->fresh);      /* every slot carved is on its free list */
+    unsigned in_use = k->nr_slabs - k->nr_empty - 1;
+    if (k->nr_empty >= (in_use > 1 ? in_use : 1)) {
+        k->nr_slabs--;
+        return s;
+    }
+    s->free = NULL;
+    s->fresh = 0;
+    wr(s->given, false);
+    s->next = k->empty;
+    k->empty = s;
+    k->nr_empty++;
+    return NULL;
+}
+
+/* A slot back to its slab, with the lock held; see slab_unuse(). */
 static struct slab *slot_put(struct slab_class *k, struct rcl_hdr *h, unsigned c)
 {
-    struct slab *s = slab_of(h, c), *gone = NULL;
+    struct slab *s = slab_of(h, c);
 
     rcl__assert(s->cls == c && s->used > 0);
     rcl__assert(((uintptr_t)h - (uintptr_t)slot(s, c, 0)) % slot_bytes(c) == 0);
     h->meta = 0;
     h->next = s->free;
     s->free = h;
+    wr(s->given, true);
+    given_add(k, 1);
     rcl__poison(h, slot_bytes(c));
-    if (s->used-- == slots(c))
-        list_add(k, s);
-    if (s->used == 0) {
-        list_del(k, s);
-        gone = k->spare;
-        k->spare = s;
-    }
-    return gone;
+    return slab_unuse(k, s, 1);
 }
 
 void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
@@ -259,17 +459,56 @@ void rcl__slab_put(struct rcl_hdr *h, unsigned c)
     rcl__slab_put_many(c, &h, 1);
 }
 
+/* The never-used slots go back as the slab's tail, which they still are:
+ * a slab's never-used slots are held by one thread at most. */
+void rcl__slab_disown(struct rcl_slab_own *own)
+{
+    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_BCACHE_CLASSES; c++) {
+        struct rcl_slab_own *o = &own[c + 1];
+        unsigned n = o->nr_free + (o->end - o->fresh);
+        struct slab *s = o->slab, *gone;
+
+        if (!n)
+            continue;
+        pthread_mutex_lock(&slab_lock);
+        for (struct rcl_hdr *h = o->free, *next; h; h = next) {
+            rcl__unpoison(h, HDR);
+            next = h->next;
+            h->next = s->free;
+            s->free = h;
+            wr(s->given, true);
+            rcl__poison(h, HDR);
+        }
+        given_add(class_of(c), o->nr_free);
+        if (o->fresh < o->end) {
+            rcl__assert(s->fresh == o->end);
+            s->fresh = o->fresh;
+        }
+        gone = slab_unuse(class_of(c), s, n);
+        pthread_mutex_unlock(&slab_lock);
+        *o = (struct rcl_slab_own){ 0 };
+        if (gone)
+            slab_delete(gone, c);
+    }
+}
+
 void rcl__slab_trim(void)
 {
     for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_BCACHE_CLASSES; c++) {
+        struct slab_class *k = class_of(c);
         struct slab *s;
 
         pthread_mutex_lock(&slab_lock);
-        s = class_of(c)->spare;
-        class_of(c)->spare = NULL;
+        s = k->empty;
+        k->empty = NULL;
+        k->nr_slabs -= k->nr_empty;
+        k->nr_empty = 0;
         pthread_mutex_unlock(&slab_lock);
-        if (s)
+        while (s) {
+            struct slab *next = s->next;
             slab_delete(s, c);
+            s = next;
+        }
     }
 }
 
@@ -279,7 +518,8 @@ size_t rcl__slab_held(unsigned c)
 }
 
 /* fork(): the child keeps the slabs as they are - its blocks are in them -
- * consistent since no thread was inside. */
+ * consistent since no thread was inside. The slots the other threads
+ * held stay out in the child, as their cached blocks do. */
 void rcl__slab_atfork_prepare(void)
 {
     pthread_mutex_lock(&slab_lock);

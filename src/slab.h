@@ -53,14 +53,20 @@ struct rcl_hdr *rcl__slab_get(unsigned c);
 /* A block of class c back to its slab; its header need not check out. */
 void rcl__slab_put(struct rcl_hdr *h, unsigned c);
 
-/* The same for up to RCL_SLAB_BATCH blocks at a time, under one lock: a
- * thread's cache fills its empty list with a batch, and gives one back
- * from a full list (block_cache.c). get_many gives at least one slot
- * but for a failure (0), and makes a new slab for the first only. */
+/* The same for up to RCL_SLAB_BATCH blocks at a time: a thread's cache
+ * fills its empty list with a batch from the slots it holds (own: its
+ * lists' slabs[c + 1]; it takes a slab's when it has none), and gives a
+ * batch back from a full list (block_cache.c), under one lock. get_many
+ * gives at least one slot but for a failure (0), and makes a new slab
+ * for the first only. */
 #define RCL_SLAB_BATCH 16u
 #define RCL_SLAB_FILL_BYTES (16u * 1024)
-unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n);
+unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
+                            struct rcl_slab_own *own);
 void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n);
+/* A thread gives back the slots it holds (own, its lists' slabs[]): at
+ * its cache's drain. */
+void rcl__slab_disown(struct rcl_slab_own *own);
 /* Bytes of class c's slabs, in use or not. */
 size_t rcl__slab_held(unsigned c);
 

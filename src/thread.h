@@ -31,7 +31,7 @@
 #define RCL_BCACHE_MAX    65536
 
 /*
- * A thread's block-cache lists, a kilobyte: mapped at its registration
+ * A thread's block-cache lists, under 4 KiB: mapped at its registration
  * (block_cache.c says why not from the backend), not in its TLS. The
  * library's TLS is initial-exec, so all of it must fit the static TLS
  * block, and a library loaded with dlopen() gets only what glibc keeps
@@ -43,6 +43,7 @@
  * lists with the byte it read; entry 0, no class's, stays empty.
  */
 #define RCL_BCACHE_NRS (RCL_BCACHE_CLASSES + 1)
+struct slab;
 struct rcl_bcache_lists {
     void             *top[RCL_BCACHE_NRS];     /* each class's list */
     _Atomic uint16_t  len[RCL_BCACHE_NRS];     /* how many blocks each holds: what
@@ -59,6 +60,14 @@ struct rcl_bcache_lists {
     uint8_t           grown[RCL_BCACHE_NRS];   /* each list has grown on a miss
                                                   since its depth was set to its
                                                   start */
+    struct rcl_slab_own {                      /* by class number, as the lists:
+                                                  the free slots of a slab this
+                                                  thread alone takes (slab.c) */
+        struct slab  *slab;
+        void         *free;                    /* slots given back, linked */
+        uint32_t      nr_free;
+        uint32_t      fresh, end;              /* never-used slots [fresh, end) */
+    } slabs[RCL_BCACHE_NRS];
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
