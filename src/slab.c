@@ -66,9 +66,6 @@ struct slab {
                                        held by a thread (struct rcl_slab_own) */
     unsigned        fresh;          /* slots from here on were never given out */
     unsigned        cls;
-    _Atomic bool    given;          /* free is not empty: a hint, read unlocked
-                                       by the thread that holds the slab's
-                                       never-used slots */
 };
 _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its first slot");
 
@@ -96,7 +93,8 @@ static struct slab_class {
     unsigned     nr_slabs;          /* the class's slabs, empty ones included */
     unsigned     nr_empty;
     _Atomic unsigned nr_given;      /* slots on the slabs' free lists: written
-                                       under the lock, read without it */
+                                       under the lock, read without it by a
+                                       thread about to carve a never-used one */
 } classes[NR_SLAB];
 
 static inline void given_add(struct slab_class *k, long n)
@@ -170,7 +168,6 @@ static struct slab *slab_new(unsigned c)
     s->used = 0;
     s->fresh = 0;
     s->cls = c;
-    wr(s->given, false);
     rcl__poison(slot(s, c, 0), span_bytes(c) - SLAB_HEAD);
     atomic_fetch_add(&held_bytes[c], span_bytes(c));
     return s;
@@ -275,7 +272,6 @@ static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
     own->end = slots(c);
     s->free = NULL;
     s->fresh = s->used = slots(c);
-    wr(s->given, false);
 }
 
 /* The slots given back to the slab whose never-used slots the thread
@@ -285,7 +281,6 @@ static void own_retake(struct slab_class *k, struct rcl_slab_own *own)
     struct slab *s = own->slab;
 
     rcl__assert(!own->nr_free && own->fresh < own->end && s->fresh == own->end);
-    wr(s->given, false);
     if (!s->free)
         return;
     list_del(k, s);
@@ -364,13 +359,12 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES && n >= 1);
     while (got < n) {
-        /* Never-used slots only while nothing was given back: the hints
-         * are read without the lock, and looked into under it once a
+        /* Never-used slots only while nothing was given back: the count
+         * is read without the lock, and looked into under it once a
          * batch. A new slab from the backend for the first slot only:
          * the others are a batch's extras, not worth the call. */
         if (!own->nr_free &&
-            (own->fresh == own->end ||
-             (!checked && (rd(own->slab->given) || rd(k->nr_given))))) {
+            (own->fresh == own->end || (!checked && rd(k->nr_given)))) {
             struct slab *gone;
 
             pthread_mutex_lock(&slab_lock);
@@ -415,7 +409,6 @@ static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n)
     }
     s->free = NULL;
     s->fresh = 0;
-    wr(s->given, false);
     s->next = k->empty;
     k->empty = s;
     k->nr_empty++;
@@ -432,7 +425,6 @@ static struct slab *slot_put(struct slab_class *k, struct rcl_hdr *h, unsigned c
     h->meta = 0;
     h->next = s->free;
     s->free = h;
-    wr(s->given, true);
     given_add(k, 1);
     rcl__poison(h, slot_bytes(c));
     return slab_unuse(k, s, 1);
@@ -476,7 +468,6 @@ void rcl__slab_disown(struct rcl_slab_own *own)
             next = h->next;
             h->next = s->free;
             s->free = h;
-            wr(s->given, true);
             rcl__poison(h, HDR);
         }
         given_add(class_of(c), o->nr_free);
