@@ -352,9 +352,6 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
             rcl__uncharge_fast(t, cost);
         } else {
             rcl__bcache_missed(t, c);
-            /* A slab class's slot from the slab the thread fills from. */
-            if (rcl__slab_class(c))
-                h = rcl__bcache_fill(t, c, cost);
         }
     }
     if (!h)

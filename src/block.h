@@ -79,12 +79,13 @@ static inline size_t backend_size(size_t size)
 }
 
 /* Where a block for `size` comes from, its header's space at the front:
- * a slot of its class's slabs (slab.h), or the backend. The one place a
- * plain block is made; NULL when neither has the memory. */
+ * a slot of its class's slabs (slab.h), from those the calling thread
+ * holds, or the backend. The one place a plain block is made; NULL when
+ * neither has the memory. */
 static inline struct rcl_hdr *block_new(size_t size)
 {
     if (rcl__slab_sized(size))
-        return rcl__slab_get(rcl__bcache_class(size));
+        return rcl__bcache_slot(&rcl__self, rcl__bcache_class(size));
     return rcl__be_malloc(backend_size(size));
 }
 

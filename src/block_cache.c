@@ -414,8 +414,8 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
  * a live set larger than the list takes the slabs' lock once a batch,
  * not once a block. A list of a batch or less (a consumer's, which the
  * depot takes whole) is not spilled: its frees beyond it go back one by
- * one, as to the backend. The allocation slow path takes its block the
- * same way, with room for it alone.
+ * one, as to the backend. Every other block of a slab class comes from
+ * the thread's slots too, one at a time (rcl__bcache_slot(), block_new()).
  */
 struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
 {
@@ -425,7 +425,7 @@ struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
     unsigned n;
 
     if (rcl__bcache_off(t))
-        return rcl__slab_get(c);
+        return rcl__bcache_slot(t, c);
     rcl__assert(rcl__slab_class(c) && !t->bc->top[c + 1] && want >= 1 &&
                 want - 1 <= t->bc->depth[c + 1]);
     /* Listing a slot writes its header, and so makes its page resident,
@@ -447,6 +447,17 @@ struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
     for (unsigned i = 1; i < n; i++)
         rcl__bcache_missed(t, c);
     return n ? hs[0] : NULL;
+}
+
+/* A thread whose lists are not mapped holds no slots: it takes one from
+ * the slabs the threads share. */
+struct rcl_hdr *rcl__bcache_slot(struct rcl_thread *t, unsigned c)
+{
+    struct rcl_hdr *h;
+
+    if (rcl__bcache_off(t))
+        return rcl__slab_get(c);
+    return rcl__slab_get_many(c, &h, 1, &t->bc->slabs[c + 1]) ? h : NULL;
 }
 
 bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)

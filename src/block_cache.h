@@ -344,6 +344,9 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room);
  * fresh slots for an empty list; a full list's top batch back to them,
  * false for a class of no slabs or an empty list. */
 struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room);
+/* One slot of slab class c for thread t, from the slab slots it holds
+ * (slab.h); NULL when the backend has no span for a new slab. */
+struct rcl_hdr *rcl__bcache_slot(struct rcl_thread *t, unsigned c);
 bool rcl__bcache_spill(struct rcl_thread *t, unsigned c);
 
 #define RCL_BCACHE_EVICT_AFTER 256u

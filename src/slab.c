@@ -39,7 +39,7 @@
  * in use, so its slab stays while it holds them; any thread's free goes
  * back to the slot's slab, which any thread may take again, and the
  * thread that holds a slab's never-used slots takes what was given back
- * to it before it carves another (own_retake()). What the threads hold
+ * to it before it carves another (own_refill()). What the threads hold
  * apart is one slab's free slots a class each, given back at the
  * thread's cache drain (rcl__slab_disown()).
  *
@@ -255,40 +255,36 @@ static struct slab *slab_given(struct slab_class *k, const struct slab *not)
     return NULL;
 }
 
-/* A thread takes every free slot of slab s (on the class's list) - `own`
- * held none - with the lock held: the slots given back, as a list, and
- * the never-used ones, as a range. The slab is then full as far as the
- * others can tell, and on no list. */
-static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
-                     struct slab *s)
+/* A thread (`own`, holding no slot given back) takes those given back to
+ * slab s, with the lock held: s then has no free slot but the never-used
+ * ones, and is off the class's list. */
+static void own_take_given(struct slab_class *k, struct rcl_slab_own *own, struct slab *s)
 {
-    rcl__assert(!own->nr_free && own->fresh == own->end && s->used < slots(c));
-    list_del(k, s);
-    own->slab = s;
-    own->free = s->free;
-    own->nr_free = s->fresh - s->used;
-    given_add(k, -(long)own->nr_free);
-    own->fresh = s->fresh;
-    own->end = slots(c);
-    s->free = NULL;
-    s->fresh = s->used = slots(c);
-}
-
-/* The slots given back to the slab whose never-used slots the thread
- * holds, taken too, with the lock held. */
-static void own_retake(struct slab_class *k, struct rcl_slab_own *own)
-{
-    struct slab *s = own->slab;
-
-    rcl__assert(!own->nr_free && own->fresh < own->end && s->fresh == own->end);
-    if (!s->free)
-        return;
+    rcl__assert(!own->nr_free && s->free);
     list_del(k, s);
     own->free = s->free;
     own->nr_free = s->fresh - s->used;
     given_add(k, -(long)own->nr_free);
     s->free = NULL;
     s->used = s->fresh;
+}
+
+/* A thread takes every free slot of slab s (on the class's list) - `own`
+ * held none - with the lock held: the slots given back, as a list, and
+ * the never-used ones, as a range. The slab is then full as far as the
+ * others can tell. */
+static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
+                     struct slab *s)
+{
+    rcl__assert(!own->nr_free && own->fresh == own->end && s->used < slots(c));
+    if (s->free)
+        own_take_given(k, own, s);
+    else
+        list_del(k, s);
+    own->slab = s;
+    own->fresh = s->fresh;
+    own->end = slots(c);
+    s->fresh = s->used = slots(c);
 }
 
 /* The never-used slots a thread holds back to their slab, as its tail,
@@ -321,8 +317,12 @@ static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *ow
 
     *gone = NULL;
     if (own->fresh < own->end) {
-        own_retake(k, own);
-        if (own->nr_free || !(s = slab_given(k, own->slab)))
+        rcl__assert(own->slab->fresh == own->end);
+        if (own->slab->free) {
+            own_take_given(k, own, own->slab);
+            return true;
+        }
+        if (!(s = slab_given(k, own->slab)))
             return true;
         *gone = own_give_fresh(k, own);
     } else if (!(s = slab_given(k, NULL)) && !(s = slab_avail(k, c, make))) {
@@ -471,11 +471,11 @@ void rcl__slab_disown(struct rcl_slab_own *own)
             rcl__poison(h, HDR);
         }
         given_add(class_of(c), o->nr_free);
-        if (o->fresh < o->end) {
-            rcl__assert(s->fresh == o->end);
-            s->fresh = o->fresh;
-        }
-        gone = slab_unuse(class_of(c), s, n);
+        /* Only the last of the two can empty the slab: while the thread
+         * holds never-used slots, they keep it in use. */
+        gone = o->nr_free ? slab_unuse(class_of(c), s, o->nr_free) : NULL;
+        if (o->fresh < o->end)
+            gone = own_give_fresh(class_of(c), o);
         pthread_mutex_unlock(&slab_lock);
         *o = (struct rcl_slab_own){ 0 };
         if (gone)
