@@ -48,11 +48,13 @@
  *
  * Memory: before any of that, each pattern runs once per variant in its own
  * forked child (the parent has touched neither the library nor the heap), a
- * shorter run that still reaches the pattern's peak. The child resets its
- * peak resident set (/proc/self/clear_refs), notes VmRSS, runs, and reads
- * VmHWM: the growth is the pattern's peak RSS (a run of one block per thread
- * comes first, so that thread stacks and arenas are not counted; bench_memory
- * measures the per-thread cost). The ratio rcl/raw counts
+ * shorter run that still reaches the pattern's peak. The child trims the
+ * backend, reads its resident set, runs, and reads it again at every point
+ * where the pattern holds the most (all of a live set's threads have
+ * allocated their K blocks; the ring is full; a larson hand-over): the
+ * growth is the highest of those over the start (a run of one block per
+ * thread comes first, so that thread stacks and arenas are not counted;
+ * bench_memory measures the per-thread cost). The ratio rcl/raw counts
  * towards the goal where the raw growth is at least 128 KiB; below that a
  * page or two of arena bookkeeping decides it, and it is shown in
  * parentheses. Both children start the library, so its fixed cost cancels.
@@ -91,7 +93,7 @@
 #define GOAL_RATIO  1.10
 #define GOAL_RSS    1.05
 
-#define NOINLINE static __attribute__((noinline))
+#define NOINLINE static __attribute__((noinline, aligned(64)))
 #define ALWAYS   static inline __attribute__((always_inline))
 
 /* A variant: the allocator, and whether each block is written whole (the
@@ -179,6 +181,42 @@ static void load_raw(void)
 #endif
 }
 
+/* Gives the backend's free pages back to the system, as its own trim does
+ * (malloc_trim, mi_collect, a jemalloc purge). Pages the backend freed but
+ * kept - the parent's, or the start-up run's - are resident when the
+ * pattern starts, and a block written there adds nothing to the resident
+ * set (raw mimalloc's 64 B x 64 grew by nothing without the trim): how
+ * much of them a variant happens to reuse is not what it holds. Both
+ * variants start from a trimmed heap. */
+static void trim_backend(void)
+{
+#ifndef SANITIZED
+    void *h = dlopen(RAW_LIB, RTLD_NOW | RTLD_LOCAL);
+
+    if (!h)
+        return;
+#if defined(RCL_BACKEND_MIMALLOC)
+    void (*collect)(_Bool) = (void (*)(_Bool))dlsym(h, "mi_collect");
+
+    if (collect)
+        collect(1);
+#elif defined(RCL_BACKEND_JEMALLOC)
+    int (*ctl)(const char *, void *, size_t *, void *, size_t) =
+        (int (*)(const char *, void *, size_t *, void *, size_t))dlsym(h, "mallctl");
+
+    if (ctl) {
+        ctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+        ctl("arena.4096.purge", NULL, NULL, NULL, 0);      /* MALLCTL_ARENAS_ALL */
+    }
+#else
+    int (*trim)(size_t) = (int (*)(size_t))dlsym(h, "malloc_trim");
+
+    if (trim)
+        trim(0);
+#endif
+#endif
+}
+
 static void start_library(void)
 {
     struct rcl_config cfg;
@@ -199,7 +237,11 @@ static void start_library(void)
 /* Sizes and random numbers                                                  */
 /* ------------------------------------------------------------------------ */
 
-static uint32_t size_tab[SZ_TAB];
+/* Page-aligned, as are the pointer arrays, and the loops aligned to a
+ * cache line (NOINLINE): where the loops and the data they touch at every
+ * pair sit should not move with unrelated edits to this file, since runs
+ * of different versions of it are compared. */
+static _Alignas(4096) uint32_t size_tab[SZ_TAB];
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -258,6 +300,43 @@ static __attribute__((noreturn, cold)) void out_of_memory(void)
     abort();
 }
 
+/* The memory children's peak: the resident set read at each point where the
+ * pattern holds the most (peak_point()), not VmHWM. The kernel keeps the
+ * high-water mark from its approximate per-CPU counters, refreshed when
+ * pages are unmapped, so it may miss a peak by as much as the counters'
+ * batches (32 pages a CPU): raw jemalloc writing 64 blocks of 4 KiB, which
+ * it purges between passes, showed a peak 136 KiB above its start where
+ * the resident set read at the peak was 276 KiB above it. smaps_rollup
+ * counts the resident set page by page. */
+static struct {
+    pthread_barrier_t all;  /* the pattern's threads: at the peak together */
+    int threads;
+    double kib;             /* the highest resident set read */
+} peak;
+
+static double rss_now_kib(void);
+
+static void peak_sample(void)
+{
+    double kib = rss_now_kib();
+
+    if (kib > peak.kib)
+        peak.kib = kib;
+}
+
+/* Every thread of a live set has allocated its K blocks: one reads the
+ * resident set while none frees. */
+static __attribute__((noinline)) void peak_point(void)
+{
+    if (peak.threads > 1 && pthread_barrier_wait(&peak.all) != PTHREAD_BARRIER_SERIAL_THREAD) {
+        pthread_barrier_wait(&peak.all);
+        return;
+    }
+    peak_sample();
+    if (peak.threads > 1)
+        pthread_barrier_wait(&peak.all);
+}
+
 ALWAYS void *b_alloc(int v, size_t n)
 {
     char *p = (v & V_RAW) ? raw_alloc(n) : rcl_alloc(n, RCL_DEFAULT);
@@ -286,6 +365,10 @@ ALWAYS void live_body(int v, void **slot, int k, int lifo, long passes)
     for (long r = 0; r < passes; r++) {
         for (int i = 0; i < k; i++)
             slot[i] = b_alloc(v, size_tab[j++ & (SZ_TAB - 1)]);
+        /* Every pass of the last 16 and one in 64 before: a peak reached
+         * late (a backend that fails to reuse what it freed) is seen. */
+        if ((v & V_TOUCH) && (r % 64 == 0 || passes - r <= 16))
+            peak_point();
         bench_barrier();
         if (lifo)
             for (int i = k; i-- > 0;)
@@ -362,6 +445,10 @@ ALWAYS void produce_body(int v, struct ring *r, long n)
         unsigned spins = 0;
         double since = 0;
 
+        /* Once a ring's worth: the peak is whenever the consumer lags
+         * the most, which no point in the loop tells. */
+        if ((v & V_TOUCH) && i % RING_CAP == 0)
+            peak_sample();
         if (head - tail >= RING_CAP) {
             while (head - tail >= RING_CAP) {
                 tail = atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -425,7 +512,7 @@ VARIANTS(consume, (struct ring *r, long n), r, n)
 
 /* Pointer arrays live outside every heap measured (untouched BSS pages are
  * not resident), the same for both variants. */
-static void *slots[MAX_THREADS][MAX_SLOTS];
+static _Alignas(4096) void *slots[MAX_THREADS][MAX_SLOTS];
 static struct ring the_ring;
 
 struct run {
@@ -475,7 +562,8 @@ static void larson_worker(struct run *r, int idx)
         t += cpu_now_ns() - t0;
         /* The hand-over: after it, the thread works on the array the
          * previous thread filled, and frees that thread's blocks. */
-        pthread_barrier_wait(&r->epoch);
+        if (pthread_barrier_wait(&r->epoch) == PTHREAD_BARRIER_SERIAL_THREAD && (r->v & V_TOUCH))
+            peak_sample();
     }
     r->cpu_ns[idx] = t;
     r->done[idx] = reps * LARSON_EPOCHS;
@@ -545,11 +633,15 @@ static double measure(const struct pat *p, int v, long pairs)
     r.pairs = pairs;
     if (p->fam == F_SIMPLE) {
         /* glibc's benchmark runs in the main thread: its main arena. */
+        peak.threads = 1;
         live_worker(&r, 0);
         return r.cpu_ns[0] / (double)r.done[0];
     }
     pthread_barrier_init(&r.go, NULL, (unsigned)p->threads);
     pthread_barrier_init(&r.epoch, NULL, (unsigned)p->threads);
+    peak.threads = p->threads;
+    if (peak.threads > 1)
+        pthread_barrier_init(&peak.all, NULL, (unsigned)p->threads);
     for (int i = 0; i < p->threads; i++) {
         w[i].run = &r;
         w[i].idx = i;
@@ -562,6 +654,8 @@ static double measure(const struct pat *p, int v, long pairs)
         pthread_join(tid[i], NULL);
     pthread_barrier_destroy(&r.go);
     pthread_barrier_destroy(&r.epoch);
+    if (peak.threads > 1)
+        pthread_barrier_destroy(&peak.all);
     for (int i = 0; i < p->threads; i++) {
         cpu += r.cpu_ns[i];
         done += r.done[i];
@@ -596,33 +690,35 @@ static long calibrate(const struct pat *p, long max_pairs, double target_ms)
 /* Peak RSS, one child per pattern and variant                               */
 /* ------------------------------------------------------------------------ */
 
-static double status_kib(const char *field)
+/* The value of a "Field:   N kB" line of a /proc file, read with no stdio:
+ * fopen() would allocate from the heap being measured. -1 if absent. */
+static double proc_kib(const char *file, const char *field)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
+    char buf[4096];
     size_t n = strlen(field);
-    double v = -1;
+    ssize_t len;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
 
-    if (!f)
+    if (fd < 0)
         return -1;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, field, n) == 0 && line[n] == ':') {
-            v = strtod(line + n + 1, NULL);
-            break;
-        }
-    fclose(f);
-    return v;
+    len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len <= 0)
+        return -1;
+    buf[len] = '\0';
+    for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            return strtod(line + n + 1, NULL);
+    return -1;
 }
 
-/* Resets VmHWM to the current RSS (Linux 4.0+); 0 when it could. */
-static int reset_peak_rss(void)
+/* The resident set, counted page by page (smaps_rollup, Linux 4.14+; the
+ * status file's VmRSS, exact since Linux 6.16, before it). */
+static double rss_now_kib(void)
 {
-    int fd = open("/proc/self/clear_refs", O_WRONLY);
-    int ok = fd >= 0 && write(fd, "5", 1) == 1;
+    double kib = proc_kib("/proc/self/smaps_rollup", "Rss");
 
-    if (fd >= 0)
-        close(fd);
-    return ok ? 0 : -1;
+    return kib >= 0 ? kib : proc_kib("/proc/self/status", "VmRSS");
 }
 
 struct rss {
@@ -661,11 +757,12 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
         fill_sizes(16);
         measure(&setup, v | V_TOUCH, 64);
         fill_sizes(p->size);
-        if (reset_peak_rss() != 0)
-            fprintf(stderr, "bench_patterns: cannot reset the peak RSS; growth includes start-up\n");
-        base = status_kib("VmRSS");
+        trim_backend();
+        base = rss_now_kib();
+        peak.kib = base;
         measure(p, v | V_TOUCH, pairs);
-        m.peak = status_kib("VmHWM");
+        peak_sample();
+        m.peak = peak.kib;
         m.growth = m.peak - base;
         if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
             _exit(1);

@@ -67,8 +67,9 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n);
 /* A thread gives back the slots it holds (own, its lists' slabs[]): at
  * its cache's drain. */
 void rcl__slab_disown(struct rcl_slab_own *own);
-/* Bytes of class c's slabs, in use or not. */
+/* Bytes of class c's slabs, in use or not; and of each one. */
 size_t rcl__slab_held(unsigned c);
+size_t rcl__slab_span(unsigned c);
 
 /* rcl__slab_trim() and the fork handlers are
  * internal.h's, beside the depot's. */

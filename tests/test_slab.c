@@ -58,8 +58,8 @@ TEST(blocks_of_4k_lie_their_size_and_a_header_apart)
     for (int i = 1; i < N; i++)
         packed += a[i] - a[i - 1] == 4096 + 16;
     /* Only where one slab ends and the next begins is a gap: a slab of
-     * 128 KiB holds 31 of them. */
-    assert_true(packed >= N - 1 - (N / 31 + 2));
+     * 256 KiB holds 63 of them. */
+    assert_true(packed >= N - 1 - (N / 63 + 2));
     free(a);
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
@@ -102,6 +102,40 @@ TEST(a_block_freed_again_from_its_slab_is_reported)
     rcl_free(q);
     rcl_free(a);
     rcl_free(b);
+}
+
+/* A full slab's last page is resident whatever of it its last slot uses:
+ * a slab of 4 KiB blocks (slots of a page and a header) keeps at most a
+ * 64th of its span resident beyond its slots' bytes - the blocks, grouped
+ * by the span they lie in, fill all but that much of the fullest one (in
+ * 128 KiB spans, the smallest to hold 16 slots, 3.5 KiB of each were
+ * left). So too the 5 KiB class; the classes of 64 KiB spans keep them. */
+TEST(full_slabs_lose_at_most_a_64th_to_their_tails)
+{
+    if (no_slabs())
+        skip();
+    static const size_t sizes[] = { 4096, 5120 };
+    enum { N = 200 };
+    void *p[N];
+
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        unsigned c = rcl__bcache_class(sizes[z]);
+        size_t size = rcl__bcache_cap(c), slot = size + 16, span = rcl__slab_span(c);
+        size_t most = 0;
+
+        for (int i = 0; i < N; i++)
+            assert_non_null(p[i] = rcl_alloc(size, RCL_DEFAULT));
+        for (int i = 0; i < N; i++) {
+            size_t in = 0;
+            for (int j = 0; j < N; j++)
+                in += ((uintptr_t)p[i] ^ (uintptr_t)p[j]) < span;
+            most = in > most ? in : most;
+        }
+        size_t end = 64 + most * slot;      /* the slab's head, then its slots */
+        assert_true(end <= span && (end + 4095) / 4096 * 4096 - most * slot <= span / 64);
+        for (int i = 0; i < N; i++)
+            rcl_free(p[i]);
+    }
 }
 
 /* Once its blocks are all freed (and the caches drained), a class keeps
