@@ -73,6 +73,8 @@ struct slab {
     unsigned        used;           /* slots out: with the program, in a cache or
                                        held by a thread (struct rcl_slab_own) */
     unsigned        fresh;          /* slots from here on were never given out */
+    unsigned        written;        /* slots below it had a header written once:
+                                       their pages are resident, fresh or not */
     unsigned        cls;
 };
 _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its first slot");
@@ -211,6 +213,7 @@ static struct slab *slab_new(unsigned c)
     s->free = NULL;
     s->used = 0;
     s->fresh = 0;
+    s->written = 0;
     s->cls = c;
     rcl__poison(slot(s, c, 0), span_bytes(c) - SLAB_HEAD);
     atomic_fetch_add(&held_bytes[c], span_bytes(c));
@@ -239,6 +242,8 @@ static struct rcl_hdr *slot_take(struct slab_class *k, struct slab *s, unsigned 
         rcl__assert(s->fresh < slots(c));
         h = slot(s, c, s->fresh++);
         rcl__unpoison(h, HDR);
+        if (s->written < s->fresh)
+            s->written = s->fresh;
     }
     if (++s->used == slots(c))
         list_del(k, s);
@@ -328,7 +333,9 @@ static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
     own->slab = s;
     own->fresh = s->fresh;
     own->end = slots(c);
-    s->fresh = s->used = slots(c);
+    own->written = s->written;
+    /* As if the thread carves them all, until it gives some back. */
+    s->fresh = s->used = s->written = slots(c);
 }
 
 /* The never-used slots a thread holds back to their slab, as its tail,
@@ -341,6 +348,7 @@ static struct slab *own_give_fresh(struct slab_class *k, struct rcl_slab_own *ow
 
     rcl__assert(n && s->fresh == own->end);
     s->fresh = own->fresh;
+    s->written = own->fresh > own->written ? own->fresh : own->written;
     own->end = own->fresh;
     return slab_unuse(k, s, n);
 }
@@ -394,6 +402,13 @@ static struct rcl_hdr *own_next(struct rcl_slab_own *own, unsigned c)
     return h;
 }
 
+/* The 4 KiB page p lies in: the smallest page size, so that where pages
+ * are larger a batch is only shorter than it could be. */
+static inline uintptr_t page_of(const void *p)
+{
+    return (uintptr_t)p >> 12;
+}
+
 unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
                             struct rcl_slab_own *own)
 {
@@ -420,6 +435,17 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
                 break;
             checked = true;
         }
+        /* Listing a slot never carved writes its header, and so makes its
+         * page resident: beyond a batch's first slot, only on the page the
+         * slot before it made so (a slab carved anew, kept after it
+         * emptied, is resident as far as it was carved before). A class asked for once a while (a mix
+         * of sizes in a small live set) then holds a page, not a batch's
+         * 16 KiB; what is carved block by block anyway - 4 KiB and larger
+         * slots, whose every header has a page of its own - meets a page
+         * fault at each block, beside which the extra call is small. */
+        if (got && !own->free && own->fresh >= own->written &&
+            page_of(slot(own->slab, c, own->fresh)) != page_of(out[got - 1]))
+            break;
         out[got++] = own_next(own, c);
     }
     return got;

@@ -67,6 +67,8 @@ struct rcl_bcache_lists {
         void         *free;                    /* slots given back, linked */
         uint32_t      nr_free;
         uint32_t      fresh, end;              /* never-used slots [fresh, end) */
+        uint32_t      written;                 /* the slab's slots below it had
+                                                  a header written before */
     } slabs[RCL_BCACHE_NRS];
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;

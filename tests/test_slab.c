@@ -138,6 +138,61 @@ TEST(full_slabs_lose_at_most_a_64th_to_their_tails)
     }
 }
 
+/* A thread's list of a slab class takes a batch of slots at once, and
+ * listing a slot writes its header: a never-used slot whose header would
+ * land on a page no block handed out has touched stays unlisted, so a
+ * block of a class asked for once makes one page resident, not the batch's
+ * 16 KiB. A block of 1 KiB, the first of its slab: three of its page's
+ * slots are listed with it (the list's batch is five); of 4.5 KiB, none. */
+struct listed {
+    size_t size;
+    bool got;
+    size_t listed;          /* bytes the thread's lists took with the block */
+};
+
+static void *alloc_once_main(void *arg)
+{
+    struct listed *l = arg;
+    struct rcl_stats before, after;
+
+    /* A block of another class first: the thread's stock, which a batch's
+     * list is charged from, is filled by its first allocation. */
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    rcl_stats_get(&before);
+    void *p = rcl_alloc(l->size, RCL_DEFAULT);
+    rcl_stats_get(&after);
+    l->got = p != NULL;
+    l->listed = after.thread_cached - before.thread_cached;
+    rcl_free(p);
+    return NULL;
+}
+
+TEST(a_batch_lists_no_slot_on_a_page_no_block_touched)
+{
+    if (no_slabs())
+        skip();
+    static const size_t sizes[] = { 1000, 4500 };
+
+    for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+        unsigned c = rcl__bcache_class(sizes[z]);
+        size_t slot = rcl__bcache_cap(c) + 16, on_page = 0;
+        struct listed l = { sizes[z], false, 0 };
+        pthread_t th;
+
+        /* The slab's head, then its slots: those whose headers share the
+         * first one's page. */
+        for (size_t at = 64; at / 4096 == 0; at += slot)
+            on_page++;
+        assert_int_equal(rcl__slab_held(c), 0);
+        assert_int_equal(pthread_create(&th, NULL, alloc_once_main, &l), 0);
+        pthread_join(th, NULL);
+        assert_true(l.got);
+        assert_true(l.listed <= (on_page - 1) * rcl__bcache_charge(c));
+        /* Slots on the page a block made resident are still listed. */
+        assert_true(on_page == 1 || l.listed > 0);
+    }
+}
+
 /* Once its blocks are all freed (and the caches drained), a class keeps
  * no more empty slabs than it had others in use - half of its peak at
  * most - for a live set that comes back, which then finds them again
@@ -318,7 +373,10 @@ TEST(slots_given_back_are_taken_before_never_used_ones)
     static struct rcl_slab_own own[RCL_BCACHE_NRS];
     struct rcl_hdr *first[2], *again[2];
 
-    assert_int_equal(rcl__slab_get_many(c, first, 2, &own[c + 1]), 2);
+    /* One at a time: a batch takes a never-used slot beyond its first
+     * only on a page already resident, and 12 KiB slots are not. */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(rcl__slab_get_many(c, &first[i], 1, &own[c + 1]), 1);
     rcl__slab_put_many(c, first, 2);
     assert_int_equal(rcl__slab_get_many(c, again, 2, &own[c + 1]), 2);
     assert_true((again[0] == first[0] && again[1] == first[1]) ||
