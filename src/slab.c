@@ -107,7 +107,6 @@ static struct slab_class {
                                        thread about to carve a never-used one */
     _Atomic unsigned span_shift;    /* log2 of its slabs' span, 0 until a slab
                                        is made; then never changed */
-    _Atomic unsigned nr_slots;      /* slots a slab, 0 until then too */
 } classes[NR_SLAB];
 
 static inline void given_add(struct slab_class *k, long n)
@@ -137,7 +136,7 @@ static size_t page_loss(size_t span, size_t slot)
 
 /* Class c's span (above), worked out when its first slab is made, by
  * whichever thread makes it: the same figures each time. */
-static __attribute__((noinline)) unsigned geometry(unsigned c)
+static __attribute__((noinline)) unsigned span_choose(unsigned c)
 {
     struct slab_class *k = class_of(c);
     size_t slot = slot_bytes(c), span = SLAB_MIN_BYTES;
@@ -148,7 +147,6 @@ static __attribute__((noinline)) unsigned geometry(unsigned c)
     while (span > SLAB_MIN_BYTES && span < SLAB_FIT_BYTES && page_loss(span, slot) > span / 64)
         span *= 2;
     shift = (unsigned)__builtin_ctzl(span);
-    wr(k->nr_slots, (unsigned)((span - SLAB_HEAD) / slot));
     wr(k->span_shift, shift);
     return shift;
 }
@@ -157,18 +155,12 @@ static inline size_t span_bytes(unsigned c)
 {
     unsigned shift = rd(class_of(c)->span_shift);
 
-    return (size_t)1 << (likely(shift) ? shift : geometry(c));
+    return (size_t)1 << (likely(shift) ? shift : span_choose(c));
 }
 
 static inline unsigned slots(unsigned c)
 {
-    unsigned n = rd(class_of(c)->nr_slots);
-
-    if (unlikely(!n)) {
-        geometry(c);
-        n = rd(class_of(c)->nr_slots);
-    }
-    return n;
+    return (unsigned)((span_bytes(c) - SLAB_HEAD) / slot_bytes(c));
 }
 
 static inline struct slab *slab_of(const struct rcl_hdr *h, unsigned c)
@@ -438,11 +430,12 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
         /* Listing a slot never carved writes its header, and so makes its
          * page resident: beyond a batch's first slot, only on the page the
          * slot before it made so (a slab carved anew, kept after it
-         * emptied, is resident as far as it was carved before). A class asked for once a while (a mix
-         * of sizes in a small live set) then holds a page, not a batch's
-         * 16 KiB; what is carved block by block anyway - 4 KiB and larger
-         * slots, whose every header has a page of its own - meets a page
-         * fault at each block, beside which the extra call is small. */
+         * emptied, is resident as far as it was carved before). A class
+         * asked for once a while (a mix of sizes in a small live set) then
+         * holds a page, not a batch's 16 KiB; what is carved block by
+         * block anyway - 4 KiB and larger slots, whose every header has a
+         * page of its own - meets a page fault at each block, beside
+         * which the extra call is small. */
         if (got && !own->free && own->fresh >= own->written &&
             page_of(slot(own->slab, c, own->fresh)) != page_of(out[got - 1]))
             break;

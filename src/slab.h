@@ -58,7 +58,7 @@ void rcl__slab_put(struct rcl_hdr *h, unsigned c);
  * lists' slabs[c + 1]; it takes a slab's when it has none), and gives a
  * batch back from a full list (block_cache.c), under one lock. get_many
  * gives at least one slot but for a failure (0), makes a new slab for the
- * first only, and gives a never-used slot beyond the first only where
+ * first only, and gives a slot never carved beyond the first only where
  * its header's page is the previous slot's (resident already). */
 #define RCL_SLAB_BATCH 16u
 #define RCL_SLAB_FILL_BYTES (16u * 1024)
