@@ -706,14 +706,16 @@ static double proc_kib(const char *file, const char *field)
     if (len <= 0)
         return -1;
     buf[len] = '\0';
-    for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+    for (char *line = buf; line; line = strchr(line, '\n')) {
+        line += *line == '\n';
         if (strncmp(line, field, n) == 0 && line[n] == ':')
             return strtod(line + n + 1, NULL);
+    }
     return -1;
 }
 
-/* The resident set, counted page by page (smaps_rollup, Linux 4.14+; the
- * status file's VmRSS, exact since Linux 6.16, before it). */
+/* The resident set, counted page by page (smaps_rollup, Linux 4.14+); on
+ * a kernel without it, the status file's VmRSS, which may be approximate. */
 static double rss_now_kib(void)
 {
     double kib = proc_kib("/proc/self/smaps_rollup", "Rss");

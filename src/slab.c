@@ -60,12 +60,13 @@
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <unistd.h>
 
 #define SLAB_MIN_BYTES (64u * 1024)
 #define SLAB_MIN_SLOTS 16u
 #define SLAB_HEAD      64u          /* struct slab, rounded to a cache line */
 #define SLAB_FIT_BYTES (256u * 1024) /* the largest span doubled for a better fit */
+#define SLAB_PAGE      4096u        /* the smallest page: where pages are larger,
+                                       spans and batches are fitted as for 4 KiB */
 
 struct slab {
     struct slab    *prev, *next;    /* on its class's list while it has a free slot */
@@ -128,10 +129,9 @@ static inline size_t slot_bytes(unsigned c) { return rcl__bcache_cap(c) + HDR; }
  * head, and the part of its last slot's last page that no slot uses. */
 static size_t page_loss(size_t span, size_t slot)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     size_t n = (span - SLAB_HEAD) / slot, end = SLAB_HEAD + n * slot;
 
-    return (end + page - 1) / page * page - n * slot;
+    return (end + SLAB_PAGE - 1) / SLAB_PAGE * SLAB_PAGE - n * slot;
 }
 
 /* Class c's span (above), worked out when its first slab is made, by
@@ -394,11 +394,9 @@ static struct rcl_hdr *own_next(struct rcl_slab_own *own, unsigned c)
     return h;
 }
 
-/* The 4 KiB page p lies in: the smallest page size, so that where pages
- * are larger a batch is only shorter than it could be. */
 static inline uintptr_t page_of(const void *p)
 {
-    return (uintptr_t)p >> 12;
+    return (uintptr_t)p / SLAB_PAGE;
 }
 
 unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,

@@ -361,6 +361,40 @@ TEST(an_exiting_thread_lets_go_of_its_slab)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
+/* A slab kept after it emptied is carved anew, and every slot it had
+ * carved before has a header's page resident still: a batch takes them
+ * several at a time, where a slab never carved gives slots of a page and
+ * more one a call (a_batch_lists_no_slot_on_a_page_no_block_touched).
+ * Counting them as never carved cost two threads recycling 4 KiB x 4096
+ * a fifth of their speed: each pass carved the kept slabs a slot a call. */
+TEST(a_kept_slab_is_carved_anew_a_batch_at_a_time)
+{
+    if (no_slabs())
+        skip();
+    unsigned c = rcl__bcache_class(6000);
+    static struct rcl_slab_own own[RCL_BCACHE_NRS];
+    size_t per_slab = (rcl__slab_span(c) - 64) / (rcl__bcache_cap(c) + 16);
+    struct rcl_hdr *h[64], *batch[4];
+
+    assert_true(per_slab >= 4 && per_slab <= 64);
+    for (size_t i = 0; i < per_slab; i++)
+        assert_int_equal(rcl__slab_get_many(c, &h[i], 1, &own[c + 1]), 1);
+    /* A new slab's never-carved slots lie a page and more apart. */
+    assert_int_equal(rcl__slab_held(c), rcl__slab_span(c));
+    for (size_t i = 0; i < per_slab; i += RCL_SLAB_BATCH)
+        rcl__slab_put_many(c, &h[i], (unsigned)(per_slab - i < RCL_SLAB_BATCH ? per_slab - i
+                                                                            : RCL_SLAB_BATCH));
+    /* Emptied, the slab is kept, and carved again from its first slot. */
+    assert_int_equal(rcl__slab_get_many(c, batch, 4, &own[c + 1]), 4);
+    assert_int_equal(rcl__slab_held(c), rcl__slab_span(c));
+    for (int i = 0; i < 4; i++)
+        assert_ptr_equal(batch[i], h[i]);
+    rcl__slab_put_many(c, batch, 4);
+    rcl__slab_disown(own);
+    rcl__slab_trim();
+    assert_int_equal(rcl__slab_held(c), 0);
+}
+
 /* A thread holding a slab's never-used slots takes the slots given back
  * to that slab first: they are resident already, where a never-used one
  * would make one more page so - as the kernel's slab allocator serves a
