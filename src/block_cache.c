@@ -302,9 +302,9 @@ static bool depot_reserve(size_t bytes)
  * more) doubles its batch, up to DEPOT_BATCH_BYTES, so that the lock is
  * taken once for many blocks; any other keeps its depth. A consumer of
  * many classes (a mix of sizes) would otherwise keep a batch of each
- * half full - most of a megabyte for seventy classes, blocks the producer
- * cannot reach, so that it takes as many again from the backend - to save
- * a lock it takes rarely anyway. A class's first batch is not judged:
+ * half full - hundreds of kilobytes for the forty-odd classes of a mix,
+ * blocks the producer cannot reach, so that it takes as many again from
+ * the backend - to save a lock it takes rarely anyway. A class's first batch is not judged:
  * nothing tells yet how long its list took to fill. Never shrunk here: a
  * list's depth also follows the live set its thread recycles (missed).
  */

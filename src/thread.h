@@ -26,8 +26,21 @@
  * thread.c). Fields other threads read are atomics accessed with
  * rd()/wr().
  */
-#define RCL_BCACHE_CLASSES 76         /* 16-byte classes to 256, 64-byte to 1 KiB,
-                                         eight per doubling to 64 KiB */
+/*
+ * The block classes (block_cache.h has their table): 16 bytes apart to
+ * 256 B, 64 to 512 B, then 2^RCL__CLASS_BITS per doubling to 64 KiB -
+ * four over mimalloc and jemalloc, as their own classes are, eight over
+ * glibc, which fits a chunk to 16 bytes (block_cache.h says why). Decided
+ * by the backend the build asked for, as backend.h's slabs are: internal.h
+ * brings this header in first, before backend.h puts a sanitizer's libc
+ * in the backend's place.
+ */
+#if defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)
+#define RCL__CLASS_BITS 2
+#else
+#define RCL__CLASS_BITS 3
+#endif
+#define RCL_BCACHE_CLASSES (20 + (7 << RCL__CLASS_BITS))
 #define RCL_BCACHE_MAX    65536
 
 /*

@@ -116,7 +116,7 @@ TEST(foreign_pointer_is_reported_and_left_alone)
  * class and the epoch: src/alloc.c) is what a free trusts; a program that
  * writes over any byte of it - an underflow of the block - gets a
  * reported bad free, and the block and the budget are left alone. Sizes
- * in each of the three kinds of class (16-byte, 64-byte and eighth-of-a-
+ * in each of the three kinds of class (16-byte, 64-byte and a-step-of-a-
  * doubling steps) and above them.
  */
 TEST(a_header_written_over_is_reported_and_left_alone)
