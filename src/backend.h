@@ -55,9 +55,9 @@
  * the header's 16 bytes on a size at a class's edge cost a quarter more;
  * the larger classes are then carved from the library's own slabs
  * (slab.h), and above 512 bytes the library's classes are theirs
- * (RCL__CLASS_BITS, thread.h). glibc fits a chunk to 16 bytes and merges free neighbours of
- * any size, which per-class slabs cannot: over it they would only hold
- * more. Decided by the backend the build asked for, before the sanitizers
+ * (RCL__CLASS_BITS, thread.h). glibc fits a chunk to 16 bytes and merges
+ * free neighbours of any size, which per-class slabs cannot: over it they
+ * would only hold more. Decided by the backend the build asked for, before the sanitizers
  * replace it below, so that the slabs' logic is checked under them too.
  */
 #if defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)

@@ -304,9 +304,10 @@ static bool depot_reserve(size_t bytes)
  * many classes (a mix of sizes) would otherwise keep a batch of each
  * half full - hundreds of kilobytes for the forty-odd classes of a mix,
  * blocks the producer cannot reach, so that it takes as many again from
- * the backend - to save a lock it takes rarely anyway. A class's first batch is not judged:
- * nothing tells yet how long its list took to fill. Never shrunk here: a
- * list's depth also follows the live set its thread recycles (missed).
+ * the backend - to save a lock it takes rarely anyway. A class's first
+ * batch is not judged: nothing tells yet how long its list took to fill.
+ * Never shrunk here: a list's depth also follows the live set its thread
+ * recycles (missed).
  */
 #define DEPOT_HOT_SHARE 8u
 

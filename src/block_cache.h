@@ -12,9 +12,8 @@
  * freelists of the kernel's slab and page allocators, per thread. Classes:
  * 16-byte steps to 256 bytes, 64-byte steps to 512, then the backend's
  * spacing to 64 KiB: four per doubling over mimalloc and jemalloc (their
- * own classes), eight over glibc (see the table below for why). The
- * cache is sized by what the thread recycles,
- * not by a fixed count per class:
+ * own classes), eight over glibc (the table below says why). The cache
+ * is sized by what the thread recycles, not by a fixed count per class:
  *   - a class's list starts at a few blocks (8 up to 256 B, 4 up to 1 KiB,
  *     1 above) and grows by one for every allocation that found it empty,
  *     up to RCL_BCACHE_DEPTH_MAX, as tcmalloc's per-class lists grow on
@@ -264,7 +263,10 @@ static inline size_t rcl__bcache_cap(unsigned c)
  * more than the first few. The byte bound (rcl__bcache_missed) caps the whole.
  */
 #define RCL_BCACHE_DEPTH_MAX 4096u
-static inline unsigned rcl__bcache_depth_start(unsigned c) { return c < 16 ? 8 : c < RCL__CLASS_1K ? 4 : 1; }
+static inline unsigned rcl__bcache_depth_start(unsigned c)
+{
+    return c < 16 ? 8 : c < RCL__CLASS_1K ? 4 : 1;
+}
 
 /* The thread has no lists of its own (struct rcl_bcache_lists): it keeps
  * no block, and nothing may write its read-only stand-in. */

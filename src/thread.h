@@ -18,15 +18,6 @@
 #include "debug.h"        /* RCL_DEBUG: the layout below depends on it */
 
 /*
- * The hot part of a thread's state, in initial-exec TLS so that the scope
- * calls and the allocation fast path reach it with one %fs-relative access.
- * Only the owner thread writes it, except stock_max and the drain watch
- * bit (any thread may ask the owner to return its stock: the stock
- * protocol, account.c) and the registry links (under the registry lock,
- * thread.c). Fields other threads read are atomics accessed with
- * rd()/wr().
- */
-/*
  * The block classes (block_cache.h has their table): 16 bytes apart to
  * 256 B, 64 to 512 B, then 2^RCL__CLASS_BITS per doubling to 64 KiB -
  * four over mimalloc and jemalloc, as their own classes are, eight over
@@ -42,6 +33,16 @@
 #endif
 #define RCL_BCACHE_CLASSES (20 + (7 << RCL__CLASS_BITS))
 #define RCL_BCACHE_MAX    65536
+
+/*
+ * The hot part of a thread's state, in initial-exec TLS so that the scope
+ * calls and the allocation fast path reach it with one %fs-relative access.
+ * Only the owner thread writes it, except stock_max and the drain watch
+ * bit (any thread may ask the owner to return its stock: the stock
+ * protocol, account.c) and the registry links (under the registry lock,
+ * thread.c). Fields other threads read are atomics accessed with
+ * rd()/wr().
+ */
 
 /*
  * A thread's block-cache lists, under 4 KiB: mapped at its registration
