@@ -148,7 +148,7 @@ static inline void *rcl__hdr_user(struct rcl_hdr *h) { return h + 1; }
  * classes are four per doubling, eight of ours rounded an odd size less
  * than the backend does (a live set of 1100-byte blocks held 0.85 - 0.91x
  * raw, 0.94 - 1.02x over four), but live sets of 1 - 64 blocks of a mix
- * of 8 B - 4 KiB held 20 - 41 % more than raw jemalloc, at most 4 % more
+ * of 8 B - 4 KiB held 20 - 41 % more than raw jemalloc, at most 8 % more
  * over four. glibc fits a chunk to 16 bytes: there four per doubling
  * would round a 1100-byte block to 1280 - a live set of them 11 % larger -
  * where eight round it to 1152, and the mix's live sets of 64 and 512
