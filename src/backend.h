@@ -51,20 +51,14 @@
  */
 #include "sanitize.h"
 /*
- * mimalloc and jemalloc round a block to size classes a quarter apart, so
- * the header's 16 bytes on a size at a class's edge cost a quarter more;
- * the larger classes are then carved from the library's own slabs
- * (slab.h), and above 512 bytes the library's classes are theirs
- * (RCL__CLASS_BITS, thread.h). glibc fits a chunk to 16 bytes and merges
- * free neighbours of any size, which per-class slabs cannot: over it they
- * would only hold more. Decided by the backend the build asked for, before the sanitizers
- * replace it below, so that the slabs' logic is checked under them too.
+ * mimalloc and jemalloc round a block to size classes a quarter apart
+ * (RCL__BE_COARSE_CLASSES, thread.h), so the header's 16 bytes on a size
+ * at a class's edge cost a quarter more; the larger classes are then
+ * carved from the library's own slabs (slab.h), and above 512 bytes the
+ * library's classes are theirs (block_cache.h). glibc fits a chunk to 16
+ * bytes and merges free neighbours of any size, which per-class slabs
+ * cannot: over it they would only hold more.
  */
-#if defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)
-#define RCL__BE_COARSE_CLASSES 1
-#else
-#define RCL__BE_COARSE_CLASSES 0
-#endif
 #ifdef RCL_SANITIZED
 #undef RCL_BACKEND_MIMALLOC
 #undef RCL_BACKEND_JEMALLOC

@@ -221,8 +221,6 @@ static const struct {
 _Static_assert(RCL_BCACHE_MAX == 65536 && RCL_BCACHE_CLASSES == 20 + 7 * (1 << RCL__CLASS_BITS) &&
                RCL_BCACHE_CLASSES < 128,
                "rcl__bcache_tab's classes end at RCL_BCACHE_MAX, and number fewer than 7 bits hold");
-_Static_assert(RCL__BE_COARSE_CLASSES == (RCL__CLASS_BITS == 2),
-               "the classes follow the backend's (thread.h), which backend.h names too");
 
 /* The first class above 1 KiB. */
 #define RCL__CLASS_1K (20 + (1 << RCL__CLASS_BITS))

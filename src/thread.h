@@ -18,19 +18,27 @@
 #include "debug.h"        /* RCL_DEBUG: the layout below depends on it */
 
 /*
- * The block classes (block_cache.h has their table): 16 bytes apart to
- * 256 B, 64 to 512 B, then 2^RCL__CLASS_BITS per doubling to 64 KiB -
- * four over mimalloc and jemalloc, as their own classes are, eight over
- * glibc, which fits a chunk to 16 bytes (block_cache.h says why). Decided
- * by the backend the build asked for, as backend.h's slabs are: internal.h
- * brings this header in first, before backend.h puts a sanitizer's libc
- * in the backend's place.
+ * Whether the backend's size classes are coarse - a quarter apart, as
+ * mimalloc's and jemalloc's are - or fitted to 16 bytes, as glibc's
+ * chunks are: the library's slabs (backend.h, slab.h) and its classes
+ * (below) follow from it. Decided by the backend the build asked for:
+ * internal.h brings this header in first, before backend.h puts a
+ * sanitizer's libc in the backend's place, so that the sanitizers check
+ * the slabs and classes the plain build runs.
  */
 #if defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)
-#define RCL__CLASS_BITS 2
+#define RCL__BE_COARSE_CLASSES 1
 #else
-#define RCL__CLASS_BITS 3
+#define RCL__BE_COARSE_CLASSES 0
 #endif
+
+/*
+ * The block classes (block_cache.h has their table): 16 bytes apart to
+ * 256 B, 64 to 512 B, then 2^RCL__CLASS_BITS per doubling to 64 KiB -
+ * four over a coarse backend, as its own classes are, eight over glibc
+ * (block_cache.h says why).
+ */
+#define RCL__CLASS_BITS (RCL__BE_COARSE_CLASSES ? 2 : 3)
 #define RCL_BCACHE_CLASSES (20 + (7 << RCL__CLASS_BITS))
 #define RCL_BCACHE_MAX    65536
 
