@@ -45,7 +45,8 @@ struct rcl_config test_config(size_t limit);
 /* rcl_init(test_config(limit)) with reports caught; the check state reset. */
 int test_init(size_t limit);
 
-/* The standard fixture (TEST): test_init(64 MiB); test_check_clean(), then
+/* The standard fixture (TEST): test_init(64 MiB); the background
+ * reclaimer stopped (a quiet point for the books), test_check_clean(), then
  * rcl_shutdown(). A file's own fixture calls these. */
 int test_setup(void **state);
 int test_teardown(void **state);
