@@ -160,16 +160,17 @@ static inline void *rcl__hdr_user(struct rcl_hdr *h) { return h + 1; }
                                    (uint64_t)((c) + 1) << RCL__HDR_CLASS_SHIFT | RCL__HDR_CACHED
 #define RCL__C16(c)   RCL__K(c, 16u * ((c) + 1))
 #define RCL__C64(c)   RCL__K(c, 64u * ((c) - 11))
-#if RCL__CLASS_BITS == 2
-#define RCL__Q(c0, log) RCL__K((c0), 5u << ((log) - 2)), RCL__K((c0) + 1, 6u << ((log) - 2)), \
-                      RCL__K((c0) + 2, 7u << ((log) - 2)), RCL__K((c0) + 3, 8u << ((log) - 2))
-#else
-#define RCL__Q(c0, log) RCL__K((c0), 9u << ((log) - 3)), RCL__K((c0) + 1, 10u << ((log) - 3)), \
-                      RCL__K((c0) + 2, 11u << ((log) - 3)), RCL__K((c0) + 3, 12u << ((log) - 3)), \
-                      RCL__K((c0) + 4, 13u << ((log) - 3)), RCL__K((c0) + 5, 14u << ((log) - 3)), \
-                      RCL__K((c0) + 6, 15u << ((log) - 3)), RCL__K((c0) + 7, 16u << ((log) - 3))
-#endif
+/* The doubling from 2^(log-1) to 2^log in RCL__QN steps, from class c0:
+ * the i-th ends at (RCL__QN + 1 + i) steps of 2^(log-1) / RCL__QN. */
 #define RCL__QN       (1 << RCL__CLASS_BITS)
+#define RCL__QK(c0, log, i) RCL__K((c0) + (i), (RCL__QN + 1u + (i)) << ((log) - RCL__CLASS_BITS))
+#define RCL__Q4(c0, log, i) RCL__QK(c0, log, i), RCL__QK(c0, log, (i) + 1), \
+                            RCL__QK(c0, log, (i) + 2), RCL__QK(c0, log, (i) + 3)
+#if RCL__CLASS_BITS == 2
+#define RCL__Q(c0, log) RCL__Q4(c0, log, 0)
+#else
+#define RCL__Q(c0, log) RCL__Q4(c0, log, 0), RCL__Q4(c0, log, 4)
+#endif
 #define RCL__NO(n)    [n] = (uint64_t)((n) ^ 1) << RCL__HDR_CLASS_SHIFT
 #define RCL__NO4(n)   RCL__NO(n), RCL__NO((n) + 1), RCL__NO((n) + 2), RCL__NO((n) + 3)
 #define RCL__NO16(n)  RCL__NO4(n), RCL__NO4((n) + 4), RCL__NO4((n) + 8), RCL__NO4((n) + 12)
@@ -213,6 +214,8 @@ static const struct {
 #undef RCL__NO16
 #undef RCL__NO64
 #undef RCL__Q
+#undef RCL__Q4
+#undef RCL__QK
 #undef RCL__QN
 #undef RCL__C16
 #undef RCL__C64
