@@ -10,16 +10,19 @@
  * The figure is the wall time of the slowest thread divided by the pairs a
  * thread did: nanoseconds per pair while all threads run at once.
  *
- *   rcl        rcl_alloc(n, RCL_DEFAULT) / rcl_free through the shared
- *              library, as users call it (PLT), over the build's backend;
+ *   rcl        rcl_alloc(n, RCL_DEFAULT) / rcl_free in the shared library,
+ *              over the build's backend;
  *   libc       glibc's malloc/free, looked up in libc.so.6 itself: glibc
  *              even in a mimalloc or jemalloc build, where the backend
  *              library (linked in, as libreclaim needs it) replaces malloc
  *              and free, and even glibc's __libc_malloc;
  *   mimalloc   mi_malloc/mi_free, jemalloc and tcmalloc malloc/free, each
- *              dlopen()ed (RTLD_LOCAL) and looked up in that library.
- * All but rcl are called through a pointer - the same indirect jump a PLT
- * call makes. Missing libraries are skipped and said so.
+ *              dlopen()ed (RTLD_LOCAL) and looked up in that library;
+ *   rcl-plt    rcl's calls made through the PLT, as a program linked
+ *              against the library makes them.
+ * Each but rcl-plt is called through a pointer looked up with dlsym(), rcl
+ * too (bench_rcl_calls(), bench.h says why): rcl-plt beside rcl is what
+ * the PLT adds. Missing libraries are skipped and said so.
  *
  * The baseline of `rcl` is the build's backend raw (libc, or mimalloc /
  * jemalloc for BACKEND=mimalloc|jemalloc); its ratio is computed per round
@@ -40,7 +43,7 @@
 static const size_t sizes[] = { 16, 64, 256, 1024, 4096, 16384, 65536 };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 
-enum { A_RCL, A_LIBC, A_MIMALLOC, A_JEMALLOC, A_TCMALLOC, NALLOC };
+enum { A_RCL, A_RCL_PLT, A_LIBC, A_MIMALLOC, A_JEMALLOC, A_TCMALLOC, NALLOC };
 
 struct allocator {
     const char *name;
@@ -54,6 +57,7 @@ struct allocator {
 
 static struct allocator allocs[NALLOC] = {
     [A_RCL]      = { "rcl", NULL, NULL, NULL, NULL, NULL, 1, "" },
+    [A_RCL_PLT]  = { "rcl-plt", NULL, NULL, NULL, NULL, NULL, 1, "" },
     [A_LIBC]     = { "libc", "libc.so.6", "malloc", "free", malloc, free, 1, "" },
     [A_MIMALLOC] = { "mimalloc", "libmimalloc.so.2", "mi_malloc", "mi_free", NULL, NULL, 0, "" },
     [A_JEMALLOC] = { "jemalloc", "libjemalloc.so.2", "malloc", "free", NULL, NULL, 0, "" },
@@ -112,15 +116,20 @@ static void load_allocators(void)
 /* The loops                                                                 */
 /* ------------------------------------------------------------------------ */
 
+static struct bench_rcl_calls lib;
+
 static __attribute__((noinline)) void loop_rcl(size_t n, long iters)
 {
+    void *(*al)(size_t, rcl_gfp_t) = lib.alloc;
+    void (*fr)(void *) = lib.free;
+
     for (long i = 0; i < iters; i++) {
-        char *p = rcl_alloc(n, RCL_DEFAULT);
+        char *p = al(n, RCL_DEFAULT);
         if (!p)
             abort();
         *(volatile char *)p = 1;
         bench_escape(p);
-        rcl_free(p);
+        fr(p);
     }
 }
 
@@ -139,10 +148,24 @@ static __attribute__((noinline)) void loop_ptr(const struct allocator *a, size_t
     }
 }
 
+static __attribute__((noinline)) void loop_rcl_plt(size_t n, long iters)
+{
+    for (long i = 0; i < iters; i++) {
+        char *p = rcl_alloc(n, RCL_DEFAULT);
+        if (!p)
+            abort();
+        *(volatile char *)p = 1;
+        bench_escape(p);
+        rcl_free(p);
+    }
+}
+
 static void run_loop(int which, size_t n, long iters)
 {
     if (which == A_RCL)
         loop_rcl(n, iters);
+    else if (which == A_RCL_PLT)
+        loop_rcl_plt(n, iters);
     else
         loop_ptr(&allocs[which], n, iters);
 }
@@ -278,6 +301,7 @@ int main(int argc, char **argv)
         return 1;
     }
     load_allocators();
+    lib = bench_rcl_calls();
 
     bench_print_header("hot path: alloc+free pairs, ns per pair, median [min..max]");
     printf("   rcl = rcl_alloc/rcl_free over %s; baseline = %s raw; %d rounds\n",
@@ -364,7 +388,7 @@ int main(int argc, char **argv)
     bj_end_arr();
     printf("\n   * = median ratio above the 1.10 goal. min/min = the fastest rcl round over the fastest\n"
            "   baseline round: on a loaded machine the least disturbed figures. Other columns: raw\n"
-           "   allocators, ns/pair median.\n");
+           "   allocators, and rcl called through the PLT (rcl-plt), ns/pair median.\n");
     bench_json_end();
     rcl_shutdown();
     return 0;

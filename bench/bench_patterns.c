@@ -43,8 +43,9 @@
  *
  * Raw baseline, as in bench_alloc: glibc's malloc/free looked up in
  * libc.so.6 (libc build), mi_malloc/mi_free (mimalloc build), jemalloc's
- * malloc/free (jemalloc build), each called through a pointer - the same
- * indirect jump the PLT call to rcl_alloc makes.
+ * malloc/free (jemalloc build), each called through a pointer, and
+ * rcl_alloc/rcl_free through pointers looked up the same way
+ * (bench_rcl_calls(), bench.h says why).
  *
  * Memory: before any of that, each pattern runs once per variant in its own
  * forked child (the parent has touched neither the library nor the heap), a
@@ -160,6 +161,7 @@ struct pat {
 
 static void *(*raw_alloc)(size_t) = malloc;
 static void (*raw_free)(void *) = free;
+static struct bench_rcl_calls lib;
 
 static void load_raw(void)
 {
@@ -339,7 +341,7 @@ static __attribute__((noinline)) void peak_point(void)
 
 ALWAYS void *b_alloc(int v, size_t n)
 {
-    char *p = (v & V_RAW) ? raw_alloc(n) : rcl_alloc(n, RCL_DEFAULT);
+    char *p = (v & V_RAW) ? raw_alloc(n) : lib.alloc(n, RCL_DEFAULT);
 
     if (__builtin_expect(!p, 0))
         out_of_memory();
@@ -355,7 +357,7 @@ ALWAYS void b_free(int v, void *p)
     if (v & V_RAW)
         raw_free(p);
     else
-        rcl_free(p);
+        lib.free(p);
 }
 
 ALWAYS void live_body(int v, void **slot, int k, int lifo, long passes)
@@ -1083,6 +1085,7 @@ int main(int argc, char **argv)
 
     build_patterns();
     load_raw();
+    lib = bench_rcl_calls();
 
     bench_print_header("allocation patterns: rcl_alloc/rcl_free beside the backend raw");
     printf("   rcl = rcl_alloc/rcl_free over %s; baseline = %s raw (%s/%s); %d interleaved rounds,\n"
