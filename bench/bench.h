@@ -61,13 +61,13 @@ BENCH_FN uint64_t bench_now_ns(void)
  * The benchmarks call every raw allocator through a pointer looked up with
  * dlsym(), and the library the same way, so that a ratio compares the
  * allocators and not the calls: a call through the PLT is a direct call
- * and an indirect jump, and on the machine of docs/bench it cost 0.3 - 0.7
- * ns more a call than one indirect call through a pointer (a pair of 16 B
- * with 64 alive: 10.0 ns through the PLT, 9.4 through pointers, for the
- * library and for mimalloc alike). The lookup is in the library's own
- * handle, so that the pointer is the function itself, never a PLT entry
- * of the program's; a build that links the library in statically has no
- * such handle and takes the function's address.
+ * and an indirect jump, one more branch than a call through a pointer,
+ * and on the machine of docs/bench a pair made that way took up to 1.6 ns
+ * more (bench_alloc's rcl-plt column beside its rcl column shows it in
+ * every run; docs/bench/patterns.md has the figures). The lookup is in
+ * the library's own handle, so that the pointer is the function itself,
+ * never a PLT entry of the program's; where the library is not a loaded
+ * shared object, the function's address serves.
  */
 struct bench_rcl_calls {
     void *(*alloc)(size_t, rcl_gfp_t);
