@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 # The repository's own checks (license lines, exported ABI, man pages, the
 # options table against the README and reclaim(7), an install into a
-# staging tree, the shared library loaded with dlopen()), each one test in
-# make check's count. BUILD names the build directory whose library and
+# staging tree, the shared library loaded with dlopen(), the benchmarks
+# built), each one test in make check's count. BUILD names the build directory whose library and
 # man pages are checked.
 case "${1:-}" in
 -h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.." || exit 2
 BUILD=${BUILD:-build}
 export BUILD
 passed=0; failed=0; skipped=0
-for c in check-spdx check-docs check-abi check-man check-options check-install check-dlopen; do
+for c in check-spdx check-docs check-abi check-man check-options check-install check-dlopen check-benches; do
     out=$(sh "tools/$c.sh" 2>&1)
     rc=$?
     printf '%s\n' "$out"

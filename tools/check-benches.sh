@@ -1,0 +1,27 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The benchmarks (bench/) build, warnings as errors like everything else,
+# and each answers --help. make check times none of them (their figures
+# come from make bench, beside their baselines, and are never asserted),
+# so without this a change to the library's header or to bench/bench.h
+# could leave make bench broken until someone ran it.
+case "${1:-}" in
+-h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+"") ;;
+*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.." || exit 2
+BUILD=${BUILD:-build}
+MAKE=${MAKE:-make}
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+$MAKE --no-print-directory -s benches BUILD="$BUILD" BACKEND="${BACKEND:-libc}" >"$log" 2>&1 ||
+    { cat "$log"; echo "check-benches: make benches failed"; exit 1; }
+rc=0; n=0
+for b in "$BUILD"/bench/bench_*; do
+    [ -x "$b" ] || continue
+    n=$((n + 1))
+    "$b" --help >/dev/null 2>&1 || { echo "check-benches: $b --help failed"; rc=1; }
+done
+[ $n -gt 0 ] || { echo "check-benches: no benchmark in $BUILD/bench"; exit 1; }
+echo "check-benches: $n benchmarks built, each answers --help"
+exit $rc
