@@ -118,19 +118,24 @@ static void load_allocators(void)
 
 static struct bench_rcl_calls lib;
 
+/* One loop per way of calling, so that no loop chooses inside: `alloc`
+ * is an expression of n, `release` a function. */
+#define PAIR_LOOP(alloc, release)                  \
+    for (long i = 0; i < iters; i++) {             \
+        char *p = alloc;                           \
+        if (!p)                                    \
+            abort();                               \
+        *(volatile char *)p = 1;                   \
+        bench_escape(p);                           \
+        release(p);                                \
+    }
+
 static __attribute__((noinline)) void loop_rcl(size_t n, long iters)
 {
     void *(*al)(size_t, rcl_gfp_t) = lib.alloc;
     void (*fr)(void *) = lib.free;
 
-    for (long i = 0; i < iters; i++) {
-        char *p = al(n, RCL_DEFAULT);
-        if (!p)
-            abort();
-        *(volatile char *)p = 1;
-        bench_escape(p);
-        fr(p);
-    }
+    PAIR_LOOP(al(n, RCL_DEFAULT), fr)
 }
 
 static __attribute__((noinline)) void loop_ptr(const struct allocator *a, size_t n, long iters)
@@ -138,26 +143,12 @@ static __attribute__((noinline)) void loop_ptr(const struct allocator *a, size_t
     void *(*al)(size_t) = a->alloc;
     void (*fr)(void *) = a->free;
 
-    for (long i = 0; i < iters; i++) {
-        char *p = al(n);
-        if (!p)
-            abort();
-        *(volatile char *)p = 1;
-        bench_escape(p);
-        fr(p);
-    }
+    PAIR_LOOP(al(n), fr)
 }
 
 static __attribute__((noinline)) void loop_rcl_plt(size_t n, long iters)
 {
-    for (long i = 0; i < iters; i++) {
-        char *p = rcl_alloc(n, RCL_DEFAULT);
-        if (!p)
-            abort();
-        *(volatile char *)p = 1;
-        bench_escape(p);
-        rcl_free(p);
-    }
+    PAIR_LOOP(rcl_alloc(n, RCL_DEFAULT), rcl_free)
 }
 
 static void run_loop(int which, size_t n, long iters)
