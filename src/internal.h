@@ -216,6 +216,7 @@ bool   rcl__shrink_expired(void);
  * little for the background reclaimer (counted as throttled), or yields
  * where there is none; `round` counts its earlier waits. */
 void   rcl__reclaim_throttle(unsigned round);
+bool   rcl__reclaim_trim_now(void);        /* before an allocation fails */
 /* The bound on one direct reclaim's shrinker work, ns (RECLAIM_DIRECT_US). */
 extern _Atomic unsigned long long rcl__direct_bound_ns;
 void   rcl__reclaim_wake(void);            /* wake the background reclaimer */

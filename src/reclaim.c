@@ -92,6 +92,8 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     return (size_t)progress;
 }
 
+static void trim(unsigned long long now);
+
 /* Gives what reclaim freed back to the operating system, so that the real
  * footprint falls with the charge, then measures it: a sample taken
  * without the trim would count the freed, still resident memory as held
@@ -115,6 +117,12 @@ static bool maybe_trim(size_t freed, bool short_of_room)
     if (now - last < gap ||
         !atomic_compare_exchange_strong(&reclaimer.last_trim, &last, now))
         return false;
+    trim(now);
+    return true;
+}
+
+static void trim(unsigned long long now)
+{
     rcl__depot_drain();
     rcl__slab_trim();
     rcl__be_trim();
@@ -122,13 +130,32 @@ static bool maybe_trim(size_t freed, bool short_of_room)
     rcl__count(trim_ns, rcl__now_ns() - now);
     rcl__owners_collect();
     rcl__footprint_sample();
-    return true;
 }
 
 /* Freed memory the backend holds until a trim gives it back. */
 static void owe_trim(size_t freed)
 {
     atomic_fetch_add(&reclaimer.untrimmed, freed);
+}
+
+/*
+ * The trim an allocation makes before it fails, whatever the rate limit:
+ * reclaim has nothing left to free, and the freed memory the backend
+ * still holds may be all that keeps the footprint over the budget (a
+ * cache emptied to nothing, its pages not yet given back, the background
+ * reclaimer that owes the trim not yet run). The kernel, too, does the
+ * work itself before it fails an allocation rather than leave it to
+ * kswapd. False where the budget counts no resident memory: a trim would
+ * not move it.
+ */
+bool rcl__reclaim_trim_now(void)
+{
+    if (rcl__footprint_mode() == RCL__FOOTPRINT_OFF)
+        return false;
+    unsigned long long now = rcl__now_ns();
+    atomic_store(&reclaimer.last_trim, now);
+    trim(now);
+    return true;
 }
 
 /* The owed trim, if the rate limit allows it; otherwise it stays owed.

@@ -60,6 +60,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/mman.h>
 
 #define SLAB_MIN_BYTES (64u * 1024)
 #define SLAB_MIN_SLOTS 16u
@@ -212,11 +213,15 @@ static struct slab *slab_new(unsigned c)
     return s;
 }
 
-static void slab_delete(struct slab *s, unsigned c)
+/* A slab back to the backend; with `to_system`, its pages back to the
+ * system first (rcl__slab_trim() says when). */
+static void slab_delete(struct slab *s, unsigned c, bool to_system)
 {
     rcl__assert(s->used == 0 && s->cls == c);
     atomic_fetch_sub(&held_bytes[c], span_bytes(c));
     rcl__unpoison(s, span_bytes(c));
+    if (to_system)
+        madvise(s, span_bytes(c), MADV_DONTNEED);
     rcl__be_free(s);
 }
 
@@ -420,7 +425,7 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
             bool more = own_refill(k, c, own, got == 0, &gone);
             pthread_mutex_unlock(&slab_lock);
             if (gone)
-                slab_delete(gone, c);
+                slab_delete(gone, c, false);
             if (!more)
                 break;
             checked = true;
@@ -504,7 +509,7 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
             ng++;
     pthread_mutex_unlock(&slab_lock);
     while (ng)
-        slab_delete(gone[--ng], c);
+        slab_delete(gone[--ng], c, false);
 }
 
 void rcl__slab_put(struct rcl_hdr *h, unsigned c)
@@ -540,7 +545,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
         pthread_mutex_unlock(&slab_lock);
         *o = (struct rcl_slab_own){ 0 };
         if (gone)
-            slab_delete(gone, c);
+            slab_delete(gone, c, false);
     }
 }
 
@@ -558,7 +563,15 @@ void rcl__slab_trim(void)
         pthread_mutex_unlock(&slab_lock);
         while (s) {
             struct slab *next = s->next;
-            slab_delete(s, c);
+            /* Its pages back to the system first: the trim is for that,
+             * and a backend need not give a freed span's pages back at
+             * all (mimalloc keeps the large pages of its segments
+             * committed, and mi_collect() leaves them so). A slab given
+             * back outside a trim keeps its pages warm for the backend's
+             * next use: a live set recycled beyond the caches deletes and
+             * makes slabs on every pass (4 KiB x 4096 ran at up to 1.2x
+             * raw mimalloc's CPU time with them given back each time). */
+            slab_delete(s, c, true);
             s = next;
         }
     }

@@ -231,4 +231,68 @@ TEST_WITH(test_a_churning_cache_keeps_its_budget_when_resident_memory_counts, NU
     test_reports_reset();
 }
 
+/*
+ * An allocation that reclaim can find nothing for trims the backend
+ * before it fails. What the backend holds freed may be all that keeps the
+ * footprint over the budget, and the trim the background reclaimer owes
+ * may not have come: on a loaded machine it had not, and a cache in a
+ * memory cgroup failed allocations with nothing charged. The kernel's
+ * rule: direct reclaim does the work itself, draining what is held
+ * (every CPU's page lists) before it fails an allocation, rather than
+ * leave it to kswapd. Here no background reclaimer runs and nothing is
+ * left to reclaim: 32 MiB freed into holes that live 16-byte blocks pin
+ * apart, so that the heap cannot shrink and the backend keeps them
+ * resident, then blocks of 64 KiB, which no hole fits, asked for beyond
+ * what the budget has left beside the holes.
+ */
+#define HOLE   (48 * KiB)
+#define HOLES  (32 * MiB / HOLE)
+#define WANTED (40 * MiB / BLOCK)
+
+TEST_WITH(test_an_allocation_trims_the_backend_before_it_fails, NULL, test_teardown)
+{
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan")) {
+        print_message("skipped under a sanitizer: resident memory is not counted there\n");
+        skip();
+    }
+    const size_t limit = 64 * MiB;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(limit);
+    cfg.footprint = RCL_FOOTPRINT_RSS;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+
+    static void *hole[HOLES], *pin[HOLES], *blk[WANTED];
+    for (size_t i = 0; i < HOLES; i++) {
+        hole[i] = rcl_alloc(HOLE, RCL_DEFAULT);
+        pin[i] = rcl_alloc(16, RCL_DEFAULT);
+        assert_non_null(hole[i]);
+        assert_non_null(pin[i]);
+        memset(hole[i], 1, HOLE);                    /* resident for real */
+    }
+    for (size_t i = 0; i < HOLES; i++)
+        rcl_free(hole[i]);
+
+    size_t failed = 0;
+    for (size_t i = 0; i < WANTED; i++) {
+        blk[i] = rcl_alloc(BLOCK, RCL_DEFAULT | RCL__NOWARN);
+        if (blk[i])
+            memset(blk[i], 2, BLOCK);
+        else
+            failed++;
+    }
+    size_t footprint = rcl_footprint();
+    print_message("%zu of %zu blocks of 64 KiB failed beside %zu MiB freed; footprint %zu MiB of "
+                  "%zu\n", failed, (size_t)WANTED, (size_t)(HOLES * HOLE / MiB),
+                  footprint / MiB, limit / MiB);
+    assert_int_equal(failed, 0);
+    assert_true(footprint <= limit);
+
+    for (size_t i = 0; i < WANTED; i++)
+        rcl_free(blk[i]);
+    for (size_t i = 0; i < HOLES; i++)
+        rcl_free(pin[i]);
+}
+
 TEST_MAIN();
