@@ -561,7 +561,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     unsigned long long start = 0, next_report = 0;
     unsigned long long wait_start = 0;
     unsigned no_progress = 0, round = 0;
-    bool collected = false, drained = false, trimmed = false;
+    bool collected = false, drained = false;
     for (;;) {
         size_t missing = try_take(t, size, floor, masked);
         if (!missing)
@@ -612,17 +612,12 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                     rcl__registry_lock();
                     drain_others_locked();
                     rcl__registry_unlock();
-                }
-                /* Then what the backend holds freed goes back to the
-                 * system, and the thread's own heap is collected again:
-                 * a footprint still counting it is no reason to fail. */
-                if (no_progress >= MAX_NO_PROGRESS && !trimmed) {
-                    trimmed = true;
-                    no_progress = 0;
-                    if (rcl__reclaim_trim_now()) {
+                    /* And what the backend holds freed - theirs among it
+                     * now - goes back to the system, the thread's own
+                     * heap collected again: a footprint that still
+                     * counts it is no reason to fail. */
+                    if (rcl__reclaim_trim_now())
                         collected = false;
-                        continue;
-                    }
                 }
                 if (no_progress >= MAX_NO_PROGRESS)
                     return charge_fail(size, gfp, -ENOMEM);
