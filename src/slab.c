@@ -22,7 +22,7 @@
  * is on its class's list; a full one is on none (its slots come back to
  * it by their address), and one that empties is kept or goes back to
  * the backend (slab_unuse() says how many are kept). A trim gives the
- * kept ones back.
+ * kept ones back, their pages to the system first (rcl__slab_trim()).
  *
  * What is charged is unchanged: a block's charge is its class's,
  * whatever holds it, and what a slab holds in free slots is not charged
