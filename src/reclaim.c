@@ -92,7 +92,18 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     return (size_t)progress;
 }
 
-static void trim(unsigned long long now);
+/* The depot and the empty slabs go back first, so that the backend's trim
+ * finds their memory free; the sample after it sees what is left. */
+static void trim(unsigned long long now)
+{
+    rcl__depot_drain();
+    rcl__slab_trim();
+    rcl__be_trim();
+    rcl__count(trims, 1);
+    rcl__count(trim_ns, rcl__now_ns() - now);
+    rcl__owners_collect();
+    rcl__footprint_sample();
+}
 
 /* Gives what reclaim freed back to the operating system, so that the real
  * footprint falls with the charge, then measures it: a sample taken
@@ -119,17 +130,6 @@ static bool maybe_trim(size_t freed, bool short_of_room)
         return false;
     trim(now);
     return true;
-}
-
-static void trim(unsigned long long now)
-{
-    rcl__depot_drain();
-    rcl__slab_trim();
-    rcl__be_trim();
-    rcl__count(trims, 1);
-    rcl__count(trim_ns, rcl__now_ns() - now);
-    rcl__owners_collect();
-    rcl__footprint_sample();
 }
 
 /* Freed memory the backend holds until a trim gives it back. */

@@ -5,12 +5,7 @@
 # come from make bench, beside their baselines, and are never asserted),
 # so without this a change to the library's header or to bench/bench.h
 # could leave make bench broken until someone ran it.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
 log=$(mktemp); trap 'rm -f "$log"' EXIT

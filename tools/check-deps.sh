@@ -2,11 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Installs the Debian packages the tests and benchmarks need, when they are
 # missing and we may (root). Idempotent: does nothing when all are there.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
+. "$(dirname "$0")/no-args.sh"
 set -e
 need=""
 have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} -E -x c - >/dev/null 2>&1; }

@@ -7,12 +7,7 @@
 # in the static TLS block (about 1.7 KB in a small program, and glibc
 # promises only 512 bytes): the check also fails when the library's TLS
 # segment grows past TLS_MAX bytes.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 TLS_MAX=512
 lib=$(readlink -f "$BUILD/libreclaim.so") || { echo "check-dlopen: no $BUILD/libreclaim.so (make lib)"; exit 1; }

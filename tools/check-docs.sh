@@ -3,12 +3,7 @@
 # docs/design.md's file map names every file in src/ and no file that is
 # not there, and the documentation points at nothing outside the
 # repository (../shared, DESIGN.md).
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 rc=0
 mapped=$(sed -n 's/^| `\(src\/[^`]*\)` |.*/\1/p' docs/design.md | sort)
 present=$(ls src/* | sort)

@@ -5,12 +5,7 @@
 # that sees only what was installed: the header and reclaim.pc, found
 # through pkg-config, linked both shared and static; and read every
 # installed man page with mandoc.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 MAKE=${MAKE:-make}
 BUILD=${BUILD:-build}
 command -v pkg-config >/dev/null 2>&1 || { echo "check-install: skipped: pkg-config is not installed"; exit 77; }

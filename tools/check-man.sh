@@ -3,12 +3,7 @@
 # Every man page built from docs/man/*.scd is clean for mandoc -Tlint at
 # warning level and for groff -ww (what man -l runs), and every page the
 # SEE ALSO sections name exists.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 command -v mandoc >/dev/null 2>&1 || { echo "check-man: skipped: mandoc is not installed (Debian package mandoc)"; exit 77; }
 rc=0; n=0

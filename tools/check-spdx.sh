@@ -4,12 +4,7 @@
 # man-page source) lacks its SPDX-License-Identifier line, which must be the
 # first line, or the second after a #! line or (scdoc, whose first line must
 # be the page's title) after the title.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 missing=0
 files=$(git ls-files 2>/dev/null) || files=$(find . -type f ! -path './.git/*' ! -path './build*' | sed 's|^\./||')
 for f in $files; do

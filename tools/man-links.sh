@@ -4,12 +4,7 @@
 # names before " - " in its NAME section, docs/man/*.3.scd), so that
 # make install can link each function's name to its page and `man rcl_free`
 # finds rcl_alloc(3).
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 for src in docs/man/*.3.scd; do
     page=$(basename "$src" .scd)
     awk '/^# NAME/ { on = 1; next } on && /^$/ && text != "" { exit } on { text = text " " $0 }

@@ -5,12 +5,7 @@
 # staging tree, the shared library loaded with dlopen(), the benchmarks
 # built), each one test in make check's count. BUILD names the build directory whose library and
 # man pages are checked.
-case "${1:-}" in
--h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
-"") ;;
-*) echo "$(basename "$0"): rejected '$1': this script takes no arguments (see --help)" >&2; exit 2 ;;
-esac
-cd "$(dirname "$0")/.." || exit 2
+. "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 export BUILD
 passed=0; failed=0; skipped=0
