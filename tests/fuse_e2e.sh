@@ -21,14 +21,19 @@ set -u
 BUILD=$1
 CASE=$2
 MIB=${FUSE_E2E_MIB:-512}
-STALL_S=${FUSE_E2E_STALL_S:-15}    # no writer progress this long: a hang
+STALL_S=${FUSE_E2E_STALL_S:-15}    # no progress this long: a hang
 LIMIT_S=${FUSE_E2E_LIMIT_S:-100}   # the write phase's hard limit
+# The verification's: its reads miss the daemon's cache and go to the
+# backing file with O_DIRECT, at the speed of the disk under it, which on a
+# shared machine can fall to a few MiB/s for minutes. Progress, not speed,
+# tells a hang.
+VERIFY_LIMIT_S=${FUSE_E2E_VERIFY_LIMIT_S:-400}
 
 ID=rcl-fuse-$$-$CASE
 W=$(mktemp -d /tmp/$ID.XXXXXX) || exit 1
 MEMCG=/sys/fs/cgroup/memory/$ID
 V2=/sys/fs/cgroup/unified/$ID
-DPID= WPID= LOOP= MINOR= EXT_MOUNTED=
+DPID= WPID= VPID= LOOP= MINOR= EXT_MOUNTED=
 
 say() { echo "$*"; }
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
@@ -44,14 +49,17 @@ abort_fuse() {
 }
 
 cleanup() {
-    # A daemon still alive at this point may be stuck, and a writer still
-    # alive may wait on a dead daemon's connection (the loop device keeps it
-    # open): abort first, so that nothing below can block on it.
+    # A daemon still alive at this point may be stuck, and a writer or
+    # verifier still alive may wait on a dead daemon's connection (the loop
+    # device keeps it open): abort first, so that nothing below can block
+    # on it.
     if { [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; } ||
-       { [ -n "$WPID" ] && kill -0 "$WPID" 2>/dev/null; }; then
+       { [ -n "$WPID" ] && kill -0 "$WPID" 2>/dev/null; } ||
+       { [ -n "$VPID" ] && kill -0 "$VPID" 2>/dev/null; }; then
         abort_fuse
     fi
     [ -n "$WPID" ] && kill -9 "$WPID" 2>/dev/null
+    [ -n "$VPID" ] && kill -9 "$VPID" 2>/dev/null
     [ -n "$EXT_MOUNTED" ] && timeout 20 umount -l "$W/ext" 2>/dev/null
     [ -n "$LOOP" ] && timeout 20 losetup -d "$LOOP" 2>/dev/null
     if mounted "$W/mnt"; then
@@ -134,7 +142,36 @@ psi_full() {   # microseconds of "full" memory stall of the daemon's group
         echo 0
 }
 
-# The write phase, watched: progress is a line per 1 MiB call.
+# watch_progress PID OUT LIMIT_S: follows a writer or verifier whose progress is a
+# line per MiB in OUT; sets outcome=hang and aborts the connection when it
+# makes none for STALL_S seconds or runs past LIMIT_S.
+watch_progress() {
+    last=0 still=0 elapsed=0
+    while kill -0 "$1" 2>/dev/null; do
+        sleep 1
+        elapsed=$((elapsed + 1))
+        n=$(wc -l < "$2")
+        if [ "$n" -eq "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+        # Three seconds without progress: where everyone waits, once per run
+        # (wchan and kernel stacks are safe to read; cmdline would not be).
+        if [ $still -eq 3 ] && [ -z "${STALL_SEEN:-}" ]; then
+            STALL_SEEN=1
+            say "stall_wchan=$(basename "$2" .out):$(cat /proc/$1/wchan 2>/dev/null)$(for t in /proc/$DPID/task/*; do
+                printf ' %s:%s' "$(cat $t/comm 2>/dev/null)" "$(cat $t/wchan 2>/dev/null)"; done)"
+            for t in /proc/$1 /proc/$DPID/task/*; do
+                echo "== $t"; cat $t/stack 2>/dev/null
+            done > "${FUSE_E2E_STACKS:-/dev/null}"
+        fi
+        if [ $still -ge "$STALL_S" ] || [ $elapsed -ge "$3" ]; then
+            outcome=hang
+            say "stalled_s=$still after_lines=$n elapsed_s=$elapsed"
+            abort_fuse
+            return
+        fi
+    done
+}
+
+# The write phase, watched.
 PSI0=$(psi_full)
 T0=$(date +%s%N)
 if [ -n "$WRITER_IN_GROUP" ]; then
@@ -143,29 +180,8 @@ else
     "$BUILD/tests/progs/fuse_writer" write "$W/ext/data" "$MIB" > "$W/writer.out" 2>&1 &
 fi
 WPID=$!
-last=0 still=0 elapsed=0 outcome=
-while kill -0 "$WPID" 2>/dev/null; do
-    sleep 1
-    elapsed=$((elapsed + 1))
-    n=$(wc -l < "$W/writer.out")
-    if [ "$n" -eq "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
-    # Three seconds without progress: where everyone waits, once per run
-    # (wchan and kernel stacks are safe to read; cmdline would not be).
-    if [ $still -eq 3 ] && [ -z "${STALL_SEEN:-}" ]; then
-        STALL_SEEN=1
-        say "stall_wchan=writer:$(cat /proc/$WPID/wchan 2>/dev/null)$(for t in /proc/$DPID/task/*; do
-            printf ' %s:%s' "$(cat $t/comm 2>/dev/null)" "$(cat $t/wchan 2>/dev/null)"; done)"
-        for t in /proc/$WPID /proc/$DPID/task/*; do
-            echo "== $t"; cat $t/stack 2>/dev/null
-        done > "${FUSE_E2E_STACKS:-/dev/null}"
-    fi
-    if [ $still -ge "$STALL_S" ] || [ $elapsed -ge "$LIMIT_S" ]; then
-        outcome=hang
-        say "stalled_s=$still after_lines=$n elapsed_s=$elapsed"
-        abort_fuse
-        break
-    fi
-done
+outcome=
+watch_progress "$WPID" "$W/writer.out" "$LIMIT_S"
 if [ "$outcome" = hang ]; then
     # The abort fails every FUSE request, and the write-back the writer
     # waits on ends in errors. Should it still wait: SIGKILL, and the
@@ -212,14 +228,21 @@ if [ -z "$outcome" ]; then
 fi
 if [ -z "$outcome" ]; then
     if [ -n "$WRITER_IN_GROUP" ]; then
-        timeout 90 sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$MEMCG" \
-            "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1
+        spawn_in_groups "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1 &
     else
-        timeout 90 "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1
+        "$BUILD/tests/progs/fuse_writer" verify "$W/ext/data" "$MIB" > "$W/verify.out" 2>&1 &
     fi
+    VPID=$!
+    T2=$(date +%s%N)
+    watch_progress "$VPID" "$W/verify.out" "$VERIFY_LIMIT_S"
+    # After an abort the verifier's reads fail; one that still waits is
+    # killed (the unmount below is lazy then).
+    wait_gone "$VPID" 20 || { kill -9 "$VPID"; say "verifier_stuck=1"; }
+    wait "$VPID"
     VSTATUS=$?
-    say "verify_status=$VSTATUS $(tail -n 1 "$W/verify.out")"
-    [ $VSTATUS -eq 0 ] || outcome=corrupt
+    VPID=
+    say "verify_status=$VSTATUS verify_s=$(( ($(date +%s%N) - T2) / 1000000000 )) $(tail -n 1 "$W/verify.out")"
+    [ -z "$outcome" ] && [ $VSTATUS -ne 0 ] && outcome=corrupt
     timeout 60 umount "$W/ext" && EXT_MOUNTED=
     timeout 20 losetup -d "$LOOP" && LOOP=
     timeout 20 umount "$W/mnt"
@@ -229,7 +252,7 @@ i=0
 while ! daemon_dead && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 if ! daemon_dead; then
     abort_fuse
-    wait_gone "$DPID" 5 || kill -9 "$DPID"
+    wait_gone "$DPID" 5 || { kill -9 "$DPID"; KILLED_HERE=1; }
     wait_gone "$DPID" 20 || say "daemon_stuck=1"
 fi
 if daemon_dead; then wait "$DPID"; DSTATUS=$?; DPID=; else DSTATUS=stuck; fi
@@ -242,7 +265,9 @@ r1=$(grep "^fuse-cache exit: reads" "$W/daemon.log" | tail -n 1 | sed 's/.*read_
 [ -n "$r0" ] && [ -n "$r1" ] && say "daemon_read_after_remount=$((r1 - r0))"
 
 OOMS=$(awk '/^oom_kill / { print $2 }' "$MEMCG/memory.oom_control")
-if [ "${OOMS:-0}" -gt 0 ] || [ "$DSTATUS" = 137 ]; then
+# A daemon killed by SIGKILL was the OOM killer's victim, unless the kill
+# was the one above, which ends a stuck daemon.
+if [ "${OOMS:-0}" -gt 0 ] || { [ "$DSTATUS" = 137 ] && [ -z "${KILLED_HERE:-}" ]; }; then
     outcome=${outcome:+$outcome+}oom
 fi
 [ -z "$outcome" ] && [ "$DSTATUS" != 0 ] && outcome=daemon-exit-$DSTATUS

@@ -7,9 +7,10 @@
  *   fuse_writer verify FILE MIB   every 8-byte word checked
  *
  * Each word holds a function of its offset, so a block written to the
- * wrong place, stale or torn is caught. write prints a line per call
- * ("w N") so that a watchdog can see progress, then its figures: the
- * slowest call, the longest stretch without a completed call, the fsync.
+ * wrong place, stale or torn is caught. Both print a line per MiB ("w N",
+ * "v N") so that a watchdog can tell a slow run from a stuck one, then
+ * their figures: write's slowest call, longest stretch without a completed
+ * call and fsync; verify's time and count of wrong words.
  *
  * Exit status: 0; 1 when a write, the fsync or the verification fails (a
  * wrong word), which fails the end-to-end test; 2 on a usage error.
@@ -100,6 +101,8 @@ static int do_verify(const char *path, unsigned mib, uint64_t *buf)
         }
         for (size_t w = 0; w < CHUNK / 8; w++, words++)
             bad += buf[w] != word_at((uint64_t)i * CHUNK + w * 8);
+        printf("v %u\n", i);
+        fflush(stdout);
     }
     close(fd);
     printf("verify_ms=%.0f words=%llu bad_words=%llu\n", now_ms() - start, words, bad);
