@@ -236,7 +236,8 @@ if [ -z "$outcome" ]; then
     T2=$(date +%s%N)
     watch_progress "$VPID" "$W/verify.out" "$VERIFY_LIMIT_S"
     # After an abort the verifier's reads fail; one that still waits is
-    # killed (the unmount below is lazy then).
+    # killed (should ext4 then refuse to unmount, the cleanup's unmount is
+    # lazy).
     wait_gone "$VPID" 20 || { kill -9 "$VPID"; say "verifier_stuck=1"; }
     wait "$VPID"
     VSTATUS=$?
