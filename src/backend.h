@@ -57,7 +57,9 @@
  * carved from the library's own slabs (slab.h), and above 512 bytes the
  * library's classes are theirs (block_cache.h). glibc fits a chunk to 16
  * bytes and merges free neighbours of any size, which per-class slabs
- * cannot: over it they would only hold more.
+ * cannot: above 256 B they would only hold more, and only its smaller
+ * classes, where its size word and the header cost a granule more than
+ * raw glibc's chunk, are slabs (slab.h).
  */
 #ifdef RCL_SANITIZED
 #undef RCL_BACKEND_MIMALLOC

@@ -140,8 +140,7 @@ void rcl__bcache_drain(struct rcl_thread *t)
         give_back(t, c);
     if (rcl__bcache_off(t))
         return;
-    if (RCL__BE_COARSE_CLASSES)
-        rcl__slab_disown(t->bc->slabs);
+    rcl__slab_disown(t->bc->slabs);
     if (!rcl__bcache_fits(t->bc, 0))
         depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * slab.c - the slabs of the larger classes (slab.h says which, and why).
+ * slab.c - the slabs: of the larger classes over mimalloc and jemalloc,
+ * of the smaller over glibc (slab.h says which, and why).
  *
- * A slab is a span of the backend's, aligned to its own size, so that a
- * slot finds its slab from its address: a small head at the front, then
- * slots of the class's largest size and a header each. A class's size
+ * A slab is a span of the backend's (over glibc, of a region the library
+ * maps: below), aligned to its own size, so that a slot finds its slab
+ * from its address: a small head at the front, then slots of the class's
+ * largest size and a header each. A class's size
  * decides its span: the smallest power of two of at least SLAB_MIN_BYTES
  * that holds SLAB_MIN_SLOTS slots (64 KiB for 256 B to 3.9 KiB slots,
  * 2 MiB for 64 KiB). A span above 64 KiB is doubled, up to
@@ -91,7 +93,7 @@ _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its 
  * handler within what it may hold. Where the C library has one, the lock
  * spins a little before it sleeps: its holders never wait on anything.
  */
-#define NR_SLAB        (RCL_BCACHE_CLASSES - RCL_SLAB_FIRST_CLASS)
+#define NR_SLAB        (RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS)
 
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
 static pthread_mutex_t slab_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
@@ -193,12 +195,146 @@ static void list_del(struct slab_class *k, struct slab *s)
         s->next->prev = s->prev;
 }
 
+/*
+ * Over glibc a slab's span comes from a region of REGION_BYTES the library
+ * maps itself, not from glibc: a 64 KiB span aligned to 64 KiB is over
+ * glibc's mmap threshold with its slack, and glibc's chunk headers then
+ * keep two more pages of it resident (12 KiB a span where the first slot
+ * touches 4). A mapping per span would do, but frees among them could
+ * leave the process one per span, and a few GiB of small blocks would
+ * reach vm.max_map_count. A region is aligned to its size; its first
+ * span holds its head (the one page of that span ever touched), so that a span
+ * finds its region from its address and the free ones are told by a bit,
+ * never by writing into a span a trim has given back. A region whose
+ * spans are all free is unmapped. Regions are on a list while they have
+ * a free span, under the slabs' lock; mapping and unmapping are outside.
+ */
+#define REGION_BYTES RCL_SLAB_REGION_BYTES
+/* Under a sanitizer the spans are its allocator's, whose leak checker
+ * scans them for pointers, where it would not scan a mapping of ours. */
+#if RCL__BE_COARSE_CLASSES || defined(RCL_SANITIZED)
+#define SPANS_FROM_BACKEND 1
+#else
+#define SPANS_FROM_BACKEND 0
+#endif
+#define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
+
+struct region {
+    struct region *prev, *next;     /* on `regions` while a span is free */
+    uint32_t       free;            /* a bit per span, span 0 (this head) never */
+};
+_Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
+#define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 2))
+
+static struct region *regions;
+
+static void region_link(struct region *r)
+{
+    r->prev = NULL;
+    r->next = regions;
+    if (regions)
+        regions->prev = r;
+    regions = r;
+}
+
+static void region_unlink(struct region *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        regions = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+}
+
+static struct region *region_map(void)
+{
+    char *p = mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)p + REGION_BYTES - 1) & ~(uintptr_t)(REGION_BYTES - 1));
+    if (a > p)
+        munmap(p, (size_t)(a - p));
+    munmap(a + REGION_BYTES, (size_t)(p + REGION_BYTES - a));
+    struct region *r = (struct region *)a;
+    r->free = REGION_ALL_FREE;
+    return r;
+}
+
+/* A free span of r, with the lock held; r has one. */
+static void *region_take(struct region *r)
+{
+    unsigned i = (unsigned)__builtin_ctz(r->free);
+
+    rcl__assert(r->free != 0 && i > 0);
+    r->free &= r->free - 1;
+    if (!r->free)
+        region_unlink(r);
+    return (char *)r + (size_t)i * SLAB_MIN_BYTES;
+}
+
+/* Span s back to its region, with the lock held; the region when it is
+ * now wholly free, unlinked, for the caller to unmap. */
+static struct region *region_give(void *s)
+{
+    struct region *r = (struct region *)((uintptr_t)s & ~(uintptr_t)(REGION_BYTES - 1));
+    uint32_t bit = (uint32_t)1 << (((uintptr_t)s & (REGION_BYTES - 1)) / SLAB_MIN_BYTES);
+
+    rcl__assert(bit > 1 && !(r->free & bit));
+    if (!r->free)
+        region_link(r);
+    r->free |= bit;
+    if (r->free != REGION_ALL_FREE)
+        return NULL;
+    region_unlink(r);
+    return r;
+}
+
+static void *span_get(size_t bytes)
+{
+    struct region *r;
+    void *s = NULL;
+
+    if (SPANS_FROM_BACKEND)
+        return rcl__be_memalign(bytes, bytes);
+    rcl__assert(bytes == SLAB_MIN_BYTES);
+    pthread_mutex_lock(&slab_lock);
+    if (regions)
+        s = region_take(regions);
+    pthread_mutex_unlock(&slab_lock);
+    if (s || !(r = region_map()))
+        return s;
+    pthread_mutex_lock(&slab_lock);
+    region_link(r);
+    s = region_take(r);
+    pthread_mutex_unlock(&slab_lock);
+    return s;
+}
+
+static void span_put(void *s, size_t bytes)
+{
+    struct region *gone;
+
+    if (SPANS_FROM_BACKEND) {
+        rcl__be_free(s);
+        return;
+    }
+    rcl__assert(bytes == SLAB_MIN_BYTES);
+    pthread_mutex_lock(&slab_lock);
+    gone = region_give(s);
+    pthread_mutex_unlock(&slab_lock);
+    if (gone)
+        munmap(gone, REGION_BYTES);
+}
+
 /* A new slab of class c, its slots poisoned but for the headers written
  * as they are given out. Outside the lock: the backend's call is
  * the slow part. */
 static struct slab *slab_new(unsigned c)
 {
-    struct slab *s = rcl__be_memalign(span_bytes(c), span_bytes(c));
+    struct slab *s = span_get(span_bytes(c));
 
     if (!s)
         return NULL;
@@ -222,7 +358,7 @@ static void slab_delete(struct slab *s, unsigned c, bool to_system)
     rcl__unpoison(s, span_bytes(c));
     if (to_system)
         madvise(s, span_bytes(c), MADV_DONTNEED);
-    rcl__be_free(s);
+    span_put(s, span_bytes(c));
 }
 
 /* A free slot of slab s, with the lock held: one given back, else the
@@ -521,7 +657,7 @@ void rcl__slab_put(struct rcl_hdr *h, unsigned c)
  * a slab's never-used slots are held by one thread at most. */
 void rcl__slab_disown(struct rcl_slab_own *own)
 {
-    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_BCACHE_CLASSES; c++) {
+    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_SLAB_END_CLASS; c++) {
         struct rcl_slab_own *o = &own[c + 1];
         unsigned n = o->nr_free + (o->end - o->fresh);
         struct slab *s = o->slab, *gone;
@@ -551,7 +687,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
 
 void rcl__slab_trim(void)
 {
-    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_BCACHE_CLASSES; c++) {
+    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_SLAB_END_CLASS; c++) {
         struct slab_class *k = class_of(c);
         struct slab *s;
 

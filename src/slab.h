@@ -12,10 +12,18 @@
  * quarter more memory, and a class the backend serves more slowly (its
  * slabs span several pages; jemalloc purges and faults them in again
  * under a live set of thousands). Carved from a slab, the header costs its
- * 16 bytes and no more. The classes below 256 B stay the backend's: its
- * classes there are 16 bytes apart, and the header's 16 bytes land on the
- * next of them exactly, so a slab would save nothing. Over glibc, whose
- * chunks fit to 16 bytes, there are no slabs (backend.h says why).
+ * 16 bytes and no more. The classes below 256 B stay mimalloc's and
+ * jemalloc's: their classes there are 16 bytes apart, and the header's 16
+ * bytes land on the next of them exactly, so a slab would save nothing.
+ *
+ * Over glibc it is the other way round. Its chunks fit to 16 bytes and
+ * merge free neighbours, so above 256 B a block asked of it costs no more
+ * than the header, and a slab would only hold more (backend.h). Below,
+ * its 8-byte size word and the header together take the block to the
+ * next 16 bytes but one: 16 B is a 48-byte chunk, where raw glibc's is
+ * 32. A slab slot of the classes up to 256 B, 16 bytes apart, is the
+ * chunk raw glibc would have made. Their spans come from regions the
+ * library maps itself (slab.c says why).
  *
  * The header is unchanged - a slot is a header and its class's largest
  * size - so rcl_free() and the caches treat a slab's block as any other;
@@ -30,21 +38,29 @@
 
 #include "block_cache.h"
 
-/* The first slab class: the one of 256-byte blocks. */
-#define RCL_SLAB_FIRST_CLASS 15u
-_Static_assert(RCL_SLAB_FIRST_CLASS < RCL_BCACHE_CLASSES, "a slab class is a cache class");
+/* The slab classes, [FIRST, END), and the sizes they serve: from the
+ * class of 256-byte blocks up over mimalloc and jemalloc, up to it over
+ * glibc. */
+#define RCL_SLAB_FIRST_CLASS (RCL__BE_COARSE_CLASSES ? 15u : 0u)
+#define RCL_SLAB_END_CLASS   (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_CLASSES : 16u)
+#define RCL_SLAB_MIN_SIZE    (RCL__BE_COARSE_CLASSES ? 241u : 1u)
+#define RCL_SLAB_MAX_SIZE    (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_MAX : 256u)
+_Static_assert(RCL_SLAB_END_CLASS <= RCL_BCACHE_CLASSES, "a slab class is a cache class");
 
-/* Blocks of `size` are slots of their class's slabs; only over a backend
- * with coarse classes (backend.h says why). */
+/* Over glibc, the regions the small classes' spans come from (slab.c):
+ * mapped by the library, aligned to their size, unmapped once free. */
+#define RCL_SLAB_REGION_BYTES (2u << 20)
+
+/* Blocks of `size` are slots of their class's slabs. */
 static inline bool rcl__slab_sized(size_t size)
 {
-    return RCL__BE_COARSE_CLASSES && size - (256 - 16 + 1) < RCL_BCACHE_MAX - (256 - 16);
+    return size - RCL_SLAB_MIN_SIZE < RCL_SLAB_MAX_SIZE - RCL_SLAB_MIN_SIZE + 1;
 }
 
 /* Blocks of class c are slots of its slabs. */
 static inline bool rcl__slab_class(unsigned c)
 {
-    return RCL__BE_COARSE_CLASSES && c >= RCL_SLAB_FIRST_CLASS;
+    return c - RCL_SLAB_FIRST_CLASS < RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS;
 }
 
 /* A free slot of class c's slabs, its header's space only unpoisoned; NULL

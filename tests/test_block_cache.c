@@ -32,6 +32,23 @@ static size_t usage_now(void)
     return rcl_usage();
 }
 
+/* What a thread's cache holds after n blocks of `size` came back to it:
+ * the n, and for a class of slabs (src/slab.h), what is left of the last
+ * batch its empty list was filled with - fewer than a batch, as tcmalloc's
+ * lists keep what is left of the batch they fetched. */
+static void assert_cached(size_t cached, size_t size, int n)
+{
+    size_t run = (size_t)n * rcl_alloc_charge(size);
+
+    if (!rcl__slab_sized(size)) {
+        assert_int_equal(cached, run);
+        return;
+    }
+    assert_true(cached >= run);
+    assert_true(cached < run + RCL_SLAB_BATCH * rcl_alloc_charge(size));
+    assert_int_equal(cached % rcl_alloc_charge(size), 0);
+}
+
 /* Start each test with this thread's cache empty. */
 static int cache_setup(void **state)
 {
@@ -71,7 +88,7 @@ TEST_WITH(cached_blocks_are_not_in_usage, cache_setup, test_teardown)
         p[i] = rcl_alloc(100, RCL_DEFAULT);
     for (int i = 0; i < 4; i++)
         rcl_free(p[i]);
-    assert_int_equal(cached_now(), 4 * rcl_alloc_charge(112));
+    assert_cached(cached_now(), 112, 4);
     assert_int_equal(rcl_usage(), 0);
     /* a block from the cache charges its class, as a fresh one does */
     void *q = rcl_alloc(97, RCL_DEFAULT);
@@ -106,7 +123,7 @@ TEST_WITH(another_threads_cached_blocks_are_not_in_usage, cache_setup, test_tear
     assert_int_equal(pthread_create(&th, NULL, cache_and_wait, &b), 0);
     pthread_barrier_wait(&b);
     assert_int_equal(rcl_usage(), rcl_alloc_charge(1000));
-    assert_int_equal(cached_now(), 100 * rcl_alloc_charge(64));
+    assert_cached(cached_now(), 64, 100);
     pthread_barrier_wait(&b);
     pthread_join(th, NULL);
     pthread_barrier_destroy(&b);
@@ -167,19 +184,10 @@ static size_t cached_after_run(size_t size, int n)
 }
 
 /* What a run of n blocks of `size` leaves cached when the list grew to
- * the whole run: the run, and for a class of slabs (src/slab.h), what is
- * left of the last batch the empty list was filled with - fewer than a
- * batch, as tcmalloc's lists keep what is left of the batch they fetched. */
+ * the whole run (assert_cached()). */
 static void assert_run_cached(size_t size, int n)
 {
-    size_t cached = cached_after_run(size, n), run = (size_t)n * rcl_alloc_charge(size);
-
-    if (!rcl__slab_sized(size)) {
-        assert_int_equal(cached, run);
-        return;
-    }
-    assert_true(cached >= run);
-    assert_true(cached < run + RCL_SLAB_BATCH * rcl_alloc_charge(size));
+    assert_cached(cached_after_run(size, n), size, n);
 }
 
 /* A class's list grows with every allocation that found it empty, so a
@@ -722,7 +730,7 @@ TEST_WITH(drain_request_empties_another_threads_cache, cache_setup, test_teardow
     while (pr.step != 1)
         pthread_cond_wait(&pr.cond, &pr.lock);
     pthread_mutex_unlock(&pr.lock);
-    assert_int_equal(cached_now(), 8 * rcl_alloc_charge(64));
+    assert_cached(cached_now(), 64, 8);
     rcl_usage_sync();
     peer_step(&pr, 2, 3);
     assert_int_equal(cached_now(), 0);
@@ -783,7 +791,7 @@ TEST_WITH(drain_request_during_reclaim_is_kept, cache_setup, test_teardown)
     pthread_mutex_unlock(&rp.pr.lock);
     rcl_usage_sync();
     peer_step(&rp.pr, 2, 3);
-    assert_int_equal(cached_now(), 8 * rcl_alloc_charge(64));    /* asked, not met yet */
+    assert_cached(cached_now(), 64, 8);    /* asked, not met yet */
     peer_step(&rp.pr, 4, 5);
     assert_int_equal(cached_now(), 0);
     peer_step(&rp.pr, 6, 0);
@@ -794,6 +802,14 @@ TEST_WITH(drain_request_during_reclaim_is_kept, cache_setup, test_teardown)
 /* Blocks a thread cached before rcl_shutdown() were charged to a budget
  * that is gone: when the thread comes back after rcl_init() they go back
  * to the backend, and its new stock backs no stale block. */
+/* What the peer allocates when it comes back: a size the backend serves,
+ * so that the cache holds nothing after it (a slab class's miss would
+ * fill a batch). */
+static size_t stale_peer_size(void)
+{
+    return rcl__slab_sized(100) ? 356 : 100;
+}
+
 static void *stale_peer_main(void *arg)
 {
     struct peer *pr = arg;
@@ -803,7 +819,7 @@ static void *stale_peer_main(void *arg)
     for (int i = 0; i < 8; i++)
         rcl_free(p[i]);
     peer_step(pr, 1, 2);        /* cache full; the library restarts meanwhile */
-    void *q = rcl_alloc(100, RCL_DEFAULT);
+    void *q = rcl_alloc(stale_peer_size(), RCL_DEFAULT);
     peer_step(pr, 3, 4);
     rcl_free(q);
     return NULL;
@@ -818,12 +834,12 @@ TEST_WITH(cache_from_before_shutdown_is_dropped, cache_setup, test_teardown)
     while (pr.step != 1)
         pthread_cond_wait(&pr.cond, &pr.lock);
     pthread_mutex_unlock(&pr.lock);
-    assert_int_equal(cached_now(), 8 * rcl_alloc_charge(64));
+    assert_cached(cached_now(), 64, 8);
     rcl_shutdown();
     assert_int_equal(test_init(64 * MiB), 0);
     peer_step(&pr, 2, 3);
     assert_int_equal(cached_now(), 0);
-    assert_int_equal(rcl_usage(), rcl_alloc_charge(100));
+    assert_int_equal(rcl_usage(), rcl_alloc_charge(stale_peer_size()));
     peer_step(&pr, 4, 0);
     pthread_join(th, NULL);
     assert_int_equal(usage_now(), 0);
@@ -857,15 +873,20 @@ TEST_WITH(thread_caches_no_more_than_its_bound, cache_setup, test_teardown)
  * cached again. */
 TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test_teardown)
 {
+    /* Two classes the backend serves, a block a miss: a slab class's
+     * miss takes a batch, and a full list of it gives one back. */
+    size_t old_size = rcl__slab_sized(64) ? 320 : 64, new_size = rcl__slab_sized(128) ? 448 : 128;
+
+    assert_false(rcl__slab_sized(old_size) || rcl__slab_sized(new_size));
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
-    size_t full = cached_after_run(64, 200);
-    assert_true(full > 8 * 1024 - rcl_alloc_charge(64) && full <= 8 * 1024);
-    rcl_free(rcl_alloc(128, RCL_DEFAULT));
+    size_t full = cached_after_run(old_size, 200);
+    assert_true(full > 8 * 1024 - rcl_alloc_charge(old_size) && full <= 8 * 1024);
+    rcl_free(rcl_alloc(new_size, RCL_DEFAULT));
     assert_int_equal(cached_now(), full);
     for (int i = 0; i < 512; i++)
-        rcl_free(rcl_alloc(128, RCL_DEFAULT));
-    assert_int_equal(cached_now(), rcl_alloc_charge(128));
+        rcl_free(rcl_alloc(new_size, RCL_DEFAULT));
+    assert_int_equal(cached_now(), rcl_alloc_charge(new_size));
     assert_int_equal(usage_now(), 0);
 }
 

@@ -9,8 +9,10 @@
  * slab, a slab that empties goes back to the page allocator (one is kept
  * for the next allocations, as a per-node partial list keeps some), and
  * a second free is caught, not a corruption. Over glibc, which fits a
- * chunk to 16 bytes, there are no slabs, and the tests that are about
- * them say so and skip.
+ * chunk to 16 bytes, the classes above 256 B are glibc's chunks, and the
+ * tests that are about their slabs say so and skip; its classes up to
+ * 256 B are slabs' slots instead, from regions the library maps, and
+ * the tests about those skip over the other backends.
  *
  * Each test uses sizes of a class no other test here uses, so that what
  * one leaves in its slabs cannot decide another.
@@ -19,15 +21,26 @@
 #include "internal.h"
 #include "slab.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 static bool no_slabs(void)
 {
     if (rcl__slab_sized(4096))
         return false;
-    print_message("skipped: over glibc there are no slabs - it fits a chunk to 16 bytes and "
-                  "merges free neighbours (src/backend.h)\n");
+    print_message("skipped: over glibc the classes above 256 B are its own chunks - it fits a "
+                  "chunk to 16 bytes and merges free neighbours (src/backend.h)\n");
+    return true;
+}
+
+static bool no_small_slabs(void)
+{
+    if (rcl__slab_sized(16))
+        return false;
+    print_message("skipped: over mimalloc and jemalloc the classes below 256 B are the "
+                  "backend's, 16 bytes apart as the header is long (src/slab.h)\n");
     return true;
 }
 
@@ -511,6 +524,72 @@ TEST(threads_freeing_each_others_blocks_return_them_to_their_slabs)
     for (size_t n = 300; n < 8000; n += 64)
         if (rcl__slab_sized(n))
             assert_int_equal(rcl__slab_held(rcl__bcache_class(n)), 0);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* Over glibc a 16-byte block and its header take 32 bytes, the chunk raw
+ * glibc makes for 16 bytes; asked of glibc they would take 48. */
+TEST(small_blocks_over_glibc_lie_a_header_apart)
+{
+    if (no_small_slabs())
+        skip();
+    enum { N = 512 };
+    void *p[N];
+    uintptr_t a[N];
+    int packed = 0;
+
+    for (int i = 0; i < N; i++) {
+        assert_non_null(p[i] = rcl_alloc(16, RCL_DEFAULT));
+        a[i] = (uintptr_t)p[i];
+    }
+    qsort(a, N, sizeof(*a), cmp_ptr);
+    for (int i = 1; i < N; i++)
+        packed += a[i] - a[i - 1] == 16 + 16;
+    /* 16 KiB of slots: within one 64 KiB span, or across one edge. */
+    assert_true(packed >= N - 2);
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+}
+
+static bool mapped(uintptr_t addr)
+{
+    return msync((void *)(addr & ~(uintptr_t)4095), 4096, MS_ASYNC) == 0 || errno != ENOMEM;
+}
+
+/* The regions the small classes' spans come from are unmapped once every
+ * span in them is free: a trim (here the shutdown's) leaves the process no
+ * mapping for memory it no longer uses - the kernel's slab gives an empty
+ * slab's pages back to the page allocator the same way. */
+TEST(a_trim_unmaps_the_regions_of_small_slabs)
+{
+    if (no_small_slabs())
+        skip();
+#ifdef RCL_SANITIZED
+    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
+                  "checker to scan (src/slab.c): there are no regions\n");
+    skip();
+#endif
+    enum { N = 20000 };     /* 200 B: about 9,000 slots a region */
+    void **p = malloc(N * sizeof(*p));
+    uintptr_t at[3];
+
+    assert_non_null(p);
+    for (int i = 0; i < N; i++)
+        assert_non_null(p[i] = rcl_alloc(200, RCL_DEFAULT));
+    at[0] = (uintptr_t)p[0];
+    at[1] = (uintptr_t)p[N / 2];
+    at[2] = (uintptr_t)p[N - 1];
+    assert_true((at[0] ^ at[2]) >= RCL_SLAB_REGION_BYTES);     /* more than one region */
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+    free(p);
+    for (int i = 0; i < 3; i++)
+        assert_true(mapped(at[i]));     /* kept for a live set that comes back */
+    rcl_shutdown();
+    for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_SLAB_END_CLASS; c++)
+        assert_int_equal(rcl__slab_held(c), 0);
+    for (int i = 0; i < 3; i++)
+        assert_false(mapped(at[i]));
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
