@@ -176,23 +176,35 @@ static inline struct rcl_hdr *slot(struct slab *s, unsigned c, unsigned i)
     return (struct rcl_hdr *)((char *)s + SLAB_HEAD + (size_t)i * slot_bytes(c));
 }
 
+/* The lists of slabs with a free slot and of regions with a free span:
+ * linked through their heads' prev and next, pushed at the front. */
+#define LIST_PUSH(head, n)                  \
+    do {                                    \
+        (n)->prev = NULL;                   \
+        (n)->next = (head);                 \
+        if (head)                           \
+            (head)->prev = (n);             \
+        (head) = (n);                       \
+    } while (0)
+
+#define LIST_DEL(head, n)                   \
+    do {                                    \
+        if ((n)->prev)                      \
+            (n)->prev->next = (n)->next;    \
+        else                                \
+            (head) = (n)->next;             \
+        if ((n)->next)                      \
+            (n)->next->prev = (n)->prev;    \
+    } while (0)
+
 static void list_add(struct slab_class *k, struct slab *s)
 {
-    s->prev = NULL;
-    s->next = k->avail;
-    if (k->avail)
-        k->avail->prev = s;
-    k->avail = s;
+    LIST_PUSH(k->avail, s);
 }
 
 static void list_del(struct slab_class *k, struct slab *s)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        k->avail = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    LIST_DEL(k->avail, s);
 }
 
 /*
@@ -228,25 +240,6 @@ _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
 
 static struct region *regions;
 
-static void region_link(struct region *r)
-{
-    r->prev = NULL;
-    r->next = regions;
-    if (regions)
-        regions->prev = r;
-    regions = r;
-}
-
-static void region_unlink(struct region *r)
-{
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        regions = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-}
-
 static struct region *region_map(void)
 {
     char *p = mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE,
@@ -271,7 +264,7 @@ static void *region_take(struct region *r)
     rcl__assert(r->free != 0 && i > 0);
     r->free &= r->free - 1;
     if (!r->free)
-        region_unlink(r);
+        LIST_DEL(regions, r);
     return (char *)r + (size_t)i * SLAB_MIN_BYTES;
 }
 
@@ -284,11 +277,11 @@ static struct region *region_give(void *s)
 
     rcl__assert(bit > 1 && !(r->free & bit));
     if (!r->free)
-        region_link(r);
+        LIST_PUSH(regions, r);
     r->free |= bit;
     if (r->free != REGION_ALL_FREE)
         return NULL;
-    region_unlink(r);
+    LIST_DEL(regions, r);
     return r;
 }
 
@@ -307,7 +300,7 @@ static void *span_get(size_t bytes)
     if (s || !(r = region_map()))
         return s;
     pthread_mutex_lock(&slab_lock);
-    region_link(r);
+    LIST_PUSH(regions, r);
     s = region_take(r);
     pthread_mutex_unlock(&slab_lock);
     return s;
