@@ -229,13 +229,22 @@ static int loop_write_sync(const char *data, const char *waiting_state)
     return r.done ? 0 : -1;
 }
 
+/* The memory a request takes to serve, from a pool that keeps one in
+ * reserve: the I/O that reclaim waits for must never wait for reclaim
+ * itself, so, as a block driver's requests come from a pool set up
+ * beforehand (a mempool, a tag set), the worker never fails to get one.
+ * Allocated in the worker's NOIO scope alone, with reclaim waiting on
+ * dirty buffers the worker alone can write, it failed whenever the budget
+ * was full - a deadlock of its own, before the one the acts are about. */
+static struct rcl_mempool *loop_reqs;
+
 static void loop_serve(struct io_req *r)
 {
     static _Atomic unsigned slot;
 
     rcl_lock_acquire(&loop_work_class);
-    state_set("serving I/O: allocating a request", r->no);
-    void *track = alloc_retry(128, RCL_DEFAULT);
+    state_set("serving I/O: taking a request from its pool", r->no);
+    void *track = rcl_mempool_alloc(loop_reqs, RCL_DEFAULT);
     state_set("serving I/O: writing the back-end file, wants the journal lock", r->no);
     if (journal_lock() == 0) {
         /* The back-end file lives on the same file system: its write is
@@ -243,7 +252,7 @@ static void loop_serve(struct io_req *r)
         memcpy(backing[atomic_fetch_add(&slot, 1) % 64], r->data, 4096);
         journal_unlock();
     }
-    rcl_free(track);
+    rcl_mempool_free(track, loop_reqs);
     rcl_lock_release(&loop_work_class);
     atomic_fetch_add(&stack_counters.ios, 1);
     state_set("idle, waiting for I/O", -1);
@@ -527,6 +536,9 @@ int stack_start(const struct stack_opts *o)
     inode_shrinker = rcl_shrinker_register("inode-cache", &inode_ops, NULL, &io);
     if (!buf_shrinker || !inode_shrinker)
         return -1;
+    /* One request is served at a time: one in reserve is enough. */
+    if (!(loop_reqs = rcl_mempool_create(1, 128)))
+        return -1;
 
     if (pthread_create(&loop.thread, NULL, loop_main, NULL))
         return -1;
@@ -601,5 +613,7 @@ int stack_stop(unsigned timeout_ms)
     rcl_lru_destroy(bufs);
     rcl_lru_destroy(inodes);
     bufs = inodes = NULL;
+    rcl_mempool_destroy(loop_reqs);
+    loop_reqs = NULL;
     return 0;
 }
