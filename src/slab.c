@@ -63,6 +63,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define SLAB_MIN_BYTES (64u * 1024)
 #define SLAB_MIN_SLOTS 16u
@@ -70,6 +71,13 @@
 #define SLAB_FIT_BYTES (256u * 1024) /* the largest span doubled for a better fit */
 #define SLAB_PAGE      4096u        /* the smallest page: where pages are larger,
                                        spans and batches are fitted as for 4 KiB */
+
+/* Over glibc, a region the spans come from (below): on a list while it
+ * has a free span. */
+struct region {
+    struct region *prev, *next;
+    uint32_t       free;            /* a bit per free span */
+};
 
 struct slab {
     struct slab    *prev, *next;    /* on its class's list while it has a free slot */
@@ -80,6 +88,8 @@ struct slab {
     unsigned        written;        /* slots below it had a header written once:
                                        their pages are resident, fresh or not */
     unsigned        cls;
+    struct region   region;         /* in a region's first span only, slab or
+                                       not: the region's head */
 };
 _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its first slot");
 
@@ -214,12 +224,16 @@ static void list_del(struct slab_class *k, struct slab *s)
  * keep two more pages of it resident (12 KiB a span where the first slot
  * touches 4). A mapping per span would do, but frees among them could
  * leave the process one per span, and a few GiB of small blocks would
- * reach vm.max_map_count. A region is aligned to its size; its first
- * span holds its head (the one page of that span ever touched), so that a span
- * finds its region from its address and the free ones are told by a bit,
- * never by writing into a span a trim has given back. A region whose
- * spans are all free is unmapped. Regions are on a list while they have
- * a free span, under the slabs' lock; mapping and unmapping are outside.
+ * reach vm.max_map_count. A region is aligned to its size, so that a span
+ * finds its region from its address; the region's head is in its first
+ * span's slab head, in the bytes a slab head leaves, and the first span
+ * is a slab's as the others are: a head with a span of its own kept a
+ * page resident for 24 bytes, and a span's worth of address space. The
+ * free spans are told by a bit, so that nothing is written into a span a
+ * trim has given back but the first page of the first, which the trim
+ * leaves (span_put()). A region whose spans are all free is unmapped.
+ * Regions are on a list while they have a free span, under the slabs'
+ * lock; mapping and unmapping are outside.
  */
 #define REGION_BYTES RCL_SLAB_REGION_BYTES
 /* Under a sanitizer the spans are its allocator's, whose leak checker
@@ -230,15 +244,20 @@ static void list_del(struct slab_class *k, struct slab *s)
 #define SPANS_FROM_BACKEND 0
 #endif
 #define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
-
-struct region {
-    struct region *prev, *next;     /* on `regions` while a span is free */
-    uint32_t       free;            /* a bit per span, span 0 (this head) never */
-};
 _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
-#define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 2))
+#define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 1))
 
 static struct region *regions;
+
+static inline char *region_base(const void *p)
+{
+    return (char *)((uintptr_t)p & ~(uintptr_t)(REGION_BYTES - 1));
+}
+
+static inline struct region *region_of(const void *p)
+{
+    return &((struct slab *)region_base(p))->region;
+}
 
 static struct region *region_map(void)
 {
@@ -247,11 +266,11 @@ static struct region *region_map(void)
 
     if (p == MAP_FAILED)
         return NULL;
-    char *a = (char *)(((uintptr_t)p + REGION_BYTES - 1) & ~(uintptr_t)(REGION_BYTES - 1));
+    char *a = region_base(p + REGION_BYTES - 1);
     if (a > p)
         munmap(p, (size_t)(a - p));
     munmap(a + REGION_BYTES, (size_t)(p + REGION_BYTES - a));
-    struct region *r = (struct region *)a;
+    struct region *r = region_of(a);
     r->free = REGION_ALL_FREE;
     return r;
 }
@@ -261,21 +280,21 @@ static void *region_take(struct region *r)
 {
     unsigned i = (unsigned)__builtin_ctz(r->free);
 
-    rcl__assert(r->free != 0 && i > 0);
+    rcl__assert(r->free != 0);
     r->free &= r->free - 1;
     if (!r->free)
         LIST_DEL(regions, r);
-    return (char *)r + (size_t)i * SLAB_MIN_BYTES;
+    return region_base(r) + (size_t)i * SLAB_MIN_BYTES;
 }
 
 /* Span s back to its region, with the lock held; the region when it is
  * now wholly free, unlinked, for the caller to unmap. */
 static struct region *region_give(void *s)
 {
-    struct region *r = (struct region *)((uintptr_t)s & ~(uintptr_t)(REGION_BYTES - 1));
+    struct region *r = region_of(s);
     uint32_t bit = (uint32_t)1 << (((uintptr_t)s & (REGION_BYTES - 1)) / SLAB_MIN_BYTES);
 
-    rcl__assert(bit > 1 && !(r->free & bit));
+    rcl__assert(!(r->free & bit));
     if (!r->free)
         LIST_PUSH(regions, r);
     r->free |= bit;
@@ -306,20 +325,30 @@ static void *span_get(size_t bytes)
     return s;
 }
 
-static void span_put(void *s, size_t bytes)
+/* With `to_system`, the span's pages go back to the system first - but
+ * for the first page of a region's first span, which holds the region's
+ * head. */
+static void span_put(void *s, size_t bytes, bool to_system)
 {
     struct region *gone;
 
     if (SPANS_FROM_BACKEND) {
+        if (to_system)
+            madvise(s, bytes, MADV_DONTNEED);
         rcl__be_free(s);
         return;
     }
     rcl__assert(bytes == SLAB_MIN_BYTES);
+    if (to_system) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t keep = (char *)s != region_base(s) ? 0 : page < bytes ? page : bytes;
+        madvise((char *)s + keep, bytes - keep, MADV_DONTNEED);
+    }
     pthread_mutex_lock(&slab_lock);
     gone = region_give(s);
     pthread_mutex_unlock(&slab_lock);
     if (gone)
-        munmap(gone, REGION_BYTES);
+        munmap(region_base(gone), REGION_BYTES);
 }
 
 /* A new slab of class c, its slots poisoned but for the headers written
@@ -349,9 +378,7 @@ static void slab_delete(struct slab *s, unsigned c, bool to_system)
     rcl__assert(s->used == 0 && s->cls == c);
     atomic_fetch_sub(&held_bytes[c], span_bytes(c));
     rcl__unpoison(s, span_bytes(c));
-    if (to_system)
-        madvise(s, span_bytes(c), MADV_DONTNEED);
-    span_put(s, span_bytes(c));
+    span_put(s, span_bytes(c), to_system);
 }
 
 /* A free slot of slab s, with the lock held: one given back, else the

@@ -24,7 +24,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 static bool no_slabs(void)
 {
@@ -591,6 +593,104 @@ TEST(a_trim_unmaps_the_regions_of_small_slabs)
         assert_int_equal(rcl__slab_held(c), 0);
     for (int i = 0; i < 3; i++)
         assert_false(mapped(at[i]));
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* A region's head takes no span of its own: it lies in its first span's
+ * slab head, and that span is a slab's like the other 31. */
+TEST(every_span_of_a_region_is_a_slab)
+{
+    if (no_small_slabs())
+        skip();
+#ifdef RCL_SANITIZED
+    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
+                  "checker to scan (src/slab.c): there are no regions\n");
+    skip();
+#endif
+    enum { SPANS = RCL_SLAB_REGION_BYTES / (64 * 1024), N = 2 * SPANS * 272 };
+    void **p = malloc(N * sizeof(*p));
+    uintptr_t *a = malloc(N * sizeof(*a));
+    unsigned most = 0, n = 0;
+    uint32_t spans = 0;
+
+    assert_true(p && a);
+    for (int i = 0; i < N; i++) {
+        assert_non_null(p[i] = rcl_alloc(224, RCL_DEFAULT));     /* 272 slots a span */
+        a[i] = (uintptr_t)p[i];
+    }
+    qsort(a, N, sizeof(*a), cmp_ptr);
+    for (int i = 0; i < N; i++) {
+        if (i && (a[i] ^ a[i - 1]) >= RCL_SLAB_REGION_BYTES)
+            spans = 0, n = 0;
+        uint32_t bit = (uint32_t)1 << (a[i] % RCL_SLAB_REGION_BYTES / (64 * 1024));
+        n += !(spans & bit);
+        spans |= bit;
+        most = n > most ? n : most;
+    }
+    assert_int_equal(most, SPANS);
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+    free(a);
+    free(p);
+}
+
+static bool resident(uintptr_t addr)
+{
+    unsigned char v = 0;
+
+    assert_int_equal(mincore((void *)(addr & ~(uintptr_t)4095), 4096, &v), 0);
+    return v & 1;
+}
+
+/* A trim gives a region's first span's pages back like any span's but for
+ * the first, where the region's head is: the region is still whole after
+ * it, its other spans in use and their blocks intact, and unmapped once
+ * they are free too. */
+TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
+{
+    if (no_small_slabs())
+        skip();
+#ifdef RCL_SANITIZED
+    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
+                  "checker to scan (src/slab.c): there are no regions\n");
+    skip();
+#endif
+    if (sysconf(_SC_PAGESIZE) != 4096) {
+        print_message("skipped: the pages of a span are counted in 4 KiB\n");
+        skip();
+    }
+    enum { N = 3 * 341, SPAN = 64 * 1024 };     /* 176 B: 341 slots a span */
+    void **p = malloc(N * sizeof(*p));
+    uintptr_t first = 0;
+
+    assert_non_null(p);
+    for (int i = 0; i < N; i++) {
+        assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
+        memset(p[i], i & 0xff, 176);
+        if ((uintptr_t)p[i] % RCL_SLAB_REGION_BYTES < SPAN)
+            first = (uintptr_t)p[i] & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1);
+    }
+    assert_true(first != 0);
+    for (int i = 0; i < N; i++)
+        if ((uintptr_t)p[i] - first < SPAN) {
+            rcl_free(p[i]);
+            p[i] = NULL;
+        }
+    rcl_usage_sync();
+    rcl__slab_trim();
+    assert_true(resident(first));
+    for (uintptr_t a = first + 4096; a < first + SPAN; a += 4096)
+        assert_false(resident(a));
+    for (int i = 0; i < N; i++) {
+        if (!p[i])
+            continue;
+        for (int j = 0; j < 176; j++)
+            assert_int_equal(((unsigned char *)p[i])[j], i & 0xff);
+        rcl_free(p[i]);
+    }
+    free(p);
+    rcl_shutdown();
+    assert_false(mapped(first));
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
