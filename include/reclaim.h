@@ -654,7 +654,10 @@ size_t rcl_auto_limit(void);
  * how rcl_free() knows the size and tells foreign pointers) and the
  * allocator's own per-block overhead (16 bytes for glibc); above 64 KiB,
  * the size, header and overhead to the byte. rcl_alloc_charge() says how
- * much for a given size.
+ * much for a given size. Over glibc an allocation the cache has no block
+ * of its class for may be served by a cached block of a larger class, up
+ * to half as large again (the next class up whatever its size): it then
+ * charges that class's, the memory it holds, until it is freed.
  * Aligned blocks charge size + align, valloc blocks their pages and one
  * more for the header. What the process holds beyond its charges counts
  * too: see rcl_footprint().
@@ -669,8 +672,8 @@ size_t rcl_auto_limit(void);
  * class, the rounding) are in docs/design.md, "The per-thread block cache".
  */
 void *rcl_alloc(size_t size, rcl_gfp_t gfp);
-/* What rcl_alloc(size) charges the budget; 0 for 0 or a size too large to
- * allocate. */
+/* What rcl_alloc(size) charges the budget (more for a block of a larger
+ * class, above); 0 for 0 or a size too large to allocate. */
 size_t rcl_alloc_charge(size_t size);
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */

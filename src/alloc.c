@@ -381,15 +381,24 @@ static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, uns
     return rcl__slab_class(c) ? rcl__bcache_fill(t, c, room) : block_new(size);
 }
 
-/* The fast path when the cache has no block: the backend's, if the part of
- * the stock not backing cached blocks covers it. Out of line, so that a
+/* The fast path when the cache has no block of the class: over glibc a
+ * larger class's (block_cache.h), else the backend's, if the part of the
+ * stock not backing cached blocks covers it. Out of line, so that a
  * cache hit needs no stack frame. */
 static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long cost,
                                                    rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h;
+    unsigned b;
 
+    /* A block of a larger class keeps it: the header says the smallest
+     * size of that class, so that what is worked out from it - the
+     * class, the charge, where the block goes back - is the block's. */
+    if ((h = rcl__bcache_borrow(t, c, &b)) != NULL) {
+        rcl__acct_out(t, rcl__bcache_charge(b));
+        return hand_out(t, h, rcl__bcache_cap(b - 1) + 1, gfp);
+    }
     long avail = rcl__stock_avail(t);
     if (unlikely(cost > avail) || unlikely(!(h = fresh_block(t, size, c, cost, avail))))
         return alloc_slow(size, gfp);   /* which counts the miss */

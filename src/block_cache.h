@@ -41,7 +41,9 @@
  * class rounding to the backend - or, from 256 B over mimalloc and
  * jemalloc, to its class's slabs (slab.h), in batches - which costs more
  * than the backend alone for small blocks (docs/bench/patterns.md has the
- * figures). From the cache a pair costs less than glibc's own.
+ * figures). From the cache a pair costs less than glibc's own. Over
+ * glibc an empty list first takes a cached block of a class a little
+ * larger (rcl__bcache_borrow(), below).
  *
  * A cached block stays charged: its charge goes from what the thread
  * handed out to its list when it is freed into the cache, and back when
@@ -348,6 +350,50 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
     t->bc->top[c + 1] = h->next;
     own_dec16(t->bc->len[c + 1]);
     return h;
+}
+
+/*
+ * Over glibc, an allocation whose list is empty takes a cached block of a
+ * larger class before it asks for new memory: of the next class up, or of
+ * one up to half as large again, the nearest first. Its classes are eight
+ * per doubling, so that glibc's 16-byte fit is not lost to the rounding
+ * (the table above), and a mix of sizes spreads over many lists, each
+ * holding blocks its own sizes do not need at that moment while the
+ * others ask the backend for more: live sets of 64 - 512 blocks of a mix
+ * of 8 B - 4 KiB held 1.26 - 1.76x raw glibc's memory, 1.00 - 1.04x with
+ * their neighbours' blocks lent. The block keeps its class - its header,
+ * its charge, the list it goes back to - so it costs the budget what it
+ * holds, more than rcl_alloc_charge(size) says. Not over mimalloc and
+ * jemalloc: four classes per doubling there, a mix already held no more
+ * than raw, and a pair of allocation and free that found its list empty
+ * every time (a live set of one block of each size in turn) ran at 1.4 -
+ * 2.0x their CPU time, from 0.9 - 1.1x. Not under AddressSanitizer,
+ * which must see a block's end where the size asked puts it.
+ */
+#if !RCL__BE_COARSE_CLASSES && !defined(RCL_ASAN)
+#define RCL_BCACHE_BORROW 1
+#else
+#define RCL_BCACHE_BORROW 0
+#endif
+
+/* A cached block of a class above c (above), its class in *b; NULL if
+ * none. Its charge leaves its list with it, as rcl__bcache_take()'s. */
+static inline struct rcl_hdr *rcl__bcache_borrow(struct rcl_thread *t, unsigned c, unsigned *b)
+{
+    size_t most = rcl__bcache_cap(c) + rcl__bcache_cap(c) / 2;
+
+    if (!RCL_BCACHE_BORROW)
+        return NULL;
+    for (unsigned k = c + 1; k < RCL_BCACHE_CLASSES; k++) {
+        if (k > c + 1 && rcl__bcache_cap(k) > most)
+            break;
+        struct rcl_hdr *h = rcl__bcache_take(t, k, (long)rcl__bcache_charge(k));
+        if (h) {
+            *b = k;
+            return h;
+        }
+    }
+    return NULL;
 }
 
 /* May a freed block of class c (whose charge is `charge`) be kept? Not

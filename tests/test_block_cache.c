@@ -8,7 +8,9 @@
  * cache hot); the list is bounded, and draining it gives the objects back.
  * And the memory cgroup's slab accounting: a cached block stays charged,
  * so the budget counts it while rcl_usage() does not, every rcl_alloc()
- * charges what rcl_alloc_charge() says, and a block that goes from the
+ * charges what rcl_alloc_charge() says (or, over glibc, what its block's
+ * class charges where a larger class's cached block served it), and a
+ * block that goes from the
  * cache to the program and back moves only its own charge - the per-CPU
  * stock of budget with no memory behind it is not touched, as the kernel
  * charges a slab page once, not each object carved from it.
@@ -18,6 +20,7 @@
 #include "slab.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 static size_t cached_now(void)
 {
@@ -182,6 +185,98 @@ TEST_WITH(every_size_charges_what_rcl_alloc_charge_says, cache_setup, test_teard
     }
 }
 
+static bool lends(void)
+{
+    if (RCL_BCACHE_BORROW)
+        return true;
+    print_message("skipped: no class lends its cached blocks to another over mimalloc and "
+                  "jemalloc, nor under AddressSanitizer (src/block_cache.h)\n");
+    return false;
+}
+
+/* Over glibc, an allocation whose list is empty takes a cached block of
+ * a class up to half as large again before it asks for new memory; the
+ * block keeps its class - its charge, and the list it goes back to. */
+TEST_WITH(an_empty_list_takes_a_cached_block_up_to_half_as_large_again, cache_setup,
+          test_teardown)
+{
+    if (!lends())
+        skip();
+    void *big = rcl_alloc(1600, RCL_DEFAULT);       /* class 1537 .. 1664 */
+    rcl_free(big);
+    void *p = rcl_alloc(1100, RCL_DEFAULT);         /* class 1025 .. 1152 */
+    assert_ptr_equal(p, big);
+    assert_int_equal(cached_now(), 0);
+    memset(p, 0x5a, 1100);
+    rcl_free(p);
+    assert_int_equal(cached_now(), rcl_alloc_charge(1600));
+    p = rcl_alloc(1600, RCL_DEFAULT);               /* its own class's again */
+    assert_ptr_equal(p, big);
+    assert_int_equal(usage_now(), rcl_alloc_charge(1600));
+    rcl_free(p);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* The next class up lends whatever its size; one further up only within
+ * half as large again, so that a borrowed block wastes at most a third. */
+TEST_WITH(a_block_further_up_than_half_as_large_again_is_not_lent, cache_setup, test_teardown)
+{
+    if (!lends())
+        skip();
+    void *next = rcl_alloc(32, RCL_DEFAULT);
+    rcl_free(next);
+    void *p = rcl_alloc(16, RCL_DEFAULT);           /* 32 B: twice, but the next class */
+    assert_ptr_equal(p, next);
+    rcl_free(p);
+    rcl_usage_sync();
+
+    void *far = rcl_alloc(1750, RCL_DEFAULT);       /* class 1665 .. 1792 */
+    rcl_free(far);
+    p = rcl_alloc(1100, RCL_DEFAULT);               /* 1152 x 1.5 = 1728 */
+    assert_ptr_not_equal(p, far);
+    assert_int_equal(cached_now(), rcl_alloc_charge(1750));
+    assert_int_equal(usage_now(), rcl_alloc_charge(1100));
+    rcl_free(p);
+}
+
+/* A lent block resized keeps its bytes, in place within its own class. */
+TEST_WITH(a_lent_block_resizes_within_its_own_class, cache_setup, test_teardown)
+{
+    if (!lends())
+        skip();
+    void *big = rcl_alloc(1600, RCL_DEFAULT);
+    rcl_free(big);
+    unsigned char *p = rcl_alloc(1100, RCL_DEFAULT);
+    assert_ptr_equal(p, big);
+    for (int i = 0; i < 1100; i++)
+        p[i] = (unsigned char)i;
+    unsigned char *q = rcl_realloc(p, 1650, RCL_DEFAULT);
+    assert_ptr_equal(q, p);
+    q = rcl_realloc(q, 4000, RCL_DEFAULT);
+    assert_non_null(q);
+    for (int i = 0; i < 1100; i++)
+        assert_int_equal(q[i], (unsigned char)i);
+    rcl_free(q);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* Over mimalloc and jemalloc (four classes per doubling) a class keeps to
+ * its own blocks. */
+TEST_WITH(over_coarse_classes_no_class_lends_its_blocks, cache_setup, test_teardown)
+{
+    if (!RCL__BE_COARSE_CLASSES) {
+        print_message("skipped: over glibc classes lend their cached blocks "
+                      "(src/block_cache.h)\n");
+        skip();
+    }
+    void *big = rcl_alloc(1600, RCL_DEFAULT);
+    rcl_free(big);
+    void *p = rcl_alloc(1100, RCL_DEFAULT);
+    assert_ptr_not_equal(p, big);
+    assert_int_equal(usage_now(), rcl_alloc_charge(1100));
+    rcl_free(p);
+}
+
 /* A run of `n` blocks of `size` allocated, then freed: how much of it the
  * calling thread's cache keeps. */
 static size_t cached_after_run(size_t size, int n)
@@ -295,8 +390,14 @@ TEST_WITH(a_consumer_of_many_classes_keeps_each_batch_short, cache_setup, test_t
     pthread_t th;
     void *cached;
 
-    for (int i = 0; i < MANY_ROUNDS * MANY_CLASSES; i++)
-        assert_non_null(blocks[i] = rcl_alloc(16 * (size_t)(i % MANY_CLASSES + 1), RCL_DEFAULT));
+    /* A class at a time, the smallest first, so that each block is of
+     * its own class: over glibc an allocation whose list is empty takes a
+     * larger class's cached block (src/block_cache.h), and those lists
+     * are still empty then. */
+    for (int k = 0; k < MANY_CLASSES; k++)
+        for (int r = 0; r < MANY_ROUNDS; r++)
+            assert_non_null(blocks[r * MANY_CLASSES + k] =
+                                rcl_alloc(16 * (size_t)(k + 1), RCL_DEFAULT));
     /* What is cached is then the consumer's alone: a batch from the slabs
      * (256 B, src/slab.h) leaves the producer's list what it did not use. */
     rcl_usage_sync();

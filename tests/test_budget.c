@@ -402,7 +402,10 @@ TEST(usage_never_exceeds_the_limit_under_many_threads)
     rcl_stats_get(&st);
     assert_true(st.peak <= st.limit);
     assert_true(st.peak > st.limit / 2);                /* the test did press */
-    assert_int_equal(usage_now(), c->n * rcl_alloc_charge(2048));   /* exact once quiet */
+    /* Exact once quiet: each block charges its class, 2 KiB's or, over
+     * glibc, one up to half as large again whose cached block served it
+     * (src/block_cache.h); and nothing once they are freed (below). */
+    assert_in_range(usage_now(), c->n * rcl_alloc_charge(2048), c->n * rcl_alloc_charge(3072));
     test_cache_free(c);
     assert_int_equal(usage_now(), 0);
 }
