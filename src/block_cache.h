@@ -353,22 +353,27 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
 }
 
 /*
- * Over glibc, an allocation whose list is empty takes a cached block of a
- * larger class before it asks for new memory: of the next class up, or of
- * one up to half as large again, the nearest first. Its classes are eight
- * per doubling, so that glibc's 16-byte fit is not lost to the rounding
- * (the table above), and a mix of sizes spreads over many lists, each
- * holding blocks its own sizes do not need at that moment while the
- * others ask the backend for more: live sets of 64 - 512 blocks of a mix
- * of 8 B - 4 KiB held 1.26 - 1.76x raw glibc's memory, 1.00 - 1.04x with
- * their neighbours' blocks lent. The block keeps its class - its header,
- * its charge, the list it goes back to - so it costs the budget what it
- * holds, more than rcl_alloc_charge(size) says. Not over mimalloc and
- * jemalloc: four classes per doubling there, a mix already held no more
- * than raw, and a pair of allocation and free that found its list empty
- * every time (a live set of one block of each size in turn) ran at 1.4 -
- * 2.0x their CPU time, from 0.9 - 1.1x. Not under AddressSanitizer,
- * which must see a block's end where the size asked puts it.
+ * Over glibc, an allocation whose list is empty, of a class that has
+ * missed before, takes a cached block of a larger class before it asks for
+ * new memory: of the next class up, or of one up to half as large again,
+ * the nearest first. Its classes are eight per doubling, so that glibc's
+ * 16-byte fit is not lost to the rounding (the table above), and a mix of
+ * sizes spreads over many lists, each holding blocks its own sizes do not
+ * need at that moment while the others ask the backend for more: live sets
+ * of 512 blocks of a mix of 8 B - 4 KiB held 1.26 - 1.27x raw glibc's
+ * memory, 1.02 - 1.03x with their neighbours' blocks lent (64 blocks:
+ * 1.70 - 1.76x, 1.11 - 1.14x). The block keeps its class - its header, its
+ * charge, the list it goes back to - so it costs the budget what it holds,
+ * more than rcl_alloc_charge(size) says. Only for a class that has missed
+ * since its depth was set (its `grown` mark): a class's first miss takes
+ * a block of its own, which its list then keeps, or a thread that holds
+ * one block of each size in turn would borrow at every allocation, its
+ * own list never filled - a miss's path where a hit was, 1.0 - 1.14x raw
+ * glibc's CPU time from 0.55 - 0.75x. Not over mimalloc and jemalloc:
+ * four classes per doubling there, a mix already held no more than raw,
+ * and that pattern ran at 1.4 - 2.0x their CPU time, from 0.9 - 1.1x. Not
+ * under AddressSanitizer, which must see a block's end where the size
+ * asked puts it.
  */
 #if !RCL__BE_COARSE_CLASSES && !defined(RCL_ASAN)
 #define RCL_BCACHE_BORROW 1
@@ -382,7 +387,7 @@ static inline struct rcl_hdr *rcl__bcache_borrow(struct rcl_thread *t, unsigned 
 {
     size_t most = rcl__bcache_cap(c) + rcl__bcache_cap(c) / 2;
 
-    if (!RCL_BCACHE_BORROW)
+    if (!RCL_BCACHE_BORROW || !t->bc->grown[c + 1])
         return NULL;
     for (unsigned k = c + 1; k < RCL_BCACHE_CLASSES; k++) {
         if (k > c + 1 && rcl__bcache_cap(k) > most)

@@ -194,17 +194,19 @@ static bool lends(void)
     return false;
 }
 
-/* Over glibc, an allocation whose list is empty takes a cached block of
- * a class up to half as large again before it asks for new memory; the
- * block keeps its class - its charge, and the list it goes back to. */
-TEST_WITH(an_empty_list_takes_a_cached_block_up_to_half_as_large_again, cache_setup,
-          test_teardown)
+/* Over glibc, an allocation whose list is empty, of a class that has
+ * missed before, takes a cached block of a class up to half as large again
+ * before it asks for new memory; the block keeps its class - its charge,
+ * and the list it goes back to. */
+TEST_WITH(a_class_short_of_blocks_takes_a_cached_block_up_to_half_as_large_again,
+          cache_setup, test_teardown)
 {
     if (!lends())
         skip();
+    void *own = rcl_alloc(1100, RCL_DEFAULT);       /* class 1025 .. 1152: a miss */
     void *big = rcl_alloc(1600, RCL_DEFAULT);       /* class 1537 .. 1664 */
     rcl_free(big);
-    void *p = rcl_alloc(1100, RCL_DEFAULT);         /* class 1025 .. 1152 */
+    void *p = rcl_alloc(1100, RCL_DEFAULT);
     assert_ptr_equal(p, big);
     assert_int_equal(cached_now(), 0);
     memset(p, 0x5a, 1100);
@@ -212,7 +214,27 @@ TEST_WITH(an_empty_list_takes_a_cached_block_up_to_half_as_large_again, cache_se
     assert_int_equal(cached_now(), rcl_alloc_charge(1600));
     p = rcl_alloc(1600, RCL_DEFAULT);               /* its own class's again */
     assert_ptr_equal(p, big);
+    rcl_free(own);
     assert_int_equal(usage_now(), rcl_alloc_charge(1600));
+    rcl_free(p);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A class's first miss takes a block of its own, which its list keeps:
+ * a thread that holds one block of each size in turn hits its own lists
+ * from then on, rather than borrow at every allocation. */
+TEST_WITH(a_class_that_never_missed_takes_a_block_of_its_own, cache_setup, test_teardown)
+{
+    if (!lends())
+        skip();
+    void *big = rcl_alloc(1600, RCL_DEFAULT);
+    rcl_free(big);
+    void *p = rcl_alloc(1100, RCL_DEFAULT);
+    assert_ptr_not_equal(p, big);
+    rcl_free(p);
+    assert_ptr_equal(rcl_alloc(1100, RCL_DEFAULT), p);
+    assert_ptr_equal(rcl_alloc(1600, RCL_DEFAULT), big);
+    rcl_free(big);
     rcl_free(p);
     assert_int_equal(usage_now(), 0);
 }
@@ -223,11 +245,21 @@ TEST_WITH(a_block_further_up_than_half_as_large_again_is_not_lent, cache_setup, 
 {
     if (!lends())
         skip();
+    void *own = rcl_alloc(1100, RCL_DEFAULT);       /* each class misses once */
+    void *own16 = rcl_alloc(16, RCL_DEFAULT);
+    void *rest[RCL_SLAB_BATCH];
+    int n = 0;
+    /* The 16 B list's batch from its slab (src/slab.h), emptied. */
+    while (cached_now())
+        assert_true(n < (int)RCL_SLAB_BATCH && (rest[n++] = rcl_alloc(16, RCL_DEFAULT)));
     void *next = rcl_alloc(32, RCL_DEFAULT);
     rcl_free(next);
     void *p = rcl_alloc(16, RCL_DEFAULT);           /* 32 B: twice, but the next class */
     assert_ptr_equal(p, next);
     rcl_free(p);
+    while (n)
+        rcl_free(rest[--n]);
+    rcl_free(own16);
     rcl_usage_sync();
 
     void *far = rcl_alloc(1750, RCL_DEFAULT);       /* class 1665 .. 1792 */
@@ -235,6 +267,7 @@ TEST_WITH(a_block_further_up_than_half_as_large_again_is_not_lent, cache_setup, 
     p = rcl_alloc(1100, RCL_DEFAULT);               /* 1152 x 1.5 = 1728 */
     assert_ptr_not_equal(p, far);
     assert_int_equal(cached_now(), rcl_alloc_charge(1750));
+    rcl_free(own);
     assert_int_equal(usage_now(), rcl_alloc_charge(1100));
     rcl_free(p);
 }
@@ -244,10 +277,12 @@ TEST_WITH(a_lent_block_resizes_within_its_own_class, cache_setup, test_teardown)
 {
     if (!lends())
         skip();
+    void *own = rcl_alloc(1100, RCL_DEFAULT);       /* the class misses once */
     void *big = rcl_alloc(1600, RCL_DEFAULT);
     rcl_free(big);
     unsigned char *p = rcl_alloc(1100, RCL_DEFAULT);
     assert_ptr_equal(p, big);
+    rcl_free(own);
     for (int i = 0; i < 1100; i++)
         p[i] = (unsigned char)i;
     unsigned char *q = rcl_realloc(p, 1650, RCL_DEFAULT);
