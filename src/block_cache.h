@@ -361,15 +361,15 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
  * sizes spreads over many lists, each holding blocks its own sizes do not
  * need at that moment while the others ask the backend for more: live sets
  * of 512 blocks of a mix of 8 B - 4 KiB held 1.26 - 1.27x raw glibc's
- * memory, 1.02 - 1.03x with their neighbours' blocks lent (64 blocks:
- * 1.70 - 1.76x, 1.11 - 1.14x). The block keeps its class - its header, its
+ * memory, 1.02 - 1.04x with their neighbours' blocks lent (64 blocks:
+ * 1.70 - 1.76x, 1.09 - 1.14x). The block keeps its class - its header, its
  * charge, the list it goes back to - so it costs the budget what it holds,
  * more than rcl_alloc_charge(size) says. Only for a class that has missed
  * since its depth was set (its `grown` mark): a class's first miss takes
  * a block of its own, which its list then keeps, or a thread that holds
  * one block of each size in turn would borrow at every allocation, its
- * own list never filled - a miss's path where a hit was, 1.0 - 1.14x raw
- * glibc's CPU time from 0.55 - 0.75x. Not over mimalloc and jemalloc:
+ * own list never filled - a miss's path where a hit was, 0.93 - 1.14x
+ * raw glibc's CPU time from 0.55 - 0.74x. Not over mimalloc and jemalloc:
  * four classes per doubling there, a mix already held no more than raw,
  * and that pattern ran at 1.4 - 2.0x their CPU time, from 0.9 - 1.1x. Not
  * under AddressSanitizer, which must see a block's end where the size
