@@ -46,6 +46,21 @@ static bool no_small_slabs(void)
     return true;
 }
 
+/* The regions the small classes' spans come from (src/slab.c): over glibc,
+ * but for a sanitizer's build. */
+static bool no_regions(void)
+{
+    if (no_small_slabs())
+        return true;
+#ifdef RCL_SANITIZED
+    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
+                  "checker to scan (src/slab.c): there are no regions\n");
+    return true;
+#else
+    return false;
+#endif
+}
+
 static int cmp_ptr(const void *a, const void *b)
 {
     uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
@@ -565,13 +580,8 @@ static bool mapped(uintptr_t addr)
  * slab's pages back to the page allocator the same way. */
 TEST(a_trim_unmaps_the_regions_of_small_slabs)
 {
-    if (no_small_slabs())
+    if (no_regions())
         skip();
-#ifdef RCL_SANITIZED
-    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
-                  "checker to scan (src/slab.c): there are no regions\n");
-    skip();
-#endif
     enum { N = 20000 };     /* 200 B: about 9,000 slots a region */
     void **p = malloc(N * sizeof(*p));
     uintptr_t at[3];
@@ -600,13 +610,8 @@ TEST(a_trim_unmaps_the_regions_of_small_slabs)
  * slab head, and that span is a slab's like the other 31. */
 TEST(every_span_of_a_region_is_a_slab)
 {
-    if (no_small_slabs())
+    if (no_regions())
         skip();
-#ifdef RCL_SANITIZED
-    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
-                  "checker to scan (src/slab.c): there are no regions\n");
-    skip();
-#endif
     enum { SPANS = RCL_SLAB_REGION_BYTES / (64 * 1024), N = 2 * SPANS * 272 };
     void **p = malloc(N * sizeof(*p));
     uintptr_t *a = malloc(N * sizeof(*a));
@@ -648,13 +653,8 @@ static bool resident(uintptr_t addr)
  * they are free too. */
 TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
 {
-    if (no_small_slabs())
+    if (no_regions())
         skip();
-#ifdef RCL_SANITIZED
-    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
-                  "checker to scan (src/slab.c): there are no regions\n");
-    skip();
-#endif
     if (sysconf(_SC_PAGESIZE) != 4096) {
         print_message("skipped: the pages of a span are counted in 4 KiB\n");
         skip();
