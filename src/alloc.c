@@ -527,21 +527,10 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     return p;
 }
 
-/* Threads may ask first at once: relaxed atomics, every one of them
- * stores the same value. */
-static size_t page_size(void)
-{
-    static _Atomic size_t cached;
-    size_t page = rd(cached);
-    if (!page)
-        wr(cached, page = (size_t)sysconf(_SC_PAGESIZE));
-    return page;
-}
-
 static void *valloc_body(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
-    size_t page = page_size();
+    size_t page = rcl__page_size();
     int err;
 
     if (!size)

@@ -12,7 +12,6 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 _Atomic long rcl__bcache_bytes;
 
@@ -156,7 +155,7 @@ const struct rcl_bcache_lists rcl__bcache_none;
  */
 static size_t lists_bytes(void)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = rcl__page_size();
     return (sizeof(struct rcl_bcache_lists) + page - 1) & ~(page - 1);
 }
 

@@ -63,23 +63,18 @@ static struct {
     int              locked;
 } resv = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-static size_t page_bytes(void)
-{
-    return (size_t)sysconf(_SC_PAGESIZE);
-}
-
 /* Writes every page, so that each is resident now and not at first use:
  * MAP_POPULATE alone may leave the zero page mapped read-only. */
 static void prefault(char *p, size_t len)
 {
-    size_t page = page_bytes();
+    size_t page = rcl__page_size();
     for (size_t off = 0; off < len; off += page)
         ((volatile char *)p)[off] = 0;
 }
 
 static int region_map(size_t bytes, unsigned flags)
 {
-    size_t page = page_bytes();
+    size_t page = rcl__page_size();
     size_t len = (bytes + page - 1) & ~(page - 1);
     char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -280,7 +275,7 @@ void rcl__resv_free(void *hdr)
 static __attribute__((noinline)) void stack_touch(size_t bytes)
 {
     char *buf = __builtin_alloca(bytes);
-    size_t page = page_bytes();
+    size_t page = rcl__page_size();
     for (size_t off = 0; off < bytes; off += page)
         ((volatile char *)buf)[off] = 0;
     __asm__ volatile("" : : "r"(buf) : "memory");

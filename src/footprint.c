@@ -192,7 +192,7 @@ void rcl__footprint_start(bool auto_limit)
     F.mode = want_mode(auto_limit, by_cgroup);
     if (F.mode == RCL__FOOTPRINT_CGROUP && !by_cgroup)
         F.mode = RCL__FOOTPRINT_RSS;        /* asked for, but no cgroup limit */
-    F.page = (size_t)sysconf(_SC_PAGESIZE);
+    F.page = rcl__page_size();
     F.base = 0;
     wr(F.inactive, 0);
     wr(rcl__acct.outside, 0);

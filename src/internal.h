@@ -20,7 +20,7 @@
  *   init.c      life cycle, configuration
  *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
- *   clock.c     rcl__now_ns(), the one clock
+ *   clock.c     rcl__now_ns(), the one clock; rcl__page_size()
  *   gfp.c       the flags' names for reports (rcl__gfp_str)
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
@@ -75,8 +75,9 @@ static inline void rcl__ensure_init(void)
         rcl__init_slow();
 }
 
-/* Monotonic nanoseconds (clock.c, a leaf). */
+/* Monotonic nanoseconds, and the page size (clock.c, a leaf). */
 unsigned long long rcl__now_ns(void);
+size_t rcl__page_size(void);
 /* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 

@@ -63,7 +63,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #define SLAB_MIN_BYTES (64u * 1024)
 #define SLAB_MIN_SLOTS 16u
@@ -340,7 +339,7 @@ static void span_put(void *s, size_t bytes, bool to_system)
     }
     rcl__assert(bytes == SLAB_MIN_BYTES);
     if (to_system) {
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        size_t page = rcl__page_size();
         size_t keep = (char *)s != region_base(s) ? 0 : page < bytes ? page : bytes;
         madvise((char *)s + keep, bytes - keep, MADV_DONTNEED);
     }
