@@ -378,7 +378,8 @@ static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, uns
 
     if (h)
         return h;
-    return rcl__slab_class(c) ? rcl__bcache_fill(t, c, room) : block_new(size);
+    return rcl__slab_class(c) && rcl__slab_wanted(t, c) ? rcl__bcache_fill(t, c, room) :
+                                                          block_new(size);
 }
 
 /* The fast path when the cache has no block of the class: over glibc a
@@ -817,9 +818,12 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     size_t old = h->size;
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return fail(EOVERFLOW);
-    /* A slab's slot stays only in its class: the backend cannot resize it,
-     * and a block must live where its header's class says (block_new). */
-    if (slab_home(old) != slab_home(size))
+    /* A slab's slot stays only in its class: the backend cannot resize
+     * it. A backend block becomes one of a slab class by a move where
+     * every block of such a class is a slot (block_new; over glibc, one
+     * may be either: slab.h). */
+    unsigned home = block_home(h, old);
+    if (home ? home != slab_home(size) : slab_home(size) && !RCL_SLAB_MIXED)
         return realloc_move(p, h, size, gfp);
     size_t was = block_charge(old), now = block_charge(size);
     int err;
@@ -827,7 +831,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
         return fail(-err);
     /* In place when the block already has the room: a slot of the size's
      * class, or a backend block the backend made big enough. */
-    struct rcl_hdr *n = rcl__slab_sized(size) || backend_size(size) <= rcl__be_usable_size(h) ? h :
+    struct rcl_hdr *n = home || backend_size(size) <= rcl__be_usable_size(h) ? h :
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
                                     backend_size(size), size, gfp, now > was ? now - was : 0);
     if (!n) {

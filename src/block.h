@@ -84,16 +84,23 @@ static inline size_t backend_size(size_t size)
  * neither has the memory. */
 static inline struct rcl_hdr *block_new(size_t size)
 {
-    if (rcl__slab_sized(size))
+    if (rcl__slab_sized(size) && rcl__slab_wanted(&rcl__self, rcl__bcache_class(size)))
         return rcl__bcache_slot(&rcl__self, rcl__bcache_class(size));
     return rcl__be_malloc(backend_size(size));
 }
 
-/* Where a block of `size` lives: 0 for the backend, else its slab
- * class's number (its index + 1). */
+/* A slab class's number (its index + 1) for a block of `size`, 0 for a
+ * size of no slab class. */
 static inline unsigned slab_home(size_t size)
 {
     return rcl__slab_sized(size) ? rcl__bcache_class(size) + 1 : 0;
+}
+
+/* Where the block h of `size` lives: its slab class's number if it is a
+ * slot, else 0, the backend. */
+static inline unsigned block_home(const struct rcl_hdr *h, size_t size)
+{
+    return slab_home(size) && rcl__slab_holds(h) ? slab_home(size) : 0;
 }
 
 /* A plain block of class c given up (its charge dealt with), to where
@@ -102,7 +109,7 @@ static inline unsigned slab_home(size_t size)
 static inline void block_delete_class(struct rcl_hdr *h, unsigned c)
 {
     h->meta = 0;
-    if (rcl__slab_class(c))
+    if (rcl__slab_class(c) && rcl__slab_holds(h))
         rcl__slab_put(h, c);
     else
         rcl__be_free(h);

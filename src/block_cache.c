@@ -475,7 +475,16 @@ bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
     atomic_store_explicit(&t->bc->len[c + 1], (uint16_t)(rd(t->bc->len[c + 1]) - n),
                           memory_order_release);
-    rcl__slab_put_many(c, hs, n);
+    /* Over glibc a class's blocks may be glibc's chunks too (slab.h). */
+    unsigned slots = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (rcl__slab_holds(hs[i]))
+            hs[slots++] = hs[i];
+        else
+            block_delete_class(hs[i], c);
+    }
+    if (slots)
+        rcl__slab_put_many(c, hs, slots);
     return true;
 }
 

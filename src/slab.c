@@ -235,13 +235,15 @@ static void list_del(struct slab_class *k, struct slab *s)
  * lock; mapping and unmapping are outside.
  */
 #define REGION_BYTES RCL_SLAB_REGION_BYTES
-/* Under a sanitizer the spans are its allocator's, whose leak checker
- * scans them for pointers, where it would not scan a mapping of ours. */
-#if RCL__BE_COARSE_CLASSES || defined(RCL_SANITIZED)
+/* Under AddressSanitizer the spans are its allocator's, whose leak
+ * checker scans them for pointers, where it would not scan a mapping of
+ * ours. ThreadSanitizer has no leak checker: it sees the regions. */
+#if RCL__BE_COARSE_CLASSES || defined(RCL_ASAN)
 #define SPANS_FROM_BACKEND 1
 #else
 #define SPANS_FROM_BACKEND 0
 #endif
+_Static_assert(RCL_SLAB_MIXED == !SPANS_FROM_BACKEND, "blocks of two homes in a class where regions are");
 #define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
 _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
 #define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 1))
@@ -258,10 +260,66 @@ static inline struct region *region_of(const void *p)
     return &((struct slab *)region_base(p))->region;
 }
 
+/*
+ * Which of the address space's REGION_BYTES are regions: a bit each, set
+ * while the region is mapped. Over glibc a slab class's blocks are slots
+ * or glibc's chunks (slab.h), and a block going back finds its home by
+ * its address, without a read of memory that may not be mapped. Read
+ * without the lock: a slot's region is mapped, and its bit set, before
+ * the slot is handed out, and stays so while the slot is out; no chunk of
+ * glibc's lies in a region. 8 MiB of address space for the 47-bit user
+ * address space, mapped with the first region; a page of it resident for
+ * each 64 GiB of address space that regions are in.
+ */
+typedef _Atomic uint64_t map_word;
+#define MAP_ADDR_BITS 47
+#define MAP_SHIFT     21
+_Static_assert(REGION_BYTES == 1u << MAP_SHIFT, "a bit of the map is a region");
+#define MAP_WORDS     ((size_t)1 << (MAP_ADDR_BITS - MAP_SHIFT - 6))
+static map_word *_Atomic region_bits;
+
+static map_word *map_get(void)
+{
+    map_word *m = atomic_load_explicit(&region_bits, memory_order_acquire), *none = NULL;
+
+    if (m)
+        return m;
+    m = mmap(NULL, MAP_WORDS * sizeof(*m), PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    if (atomic_compare_exchange_strong(&region_bits, &none, m))
+        return m;
+    munmap(m, MAP_WORDS * sizeof(*m));
+    return none;
+}
+
+static void map_set(map_word *m, const char *region, bool on)
+{
+    uintptr_t i = (uintptr_t)region >> MAP_SHIFT;
+    uint64_t bit = (uint64_t)1 << (i % 64);
+
+    if (on)
+        atomic_fetch_or_explicit(&m[i / 64], bit, memory_order_release);
+    else
+        atomic_fetch_and_explicit(&m[i / 64], ~bit, memory_order_release);
+}
+
+bool rcl__slab_in_region(const void *p)
+{
+    map_word *m = atomic_load_explicit(&region_bits, memory_order_acquire);
+    uintptr_t i = (uintptr_t)p >> MAP_SHIFT;
+
+    if (!m || i >= MAP_WORDS * 64)
+        return false;
+    return atomic_load_explicit(&m[i / 64], memory_order_acquire) >> (i % 64) & 1;
+}
+
 static struct region *region_map(void)
 {
-    char *p = mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    map_word *m = map_get();
+    char *p = m ? mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
 
     if (p == MAP_FAILED)
         return NULL;
@@ -269,9 +327,22 @@ static struct region *region_map(void)
     if (a > p)
         munmap(p, (size_t)(a - p));
     munmap(a + REGION_BYTES, (size_t)(p + REGION_BYTES - a));
+    /* Above the map's reach only where a program asked for such
+     * addresses itself (five-level page tables, with a hint). */
+    if ((uintptr_t)a >> MAP_SHIFT >= MAP_WORDS * 64) {
+        munmap(a, REGION_BYTES);
+        return NULL;
+    }
+    map_set(m, a, true);
     struct region *r = region_of(a);
     r->free = REGION_ALL_FREE;
     return r;
+}
+
+static void region_unmap(struct region *r)
+{
+    map_set(atomic_load_explicit(&region_bits, memory_order_relaxed), region_base(r), false);
+    munmap(region_base(r), REGION_BYTES);
 }
 
 /* A free span of r, with the lock held; r has one. */
@@ -347,7 +418,7 @@ static void span_put(void *s, size_t bytes, bool to_system)
     gone = region_give(s);
     pthread_mutex_unlock(&slab_lock);
     if (gone)
-        munmap(region_base(gone), REGION_BYTES);
+        region_unmap(gone);
 }
 
 /* A new slab of class c, its slots poisoned but for the headers written

@@ -47,13 +47,13 @@ static bool no_small_slabs(void)
 }
 
 /* The regions the small classes' spans come from (src/slab.c): over glibc,
- * but for a sanitizer's build. */
+ * but for AddressSanitizer's build. */
 static bool no_regions(void)
 {
     if (no_small_slabs())
         return true;
-#ifdef RCL_SANITIZED
-    print_message("skipped: under a sanitizer the spans are its allocator's, for its leak "
+#ifdef RCL_ASAN
+    print_message("skipped: under AddressSanitizer the spans are its allocator's, for its leak "
                   "checker to scan (src/slab.c): there are no regions\n");
     return true;
 #else
@@ -545,6 +545,13 @@ TEST(threads_freeing_each_others_blocks_return_them_to_their_slabs)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
+/* Is the block at p a slot? Over glibc a small class's blocks are glibc's
+ * chunks until the thread's list for it has grown (src/slab.h). */
+static bool slot_at(void *p)
+{
+    return rcl__slab_holds(rcl__hdr_of(p));
+}
+
 /* Over glibc a 16-byte block and its header take 32 bytes, the chunk raw
  * glibc makes for 16 bytes; asked of glibc they would take 48. */
 TEST(small_blocks_over_glibc_lie_a_header_apart)
@@ -554,17 +561,19 @@ TEST(small_blocks_over_glibc_lie_a_header_apart)
     enum { N = 512 };
     void *p[N];
     uintptr_t a[N];
-    int packed = 0;
+    int packed = 0, slots = 0;
 
     for (int i = 0; i < N; i++) {
         assert_non_null(p[i] = rcl_alloc(16, RCL_DEFAULT));
-        a[i] = (uintptr_t)p[i];
+        if (slot_at(p[i]))
+            a[slots++] = (uintptr_t)p[i];
     }
-    qsort(a, N, sizeof(*a), cmp_ptr);
-    for (int i = 1; i < N; i++)
+    assert_true(slots >= N - (int)RCL_SLAB_MIN_DEPTH);
+    qsort(a, (size_t)slots, sizeof(*a), cmp_ptr);
+    for (int i = 1; i < slots; i++)
         packed += a[i] - a[i - 1] == 16 + 16;
     /* 16 KiB of slots: within one 64 KiB span, or across one edge. */
-    assert_true(packed >= N - 2);
+    assert_true(packed >= slots - 2);
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
 }
@@ -589,9 +598,12 @@ TEST(a_trim_unmaps_the_regions_of_small_slabs)
     assert_non_null(p);
     for (int i = 0; i < N; i++)
         assert_non_null(p[i] = rcl_alloc(200, RCL_DEFAULT));
-    at[0] = (uintptr_t)p[0];
+    at[0] = 0;
+    for (int i = 0; !at[0]; i++)
+        at[0] = slot_at(p[i]) ? (uintptr_t)p[i] : 0;
     at[1] = (uintptr_t)p[N / 2];
     at[2] = (uintptr_t)p[N - 1];
+    assert_true(slot_at(p[N / 2]) && slot_at(p[N - 1]));
     assert_true((at[0] ^ at[2]) >= RCL_SLAB_REGION_BYTES);     /* more than one region */
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
@@ -639,6 +651,223 @@ TEST(every_span_of_a_region_is_a_slab)
     free(p);
 }
 
+/* Over glibc a small class's blocks live in two places (src/slab.h). */
+static bool no_mixed_homes(void)
+{
+    if (RCL_SLAB_MIXED)
+        return false;
+    print_message("skipped: every block of a slab class is a slot here; over glibc (but under "
+                  "AddressSanitizer) a small class's first blocks are glibc's chunks "
+                  "(src/slab.h)\n");
+    return true;
+}
+
+/* A thread's live set of one class, allocated in a thread of its own, so
+ * that its lists start at their first depths: the index of its first slot,
+ * and how many are slots. */
+enum { GROW_N = 4 * RCL_SLAB_MIN_DEPTH };
+struct grow { size_t size; int first_slot, slots; };
+
+static void *grow_thread(void *arg)
+{
+    struct grow *g = arg;
+    void *p[GROW_N];
+
+    g->first_slot = -1;
+    g->slots = 0;
+    for (int i = 0; i < GROW_N; i++) {
+        if (!(p[i] = rcl_alloc(g->size, RCL_DEFAULT)))
+            return (void *)1;
+        if (slot_at(p[i])) {
+            g->first_slot = g->first_slot < 0 ? i : g->first_slot;
+            g->slots++;
+        }
+    }
+    for (int i = 0; i < GROW_N; i++)
+        rcl_free(p[i]);
+    return NULL;
+}
+
+/* A class's first blocks are glibc's chunks, which share glibc's pages
+ * with every other size; once the thread's list for it has grown to
+ * RCL_SLAB_MIN_DEPTH, a live set that fills a slab's page, the class's
+ * new blocks are slots. */
+TEST(over_glibc_a_class_takes_slots_once_its_list_has_grown)
+{
+    if (no_mixed_homes())
+        skip();
+    struct grow g = { .size = 48 };
+    pthread_t th;
+    void *ret;
+
+    assert_int_equal(pthread_create(&th, NULL, grow_thread, &g), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    assert_true(g.first_slot > 0 && g.first_slot <= (int)RCL_SLAB_MIN_DEPTH);
+    assert_int_equal(g.slots, GROW_N - g.first_slot);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+}
+
+/* Over glibc a class's list holds chunks and slots side by side; each goes
+ * back where it lives - a chunk to glibc, a slot to its slab - whichever
+ * thread frees it, from a list too long for a batch, from the depot, or at
+ * a thread's exit. A slot given to glibc would be glibc's abort, a chunk
+ * given to a slab a slab's count gone wrong, its region never unmapped. */
+enum { MIX_N = 3000, MIX_SIZE = 100 };
+struct mixed { void **p; pthread_barrier_t *bar; };
+
+static void *mixed_freer(void *arg)
+{
+    struct mixed *m = arg;
+    enum { OWN = 8 * RCL_SLAB_MIN_DEPTH };
+    void *own[OWN];
+
+    /* A list of its own grown past what the depot takes whole (32 KiB), so
+     * that the frees below find it full and give its top batch back to the
+     * slabs, a batch of both homes once the owner's first blocks come. */
+    for (unsigned i = 0; i < OWN; i++)
+        if (!(own[i] = rcl_alloc(MIX_SIZE, RCL_DEFAULT)))
+            return (void *)1;
+    for (unsigned i = 0; i < OWN; i++)
+        rcl_free(own[i]);
+    pthread_barrier_wait(m->bar);
+    for (int i = 1; i < MIX_N; i += 2) {
+        for (int j = 0; j < MIX_SIZE; j++)
+            if (((unsigned char *)m->p[i])[j] != (unsigned char)i)
+                return (void *)2;
+        rcl_free(m->p[i]);
+    }
+    return NULL;
+}
+
+static void *mixed_owner(void *arg)
+{
+    struct mixed *m = arg;
+    int slots = 0;
+
+    for (int i = 0; i < MIX_N; i++) {
+        if (!(m->p[i] = rcl_alloc(MIX_SIZE, RCL_DEFAULT)))
+            return (void *)1;
+        memset(m->p[i], i & 0xff, MIX_SIZE);
+        slots += slot_at(m->p[i]);
+    }
+    if (slots == 0 || slots == MIX_N)
+        return (void *)3;
+    pthread_barrier_wait(m->bar);
+    for (int i = MIX_N - 2; i >= 0; i -= 2)
+        rcl_free(m->p[i]);
+    return NULL;
+}
+
+TEST(blocks_of_both_homes_go_back_where_they_live)
+{
+    if (no_mixed_homes())
+        skip();
+    pthread_barrier_t bar;
+    struct mixed m = { .p = malloc(MIX_N * sizeof(void *)), .bar = &bar };
+    pthread_t owner, freer;
+    void *r1, *r2;
+
+    assert_non_null(m.p);
+    pthread_barrier_init(&bar, NULL, 2);
+    assert_int_equal(pthread_create(&owner, NULL, mixed_owner, &m), 0);
+    assert_int_equal(pthread_create(&freer, NULL, mixed_freer, &m), 0);
+    pthread_join(owner, &r1);
+    pthread_join(freer, &r2);
+    pthread_barrier_destroy(&bar);
+    assert_null(r1);
+    assert_null(r2);
+    free(m.p);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+    assert_int_equal(rcl__slab_held(rcl__bcache_class(MIX_SIZE)), 0);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* A resize keeps a block where it lives where it can: a chunk of glibc's
+ * is glibc's to resize, in a slab class or not; a slot stays only in its
+ * own class. Its bytes are kept each way. */
+static void *resize_thread(void *arg)
+{
+    void *live[GROW_N];
+    char *p, *q;
+    (void)arg;
+
+    if (!(p = rcl_alloc(40, RCL_DEFAULT)) || slot_at(p))
+        return (void *)1;                   /* a fresh list: glibc's chunk */
+    memset(p, 0x5a, 40);
+    if (!(q = rcl_realloc(p, 100, RCL_DEFAULT)) || slot_at(q) || memcmp(q, "\x5a\x5a\x5a", 3) ||
+        q[39] != 0x5a)
+        return (void *)2;
+    for (int i = 0; i < GROW_N; i++)
+        if (!(live[i] = rcl_alloc(200, RCL_DEFAULT)))
+            return (void *)3;
+    p = live[GROW_N - 1];
+    if (!slot_at(p))
+        return (void *)4;
+    memset(p, 0xa5, 200);
+    if (!(live[GROW_N - 1] = rcl_realloc(p, 120, RCL_DEFAULT)) ||
+        ((unsigned char *)live[GROW_N - 1])[119] != 0xa5)
+        return (void *)5;
+    if (!(live[GROW_N - 1] = rcl_realloc(live[GROW_N - 1], 1000, RCL_DEFAULT)) ||
+        ((unsigned char *)live[GROW_N - 1])[0] != 0xa5 || slot_at(live[GROW_N - 1]))
+        return (void *)6;
+    for (int i = 0; i < GROW_N; i++)
+        rcl_free(live[i]);
+    rcl_free(q);
+    return NULL;
+}
+
+TEST(a_resize_keeps_a_block_where_it_lives)
+{
+    if (no_mixed_homes())
+        skip();
+    pthread_t th;
+    void *ret;
+
+    assert_int_equal(pthread_create(&th, NULL, resize_thread, NULL), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+}
+
+/* Where a block lives is told by the map of the regions, never by a read
+ * of the address: any address may be asked, and only a mapped region's
+ * is a slot's. */
+TEST(no_address_outside_a_mapped_region_is_a_slot)
+{
+    if (no_mixed_homes())
+        skip();
+    int on_stack;
+    void *heap = malloc(64), *p[GROW_N];
+    uintptr_t region;
+
+    assert_non_null(heap);
+    assert_false(rcl__slab_in_region(NULL));
+    assert_false(rcl__slab_in_region((void *)UINTPTR_MAX));
+    assert_false(rcl__slab_in_region((void *)((uintptr_t)1 << 47)));
+    assert_false(rcl__slab_in_region(&on_stack));
+    assert_false(rcl__slab_in_region(heap));
+    free(heap);
+    for (int i = 0; i < GROW_N; i++)
+        assert_non_null(p[i] = rcl_alloc(64, RCL_DEFAULT));
+    assert_true(slot_at(p[GROW_N - 1]));
+    region = (uintptr_t)p[GROW_N - 1] & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1);
+    assert_true(rcl__slab_in_region((void *)region));
+    for (int i = 0; i < GROW_N; i++)
+        rcl_free(p[i]);
+    rcl_shutdown();
+    assert_false(mapped(region));
+    assert_false(rcl__slab_in_region((void *)region));
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
 static bool resident(uintptr_t addr)
 {
     unsigned char v = 0;
@@ -667,7 +896,7 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
     for (int i = 0; i < N; i++) {
         assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
         memset(p[i], i & 0xff, 176);
-        if ((uintptr_t)p[i] % RCL_SLAB_REGION_BYTES < SPAN)
+        if (slot_at(p[i]) && (uintptr_t)p[i] % RCL_SLAB_REGION_BYTES < SPAN)
             first = (uintptr_t)p[i] & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1);
     }
     assert_true(first != 0);
