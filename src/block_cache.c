@@ -11,6 +11,7 @@
 #include "block.h"
 
 #include <pthread.h>
+#include <string.h>
 #include <sys/mman.h>
 
 _Atomic long rcl__bcache_bytes;
@@ -159,6 +160,52 @@ static size_t lists_bytes(void)
     return (sizeof(struct rcl_bcache_lists) + page - 1) & ~(page - 1);
 }
 
+/*
+ * An exited thread's lists are kept, up to LISTS_KEPT of them, for the
+ * next thread that starts, as glibc gives an exited thread's arena to the
+ * next: a program whose threads come and go (a pool that grows and
+ * shrinks, a thread per connection) would otherwise map a page and fault
+ * it in for every thread, and a live set's first blocks on a new thread
+ * counted a page more than raw glibc's. Slots, not a list under a lock,
+ * so that a fork() never finds them held. Every trim and the shutdown
+ * give them back (rcl__bcache_trim()).
+ */
+#define LISTS_KEPT RCL_BCACHE_LISTS_KEPT
+static void *_Atomic lists_kept[LISTS_KEPT];
+
+static void *lists_get(void)
+{
+    for (unsigned i = 0; i < LISTS_KEPT; i++) {
+        void *bc = atomic_exchange(&lists_kept[i], NULL);
+        if (bc) {
+            memset(bc, 0, lists_bytes());
+            return bc;
+        }
+    }
+    void *bc = mmap(NULL, lists_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                    -1, 0);
+    return bc == MAP_FAILED ? NULL : bc;
+}
+
+static void lists_put(void *bc)
+{
+    for (unsigned i = 0; i < LISTS_KEPT; i++) {
+        void *none = NULL;
+        if (atomic_compare_exchange_strong(&lists_kept[i], &none, bc))
+            return;
+    }
+    munmap(bc, lists_bytes());
+}
+
+void rcl__bcache_trim(void)
+{
+    for (unsigned i = 0; i < LISTS_KEPT; i++) {
+        void *bc = atomic_exchange(&lists_kept[i], NULL);
+        if (bc)
+            munmap(bc, lists_bytes());
+    }
+}
+
 /* A thread registers in an epoch: blocks cached in an earlier one were
  * charged to a budget that is gone, and its lists start short again. Its
  * first registration maps its lists; without them (no page to be had) it
@@ -167,9 +214,8 @@ void rcl__bcache_attach(struct rcl_thread *t)
 {
     rcl__bcache_drain(t);
     if (rcl__bcache_off(t)) {
-        void *bc = mmap(NULL, lists_bytes(), PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (bc == MAP_FAILED)
+        void *bc = lists_get();
+        if (!bc)
             return;
         rcl__lsan_root(bc, lists_bytes());
         t->bc = bc;
@@ -188,7 +234,7 @@ void rcl__bcache_release(struct rcl_thread *t)
     if (rcl__bcache_off(t))
         return;
     rcl__lsan_unroot(t->bc, lists_bytes());
-    munmap(t->bc, lists_bytes());
+    lists_put(t->bc);
     t->bc = (struct rcl_bcache_lists *)&rcl__bcache_none;
 }
 

@@ -446,6 +446,9 @@ struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room);
 struct rcl_hdr *rcl__bcache_slot(struct rcl_thread *t, unsigned c);
 bool rcl__bcache_spill(struct rcl_thread *t, unsigned c);
 
+/* Exited threads' lists kept for the next threads (block_cache.c). */
+#define RCL_BCACHE_LISTS_KEPT 8u
+
 #define RCL_BCACHE_EVICT_AFTER 256u
 void rcl__bcache_evict(struct rcl_thread *t, unsigned keep);
 

@@ -228,6 +228,7 @@ void rcl_shutdown(void)
         rcl__footprint_stop();
         rcl__depot_drain();
         rcl__slab_trim();
+        rcl__bcache_trim();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
     pthread_mutex_unlock(&init_lock);

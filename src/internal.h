@@ -106,9 +106,12 @@ uint64_t rcl__hdr_tag(unsigned epoch);
  * for the caller's own rcl__self, or at its exit. */
 void   rcl__bcache_drain(struct rcl_thread *t);
 /* Empties the cache of a thread registering, its lists at their start
- * (mapped at its first registration); at its exit, unmaps the lists. */
+ * (mapped at its first registration, or an exited thread's kept); at its
+ * exit, keeps the lists for the next thread or unmaps them. */
 void   rcl__bcache_attach(struct rcl_thread *t);
 void   rcl__bcache_release(struct rcl_thread *t);
+/* The lists of exited threads, kept for the next ones, given back. */
+void   rcl__bcache_trim(void);
 /* Sizes every thread's block cache for a budget of `limit` bytes. */
 void   rcl__bcache_limit(size_t limit);
 /* The charge of the blocks a thread's cache holds: for any thread that

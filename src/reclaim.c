@@ -98,6 +98,7 @@ static void trim(unsigned long long now)
 {
     rcl__depot_drain();
     rcl__slab_trim();
+    rcl__bcache_trim();
     rcl__be_trim();
     rcl__count(trims, 1);
     rcl__count(trim_ns, rcl__now_ns() - now);

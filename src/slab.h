@@ -55,28 +55,29 @@ _Static_assert(RCL_SLAB_END_CLASS <= RCL_BCACHE_CLASSES, "a slab class is a cach
 /*
  * Over glibc a slab class's blocks are slots or glibc's own chunks. A
  * thread takes slots for a class only once its list has grown to
- * RCL_SLAB_MIN_DEPTH (from 8), a live set of the class's blocks worth a
- * page of their own; until then glibc's chunks, which cost the header's
- * 16 bytes more each but share glibc's pages with every other size. A
- * slab's first slot makes a page resident, so each small class a thread
- * used held a page of its own: live sets of a mix of sizes, half of them
- * in the 16 small classes, held 1.91 - 1.97x raw glibc's peak RSS at 8
- * blocks on two threads and 1.11 - 1.14x at 64, and with the mixed homes
- * 0.97 - 1.03x and 0.72 - 0.75x. The price is a page or two of glibc's for
- * a class's first blocks: 256 B x 512 reads 1.07 - 1.09x (1.03 - 1.06x
- * as slots only), 16 B x 4096 1.04 - 1.08x (1.03 - 1.04x), and a live set
- * of thousands of 16 B blocks all glibc's would hold 1.44x. A block goes
- * back to where it lives, which its address says (rcl__slab_holds(),
- * slab.c's map of the regions). Under AddressSanitizer the spans are its
- * allocator's, not regions, and every block of a slab class is a slot, as
- * over mimalloc and jemalloc.
+ * RCL_SLAB_MIN_DEPTH, four misses past its start of 8; until then
+ * glibc's chunks, which cost the header's 16 bytes more each but share
+ * glibc's pages with every other size. A slab's first slot makes a page
+ * resident, so each small class a thread used held a page of its own:
+ * live sets of a mix of sizes, half of them in the 16 small classes, held
+ * 1.91 - 1.97x raw glibc's peak RSS at 8 blocks on two threads and 1.09 -
+ * 1.14x at 64, and with the mixed homes 0.91 - 0.94x and 0.85 - 0.89x.
+ * The price is the page of glibc's a class's first blocks may take, which
+ * decides a live set of a few hundred blocks: with slots from 10, 20 or 32
+ * blocks, 256 B x 512 read 1.06 - 1.09x, from 12 1.01 - 1.03x, and glibc's
+ * simple, 64 B x 1600, reads 1.06x from 12 and 1.03x from 32 (16 B x 4096,
+ * all glibc's chunks, would hold 1.44x). A block goes back to where it
+ * lives, which its address says (rcl__slab_holds(), slab.c's map of the
+ * regions). Under AddressSanitizer the spans are its allocator's, not
+ * regions, and every block of a slab class is a slot, as over mimalloc
+ * and jemalloc.
  */
 #if !RCL__BE_COARSE_CLASSES && !defined(RCL_ASAN)
 #define RCL_SLAB_MIXED 1
 #else
 #define RCL_SLAB_MIXED 0
 #endif
-#define RCL_SLAB_MIN_DEPTH 32u
+#define RCL_SLAB_MIN_DEPTH 12u
 
 /* Blocks of `size` are slots of their class's slabs (over glibc, may be:
  * above). */

@@ -19,9 +19,11 @@
 #include "internal.h"
 #include "slab.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static size_t cached_now(void)
 {
@@ -1231,6 +1233,96 @@ TEST_WITH(thread_exit_empties_its_cache, cache_setup, test_teardown)
     assert_int_equal(pthread_create(&th, NULL, cache_and_exit, NULL), 0);
     pthread_join(th, NULL);
     assert_int_equal(cached_now(), 0);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* What a thread saw of its lists: where they are, and, for the 16-byte
+ * class, what they held and how deep they were after its first
+ * allocation, before it left them 200 blocks deeper. */
+struct lists_seen {
+    const void *bc;
+    unsigned len, depth;
+    pthread_barrier_t *all;
+};
+
+static void *note_lists(void *arg)
+{
+    struct lists_seen *s = arg;
+    unsigned c = rcl__bcache_class(16);
+    void *p[200];
+
+    for (int i = 0; i < 200; i++) {
+        if (!(p[i] = rcl_alloc(16, RCL_DEFAULT)))
+            return (void *)1;
+        if (i == 0) {
+            s->bc = rcl__self.bc;
+            s->len = rcl__self.bc->len[c + 1];
+            s->depth = rcl__self.bc->depth[c + 1];
+        }
+    }
+    for (int i = 0; i < 200; i++)
+        rcl_free(p[i]);         /* left in its lists: a used page */
+    if (s->all)
+        pthread_barrier_wait(s->all);
+    return NULL;
+}
+
+static bool mapped(const void *addr)
+{
+    return msync((void *)((uintptr_t)addr & ~(uintptr_t)4095), 4096, MS_ASYNC) == 0 ||
+           errno != ENOMEM;
+}
+
+/* An exited thread's lists serve the next thread that starts, emptied and
+ * at their first depths, as glibc hands an exited thread's arena to the
+ * next one: a thread that comes and goes maps no page of its own. */
+TEST_WITH(an_exited_threads_lists_serve_the_next_thread, cache_setup, test_teardown)
+{
+    struct lists_seen a = { 0 }, b = { 0 };
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, note_lists, &a), 0);
+    pthread_join(th, NULL);
+    assert_true(mapped(a.bc));      /* kept, not unmapped and mapped anew */
+    assert_int_equal(pthread_create(&th, NULL, note_lists, &b), 0);
+    pthread_join(th, NULL);
+    assert_non_null(a.bc);
+    assert_ptr_equal(b.bc, a.bc);
+    /* The second found them as the first did: empty, at their start. */
+    assert_int_equal(b.len, 0);
+    assert_int_equal(a.len, 0);
+    assert_int_equal(b.depth, a.depth);
+    assert_true(b.depth <= rcl__bcache_depth_start(rcl__bcache_class(16)) + 1);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* At most RCL_BCACHE_LISTS_KEPT exited threads' lists are kept, and a
+ * trim gives them back to the system: a burst of threads leaves no more
+ * than that behind, and a trim nothing. */
+TEST_WITH(a_trim_gives_back_the_lists_no_thread_took, cache_setup, test_teardown)
+{
+    enum { N = RCL_BCACHE_LISTS_KEPT + 4 };
+    struct lists_seen s[N];
+    pthread_barrier_t all;
+    pthread_t th[N];
+    int kept = 0;
+
+    rcl__bcache_trim();
+    pthread_barrier_init(&all, NULL, N);
+    for (int i = 0; i < N; i++) {
+        s[i] = (struct lists_seen){ .all = &all };
+        assert_int_equal(pthread_create(&th[i], NULL, note_lists, &s[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&all);
+    for (int i = 0; i < N; i++)
+        kept += mapped(s[i].bc);
+    assert_int_equal(kept, RCL_BCACHE_LISTS_KEPT);
+    rcl__bcache_trim();
+    for (int i = 0; i < N; i++)
+        assert_false(mapped(s[i].bc));
     assert_int_equal(usage_now(), 0);
 }
 

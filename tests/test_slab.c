@@ -690,8 +690,7 @@ static void *grow_thread(void *arg)
 
 /* A class's first blocks are glibc's chunks, which share glibc's pages
  * with every other size; once the thread's list for it has grown to
- * RCL_SLAB_MIN_DEPTH, a live set that fills a slab's page, the class's
- * new blocks are slots. */
+ * RCL_SLAB_MIN_DEPTH, the class's new blocks are slots. */
 TEST(over_glibc_a_class_takes_slots_once_its_list_has_grown)
 {
     if (no_mixed_homes())
@@ -721,7 +720,7 @@ struct mixed { void **p; pthread_barrier_t *bar; };
 static void *mixed_freer(void *arg)
 {
     struct mixed *m = arg;
-    enum { OWN = 8 * RCL_SLAB_MIN_DEPTH };
+    enum { OWN = 256 };
     void *own[OWN];
 
     /* A list of its own grown past what the depot takes whole (32 KiB), so
