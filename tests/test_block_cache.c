@@ -19,11 +19,9 @@
 #include "internal.h"
 #include "slab.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static size_t cached_now(void)
 {
@@ -1267,12 +1265,6 @@ static void *note_lists(void *arg)
     return NULL;
 }
 
-static bool mapped(const void *addr)
-{
-    return msync((void *)((uintptr_t)addr & ~(uintptr_t)4095), 4096, MS_ASYNC) == 0 ||
-           errno != ENOMEM;
-}
-
 /* An exited thread's lists serve the next thread that starts, emptied and
  * at their first depths, as glibc hands an exited thread's arena to the
  * next one: a thread that comes and goes maps no page of its own. */
@@ -1283,7 +1275,7 @@ TEST_WITH(an_exited_threads_lists_serve_the_next_thread, cache_setup, test_teard
 
     assert_int_equal(pthread_create(&th, NULL, note_lists, &a), 0);
     pthread_join(th, NULL);
-    assert_true(mapped(a.bc));      /* kept, not unmapped and mapped anew */
+    assert_true(test_mapped(a.bc));      /* kept, not unmapped and mapped anew */
     assert_int_equal(pthread_create(&th, NULL, note_lists, &b), 0);
     pthread_join(th, NULL);
     assert_non_null(a.bc);
@@ -1318,11 +1310,11 @@ TEST_WITH(a_trim_gives_back_the_lists_no_thread_took, cache_setup, test_teardown
         pthread_join(th[i], NULL);
     pthread_barrier_destroy(&all);
     for (int i = 0; i < N; i++)
-        kept += mapped(s[i].bc);
+        kept += test_mapped(s[i].bc);
     assert_int_equal(kept, RCL_BCACHE_LISTS_KEPT);
     rcl__bcache_trim();
     for (int i = 0; i < N; i++)
-        assert_false(mapped(s[i].bc));
+        assert_false(test_mapped(s[i].bc));
     assert_int_equal(usage_now(), 0);
 }
 

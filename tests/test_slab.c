@@ -578,11 +578,6 @@ TEST(small_blocks_over_glibc_lie_a_header_apart)
         rcl_free(p[i]);
 }
 
-static bool mapped(uintptr_t addr)
-{
-    return msync((void *)(addr & ~(uintptr_t)4095), 4096, MS_ASYNC) == 0 || errno != ENOMEM;
-}
-
 /* The regions the small classes' spans come from are unmapped once every
  * span in them is free: a trim (here the shutdown's) leaves the process no
  * mapping for memory it no longer uses - the kernel's slab gives an empty
@@ -609,12 +604,12 @@ TEST(a_trim_unmaps_the_regions_of_small_slabs)
         rcl_free(p[i]);
     free(p);
     for (int i = 0; i < 3; i++)
-        assert_true(mapped(at[i]));     /* kept for a live set that comes back */
+        assert_true(test_mapped((void *)at[i]));     /* kept for a live set that comes back */
     rcl_shutdown();
     for (unsigned c = RCL_SLAB_FIRST_CLASS; c < RCL_SLAB_END_CLASS; c++)
         assert_int_equal(rcl__slab_held(c), 0);
     for (int i = 0; i < 3; i++)
-        assert_false(mapped(at[i]));
+        assert_false(test_mapped((void *)at[i]));
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
@@ -862,7 +857,7 @@ TEST(no_address_outside_a_mapped_region_is_a_slot)
     for (int i = 0; i < GROW_N; i++)
         rcl_free(p[i]);
     rcl_shutdown();
-    assert_false(mapped(region));
+    assert_false(test_mapped((void *)region));
     assert_false(rcl__slab_in_region((void *)region));
     assert_int_equal(test_init(64 * MiB), 0);
 }
@@ -918,7 +913,7 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
     }
     free(p);
     rcl_shutdown();
-    assert_false(mapped(first));
+    assert_false(test_mapped((void *)first));
     assert_int_equal(test_init(64 * MiB), 0);
 }
 

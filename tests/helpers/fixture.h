@@ -7,8 +7,11 @@
 #define RCL_TEST_FIXTURE_H
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "reclaim.h"
 #include "test.h"
@@ -69,6 +72,14 @@ void test_leaves_usage(const char *why);
  * library reports it, as test_io_flusher.c specifies; here that report is
  * seen. Returns what rcl_io_flusher_set returned. */
 int test_io_flusher_on(void);
+
+/* Is the page at addr mapped? msync() answers ENOMEM for an unmapped
+ * page, without touching it. */
+static inline bool test_mapped(const void *addr)
+{
+    return msync((void *)((uintptr_t)addr & ~(uintptr_t)4095), 4096, MS_ASYNC) == 0 ||
+           errno != ENOMEM;
+}
 
 static inline void test_sleep_ms(long ms)
 {
