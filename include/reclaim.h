@@ -1061,7 +1061,9 @@ void rcl_mutex_unlock(rcl_mutex_t *m);
 int  rcl_mutex_destroy(rcl_mutex_t *m);
 
 /* Problems the checker reported since rcl_init (cycles, scope misuse,
- * NOWAIT sleeps, slow shrinkers). */
+ * NOWAIT sleeps, slow shrinkers). A report is counted once the report
+ * function has returned from it: a thread that sees the count go up finds
+ * the report where that function put it. */
 unsigned long rcl_lockdep_reports(void);
 
 /* Every report the library makes (lock checker, bad frees, allocation

@@ -392,7 +392,7 @@ void rcl__lockdep_set_mode(int mode)
 
 unsigned long rcl__lockdep_count(void)
 {
-    return atomic_load_explicit(&rcl__ld_nr_reports, memory_order_relaxed);
+    return atomic_load_explicit(&rcl__ld_nr_reports, memory_order_acquire);
 }
 
 unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }

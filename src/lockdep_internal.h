@@ -167,6 +167,8 @@ struct report_buf {
 
 extern const char *const rcl__ld_class_name[NCLASS];
 extern _Atomic unsigned long rcl__ld_nr_reports;
+/* One report more in rcl_lockdep_reports(), once it is handed over. */
+void rcl__ld_counted(void);
 
 void rcl__ld_rb_add(struct report_buf *rb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -322,7 +322,6 @@ static void slow_shrinker_report(const char *name, unsigned long long ms, unsign
 {
     if (rcl__ld_site_seen(ld_mix64((uint64_t)(uintptr_t)name ^ 0x5157)))
         return;
-    atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_relaxed);
     rcl__report("lock checker: shrinker \"%s\" took %llu ms (bound %u ms) while the background "
                 "reclaimer waited on it. What it means: every allocation that needs the "
                 "background reclaimer to make room stalls meanwhile, and if the shrinker waits "
@@ -330,6 +329,7 @@ static void slow_shrinker_report(const char *name, unsigned long long ms, unsign
                 "block in a shrinker - skip busy objects, use trylocks, and leave slow write-back "
                 "to a worker thread (as in the kernel: \"you should not block kswapd\").",
                 name, ms, bound);
+    rcl__ld_counted();
 }
 
 void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t gfp)

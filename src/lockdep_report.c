@@ -193,9 +193,17 @@ void rcl__ld_report_emit(struct report_buf *rb, bool counts)
 {
     if (!rb->len)
         return;
-    if (counts)
-        atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_relaxed);
     rcl__report("%s", rb->text);
+    if (counts)
+        rcl__ld_counted();
+}
+
+/* After the report is handed over, not before: a program (or a test) that
+ * sees the count go up, on any thread, finds the report where its report
+ * function put it. */
+void rcl__ld_counted(void)
+{
+    atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_release);
 }
 
 /* ------------------------------------------------------------------------ */

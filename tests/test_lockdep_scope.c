@@ -101,6 +101,30 @@ TEST_WITH(checker_off_unwatches_every_thread, ld_setup, ld_teardown)
     assert_int_equal(w.checked_off, 0);
 }
 
+/* A report function that takes its time, as one writing to a log does. */
+static void slow_report_fn(const char *report, void *arg)
+{
+    test_sleep_ms(100);
+    test_report_catch(report, arg);
+}
+
+/* A report is counted once the report function has returned from it: a
+ * thread that sees rcl_lockdep_reports() go up finds the report where that
+ * function put it, whichever thread made it. */
+TEST_WITH(a_report_is_counted_once_the_report_function_returns, ld_setup, ld_teardown)
+{
+    pthread_t th;
+
+    rcl_set_report_fn(slow_report_fn, NULL);
+    assert_int_equal(pthread_create(&th, NULL, out_of_order_in_new_thread, NULL), 0);
+    while (rcl_lockdep_reports() == 0)
+        test_sleep_ms(1);
+    assert_true(test_reports_contain("out of order"));
+    pthread_join(th, NULL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
 /* rcl_context_restore() puts back the whole scope word: saves a piece of
  * work left open under an adopted context end there, for the checker too.
  * Many such leaks (a worker thread running many work items) must not fill
