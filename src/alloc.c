@@ -378,8 +378,7 @@ static inline struct rcl_hdr *fresh_block(struct rcl_thread *t, size_t size, uns
 
     if (h)
         return h;
-    return rcl__slab_class(c) && rcl__slab_wanted(t, c) ? rcl__bcache_fill(t, c, room) :
-                                                          block_new(size);
+    return rcl__slab_wanted(t, c) ? rcl__bcache_fill(t, c, room) : block_new(size);
 }
 
 /* The fast path when the cache has no block of the class: over glibc a

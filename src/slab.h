@@ -92,10 +92,10 @@ static inline bool rcl__slab_class(unsigned c)
     return c - RCL_SLAB_FIRST_CLASS < RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS;
 }
 
-/* Does thread t take a new block of slab class c from the slabs? */
+/* Does thread t take a new block of class c from the class's slabs? */
 static inline bool rcl__slab_wanted(const struct rcl_thread *t, unsigned c)
 {
-    return !RCL_SLAB_MIXED || t->bc->depth[c + 1] >= RCL_SLAB_MIN_DEPTH;
+    return rcl__slab_class(c) && (!RCL_SLAB_MIXED || t->bc->depth[c + 1] >= RCL_SLAB_MIN_DEPTH);
 }
 
 /* Does block h of a slab class live in a slab? Over glibc, whether its

@@ -709,7 +709,12 @@ TEST(over_glibc_a_class_takes_slots_once_its_list_has_grown)
  * thread frees it, from a list too long for a batch, from the depot, or at
  * a thread's exit. A slot given to glibc would be glibc's abort, a chunk
  * given to a slab a slab's count gone wrong, its region never unmapped. */
-enum { MIX_N = 3000, MIX_SIZE = 100 };
+enum { MIX_N = 3000, MIX_SIZES = 3 };
+/* Three small classes, one of them a block's size in turn, and a block
+ * of each above them (its class glibc's alone), so that lists of several
+ * classes hold blocks of both homes side by side. */
+static const size_t mix_size[MIX_SIZES + 1] = { 24, 100, 200, 600 };
+#define MIX_SIZE_OF(i) mix_size[(i) % (MIX_SIZES + 1)]
 struct mixed { void **p; pthread_barrier_t *bar; };
 
 static void *mixed_freer(void *arg)
@@ -718,17 +723,20 @@ static void *mixed_freer(void *arg)
     enum { OWN = 256 };
     void *own[OWN];
 
-    /* A list of its own grown past what the depot takes whole (32 KiB), so
-     * that the frees below find it full and give its top batch back to the
-     * slabs, a batch of both homes once the owner's first blocks come. */
-    for (unsigned i = 0; i < OWN; i++)
-        if (!(own[i] = rcl_alloc(MIX_SIZE, RCL_DEFAULT)))
-            return (void *)1;
-    for (unsigned i = 0; i < OWN; i++)
-        rcl_free(own[i]);
+    /* Lists of its own grown past what the depot takes whole (over 16 KiB
+     * for 100 and 200 B), so that the frees below find them full and give
+     * their top batch back to the slabs, a batch of both homes once the
+     * owner's first blocks come; the 24-byte list goes to the depot. */
+    for (unsigned k = 0; k < MIX_SIZES; k++) {
+        for (unsigned i = 0; i < OWN; i++)
+            if (!(own[i] = rcl_alloc(mix_size[k], RCL_DEFAULT)))
+                return (void *)1;
+        for (unsigned i = 0; i < OWN; i++)
+            rcl_free(own[i]);
+    }
     pthread_barrier_wait(m->bar);
     for (int i = 1; i < MIX_N; i += 2) {
-        for (int j = 0; j < MIX_SIZE; j++)
+        for (size_t j = 0; j < MIX_SIZE_OF(i); j++)
             if (((unsigned char *)m->p[i])[j] != (unsigned char)i)
                 return (void *)2;
         rcl_free(m->p[i]);
@@ -742,12 +750,15 @@ static void *mixed_owner(void *arg)
     int slots = 0;
 
     for (int i = 0; i < MIX_N; i++) {
-        if (!(m->p[i] = rcl_alloc(MIX_SIZE, RCL_DEFAULT)))
+        if (!(m->p[i] = rcl_alloc(MIX_SIZE_OF(i), RCL_DEFAULT)))
             return (void *)1;
-        memset(m->p[i], i & 0xff, MIX_SIZE);
+        memset(m->p[i], i & 0xff, MIX_SIZE_OF(i));
         slots += slot_at(m->p[i]);
     }
-    if (slots == 0 || slots == MIX_N)
+    /* Both homes in each small class: at most RCL_SLAB_MIN_DEPTH chunks a
+     * class, and slots beyond. */
+    if (slots < MIX_N * MIX_SIZES / (MIX_SIZES + 1) - MIX_SIZES * (int)RCL_SLAB_MIN_DEPTH ||
+        slots == MIX_N * MIX_SIZES / (MIX_SIZES + 1))
         return (void *)3;
     pthread_barrier_wait(m->bar);
     for (int i = MIX_N - 2; i >= 0; i -= 2)
@@ -778,7 +789,8 @@ TEST(blocks_of_both_homes_go_back_where_they_live)
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
     rcl_shutdown();
-    assert_int_equal(rcl__slab_held(rcl__bcache_class(MIX_SIZE)), 0);
+    for (unsigned k = 0; k < MIX_SIZES; k++)
+        assert_int_equal(rcl__slab_held(rcl__bcache_class(mix_size[k])), 0);
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
