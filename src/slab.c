@@ -10,13 +10,14 @@
  * decides its span: the smallest power of two of at least SLAB_MIN_BYTES
  * that holds SLAB_MIN_SLOTS slots (64 KiB for 256 B to 3.9 KiB slots,
  * 2 MiB for 64 KiB). A span above 64 KiB is doubled, up to
- * SLAB_FIT_BYTES, while a full slab keeps more than a 64th of it resident
- * beyond its slots (page_loss()): the 4 KiB class's slots, a page and a
- * header each, left most of a page unused in every 128 KiB span, and a
- * live set of them held 1.07x raw mimalloc's memory, 1.04x in 256 KiB
- * spans (the 5 KiB class is doubled too). Spans of 64 KiB stay: fitted
- * the same way, the classes below 4 KiB made a mix of sizes hold 3 - 8 %
- * more on mimalloc, not less.
+ * SLAB_FIT_BYTES, while a full slab keeps more than a 128th of it
+ * resident beyond its slots (page_loss()): the 4 KiB class's slots, a
+ * page and a header each, leave most of a page unused at the end of each
+ * span, and a live set of them held 1.07x raw mimalloc's memory in 128 KiB
+ * spans, 1.04 - 1.06x in 256 KiB and 1.02 - 1.04x in 512 KiB (the classes
+ * of 6 - 14 KiB are doubled too). Spans of 64 KiB stay: fitted the same
+ * way, the classes below 4 KiB made a mix of sizes hold 3 - 8 % more on
+ * mimalloc, not less.
  *
  * A slab gives out its never-used slots in address order, after the ones
  * given back, and so touches its pages only as it fills: a slab of one
@@ -67,7 +68,7 @@
 #define SLAB_MIN_BYTES (64u * 1024)
 #define SLAB_MIN_SLOTS 16u
 #define SLAB_HEAD      64u          /* struct slab, rounded to a cache line */
-#define SLAB_FIT_BYTES (256u * 1024) /* the largest span doubled for a better fit */
+#define SLAB_FIT_BYTES (512u * 1024) /* the largest span doubled for a better fit */
 #define SLAB_PAGE      4096u        /* the smallest page: where pages are larger,
                                        spans and batches are fitted as for 4 KiB */
 
@@ -156,7 +157,7 @@ static __attribute__((noinline)) unsigned span_choose(unsigned c)
 
     while (span < SLAB_HEAD + SLAB_MIN_SLOTS * slot)
         span *= 2;
-    while (span > SLAB_MIN_BYTES && span < SLAB_FIT_BYTES && page_loss(span, slot) > span / 64)
+    while (span > SLAB_MIN_BYTES && span < SLAB_FIT_BYTES && page_loss(span, slot) > span / 128)
         span *= 2;
     shift = (unsigned)__builtin_ctzl(span);
     wr(k->span_shift, shift);
