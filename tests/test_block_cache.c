@@ -799,6 +799,17 @@ TEST(every_size_takes_the_smallest_class_that_holds_it)
     }
 }
 
+/* The classes up to 4 KiB are read from a table by the size's 16-byte
+ * step, those above worked out from its highest bit: the two agree
+ * wherever both apply. */
+TEST(the_table_and_the_highest_bit_agree_on_the_classes_from_1_to_4_kib)
+{
+    for (size_t n = 1025; n <= 4096; n++)
+        assert_int_equal(rcl__bcache_class(n), rcl__bcache_class_above_1k(n));
+    assert_int_equal(rcl__bcache_cap(rcl__bcache_class(4096)), 4096);
+    assert_int_equal(rcl__bcache_class(4097), rcl__bcache_class(4096) + 1);
+}
+
 /* Over mimalloc and jemalloc the classes above 512 bytes are the
  * backend's own, four per doubling: a block there costs what the backend
  * would round its size to, and a mix of sizes spreads over no more
