@@ -161,35 +161,41 @@ static size_t lists_bytes(void)
 }
 
 /*
- * An exited thread's lists are kept, up to LISTS_KEPT of them, for the
- * next thread that starts, as glibc gives an exited thread's arena to the
- * next: a program whose threads come and go (a pool that grows and
+ * An exited thread's lists are kept, up to RCL_BCACHE_LISTS_KEPT of them,
+ * for the next thread that starts, as glibc gives an exited thread's arena
+ * to the next: a program whose threads come and go (a pool that grows and
  * shrinks, a thread per connection) would otherwise map a page and fault
  * it in for every thread, and a live set's first blocks on a new thread
  * counted a page more than raw glibc's. Slots, not a list under a lock,
  * so that a fork() never finds them held. Every trim and the shutdown
  * give them back (rcl__bcache_trim()).
  */
-#define LISTS_KEPT RCL_BCACHE_LISTS_KEPT
-static void *_Atomic lists_kept[LISTS_KEPT];
+static void *_Atomic lists_kept[RCL_BCACHE_LISTS_KEPT];
+
+/* A kept page, taken out of its slot; NULL if none is kept. */
+static void *kept_take(void)
+{
+    for (unsigned i = 0; i < RCL_BCACHE_LISTS_KEPT; i++) {
+        void *bc = atomic_exchange(&lists_kept[i], NULL);
+        if (bc)
+            return bc;
+    }
+    return NULL;
+}
 
 static void *lists_get(void)
 {
-    for (unsigned i = 0; i < LISTS_KEPT; i++) {
-        void *bc = atomic_exchange(&lists_kept[i], NULL);
-        if (bc) {
-            memset(bc, 0, lists_bytes());
-            return bc;
-        }
-    }
-    void *bc = mmap(NULL, lists_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
+    void *bc = kept_take();
+
+    if (bc)
+        return memset(bc, 0, lists_bytes());
+    bc = mmap(NULL, lists_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return bc == MAP_FAILED ? NULL : bc;
 }
 
 static void lists_put(void *bc)
 {
-    for (unsigned i = 0; i < LISTS_KEPT; i++) {
+    for (unsigned i = 0; i < RCL_BCACHE_LISTS_KEPT; i++) {
         void *none = NULL;
         if (atomic_compare_exchange_strong(&lists_kept[i], &none, bc))
             return;
@@ -199,11 +205,8 @@ static void lists_put(void *bc)
 
 void rcl__bcache_trim(void)
 {
-    for (unsigned i = 0; i < LISTS_KEPT; i++) {
-        void *bc = atomic_exchange(&lists_kept[i], NULL);
-        if (bc)
-            munmap(bc, lists_bytes());
-    }
+    for (void *bc; (bc = kept_take()) != NULL;)
+        munmap(bc, lists_bytes());
 }
 
 /* A thread registers in an epoch: blocks cached in an earlier one were
