@@ -304,7 +304,7 @@ static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, siz
     user_fit(h, size);
     own_inc(t->nr_alloc);
     h->size = size;
-    h->meta ^= RCL__HDR_CACHED;
+    rcl__hdr_flip_cached(h);
     return rcl__hdr_user(h);
 }
 
