@@ -84,7 +84,7 @@ load_end=$(cat /proc/loadavg 2>/dev/null)
 {
     printf '{\n"date": "%s",\n"host": "%s",\n"backend": "%s",\n' "$stamp" "$host" "$backend"
     printf '"cpus": %s,\n' "$(nproc 2>/dev/null || echo 0)"
-    printf '"cpu": "%s",\n' "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1 | json_text | sed 's/\\n$//')"
+    printf '"cpu": "%s",\n' "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1 | json_text | sed 's/\\n$//')$(awk -F': *' '/^cpu family/ && f == "" { f = $2 } /^model\t/ && m == "" { m = $2 } END { if (f != "" && m != "") printf " (family %s, model %s)", f, m }' /proc/cpuinfo 2>/dev/null)"
     printf '"kernel": "%s",\n' "$(uname -sr)"
     printf '"loadavg_begin": "%s",\n"loadavg_end": "%s",\n' "$load_begin" "$load_end"
     printf '"command": "make bench BUILD=%s BACKEND=%s",\n' "$build" "$backend"
