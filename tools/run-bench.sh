@@ -47,6 +47,16 @@ json_text() {
     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' | awk '{ printf "%s\\n", $0 }'
 }
 
+# The CPU's name, with its family and model where /proc/cpuinfo gives them
+# (as bench_cpu_model() in bench/bench.h writes it): "AMD EPYC" alone
+# names several generations of a virtual machine's CPU.
+cpu_model() {
+    awk -F': *' '/^model name/ && n == "" { n = $2 } /^cpu family/ && f == "" { f = $2 }
+        /^model\t/ && m == "" { m = $2 }
+        END { printf "%s", n; if (f != "" && m != "") printf " (family %s, model %s)", f, m; print "" }' \
+        /proc/cpuinfo 2>/dev/null
+}
+
 load_begin=$(cat /proc/loadavg 2>/dev/null)
 failed=""
 for prog in "$@"; do
@@ -84,7 +94,7 @@ load_end=$(cat /proc/loadavg 2>/dev/null)
 {
     printf '{\n"date": "%s",\n"host": "%s",\n"backend": "%s",\n' "$stamp" "$host" "$backend"
     printf '"cpus": %s,\n' "$(nproc 2>/dev/null || echo 0)"
-    printf '"cpu": "%s",\n' "$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo 2>/dev/null | head -n 1 | json_text | sed 's/\\n$//')$(awk -F': *' '/^cpu family/ && f == "" { f = $2 } /^model\t/ && m == "" { m = $2 } END { if (f != "" && m != "") printf " (family %s, model %s)", f, m }' /proc/cpuinfo 2>/dev/null)"
+    printf '"cpu": "%s",\n' "$(cpu_model | json_text | sed 's/\\n$//')"
     printf '"kernel": "%s",\n' "$(uname -sr)"
     printf '"loadavg_begin": "%s",\n"loadavg_end": "%s",\n' "$load_begin" "$load_end"
     printf '"command": "make bench BUILD=%s BACKEND=%s",\n' "$build" "$backend"
