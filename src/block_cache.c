@@ -154,6 +154,8 @@ const struct rcl_bcache_lists rcl__bcache_none;
  * segment only once every block in it is free, and a cache emptied by
  * reclaim then left 128 MB resident for four threads' lists.
  */
+_Static_assert(sizeof(struct rcl_bcache_lists) <= 4096, "a thread's lists fit in one page");
+
 static size_t lists_bytes(void)
 {
     size_t page = rcl__page_size();
@@ -224,7 +226,7 @@ void rcl__bcache_attach(struct rcl_thread *t)
         t->bc = bc;
     }
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
-        t->bc->gave_at[c + 1] = 0;
+        t->bc->gave_at[c + 1] = t->bc->gave[c + 1] = 0;
     t->bc->blocked = 0;
     depths_reset(t->bc, RCL_BCACHE_CLASSES);
 }
@@ -345,30 +347,43 @@ static bool depot_reserve(size_t bytes)
 
 /*
  * The list is the consumer's batch. A class that carried a good share of
- * the thread's frees while its list filled (one in DEPOT_HOT_SHARE or
- * more) doubles its batch, up to DEPOT_BATCH_BYTES, so that the lock is
- * taken once for many blocks; any other keeps its depth. A consumer of
- * many classes (a mix of sizes) would otherwise keep a batch of each
- * half full - hundreds of kilobytes for the forty-odd classes of a mix,
- * blocks the producer cannot reach, so that it takes as many again from
- * the backend - to save a lock it takes rarely anyway. A class's first
- * batch is not judged: nothing tells yet how long its list took to fill.
- * Never shrunk here: a list's depth also follows the live set its thread
- * recycles (missed).
+ * the thread's frees (one in DEPOT_HOT_SHARE or more) doubles its batch,
+ * up to DEPOT_BATCH_BYTES, so that the lock is taken once for many
+ * blocks; any other keeps its depth. A consumer of many classes (a mix of
+ * sizes) would otherwise keep a batch of each half full - hundreds of
+ * kilobytes for the forty-odd classes of a mix, blocks the producer cannot
+ * reach, so that it takes as many again from the backend - to save a lock
+ * it takes rarely anyway. The share is judged over DEPOT_JUDGE_FREES of
+ * the thread's frees or more, the blocks the class gave the depot in them
+ * counted: judged at every batch, a list of one or two blocks that filled
+ * by chance within a few frees read as hot - one class in 44 of a mix
+ * does, one list in six - and its depth, never shrunk, doubled for good;
+ * the depot then held its whole bound (256 KiB) of such batches beside a
+ * producer/consumer ring of 170 KiB. A class's first batch is not judged:
+ * nothing tells yet how long its list took to fill. Never shrunk here: a
+ * list's depth also follows the live set its thread recycles (missed).
  */
-#define DEPOT_HOT_SHARE 8u
+#define DEPOT_HOT_SHARE   8u
+#define DEPOT_JUDGE_FREES 256u
 
 static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
 {
-    uint32_t frees = (uint32_t)rd(t->nr_free), last = t->bc->gave_at[c + 1];
-    unsigned depth = t->bc->depth[c + 1];
+    struct rcl_bcache_lists *bc = t->bc;
+    uint32_t frees = (uint32_t)rd(t->nr_free), last = bc->gave_at[c + 1];
+    size_t gave = bc->gave[c + 1] + given;
+    unsigned depth = bc->depth[c + 1];
 
-    t->bc->gave_at[c + 1] = frees;
-    if (!last || given * DEPOT_HOT_SHARE < frees - last)
+    if (last && frees - last < DEPOT_JUDGE_FREES) {
+        bc->gave[c + 1] = (uint16_t)(gave < UINT16_MAX ? gave : UINT16_MAX);
+        return;
+    }
+    bc->gave_at[c + 1] = frees;
+    bc->gave[c + 1] = 0;
+    if (!last || gave * DEPOT_HOT_SHARE < frees - last)
         return;
     if (2 * depth * rcl__bcache_charge(c) <= DEPOT_BATCH_BYTES && 2 * depth <= RCL_BCACHE_DEPTH_MAX &&
-        rcl__bcache_fits(t->bc, depth * rcl__bcache_charge(c)))
-        depth_set(t->bc, c, 2 * depth);
+        rcl__bcache_fits(bc, depth * rcl__bcache_charge(c)))
+        depth_set(bc, c, 2 * depth);
 }
 
 /*

@@ -73,8 +73,10 @@ struct rcl_bcache_lists {
                                                   (account.c) */
     uint16_t          depth[RCL_BCACHE_NRS];   /* how many blocks each may hold
                                                   (block_cache.h) */
-    uint32_t          gave_at[RCL_BCACHE_NRS]; /* nr_free when each last went to
-                                                  the depot (block_cache.c) */
+    uint32_t          gave_at[RCL_BCACHE_NRS]; /* nr_free when each was last judged
+                                                  for its batch (block_cache.c) */
+    uint16_t          gave[RCL_BCACHE_NRS];    /* the blocks each gave the depot
+                                                  since */
     size_t            room;     /* the sum of depth x charge over the classes:
                                    the most the lists can hold, in bytes */
     unsigned          blocked;  /* misses the byte bound kept from growing a

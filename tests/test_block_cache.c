@@ -411,9 +411,9 @@ TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
  * batch of each class - its list, which it hands to the depot whenever it
  * is full - instead of stranding a budget's worth of memory it will never
  * use. A list starts at 8 blocks up to 256 B, 4 up to 1 KiB, 1 above; it
- * doubles, up to 16 KiB, when the class made at least an eighth of the
- * thread's frees while it filled (the first list is not judged). What it
- * hands over is not charged. */
+ * doubles, up to 16 KiB, only once the class is seen to make an eighth
+ * of the thread's frees over 256 of them or more (the tests below). The
+ * depot keeps four batches a class. What it hands over is not charged. */
 struct consumer {
     void *blocks[2][32];
     size_t cached;
@@ -451,11 +451,101 @@ TEST_WITH(a_thread_that_only_frees_keeps_a_batch_a_class, cache_setup, test_tear
             assert_non_null(c.blocks[k][i] = rcl_alloc(sizes[k], RCL_DEFAULT));
     assert_int_equal(pthread_create(&th, NULL, consume, &c), 0);
     pthread_join(th, NULL);
-    /* 64 B: lists of 8 and 8 went (the second filled by 64 B frees
-     * alone: the depth doubles), 16 blocks stay; 1000 B (a batch of at
-     * most 15): 4, 4, 8 and 8 went, 8 stay. */
-    assert_int_equal(c.cached, 16 * rcl_alloc_charge(64) + 8 * rcl_alloc_charge(1000));
-    assert_int_equal(depot_now(), 16 * rcl_alloc_charge(64) + 24 * rcl_alloc_charge(1000));
+    /* 64 B: three lists of 8 went, 8 stay; 1000 B: four lists of 4
+     * went, the depot then full for the class: 4 stay and the last 12
+     * went back to the backend (or their slabs). */
+    assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000));
+    assert_int_equal(depot_now(), 24 * rcl_alloc_charge(64) + 16 * rcl_alloc_charge(1000));
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A class's share of the frees is judged over 256 frees or more, not at
+ * each batch: a list of one block that a burst of its class's frees
+ * refilled at once would read as the whole of the thread's frees, and
+ * one class in six of a mix of sizes would double its batch for good,
+ * by chance - the depot then held its whole bound beside a
+ * producer/consumer ring of half that. Eight frees of 2000 B in a row:
+ * four lists of one block go to the depot, one stays, the depth still 1. */
+static void *consume_burst(void *arg)
+{
+    void **blocks = arg;
+
+    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
+    for (int i = 0; i < 8; i++)
+        rcl_free(blocks[i]);
+    return (void *)cached_now();
+}
+
+TEST_WITH(a_burst_of_one_class_does_not_grow_its_batch, cache_setup, test_teardown)
+{
+    void *blocks[8], *cached;
+    pthread_t th;
+
+    for (int i = 0; i < 8; i++)
+        assert_non_null(blocks[i] = rcl_alloc(2000, RCL_DEFAULT));
+    rcl_usage_sync();
+    assert_int_equal(pthread_create(&th, NULL, consume_burst, blocks), 0);
+    pthread_join(th, &cached);
+    assert_int_equal((size_t)cached, rcl_alloc_charge(2000));
+    assert_int_equal(depot_now(), 4 * rcl_alloc_charge(2000));
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A class that does make an eighth of the frees or more - here all of
+ * them - doubles its batch once it has been watched over 256 frees: the
+ * consumer's list of 64 B never holds more than 8 blocks in its first 256
+ * frees, and holds 16 before its 384th. Rounds of 32 blocks, the depot
+ * emptied between them, so that every full list finds room there. */
+#define HOT_ROUND  32
+#define HOT_ROUNDS 12
+
+struct hot_consumer {
+    void *blocks[HOT_ROUND];
+    pthread_barrier_t given, done;
+    size_t most_early, most_late;
+};
+
+static void *consume_hot(void *arg)
+{
+    struct hot_consumer *h = arg;
+
+    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
+    for (int r = 0; r < HOT_ROUNDS; r++) {
+        pthread_barrier_wait(&h->given);
+        for (int i = 0; i < HOT_ROUND; i++) {
+            size_t *most = r * HOT_ROUND + i < 256 ? &h->most_early : &h->most_late;
+            rcl_free(h->blocks[i]);
+            if (cached_now() > *most)
+                *most = cached_now();
+        }
+        pthread_barrier_wait(&h->done);
+    }
+    return NULL;
+}
+
+TEST_WITH(a_class_that_makes_an_eighth_of_the_frees_doubles_its_batch, cache_setup,
+          test_teardown)
+{
+    struct hot_consumer h = { .most_early = 0 };
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&h.given, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, consume_hot, &h), 0);
+    for (int r = 0; r < HOT_ROUNDS; r++) {
+        for (int i = 0; i < HOT_ROUND; i++)
+            assert_non_null(h.blocks[i] = rcl_alloc(64, RCL_DEFAULT));
+        /* This thread's cache and the depot emptied: what is cached is
+         * the consumer's list alone. */
+        rcl_usage_sync();
+        pthread_barrier_wait(&h.given);
+        pthread_barrier_wait(&h.done);
+    }
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&h.given);
+    pthread_barrier_destroy(&h.done);
+    assert_int_equal(h.most_early, 8 * rcl_alloc_charge(64));
+    assert_int_equal(h.most_late, 16 * rcl_alloc_charge(64));
     assert_int_equal(usage_now(), 0);
 }
 
