@@ -355,11 +355,12 @@ static bool depot_reserve(size_t bytes)
  * reach, so that it takes as many again from the backend - to save a lock
  * it takes rarely anyway. The share is judged over DEPOT_JUDGE_FREES of
  * the thread's frees or more, the blocks the class gave the depot in them
- * counted: judged at every batch, a list of one or two blocks that filled
- * by chance within a few frees read as hot - one class in 44 of a mix
- * does, one list in six - and its depth, never shrunk, doubled for good;
- * the depot then held its whole bound (256 KiB) of such batches beside a
- * producer/consumer ring of 170 KiB. A class's first batch is not judged:
+ * counted. Judged at every batch, a list of one or two blocks that its
+ * class's next frees happened to refill at once read as hot - for one of
+ * the 44 classes of a mix, one list in six - and its depth, never shrunk,
+ * doubled for good: over a run most of the mix's classes did, and the
+ * lists and the depot (at its bound, 256 KiB) held more than the
+ * producer/consumer ring they served. A class's first batch is not judged:
  * nothing tells yet how long its list took to fill. Never shrunk here: a
  * list's depth also follows the live set its thread recycles (missed).
  */
