@@ -515,8 +515,9 @@ static void *consume_hot(void *arg)
         for (int i = 0; i < HOT_ROUND; i++) {
             size_t *most = r * HOT_ROUND + i < 256 ? &h->most_early : &h->most_late;
             rcl_free(h->blocks[i]);
-            if (cached_now() > *most)
-                *most = cached_now();
+            size_t now = cached_now();
+            if (now > *most)
+                *most = now;
         }
         pthread_barrier_wait(&h->done);
     }
@@ -546,6 +547,71 @@ TEST_WITH(a_class_that_makes_an_eighth_of_the_frees_doubles_its_batch, cache_set
     pthread_barrier_destroy(&h.done);
     assert_int_equal(h.most_early, 8 * rcl_alloc_charge(64));
     assert_int_equal(h.most_late, 16 * rcl_alloc_charge(64));
+    assert_int_equal(usage_now(), 0);
+}
+
+/* The consumer of a mix of sizes freed in a program's random order: 24
+ * classes, each about a twenty-fourth of the frees, so that a class's
+ * next free often comes soon after its list went to the depot - which,
+ * judged at each batch, doubled classes by chance. No list grows past
+ * its start. Rounds as above: every full list finds room in the depot. */
+#define MIX_CLASSES 24
+#define MIX_ROUND   64
+#define MIX_ROUNDS  40
+
+static const size_t mix_sizes[MIX_CLASSES] = {
+    16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+    320, 448, 640, 896, 1500, 2000, 3000, 4000,
+};
+
+struct mix_consumer {
+    void *blocks[MIX_ROUND];
+    pthread_barrier_t given, done;
+    unsigned grown;             /* classes deeper than they started */
+};
+
+static void *consume_mix(void *arg)
+{
+    struct mix_consumer *m = arg;
+
+    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
+    for (int r = 0; r < MIX_ROUNDS; r++) {
+        pthread_barrier_wait(&m->given);
+        for (int i = 0; i < MIX_ROUND; i++)
+            rcl_free(m->blocks[i]);
+        pthread_barrier_wait(&m->done);
+    }
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+        m->grown += rcl__self.bc->depth[c + 1] > rcl__bcache_depth_start(c);
+    return NULL;
+}
+
+TEST_WITH(a_consumer_of_a_mix_in_random_order_keeps_each_batch_short, cache_setup,
+          test_teardown)
+{
+    struct mix_consumer m = { .grown = 0 };
+    uint32_t x = 20261202;
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&m.given, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&m.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, consume_mix, &m), 0);
+    for (int r = 0; r < MIX_ROUNDS; r++) {
+        for (int i = 0; i < MIX_ROUND; i++) {
+            x = x * 1664525u + 1013904223u;
+            assert_non_null(m.blocks[i] = rcl_alloc(mix_sizes[(x >> 16) % MIX_CLASSES],
+                                                    RCL_DEFAULT));
+        }
+        rcl_usage_sync();
+        pthread_barrier_wait(&m.given);
+        pthread_barrier_wait(&m.done);
+    }
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&m.given);
+    pthread_barrier_destroy(&m.done);
+    /* The consumer's full lists did go to the depot. */
+    assert_true(depot_now() > 0);
+    assert_int_equal(m.grown, 0);
     assert_int_equal(usage_now(), 0);
 }
 
