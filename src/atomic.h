@@ -7,6 +7,7 @@
 #ifndef RCL_ATOMIC_H
 #define RCL_ATOMIC_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -16,6 +17,19 @@
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 #define RCL_TLS_IE __attribute__((tls_model("initial-exec")))
+
+/*
+ * A lock held for a few pointer moves by a holder that never waits on
+ * anything inside it: where the C library has the kind, one that spins a
+ * while before it sleeps. Two threads that pass blocks to each other take
+ * such a lock once a batch each; a futex sleep and wake-up for every
+ * collision cost more than the batch saved.
+ */
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+#define RCL_SPIN_MUTEX_INITIALIZER PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+#else
+#define RCL_SPIN_MUTEX_INITIALIZER PTHREAD_MUTEX_INITIALIZER
+#endif
 
 /* Relaxed loads and stores: plain moves on every target we care about, but
  * defined behaviour (and TSan-clean) when another thread reads the field. */

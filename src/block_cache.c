@@ -306,15 +306,18 @@ struct depot {
 /* Eight locks serve the classes, class c taking lock c % 8: batches make
  * taking one rare, so a lock per class would buy little, and fork's
  * prepare handler holds them all (TSan's deadlock detector allows a
- * thread 64 locks at once). */
+ * thread 64 locks at once). A producer and its consumer take the same
+ * lock once a batch each, so they collide; with locks that slept at
+ * once, a pair of 1 KiB blocks over mimalloc cost 1.35x raw mimalloc's
+ * CPU time (docs/bench/patterns.md, "Figures, 2026-12-02, 17:00"). */
 #define DEPOT_LOCKS 8u
 static struct {
     pthread_mutex_t m;
 } __attribute__((aligned(64))) depot_locks[DEPOT_LOCKS] = {
-    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
-    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
-    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
-    { PTHREAD_MUTEX_INITIALIZER }, { PTHREAD_MUTEX_INITIALIZER },
+    { RCL_SPIN_MUTEX_INITIALIZER }, { RCL_SPIN_MUTEX_INITIALIZER },
+    { RCL_SPIN_MUTEX_INITIALIZER }, { RCL_SPIN_MUTEX_INITIALIZER },
+    { RCL_SPIN_MUTEX_INITIALIZER }, { RCL_SPIN_MUTEX_INITIALIZER },
+    { RCL_SPIN_MUTEX_INITIALIZER }, { RCL_SPIN_MUTEX_INITIALIZER },
 };
 
 static struct depot depots[RCL_BCACHE_CLASSES];

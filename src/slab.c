@@ -100,16 +100,12 @@ _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its 
  * set's slabs part empty, all of them resident (on mimalloc under a
  * resident-memory budget it kept 4 MiB of 128 where one set keeps 60:
  * tests/test_rss.c's churn). One lock also keeps fork()'s prepare
- * handler within what it may hold. Where the C library has one, the lock
- * spins a little before it sleeps: its holders never wait on anything.
+ * handler within what it may hold. Its holders never wait on anything:
+ * it spins before it sleeps (RCL_SPIN_MUTEX_INITIALIZER).
  */
 #define NR_SLAB        (RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS)
 
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-static pthread_mutex_t slab_lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
-#else
-static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
-#endif
+static pthread_mutex_t slab_lock = RCL_SPIN_MUTEX_INITIALIZER;
 
 static struct slab_class {
     struct slab *avail;             /* slabs with a free slot */
