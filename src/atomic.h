@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * atomic.h - the library's few low-level idioms: branch hints, the TLS
- * model of the hot per-thread state, and the relaxed accesses that make a
+ * model of the hot per-thread state, the locks that spin before they
+ * sleep, and the relaxed accesses that make a
  * field another thread reads defined behaviour without costing a fence.
  */
 #ifndef RCL_ATOMIC_H
@@ -22,8 +23,8 @@
  * A lock held for a few pointer moves by a holder that never waits on
  * anything inside it: where the C library has the kind, one that spins a
  * while before it sleeps. Two threads that pass blocks to each other take
- * such a lock once a batch each; a futex sleep and wake-up for every
- * collision cost more than the batch saved.
+ * such a lock once a batch each, and collide: a sleep and a wake-up, two
+ * system calls, cost far more than the holder's few pointer moves.
  */
 #ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
 #define RCL_SPIN_MUTEX_INITIALIZER PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
