@@ -2,8 +2,8 @@
 /*
  * atomic.h - the library's few low-level idioms: branch hints, the TLS
  * model of the hot per-thread state, the locks that spin before they
- * sleep, and the relaxed accesses that make a
- * field another thread reads defined behaviour without costing a fence.
+ * sleep, and the relaxed accesses that make a field another thread reads
+ * defined behaviour without costing a fence.
  */
 #ifndef RCL_ATOMIC_H
 #define RCL_ATOMIC_H
