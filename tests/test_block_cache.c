@@ -491,60 +491,96 @@ TEST_WITH(a_burst_of_one_class_does_not_grow_its_batch, cache_setup, test_teardo
     assert_int_equal(usage_now(), 0);
 }
 
+/*
+ * Rounds between a producer - the test's thread, which allocates a round
+ * of blocks and then empties its cache and the depot (rcl_usage_sync), so
+ * that every full list of the consumer finds room there - and a consumer
+ * thread, which frees them. `freed` watches the consumer after each of
+ * its frees, `ended` once after the last; either may be NULL.
+ */
+#define ROUND_MAX 64
+
+struct rounds {
+    int round, rounds;
+    size_t (*size)(struct rounds *rs);
+    void (*freed)(struct rounds *rs, int nr);
+    void (*ended)(struct rounds *rs);
+    void *blocks[ROUND_MAX];
+    pthread_barrier_t given, done;
+};
+
+static void *consume_rounds(void *arg)
+{
+    struct rounds *rs = arg;
+
+    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
+    for (int r = 0; r < rs->rounds; r++) {
+        pthread_barrier_wait(&rs->given);
+        for (int i = 0; i < rs->round; i++) {
+            rcl_free(rs->blocks[i]);
+            if (rs->freed)
+                rs->freed(rs, r * rs->round + i);
+        }
+        pthread_barrier_wait(&rs->done);
+    }
+    if (rs->ended)
+        rs->ended(rs);
+    return NULL;
+}
+
+static void run_rounds(struct rounds *rs)
+{
+    pthread_t th;
+
+    assert_true(rs->round <= ROUND_MAX);
+    assert_int_equal(pthread_barrier_init(&rs->given, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&rs->done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, consume_rounds, rs), 0);
+    for (int r = 0; r < rs->rounds; r++) {
+        for (int i = 0; i < rs->round; i++)
+            assert_non_null(rs->blocks[i] = rcl_alloc(rs->size(rs), RCL_DEFAULT));
+        rcl_usage_sync();
+        pthread_barrier_wait(&rs->given);
+        pthread_barrier_wait(&rs->done);
+    }
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&rs->given);
+    pthread_barrier_destroy(&rs->done);
+}
+
 /* A class that does make an eighth of the frees or more - here all of
  * them - doubles its batch once it has been watched over 256 frees: the
  * consumer's list of 64 B never holds more than 8 blocks in its first 256
- * frees, and holds 16 before its 384th. Rounds of 32 blocks, the depot
- * emptied between them, so that every full list finds room there. */
-#define HOT_ROUND  32
-#define HOT_ROUNDS 12
-
+ * frees, and holds 16 before its 384th. */
 struct hot_consumer {
-    void *blocks[HOT_ROUND];
-    pthread_barrier_t given, done;
+    struct rounds rs;           /* first: the callbacks cast back */
     size_t most_early, most_late;
 };
 
-static void *consume_hot(void *arg)
+static size_t hot_size(struct rounds *rs)
 {
-    struct hot_consumer *h = arg;
+    (void)rs;
+    return 64;
+}
 
-    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
-    for (int r = 0; r < HOT_ROUNDS; r++) {
-        pthread_barrier_wait(&h->given);
-        for (int i = 0; i < HOT_ROUND; i++) {
-            size_t *most = r * HOT_ROUND + i < 256 ? &h->most_early : &h->most_late;
-            rcl_free(h->blocks[i]);
-            size_t now = cached_now();
-            if (now > *most)
-                *most = now;
-        }
-        pthread_barrier_wait(&h->done);
-    }
-    return NULL;
+static void hot_freed(struct rounds *rs, int nr)
+{
+    struct hot_consumer *h = (struct hot_consumer *)rs;
+    size_t *most = nr < 256 ? &h->most_early : &h->most_late;
+    size_t now = cached_now();
+
+    if (now > *most)
+        *most = now;
 }
 
 TEST_WITH(a_class_that_makes_an_eighth_of_the_frees_doubles_its_batch, cache_setup,
           test_teardown)
 {
-    struct hot_consumer h = { .most_early = 0 };
-    pthread_t th;
+    struct hot_consumer h = {
+        .rs = { .round = 32, .rounds = 12, .size = hot_size, .freed = hot_freed },
+    };
 
-    assert_int_equal(pthread_barrier_init(&h.given, NULL, 2), 0);
-    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
-    assert_int_equal(pthread_create(&th, NULL, consume_hot, &h), 0);
-    for (int r = 0; r < HOT_ROUNDS; r++) {
-        for (int i = 0; i < HOT_ROUND; i++)
-            assert_non_null(h.blocks[i] = rcl_alloc(64, RCL_DEFAULT));
-        /* This thread's cache and the depot emptied: what is cached is
-         * the consumer's list alone. */
-        rcl_usage_sync();
-        pthread_barrier_wait(&h.given);
-        pthread_barrier_wait(&h.done);
-    }
-    pthread_join(th, NULL);
-    pthread_barrier_destroy(&h.given);
-    pthread_barrier_destroy(&h.done);
+    run_rounds(&h.rs);
     assert_int_equal(h.most_early, 8 * rcl_alloc_charge(64));
     assert_int_equal(h.most_late, 16 * rcl_alloc_charge(64));
     assert_int_equal(usage_now(), 0);
@@ -554,10 +590,8 @@ TEST_WITH(a_class_that_makes_an_eighth_of_the_frees_doubles_its_batch, cache_set
  * classes, each about a twenty-fourth of the frees, so that a class's
  * next free often comes soon after its list went to the depot - which,
  * judged at each batch, doubled classes by chance. No list grows past
- * its start. Rounds as above: every full list finds room in the depot. */
+ * its start. */
 #define MIX_CLASSES 24
-#define MIX_ROUND   64
-#define MIX_ROUNDS  40
 
 static const size_t mix_sizes[MIX_CLASSES] = {
     16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
@@ -565,50 +599,36 @@ static const size_t mix_sizes[MIX_CLASSES] = {
 };
 
 struct mix_consumer {
-    void *blocks[MIX_ROUND];
-    pthread_barrier_t given, done;
+    struct rounds rs;           /* first: the callbacks cast back */
+    uint32_t x;                 /* the producer's random sizes, fixed seed */
     unsigned grown;             /* classes deeper than they started */
 };
 
-static void *consume_mix(void *arg)
+static size_t mix_size(struct rounds *rs)
 {
-    struct mix_consumer *m = arg;
+    struct mix_consumer *m = (struct mix_consumer *)rs;
 
-    rcl_free(rcl_alloc(128 * 1024, RCL_DEFAULT));
-    for (int r = 0; r < MIX_ROUNDS; r++) {
-        pthread_barrier_wait(&m->given);
-        for (int i = 0; i < MIX_ROUND; i++)
-            rcl_free(m->blocks[i]);
-        pthread_barrier_wait(&m->done);
-    }
+    m->x = m->x * 1664525u + 1013904223u;
+    return mix_sizes[(m->x >> 16) % MIX_CLASSES];
+}
+
+static void mix_ended(struct rounds *rs)
+{
+    struct mix_consumer *m = (struct mix_consumer *)rs;
+
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
         m->grown += rcl__self.bc->depth[c + 1] > rcl__bcache_depth_start(c);
-    return NULL;
 }
 
 TEST_WITH(a_consumer_of_a_mix_in_random_order_keeps_each_batch_short, cache_setup,
           test_teardown)
 {
-    struct mix_consumer m = { .grown = 0 };
-    uint32_t x = 20261202;
-    pthread_t th;
+    struct mix_consumer m = {
+        .rs = { .round = 64, .rounds = 40, .size = mix_size, .ended = mix_ended },
+        .x = 20261202,
+    };
 
-    assert_int_equal(pthread_barrier_init(&m.given, NULL, 2), 0);
-    assert_int_equal(pthread_barrier_init(&m.done, NULL, 2), 0);
-    assert_int_equal(pthread_create(&th, NULL, consume_mix, &m), 0);
-    for (int r = 0; r < MIX_ROUNDS; r++) {
-        for (int i = 0; i < MIX_ROUND; i++) {
-            x = x * 1664525u + 1013904223u;
-            assert_non_null(m.blocks[i] = rcl_alloc(mix_sizes[(x >> 16) % MIX_CLASSES],
-                                                    RCL_DEFAULT));
-        }
-        rcl_usage_sync();
-        pthread_barrier_wait(&m.given);
-        pthread_barrier_wait(&m.done);
-    }
-    pthread_join(th, NULL);
-    pthread_barrier_destroy(&m.given);
-    pthread_barrier_destroy(&m.done);
+    run_rounds(&m.rs);
     /* The consumer's full lists did go to the depot. */
     assert_true(depot_now() > 0);
     assert_int_equal(m.grown, 0);
