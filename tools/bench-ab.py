@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Compares builds on the allocation patterns over many processes.
+
+    python3 tools/bench-ab.py [-n N] [-o DIR] LABEL=BUILD_DIR [LABEL=BUILD_DIR ...]
+    python3 tools/bench-ab.py -o DIR LABEL ...       (summarise DIR's runs again)
+
+Runs BUILD_DIR/bench/bench_patterns N times (default 10) for each build, the
+builds in turn (A B A B ...), so that whatever the machine does over the
+minutes - a busy neighbour, a virtual CPU's clock or cache that changes
+from one process to the next - falls on every build alike. Each run writes
+its JSON into DIR (default: a new directory under /tmp, named at the end).
+Then it prints, per pattern and per build, over the N runs:
+
+    cpu    the median of the runs' ratios rcl/raw (each run's own median of
+           its interleaved rounds), [min - max], and how many runs were over
+           the CPU goal
+    ns     the median of rcl's CPU ns per pair
+    rss    the same for the peak RSS ratio, where it counts towards the goal
+    held   the median of the free blocks rcl held at its peak, in the threads'
+           caches and the depot (runs of a bench_patterns that reports them)
+
+One run's ratio can be off by its whole spread on a machine whose speed
+changes between processes; what a change does is told by many. The
+environment passes through: BENCH_PATTERNS, BENCH_SIZES, BENCH_DEPTHS,
+BENCH_THREADS, BENCH_REPS, BENCH_PAIRS (bench/bench_patterns.c). Build the
+trees first, for instance `git worktree add /tmp/base HEAD~1` and `make
+benches` (or `make BACKEND=mimalloc benches`) in each; a backend's build
+directory is build-BACKEND. Only the standard library is used.
+"""
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def usage(msg=None):
+    if msg:
+        print("bench-ab: " + msg, file=sys.stderr)
+    print(__doc__.split("\n\n")[1], file=sys.stderr)
+    sys.exit(2)
+
+
+def parse(argv):
+    n, out, builds = 10, None, []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        if a in ("-n", "-o"):
+            if i + 1 >= len(argv):
+                usage(a + " needs a value")
+            if a == "-n":
+                try:
+                    n = int(argv[i + 1])
+                except ValueError:
+                    usage("-n takes a number of runs")
+                if n < 1:
+                    usage("-n takes a number of runs, at least 1")
+            else:
+                out = argv[i + 1]
+            i += 2
+            continue
+        label, sep, build = a.partition("=")
+        if not label or not label.replace("-", "").replace("_", "").isalnum():
+            usage("a build is LABEL=BUILD_DIR, LABEL letters, digits, - and _: " + a)
+        builds.append((label, build if sep else None))
+        i += 1
+    if not builds:
+        usage("no build named")
+    if len({b[0] for b in builds}) != len(builds):
+        usage("a label is named twice")
+    return n, out, builds
+
+
+def run(n, out, builds):
+    for label, build in builds:
+        prog = os.path.join(build, "bench", "bench_patterns")
+        if not os.access(prog, os.X_OK):
+            usage(prog + " is not there: build the benchmarks first")
+    for i in range(1, n + 1):
+        for label, build in builds:
+            env = dict(os.environ)
+            env["BENCH_JSON"] = os.path.join(out, "%s_%d.json" % (label, i))
+            prog = os.path.join(build, "bench", "bench_patterns")
+            r = subprocess.run([prog], env=env, stdout=subprocess.DEVNULL)
+            if r.returncode != 0:
+                sys.exit("bench-ab: %s failed (exit status %d)" % (prog, r.returncode))
+        print("bench-ab: run %d of %d done" % (i, n), file=sys.stderr)
+
+
+def load(out, label):
+    runs = []
+    for f in sorted(glob.glob(os.path.join(out, label + "_*.json"))):
+        with open(f) as fh:
+            doc = json.load(fh)
+        runs.append(doc)
+    return runs
+
+
+def summarise(out, labels):
+    docs = {label: load(out, label) for label in labels}
+    if not any(docs.values()):
+        sys.exit("bench-ab: no runs in " + out)
+    first = next(d for d in docs.values() if d)[0]
+    goal, goal_rss = first["goal_ratio"], first["goal_rss_ratio"]
+    names = [r["name"] for r in first["results"]]
+    print("bench_patterns over %s, per build: %d - %d runs (goals: CPU <= %.2f, RSS <= %.2f)"
+          % (first["baseline"], min(len(d) for d in docs.values()),
+             max(len(d) for d in docs.values()), goal, goal_rss))
+    for name in names:
+        print(name)
+        for label in labels:
+            rows = [r for d in docs[label] for r in d["results"] if r["name"] == name]
+            if not rows:
+                continue
+            cpu = [r["ratio"]["median"] for r in rows]
+            ns = [r["cpu_ns_per_pair"]["rcl"]["median"] for r in rows]
+            line = "  %-10s cpu %.2f [%.2f - %.2f] over %d/%d  ns %.1f" % (
+                label, statistics.median(cpu), min(cpu), max(cpu),
+                sum(c > goal for c in cpu), len(cpu), statistics.median(ns))
+            rss = [r["rss_ratio"] for r in rows if r.get("rss_ratio_counts")]
+            if rss:
+                line += "  rss %.2f [%.2f - %.2f] over %d/%d" % (
+                    statistics.median(rss), min(rss), max(rss),
+                    sum(x > goal_rss for x in rss), len(rss))
+                held = [r["rcl_peak_free_kib"]["thread_cached"] + r["rcl_peak_free_kib"]["depot"]
+                        for r in rows if r.get("rss_ratio_counts") and "rcl_peak_free_kib" in r]
+                if held:
+                    line += "  held %.0f KiB" % statistics.median(held)
+            print(line)
+
+
+def main():
+    n, out, builds = parse(sys.argv[1:])
+    to_run = [b for b in builds if b[1] is not None]
+    if to_run and len(to_run) != len(builds):
+        usage("either every build names its directory (to run) or none does (to summarise)")
+    if to_run:
+        if out is None:
+            out = tempfile.mkdtemp(prefix="bench-ab-")
+        os.makedirs(out, exist_ok=True)
+        run(n, out, builds)
+    elif out is None:
+        usage("summarising needs -o DIR")
+    summarise(out, [b[0] for b in builds])
+    print("(the runs' JSON: %s)" % out)
+
+
+if __name__ == "__main__":
+    main()
