@@ -105,7 +105,24 @@ _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its 
  */
 #define NR_SLAB        (RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS)
 
-static pthread_mutex_t slab_lock = RCL_SPIN_MUTEX_INITIALIZER;
+/*
+ * With the lock, on the page any span taken writes, the bits of the map's
+ * window (below): the 4 GiB of address space around the first region,
+ * where a program's regions most often all lie, so that the map costs such
+ * a program no page of its own. 512-aligned, the pair never straddles a
+ * page.
+ */
+typedef _Atomic uint64_t map_word;
+#define WINDOW_REGIONS 2048u
+#define WINDOW_BELOW   1536u        /* regions below the first: mmap() works down */
+
+static struct {
+    pthread_mutex_t  lock;
+    _Atomic uintptr_t window_lo;    /* the window's first region number, a
+                                       multiple of 64; 0 until a region */
+    map_word         window[WINDOW_REGIONS / 64];
+} slabs __attribute__((aligned(512))) = { .lock = RCL_SPIN_MUTEX_INITIALIZER };
+_Static_assert(sizeof(slabs) <= 512, "the lock and the window share a page");
 
 static struct slab_class {
     struct slab *avail;             /* slabs with a free slot */
@@ -264,11 +281,14 @@ static inline struct region *region_of(const void *p)
  * its address, without a read of memory that may not be mapped. Read
  * without the lock: a slot's region is mapped, and its bit set, before
  * the slot is handed out, and stays so while the slot is out; no chunk of
- * glibc's lies in a region. 8 MiB of address space for the 47-bit user
- * address space, mapped with the first region; a page of it resident for
- * each 64 GiB of address space that regions are in.
+ * glibc's lies in a region. A region's bit is in the window beside the
+ * lock (above) if it lies there, else in the map: 8 MiB of address space
+ * for the 47-bit user address space, mapped with the first region outside
+ * the window, a page of it resident for each 64 GiB of address space that
+ * such regions are in - the page that made a program's small live sets
+ * hold more than raw glibc's (64 B x 1600, glibc's simple: 144 KiB of
+ * growth against 136).
  */
-typedef _Atomic uint64_t map_word;
 #define MAP_ADDR_BITS 47
 #define MAP_SHIFT     21
 _Static_assert(REGION_BYTES == 1u << MAP_SHIFT, "a bit of the map is a region");
@@ -291,32 +311,41 @@ static map_word *map_get(void)
     return none;
 }
 
-static void map_set(map_word *m, const char *region, bool on)
+/* The word holding region number i's bit (bit i % 64 of it); NULL if it
+ * has none: outside the window and above the map's reach, or the map not
+ * there. With `make`, for a region about to be set, the first places the
+ * window and the map is mapped where needed. The window is placed once:
+ * a reader that saw none yet has no region of its own in it. */
+static map_word *map_word_of(uintptr_t i, bool make)
 {
-    uintptr_t i = (uintptr_t)region >> MAP_SHIFT;
-    uint64_t bit = (uint64_t)1 << (i % 64);
+    uintptr_t lo = atomic_load_explicit(&slabs.window_lo, memory_order_acquire);
 
-    if (on)
-        atomic_fetch_or_explicit(&m[i / 64], bit, memory_order_release);
-    else
-        atomic_fetch_and_explicit(&m[i / 64], ~bit, memory_order_release);
+    if (!lo && make) {
+        uintptr_t want = i >= WINDOW_BELOW + 64 ? (i - WINDOW_BELOW) & ~(uintptr_t)63 : 64;
+
+        if (atomic_compare_exchange_strong(&slabs.window_lo, &lo, want))
+            lo = want;
+    }
+    if (lo && i - lo < WINDOW_REGIONS)
+        return &slabs.window[(i - lo) / 64];
+    if (i >= MAP_WORDS * 64)
+        return NULL;
+    map_word *m = make ? map_get() : atomic_load_explicit(&region_bits, memory_order_acquire);
+    return m ? &m[i / 64] : NULL;
 }
 
 bool rcl__slab_in_region(const void *p)
 {
-    map_word *m = atomic_load_explicit(&region_bits, memory_order_acquire);
     uintptr_t i = (uintptr_t)p >> MAP_SHIFT;
+    map_word *w = map_word_of(i, false);
 
-    if (!m || i >= MAP_WORDS * 64)
-        return false;
-    return atomic_load_explicit(&m[i / 64], memory_order_acquire) >> (i % 64) & 1;
+    return w && atomic_load_explicit(w, memory_order_acquire) >> (i % 64) & 1;
 }
 
 static struct region *region_map(void)
 {
-    map_word *m = map_get();
-    char *p = m ? mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    char *p = mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
 
     if (p == MAP_FAILED)
         return NULL;
@@ -324,13 +353,16 @@ static struct region *region_map(void)
     if (a > p)
         munmap(p, (size_t)(a - p));
     munmap(a + REGION_BYTES, (size_t)(p + REGION_BYTES - a));
-    /* Above the map's reach only where a program asked for such
-     * addresses itself (five-level page tables, with a hint). */
-    if ((uintptr_t)a >> MAP_SHIFT >= MAP_WORDS * 64) {
+    /* No bit for it: the map could not be mapped, or the region lies
+     * above its reach, where a program asked for such addresses itself
+     * (five-level page tables, with a hint). */
+    uintptr_t i = (uintptr_t)a >> MAP_SHIFT;
+    map_word *w = map_word_of(i, true);
+    if (!w) {
         munmap(a, REGION_BYTES);
         return NULL;
     }
-    map_set(m, a, true);
+    atomic_fetch_or_explicit(w, (uint64_t)1 << (i % 64), memory_order_release);
     struct region *r = region_of(a);
     r->free = REGION_ALL_FREE;
     return r;
@@ -338,7 +370,11 @@ static struct region *region_map(void)
 
 static void region_unmap(struct region *r)
 {
-    map_set(atomic_load_explicit(&region_bits, memory_order_relaxed), region_base(r), false);
+    uintptr_t i = (uintptr_t)region_base(r) >> MAP_SHIFT;
+    map_word *w = map_word_of(i, false);
+
+    rcl__assert(w != NULL);
+    atomic_fetch_and_explicit(w, ~((uint64_t)1 << (i % 64)), memory_order_release);
     munmap(region_base(r), REGION_BYTES);
 }
 
@@ -379,16 +415,16 @@ static void *span_get(size_t bytes)
     if (SPANS_FROM_BACKEND)
         return rcl__be_memalign(bytes, bytes);
     rcl__assert(bytes == SLAB_MIN_BYTES);
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     if (regions)
         s = region_take(regions);
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     if (s || !(r = region_map()))
         return s;
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     LIST_PUSH(regions, r);
     s = region_take(r);
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     return s;
 }
 
@@ -411,9 +447,9 @@ static void span_put(void *s, size_t bytes, bool to_system)
         size_t keep = (char *)s != region_base(s) ? 0 : page < bytes ? page : bytes;
         madvise((char *)s + keep, bytes - keep, MADV_DONTNEED);
     }
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     gone = region_give(s);
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     if (gone)
         region_unmap(gone);
 }
@@ -486,9 +522,9 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make)
     }
     if (!make)
         return NULL;
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     s = slab_new(c);
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     if (s) {
         k->nr_slabs++;
         list_add(k, s);
@@ -503,10 +539,10 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
     struct slab *s;
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES);
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     if ((s = slab_avail(k, c, true)) != NULL)
         h = slot_take(k, s, c);
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     return h;
 }
 
@@ -644,9 +680,9 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
             (own->fresh == own->end || (!checked && rd(k->nr_given)))) {
             struct slab *gone;
 
-            pthread_mutex_lock(&slab_lock);
+            pthread_mutex_lock(&slabs.lock);
             bool more = own_refill(k, c, own, got == 0, &gone);
-            pthread_mutex_unlock(&slab_lock);
+            pthread_mutex_unlock(&slabs.lock);
             if (gone)
                 slab_delete(gone, c, false);
             if (!more)
@@ -726,11 +762,11 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
     unsigned ng = 0;
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES && n <= RCL_SLAB_BATCH);
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
     for (unsigned i = 0; i < n; i++)
         if ((gone[ng] = slot_put(k, hs[i], c)) != NULL)
             ng++;
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
     while (ng)
         slab_delete(gone[--ng], c, false);
 }
@@ -751,7 +787,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
 
         if (!n)
             continue;
-        pthread_mutex_lock(&slab_lock);
+        pthread_mutex_lock(&slabs.lock);
         for (struct rcl_hdr *h = o->free, *next; h; h = next) {
             rcl__unpoison(h, HDR);
             next = h->next;
@@ -765,7 +801,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
         gone = o->nr_free ? slab_unuse(class_of(c), s, o->nr_free) : NULL;
         if (o->fresh < o->end)
             gone = own_give_fresh(class_of(c), o);
-        pthread_mutex_unlock(&slab_lock);
+        pthread_mutex_unlock(&slabs.lock);
         *o = (struct rcl_slab_own){ 0 };
         if (gone)
             slab_delete(gone, c, false);
@@ -778,12 +814,12 @@ void rcl__slab_trim(void)
         struct slab_class *k = class_of(c);
         struct slab *s;
 
-        pthread_mutex_lock(&slab_lock);
+        pthread_mutex_lock(&slabs.lock);
         s = k->empty;
         k->empty = NULL;
         k->nr_slabs -= k->nr_empty;
         k->nr_empty = 0;
-        pthread_mutex_unlock(&slab_lock);
+        pthread_mutex_unlock(&slabs.lock);
         while (s) {
             struct slab *next = s->next;
             /* Its pages back to the system first: the trim is for that,
@@ -815,12 +851,12 @@ size_t rcl__slab_held(unsigned c)
  * held stay out in the child, as their cached blocks do. */
 void rcl__slab_atfork_prepare(void)
 {
-    pthread_mutex_lock(&slab_lock);
+    pthread_mutex_lock(&slabs.lock);
 }
 
 void rcl__slab_atfork_parent(void)
 {
-    pthread_mutex_unlock(&slab_lock);
+    pthread_mutex_unlock(&slabs.lock);
 }
 
 void rcl__slab_atfork_child(void)

@@ -22,6 +22,7 @@
 #include "slab.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -872,6 +873,91 @@ TEST(no_address_outside_a_mapped_region_is_a_slot)
     rcl_shutdown();
     assert_false(test_mapped((void *)region));
     assert_false(rcl__slab_in_region((void *)region));
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* Reserves, without memory behind it, every gap of the address space
+ * within `reach` of addr, so that no mapping made after lands there; the
+ * reservations in r[], their count returned. */
+enum { GAPS_MAX = 256 };
+struct gap { void *at; size_t len; };
+
+static int reserve_gaps_near(uintptr_t addr, uintptr_t reach, struct gap *r)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = addr > reach ? (addr - reach) & ~(page - 1) : page;
+    uintptr_t hi = (addr + reach) & ~(page - 1), prev = lo;
+    unsigned long long s, e;
+    int n = 0;
+    char line[512];
+    FILE *f = fopen("/proc/self/maps", "r");
+
+    assert_non_null(f);
+    /* Gaps first, then mapped: the reservations are mappings themselves. */
+    struct gap found[GAPS_MAX];
+    int nf = 0;
+    while (fgets(line, sizeof(line), f) && nf < GAPS_MAX) {
+        if (sscanf(line, "%llx-%llx", &s, &e) != 2 || e <= prev)
+            continue;
+        if (s > prev && prev < hi)
+            found[nf++] = (struct gap){ (void *)prev, (size_t)((s < hi ? s : hi) - prev) };
+        prev = e;
+    }
+    fclose(f);
+    if (prev < hi && nf < GAPS_MAX)
+        found[nf++] = (struct gap){ (void *)prev, (size_t)(hi - prev) };
+    for (int i = 0; i < nf; i++) {
+        void *m = mmap(found[i].at, found[i].len, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m != MAP_FAILED)
+            r[n++] = (struct gap){ m, found[i].len };
+    }
+    return n;
+}
+
+/* A region far from the first - beyond the 4 GiB around it whose bits lie
+ * beside the slabs' lock (src/slab.c) - has its bit in the map of the
+ * whole address space: its slots are known as slots, and it is forgotten
+ * once unmapped. The address space near the first region is reserved, so
+ * that the next region the library maps lies far from it. */
+TEST(a_region_far_from_the_first_is_known_by_the_map)
+{
+    if (no_regions())
+        skip();
+    enum { N = 60000 };                      /* 64 B: about 26,000 slots a region */
+    const uintptr_t reach = (uintptr_t)8 << 30;
+    void **p = malloc(N * sizeof(*p));
+    struct gap *gaps = malloc(GAPS_MAX * sizeof(*gaps));
+    uintptr_t first = 0, far = 0;
+    int n = 0, ngaps;
+
+    assert_true(p && gaps);
+    while (!first && n < N) {
+        assert_non_null(p[n] = rcl_alloc(64, RCL_DEFAULT));
+        first = slot_at(p[n]) ? (uintptr_t)p[n] : 0;
+        n++;
+    }
+    assert_true(first != 0);
+    ngaps = reserve_gaps_near(first, reach, gaps);
+    while (!far && n < N) {
+        assert_non_null(p[n] = rcl_alloc(64, RCL_DEFAULT));
+        uintptr_t a = (uintptr_t)p[n++];
+        if (slot_at((void *)a) && (a > first ? a - first : first - a) >= reach)
+            far = a;
+    }
+    assert_true(far != 0);
+    assert_true(rcl__slab_in_region((void *)(far & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1))));
+    assert_true(rcl__slab_in_region((void *)first));
+    while (n > 0)
+        rcl_free(p[--n]);
+    rcl_shutdown();
+    assert_false(test_mapped((void *)far));
+    assert_false(rcl__slab_in_region((void *)far));
+    assert_false(rcl__slab_in_region((void *)first));
+    for (int i = 0; i < ngaps; i++)
+        assert_int_equal(munmap(gaps[i].at, gaps[i].len), 0);
+    free(gaps);
+    free(p);
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
