@@ -334,6 +334,23 @@ static map_word *map_word_of(uintptr_t i, bool make)
     return m ? &m[i / 64] : NULL;
 }
 
+/* Sets or clears the bit of the region at `region`; false if it has no
+ * word to be set in (map_word_of). */
+static bool map_set(const char *region, bool on)
+{
+    uintptr_t i = (uintptr_t)region >> MAP_SHIFT;
+    map_word *w = map_word_of(i, on);
+    uint64_t bit = (uint64_t)1 << (i % 64);
+
+    if (!w)
+        return false;
+    if (on)
+        atomic_fetch_or_explicit(w, bit, memory_order_release);
+    else
+        atomic_fetch_and_explicit(w, ~bit, memory_order_release);
+    return true;
+}
+
 bool rcl__slab_in_region(const void *p)
 {
     uintptr_t i = (uintptr_t)p >> MAP_SHIFT;
@@ -356,13 +373,10 @@ static struct region *region_map(void)
     /* No bit for it: the map could not be mapped, or the region lies
      * above its reach, where a program asked for such addresses itself
      * (five-level page tables, with a hint). */
-    uintptr_t i = (uintptr_t)a >> MAP_SHIFT;
-    map_word *w = map_word_of(i, true);
-    if (!w) {
+    if (!map_set(a, true)) {
         munmap(a, REGION_BYTES);
         return NULL;
     }
-    atomic_fetch_or_explicit(w, (uint64_t)1 << (i % 64), memory_order_release);
     struct region *r = region_of(a);
     r->free = REGION_ALL_FREE;
     return r;
@@ -370,11 +384,9 @@ static struct region *region_map(void)
 
 static void region_unmap(struct region *r)
 {
-    uintptr_t i = (uintptr_t)region_base(r) >> MAP_SHIFT;
-    map_word *w = map_word_of(i, false);
+    bool had = map_set(region_base(r), false);
 
-    rcl__assert(w != NULL);
-    atomic_fetch_and_explicit(w, ~((uint64_t)1 << (i % 64)), memory_order_release);
+    rcl__assert(had);
     munmap(region_base(r), REGION_BYTES);
 }
 
