@@ -704,8 +704,8 @@ void rcl_free(void *p)
      * are large, or rare next to the small ones. The class is taken
      * from the word the check loads, not by a second load of its byte,
      * which the compilers would otherwise choose in some builds (hence
-     * the empty asm): a cache hit's pair up to 3 % shorter
-     * (docs/bench/patterns.md, "Figures, 2026-12-03, 07:50"). */
+     * the empty asm): one load less a free (docs/bench/patterns.md,
+     * "Figures, 2026-12-03, 07:50"). */
     __asm__("" : "+r"(meta));
     size_t nr = meta_class(meta);
     uint64_t key = rcl__bcache_tab.key[nr];
