@@ -34,6 +34,15 @@
  * written pages are resident, so one byte would hide most of a large
  * block, and of its rounding).
  *
+ * Threads on CPUs of their own: the threads of a pattern of more than one
+ * are pinned, the i-th to the i-th CPU the process may run on, where it
+ * may run on that many (BENCH_PIN=0 leaves them to the scheduler). Left
+ * to it, the two threads of producer/consumer ran at times in turn on one
+ * CPU, where no block crosses caches and a pair took a quarter of the
+ * time it takes on two, and the raw rounds landed there several times as
+ * often as the library's: a ratio then compared two placements, not two
+ * allocators (docs/bench/patterns.md, "Figures, 2026-12-03, 11:00").
+ *
  * CPU time, not wall time: every thread reads CLOCK_THREAD_CPUTIME_ID around
  * its measured loop, and a figure is the CPU time of all threads over all
  * pairs - what a loaded machine does not inflate by preempting. Rounds
@@ -75,7 +84,7 @@
  * in its slower variant), BENCH_PATTERNS=live,pc,larson,simple (families
  * to run), BENCH_SIZES and BENCH_DEPTHS (the live-set sizes, bytes or
  * "mix", and depths; default 16,64,256,1024,4096,mix and 1,8,64,512,4096),
- * BENCH_JSON.
+ * BENCH_PIN=0 (threads not pinned), BENCH_JSON.
  */
 #include "bench.h"
 #include "reclaim.h"
@@ -540,6 +549,46 @@ VARIANTS(consume, (struct ring *r, long n), r, n)
 static _Alignas(4096) void *slots[MAX_THREADS][MAX_SLOTS];
 static struct ring the_ring;
 
+/* The CPUs the process may run on, in order, read once at the start; the
+ * threads of a pattern are pinned to them when there are enough (above). */
+static struct {
+    int n;                      /* CPUs to pin to; 0: threads not pinned */
+    int cpu[MAX_THREADS];
+} pin;
+
+static void pin_init(void)
+{
+    const char *env = getenv("BENCH_PIN");
+    cpu_set_t set;
+
+    if (env && strcmp(env, "1") != 0) {
+        if (strcmp(env, "0") != 0)
+            fprintf(stderr, "bench: ignoring BENCH_PIN=%s (want 0 or 1)\n", env);
+        else
+            return;
+    }
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return;
+    for (int c = 0; c < CPU_SETSIZE && pin.n < MAX_THREADS; c++)
+        if (CPU_ISSET(c, &set))
+            pin.cpu[pin.n++] = c;
+}
+
+/* Thread i of a pattern of `threads` on its own CPU, if there are enough. */
+static void pin_attr(pthread_attr_t *attr, int i, int threads)
+{
+    cpu_set_t set;
+
+    if (threads < 2 || pin.n < threads)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(pin.cpu[i], &set);
+    if (pthread_attr_setaffinity_np(attr, sizeof(set), &set) != 0) {
+        fprintf(stderr, "bench_patterns: cannot pin a thread to CPU %d\n", pin.cpu[i]);
+        exit(1);
+    }
+}
+
 struct run {
     const struct pat *p;
     int v;
@@ -668,12 +717,17 @@ static double measure(const struct pat *p, int v, long pairs)
     if (peak.threads > 1)
         pthread_barrier_init(&peak.all, NULL, (unsigned)p->threads);
     for (int i = 0; i < p->threads; i++) {
+        pthread_attr_t attr;
+
         w[i].run = &r;
         w[i].idx = i;
-        if (pthread_create(&tid[i], NULL, worker_main, &w[i]) != 0) {
+        pthread_attr_init(&attr);
+        pin_attr(&attr, i, p->threads);
+        if (pthread_create(&tid[i], &attr, worker_main, &w[i]) != 0) {
             perror("bench_patterns: pthread_create");
             exit(1);
         }
+        pthread_attr_destroy(&attr);
     }
     for (int i = 0; i < p->threads; i++)
         pthread_join(tid[i], NULL);
@@ -1140,6 +1194,7 @@ int main(int argc, char **argv)
     enum family cur = NFAM;
 
     build_patterns();
+    pin_init();
     load_raw();
     lib = bench_rcl_calls();
 
@@ -1150,6 +1205,11 @@ int main(int argc, char **argv)
            "   process per pattern and variant.\n",
            BENCH_BACKEND, RAW_NAME, RAW_ALLOC, RAW_FREE, reps, target_ms, max_pairs, GOAL_RATIO,
            GOAL_RSS);
+    if (pin.n >= 2)
+        printf("   Threads pinned: the i-th of a pattern to CPU %d, %d, ... (BENCH_PIN=0: not).\n",
+               pin.cpu[0], pin.cpu[1]);
+    else
+        printf("   Threads not pinned (%s).\n", pin.n ? "one CPU" : "BENCH_PIN=0");
     fflush(stdout);
 
     /* Memory first, while this process has touched neither the library nor
@@ -1169,6 +1229,7 @@ int main(int argc, char **argv)
     bj_num("goal_ratio", GOAL_RATIO);
     bj_num("goal_rss_ratio", GOAL_RSS);
     bj_num("rss_goal_min_kib", RSS_GOAL_MIN_KIB);
+    bj_num("pinned_cpus", pin.n >= 2 ? pin.n : 0);
     bj_arr("results");
 
     for (int i = 0; i < npats; i++) {

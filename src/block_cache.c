@@ -292,8 +292,18 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
  * the backend first (rcl__depot_drain, reclaim.c), as does every drain
  * (account.c).
  */
-#define DEPOT_SLOTS        4u
-#define DEPOT_BATCH_BYTES  (16u << 10)
+/*
+ * Two batches a class of up to 32 KiB, not four of 16: the same bytes in
+ * flight, the lock taken half as often. The lock, taken on both sides
+ * once a batch, was a quarter of what a pair of threads passing 1 KiB
+ * blocks paid: with the threads on CPUs of their own, that pair over
+ * mimalloc took 1.21x raw mimalloc's CPU time in 16 KiB batches, 0.90x
+ * in 32 KiB ones (docs/bench/patterns.md, "Figures, 2026-12-03, 11:00").
+ * Fewer slots also hold fewer batches of a mix's classes, half full,
+ * where the producer cannot reach them.
+ */
+#define DEPOT_SLOTS        2u
+#define DEPOT_BATCH_BYTES  (32u << 10)
 #define DEPOT_BYTES_MAX    (256u << 10)
 
 struct depot {

@@ -21,7 +21,7 @@
  *     turn, comes to stay off the backend, while a thread that only frees
  *     a class (a consumer) keeps no more than a batch, handing each full
  *     list to the depot (block_cache.c), from which the threads that
- *     allocate the class take it; the batch grows to 16 KiB only for a
+ *     allocate the class take it; the batch grows to 32 KiB only for a
  *     class that makes a good share of the thread's frees, judged over
  *     hundreds of them (block_cache.c: batch_resize);
  *   - all of it is bounded in bytes, by limit/128 up to 8 MiB

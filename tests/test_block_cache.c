@@ -411,9 +411,9 @@ TEST_WITH(a_class_grows_to_the_live_set_it_recycles, cache_setup, test_teardown)
  * batch of each class - its list, which it hands to the depot whenever it
  * is full - instead of stranding a budget's worth of memory it will never
  * use. A list starts at 8 blocks up to 256 B, 4 up to 1 KiB, 1 above; it
- * doubles, up to 16 KiB, only once the class is seen to make an eighth
+ * doubles, up to 32 KiB, only once the class is seen to make an eighth
  * of the thread's frees over 256 of them or more (the tests below). The
- * depot keeps four batches a class. What it hands over is not charged. */
+ * depot keeps two batches a class. What it hands over is not charged. */
 struct consumer {
     void *blocks[2][32];
     size_t cached;
@@ -451,11 +451,12 @@ TEST_WITH(a_thread_that_only_frees_keeps_a_batch_a_class, cache_setup, test_tear
             assert_non_null(c.blocks[k][i] = rcl_alloc(sizes[k], RCL_DEFAULT));
     assert_int_equal(pthread_create(&th, NULL, consume, &c), 0);
     pthread_join(th, NULL);
-    /* 64 B: three lists of 8 went, 8 stay; 1000 B: four lists of 4
-     * went, the depot then full for the class: 4 stay and the last 12
-     * went back to the backend (or their slabs). */
+    /* Two lists of each class went, the depot then full for the class:
+     * 64 B, lists of 8, 8 stay and the last 8 went back to the backend
+     * (or their slabs); 1000 B, lists of 4, 4 stay and the last 20 went
+     * back. */
     assert_int_equal(c.cached, 8 * rcl_alloc_charge(64) + 4 * rcl_alloc_charge(1000));
-    assert_int_equal(depot_now(), 24 * rcl_alloc_charge(64) + 16 * rcl_alloc_charge(1000));
+    assert_int_equal(depot_now(), 16 * rcl_alloc_charge(64) + 8 * rcl_alloc_charge(1000));
     assert_int_equal(usage_now(), 0);
 }
 
@@ -465,7 +466,7 @@ TEST_WITH(a_thread_that_only_frees_keeps_a_batch_a_class, cache_setup, test_tear
  * one class in six of a mix of sizes would double its batch for good,
  * by chance - the depot then held its whole bound beside a
  * producer/consumer ring of half that. Eight frees of 2000 B in a row:
- * four lists of one block go to the depot, one stays, the depth still 1. */
+ * two lists of one block go to the depot, one stays, the depth still 1. */
 static void *consume_burst(void *arg)
 {
     void **blocks = arg;
@@ -487,7 +488,7 @@ TEST_WITH(a_burst_of_one_class_does_not_grow_its_batch, cache_setup, test_teardo
     assert_int_equal(pthread_create(&th, NULL, consume_burst, blocks), 0);
     pthread_join(th, &cached);
     assert_int_equal((size_t)cached, rcl_alloc_charge(2000));
-    assert_int_equal(depot_now(), 4 * rcl_alloc_charge(2000));
+    assert_int_equal(depot_now(), 2 * rcl_alloc_charge(2000));
     assert_int_equal(usage_now(), 0);
 }
 
@@ -637,7 +638,7 @@ TEST_WITH(a_consumer_of_a_mix_in_random_order_keeps_each_batch_short, cache_setu
 
 /* A consumer of many classes at once - a mix of sizes - frees each of
  * them rarely: its lists keep their first depth, since a batch of each,
- * grown to 16 KiB and half full on average, would hold most of a
+ * grown to 32 KiB and half full on average, would hold most of a
  * megabyte the producer cannot reach. */
 #define MANY_CLASSES 16
 #define MANY_ROUNDS  40
@@ -674,11 +675,11 @@ TEST_WITH(a_consumer_of_many_classes_keeps_each_batch_short, cache_setup, test_t
     assert_int_equal(pthread_create(&th, NULL, consume_round_robin, blocks), 0);
     pthread_join(th, &cached);
     /* Each class (16 .. 256 B, a sixteenth of the frees): lists of 8
-     * went four times, and 8 blocks stay. */
+     * went twice, the depot then full for the class, and 8 blocks stay. */
     for (int k = 0; k < MANY_CLASSES; k++)
         lists += 8 * rcl_alloc_charge(16 * (size_t)(k + 1));
     assert_int_equal((size_t)cached, lists);
-    assert_int_equal(depot_now(), 4 * lists);
+    assert_int_equal(depot_now(), 2 * lists);
     assert_int_equal(usage_now(), 0);
 }
 
@@ -718,8 +719,9 @@ TEST_WITH(blocks_freed_on_another_thread_serve_this_threads_allocations, cache_s
     void *p[64], *q[64];
 
     alloc_here_free_there(p, 64, 200);
+    /* Two lists of 8, the depot's two batches of the class. */
     size_t held = depot_now();
-    assert_true(held >= 32 * rcl_alloc_charge(200));
+    assert_true(held >= 16 * rcl_alloc_charge(200));
     for (int i = 0; i < 64; i++) {
         assert_non_null(q[i] = rcl_alloc(200, RCL_DEFAULT));
         memset(q[i], 0x5a, 200);

@@ -725,7 +725,7 @@ static void *mixed_freer(void *arg)
     enum { OWN = 256 };
     void *own[OWN];
 
-    /* Lists of its own grown past what the depot takes whole (over 16 KiB
+    /* Lists of its own grown past what the depot takes whole (over 32 KiB
      * for 100 and 200 B), so that the frees below find them full and give
      * their top batch back to the slabs, a batch of both homes once the
      * owner's first blocks come; the 24-byte list goes to the depot. */
