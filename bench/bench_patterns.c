@@ -554,6 +554,7 @@ static struct ring the_ring;
 static struct {
     int n;                      /* CPUs to pin to; 0: threads not pinned */
     int cpu[MAX_THREADS];
+    const char *off;            /* why they are not, if they are not */
 } pin;
 
 static void pin_init(void)
@@ -561,17 +562,25 @@ static void pin_init(void)
     const char *env = getenv("BENCH_PIN");
     cpu_set_t set;
 
-    if (env && strcmp(env, "1") != 0) {
+    if (env && *env && strcmp(env, "1") != 0) {
         if (strcmp(env, "0") != 0)
             fprintf(stderr, "bench: ignoring BENCH_PIN=%s (want 0 or 1)\n", env);
-        else
+        else {
+            pin.off = "BENCH_PIN=0";
             return;
+        }
     }
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        pin.off = "sched_getaffinity failed";
         return;
+    }
     for (int c = 0; c < CPU_SETSIZE && pin.n < MAX_THREADS; c++)
         if (CPU_ISSET(c, &set))
             pin.cpu[pin.n++] = c;
+    if (pin.n < 2) {
+        pin.n = 0;
+        pin.off = "one CPU";
+    }
 }
 
 /* Thread i of a pattern of `threads` on its own CPU, if there are enough. */
@@ -1205,11 +1214,11 @@ int main(int argc, char **argv)
            "   process per pattern and variant.\n",
            BENCH_BACKEND, RAW_NAME, RAW_ALLOC, RAW_FREE, reps, target_ms, max_pairs, GOAL_RATIO,
            GOAL_RSS);
-    if (pin.n >= 2)
+    if (pin.n)
         printf("   Threads pinned: the i-th of a pattern to CPU %d, %d, ... (BENCH_PIN=0: not).\n",
                pin.cpu[0], pin.cpu[1]);
     else
-        printf("   Threads not pinned (%s).\n", pin.n ? "one CPU" : "BENCH_PIN=0");
+        printf("   Threads not pinned (%s).\n", pin.off);
     fflush(stdout);
 
     /* Memory first, while this process has touched neither the library nor
@@ -1229,7 +1238,7 @@ int main(int argc, char **argv)
     bj_num("goal_ratio", GOAL_RATIO);
     bj_num("goal_rss_ratio", GOAL_RSS);
     bj_num("rss_goal_min_kib", RSS_GOAL_MIN_KIB);
-    bj_num("pinned_cpus", pin.n >= 2 ? pin.n : 0);
+    bj_num("pinned_cpus", pin.n);
     bj_arr("results");
 
     for (int i = 0; i < npats; i++) {

@@ -587,6 +587,43 @@ TEST_WITH(a_class_that_makes_an_eighth_of_the_frees_doubles_its_batch, cache_set
     assert_int_equal(usage_now(), 0);
 }
 
+/* A hot class's batch doubles only while it stays within the depot's
+ * batch bound, 32 KiB (src/block_cache.c): 1000-byte blocks, a list of 4
+ * to start with, grow to 8 and 16 (about 17 KiB), never 32 (34 KiB),
+ * however long the consumer frees them. */
+struct bounded_consumer {
+    struct rounds rs;           /* first: the callbacks cast back */
+    size_t most;
+};
+
+static size_t kilo_size(struct rounds *rs)
+{
+    (void)rs;
+    return 1000;
+}
+
+static void bounded_freed(struct rounds *rs, int nr)
+{
+    struct bounded_consumer *b = (struct bounded_consumer *)rs;
+    size_t now = cached_now();
+
+    (void)nr;
+    if (now > b->most)
+        b->most = now;
+}
+
+TEST_WITH(a_hot_class_batch_stops_at_the_depots_batch_bound, cache_setup, test_teardown)
+{
+    struct bounded_consumer b = {
+        .rs = { .round = 32, .rounds = 48, .size = kilo_size, .freed = bounded_freed },
+    };
+
+    run_rounds(&b.rs);
+    assert_int_equal(b.most, 16 * rcl_alloc_charge(1000));
+    assert_true(b.most <= 32 * 1024);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* The consumer of a mix of sizes freed in a program's random order: 24
  * classes, each about a twenty-fourth of the frees, so that a class's
  * next free often comes soon after its list went to the depot - which,
