@@ -46,11 +46,12 @@
  * a cache miss each, two threads recycling 4 KiB blocks that way spent
  * most of their time waiting for it. The slots a thread holds count as
  * in use, so its slab stays while it holds them; any thread's free goes
- * back to the slot's slab, which any thread may take again, and the
- * thread that holds a slab's never-used slots takes what was given back
- * to it before it carves another (own_refill()). What the threads hold
- * apart is one slab's free slots a class each, given back at the
- * thread's cache drain (rcl__slab_disown()).
+ * back to the slot's slab, which any thread may take again. The thread
+ * that holds a slab's never-used slots takes what was given back to it
+ * before it carves another (own_refill()), and a thread looking for a
+ * slab takes one it took before, where it finds one (own_tag()). What
+ * the threads hold apart is one slab's free slots a class each, given
+ * back at the thread's cache drain (rcl__slab_disown()).
  *
  * The slabs' lock (below) is taken only when a thread takes a slab, when
  * its cache turns a batch of blocks away, and by the slow paths. It is
@@ -87,7 +88,9 @@ struct slab {
     unsigned        fresh;          /* slots from here on were never given out */
     unsigned        written;        /* slots below it had a header written once:
                                        their pages are resident, fresh or not */
-    unsigned        cls;
+    uint16_t        cls;
+    uint16_t        owner;          /* own_tag() of the thread that took its
+                                       slots last, 0 for none */
     struct region   region;         /* in a region's first span only, slab or
                                        not: the region's head */
 };
@@ -144,6 +147,28 @@ static inline void given_add(struct slab_class *k, long n)
 static inline struct slab_class *class_of(unsigned c)
 {
     return &classes[c - RCL_SLAB_FIRST_CLASS];
+}
+
+/*
+ * Which thread took a slab's slots last, as a tag of its slots' record
+ * for the class (nonzero): a slab's head has no room for a pointer, and
+ * a slab outlives the threads that took from it; two threads' tags alike
+ * cost a preference, no more. A thread that takes a slab takes one it
+ * carved before where one of the first SLAB_LOOK it looks at is (slabs
+ * with slots given back, then kept empty ones): those slots' lines are
+ * likeliest in its own core's cache, as the kernel's slab allocator
+ * serves a CPU from its own partial slabs before the node's. Two threads
+ * each recycling a live set of 4 KiB blocks took each other's slabs
+ * as often as their own, and ran up to a tenth slower for it
+ * (docs/bench/patterns.md, "Figures, 2026-12-03, 14:30").
+ */
+#define SLAB_LOOK 8u
+
+static inline uint16_t own_tag(const struct rcl_slab_own *own)
+{
+    uintptr_t a = (uintptr_t)own / sizeof(*own);
+
+    return (uint16_t)((a ^ a >> 16) | 1);
 }
 
 /* Bytes of each class's spans. */
@@ -480,7 +505,8 @@ static struct slab *slab_new(unsigned c)
     s->used = 0;
     s->fresh = 0;
     s->written = 0;
-    s->cls = c;
+    s->cls = (uint16_t)c;
+    s->owner = 0;
     rcl__poison(slot(s, c, 0), span_bytes(c) - SLAB_HEAD);
     atomic_fetch_add(&held_bytes[c], span_bytes(c));
     return s;
@@ -518,16 +544,25 @@ static struct rcl_hdr *slot_take(struct slab_class *k, struct slab *s, unsigned 
     return h;
 }
 
-/* The class's first slab with a free slot, a kept one or a new one made
- * if `make`; NULL if none. Called and returns with the lock held. */
-static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make)
+/* The class's first slab with a free slot, else a kept one (the one
+ * `tag` took last, of the first SLAB_LOOK, if there is one: own_tag()),
+ * else a new one made if `make`; NULL if none. Called and returns with
+ * the lock held. */
+static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make, uint16_t tag)
 {
     struct slab *s = k->avail;
 
     if (s)
         return s;
     if ((s = k->empty) != NULL) {
-        k->empty = s->next;
+        struct slab **link = &k->empty, **l = link;
+        for (unsigned i = 0; *l && i < SLAB_LOOK; i++, l = &(*l)->next)
+            if ((*l)->owner == tag) {
+                link = l;
+                break;
+            }
+        s = *link;
+        *link = s->next;
         k->nr_empty--;
         list_add(k, s);
         return s;
@@ -552,7 +587,7 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES);
     pthread_mutex_lock(&slabs.lock);
-    if ((s = slab_avail(k, c, true)) != NULL)
+    if ((s = slab_avail(k, c, true, 0)) != NULL)
         h = slot_take(k, s, c);
     pthread_mutex_unlock(&slabs.lock);
     return h;
@@ -560,16 +595,23 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
 
 static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n);
 
-/* One of the class's first few slabs with slots given back, other than
- * `not`, with the lock held; NULL if none. */
-static struct slab *slab_given(struct slab_class *k, const struct slab *not)
+/* One of the class's first SLAB_LOOK slabs with slots given back, other
+ * than `not` - the one `own` took last if there is one (own_tag()) - with
+ * the lock held; NULL if none. */
+static struct slab *slab_given(struct slab_class *k, const struct slab *not,
+                               const struct rcl_slab_own *own)
 {
-    struct slab *s = k->avail;
+    struct slab *s = k->avail, *first = NULL;
+    uint16_t tag = own_tag(own);
 
-    for (unsigned i = 0; s && i < 4; i++, s = s->next)
-        if (s->free && s != not)
-            return s;
-    return NULL;
+    for (unsigned i = 0; s && i < SLAB_LOOK; i++, s = s->next)
+        if (s->free && s != not) {
+            if (s->owner == tag)
+                return s;
+            if (!first)
+                first = s;
+        }
+    return first;
 }
 
 /* A thread (`own`, holding no slot given back) takes those given back to
@@ -599,6 +641,7 @@ static void own_take(struct slab_class *k, unsigned c, struct rcl_slab_own *own,
     else
         list_del(k, s);
     own->slab = s;
+    s->owner = own_tag(own);
     own->fresh = s->fresh;
     own->end = slots(c);
     own->written = s->written;
@@ -642,10 +685,10 @@ static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *ow
             own_take_given(k, own, own->slab);
             return true;
         }
-        if (!(s = slab_given(k, own->slab)))
+        if (!(s = slab_given(k, own->slab, own)))
             return true;
         *gone = own_give_fresh(k, own);
-    } else if (!(s = slab_given(k, NULL)) && !(s = slab_avail(k, c, make))) {
+    } else if (!(s = slab_given(k, NULL, own)) && !(s = slab_avail(k, c, make, own_tag(own)))) {
         return false;
     }
     own_take(k, c, own, s);
