@@ -160,7 +160,7 @@ static inline struct slab_class *class_of(unsigned c)
  * serves a CPU from its own partial slabs before the node's. Two threads
  * each recycling a live set of 4 KiB blocks took each other's slabs
  * as often as their own, and ran up to a tenth slower for it
- * (docs/bench/patterns.md, "Figures, 2026-12-03, 14:30").
+ * (docs/bench/patterns.md, "Figures, 2026-12-03, 13:20").
  */
 #define SLAB_LOOK 8u
 

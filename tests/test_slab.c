@@ -474,7 +474,7 @@ static bool all_in_spans(unsigned c, struct rcl_hdr **h, size_t n, struct rcl_hd
  * thread's slab's are in the other core's - as the kernel's slab
  * allocator prefers a CPU's own partial slabs to the node's. Two threads
  * recycling 4 KiB blocks from each other's slabs ran up to a tenth slower
- * (docs/bench/patterns.md, "Figures, 2026-12-03, 14:30"). */
+ * (docs/bench/patterns.md, "Figures, 2026-12-03, 13:20"). */
 TEST(a_thread_takes_slots_given_back_from_its_own_slabs_first)
 {
     unsigned c = rcl__bcache_class(rcl__slab_sized(3000) ? 3000 : 168);
