@@ -19,6 +19,8 @@
 #define BENCH_H
 
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -439,6 +441,76 @@ BENCH_FN void bench_json_end(void)
     fputc('\n', bench_js.f);
     fclose(bench_js.f);
     bench_js.f = NULL;
+}
+
+/*
+ * The threads of a multi-threaded measurement, pinned: the i-th to the
+ * i-th CPU the process may run on, where there are as many. Left to the
+ * scheduler on a guest of two CPUs, two threads sometimes took turns on
+ * one, where a pair of the producer/consumer pattern costs a quarter of
+ * what it costs on two, and two independent loops twice the wall time;
+ * and which rounds landed there differed between the variants, so that a
+ * ratio compared placements (docs/bench/patterns.md, "Figures,
+ * 2026-12-03, 11:00"). BENCH_PIN=0 leaves them to the scheduler.
+ */
+#define BENCH_PIN_MAX 256
+
+static struct {
+    int         n;              /* CPUs to pin to; 0: threads not pinned */
+    int         cpu[BENCH_PIN_MAX];
+    const char *off;            /* why they are not, if they are not */
+} bench_pin;
+
+BENCH_FN void bench_pin_init(void)
+{
+    const char *env = getenv("BENCH_PIN");
+    cpu_set_t set;
+
+    if (env && *env && strcmp(env, "1") != 0) {
+        if (strcmp(env, "0") != 0)
+            fprintf(stderr, "bench: ignoring BENCH_PIN=%s (want 0 or 1)\n", env);
+        else {
+            bench_pin.off = "BENCH_PIN=0";
+            return;
+        }
+    }
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        bench_pin.off = "sched_getaffinity failed";
+        return;
+    }
+    for (int c = 0; c < CPU_SETSIZE && bench_pin.n < BENCH_PIN_MAX; c++)
+        if (CPU_ISSET(c, &set))
+            bench_pin.cpu[bench_pin.n++] = c;
+    if (bench_pin.n < 2) {
+        bench_pin.n = 0;
+        bench_pin.off = "one CPU";
+    }
+}
+
+/* Thread i of `threads` on its own CPU, if there are enough. */
+BENCH_FN void bench_pin_attr(pthread_attr_t *attr, int i, int threads)
+{
+    cpu_set_t set;
+
+    if (threads < 2 || bench_pin.n < threads)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(bench_pin.cpu[i], &set);
+    if (pthread_attr_setaffinity_np(attr, sizeof(set), &set) != 0) {
+        fprintf(stderr, "bench: cannot pin a thread to CPU %d\n", bench_pin.cpu[i]);
+        exit(1);
+    }
+}
+
+/* The line under the header that says whether, and where, the threads
+ * `of_what` are pinned. */
+BENCH_FN void bench_pin_print(const char *of_what)
+{
+    if (bench_pin.n)
+        printf("   Threads pinned: the i-th %s to CPU %d, %d, ... (BENCH_PIN=0: not).\n", of_what,
+               bench_pin.cpu[0], bench_pin.cpu[1]);
+    else
+        printf("   Threads not pinned (%s).\n", bench_pin.off);
 }
 
 /* Prints the same header line on the table. */

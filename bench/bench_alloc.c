@@ -8,7 +8,12 @@
  * pairs; a round measures each of them once, in an order that rotates from
  * round to round so that none always runs first on a warm or a cold cache.
  * The figure is the wall time of the slowest thread divided by the pairs a
- * thread did: nanoseconds per pair while all threads run at once.
+ * thread did: nanoseconds per pair while all threads run at once. The
+ * threads are pinned, the i-th to the i-th CPU the process may run on,
+ * where it may run on as many (bench.h, bench_pin_init(); BENCH_PIN=0
+ * leaves them to the scheduler): two threads that took turns on one CPU
+ * took twice the wall time, in some rounds of one allocator and not of
+ * another.
  *
  *   rcl        rcl_alloc(n, RCL_DEFAULT) / rcl_free in the shared library,
  *              over the build's backend;
@@ -214,12 +219,17 @@ static double measure(int which, size_t size, long iters, int nthreads)
     j.iters = iters;
     pthread_barrier_init(&j.start, NULL, (unsigned)nthreads);
     for (int i = 0; i < nthreads; i++) {
+        pthread_attr_t attr;
+
         w[i].job = &j;
         w[i].idx = i;
-        if (pthread_create(&tid[i], NULL, worker_main, &w[i]) != 0) {
+        pthread_attr_init(&attr);
+        bench_pin_attr(&attr, i, nthreads);
+        if (pthread_create(&tid[i], &attr, worker_main, &w[i]) != 0) {
             perror("pthread_create");
             exit(1);
         }
+        pthread_attr_destroy(&attr);
     }
     for (int i = 0; i < nthreads; i++)
         pthread_join(tid[i], NULL);
@@ -293,10 +303,12 @@ int main(int argc, char **argv)
     }
     load_allocators();
     lib = bench_rcl_calls();
+    bench_pin_init();
 
     bench_print_header("hot path: alloc+free pairs, ns per pair, median [min..max]");
     printf("   rcl = rcl_alloc/rcl_free over %s; baseline = %s raw; %d rounds\n",
            BENCH_BACKEND, allocs[BASELINE].name, reps);
+    bench_pin_print("of a measurement");
     for (int i = 0; i < NALLOC; i++)
         if (!allocs[i].ok)
             printf("   %s: not measured (%s)\n", allocs[i].name, allocs[i].why);
@@ -304,6 +316,7 @@ int main(int argc, char **argv)
     bench_json_begin("alloc");
     bj_str("baseline", allocs[BASELINE].name);
     bj_num("reps", reps);
+    bj_num("pinned_cpus", bench_pin.n);
     bj_num("goal_ratio", 1.10);
     bj_obj("allocators");
     for (int i = 0; i < NALLOC; i++)

@@ -549,55 +549,6 @@ VARIANTS(consume, (struct ring *r, long n), r, n)
 static _Alignas(4096) void *slots[MAX_THREADS][MAX_SLOTS];
 static struct ring the_ring;
 
-/* The CPUs the process may run on, in order, read once at the start; the
- * threads of a pattern are pinned to them when there are enough (above). */
-static struct {
-    int n;                      /* CPUs to pin to; 0: threads not pinned */
-    int cpu[MAX_THREADS];
-    const char *off;            /* why they are not, if they are not */
-} pin;
-
-static void pin_init(void)
-{
-    const char *env = getenv("BENCH_PIN");
-    cpu_set_t set;
-
-    if (env && *env && strcmp(env, "1") != 0) {
-        if (strcmp(env, "0") != 0)
-            fprintf(stderr, "bench: ignoring BENCH_PIN=%s (want 0 or 1)\n", env);
-        else {
-            pin.off = "BENCH_PIN=0";
-            return;
-        }
-    }
-    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
-        pin.off = "sched_getaffinity failed";
-        return;
-    }
-    for (int c = 0; c < CPU_SETSIZE && pin.n < MAX_THREADS; c++)
-        if (CPU_ISSET(c, &set))
-            pin.cpu[pin.n++] = c;
-    if (pin.n < 2) {
-        pin.n = 0;
-        pin.off = "one CPU";
-    }
-}
-
-/* Thread i of a pattern of `threads` on its own CPU, if there are enough. */
-static void pin_attr(pthread_attr_t *attr, int i, int threads)
-{
-    cpu_set_t set;
-
-    if (threads < 2 || pin.n < threads)
-        return;
-    CPU_ZERO(&set);
-    CPU_SET(pin.cpu[i], &set);
-    if (pthread_attr_setaffinity_np(attr, sizeof(set), &set) != 0) {
-        fprintf(stderr, "bench_patterns: cannot pin a thread to CPU %d\n", pin.cpu[i]);
-        exit(1);
-    }
-}
-
 struct run {
     const struct pat *p;
     int v;
@@ -731,7 +682,7 @@ static double measure(const struct pat *p, int v, long pairs)
         w[i].run = &r;
         w[i].idx = i;
         pthread_attr_init(&attr);
-        pin_attr(&attr, i, p->threads);
+        bench_pin_attr(&attr, i, p->threads);
         if (pthread_create(&tid[i], &attr, worker_main, &w[i]) != 0) {
             perror("bench_patterns: pthread_create");
             exit(1);
@@ -1203,7 +1154,7 @@ int main(int argc, char **argv)
     enum family cur = NFAM;
 
     build_patterns();
-    pin_init();
+    bench_pin_init();
     load_raw();
     lib = bench_rcl_calls();
 
@@ -1214,11 +1165,7 @@ int main(int argc, char **argv)
            "   process per pattern and variant.\n",
            BENCH_BACKEND, RAW_NAME, RAW_ALLOC, RAW_FREE, reps, target_ms, max_pairs, GOAL_RATIO,
            GOAL_RSS);
-    if (pin.n)
-        printf("   Threads pinned: the i-th of a pattern to CPU %d, %d, ... (BENCH_PIN=0: not).\n",
-               pin.cpu[0], pin.cpu[1]);
-    else
-        printf("   Threads not pinned (%s).\n", pin.off);
+    bench_pin_print("of a pattern");
     fflush(stdout);
 
     /* Memory first, while this process has touched neither the library nor
@@ -1238,7 +1185,7 @@ int main(int argc, char **argv)
     bj_num("goal_ratio", GOAL_RATIO);
     bj_num("goal_rss_ratio", GOAL_RSS);
     bj_num("rss_goal_min_kib", RSS_GOAL_MIN_KIB);
-    bj_num("pinned_cpus", pin.n);
+    bj_num("pinned_cpus", bench_pin.n);
     bj_arr("results");
 
     for (int i = 0; i < npats; i++) {

@@ -1515,6 +1515,31 @@ TEST_WITH(an_exited_threads_lists_serve_the_next_thread, cache_setup, test_teard
     assert_int_equal(usage_now(), 0);
 }
 
+/* A thread's lists lie at the end of their page: the words the fast
+ * paths load and store - each class's top, length and depth, first in
+ * the lists - are not at the first bytes of a page, where the first block
+ * of a fresh page or slab has its header, and a core that compares the
+ * low 12 bits of addresses does not take one for the other
+ * (src/block_cache.c, lists_in()). */
+TEST_WITH(a_threads_lists_lie_at_the_end_of_their_page, cache_setup, test_teardown)
+{
+    struct lists_seen s = { 0 };
+    const struct rcl_bcache_lists *bc;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, note_lists, &s), 0);
+    pthread_join(th, NULL);
+    bc = s.bc;
+    assert_non_null(bc);
+    assert_true((uintptr_t)bc % 64 == 0);
+    assert_true(((uintptr_t)bc & (page - 1)) + sizeof(*bc) <= page);
+    assert_true(((uintptr_t)bc & (page - 1)) + sizeof(*bc) > page - 64);
+    assert_true(((uintptr_t)&bc->top[0] & (page - 1)) >= 64);
+    assert_int_equal(cached_now(), 0);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* At most RCL_BCACHE_LISTS_KEPT exited threads' lists are kept, and a
  * trim gives them back to the system: a burst of threads leaves no more
  * than that behind, and a trim nothing. */
