@@ -180,16 +180,19 @@ static size_t lists_bytes(void)
  * class lies. The hot words stay first in the lists: moved to their end,
  * the compilers address them with an extra instruction or two a call.
  */
+static size_t lists_at(void)
+{
+    return (lists_bytes() - sizeof(struct rcl_bcache_lists)) & ~(size_t)63;
+}
+
 static struct rcl_bcache_lists *lists_in(void *map)
 {
-    size_t at = (lists_bytes() - sizeof(struct rcl_bcache_lists)) & ~(size_t)63;
-
-    return (struct rcl_bcache_lists *)((char *)map + at);
+    return (struct rcl_bcache_lists *)((char *)map + lists_at());
 }
 
 static void *lists_map(struct rcl_bcache_lists *bc)
 {
-    return (void *)((uintptr_t)bc & ~(uintptr_t)(lists_bytes() - 1));
+    return (char *)bc - lists_at();
 }
 
 /*

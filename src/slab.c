@@ -544,8 +544,26 @@ static struct rcl_hdr *slot_take(struct slab_class *k, struct slab *s, unsigned 
     return h;
 }
 
-/* The class's first slab with a free slot, else a kept one (the one
- * `tag` took last, of the first SLAB_LOOK, if there is one: own_tag()),
+/* A kept empty slab off the class's list of them, with the lock held:
+ * the one `tag` took last, of the first SLAB_LOOK, if there is one
+ * (own_tag()), else the first. The list is not empty. */
+static struct slab *empty_take(struct slab_class *k, uint16_t tag)
+{
+    struct slab **pick = &k->empty, *s;
+    unsigned i = 0;
+
+    for (struct slab **l = &k->empty; *l && i < SLAB_LOOK; l = &(*l)->next, i++)
+        if ((*l)->owner == tag) {
+            pick = l;
+            break;
+        }
+    s = *pick;
+    *pick = s->next;
+    k->nr_empty--;
+    return s;
+}
+
+/* The class's first slab with a free slot, else a kept one (empty_take()),
  * else a new one made if `make`; NULL if none. Called and returns with
  * the lock held. */
 static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make, uint16_t tag)
@@ -554,16 +572,8 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make, uint
 
     if (s)
         return s;
-    if ((s = k->empty) != NULL) {
-        struct slab **link = &k->empty, **l = link;
-        for (unsigned i = 0; *l && i < SLAB_LOOK; i++, l = &(*l)->next)
-            if ((*l)->owner == tag) {
-                link = l;
-                break;
-            }
-        s = *link;
-        *link = s->next;
-        k->nr_empty--;
+    if (k->empty) {
+        s = empty_take(k, tag);
         list_add(k, s);
         return s;
     }
@@ -586,6 +596,8 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
     struct slab *s;
 
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES);
+    /* A thread without lists holds no slots and has no tag: 0, which no
+     * thread's is, prefers a kept slab no thread took. */
     pthread_mutex_lock(&slabs.lock);
     if ((s = slab_avail(k, c, true, 0)) != NULL)
         h = slot_take(k, s, c);
@@ -596,13 +608,11 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
 static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n);
 
 /* One of the class's first SLAB_LOOK slabs with slots given back, other
- * than `not` - the one `own` took last if there is one (own_tag()) - with
+ * than `not` - the one `tag` took last if there is one (own_tag()) - with
  * the lock held; NULL if none. */
-static struct slab *slab_given(struct slab_class *k, const struct slab *not,
-                               const struct rcl_slab_own *own)
+static struct slab *slab_given(struct slab_class *k, const struct slab *not, uint16_t tag)
 {
     struct slab *s = k->avail, *first = NULL;
-    uint16_t tag = own_tag(own);
 
     for (unsigned i = 0; s && i < SLAB_LOOK; i++, s = s->next)
         if (s->free && s != not) {
@@ -676,6 +686,7 @@ static struct slab *own_give_fresh(struct slab_class *k, struct rcl_slab_own *ow
 static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *own, bool make,
                        struct slab **gone)
 {
+    uint16_t tag = own_tag(own);
     struct slab *s;
 
     *gone = NULL;
@@ -685,10 +696,10 @@ static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *ow
             own_take_given(k, own, own->slab);
             return true;
         }
-        if (!(s = slab_given(k, own->slab, own)))
+        if (!(s = slab_given(k, own->slab, tag)))
             return true;
         *gone = own_give_fresh(k, own);
-    } else if (!(s = slab_given(k, NULL, own)) && !(s = slab_avail(k, c, make, own_tag(own)))) {
+    } else if (!(s = slab_given(k, NULL, tag)) && !(s = slab_avail(k, c, make, tag))) {
         return false;
     }
     own_take(k, c, own, s);

@@ -453,7 +453,8 @@ TEST(slots_given_back_are_taken_before_never_used_ones)
     assert_int_equal(rcl__slab_held(c), 0);
 }
 
-/* Class c's slabs the slots h[0..n) lie in, told by their spans. */
+/* Does each of the slots h[0..n) lie in the span of one of in[0..m)?
+ * Class c's spans are aligned to their size. */
 static bool all_in_spans(unsigned c, struct rcl_hdr **h, size_t n, struct rcl_hdr **in, size_t m)
 {
     uintptr_t mask = ~(uintptr_t)(rcl__slab_span(c) - 1);
