@@ -50,8 +50,8 @@
  *                       the pointer: 4 for plain blocks;
  *   class  (bits 40-46) a plain block's class + 1, 0 for any other block:
  *                       a free finds the class, and so the charge, without
- *                       the size (RCL__HDR_CACHED, bit 47, is set while
- *                       the block is cached);
+ *                       the size (bit 47 is clear: RCL__HDR_KNOWN,
+ *                       block_cache.h);
  *   epoch  (bits 48-63) low bits of rcl__epoch: blocks from before an
  *                       rcl_shutdown() are no longer charged. */
 #define HDR_SHIFT  4u
@@ -102,7 +102,7 @@ static inline uint32_t check_word(const void *p, size_t size, unsigned shift, un
 uint64_t rcl__hdr_tag(unsigned epoch)
 {
     secret_init();
-    return meta_bits(HDR_SHIFT, epoch) | (secret ^ meta_mix(HDR_SHIFT, epoch)) | RCL__HDR_CACHED;
+    return meta_bits(HDR_SHIFT, epoch) | (secret ^ meta_mix(HDR_SHIFT, epoch)) | RCL__HDR_KNOWN;
 }
 
 static inline unsigned meta_shift(uint64_t meta) { return (unsigned)(meta >> 32) & 0xffu; }
@@ -287,15 +287,16 @@ static inline void *hand_out(struct rcl_thread *t, struct rcl_hdr *h, size_t siz
     return p;
 }
 
-/* A cache hit: the cached block's header is right but for the size and
- * the cached mark (block_cache.h), its check word being the class's. */
+/* A cache hit: the cached block's header is right but for its first
+ * word, the list's link, which the size asked replaces (block_cache.h:
+ * rcl__hdr_listed()); its check word is the class's, right for any size
+ * of the class. */
 static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, size_t size)
 {
-    rcl__assert(h->meta == (rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(h), size) ^ RCL__HDR_CACHED));
+    rcl__assert(h->meta == rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(h), size));
     user_fit(h, size);
     own_inc(t->nr_alloc);
     h->size = size;
-    rcl__hdr_flip_cached(h);
     return rcl__hdr_user(h);
 }
 
@@ -705,11 +706,13 @@ void rcl_free(void *p)
      * from the word the check loads, not by a second load of its byte,
      * which the compilers would otherwise choose in some builds (hence
      * the empty asm): one load less a free (docs/bench/patterns.md,
-     * "Figures, 2026-12-03, 07:50"). */
+     * "Figures, 2026-12-03, 07:50"). A block whose header checks out but
+     * holds a link is in a list already: a second free, which the slow
+     * path reports. */
     __asm__("" : "+r"(meta));
     size_t nr = meta_class(meta);
     uint64_t key = rcl__bcache_tab.key[nr];
-    if (likely(meta == (t->hdr_tag ^ addr_word(p, 0) ^ key))) {
+    if (likely(meta == (t->hdr_tag ^ addr_word(p, 0) ^ key)) && likely(!rcl__hdr_listed(h))) {
         rcl__assert(nr - 1 < RCL_BCACHE_CLASSES);
         if (nr - 1 >= RCL_BCACHE_CLASSES)
             __builtin_unreachable();      /* no such key matches (block.h) */

@@ -51,13 +51,13 @@ static inline unsigned hdr_class_nr(size_t size)
 
 /*
  * A plain block's meta, made from the thread's tag (rcl__hdr_tag, alloc.c:
- * the shift, the epoch, the secret and RCL__HDR_CACHED) and, for a block
+ * the shift, the epoch, the secret and RCL__HDR_KNOWN) and, for a block
  * of a class, the class's key (block_cache.h), which holds
- * RCL__HDR_CACHED too and so takes it out again. A free checks a header
+ * RCL__HDR_KNOWN too and so takes it out again. A free checks a header
  * the same way - tag ^ address word ^ the key of the class byte the
  * header has - and so trusts a class byte only where the key's class
  * byte, flipped by the tag's, gives it back. The tag's class byte is
- * RCL__HDR_CACHED's bit, or 0 for a thread the library does not know
+ * RCL__HDR_KNOWN's bit, or 0 for a thread the library does not know
  * (before its first call, after a restart): a class's key gives the
  * number back with the first only, and a byte that is no class's has a
  * key whose lowest bit differs from it, which neither gives back. So a
@@ -69,7 +69,7 @@ static inline uint64_t rcl__hdr_meta(uint64_t tag, const void *p, size_t size)
 {
     if (size - 1 < RCL_BCACHE_MAX)
         return tag ^ addr_word(p, 0) ^ rcl__bcache_tab.key[hdr_class_nr(size)];
-    return tag ^ RCL__HDR_CACHED ^ addr_word(p, size);
+    return tag ^ RCL__HDR_KNOWN ^ addr_word(p, size);
 }
 
 /* What the backend is asked for: a small block rounds up to its class. */

@@ -56,7 +56,7 @@ static void give_back(struct rcl_thread *t, unsigned c)
     for (; link; n++) {
         struct rcl_hdr *h = rcl__hdr_of(link);
         link = h->next;
-        rcl__assert(h->meta & RCL__HDR_CACHED);
+        rcl__assert(rcl__hdr_listed(h));
         block_delete_class(h, c);
     }
     list_uncharge(t, c, n);
@@ -582,7 +582,7 @@ bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
     for (void *link = t->bc->top[c + 1]; n < RCL_SLAB_BATCH; n++) {
         hs[n] = rcl__hdr_of(link);
         link = hs[n]->next;
-        rcl__assert(hs[n]->meta & RCL__HDR_CACHED);
+        rcl__assert(rcl__hdr_listed(hs[n]));
     }
     t->bc->top[c + 1] = hs[n - 1]->next;
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));

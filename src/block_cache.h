@@ -100,18 +100,13 @@ struct rcl_hdr {
 };
 #define HDR        sizeof(struct rcl_hdr)
 /*
- * A cached block keeps its header's meta, with this bit - the top bit of
- * the class's byte - flipped: the class then reads as no class's, so a
- * second free of a cached block is caught, and handing the block out
- * again flips it back - the check word covers the class (check_size,
- * block.h), not the size asked, so it is right for any size of the
- * class. An xor each way (rcl__hdr_flip_cached), where writing the word
- * anew takes six instructions; on the whole word, not its byte: a free
- * loads the word, and a load wider than the store it follows waits for
- * the store to reach the cache (an allocation and free in turn ran 60 %
- * slower with a byte's xor).
+ * The top bit of a meta's class byte: set in the tag of every thread the
+ * library knows (rcl__hdr_tag(), alloc.c) and in every class's key
+ * (rcl__bcache_tab, below), so that the two cancel in a free's check for
+ * such a thread alone (rcl__hdr_meta(), block.h, says why). Clear in
+ * every header's meta.
  */
-#define RCL__HDR_CACHED (1ull << 47)
+#define RCL__HDR_KNOWN (1ull << 47)
 
 /*
  * A block's header from the address the block is handed out at, its
@@ -124,20 +119,25 @@ static inline struct rcl_hdr *rcl__hdr_of(void *p) { return (struct rcl_hdr *)p 
 static inline void *rcl__hdr_user(struct rcl_hdr *h) { return h + 1; }
 
 /*
- * The cached mark flipped in the header, by an xor from a register. For
- * a constant bit the compilers choose x86-64's bit-complement instruction
- * on memory (btc), which AMD's recent cores run slowly: on a Zen 5 an
- * allocation and free of a cached block, which flip the mark once each,
- * took 6 - 7 ns with it and 4.5 - 5 ns with the xor. The empty asm keeps
- * the bit from being known as a constant; tools/check-fastpath.sh fails
- * if such an instruction comes back into rcl_alloc or rcl_free.
+ * Is the block in a list - a thread's, the depot's, a signal stash's?
+ * Its header then keeps its meta, and its first word holds the link,
+ * an address or NULL, where a block of a class handed out holds the size
+ * asked, 1 to RCL_BCACHE_MAX. So a free of a listed block - a second
+ * free - leaves the fast path here, and the slow path reports it
+ * (rcl__block_kind(), alloc.c: the word names no size of the header's
+ * class). The fast paths write that word anyway, the size on a hit and
+ * the link on a free, so the mark costs a hit nothing and a free a load
+ * from the header it reads already and a compare. A bit of the meta
+ * flipped in memory each way, as the mark was before, cost a hit pair
+ * 0.05 - 0.13 of raw mimalloc's on an Intel Xeon (docs/bench/patterns.md,
+ * "Figures, 2026-12-03, 16:40"). No link reads as a size: no block lies
+ * in the address space's first RCL_BCACHE_MAX bytes, below the kernel's
+ * mmap_min_addr (64 KiB by default) and where no allocator puts a heap
+ * (rcl__bcache_put() asserts it).
  */
-static inline void rcl__hdr_flip_cached(struct rcl_hdr *h)
+static inline bool rcl__hdr_listed(const struct rcl_hdr *h)
 {
-    uint64_t bit = RCL__HDR_CACHED;
-
-    __asm__("" : "+r"(bit));
-    h->meta ^= bit;
+    return h->size - 1 >= RCL_BCACHE_MAX;
 }
 
 /*
@@ -148,11 +148,11 @@ static inline void rcl__hdr_flip_cached(struct rcl_hdr *h)
  *                charge (its largest size, the header and the backend's
  *                own overhead: what a block of it costs the budget,
  *                alloc.c says why) in the low 32 bits, and the number
- *                with RCL__HDR_CACHED in the class's byte. So a free
+ *                with RCL__HDR_KNOWN in the class's byte. So a free
  *                reads the class and its charge from the header's meta
  *                and this table alone, two loads, whatever the size. A
- *                byte that is no class's number (0, above the classes, a
- *                cached header's) has a key whose class byte is that byte
+ *                byte that is no class's number (0, above the classes,
+ *                one with the top bit set) has a key whose class byte is that byte
  *                with its lowest bit flipped, which no meta can match
  *                whatever the thread's tag (rcl__hdr_meta, block.h, says
  *                why): a free never indexes the lists with it;
@@ -184,7 +184,7 @@ static inline void rcl__hdr_flip_cached(struct rcl_hdr *h)
  */
 #define RCL__HDR_CLASS_SHIFT 40
 #define RCL__K(c, cap) [(c) + 1] = ((cap) + HDR + RCL__BE_BLOCK_OVERHEAD) | \
-                                   (uint64_t)((c) + 1) << RCL__HDR_CLASS_SHIFT | RCL__HDR_CACHED
+                                   (uint64_t)((c) + 1) << RCL__HDR_CLASS_SHIFT | RCL__HDR_KNOWN
 #define RCL__C16(c)   RCL__K(c, 16u * ((c) + 1))
 #define RCL__C64(c)   RCL__K(c, 64u * ((c) - 11))
 /* The doubling from 2^(log-1) to 2^log in RCL__QN steps, from class c0:
@@ -381,7 +381,7 @@ static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, l
     if (!link)
         return NULL;
     struct rcl_hdr *h = rcl__hdr_of(link);
-    rcl__assert((h->meta & RCL__HDR_CACHED) && rd(t->bc->len[c + 1]) > 0 &&
+    rcl__assert(rcl__hdr_listed(h) && rd(t->bc->len[c + 1]) > 0 &&
                 !h->next == (rd(t->bc->len[c + 1]) == 1));
     t->bc->top[c + 1] = h->next;
     own_dec16(t->bc->len[c + 1]);
@@ -450,17 +450,17 @@ static inline bool rcl__bcache_room(const struct rcl_thread *t, size_t c, long c
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
  * said it may; its charge comes with it, from what was handed out (or
- * the caller takes it from the stock). Its header is marked cached
- * (RCL__HDR_CACHED). */
+ * the caller takes it from the stock). The link its first word takes
+ * marks it listed (rcl__hdr_listed()). */
 static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size_t c,
                                    long charge)
 {
     struct rcl_bcache_lists *bc = t->bc;
     rcl__assert(rd(bc->len[c + 1]) < bc->depth[c + 1] && !rcl__bcache_off(t) &&
-                !(h->meta & RCL__HDR_CACHED) && !bc->top[c + 1] == !rd(bc->len[c + 1]) &&
+                (uintptr_t)h >= RCL_BCACHE_MAX &&
+                !bc->top[c + 1] == !rd(bc->len[c + 1]) &&
                 charge == (long)rcl__bcache_charge(c));
     h->next = bc->top[c + 1];
-    rcl__hdr_flip_cached(h);
     bc->top[c + 1] = rcl__hdr_user(h);
     own_inc16(bc->len[c + 1]);
     rcl__bcache_poison(h, c);

@@ -2,12 +2,12 @@
 # SPDX-License-Identifier: MIT
 # rcl_alloc and rcl_free use no bit-test instruction on memory (bts, btc,
 # btr with a memory operand). AMD's recent cores run them slowly: with the
-# busy mark's bit-test-and-set and the cached mark's bit-complement, a
-# cached allocation and free took 6.5 - 7.5 ns on a Zen 5, 4.5 - 5 ns
-# without (docs/bench/patterns.md). The compilers choose them for a
-# constant bit flipped in memory (rcl__hdr_flip_cached(), block_cache.h,
-# says how the code keeps them out), so a new `x ^= BIT` could bring one
-# back unseen. x86-64 only.
+# busy mark's bit-test-and-set and the cached mark's bit-complement (a
+# mark now kept in the header's size word), a cached allocation and free
+# took 6.5 - 7.5 ns on a Zen 5, 4.5 - 5 ns without (docs/bench/patterns.md).
+# The compilers choose them for a constant bit set, cleared or flipped in
+# memory, so a new `x ^= BIT` could bring one back unseen: an empty asm
+# that hides the bit's value keeps them out. x86-64 only.
 . "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 lib=$(readlink -f "$BUILD/libreclaim.so") || { echo "check-fastpath: no $BUILD/libreclaim.so (make lib)"; exit 1; }
