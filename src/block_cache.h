@@ -152,10 +152,10 @@ static inline bool rcl__hdr_listed(const struct rcl_hdr *h)
  *                reads the class and its charge from the header's meta
  *                and this table alone, two loads, whatever the size. A
  *                byte that is no class's number (0, above the classes,
- *                one with the top bit set) has a key whose class byte is that byte
- *                with its lowest bit flipped, which no meta can match
- *                whatever the thread's tag (rcl__hdr_meta, block.h, says
- *                why): a free never indexes the lists with it;
+ *                one with the top bit set) has a key whose class byte is
+ *                that byte with its lowest bit flipped, which no meta can
+ *                match whatever the thread's tag (rcl__hdr_meta, block.h,
+ *                says why): a free never indexes the lists with it;
  *   small_nr     the numbers of the classes up to 4 KiB by
  *                (size - 1) / 16 - one load, and no branch for a program
  *                whose sizes vary among them: every class up to 4 KiB

@@ -103,12 +103,7 @@ TEST(blocks_of_4k_lie_their_size_and_a_header_apart)
  * test, as it does test_alloc's double_free_is_caught. */
 TEST(a_block_freed_again_from_its_slab_is_reported)
 {
-    const char *san = getenv("RCL_TEST_SAN");
-    if (san && *san) {
-        print_message("skipped under %s: reading the freed block is itself the sanitizer's "
-                      "(correct) report; the plain run holds this test\n", san);
-        skip();
-    }
+    test_skip_if_freed_reads_report();
     if (no_slabs())
         skip();
     /* Neighbours kept alive, so that the slab stays. */
