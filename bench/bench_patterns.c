@@ -839,15 +839,15 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
  * raw mimalloc's producer/consumer of 1 KiB blocks read anywhere from 48
  * to 404 KiB, and the library's from 84 to 592, from one child to the
  * next, so one child's ratio told little about either allocator (0.47 -
- * 2.32x over eight processes of the same code). What a child reads is
+ * 2.32x over four processes of the same code). What a child reads is
  * capped by the most the pattern can hold - a full ring and what the
  * allocator keeps aside while it is full - and the highest of several
  * children comes near that cap: those patterns run RSS_CHILDREN children
  * per variant, the variants in turn, and each variant's figure is its
  * highest child, the peak of a longer watch. Over glibc and jemalloc that
  * reads the same from one process to the next within a page or a few;
- * over mimalloc, whose own cap moves between processes (272 - 400 KiB),
- * it does not (docs/bench/patterns.md, "Figures, 2026-12-03, 19:30"). The
+ * over mimalloc, whose own cap moves between processes (272 - 404 KiB),
+ * it does not (docs/bench/patterns.md, "Figures, 2026-12-03, 18:25"). The
  * JSON keeps every child's growth. A live set's threads meet at its peak,
  * and one child tells it, the same in every run. */
 static int rss_children(const struct pat *p)
