@@ -844,10 +844,10 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
  * allocator keeps aside while it is full - and the highest of several
  * children comes near that cap: those patterns run RSS_CHILDREN children
  * per variant, the variants in turn, and each variant's figure is its
- * highest child, the peak of a longer watch. Over glibc and jemalloc that
- * reads the same from one process to the next within a page or a few;
- * over mimalloc, whose own cap moves between processes (272 - 404 KiB),
- * it does not (docs/bench/patterns.md, "Figures, 2026-12-03, 18:25"). The
+ * highest child, the peak of a longer watch. Over glibc that reads the
+ * same from one process to the next within a page or two, over jemalloc
+ * within a few tens of KiB; over mimalloc, whose own cap moves between
+ * processes (204 - 404 KiB), it does not (docs/bench/patterns.md, "Figures, 2026-12-03, 18:25"). The
  * JSON keeps every child's growth. A live set's threads meet at its peak,
  * and one child tells it, the same in every run. */
 static int rss_children(const struct pat *p)
