@@ -847,9 +847,10 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
  * highest child, the peak of a longer watch. Over glibc that reads the
  * same from one process to the next within a page or two, over jemalloc
  * within a few tens of KiB; over mimalloc, whose own cap moves between
- * processes (204 - 404 KiB), it does not (docs/bench/patterns.md, "Figures, 2026-12-03, 18:25"). The
- * JSON keeps every child's growth. A live set's threads meet at its peak,
- * and one child tells it, the same in every run. */
+ * processes (204 - 404 KiB), it does not (docs/bench/patterns.md,
+ * "Figures, 2026-12-03, 18:25"). The JSON keeps every child's growth. A
+ * live set's threads meet at its peak, and one child tells it, the same
+ * in every run. */
 static int rss_children(const struct pat *p)
 {
     return p->fam == F_PC || p->fam == F_LARSON ? RSS_CHILDREN : 1;

@@ -277,7 +277,7 @@ static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align,
  * paths (27 and 35 instructions) fall in memory decided a pair's cost as
  * much as any instruction in them: the same code moved 16 bytes on by an
  * unrelated change above it took the FIFO live sets over mimalloc from
- * 1.06 - 1.31x raw mimalloc's CPU time to 1.16 - 1.61x on an Intel Xeon,
+ * 1.05 - 1.37x raw mimalloc's CPU time to 1.11 - 1.61x on an Intel Xeon,
  * and aligned it read 1.04 - 1.34x (docs/bench/patterns.md, "Figures,
  * 2026-12-03, 18:55"). Aligned, the entry points stay where they were
  * measured whatever changes around them.
@@ -675,8 +675,8 @@ static inline void free_counted(struct rcl_thread *t, long charge)
  * has room for: out of line, so that a free into the cache makes no call
  * and needs no stack frame. It takes the class's key and number as
  * rcl_free() holds them, and works out the charge and the index itself:
- * given those, the fast path copied a register for the call on its way
- * to the cache. */
+ * given the charge and the index, the fast path copied a register for
+ * the call even on its way to the cache. */
 static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
                                                         struct rcl_hdr *h, uint64_t key,
                                                         size_t nr)
