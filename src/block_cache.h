@@ -119,11 +119,14 @@ static inline struct rcl_hdr *rcl__hdr_of(void *p) { return (struct rcl_hdr *)p 
 static inline void *rcl__hdr_user(struct rcl_hdr *h) { return h + 1; }
 
 /*
- * Is the block in a list - a thread's, the depot's, a signal stash's?
+ * Is the block in a thread's list, or in a batch of one in the depot?
  * Its header then keeps its meta, and its first word holds the link,
  * an address or NULL, where a block of a class handed out holds the size
- * asked, 1 to RCL_BCACHE_MAX. So a free of a listed block - a second
- * free - leaves the fast path here, and the slow path reports it
+ * asked, 1 to RCL_BCACHE_MAX. (The other lists a block can be in - a
+ * slab's free slots, a signal stash - clear its meta, which a free's
+ * check then fails on before it asks this.) So a free of a listed
+ * block - a second free - leaves the fast path here, and the slow path
+ * reports it
  * (rcl__block_kind(), alloc.c: the word names no size of the header's
  * class). The fast paths write that word anyway, the size on a hit and
  * the link on a free, so the mark costs a hit nothing and a free a load
