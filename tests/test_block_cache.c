@@ -21,7 +21,11 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static size_t cached_now(void)
 {
@@ -1567,6 +1571,173 @@ TEST_WITH(a_trim_gives_back_the_lists_no_thread_took, cache_setup, test_teardown
     for (int i = 0; i < N; i++)
         assert_false(test_mapped(s[i].bc));
     assert_int_equal(usage_now(), 0);
+}
+
+/*
+ * rcl_stats_get() counts every allocation and every free, whichever path
+ * served it - a cache hit, a miss, a depot batch, a slab's fill, a list
+ * that spilled or went to the depot, a block above the classes, an
+ * aligned or mapped one - as the kernel's per-CPU event counters count
+ * each event where it happens and sum the CPUs on a read: each thread
+ * counts its own, and a read sums the threads, those gone included
+ * (src/thread.c).
+ */
+struct counts {
+    unsigned long allocs, frees;
+};
+
+static struct counts counts_now(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return (struct counts){ st.allocations, st.frees };
+}
+
+static void assert_counted(struct counts before, unsigned long allocs, unsigned long frees)
+{
+    struct counts now = counts_now();
+    assert_int_equal(now.allocs - before.allocs, allocs);
+    assert_int_equal(now.frees - before.frees, frees);
+}
+
+/* Live sets of n blocks of 8 B - 128 KiB (log-uniform, a fixed seed;
+ * every 16th block aligned to 256 bytes, every 64th mapped), allocated
+ * and freed `passes` times, FIFO or LIFO: what it allocated. */
+static unsigned long churn(int n, int passes, bool fifo, unsigned seed)
+{
+    void **p = malloc((size_t)n * sizeof(*p));
+    unsigned long made = 0;
+
+    assert_non_null(p);
+    for (int pass = 0; pass < passes; pass++) {
+        for (int i = 0; i < n; i++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t size = (size_t)8 << (seed >> 16) % 14;
+            size += (seed >> 8) % size;
+            if (i % 64 == 63)
+                p[i] = rcl_valloc(size, RCL_DEFAULT);
+            else if (i % 16 == 15)
+                p[i] = rcl_aligned_alloc(256, size, RCL_DEFAULT);
+            else
+                p[i] = rcl_alloc(size, RCL_DEFAULT);
+            assert_non_null(p[i]);
+            memset(p[i], 0x3c, size < 64 ? size : 64);
+            made++;
+        }
+        for (int i = 0; i < n; i++)
+            rcl_free(p[fifo ? i : n - 1 - i]);
+    }
+    free(p);
+    return made;
+}
+
+TEST_WITH(every_allocation_and_free_of_a_thread_is_counted, cache_setup, test_teardown)
+{
+    struct counts before = counts_now();
+    unsigned long made = 0;
+
+    /* One block at a time (the hit path), live sets the lists hold, and
+     * one larger than any list, whose blocks spill to the slabs and the
+     * backend and come back a batch at a time. */
+    made += churn(1, 500, true, 1);
+    made += churn(64, 20, true, 2);
+    made += churn(64, 20, false, 3);
+    made += churn(2000, 4, true, 4);
+    made += churn(2000, 4, false, 5);
+    rcl_free(NULL);                             /* not a free */
+    assert_counted(before, made, made);
+    /* A drain moves the blocks out of the lists, and counts nothing. */
+    rcl_usage_sync();
+    assert_counted(before, made, made);
+}
+
+static void *churn_and_exit(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    return (void *)(uintptr_t)(churn(200, 10, seed & 1, seed) + churn(1, 100, true, seed));
+}
+
+/* Blocks freed on another thread go through the depot, batches of them
+ * serve this thread's allocations, and threads exit with blocks in their
+ * lists: each event counted once. */
+TEST_WITH(allocations_and_frees_across_threads_are_counted_once, cache_setup, test_teardown)
+{
+    struct counts before = counts_now();
+    unsigned long made = 0;
+    void *p[256];
+    pthread_t th[4];
+
+    for (int round = 0; round < 4; round++) {
+        alloc_here_free_there(p, 256, 0);
+        for (int i = 0; i < 256; i++)
+            assert_non_null(p[i] = rcl_alloc((size_t)32 << (i % 4 * 2), RCL_DEFAULT));
+        for (int i = 0; i < 256; i++)
+            rcl_free(p[i]);
+        made += 2 * 256 + 1;                    /* and the freeing thread's first */
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, churn_and_exit, (void *)(uintptr_t)(i + 7)),
+                         0);
+    for (int i = 0; i < 4; i++) {
+        void *theirs;
+        pthread_join(th[i], &theirs);
+        made += (unsigned long)(uintptr_t)theirs;
+    }
+    assert_counted(before, made, made);
+}
+
+/* A restart (rcl_shutdown(), then a new budget) counts from nothing,
+ * though this thread counted before it and its lists held blocks. */
+TEST_WITH(a_restart_counts_from_nothing, cache_setup, test_teardown)
+{
+    churn(64, 10, false, 11);               /* blocks left in the lists */
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    struct counts zero = { 0, 0 };
+    assert_counted(zero, 0, 0);
+    unsigned long made = churn(64, 10, true, 12);
+    assert_counted(zero, made, made);
+}
+
+static void *cache_then_wait(void *arg)
+{
+    pthread_barrier_t *b = arg;
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));   /* a cache hit */
+    pthread_barrier_wait(b);                /* counted, its block cached */
+    pthread_barrier_wait(b);                /* the fork is done */
+    return NULL;
+}
+
+/* A child of fork() keeps the counts of the threads that did not come
+ * with it. */
+TEST_WITH(a_forked_child_keeps_every_threads_counts, cache_setup, test_teardown)
+{
+    pthread_barrier_t b;
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&b, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, cache_then_wait, &b), 0);
+    pthread_barrier_wait(&b);
+    struct counts at_fork = counts_now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct counts child = counts_now();
+        rcl_free(rcl_alloc(16, RCL_DEFAULT));
+        struct counts after = counts_now();
+        _exit(child.allocs == at_fork.allocs && child.frees == at_fork.frees &&
+                      after.allocs == at_fork.allocs + 1 && after.frees == at_fork.frees + 1
+                  ? 0
+                  : 1);
+    }
+    assert_true(pid > 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    pthread_barrier_wait(&b);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&b);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 TEST_MAIN();
