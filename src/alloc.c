@@ -274,7 +274,7 @@ static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align,
 
 /*
  * rcl_alloc() and rcl_free() start on a 64-byte boundary. Where their hit
- * paths (27 and 35 instructions) fall in memory decided a pair's cost as
+ * paths (26 and 34 instructions) fall in memory decided a pair's cost as
  * much as any instruction in them: the same code moved 16 bytes on by an
  * unrelated change above it took the FIFO live sets over mimalloc from
  * 1.05 - 1.37x raw mimalloc's CPU time to 1.11 - 1.61x on an Intel Xeon,

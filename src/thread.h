@@ -117,11 +117,17 @@ struct rcl_thread {
                                             RCL__WATCH_RECLAIM (it reclaims) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
-    unsigned              busy;       /* nonzero while the thread is inside a call
+    unsigned char         busy;       /* nonzero while the thread is inside a call
                                          that touches this state or takes a
                                          library lock: a signal handler's call
                                          then takes the signal path
-                                         (alloc_signal.c) */
+                                         (alloc_signal.c). A byte: the fast
+                                         paths test it with one instruction
+                                         and store it in 5 bytes of code
+                                         rather than 8, and a cache-hit pair
+                                         over mimalloc took 2 - 4 % less time
+                                         (docs/bench/patterns.md, "Figures,
+                                         2026-12-03, 23:05") */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;
     long                  reclaimed;  /* accounted bytes freed, less those charged,
