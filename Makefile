@@ -98,6 +98,9 @@ PROGS     := $(PROG_SRCS:tests/progs/%.c=$(BUILD)/tests/progs/%)
 # shrinkers, linked into every test program.
 TEST_HELPERS := $(sort $(wildcard tests/helpers/*.c))
 TEST_HELPER_HDRS := $(wildcard tests/helpers/*.h)
+# Where a test finds the sources it reads or runs (test_source(),
+# tests/helpers/fixture.h), wherever BUILD is.
+TEST_CFLAGS := -Itests/helpers -DRCL_TEST_SOURCES='"$(CURDIR)"'
 
 # examples/NAME/*.c: one program per directory.
 EXAMPLE_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard examples/*/*.c))))
@@ -165,11 +168,11 @@ $(BUILD)/man/%: docs/man/%.scd tools/man-tidy.awk
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Itests/helpers $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
 $(BUILD)/tests/test_scope_calls: tests/test_scope.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -DRCL_NO_INLINE_SCOPES -Itests/helpers $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -DRCL_NO_INLINE_SCOPES $(TEST_CFLAGS) $(EXE_LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
 # The fault-injection test reroutes the library's own allocation, mmap,
 # thread and eventfd calls through its wrappers (tests/test_fault.c); the
@@ -209,19 +212,28 @@ check-deps:
 # adds its counts to (make check reads it for its closing line).
 test: check-deps
 	$(Q)$(MAKE) --no-print-directory tests
-	$(Q)BUILD=$(BUILD) SAN=$(SAN) sh tools/run-tests.sh $(TESTS)
+	$(Q)BUILD=$(BUILD) SAN=$(SAN) RUN_LABEL=$(RUN_LABEL) sh tools/run-tests.sh $(TESTS)
 
 # The repository's own checks, each counted as one test.
 check-repo: lib man $(BUILD)/tests/progs/options_doc
 	$(Q)BUILD=$(BUILD) BACKEND=$(BACKEND) MAKE="$(MAKE)" sh tools/run-checks.sh
 
-# Every run goes on after a failure, so the summary covers them all.
+# A run's name in the summaries: plain, asan or tsan, and the compiler
+# when it is clang.
+RUN_LABEL = $(or $(SAN),plain)$(if $(findstring clang,$(CC)),-clang)
+
+# Every run goes on after a failure, so the summary covers them all. The
+# plain run is made again with the other of gcc and clang (each compiler
+# warns of other things and optimises other things away).
 CHECK_SUMMARY := $(abspath $(BUILD))/check-summary
+OTHER_CC := $(if $(findstring clang,$(CC)),gcc,clang)
 check: check-deps
 	$(Q)mkdir -p $(BUILD) && rm -f $(CHECK_SUMMARY); st=0; \
 	for san in "" asan tsan; do \
 		RCL_SUMMARY=$(CHECK_SUMMARY) $(MAKE) --no-print-directory test SAN=$$san || st=1; \
 	done; \
+	RCL_SUMMARY=$(CHECK_SUMMARY) $(MAKE) --no-print-directory test CC=$(OTHER_CC) \
+		BUILD=$(BUILD)-$(OTHER_CC) || st=1; \
 	RCL_SUMMARY=$(CHECK_SUMMARY) $(MAKE) --no-print-directory check-repo || st=1; \
 	sh tools/summary.sh $(CHECK_SUMMARY) || st=1; exit $$st
 

@@ -346,7 +346,7 @@ TEST(test_a_pending_cancel_waits_for_the_allocation_to_return)
     size_t outside = 16 * MiB;
     char *q = malloc(outside);
     assert_non_null(q);
-    memset(q, 1, outside);
+    test_written(memset(q, 1, outside));
     size_t after = rcl_footprint();
     free(q);
     assert_true(after >= before + outside / 2);

@@ -509,23 +509,6 @@ TEST(test_header_example_caches_within_budget)
         assert_null(table[b]);
 }
 
-/* The repository root, from this program's path: BUILD/tests/test_lru. */
-static int repo_path(char *out, size_t len, const char *rel)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = '\0';
-    for (int up = 0; up < 3; up++) {
-        char *s = strrchr(exe, '/');
-        if (!s)
-            return -1;
-        *s = '\0';
-    }
-    return snprintf(out, len, "%s/%s", exe, rel) < (int)len ? 0 : -1;
-}
-
 static char *slurp(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -576,16 +559,11 @@ static void extract(const char *text, size_t strip, char *out, size_t len)
 TEST(test_manual_example_matches_this_copy)
 {
     char hpath[PATH_MAX], tpath[PATH_MAX];
-    if (repo_path(hpath, sizeof(hpath), "docs/man/rcl_lru.3.scd") ||
-        repo_path(tpath, sizeof(tpath), "tests/test_lru.c")) {
-        print_message("this program's path does not lead to the sources; skipped\n");
-        skip();
-    }
+    assert_non_null(test_source(hpath, sizeof(hpath), "docs/man/rcl_lru.3.scd"));
+    assert_non_null(test_source(tpath, sizeof(tpath), "tests/test_lru.c"));
     char *h = slurp(hpath), *t = slurp(tpath);
-    if (!h || !t) {
-        print_message("sources not found beside the build; skipped\n");
-        skip();
-    }
+    assert_non_null(h);
+    assert_non_null(t);
     static char hx[16384], tx[16384];
     extract(h, 0, hx, sizeof(hx));
     extract(t, 0, tx, sizeof(tx));

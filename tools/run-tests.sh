@@ -3,6 +3,7 @@
 # Runs each test program and adds up cmocka's summaries into one closing
 # line: "N passed, N failed, N skipped".
 # Environment: SAN (asan|tsan|empty) selects the sanitizer options;
+# RUN_LABEL names the run in the counts (default: SAN, or "plain");
 # RCL_SUMMARY, when set, names a file this run's counts are added to as one
 # line "LABEL PASSED FAILED SKIPPED" (tools/summary.sh adds those up).
 # Every skipped test is listed at the end with the reason it printed.
@@ -17,7 +18,7 @@ export CMOCKA_MESSAGE_OUTPUT=STDOUT
 # No RECLAIM_* variable from the caller's environment changes what a test sees.
 for v in $(env | sed -n 's/^\(RECLAIM_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 passed=0; failed=0; skipped=0; broken=""; skips=""
-label=${SAN:-plain}
+label=${RUN_LABEL:-${SAN:-plain}}
 for t in "$@"; do
     out=$(mktemp)
     start=$(date +%s)

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -32,6 +33,24 @@ static inline int test_under_sanitizer(const char *which)
 {
     const char *san = getenv("RCL_TEST_SAN");
     return san && strcmp(san, which) == 0;
+}
+
+/* Memory a test writes as pressure and never reads must stay written:
+ * clang drops a malloc() and its memset() when nothing reads the block.
+ * test_written(memset(p, c, n)) keeps them. */
+static inline void *test_written(void *p)
+{
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
+/* A file of the source tree this program was built from (the Makefile
+ * passes its directory), for the tests that read or run one: the build
+ * directory may be anywhere (make BUILD=...). */
+static inline const char *test_source(char *buf, size_t len, const char *rel)
+{
+    int n = snprintf(buf, len, "%s/%s", RCL_TEST_SOURCES, rel);
+    return n > 0 && (size_t)n < len ? buf : NULL;
 }
 
 /* For a test that frees a block a second time: the free reads the freed

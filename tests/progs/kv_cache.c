@@ -71,6 +71,19 @@ static unsigned long long now_ns(void)
     return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
+/* Plain memory written and never read is the pressure these runs are
+ * about; clang drops such a malloc and its memset altogether (gcc does
+ * not), so the block is made to look used. */
+static void *pressure(size_t bytes, int byte)
+{
+    char *p = malloc(bytes);
+
+    if (p)
+        memset(p, byte, bytes);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
 static uint64_t mix64(uint64_t x)
 {
     x ^= x >> 33;
@@ -310,11 +323,9 @@ static int reaction(void)
      * below errs long, never short. */
     unsigned long long t_cross = 0;
     for (size_t mib = 0; mib < 256 && !t_cross; mib++) {
-        char *p = malloc(1 << 20);
-        if (!p)
-            break;
         unsigned long long t0 = now_ns();
-        memset(p, 1, 1 << 20);          /* kept: it is the pressure */
+        if (!pressure(1 << 20, 1))
+            break;
         if (read_u64(opt.reaction_file) - inactive_file() >= cross)
             t_cross = t0;
     }
@@ -322,12 +333,8 @@ static int reaction(void)
      * cache at its own moments, and a crossing by less than its drift
      * since then (0.2 MiB seen) is one the library need not see. The
      * figure is still from the first crossing. */
-    if (t_cross) {
-        char *p = malloc(1 << 20);
-        if (p)
-            memset(p, 1, 1 << 20);
-        __asm__ volatile("" : : "r"(p) : "memory");    /* kept, as above */
-    }
+    if (t_cross)
+        pressure(1 << 20, 1);
     for (int i = 0; i < 5000 && !atomic_load(&first_scan_ns); i++) {
         struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
@@ -389,12 +396,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < STRIPES; i++)
         pthread_mutex_init(&stripe[i], NULL);
 
-    char *outside = NULL;
-    if (opt.outside_mib) {
-        outside = malloc(opt.outside_mib << 20);
-        if (outside)
-            memset(outside, 7, opt.outside_mib << 20);
-    }
+    char *outside = opt.outside_mib ? pressure(opt.outside_mib << 20, 7) : NULL;
     if (opt.reaction_file)
         return reaction();
 
