@@ -274,13 +274,13 @@ static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align,
 
 /*
  * rcl_alloc() and rcl_free() start on a 64-byte boundary. Where their hit
- * paths (26 and 34 instructions) fall in memory decided a pair's cost as
- * much as any instruction in them: the same code moved 16 bytes on by an
- * unrelated change above it took the FIFO live sets over mimalloc from
- * 1.05 - 1.37x raw mimalloc's CPU time to 1.11 - 1.61x on an Intel Xeon,
- * and aligned it read 1.04 - 1.34x (docs/bench/patterns.md, "Figures,
- * 2026-12-03, 18:55"). Aligned, the entry points stay where they were
- * measured whatever changes around them.
+ * paths (26 and 34 instructions with gcc 12) fall in memory decided a
+ * pair's cost as much as any instruction in them: the same code moved 16
+ * bytes on by an unrelated change above it took the FIFO live sets over
+ * mimalloc from 1.05 - 1.37x raw mimalloc's CPU time to 1.11 - 1.61x on
+ * an Intel Xeon, and aligned it read 1.04 - 1.34x (docs/bench/patterns.md,
+ * "Figures, 2026-12-03, 18:55"). Aligned, the entry points stay where
+ * they were measured whatever changes around them.
  */
 #define FAST_ENTRY __attribute__((aligned(64)))
 
@@ -741,8 +741,8 @@ FAST_ENTRY void rcl_free(void *p)
          * drain request makes negative, for both: account.c). */
         if (likely(rcl__bcache_room(t, c, charge))) {
             if (likely(!rd_negative(&t->stock_max))) {
-                free_counted(t, charge);
                 rcl__bcache_put(t, h, c, charge);
+                free_counted(t, charge);
                 rcl__busy_leave(t);
                 return;
             }

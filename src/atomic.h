@@ -64,7 +64,11 @@
 /* Relaxed tests of a word other threads write, for the fast paths: on
  * x86-64 the compare reads the word itself, one instruction where a
  * relaxed load the compilers keep apart makes two. Not volatile: for a
- * test made once, never a loop that waits for the word to change. */
+ * test made once, never a loop that waits for the word to change.
+ * rd_nonzero() is tested beside another test: clang 14 then turns the
+ * compare's flag into a byte it tests again (setne, test), but merges its
+ * own load of the word with the other test into one branch, so it gets
+ * the plain load. */
 #if defined(__x86_64__) && !defined(RCL_TSAN) && defined(__GCC_ASM_FLAG_OUTPUTS__)
 static inline _Bool rd_negative(const _Atomic long *x)
 {
@@ -72,6 +76,11 @@ static inline _Bool rd_negative(const _Atomic long *x)
     __asm__("cmpq $0, %1" : "=@ccl"(neg) : "m"(*x));
     return neg;
 }
+#else
+static inline _Bool rd_negative(const _Atomic long *x) { return rd(*x) < 0; }
+#endif
+#if defined(__x86_64__) && !defined(RCL_TSAN) && defined(__GCC_ASM_FLAG_OUTPUTS__) && \
+    !defined(__clang__)
 static inline _Bool rd_nonzero(const _Atomic unsigned *x)
 {
     _Bool nz;
@@ -79,7 +88,6 @@ static inline _Bool rd_nonzero(const _Atomic unsigned *x)
     return nz;
 }
 #else
-static inline _Bool rd_negative(const _Atomic long *x) { return rd(*x) < 0; }
 static inline _Bool rd_nonzero(const _Atomic unsigned *x) { return rd(*x) != 0; }
 #endif
 

@@ -379,15 +379,17 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (v
  * gives the charge to the stock. */
 static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, long charge)
 {
+    struct rcl_bcache_lists *bc = t->bc;
+
     rcl__assert(charge == (long)rcl__bcache_charge(c));
-    void *link = t->bc->top[c + 1];
+    void *link = bc->top[c + 1];
     if (!link)
         return NULL;
     struct rcl_hdr *h = rcl__hdr_of(link);
-    rcl__assert(rcl__hdr_listed(h) && rd(t->bc->len[c + 1]) > 0 &&
-                !h->next == (rd(t->bc->len[c + 1]) == 1));
-    t->bc->top[c + 1] = h->next;
-    own_dec16(t->bc->len[c + 1]);
+    rcl__assert(rcl__hdr_listed(h) && rd(bc->len[c + 1]) > 0 &&
+                !h->next == (rd(bc->len[c + 1]) == 1));
+    bc->top[c + 1] = h->next;
+    own_dec16(bc->len[c + 1]);
     return h;
 }
 
