@@ -143,7 +143,7 @@ static void *reclaiming(void *arg)
     rcl_reclaim(1 * MiB, RCL_DEFAULT);
     atomic_store(&reclaim_returned, 1);
     for (;;)
-        pthread_testcancel();
+        test_testcancel();
     return NULL;
 }
 
@@ -317,7 +317,7 @@ static void *allocates_with_a_cancel_pending(void *arg)
     void *p = rcl_alloc(4 * MiB, RCL_DEFAULT);
     atomic_store(&alloc_returned, p != NULL);
     rcl_free(p);
-    pthread_testcancel();
+    test_testcancel();
     return NULL;
 }
 
@@ -376,7 +376,7 @@ static void *inverts_with_a_cancel_pending(void *arg)
      * (open(2), close(2): cancellation points) with its locks held. */
     inversion(&cancel_a, &cancel_b);
     atomic_store(&report_done, 1);
-    pthread_testcancel();
+    test_testcancel();
     return NULL;
 }
 
