@@ -7,6 +7,7 @@
 #define RCL_TEST_FIXTURE_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 
 #include "reclaim.h"
+#include "sanitize.h"
 #include "test.h"
 
 #define KiB ((size_t)1024)
@@ -50,30 +52,17 @@ static inline void *test_written(void *p)
  * thread's exit then runs on that stack and trips over them (clang's
  * layout puts an inlined timespec there). A cleanup handler that runs only
  * on the cancel tells the sanitizer, as the library's own do. */
-#if defined(__SANITIZE_ADDRESS__)
-#define TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define TEST_ASAN 1
-#endif
-#endif
-#ifdef TEST_ASAN
-#include <sanitizer/asan_interface.h>
 static inline void test_unwinding(void *arg)
 {
     (void)arg;
-    __asan_handle_no_return();
+    rcl__asan_unwinding();
 }
-#endif
+
 static inline void test_testcancel(void)
 {
-#ifdef TEST_ASAN
     pthread_cleanup_push(test_unwinding, NULL);
     pthread_testcancel();
     pthread_cleanup_pop(0);
-#else
-    pthread_testcancel();
-#endif
 }
 
 /* A file of the source tree this program was built from (the Makefile
