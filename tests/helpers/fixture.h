@@ -65,12 +65,14 @@ static inline void test_testcancel(void)
     pthread_cleanup_pop(0);
 }
 
-/* A file of the source tree this program was built from (the Makefile
- * passes its directory), for the tests that read or run one: the build
- * directory may be anywhere (make BUILD=...). */
+/* A file of the source tree, for the tests that read or run one: the
+ * build directory may be anywhere (make BUILD=...). The tree is the one
+ * the program was built from (the Makefile passes its directory), or
+ * $RCL_TEST_SOURCES, for a build directory run where that tree is not. */
 static inline const char *test_source(char *buf, size_t len, const char *rel)
 {
-    int n = snprintf(buf, len, "%s/%s", RCL_TEST_SOURCES, rel);
+    const char *tree = getenv("RCL_TEST_SOURCES");
+    int n = snprintf(buf, len, "%s/%s", tree && *tree ? tree : RCL_TEST_SOURCES, rel);
     return n > 0 && (size_t)n < len ? buf : NULL;
 }
 
