@@ -4,7 +4,9 @@
 # and each answers --help. make check times none of them (their figures
 # come from make bench, beside their baselines, and are never asserted),
 # so without this a change to the library's header or to bench/bench.h
-# could leave make bench broken until someone ran it.
+# could leave make bench broken until someone ran it. Where python3 is
+# installed, tools/bench-misses.py also reads every run kept in
+# docs/bench/runs/ and refuses a file that is none.
 . "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
@@ -19,4 +21,12 @@ for b in "$BUILD"/bench/bench_*; do
 done
 [ $n -gt 0 ] || { echo "check-benches: no benchmark in $BUILD/bench"; exit 1; }
 echo "check-benches: $n benchmarks built, each answers --help"
+if command -v python3 >/dev/null 2>&1; then
+    python3 tools/bench-misses.py docs/bench/runs/*.json >/dev/null ||
+        { echo "check-benches: tools/bench-misses.py failed on docs/bench/runs/"; rc=1; }
+    python3 tools/bench-misses.py README.md >/dev/null 2>&1
+    [ $? -eq 2 ] || { echo "check-benches: tools/bench-misses.py took README.md for a run"; rc=1; }
+else
+    echo "check-benches: no python3: tools/bench-misses.py not tried"
+fi
 exit $rc
