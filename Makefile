@@ -199,6 +199,12 @@ $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so $(FLAGS
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(LDFLAGS_ALL) -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lreclaim $(LDLIBS_LIB) -lm
 
+# bench_footprint times the trim reclaim runs (rcl__trim_memory()), which
+# the shared library does not export: it links the static one.
+$(BUILD)/bench/bench_footprint: bench/bench_footprint.c $(wildcard bench/*.h) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(EXE_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
+
 tests: $(TESTS) $(PROGS) $(EXAMPLES)
 examples: $(EXAMPLES)
 benches: $(BENCHES)

@@ -18,13 +18,16 @@
  *             and its OOM kills, with the automatic budget, beside 40 MiB
  *             of plain malloc the library never sees, and the control
  *             (RECLAIM_LIMIT=4G: no reclaim, expected to be killed).
- *   trim      what the backend trim reclaim runs after freeing costs
- *             (malloc_trim(0), mi_collect(true), jemalloc's tcache flush
- *             and purge of every arena: the library's own call), timed
- *             right after freeing N MiB of 4 KiB rcl_alloc blocks: all of
- *             them (one allocated after them kept, so that they are not
- *             the heap's top), and 15 of every 16 (a shrinker that freed
- *             most of a cache); with RSS before and after the trim.
+ *   trim      what the trim reclaim runs after freeing costs (the
+ *             library's own call: the depot and the empty slabs back to
+ *             the backend, their pages to the system, then the backend's
+ *             malloc_trim(0), mi_collect(true), or jemalloc's tcache flush
+ *             and purge of every arena), timed right after freeing N MiB
+ *             of 4 KiB rcl_alloc blocks: all of them (one allocated after
+ *             them kept, so that they are not the heap's top), and 15 of
+ *             every 16 (a shrinker that freed most of a cache); with RSS
+ *             before and after the trim. The trim is internal, so this
+ *             program links the static library.
  *   reaction  kv_cache --reaction in the cgroup: from the cgroup's usage
  *             crossing the budget's low watermark to the shrinker's first
  *             call.
@@ -34,7 +37,7 @@
  */
 #include "bench.h"
 #include "reclaim.h"
-#include "backend.h"     /* rcl__be_trim: the very call reclaim makes */
+#include "internal.h"    /* rcl__trim_memory(): the very trim reclaim runs */
 
 #include <fcntl.h>
 #include <limits.h>
@@ -465,13 +468,14 @@ static int trim_child(int n_mib, int keep_every, int reps, double out[][3])
         rcl_usage_sync();
         out[rep][1] = rss_mib();
         uint64_t t0 = bench_now_ns();
-        rcl__be_trim();
+        rcl__trim_memory();
         out[rep][0] = (double)(bench_now_ns() - t0) / 1000.0;
         out[rep][2] = rss_mib();
         for (size_t i = 0; i <= nblocks; i++)
             if (i == nblocks || (keep_every && i % (size_t)keep_every == 0))
                 rcl_free(blk[i]);
-        rcl__be_trim();
+        rcl_usage_sync();
+        rcl__trim_memory();
     }
     return 0;
 }
@@ -479,8 +483,8 @@ static int trim_child(int n_mib, int keep_every, int reps, double out[][3])
 static void bench_trim(int reps)
 {
     static const int sizes[] = { 16, 64, 256 };
-    printf("\n-- trim: the backend trim reclaim runs, after freeing N MiB of 4 KiB blocks (%d repeats)\n",
-           reps);
+    printf("\n-- trim: the trim reclaim runs (slabs, then backend), after freeing N MiB of 4 KiB "
+           "blocks (%d repeats)\n", reps);
     printf("%8s %-12s %10s %10s %10s %14s %14s\n", "N", "freed", "median us", "min us", "max us",
            "RSS before", "RSS after");
     bj_arr("trim");
@@ -542,8 +546,9 @@ int main(int argc, char **argv)
                "What the budget means in real memory: peak RSS over RECLAIM_LIMIT=64M outside a\n"
                "cgroup (beside the program's RSS without its cache), cgroup peak over a 128 MiB v1\n"
                "memory cgroup's limit and its OOM kills (automatic budget, beside 40 MiB of plain\n"
-               "malloc, and the control without reclaim), the backend trim's cost after freeing\n"
-               "16/64/256 MiB, and the reaction to the cgroup's usage threshold. The workload is\n"
+               "malloc, and the control without reclaim), the cost of reclaim's trim (the slabs'\n"
+               "and the backend's) after freeing 16/64/256 MiB, and the reaction to the cgroup's\n"
+               "usage threshold. The workload is\n"
                "BUILD/tests/progs/kv_cache. BENCH_SECONDS=S sets the seconds per cache run.");
     int quick = bench_quick();
     int secs = (int)bench_env_long("BENCH_SECONDS", quick ? 4 : 10);

@@ -221,6 +221,9 @@ bool   rcl__shrink_expired(void);
  * where there is none; `round` counts its earlier waits. */
 void   rcl__reclaim_throttle(unsigned round);
 bool   rcl__reclaim_trim_now(void);        /* before an allocation fails */
+/* What every trim gives back, uncounted: the depot and the empty slabs to
+ * the backend, then the backend's free memory to the system. */
+void   rcl__trim_memory(void);
 /* The bound on one direct reclaim's shrinker work, ns (RECLAIM_DIRECT_US). */
 extern _Atomic unsigned long long rcl__direct_bound_ns;
 void   rcl__reclaim_wake(void);            /* wake the background reclaimer */

@@ -93,13 +93,19 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 }
 
 /* The depot and the empty slabs go back first, so that the backend's trim
- * finds their memory free; the sample after it sees what is left. */
-static void trim(unsigned long long now)
+ * finds their memory free. */
+void rcl__trim_memory(void)
 {
     rcl__depot_drain();
     rcl__slab_trim();
     rcl__bcache_trim();
     rcl__be_trim();
+}
+
+/* A trim counted; the sample after it sees what is left. */
+static void trim(unsigned long long now)
+{
+    rcl__trim_memory();
     rcl__count(trims, 1);
     rcl__count(trim_ns, rcl__now_ns() - now);
     rcl__owners_collect();
