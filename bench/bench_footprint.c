@@ -548,8 +548,8 @@ int main(int argc, char **argv)
                "memory cgroup's limit and its OOM kills (automatic budget, beside 40 MiB of plain\n"
                "malloc, and the control without reclaim), the cost of reclaim's trim (the slabs'\n"
                "and the backend's) after freeing 16/64/256 MiB, and the reaction to the cgroup's\n"
-               "usage threshold. The workload is\n"
-               "BUILD/tests/progs/kv_cache. BENCH_SECONDS=S sets the seconds per cache run.");
+               "usage threshold. The workload is BUILD/tests/progs/kv_cache. BENCH_SECONDS=S\n"
+               "sets the seconds per cache run.");
     int quick = bench_quick();
     int secs = (int)bench_env_long("BENCH_SECONDS", quick ? 4 : 10);
     int reps = bench_reps(3, 5, MAX_REPS);
