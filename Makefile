@@ -195,15 +195,15 @@ $(BUILD)/examples/%: $$(wildcard examples/%/*.c) $$(wildcard examples/%/*.h) $(S
 	$(Q)$(CC) $(CFLAGS_ALL) $(EX_CFLAGS_$*) $(EXE_LDFLAGS) -o $@ $(filter %.c,$^) $(STATIC) \
 		$(EX_LIBS_$*) $(LDLIBS_LIB) -lm
 
+# The benchmarks call the shared library, as programs do; bench_footprint
+# times the trim reclaim runs (rcl__trim_memory()), which the shared
+# library does not export, and links the static one.
+BENCH_LIB = -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lreclaim
+$(BUILD)/bench/bench_footprint: BENCH_LIB = $(STATIC)
+$(BUILD)/bench/bench_footprint: $(STATIC)
 $(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(BUILD)/libreclaim.so $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(LDFLAGS_ALL) -o $@ $< -L$(BUILD) -Wl,-rpath,'$$ORIGIN/..' -lreclaim $(LDLIBS_LIB) -lm
-
-# bench_footprint times the trim reclaim runs (rcl__trim_memory()), which
-# the shared library does not export: it links the static one.
-$(BUILD)/bench/bench_footprint: bench/bench_footprint.c $(wildcard bench/*.h) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
-	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(EXE_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) -Ibench $(LDFLAGS_ALL) -o $@ $< $(BENCH_LIB) $(LDLIBS_LIB) -lm
 
 tests: $(TESTS) $(PROGS) $(EXAMPLES)
 examples: $(EXAMPLES)

@@ -28,6 +28,10 @@ import signal
 import statistics
 import sys
 
+# The two goals of bench_patterns: a pattern's verdict and its ratio.
+GOALS = (("CPU", "goal_met", lambda r: r["ratio"]["median"]),
+         ("RSS", "rss_goal_met", lambda r: r["rss_ratio"]))
+
 
 def usage(msg=None):
     if msg:
@@ -53,7 +57,9 @@ def load(path):
         if "bench" in run:
             run = {"benchmarks": {run["bench"]: run}, "backend": run["backend"],
                    "date": run["date"], "cpu": run.get("machine", {}).get("cpu", "?")}
-        run["benchmarks"], run["backend"]
+        missing = [k for k in ("benchmarks", "backend", "date") if k not in run]
+        if missing:
+            raise KeyError(", ".join(missing))
         run["date"] = run["date"].replace("-", "").replace(":", "")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         usage("%s is neither a make bench run nor a benchmark's JSON: %s" % (path, e))
@@ -102,10 +108,10 @@ def miss_table(runs):
         return
     by_run = [{r["name"]: r for r in run["benchmarks"]["patterns"]["results"]} for run in runs]
     rows = []
-    for goal, met in (("CPU", "goal_met"), ("RSS", "rss_goal_met")):
+    for goal in GOALS:
         for res in by_run:
             for name, r in res.items():
-                if not r[met] and (goal, name) not in rows:
+                if not r[goal[1]] and (goal, name) not in rows:
                     rows.append((goal, name))
     if not rows:
         print("  misses: none")
@@ -113,16 +119,14 @@ def miss_table(runs):
     print()
     print("| goal | pattern | " + " | ".join(clock(r) for r in runs) + " |")
     print("|---|---|" + "---|" * len(runs))
-    for goal, name in rows:
+    for (goal, met, ratio), name in rows:
         cells = []
         for res in by_run:
             r = res.get(name)
             if r is None:
                 cells.append("(not run)")
-            elif goal == "CPU":
-                cells.append("-" if r["goal_met"] else "%.2fx" % r["ratio"]["median"])
             else:
-                cells.append("-" if r["rss_goal_met"] else "%.2fx" % r["rss_ratio"])
+                cells.append("-" if r[met] else "%.2fx" % ratio(r))
         print("| %s | %s | %s |" % (goal, label(name), " | ".join(cells)))
     print()
 
