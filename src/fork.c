@@ -28,8 +28,9 @@
  *  10. the depot's locks         (block_cache.c), taken with nothing else
  *                                held but object locks (2), by a free or
  *                                an allocation inside one
- *  11. the slabs' lock           (slab.c), the same, and never with the
- *                                depot's
+ *  11. the slabs' trim lock, then their lock (slab.c), the same, and
+ *                                never with the depot's; nothing but the
+ *                                slabs' lock is taken under the trim lock
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
  * which come last. A mempool's resize lock is not taken: a resize holds it

@@ -123,8 +123,15 @@ size_t rcl__bcache_held(const struct rcl_thread *t);
 void   rcl__depot_drain(void);
 size_t rcl__depot_held(void);
 /* The slabs of the larger classes (slab.c): every wholly free slab they
- * keep back to the backend, before a trim and at shutdown. */
+ * keep back to the backend, before a trim and at shutdown, and a step of
+ * their ageing: the pages under the free slots of the slabs in use left
+ * untouched since the step before back to the system. */
 void   rcl__slab_trim(void);
+/* The least time between two steps of the trims' ageing of the slabs in
+ * use (slab.c): a slab left untouched for a step gives the pages under
+ * its free slots back at the next. A second; the tests and bench_footprint
+ * set 0, every trim a step. */
+extern _Atomic unsigned long long rcl__slab_park_ns;
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */

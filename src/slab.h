@@ -48,6 +48,10 @@
 #define RCL_SLAB_MAX_SIZE    (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_MAX : 256u)
 _Static_assert(RCL_SLAB_END_CLASS <= RCL_BCACHE_CLASSES, "a slab class is a cache class");
 
+/* Bytes at the front of a span before its first slot: the slab's head,
+ * with a bit for each of its pages that a trim gave back (slab.c). */
+#define RCL_SLAB_HEAD 128u
+
 /* Over glibc, the regions the small classes' spans come from (slab.c):
  * mapped by the library, aligned to their size, unmapped once free. */
 #define RCL_SLAB_REGION_BYTES (2u << 20)
