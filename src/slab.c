@@ -152,8 +152,8 @@ static struct slab_class {
                                        thread about to carve a never-used one */
     _Atomic unsigned span_shift;    /* log2 of its slabs' span, 0 until a slab
                                        is made; then never changed */
-    struct slab *trim_next;         /* the slab on avail a trim parks next, while
-                                       it has let go of the lock (rcl__slab_trim) */
+    struct slab *trim_next;         /* the slab on avail a trim ages next, while
+                                       it has let go of the lock (class_age()) */
 } classes[NR_SLAB];
 
 /* One trim at a time: it walks a class's slabs by trim_next. Taken before
@@ -666,20 +666,24 @@ static inline bool map_has(const uint64_t *map, unsigned i)
 static void slab_park(struct slab *s, unsigned c)
 {
     uint64_t map[PARK_SLOTS / 64];
-    size_t sb = slot_bytes(c), touched = SLAB_HEAD + (size_t)s->written * sb;
+    size_t touched = SLAB_HEAD + (size_t)s->written * slot_bytes(c);
     unsigned n = slots(c), run = 0, pages = (unsigned)((touched + SLAB_PAGE - 1) / SLAB_PAGE);
 
     free_slots(s, c, map);
     for (unsigned p = 1; p <= pages; p++) {
+        /* The slots page p overlaps, [lo, end); those from hdr have their
+         * headers on it. */
+        unsigned lo = slot_at(c, p), hdr = first_hdr_on(c, p), end = first_hdr_on(c, p + 1);
         bool all_free = p < pages;
 
-        for (unsigned i = slot_at(c, p); all_free && i < n && i < first_hdr_on(c, p + 1); i++)
+        for (unsigned i = lo; all_free && i < n && i < end; i++)
             all_free = map_has(map, i);
         if (all_free) {
+            run++;
             /* Below written, every slot's pages are resident (struct slab). */
-            if (!run++ && s->written > slot_at(c, p))
-                s->written = slot_at(c, p);
-            if (first_hdr_on(c, p) < first_hdr_on(c, p + 1) && first_hdr_on(c, p) < s->fresh)
+            if (s->written > lo)
+                s->written = lo;
+            if (hdr < end && hdr < s->fresh)
                 s->parked[p / 64] |= (uint64_t)1 << (p % 64);
         } else if (run) {
             madvise((char *)s + (size_t)(p - run) * SLAB_PAGE, (size_t)run * SLAB_PAGE,
