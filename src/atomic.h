@@ -61,14 +61,10 @@
 #endif
 #define own_inc(x) own_addm(x, 1)
 
-/* Relaxed tests of a word other threads write, for the fast paths: on
+/* A relaxed test of a word other threads write, for a fast path: on
  * x86-64 the compare reads the word itself, one instruction where a
  * relaxed load the compilers keep apart makes two. Not volatile: for a
- * test made once, never a loop that waits for the word to change.
- * rd_nonzero() is tested beside another test: clang 14 then turns the
- * compare's flag into a byte it tests again (setne, test), but merges its
- * own load of the word with the other test into one branch, so it gets
- * the plain load. */
+ * test made once, never a loop that waits for the word to change. */
 #if defined(__x86_64__) && !defined(RCL_TSAN) && defined(__GCC_ASM_FLAG_OUTPUTS__)
 static inline _Bool rd_negative(const _Atomic long *x)
 {
@@ -78,17 +74,6 @@ static inline _Bool rd_negative(const _Atomic long *x)
 }
 #else
 static inline _Bool rd_negative(const _Atomic long *x) { return rd(*x) < 0; }
-#endif
-#if defined(__x86_64__) && !defined(RCL_TSAN) && defined(__GCC_ASM_FLAG_OUTPUTS__) && \
-    !defined(__clang__)
-static inline _Bool rd_nonzero(const _Atomic unsigned *x)
-{
-    _Bool nz;
-    __asm__("cmpl $0, %1" : "=@ccne"(nz) : "m"(*x));
-    return nz;
-}
-#else
-static inline _Bool rd_nonzero(const _Atomic unsigned *x) { return rd(*x) != 0; }
 #endif
 
 #endif /* RCL_ATOMIC_H */

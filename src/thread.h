@@ -188,19 +188,28 @@ static inline void rcl__busy_leave(struct rcl_thread *t)
     t->busy = 0;
 }
 /* Enters, unless the thread is inside already (a handler interrupted it
- * there): true then, and the mark is left as it was. The allocation fast
- * paths' entry. A test and a store, not one instruction that does both: a
- * handler that runs between them finds the mark clear, makes its whole
- * call and clears the mark before the thread goes on, as if it had run
- * before the test. x86-64's bit-test-and-set on memory was the one
- * instruction; the test and the store took 5 - 10 % less time for an
- * allocation and a free of a cached block (docs/bench/patterns.md). */
+ * there): true then, and the mark is left as it was. The free fast path's
+ * entry (rcl_alloc() tests the mark with its other reasons to leave,
+ * rcl__busy_or_watched(), and stores it as this does). A test and a
+ * store, not one instruction that does both: a handler that runs between
+ * them finds the mark clear, makes its whole call and clears the mark
+ * before the thread goes on, as if it had run before the test. x86-64's
+ * bit-test-and-set on memory was the one instruction; the test and the
+ * store took 5 - 10 % less time for an allocation and a free of a cached
+ * block (docs/bench/patterns.md). */
 static inline bool rcl__busy_try_enter(struct rcl_thread *t)
 {
     if (t->busy)
         return true;
     rcl__busy_enter(t);
     return false;
+}
+/* Nonzero if the thread is inside the library or anything watches it
+ * (lockdep_watch): the allocation fast path's entry test, one load and an
+ * or, so that its caller branches once. */
+static inline unsigned rcl__busy_or_watched(const struct rcl_thread *t)
+{
+    return t->busy | rd(t->lockdep_watch);
 }
 /* Around a call out to the program's code (shrinkers, the report
  * function): its own calls into the library are ordinary ones. */
