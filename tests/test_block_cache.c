@@ -1241,21 +1241,33 @@ TEST_WITH(drain_request_during_reclaim_is_kept, cache_setup, test_teardown)
 
 /* A request that must be met before the thread hands anything out again -
  * a lowered limit's - takes its next allocation off the fast path even
- * where its list holds a block for it: the cache goes back first, as the
- * kernel drains the per-CPU charge stocks of a memory cgroup whose
- * memory.max was lowered below its usage. The allocation's entry tests
- * the watch word with the busy mark (src/alloc.c). */
+ * where its list holds a block for it: the whole cache goes back first,
+ * every class of it, as the kernel drains the per-CPU charge stocks of a
+ * memory cgroup whose memory.max was lowered below its usage. The
+ * allocation's entry tests the watch word with the busy mark
+ * (src/alloc.c). */
+static const size_t peer_sizes[3] = { 16, 100, 200 };
+
+static size_t peer_cached(void)
+{
+    size_t sum = 0;
+    for (int k = 0; k < 3; k++)
+        sum += 8 * rcl_alloc_charge(backend_served(peer_sizes[k]));
+    return sum;
+}
+
 static void *allocating_peer_main(void *arg)
 {
     struct peer *pr = arg;
-    size_t size = backend_served(64);
-    void *p[8];
+    void *p[3][8];
     for (int i = 0; i < 8; i++)
-        p[i] = rcl_alloc(size, RCL_DEFAULT);
+        for (int k = 0; k < 3; k++)
+            p[k][i] = rcl_alloc(backend_served(peer_sizes[k]), RCL_DEFAULT);
     for (int i = 0; i < 8; i++)
-        rcl_free(p[i]);
+        for (int k = 0; k < 3; k++)
+            rcl_free(p[k][i]);
     peer_step(pr, 1, 2);        /* cache full; wait for the limit to fall */
-    void *q = rcl_alloc(size, RCL_DEFAULT);      /* a hit, but for the request */
+    void *q = rcl_alloc(backend_served(peer_sizes[0]), RCL_DEFAULT);  /* a hit, but for the request */
     peer_step(pr, 3, 4);
     rcl_free(q);
     return NULL;
@@ -1269,7 +1281,7 @@ TEST_WITH(a_lowered_limit_takes_another_threads_next_allocation_off_its_cache, c
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, allocating_peer_main, &pr), 0);
     peer_wait(&pr, 1);
-    assert_cached(cached_now(), backend_served(64), 8);
+    assert_int_equal(cached_now(), peer_cached());
     rcl_stats_get(&st);
     assert_int_equal(rcl_set_limit(st.limit / 2), 0);
     peer_step(&pr, 2, 3);
