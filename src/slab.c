@@ -862,12 +862,12 @@ static struct slab *own_give_fresh(struct slab_class *k, struct rcl_slab_own *ow
  * Where a thread's next slots come from when those it holds are gone or
  * are never-used ones only, with the lock held. First the slots given
  * back to the slab it carves, then those of another slab it took last
- * (own_tag()). Then, holding never-used slots, it carves on where they
- * are resident, and otherwise takes another thread's given-back slots,
- * resident too, where there are any, before a never-used slot makes one
- * more page so. Holding none, it takes a kept empty slab it took last,
- * then another thread's given-back slots, then any slab with a free
- * slot, a kept one, or a new one, made only if `make`. Its own slabs
+ * (own_tag()). Then, holding never-used slots - which are not resident,
+ * or it would carve them with no look (rcl__slab_get_many()) - another
+ * thread's given-back slots, resident, before a never-used slot makes
+ * one more page so. Holding none, it takes a kept empty slab it took
+ * last, then another thread's given-back slots, then any slab with a
+ * free slot, a kept one, or a new one, made only if `make`. Its own slabs
  * come before the others' because their lines are likeliest in its own
  * core's cache: two threads each recycling a live set of 4 KiB blocks,
  * taking each other's given-back slots first, took 1.4 - 1.8x the CPU
@@ -890,8 +890,7 @@ static bool own_refill(struct slab_class *k, unsigned c, struct rcl_slab_own *ow
             own_take_given(k, own, own->slab);
             return true;
         }
-        if (!(s = slab_given(k, own->slab, tag, true)) &&
-            (own->fresh < own->written || !(s = slab_given(k, own->slab, tag, false))))
+        if (!(s = slab_given(k, own->slab, tag, false)))
             return true;
         *gone = own_give_fresh(k, own);
     } else if (!(s = slab_given(k, NULL, tag, true)) && !(s = empty_take(k, tag, true)) &&
