@@ -526,8 +526,9 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
  * to the stock (for the caller to spill), so that a live set larger than
  * the list takes the slabs' lock once a batch, not once a block. A list
  * of a batch or less (a consumer's, which the depot takes whole) is not
- * spilled: its frees beyond it go back one by one, as to the backend. Every other block of a slab class comes from
- * the thread's slots too, one at a time (rcl__bcache_slot(), block_new()).
+ * spilled: its frees beyond it go back one by one, as to the backend.
+ * Every other block of a slab class comes from the thread's slots too,
+ * one at a time (rcl__bcache_slot(), block_new()).
  */
 struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
 {

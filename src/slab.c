@@ -1083,7 +1083,8 @@ void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
     runs_put(c, runs, runs_make(c, hs, n, runs));
 }
 
-/* One slot, on a stack that may be a signal handler's: no batch's room. */
+/* One slot, on a stack that may be a signal handler's (block_delete(),
+ * from alloc_signal.c): no batch's room. */
 void rcl__slab_put(struct rcl_hdr *h, unsigned c)
 {
     struct slot_run run;
