@@ -132,6 +132,10 @@ void   rcl__slab_trim(void);
  * its free slots back at the next. A second; the tests and bench_footprint
  * set 0, every trim a step. */
 extern _Atomic unsigned long long rcl__slab_park_ns;
+/* How long a class of slabs remembers the most it had in use (slab.c):
+ * it keeps emptied slabs up to that peak of the last one or two such
+ * windows. A second; the tests set it. */
+extern _Atomic unsigned long long rcl__slab_keep_ns;
 
 /* ------------------------------------------------------------------------ */
 /* Accounting (account.c)                                                    */

@@ -24,7 +24,7 @@
  * block is one page or two of resident memory. A slab with a free slot
  * is on its class's list; a full one is on none (its slots come back to
  * it by their address), and one that empties is kept or goes back to
- * the backend (slab_unuse() says how many are kept). A trim gives the
+ * the backend (empty_over() says how many are kept). A trim gives the
  * kept ones back, their pages to the system first (rcl__slab_trim()),
  * and the pages of slabs still in use that only free slots lie on
  * (slab_park()).
@@ -154,6 +154,9 @@ static struct slab_class {
                                        is made; then never changed */
     struct slab *trim_next;         /* the slab on avail a trim ages next, while
                                        it has let go of the lock (class_age()) */
+    unsigned     peak[2];           /* the most slabs in use in this window and
+                                       in the one before (peak_note()) */
+    unsigned long long window;      /* when this window began, rcl__now_ns() */
 } classes[NR_SLAB];
 
 /* One trim at a time: it walks a class's slabs by trim_next. Taken before
@@ -723,6 +726,26 @@ static struct rcl_hdr *slot_take(struct slab_class *k, struct slab *s, unsigned 
     return h;
 }
 
+_Atomic unsigned long long rcl__slab_keep_ns = 1000000000ull;
+
+/* The class's slabs in use noted, with the lock held, wherever their
+ * number rises and where one empties: the most of this window, which
+ * ends rcl__slab_keep_ns after it began, and of the one before, which
+ * a window's end forgets. */
+static void peak_note(struct slab_class *k)
+{
+    unsigned long long now = rcl__now_ns(), span = rd(rcl__slab_keep_ns);
+    unsigned in_use = k->nr_slabs - k->nr_empty;
+
+    if (now - k->window >= span) {
+        k->peak[1] = now - k->window < 2 * span ? k->peak[0] : 0;
+        k->peak[0] = 0;
+        k->window = now;
+    }
+    if (in_use > k->peak[0])
+        k->peak[0] = in_use;
+}
+
 /* A kept empty slab off the class's list of them, with the lock held:
  * the one `tag` took last, of the first SLAB_LOOK, if there is one
  * (own_tag()), else the first, or NULL where `mine` asks for the
@@ -743,6 +766,7 @@ static struct slab *empty_take(struct slab_class *k, uint16_t tag, bool mine)
     *pick = s->next;
     k->nr_empty--;
     list_add(k, s);
+    peak_note(k);
     return s;
 }
 
@@ -765,6 +789,7 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make, uint
     if (s) {
         k->nr_slabs++;
         list_add(k, s);
+        peak_note(k);
     }
     return s;
 }
@@ -786,6 +811,7 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
 }
 
 static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n);
+static void slabs_delete(struct slab *s, unsigned c);
 
 /* One of the class's first SLAB_LOOK slabs with slots given back, other
  * than `not` - the one `tag` took last if there is one (own_tag()), else
@@ -946,8 +972,7 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
             pthread_mutex_lock(&slabs.lock);
             bool more = own_refill(k, c, own, got == 0, &gone);
             pthread_mutex_unlock(&slabs.lock);
-            if (gone)
-                slab_delete(gone, c, false);
+            slabs_delete(gone, c);
             if (!more)
                 break;
             checked = true;
@@ -970,15 +995,49 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
 }
 
 /*
- * n of slab s's slots are no longer out, with the lock held: the slab, if
- * it emptied and is not kept, for the caller to delete. A class keeps as
- * many empty slabs as it has others in use, and one at least: a live set
- * that rises and falls - a batch of requests served and freed, a FIFO of
- * blocks - finds its slabs again rather than asking the backend for them
- * each time (two threads recycling 4 KiB blocks ran a third slower with
- * one slab kept), while what stays empty after the live set shrinks for
- * good is at most what is still in use, and a trim gives it back. A kept
- * slab is carved anew, in address order, as a new one is.
+ * The kept empty slabs beyond what the class may keep, off its list of
+ * them and linked by next, for the caller to delete; NULL if none. With
+ * the lock held. A class keeps as many slabs, empty ones included, as it
+ * had in use at most in the last one or two windows (peak_note()), and
+ * at least as many empty ones as it has others in use, one at least. A
+ * live set that rises and falls - a batch of requests served and freed,
+ * a FIFO of blocks - finds its slabs again rather than asking the backend
+ * for them each time, while what stays empty after it shrinks for good
+ * goes at the next slab to empty once its peak is forgotten, and a trim
+ * gives back every one. With half of them kept, as many as were in use,
+ * two threads recycling 4 KiB x 4096 over jemalloc gave the other half
+ * back at every pass and asked for them again, which jemalloc purged in
+ * between at times: 50 - 123 ns a pair, up to 2.8x raw jemalloc's CPU
+ * time, where they run at 26 - 42 ns with their recent peak kept
+ * (docs/bench/patterns.md, "Figures, 2026-12-05, 01:10").
+ */
+static struct slab *empty_over(struct slab_class *k)
+{
+    unsigned in_use = k->nr_slabs - k->nr_empty;
+    unsigned keep = k->peak[0] > k->peak[1] ? k->peak[0] : k->peak[1];
+    unsigned least = in_use + (in_use > 1 ? in_use : 1);
+    struct slab *gone = NULL;
+
+    if (keep < least)
+        keep = least;
+    while (k->nr_slabs > keep) {
+        struct slab *s = k->empty;
+
+        rcl__assert(s && k->nr_empty > 0);
+        k->empty = s->next;
+        k->nr_empty--;
+        k->nr_slabs--;
+        s->next = gone;
+        gone = s;
+    }
+    return gone;
+}
+
+/*
+ * n of slab s's slots are no longer out, with the lock held. A slab that
+ * empties is kept, carved anew, in address order, as a new one is; the
+ * slabs kept beyond what the class may keep, for the caller to delete
+ * (empty_over()).
  */
 static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n)
 {
@@ -990,11 +1049,7 @@ static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n)
         return NULL;
     list_del(k, s);
     given_add(k, -(long)s->fresh);      /* every slot carved is on its free list */
-    unsigned in_use = k->nr_slabs - k->nr_empty - 1;
-    if (k->nr_empty >= (in_use > 1 ? in_use : 1)) {
-        k->nr_slabs--;
-        return s;
-    }
+    peak_note(k);
     s->free = NULL;
     s->fresh = 0;
     s->idle = 0;
@@ -1002,7 +1057,19 @@ static struct slab *slab_unuse(struct slab_class *k, struct slab *s, unsigned n)
     s->next = k->empty;
     k->empty = s;
     k->nr_empty++;
-    return NULL;
+    return empty_over(k);
+}
+
+/* Slabs back to the backend, linked by next: those that slab_unuse()
+ * and the calls made of it found beyond what their class keeps. */
+static void slabs_delete(struct slab *s, unsigned c)
+{
+    while (s) {
+        struct slab *next = s->next;
+
+        slab_delete(s, c, false);
+        s = next;
+    }
 }
 
 /*
@@ -1071,8 +1138,7 @@ static void runs_put(unsigned c, struct slot_run *runs, unsigned nr)
         run_put(k, &runs[i], c);
     pthread_mutex_unlock(&slabs.lock);
     for (unsigned i = 0; i < nr; i++)
-        if (runs[i].slab)
-            slab_delete(runs[i].slab, c, false);
+        slabs_delete(runs[i].slab, c);
 }
 
 void rcl__slab_put_many(unsigned c, struct rcl_hdr **hs, unsigned n)
@@ -1115,12 +1181,13 @@ void rcl__slab_disown(struct rcl_slab_own *own)
         /* Only the last of the two can empty the slab: while the thread
          * holds never-used slots, they keep it in use. */
         gone = o->nr_free ? slab_unuse(class_of(c), s, o->nr_free) : NULL;
-        if (o->fresh < o->end)
+        if (o->fresh < o->end) {
+            rcl__assert(!gone);
             gone = own_give_fresh(class_of(c), o);
+        }
         pthread_mutex_unlock(&slabs.lock);
         *o = (struct rcl_slab_own){ 0 };
-        if (gone)
-            slab_delete(gone, c, false);
+        slabs_delete(gone, c);
     }
 }
 
@@ -1180,6 +1247,7 @@ void rcl__slab_trim(void)
         k->empty = NULL;
         k->nr_slabs -= k->nr_empty;
         k->nr_empty = 0;
+        k->peak[0] = k->peak[1] = k->nr_slabs;     /* what it gave back is forgotten */
         pthread_mutex_unlock(&slabs.lock);
         while (s) {
             struct slab *next = s->next;

@@ -6,8 +6,9 @@
  * 16-byte header is all the rounding a block pays beyond its class. The
  * kernel's rule they follow is its slab allocator's: objects of a cache
  * are carved from slabs of their own, freed objects go back to their
- * slab, a slab that empties goes back to the page allocator (one is kept
- * for the next allocations, as a per-node partial list keeps some), and
+ * slab, a slab that empties goes back to the page allocator (those a
+ * recent peak had in use are kept for the next allocations, as the
+ * kernel's partial lists keep some until it shrinks them), and
  * a second free is caught, not a corruption. Over glibc, which fits a
  * chunk to 16 bytes, the classes above 256 B are glibc's chunks, and the
  * tests that are about their slabs say so and skip; its classes up to
@@ -221,36 +222,106 @@ TEST(a_batch_lists_no_slot_on_a_page_no_block_touched)
     }
 }
 
-/* Once its blocks are all freed (and the caches drained), a class keeps
- * no more empty slabs than it had others in use - half of its peak at
- * most - for a live set that comes back, which then finds them again
- * rather than asking the backend; a shutdown, which trims, gives them
- * all back. */
-TEST(emptied_slabs_are_kept_up_to_half_and_trimmed)
+/* A class's slabs, every one of them empty once its blocks are all freed
+ * and the caches drained. */
+static size_t slabs_emptied(size_t size, void **p, int n)
+{
+    size_t full;
+
+    for (int i = 0; i < n; i++)
+        assert_non_null(p[i] = rcl_alloc(size, RCL_DEFAULT));
+    full = rcl__slab_held(rcl__bcache_class(size));
+    assert_true(full >= (size_t)n * (rcl__bcache_cap(rcl__bcache_class(size)) + 16));
+    for (int i = 0; i < n; i++)
+        rcl_free(p[i]);
+    rcl_usage_sync();
+    return full;
+}
+
+/* A window that outlasts any test: what a class had in use is not
+ * forgotten while one runs, however slow the machine. */
+#define KEEP_LONG (600ull * 1000000000ull)
+
+/* The slabs' window of peaks set to `ns`; what it was, for the test to
+ * put back. */
+static unsigned long long keep_window(unsigned long long ns)
+{
+    return atomic_exchange(&rcl__slab_keep_ns, ns);
+}
+
+/* Once its blocks are all freed, a class keeps its emptied slabs up to
+ * the most it had in use lately, for a live set that comes back - which
+ * then finds them again rather than asking the backend - as the kernel's
+ * slab keeps a cache's free slabs on its partial lists for the next
+ * allocations until it shrinks; a shutdown, which trims, gives them all
+ * back. */
+TEST(emptied_slabs_are_kept_up_to_their_recent_peak_and_trimmed)
 {
     if (no_slabs())
         skip();
     enum { N = 600 };
     unsigned c = rcl__bcache_class(2500);
     void *p[N];
+    unsigned long long window = keep_window(KEEP_LONG);
 
-    for (int i = 0; i < N; i++)
-        assert_non_null(p[i] = rcl_alloc(2500, RCL_DEFAULT));
-    size_t full = rcl__slab_held(c);
-    assert_true(full >= (size_t)N * (2560 + 16));
-    for (int i = 0; i < N; i++)
-        rcl_free(p[i]);
-    rcl_usage_sync();
-    size_t kept = rcl__slab_held(c);
-    /* 64 KiB slabs for this class: half of them, rounded up. */
-    assert_true(kept >= 64 * 1024 && kept <= full / 2 + 64 * 1024);
+    size_t full = slabs_emptied(2500, p, N);
+    assert_int_equal(rcl__slab_held(c), full);
     for (int i = 0; i < N / 4; i++)
         assert_non_null(p[i] = rcl_alloc(2500, RCL_DEFAULT));
-    assert_int_equal(rcl__slab_held(c), kept);
+    assert_int_equal(rcl__slab_held(c), full);
     for (int i = 0; i < N / 4; i++)
         rcl_free(p[i]);
     rcl_shutdown();
     assert_int_equal(rcl__slab_held(c), 0);
+    keep_window(window);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* Once what it had in use is forgotten, a class keeps no more empty slabs
+ * than it has others in use - one at least, half of what it had at most. */
+TEST(a_class_past_its_peak_keeps_as_many_empty_slabs_as_are_in_use)
+{
+    if (no_slabs())
+        skip();
+    enum { N = 600 };
+    unsigned c = rcl__bcache_class(3500);
+    void *p[N];
+    unsigned long long window = keep_window(0);
+
+    size_t full = slabs_emptied(3500, p, N);
+    size_t kept = rcl__slab_held(c);
+    /* 64 KiB slabs for this class: half of them, rounded up. */
+    assert_true(kept >= 64 * 1024 && kept <= full / 2 + 64 * 1024);
+    rcl_shutdown();
+    assert_int_equal(rcl__slab_held(c), 0);
+    keep_window(window);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* The slabs a class kept for a peak it has since forgotten go back to the
+ * backend when the next of its slabs empties, not only at a trim: a
+ * program whose live set shrank for good gets the memory back as it
+ * goes on. */
+TEST(slabs_kept_past_their_peak_go_when_the_next_one_empties)
+{
+    if (no_slabs())
+        skip();
+    enum { N = 600 };
+    unsigned c = rcl__bcache_class(1700);
+    void *p[N];
+    unsigned long long window = keep_window(KEEP_LONG);
+
+    size_t full = slabs_emptied(1700, p, N);
+    assert_int_equal(rcl__slab_held(c), full);
+    keep_window(0);
+    assert_non_null(p[0] = rcl_alloc(1700, RCL_DEFAULT));
+    rcl_free(p[0]);
+    rcl_usage_sync();
+    /* The slab that emptied last is all that is kept: none other in use. */
+    assert_int_equal(rcl__slab_held(c), rcl__slab_span(c));
+    rcl_shutdown();
+    assert_int_equal(rcl__slab_held(c), 0);
+    keep_window(window);
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
