@@ -249,6 +249,16 @@ static unsigned long long keep_window(unsigned long long ns)
     return atomic_exchange(&rcl__slab_keep_ns, ns);
 }
 
+/* A shutdown trims: class c holds no slab after it. The window put back
+ * to `window`, and the library started again for the next test. */
+static void shutdown_trims(unsigned c, unsigned long long window)
+{
+    rcl_shutdown();
+    assert_int_equal(rcl__slab_held(c), 0);
+    keep_window(window);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
 /* Once its blocks are all freed, a class keeps its emptied slabs up to
  * the most it had in use lately, for a live set that comes back - which
  * then finds them again rather than asking the backend - as the kernel's
@@ -271,10 +281,7 @@ TEST(emptied_slabs_are_kept_up_to_their_recent_peak_and_trimmed)
     assert_int_equal(rcl__slab_held(c), full);
     for (int i = 0; i < N / 4; i++)
         rcl_free(p[i]);
-    rcl_shutdown();
-    assert_int_equal(rcl__slab_held(c), 0);
-    keep_window(window);
-    assert_int_equal(test_init(64 * MiB), 0);
+    shutdown_trims(c, window);
 }
 
 /* Once what it had in use is forgotten, a class keeps no more empty slabs
@@ -292,10 +299,7 @@ TEST(a_class_past_its_peak_keeps_as_many_empty_slabs_as_are_in_use)
     size_t kept = rcl__slab_held(c);
     /* 64 KiB slabs for this class: half of them, rounded up. */
     assert_true(kept >= 64 * 1024 && kept <= full / 2 + 64 * 1024);
-    rcl_shutdown();
-    assert_int_equal(rcl__slab_held(c), 0);
-    keep_window(window);
-    assert_int_equal(test_init(64 * MiB), 0);
+    shutdown_trims(c, window);
 }
 
 /* The slabs a class kept for a peak it has since forgotten go back to the
@@ -319,10 +323,7 @@ TEST(slabs_kept_past_their_peak_go_when_the_next_one_empties)
     rcl_usage_sync();
     /* The slab that emptied last is all that is kept: none other in use. */
     assert_int_equal(rcl__slab_held(c), rcl__slab_span(c));
-    rcl_shutdown();
-    assert_int_equal(rcl__slab_held(c), 0);
-    keep_window(window);
-    assert_int_equal(test_init(64 * MiB), 0);
+    shutdown_trims(c, window);
 }
 
 /* A block moves between the slabs and the backend as its size crosses
