@@ -1255,10 +1255,12 @@ void rcl__slab_trim(void)
              * and a backend need not give a freed span's pages back at
              * all (mimalloc keeps the large pages of its segments
              * committed, and mi_collect() leaves them so). A slab given
-             * back outside a trim keeps its pages warm for the backend's
-             * next use: a live set recycled beyond the caches deletes and
-             * makes slabs on every pass (4 KiB x 4096 ran at up to 1.2x
-             * raw mimalloc's CPU time with them given back each time). */
+             * back outside a trim, past its class's peak, keeps its pages
+             * warm for the backend's next use: when a class kept half its
+             * slabs, a live set recycled beyond the caches deleted and
+             * made slabs on every pass (4 KiB x 4096 ran at up to 1.2x
+             * raw mimalloc's CPU time with their pages given back each
+             * time). */
             slab_delete(s, c, true);
             s = next;
         }
