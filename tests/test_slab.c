@@ -222,10 +222,14 @@ TEST(a_batch_lists_no_slot_on_a_page_no_block_touched)
     }
 }
 
-/* A class's slabs, every one of them empty once its blocks are all freed
- * and the caches drained. */
-static size_t slabs_emptied(size_t size, void **p, int n)
+/* The slabs of a live set of EMPTIED_N blocks of `size`, every one of them
+ * empty once its blocks are all freed and the caches drained: what they
+ * held at the peak. */
+enum { EMPTIED_N = 600 };
+static size_t slabs_emptied(size_t size)
 {
+    void *p[EMPTIED_N];
+    int n = EMPTIED_N;
     size_t full;
 
     for (int i = 0; i < n; i++)
@@ -269,17 +273,16 @@ TEST(emptied_slabs_are_kept_up_to_their_recent_peak_and_trimmed)
 {
     if (no_slabs())
         skip();
-    enum { N = 600 };
     unsigned c = rcl__bcache_class(2500);
-    void *p[N];
     unsigned long long window = keep_window(KEEP_LONG);
+    size_t full = slabs_emptied(2500);
+    void *p[EMPTIED_N / 4];
 
-    size_t full = slabs_emptied(2500, p, N);
     assert_int_equal(rcl__slab_held(c), full);
-    for (int i = 0; i < N / 4; i++)
+    for (int i = 0; i < EMPTIED_N / 4; i++)
         assert_non_null(p[i] = rcl_alloc(2500, RCL_DEFAULT));
     assert_int_equal(rcl__slab_held(c), full);
-    for (int i = 0; i < N / 4; i++)
+    for (int i = 0; i < EMPTIED_N / 4; i++)
         rcl_free(p[i]);
     shutdown_trims(c, window);
 }
@@ -290,13 +293,11 @@ TEST(a_class_past_its_peak_keeps_as_many_empty_slabs_as_are_in_use)
 {
     if (no_slabs())
         skip();
-    enum { N = 600 };
     unsigned c = rcl__bcache_class(3500);
-    void *p[N];
     unsigned long long window = keep_window(0);
-
-    size_t full = slabs_emptied(3500, p, N);
+    size_t full = slabs_emptied(3500);
     size_t kept = rcl__slab_held(c);
+
     /* 64 KiB slabs for this class: half of them, rounded up. */
     assert_true(kept >= 64 * 1024 && kept <= full / 2 + 64 * 1024);
     shutdown_trims(c, window);
@@ -310,16 +311,15 @@ TEST(slabs_kept_past_their_peak_go_when_the_next_one_empties)
 {
     if (no_slabs())
         skip();
-    enum { N = 600 };
     unsigned c = rcl__bcache_class(1700);
-    void *p[N];
     unsigned long long window = keep_window(KEEP_LONG);
+    size_t full = slabs_emptied(1700);
+    void *p;
 
-    size_t full = slabs_emptied(1700, p, N);
     assert_int_equal(rcl__slab_held(c), full);
     keep_window(0);
-    assert_non_null(p[0] = rcl_alloc(1700, RCL_DEFAULT));
-    rcl_free(p[0]);
+    assert_non_null(p = rcl_alloc(1700, RCL_DEFAULT));
+    rcl_free(p);
     rcl_usage_sync();
     /* The slab that emptied last is all that is kept: none other in use. */
     assert_int_equal(rcl__slab_held(c), rcl__slab_span(c));
