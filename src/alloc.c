@@ -307,7 +307,6 @@ static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, siz
 {
     rcl__assert(h->meta == rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(h), size));
     user_fit(h, size);
-    own_inc(t->nr_alloc);
     h->size = size;
     return rcl__hdr_user(h);
 }
@@ -351,7 +350,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         unsigned c = rcl__bcache_class(size);
         /* A cached block brings its own charge: the one just taken goes
          * back (as reclaim's progress, in a reclaim). */
-        if ((h = rcl__bcache_take(t, c, (long)cost)) != NULL) {
+        if ((h = rcl__bcache_take_slow(t, c)) != NULL) {
             rcl__acct_out(t, cost);
             rcl__uncharge_fast(t, cost);
         } else {
@@ -440,7 +439,9 @@ static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, rc
     if (unlikely(h == NULL))
         return alloc_fresh_out(size, c + 1, (long)rcl__bcache_charge(c), gfp);
     rcl__acct_out(t, rcl__bcache_charge(c));
-    void *p = gfp & RCL__ZERO ? hand_out(t, h, size, gfp) : hand_out_cached(t, h, size);
+    void *p = hand_out_cached(t, h, size);
+    if (unlikely(gfp & RCL__ZERO))
+        memset(p, 0, size);
     rcl__busy_leave(t);
     return p;
 }
@@ -677,13 +678,6 @@ static __attribute__((noinline, cold)) void free_slow_out(const char *fn, void *
     rcl__busy_leave(&rcl__self);
 }
 
-/* A fast free: the block's charge is no longer handed out. */
-static inline void free_counted(struct rcl_thread *t, long charge)
-{
-    rcl__acct_out(t, -charge);
-    own_inc(t->nr_free);
-}
-
 /* The fast free of a block the cache turned away, whose charge the stock
  * has room for: out of line, so that a free into the cache makes no call
  * and needs no stack frame. It takes the class's key and number as
@@ -697,7 +691,7 @@ static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
     unsigned c = (unsigned)nr - 1;
     long charge = (uint32_t)key;
 
-    free_counted(t, charge);
+    rcl__acct_out(t, -charge);
     /* A full list that is only a batch goes to the depot, for a thread
      * that allocates what this one frees; the block starts the list anew. */
     bool gave = rcl__depot_give(t, c);
@@ -706,8 +700,9 @@ static __attribute__((noinline)) void free_uncached_out(struct rcl_thread *t,
     bool spilled = !gave && rcl__bcache_spill(t, c);
 
     if ((gave || spilled) && rcl__bcache_room(t, c, charge)) {
-        rcl__bcache_put(t, h, c, charge);
+        rcl__bcache_put(t, h, c, charge);       /* which counts the free */
     } else {
+        own_inc(t->nr_free);
         block_delete_class(h, c);
         wr(t->stock, rd(t->stock) + charge);
     }
@@ -755,7 +750,7 @@ FAST_ENTRY void rcl_free(void *p)
         if (likely(rcl__bcache_room(t, c, charge))) {
             if (likely(!rd_negative(&t->stock_max))) {
                 rcl__bcache_put(t, h, c, charge);
-                free_counted(t, charge);
+                rcl__acct_out(t, -charge);
                 rcl__busy_leave(t);
                 return;
             }

@@ -46,18 +46,15 @@
 #if defined(__x86_64__) && !defined(RCL_TSAN)
 #define own_addm(x, v) __asm__("addq %1, %0" : "+m"(x) : "er"((long)(v)))
 #define own_subm(x, v) __asm__("subq %1, %0" : "+m"(x) : "er"((long)(v)))
-#define own_inc16(x)   __asm__("addw $1, %0" : "+m"(x))
-#define own_dec16(x)   __asm__("subw $1, %0" : "+m"(x))
-/* The owner's read of a field it alone writes: a plain load, which the
- * compiler may fold into the instruction that uses it (a relaxed load it
- * keeps apart); the field's own type has the same representation. */
-#define own_rd16(x)    (*(const uint16_t *)&(x))
+/* The owner's read of the low 16 bits of a 64-bit field it alone
+ * writes: a plain load, which the compiler may fold into the instruction
+ * that uses it (a relaxed load it keeps apart); the field's own type has
+ * the same representation. */
+#define own_rd16(x)    ((uint16_t)*(const uint64_t *)&(x))
 #else
 #define own_addm(x, v) own_add(x, v)
 #define own_subm(x, v) own_add(x, -(v))
-#define own_inc16(x)   own_add(x, 1)
-#define own_dec16(x)   own_add(x, -1)
-#define own_rd16(x)    rd(x)
+#define own_rd16(x)    ((uint16_t)rd(x))
 #endif
 #define own_inc(x) own_addm(x, 1)
 

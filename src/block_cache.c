@@ -33,15 +33,68 @@ void rcl__bcache_limit(size_t limit)
     depot_limit(limit);
 }
 
+/*
+ * Class c's list's length set to `len` by a slow path, which moved the
+ * difference (block_cache.h: adj); released, so that a charge the caller
+ * moved to the stock is there before the length drops for rcl_usage(),
+ * which reads a thread's lists before its stock. Hits past 2^40 move to
+ * the thread's own count here, long before the 48 bits above the length
+ * wrap: a list wraps only after 2^48 hits with no slow path between
+ * (days of nothing but hits of one class, at a few ns each).
+ */
+#define LIST_HITS_FOLD (1ull << 40)
+
+static void len_set(struct rcl_thread *t, unsigned c, unsigned len)
+{
+    struct rcl_bcache_lists *bc = t->bc;
+    uint64_t w = rd(bc->len[c + 1]);
+    long moved = (long)len - (long)rcl__list_len(w);
+
+    rcl__assert(len <= RCL_BCACHE_DEPTH_MAX);
+    if (unlikely(rcl__list_hits(w) >= LIST_HITS_FOLD)) {
+        wr(t->nr_alloc, rd(t->nr_alloc) + rcl__list_hits(w));
+        moved -= (long)rcl__list_hits(w);     /* its frees, worked out, stay */
+        w = 0;
+    }
+    own_add(bc->adj[c + 1], moved);
+    atomic_store_explicit(&bc->len[c + 1], (w & ~(uint64_t)UINT16_MAX) | len,
+                          memory_order_release);
+}
+
+/* The length of class c's list of thread t, read by any thread. */
+static unsigned len_of(const struct rcl_thread *t, unsigned c)
+{
+    return rcl__list_len(atomic_load_explicit(&t->bc->len[c + 1], memory_order_acquire));
+}
+
 /* Class c's list, n blocks, leaves the cache: its charge to the stock,
- * there before the length drops (released), so that rcl_usage(), which
- * reads a thread's lists before its stock, never misses it. */
+ * there before the length drops (len_set()). */
 static void list_uncharge(struct rcl_thread *t, unsigned c, size_t n)
 {
-    rcl__assert(n == rd(t->bc->len[c + 1]));
+    rcl__assert(n == len_of(t, c));
     t->bc->top[c + 1] = NULL;
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
-    atomic_store_explicit(&t->bc->len[c + 1], 0, memory_order_release);
+    len_set(t, c, 0);
+}
+
+unsigned long rcl__bcache_hits(const struct rcl_thread *t)
+{
+    unsigned long hits = 0;
+
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+        hits += rcl__list_hits(rd(t->bc->len[c + 1]));
+    return hits;
+}
+
+unsigned long rcl__bcache_frees(const struct rcl_thread *t)
+{
+    unsigned long frees = 0;
+
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
+        uint64_t w = rd(t->bc->len[c + 1]);
+        frees += rcl__list_len(w) + rcl__list_hits(w) - (unsigned long)rd(t->bc->adj[c + 1]);
+    }
+    return frees;
 }
 
 /* Class c's cached blocks back to the backend or their slabs, their
@@ -67,14 +120,13 @@ size_t rcl__bcache_held(const struct rcl_thread *t)
     size_t bytes = 0;
 
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
-        bytes += atomic_load_explicit(&t->bc->len[c + 1], memory_order_acquire) *
-                 rcl__bcache_charge(c);
+        bytes += len_of(t, c) * rcl__bcache_charge(c);
     return bytes;
 }
 
 static void depth_set(struct rcl_bcache_lists *bc, unsigned c, unsigned depth)
 {
-    rcl__assert(depth <= RCL_BCACHE_DEPTH_MAX && rd(bc->len[c + 1]) <= depth);
+    rcl__assert(depth <= RCL_BCACHE_DEPTH_MAX && own_rd16(bc->len[c + 1]) <= depth);
     bc->room += (depth - (size_t)bc->depth[c + 1]) * rcl__bcache_charge(c);
     bc->depth[c + 1] = (uint16_t)depth;
 }
@@ -124,8 +176,8 @@ bool rcl__bcache_blocked(struct rcl_thread *t, unsigned c)
     if (bc->blocked++ % BLOCKED_SCAN_EVERY)
         return false;
     for (unsigned o = 0; o < RCL_BCACHE_CLASSES; o++)
-        if (!bc->grown[o + 1] && bc->depth[o + 1] > rd(bc->len[o + 1]))
-            depth_set(bc, o, rd(bc->len[o + 1]));
+        if (!bc->grown[o + 1] && bc->depth[o + 1] > own_rd16(bc->len[o + 1]))
+            depth_set(bc, o, own_rd16(bc->len[o + 1]));
     return rcl__bcache_fits(bc, rcl__bcache_charge(c));
 }
 
@@ -273,6 +325,9 @@ void rcl__bcache_release(struct rcl_thread *t)
     rcl__assert(!rcl__bcache_held(t));
     if (rcl__bcache_off(t))
         return;
+    /* What the lists counted stays counted: it becomes the thread's own. */
+    wr(t->nr_alloc, rd(t->nr_alloc) + rcl__bcache_hits(t));
+    wr(t->nr_free, rd(t->nr_free) + rcl__bcache_frees(t));
     rcl__lsan_unroot(t->bc, sizeof(*t->bc));
     lists_put(t->bc);
     t->bc = (struct rcl_bcache_lists *)&rcl__bcache_none;
@@ -418,10 +473,18 @@ static bool depot_reserve(size_t bytes)
 static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
 {
     struct rcl_bcache_lists *bc = t->bc;
-    uint32_t frees = (uint32_t)rd(t->nr_free), last = bc->gave_at[c + 1];
+    uint32_t frees, last = bc->gave_at[c + 1];
     size_t gave = bc->gave[c + 1] + given;
     unsigned depth = bc->depth[c + 1];
 
+    /* No share of one in DEPOT_HOT_SHARE is fewer blocks than that share
+     * of DEPOT_JUDGE_FREES: until the class has given them, the thread's
+     * frees, a sum over its lists (block_cache.h), are not worked out. */
+    if (last && gave * DEPOT_HOT_SHARE < DEPOT_JUDGE_FREES) {
+        bc->gave[c + 1] = (uint16_t)gave;
+        return;
+    }
+    frees = (uint32_t)(rd(t->nr_free) + rcl__bcache_frees(t));
     if (last && frees - last < DEPOT_JUDGE_FREES) {
         bc->gave[c + 1] = (uint16_t)(gave < UINT16_MAX ? gave : UINT16_MAX);
         return;
@@ -448,7 +511,7 @@ bool rcl__depot_give(struct rcl_thread *t, unsigned c)
 
     if (!top)
         return false;
-    size_t len = rd(t->bc->len[c + 1]), bytes = len * rcl__bcache_charge(c);
+    size_t len = own_rd16(t->bc->len[c + 1]), bytes = len * rcl__bcache_charge(c);
     if (bytes > DEPOT_BATCH_BYTES || rd(d->n) == DEPOT_SLOTS || !depot_reserve(bytes))
         return false;
     pthread_mutex_lock(depot_lock(c));
@@ -511,7 +574,7 @@ struct rcl_hdr *rcl__depot_take(struct rcl_thread *t, unsigned c, size_t room)
     /* The blocks below h become the thread's list, at most its depth. */
     rcl__assert(len - 1 <= t->bc->depth[c + 1]);
     t->bc->top[c + 1] = h->next;
-    wr(t->bc->len[c + 1], (uint16_t)(len - 1));
+    len_set(t, c, (unsigned)len - 1);
     wr(t->stock, rd(t->stock) - (long)((len - 1) * charge));
     return h;
 }
@@ -552,8 +615,10 @@ struct rcl_hdr *rcl__bcache_fill(struct rcl_thread *t, unsigned c, size_t room)
         hs[i]->meta = rcl__hdr_meta(t->hdr_tag, rcl__hdr_user(hs[i]), rcl__bcache_cap(c));
         rcl__bcache_put(t, hs[i], c, (long)charge);
     }
-    if (n > 1)
+    if (n > 1) {
+        own_add(t->bc->adj[c + 1], (long)n - 1);      /* no frees */
         wr(t->stock, rd(t->stock) - (long)((n - 1) * charge));
+    }
     /* Each slot of the batch is an allocation that will not find the list
      * empty: the list grows for it as for a miss, or it would stop short
      * of the live set it recycles. */
@@ -592,8 +657,7 @@ bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
     }
     t->bc->top[c + 1] = hs[n - 1]->next;
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
-    atomic_store_explicit(&t->bc->len[c + 1], (uint16_t)(rd(t->bc->len[c + 1]) - n),
-                          memory_order_release);
+    len_set(t, c, len - n);
     /* Over glibc a class's blocks may be glibc's chunks too (slab.h). */
     unsigned slots = 0;
     for (unsigned i = 0; i < n; i++) {

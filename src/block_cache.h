@@ -374,22 +374,58 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c)
 static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (void)c; }
 #endif
 
-/* A cached block of class c (whose charge is `charge`), or NULL. Its
- * charge leaves the cache with it: the caller hands the block out, or
- * gives the charge to the stock. */
-static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, long charge)
+/*
+ * A list's length word (struct rcl_bcache_lists: len) holds the list's
+ * length in its low 16 bits (RCL_BCACHE_DEPTH_MAX fits) and, above them,
+ * the allocations the list served as cache hits: a hit adds RCL__LIST_HIT,
+ * one block fewer and one more served, and a free into the list adds one,
+ * so that either writes that one word and no count of the thread's. The
+ * frees a list took are worked out: its length and its hits, less what
+ * the slow paths moved on and off it (`adj`: every other change of its
+ * length). Counted in the thread's own words as well, the allocations and
+ * the frees took two more read-modify-writes in memory a pair, and cost a
+ * hit pair over mimalloc 4 - 5 % (docs/bench/patterns.md, "Figures,
+ * 2026-12-05, 05:00"). A thread's allocations and frees are its own
+ * counts and its lists' together (rcl__bcache_hits(), rcl__bcache_frees();
+ * summed in thread.c).
+ */
+#define RCL__LIST_HIT ((1ull << 16) - 1)
+static inline unsigned rcl__list_len(uint64_t w) { return (uint16_t)w; }
+static inline uint64_t rcl__list_hits(uint64_t w) { return w >> 16; }
+
+/* Class c's top block, off its list; the caller adds `w` to the list's
+ * length word: RCL__LIST_HIT for a cache hit, else minus one. */
+static inline struct rcl_hdr *rcl__bcache_pop(struct rcl_thread *t, size_t c, uint64_t w)
 {
     struct rcl_bcache_lists *bc = t->bc;
-
-    rcl__assert(charge == (long)rcl__bcache_charge(c));
     void *link = bc->top[c + 1];
+
     if (!link)
         return NULL;
     struct rcl_hdr *h = rcl__hdr_of(link);
-    rcl__assert(rcl__hdr_listed(h) && rd(bc->len[c + 1]) > 0 &&
-                !h->next == (rd(bc->len[c + 1]) == 1));
+    rcl__assert(rcl__hdr_listed(h) && own_rd16(bc->len[c + 1]) > 0 &&
+                !h->next == (own_rd16(bc->len[c + 1]) == 1));
     bc->top[c + 1] = h->next;
-    own_dec16(bc->len[c + 1]);
+    own_addm(bc->len[c + 1], w);
+    return h;
+}
+
+/* A cached block of class c (whose charge is `charge`) handed out as a
+ * cache hit, or NULL. Its charge leaves the cache with it. */
+static inline struct rcl_hdr *rcl__bcache_take(struct rcl_thread *t, size_t c, long charge)
+{
+    rcl__assert(charge == (long)rcl__bcache_charge(c));
+    return rcl__bcache_pop(t, c, RCL__LIST_HIT);
+}
+
+/* The same for an allocation the slow path counts: the caller gives the
+ * charge to the stock, or hands the block out. */
+static inline struct rcl_hdr *rcl__bcache_take_slow(struct rcl_thread *t, size_t c)
+{
+    struct rcl_hdr *h = rcl__bcache_pop(t, c, (uint64_t)-1);
+
+    if (h)
+        own_add(t->bc->adj[c + 1], -1);
     return h;
 }
 
@@ -433,7 +469,7 @@ static inline struct rcl_hdr *rcl__bcache_borrow(struct rcl_thread *t, unsigned 
     for (unsigned k = c + 1; k < RCL_BCACHE_CLASSES; k++) {
         if (k > c + 1 && rcl__bcache_cap(k) > most)
             break;
-        struct rcl_hdr *h = rcl__bcache_take(t, k, (long)rcl__bcache_charge(k));
+        struct rcl_hdr *h = rcl__bcache_take_slow(t, k);
         if (h) {
             *b = k;
             return h;
@@ -454,20 +490,20 @@ static inline bool rcl__bcache_room(const struct rcl_thread *t, size_t c, long c
 }
 
 /* Keeps a freed plain block of class c for reuse where rcl__bcache_room()
- * said it may; its charge comes with it, from what was handed out (or
- * the caller takes it from the stock). The link its first word takes
- * marks it listed (rcl__hdr_listed()). */
+ * said it may, and so counts the free; its charge comes with it, from
+ * what was handed out (or the caller takes it from the stock). The link
+ * its first word takes marks it listed (rcl__hdr_listed()). */
 static inline void rcl__bcache_put(struct rcl_thread *t, struct rcl_hdr *h, size_t c,
                                    long charge)
 {
     struct rcl_bcache_lists *bc = t->bc;
-    rcl__assert(rd(bc->len[c + 1]) < bc->depth[c + 1] && !rcl__bcache_off(t) &&
+    rcl__assert(own_rd16(bc->len[c + 1]) < bc->depth[c + 1] && !rcl__bcache_off(t) &&
                 (uintptr_t)h >= RCL_BCACHE_MAX &&
-                !bc->top[c + 1] == !rd(bc->len[c + 1]) &&
+                !bc->top[c + 1] == !own_rd16(bc->len[c + 1]) &&
                 charge == (long)rcl__bcache_charge(c));
     h->next = bc->top[c + 1];
     bc->top[c + 1] = rcl__hdr_user(h);
-    own_inc16(bc->len[c + 1]);
+    own_addm(bc->len[c + 1], 1);
     rcl__bcache_poison(h, c);
 }
 

@@ -47,6 +47,7 @@
 #define RCL_SLAB_MIN_SIZE    (RCL__BE_COARSE_CLASSES ? 241u : 1u)
 #define RCL_SLAB_MAX_SIZE    (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_MAX : 256u)
 _Static_assert(RCL_SLAB_END_CLASS <= RCL_BCACHE_CLASSES, "a slab class is a cache class");
+_Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by slab class number");
 
 /* Bytes at the front of a span before its first slot: the slab's head,
  * with a bit for each of its pages that a trim gave back (slab.c). */

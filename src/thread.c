@@ -41,10 +41,11 @@ static void unlink_locked(struct rcl_thread *t)
     *t->pprev = t->next;
     t->next = NULL;
     t->pprev = NULL;
-    rcl__count(exited_allocs, rd(t->nr_alloc));
-    rcl__count(exited_frees, rd(t->nr_free));
-    wr(t->nr_alloc, 0);
-    wr(t->nr_free, 0);
+    unsigned long hits = rcl__bcache_hits(t), frees = rcl__bcache_frees(t);
+    rcl__count(exited_allocs, rd(t->nr_alloc) + hits);
+    rcl__count(exited_frees, rd(t->nr_free) + frees);
+    wr(t->nr_alloc, 0 - hits);      /* its lists keep counting from there */
+    wr(t->nr_free, 0 - frees);
     rcl__stock_detach(t);
     t->hdr_tag = 0;
     wr(t->epoch, 0);
@@ -120,8 +121,8 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
     unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
     size_t c = 0;
     for (struct rcl_thread *t = registry; t; t = t->next) {
-        a += rd(t->nr_alloc);
-        f += rd(t->nr_free);
+        a += rd(t->nr_alloc) + rcl__bcache_hits(t);
+        f += rd(t->nr_free) + rcl__bcache_frees(t);
         c += rcl__bcache_held(t);
     }
     pthread_mutex_unlock(&registry_lock);
@@ -151,8 +152,8 @@ void rcl__thread_atfork_child(void)
         if (t == self)
             continue;
         rcl__stock_return(t);
-        rcl__count(exited_allocs, rd(t->nr_alloc));
-        rcl__count(exited_frees, rd(t->nr_free));
+        rcl__count(exited_allocs, rd(t->nr_alloc) + rcl__bcache_hits(t));
+        rcl__count(exited_frees, rd(t->nr_free) + rcl__bcache_frees(t));
     }
     if (rd(self->epoch)) {
         self->next = NULL;

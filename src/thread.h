@@ -41,6 +41,10 @@
 #define RCL__CLASS_BITS (RCL__BE_COARSE_CLASSES ? 2 : 3)
 #define RCL_BCACHE_CLASSES (20 + (7 << RCL__CLASS_BITS))
 #define RCL_BCACHE_MAX    65536
+/* The class numbers up to the last slab class (slab.h, which checks it):
+ * every class's over a coarse backend, the classes to 256 B's over
+ * glibc. */
+#define RCL__SLAB_NRS     (RCL__BE_COARSE_CLASSES ? RCL_BCACHE_CLASSES + 1 : 17)
 
 /*
  * The hot part of a thread's state, in initial-exec TLS so that the scope
@@ -68,13 +72,21 @@
 struct slab;
 struct rcl_bcache_lists {
     void             *top[RCL_BCACHE_NRS];     /* each class's list */
-    _Atomic uint16_t  len[RCL_BCACHE_NRS];     /* how many blocks each holds: what
-                                                  their charge is, for rcl_usage()
-                                                  (account.c) */
+    _Atomic uint64_t  len[RCL_BCACHE_NRS];     /* low 16 bits: how many blocks each
+                                                  holds (their charge, for
+                                                  rcl_usage(): account.c); the
+                                                  bits above: the allocations
+                                                  each served as cache hits
+                                                  (block_cache.h: RCL__LIST_HIT) */
+    _Atomic long      adj[RCL_BCACHE_NRS];     /* blocks the slow paths moved
+                                                  on (+) and off (-) each, hits
+                                                  aside: what its frees are
+                                                  worked out from (block_cache.h) */
     uint16_t          depth[RCL_BCACHE_NRS];   /* how many blocks each may hold
                                                   (block_cache.h) */
-    uint32_t          gave_at[RCL_BCACHE_NRS]; /* nr_free when each was last judged
-                                                  for its batch (block_cache.c) */
+    uint32_t          gave_at[RCL_BCACHE_NRS]; /* the thread's frees when each was
+                                                  last judged for its batch
+                                                  (block_cache.c) */
     uint16_t          gave[RCL_BCACHE_NRS];    /* the blocks each gave the depot
                                                   since */
     size_t            room;     /* the sum of depth x charge over the classes:
@@ -84,8 +96,9 @@ struct rcl_bcache_lists {
     uint8_t           grown[RCL_BCACHE_NRS];   /* each list has grown on a miss
                                                   since its depth was set to its
                                                   start */
-    struct rcl_slab_own {                      /* by class number, as the lists:
-                                                  the free slots of a slab this
+    struct rcl_slab_own {                      /* by class number, as the lists,
+                                                  to the last slab class: the
+                                                  free slots of a slab this
                                                   thread alone takes (slab.c) */
         struct slab  *slab;
         void         *free;                    /* slots given back, linked */
@@ -93,7 +106,7 @@ struct rcl_bcache_lists {
         uint32_t      fresh, end;              /* never-used slots [fresh, end) */
         uint32_t      written;                 /* the slab's slots below it had
                                                   a header written before */
-    } slabs[RCL_BCACHE_NRS];
+    } slabs[RCL__SLAB_NRS];
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
@@ -129,7 +142,9 @@ struct rcl_thread {
                                          (docs/bench/patterns.md, "Figures,
                                          2026-12-03, 23:05") */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
-    _Atomic unsigned long nr_alloc, nr_free;
+    _Atomic unsigned long nr_alloc, nr_free;   /* less what its lists count:
+                                                  rcl__bcache_hits(),
+                                                  rcl__bcache_frees() */
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
     /* The block cache (block_cache.h): blocks this thread freed, kept for its

@@ -1703,6 +1703,33 @@ TEST_WITH(every_allocation_and_free_of_a_thread_is_counted, cache_setup, test_te
     assert_counted(before, made, made);
 }
 
+/* A list counts its hits and frees in its length word (src/block_cache.h)
+ * and a slow path that visits it moves a large count of hits to the
+ * thread's own, long before the word would wrap: the counts read the
+ * same across the move, and the list counts on from nothing. The hits
+ * are made up here - 2^40 of them would take an hour - as if the list
+ * had served them, and taken as many frees. */
+TEST_WITH(a_lists_large_count_of_hits_moves_to_the_thread_and_stays_counted, cache_setup,
+          test_teardown)
+{
+    unsigned c = rcl__bcache_class(64);
+    const uint64_t made_up = 1ull << 41;
+
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));       /* a hit: the list is mapped */
+    struct counts before = counts_now();
+    _Atomic uint64_t *w = &rcl__self.bc->len[c + 1];
+    atomic_fetch_add(w, made_up << 16);
+    assert_counted(before, made_up, made_up);
+    rcl_usage_sync();                           /* the drain visits the list */
+    assert_true(rcl__list_hits(atomic_load(w)) == 0);
+    assert_counted(before, made_up, made_up);
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    assert_true(rcl__list_hits(atomic_load(w)) == 1);
+    assert_counted(before, made_up + 2, made_up + 2);
+}
+
 static void *churn_and_exit(void *arg)
 {
     unsigned seed = (unsigned)(uintptr_t)arg;
