@@ -38,9 +38,10 @@
 #define wr(x, v)   atomic_store_explicit(&(x), (v), memory_order_relaxed)
 /* Increment of a field only its owner thread writes: no lock prefix. */
 #define own_add(x, v) wr(x, rd(x) + (v))
-/* The same in memory, for the 64-bit counters every allocation and free
- * moves: the compilers keep a relaxed load and store apart, where x86-64
- * has one instruction for both (the kernel's this_cpu_inc). Other
+/* The same in memory, for the 64-bit words every allocation and free
+ * moves (a list's length word, block_cache.h; a thread's counts on the
+ * slow paths): the compilers keep a relaxed load and store apart, where
+ * x86-64 has one instruction for both (the kernel's this_cpu_inc). Other
  * threads' relaxed loads still see the old count or the new one. TSan
  * sees the atomic accesses only; it gets the portable form. */
 #if defined(__x86_64__) && !defined(RCL_TSAN)
