@@ -77,24 +77,14 @@ static void list_uncharge(struct rcl_thread *t, unsigned c, size_t n)
     len_set(t, c, 0);
 }
 
-unsigned long rcl__bcache_hits(const struct rcl_thread *t)
+void rcl__bcache_counts(const struct rcl_thread *t, unsigned long *hits, unsigned long *frees)
 {
-    unsigned long hits = 0;
-
-    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
-        hits += rcl__list_hits(rd(t->bc->len[c + 1]));
-    return hits;
-}
-
-unsigned long rcl__bcache_frees(const struct rcl_thread *t)
-{
-    unsigned long frees = 0;
-
+    *hits = *frees = 0;
     for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++) {
         uint64_t w = rd(t->bc->len[c + 1]);
-        frees += rcl__list_len(w) + rcl__list_hits(w) - (unsigned long)rd(t->bc->adj[c + 1]);
+        *hits += rcl__list_hits(w);
+        *frees += rcl__list_len(w) + rcl__list_hits(w) - (unsigned long)rd(t->bc->adj[c + 1]);
     }
-    return frees;
 }
 
 /* Class c's cached blocks back to the backend or their slabs, their
@@ -326,8 +316,10 @@ void rcl__bcache_release(struct rcl_thread *t)
     if (rcl__bcache_off(t))
         return;
     /* What the lists counted stays counted: it becomes the thread's own. */
-    wr(t->nr_alloc, rd(t->nr_alloc) + rcl__bcache_hits(t));
-    wr(t->nr_free, rd(t->nr_free) + rcl__bcache_frees(t));
+    unsigned long hits, frees;
+    rcl__bcache_counts(t, &hits, &frees);
+    wr(t->nr_alloc, rd(t->nr_alloc) + hits);
+    wr(t->nr_free, rd(t->nr_free) + frees);
     rcl__lsan_unroot(t->bc, sizeof(*t->bc));
     lists_put(t->bc);
     t->bc = (struct rcl_bcache_lists *)&rcl__bcache_none;
@@ -473,7 +465,8 @@ static bool depot_reserve(size_t bytes)
 static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
 {
     struct rcl_bcache_lists *bc = t->bc;
-    uint32_t frees, last = bc->gave_at[c + 1];
+    uint32_t last = bc->gave_at[c + 1];
+    unsigned long hits, listed;
     size_t gave = bc->gave[c + 1] + given;
     unsigned depth = bc->depth[c + 1];
 
@@ -484,7 +477,8 @@ static void batch_resize(struct rcl_thread *t, unsigned c, size_t given)
         bc->gave[c + 1] = (uint16_t)gave;
         return;
     }
-    frees = (uint32_t)(rd(t->nr_free) + rcl__bcache_frees(t));
+    rcl__bcache_counts(t, &hits, &listed);
+    uint32_t frees = (uint32_t)(rd(t->nr_free) + listed);
     if (last && frees - last < DEPOT_JUDGE_FREES) {
         bc->gave[c + 1] = (uint16_t)(gave < UINT16_MAX ? gave : UINT16_MAX);
         return;

@@ -386,8 +386,8 @@ static inline void rcl__bcache_poison(struct rcl_hdr *h, size_t c) { (void)h; (v
  * the frees took two more read-modify-writes in memory a pair, and cost a
  * hit pair over mimalloc 4 - 5 % (docs/bench/patterns.md, "Figures,
  * 2026-12-05, 05:00"). A thread's allocations and frees are its own
- * counts and its lists' together (rcl__bcache_hits(), rcl__bcache_frees();
- * summed in thread.c).
+ * counts and its lists' together (rcl__bcache_counts(), summed in
+ * thread.c).
  */
 #define RCL__LIST_HIT ((1ull << 16) - 1)
 static inline unsigned rcl__list_len(uint64_t w) { return (uint16_t)w; }

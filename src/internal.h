@@ -120,8 +120,7 @@ size_t rcl__bcache_held(const struct rcl_thread *t);
 /* The allocations a thread's lists served as cache hits and the frees
  * they took (block_cache.h: RCL__LIST_HIT), read as rcl__bcache_held()
  * is: not in the thread's own counts. */
-unsigned long rcl__bcache_hits(const struct rcl_thread *t);
-unsigned long rcl__bcache_frees(const struct rcl_thread *t);
+void rcl__bcache_counts(const struct rcl_thread *t, unsigned long *hits, unsigned long *frees);
 /* The depot (block_cache.c): blocks freed on one thread for another's
  * allocations. Drained before every trim, by every drain and at shutdown;
  * what it holds is not charged. */

@@ -41,7 +41,8 @@ static void unlink_locked(struct rcl_thread *t)
     *t->pprev = t->next;
     t->next = NULL;
     t->pprev = NULL;
-    unsigned long hits = rcl__bcache_hits(t), frees = rcl__bcache_frees(t);
+    unsigned long hits, frees;
+    rcl__bcache_counts(t, &hits, &frees);
     rcl__count(exited_allocs, rd(t->nr_alloc) + hits);
     rcl__count(exited_frees, rd(t->nr_free) + frees);
     wr(t->nr_alloc, 0 - hits);      /* its lists keep counting from there */
@@ -121,8 +122,10 @@ void rcl__threads_sum(unsigned long *allocs, unsigned long *frees, size_t *cache
     unsigned long a = rd(rcl__stats.exited_allocs), f = rd(rcl__stats.exited_frees);
     size_t c = 0;
     for (struct rcl_thread *t = registry; t; t = t->next) {
-        a += rd(t->nr_alloc) + rcl__bcache_hits(t);
-        f += rd(t->nr_free) + rcl__bcache_frees(t);
+        unsigned long hits, listed;
+        rcl__bcache_counts(t, &hits, &listed);
+        a += rd(t->nr_alloc) + hits;
+        f += rd(t->nr_free) + listed;
         c += rcl__bcache_held(t);
     }
     pthread_mutex_unlock(&registry_lock);
@@ -152,8 +155,10 @@ void rcl__thread_atfork_child(void)
         if (t == self)
             continue;
         rcl__stock_return(t);
-        rcl__count(exited_allocs, rd(t->nr_alloc) + rcl__bcache_hits(t));
-        rcl__count(exited_frees, rd(t->nr_free) + rcl__bcache_frees(t));
+        unsigned long hits, frees;
+        rcl__bcache_counts(t, &hits, &frees);
+        rcl__count(exited_allocs, rd(t->nr_alloc) + hits);
+        rcl__count(exited_frees, rd(t->nr_free) + frees);
     }
     if (rd(self->epoch)) {
         self->next = NULL;

@@ -143,8 +143,7 @@ struct rcl_thread {
                                          2026-12-03, 23:05") */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;   /* less what its lists count:
-                                                  rcl__bcache_hits(),
-                                                  rcl__bcache_frees() */
+                                                  rcl__bcache_counts() */
     long                  reclaimed;  /* accounted bytes freed, less those charged,
                                          while in_reclaim: reclaim's net progress */
     /* The block cache (block_cache.h): blocks this thread freed, kept for its
