@@ -77,9 +77,9 @@
  * backend's own overhead, which is where the headers and the class
  * rounding show (over glibc a slab's slot is also charged the 16 bytes
  * that the size word of the chunk it replaces takes, which it does not
- * hold). The summary
- * lists the three for every pattern over the goal; the rest of the excess
- * is the slabs' free slots and what the backend keeps.
+ * hold). The summary lists the three for every pattern over the goal;
+ * the rest of the excess is the slabs' free slots and what the backend
+ * keeps.
  *
  * Goals: CPU time ratio <= 1.10 and peak RSS ratio <= 1.05 for every
  * pattern, on every backend (docs/bench/patterns.md).
@@ -1128,8 +1128,9 @@ static void print_rss_children(const struct pat *p)
     }
 }
 
-/* The patterns over the peak RSS goal: by how much, and how much of rcl's
- * growth was free blocks it held at its peak. */
+/* The patterns over the peak RSS goal: by how much, and what rcl held at
+ * its peak - the blocks it had handed out, as charged, and the free blocks
+ * it kept for reuse. */
 static void print_rss_over(void)
 {
     printf("   over the peak RSS goal: growth in KiB, rcl beside %s; the blocks rcl handed\n"
