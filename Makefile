@@ -146,10 +146,13 @@ $(STATIC): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# -z defs: a symbol the library uses and no library it links defines is an
+# error here, not at a program's start. Not under a sanitizer: clang links
+# its runtime into programs only, and the program brings it.
 $(SHARED): $(LIB_OBJS) src/reclaim.map
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,$(SONAME) -Wl,--version-script=src/reclaim.map \
-		-Wl,-z,defs -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
+		$(if $(SAN),,-Wl,-z,defs) -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
 
 $(BUILD)/libreclaim.so: $(SHARED)
 	$(Q)ln -sf libreclaim.so.$(VERSION) $(BUILD)/$(SONAME)

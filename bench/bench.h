@@ -35,6 +35,17 @@
 
 #define BENCH_FN static __attribute__((unused))
 
+/* A sanitizer build: its allocator stands in for the backend's, so a raw
+ * allocator's figures would not be the backend's (the benchmarks say so
+ * and skip them). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+
 #if defined(RCL_BACKEND_MIMALLOC)
 #define BENCH_BACKEND "mimalloc"
 #elif defined(RCL_BACKEND_JEMALLOC)

@@ -77,14 +77,6 @@ static struct allocator allocs[NALLOC] = {
 #define BASELINE A_LIBC
 #endif
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 static void load_allocators(void)
 {
     for (int i = 0; i < NALLOC; i++) {

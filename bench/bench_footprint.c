@@ -383,7 +383,7 @@ static void bench_cgroup(int secs)
 
 static void bench_reaction(int reps)
 {
-    double us[MAX_REPS];
+    double us[MAX_REPS] = { 0 };   /* all set before read; gcc under ASan cannot tell */
     int n = 0, missed = 0;
     printf("\n-- reaction: cgroup usage crossing the low watermark -> first shrinker call (%d runs)\n",
            reps);

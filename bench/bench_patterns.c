@@ -177,14 +177,6 @@ struct pat {
 #define RAW_FREE "free"
 #endif
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-
 static void *(*raw_alloc)(size_t) = malloc;
 static void (*raw_free)(void *) = free;
 static struct bench_rcl_calls lib;
