@@ -136,6 +136,15 @@ static const char *const fam_title[NFAM] = {
 #define SIZE_MIX    0u      /* 8 B - 4 KiB, log-uniform */
 #define SIZE_LARSON 1u      /* 257 B - 1 KiB, uniform */
 
+/* What the library held at its child's peak, in KiB: the blocks it had
+ * handed out, as they are charged (their growth from the start), and the
+ * free blocks it kept for reuse. */
+struct held {
+    double in_use;          /* rcl_stats' usage: the classes' sizes, headers and
+                               the backend's own overhead */
+    double cached, depot;   /* the threads' caches, the depot */
+};
+
 struct pat {
     enum family fam;
     int threads;
@@ -147,8 +156,7 @@ struct pat {
     struct bench_stat ns[NVAR], ratio;
     double min_ratio;
     double rss_peak[NVAR], rss_growth[NVAR];   /* KiB */
-    double peak_cached, peak_depot;             /* KiB of free blocks rcl held at its peak */
-    double peak_in_use;                         /* KiB: growth of rcl_stats' usage to its peak */
+    struct held held;                           /* rcl's, at its peak */
     double rss_children[NVAR][RSS_CHILDREN];    /* KiB: each child's growth */
     int rss_n;              /* children per variant; the figures are the highest's */
     long pairs;             /* per thread per measurement */
@@ -333,8 +341,7 @@ static struct {
     int threads;
     double kib;             /* the highest resident set read */
     int rcl;                /* the library's child: what it held at the peak */
-    double cached, depot;   /* KiB: the threads' caches, the depot */
-    double usage;           /* KiB: the blocks handed out, as charged */
+    struct held held;       /* in_use as read, not yet less the start's */
 } peak;
 
 static double rss_now_kib(void);
@@ -347,9 +354,9 @@ static void peak_held(void)
     static struct rcl_stats st;
 
     rcl_stats_get(&st);
-    peak.cached = (double)st.thread_cached / 1024;
-    peak.depot = (double)st.depot_held / 1024;
-    peak.usage = (double)st.usage / 1024;
+    peak.held.in_use = (double)st.usage / 1024;
+    peak.held.cached = (double)st.thread_cached / 1024;
+    peak.held.depot = (double)st.depot_held / 1024;
 }
 
 static void peak_sample(void)
@@ -769,15 +776,12 @@ static double rss_now_kib(void)
 
 struct rss {
     double peak, growth;    /* KiB; peak < 0: failed */
-    double cached, depot;   /* KiB of free blocks the library held at the peak */
-    double in_use;          /* KiB: the growth of the blocks it handed out, as charged
-                               (their classes' sizes, headers and the backend's
-                               own overhead) */
+    struct held held;       /* the library's child's */
 };
 
 static struct rss rss_child(const struct pat *p, int v, long pairs)
 {
-    struct rss m = { -1, -1, 0, 0, 0 };
+    struct rss m = { -1, -1, { 0, 0, 0 } };
     int fd[2];
     pid_t pid;
 
@@ -811,7 +815,7 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
         peak.rcl = v == V_RCL;
         if (peak.rcl) {
             peak_held();
-            usage = peak.usage;
+            usage = peak.held.in_use;
         }
         base = rss_now_kib();
         peak.kib = base;
@@ -819,9 +823,10 @@ static struct rss rss_child(const struct pat *p, int v, long pairs)
         peak_sample();
         m.peak = peak.kib;
         m.growth = m.peak - base;
-        m.cached = peak.cached;
-        m.depot = peak.depot;
-        m.in_use = peak.rcl ? peak.usage - usage : 0;
+        if (peak.rcl) {
+            m.held = peak.held;
+            m.held.in_use -= usage;
+        }
         if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
             _exit(1);
         _exit(0);
@@ -876,7 +881,7 @@ static void measure_rss(struct pat *p)
             m[v][i] = rss_child(p, v, pairs);
         }
     for (int v = 0; v < NVAR; v++) {
-        struct rss top = { -1, -1, 0, 0, 0 };
+        struct rss top = { -1, -1, { 0, 0, 0 } };
 
         for (int i = 0; i < n; i++) {
             p->rss_children[v][i] = m[v][i].growth;
@@ -885,11 +890,8 @@ static void measure_rss(struct pat *p)
         }
         p->rss_peak[v] = top.peak;
         p->rss_growth[v] = top.growth;
-        if (v == V_RCL) {
-            p->peak_cached = top.cached;
-            p->peak_depot = top.depot;
-            p->peak_in_use = top.in_use;
-        }
+        if (v == V_RCL)
+            p->held = top.held;
     }
     p->rss_n = n;
     p->rss_ratio = NAN;
@@ -1093,10 +1095,10 @@ static void json_row(const struct pat *p)
         bj_end_obj();
     }
     bj_obj("rcl_peak_free_kib");
-    bj_num("thread_cached", p->peak_cached);
-    bj_num("depot", p->peak_depot);
+    bj_num("thread_cached", p->held.cached);
+    bj_num("depot", p->held.depot);
     bj_end_obj();
-    bj_num("rcl_peak_in_use_kib", p->peak_in_use);
+    bj_num("rcl_peak_in_use_kib", p->held.in_use);
     bj_num("rss_ratio", p->rss_ratio);
     bj_bool("rss_ratio_counts", p->rss_counts);
     bj_bool("rss_goal_met", !p->rss_counts || p->rss_ratio <= GOAL_RSS);
@@ -1135,8 +1137,8 @@ static void print_rss_over(void)
             continue;
         printf("     %-44s %7.0f %7.0f  (+%.0f)  in use %.0f, caches %.0f, depot %.0f\n",
                p->name, p->rss_growth[V_RCL], p->rss_growth[V_RAW],
-               p->rss_growth[V_RCL] - p->rss_growth[V_RAW], p->peak_in_use, p->peak_cached,
-               p->peak_depot);
+               p->rss_growth[V_RCL] - p->rss_growth[V_RAW], p->held.in_use, p->held.cached,
+               p->held.depot);
         if (p->rss_n > 1)
             print_rss_children(p);
     }
