@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1455,7 +1456,10 @@ TEST(a_block_freed_again_after_a_trim_gave_its_page_back_is_reported)
  * other's: a slot parked with its page, and taken again, is never one in
  * use, and no block loses a byte - each says its size and address in its
  * first 16 bytes and is filled with a byte of its size. Counted in
- * operations, not time, so that a slow run does less of nothing.
+ * operations, not time, so that a slow run does less of nothing; and
+ * each thread waits half way for a trim that began after it started, so
+ * that the threads cannot all be done before the trimming thread first
+ * runs (two CPUs, three threads: they were, once).
  */
 #define T_THREADS 3
 #define T_LIVE    256
@@ -1463,6 +1467,7 @@ TEST(a_block_freed_again_after_a_trim_gave_its_page_back_is_reported)
 
 static _Atomic(unsigned char *) t_box[64];
 static atomic_int t_running;
+static atomic_long t_trims;     /* trims done so far */
 
 static size_t t_size(uint64_t *r)
 {
@@ -1510,9 +1515,12 @@ static void *t_main(void *arg)
 {
     uint64_t r = 0x9e3779b97f4a7c15ull * (uintptr_t)arg + 1;
     unsigned char *live[T_LIVE] = { 0 };
-    long bad = 0;
+    long bad = 0, start = atomic_load(&t_trims);
 
     for (int i = 0; i < T_OPS; i++) {
+        if (i == T_OPS / 2)
+            while (atomic_load(&t_trims) < start + 2)
+                sched_yield();
         unsigned k = (unsigned)(r % T_LIVE);
         bad += t_check_free(live[k]);
         live[k] = t_new(&r);
@@ -1529,14 +1537,14 @@ static void *t_main(void *arg)
 TEST(trims_while_threads_recycle_and_trade_blocks_lose_no_byte)
 {
     pthread_t th[T_THREADS];
-    long trims = 0;
 
+    atomic_store(&t_trims, 0);
     atomic_store(&t_running, T_THREADS);
     for (uintptr_t i = 0; i < T_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, t_main, (void *)i), 0);
     while (atomic_load(&t_running) > 0) {
         rcl__slab_trim();
-        trims++;
+        atomic_fetch_add(&t_trims, 1);
     }
     for (int i = 0; i < T_THREADS; i++) {
         void *bad;
@@ -1545,7 +1553,7 @@ TEST(trims_while_threads_recycle_and_trade_blocks_lose_no_byte)
     }
     for (int i = 0; i < 64; i++)
         assert_int_equal(t_check_free(atomic_exchange(&t_box[i], NULL)), 0);
-    assert_true(trims > 0);
+    assert_true(atomic_load(&t_trims) > 0);
     assert_int_equal(test_report_count(), 0);
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
