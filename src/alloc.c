@@ -311,6 +311,16 @@ static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, siz
     return rcl__hdr_user(h);
 }
 
+/* An allocation that found no memory, reclaim and the backend's retries
+ * done: what was charged for it goes back, and the failure counts. */
+static __attribute__((cold)) void *no_memory(struct rcl_thread *t, size_t charged)
+{
+    if (charged)
+        rcl__uncharge_fast(t, charged);
+    rcl__count(failures, 1);
+    return fail(ENOMEM);
+}
+
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
  * memory faulted in for it, charged when the reserve was made; none left
  * fails at once, as NOWAIT does, rather than fault a new page. */
@@ -318,10 +328,8 @@ static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, si
                                                         rcl_gfp_t gfp)
 {
     struct rcl_hdr *h = rcl__resv_alloc(size);
-    if (!h) {
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!h)
+        return no_memory(t, 0);
     void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), RESV_TAG);
     return gfp & RCL__ZERO ? memset(p, 0, size) : p;
 }
@@ -359,11 +367,8 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     }
     if (!h)
         h = be_or_retry(block_new(size), BE_BLOCK, NULL, 0, size, size, gfp, cost);
-    if (!h) {
-        rcl__uncharge_fast(t, cost);
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!h)
+        return no_memory(t, cost);
     return hand_out(t, h, size, gfp);
 }
 
@@ -533,11 +538,8 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
      * pointer, so the block keeps its alignment. */
     char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
                              size + align, size, gfp, cost);
-    if (!base) {
-        rcl__uncharge_fast(t, cost);
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!base)
+        return no_memory(t, cost);
     own_inc(t->nr_alloc);
     void *p = hdr_fill(rcl__hdr_of(base + align), size, shift, rd(t->epoch), 0);
     if (gfp & RCL__ZERO)
@@ -567,11 +569,8 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
      * starts on a page boundary and comes zeroed from the kernel. */
     char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
                              size, gfp, cost);
-    if (!base) {
-        rcl__uncharge_fast(t, cost);
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!base)
+        return no_memory(t, cost);
     own_inc(t->nr_alloc);
     return hdr_fill(rcl__hdr_of(base + page), len,
                     (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
@@ -858,12 +857,8 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     struct rcl_hdr *n = home || backend_size(size) <= rcl__be_usable_size(h) ? h :
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
                                     backend_size(size), size, gfp, now > was ? now - was : 0);
-    if (!n) {
-        if (now > was)
-            rcl__uncharge_fast(t, now - was);
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!n)
+        return no_memory(t, now > was ? now - was : 0);
     if (now < was)
         rcl__uncharge_fast(t, was - now);
     user_fit(n, size);

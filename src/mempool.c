@@ -143,6 +143,18 @@ static bool reserve_wants(const struct rcl_mempool *pool)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The waiters' condition: its waits time out by CLOCK_MONOTONIC
+ * (deadline_after()), which a change of the wall clock does not move. */
+static void wait_init(pthread_cond_t *wait)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(wait, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 static void pool_free_struct(struct rcl_mempool *pool)
 {
     rcl__fork_untrack(&pool->fork);
@@ -182,11 +194,7 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_mutex_init(&pool->resize_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->wait, &ca);
-    pthread_condattr_destroy(&ca);
+    wait_init(&pool->wait);
     rcl__fork_track(&pool->fork, &pool->lock, pool_atfork_child);
     pool->alloc = alloc ? alloc : budget_alloc;
     pool->free = free_fn ? free_fn : budget_free;
@@ -650,10 +658,6 @@ static void pool_atfork_child(struct rcl__fork_obj *o)
 {
     struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
                                offsetof(struct rcl_mempool, fork));
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->wait, &ca);
-    pthread_condattr_destroy(&ca);
+    wait_init(&pool->wait);
     pthread_mutex_init(&pool->resize_lock, NULL);
 }
