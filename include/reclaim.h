@@ -78,7 +78,8 @@ typedef unsigned int rcl_gfp_t;
 #define RCL__MEMALLOC       0x0020u /* may use the whole reserve                  */
 #define RCL__NOMEMALLOC     0x0040u /* never use the reserve; beats every grant   */
 #define RCL__NOFAIL         0x0080u /* retry until success, unless impossible     */
-#define RCL__NORETRY        0x0100u /* one light attempt at reclaim, then fail    */
+#define RCL__NORETRY        0x0100u /* one light attempt at reclaim, then fail;
+                                       NOFAIL outranks it                         */
 #define RCL__NOWARN         0x0200u /* no failure report                          */
 #define RCL__ZERO           0x0400u /* zeroed memory                              */
 
@@ -319,10 +320,13 @@ typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
 struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
                                      rcl_domain_may_reclaim_fn may_reclaim, void *arg);
 /* Destroying a domain that a thread is still inside, or that still owns
- * shrinkers, is refused: it is reported and the domain stays valid. */
+ * shrinkers, is refused: it is reported and the domain stays valid. A
+ * thread that ends inside domains (returned, exited or cancelled before
+ * its exits) leaves them as it ends. */
 void     rcl_domain_destroy(struct rcl_domain *d);
-/* Returns a token for rcl_domain_exit(); 0 when d is NULL or the thread is
- * already inside RCL_MAX_DOMAINS domains (reported). Never allocates. The
+/* Returns a token for rcl_domain_exit(); 0 when d is NULL, is not a live
+ * domain or is being destroyed on another thread, or the thread is already
+ * inside RCL_MAX_DOMAINS domains (each reported). Never allocates. The
  * same domain may be entered again while inside it. */
 unsigned rcl_domain_enter(struct rcl_domain *d);
 /* Exits must come in reverse order of the enters; a wrong token (out of
@@ -749,8 +753,9 @@ struct rcl_shrinker_opts {
 #define RCL_DEFAULT_SEEKS  2
 #define RCL_SHRINK_BATCH   128
 
-/* NULL with EINVAL for a NULL name or ops or a missing callback; the name is
- * copied. opts may be NULL. */
+/* NULL with EINVAL for a NULL name or ops or a missing callback, or an
+ * opts->domain that is not a live domain (reported); the name is copied.
+ * opts may be NULL. */
 struct rcl_shrinker *rcl_shrinker_register(const char *name,
         const struct rcl_shrinker_ops *ops, void *priv,
         const struct rcl_shrinker_opts *opts);
@@ -958,8 +963,9 @@ int rcl_io_flusher_get(void);
  *   caller frees some of its own blocks and retries, or does without.
  *   Blocks are freed with rcl_free() from any thread. rcl_aligned_alloc and
  *   rcl_valloc are not served from the reserve. rcl_io_flusher_set(0)
- *   ends the mode. Create the reserve before the threads call
- *   rcl_io_flusher_set(1), and after fork()/daemonizing.
+ *   ends the mode, as the thread's own end does. Create the reserve
+ *   before the threads call rcl_io_flusher_set(1), and after
+ *   fork()/daemonizing.
  *
  * What stays the daemon's part (the library cannot see these pages):
  *   - backing I/O with O_DIRECT from buffers allocated before serving: a
@@ -1121,9 +1127,11 @@ struct rcl_lru *rcl_lru_create(void);
 /* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
  * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left as it was,
  * its shrinker still working, when items are still on it (they are the
- * caller's: empty it and destroy again). A shrinker rcl_shutdown() already
- * dropped is not unregistered again (whatever now lives at its address is
- * left alone). */
+ * caller's: empty it and destroy again); -EDEADLK, reported, the same,
+ * when called from the LRU's own shrinker (its free_fn), which would
+ * wait for itself and then return to the freed LRU. A shrinker
+ * rcl_shutdown() already dropped is not unregistered again (whatever now
+ * lives at its address is left alone). */
 int  rcl_lru_destroy(struct rcl_lru *lru);
 /* A node starts (and is left by every removal) on no list. */
 void rcl_lru_node_init(struct rcl_lru_node *n);

@@ -591,7 +591,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             size_t freed = rcl__direct_reclaim(t, target, masked);
             if (!try_take(t, size, floor, masked))
                 break;
-            if (gfp & RCL__NORETRY)
+            /* NOFAIL outranks NORETRY, as in the kernel's slow path. */
+            if ((gfp & (RCL__NORETRY | RCL__NOFAIL)) == RCL__NORETRY)
                 return charge_fail(size, gfp, -ENOMEM);
             /* Another thread's pass may be about to free what this one
              * found gone: wait for it, for a bounded time, before

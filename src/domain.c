@@ -35,6 +35,7 @@
 #include <string.h>
 
 #define DOMAIN_MAGIC 0x52434c44u   /* "RCLD": live */
+#define DOMAIN_DYING 0x64796e67u   /* a destroy looking at its counters */
 #define DOMAIN_DEAD  0x64656164u   /* set by destroy, for use after destroy */
 
 struct rcl_domain {
@@ -159,6 +160,7 @@ struct domain_thread {
     unsigned           overflow;     /* adopted domains that could not be entered */
     unsigned           seq;          /* next token sequence number */
     bool               seeded;
+    bool               keyed;        /* its exit leaves its domains (below) */
     void              *journal;      /* rcl_journal_info() */
     struct rcl_domain *stack[RCL_MAX_DOMAINS];
     unsigned           token[RCL_MAX_DOMAINS];   /* 0: adopted, no token */
@@ -224,9 +226,17 @@ void rcl_domain_destroy(struct rcl_domain *d)
                     (void *)d);
         return;
     }
+    /* Marked first, counted after, where an enter or a shrinker's
+     * registration counts first and reads the mark after (domain_hold()):
+     * of a destroy and an enter racing, one sees the other and backs off,
+     * so that no thread is left inside a domain that is gone. An enter
+     * that meets the mark is refused even if the destroy then gives up:
+     * destroying a domain in use is the program's error, reported. */
+    atomic_store(&d->magic, DOMAIN_DYING);
     long entered = atomic_load(&d->entered);
     long owned = atomic_load(&d->shrinkers);
     if (entered > 0 || owned > 0) {
+        atomic_store(&d->magic, DOMAIN_MAGIC);
         pthread_mutex_unlock(&live_lock);
         rcl__report("rcl_domain_destroy: domain \"%s\" is still in use "
                     "(%ld thread entries, %ld shrinkers); not destroyed",
@@ -267,6 +277,50 @@ unsigned rcl_domain_depth(const struct rcl_domain *d)
 /* Enter and exit                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* One count more on a domain that is live, as a destroy must see it
+ * (above); false, the count given back, when a destroy is under way or
+ * done. */
+static bool domain_hold(struct rcl_domain *d, _Atomic long *count)
+{
+    atomic_fetch_add(count, 1);
+    if (atomic_load(&d->magic) == DOMAIN_MAGIC)
+        return true;
+    atomic_fetch_sub(count, 1);
+    return false;
+}
+
+/*
+ * A thread that ends inside domains - it returned or called pthread_exit()
+ * without its exits, or was cancelled between an enter and its exit -
+ * leaves them as it goes, so that they can still be destroyed: the
+ * kernel's scopes end with their task the same way. Its stack is its own
+ * TLS, which outlives the key's destructor.
+ */
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static bool exit_key_made;
+
+static void pop(void);
+
+static void thread_exit(void *arg)
+{
+    (void)arg;
+    while (mine.n)
+        pop();
+}
+
+static void exit_key_create(void)
+{
+    exit_key_made = pthread_key_create(&exit_key, thread_exit) == 0;
+}
+
+static void exit_key_set(void)
+{
+    pthread_once(&exit_key_once, exit_key_create);
+    if (exit_key_made && pthread_setspecific(exit_key, &mine) == 0)
+        mine.keyed = true;
+}
+
 static unsigned next_token(unsigned slot)
 {
     if (unlikely(!mine.seeded)) {
@@ -279,12 +333,17 @@ static unsigned next_token(unsigned slot)
     return t;
 }
 
-static void push(struct rcl_domain *d, unsigned token)
+/* False if d is being destroyed (domain_hold()). */
+static bool push(struct rcl_domain *d, unsigned token)
 {
-    atomic_fetch_add_explicit(&d->entered, 1, memory_order_relaxed);
+    if (!domain_hold(d, &d->entered))
+        return false;
+    if (unlikely(!mine.keyed))
+        exit_key_set();
     mine.stack[mine.n] = d;
     mine.token[mine.n] = token;
     mine.n++;
+    return true;
 }
 
 static void pop(void)
@@ -309,7 +368,10 @@ unsigned rcl_domain_enter(struct rcl_domain *d)
         return 0;
     }
     unsigned token = next_token(mine.n);
-    push(d, token);
+    if (!push(d, token)) {
+        rcl__report("rcl_domain_enter: %p is being destroyed", (void *)d);
+        return 0;
+    }
     return token;
 }
 
@@ -375,11 +437,14 @@ bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
     return false;
 }
 
-void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta)
+bool rcl__domain_shrinker_hold(struct rcl_domain *d)
 {
-    if (!d)
-        return;
-    atomic_fetch_add_explicit(&d->shrinkers, delta, memory_order_acq_rel);
+    return domain_live(d) && domain_hold(d, &d->shrinkers);
+}
+
+void rcl__domain_shrinker_put(struct rcl_domain *d)
+{
+    atomic_fetch_sub_explicit(&d->shrinkers, 1, memory_order_acq_rel);
 }
 
 /* Is the thread inside any domain (overflowed ones included)? */
@@ -419,17 +484,16 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
     unsigned dropped = 0;
     for (unsigned i = 0; i < n; i++) {
         struct rcl_domain *d = domain_by_id(c->domains[i]);
-        if (!d) {
-            rcl__report("rcl_context_adopt: the context names a domain (id %#lx) that "
-                        "has been destroyed since", (unsigned long)c->domains[i]);
-            mine.overflow++;      /* the same worst case as a dropped domain */
-            continue;
-        }
-        if (mine.n == RCL_MAX_DOMAINS) {
+        if (d && mine.n == RCL_MAX_DOMAINS) {
             dropped++;
             continue;
         }
-        push(d, 0);             /* adopted: only restore removes it */
+        /* adopted: only restore removes it (token 0) */
+        if (!d || !push(d, 0)) {
+            rcl__report("rcl_context_adopt: the context names a domain (id %#lx) that "
+                        "has been destroyed since", (unsigned long)c->domains[i]);
+            mine.overflow++;      /* the same worst case as a dropped domain */
+        }
     }
     if (dropped) {
         rcl__report("rcl_context_adopt: %u domains did not fit (RCL_MAX_DOMAINS = %u); "

@@ -300,6 +300,9 @@ bool rcl__resv_enter(struct rcl_thread *t)
 {
     if (t->lockdep_watch & RCL__WATCH_RESERVE)
         return true;
+    /* Known to the library, so that its exit leaves the reserve
+     * (thread.c), if it never leaves it itself. */
+    rcl__thread_attach(t);
     pthread_mutex_lock(&resv.lock);
     bool have = resv.base != NULL;
     if (have)

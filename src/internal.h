@@ -225,6 +225,8 @@ size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
 /* Is another thread inside a shrinker that context gfp may run itself? */
 bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
+/* Is s's callback running on this thread (further up its stack)? */
+bool   rcl__shrinker_running_here(const struct rcl_shrinker *s);
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
  * and add each shrinker's time, net accounted bytes and objects to *tr
@@ -267,8 +269,10 @@ bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
 #define RCL__DOMAIN_NOFS 0x2u
 #define RCL__DOMAIN_SKIP 0x4u
 unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth);
-/* A shrinker of d was registered (+1) or unregistered (-1). */
-void rcl__domain_shrinker_ref(struct rcl_domain *d, int delta);
+/* A shrinker of d registered: false, nothing counted, if d is no live
+ * domain (never was, destroyed, being destroyed). And unregistered. */
+bool rcl__domain_shrinker_hold(struct rcl_domain *d);
+void rcl__domain_shrinker_put(struct rcl_domain *d);
 void rcl__domain_capture(struct rcl_ctx *c);
 void rcl__domain_adopt(const struct rcl_ctx *c);
 void rcl__domain_restore(const struct rcl_ctx *c);

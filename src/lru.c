@@ -176,6 +176,14 @@ int rcl_lru_destroy(struct rcl_lru *lru)
                     "not destroyed", left);
         return -EBUSY;
     }
+    /* Its own scan, further up this thread's stack (a free_fn that
+     * destroys the LRU), would come back to freed memory: refused, as
+     * unregistering a shrinker from its own callback is. */
+    if (lru->shrinker && shrinker_still_ours(lru) && rcl__shrinker_running_here(lru->shrinker)) {
+        rcl__report("rcl_lru_destroy: called from the LRU's own shrinker (its free_fn); "
+                    "not destroyed");
+        return -EDEADLK;
+    }
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
     if (lru->shrinker) {

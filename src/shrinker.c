@@ -71,6 +71,11 @@ static bool held_here(const struct rcl_shrinker *s)
     return false;
 }
 
+bool rcl__shrinker_running_here(const struct rcl_shrinker *s)
+{
+    return held_here(s);
+}
+
 /* A bounded reclaim (reclaim.c) stops between scan calls once this clock
  * time has passed; 0: no bound. A call already running is never cut, and
  * the first scan call always runs: a thread that lost its CPU before it
@@ -144,8 +149,13 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
         s->needs = opts->needs;
         s->domain = opts->domain;
     }
-    if (s->domain)
-        rcl__domain_shrinker_ref(s->domain, +1);
+    if (s->domain && !rcl__domain_shrinker_hold(s->domain)) {
+        rcl__report("rcl_shrinker_register(\"%s\"): %p is not a live domain; "
+                    "not registered", s->name, (void *)s->domain);
+        free(s);
+        errno = EINVAL;
+        return NULL;
+    }
 
     pthread_mutex_lock(&shrinker_lock);
     s->prev = registry.prev;
@@ -174,7 +184,7 @@ static void unlink_free_locked(struct rcl_shrinker *s)
     s->next->prev = s->prev;
     nr_registered--;
     if (s->domain)
-        rcl__domain_shrinker_ref(s->domain, -1);
+        rcl__domain_shrinker_put(s->domain);
     free(s);
 }
 

@@ -60,6 +60,7 @@ static void thread_exit(void *arg)
     struct rcl_thread *t = arg;
 
     unsigned b = rcl__busy_hold(t);
+    rcl__resv_leave(t);
     rcl__sig_flush(t);
     rcl__bcache_drain(t);
     pthread_mutex_lock(&registry_lock);

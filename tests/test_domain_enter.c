@@ -241,6 +241,151 @@ TEST_WITH(destroy_while_entered_in_other_thread_is_refused, domain_setup, domain
     assert_int_equal(test_report_count(), 1);
 }
 
+/* A thread that ends inside a domain leaves it as it ends, as a task's
+ * scopes end with it in the kernel: a returned thread that never called
+ * its exit does not keep the domain from being destroyed. */
+static void *enter_and_return(void *arg)
+{
+    return (void *)(uintptr_t)rcl_domain_enter(arg);
+}
+
+TEST_WITH(a_thread_that_returns_inside_a_domain_leaves_it, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("left", 0, NULL, NULL);
+    pthread_t th;
+    void *tok;
+    assert_int_equal(pthread_create(&th, NULL, enter_and_return, d), 0);
+    assert_int_equal(pthread_join(th, &tok), 0);
+    assert_true(tok != NULL);                       /* it was inside */
+
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 0);
+    assert_null(rcl_domain_name(d));                /* destroyed */
+}
+
+/* The same for a thread cancelled between its enter and its exit: a daemon
+ * cancels a worker wherever it waits. */
+static void *enter_and_wait(void *arg)
+{
+    struct holder *h = arg;
+    unsigned tok = rcl_domain_enter(h->d);
+    pthread_mutex_lock(&h->m);
+    h->stage = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->m);
+    for (;;) {
+        test_testcancel();                          /* where it is cancelled */
+        sched_yield();
+    }
+    rcl_domain_exit(tok);
+    return NULL;
+}
+
+TEST_WITH(a_thread_cancelled_inside_a_domain_leaves_it, domain_setup, domain_teardown)
+{
+    struct holder h = { .d = rcl_domain_create("cancelled", 0, NULL, NULL),
+                        .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    pthread_t th;
+    void *ret;
+    assert_int_equal(pthread_create(&th, NULL, enter_and_wait, &h), 0);
+    pthread_mutex_lock(&h.m);
+    while (h.stage != 1)
+        pthread_cond_wait(&h.cv, &h.m);
+    pthread_mutex_unlock(&h.m);
+    assert_int_equal(pthread_cancel(th), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+
+    rcl_domain_destroy(h.d);
+    assert_int_equal(test_report_count(), 0);
+    assert_null(rcl_domain_name(h.d));
+}
+
+/*
+ * A destroy racing enters of the same domain on another thread: each
+ * enter either comes before the destroy, which is then refused, or after
+ * it, and is refused itself - never a thread inside a domain that is
+ * gone. The worker counts the enters that found themselves inside the
+ * domain a destroy had just returned from (`dead`, set once the domain
+ * reads as destroyed).
+ */
+struct racer {
+    struct rcl_domain *_Atomic d, *_Atomic dead;
+    atomic_int stop, bad, inside;
+};
+
+static void *enter_exit_loop(void *arg)
+{
+    struct racer *r = arg;
+    while (!atomic_load(&r->stop)) {
+        struct rcl_domain *d = atomic_load(&r->d);
+        unsigned tok = rcl_domain_enter(d);
+        if (!tok)
+            continue;
+        atomic_fetch_add(&r->inside, 1);
+        if (atomic_load(&r->dead) == d)
+            atomic_fetch_add(&r->bad, 1);
+        rcl_domain_exit(tok);
+    }
+    return NULL;
+}
+
+TEST_WITH(destroy_racing_enters_leaves_no_thread_in_a_dead_domain, domain_setup, domain_teardown)
+{
+    struct racer r = { .d = NULL };
+    pthread_t th;
+    int rounds = 0;
+
+    atomic_store(&r.d, rcl_domain_create("raced", 0, NULL, NULL));
+    assert_int_equal(pthread_create(&th, NULL, enter_exit_loop, &r), 0);
+    for (int i = 0; i < 300; i++) {
+        struct rcl_domain *d = atomic_load(&r.d);
+        /* Let the worker in before each destroy. */
+        int was = atomic_load(&r.inside);
+        while (atomic_load(&r.inside) == was)
+            sched_yield();
+        while (rcl_domain_name(d)) {
+            rcl_domain_destroy(d);
+            rounds++;
+        }
+        atomic_store(&r.dead, d);
+        /* The worker's next enters of d are refused: a new domain for it
+         * (a slot a destroy freed is used again only 64 destroys later). */
+        atomic_store(&r.d, rcl_domain_create("raced", 0, NULL, NULL));
+    }
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    rcl_domain_destroy(atomic_load(&r.d));
+    assert_int_equal(atomic_load(&r.bad), 0);
+    assert_true(rounds >= 300);
+    test_reports_reset();       /* refused destroys and enters, as many as the race made */
+}
+
+/* A shrinker names its domain at registration: one that is not a live
+ * domain (destroyed, or never one) is refused, reported, and nothing is
+ * registered. */
+TEST_WITH(register_with_a_domain_that_is_not_live_is_einval, domain_setup, domain_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = test_cache_count,
+                                                 .scan = test_cache_scan };
+    struct rcl_domain *d = rcl_domain_create("short-lived", 0, NULL, NULL);
+    rcl_domain_destroy(d);
+    struct rcl_shrinker_opts o = { .domain = d };
+    errno = 0;
+    assert_null(rcl_shrinker_register("orphan", &ops, NULL, &o));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("not a live domain");
+
+    int not_a_domain;
+    o.domain = (struct rcl_domain *)(void *)&not_a_domain;
+    errno = 0;
+    assert_null(rcl_shrinker_register("stray", &ops, NULL, &o));
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    test_reports_reset();
+}
+
 /* A domain that still owns shrinkers cannot go: their control structures
  * point at it. After unregistering them it can. */
 TEST_WITH(destroy_with_shrinkers_is_refused, domain_setup, domain_teardown)

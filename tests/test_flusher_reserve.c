@@ -187,6 +187,32 @@ TEST(test_misuse_is_refused_and_reported)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);   /* none: nothing to do */
 }
 
+/* A flusher thread that ends in the mode - it never turned it off - stops
+ * using the reserve as it ends, so that the reserve can be released. */
+static void *flusher_that_returns(void *arg)
+{
+    (void)arg;
+    (void)rcl_io_flusher_set(1);
+    return (void *)(uintptr_t)rcl_io_flusher_reserved();
+}
+
+TEST(test_a_flusher_that_ends_in_the_mode_leaves_the_reserve)
+{
+    NEED_REFUSAL();
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    pthread_t th;
+    void *was;
+    assert_int_equal(pthread_create(&th, NULL, flusher_that_returns, NULL), 0);
+    assert_int_equal(pthread_join(th, &was), 0);
+    assert_true(was != NULL);                   /* it served from the reserve */
+
+    assert_int_equal(stats().threads, 0);
+    test_reports_reset();                       /* the refused prctl, said once */
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* A reserve outlives rcl_shutdown(); its charge does not, and releasing
  * it afterwards leaves the new budget alone. */
 TEST(test_reserve_released_after_a_restart_uncharges_nothing)

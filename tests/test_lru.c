@@ -469,6 +469,30 @@ TEST(test_refused_destroy_keeps_the_lru_shrinkable)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* A free_fn that destroys its own LRU - the last item gone, so the LRU
+ * looks empty - is refused: its scan would come back to a freed LRU. */
+static int destroy_from_free_fn;
+
+static void blob_free_and_destroy(struct rcl_lru_node *n, void *arg)
+{
+    blob_free(n, NULL);
+    destroy_from_free_fn = rcl_lru_destroy(arg);
+}
+
+TEST(test_destroy_from_its_own_free_fn_is_refused)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "self", NULL, blob_free_and_destroy, l, NULL));
+    fill_blobs(l, 1);
+    destroy_from_free_fn = 1;
+    rcl_reclaim(sizeof(struct blob), RCL_DEFAULT);
+    assert_int_equal(destroy_from_free_fn, -EDEADLK);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("own shrinker");
+    assert_int_equal(rcl_lru_count(l), 0);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 TEST(test_destroy_unregisters_the_shrinker)
 {
     struct rcl_lru *l = rcl_lru_create();

@@ -106,6 +106,22 @@ TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, test_teard
     rcl_free(p);
 }
 
+/* Kernel rule (__alloc_pages_slowpath(): NORETRY gives up only where the
+ * request may fail): NOFAIL with NORETRY still waits, where NORETRY alone
+ * gives up after its one round of reclaim. */
+TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, test_teardown)
+{
+    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NORETRY | RCL__NOWARN));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NORETRY);
+    assert_non_null(p);
+    assert_int_equal(atomic_load(&f.freed), 1);
+    pthread_join(th, NULL);
+    rcl_free(p);
+}
+
 /* Kernel rule (warn_alloc "allocation stalls"): a stalled NOFAIL request is
  * reported after stall_ms and again every stall_ms, with its size, flags
  * and how long it has waited — never a silent hang. */
