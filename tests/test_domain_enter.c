@@ -204,16 +204,28 @@ struct holder {
     int stage;
 };
 
+static void stage_set(struct holder *h, int stage)
+{
+    pthread_mutex_lock(&h->m);
+    h->stage = stage;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->m);
+}
+
+static void stage_wait(struct holder *h, int stage)
+{
+    pthread_mutex_lock(&h->m);
+    while (h->stage != stage)
+        pthread_cond_wait(&h->cv, &h->m);
+    pthread_mutex_unlock(&h->m);
+}
+
 static void *hold_domain(void *arg)
 {
     struct holder *h = arg;
     unsigned tok = rcl_domain_enter(h->d);
-    pthread_mutex_lock(&h->m);
-    h->stage = 1;
-    pthread_cond_broadcast(&h->cv);
-    while (h->stage != 2)
-        pthread_cond_wait(&h->cv, &h->m);
-    pthread_mutex_unlock(&h->m);
+    stage_set(h, 1);
+    stage_wait(h, 2);
     rcl_domain_exit(tok);
     return NULL;
 }
@@ -224,18 +236,12 @@ TEST_WITH(destroy_while_entered_in_other_thread_is_refused, domain_setup, domain
                         .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, hold_domain, &h), 0);
-    pthread_mutex_lock(&h.m);
-    while (h.stage != 1)
-        pthread_cond_wait(&h.cv, &h.m);
-    pthread_mutex_unlock(&h.m);
+    stage_wait(&h, 1);
 
     rcl_domain_destroy(h.d);
     assert_int_equal(test_report_count(), 1);
 
-    pthread_mutex_lock(&h.m);
-    h.stage = 2;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.m);
+    stage_set(&h, 2);
     pthread_join(th, NULL);
     rcl_domain_destroy(h.d);
     assert_int_equal(test_report_count(), 1);
@@ -269,10 +275,7 @@ static void *enter_and_wait(void *arg)
 {
     struct holder *h = arg;
     unsigned tok = rcl_domain_enter(h->d);
-    pthread_mutex_lock(&h->m);
-    h->stage = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->m);
+    stage_set(h, 1);
     for (;;) {
         test_testcancel();                          /* where it is cancelled */
         sched_yield();
@@ -288,10 +291,7 @@ TEST_WITH(a_thread_cancelled_inside_a_domain_leaves_it, domain_setup, domain_tea
     pthread_t th;
     void *ret;
     assert_int_equal(pthread_create(&th, NULL, enter_and_wait, &h), 0);
-    pthread_mutex_lock(&h.m);
-    while (h.stage != 1)
-        pthread_cond_wait(&h.cv, &h.m);
-    pthread_mutex_unlock(&h.m);
+    stage_wait(&h, 1);
     assert_int_equal(pthread_cancel(th), 0);
     assert_int_equal(pthread_join(th, &ret), 0);
     assert_ptr_equal(ret, PTHREAD_CANCELED);
