@@ -518,8 +518,10 @@ void   rcl_shutdown(void);
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 
-/* Changes the limit; -EINVAL for 0. Lowering it below current usage is
- * allowed: the background reclaimer (if any) is woken to get back under.
+/* Changes the limit; -EINVAL for 0, and for a limit no larger than the
+ * reserve (reported; as rcl_init() refuses it). Lowering it below current
+ * usage is allowed: the background reclaimer (if any) is woken to get back
+ * under.
  * The limit is then the program's: the pressure thread no longer moves an
  * automatic budget with the cgroup (see rcl_auto_limit).
  * A lowered limit binds what threads pre-charged under the old one: the

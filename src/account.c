@@ -729,6 +729,12 @@ int rcl_set_limit(size_t bytes)
     if (!bytes)
         return -EINVAL;
     rcl__ensure_init();
+    /* rcl_init() refuses the same: nothing would be left to allocate. */
+    if (bytes <= rcl__cfg.reserve) {
+        rcl__report("rcl_set_limit(%zu): not above the reserve (%zu bytes); the limit "
+                    "stays %zu", bytes, rcl__cfg.reserve, rd(rcl__acct.limit));
+        return -EINVAL;
+    }
     unsigned b = rcl__busy_hold(&rcl__self);
     rcl__registry_lock();
     limit_chosen = true;

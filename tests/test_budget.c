@@ -107,6 +107,24 @@ TEST(watermarks_are_headroom_percentages)
     assert_int_equal(st.wmark_low, 10 * MiB);
 }
 
+/* A limit no larger than the reserve leaves ordinary allocations nothing:
+ * refused and reported, as rcl_init() refuses it, the limit unchanged. */
+TEST(a_limit_within_the_reserve_is_einval)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.reserve = 4 * MiB;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_set_limit(4 * MiB), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("reserve");
+    assert_int_equal(rcl_limit(), 64 * MiB);
+    void *p = rcl_alloc(1 * MiB, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    assert_int_equal(rcl_set_limit(4 * MiB + 1), 0);
+}
+
 /* Fill the cache until the budget is at the min watermark. */
 static void fill_to_min(struct test_cache *c)
 {
