@@ -355,10 +355,12 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
         errno = EINVAL;
         return NULL;
     }
-    if (lru->shrinker) {
+    if (lru->shrinker && shrinker_still_ours(lru)) {
         errno = EBUSY;
         return NULL;
     }
+    /* A shrinker rcl_shutdown() dropped is forgotten: the LRU may have a
+     * new one, in the library started again. */
     /* Set before registering: the first scan may start before
      * rcl_shrinker_register() returns. */
     lru->isolate = isolate;

@@ -505,6 +505,24 @@ TEST(test_destroy_unregisters_the_shrinker)
     assert_int_equal(st.nr_shrinkers, 0);
 }
 
+/* rcl_shutdown() drops every shrinker, the LRU's with them: in the library
+ * started again the LRU takes a new one, which reclaim calls. */
+TEST(test_shrinker_again_after_a_restart)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "before", NULL, blob_free, NULL, NULL));
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    assert_non_null(rcl_lru_shrinker(l, "after", NULL, blob_free, NULL, NULL));
+    assert_fails_with(rcl_lru_shrinker(l, "twice", NULL, blob_free, NULL, NULL), EBUSY);
+    fill_blobs(l, 64);
+    atomic_store(&blobs_freed, 0);
+    rcl_reclaim(16 * sizeof(struct blob), RCL_DEFAULT);
+    assert_true(atomic_load(&blobs_freed) > 0);
+    empty_blobs(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The rcl_lru(3) example                                                   */
 /* ------------------------------------------------------------------------ */
