@@ -446,7 +446,9 @@ int    rcl_init(const struct rcl_config *cfg);
 /* Stops the library's threads and drops all its state, the lock-dependency
  * graph and the shrinker registry included; rcl_init() may follow. No other
  * thread may be inside the library meanwhile. Memory allocated before stays
- * valid and may still be freed with rcl_free(); it is no longer accounted. */
+ * valid and may still be freed with rcl_free(); it is no longer accounted.
+ * Called from a shrinker's callback, where it would wait for its own pass,
+ * it is reported and does nothing. */
 void   rcl_shutdown(void);
 
 /*

@@ -215,6 +215,14 @@ int rcl__init_slow(void)
 
 void rcl_shutdown(void)
 {
+    /* Its drop of the shrinkers waits for every pass, this thread's own
+     * too (and the background reclaimer's is joined): from a callback it
+     * would wait for itself. */
+    if (rcl__shrinking_here()) {
+        rcl__report("rcl_shutdown() from a shrinker's callback: refused (it would wait "
+                    "for itself)");
+        return;
+    }
     /* It joins the library's threads under init_lock: not cancellable. */
     int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&init_lock);

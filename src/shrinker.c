@@ -76,6 +76,11 @@ bool rcl__shrinker_running_here(const struct rcl_shrinker *s)
     return held_here(s);
 }
 
+bool rcl__shrinking_here(void)
+{
+    return passes != NULL;
+}
+
 /* A bounded reclaim (reclaim.c) stops between scan calls once this clock
  * time has passed; 0: no bound. A call already running is never cut, and
  * the first scan call always runs: a thread that lost its CPU before it

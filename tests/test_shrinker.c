@@ -293,6 +293,30 @@ TEST(unregister_from_own_callback_is_refused)
     rcl_shrinker_unregister(self_shrinker);    /* from outside: fine */
 }
 
+/* rcl_shutdown() from a callback would wait for its own pass: refused, and
+ * the library goes on. */
+static unsigned long shutdown_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    rcl_shutdown();
+    return 0;
+}
+
+TEST(shutdown_from_a_callback_is_refused)
+{
+    static const struct rcl_shrinker_ops ops = { nest_count, shutdown_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("stopper", &ops, NULL, NULL);
+    size_t limit = rcl_limit();
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_true(test_report_count() >= 1);
+    assert_last_report_has("rcl_shutdown() from a shrinker's callback");
+    assert_int_equal(rcl_limit(), limit);
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    rcl_shrinker_unregister(s);
+}
+
 /* A callback that forgets to restore a scope is reported and repaired. */
 static unsigned long leaky_scan(void *priv, struct rcl_shrink_control *sc)
 {
