@@ -69,6 +69,31 @@ TEST(overflowing_sizes_are_eoverflow)
     assert_int_equal(usage_now(), 0);
 }
 
+/* No block could have these sizes: rcl_alloc_charge() says 0 for them. */
+TEST(charge_of_an_impossible_size_is_zero)
+{
+    assert_int_equal(rcl_alloc_charge(0), 0);
+    assert_int_equal(rcl_alloc_charge(SIZE_MAX), 0);
+    assert_true(rcl_alloc_charge(1) > 0);
+}
+
+/* A realloc to a size no block can have fails, and the block stays the
+ * caller's, its bytes and its charge unchanged. */
+TEST(realloc_to_an_overflowing_size_keeps_the_block)
+{
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    memset(p, 0x5a, 100);
+    size_t before = usage_now();
+    assert_fails_with(rcl_realloc(p, SIZE_MAX, RCL_DEFAULT), EOVERFLOW);
+    assert_fails_with(rcl_realloc(p, SIZE_MAX - 8, RCL_DEFAULT), EOVERFLOW);
+    assert_int_equal(usage_now(), before);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(p[i], 0x5a);
+    rcl_free(p);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* Larger than the budget can ever give: E2BIG, so the caller knows that
  * retrying is pointless. */
 TEST(larger_than_the_budget_is_e2big)

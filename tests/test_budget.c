@@ -520,4 +520,16 @@ TEST(stats_print_text_and_json)
     test_cache_free(c);
 }
 
+/* A stream that cannot take the text says so: -EIO, not a silent loss. */
+TEST(stats_print_to_a_full_device_is_eio)
+{
+    FILE *f = fopen("/dev/full", "w");
+    if (!f)
+        skip();   /* no /dev/full in this environment */
+    assert_int_equal(rcl_stats_print(f, 0), -EIO);
+    clearerr(f);
+    assert_int_equal(rcl_stats_print(f, 1), -EIO);
+    fclose(f);
+}
+
 TEST_MAIN();

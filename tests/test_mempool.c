@@ -485,6 +485,30 @@ TEST(test_freeing_more_than_allocated_is_reported)
     rcl_mempool_destroy(pool);
 }
 
+/* A pool on the program's own allocator cannot tell its elements: one freed
+ * that the pool never handed out, its reserve full, goes to the free
+ * callback, and the count it would take below zero is reported and left
+ * alone. */
+TEST(test_freeing_more_than_allocated_to_an_ops_pool_is_reported)
+{
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    void *stray = malloc(64);
+    assert_non_null(stray);
+    test_reports_reset();
+    rcl_mempool_free(stray, pool);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("more elements freed than allocated");
+    assert_int_equal(r.frees, 1);
+    void *e = rcl_mempool_alloc(pool, RCL_DEFAULT);   /* the count still works */
+    assert_non_null(e);
+    rcl_mempool_free(e, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 1);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Stress                                                                    */
 /* ------------------------------------------------------------------------ */

@@ -107,6 +107,7 @@ TEST(test_bad_arguments_are_errors)
     probe_init(&p, NULL);
     assert_fails_with(rcl_workqueue_create(NULL, 1, 0), EINVAL);
     assert_fails_with(rcl_workqueue_create("bad-flags", 1, 0x80), EINVAL);
+    assert_fails_with(rcl_workqueue_create("too-many", 1025, 0), EINVAL);
 
     struct rcl_workqueue *wq = rcl_workqueue_create("args", 0, 0);   /* 0: default */
     assert_non_null(wq);
