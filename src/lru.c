@@ -360,8 +360,8 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
         return NULL;
     }
     /* A shrinker rcl_shutdown() dropped is forgotten: the LRU may have a
-     * new one, in the library started again. */
-    /* Set before registering: the first scan may start before
+     * new one, in the library started again. The callbacks are set before
+     * registering: the first scan may start before
      * rcl_shrinker_register() returns. */
     lru->isolate = isolate;
     lru->free_fn = free_fn;
