@@ -225,9 +225,11 @@ size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
 /* Is another thread inside a shrinker that context gfp may run itself? */
 bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
-/* Is s's callback running on this thread (further up its stack)? Is any
- * reclaim pass over the shrinkers? */
-bool   rcl__shrinker_running_here(const struct rcl_shrinker *s);
+/* rcl_shrinker_unregister() for `caller`, which says what it did: 0,
+ * -EDEADLK from s's own callback, -EINVAL for no registered shrinker (both
+ * reported, nothing done). Is a reclaim pass over the shrinkers running on
+ * this thread? */
+int    rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller);
 bool   rcl__shrinking_here(void);
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),

@@ -176,21 +176,17 @@ int rcl_lru_destroy(struct rcl_lru *lru)
                     "not destroyed", left);
         return -EBUSY;
     }
-    /* Its own scan, further up this thread's stack (a free_fn that
-     * destroys the LRU), would come back to freed memory: refused, as
-     * unregistering a shrinker from its own callback is. */
-    if (lru->shrinker && shrinker_still_ours(lru) && rcl__shrinker_running_here(lru->shrinker)) {
-        rcl__report("rcl_lru_destroy: called from the LRU's own shrinker (its free_fn); "
-                    "not destroyed");
-        return -EDEADLK;
-    }
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
     if (lru->shrinker) {
         /* rcl_shutdown() dropped every shrinker, and the address may now
-         * be another's: unregister only one of this library instance. */
-        if (shrinker_still_ours(lru))
-            rcl_shrinker_unregister(lru->shrinker);
+         * be another's: unregister only one of this library instance. From
+         * the shrinker's own scan (a free_fn that destroys its LRU) the
+         * unregister is refused, and the LRU stays: the scan comes back
+         * to it. */
+        if (shrinker_still_ours(lru) &&
+            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK)
+            return -EDEADLK;
         lru->shrinker = NULL;
     }
     tag_put(lru->tag);

@@ -71,11 +71,6 @@ static bool held_here(const struct rcl_shrinker *s)
     return false;
 }
 
-bool rcl__shrinker_running_here(const struct rcl_shrinker *s)
-{
-    return held_here(s);
-}
-
 bool rcl__shrinking_here(void)
 {
     return passes != NULL;
@@ -195,15 +190,20 @@ static void unlink_free_locked(struct rcl_shrinker *s)
 
 void rcl_shrinker_unregister(struct rcl_shrinker *s)
 {
+    (void)rcl__shrinker_unregister(s, "rcl_shrinker_unregister");
+}
+
+int rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller)
+{
     if (!s) {
-        rcl__report("rcl_shrinker_unregister(NULL): nothing to unregister");
-        return;
+        rcl__report("%s(NULL): nothing to unregister", caller);
+        return -EINVAL;
     }
     /* Waiting for our own scan to finish would wait forever. */
     if (held_here(s)) {
-        rcl__report("rcl_shrinker_unregister(\"%s\") from its own callback: refused "
-                    "(it would wait for itself)", s->name);
-        return;
+        rcl__report("%s(\"%s\") from its own callback: refused (it would wait for its "
+                    "own shrinker's scan)", caller, s->name);
+        return -EDEADLK;
     }
     /* Not cancellable: a half-done unregister would leave a dead shrinker
      * linked forever. The wait is for one scan in flight. */
@@ -212,9 +212,9 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
     if (!registered_locked(s) || s->dead) {
         pthread_mutex_unlock(&shrinker_lock);
         rcl__nocancel_end(cancel);
-        rcl__report("rcl_shrinker_unregister(%p): not a registered shrinker "
-                    "(unregistered twice?); nothing done", (void *)s);
-        return;
+        rcl__report("%s(%p): not a registered shrinker (unregistered twice?); "
+                    "nothing done", caller, (void *)s);
+        return -EINVAL;
     }
     s->dead = true;
     while (passes_holding(s))
@@ -222,6 +222,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
     unlink_free_locked(s);
     pthread_mutex_unlock(&shrinker_lock);
     rcl__nocancel_end(cancel);
+    return 0;
 }
 
 void rcl__shrinkers_drop(void)

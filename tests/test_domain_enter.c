@@ -220,6 +220,17 @@ static void stage_wait(struct holder *h, int stage)
     pthread_mutex_unlock(&h->m);
 }
 
+/* A thread running fn(h) on a new domain called `name`, once fn has
+ * entered it (stage 1). */
+static void holder_start(struct holder *h, const char *name, void *(*fn)(void *),
+                         pthread_t *th)
+{
+    *h = (struct holder){ .d = rcl_domain_create(name, 0, NULL, NULL),
+                          .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    assert_int_equal(pthread_create(th, NULL, fn, h), 0);
+    stage_wait(h, 1);
+}
+
 static void *hold_domain(void *arg)
 {
     struct holder *h = arg;
@@ -232,11 +243,9 @@ static void *hold_domain(void *arg)
 
 TEST_WITH(destroy_while_entered_in_other_thread_is_refused, domain_setup, domain_teardown)
 {
-    struct holder h = { .d = rcl_domain_create("held", 0, NULL, NULL),
-                        .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    struct holder h;
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, hold_domain, &h), 0);
-    stage_wait(&h, 1);
+    holder_start(&h, "held", hold_domain, &th);
 
     rcl_domain_destroy(h.d);
     assert_int_equal(test_report_count(), 1);
@@ -286,12 +295,10 @@ static void *enter_and_wait(void *arg)
 
 TEST_WITH(a_thread_cancelled_inside_a_domain_leaves_it, domain_setup, domain_teardown)
 {
-    struct holder h = { .d = rcl_domain_create("cancelled", 0, NULL, NULL),
-                        .m = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    struct holder h;
     pthread_t th;
     void *ret;
-    assert_int_equal(pthread_create(&th, NULL, enter_and_wait, &h), 0);
-    stage_wait(&h, 1);
+    holder_start(&h, "cancelled", enter_and_wait, &th);
     assert_int_equal(pthread_cancel(th), 0);
     assert_int_equal(pthread_join(th, &ret), 0);
     assert_ptr_equal(ret, PTHREAD_CANCELED);
