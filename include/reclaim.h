@@ -806,7 +806,12 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * rcl_mempool_create() pool an element that is not its own (another
  * pool's) is reported and nothing is done: each element carries a 16-byte
  * tag naming its pool, ahead of the element in the same block. Pools with
- * their own alloc/free (_create_ops) cannot be checked so.
+ * their own alloc/free (_create_ops) cannot be checked so. An element
+ * freed twice, the first free having put it in the reserve, is reported
+ * and left alone: the tag says so on any second free; an ops pool's
+ * reserve is looked through before an element enters it, so a second
+ * free that would add it again is caught, and one that finds the reserve
+ * full reaches the pool's own free.
  */
 struct rcl_mempool;
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);
@@ -849,7 +854,9 @@ int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
  * destroy are reported and the pool is not freed under their owners: it
  * stays valid for rcl_mempool_free() only, and is freed when the last of
  * them is returned. Meanwhile alloc gives NULL (ESHUTDOWN), resize
- * -ESHUTDOWN, and a second destroy is reported. Destroy must not race with
+ * -ESHUTDOWN. A destroy of a pool that is no live pool's (destroyed
+ * already, being destroyed, or never created) is reported, sets errno
+ * EINVAL and touches nothing at that address. Destroy must not race with
  * a call still allocating from the pool. */
 void  rcl_mempool_destroy(struct rcl_mempool *pool);
 
@@ -905,8 +912,10 @@ int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
  * work item, or with NULL: reported, returns at once. */
 void rcl_flush_workqueue(struct rcl_workqueue *wq);
 /* Drains pending work (chained work included), then stops the threads and
- * frees the queue. NULL: no-op. From the queue's own work item, or while
- * another destroy is in progress: reported, and nothing is done. */
+ * frees the queue. NULL: no-op. From the queue's own work item, while
+ * another destroy is in progress, or of a queue destroyed already (or of
+ * an address that never was a queue): reported, and nothing is done,
+ * nothing at that address read or written. */
 void rcl_workqueue_destroy(struct rcl_workqueue *wq);
 
 /* ------------------------------------------------------------------------ */
@@ -1133,7 +1142,9 @@ struct rcl_lru *rcl_lru_create(void);
  * its shrinker still working, when items are still on it (they are the
  * caller's: empty it and destroy again); -EDEADLK, reported, the same,
  * when called from the LRU's own shrinker (its free_fn), which would
- * wait for itself and then return to the freed LRU. A shrinker
+ * wait for itself and then return to the freed LRU; -EINVAL, reported,
+ * for an LRU destroyed already or an address that never was one (nothing
+ * there is read or written). A shrinker
  * rcl_shutdown() already dropped is not unregistered again (whatever now
  * lives at its address is left alone). */
 int  rcl_lru_destroy(struct rcl_lru *lru);

@@ -145,11 +145,44 @@ void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
     rcl__fork_register();
     o->lock = lock;
     o->child = child;
+    o->claimed = false;
     pthread_mutex_lock(&objs_lock);
     o->prev = objs.prev;
     o->next = &objs;
     objs.prev->next = o;
     objs.prev = o;
+    pthread_mutex_unlock(&objs_lock);
+}
+
+/*
+ * The list holds every live workqueue, mempool and LRU, so it is also
+ * where a destroy learns that its handle is one. A second destroy, or a
+ * pointer that never named an object, would otherwise write into freed
+ * memory, which by then may be a block the program uses. Only the address
+ * is compared until it is found in the list. Destroys are rare, and the
+ * walk is what fork() already pays for each object.
+ */
+bool rcl__fork_claim(struct rcl__fork_obj *o)
+{
+    bool ours = false;
+
+    pthread_mutex_lock(&objs_lock);
+    for (struct rcl__fork_obj *it = objs.next; it != &objs; it = it->next) {
+        if (it == o) {
+            ours = !o->claimed;
+            o->claimed = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&objs_lock);
+    return ours;
+}
+
+void rcl__fork_unclaim(struct rcl__fork_obj *o)
+{
+    pthread_mutex_lock(&objs_lock);
+    rcl__assert(o->claimed);
+    o->claimed = false;
     pthread_mutex_unlock(&objs_lock);
 }
 

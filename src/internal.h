@@ -385,6 +385,10 @@ void rcl__fork_register(void);          /* the pthread_atfork handlers, once */
 void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
                      void (*child)(struct rcl__fork_obj *o));
 void rcl__fork_untrack(struct rcl__fork_obj *o);    /* tolerates untracked */
+/* A destroy's claim on its object: false when o is no live object's
+ * (destroyed already, or never made) or another destroy holds it. */
+bool rcl__fork_claim(struct rcl__fork_obj *o);
+void rcl__fork_unclaim(struct rcl__fork_obj *o);    /* the destroy refused */
 /* rcl__ready in a child whose pressure thread is still to come back. */
 #define RCL__READY_FORKED 2
 

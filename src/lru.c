@@ -167,6 +167,11 @@ int rcl_lru_destroy(struct rcl_lru *lru)
 {
     if (!lru)
         return -EINVAL;
+    if (!rcl__fork_claim(&lru->fork)) {
+        rcl__report("rcl_lru_destroy(%p): not a live LRU (destroyed already, or "
+                    "never created); left alone", (void *)lru);
+        return -EINVAL;
+    }
     unsigned long left = rd(lru->count);
     if (left) {
         /* The items are the caller's; freeing the head under them would
@@ -174,6 +179,7 @@ int rcl_lru_destroy(struct rcl_lru *lru)
          * the LRU as it was, shrinker included. */
         rcl__report("rcl_lru_destroy: %lu items still on the LRU; "
                     "not destroyed", left);
+        rcl__fork_unclaim(&lru->fork);
         return -EBUSY;
     }
     /* Unregistering waits for a scan in flight, so after this no shrinker
@@ -185,8 +191,10 @@ int rcl_lru_destroy(struct rcl_lru *lru)
          * unregister is refused, and the LRU stays: the scan comes back
          * to it. */
         if (shrinker_still_ours(lru) &&
-            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK)
+            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK) {
+            rcl__fork_unclaim(&lru->fork);
             return -EDEADLK;
+        }
         lru->shrinker = NULL;
     }
     tag_put(lru->tag);

@@ -90,19 +90,48 @@ static void *budget_alloc(rcl_gfp_t gfp, void *data)
     return (char *)tag + ELEM_TAG;
 }
 
+static uintptr_t *elem_tag(const void *elem)
+{
+    return (uintptr_t *)(uintptr_t)((const char *)elem - ELEM_TAG);
+}
+
 static void budget_free(void *elem, void *data)
 {
-    uintptr_t *tag = (uintptr_t *)(void *)((char *)elem - ELEM_TAG);
+    uintptr_t *tag = elem_tag(elem);
     (void)data;
+    tag[1] = 0;             /* a stale free now names no pool */
     rcl_free(tag);
 }
 
-static bool pool_owns(const struct rcl_mempool *pool, const void *elem)
+/*
+ * Where an element returned to the pool is. An element of a budget-backed
+ * pool says so in its tag: its second word flips a bit while the element
+ * sits in the reserve, so that a second free of it is refused at once
+ * instead of giving the reserve (or the backend) one element twice.
+ * Elements of a pool with its own alloc/free carry nothing: a second free
+ * is caught only as it would enter the reserve (elem_reserved()).
+ */
+enum elem_where { ELEM_OUT, ELEM_RESERVED, ELEM_FOREIGN };
+#define ELEM_TAG_RESERVED ((uintptr_t)1)
+
+static enum elem_where elem_where(const struct rcl_mempool *pool, const void *elem)
 {
     if (pool->alloc != budget_alloc)
-        return true;
-    const uintptr_t *tag = (const uintptr_t *)(const void *)((const char *)elem - ELEM_TAG);
-    return tag[0] == (uintptr_t)pool && tag[1] == ((uintptr_t)pool ^ ELEM_TAG_KEY);
+        return ELEM_OUT;
+    const uintptr_t *tag = elem_tag(elem);
+    uintptr_t key = (uintptr_t)pool ^ ELEM_TAG_KEY;
+    if (tag[0] != (uintptr_t)pool)
+        return ELEM_FOREIGN;
+    if (tag[1] == key)
+        return ELEM_OUT;
+    return tag[1] == (key ^ ELEM_TAG_RESERVED) ? ELEM_RESERVED : ELEM_FOREIGN;
+}
+
+static void elem_mark(const struct rcl_mempool *pool, void *elem, bool reserved)
+{
+    if (pool->alloc == budget_alloc)
+        elem_tag(elem)[1] = (uintptr_t)pool ^ ELEM_TAG_KEY ^
+                            (reserved ? ELEM_TAG_RESERVED : 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -117,6 +146,7 @@ static void add_element(struct rcl_mempool *pool, void *elem)
     rcl__assert_held(&pool->lock);
     rcl__assert(n < rd(pool->min_nr) || (n == 0 && rd(pool->min_nr) == 0));
     rcl__assert(n < pool->cap);
+    elem_mark(pool, elem, true);
     pool->elements[n] = elem;
     wr(pool->curr_nr, n + 1);
 }
@@ -127,7 +157,23 @@ static void *remove_element(struct rcl_mempool *pool)
     rcl__assert(rd(pool->curr_nr) > 0 && rd(pool->curr_nr) <= pool->cap);
     unsigned n = rd(pool->curr_nr) - 1;
     wr(pool->curr_nr, n);
+    elem_mark(pool, pool->elements[n], false);
     return pool->elements[n];
+}
+
+/* Whether elem is in the reserve already: a second free of it. A pool
+ * with its own alloc/free has only the reserve to look through, which
+ * holds at most min_nr elements and is looked through only by a free
+ * that would add to it. */
+static bool elem_reserved(struct rcl_mempool *pool, const void *elem)
+{
+    rcl__assert_held(&pool->lock);
+    if (pool->alloc == budget_alloc)
+        return elem_where(pool, elem) == ELEM_RESERVED;
+    for (unsigned i = 0; i < rd(pool->curr_nr); i++)
+        if (pool->elements[i] == elem)
+            return true;
+    return false;
 }
 
 /* Whether a returned element belongs in the reserve. A pool with min_nr 0
@@ -247,11 +293,14 @@ void rcl_mempool_destroy(struct rcl_mempool *pool)
 {
     if (!pool)
         return;
-    unsigned long old = atomic_fetch_or(&pool->state, POOL_DYING);
-    if (old & POOL_DYING) {
-        rcl__report("rcl_mempool_destroy(%p): destroyed twice", (void *)pool);
+    if (!rcl__fork_claim(&pool->fork)) {
+        rcl__report("rcl_mempool_destroy(%p): not a live pool (destroyed already, "
+                    "or never created); left alone", (void *)pool);
+        errno = EINVAL;
         return;
     }
+    unsigned long old = atomic_fetch_or(&pool->state, POOL_DYING);
+    rcl__assert(!(old & POOL_DYING));
     if (old & POOL_OUT) {
         /* Freeing the pool under the elements' owners would turn their
          * rcl_mempool_free() into a use after free. The last one returned
@@ -367,6 +416,12 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
     }
 }
 
+static void freed_twice(const struct rcl_mempool *pool, const void *elem)
+{
+    rcl__report("rcl_mempool_free(%p, %p): the element is in the pool's reserve "
+                "already (freed twice); left alone", elem, (void *)pool);
+}
+
 void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
 {
     if (!elem)
@@ -375,7 +430,13 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
         rcl__report("rcl_mempool_free(%p): NULL pool; element not freed", elem);
         return;
     }
-    if (unlikely(!pool_owns(pool, elem))) {
+    switch (elem_where(pool, elem)) {
+    case ELEM_OUT:
+        break;
+    case ELEM_RESERVED:
+        freed_twice(pool, elem);
+        return;
+    case ELEM_FOREIGN:
         rcl__report("rcl_mempool_free(%p, %p): the element is not from this pool; "
                     "not freed", elem, (void *)pool);
         return;
@@ -386,6 +447,11 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
      * that is opening at this very moment; the next free fills it. */
     if (unlikely(reserve_wants(pool))) {
         pthread_mutex_lock(&pool->lock);
+        if (unlikely(elem_reserved(pool, elem))) {
+            pthread_mutex_unlock(&pool->lock);
+            freed_twice(pool, elem);
+            return;
+        }
         if (likely(reserve_wants(pool))) {
             add_element(pool, elem);
             /* Everyone: a woken waiter first retries the allocator and

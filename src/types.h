@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -101,6 +102,7 @@ struct rcl__fork_obj {
     struct rcl__fork_obj *next, *prev;
     pthread_mutex_t      *lock;
     void                (*child)(struct rcl__fork_obj *o);
+    bool                  claimed;     /* a destroy is under way: objs_lock */
 };
 
 #endif /* RCL_TYPES_H */

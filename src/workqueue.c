@@ -475,6 +475,11 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq)
                     "refused", wq->name);
         return;
     }
+    if (!rcl__fork_claim(&wq->fork)) {
+        rcl__report("rcl_workqueue_destroy(%p): not a live queue (destroyed already, "
+                    "being destroyed, or never created); left alone", (void *)wq);
+        return;
+    }
     if (wq->inherited) {
         wq_destroy_inherited(wq);
         return;
@@ -490,11 +495,7 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
 {
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
-    if (wq->state != WQ_RUNNING) {
-        pthread_mutex_unlock(&wq->lock);
-        rcl__report("rcl_workqueue_destroy(%s): already being destroyed", wq->name);
-        return;
-    }
+    rcl__assert(wq->state == WQ_RUNNING);
     /* Drain: nothing new from outside, but items may still chain more work
      * onto the queue; wait until it is empty and idle. */
     wq->state = WQ_DRAINING;

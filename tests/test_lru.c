@@ -380,6 +380,31 @@ TEST(test_destroy_of_nonempty_lru_is_refused)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* A second destroy finds no LRU: -EINVAL, reported, and the memory the LRU
+ * had (anyone's by now) neither read nor freed again. */
+TEST(test_destroy_of_a_destroyed_lru_is_einval)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+    unsigned before = test_report_count();
+    assert_int_equal(rcl_lru_destroy(l), -EINVAL);
+    assert_int_equal(test_report_count(), before + 1);
+    assert_last_report_has("not a live LRU");
+}
+
+/* Nor is what never was an LRU taken for one, whatever it holds. */
+TEST(test_destroy_of_what_never_was_an_lru_is_einval)
+{
+    static unsigned char fake[4096];
+    memset(fake, 0xa5, sizeof(fake));
+    unsigned before = test_report_count();
+    assert_int_equal(rcl_lru_destroy((struct rcl_lru *)(void *)fake), -EINVAL);
+    assert_int_equal(test_report_count(), before + 1);
+    for (size_t i = 0; i < sizeof(fake); i++)
+        assert_int_equal(fake[i], 0xa5);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The shrinker                                                              */
 /* ------------------------------------------------------------------------ */

@@ -461,13 +461,42 @@ TEST(test_destroy_with_elements_out_is_reported_not_a_crash)
     assert_fails_with(rcl_mempool_alloc(pool, RCL_DEFAULT), ESHUTDOWN);
     assert_int_equal(rcl_mempool_resize(pool, 4), -ESHUTDOWN);
     rcl_mempool_destroy(pool);
-    assert_last_report_has("twice");
+    assert_last_report_has("not a live pool");
 
     memset(a, 1, 1024);                 /* still the caller's */
     rcl_mempool_free(a, pool);
     rcl_mempool_free(b, pool);          /* the last: the pool goes now */
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), base);
+}
+
+/* A destroy of a pool that is gone finds none: reported (EINVAL), and the
+ * memory the pool had, which may be a block the program uses by now, is
+ * not written. */
+TEST(test_destroy_of_a_destroyed_pool_is_reported)
+{
+    struct rcl_mempool *pool = rcl_mempool_create(2, 64);
+    assert_non_null(pool);
+    rcl_mempool_destroy(pool);
+    test_reports_reset();
+    errno = 0;
+    rcl_mempool_destroy(pool);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("not a live pool");
+}
+
+TEST(test_destroy_of_what_never_was_a_pool_writes_nothing)
+{
+    static unsigned char fake[4096];
+    memset(fake, 0xa5, sizeof(fake));
+    test_reports_reset();
+    errno = 0;
+    rcl_mempool_destroy((struct rcl_mempool *)(void *)fake);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    for (size_t i = 0; i < sizeof(fake); i++)
+        assert_int_equal(fake[i], 0xa5);
 }
 
 TEST(test_freeing_more_than_allocated_is_reported)
@@ -489,6 +518,72 @@ TEST(test_freeing_more_than_allocated_is_reported)
  * that the pool never handed out, its reserve full, goes to the free
  * callback, and the count it would take below zero is reported and left
  * alone. */
+/* An element freed twice while the first free put it in the reserve would
+ * be in the reserve twice, and handed to two owners; or, with the reserve
+ * full by then, freed to the backend while the reserve still holds it.
+ * A budget-backed pool's element says where it is: the second free is
+ * refused whether or not the reserve has room. */
+TEST(test_second_free_of_a_reserved_element_is_refused)
+{
+    struct rcl_mempool *pool = rcl_mempool_create(2, 64);
+    assert_non_null(pool);
+    void *fill = fill_budget();
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_non_null(b);
+    test_reports_reset();
+    rcl_mempool_free(a, pool);              /* into the reserve */
+    rcl_mempool_free(a, pool);              /* room for it again: refused */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("freed twice");
+    rcl_mempool_free(b, pool);              /* the reserve is full now */
+    rcl_mempool_free(a, pool);              /* would go to the backend */
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("freed twice");
+
+    void *x = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *y = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_ptr_not_equal(x, y);
+    rcl_mempool_free(x, pool);
+    rcl_mempool_free(y, pool);
+    rcl_free(fill);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 2);
+}
+
+/* A pool with its own alloc/free has no tag to read: the reserve is looked
+ * through before an element enters it, so it never holds one twice. */
+TEST(test_second_free_into_an_ops_pools_reserve_is_refused)
+{
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
+    assert_non_null(pool);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_non_null(b);
+    test_reports_reset();
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(a, pool);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("freed twice");
+    assert_int_equal(r.frees, 0);
+
+    void *x = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_ptr_equal(x, a);
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));  /* one, not two */
+    rcl_mempool_free(x, pool);
+    rcl_mempool_free(b, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(r.frees, 2);
+    assert_int_equal(test_report_count(), 1);
+}
+
 TEST(test_freeing_more_than_allocated_to_an_ops_pool_is_reported)
 {
     struct recorder r;

@@ -453,6 +453,52 @@ TEST(test_queueing_to_a_destroying_queue_fails)
     assert_int_equal(atomic_load(&blocker.runs), 1);
 }
 
+/* A destroy while another drains the queue, and one after the queue is
+ * gone, find no queue to destroy: each reported, nothing done, and the
+ * first destroy finishes as if alone. */
+TEST(test_destroy_of_a_dying_or_destroyed_queue_is_refused)
+{
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("twice", 1, 0);
+    assert_non_null(wq);
+    struct probe blocker, late;
+    probe_init(&blocker, &g);
+    probe_init(&late, NULL);
+    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
+    gate_wait_arrived(&g, 1);
+    struct destroyer d = { wq };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, destroyer_main, &d), 0);
+    int rc;
+    while ((rc = rcl_queue_work(wq, &late.work)) == 0 || rc == -EBUSY)
+        test_sleep_ms(1);
+    assert_int_equal(rc, -ESHUTDOWN);
+
+    test_reports_reset();
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("not a live queue");
+    gate_open(&g);
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&blocker.runs), 1);
+
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("not a live queue");
+}
+
+TEST(test_destroy_of_what_never_was_a_queue_is_refused)
+{
+    static unsigned char fake[4096];
+    memset(fake, 0xa5, sizeof(fake));
+    test_reports_reset();
+    rcl_workqueue_destroy((struct rcl_workqueue *)(void *)fake);
+    assert_int_equal(test_report_count(), 1);
+    for (size_t i = 0; i < sizeof(fake); i++)
+        assert_int_equal(fake[i], 0xa5);
+}
+
 struct self_destroy {
     struct rcl_work work;
     struct rcl_workqueue *wq;
