@@ -82,6 +82,8 @@ typedef unsigned int rcl_gfp_t;
                                        NOFAIL outranks it                         */
 #define RCL__NOWARN         0x0200u /* no failure report                          */
 #define RCL__ZERO           0x0400u /* zeroed memory                              */
+/* Any other bit is a mistake: every call that takes flags reports it and
+ * is served as if it were clear. */
 
 /*
  * NOFAIL and scopes. NOFAIL needs RCL__DIRECT_RECLAIM in the call's own
@@ -437,7 +439,8 @@ int    rcl_config_from_env(struct rcl_config *cfg);
 /* Optional. NULL means the defaults with the environment applied, as on
  * first use. Returns -EINVAL for a configuration that cannot work
  * (min < low < high must hold, high < 100; reserve below the limit;
- * reserved words zero), -EBUSY when the library is already initialised
+ * lockdep and footprint one of their modes; reserved words zero), each
+ * reported with the field at fault, -EBUSY when the library is already initialised
  * (call rcl_shutdown() first). Any other entry point initialises the
  * library on first use. When the environment alone asks for something
  * impossible, first use reports it and runs on the plain defaults. */
@@ -731,7 +734,9 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
  *   deferred = clamp(deferred + delta - scanned, 0, 2 * freeable)
  * A shrinker that declares `needs` is not called when the context lacks one
  * of those flags; the work it would have had (delta from its last count) is
- * deferred to a context that has them.
+ * deferred to a context that has them. `needs` may name RCL__FS and
+ * RCL__IO only (any other bit is refused, EINVAL and reported: no scan
+ * would ever carry it).
  */
 struct rcl_shrink_control {
     rcl_gfp_t          gfp;         /* what this scan may do */

@@ -665,6 +665,7 @@ int rcl_charge(size_t bytes, rcl_gfp_t gfp)
 
     if (!bytes)
         return 0;
+    gfp = rcl__gfp_known("rcl_charge", gfp);
     unsigned b = rcl__busy_hold(t);
     int err = charge_body(t, bytes, gfp);
     rcl__busy_drop(t, b);

@@ -462,14 +462,15 @@ static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gf
 
     if (rcl__busy_try_enter(t))
         return rcl__sig_alloc(size, gfp);
+    gfp = rcl__gfp_known("rcl_alloc", gfp);
     if (rcl__fast_ok(t) && rcl__bcache_class_fits(size, c))
         return alloc_cached(t, size, c, gfp);
     return alloc_slow_out(size, gfp);
 }
 
 /*
- * The entry tests the mark, the watch word and the zeroing flag at once,
- * and branches once: three tests and branches, as they were, took a
+ * The entry tests the mark, the watch word and the zeroing flag (with the
+ * bits no flag has, one mask) at once, and branches once: three tests and branches, as they were, took a
  * cache-hit pair over mimalloc 5 - 8 % longer on an AMD EPYC (Zen 5)
  * (docs/bench/patterns.md, "Figures, 2026-12-04, 19:30"). The watch
  * word is read before the mark is set, not after: a request that comes
@@ -481,7 +482,7 @@ FAST_ENTRY void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     size_t c;
 
-    if (unlikely(rcl__busy_or_watched(t) | (gfp & RCL__ZERO)))
+    if (unlikely(rcl__busy_or_watched(t) | (gfp & (RCL__ZERO | ~RCL__GFP_ALL))))
         return alloc_other_out(size, gfp);
     rcl__busy_enter(t);
     if (likely(rcl__bcache_class_fits(size, c)))
@@ -771,6 +772,7 @@ void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
     if (unlikely(t->busy))
         return align <= HDR && align && !(align & (align - 1)) ? rcl__sig_alloc(size, gfp)
                                                               : fail(ENOMEM);
+    gfp = rcl__gfp_known("rcl_aligned_alloc", gfp);
     rcl__busy_enter(t);
     void *p = aligned_body(align, size, gfp);
     rcl__busy_leave(t);
@@ -782,6 +784,7 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
         return fail(ENOMEM);
+    gfp = rcl__gfp_known("rcl_valloc", gfp);
     rcl__busy_enter(t);
     void *p = valloc_body(size, gfp);
     rcl__busy_leave(t);
@@ -874,6 +877,7 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
         return p ? fail(ENOMEM) : rcl__sig_alloc(size, gfp);
+    gfp = rcl__gfp_known("rcl_realloc", gfp);
     rcl__busy_enter(t);
     void *n = realloc_body(p, size, gfp);
     rcl__busy_leave(t);

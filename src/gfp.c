@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * gfp.c - the allocation flags' names, as reports print them
- * ("DEFAULT|NOFAIL"). A leaf, like clock.c: it calls nothing of the
- * library, so the lock checker's reports and the allocation failures'
- * alike may use it.
+ * ("DEFAULT|NOFAIL"), and the check of a caller's flags. The naming is a
+ * leaf, like clock.c: it calls nothing of the library, so the lock
+ * checker's reports and the allocation failures' alike may use it.
  */
 #include "internal.h"
 
@@ -40,4 +40,18 @@ const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len)
     if (!off)
         snprintf(buf, len, "0");
     return buf;
+}
+
+/* Bits the header does not define are a caller's mistake (a size or an
+ * errno passed as the flags, a flag of another library): reported each
+ * time, and the request served as if they were clear, as the kernel's
+ * slab warns of and masks off the zone bits it cannot honour. */
+rcl_gfp_t rcl__gfp_unknown(const char *fn, rcl_gfp_t gfp)
+{
+    char known[128];
+
+    rcl__report("%s: flags 0x%x carry bits no RCL_* flag has (0x%x); served as %s",
+                fn, gfp, gfp & ~RCL__GFP_ALL,
+                rcl__gfp_str(gfp & RCL__GFP_ALL, known, sizeof(known)));
+    return gfp & RCL__GFP_ALL;
 }

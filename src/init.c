@@ -88,16 +88,28 @@ static int config_resolve(struct rcl_config *cfg)
     if (!cfg->low_pct)  cfg->low_pct = DEFAULT_LOW_PCT;
     if (!cfg->high_pct) cfg->high_pct = DEFAULT_HIGH_PCT;
     if (!cfg->stall_ms) cfg->stall_ms = DEFAULT_STALL_MS;
-    if (!(cfg->min_pct < cfg->low_pct && cfg->low_pct < cfg->high_pct && cfg->high_pct < 100))
+    if (!(cfg->min_pct < cfg->low_pct && cfg->low_pct < cfg->high_pct && cfg->high_pct < 100)) {
+        rcl__report("rcl_init: watermarks min_pct %u, low_pct %u, high_pct %u: each must "
+                    "be below the next, and high_pct below 100; refused",
+                    cfg->min_pct, cfg->low_pct, cfg->high_pct);
         return -EINVAL;
-    if (cfg->lockdep < RCL_LOCKDEP_OFF || cfg->lockdep > RCL_LOCKDEP_VERBOSE)
+    }
+    if (cfg->lockdep < RCL_LOCKDEP_OFF || cfg->lockdep > RCL_LOCKDEP_VERBOSE) {
+        rcl__report("rcl_init: lockdep %d is no RCL_LOCKDEP_* mode; refused", cfg->lockdep);
         return -EINVAL;
-    if (cfg->footprint < RCL_FOOTPRINT_AUTO || cfg->footprint > RCL_FOOTPRINT_CGROUP)
+    }
+    if (cfg->footprint < RCL_FOOTPRINT_AUTO || cfg->footprint > RCL_FOOTPRINT_CGROUP) {
+        rcl__report("rcl_init: footprint %d is no RCL_FOOTPRINT_* source; refused",
+                    cfg->footprint);
         return -EINVAL;
+    }
     if (!cfg->limit)
         cfg->limit = rcl_auto_limit();
-    if (cfg->reserve >= cfg->limit)
+    if (cfg->reserve >= cfg->limit) {
+        rcl__report("rcl_init: a reserve of %zu bytes leaves nothing of a limit of %zu; "
+                    "refused", cfg->reserve, cfg->limit);
         return -EINVAL;
+    }
     return 0;
 }
 

@@ -21,7 +21,7 @@
  *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
  *   clock.c     rcl__now_ns(), the one clock; rcl__page_size()
- *   gfp.c       the flags' names for reports (rcl__gfp_str)
+ *   gfp.c       the flags' names for reports (rcl__gfp_str), unknown bits refused
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
  *   thread.c    the thread registry: rcl__self, attach, exit, the list
@@ -80,6 +80,14 @@ unsigned long long rcl__now_ns(void);
 size_t rcl__page_size(void);
 /* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
+/* Every bit reclaim.h defines. An entry point taking flags passes them
+ * through rcl__gfp_known(), which reports others and clears them. */
+#define RCL__GFP_ALL ((rcl_gfp_t)(RCL__ZERO * 2 - 1))
+rcl_gfp_t rcl__gfp_unknown(const char *fn, rcl_gfp_t gfp);
+static inline rcl_gfp_t rcl__gfp_known(const char *fn, rcl_gfp_t gfp)
+{
+    return unlikely(gfp & ~RCL__GFP_ALL) ? rcl__gfp_unknown(fn, gfp) : gfp;
+}
 
 /* ------------------------------------------------------------------------ */
 /* The thread registry (thread.c)                                            */

@@ -358,6 +358,7 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
         errno = ESHUTDOWN;
         return NULL;
     }
+    gfp = rcl__gfp_known("rcl_mempool_alloc", gfp);
 
     /* The scope decides whether we may sleep (a NOWAIT scope forbids it);
      * the backing allocator applies the rest of the mask itself. */

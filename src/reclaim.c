@@ -287,6 +287,7 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
         return 0;
     rcl__ensure_init();
     rcl__thread_attach(t);
+    gfp = rcl__gfp_known("rcl_reclaim", gfp);
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
     bool may_reclaim = rcl__may_reclaim(masked);

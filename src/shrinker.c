@@ -149,6 +149,15 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
         s->needs = opts->needs;
         s->domain = opts->domain;
     }
+    /* A need beyond the context's reclaim rights (FS, IO) is one no scan
+     * would ever meet: the shrinker would be registered and never called. */
+    if (s->needs & ~(rcl_gfp_t)(RCL__FS | RCL__IO)) {
+        rcl__report("rcl_shrinker_register(\"%s\"): needs 0x%x names flags other than "
+                    "RCL__FS and RCL__IO; not registered", s->name, s->needs);
+        free(s);
+        errno = EINVAL;
+        return NULL;
+    }
     if (s->domain && !rcl__domain_shrinker_hold(s->domain)) {
         rcl__report("rcl_shrinker_register(\"%s\"): %p is not a live domain; "
                     "not registered", s->name, (void *)s->domain);

@@ -51,6 +51,55 @@ TEST(zero_flag_and_calloc_give_zeroed_memory)
     rcl_free(q);
 }
 
+/* A bit no RCL_* flag has is a caller's mistake: reported at every entry
+ * point that takes flags, and the call served as the known bits ask (as
+ * the kernel's slab warns of and masks off bits it cannot honour). */
+#define NO_FLAG 0x00100000u
+TEST(allocations_with_unknown_flag_bits_are_reported_and_served)
+{
+    unsigned char *p = rcl_alloc(64, RCL_DEFAULT | NO_FLAG);
+    assert_non_null(p);
+    assert_last_report_has("rcl_alloc: flags 0x10000f carry bits no RCL_* flag has "
+                           "(0x100000); served as DEFAULT");
+    unsigned char *z = rcl_calloc(8, 8, RCL_DEFAULT | NO_FLAG);
+    assert_true(all_zero(z, 64));
+    assert_last_report_has("served as DEFAULT|ZERO");
+    void *a = rcl_aligned_alloc(64, 100, RCL_NOFS | NO_FLAG);
+    assert_non_null(a);
+    assert_last_report_has("rcl_aligned_alloc: flags");
+    void *v = rcl_valloc(4096, RCL_DEFAULT | NO_FLAG);
+    assert_non_null(v);
+    assert_last_report_has("rcl_valloc: flags");
+    p = rcl_realloc(p, 200, RCL_DEFAULT | NO_FLAG);
+    assert_non_null(p);
+    assert_last_report_has("rcl_realloc: flags");
+    assert_int_equal(test_reports_take(), 5);
+    rcl_free(p);
+    rcl_free(z);
+    rcl_free(a);
+    rcl_vfree(v);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* The same for the calls that take flags without allocating a block. */
+TEST(charges_reclaims_and_pool_allocations_with_unknown_bits_are_reported)
+{
+    assert_int_equal(rcl_charge(4096, RCL_NOWAIT | NO_FLAG), 0);
+    assert_last_report_has("rcl_charge: flags");
+    assert_last_report_has("served as KSWAPD_RECLAIM|NOWARN");
+    rcl_uncharge(4096);
+    (void)rcl_reclaim(4096, RCL_DEFAULT | NO_FLAG);
+    assert_last_report_has("rcl_reclaim: flags");
+    struct rcl_mempool *pool = rcl_mempool_create(1, 32);
+    assert_non_null(pool);
+    void *e = rcl_mempool_alloc(pool, RCL_DEFAULT | NO_FLAG);
+    assert_non_null(e);
+    assert_last_report_has("rcl_mempool_alloc: flags");
+    assert_int_equal(test_reports_take(), 3);
+    rcl_mempool_free(e, pool);
+    rcl_mempool_destroy(pool);
+}
+
 TEST(zero_size_is_einval_and_charges_nothing)
 {
     assert_fails_with(rcl_alloc(0, RCL_DEFAULT), EINVAL);

@@ -32,6 +32,7 @@ TEST(init_twice_is_ebusy_and_shutdown_allows_again)
     assert_int_equal(rcl_limit(), 8 * MiB);
 }
 
+/* Each refusal says which field is wrong. */
 TEST(invalid_configurations_are_einval)
 {
     rcl_shutdown();
@@ -39,15 +40,24 @@ TEST(invalid_configurations_are_einval)
     cfg.min_pct = 10;
     cfg.low_pct = 5;
     assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("min_pct 10, low_pct 5");
     cfg = test_config(8 * MiB);
     cfg.high_pct = 100;
     assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("high_pct 100");
     cfg = test_config(8 * MiB);
     cfg.reserve = 8 * MiB;
     assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("reserve of 8388608 bytes");
     cfg = test_config(8 * MiB);
     cfg.lockdep = 7;
     assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("lockdep 7");
+    cfg = test_config(8 * MiB);
+    cfg.footprint = 9;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("footprint 9");
+    assert_int_equal(test_reports_take(), 5);
     cfg = test_config(8 * MiB);
     assert_int_equal(rcl_init(&cfg), 0);   /* and nothing was left half-started */
 }

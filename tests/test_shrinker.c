@@ -261,6 +261,27 @@ TEST(register_rejects_bad_input)
     assert_fails_with(rcl_shrinker_register("x", &no_scan, NULL, NULL), EINVAL);
 }
 
+/* A need no scan's context carries would leave the shrinker registered and
+ * never called: refused, with the flags named. */
+TEST(needs_beyond_fs_and_io_are_refused)
+{
+    static struct recorder r;
+    static const rcl_gfp_t bad[] = { RCL__DIRECT_RECLAIM, RCL__NOFAIL, RCL__ZERO,
+                                     RCL__FS | 0x8000u };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct rcl_shrinker_opts opts = { .needs = bad[i] };
+        errno = 0;
+        assert_null(rcl_shrinker_register("never", &rec_ops, &r, &opts));
+        assert_int_equal(errno, EINVAL);
+        assert_last_report_has("RCL__FS and RCL__IO");
+    }
+    assert_int_equal(test_reports_take(), 4);
+    struct rcl_shrinker_opts both = { .needs = RCL__FS | RCL__IO };
+    struct rcl_shrinker *s = rcl_shrinker_register("both", &rec_ops, &r, &both);
+    assert_non_null(s);
+    rcl_shrinker_unregister(s);
+}
+
 TEST(unregister_twice_or_null_is_reported)
 {
     struct recorder *r = calloc(1, sizeof(*r));
