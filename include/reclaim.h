@@ -519,7 +519,8 @@ void   rcl_shutdown(void);
  * malloc() itself or another library call. Bracket every handler that
  * allocates. No other library call may be made from a signal handler.
  */
-/* Returns a cookie for rcl_signal_leave(); they nest. */
+/* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
+ * enter is ignored, and reported by the thread's next allocation. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

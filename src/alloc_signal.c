@@ -39,6 +39,7 @@
 #define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
+static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
 
 static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
@@ -157,6 +158,10 @@ void rcl__sig_service(struct rcl_thread *t)
     if (bad)
         rcl__report("%lu free%s in a signal handler: not a block from this library, or "
                     "already freed; left alone", bad, bad == 1 ? "" : "s");
+    bad = atomic_exchange(&sig_bad_leaves, 0);
+    if (bad)
+        rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",
+                    bad, bad == 1 ? "" : "s");
     if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
         sig_refill(t);
 }
@@ -185,7 +190,19 @@ unsigned rcl_signal_enter(void)
     return rcl__busy_hold(&rcl__self);
 }
 
+/* A leave finds the mark its enter set: the library's own calls in between
+ * put it back as they found it. Found clear, the leave had no enter, and
+ * its cookie (if 1) would keep the thread on the handlers' path for good. */
 void rcl_signal_leave(unsigned cookie)
 {
-    rcl__busy_drop(&rcl__self, cookie ? 1u : 0u);
+    struct rcl_thread *t = &rcl__self;
+
+    if (unlikely(!t->busy)) {
+        /* No report from here: the thread makes it, as for a bad free. */
+        atomic_fetch_add(&sig_bad_leaves, 1);
+        atomic_store(&t->sig_want, 1);
+        rcl__slow_path_ask(t);
+        return;
+    }
+    rcl__busy_drop(t, cookie ? 1u : 0u);
 }

@@ -176,4 +176,27 @@ TEST(test_bracketed_handler_allocates_while_the_thread_allocates)
     run();
 }
 
+/* A leave without its enter finds the thread's mark clear: ignored, and
+ * reported by the thread's next allocation. Obeyed, its cookie of 1 would
+ * keep the thread on the handlers' path for good, where a 4 KiB request
+ * fails. */
+TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
+{
+    rcl_signal_leave(1);
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_signal_leave() call without rcl_signal_enter()");
+    rcl_free(p);
+
+    unsigned cookie = rcl_signal_enter();      /* a pair still works */
+    assert_null(rcl_alloc(4096, RCL_DEFAULT)); /* too large for a handler */
+    rcl_signal_leave(cookie);
+    p = rcl_alloc(4096, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    rcl_usage_sync();
+    assert_int_equal(test_report_count(), 1);
+}
+
 TEST_MAIN();
