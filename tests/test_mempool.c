@@ -81,6 +81,15 @@ static void rec_set_fail(struct recorder *r, int fail)
     pthread_mutex_unlock(&r->lock);
 }
 
+/* A pool over the recorder, its reserve of min_nr filled. */
+static struct rcl_mempool *ops_pool(struct recorder *r, unsigned min_nr)
+{
+    rec_init(r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(min_nr, rec_alloc, rec_free, r);
+    assert_non_null(pool);
+    return pool;
+}
+
 static void rec_wait_full(struct recorder *r)
 {
     pthread_mutex_lock(&r->lock);
@@ -185,9 +194,7 @@ static void *taker_main(void *arg)
 TEST(test_alloc_follows_the_kernel_order)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 1);
 
     rcl_gfp_t extra = RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN;
     rcl_gfp_t light = (RCL_DEFAULT & ~(RCL__DIRECT_RECLAIM | RCL__IO)) | extra;
@@ -242,9 +249,7 @@ TEST(test_alloc_uses_the_reserve_when_the_budget_is_full)
 TEST(test_nonblocking_alloc_fails_when_reserve_is_empty)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 2);
     rec_set_fail(&r, 1);
     void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
     void *b = rcl_mempool_alloc(pool, RCL_ATOMIC);
@@ -261,9 +266,7 @@ TEST(test_nonblocking_alloc_fails_when_reserve_is_empty)
 TEST(test_nowait_scope_makes_alloc_nonblocking)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 1);
     rec_set_fail(&r, 1);
     void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
     assert_non_null(a);
@@ -279,9 +282,7 @@ TEST(test_nowait_scope_makes_alloc_nonblocking)
 TEST(test_free_refills_the_reserve_then_releases)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 2);
     rec_set_fail(&r, 1);
     void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
     void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
@@ -311,9 +312,7 @@ TEST(test_free_refills_the_reserve_then_releases)
 TEST(test_zero_reserve_pool_still_hands_over_freed_elements)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(0, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 0);
     void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
     assert_non_null(a);
     rec_set_fail(&r, 1);
@@ -488,15 +487,13 @@ TEST(test_destroy_of_a_destroyed_pool_is_reported)
 
 TEST(test_destroy_of_what_never_was_a_pool_writes_nothing)
 {
-    static unsigned char fake[4096];
-    memset(fake, 0xa5, sizeof(fake));
+    void *fake = test_fake_object();
     test_reports_reset();
     errno = 0;
-    rcl_mempool_destroy((struct rcl_mempool *)(void *)fake);
+    rcl_mempool_destroy(fake);
     assert_int_equal(errno, EINVAL);
     assert_int_equal(test_report_count(), 1);
-    for (size_t i = 0; i < sizeof(fake); i++)
-        assert_int_equal(fake[i], 0xa5);
+    assert_true(test_fake_untouched(fake));
 }
 
 TEST(test_freeing_more_than_allocated_is_reported)
@@ -559,9 +556,7 @@ TEST(test_second_free_of_a_reserved_element_is_refused)
 TEST(test_second_free_into_an_ops_pools_reserve_is_refused)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(2, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 2);
     rec_set_fail(&r, 1);
     void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
     void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
@@ -587,9 +582,7 @@ TEST(test_second_free_into_an_ops_pools_reserve_is_refused)
 TEST(test_freeing_more_than_allocated_to_an_ops_pool_is_reported)
 {
     struct recorder r;
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, rec_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = ops_pool(&r, 1);
     void *stray = malloc(64);
     assert_non_null(stray);
     test_reports_reset();

@@ -427,30 +427,46 @@ static void *destroyer_main(void *arg)
     return NULL;
 }
 
+/* A queue another thread is destroying, held draining by a blocked item. */
+struct dying {
+    struct gate g;
+    struct probe blocker, late;
+    struct destroyer d;
+    pthread_t th;
+};
+
+/* Returns once the destroy has closed the queue: until then queueing late
+ * succeeds, then -EBUSY while it is pending (the shutdown check comes
+ * first), then -ESHUTDOWN, which the caller asserts. */
+static int dying_start(struct dying *q, const char *name)
+{
+    gate_init(&q->g);
+    q->d.wq = rcl_workqueue_create(name, 1, 0);
+    assert_non_null(q->d.wq);
+    probe_init(&q->blocker, &q->g);
+    probe_init(&q->late, NULL);
+    assert_int_equal(rcl_queue_work(q->d.wq, &q->blocker.work), 0);
+    gate_wait_arrived(&q->g, 1);
+    assert_int_equal(pthread_create(&q->th, NULL, destroyer_main, &q->d), 0);
+    int rc;
+    while ((rc = rcl_queue_work(q->d.wq, &q->late.work)) == 0 || rc == -EBUSY)
+        test_sleep_ms(1);
+    return rc;
+}
+
+static void dying_finish(struct dying *q)
+{
+    gate_open(&q->g);
+    pthread_join(q->th, NULL);
+    assert_int_equal(atomic_load(&q->blocker.runs), 1);
+}
+
 /* Queuing to a queue that is being destroyed is an error, not a crash. */
 TEST(test_queueing_to_a_destroying_queue_fails)
 {
-    struct gate g;
-    gate_init(&g);
-    struct rcl_workqueue *wq = rcl_workqueue_create("dying", 1, 0);
-    assert_non_null(wq);
-    struct probe blocker, late;
-    probe_init(&blocker, &g);
-    probe_init(&late, NULL);
-    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
-    gate_wait_arrived(&g, 1);
-    struct destroyer d = { wq };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, destroyer_main, &d), 0);
-    /* Destroy waits for the blocker; wait for it to close the door. (Once
-     * late is queued, -EBUSY until then: the shutdown check comes first.) */
-    int rc;
-    while ((rc = rcl_queue_work(wq, &late.work)) == 0 || rc == -EBUSY)
-        test_sleep_ms(1);
-    assert_int_equal(rc, -ESHUTDOWN);
-    gate_open(&g);
-    pthread_join(th, NULL);
-    assert_int_equal(atomic_load(&blocker.runs), 1);
+    struct dying q;
+    assert_int_equal(dying_start(&q, "dying"), -ESHUTDOWN);
+    dying_finish(&q);
 }
 
 /* A destroy while another drains the queue, and one after the queue is
@@ -458,45 +474,27 @@ TEST(test_queueing_to_a_destroying_queue_fails)
  * first destroy finishes as if alone. */
 TEST(test_destroy_of_a_dying_or_destroyed_queue_is_refused)
 {
-    struct gate g;
-    gate_init(&g);
-    struct rcl_workqueue *wq = rcl_workqueue_create("twice", 1, 0);
-    assert_non_null(wq);
-    struct probe blocker, late;
-    probe_init(&blocker, &g);
-    probe_init(&late, NULL);
-    assert_int_equal(rcl_queue_work(wq, &blocker.work), 0);
-    gate_wait_arrived(&g, 1);
-    struct destroyer d = { wq };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, destroyer_main, &d), 0);
-    int rc;
-    while ((rc = rcl_queue_work(wq, &late.work)) == 0 || rc == -EBUSY)
-        test_sleep_ms(1);
-    assert_int_equal(rc, -ESHUTDOWN);
+    struct dying q;
+    assert_int_equal(dying_start(&q, "twice"), -ESHUTDOWN);
 
     test_reports_reset();
-    rcl_workqueue_destroy(wq);
+    rcl_workqueue_destroy(q.d.wq);
     assert_int_equal(test_report_count(), 1);
     assert_last_report_has("not a live queue");
-    gate_open(&g);
-    pthread_join(th, NULL);
-    assert_int_equal(atomic_load(&blocker.runs), 1);
+    dying_finish(&q);
 
-    rcl_workqueue_destroy(wq);
+    rcl_workqueue_destroy(q.d.wq);
     assert_int_equal(test_report_count(), 2);
     assert_last_report_has("not a live queue");
 }
 
 TEST(test_destroy_of_what_never_was_a_queue_is_refused)
 {
-    static unsigned char fake[4096];
-    memset(fake, 0xa5, sizeof(fake));
+    void *fake = test_fake_object();
     test_reports_reset();
-    rcl_workqueue_destroy((struct rcl_workqueue *)(void *)fake);
+    rcl_workqueue_destroy(fake);
     assert_int_equal(test_report_count(), 1);
-    for (size_t i = 0; i < sizeof(fake); i++)
-        assert_int_equal(fake[i], 0xa5);
+    assert_true(test_fake_untouched(fake));
 }
 
 struct self_destroy {

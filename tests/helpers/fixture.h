@@ -136,6 +136,26 @@ static inline bool test_mapped(const void *addr)
            errno != ENOMEM;
 }
 
+/* Memory that never was one of the library's objects, for the tests that
+ * hand it to a destroy as if it were: filled with a pattern that
+ * test_fake_untouched() checks is all still there. */
+#define TEST_FAKE_BYTES 4096
+#define TEST_FAKE_FILL  0xa5
+static inline void *test_fake_object(void)
+{
+    static unsigned char fake[TEST_FAKE_BYTES];
+    return memset(fake, TEST_FAKE_FILL, sizeof(fake));
+}
+
+static inline bool test_fake_untouched(const void *fake)
+{
+    const unsigned char *c = fake;
+    for (size_t i = 0; i < TEST_FAKE_BYTES; i++)
+        if (c[i] != TEST_FAKE_FILL)
+            return false;
+    return true;
+}
+
 static inline void test_sleep_ms(long ms)
 {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
