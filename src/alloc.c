@@ -470,12 +470,12 @@ static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gf
 
 /*
  * The entry tests the mark, the watch word and the zeroing flag (with the
- * bits no flag has, one mask) at once, and branches once: three tests and branches, as they were, took a
- * cache-hit pair over mimalloc 5 - 8 % longer on an AMD EPYC (Zen 5)
- * (docs/bench/patterns.md, "Figures, 2026-12-04, 19:30"). The watch
- * word is read before the mark is set, not after: a request that comes
- * in between is met at the next call, as one that comes in just after
- * the test always was.
+ * bits no flag has, in one mask) at once, and branches once: three tests
+ * and branches, as they were, took a cache-hit pair over mimalloc 5 - 8 %
+ * longer on an AMD EPYC (Zen 5) (docs/bench/patterns.md, "Figures,
+ * 2026-12-04, 19:30"). The watch word is read before the mark is set, not
+ * after: a request that comes in between is met at the next call, as one
+ * that comes in just after the test always was.
  */
 FAST_ENTRY void *rcl_alloc(size_t size, rcl_gfp_t gfp)
 {
