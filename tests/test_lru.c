@@ -528,6 +528,40 @@ TEST(test_destroy_unregisters_the_shrinker)
     assert_int_equal(st.nr_shrinkers, 0);
 }
 
+struct racing_destroy {
+    pthread_barrier_t go;
+    struct rcl_lru *lru;
+    int rc;
+};
+
+static void *racing_destroy_main(void *arg)
+{
+    struct racing_destroy *r = arg;
+    pthread_barrier_wait(&r->go);
+    r->rc = rcl_lru_destroy(r->lru);
+    return NULL;
+}
+
+/* Two destroys at once: one frees the LRU, the other finds none, never
+ * both (a double free), whichever comes first. */
+TEST(test_racing_destroys_free_the_lru_once)
+{
+    for (int round = 0; round < 200; round++) {
+        struct racing_destroy r = { .lru = rcl_lru_create() };
+        assert_non_null(r.lru);
+        assert_non_null(rcl_lru_shrinker(r.lru, "racing", NULL, blob_free, NULL, NULL));
+        assert_int_equal(pthread_barrier_init(&r.go, NULL, 2), 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, racing_destroy_main, &r), 0);
+        pthread_barrier_wait(&r.go);
+        int rc = rcl_lru_destroy(r.lru);
+        pthread_join(th, NULL);
+        pthread_barrier_destroy(&r.go);
+        assert_true((rc == 0 && r.rc == -EINVAL) || (rc == -EINVAL && r.rc == 0));
+        assert_int_equal(test_reports_take(), 1);
+    }
+}
+
 /* rcl_shutdown() drops every shrinker, the LRU's with them: in the library
  * started again the LRU takes a new one, which reclaim calls. */
 TEST(test_shrinker_again_after_a_restart)
