@@ -163,15 +163,10 @@ static bool shrinker_still_ours(const struct rcl_lru *lru)
            atomic_load_explicit(&rcl__epoch, memory_order_acquire) == lru->shrinker_epoch;
 }
 
-int rcl_lru_destroy(struct rcl_lru *lru)
+/* Frees a claimed LRU, or says why it may not (-EBUSY, -EDEADLK), leaving
+ * it as it was. */
+static int lru_free(struct rcl_lru *lru)
 {
-    if (!lru)
-        return -EINVAL;
-    if (!rcl__fork_claim(&lru->fork)) {
-        rcl__report("rcl_lru_destroy(%p): not a live LRU (destroyed already, or "
-                    "never created); left alone", (void *)lru);
-        return -EINVAL;
-    }
     unsigned long left = rd(lru->count);
     if (left) {
         /* The items are the caller's; freeing the head under them would
@@ -179,7 +174,6 @@ int rcl_lru_destroy(struct rcl_lru *lru)
          * the LRU as it was, shrinker included. */
         rcl__report("rcl_lru_destroy: %lu items still on the LRU; "
                     "not destroyed", left);
-        rcl__fork_unclaim(&lru->fork);
         return -EBUSY;
     }
     /* Unregistering waits for a scan in flight, so after this no shrinker
@@ -191,10 +185,8 @@ int rcl_lru_destroy(struct rcl_lru *lru)
          * unregister is refused, and the LRU stays: the scan comes back
          * to it. */
         if (shrinker_still_ours(lru) &&
-            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK) {
-            rcl__fork_unclaim(&lru->fork);
+            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK)
             return -EDEADLK;
-        }
         lru->shrinker = NULL;
     }
     tag_put(lru->tag);
@@ -202,6 +194,21 @@ int rcl_lru_destroy(struct rcl_lru *lru)
     pthread_mutex_destroy(&lru->lock);
     free(lru);
     return 0;
+}
+
+int rcl_lru_destroy(struct rcl_lru *lru)
+{
+    if (!lru)
+        return -EINVAL;
+    if (!rcl__fork_claim(&lru->fork)) {
+        rcl__report("rcl_lru_destroy(%p): not a live LRU (destroyed already, or "
+                    "never created); left alone", (void *)lru);
+        return -EINVAL;
+    }
+    int err = lru_free(lru);
+    if (err)
+        rcl__fork_unclaim(&lru->fork);
+    return err;
 }
 
 /* ------------------------------------------------------------------------ */
