@@ -100,7 +100,9 @@ static inline unsigned slab_home(size_t size)
  * slot, else 0, the backend. */
 static inline unsigned block_home(const struct rcl_hdr *h, size_t size)
 {
-    return slab_home(size) && rcl__slab_holds(h) ? slab_home(size) : 0;
+    unsigned home = slab_home(size);
+
+    return home && rcl__slab_holds(h, home - 1) ? home : 0;
 }
 
 /* A plain block of class c given up (its charge dealt with), to where
@@ -109,7 +111,7 @@ static inline unsigned block_home(const struct rcl_hdr *h, size_t size)
 static inline void block_delete_class(struct rcl_hdr *h, unsigned c)
 {
     h->meta = 0;
-    if (rcl__slab_class(c) && rcl__slab_holds(h))
+    if (rcl__slab_class(c) && rcl__slab_holds(h, c))
         rcl__slab_put(h, c);
     else
         rcl__be_free(h);

@@ -652,10 +652,10 @@ bool rcl__bcache_spill(struct rcl_thread *t, unsigned c)
     t->bc->top[c + 1] = hs[n - 1]->next;
     wr(t->stock, rd(t->stock) + (long)(n * rcl__bcache_charge(c)));
     len_set(t, c, len - n);
-    /* Over glibc a class's blocks may be glibc's chunks too (slab.h). */
+    /* A small class's blocks may be the backend's too (slab.h). */
     unsigned slots = 0;
     for (unsigned i = 0; i < n; i++) {
-        if (rcl__slab_holds(hs[i]))
+        if (rcl__slab_holds(hs[i], c))
             hs[slots++] = hs[i];
         else
             block_delete_class(hs[i], c);

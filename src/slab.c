@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * slab.c - the slabs: of the larger classes over mimalloc and jemalloc,
- * of the smaller over glibc (slab.h says which, and why).
+ * of the smaller over glibc and jemalloc (slab.h says which, and why).
  *
- * A slab is a span of the backend's (over glibc, of a region the library
- * maps: below), aligned to its own size, so that a slot finds its slab
- * from its address: a small head at the front, then slots of the class's
- * largest size and a header each. A class's size
+ * A slab is a span of the backend's (a small class's, of a region the
+ * library maps: below), aligned to its own size, so that a slot finds
+ * its slab from its address: a small head at the front, then slots of
+ * the class's largest size and a header each. A class's size
  * decides its span: the smallest power of two of at least SLAB_MIN_BYTES
  * that holds SLAB_MIN_SLOTS slots (64 KiB for 256 B to 3.9 KiB slots,
  * 2 MiB for 64 KiB). A span above 64 KiB is doubled, up to
@@ -80,7 +80,7 @@
 #define PARK_PAGES     512u         /* pages of the largest span, 2 MiB (the
                                        64 KiB class's 16 slots): span_choose() */
 
-/* Over glibc, a region the spans come from (below): on a list while it
+/* A region the small classes' spans come from (below): on a list while it
  * has a free span. */
 struct region {
     struct region *prev, *next;
@@ -283,8 +283,10 @@ static void list_del(struct slab_class *k, struct slab *s)
 }
 
 /*
- * Over glibc a slab's span comes from a region of REGION_BYTES the library
- * maps itself, not from glibc: a 64 KiB span aligned to 64 KiB is over
+ * A small class's span (rcl__slab_mixed(), slab.h) comes from a region of
+ * REGION_BYTES the library maps itself, not from the backend, so that the
+ * regions' map says which blocks are slots. Over glibc there is a second
+ * reason: a 64 KiB span aligned to 64 KiB is over
  * glibc's mmap threshold with its slack, and glibc's chunk headers then
  * keep two more pages of it resident (12 KiB a span where the first slot
  * touches 4). A mapping per span would do, but frees among them could
@@ -303,13 +305,12 @@ static void list_del(struct slab_class *k, struct slab *s)
 #define REGION_BYTES RCL_SLAB_REGION_BYTES
 /* Under AddressSanitizer the spans are its allocator's, whose leak
  * checker scans them for pointers, where it would not scan a mapping of
- * ours. ThreadSanitizer has no leak checker: it sees the regions. */
-#if RCL__BE_COARSE_CLASSES || defined(RCL_ASAN)
-#define SPANS_FROM_BACKEND 1
-#else
-#define SPANS_FROM_BACKEND 0
-#endif
-_Static_assert(RCL_SLAB_MIXED == !SPANS_FROM_BACKEND, "blocks of two homes in a class where regions are");
+ * ours (slab.h has no class of two homes there). ThreadSanitizer has no
+ * leak checker: it sees the regions. */
+static inline bool spans_from_region(unsigned c)
+{
+    return rcl__slab_mixed(c);
+}
 #define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
 _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
 #define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 1))
@@ -328,18 +329,18 @@ static inline struct region *region_of(const void *p)
 
 /*
  * Which of the address space's REGION_BYTES are regions: a bit each, set
- * while the region is mapped. Over glibc a slab class's blocks are slots
- * or glibc's chunks (slab.h), and a block going back finds its home by
+ * while the region is mapped. A small class's blocks are slots or the
+ * backend's own (slab.h), and a block going back finds its home by
  * its address, without a read of memory that may not be mapped. Read
  * without the lock: a slot's region is mapped, and its bit set, before
- * the slot is handed out, and stays so while the slot is out; no chunk of
- * glibc's lies in a region. A region's bit is in the window beside the
- * lock (above) if it lies there, else in the map: 8 MiB of address space
- * for the 47-bit user address space, mapped with the first region outside
- * the window, a page of it resident for each 64 GiB of address space that
- * such regions are in - the page that made a program's small live sets
- * hold more than raw glibc's (64 B x 1600, glibc's simple: 144 KiB of
- * growth against 136).
+ * the slot is handed out, and stays so while the slot is out; no block
+ * of the backend's lies in a region. A region's bit is in the window
+ * beside the lock (above) if it lies there, else in the map: 8 MiB of
+ * address space for the 47-bit user address space, mapped with the first
+ * region outside the window, a page of it resident for each 64 GiB of
+ * address space that such regions are in - the page that made a
+ * program's small live sets hold more than raw glibc's (64 B x 1600,
+ * glibc's simple: 144 KiB of growth against 136).
  */
 #define MAP_ADDR_BITS 47
 #define MAP_SHIFT     21
@@ -471,12 +472,12 @@ static struct region *region_give(void *s)
     return r;
 }
 
-static void *span_get(size_t bytes)
+static void *span_get(unsigned c, size_t bytes)
 {
     struct region *r;
     void *s = NULL;
 
-    if (SPANS_FROM_BACKEND)
+    if (!spans_from_region(c))
         return rcl__be_memalign(bytes, bytes);
     rcl__assert(bytes == SLAB_MIN_BYTES);
     pthread_mutex_lock(&slabs.lock);
@@ -495,11 +496,11 @@ static void *span_get(size_t bytes)
 /* With `to_system`, the span's pages go back to the system first - but
  * for the first page of a region's first span, which holds the region's
  * head. */
-static void span_put(void *s, size_t bytes, bool to_system)
+static void span_put(unsigned c, void *s, size_t bytes, bool to_system)
 {
     struct region *gone;
 
-    if (SPANS_FROM_BACKEND) {
+    if (!spans_from_region(c)) {
         if (to_system)
             madvise(s, bytes, MADV_DONTNEED);
         rcl__be_free(s);
@@ -523,7 +524,7 @@ static void span_put(void *s, size_t bytes, bool to_system)
  * the slow part. */
 static struct slab *slab_new(unsigned c)
 {
-    struct slab *s = span_get(span_bytes(c));
+    struct slab *s = span_get(c, span_bytes(c));
 
     if (!s)
         return NULL;
@@ -548,7 +549,7 @@ static void slab_delete(struct slab *s, unsigned c, bool to_system)
     rcl__assert(s->used == 0 && s->cls == c);
     atomic_fetch_sub(&held_bytes[c], span_bytes(c));
     rcl__unpoison(s, span_bytes(c));
-    span_put(s, span_bytes(c), to_system);
+    span_put(c, s, span_bytes(c), to_system);
 }
 
 /*

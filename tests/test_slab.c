@@ -12,8 +12,9 @@
  * a second free is caught, not a corruption. Over glibc, which fits a
  * chunk to 16 bytes, the classes above 256 B are glibc's chunks, and the
  * tests that are about their slabs say so and skip; its classes up to
- * 256 B are slabs' slots instead, from regions the library maps, and
- * the tests about those skip over the other backends.
+ * 256 B are slabs' slots instead, from regions the library maps. So are
+ * jemalloc's below 256 B (the first step towards slots without a
+ * header); the tests about those skip over mimalloc.
  *
  * Each test uses sizes of a class no other test here uses, so that what
  * one leaves in its slabs cannot decide another.
@@ -45,13 +46,13 @@ static bool no_small_slabs(void)
 {
     if (rcl__slab_sized(16))
         return false;
-    print_message("skipped: over mimalloc and jemalloc the classes below 256 B are the "
-                  "backend's, 16 bytes apart as the header is long (src/slab.h)\n");
+    print_message("skipped: over mimalloc the classes below 256 B are the backend's, 16 bytes "
+                  "apart as the header is long (src/slab.h)\n");
     return true;
 }
 
-/* The regions the small classes' spans come from (src/slab.c): over glibc,
- * but for AddressSanitizer's build. */
+/* The regions the small classes' spans come from (src/slab.c): over glibc
+ * and jemalloc, but for AddressSanitizer's build. */
 static bool no_regions(void)
 {
     if (no_small_slabs())
@@ -811,16 +812,19 @@ TEST(threads_freeing_each_others_blocks_return_them_to_their_slabs)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
-/* Is the block at p a slot? Over glibc a small class's blocks are glibc's
- * chunks until the thread's list for it has grown (src/slab.h). */
+/* Is the block at p a slot? A small class's blocks are the backend's
+ * until the thread's list for it has grown (src/slab.h). */
 static bool slot_at(void *p)
 {
-    return rcl__slab_holds(rcl__hdr_of(p));
+    const struct rcl_hdr *h = rcl__hdr_of(p);
+
+    return rcl__slab_sized(h->size) && rcl__slab_holds(h, rcl__bcache_class(h->size));
 }
 
-/* Over glibc a 16-byte block and its header take 32 bytes, the chunk raw
- * glibc makes for 16 bytes; asked of glibc they would take 48. */
-TEST(small_blocks_over_glibc_lie_a_header_apart)
+/* A 16-byte block and its header take 32 bytes: over glibc the chunk raw
+ * glibc makes for 16 bytes (asked of glibc they would take 48), over
+ * jemalloc its 32-byte class. */
+TEST(small_blocks_lie_a_header_apart)
 {
     if (no_small_slabs())
         skip();
@@ -912,14 +916,15 @@ TEST(every_span_of_a_region_is_a_slab)
     free(p);
 }
 
-/* Over glibc a small class's blocks live in two places (src/slab.h). */
+/* Over glibc and jemalloc a small class's blocks live in two places
+ * (src/slab.h). */
 static bool no_mixed_homes(void)
 {
     if (RCL_SLAB_MIXED)
         return false;
-    print_message("skipped: every block of a slab class is a slot here; over glibc (but under "
-                  "AddressSanitizer) a small class's first blocks are glibc's chunks "
-                  "(src/slab.h)\n");
+    print_message("skipped: every block of a slab class is a slot here; over glibc and "
+                  "jemalloc (but under AddressSanitizer) a small class's first blocks are the "
+                  "backend's (src/slab.h)\n");
     return true;
 }
 
@@ -949,10 +954,10 @@ static void *grow_thread(void *arg)
     return NULL;
 }
 
-/* A class's first blocks are glibc's chunks, which share glibc's pages
+/* A small class's first blocks are the backend's, which share its pages
  * with every other size; once the thread's list for it has grown to
  * RCL_SLAB_MIN_DEPTH, the class's new blocks are slots. */
-TEST(over_glibc_a_class_takes_slots_once_its_list_has_grown)
+TEST(a_small_class_takes_slots_once_its_list_has_grown)
 {
     if (no_mixed_homes())
         skip();
@@ -970,14 +975,16 @@ TEST(over_glibc_a_class_takes_slots_once_its_list_has_grown)
     assert_int_equal(rcl_usage(), 0);
 }
 
-/* Over glibc a class's list holds chunks and slots side by side; each goes
- * back where it lives - a chunk to glibc, a slot to its slab - whichever
- * thread frees it, from a list too long for a batch, from the depot, or at
- * a thread's exit. A slot given to glibc would be glibc's abort, a chunk
- * given to a slab a slab's count gone wrong, its region never unmapped. */
+/* A small class's list holds the backend's blocks and slots side by side;
+ * each goes back where it lives - the backend's to the backend, a slot to
+ * its slab - whichever thread frees it, from a list too long for a batch,
+ * from the depot, or at a thread's exit. A slot given to the backend
+ * would be its abort, a block of its given to a slab a slab's count gone
+ * wrong, its region never unmapped. */
 enum { MIX_N = 3000, MIX_SIZES = 3 };
 /* Three small classes, one of them a block's size in turn, and a block
- * of each above them (its class glibc's alone), so that lists of several
+ * of each above them (its class glibc's alone, a slab's alone over
+ * jemalloc), so that lists of several
  * classes hold blocks of both homes side by side. */
 static const size_t mix_size[MIX_SIZES + 1] = { 24, 100, 200, 600 };
 #define MIX_SIZE_OF(i) mix_size[(i) % (MIX_SIZES + 1)]
@@ -1060,9 +1067,10 @@ TEST(blocks_of_both_homes_go_back_where_they_live)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
-/* A resize keeps a block where it lives where it can: a chunk of glibc's
- * is glibc's to resize, in a slab class or not; a slot stays only in its
- * own class. Its bytes are kept each way. */
+/* A resize keeps a block where it lives where it can: a block of the
+ * backend's is the backend's to resize, in a slab class or not; a slot
+ * stays only in its own class (1000 B is a slab class's over jemalloc,
+ * glibc's own over glibc). Its bytes are kept each way. */
 static void *resize_thread(void *arg)
 {
     void *live[GROW_N];
@@ -1070,7 +1078,7 @@ static void *resize_thread(void *arg)
     (void)arg;
 
     if (!(p = rcl_alloc(40, RCL_DEFAULT)) || slot_at(p))
-        return (void *)1;                   /* a fresh list: glibc's chunk */
+        return (void *)1;                   /* a fresh list: the backend's block */
     memset(p, 0x5a, 40);
     if (!(q = rcl_realloc(p, 100, RCL_DEFAULT)) || slot_at(q) || memcmp(q, "\x5a\x5a\x5a", 3) ||
         q[39] != 0x5a)
@@ -1086,7 +1094,8 @@ static void *resize_thread(void *arg)
         ((unsigned char *)live[GROW_N - 1])[119] != 0xa5)
         return (void *)5;
     if (!(live[GROW_N - 1] = rcl_realloc(live[GROW_N - 1], 1000, RCL_DEFAULT)) ||
-        ((unsigned char *)live[GROW_N - 1])[0] != 0xa5 || slot_at(live[GROW_N - 1]))
+        ((unsigned char *)live[GROW_N - 1])[0] != 0xa5 ||
+        slot_at(live[GROW_N - 1]) != rcl__slab_sized(1000))
         return (void *)6;
     for (int i = 0; i < GROW_N; i++)
         rcl_free(live[i]);
