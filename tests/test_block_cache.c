@@ -74,16 +74,19 @@ static size_t backend_served(size_t size)
     return rcl__slab_mixed(rcl__bcache_class(size)) ? size : 0;
 }
 
-/* Is there no class the backend serves alone, as long as a list holds
- * `blocks` of it? */
+/* Is there no class the backend serves alone while a thread's fresh list
+ * of it takes `blocks` misses? Each grows the list by one from its start
+ * (src/block_cache.h). */
 static bool no_backend_class(size_t size, unsigned blocks)
 {
     size_t n = backend_served(size);
+    unsigned start = rcl__bcache_depth_start(rcl__bcache_class(size));
 
-    if (n && (!rcl__slab_sized(n) || blocks < RCL_SLAB_MIN_DEPTH - 8))
+    if (n && (!rcl__slab_sized(n) || start + blocks < RCL_SLAB_MIN_DEPTH))
         return false;
-    print_message("skipped: every class up to 64 KiB is a slab class over jemalloc, and the "
-                  "backend serves a small class only until its list has grown (src/slab.h)\n");
+    print_message("skipped: every class up to 64 KiB is a slab class over jemalloc, a small "
+                  "one the backend's only until a thread's list of it has grown, and never under "
+                  "AddressSanitizer (src/slab.h)\n");
     return true;
 }
 
