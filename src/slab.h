@@ -137,6 +137,7 @@ static inline bool rcl__slab_wanted(const struct rcl_thread *t, unsigned c)
 bool rcl__slab_in_region(const void *p);
 static inline bool rcl__slab_holds(const struct rcl_hdr *h, unsigned c)
 {
+    rcl__assert(rcl__slab_class(c));
     return !rcl__slab_mixed(c) || rcl__slab_in_region(h);
 }
 
