@@ -221,7 +221,7 @@ check-deps:
 # adds its counts to (make check reads it for its closing line).
 test: check-deps
 	$(Q)$(MAKE) --no-print-directory tests
-	$(Q)BUILD=$(BUILD) SAN=$(SAN) RUN_LABEL=$(RUN_LABEL) sh tools/run-tests.sh $(TESTS)
+	$(Q)BUILD=$(BUILD) SAN=$(SAN) BACKEND=$(BACKEND) RUN_LABEL=$(RUN_LABEL) sh tools/run-tests.sh $(TESTS)
 
 # The repository's own checks, each counted as one test.
 check-repo: lib man $(BUILD)/tests/progs/options_doc
