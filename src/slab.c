@@ -303,14 +303,11 @@ static void list_del(struct slab_class *k, struct slab *s)
  * lock; mapping and unmapping are outside.
  */
 #define REGION_BYTES RCL_SLAB_REGION_BYTES
-/* Under AddressSanitizer the spans are its allocator's, whose leak
- * checker scans them for pointers, where it would not scan a mapping of
- * ours (slab.h has no class of two homes there). ThreadSanitizer has no
- * leak checker: it sees the regions. */
-static inline bool spans_from_region(unsigned c)
-{
-    return rcl__slab_mixed(c);
-}
+/* A class of two homes (rcl__slab_mixed()) is one whose spans are
+ * regions'. Under AddressSanitizer there is none: the spans are its
+ * allocator's, whose leak checker scans them for pointers, where it would
+ * not scan a mapping of ours. ThreadSanitizer has no leak checker: it
+ * sees the regions. */
 #define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
 _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
 #define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 1))
@@ -477,7 +474,7 @@ static void *span_get(unsigned c, size_t bytes)
     struct region *r;
     void *s = NULL;
 
-    if (!spans_from_region(c))
+    if (!rcl__slab_mixed(c))
         return rcl__be_memalign(bytes, bytes);
     rcl__assert(bytes == SLAB_MIN_BYTES);
     pthread_mutex_lock(&slabs.lock);
@@ -500,7 +497,7 @@ static void span_put(unsigned c, void *s, size_t bytes, bool to_system)
 {
     struct region *gone;
 
-    if (!spans_from_region(c)) {
+    if (!rcl__slab_mixed(c)) {
         if (to_system)
             madvise(s, bytes, MADV_DONTNEED);
         rcl__be_free(s);

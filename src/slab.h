@@ -69,10 +69,10 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
  * backend's own blocks. A thread takes slots for a class only once its
  * list has grown to RCL_SLAB_MIN_DEPTH (over glibc 12, four misses past
  * its start of 8); until then the backend's blocks, which over glibc
- * cost the header's 16 bytes more each (over jemalloc nothing more) but
- * share the backend's pages with every other size. A slab's first slot
- * makes a page resident, so each small class a thread used held a page of its own:
- * live sets of a mix of sizes, half of them in the 16 small classes, held
+ * cost the header's 16 bytes more each (over jemalloc no more than a
+ * slot) but share the backend's pages with every other size. A slab's
+ * first slot makes a page resident, so each small class a thread used
+ * held a page of its own: live sets of a mix of sizes, half of them in the 16 small classes, held
  * 1.91 - 1.97x raw glibc's peak RSS at 8 blocks on two threads and 1.09 -
  * 1.14x at 64, and with the mixed homes 0.91 - 0.94x and 0.85 - 0.89x.
  * The price is the page of glibc's a class's first blocks may take, which
