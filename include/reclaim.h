@@ -708,7 +708,10 @@ void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
  * as rcl_alloc would fail. Charging 0 bytes is a no-op. */
 int   rcl_charge(size_t bytes, rcl_gfp_t gfp);
-/* Uncharging more than is charged is reported and clamps usage at 0. */
+/* Gives back what rcl_charge() charged, on this thread or any other.
+ * Uncharging more than rcl_charge() has charged and not yet uncharged is
+ * reported, and uncharges only that: a block's charge goes back when the
+ * block is freed, never through rcl_uncharge(). */
 void  rcl_uncharge(size_t bytes);
 /* Reclaim now, as an allocation with these flags (scope-masked) would:
  * nothing without RCL__DIRECT_RECLAIM or inside NORECLAIM scope. Returns the

@@ -76,6 +76,19 @@ struct rcl_account rcl__acct;
                                               others' reclaim passes to free */
 
 static _Atomic long long overuncharge_reported;
+/*
+ * What rcl_charge() charged and rcl_uncharge() has not taken back. An
+ * uncharge of more is refused, however much else the budget counts: the
+ * blocks' charges go back through their frees, and an uncharge that took
+ * theirs would leave the budget counting less than the program holds.
+ * Each thread holds the part it charged (explicit_held), so that a charge
+ * writes no shared word. An uncharge takes from its own thread's part;
+ * one that finds it short - memory charged on one thread and uncharged
+ * on another, as a shrinker's is - gathers every other thread's part and
+ * what exited threads left (explicit_gone) into its own, under the
+ * registry lock, and its thread's next uncharges find enough there.
+ */
+static long explicit_gone;
 /* The program chose the limit (rcl_set_limit): the automatic budget no
  * longer follows the cgroup. Under the registry lock (thread.c) with the
  * limit itself, so that a cgroup change read just before the program's
@@ -113,6 +126,7 @@ static void budget_return(size_t bytes)
 void rcl__stock_attach(struct rcl_thread *t)
 {
     wr(t->stock, 0);
+    wr(t->explicit_held, 0);
     wr(t->stock_max, stock_limit());
 #ifdef RCL_DEBUG
     wr(t->acct_out, 0);       /* what it handed out before went with the old budget */
@@ -126,6 +140,7 @@ void rcl__stock_return(const struct rcl_thread *t)
 {
     rcl__assert(rcl__registry_held());
     budget_return((size_t)rd(t->stock) + rcl__bcache_held(t));
+    explicit_gone += rd(t->explicit_held);
 #ifdef RCL_DEBUG
     /* A vanished thread's signal stash stays charged, held by nobody (at
      * an exit the stash was emptied first). */
@@ -139,6 +154,7 @@ void rcl__stock_detach(struct rcl_thread *t)
     rcl__assert(rcl__registry_held());
     wr(t->stock, 0);
     wr(t->stock_max, 0);
+    wr(t->explicit_held, 0);
 #ifdef RCL_DEBUG
     wr(t->acct_out, 0);
 #endif
@@ -174,12 +190,14 @@ static void set_watermarks(size_t limit)
 int rcl__account_start(const struct rcl_config *cfg)
 {
     limit_chosen = false;
-#ifdef RCL_DEBUG
+    wr(overuncharge_reported, 0);   /* a new budget's first is reported */
     rcl__registry_lock();
+    explicit_gone = 0;
+#ifdef RCL_DEBUG
     acct_out_gone = 0;
     wr(acct_unbacked, 0);
-    rcl__registry_unlock();
 #endif
+    rcl__registry_unlock();
     wr(rcl__acct.charged, 0);
     wr(rcl__acct.peak, 0);
     set_watermarks(cfg->limit);
@@ -668,8 +686,45 @@ int rcl_charge(size_t bytes, rcl_gfp_t gfp)
     gfp = rcl__gfp_known("rcl_charge", gfp);
     unsigned b = rcl__busy_hold(t);
     int err = charge_body(t, bytes, gfp);
+    if (!err)
+        atomic_fetch_add_explicit(&t->explicit_held, (long)bytes, memory_order_relaxed);
     rcl__busy_drop(t, b);
     return err;
+}
+
+/* Takes `bytes` from the part of the explicit charges thread t holds, if
+ * it holds that much. Another thread only ever empties the part whole
+ * (explicit_gather). */
+static bool explicit_take(struct rcl_thread *t, size_t bytes)
+{
+    long held = atomic_load_explicit(&t->explicit_held, memory_order_relaxed);
+
+    while (held >= (long)bytes)
+        if (atomic_compare_exchange_weak_explicit(&t->explicit_held, &held,
+                                                  held - (long)bytes, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
+/* The same once every thread's part is t's; what can be taken of `bytes`.
+ * The take is under the registry lock with the gathering, so that no
+ * other uncharge gathers t's part in between. */
+static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
+{
+    unsigned b = rcl__busy_hold(t);
+    rcl__registry_lock();
+    long got = explicit_gone;
+    explicit_gone = 0;
+    for (struct rcl_thread *o = rcl__registry_first(); o; o = o->next)
+        if (o != t)
+            got += atomic_exchange_explicit(&o->explicit_held, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->explicit_held, got, memory_order_relaxed);
+    if (!explicit_take(t, bytes))
+        bytes = (size_t)atomic_exchange_explicit(&t->explicit_held, 0, memory_order_relaxed);
+    rcl__registry_unlock();
+    rcl__busy_drop(t, b);
+    return bytes;
 }
 
 void rcl_uncharge(size_t bytes)
@@ -680,16 +735,17 @@ void rcl_uncharge(size_t bytes)
         return;
     rcl__ensure_init();
     rcl__thread_attach(t);
-    /* Every legitimate uncharge was charged first, and the budget's
-     * counter includes every stock, so it can never be smaller. */
-    size_t charged = rd(rcl__acct.charged);
-    if (bytes > charged) {
-        rcl__report_limited(&overuncharge_reported,
-                            "rcl_uncharge(%zu) but only %zu bytes are charged; usage clamped at 0",
-                            bytes, charged);
-        bytes = charged;
-        if (!bytes)
-            return;
+    if (!explicit_take(t, bytes)) {
+        size_t held = explicit_gather(t, bytes);
+        if (held < bytes) {
+            rcl__report_limited(&overuncharge_reported,
+                                "rcl_uncharge(%zu) but rcl_charge() has charged only %zu bytes "
+                                "not uncharged since; those are uncharged",
+                                bytes, held);
+            if (!held)
+                return;
+            bytes = held;
+        }
     }
     unsigned b = rcl__busy_hold(t);
     rcl__uncharge_fast(t, bytes);

@@ -184,6 +184,10 @@ struct rcl_thread {
     void *_Atomic         sig_deferred;
     _Atomic unsigned      sig_want;
     _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
+    /* What rcl_charge() charged in this epoch and rcl_uncharge() has not
+     * taken back, the part of it this thread holds (account.c). Last, so
+     * that the fast paths' fields keep their lines. */
+    _Atomic long          explicit_held;
 #ifdef RCL_DEBUG
     /* Bytes of charge this thread handed out (blocks, rcl_charge), less
      * those that came back through it: what rcl__acct_check() needs to

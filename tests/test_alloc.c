@@ -5,6 +5,8 @@
 #include "helpers.h"
 
 #include <stdbool.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static size_t usage_now(void)
 {
@@ -514,6 +516,90 @@ TEST(uncharging_more_than_charged_is_reported_and_clamped)
     assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
     rcl_uncharge(10 * MiB);
     assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* An uncharge takes back what rcl_charge() gave and no more, however much
+ * the blocks hold: theirs goes back through their frees, and a budget
+ * that lost it would count less than the program holds. The memory
+ * cgroup's page counter warns of an uncharge below zero the same way
+ * (page_counter_cancel()); here the bound is the explicit charges. */
+TEST(uncharging_more_than_rcl_charge_gave_leaves_the_blocks_charged)
+{
+    void *p = rcl_alloc(4000, RCL_DEFAULT);
+    assert_non_null(p);
+    size_t blocks = usage_now();
+    assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
+    rcl_uncharge(3000);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_uncharge(3000) but rcl_charge() has charged only 1000 bytes");
+    assert_int_equal(usage_now(), blocks);
+    rcl_free(p);
+    assert_int_equal(usage_now(), 0);
+}
+
+static pthread_barrier_t charged_b;
+
+static void *charge_and_wait(void *arg)
+{
+    assert_int_equal(rcl_charge(*(size_t *)arg, RCL_DEFAULT), 0);
+    pthread_barrier_wait(&charged_b);
+    pthread_barrier_wait(&charged_b);
+    return NULL;
+}
+
+/* Memory charged on one thread may be uncharged on another, as a
+ * shrinker uncharges what the program's threads charged: while the
+ * charging thread lives, and after it has exited. */
+TEST(what_one_thread_charged_another_uncharges)
+{
+    size_t n = 5000;
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&charged_b, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
+    pthread_barrier_wait(&charged_b);
+    rcl_uncharge(2000);
+    pthread_barrier_wait(&charged_b);
+    pthread_join(th, NULL);
+    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
+    pthread_barrier_wait(&charged_b);
+    pthread_barrier_wait(&charged_b);
+    pthread_join(th, NULL);
+    rcl_uncharge(8000);
+    assert_int_equal(test_report_count(), 0);
+    assert_int_equal(usage_now(), 0);
+    rcl_uncharge(1);
+    assert_int_equal(test_report_count(), 1);
+    pthread_barrier_destroy(&charged_b);
+}
+
+/* A forked child may uncharge what the threads that did not come with it
+ * charged: their memory is the child's too. */
+TEST(a_forked_child_uncharges_what_the_other_threads_charged)
+{
+    size_t n = 3000;
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&charged_b, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
+    pthread_barrier_wait(&charged_b);
+    pid_t pid = fork();
+    if (pid == 0) {
+        rcl_uncharge(3000);
+        unsigned long ok = test_report_count();
+        rcl_uncharge(1);
+        _exit(ok == 0 && test_report_count() == 1 && usage_now() == 0 ? 0 : 1);
+    }
+    assert_true(pid > 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    pthread_barrier_wait(&charged_b);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&charged_b);
+    rcl_uncharge(3000);
     assert_int_equal(usage_now(), 0);
 }
 
