@@ -717,7 +717,7 @@ static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
     long got = explicit_gone;
     explicit_gone = 0;
     for (struct rcl_thread *o = rcl__registry_first(); o; o = o->next)
-        if (o != t)
+        if (o != t && rd(o->explicit_held))     /* a line it need not write */
             got += atomic_exchange_explicit(&o->explicit_held, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->explicit_held, got, memory_order_relaxed);
     if (!explicit_take(t, bytes))
