@@ -548,30 +548,40 @@ static void *charge_and_wait(void *arg)
     return NULL;
 }
 
+/* A thread that charges *n and waits, alive, until charger_end(). */
+static pthread_t charger_start(size_t *n)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_barrier_init(&charged_b, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, n), 0);
+    pthread_barrier_wait(&charged_b);
+    return th;
+}
+
+static void charger_end(pthread_t th)
+{
+    pthread_barrier_wait(&charged_b);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&charged_b);
+}
+
 /* Memory charged on one thread may be uncharged on another, as a
  * shrinker uncharges what the program's threads charged: while the
  * charging thread lives, and after it has exited. */
 TEST(what_one_thread_charged_another_uncharges)
 {
     size_t n = 5000;
-    pthread_t th;
 
-    assert_int_equal(pthread_barrier_init(&charged_b, NULL, 2), 0);
-    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
-    pthread_barrier_wait(&charged_b);
+    pthread_t th = charger_start(&n);
     rcl_uncharge(2000);
-    pthread_barrier_wait(&charged_b);
-    pthread_join(th, NULL);
-    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
-    pthread_barrier_wait(&charged_b);
-    pthread_barrier_wait(&charged_b);
-    pthread_join(th, NULL);
+    charger_end(th);
+    charger_end(charger_start(&n));
     rcl_uncharge(8000);
     assert_int_equal(test_report_count(), 0);
     assert_int_equal(usage_now(), 0);
     rcl_uncharge(1);
     assert_int_equal(test_report_count(), 1);
-    pthread_barrier_destroy(&charged_b);
 }
 
 /* A forked child may uncharge what the threads that did not come with it
@@ -579,11 +589,8 @@ TEST(what_one_thread_charged_another_uncharges)
 TEST(a_forked_child_uncharges_what_the_other_threads_charged)
 {
     size_t n = 3000;
-    pthread_t th;
 
-    assert_int_equal(pthread_barrier_init(&charged_b, NULL, 2), 0);
-    assert_int_equal(pthread_create(&th, NULL, charge_and_wait, &n), 0);
-    pthread_barrier_wait(&charged_b);
+    pthread_t th = charger_start(&n);
     pid_t pid = fork();
     if (pid == 0) {
         rcl_uncharge(3000);
@@ -596,9 +603,7 @@ TEST(a_forked_child_uncharges_what_the_other_threads_charged)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
-    pthread_barrier_wait(&charged_b);
-    pthread_join(th, NULL);
-    pthread_barrier_destroy(&charged_b);
+    charger_end(th);
     rcl_uncharge(3000);
     assert_int_equal(usage_now(), 0);
 }
