@@ -699,7 +699,7 @@ static bool explicit_take(struct rcl_thread *t, size_t bytes)
 {
     long held = atomic_load_explicit(&t->explicit_held, memory_order_relaxed);
 
-    while (held >= (long)bytes)
+    while ((size_t)held >= bytes)       /* never negative */
         if (atomic_compare_exchange_weak_explicit(&t->explicit_held, &held,
                                                   held - (long)bytes, memory_order_relaxed,
                                                   memory_order_relaxed))

@@ -519,6 +519,16 @@ TEST(uncharging_more_than_charged_is_reported_and_clamped)
     assert_int_equal(usage_now(), 0);
 }
 
+/* The largest size is no special case: an uncharge of it takes back what
+ * was charged. */
+TEST(uncharging_size_max_uncharges_what_was_charged)
+{
+    assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
+    rcl_uncharge(SIZE_MAX);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* An uncharge takes back what rcl_charge() gave and no more, however much
  * the blocks hold: theirs goes back through their frees, and a budget
  * that lost it would count less than the program holds. The memory
