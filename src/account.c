@@ -122,7 +122,8 @@ static void budget_return(size_t bytes)
 #endif
 }
 
-/* A thread registers (thread.c): its stock starts empty. */
+/* A thread registers (thread.c): its stock starts empty, and so does its
+ * part of the explicit charges. */
 void rcl__stock_attach(struct rcl_thread *t)
 {
     wr(t->stock, 0);
@@ -135,7 +136,8 @@ void rcl__stock_attach(struct rcl_thread *t)
 
 /* A thread's stock back to the budget: at its exit (its cache emptied
  * first), or in a forked child for the threads that did not come along,
- * with their cached blocks' charge (t is only read). */
+ * with their cached blocks' charge (t is only read). Its part of the
+ * explicit charges stays for the uncharges to gather. */
 void rcl__stock_return(const struct rcl_thread *t)
 {
     rcl__assert(rcl__registry_held());

@@ -594,6 +594,55 @@ TEST(what_one_thread_charged_another_uncharges)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* Many threads charge objects of mixed sizes, from a byte to 64 KiB, and
+ * hand each to a queue they all take from, so that most uncharges are of
+ * what another thread charged, while the others take from their
+ * own parts and gather: no uncharge that was charged is ever refused, and
+ * the budget ends at 0. */
+#define XQ_THREADS 4
+#define XQ_CAP     64
+#define XQ_OPS     20000
+static struct {
+    pthread_mutex_t lock;
+    size_t          size[XQ_CAP];
+    unsigned        n;
+} xq = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void *charge_and_pass(void *arg)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull * (uintptr_t)arg + 1;
+
+    for (int i = 0; i < XQ_OPS; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = (size_t)1 << (x % 17), got = 0;
+        n += (size_t)(x >> 32) % n;
+        assert_int_equal(rcl_charge(n, RCL_DEFAULT), 0);
+        pthread_mutex_lock(&xq.lock);
+        if (xq.n && (xq.n == XQ_CAP || (x >> 20) % 2))
+            got = xq.size[--xq.n];
+        xq.size[xq.n++] = n;
+        pthread_mutex_unlock(&xq.lock);
+        if (got)
+            rcl_uncharge(got);
+    }
+    return NULL;
+}
+
+TEST(charges_passed_between_many_threads_are_never_refused)
+{
+    pthread_t th[XQ_THREADS];
+
+    xq.n = 0;
+    for (uintptr_t i = 0; i < XQ_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, charge_and_pass, (void *)i), 0);
+    for (int i = 0; i < XQ_THREADS; i++)
+        pthread_join(th[i], NULL);
+    while (xq.n)
+        rcl_uncharge(xq.size[--xq.n]);
+    assert_int_equal(test_report_count(), 0);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* A forked child may uncharge what the threads that did not come with it
  * charged: their memory is the child's too. */
 TEST(a_forked_child_uncharges_what_the_other_threads_charged)
