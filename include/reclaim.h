@@ -1050,7 +1050,8 @@ struct rcl_lock_class {
  * real lock, so a cycle is reported even by the acquisition that would
  * hang. Releases may come in any order. With the checker off an acquire
  * is two loads and two branches (is it on? is the library initialised?),
- * a release one of each; on, an acquire/release pair on a lock order seen
+ * and once it is initialised a third of each (is it on now?), a release
+ * one of each; on, an acquire/release pair on a lock order seen
  * before costs a few nanoseconds (bench/bench_lockdep).
  *
  * rcl_lock_acquire_try: a trylock that succeeded. The lock is held (what
@@ -1065,7 +1066,13 @@ struct rcl_lock_class {
  * Also reported in checking mode: a scope restored out of order or with a
  * token its save did not return; an allocation that may sleep inside a
  * NOWAIT scope; a shrinker that runs longer than the bound below while the
- * background reclaimer waits on it. Each problem is reported once.
+ * background reclaimer waits on it; a release of a class of which the
+ * thread holds no lock (released twice, by another thread, or never
+ * annotated as taken), after which rcl_mutex_unlock() leaves the mutex
+ * locked. That last is not reported in a process that ever ran the
+ * library with the checker off (an acquire then went unseen), nor for as
+ * many releases as the thread held locks when rcl_shutdown() forgot them.
+ * Each problem is reported once.
  * In RCL_LOCKDEP_VERBOSE mode every newly learned dependency is also
  * reported (as information; rcl_lockdep_reports() does not count those).
  */

@@ -150,7 +150,7 @@ static int start_locked(const struct rcl_config *cfg_in)
         epoch++;
     atomic_store(&rcl__epoch, epoch);
     rcl__stats_reset();
-    rcl__lockdep_set_mode(cfg.lockdep);
+    rcl__lockdep_start(cfg.lockdep);
 
     err = rcl__account_start(&cfg);
     if (!err)

@@ -60,11 +60,14 @@ void rcl__ld_update_watch(bool held)
 
 
 /* The thread forgets what it held; gen 0 (graph_gen never is) makes its
- * next event start afresh through ld_thread_reset(). */
+ * next event start afresh through ld_thread_reset(). How many locks it
+ * held it keeps: a lock held across a reset is released after it, where
+ * the new stack does not hold it. */
 static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
     if (t != &ld_none && t != &ld_lost) {
         t->gen = gen;
+        t->unknown += t->n;
         t->n = t->nscopes = t->nshrink = 0;
         t->opened[0].n = t->opened[1].n = 0;
     }
@@ -157,13 +160,11 @@ static inline uint32_t class_id(struct rcl_lock_class *c, unsigned gen)
     return rcl__ld_class_id_slow(c, gen);
 }
 
-__attribute__((noinline)) void rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id)
+__attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id)
 {
-    if (!t->n)
-        return;   /* taken before checking began, or before a reset */
     if (t->n > MAX_HELD) {
         t->n--;
-        return;
+        return true;
     }
     /* Releases out of order are legal: close the gap. */
     for (unsigned i = t->n; i > 0; i--) {
@@ -173,12 +174,12 @@ __attribute__((noinline)) void rcl__ld_held_pop_slow(struct ld_thread *t, uint32
                 t->flags[j - 1] = t->flags[j];
                 t->next_ok[j - 1] = t->next_ok[j];
             }
-            t->n--;
-            break;
+            if (--t->n == 0)
+                rcl__ld_update_watch(false);
+            return true;
         }
     }
-    if (t->n == 0)
-        rcl__ld_update_watch(t->n > 0);
+    return false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -317,48 +318,94 @@ static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class 
         acquire_slow(c, flags);
 }
 
-/* Checking on implies initialised; off, the call costs two loads. */
-void rcl_lock_acquire(struct rcl_lock_class *c)
+/* Checking on implies initialised. Off, the library ready, the mode is
+ * read again: an rcl_init() that turned the checker on may have finished
+ * between the first read and the read of rcl__ready, and the acquire must
+ * then be seen, or its release would find no acquire. */
+static inline __attribute__((always_inline)) void acquire_entry(struct rcl_lock_class *c,
+                                                                uint8_t flags)
 {
     if (likely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, 0);
+        acquire(c, flags);
     else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
-        acquire_first(c, 0);
+        acquire_first(c, flags);
+    else if (unlikely(rd(rcl__lockdep_mode) != 0))
+        acquire(c, flags);
 }
 
-void rcl_lock_acquire_try(struct rcl_lock_class *c)
+void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, 0); }
+void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, HELD_TRY); }
+
+/*
+ * An annotation made while the checker was off is not on any stack, so a
+ * release that finds no acquire is a misuse only if every acquire was
+ * seen. Set for good by the first rcl_init() with the checker off: a lock
+ * taken then may be released after a later rcl_init() turned it on. (The
+ * kernel's lockdep, once off, stays off.) A library started with the
+ * checker on and never without it sees every acquire: one made before
+ * the library is ready starts it first (acquire_first()), and none may be
+ * made while rcl_shutdown() runs.
+ */
+static _Atomic bool ld_blind;
+
+/* A release the thread's stack does not hold: a lock it held when a reset
+ * forgot its stack, if it held one; else reported at `site` (the return
+ * address into the caller of the public call), where the checker saw
+ * every acquire. False when reported. */
+static __attribute__((noinline, cold)) bool release_unheld(struct ld_thread *t,
+                                                          const struct rcl_lock_class *c,
+                                                          const void *site, bool mutex)
 {
-    if (likely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, HELD_TRY);
-    else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
-        acquire_first(c, HELD_TRY);
+    struct site st;
+
+    if (t->unknown) {
+        t->unknown--;
+        return true;
+    }
+    if (atomic_load_explicit(&ld_blind, memory_order_relaxed))
+        return true;
+    rcl__ld_site_capture_from(&st, site);
+    rcl__ld_report_unheld(c->name ? c->name : "(unnamed)", &st, mutex);
+    return false;
 }
 
-static __attribute__((noinline)) void release_slow(struct rcl_lock_class *c)
+static __attribute__((noinline)) bool release_slow(struct rcl_lock_class *c, const void *site,
+                                                   bool mutex)
 {
     if (unlikely(!c)) {
         rcl__report("rcl_lock_release: NULL lock class");
-        return;
+        return true;
     }
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
-    if (unlikely(!t || __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) != gen))
-        return;   /* not followed, or never acquired in this graph */
-    ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED));
+    if (unlikely(!t))
+        return true;   /* not followed */
+    /* A class not acquired in this graph is on no stack. */
+    if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
+        ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED)))
+        return true;
+    return release_unheld(t, c, site, mutex);
+}
+
+/* The release; false when the thread holds no lock of the class (and the
+ * checker saw every acquire): reported, at the public call's caller (this
+ * is inlined into the call, whose return address the report starts at). */
+static inline __attribute__((always_inline)) bool release(struct rcl_lock_class *c, bool mutex)
+{
+    if (!rcl__checking())
+        return true;
+    struct ld_thread *t = ld_self;
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
+    /* Hot path: the lock on top of the stack, as releases usually are. */
+    if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
+               ld_held_pop_top(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED))))
+        return true;
+    return release_slow(c, __builtin_return_address(0), mutex);
 }
 
 void rcl_lock_release(struct rcl_lock_class *c)
 {
-    if (!rcl__checking())
-        return;
-    struct ld_thread *t = ld_self;
-    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
-    /* Hot path: the lock on top of the stack, as releases usually are. */
-    if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
-        ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED));
-        return;
-    }
-    release_slow(c);
+    (void)release(c, false);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -380,6 +427,13 @@ void rcl__ld_reset(void)
     atomic_store_explicit(&ld_lost_told, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     ld_thread_forget(ld_self, 0);
+}
+
+void rcl__lockdep_start(int mode)
+{
+    if (mode == RCL_LOCKDEP_OFF)
+        atomic_store(&ld_blind, true);
+    rcl__lockdep_set_mode(mode);
 }
 
 void rcl__lockdep_set_mode(int mode)
@@ -438,8 +492,8 @@ void rcl_mutex_unlock(rcl_mutex_t *m)
         rcl__report("rcl_mutex_unlock: NULL mutex");
         return;
     }
-    if (m->cls)
-        rcl_lock_release(m->cls);
+    if (m->cls && unlikely(!release(m->cls, true)))
+        return;
     pthread_mutex_unlock(&m->m);
 }
 

@@ -44,8 +44,11 @@ void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
  * (lockdep.c, scope.c). */
 void rcl__lockdep_thread_attach(void);
 /* Turns the checker on (RCL_LOCKDEP_ON, _VERBOSE) or off, at init and
- * shutdown under init_lock; the calling thread follows it at once. */
+ * shutdown under init_lock; the calling thread follows it at once. At
+ * init, _start: an init with the checker off is remembered (lockdep.c's
+ * ld_blind says why). */
 void rcl__lockdep_set_mode(int mode);
+void rcl__lockdep_start(int mode);
 unsigned long rcl__lockdep_count(void);
 void rcl__lockdep_atfork_prepare(void);
 void rcl__lockdep_atfork_parent(void);

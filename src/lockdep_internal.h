@@ -178,10 +178,20 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
 void rcl__ld_report_emit(struct report_buf *rb, bool counts);
 /* This thread's name, id and backtrace, less `skip` innermost frames. */
 void rcl__ld_site_capture(struct site *st, int skip);
+/* The same from the frame that returns to `ret` (a public call's
+ * __builtin_return_address(0)), however many of the library's frames lie
+ * above it: inlining and tail calls change their number. */
+void rcl__ld_site_capture_from(struct site *st, const void *ret);
 /* Makes sure the unwinder that backtraces need is loaded (lockdep_report.c). */
 void rcl__ld_unwinder_load(void);
+/* What makes a call site one: its frames, folded into the seed (which
+ * keeps the kinds of report apart). */
+uint64_t rcl__ld_site_sig(uint64_t seed, const struct site *st);
 /* Was a report with signature sig made already? Remembers it if not. */
 bool rcl__ld_site_seen(uint64_t sig);
+/* A release of `name` by a thread that does not hold it, at st, once a
+ * site; `mutex`: an rcl_mutex_unlock(), which then unlocked nothing. */
+void rcl__ld_report_unheld(const char *name, const struct site *st, bool mutex);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
 void rcl__ld_reports_clear_locked(void);
 
@@ -206,6 +216,8 @@ struct shrink_frame {
 struct ld_thread {
     unsigned gen;                   /* graph_gen the contents belong to */
     unsigned n;                     /* held entries (may exceed MAX_HELD) */
+    unsigned unknown;               /* locks held when a reset forgot the stack,
+                                       which the thread may still release */
     uint32_t held[MAX_HELD];
     uint32_t next_ok[MAX_HELD];     /* a class known to be taken after held[i]:
                                        the hot path's one-entry edge cache */
@@ -247,20 +259,27 @@ static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)
         rcl__ld_update_watch(true);
 }
 
-void rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id);
+bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id);
 
-static inline void ld_held_pop(struct ld_thread *t, uint32_t id)
+/* Takes id off the stack if it is on top, as it usually is. */
+static inline bool ld_held_pop_top(struct ld_thread *t, uint32_t id)
 {
     unsigned n = t->n;
 
-    /* Usually the top. */
     if (likely(n - 1 < MAX_HELD && t->held[n - 1] == id)) {
         t->n = n - 1;
         if (n == 1)
             rcl__ld_update_watch(false);
-        return;
+        return true;
     }
-    rcl__ld_held_pop_slow(t, id);
+    return false;
+}
+
+/* Takes id off the stack; false when the stack does not hold it (a stack
+ * deeper than MAX_HELD may hold it unrecorded, and says true). */
+static inline bool ld_held_pop(struct ld_thread *t, uint32_t id)
+{
+    return ld_held_pop_top(t, id) || rcl__ld_held_pop_slow(t, id);
 }
 
 /* Records edges from what the thread holds to `to` (and reports a cycle

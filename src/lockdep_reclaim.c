@@ -193,22 +193,13 @@ static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
     return n;
 }
 
-/* What makes a call site one: its frames, folded into the seed (which
- * keeps the kinds of report apart). */
-static uint64_t site_sig(uint64_t seed, const struct site *st)
-{
-    for (int i = 0; i < st->nframes; i++)
-        seed = ld_mix64(seed ^ (uint64_t)(uintptr_t)st->frames[i]);
-    return seed;
-}
-
 /* Inlined into its one caller on purpose: the report's backtrace starts
  * two frames up, at the allocation's caller. */
 static inline __attribute__((always_inline)) void site_report_once(const char *what, rcl_gfp_t gfp)
 {
     struct site st;
     rcl__ld_site_capture(&st, 2);
-    uint64_t sig = site_sig(0, &st);
+    uint64_t sig = rcl__ld_site_sig(0, &st);
 
     struct report_buf *rb;
     char buf[64];
@@ -238,7 +229,7 @@ static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, r
     const char *scope = which ? "NORECLAIM" : "NOWAIT";
     struct site st;
     rcl__ld_site_capture(&st, 3);
-    uint64_t sig = site_sig(0x4e4f4641ull + (uint64_t)which, &st);
+    uint64_t sig = rcl__ld_site_sig(0x4e4f4641ull + (uint64_t)which, &st);
 
     struct report_buf *rb;
     char buf[64];

@@ -10,6 +10,7 @@
 #include <execinfo.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -36,6 +37,18 @@ __attribute__((noinline)) void rcl__ld_site_capture(struct site *st, int skip)
     st->thread[0] = '\0';
     pthread_getname_np(pthread_self(), st->thread, sizeof(st->thread));
     st->tid = (long)syscall(SYS_gettid);
+}
+
+void rcl__ld_site_capture_from(struct site *st, const void *ret)
+{
+    rcl__ld_site_capture(st, 1);
+    for (int i = 0; i < st->nframes; i++) {
+        if (st->frames[i] == ret) {
+            st->nframes -= i;
+            memmove(st->frames, st->frames + i, (size_t)st->nframes * sizeof(void *));
+            return;
+        }
+    }
 }
 
 /* glibc's backtrace() loads the unwinder (libgcc_s) with dlopen() at its
@@ -198,6 +211,33 @@ void rcl__ld_report_emit(struct report_buf *rb, bool counts)
         rcl__ld_counted();
 }
 
+/*
+ * The kernel's lockdep calls it an unlock imbalance. Here the checker
+ * knows lock classes, not locks, so what it can tell is a release of a
+ * class of which the thread holds none: a second release, a release by
+ * a thread other than the one that took the lock, or an acquire that
+ * was never annotated.
+ */
+void rcl__ld_report_unheld(const char *name, const struct site *st, bool mutex)
+{
+    struct report_buf *rb;
+
+    if (rcl__ld_site_seen(rcl__ld_site_sig(0x554e48ull, st)) || !(rb = calloc(1, sizeof(*rb))))
+        return;
+    rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) released %s, which it does not "
+                       "hold, at:\n", st->thread, st->tid, name);
+    rcl__ld_rb_frames(rb, st->frames, st->nframes);
+    rcl__ld_rb_add(rb, "  What it means: the release has no acquire on this thread to match: "
+                       "the lock was released twice, or by a thread other than the one that "
+                       "took it, or taken without rcl_lock_acquire().%s Usual fixes: release "
+                       "each lock once, on the thread that took it; annotate every acquire of "
+                       "the class.", mutex ? " This rcl_mutex_unlock() unlocked nothing: a "
+                       "mutex unlocked by a thread that does not own it would let a second "
+                       "thread into what it guards." : "");
+    rcl__ld_report_emit(rb, true);
+    free(rb);
+}
+
 /* After the report is handed over, not before: a program (or a test) that
  * sees the count go up, on any thread, finds the report where its report
  * function put it. */
@@ -221,6 +261,13 @@ static bool seen_locked(uint64_t *set, unsigned *n, unsigned max, uint64_t sig)
     if (*n < max)
         set[(*n)++] = sig;
     return false;
+}
+
+uint64_t rcl__ld_site_sig(uint64_t seed, const struct site *st)
+{
+    for (int i = 0; i < st->nframes; i++)
+        seed = ld_mix64(seed ^ (uint64_t)(uintptr_t)st->frames[i]);
+    return seed;
 }
 
 bool rcl__ld_site_seen(uint64_t sig)

@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 #include "checker.h"
 
@@ -151,9 +152,101 @@ TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
     rcl_mutex_lock(NULL);
     rcl_mutex_unlock(NULL);
     assert_int_equal(test_report_count(), before + 4);
-    /* Releasing a lock that is not held changes nothing. */
-    unlock(&lock_c);
     assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Releases without an acquire (the kernel's "bad unlock balance")           */
+/* ------------------------------------------------------------------------ */
+
+static __attribute__((noinline)) void releases_c_unheld(void)
+{
+    rcl_lock_release(&lock_c);
+    __asm__ volatile("" ::: "memory");  /* keep the call above from being a tail call */
+}
+
+/* lockdep: a release the task's held locks do not match is reported, with
+ * where it happened. */
+TEST_WITH(releasing_a_lock_not_held_is_reported_where_it_happened, ld_setup, ld_teardown)
+{
+    releases_c_unheld();
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("released lock_c, which it does not hold");
+    assert_reports_have("#0 releases_c_unheld");
+    /* What the thread does hold is as it was. */
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+/* A second release is one too many; like the checker's other reports it
+ * is told once a call site. */
+TEST_WITH(a_second_release_is_reported_once_a_site, ld_setup, ld_teardown)
+{
+    for (volatile int i = 0; i < 3; i++) {   /* one call site: not unrolled */
+        lock(&lock_a);
+        unlock(&lock_a);
+        unlock(&lock_a);
+    }
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("released lock_a, which it does not hold");
+}
+
+/* lockdep keeps held locks per task: a lock one thread took is not another
+ * thread's to release. */
+static void *releases_a(void *arg)
+{
+    (void)arg;
+    unlock(&lock_a);
+    return NULL;
+}
+
+TEST_WITH(a_release_by_another_thread_is_reported, ld_setup, ld_teardown)
+{
+    pthread_t th;
+
+    lock(&lock_a);
+    assert_int_equal(pthread_create(&th, NULL, releases_a, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("released lock_a, which it does not hold");
+    /* This thread still holds it, and releases it quietly. */
+    unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+struct unlocker { rcl_mutex_t *m; int trylock; };
+
+static void *unlocks_then_tries(void *arg)
+{
+    struct unlocker *u = arg;
+    rcl_mutex_unlock(u->m);
+    u->trylock = rcl_mutex_trylock(u->m);
+    return NULL;
+}
+
+/* A pthread mutex unlocked by a thread that does not own it would let a
+ * second thread in; the checker, which knows this thread holds no lock of
+ * the class, reports the unlock and leaves the mutex locked. */
+TEST_WITH(a_mutex_unlocked_by_a_thread_that_does_not_hold_it_stays_locked, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m;
+    struct unlocker u = { &m, -1 };
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_b), 0);
+    rcl_mutex_lock(&m);
+    assert_int_equal(pthread_create(&th, NULL, unlocks_then_tries, &u), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(u.trylock, EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("released lock_b, which it does not hold");
+    assert_reports_have("This rcl_mutex_unlock() unlocked nothing");
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_trylock(&m), 0);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -182,6 +275,50 @@ TEST_WITH(shutdown_with_a_lock_held_forgets_it, ld_setup, ld_teardown)
     lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
     lock(&lock_a); unlock(&lock_a);
     assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* The locks a thread held when the graph was forgotten it may release after:
+ * as many releases as it held locks go unreported, and no more. */
+TEST_WITH(releases_of_locks_held_across_a_shutdown_are_counted, ld_setup, ld_teardown)
+{
+    lock(&lock_a); lock(&lock_b);
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 0, 64 * MiB), 0);
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);  /* lock_a and lock_b in the graph */
+    unlock(&lock_b); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("released lock_a, which it does not hold");
+}
+
+/* With the checker off an acquire is not seen, so once a library ran
+ * without it a release that finds no acquire is not reported: the lock may
+ * have been taken then. In a child, since that holds for the process's
+ * life. */
+TEST_WITH(after_a_run_with_the_checker_off_no_release_is_reported, ld_setup, ld_teardown)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        rcl_shutdown();
+        if (ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB) != 0)
+            _exit(2);
+        lock(&lock_c);
+        rcl_shutdown();
+        if (ld_init_mode(RCL_LOCKDEP_ON, 0, 64 * MiB) != 0)
+            _exit(3);
+        unlock(&lock_c);
+        unlock(&lock_c);
+        _exit(rcl_lockdep_reports() == 0 && test_report_count() == 0 ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* This process saw every acquire. */
+    unlock(&lock_c);
+    assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
 TEST_WITH(mode_off_reports_nothing, ld_setup, ld_teardown)
