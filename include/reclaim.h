@@ -1067,9 +1067,9 @@ struct rcl_lock_class {
  * token its save did not return; an allocation that may sleep inside a
  * NOWAIT scope; a shrinker that runs longer than the bound below while the
  * background reclaimer waits on it; a release of a class of which the
- * thread holds no lock (released twice, by another thread, or never
- * annotated as taken), after which rcl_mutex_unlock() leaves the mutex
- * locked. That last is not reported in a process that ever ran the
+ * thread holds no lock, or an rcl_mutex_unlock() of a mutex it does not
+ * hold (released twice, by another thread, or never annotated as taken),
+ * after which rcl_mutex_unlock() leaves the mutex locked. That last is not reported in a process that ever ran the
  * library with the checker off (an acquire then went unseen), nor for as
  * many releases as the thread held locks when rcl_shutdown() forgot them.
  * Each problem is reported once.

@@ -160,7 +160,8 @@ static inline uint32_t class_id(struct rcl_lock_class *c, unsigned gen)
     return rcl__ld_class_id_slow(c, gen);
 }
 
-__attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id)
+__attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id,
+                                                      const void *inst)
 {
     if (t->n > MAX_HELD) {
         t->n--;
@@ -168,9 +169,10 @@ __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32
     }
     /* Releases out of order are legal: close the gap. */
     for (unsigned i = t->n; i > 0; i--) {
-        if (t->held[i - 1] == id) {
+        if (ld_held_is(t, i - 1, id, inst)) {
             for (unsigned j = i; j < t->n; j++) {
                 t->held[j - 1] = t->held[j];
+                t->inst[j - 1] = t->inst[j];
                 t->flags[j - 1] = t->flags[j];
                 t->next_ok[j - 1] = t->next_ok[j];
             }
@@ -255,7 +257,8 @@ __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
 
 /* Everything but the common case: NULL class, new class or graph, the
  * held stack full, a dependency not in this thread's one-entry cache. */
-static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uint8_t flags)
+static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, const void *inst,
+                                                   uint8_t flags)
 {
     if (unlikely(!c)) {
         rcl__report("rcl_lock_acquire: NULL lock class");
@@ -283,7 +286,7 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
                 rcl__ld_depend(t, id, EDGE_LOCK, 0);
         }
     }
-    ld_held_push(t, id, flags);
+    ld_held_push(t, id, inst, flags);
 }
 
 /*
@@ -292,7 +295,8 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, uin
  * the lock on top of the stack was seen followed by this one before (or
  * this is a trylock, which depends on nothing).
  */
-static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class *c, uint8_t flags)
+static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class *c,
+                                                          const void *inst, uint8_t flags)
 {
     struct ld_thread *t = ld_self;
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
@@ -301,21 +305,22 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
         uint32_t id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
         unsigned n = t->n;
         if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) || t->next_ok[n - 1] == id))) {
-            ld_held_push(t, id, flags);
+            ld_held_push(t, id, inst, flags);
             return;
         }
     }
-    acquire_slow(c, flags);
+    acquire_slow(c, inst, flags);
 }
 
 /* The checker off and the library not initialised yet: first use
  * initialises it, and may turn checking on. Out of line, so that the hot
  * path stays a leaf. */
-static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class *c, uint8_t flags)
+static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class *c,
+                                                          const void *inst, uint8_t flags)
 {
     rcl__init_slow();
     if (rcl__checking())
-        acquire_slow(c, flags);
+        acquire_slow(c, inst, flags);
 }
 
 /* Checking on implies initialised. Off, the library ready, the mode is
@@ -323,18 +328,18 @@ static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class 
  * between the first read and the read of rcl__ready, and the acquire must
  * then be seen, or its release would find no acquire. */
 static inline __attribute__((always_inline)) void acquire_entry(struct rcl_lock_class *c,
-                                                                uint8_t flags)
+                                                                const void *inst, uint8_t flags)
 {
     if (likely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, flags);
+        acquire(c, inst, flags);
     else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
-        acquire_first(c, flags);
+        acquire_first(c, inst, flags);
     else if (unlikely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, flags);
+        acquire(c, inst, flags);
 }
 
-void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, 0); }
-void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, HELD_TRY); }
+void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, NULL, 0); }
+void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, NULL, HELD_TRY); }
 
 /*
  * An annotation made while the checker was off is not on any stack, so a
@@ -354,7 +359,8 @@ static _Atomic bool ld_blind;
  * every acquire. False when reported. */
 static __attribute__((noinline, cold)) bool release_unheld(struct ld_thread *t,
                                                           const struct rcl_lock_class *c,
-                                                          const void *site, bool mutex)
+                                                          const void *site,
+                                                          const rcl_mutex_t *m)
 {
     struct site st;
 
@@ -365,12 +371,12 @@ static __attribute__((noinline, cold)) bool release_unheld(struct ld_thread *t,
     if (atomic_load_explicit(&ld_blind, memory_order_relaxed))
         return true;
     rcl__ld_site_capture_from(&st, site);
-    rcl__ld_report_unheld(c->name ? c->name : "(unnamed)", &st, mutex);
+    rcl__ld_report_unheld(c->name ? c->name : "(unnamed)", &st, m);
     return false;
 }
 
 static __attribute__((noinline)) bool release_slow(struct rcl_lock_class *c, const void *site,
-                                                   bool mutex)
+                                                   const rcl_mutex_t *m)
 {
     if (unlikely(!c)) {
         rcl__report("rcl_lock_release: NULL lock class");
@@ -382,15 +388,17 @@ static __attribute__((noinline)) bool release_slow(struct rcl_lock_class *c, con
         return true;   /* not followed */
     /* A class not acquired in this graph is on no stack. */
     if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
-        ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED)))
+        ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED), m))
         return true;
-    return release_unheld(t, c, site, mutex);
+    return release_unheld(t, c, site, m);
 }
 
-/* The release; false when the thread holds no lock of the class (and the
- * checker saw every acquire): reported, at the public call's caller (this
- * is inlined into the call, whose return address the report starts at). */
-static inline __attribute__((always_inline)) bool release(struct rcl_lock_class *c, bool mutex)
+/* The release of a lock of class c, the mutex m if not NULL; false when
+ * the thread does not hold it (and the checker saw every acquire):
+ * reported, at the public call's caller (this is inlined into the call,
+ * whose return address the report starts at). */
+static inline __attribute__((always_inline)) bool release(struct rcl_lock_class *c,
+                                                          const rcl_mutex_t *m)
 {
     if (!rcl__checking())
         return true;
@@ -398,14 +406,14 @@ static inline __attribute__((always_inline)) bool release(struct rcl_lock_class 
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     /* Hot path: the lock on top of the stack, as releases usually are. */
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
-               ld_held_pop_top(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED))))
+               ld_held_pop_top(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED), m)))
         return true;
-    return release_slow(c, __builtin_return_address(0), mutex);
+    return release_slow(c, __builtin_return_address(0), m);
 }
 
 void rcl_lock_release(struct rcl_lock_class *c)
 {
-    (void)release(c, false);
+    (void)release(c, NULL);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -472,7 +480,7 @@ void rcl_mutex_lock(rcl_mutex_t *m)
     /* Annotate before blocking: a cycle is reported even when this very
      * acquisition is the one that would hang. */
     if (m->cls)
-        rcl_lock_acquire(m->cls);
+        acquire_entry(m->cls, m, 0);
     pthread_mutex_lock(&m->m);
 }
 
@@ -482,7 +490,7 @@ int rcl_mutex_trylock(rcl_mutex_t *m)
         return EINVAL;
     int rc = pthread_mutex_trylock(&m->m);
     if (rc == 0 && m->cls)
-        rcl_lock_acquire_try(m->cls);
+        acquire_entry(m->cls, m, HELD_TRY);
     return rc;
 }
 
@@ -492,7 +500,7 @@ void rcl_mutex_unlock(rcl_mutex_t *m)
         rcl__report("rcl_mutex_unlock: NULL mutex");
         return;
     }
-    if (m->cls && unlikely(!release(m->cls, true)))
+    if (m->cls && unlikely(!release(m->cls, m)))
         return;
     pthread_mutex_unlock(&m->m);
 }

@@ -189,9 +189,10 @@ void rcl__ld_unwinder_load(void);
 uint64_t rcl__ld_site_sig(uint64_t seed, const struct site *st);
 /* Was a report with signature sig made already? Remembers it if not. */
 bool rcl__ld_site_seen(uint64_t sig);
-/* A release of `name` by a thread that does not hold it, at st, once a
- * site; `mutex`: an rcl_mutex_unlock(), which then unlocked nothing. */
-void rcl__ld_report_unheld(const char *name, const struct site *st, bool mutex);
+/* A release of a lock of class `name` by a thread that does not hold it,
+ * at st, once a site; `m`: the rcl_mutex_t of an rcl_mutex_unlock(), which
+ * then unlocked nothing. */
+void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mutex_t *m);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
 void rcl__ld_reports_clear_locked(void);
 
@@ -219,6 +220,8 @@ struct ld_thread {
     unsigned unknown;               /* locks held when a reset forgot the stack,
                                        which the thread may still release */
     uint32_t held[MAX_HELD];
+    const void *inst[MAX_HELD];     /* the rcl_mutex_t held, NULL for a bare
+                                       annotation or a reclaim node */
     uint32_t next_ok[MAX_HELD];     /* a class known to be taken after held[i]:
                                        the hot path's one-entry edge cache */
     uint8_t  flags[MAX_HELD];
@@ -245,12 +248,14 @@ void rcl__ld_update_watch(bool held);
  * not there. */
 struct ld_thread *rcl__ld_thread_get(void);
 
-static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)
+static inline void ld_held_push(struct ld_thread *t, uint32_t id, const void *inst,
+                                uint8_t flags)
 {
     unsigned n = t->n;
 
     if (likely(n < MAX_HELD)) {
         t->held[n] = id;
+        t->inst[n] = inst;
         t->flags[n] = flags;
         t->next_ok[n] = 0;
     }
@@ -259,14 +264,23 @@ static inline void ld_held_push(struct ld_thread *t, uint32_t id, uint8_t flags)
         rcl__ld_update_watch(true);
 }
 
-bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id);
+bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id, const void *inst);
 
-/* Takes id off the stack if it is on top, as it usually is. */
-static inline bool ld_held_pop_top(struct ld_thread *t, uint32_t id)
+/* Does entry i stand for the lock released, of class id: the same
+ * rcl_mutex_t, or any lock of the class where either side is a bare
+ * annotation (inst NULL)? */
+static inline bool ld_held_is(const struct ld_thread *t, unsigned i, uint32_t id,
+                              const void *inst)
+{
+    return t->held[i] == id && (!inst || !t->inst[i] || t->inst[i] == inst);
+}
+
+/* Takes the lock off the stack if it is on top, as it usually is. */
+static inline bool ld_held_pop_top(struct ld_thread *t, uint32_t id, const void *inst)
 {
     unsigned n = t->n;
 
-    if (likely(n - 1 < MAX_HELD && t->held[n - 1] == id)) {
+    if (likely(n - 1 < MAX_HELD && ld_held_is(t, n - 1, id, inst))) {
         t->n = n - 1;
         if (n == 1)
             rcl__ld_update_watch(false);
@@ -277,9 +291,9 @@ static inline bool ld_held_pop_top(struct ld_thread *t, uint32_t id)
 
 /* Takes id off the stack; false when the stack does not hold it (a stack
  * deeper than MAX_HELD may hold it unrecorded, and says true). */
-static inline bool ld_held_pop(struct ld_thread *t, uint32_t id)
+static inline bool ld_held_pop(struct ld_thread *t, uint32_t id, const void *inst)
 {
-    return ld_held_pop_top(t, id) || rcl__ld_held_pop_slow(t, id);
+    return ld_held_pop_top(t, id, inst) || rcl__ld_held_pop_slow(t, id, inst);
 }
 
 /* Records edges from what the thread holds to `to` (and reports a cycle

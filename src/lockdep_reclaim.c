@@ -301,7 +301,7 @@ void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t
 
     /* Nothing is recorded on the way in: the allocation that led here
      * already recorded its dependency on reclaim. */
-    ld_held_push(t, node, HELD_RECLAIM);
+    ld_held_push(t, node, NULL, HELD_RECLAIM);
     if (t->nshrink < MAX_SHRINK)
         t->shrink[t->nshrink] = (struct shrink_frame){ name, timed ? rcl__now_ns() : 0 };
     t->nshrink++;
@@ -336,7 +336,7 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
         if (t->nshrink < MAX_SHRINK)
             start = t->shrink[t->nshrink].start_ns;
     }
-    ld_held_pop(t, shrink_node(d, gfp_class(gfp), false));
+    ld_held_pop(t, shrink_node(d, gfp_class(gfp), false), NULL);
 
     unsigned bound = atomic_load_explicit(&slow_shrinker_ms, memory_order_relaxed);
     if (!start || !bound || !name)

@@ -212,28 +212,31 @@ void rcl__ld_report_emit(struct report_buf *rb, bool counts)
 }
 
 /*
- * The kernel's lockdep calls it an unlock imbalance. Here the checker
- * knows lock classes, not locks, so what it can tell is a release of a
- * class of which the thread holds none: a second release, a release by
- * a thread other than the one that took the lock, or an acquire that
- * was never annotated.
+ * The kernel's lockdep calls it an unlock imbalance: a lock released twice,
+ * by a thread other than the one that took it, or taken without an
+ * annotation. An rcl_mutex_t is told by its address, a bare annotation by
+ * its class alone.
  */
-void rcl__ld_report_unheld(const char *name, const struct site *st, bool mutex)
+void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mutex_t *m)
 {
     struct report_buf *rb;
 
     if (rcl__ld_site_seen(rcl__ld_site_sig(0x554e48ull, st)) || !(rb = calloc(1, sizeof(*rb))))
         return;
-    rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) released %s, which it does not "
-                       "hold, at:\n", st->thread, st->tid, name);
+    if (m)
+        rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) unlocked mutex %p of class "
+                           "%s, which it does not hold, at:\n", st->thread, st->tid,
+                       (const void *)m, name);
+    else
+        rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) released %s, which it does "
+                           "not hold, at:\n", st->thread, st->tid, name);
     rcl__ld_rb_frames(rb, st->frames, st->nframes);
     rcl__ld_rb_add(rb, "  What it means: the release has no acquire on this thread to match: "
                        "the lock was released twice, or by a thread other than the one that "
-                       "took it, or taken without rcl_lock_acquire().%s Usual fixes: release "
-                       "each lock once, on the thread that took it; annotate every acquire of "
-                       "the class.", mutex ? " This rcl_mutex_unlock() unlocked nothing: a "
-                       "mutex unlocked by a thread that does not own it would let a second "
-                       "thread into what it guards." : "");
+                       "took it, or taken without an annotation.%s Usual fixes: release each "
+                       "lock once, on the thread that took it; annotate every acquire.",
+                   m ? " The mutex was left as it was: a mutex unlocked by a thread that does "
+                       "not own it would let a second thread into what it guards." : "");
     rcl__ld_report_emit(rb, true);
     free(rb);
 }

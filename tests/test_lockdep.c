@@ -240,12 +240,71 @@ TEST_WITH(a_mutex_unlocked_by_a_thread_that_does_not_hold_it_stays_locked, ld_se
     pthread_join(th, NULL);
     assert_int_equal(u.trylock, EBUSY);
     assert_int_equal(rcl_lockdep_reports(), 1);
-    assert_reports_have("released lock_b, which it does not hold");
-    assert_reports_have("This rcl_mutex_unlock() unlocked nothing");
+    assert_reports_have("of class lock_b, which it does not hold");
+    assert_reports_have("The mutex was left as it was");
     rcl_mutex_unlock(&m);
     assert_int_equal(rcl_mutex_trylock(&m), 0);
     rcl_mutex_unlock(&m);
     assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+struct holder { rcl_mutex_t *m; pthread_barrier_t held, done; };
+
+static void *holds_until_done(void *arg)
+{
+    struct holder *h = arg;
+    rcl_mutex_lock(h->m);
+    pthread_barrier_wait(&h->held);
+    pthread_barrier_wait(&h->done);
+    rcl_mutex_unlock(h->m);
+    return NULL;
+}
+
+/* lockdep matches a release to the lock instance held, not only its class:
+ * a thread that holds one mutex of a class and unlocks another of it,
+ * which a second thread holds, is reported, and that mutex stays locked. */
+TEST_WITH(unlocking_a_mutex_not_held_is_reported_though_one_of_its_class_is, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t mine, theirs;
+    struct holder h = { &theirs, { { 0 } }, { { 0 } } };
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&mine, &lock_c), 0);
+    assert_int_equal(rcl_mutex_init(&theirs, &lock_c), 0);
+    assert_int_equal(pthread_barrier_init(&h.held, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, holds_until_done, &h), 0);
+    pthread_barrier_wait(&h.held);
+    rcl_mutex_lock(&mine);
+    rcl_mutex_unlock(&theirs);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class lock_c, which it does not hold");
+    assert_int_equal(rcl_mutex_trylock(&theirs), EBUSY);
+    rcl_mutex_unlock(&mine);
+    pthread_barrier_wait(&h.done);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(pthread_barrier_destroy(&h.held), 0);
+    assert_int_equal(pthread_barrier_destroy(&h.done), 0);
+    assert_int_equal(rcl_mutex_destroy(&mine), 0);
+    assert_int_equal(rcl_mutex_destroy(&theirs), 0);
+}
+
+/* A bare annotation names no lock: its release matches any lock of the
+ * class the thread holds, a mutex's too, and a mutex's unlock matches a
+ * bare annotation of its class. */
+TEST_WITH(a_bare_annotation_matches_any_lock_of_its_class, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    rcl_mutex_lock(&m);
+    unlock(&lock_a);
+    lock(&lock_a);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lockdep_reports(), 0);
     assert_int_equal(rcl_mutex_destroy(&m), 0);
 }
 
