@@ -405,8 +405,8 @@ static inline __attribute__((always_inline)) bool release(struct rcl_lock_class 
     struct ld_thread *t = ld_self;
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     /* Hot path: the lock on top of the stack, as releases usually are. */
-    if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
-               ld_held_pop_top(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED), m)))
+    if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) &&
+        likely(ld_held_pop_top(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED), m)))
         return true;
     return release_slow(c, __builtin_return_address(0), m);
 }

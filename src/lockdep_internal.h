@@ -208,6 +208,7 @@ void rcl__ld_reports_clear_locked(void);
 
 #define HELD_TRY     0x1   /* taken by a trylock: nothing waited for it */
 #define HELD_RECLAIM 0x2   /* a reclaim pseudo-lock (inside a shrinker) */
+#define HELD_MUTEX   0x4   /* an rcl_mutex_t, whose address inst[] holds */
 
 struct shrink_frame {
     const char        *name;       /* the shrinker's, for the edges taken inside */
@@ -217,14 +218,15 @@ struct shrink_frame {
 struct ld_thread {
     unsigned gen;                   /* graph_gen the contents belong to */
     unsigned n;                     /* held entries (may exceed MAX_HELD) */
-    unsigned unknown;               /* locks held when a reset forgot the stack,
-                                       which the thread may still release */
     uint32_t held[MAX_HELD];
-    const void *inst[MAX_HELD];     /* the rcl_mutex_t held, NULL for a bare
-                                       annotation or a reclaim node */
     uint32_t next_ok[MAX_HELD];     /* a class known to be taken after held[i]:
                                        the hot path's one-entry edge cache */
     uint8_t  flags[MAX_HELD];
+    /* Below the hot paths' fields, which keep their lines. */
+    const void *inst[MAX_HELD];     /* the rcl_mutex_t held, where flags
+                                       say HELD_MUTEX */
+    unsigned unknown;               /* locks held when a reset forgot the stack,
+                                       which the thread may still release */
     unsigned nscopes;               /* tokens of scope saves, innermost last */
     unsigned scopes[MAX_SCOPES];
     unsigned nshrink;
@@ -255,8 +257,10 @@ static inline void ld_held_push(struct ld_thread *t, uint32_t id, const void *in
 
     if (likely(n < MAX_HELD)) {
         t->held[n] = id;
-        t->inst[n] = inst;
-        t->flags[n] = flags;
+        /* A bare annotation writes no address: its flag says there is none. */
+        if (inst)
+            t->inst[n] = inst;
+        t->flags[n] = flags | (inst ? HELD_MUTEX : 0);
         t->next_ok[n] = 0;
     }
     t->n = n + 1;
@@ -268,11 +272,11 @@ bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id, const void *inst);
 
 /* Does entry i stand for the lock released, of class id: the same
  * rcl_mutex_t, or any lock of the class where either side is a bare
- * annotation (inst NULL)? */
+ * annotation (inst NULL, no HELD_MUTEX)? */
 static inline bool ld_held_is(const struct ld_thread *t, unsigned i, uint32_t id,
                               const void *inst)
 {
-    return t->held[i] == id && (!inst || !t->inst[i] || t->inst[i] == inst);
+    return t->held[i] == id && (!inst || !(t->flags[i] & HELD_MUTEX) || t->inst[i] == inst);
 }
 
 /* Takes the lock off the stack if it is on top, as it usually is. */
