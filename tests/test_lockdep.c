@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 #include <stdatomic.h>
+#include <sched.h>
 #include <sys/wait.h>
 
 #include "checker.h"
@@ -380,19 +381,6 @@ TEST_WITH(after_a_run_with_the_checker_off_no_release_is_reported, ld_setup, ld_
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
-TEST_WITH(mode_off_reports_nothing, ld_setup, ld_teardown)
-{
-    rcl_shutdown();
-    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
-    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
-    lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
-    unsigned a = rcl_nofs_save(), b = rcl_noio_save();
-    rcl_nofs_restore(a);
-    rcl_noio_restore(b);
-    assert_int_equal(rcl_lockdep_reports(), 0);
-    assert_int_equal(test_report_count(), 0);
-}
-
 TEST_WITH(mode_verbose_notes_each_new_dependency, ld_setup, ld_teardown)
 {
     rcl_shutdown();
@@ -475,6 +463,95 @@ TEST_WITH(many_threads_in_one_order_are_quiet, ld_setup, ld_teardown)
     if (rcl_lockdep_reports())
         print_reports();
     assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* Locks of one kind held by address, as a file system holds inode locks:
+ * threads take a mutex of each of three classes in class order (trylocks,
+ * which a report stops), picked at random among several of each, and
+ * unlock them in random order. Every
+ * unlock finds its own mutex among same-class entries of other threads'
+ * stacks and its own: none is reported, and each mutex still excludes
+ * (the count it guards is exact). */
+#define MUTEX_LEVELS 3
+#define MUTEXES_PER_LEVEL 4
+static RCL_LOCK_CLASS(level_dir, "dir");
+static RCL_LOCK_CLASS(level_inode, "inode");
+static RCL_LOCK_CLASS(level_page, "page");
+static struct rcl_lock_class *const level_class[MUTEX_LEVELS] = { &level_dir, &level_inode,
+                                                                   &level_page };
+static rcl_mutex_t level_mutex[MUTEX_LEVELS][MUTEXES_PER_LEVEL];
+static long level_count[MUTEX_LEVELS][MUTEXES_PER_LEVEL];
+
+/* A report means an unlock was refused and its mutex stays locked: the
+ * threads stop rather than wait for it for ever. */
+static bool lock_unless_reported(rcl_mutex_t *m)
+{
+    while (rcl_mutex_trylock(m) == EBUSY) {
+        if (rcl_lockdep_reports())
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
+static void *takes_mutexes_in_level_order(void *arg)
+{
+    struct stress_arg *a = arg;
+    unsigned seed = a->seed;
+    for (int i = 0; i < a->iters; i++) {
+        int pick[MUTEX_LEVELS];
+        unsigned left = 0;
+        for (int l = 0; l < MUTEX_LEVELS; l++) {
+            pick[l] = rand_r(&seed) % MUTEXES_PER_LEVEL;
+            if (!lock_unless_reported(&level_mutex[l][pick[l]]))
+                break;
+            level_count[l][pick[l]]++;
+            left |= 1u << l;
+        }
+        if (left != (1u << MUTEX_LEVELS) - 1)
+            i = a->iters;   /* stopped: release what is held, and end */
+        while (left) {
+            int l = rand_r(&seed) % MUTEX_LEVELS;
+            if (left & (1u << l)) {
+                rcl_mutex_unlock(&level_mutex[l][pick[l]]);
+                left &= ~(1u << l);
+            }
+        }
+    }
+    return NULL;
+}
+
+TEST_WITH(many_threads_unlock_their_own_mutexes_of_shared_classes_quietly, ld_setup, ld_teardown)
+{
+    enum { NT = 4 };
+    pthread_t th[NT];
+    struct stress_arg args[NT];
+    int iters = test_scale(20000);
+
+    for (int l = 0; l < MUTEX_LEVELS; l++)
+        for (int k = 0; k < MUTEXES_PER_LEVEL; k++) {
+            assert_int_equal(rcl_mutex_init(&level_mutex[l][k], level_class[l]), 0);
+            level_count[l][k] = 0;
+        }
+    for (int i = 0; i < NT; i++) {
+        args[i] = (struct stress_arg){ 99u + (unsigned)i, iters };
+        assert_int_equal(pthread_create(&th[i], NULL, takes_mutexes_in_level_order, &args[i]), 0);
+    }
+    for (int i = 0; i < NT; i++)
+        pthread_join(th[i], NULL);
+    if (rcl_lockdep_reports())
+        print_reports();
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    for (int l = 0; l < MUTEX_LEVELS; l++) {
+        long total = 0;
+        for (int k = 0; k < MUTEXES_PER_LEVEL; k++) {
+            assert_int_equal(rcl_mutex_trylock(&level_mutex[l][k]), 0);   /* none left locked */
+            rcl_mutex_unlock(&level_mutex[l][k]);
+            total += level_count[l][k];
+            assert_int_equal(rcl_mutex_destroy(&level_mutex[l][k]), 0);
+        }
+        assert_int_equal(total, (long)NT * iters);
+    }
 }
 
 TEST_WITH(many_threads_find_the_one_inversion, ld_setup, ld_teardown)
@@ -569,6 +646,22 @@ TEST_WITH(an_exited_threads_stack_is_given_back, ld_setup, ld_teardown)
     if (after - before > 256)
         fail_msg("256 threads grew the process by %ld KiB", after - before);
     assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* Last in the file: an rcl_init() with the checker off ends the report of
+ * releases without an acquire for the rest of the process (src/lockdep.c,
+ * ld_blind), which the tests above assert. */
+TEST_WITH(mode_off_reports_nothing, ld_setup, ld_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
+    unsigned a = rcl_nofs_save(), b = rcl_noio_save();
+    rcl_nofs_restore(a);
+    rcl_noio_restore(b);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
 }
 
 TEST_MAIN();
