@@ -421,6 +421,21 @@ static struct rcl_lock_class stress_classes[NCLASSES];
 
 struct stress_arg { unsigned seed; int iters; };
 
+/* nt threads (at most 8) running fn, the i-th with seed + i, all joined. */
+static void run_threads(int nt, void *(*fn)(void *), unsigned seed, int iters)
+{
+    pthread_t th[8];
+    struct stress_arg args[8];
+
+    assert_true(nt <= 8);
+    for (int i = 0; i < nt; i++) {
+        args[i] = (struct stress_arg){ seed + (unsigned)i, iters };
+        assert_int_equal(pthread_create(&th[i], NULL, fn, &args[i]), 0);
+    }
+    for (int i = 0; i < nt; i++)
+        pthread_join(th[i], NULL);
+}
+
 /* Random subsets of the classes, always taken in index order, released in
  * random order: plenty of new edges from many threads at once, no cycle. */
 static void *stress_thread(void *arg)
@@ -451,15 +466,7 @@ TEST_WITH(many_threads_in_one_order_are_quiet, ld_setup, ld_teardown)
                                            "s6", "s7", "s8", "s9", "s10", "s11" };
     for (int k = 0; k < NCLASSES; k++)
         stress_classes[k] = (struct rcl_lock_class){ .name = names[k] };
-    enum { NT = 8 };
-    pthread_t th[NT];
-    struct stress_arg args[NT];
-    for (int i = 0; i < NT; i++) {
-        args[i] = (struct stress_arg){ 1234u + (unsigned)i, test_scale(20000) };
-        assert_int_equal(pthread_create(&th[i], NULL, stress_thread, &args[i]), 0);
-    }
-    for (int i = 0; i < NT; i++)
-        pthread_join(th[i], NULL);
+    run_threads(8, stress_thread, 1234u, test_scale(20000));
     if (rcl_lockdep_reports())
         print_reports();
     assert_int_equal(rcl_lockdep_reports(), 0);
@@ -524,8 +531,6 @@ static void *takes_mutexes_in_level_order(void *arg)
 TEST_WITH(many_threads_unlock_their_own_mutexes_of_shared_classes_quietly, ld_setup, ld_teardown)
 {
     enum { NT = 4 };
-    pthread_t th[NT];
-    struct stress_arg args[NT];
     int iters = test_scale(20000);
 
     for (int l = 0; l < MUTEX_LEVELS; l++)
@@ -533,12 +538,7 @@ TEST_WITH(many_threads_unlock_their_own_mutexes_of_shared_classes_quietly, ld_se
             assert_int_equal(rcl_mutex_init(&level_mutex[l][k], level_class[l]), 0);
             level_count[l][k] = 0;
         }
-    for (int i = 0; i < NT; i++) {
-        args[i] = (struct stress_arg){ 99u + (unsigned)i, iters };
-        assert_int_equal(pthread_create(&th[i], NULL, takes_mutexes_in_level_order, &args[i]), 0);
-    }
-    for (int i = 0; i < NT; i++)
-        pthread_join(th[i], NULL);
+    run_threads(NT, takes_mutexes_in_level_order, 99u, iters);
     if (rcl_lockdep_reports())
         print_reports();
     assert_int_equal(rcl_lockdep_reports(), 0);
