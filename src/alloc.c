@@ -847,7 +847,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     /* A slab's slot stays only in its class: the backend cannot resize
      * it. A backend block becomes one of a slab class by a move where
      * every block of such a class is a slot (block_new; in a small class
-     * over glibc and jemalloc, one may be either: slab.h). */
+     * over glibc, one may be either: slab.h). */
     unsigned home = block_home(h, old);
     if (home ? home != slab_home(size) : slab_home(size) && !rcl__slab_mixed(slab_home(size) - 1))
         return realloc_move(p, h, size, gfp);

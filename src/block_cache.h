@@ -39,9 +39,9 @@
  *     then to their starts as far as half the bound allows
  *     (rcl__bcache_evict).
  * Beyond its cache, a block goes through the wrapper, its header and the
- * class rounding to the backend - or, from 256 B over mimalloc, up to
- * 256 B over glibc and at any size over jemalloc, to its class's slabs
- * (slab.h), in batches - which costs more
+ * class rounding to the backend - or, from 256 B over mimalloc and
+ * jemalloc and up to 256 B over glibc, to its class's slabs (slab.h), in
+ * batches - which costs more
  * than the backend alone for small blocks (docs/bench/patterns.md has the
  * figures). From the cache a pair costs less than glibc's own. Over
  * glibc an empty list first takes a cached block of a class a little

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * slab.c - the slabs: of the larger classes over mimalloc and jemalloc,
- * of the smaller over glibc and jemalloc (slab.h says which, and why).
+ * of the smaller over glibc (slab.h says which, and why).
  *
  * A slab is a span of the backend's (a small class's, of a region the
  * library maps: below), aligned to its own size, so that a slot finds
@@ -283,13 +283,12 @@ static void list_del(struct slab_class *k, struct slab *s)
 }
 
 /*
- * A small class's span (rcl__slab_mixed(), slab.h) comes from a region of
- * REGION_BYTES the library maps itself, not from the backend, so that the
- * regions' map says which blocks are slots. Over glibc there is a second
- * reason: a 64 KiB span aligned to 64 KiB is over
- * glibc's mmap threshold with its slack, and glibc's chunk headers then
- * keep two more pages of it resident (12 KiB a span where the first slot
- * touches 4). A mapping per span would do, but frees among them could
+ * A small class's span over glibc (rcl__slab_mixed(), slab.h) comes from a
+ * region of REGION_BYTES the library maps itself, not from glibc, so that
+ * the regions' map says which blocks are slots, and because a 64 KiB
+ * span aligned to 64 KiB is over glibc's mmap threshold with its slack,
+ * and glibc's chunk headers then keep two more pages of it resident (12
+ * KiB a span where the first slot touches 4). A mapping per span would do, but frees among them could
  * leave the process one per span, and a few GiB of small blocks would
  * reach vm.max_map_count. A region is aligned to its size, so that a span
  * finds its region from its address; the region's head is in its first

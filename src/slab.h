@@ -12,15 +12,12 @@
  * quarter more memory, and a class the backend serves more slowly (its
  * slabs span several pages; jemalloc purges and faults them in again
  * under a live set of thousands). Carved from a slab, the header costs its
- * 16 bytes and no more. Below 256 B mimalloc's and jemalloc's classes
- * are 16 bytes apart, and the header's 16 bytes land on the next of them
- * exactly, so a slab would save nothing: over mimalloc those classes
- * stay mimalloc's. Over jemalloc they are slabs' too, from regions as
- * over glibc (below), as the first step towards slots without a header
- * (docs/design.md, "What the header still costs"): the regions' map is
- * what would let a free tell a slot from the backend's block before it
- * reads either. With the header kept, a slot of theirs takes no more
- * than the backend's block did.
+ * 16 bytes and no more. The classes below 256 B stay mimalloc's and
+ * jemalloc's: their classes there are 16 bytes apart, and the header's 16
+ * bytes land on the next of them exactly, so a slab would save nothing
+ * (over jemalloc such slabs were built, as a step towards slots without
+ * a header, and taken out again with that plan: docs/design.md, "What
+ * the header still costs, and why it stays").
  *
  * Over glibc it is the other way round. Its chunks fit to 16 bytes and
  * merge free neighbours, so above 256 B a block asked of it costs no more
@@ -46,11 +43,11 @@
 #include "block_cache.h"
 
 /* The slab classes, [FIRST, END), and the sizes they serve: from the
- * class of 256-byte blocks up over mimalloc, up to it over glibc, every
- * class over jemalloc. */
-#define RCL_SLAB_FIRST_CLASS (RCL__BE_SMALL_SLABS ? 0u : 15u)
+ * class of 256-byte blocks up over mimalloc and jemalloc, up to it over
+ * glibc. */
+#define RCL_SLAB_FIRST_CLASS (RCL__BE_COARSE_CLASSES ? 15u : 0u)
 #define RCL_SLAB_END_CLASS   (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_CLASSES : 16u)
-#define RCL_SLAB_MIN_SIZE    (RCL__BE_SMALL_SLABS ? 1u : 241u)
+#define RCL_SLAB_MIN_SIZE    (RCL__BE_COARSE_CLASSES ? 241u : 1u)
 #define RCL_SLAB_MAX_SIZE    (RCL__BE_COARSE_CLASSES ? (unsigned)RCL_BCACHE_MAX : 256u)
 _Static_assert(RCL_SLAB_END_CLASS <= RCL_BCACHE_CLASSES, "a slab class is a cache class");
 _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by slab class number");
@@ -59,20 +56,18 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
  * with a bit for each of its pages that a trim gave back (slab.c). */
 #define RCL_SLAB_HEAD 128u
 
-/* Over glibc and jemalloc, the regions the small classes' spans come
- * from (slab.c): mapped by the library, aligned to their size, unmapped
- * once free. */
+/* Over glibc, the regions the small classes' spans come from (slab.c):
+ * mapped by the library, aligned to their size, unmapped once free. */
 #define RCL_SLAB_REGION_BYTES (2u << 20)
 
 /*
- * Over glibc and jemalloc a small class's blocks are slots or the
- * backend's own blocks. A thread takes slots for a class only once its
- * list has grown to RCL_SLAB_MIN_DEPTH (over glibc 12, four misses past
- * its start of 8); until then the backend's blocks, which over glibc
- * cost the header's 16 bytes more each (over jemalloc no more than a
- * slot) but share the backend's pages with every other size. A slab's
- * first slot makes a page resident, so each small class a thread used
- * held a page of its own: live sets of a mix of sizes, half of them in the 16 small classes, held
+ * Over glibc a slab class's blocks are slots or glibc's own chunks. A
+ * thread takes slots for a class only once its list has grown to
+ * RCL_SLAB_MIN_DEPTH, four misses past its start of 8; until then
+ * glibc's chunks, which cost the header's 16 bytes more each but share
+ * glibc's pages with every other size. A slab's first slot makes a page
+ * resident, so each small class a thread used held a page of its own:
+ * live sets of a mix of sizes, half of them in the 16 small classes, held
  * 1.91 - 1.97x raw glibc's peak RSS at 8 blocks on two threads and 1.09 -
  * 1.14x at 64, and with the mixed homes 0.91 - 0.94x and 0.85 - 0.89x.
  * The price is the page of glibc's a class's first blocks may take, which
@@ -81,27 +76,20 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
  * simple, 64 B x 1600, reads 1.06x from 12 and 1.03x from 32 (16 B x 4096,
  * all glibc's chunks, would hold 1.44x). A block goes back to where it
  * lives, which its address says (rcl__slab_holds(), slab.c's map of the
- * regions). Over jemalloc a class takes slots from 32 blocks: a slot and
- * a block of jemalloc's cost the same there, and from 12 the mix at 64
- * blocks on two threads held 1.06 - 1.07x raw jemalloc's peak RSS, where
- * it held 0.92 - 0.93x with the small classes all jemalloc's, as it does
- * from 32 (docs/bench/patterns.md, "Small slabs over jemalloc,
- * 2026-12-05"). Over jemalloc the 256 B class and those above are slots
- * only, from the backend's spans, as over mimalloc: a block of theirs
- * asked of jemalloc with its header is a quarter larger. Under
- * AddressSanitizer the spans are its allocator's, not regions, and every
- * block of a slab class is a slot, as over mimalloc.
+ * regions). Under AddressSanitizer the spans are its allocator's, not
+ * regions, and every block of a slab class is a slot, as over mimalloc
+ * and jemalloc.
  */
-#if RCL__BE_SMALL_SLABS && !defined(RCL_ASAN)
-#define RCL_SLAB_REGION_END_CLASS (RCL__BE_COARSE_CLASSES ? 15u : 16u)
+#if !RCL__BE_COARSE_CLASSES && !defined(RCL_ASAN)
+#define RCL_SLAB_REGION_END_CLASS 16u
 #else
 #define RCL_SLAB_REGION_END_CLASS 0u
 #endif
 #define RCL_SLAB_MIXED (RCL_SLAB_REGION_END_CLASS != 0)
-#define RCL_SLAB_MIN_DEPTH (RCL__BE_COARSE_CLASSES ? 32u : 12u)
+#define RCL_SLAB_MIN_DEPTH 12u
 
-/* Blocks of `size` are slots of their class's slabs (over glibc and
- * jemalloc, may be: above). */
+/* Blocks of `size` are slots of their class's slabs (over glibc, may be:
+ * above). */
 static inline bool rcl__slab_sized(size_t size)
 {
     return size - RCL_SLAB_MIN_SIZE < RCL_SLAB_MAX_SIZE - RCL_SLAB_MIN_SIZE + 1;
@@ -114,7 +102,7 @@ static inline bool rcl__slab_class(unsigned c)
 }
 
 /* Class c's slabs take their spans from the regions, and its blocks may
- * be the backend's too (above). */
+ * be glibc's too (above). */
 static inline bool rcl__slab_mixed(unsigned c)
 {
 #if RCL_SLAB_MIXED

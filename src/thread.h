@@ -33,20 +33,6 @@
 #endif
 
 /*
- * Whether the classes below 256 B are the library's slabs too, their
- * spans from regions it maps (slab.h): over glibc, where a slot is the
- * chunk raw glibc makes, and over jemalloc, as the first step towards
- * blocks without a header, where the regions' map tells a slot from the
- * backend's block by its address. Decided, as the above, before a
- * sanitizer's libc takes the backend's place.
- */
-#if defined(RCL_BACKEND_MIMALLOC)
-#define RCL__BE_SMALL_SLABS 0
-#else
-#define RCL__BE_SMALL_SLABS 1
-#endif
-
-/*
  * The block classes (block_cache.h has their table): 16 bytes apart to
  * 256 B, 64 to 512 B, then 2^RCL__CLASS_BITS per doubling to 64 KiB -
  * four over a coarse backend, as its own classes are, eight over glibc

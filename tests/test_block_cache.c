@@ -60,11 +60,9 @@ static void assert_cached(size_t cached, size_t size, int n)
 /* `size`, or where it is a slab class a size the backend serves: for the
  * counts that take a block a miss, where a slab class's miss takes a batch
  * and a full list of it gives one back. Over glibc 256 bytes up, a size
- * glibc serves; over jemalloc, where every class up to 64 KiB is a slab
- * class, `size` itself where it is a small class, whose first blocks are
- * jemalloc's until the thread's list has grown (src/slab.h) - far past
- * the few blocks a class these tests take. 0 where there is none: over
- * jemalloc under AddressSanitizer every block of a slab class is a slot. */
+ * glibc serves; over mimalloc and jemalloc, whose classes from 256 B to
+ * 64 KiB are slab classes, `size` itself where it is a smaller class. 0
+ * where there is none. */
 static size_t backend_served(size_t size)
 {
     size_t n = rcl__slab_sized(size) ? size + 256 : size;
@@ -84,9 +82,8 @@ static bool no_backend_class(size_t size, unsigned blocks)
 
     if (n && (!rcl__slab_sized(n) || start + blocks < RCL_SLAB_MIN_DEPTH))
         return false;
-    print_message("skipped: every class up to 64 KiB is a slab class over jemalloc, a small "
-                  "one the backend's only until a thread's list of it has grown, and never under "
-                  "AddressSanitizer (src/slab.h)\n");
+    print_message("skipped: the size is a slab class's here, whose misses take batches "
+                  "(src/slab.h)\n");
     return true;
 }
 

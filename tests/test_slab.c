@@ -12,9 +12,8 @@
  * a second free is caught, not a corruption. Over glibc, which fits a
  * chunk to 16 bytes, the classes above 256 B are glibc's chunks, and the
  * tests that are about their slabs say so and skip; its classes up to
- * 256 B are slabs' slots instead, from regions the library maps. So are
- * jemalloc's below 256 B (the first step towards slots without a
- * header); the tests about those skip over mimalloc.
+ * 256 B are slabs' slots instead, from regions the library maps; the
+ * tests about those skip over mimalloc and jemalloc.
  *
  * Each test uses sizes of a class no other test here uses, so that what
  * one leaves in its slabs cannot decide another.
@@ -46,13 +45,13 @@ static bool no_small_slabs(void)
 {
     if (rcl__slab_sized(16))
         return false;
-    print_message("skipped: over mimalloc the classes below 256 B are the backend's, 16 bytes "
-                  "apart as the header is long (src/slab.h)\n");
+    print_message("skipped: over mimalloc and jemalloc the classes below 256 B are the "
+                  "backend's, 16 bytes apart as the header is long (src/slab.h)\n");
     return true;
 }
 
-/* The regions the small classes' spans come from (src/slab.c): over glibc
- * and jemalloc, but for AddressSanitizer's build. */
+/* The regions the small classes' spans come from (src/slab.c): over glibc,
+ * but for AddressSanitizer's build. */
 static bool no_regions(void)
 {
     if (no_small_slabs())
@@ -821,9 +820,8 @@ static bool slot_at(void *p)
     return rcl__slab_sized(h->size) && rcl__slab_holds(h, rcl__bcache_class(h->size));
 }
 
-/* A 16-byte block and its header take 32 bytes: over glibc the chunk raw
- * glibc makes for 16 bytes (asked of glibc they would take 48), over
- * jemalloc its 32-byte class. */
+/* A 16-byte block and its header take 32 bytes: the chunk raw glibc makes
+ * for 16 bytes (asked of glibc they would take 48). */
 TEST(small_blocks_lie_a_header_apart)
 {
     if (no_small_slabs())
@@ -916,15 +914,14 @@ TEST(every_span_of_a_region_is_a_slab)
     free(p);
 }
 
-/* Over glibc and jemalloc a small class's blocks live in two places
- * (src/slab.h). */
+/* Over glibc a small class's blocks live in two places (src/slab.h). */
 static bool no_mixed_homes(void)
 {
     if (RCL_SLAB_MIXED)
         return false;
-    print_message("skipped: every block of a slab class is a slot here; over glibc and "
-                  "jemalloc (but under AddressSanitizer) a small class's first blocks are the "
-                  "backend's (src/slab.h)\n");
+    print_message("skipped: every block of a slab class is a slot here; over glibc (but "
+                  "under AddressSanitizer) a small class's first blocks are glibc's chunks "
+                  "(src/slab.h)\n");
     return true;
 }
 
@@ -969,8 +966,7 @@ TEST(a_small_class_takes_slots_once_its_list_has_grown)
     assert_int_equal(pthread_join(th, &ret), 0);
     assert_null(ret);
     assert_true(g.first_slot > 0 && g.first_slot <= (int)RCL_SLAB_MIN_DEPTH);
-    /* Each miss grew the list by one from its start: 4 blocks of glibc's,
-     * 24 of jemalloc's. */
+    /* Each miss grew the list by one from its start: 4 blocks of glibc's. */
     assert_int_equal(g.first_slot,
                      RCL_SLAB_MIN_DEPTH - rcl__bcache_depth_start(rcl__bcache_class(g.size)));
     assert_int_equal(g.slots, GROW_N - g.first_slot);
@@ -987,8 +983,7 @@ TEST(a_small_class_takes_slots_once_its_list_has_grown)
  * wrong, its region never unmapped. */
 enum { MIX_N = 3000, MIX_SIZES = 3 };
 /* Three small classes, one of them a block's size in turn, and a block
- * of each above them (its class glibc's alone, a slab's alone over
- * jemalloc), so that lists of several
+ * of each above them (its class glibc's alone), so that lists of several
  * classes hold blocks of both homes side by side. */
 static const size_t mix_size[MIX_SIZES + 1] = { 24, 100, 200, 600 };
 #define MIX_SIZE_OF(i) mix_size[(i) % (MIX_SIZES + 1)]
