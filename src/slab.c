@@ -288,9 +288,9 @@ static void list_del(struct slab_class *k, struct slab *s)
  * the regions' map says which blocks are slots, and because a 64 KiB
  * span aligned to 64 KiB is over glibc's mmap threshold with its slack,
  * and glibc's chunk headers then keep two more pages of it resident (12
- * KiB a span where the first slot touches 4). A mapping per span would do, but frees among them could
- * leave the process one per span, and a few GiB of small blocks would
- * reach vm.max_map_count. A region is aligned to its size, so that a span
+ * KiB a span where the first slot touches 4). A mapping per span would
+ * do, but frees among them could leave the process one per span, and a
+ * few GiB of small blocks would reach vm.max_map_count. A region is aligned to its size, so that a span
  * finds its region from its address; the region's head is in its first
  * span's slab head, in the bytes a slab head leaves, and the first span
  * is a slab's as the others are: a head with a span of its own kept a
