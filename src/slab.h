@@ -81,11 +81,10 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
  * and jemalloc.
  */
 #if !RCL__BE_COARSE_CLASSES && !defined(RCL_ASAN)
-#define RCL_SLAB_REGION_END_CLASS 16u
+#define RCL_SLAB_MIXED 1
 #else
-#define RCL_SLAB_REGION_END_CLASS 0u
+#define RCL_SLAB_MIXED 0
 #endif
-#define RCL_SLAB_MIXED (RCL_SLAB_REGION_END_CLASS != 0)
 #define RCL_SLAB_MIN_DEPTH 12u
 
 /* Blocks of `size` are slots of their class's slabs (over glibc, may be:
@@ -105,12 +104,7 @@ static inline bool rcl__slab_class(unsigned c)
  * be glibc's too (above). */
 static inline bool rcl__slab_mixed(unsigned c)
 {
-#if RCL_SLAB_MIXED
-    return c < RCL_SLAB_REGION_END_CLASS;
-#else
-    (void)c;
-    return false;
-#endif
+    return RCL_SLAB_MIXED && c < RCL_SLAB_END_CLASS;
 }
 
 /* Does thread t take a new block of class c from the class's slabs? */
