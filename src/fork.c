@@ -31,6 +31,8 @@
  *  11. the slabs' trim lock, then their lock (slab.c), the same, and
  *                                never with the depot's; nothing but the
  *                                slabs' lock is taken under the trim lock
+ *  12. the regions' lock         (region.c), taken by a span taken or
+ *                                given back, with nothing else held
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
  * which come last. A mempool's resize lock is not taken: a resize holds it
@@ -91,11 +93,13 @@ static void fork_prepare(void)
     rcl__report_atfork_prepare();
     rcl__depot_atfork_prepare();
     rcl__slab_atfork_prepare();
+    rcl__region_atfork_prepare();
 }
 
 /* The reverse order, though unlocking in any order would do. */
 static void fork_parent(void)
 {
+    rcl__region_atfork_parent();
     rcl__slab_atfork_parent();
     rcl__depot_atfork_parent();
     rcl__report_atfork_parent();
@@ -111,6 +115,7 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    rcl__region_atfork_child();
     rcl__slab_atfork_child();
     rcl__depot_atfork_child();
     rcl__report_atfork_child();

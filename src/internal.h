@@ -28,6 +28,9 @@
  *   alloc.c     the rcl_alloc family, block headers, valloc
  *   alloc_signal.c  the same calls from a signal handler: stash, deferred frees
  *   block_cache.c, block_cache.h   the per-thread block cache, its classes
+ *   slab.c, slab.h   the slabs: spans the library carves into slots
+ *   region.c, region.h   over glibc, the regions the small classes' spans
+ *               come from, and the map of them by address
  *   reclaim.c   direct reclaim, the background reclaimer, rcl_reclaim
  *   shrinker.c  shrinker registry, do_shrink (the kernel's scan arithmetic)
  *   domain.c    reclaim domains, the per-shrinker decision, journal_info
@@ -420,6 +423,9 @@ void rcl__depot_atfork_child(void);
 void rcl__slab_atfork_prepare(void);
 void rcl__slab_atfork_parent(void);
 void rcl__slab_atfork_child(void);
+void rcl__region_atfork_prepare(void);
+void rcl__region_atfork_parent(void);
+void rcl__region_atfork_child(void);
 void rcl__domain_atfork_prepare(void);
 void rcl__domain_atfork_parent(void);
 void rcl__domain_atfork_child(void);

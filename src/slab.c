@@ -3,8 +3,8 @@
  * slab.c - the slabs: of the larger classes over mimalloc and jemalloc,
  * of the smaller over glibc (slab.h says which, and why).
  *
- * A slab is a span of the backend's (a small class's, of a region the
- * library maps: below), aligned to its own size, so that a slot finds
+ * A slab is a span of the backend's (a class of two homes', of a region
+ * the library maps: region.c), aligned to its own size, so that a slot finds
  * its slab from its address: a small head at the front, then slots of
  * the class's largest size and a header each. A class's size
  * decides its span: the smallest power of two of at least SLAB_MIN_BYTES
@@ -56,12 +56,15 @@
  * back at the thread's cache drain (rcl__slab_disown()).
  *
  * The slabs' lock (below) is taken only when a thread takes a slab, when
- * its cache turns a batch of blocks away, and by the slow paths. It is
- * the last of the library's order (fork.c): nothing is called under it.
+ * its cache turns a batch of blocks away, and by the slow paths. Only
+ * the regions' lock comes after it in the library's order (fork.c), and
+ * is never taken under it: nothing is called under it.
  */
 #include "internal.h"
 #include "backend.h"
 #include "block_cache.h"
+#include "list.h"
+#include "region.h"
 #include "slab.h"
 
 #include <pthread.h>
@@ -80,14 +83,9 @@
 #define PARK_PAGES     512u         /* pages of the largest span, 2 MiB (the
                                        64 KiB class's 16 slots): span_choose() */
 
-/* A region the small classes' spans come from (below): on a list while it
- * has a free span. */
-struct region {
-    struct region *prev, *next;
-    uint32_t       free;            /* a bit per free span */
-};
-
 struct slab {
+    struct rcl_region region;       /* in a region's first span only, slab or
+                                       not: the region's head (region.c) */
     struct slab    *prev, *next;    /* on its class's list while it has a free slot */
     struct rcl_hdr *free;           /* slots given back, linked by their headers' next */
     unsigned        used;           /* slots out: with the program, in a cache or
@@ -101,14 +99,14 @@ struct slab {
                                        since the one before (slabs_age()) */
     uint16_t        owner;          /* own_tag() of the thread that took its
                                        slots last, 0 for none */
-    struct region   region;         /* in a region's first span only, slab or
-                                       not: the region's head */
     uint64_t        parked[PARK_PAGES / 64];
                                     /* a bit per page a trim gave back: the free
                                        slots whose headers lie on it are on no
                                        list (slab_park()) */
 };
 _Static_assert(sizeof(struct slab) <= SLAB_HEAD, "a slab's head fits before its first slot");
+_Static_assert(offsetof(struct slab, region) == 0 && RCL_REGION_SPAN == SLAB_MIN_BYTES,
+               "a region's head begins its first span, a slab's spans of two homes");
 _Static_assert(SLAB_HEAD % 64 == 0 && SLAB_HEAD < SLAB_PAGE, "the head is lines of the first page");
 
 /*
@@ -121,26 +119,9 @@ _Static_assert(SLAB_HEAD % 64 == 0 && SLAB_HEAD < SLAB_PAGE, "the head is lines 
  * handler within what it may hold. Its holders never wait on anything:
  * it spins before it sleeps (RCL_SPIN_MUTEX_INITIALIZER).
  */
+static pthread_mutex_t slab_lock = RCL_SPIN_MUTEX_INITIALIZER;
+
 #define NR_SLAB        (RCL_SLAB_END_CLASS - RCL_SLAB_FIRST_CLASS)
-
-/*
- * With the lock, on the page any span taken writes, the bits of the map's
- * window (below): the 4 GiB of address space around the first region,
- * where a program's regions most often all lie, so that the map costs such
- * a program no page of its own. 512-aligned, the pair never straddles a
- * page.
- */
-typedef _Atomic uint64_t map_word;
-#define WINDOW_REGIONS 2048u
-#define WINDOW_BELOW   1536u        /* regions below the first: mmap() works down */
-
-static struct {
-    pthread_mutex_t  lock;
-    _Atomic uintptr_t window_lo;    /* the window's first region number, a
-                                       multiple of 64; 0 until a region */
-    map_word         window[WINDOW_REGIONS / 64];
-} slabs __attribute__((aligned(512))) = { .lock = RCL_SPIN_MUTEX_INITIALIZER };
-_Static_assert(sizeof(slabs) <= 512, "the lock and the window share a page");
 
 static struct slab_class {
     struct slab *avail;             /* slabs with a free slot */
@@ -249,27 +230,6 @@ static inline struct rcl_hdr *slot(struct slab *s, unsigned c, unsigned i)
     return (struct rcl_hdr *)((char *)s + SLAB_HEAD + (size_t)i * slot_bytes(c));
 }
 
-/* The lists of slabs with a free slot and of regions with a free span:
- * linked through their heads' prev and next, pushed at the front. */
-#define LIST_PUSH(head, n)                  \
-    do {                                    \
-        (n)->prev = NULL;                   \
-        (n)->next = (head);                 \
-        if (head)                           \
-            (head)->prev = (n);             \
-        (head) = (n);                       \
-    } while (0)
-
-#define LIST_DEL(head, n)                   \
-    do {                                    \
-        if ((n)->prev)                      \
-            (n)->prev->next = (n)->next;    \
-        else                                \
-            (head) = (n)->next;             \
-        if ((n)->next)                      \
-            (n)->next->prev = (n)->prev;    \
-    } while (0)
-
 static void list_add(struct slab_class *k, struct slab *s)
 {
     LIST_PUSH(k->avail, s);
@@ -282,237 +242,27 @@ static void list_del(struct slab_class *k, struct slab *s)
     LIST_DEL(k->avail, s);
 }
 
-/*
- * A small class's span over glibc (rcl__slab_mixed(), slab.h) comes from a
- * region of REGION_BYTES the library maps itself, not from glibc, so that
- * the regions' map says which blocks are slots, and because a 64 KiB
- * span aligned to 64 KiB is over glibc's mmap threshold with its slack,
- * and glibc's chunk headers then keep two more pages of it resident (12
- * KiB a span where the first slot touches 4). A mapping per span would
- * do, but frees among them could leave the process one per span, and a
- * few GiB of small blocks would reach vm.max_map_count. A region is aligned to its size, so that a span
- * finds its region from its address; the region's head is in its first
- * span's slab head, in the bytes a slab head leaves, and the first span
- * is a slab's as the others are: a head with a span of its own kept a
- * page resident for 24 bytes, and a span's worth of address space. The
- * free spans are told by a bit, so that nothing is written into a span a
- * trim has given back but the first page of the first, which the trim
- * leaves (span_put()). A region whose spans are all free is unmapped.
- * Regions are on a list while they have a free span, under the slabs'
- * lock; mapping and unmapping are outside.
- */
-#define REGION_BYTES RCL_SLAB_REGION_BYTES
-/* A class of two homes (rcl__slab_mixed()) is one whose spans are
- * regions'. Under AddressSanitizer there is none: the spans are its
- * allocator's, whose leak checker scans them for pointers, where it would
- * not scan a mapping of ours. ThreadSanitizer has no leak checker: it
- * sees the regions. */
-#define REGION_SPANS (REGION_BYTES / SLAB_MIN_BYTES)
-_Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
-#define REGION_ALL_FREE ((uint32_t)(((uint64_t)1 << REGION_SPANS) - 1))
-
-static struct region *regions;
-
-static inline char *region_base(const void *p)
-{
-    return (char *)((uintptr_t)p & ~(uintptr_t)(REGION_BYTES - 1));
-}
-
-static inline struct region *region_of(const void *p)
-{
-    return &((struct slab *)region_base(p))->region;
-}
-
-/*
- * Which of the address space's REGION_BYTES are regions: a bit each, set
- * while the region is mapped. A small class's blocks are slots or the
- * backend's own (slab.h), and a block going back finds its home by
- * its address, without a read of memory that may not be mapped. Read
- * without the lock: a slot's region is mapped, and its bit set, before
- * the slot is handed out, and stays so while the slot is out; no block
- * of the backend's lies in a region. A region's bit is in the window
- * beside the lock (above) if it lies there, else in the map: 8 MiB of
- * address space for the 47-bit user address space, mapped with the first
- * region outside the window, a page of it resident for each 64 GiB of
- * address space that such regions are in - the page that made a
- * program's small live sets hold more than raw glibc's (64 B x 1600,
- * glibc's simple: 144 KiB of growth against 136).
- */
-#define MAP_ADDR_BITS 47
-#define MAP_SHIFT     21
-_Static_assert(REGION_BYTES == 1u << MAP_SHIFT, "a bit of the map is a region");
-#define MAP_WORDS     ((size_t)1 << (MAP_ADDR_BITS - MAP_SHIFT - 6))
-static map_word *_Atomic region_bits;
-
-static map_word *map_get(void)
-{
-    map_word *m = atomic_load_explicit(&region_bits, memory_order_acquire), *none = NULL;
-
-    if (m)
-        return m;
-    m = mmap(NULL, MAP_WORDS * sizeof(*m), PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED)
-        return NULL;
-    if (atomic_compare_exchange_strong(&region_bits, &none, m))
-        return m;
-    munmap(m, MAP_WORDS * sizeof(*m));
-    return none;
-}
-
-/* The word holding region number i's bit (bit i % 64 of it); NULL if it
- * has none: outside the window and above the map's reach, or the map not
- * there. With `make`, for a region about to be set, the first places the
- * window and the map is mapped where needed. The window is placed once:
- * a reader that saw none yet has no region of its own in it. */
-static map_word *map_word_of(uintptr_t i, bool make)
-{
-    uintptr_t lo = atomic_load_explicit(&slabs.window_lo, memory_order_acquire);
-
-    if (!lo && make) {
-        uintptr_t want = i >= WINDOW_BELOW + 64 ? (i - WINDOW_BELOW) & ~(uintptr_t)63 : 64;
-
-        if (atomic_compare_exchange_strong(&slabs.window_lo, &lo, want))
-            lo = want;
-    }
-    if (lo && i - lo < WINDOW_REGIONS)
-        return &slabs.window[(i - lo) / 64];
-    if (i >= MAP_WORDS * 64)
-        return NULL;
-    map_word *m = make ? map_get() : atomic_load_explicit(&region_bits, memory_order_acquire);
-    return m ? &m[i / 64] : NULL;
-}
-
-/* Sets or clears the bit of the region at `region`; false if it has no
- * word to be set in (map_word_of). */
-static bool map_set(const char *region, bool on)
-{
-    uintptr_t i = (uintptr_t)region >> MAP_SHIFT;
-    map_word *w = map_word_of(i, on);
-    uint64_t bit = (uint64_t)1 << (i % 64);
-
-    if (!w)
-        return false;
-    if (on)
-        atomic_fetch_or_explicit(w, bit, memory_order_release);
-    else
-        atomic_fetch_and_explicit(w, ~bit, memory_order_release);
-    return true;
-}
-
-bool rcl__slab_in_region(const void *p)
-{
-    uintptr_t i = (uintptr_t)p >> MAP_SHIFT;
-    map_word *w = map_word_of(i, false);
-
-    return w && atomic_load_explicit(w, memory_order_acquire) >> (i % 64) & 1;
-}
-
-static struct region *region_map(void)
-{
-    char *p = mmap(NULL, 2 * REGION_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
-
-    if (p == MAP_FAILED)
-        return NULL;
-    char *a = region_base(p + REGION_BYTES - 1);
-    if (a > p)
-        munmap(p, (size_t)(a - p));
-    munmap(a + REGION_BYTES, (size_t)(p + REGION_BYTES - a));
-    /* No bit for it: the map could not be mapped, or the region lies
-     * above its reach, where a program asked for such addresses itself
-     * (five-level page tables, with a hint). */
-    if (!map_set(a, true)) {
-        munmap(a, REGION_BYTES);
-        return NULL;
-    }
-    struct region *r = region_of(a);
-    r->free = REGION_ALL_FREE;
-    return r;
-}
-
-static void region_unmap(struct region *r)
-{
-    bool had = map_set(region_base(r), false);
-
-    rcl__assert(had);
-    munmap(region_base(r), REGION_BYTES);
-}
-
-/* A free span of r, with the lock held; r has one. */
-static void *region_take(struct region *r)
-{
-    unsigned i = (unsigned)__builtin_ctz(r->free);
-
-    rcl__assert(r->free != 0);
-    r->free &= r->free - 1;
-    if (!r->free)
-        LIST_DEL(regions, r);
-    return region_base(r) + (size_t)i * SLAB_MIN_BYTES;
-}
-
-/* Span s back to its region, with the lock held; the region when it is
- * now wholly free, unlinked, for the caller to unmap. */
-static struct region *region_give(void *s)
-{
-    struct region *r = region_of(s);
-    uint32_t bit = (uint32_t)1 << (((uintptr_t)s & (REGION_BYTES - 1)) / SLAB_MIN_BYTES);
-
-    rcl__assert(!(r->free & bit));
-    if (!r->free)
-        LIST_PUSH(regions, r);
-    r->free |= bit;
-    if (r->free != REGION_ALL_FREE)
-        return NULL;
-    LIST_DEL(regions, r);
-    return r;
-}
-
+/* A span of class c's: a region's for a class of two homes (slab.h), else
+ * the backend's. */
 static void *span_get(unsigned c, size_t bytes)
 {
-    struct region *r;
-    void *s = NULL;
-
     if (!rcl__slab_mixed(c))
         return rcl__be_memalign(bytes, bytes);
-    rcl__assert(bytes == SLAB_MIN_BYTES);
-    pthread_mutex_lock(&slabs.lock);
-    if (regions)
-        s = region_take(regions);
-    pthread_mutex_unlock(&slabs.lock);
-    if (s || !(r = region_map()))
-        return s;
-    pthread_mutex_lock(&slabs.lock);
-    LIST_PUSH(regions, r);
-    s = region_take(r);
-    pthread_mutex_unlock(&slabs.lock);
-    return s;
+    rcl__assert(bytes == RCL_REGION_SPAN);
+    return rcl__region_span_get();
 }
 
-/* With `to_system`, the span's pages go back to the system first - but
- * for the first page of a region's first span, which holds the region's
- * head. */
+/* With `to_system`, the span's pages go back to the system first. */
 static void span_put(unsigned c, void *s, size_t bytes, bool to_system)
 {
-    struct region *gone;
-
     if (!rcl__slab_mixed(c)) {
         if (to_system)
             madvise(s, bytes, MADV_DONTNEED);
         rcl__be_free(s);
         return;
     }
-    rcl__assert(bytes == SLAB_MIN_BYTES);
-    if (to_system) {
-        size_t page = rcl__page_size();
-        size_t keep = (char *)s != region_base(s) ? 0 : page < bytes ? page : bytes;
-        madvise((char *)s + keep, bytes - keep, MADV_DONTNEED);
-    }
-    pthread_mutex_lock(&slabs.lock);
-    gone = region_give(s);
-    pthread_mutex_unlock(&slabs.lock);
-    if (gone)
-        region_unmap(gone);
+    rcl__assert(bytes == RCL_REGION_SPAN);
+    rcl__region_span_put(s, to_system);
 }
 
 /* A new slab of class c, its slots poisoned but for the headers written
@@ -780,9 +530,9 @@ static struct slab *slab_avail(struct slab_class *k, unsigned c, bool make, uint
         return empty_take(k, tag, false);
     if (!make)
         return NULL;
-    pthread_mutex_unlock(&slabs.lock);
+    pthread_mutex_unlock(&slab_lock);
     s = slab_new(c);
-    pthread_mutex_lock(&slabs.lock);
+    pthread_mutex_lock(&slab_lock);
     if (s) {
         k->nr_slabs++;
         list_add(k, s);
@@ -800,10 +550,10 @@ struct rcl_hdr *rcl__slab_get(unsigned c)
     rcl__assert(rcl__slab_class(c) && c < RCL_BCACHE_CLASSES);
     /* A thread without lists holds no slots and has no tag: 0, which no
      * thread's is, prefers a kept slab no thread took. */
-    pthread_mutex_lock(&slabs.lock);
+    pthread_mutex_lock(&slab_lock);
     if ((s = slab_avail(k, c, true, 0)) != NULL)
         h = slot_take(k, s, c);
-    pthread_mutex_unlock(&slabs.lock);
+    pthread_mutex_unlock(&slab_lock);
     return h;
 }
 
@@ -966,9 +716,9 @@ unsigned rcl__slab_get_many(unsigned c, struct rcl_hdr **out, unsigned n,
                               (!checked && own->fresh >= own->written && rd(k->nr_given)))) {
             struct slab *gone;
 
-            pthread_mutex_lock(&slabs.lock);
+            pthread_mutex_lock(&slab_lock);
             bool more = own_refill(k, c, own, got == 0, &gone);
-            pthread_mutex_unlock(&slabs.lock);
+            pthread_mutex_unlock(&slab_lock);
             slabs_delete(gone, c);
             if (!more)
                 break;
@@ -1130,10 +880,10 @@ static void runs_put(unsigned c, struct slot_run *runs, unsigned nr)
 {
     struct slab_class *k = class_of(c);
 
-    pthread_mutex_lock(&slabs.lock);
+    pthread_mutex_lock(&slab_lock);
     for (unsigned i = 0; i < nr; i++)
         run_put(k, &runs[i], c);
-    pthread_mutex_unlock(&slabs.lock);
+    pthread_mutex_unlock(&slab_lock);
     for (unsigned i = 0; i < nr; i++)
         slabs_delete(runs[i].slab, c);
 }
@@ -1167,7 +917,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
 
         if (!n)
             continue;
-        pthread_mutex_lock(&slabs.lock);
+        pthread_mutex_lock(&slab_lock);
         for (struct rcl_hdr *h = o->free, *next; h; h = next) {
             rcl__unpoison(h, HDR);
             next = h->next;
@@ -1182,7 +932,7 @@ void rcl__slab_disown(struct rcl_slab_own *own)
             rcl__assert(!gone);
             gone = own_give_fresh(class_of(c), o);
         }
-        pthread_mutex_unlock(&slabs.lock);
+        pthread_mutex_unlock(&slab_lock);
         *o = (struct rcl_slab_own){ 0 };
         slabs_delete(gone, c);
     }
@@ -1197,7 +947,7 @@ _Atomic unsigned long long rcl__slab_park_ns = 1000000000ull;
  * list passes on. */
 static void class_age(struct slab_class *k, unsigned c)
 {
-    pthread_mutex_lock(&slabs.lock);
+    pthread_mutex_lock(&slab_lock);
     for (struct slab *s = k->avail; s; s = k->trim_next) {
         k->trim_next = s->next;
         if (s->idle < IDLE_PARK) {
@@ -1207,10 +957,10 @@ static void class_age(struct slab_class *k, unsigned c)
         if (s->idle == IDLE_PARKED)
             continue;
         slab_park(s, c);
-        pthread_mutex_unlock(&slabs.lock);
-        pthread_mutex_lock(&slabs.lock);
+        pthread_mutex_unlock(&slab_lock);
+        pthread_mutex_lock(&slab_lock);
     }
-    pthread_mutex_unlock(&slabs.lock);
+    pthread_mutex_unlock(&slab_lock);
 }
 
 /* A step at most every rcl__slab_park_ns: a slab is parked once no slot
@@ -1239,13 +989,13 @@ void rcl__slab_trim(void)
         struct slab_class *k = class_of(c);
         struct slab *s;
 
-        pthread_mutex_lock(&slabs.lock);
+        pthread_mutex_lock(&slab_lock);
         s = k->empty;
         k->empty = NULL;
         k->nr_slabs -= k->nr_empty;
         k->nr_empty = 0;
         k->peak[0] = k->peak[1] = k->nr_slabs;     /* what it gave back is forgotten */
-        pthread_mutex_unlock(&slabs.lock);
+        pthread_mutex_unlock(&slab_lock);
         while (s) {
             struct slab *next = s->next;
             /* Its pages back to the system first: the trim is for that,
@@ -1280,12 +1030,12 @@ size_t rcl__slab_held(unsigned c)
 void rcl__slab_atfork_prepare(void)
 {
     pthread_mutex_lock(&trim_lock);
-    pthread_mutex_lock(&slabs.lock);
+    pthread_mutex_lock(&slab_lock);
 }
 
 void rcl__slab_atfork_parent(void)
 {
-    pthread_mutex_unlock(&slabs.lock);
+    pthread_mutex_unlock(&slab_lock);
     pthread_mutex_unlock(&trim_lock);
 }
 

@@ -26,7 +26,7 @@
  * next 16 bytes but one: 16 B is a 48-byte chunk, where raw glibc's is
  * 32. A slab slot of the classes up to 256 B, 16 bytes apart, is the
  * chunk raw glibc would have made. Their spans come from regions the
- * library maps itself (slab.c says why).
+ * library maps itself (region.c says why).
  *
  * The header is unchanged - a slot is a header and its class's largest
  * size - so rcl_free() and the caches treat a slab's block as any other;
@@ -41,6 +41,7 @@
 #include <stddef.h>
 
 #include "block_cache.h"
+#include "region.h"
 
 /* The slab classes, [FIRST, END), and the sizes they serve: from the
  * class of 256-byte blocks up over mimalloc and jemalloc, up to it over
@@ -55,10 +56,6 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
 /* Bytes at the front of a span before its first slot: the slab's head,
  * with a bit for each of its pages that a trim gave back (slab.c). */
 #define RCL_SLAB_HEAD 128u
-
-/* Over glibc, the regions the small classes' spans come from (slab.c):
- * mapped by the library, aligned to their size, unmapped once free. */
-#define RCL_SLAB_REGION_BYTES (2u << 20)
 
 /*
  * Over glibc a slab class's blocks are slots or glibc's own chunks. A
@@ -75,8 +72,8 @@ _Static_assert(RCL__SLAB_NRS == RCL_SLAB_END_CLASS + 1, "a thread's slots by sla
  * blocks, 256 B x 512 read 1.06 - 1.09x, from 12 1.01 - 1.03x, and glibc's
  * simple, 64 B x 1600, reads 1.06x from 12 and 1.03x from 32 (16 B x 4096,
  * all glibc's chunks, would hold 1.44x). A block goes back to where it
- * lives, which its address says (rcl__slab_holds(), slab.c's map of the
- * regions). Under AddressSanitizer the spans are its allocator's, not
+ * lives, which its address says (rcl__slab_holds(), region.c's map of
+ * the regions). Under AddressSanitizer the spans are its allocator's, not
  * regions, and every block of a slab class is a slot, as over mimalloc
  * and jemalloc.
  */
@@ -114,13 +111,11 @@ static inline bool rcl__slab_wanted(const struct rcl_thread *t, unsigned c)
 }
 
 /* Does block h of slab class c live in a slab? For a class of two homes,
- * whether its address is in one of the regions, which may be asked of
- * any address. */
-bool rcl__slab_in_region(const void *p);
+ * whether its address is in one of the regions (region.h). */
 static inline bool rcl__slab_holds(const struct rcl_hdr *h, unsigned c)
 {
     rcl__assert(rcl__slab_class(c));
-    return !rcl__slab_mixed(c) || rcl__slab_in_region(h);
+    return !rcl__slab_mixed(c) || rcl__region_holds(h);
 }
 
 /* A free slot of class c's slabs, its header's space only unpoisoned; NULL

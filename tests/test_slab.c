@@ -867,7 +867,7 @@ TEST(a_trim_unmaps_the_regions_of_small_slabs)
     at[1] = (uintptr_t)p[N / 2];
     at[2] = (uintptr_t)p[N - 1];
     assert_true(slot_at(p[N / 2]) && slot_at(p[N - 1]));
-    assert_true((at[0] ^ at[2]) >= RCL_SLAB_REGION_BYTES);     /* more than one region */
+    assert_true((at[0] ^ at[2]) >= RCL_REGION_BYTES);     /* more than one region */
     for (int i = 0; i < N; i++)
         rcl_free(p[i]);
     free(p);
@@ -887,7 +887,7 @@ TEST(every_span_of_a_region_is_a_slab)
 {
     if (no_regions())
         skip();
-    enum { SPANS = RCL_SLAB_REGION_BYTES / (64 * 1024), N = 2 * SPANS * 272 };
+    enum { SPANS = RCL_REGION_BYTES / (64 * 1024), N = 2 * SPANS * 272 };
     void **p = malloc(N * sizeof(*p));
     uintptr_t *a = malloc(N * sizeof(*a));
     unsigned most = 0, n = 0;
@@ -900,9 +900,9 @@ TEST(every_span_of_a_region_is_a_slab)
     }
     qsort(a, N, sizeof(*a), cmp_ptr);
     for (int i = 0; i < N; i++) {
-        if (i && (a[i] ^ a[i - 1]) >= RCL_SLAB_REGION_BYTES)
+        if (i && (a[i] ^ a[i - 1]) >= RCL_REGION_BYTES)
             spans = 0, n = 0;
-        uint32_t bit = (uint32_t)1 << (a[i] % RCL_SLAB_REGION_BYTES / (64 * 1024));
+        uint32_t bit = (uint32_t)1 << (a[i] % RCL_REGION_BYTES / (64 * 1024));
         n += !(spans & bit);
         spans |= bit;
         most = n > most ? n : most;
@@ -1129,22 +1129,22 @@ TEST(no_address_outside_a_mapped_region_is_a_slot)
     uintptr_t region;
 
     assert_non_null(heap);
-    assert_false(rcl__slab_in_region(NULL));
-    assert_false(rcl__slab_in_region((void *)UINTPTR_MAX));
-    assert_false(rcl__slab_in_region((void *)((uintptr_t)1 << 47)));
-    assert_false(rcl__slab_in_region(&on_stack));
-    assert_false(rcl__slab_in_region(heap));
+    assert_false(rcl__region_holds(NULL));
+    assert_false(rcl__region_holds((void *)UINTPTR_MAX));
+    assert_false(rcl__region_holds((void *)((uintptr_t)1 << 47)));
+    assert_false(rcl__region_holds(&on_stack));
+    assert_false(rcl__region_holds(heap));
     free(heap);
     for (int i = 0; i < GROW_N; i++)
         assert_non_null(p[i] = rcl_alloc(64, RCL_DEFAULT));
     assert_true(slot_at(p[GROW_N - 1]));
-    region = (uintptr_t)p[GROW_N - 1] & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1);
-    assert_true(rcl__slab_in_region((void *)region));
+    region = (uintptr_t)p[GROW_N - 1] & ~(uintptr_t)(RCL_REGION_BYTES - 1);
+    assert_true(rcl__region_holds((void *)region));
     for (int i = 0; i < GROW_N; i++)
         rcl_free(p[i]);
     rcl_shutdown();
     assert_false(test_mapped((void *)region));
-    assert_false(rcl__slab_in_region((void *)region));
+    assert_false(rcl__region_holds((void *)region));
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
@@ -1230,14 +1230,14 @@ TEST(a_region_far_from_the_first_is_known_by_the_map)
             far = a;
     }
     assert_true(far != 0);
-    assert_true(rcl__slab_in_region((void *)(far & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1))));
-    assert_true(rcl__slab_in_region((void *)first));
+    assert_true(rcl__region_holds((void *)(far & ~(uintptr_t)(RCL_REGION_BYTES - 1))));
+    assert_true(rcl__region_holds((void *)first));
     while (n > 0)
         rcl_free(p[--n]);
     rcl_shutdown();
     assert_false(test_mapped((void *)far));
-    assert_false(rcl__slab_in_region((void *)far));
-    assert_false(rcl__slab_in_region((void *)first));
+    assert_false(rcl__region_holds((void *)far));
+    assert_false(rcl__region_holds((void *)first));
     for (int i = 0; i < ngaps; i++)
         assert_int_equal(munmap(gaps[i].at, gaps[i].len), 0);
     free(gaps);
@@ -1587,8 +1587,8 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
     for (int i = 0; i < N; i++) {
         assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
         memset(p[i], i & 0xff, 176);
-        if (slot_at(p[i]) && (uintptr_t)p[i] % RCL_SLAB_REGION_BYTES < SPAN)
-            first = (uintptr_t)p[i] & ~(uintptr_t)(RCL_SLAB_REGION_BYTES - 1);
+        if (slot_at(p[i]) && (uintptr_t)p[i] % RCL_REGION_BYTES < SPAN)
+            first = (uintptr_t)p[i] & ~(uintptr_t)(RCL_REGION_BYTES - 1);
     }
     assert_true(first != 0);
     for (int i = 0; i < N; i++)
