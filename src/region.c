@@ -20,7 +20,11 @@
  * the first page of the first, which the trim leaves
  * (rcl__region_span_put()). A region whose spans are all free is
  * unmapped. Regions are on a list while they have a free span, under the
- * regions' lock; mapping and unmapping are outside it.
+ * regions' lock; mapping and unmapping are outside it. Under
+ * AddressSanitizer no class has two homes and no region is mapped: the
+ * spans are its allocator's, whose leak checker scans them for pointers,
+ * where it would not scan a mapping of ours. ThreadSanitizer has no leak
+ * checker, and sees the regions.
  *
  * The regions' lock is the last of the library's order (fork.c): taken
  * where a slab's span is taken or given back, with no other lock held,
