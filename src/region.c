@@ -47,9 +47,10 @@ _Static_assert(REGION_SPANS <= 32, "a region's free spans fit its bitmap");
  * window (below): the 4 GiB of address space around the first region,
  * where a program's regions most often all lie, so that the map costs such
  * a program no page of its own. 512-aligned, the whole never straddles a
- * page. The lock has a line of its own: the window is read at every free
- * of a block of two homes, the lock written only where a span is taken or
- * given back.
+ * page. The lock has a line of its own: the window is read wherever a
+ * block of two homes goes back to where it lives (a free past the cache,
+ * a batch a list gives back), the lock written only where a span is taken
+ * or given back.
  */
 typedef _Atomic uint64_t map_word;
 #define WINDOW_REGIONS 2048u
