@@ -7,6 +7,8 @@
  * that hangs is killed and fails the test.
  */
 #include "helpers.h"
+#include "internal.h"
+#include "region.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -596,6 +598,61 @@ TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
     pthread_join(th, NULL);
     if (rc != 0)
         fail_msg("child %d: status %d", i, rc);
+}
+
+/* The regions' lock (src/region.c) is the last of fork()'s order: a fork
+ * waits for the thread that holds it, so that the child never finds it
+ * held by a thread it does not have, and the child takes a span of its
+ * own and gives it back. Without it in the order, the fork would return
+ * at once and the child hang on the lock. */
+enum { REGIONS_HELD_MS = 100 };
+static atomic_bool regions_held, regions_let_go;
+
+/* Detached: the child has a copy of it that nobody could join, which
+ * ThreadSanitizer would report at the child's exit. */
+static void *hold_the_regions_lock(void *arg)
+{
+    (void)arg;
+    rcl__region_atfork_prepare();   /* the lock, as a span taken holds it */
+    atomic_store(&regions_held, true);
+    test_sleep_ms(REGIONS_HELD_MS);
+    atomic_store(&regions_let_go, true);    /* before: the next holder sees it */
+    rcl__region_atfork_parent();
+    return NULL;
+}
+
+static int child_takes_a_span(void)
+{
+    void *s = rcl__region_span_get();
+
+    if (!s)
+        return 1;
+    if (!rcl__region_holds(s))
+        return 2;
+    rcl__region_span_put(s, false);
+    return 0;
+}
+
+TEST(a_fork_waits_for_the_regions_lock_and_the_child_takes_a_span)
+{
+    pthread_attr_t attr;
+    pthread_t th;
+
+    atomic_store(&regions_held, false);
+    atomic_store(&regions_let_go, false);
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED), 0);
+    assert_int_equal(pthread_create(&th, &attr, hold_the_regions_lock, NULL), 0);
+    pthread_attr_destroy(&attr);
+    while (!atomic_load(&regions_held))
+        test_sleep_ms(1);
+    unsigned long long t0 = rcl__now_ns();
+    pid_t pid = fork_child(child_takes_a_span);
+    unsigned long long waited_ms = (rcl__now_ns() - t0) / 1000000;
+    assert_true(pid > 0);
+    assert_true(atomic_load(&regions_let_go));
+    assert_int_equal(wait_child(pid), 0);
+    assert_true(waited_ms >= REGIONS_HELD_MS / 2);
 }
 
 /* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
