@@ -887,7 +887,7 @@ TEST(every_span_of_a_region_is_a_slab)
 {
     if (no_regions())
         skip();
-    enum { SPANS = RCL_REGION_BYTES / (64 * 1024), N = 2 * SPANS * 272 };
+    enum { SPANS = RCL_REGION_BYTES / RCL_REGION_SPAN, N = 2 * SPANS * 272 };
     void **p = malloc(N * sizeof(*p));
     uintptr_t *a = malloc(N * sizeof(*a));
     unsigned most = 0, n = 0;
@@ -902,7 +902,7 @@ TEST(every_span_of_a_region_is_a_slab)
     for (int i = 0; i < N; i++) {
         if (i && (a[i] ^ a[i - 1]) >= RCL_REGION_BYTES)
             spans = 0, n = 0;
-        uint32_t bit = (uint32_t)1 << (a[i] % RCL_REGION_BYTES / (64 * 1024));
+        uint32_t bit = (uint32_t)1 << (a[i] % RCL_REGION_BYTES / RCL_REGION_SPAN);
         n += !(spans & bit);
         spans |= bit;
         most = n > most ? n : most;
@@ -1579,7 +1579,7 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
         print_message("skipped: the pages of a span are counted in 4 KiB\n");
         skip();
     }
-    enum { N = 3 * 340, SPAN = 64 * 1024 };     /* 176 B: 340 slots a span */
+    enum { N = 3 * 340, SPAN = RCL_REGION_SPAN };     /* 176 B: 340 slots a span */
     void **p = malloc(N * sizeof(*p));
     uintptr_t first = 0;
 
