@@ -22,11 +22,16 @@
  * two CPUs that allocate from their own lists and hand every block to
  * the other, which frees it into its own list (larson's pattern, the
  * blocks moving between the threads' lists as they do in the library).
+ * Part three is a producer and a consumer, as the library's lists pass
+ * blocks between them: the producer allocates from its list and sends
+ * each block through a ring; the consumer frees into its own list and
+ * hands each list of BATCH blocks back whole, as a list that only frees
+ * goes to the depot, where the producer takes it when its list is empty.
  * Every figure is the median of interleaved rounds with [min..max], and
  * the ratio to the header's pair from the same run.
  *
  *   cc -O2 -pthread -o /tmp/probe-slot-state tools/probe-slot-state.c
- *   /tmp/probe-slot-state
+ *   /tmp/probe-slot-state        (all three parts; "pc": the third alone)
  *
  * Used for the figures in docs/bench/patterns.md ("Probes, 2026-12-06:
  * a slot's state without a header") and the decision in docs/design.md
@@ -38,6 +43,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +57,7 @@
 #define ROUNDS   9
 #define PAIRS    20000000ul
 #define RING     256u
+#define BATCH    64u                /* a consumer's list handed back */
 
 enum way { HEADER, MARK, BYTES, BITS, NR_WAYS };
 static const char *const way_name[NR_WAYS] = { "header", "mark", "bytes", "bits" };
@@ -231,16 +238,30 @@ struct side {
 static struct side sides[2];
 static enum way exchange_way;
 
+/* A spin's pause, as the bench's ring waits (bench/bench_patterns.c). */
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void pin(unsigned cpu_nr)
+{
+    cpu_set_t cpu;
+
+    CPU_ZERO(&cpu);
+    CPU_SET(cpu_nr, &cpu);
+    pthread_setaffinity_np(pthread_self(), sizeof cpu, &cpu);
+}
+
 static void *exchange(void *arg)
 {
     unsigned me = (unsigned)(uintptr_t)arg;
     struct side *s = &sides[me], *o = &sides[!me];
     unsigned long sent = 0, got = 0;
-    cpu_set_t cpu;
 
-    CPU_ZERO(&cpu);
-    CPU_SET(me, &cpu);
-    pthread_setaffinity_np(pthread_self(), sizeof cpu, &cpu);
+    pin(me);
     while (sent < PAIRS || got < PAIRS) {
         unsigned t = atomic_load_explicit(&o->tail, memory_order_relaxed);
         if (sent < PAIRS && s->list.top &&
@@ -283,8 +304,90 @@ static double two_threads(char *span, enum way w)
     return (now_ns() - t0) / (double)PAIRS;
 }
 
-int main(void)
+/* Part three: a producer and a consumer. The blocks go one way through
+ * the sides' rings; the consumer's full lists come back through `back`. */
+static struct {
+    _Atomic(uint64_t *) list[RING];
+    _Atomic unsigned    head, tail;
+} back __attribute__((aligned(64)));
+
+static void *produce(void *arg)
 {
+    struct side *o = &sides[1];
+    struct list l = { .top = arg };
+
+    pin(0);
+    for (unsigned long n = 0; n < PAIRS; n++) {
+        while (!l.top) {
+            unsigned h = atomic_load_explicit(&back.head, memory_order_relaxed);
+            if (h != atomic_load_explicit(&back.tail, memory_order_acquire)) {
+                l.top = atomic_load_explicit(&back.list[h % RING], memory_order_relaxed);
+                atomic_store_explicit(&back.head, h + 1, memory_order_release);
+            } else {
+                relax();
+            }
+        }
+        uint64_t *p = take(&l, exchange_way);
+        p[0] = n;
+        p[1] = 0;
+        unsigned t = atomic_load_explicit(&o->tail, memory_order_relaxed);
+        while (t - atomic_load_explicit(&o->head, memory_order_acquire) >= RING)
+            relax();
+        atomic_store_explicit(&o->ring[t % RING], p, memory_order_relaxed);
+        atomic_store_explicit(&o->tail, t + 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void *consume(void *arg)
+{
+    struct side *s = &sides[1];
+    struct list l = { .top = NULL };
+    unsigned listed = 0;
+
+    (void)arg;
+    pin(1);
+    for (unsigned long n = 0; n < PAIRS; n++) {
+        unsigned h = atomic_load_explicit(&s->head, memory_order_relaxed);
+        while (h == atomic_load_explicit(&s->tail, memory_order_acquire))
+            relax();
+        uint64_t *p = atomic_load_explicit(&s->ring[h % RING], memory_order_relaxed);
+        atomic_store_explicit(&s->head, h + 1, memory_order_release);
+        if (p[0] != n)
+            abort();
+        give(&l, p, exchange_way);
+        if (++listed == BATCH) {
+            unsigned t = atomic_load_explicit(&back.tail, memory_order_relaxed);
+            atomic_store_explicit(&back.list[t % RING], l.top, memory_order_relaxed);
+            atomic_store_explicit(&back.tail, t + 1, memory_order_release);
+            l.top = NULL;
+            listed = 0;
+        }
+    }
+    return NULL;
+}
+
+static double producer_consumer(char *span, enum way w)
+{
+    struct list l;
+    pthread_t t[2];
+
+    fill(span, w, &l, 1);
+    sides[1].head = sides[1].tail = 0;
+    back.head = back.tail = 0;
+    exchange_way = w;
+    double t0 = now_ns();
+    if (pthread_create(&t[0], NULL, produce, l.top) || pthread_create(&t[1], NULL, consume, NULL))
+        abort();
+    for (unsigned i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    return (now_ns() - t0) / (double)PAIRS;
+}
+
+int main(int argc, char **argv)
+{
+    /* "pc": part three alone. */
+    bool pc_only = argc > 1 && !strcmp(argv[1], "pc");
     static const unsigned depths[] = { 1, 8, 64, 512, 1024 };
     char *span = aligned_alloc(SPAN, SPAN);
     double ns[NR_WAYS][ROUNDS];
@@ -296,7 +399,7 @@ int main(void)
     for (unsigned w = 0; w < NR_WAYS; w++)
         printf("  %-26s", way_name[w]);
     printf("\n");
-    for (unsigned d = 0; d < sizeof depths / sizeof *depths; d++) {
+    for (unsigned d = 0; !pc_only && d < sizeof depths / sizeof *depths; d++) {
         char label[16];
 
         for (unsigned r = 0; r < ROUNDS; r++)
@@ -305,10 +408,15 @@ int main(void)
         snprintf(label, sizeof label, "%u", depths[d]);
         print_row(label, ns, NR_WAYS);
     }
-    for (unsigned r = 0; r < ROUNDS; r++)
+    for (unsigned r = 0; !pc_only && r < ROUNDS; r++)
         for (unsigned w = 0; w < NR_WAYS; w++)
             ns[w][r] = two_threads(span, (enum way)w);
-    print_row("2 CPUs", ns, NR_WAYS);
+    if (!pc_only)
+        print_row("2 CPUs", ns, NR_WAYS);
+    for (unsigned r = 0; r < ROUNDS; r++)
+        for (unsigned w = 0; w < NR_WAYS; w++)
+            ns[w][r] = producer_consumer(span, (enum way)w);
+    print_row("prod/con", ns, NR_WAYS);
     free(span);
     if (refused) {
         printf("refused %lu frees that were no misuse\n", (unsigned long)refused);
