@@ -695,7 +695,9 @@ void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
 /* NULL: nothing. A pointer the library did not hand out (or one already
  * freed, where that can still be seen) is reported, sets errno to EINVAL,
- * and is neither freed nor uncharged. */
+ * and is neither freed nor uncharged. The free reads the 16 bytes in front
+ * of the pointer: where nothing readable lies there (the start of a
+ * mapping with a guard page below), it faults, as free(3) does. */
 void  rcl_free(void *p);
 /* Page-granular, mapped memory (mmap), charged in whole pages; honours the
  * scope like everything else (the kernel's vmalloc once ignored GFP_NOFS:
