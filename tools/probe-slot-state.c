@@ -34,8 +34,9 @@
  *   /tmp/probe-slot-state        (all three parts; "pc": the third alone)
  *
  * Used for the figures in docs/bench/patterns.md ("Probes, 2026-12-06:
- * a slot's state without a header") and the decision in docs/design.md
- * ("What the header still costs, and why it stays"); not part of the
+ * a slot's state without a header", and for part three "Probe,
+ * 2026-12-06, 10:45") and the decision in docs/design.md ("What the
+ * header still costs, and why it stays"); not part of the
  * build. A model, not the library: its pairs leave out the busy mark,
  * the counters and the budget, which every variant would pay alike.
  */
