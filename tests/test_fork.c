@@ -607,6 +607,7 @@ TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
  * at once and the child hang on the lock. */
 enum { REGIONS_HELD_MS = 100 };
 static atomic_bool regions_held, regions_let_go;
+static _Atomic unsigned long long regions_held_at;   /* ns, once the lock is held */
 
 /* Detached: the child has a copy of it that nobody could join, which
  * ThreadSanitizer would report at the child's exit. */
@@ -614,6 +615,7 @@ static void *hold_the_regions_lock(void *arg)
 {
     (void)arg;
     rcl__region_atfork_prepare();   /* the lock, as a span taken holds it */
+    atomic_store(&regions_held_at, rcl__now_ns());
     atomic_store(&regions_held, true);
     test_sleep_ms(REGIONS_HELD_MS);
     atomic_store(&regions_let_go, true);    /* before: the next holder sees it */
@@ -646,13 +648,14 @@ TEST(a_fork_waits_for_the_regions_lock_and_the_child_takes_a_span)
     pthread_attr_destroy(&attr);
     while (!atomic_load(&regions_held))
         test_sleep_ms(1);
-    unsigned long long t0 = rcl__now_ns();
     pid_t pid = fork_child(child_takes_a_span);
-    unsigned long long waited_ms = (rcl__now_ns() - t0) / 1000000;
+    /* From when the lock was taken, not from when this thread saw it:
+     * a thread descheduled in between would have measured less. */
+    unsigned long long held_ms = (rcl__now_ns() - atomic_load(&regions_held_at)) / 1000000;
     assert_true(pid > 0);
     assert_true(atomic_load(&regions_let_go));
     assert_int_equal(wait_child(pid), 0);
-    assert_true(waited_ms >= REGIONS_HELD_MS / 2);
+    assert_true(held_ms >= REGIONS_HELD_MS / 2);
 }
 
 /* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
