@@ -202,9 +202,11 @@ TEST(foreign_pointer_is_reported_and_left_alone)
  */
 TEST(a_foreign_pointer_with_nothing_readable_in_front_faults_as_free_does)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    const char *san = getenv("RCL_TEST_SAN");
+
+    if (san && *san) {
         print_message("skipped under %s: its own handler reports the fault, as it should; "
-                      "the plain run holds this test\n", getenv("RCL_TEST_SAN"));
+                      "the plain run holds this test\n", san);
         skip();
     }
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
