@@ -446,12 +446,14 @@ int    rcl_config_from_env(struct rcl_config *cfg);
  * impossible, first use reports it and runs on the plain defaults. */
 int    rcl_init(const struct rcl_config *cfg);
 
-/* Stops the library's threads and drops all its state, the lock-dependency
- * graph and the shrinker registry included; rcl_init() may follow. No other
- * thread may be inside the library meanwhile. Memory allocated before stays
- * valid and may still be freed with rcl_free(); it is no longer accounted.
- * Called from a shrinker's callback, where it would wait for its own pass,
- * it is reported and does nothing. */
+/* Stops the background reclaimer and the pressure thread (a workqueue's
+ * threads stop in rcl_workqueue_destroy()) and drops all the library's
+ * state, the lock-dependency graph and the shrinker registry included;
+ * rcl_init() may follow. No other thread may be inside the library
+ * meanwhile. Memory allocated before stays valid and may still be freed
+ * with rcl_free(); it is no longer accounted. Called from a shrinker's
+ * callback, where it would wait for its own pass, it is reported and does
+ * nothing. */
 void   rcl_shutdown(void);
 
 /*
@@ -734,7 +736,7 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
  * return RCL_SHRINK_EMPTY when the cache is empty.
  *
  * Scan amounts follow the kernel's do_shrink_slab() exactly:
- *   delta    = (freeable >> priority) * 4 / seeks      (freeable / 2 if seeks 0)
+ *   delta    = (freeable >> priority) * 4 / seeks      (seeks 0: the default, 2)
  *   total    = min((deferred >> priority) + delta, 2 * freeable)
  *   scan in batches of `batch` while total >= batch || total >= freeable
  *   deferred = clamp(deferred + delta - scanned, 0, 2 * freeable)

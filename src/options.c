@@ -31,7 +31,7 @@
 
 const struct rcl__option rcl__options[] = {
     { "RECLAIM_LIMIT", RCL__OPT_SIZE, CFG(limit), 0, SIZE_MAX, "0 (automatic)",
-      "The budget in bytes (K, M, G suffixes); 0 picks the cgroup limit less a margin, else half of physical memory" },
+      "The budget in bytes (K, M, G, T suffixes); 0 picks the cgroup limit less a margin, else half of physical memory" },
     { "RECLAIM_RESERVE", RCL__OPT_SIZE, CFG(reserve), 0, SIZE_MAX, "0 (min_pct of the limit)",
       "Bytes of the budget kept for reclaim itself, I/O flushers and RCL__MEMALLOC" },
     { "RECLAIM_MIN_PCT", RCL__OPT_UINT, CFG(min_pct), 0, 99, "2",

@@ -15,9 +15,9 @@
  * Written to be copied. The rules that matter for a daemon the kernel may
  * be waiting on to free memory, each shown where it applies below:
  *
- *  1. Start libreclaim after fuse_daemonize(): it forks, and threads do not
- *     survive fork - a library started before would be left without its
- *     background reclaimer and pressure thread, silently.
+ *  1. Start libreclaim after fuse_daemonize(): it forks, and the I/O
+ *     flusher's reserve made before would be the parent's pages, shared
+ *     copy-on-write (the child's first write to each faults) and unlocked.
  *  2. The cache's blocks come from rcl_alloc and sit on an rcl_lru whose
  *     shrinker frees them under pressure (automatic budget: the cgroup's
  *     limit less a margin). The shrinker's isolate callback only trylocks
