@@ -821,6 +821,25 @@ static void *realloc_move(void *p, struct rcl_hdr *h, size_t size, rcl_gfp_t gfp
     return n;
 }
 
+/* How much more room than a fresh block of `size` a block may have and
+ * still be charged as one: a fresh block has the backend's rounding too,
+ * and glibc's realloc() leaves a shrunk chunk a remainder smaller than
+ * its smallest chunk, or a mapped one its last page. */
+static inline size_t room_slack(size_t size)
+{
+    return size > RCL_BCACHE_MAX ? rcl__page_size() : 4 * HDR;
+}
+
+/* Whether the backend block h, shrunk to `size` where it lies, would hold
+ * more than its new charge says: the kernel's krealloc() keeps the object
+ * for a shrink, and its charge with it; here the charge follows the size,
+ * so the memory must too. mimalloc keeps a block that shrinks by less
+ * than half; glibc splits the rest off. */
+static inline bool too_roomy(const struct rcl_hdr *h, size_t size)
+{
+    return rcl__be_usable_size(h) - rcl__be_good_size(backend_size(size)) >= room_slack(size);
+}
+
 static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 {
     if (!p)
@@ -856,12 +875,18 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     if (now > was && (err = rcl__charge(t, now - was, gfp)) != 0)
         return fail(-err);
     /* In place when the block already has the room: a slot of the size's
-     * class, or a backend block the backend made big enough. */
-    struct rcl_hdr *n = home || backend_size(size) <= rcl__be_usable_size(h) ? h :
+     * class, or a backend block the backend made big enough - for a
+     * shrink, not much bigger. */
+    bool roomy = !home && now < was && too_roomy(h, size);
+    struct rcl_hdr *n = home || (backend_size(size) <= rcl__be_usable_size(h) && !roomy) ? h :
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
                                     backend_size(size), size, gfp, now > was ? now - was : 0);
     if (!n)
         return no_memory(t, now > was ? now - was : 0);
+    /* The backend kept the block and its room: it moves. (One the backend
+     * moved is a fresh block of the size, with a fresh one's room.) */
+    if (roomy && n == h && too_roomy(h, size))
+        return realloc_move(p, h, size, gfp);
     if (now < was)
         rcl__uncharge_fast(t, was - now);
     user_fit(n, size);

@@ -75,6 +75,7 @@ static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
+static inline size_t rcl__be_good_size(size_t n) { return mi_good_size(n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
 static inline void  rcl__be_trim(void) { mi_collect(true); }
 static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
@@ -95,6 +96,7 @@ static inline void *rcl__be_malloc(size_t n) { return mallocx(n, 0); }
 static inline void  rcl__be_free(void *p) { dallocx(p, 0); }
 static inline size_t rcl__be_usable_size(const void *p) { return sallocx((void *)p, 0); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return rallocx(p, n, 0); }
+static inline size_t rcl__be_good_size(size_t n) { return nallocx(n, 0); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MALLOCX_ALIGN(a)); }
 static inline void  rcl__be_thread_collect(void) { }
 static inline void  rcl__be_trim(void)
@@ -115,6 +117,9 @@ static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
 static inline void  rcl__be_free(void *p) { free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return malloc_usable_size((void *)p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return realloc(p, n); }
+/* glibc rounds to its 16-byte granule, and a mapped chunk to pages: both
+ * within the slack a shrink allows (alloc.c, room_slack()). */
+static inline size_t rcl__be_good_size(size_t n) { return n; }
 static inline void *rcl__be_memalign(size_t a, size_t n)
 {
     void *p;
