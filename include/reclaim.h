@@ -1107,7 +1107,12 @@ unsigned long rcl_lockdep_reports(void);
 
 /* Every report the library makes (lock checker, bad frees, allocation
  * failures and stalls, misuse) goes through this function; NULL restores
- * the default, which writes to stderr. */
+ * the default, which writes to stderr. It runs in NORECLAIM scope with
+ * cancellation off, and may allocate from the library. The reports made
+ * while the library starts or stops (a variable or a configuration
+ * refused) reach it once that is done, outside the lock it takes: so its
+ * allocation after rcl_init() refused a configuration is a first use,
+ * which starts the library on the defaults and the environment. */
 typedef void (*rcl_report_fn)(const char *report, void *arg);
 void rcl_set_report_fn(rcl_report_fn fn, void *arg);
 

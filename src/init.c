@@ -7,7 +7,8 @@
  * program that never calls rcl_init() (or calls rcl_init(NULL)) gets the
  * defaults and its environment on first use; a program that passes its own
  * configuration gets exactly that. init_lock serialises all of this; the hot paths
- * never take it (they test rcl__ready, or their own per-thread epoch).
+ * never take it (they test rcl__ready, or their own per-thread epoch). The
+ * reports made under it go out after it is let go (life_lock()).
  */
 #include "internal.h"
 
@@ -41,6 +42,21 @@ _Atomic unsigned rcl__epoch;
 struct rcl_config rcl__cfg;
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* init_lock, with the reports made under it held back (report.c): the
+ * program's report function may call the library, whose first use would
+ * wait for this lock to start it. They go out once the lock is let go. */
+static void life_lock(void)
+{
+    pthread_mutex_lock(&init_lock);
+    rcl__report_hold();
+}
+
+static void life_unlock(struct rcl__held_reports *held)
+{
+    rcl__report_unhold(held);
+    pthread_mutex_unlock(&init_lock);
+}
 
 #define DEFAULT_MIN_PCT  2
 #define DEFAULT_LOW_PCT  5
@@ -187,21 +203,24 @@ int rcl_init(const struct rcl_config *cfg)
     rcl__fork_register();
     /* Starting reads files (cgroups, PSI): cancellation points, under
      * init_lock. */
+    struct rcl__held_reports held;
     int cancel = rcl__nocancel_begin();
-    pthread_mutex_lock(&init_lock);
+    life_lock();
     err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
-    pthread_mutex_unlock(&init_lock);
+    life_unlock(&held);
     rcl__nocancel_end(cancel);
+    rcl__report_deliver(&held);
     return err;
 }
 
 int rcl__init_slow(void)
 {
+    struct rcl__held_reports held;
     int err = 0;
 
     rcl__fork_register();
     int cancel = rcl__nocancel_begin();
-    pthread_mutex_lock(&init_lock);
+    life_lock();
     if (atomic_load(&rcl__ready) == RCL__READY_FORKED) {
         /* A forked child: the configuration stands, only the pressure
          * thread has to come back. */
@@ -220,8 +239,9 @@ int rcl__init_slow(void)
             err = start_locked(&cfg);
         }
     }
-    pthread_mutex_unlock(&init_lock);
+    life_unlock(&held);
     rcl__nocancel_end(cancel);
+    rcl__report_deliver(&held);
     return err;
 }
 
@@ -236,8 +256,9 @@ void rcl_shutdown(void)
         return;
     }
     /* It joins the library's threads under init_lock: not cancellable. */
+    struct rcl__held_reports held;
     int cancel = rcl__nocancel_begin();
-    pthread_mutex_lock(&init_lock);
+    life_lock();
     if (atomic_load(&rcl__ready)) {
         rcl__pressure_stop();
         rcl__reclaim_stop();
@@ -251,8 +272,9 @@ void rcl_shutdown(void)
         rcl__bcache_trim();
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
     }
-    pthread_mutex_unlock(&init_lock);
+    life_unlock(&held);
     rcl__nocancel_end(cancel);
+    rcl__report_deliver(&held);
 }
 
 /* ------------------------------------------------------------------------ */

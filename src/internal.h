@@ -364,6 +364,20 @@ int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Reports the calling thread makes while it holds the life cycle's lock
+ * (init.c), held back until it has let go of it: a report function may
+ * call the library, which waits for that lock to start the library. A
+ * few are kept, whole up to RCL__HELD_LEN bytes; the rest are counted. */
+#define RCL__HELD_MAX 4
+#define RCL__HELD_LEN 512
+struct rcl__held_reports {
+    unsigned n, lost;
+    char msg[RCL__HELD_MAX][RCL__HELD_LEN];
+};
+void rcl__report_hold(void);
+void rcl__report_unhold(struct rcl__held_reports *out);
+void rcl__report_deliver(const struct rcl__held_reports *held);
+
 /* Cancellation off across a stretch that holds a library lock or pin over
  * a cancellation point (a wait, a user callback): pthread_cancel then takes
  * effect at the thread's next cancellation point after the stretch. */

@@ -35,13 +35,9 @@ void rcl_set_report_fn(rcl_report_fn fn, void *arg)
     pthread_mutex_unlock(&sink_lock);
 }
 
-static void report_va(const char *fmt, va_list ap)
+/* The report function, or stderr, called the way a report must be. */
+static void deliver(const char *buf)
 {
-    /* Formatted on the stack: a report must not need the allocator that
-     * may be what is failing. */
-    char buf[4096];
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-
     /* Busy while the lock is held: a signal handler's allocation that
      * fails then cannot come here for it. */
     unsigned busy = rcl__busy_hold(&rcl__self);
@@ -60,6 +56,63 @@ static void report_va(const char *fmt, va_list ap)
     rcl__busy_back(busy);
     rcl__nocancel_end(cancel);
     rcl_scope_restore(saved);
+}
+
+/* The thread whose reports are held (the one holding init.c's lock), and
+ * what it has made so far: written by that thread alone. */
+static _Atomic(const struct rcl_thread *) holder;
+static struct rcl__held_reports held;
+
+void rcl__report_hold(void)
+{
+    rcl__assert(!atomic_load(&holder));
+    held.n = held.lost = 0;
+    atomic_store_explicit(&holder, &rcl__self, memory_order_relaxed);
+}
+
+/* Copied out while the caller still holds the lock, so that the next
+ * holder's reports cannot mix with these. */
+void rcl__report_unhold(struct rcl__held_reports *out)
+{
+    rcl__assert(atomic_load(&holder) == &rcl__self);
+    atomic_store_explicit(&holder, NULL, memory_order_relaxed);
+    out->n = held.n;
+    out->lost = held.lost;
+    for (unsigned i = 0; i < held.n; i++)
+        memcpy(out->msg[i], held.msg[i], sizeof(held.msg[i]));
+}
+
+static bool report_held(const char *msg)
+{
+    if (atomic_load_explicit(&holder, memory_order_relaxed) != &rcl__self)
+        return false;
+    if (held.n < RCL__HELD_MAX) {
+        size_t len = strnlen(msg, RCL__HELD_LEN - 1);
+        memcpy(held.msg[held.n], msg, len);
+        held.msg[held.n++][len] = '\0';
+    } else {
+        held.lost++;
+    }
+    return true;
+}
+
+void rcl__report_deliver(const struct rcl__held_reports *r)
+{
+    for (unsigned i = 0; i < r->n; i++)
+        deliver(r->msg[i]);
+    if (r->lost)
+        rcl__report("%u more reports made while the library started or stopped were lost",
+                    r->lost);
+}
+
+static void report_va(const char *fmt, va_list ap)
+{
+    /* Formatted on the stack: a report must not need the allocator that
+     * may be what is failing. */
+    char buf[4096];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    if (!report_held(buf))
+        deliver(buf);
 }
 
 void rcl__report(const char *fmt, ...)

@@ -8,6 +8,8 @@
  */
 #include "helpers.h"
 
+#include <stdatomic.h>
+
 static void clear_env(void)
 {
     static const char *const names[] = {
@@ -119,6 +121,67 @@ TEST_WITH(impossible_environment_falls_back_to_defaults, test_setup, options_tea
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_low, st.limit * 5 / 100);
+}
+
+/* A report function that allocates from the library, as a daemon's logger
+ * may: each allocation it made and whether it succeeded. */
+static atomic_int report_allocs, report_allocs_ok;
+
+static void allocating_report(const char *report, void *arg)
+{
+    void *copy = rcl_alloc(strlen(report) + 300, RCL_DEFAULT);   /* past the stash's 256 B */
+
+    atomic_fetch_add(&report_allocs, 1);
+    if (copy) {
+        atomic_fetch_add(&report_allocs_ok, 1);
+        rcl_free(copy);
+    }
+    test_report_catch(report, arg);
+}
+
+/* The reports of a first use with a bad variable reach a report function
+ * that allocates: they go out once the library has started, not while
+ * the first use holds the lock that starting it takes. */
+TEST_WITH(a_report_function_that_allocates_hears_a_bad_environment, test_setup,
+          options_teardown)
+{
+    rcl_shutdown();
+    setenv("RECLAIM_MIN_PCT", "bogus", 1);
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    atomic_store(&report_allocs, 0);
+    atomic_store(&report_allocs_ok, 0);
+    rcl_set_report_fn(allocating_report, NULL);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_non_null(p);
+    rcl_free(p);
+    assert_last_report_has("RECLAIM_MIN_PCT=\"bogus\"");
+    assert_int_equal(atomic_load(&report_allocs), 1);
+    assert_int_equal(atomic_load(&report_allocs_ok), 1);
+}
+
+/* rcl_init()'s refusal of a configuration reaches a report function that
+ * allocates. Its allocation is a first use, which starts the library on
+ * the defaults and the environment, as any first use does: rcl_init()
+ * then finds it started. */
+TEST_WITH(a_report_function_that_allocates_hears_a_refused_configuration, test_setup,
+          options_teardown)
+{
+    rcl_shutdown();
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.low_pct = cfg.min_pct;
+    atomic_store(&report_allocs, 0);
+    atomic_store(&report_allocs_ok, 0);
+    rcl_set_report_fn(allocating_report, NULL);
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("watermarks");
+    assert_int_equal(atomic_load(&report_allocs_ok), 1);
+    cfg.low_pct = 5;
+    assert_int_equal(rcl_init(&cfg), -EBUSY);
 }
 
 /* Reserved words must be zero: a configuration from a later header (or an
