@@ -885,8 +885,8 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
         return no_memory(t, now > was ? now - was : 0);
     /* The backend kept the block and its room: it moves. (One the backend
      * moved is a fresh block of the size, with a fresh one's room.) */
-    if (roomy && n == h && too_roomy(h, size))
-        return realloc_move(p, h, size, gfp);
+    if (roomy && n == h && too_roomy(n, size))
+        return realloc_move(rcl__hdr_user(n), n, size, gfp);
     if (now < was)
         rcl__uncharge_fast(t, was - now);
     user_fit(n, size);

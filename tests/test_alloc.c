@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "backend.h"
 #include "block_cache.h"
+#include "slots.h"
 
 #include <signal.h>
 #include <stdbool.h>
@@ -493,10 +494,15 @@ TEST(realloc_follows_the_size)
     assert_int_equal(usage_now(), 0);
 }
 
-/* The room the backend gave the block at p. */
+/* The room the block at p has, its header's included: a slot's, or what
+ * the backend gave it. */
 static size_t room_of(void *p)
 {
-    return rcl__be_usable_size(rcl__hdr_of(p));
+    struct rcl_hdr *h = rcl__hdr_of(p);
+
+    if (slot_at(p))
+        return rcl__bcache_cap(rcl__bcache_class(h->size)) + sizeof(*h);
+    return rcl__be_usable_size(h);
 }
 
 /* A block rcl_realloc() shrinks holds no more than a fresh block of its
