@@ -134,19 +134,22 @@ void rcl__stock_attach(struct rcl_thread *t)
 #endif
 }
 
-/* A thread's stock back to the budget: at its exit (its cache emptied
- * first), or in a forked child for the threads that did not come along,
- * with their cached blocks' charge (t is only read). Its part of the
- * explicit charges stays for the uncharges to gather. */
+/* A thread's stock back to the budget: at its exit (its cache, stash
+ * and deferred frees emptied first), or in a forked child for the
+ * threads that did not come along, with the charge of their cached
+ * blocks, their signal stashes and the blocks their handlers' frees
+ * deferred (t is only read). Its part of the explicit charges stays for
+ * the uncharges to gather. */
 void rcl__stock_return(const struct rcl_thread *t)
 {
     rcl__assert(rcl__registry_held());
-    budget_return((size_t)rd(t->stock) + rcl__bcache_held(t));
+    size_t deferred = rcl__sig_deferred_charge(t, NULL);
+    budget_return((size_t)rd(t->stock) + rcl__bcache_held(t) + rd(t->sig_stash_bytes) + deferred);
     explicit_gone += rd(t->explicit_held);
 #ifdef RCL_DEBUG
-    /* A vanished thread's signal stash stays charged, held by nobody (at
-     * an exit the stash was emptied first). */
-    acct_out_gone += rd(t->acct_out) + (long)rd(t->sig_stash_bytes);
+    /* The deferred blocks were handed out and never came back through a
+     * release: their charge goes back here instead. */
+    acct_out_gone += rd(t->acct_out) - (long)deferred;
 #endif
 }
 

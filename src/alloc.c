@@ -581,13 +581,13 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
 /* Free                                                                      */
 /* ------------------------------------------------------------------------ */
 
-enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h)
+static inline enum block_kind kind_of(const void *p, const struct rcl_hdr *h, uint64_t meta)
 {
-    unsigned shift = meta_shift(h->meta);
-    uint32_t want = check_word(p, h->size, shift, meta_epoch(h->meta));
-    uint32_t check = (uint32_t)h->meta;
+    unsigned shift = meta_shift(meta);
+    uint32_t want = check_word(p, h->size, shift, meta_epoch(meta));
+    uint32_t check = (uint32_t)meta;
 
-    if (meta_class(h->meta) != want_class(shift, h->size))
+    if (meta_class(meta) != want_class(shift, h->size))
         return BLOCK_FOREIGN;     /* a cached block's among them */
     if (check == want && shift >= HDR_SHIFT && shift < 8 * sizeof(size_t))
         return BLOCK_HEAP;
@@ -596,6 +596,29 @@ enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h)
     if (check == (want ^ RESV_TAG) && shift == HDR_SHIFT && rcl__resv_owns(h))
         return BLOCK_RESERVE;
     return BLOCK_FOREIGN;
+}
+
+enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h)
+{
+    return kind_of(p, h, h->meta);
+}
+
+enum block_kind rcl__block_kind_as(const void *p, const struct rcl_hdr *h, uint64_t meta)
+{
+    return kind_of(p, h, meta);
+}
+
+/* Only a block of the current epoch is charged: blocks from before
+ * rcl_shutdown() are no longer in any budget. */
+size_t rcl__block_charged(const struct rcl_hdr *h, uint64_t meta, enum block_kind kind)
+{
+    unsigned shift = meta_shift(meta);
+
+    if (kind == BLOCK_RESERVE || !atomic_load(&rcl__ready) ||
+        meta_epoch(meta) != (uint16_t)atomic_load(&rcl__epoch))
+        return 0;
+    return shift == HDR_SHIFT ? block_charge(h->size)
+                              : front_charge(h->size, shift, kind == BLOCK_VMAP);
 }
 
 static void bad_free(const char *fn, void *p)
@@ -630,28 +653,24 @@ static void vmap_release(char *base, size_t front, size_t len)
         munmap(old, front);
 }
 
-/* Releases a block whose header checked out: uncharged only if it was
- * charged in the current epoch (blocks from before rcl_shutdown() are
- * no longer in any budget). */
+/* Releases a block whose header checked out, uncharged by what it holds. */
 void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
 {
     struct rcl_thread *t = &rcl__self;
     size_t size = h->size;
     unsigned shift = meta_shift(h->meta);
     char *base = (char *)rcl__hdr_user(h) - ((size_t)1 << shift);
-    bool charged = atomic_load(&rcl__ready) &&
-                   meta_epoch(h->meta) == (uint16_t)atomic_load(&rcl__epoch);
+    size_t charge = rcl__block_charged(h, h->meta, kind);
 
     h->meta = 0;
-    if (kind == BLOCK_RESERVE) {    /* charged with the whole reserve */
+    if (kind == BLOCK_RESERVE) {
         rcl__resv_free(h);
         return;
     }
-    if (charged) {
+    if (charge) {
         rcl__thread_attach(t);
         own_inc(t->nr_free);
-        rcl__uncharge_fast(t, shift == HDR_SHIFT ? block_charge(size)
-                                                 : front_charge(size, shift, kind == BLOCK_VMAP));
+        rcl__uncharge_fast(t, charge);
     }
     if (kind == BLOCK_VMAP)
         vmap_release(base, (size_t)1 << shift, size);

@@ -183,6 +183,24 @@ void rcl__sig_forget(struct rcl_thread *t)
     sig_stash_drop(t, false);
 }
 
+/* What the blocks on t's deferred list hold charged, and how many they
+ * are (nr, if not NULL). The thread and its blocks are only read, as a
+ * forked child reads a thread it does not have. */
+size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr)
+{
+    size_t bytes = 0;
+    unsigned long n = 0;
+
+    for (void *p = atomic_load(&t->sig_deferred); p; p = *(void **)p, n++) {
+        const struct rcl_hdr *h = rcl__hdr_of(p);
+        uint64_t meta = h->meta ^ SIG_DEFER;
+        bytes += rcl__block_charged(h, meta, rcl__block_kind_as(p, h, meta));
+    }
+    if (nr)
+        *nr = n;
+    return bytes;
+}
+
 /* A handler that may interrupt code outside the library (the program's
  * own malloc) brackets its calls: they all take the signal path then. */
 unsigned rcl_signal_enter(void)

@@ -148,12 +148,20 @@ static inline void *fail(int err)
     return NULL;
 }
 
-/* What a header says a block is (alloc.c). */
+/* What a header says a block is (alloc.c); _as reads it with `meta` in
+ * place of its own, for a header a deferred free flipped
+ * (alloc_signal.c) that is only read. */
 enum block_kind { BLOCK_FOREIGN, BLOCK_HEAP, BLOCK_VMAP, BLOCK_RESERVE };
 enum block_kind rcl__block_kind(const void *p, const struct rcl_hdr *h);
+enum block_kind rcl__block_kind_as(const void *p, const struct rcl_hdr *h, uint64_t meta);
 
-/* A block whose header checked out back to the backend, uncharged if it
- * was charged in this epoch (alloc.c). */
+/* What the budget holds for a block whose header (meta, as above)
+ * checked out as `kind`: its charge if it was charged in this epoch,
+ * nothing for one of the reserve, which is charged whole (alloc.c). */
+size_t rcl__block_charged(const struct rcl_hdr *h, uint64_t meta, enum block_kind kind);
+
+/* A block whose header checked out back to the backend, uncharged by
+ * what it holds (alloc.c). */
 void rcl__block_release(struct rcl_hdr *h, enum block_kind kind);
 
 /* A call made while the thread is inside the library: a handler's,

@@ -145,9 +145,11 @@ void rcl__thread_atfork_parent(void) { pthread_mutex_unlock(&registry_lock); }
 
 /* The other threads are gone, and their TLS memory is glibc's to reuse for
  * the child's next threads: it is only read here, never written. Their
- * stocks go back to the budget (their cached blocks with them, leaked:
- * nobody in the child can reach those lists) and only the forking thread
- * stays registered. */
+ * stocks go back to the budget, with the charge of what else they held
+ * (their cached blocks, their signal stashes, the blocks their handlers
+ * freed and they had not yet released: all leaked, since nobody in the
+ * child can reach those lists), and only the forking thread stays
+ * registered. */
 void rcl__thread_atfork_child(void)
 {
     struct rcl_thread *self = &rcl__self;
@@ -156,10 +158,11 @@ void rcl__thread_atfork_child(void)
         if (t == self)
             continue;
         rcl__stock_return(t);
-        unsigned long hits, frees;
+        unsigned long hits, frees, deferred;
         rcl__bcache_counts(t, &hits, &frees);
-        rcl__count(exited_allocs, rd(t->nr_alloc) + hits);
-        rcl__count(exited_frees, rd(t->nr_free) + frees);
+        rcl__sig_deferred_charge(t, &deferred);
+        rcl__count(exited_allocs, rd(t->nr_alloc) + hits + rd(t->sig_allocs));
+        rcl__count(exited_frees, rd(t->nr_free) + frees + deferred);
     }
     if (rd(self->epoch)) {
         self->next = NULL;

@@ -248,6 +248,7 @@ static inline void rcl__busy_back(unsigned b)
 void   rcl__sig_service(struct rcl_thread *t);
 void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
 void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
+size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr);
 /* Around a call that touches the thread's state without being one a
  * handler may make (rcl_charge, rcl_reclaim...): nests. */
 static inline unsigned rcl__busy_hold(struct rcl_thread *t)

@@ -600,6 +600,103 @@ TEST(a_child_forked_while_the_footprint_is_read_goes_on_reading_it)
         fail_msg("child %d: status %d", i, rc);
 }
 
+/* What a signal handler left on a thread the child does not have - the
+ * stash its allocations are served from, a free it deferred - is lost to
+ * the child, as the thread's cached blocks are, and its charge goes back
+ * to the child's budget (reclaim.h, fork()). The thread is parked at the
+ * fork, outside the library, holding no block. */
+enum handler_left { LEFT_A_STASH, LEFT_A_DEFERRED_FREE };
+static atomic_bool handler_left_ready, handler_left_go, handler_left_as_asked;
+
+/* The stash is made at the thread's next allocation after a handler
+ * first asks, and topped up the same way (reclaim.h): a handler's
+ * allocation served from it shows it is there, and is made good. */
+static void fill_the_signal_stash(void)
+{
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    unsigned cookie = rcl_signal_enter();
+    void *none = rcl_alloc(64, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    cookie = rcl_signal_enter();
+    void *served = rcl_alloc(64, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+    atomic_store(&handler_left_as_asked, !none && served);
+    rcl_free(served);
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+}
+
+/* Deferred until the thread's next allocation, which the fork comes
+ * before. */
+static void defer_a_free(void)
+{
+    void *p = rcl_alloc(1000, RCL_DEFAULT);
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(p);
+    rcl_signal_leave(cookie);
+    atomic_store(&handler_left_as_asked, p != NULL);
+}
+
+static void *parks_with_what_a_handler_left(void *arg)
+{
+    if ((enum handler_left)(uintptr_t)arg == LEFT_A_STASH)
+        fill_the_signal_stash();
+    else
+        defer_a_free();
+    atomic_store(&handler_left_ready, true);
+    while (!atomic_load(&handler_left_go))
+        test_sleep_ms(1);
+    return NULL;
+}
+
+/* The child holds no block: once every stock is folded back, nothing is
+ * charged, and the library's own books agree. */
+static int child_has_nothing_charged(void)
+{
+    char why[256];
+
+    rcl_usage_sync();
+    size_t usage = rcl_usage();
+    if (usage != 0) {
+        fprintf(stderr, "child: %zu bytes still charged\n", usage);
+        return 1;
+    }
+    if (rcl__acct_check(why, sizeof(why)) != 0) {
+        fprintf(stderr, "child: %s\n", why);
+        return 2;
+    }
+    return 0;
+}
+
+static void fork_beside(enum handler_left what)
+{
+    pthread_t th;
+
+    atomic_store(&handler_left_ready, false);
+    atomic_store(&handler_left_go, false);
+    atomic_store(&handler_left_as_asked, false);
+    assert_int_equal(pthread_create(&th, NULL, parks_with_what_a_handler_left,
+                                    (void *)(uintptr_t)what), 0);
+    while (!atomic_load(&handler_left_ready))
+        test_sleep_ms(1);
+    pid_t pid = fork_child(child_has_nothing_charged);
+    int rc = pid > 0 ? wait_child(pid) : -2;
+    atomic_store(&handler_left_go, true);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(atomic_load(&handler_left_as_asked));
+    assert_int_equal(rc, 0);
+}
+
+TEST(a_child_gets_back_the_charge_of_another_threads_signal_stash)
+{
+    fork_beside(LEFT_A_STASH);
+}
+
+TEST(a_child_gets_back_the_charge_of_a_free_another_threads_handler_deferred)
+{
+    fork_beside(LEFT_A_DEFERRED_FREE);
+}
+
 /* The regions' lock (src/region.c) is the last of fork()'s order: a fork
  * waits for the thread that holds it, so that the child never finds it
  * held by a thread it does not have, and the child takes a span of its
