@@ -510,7 +510,10 @@ void   rcl_shutdown(void);
  * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
  * a block fail the same way. A free is deferred: the block stays charged
  * until the thread's next allocation, rcl_usage_sync() or exit releases
- * it; a bad free there is counted at once and reported by the thread
+ * it - or, on a thread that never called the library or whose exit has
+ * already run (a handler in one of its later destructors), until any
+ * thread's next rcl_usage_sync(), exit or allocation that takes the slow
+ * path; a bad free there is counted at once and reported by the thread
  * later. The flags are otherwise ignored: nothing in a handler reclaims.
  * Unbracketed, the same calls take that path only when the handler
  * interrupted the thread inside an allocation-family call, rcl_charge,

@@ -3,9 +3,9 @@
  * alloc_signal.c - rcl_alloc() and rcl_free() from a signal handler that
  * interrupted its thread inside the library: the stash, deferred frees,
  * and the thread's own service of both on its next slow path
- * (rcl__sig_service), drains (rcl__sig_flush) and new epochs
- * (rcl__sig_forget). The entry points (alloc.c) send a call here when
- * the thread is busy.
+ * (rcl__sig_service), drains (rcl__sig_flush), its exit (rcl__sig_exit)
+ * and new epochs (rcl__sig_forget). The entry points (alloc.c) send a
+ * call here when the thread is busy.
  */
 #include "internal.h"
 #include "backend.h"
@@ -33,10 +33,20 @@
  * compare-and-swaps cannot meet the ABA problem: the thread only pushes to
  * the stash (or takes all of it), handlers only pop; handlers only push to
  * the deferred list, the thread only takes all of it.
+ *
+ * A thread whose own list nothing will take again (rcl_thread.sig_orphan:
+ * one the library does not know, which may never call it again, and one
+ * whose exit has taken its list for the last time, whose handlers may
+ * still run in its later destructors) has its handlers' frees deferred to
+ * the process's list instead, which any thread's next service or drain
+ * takes whole. Handlers on every thread push to it and threads only take
+ * all of it: no ABA problem there either.
  */
 #define SIG_SIZE   256u          /* the largest request a handler's stash serves */
 #define SIG_STASH  8u            /* blocks in a full stash */
 #define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
+
+void *_Atomic rcl__sig_orphans;
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
 static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
@@ -90,10 +100,11 @@ void rcl__sig_free(void *p)
 #ifdef RCL_ASAN
     rcl__unpoison(link, sizeof(*link));
 #endif
-    void *head = atomic_load(&t->sig_deferred);
+    void *_Atomic *list = atomic_load(&t->sig_orphan) ? &rcl__sig_orphans : &t->sig_deferred;
+    void *head = atomic_load(list);
     do
         *link = head;
-    while (!atomic_compare_exchange_weak(&t->sig_deferred, &head, p));
+    while (!atomic_compare_exchange_weak(list, &head, p));
     rcl__slow_path_ask(t);
 }
 
@@ -138,9 +149,14 @@ static void sig_refill(struct rcl_thread *t)
     }
 }
 
-static void release_deferred(struct rcl_thread *t)
+/* A deferred list taken whole and released; the caller is busy. Read
+ * before it is taken: the process's list is every thread's, and an
+ * exchange at each service would write its line every time. */
+static void release_deferred(void *_Atomic *list)
 {
-    void *p = atomic_exchange(&t->sig_deferred, NULL);
+    if (!atomic_load_explicit(list, memory_order_relaxed))
+        return;
+    void *p = atomic_exchange(list, NULL);
     while (p) {
         void *next = *(void **)p;
         struct rcl_hdr *h = rcl__hdr_of(p);
@@ -153,7 +169,8 @@ static void release_deferred(struct rcl_thread *t)
 void rcl__sig_service(struct rcl_thread *t)
 {
     own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
-    release_deferred(t);
+    release_deferred(&t->sig_deferred);
+    release_deferred(&rcl__sig_orphans);
     unsigned long bad = atomic_exchange(&sig_bad_frees, 0);
     if (bad)
         rcl__report("%lu free%s in a signal handler: not a block from this library, or "
@@ -167,19 +184,36 @@ void rcl__sig_service(struct rcl_thread *t)
 }
 
 /* Drains (rcl_usage_sync, a lowered limit, thread exit): the deferred
- * blocks released, the stash given back; a later handler's demand makes
- * it again. */
+ * blocks released, the process's with them, the stash given back; a
+ * later handler's demand makes it again. */
 void rcl__sig_flush(struct rcl_thread *t)
 {
     own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
-    release_deferred(t);
+    release_deferred(&t->sig_deferred);
+    release_deferred(&rcl__sig_orphans);
     sig_stash_drop(t, true);
 }
 
-/* A new epoch: the stash was charged to a budget that is gone. */
+/*
+ * The thread's exit: its list is taken for the last time, so the mark
+ * goes up first. A handler runs whole between two of its thread's
+ * instructions, so each free is either on the thread's list before the
+ * exchange that takes it, or finds the mark and goes to the process's
+ * list: none is left behind, whether its handler interrupts the rest of
+ * this exit or runs in a destructor after it.
+ */
+void rcl__sig_exit(struct rcl_thread *t)
+{
+    atomic_store(&t->sig_orphan, 1);
+    rcl__sig_flush(t);
+}
+
+/* A new epoch: the stash was charged to a budget that is gone. The
+ * thread is registered, and its exit will take the list again. */
 void rcl__sig_forget(struct rcl_thread *t)
 {
-    release_deferred(t);
+    atomic_store(&t->sig_orphan, 0);
+    release_deferred(&t->sig_deferred);
     sig_stash_drop(t, false);
 }
 

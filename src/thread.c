@@ -20,6 +20,7 @@
 
 __thread struct rcl_thread rcl__self RCL_TLS_IE = {
     .bc = (struct rcl_bcache_lists *)&rcl__bcache_none,
+    .sig_orphan = 1,        /* a thread may never call the library */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -61,8 +62,11 @@ static void thread_exit(void *arg)
 
     unsigned b = rcl__busy_hold(t);
     rcl__resv_leave(t);
-    rcl__sig_flush(t);
+    rcl__sig_exit(t);
     rcl__bcache_drain(t);
+    /* Nothing refills the stash without an allocation, and a handler's
+     * free goes elsewhere now: its stock is all it holds charged. */
+    rcl__assert(!rd(t->sig_stash_bytes) && !atomic_load(&t->sig_deferred));
     pthread_mutex_lock(&registry_lock);
     if (rd(t->epoch)) {
         rcl__stock_return(t);

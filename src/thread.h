@@ -164,11 +164,15 @@ struct rcl_thread {
      * signal handler that interrupted this thread inside the library (a handler
      * only pops; the thread pushes or takes the whole list), their charge,
      * the blocks such handlers freed (a handler only pushes; the thread
-     * takes the whole list), and a handler's request for a refill. */
+     * takes the whole list), and a handler's request for a refill.
+     * sig_orphan: nothing of the thread's will take sig_deferred again -
+     * it never registered, or its exit took the list for the last time -
+     * so handlers defer to the process's list (rcl__sig_orphans). */
     void *_Atomic         sig_stash;
     _Atomic size_t        sig_stash_bytes;
     void *_Atomic         sig_deferred;
     _Atomic unsigned      sig_want;
+    _Atomic unsigned      sig_orphan;
     _Atomic unsigned long sig_allocs;   /* handlers' allocations, not yet in nr_alloc */
     /* What rcl_charge() charged in this epoch and rcl_uncharge() has not
      * taken back, the part of it this thread holds (account.c). Last, so
@@ -247,8 +251,11 @@ static inline void rcl__busy_back(unsigned b)
  * the caller is busy. */
 void   rcl__sig_service(struct rcl_thread *t);
 void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now */
+void   rcl__sig_exit(struct rcl_thread *t);     /* the same, for the last time */
 void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
 size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr);
+/* Frees handlers deferred on threads whose own lists nothing takes. */
+extern void *_Atomic rcl__sig_orphans;
 /* Around a call that touches the thread's state without being one a
  * handler may make (rcl_charge, rcl_reclaim...): nests. */
 static inline unsigned rcl__busy_hold(struct rcl_thread *t)
@@ -265,7 +272,8 @@ static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
 }
 static inline bool rcl__sig_pending(const struct rcl_thread *t)
 {
-    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed);
+    return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed) ||
+           atomic_load_explicit(&rcl__sig_orphans, memory_order_relaxed);
 }
 
 /* The bits of rcl_thread.lockdep_watch. One word for both, so that the

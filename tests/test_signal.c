@@ -199,4 +199,56 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* A handler may still run once its thread's exit has released what the
+ * handlers left (reclaim.h): in the thread's later destructors, until
+ * the thread is gone. Here it runs in the thread's second round of
+ * thread-specific-data destructors, which POSIX starts only once every
+ * destructor of the first, the library's exit among them, has run. Its
+ * free is released all the same, by another thread's rcl_usage_sync(). */
+static pthread_key_t late_key;
+static __thread unsigned late_rounds;
+static atomic_bool late_freed;
+
+static void free_in_a_late_handler(void *p)
+{
+    if (late_rounds++ == 0) {
+        if (pthread_setspecific(late_key, p) != 0)
+            rcl_free(p);        /* and late_freed stays false */
+        return;
+    }
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(p);
+    rcl_signal_leave(cookie);
+    atomic_store(&late_freed, true);
+}
+
+static void *exits_holding_a_block(void *arg)
+{
+    (void)arg;
+    void *p = rcl_alloc(1000, RCL_DEFAULT);
+    if (p && pthread_setspecific(late_key, p) != 0) {
+        rcl_free(p);
+        p = NULL;
+    }
+    return p;
+}
+
+TEST(test_a_handlers_free_after_its_threads_exit_is_released)
+{
+    pthread_t th;
+    void *p;
+
+    atomic_store(&late_freed, false);
+    assert_int_equal(pthread_key_create(&late_key, free_in_a_late_handler), 0);
+    rcl_usage_sync();
+    size_t start = rcl_usage();
+    assert_int_equal(pthread_create(&th, NULL, exits_holding_a_block, NULL), 0);
+    assert_int_equal(pthread_join(th, &p), 0);
+    assert_non_null(p);
+    assert_true(atomic_load(&late_freed));
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), start);
+    assert_int_equal(pthread_key_delete(late_key), 0);
+}
+
 TEST_MAIN();
