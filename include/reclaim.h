@@ -312,8 +312,12 @@ void rcl_context_restore(const struct rcl_context *saved);
  *
  * may_reclaim runs in the reclaiming thread, in NORECLAIM scope, and sees
  * that thread's rcl_journal_info(); it must not block on the domain's locks.
- * It is asked for each of the domain's shrinkers at each reclaim pass, so
- * it should be cheap (a look at the thread's transaction state).
+ * Its allocations and frees are ordinary ones (not a signal handler's),
+ * and a cancel pending when it reaches a cancellation point takes effect
+ * after it returns. It is asked for each of the domain's shrinkers at each
+ * reclaim pass, and by an allocation that reclaim left short, whether to
+ * wait for another thread's pass inside one of them, so it should be cheap
+ * (a look at the thread's transaction state).
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
@@ -489,9 +493,10 @@ void   rcl_shutdown(void);
  * holds a lock or a pin across a wait or a user callback defers a cancel
  * until it is done, and the cancel takes effect at the thread's next
  * cancellation point: reclaim (a thread cancelled while one of its
- * shrinkers scans finishes the pass first), rcl_shrinker_unregister(),
- * rcl_workqueue_destroy(), rcl_mempool_resize(), rcl_init(), first use and
- * rcl_shutdown(), the report function (called with cancellation off), and
+ * shrinkers scans finishes the pass first), a domain's may_reclaim,
+ * rcl_shrinker_unregister(), rcl_workqueue_destroy(), rcl_mempool_resize(),
+ * rcl_init(), first use and rcl_shutdown(), the report function (called
+ * with cancellation off), and
  * the library's own reads inside other calls (an allocation measuring the
  * footprint, the lock checker naming functions in a report): a cancel
  * pending there takes effect after the call.

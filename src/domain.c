@@ -401,9 +401,10 @@ void rcl_domain_exit(unsigned token)
 /* ------------------------------------------------------------------------ */
 
 /*
- * Runs in the reclaiming thread (NORECLAIM scope). The answer for one
- * entered domain never depends on the others, so the most restrictive
- * answer is simply: skip if any says skip, NOFS if any says NOFS.
+ * Reads only this thread's own stack: it runs in the thread that asks,
+ * with any lock held. The answer for one entered domain never depends on
+ * the others, so the most restrictive answer is simply: skip if any says
+ * skip, NOFS if any says NOFS.
  */
 unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth)
 {
@@ -424,13 +425,33 @@ unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth)
     return r;
 }
 
+/*
+ * The program's code, as the header promises it: its allocations cannot
+ * recurse into reclaim (NORECLAIM), they and its frees are ordinary calls
+ * rather than a signal handler's though the thread is inside the library
+ * (busy out), and a cancellation point it reaches - a log line - defers a
+ * pending cancel to the caller's next one, since the caller may be half
+ * way through an allocation or hold a library lock.
+ */
+static bool allows(struct rcl_domain *owner)
+{
+    unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
+    int cancel = rcl__nocancel_begin();
+    unsigned busy = rcl__busy_out();
+    bool yes = owner->may_reclaim(owner, owner->arg) != 0;
+    rcl__busy_back(busy);
+    rcl__nocancel_end(cancel);
+    rcl_scope_restore(saved);
+    return yes;
+}
+
 bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
 {
     unsigned r = rcl__domain_rule(owner, owner ? owner->depth : 0);
 
     if (r & RCL__DOMAIN_SKIP)
         return true;
-    if ((r & RCL__DOMAIN_OWN) && (!owner->may_reclaim || !owner->may_reclaim(owner, owner->arg)))
+    if ((r & RCL__DOMAIN_OWN) && (!owner->may_reclaim || !allows(owner)))
         return true;
     if (r & RCL__DOMAIN_NOFS)
         *gfp &= ~(rcl_gfp_t)RCL__FS;

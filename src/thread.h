@@ -233,8 +233,9 @@ static inline unsigned rcl__busy_or_watched(const struct rcl_thread *t)
 {
     return t->busy | rd(t->lockdep_watch);
 }
-/* Around a call out to the program's code (shrinkers, the report
- * function): its own calls into the library are ordinary ones. */
+/* Around a call out to the program's code (shrinkers, a domain's
+ * may_reclaim, the report function): its own calls into the library are
+ * ordinary ones. */
 static inline unsigned rcl__busy_out(void)
 {
     unsigned b = rcl__self.busy;

@@ -8,8 +8,12 @@
  */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/wait.h>
+
+#include "domain.h"
 
 #define HANG_MS 20000
 
@@ -402,6 +406,105 @@ TEST(test_a_pending_cancel_waits_for_the_checkers_report)
     assert_true(finishes(inverts, NULL));
     assert_int_equal(rcl_lockdep_reports(), 2);
     assert_int_equal(test_reports_seen_matching("lock checker:"), 2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A cancel pending while a domain's may_reclaim is asked                    */
+/* ------------------------------------------------------------------------ */
+
+static struct rcl_domain *txn_fs;
+static int log_fd = -1;
+static atomic_int asked_outside_a_pass;
+
+/* A file system inside a transaction: never safe, and it logs so - a
+ * write(2), a cancellation point of the C library's. */
+static int logs_and_refuses(struct rcl_domain *d, void *arg)
+{
+    static const char line[] = "txn-fs: inside a transaction, reclaim refused\n";
+    (void)d;
+    (void)arg;
+    if (!rcl__shrinking_here())
+        atomic_store(&asked_outside_a_pass, 1);
+    ssize_t n = write(log_fd, line, sizeof(line) - 1);
+    (void)n;
+    return 0;
+}
+
+static void *allocates_inside_the_domain(void *arg)
+{
+    (void)arg;
+    unsigned tok = rcl_domain_enter(txn_fs);
+    wait_for_the_cancel();
+    /* The budget is full: reclaim is asked, frees nothing, and the
+     * allocation asks again whether the pass in flight is worth waiting
+     * for. */
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT | RCL__NOWARN);
+    rcl_free(p);
+    rcl_domain_exit(tok);
+    test_testcancel();
+    return NULL;
+}
+
+static unsigned long holds_nothing(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return RCL_SHRINK_EMPTY;
+}
+
+static void *registers_and_unregisters(void *arg)
+{
+    static const struct rcl_shrinker_ops ops = { .count = holds_nothing, .scan = holds_nothing };
+    (void)arg;
+    rcl_shrinker_unregister(rcl_shrinker_register("after", &ops, NULL, NULL));
+    return NULL;
+}
+
+static void *reclaims(void *arg)
+{
+    (void)arg;
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    return NULL;
+}
+
+static void *forks(void *arg)
+{
+    (void)arg;
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    return NULL;
+}
+
+/* may_reclaim is the program's code, called with cancellation off
+ * wherever it is asked - in a reclaim pass, and by an allocation that
+ * reclaim left short while another thread's pass is inside one of the
+ * domain's shrinkers: a cancel pending when it reaches a cancellation
+ * point takes effect after the call. (Acted on inside, the allocation's
+ * question unwound holding the shrinkers' lock: every later pass,
+ * registration and fork() hung.) */
+TEST(test_a_pending_cancel_waits_for_a_domains_may_reclaim)
+{
+    log_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(log_fd >= 0);
+    txn_fs = rcl_domain_create("txn-fs", 0, logs_and_refuses, NULL);
+    assert_non_null(txn_fs);
+    struct held_pass h;
+    held_pass_start(&h, txn_fs);
+    size_t full = charge_until_full();
+
+    atomic_store(&asked_outside_a_pass, 0);
+    run_with_a_cancel_pending(allocates_inside_the_domain);
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    assert_true(atomic_load(&asked_outside_a_pass));
+
+    assert_true(finishes(registers_and_unregisters, NULL));
+    assert_true(finishes(reclaims, NULL));
+    assert_true(finishes(forks, NULL));
+    rcl_domain_destroy(txn_fs);
+    close(log_fd);
 }
 
 TEST_MAIN();

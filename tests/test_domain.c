@@ -403,6 +403,96 @@ TEST_WITH(may_reclaim_runs_in_reclaiming_thread_without_reclaim, domain_setup, d
     rcl_domain_destroy(d);
 }
 
+/*
+ * include/reclaim.h: may_reclaim runs in NORECLAIM scope on every path
+ * that asks it - a reclaim pass, and an allocation that reclaim left short
+ * deciding whether another thread's pass inside one of the domain's
+ * shrinkers is worth waiting for (as the kernel's reclaimers wait for each
+ * other's isolated pages, too_many_isolated()). The callback refuses, as
+ * a file system inside a transaction does, so that only the other thread
+ * is ever inside the shrinker.
+ */
+static _Atomic unsigned asked_in_pass, asked_outside_pass, asked_with_reclaim;
+
+static int note_scope_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    atomic_fetch_add(rcl__shrinking_here() ? &asked_in_pass : &asked_outside_pass, 1);
+    if (!(rcl_scope_current() & RCL_SCOPE_NORECLAIM))
+        atomic_fetch_add(&asked_with_reclaim, 1);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_runs_without_reclaim_on_every_path, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, note_scope_and_refuse, NULL);
+    struct held_pass h;
+    atomic_store(&asked_in_pass, 0);
+    atomic_store(&asked_outside_pass, 0);
+    atomic_store(&asked_with_reclaim, 0);
+    held_pass_start(&h, d);
+    size_t full = charge_until_full();
+
+    unsigned tok = rcl_domain_enter(d);
+    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
+    rcl_domain_exit(tok);
+
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    assert_null(p);
+    assert_true(atomic_load(&asked_in_pass) > 0);
+    assert_true(atomic_load(&asked_outside_pass) > 0);
+    assert_int_equal(atomic_load(&asked_with_reclaim), 0);
+    rcl_domain_destroy(d);
+}
+
+/*
+ * The same paths: may_reclaim is the program's code, not a signal
+ * handler's, so its allocations are ordinary ones - one larger than the
+ * 256 bytes a signal handler may ask for succeeds, from the reserve that
+ * NORECLAIM scope opens (the kernel's PF_MEMALLOC), though the budget is
+ * full.
+ */
+static _Atomic unsigned allocated_in_pass, allocated_outside_pass, allocations_failed;
+
+static int allocate_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    void *p = rcl_alloc(1 * KiB, RCL_DEFAULT | RCL__NOWARN);
+    if (!p)
+        atomic_fetch_add(&allocations_failed, 1);
+    else
+        atomic_fetch_add(rcl__shrinking_here() ? &allocated_in_pass : &allocated_outside_pass, 1);
+    rcl_free(p);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_allocates_as_the_programs_code_on_every_path, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, allocate_and_refuse, NULL);
+    struct held_pass h;
+    atomic_store(&allocated_in_pass, 0);
+    atomic_store(&allocated_outside_pass, 0);
+    atomic_store(&allocations_failed, 0);
+    held_pass_start(&h, d);
+    size_t full = charge_until_full();
+
+    unsigned tok = rcl_domain_enter(d);
+    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
+    rcl_domain_exit(tok);
+
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    assert_null(p);
+    assert_true(atomic_load(&allocated_in_pass) > 0);
+    assert_true(atomic_load(&allocated_outside_pass) > 0);
+    assert_int_equal(atomic_load(&allocations_failed), 0);
+    rcl_domain_destroy(d);
+}
+
 /* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {
