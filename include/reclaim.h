@@ -310,14 +310,15 @@ void rcl_context_restore(const struct rcl_context *saved);
  * Inside several domains, the most restrictive answer wins, and a NOFS/NOIO
  * scope still applies on top: a domain never widens what a scope forbids.
  *
- * may_reclaim runs in the reclaiming thread, in NORECLAIM scope, and sees
- * that thread's rcl_journal_info(); it must not block on the domain's locks.
- * Its allocations and frees are ordinary ones (not a signal handler's),
- * and a cancel pending when it reaches a cancellation point takes effect
- * after it returns. It is asked for each of the domain's shrinkers at each
- * reclaim pass, and by an allocation that reclaim left short, whether to
- * wait for another thread's pass inside one of them, so it should be cheap
- * (a look at the thread's transaction state).
+ * may_reclaim runs in the reclaiming thread, in NORECLAIM scope, with no
+ * library lock held, and sees that thread's rcl_journal_info(); it must
+ * not block on the domain's locks. Its allocations and frees are ordinary
+ * ones (not a signal handler's), and a cancel pending when it reaches a
+ * cancellation point takes effect after it returns. It is asked for each
+ * of the domain's shrinkers at each reclaim pass, and by an allocation
+ * that reclaim left short, whether to wait for another thread's pass
+ * inside one of them, so it should be cheap (a look at the thread's
+ * transaction state).
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);

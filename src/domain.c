@@ -425,16 +425,42 @@ unsigned rcl__domain_rule(const struct rcl_domain *owner, unsigned owner_depth)
     return r;
 }
 
+bool rcl__domain_narrow(const struct rcl_domain *owner, rcl_gfp_t *gfp, bool *ask)
+{
+    unsigned r = rcl__domain_rule(owner, owner ? owner->depth : 0);
+
+    *ask = false;
+    if (r & RCL__DOMAIN_SKIP)
+        return true;
+    if ((r & RCL__DOMAIN_OWN) && !owner->may_reclaim)
+        return true;
+    if (r & RCL__DOMAIN_NOFS)
+        *gfp &= ~(rcl_gfp_t)RCL__FS;
+    *ask = (r & RCL__DOMAIN_OWN) != 0;
+    return false;
+}
+
+static bool inside(const struct rcl_domain *d)
+{
+    for (unsigned i = 0; i < mine.n; i++)
+        if (mine.stack[i] == d)
+            return true;
+    return false;
+}
+
 /*
  * The program's code, as the header promises it: its allocations cannot
  * recurse into reclaim (NORECLAIM), they and its frees are ordinary calls
  * rather than a signal handler's though the thread is inside the library
  * (busy out), and a cancellation point it reaches - a log line - defers a
  * pending cancel to the caller's next one, since the caller may be half
- * way through an allocation or hold a library lock.
+ * way through an allocation. No lock keeps owner alive, and none is
+ * needed: this thread is inside it, and only this thread can leave.
  */
-static bool allows(struct rcl_domain *owner)
+bool rcl__domain_allows(struct rcl_domain *owner)
 {
+    rcl__assert(inside(owner) && owner->may_reclaim);
+
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     int cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
@@ -447,15 +473,9 @@ static bool allows(struct rcl_domain *owner)
 
 bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)
 {
-    unsigned r = rcl__domain_rule(owner, owner ? owner->depth : 0);
+    bool ask;
 
-    if (r & RCL__DOMAIN_SKIP)
-        return true;
-    if ((r & RCL__DOMAIN_OWN) && (!owner->may_reclaim || !allows(owner)))
-        return true;
-    if (r & RCL__DOMAIN_NOFS)
-        *gfp &= ~(rcl_gfp_t)RCL__FS;
-    return false;
+    return rcl__domain_narrow(owner, gfp, &ask) || (ask && !rcl__domain_allows(owner));
 }
 
 bool rcl__domain_shrinker_hold(struct rcl_domain *d)

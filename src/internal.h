@@ -273,8 +273,15 @@ unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max);
 /* ------------------------------------------------------------------------ */
 
 /* How a shrinker owned by `owner` may be called by this thread: returns
- * true to skip it, else narrows *gfp. */
+ * true to skip it, else narrows *gfp. Asks owner's may_reclaim where it
+ * has a say, so its caller holds no library lock. */
 bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
+/* The same short of asking: true to skip; else *gfp narrowed, and *ask
+ * set where owner's may_reclaim has the last word (the thread is inside
+ * owner). Calls none of the program's code, so a lock may be held. */
+bool rcl__domain_narrow(const struct rcl_domain *owner, rcl_gfp_t *gfp, bool *ask);
+/* owner's may_reclaim, asked for this thread, which is inside owner. */
+bool rcl__domain_allows(struct rcl_domain *owner);
 /* The rules of rcl_domain_enter for owner's shrinkers, short of asking its
  * may_reclaim: OWN (the thread is inside owner: may_reclaim decides), NOFS
  * (inside a domain of another depth), SKIP (domains overflowed); 0: free.

@@ -6,8 +6,9 @@
  * it (passes_holding() > 0). Unregister marks it dead, waits for that to
  * drop to zero and only then unlinks and frees it; a pass that held it reads its
  * `next` under the lock after dropping its hold, so the walk never follows
- * a freed node. Callbacks run without the registry lock, so they may
- * allocate, register or unregister other shrinkers.
+ * a freed node. Callbacks - a domain's may_reclaim among them - run without
+ * the registry lock, so they may allocate, register or unregister other
+ * shrinkers.
  */
 #include "internal.h"
 
@@ -387,6 +388,50 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
     rcl__nocancel_end(cancel);
 }
 
+/* Is a pass in a context no wider than `mine` inside s? */
+static bool held_within_locked(const struct rcl_shrinker *s, unsigned mine)
+{
+    rcl__assert_held(&shrinker_lock);
+    for (unsigned ctx = 0; ctx < 4; ctx++)
+        if (!(ctx & ~mine) && s->active[ctx])
+            return true;
+    return false;
+}
+
+/* Does a pass this thread could have made hold s? Where only the
+ * may_reclaim of s's domain can still say no, true with *ask set to that
+ * domain: the program's code is not called under the registry lock. */
+static bool busy_for_locked(const struct rcl_shrinker *s, rcl_gfp_t gfp,
+                            struct rcl_domain **ask)
+{
+    bool asks = false;
+
+    rcl__assert_held(&shrinker_lock);
+    *ask = NULL;
+    if (s->dead || held_here(s) || !held_within_locked(s, pass_context(gfp)))
+        return false;
+    if (s->domain && rcl__domain_narrow(s->domain, &gfp, &asks))
+        return false;
+    if ((gfp & s->needs) != s->needs)
+        return false;
+    if (asks)
+        *ask = s->domain;
+    return true;
+}
+
+/* Adds d to the n domains in ask unless it is there; returns the count.
+ * A domain asked about is one this thread is inside: at most
+ * RCL_MAX_DOMAINS of them. */
+static unsigned ask_once(struct rcl_domain **ask, unsigned n, struct rcl_domain *d)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (ask[i] == d)
+            return n;
+    rcl__assert(n < RCL_MAX_DOMAINS);
+    ask[n] = d;
+    return n + 1;
+}
+
 /*
  * A reclaim that freed nothing while another thread is inside a shrinker
  * has not shown that nothing can be freed: the other pass may hold the
@@ -396,23 +441,31 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
  * made count: shrinkers its context may run, in a context no wider than
  * its own. A NOFS caller waiting for a pass that may wait on file-system
  * work - the background reclaimer's - would wait for the very lock it
- * may hold: the deadlock the scope is there to prevent.
+ * may hold: the deadlock the scope is there to prevent. A domain's
+ * may_reclaim is asked as a pass asks it (shrink_one()), without the
+ * registry lock: the shrinker that raised the question may be gone by
+ * then, but its domain stays, since this thread is inside it, and the
+ * answer was never fresher than the walk.
  */
 bool rcl__shrinkers_busy(rcl_gfp_t gfp)
 {
-    unsigned mine = pass_context(gfp);
+    struct rcl_domain *ask[RCL_MAX_DOMAINS];
+    unsigned n = 0;
     bool busy = false;
 
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry && !busy; s = s->next) {
-        rcl_gfp_t g = gfp;
-        if (s->dead || held_here(s) ||
-            (s->domain && rcl__domain_filter(s->domain, &g)) || (g & s->needs) != s->needs)
+        struct rcl_domain *d;
+        if (!busy_for_locked(s, gfp, &d))
             continue;
-        for (unsigned ctx = 0; ctx < 4 && !busy; ctx++)
-            busy = !(ctx & ~mine) && s->active[ctx];
+        if (d)
+            n = ask_once(ask, n, d);
+        else
+            busy = true;
     }
     pthread_mutex_unlock(&shrinker_lock);
+    for (unsigned i = 0; i < n && !busy; i++)
+        busy = rcl__domain_allows(ask[i]);
     return busy;
 }
 

@@ -493,6 +493,46 @@ TEST_WITH(may_reclaim_allocates_as_the_programs_code_on_every_path, domain_setup
     rcl_domain_destroy(d);
 }
 
+/*
+ * The kernel calls no shrinker's code under shrinker_rwsem's write side,
+ * and since 6.7 not under its read side either (mm/shrinker.c): the
+ * program's code runs without the registry's lock. may_reclaim is the
+ * program's code on every path, so it may call what takes that lock -
+ * here a file system that looks at the shrinkers' statistics before it
+ * answers - where under the lock it would wait for itself.
+ */
+static _Atomic unsigned counted_in_pass, counted_outside_pass;
+
+static int count_shrinkers_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    unsigned n = rcl_stats_shrinkers(NULL, 0);
+    atomic_fetch_add(rcl__shrinking_here() ? &counted_in_pass : &counted_outside_pass, n);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_runs_without_the_shrinker_registrys_lock, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, count_shrinkers_and_refuse, NULL);
+    struct held_pass h;
+    atomic_store(&counted_in_pass, 0);
+    atomic_store(&counted_outside_pass, 0);
+    held_pass_start(&h, d);
+    size_t full = charge_until_full();
+
+    unsigned tok = rcl_domain_enter(d);
+    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
+    rcl_domain_exit(tok);
+
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    assert_null(p);
+    assert_true(atomic_load(&counted_in_pass) > 0);
+    assert_true(atomic_load(&counted_outside_pass) > 0);
+    rcl_domain_destroy(d);
+}
+
 /* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {
