@@ -486,11 +486,11 @@ void   rcl_shutdown(void);
  *
  * pthread_cancel(). No library lock or pin outlives a cancelled thread.
  * The library's long waits stay cancellation points and release what they
- * hold when cancelled: rcl_mempool_alloc() waiting for an element (nothing
- * taken), rcl_flush_workqueue() (nothing flushed), an allocation waiting
- * for memory - a NOFAIL one waiting for the budget or for the system
- * allocator, or one the background reclaimer throttles (what it had
- * charged goes back). Everything else that
+ * hold when cancelled: rcl_mempool_alloc() and rcl_mempool_alloc_bulk()
+ * waiting for elements (nothing taken), rcl_flush_workqueue() (nothing
+ * flushed), an allocation waiting for memory - a NOFAIL one waiting for
+ * the budget or for the system allocator, or one the background reclaimer
+ * throttles (what it had charged goes back). Everything else that
  * holds a lock or a pin across a wait or a user callback defers a cancel
  * until it is done, and the cancel takes effect at the thread's next
  * cancellation point: reclaim (a thread cancelled while one of its

@@ -539,9 +539,12 @@ static void bulk_wait(struct rcl_mempool *pool, unsigned n)
 
     deadline_after(&deadline, MEMPOOL_WAIT_NS);
     pthread_mutex_lock(&pool->lock);
+    /* The wait stays cancellable; a cancelled waiter holds no element
+     * (all were given back before it waited), only the lock. */
+    pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
     if (rd(pool->curr_nr) < n)
         pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
-    pthread_mutex_unlock(&pool->lock);
+    pthread_cleanup_pop(1);
 }
 
 static int bulk_check(struct rcl_mempool *pool, void **elems, unsigned n)

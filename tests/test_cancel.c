@@ -9,6 +9,7 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/wait.h>
@@ -114,6 +115,116 @@ TEST(test_cancelled_mempool_waiter_leaves_the_pool_unlocked)
     cancel_in_its_wait(pool_waiter, &waiting);
 
     assert_true(finishes(pool_round_trip, e));
+    rcl_mempool_destroy(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A waiter in rcl_mempool_alloc_bulk                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Gives the two elements that fill the reserve, then nothing; says when a
+ * caller has tried it with the full flags, the bulk call's last step
+ * before its wait: no cancellation point lies between the two, so a
+ * cancel sent from then on takes effect in the wait. */
+static char bulk_elements[2][64];
+static atomic_int bulk_given, bulk_full_try;
+static void *two_alloc(rcl_gfp_t gfp, void *data)
+{
+    (void)data;
+    int i = atomic_fetch_add(&bulk_given, 1);
+    if (i < 2)
+        return bulk_elements[i];
+    if (gfp & RCL__DIRECT_RECLAIM)
+        atomic_store(&bulk_full_try, 1);
+    return NULL;
+}
+
+static void *bulk_waiter(void *arg)
+{
+    void *elems[2];
+    (void)arg;
+    rcl_mempool_alloc_bulk(pool, elems, 2);   /* the reserve is empty: waits */
+    return NULL;
+}
+
+static void *bulk_refill(void *arg)
+{
+    rcl_mempool_free_bulk(pool, arg, 2);
+    return NULL;
+}
+
+/* A child that finds the pool whole: the reserve the parent refilled,
+ * taken and given back. */
+static int bulk_child(void)
+{
+    void *elems[2];
+    if (rcl_mempool_alloc_bulk(pool, elems, 2) != 0)
+        return 1;
+    rcl_mempool_free_bulk(pool, elems, 2);
+    return 0;
+}
+
+/* The child's exit status, or -1 (after killing it) if it has not ended
+ * within HANG_MS. */
+static int wait_child(pid_t pid)
+{
+    int status;
+    for (int i = 0; i < HANG_MS; i++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        test_sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static int fork_status;
+
+/* fork() takes every pool's lock in the parent first (src/fork.c): a lock
+ * a cancelled thread kept would hang it there. */
+static void *fork_and_wait(void *arg)
+{
+    (void)arg;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* cmocka's handlers would carry a crash back into the parent's
+         * test sequence: a crashing child must just die. */
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        _exit(bulk_child());
+    }
+    fork_status = pid > 0 ? wait_child(pid) : -2;
+    return NULL;
+}
+
+/* The bulk call's wait is a cancellation point like the single call's,
+ * and a thread cancelled in it holds nothing (it gave back all it had
+ * before it waited) and leaves the pool unlocked: a free that refills the
+ * reserve goes through, and so does a fork(), in the parent and in the
+ * child. */
+TEST(test_cancelled_bulk_waiter_leaves_the_pool_unlocked)
+{
+    atomic_store(&bulk_given, 0);
+    atomic_store(&bulk_full_try, 0);
+    pool = rcl_mempool_create_ops(2, two_alloc, no_free, NULL);
+    assert_non_null(pool);
+    void *held[2];
+    assert_int_equal(rcl_mempool_alloc_bulk(pool, held, 2), 0);
+
+    pthread_t th;
+    atomic_store(&bulk_full_try, 0);
+    assert_int_equal(pthread_create(&th, NULL, bulk_waiter, NULL), 0);
+    wait_for(&bulk_full_try);
+    assert_int_equal(pthread_cancel(th), 0);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+
+    assert_true(finishes(bulk_refill, held));
+    fork_status = -3;
+    assert_true(finishes(fork_and_wait, NULL));
+    assert_int_equal(fork_status, 0);
     rcl_mempool_destroy(pool);
 }
 
