@@ -807,7 +807,8 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  *      be freed; the waiter is registered before the pool lock is dropped,
  *      so no wake-up is lost.
  * A blocking allocation (RCL__DIRECT_RECLAIM, after the thread's scope: a
- * NOWAIT scope makes it non-blocking) never fails; a non-blocking one
+ * NOWAIT scope makes it non-blocking) never fails while the pool lives
+ * (see rcl_mempool_destroy() for a destroy meanwhile); a non-blocking one
  * returns NULL (ENOMEM) when the reserve is empty. The bounded sleep is 5 s
  * (the kernel's); a free wakes the waiters at once. rcl_mempool_free()
  * refills the reserve while it is below min_nr; a pool with min_nr 0 still
@@ -860,8 +861,9 @@ void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
  * unspecified and nothing held: -E2BIG for n larger than the pool's
  * reserve (min_nr; the reserve alone could never serve it), at once;
  * -EINVAL (reported) for a NULL pool, or NULL elems with n > 0;
- * -ESHUTDOWN (reported) after destroy; -ENOMEM only in a NOWAIT scope.
- * n == 0 returns 0 and touches nothing (elems may be NULL).
+ * -ESHUTDOWN (reported) after destroy, or when a destroy wakes it from its
+ * wait; -ENOMEM only in a NOWAIT scope. n == 0 returns 0 and touches
+ * nothing (elems may be NULL).
  * rcl_mempool_free_bulk() returns each element as rcl_mempool_free() does
  * (NULL entries are skipped); n == 0 is a no-op; a NULL pool or elems with
  * n > 0 is reported and frees nothing.
@@ -876,10 +878,15 @@ int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
  * destroy are reported and the pool is not freed under their owners: it
  * stays valid for rcl_mempool_free() only, and is freed when the last of
  * them is returned. Meanwhile alloc gives NULL (ESHUTDOWN), resize
- * -ESHUTDOWN. A destroy of a pool that is no live pool's (destroyed
- * already, being destroyed, or never created) is reported, sets errno
- * EINVAL and touches nothing at that address. Destroy must not race with
- * a call still allocating from the pool. */
+ * -ESHUTDOWN. Threads waiting in rcl_mempool_alloc() or
+ * rcl_mempool_alloc_bulk() are reported too, and woken: each fails at once
+ * as a call after the destroy does (NULL with ESHUTDOWN, or -ESHUTDOWN;
+ * reported), and the pool is freed only once the last of them has left
+ * as well. A destroy of a pool that is no live pool's (destroyed already,
+ * being destroyed, or never created) is reported, sets errno EINVAL and
+ * touches nothing at that address. Destroy must not race with a call
+ * still allocating from the pool that has not begun to wait: such a call
+ * is not yet counted, and may find the pool freed. */
 void  rcl_mempool_destroy(struct rcl_mempool *pool);
 
 /* ------------------------------------------------------------------------ */

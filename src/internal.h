@@ -320,6 +320,17 @@ void rcl__symbolize(const void *addr, char *buf, size_t len);
 void rcl__symbolize_forget(void);
 
 /* ------------------------------------------------------------------------ */
+/* Mempools (mempool.c)                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* The threads counted waiting in the pool's allocations. A thread is
+ * counted in the critical section in which it first sleeps, so a destroy
+ * once this says 1, which takes the lock to wake the waiters, finds it
+ * asleep (the tests' handshake), or past its first sleep's bound, to see
+ * the destroy at its next look. */
+unsigned rcl__mempool_waiters(struct rcl_mempool *pool);
+
+/* ------------------------------------------------------------------------ */
 /* Workqueues (workqueue.c)                                                  */
 /* ------------------------------------------------------------------------ */
 

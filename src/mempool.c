@@ -23,6 +23,12 @@
  * the lock by rcl_mempool_free() as a hint (the kernel's READ_ONCE), always
  * re-checked under the lock before acting on it. Resizes are serialised by
  * resize_lock, which is never taken with pool->lock held.
+ *
+ * Lifetime: the pool is freed by whoever leaves it last once it is dying -
+ * the destroy, the last element returned, or the last thread that was
+ * waiting in an allocation (see state below). A waiter is counted from its
+ * first wait until its call returns, retries after a timeout included, so
+ * that a destroy cannot free the pool under a thread it did not wake.
  */
 #include "internal.h"
 
@@ -36,12 +42,17 @@
  * nobody. */
 #define MEMPOOL_WAIT_NS (5ull * 1000000000ull)
 
-/* state: elements handed out and not yet returned, plus the DYING bit once
- * rcl_mempool_destroy() has been called. One word, so that "the last
- * element came back" and "destroy was called" cannot both think they came
- * second (or both first). */
-#define POOL_DYING (1ul << (sizeof(unsigned long) * 8 - 1))
-#define POOL_OUT   (POOL_DYING - 1)
+/* state: elements handed out and not yet returned (POOL_OUT), threads
+ * inside an allocation's wait (POOL_WAITERS), and the DYING bit once
+ * rcl_mempool_destroy() has been called. One word, so that of "the last
+ * element came back", "the last waiter left" and "destroy was called"
+ * exactly one sees itself come last, and frees the pool. A waiter is a
+ * thread, and Linux has at most 2^22 of them (PID_MAX_LIMIT): 24 bits
+ * hold every one, the destroy's own count (rcl_mempool_destroy) besides. */
+#define POOL_DYING   (UINT64_C(1) << 63)
+#define POOL_WAITER  (UINT64_C(1) << 39)
+#define POOL_WAITERS (POOL_DYING - POOL_WAITER)
+#define POOL_OUT     (POOL_WAITER - 1)
 
 struct rcl_mempool {
     pthread_mutex_t   lock;
@@ -57,7 +68,7 @@ struct rcl_mempool {
     size_t            elem_size;    /* rcl_mempool_create() pools */
 
     pthread_mutex_t   resize_lock;
-    _Atomic unsigned long state;    /* POOL_OUT count | POOL_DYING */
+    _Atomic uint64_t  state;        /* POOL_OUT | POOL_WAITERS | POOL_DYING */
     struct rcl__fork_obj fork;      /* pool->lock is taken around fork() */
 };
 
@@ -289,6 +300,82 @@ struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
     return pool_new(min_nr, alloc, free_fn, data, 0);
 }
 
+/* Elements leave the pool (to the caller). */
+static void pool_get(struct rcl_mempool *pool, unsigned n)
+{
+    atomic_fetch_add_explicit(&pool->state, n, memory_order_relaxed);
+}
+
+/* An element came back. The pool must not be touched after this unless we
+ * are the one who finishes it. */
+static void pool_put(struct rcl_mempool *pool)
+{
+    uint64_t old = atomic_fetch_sub_explicit(&pool->state, 1, memory_order_acq_rel);
+    if (unlikely((old & POOL_OUT) == 0)) {
+        atomic_fetch_add_explicit(&pool->state, 1, memory_order_relaxed);
+        rcl__report("rcl_mempool_free(%p): more elements freed than allocated",
+                    (void *)pool);
+        return;
+    }
+    if (unlikely(old == (POOL_DYING | 1)))
+        pool_finish(pool);
+}
+
+/* A thread is about to wait in an allocation: the pool stays until it
+ * leaves. */
+static void pool_enter(struct rcl_mempool *pool)
+{
+    atomic_fetch_add_explicit(&pool->state, POOL_WAITER, memory_order_relaxed);
+}
+
+/* It leaves. As after pool_put(), the pool must not be touched after this
+ * unless we are the one who finishes it. */
+static void pool_leave(struct rcl_mempool *pool)
+{
+    uint64_t old = atomic_fetch_sub_explicit(&pool->state, POOL_WAITER, memory_order_acq_rel);
+    rcl__assert(old & POOL_WAITERS);
+    if (unlikely(old == (POOL_DYING | POOL_WAITER)))
+        pool_finish(pool);
+}
+
+/* For a waiter cancelled in its wait, or in the backing allocator between
+ * two waits. */
+static void pool_leave_cleanup(void *pool)
+{
+    pool_leave(pool);
+}
+
+static bool pool_dying(const struct rcl_mempool *pool)
+{
+    return rd(pool->state) & POOL_DYING;
+}
+
+/* A call refused, or a wait cut short, because the pool is being
+ * destroyed. */
+static void dying_report(const char *fn, const struct rcl_mempool *pool)
+{
+    rcl__report("%s(%p): the pool is being destroyed", fn, (void *)pool);
+}
+
+/* Freeing the pool under the elements' owners would turn their
+ * rcl_mempool_free() into a use after free, and under a waiter its wake-up
+ * into one: the last of them to leave finishes the destruction instead
+ * (pool_put, pool_leave). */
+static void destroy_report(const struct rcl_mempool *pool, uint64_t old)
+{
+    unsigned long long out = old & POOL_OUT;
+    unsigned long long waiters = (old & POOL_WAITERS) / POOL_WAITER;
+
+    if (waiters)
+        rcl__report("rcl_mempool_destroy(%p): %llu thread(s) still waiting to allocate, "
+                    "woken to fail (ESHUTDOWN), and %llu element(s) still allocated; "
+                    "the pool is freed when the last waiter has left and the last "
+                    "element is returned", (void *)pool, waiters, out);
+    else if (out)
+        rcl__report("rcl_mempool_destroy(%p): %llu element(s) still allocated; "
+                    "the pool is freed when the last is returned", (void *)pool, out);
+}
+
 void rcl_mempool_destroy(struct rcl_mempool *pool)
 {
     if (!pool)
@@ -299,39 +386,22 @@ void rcl_mempool_destroy(struct rcl_mempool *pool)
         errno = EINVAL;
         return;
     }
-    unsigned long old = atomic_fetch_or(&pool->state, POOL_DYING);
+    /* Counted as a waiter itself while it wakes the others, so that the
+     * last of them to leave cannot free the pool under the wake-up. */
+    uint64_t old = atomic_fetch_add(&pool->state, POOL_DYING + POOL_WAITER);
     rcl__assert(!(old & POOL_DYING));
-    if (old & POOL_OUT) {
-        /* Freeing the pool under the elements' owners would turn their
-         * rcl_mempool_free() into a use after free. The last one returned
-         * finishes the destruction instead (see pool_put). */
-        rcl__report("rcl_mempool_destroy(%p): %lu element(s) still allocated; "
-                    "the pool is freed when the last is returned",
-                    (void *)pool, old & POOL_OUT);
-        return;
-    }
-    pool_finish(pool);
+    destroy_report(pool, old);
+    /* A waiter tests DYING under the lock before it sleeps: it saw the bit,
+     * or it is asleep by the time the lock is ours and this wakes it. */
+    pthread_mutex_lock(&pool->lock);
+    pthread_cond_broadcast(&pool->wait);
+    pthread_mutex_unlock(&pool->lock);
+    pool_leave(pool);
 }
 
-/* An element leaves the pool (to the caller). */
-static void pool_get(struct rcl_mempool *pool)
+unsigned rcl__mempool_waiters(struct rcl_mempool *pool)
 {
-    atomic_fetch_add_explicit(&pool->state, 1, memory_order_relaxed);
-}
-
-/* An element came back. The pool must not be touched after this unless we
- * are the one who finishes it. */
-static void pool_put(struct rcl_mempool *pool)
-{
-    unsigned long old = atomic_fetch_sub_explicit(&pool->state, 1, memory_order_acq_rel);
-    if (unlikely((old & POOL_OUT) == 0)) {
-        atomic_fetch_add_explicit(&pool->state, 1, memory_order_relaxed);
-        rcl__report("rcl_mempool_free(%p): more elements freed than allocated",
-                    (void *)pool);
-        return;
-    }
-    if (unlikely(old == (POOL_DYING | 1)))
-        pool_finish(pool);
+    return (unsigned)((rd(pool->state) & POOL_WAITERS) / POOL_WAITER);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -346,6 +416,96 @@ static void deadline_after(struct timespec *ts, unsigned long long ns)
     ts->tv_nsec = (long)(ns % 1000000000ull);
 }
 
+/*
+ * Steps 1 to 3, from gfp_temp (the light flags; the full ones after a
+ * wait, as in the kernel) to gfp_mask: an element, or NULL with the
+ * reserve empty and pool->lock still held, so that the caller can register
+ * as a waiter before an element returned meanwhile could miss it.
+ */
+static void *alloc_try(struct rcl_mempool *pool, rcl_gfp_t gfp_temp, rcl_gfp_t gfp_mask)
+{
+    for (;;) {
+        void *elem = pool->alloc(gfp_temp, pool->data);
+        if (likely(elem))
+            return elem;
+
+        pthread_mutex_lock(&pool->lock);
+        if (likely(rd(pool->curr_nr))) {
+            elem = remove_element(pool);
+            pthread_mutex_unlock(&pool->lock);
+            rcl__count(mempool_reserve_hits, 1);
+            return elem;
+        }
+
+        /* Reserve empty: one more try at the allocator, now with the
+         * caller's full flags, before anyone sleeps. */
+        if (gfp_temp == gfp_mask)
+            return NULL;
+        pthread_mutex_unlock(&pool->lock);
+        gfp_temp = gfp_mask;
+    }
+}
+
+/* Sleeps (bounded) for an element to be returned, entered with pool->lock
+ * held, which it drops. false: the pool is being destroyed; tested before
+ * the sleep too, since the destroy's wake-up may have come while this
+ * thread was trying the allocator. */
+static bool wait_for_element(struct rcl_mempool *pool)
+{
+    struct timespec deadline;
+
+    rcl__assert_held(&pool->lock);
+    bool dying = pool_dying(pool);
+    if (!dying) {
+        /* Registered as a waiter before the lock is dropped (the wait
+         * releases it atomically): an element returned from now on finds
+         * us on the condition variable, so its wake-up cannot be lost. */
+        deadline_after(&deadline, MEMPOOL_WAIT_NS);
+        /* The wait stays cancellable; a cancelled waiter must not leave
+         * the pool locked (it has taken nothing yet). */
+        pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
+        pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
+        pthread_cleanup_pop(0);
+        dying = pool_dying(pool);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return !dying;
+}
+
+/* Step 4 and the kernel's start over, with the full flags, until an
+ * element is had; NULL: the pool is being destroyed. */
+static void *alloc_retry(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
+{
+    while (wait_for_element(pool)) {
+        void *elem = alloc_try(pool, gfp_mask, gfp_mask);
+        if (elem) {
+            pool_get(pool, 1);      /* before we leave: it keeps the pool */
+            return elem;
+        }
+    }
+    return NULL;
+}
+
+/* Entered with pool->lock held (alloc_try's NULL). Counted in the pool
+ * from the first wait until the call returns, timeouts and the retries
+ * after them included, so that a destroy meanwhile wakes it and leaves the
+ * pool to the last one out. */
+static void *alloc_wait(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
+{
+    void *elem;
+
+    pool_enter(pool);
+    pthread_cleanup_push(pool_leave_cleanup, pool);
+    elem = alloc_retry(pool, gfp_mask);
+    pthread_cleanup_pop(0);
+    if (!elem)
+        dying_report("rcl_mempool_alloc", pool);
+    pool_leave(pool);
+    if (!elem)
+        errno = ESHUTDOWN;
+    return elem;
+}
+
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
 {
     if (!pool) {
@@ -353,8 +513,8 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
         errno = EINVAL;
         return NULL;
     }
-    if (unlikely(rd(pool->state) & POOL_DYING)) {
-        rcl__report("rcl_mempool_alloc(%p): the pool is being destroyed", (void *)pool);
+    if (unlikely(pool_dying(pool))) {
+        dying_report("rcl_mempool_alloc", pool);
         errno = ESHUTDOWN;
         return NULL;
     }
@@ -374,47 +534,17 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
                          & ~(RCL__NOFAIL | RCL__ZERO);
     rcl_gfp_t gfp_temp = gfp_mask & ~(RCL__DIRECT_RECLAIM | RCL__IO);
 
-    for (;;) {
-        void *elem = pool->alloc(gfp_temp, pool->data);
-        if (likely(elem)) {
-            pool_get(pool);
-            return elem;
-        }
-
-        pthread_mutex_lock(&pool->lock);
-        if (likely(rd(pool->curr_nr))) {
-            elem = remove_element(pool);
-            pthread_mutex_unlock(&pool->lock);
-            rcl__count(mempool_reserve_hits, 1);
-            pool_get(pool);
-            return elem;
-        }
-
-        /* Reserve empty: one more try at the allocator, now with the
-         * caller's full flags, before anyone sleeps. */
-        if (gfp_temp != gfp_mask) {
-            pthread_mutex_unlock(&pool->lock);
-            gfp_temp = gfp_mask;
-            continue;
-        }
-
-        if (!(gfp_mask & RCL__DIRECT_RECLAIM)) {
-            pthread_mutex_unlock(&pool->lock);
-            errno = ENOMEM;
-            return NULL;
-        }
-
-        /* Registered as a waiter before the lock is dropped (the wait
-         * releases it atomically): an element returned from now on finds
-         * us on the condition variable, so its wake-up cannot be lost. */
-        struct timespec deadline;
-        deadline_after(&deadline, MEMPOOL_WAIT_NS);
-        /* The wait stays cancellable; a cancelled waiter must not leave
-         * the pool locked (it has taken nothing yet). */
-        pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
-        pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
-        pthread_cleanup_pop(1);
+    void *elem = alloc_try(pool, gfp_temp, gfp_mask);
+    if (likely(elem)) {
+        pool_get(pool, 1);
+        return elem;
     }
+    if (!(gfp_mask & RCL__DIRECT_RECLAIM)) {
+        pthread_mutex_unlock(&pool->lock);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return alloc_wait(pool, gfp_mask);
 }
 
 static void freed_twice(const struct rcl_mempool *pool, const void *elem)
@@ -531,20 +661,79 @@ static void bulk_give_back(struct rcl_mempool *pool, void **elems, unsigned got)
     }
 }
 
-/* Sleeps (bounded) unless the reserve already has n; registered as a
- * waiter under the lock, so a return in between is not missed. */
-static void bulk_wait(struct rcl_mempool *pool, unsigned n)
+/* One attempt in the single allocation's order: light allocator, reserve,
+ * allocator with the full flags, reserve. Whether elems[0..n) hold the
+ * elements; if not, nothing is held. */
+static bool bulk_try(struct rcl_mempool *pool, void **elems, unsigned n,
+                     rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+{
+    unsigned got = bulk_from_allocator(pool, elems, 0, n, gfp_light);
+    if (got == n || bulk_from_reserve(pool, elems, got, n))
+        return true;
+    got = bulk_from_allocator(pool, elems, got, n, gfp_full);
+    if (got == n || bulk_from_reserve(pool, elems, got, n))
+        return true;
+    bulk_give_back(pool, elems, got);
+    return false;
+}
+
+/* Sleeps (bounded) unless the reserve already has n, entered with
+ * pool->lock held, which it drops; registered as a waiter under the lock,
+ * so a return in between is not missed. 0, or why the call ends: the pool
+ * is being destroyed (see wait_for_element), or was resized below n. */
+static int bulk_wait(struct rcl_mempool *pool, unsigned n)
 {
     struct timespec deadline;
+    int err;
 
+    rcl__assert_held(&pool->lock);
     deadline_after(&deadline, MEMPOOL_WAIT_NS);
-    pthread_mutex_lock(&pool->lock);
     /* The wait stays cancellable; a cancelled waiter holds no element
      * (all were given back before it waited), only the lock. */
     pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
-    if (rd(pool->curr_nr) < n)
+    if (!pool_dying(pool) && n <= rd(pool->min_nr) && rd(pool->curr_nr) < n)
         pthread_cond_timedwait(&pool->wait, &pool->lock, &deadline);
+    err = pool_dying(pool) ? -ESHUTDOWN : n > rd(pool->min_nr) ? -E2BIG : 0;
     pthread_cleanup_pop(1);
+    return err;
+}
+
+/* Waits, and tries again, until all n can be had: 0 with elems[0..n)
+ * held, or a negative errno with nothing held. Entered with pool->lock
+ * held. */
+static int bulk_retry(struct rcl_mempool *pool, void **elems, unsigned n,
+                      rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+{
+    for (;;) {
+        int err = bulk_wait(pool, n);
+        if (err)
+            return err;
+        if (bulk_try(pool, elems, n, gfp_light, gfp_full)) {
+            pool_get(pool, n);              /* before we leave: they keep the pool */
+            return 0;
+        }
+        pthread_mutex_lock(&pool->lock);
+    }
+}
+
+/* Counted in the pool as a waiter until it returns, as the single
+ * allocation is (alloc_wait), and under the lock it first sleeps under:
+ * a destroy, which takes the lock to wake the waiters, finds it asleep or
+ * not yet counted. */
+static int bulk_wait_for(struct rcl_mempool *pool, void **elems, unsigned n,
+                         rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+{
+    int err;
+
+    pthread_mutex_lock(&pool->lock);
+    pool_enter(pool);
+    pthread_cleanup_push(pool_leave_cleanup, pool);
+    err = bulk_retry(pool, elems, n, gfp_light, gfp_full);
+    pthread_cleanup_pop(0);
+    if (err == -ESHUTDOWN)
+        dying_report("rcl_mempool_alloc_bulk", pool);
+    pool_leave(pool);
+    return err;
 }
 
 static int bulk_check(struct rcl_mempool *pool, void **elems, unsigned n)
@@ -554,8 +743,8 @@ static int bulk_check(struct rcl_mempool *pool, void **elems, unsigned n)
                     (void *)elems, n, pool ? "element array" : "pool");
         return -EINVAL;
     }
-    if (unlikely(rd(pool->state) & POOL_DYING)) {
-        rcl__report("rcl_mempool_alloc_bulk(%p): the pool is being destroyed", (void *)pool);
+    if (unlikely(pool_dying(pool))) {
+        dying_report("rcl_mempool_alloc_bulk", pool);
         return -ESHUTDOWN;
     }
     /* More than the reserve could never be served from it alone: waiting
@@ -579,25 +768,13 @@ int rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
     rcl_gfp_t gfp_full = gfp | RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN;
     rcl_gfp_t gfp_light = gfp_full & ~(RCL__DIRECT_RECLAIM | RCL__IO);
 
-    /* The single allocation's order: light allocator, reserve, allocator
-     * with the full flags, reserve; then wait holding nothing. */
-    for (;;) {
-        unsigned got = bulk_from_allocator(pool, elems, 0, n, gfp_light);
-        if (got == n || bulk_from_reserve(pool, elems, got, n))
-            break;
-        got = bulk_from_allocator(pool, elems, got, n, gfp_full);
-        if (got == n || bulk_from_reserve(pool, elems, got, n))
-            break;
-        bulk_give_back(pool, elems, got);
-        if (!(gfp & RCL__DIRECT_RECLAIM))
-            return -ENOMEM;
-        if (n > rd(pool->min_nr))
-            return -E2BIG;                  /* resized below n meanwhile */
-        bulk_wait(pool, n);
+    if (bulk_try(pool, elems, n, gfp_light, gfp_full)) {
+        pool_get(pool, n);
+        return 0;
     }
-    for (unsigned i = 0; i < n; i++)
-        pool_get(pool);
-    return 0;
+    if (!(gfp & RCL__DIRECT_RECLAIM))
+        return -ENOMEM;
+    return bulk_wait_for(pool, elems, n, gfp_light, gfp_full);
 }
 
 void rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
@@ -699,8 +876,8 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
 
     if (!pool)
         return -EINVAL;
-    if (rd(pool->state) & POOL_DYING) {
-        rcl__report("rcl_mempool_resize(%p): the pool is being destroyed", (void *)pool);
+    if (pool_dying(pool)) {
+        dying_report("rcl_mempool_resize", pool);
         return -ESHUTDOWN;
     }
     rcl_might_alloc(RCL_DEFAULT);
@@ -723,11 +900,16 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
 
 /* The pool lock was held across the fork, so the reserve is whole. The
  * waiters and a resize in progress belonged to threads the child does not
- * have: both are forgotten (the resize lock is outside the fork order). */
+ * have: both are forgotten (the resize lock is outside the fork order),
+ * the waiters' counts too, which nobody there would ever give back. A
+ * pool a destroy was waking waiters of at the fork, with no element out,
+ * stays allocated in the child: finishing it here would take the locks
+ * this handler holds. */
 static void pool_atfork_child(struct rcl__fork_obj *o)
 {
     struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
                                offsetof(struct rcl_mempool, fork));
     wait_init(&pool->wait);
     pthread_mutex_init(&pool->resize_lock, NULL);
+    atomic_fetch_and_explicit(&pool->state, ~POOL_WAITERS, memory_order_relaxed);
 }

@@ -755,6 +755,66 @@ TEST(a_fork_waits_for_the_regions_lock_and_the_child_takes_a_span)
     assert_true(held_ms >= REGIONS_HELD_MS / 2);
 }
 
+/* A thread waiting in a mempool at the fork is not in the child, and
+ * neither is its count there: the child's destroy finds only the element
+ * it holds, not a waiter nobody would ever wake, and so can free its copy
+ * of the pool once that element comes back. */
+static char waited_elem[64];
+static atomic_int waited_elem_given;
+static struct rcl_mempool *waited_pool;
+static void *held_elem;
+
+/* The one element that fills the reserve, then nothing. */
+static void *one_elem_alloc(rcl_gfp_t gfp, void *data)
+{
+    (void)gfp; (void)data;
+    return atomic_exchange(&waited_elem_given, 1) ? NULL : waited_elem;
+}
+
+static void no_elem_free(void *elem, void *data) { (void)elem; (void)data; }
+
+static void *waits_in_the_pool(void *arg)
+{
+    (void)arg;
+    void *e = rcl_mempool_alloc(waited_pool, RCL_DEFAULT);
+    rcl_mempool_free(e, waited_pool);
+    return NULL;
+}
+
+static int child_destroys_the_waited_pool(void)
+{
+    CHECK(rcl__mempool_waiters(waited_pool) == 0, 1);
+    test_reports_reset();
+    rcl_mempool_destroy(waited_pool);
+    CHECK(test_reports_contain("1 element(s) still allocated"), 2);
+    CHECK(!test_reports_contain("waiting"), 3);
+    rcl_mempool_free(held_elem, waited_pool);   /* the last: the pool goes */
+    return 0;
+}
+
+TEST(a_child_counts_none_of_the_parents_mempool_waiters)
+{
+    atomic_store(&waited_elem_given, 0);
+    waited_pool = rcl_mempool_create_ops(1, one_elem_alloc, no_elem_free, NULL);
+    assert_non_null(waited_pool);
+    held_elem = rcl_mempool_alloc(waited_pool, RCL_DEFAULT);
+    assert_ptr_equal(held_elem, waited_elem);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, waits_in_the_pool, NULL), 0);
+    for (int ms = 0; ms < CHILD_TIMEOUT_MS && rcl__mempool_waiters(waited_pool) < 1; ms++)
+        test_sleep_ms(1);
+    assert_int_equal(rcl__mempool_waiters(waited_pool), 1);
+
+    assert_int_equal(wait_child(fork_child(child_destroys_the_waited_pool)), 0);
+
+    rcl_mempool_free(held_elem, waited_pool);   /* to the parent's waiter */
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += CHILD_TIMEOUT_MS / 1000;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+    rcl_mempool_destroy(waited_pool);
+}
+
 /* glibc's backtrace() loads libgcc_s with dlopen() at its first call, and
  * a child forked while another thread was inside that dlopen crashes at its
  * own first backtrace (ld.so's "r_state == RT_CONSISTENT" assertion, or a

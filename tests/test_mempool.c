@@ -179,12 +179,14 @@ struct taker {
     struct rcl_mempool *pool;
     rcl_gfp_t gfp;
     void *got;
+    int err;                            /* errno, when got is NULL */
 };
 
 static void *taker_main(void *arg)
 {
     struct taker *t = arg;
     t->got = rcl_mempool_alloc(t->pool, t->gfp);
+    t->err = t->got ? 0 : errno;
     return NULL;
 }
 
@@ -208,7 +210,7 @@ TEST(test_alloc_follows_the_kernel_order)
 
     /* Reserve empty: light, full, then the wait. */
     rec_set_fail(&r, 1);
-    struct taker t = { pool, RCL_DEFAULT, NULL };
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
     rec_wait_full(&r);
@@ -317,7 +319,7 @@ TEST(test_zero_reserve_pool_still_hands_over_freed_elements)
     assert_non_null(a);
     rec_set_fail(&r, 1);
     assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
-    struct taker t = { pool, RCL_DEFAULT, NULL };
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
     rec_wait_full(&r);
@@ -494,6 +496,79 @@ TEST(test_destroy_of_what_never_was_a_pool_writes_nothing)
     assert_int_equal(errno, EINVAL);
     assert_int_equal(test_report_count(), 1);
     assert_true(test_fake_untouched(fake));
+}
+
+/* Until n threads are counted waiting in the pool. A thread is counted
+ * under the pool's lock, in the critical section in which it first sleeps,
+ * so a destroy from now on, which takes the lock to wake the waiters,
+ * finds it asleep. */
+static void wait_for_waiters(struct rcl_mempool *pool, unsigned n)
+{
+    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(pool) < n; ms++)
+        test_sleep_ms(1);
+    assert_int_equal(rcl__mempool_waiters(pool), n);
+}
+
+/* A waiter the destroy did not wake would hang the test: failed instead. */
+static void join_in_time(pthread_t th)
+{
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 20;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+}
+
+/* Misuse: a pool destroyed while a thread waits in it for an element, and
+ * the element then returned (the header: destroy must not race a call
+ * still allocating). The destroy reports it and wakes the waiter, which
+ * fails at once with ESHUTDOWN, as an allocation after the destroy does,
+ * and reports that; the pool goes when the last of the waiter and the
+ * element has left it, never under either (ASan and the teardown's usage
+ * check hold both). Freed under the waiter, its wake-up hung in glibc. */
+TEST(test_destroy_wakes_a_waiter_which_fails_with_eshutdown)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 1);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
+    assert_non_null(a);
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
+    wait_for_waiters(pool, 1);
+
+    rcl_mempool_destroy(pool);
+    rcl_mempool_free(a, pool);          /* the last element: may go first */
+    join_in_time(th);
+    assert_null(t.got);
+    assert_int_equal(t.err, ESHUTDOWN);
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate");
+    assert_reports_have("rcl_mempool_alloc(");
+    assert_int_equal(r.frees, 1);       /* the pool is gone: a went with it */
+}
+
+/* A pool with min_nr 0 and a failing allocator has a waiter with no
+ * element out: destroyed then, it is freed by whichever of the destroy
+ * and the woken waiter leaves it last, not at once under the waiter. */
+TEST(test_destroy_with_only_a_waiter_frees_the_pool_once_it_has_left)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 0);
+    rec_set_fail(&r, 1);
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
+    wait_for_waiters(pool, 1);
+
+    rcl_mempool_destroy(pool);
+    join_in_time(th);
+    assert_null(t.got);
+    assert_int_equal(t.err, ESHUTDOWN);
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate, woken to fail (ESHUTDOWN), "
+                        "and 0 element(s) still allocated");
+    assert_reports_have("rcl_mempool_alloc(");
 }
 
 TEST(test_freeing_more_than_allocated_is_reported)

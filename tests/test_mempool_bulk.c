@@ -9,6 +9,7 @@
  * and waiting for the rest.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <stdatomic.h>
 
@@ -208,6 +209,53 @@ TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardow
     rcl_mempool_free_bulk(p, h.elems, RESERVE);
     atomic_store(&back.fail_all, 0);
     pool_done(p);
+}
+
+/* Misuse, as for the single call (test_mempool.c): a pool destroyed while
+ * a thread waits in it for all it asked, then its elements returned. The
+ * destroy reports it and wakes the waiter, which fails at once with
+ * -ESHUTDOWN, as a bulk call after the destroy does, and reports that; the
+ * pool goes when the last of the waiter and the elements has left it. */
+struct bulk_call {
+    struct rcl_mempool *pool;
+    void *elems[RESERVE];
+    int ret;
+};
+
+static void *bulk_call_main(void *arg)
+{
+    struct bulk_call *c = arg;
+    c->ret = rcl_mempool_alloc_bulk(c->pool, c->elems, RESERVE);
+    return NULL;
+}
+
+TEST_WITH(test_bulk_waiter_woken_by_destroy_fails_with_eshutdown, bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    void *mine[RESERVE / 2];
+    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
+    struct bulk_call c = { .pool = p, .ret = 1 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
+    /* Counted under the pool's lock, in the critical section in which it
+     * first sleeps: the destroy's wake-up finds it asleep. */
+    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
+        test_sleep_ms(1);
+    assert_int_equal(rcl__mempool_waiters(p), 1);
+
+    rcl_mempool_destroy(p);
+    rcl_mempool_free_bulk(p, mine, RESERVE / 2);    /* the last: may go first */
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 20;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+    assert_int_equal(c.ret, -ESHUTDOWN);
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate");
+    assert_reports_have("rcl_mempool_alloc_bulk(");
+    assert_int_equal(atomic_load(&back.live), 0);   /* the pool is gone, reserve and all */
+    atomic_store(&back.fail_all, 0);
 }
 
 /* ------------------------------------------------------------------------ */
