@@ -440,6 +440,7 @@ bool rcl__domain_narrow(const struct rcl_domain *owner, rcl_gfp_t *gfp, bool *as
     return false;
 }
 
+#ifdef RCL_DEBUG
 static bool inside(const struct rcl_domain *d)
 {
     for (unsigned i = 0; i < mine.n; i++)
@@ -447,6 +448,7 @@ static bool inside(const struct rcl_domain *d)
             return true;
     return false;
 }
+#endif
 
 /*
  * The program's code, as the header promises it: its allocations cannot
@@ -459,7 +461,10 @@ static bool inside(const struct rcl_domain *d)
  */
 bool rcl__domain_allows(struct rcl_domain *owner)
 {
-    rcl__assert(inside(owner) && owner->may_reclaim);
+#ifdef RCL_DEBUG
+    rcl__assert(inside(owner));
+#endif
+    rcl__assert(owner->may_reclaim);
 
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     int cancel = rcl__nocancel_begin();
