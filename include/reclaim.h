@@ -494,7 +494,8 @@ void   rcl_shutdown(void);
  * holds a lock or a pin across a wait or a user callback defers a cancel
  * until it is done, and the cancel takes effect at the thread's next
  * cancellation point: reclaim (a thread cancelled while one of its
- * shrinkers scans finishes the pass first), a domain's may_reclaim,
+ * shrinkers scans finishes the pass first), rcl_lru_walk() (an isolate
+ * callback runs under the LRU's lock), a domain's may_reclaim,
  * rcl_shrinker_unregister(), rcl_workqueue_destroy(), rcl_mempool_resize(),
  * rcl_init(), first use and rcl_shutdown(), the report function (called
  * with cancellation off), and
@@ -987,7 +988,8 @@ int rcl_io_flusher_get(void);
  * that the flusher takes no new page at all while it serves:
  *
  *   rcl_io_flusher_reserve(bytes, flags) maps `bytes`, writes every page
- *   (resident from now on), and charges all of it to the budget at once.
+ *   (resident from now on), and charges all of its pages to the budget at
+ *   once.
  *   flags RCL_FLUSHER_MLOCK also mlock()s it where RLIMIT_MEMLOCK or
  *   CAP_IPC_LOCK allows (refused: reported, the reserve kept unlocked).
  *   One reserve per process: -EBUSY (reported) if one exists, -EINVAL for

@@ -72,7 +72,16 @@ static void prefault(char *p, size_t len)
         ((volatile char *)p)[off] = 0;
 }
 
-static int region_map(size_t bytes, unsigned flags)
+/* A reserve being made: mapped, faulted in and charged before it is
+ * installed, with no lock held, so that resv.lock stays a leaf that only
+ * the reserve's own allocations and frees take. */
+struct region {
+    char  *base;
+    size_t size;
+    int    locked, lock_err;
+};
+
+static int region_map(size_t bytes, unsigned flags, struct region *r)
 {
     size_t page = rcl__page_size();
     size_t len = (bytes + page - 1) & ~(page - 1);
@@ -83,80 +92,116 @@ static int region_map(size_t bytes, unsigned flags)
     /* Neither khugepaged nor a merge may move these pages later. */
     (void)madvise(p, len, MADV_NOHUGEPAGE);
     prefault(p, len);
-    resv.locked = 0;
+    *r = (struct region){ .base = p, .size = len };
     if (flags & RCL_FLUSHER_MLOCK) {
-        if (mlock(p, len) == 0)
-            resv.locked = 1;
-        else
-            rcl__report("rcl_io_flusher_reserve: mlock of %zu bytes refused (%s); the "
-                        "reserve stays resident only as long as nothing swaps it out",
-                        len, strerror(errno));
+        r->locked = mlock(p, len) == 0;
+        r->lock_err = r->locked ? 0 : errno;
     }
-    resv.base = p;
-    resv.size = len;
-    resv.free = (struct free_run *)(void *)p;
-    resv.free->units = len / UNIT;
-    resv.free->next = NULL;
-    resv.used = resv.peak = 0;
-    resv.allocs = resv.failures = resv.live = 0;
     return 0;
 }
 
+static void region_install(const struct region *r, size_t charged)
+{
+    rcl__assert_held(&resv.lock);
+    resv.base = r->base;
+    resv.size = r->size;
+    resv.locked = r->locked;
+    resv.free = (struct free_run *)(void *)r->base;
+    resv.free->units = r->size / UNIT;
+    resv.free->next = NULL;
+    resv.used = resv.peak = 0;
+    resv.allocs = resv.failures = resv.live = 0;
+    resv.charged = charged;
+    resv.epoch = atomic_load(&rcl__epoch);
+}
+
+static int exists(size_t bytes, size_t size)
+{
+    rcl__report("rcl_io_flusher_reserve(%zu): a reserve of %zu bytes exists; release "
+                "it with rcl_io_flusher_reserve(0, 0) first", bytes, size);
+    return -EBUSY;
+}
+
+/* The reserve is real memory in the cgroup from now on: the budget counts
+ * all of it, used or not - its pages, not only the bytes asked. Of two
+ * threads making one at once, the second to install undoes its own. */
 static int reserve_create(size_t bytes, unsigned flags)
 {
-    if (bytes < 4 * UNIT)
-        return -EINVAL;
-    /* The reserve is real memory in the cgroup from now on: the budget
-     * counts all of it, used or not. */
-    int err = rcl_charge(bytes, RCL_DEFAULT);
+    struct region r;
+    size_t page = rcl__page_size();
+    size_t len = (bytes + page - 1) & ~(page - 1);
+    int err = rcl_charge(len, RCL_DEFAULT);
+
     if (err)
         return err;
-    if ((err = region_map(bytes, flags)) != 0) {
-        rcl_uncharge(bytes);
+    if ((err = region_map(bytes, flags, &r)) != 0) {
+        rcl_uncharge(len);
         return err;
     }
-    resv.charged = bytes;
-    resv.epoch = atomic_load(&rcl__epoch);
+    pthread_mutex_lock(&resv.lock);
+    size_t other = resv.base ? resv.size : 0;
+    if (!other)
+        region_install(&r, len);
+    pthread_mutex_unlock(&resv.lock);
+    if (other) {
+        munmap(r.base, r.size);
+        rcl_uncharge(len);
+        return exists(bytes, other);
+    }
+    if (r.lock_err)
+        rcl__report("rcl_io_flusher_reserve: mlock of %zu bytes refused (%s); the "
+                    "reserve stays resident only as long as nothing swaps it out",
+                    r.size, strerror(r.lock_err));
     return 0;
 }
 
 static int reserve_release(void)
 {
-    if (!resv.base)
-        return 0;
-    if (resv.live || atomic_load(&resv.threads)) {
+    pthread_mutex_lock(&resv.lock);
+    unsigned long live = resv.live;
+    unsigned threads = atomic_load(&resv.threads);
+    struct region r = { .base = resv.base, .size = resv.size };
+    size_t charged = resv.charged;
+    bool same_budget = atomic_load(&rcl__epoch) == resv.epoch;
+    bool busy = r.base && (live || threads);
+
+    if (r.base && !busy) {
+        resv.base = NULL;
+        resv.size = resv.charged = 0;
+        resv.free = NULL;
+    }
+    pthread_mutex_unlock(&resv.lock);
+    if (busy) {
         rcl__report("rcl_io_flusher_reserve(0): %lu blocks still allocated from the "
-                    "reserve, %u threads using it; the reserve stays",
-                    resv.live, atomic_load(&resv.threads));
+                    "reserve, %u threads using it; the reserve stays", live, threads);
         return -EBUSY;
     }
-    munmap(resv.base, resv.size);
+    if (!r.base)
+        return 0;
+    munmap(r.base, r.size);
     /* After an rcl_shutdown() the charge went with the old budget. */
-    if (atomic_load(&rcl__epoch) == resv.epoch)
-        rcl_uncharge(resv.charged);
-    resv.base = NULL;
-    resv.size = resv.charged = 0;
-    resv.free = NULL;
+    if (same_budget)
+        rcl_uncharge(charged);
     return 0;
 }
 
+/* Reports go out with no lock held: the report function may allocate,
+ * and a flusher thread's allocation takes the reserve's lock. */
 int rcl_io_flusher_reserve(size_t bytes, unsigned flags)
 {
     if (flags & ~(unsigned)RCL_FLUSHER_MLOCK)
         return -EINVAL;
+    if (bytes && bytes < 4 * UNIT)
+        return -EINVAL;
     rcl__ensure_init();
-    pthread_mutex_lock(&resv.lock);
-    int err;
     if (!bytes)
-        err = reserve_release();
-    else if (resv.base) {
-        rcl__report("rcl_io_flusher_reserve(%zu): a reserve of %zu bytes exists; release "
-                    "it with rcl_io_flusher_reserve(0, 0) first", bytes, resv.size);
-        err = -EBUSY;
-    } else
-        err = reserve_create(bytes, flags);
+        return reserve_release();
+    pthread_mutex_lock(&resv.lock);
+    size_t size = resv.base ? resv.size : 0;
     pthread_mutex_unlock(&resv.lock);
-    return err;
+    if (size)
+        return exists(bytes, size);
+    return reserve_create(bytes, flags);
 }
 
 void rcl_io_flusher_reserve_stats(struct rcl_flusher_reserve_stats *out)
@@ -327,3 +372,9 @@ int rcl_io_flusher_reserved(void)
 {
     return (rcl__self.lockdep_watch & RCL__WATCH_RESERVE) != 0;
 }
+
+/* fork() (fork.c): the last lock of the order, a leaf. The reserve and
+ * its blocks are the child's copy. */
+void rcl__resv_atfork_prepare(void) { pthread_mutex_lock(&resv.lock); }
+void rcl__resv_atfork_parent(void) { pthread_mutex_unlock(&resv.lock); }
+void rcl__resv_atfork_child(void) { pthread_mutex_unlock(&resv.lock); }

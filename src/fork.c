@@ -33,6 +33,9 @@
  *                                slabs' lock is taken under the trim lock
  *  12. the regions' lock         (region.c), taken by a span taken or
  *                                given back, with nothing else held
+ *  13. the I/O flusher's reserve (flusher_reserve.c), taken by its own
+ *                                allocations and frees and to install or
+ *                                release it, with nothing else held
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
  * which come last. A mempool's resize lock is not taken: a resize holds it
@@ -94,11 +97,13 @@ static void fork_prepare(void)
     rcl__depot_atfork_prepare();
     rcl__slab_atfork_prepare();
     rcl__region_atfork_prepare();
+    rcl__resv_atfork_prepare();
 }
 
 /* The reverse order, though unlocking in any order would do. */
 static void fork_parent(void)
 {
+    rcl__resv_atfork_parent();
     rcl__region_atfork_parent();
     rcl__slab_atfork_parent();
     rcl__depot_atfork_parent();
@@ -115,6 +120,7 @@ static void fork_parent(void)
 
 static void fork_child(void)
 {
+    rcl__resv_atfork_child();
     rcl__region_atfork_child();
     rcl__slab_atfork_child();
     rcl__depot_atfork_child();

@@ -293,6 +293,9 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         return 0;
     }
     unsigned long removed = 0;
+    /* The callback is the program's, under the lock: a cancellation point
+     * it reaches (a log line) waits until the lock is let go. */
+    int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&lru->lock);
     /* Every visited item costs one unit of nr_to_walk, rotated or skipped
      * ones included (list_lru's rule): a walk is bounded by what it was
@@ -325,6 +328,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         n = next;
     }
     pthread_mutex_unlock(&lru->lock);
+    rcl__nocancel_end(cancel);
     return removed;
 }
 

@@ -333,11 +333,18 @@ static void threshold_event(void)
     }
     rcl__count(cgroup_events, 1);
     rcl__footprint_sample();
-    if (rcl__headroom() >= rd(rcl__acct.wm_low))
+    /* Read once: headroom read again could have risen past wm_high
+     * meanwhile, and the difference would wrap to a request for all. */
+    size_t headroom = rcl__headroom();
+    if (headroom >= rd(rcl__acct.wm_low))
         return;
     /* A request, not a wake-up: it also ends a backoff the reclaimer took
-     * after finding nothing to free, since this is news. */
-    size_t want = rd(rcl__acct.wm_high) - rcl__headroom();
+     * after finding nothing to free, since this is news. wm_low is below
+     * wm_high, but both may move under a limit changed meanwhile. */
+    size_t high = rd(rcl__acct.wm_high);
+    if (high <= headroom)
+        return;
+    size_t want = high - headroom;
     if (rcl__cfg.background)
         rcl__reclaim_request(want);
     else

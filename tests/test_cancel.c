@@ -291,6 +291,70 @@ TEST(test_cancel_during_a_shrinker_scan_waits_for_the_scan)
 }
 
 /* ------------------------------------------------------------------------ */
+/* A program's own walk of an LRU                                            */
+/* ------------------------------------------------------------------------ */
+
+static struct rcl_lru *walked;
+static atomic_int walk_returned;
+
+/* A cache's isolate that logs what it evicts: the log line is a
+ * cancellation point, reached with the LRU's lock held. */
+static enum rcl_lru_walk logging_isolate(struct rcl_lru_node *item, void *arg)
+{
+    (void)item;
+    (void)arg;
+    test_testcancel();
+    return RCL_LRU_REMOVED;
+}
+
+/* The cancel is pending before the walk starts, so that the isolate's
+ * cancellation point is the first the thread reaches. */
+static void *walking(void *arg)
+{
+    struct rcl_lru_node dispose;
+
+    (void)arg;
+    rcl_lru_list_init(&dispose);
+    pthread_cancel(pthread_self());
+    rcl_lru_walk(walked, logging_isolate, NULL, 1, &dispose);
+    atomic_store(&walk_returned, 1);
+    for (;;)
+        test_testcancel();
+    return NULL;
+}
+
+static void *lru_round_trip(void *arg)
+{
+    rcl_lru_add(walked, arg);
+    rcl_lru_del(walked, arg);
+    return NULL;
+}
+
+/* A walk the program makes itself, outside any reclaim pass, calls its
+ * isolate under the LRU's lock as a pass does: a cancel pending there
+ * takes effect after the walk, and the lock is free for the next caller
+ * (reclaim.h: no library lock outlives a cancelled thread). */
+TEST(test_cancel_during_a_programs_lru_walk_waits_for_the_walk)
+{
+    struct rcl_lru_node item, other;
+    pthread_t th;
+
+    walked = rcl_lru_create();
+    assert_non_null(walked);
+    rcl_lru_node_init(&item);
+    rcl_lru_node_init(&other);
+    rcl_lru_add(walked, &item);
+    atomic_store(&walk_returned, 0);
+    assert_int_equal(pthread_create(&th, NULL, walking, NULL), 0);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&walk_returned), 1);
+    assert_int_equal(rcl_lru_count(walked), 0);
+
+    assert_true(finishes(lru_round_trip, &other));
+    rcl_lru_destroy(walked);
+}
+
+/* ------------------------------------------------------------------------ */
 /* A flusher in rcl_flush_workqueue                                          */
 /* ------------------------------------------------------------------------ */
 

@@ -7,6 +7,7 @@
  */
 #include "helpers.h"
 
+#include <stdatomic.h>
 #include <sys/prctl.h>
 
 #define RESV (1 * MiB)
@@ -185,6 +186,40 @@ TEST(test_misuse_is_refused_and_reported)
     }
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);   /* none: nothing to do */
+}
+
+/* A report function that allocates, as a daemon's logger may: on a
+ * flusher thread its allocation comes from the reserve. */
+static atomic_int logged_from_reserve;
+
+static void logging_from_the_reserve(const char *report, void *arg)
+{
+    unsigned long served = stats().allocs;
+    void *line = rcl_alloc(strlen(report) + 1, RCL_DEFAULT);
+
+    if (line && stats().allocs == served + 1)
+        atomic_fetch_add(&logged_from_reserve, 1);
+    rcl_free(line);
+    test_report_catch(report, arg);
+}
+
+/* The reserve's refusals are reported with its lock let go: a flusher
+ * thread's report function allocates from the reserve, which takes that
+ * lock. */
+TEST(test_a_flusher_thread_hears_the_reserves_refusal_through_its_reserve)
+{
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    assert_int_equal(test_io_flusher_on(), -EPERM);
+    atomic_store(&logged_from_reserve, 0);
+    rcl_set_report_fn(logging_from_the_reserve, NULL);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), -EBUSY);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), -EBUSY);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(atomic_load(&logged_from_reserve), 2);
+    assert_last_report_has("exists");
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
 /* A flusher thread that ends in the mode - it never turned it off - stops

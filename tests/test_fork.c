@@ -697,27 +697,54 @@ TEST(a_child_gets_back_the_charge_of_a_free_another_threads_handler_deferred)
     fork_beside(LEFT_A_DEFERRED_FREE);
 }
 
-/* The regions' lock (src/region.c) is the last of fork()'s order: a fork
- * waits for the thread that holds it, so that the child never finds it
- * held by a thread it does not have, and the child takes a span of its
- * own and gives it back. Without it in the order, the fork would return
- * at once and the child hang on the lock. */
-enum { REGIONS_HELD_MS = 100 };
-static atomic_bool regions_held, regions_let_go;
-static _Atomic unsigned long long regions_held_at;   /* ns, once the lock is held */
+/* A leaf lock at the end of fork()'s order, held by another thread for
+ * LEAF_HELD_MS: the fork waits for that thread, so that the child never
+ * finds the lock held by a thread it does not have, and the child then
+ * takes it itself. Without the lock in the order, the fork would return
+ * at once and the child hang on it. */
+enum { LEAF_HELD_MS = 100 };
+struct leaf_lock {
+    void (*take)(void), (*let_go)(void);
+    atomic_bool held, let_go_done;
+    _Atomic unsigned long long held_at;     /* ns, once the lock is held */
+};
 
 /* Detached: the child has a copy of it that nobody could join, which
  * ThreadSanitizer would report at the child's exit. */
-static void *hold_the_regions_lock(void *arg)
+static void *hold_a_leaf_lock(void *arg)
 {
-    (void)arg;
-    rcl__region_atfork_prepare();   /* the lock, as a span taken holds it */
-    atomic_store(&regions_held_at, rcl__now_ns());
-    atomic_store(&regions_held, true);
-    test_sleep_ms(REGIONS_HELD_MS);
-    atomic_store(&regions_let_go, true);    /* before: the next holder sees it */
-    rcl__region_atfork_parent();
+    struct leaf_lock *l = arg;
+
+    l->take();
+    atomic_store(&l->held_at, rcl__now_ns());
+    atomic_store(&l->held, true);
+    test_sleep_ms(LEAF_HELD_MS);
+    atomic_store(&l->let_go_done, true);    /* before: the next holder sees it */
+    l->let_go();
     return NULL;
+}
+
+static void fork_while_held(struct leaf_lock *l, int (*child)(void))
+{
+    pthread_attr_t attr;
+    pthread_t th;
+
+    atomic_store(&l->held, false);
+    atomic_store(&l->let_go_done, false);
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED), 0);
+    assert_int_equal(pthread_create(&th, &attr, hold_a_leaf_lock, l), 0);
+    pthread_attr_destroy(&attr);
+    while (!atomic_load(&l->held))
+        test_sleep_ms(1);
+    pid_t pid = fork_child(child);
+    /* From when the lock was taken, not from when this thread saw it:
+     * a thread descheduled in between would have measured less. */
+    unsigned long long held_ms = (rcl__now_ns() - atomic_load(&l->held_at)) / 1000000;
+    assert_true(pid > 0);
+    assert_true(atomic_load(&l->let_go_done));
+    assert_int_equal(wait_child(pid), 0);
+    assert_true(held_ms >= LEAF_HELD_MS / 2);
 }
 
 static int child_takes_a_span(void)
@@ -732,27 +759,37 @@ static int child_takes_a_span(void)
     return 0;
 }
 
+/* The regions' lock (src/region.c), as a span taken holds it. */
 TEST(a_fork_waits_for_the_regions_lock_and_the_child_takes_a_span)
 {
-    pthread_attr_t attr;
-    pthread_t th;
+    static struct leaf_lock regions = { .take = rcl__region_atfork_prepare,
+                                        .let_go = rcl__region_atfork_parent };
 
-    atomic_store(&regions_held, false);
-    atomic_store(&regions_let_go, false);
-    assert_int_equal(pthread_attr_init(&attr), 0);
-    assert_int_equal(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED), 0);
-    assert_int_equal(pthread_create(&th, &attr, hold_the_regions_lock, NULL), 0);
-    pthread_attr_destroy(&attr);
-    while (!atomic_load(&regions_held))
-        test_sleep_ms(1);
-    pid_t pid = fork_child(child_takes_a_span);
-    /* From when the lock was taken, not from when this thread saw it:
-     * a thread descheduled in between would have measured less. */
-    unsigned long long held_ms = (rcl__now_ns() - atomic_load(&regions_held_at)) / 1000000;
-    assert_true(pid > 0);
-    assert_true(atomic_load(&regions_let_go));
-    assert_int_equal(wait_child(pid), 0);
-    assert_true(held_ms >= REGIONS_HELD_MS / 2);
+    fork_while_held(&regions, child_takes_a_span);
+}
+
+/* The child makes an I/O flusher's reserve of its own, as the header
+ * says a daemon should after it forks, and releases it. */
+static int child_makes_a_reserve(void)
+{
+    struct rcl_flusher_reserve_stats st;
+
+    if (rcl_io_flusher_reserve(64 * KiB, 0) != 0)
+        return 1;
+    rcl_io_flusher_reserve_stats(&st);
+    if (st.size != 64 * KiB)
+        return 2;
+    return rcl_io_flusher_reserve(0, 0) == 0 ? 0 : 3;
+}
+
+/* The I/O flusher reserve's lock (src/flusher_reserve.c), as a flusher's
+ * allocation from it holds it. */
+TEST(a_fork_waits_for_the_reserves_lock_and_the_child_makes_a_reserve)
+{
+    static struct leaf_lock reserve = { .take = rcl__resv_atfork_prepare,
+                                        .let_go = rcl__resv_atfork_parent };
+
+    fork_while_held(&reserve, child_makes_a_reserve);
 }
 
 /* A thread waiting in a mempool at the fork is not in the child, and
