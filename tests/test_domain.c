@@ -404,6 +404,26 @@ TEST_WITH(may_reclaim_runs_in_reclaiming_thread_without_reclaim, domain_setup, d
 }
 
 /*
+ * Both paths that ask a domain's may_reclaim, in one run: another
+ * thread's reclaim pass held inside d's shrinker, the budget full, and an
+ * allocation inside d that reclaim leaves short, which weighs waiting for
+ * that pass. The allocation fails: the callbacks here all refuse.
+ */
+static void ask_beside_a_held_pass(struct rcl_domain *d)
+{
+    struct held_pass h;
+
+    held_pass_start(&h, d);
+    size_t full = charge_until_full();
+    unsigned tok = rcl_domain_enter(d);
+    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
+    rcl_domain_exit(tok);
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    assert_null(p);
+}
+
+/*
  * include/reclaim.h: may_reclaim runs in NORECLAIM scope on every path
  * that asks it - a reclaim pass, and an allocation that reclaim left short
  * deciding whether another thread's pass inside one of the domain's
@@ -427,20 +447,10 @@ static int note_scope_and_refuse(struct rcl_domain *d, void *arg)
 TEST_WITH(may_reclaim_runs_without_reclaim_on_every_path, domain_setup, domain_teardown)
 {
     struct rcl_domain *d = rcl_domain_create("txn-fs", 0, note_scope_and_refuse, NULL);
-    struct held_pass h;
     atomic_store(&asked_in_pass, 0);
     atomic_store(&asked_outside_pass, 0);
     atomic_store(&asked_with_reclaim, 0);
-    held_pass_start(&h, d);
-    size_t full = charge_until_full();
-
-    unsigned tok = rcl_domain_enter(d);
-    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
-    rcl_domain_exit(tok);
-
-    rcl_uncharge(full);
-    assert_true(held_pass_end(&h));
-    assert_null(p);
+    ask_beside_a_held_pass(d);
     assert_true(atomic_load(&asked_in_pass) > 0);
     assert_true(atomic_load(&asked_outside_pass) > 0);
     assert_int_equal(atomic_load(&asked_with_reclaim), 0);
@@ -473,20 +483,10 @@ TEST_WITH(may_reclaim_allocates_as_the_programs_code_on_every_path, domain_setup
           domain_teardown)
 {
     struct rcl_domain *d = rcl_domain_create("txn-fs", 0, allocate_and_refuse, NULL);
-    struct held_pass h;
     atomic_store(&allocated_in_pass, 0);
     atomic_store(&allocated_outside_pass, 0);
     atomic_store(&allocations_failed, 0);
-    held_pass_start(&h, d);
-    size_t full = charge_until_full();
-
-    unsigned tok = rcl_domain_enter(d);
-    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
-    rcl_domain_exit(tok);
-
-    rcl_uncharge(full);
-    assert_true(held_pass_end(&h));
-    assert_null(p);
+    ask_beside_a_held_pass(d);
     assert_true(atomic_load(&allocated_in_pass) > 0);
     assert_true(atomic_load(&allocated_outside_pass) > 0);
     assert_int_equal(atomic_load(&allocations_failed), 0);
@@ -515,19 +515,9 @@ static int count_shrinkers_and_refuse(struct rcl_domain *d, void *arg)
 TEST_WITH(may_reclaim_runs_without_the_shrinker_registrys_lock, domain_setup, domain_teardown)
 {
     struct rcl_domain *d = rcl_domain_create("txn-fs", 0, count_shrinkers_and_refuse, NULL);
-    struct held_pass h;
     atomic_store(&counted_in_pass, 0);
     atomic_store(&counted_outside_pass, 0);
-    held_pass_start(&h, d);
-    size_t full = charge_until_full();
-
-    unsigned tok = rcl_domain_enter(d);
-    void *p = rcl_alloc(OBJ_SIZE, RCL_DEFAULT | RCL__NOWARN);
-    rcl_domain_exit(tok);
-
-    rcl_uncharge(full);
-    assert_true(held_pass_end(&h));
-    assert_null(p);
+    ask_beside_a_held_pass(d);
     assert_true(atomic_load(&counted_in_pass) > 0);
     assert_true(atomic_load(&counted_outside_pass) > 0);
     rcl_domain_destroy(d);

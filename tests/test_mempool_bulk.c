@@ -177,20 +177,24 @@ TEST_WITH(test_bulk_takes_its_flags_from_the_scope, bulk_setup, test_teardown)
     pool_done(p);
 }
 
-/* A waiter is served as soon as the elements it misses come back. */
-struct holder {
+/* A thread's call for the whole reserve, and what it returned once done
+ * is set. */
+struct bulk_call {
     struct rcl_mempool *pool;
     void *elems[RESERVE];
+    int ret;
     atomic_int done;
 };
 
-static void *bulk_taker(void *arg)
+static void *bulk_call_main(void *arg)
 {
-    struct holder *h = arg;
-    assert_int_equal(rcl_mempool_alloc_bulk(h->pool, h->elems, RESERVE), 0);
-    atomic_store(&h->done, 1);
+    struct bulk_call *c = arg;
+    c->ret = rcl_mempool_alloc_bulk(c->pool, c->elems, RESERVE);
+    atomic_store(&c->done, 1);
     return NULL;
 }
+
+/* A waiter is served as soon as the elements it misses come back. */
 
 TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardown)
 {
@@ -198,15 +202,15 @@ TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardow
     atomic_store(&back.fail_all, 1);
     void *mine[RESERVE / 2];
     assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
-    struct holder h = { .pool = p };
+    struct bulk_call c = { .pool = p };
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, bulk_taker, &h), 0);
+    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
     test_sleep_ms(50);
-    assert_int_equal(atomic_load(&h.done), 0);       /* half the reserve is out */
+    assert_int_equal(atomic_load(&c.done), 0);       /* half the reserve is out */
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     pthread_join(th, NULL);
-    assert_int_equal(atomic_load(&h.done), 1);
-    rcl_mempool_free_bulk(p, h.elems, RESERVE);
+    assert_int_equal(c.ret, 0);
+    rcl_mempool_free_bulk(p, c.elems, RESERVE);
     atomic_store(&back.fail_all, 0);
     pool_done(p);
 }
@@ -216,19 +220,6 @@ TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardow
  * destroy reports it and wakes the waiter, which fails at once with
  * -ESHUTDOWN, as a bulk call after the destroy does, and reports that; the
  * pool goes when the last of the waiter and the elements has left it. */
-struct bulk_call {
-    struct rcl_mempool *pool;
-    void *elems[RESERVE];
-    int ret;
-};
-
-static void *bulk_call_main(void *arg)
-{
-    struct bulk_call *c = arg;
-    c->ret = rcl_mempool_alloc_bulk(c->pool, c->elems, RESERVE);
-    return NULL;
-}
-
 TEST_WITH(test_bulk_waiter_woken_by_destroy_fails_with_eshutdown, bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
