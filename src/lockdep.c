@@ -163,23 +163,35 @@ static inline uint32_t class_id(struct rcl_lock_class *c, unsigned gen)
 __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id,
                                                       const void *inst)
 {
-    if (t->n > MAX_HELD) {
-        t->n--;
-        return true;
-    }
+    unsigned recorded = t->n < MAX_HELD ? t->n : MAX_HELD;
+
     /* Releases out of order are legal: close the gap. */
-    for (unsigned i = t->n; i > 0; i--) {
+    for (unsigned i = recorded; i > 0; i--) {
         if (ld_held_is(t, i - 1, id, inst)) {
-            for (unsigned j = i; j < t->n; j++) {
+            for (unsigned j = i; j < recorded; j++) {
                 t->held[j - 1] = t->held[j];
                 t->inst[j - 1] = t->inst[j];
                 t->flags[j - 1] = t->flags[j];
                 t->next_ok[j - 1] = t->next_ok[j];
             }
+            if (t->n > MAX_HELD) {
+                /* The freed top entry would stand for a lock the stack never
+                 * recorded: the locks above the depth become locks the
+                 * thread holds unknown to its stack, as after a reset, and
+                 * each release that finds no entry takes one of them. */
+                t->unknown += t->n - MAX_HELD;
+                t->n = MAX_HELD - 1;
+                return true;
+            }
             if (--t->n == 0)
                 rcl__ld_update_watch(false);
             return true;
         }
+    }
+    /* Not recorded, so one of the locks taken above the depth. */
+    if (t->n > MAX_HELD) {
+        t->n--;
+        return true;
     }
     return false;
 }

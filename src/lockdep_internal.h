@@ -226,7 +226,9 @@ struct ld_thread {
     const void *inst[MAX_HELD];     /* the rcl_mutex_t held, where flags
                                        say HELD_MUTEX */
     unsigned unknown;               /* locks held when a reset forgot the stack,
-                                       which the thread may still release */
+                                       or taken above MAX_HELD when a release
+                                       below left a hole there, which the
+                                       thread may still release */
     unsigned nscopes;               /* tokens of scope saves, innermost last */
     unsigned scopes[MAX_SCOPES];
     unsigned nshrink;

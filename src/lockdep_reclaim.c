@@ -336,7 +336,11 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
         if (t->nshrink < MAX_SHRINK)
             start = t->shrink[t->nshrink].start_ns;
     }
-    ld_held_pop(t, shrink_node(d, gfp_class(gfp), false), NULL);
+    /* Pushed above the depth, the pass's pseudo-lock may since have become
+     * one of the locks the stack holds unknown (lockdep.c): it is one
+     * fewer of those. */
+    if (!ld_held_pop(t, shrink_node(d, gfp_class(gfp), false), NULL) && t->unknown)
+        t->unknown--;
 
     unsigned bound = atomic_load_explicit(&slow_shrinker_ms, memory_order_relaxed);
     if (!start || !bound || !name)

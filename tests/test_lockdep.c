@@ -156,6 +156,63 @@ TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
     assert_int_equal(rcl_lockdep_reports(), 0);
 }
 
+/* More locks at once than the thread's stack records (32): a class each,
+ * all taken, then released in the order they were taken. */
+#define DEEP 33
+static struct rcl_lock_class deep_classes[DEEP];
+static char deep_names[DEEP][8];
+
+static void deep_take_then_release_first_taken_first(rcl_mutex_t *m)
+{
+    for (int i = 0; i < DEEP; i++) {
+        snprintf(deep_names[i], sizeof(deep_names[i]), "deep%d", i);
+        deep_classes[i].name = deep_names[i];
+        assert_int_equal(rcl_mutex_init(&m[i], &deep_classes[i]), 0);
+    }
+    for (int i = 0; i < DEEP; i++)
+        rcl_mutex_lock(&m[i]);
+    for (int i = 0; i < DEEP; i++)
+        rcl_mutex_unlock(&m[i]);
+}
+
+/* lockdep: releases need not nest, however deep the thread's locks go (the
+ * kernel's held-lock stack closes the gap a release from its middle
+ * leaves). Past the recorded depth, a release from the recorded part
+ * still unlocks only its own mutex, and the one above the depth is the
+ * thread's to unlock too; the depth report, told once a process, is no
+ * report of the checker's count. */
+TEST_WITH(locks_beyond_the_recorded_depth_released_first_taken_first_all_unlock, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m[DEEP];
+
+    deep_take_then_release_first_taken_first(m);
+    for (int i = 0; i < DEEP; i++) {
+        assert_int_equal(pthread_mutex_trylock(&m[i].m), 0);
+        pthread_mutex_unlock(&m[i].m);
+    }
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_false(test_reports_contain("which it does not hold"));
+    for (int i = 0; i < DEEP; i++)
+        assert_int_equal(rcl_mutex_destroy(&m[i]), 0);
+}
+
+/* lockdep: a lock released is held no more, so nothing taken after it
+ * depends on it: with the deep stack emptied, lock_a then the first of
+ * them is an order of its own, no cycle. */
+TEST_WITH(locks_beyond_the_recorded_depth_leave_nothing_held_once_released, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m[DEEP];
+
+    deep_take_then_release_first_taken_first(m);
+    lock(&lock_a); unlock(&lock_a);
+    lock(&lock_a); rcl_mutex_lock(&m[0]); rcl_mutex_unlock(&m[0]); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    for (int i = 0; i < DEEP; i++)
+        assert_int_equal(rcl_mutex_destroy(&m[i]), 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Releases without an acquire (the kernel's "bad unlock balance")           */
 /* ------------------------------------------------------------------------ */
