@@ -58,7 +58,10 @@ const struct fixed_edge rcl__ld_fixed_edges[] = {
 const unsigned rcl__ld_nr_fixed_edges = sizeof(rcl__ld_fixed_edges) / sizeof(rcl__ld_fixed_edges[0]);
 
 /* Domain pseudo-nodes, readable without the lock: ndomains is published
- * with release after the entry is complete. */
+ * with release after the entry is complete. A destroyed domain's entry
+ * (dom_ptr NULL) is taken again by a later domain, with nodes of its own:
+ * every base is new until a reset, so a reader that reads the same base
+ * before and after the pointer has read one domain's pair. */
 static struct rcl_domain *_Atomic dom_ptr[MAX_DOMAINS];
 static _Atomic uint32_t dom_base[MAX_DOMAINS];
 static _Atomic unsigned ndomains;
@@ -76,11 +79,27 @@ static unsigned gfp_class(rcl_gfp_t gfp)
 /* Domain nodes                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* Entry i's domain (NULL: destroyed) and the base of that same domain,
+ * read again if the entry was taken by another domain meanwhile. */
+static struct rcl_domain *domain_entry(unsigned i, uint32_t *base)
+{
+    for (;;) {
+        uint32_t b = atomic_load_explicit(&dom_base[i], memory_order_acquire);
+        struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_acquire);
+        if (atomic_load_explicit(&dom_base[i], memory_order_relaxed) == b) {
+            *base = b;
+            return d;
+        }
+    }
+}
+
 static uint32_t domain_lookup(const struct rcl_domain *d, unsigned n)
 {
+    uint32_t base;
+
     for (unsigned i = 0; i < n; i++)
-        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) == d)
-            return atomic_load_explicit(&dom_base[i], memory_order_relaxed);
+        if (domain_entry(i, &base) == d)
+            return base;
     return 0;
 }
 
@@ -121,11 +140,21 @@ static uint32_t domain_base(struct rcl_domain *d, bool create)
     rcl__ld_graph_ensure_locked();
     n = atomic_load_explicit(&ndomains, memory_order_relaxed);
     base = domain_lookup(d, n);
-    if (!base && n < MAX_DOMAINS && rcl__ld_nr_nodes + NCLASS <= MAX_NODES) {
+    /* A destroyed domain's entry first: a program that mounts and unmounts
+     * goes through more domains than there are entries. */
+    unsigned i = 0;
+    while (i < n && atomic_load_explicit(&dom_ptr[i], memory_order_relaxed))
+        i++;
+    if (!base && i < MAX_DOMAINS && rcl__ld_nr_nodes + NCLASS <= MAX_NODES) {
+        /* Fresh nodes even in a destroyed domain's entry: its nodes keep
+         * the dependencies its shrinkers had, which are not this domain's
+         * (the graph removes no edge but at a reset). */
         base = domain_nodes_locked(d);
-        atomic_store_explicit(&dom_ptr[n], d, memory_order_relaxed);
-        atomic_store_explicit(&dom_base[n], base, memory_order_relaxed);
-        atomic_store_explicit(&ndomains, n + 1, memory_order_release);
+        rcl__assert(base && base != atomic_load_explicit(&dom_base[i], memory_order_relaxed));
+        atomic_store_explicit(&dom_base[i], base, memory_order_release);
+        atomic_store_explicit(&dom_ptr[i], d, memory_order_release);
+        if (i == n)
+            atomic_store_explicit(&ndomains, n + 1, memory_order_release);
     }
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     return base;
@@ -159,6 +188,12 @@ static uint32_t shrink_node(struct rcl_domain *d, unsigned cls, bool create)
 void rcl__lockdep_reset(void)
 {
     pthread_mutex_lock(&rcl__ld_graph_lock);
+    /* Node ids start again after a reset: an old base left in an entry
+     * could equal a new one, and a reader take the pair for one domain's. */
+    for (unsigned i = 0; i < MAX_DOMAINS; i++) {
+        atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
+        atomic_store_explicit(&dom_base[i], 0, memory_order_relaxed);
+    }
     atomic_store_explicit(&ndomains, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     rcl__ld_reset();
@@ -181,8 +216,8 @@ static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
     out[n++] = N_RECLAIM_GLOBAL(cls);
     unsigned nd = atomic_load_explicit(&ndomains, memory_order_acquire);
     for (unsigned i = 0; i < nd && n < max; i++) {
-        struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_relaxed);
-        uint32_t base = atomic_load_explicit(&dom_base[i], memory_order_relaxed);
+        uint32_t base;
+        struct rcl_domain *d = domain_entry(i, &base);
         if (!d)
             continue;                  /* destroyed */
         /* Inside d its may_reclaim decides; the checker assumes skip. */

@@ -489,4 +489,97 @@ TEST_WITH(new_domain_at_old_address_gets_its_own_nodes, ld_setup, ld_teardown)
     rcl_domain_destroy(d);
 }
 
+/* A mount and unmount: a domain whose shrinker ran (so the checker gave it
+ * nodes), then destroyed. More of them than the checker keeps domains at
+ * once (64), so that every domain after them takes a destroyed one's
+ * place. */
+static unsigned long idle_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct fs_cache *c = priv;
+    (void)sc;
+    atomic_fetch_add(&c->scans, 1);
+    return RCL_SHRINK_STOP;
+}
+
+static const struct rcl_shrinker_ops idle_ops = { cache_count, idle_scan };
+
+static void domain_churn(int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct rcl_domain *d = rcl_domain_create("churn", 0, NULL, NULL);
+        struct fs_cache c = { 0 };
+        struct rcl_shrinker_opts o = { .domain = d };
+        struct rcl_shrinker *s = rcl_shrinker_register("churn-inodes", &idle_ops, &c, &o);
+        assert_non_null(s);
+        rcl_reclaim(1, RCL_DEFAULT);
+        assert_true(atomic_load(&c.scans) > 0);
+        rcl_shrinker_unregister(s);
+        rcl_domain_destroy(d);
+    }
+}
+
+/* The per-domain design of lock_inside_own_domain_is_quiet, after many
+ * domains came and went: the new domain's lock is still its own
+ * shrinkers', whose pass never holds the global reclaim node. */
+TEST_WITH(lock_inside_own_domain_is_quiet_after_domain_churn, ld_setup, ld_teardown)
+{
+    domain_churn(100);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    struct rcl_domain *d = rcl_domain_create("fsA", 0, NULL, NULL);
+    rcl_mutex_t m;
+    rcl_mutex_init(&m, &dom_lock);
+    struct fs_cache c = { .lock = &m };
+    struct rcl_shrinker_opts o = { .domain = d };
+    struct rcl_shrinker *s = rcl_shrinker_register("fsA-inodes", &cache_ops, &c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);           /* fsA's shrinker takes its lock */
+    assert_true(atomic_load(&c.scans) > 0);
+
+    unsigned tok = rcl_domain_enter(d);
+    rcl_mutex_lock(&m);
+    rcl_might_alloc(RCL_DEFAULT);
+    rcl_mutex_unlock(&m);
+    rcl_domain_exit(tok);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(d);
+}
+
+/* A domain in a destroyed one's place does not inherit its dependencies:
+ * the old domain's shrinker took fsA_lock, the new one's takes nothing, so
+ * holding fsA_lock across an allocation inside a third domain (which may
+ * reclaim the new one) is no cycle. */
+TEST_WITH(domain_in_a_destroyed_ones_place_has_none_of_its_dependencies, ld_setup,
+          ld_teardown)
+{
+    domain_churn(100);
+    rcl_mutex_t m;
+    rcl_mutex_init(&m, &dom_lock);
+    struct fs_cache old_c = { .lock = &m };
+    struct rcl_domain *old = rcl_domain_create("fsOld", 0, NULL, NULL);
+    struct rcl_shrinker_opts o = { .domain = old };
+    struct rcl_shrinker *s = rcl_shrinker_register("old-inodes", &cache_ops, &old_c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);           /* fsOld's shrinker takes fsA_lock */
+    assert_true(atomic_load(&old_c.scans) > 0);
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(old);
+
+    struct rcl_domain *d = rcl_domain_create("fsNew", 0, NULL, NULL);
+    struct fs_cache new_c = { 0 };
+    o.domain = d;
+    s = rcl_shrinker_register("new-inodes", &idle_ops, &new_c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_true(atomic_load(&new_c.scans) > 0);
+
+    struct rcl_domain *b = rcl_domain_create("fsB", 0, NULL, NULL);
+    unsigned tok = rcl_domain_enter(b);
+    rcl_mutex_lock(&m);
+    rcl_might_alloc(RCL_DEFAULT);
+    rcl_mutex_unlock(&m);
+    rcl_domain_exit(tok);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(d);
+    rcl_domain_destroy(b);
+}
+
 TEST_MAIN();
