@@ -280,7 +280,13 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * Adopting only adds restrictions: the scope bits are or-ed in, the domains
  * are entered on top of the thread's own, the journal cookie replaced.
  * rcl_context_restore(saved) returns the thread exactly to the state
- * rcl_context_adopt() saved, so adopt/restore pairs nest.
+ * rcl_context_adopt() saved, so adopt/restore pairs nest. The scope bits an
+ * adopt added are taken like a save's token: a restore out of order (an
+ * inner adopt still not restored) clears only those, as a scope token's
+ * does, and is reported when the lock checker is on; once every adopt is
+ * restored, in any order, the scope is what it was before the first. A
+ * saved context restored on a thread other than the one that adopted, or
+ * restored a second time, is reported and changes nothing.
  *
  * The structure is opaque and of fixed size; copy it freely.
  */
@@ -1085,15 +1091,16 @@ struct rcl_lock_class {
  *     rcl_lock_acquire(&work_class) + rcl_lock_release(&work_class) in the
  *     waiter, while the worker holds work_class around the work.
  *
- * Also reported in checking mode: a scope restored out of order or with a
- * token its save did not return; an allocation that may sleep inside a
- * NOWAIT scope; a shrinker that runs longer than the bound below while the
- * background reclaimer waits on it; a release of a class of which the
- * thread holds no lock, or an rcl_mutex_unlock() of a mutex it does not
- * hold (released twice, by another thread, or never annotated as taken),
- * after which rcl_mutex_unlock() leaves the mutex locked. That last is not reported in a process that ever ran the
- * library with the checker off (an acquire then went unseen), nor for as
- * many releases as the thread held locks when rcl_shutdown() forgot them.
+ * Also reported in checking mode: a scope or a context restored out of
+ * order, or a scope with a token its save did not return; an allocation that
+ * may sleep inside a NOWAIT scope; a shrinker that runs longer than the
+ * bound below while the background reclaimer waits on it; a release of a
+ * class of which the thread holds no lock, or an rcl_mutex_unlock() of a
+ * mutex it does not hold (released twice, by another thread, or never
+ * annotated as taken), after which rcl_mutex_unlock() leaves the mutex
+ * locked. That last is not reported in a process that ever ran the library
+ * with the checker off (an acquire then went unseen), nor for as many
+ * releases as the thread held locks when rcl_shutdown() forgot them.
  * Each problem is reported once.
  * In RCL_LOCKDEP_VERBOSE mode every newly learned dependency is also
  * reported (as information; rcl_lockdep_reports() does not count those).

@@ -308,9 +308,9 @@ unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
 /* ------------------------------------------------------------------------ */
 
 #include "lockdep.h"   /* rcl__lockdep_*: what the library calls of the checker */
-/* Sets the whole scope word (context adopt and restore, reclaim undoing a
- * shrinker's leaked save), the checker told (scope.c). Every other change
- * goes through save and restore. */
+/* Sets the whole scope word (context restore, reclaim undoing a shrinker's
+ * leaked save), the checker told (scope.c). Every other change goes
+ * through save and restore. */
 void rcl__scope_put(unsigned bits);
 void rcl__scope_watch(bool on);
 

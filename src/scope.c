@@ -8,12 +8,27 @@
  * clears exactly those. An inner save of a scope already in force returns 0
  * and its restore changes nothing, which is what lets scopes nest in any
  * order without a stack.
+ *
+ * Contexts need one: an adopt's restore must tell whether it is the
+ * innermost (then it may undo whatever was left open above it) or not (then
+ * it may take back only its own bits, as a token does).
  */
 #include "internal.h"
 
 #include <string.h>
 
 __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
+
+/* This thread's adopts that have not been restored. Bit d of `live`: the
+ * adopt at depth d + 1; deeper ones than the bits can hold are taken to be
+ * restored in order. `depth`: the innermost outstanding adopt's. */
+#define ADOPTS_TRACKED 64u
+static __thread struct {
+    unsigned id;        /* the thread's number in saved contexts; 0 until it adopts */
+    unsigned depth;
+    uint64_t live;
+} adopts RCL_TLS_IE;
+static _Atomic unsigned adopt_ids;
 
 /*
  * Users' scope calls are inline (reclaim.h) and come here only while the
@@ -91,14 +106,51 @@ void rcl_context_adopt(const struct rcl_context *ctx, struct rcl_context *saved)
         rcl__report("rcl_context_adopt: NULL %s", ctx ? "saved" : "context");
         return;
     }
+    while (!adopts.id)
+        adopts.id = atomic_fetch_add_explicit(&adopt_ids, 1, memory_order_relaxed) + 1;
     memset(saved, 0, sizeof(*saved));
     s->scope = rcl__scope;
     rcl__domain_capture(s);
-    /* Adopting only adds restrictions; the scope bits are or-ed in
-     * directly (not through save) because restore puts back the whole
-     * saved word rather than a token. */
-    rcl__scope_put(rcl__scope | c->scope);
+    s->adopt_owner = adopts.id;
+    s->adopt_depth = ++adopts.depth;
+    if (adopts.depth <= ADOPTS_TRACKED)
+        adopts.live |= 1ull << (adopts.depth - 1);
+    /* A save, so that a restore out of order takes back only these bits,
+     * and the checker sees it as it sees any other. */
+    s->adopt_set = rcl_scope_save(c->scope);
     rcl__domain_adopt(c);
+}
+
+/* Where a saved context stands among this thread's adopts: 1 innermost,
+ * 0 an outer one (restored out of order), -1 not outstanding here
+ * (reported). Takes it off the outstanding ones. */
+static int adopt_end(const struct rcl_ctx *s)
+{
+    if (s->adopt_owner != adopts.id) {
+        rcl__report("rcl_context_restore: the context was saved by rcl_context_adopt() on "
+                    "another thread; nothing restored (each thread restores its own)");
+        return -1;
+    }
+    unsigned d = s->adopt_depth;
+    bool tracked = d <= ADOPTS_TRACKED;
+    if (!d || d > adopts.depth || (tracked && !(adopts.live & (1ull << (d - 1))))) {
+        rcl__report("rcl_context_restore: the context was restored already; nothing "
+                    "restored");
+        return -1;
+    }
+    if (tracked)
+        adopts.live &= ~(1ull << (d - 1));
+    if (tracked && d < adopts.depth)
+        return 0;
+    adopts.depth = d - 1;
+    while (adopts.depth && adopts.depth <= ADOPTS_TRACKED &&
+           !(adopts.live & (1ull << (adopts.depth - 1))))
+        adopts.depth--;
+    /* The innermost outstanding adopt is live; none deeper is. */
+    rcl__assert(!adopts.depth || adopts.depth > ADOPTS_TRACKED ||
+                (adopts.live & (1ull << (adopts.depth - 1))));
+    rcl__assert(adopts.depth >= ADOPTS_TRACKED || !(adopts.live >> adopts.depth));
+    return 1;
 }
 
 void rcl_context_restore(const struct rcl_context *saved)
@@ -109,6 +161,20 @@ void rcl_context_restore(const struct rcl_context *saved)
         rcl__report("rcl_context_restore: NULL context");
         return;
     }
+    /* A captured context rather than a saved one: the thread takes it whole. */
+    if (!s->adopt_owner) {
+        rcl__domain_restore(s);
+        rcl__scope_put(s->scope);
+        return;
+    }
+    int innermost = adopt_end(s);
+    if (innermost < 0)
+        return;
     rcl__domain_restore(s);
-    rcl__scope_put(s->scope);
+    if (innermost)
+        /* Whatever was left open above the adopt ends with it; bits an
+         * outer adopt's restore out of order took back stay taken back. */
+        rcl__scope_put(rcl__scope & s->scope);
+    else
+        rcl_scope_restore(s->adopt_set);
 }

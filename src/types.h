@@ -22,11 +22,15 @@ struct rcl_ctx {
     unsigned           scope;
     unsigned           ndomains;
     void              *journal;
-    uintptr_t          reserved;
+    /* A context rcl_context_adopt() saved (scope.c); all 0 in a captured one. */
+    unsigned           adopt_set;    /* the scope bits the adopt added: its token */
+    unsigned           adopt_depth;  /* how deep in the thread's adopts, from 1 */
     uintptr_t          domains[RCL_MAX_DOMAINS];   /* ids: slot and generation
                                                       (domain.c), never pointers */
     unsigned           domain_overflow;  /* domain.c: adopted domains that did
                                             not fit the thread's stack */
+    unsigned           adopt_owner;  /* scope.c: the adopting thread's number;
+                                        0 in a captured context */
 };
 _Static_assert(sizeof(struct rcl_ctx) <= sizeof(struct rcl_context),
                "struct rcl_context too small for its contents");

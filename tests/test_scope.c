@@ -11,6 +11,8 @@
  */
 #include "helpers.h"
 
+#include "checker.h"
+
 #ifdef RCL_NO_INLINE_SCOPES
 /* What the inline calls read and write (reclaim.h declares it only for
  * them). */
@@ -257,6 +259,108 @@ TEST(adopt_nests_and_restores_exactly)
     assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
     rcl_context_restore(&s1);
     assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* A NOFS context and a NOIO context, captured from this thread. */
+static void capture_nofs_and_noio(struct rcl_context *fs, struct rcl_context *io)
+{
+    unsigned t = rcl_nofs_save();
+    rcl_context_capture(fs);
+    rcl_nofs_restore(t);
+    t = rcl_noio_save();
+    rcl_context_capture(io);
+    rcl_noio_restore(t);
+}
+
+/* The scope-token rule (restore clears only what its own save set),
+ * applied to contexts restored out of order: the outer restore takes back
+ * only the bits its adopt added, the inner one the rest, and the thread
+ * ends as it was before the first adopt, as in-order restores leave it
+ * (the kernel's nesting). The checker reports it as it reports tokens. */
+TEST_WITH(context_restored_out_of_order_is_reported, ld_setup, ld_teardown)
+{
+    struct rcl_context fs, io, s1, s2;
+    capture_nofs_and_noio(&fs, &io);
+
+    rcl_context_adopt(&fs, &s1);
+    rcl_context_adopt(&io, &s2);
+    rcl_context_restore(&s1);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("out of order");
+    rcl_context_restore(&s2);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+/* The same with the checker off: reclaim.h reports a restore out of order
+ * only with the checker on, and the scope ends the same way. */
+TEST(context_restored_out_of_order_ends_as_before_the_first_adopt)
+{
+    struct rcl_context fs, io, s1, s2;
+    capture_nofs_and_noio(&fs, &io);
+    unsigned own = rcl_nowait_save();
+
+    rcl_context_adopt(&fs, &s1);
+    rcl_context_adopt(&io, &s2);
+    rcl_context_restore(&s1);
+    rcl_context_restore(&s2);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOWAIT);
+    assert_int_equal(test_report_count(), 0);
+    rcl_nowait_restore(own);
+}
+
+struct foreign_saved {
+    struct rcl_context ctx, saved;
+};
+
+static void *adopt_and_restore(void *p)
+{
+    struct foreign_saved *f = p;
+    struct rcl_context saved;
+    rcl_context_adopt(&f->ctx, &saved);
+    f->saved = saved;
+    rcl_context_restore(&saved);
+    return NULL;
+}
+
+/* A saved context is the adopting thread's, as a scope is (the kernel's
+ * lives in its task): restored on another thread it is reported and the
+ * restoring thread's scope stays as it is. */
+TEST(context_saved_on_another_thread_is_reported)
+{
+    struct foreign_saved f;
+    struct rcl_context io;
+    pthread_t th;
+    capture_nofs_and_noio(&f.ctx, &io);
+    assert_int_equal(pthread_create(&th, NULL, adopt_and_restore, &f), 0);
+    pthread_join(th, NULL);
+
+    unsigned own = rcl_noio_save();
+    rcl_context_restore(&f.saved);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("another thread");
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    rcl_noio_restore(own);
+}
+
+/* A second restore of the same saved context is reported, as a domain
+ * token used twice is, and leaves the scope alone: a save made since is
+ * not undone by it. */
+TEST(context_restored_twice_is_reported)
+{
+    struct rcl_context fs, io, saved;
+    capture_nofs_and_noio(&fs, &io);
+
+    rcl_context_adopt(&fs, &saved);
+    rcl_context_restore(&saved);
+    unsigned own = rcl_nofs_save();
+    rcl_context_restore(&saved);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("restored already");
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    rcl_nofs_restore(own);
 }
 
 /* "This thread is reclaiming" belongs to the thread, not to the work. */
