@@ -150,9 +150,10 @@ typedef unsigned int rcl_gfp_t;
 /*
  * The calling thread's scope, where the inline calls reach it with one
  * thread-local access (the kernel keeps it in current->flags). Private: use
- * the calls. `checked` is set while the lock checker watches the thread
- * (from its first call into the library with the checker on), and sends
- * the calls to the library, where the checker sees them.
+ * the calls. `checked` is nonzero while the lock checker watches the thread
+ * (from its first call into the library with the checker on) or the thread
+ * is an I/O flusher, and sends the calls to the library, where the checker
+ * sees them and a flusher's restores keep NOIO.
  */
 struct rcl_scope_tls {
     unsigned bits;      /* RCL_SCOPE_* in force */
@@ -974,6 +975,11 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * already in stays. Setting it twice is the same as once; one
  * rcl_io_flusher_set(0) ends it. The prctl is made on every call, and its
  * result returned.
+ * While the flag is on no restore (of a scope or a context) clears NOIO: a
+ * NOIO scope that was open when the flag was set and is closed while it is
+ * on leaves NOIO in force, and rcl_io_flusher_set(0) then ends it. The
+ * kernel's memalloc_noio_restore() would clear PF_MEMALLOC_NOIO there. A
+ * flusher's inline scope calls are calls into the library.
  */
 int rcl_io_flusher_set(int on);
 /* 1 when this thread is an I/O flusher for the library, else 0. */

@@ -309,10 +309,12 @@ unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);
 
 #include "lockdep.h"   /* rcl__lockdep_*: what the library calls of the checker */
 /* Sets the whole scope word (context restore, reclaim undoing a shrinker's
- * leaked save), the checker told (scope.c). Every other change goes
- * through save and restore. */
+ * leaked save), the checker told (scope.c); an I/O flusher keeps NOIO.
+ * Every other change goes through save and restore. */
 void rcl__scope_put(unsigned bits);
 void rcl__scope_watch(bool on);
+/* The thread is an I/O flusher (io_flusher.c): no restore clears its NOIO. */
+void rcl__scope_flusher(bool on);
 
 /* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's
  * symbol table, static functions included; forget drops the cached tables. */

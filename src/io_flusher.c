@@ -85,9 +85,13 @@ int rcl_io_flusher_set(int on)
         /* Store the token plus one, so that "a flusher already inside
          * NOIO" (token 0) still reads as nonzero. */
         t->io_flusher = rcl_scope_save(RCL_SCOPE_NOIO) + 1;
+        rcl__scope_flusher(true);
     } else if (!on && t->io_flusher) {
-        rcl_scope_restore(t->io_flusher - 1);
+        /* No longer a flusher first: the restore would keep a flusher's NOIO. */
+        unsigned token = t->io_flusher - 1;
         t->io_flusher = 0;
+        rcl__scope_flusher(false);
+        rcl_scope_restore(token);
     }
     int err = kernel_io_flusher(on);
     if (on && err)

@@ -19,6 +19,12 @@
 
 __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
 
+/* Why a thread's inline scope calls come to the library
+ * (rcl_scope_tls.checked): the checker watches it, or it is an I/O flusher,
+ * whose NOIO no restore may clear. */
+#define WATCH_CHECKER 0x1u
+#define WATCH_FLUSHER 0x2u
+
 /* This thread's adopts that have not been restored. Bit d of `live`: the
  * adopt at depth d + 1; deeper ones than the bits can hold are taken to be
  * restored in order. `depth`: the innermost outstanding adopt's. */
@@ -30,11 +36,24 @@ static __thread struct {
 } adopts RCL_TLS_IE;
 static _Atomic unsigned adopt_ids;
 
+/* An I/O flusher is in NOIO scope (reclaim.h) whatever is restored under
+ * it: a restore that cleared NOIO closed a scope the flusher's own save
+ * found already open, so the flusher holds NOIO from here on and its
+ * rcl_io_flusher_set(0) ends it. */
+static void flusher_keeps_noio(unsigned before)
+{
+    if (!(before & ~rcl__scope & RCL_SCOPE_NOIO) || !rcl__self.io_flusher)
+        return;
+    rcl__assert(rcl_scope_tls.checked & WATCH_FLUSHER);
+    rcl__scope |= RCL_SCOPE_NOIO;
+    rcl__self.io_flusher = RCL_SCOPE_NOIO + 1;
+}
+
 /*
  * Users' scope calls are inline (reclaim.h) and come here only while the
- * lock checker watches the thread (rcl_scope_tls.checked); these are also
- * the exported functions of the same names. Either way the bits change the
- * same way.
+ * lock checker watches the thread or it is an I/O flusher
+ * (rcl_scope_tls.checked); these are also the exported functions of the
+ * same names. Either way the bits change the same way.
  */
 unsigned rcl_scope_save(unsigned scope)
 {
@@ -50,6 +69,7 @@ void rcl_scope_restore(unsigned saved)
     unsigned before = rcl__scope;
 
     rcl__scope_clear(&rcl__scope, saved);
+    flusher_keeps_noio(before);
     if (rcl__checking())
         rcl__lockdep_scope_restore(saved, before);
 }
@@ -57,18 +77,33 @@ void rcl_scope_restore(unsigned saved)
 unsigned rcl_scope_save_checked(unsigned scope) __attribute__((alias("rcl_scope_save")));
 void rcl_scope_restore_checked(unsigned saved) __attribute__((alias("rcl_scope_restore")));
 
-/* The checker watches this thread from now on: its users' inline scope
- * calls come to the functions above. */
 void rcl__scope_put(unsigned bits)
 {
+    unsigned before = rcl__scope;
+
     rcl__scope = bits & RCL_SCOPE_ALL;
+    flusher_keeps_noio(before);
     if (rcl__checking())
         rcl__lockdep_scope_put(rcl__scope);
 }
 
+/* The checker watches this thread from now on (or no longer): its users'
+ * inline scope calls come to the functions above. */
 void rcl__scope_watch(bool on)
 {
-    rcl_scope_tls.checked = on;
+    if (on)
+        rcl_scope_tls.checked |= WATCH_CHECKER;
+    else
+        rcl_scope_tls.checked &= ~WATCH_CHECKER;
+}
+
+/* The same for an I/O flusher, whose restores must keep NOIO. */
+void rcl__scope_flusher(bool on)
+{
+    if (on)
+        rcl_scope_tls.checked |= WATCH_FLUSHER;
+    else
+        rcl_scope_tls.checked &= ~WATCH_FLUSHER;
 }
 
 unsigned rcl_scope_current(void) { return rcl__scope; }

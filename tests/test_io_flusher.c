@@ -78,6 +78,40 @@ TEST(test_io_flusher_off_keeps_an_enclosing_noio_scope)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
+/* reclaim.h: an I/O-flusher thread is in NOIO scope. A NOIO scope open
+ * when the flag was set, closed while it is on, leaves NOIO in force, and
+ * turning the flag off then ends it. Stronger than the kernel, where
+ * memalloc_noio_restore() writes the saved bit back and clears
+ * PF_MEMALLOC_NOIO under PR_SET_IO_FLUSHER. */
+TEST(test_io_flusher_keeps_noio_when_an_enclosing_scope_ends)
+{
+    unsigned outer = rcl_noio_save();
+    test_io_flusher_on();
+    rcl_noio_restore(outer);
+    assert_int_equal(rcl_io_flusher_get(), 1);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_NOIO);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* The same for a NOIO context adopted before the flag was set and
+ * restored while it is on. */
+TEST(test_io_flusher_keeps_noio_when_an_adopted_context_ends)
+{
+    struct rcl_context noio, saved;
+    unsigned t = rcl_noio_save();
+    rcl_context_capture(&noio);
+    rcl_noio_restore(t);
+
+    rcl_context_adopt(&noio, &saved);
+    test_io_flusher_on();
+    rcl_context_restore(&saved);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_scope_current(), 0);
+}
+
 /* Setting it twice is the same as once; one "off" ends it. */
 TEST(test_io_flusher_set_twice_then_off_once)
 {
