@@ -79,7 +79,9 @@ int rcl__parse_size(const char *s, size_t *out)
     unsigned long long v = strtoull(s, &end, 10);
     unsigned shift = 0;
 
-    if (errno || end == s || *s == '-')
+    /* strtoull() takes leading blanks and a sign, and " -1" would wrap to
+     * the largest size: a size starts with its first digit. */
+    if (errno || end == s || *s < '0' || *s > '9')
         return -EINVAL;
     switch (*end) {
     case 'k': case 'K': shift = 10; end++; break;

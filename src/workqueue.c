@@ -110,23 +110,25 @@ static void create_worker(struct rcl_workqueue *wq)
     struct wq_worker *w = &wq->workers[wq->nr_workers];
     w->wq = wq;
     w->running = 0;
+    unsigned running = wq->nr_workers;     /* creating: no other thread adds one */
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
+    /* Reported with the lock let go: the report function may queue work,
+     * on this queue too. */
+    if (err)
+        rcl__report_limited(&wq->create_fail_report,
+                            "workqueue %s: cannot start a worker (%s); %u running%s",
+                            wq->name, strerror(err), running,
+                            wq->has_rescuer ? ", the rescuer steps in" : "");
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
     if (!err) {
         wq->nr_workers++;
         wq->nr_idle++;
         wq->mayday = false;
-    } else {
-        rcl__report_limited(&wq->create_fail_report,
-                            "workqueue %s: cannot start a worker (%s); %u running%s",
-                            wq->name, strerror(err), wq->nr_workers,
-                            wq->has_rescuer ? ", the rescuer steps in" : "");
-        if (wq->has_rescuer) {
-            wq->mayday = true;
-            pthread_cond_signal(&wq->rescue);
-        }
+    } else if (wq->has_rescuer) {
+        wq->mayday = true;
+        pthread_cond_signal(&wq->rescue);
     }
     pthread_cond_broadcast(&wq->done);
 }

@@ -90,6 +90,22 @@ TEST_WITH(a_bad_variable_is_named_and_the_rest_applies, test_setup, options_tear
     assert_null(strstr(test_report_last(), "RECLAIM_LIMIT"));
 }
 
+/* A size is digits and a suffix: strtoull() would take " -1" as the
+ * largest size there is. */
+TEST_WITH(a_size_with_a_blank_or_a_sign_is_refused, test_setup, options_teardown)
+{
+    static const char *const bad[] = { " -1", "-1", "+5M", " 5M" };
+    struct rcl_config cfg;
+
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rcl_config_default(&cfg);
+        setenv("RECLAIM_LIMIT", bad[i], 1);
+        assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+        assert_int_equal(cfg.limit, 0);
+        assert_last_report_has("RECLAIM_LIMIT");
+    }
+}
+
 TEST_WITH(from_env_refuses_null, test_setup, options_teardown)
 {
     assert_int_equal(rcl_config_from_env(NULL), -EINVAL);

@@ -606,6 +606,49 @@ TEST_WITH(test_queue_without_workers_or_rescuer_cannot_be_created, rescuer_setup
     assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
 }
 
+/* A report function that queues its line on a workqueue, as a daemon's
+ * logger may: here on the very queue that could not start a worker. */
+static struct rcl_workqueue *log_queue;
+static struct probe log_line;
+static atomic_int log_queued;
+
+static void queueing_report(const char *report, void *arg)
+{
+    if (log_queue && strstr(report, "cannot start a worker") &&
+        rcl_queue_work(log_queue, &log_line.work) == 0)
+        atomic_fetch_add(&log_queued, 1);
+    test_report_catch(report, arg);
+}
+
+/* The report of a worker that could not start is made with the queue's
+ * lock let go: the worker that asked for it holds that lock otherwise,
+ * and the report function's queueing took it again. */
+TEST_WITH(test_a_worker_start_refused_is_reported_to_a_function_that_queues_work,
+          rescuer_setup, rescuer_teardown)
+{
+    struct gate g;
+    struct probe first;
+
+    atomic_store(&workers_allowed, 1);
+    gate_init(&g);
+    probe_init(&first, &g);
+    probe_init(&log_line, NULL);
+    atomic_store(&log_queued, 0);
+    log_queue = rcl_workqueue_create("logged", 4, 0);
+    assert_non_null(log_queue);
+    rcl_set_report_fn(queueing_report, NULL);
+    assert_int_equal(rcl_queue_work(log_queue, &first.work), 0);
+    gate_wait_arrived(&g, 1);       /* the only worker is busy: it asked for another */
+    gate_open(&g);
+    rcl_flush_workqueue(log_queue);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(atomic_load(&log_queued), 1);
+    assert_int_equal(atomic_load(&log_line.runs), 1);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    rcl_workqueue_destroy(log_queue);
+    log_queue = NULL;
+}
+
 /* Kernel rule (WQ_MEM_RECLAIM): the rescuer guarantees forward progress;
  * with no worker at all, every item still runs, in queue order. */
 static atomic_int order_next;
