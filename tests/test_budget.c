@@ -530,6 +530,26 @@ TEST(stats_print_text_and_json)
     test_cache_free(c);
 }
 
+/* JSON text is UTF-8 (RFC 8259): a shrinker's name is the program's, and
+ * a byte of it that is no UTF-8 goes out as U+FFFD, the rest as it is. */
+TEST(stats_json_carries_a_name_that_is_no_utf8_as_valid_text)
+{
+    static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("caf\xc3\xa9 \xff\xc3 \xed\xa0\x80\"",
+                                                   &ops, NULL, NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    assert_non_null(s);
+    assert_int_equal(rcl_stats_print(f, 1), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"name\":\"caf\xc3\xa9 \\ufffd\\ufffd "
+                                "\\ufffd\\ufffd\\ufffd\\\"\""));
+    free(buf);
+    rcl_shrinker_unregister(s);
+}
+
 /* A stream that cannot take the text says so: -EIO, not a silent loss. */
 TEST(stats_print_to_a_full_device_is_eio)
 {
