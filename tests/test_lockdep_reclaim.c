@@ -379,6 +379,16 @@ TEST_WITH(loop_stack_noio_file_system_is_quiet, ld_setup, ld_teardown)
 
 static RCL_LOCK_CLASS(dom_lock, "fsA_lock");
 
+/* An allocation that may reclaim, made inside domain d with m held. */
+static void alloc_inside_holding(struct rcl_domain *d, rcl_mutex_t *m)
+{
+    unsigned tok = rcl_domain_enter(d);
+    rcl_mutex_lock(m);
+    rcl_might_alloc(RCL_DEFAULT);
+    rcl_mutex_unlock(m);
+    rcl_domain_exit(tok);
+}
+
 /* A per-domain design (the lock held inside its own domain, whose
  * shrinkers reclaim skips) is correct and not reported... */
 static void lock_inside_own_domain(void)
@@ -392,11 +402,7 @@ static void lock_inside_own_domain(void)
     rcl_reclaim(1, RCL_DEFAULT);           /* fsA's shrinker takes its lock */
     assert_true(atomic_load(&c.scans) > 0);
 
-    unsigned tok = rcl_domain_enter(d);
-    rcl_mutex_lock(&m);
-    rcl_might_alloc(RCL_DEFAULT);
-    rcl_mutex_unlock(&m);
-    rcl_domain_exit(tok);
+    alloc_inside_holding(d, &m);
     assert_int_equal(rcl_lockdep_reports(), 0);
     rcl_shrinker_unregister(s);
     rcl_domain_destroy(d);
@@ -440,11 +446,7 @@ TEST_WITH(other_domains_lock_is_still_reported, ld_setup, ld_teardown)
     struct rcl_shrinker *s = rcl_shrinker_register("fsA-inodes", &cache_ops, &c, &o);
     rcl_reclaim(1, RCL_DEFAULT);
 
-    unsigned tok = rcl_domain_enter(b);
-    rcl_mutex_lock(&m);
-    rcl_might_alloc(RCL_DEFAULT);
-    rcl_mutex_unlock(&m);
-    rcl_domain_exit(tok);
+    alloc_inside_holding(b, &m);
     assert_int_equal(rcl_lockdep_reports(), 1);
     rcl_shrinker_unregister(s);
     rcl_domain_destroy(a);
@@ -560,11 +562,7 @@ TEST_WITH(domain_in_a_destroyed_ones_place_has_none_of_its_dependencies, ld_setu
     assert_true(atomic_load(&new_c.scans) > 0);
 
     struct rcl_domain *b = rcl_domain_create("fsB", 0, NULL, NULL);
-    unsigned tok = rcl_domain_enter(b);
-    rcl_mutex_lock(&m);
-    rcl_might_alloc(RCL_DEFAULT);
-    rcl_mutex_unlock(&m);
-    rcl_domain_exit(tok);
+    alloc_inside_holding(b, &m);
     assert_int_equal(rcl_lockdep_reports(), 0);
     rcl_shrinker_unregister(s);
     rcl_domain_destroy(d);
