@@ -208,11 +208,13 @@ struct pending {
 };
 
 /* New edges go through here: the backtrace is taken before the lock, the
- * reports are emitted after it. */
+ * reports are emitted after it. Each edge has a report of its own: two
+ * edges learned at once may each close a different cycle, and an edge is
+ * in the graph once learned, so a cycle not reported now never would be. */
 static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
 {
     struct site st;
-    struct report_buf *rb = calloc(2, sizeof(*rb));
+    struct report_buf *rb = calloc(n + 1, sizeof(*rb));   /* [n]: the notes */
 
     if (!rb)
         return;
@@ -226,10 +228,11 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self->gen)
         for (unsigned i = 0; i < n; i++)
             rcl__ld_learn_locked(p[i].from, p[i].to, p[i].kind, p[i].gfp, p[i].shrinker, &st,
-                                 &rb[0], &rb[1]);
+                                 &rb[i], &rb[n]);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
-    rcl__ld_report_emit(&rb[1], false);
-    rcl__ld_report_emit(&rb[0], true);
+    rcl__ld_report_emit(&rb[n], false);
+    for (unsigned i = 0; i < n; i++)
+        rcl__ld_report_emit(&rb[i], true);
     rcl__nocancel_end(cancel);
     free(rb);
 }

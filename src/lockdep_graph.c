@@ -184,6 +184,7 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
                           struct report_buf *rb, struct report_buf *note)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
+    rcl__assert(!rb->len);     /* each edge's cycle has a report of its own */
     if (!rcl__ld_edge_add_locked(from, to, kind, gfp, shrinker, st)) {
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
@@ -197,7 +198,7 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
                        rcl__ld_nodes[from].name, rcl__ld_nodes[to].name, st ? st->thread : "");
 
     /* The new edge closes a cycle iff `from` is reachable from `to`. */
-    if (rb->len || !reach_locked(to, from))
+    if (!reach_locked(to, from))
         return;
     uint32_t cyc[65];
     unsigned len = 0;

@@ -145,7 +145,8 @@ bool     rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind
                                  rcl_gfp_t gfp, const char *shrinker, const struct site *st);
 struct report_buf;
 /* Adds a learned edge and, when it closes a cycle not reported before,
- * writes the report into rb. Verbose mode also notes the new dependency. */
+ * writes the report into rb, this edge's alone (empty on entry). Verbose
+ * mode also notes the new dependency. */
 void     rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp,
                               const char *shrinker, const struct site *st,
                               struct report_buf *rb, struct report_buf *note);

@@ -89,6 +89,23 @@ TEST_WITH(each_cycle_is_reported_once, ld_setup, ld_teardown)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* An acquire above a trylock learns two edges at once (c after b, and after
+ * a below it); here each closes a cycle of its own. Both are reported: the
+ * edges stay in the graph, so a cycle left out now would never be. */
+TEST_WITH(each_cycle_closed_by_one_acquire_is_reported, ld_setup, ld_teardown)
+{
+    lock(&lock_c); lock(&lock_a); unlock(&lock_a); unlock(&lock_c);
+    lock(&lock_c); lock(&lock_b); unlock(&lock_b); unlock(&lock_c);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    for (int i = 0; i < 2; i++) {
+        lock(&lock_a); rcl_lock_acquire_try(&lock_b); lock(&lock_c);
+        unlock(&lock_c); unlock(&lock_b); unlock(&lock_a);
+    }
+    assert_int_equal(rcl_lockdep_reports(), 2);
+    assert_reports_have("lock_c \u2192 lock_b \u2192 lock_c");
+    assert_reports_have("lock_c \u2192 lock_a \u2192 lock_c");
+}
+
 /* lockdep: taking a class already held is a self-deadlock (recursive
  * locking of a non-recursive lock). */
 TEST_WITH(recursive_acquire_is_reported, ld_setup, ld_teardown)
