@@ -37,6 +37,9 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
 void rcl__lockdep_scope_put(unsigned bits);
+/* A captured context restored where the scope (NORECLAIM aside) is `now`,
+ * not the `captured` one: out of order, reported. */
+void rcl__lockdep_context_restore_captured(unsigned captured, unsigned now);
 void rcl__lockdep_reset(void);
 void rcl__lockdep_domain_forget(const struct rcl_domain *d);   /* at destroy */
 /* The calling thread follows the checker's mode: watched (its inline scope

@@ -443,6 +443,22 @@ void rcl__lockdep_scope_put(unsigned bits)
     rcl__ld_update_watch(t->n > 0);
 }
 
+/* A scope or context restored out of order, or with a token no save
+ * returned, at `st`. */
+static void scope_report(const struct site *st, const char *whose, unsigned bits,
+                         const char *what, const char *fix)
+{
+    struct report_buf *rb = calloc(1, sizeof(*rb));
+    if (!rb)
+        return;
+    rcl__ld_rb_add(rb, "lock checker: %s 0x%x %s; in thread \"%s\" (tid %ld), at:\n", whose,
+                   bits, what, st->thread, st->tid);
+    rcl__ld_rb_frames(rb, st->frames, st->nframes);
+    rcl__ld_rb_add(rb, "  Usual fix: %s.", fix);
+    rcl__ld_report_emit(rb, true);
+    free(rb);
+}
+
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
 {
     struct ld_thread *t = rcl__ld_thread_get();
@@ -478,18 +494,25 @@ void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
                "scope bits some other save owns (or that are not set)";
     if (!what)
         return;   /* bits set where the checker could not see (before it began) */
-
     struct site st;
     rcl__ld_site_capture(&st, 2);
-    struct report_buf *rb = calloc(1, sizeof(*rb));
-    if (!rb)
+    scope_report(&st, "scope", saved, what,
+                 "restore each scope with the token its own save returned, innermost first "
+                 "(or use the RCL_*_SCOPE() guards, which cannot get this wrong)");
+}
+
+void rcl__lockdep_context_restore_captured(unsigned captured, unsigned now)
+{
+    if (!rcl__ld_thread_get())
         return;
-    rcl__ld_rb_add(rb, "lock checker: scope 0x%x %s; in thread \"%s\" (tid %ld), at:\n", saved,
-                   what, st.thread, st.tid);
-    rcl__ld_rb_frames(rb, st.frames, st.nframes);
-    rcl__ld_rb_add(rb, "  Usual fix: restore each scope with the token its own save returned, "
-                       "innermost first (or use the RCL_*_SCOPE() guards, which cannot get this "
-                       "wrong).");
-    rcl__ld_report_emit(rb, true);
-    free(rb);
+    struct site st;
+    rcl__ld_site_capture(&st, 2);
+    char what[256];
+    snprintf(what, sizeof(what),
+             "restored out of order: the thread's scope is 0x%x, so a scope opened since the "
+             "capture is still open or one open then has closed; the scope stays as they "
+             "left it", now);
+    scope_report(&st, "captured context of scope", captured, what,
+                 "restore the context rcl_context_adopt() saved; a captured one takes back no "
+                 "scope, and restored where the scope is not as captured it is out of order");
 }

@@ -188,6 +188,26 @@ static int adopt_end(const struct rcl_ctx *s)
     return 1;
 }
 
+/*
+ * A captured context rather than a saved one. Its capture was no save: it
+ * set no scope bits, so its restore takes none back (the kernel's restore
+ * of a token that holds no bits), nor brings back bits a scope closed since
+ * had set. Where the scope is not as captured, a scope opened since is still
+ * open or one open then has closed: the restore is out of order, and the
+ * checker reports it as it reports a scope's. NORECLAIM does not travel in
+ * a context (rcl_context_capture) and is no part of its order either.
+ * Domains and the journal cookie are taken whole (domain.c reports a
+ * domain entered since and never exited, and exits it).
+ */
+static void captured_restore(const struct rcl_ctx *s)
+{
+    unsigned now = rcl__scope & ~RCL_SCOPE_NORECLAIM;
+
+    rcl__domain_restore(s);
+    if (now != s->scope && rcl__checking())
+        rcl__lockdep_context_restore_captured(s->scope, now);
+}
+
 void rcl_context_restore(const struct rcl_context *saved)
 {
     const struct rcl_ctx *s = (const struct rcl_ctx *)(const void *)saved;
@@ -196,10 +216,8 @@ void rcl_context_restore(const struct rcl_context *saved)
         rcl__report("rcl_context_restore: NULL context");
         return;
     }
-    /* A captured context rather than a saved one: the thread takes it whole. */
     if (!s->adopt_owner) {
-        rcl__domain_restore(s);
-        rcl__scope_put(s->scope);
+        captured_restore(s);
         return;
     }
     int innermost = adopt_end(s);

@@ -363,6 +363,54 @@ TEST(context_restored_twice_is_reported)
     rcl_nofs_restore(own);
 }
 
+/* A captured context is no save: it set no scope bits, so its restore takes
+ * none back (the kernel's restore of a token with no bits). Restored while
+ * a scope opened since the capture is still open, it is out of order: the
+ * checker reports it, and the open scope keeps its bits until its own
+ * restore. */
+TEST_WITH(captured_context_restored_inside_a_later_scope_is_reported, ld_setup, ld_teardown)
+{
+    struct rcl_context clean;
+    rcl_context_capture(&clean);
+
+    unsigned t = rcl_nofs_save();
+    rcl_context_restore(&clean);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("out of order");
+    rcl_nofs_restore(t);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+/* The other way out of order, with the checker off: a scope open at the
+ * capture and closed since is not opened again by the restore. */
+TEST(captured_context_restored_after_its_scope_closed_leaves_it_closed)
+{
+    struct rcl_context fs, io;
+    capture_nofs_and_noio(&fs, &io);
+
+    rcl_context_restore(&fs);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_current_gfp(RCL_DEFAULT), RCL_DEFAULT);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* Restored where the scope is as captured, it is in order: nothing is
+ * reported and the scope is untouched, NORECLAIM (which a context does not
+ * carry) included. */
+TEST_WITH(captured_context_restored_in_order_is_quiet, ld_setup, ld_teardown)
+{
+    struct rcl_context c;
+    unsigned t = rcl_scope_save(RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOIO);
+    rcl_context_capture(&c);
+    rcl_context_restore(&c);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NORECLAIM | RCL_SCOPE_NOIO);
+    rcl_scope_restore(t);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
 /* "This thread is reclaiming" belongs to the thread, not to the work. */
 TEST(noreclaim_does_not_travel)
 {

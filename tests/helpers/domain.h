@@ -36,7 +36,9 @@ static inline struct test_cache *cache_new(const char *name, struct rcl_domain *
  * Each test starts and ends with this thread outside every domain, with no
  * journal cookie and no scope, even when a failed assertion left a test
  * half way: restoring a context captured from the clean thread pops
- * whatever is left, so one failure does not cascade into the next test.
+ * whatever domain is left, and a scope left open is cleared by hand (a
+ * captured context takes back no scope), so one failure does not cascade
+ * into the next test.
  */
 static struct rcl_context clean_ctx;
 static bool clean_taken;
@@ -53,6 +55,8 @@ static inline int domain_setup(void **state)
 static inline int domain_teardown(void **state)
 {
     rcl_context_restore(&clean_ctx);
+    if (rcl_scope_current())
+        rcl_scope_restore(rcl_scope_current());
     return test_teardown(state);
 }
 
