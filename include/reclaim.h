@@ -284,16 +284,18 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * rcl_context_adopt() saved, so adopt/restore pairs nest. The scope bits an
  * adopt added are taken like a save's token: a restore out of order (an
  * inner adopt still not restored) clears only those, as a scope token's
- * does, and is reported when the lock checker is on; once every adopt is
- * restored, in any order, the scope is what it was before the first. A
- * saved context restored on a thread other than the one that adopted, or
- * restored a second time, is reported and changes nothing. A context
- * rcl_context_capture() wrote may be restored too: the thread's domains and
- * journal cookie become the captured ones, but its scope bits stay, since a
- * capture sets none and so has none to take back (a save's token of 0).
- * Restored where the scope (NORECLAIM aside) is not the captured one - a
- * scope opened since is still open, or one open then has closed - it is out
- * of order, and reported when the lock checker is on.
+ * does, and is reported when the lock checker is on. Domains and the
+ * journal cookie have no token: those of the inner adopt, still open, stay
+ * in force, and its restore puts back what the outer one saved. Once every
+ * adopt is restored, in any order, the thread is what it was before the
+ * first. A saved context restored on a thread other than the one that
+ * adopted, or restored a second time, is reported and changes nothing. A
+ * context rcl_context_capture() wrote may be restored too: the thread's
+ * domains and journal cookie become the captured ones, but its scope bits
+ * stay, since a capture sets none and so has none to take back (a save's
+ * token of 0). Restored where the scope (NORECLAIM aside) is not the
+ * captured one - a scope opened since is still open, or one open then has
+ * closed - it is out of order, and reported when the lock checker is on.
  *
  * The structure is opaque and of fixed size; copy it freely.
  */

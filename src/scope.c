@@ -11,10 +11,14 @@
  *
  * Contexts need one: an adopt's restore must tell whether it is the
  * innermost (then it may undo whatever was left open above it) or not (then
- * it may take back only its own bits, as a token does).
+ * it may take back only its own bits, as a token does). Domains and the
+ * journal cookie have no token: an inner adopt still open has its own in
+ * force, so what an adopt restored out of order saved is kept, and put back
+ * by the restore that leaves no adopt open above it.
  */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
@@ -29,12 +33,28 @@ __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
  * adopt at depth d + 1; deeper ones than the bits can hold are taken to be
  * restored in order. `depth`: the innermost outstanding adopt's. */
 #define ADOPTS_TRACKED 64u
+struct early;
 static __thread struct {
     unsigned id;        /* the thread's number in saved contexts; 0 until it adopts */
     unsigned depth;
     uint64_t live;
+    struct early *early;   /* what the adopts restored out of order saved */
 } adopts RCL_TLS_IE;
 static _Atomic unsigned adopt_ids;
+
+/* What an adopt restored out of order saved, deepest first in `early`.
+ * Until every adopt above it is restored, an inner one's domains and
+ * cookie stay in force (a domain stack has no middle to take out); the
+ * restore that ends them puts back the saved state of the shallowest adopt
+ * restored early, which is what the still-open adopts below imply. Kept
+ * off the TLS block, whose room is scarce (design.md), and made only for a
+ * restore out of order; a thread that ends with such adopts still open
+ * leaves them, as it leaves their domains. */
+struct early {
+    struct early  *next;
+    unsigned       depth;
+    struct rcl_ctx saved;
+};
 
 /* An I/O flusher is in NOIO scope (reclaim.h) whatever is restored under
  * it: a restore that cleared NOIO closed a scope the flusher's own save
@@ -208,6 +228,47 @@ static void captured_restore(const struct rcl_ctx *s)
         rcl__lockdep_context_restore_captured(s->scope, now);
 }
 
+/* An adopt restored out of order: its domains and cookie wait for the
+ * restore that leaves no adopt open above it. Without memory to keep them,
+ * they are put back now, the inner adopt's domains popped with them. */
+static void early_keep(const struct rcl_ctx *s)
+{
+    struct early *e = malloc(sizeof(*e)), **at = &adopts.early;
+
+    if (!e) {
+        rcl__domain_restore(s);
+        return;
+    }
+    e->depth = s->adopt_depth;
+    e->saved = *s;
+    while (*at && (*at)->depth > e->depth)
+        at = &(*at)->next;
+    rcl__assert(!*at || (*at)->depth < e->depth);
+    e->next = *at;
+    *at = e;
+}
+
+/* The innermost adopt restored, `depth` the one now open below it (0:
+ * none): the adopts between were restored out of order, and the
+ * shallowest's saved state is the one to put back. The caller frees it;
+ * the others between go. NULL: none between (or none kept). */
+static struct early *early_end(unsigned depth)
+{
+    struct early *base = NULL;
+
+    while (adopts.early && adopts.early->depth > depth) {
+        struct early *e = adopts.early;
+        adopts.early = e->next;
+        free(base);
+        base = e;
+    }
+    if (base && base->depth != depth + 1) {
+        free(base);      /* the shallowest was not kept (early_keep) */
+        base = NULL;
+    }
+    return base;
+}
+
 void rcl_context_restore(const struct rcl_context *saved)
 {
     const struct rcl_ctx *s = (const struct rcl_ctx *)(const void *)saved;
@@ -223,11 +284,15 @@ void rcl_context_restore(const struct rcl_context *saved)
     int innermost = adopt_end(s);
     if (innermost < 0)
         return;
-    rcl__domain_restore(s);
-    if (innermost)
-        /* Whatever was left open above the adopt ends with it; bits an
-         * outer adopt's restore out of order took back stay taken back. */
-        rcl__scope_put(rcl__scope & s->scope);
-    else
+    if (!innermost) {
+        early_keep(s);
         rcl_scope_restore(s->adopt_set);
+        return;
+    }
+    struct early *base = early_end(adopts.depth);
+    rcl__domain_restore(base ? &base->saved : s);
+    free(base);
+    /* Whatever was left open above the adopt ends with it; bits an outer
+     * adopt's restore out of order took back stay taken back. */
+    rcl__scope_put(rcl__scope & s->scope);
 }

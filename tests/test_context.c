@@ -105,6 +105,52 @@ TEST(test_adopt_restore_pairs_nest)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
+/* The cookie has no token to take back: with the outer of two adopts
+ * restored first, the inner one, still open, keeps its cookie, and its
+ * restore puts back the one from before the first adopt - the cookie the
+ * adopts still open imply at each step, as restores in order leave it. */
+TEST(journal_cookie_after_a_restore_out_of_order_is_the_open_adopts_one)
+{
+    static int outer_cookie, inner_cookie, own_cookie;
+    struct rcl_context outer, inner, s1, s2;
+    void *old = rcl_journal_info_set(&outer_cookie);
+    rcl_context_capture(&outer);
+    rcl_journal_info_set(&inner_cookie);
+    rcl_context_capture(&inner);
+    rcl_journal_info_set(&own_cookie);
+
+    rcl_context_adopt(&outer, &s1);
+    rcl_context_adopt(&inner, &s2);
+    rcl_context_restore(&s1);
+    assert_ptr_equal(rcl_journal_info(), &inner_cookie);
+    rcl_context_restore(&s2);
+    assert_ptr_equal(rcl_journal_info(), &own_cookie);
+    rcl_journal_info_set(old);
+}
+
+/* Three deep, the middle one restored first: the innermost's restore puts
+ * back what the middle one saved, the outer adopt's cookie, still open. */
+TEST(journal_cookie_after_a_middle_restore_out_of_order_is_the_outer_adopts)
+{
+    static int cookie[3];
+    struct rcl_context ctx[3], s[3];
+    void *old = rcl_journal_info();
+    for (int i = 0; i < 3; i++) {
+        rcl_journal_info_set(&cookie[i]);
+        rcl_context_capture(&ctx[i]);
+    }
+    rcl_journal_info_set(old);
+
+    for (int i = 0; i < 3; i++)
+        rcl_context_adopt(&ctx[i], &s[i]);
+    rcl_context_restore(&s[1]);
+    assert_ptr_equal(rcl_journal_info(), &cookie[2]);
+    rcl_context_restore(&s[2]);
+    assert_ptr_equal(rcl_journal_info(), &cookie[0]);
+    rcl_context_restore(&s[0]);
+    assert_ptr_equal(rcl_journal_info(), old);
+}
+
 /* Restoring returns exactly to the saved state, even when the code in
  * between changed the scope and did not undo it. */
 TEST(test_restore_returns_exactly_to_the_saved_state)

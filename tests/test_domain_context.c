@@ -168,6 +168,44 @@ TEST_WITH(adopt_stacks_on_own_domains_and_restore_is_exact, domain_setup, domain
     assert_int_equal(test_report_count(), 1);
 }
 
+/* The outer of two adopts restored first: the inner one, still open, keeps
+ * its domains (the outer's under them stay too: a stack has no middle to
+ * take out, and staying in a domain only restricts), and its restore leaves
+ * the thread in its own domains alone, with nothing reported. */
+TEST_WITH(adopts_restored_out_of_order_leave_the_inner_domains_until_its_restore,
+          domain_setup, domain_teardown)
+{
+    struct rcl_domain *own = rcl_domain_create("own", 0, NULL, NULL);
+    struct rcl_domain *x = rcl_domain_create("x", 1, NULL, NULL);
+    struct rcl_domain *y = rcl_domain_create("y", 2, NULL, NULL);
+    struct rcl_domain *list[4];
+    struct rcl_context cx, cy, s1, s2;
+
+    unsigned t = rcl_domain_enter(x);
+    rcl_context_capture(&cx);
+    rcl_domain_exit(t);
+    t = rcl_domain_enter(y);
+    rcl_context_capture(&cy);
+    rcl_domain_exit(t);
+
+    unsigned to = rcl_domain_enter(own);
+    rcl_context_adopt(&cx, &s1);
+    rcl_context_adopt(&cy, &s2);
+    rcl_context_restore(&s1);
+    assert_int_equal(entered(list, 4), 3);
+    assert_ptr_equal(list[2], y);
+    rcl_context_restore(&s2);
+    assert_int_equal(entered(list, 4), 1);
+    assert_ptr_equal(list[0], own);
+    assert_int_equal(test_report_count(), 0);
+
+    rcl_domain_exit(to);
+    rcl_domain_destroy(own);
+    rcl_domain_destroy(x);
+    rcl_domain_destroy(y);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* A context that does not fit on top of the thread's domains is reported;
  * since the dropped domain could be any shrinker's own, every domain's
  * shrinkers are skipped until the restore - never less restrictive. */
