@@ -802,6 +802,10 @@ static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
     /* Lower min_nr first so that concurrent frees stop refilling what we
      * are about to release. */
     wr(pool->min_nr, new_min);
+    /* A bulk waiter for more than new_min can never be served from the
+     * reserve now, and no element returned would wake it: it fails with
+     * -E2BIG (bulk_wait) now rather than at the end of its sleep. */
+    pthread_cond_broadcast(&pool->wait);
     while (rd(pool->curr_nr) > new_min) {
         void *elem = remove_element(pool);
         /* The backing free may be slow (or take its own locks): never

@@ -249,6 +249,35 @@ TEST_WITH(test_bulk_waiter_woken_by_destroy_fails_with_eshutdown, bulk_setup, te
     atomic_store(&back.fail_all, 0);
 }
 
+/* A resize that lowers the reserve below what a waiter asks for ends its
+ * wait at once with -E2BIG, as a call made after it fails: the reserve
+ * alone can never serve it now, and no element returned would wake it. */
+TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_it,
+          bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    void *mine[RESERVE / 2];
+    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
+    struct bulk_call c = { .pool = p, .ret = 1 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
+    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
+        test_sleep_ms(1);
+    assert_int_equal(rcl__mempool_waiters(p), 1);
+
+    assert_int_equal(rcl_mempool_resize(p, RESERVE / 2), 0);
+    /* Well inside the 5 s the wait is bounded by. */
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 2;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+    assert_int_equal(c.ret, -E2BIG);
+    rcl_mempool_free_bulk(p, mine, RESERVE / 2);
+    atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The deadlock the bulk call exists for                                     */
 /* ------------------------------------------------------------------------ */
