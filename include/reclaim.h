@@ -835,9 +835,10 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  *
  * rcl_mempool_create() backs the pool with rcl_alloc(elem_size); the reserve
  * is allocated (allowed to reclaim), and charged, at creation: NULL (ENOMEM)
- * if it cannot be, with nothing left allocated or charged. elem_size 0, or a
- * NULL callback for _create_ops: NULL (EINVAL). The pool's own bookkeeping
- * is charged too.
+ * if it cannot be, with nothing left allocated or charged. elem_size 0, or
+ * one above PTRDIFF_MAX less the element's 16-byte tag (no block could
+ * hold it), or a NULL callback for _create_ops: NULL (EINVAL). The pool's
+ * own bookkeeping is charged too.
  *
  * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
  * NULL is a no-op; freeing to a NULL pool, or more elements than were

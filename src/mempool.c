@@ -91,8 +91,7 @@ static void pool_atfork_child(struct rcl__fork_obj *o);
 static void *budget_alloc(rcl_gfp_t gfp, void *data)
 {
     const struct rcl_mempool *pool = data;
-    if (pool->elem_size > SIZE_MAX - ELEM_TAG)
-        return NULL;
+    rcl__assert(pool->elem_size <= PTRDIFF_MAX - ELEM_TAG);
     uintptr_t *tag = rcl_alloc(pool->elem_size + ELEM_TAG, gfp);
     if (!tag)
         return NULL;
@@ -282,7 +281,10 @@ nomem:
 
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size)
 {
-    if (elem_size == 0) {
+    /* An element no block can hold, its tag included, would never be
+     * allocated: with min_nr 0 the pool would be made all the same, and
+     * a blocking allocation would wait forever for an element. */
+    if (elem_size == 0 || elem_size > PTRDIFF_MAX - ELEM_TAG) {
         errno = EINVAL;
         return NULL;
     }

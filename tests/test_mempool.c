@@ -137,6 +137,16 @@ TEST(test_create_rejects_bad_arguments)
     assert_fails_with(rcl_mempool_create_ops(4, rec_alloc, NULL, &r), EINVAL);
 }
 
+/* An element no block can hold (the tag ahead of it included) is refused
+ * when the pool is made: a pool with min_nr 0 would be made, and its
+ * blocking allocations would wait for an element that can never exist. */
+TEST(test_create_refuses_an_element_size_no_block_can_hold)
+{
+    assert_fails_with(rcl_mempool_create(0, SIZE_MAX), EINVAL);
+    assert_fails_with(rcl_mempool_create(0, PTRDIFF_MAX), EINVAL);
+    assert_fails_with(rcl_mempool_create(2, SIZE_MAX - 8), EINVAL);
+}
+
 TEST(test_bad_pool_arguments_are_errors)
 {
     assert_fails_with(rcl_mempool_alloc(NULL, RCL_DEFAULT), EINVAL);
