@@ -100,6 +100,20 @@ int rcl__parse_size(const char *s, size_t *out)
     return 0;
 }
 
+/* A count, a percentage or a time: digits alone. A size's suffix on one
+ * ("5k" milliseconds) would read as a multiple of 1024 that nobody meant. */
+static int parse_number(const char *s, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+
+    if (errno || *s < '0' || *s > '9' || *end != '\0')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 /* RCL__OPT_SIZE_OR_PCT: a size ("32M") or a percentage of `whole`
  * ("10%", at most 100). */
 int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out)
@@ -171,13 +185,18 @@ static void expected(const struct rcl__option *o, char *buf, size_t len)
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v)
 {
     size_t sz;
+    unsigned long long n;
 
     switch (o->kind) {
     case RCL__OPT_SIZE:
-    case RCL__OPT_UINT:
         if (rcl__parse_size(s, &sz) || sz < o->min || sz > o->max)
             return -EINVAL;
         *v = sz;
+        return 0;
+    case RCL__OPT_UINT:
+        if (parse_number(s, &n) || n < o->min || n > o->max)
+            return -EINVAL;
+        *v = n;
         return 0;
     case RCL__OPT_BOOL:
         return parse_bool(s, v);
@@ -189,9 +208,9 @@ int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long 
         return parse_bool(s, v);
     case RCL__OPT_DIRECT_US:
         /* 0 in the field is the default; the variable's 0 is "no bound" */
-        if (rcl__parse_size(s, &sz) || sz > o->max)
+        if (parse_number(s, &n) || n > o->max)
             return -EINVAL;
-        *v = sz ? sz : RCL_DIRECT_UNBOUNDED;
+        *v = n ? n : RCL_DIRECT_UNBOUNDED;
         return 0;
     case RCL__OPT_FOOTPRINT: {
         static const char *const names[] = { "auto", "off", "rss", "cgroup" };

@@ -15,7 +15,7 @@ static void clear_env(void)
     static const char *const names[] = {
         "RECLAIM_LIMIT", "RECLAIM_RESERVE", "RECLAIM_MIN_PCT", "RECLAIM_LOW_PCT",
         "RECLAIM_HIGH_PCT", "RECLAIM_BACKGROUND", "RECLAIM_PRESSURE",
-        "RECLAIM_LOCKDEP", "RECLAIM_STALL_MS", "RECLAIM_STATS",
+        "RECLAIM_LOCKDEP", "RECLAIM_STALL_MS", "RECLAIM_STATS", "RECLAIM_DIRECT_US",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -103,6 +103,28 @@ TEST_WITH(a_size_with_a_blank_or_a_sign_is_refused, test_setup, options_teardown
         assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
         assert_int_equal(cfg.limit, 0);
         assert_last_report_has("RECLAIM_LIMIT");
+    }
+}
+
+/* A percentage, milliseconds or microseconds is a plain number: a size's
+ * suffix on one is trailing junk, not a multiplier. */
+TEST_WITH(a_number_with_a_size_suffix_is_refused, test_setup, options_teardown)
+{
+    static const struct { const char *name, *value; } bad[] = {
+        { "RECLAIM_STALL_MS", "5k" }, { "RECLAIM_DIRECT_US", "1K" },
+        { "RECLAIM_MIN_PCT", "1m" }, { "RECLAIM_STALL_MS", "2KiB" },
+    };
+    struct rcl_config cfg;
+
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rcl_config_default(&cfg);
+        setenv(bad[i].name, bad[i].value, 1);
+        assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+        assert_int_equal(cfg.stall_ms, 10000);
+        assert_int_equal(cfg.direct_us, 0);
+        assert_int_equal(cfg.min_pct, 2);
+        assert_last_report_has(bad[i].name);
+        unsetenv(bad[i].name);
     }
 }
 
