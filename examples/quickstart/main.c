@@ -4,6 +4,7 @@
  * that reclaim must not recurse into. The README shows this file.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <reclaim.h>
@@ -12,12 +13,15 @@ struct entry { struct entry *next; char data[4000]; };
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *cache;
-static unsigned long cached;
+/* Written under cache_lock; read without it by the count, which the
+ * background reclaimer calls: atomic, or that read is a data race. */
+static atomic_ulong cached;
 
 static unsigned long cache_count(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
-    return cached;                          /* a racy read is fine for a count */
+    /* A count may be stale by the time it is used: no lock needed */
+    return atomic_load_explicit(&cached, memory_order_relaxed);
 }
 
 static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
@@ -31,7 +35,7 @@ static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
         rcl_free(e);                        /* returns its bytes to the budget */
         freed++;
     }
-    cached -= freed;
+    atomic_fetch_sub_explicit(&cached, freed, memory_order_relaxed);
     pthread_mutex_unlock(&cache_lock);
     return freed;
 }
@@ -50,10 +54,13 @@ int main(int argc, char **argv)
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     cfg.limit = 16 << 20;                   /* a 16 MiB budget */
-    rcl_init(&cfg);
+    if (rcl_init(&cfg) != 0)
+        return 1;
 
     static const struct rcl_shrinker_ops ops = { cache_count, cache_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("entries", &ops, NULL, NULL);
+    if (!s)
+        return 1;
 
     /* Fill the cache with 4x the budget: reclaim keeps it inside. */
     for (int i = 0; i < 16384; i++) {
@@ -63,7 +70,7 @@ int main(int argc, char **argv)
         pthread_mutex_lock(&cache_lock);
         e->next = cache;
         cache = e;
-        cached++;
+        atomic_fetch_add_explicit(&cached, 1, memory_order_relaxed);
         pthread_mutex_unlock(&cache_lock);
     }
 
@@ -75,8 +82,9 @@ int main(int argc, char **argv)
     rcl_free(p);
     rcl_nofs_restore(saved);
 
+    unsigned long n = atomic_load(&cached);
     printf("cached %lu entries (%lu KiB) in a %zu KiB budget; usage %zu KiB\n",
-           cached, cached * sizeof(struct entry) / 1024, rcl_limit() / 1024, rcl_usage() / 1024);
+           n, n * sizeof(struct entry) / 1024, rcl_limit() / 1024, rcl_usage() / 1024);
     rcl_stats_print(stdout, 0);
     rcl_shrinker_unregister(s);
     while (cache) {
