@@ -834,7 +834,8 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * rcl_mempool_alloc() calls rcl_might_alloc() when it may block.
  *
  * rcl_mempool_create() backs the pool with rcl_alloc(elem_size); the reserve
- * is allocated (allowed to reclaim), and charged, at creation: NULL (ENOMEM)
+ * is allocated (RCL_DEFAULT narrowed by the thread's scope: allowed to
+ * reclaim where it allows), and charged, at creation: NULL (ENOMEM)
  * if it cannot be, with nothing left allocated or charged. elem_size 0, or
  * one above PTRDIFF_MAX less the element's 16-byte tag (no block could
  * hold it), or a NULL callback for _create_ops: NULL (EINVAL). The pool's
@@ -887,7 +888,8 @@ void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
  */
 int   rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
 void  rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
-/* Grows (allocating with RCL_DEFAULT) or shrinks the reserve; -ENOMEM, and
+/* Grows (allocating with RCL_DEFAULT, narrowed by the thread's scope, as
+ * the reserve is filled at creation) or shrinks the reserve; -ENOMEM, and
  * the pool unchanged, when growing fails. Safe while other threads allocate
  * and free; concurrent resizes are serialised. */
 int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);

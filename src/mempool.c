@@ -235,6 +235,16 @@ static void pool_finish(struct rcl_mempool *pool)
     pool_free_struct(pool);
 }
 
+/* The reserve is filled with RCL_DEFAULT, as the kernel's mempool_init()
+ * and mempool_resize() use GFP_KERNEL, narrowed by the thread's scope as
+ * every allocation of the pool is: an ops pool's allocator takes the flags
+ * it is given as what it may do, and would otherwise recurse into FS or
+ * I/O from a NOFS or NOIO scope, or sleep in a NOWAIT one. */
+static rcl_gfp_t fill_gfp(void)
+{
+    return rcl_current_gfp(RCL_DEFAULT) | RCL__NOWARN;
+}
+
 static struct rcl_mempool *pool_new(unsigned min_nr,
         void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free_fn)(void *elem, void *data),
         void *data, size_t elem_size)
@@ -258,11 +268,11 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     pool->elem_size = elem_size;
     wr(pool->min_nr, min_nr);
 
-    /* Fill the reserve now, allowed to reclaim, as the kernel's
-     * mempool_init does with GFP_KERNEL: a pool that cannot be filled
-     * when it is made would not be one. */
+    /* Fill the reserve now, allowed to reclaim where the scope allows: a
+     * pool that cannot be filled when it is made would not be one. */
+    rcl_gfp_t gfp = fill_gfp();
     while (rd(pool->curr_nr) < min_nr) {
-        void *elem = pool->alloc(RCL_DEFAULT | RCL__NOWARN, pool->data);
+        void *elem = pool->alloc(gfp, pool->data);
         if (!elem) {
             pool_finish(pool);
             goto nomem;
@@ -821,7 +831,7 @@ static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
 
 /* Growing is all or nothing: every element and the larger array are
  * allocated before the pool is touched, so a failure leaves it as it was. */
-static int pool_grow(struct rcl_mempool *pool, unsigned new_min)
+static int pool_grow(struct rcl_mempool *pool, unsigned new_min, rcl_gfp_t gfp)
 {
     void **array = NULL, **fresh;
     unsigned n, used = 0;
@@ -841,7 +851,7 @@ static int pool_grow(struct rcl_mempool *pool, unsigned new_min)
             goto fail;
     }
     for (unsigned i = 0; i < n; i++) {
-        fresh[i] = pool->alloc(RCL_DEFAULT | RCL__NOWARN, pool->data);
+        fresh[i] = pool->alloc(gfp, pool->data);
         if (!fresh[i])
             goto fail;
     }
@@ -886,7 +896,9 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
         dying_report("rcl_mempool_resize", pool);
         return -ESHUTDOWN;
     }
-    rcl_might_alloc(RCL_DEFAULT);
+    rcl_gfp_t gfp = fill_gfp();
+    if (gfp & RCL__DIRECT_RECLAIM)
+        rcl_might_alloc(gfp);
 
     /* The backing allocator runs under resize_lock: not cancellable. */
     int cancel = rcl__nocancel_begin();
@@ -894,7 +906,7 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
     if (new_min_nr <= rd(pool->min_nr))
         pool_shrink(pool, new_min_nr);
     else
-        err = pool_grow(pool, new_min_nr);
+        err = pool_grow(pool, new_min_nr, gfp);
     pthread_mutex_unlock(&pool->resize_lock);
     rcl__nocancel_end(cancel);
     return err;

@@ -367,6 +367,31 @@ TEST(test_resize_grows_and_shrinks_the_charged_reserve)
     rcl_mempool_destroy(pool);
 }
 
+/* The reserve is filled, when the pool is made and when it grows, with the
+ * flags the thread's scope leaves, as each allocation from it is: in a NOIO
+ * scope the backing allocator sees no FS or I/O, in a NOWAIT scope no
+ * direct reclaim (it may not sleep there). */
+TEST(test_reserve_is_filled_with_the_flags_the_scope_leaves)
+{
+    struct recorder r;
+    unsigned saved = rcl_noio_save();
+    struct rcl_mempool *pool = ops_pool(&r, 2);
+    assert_int_equal(rcl_mempool_resize(pool, 4), 0);
+    rcl_noio_restore(saved);
+    assert_int_equal(r.ncalls, 4);
+    for (unsigned i = 0; i < r.ncalls; i++)
+        assert_int_equal(r.calls[i] & (RCL__FS | RCL__IO), 0);
+
+    rec_set_fail(&r, 0);
+    saved = rcl_nowait_save();
+    assert_int_equal(rcl_mempool_resize(pool, 6), 0);
+    rcl_nowait_restore(saved);
+    assert_int_equal(r.ncalls, 2);
+    for (unsigned i = 0; i < r.ncalls; i++)
+        assert_int_equal(r.calls[i] & RCL__DIRECT_RECLAIM, 0);
+    rcl_mempool_destroy(pool);
+}
+
 TEST(test_resize_that_cannot_grow_leaves_the_pool_unchanged)
 {
     struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
