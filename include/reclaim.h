@@ -744,7 +744,9 @@ int   rcl_charge(size_t bytes, rcl_gfp_t gfp);
 void  rcl_uncharge(size_t bytes);
 /* Reclaim now, as an allocation with these flags (scope-masked) would:
  * nothing without RCL__DIRECT_RECLAIM or inside NORECLAIM scope. Returns the
- * accounted bytes freed by the shrinkers during the call. */
+ * accounted bytes freed by the shrinkers during the call. The priorities
+ * run from gentle to desperate until one brings `bytes` back: SIZE_MAX
+ * runs every one of them. */
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
 
 /* ------------------------------------------------------------------------ */

@@ -68,6 +68,13 @@ static unsigned long long start_retry_at;   /* under reclaimer.lock */
 
 bool rcl__is_background(void) { return in_background; }
 
+/* Compared unsigned: rcl_reclaim(SIZE_MAX) - "all there is" - read as a
+ * long is -1, met before the first pass freed anything. */
+static bool target_met(long progress, size_t target)
+{
+    return progress >= 0 && (size_t)progress >= target;
+}
+
 size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 {
     /* Shrinkers' own allocations must not recurse into reclaim, and may
@@ -78,7 +85,7 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
 
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
         rcl__shrink_slab(gfp, prio);
-        if (t->reclaimed - start >= (long)target || rcl__shrink_expired())
+        if (target_met(t->reclaimed - start, target) || rcl__shrink_expired())
             break;
     }
     rcl__stock_reclaim_end(t, max_before);

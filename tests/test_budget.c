@@ -237,6 +237,19 @@ TEST(reclaim_obeys_flags_and_scope)
     test_cache_free(c);
 }
 
+/* "As much as there is" is a target like any other: SIZE_MAX, which a
+ * signed compare read as met before anything was freed, runs every
+ * priority as a target too large to meet does. */
+TEST(reclaim_of_size_max_runs_every_priority)
+{
+    struct test_cache *c = test_cache_new("cache", 1000, 1000, NULL);
+    test_cache_fill(c, 1000);
+    size_t freed = rcl_reclaim(SIZE_MAX, RCL_DEFAULT);
+    assert_int_equal(test_cache_len(c), 0);
+    assert_int_equal(freed, 1000 * rcl_alloc_charge(1000));
+    test_cache_free(c);
+}
+
 /* NOFAIL needs DIRECT_RECLAIM (EINVAL), and what can never fit is E2BIG at
  * once with a report (the "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm,
  * September 2024): fail only when impossible). */
