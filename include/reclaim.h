@@ -806,7 +806,10 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name,
 /* Waits for scans in flight; once it returns the callbacks are never called
  * again. Unregistering NULL, a shrinker that is not registered (twice, say),
  * or the shrinker whose callback is running on this very thread is
- * reported and changes nothing. */
+ * reported and changes nothing. An unregistered shrinker's memory is freed
+ * only after 64 more have been unregistered, so that no registration in
+ * that span gets its address: a second unregister there is caught, never
+ * taken for a new shrinker's. */
 void rcl_shrinker_unregister(struct rcl_shrinker *s);
 
 /* ------------------------------------------------------------------------ */

@@ -4,11 +4,11 @@
  *
  * Registry invariant: a shrinker stays linked while any reclaim pass holds
  * it (passes_holding() > 0). Unregister marks it dead, waits for that to
- * drop to zero and only then unlinks and frees it; a pass that held it reads its
- * `next` under the lock after dropping its hold, so the walk never follows
- * a freed node. Callbacks - a domain's may_reclaim among them - run without
- * the registry lock, so they may allocate, register or unregister other
- * shrinkers.
+ * drop to zero and only then unlinks it (its memory freed later, below); a
+ * pass that held it reads its `next` under the lock after dropping its
+ * hold, so the walk never follows an unlinked node. Callbacks - a domain's
+ * may_reclaim among them - run without the registry lock, so they may
+ * allocate, register or unregister other shrinkers.
  */
 #include "internal.h"
 
@@ -37,6 +37,18 @@ static pthread_mutex_t shrinker_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
 static struct rcl_shrinker registry = { .next = &registry, .prev = &registry };
 static unsigned nr_registered;
+
+/*
+ * An unregistered shrinker's memory is freed only once SHRINKER_QUARANTINE
+ * more have been unregistered after it: freed at once, the next
+ * registration's calloc() often got it back, and a second unregister of
+ * the old handle - a misuse the registry is there to report - took the
+ * new shrinker that lived there, silently. A FIFO through `next`, under
+ * shrinker_lock; never walked, only its ends are used.
+ */
+#define SHRINKER_QUARANTINE 64
+static struct rcl_shrinker *quarantine_head, **quarantine_tail = &quarantine_head;
+static unsigned nr_quarantined;
 
 /* The context bits of a pass: what its shrinkers may wait for, an index
  * into rcl_shrinker.active. */
@@ -186,6 +198,20 @@ static bool registered_locked(const struct rcl_shrinker *s)
     return false;
 }
 
+static void quarantine_locked(struct rcl_shrinker *s)
+{
+    rcl__assert_held(&shrinker_lock);
+    s->next = s->prev = NULL;
+    *quarantine_tail = s;
+    quarantine_tail = &s->next;
+    if (++nr_quarantined <= SHRINKER_QUARANTINE)
+        return;
+    struct rcl_shrinker *oldest = quarantine_head;
+    quarantine_head = oldest->next;
+    nr_quarantined--;
+    free(oldest);
+}
+
 static void unlink_free_locked(struct rcl_shrinker *s)
 {
     rcl__assert_held(&shrinker_lock);
@@ -195,7 +221,7 @@ static void unlink_free_locked(struct rcl_shrinker *s)
     nr_registered--;
     if (s->domain)
         rcl__domain_shrinker_put(s->domain);
-    free(s);
+    quarantine_locked(s);
 }
 
 void rcl_shrinker_unregister(struct rcl_shrinker *s)

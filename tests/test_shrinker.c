@@ -296,6 +296,33 @@ TEST(unregister_twice_or_null_is_reported)
     free(r);
 }
 
+/* A second unregister after other shrinkers were registered: the memory
+ * of the first may have been handed out again, and the unregister took
+ * the new shrinker that lived there, silently. Each of these is caught,
+ * and every shrinker registered since is left alone. */
+#define REREGISTERED 32
+TEST(unregister_twice_after_new_registrations_leaves_them_alone)
+{
+    struct rcl_shrinker *old[REREGISTERED], *fresh[REREGISTERED];
+    struct rcl_shrinker_stats st[REREGISTERED];
+
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        old[i] = rcl_shrinker_register("old", &rec_ops, NULL, NULL);
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        rcl_shrinker_unregister(old[i]);
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        fresh[i] = rcl_shrinker_register("fresh", &rec_ops, NULL, NULL);
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        rcl_shrinker_unregister(old[i]);
+    assert_int_equal(test_reports_take(), REREGISTERED);
+    assert_int_equal(rcl_stats_shrinkers(st, REREGISTERED), REREGISTERED);
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        assert_string_equal(st[i].name, "fresh");
+    for (unsigned i = 0; i < REREGISTERED; i++)
+        rcl_shrinker_unregister(fresh[i]);
+    assert_int_equal(test_report_count(), 0);
+}
+
 static struct rcl_shrinker *self_shrinker;
 static unsigned long self_scan(void *priv, struct rcl_shrink_control *sc)
 {
