@@ -760,9 +760,13 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
  * Both run in the reclaiming thread, in NORECLAIM scope, and must obey
  * sc->gfp: without RCL__FS do not enter file-system code that takes locks
  * the allocator may hold; without RCL__IO do not wait on I/O. count() may
- * return RCL_SHRINK_EMPTY when the cache is empty.
+ * return RCL_SHRINK_EMPTY when the cache is empty. A count above LONG_MAX
+ * is a negative number come back unsigned (RCL_SHRINK_STOP is -1): it is
+ * reported, once per shrinker, and the shrinker is not scanned while it
+ * says so.
  *
- * Scan amounts follow the kernel's do_shrink_slab() exactly:
+ * Scan amounts follow the kernel's do_shrink_slab() exactly, except that
+ * where its arithmetic would wrap, the library's saturates:
  *   delta    = (freeable >> priority) * 4 / seeks      (seeks 0: the default, 2)
  *   total    = min((deferred >> priority) + delta, 2 * freeable)
  *   scan in batches of `batch` while total >= batch || total >= freeable

@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,7 @@ struct rcl_shrinker {
     rcl_gfp_t             needs;
     struct rcl_domain    *domain;
     _Atomic unsigned long deferred;        /* the kernel's nr_deferred */
+    _Atomic bool          bad_count_told;  /* a count above LONG_MAX reported */
     _Atomic unsigned long last_count;      /* freeable at the last count() */
     _Atomic unsigned long calls, scanned, freed, skipped;
 };
@@ -275,11 +277,61 @@ void rcl__shrinkers_drop(void)
     pthread_mutex_unlock(&shrinker_lock);
 }
 
+/*
+ * The scan arithmetic saturates where the kernel's would wrap: each sum is
+ * capped at 2 * freeable before use, which is below ULONG_MAX since a
+ * count is at most LONG_MAX (count_sane()), so a saturated one gives what
+ * the exact one would.
+ */
+static unsigned long sat_add(unsigned long a, unsigned long b)
+{
+    return a + b < a ? ULONG_MAX : a + b;
+}
+
 /* delta: the share of freeable this priority asks for, as the kernel's
- * do_shrink_slab(): (freeable >> priority) * 4 / seeks. */
+ * do_shrink_slab(): (freeable >> priority) * 4 / seeks. The product
+ * passes 2^64 from a share of 2^62: divided first, quotient and remainder
+ * apart, it is exact wherever it fits. */
 static unsigned long scan_delta(const struct rcl_shrinker *s, unsigned long freeable, int priority)
 {
-    return (freeable >> priority) * 4 / s->seeks;
+    unsigned long share = freeable >> priority;
+    unsigned long q = share / s->seeks, r = share % s->seeks;
+
+    if (q > ULONG_MAX / 4)
+        return ULONG_MAX;
+    return sat_add(q * 4, (unsigned long)((unsigned long long)r * 4 / s->seeks));
+}
+
+static unsigned long cap_twice(unsigned long n, unsigned long freeable)
+{
+    return n < 2 * freeable ? n : 2 * freeable;
+}
+
+/* Deferred work carried to the next pass; concurrent passes add theirs
+ * too, and the sum saturates. */
+static void deferred_add(struct rcl_shrinker *s, unsigned long n)
+{
+    unsigned long d = rd(s->deferred);
+
+    while (n && !atomic_compare_exchange_weak(&s->deferred, &d, sat_add(d, n)))
+        ;
+}
+
+/* A count above LONG_MAX is a negative number come back unsigned (-1,
+ * which is RCL_SHRINK_STOP, or an -errno): no cache holds that many. The
+ * kernel took freeable as a long and reported "negative objects to
+ * delete"; taken as a count, it had one reclaim call scan() some 2^46
+ * times. Told once per shrinker: every priority of every pass meets it. */
+static bool count_sane(struct rcl_shrinker *s, unsigned long freeable)
+{
+    if (freeable <= LONG_MAX)
+        return true;
+    if (!atomic_exchange(&s->bad_count_told, true))
+        rcl__report("shrinker \"%s\": count() returned %lu (%ld as a signed number): no "
+                    "cache holds that many; the shrinker is not scanned while it says so "
+                    "(RCL_SHRINK_EMPTY says the cache is empty)", s->name, freeable,
+                    (long)freeable);
+    return false;
 }
 
 /* The shrinker cannot run in this context: its work waits for one that
@@ -294,7 +346,7 @@ static void defer_work(struct rcl_shrinker *s, int priority)
     if (!delta)
         return;
     do {
-        n = d + delta < 2 * freeable ? d + delta : 2 * freeable;
+        n = cap_twice(sat_add(d, delta), freeable);
     } while (n > d && !atomic_compare_exchange_weak(&s->deferred, &d, n));
 }
 
@@ -306,7 +358,7 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
     unsigned long freeable = s->ops.count(s->priv, sc);
     rcl__busy_back(busy);
 
-    if (freeable == 0 || freeable == RCL_SHRINK_EMPTY) {
+    if (freeable == 0 || freeable == RCL_SHRINK_EMPTY || !count_sane(s, freeable)) {
         wr(s->last_count, 0);
         return 0;
     }
@@ -314,10 +366,8 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
 
     unsigned long nr = atomic_exchange(&s->deferred, 0);
     unsigned long delta = scan_delta(s, freeable, priority);
-    unsigned long total = (nr >> priority) + delta;
+    unsigned long total = cap_twice(sat_add(nr >> priority, delta), freeable);
     unsigned long scanned = 0, freed = 0;
-    if (total > 2 * freeable)
-        total = 2 * freeable;
 
     while (total >= s->batch || total >= freeable) {
         unsigned long n = total < s->batch ? total : s->batch;
@@ -330,8 +380,8 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         bound_scans++;
         if (ret == RCL_SHRINK_STOP)
             break;
-        freed += ret;
-        scanned += sc->nr_scanned;
+        freed = sat_add(freed, ret);
+        scanned = sat_add(scanned, sc->nr_scanned);
         /* A scan that looked at nothing would loop here forever. */
         if (!sc->nr_scanned)
             break;
@@ -342,13 +392,11 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
     }
 
     /* Deferred work grows by what this pass asked for and did not do, and
-     * shrinks by old deferred work done now; never above 2 * freeable. */
-    long next = (long)(nr + delta) - (long)scanned;
-    if (next < 0)
-        next = 0;
-    if ((unsigned long)next > 2 * freeable)
-        next = (long)(2 * freeable);
-    atomic_fetch_add(&s->deferred, (unsigned long)next);
+     * shrinks by old deferred work done now; never above 2 * freeable.
+     * Unsigned: the kernel's signed difference read a sum past LONG_MAX
+     * as negative, and deferred nothing. */
+    unsigned long asked = sat_add(nr, delta);
+    deferred_add(s, cap_twice(asked > scanned ? asked - scanned : 0, freeable));
     atomic_fetch_add_explicit(&s->scanned, scanned, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->freed, freed, memory_order_relaxed);
     return freed;

@@ -5,6 +5,7 @@
  */
 #include "helpers.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sched.h>
@@ -154,6 +155,65 @@ TEST(empty_cache_is_never_scanned)
     rcl_reclaim(1, RCL_DEFAULT);
     assert_int_equal(r.nscan, 0);
     rcl_shrinker_unregister(s);
+}
+
+/* A count above LONG_MAX is a negative number come back unsigned (-1,
+ * RCL_SHRINK_STOP, an -errno): taken for that many objects, it had a
+ * reclaim call scan() some 2^46 times and left the deferred work at
+ * garbage. The kernel once reported it the same way ("negative objects
+ * to delete"). Reported once, never scanned, nothing deferred. */
+TEST(a_count_above_long_max_is_reported_and_never_scanned)
+{
+    static const unsigned long bad[] = { RCL_SHRINK_STOP, (unsigned long)-12,
+                                         (unsigned long)LONG_MAX + 1 };
+    static struct recorder r;
+    struct rcl_stats st;
+
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        r.freeable = bad[i];
+        r.stop_after = 1;       /* the old code's every turn ends at once */
+        struct rcl_shrinker *s = rcl_shrinker_register("negative", &rec_ops, &r, NULL);
+        rcl_reclaim(1, RCL_DEFAULT);
+        rcl_reclaim(1, RCL_DEFAULT);
+        assert_int_equal(r.ncount, 26);
+        assert_int_equal(r.nscan, 0);
+        rcl_stats_get(&st);
+        assert_int_equal(st.shrinkers[0].deferred, 0);
+        assert_int_equal(test_report_count(), 1);
+        assert_last_report_has("count() returned");
+        test_reports_take();
+        rcl_shrinker_unregister(s);
+    }
+}
+
+/* The deferred work of a count up to LONG_MAX, worked out exactly: the
+ * products and sums that pass 2^64 saturate where they wrapped, and a
+ * sum past LONG_MAX is not taken for a negative one (both left it 0). */
+TEST(a_count_up_to_long_max_defers_without_wrapping)
+{
+    static const unsigned seeks[] = { 1, 2, 3 };
+    static struct recorder r;
+    struct rcl_stats st;
+
+    for (unsigned i = 0; i < sizeof(seeks) / sizeof(seeks[0]); i++) {
+        memset(&r, 0, sizeof(r));
+        r.freeable = LONG_MAX;
+        r.stop_after = 1;       /* nothing scanned: the deferred work is all there is */
+        struct rcl_shrinker_opts opts = { .seeks = seeks[i] };
+        struct rcl_shrinker *s = rcl_shrinker_register("huge", &rec_ops, &r, &opts);
+        rcl_reclaim(1, RCL_DEFAULT);
+        unsigned __int128 nr = 0, cap = 2 * (unsigned __int128)r.freeable;
+        for (int prio = 12; prio >= 0; prio--) {
+            nr += ((unsigned __int128)(r.freeable >> prio) * 4) / seeks[i];
+            if (nr > cap)
+                nr = cap;
+        }
+        rcl_stats_get(&st);
+        assert_true(st.shrinkers[0].deferred == (unsigned long)nr);
+        assert_int_equal(r.nscan, 13);
+        rcl_shrinker_unregister(s);
+    }
 }
 
 /* A shrinker that needs FS is not called (not even count) under NOFS; its
