@@ -763,7 +763,8 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
  * return RCL_SHRINK_EMPTY when the cache is empty. A count above LONG_MAX
  * is a negative number come back unsigned (RCL_SHRINK_STOP is -1): it is
  * reported, once per shrinker, and the shrinker is not scanned while it
- * says so.
+ * says so. A scan() that returns above LONG_MAX, RCL_SHRINK_STOP aside,
+ * is reported the same way and taken as RCL_SHRINK_STOP.
  *
  * Scan amounts follow the kernel's do_shrink_slab() exactly, except that
  * where its arithmetic would wrap, the library's saturates:

@@ -30,10 +30,12 @@ struct rcl_shrinker {
     rcl_gfp_t             needs;
     struct rcl_domain    *domain;
     _Atomic unsigned long deferred;        /* the kernel's nr_deferred */
-    _Atomic bool          bad_count_told;  /* a count above LONG_MAX reported */
+    _Atomic unsigned      told;            /* TOLD_*: misuse reported once */
     _Atomic unsigned long last_count;      /* freeable at the last count() */
     _Atomic unsigned long calls, scanned, freed, skipped;
 };
+#define TOLD_COUNT 1u     /* count() above LONG_MAX */
+#define TOLD_SCAN  2u     /* scan() above LONG_MAX */
 
 static pthread_mutex_t shrinker_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
@@ -326,11 +328,24 @@ static bool count_sane(struct rcl_shrinker *s, unsigned long freeable)
 {
     if (freeable <= LONG_MAX)
         return true;
-    if (!atomic_exchange(&s->bad_count_told, true))
+    if (!(atomic_fetch_or(&s->told, TOLD_COUNT) & TOLD_COUNT))
         rcl__report("shrinker \"%s\": count() returned %lu (%ld as a signed number): no "
                     "cache holds that many; the shrinker is not scanned while it says so "
                     "(RCL_SHRINK_EMPTY says the cache is empty)", s->name, freeable,
                     (long)freeable);
+    return false;
+}
+
+/* The same for what scan() freed: an -errno (RCL_SHRINK_STOP is the one
+ * that is meant) wrapped the shrinker's statistics. It ends the turn, as
+ * RCL_SHRINK_STOP does: the scan could not do its work. */
+static bool scan_sane(struct rcl_shrinker *s, unsigned long ret)
+{
+    if (ret <= LONG_MAX)
+        return true;
+    if (!(atomic_fetch_or(&s->told, TOLD_SCAN) & TOLD_SCAN))
+        rcl__report("shrinker \"%s\": scan() returned %lu (%ld as a signed number): no "
+                    "scan frees that many; taken as RCL_SHRINK_STOP", s->name, ret, (long)ret);
     return false;
 }
 
@@ -378,7 +393,7 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
         rcl__busy_back(busy);
         atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
         bound_scans++;
-        if (ret == RCL_SHRINK_STOP)
+        if (ret == RCL_SHRINK_STOP || !scan_sane(s, ret))
             break;
         freed = sat_add(freed, ret);
         scanned = sat_add(scanned, sc->nr_scanned);

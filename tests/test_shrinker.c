@@ -5,6 +5,7 @@
  */
 #include "helpers.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -185,6 +186,37 @@ TEST(a_count_above_long_max_is_reported_and_never_scanned)
         test_reports_take();
         rcl_shrinker_unregister(s);
     }
+}
+
+/* A scan() that returns above LONG_MAX returned an -errno: counted as
+ * freed, it wrapped the shrinker's statistics. Reported once, and its turn
+ * ends as with RCL_SHRINK_STOP. */
+static unsigned long errno_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    rec_scan(priv, sc);
+    return (unsigned long)-EAGAIN;
+}
+
+TEST(a_scan_returning_above_long_max_is_reported_and_ends_its_turn)
+{
+    static const struct rcl_shrinker_ops ops = { rec_count, errno_scan };
+    static struct recorder r;
+    struct rcl_stats st;
+
+    memset(&r, 0, sizeof(r));
+    r.freeable = 1000;
+    struct rcl_shrinker *s = rcl_shrinker_register("errno", &ops, &r, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_reclaim(1, RCL_DEFAULT);
+    rcl_stats_get(&st);
+    assert_int_equal(st.shrinkers[0].freed, 0);
+    assert_int_equal(st.shrinkers[0].calls, r.nscan);
+    assert_true(r.nscan > 2);
+    for (unsigned i = 1; i < r.nscan && i < MAX_CALLS; i++)
+        assert_true(r.prio[i] != r.prio[i - 1]);    /* one call a turn */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("scan() returned");
+    rcl_shrinker_unregister(s);
 }
 
 /* The deferred work of a count up to LONG_MAX, worked out exactly: the
