@@ -454,31 +454,33 @@ static void *background_main(void *arg)
  * sees the thread. Called with reclaimer.lock held. */
 /* A start that fails (EAGAIN: the process is at its thread limit for the
  * moment) is tried again at a wake-up at least START_RETRY_NS later: the
- * wake-up is not left pending, since a pending one is never made again. */
-static void start_locked(void)
+ * wake-up is not left pending, since a pending one is never made again.
+ * Returns the failure for the caller to report once the lock is let go:
+ * a report function may fork, and fork() takes this lock. */
+static int start_locked(void)
 {
     rcl__assert_held(&reclaimer.lock);
     unsigned long long now = rcl__now_ns();
     if (now < start_retry_at) {
         atomic_store(&reclaimer.wake_pending, 0);
-        return;
+        return 0;
     }
     int err = rcl__thread_start(&reclaimer.thread, background_main, NULL, "reclaimer");
     if (err) {
-        rcl__report_limited(&start_fail_reported,
-                            "cannot start the background reclaimer: %s; allocations will "
-                            "reclaim directly until a later attempt succeeds", strerror(err));
         start_retry_at = now + START_RETRY_NS;
         atomic_store(&reclaimer.wake_pending, 0);
-        return;
+        return err;
     }
     start_retry_at = 0;
     pthread_setname_np(reclaimer.thread, "rcl-reclaimd");
     reclaimer.running = true;
+    return 0;
 }
 
 void rcl__reclaim_wake(void)
 {
+    int err = 0;
+
     if (!atomic_load_explicit(&reclaimer.enabled, memory_order_relaxed))
         return;
     /* Already woken: the common case under pressure, and lock-free. */
@@ -487,9 +489,13 @@ void rcl__reclaim_wake(void)
         return;
     pthread_mutex_lock(&reclaimer.lock);
     if (!reclaimer.running && !reclaimer.stop)
-        start_locked();
+        err = start_locked();
     pthread_cond_signal(&reclaimer.cond);
     pthread_mutex_unlock(&reclaimer.lock);
+    if (err)
+        rcl__report_limited(&start_fail_reported,
+                            "cannot start the background reclaimer: %s; allocations will "
+                            "reclaim directly until a later attempt succeeds", strerror(err));
 }
 
 void rcl__reclaim_request(size_t bytes)
@@ -506,7 +512,9 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     atomic_store(&rcl__direct_bound_ns,
                  cfg->direct_us == RCL_DIRECT_UNBOUNDED ? 0ull :
                  cfg->direct_us ? cfg->direct_us * 1000ull : DIRECT_BOUND_NS);
-    /* A new budget's first slow reclaim and first throttling are news. */
+    /* A new budget's first slow reclaim, first throttling and first
+     * failed start of the reclaimer are news. */
+    atomic_store(&start_fail_reported, 0);
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&reclaimer.lock);

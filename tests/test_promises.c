@@ -12,6 +12,9 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* 16 MiB: below the budgets that measure resident memory, so every figure
  * is the test's own charges. */
@@ -336,6 +339,41 @@ TEST_WITH(test_failed_background_start_is_retried_later, bg_setup, bg_teardown)
     }
     assert_true(atomic_load(&reclaimer_attempts) >= 2);
     assert_true(st.background_wakeups >= 1);
+    while (n)
+        rcl_free(held[--n]);
+}
+
+/* A report function that forks, as a daemon's logger may to hand a line
+ * to a helper: the report of a failed start is made with the reclaimer's
+ * lock let go, since fork() takes that lock. */
+static atomic_int forks_done;
+
+static void forking_report(const char *report, void *arg)
+{
+    if (strstr(report, "background reclaimer")) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0 && waitpid(pid, NULL, 0) == pid)
+            atomic_fetch_add(&forks_done, 1);
+    }
+    test_report_catch(report, arg);
+}
+
+TEST_WITH(test_failed_background_start_is_reported_to_a_function_that_forks, bg_setup,
+          bg_teardown)
+{
+    void *held[32];
+    unsigned n = 0;
+
+    atomic_store(&forks_done, 0);
+    rcl_set_report_fn(forking_report, NULL);
+    while (n < 32 && atomic_load(&reclaimer_attempts) == 0)
+        held[n++] = rcl_alloc(512 * KiB, RCL_NOWAIT);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(atomic_load(&reclaimer_attempts), 1);
+    assert_int_equal(atomic_load(&forks_done), 1);
+    assert_int_equal(test_reports_seen_matching("cannot start the background reclaimer"), 1);
     while (n)
         rcl_free(held[--n]);
 }
