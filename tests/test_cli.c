@@ -7,7 +7,12 @@
 
 #include <libgen.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* Runs BUILD/examples/NAME with args (this program is BUILD/tests/test_cli);
  * returns its exit status, standard output and error together in out. */
@@ -30,6 +35,33 @@ static int run(const char *name, const char *args, char *out, size_t len)
 }
 
 static char out[16384];
+
+/* The FUSE example is built where libfuse3 is installed. */
+static void need_fuse_cache(void)
+{
+    char self[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    snprintf(path, sizeof(path), "%s/../examples/fuse-cache", dirname(self));
+    if (access(path, X_OK) != 0) {
+        printf("skipped: %s not built (libfuse3-dev missing?)\n", path);
+        skip();
+    }
+}
+
+static bool is_mounted(const char *dir)
+{
+    char line[4096], pat[PATH_MAX + 2];
+    bool hit = false;
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    assert_non_null(f);
+    snprintf(pat, sizeof(pat), " %s ", dir);
+    while (!hit && fgets(line, sizeof(line), f))
+        hit = strstr(line, pat) != NULL;
+    fclose(f);
+    return hit;
+}
 
 TEST_BARE(every_example_answers_help)
 {
@@ -82,6 +114,46 @@ TEST_BARE(quickstart_fills_its_cache_and_ends_cleanly)
     assert_int_equal(run("quickstart", "", out, sizeof(out)), 0);
     assert_non_null(strstr(out, "cached "));
     assert_null(strstr(out, "WARNING: ThreadSanitizer"));
+}
+
+TEST_BARE(fuse_cache_names_a_thread_count_that_is_no_number)
+{
+    need_fuse_cache();
+    assert_int_equal(run("fuse-cache", "--backing=/dev/null --threads=2x /mnt", out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "--threads: 1 to"));
+}
+
+/* A daemon that fails between its mount and its first request (here the
+ * library refuses a reserve larger than its budget) unmounts before it exits:
+ * a dead mount point would answer "Transport endpoint is not connected"
+ * until someone cleared it. */
+TEST_BARE(fuse_cache_that_cannot_start_leaves_no_mount)
+{
+    char dir[] = "/tmp/rcl-cli-fuse.XXXXXX", mnt[64], backing[64], args[256];
+
+    need_fuse_cache();
+    if (geteuid() != 0 || access("/dev/fuse", R_OK | W_OK) != 0) {
+        printf("skipped: needs root and /dev/fuse to mount\n");
+        skip();
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
+    snprintf(backing, sizeof(backing), "%s/disk", dir);
+    assert_return_code(mkdir(mnt, 0700), errno);
+    snprintf(args, sizeof(args), "-f --size=1M --reserve=64M --backing=%s %s", backing, mnt);
+
+    setenv("RECLAIM_LIMIT", "4M", 1);
+    int rc = run("fuse-cache", args, out, sizeof(out));
+    unsetenv("RECLAIM_LIMIT");
+    bool left_mounted = is_mounted(mnt);
+    if (left_mounted)
+        assert_return_code(umount2(mnt, MNT_DETACH), errno);
+    unlink(backing);
+    rmdir(mnt);
+    rmdir(dir);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "reserve"));
+    assert_false(left_mounted);
 }
 
 TEST_MAIN();

@@ -43,6 +43,7 @@
 
 #include "reclaim.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -696,11 +697,15 @@ static int parse_args(int argc, char **argv)
             if (parse_size(optarg, &opt.size) || !opt.size || opt.size % BLOCK)
                 return fprintf(stderr, "--size: a multiple of 64K\n"), -1;
             break;
-        case 't':
-            opt.threads = (unsigned)atoi(optarg);
-            if (opt.threads < 1 || opt.threads > MAX_THREADS)
+        case 't': {
+            char *end;
+            errno = 0;
+            unsigned long n = strtoul(optarg, &end, 10);
+            if (!isdigit((unsigned char)optarg[0]) || *end || errno || n < 1 || n > MAX_THREADS)
                 return fprintf(stderr, "--threads: 1 to %d\n", MAX_THREADS), -1;
+            opt.threads = (unsigned)n;
             break;
+        }
         case 'r':
             if (parse_size(optarg, &v))
                 return fprintf(stderr, "--reserve: a size\n"), -1;
@@ -793,6 +798,42 @@ static void wait_loop(void)
     }
 }
 
+/* Everything between the mount and the unmount. A failure here returns to
+ * an unmount all the same: a daemon that exits mounted leaves a dead mount
+ * point ("Transport endpoint is not connected") for someone to clear. */
+static int serve(void)
+{
+    if (fuse_daemonize(opt.foreground) != 0 || library_start() || workers_prepare())
+        return 1;
+
+    /* The signals are the main thread's: every thread inherits this mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* Statistics' stdio buffer is allocated now, not under pressure. */
+    stats_print("start");
+    unsigned started = 0;
+    while (started < opt.threads &&
+           pthread_create(&workers[started].th, NULL, worker_main, &workers[started]) == 0)
+        started++;
+    if (started < opt.threads) {
+        fprintf(stderr, "fuse-cache: cannot start worker %u of %u\n", started + 1, opt.threads);
+        opt.threads = started;           /* the ones wait_loop() waits for */
+        fuse_session_exit(session);
+        fuse_session_unmount(session);   /* wakes the started ones: ENODEV */
+    }
+
+    wait_loop();
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(workers[i].th, NULL);
+    stats_print("exit");
+    return started ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (parse_args(argc, argv) || backing_open())
@@ -808,29 +849,7 @@ int main(int argc, char **argv)
     fuse_opt_free_args(&args);
     if (!map || !session || fuse_session_mount(session, opt.mountpoint) != 0)
         return 1;
-    if (fuse_daemonize(opt.foreground) != 0)
-        return 1;
-    if (library_start() || workers_prepare())
-        return 1;
-
-    /* The signals are the main thread's: every thread inherits this mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    /* Statistics' stdio buffer is allocated now, not under pressure. */
-    stats_print("start");
-    for (unsigned i = 0; i < opt.threads; i++)
-        if (pthread_create(&workers[i].th, NULL, worker_main, &workers[i]) != 0)
-            return 1;
-
-    wait_loop();
-    for (unsigned i = 0; i < opt.threads; i++)
-        pthread_join(workers[i].th, NULL);
-    stats_print("exit");
+    int rc = serve();
     fuse_session_unmount(session);
     fuse_session_destroy(session);
     cache_drop_all();
@@ -839,5 +858,5 @@ int main(int argc, char **argv)
         rcl_shutdown();
     }
     close(backing_fd);
-    return 0;
+    return rc;
 }
