@@ -914,8 +914,9 @@ int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
  * as well. A destroy of a pool that is no live pool's (destroyed already,
  * being destroyed, or never created) is reported, sets errno EINVAL and
  * touches nothing at that address. Destroy must not race with a call
- * still allocating from the pool that has not begun to wait: such a call
- * is not yet counted, and may find the pool freed. */
+ * still allocating from the pool that has not begun to wait, nor with a
+ * rcl_mempool_resize(): neither is counted, and either may find the pool
+ * freed. */
 void  rcl_mempool_destroy(struct rcl_mempool *pool);
 
 /* ------------------------------------------------------------------------ */
