@@ -194,6 +194,33 @@ static void *bulk_call_main(void *arg)
     return NULL;
 }
 
+/* Half the reserve taken into mine, then a thread's call for all of it,
+ * which the backend's failures leave waiting: returns once the pool counts
+ * it, under its lock, in the critical section in which it first sleeps,
+ * so that whatever wakes it finds it asleep. */
+static pthread_t bulk_waiter_start(struct rcl_mempool *p, void **mine, struct bulk_call *c)
+{
+    pthread_t th;
+
+    atomic_store(&back.fail_all, 1);
+    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
+    *c = (struct bulk_call){ .pool = p, .ret = 1 };
+    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, c), 0);
+    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
+        test_sleep_ms(1);
+    assert_int_equal(rcl__mempool_waiters(p), 1);
+    return th;
+}
+
+/* The waiter has ended within s seconds. */
+static void bulk_waiter_joined_within(pthread_t th, int s)
+{
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += s;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+}
+
 /* A waiter is served as soon as the elements it misses come back. */
 
 TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardown)
@@ -223,24 +250,13 @@ TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardow
 TEST_WITH(test_bulk_waiter_woken_by_destroy_fails_with_eshutdown, bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
-    atomic_store(&back.fail_all, 1);
     void *mine[RESERVE / 2];
-    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
-    struct bulk_call c = { .pool = p, .ret = 1 };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
-    /* Counted under the pool's lock, in the critical section in which it
-     * first sleeps: the destroy's wake-up finds it asleep. */
-    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
-        test_sleep_ms(1);
-    assert_int_equal(rcl__mempool_waiters(p), 1);
+    struct bulk_call c;
+    pthread_t th = bulk_waiter_start(p, mine, &c);
 
     rcl_mempool_destroy(p);
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);    /* the last: may go first */
-    struct timespec limit;
-    clock_gettime(CLOCK_REALTIME, &limit);
-    limit.tv_sec += 20;
-    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+    bulk_waiter_joined_within(th, 20);
     assert_int_equal(c.ret, -ESHUTDOWN);
     assert_int_equal(test_report_count(), 2);
     assert_reports_have("1 thread(s) still waiting to allocate");
@@ -256,22 +272,12 @@ TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_
           bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
-    atomic_store(&back.fail_all, 1);
     void *mine[RESERVE / 2];
-    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
-    struct bulk_call c = { .pool = p, .ret = 1 };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
-    for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
-        test_sleep_ms(1);
-    assert_int_equal(rcl__mempool_waiters(p), 1);
+    struct bulk_call c;
+    pthread_t th = bulk_waiter_start(p, mine, &c);
 
     assert_int_equal(rcl_mempool_resize(p, RESERVE / 2), 0);
-    /* Well inside the 5 s the wait is bounded by. */
-    struct timespec limit;
-    clock_gettime(CLOCK_REALTIME, &limit);
-    limit.tv_sec += 2;
-    assert_int_equal(pthread_timedjoin_np(th, NULL, &limit), 0);
+    bulk_waiter_joined_within(th, 2);               /* well inside the 5 s wait */
     assert_int_equal(c.ret, -E2BIG);
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     atomic_store(&back.fail_all, 0);
