@@ -556,7 +556,10 @@ void     rcl_signal_leave(unsigned cookie);
  * usage is allowed: the background reclaimer (if any) is woken to get back
  * under.
  * The limit is then the program's: the pressure thread no longer moves an
- * automatic budget with the cgroup (see rcl_auto_limit).
+ * automatic budget with the cgroup (see rcl_auto_limit), and the footprint
+ * is measured as a budget the program set (see rcl_footprint): by resident
+ * memory from 32 MiB up, by the charges alone below, never by the
+ * cgroup's usage, unless struct rcl_config.footprint forces a measure.
  * A lowered limit binds what threads pre-charged under the old one: the
  * caller's stock goes back at once, every other thread's at its next
  * allocation, charge or free (its stock is not spent). Precisely: once the
@@ -597,6 +600,13 @@ size_t rcl_usage(void);
  *     asks for a measure anyway);
  *   - the ASan and TSan builds count charges alone: their shadow memory
  *     and quarantine are not the program's.
+ * The measure follows the budget as it is now: rcl_set_limit() makes it
+ * the program's, and an automatic budget measures by the cgroup while a
+ * cgroup limit gives it (the pressure thread sees a limit set, removed or
+ * moved to another level), by resident memory otherwise. "What it held
+ * when the library started" stays the base whenever resident memory
+ * becomes the measure. A forced measure stays; cgroup falls back to
+ * resident memory while no cgroup limit gives a budget.
  * Reclaim gives freed memory back to the operating system (malloc_trim,
  * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc;
  * 5 ms while what reclaim freed is a sixteenth of the budget or more), so

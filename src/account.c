@@ -764,7 +764,9 @@ void rcl_uncharge(size_t bytes)
  * the slow path at once, since nothing fits a negative stock_max), and the
  * caller gives its own back now. What a thread takes from its stock
  * between the new limit and its next slow path is bounded by what it held
- * then, and that only while its allocation is already in flight.
+ * then, and that only while its allocation is already in flight. The
+ * footprint's measure follows the limit (footprint.c): a limit the
+ * program sets is never the cgroup's, and a small one is held to charges.
  */
 static void set_limit_locked(size_t bytes)
 {
@@ -772,6 +774,7 @@ static void set_limit_locked(size_t bytes)
     bool lower = bytes < rd(rcl__acct.limit);
 
     set_watermarks(bytes);
+    rcl__footprint_follow(limit_chosen);
     if (lower)
         drain_others_locked();
 }

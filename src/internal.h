@@ -211,6 +211,13 @@ void  rcl__resv_leave(struct rcl_thread *t);
 /* auto_limit: the budget is the automatic one (cgroup mode where a cgroup
  * limit gives it). */
 void rcl__footprint_start(bool auto_limit);
+/* The limit moved (registry lock held); chosen: by the program, so the
+ * budget is no longer the automatic one. The mode follows the rule. */
+void rcl__footprint_follow(bool chosen);
+/* The pressure thread saw the cgroup limit move: `dir` is the level whose
+ * limit gives the automatic budget now, NULL when none does. */
+struct rcl_cgroup;
+void rcl__footprint_cgroup(const struct rcl_cgroup *cg, const char *dir);
 void rcl__footprint_stop(void);
 /* Measure now and update rcl__acct.outside; skipped while another thread
  * samples. */

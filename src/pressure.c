@@ -61,6 +61,7 @@ static struct {
     unsigned        level;          /* the files' level that sets it */
     int             thresh_fd;      /* v1 usage threshold eventfd, or -1 */
     uint64_t        armed_inactive; /* the inactive page cache it was armed for */
+    int             armed_mode;     /* and the footprint's mode */
     unsigned long long last_event;
 } watcher = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
 
@@ -294,9 +295,10 @@ static void watch_event(short revents)
  * sits that much higher, or an event would find the headroom still above
  * low and wait for the tick. Armed while the budget is the cgroup's
  * (footprint.c measures by the cgroup then); re-armed when the limit
- * moves, and when the inactive page cache has moved by more than
- * REARM_DIV of the limit. Arming opens files, which happens at start and
- * on such a change, not in steady state.
+ * moves, when the footprint's measure changes (a limit the program sets
+ * takes it off the cgroup), and when the inactive page cache has moved by
+ * more than REARM_DIV of the limit. Arming opens files, which happens at
+ * start and on such a change, not in steady state.
  */
 #define REARM_DIV 64
 static void threshold_arm(uint64_t inactive)
@@ -305,6 +307,7 @@ static void threshold_arm(uint64_t inactive)
         close(watcher.thresh_fd);
     watcher.thresh_fd = -1;
     watcher.armed_inactive = inactive;
+    watcher.armed_mode = rcl__footprint_mode();
     if (watcher.cg.version != 1 || !watcher.auto_limit || !watcher.cg_limit ||
         watcher.cg_limit == RCL_CG_UNKNOWN || rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
         return;
@@ -317,10 +320,11 @@ static void threshold_arm(uint64_t inactive)
         watcher.thresh_fd = fd;
 }
 
-static bool inactive_moved(uint64_t inactive)
+static bool threshold_stale(uint64_t inactive)
 {
     uint64_t step = rcl_limit() / REARM_DIV;
-    return inactive > watcher.armed_inactive + step || inactive + step < watcher.armed_inactive;
+    return inactive > watcher.armed_inactive + step || inactive + step < watcher.armed_inactive ||
+           watcher.armed_mode != rcl__footprint_mode();
 }
 
 static void threshold_event(void)
@@ -351,6 +355,20 @@ static void threshold_event(void)
         rcl_reclaim(want, RCL_DEFAULT);
 }
 
+/* The footprint measures by the cgroup only while its limit gives the
+ * budget, at the level that sets it (footprint.c). Before the budget
+ * moves: the wake-up a new limit makes then tests the new measure. */
+static void footprint_follow(uint64_t lim, unsigned level)
+{
+    char dir[PATH_MAX];
+    if (!lim || !rcl__cgroup_budget(lim)) {
+        rcl__footprint_cgroup(&watcher.cg, NULL);
+        return;
+    }
+    rcl__cgroup_level_dir(&watcher.cg, level, dir, sizeof(dir));
+    rcl__footprint_cgroup(&watcher.cg, dir);
+}
+
 /* The 1 s tick: follow the cgroup limit, refresh the footprint, and treat
  * usage close to the cgroup limit as pressure. Without swap the kernel has
  * nothing to reclaim from a cache of anonymous memory, so a cgroup running
@@ -363,6 +381,8 @@ static void cgroup_tick(void)
     if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
     bool moved = lim != watcher.cg_limit || level != watcher.level;
+    if (moved)
+        footprint_follow(lim, level);
     if (watcher.auto_limit && lim != watcher.cg_limit && !rcl__auto_limit_follow(lim))
         watcher.auto_limit = false;     /* the program chose a limit since */
     watcher.cg_limit = lim;
@@ -373,7 +393,7 @@ static void cgroup_tick(void)
             threshold_arm(watcher.armed_inactive);
         return;
     }
-    if (moved || inactive_moved(inactive))
+    if (moved || threshold_stale(inactive))
         threshold_arm(inactive);
     rcl__footprint_inactive((size_t)inactive);
     rcl__footprint_sample();

@@ -13,7 +13,9 @@
  *   - with the automatic limit but no shrinker the budget refuses
  *     allocations instead: the program is told, not killed;
  *   - another process filling the cgroup is pressure: the library shrinks
- *     its cache although its own budget is far from reached.
+ *     its cache although its own budget is far from reached;
+ *   - a limit the program sets is its own: the footprint no longer counts
+ *     another process's memory in the cgroup.
  *
  * Needs root and a writable memory cgroup (v1 memory hierarchy or v2 with
  * the memory controller); skipped, saying why, elsewhere, and under the
@@ -432,6 +434,40 @@ TEST_WITH(test_pressure_from_another_process_shrinks_the_cache, e2e_setup, e2e_t
     assert_int_equal(waitpid(hog, &status, WNOHANG), 0);  /* the hog lives too */
     assert_int_equal(oom_kills(), 0);
     close(cfd);
+    close(hfd);
+}
+
+/* The automatic budget counts the whole cgroup, another process's 64 MiB
+ * included; once the program sets its own limit the budget is the
+ * program's, and its footprint the program's own resident memory. */
+TEST_WITH(test_a_limit_the_program_sets_no_longer_counts_its_cgroup, e2e_setup, e2e_teardown)
+{
+    need_cgroup();
+    int hfd, fd;
+    char usage_file[PATH_MAX + 32], lim[32], room[32], line[256];
+    snprintf(usage_file, sizeof(usage_file), "%s/%s", cg.dir,
+             cg.version == 1 ? "memory.usage_in_bytes" : "memory.current");
+    snprintf(lim, sizeof(lim), "%zu", CG_LIMIT);
+    snprintf(room, sizeof(room), "%zu", 64 * MiB);
+    char *const hargv[] = { "cgroup_cache", "hog", usage_file, lim, room, NULL };
+    spawn(&hfd, NULL, hargv);
+    read_line(hfd, line, sizeof(line), 20000);
+    print_message("hog: %s\n", line);
+    assert_non_null(strstr(line, "hogging"));
+
+    char *const argv[] = { "cgroup_cache", "setlimit", "96", NULL };
+    pid_t pid = spawn(&fd, NULL, argv);
+    read_line(fd, line, sizeof(line), 20000);
+    print_message("%s\n", line);
+    assert_true(field(line, "footprint") >= 48 * MiB);
+    read_line(fd, line, sizeof(line), 20000);
+    print_message("%s\n", line);
+    assert_int_equal(field(line, "limit"), 96 * MiB);
+    assert_true(field(line, "footprint") < 32 * MiB);
+    int status = reap(pid, 10000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(fd);
     close(hfd);
 }
 

@@ -383,6 +383,149 @@ TEST_WITH(test_explicit_limit_is_not_moved_by_the_cgroup, pressure_setup, pressu
 }
 
 /* ------------------------------------------------------------------------ */
+/* The footprint's measure follows the budget                                */
+/* ------------------------------------------------------------------------ */
+
+/* The footprint is measured by the fake tree's files: the cgroup's usage
+ * file, and proc/self/statm for resident memory, which starts at 10 MiB
+ * (the base) and which the tests move. The sanitizer builds measure
+ * nothing. */
+#define BASE_RESIDENT (10 * MiB)
+
+static void resident(size_t above_base)
+{
+    char line[64];
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    snprintf(line, sizeof(line), "100000 %zu 0 0 0 0 0\n", (BASE_RESIDENT + above_base) / page);
+    put("proc/self/statm", line);
+}
+
+static void need_footprint(void)
+{
+    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+        print_message("skipped under %s: the sanitizer builds measure no footprint\n",
+                      getenv("RCL_TEST_SAN"));
+        skip();
+    }
+}
+
+/* Waits (bounded) for the footprint to read `bytes`. */
+static size_t wait_footprint(size_t bytes, long ms)
+{
+    for (long t = 0; t < ms && rcl_footprint() != bytes; t += 20)
+        test_sleep_ms(20);
+    return rcl_footprint();
+}
+
+/* The automatic budget under a 512 MiB v2 limit, the cgroup holding 300
+ * MiB of other processes' memory: the footprint counts them. */
+static void start_measured_by_the_cgroup(void)
+{
+    fake_v2();
+    resident(0);
+    put(V2DIR "memory.max", "536870912\n");
+    put(V2DIR "memory.current", "314572800\n");
+    start(0, 0);
+    assert_int_equal(rcl_footprint(), 300 * MiB);
+}
+
+/* Once the program sets the limit, the budget is no longer the cgroup's:
+ * the process's own resident memory is the measure, not what other
+ * processes hold in its cgroup. */
+TEST_WITH(test_a_limit_the_program_sets_is_measured_by_resident_memory, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    start_measured_by_the_cgroup();
+    assert_int_equal(rcl_set_limit(256 * MiB), 0);
+    resident(20 * MiB);
+    assert_int_equal(rcl_footprint(), 20 * MiB);
+}
+
+/* A limit under 32 MiB the program sets is held to its charges alone. */
+TEST_WITH(test_a_small_limit_the_program_sets_is_held_to_its_charges, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    start_measured_by_the_cgroup();
+    assert_int_equal(rcl_set_limit(16 * MiB), 0);
+    resident(20 * MiB);
+    assert_int_equal(rcl_footprint(), rcl_usage());
+}
+
+/* An automatic budget that began as half of the machine (no cgroup limit)
+ * becomes the cgroup's when a limit is set, and so does its measure. */
+TEST_WITH(test_an_automatic_budget_is_measured_by_the_cgroup_once_it_has_a_limit,
+          pressure_setup, pressure_teardown)
+{
+    need_footprint();
+    fake_v2();
+    resident(0);
+    put(V2DIR "memory.current", "314572800\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 8 * GiB);
+    assert_int_equal(rcl_footprint(), 0);
+    put(V2DIR "memory.max", "536870912\n");
+    for (int t = 0; t < 100 && rcl_limit() != 448 * MiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    assert_int_equal(rcl_footprint(), 300 * MiB);
+}
+
+/* And the reverse: the cgroup's limit gone, the automatic budget is half
+ * of the machine, measured by the process's resident memory. */
+TEST_WITH(test_an_automatic_budget_leaves_the_cgroup_measure_with_its_limit, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    start_measured_by_the_cgroup();
+    put(V2DIR "memory.max", "max\n");
+    for (int t = 0; t < 100 && rcl_limit() != 8 * GiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 8 * GiB);
+    resident(20 * MiB);
+    assert_int_equal(rcl_footprint(), 20 * MiB);
+}
+
+/* A parent's limit that comes to bind below the cgroup's own: the budget
+ * is the parent's, and so is the usage measured, its children's included. */
+TEST_WITH(test_the_cgroup_measure_moves_to_the_level_whose_limit_binds, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    start_measured_by_the_cgroup();
+    put("sys/fs/cgroup/app.slice/memory.current", "335544320\n");
+    put("sys/fs/cgroup/app.slice/memory.stat", "anon 335544320\ninactive_file 0\n");
+    put("sys/fs/cgroup/app.slice/memory.max", "402653184\n");
+    for (int t = 0; t < 100 && rcl_limit() != 336 * MiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 336 * MiB);
+    assert_int_equal(rcl_footprint(), 320 * MiB);
+}
+
+/* RECLAIM_FOOTPRINT=cgroup is the program's choice: a small limit it sets
+ * does not turn the measure off, and a cgroup limit set later makes the
+ * cgroup's usage the measure, as it would have been at start. */
+TEST_WITH(test_a_forced_cgroup_measure_takes_a_cgroup_limit_set_later, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    fake_v2();
+    resident(0);
+    put(V2DIR "memory.current", "314572800\n");
+    struct rcl_config cfg = test_config(0);
+    cfg.pressure = 1;
+    cfg.footprint = RCL_FOOTPRINT_CGROUP;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_set_limit(16 * MiB), 0);
+    resident(4 * MiB);
+    assert_int_equal(rcl_footprint(), 4 * MiB);       /* no cgroup limit: resident */
+    put(V2DIR "memory.max", "536870912\n");
+    assert_int_equal(wait_footprint(300 * MiB, 5000), 300 * MiB);
+    assert_int_equal(rcl_limit(), 16 * MiB);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Pressure                                                                  */
 /* ------------------------------------------------------------------------ */
 

@@ -295,4 +295,110 @@ TEST_WITH(test_an_allocation_trims_the_backend_before_it_fails, NULL, test_teard
         rcl_free(pin[i]);
 }
 
+/*
+ * The measure follows the limit the program sets: a budget under 32 MiB is
+ * held to its charges (a thread's stack or a malloc arena would be a large
+ * share of it), one of 32 MiB or more counts resident memory above what
+ * the process held when the library started. Memory the program mapped
+ * outside the library shows which.
+ */
+static void *outside_touched(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    test_written(memset(p, 1, bytes));                 /* resident for real */
+    return p;
+}
+
+static void start_measured(size_t limit)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(limit);
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+}
+
+static void need_footprint(void)
+{
+    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+        print_message("skipped under %s: the sanitizer builds measure no footprint\n",
+                      getenv("RCL_TEST_SAN"));
+        skip();
+    }
+}
+
+TEST_WITH(test_a_limit_lowered_below_32_mib_is_held_to_its_charges, NULL, test_teardown)
+{
+    need_footprint();
+    start_measured(64 * MiB);
+    void *p = outside_touched(48 * MiB);
+    assert_true(rcl_footprint() >= 48 * MiB);
+    assert_int_equal(rcl_set_limit(16 * MiB), 0);
+    assert_int_equal(rcl_footprint(), rcl_usage());
+    munmap(p, 48 * MiB);
+}
+
+/* Raised to 32 MiB or more, the budget counts all the program added since
+ * the library started, what it added before the new limit included, and
+ * not what it held before the start: the base is resident memory at start,
+ * not at the switch. */
+TEST_WITH(test_a_limit_raised_to_32_mib_counts_what_the_program_added_since_the_start, NULL,
+          test_teardown)
+{
+    need_footprint();
+    rcl_shutdown();
+    void *before = outside_touched(64 * MiB);
+    start_measured(16 * MiB);
+    void *since = outside_touched(32 * MiB);
+    assert_int_equal(rcl_footprint(), rcl_usage());
+    assert_int_equal(rcl_set_limit(128 * MiB), 0);
+    size_t footprint = rcl_footprint();
+    print_message("footprint %zu MiB beside 32 MiB mapped since the start, 64 before\n",
+                  footprint / MiB);
+    assert_true(footprint >= 32 * MiB);
+    assert_true(footprint < 64 * MiB);
+    munmap(since, 32 * MiB);
+    munmap(before, 64 * MiB);
+}
+
+/* Threads measuring the footprint all the while the limit moves across
+ * 32 MiB: a sample begun by the old measure stores nothing after the
+ * switch, so the figure is always the new measure's. */
+static _Atomic bool measuring_stop;
+
+static void *measure_loop(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&measuring_stop))
+        (void)rcl_footprint();
+    return NULL;
+}
+
+TEST_WITH(test_the_measure_switches_cleanly_under_threads_that_measure, NULL, test_teardown)
+{
+    need_footprint();
+    start_measured(64 * MiB);
+    void *p = outside_touched(48 * MiB);
+    pthread_t th[3];
+    atomic_store(&measuring_stop, false);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, measure_loop, NULL), 0);
+    size_t bad_low = 0, bad_high = 0;
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(rcl_set_limit(16 * MiB), 0);
+        bad_low += rcl_footprint() != rcl_usage();
+        assert_int_equal(rcl_set_limit(64 * MiB), 0);
+        bad_high += rcl_footprint() < 48 * MiB;
+    }
+    atomic_store(&measuring_stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    munmap(p, 48 * MiB);
+    print_message("%zu of 300 small limits measured, %zu of 300 large ones not\n", bad_low,
+                  bad_high);
+    assert_int_equal(bad_low, 0);
+    assert_int_equal(bad_high, 0);
+}
+
 TEST_MAIN();

@@ -9,6 +9,8 @@
  *   cgroup_cache noshrink MiB   the same with no shrinker registered
  *   cgroup_cache hold     MiB S fill MiB, say "filled", wait up to S seconds
  *                               for the library to shrink the cache
+ *   cgroup_cache setlimit MiB   print the footprint under the automatic
+ *                               limit, set MiB as the limit, print it again
  *   cgroup_cache hog USAGE_FILE LIMIT HEADROOM
  *                               touch plain memory, 1 MiB at a time, until
  *                               the cgroup's usage is within HEADROOM bytes
@@ -119,6 +121,17 @@ static int run_hold(size_t mib, int seconds)
     return 4;
 }
 
+/* What the footprint counts before and after the program sets a limit. */
+static int run_setlimit(size_t mib)
+{
+    printf("auto footprint=%zu limit=%zu\n", rcl_footprint(), rcl_limit());
+    if (rcl_set_limit(mib << 20))
+        return 3;
+    printf("set footprint=%zu limit=%zu\n", rcl_footprint(), rcl_limit());
+    fflush(stdout);
+    return 0;
+}
+
 static unsigned long long read_u64(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -158,7 +171,8 @@ static int usage(const char *rejected)
     if (rejected)
         fprintf(stderr, "cgroup_cache: rejected '%s' (see --help)\n", rejected);
     fprintf(rejected ? stderr : stdout,
-            "usage: cgroup_cache cache|noshrink MiB | hold MiB S | hog USAGE_FILE LIMIT HEADROOM\n"
+            "usage: cgroup_cache cache|noshrink|setlimit MiB | hold MiB S |\n"
+            "       cgroup_cache hog USAGE_FILE LIMIT HEADROOM\n"
             "The program tests/test_cgroup_e2e.c runs inside a memory cgroup.\n");
     return rejected ? 3 : 0;
 }
@@ -180,6 +194,8 @@ int main(int argc, char **argv)
         return run_cache(mib, 1);
     if (!strcmp(argv[1], "noshrink"))
         return run_cache(mib, 0);
+    if (!strcmp(argv[1], "setlimit"))
+        return run_setlimit(mib);
     if (!strcmp(argv[1], "hold") && argc >= 4)
         return run_hold(mib, atoi(argv[3]));
     return usage(argv[1]);
