@@ -35,6 +35,7 @@ static pthread_key_t ld_exit_key;
 static bool ld_exit_key_made;
 static pthread_once_t ld_exit_key_once = PTHREAD_ONCE_INIT;
 static _Atomic int ld_lost_told;    /* once a graph (rcl__ld_reset) */
+static _Atomic int ld_full_told;    /* once a graph (rcl__ld_reset) */
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread state                                                          */
@@ -270,6 +271,20 @@ __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
 /* Public annotations                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* The graph has no node left for class c: its locks go unchecked, told
+ * once a graph. The thread still holds the lock, unknown to its stack, so
+ * that the release finds no entry and is not reported: a false report
+ * would leave the mutex locked for good. */
+static __attribute__((noinline, cold)) void class_unchecked(struct ld_thread *t,
+                                                           const struct rcl_lock_class *c)
+{
+    t->unknown++;
+    if (!atomic_exchange(&ld_full_told, 1))
+        rcl__report("lock checker: the graph is full (%d lock classes and reclaim nodes); "
+                    "locks of class \"%s\" and of every class new from now on are not checked",
+                    MAX_NODES, c->name ? c->name : "(unnamed)");
+}
+
 /* Everything but the common case: NULL class, new class or graph, the
  * held stack full, a dependency not in this thread's one-entry cache. */
 static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, const void *inst,
@@ -281,9 +296,13 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
     }
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
-    uint32_t id = t ? class_id(c, gen) : 0;
-    if (unlikely(!id))
-        return;   /* out of nodes or of memory: told once, checked nowhere */
+    if (unlikely(!t))
+        return;   /* no memory for the thread's stack: told once, checked nowhere */
+    uint32_t id = class_id(c, gen);
+    if (unlikely(!id)) {
+        class_unchecked(t, c);
+        return;
+    }
 
     if (unlikely(t->n == MAX_HELD)) {
         static _Atomic int told;
@@ -448,6 +467,7 @@ void rcl__ld_reset(void)
     atomic_store_explicit(&graph_gen, gen ? gen : 1, memory_order_release);
     atomic_store_explicit(&rcl__ld_nr_reports, 0, memory_order_relaxed);
     atomic_store_explicit(&ld_lost_told, 0, memory_order_relaxed);
+    atomic_store_explicit(&ld_full_told, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     ld_thread_forget(ld_self, 0);
 }

@@ -367,6 +367,34 @@ TEST_WITH(unlocking_a_mutex_not_held_is_reported_though_one_of_its_class_is, ld_
     assert_int_equal(rcl_mutex_destroy(&theirs), 0);
 }
 
+/* More lock classes than the graph has nodes (4096): the last ones go
+ * unchecked, which the checker says once. Their locks are still held, so a
+ * mutex of such a class unlocks quietly rather than staying locked. */
+#define FULL_CLASSES 4200
+
+TEST_WITH(a_mutex_of_a_class_the_full_graph_has_no_node_for_unlocks, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class *cls = calloc(FULL_CLASSES, sizeof(*cls));
+    rcl_mutex_t m;
+
+    assert_non_null(cls);
+    for (int i = 0; i < FULL_CLASSES; i++) {
+        cls[i].name = "many";
+        lock(&cls[i]);
+        unlock(&cls[i]);
+    }
+    assert_int_equal(rcl_mutex_init(&m, &cls[FULL_CLASSES - 1]), 0);
+    rcl_mutex_lock(&m);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_trylock(&m), 0);
+    rcl_mutex_unlock(&m);
+    assert_false(test_reports_contain("which it does not hold"));
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_reports_have("the graph is full");
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    free(cls);
+}
+
 /* A bare annotation names no lock: its release matches any lock of the
  * class the thread holds, a mutex's too, and a mutex's unlock matches a
  * bare annotation of its class. */
