@@ -203,6 +203,7 @@ __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32
 
 struct pending {
     uint32_t       from, to;
+    unsigned       incarn;
     enum edge_kind kind;
     rcl_gfp_t      gfp;
     const char    *shrinker;
@@ -228,8 +229,8 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     rcl__ld_graph_ensure_locked();
     if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self->gen)
         for (unsigned i = 0; i < n; i++)
-            rcl__ld_learn_locked(p[i].from, p[i].to, p[i].kind, p[i].gfp, p[i].shrinker, &st,
-                                 &rb[i], &rb[n]);
+            rcl__ld_learn_locked(p[i].from, p[i].to, p[i].incarn, p[i].kind, p[i].gfp,
+                                 p[i].shrinker, &st, &rb[i], &rb[n]);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     rcl__ld_report_emit(&rb[n], false);
     for (unsigned i = 0; i < n; i++)
@@ -249,7 +250,8 @@ static const char *held_shrinker_name(const struct ld_thread *t)
  * every trylock-taken entry down to the first lock really waited for (a
  * trylock recorded no edge of its own, so the chain through it is missing). */
 __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
-                                              enum edge_kind kind, rcl_gfp_t gfp)
+                                              unsigned incarn, enum edge_kind kind,
+                                              rcl_gfp_t gfp)
 {
     struct pending p[MAX_HELD];
     unsigned np = 0;
@@ -258,7 +260,7 @@ __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
     for (unsigned i = top; i > 0; i--) {
         uint32_t from = t->held[i - 1];
         if (!ld_edge_known(from, to))
-            p[np++] = (struct pending){ from, to, kind, gfp,
+            p[np++] = (struct pending){ from, to, incarn, kind, gfp,
                                         (t->flags[i - 1] & HELD_RECLAIM) ? held_shrinker_name(t) : NULL };
         if (!(t->flags[i - 1] & HELD_TRY))
             break;
@@ -315,9 +317,10 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
         unsigned top = (t->n <= MAX_HELD ? t->n : MAX_HELD) - 1;
         if (t->next_ok[top] != id) {
             if (likely(!(t->flags[top] & HELD_TRY)) && ld_edge_known(t->held[top], id))
-                t->next_ok[top] = id;   /* edges are never removed but by a reset */
+                t->next_ok[top] = id;   /* an edge goes only with a dropped node, and
+                                           neither a class's nor a held one is */
             else
-                rcl__ld_depend(t, id, EDGE_LOCK, 0);
+                rcl__ld_depend(t, id, 0, EDGE_LOCK, 0);
         }
     }
     ld_held_push(t, id, inst, flags);
@@ -493,6 +496,14 @@ unsigned long rcl__lockdep_count(void)
 }
 
 unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }
+
+void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    *nodes = rcl__ld_nr_nodes;
+    *edges = rcl__ld_nr_edges;
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Annotated mutexes                                                         */

@@ -53,6 +53,9 @@ void rcl__lockdep_thread_attach(void);
 void rcl__lockdep_set_mode(int mode);
 void rcl__lockdep_start(int mode);
 unsigned long rcl__lockdep_count(void);
+/* The nodes the graph has made and the edges it holds (the tests' view of
+ * its bounds). */
+void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges);
 void rcl__lockdep_atfork_prepare(void);
 void rcl__lockdep_atfork_parent(void);
 void rcl__lockdep_atfork_child(void);

@@ -18,7 +18,9 @@ struct node     rcl__ld_nodes[MAX_NODES];
 unsigned        rcl__ld_nr_nodes;
 struct edge   **rcl__ld_edges;
 unsigned        rcl__ld_nr_edges;
-static unsigned cap_edges;
+static unsigned nr_edge_slots, cap_edges;
+static uint32_t edge_free = UINT32_MAX;   /* the free slots, chained */
+static uint64_t edge_serial;
 static bool     graph_full_reported;
 
 _Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
@@ -38,9 +40,44 @@ static void edge_publish(uint64_t key)
     atomic_store_explicit(&rcl__ld_edge_set[i], key, memory_order_release);
 }
 
+/* Takes key out of the set. Linear probing without tombstones, which
+ * domains coming and going would pile up until no probe ended: each key
+ * further along the chain moves back into the hole unless that would put
+ * it before its home slot. */
+static void edge_unpublish(uint64_t key)
+{
+    const unsigned mask = EDGE_SLOTS - 1;
+    unsigned hole = ld_edge_slot(key);
+
+    while (atomic_load_explicit(&rcl__ld_edge_set[hole], memory_order_relaxed) != key) {
+        rcl__assert(atomic_load_explicit(&rcl__ld_edge_set[hole], memory_order_relaxed));
+        hole = (hole + 1) & mask;
+    }
+    for (unsigned j = (hole + 1) & mask;; j = (j + 1) & mask) {
+        uint64_t v = atomic_load_explicit(&rcl__ld_edge_set[j], memory_order_relaxed);
+        if (!v)
+            break;
+        unsigned home = ld_edge_slot(v);
+        if (((j - home) & mask) < ((j - hole) & mask))
+            continue;   /* home lies between the hole and j: v stays */
+        atomic_store_explicit(&rcl__ld_edge_set[hole], v, memory_order_release);
+        hole = j;
+    }
+    atomic_store_explicit(&rcl__ld_edge_set[hole], 0, memory_order_release);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Nodes                                                                     */
 /* ------------------------------------------------------------------------ */
+
+static void node_name(struct node *n, enum node_kind kind, const char *name, unsigned cls,
+                      unsigned depth)
+{
+    snprintf(n->name, sizeof(n->name), "%s", name ? name : "(unnamed)");
+    n->kind = kind;
+    n->cls = cls;
+    __atomic_store_n(&n->depth, depth, __ATOMIC_RELAXED);
+}
 
 uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned cls,
                                  unsigned depth)
@@ -50,11 +87,18 @@ uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned
         return 0;
     struct node *n = &rcl__ld_nodes[rcl__ld_nr_nodes];
     memset(n, 0, sizeof(*n));
-    snprintf(n->name, sizeof(n->name), "%s", name ? name : "(unnamed)");
-    n->kind = kind;
-    n->cls = cls;
-    n->depth = depth;
+    node_name(n, kind, name, cls, depth);
     return rcl__ld_nr_nodes++;
+}
+
+void rcl__ld_node_remake_locked(uint32_t id, enum node_kind kind, const char *name,
+                                unsigned cls, unsigned depth)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    struct node *n = &rcl__ld_nodes[id];
+    rcl__assert(id && id < rcl__ld_nr_nodes && n->dropped && !n->nout);
+    node_name(n, kind, name, cls, depth);
+    n->dropped = false;
 }
 
 /* The fixed part of the graph: the client's pseudo-locks and their
@@ -132,34 +176,54 @@ static bool reach_locked(uint32_t start, uint32_t target)
     return false;
 }
 
-bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
-                             rcl_gfp_t gfp, const char *shrinker, const struct site *st)
+/* A slot for a new edge, a dropped node's if there is one; UINT32_MAX
+ * when there is no memory. */
+static uint32_t edge_slot_get(void)
 {
-    rcl__assert_held(&rcl__ld_graph_lock);
-    if (ld_edge_known(from, to))
-        return false;
-    if (rcl__ld_nr_edges >= MAX_EDGES)
-        return false;
-    if (rcl__ld_nr_edges == cap_edges) {
+    if (edge_free != UINT32_MAX) {
+        uint32_t ei = edge_free;
+        edge_free = rcl__ld_edges[ei]->next_free;
+        memset(rcl__ld_edges[ei], 0, sizeof(struct edge));
+        return ei;
+    }
+    if (nr_edge_slots == cap_edges) {
         unsigned cap = cap_edges ? cap_edges * 2 : 256;
         struct edge **ne = realloc(rcl__ld_edges, cap * sizeof(*ne));
         if (!ne)
-            return false;
+            return UINT32_MAX;
         rcl__ld_edges = ne;
         cap_edges = cap;
     }
+    struct edge *e = calloc(1, sizeof(*e));
+    if (!e)
+        return UINT32_MAX;
+    rcl__ld_edges[nr_edge_slots] = e;
+    return nr_edge_slots++;
+}
+
+/* Adds from -> to if new: its slot, or UINT32_MAX. */
+static uint32_t edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
+                                rcl_gfp_t gfp, const char *shrinker, const struct site *st)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    if (ld_edge_known(from, to))
+        return UINT32_MAX;
+    if (rcl__ld_nr_edges >= MAX_EDGES)
+        return UINT32_MAX;
     struct node *f = &rcl__ld_nodes[from];
     if (f->nout == f->capout) {
         unsigned cap = f->capout ? f->capout * 2 : 4;
         uint32_t *no = realloc(f->out, cap * sizeof(*no));
         if (!no)
-            return false;
+            return UINT32_MAX;
         f->out = no;
         f->capout = cap;
     }
-    struct edge *e = calloc(1, sizeof(*e));
-    if (!e)
-        return false;
+    uint32_t ei = edge_slot_get();
+    if (ei == UINT32_MAX)
+        return UINT32_MAX;
+    struct edge *e = rcl__ld_edges[ei];
+    e->serial = ++edge_serial;
     e->from = from;
     e->to = to;
     e->kind = kind;
@@ -172,20 +236,72 @@ bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
         e->nframes = st->nframes;
         memcpy(e->frames, st->frames, sizeof(e->frames));
     }
-    rcl__ld_edges[rcl__ld_nr_edges] = e;
-    f->out[f->nout++] = rcl__ld_nr_edges;
+    f->out[f->nout++] = ei;
     rcl__ld_nr_edges++;
     edge_publish(ld_edge_key(from, to));
-    return true;
+    return ei;
 }
 
-void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp,
-                          const char *shrinker, const struct site *st,
+bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
+                             rcl_gfp_t gfp, const char *shrinker, const struct site *st)
+{
+    return edge_add_locked(from, to, kind, gfp, shrinker, st) != UINT32_MAX;
+}
+
+/* Edge ei goes: out of its node's list and the set of known edges, its
+ * slot onto the free list. */
+static void edge_del_locked(uint32_t ei)
+{
+    struct edge *e = rcl__ld_edges[ei];
+    struct node *f = &rcl__ld_nodes[e->from];
+    unsigned i = 0;
+
+    while (f->out[i] != ei)
+        i++;
+    f->out[i] = f->out[--f->nout];
+    edge_unpublish(ld_edge_key(e->from, e->to));
+    e->from = 0;
+    e->next_free = edge_free;
+    edge_free = ei;
+    rcl__ld_nr_edges--;
+}
+
+static bool in_range(uint32_t id, uint32_t first, unsigned n)
+{
+    return id - first < n;
+}
+
+/* Every edge's slot is looked at: nodes keep no list of the edges into
+ * them, and a drop is rare (a domain's destroy). */
+void rcl__ld_nodes_drop_locked(uint32_t first, unsigned n)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    rcl__assert(first && first + n <= rcl__ld_nr_nodes);
+    for (uint32_t ei = 0; ei < nr_edge_slots; ei++) {
+        const struct edge *e = rcl__ld_edges[ei];
+        if (e->from && (in_range(e->from, first, n) || in_range(e->to, first, n)))
+            edge_del_locked(ei);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        struct node *nd = &rcl__ld_nodes[first + i];
+        rcl__assert(!nd->nout && !nd->dropped);
+        nd->incarn++;
+        nd->dropped = true;
+    }
+}
+
+void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
+                          rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                           struct report_buf *rb, struct report_buf *note)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
     rcl__assert(!rb->len);     /* each edge's cycle has a report of its own */
-    if (!rcl__ld_edge_add_locked(from, to, kind, gfp, shrinker, st)) {
+    /* The thread read `to` without the lock: it may be another node now. */
+    if (rcl__ld_nodes[to].dropped || rcl__ld_nodes[to].incarn != incarn ||
+        rcl__ld_nodes[from].dropped)
+        return;
+    uint32_t added = edge_add_locked(from, to, kind, gfp, shrinker, st);
+    if (added == UINT32_MAX) {
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
             rcl__ld_rb_add(note, "lock checker: %u dependencies recorded, the table is full; "
@@ -202,7 +318,7 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
         return;
     uint32_t cyc[65];
     unsigned len = 0;
-    cyc[len++] = rcl__ld_nr_edges - 1;
+    cyc[len++] = added;
     /* Walk back from `from` to `to` along the BFS tree. */
     uint32_t path[64];
     unsigned np = 0;
@@ -219,11 +335,12 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_g
 void rcl__ld_graph_clear_locked(void)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
-    for (unsigned i = 0; i < rcl__ld_nr_edges; i++)
+    for (unsigned i = 0; i < nr_edge_slots; i++)
         free(rcl__ld_edges[i]);
     free(rcl__ld_edges);
     rcl__ld_edges = NULL;
-    rcl__ld_nr_edges = cap_edges = 0;
+    rcl__ld_nr_edges = nr_edge_slots = cap_edges = 0;
+    edge_free = UINT32_MAX;
     for (unsigned i = 0; i < rcl__ld_nr_nodes; i++)
         free(rcl__ld_nodes[i].out);
     rcl__ld_nr_nodes = 0;

@@ -54,7 +54,10 @@ struct node {
     char               name[48];
     enum node_kind     kind;
     unsigned           cls;
-    unsigned           depth;     /* of its domain, for domain nodes */
+    unsigned           depth;     /* of its domain, for domain nodes; read
+                                     without the lock (lockdep_reclaim.c) */
+    unsigned           incarn;    /* how often the node was dropped */
+    bool               dropped;   /* and not made again yet */
     uint32_t          *out;       /* indices into edges[] */
     unsigned           nout, capout;
 };
@@ -62,7 +65,9 @@ struct node {
 enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
 
 struct edge {
-    uint32_t       from, to;
+    uint32_t       from, to;      /* from 0: a free slot */
+    uint32_t       next_free;     /* a free slot's next, in the free list */
+    uint64_t       serial;        /* never the same twice, unlike the slot */
     enum edge_kind kind;
     rcl_gfp_t      gfp;           /* EDGE_ALLOC: the allocation's masked flags */
     char           thread[16];
@@ -95,11 +100,14 @@ extern pthread_mutex_t rcl__ld_graph_lock;
 extern struct node     rcl__ld_nodes[MAX_NODES];
 extern unsigned        rcl__ld_nr_nodes;             /* under the graph lock */
 extern struct edge   **rcl__ld_edges;                /* under the graph lock */
-extern unsigned        rcl__ld_nr_edges;
+extern unsigned        rcl__ld_nr_edges;             /* live edges, ditto */
 
-/* The lock-free set of known edges: key (from << 32 | to), linear probing,
- * slots only ever go from 0 to a key (until reset, which no other thread
- * may overlap). A key is published after its edge is in the graph. */
+/* The lock-free set of known edges: key (from << 32 | to), linear probing.
+ * A key is published after its edge is in the graph. An edge goes only
+ * with a dropped node (and at a reset, which no other thread may overlap):
+ * its key is taken out and the keys after it moved back, so a reader
+ * without the lock may miss a key that moves, and then looks again under
+ * the lock; it never finds a key that was not there. */
 extern _Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
 
 static inline uint64_t ld_edge_key(uint32_t from, uint32_t to)
@@ -140,15 +148,24 @@ void     rcl__ld_graph_ensure_locked(void);
 /* A new node; 0 when the table is full. */
 uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned cls,
                                  unsigned depth);
+/* Nodes first .. first + n - 1 lose every edge to or from them and are
+ * dropped; their incarnation moves on, so an edge a thread meant for them
+ * before is not added to what they become (rcl__ld_depend). The client
+ * makes them again with rcl__ld_node_remake_locked(). No thread may hold
+ * them: a lock taken on top of one would name a node that is now another. */
+void     rcl__ld_nodes_drop_locked(uint32_t first, unsigned n);
+void     rcl__ld_node_remake_locked(uint32_t id, enum node_kind kind, const char *name,
+                                    unsigned cls, unsigned depth);
 /* Adds from -> to if new; true when it was added. */
 bool     rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
                                  rcl_gfp_t gfp, const char *shrinker, const struct site *st);
 struct report_buf;
-/* Adds a learned edge and, when it closes a cycle not reported before,
- * writes the report into rb, this edge's alone (empty on entry). Verbose
- * mode also notes the new dependency. */
-void     rcl__ld_learn_locked(uint32_t from, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp,
-                              const char *shrinker, const struct site *st,
+/* Adds a learned edge (none where either end was dropped, or `to` made
+ * again, since the thread read incarn) and, when it closes a cycle not
+ * reported before, writes the report into rb, this edge's alone (empty on
+ * entry). Verbose mode also notes the new dependency. */
+void     rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
+                              rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                               struct report_buf *rb, struct report_buf *note);
 /* A class's node id in the graph of generation gen, registering it. */
 uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *c, unsigned gen);
@@ -304,8 +321,10 @@ static inline bool ld_held_pop(struct ld_thread *t, uint32_t id, const void *ins
 }
 
 /* Records edges from what the thread holds to `to` (and reports a cycle
- * they close). */
-void rcl__ld_depend(struct ld_thread *t, uint32_t to, enum edge_kind kind, rcl_gfp_t gfp);
+ * they close), if `to` is still the node of incarnation `incarn` (read
+ * without the lock; a lock class's node is never dropped: 0). */
+void rcl__ld_depend(struct ld_thread *t, uint32_t to, unsigned incarn, enum edge_kind kind,
+                    rcl_gfp_t gfp);
 /* The checker's own reset: the graph, the reports, this thread's stack. */
 void rcl__ld_reset(void);
 

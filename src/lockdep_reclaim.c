@@ -57,14 +57,26 @@ const struct fixed_edge rcl__ld_fixed_edges[] = {
 };
 const unsigned rcl__ld_nr_fixed_edges = sizeof(rcl__ld_fixed_edges) / sizeof(rcl__ld_fixed_edges[0]);
 
-/* Domain pseudo-nodes, readable without the lock: ndomains is published
- * with release after the entry is complete. A destroyed domain's entry
- * (dom_ptr NULL) is taken again by a later domain, with nodes of its own:
- * every base is new until a reset, so a reader that reads the same base
- * before and after the pointer has read one domain's pair. */
+/*
+ * Domain pseudo-nodes, readable without the lock: ndomains is published
+ * with release after the entry is complete. An entry's three nodes are
+ * made once; a destroyed domain (dom_ptr NULL) drops them, which takes
+ * every edge to or from them away, and the next domain in the entry makes
+ * them again: however many domains a program goes through, the entries
+ * hold at most 3 * MAX_DOMAINS nodes. dom_key holds the base and the
+ * nodes' incarnation, which every drop moves on: no key comes back until
+ * a reset, so a reader that reads the same key before and after the
+ * pointer has read one domain's pair, and an edge it then learns for a
+ * domain destroyed meanwhile is not added (rcl__ld_depend).
+ */
 static struct rcl_domain *_Atomic dom_ptr[MAX_DOMAINS];
-static _Atomic uint32_t dom_base[MAX_DOMAINS];
+static _Atomic uint64_t dom_key[MAX_DOMAINS];
 static _Atomic unsigned ndomains;
+
+static uint64_t dom_key_of(uint32_t base, unsigned incarn)
+{
+    return (uint64_t)incarn << 32 | base;
+}
 
 static _Atomic unsigned slow_shrinker_ms = 1000;
 
@@ -79,15 +91,17 @@ static unsigned gfp_class(rcl_gfp_t gfp)
 /* Domain nodes                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Entry i's domain (NULL: destroyed) and the base of that same domain,
- * read again if the entry was taken by another domain meanwhile. */
-static struct rcl_domain *domain_entry(unsigned i, uint32_t *base)
+/* Entry i's domain (NULL: destroyed) and the base and incarnation of that
+ * same domain's nodes, read again if the entry was taken by another domain
+ * meanwhile. */
+static struct rcl_domain *domain_entry(unsigned i, uint32_t *base, unsigned *incarn)
 {
     for (;;) {
-        uint32_t b = atomic_load_explicit(&dom_base[i], memory_order_acquire);
+        uint64_t k = atomic_load_explicit(&dom_key[i], memory_order_acquire);
         struct rcl_domain *d = atomic_load_explicit(&dom_ptr[i], memory_order_acquire);
-        if (atomic_load_explicit(&dom_base[i], memory_order_relaxed) == b) {
-            *base = b;
+        if (atomic_load_explicit(&dom_key[i], memory_order_relaxed) == k) {
+            *base = (uint32_t)k;
+            *incarn = (unsigned)(k >> 32);
             return d;
         }
     }
@@ -96,25 +110,31 @@ static struct rcl_domain *domain_entry(unsigned i, uint32_t *base)
 static uint32_t domain_lookup(const struct rcl_domain *d, unsigned n)
 {
     uint32_t base;
+    unsigned incarn;
 
     for (unsigned i = 0; i < n; i++)
-        if (domain_entry(i, &base) == d)
+        if (domain_entry(i, &base, &incarn) == d)
             return base;
     return 0;
 }
 
-/* Domain d's three nodes, hung under reclaim(c); graph lock held. */
-static uint32_t domain_nodes_locked(struct rcl_domain *d)
+/* Domain d's three nodes, hung under reclaim(c); graph lock held. base:
+ * the entry's nodes, dropped by the domain before, or 0 for new ones. */
+static uint32_t domain_nodes_locked(struct rcl_domain *d, uint32_t base)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
     const char *dname = rcl_domain_name(d);
     unsigned depth = rcl_domain_depth(d);
-    uint32_t base = 0;
+    bool remake = base != 0;
 
     for (unsigned c = 0; c < NCLASS; c++) {
         char name[48];
         snprintf(name, sizeof(name), "reclaim(%s) of domain \"%s\"", rcl__ld_class_name[c],
                  dname ? dname : "?");
+        if (remake) {
+            rcl__ld_node_remake_locked(base + c, NODE_RECLAIM_DOMAIN, name, c, depth);
+            continue;
+        }
         uint32_t id = rcl__ld_node_new_locked(NODE_RECLAIM_DOMAIN, name, c, depth);
         if (c == 0)
             base = id;
@@ -145,31 +165,38 @@ static uint32_t domain_base(struct rcl_domain *d, bool create)
     unsigned i = 0;
     while (i < n && atomic_load_explicit(&dom_ptr[i], memory_order_relaxed))
         i++;
-    if (!base && i < MAX_DOMAINS && rcl__ld_nr_nodes + NCLASS <= MAX_NODES) {
-        /* Fresh nodes even in a destroyed domain's entry: its nodes keep
-         * the dependencies its shrinkers had, which are not this domain's
-         * (the graph removes no edge but at a reset). */
-        base = domain_nodes_locked(d);
-        rcl__assert(base && base != atomic_load_explicit(&dom_base[i], memory_order_relaxed));
-        atomic_store_explicit(&dom_base[i], base, memory_order_release);
-        atomic_store_explicit(&dom_ptr[i], d, memory_order_release);
-        if (i == n)
-            atomic_store_explicit(&ndomains, n + 1, memory_order_release);
+    if (!base && i < MAX_DOMAINS) {
+        uint64_t old = atomic_load_explicit(&dom_key[i], memory_order_relaxed);
+        uint32_t reuse = i < n ? (uint32_t)old : 0;
+        if (reuse || rcl__ld_nr_nodes + NCLASS <= MAX_NODES) {
+            base = domain_nodes_locked(d, reuse);
+            uint64_t key = dom_key_of(base, rcl__ld_nodes[base].incarn);
+            rcl__assert(base && key != old);
+            atomic_store_explicit(&dom_key[i], key, memory_order_release);
+            atomic_store_explicit(&dom_ptr[i], d, memory_order_release);
+            if (i == n)
+                atomic_store_explicit(&ndomains, n + 1, memory_order_release);
+        }
     }
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     return base;
 }
 
-/* A destroyed domain's nodes stay in the graph (they are history), but
- * its pointer no longer names them: a domain created later at the same
- * address gets nodes of its own. */
+/* A destroyed domain's nodes go with every dependency they had, which
+ * are not the next domain's: that one makes them again in this entry.
+ * None of its shrinkers can be in a pass, which would hold a node: the
+ * domain had none registered, and unregister waits for the passes. */
 void rcl__lockdep_domain_forget(const struct rcl_domain *d)
 {
     pthread_mutex_lock(&rcl__ld_graph_lock);
     unsigned n = atomic_load_explicit(&ndomains, memory_order_relaxed);
-    for (unsigned i = 0; i < n; i++)
-        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) == d)
-            atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++) {
+        if (atomic_load_explicit(&dom_ptr[i], memory_order_relaxed) != d)
+            continue;
+        atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
+        uint32_t base = (uint32_t)atomic_load_explicit(&dom_key[i], memory_order_relaxed);
+        rcl__ld_nodes_drop_locked(base, NCLASS);
+    }
     pthread_mutex_unlock(&rcl__ld_graph_lock);
 }
 
@@ -188,11 +215,11 @@ static uint32_t shrink_node(struct rcl_domain *d, unsigned cls, bool create)
 void rcl__lockdep_reset(void)
 {
     pthread_mutex_lock(&rcl__ld_graph_lock);
-    /* Node ids start again after a reset: an old base left in an entry
+    /* Node ids start again after a reset: an old key left in an entry
      * could equal a new one, and a reader take the pair for one domain's. */
     for (unsigned i = 0; i < MAX_DOMAINS; i++) {
         atomic_store_explicit(&dom_ptr[i], NULL, memory_order_relaxed);
-        atomic_store_explicit(&dom_base[i], 0, memory_order_relaxed);
+        atomic_store_explicit(&dom_key[i], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&ndomains, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
@@ -203,27 +230,35 @@ void rcl__lockdep_reset(void)
 /* The allocation hook                                                       */
 /* ------------------------------------------------------------------------ */
 
+/* A reclaim node an allocation may wait for, and its incarnation then. */
+struct target { uint32_t node; unsigned incarn; };
+
 /* Which reclaim nodes an allocation in class cls may wait for, given the
  * domains the thread is inside (the rules of rcl_domain_enter). */
-static unsigned reclaim_targets(unsigned cls, uint32_t *out, unsigned max)
+static unsigned reclaim_targets(unsigned cls, struct target *out, unsigned max)
 {
     unsigned n = 0;
 
     if (!rcl__domain_inside()) {
-        out[n++] = N_RECLAIM(cls);
+        out[n++] = (struct target){ N_RECLAIM(cls), 0 };
         return n;
     }
-    out[n++] = N_RECLAIM_GLOBAL(cls);
+    out[n++] = (struct target){ N_RECLAIM_GLOBAL(cls), 0 };
     unsigned nd = atomic_load_explicit(&ndomains, memory_order_acquire);
     for (unsigned i = 0; i < nd && n < max; i++) {
         uint32_t base;
-        struct rcl_domain *d = domain_entry(i, &base);
+        unsigned incarn;
+        struct rcl_domain *d = domain_entry(i, &base, &incarn);
         if (!d)
             continue;                  /* destroyed */
-        /* Inside d its may_reclaim decides; the checker assumes skip. */
-        unsigned r = rcl__domain_rule(d, rcl__ld_nodes[base].depth);
+        /* Inside d its may_reclaim decides; the checker assumes skip. A
+         * depth read after the nodes were made again for another domain
+         * goes into an edge that is not added (their incarnation moved). */
+        unsigned r = rcl__domain_rule(d, __atomic_load_n(&rcl__ld_nodes[base].depth,
+                                                         __ATOMIC_RELAXED));
         if (!(r & (RCL__DOMAIN_OWN | RCL__DOMAIN_SKIP)))
-            out[n++] = base + ((r & RCL__DOMAIN_NOFS) && cls > 1 ? 1 : cls);
+            out[n++] = (struct target){
+                base + ((r & RCL__DOMAIN_NOFS) && cls > 1 ? 1 : cls), incarn };
     }
     return n;
 }
@@ -309,10 +344,10 @@ void rcl__lockdep_alloc(rcl_gfp_t gfp)
     if (!rcl__may_reclaim(masked) || !t->n)
         return;
 
-    uint32_t to[2 + MAX_DOMAINS];
+    struct target to[2 + MAX_DOMAINS];
     unsigned nt = reclaim_targets(gfp_class(masked), to, 2 + MAX_DOMAINS);
     for (unsigned i = 0; i < nt; i++)
-        rcl__ld_depend(t, to[i], EDGE_ALLOC, masked);
+        rcl__ld_depend(t, to[i].node, to[i].incarn, EDGE_ALLOC, masked);
 }
 
 void rcl_might_alloc(rcl_gfp_t gfp)

@@ -285,8 +285,11 @@ bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
     uint64_t sig = len;
+    /* By the edges' serials, not their slots: a dropped node's slots are
+     * taken again by edges of another cycle. Order-free: the same cycle
+     * found from any edge. */
     for (unsigned i = 0; i < len; i++)
-        sig += ld_mix64(cyc[i] + 1);   /* order-free: the same cycle found from any edge */
+        sig += ld_mix64(rcl__ld_edges[cyc[i]]->serial);
     return seen_locked(reported_cycles, &nr_reported_cycles, MAX_CYCLES, sig);
 }
 

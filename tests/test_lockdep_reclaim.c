@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 
 #include "checker.h"
+#include "lockdep.h"
 
 /* ------------------------------------------------------------------------ */
 /* Reclaim                                                                   */
@@ -510,19 +511,26 @@ static unsigned long idle_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops idle_ops = { cache_count, idle_scan };
 
-static void domain_churn(int n)
+/* Each domain's shrinker takes m, if not NULL. */
+static void domain_churn_locking(int n, rcl_mutex_t *m)
 {
     for (int i = 0; i < n; i++) {
         struct rcl_domain *d = rcl_domain_create("churn", 0, NULL, NULL);
-        struct fs_cache c = { 0 };
+        struct fs_cache c = { .lock = m };
         struct rcl_shrinker_opts o = { .domain = d };
-        struct rcl_shrinker *s = rcl_shrinker_register("churn-inodes", &idle_ops, &c, &o);
+        struct rcl_shrinker *s = rcl_shrinker_register("churn-inodes",
+                                                       m ? &cache_ops : &idle_ops, &c, &o);
         assert_non_null(s);
         rcl_reclaim(1, RCL_DEFAULT);
         assert_true(atomic_load(&c.scans) > 0);
         rcl_shrinker_unregister(s);
         rcl_domain_destroy(d);
     }
+}
+
+static void domain_churn(int n)
+{
+    domain_churn_locking(n, NULL);
 }
 
 /* The per-domain design of lock_inside_own_domain_is_quiet, after many
@@ -533,6 +541,106 @@ TEST_WITH(lock_inside_own_domain_is_quiet_after_domain_churn, ld_setup, ld_teard
     domain_churn(100);
     assert_int_equal(rcl_lockdep_reports(), 0);
     lock_inside_own_domain();
+}
+
+/* A program that mounts and unmounts for as long as it runs goes through
+ * more domains than the graph has nodes for (three each): a destroyed
+ * domain gives its nodes back, so the domain after thousands still has its
+ * own, and the per-domain design stays quiet. Its lock's class is known
+ * from the start, as a program's classes are. */
+TEST_WITH(lock_inside_own_domain_is_quiet_after_thousands_of_domains, ld_setup, ld_teardown)
+{
+    lock(&dom_lock);
+    unlock(&dom_lock);
+    domain_churn(2000);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    lock_inside_own_domain();
+}
+
+/* ...and a lock class first used after them has a node of its own: the
+ * lock of a domain's shrinker held across an allocation outside the
+ * domain is still a reclaim deadlock. */
+static RCL_LOCK_CLASS(late_lock, "late_lock");
+
+TEST_WITH(lock_outside_its_domain_is_reported_after_thousands_of_domains, ld_setup,
+          ld_teardown)
+{
+    domain_churn(2000);
+    struct rcl_domain *d = rcl_domain_create("fsLate", 0, NULL, NULL);
+    rcl_mutex_t m;
+    rcl_mutex_init(&m, &late_lock);
+    struct fs_cache c = { .lock = &m };
+    struct rcl_shrinker_opts o = { .domain = d };
+    struct rcl_shrinker *s = rcl_shrinker_register("late-inodes", &cache_ops, &c, &o);
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_true(atomic_load(&c.scans) > 0);
+
+    rcl_mutex_lock(&m);
+    rcl_might_alloc(RCL_DEFAULT);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("late_lock");
+    rcl_shrinker_unregister(s);
+    rcl_domain_destroy(d);
+}
+
+/* The graph holds what the live domains learned, not every domain's
+ * history: after thousands of domains whose shrinkers took a lock, it has
+ * the nodes and edges it had after the first. */
+TEST_WITH(destroyed_domains_leave_the_graph_its_size, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+    unsigned nodes, edges, nodes_after, edges_after;
+
+    rcl_mutex_init(&m, &dom_lock);
+    domain_churn_locking(1, &m);
+    rcl__lockdep_graph_size(&nodes, &edges);
+    domain_churn_locking(2000, &m);
+    rcl__lockdep_graph_size(&nodes_after, &edges_after);
+    assert_int_equal(nodes_after, nodes);
+    assert_int_equal(edges_after, edges);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* Threads that allocate inside a domain with a lock held while another
+ * thread's domains come and go: each allocation reads the churning
+ * domains' nodes without the graph lock while they are dropped and made
+ * again, and their edges leave the set of known edges under its readers.
+ * The lock is no shrinker's, so nothing is reported. */
+static RCL_LOCK_CLASS(churn_lock, "churn_lock");
+
+struct inside_alloc {
+    struct rcl_domain *d;
+    rcl_mutex_t *m;
+    _Atomic int stop;
+};
+
+static void *allocs_inside_until_stopped(void *arg)
+{
+    struct inside_alloc *a = arg;
+
+    while (!atomic_load(&a->stop))
+        alloc_inside_holding(a->d, a->m);
+    return NULL;
+}
+
+TEST_WITH(allocations_inside_a_domain_while_others_come_and_go_are_quiet, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m, churn_m;
+    pthread_t th[2];
+
+    rcl_mutex_init(&m, &dom_lock);
+    rcl_mutex_init(&churn_m, &churn_lock);
+    struct inside_alloc a = { rcl_domain_create("fsA", 0, NULL, NULL), &m, 0 };
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, allocs_inside_until_stopped, &a), 0);
+    domain_churn_locking(500, &churn_m);
+    atomic_store(&a.stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_domain_destroy(a.d);
 }
 
 /* A domain in a destroyed one's place does not inherit its dependencies:
