@@ -552,8 +552,10 @@ unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 
 /* Changes the limit; -EINVAL for 0, and for a limit no larger than the
- * reserve (reported; as rcl_init() refuses it). Lowering it below current
- * usage is allowed: the background reclaimer (if any) is woken to get back
+ * reserve (reported; as rcl_init() refuses it). A limit above LONG_MAX
+ * (SIZE_MAX for "none", say) is taken as LONG_MAX, here and in
+ * struct rcl_config.limit, and rcl_limit() says so: the budget's books
+ * are signed words. Lowering it below current usage is allowed: the background reclaimer (if any) is woken to get back
  * under.
  * The limit is then the program's: the pressure thread no longer moves an
  * automatic budget with the cgroup (see rcl_auto_limit), and the footprint

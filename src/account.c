@@ -60,6 +60,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -67,6 +68,7 @@
 
 struct rcl_account rcl__acct;
 
+#define LIMIT_MAX         ((size_t)LONG_MAX)
 #define STOCK_BATCH_MAX   (64 * 1024L)
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
@@ -167,6 +169,11 @@ void rcl__stock_detach(struct rcl_thread *t)
 
 static void set_watermarks(size_t limit)
 {
+    /* The per-thread books (stocks, explicit charges, reclaim progress)
+     * are signed words: a budget above LONG_MAX, no limit in practice, is
+     * held to it, so that nothing it lets a thread charge can wrap them. */
+    if (limit > LIMIT_MAX)
+        limit = LIMIT_MAX;
     size_t min = (size_t)rcl__pct_of(limit, rcl__cfg.min_pct);
     if (rcl__cfg.reserve > min)
         min = rcl__cfg.reserve;

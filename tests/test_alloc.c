@@ -8,6 +8,7 @@
 #include "block_cache.h"
 #include "slots.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/mman.h>
@@ -666,6 +667,22 @@ TEST(uncharging_size_max_uncharges_what_was_charged)
     rcl_uncharge(SIZE_MAX);
     assert_int_equal(test_report_count(), 1);
     assert_int_equal(usage_now(), 0);
+}
+
+/* A limit of SIZE_MAX, no limit in practice, is held to LONG_MAX: every
+ * charge it then allows is one the budget takes back whole, where a
+ * charge past LONG_MAX wrapped the thread's signed books and its
+ * uncharge left the budget charged for ever. */
+TEST(a_charge_a_size_max_limit_allows_is_uncharged_whole)
+{
+    assert_int_equal(rcl_set_limit(SIZE_MAX), 0);
+    size_t big = rcl_limit() / 2 + 4096;
+    assert_int_equal(rcl_charge(big, RCL_DEFAULT), 0);
+    assert_int_equal(usage_now(), big);
+    rcl_uncharge(big);
+    assert_int_equal(usage_now(), 0);
+    assert_int_equal(rcl_limit(), (size_t)LONG_MAX);
+    assert_int_equal(rcl_charge(SIZE_MAX, RCL_DEFAULT | RCL__NOWARN), -E2BIG);
 }
 
 /* An uncharge takes back what rcl_charge() gave and no more, however much
