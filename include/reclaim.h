@@ -88,7 +88,8 @@ typedef unsigned int rcl_gfp_t;
 /*
  * NOFAIL and scopes. NOFAIL needs RCL__DIRECT_RECLAIM in the call's own
  * flags: NOFAIL|NOWAIT at the call is a contradiction anyone can see there,
- * refused with EINVAL. A scope an outer caller opened never makes a NOFAIL
+ * refused with EINVAL (and reported unless NOWARN) by every call, however
+ * much the thread's cache or stock holds. A scope an outer caller opened never makes a NOFAIL
  * request fail: inside NOWAIT (no direct reclaim), NORECLAIM (no reclaim at
  * all), NOFS/NOIO (narrowed reclaim; an I/O-flusher thread is NOIO) a
  * request that fits the budget this context may ever use gets, in order:

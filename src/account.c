@@ -581,7 +581,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
         rcl__lockdep_alloc(gfp);
     /* Only the call's own flags can make NOFAIL contradict itself; a scope
      * an outer caller opened never turns it into a failure. */
-    if ((gfp & RCL__NOFAIL) && !(gfp & RCL__DIRECT_RECLAIM))
+    if (rcl__gfp_nofail_nowait(gfp))
         return nofail_impossible(size, gfp, -EINVAL);
     size_t last_floor = nofail_scoped_floor(floor, gfp, masked);
     if (limit <= last_floor || size > limit - last_floor)
@@ -681,7 +681,8 @@ static int charge_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 {
     long avail = rcl__stock_avail(t);
 
-    if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch)) {
+    if (avail > 0 && bytes <= (size_t)avail && rcl__fast_ok(t) && rd(t->epoch) &&
+        !rcl__gfp_nofail_nowait(gfp)) {
         wr(t->stock, rd(t->stock) - (long)bytes);
         rcl__acct_out(t, bytes);
         return 0;

@@ -453,8 +453,9 @@ static inline void *alloc_cached(struct rcl_thread *t, size_t size, size_t c, rc
 
 /* rcl_alloc's way round its entry test: a signal handler that
  * interrupted the thread inside the library, a thread something watches
- * (the slow path), or a block to be zeroed, which still takes the fast
- * path if nothing watches the thread. */
+ * (the slow path), a block to be zeroed or a NOFAIL request, which still
+ * take the fast path if nothing watches the thread - unless NOFAIL may
+ * not wait, a contradiction the slow path refuses however full the cache. */
 static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
@@ -463,17 +464,17 @@ static __attribute__((noinline)) void *alloc_other_out(size_t size, rcl_gfp_t gf
     if (rcl__busy_try_enter(t))
         return rcl__sig_alloc(size, gfp);
     gfp = rcl__gfp_known("rcl_alloc", gfp);
-    if (rcl__fast_ok(t) && rcl__bcache_class_fits(size, c))
+    if (rcl__fast_ok(t) && !rcl__gfp_nofail_nowait(gfp) && rcl__bcache_class_fits(size, c))
         return alloc_cached(t, size, c, gfp);
     return alloc_slow_out(size, gfp);
 }
 
 /*
- * The entry tests the mark, the watch word and the zeroing flag (with the
- * bits no flag has, in one mask) at once, and branches once: three tests
- * and branches, as they were, took a cache-hit pair over mimalloc 5 - 8 %
- * longer on an AMD EPYC (Zen 5) (docs/bench/patterns.md, "Figures,
- * 2026-12-04, 19:30"). The watch word is read before the mark is set, not
+ * The entry tests the mark, the watch word and the zeroing and NOFAIL
+ * flags (with the bits no flag has, in one mask) at once, and branches
+ * once: three tests and branches, as they were, took a cache-hit pair
+ * over mimalloc 5 - 8 % longer on an AMD EPYC (Zen 5)
+ * (docs/bench/patterns.md, "Figures, 2026-12-04, 19:30"). The watch word is read before the mark is set, not
  * after: a request that comes in between is met at the next call, as one
  * that comes in just after the test always was.
  */
@@ -482,7 +483,7 @@ FAST_ENTRY void *rcl_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     size_t c;
 
-    if (unlikely(rcl__busy_or_watched(t) | (gfp & (RCL__ZERO | ~RCL__GFP_ALL))))
+    if (unlikely(rcl__busy_or_watched(t) | (gfp & (RCL__ZERO | RCL__NOFAIL | ~RCL__GFP_ALL))))
         return alloc_other_out(size, gfp);
     rcl__busy_enter(t);
     if (likely(rcl__bcache_class_fits(size, c)))

@@ -91,6 +91,13 @@ static inline rcl_gfp_t rcl__gfp_known(const char *fn, rcl_gfp_t gfp)
 {
     return unlikely(gfp & ~RCL__GFP_ALL) ? rcl__gfp_unknown(fn, gfp) : gfp;
 }
+/* NOFAIL that may not wait contradicts itself: refused (EINVAL) by the
+ * charge's slow path, so every fast path that could serve it leaves for
+ * that path first, whatever its stock or cache holds. */
+static inline bool rcl__gfp_nofail_nowait(rcl_gfp_t gfp)
+{
+    return (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) == RCL__NOFAIL;
+}
 
 /* ------------------------------------------------------------------------ */
 /* The thread registry (thread.c)                                            */

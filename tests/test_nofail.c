@@ -246,6 +246,26 @@ TEST_WITH(test_impossible_nofail_requests_fail_at_once, nofail_setup, test_teard
     assert_int_equal(errno, EINVAL);
 }
 
+/* The contradiction is refused whatever the thread holds: a block of the
+ * size cached, a stock that covers the charge. Served from them, it
+ * passed unseen until a cold cache or an empty stock sent the same call
+ * to the slow path. */
+TEST_WITH(test_nofail_that_may_not_wait_is_einval_with_a_warm_cache_and_stock, nofail_setup,
+          test_teardown)
+{
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    assert_int_equal(rcl_charge(64, RCL_DEFAULT), 0);
+    rcl_uncharge(64);
+
+    /* Not RCL_NOWAIT, whose NOWARN would keep the report back. */
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+    assert_fails_with(rcl_alloc(64, nowait), EINVAL);
+    assert_fails_with(rcl_calloc(1, 64, RCL_ATOMIC | RCL__NOFAIL), EINVAL);
+    assert_int_equal(rcl_charge(64, nowait), -EINVAL);
+    assert_int_equal(test_report_count(), 3);
+    assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
+}
+
 /* The stall interval defaults to 10 s; RECLAIM_STALL_MS sets it for a
  * program that reads the environment. */
 TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
