@@ -349,11 +349,24 @@ static size_t balance(struct rcl_thread *t)
     return total;
 }
 
-/* CLOCK_REALTIME, as the condition variable's default clock. */
+/* The reclaimer's condition waits by CLOCK_MONOTONIC: a pause taken by
+ * the wall clock would last as long again as the clock was set back (an
+ * hour's step, an hour with no background reclaim), and its pauses after
+ * a fruitless pass are not cut short by wake-ups. */
+static void cond_init_monotonic(pthread_cond_t *cond)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 static struct timespec deadline_ns(unsigned long long ns)
 {
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    clock_gettime(CLOCK_MONOTONIC, &t);
     t.tv_sec += (time_t)(ns / 1000000000ull);
     t.tv_nsec += (long)(ns % 1000000000ull);
     if (t.tv_nsec >= 1000000000L) {
@@ -518,6 +531,9 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&reclaimer.lock);
+    /* No reclaimer waits now: the last one was joined, or none started. */
+    pthread_cond_destroy(&reclaimer.cond);
+    cond_init_monotonic(&reclaimer.cond);
     reclaimer.stop = false;
     reclaimer.running = false;
     start_retry_at = 0;
@@ -553,7 +569,7 @@ void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&reclaimer.lock); }
  * started again by the next wake-up, which must not find one pending. */
 void rcl__reclaim_atfork_child(void)
 {
-    pthread_cond_init(&reclaimer.cond, NULL);
+    cond_init_monotonic(&reclaimer.cond);
     reclaimer.running = false;
     atomic_store(&reclaimer.wake_pending, 0);
     in_background = false;

@@ -9,7 +9,10 @@
 #include <dirent.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* The caches here are the shared shrinkable test cache (helpers/cache.h):
  * equal blocks, what a user's cache looks like. */
@@ -354,6 +357,60 @@ TEST(background_reclaimer_restores_high_watermark)
     test_cache_free(c);
     rcl_shutdown();
     assert_int_equal(reclaimd_settles_at(0), 0);         /* stopped and joined */
+}
+
+/* The wall clock as the library reads it, an hour ahead of the kernel's
+ * while set: a deadline taken by it lies an hour further off, as one
+ * taken just before the clock was set back an hour. */
+static atomic_bool wall_clock_ahead;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int r = (int)syscall(SYS_clock_gettime, id, ts);
+
+    if (!r && id == CLOCK_REALTIME && atomic_load(&wall_clock_ahead))
+        ts->tv_sec += 3600;
+    return r;
+}
+
+static bool reclaimd_woken(void *arg)
+{
+    (void)arg;
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.background_wakeups > 0;
+}
+
+/* The pause after a pass that found nothing to free ends on time however
+ * the wall clock moves: taken by it, a pause begun just before the clock
+ * was set back an hour lasted an hour, with no background reclaim. */
+TEST(the_background_reclaimers_pause_ignores_a_wall_clock_set_back)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(16 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    atomic_store(&wall_clock_ahead, true);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    /* Below low with nothing a shrinker could free: a fruitless pass. */
+    size_t fixed = st.limit - (st.wmark_low + st.wmark_min) / 2;
+    assert_int_equal(rcl_charge(fixed, RCL_DEFAULT), 0);
+    assert_true(wait_for(reclaimd_woken, NULL, 10000));
+    test_sleep_ms(20);                                  /* its pause begun */
+    rcl_uncharge(fixed);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+    while (test_cache_add(c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
+        rcl_stats_get(&st);
+        if (st.limit - st.usage < st.wmark_low)
+            break;
+    }
+    rcl_usage_sync();
+    assert_true(test_cache_add(c, RCL_DEFAULT));         /* wakes it again */
+    bool restored = wait_for(headroom_at_least_high, NULL, 5000);
+    atomic_store(&wall_clock_ahead, false);
+    assert_true(restored);
+    test_cache_free(c);
 }
 
 static bool no_longer_over_low(void *arg)
