@@ -394,6 +394,10 @@ void    *rcl_journal_info(void);
  *                    RCL__NOMEMALLOC never any.
  * `reserve` and `min_pct` describe the same boundary: the reserve is the
  * headroom below min, and it is the larger of reserve and min_pct% of limit.
+ * A reserve not below the limit would leave ordinary allocations nothing:
+ * rcl_init() and rcl_set_limit() refuse one, and where the cgroup moves an
+ * automatic budget to it or below (reported), min_pct% alone is the
+ * reserve until the budget grows past it again.
  *
  * Defaults: limit automatic (see rcl_auto_limit()), min 2 %, low 5 %,
  * high 10 %, background reclaimer on (a single thread, "rcl-reclaimd",

@@ -175,7 +175,11 @@ static void set_watermarks(size_t limit)
     if (limit > LIMIT_MAX)
         limit = LIMIT_MAX;
     size_t min = (size_t)rcl__pct_of(limit, rcl__cfg.min_pct);
-    if (rcl__cfg.reserve > min)
+    /* A reserve that is not below the limit would leave ordinary
+     * allocations nothing: rcl_init() and rcl_set_limit() refuse one, and
+     * the automatic budget, which must follow its cgroup down, sets it
+     * aside until it grows past it again (reported there). */
+    if (rcl__cfg.reserve > min && rcl__cfg.reserve < limit)
         min = rcl__cfg.reserve;
     if (min > limit)
         min = limit;
@@ -823,11 +827,17 @@ bool rcl__set_auto_limit(size_t bytes)
     /* The pressure thread, which blocks every signal: not busy. */
     rcl__registry_lock();
     bool ok = !limit_chosen;
-    if (ok && bytes != rd(rcl__acct.limit))
+    bool moved = ok && bytes != rd(rcl__acct.limit);
+    if (moved)
         set_limit_locked(bytes);
     rcl__registry_unlock();
     if (ok)
         limit_changed();
+    /* Outside the registry lock: a report function may fork. */
+    if (moved && bytes <= rcl__cfg.reserve)
+        rcl__report("the cgroup moved the automatic budget to %zu bytes, within the reserve "
+                    "of %zu: the reserve is min_pct (%u %%) of the budget until the budget "
+                    "grows past it", bytes, rcl__cfg.reserve, rcl__cfg.min_pct);
     return ok;
 }
 

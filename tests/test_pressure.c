@@ -349,6 +349,41 @@ TEST_WITH(test_budget_follows_cgroup_limit_changes, pressure_setup, pressure_tea
     assert_int_equal(rcl_limit(), 8 * GiB);
 }
 
+/* A cgroup limit that moves the automatic budget down to the reserve, or
+ * below it, sets the reserve aside (reported): min_pct of the budget is
+ * the reserve until the budget grows past it again. Kept, it took the
+ * whole budget, and every ordinary allocation failed with E2BIG, "larger
+ * than this context can ever get", while the cgroup still let it grow. */
+TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_aside,
+          pressure_setup, pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    struct rcl_config cfg = test_config(0);
+    cfg.pressure = 1;
+    cfg.reserve = 64 * MiB;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+
+    put(V2DIR "memory.max", "67108864\n");
+    for (int t = 0; t < 100 && rcl_limit() != 56 * MiB; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), 56 * MiB);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_min, 56 * MiB * 2 / 100);
+    assert_int_equal(test_reports_seen_matching("within the reserve"), 1);
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+
+    put(V2DIR "memory.max", "536870912\n");
+    for (int t = 0; t < 100 && rcl_limit() != 448 * MiB; t++)
+        test_sleep_ms(50);
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_min, 64 * MiB);
+}
+
 /* A limit that cannot be read (the cgroup's files gone, or no descriptor
  * free) is not "no limit": the budget stays where it was rather than grow
  * to half of the machine. */
