@@ -1312,7 +1312,12 @@ struct rcl_shrinker_stats {
 };
 
 struct rcl_stats {
-    size_t        usage, peak, limit;
+    size_t        usage, peak, limit;   /* peak: the most the budget held, the
+                                           threads' stocks and cached blocks
+                                           in it (as the memory cgroup's
+                                           memory.peak counts its per-CPU
+                                           stocks), so it may exceed any
+                                           usage rcl_usage() read */
     size_t        wmark_min, wmark_low, wmark_high;   /* headroom, bytes */
     unsigned long allocations, frees, failures;
     unsigned long bad_frees;                /* foreign or double frees caught */
