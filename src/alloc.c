@@ -35,6 +35,8 @@
 #include "block.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -321,6 +323,29 @@ static __attribute__((cold)) void *no_memory(struct rcl_thread *t, size_t charge
     return fail(ENOMEM);
 }
 
+/* A request no block can ever meet (size 0, an alignment that is not a
+ * power of two, a size that overflows): its caller's bug. One with
+ * NOFAIL is reported as well, as one larger than the budget is
+ * (account.c): its caller will not look for NULL, and would fault
+ * somewhere else with nothing said. */
+static __attribute__((noinline, cold, format(printf, 3, 4))) void *refused(int err, rcl_gfp_t gfp,
+                                                                         const char *fmt, ...)
+{
+    if (gfp & RCL__NOFAIL) {
+        rcl__count(failures, 1);
+        if (!(gfp & RCL__NOWARN)) {
+            char what[128], flags[128];
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(what, sizeof(what), fmt, ap);
+            va_end(ap);
+            rcl__report("NOFAIL allocation (%s) can never succeed: %s",
+                        rcl__gfp_str(gfp, flags, sizeof(flags)), what);
+        }
+    }
+    return fail(err);
+}
+
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
  * memory faulted in for it, charged when the reserve was made; none left
  * fails at once, as NOWAIT does, rather than fault a new page. */
@@ -342,9 +367,9 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     int err;
 
     if (!size)
-        return fail(EINVAL);
+        return refused(EINVAL, gfp, "size 0");
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
-        return fail(EOVERFLOW);
+        return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
     if (unlikely(rcl__sig_pending(t)))
         rcl__sig_service(t);
     if (unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
@@ -509,12 +534,25 @@ static void free_nested(void *p)
     rcl__busy_back(b);
 }
 
+/* A handler's overflow is not reported: a report takes a lock. */
+static __attribute__((noinline, cold)) void *calloc_overflow(size_t n, size_t size, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (t->busy)
+        return fail(EOVERFLOW);
+    rcl__busy_enter(t);
+    void *p = refused(EOVERFLOW, gfp, "%zu x %zu bytes overflows", n, size);
+    rcl__busy_leave(t);
+    return p;
+}
+
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
 {
     size_t total;
 
     if (__builtin_mul_overflow(n, size, &total))
-        return fail(EOVERFLOW);
+        return calloc_overflow(n, size, gfp);
     return rcl_alloc(total, gfp | RCL__ZERO);
 }
 
@@ -523,14 +561,16 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
     int err;
 
-    if (!align || (align & (align - 1)) || !size)
-        return fail(EINVAL);
+    if (!align || (align & (align - 1)))
+        return refused(EINVAL, gfp, "alignment %zu is not a power of two", align);
+    if (!size)
+        return refused(EINVAL, gfp, "size 0");
     if (align <= HDR)
         return alloc_nested(size, gfp);
     /* Before anything is charged: an alignment of half the address space
      * would wrap 2 * align to 0 and let any size through. */
     if (align > SIZE_MAX / 4 || size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
-        return fail(EOVERFLOW);
+        return refused(EOVERFLOW, gfp, "%zu bytes aligned to %zu overflow", size, align);
     unsigned shift = (unsigned)__builtin_ctzl(align);
     size_t cost = front_charge(size, shift, false);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
@@ -556,9 +596,9 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
     int err;
 
     if (!size)
-        return fail(EINVAL);
+        return refused(EINVAL, gfp, "size 0");
     if (size > SIZE_MAX - 2 * page)
-        return fail(EOVERFLOW);
+        return refused(EOVERFLOW, gfp, "%zu bytes in whole pages overflow", size);
     size_t len = (size + page - 1) & ~(page - 1);
     /* The scope applies here as everywhere: the kernel's vmalloc once
      * ignored GFP_NOFS because it allocated page tables with GFP_KERNEL
@@ -865,9 +905,9 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     if (!p)
         return alloc_nested(size, gfp);
     if (!size)
-        return fail(EINVAL);
+        return refused(EINVAL, gfp, "size 0");
     if (size > SIZE_MAX - HDR)
-        return fail(EOVERFLOW);
+        return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
 
     struct rcl_hdr *h = rcl__hdr_of(p);
     struct rcl_thread *t = &rcl__self;
@@ -882,7 +922,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 
     size_t old = h->size;
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
-        return fail(EOVERFLOW);
+        return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
     /* A slab's slot stays only in its class: the backend cannot resize
      * it. A backend block becomes one of a slab class by a move where
      * every block of such a class is a slot (block_new; in a small class

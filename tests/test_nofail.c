@@ -224,6 +224,7 @@ TEST_WITH(test_impossible_nofail_requests_fail_at_once, nofail_setup, test_teard
 
     assert_fails_with(rcl_calloc(SIZE_MAX / 2, 4, RCL_DEFAULT | RCL__NOFAIL), EOVERFLOW);
     assert_fails_with(rcl_alloc(SIZE_MAX, RCL_DEFAULT | RCL__NOFAIL), EOVERFLOW);
+    assert_int_equal(test_reports_take(), 3);
 
     /* Too large for the most this context may ever get is still E2BIG, at
      * once, in a scope that removes direct reclaim too. */
@@ -264,6 +265,39 @@ TEST_WITH(test_nofail_that_may_not_wait_is_einval_with_a_warm_cache_and_stock, n
     assert_int_equal(rcl_charge(64, nowait), -EINVAL);
     assert_int_equal(test_report_count(), 3);
     assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
+}
+
+/* A NOFAIL request no block can ever meet - size 0, an alignment that is
+ * not a power of two, a size that overflows - fails at once as one larger
+ * than the budget does, and is reported as that one is: its caller does
+ * not look for NULL. NOWARN keeps it quiet. */
+TEST_WITH(test_nofail_requests_no_block_can_meet_are_reported, nofail_setup, test_teardown)
+{
+    const rcl_gfp_t nofail = RCL_DEFAULT | RCL__NOFAIL;
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+
+    assert_fails_with(rcl_alloc(0, nofail), EINVAL);
+    assert_last_report_has("NOFAIL allocation (DEFAULT|NOFAIL) can never succeed: size 0");
+    assert_fails_with(rcl_alloc(SIZE_MAX - 8, nofail), EOVERFLOW);
+    assert_last_report_has("overflow");
+    assert_fails_with(rcl_calloc(SIZE_MAX / 2, 4, nofail), EOVERFLOW);
+    assert_last_report_has("x 4 bytes overflows");
+    assert_fails_with(rcl_aligned_alloc(48, 64, nofail), EINVAL);
+    assert_last_report_has("alignment 48 is not a power of two");
+    assert_fails_with(rcl_aligned_alloc(64, SIZE_MAX - 64, nofail), EOVERFLOW);
+    assert_last_report_has("aligned to 64 overflow");
+    assert_fails_with(rcl_valloc(SIZE_MAX - 10, nofail), EOVERFLOW);
+    assert_last_report_has("in whole pages overflow");
+    assert_fails_with(rcl_realloc(p, 0, nofail), EINVAL);
+    assert_fails_with(rcl_realloc(p, SIZE_MAX, nofail), EOVERFLOW);
+    assert_int_equal(test_reports_take(), 8);
+
+    assert_fails_with(rcl_alloc(0, nofail | RCL__NOWARN), EINVAL);
+    assert_fails_with(rcl_calloc(SIZE_MAX / 2, 4, nofail | RCL__NOWARN), EOVERFLOW);
+    assert_fails_with(rcl_realloc(p, SIZE_MAX, nofail | RCL__NOWARN), EOVERFLOW);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(p);
 }
 
 /* The stall interval defaults to 10 s; RECLAIM_STALL_MS sets it for a
