@@ -313,15 +313,28 @@ static inline void *hand_out_cached(struct rcl_thread *t, struct rcl_hdr *h, siz
     return rcl__hdr_user(h);
 }
 
+static _Atomic long long no_memory_reported;
+
 /* An allocation that found no memory, reclaim and the backend's retries
- * done: what was charged for it goes back, and the failure counts. */
-static __attribute__((cold)) void *no_memory(struct rcl_thread *t, size_t charged)
+ * done: what was charged for it goes back, and the failure counts and is
+ * reported as a charge's failure is (account.c), unless NOWARN - the
+ * kernel's warn_alloc() does not ask which stage of the allocation
+ * failed either. */
+static __attribute__((cold)) void *no_memory(struct rcl_thread *t, size_t charged, size_t size,
+                                             rcl_gfp_t gfp, const char *why)
 {
     if (charged)
         rcl__uncharge_fast(t, charged);
     rcl__count(failures, 1);
+    if (!(gfp & RCL__NOWARN)) {
+        char flags[128];
+        rcl__report_limited(&no_memory_reported, "allocation of %zu bytes (%s) failed: %s",
+                            size, rcl__gfp_str(gfp, flags, sizeof(flags)), why);
+    }
     return fail(ENOMEM);
 }
+
+#define NO_BACKEND_MEMORY "the system allocator has no memory for it"
 
 /* A request no block can ever meet (size 0, an alignment that is not a
  * power of two, a size that overflows): its caller's bug. One with
@@ -348,13 +361,14 @@ static __attribute__((noinline, cold, format(printf, 3, 4))) void *refused(int e
 
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
  * memory faulted in for it, charged when the reserve was made; none left
- * fails at once, as NOWAIT does, rather than fault a new page. */
+ * fails at once, and quietly, as NOWAIT does, rather than fault a new
+ * page. */
 static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, size_t size,
                                                         rcl_gfp_t gfp)
 {
     struct rcl_hdr *h = rcl__resv_alloc(size);
     if (!h)
-        return no_memory(t, 0);
+        return no_memory(t, 0, size, gfp | RCL__NOWARN, NULL);
     void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), RESV_TAG);
     return gfp & RCL__ZERO ? memset(p, 0, size) : p;
 }
@@ -393,7 +407,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
     if (!h)
         h = be_or_retry(block_new(size), BE_BLOCK, NULL, 0, size, size, gfp, cost);
     if (!h)
-        return no_memory(t, cost);
+        return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
     return hand_out(t, h, size, gfp);
 }
 
@@ -581,7 +595,7 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
     char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
                              size + align, size, gfp, cost);
     if (!base)
-        return no_memory(t, cost);
+        return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
     own_inc(t->nr_alloc);
     void *p = hdr_fill(rcl__hdr_of(base + align), size, shift, rd(t->epoch), 0);
     if (gfp & RCL__ZERO)
@@ -612,7 +626,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
     char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
                              size, gfp, cost);
     if (!base)
-        return no_memory(t, cost);
+        return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
     own_inc(t->nr_alloc);
     return hdr_fill(rcl__hdr_of(base + page), len,
                     (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
@@ -942,7 +956,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
                         be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
                                     backend_size(size), size, gfp, now > was ? now - was : 0);
     if (!n)
-        return no_memory(t, now > was ? now - was : 0);
+        return no_memory(t, now > was ? now - was : 0, size, gfp, NO_BACKEND_MEMORY);
     /* The backend kept the block and its room: it moves. (One the backend
      * moved is a fresh block of the size, with a fresh one's room.) */
     if (roomy && n == h && too_roomy(n, size))

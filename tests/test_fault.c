@@ -516,6 +516,50 @@ static void *nf_aligned(void *arg)
 }
 static void *nf_valloc(void *arg) { (void)arg; return rcl_valloc(3 * 4096, RCL_DEFAULT | RCL__NOFAIL); }
 
+/* The backend's failure fails an ordinary request with ENOMEM, and is
+ * reported as a failed charge is, unless NOWARN: the kernel's warn_alloc()
+ * reports a failed allocation whatever stage failed it. (First of the
+ * file's tests: the report is rate-limited to one a second.) */
+static void *backend_fails_once(size_t size, rcl_gfp_t gfp)
+{
+    atomic_store(&calls, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_upto, 0);
+    atomic_store(&fail_at, 1);
+    atomic_store(&armed, true);
+    errno = 0;
+    void *p = rcl_alloc(size, gfp);
+    atomic_store(&armed, false);
+    atomic_store(&fail_at, 0);
+    assert_int_equal(atomic_load(&failed), 1);
+    return p;
+}
+
+TEST_BARE(test_a_backend_failure_is_reported_unless_nowarn)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_free(rcl_alloc(100, RCL_DEFAULT));        /* the thread registered */
+
+    assert_null(backend_fails_once(100 * KiB, RCL_DEFAULT | RCL__NOWARN));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(test_report_count(), 0);
+    assert_null(backend_fails_once(100 * KiB, RCL_DEFAULT));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("allocation of 102400 bytes (DEFAULT) failed: the system allocator");
+
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.failures, 2);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+    rcl_set_report_fn(NULL, NULL);
+}
+
 TEST_BARE(test_nofail_retries_through_backend_failures)
 {
     struct rcl_config cfg = test_config(8 * MiB);
