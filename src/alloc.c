@@ -840,12 +840,22 @@ FAST_ENTRY void rcl_free(void *p)
 /* The entry points: the thread marked busy, or a handler (alloc_signal.c)  */
 /* ------------------------------------------------------------------------ */
 
+/* A handler's aligned allocation: a bad alignment is the caller's bug
+ * there as anywhere (EINVAL), not a stash found empty (ENOMEM), which
+ * the handler may well wait out and ask again. */
+static __attribute__((noinline, cold)) void *sig_aligned(size_t align, size_t size,
+                                                         rcl_gfp_t gfp)
+{
+    if (!align || (align & (align - 1)))
+        return fail(EINVAL);
+    return align <= HDR ? rcl__sig_alloc(size, gfp) : fail(ENOMEM);
+}
+
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return align <= HDR && align && !(align & (align - 1)) ? rcl__sig_alloc(size, gfp)
-                                                              : fail(ENOMEM);
+        return sig_aligned(align, size, gfp);
     gfp = rcl__gfp_known("rcl_aligned_alloc", gfp);
     rcl__busy_enter(t);
     void *p = aligned_body(align, size, gfp);
@@ -970,12 +980,13 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     return p;
 }
 
-/* A handler may not move a block: the backend would be called. */
+/* A handler may not move a block: the backend would be called. Size 0
+ * is EINVAL there too, the block kept, as everywhere. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return p ? fail(ENOMEM) : rcl__sig_alloc(size, gfp);
+        return p ? fail(size ? ENOMEM : EINVAL) : rcl__sig_alloc(size, gfp);
     gfp = rcl__gfp_known("rcl_realloc", gfp);
     rcl__busy_enter(t);
     void *n = realloc_body(p, size, gfp);

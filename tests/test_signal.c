@@ -199,6 +199,44 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* Inside the bracket a request no block can meet is EINVAL, as outside
+ * it: an alignment that is not a power of two, a realloc to size 0 (the
+ * block kept). ENOMEM there means "none now", which a handler may wait
+ * out and ask again. */
+TEST(test_a_handlers_bad_alignment_or_size_is_einval)
+{
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    memset(p, 0x3c, 100);
+
+    unsigned cookie = rcl_signal_enter();
+    errno = 0;
+    void *zero = rcl_aligned_alloc(0, 64, RCL_ATOMIC);
+    int zero_err = errno;
+    errno = 0;
+    void *odd = rcl_aligned_alloc(24, 64, RCL_ATOMIC);
+    int odd_err = errno;
+    errno = 0;
+    void *shrunk = rcl_realloc(p, 0, RCL_ATOMIC);
+    int shrunk_err = errno;
+    errno = 0;
+    void *large = rcl_aligned_alloc(64, 64, RCL_ATOMIC);   /* valid, refused */
+    int large_err = errno;
+    rcl_signal_leave(cookie);
+
+    assert_null(zero);
+    assert_int_equal(zero_err, EINVAL);
+    assert_null(odd);
+    assert_int_equal(odd_err, EINVAL);
+    assert_null(shrunk);
+    assert_int_equal(shrunk_err, EINVAL);
+    assert_null(large);
+    assert_int_equal(large_err, ENOMEM);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(p[i], 0x3c);
+    rcl_free(p);
+}
+
 /* A handler may still run once its thread's exit has released what the
  * handlers left (reclaim.h): in the thread's later destructors, until
  * the thread is gone. Here it runs in the thread's second round of
