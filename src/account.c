@@ -744,13 +744,8 @@ static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
     return bytes;
 }
 
-void rcl_uncharge(size_t bytes)
+static void uncharge_body(struct rcl_thread *t, size_t bytes)
 {
-    struct rcl_thread *t = &rcl__self;
-
-    if (!bytes)
-        return;
-    rcl__ensure_init();
     rcl__thread_attach(t);
     if (!explicit_take(t, bytes)) {
         size_t held = explicit_gather(t, bytes);
@@ -764,8 +759,21 @@ void rcl_uncharge(size_t bytes)
             bytes = held;
         }
     }
-    unsigned b = rcl__busy_hold(t);
     rcl__uncharge_fast(t, bytes);
+}
+
+/* Busy from the thread's registration on: a handler that interrupted it
+ * there and allocated on the ordinary path would register the thread
+ * again inside the first, and link it into the registry twice. */
+void rcl_uncharge(size_t bytes)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return;
+    rcl__ensure_init();
+    unsigned b = rcl__busy_hold(t);
+    uncharge_body(t, bytes);
     rcl__busy_drop(t, b);
 }
 

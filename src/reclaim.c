@@ -286,13 +286,8 @@ void rcl__reclaim_throttle(unsigned round)
                         rd(rcl__stats.throttled), (double)rd(rcl__stats.throttle_ns) / 1e6);
 }
 
-size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
+static size_t reclaim_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 {
-    struct rcl_thread *t = &rcl__self;
-
-    if (!bytes)
-        return 0;
-    rcl__ensure_init();
     rcl__thread_attach(t);
     gfp = rcl__gfp_known("rcl_reclaim", gfp);
 
@@ -306,13 +301,26 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
         return 0;
     }
     /* The caller asked for these bytes: no time bound. */
-    unsigned busy = rcl__busy_hold(t);
     size_t freed = reclaim_counted(t, bytes, masked, 0);
     /* The caller asked for room in the budget, not in its own stock. */
     rcl__stock_flush(t, 0);
-    rcl__busy_drop(t, busy);
     owe_trim(freed);
     trim_owed(false);
+    return freed;
+}
+
+/* Busy from the thread's registration on, as rcl_uncharge() (account.c)
+ * says why; the trim too, which takes the backend's locks. */
+size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return 0;
+    rcl__ensure_init();
+    unsigned busy = rcl__busy_hold(t);
+    size_t freed = reclaim_body(t, bytes, gfp);
+    rcl__busy_drop(t, busy);
     return freed;
 }
 

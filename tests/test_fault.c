@@ -14,6 +14,7 @@
 #include "helpers.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/eventfd.h>
@@ -86,8 +87,16 @@ char *__wrap_strdup(const char *s)
     if (inject()) { errno = ENOMEM; return NULL; }
     return __real_strdup(s);
 }
+/* A thread that sets it has its next mapping interrupted by SIGUSR1
+ * (signal_inside(), below). */
+static __thread bool signal_at_mmap;
+
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
+    if (signal_at_mmap) {
+        signal_at_mmap = false;
+        raise(SIGUSR1);
+    }
     if (inject()) { errno = ENOMEM; return MAP_FAILED; }
     return __real_mmap(addr, len, prot, flags, fd, off);
 }
@@ -515,6 +524,83 @@ static void *nf_aligned(void *arg)
     return rcl_aligned_alloc(256, 1000, RCL_DEFAULT | RCL__NOFAIL);
 }
 static void *nf_valloc(void *arg) { (void)arg; return rcl_valloc(3 * 4096, RCL_DEFAULT | RCL__NOFAIL); }
+
+/* ------------------------------------------------------------------------ */
+/* A signal inside the library's calls                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A handler that allocates without the bracket takes the handlers' path
+ * when it interrupted the thread inside rcl_uncharge() or rcl_reclaim()
+ * (reclaim.h), the thread's registration among it: here its first call,
+ * interrupted at the mapping of its block cache's lists. There the
+ * thread's state is half made: an ordinary allocation would register the
+ * thread a second time, inside the first, and link it into the registry
+ * twice. Served from the stash instead, which a thread not registered yet
+ * does not have: NULL.
+ */
+static atomic_int handler_got;          /* 1: a block, -1: none */
+
+static void alloc_in_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    void *p = rcl_alloc(64, RCL_ATOMIC);
+    atomic_store(&handler_got, p ? 1 : -1);
+    rcl_free(p);
+    errno = saved;
+}
+
+static void *uncharge_first(void *arg)
+{
+    signal_at_mmap = true;
+    rcl_uncharge(*(size_t *)arg);
+    signal_at_mmap = false;
+    return NULL;
+}
+
+static void *reclaim_first(void *arg)
+{
+    signal_at_mmap = true;
+    rcl_reclaim(4096, RCL_DEFAULT);
+    signal_at_mmap = false;
+    rcl_uncharge(*(size_t *)arg);
+    return NULL;
+}
+
+/* What the handler got on a new thread whose first call is first_call;
+ * in a budget of its own, so that no exited thread's lists are kept for
+ * the new one to take without a mapping (the shutdown unmaps them). */
+static int handler_inside(void *(*first_call)(void *))
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    size_t charged = 4096;
+    pthread_t th;
+
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_charge(charged, RCL_DEFAULT), 0);
+    atomic_store(&handler_got, 0);
+    assert_int_equal(pthread_create(&th, NULL, first_call, &charged), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+    return atomic_load(&handler_got);
+}
+
+TEST_BARE(test_a_handler_inside_a_threads_first_uncharge_or_reclaim_is_a_handlers_call)
+{
+    struct sigaction sa = { .sa_handler = alloc_in_handler }, old;
+
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    assert_int_equal(handler_inside(uncharge_first), -1);
+    assert_int_equal(handler_inside(reclaim_first), -1);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_set_report_fn(NULL, NULL);
+}
 
 /* The backend's failure fails an ordinary request with ENOMEM, and is
  * reported as a failed charge is, unless NOWARN: the kernel's warn_alloc()
