@@ -510,7 +510,9 @@ void   rcl_shutdown(void);
  * waiting for elements (nothing taken), rcl_flush_workqueue() (nothing
  * flushed), an allocation waiting for memory - a NOFAIL one waiting for
  * the budget or for the system allocator, or one the background reclaimer
- * throttles (what it had charged goes back). Everything else that
+ * throttles (what it had charged goes back, and the thread's cleanup
+ * handlers and destructors allocate and free as ordinary calls, not as a
+ * signal handler's inside the library). Everything else that
  * holds a lock or a pin across a wait or a user callback defers a cancel
  * until it is done, and the cancel takes effect at the thread's next
  * cancellation point: reclaim (a thread cancelled while one of its

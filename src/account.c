@@ -476,12 +476,6 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     return 0;
 }
 
-static void sleep_ns(long ns)
-{
-    struct timespec ts = { 0, ns };
-    nanosleep(&ts, NULL);
-}
-
 static int charge_fail(size_t size, rcl_gfp_t gfp, int err)
 {
     char flags[128];
@@ -527,7 +521,7 @@ static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
     }
     /* Bounded, growing sleeps: other threads' frees or the background
      * reclaimer make room meanwhile; we never wait for them without bound. */
-    sleep_ns(*round < 10 ? 100000L * (1L << (*round / 2)) : 10000000L);
+    rcl__busy_sleep_ns(*round < 10 ? 100000L * (1L << (*round / 2)) : 10000000L);
     (*round)++;
 }
 

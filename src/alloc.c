@@ -199,7 +199,9 @@ static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 
 static _Atomic long long be_stall_reported;
 
-/* A cancelled NOFAIL request gives back what it had charged (*bytes). */
+/* A cancelled NOFAIL request gives back what it had charged (*bytes),
+ * and leaves the library with it (rcl__busy_sleep_ns(), thread.h says
+ * why). */
 static void charge_return(void *bytes)
 {
     size_t n = *(const size_t *)bytes;
@@ -207,6 +209,7 @@ static void charge_return(void *bytes)
     rcl__asan_unwinding();
     if (n)
         rcl__uncharge_fast(&rcl__self, n);
+    rcl__busy_drop(&rcl__self, 0);
 }
 
 /* The retries of be_nofail(), until the backend gives a block. */

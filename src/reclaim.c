@@ -275,8 +275,7 @@ void rcl__reclaim_throttle(unsigned round)
     if (ns > THROTTLE_MAX_NS)
         ns = THROTTLE_MAX_NS;
     unsigned long long t0 = rcl__now_ns();
-    struct timespec ts = { 0, ns };
-    nanosleep(&ts, NULL);
+    rcl__busy_sleep_ns(ns);
     unsigned long long waited = rcl__now_ns() - t0;
     rcl__count(throttled, 1);
     rcl__count(throttle_ns, waited);

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <time.h>
 
 __thread struct rcl_thread rcl__self RCL_TLS_IE = {
     .bc = (struct rcl_bcache_lists *)&rcl__bcache_none,
@@ -75,6 +76,23 @@ static void thread_exit(void *arg)
     pthread_mutex_unlock(&registry_lock);
     rcl__bcache_release(t);     /* out of the registry: nobody reads its lists */
     rcl__busy_drop(t, b);
+}
+
+/* Cleared as the cancel unwinds, before the program's own cleanup
+ * handlers run: only the program's code is left on the stack below. */
+static void busy_cancelled(void *arg)
+{
+    rcl__asan_unwinding();
+    rcl__busy_drop(arg, 0);
+}
+
+void rcl__busy_sleep_ns(long ns)
+{
+    struct timespec ts = { ns / 1000000000L, ns % 1000000000L };
+
+    pthread_cleanup_push(busy_cancelled, &rcl__self);
+    nanosleep(&ts, NULL);
+    pthread_cleanup_pop(0);
 }
 
 static void exit_key_create(void)

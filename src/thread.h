@@ -271,6 +271,13 @@ static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
     atomic_signal_fence(memory_order_seq_cst);
     t->busy = b;
 }
+/* A wait of an allocation inside the library that stays a cancellation
+ * point (for memory, NOFAIL or throttled: reclaim.h, pthread_cancel()).
+ * A cancel there ends the call and the library's part of the thread's
+ * stack: the program's cleanup handlers and destructors that run next
+ * are outside it, and must not find the mark, which would send their
+ * allocations and frees to the handlers' path (thread.c). */
+void rcl__busy_sleep_ns(long ns);
 static inline bool rcl__sig_pending(const struct rcl_thread *t)
 {
     return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed) ||

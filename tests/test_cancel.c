@@ -457,6 +457,64 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     assert_true(finishes(alloc_round_trip, NULL));
 }
 
+/* A thread cancelled in that wait is outside the library again when its
+ * cleanup handlers run: they allocate and free as the thread always did,
+ * not as a signal handler inside the library would - where a NOFAIL
+ * request fails at once, and any other from a stash the thread has not
+ * got. Here the cleanup allocates NOFAIL once the budget has room. */
+static atomic_int in_cleanup, room_made, cleanup_got;
+
+static void cleanup_allocates(void *arg)
+{
+    (void)arg;
+    atomic_store(&in_cleanup, 1);
+    wait_for(&room_made);
+    void *p = rcl_alloc(100, RCL_DEFAULT | RCL__NOFAIL);
+    atomic_store(&cleanup_got, p ? 1 : -1);
+    rcl_free(p);
+}
+
+static void *nofail_waiter_with_cleanup(void *arg)
+{
+    (void)arg;
+    pthread_cleanup_push(cleanup_allocates, NULL);
+    atomic_store(&alloc_waiting, 1);
+    void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOFAIL);
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    return NULL;
+}
+
+TEST(test_a_thread_cancelled_in_a_nofail_wait_allocates_in_its_cleanup)
+{
+    enum { MAX_BLOCKS = 4096 };
+    static const size_t sizes[] = { 64 * KiB, 4 * KiB, 256, 16 };
+    static void *held[MAX_BLOCKS];
+    unsigned n = 0;
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        while (n < MAX_BLOCKS && (held[n] = rcl_alloc(sizes[i], RCL_DEFAULT)) != NULL)
+            n++;
+    assert_true(n > 0 && n < MAX_BLOCKS);
+    test_reports_reset();
+
+    pthread_t th;
+    atomic_store(&alloc_waiting, 0);
+    atomic_store(&in_cleanup, 0);
+    atomic_store(&room_made, 0);
+    atomic_store(&cleanup_got, 0);
+    assert_int_equal(pthread_create(&th, NULL, nofail_waiter_with_cleanup, NULL), 0);
+    wait_for(&alloc_waiting);
+    test_sleep_ms(50);
+    assert_int_equal(pthread_cancel(th), 0);
+    wait_for(&in_cleanup);
+    while (n)
+        rcl_free(held[--n]);
+    atomic_store(&room_made, 1);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&cleanup_got), 1);
+    test_reports_reset();                       /* stall reports, if any */
+}
+
 /* ------------------------------------------------------------------------ */
 /* A cancel pending while the library measures the footprint                 */
 /* ------------------------------------------------------------------------ */

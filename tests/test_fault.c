@@ -12,6 +12,7 @@
  * zero once everything is freed, and leak nothing (LSan, in the ASan pass).
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -690,14 +691,25 @@ TEST_BARE(test_nofail_retries_through_backend_failures)
  * daemon ends a stuck worker, as a fatal signal ends a task in the
  * kernel's __GFP_NOFAIL retry). */
 static atomic_int nofail_go;
+static atomic_int busy_in_cleanup;
+
+/* The program's cleanup handler runs outside the library: its own
+ * allocations take the ordinary path, not a signal handler's. */
+static void note_busy(void *arg)
+{
+    (void)arg;
+    atomic_store(&busy_in_cleanup, rcl__self.busy);
+}
 
 static void *nofail_forever(void *arg)
 {
     (void)arg;
+    pthread_cleanup_push(note_busy, NULL);
     while (!atomic_load(&nofail_go))
         test_sleep_ms(1);
     void *p = rcl_alloc(3000, RCL_DEFAULT | RCL__NOFAIL);
     rcl_free(p);
+    pthread_cleanup_pop(0);
     return NULL;
 }
 
@@ -710,6 +722,7 @@ TEST_BARE(test_a_cancelled_nofail_retry_gives_its_charge_back)
 
     pthread_t th;
     atomic_store(&nofail_go, 0);
+    atomic_store(&busy_in_cleanup, -1);
     assert_int_equal(pthread_create(&th, NULL, nofail_forever, NULL), 0);
     atomic_store(&calls, 0);
     atomic_store(&failed, 0);
@@ -730,6 +743,7 @@ TEST_BARE(test_a_cancelled_nofail_retry_gives_its_charge_back)
     atomic_store(&fail_upto, 0);
     assert_int_equal(joined, 0);
     assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&busy_in_cleanup), 0);
 
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
