@@ -477,8 +477,10 @@ int    rcl_init(const struct rcl_config *cfg);
  * rcl_init() may follow. No other thread may be inside the library
  * meanwhile. Memory allocated before stays valid and may still be freed
  * with rcl_free(); it is no longer accounted. Called from a shrinker's
- * callback, where it would wait for its own pass, it is reported and does
- * nothing. */
+ * callback, where it would wait for its own pass, or from the library's
+ * own background reclaimer or pressure thread (a report function runs on
+ * the thread that made the report), which it would have to join, it is
+ * reported and does nothing. */
 void   rcl_shutdown(void);
 
 /*

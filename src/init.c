@@ -245,6 +245,17 @@ int rcl__init_slow(void)
     return err;
 }
 
+/* The library thread rcl_shutdown() would join from itself (a report
+ * function runs on the thread that made the report), or NULL. */
+static const char *joined_thread_here(void)
+{
+    if (rcl__is_pressure_thread())
+        return "pressure thread";
+    if (rcl__is_background())
+        return "background reclaimer";
+    return NULL;
+}
+
 void rcl_shutdown(void)
 {
     /* Its drop of the shrinkers waits for every pass, this thread's own
@@ -253,6 +264,14 @@ void rcl_shutdown(void)
     if (rcl__shrinking_here()) {
         rcl__report("rcl_shutdown() from a shrinker's callback: refused (it would wait "
                     "for itself)");
+        return;
+    }
+    /* A join of itself fails at once, and the thread would run on, never
+     * joined, on the state the shutdown tears down. */
+    const char *self = joined_thread_here();
+    if (self) {
+        rcl__report("rcl_shutdown() from the library's %s (a report function running "
+                    "there): refused (it would wait for itself)", self);
         return;
     }
     /* It joins the library's threads under init_lock: not cancellable. */

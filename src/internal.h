@@ -375,6 +375,7 @@ extern int (*rcl__prctl)(int option, unsigned long arg2, unsigned long arg3,
  * automatic one, and moves with the cgroup limit. */
 int  rcl__pressure_start(bool auto_limit);
 void rcl__pressure_stop(void);
+bool rcl__is_pressure_thread(void);     /* the caller is the pressure thread */
 
 /* ------------------------------------------------------------------------ */
 /* Statistics and reports (stats.c, report.c)                                */

@@ -66,6 +66,9 @@ static struct {
 } watcher = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
 
 static _Atomic long long open_report;
+static __thread bool on_pressure_thread;
+
+bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
 
 /* Standard base64 (systemd writes MEMORY_PRESSURE_WRITE with it); -1 on a
  * character outside the alphabet. Padding and whitespace are skipped. */
@@ -426,6 +429,7 @@ static void *pressure_main(void *arg)
     unsigned long long last_full = rcl__now_ns();
 
     (void)arg;
+    on_pressure_thread = true;
     for (;;) {
         struct pollfd fds[3] = {
             { .fd = watcher.stop_fd, .events = POLLIN },
@@ -532,6 +536,9 @@ void rcl__pressure_stop(void)
 bool rcl__pressure_atfork_child(void)
 {
     bool was = watcher.running;
+    /* A report function on the pressure thread may fork: the child's one
+     * thread is the program's, free to shut the library down. */
+    on_pressure_thread = false;
     if (!was)
         return false;
     /* The threshold eventfd too: the parent's events are the parent's. */

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #define GiB (1024 * MiB)
 
@@ -897,6 +898,84 @@ TEST_WITH(test_shutdown_stops_the_pressure_thread, pressure_setup, pressure_tear
     start(64 * MiB, 0);
     assert_int_not_equal(find_thread("rcl-pressure", &n), 0);
     assert_int_equal(n, 1);
+}
+
+/* The pressure thread's report made once a second is the margin's: set
+ * the margin wrong, let a second pass, and move the limit. Waits until
+ * `*seen` is set. */
+static void pressure_thread_reports(atomic_int *seen)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    setenv("RECLAIM_CGROUP_MARGIN", "lots", 1);
+    start(0, 0);
+    test_sleep_ms(1100);
+    put(V2DIR "memory.max", "268435456\n");
+    for (int t = 0; t < 100 && !atomic_load(seen); t++)
+        test_sleep_ms(20);
+    assert_int_not_equal(atomic_load(seen), 0);
+}
+
+/* A report the pressure thread makes runs the report function there; an
+ * rcl_shutdown() it calls would wait for that very thread. */
+static atomic_int shutdown_calls;
+static void shutdown_from_report(const char *report, void *arg)
+{
+    char name[16] = "";
+    prctl(PR_GET_NAME, name);
+    test_report_catch(report, arg);
+    if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&shutdown_calls, 1) == 0)
+        rcl_shutdown();
+}
+
+TEST_WITH(test_shutdown_from_the_pressure_thread_is_refused, pressure_setup, pressure_teardown)
+{
+    atomic_store(&shutdown_calls, 0);
+    rcl_set_report_fn(shutdown_from_report, NULL);
+    pressure_thread_reports(&shutdown_calls);
+    for (int t = 0; t < 100 && atomic_load(&shutdown_calls) < 2; t++)
+        test_sleep_ms(20);
+    assert_int_equal(atomic_load(&shutdown_calls), 2);
+    assert_true(test_reports_contain("rcl_shutdown() from the library's pressure thread"));
+    test_reports_reset();
+    assert_int_equal(rcl_limit(), 224 * MiB);      /* still running, still following */
+    rcl_shutdown();
+    int n;
+    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+}
+
+/* A child forked there has one thread, the program's: it may shut its
+ * library down. */
+static atomic_int child_status, forked, refusals;
+static void fork_and_shut_down_in_the_child(const char *report, void *arg)
+{
+    char name[16] = "";
+    prctl(PR_GET_NAME, name);
+    if (strstr(report, "refused"))
+        atomic_fetch_add(&refusals, 1);
+    if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&forked, 1) == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            rcl_shutdown();
+            _exit(atomic_load(&refusals) ? 1 : 2);
+        }
+        int status = 0;
+        if (pid > 0 && waitpid(pid, &status, 0) == pid)
+            atomic_store(&child_status, WIFEXITED(status) ? WEXITSTATUS(status) : 3);
+    }
+    test_report_catch(report, arg);
+}
+
+TEST_WITH(test_child_forked_by_a_pressure_thread_report_may_shut_down, pressure_setup,
+          pressure_teardown)
+{
+    atomic_store(&child_status, 0);
+    atomic_store(&forked, 0);
+    atomic_store(&refusals, 0);
+    rcl_set_report_fn(fork_and_shut_down_in_the_child, NULL);
+    pressure_thread_reports(&child_status);
+    assert_int_equal(atomic_load(&child_status), 2);
+    test_reports_reset();
 }
 
 /* A limit the program sets while the budget is the automatic one makes it
