@@ -42,6 +42,11 @@ _Atomic unsigned rcl__epoch;
 struct rcl_config rcl__cfg;
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Under init_lock: rcl_shutdown() is waiting for the library's threads
+ * with the lock let go. rcl__ready is still set (rcl_init() answers
+ * -EBUSY, first use has nothing to do), and a second shutdown leaves the
+ * work to the first. */
+static bool stopping;
 
 /* init_lock, with the reports made under it held back (report.c): the
  * program's report function may call the library, whose first use would
@@ -274,13 +279,22 @@ void rcl_shutdown(void)
                     "there): refused (it would wait for itself)", self);
         return;
     }
-    /* It joins the library's threads under init_lock: not cancellable. */
-    struct rcl__held_reports held;
+    /* It joins the library's threads and holds init_lock: not
+     * cancellable. */
+    struct rcl__held_reports held, held_stop = { .n = 0 };
     int cancel = rcl__nocancel_begin();
     life_lock();
-    if (atomic_load(&rcl__ready)) {
-        rcl__pressure_stop();
+    bool stop = atomic_load(&rcl__ready) && !stopping;
+    if (stop)
+        stopping = true;
+    life_unlock(&held);
+    if (stop) {
+        /* Joined with init_lock let go: one of them may be inside a report
+         * function that forks, and fork() takes init_lock first (fork.c). */
+        rcl__pressure_join();
         rcl__reclaim_stop();
+        life_lock();
+        rcl__pressure_stop();
         rcl__shrinkers_drop();
         rcl__lockdep_reset();
         rcl__lockdep_set_mode(RCL_LOCKDEP_OFF);
@@ -289,11 +303,13 @@ void rcl_shutdown(void)
         rcl__depot_drain();
         rcl__slab_trim();
         rcl__bcache_trim();
+        stopping = false;
         atomic_store_explicit(&rcl__ready, 0, memory_order_release);
+        life_unlock(&held_stop);
     }
-    life_unlock(&held);
     rcl__nocancel_end(cancel);
     rcl__report_deliver(&held);
+    rcl__report_deliver(&held_stop);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -305,6 +321,13 @@ void rcl__init_atfork_parent(void) { pthread_mutex_unlock(&init_lock); }
 
 void rcl__init_atfork_child(bool pressure)
 {
+    /* Forked while a shutdown waited for the library's threads: the thread
+     * shutting down is not in the child, whose library runs on, and its
+     * reclaimer, stopped already or not, starts again on demand. */
+    if (stopping) {
+        stopping = false;
+        rcl__reclaim_start(&rcl__cfg);
+    }
     if (pressure && atomic_load(&rcl__ready) == 1)
         atomic_store_explicit(&rcl__ready, RCL__READY_FORKED, memory_order_release);
     pthread_mutex_unlock(&init_lock);

@@ -374,6 +374,9 @@ extern int (*rcl__prctl)(int option, unsigned long arg2, unsigned long arg3,
 /* Follows the signals rcl__cfg asks for; auto_limit: the budget is the
  * automatic one, and moves with the cgroup limit. */
 int  rcl__pressure_start(bool auto_limit);
+/* Stops and joins the thread, init_lock let go; its descriptors stay. */
+void rcl__pressure_join(void);
+/* Joins it if still running and closes its descriptors; init_lock held. */
 void rcl__pressure_stop(void);
 bool rcl__is_pressure_thread(void);     /* the caller is the pressure thread */
 

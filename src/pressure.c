@@ -50,6 +50,7 @@ enum watch_kind { WATCH_NONE, WATCH_PSI, WATCH_FIFO, WATCH_SOCKET };
 static struct {
     pthread_t       thread;
     bool            running;
+    bool            joined;         /* running, but the thread is gone */
     int             stop_fd;
     int             watch_fd;
     enum watch_kind kind;
@@ -475,6 +476,7 @@ int rcl__pressure_start(bool auto_limit)
 {
     if (watcher.running)
         return -EBUSY;
+    watcher.joined = false;
     watcher.watch_fd = watcher.thresh_fd = watcher.stop_fd = -1;
     watcher.kind = WATCH_NONE;
     watcher.events_off = false;
@@ -511,9 +513,12 @@ int rcl__pressure_start(bool auto_limit)
     return 0;
 }
 
-void rcl__pressure_stop(void)
+/* The descriptors stay open until rcl__pressure_stop(), under init_lock:
+ * a fork meanwhile finds them whole, and its child closes its copies
+ * (rcl__pressure_atfork_child). */
+void rcl__pressure_join(void)
 {
-    if (!watcher.running)
+    if (!watcher.running || watcher.joined)
         return;
     uint64_t one = 1;
     ssize_t n;
@@ -521,8 +526,17 @@ void rcl__pressure_stop(void)
         n = write(watcher.stop_fd, &one, sizeof(one));
     while (n < 0 && errno == EINTR);
     pthread_join(watcher.thread, NULL);
+    watcher.joined = true;
+}
+
+void rcl__pressure_stop(void)
+{
+    if (!watcher.running)
+        return;
+    rcl__pressure_join();
     sources_close();
     watcher.running = false;
+    watcher.joined = false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -544,6 +558,7 @@ bool rcl__pressure_atfork_child(void)
     /* The threshold eventfd too: the parent's events are the parent's. */
     sources_close();
     watcher.running = false;
+    watcher.joined = false;
     return true;
 }
 

@@ -978,6 +978,41 @@ TEST_WITH(test_child_forked_by_a_pressure_thread_report_may_shut_down, pressure_
     test_reports_reset();
 }
 
+/* A report function that forks, on the pressure thread, while another
+ * thread shuts the library down: fork() takes the life cycle's lock, so
+ * the shutdown waits for the thread without it. */
+static atomic_int in_report, report_forks;
+static void fork_from_pressure_report(const char *report, void *arg)
+{
+    char name[16] = "";
+    prctl(PR_GET_NAME, name);
+    if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&in_report, 1) == 0) {
+        test_sleep_ms(300);                     /* the shutdown starts meanwhile */
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0 && waitpid(pid, NULL, 0) == pid)
+            atomic_fetch_add(&report_forks, 1);
+    }
+    test_report_catch(report, arg);
+}
+
+TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_setup,
+          pressure_teardown)
+{
+    atomic_store(&in_report, 0);
+    atomic_store(&report_forks, 0);
+    rcl_set_report_fn(fork_from_pressure_report, NULL);
+    pressure_thread_reports(&in_report);
+    alarm(30);                          /* a hang fails here, not at the run's limit */
+    rcl_shutdown();
+    alarm(0);
+    assert_int_equal(atomic_load(&report_forks), 1);
+    int n;
+    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    test_reports_reset();
+}
+
 /* A limit the program sets while the budget is the automatic one makes it
  * the program's: later cgroup changes leave it alone. */
 TEST_WITH(test_limit_set_while_running_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
