@@ -476,11 +476,13 @@ int    rcl_init(const struct rcl_config *cfg);
  * state, the lock-dependency graph and the shrinker registry included;
  * rcl_init() may follow. No other thread may be inside the library
  * meanwhile. Memory allocated before stays valid and may still be freed
- * with rcl_free(); it is no longer accounted. Called from a shrinker's
- * callback, where it would wait for its own pass, or from the library's
- * own background reclaimer or pressure thread (a report function runs on
- * the thread that made the report), which it would have to join, it is
- * reported and does nothing. */
+ * with rcl_free(); it is no longer accounted. Where it cannot run it is
+ * reported and does nothing: from a shrinker's callback (it would wait
+ * for its own pass), on the library's background reclaimer or pressure
+ * thread (it would have to join the thread it runs on), and from a report
+ * function (the call that made the report goes on after it). Inside the
+ * report of such a refusal it is refused without a report, so a report
+ * function that shuts down at every report does not recurse. */
 void   rcl_shutdown(void);
 
 /*
@@ -1184,7 +1186,8 @@ unsigned long rcl_lockdep_reports(void);
 /* Every report the library makes (lock checker, bad frees, allocation
  * failures and stalls, misuse) goes through this function; NULL restores
  * the default, which writes to stderr. It runs in NORECLAIM scope with
- * cancellation off, and may allocate from the library. The reports made
+ * cancellation off, on the thread that made the report, and may allocate
+ * from the library, but not shut it down (rcl_shutdown()). The reports made
  * while the library starts or stops (a variable or a configuration
  * refused) reach it once that is done, outside the lock it takes: so its
  * allocation after rcl_init() refused a configuration is a first use,

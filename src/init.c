@@ -250,33 +250,40 @@ int rcl__init_slow(void)
     return err;
 }
 
-/* The library thread rcl_shutdown() would join from itself (a report
- * function runs on the thread that made the report), or NULL. */
-static const char *joined_thread_here(void)
+/* Why rcl_shutdown() cannot run on this thread now, or NULL. */
+static const char *shutdown_refused_here(void)
 {
+    /* Its drop of the shrinkers waits for every pass, this thread's own
+     * too (and the background reclaimer's is joined): from a callback it
+     * would wait for itself. */
+    if (rcl__shrinking_here())
+        return "a shrinker's callback: refused (it would wait for itself)";
+    /* A join of itself fails at once, and the thread would run on, never
+     * joined, on the state the shutdown tears down. */
     if (rcl__is_pressure_thread())
-        return "pressure thread";
+        return "the library's pressure thread (a report function running there): "
+               "refused (it would wait for itself)";
     if (rcl__is_background())
-        return "background reclaimer";
+        return "the library's background reclaimer (a report function running "
+               "there): refused (it would wait for itself)";
+    /* The call that made the report goes on when it returns, on what the
+     * shutdown tore down: a NOFAIL allocation handed out a block that no
+     * rcl_free() took back. */
+    if (rcl__reporting_depth())
+        return "the report function: refused (the call that made the report goes on "
+               "after it)";
     return NULL;
 }
 
 void rcl_shutdown(void)
 {
-    /* Its drop of the shrinkers waits for every pass, this thread's own
-     * too (and the background reclaimer's is joined): from a callback it
-     * would wait for itself. */
-    if (rcl__shrinking_here()) {
-        rcl__report("rcl_shutdown() from a shrinker's callback: refused (it would wait "
-                    "for itself)");
-        return;
-    }
-    /* A join of itself fails at once, and the thread would run on, never
-     * joined, on the state the shutdown tears down. */
-    const char *self = joined_thread_here();
-    if (self) {
-        rcl__report("rcl_shutdown() from the library's %s (a report function running "
-                    "there): refused (it would wait for itself)", self);
+    const char *why = shutdown_refused_here();
+    if (why) {
+        /* The refusal's own report reaches the report function too: one
+         * that shuts down at every report is refused there without another
+         * report, or it would recurse without end. */
+        if (rcl__reporting_depth() <= 1)
+            rcl__report("rcl_shutdown() from %s", why);
         return;
     }
     /* It joins the library's threads and holds init_lock: not

@@ -415,6 +415,8 @@ struct rcl__held_reports {
 void rcl__report_hold(void);
 void rcl__report_unhold(struct rcl__held_reports *out);
 void rcl__report_deliver(const struct rcl__held_reports *held);
+/* How many report functions this thread is inside, nested. */
+unsigned rcl__reporting_depth(void);
 
 /* Cancellation off across a stretch that holds a library lock or pin over
  * a cancellation point (a wait, a user callback): pthread_cancel then takes

@@ -551,7 +551,7 @@ bool rcl__pressure_atfork_child(void)
 {
     bool was = watcher.running;
     /* A report function on the pressure thread may fork: the child's one
-     * thread is the program's, free to shut the library down. */
+     * thread is the program's, not the library's. */
     on_pressure_thread = false;
     if (!was)
         return false;

@@ -35,6 +35,12 @@ void rcl_set_report_fn(rcl_report_fn fn, void *arg)
     pthread_mutex_unlock(&sink_lock);
 }
 
+/* A report function runs inside the call that made the report, which
+ * goes on after it: rcl_shutdown() asks whether it is in one. */
+static __thread unsigned reporting;
+
+unsigned rcl__reporting_depth(void) { return reporting; }
+
 /* The report function, or stderr, called the way a report must be. */
 static void deliver(const char *buf)
 {
@@ -52,7 +58,9 @@ static void deliver(const char *buf)
     unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
     int cancel = rcl__nocancel_begin();
     busy = rcl__busy_out();
+    reporting++;
     (s.fn ? s.fn : report_stderr)(buf, s.arg);
+    reporting--;
     rcl__busy_back(busy);
     rcl__nocancel_end(cancel);
     rcl_scope_restore(saved);

@@ -149,6 +149,38 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
     rcl_free(p);
 }
 
+/* A report function runs inside the call that made the report, and that
+ * call goes on once it returns: a shutdown there is refused. A NOFAIL
+ * allocation went on to take a block from the library shut down under it,
+ * one rcl_free() did not take back. This function shuts down at every
+ * report, the refusal's own included, which must not recurse. */
+static void *stalled_on;
+static atomic_int shutdown_tries;
+
+static void shut_down_at_every_report(const char *report, void *arg)
+{
+    catch_and_announce(report, arg);
+    rcl_shutdown();
+    if (strstr(report, "stall") && atomic_fetch_add(&shutdown_tries, 1) == 0)
+        rcl_free(stalled_on);               /* room for the allocation */
+}
+
+TEST_WITH(test_shutdown_from_the_report_function_is_refused, nofail_setup_fast_stall,
+          test_teardown)
+{
+    atomic_store(&shutdown_tries, 0);
+    stalled_on = fill_budget();
+    rcl_set_report_fn(shut_down_at_every_report, NULL);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    rcl_set_report_fn(catch_and_announce, NULL);
+    assert_non_null(p);
+    assert_true(test_reports_seen_matching("rcl_shutdown() from the report function: "
+                                           "refused") >= 1);
+    assert_true(rcl_usage() > 0);                   /* still accounted */
+    rcl_free(p);
+    test_reports_reset();
+}
+
 /* A shrinker that frees nothing for its first calls, then gives its
  * objects back: an ordinary allocation gives up; NOFAIL keeps reclaiming
  * until it succeeds. */
