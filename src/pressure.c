@@ -315,7 +315,10 @@ static void threshold_arm(uint64_t inactive)
     if (watcher.cg.version != 1 || !watcher.auto_limit || !watcher.cg_limit ||
         watcher.cg_limit == RCL_CG_UNKNOWN || rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
         return;
-    size_t limit = rcl_limit(), low = rd(rcl__acct.wm_low);
+    /* Not rcl_limit(): in a child, rcl__init_slow() arms it with init_lock
+     * held, before the library reads as started, and rcl_limit() would
+     * start it again, waiting for that lock. */
+    size_t limit = rd(rcl__acct.limit), low = rd(rcl__acct.wm_low);
     char dir[PATH_MAX];
     rcl__cgroup_level_dir(&watcher.cg, watcher.level, dir, sizeof(dir));
     int fd = rcl__cgroup_threshold(&watcher.cg, dir,

@@ -1017,6 +1017,33 @@ TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_
     test_reports_reset();
 }
 
+/* A child's first call starts its pressure thread again, which arms the
+ * cgroup v1 threshold for the budget: read without starting the library,
+ * which the child is still starting. */
+TEST_WITH(test_child_restarts_the_pressure_thread_with_a_v1_threshold, pressure_setup,
+          pressure_teardown)
+{
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan")) {
+        print_message("skipped: the sanitizer builds measure no footprint\n");
+        skip();
+    }
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "536870912\n");
+    put(V1DIR "cgroup.event_control", "");
+    start(0, 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(10);                      /* a hang fails here */
+        rcl_free(rcl_alloc(64, RCL_DEFAULT));
+        int n;
+        _exit(find_thread("rcl-pressure", &n) ? 0 : 1);
+    }
+    int status = -1;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A limit the program sets while the budget is the automatic one makes it
  * the program's: later cgroup changes leave it alone. */
 TEST_WITH(test_limit_set_while_running_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
