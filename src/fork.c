@@ -15,7 +15,9 @@
  * two of these at once takes them in this order, so the prepare handler
  * cannot deadlock with a thread that is inside the library:
  *
- *   1. init_lock                 (init.c: life cycle)
+ *   1. init_lock                 (init.c: life cycle), then the pressure
+ *                                thread's descriptors (pressure.c), which
+ *                                that thread holds with nothing else
  *   2. the object list lock, then every tracked object's lock in list
  *      order: workqueues, mempools, LRUs (fork.c, through rcl__fork_track)
  *   3. the shrinker registry     (shrinker.c)
@@ -86,6 +88,7 @@ static void objs_child(void)
 static void fork_prepare(void)
 {
     rcl__init_atfork_prepare();
+    rcl__pressure_atfork_prepare();
     objs_prepare();
     rcl__shrinker_atfork_prepare();
     rcl__reclaim_atfork_prepare();
@@ -115,6 +118,7 @@ static void fork_parent(void)
     rcl__reclaim_atfork_parent();
     rcl__shrinker_atfork_parent();
     objs_parent();
+    rcl__pressure_atfork_parent();
     rcl__init_atfork_parent();
 }
 

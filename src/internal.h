@@ -492,6 +492,9 @@ void rcl__symbolize_atfork_child(void);
 void rcl__report_atfork_prepare(void);
 void rcl__report_atfork_parent(void);
 void rcl__report_atfork_child(void);
+/* The pressure thread's descriptors, held still across the fork. */
+void rcl__pressure_atfork_prepare(void);
+void rcl__pressure_atfork_parent(void);
 /* The pressure thread is gone: close the child's copies of its
  * descriptors (never write the parent's stop eventfd) and say whether it
  * was running, so init.c can start it again on demand. */

@@ -69,6 +69,15 @@ static struct {
 static _Atomic long long open_report;
 static __thread bool on_pressure_thread;
 
+/* Held while the running thread opens or closes one of the watcher's
+ * descriptors, and by fork() (rcl__pressure_atfork_prepare): a child
+ * forked in between inherited descriptors not yet recorded, which nothing
+ * there closes, or closed a number already closed and perhaps reused.
+ * The footprint's cgroup descriptor, which the thread opens for it, is
+ * changed under it too. Nothing is reported under it, and the only lock
+ * taken under it is the registry's, which fork() takes after it. */
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
 bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
 
 /* Standard base64 (systemd writes MEMORY_PRESSURE_WRITE with it); -1 on a
@@ -255,17 +264,24 @@ static void shrink(size_t want)
         rcl_reclaim(want, RCL_DEFAULT);
 }
 
+/* One of the running thread's sources, gone: closed under fd_lock. */
+static void source_close(int *fd)
+{
+    pthread_mutex_lock(&fd_lock);
+    close(*fd);
+    *fd = -1;
+    pthread_mutex_unlock(&fd_lock);
+}
+
 /* The source fired. PSI: POLLPRI (POLLERR: the cgroup went away). FIFO and
  * socket: drain what was written; end of stream closes the source. */
 static void watch_event(short revents)
 {
     if (watcher.kind == WATCH_PSI) {
-        if (revents & (POLLERR | POLLNVAL)) {
-            close(watcher.watch_fd);
-            watcher.watch_fd = -1;
-            return;
-        }
-        shrink(0);
+        if (revents & (POLLERR | POLLNVAL))
+            source_close(&watcher.watch_fd);
+        else
+            shrink(0);
         return;
     }
     char buf[256];
@@ -284,10 +300,8 @@ static void watch_event(short revents)
     }
     if (got)
         shrink(0);
-    if (eof) {
-        close(watcher.watch_fd);
-        watcher.watch_fd = -1;
-    }
+    if (eof)
+        source_close(&watcher.watch_fd);
 }
 
 /*
@@ -305,8 +319,9 @@ static void watch_event(short revents)
  * start and on such a change, not in steady state.
  */
 #define REARM_DIV 64
-static void threshold_arm(uint64_t inactive)
+static void threshold_arm_locked(uint64_t inactive)
 {
+    rcl__assert_held(&fd_lock);
     if (watcher.thresh_fd >= 0)
         close(watcher.thresh_fd);
     watcher.thresh_fd = -1;
@@ -327,6 +342,13 @@ static void threshold_arm(uint64_t inactive)
         watcher.thresh_fd = fd;
 }
 
+static void threshold_arm(uint64_t inactive)
+{
+    pthread_mutex_lock(&fd_lock);
+    threshold_arm_locked(inactive);
+    pthread_mutex_unlock(&fd_lock);
+}
+
 static bool threshold_stale(uint64_t inactive)
 {
     uint64_t step = rcl_limit() / REARM_DIV;
@@ -338,8 +360,7 @@ static void threshold_event(void)
 {
     uint64_t n;
     if (read(watcher.thresh_fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
-        close(watcher.thresh_fd);
-        watcher.thresh_fd = -1;
+        source_close(&watcher.thresh_fd);
         return;
     }
     rcl__count(cgroup_events, 1);
@@ -368,12 +389,13 @@ static void threshold_event(void)
 static void footprint_follow(uint64_t lim, unsigned level)
 {
     char dir[PATH_MAX];
-    if (!lim || !rcl__cgroup_budget(lim)) {
-        rcl__footprint_cgroup(&watcher.cg, NULL);
-        return;
-    }
-    rcl__cgroup_level_dir(&watcher.cg, level, dir, sizeof(dir));
-    rcl__footprint_cgroup(&watcher.cg, dir);
+    bool budget = lim && rcl__cgroup_budget(lim);
+
+    if (budget)
+        rcl__cgroup_level_dir(&watcher.cg, level, dir, sizeof(dir));
+    pthread_mutex_lock(&fd_lock);
+    rcl__footprint_cgroup(&watcher.cg, budget ? dir : NULL);
+    pthread_mutex_unlock(&fd_lock);
 }
 
 /* The 1 s tick: follow the cgroup limit, refresh the footprint, and treat
@@ -546,23 +568,28 @@ void rcl__pressure_stop(void)
 /* fork() (fork.c)                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* The watcher only changes under init_lock, which the fork handlers hold.
- * The stop eventfd is the parent's too (one open file behind both
- * descriptors): the child closes its copy and never writes it, or it
+/* The watcher is set up and torn down under init_lock, which the fork
+ * handlers hold, and its descriptors change, while the thread runs, under
+ * fd_lock, which they take too. The stop eventfd is the parent's too (one open file behind
+ * both descriptors): the child closes its copy and never writes it, or it
  * would stop the parent's thread. The restart makes a new one. */
+void rcl__pressure_atfork_prepare(void) { pthread_mutex_lock(&fd_lock); }
+void rcl__pressure_atfork_parent(void) { pthread_mutex_unlock(&fd_lock); }
+
 bool rcl__pressure_atfork_child(void)
 {
     bool was = watcher.running;
     /* A report function on the pressure thread may fork: the child's one
      * thread is the program's, not the library's. */
     on_pressure_thread = false;
-    if (!was)
-        return false;
-    /* The threshold eventfd too: the parent's events are the parent's. */
-    sources_close();
-    watcher.running = false;
-    watcher.joined = false;
-    return true;
+    if (was) {
+        /* The threshold eventfd too: the parent's events are the parent's. */
+        sources_close();
+        watcher.running = false;
+        watcher.joined = false;
+    }
+    pthread_mutex_unlock(&fd_lock);
+    return was;
 }
 
 void rcl__pressure_restart(void)
