@@ -665,7 +665,9 @@ void   rcl_usage_sync(void);
  *     memory.pressure (v2) or /proc/pressure/memory;
  *   - systemd's protocol instead, when $MEMORY_PRESSURE_WATCH is set: a
  *     PSI file, FIFO or AF_UNIX socket, to which $MEMORY_PRESSURE_WRITE
- *     (base64) is written first; "/dev/null" turns pressure handling off;
+ *     (base64) is written first; "/dev/null" turns pressure handling off
+ *     (no stall is watched, and usage near the cgroup limit is not taken
+ *     as pressure), though an automatic budget still follows the limit;
  *   - cgroup usage (v1 memory.usage_in_bytes, v2 memory.current, less the
  *     inactive page cache the kernel drops first) against its limit, each
  *     second: headroom below low_pct % of the cgroup limit is pressure.

@@ -151,7 +151,8 @@ static int psi_open(const char *path)
  * systemd.io/MEMORY_PRESSURE): $MEMORY_PRESSURE_WATCH names a PSI file
  * (POLLPRI), a FIFO or an AF_UNIX stream socket (POLLIN, data discarded);
  * $MEMORY_PRESSURE_WRITE, base64, is written to it first; "/dev/null"
- * turns pressure handling off. Without the WRITE variable a PSI file gets
+ * turns pressure handling off (the tick still moves an automatic budget
+ * with the cgroup limit, which is no pressure). Without the WRITE variable a PSI file gets
  * our own default trigger, as it would have no trigger at all otherwise. */
 static int systemd_open(const char *watch, enum watch_kind *kind)
 {
