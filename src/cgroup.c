@@ -364,7 +364,7 @@ static uint64_t margin_for(uint64_t limit)
 {
     uint64_t m = limit / DEFAULT_MARGIN_DIV;
     const char *s = rcl__option_env("RECLAIM_CGROUP_MARGIN");
-    if (s && *s && rcl__option_size_of(s, limit, &m))
+    if (s && rcl__option_size_of(s, limit, &m))
         rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
                             "size or a percentage; using 1/8 of the limit", s);
     return m > limit / 2 ? limit / 2 : m;

@@ -20,6 +20,7 @@
  */
 #include "internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,7 +123,7 @@ int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out)
     size_t v;
     unsigned long pct = strtoul(s, &end, 10);
 
-    if (end != s && !strcmp(end, "%") && pct <= 100) {
+    if (isdigit((unsigned char)s[0]) && !strcmp(end, "%") && pct <= 100) {
         *out = rcl__pct_of(whole, (unsigned)pct);
         return 0;
     }

@@ -307,6 +307,29 @@ TEST_WITH(test_malformed_margin_is_reported_and_ignored, pressure_setup, pressur
     assert_last_report_has("RECLAIM_CGROUP_MARGIN");
 }
 
+/* A margin is digits first, as every size and percentage of the
+ * RECLAIM_* variables is: strtoul() took " 10%" and "+10%" as 10 %. An
+ * empty one is reported as every other empty variable is; the report is
+ * made at most once a second, so the test asks again until a second has
+ * turned. */
+TEST_WITH(test_empty_or_signed_margin_is_reported_and_ignored, pressure_setup, pressure_teardown)
+{
+    static const char *const bad[] = { " 10%", "+10%", "-5%", "" };
+
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        setenv("RECLAIM_CGROUP_MARGIN", bad[i], 1);
+        assert_int_equal(rcl_auto_limit(), 112 * MiB);
+    }
+    for (int t = 0; t < 150 && !test_reports_contain("RECLAIM_CGROUP_MARGIN=\"\""); t++) {
+        test_sleep_ms(10);
+        assert_int_equal(rcl_auto_limit(), 112 * MiB);
+    }
+    assert_true(test_reports_contain("RECLAIM_CGROUP_MARGIN=\"\""));
+    test_reports_take();
+}
+
 TEST_WITH(test_no_cgroup_at_all_is_half_of_physical_memory, pressure_setup, pressure_teardown)
 {
     put("proc/meminfo", "MemTotal:        4194304 kB\n");
