@@ -422,6 +422,22 @@ static void *nofail_waiter(void *arg)
     return NULL;
 }
 
+/* The budget filled down to the floor any request of a NOFAIL waiter's
+ * kind may reach, in ever smaller blocks, into held: nothing is left for
+ * it. Returns how many blocks it took (the failures' reports dropped). */
+enum { MAX_HELD = 4096 };
+static unsigned fill_to_the_floor(void **held)
+{
+    static const size_t sizes[] = { 64 * KiB, 4 * KiB, 256, 16 };
+    unsigned n = 0;
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        while (n < MAX_HELD && (held[n] = rcl_alloc(sizes[i], RCL_DEFAULT)) != NULL)
+            n++;
+    assert_true(n > 0 && n < MAX_HELD);
+    test_reports_reset();
+    return n;
+}
+
 static void *alloc_round_trip(void *arg)
 {
     (void)arg;
@@ -436,17 +452,8 @@ static void *alloc_round_trip(void *arg)
  * request had charged goes back with the thread. */
 TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
 {
-    /* The budget filled down to the floor any request of the waiter's
-     * kind may reach, in ever smaller blocks: nothing is left for it. */
-    enum { MAX_BLOCKS = 4096 };
-    static const size_t sizes[] = { 64 * KiB, 4 * KiB, 256, 16 };
-    static void *held[MAX_BLOCKS];
-    unsigned n = 0;
-    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
-        while (n < MAX_BLOCKS && (held[n] = rcl_alloc(sizes[i], RCL_DEFAULT)) != NULL)
-            n++;
-    assert_true(n > 0 && n < MAX_BLOCKS);
-    test_reports_reset();
+    static void *held[MAX_HELD];
+    unsigned n = fill_to_the_floor(held);
 
     /* A wait that is not a cancellation point would never end. */
     cancel_in_its_wait(nofail_waiter, &alloc_waiting);
@@ -487,15 +494,8 @@ static void *nofail_waiter_with_cleanup(void *arg)
 
 TEST(test_a_thread_cancelled_in_a_nofail_wait_allocates_in_its_cleanup)
 {
-    enum { MAX_BLOCKS = 4096 };
-    static const size_t sizes[] = { 64 * KiB, 4 * KiB, 256, 16 };
-    static void *held[MAX_BLOCKS];
-    unsigned n = 0;
-    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
-        while (n < MAX_BLOCKS && (held[n] = rcl_alloc(sizes[i], RCL_DEFAULT)) != NULL)
-            n++;
-    assert_true(n > 0 && n < MAX_BLOCKS);
-    test_reports_reset();
+    static void *held[MAX_HELD];
+    unsigned n = fill_to_the_floor(held);
 
     pthread_t th;
     atomic_store(&alloc_waiting, 0);

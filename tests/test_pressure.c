@@ -355,6 +355,15 @@ TEST_WITH(test_init_with_limit_zero_uses_the_cgroup, pressure_setup, pressure_te
     assert_int_equal(rcl_limit(), 448 * MiB);
 }
 
+/* The pressure thread re-reads the cgroup's limit each second: the budget
+ * is `want` within 5 s. */
+static void limit_becomes(size_t want)
+{
+    for (int t = 0; t < 100 && rcl_limit() != want; t++)
+        test_sleep_ms(50);
+    assert_int_equal(rcl_limit(), want);
+}
+
 /* While running, the budget follows the cgroup's limit (re-read each
  * second by the pressure thread). */
 TEST_WITH(test_budget_follows_cgroup_limit_changes, pressure_setup, pressure_teardown)
@@ -364,13 +373,9 @@ TEST_WITH(test_budget_follows_cgroup_limit_changes, pressure_setup, pressure_tea
     start(0, 0);
     assert_int_equal(rcl_limit(), 448 * MiB);
     put(V2DIR "memory.max", "268435456\n");
-    for (int t = 0; t < 100 && rcl_limit() != 224 * MiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 224 * MiB);
+    limit_becomes(224 * MiB);
     put(V2DIR "memory.max", "max\n");
-    for (int t = 0; t < 100 && rcl_limit() != 8 * GiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 8 * GiB);
+    limit_becomes(8 * GiB);
 }
 
 /* A cgroup limit that moves the automatic budget down to the reserve, or
@@ -390,9 +395,7 @@ TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_asi
     assert_int_equal(rcl_limit(), 448 * MiB);
 
     put(V2DIR "memory.max", "67108864\n");
-    for (int t = 0; t < 100 && rcl_limit() != 56 * MiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 56 * MiB);
+    limit_becomes(56 * MiB);
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_min, 56 * MiB * 2 / 100);
@@ -402,8 +405,7 @@ TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_asi
     rcl_free(p);
 
     put(V2DIR "memory.max", "536870912\n");
-    for (int t = 0; t < 100 && rcl_limit() != 448 * MiB; t++)
-        test_sleep_ms(50);
+    limit_becomes(448 * MiB);
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_min, 64 * MiB);
 }
@@ -525,9 +527,7 @@ TEST_WITH(test_an_automatic_budget_is_measured_by_the_cgroup_once_it_has_a_limit
     assert_int_equal(rcl_limit(), 8 * GiB);
     assert_int_equal(rcl_footprint(), 0);
     put(V2DIR "memory.max", "536870912\n");
-    for (int t = 0; t < 100 && rcl_limit() != 448 * MiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 448 * MiB);
+    limit_becomes(448 * MiB);
     assert_int_equal(rcl_footprint(), 300 * MiB);
 }
 
@@ -539,9 +539,7 @@ TEST_WITH(test_an_automatic_budget_leaves_the_cgroup_measure_with_its_limit, pre
     need_footprint();
     start_measured_by_the_cgroup();
     put(V2DIR "memory.max", "max\n");
-    for (int t = 0; t < 100 && rcl_limit() != 8 * GiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 8 * GiB);
+    limit_becomes(8 * GiB);
     resident(20 * MiB);
     assert_int_equal(rcl_footprint(), 20 * MiB);
 }
@@ -556,9 +554,7 @@ TEST_WITH(test_the_cgroup_measure_moves_to_the_level_whose_limit_binds, pressure
     put("sys/fs/cgroup/app.slice/memory.current", "335544320\n");
     put("sys/fs/cgroup/app.slice/memory.stat", "anon 335544320\ninactive_file 0\n");
     put("sys/fs/cgroup/app.slice/memory.max", "402653184\n");
-    for (int t = 0; t < 100 && rcl_limit() != 336 * MiB; t++)
-        test_sleep_ms(50);
-    assert_int_equal(rcl_limit(), 336 * MiB);
+    limit_becomes(336 * MiB);
     assert_int_equal(rcl_footprint(), 320 * MiB);
 }
 
