@@ -329,6 +329,9 @@ void rcl__scope_put(unsigned bits);
 void rcl__scope_watch(bool on);
 /* The thread is an I/O flusher (io_flusher.c): no restore clears its NOIO. */
 void rcl__scope_flusher(bool on);
+/* Threads holding the saved state of adopts restored out of order, which
+ * wait for the restore of the adopt inside them (scope.c): for tests. */
+unsigned rcl__scope_early_threads(void);
 
 /* Report frames (symbolize.c): "fn+0xoff (module)", from the module file's
  * symbol table, static functions included; forget drops the cached tables. */

@@ -18,6 +18,7 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,28 +34,78 @@ __thread struct rcl_scope_tls rcl_scope_tls RCL_TLS_IE;
  * adopt at depth d + 1; deeper ones than the bits can hold are taken to be
  * restored in order. `depth`: the innermost outstanding adopt's. */
 #define ADOPTS_TRACKED 64u
-struct early;
 static __thread struct {
     unsigned id;        /* the thread's number in saved contexts; 0 until it adopts */
     unsigned depth;
     uint64_t live;
-    struct early *early;   /* what the adopts restored out of order saved */
 } adopts RCL_TLS_IE;
 static _Atomic unsigned adopt_ids;
 
-/* What an adopt restored out of order saved, deepest first in `early`.
- * Until every adopt above it is restored, an inner one's domains and
- * cookie stay in force (a domain stack has no middle to take out); the
- * restore that ends them puts back the saved state of the shallowest adopt
- * restored early, which is what the still-open adopts below imply. Kept
- * off the TLS block, whose room is scarce (design.md), and made only for a
- * restore out of order; a thread that ends with such adopts still open
- * leaves them, as it leaves their domains. */
+/*
+ * What an adopt restored out of order saved, deepest first in a list of
+ * the thread's. Until every adopt above it is restored, an inner one's
+ * domains and cookie stay in force (a domain stack has no middle to take
+ * out); the restore that ends them puts back the saved state of the
+ * shallowest adopt restored early, which is what the still-open adopts
+ * below imply. Made only for a restore out of order.
+ *
+ * The list hangs from a thread-specific key, not from the TLS block: a
+ * pointer there moved every TLS word after it by 8 bytes, and a cache-hit
+ * pair of 256 B blocks over mimalloc went from 3.0 to 3.5 ns
+ * (docs/bench/patterns.md, "Probe, 2026-12-06, 21:10"). The key's
+ * destructor frees what a thread ends with; `early_threads` spares every
+ * other thread the lookup.
+ */
 struct early {
     struct early  *next;
     unsigned       depth;
     struct rcl_ctx saved;
 };
+
+static pthread_key_t early_key;
+static pthread_once_t early_once = PTHREAD_ONCE_INIT;
+static bool early_keyed;
+static _Atomic unsigned early_threads;      /* threads with a list */
+
+static void early_drop(void *head)
+{
+    for (struct early *e = head, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    atomic_fetch_sub(&early_threads, 1);
+}
+
+static void early_key_make(void)
+{
+    early_keyed = pthread_key_create(&early_key, early_drop) == 0;
+}
+
+unsigned rcl__scope_early_threads(void)
+{
+    return atomic_load(&early_threads);
+}
+
+static struct early *early_list(void)
+{
+    if (!atomic_load_explicit(&early_threads, memory_order_relaxed))
+        return NULL;
+    return early_keyed ? pthread_getspecific(early_key) : NULL;
+}
+
+/* The thread's list is now `head` (it was `was`): false when it cannot be
+ * kept, which only a first list can meet (the key's slot is made then). */
+static bool early_set(struct early *was, struct early *head)
+{
+    if (!was && head)
+        atomic_fetch_add(&early_threads, 1);
+    int err = pthread_setspecific(early_key, head);
+    if (err && !was && head)
+        atomic_fetch_sub(&early_threads, 1);
+    if (!err && was && !head)
+        atomic_fetch_sub(&early_threads, 1);
+    return !err;
+}
 
 /* An I/O flusher is in NOIO scope (reclaim.h) whatever is restored under
  * it: a restore that cleared NOIO closed a scope the flusher's own save
@@ -233,12 +284,15 @@ static void captured_restore(const struct rcl_ctx *s)
  * they are put back now, the inner adopt's domains popped with them. */
 static void early_keep(const struct rcl_ctx *s)
 {
-    struct early *e = malloc(sizeof(*e)), **at = &adopts.early;
+    pthread_once(&early_once, early_key_make);
+    struct early *head = early_keyed ? early_list() : NULL, **at = &head;
+    struct early *e = early_keyed ? malloc(sizeof(*e)) : NULL;
 
     if (!e) {
         rcl__domain_restore(s);
         return;
     }
+    struct early *was = head;
     e->depth = s->adopt_depth;
     e->saved = *s;
     while (*at && (*at)->depth > e->depth)
@@ -246,6 +300,10 @@ static void early_keep(const struct rcl_ctx *s)
     rcl__assert(!*at || (*at)->depth < e->depth);
     e->next = *at;
     *at = e;
+    if (!early_set(was, head)) {
+        free(e);
+        rcl__domain_restore(s);
+    }
 }
 
 /* The innermost adopt restored, `depth` the one now open below it (0:
@@ -254,13 +312,18 @@ static void early_keep(const struct rcl_ctx *s)
  * the others between go. NULL: none between (or none kept). */
 static struct early *early_end(unsigned depth)
 {
-    struct early *base = NULL;
+    struct early *head = early_list(), *was = head, *base = NULL;
 
-    while (adopts.early && adopts.early->depth > depth) {
-        struct early *e = adopts.early;
-        adopts.early = e->next;
+    while (head && head->depth > depth) {
+        struct early *e = head;
+        head = e->next;
         free(base);
         base = e;
+    }
+    if (head != was) {
+        bool kept = early_set(was, head);   /* a shorter list: the slot is there */
+        rcl__assert(kept);
+        (void)kept;
     }
     if (base && base->depth != depth + 1) {
         free(base);      /* the shallowest was not kept (early_keep) */

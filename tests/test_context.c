@@ -6,8 +6,11 @@
  * PF_MEMALLOC_NOIO flags to APIs which interact with other threads?").
  */
 #include "helpers.h"
+#include "internal.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 /* Runs fn in a fresh thread and waits for it. */
 static void in_other_thread(void *(*fn)(void *), void *arg)
@@ -149,6 +152,37 @@ TEST(journal_cookie_after_a_middle_restore_out_of_order_is_the_outer_adopts)
     assert_ptr_equal(rcl_journal_info(), &cookie[0]);
     rcl_context_restore(&s[0]);
     assert_ptr_equal(rcl_journal_info(), old);
+}
+
+/* A thread that ends with the inner of two adopts still open, the outer
+ * restored out of order, leaves nothing of what was kept for it: the
+ * saved state goes with the thread, as its stack does. */
+static void *ends_inside_an_adopt(void *arg)
+{
+    struct rcl_context *ctx = arg, s1, s2;
+    rcl_context_adopt(&ctx[0], &s1);
+    rcl_context_adopt(&ctx[1], &s2);
+    rcl_context_restore(&s1);
+    return (void *)(uintptr_t)rcl__scope_early_threads();
+}
+
+TEST(a_thread_ending_inside_an_adopt_restored_out_of_order_leaves_nothing)
+{
+    static int cookie[2];
+    struct rcl_context ctx[2];
+    void *old = rcl_journal_info();
+    for (int i = 0; i < 2; i++) {
+        rcl_journal_info_set(&cookie[i]);
+        rcl_context_capture(&ctx[i]);
+    }
+    rcl_journal_info_set(old);
+
+    pthread_t th;
+    void *kept;
+    assert_int_equal(pthread_create(&th, NULL, ends_inside_an_adopt, ctx), 0);
+    assert_int_equal(pthread_join(th, &kept), 0);
+    assert_int_equal((uintptr_t)kept, 1);
+    assert_int_equal(rcl__scope_early_threads(), 0);
 }
 
 /* Restoring returns exactly to the saved state, even when the code in
