@@ -20,7 +20,8 @@
  *   init.c      life cycle, configuration
  *   options.c   the RECLAIM_* table, its values' parsers, rcl_config_from_env()
  *   version.c   rcl_version()
- *   clock.c     rcl__now_ns(), the one clock; rcl__page_size()
+ *   clock.c     rcl__now_ns(), the one clock, and waits timed by it;
+ *               rcl__page_size()
  *   gfp.c       the flags' names for reports (rcl__gfp_str), unknown bits refused
  *   scope.c     per-thread scopes, current_gfp, context capture/adopt
  *   account.c   budget, watermarks, per-thread stocks (the stock protocol)
@@ -78,8 +79,11 @@ static inline void rcl__ensure_init(void)
         rcl__init_slow();
 }
 
-/* Monotonic nanoseconds, and the page size (clock.c, a leaf). */
+/* Monotonic nanoseconds, condition variables whose timed waits go by
+ * that clock and their deadlines, and the page size (clock.c, a leaf). */
 unsigned long long rcl__now_ns(void);
+void rcl__cond_init_monotonic(pthread_cond_t *cond);
+struct timespec rcl__deadline_after_ns(unsigned long long ns);
 size_t rcl__page_size(void);
 /* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);

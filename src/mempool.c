@@ -199,18 +199,6 @@ static bool reserve_wants(const struct rcl_mempool *pool)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* The waiters' condition: its waits time out by CLOCK_MONOTONIC
- * (deadline_after()), which a change of the wall clock does not move. */
-static void wait_init(pthread_cond_t *wait)
-{
-    pthread_condattr_t ca;
-
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(wait, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
 static void pool_free_struct(struct rcl_mempool *pool)
 {
     rcl__fork_untrack(&pool->fork);
@@ -260,7 +248,7 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_mutex_init(&pool->resize_lock, NULL);
-    wait_init(&pool->wait);
+    rcl__cond_init_monotonic(&pool->wait);
     rcl__fork_track(&pool->fork, &pool->lock, pool_atfork_child);
     pool->alloc = alloc ? alloc : budget_alloc;
     pool->free = free_fn ? free_fn : budget_free;
@@ -420,14 +408,6 @@ unsigned rcl__mempool_waiters(struct rcl_mempool *pool)
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
-static void deadline_after(struct timespec *ts, unsigned long long ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ns += (unsigned long long)ts->tv_nsec;
-    ts->tv_sec += (time_t)(ns / 1000000000ull);
-    ts->tv_nsec = (long)(ns % 1000000000ull);
-}
-
 /*
  * Steps 1 to 3, from gfp_temp (the light flags; the full ones after a
  * wait, as in the kernel) to gfp_mask: an element, or NULL with the
@@ -472,7 +452,7 @@ static bool wait_for_element(struct rcl_mempool *pool)
         /* Registered as a waiter before the lock is dropped (the wait
          * releases it atomically): an element returned from now on finds
          * us on the condition variable, so its wake-up cannot be lost. */
-        deadline_after(&deadline, MEMPOOL_WAIT_NS);
+        deadline = rcl__deadline_after_ns(MEMPOOL_WAIT_NS);
         /* The wait stays cancellable; a cancelled waiter must not leave
          * the pool locked (it has taken nothing yet). */
         pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
@@ -699,7 +679,7 @@ static int bulk_wait(struct rcl_mempool *pool, unsigned n)
     int err;
 
     rcl__assert_held(&pool->lock);
-    deadline_after(&deadline, MEMPOOL_WAIT_NS);
+    deadline = rcl__deadline_after_ns(MEMPOOL_WAIT_NS);
     /* The wait stays cancellable; a cancelled waiter holds no element
      * (all were given back before it waited), only the lock. */
     pthread_cleanup_push(rcl__unlock_cleanup, &pool->lock);
@@ -927,7 +907,7 @@ static void pool_atfork_child(struct rcl__fork_obj *o)
 {
     struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
                                offsetof(struct rcl_mempool, fork));
-    wait_init(&pool->wait);
+    rcl__cond_init_monotonic(&pool->wait);
     pthread_mutex_init(&pool->resize_lock, NULL);
     atomic_fetch_and_explicit(&pool->state, ~POOL_WAITERS, memory_order_relaxed);
 }

@@ -356,33 +356,6 @@ static size_t balance(struct rcl_thread *t)
     return total;
 }
 
-/* The reclaimer's condition waits by CLOCK_MONOTONIC: a pause taken by
- * the wall clock would last as long again as the clock was set back (an
- * hour's step, an hour with no background reclaim), and its pauses after
- * a fruitless pass are not cut short by wake-ups. */
-static void cond_init_monotonic(pthread_cond_t *cond)
-{
-    pthread_condattr_t ca;
-
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cond, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static struct timespec deadline_ns(unsigned long long ns)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += (time_t)(ns / 1000000000ull);
-    t.tv_nsec += (long)(ns % 1000000000ull);
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
 /* Called with reclaimer.lock held, and nothing asked: sleep until woken, or until
  * a trim the rate limit put off is due (then do it). */
 static void idle_locked(void)
@@ -392,7 +365,7 @@ static void idle_locked(void)
         pthread_cond_wait(&reclaimer.cond, &reclaimer.lock);
         return;
     }
-    struct timespec until = deadline_ns(TRIM_INTERVAL_NS);
+    struct timespec until = rcl__deadline_after_ns(TRIM_INTERVAL_NS);
     if (pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
         return;
     pthread_mutex_unlock(&reclaimer.lock);
@@ -413,7 +386,7 @@ static bool wait_for_work_locked(unsigned long long ahead_until)
     }
     if (rcl__headroom() < rd(rcl__acct.wm_high))
         return true;
-    struct timespec until = deadline_ns(AHEAD_POLL_NS);
+    struct timespec until = rcl__deadline_after_ns(AHEAD_POLL_NS);
     pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until);
     return false;
 }
@@ -457,7 +430,7 @@ static void *background_main(void *arg)
             if (backoff_ms > IDLE_BACKOFF_MAX)
                 backoff_ms = IDLE_BACKOFF_MAX;
             ahead_until = 0;
-            struct timespec until = deadline_ns(backoff_ms * 1000000ull);
+            struct timespec until = rcl__deadline_after_ns(backoff_ms * 1000000ull);
             while (!reclaimer.stop && !rd(reclaimer.request) &&
                    pthread_cond_timedwait(&reclaimer.cond, &reclaimer.lock, &until) != ETIMEDOUT)
                 ;
@@ -538,9 +511,12 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&reclaimer.lock);
-    /* No reclaimer waits now: the last one was joined, or none started. */
+    /* No reclaimer waits now: the last one was joined, or none started.
+     * Its waits go by CLOCK_MONOTONIC (clock.c): its pauses after a
+     * fruitless pass are not cut short by wake-ups, and by the wall clock
+     * one would last an hour longer after an hour's step back. */
     pthread_cond_destroy(&reclaimer.cond);
-    cond_init_monotonic(&reclaimer.cond);
+    rcl__cond_init_monotonic(&reclaimer.cond);
     reclaimer.stop = false;
     reclaimer.running = false;
     start_retry_at = 0;
@@ -576,7 +552,7 @@ void rcl__reclaim_atfork_parent(void) { pthread_mutex_unlock(&reclaimer.lock); }
  * started again by the next wake-up, which must not find one pending. */
 void rcl__reclaim_atfork_child(void)
 {
-    cond_init_monotonic(&reclaimer.cond);
+    rcl__cond_init_monotonic(&reclaimer.cond);
     reclaimer.running = false;
     atomic_store(&reclaimer.wake_pending, 0);
     in_background = false;
