@@ -645,10 +645,17 @@ void   rcl_usage_sync(void);
  * half of physical memory.
  *
  * The cgroup is found through /proc/self/cgroup and /proc/self/mountinfo
- * (a v1 memory hierarchy first, else cgroup2). The binding limit is the
- * smallest set one from the process's cgroup up to the mount point (a
- * parent's limit holds its children); v2 "max" and v1's huge "unlimited"
- * value are no limit, and so is a limit at or above physical memory.
+ * (a v1 memory hierarchy first, else cgroup2), under the first mount of
+ * its hierarchy that shows it. A cgroup no mount shows (one outside the
+ * cgroup namespace's root reads "/../x") gives no cgroup limit, reported
+ * once: no limit the process can see binds it. The binding limit is the
+ * smallest set one from the process's cgroup up to the mount point, every
+ * level however deep (a parent's limit holds its children); v2 "max" and
+ * v1's huge "unlimited" value are no limit, and so is a limit at or above
+ * physical memory. A limit of 0 is a limit, the tightest: the budget is
+ * then the least there is, 1 byte, and as under any cgroup limit below the
+ * reserve, rcl_init() refuses a reserve and a move to it while running
+ * sets the reserve aside (reported).
  * Margin, for memory the library does not see (code, stacks, other
  * allocators, page cache, the kernel's charges): RECLAIM_CGROUP_MARGIN, a
  * size ("32M") or a percentage ("10%"); default 1/8 of the limit; never

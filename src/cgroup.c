@@ -191,8 +191,9 @@ static void own_cgroup_paths(char *v1, char *v2, size_t len)
 }
 
 /* Where hierarchy `want` (1: cgroup with the memory option, 2: cgroup2) is
- * mounted, and the cgroup path its root shows. 0 or -ENOENT. */
-static int find_mount(int want, char *mnt, char *mroot, size_t len)
+ * mounted, and the cgroup path its root shows: the mount `nth` in
+ * mountinfo's order (0: the first). 0 or -ENOENT. */
+static int find_mount(int want, unsigned nth, char *mnt, char *mroot, size_t len)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/proc/self/mountinfo", rcl__root_prefix());
@@ -212,7 +213,7 @@ static int find_mount(int want, char *mnt, char *mroot, size_t len)
             continue;
         bool match = want == 2 ? !strcmp(fstype, "cgroup2")
                                : !strcmp(fstype, "cgroup") && has_token(super, "memory");
-        if (!match)
+        if (!match || nth-- > 0)
             continue;
         char r[PATH_MAX], m[PATH_MAX];
         if (sscanf(line, "%*s %*s %*s %4095s %4095s", r, m) != 2)
@@ -233,31 +234,87 @@ static bool is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Joins mount point and cgroup path into the directory of the process's
- * cgroup. The mount may show a subtree (a container's bind mount: root
- * "/docker/x"); the cgroup path then starts with that root, which is cut. */
-static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
+/*
+ * The part of the cgroup path below the mount's root, or NULL when the
+ * mount does not show that cgroup. Both paths are in the view of the
+ * process's cgroup namespace, where a cgroup outside the namespace's root
+ * reads "/../x" (cgroup_namespaces(7)): the cgroup is under the mount
+ * exactly when the mount's root is a prefix of its path, component by
+ * component, and the rest only steps down. Joined as it is, "/../x" named
+ * a directory outside the mount, another group's or none.
+ */
+static const char *below_root(const char *cgpath, const char *mroot)
 {
-    char mnt[PATH_MAX], mroot[PATH_MAX];
-    if (!cgpath[0] || find_mount(version, mnt, mroot, sizeof(mnt)))
-        return -ENOENT;
-    const char *rel = cgpath;
-    size_t rl = strlen(mroot);
-    if (strcmp(mroot, "/") && !strncmp(cgpath, mroot, rl) && (cgpath[rl] == '/' || !cgpath[rl]))
-        rel = cgpath + rl;
+    size_t rl = strcmp(mroot, "/") ? strlen(mroot) : 0;
+    if (strncmp(cgpath, mroot, rl) || (cgpath[rl] != '/' && cgpath[rl]))
+        return NULL;
+    const char *rel = cgpath + rl;
+    for (const char *c = rel; *c; ) {
+        c += *c == '/';
+        size_t n = strcspn(c, "/");
+        if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return NULL;
+        c += n;
+    }
+    return rel;
+}
+
+/* The directory of the cgroup `rel` below the mount point `mnt`. */
+static int join(const char *mnt, const char *rel, struct rcl_cgroup *cg)
+{
     int top = snprintf(cg->dir, sizeof(cg->dir), "%s%s", rcl__root_prefix(), mnt);
     if (top < 0 || (size_t)top >= sizeof(cg->dir))
         return -ENAMETOOLONG;
     if ((size_t)snprintf(cg->dir + top, sizeof(cg->dir) - (size_t)top, "%s",
                          strcmp(rel, "/") ? rel : "") >= sizeof(cg->dir) - (size_t)top)
         return -ENAMETOOLONG;
-    /* Outside our namespace's view (or moved meanwhile): the mount point
-     * itself is the best we can see. */
-    if (!is_dir(cg->dir))
-        cg->dir[top] = '\0';
     cg->top = (size_t)top;
-    cg->version = version;
     return is_dir(cg->dir) ? 0 : -ENOENT;
+}
+
+/* The process's cgroup under the first mount of the hierarchy that shows
+ * it. A mount may show a subtree (a container's bind mount: root
+ * "/docker/x"), and one hierarchy may be mounted more than once, each
+ * showing a different part. -EXDEV: mounted, but no mount shows it; the
+ * mount's root is then no ancestor of the process's cgroup, and its
+ * limits bind other processes, not this one. */
+static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
+{
+    char mnt[PATH_MAX], mroot[PATH_MAX];
+    unsigned n = 0;
+
+    if (!cgpath[0])
+        return -ENOENT;
+    for (; !find_mount(version, n, mnt, mroot, sizeof(mnt)); n++) {
+        const char *rel = below_root(cgpath, mroot);
+        if (rel && !join(mnt, rel, cg)) {
+            cg->version = version;
+            return 0;
+        }
+    }
+    return n ? -EXDEV : -ENOENT;
+}
+
+/* A cgroup the mounts do not show is reported once: the same one found
+ * again (each call of rcl_auto_limit(), each start) says nothing new. */
+static _Atomic uint64_t unseen_reported;
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;      /* FNV-1a */
+    return h;
+}
+
+static void report_unseen(int version, const char *cgpath)
+{
+    uint64_t h = hash_str(hash_str(0xcbf29ce484222325ull, rcl__root_prefix()), cgpath);
+    h = (h ^ (uint64_t)version) * 0x100000001b3ull;
+    if (atomic_exchange(&unseen_reported, h) == h)
+        return;
+    rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) is outside every "
+                "mount of its hierarchy: its limits cannot be read, and give no "
+                "automatic budget", cgpath, version);
 }
 
 /* The memory cgroup: a v1 memory hierarchy when there is one (it is where
@@ -267,24 +324,35 @@ int rcl__cgroup_find(struct rcl_cgroup *cg)
     char v1[PATH_MAX], v2[PATH_MAX];
     memset(cg, 0, sizeof(*cg));
     own_cgroup_paths(v1, v2, sizeof(v1));
-    if (v1[0] && locate(1, v1, cg) == 0)
-        return 0;
-    if (v2[0] && locate(2, v2, cg) == 0)
-        return 0;
-    cg->version = 0;
+    for (int version = 1; version <= 2; version++) {
+        const char *path = version == 1 ? v1 : v2;
+        int err = locate(version, path, cg);
+        if (!err)
+            return 0;
+        if (err == -EXDEV)
+            report_unseen(version, path);
+    }
+    memset(cg, 0, sizeof(*cg));
     return -ENOENT;
+}
+
+/* Whether a limit file's value is a limit, and tighter than `best`. v2
+ * writes "no limit" as "max", v1 as a huge number. */
+static bool tighter(int version, uint64_t v, bool set, uint64_t best)
+{
+    return set && !(version == 1 && v >= V1_UNLIMITED) && v < best;
 }
 
 /* The limit binding this cgroup: the smallest set limit on the way up to
  * the mount point (a parent's limit holds its children too). v2: the
- * smaller of memory.high and memory.max; v1: memory.limit_in_bytes. 0 when
- * none is set; RCL_CG_UNKNOWN when no file could be read at all (the cgroup
- * went away, or no descriptor was free), which is not "no limit". `at`,
- * when not NULL, gets the directory that sets it. */
+ * smaller of memory.high and memory.max; v1: memory.limit_in_bytes.
+ * RCL_CG_NONE when none is set; RCL_CG_UNKNOWN when no file could be read
+ * at all (the cgroup went away, or no descriptor was free), which is not
+ * "no limit". `at`, when not NULL, gets the directory that sets it. */
 uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
 {
     char dir[PATH_MAX];
-    uint64_t best = 0;
+    uint64_t best = RCL_CG_NONE;
     bool seen = false;
     snprintf(dir, sizeof(dir), "%s", cg->dir);
     if (at)
@@ -300,11 +368,7 @@ uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
             if (read_value(dir, files[i], &v, &set))
                 continue;
             seen = true;
-            if (!set)
-                continue;
-            if (cg->version == 1 && v >= V1_UNLIMITED)
-                continue;
-            if (!best || v < best) {
+            if (tighter(cg->version, v, set, best)) {
                 best = v;
                 if (at)
                     snprintf(at, atlen, "%s", dir);
@@ -371,12 +435,17 @@ static uint64_t margin_for(uint64_t limit)
 }
 
 /* The budget a cgroup limit gives (0: no usable limit). A limit at or
- * above the machine's memory limits nothing. */
+ * above the machine's memory limits nothing, RCL_CG_NONE among them. One
+ * that leaves nothing - memory.max = 0, which the kernel holds to no
+ * charge at all - gives the least budget there is, not none: 0 would
+ * read as "no limit", and the budget would be half of the machine. */
 size_t rcl__cgroup_budget(uint64_t cglimit)
 {
-    if (!cglimit || cglimit >= physical_memory())
+    if (cglimit >= physical_memory())
         return 0;
     uint64_t b = cglimit - margin_for(cglimit);
+    if (!b)
+        return 1;
     return b > SIZE_MAX ? SIZE_MAX : (size_t)b;
 }
 
@@ -405,9 +474,9 @@ size_t rcl_auto_limit(void)
 {
     struct rcl_cgroup cg;
     int cancel = rcl__nocancel_begin();
-    uint64_t lim = rcl__cgroup_find(&cg) == 0 ? rcl__cgroup_limit(&cg, NULL, 0) : 0;
+    uint64_t lim = rcl__cgroup_find(&cg) == 0 ? rcl__cgroup_limit(&cg, NULL, 0) : RCL_CG_NONE;
     rcl__nocancel_end(cancel);
-    return rcl__auto_budget(lim == RCL_CG_UNKNOWN ? 0 : lim);
+    return rcl__auto_budget(lim);
 }
 
 
@@ -485,40 +554,62 @@ int rcl__cgroup_threshold(const struct rcl_cgroup *cg, const char *dir, uint64_t
 /* Descriptors kept open                                                     */
 /* ------------------------------------------------------------------------ */
 
-/*
- * A thread that serves the kernel's I/O must not open files while it runs:
- * a struct file is a kernel-memory charge to the cgroup, and a cgroup at its
- * limit answers it with reclaim that may wait on that very I/O. So the
- * pressure thread opens every file it will read once, here, and then only
- * preads them.
- */
-void rcl__cgroup_files_open(const struct rcl_cgroup *cg, struct rcl_cgroup_files *f)
+/* The levels from `dir` up to the mount point, which ends at `top`. */
+static unsigned count_levels(const char *dir, size_t top)
+{
+    unsigned n = 1;
+    for (const char *p = dir + top; *p; p++)
+        n += *p == '/' && p[1];
+    return n;
+}
+
+static void level_open(const struct rcl_cgroup *cg, const char *dir, struct rcl_cgroup_level *l)
 {
     static const char *const v2files[] = { "memory.max", "memory.high" };
     static const char *const v1files[] = { "memory.limit_in_bytes" };
     const char *const *files = cg->version == 2 ? v2files : v1files;
     unsigned nfiles = cg->version == 2 ? 2 : 1;
-    char dir[PATH_MAX], path[PATH_MAX];
+    char path[PATH_MAX];
+
+    for (unsigned i = 0; i < 2; i++) {
+        l->limit_fd[i] = -1;
+        if (i < nfiles && snprintf(path, sizeof(path), "%s/%s", dir, files[i]) < (int)sizeof(path))
+            l->limit_fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    l->usage_fd = rcl__cgroup_usage_open(cg, dir);
+    l->stat_fd = -1;
+    if (snprintf(path, sizeof(path), "%s/memory.stat", dir) < (int)sizeof(path))
+        l->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/*
+ * A thread that serves the kernel's I/O must not open files while it runs:
+ * a struct file is a kernel-memory charge to the cgroup, and a cgroup at its
+ * limit answers it with reclaim that may wait on that very I/O. So the
+ * pressure thread opens every file it will read once, here, and then only
+ * preads them. Every level, however deep the tree: a limit on a level left
+ * out binds the process all the same, and the budget would never follow
+ * it. No array (nothing opened, the limit RCL_CG_UNKNOWN) when memory is
+ * short.
+ */
+void rcl__cgroup_files_open(const struct rcl_cgroup *cg, struct rcl_cgroup_files *f)
+{
+    char dir[PATH_MAX];
+    unsigned want = count_levels(cg->dir, cg->top);
 
     memset(f, 0, sizeof(*f));
+    f->version = cg->version;
+    f->level = calloc(want, sizeof(*f->level));
+    if (!f->level)
+        return;
     snprintf(dir, sizeof(dir), "%s", cg->dir);
-    while (f->nlevels < RCL_CG_LEVELS) {
-        struct rcl_cgroup_level *l = &f->level[f->nlevels++];
-        for (unsigned i = 0; i < 2; i++) {
-            l->limit_fd[i] = -1;
-            if (i < nfiles && snprintf(path, sizeof(path), "%s/%s", dir, files[i]) < (int)sizeof(path))
-                l->limit_fd[i] = open(path, O_RDONLY | O_CLOEXEC);
-        }
-        l->usage_fd = rcl__cgroup_usage_open(cg, dir);
-        l->stat_fd = -1;
-        if (snprintf(path, sizeof(path), "%s/memory.stat", dir) < (int)sizeof(path))
-            l->stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (f->nlevels < want) {
+        level_open(cg, dir, &f->level[f->nlevels++]);
         char *slash = strrchr(dir, '/');
         if (strlen(dir) <= cg->top || !slash || (size_t)(slash - dir) < cg->top)
             break;
         *slash = '\0';
     }
-    f->version = cg->version;
 }
 
 void rcl__cgroup_files_close(struct rcl_cgroup_files *f)
@@ -530,6 +621,8 @@ void rcl__cgroup_files_close(struct rcl_cgroup_files *f)
             if (fds[k] >= 0)
                 close(fds[k]);
     }
+    free(f->level);
+    f->level = NULL;
     f->nlevels = 0;
 }
 
@@ -537,7 +630,7 @@ void rcl__cgroup_files_close(struct rcl_cgroup_files *f)
  * readable file at all is RCL_CG_UNKNOWN. */
 uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *level)
 {
-    uint64_t best = 0;
+    uint64_t best = RCL_CG_NONE;
     bool seen = false;
     *level = 0;
     for (unsigned i = 0; i < f->nlevels; i++) {
@@ -547,9 +640,7 @@ uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *lev
             if (fd_value(f->level[i].limit_fd[k], &v, &set))
                 continue;
             seen = true;
-            if (!set || (f->version == 1 && v >= V1_UNLIMITED))
-                continue;
-            if (!best || v < best) {
+            if (tighter(f->version, v, set, best)) {
                 best = v;
                 *level = i;
             }

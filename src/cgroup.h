@@ -20,15 +20,19 @@ struct rcl_cgroup {
 
 /* "no file could be read at all", which is not "no limit" */
 #define RCL_CG_UNKNOWN UINT64_MAX
+/* No limit set anywhere on the way up. Not 0: memory.max = 0 is a limit,
+ * one the kernel holds to no charge at all. */
+#define RCL_CG_NONE    (UINT64_MAX - 1)
 
 /* RECLAIM_CGROUP_ROOT, or "": put in front of every path read. */
 const char *rcl__root_prefix(void);
 /* A small file read whole, NUL-terminated; -errno or the length. */
 ssize_t  rcl__read_small(const char *path, char *buf, size_t len);
-/* 0, or -ENOENT with cg->version 0. */
+/* 0, or -ENOENT with cg->version 0: none mounted, or the process's cgroup
+ * outside what the mounts show (reported, once for each such cgroup). */
 int      rcl__cgroup_find(struct rcl_cgroup *cg);
-/* The smallest limit set on the way up (0: none; RCL_CG_UNKNOWN); `at`
- * gets the directory that sets it. */
+/* The smallest limit set on the way up (RCL_CG_NONE; RCL_CG_UNKNOWN);
+ * `at` gets the directory that sets it. */
 uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen);
 /* Usage of `dir` less its inactive page cache. 0 or -errno. */
 int      rcl__cgroup_working_set(const struct rcl_cgroup *cg, const char *dir, uint64_t *out);
@@ -45,13 +49,13 @@ int      rcl__read_fd_u64(int fd, uint64_t *out);
  * cgroup.event_control). -errno (-EOPNOTSUPP on v2). */
 int      rcl__cgroup_threshold(const struct rcl_cgroup *cg, const char *dir, uint64_t bytes);
 /* The files the pressure thread reads, opened once: each level from the
- * process's cgroup up to the mount point (level 0 is the cgroup itself). */
-#define RCL_CG_LEVELS 16
+ * process's cgroup up to the mount point (level 0 is the cgroup itself),
+ * however deep. */
 struct rcl_cgroup_level { int limit_fd[2], usage_fd, stat_fd; };
 struct rcl_cgroup_files {
     int      version;
     unsigned nlevels;
-    struct rcl_cgroup_level level[RCL_CG_LEVELS];
+    struct rcl_cgroup_level *level;     /* nlevels of them, calloc'd */
 };
 void     rcl__cgroup_files_open(const struct rcl_cgroup *cg, struct rcl_cgroup_files *f);
 void     rcl__cgroup_files_close(struct rcl_cgroup_files *f);
@@ -64,7 +68,9 @@ int      rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigne
 /* The budget a cgroup limit gives: the limit less the margin, else half
  * of physical memory. */
 size_t   rcl__auto_budget(uint64_t cglimit);
-/* The budget of a cgroup limit, 0 when the limit limits nothing. */
+/* The budget of a cgroup limit, 0 when the limit limits nothing
+ * (RCL_CG_NONE, RCL_CG_UNKNOWN, or one above the machine's memory); a
+ * limit that leaves nothing gives the least budget, 1 byte. */
 size_t   rcl__cgroup_budget(uint64_t cglimit);
 /* The automatic budget moved to a new cgroup limit's; false (nothing
  * changed) once the program chose a limit (rcl_set_limit). */

@@ -328,7 +328,7 @@ static void threshold_arm_locked(uint64_t inactive)
     watcher.thresh_fd = -1;
     watcher.armed_inactive = inactive;
     watcher.armed_mode = rcl__footprint_mode();
-    if (watcher.cg.version != 1 || !watcher.auto_limit || !watcher.cg_limit ||
+    if (watcher.cg.version != 1 || !watcher.auto_limit || watcher.cg_limit == RCL_CG_NONE ||
         watcher.cg_limit == RCL_CG_UNKNOWN || rcl__footprint_mode() != RCL__FOOTPRINT_CGROUP)
         return;
     /* Not rcl_limit(): in a child, rcl__init_slow() arms it with init_lock
@@ -390,7 +390,7 @@ static void threshold_event(void)
 static void footprint_follow(uint64_t lim, unsigned level)
 {
     char dir[PATH_MAX];
-    bool budget = lim && rcl__cgroup_budget(lim);
+    bool budget = rcl__cgroup_budget(lim) != 0;
 
     if (budget)
         rcl__cgroup_level_dir(&watcher.cg, level, dir, sizeof(dir));
@@ -418,7 +418,8 @@ static void cgroup_tick(void)
     watcher.cg_limit = lim;
     watcher.level = level;
     uint64_t usage, inactive;
-    if (!lim || rcl__cgroup_files_working_set(&watcher.files, level, &usage, &inactive)) {
+    if (lim == RCL_CG_NONE ||
+        rcl__cgroup_files_working_set(&watcher.files, level, &usage, &inactive)) {
         if (moved)
             threshold_arm(watcher.armed_inactive);
         return;
@@ -509,13 +510,14 @@ int rcl__pressure_start(bool auto_limit)
     watcher.last_event = 0;
     watcher.auto_limit = auto_limit;
     watcher.files.nlevels = 0;
+    watcher.files.level = NULL;
     rcl__cgroup_find(&watcher.cg);             /* version 0 when there is none */
-    watcher.cg_limit = 0;
+    watcher.cg_limit = RCL_CG_NONE;
     if (watcher.cg.version) {
         rcl__cgroup_files_open(&watcher.cg, &watcher.files);
         watcher.cg_limit = rcl__cgroup_files_limit(&watcher.files, &watcher.level);
         uint64_t usage, inactive = 0;
-        if (watcher.cg_limit && watcher.cg_limit != RCL_CG_UNKNOWN &&
+        if (watcher.cg_limit != RCL_CG_NONE && watcher.cg_limit != RCL_CG_UNKNOWN &&
             rcl__cgroup_files_working_set(&watcher.files, watcher.level, &usage, &inactive))
             inactive = 0;
         threshold_arm(inactive);

@@ -330,12 +330,99 @@ TEST_WITH(test_empty_or_signed_margin_is_reported_and_ignored, pressure_setup, p
     test_reports_take();
 }
 
+/* A cgroup outside the cgroup namespace's root reads "/../other"
+ * (cgroup_namespaces(7)): the mount, which shows that root, does not show
+ * it, and neither the root's limit nor a directory beside the mount is
+ * this process's. No cgroup budget, reported once; it read the directory
+ * "/sys/fs/cgroup/../other", outside the mount. */
+TEST_WITH(test_a_cgroup_outside_the_mount_gives_no_budget_and_is_reported_once, pressure_setup,
+          pressure_teardown)
+{
+    fake_v2();
+    put("proc/self/cgroup", "0::/../other\n");
+    put("sys/fs/cgroup/memory.max", "536870912\n");
+    put("sys/fs/other/memory.max", "268435456\n");
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(test_reports_seen_matching("\"/../other\" (cgroup v2) is outside every mount"),
+                     1);
+}
+
+/* The same with a container's v1 mount: a cgroup beside the one the mount
+ * shows is not in it, whatever the mount holds of the same name. */
+TEST_WITH(test_v1_cgroup_beside_the_mounts_root_is_not_read, pressure_setup, pressure_teardown)
+{
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/cgroup", "4:memory:/docker/other\n");
+    put("proc/self/mountinfo",
+        "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n");
+    put("sys/fs/cgroup/memory/memory.limit_in_bytes", "536870912\n");
+    put("sys/fs/cgroup/memory/docker/other/memory.limit_in_bytes", "268435456\n");
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(test_reports_seen_matching("is outside every mount"), 1);
+}
+
+/* A second mount of the hierarchy that shows the cgroup is read: here the
+ * whole hierarchy, whose root is above the namespace's ("/.."). */
+TEST_WITH(test_a_cgroup_outside_one_mount_is_read_under_another, pressure_setup, pressure_teardown)
+{
+    fake_v2();
+    put("proc/self/cgroup", "0::/../other\n");
+    put("proc/self/mountinfo",
+        "30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+        "31 22 0:26 /.. /host/cgroup rw - cgroup2 cgroup2 rw\n");
+    put("sys/fs/cgroup/memory.max", "536870912\n");
+    put("host/cgroup/other/memory.max", "268435456\n");
+    assert_int_equal(rcl_auto_limit(), 224 * MiB);
+}
+
 TEST_WITH(test_no_cgroup_at_all_is_half_of_physical_memory, pressure_setup, pressure_teardown)
 {
     put("proc/meminfo", "MemTotal:        4194304 kB\n");
     put("proc/self/cgroup", "");
     put("proc/self/mountinfo", "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n");
     assert_int_equal(rcl_auto_limit(), 2 * GiB);
+}
+
+/* memory.max = 0 is a limit, the tightest there is: the kernel charges
+ * nothing more to the group, reclaiming and killing to get there. It read
+ * as no limit, and the budget was half of the machine. */
+TEST_WITH(test_v2_max_of_zero_gives_the_least_budget, pressure_setup, pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "0\n");
+    assert_int_equal(rcl_auto_limit(), 1);
+}
+
+/* A parent's 0 binds below a child's limit as any smaller limit does. */
+TEST_WITH(test_v2_parent_max_of_zero_binds_the_child, pressure_setup, pressure_teardown)
+{
+    fake_v2();
+    put("sys/fs/cgroup/app.slice/memory.max", "0\n");
+    put(V2DIR "memory.max", "536870912\n");
+    assert_int_equal(rcl_auto_limit(), 1);
+}
+
+/* v1 takes a limit of 0 when the group's usage can be reclaimed to it. */
+TEST_WITH(test_v1_limit_of_zero_gives_the_least_budget, pressure_setup, pressure_teardown)
+{
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "0\n");
+    assert_int_equal(rcl_auto_limit(), 1);
+}
+
+/* At start a reserve leaves nothing of that budget: refused, as under any
+ * cgroup limit below the reserve. */
+TEST_WITH(test_init_with_a_reserve_under_a_cgroup_limit_of_zero_is_refused, pressure_setup,
+          pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "0\n");
+    struct rcl_config cfg = test_config(0);
+    cfg.pressure = 1;
+    cfg.reserve = 64 * MiB;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_int_equal(test_reports_seen_matching("leaves nothing of a limit of 1"), 1);
 }
 
 /* A cgroup limit above the machine's memory limits nothing. */
@@ -408,6 +495,67 @@ TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_asi
     limit_becomes(448 * MiB);
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_min, 64 * MiB);
+}
+
+/* A cgroup limit set to 0 while running moves the budget to the least
+ * there is, within the reserve, which is set aside (reported) as for any
+ * limit below it; it moved the budget to half of the machine. */
+TEST_WITH(test_a_cgroup_limit_of_zero_moves_the_budget_within_the_reserve, pressure_setup,
+          pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    struct rcl_config cfg = test_config(0);
+    cfg.pressure = 1;
+    cfg.reserve = 64 * MiB;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+
+    put(V2DIR "memory.max", "0\n");
+    limit_becomes(1);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_min, 0);
+    assert_int_equal(test_reports_seen_matching("within the reserve"), 1);
+
+    put(V2DIR "memory.max", "536870912\n");
+    limit_becomes(448 * MiB);
+    rcl_stats_get(&st);
+    assert_int_equal(st.wmark_min, 64 * MiB);
+}
+
+/* A tree `depth` levels deep below the v2 mount, the process in the
+ * deepest, no limit anywhere yet. */
+static void fake_v2_deep(unsigned depth)
+{
+    char cgpath[PATH_MAX] = "", rel[PATH_MAX];
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/mountinfo",
+        "30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw\n");
+    for (unsigned i = 1; i <= depth; i++) {
+        size_t n = strlen(cgpath);
+        snprintf(cgpath + n, sizeof(cgpath) - n, "/l%u", i);
+        snprintf(rel, sizeof(rel), "sys/fs/cgroup%s/memory.max", cgpath);
+        put(rel, "max\n");
+    }
+    snprintf(rel, sizeof(rel), "sys/fs/cgroup%s/memory.current", cgpath);
+    put(rel, "1048576\n");
+    char line[PATH_MAX + 8];
+    snprintf(line, sizeof(line), "0::%s\n", cgpath);
+    put("proc/self/cgroup", line);
+}
+
+/* The pressure thread reads every level of a deep tree: it kept 16, and a
+ * limit set higher up than that bound the process while the budget stayed
+ * half of the machine. */
+TEST_WITH(test_budget_follows_a_limit_twenty_levels_up, pressure_setup, pressure_teardown)
+{
+    fake_v2_deep(21);
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 8 * GiB);
+    put("sys/fs/cgroup/l1/memory.max", "268435456\n");
+    limit_becomes(224 * MiB);
+    assert_int_equal(rcl_auto_limit(), 224 * MiB);
 }
 
 /* A limit that cannot be read (the cgroup's files gone, or no descriptor
