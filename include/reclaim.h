@@ -541,15 +541,16 @@ void   rcl_shutdown(void);
  * the thread's next ordinary allocation after a handler first asks, and
  * topped up the same way), and NULL (ENOMEM) means none is there now; a
  * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
- * a block fail the same way; size 0 and an alignment that is not a power
- * of two are EINVAL, as outside a handler. A free is deferred: the block
- * stays charged until the thread's next allocation, rcl_usage_sync() or
- * exit releases it - or, on a thread that never called the library or
- * whose exit has already run (a handler in one of its later destructors),
- * until any thread's next rcl_usage_sync(), exit or allocation that takes
- * the slow path; a bad free there is counted at once and reported by the
- * thread later. The flags are otherwise ignored: nothing in a handler
- * reclaims.
+ * a block fail the same way; size 0, an alignment that is not a power of
+ * two and NOFAIL without RCL__DIRECT_RECLAIM are EINVAL, as outside a
+ * handler (the last reported unless NOWARN, by the thread later). A free
+ * is deferred: the block stays charged until the thread's next
+ * allocation, rcl_usage_sync() or exit releases it - or, on a thread that
+ * never called the library or whose exit has already run (a handler in
+ * one of its later destructors), until any thread's next
+ * rcl_usage_sync(), exit or allocation that takes the slow path; a bad
+ * free there is counted at once and reported by the thread later. The
+ * flags are otherwise ignored: nothing in a handler reclaims.
  * Unbracketed, the same calls take that path only when the handler
  * interrupted the thread inside an allocation-family call, rcl_charge,
  * rcl_uncharge, rcl_reclaim, rcl_usage, rcl_usage_sync, rcl_set_limit,
@@ -706,7 +707,9 @@ size_t rcl_auto_limit(void);
  * errno on failure:
  *   EINVAL     size 0, alignment not a power of two, NOFAIL without
  *              RCL__DIRECT_RECLAIM in gfp itself (a scope that removes it
- *              never fails NOFAIL: see "NOFAIL and scopes" above);
+ *              never fails NOFAIL: see "NOFAIL and scopes" above), for
+ *              rcl_realloc() whether the block would grow, shrink in place
+ *              or move, the block kept;
  *   EOVERFLOW  n * size (or size plus the library's header) overflows;
  *   E2BIG      larger than this context could ever get (limit - reserve for
  *              ordinary contexts), so retrying is pointless;

@@ -506,6 +506,11 @@ static int nofail_impossible(size_t size, rcl_gfp_t gfp, int err)
     return err;
 }
 
+int rcl__nofail_nowait_refuse(size_t size, rcl_gfp_t gfp)
+{
+    return nofail_impossible(size, gfp, -EINVAL);
+}
+
 static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
                         unsigned long long *next_report, unsigned *round)
 {

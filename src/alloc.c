@@ -851,7 +851,20 @@ static __attribute__((noinline, cold)) void *sig_aligned(size_t align, size_t si
 {
     if (!align || (align & (align - 1)))
         return fail(EINVAL);
-    return align <= HDR ? rcl__sig_alloc(size, gfp) : fail(ENOMEM);
+    if (align <= HDR)
+        return rcl__sig_alloc(size, gfp);
+    if (size && rcl__gfp_nofail_nowait(gfp))
+        return rcl__sig_nofail_nowait(gfp);
+    return fail(size ? ENOMEM : EINVAL);
+}
+
+/* A handler may not map a block; its caller's bugs read as they do
+ * outside it, as sig_aligned() says why. */
+static __attribute__((noinline, cold)) void *sig_valloc(size_t size, rcl_gfp_t gfp)
+{
+    if (size && rcl__gfp_nofail_nowait(gfp))
+        return rcl__sig_nofail_nowait(gfp);
+    return fail(size ? ENOMEM : EINVAL);
 }
 
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
@@ -870,7 +883,7 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return fail(ENOMEM);
+        return sig_valloc(size, gfp);
     gfp = rcl__gfp_known("rcl_valloc", gfp);
     rcl__busy_enter(t);
     void *p = valloc_body(size, gfp);
@@ -950,6 +963,12 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     size_t old = h->size;
     if (size > SIZE_MAX - HDR - RCL__BE_BLOCK_OVERHEAD)
         return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
+    /* A move allocates, and a grow charges: either refuses NOFAIL that may
+     * not wait (rcl__charge). A shrink in place, or a grow within the
+     * block's class, charges nothing, and would serve it: refused here
+     * as an allocation of the size would be. */
+    if (unlikely(rcl__gfp_nofail_nowait(gfp)))
+        return fail(-rcl__nofail_nowait_refuse(block_charge(size), gfp));
     /* A slab's slot stays only in its class: the backend cannot resize
      * it. A backend block becomes one of a slab class by a move where
      * every block of such a class is a slot (block_new; in a small class
@@ -984,12 +1003,22 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 }
 
 /* A handler may not move a block: the backend would be called. Size 0
- * is EINVAL there too, the block kept, as everywhere. */
+ * and NOFAIL that may not wait are EINVAL there too, the block kept, as
+ * everywhere. */
+static __attribute__((noinline, cold)) void *sig_realloc(void *p, size_t size, rcl_gfp_t gfp)
+{
+    if (!p)
+        return rcl__sig_alloc(size, gfp);
+    if (size && rcl__gfp_nofail_nowait(gfp))
+        return rcl__sig_nofail_nowait(gfp);
+    return fail(size ? ENOMEM : EINVAL);
+}
+
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
     if (unlikely(t->busy))
-        return p ? fail(size ? ENOMEM : EINVAL) : rcl__sig_alloc(size, gfp);
+        return sig_realloc(p, size, gfp);
     gfp = rcl__gfp_known("rcl_realloc", gfp);
     rcl__busy_enter(t);
     void *n = realloc_body(p, size, gfp);

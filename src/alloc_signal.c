@@ -50,6 +50,7 @@ void *_Atomic rcl__sig_orphans;
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
 static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
+static _Atomic unsigned long sig_nofail_nowaits; /* handlers' NOFAIL without DIRECT_RECLAIM */
 
 static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
@@ -58,6 +59,8 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_thread *t = &rcl__self;
 
     if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
+        if (size && rcl__gfp_nofail_nowait(gfp))
+            return rcl__sig_nofail_nowait(gfp);
         rcl__count(failures, 1);
         return fail(size ? ENOMEM : EINVAL);
     }
@@ -80,6 +83,22 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     h->size = SIG_SIZE;
     h->meta = rcl__hdr_meta(t->hdr_tag, p, SIG_SIZE);
     return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
+}
+
+/* The caller's bug, visible at the call, not a stash empty for now: EINVAL
+ * as outside a handler, and reported - by the thread, later, as a bad
+ * free is (a report takes a lock). */
+void *rcl__sig_nofail_nowait(rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    rcl__count(failures, 1);
+    if (!(gfp & RCL__NOWARN)) {
+        atomic_fetch_add(&sig_nofail_nowaits, 1);
+        atomic_store(&t->sig_want, 1);
+        rcl__slow_path_ask(t);
+    }
+    return fail(EINVAL);
 }
 
 void rcl__sig_free(void *p)
@@ -179,6 +198,11 @@ void rcl__sig_service(struct rcl_thread *t)
     if (bad)
         rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",
                     bad, bad == 1 ? "" : "s");
+    bad = atomic_exchange(&sig_nofail_nowaits, 0);
+    if (bad)
+        rcl__report("%lu NOFAIL allocation%s in a signal handler can never succeed: NOFAIL "
+                    "needs DIRECT_RECLAIM (it must be able to wait); refused", bad,
+                    bad == 1 ? "" : "s");
     if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
         sig_refill(t);
 }

@@ -167,6 +167,8 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind);
 /* A call made while the thread is inside the library: a handler's,
  * served from the stash, deferred (alloc_signal.c). */
 void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp);
+/* A handler's NOFAIL request that may not wait: EINVAL, as outside. */
+void *rcl__sig_nofail_nowait(rcl_gfp_t gfp);
 void rcl__sig_free(void *p);
 
 #endif

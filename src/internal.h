@@ -102,6 +102,9 @@ static inline bool rcl__gfp_nofail_nowait(rcl_gfp_t gfp)
 {
     return (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) == RCL__NOFAIL;
 }
+/* The refusal itself, for a call that would charge nothing (realloc's
+ * shrink in place): counted, reported unless NOWARN; returns -EINVAL. */
+int rcl__nofail_nowait_refuse(size_t size, rcl_gfp_t gfp);
 
 /* ------------------------------------------------------------------------ */
 /* The thread registry (thread.c)                                            */

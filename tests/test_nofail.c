@@ -299,6 +299,54 @@ TEST_WITH(test_nofail_that_may_not_wait_is_einval_with_a_warm_cache_and_stock, n
     assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
 }
 
+/* realloc() of p to size with flags that contradict themselves: refused
+ * as rcl_alloc() refuses them, reported, and p left as it was. */
+static void realloc_refused(char *p, size_t size, rcl_gfp_t gfp, size_t had)
+{
+    size_t before = rcl_usage();
+
+    memset(p, 0x5a, had);
+    assert_fails_with(rcl_realloc(p, size, gfp), EINVAL);
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(rcl_usage(), before);
+    for (size_t i = 0; i < had; i++)
+        assert_int_equal((unsigned char)p[i], 0x5a);
+}
+
+/* NOFAIL that may not wait gets EINVAL and a report from rcl_realloc()
+ * whichever way the call would go: a grow that charges more, a grow
+ * within the block's class and a shrink in place, which charge nothing
+ * (the shrink passed unrefused, and unreported), a move, and a NULL
+ * pointer. The block stays, as after any failed realloc. */
+TEST_WITH(test_nofail_that_may_not_wait_is_einval_from_realloc_on_every_path, nofail_setup,
+          test_teardown)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+    char *small = rcl_alloc(60, RCL_DEFAULT);
+    char *large = rcl_alloc(100000, RCL_DEFAULT);
+    char *aligned = rcl_aligned_alloc(256, 100, RCL_DEFAULT);
+    assert_non_null(small);
+    assert_non_null(large);
+    assert_non_null(aligned);
+
+    realloc_refused(small, 20000, nowait, 60);          /* grows, charging more */
+    realloc_refused(small, 64, nowait, 60);             /* grows within its class */
+    realloc_refused(small, 50, nowait, 60);             /* shrinks in place */
+    realloc_refused(large, 99000, nowait, 100000);      /* shrinks in place */
+    realloc_refused(large, 99000, RCL_ATOMIC | RCL__NOFAIL, 100000);
+    realloc_refused(aligned, 50, nowait, 100);          /* moves */
+    assert_fails_with(rcl_realloc(NULL, 64, nowait), EINVAL);
+    assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
+    assert_int_equal(test_reports_take(), 1);
+
+    /* NOWARN keeps the refusal quiet, as everywhere. */
+    assert_fails_with(rcl_realloc(small, 50, nowait | RCL__NOWARN), EINVAL);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(small);
+    rcl_free(large);
+    rcl_free(aligned);
+}
+
 /* A NOFAIL request no block can ever meet - size 0, an alignment that is
  * not a power of two, a size that overflows - fails at once as one larger
  * than the budget does, and is reported as that one is: its caller does

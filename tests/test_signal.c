@@ -237,6 +237,43 @@ TEST(test_a_handlers_bad_alignment_or_size_is_einval)
     rcl_free(p);
 }
 
+/* Inside the bracket NOFAIL that may not wait is EINVAL, as outside it,
+ * whichever call asks (the block a realloc names kept), where it read
+ * ENOMEM, a stash empty for now; reported once the thread is out, by its
+ * next allocation, as outside it at once. NOWARN keeps it quiet. */
+TEST(test_a_handlers_nofail_that_may_not_wait_is_einval_and_reported_later)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    memset(p, 0x3c, 100);
+    void *got[6];
+    int err[6];
+
+    for (int i = 0; i < 6; i++) {
+        unsigned cookie = rcl_signal_enter();
+        errno = 0;
+        got[i] = i == 0 ? rcl_alloc(64, nowait) : i == 1 ? rcl_calloc(2, 32, nowait) :
+                 i == 2 ? rcl_aligned_alloc(64, 64, nowait) : i == 3 ? rcl_valloc(64, nowait) :
+                 i == 4 ? rcl_realloc(p, 50, nowait) : rcl_alloc(64, nowait | RCL__NOWARN);
+        err[i] = errno;
+        rcl_signal_leave(cookie);
+    }
+
+    for (int i = 0; i < 6; i++) {
+        assert_null(got[i]);
+        assert_int_equal(err[i], EINVAL);
+    }
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(p[i], 0x3c);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(rcl_alloc(2000, RCL_DEFAULT));    /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("5 NOFAIL allocations in a signal handler can never succeed");
+    test_reports_take();
+    rcl_free(p);
+}
+
 /* A handler may still run once its thread's exit has released what the
  * handlers left (reclaim.h): in the thread's later destructors, until
  * the thread is gone. Here it runs in the thread's second round of
