@@ -554,11 +554,14 @@ void   rcl_shutdown(void);
  * Unbracketed, the same calls take that path only when the handler
  * interrupted the thread inside an allocation-family call, rcl_charge,
  * rcl_uncharge, rcl_reclaim, rcl_usage, rcl_usage_sync, rcl_set_limit,
- * rcl_stats_get or a report (the allocation path's own locks and the
- * thread's stock are safe then); elsewhere they take the ordinary path,
- * which may call malloc() and take locks: unsafe if the thread was inside
- * malloc() itself or another library call. Bracket every handler that
- * allocates. No other library call may be made from a signal handler.
+ * rcl_limit, rcl_footprint, rcl_stats_get, rcl_stats_shrinkers or a
+ * report, the first of them to use the library included, which starts it
+ * (the allocation path's own locks and the thread's stock are safe then,
+ * and a handler's call cannot start the library again inside that
+ * start); elsewhere they take the ordinary path, which may call malloc()
+ * and take locks: unsafe if the thread was inside malloc() itself or
+ * another library call. Bracket every handler that allocates. No other
+ * library call may be made from a signal handler.
  */
 /* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
  * enter is ignored, and reported by the thread's next allocation. */

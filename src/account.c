@@ -761,17 +761,17 @@ static void uncharge_body(struct rcl_thread *t, size_t bytes)
     rcl__uncharge_fast(t, bytes);
 }
 
-/* Busy from the thread's registration on: a handler that interrupted it
- * there and allocated on the ordinary path would register the thread
- * again inside the first, and link it into the registry twice. */
+/* Busy from first use on (rcl__busy_init), the thread's registration
+ * among it: a handler that interrupted the registration and allocated on
+ * the ordinary path would register the thread again inside the first,
+ * and link it into the registry twice. */
 void rcl_uncharge(size_t bytes)
 {
     struct rcl_thread *t = &rcl__self;
 
     if (!bytes)
         return;
-    rcl__ensure_init();
-    unsigned b = rcl__busy_hold(t);
+    unsigned b = rcl__busy_init();
     uncharge_body(t, bytes);
     rcl__busy_drop(t, b);
 }
@@ -808,25 +808,30 @@ static void limit_changed(void)
         rcl__reclaim_wake();
 }
 
-int rcl_set_limit(size_t bytes)
+static int set_limit_body(size_t bytes)
 {
-    if (!bytes)
-        return -EINVAL;
-    rcl__ensure_init();
     /* rcl_init() refuses the same: nothing would be left to allocate. */
     if (bytes <= rcl__cfg.reserve) {
         rcl__report("rcl_set_limit(%zu): not above the reserve (%zu bytes); the limit "
                     "stays %zu", bytes, rcl__cfg.reserve, rd(rcl__acct.limit));
         return -EINVAL;
     }
-    unsigned b = rcl__busy_hold(&rcl__self);
     rcl__registry_lock();
     limit_chosen = true;
     set_limit_locked(bytes);
     rcl__registry_unlock();
     limit_changed();
-    rcl__busy_drop(&rcl__self, b);
     return 0;
+}
+
+int rcl_set_limit(size_t bytes)
+{
+    if (!bytes)
+        return -EINVAL;
+    unsigned b = rcl__busy_init();
+    int err = set_limit_body(bytes);
+    rcl__busy_drop(&rcl__self, b);
+    return err;
 }
 
 bool rcl__set_auto_limit(size_t bytes)
@@ -850,29 +855,31 @@ bool rcl__set_auto_limit(size_t bytes)
 
 size_t rcl_limit(void)
 {
-    rcl__ensure_init();
+    unsigned b = rcl__busy_init();
+    rcl__busy_drop(&rcl__self, b);
     return rd(rcl__acct.limit);
 }
 
 size_t rcl_footprint(void)
 {
-    rcl__ensure_init();
+    unsigned b = rcl__busy_init();
     rcl__footprint_sample();
-    return rcl_usage() + rd(rcl__acct.outside);
+    size_t bytes = rcl_usage() + rd(rcl__acct.outside);
+    rcl__busy_drop(&rcl__self, b);
+    return bytes;
 }
 
 size_t rcl_usage(void)
 {
     size_t stocks = 0;
 
-    rcl__ensure_init();
     /* The stocks before the budget, acquiring what rcl__stock_flush()
      * released: a flush in between is then counted in neither or only in
      * the budget, so frees and flushes in flight can make the result
      * smaller than the truth, never larger. Each thread's cache before
      * its stock, for the same reason: a charge leaving the cache for the
      * stock is in the stock before it leaves the cache (released). */
-    unsigned b = rcl__busy_hold(&rcl__self);
+    unsigned b = rcl__busy_init();
     rcl__registry_lock();
     for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next) {
         stocks += rcl__bcache_held(t);
@@ -890,8 +897,7 @@ void rcl_usage_sync(void)
 {
     struct rcl_thread *self = &rcl__self;
 
-    rcl__ensure_init();
-    unsigned b = rcl__busy_hold(self);
+    unsigned b = rcl__busy_init();
     rcl__thread_attach(self);
     drain_self(self);
     rcl__registry_lock();

@@ -78,6 +78,19 @@ static inline void rcl__ensure_init(void)
     if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
 }
+/* First use with the thread inside the library's mark, returning what
+ * rcl__busy_drop() puts back. A start holds the life cycle's lock (a
+ * forked child's, with the library not ready until it is done): a signal
+ * handler that interrupted it and called the library on the ordinary
+ * path would start it again inside the first, waiting for that lock for
+ * ever, or, once it reads ready, register the thread inside a call
+ * reclaim.h promises it the handlers' path in. */
+static inline unsigned rcl__busy_init(void)
+{
+    unsigned b = rcl__busy_hold(&rcl__self);
+    rcl__ensure_init();
+    return b;
+}
 
 /* Monotonic nanoseconds, condition variables whose timed waits go by
  * that clock and their deadlines, and the page size (clock.c, a leaf). */

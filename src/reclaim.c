@@ -308,16 +308,15 @@ static size_t reclaim_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
     return freed;
 }
 
-/* Busy from the thread's registration on, as rcl_uncharge() (account.c)
- * says why; the trim too, which takes the backend's locks. */
+/* Busy from first use on, as rcl_uncharge() (account.c) says why; the
+ * trim too, which takes the backend's locks. */
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
 
     if (!bytes)
         return 0;
-    rcl__ensure_init();
-    unsigned busy = rcl__busy_hold(t);
+    unsigned busy = rcl__busy_init();
     size_t freed = reclaim_body(t, bytes, gfp);
     rcl__busy_drop(t, busy);
     return freed;

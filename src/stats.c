@@ -36,12 +36,8 @@ void rcl__stats_reset(void)
     wr(rcl__stats.exited_frees, 0);
 }
 
-void rcl_stats_get(struct rcl_stats *out)
+static void stats_fill(struct rcl_stats *out)
 {
-    if (!out)
-        return;
-    memset(out, 0, sizeof(*out));
-    rcl__ensure_init();
     out->usage = rcl_usage();
     out->peak = rd(rcl__acct.peak);
     out->limit = rd(rcl__acct.limit);
@@ -70,14 +66,29 @@ void rcl_stats_get(struct rcl_stats *out)
     out->nr_shrinkers = rcl__shrinkers_stats(out->shrinkers, RCL_STATS_MAX_SHRINKERS);
 }
 
+/* Busy from first use on (rcl__busy_init, internal.h, says why), and
+ * through the shrinkers' lock: reclaim.h lets a handler interrupt this
+ * call, and a handler's ordinary allocation may reclaim, which takes it. */
+void rcl_stats_get(struct rcl_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof(*out));
+    unsigned b = rcl__busy_init();
+    stats_fill(out);
+    rcl__busy_drop(&rcl__self, b);
+}
+
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max)
 {
     if (!out)
         max = 0;
     if (max)
         memset(out, 0, (size_t)max * sizeof(*out));
-    rcl__ensure_init();
-    return rcl__shrinkers_stats(out, max);
+    unsigned b = rcl__busy_init();
+    unsigned n = rcl__shrinkers_stats(out, max);
+    rcl__busy_drop(&rcl__self, b);
+    return n;
 }
 
 /* The length of the well-formed UTF-8 sequence at s (RFC 3629: no

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 /* ------------------------------------------------------------------------ */
 /* The wrapped calls                                                         */
@@ -62,53 +63,71 @@ int   __wrap_eventfd(unsigned int initval, int flags);
 int   __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr,
                             void *(*fn)(void *), void *arg);
 
+/* A thread that sets one has its next mapping, or its next wrapped call
+ * of any kind, interrupted by SIGUSR1 (handler_inside() and
+ * handler_inside_start(), below). */
+static __thread bool signal_at_mmap;
+static __thread bool signal_at_call;
+
+static void signal_if_asked(void)
+{
+    if (signal_at_call) {
+        signal_at_call = false;
+        raise(SIGUSR1);
+    }
+}
+
 void *__wrap_malloc(size_t n)
 {
+    signal_if_asked();
     if (inject()) { errno = ENOMEM; return NULL; }
     return __real_malloc(n);
 }
 void *__wrap_calloc(size_t n, size_t size)
 {
+    signal_if_asked();
     if (inject()) { errno = ENOMEM; return NULL; }
     return __real_calloc(n, size);
 }
 void *__wrap_realloc(void *p, size_t n)
 {
+    signal_if_asked();
     if (inject()) { errno = ENOMEM; return NULL; }
     return __real_realloc(p, n);
 }
 int __wrap_posix_memalign(void **p, size_t align, size_t n)
 {
+    signal_if_asked();
     if (inject())
         return ENOMEM;
     return __real_posix_memalign(p, align, n);
 }
 char *__wrap_strdup(const char *s)
 {
+    signal_if_asked();
     if (inject()) { errno = ENOMEM; return NULL; }
     return __real_strdup(s);
 }
-/* A thread that sets it has its next mapping interrupted by SIGUSR1
- * (signal_inside(), below). */
-static __thread bool signal_at_mmap;
-
 void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     if (signal_at_mmap) {
         signal_at_mmap = false;
         raise(SIGUSR1);
     }
+    signal_if_asked();
     if (inject()) { errno = ENOMEM; return MAP_FAILED; }
     return __real_mmap(addr, len, prot, flags, fd, off);
 }
 int __wrap_eventfd(unsigned int initval, int flags)
 {
+    signal_if_asked();
     if (inject()) { errno = EMFILE; return -1; }
     return __real_eventfd(initval, flags);
 }
 int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr,
                           void *(*fn)(void *), void *arg)
 {
+    signal_if_asked();
     if (inject())
         return EAGAIN;
     return __real_pthread_create(th, attr, fn, arg);
@@ -601,6 +620,155 @@ TEST_BARE(test_a_handler_inside_a_threads_first_uncharge_or_reclaim_is_a_handler
     assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
     assert_int_equal(test_report_count(), 0);
     rcl_set_report_fn(NULL, NULL);
+}
+
+/*
+ * The same for a thread's first call into each of the calls reclaim.h
+ * lets such a handler interrupt, made while the library is not started:
+ * the call starts it, under the life cycle's lock, and the handler is
+ * served as a handler whether the start has marked the library ready
+ * (the ordinary path then registered the thread inside the start) or not
+ * (it started the library again inside the first start, and waited for
+ * that lock for ever). Here the handler interrupts the start at its first
+ * wrapped call, the pressure thread's. In a child of its own, so that a
+ * call that hangs is ended, and the test fails, in bounded time.
+ */
+#define START_HUNG 2
+
+static void first_uncharge(void) { rcl_uncharge(4096); }
+static void first_reclaim(void) { (void)rcl_reclaim(4096, RCL_DEFAULT); }
+static void first_usage(void) { (void)rcl_usage(); }
+static void first_usage_sync(void) { rcl_usage_sync(); }
+static void first_set_limit(void) { (void)rcl_set_limit(16 * MiB); }
+static void first_limit(void) { (void)rcl_limit(); }
+static void first_footprint(void) { (void)rcl_footprint(); }
+static void first_stats_get(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+}
+static void first_stats_shrinkers(void)
+{
+    struct rcl_shrinker_stats st[4];
+    (void)rcl_stats_shrinkers(st, 4);
+}
+
+/* What the handler got (handler_got: -1, none, is the handlers' path; 0,
+ * no signal came: the start made no wrapped call, in a system with no
+ * pressure to follow), or START_HUNG if first_call did not return within
+ * 10 s. */
+static int handler_inside_start(void (*first_call)(void))
+{
+    int status;
+
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        atomic_store(&handler_got, 0);
+        signal_at_call = true;
+        first_call();
+        signal_at_call = false;
+        _exit(atomic_load(&handler_got) + 1);
+    }
+    assert_true(pid > 0);
+    for (int ms = 0; ms < 10000; ms++) {
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            assert_true(WIFEXITED(status));
+            return WEXITSTATUS(status) - 1;
+        }
+        test_sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return START_HUNG;
+}
+
+static void (*const first_calls[])(void) = {
+    first_uncharge, first_reclaim, first_usage, first_usage_sync, first_set_limit, first_limit,
+    first_footprint, first_stats_get, first_stats_shrinkers,
+};
+
+#define NR_FIRST_CALLS (sizeof(first_calls) / sizeof(first_calls[0]))
+
+/* Each first call's handler, in a child of a parent that has the library
+ * in the state the test set: how many were not served as a handler's
+ * (named), and in *unseen how many starts made no wrapped call. */
+static unsigned first_calls_not_a_handlers(unsigned *unseen)
+{
+    static const char *const name[] = {
+        "rcl_uncharge", "rcl_reclaim", "rcl_usage", "rcl_usage_sync", "rcl_set_limit", "rcl_limit",
+        "rcl_footprint", "rcl_stats_get", "rcl_stats_shrinkers",
+    };
+    unsigned wrong = 0;
+
+    _Static_assert(sizeof(name) / sizeof(name[0]) == NR_FIRST_CALLS, "a name for each call");
+    *unseen = 0;
+    for (size_t i = 0; i < NR_FIRST_CALLS; i++) {
+        int got = handler_inside_start(first_calls[i]);
+        if (got == 0)
+            (*unseen)++;
+        else if (got != -1) {
+            fprintf(stderr, "%s: %s\n", name[i],
+                    got == START_HUNG ? "hung" : "the handler got a block");
+            wrong++;
+        }
+    }
+    return wrong;
+}
+
+TEST_BARE(test_a_handler_inside_a_threads_first_call_that_starts_the_library_is_a_handlers_call)
+{
+    struct sigaction sa = { .sa_handler = alloc_in_handler }, old;
+
+    unsigned unseen;
+
+    rcl_shutdown();
+    rcl_set_report_fn(test_report_catch, NULL);    /* the children's: theirs */
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    unsigned wrong = first_calls_not_a_handlers(&unseen);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    rcl_set_report_fn(NULL, NULL);
+    assert_int_equal(wrong, 0);
+    if (unseen == NR_FIRST_CALLS) {
+        print_message("skipped: the library's start made no wrapped call (no pressure to "
+                      "follow here)\n");
+        skip();
+    }
+}
+
+/* The same in a child forked while the pressure thread ran: its first
+ * call starts that thread again, under the life cycle's lock, the
+ * library marked not ready until it is done. The parent's thread, which
+ * the child's is, gave back its stock and cache first, so that the
+ * handler's allocation cannot be served without a charge. */
+TEST_BARE(test_a_handler_inside_a_childs_first_call_that_restarts_the_library_is_a_handlers_call)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    struct sigaction sa = { .sa_handler = alloc_in_handler }, old;
+    unsigned unseen;
+
+    if (test_under_sanitizer("tsan")) {
+        print_message("skipped under tsan: it cannot start a thread in the child of a "
+                      "multi-threaded process\n");
+        skip();
+    }
+    cfg.pressure = 1;
+    test_reports_reset();
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_usage_sync();
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    unsigned wrong = first_calls_not_a_handlers(&unseen);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    rcl_shutdown();
+    test_reports_take();
+    rcl_set_report_fn(NULL, NULL);
+    assert_int_equal(wrong, 0);
+    if (unseen == NR_FIRST_CALLS) {
+        print_message("skipped: the library's restart made no wrapped call (no pressure "
+                      "to follow here)\n");
+        skip();
+    }
 }
 
 /* The backend's failure fails an ordinary request with ENOMEM, and is
