@@ -1134,7 +1134,8 @@ void rcl_io_flusher_reserve_stats(struct rcl_flusher_reserve_stats *out);
 struct rcl_lock_class {
     const char *name;
     /* private: the class's node in the current graph (assigned on first
-     * use, forgotten at rcl_shutdown); accessed atomically by the library */
+     * use, forgotten at rcl_shutdown or rcl_lock_class_unregister);
+     * accessed atomically by the library */
     unsigned rcl_id;
     unsigned rcl_gen;
 };
@@ -1176,6 +1177,19 @@ struct rcl_lock_class {
 void rcl_lock_acquire(struct rcl_lock_class *c);
 void rcl_lock_acquire_try(struct rcl_lock_class *c);
 void rcl_lock_release(struct rcl_lock_class *c);
+/*
+ * A class registers at its first use. rcl_lock_class_unregister() gives its
+ * node back, with every dependency learned for it, before the memory it
+ * lives in is freed or used for another class (per-object classes of
+ * objects that come and go: the kernel's lockdep_unregister_key()); the
+ * graph has room for 4096 classes and reclaim nodes, and a class past that
+ * goes unchecked. No thread may use the class during the call; a later use
+ * registers it again. Returns 0, also for a class never used (nothing to
+ * give back); -EBUSY, and reported, where a thread holds a lock of the
+ * class (it stays registered); -ENOENT, and reported, for a class
+ * unregistered already and not used since; -EINVAL, and reported, for NULL.
+ */
+int  rcl_lock_class_unregister(struct rcl_lock_class *c);
 void rcl_might_alloc(rcl_gfp_t gfp);
 /* Bound for the slow-shrinker report; default 1000 ms, 0 turns it off. */
 void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);

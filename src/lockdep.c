@@ -2,17 +2,22 @@
 /*
  * lockdep.c - the lock checker's annotations: each thread's stack of held
  * locks, rcl_lock_acquire()/rcl_lock_release() and the dependencies they
- * record, the annotated mutexes, the checker's reset and report count.
+ * record, the annotated mutexes, the unregister of a class, the
+ * checker's reset and report count.
  *
  * What the graph and its edges mean is in lockdep_internal.h; reclaim is
  * a client of these annotations (lockdep_reclaim.c).
  */
 #include "lockdep_internal.h"
 
+#include "list.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 _Atomic int rcl__lockdep_mode;
 
@@ -34,6 +39,10 @@ static __thread struct ld_thread *ld_self RCL_TLS_IE = (struct ld_thread *)&ld_n
 static pthread_key_t ld_exit_key;
 static bool ld_exit_key_made;
 static pthread_once_t ld_exit_key_once = PTHREAD_ONCE_INIT;
+/* Every mapped stack, for rcl_lock_class_unregister(); inside the graph
+ * lock where both are taken. */
+static pthread_mutex_t ld_threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ld_thread *ld_threads;
 static _Atomic int ld_lost_told;    /* once a graph (rcl__ld_reset) */
 static _Atomic int ld_full_told;    /* once a graph (rcl__ld_reset) */
 
@@ -67,9 +76,10 @@ void rcl__ld_update_watch(bool held)
 static void ld_thread_forget(struct ld_thread *t, unsigned gen)
 {
     if (t != &ld_none && t != &ld_lost) {
-        t->gen = gen;
+        ld_set(t->gen, gen);
         t->unknown += t->n;
-        t->n = t->nscopes = t->nshrink = 0;
+        ld_set_n(t, 0);
+        t->nscopes = t->nshrink = 0;
         t->opened[0].n = t->opened[1].n = 0;
     }
     rcl__ld_update_watch(false);
@@ -80,8 +90,15 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
  * destructors releases again. */
 static void ld_thread_exit(void *arg)
 {
+    struct ld_thread *t = arg;
+
+    /* Off the list while still this thread's: a signal handler's lock
+     * in between maps no second stack under the list's lock. */
+    pthread_mutex_lock(&ld_threads_lock);
+    LIST_DEL(ld_threads, t);
+    pthread_mutex_unlock(&ld_threads_lock);
     ld_self = (struct ld_thread *)&ld_none;
-    munmap(arg, sizeof(struct ld_thread));
+    munmap(t, sizeof(*t));
 }
 
 static void ld_exit_key_create(void)
@@ -97,8 +114,15 @@ static struct ld_thread *ld_thread_map(void)
     struct ld_thread *t = mmap(NULL, sizeof(*t), PROT_READ | PROT_WRITE,
                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     pthread_once(&ld_exit_key_once, ld_exit_key_create);
-    if (t != MAP_FAILED && ld_exit_key_made && pthread_setspecific(ld_exit_key, t) == 0)
-        return ld_self = t;
+    if (t != MAP_FAILED && ld_exit_key_made && pthread_setspecific(ld_exit_key, t) == 0) {
+        t->tid = (long)syscall(SYS_gettid);
+        /* This thread's before it is listed, as in ld_thread_exit(). */
+        ld_self = t;
+        pthread_mutex_lock(&ld_threads_lock);
+        LIST_PUSH(ld_threads, t);
+        pthread_mutex_unlock(&ld_threads_lock);
+        return t;
+    }
     if (t != MAP_FAILED)
         munmap(t, sizeof(*t));
     ld_self = (struct ld_thread *)&ld_lost;
@@ -170,10 +194,10 @@ __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32
     for (unsigned i = recorded; i > 0; i--) {
         if (ld_held_is(t, i - 1, id, inst)) {
             for (unsigned j = i; j < recorded; j++) {
-                t->held[j - 1] = t->held[j];
+                ld_set(t->held[j - 1], t->held[j]);
                 t->inst[j - 1] = t->inst[j];
                 t->flags[j - 1] = t->flags[j];
-                t->next_ok[j - 1] = t->next_ok[j];
+                ld_set(t->next_ok[j - 1], ld_get(t->next_ok[j]));
             }
             if (t->n > MAX_HELD) {
                 /* The freed top entry would stand for a lock the stack never
@@ -181,17 +205,18 @@ __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32
                  * thread holds unknown to its stack, as after a reset, and
                  * each release that finds no entry takes one of them. */
                 t->unknown += t->n - MAX_HELD;
-                t->n = MAX_HELD - 1;
+                ld_set_n(t, MAX_HELD - 1);
                 return true;
             }
-            if (--t->n == 0)
+            ld_set_n(t, t->n - 1);
+            if (t->n == 0)
                 rcl__ld_update_watch(false);
             return true;
         }
     }
     /* Not recorded, so one of the locks taken above the depth. */
     if (t->n > MAX_HELD) {
-        t->n--;
+        ld_set_n(t, t->n - 1);
         return true;
     }
     return false;
@@ -315,12 +340,13 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
     /* A trylock waits for nothing, so it depends on nothing. */
     if (!(flags & HELD_TRY) && t->n) {
         unsigned top = (t->n <= MAX_HELD ? t->n : MAX_HELD) - 1;
-        if (t->next_ok[top] != id) {
+        if (ld_get(t->next_ok[top]) != id) {
             if (likely(!(t->flags[top] & HELD_TRY)) && ld_edge_known(t->held[top], id))
-                t->next_ok[top] = id;   /* an edge goes only with a dropped node, and
-                                           neither a class's nor a held one is */
+                ld_set(t->next_ok[top], id);   /* an edge goes only with a dropped node:
+                                                  not a held one, and a class's
+                                                  unregister clears this */
             else
-                rcl__ld_depend(t, id, 0, EDGE_LOCK, 0);
+                rcl__ld_depend(t, id, INCARN_CLASS, EDGE_LOCK, 0);
         }
     }
     ld_held_push(t, id, inst, flags);
@@ -341,7 +367,8 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
     if (likely(c && t->gen == gen && __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen)) {
         uint32_t id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
         unsigned n = t->n;
-        if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) || t->next_ok[n - 1] == id))) {
+        if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) ||
+                                    ld_get(t->next_ok[n - 1]) == id))) {
             ld_held_push(t, id, inst, flags);
             return;
         }
@@ -506,6 +533,100 @@ void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Unregistering a class                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* An unregistered class's id, beside a gen of 0 (no graph's): a second
+ * unregister finds it. A use in between registers the class again, which
+ * writes both. */
+#define CLASS_GONE UINT_MAX
+
+/* The tid of a thread whose stack holds node id of graph gen, or 0. A
+ * stack above MAX_HELD does not say what it holds there. */
+static long class_holder_locked(uint32_t id, unsigned gen)
+{
+    rcl__assert_held(&ld_threads_lock);
+    for (const struct ld_thread *t = ld_threads; t; t = t->next) {
+        if (ld_get(t->gen) != gen)
+            continue;   /* what it held was forgotten with its graph */
+        unsigned n = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
+        for (unsigned i = 0; i < n && i < MAX_HELD; i++)
+            if (ld_get(t->held[i]) == id)
+                return t->tid;
+    }
+    return 0;
+}
+
+/* Node id is about to be another class's: a stack that cached it as
+ * known to follow one of its locks would take that class after the lock
+ * with no edge, the one the drop took away. */
+static void class_uncache_locked(uint32_t id)
+{
+    rcl__assert_held(&ld_threads_lock);
+    for (struct ld_thread *t = ld_threads; t; t = t->next)
+        for (unsigned i = 0; i < MAX_HELD; i++) {
+            uint32_t want = id;
+            __atomic_compare_exchange_n(&t->next_ok[i], &want, 0, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+}
+
+/* 0, -ENOENT (unregistered before), or -EBUSY with the holder's tid. */
+static int class_unregister_locked(struct rcl_lock_class *c, long *holder)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
+    unsigned cgen = __atomic_load_n(&c->rcl_gen, __ATOMIC_RELAXED);
+    unsigned id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
+
+    if (cgen == 0 && id == CLASS_GONE)
+        return -ENOENT;
+    /* Only a class used in this graph has a node to give back. */
+    if (cgen == gen) {
+        pthread_mutex_lock(&ld_threads_lock);
+        *holder = class_holder_locked(id, gen);
+        if (!*holder)
+            class_uncache_locked(id);
+        pthread_mutex_unlock(&ld_threads_lock);
+        if (*holder)
+            return -EBUSY;
+        rcl__ld_class_drop_locked(id);
+    }
+    __atomic_store_n(&c->rcl_gen, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->rcl_id, CLASS_GONE, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int rcl_lock_class_unregister(struct rcl_lock_class *c)
+{
+    long holder = 0;
+
+    if (!c) {
+        rcl__report("rcl_lock_class_unregister: NULL lock class");
+        return -EINVAL;
+    }
+    const char *name = c->name ? c->name : "(unnamed)";
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    int rc = class_unregister_locked(c, &holder);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    /* Reported with the graph lock let go: the report function may take
+     * annotated locks of its own. */
+    if (rc == -ENOENT)
+        rcl__report("rcl_lock_class_unregister: class \"%s\" unregistered twice, with no "
+                    "use in between", name);
+    if (rc == -EBUSY) {
+        rcl__report("lock checker: rcl_lock_class_unregister() of class \"%s\", which thread "
+                    "%ld holds a lock of; the class stays registered. What it means: the lock "
+                    "is still in use, so the memory it lives in is not the program's to free "
+                    "yet. Usual fix: unregister the class after the last lock of it is "
+                    "released, as pthread_mutex_destroy() comes after the last unlock.",
+                    name, holder);
+        rcl__ld_counted();
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Annotated mutexes                                                         */
 /* ------------------------------------------------------------------------ */
 
@@ -562,6 +683,34 @@ int rcl_mutex_destroy(rcl_mutex_t *m)
 /* fork() (fork.c)                                                           */
 /* ------------------------------------------------------------------------ */
 
-void rcl__lockdep_atfork_prepare(void) { pthread_mutex_lock(&rcl__ld_graph_lock); }
-void rcl__lockdep_atfork_parent(void) { pthread_mutex_unlock(&rcl__ld_graph_lock); }
-void rcl__lockdep_atfork_child(void) { pthread_mutex_unlock(&rcl__ld_graph_lock); }
+void rcl__lockdep_atfork_prepare(void)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    pthread_mutex_lock(&ld_threads_lock);
+}
+
+void rcl__lockdep_atfork_parent(void)
+{
+    pthread_mutex_unlock(&ld_threads_lock);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+}
+
+/* The child's one thread is the only one with a stack: the others' are
+ * copies that no thread's exit would unmap, and what they held no thread
+ * of the child holds. */
+void rcl__lockdep_atfork_child(void)
+{
+    struct ld_thread *t = ld_threads;
+
+    while (t) {
+        struct ld_thread *next = t->next;
+        if (t != ld_self)
+            munmap(t, sizeof(*t));
+        t = next;
+    }
+    ld_threads = NULL;
+    if (ld_self != &ld_none && ld_self != &ld_lost)
+        LIST_PUSH(ld_threads, ld_self);
+    pthread_mutex_unlock(&ld_threads_lock);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+}

@@ -21,6 +21,7 @@ unsigned        rcl__ld_nr_edges;
 static unsigned nr_edge_slots, cap_edges;
 static uint32_t edge_free = UINT32_MAX;   /* the free slots, chained */
 static uint64_t edge_serial;
+static uint32_t class_free;               /* unregistered classes' nodes, chained */
 static bool     graph_full_reported;
 
 _Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
@@ -134,6 +135,12 @@ __attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *
     rcl__ld_graph_ensure_locked();
     if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) {
         id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
+    } else if (class_free) {
+        id = class_free;
+        class_free = rcl__ld_nodes[id].next_free;
+        rcl__ld_node_remake_locked(id, NODE_LOCK, c->name, 0, 0);
+        __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->rcl_gen, gen, __ATOMIC_RELEASE);
     } else {
         id = rcl__ld_node_new_locked(NODE_LOCK, c->name, 0, 0);
         __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
@@ -272,7 +279,7 @@ static bool in_range(uint32_t id, uint32_t first, unsigned n)
 }
 
 /* Every edge's slot is looked at: nodes keep no list of the edges into
- * them, and a drop is rare (a domain's destroy). */
+ * them, and a drop is rare (a domain's destroy, a class's unregister). */
 void rcl__ld_nodes_drop_locked(uint32_t first, unsigned n)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
@@ -290,6 +297,15 @@ void rcl__ld_nodes_drop_locked(uint32_t first, unsigned n)
     }
 }
 
+void rcl__ld_class_drop_locked(uint32_t id)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    rcl__assert(rcl__ld_nodes[id].kind == NODE_LOCK);
+    rcl__ld_nodes_drop_locked(id, 1);
+    rcl__ld_nodes[id].next_free = class_free;
+    class_free = id;
+}
+
 void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                           rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                           struct report_buf *rb, struct report_buf *note)
@@ -297,7 +313,8 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
     rcl__assert_held(&rcl__ld_graph_lock);
     rcl__assert(!rb->len);     /* each edge's cycle has a report of its own */
     /* The thread read `to` without the lock: it may be another node now. */
-    if (rcl__ld_nodes[to].dropped || rcl__ld_nodes[to].incarn != incarn ||
+    if (rcl__ld_nodes[to].dropped ||
+        (incarn != INCARN_CLASS && rcl__ld_nodes[to].incarn != incarn) ||
         rcl__ld_nodes[from].dropped)
         return;
     uint32_t added = edge_add_locked(from, to, kind, gfp, shrinker, st);
@@ -341,6 +358,7 @@ void rcl__ld_graph_clear_locked(void)
     rcl__ld_edges = NULL;
     rcl__ld_nr_edges = nr_edge_slots = cap_edges = 0;
     edge_free = UINT32_MAX;
+    class_free = 0;
     for (unsigned i = 0; i < rcl__ld_nr_nodes; i++)
         free(rcl__ld_nodes[i].out);
     rcl__ld_nr_nodes = 0;

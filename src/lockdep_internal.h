@@ -7,7 +7,8 @@
  *   lockdep_report.c   report composition, the "what it means" texts,
  *                      the once-only memory of what was reported
  *   lockdep.c          the annotations: per-thread held-lock stack,
- *                      acquire/release, rcl_mutex_t, reset and counts
+ *                      acquire/release, rcl_mutex_t, a class's
+ *                      unregister, reset and counts
  *   lockdep_reclaim.c  the reclaim model, the checker's client: reclaim
  *                      pseudo-locks, domain nodes, the allocation hook,
  *                      shrinker passes, scope misuse
@@ -28,6 +29,7 @@
 
 #include "internal.h"
 
+#include <limits.h>
 #include <pthread.h>
 
 /* The names below stay inside the library's lockdep files: hidden, they
@@ -58,6 +60,7 @@ struct node {
                                      without the lock (lockdep_reclaim.c) */
     unsigned           incarn;    /* how often the node was dropped */
     bool               dropped;   /* and not made again yet */
+    uint32_t           next_free; /* a dropped class's: the next one */
     uint32_t          *out;       /* indices into edges[] */
     unsigned           nout, capout;
 };
@@ -156,12 +159,20 @@ uint32_t rcl__ld_node_new_locked(enum node_kind kind, const char *name, unsigned
 void     rcl__ld_nodes_drop_locked(uint32_t first, unsigned n);
 void     rcl__ld_node_remake_locked(uint32_t id, enum node_kind kind, const char *name,
                                     unsigned cls, unsigned depth);
+/* An unregistered class's node is dropped, and made again for the next
+ * class that needs one, before the table grows. */
+void     rcl__ld_class_drop_locked(uint32_t id);
 /* Adds from -> to if new; true when it was added. */
 bool     rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
                                  rcl_gfp_t gfp, const char *shrinker, const struct site *st);
 struct report_buf;
+/* What a thread passes as `to`'s incarnation for a lock class's node: the
+ * class is the caller's, who unregisters it only when no thread uses it
+ * (rcl_lock_class_unregister()), so the node read from it is the class's. */
+#define INCARN_CLASS UINT_MAX
+
 /* Adds a learned edge (none where either end was dropped, or `to` made
- * again, since the thread read incarn) and, when it closes a cycle not
+ * again, since the thread read incarn, unless INCARN_CLASS) and, when it closes a cycle not
  * reported before, writes the report into rb, this edge's alone (empty on
  * entry). Verbose mode also notes the new dependency. */
 void     rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
@@ -233,6 +244,12 @@ struct shrink_frame {
     unsigned long long start_ns;   /* 0: not timed */
 };
 
+/*
+ * Only its thread writes a stack, but rcl_lock_class_unregister() reads
+ * every thread's gen, n and held[] for the class, and takes it out of
+ * their next_ok[]: those writes, and the reads of next_ok[], are atomics
+ * (ld_set(), ld_set_n(), ld_get(): the plain moves they were, on x86-64).
+ */
 struct ld_thread {
     unsigned gen;                   /* graph_gen the contents belong to */
     unsigned n;                     /* held entries (may exceed MAX_HELD) */
@@ -255,7 +272,14 @@ struct ld_thread {
      * for the report of a NOFAIL allocation inside them; n 0: not known
      * (opened before the checker watched, or adopted from a context). */
     struct { int n; void *frames[OPENED_FRAMES]; } opened[2];
+    long tid;                       /* for the report of a class it holds */
+    struct ld_thread *prev, *next;  /* every mapped stack (lockdep.c) */
 };
+
+#define ld_set(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ld_get(x)    __atomic_load_n(&(x), __ATOMIC_RELAXED)
+/* A new depth with release: a reader that sees it sees the entries below. */
+#define ld_set_n(t, v) __atomic_store_n(&(t)->n, (v), __ATOMIC_RELEASE)
 
 /* Held locks (`held`: the thread's stack is not empty) or a NOWAIT or
  * NORECLAIM scope: sets or clears the bit that sends this thread's
@@ -276,14 +300,14 @@ static inline void ld_held_push(struct ld_thread *t, uint32_t id, const void *in
     unsigned n = t->n;
 
     if (likely(n < MAX_HELD)) {
-        t->held[n] = id;
+        ld_set(t->held[n], id);
         /* A bare annotation writes no address: its flag says there is none. */
         if (inst)
             t->inst[n] = inst;
         t->flags[n] = flags | (inst ? HELD_MUTEX : 0);
-        t->next_ok[n] = 0;
+        ld_set(t->next_ok[n], 0);
     }
-    t->n = n + 1;
+    ld_set_n(t, n + 1);
     if (n == 0)
         rcl__ld_update_watch(true);
 }
@@ -305,7 +329,7 @@ static inline bool ld_held_pop_top(struct ld_thread *t, uint32_t id, const void 
     unsigned n = t->n;
 
     if (likely(n - 1 < MAX_HELD && ld_held_is(t, n - 1, id, inst))) {
-        t->n = n - 1;
+        ld_set_n(t, n - 1);
         if (n == 1)
             rcl__ld_update_watch(false);
         return true;
@@ -322,7 +346,7 @@ static inline bool ld_held_pop(struct ld_thread *t, uint32_t id, const void *ins
 
 /* Records edges from what the thread holds to `to` (and reports a cycle
  * they close), if `to` is still the node of incarnation `incarn` (read
- * without the lock; a lock class's node is never dropped: 0). */
+ * without the lock; a lock class's: INCARN_CLASS). */
 void rcl__ld_depend(struct ld_thread *t, uint32_t to, unsigned incarn, enum edge_kind kind,
                     rcl_gfp_t gfp);
 /* The checker's own reset: the graph, the reports, this thread's stack. */

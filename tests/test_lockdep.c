@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "checker.h"
+#include "lockdep.h"
 
 /* ------------------------------------------------------------------------ */
 /* Ordinary lock order                                                       */
@@ -412,6 +413,202 @@ TEST_WITH(a_bare_annotation_matches_any_lock_of_its_class, ld_setup, ld_teardown
 }
 
 /* ------------------------------------------------------------------------ */
+/* Classes that come and go                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A per-object class, as an object that comes and goes keeps its own:
+ * made, taken under lock_a, unregistered and freed. */
+static void object_class_cycle(void)
+{
+    struct rcl_lock_class *c = calloc(1, sizeof(*c));
+
+    assert_non_null(c);
+    c->name = "object";
+    lock(&lock_a); lock(c); unlock(c); unlock(&lock_a);
+    assert_int_equal(rcl_lock_class_unregister(c), 0);
+    free(c);
+}
+
+/* lockdep_unregister_key(): a class that goes gives its node back with
+ * every dependency learned for it, so a program whose objects come and go
+ * for as long as it runs never fills the graph. */
+TEST_WITH(unregistered_classes_leave_the_graph_its_size, ld_setup, ld_teardown)
+{
+    unsigned nodes, edges, nodes_after, edges_after;
+
+    object_class_cycle();
+    rcl__lockdep_graph_size(&nodes, &edges);
+    for (int i = 0; i < 10000; i++)
+        object_class_cycle();
+    rcl__lockdep_graph_size(&nodes_after, &edges_after);
+    assert_int_equal(nodes_after, nodes);
+    assert_int_equal(edges_after, edges);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* ...and the classes that stay are checked as before: after thousands of
+ * classes came and went, an inversion between two live ones is reported. */
+TEST_WITH(inversion_of_live_classes_is_reported_after_thousands_unregistered, ld_setup,
+          ld_teardown)
+{
+    for (int i = 0; i < 10000; i++)
+        object_class_cycle();
+    lock(&lock_b); lock(&lock_c); unlock(&lock_c); unlock(&lock_b);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    lock(&lock_c); lock(&lock_b); unlock(&lock_b); unlock(&lock_c);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("lock_b \u2192 lock_c \u2192 lock_b");
+}
+
+/* The memory of an unregistered class holds another class, not reset
+ * (an allocator's recycled block): that one is new, and the order the old
+ * one was taken in is not its. */
+TEST_WITH(memory_of_an_unregistered_class_reused_is_a_new_class, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "old" };
+
+    lock(&lock_a); lock(&c); unlock(&c); unlock(&lock_a);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    c.name = "new";
+    lock(&c); lock(&lock_a); unlock(&lock_a); unlock(&c);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A class made on the node an unregistered one gave back, taken under a
+ * lock held all along: the thread knew the old class followed that lock,
+ * which says nothing of the new one, so the order is learned, and its
+ * inversion reported. */
+TEST_WITH(class_on_a_given_back_node_is_ordered_after_a_lock_held_throughout, ld_setup,
+          ld_teardown)
+{
+    struct rcl_lock_class old = { .name = "old" }, new = { .name = "new" };
+
+    lock(&lock_a);
+    for (int i = 0; i < 2; i++) {   /* the second time, known to follow lock_a */
+        lock(&old);
+        unlock(&old);
+    }
+    assert_int_equal(rcl_lock_class_unregister(&old), 0);
+    lock(&new); unlock(&new);
+    unlock(&lock_a);
+    lock(&new); lock(&lock_a); unlock(&lock_a); unlock(&new);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("lock_a \u2192 new \u2192 lock_a");
+}
+
+/* Misuse. A lock of the class still held: its memory is not the
+ * program's to free yet. Refused and reported; the class stays
+ * registered, and its lock releases quietly. */
+TEST_WITH(unregistering_a_class_this_thread_holds_is_refused, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "busy" };
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &c), 0);
+    rcl_mutex_lock(&m);
+    assert_int_equal(rcl_lock_class_unregister(&c), -EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class \"busy\", which thread");
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_trylock(&m), 0);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+TEST_WITH(unregistering_a_class_another_thread_holds_is_refused, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "theirs" };
+    rcl_mutex_t m;
+    struct holder h = { &m, { { 0 } }, { { 0 } } };
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&m, &c), 0);
+    assert_int_equal(pthread_barrier_init(&h.held, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, holds_until_done, &h), 0);
+    pthread_barrier_wait(&h.held);
+    assert_int_equal(rcl_lock_class_unregister(&c), -EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class \"theirs\", which thread");
+    pthread_barrier_wait(&h.done);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_int_equal(pthread_barrier_destroy(&h.held), 0);
+    assert_int_equal(pthread_barrier_destroy(&h.done), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+/* A second unregister with no use in between is reported (a use
+ * registers the class again); NULL is refused. */
+TEST_WITH(unregistering_a_class_twice_is_reported, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "twice" };
+
+    lock(&c); unlock(&c);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(test_report_count(), 0);
+    assert_int_equal(rcl_lock_class_unregister(&c), -ENOENT);
+    assert_int_equal(test_report_count(), 1);
+    assert_reports_have("class \"twice\" unregistered twice");
+    lock(&c); unlock(&c);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(test_report_count(), 1);
+}
+
+TEST_WITH(unregistering_a_null_class_is_refused, ld_setup, ld_teardown)
+{
+    assert_int_equal(rcl_lock_class_unregister(NULL), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_reports_have("rcl_lock_class_unregister: NULL lock class");
+}
+
+/* No register call: a class registers at its first use, so one never used
+ * (an object whose lock was never taken) has nothing to give back. */
+TEST_WITH(unregistering_a_class_never_used_is_quiet, ld_setup, ld_teardown)
+{
+    RCL_LOCK_CLASS(c, "unused");
+
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A child of a fork has one thread: what the parent's others held, none
+ * of its threads holds, and a class one of them held unregisters there. */
+TEST_WITH(a_forked_child_unregisters_a_class_a_parents_thread_holds, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "parents" };
+    rcl_mutex_t m;
+    struct holder h = { &m, { { 0 } }, { { 0 } } };
+    pthread_t th;
+    int status;
+
+    assert_int_equal(rcl_mutex_init(&m, &c), 0);
+    assert_int_equal(pthread_barrier_init(&h.held, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, holds_until_done, &h), 0);
+    pthread_barrier_wait(&h.held);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(rcl_lock_class_unregister(&c) == 0 ? 0 : 1);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    pthread_barrier_wait(&h.done);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(pthread_barrier_destroy(&h.held), 0);
+    assert_int_equal(pthread_barrier_destroy(&h.done), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Life cycle and modes                                                      */
 /* ------------------------------------------------------------------------ */
 
@@ -669,6 +866,35 @@ TEST_WITH(many_threads_find_the_one_inversion, ld_setup, ld_teardown)
 /* ------------------------------------------------------------------------ */
 /* Threads that come and go                                                  */
 /* ------------------------------------------------------------------------ */
+
+/* Threads whose objects come and go at once, each taking its objects'
+ * classes under a shared one: each unregister reads every thread's stack
+ * while the others take and release locks, and no class is another's. */
+static RCL_LOCK_CLASS(shared_lock, "shared_lock");
+
+static void *object_classes_come_and_go(void *arg)
+{
+    struct stress_arg *a = arg;
+
+    for (int i = 0; i < a->iters; i++) {
+        struct rcl_lock_class c = { .name = "object" };
+        lock(&shared_lock); lock(&c); unlock(&c); unlock(&shared_lock);
+        lock(&c); unlock(&c);
+        assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    }
+    return NULL;
+}
+
+TEST_WITH(threads_unregistering_their_own_classes_at_once_are_quiet, ld_setup, ld_teardown)
+{
+    unsigned nodes, edges;
+
+    run_threads(4, object_classes_come_and_go, 1u, test_scale(5000));
+    rcl__lockdep_graph_size(&nodes, &edges);
+    assert_true(nodes < 64);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
 
 static void *takes_a_and_exits(void *arg)
 {
