@@ -529,6 +529,13 @@ void   rcl_shutdown(void);
  * footprint, the lock checker naming functions in a report): a cancel
  * pending there takes effect after the call.
  *
+ * pthread_exit() from a shrinker's count() or scan(), or from a domain's
+ * may_reclaim, is not deferred (the cancel state does not hold an exit
+ * back): the pass ends there as the callback's return would have ended
+ * it - the shrinker let go, the lock checker's record of the pass closed,
+ * the thread's scope and stock as reclaim leaves them - before the
+ * program's own cleanup handlers run.
+ *
  * Signal handlers. Exactly these calls are async-signal-safe, on the
  * thread the signal interrupted:
  *   rcl_alloc, rcl_calloc, rcl_aligned_alloc (alignment <= 16) and

@@ -450,6 +450,25 @@ static bool inside(const struct rcl_domain *d)
 }
 #endif
 
+struct allows_state {
+    unsigned scope;     /* saved */
+    int      cancel;
+    bool     yes;       /* may_reclaim's answer: in memory, since a local
+                           set after the cleanup's setjmp may be clobbered */
+};
+
+/* A may_reclaim that ends its thread (pthread_exit(), which the cancel
+ * state does not defer) leaves the scope and the cancel state as its
+ * return would have: the program's cleanup handlers run next. */
+static void allows_unwound(void *arg)
+{
+    const struct allows_state *st = arg;
+
+    rcl__asan_unwinding();
+    rcl_scope_restore(st->scope);
+    rcl__nocancel_end(st->cancel);
+}
+
 /*
  * The program's code, as the header promises it: its allocations cannot
  * recurse into reclaim (NORECLAIM), they and its frees are ordinary calls
@@ -466,14 +485,16 @@ bool rcl__domain_allows(struct rcl_domain *owner)
 #endif
     rcl__assert(owner->may_reclaim);
 
-    unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
-    int cancel = rcl__nocancel_begin();
+    struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM) };
+    st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
-    bool yes = owner->may_reclaim(owner, owner->arg) != 0;
+    pthread_cleanup_push(allows_unwound, &st);
+    st.yes = owner->may_reclaim(owner, owner->arg) != 0;
+    pthread_cleanup_pop(0);
     rcl__busy_back(busy);
-    rcl__nocancel_end(cancel);
-    rcl_scope_restore(saved);
-    return yes;
+    rcl__nocancel_end(st.cancel);
+    rcl_scope_restore(st.scope);
+    return st.yes;
 }
 
 bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp)

@@ -75,28 +75,62 @@ static bool target_met(long progress, size_t target)
     return progress >= 0 && (size_t)progress >= target;
 }
 
-size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
-{
-    /* Shrinkers' own allocations must not recurse into reclaim, and may
-     * use the reserve: NORECLAIM. */
-    unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
-    long start = t->reclaimed, stock_before = rd(t->stock);
-    long max_before = rcl__stock_reclaim_begin(t);
+/* What a reclaim changed on its thread, for its end. */
+struct shrink_state {
+    struct rcl_thread *t;
+    unsigned           scope;          /* saved */
+    long               start, stock_before, max_before;
+};
 
-    for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
-        rcl__shrink_slab(gfp, prio);
-        if (target_met(t->reclaimed - start, target) || rcl__shrink_expired())
-            break;
-    }
-    rcl__stock_reclaim_end(t, max_before);
-    rcl_scope_restore(saved);
+static size_t shrink_end(const struct shrink_state *st)
+{
+    struct rcl_thread *t = st->t;
+
+    rcl__stock_reclaim_end(t, st->max_before);
+    rcl_scope_restore(st->scope);
 
     /* Keep in the stock only what reclaim really won back; what shrinkers
      * charged from the reserve and freed again goes back to the budget,
      * or the reserve would leak to the allocation that reclaimed. */
-    long progress = t->reclaimed > start ? t->reclaimed - start : 0;
-    rcl__stock_flush(t, stock_before + progress);
+    long progress = t->reclaimed > st->start ? t->reclaimed - st->start : 0;
+    rcl__stock_flush(t, st->stock_before + progress);
     return (size_t)progress;
+}
+
+/* A thread that ends inside a callback (pthread_exit()) ends its reclaim
+ * here, after its pass (shrinker.c): the program's cleanup handlers and
+ * destructors that run next allocate and free as the thread's own, not
+ * as reclaim's, in the scope it had, and the bound and trace of the
+ * frames the exit took away are no longer looked at. Busy meanwhile, and
+ * out after, as the pass leaves it. */
+static void shrink_unwound(void *arg)
+{
+    const struct shrink_state *st = arg;
+
+    rcl__asan_unwinding();
+    unsigned b = rcl__busy_hold(st->t);
+
+    (void)shrink_end(st);
+    rcl__shrink_bound(0, NULL);
+    rcl__busy_drop(st->t, b);
+}
+
+size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
+{
+    /* Shrinkers' own allocations must not recurse into reclaim, and may
+     * use the reserve: NORECLAIM. */
+    struct shrink_state st = { .t = t, .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
+                               .start = t->reclaimed, .stock_before = rd(t->stock) };
+    st.max_before = rcl__stock_reclaim_begin(t);
+
+    pthread_cleanup_push(shrink_unwound, &st);
+    for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
+        rcl__shrink_slab(gfp, prio);
+        if (target_met(t->reclaimed - st.start, target) || rcl__shrink_expired())
+            break;
+    }
+    pthread_cleanup_pop(0);
+    return shrink_end(&st);
 }
 
 /* The depot and the empty slabs go back first, so that the backend's trim

@@ -70,10 +70,15 @@ static unsigned passes_holding(const struct rcl_shrinker *s)
 /* The passes this thread is making, innermost first, each with the
  * shrinker it holds (NULL between two): a callback's allocation reclaims
  * again where its scope allows, so passes nest. On the stack of
- * rcl__shrink_slab(), which cancellation cannot leave early. */
+ * rcl__shrink_slab(), which cancellation cannot leave early and
+ * pthread_exit() leaves through pass_unwound(). */
 struct pass {
     struct rcl_shrinker *s;
     unsigned             ctx;
+    unsigned             scope;    /* the scope s's callbacks were called in */
+    bool                 checked;  /* the lock checker holds s's pass open */
+    rcl_gfp_t            gfp;      /* the context the checker was told */
+    int                  cancel;   /* the cancel state before the pass */
     struct pass         *outer;
 };
 static __thread struct pass *passes;
@@ -417,8 +422,11 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
     return freed;
 }
 
-static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
+static void shrink_one(struct pass *pass, rcl_gfp_t gfp, int priority)
 {
+    struct rcl_shrinker *s = pass->s;
+
+    pass->scope = rcl__scope;
     /* Skipped by the domain rules or lacking `needs`: either way the work
      * waits for a context that may do it. */
     if ((s->domain && rcl__domain_filter(s->domain, &gfp)) || (gfp & s->needs) != s->needs) {
@@ -427,35 +435,84 @@ static void shrink_one(struct rcl_shrinker *s, rcl_gfp_t gfp, int priority)
     }
 
     struct rcl_shrink_control sc = { .gfp = gfp, .priority = priority, .domain = s->domain };
-    unsigned scope = rcl__scope;
 
     unsigned long long t0 = trace ? rcl__now_ns() : 0;
     long bytes0 = rcl__self.reclaimed;
 
-    if (rcl__checking())
+    if (rcl__checking()) {
         rcl__lockdep_shrink_begin(s->name, s->domain, gfp, rcl__is_background());
+        pass->gfp = gfp;
+        pass->checked = true;
+    }
     unsigned long objects = do_shrink(s, &sc, priority);
     if (rcl__checking())
         rcl__lockdep_shrink_end(s->name, s->domain, gfp);
+    pass->checked = false;
     if (trace)
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
 
     /* Reclaim goes on in a known context even if a callback forgot to
      * restore a scope it saved. */
-    if (rcl__scope != scope) {
+    if (rcl__scope != pass->scope) {
         rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
-                    "a save without its restore; restored", s->name, rcl__scope, scope);
-        rcl__scope_put(scope);
+                    "a save without its restore; restored", s->name, rcl__scope, pass->scope);
+        rcl__scope_put(pass->scope);
     }
 }
 
+/* The last pass out of a dead shrinker wakes its unregister. */
+static void pass_drop_locked(struct pass *pass)
+{
+    struct rcl_shrinker *s = pass->s;
+
+    rcl__assert_held(&shrinker_lock);
+    rcl__assert(s->active[pass->ctx]);
+    pass->s = NULL;
+    s->active[pass->ctx]--;
+    if (!passes_holding(s) && s->dead)
+        pthread_cond_broadcast(&shrinker_idle);
+}
+
+/* A thread that ends inside a callback - pthread_exit(), which the
+ * cancel state does not defer - leaves the pass here, as its return
+ * would have left it: the shrinker let go (or unregister waits for it
+ * forever), the checker's pseudo-lock released (or the program's cleanup
+ * handlers' locks are recorded as taken inside reclaim), the scope the
+ * callback changed put back. Busy meanwhile, as between two callbacks,
+ * and out again after: what runs next is the program's. The sanitizer is
+ * told, as for a cancel: the frames went without their epilogues. */
+static void pass_unwound(void *arg)
+{
+    struct pass *pass = arg;
+    struct rcl_shrinker *s = pass->s;
+
+    rcl__asan_unwinding();
+    unsigned b = rcl__busy_hold(&rcl__self);
+
+    if (s) {
+        if (pass->checked && rcl__checking())
+            rcl__lockdep_shrink_end(s->name, s->domain, pass->gfp);
+        if (rcl__scope != pass->scope)
+            rcl__scope_put(pass->scope);
+        pthread_mutex_lock(&shrinker_lock);
+        pass_drop_locked(pass);
+        pthread_mutex_unlock(&shrinker_lock);
+    }
+    passes = pass->outer;
+    rcl__busy_drop(&rcl__self, b);
+    rcl__nocancel_end(pass->cancel);
+}
+
 /* Cancellation waits for the pass: a thread cancelled inside a callback
- * would leave the shrinker pinned (active) and unregister waiting forever. */
+ * would leave the shrinker pinned (active) and unregister waiting forever.
+ * An exit does not wait: pass_unwound() undoes the pass instead. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
 {
     struct pass pass = { .ctx = pass_context(gfp), .outer = passes };
-    int cancel = rcl__nocancel_begin();
+
+    pass.cancel = rcl__nocancel_begin();
     passes = &pass;
+    pthread_cleanup_push(pass_unwound, &pass);
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
@@ -465,16 +522,14 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
         s->active[pass.ctx]++;
         pass.s = s;
         pthread_mutex_unlock(&shrinker_lock);
-        shrink_one(s, gfp, priority);
+        shrink_one(&pass, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
-        pass.s = NULL;
-        s->active[pass.ctx]--;
-        if (!passes_holding(s) && s->dead)
-            pthread_cond_broadcast(&shrinker_idle);
+        pass_drop_locked(&pass);
     }
     pthread_mutex_unlock(&shrinker_lock);
+    pthread_cleanup_pop(0);
     passes = pass.outer;
-    rcl__nocancel_end(cancel);
+    rcl__nocancel_end(pass.cancel);
 }
 
 /* Is a pass in a context no wider than `mine` inside s? */

@@ -2,7 +2,8 @@
 /*
  * test_cancel.c - pthread_cancel of a thread inside the library leaves no
  * lock held and nothing pinned: whatever the cancelled thread was doing,
- * the next caller gets through. Each "next caller" runs in a helper thread
+ * the next caller gets through. So does pthread_exit() from the program's
+ * callbacks, which no cancel state holds back. Each "next caller" runs in a helper thread
  * with a time limit, so that a lock left held fails the test instead of
  * hanging it.
  */
@@ -15,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "domain.h"
+#include "internal.h"
 
 #define HANG_MS 20000
 
@@ -738,6 +740,227 @@ TEST(test_a_pending_cancel_waits_for_a_domains_may_reclaim)
     assert_true(finishes(forks, NULL));
     rcl_domain_destroy(txn_fs);
     close(log_fd);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A thread that ends inside a shrinker's callback                           */
+/* ------------------------------------------------------------------------ */
+
+/* The callbacks below end only the test's own thread: a reclaim on any
+ * other (the fixture's, a helper's) finds an ordinary cache. */
+static __thread bool ends_here;
+/* What the ending thread's own cleanup handler found: the scope it runs
+ * in, whether the thread was still reclaiming, whether its allocation
+ * got a block. -1: the handler did not run. */
+static atomic_int cleanup_scope, cleanup_in_reclaim, cleanup_allocated;
+
+static unsigned long thousand(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 1000;
+}
+
+static unsigned long exits_in_count(void *p, struct rcl_shrink_control *sc)
+{
+    if (ends_here)
+        pthread_exit(NULL);
+    return thousand(p, sc);
+}
+
+static unsigned long exits_in_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p;
+    if (ends_here)
+        pthread_exit(NULL);
+    return sc->nr_to_scan;
+}
+
+/* The program's cleanup handler: the thread is its own again, outside
+ * the library, and allocates and frees as it always did. */
+static void records_the_thread(void *arg)
+{
+    (void)arg;
+    ends_here = false;          /* its allocation may reclaim: the thread is ending already */
+    atomic_store(&cleanup_scope, (int)rcl_scope_current());
+    atomic_store(&cleanup_in_reclaim, (int)rcl__self.in_reclaim);
+    void *p = rcl_alloc(64, RCL_DEFAULT | RCL__NOWARN);
+    atomic_store(&cleanup_allocated, p != NULL);
+    rcl_free(p);
+}
+
+static void cleanup_records_reset(void)
+{
+    atomic_store(&cleanup_scope, -1);
+    atomic_store(&cleanup_in_reclaim, -1);
+    atomic_store(&cleanup_allocated, -1);
+}
+
+static void *reclaims_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    pthread_cleanup_push(records_the_thread, NULL);
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+static void *allocates_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    pthread_cleanup_push(records_the_thread, NULL);
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT | RCL__NOWARN);   /* reclaims: the budget is full */
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+/* Runs fn in a thread that ends inside a callback, and checks that it
+ * ended there, its cleanup handler run. */
+static void run_to_its_end(void *(*fn)(void *))
+{
+    pthread_t th;
+    cleanup_records_reset();
+    assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
+    assert_null(join_in_time(th));
+    assert_int_not_equal(atomic_load(&cleanup_scope), -1);
+}
+
+/* A pass that never ends would hold its shrinker for good: unregister
+ * waits for it, and so does rcl_shutdown() in the teardown. A hang fails
+ * the run here instead. */
+#define ENDING_ALARM_S (3 * HANG_MS / 1000)
+
+/* A scan() that ends its thread (pthread_exit()) ends the pass with it:
+ * the shrinker is let go, and unregistered at once. (It stayed held by
+ * the pass that would never end: unregister waited for ever.) */
+TEST(test_a_thread_ending_in_a_shrinker_scan_lets_go_of_the_shrinker)
+{
+    static const struct rcl_shrinker_ops ops = { .count = thousand, .scan = exits_in_scan };
+    alarm(ENDING_ALARM_S);
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-in-scan", &ops, NULL, NULL);
+    assert_non_null(s);
+
+    run_to_its_end(reclaims_and_ends);
+
+    assert_true(finishes(reclaims, NULL));      /* another pass runs it */
+    assert_true(finishes(unregister, s));
+    alarm(0);
+}
+
+/* A count() that ends its thread in an allocation's direct reclaim leaves
+ * the thread out of reclaim before the program's cleanup handlers run:
+ * in the scope it had (not reclaim's NORECLAIM), its allocations its own
+ * rather than reclaim's progress, and the budget's books whole at its
+ * exit (the teardown checks them). */
+TEST(test_a_thread_ending_in_a_shrinker_count_leaves_reclaim_before_its_cleanup)
+{
+    static const struct rcl_shrinker_ops ops = { .count = exits_in_count, .scan = exits_in_scan };
+    static void *held[MAX_HELD];
+    alarm(ENDING_ALARM_S);
+    unsigned n = fill_to_the_floor(held);
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-in-count", &ops, NULL, NULL);
+    assert_non_null(s);
+
+    run_to_its_end(allocates_and_ends);
+    test_reports_reset();                       /* the full budget's, if any */
+
+    assert_int_equal(atomic_load(&cleanup_scope), 0);
+    assert_int_equal(atomic_load(&cleanup_in_reclaim), 0);
+    assert_true(finishes(unregister, s));
+    while (n)
+        rcl_free(held[--n]);
+    alarm(0);
+}
+
+static int exits_in_may_reclaim(struct rcl_domain *d, void *arg)
+{
+    (void)d; (void)arg;
+    if (ends_here)
+        pthread_exit(NULL);
+    return 1;
+}
+
+static struct rcl_domain *ending_domain;
+
+static void *reclaims_inside_the_domain_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    rcl_domain_enter(ending_domain);            /* left at the thread's exit */
+    pthread_cleanup_push(records_the_thread, NULL);
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+/* A domain's may_reclaim that ends its thread, asked by a pass about the
+ * domain's shrinker: the shrinker is let go, the thread's cleanup
+ * handlers run in the scope it had, and the domain, left as the thread
+ * ends, can be destroyed. */
+TEST(test_a_thread_ending_in_a_domains_may_reclaim_lets_go_of_the_shrinker)
+{
+    static const struct rcl_shrinker_ops ops = { .count = thousand, .scan = exits_in_scan };
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("ends-in-may-reclaim", 0, exits_in_may_reclaim, NULL);
+    assert_non_null(ending_domain);
+    struct rcl_shrinker_opts o = { .domain = ending_domain };
+    struct rcl_shrinker *s = rcl_shrinker_register("domain-cache", &ops, NULL, &o);
+    assert_non_null(s);
+
+    run_to_its_end(reclaims_inside_the_domain_and_ends);
+
+    assert_int_equal(atomic_load(&cleanup_scope), 0);
+    assert_int_equal(atomic_load(&cleanup_in_reclaim), 0);
+    assert_true(finishes(unregister, s));
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
+/* Ends the thread only where an allocation that reclaim left short asks,
+ * outside any pass of its own; refuses inside one. */
+static int exits_outside_a_pass(struct rcl_domain *d, void *arg)
+{
+    (void)d; (void)arg;
+    if (ends_here && !rcl__shrinking_here())
+        pthread_exit(NULL);
+    return 0;
+}
+
+static void *allocates_inside_the_domain_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    rcl_domain_enter(ending_domain);            /* left at the thread's exit */
+    pthread_cleanup_push(records_the_thread, NULL);
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT | RCL__NOWARN);
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+/* The same may_reclaim asked by an allocation whether another thread's
+ * pass is worth waiting for (no pass of its own is in flight): the
+ * thread's cleanup handlers run in the scope it had, not in the
+ * NORECLAIM the question is asked in. */
+TEST(test_a_thread_ending_in_may_reclaim_outside_a_pass_keeps_its_scope)
+{
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("ends-outside-a-pass", 0, exits_outside_a_pass, NULL);
+    assert_non_null(ending_domain);
+    struct held_pass h;
+    held_pass_start(&h, ending_domain);
+    size_t full = charge_until_full();
+
+    run_to_its_end(allocates_inside_the_domain_and_ends);
+    test_reports_reset();                       /* the full budget's, if any */
+
+    assert_int_equal(atomic_load(&cleanup_scope), 0);
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
 }
 
 TEST_MAIN();

@@ -150,6 +150,57 @@ TEST_WITH(narrow_shrinker_lock_reaches_wide_allocation, ld_setup, ld_teardown)
     rcl_shrinker_unregister(s);
 }
 
+/* A shrinker that ends its thread (pthread_exit()) ends its pass there:
+ * the thread's cleanup handlers run outside reclaim, and a lock they take
+ * is not one reclaim takes. (They ran with the pass's pseudo-lock still
+ * held: that lock held across any allocation was reported as a deadlock
+ * with a reclaim that never took it.) */
+static RCL_LOCK_CLASS(exit_lock, "exit_lock");
+static __thread bool ld_ends_here;
+
+static unsigned long ends_its_thread(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    if (ld_ends_here)
+        pthread_exit(NULL);
+    return sc->nr_to_scan;
+}
+
+static void takes_exit_lock(void *arg)
+{
+    (void)arg;
+    rcl_lock_acquire(&exit_lock);
+    rcl_lock_release(&exit_lock);
+}
+
+static void *reclaims_and_ends(void *arg)
+{
+    (void)arg;
+    ld_ends_here = true;
+    pthread_cleanup_push(takes_exit_lock, NULL);
+    rcl_reclaim(1, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    return NULL;                           /* not reached */
+}
+
+TEST_WITH(cleanup_of_a_thread_ending_in_a_shrinker_is_outside_reclaim, ld_setup, ld_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { cache_count, ends_its_thread };
+    alarm(60);             /* a pass left held hangs the teardown: it fails here */
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-its-thread", &ops, NULL, NULL);
+    assert_non_null(s);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reclaims_and_ends, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+
+    rcl_lock_acquire(&exit_lock);
+    rcl_might_alloc(RCL_DEFAULT);          /* exit_lock -> reclaim(FS+IO): no cycle */
+    rcl_lock_release(&exit_lock);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_shrinker_unregister(s);
+    alarm(0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The "Overhaul memalloc_no*" thread (dm-devel, June 2020): file system ->
  * buffer cache -> loop device -> same file system */
