@@ -587,7 +587,8 @@ void     rcl_signal_leave(unsigned cookie);
  * memory from 32 MiB up, by the charges alone below, never by the
  * cgroup's usage, unless struct rcl_config.footprint forces a measure.
  * A lowered limit binds what threads pre-charged under the old one: the
- * caller's stock goes back at once, every other thread's at its next
+ * caller's stock goes back at once (a shrinker's call too, in the middle
+ * of its thread's reclaim), every other thread's at its next
  * allocation, charge or free (its stock is not spent). Precisely: once the
  * call returns, the budget's counter (stocks included) grows only through
  * charges checked against the new limit, so usage stays <= max(new limit,

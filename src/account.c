@@ -798,11 +798,16 @@ static void set_limit_locked(size_t bytes)
         drain_others_locked();
 }
 
+/* The caller's own stock goes back at once, in a reclaim too (a shrinker
+ * that lowers the limit): kept, the callback and the rest of the pass
+ * would spend it unchecked, and the reclaim's end would keep it as the
+ * stock it had before. What reclaim freed goes with it; the allocation
+ * that reclaimed then charges against the new limit. */
 static void limit_changed(void)
 {
     struct rcl_thread *self = &rcl__self;
 
-    if (rd(self->epoch) && !self->in_reclaim)
+    if (rd(self->epoch))
         drain_self(self);
     if (rcl__headroom() < rd(rcl__acct.wm_low))
         rcl__reclaim_wake();

@@ -94,6 +94,72 @@ TEST_WITH(test_lowered_limit_binds_stock_other_threads_hold, setup16, test_teard
     pthread_barrier_destroy(&lowered);
 }
 
+/* What a shrinker that lowers the limit saw: the usage when
+ * rcl_set_limit() returned, and what it could allocate after. */
+#define CB_HELD 4096
+static void *cb_held[CB_HELD];
+static unsigned cb_n;
+static size_t cb_usage, cb_spent;
+static int cb_lowered, cb_rc;
+
+static unsigned long one_object(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 1;
+}
+
+/* Lowers the limit below what the program holds, then takes all it can
+ * get: nothing, since every byte must be charged against the new limit. */
+static unsigned long lowers_the_limit(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    if (cb_lowered++)
+        return RCL_SHRINK_STOP;
+    cb_rc = rcl_set_limit(256 * KiB);
+    cb_usage = rcl_usage();
+    void *q;
+    while (cb_n < CB_HELD && (q = rcl_alloc(SMALL, RCL_NOWAIT | RCL__NOWARN)) != NULL) {
+        cb_held[cb_n++] = q;
+        cb_spent += rcl_alloc_charge(SMALL);
+    }
+    return RCL_SHRINK_STOP;
+}
+
+/* The promise holds for a shrinker's own rcl_set_limit(): its thread's
+ * stock goes back at once, in the reclaim as anywhere, and what the
+ * callback allocates next fits the new limit less what was in use.
+ * (Kept while the thread reclaimed, the stock served the callback's
+ * allocations unchecked, past a limit already below usage.) */
+TEST_WITH(test_lowered_limit_binds_the_stock_of_a_shrinker_that_lowers_it, setup16,
+          test_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = one_object, .scan = lowers_the_limit };
+    void *big = rcl_alloc(1 * MiB, RCL_DEFAULT);
+    void *small = rcl_alloc(SMALL, RCL_DEFAULT);     /* refills the stock */
+    assert_non_null(big);
+    assert_non_null(small);
+    assert_true(rd(rcl__self.stock) > 0);
+    cb_n = 0;
+    cb_spent = 0;
+    cb_lowered = 0;
+    cb_rc = -1;
+    struct rcl_shrinker *s = rcl_shrinker_register("lowers-the-limit", &ops, NULL, NULL);
+    assert_non_null(s);
+
+    rcl_reclaim(1, RCL_DEFAULT);
+    assert_int_equal(cb_lowered, 1);
+    assert_int_equal(cb_rc, 0);
+    assert_true(cb_usage > 256 * KiB);
+    assert_int_equal(cb_spent, 0);
+    test_reports_reset();                            /* the failed allocation's, if any */
+
+    rcl_shrinker_unregister(s);
+    while (cb_n)
+        rcl_free(cb_held[--cb_n]);
+    rcl_free(small);
+    rcl_free(big);
+}
+
 /* ------------------------------------------------------------------------ */
 /* rcl_usage() never over-reports                                            */
 /* ------------------------------------------------------------------------ */
