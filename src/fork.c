@@ -18,8 +18,9 @@
  *   1. init_lock                 (init.c: life cycle), then the pressure
  *                                thread's descriptors (pressure.c), which
  *                                that thread holds with nothing else
- *   2. the object list lock, then every tracked object's lock in list
- *      order: workqueues, mempools, LRUs (fork.c, through rcl__fork_track)
+ *   2. the object list lock, then every tracked object's lock: workqueues,
+ *      mempools, LRUs (fork.c, through rcl__fork_track), in no fixed
+ *      order among themselves (objs_prepare() says why)
  *   3. the shrinker registry     (shrinker.c)
  *   4. the background reclaimer  (reclaim.c)
  *   5. the thread registry       (thread.c)
@@ -61,11 +62,46 @@ static pthread_mutex_t objs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl__fork_obj objs = { .next = &objs, .prev = &objs };
 static pthread_once_t register_once = PTHREAD_ONCE_INIT;
 
+/* Lets go of the object locks taken before `stop`, all but `keep`. */
+static void objs_unlock_upto(struct rcl__fork_obj *stop, struct rcl__fork_obj *keep)
+{
+    for (struct rcl__fork_obj *o = objs.next; o != stop; o = o->next)
+        if (o != keep)
+            pthread_mutex_unlock(o->lock);
+}
+
+/* Tries every object lock but `held`, which is ours already. Returns NULL
+ * with all of them held, or the one that was busy with none held. */
+static struct rcl__fork_obj *objs_trylock_all(struct rcl__fork_obj *held)
+{
+    for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next) {
+        if (o == held || pthread_mutex_trylock(o->lock) == 0)
+            continue;
+        objs_unlock_upto(o, held);
+        if (held)
+            pthread_mutex_unlock(held->lock);
+        return o;
+    }
+    return NULL;
+}
+
+/*
+ * Object locks have no order among themselves: an LRU's isolate callback
+ * runs under its LRU's lock and may add to another LRU or queue work, so
+ * a program nests them as it likes. Taking them in list order would wait
+ * for one while holding another that its holder wants next. So the
+ * prepare handler only ever blocks on an object lock holding none of the
+ * others, and tries the rest.
+ */
 static void objs_prepare(void)
 {
+    struct rcl__fork_obj *held = NULL, *busy;
+
     pthread_mutex_lock(&objs_lock);
-    for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next)
-        pthread_mutex_lock(o->lock);
+    while ((busy = objs_trylock_all(held)) != NULL) {
+        pthread_mutex_lock(busy->lock);
+        held = busy;
+    }
 }
 
 static void objs_parent(void)

@@ -792,6 +792,77 @@ TEST(a_fork_waits_for_the_reserves_lock_and_the_child_makes_a_reserve)
     fork_while_held(&reserve, child_makes_a_reserve);
 }
 
+/* An LRU's isolate callback may use another LRU (or queue work): object
+ * locks nest in whatever order the program's callbacks take them. A fork
+ * meanwhile waits for the walk and the child gets both LRUs. The scene is
+ * played in a child of its own, so that a fork that hangs is killed. */
+enum { NESTED_HELD_MS = 100 };
+static struct rcl_lru *made_first, *made_second;
+static struct rcl_lru_node first_node, second_node;
+static atomic_bool isolating;
+
+static enum rcl_lru_walk adds_to_the_lru_made_first(struct rcl_lru_node *n, void *arg)
+{
+    (void)n; (void)arg;
+    atomic_store(&isolating, true);
+    test_sleep_ms(NESTED_HELD_MS);          /* the fork comes meanwhile */
+    rcl_lru_add(made_first, &first_node);
+    return RCL_LRU_SKIP;
+}
+
+static void *walks_the_lru_made_second(void *arg)
+{
+    struct rcl_lru_node dispose;
+
+    (void)arg;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(made_second, adds_to_the_lru_made_first, NULL, 1, &dispose);
+    return NULL;
+}
+
+static int grandchild_empties_both_lrus(void)
+{
+    if (rcl_lru_del(made_first, &first_node) != 1)
+        return 1;
+    if (rcl_lru_del(made_second, &second_node) != 1)
+        return 2;
+    return rcl_lru_destroy(made_first) || rcl_lru_destroy(made_second) ? 3 : 0;
+}
+
+static int child_forks_inside_a_nested_walk(void)
+{
+    pthread_t th;
+
+    made_first = rcl_lru_create();
+    made_second = rcl_lru_create();
+    if (!made_first || !made_second)
+        return 10;
+    rcl_lru_node_init(&first_node);
+    rcl_lru_node_init(&second_node);
+    rcl_lru_add(made_second, &second_node);
+    atomic_store(&isolating, false);
+    if (pthread_create(&th, NULL, walks_the_lru_made_second, NULL))
+        return 11;
+    while (!atomic_load(&isolating))
+        test_sleep_ms(1);
+    int rc = wait_child(fork_child(grandchild_empties_both_lrus));
+    pthread_join(th, NULL);
+    rcl_lru_del(made_first, &first_node);
+    rcl_lru_del(made_second, &second_node);
+    rcl_lru_destroy(made_first);
+    rcl_lru_destroy(made_second);
+    return rc;
+}
+
+TEST(a_fork_during_an_isolate_callback_that_uses_another_lru_goes_through)
+{
+    if (child_threads_unsupported()) {
+        print_message("skipped: ThreadSanitizer starts no thread in a child\n");
+        skip();
+    }
+    assert_int_equal(wait_child(fork_child(child_forks_inside_a_nested_walk)), 0);
+}
+
 /* A thread waiting in a mempool at the fork is not in the child, and
  * neither is its count there: the child's destroy finds only the element
  * it holds, not a waiter nobody would ever wake, and so can free its copy
