@@ -1091,7 +1091,10 @@ int rcl_io_flusher_get(void);
  *   rcl_valloc are not served from the reserve. rcl_io_flusher_set(0)
  *   ends the mode, as the thread's own end does. Create the reserve
  *   before the threads call rcl_io_flusher_set(1), and after
- *   fork()/daemonizing.
+ *   fork()/daemonizing. A child of fork() inherits a reserve made before
+ *   it, with the blocks allocated from it, but not the parent's other
+ *   flusher threads (only the forking one may still serve from it, so
+ *   the child may release it) nor its mlock() (stats' locked reads 0).
  *
  * What stays the daemon's part (the library cannot see these pages):
  *   - backing I/O with O_DIRECT from buffers allocated before serving: a

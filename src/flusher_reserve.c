@@ -377,4 +377,13 @@ int rcl_io_flusher_reserved(void)
  * its blocks are the child's copy. */
 void rcl__resv_atfork_prepare(void) { pthread_mutex_lock(&resv.lock); }
 void rcl__resv_atfork_parent(void) { pthread_mutex_unlock(&resv.lock); }
-void rcl__resv_atfork_child(void) { pthread_mutex_unlock(&resv.lock); }
+
+/* The other flushers are not in the child to leave the reserve, which
+ * their count would keep there for good, its charge with it; and memory
+ * locks are not inherited (mlock(2)). */
+void rcl__resv_atfork_child(void)
+{
+    atomic_store(&resv.threads, rcl_io_flusher_reserved() ? 1u : 0u);
+    resv.locked = 0;
+    pthread_mutex_unlock(&resv.lock);
+}

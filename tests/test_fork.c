@@ -792,6 +792,71 @@ TEST(a_fork_waits_for_the_reserves_lock_and_the_child_makes_a_reserve)
     fork_while_held(&reserve, child_makes_a_reserve);
 }
 
+/* A flusher thread serving from the reserve at the fork is not in the
+ * child, and neither is its use of the reserve: the child can release it
+ * and have its charge back. Nor is the reserve locked there, since memory
+ * locks are not inherited. */
+static int refuse_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4,
+                        unsigned long a5)
+{
+    (void)option; (void)a2; (void)a3; (void)a4; (void)a5;
+    errno = EPERM;
+    return -1;
+}
+
+static atomic_bool flusher_serving, flusher_may_end;
+
+static void *serves_from_the_reserve(void *arg)
+{
+    (void)arg;
+    (void)rcl_io_flusher_set(1);
+    atomic_store(&flusher_serving, rcl_io_flusher_reserved() != 0);
+    while (!atomic_load(&flusher_may_end))
+        test_sleep_ms(1);
+    rcl_io_flusher_set(0);
+    return NULL;
+}
+
+static int child_releases_the_reserve(void)
+{
+    struct rcl_flusher_reserve_stats st;
+
+    rcl_io_flusher_reserve_stats(&st);
+    if (st.threads != 0)
+        return 1;
+    if (st.locked)
+        return 2;
+    if (rcl_io_flusher_reserve(0, 0) != 0)
+        return 3;
+    rcl_usage_sync();
+    return rcl_usage() == 0 ? 0 : 4;
+}
+
+TEST(a_child_releases_the_reserve_a_parents_flusher_thread_used)
+{
+    int (*real_prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long) =
+        rcl__prctl;
+    pthread_t th;
+
+    rcl__prctl = refuse_prctl;
+    atomic_store(&flusher_serving, false);
+    atomic_store(&flusher_may_end, false);
+    assert_int_equal(rcl_io_flusher_reserve(64 * KiB, RCL_FLUSHER_MLOCK), 0);
+    assert_int_equal(pthread_create(&th, NULL, serves_from_the_reserve, NULL), 0);
+    for (int ms = 0; ms < CHILD_TIMEOUT_MS && !atomic_load(&flusher_serving); ms++)
+        test_sleep_ms(1);
+    assert_true(atomic_load(&flusher_serving));
+
+    int rc = wait_child(fork_child(child_releases_the_reserve));
+
+    atomic_store(&flusher_may_end, true);
+    pthread_join(th, NULL);
+    rcl__prctl = real_prctl;
+    assert_int_equal(rc, 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    test_reports_reset();           /* the refused prctl, and mlock where refused */
+}
+
 /* An LRU's isolate callback may use another LRU (or queue work): object
  * locks nest in whatever order the program's callbacks take them. A fork
  * meanwhile waits for the walk and the child gets both LRUs. The scene is
