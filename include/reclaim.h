@@ -989,7 +989,11 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * A work function may free or requeue its own work item: the queue does not
  * touch it after calling fn. A work item that returns with the scope or
  * domains changed (a save without its restore) is reported and the worker
- * is put back as it was. With the lock checker on, running an item holds
+ * is put back as it was. The queue's threads run with cancellation off: a
+ * pthread_cancel() of one is never acted on. A work function that calls
+ * pthread_exit() ends its thread, reported: the item counts as finished,
+ * and another worker takes the place of a worker that ended (a rescuer
+ * that ended is not replaced). With the lock checker on, running an item holds
  * the lock class "wq:NAME" and flush/destroy acquire and release it, so
  * flushing while holding a lock the work takes is reported as the cycle it
  * is.

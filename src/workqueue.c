@@ -42,6 +42,7 @@ struct wq_worker {
     struct rcl_workqueue *wq;
     pthread_t             th;
     unsigned long long    running;     /* ordinal of the item being run; 0: none */
+    bool                  gone;        /* its thread ended in a work item, detached */
 };
 
 struct rcl_workqueue {
@@ -59,8 +60,9 @@ struct rcl_workqueue {
     unsigned long long    queued;      /* items ever queued */
     unsigned long long    dequeued;    /* items ever taken off the list */
     enum wq_state         state;
-    unsigned              nr_workers;  /* started, all in workers[] */
-    unsigned              nr_idle;     /* of those, waiting for work */
+    unsigned              nr_workers;  /* slots used in workers[] */
+    unsigned              nr_gone;     /* of those, free again: see worker_ended() */
+    unsigned              nr_idle;     /* of the others, waiting for work */
     bool                  creating;    /* someone is starting a worker */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
@@ -97,20 +99,34 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
 
 static void *worker_main(void *arg);
 
+static struct wq_worker *free_slot(struct rcl_workqueue *wq)
+{
+    if (!wq->nr_gone)
+        return &wq->workers[wq->nr_workers];
+    for (unsigned i = 0;; i++)
+        if (wq->workers[i].gone)
+            return &wq->workers[i];
+}
+
 /*
  * Start one more worker; wq->lock held, dropped meanwhile. The new worker
  * is counted idle before it runs, as the kernel's create_worker() does, so
- * that its creator does not at once try to make another.
+ * that its creator does not at once try to make another - and before the
+ * lock is let go: the worker may be waiting for work before its creator
+ * has the lock back, and work queued meanwhile must wake it.
  */
 static void create_worker(struct rcl_workqueue *wq)
 {
-    if (wq->creating || wq->state == WQ_STOPPING || wq->nr_workers >= wq->max_workers)
+    unsigned running = wq->nr_workers - wq->nr_gone;
+
+    if (wq->creating || wq->state == WQ_STOPPING || running >= wq->max_workers)
         return;
     wq->creating = true;
-    struct wq_worker *w = &wq->workers[wq->nr_workers];
+    struct wq_worker *w = free_slot(wq);   /* creating: no other thread takes it */
+    bool reused = w->gone, rescued = wq->has_rescuer;
     w->wq = wq;
     w->running = 0;
-    unsigned running = wq->nr_workers;     /* creating: no other thread adds one */
+    wq->nr_idle++;
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
     /* Reported with the lock let go: the report function may queue work,
@@ -119,16 +135,23 @@ static void create_worker(struct rcl_workqueue *wq)
         rcl__report_limited(&wq->create_fail_report,
                             "workqueue %s: cannot start a worker (%s); %u running%s",
                             wq->name, strerror(err), running,
-                            wq->has_rescuer ? ", the rescuer steps in" : "");
+                            rescued ? ", the rescuer steps in" : "");
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
     if (!err) {
-        wq->nr_workers++;
-        wq->nr_idle++;
+        if (reused) {
+            w->gone = false;
+            wq->nr_gone--;
+        } else {
+            wq->nr_workers++;
+        }
         wq->mayday = false;
-    } else if (wq->has_rescuer) {
-        wq->mayday = true;
-        pthread_cond_signal(&wq->rescue);
+    } else {
+        wq->nr_idle--;
+        if (wq->has_rescuer) {
+            wq->mayday = true;
+            pthread_cond_signal(&wq->rescue);
+        }
     }
     pthread_cond_broadcast(&wq->done);
 }
@@ -137,21 +160,57 @@ static void create_worker(struct rcl_workqueue *wq)
 /* Running one item                                                          */
 /* ------------------------------------------------------------------------ */
 
-static void run_work(struct rcl_workqueue *wq, struct rcl_work *w,
+/* A work item's run, as the thread's end finds it if fn ends the thread. */
+struct running_item {
+    struct rcl_workqueue *wq;
+    struct wq_worker     *self;
+    struct rcl_work      *w;
+    struct rcl_context    saved;
+    bool                  check;
+};
+
+static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self);
+
+/*
+ * The work function called pthread_exit(). The thread is the queue's: it
+ * leaves the lock checker and the queuer's context as a return would, and
+ * the queue as a worker that never comes back - its item finished for the
+ * flushes, its slot free for another worker.
+ */
+static void item_ended_thread(void *arg)
+{
+    struct running_item *r = arg;
+    struct rcl_workqueue *wq = r->wq;
+
+    if (r->check)
+        rcl_lock_release(&wq->cls);
+    current_wq = NULL;
+    rcl_context_restore(&r->saved);
+    rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); %s",
+                wq->name, (void *)r->w,
+                r->self == &wq->rescuer ? "the queue has no rescuer from now on"
+                                        : "another worker takes its place");
+    pthread_mutex_lock(&wq->lock);
+    worker_ended(wq, r->self);
+    pthread_mutex_unlock(&wq->lock);
+}
+
+static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rcl_work *w,
                      void (*fn)(struct rcl_work *), const struct rcl_context *ctx)
 {
-    struct rcl_context saved;
+    struct running_item r = { .wq = wq, .self = self, .w = w, .check = rcl__checking() };
 
-    rcl_context_adopt(ctx, &saved);
+    rcl_context_adopt(ctx, &r.saved);
     unsigned scope = rcl_scope_current();
     void *journal = rcl_journal_info();
-    bool check = rcl__checking();
 
     current_wq = wq;
-    if (check)
+    if (r.check)
         rcl_lock_acquire(&wq->cls);
+    pthread_cleanup_push(item_ended_thread, &r);
     fn(w);                                  /* w may be gone from here on */
-    if (check)
+    pthread_cleanup_pop(0);
+    if (r.check)
         rcl_lock_release(&wq->cls);
     current_wq = NULL;
 
@@ -163,7 +222,7 @@ static void run_work(struct rcl_workqueue *wq, struct rcl_work *w,
     if (now != scope || rcl_journal_info() != journal)
         rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
                     "(scope %#x -> %#x); restored", wq->name, (void *)w, scope, now);
-    rcl_context_restore(&saved);
+    rcl_context_restore(&r.saved);
 }
 
 /* Take the first item and run it; wq->lock held, dropped meanwhile. */
@@ -185,7 +244,7 @@ static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
     __atomic_store_n(&w->rcl_pending, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&wq->lock);
 
-    run_work(wq, w, fn, &ctx);
+    run_work(wq, self, w, fn, &ctx);
 
     pthread_mutex_lock(&wq->lock);
     self->running = 0;
@@ -196,11 +255,18 @@ static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
 /* Workers and the rescuer                                                   */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The queue's threads are not the program's to cancel: one cancelled in
+ * its wait for work would end holding the queue's lock. A work item that
+ * ends its thread with pthread_exit() is another matter; see
+ * item_ended_thread().
+ */
 static void *worker_main(void *arg)
 {
     struct wq_worker *self = arg;
     struct rcl_workqueue *wq = self->wq;
 
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-wq/");
     pthread_mutex_lock(&wq->lock);
     /* Invariant: at the top of the loop this worker is counted idle. */
@@ -223,6 +289,30 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/*
+ * A worker's thread ended inside a work item; wq->lock held. Nobody will
+ * join it, so it is detached and its slot taken by the next worker
+ * started; it was busy, not idle, so the queue keeps an idle worker by
+ * starting one now if it has none. A rescuer that ends leaves the queue
+ * without one.
+ */
+static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
+{
+    rcl__assert_held(&wq->lock);
+    self->running = 0;
+    pthread_detach(pthread_self());
+    if (self == &wq->rescuer) {
+        wq->has_rescuer = false;
+        wq->mayday = false;
+    } else {
+        self->gone = true;
+        wq->nr_gone++;
+        if (wq->nr_idle == 0)
+            create_worker(wq);
+    }
+    pthread_cond_broadcast(&wq->done);
+}
+
 /* The rescuer runs items only while no worker can: mayday raised and
  * nobody idle. Each time, it first retries starting a worker, so that the
  * queue recovers its concurrency once threads can be made again. */
@@ -236,6 +326,7 @@ static void *rescuer_main(void *arg)
     struct wq_worker *self = arg;
     struct rcl_workqueue *wq = self->wq;
 
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-rsc/");
     pthread_mutex_lock(&wq->lock);
     for (;;) {
@@ -315,7 +406,8 @@ static void wq_free(struct rcl_workqueue *wq)
 static void join_all(struct rcl_workqueue *wq)
 {
     for (unsigned i = 0; i < wq->nr_workers; i++)
-        pthread_join(wq->workers[i].th, NULL);
+        if (!wq->workers[i].gone)
+            pthread_join(wq->workers[i].th, NULL);
     if (wq->has_rescuer)
         pthread_join(wq->rescuer.th, NULL);
 }

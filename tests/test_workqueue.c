@@ -723,6 +723,147 @@ TEST_WITH(test_rescuer_breaks_a_dependency_between_items, rescuer_setup, rescuer
 }
 
 /* ------------------------------------------------------------------------ */
+/* Work that ends or cancels its thread                                      */
+/* ------------------------------------------------------------------------ */
+
+enum { BOUND_MS = 5000 };
+
+static void *flush_main(void *wq) { rcl_flush_workqueue(wq); return NULL; }
+static void *destroy_main(void *wq) { rcl_workqueue_destroy(wq); return NULL; }
+
+/* Runs a flush or destroy on another thread and waits for it at most
+ * BOUND_MS: one that waits for a thread that is gone fails the test
+ * instead of hanging it. */
+static bool returns_in_time(void *(*call)(void *), struct rcl_workqueue *wq)
+{
+    struct timespec until;
+    pthread_t th;
+
+    if (pthread_create(&th, NULL, call, wq) != 0)
+        return false;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += BOUND_MS / 1000;
+    if (pthread_timedjoin_np(th, NULL, &until) == 0)
+        return true;
+    pthread_detach(th);
+    return false;
+}
+
+static void exits_fn(struct rcl_work *w)
+{
+    (void)w;
+    pthread_exit(NULL);
+}
+
+/* A work function that calls pthread_exit() ends its worker, not the
+ * queue: the item counts as finished for a flush, and the queue - here of
+ * one worker - starts another to run the rest. */
+TEST(test_work_that_exits_its_thread_is_reported_and_another_worker_runs_the_rest)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("exiting", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work ends;
+    struct probe after;
+    rcl_work_init(&ends, exits_fn);
+    probe_init(&after, NULL);
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+/* The rescuer that runs such an item ends as well; the queue, left
+ * without one, can still be flushed and destroyed. */
+TEST_WITH(test_a_rescuer_whose_work_exits_its_thread_leaves_a_queue_that_can_be_destroyed,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("exit-rescued", 1, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct rcl_work ends;
+    rcl_work_init(&ends, exits_fn);
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("no rescuer from now on"), 1);
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
+/* The worker that takes the place of one that exited is woken by work
+ * queued while it starts: here it is already waiting for work when the
+ * item is queued, before the thread that started it has come back. */
+static atomic_int starts, replacement_waits, queued_meanwhile;
+
+static int slow_replacement(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    int err = pthread_create(th, NULL, fn, arg);
+    if (err || strcmp(what, "worker") != 0 || atomic_fetch_add(&starts, 1) != 1)
+        return err;
+    test_sleep_ms(50);                      /* the new worker waits for work */
+    atomic_store(&replacement_waits, 1);
+    while (!atomic_load(&queued_meanwhile))
+        test_sleep_ms(1);
+    return 0;
+}
+
+static int slow_replacement_setup(void **state)
+{
+    atomic_store(&starts, 0);
+    atomic_store(&replacement_waits, 0);
+    atomic_store(&queued_meanwhile, 0);
+    rcl__thread_create_hook = slow_replacement;
+    return test_setup(state);
+}
+
+TEST_WITH(test_work_queued_while_an_exited_worker_is_replaced_wakes_the_replacement,
+          slow_replacement_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("replaced", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work ends;
+    struct probe after;
+    rcl_work_init(&ends, exits_fn);
+    probe_init(&after, NULL);
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    for (int ms = 0; ms < BOUND_MS && !atomic_load(&replacement_waits); ms++)
+        test_sleep_ms(1);
+    assert_true(atomic_load(&replacement_waits));
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    atomic_store(&queued_meanwhile, 1);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+static void cancels_its_thread_fn(struct rcl_work *w)
+{
+    (void)w;
+    pthread_cancel(pthread_self());
+}
+
+/* The queue's threads are not the program's to cancel: a worker cancelled
+ * by its own work item goes on taking work, and never ends in its wait for
+ * more holding the queue's lock. */
+TEST(test_a_worker_its_work_cancels_goes_on_running_work)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("cancelled", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work cancels;
+    struct probe after;
+    rcl_work_init(&cancels, cancels_its_thread_fn);
+    probe_init(&after, NULL);
+    assert_int_equal(rcl_queue_work(wq, &cancels), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Stress                                                                    */
 /* ------------------------------------------------------------------------ */
 
