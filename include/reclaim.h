@@ -1259,7 +1259,8 @@ enum rcl_lru_walk { RCL_LRU_REMOVED, RCL_LRU_ROTATE, RCL_LRU_SKIP, RCL_LRU_STOP 
  * The isolate callback (list_lru's rules):
  *   - it runs with the LRU lock held, oldest item first;
  *   - it must not allocate, free the item, sleep on I/O, or call any
- *     rcl_lru_* function on the same LRU;
+ *     rcl_lru_* function on the same LRU (rcl_lru_add/del/touch/walk
+ *     refuse it, reported: -EDEADLK, or errno EDEADLK for the walk);
  *   - it may take the cache's own locks only with a trylock, returning
  *     RCL_LRU_SKIP when one is busy: the cache takes its lock first and the
  *     LRU lock second, so blocking there would be an ABBA deadlock;
@@ -1300,7 +1301,8 @@ int  rcl_lru_destroy(struct rcl_lru *lru);
 void rcl_lru_node_init(struct rcl_lru_node *n);
 /* rcl_lru_add/del/touch answer a question as well as report an error, so
  * they return 1 (done), 0 (nothing to do: a defined outcome, not an error)
- * or -EINVAL (NULL lru or node).
+ * or -EINVAL (NULL lru or node); -EDEADLK, reported, from an isolate
+ * callback of a walk of the same LRU.
  * add: 1 added at the hot end; 0 already on an LRU. */
 int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
 /* del: 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
@@ -1324,7 +1326,8 @@ struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list);
 /* Visits up to nr_to_walk items, oldest first, calling isolate on each
  * (NULL isolate: every item is REMOVED). Removed items are appended to
  * `dispose` (an initialised list). Returns how many were removed; 0 with
- * errno EINVAL for a NULL lru or an uninitialised dispose list. */
+ * errno EINVAL for a NULL lru or an uninitialised dispose list, or errno
+ * EDEADLK, reported, from an isolate callback of a walk of the same LRU. */
 unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
                            unsigned long nr_to_walk, struct rcl_lru_node *dispose);
 

@@ -215,10 +215,24 @@ int rcl_lru_destroy(struct rcl_lru *lru)
 /* Adding, removing, touching                                                */
 /* ------------------------------------------------------------------------ */
 
+/* The LRU whose walk this thread is in, while its isolate callback runs:
+ * the walk holds that LRU's lock, so a call back into it would wait for
+ * itself for ever. Other LRUs are the callback's to use. */
+static __thread const struct rcl_lru *walking;
+
+static int reentered(const char *fn, const struct rcl_lru *lru)
+{
+    rcl__report("%s(%p): called from a walk's isolate callback on the same LRU, whose "
+                "lock the walk holds; refused", fn, (const void *)lru);
+    return -EDEADLK;
+}
+
 int rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
+    if (unlikely(walking == lru))
+        return reentered("rcl_lru_add", lru);
     int added = 0;
     pthread_mutex_lock(&lru->lock);
     if (!n->next) {
@@ -241,6 +255,8 @@ int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
+    if (unlikely(walking == lru))
+        return reentered("rcl_lru_del", lru);
     int removed = 0;
     pthread_mutex_lock(&lru->lock);
     if (unlikely(n->next && tag_of(n) != lru->tag)) {
@@ -261,6 +277,8 @@ int rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
+    if (unlikely(walking == lru))
+        return reentered("rcl_lru_touch", lru);
     int moved = 0;
     pthread_mutex_lock(&lru->lock);
     if (unlikely(n->next && tag_of(n) != lru->tag)) {
@@ -292,6 +310,11 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         errno = EINVAL;
         return 0;
     }
+    if (unlikely(walking == lru)) {
+        errno = -reentered("rcl_lru_walk", lru);
+        return 0;
+    }
+    const struct rcl_lru *outer = walking;  /* an isolate may walk another LRU */
     unsigned long removed = 0;
     /* The callback is the program's, under the lock: a cancellation point
      * it reaches (a log line) waits until the lock is let go. */
@@ -303,6 +326,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
      * tail, so a walk of at most `count` items never meets it again. */
     unsigned long budget = nr_to_walk < rd(lru->count) ? nr_to_walk : rd(lru->count);
     struct rcl_lru_node *n = lru->head.next;
+    walking = lru;
     while (budget && n != &lru->head) {
         struct rcl_lru_node *next = n->next;
         enum rcl_lru_walk r = isolate ? isolate(n, arg) : RCL_LRU_REMOVED;
@@ -327,6 +351,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         }
         n = next;
     }
+    walking = outer;
     pthread_mutex_unlock(&lru->lock);
     rcl__nocancel_end(cancel);
     return removed;

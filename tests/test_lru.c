@@ -364,6 +364,71 @@ TEST(test_bad_input_is_refused)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* The isolate callback runs under its LRU's lock: a call back into that
+ * LRU would wait for itself for ever. It is refused and reported; another
+ * LRU is the callback's to use. */
+struct reentry {
+    struct rcl_lru *self, *other;
+    struct item *extra;
+    int add, del, touch, other_add, walk_errno;
+    unsigned long walked;
+};
+
+static enum rcl_lru_walk reentering_isolate(struct rcl_lru_node *n, void *arg)
+{
+    struct reentry *r = arg;
+    struct rcl_lru_node dispose;
+
+    rcl_lru_list_init(&dispose);
+    r->add = rcl_lru_add(r->self, &r->extra->node);
+    r->del = rcl_lru_del(r->self, n);
+    r->touch = rcl_lru_touch(r->self, n);
+    errno = 0;
+    r->walked = rcl_lru_walk(r->self, NULL, NULL, 1, &dispose);
+    r->walk_errno = errno;
+    r->other_add = rcl_lru_add(r->other, &r->extra->node);
+    return RCL_LRU_SKIP;
+}
+
+static void *walks_reentering(void *arg)
+{
+    struct reentry *r = arg;
+    struct rcl_lru_node dispose;
+
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(r->self, reentering_isolate, r, 1, &dispose);
+    return NULL;
+}
+
+TEST(test_isolate_calling_into_its_own_lru_is_refused)
+{
+    struct item it[1], extra[1];
+    struct rcl_lru *l = lru_filled(it, 1), *other = rcl_lru_create();
+    struct reentry r = { .self = l, .other = other, .extra = extra };
+    struct timespec until;
+    pthread_t th;
+
+    assert_non_null(other);
+    items_init(extra, 1);
+    /* On a thread of its own, so that a walk that waits for itself fails
+     * the test instead of hanging it. */
+    assert_int_equal(pthread_create(&th, NULL, walks_reentering, &r), 0);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    assert_int_equal(pthread_timedjoin_np(th, NULL, &until), 0);
+    assert_int_equal(r.add, -EDEADLK);
+    assert_int_equal(r.del, -EDEADLK);
+    assert_int_equal(r.touch, -EDEADLK);
+    assert_int_equal(r.walked, 0);
+    assert_int_equal(r.walk_errno, EDEADLK);
+    assert_int_equal(r.other_add, 1);
+    assert_int_equal(test_reports_seen_matching("isolate callback on the same LRU"), 4);
+    assert_int_equal(rcl_lru_count(l), 1);
+    assert_int_equal(rcl_lru_del(other, &extra[0].node), 1);
+    assert_int_equal(rcl_lru_destroy(other), 0);
+    lru_emptied(l, it, 1);
+}
+
 /* Destroying an LRU that still holds items would leave them pointing into
  * freed memory: refused, reported, the LRU stays usable. */
 TEST(test_destroy_of_nonempty_lru_is_refused)
