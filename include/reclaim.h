@@ -506,7 +506,10 @@ void   rcl_shutdown(void);
  * rcl_flush_workqueue() returns at once, and rcl_workqueue_destroy() frees
  * the child's copy, dropping the items queued there without touching them
  * (they may live on a stack the child does not have); each reported.
- * Create a new queue in the child instead.
+ * Create a new queue in the child instead. A child forked inside a work
+ * item goes on in the queue's thread: when the item returns there, that
+ * thread ends (reported), and the child with it unless it started threads
+ * of its own.
  *
  * pthread_cancel(). No library lock or pin outlives a cancelled thread.
  * The library's long waits stay cancellation points and release what they

@@ -99,6 +99,21 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
 
 static void *worker_main(void *arg);
 
+/*
+ * A work item forked, and in the child returned to the queue's thread,
+ * the one the child has of the queue. The queue runs nothing there (the
+ * parent runs its items), so the thread ends instead of running them a
+ * second time or waiting for ever; the child ends with it unless it
+ * started threads of its own.
+ */
+static void forked_in_work(const struct rcl_workqueue *wq)
+{
+    if (unlikely(wq->inherited))
+        rcl__report("workqueue %s: a work item forked and returned in the child; the "
+                    "queue runs nothing there, and the thread that ran the item ends",
+                    wq->name);
+}
+
 static struct wq_worker *free_slot(struct rcl_workqueue *wq)
 {
     if (!wq->nr_gone)
@@ -283,9 +298,12 @@ static void *worker_main(void *arg)
         if (wq->head)
             process_one(wq, self);
         wq->nr_idle++;
+        if (unlikely(wq->inherited))
+            break;
     }
     wq->nr_idle--;
     pthread_mutex_unlock(&wq->lock);
+    forked_in_work(wq);
     return NULL;
 }
 
@@ -337,8 +355,11 @@ static void *rescuer_main(void *arg)
         create_worker(wq);
         if (rescuer_needed(wq))
             process_one(wq, self);
+        if (unlikely(wq->inherited))
+            break;
     }
     pthread_mutex_unlock(&wq->lock);
+    forked_in_work(wq);
     return NULL;
 }
 

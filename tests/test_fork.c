@@ -928,6 +928,53 @@ TEST(a_fork_during_an_isolate_callback_that_uses_another_lru_goes_through)
     assert_int_equal(wait_child(fork_child(child_forks_inside_a_nested_walk)), 0);
 }
 
+/* A work item that forks returns, in the child, to the queue's thread:
+ * the child must neither run the items the parent runs (here the one
+ * queued after it) nor wait there for ever. */
+static pid_t parent_pid, work_child = -1;
+
+/* The child's end is its last thread's: exit(0), whose handlers are the
+ * parent's (the leak checker's among them); skip them, as fork_child()
+ * does with _exit(). */
+static void exit_at_once(void) { _exit(0); }
+
+static void forks_fn(struct rcl_work *w)
+{
+    (void)w;
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        atexit(exit_at_once);
+        return;                             /* to the queue's thread */
+    }
+    work_child = pid;
+}
+
+static void queued_after_fn(struct rcl_work *w)
+{
+    (void)w;
+    if (getpid() != parent_pid)
+        _exit(3);                           /* the parent's item, run twice */
+}
+
+TEST(a_child_forked_in_a_work_item_runs_none_of_the_queues_items)
+{
+    struct rcl_workqueue *q = rcl_workqueue_create("forking", 1, 0);
+    struct rcl_work forks, after;
+
+    assert_non_null(q);
+    parent_pid = getpid();
+    rcl_work_init(&forks, forks_fn);
+    rcl_work_init(&after, queued_after_fn);
+    assert_int_equal(rcl_queue_work(q, &forks), 0);
+    assert_int_equal(rcl_queue_work(q, &after), 0);
+    rcl_flush_workqueue(q);
+    assert_true(work_child > 0);
+    assert_int_equal(wait_child(work_child), 0);
+    rcl_workqueue_destroy(q);
+}
+
 /* A thread waiting in a mempool at the fork is not in the child, and
  * neither is its count there: the child's destroy finds only the element
  * it holds, not a waiter nobody would ever wake, and so can free its copy
