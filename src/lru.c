@@ -35,6 +35,8 @@ struct rcl_lru {
     struct rcl__fork_obj fork;     /* lock is taken around fork() */
     uintptr_t            tag;      /* in the low bits of its nodes' prev */
     unsigned             shrinker_epoch;   /* rcl__epoch when shrinker was made */
+    /* the thread walking it (its rcl__self), NULL outside a walk */
+    _Atomic(const struct rcl_thread *) walker;
 };
 
 /*
@@ -215,10 +217,17 @@ int rcl_lru_destroy(struct rcl_lru *lru)
 /* Adding, removing, touching                                                */
 /* ------------------------------------------------------------------------ */
 
-/* The LRU whose walk this thread is in, while its isolate callback runs:
- * the walk holds that LRU's lock, so a call back into it would wait for
- * itself for ever. Other LRUs are the callback's to use. */
-static __thread const struct rcl_lru *walking;
+/* Is this thread inside a walk of lru, in its isolate callback? The walk
+ * holds the LRU's lock, so a call back into it would wait for itself for
+ * ever; other LRUs are the callback's to use. Kept in the LRU, not in a
+ * thread-local of its own: a word added to the static TLS moved the words
+ * the allocation hit path reads, and slowed it (docs/bench/patterns.md,
+ * "Probe, 2026-12-06, 21:10"). Only the walker writes its own address
+ * there, so the relaxed read is exact for the one thread it can name. */
+static bool walked_by_self(const struct rcl_lru *lru)
+{
+    return atomic_load_explicit(&lru->walker, memory_order_relaxed) == &rcl__self;
+}
 
 static int reentered(const char *fn, const struct rcl_lru *lru)
 {
@@ -231,7 +240,7 @@ int rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
-    if (unlikely(walking == lru))
+    if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_add", lru);
     int added = 0;
     pthread_mutex_lock(&lru->lock);
@@ -255,7 +264,7 @@ int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
-    if (unlikely(walking == lru))
+    if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_del", lru);
     int removed = 0;
     pthread_mutex_lock(&lru->lock);
@@ -277,7 +286,7 @@ int rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
     if (!lru || !n)
         return -EINVAL;
-    if (unlikely(walking == lru))
+    if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_touch", lru);
     int moved = 0;
     pthread_mutex_lock(&lru->lock);
@@ -310,11 +319,10 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         errno = EINVAL;
         return 0;
     }
-    if (unlikely(walking == lru)) {
+    if (unlikely(walked_by_self(lru))) {
         errno = -reentered("rcl_lru_walk", lru);
         return 0;
     }
-    const struct rcl_lru *outer = walking;  /* an isolate may walk another LRU */
     unsigned long removed = 0;
     /* The callback is the program's, under the lock: a cancellation point
      * it reaches (a log line) waits until the lock is let go. */
@@ -326,7 +334,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
      * tail, so a walk of at most `count` items never meets it again. */
     unsigned long budget = nr_to_walk < rd(lru->count) ? nr_to_walk : rd(lru->count);
     struct rcl_lru_node *n = lru->head.next;
-    walking = lru;
+    atomic_store_explicit(&lru->walker, &rcl__self, memory_order_relaxed);
     while (budget && n != &lru->head) {
         struct rcl_lru_node *next = n->next;
         enum rcl_lru_walk r = isolate ? isolate(n, arg) : RCL_LRU_REMOVED;
@@ -351,7 +359,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         }
         n = next;
     }
-    walking = outer;
+    atomic_store_explicit(&lru->walker, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&lru->lock);
     rcl__nocancel_end(cancel);
     return removed;
