@@ -369,7 +369,7 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
         unsigned n = t->n;
         if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) ||
                                     ld_get(t->next_ok[n - 1]) == id))) {
-            ld_held_push(t, id, inst, flags);
+            ld_held_push_at(t, n, id, inst, flags);
             return;
         }
     }

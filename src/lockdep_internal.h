@@ -294,22 +294,33 @@ void rcl__ld_update_watch(bool held);
  * not there. */
 struct ld_thread *rcl__ld_thread_get(void);
 
-static inline void ld_held_push(struct ld_thread *t, uint32_t id, const void *inst,
+/* Entry n, below MAX_HELD, written; the depth is the caller's to set. */
+static inline void ld_held_fill(struct ld_thread *t, unsigned n, uint32_t id, const void *inst,
                                 uint8_t flags)
 {
-    unsigned n = t->n;
+    ld_set(t->held[n], id);
+    /* A bare annotation writes no address: its flag says there is none. */
+    if (inst)
+        t->inst[n] = inst;
+    t->flags[n] = flags | (inst ? HELD_MUTEX : 0);
+    ld_set(t->next_ok[n], 0);
+}
 
-    if (likely(n < MAX_HELD)) {
-        ld_set(t->held[n], id);
-        /* A bare annotation writes no address: its flag says there is none. */
-        if (inst)
-            t->inst[n] = inst;
-        t->flags[n] = flags | (inst ? HELD_MUTEX : 0);
-        ld_set(t->next_ok[n], 0);
-    }
+/* The push of a lock at depth n, which the caller has read as t->n. */
+static inline void ld_held_push_at(struct ld_thread *t, unsigned n, uint32_t id,
+                                   const void *inst, uint8_t flags)
+{
+    if (likely(n < MAX_HELD))
+        ld_held_fill(t, n, id, inst, flags);
     ld_set_n(t, n + 1);
     if (n == 0)
         rcl__ld_update_watch(true);
+}
+
+static inline void ld_held_push(struct ld_thread *t, uint32_t id, const void *inst,
+                                uint8_t flags)
+{
+    ld_held_push_at(t, t->n, id, inst, flags);
 }
 
 bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id, const void *inst);
