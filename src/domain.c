@@ -469,6 +469,21 @@ static void allows_unwound(void *arg)
     rcl__nocancel_end(st->cancel);
 }
 
+/* Asked outside a shrinker pass, with a handler of its own. Inside one,
+ * the reclaim's handler puts back the scope and the cancel state the pass
+ * began with (shrinker.c), which are these: a handler here would only
+ * add a setjmp to every question a pass asks. */
+static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
+{
+    if (rcl__shrinking_here()) {
+        st->yes = owner->may_reclaim(owner, owner->arg) != 0;
+        return;
+    }
+    pthread_cleanup_push(allows_unwound, st);
+    st->yes = owner->may_reclaim(owner, owner->arg) != 0;
+    pthread_cleanup_pop(0);
+}
+
 /*
  * The program's code, as the header promises it: its allocations cannot
  * recurse into reclaim (NORECLAIM), they and its frees are ordinary calls
@@ -488,9 +503,7 @@ bool rcl__domain_allows(struct rcl_domain *owner)
     struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM) };
     st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
-    pthread_cleanup_push(allows_unwound, &st);
-    st.yes = owner->may_reclaim(owner, owner->arg) != 0;
-    pthread_cleanup_pop(0);
+    allows_ask(owner, &st);
     rcl__busy_back(busy);
     rcl__nocancel_end(st.cancel);
     rcl_scope_restore(st.scope);

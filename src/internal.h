@@ -266,8 +266,30 @@ void rcl__footprint_atfork_child(void);
 size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
 /* rcl__shrink() for an allocation, counted in the statistics. */
 size_t rcl__direct_reclaim(struct rcl_thread *t, size_t target, rcl_gfp_t gfp);
-/* One pass over the registry at one priority. */
-void   rcl__shrink_slab(rcl_gfp_t gfp, int priority);
+/*
+ * One pass over the registry at one priority, and the shrinker it holds
+ * (NULL between two). Its state lives in the frame of rcl__shrink(),
+ * which pushes the one cleanup handler for all its passes: a thread that
+ * ends inside a callback (pthread_exit(), which the cancel state does
+ * not defer) runs that handler with the frames below it gone, the pass's
+ * among them had it been there. A handler pushed for each pass instead
+ * cost a setjmp each, 13 to a reclaim.
+ */
+struct rcl_shrink_pass {
+    struct rcl_shrinker    *s;
+    unsigned                ctx;
+    unsigned                scope;    /* the scope s's callbacks were called in */
+    bool                    checked;  /* the lock checker holds s's pass open */
+    rcl_gfp_t               gfp;      /* the context the checker was told */
+    int                     cancel;   /* the cancel state before the pass */
+    struct rcl_shrink_pass *outer;
+};
+void   rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass);
+/* The innermost open pass of this thread; for a thread that ends inside
+ * a callback, the undoing of those opened since that mark, innermost
+ * first, as their returns would have gone. */
+const struct rcl_shrink_pass *rcl__shrink_slab_mark(void);
+void   rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark);
 /* Is another thread inside a shrinker that context gfp may run itself? */
 bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
 /* rcl_shrinker_unregister() for `caller`, which says what it did: 0,

@@ -80,6 +80,8 @@ struct shrink_state {
     struct rcl_thread *t;
     unsigned           scope;          /* saved */
     long               start, stock_before, max_before;
+    const struct rcl_shrink_pass *passes;  /* rcl__shrink_slab_mark() before */
+    struct rcl_shrink_pass pass;           /* the one at work, in this frame */
 };
 
 static size_t shrink_end(const struct shrink_state *st)
@@ -98,7 +100,7 @@ static size_t shrink_end(const struct shrink_state *st)
 }
 
 /* A thread that ends inside a callback (pthread_exit()) ends its reclaim
- * here, after its pass (shrinker.c): the program's cleanup handlers and
+ * here, after the pass it was in (shrinker.c): the program's cleanup handlers and
  * destructors that run next allocate and free as the thread's own, not
  * as reclaim's, in the scope it had, and the bound and trace of the
  * frames the exit took away are no longer looked at. Busy meanwhile, and
@@ -108,6 +110,7 @@ static void shrink_unwound(void *arg)
     const struct shrink_state *st = arg;
 
     rcl__asan_unwinding();
+    rcl__shrink_slab_unwound(st->passes);
     unsigned b = rcl__busy_hold(st->t);
 
     (void)shrink_end(st);
@@ -120,12 +123,13 @@ size_t rcl__shrink(struct rcl_thread *t, size_t target, rcl_gfp_t gfp)
     /* Shrinkers' own allocations must not recurse into reclaim, and may
      * use the reserve: NORECLAIM. */
     struct shrink_state st = { .t = t, .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
-                               .start = t->reclaimed, .stock_before = rd(t->stock) };
+                               .start = t->reclaimed, .stock_before = rd(t->stock),
+                               .passes = rcl__shrink_slab_mark() };
     st.max_before = rcl__stock_reclaim_begin(t);
 
     pthread_cleanup_push(shrink_unwound, &st);
     for (int prio = RCL_DEF_PRIORITY; prio >= 0; prio--) {
-        rcl__shrink_slab(gfp, prio);
+        rcl__shrink_slab(gfp, prio, &st.pass);
         if (target_met(t->reclaimed - st.start, target) || rcl__shrink_expired())
             break;
     }

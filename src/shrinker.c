@@ -67,27 +67,16 @@ static unsigned passes_holding(const struct rcl_shrinker *s)
     return s->active[0] + s->active[1] + s->active[2] + s->active[3];
 }
 
-/* The passes this thread is making, innermost first, each with the
- * shrinker it holds (NULL between two): a callback's allocation reclaims
- * again where its scope allows, so passes nest. On the stack of
- * rcl__shrink_slab(), which cancellation cannot leave early and
- * pthread_exit() leaves through pass_unwound(). */
-struct pass {
-    struct rcl_shrinker *s;
-    unsigned             ctx;
-    unsigned             scope;    /* the scope s's callbacks were called in */
-    bool                 checked;  /* the lock checker holds s's pass open */
-    rcl_gfp_t            gfp;      /* the context the checker was told */
-    int                  cancel;   /* the cancel state before the pass */
-    struct pass         *outer;
-};
-static __thread struct pass *passes;
+/* The passes this thread is making, innermost first (struct
+ * rcl_shrink_pass, internal.h): a callback's allocation reclaims again
+ * where its scope allows, so passes nest. */
+static __thread struct rcl_shrink_pass *passes;
 
 /* Does one of this thread's passes hold s? Waiting for s would then be
  * waiting for itself. */
 static bool held_here(const struct rcl_shrinker *s)
 {
-    for (const struct pass *p = passes; p; p = p->outer)
+    for (const struct rcl_shrink_pass *p = passes; p; p = p->outer)
         if (p->s == s)
             return true;
     return false;
@@ -422,7 +411,7 @@ static unsigned long do_shrink(struct rcl_shrinker *s, struct rcl_shrink_control
     return freed;
 }
 
-static void shrink_one(struct pass *pass, rcl_gfp_t gfp, int priority)
+static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority)
 {
     struct rcl_shrinker *s = pass->s;
 
@@ -461,7 +450,7 @@ static void shrink_one(struct pass *pass, rcl_gfp_t gfp, int priority)
 }
 
 /* The last pass out of a dead shrinker wakes its unregister. */
-static void pass_drop_locked(struct pass *pass)
+static void pass_drop_locked(struct rcl_shrink_pass *pass)
 {
     struct rcl_shrinker *s = pass->s;
 
@@ -481,9 +470,8 @@ static void pass_drop_locked(struct pass *pass)
  * callback changed put back. Busy meanwhile, as between two callbacks,
  * and out again after: what runs next is the program's. The sanitizer is
  * told, as for a cancel: the frames went without their epilogues. */
-static void pass_unwound(void *arg)
+static void pass_unwound(struct rcl_shrink_pass *pass)
 {
-    struct pass *pass = arg;
     struct rcl_shrinker *s = pass->s;
 
     rcl__asan_unwinding();
@@ -503,33 +491,42 @@ static void pass_unwound(void *arg)
     rcl__nocancel_end(pass->cancel);
 }
 
+const struct rcl_shrink_pass *rcl__shrink_slab_mark(void)
+{
+    return passes;
+}
+
+void rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark)
+{
+    while (passes && passes != mark)
+        pass_unwound(passes);
+}
+
 /* Cancellation waits for the pass: a thread cancelled inside a callback
  * would leave the shrinker pinned (active) and unregister waiting forever.
- * An exit does not wait: pass_unwound() undoes the pass instead. */
-void rcl__shrink_slab(rcl_gfp_t gfp, int priority)
+ * An exit does not wait: rcl__shrink_slab_unwound() undoes the pass
+ * instead. */
+void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
 {
-    struct pass pass = { .ctx = pass_context(gfp), .outer = passes };
-
-    pass.cancel = rcl__nocancel_begin();
-    passes = &pass;
-    pthread_cleanup_push(pass_unwound, &pass);
+    *pass = (struct rcl_shrink_pass){ .ctx = pass_context(gfp), .outer = passes };
+    pass->cancel = rcl__nocancel_begin();
+    passes = pass;
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
         if (s->dead)
             continue;
         if (rcl__shrink_expired())
             break;
-        s->active[pass.ctx]++;
-        pass.s = s;
+        s->active[pass->ctx]++;
+        pass->s = s;
         pthread_mutex_unlock(&shrinker_lock);
-        shrink_one(&pass, gfp, priority);
+        shrink_one(pass, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
-        pass_drop_locked(&pass);
+        pass_drop_locked(pass);
     }
     pthread_mutex_unlock(&shrinker_lock);
-    pthread_cleanup_pop(0);
-    passes = pass.outer;
-    rcl__nocancel_end(pass.cancel);
+    passes = pass->outer;
+    rcl__nocancel_end(pass->cancel);
 }
 
 /* Is a pass in a context no wider than `mine` inside s? */
@@ -649,7 +646,7 @@ void rcl__shrinker_atfork_child(void)
     pthread_cond_init(&shrinker_idle, NULL);
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next)
         memset(s->active, 0, sizeof(s->active));
-    for (struct pass *p = passes; p; p = p->outer)
+    for (struct rcl_shrink_pass *p = passes; p; p = p->outer)
         if (p->s)
             p->s->active[p->ctx]++;
     struct rcl_shrinker *s = registry.next;
