@@ -990,7 +990,12 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * "rcl-rsc/NAME".
  *
  * A work function may free or requeue its own work item: the queue does not
- * touch it after calling fn. A work item that returns with the scope or
+ * touch it after calling fn. A work item never runs beside itself on its
+ * queue (the kernel's workqueues are non-reentrant since Linux 3.7): one
+ * queued again while it runs, by its own function or another thread, runs
+ * once more after that run returns, however often it was queued meanwhile
+ * (it stays pending until then). Queued on two queues, it may run on both
+ * at once. A work item that returns with the scope or
  * domains changed (a save without its restore) is reported and the worker
  * is put back as it was. The queue's threads run with cancellation off: a
  * pthread_cancel() of one is never acted on. A work function that calls
@@ -1015,14 +1020,16 @@ void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w));
  * ENOMEM, or EAGAIN when no worker can be started and there is no rescuer.
  * The name is copied (up to 31 characters). */
 struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_workers, unsigned flags);
-/* 0 queued; -EBUSY already pending (on this queue or another); -EINVAL bad
+/* 0 queued (an item running but not pending is queued to run again after
+ * that run); -EBUSY already pending (on this queue or another); -EINVAL bad
  * arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
  * except from the queue's own work items, which may chain more work while
  * it drains (as the kernel's drain_workqueue allows); -ECHILD in a child of
  * fork() for a queue created before the fork (see rcl_shutdown()). */
 int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
-/* Waits for every item queued before the call (not those queued after, so
- * an item that requeues itself cannot make it hang). From the queue's own
+/* Waits for every item queued before the call, the re-run of an item
+ * queued while it ran included (not those queued after, so an item that
+ * requeues itself cannot make it hang). From the queue's own
  * work item, or with NULL: reported, returns at once. */
 void rcl_flush_workqueue(struct rcl_workqueue *wq);
 /* Drains pending work (chained work included), then stops the threads and

@@ -24,6 +24,12 @@
  * flush" is "the first `queued` items to be dequeued", and it is done once
  * that many have been dequeued and no thread is still running one of them.
  *
+ * A work item never runs beside itself (the kernel's non-reentrancy, Linux
+ * 3.7: find_worker_executing_work()). One queued again while it runs stays
+ * pending; the thread that takes it off the list and finds it running
+ * elsewhere hands it, with its ordinal, to the thread running it, which runs
+ * it next. Flushes see the handed-over ordinal as not yet finished.
+ *
  * Locking: wq->lock protects everything in struct rcl_workqueue below it,
  * and each queued item's rcl_next and rcl_ctx. rcl_pending is an atomic
  * flag so that two queues cannot both take the same item.
@@ -42,6 +48,15 @@ struct wq_worker {
     struct rcl_workqueue *wq;
     pthread_t             th;
     unsigned long long    running;     /* ordinal of the item being run; 0: none */
+    /* The item being run and its function, compared and never followed:
+     * the function may free the item. */
+    struct rcl_work      *current;
+    void                (*current_fn)(struct rcl_work *);
+    /* Queued again while `current` ran: this thread runs it next. Set with
+     * no current, it is an orphan (the thread ended in the item) that any
+     * thread of the queue takes. */
+    struct rcl_work      *again;
+    unsigned long long    again_ord;
     bool                  gone;        /* its thread ended in a work item, detached */
 };
 
@@ -63,6 +78,7 @@ struct rcl_workqueue {
     unsigned              nr_workers;  /* slots used in workers[] */
     unsigned              nr_gone;     /* of those, free again: see worker_ended() */
     unsigned              nr_idle;     /* of the others, waiting for work */
+    unsigned              nr_orphans;  /* `again` items whose thread ended */
     bool                  creating;    /* someone is starting a worker */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
@@ -240,30 +256,110 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     rcl_context_restore(&r.saved);
 }
 
-/* Take the first item and run it; wq->lock held, dropped meanwhile. */
+/* Work to take: queued items, or the re-runs of threads that ended. */
+static bool has_work(const struct rcl_workqueue *wq)
+{
+    return wq->head || wq->nr_orphans;
+}
+
+static struct wq_worker *slot(struct rcl_workqueue *wq, unsigned i)
+{
+    return i < wq->nr_workers ? &wq->workers[i] : &wq->rescuer;
+}
+
+/* The thread running w now, if any; the kernel matches the function too,
+ * so that an item freed and its memory reused as another is not held back
+ * behind the old one. */
+static struct wq_worker *executing(struct rcl_workqueue *wq, const struct rcl_work *w,
+                                   void (*fn)(struct rcl_work *))
+{
+    for (unsigned i = 0; i <= wq->nr_workers; i++) {
+        struct wq_worker *o = slot(wq, i);
+        if (o->current == w && o->current_fn == fn)
+            return o;
+    }
+    return NULL;
+}
+
+static struct rcl_work *take_orphan(struct rcl_workqueue *wq, unsigned long long *ord)
+{
+    for (unsigned i = 0;; i++) {
+        struct wq_worker *o = slot(wq, i);
+        if (o->again && !o->current) {
+            struct rcl_work *w = o->again;
+            *ord = o->again_ord;
+            o->again = NULL;
+            wq->nr_orphans--;
+            return w;
+        }
+        rcl__assert(i < wq->nr_workers);
+    }
+}
+
+/*
+ * Run w, then what was queued again while it ran; wq->lock held, dropped
+ * meanwhile. The re-run stays on this thread so that it starts only once
+ * the run before it has returned.
+ */
+static void run_items(struct rcl_workqueue *wq, struct wq_worker *self, struct rcl_work *w,
+                      unsigned long long ord)
+{
+    for (;;) {
+        self->running = ord;
+        self->current = w;
+        self->current_fn = w->fn;
+
+        /* Copy what we need before clearing pending: from then on the item
+         * may be queued again (by its own function, typically), which
+         * rewrites its context. */
+        struct rcl_context ctx = w->rcl_ctx;
+        void (*fn)(struct rcl_work *) = w->fn;
+        __atomic_store_n(&w->rcl_pending, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&wq->lock);
+
+        run_work(wq, self, w, fn, &ctx);
+
+        pthread_mutex_lock(&wq->lock);
+        self->running = 0;
+        self->current = NULL;
+        pthread_cond_broadcast(&wq->done);
+        /* In a child forked by the item, the parent runs the re-run. */
+        if (!self->again || unlikely(wq->inherited))
+            return;
+        w = self->again;            /* pending: its owner keeps it alive */
+        ord = self->again_ord;
+        self->again = NULL;
+    }
+}
+
+/* Take the next item and run it, or hand it to the thread running it;
+ * wq->lock held, dropped meanwhile. */
 static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
 {
-    struct rcl_work *w = wq->head;
+    unsigned long long ord;
+    struct rcl_work *w;
 
-    wq->head = w->rcl_next;
-    if (!wq->head)
-        wq->tail = &wq->head;
-    w->rcl_next = NULL;
-    self->running = ++wq->dequeued;
+    if (wq->nr_orphans) {
+        w = take_orphan(wq, &ord);
+    } else {
+        w = wq->head;
+        wq->head = w->rcl_next;
+        if (!wq->head)
+            wq->tail = &wq->head;
+        w->rcl_next = NULL;
+        ord = ++wq->dequeued;
 
-    /* Copy what we need before clearing pending: from then on the item may
-     * be queued again (by its own function, typically), which rewrites its
-     * context. */
-    struct rcl_context ctx = w->rcl_ctx;
-    void (*fn)(struct rcl_work *) = w->fn;
-    __atomic_store_n(&w->rcl_pending, 0, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&wq->lock);
-
-    run_work(wq, self, w, fn, &ctx);
-
-    pthread_mutex_lock(&wq->lock);
-    self->running = 0;
-    pthread_cond_broadcast(&wq->done);
+        struct wq_worker *busy = executing(wq, w, w->fn);
+        if (busy) {
+            /* Pending until busy takes it: nobody can queue it a third
+             * time meanwhile, so one slot is enough. */
+            rcl__assert(!busy->again);
+            busy->again = w;
+            busy->again_ord = ord;
+            return;
+        }
+    }
+    run_items(wq, self, w, ord);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -286,16 +382,16 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&wq->lock);
     /* Invariant: at the top of the loop this worker is counted idle. */
     for (;;) {
-        while (!wq->head && wq->state != WQ_STOPPING)
+        while (!has_work(wq) && wq->state != WQ_STOPPING)
             pthread_cond_wait(&wq->more, &wq->lock);
-        if (!wq->head)
+        if (!has_work(wq))
             break;
         wq->nr_idle--;
         /* Leave someone idle behind to take the next item; if that fails
          * the rescuer (when there is one) has been called. */
         if (wq->nr_idle == 0)
             create_worker(wq);
-        if (wq->head)
+        if (has_work(wq))
             process_one(wq, self);
         wq->nr_idle++;
         if (unlikely(wq->inherited))
@@ -318,6 +414,15 @@ static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
 {
     rcl__assert_held(&wq->lock);
     self->running = 0;
+    self->current = NULL;
+    if (self->again) {
+        /* Its run before has ended with the thread: any thread may run it. */
+        wq->nr_orphans++;
+        if (wq->nr_idle)
+            pthread_cond_signal(&wq->more);
+        else if (wq->mayday)
+            pthread_cond_signal(&wq->rescue);
+    }
     pthread_detach(pthread_self());
     if (self == &wq->rescuer) {
         wq->has_rescuer = false;
@@ -336,7 +441,7 @@ static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
  * queue recovers its concurrency once threads can be made again. */
 static bool rescuer_needed(const struct rcl_workqueue *wq)
 {
-    return wq->head && wq->mayday && wq->nr_idle == 0;
+    return has_work(wq) && wq->mayday && wq->nr_idle == 0;
 }
 
 static void *rescuer_main(void *arg)
@@ -397,6 +502,8 @@ static void wq_destroy_inherited(struct rcl_workqueue *wq)
 {
     pthread_mutex_lock(&wq->lock);
     unsigned long long dropped = wq->queued - wq->dequeued;
+    for (unsigned i = 0; i <= wq->nr_workers; i++)
+        dropped += slot(wq, i)->again != NULL;
     pthread_mutex_unlock(&wq->lock);
     if (dropped)
         rcl__report("rcl_workqueue_destroy(%s): a queue inherited through fork() runs "
@@ -534,13 +641,13 @@ static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
 {
     if (wq->dequeued < upto || wq->creating)
         return false;
-    for (unsigned i = 0; i < wq->nr_workers; i++) {
-        unsigned long long r = wq->workers[i].running;
-        if (r && r <= upto)
+    for (unsigned i = 0; i <= wq->nr_workers; i++) {
+        const struct wq_worker *o = i < wq->nr_workers ? &wq->workers[i] : &wq->rescuer;
+        unsigned long long r = o->running;
+        if ((r && r <= upto) || (o->again && o->again_ord <= upto))
             return false;
     }
-    unsigned long long r = wq->rescuer.running;
-    return !(r && r <= upto);
+    return true;
 }
 
 /* Waiting for the queue's work is, for the lock checker, taking the lock
@@ -614,7 +721,7 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
     /* Drain: nothing new from outside, but items may still chain more work
      * onto the queue; wait until it is empty and idle. */
     wq->state = WQ_DRAINING;
-    while (wq->head || !flushed(wq, wq->dequeued))
+    while (has_work(wq) || !flushed(wq, wq->dequeued))
         pthread_cond_wait(&wq->done, &wq->lock);
     wq->state = WQ_STOPPING;
     pthread_cond_broadcast(&wq->more);

@@ -417,6 +417,94 @@ TEST(test_destroy_drains_pending_and_chained_work)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* Kernel rule (non-reentrant workqueues, Linux 3.7): an item queued again
+ * while it runs - by itself or by another thread - runs after the running
+ * instance returns, never beside it, however many workers are idle. */
+struct reentry {
+    struct rcl_work work;
+    struct rcl_workqueue *wq;
+    atomic_int running;
+    atomic_int overlaps;
+    atomic_int refused;                 /* queueing failed other than -EBUSY */
+    atomic_int runs;
+    atomic_int stop;
+    int limit;                          /* requeue itself until this many runs */
+};
+
+static void reentry_fn(struct rcl_work *w)
+{
+    struct reentry *r = (struct reentry *)w;
+    if (atomic_fetch_add(&r->running, 1) != 0)
+        atomic_fetch_add(&r->overlaps, 1);
+    int n = atomic_fetch_add(&r->runs, 1) + 1;
+    if (n < r->limit)
+        rcl_queue_work(r->wq, w);
+    /* Still running after the requeue: the window another worker used. */
+    for (int i = 0; i < 50; i++)
+        sched_yield();
+    atomic_fetch_sub(&r->running, 1);
+}
+
+static void *requeuer_main(void *arg)
+{
+    struct reentry *r = arg;
+    while (!atomic_load(&r->stop)) {
+        int rc = rcl_queue_work(r->wq, &r->work);
+        if (rc != 0 && rc != -EBUSY)
+            atomic_fetch_add(&r->refused, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+TEST(test_a_work_item_requeued_while_running_never_runs_beside_itself)
+{
+    static struct reentry r;
+    memset(&r, 0, sizeof(r));
+    r.wq = rcl_workqueue_create("reentry", 4, 0);
+    assert_non_null(r.wq);
+    rcl_work_init(&r.work, reentry_fn);
+    r.limit = test_scale(2000);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, requeuer_main, &r), 0);
+    while (atomic_load(&r.runs) < r.limit)
+        test_sleep_ms(1);
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    rcl_workqueue_destroy(r.wq);
+    assert_int_equal(atomic_load(&r.overlaps), 0);
+    assert_int_equal(atomic_load(&r.refused), 0);
+    assert_int_equal(atomic_load(&r.running), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* The re-run still happens, once however often the item was queued while
+ * it ran (it is pending until then), and a flush called after the requeue
+ * waits for it. */
+TEST(test_a_work_item_queued_while_running_runs_once_more_after_it_returns)
+{
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("rerun", 4, 0);
+    assert_non_null(wq);
+    struct probe p;
+    probe_init(&p, &g);
+    assert_int_equal(rcl_queue_work(wq, &p.work), 0);
+    gate_wait_arrived(&g, 1);
+    assert_int_equal(rcl_queue_work(wq, &p.work), 0);
+    assert_int_equal(rcl_queue_work(wq, &p.work), -EBUSY);
+    test_sleep_ms(50);                  /* time enough for an idle worker */
+    pthread_mutex_lock(&g.lock);
+    int arrived = g.arrived;
+    pthread_mutex_unlock(&g.lock);
+    assert_int_equal(arrived, 1);
+    gate_open(&g);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(atomic_load(&p.runs), 2);
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(test_report_count(), 0);
+}
+
 struct destroyer {
     struct rcl_workqueue *wq;
 };
@@ -770,6 +858,42 @@ TEST(test_work_that_exits_its_thread_is_reported_and_another_worker_runs_the_res
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+/* An item queued again while it runs, whose run ends its thread: the
+ * re-run the thread was to make is taken by another. */
+struct exits_once {
+    struct rcl_work work;
+    struct gate *gate;
+    atomic_int runs;
+};
+
+static void exits_once_fn(struct rcl_work *w)
+{
+    struct exits_once *e = (struct exits_once *)w;
+    if (atomic_fetch_add(&e->runs, 1) == 0) {
+        gate_pass(e->gate);
+        pthread_exit(NULL);
+    }
+}
+
+TEST(test_a_rerun_queued_behind_a_run_that_exits_its_thread_still_runs)
+{
+    struct gate g;
+    gate_init(&g);
+    struct rcl_workqueue *wq = rcl_workqueue_create("rerun-exit", 2, 0);
+    assert_non_null(wq);
+    struct exits_once e = { .gate = &g };
+    rcl_work_init(&e.work, exits_once_fn);
+    assert_int_equal(rcl_queue_work(wq, &e.work), 0);
+    gate_wait_arrived(&g, 1);
+    assert_int_equal(rcl_queue_work(wq, &e.work), 0);
+    test_sleep_ms(50);                  /* the idle worker hands it over */
+    gate_open(&g);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&e.runs), 2);
     assert_true(returns_in_time(destroy_main, wq));
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
