@@ -537,7 +537,14 @@ void   rcl_shutdown(void);
  * back): the pass ends there as the callback's return would have ended
  * it - the shrinker let go, the lock checker's record of the pass closed,
  * the thread's scope and stock as reclaim leaves them - before the
- * program's own cleanup handlers run.
+ * program's own cleanup handlers run. The same holds for an isolate
+ * callback of rcl_lru_walk() (the LRU's lock let go, the item it was
+ * given left on the LRU), a mempool's backing allocator or free called
+ * by rcl_mempool_resize() (the resize fails as a failed allocation would
+ * fail it: the elements it had freed, the pool as it was) or by the
+ * create's fill of the reserve (no pool is left), and a shrinker that
+ * ends the background reclaimer's thread: that is reported, and the next
+ * wake-up starts another reclaimer.
  *
  * Signal handlers. Exactly these calls are async-signal-safe, on the
  * thread the signal interrupted:

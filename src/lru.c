@@ -312,29 +312,41 @@ unsigned long rcl_lru_count(const struct rcl_lru *lru)
 /* The walk                                                                  */
 /* ------------------------------------------------------------------------ */
 
-unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
-                           unsigned long nr_to_walk, struct rcl_lru_node *dispose)
+/* A walk's state that its cleanup handler needs, in rcl_lru_walk()'s own
+ * frame: the frames below the handler are gone when it runs. */
+struct walk_state {
+    struct rcl_lru *lru;
+    int             cancel;
+};
+
+/* An isolate callback that ends its thread (pthread_exit(), which the
+ * cancel state does not defer) ends the walk where it stood: the item it
+ * was given stays on the LRU untouched, as the list surgery for it comes
+ * after the return that never happened. The lock and the walker go as
+ * the walk's end would have let them go, or every later call on the LRU
+ * waits for the gone thread. */
+static void walk_unwound(void *arg)
 {
-    if (!lru || !dispose || !dispose->next) {
-        errno = EINVAL;
-        return 0;
-    }
-    if (unlikely(walked_by_self(lru))) {
-        errno = -reentered("rcl_lru_walk", lru);
-        return 0;
-    }
-    unsigned long removed = 0;
-    /* The callback is the program's, under the lock: a cancellation point
-     * it reaches (a log line) waits until the lock is let go. */
-    int cancel = rcl__nocancel_begin();
-    pthread_mutex_lock(&lru->lock);
-    /* Every visited item costs one unit of nr_to_walk, rotated or skipped
-     * ones included (list_lru's rule): a walk is bounded by what it was
-     * given, never by what the callback does. A rotated item goes to the
-     * tail, so a walk of at most `count` items never meets it again. */
+    const struct walk_state *st = arg;
+
+    rcl__asan_unwinding();
+    atomic_store_explicit(&st->lru->walker, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&st->lru->lock);
+    rcl__nocancel_end(st->cancel);
+}
+
+/* Every visited item costs one unit of nr_to_walk (list_lru's rule): a walk
+ * is bounded by what it was given, never by what the callback does. A
+ * rotated item goes to the tail, so a walk of at most `count` items never
+ * meets it again. */
+static unsigned long walk_locked(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
+                                 unsigned long nr_to_walk, struct rcl_lru_node *dispose)
+{
     unsigned long budget = nr_to_walk < rd(lru->count) ? nr_to_walk : rd(lru->count);
+    unsigned long removed = 0;
     struct rcl_lru_node *n = lru->head.next;
-    atomic_store_explicit(&lru->walker, &rcl__self, memory_order_relaxed);
+
+    rcl__assert_held(&lru->lock);
     while (budget && n != &lru->head) {
         struct rcl_lru_node *next = n->next;
         enum rcl_lru_walk r = isolate ? isolate(n, arg) : RCL_LRU_REMOVED;
@@ -359,9 +371,35 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
         }
         n = next;
     }
+    return removed;
+}
+
+unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
+                           unsigned long nr_to_walk, struct rcl_lru_node *dispose)
+{
+    if (!lru || !dispose || !dispose->next) {
+        errno = EINVAL;
+        return 0;
+    }
+    if (unlikely(walked_by_self(lru))) {
+        errno = -reentered("rcl_lru_walk", lru);
+        return 0;
+    }
+    struct walk_state st = { .lru = lru };
+    unsigned long removed;
+    /* The callback is the program's, under the lock: a cancellation point
+     * it reaches (a log line) waits until the lock is let go. */
+    st.cancel = rcl__nocancel_begin();
+    pthread_mutex_lock(&lru->lock);
+    atomic_store_explicit(&lru->walker, &rcl__self, memory_order_relaxed);
+    /* One handler for the whole walk, not one an item: a push costs a
+     * setjmp. */
+    pthread_cleanup_push(walk_unwound, &st);
+    removed = walk_locked(lru, isolate, arg, nr_to_walk, dispose);
+    pthread_cleanup_pop(0);
     atomic_store_explicit(&lru->walker, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&lru->lock);
-    rcl__nocancel_end(cancel);
+    rcl__nocancel_end(st.cancel);
     return removed;
 }
 

@@ -233,6 +233,43 @@ static rcl_gfp_t fill_gfp(void)
     return rcl_current_gfp(RCL_DEFAULT) | RCL__NOWARN;
 }
 
+/* Fill the reserve, allowed to reclaim where the scope allows: a pool
+ * that cannot be filled when it is made would not be one. */
+static bool fill_loop(struct rcl_mempool *pool, unsigned min_nr)
+{
+    rcl_gfp_t gfp = fill_gfp();
+
+    while (rd(pool->curr_nr) < min_nr) {
+        void *elem = pool->alloc(gfp, pool->data);
+        if (!elem)
+            return false;
+        /* fork() may already take the lock (the pool is tracked). */
+        pthread_mutex_lock(&pool->lock);
+        add_element(pool, elem);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    return true;
+}
+
+/* The allocator is the program's: a thread that ends in it (pthread_exit(),
+ * or a cancel at a cancellation point inside it) leaves no pool behind,
+ * as a failed fill does not, and nobody else knows of the pool yet. */
+static void fill_unwound(void *pool)
+{
+    rcl__asan_unwinding();
+    pool_finish(pool);
+}
+
+static bool pool_fill(struct rcl_mempool *pool, unsigned min_nr)
+{
+    bool ok;
+
+    pthread_cleanup_push(fill_unwound, pool);
+    ok = fill_loop(pool, min_nr);
+    pthread_cleanup_pop(0);
+    return ok;
+}
+
 static struct rcl_mempool *pool_new(unsigned min_nr,
         void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free_fn)(void *elem, void *data),
         void *data, size_t elem_size)
@@ -256,19 +293,9 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     pool->elem_size = elem_size;
     wr(pool->min_nr, min_nr);
 
-    /* Fill the reserve now, allowed to reclaim where the scope allows: a
-     * pool that cannot be filled when it is made would not be one. */
-    rcl_gfp_t gfp = fill_gfp();
-    while (rd(pool->curr_nr) < min_nr) {
-        void *elem = pool->alloc(gfp, pool->data);
-        if (!elem) {
-            pool_finish(pool);
-            goto nomem;
-        }
-        /* fork() may already take the lock (the pool is tracked). */
-        pthread_mutex_lock(&pool->lock);
-        add_element(pool, elem);
-        pthread_mutex_unlock(&pool->lock);
+    if (!pool_fill(pool, min_nr)) {
+        pool_finish(pool);
+        goto nomem;
     }
     return pool;
 
@@ -809,12 +836,56 @@ static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
     pthread_mutex_unlock(&pool->lock);
 }
 
+/*
+ * What a resize holds across the backing allocator's calls. It lives in
+ * the frame of rcl_mempool_resize(), which pushes the one handler for the
+ * whole resize: a thread that ends inside a call (pthread_exit(), which
+ * the cancel state does not defer) runs it with the frames below gone.
+ * fresh[first..got) came from the allocator and are nowhere else yet.
+ * What changes after the handler's setjmp is volatile: the handler reads
+ * it after the longjmp back into that frame, where a copy kept in a
+ * register would be stale (clang's, with the grow inlined, was: the
+ * elements the grow had were never freed).
+ */
+struct resize_state {
+    struct rcl_mempool *pool;
+    void    **volatile  fresh;
+    void    **volatile  array;    /* the larger one, or the old one after */
+    volatile unsigned   first, got;
+    int                 cancel;
+};
+
+/* Each element is handed over before its call: one whose free ends the
+ * thread is the program's, never freed twice by the handler. */
+static void resize_drop(struct resize_state *st)
+{
+    struct rcl_mempool *pool = st->pool;
+
+    while (st->first < st->got) {
+        void *elem = st->fresh[st->first++];
+        pool->free(elem, pool->data);
+    }
+    rcl_free(st->array);
+    rcl_free(st->fresh);
+    st->array = st->fresh = NULL;
+}
+
+static void resize_unwound(void *arg)
+{
+    struct resize_state *st = arg;
+
+    rcl__asan_unwinding();
+    resize_drop(st);
+    pthread_mutex_unlock(&st->pool->resize_lock);
+    rcl__nocancel_end(st->cancel);
+}
+
 /* Growing is all or nothing: every element and the larger array are
  * allocated before the pool is touched, so a failure leaves it as it was. */
-static int pool_grow(struct rcl_mempool *pool, unsigned new_min, rcl_gfp_t gfp)
+static int pool_grow(struct resize_state *st, unsigned new_min, rcl_gfp_t gfp)
 {
-    void **array = NULL, **fresh;
-    unsigned n, used = 0;
+    struct rcl_mempool *pool = st->pool;
+    unsigned n;
 
     pthread_mutex_lock(&pool->lock);
     n = new_min - rd(pool->curr_nr);
@@ -822,53 +893,58 @@ static int pool_grow(struct rcl_mempool *pool, unsigned new_min, rcl_gfp_t gfp)
     pthread_mutex_unlock(&pool->lock);
 
     /* n may be 0: a min_nr 0 pool can already hold the one element. */
-    fresh = rcl_calloc(n ? n : 1, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
-    if (!fresh)
+    st->fresh = rcl_calloc(n ? n : 1, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    if (!st->fresh)
         return -ENOMEM;
     if (need_array) {
-        array = rcl_calloc(new_min, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
-        if (!array)
+        st->array = rcl_calloc(new_min, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+        if (!st->array)
             goto fail;
     }
-    for (unsigned i = 0; i < n; i++) {
-        fresh[i] = pool->alloc(gfp, pool->data);
-        if (!fresh[i])
+    while (st->got < n) {
+        void *elem = pool->alloc(gfp, pool->data);
+        if (!elem)
             goto fail;
+        st->fresh[st->got++] = elem;
     }
 
     pthread_mutex_lock(&pool->lock);
-    if (array) {
-        memcpy(array, pool->elements, rd(pool->curr_nr) * sizeof(void *));
+    if (st->array) {
+        memcpy(st->array, pool->elements, rd(pool->curr_nr) * sizeof(void *));
         void **old = pool->elements;
-        pool->elements = array;
+        pool->elements = st->array;
         pool->cap = new_min;
-        array = old;                    /* freed below, outside the lock */
+        st->array = old;                /* freed below, outside the lock */
     }
     wr(pool->min_nr, new_min);
     /* Frees may have refilled the reserve meanwhile: what no longer fits
      * goes back to the allocator. */
-    while (used < n && rd(pool->curr_nr) < new_min)
-        add_element(pool, fresh[used++]);
+    while (st->first < n && rd(pool->curr_nr) < new_min)
+        add_element(pool, st->fresh[st->first++]);
     pthread_cond_broadcast(&pool->wait);
     pthread_mutex_unlock(&pool->lock);
 
-    for (unsigned i = used; i < n; i++)
-        pool->free(fresh[i], pool->data);
-    rcl_free(array);
-    rcl_free(fresh);
+    resize_drop(st);
     return 0;
 
 fail:
-    for (unsigned i = 0; i < n && fresh[i]; i++)
-        pool->free(fresh[i], pool->data);
-    rcl_free(array);
-    rcl_free(fresh);
+    resize_drop(st);
     return -ENOMEM;
+}
+
+static int resize_locked(struct resize_state *st, unsigned new_min_nr, rcl_gfp_t gfp)
+{
+    if (new_min_nr <= rd(st->pool->min_nr)) {
+        pool_shrink(st->pool, new_min_nr);
+        return 0;
+    }
+    return pool_grow(st, new_min_nr, gfp);
 }
 
 int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
 {
-    int err = 0;
+    struct resize_state st = { .pool = pool };
+    int err;
 
     if (!pool)
         return -EINVAL;
@@ -881,14 +957,13 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
         rcl_might_alloc(gfp);
 
     /* The backing allocator runs under resize_lock: not cancellable. */
-    int cancel = rcl__nocancel_begin();
+    st.cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&pool->resize_lock);
-    if (new_min_nr <= rd(pool->min_nr))
-        pool_shrink(pool, new_min_nr);
-    else
-        err = pool_grow(pool, new_min_nr, gfp);
+    pthread_cleanup_push(resize_unwound, &st);
+    err = resize_locked(&st, new_min_nr, gfp);
+    pthread_cleanup_pop(0);
     pthread_mutex_unlock(&pool->resize_lock);
-    rcl__nocancel_end(cancel);
+    rcl__nocancel_end(st.cancel);
     return err;
 }
 

@@ -428,14 +428,42 @@ static bool wait_for_work_locked(unsigned long long ahead_until)
     return false;
 }
 
-static void *background_main(void *arg)
+static _Atomic long long ended_reported;
+
+/* A shrinker's callback that ends the reclaimer's thread (pthread_exit();
+ * rcl__shrink()'s handler has let go of the pass by now) ends the
+ * reclaimer. Still counted as running, it would never be started again:
+ * every wake-up after would find one pending and nobody to take it, and
+ * the allocations would reclaim and throttle alone until rcl_shutdown().
+ * So it is marked not running, with no wake-up pending, and the next
+ * wake-up starts another, as after a fork; detached, as nobody joins it.
+ * Unless rcl__reclaim_stop() has already taken it to join: both decide
+ * under the lock. Reported after it: a report function may fork, and
+ * fork() takes that lock. */
+static void background_unwound(void *arg)
+{
+    (void)arg;
+    rcl__asan_unwinding();
+    pthread_mutex_lock(&reclaimer.lock);
+    bool ours = reclaimer.running && pthread_equal(reclaimer.thread, pthread_self());
+    if (ours) {
+        reclaimer.running = false;
+        atomic_store(&reclaimer.wake_pending, 0);
+        pthread_detach(pthread_self());
+    }
+    pthread_mutex_unlock(&reclaimer.lock);
+    if (ours)
+        rcl__report_limited(&ended_reported,
+                            "the background reclaimer's thread was ended inside a shrinker's "
+                            "callback (pthread_exit()); the next wake-up starts another");
+}
+
+static void background_loop(void)
 {
     struct rcl_thread *t = &rcl__self;
     unsigned backoff_ms = 0;
     unsigned long long last_done = 0, ahead_until = 0;
 
-    (void)arg;
-    in_background = true;
     pthread_mutex_lock(&reclaimer.lock);
     while (!reclaimer.stop) {
         if (!wait_for_work_locked(ahead_until))
@@ -477,6 +505,15 @@ static void *background_main(void *arg)
     }
     pthread_mutex_unlock(&reclaimer.lock);
     rcl__stock_flush(t, 0);
+}
+
+static void *background_main(void *arg)
+{
+    (void)arg;
+    in_background = true;
+    pthread_cleanup_push(background_unwound, NULL);
+    background_loop();
+    pthread_cleanup_pop(0);
     return NULL;
 }
 
@@ -542,9 +579,10 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
     atomic_store(&rcl__direct_bound_ns,
                  cfg->direct_us == RCL_DIRECT_UNBOUNDED ? 0ull :
                  cfg->direct_us ? cfg->direct_us * 1000ull : DIRECT_BOUND_NS);
-    /* A new budget's first slow reclaim, first throttling and first
-     * failed start of the reclaimer are news. */
+    /* A new budget's first slow reclaim, first throttling, first failed
+     * start of the reclaimer and first reclaimer ended are news. */
     atomic_store(&start_fail_reported, 0);
+    atomic_store(&ended_reported, 0);
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&reclaimer.lock);

@@ -436,6 +436,86 @@ TEST(lowering_the_limit_wakes_the_background_reclaimer)
     test_cache_free(c);
 }
 
+/* Reclaimer passes left to end their thread in this shrinker. */
+static atomic_int reclaimd_endings;
+
+static bool on_reclaimd(void)
+{
+    char name[16] = "";
+
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    return !strcmp(name, "rcl-reclaimd");
+}
+
+static unsigned long always_some(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p;
+    (void)sc;
+    return 1000;
+}
+
+static unsigned long ends_reclaimd(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p;
+    (void)sc;
+    if (on_reclaimd() && atomic_fetch_sub(&reclaimd_endings, 1) > 0)
+        pthread_exit(NULL);
+    return 0;
+}
+
+static bool reclaimd_ended(void *arg)
+{
+    (void)arg;
+    return atomic_load(&reclaimd_endings) <= 0 && count_reclaimd() == 0;
+}
+
+/* Below low with flags that may not wake the reclaimer, then one
+ * allocation that does. */
+static void wake_reclaimd_below_low(struct test_cache *c)
+{
+    struct rcl_stats st;
+
+    while (test_cache_add(c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
+        rcl_stats_get(&st);
+        if (st.limit - st.usage < st.wmark_low)
+            break;
+    }
+    rcl_usage_sync();
+    assert_true(test_cache_add(c, RCL_DEFAULT));
+}
+
+/* A shrinker that ends the reclaimer's thread (pthread_exit()) ends the
+ * reclaimer, which says so, and the next wake-up starts another. (It
+ * stayed counted as running with a wake-up pending: no wake-up ever
+ * reached a reclaimer again, and the budget stayed short.) */
+TEST(a_reclaimer_ended_in_a_shrinker_is_started_again_at_the_next_wake_up)
+{
+    static const struct rcl_shrinker_ops ops = { .count = always_some, .scan = ends_reclaimd };
+
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(16 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    alarm(30);
+    atomic_store(&reclaimd_endings, 1);
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-reclaimd", &ops, NULL, NULL);
+    assert_non_null(s);
+    struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
+
+    wake_reclaimd_below_low(c);
+    assert_true(wait_for(reclaimd_ended, NULL, 10000));
+
+    wake_reclaimd_below_low(c);
+    assert_true(wait_for(headroom_at_least_high, NULL, 10000));
+    assert_int_equal(reclaimd_settles_at(1), 1);
+    assert_int_equal(test_reports_seen_matching("background reclaimer's thread was ended"), 1);
+    rcl_shrinker_unregister(s);
+    test_cache_free(c);
+    rcl_shutdown();
+    assert_int_equal(reclaimd_settles_at(0), 0);
+    alarm(0);
+}
+
 /* background = 0 runs no thread, ever. */
 TEST(background_off_runs_no_thread)
 {

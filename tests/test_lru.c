@@ -429,6 +429,51 @@ TEST(test_isolate_calling_into_its_own_lru_is_refused)
     lru_emptied(l, it, 1);
 }
 
+static enum rcl_lru_walk exiting_isolate(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    pthread_exit(NULL);
+}
+
+static void *walks_and_ends(void *arg)
+{
+    struct rcl_lru_node dispose;
+
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(arg, exiting_isolate, NULL, 1, &dispose);
+    return NULL;
+}
+
+/* An isolate callback that ends its thread (pthread_exit()) ends the walk
+ * with it: the LRU's lock is let go and its item stays on it, so the
+ * next add, walk and del go through. (The lock stayed held by the gone
+ * thread: every later call on the LRU waited for ever, which the alarm
+ * turns into a failure.) */
+TEST(test_a_thread_ending_in_an_isolate_callback_lets_go_of_the_lru)
+{
+    struct item it[2];
+    struct rcl_lru *l = lru_filled(it, 1);
+    struct visit_log log = { .answer = { RCL_LRU_SKIP, RCL_LRU_SKIP } };
+    struct rcl_lru_node dispose;
+    pthread_t th;
+
+    alarm(10);
+    assert_int_equal(pthread_create(&th, NULL, walks_and_ends, l), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+
+    items_init(&it[1], 1);
+    it[1].id = 1;
+    assert_int_equal(rcl_lru_add(l, &it[1].node), 1);
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, log_isolate, &log, 2, &dispose), 0);
+    assert_int_equal(log.n, 2);
+    assert_int_equal(log.ids[0], 0);
+    assert_int_equal(rcl_lru_count(l), 2);
+    lru_emptied(l, it, 2);
+    alarm(0);
+}
+
 /* Destroying an LRU that still holds items would leave them pointing into
  * freed memory: refused, reported, the LRU stays usable. */
 TEST(test_destroy_of_nonempty_lru_is_refused)

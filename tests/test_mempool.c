@@ -8,6 +8,7 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 
@@ -410,6 +411,79 @@ TEST(test_resize_that_cannot_grow_leaves_the_pool_unchanged)
     rcl_mempool_free(b, pool);
     rcl_free(fill);
     rcl_mempool_destroy(pool);
+}
+
+/* The backing allocator's calls after the first allocs_before_exit end
+ * the calling thread, as a program's may (pthread_exit()). */
+static atomic_int allocs_before_exit;
+
+static void *exiting_alloc(rcl_gfp_t gfp, void *data)
+{
+    if (atomic_fetch_sub(&allocs_before_exit, 1) <= 0)
+        pthread_exit(NULL);
+    return rec_alloc(gfp, data);
+}
+
+static void *resizes_and_ends(void *pool)
+{
+    rcl_mempool_resize(pool, 4);
+    return NULL;
+}
+
+/* A resize whose allocator ends the thread ends the resize as a failed
+ * allocation would: the element it had is freed, its arrays are given
+ * back, and the next resize goes through. (The resize lock stayed held by
+ * the gone thread: the next resize waited for ever, which the alarm turns
+ * into a failure.) */
+TEST(test_a_thread_ending_in_the_allocator_of_a_resize_lets_go_of_the_pool)
+{
+    struct recorder r;
+    pthread_t th;
+
+    rec_init(&r);
+    atomic_store(&allocs_before_exit, 2);     /* the reserve's one, the grow's first */
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, exiting_alloc, rec_free, &r);
+    assert_non_null(pool);
+    alarm(10);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+
+    assert_int_equal(pthread_create(&th, NULL, resizes_and_ends, pool), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(r.frees, 1);
+
+    atomic_store(&allocs_before_exit, INT_MAX);
+    assert_int_equal(rcl_mempool_resize(pool, 2), 0);
+    rcl_mempool_destroy(pool);
+    alarm(0);
+}
+
+static void *creates_and_ends(void *r)
+{
+    rcl_mempool_create_ops(4, exiting_alloc, rec_free, r);
+    return NULL;
+}
+
+/* A create whose allocator ends the thread while the reserve is filled
+ * leaves no pool, as a failed fill does not: the elements it had are
+ * freed and the pool's own memory given back. */
+TEST(test_a_thread_ending_in_the_allocator_of_a_create_leaves_no_pool)
+{
+    struct recorder r;
+    pthread_t th;
+
+    rec_init(&r);
+    atomic_store(&allocs_before_exit, 2);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+
+    assert_int_equal(pthread_create(&th, NULL, creates_and_ends, &r), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(r.frees, 2);
 }
 
 struct churn {
