@@ -465,13 +465,9 @@ TEST_WITH(test_budget_follows_cgroup_limit_changes, pressure_setup, pressure_tea
     limit_becomes(8 * GiB);
 }
 
-/* A cgroup limit that moves the automatic budget down to the reserve, or
- * below it, sets the reserve aside (reported): min_pct of the budget is
- * the reserve until the budget grows past it again. Kept, it took the
- * whole budget, and every ordinary allocation failed with E2BIG, "larger
- * than this context can ever get", while the cgroup still let it grow. */
-TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_aside,
-          pressure_setup, pressure_teardown)
+/* The library following a v2 cgroup limit of 512 MiB (a budget of 448
+ * MiB, the margin taken off), with a reserve of 64 MiB. */
+static void follow_512m_with_a_64m_reserve(void)
 {
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
@@ -480,6 +476,17 @@ TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_asi
     cfg.reserve = 64 * MiB;
     assert_int_equal(rcl_init(&cfg), 0);
     assert_int_equal(rcl_limit(), 448 * MiB);
+}
+
+/* A cgroup limit that moves the automatic budget down to the reserve, or
+ * below it, sets the reserve aside (reported): min_pct of the budget is
+ * the reserve until the budget grows past it again. Kept, it took the
+ * whole budget, and every ordinary allocation failed with E2BIG, "larger
+ * than this context can ever get", while the cgroup still let it grow. */
+TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_aside,
+          pressure_setup, pressure_teardown)
+{
+    follow_512m_with_a_64m_reserve();
 
     put(V2DIR "memory.max", "67108864\n");
     limit_becomes(56 * MiB);
@@ -503,13 +510,7 @@ TEST_WITH(test_a_budget_the_cgroup_moves_within_the_reserve_sets_the_reserve_asi
 TEST_WITH(test_a_cgroup_limit_of_zero_moves_the_budget_within_the_reserve, pressure_setup,
           pressure_teardown)
 {
-    fake_v2();
-    put(V2DIR "memory.max", "536870912\n");
-    struct rcl_config cfg = test_config(0);
-    cfg.pressure = 1;
-    cfg.reserve = 64 * MiB;
-    assert_int_equal(rcl_init(&cfg), 0);
-    assert_int_equal(rcl_limit(), 448 * MiB);
+    follow_512m_with_a_64m_reserve();
 
     put(V2DIR "memory.max", "0\n");
     limit_becomes(1);

@@ -843,18 +843,27 @@ static void exits_fn(struct rcl_work *w)
     pthread_exit(NULL);
 }
 
+/* A queue of one worker whose first item, `first` running fn, is queued,
+ * and a probe ready to follow it. */
+static struct rcl_workqueue *one_worker_with(const char *name, struct rcl_work *first,
+                                             void (*fn)(struct rcl_work *), struct probe *after)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create(name, 1, 0);
+    assert_non_null(wq);
+    rcl_work_init(first, fn);
+    probe_init(after, NULL);
+    assert_int_equal(rcl_queue_work(wq, first), 0);
+    return wq;
+}
+
 /* A work function that calls pthread_exit() ends its worker, not the
  * queue: the item counts as finished for a flush, and the queue - here of
  * one worker - starts another to run the rest. */
 TEST(test_work_that_exits_its_thread_is_reported_and_another_worker_runs_the_rest)
 {
-    struct rcl_workqueue *wq = rcl_workqueue_create("exiting", 1, 0);
-    assert_non_null(wq);
     struct rcl_work ends;
     struct probe after;
-    rcl_work_init(&ends, exits_fn);
-    probe_init(&after, NULL);
-    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    struct rcl_workqueue *wq = one_worker_with("exiting", &ends, exits_fn, &after);
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(atomic_load(&after.runs), 1);
@@ -943,13 +952,9 @@ static int slow_replacement_setup(void **state)
 TEST_WITH(test_work_queued_while_an_exited_worker_is_replaced_wakes_the_replacement,
           slow_replacement_setup, rescuer_teardown)
 {
-    struct rcl_workqueue *wq = rcl_workqueue_create("replaced", 1, 0);
-    assert_non_null(wq);
     struct rcl_work ends;
     struct probe after;
-    rcl_work_init(&ends, exits_fn);
-    probe_init(&after, NULL);
-    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    struct rcl_workqueue *wq = one_worker_with("replaced", &ends, exits_fn, &after);
     for (int ms = 0; ms < BOUND_MS && !atomic_load(&replacement_waits); ms++)
         test_sleep_ms(1);
     assert_true(atomic_load(&replacement_waits));
@@ -972,13 +977,9 @@ static void cancels_its_thread_fn(struct rcl_work *w)
  * more holding the queue's lock. */
 TEST(test_a_worker_its_work_cancels_goes_on_running_work)
 {
-    struct rcl_workqueue *wq = rcl_workqueue_create("cancelled", 1, 0);
-    assert_non_null(wq);
     struct rcl_work cancels;
     struct probe after;
-    rcl_work_init(&cancels, cancels_its_thread_fn);
-    probe_init(&after, NULL);
-    assert_int_equal(rcl_queue_work(wq, &cancels), 0);
+    struct rcl_workqueue *wq = one_worker_with("cancelled", &cancels, cancels_its_thread_fn, &after);
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     assert_true(returns_in_time(flush_main, wq));
