@@ -500,6 +500,8 @@ void   rcl_shutdown(void);
  * the library's locks, so the one thing a forking thread must not hold is a
  * lock an LRU's isolate callback blocks on (that callback runs under the
  * LRU's lock; the header's example only tries its lock, which is safe).
+ * An isolate callback may itself fork: the LRU whose lock its walk holds
+ * is left to the walk, which goes on in parent and child and lets it go.
  *
  * A workqueue created before the fork runs nothing in the child (its
  * threads are the parent's): rcl_queue_work() returns -ECHILD,

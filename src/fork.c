@@ -20,7 +20,8 @@
  *                                that thread holds with nothing else
  *   2. the object list lock, then every tracked object's lock: workqueues,
  *      mempools, LRUs (fork.c, through rcl__fork_track), in no fixed
- *      order among themselves (objs_prepare() says why)
+ *      order among themselves (objs_prepare() says why), but for one the
+ *      forking thread holds itself (held_here())
  *   3. the shrinker registry     (shrinker.c)
  *   4. the background reclaimer  (reclaim.c)
  *   5. the thread registry       (thread.c)
@@ -62,11 +63,20 @@ static pthread_mutex_t objs_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl__fork_obj objs = { .next = &objs, .prev = &objs };
 static pthread_once_t register_once = PTHREAD_ONCE_INIT;
 
+/* Is the object's lock held by the forking thread itself, across the
+ * program's code - fork() called from an LRU's isolate callback? Taking
+ * it again would wait for ever; it is left to the walk, which goes on in
+ * the parent and in the child, and lets it go. */
+static bool held_here(const struct rcl__fork_obj *o)
+{
+    return atomic_load_explicit(&o->holder, memory_order_relaxed) == &rcl__self;
+}
+
 /* Lets go of the object locks taken before `stop`, all but `keep`. */
 static void objs_unlock_upto(struct rcl__fork_obj *stop, struct rcl__fork_obj *keep)
 {
     for (struct rcl__fork_obj *o = objs.next; o != stop; o = o->next)
-        if (o != keep)
+        if (o != keep && !held_here(o))
             pthread_mutex_unlock(o->lock);
 }
 
@@ -75,7 +85,7 @@ static void objs_unlock_upto(struct rcl__fork_obj *stop, struct rcl__fork_obj *k
 static struct rcl__fork_obj *objs_trylock_all(struct rcl__fork_obj *held)
 {
     for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next) {
-        if (o == held || pthread_mutex_trylock(o->lock) == 0)
+        if (o == held || held_here(o) || pthread_mutex_trylock(o->lock) == 0)
             continue;
         objs_unlock_upto(o, held);
         if (held)
@@ -107,7 +117,8 @@ static void objs_prepare(void)
 static void objs_parent(void)
 {
     for (struct rcl__fork_obj *o = objs.prev; o != &objs; o = o->prev)
-        pthread_mutex_unlock(o->lock);
+        if (!held_here(o))
+            pthread_mutex_unlock(o->lock);
     pthread_mutex_unlock(&objs_lock);
 }
 
@@ -116,7 +127,8 @@ static void objs_child(void)
     for (struct rcl__fork_obj *o = objs.next; o != &objs; o = o->next) {
         if (o->child)
             o->child(o);
-        pthread_mutex_unlock(o->lock);
+        if (!held_here(o))
+            pthread_mutex_unlock(o->lock);
     }
     pthread_mutex_unlock(&objs_lock);
 }
@@ -197,6 +209,7 @@ void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
     o->lock = lock;
     o->child = child;
     o->claimed = false;
+    atomic_store_explicit(&o->holder, NULL, memory_order_relaxed);
     pthread_mutex_lock(&objs_lock);
     o->prev = objs.prev;
     o->next = &objs;

@@ -32,11 +32,10 @@ struct rcl_lru {
     rcl_lru_isolate_fn   isolate;
     rcl_lru_free_fn      free_fn;
     void                *arg;
-    struct rcl__fork_obj fork;     /* lock is taken around fork() */
+    struct rcl__fork_obj fork;     /* lock is taken around fork(); its
+                                      holder is the walking thread */
     uintptr_t            tag;      /* in the low bits of its nodes' prev */
     unsigned             shrinker_epoch;   /* rcl__epoch when shrinker was made */
-    /* the thread walking it (its rcl__self), NULL outside a walk */
-    _Atomic(const struct rcl_thread *) walker;
 };
 
 /*
@@ -226,7 +225,7 @@ int rcl_lru_destroy(struct rcl_lru *lru)
  * there, so the relaxed read is exact for the one thread it can name. */
 static bool walked_by_self(const struct rcl_lru *lru)
 {
-    return atomic_load_explicit(&lru->walker, memory_order_relaxed) == &rcl__self;
+    return atomic_load_explicit(&lru->fork.holder, memory_order_relaxed) == &rcl__self;
 }
 
 static int reentered(const char *fn, const struct rcl_lru *lru)
@@ -330,7 +329,7 @@ static void walk_unwound(void *arg)
     const struct walk_state *st = arg;
 
     rcl__asan_unwinding();
-    atomic_store_explicit(&st->lru->walker, NULL, memory_order_relaxed);
+    atomic_store_explicit(&st->lru->fork.holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&st->lru->lock);
     rcl__nocancel_end(st->cancel);
 }
@@ -391,13 +390,13 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
      * it reaches (a log line) waits until the lock is let go. */
     st.cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&lru->lock);
-    atomic_store_explicit(&lru->walker, &rcl__self, memory_order_relaxed);
+    atomic_store_explicit(&lru->fork.holder, &rcl__self, memory_order_relaxed);
     /* One handler for the whole walk, not one an item: a push costs a
      * setjmp. */
     pthread_cleanup_push(walk_unwound, &st);
     removed = walk_locked(lru, isolate, arg, nr_to_walk, dispose);
     pthread_cleanup_pop(0);
-    atomic_store_explicit(&lru->walker, NULL, memory_order_relaxed);
+    atomic_store_explicit(&lru->fork.holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&lru->lock);
     rcl__nocancel_end(st.cancel);
     return removed;

@@ -101,12 +101,17 @@ struct rcl__option {
 /* fork() (fork.c): an object with a lock of its own (workqueue, mempool,
  * LRU) is taken before a fork and unlocked after it; in the child `child`
  * (may be NULL) first fixes, under the lock, what the missing threads
- * left behind. */
+ * left behind. `holder` names the thread (its rcl__self) that holds the
+ * lock across the program's code - an LRU's walk, around its isolate
+ * callback - which only that thread writes, and only with its own
+ * address: a fork() from that code finds the lock its own already. */
+struct rcl_thread;
 struct rcl__fork_obj {
     struct rcl__fork_obj *next, *prev;
     pthread_mutex_t      *lock;
     void                (*child)(struct rcl__fork_obj *o);
     bool                  claimed;     /* a destroy is under way: objs_lock */
+    _Atomic(const struct rcl_thread *) holder;
 };
 
 #endif /* RCL_TYPES_H */

@@ -928,6 +928,51 @@ TEST(a_fork_during_an_isolate_callback_that_uses_another_lru_goes_through)
     assert_int_equal(wait_child(fork_child(child_forks_inside_a_nested_walk)), 0);
 }
 
+/* fork() from an isolate callback: the forking thread holds the walked
+ * LRU's lock itself, and the prepare handler waited for it for ever. The
+ * walk goes on in both processes and lets it go. Played in a child of its
+ * own, so that a fork that hangs is killed. */
+static struct rcl_lru *walked;
+static struct rcl_lru_node walked_node;
+static pid_t forked_in_isolate = -1;
+
+static enum rcl_lru_walk forks_in_isolate(struct rcl_lru_node *n, void *arg)
+{
+    (void)n; (void)arg;
+    forked_in_isolate = fork();
+    return RCL_LRU_SKIP;
+}
+
+/* Each process, after the walk, has the LRU to itself. */
+static int walked_lru_emptied(void)
+{
+    return rcl_lru_del(walked, &walked_node) == 1 && rcl_lru_destroy(walked) == 0 ? 0 : 1;
+}
+
+static int child_forks_inside_its_own_walk(void)
+{
+    struct rcl_lru_node dispose;
+
+    walked = rcl_lru_create();
+    if (!walked)
+        return 10;
+    rcl_lru_node_init(&walked_node);
+    rcl_lru_add(walked, &walked_node);
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(walked, forks_in_isolate, NULL, 1, &dispose);
+    if (forked_in_isolate == 0)
+        _exit(walked_lru_emptied());
+    if (forked_in_isolate < 0)
+        return 11;
+    int rc = wait_child(forked_in_isolate);
+    return rc ? rc : walked_lru_emptied() ? 12 : 0;
+}
+
+TEST(a_fork_from_an_isolate_callback_goes_through)
+{
+    assert_int_equal(wait_child(fork_child(child_forks_inside_its_own_walk)), 0);
+}
+
 /* A work item that forks returns, in the child, to the queue's thread:
  * the child must neither run the items the parent runs (here the one
  * queued after it) nor wait there for ever. */
