@@ -450,9 +450,12 @@ static __attribute__((noinline)) bool release_slow(struct rcl_lock_class *c, con
     struct ld_thread *t = ld_thread_gen(gen);
     if (unlikely(!t))
         return true;   /* not followed */
-    /* A class not acquired in this graph is on no stack. */
-    if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen &&
-        ld_held_pop(t, __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED), m))
+    /* A class with no node in this graph is on no recorded entry (node 0
+     * is none), but may still be one of the locks taken above the depth:
+     * its unregister could not see it there. */
+    uint32_t id = __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen
+                  ? __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED) : 0;
+    if (ld_held_pop(t, id, m))
         return true;
     return release_unheld(t, c, site, m);
 }

@@ -231,6 +231,34 @@ TEST_WITH(locks_beyond_the_recorded_depth_leave_nothing_held_once_released, ld_s
         assert_int_equal(rcl_mutex_destroy(&m[i]), 0);
 }
 
+/* lockdep: a lock above the recorded depth is on no entry its class's
+ * unregister could read, so the unregister goes through; the lock is
+ * still the thread's, and its release unlocks it unreported. */
+TEST_WITH(lock_above_the_recorded_depth_unlocks_after_its_class_is_unregistered, ld_setup,
+          ld_teardown)
+{
+    struct rcl_lock_class top = { .name = "top" };
+    struct rcl_lock_class below[DEEP - 1];
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &top), 0);
+    rcl_mutex_lock(&m); rcl_mutex_unlock(&m);
+    for (int i = 0; i < DEEP - 1; i++) {
+        below[i] = (struct rcl_lock_class){ .name = "below" };
+        lock(&below[i]);
+    }
+    rcl_mutex_lock(&m);
+    assert_int_equal(rcl_lock_class_unregister(&top), 0);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(pthread_mutex_trylock(&m.m), 0);
+    pthread_mutex_unlock(&m.m);
+    for (int i = DEEP - 2; i >= 0; i--)
+        unlock(&below[i]);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_false(test_reports_contain("which it does not hold"));
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Releases without an acquire (the kernel's "bad unlock balance")           */
 /* ------------------------------------------------------------------------ */
