@@ -1003,8 +1003,25 @@ static void queued_after_fn(struct rcl_work *w)
         _exit(3);                           /* the parent's item, run twice */
 }
 
+/* clang's ThreadSanitizer runtime faults in its own exit handler
+ * (__tsan::TraceSwitchPart) when the last thread of a child forked from a
+ * thread other than the main one ends the process; gcc's runs this. */
+static bool child_ending_on_a_worker_unsupported(void)
+{
+#ifdef __clang__
+    return test_under_sanitizer("tsan");
+#else
+    return false;
+#endif
+}
+
 TEST(a_child_forked_in_a_work_item_runs_none_of_the_queues_items)
 {
+    if (child_ending_on_a_worker_unsupported()) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on a worker thread ends there\n");
+        skip();
+    }
     struct rcl_workqueue *q = rcl_workqueue_create("forking", 1, 0);
     struct rcl_work forks, after;
 
