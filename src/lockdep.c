@@ -21,6 +21,13 @@
 
 _Atomic int rcl__lockdep_mode;
 
+/* The annotation and mutex pairs' entries start on a 64-byte boundary, as
+ * rcl_alloc()'s do (alloc.c says why): an out-of-line change elsewhere in
+ * this file moved rcl_lock_acquire() 48 bytes on, and the annotation pair
+ * with a lock held went from 3.45 to 3.7 ns with no instruction of its
+ * own changed. */
+#define HOT_ENTRY __attribute__((aligned(64)))
+
 /* Changes at every reset, never 0: class ids and per-thread stacks from an
  * older graph are recognised by it and dropped. */
 static _Atomic unsigned graph_gen = 1;
@@ -402,7 +409,7 @@ static inline __attribute__((always_inline)) void acquire_entry(struct rcl_lock_
         acquire(c, inst, flags);
 }
 
-void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, NULL, 0); }
+HOT_ENTRY void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, NULL, 0); }
 void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, NULL, HELD_TRY); }
 
 /*
@@ -478,7 +485,7 @@ static inline __attribute__((always_inline)) bool release(struct rcl_lock_class 
     return release_slow(c, __builtin_return_address(0), m);
 }
 
-void rcl_lock_release(struct rcl_lock_class *c)
+HOT_ENTRY void rcl_lock_release(struct rcl_lock_class *c)
 {
     (void)release(c, NULL);
 }
@@ -641,7 +648,7 @@ int rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls)
     return -pthread_mutex_init(&m->m, NULL);
 }
 
-void rcl_mutex_lock(rcl_mutex_t *m)
+HOT_ENTRY void rcl_mutex_lock(rcl_mutex_t *m)
 {
     if (!m) {
         rcl__report("rcl_mutex_lock: NULL mutex");
@@ -664,7 +671,7 @@ int rcl_mutex_trylock(rcl_mutex_t *m)
     return rc;
 }
 
-void rcl_mutex_unlock(rcl_mutex_t *m)
+HOT_ENTRY void rcl_mutex_unlock(rcl_mutex_t *m)
 {
     if (!m) {
         rcl__report("rcl_mutex_unlock: NULL mutex");
