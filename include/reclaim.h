@@ -1204,6 +1204,12 @@ struct rcl_lock_class {
  * locked. That last is not reported in a process that ever ran the library
  * with the checker off (an acquire then went unseen), nor for as many
  * releases as the thread held locks when rcl_shutdown() forgot them.
+ * A thread that exits holding annotated locks is reported too (the
+ * kernel's check at a task's exit), once an exit, each lock named; locks
+ * a thread-specific data destructor releases, and those the library's own
+ * cleanup handlers release when a callback ends its thread, are not held
+ * at the exit. Locks its stack does not record (held when rcl_shutdown()
+ * forgot them, or of a class the full graph has no node for) are not.
  * Each problem is reported once.
  * In RCL_LOCKDEP_VERBOSE mode every newly learned dependency is also
  * reported (as information; rcl_lockdep_reports() does not count those).

@@ -92,13 +92,74 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
     rcl__ld_update_watch(false);
 }
 
-/* At thread exit; a destructor that runs after this one and takes an
- * annotated lock maps a new stack, which glibc's next round of
- * destructors releases again. */
+/* The rounds of destructors a thread's exit runs at least (POSIX's
+ * minimum, glibc's and musl's number): past them a key set again may be
+ * dropped, its destructor never called. */
+#ifdef PTHREAD_DESTRUCTOR_ITERATIONS
+#define EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
+#else
+#define EXIT_ROUNDS 4
+#endif
+
+/* Does the exiting thread hold locks of this graph? Locks counted in
+ * `unknown` are left out: some a reset forgot may have been released
+ * while the checker was off, and a report of a lock not held is false. */
+static bool ld_exit_holds(const struct ld_thread *t)
+{
+    return t->n && rcl__checking() &&
+           t->gen == atomic_load_explicit(&graph_gen, memory_order_relaxed);
+}
+
+/*
+ * The thread's exit after its cleanup handlers, which POSIX runs before
+ * any destructor: the library's own have let go of what a callback that
+ * ended its thread left held. Another key's destructor may still release
+ * a lock, later in this round or in the next, so the stack stays for the
+ * rounds after this one but the last: in the last, the sanitizers'
+ * runtimes end the thread's state of their own (their key's destructor
+ * waits for it as this one does, and comes first), and the report's
+ * calls would find it gone.
+ */
+static bool ld_exit_wait(struct ld_thread *t)
+{
+    if (t->exit_rounds + 2 >= EXIT_ROUNDS || pthread_setspecific(ld_exit_key, t) != 0)
+        return false;
+    t->exit_rounds++;
+    return true;
+}
+
+static __attribute__((noinline, cold)) void ld_exit_report(const struct ld_thread *t)
+{
+    struct site st;
+    struct report_buf *rb = calloc(1, sizeof(*rb));
+
+    if (!rb)
+        return;
+    int cancel = rcl__nocancel_begin();
+    rcl__ld_site_self(&st);   /* a backtrace here is only the exit's frames */
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    /* A reset since: what the stack names is another graph's. */
+    if (ld_exit_holds(t))
+        rcl__ld_report_exit_locked(rb, t, &st);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    rcl__ld_report_emit(rb, true);
+    rcl__nocancel_end(cancel);
+    free(rb);
+}
+
+/* At thread exit, with the locks the thread still holds reported once (the
+ * kernel's do_exit() checks the same); a destructor that runs after the
+ * last round here and takes an annotated lock maps a new stack, which
+ * glibc's next round of destructors releases again. */
 static void ld_thread_exit(void *arg)
 {
     struct ld_thread *t = arg;
 
+    if (unlikely(ld_exit_holds(t))) {
+        if (ld_exit_wait(t))
+            return;
+        ld_exit_report(t);
+    }
     /* Off the list while still this thread's: a signal handler's lock
      * in between maps no second stack under the list's lock. */
     pthread_mutex_lock(&ld_threads_lock);

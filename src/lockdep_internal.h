@@ -205,6 +205,8 @@ void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n);
 void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsigned len);
 /* Hands the report to the channel; `counts`: rcl_lockdep_reports() counts it. */
 void rcl__ld_report_emit(struct report_buf *rb, bool counts);
+/* This thread's name and id, no frames. */
+void rcl__ld_site_self(struct site *st);
 /* This thread's name, id and backtrace, less `skip` innermost frames. */
 void rcl__ld_site_capture(struct site *st, int skip);
 /* The same from the frame that returns to `ret` (a public call's
@@ -222,6 +224,11 @@ bool rcl__ld_site_seen(uint64_t sig);
  * at st, once a site; `m`: the rcl_mutex_t of an rcl_mutex_unlock(), which
  * then unlocked nothing. */
 void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mutex_t *m);
+/* A thread that exits with t's locks held, once an exit: their names
+ * (the graph's, so under its lock) into rb. */
+struct ld_thread;
+void rcl__ld_report_exit_locked(struct report_buf *rb, const struct ld_thread *t,
+                                const struct site *st);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
 void rcl__ld_reports_clear_locked(void);
 
@@ -273,6 +280,8 @@ struct ld_thread {
      * (opened before the checker watched, or adopted from a context). */
     struct { int n; void *frames[OPENED_FRAMES]; } opened[2];
     long tid;                       /* for the report of a class it holds */
+    unsigned exit_rounds;           /* destructor rounds its exit waited out
+                                       (lockdep.c, ld_thread_exit()) */
     struct ld_thread *prev, *next;  /* every mapped stack (lockdep.c) */
 };
 

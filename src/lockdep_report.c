@@ -26,17 +26,23 @@ static unsigned nr_reported_cycles;
 static uint64_t reported_sites[MAX_SITES];            /* under the graph lock */
 static unsigned nr_reported_sites;
 
+void rcl__ld_site_self(struct site *st)
+{
+    st->nframes = 0;
+    st->thread[0] = '\0';
+    pthread_getname_np(pthread_self(), st->thread, sizeof(st->thread));
+    st->tid = (long)syscall(SYS_gettid);
+}
+
 __attribute__((noinline)) void rcl__ld_site_capture(struct site *st, int skip)
 {
     void *buf[MAX_FRAMES + 4];
     int n = backtrace(buf, MAX_FRAMES + skip);
 
+    rcl__ld_site_self(st);
     n = n > skip ? n - skip : 0;
     memcpy(st->frames, buf + skip, (size_t)n * sizeof(void *));
     st->nframes = n;
-    st->thread[0] = '\0';
-    pthread_getname_np(pthread_self(), st->thread, sizeof(st->thread));
-    st->tid = (long)syscall(SYS_gettid);
 }
 
 void rcl__ld_site_capture_from(struct site *st, const void *ret)
@@ -239,6 +245,42 @@ void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mu
                        "not own it would let a second thread into what it guards." : "");
     rcl__ld_report_emit(rb, true);
     free(rb);
+}
+
+/*
+ * The kernel's debug_check_no_locks_held() at a task's exit. The stack
+ * keeps no backtrace of where each lock was taken (the acquire's hot path
+ * would pay for it), so the report names them, innermost last, with the
+ * mutex's address where there is one.
+ */
+void rcl__ld_report_exit_locked(struct report_buf *rb, const struct ld_thread *t,
+                                const struct site *st)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    unsigned recorded = t->n < MAX_HELD ? t->n : MAX_HELD;
+
+    rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) exited holding %u annotated "
+                       "lock%s, taken in this order:\n", st->thread, st->tid, t->n,
+                   t->n == 1 ? "" : "s");
+    for (unsigned i = 0; i < recorded; i++) {
+        const char *name = rcl__ld_nodes[t->held[i]].name;
+        if (t->flags[i] & HELD_MUTEX)
+            rcl__ld_rb_add(rb, "    #%u mutex %p of class %s%s\n", i, t->inst[i], name,
+                           (t->flags[i] & HELD_TRY) ? " (by a trylock)" : "");
+        else
+            rcl__ld_rb_add(rb, "    #%u %s%s\n", i, name,
+                           (t->flags[i] & HELD_TRY) ? " (by a trylock)" : "");
+    }
+    if (t->n > MAX_HELD)
+        rcl__ld_rb_add(rb, "    and %u more above the %d a thread's stack records\n",
+                       t->n - MAX_HELD, MAX_HELD);
+    rcl__ld_rb_add(rb, "  What it means: no thread holds these locks from now on, so none "
+                       "will release them: a thread that waits for one waits for ever, and an "
+                       "rcl_mutex_t among them stays locked. Usual fixes: release every lock "
+                       "before the thread returns or calls pthread_exit(); where it may end "
+                       "holding one (pthread_exit() or a cancel under the lock), release it in "
+                       "a cleanup handler (pthread_cleanup_push()) or a thread-specific "
+                       "data destructor.");
 }
 
 /* After the report is handed over, not before: a program (or a test) that

@@ -10,7 +10,9 @@
 #include "helpers.h"
 
 #include <stdatomic.h>
+#include <limits.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <sys/wait.h>
 
 #include "checker.h"
@@ -941,16 +943,126 @@ static void *takes_b(void *arg)
 /* lockdep keeps held locks per task: a thread that exits holding a lock
  * takes its stack with it, and a thread started next starts with nothing
  * held (had it inherited lock_a, it would have learned lock_a -> lock_b,
- * and the order below would be reported). */
+ * and the order below would be reported). The exit itself is reported. */
 TEST_WITH(a_new_thread_holds_nothing_an_exited_one_held, ld_setup, ld_teardown)
 {
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, takes_a_and_exits, NULL), 0);
     pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
     assert_int_equal(pthread_create(&th, NULL, takes_b, NULL), 0);
     pthread_join(th, NULL);
     lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("exited holding 1 annotated lock,");
+}
+
+static rcl_mutex_t left_locked;     /* by a thread that exits: for good */
+
+static void *takes_a_and_a_mutex_and_exits(void *arg)
+{
+    (void)arg;
+    lock(&lock_a);
+    rcl_mutex_lock(&left_locked);
+    return NULL;
+}
+
+/* lockdep's debug_check_no_locks_held() at a task's exit: no thread will
+ * release what an exited thread held, so a thread that waits for one of
+ * its locks waits for ever. Reported once, each lock named. */
+TEST_WITH(a_thread_that_exits_holding_locks_is_reported_with_each_named, ld_setup,
+          ld_teardown)
+{
+    char mutex_line[128];
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&left_locked, &lock_b), 0);
+    assert_int_equal(pthread_create(&th, NULL, takes_a_and_a_mutex_and_exits, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("exited holding 2 annotated locks, taken in this order:");
+    assert_reports_have("#0 lock_a\n");
+    snprintf(mutex_line, sizeof(mutex_line), "#1 mutex %p of class lock_b\n",
+             (void *)&left_locked);
+    assert_reports_have(mutex_line);
+}
+
+static pthread_key_t unlock_key;
+
+static void unlocks_in_its_destructor(void *m)
+{
+    rcl_mutex_unlock(m);
+}
+
+static void *locks_for_its_destructor(void *m)
+{
+    rcl_mutex_lock(m);
+    assert_int_equal(pthread_setspecific(unlock_key, m), 0);
+    return NULL;
+}
+
+/* A thread may let a lock go in the destructor of its thread-specific
+ * data, which may run after the checker's own: that lock is not one held
+ * at the exit, and its unlock is not of a lock the thread does not hold
+ * (which would have left the mutex locked for good). */
+TEST_WITH(a_lock_a_later_destructor_releases_is_not_held_at_exit, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_c), 0);
+    assert_int_equal(pthread_key_create(&unlock_key, unlocks_in_its_destructor), 0);
+    assert_int_equal(pthread_create(&th, NULL, locks_for_its_destructor, &m), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(pthread_key_delete(unlock_key), 0);
     assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(rcl_mutex_trylock(&m), 0);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+/* A worker's thread is not joined: this key's destructor, made after the
+ * checker's and so called after it in each round, tells when the round of
+ * the thread's destructors the checker reports in has run: the one before
+ * the last, in which ThreadSanitizer ends the thread's state. */
+static pthread_key_t report_round_key;
+static sem_t report_round_ran;
+
+static void posts_at_the_report_round(void *round)
+{
+    if ((uintptr_t)round + 1 < PTHREAD_DESTRUCTOR_ITERATIONS)
+        pthread_setspecific(report_round_key, (void *)((uintptr_t)round + 1));
+    else
+        sem_post(&report_round_ran);
+}
+
+static void ends_its_worker(struct rcl_work *w)
+{
+    (void)w;
+    pthread_setspecific(report_round_key, (void *)1);
+    pthread_exit(NULL);
+}
+
+/* The queue's cleanup handler lets go of the queue's pseudo-lock when a
+ * work item ends its thread, before any destructor runs: the thread does
+ * not exit holding it. */
+TEST_WITH(a_worker_ended_by_its_work_item_does_not_exit_holding_the_queue, ld_setup,
+          ld_teardown)
+{
+    struct rcl_work w;
+
+    assert_int_equal(sem_init(&report_round_ran, 0, 0), 0);
+    assert_int_equal(pthread_key_create(&report_round_key, posts_at_the_report_round), 0);
+    struct rcl_workqueue *wq = rcl_workqueue_create("exits", 1, 0);
+    assert_non_null(wq);
+    rcl_work_init(&w, ends_its_worker);
+    assert_int_equal(rcl_queue_work(wq, &w), 0);
+    assert_int_equal(sem_wait(&report_round_ran), 0);
+    rcl_workqueue_destroy(wq);
+    assert_int_equal(pthread_key_delete(report_round_key), 0);
+    assert_int_equal(sem_destroy(&report_round_ran), 0);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
 static long vm_size_kib(void)
