@@ -1236,7 +1236,10 @@ void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
 
 typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
 /* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
- * init and destroy return 0 or a negative errno (-EINVAL for NULL). */
+ * init and destroy return 0 or a negative errno (-EINVAL for NULL).
+ * Destroying a locked mutex, whichever thread holds it, is refused with
+ * -EBUSY and reported, checker on or off, and the mutex left as it was
+ * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). */
 int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
 void rcl_mutex_lock(rcl_mutex_t *m);
 /* The exception to the negative-errno rule, kept so that it drops in for

@@ -743,10 +743,54 @@ HOT_ENTRY void rcl_mutex_unlock(rcl_mutex_t *m)
     pthread_mutex_unlock(&m->m);
 }
 
+/* Does this thread's stack hold m? (Another thread's entries are theirs
+ * to write, and not read here.) */
+static bool mutex_held_by_self(const rcl_mutex_t *m)
+{
+    const struct ld_thread *t = ld_self;
+
+    if (!rcl__checking() || t->gen != atomic_load_explicit(&graph_gen, memory_order_relaxed))
+        return false;
+    for (unsigned i = 0; i < t->n && i < MAX_HELD; i++)
+        if ((t->flags[i] & HELD_MUTEX) && t->inst[i] == m)
+            return true;
+    return false;
+}
+
+static __attribute__((noinline, cold)) void mutex_destroy_busy(const rcl_mutex_t *m,
+                                                               const void *site)
+{
+    struct site st;
+    const char *name = !m->cls ? "(none)" : m->cls->name ? m->cls->name : "(unnamed)";
+
+    /* With the checker off the unwinder may not be loaded, and its first
+     * load is not to race a fork (lockdep_report.c, rcl__ld_unwinder_load()). */
+    if (rcl__checking())
+        rcl__ld_site_capture_from(&st, site);
+    else
+        rcl__ld_site_self(&st);
+    rcl__ld_report_mutex_busy(m, name, mutex_held_by_self(m), &st, rcl__checking());
+}
+
+/*
+ * POSIX leaves the destroy of a locked mutex undefined: glibc says EBUSY
+ * and leaves it, another C library may free it under its holder. A
+ * trylock tells "locked" everywhere, whoever holds it (the caller too: a
+ * trylock of a normal mutex does not recurse), and the lock it may take
+ * is let go before the destroy, which must not find it held either.
+ */
 int rcl_mutex_destroy(rcl_mutex_t *m)
 {
     if (!m)
         return -EINVAL;
+    int rc = pthread_mutex_trylock(&m->m);
+    if (rc == EBUSY) {
+        mutex_destroy_busy(m, __builtin_return_address(0));
+        return -EBUSY;
+    }
+    if (rc)
+        return -rc;   /* glibc: EINVAL for a mutex destroyed already */
+    pthread_mutex_unlock(&m->m);
     return -pthread_mutex_destroy(&m->m);
 }
 

@@ -229,6 +229,10 @@ void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mu
 struct ld_thread;
 void rcl__ld_report_exit_locked(struct report_buf *rb, const struct ld_thread *t,
                                 const struct site *st);
+/* An rcl_mutex_destroy() of m, locked (`mine`: by the calling thread, as
+ * its stack says), at st (no frames: none known); counted where `counts`. */
+void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine,
+                              const struct site *st, bool counts);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
 void rcl__ld_reports_clear_locked(void);
 

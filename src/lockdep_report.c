@@ -283,6 +283,29 @@ void rcl__ld_report_exit_locked(struct report_buf *rb, const struct ld_thread *t
                        "data destructor.");
 }
 
+/* The kernel's mutex_destroy() warns of a locked mutex under
+ * CONFIG_DEBUG_MUTEXES; destroyed, a pthread mutex whose holder still
+ * unlocks it is undefined behaviour. */
+void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine,
+                               const struct site *st, bool counts)
+{
+    struct report_buf *rb = calloc(1, sizeof(*rb));
+
+    if (!rb)
+        return;
+    rcl__ld_rb_add(rb, "rcl_mutex_destroy: thread \"%s\" (tid %ld) asked to destroy mutex %p of "
+                       "class %s, which %s holds; refused (-EBUSY), the mutex left as it "
+                       "was%s\n", st->thread, st->tid, (const void *)m, name,
+                   mine ? "this thread" : "a thread", st->nframes ? ", at:" : ".");
+    rcl__ld_rb_frames(rb, st->frames, st->nframes);
+    rcl__ld_rb_add(rb, "  What it means: the mutex is still in use, so the memory it lives in "
+                       "is not the program's to free or reuse yet; destroyed, its holder's "
+                       "unlock would be undefined. Usual fix: destroy a mutex after its last "
+                       "unlock, once no thread can take it again.");
+    rcl__ld_report_emit(rb, counts);
+    free(rb);
+}
+
 /* After the report is handed over, not before: a program (or a test) that
  * sees the count go up, on any thread, finds the report where its report
  * function put it. */

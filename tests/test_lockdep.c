@@ -1065,6 +1065,47 @@ TEST_WITH(a_worker_ended_by_its_work_item_does_not_exit_holding_the_queue, ld_se
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* The kernel's mutex_destroy() warns of a locked mutex; POSIX leaves the
+ * destroy undefined. Refused and reported, the mutex as it was: its holder
+ * unlocks it, and the destroy after that goes through. */
+TEST_WITH(destroying_a_mutex_this_thread_holds_is_refused_and_reported, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    rcl_mutex_lock(&m);
+    assert_int_equal(rcl_mutex_destroy(&m), -EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class lock_a, which this thread holds; refused (-EBUSY)");
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+TEST_WITH(destroying_a_mutex_another_thread_holds_is_refused_and_reported, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m;
+    struct holder h = { &m, { { 0 } }, { { 0 } } };
+    pthread_t th;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_b), 0);
+    assert_int_equal(pthread_barrier_init(&h.held, NULL, 2), 0);
+    assert_int_equal(pthread_barrier_init(&h.done, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, holds_until_done, &h), 0);
+    pthread_barrier_wait(&h.held);
+    assert_int_equal(rcl_mutex_destroy(&m), -EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class lock_b, which a thread holds; refused (-EBUSY)");
+    pthread_barrier_wait(&h.done);
+    pthread_join(th, NULL);
+    assert_int_equal(pthread_barrier_destroy(&h.held), 0);
+    assert_int_equal(pthread_barrier_destroy(&h.done), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
 static long vm_size_kib(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -1130,6 +1171,26 @@ TEST_WITH(mode_off_reports_nothing, ld_setup, ld_teardown)
     rcl_noio_restore(b);
     assert_int_equal(rcl_lockdep_reports(), 0);
     assert_int_equal(test_report_count(), 0);
+}
+
+/* With the checker off a locked mutex's destroy is refused and reported
+ * all the same: no checker is needed to tell it, and the result must not
+ * be the C library's. The checker counts no report of its own. */
+TEST_WITH(destroying_a_locked_mutex_with_the_checker_off_is_refused_and_reported, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t m;
+
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    rcl_mutex_lock(&m);
+    assert_int_equal(rcl_mutex_destroy(&m), -EBUSY);
+    assert_int_equal(test_report_count(), 1);
+    assert_reports_have("rcl_mutex_destroy: thread");
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
 }
 
 TEST_MAIN();
