@@ -572,6 +572,26 @@ static void freed_twice(const struct rcl_mempool *pool, const void *elem)
                 "already (freed twice); left alone", elem, (void *)pool);
 }
 
+/* The backing free is the program's: a thread that ends in it
+ * (pthread_exit(), or a cancel at a cancellation point inside it) has
+ * given the element back all the same, and the pool counts it so, or a
+ * destroy would wait for it for ever. The handler's setjmp is paid here
+ * only, out of line: a free into the reserve calls nothing of the
+ * program's and needs none. */
+static void free_unwound(void *pool)
+{
+    rcl__asan_unwinding();
+    pool_put(pool);
+}
+
+static __attribute__((noinline)) void free_to_backing(struct rcl_mempool *pool, void *elem)
+{
+    pthread_cleanup_push(free_unwound, pool);
+    pool->free(elem, pool->data);
+    pthread_cleanup_pop(0);
+    pool_put(pool);
+}
+
 void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
 {
     if (!elem)
@@ -614,8 +634,7 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
         }
         pthread_mutex_unlock(&pool->lock);
     }
-    pool->free(elem, pool->data);
-    pool_put(pool);
+    free_to_backing(pool, elem);
 }
 
 /* ------------------------------------------------------------------------ */

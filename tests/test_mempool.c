@@ -486,6 +486,59 @@ TEST(test_a_thread_ending_in_the_allocator_of_a_create_leaves_no_pool)
     assert_int_equal(r.frees, 2);
 }
 
+/* While set, the backing free's next call ends the calling thread once
+ * it has freed the element, as a program's may (pthread_exit()). */
+static atomic_int free_ends_thread;
+
+static void exiting_free(void *elem, void *data)
+{
+    rec_free(elem, data);
+    if (atomic_exchange(&free_ends_thread, 0))
+        pthread_exit(NULL);
+}
+
+struct free_and_end {
+    struct rcl_mempool *pool;
+    void *elem;
+};
+
+static void *frees_and_ends(void *arg)
+{
+    struct free_and_end *f = arg;
+    rcl_mempool_free(f->elem, f->pool);
+    return NULL;
+}
+
+/* A free whose backing free ends the thread counts the element as
+ * returned, as the free's return would. (It stayed counted as out: the
+ * destroy reported an element still allocated, and the pool, waiting
+ * for it, was never freed.) */
+TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
+{
+    struct recorder r;
+    pthread_t th;
+
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, exiting_free, &r);
+    assert_non_null(pool);
+    struct free_and_end f = { pool, rcl_mempool_alloc(pool, RCL_DEFAULT) };
+    assert_non_null(f.elem);               /* the allocator's: the reserve stays full */
+
+    atomic_store(&free_ends_thread, 1);
+    assert_int_equal(pthread_create(&th, NULL, frees_and_ends, &f), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(r.frees, 1);
+
+    test_reports_reset();
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 0);
+    assert_int_equal(r.frees, 2);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
 struct churn {
     struct rcl_mempool *pool;
     atomic_int stop;
