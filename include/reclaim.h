@@ -673,11 +673,14 @@ void   rcl_usage_sync(void);
  * (a v1 memory hierarchy first, else cgroup2), under the first mount of
  * its hierarchy that shows it. A cgroup no mount shows (one outside the
  * cgroup namespace's root reads "/../x") gives no cgroup limit, reported
- * once: no limit the process can see binds it. The binding limit is the
- * smallest set one from the process's cgroup up to the mount point, every
- * level however deep (a parent's limit holds its children); v2 "max" and
- * v1's huge "unlimited" value are no limit, and so is a limit at or above
- * physical memory. A limit of 0 is a limit, the tightest: the budget is
+ * once: no limit the process can see binds it. A cgroup whose directory is
+ * gone (the process moved to another, the old one removed) is followed:
+ * /proc/self/cgroup is read again, up to three times, and a cgroup still
+ * gone is reported as gone and gives no cgroup limit. The binding limit
+ * is the smallest set one from the process's cgroup up to the mount
+ * point, every level however deep (a parent's limit holds its children);
+ * v2 "max" and v1's huge "unlimited" value are no limit, and so is a limit
+ * at or above physical memory. A limit of 0 is a limit, the tightest: the budget is
  * then the least there is, 1 byte, and as under any cgroup limit below the
  * reserve, rcl_init() refuses a reserve and a move to it while running
  * sets the reserve aside (reported).

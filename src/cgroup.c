@@ -277,26 +277,43 @@ static int join(const char *mnt, const char *rel, struct rcl_cgroup *cg)
  * "/docker/x"), and one hierarchy may be mounted more than once, each
  * showing a different part. -EXDEV: mounted, but no mount shows it; the
  * mount's root is then no ancestor of the process's cgroup, and its
- * limits bind other processes, not this one. */
+ * limits bind other processes, not this one. -ESTALE: a mount shows it,
+ * but its directory is gone: a group with a process in it cannot be
+ * removed, so the process was moved out of it since /proc/self/cgroup
+ * was read, and the group removed. */
 static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
 {
     char mnt[PATH_MAX], mroot[PATH_MAX];
     unsigned n = 0;
+    int err = -EXDEV;
 
     if (!cgpath[0])
         return -ENOENT;
     for (; !find_mount(version, n, mnt, mroot, sizeof(mnt)); n++) {
         const char *rel = below_root(cgpath, mroot);
-        if (rel && !join(mnt, rel, cg)) {
+        if (!rel)
+            continue;
+        int jerr = join(mnt, rel, cg);
+        if (!jerr) {
             cg->version = version;
             return 0;
         }
+        if (jerr == -ENOENT)
+            err = -ESTALE;
     }
-    return n ? -EXDEV : -ENOENT;
+    return n ? err : -ENOENT;
 }
 
-/* A cgroup the mounts do not show is reported once: the same one found
- * again (each call of rcl_auto_limit(), each start) says nothing new. */
+/* How many times /proc/self/cgroup is read again when the group it named
+ * is gone. The kernel moves a process atomically, and a group is removed
+ * only once empty, so one more read names the group the process is in
+ * now; only a process moved again, and that group removed, between the
+ * two reads needs another. */
+#define CGROUP_REREADS 3
+
+/* A cgroup the mounts do not show, or one gone at every read, is reported
+ * once: the same one found again (each call of rcl_auto_limit(), each
+ * start) says nothing new. */
 static _Atomic uint64_t unseen_reported;
 
 static uint64_t hash_str(uint64_t h, const char *s)
@@ -306,20 +323,27 @@ static uint64_t hash_str(uint64_t h, const char *s)
     return h;
 }
 
-static void report_unseen(int version, const char *cgpath)
+static void report_unseen(int version, const char *cgpath, int err)
 {
     uint64_t h = hash_str(hash_str(0xcbf29ce484222325ull, rcl__root_prefix()), cgpath);
-    h = (h ^ (uint64_t)version) * 0x100000001b3ull;
+    h = (h ^ (uint64_t)version ^ ((uint64_t)-err << 8)) * 0x100000001b3ull;
     if (atomic_exchange(&unseen_reported, h) == h)
         return;
-    rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) is outside every "
-                "mount of its hierarchy: its limits cannot be read, and give no "
-                "automatic budget", cgpath, version);
+    if (err == -ESTALE)
+        rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) is gone: "
+                    "the process was moved to another group and this one removed, "
+                    "each of the %d times /proc/self/cgroup was read; its limits "
+                    "cannot be read, and give no automatic budget",
+                    cgpath, version, CGROUP_REREADS + 1);
+    else
+        rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) is outside "
+                    "every mount of its hierarchy: its limits cannot be read, and give "
+                    "no automatic budget", cgpath, version);
 }
 
-/* The memory cgroup: a v1 memory hierarchy when there is one (it is where
- * the limit lives on hybrid systems), else the unified hierarchy. */
-int rcl__cgroup_find(struct rcl_cgroup *cg)
+/* One read of /proc/self/cgroup and the search it leads to. -ESTALE, on
+ * all but the last read: the group named is gone, read again. */
+static int find_once(struct rcl_cgroup *cg, bool last)
 {
     char v1[PATH_MAX], v2[PATH_MAX];
     memset(cg, 0, sizeof(*cg));
@@ -329,11 +353,26 @@ int rcl__cgroup_find(struct rcl_cgroup *cg)
         int err = locate(version, path, cg);
         if (!err)
             return 0;
-        if (err == -EXDEV)
-            report_unseen(version, path);
+        /* Not the unified hierarchy in its place: on a hybrid system the
+         * process's new v1 group is where its limit is. */
+        if (err == -ESTALE && !last)
+            return err;
+        if (err == -EXDEV || err == -ESTALE)
+            report_unseen(version, path, err);
     }
     memset(cg, 0, sizeof(*cg));
     return -ENOENT;
+}
+
+/* The memory cgroup: a v1 memory hierarchy when there is one (it is where
+ * the limit lives on hybrid systems), else the unified hierarchy. */
+int rcl__cgroup_find(struct rcl_cgroup *cg)
+{
+    for (unsigned i = 0;; i++) {
+        int err = find_once(cg, i == CGROUP_REREADS);
+        if (err != -ESTALE)
+            return err;
+    }
 }
 
 /* Whether a limit file's value is a limit, and tighter than `best`. v2

@@ -376,6 +376,76 @@ TEST_WITH(test_a_cgroup_outside_one_mount_is_read_under_another, pressure_setup,
     assert_int_equal(rcl_auto_limit(), 224 * MiB);
 }
 
+/* The process moved between the library's read of /proc/self/cgroup and
+ * its look at the group: the file is a FIFO whose one reader gets
+ * `first`, and by the time that read ends the path names a plain file
+ * that holds `then`, as /proc/self/cgroup would after the move. */
+struct moved_cgroup {
+    char fifo[PATH_MAX], next[PATH_MAX];
+    const char *first;
+};
+
+static void *serve_one_cgroup_read(void *arg)
+{
+    struct moved_cgroup *m = arg;
+    int fd = open(m->fifo, O_WRONLY | O_CLOEXEC);      /* until the library reads */
+    if (fd < 0)
+        return NULL;
+    ssize_t n = write(fd, m->first, strlen(m->first));
+    (void)n;
+    rename(m->next, m->fifo);                  /* before the reader's end of file */
+    close(fd);
+    return NULL;
+}
+
+static void moved_after_the_first_read(struct moved_cgroup *m, pthread_t *th,
+                                       const char *first, const char *then)
+{
+    snprintf(m->fifo, sizeof(m->fifo), "%s/proc/self/cgroup", root);
+    snprintf(m->next, sizeof(m->next), "%s/proc/self/cgroup.next", root);
+    m->first = first;
+    put("proc/self/cgroup.next", then);
+    unlink(m->fifo);
+    assert_int_equal(mkfifo(m->fifo, 0600), 0);
+    assert_int_equal(pthread_create(th, NULL, serve_one_cgroup_read, m), 0);
+}
+
+/* The kernel moves a process to another group atomically, and removes a
+ * group only once it is empty: a group that is gone by the time it is
+ * looked at was left, and /proc/self/cgroup read again names the one the
+ * process is in now. (The gone group was reported outside every mount,
+ * and the cgroup's limit gave no budget.) */
+TEST_WITH(test_a_cgroup_gone_after_a_move_is_followed_to_the_new_one, pressure_setup,
+          pressure_teardown)
+{
+    struct moved_cgroup m;
+    pthread_t th;
+
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    alarm(10);                          /* a read that never comes fails here */
+    moved_after_the_first_read(&m, &th, "0::/app.slice/old.service\n",
+                               "0::/app.slice/svc.service\n");
+    assert_int_equal(rcl_auto_limit(), 448 * MiB);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    alarm(0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A group gone at every read is reported as gone, once, and gives no
+ * budget. (It was reported outside every mount, which it never was.) */
+TEST_WITH(test_a_cgroup_gone_at_every_read_is_reported_as_gone, pressure_setup,
+          pressure_teardown)
+{
+    fake_v2();
+    put("proc/self/cgroup", "0::/app.slice/old.service\n");
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(test_reports_seen_matching("\"/app.slice/old.service\" (cgroup v2) is "
+                                                "gone"), 1);
+    assert_int_equal(test_reports_seen_matching("outside every mount"), 0);
+}
+
 TEST_WITH(test_no_cgroup_at_all_is_half_of_physical_memory, pressure_setup, pressure_teardown)
 {
     put("proc/meminfo", "MemTotal:        4194304 kB\n");
