@@ -545,9 +545,12 @@ void   rcl_shutdown(void);
  * by rcl_mempool_resize() (the resize fails as a failed allocation would
  * fail it: the elements it had freed, the pool as it was) or by the
  * create's fill of the reserve (no pool is left), a backing free called
- * by rcl_mempool_free() (the element counts as returned), and a shrinker
- * that ends the background reclaimer's thread: that is reported, and the
- * next wake-up starts another reclaimer.
+ * by rcl_mempool_free() (the element counts as returned) or
+ * rcl_mempool_free_bulk() (the elements after it are returned too), a
+ * backing allocator or free called by rcl_mempool_alloc_bulk() (the call
+ * gives back what it had, as a failed one does), and a shrinker that ends
+ * the background reclaimer's thread: that is reported, and the next
+ * wake-up starts another reclaimer.
  *
  * Signal handlers. Exactly these calls are async-signal-safe, on the
  * thread the signal interrupted:

@@ -572,27 +572,45 @@ static void freed_twice(const struct rcl_mempool *pool, const void *elem)
                 "already (freed twice); left alone", elem, (void *)pool);
 }
 
-/* The backing free is the program's: a thread that ends in it
+/*
+ * The backing free is the program's: a thread that ends in it
  * (pthread_exit(), or a cancel at a cancellation point inside it) has
  * given the element back all the same, and the pool counts it so, or a
- * destroy would wait for it for ever. The handler's setjmp is paid here
- * only, out of line: a free into the reserve calls nothing of the
- * program's and needs none. */
-static void free_unwound(void *pool)
+ * destroy would wait for it for ever. So are the elements a bulk free had
+ * still to return (rest): the pool's since the call, and nobody else's
+ * to free now. They go first, while the element in hand still keeps the
+ * pool. The handler's setjmp is paid here only, out of line: a free into
+ * the reserve calls nothing of the program's and needs none.
+ */
+struct free_state {
+    struct rcl_mempool *pool;
+    void              **rest;
+    unsigned            nrest;
+};
+
+static void free_unwound(void *arg)
 {
+    struct free_state *fs = arg;
+
     rcl__asan_unwinding();
-    pool_put(pool);
+    for (unsigned i = 0; i < fs->nrest; i++)
+        rcl_mempool_free(fs->rest[i], fs->pool);
+    pool_put(fs->pool);
 }
 
-static __attribute__((noinline)) void free_to_backing(struct rcl_mempool *pool, void *elem)
+static __attribute__((noinline)) void free_to_backing(struct rcl_mempool *pool, void *elem,
+                                                      void **rest, unsigned nrest)
 {
-    pthread_cleanup_push(free_unwound, pool);
+    struct free_state fs = { pool, rest, nrest };
+
+    pthread_cleanup_push(free_unwound, &fs);
     pool->free(elem, pool->data);
     pthread_cleanup_pop(0);
     pool_put(pool);
 }
 
-void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
+static inline __attribute__((always_inline)) void free_one(void *elem, struct rcl_mempool *pool,
+                                                           void **rest, unsigned nrest)
 {
     if (!elem)
         return;
@@ -634,7 +652,12 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
         }
         pthread_mutex_unlock(&pool->lock);
     }
-    free_to_backing(pool, elem);
+    free_to_backing(pool, elem, rest, nrest);
+}
+
+void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
+{
+    free_one(elem, pool, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -650,29 +673,50 @@ void rcl_mempool_free(void *elem, struct rcl_mempool *pool)
  * holds; so whoever waits holds nothing, and whoever holds is not waiting.
  */
 
+/*
+ * What a bulk allocation holds across the backing allocator's and free's
+ * calls. It lives in the frame of rcl_mempool_alloc_bulk(), which pushes
+ * the one handler for the whole call: a thread that ends inside a call
+ * (pthread_exit(), or a cancel at a cancellation point inside it) gives
+ * back what it holds, as a failed attempt does, and leaves the waiters.
+ * elems[0..got) are held and not yet the caller's: they never left the
+ * pool's count. What changes after the handler's setjmp is volatile, for
+ * the reason struct resize_state's is.
+ */
+struct bulk_state {
+    struct rcl_mempool *pool;
+    void              **elems;
+    volatile unsigned   got;
+    volatile bool       waiting;    /* counted in the pool (pool_enter) */
+};
+
 /* Fills elems[got..n) from the backing allocator; stops at its first
- * failure. Returns how many elems hold now. */
-static unsigned bulk_from_allocator(struct rcl_mempool *pool, void **elems, unsigned got,
-                                    unsigned n, rcl_gfp_t gfp)
+ * failure. */
+static void bulk_from_allocator(struct bulk_state *st, unsigned n, rcl_gfp_t gfp)
 {
-    while (got < n) {
+    struct rcl_mempool *pool = st->pool;
+
+    while (st->got < n) {
         void *elem = pool->alloc(gfp, pool->data);
         if (!elem)
             break;
-        elems[got++] = elem;
+        st->elems[st->got] = elem;
+        st->got++;
     }
-    return got;
 }
 
 /* The rest from the reserve, only if it has all of them. */
-static bool bulk_from_reserve(struct rcl_mempool *pool, void **elems, unsigned got, unsigned n)
+static bool bulk_from_reserve(struct bulk_state *st, unsigned n)
 {
+    struct rcl_mempool *pool = st->pool;
     bool ok = false;
 
     pthread_mutex_lock(&pool->lock);
-    if (rd(pool->curr_nr) >= n - got) {
-        while (got < n)
-            elems[got++] = remove_element(pool);
+    if (rd(pool->curr_nr) >= n - st->got) {
+        while (st->got < n) {
+            st->elems[st->got] = remove_element(pool);
+            st->got++;
+        }
         ok = true;
     }
     pthread_mutex_unlock(&pool->lock);
@@ -683,35 +727,50 @@ static bool bulk_from_reserve(struct rcl_mempool *pool, void **elems, unsigned g
 
 /* Elements a failed attempt holds, which never left the pool's count:
  * into the reserve while it wants them (waking waiters), the rest to the
- * backing allocator. */
-static void bulk_give_back(struct rcl_mempool *pool, void **elems, unsigned got)
+ * backing allocator. Each is handed over before its call: one whose free
+ * ends the thread is the program's, never given back twice. */
+static void bulk_give_back(struct bulk_state *st)
 {
-    for (unsigned i = 0; i < got; i++) {
+    struct rcl_mempool *pool = st->pool;
+
+    while (st->got) {
+        unsigned i = st->got - 1;
+        st->got = i;
         pthread_mutex_lock(&pool->lock);
         if (reserve_wants(pool)) {
-            add_element(pool, elems[i]);
+            add_element(pool, st->elems[i]);
             pthread_cond_broadcast(&pool->wait);
             pthread_mutex_unlock(&pool->lock);
             continue;
         }
         pthread_mutex_unlock(&pool->lock);
-        pool->free(elems[i], pool->data);
+        pool->free(st->elems[i], pool->data);
     }
+}
+
+static void bulk_unwound(void *arg)
+{
+    struct bulk_state *st = arg;
+
+    rcl__asan_unwinding();
+    bulk_give_back(st);
+    if (st->waiting)
+        pool_leave(st->pool);
 }
 
 /* One attempt in the single allocation's order: light allocator, reserve,
  * allocator with the full flags, reserve. Whether elems[0..n) hold the
  * elements; if not, nothing is held. */
-static bool bulk_try(struct rcl_mempool *pool, void **elems, unsigned n,
-                     rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+static bool bulk_try(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
 {
-    unsigned got = bulk_from_allocator(pool, elems, 0, n, gfp_light);
-    if (got == n || bulk_from_reserve(pool, elems, got, n))
+    rcl__assert(st->got == 0);
+    bulk_from_allocator(st, n, gfp_light);
+    if (st->got == n || bulk_from_reserve(st, n))
         return true;
-    got = bulk_from_allocator(pool, elems, got, n, gfp_full);
-    if (got == n || bulk_from_reserve(pool, elems, got, n))
+    bulk_from_allocator(st, n, gfp_full);
+    if (st->got == n || bulk_from_reserve(st, n))
         return true;
-    bulk_give_back(pool, elems, got);
+    bulk_give_back(st);
     return false;
 }
 
@@ -739,18 +798,18 @@ static int bulk_wait(struct rcl_mempool *pool, unsigned n)
 /* Waits, and tries again, until all n can be had: 0 with elems[0..n)
  * held, or a negative errno with nothing held. Entered with pool->lock
  * held. */
-static int bulk_retry(struct rcl_mempool *pool, void **elems, unsigned n,
-                      rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+static int bulk_retry(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light,
+                      rcl_gfp_t gfp_full)
 {
     for (;;) {
-        int err = bulk_wait(pool, n);
+        int err = bulk_wait(st->pool, n);
         if (err)
             return err;
-        if (bulk_try(pool, elems, n, gfp_light, gfp_full)) {
-            pool_get(pool, n);              /* before we leave: they keep the pool */
+        if (bulk_try(st, n, gfp_light, gfp_full)) {
+            pool_get(st->pool, n);          /* before we leave: they keep the pool */
             return 0;
         }
-        pthread_mutex_lock(&pool->lock);
+        pthread_mutex_lock(&st->pool->lock);
     }
 }
 
@@ -758,16 +817,17 @@ static int bulk_retry(struct rcl_mempool *pool, void **elems, unsigned n,
  * allocation is (alloc_wait), and under the lock it first sleeps under:
  * a destroy, which takes the lock to wake the waiters, finds it asleep or
  * not yet counted. */
-static int bulk_wait_for(struct rcl_mempool *pool, void **elems, unsigned n,
-                         rcl_gfp_t gfp_light, rcl_gfp_t gfp_full)
+static int bulk_wait_for(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light,
+                         rcl_gfp_t gfp_full)
 {
+    struct rcl_mempool *pool = st->pool;
     int err;
 
     pthread_mutex_lock(&pool->lock);
     pool_enter(pool);
-    pthread_cleanup_push(pool_leave_cleanup, pool);
-    err = bulk_retry(pool, elems, n, gfp_light, gfp_full);
-    pthread_cleanup_pop(0);
+    st->waiting = true;
+    err = bulk_retry(st, n, gfp_light, gfp_full);
+    st->waiting = false;
     if (err == -ESHUTDOWN)
         dying_report("rcl_mempool_alloc_bulk", pool);
     pool_leave(pool);
@@ -792,8 +852,23 @@ static int bulk_check(struct rcl_mempool *pool, void **elems, unsigned n)
     return 0;
 }
 
+static int bulk_alloc(struct bulk_state *st, unsigned n, rcl_gfp_t gfp)
+{
+    rcl_gfp_t gfp_full = gfp | RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN;
+    rcl_gfp_t gfp_light = gfp_full & ~(RCL__DIRECT_RECLAIM | RCL__IO);
+
+    if (bulk_try(st, n, gfp_light, gfp_full)) {
+        pool_get(st->pool, n);
+        return 0;
+    }
+    if (!(gfp & RCL__DIRECT_RECLAIM))
+        return -ENOMEM;
+    return bulk_wait_for(st, n, gfp_light, gfp_full);
+}
+
 int rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
 {
+    struct bulk_state st = { .pool = pool, .elems = elems };
     int err = bulk_check(pool, elems, n);
     if (err || !n)
         return err;
@@ -803,16 +878,11 @@ int rcl_mempool_alloc_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
     rcl_gfp_t gfp = rcl_current_gfp(RCL_DEFAULT);
     if (gfp & RCL__DIRECT_RECLAIM)
         rcl_might_alloc(gfp);
-    rcl_gfp_t gfp_full = gfp | RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN;
-    rcl_gfp_t gfp_light = gfp_full & ~(RCL__DIRECT_RECLAIM | RCL__IO);
 
-    if (bulk_try(pool, elems, n, gfp_light, gfp_full)) {
-        pool_get(pool, n);
-        return 0;
-    }
-    if (!(gfp & RCL__DIRECT_RECLAIM))
-        return -ENOMEM;
-    return bulk_wait_for(pool, elems, n, gfp_light, gfp_full);
+    pthread_cleanup_push(bulk_unwound, &st);
+    err = bulk_alloc(&st, n, gfp);
+    pthread_cleanup_pop(0);
+    return err;
 }
 
 void rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
@@ -827,7 +897,7 @@ void rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
     /* One at a time, through the single free: each returned element may
      * complete a waiter's set. The pool may be gone after the last. */
     for (unsigned i = 0; i < n; i++)
-        rcl_mempool_free(elems[i], pool);
+        free_one(elems[i], pool, elems + i + 1, n - i - 1);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -22,6 +22,8 @@ static struct {
     atomic_int  fail_every;     /* every call but each n-th fails (0: none fail) */
     atomic_long calls, live;
     atomic_uint gfp_or;         /* every flag seen */
+    atomic_long exit_at;        /* the call that ends its thread (0: none) */
+    atomic_int  free_exits;     /* the next free ends its thread */
 } back;
 
 static void *back_alloc(rcl_gfp_t gfp, void *data)
@@ -29,6 +31,8 @@ static void *back_alloc(rcl_gfp_t gfp, void *data)
     (void)data;
     long call = atomic_fetch_add(&back.calls, 1);
     atomic_fetch_or(&back.gfp_or, gfp);
+    if (call + 1 == atomic_load(&back.exit_at))
+        pthread_exit(NULL);             /* as a program's allocator may */
     int every = atomic_load(&back.fail_every);
     if (atomic_load(&back.fail_all) || (every && call % every != 0))
         return NULL;
@@ -43,6 +47,8 @@ static void back_free(void *elem, void *data)
     (void)data;
     atomic_fetch_sub(&back.live, 1);
     free(elem);
+    if (atomic_exchange(&back.free_exits, 0))
+        pthread_exit(NULL);             /* as a program's free may */
 }
 
 static int bulk_setup(void **state)
@@ -52,6 +58,8 @@ static int bulk_setup(void **state)
     atomic_store(&back.calls, 0);
     atomic_store(&back.live, 0);
     atomic_store(&back.gfp_or, 0);
+    atomic_store(&back.exit_at, 0);
+    atomic_store(&back.free_exits, 0);
     return test_setup(state);
 }
 
@@ -281,6 +289,81 @@ TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_
     assert_int_equal(c.ret, -E2BIG);
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A backing allocator or free that ends its thread (pthread_exit())         */
+/* ------------------------------------------------------------------------ */
+
+static void *bulk_alloc_main(void *arg)
+{
+    struct bulk_call *c = arg;
+    c->ret = rcl_mempool_alloc_bulk(c->pool, c->elems, 4);
+    return NULL;
+}
+
+/* A bulk allocation whose allocator ends the thread ends the call as a
+ * failure would: the elements it had are given back. (They were held by
+ * nobody: the program's elements, or the budget's, lost for good.) */
+TEST_WITH(test_a_thread_ending_in_the_allocator_of_a_bulk_gives_back_what_it_had,
+          bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    struct bulk_call c = { .pool = p };
+    pthread_t th;
+
+    atomic_store(&back.exit_at, atomic_load(&back.calls) + 3);    /* two, then the end */
+    assert_int_equal(pthread_create(&th, NULL, bulk_alloc_main, &c), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    atomic_store(&back.exit_at, 0);
+    assert_int_equal(atomic_load(&back.live), RESERVE);
+    pool_done(p);
+}
+
+/* The same for a waiter, whose allocator ends the thread in a retry: it
+ * gives back what it had and leaves the pool's waiters. (The element it
+ * had was lost, and never came back to the backing free.) */
+TEST_WITH(test_a_waiter_ending_in_the_allocator_of_a_bulk_retry_gives_back_what_it_had,
+          bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    void *mine[RESERVE / 2];
+    struct bulk_call c;
+    pthread_t th = bulk_waiter_start(p, mine, &c);
+
+    atomic_store(&back.exit_at, atomic_load(&back.calls) + 2);    /* one, then the end */
+    atomic_store(&back.fail_all, 0);
+    rcl_mempool_free(mine[0], p);                 /* wakes it */
+    bulk_waiter_joined_within(th, 10);
+    atomic_store(&back.exit_at, 0);
+    assert_int_equal(rcl__mempool_waiters(p), 0);
+    rcl_mempool_free_bulk(p, mine + 1, RESERVE / 2 - 1);
+    pool_done(p);                       /* the one it had went to the reserve */
+}
+
+static void *bulk_free_main(void *arg)
+{
+    struct bulk_call *c = arg;
+    rcl_mempool_free_bulk(c->pool, c->elems, 3);
+    return NULL;
+}
+
+/* A bulk free whose backing free ends the thread returns the elements
+ * after that one too: they were the pool's from the call on. (They stayed
+ * counted as out, and the destroy waited for them for ever.) */
+TEST_WITH(test_a_thread_ending_in_a_backing_free_of_a_bulk_free_returns_the_rest,
+          bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    struct bulk_call c = { .pool = p };
+    pthread_t th;
+
+    assert_int_equal(rcl_mempool_alloc_bulk(p, c.elems, 3), 0);  /* the reserve stays full */
+    atomic_store(&back.free_exits, 1);
+    assert_int_equal(pthread_create(&th, NULL, bulk_free_main, &c), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&back.live), RESERVE);
     pool_done(p);
 }
 
