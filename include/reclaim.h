@@ -1246,7 +1246,9 @@ typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
  * init and destroy return 0 or a negative errno (-EINVAL for NULL).
  * Destroying a locked mutex, whichever thread holds it, is refused with
  * -EBUSY and reported, checker on or off, and the mutex left as it was
- * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). */
+ * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). The
+ * checker maps its own memory and never calls malloc(), so an annotated
+ * mutex may guard the program's own allocator. */
 int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
 void rcl_mutex_lock(rcl_mutex_t *m);
 /* The exception to the negative-errno rule, kept so that it drops in for

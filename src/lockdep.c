@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -131,20 +130,17 @@ static bool ld_exit_wait(struct ld_thread *t)
 static __attribute__((noinline, cold)) void ld_exit_report(const struct ld_thread *t)
 {
     struct site st;
-    struct report_buf *rb = calloc(1, sizeof(*rb));
-
-    if (!rb)
-        return;
+    struct report_buf *rb = NULL;
     int cancel = rcl__nocancel_begin();
+
     rcl__ld_site_self(&st);   /* a backtrace here is only the exit's frames */
     pthread_mutex_lock(&rcl__ld_graph_lock);
     /* A reset since: what the stack names is another graph's. */
-    if (ld_exit_holds(t))
+    if (ld_exit_holds(t) && (rb = rcl__ld_rb_get_locked(true)))
         rcl__ld_report_exit_locked(rb, t, &st);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
-    rcl__ld_report_emit(rb, true);
+    rcl__ld_reports_emit(&rb, 1);
     rcl__nocancel_end(cancel);
-    free(rb);
 }
 
 /* At thread exit, with the locks the thread still holds reported once (the
@@ -309,10 +305,10 @@ struct pending {
 static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
 {
     struct site st;
-    struct report_buf *rb = calloc(n + 1, sizeof(*rb));   /* [n]: the notes */
+    /* [0]: the notes, then each edge's cycle; taken only for a report. */
+    struct report_buf *rb[MAX_HELD + 1] = { NULL };
 
-    if (!rb)
-        return;
+    rcl__assert(n <= MAX_HELD);
     /* Symbolizing a report opens the program's files under the graph's
      * lock: cancellation points, where a cancel would leave the lock held
      * for every thread. A cancel waits for the program's next one. */
@@ -323,13 +319,16 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     if (atomic_load_explicit(&graph_gen, memory_order_relaxed) == ld_self->gen)
         for (unsigned i = 0; i < n; i++)
             rcl__ld_learn_locked(p[i].from, p[i].to, p[i].incarn, p[i].kind, p[i].gfp,
-                                 p[i].shrinker, &st, &rb[i], &rb[n]);
+                                 p[i].shrinker, &st, &rb[i + 1], &rb[0]);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
-    rcl__ld_report_emit(&rb[n], false);
-    for (unsigned i = 0; i < n; i++)
-        rcl__ld_report_emit(&rb[i], true);
+    /* Most new edges make no report, and need no cleanup handler's setjmp. */
+    for (unsigned i = 0; i <= n; i++) {
+        if (rb[i]) {
+            rcl__ld_reports_emit(rb, n + 1);
+            break;
+        }
+    }
     rcl__nocancel_end(cancel);
-    free(rb);
 }
 
 static const char *held_shrinker_name(const struct ld_thread *t)

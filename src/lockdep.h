@@ -56,6 +56,9 @@ unsigned long rcl__lockdep_count(void);
 /* The nodes the graph has made and the edges it holds (the tests' view of
  * its bounds). */
 void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges);
+/* The report buffers the checker has mapped, and how many of them a
+ * report holds now (the tests' view of them). */
+void rcl__lockdep_report_buffers(unsigned *mapped, unsigned *busy);
 void rcl__lockdep_atfork_prepare(void);
 void rcl__lockdep_atfork_parent(void);
 void rcl__lockdep_atfork_child(void);

@@ -6,19 +6,26 @@
  * A leaf: it knows locks and edges, nothing of memory or of the library's
  * other parts. Its fixed nodes (the reclaim pseudo-locks) come to it as
  * data from its client; a cycle it finds is written up by lockdep_report.c.
+ *
+ * Its memory never comes from malloc(): an annotated lock may sit inside
+ * the program's own allocator (a malloc wrapper, a cache allocator built
+ * on an rcl_mutex_t), and a new order learned there would enter that
+ * allocator again from inside its lock. The nodes are a fixed table, the
+ * edges chunks this file maps itself, each node's edges a chain through
+ * them; a reset unmaps the chunks.
  */
 #include "lockdep_internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 pthread_mutex_t rcl__ld_graph_lock = PTHREAD_MUTEX_INITIALIZER;
 struct node     rcl__ld_nodes[MAX_NODES];
 unsigned        rcl__ld_nr_nodes;
-struct edge   **rcl__ld_edges;
 unsigned        rcl__ld_nr_edges;
-static unsigned nr_edge_slots, cap_edges;
+struct edge    *rcl__ld_edge_chunks[MAX_EDGES / EDGE_CHUNK];
+static unsigned nr_edge_slots;
 static uint32_t edge_free = UINT32_MAX;   /* the free slots, chained */
 static uint64_t edge_serial;
 static uint32_t class_free;               /* unregistered classes' nodes, chained */
@@ -170,9 +177,10 @@ static bool reach_locked(uint32_t start, uint32_t target)
         uint32_t u = bfs_queue[head++];
         if (u == target)
             return true;
-        for (unsigned i = 0; i < rcl__ld_nodes[u].nout; i++) {
-            uint32_t ei = rcl__ld_nodes[u].out[i];
-            uint32_t v = rcl__ld_edges[ei]->to;
+        const struct node *nu = &rcl__ld_nodes[u];
+        uint32_t ei = nu->out_first;
+        for (unsigned i = 0; i < nu->nout; i++, ei = ld_edge(ei)->next_out) {
+            uint32_t v = ld_edge(ei)->to;
             if (bfs_seen[v] != bfs_stamp) {
                 bfs_seen[v] = bfs_stamp;
                 bfs_via[v] = ei;
@@ -184,27 +192,24 @@ static bool reach_locked(uint32_t start, uint32_t target)
 }
 
 /* A slot for a new edge, a dropped node's if there is one; UINT32_MAX
- * when there is no memory. */
+ * when there is no memory. The live edges are fewer than MAX_EDGES, and
+ * free slots go first, so the slots never outgrow the chunk table. */
 static uint32_t edge_slot_get(void)
 {
     if (edge_free != UINT32_MAX) {
         uint32_t ei = edge_free;
-        edge_free = rcl__ld_edges[ei]->next_free;
-        memset(rcl__ld_edges[ei], 0, sizeof(struct edge));
+        edge_free = ld_edge(ei)->next_free;
+        memset(ld_edge(ei), 0, sizeof(struct edge));
         return ei;
     }
-    if (nr_edge_slots == cap_edges) {
-        unsigned cap = cap_edges ? cap_edges * 2 : 256;
-        struct edge **ne = realloc(rcl__ld_edges, cap * sizeof(*ne));
-        if (!ne)
+    rcl__assert(nr_edge_slots < MAX_EDGES);
+    if (nr_edge_slots % EDGE_CHUNK == 0) {
+        void *c = mmap(NULL, EDGE_CHUNK * sizeof(struct edge), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (c == MAP_FAILED)
             return UINT32_MAX;
-        rcl__ld_edges = ne;
-        cap_edges = cap;
+        rcl__ld_edge_chunks[nr_edge_slots / EDGE_CHUNK] = c;
     }
-    struct edge *e = calloc(1, sizeof(*e));
-    if (!e)
-        return UINT32_MAX;
-    rcl__ld_edges[nr_edge_slots] = e;
     return nr_edge_slots++;
 }
 
@@ -218,18 +223,10 @@ static uint32_t edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
     if (rcl__ld_nr_edges >= MAX_EDGES)
         return UINT32_MAX;
     struct node *f = &rcl__ld_nodes[from];
-    if (f->nout == f->capout) {
-        unsigned cap = f->capout ? f->capout * 2 : 4;
-        uint32_t *no = realloc(f->out, cap * sizeof(*no));
-        if (!no)
-            return UINT32_MAX;
-        f->out = no;
-        f->capout = cap;
-    }
     uint32_t ei = edge_slot_get();
     if (ei == UINT32_MAX)
         return UINT32_MAX;
-    struct edge *e = rcl__ld_edges[ei];
+    struct edge *e = ld_edge(ei);
     e->serial = ++edge_serial;
     e->from = from;
     e->to = to;
@@ -243,7 +240,14 @@ static uint32_t edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
         e->nframes = st->nframes;
         memcpy(e->frames, st->frames, sizeof(e->frames));
     }
-    f->out[f->nout++] = ei;
+    /* At the chain's end: the cycle search follows edges in the order they
+     * were learned, as it always has. */
+    if (f->nout)
+        ld_edge(f->out_last)->next_out = ei;
+    else
+        f->out_first = ei;
+    f->out_last = ei;
+    f->nout++;
     rcl__ld_nr_edges++;
     edge_publish(ld_edge_key(from, to));
     return ei;
@@ -259,13 +263,19 @@ bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
  * slot onto the free list. */
 static void edge_del_locked(uint32_t ei)
 {
-    struct edge *e = rcl__ld_edges[ei];
+    struct edge *e = ld_edge(ei);
     struct node *f = &rcl__ld_nodes[e->from];
-    unsigned i = 0;
+    uint32_t prev = UINT32_MAX, cur = f->out_first;
 
-    while (f->out[i] != ei)
-        i++;
-    f->out[i] = f->out[--f->nout];
+    for (unsigned i = 0; cur != ei; i++, prev = cur, cur = ld_edge(cur)->next_out)
+        rcl__assert(i + 1 < f->nout);
+    if (prev == UINT32_MAX)
+        f->out_first = e->next_out;
+    else
+        ld_edge(prev)->next_out = e->next_out;
+    if (f->out_last == ei)
+        f->out_last = prev;
+    f->nout--;
     edge_unpublish(ld_edge_key(e->from, e->to));
     e->from = 0;
     e->next_free = edge_free;
@@ -285,7 +295,7 @@ void rcl__ld_nodes_drop_locked(uint32_t first, unsigned n)
     rcl__assert_held(&rcl__ld_graph_lock);
     rcl__assert(first && first + n <= rcl__ld_nr_nodes);
     for (uint32_t ei = 0; ei < nr_edge_slots; ei++) {
-        const struct edge *e = rcl__ld_edges[ei];
+        const struct edge *e = ld_edge(ei);
         if (e->from && (in_range(e->from, first, n) || in_range(e->to, first, n)))
             edge_del_locked(ei);
     }
@@ -308,10 +318,10 @@ void rcl__ld_class_drop_locked(uint32_t id)
 
 void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                           rcl_gfp_t gfp, const char *shrinker, const struct site *st,
-                          struct report_buf *rb, struct report_buf *note)
+                          struct report_buf **rb, struct report_buf **note)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
-    rcl__assert(!rb->len);     /* each edge's cycle has a report of its own */
+    rcl__assert(!*rb);         /* each edge's cycle has a report of its own */
     /* The thread read `to` without the lock: it may be another node now. */
     if (rcl__ld_nodes[to].dropped ||
         (incarn != INCARN_CLASS && rcl__ld_nodes[to].incarn != incarn) ||
@@ -321,13 +331,17 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
     if (added == UINT32_MAX) {
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
-            rcl__ld_rb_add(note, "lock checker: %u dependencies recorded, the table is full; "
+            if (!*note)
+                *note = rcl__ld_rb_get_locked(false);
+            if (*note)
+                rcl__ld_rb_add(*note, "lock checker: %u dependencies recorded, the table is full; "
                                  "new lock orders are no longer checked", rcl__ld_nr_edges);
         }
         return;
     }
-    if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && !note->len)
-        rcl__ld_rb_add(note, "lock checker: new dependency %s \u2192 %s (thread \"%s\")",
+    if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && !*note &&
+        (*note = rcl__ld_rb_get_locked(false)))
+        rcl__ld_rb_add(*note, "lock checker: new dependency %s \u2192 %s (thread \"%s\")",
                        rcl__ld_nodes[from].name, rcl__ld_nodes[to].name, st ? st->thread : "");
 
     /* The new edge closes a cycle iff `from` is reachable from `to`. */
@@ -339,28 +353,26 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
     /* Walk back from `from` to `to` along the BFS tree. */
     uint32_t path[64];
     unsigned np = 0;
-    for (uint32_t v = from; v != to && np < 64; v = rcl__ld_edges[bfs_via[v]]->from)
+    for (uint32_t v = from; v != to && np < 64; v = ld_edge(bfs_via[v])->from)
         path[np++] = bfs_via[v];
     for (unsigned i = np; i > 0 && len < 64; i--)
         cyc[len++] = path[i - 1];
-    if (rcl__ld_cycle_seen_locked(cyc, len))
+    if (rcl__ld_cycle_seen_locked(cyc, len) || !(*rb = rcl__ld_rb_get_locked(true)))
         return;
-    rcl__ld_report_cycle_locked(rb, cyc, len);
+    rcl__ld_report_cycle_locked(*rb, cyc, len);
 }
 
 /* Everything learned goes; the next use lays the fixed part down again. */
 void rcl__ld_graph_clear_locked(void)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
-    for (unsigned i = 0; i < nr_edge_slots; i++)
-        free(rcl__ld_edges[i]);
-    free(rcl__ld_edges);
-    rcl__ld_edges = NULL;
-    rcl__ld_nr_edges = nr_edge_slots = cap_edges = 0;
+    for (unsigned c = 0; c * EDGE_CHUNK < nr_edge_slots; c++) {
+        munmap(rcl__ld_edge_chunks[c], EDGE_CHUNK * sizeof(struct edge));
+        rcl__ld_edge_chunks[c] = NULL;
+    }
+    rcl__ld_nr_edges = nr_edge_slots = 0;
     edge_free = UINT32_MAX;
     class_free = 0;
-    for (unsigned i = 0; i < rcl__ld_nr_nodes; i++)
-        free(rcl__ld_nodes[i].out);
     rcl__ld_nr_nodes = 0;
     for (unsigned i = 0; i < EDGE_SLOTS; i++)
         atomic_store_explicit(&rcl__ld_edge_set[i], 0, memory_order_relaxed);

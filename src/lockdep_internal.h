@@ -61,8 +61,8 @@ struct node {
     unsigned           incarn;    /* how often the node was dropped */
     bool               dropped;   /* and not made again yet */
     uint32_t           next_free; /* a dropped class's: the next one */
-    uint32_t          *out;       /* indices into edges[] */
-    unsigned           nout, capout;
+    uint32_t           out_first, out_last;  /* its edges, chained by next_out */
+    unsigned           nout;
 };
 
 enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
@@ -70,6 +70,7 @@ enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
 struct edge {
     uint32_t       from, to;      /* from 0: a free slot */
     uint32_t       next_free;     /* a free slot's next, in the free list */
+    uint32_t       next_out;      /* the next edge out of `from` */
     uint64_t       serial;        /* never the same twice, unlike the slot */
     enum edge_kind kind;
     rcl_gfp_t      gfp;           /* EDGE_ALLOC: the allocation's masked flags */
@@ -102,8 +103,17 @@ extern const unsigned rcl__ld_nr_fixed_edges;
 extern pthread_mutex_t rcl__ld_graph_lock;
 extern struct node     rcl__ld_nodes[MAX_NODES];
 extern unsigned        rcl__ld_nr_nodes;             /* under the graph lock */
-extern struct edge   **rcl__ld_edges;                /* under the graph lock */
 extern unsigned        rcl__ld_nr_edges;             /* live edges, ditto */
+
+/* The edges, in chunks the checker maps itself (lockdep_graph.c says why)
+ * and addressed by slot; under the graph lock. */
+#define EDGE_CHUNK  256
+extern struct edge    *rcl__ld_edge_chunks[MAX_EDGES / EDGE_CHUNK];
+
+static inline struct edge *ld_edge(uint32_t ei)
+{
+    return &rcl__ld_edge_chunks[ei / EDGE_CHUNK][ei % EDGE_CHUNK];
+}
 
 /* The lock-free set of known edges: key (from << 32 | to), linear probing.
  * A key is published after its edge is in the graph. An edge goes only
@@ -172,12 +182,13 @@ struct report_buf;
 #define INCARN_CLASS UINT_MAX
 
 /* Adds a learned edge (none where either end was dropped, or `to` made
- * again, since the thread read incarn, unless INCARN_CLASS) and, when it closes a cycle not
- * reported before, writes the report into rb, this edge's alone (empty on
- * entry). Verbose mode also notes the new dependency. */
+ * again, since the thread read incarn, unless INCARN_CLASS) and, when it
+ * closes a cycle not reported before, writes the report into a buffer it
+ * takes for *rb, this edge's alone (NULL on entry). Verbose mode also
+ * notes the new dependency, in *note, taken at its first line. */
 void     rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                               rcl_gfp_t gfp, const char *shrinker, const struct site *st,
-                              struct report_buf *rb, struct report_buf *note);
+                              struct report_buf **rb, struct report_buf **note);
 /* A class's node id in the graph of generation gen, registering it. */
 uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *c, unsigned gen);
 void     rcl__ld_graph_clear_locked(void);
@@ -188,10 +199,13 @@ void     rcl__ld_graph_clear_locked(void);
 
 /* Reports are composed under the graph lock into this buffer and handed to
  * rcl__report() after the lock is dropped: the user's report function may
- * take annotated locks of its own. */
+ * take annotated locks of its own. The buffers are the checker's own
+ * mappings, never the program's allocator's (lockdep_report.c). */
 struct report_buf {
     char   text[3800];
     size_t len;
+    bool   counts;                /* rcl_lockdep_reports() counts it */
+    struct report_buf *next;      /* a free buffer's, in the free list */
 };
 
 extern const char *const rcl__ld_class_name[NCLASS];
@@ -203,10 +217,17 @@ void rcl__ld_rb_add(struct report_buf *rb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n);
 void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, unsigned len);
-/* Hands the report to the channel; `counts`: rcl_lockdep_reports() counts it. */
-void rcl__ld_report_emit(struct report_buf *rb, bool counts);
 /* This thread's name and id, no frames. */
 void rcl__ld_site_self(struct site *st);
+/* An empty report buffer; NULL when no memory is left for one (the report
+ * is lost, as a report formatted nowhere would be). `counts`: its report
+ * is one of rcl_lockdep_reports(). */
+struct report_buf *rcl__ld_rb_get_locked(bool counts);
+struct report_buf *rcl__ld_rb_get(bool counts);
+/* Hands the reports in rbs[] (NULL entries skipped) to the channel in
+ * order, and gives every buffer back, also when a report function ends
+ * its thread. */
+void rcl__ld_reports_emit(struct report_buf *const *rbs, unsigned n);
 /* This thread's name, id and backtrace, less `skip` innermost frames. */
 void rcl__ld_site_capture(struct site *st, int skip);
 /* The same from the frame that returns to `ret` (a public call's

@@ -25,7 +25,6 @@
 
 #include <execinfo.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define MAX_DOMAINS 64
@@ -273,7 +272,7 @@ static inline __attribute__((always_inline)) void site_report_once(const char *w
 
     struct report_buf *rb;
     char buf[64];
-    if (rcl__ld_site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
+    if (rcl__ld_site_seen(sig) || !(rb = rcl__ld_rb_get(true)))
         return;
     rcl__ld_rb_add(rb, "lock checker: %s (%s) in thread \"%s\" (tid %ld), at:\n", what,
                    rcl__gfp_str(gfp, buf, sizeof(buf)), st.thread, st.tid);
@@ -283,8 +282,7 @@ static inline __attribute__((always_inline)) void site_report_once(const char *w
                        "loop), but this allocation may block in reclaim. Usual fixes: allocate "
                        "with RCL_NOWAIT here and handle failure, or allocate before entering the "
                        "scope.");
-    rcl__ld_report_emit(rb, true);
-    free(rb);
+    rcl__ld_reports_emit(&rb, 1);
 }
 
 /*
@@ -303,7 +301,7 @@ static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, r
 
     struct report_buf *rb;
     char buf[64];
-    if (rcl__ld_site_seen(sig) || !(rb = calloc(1, sizeof(*rb))))
+    if (rcl__ld_site_seen(sig) || !(rb = rcl__ld_rb_get(true)))
         return;
     rcl__ld_rb_add(rb, "lock checker: NOFAIL allocation inside a %s scope (%s) in thread \"%s\" "
                        "(tid %ld); allocated at:\n", scope, rcl__gfp_str(gfp, buf, sizeof(buf)),
@@ -321,8 +319,7 @@ static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, r
                        "direct reclaim, so it takes part of the reserve and then sleeps until the "
                        "background reclaimer or other threads free memory. Usual fixes: allocate "
                        "before opening the scope, or without NOFAIL and handle the failure.");
-    rcl__ld_report_emit(rb, true);
-    free(rb);
+    rcl__ld_reports_emit(&rb, 1);
 }
 
 /* An allocation asked with gfp is about to charge: it may sleep (checked
@@ -483,15 +480,14 @@ void rcl__lockdep_scope_put(unsigned bits)
 static void scope_report(const struct site *st, const char *whose, unsigned bits,
                          const char *what, const char *fix)
 {
-    struct report_buf *rb = calloc(1, sizeof(*rb));
+    struct report_buf *rb = rcl__ld_rb_get(true);
     if (!rb)
         return;
     rcl__ld_rb_add(rb, "lock checker: %s 0x%x %s; in thread \"%s\" (tid %ld), at:\n", whose,
                    bits, what, st->thread, st->tid);
     rcl__ld_rb_frames(rb, st->frames, st->nframes);
     rcl__ld_rb_add(rb, "  Usual fix: %s.", fix);
-    rcl__ld_report_emit(rb, true);
-    free(rb);
+    rcl__ld_reports_emit(&rb, 1);
 }
 
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before)

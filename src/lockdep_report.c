@@ -4,14 +4,19 @@
  * its chain, one line per dependency with where it was first seen, and
  * what it means; the memory of what was reported already, so each cycle
  * and each site is told once; handing the text to the report channel.
+ *
+ * The buffers reports are composed in are the checker's own, mapped in
+ * chunks and kept on a free list, never malloc()'s: an annotated lock may
+ * sit inside the program's allocator, and a report made there would enter
+ * that allocator again from inside its lock. A reset unmaps them.
  */
 #include "lockdep_internal.h"
 
 #include <execinfo.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -33,6 +38,16 @@ void rcl__ld_site_self(struct site *st)
     pthread_getname_np(pthread_self(), st->thread, sizeof(st->thread));
     st->tid = (long)syscall(SYS_gettid);
 }
+/* A mapping of report buffers. Under the graph lock, as is the free list:
+ * a buffer is taken there for a cycle found, and reports are rare. */
+#define RB_CHUNK 8
+struct rb_chunk {
+    struct rb_chunk  *next;
+    struct report_buf rb[RB_CHUNK];
+};
+static struct rb_chunk   *rb_chunks;
+static struct report_buf *rb_free;
+static unsigned           rb_busy;   /* taken and not given back */
 
 __attribute__((noinline)) void rcl__ld_site_capture(struct site *st, int skip)
 {
@@ -159,7 +174,6 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
 {
     rcl__assert_held(&rcl__ld_graph_lock);
     const struct node *nodes = rcl__ld_nodes;
-    struct edge *const *edges = rcl__ld_edges;
     bool reclaim = false;
     unsigned first = 0;
     const char *shrinker = NULL, *holder = NULL;
@@ -168,7 +182,7 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
      * the fix usually goes), else at the lock registered first. */
     uint64_t best = UINT64_MAX;
     for (unsigned i = 0; i < len; i++) {
-        const struct edge *e = edges[cyc[i]];
+        const struct edge *e = ld_edge(cyc[i]);
         uint64_t rank = (e->kind == EDGE_ALLOC ? 0 : 1ull << 32) | e->from;
         if (nodes[e->from].kind == NODE_LOCK && rank < best) {
             best = rank;
@@ -189,7 +203,7 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
      * the node after it names the reclaim well enough. */
     const char *last = NULL;
     for (unsigned k = 0; k <= len; k++) {
-        const struct edge *e = edges[cyc[(first + k) % len]];
+        const struct edge *e = ld_edge(cyc[(first + k) % len]);
         if (k < len && edge_is_silent(e))
             continue;
         const char *label = nodes[e->from].name;
@@ -199,7 +213,7 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
     }
     rcl__ld_rb_add(rb, "\n\n");
     for (unsigned k = 0; k < len; k++) {
-        const struct edge *e = edges[cyc[(first + k) % len]];
+        const struct edge *e = ld_edge(cyc[(first + k) % len]);
         if (!edge_is_silent(e))
             rb_edge(rb, e);
     }
@@ -208,13 +222,108 @@ void rcl__ld_report_cycle_locked(struct report_buf *rb, const uint32_t *cyc, uns
     cycle_what_it_means(rb, reclaim, holder, shrinker);
 }
 
-void rcl__ld_report_emit(struct report_buf *rb, bool counts)
+/* ------------------------------------------------------------------------ */
+/* Buffers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct report_buf *rcl__ld_rb_get_locked(bool counts)
 {
-    if (!rb->len)
-        return;
-    rcl__report("%s", rb->text);
-    if (counts)
-        rcl__ld_counted();
+    rcl__assert_held(&rcl__ld_graph_lock);
+    if (!rb_free) {
+        struct rb_chunk *c = mmap(NULL, sizeof(*c), PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (c == MAP_FAILED)
+            return NULL;
+        c->next = rb_chunks;
+        rb_chunks = c;
+        for (unsigned i = 0; i < RB_CHUNK; i++) {
+            c->rb[i].next = rb_free;
+            rb_free = &c->rb[i];
+        }
+    }
+    struct report_buf *rb = rb_free;
+    rb_free = rb->next;
+    rb_busy++;
+    rb->len = 0;
+    rb->text[0] = '\0';
+    rb->counts = counts;
+    return rb;
+}
+
+struct report_buf *rcl__ld_rb_get(bool counts)
+{
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    struct report_buf *rb = rcl__ld_rb_get_locked(counts);
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    return rb;
+}
+
+struct rb_set {
+    struct report_buf *const *rbs;
+    unsigned n;
+};
+
+/* Every buffer of the set goes back: after the last report, or when a
+ * report function ends its thread (pthread_exit()) in the middle, which
+ * would otherwise take them with it for the graph's life. */
+static void rb_set_put(void *arg)
+{
+    const struct rb_set *s = arg;
+
+    rcl__asan_unwinding();
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    for (unsigned i = 0; i < s->n; i++) {
+        struct report_buf *rb = s->rbs[i];
+        if (!rb)
+            continue;
+        rcl__assert(rb_busy);
+        rb_busy--;
+        rb->next = rb_free;
+        rb_free = rb;
+    }
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+}
+
+/* The cleanup handler's setjmp is paid here, where a report is made, and
+ * nowhere on the path of a lock whose order is known. */
+void rcl__ld_reports_emit(struct report_buf *const *rbs, unsigned n)
+{
+    struct rb_set s = { rbs, n };
+
+    pthread_cleanup_push(rb_set_put, &s);
+    for (unsigned i = 0; i < n; i++) {
+        if (!rbs[i] || !rbs[i]->len)
+            continue;
+        rcl__report("%s", rbs[i]->text);
+        if (rbs[i]->counts)
+            rcl__ld_counted();
+    }
+    pthread_cleanup_pop(1);
+}
+
+/* The buffers go with the graph; no thread may be inside the checker. */
+static void rb_unmap_locked(void)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    while (rb_chunks) {
+        struct rb_chunk *c = rb_chunks;
+        rb_chunks = c->next;
+        munmap(c, sizeof(*c));
+    }
+    rb_free = NULL;
+    rb_busy = 0;
+}
+
+void rcl__lockdep_report_buffers(unsigned *mapped, unsigned *busy)
+{
+    unsigned n = 0;
+
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    for (const struct rb_chunk *c = rb_chunks; c; c = c->next)
+        n += RB_CHUNK;
+    *mapped = n;
+    *busy = rb_busy;
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
 }
 
 /*
@@ -227,7 +336,7 @@ void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mu
 {
     struct report_buf *rb;
 
-    if (rcl__ld_site_seen(rcl__ld_site_sig(0x554e48ull, st)) || !(rb = calloc(1, sizeof(*rb))))
+    if (rcl__ld_site_seen(rcl__ld_site_sig(0x554e48ull, st)) || !(rb = rcl__ld_rb_get(true)))
         return;
     if (m)
         rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld) unlocked mutex %p of class "
@@ -243,8 +352,7 @@ void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mu
                        "lock once, on the thread that took it; annotate every acquire.",
                    m ? " The mutex was left as it was: a mutex unlocked by a thread that does "
                        "not own it would let a second thread into what it guards." : "");
-    rcl__ld_report_emit(rb, true);
-    free(rb);
+    rcl__ld_reports_emit(&rb, 1);
 }
 
 /*
@@ -289,7 +397,7 @@ void rcl__ld_report_exit_locked(struct report_buf *rb, const struct ld_thread *t
 void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine,
                                const struct site *st, bool counts)
 {
-    struct report_buf *rb = calloc(1, sizeof(*rb));
+    struct report_buf *rb = rcl__ld_rb_get(counts);
 
     if (!rb)
         return;
@@ -302,8 +410,7 @@ void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine
                        "is not the program's to free or reuse yet; destroyed, its holder's "
                        "unlock would be undefined. Usual fix: destroy a mutex after its last "
                        "unlock, once no thread can take it again.");
-    rcl__ld_report_emit(rb, counts);
-    free(rb);
+    rcl__ld_reports_emit(&rb, 1);
 }
 
 /* After the report is handed over, not before: a program (or a test) that
@@ -354,7 +461,7 @@ bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len)
      * taken again by edges of another cycle. Order-free: the same cycle
      * found from any edge. */
     for (unsigned i = 0; i < len; i++)
-        sig += ld_mix64(rcl__ld_edges[cyc[i]]->serial);
+        sig += ld_mix64(ld_edge(cyc[i])->serial);
     return seen_locked(reported_cycles, &nr_reported_cycles, MAX_CYCLES, sig);
 }
 
@@ -362,4 +469,5 @@ void rcl__ld_reports_clear_locked(void)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
     nr_reported_cycles = nr_reported_sites = 0;
+    rb_unmap_locked();
 }
