@@ -581,7 +581,10 @@ void   rcl_shutdown(void);
  * report, the first of them to use the library included, which starts it
  * (the allocation path's own locks and the thread's stock are safe then,
  * and a handler's call cannot start the library again inside that
- * start); elsewhere they take the ordinary path, which may call malloc()
+ * start), or inside the start another call makes (rcl_init(), or the
+ * first use by rcl_shrinker_register, rcl_io_flusher_set,
+ * rcl_io_flusher_reserve, rcl_might_alloc or rcl_lock_acquire); elsewhere
+ * they take the ordinary path, which may call malloc()
  * and take locks: unsafe if the thread was inside malloc() itself or
  * another library call. Bracket every handler that allocates. No other
  * library call may be made from a signal handler.

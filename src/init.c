@@ -196,6 +196,16 @@ static int start_locked(const struct rcl_config *cfg_in)
     return 0;
 }
 
+/*
+ * A start, whichever call makes it, runs with the thread inside the
+ * library's mark (thread.h): it holds init_lock, with the library not
+ * ready or ready before this thread is registered, and a signal handler
+ * that interrupted it and allocated on the ordinary path would start the
+ * library again inside it, waiting for that lock for ever, or register
+ * the thread inside the registration. Marked, the handler is served as
+ * one (alloc_signal.c). The mark nests: the calls that hold it for the
+ * whole call (rcl__busy_init()) keep it after the start.
+ */
 int rcl_init(const struct rcl_config *cfg)
 {
     struct rcl_config def;
@@ -205,6 +215,7 @@ int rcl_init(const struct rcl_config *cfg)
         config_from_process(&def);
         cfg = &def;
     }
+    unsigned busy = rcl__busy_hold(&rcl__self);
     rcl__fork_register();
     /* Starting reads files (cgroups, PSI): cancellation points, under
      * init_lock. */
@@ -214,6 +225,7 @@ int rcl_init(const struct rcl_config *cfg)
     err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
     life_unlock(&held);
     rcl__nocancel_end(cancel);
+    rcl__busy_drop(&rcl__self, busy);
     rcl__report_deliver(&held);
     return err;
 }
@@ -223,6 +235,7 @@ int rcl__init_slow(void)
     struct rcl__held_reports held;
     int err = 0;
 
+    unsigned busy = rcl__busy_hold(&rcl__self);
     rcl__fork_register();
     int cancel = rcl__nocancel_begin();
     life_lock();
@@ -246,6 +259,7 @@ int rcl__init_slow(void)
     }
     life_unlock(&held);
     rcl__nocancel_end(cancel);
+    rcl__busy_drop(&rcl__self, busy);
     rcl__report_deliver(&held);
     return err;
 }

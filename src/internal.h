@@ -79,12 +79,11 @@ static inline void rcl__ensure_init(void)
         rcl__init_slow();
 }
 /* First use with the thread inside the library's mark, returning what
- * rcl__busy_drop() puts back. A start holds the life cycle's lock (a
- * forked child's, with the library not ready until it is done): a signal
- * handler that interrupted it and called the library on the ordinary
- * path would start it again inside the first, waiting for that lock for
- * ever, or, once it reads ready, register the thread inside a call
- * reclaim.h promises it the handlers' path in. */
+ * rcl__busy_drop() puts back: for the calls reclaim.h promises a handler
+ * the handlers' path in. A start marks the thread itself, whatever call
+ * makes it (init.c says why); these keep the mark after it, where the
+ * thread's registration and the locks a handler's ordinary allocation
+ * would take follow. */
 static inline unsigned rcl__busy_init(void)
 {
     unsigned b = rcl__busy_hold(&rcl__self);

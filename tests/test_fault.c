@@ -683,32 +683,94 @@ static int handler_inside_start(void (*first_call)(void))
     return START_HUNG;
 }
 
-static void (*const first_calls[])(void) = {
-    first_uncharge, first_reclaim, first_usage, first_usage_sync, first_set_limit, first_limit,
-    first_footprint, first_stats_get, first_stats_shrinkers,
+struct first_call {
+    const char *name;
+    void (*call)(void);
+};
+
+static const struct first_call first_calls[] = {
+    { "rcl_uncharge", first_uncharge },
+    { "rcl_reclaim", first_reclaim },
+    { "rcl_usage", first_usage },
+    { "rcl_usage_sync", first_usage_sync },
+    { "rcl_set_limit", first_set_limit },
+    { "rcl_limit", first_limit },
+    { "rcl_footprint", first_footprint },
+    { "rcl_stats_get", first_stats_get },
+    { "rcl_stats_shrinkers", first_stats_shrinkers },
 };
 
 #define NR_FIRST_CALLS (sizeof(first_calls) / sizeof(first_calls[0]))
 
+/* The other calls that start the library. A handler may not interrupt
+ * the rest of them, but the start inside one is the same start. */
+static unsigned long none_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    return RCL_SHRINK_EMPTY;
+}
+
+static unsigned long none_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    return 0;
+}
+
+static const struct rcl_shrinker_ops none_ops = { .count = none_count, .scan = none_scan };
+static RCL_LOCK_CLASS(first_class, "first_lock");
+
+static void first_shrinker_register(void)
+{
+    struct rcl_shrinker *s = rcl_shrinker_register("none", &none_ops, NULL, NULL);
+    if (s)
+        rcl_shrinker_unregister(s);
+}
+static void first_io_flusher_set(void)
+{
+    (void)rcl_io_flusher_set(1);
+    (void)rcl_io_flusher_set(0);
+}
+static void first_io_flusher_reserve(void)
+{
+    if (rcl_io_flusher_reserve(64 * KiB, 0) == 0)
+        (void)rcl_io_flusher_reserve(0, 0);
+}
+static void first_init(void) { (void)rcl_init(NULL); }
+static void first_might_alloc(void) { rcl_might_alloc(RCL_DEFAULT); }
+static void first_lock_acquire(void)
+{
+    rcl_lock_acquire(&first_class);
+    rcl_lock_release(&first_class);
+}
+
+static const struct first_call other_first_calls[] = {
+    { "rcl_init", first_init },
+    { "rcl_shrinker_register", first_shrinker_register },
+    { "rcl_io_flusher_set", first_io_flusher_set },
+    { "rcl_io_flusher_reserve", first_io_flusher_reserve },
+    { "rcl_might_alloc", first_might_alloc },
+    { "rcl_lock_acquire", first_lock_acquire },
+};
+
+#define NR_OTHER_FIRST_CALLS (sizeof(other_first_calls) / sizeof(other_first_calls[0]))
+
 /* Each first call's handler, in a child of a parent that has the library
  * in the state the test set: how many were not served as a handler's
  * (named), and in *unseen how many starts made no wrapped call. */
-static unsigned first_calls_not_a_handlers(unsigned *unseen)
+static unsigned first_calls_not_a_handlers(const struct first_call *fc, size_t n,
+                                           unsigned *unseen)
 {
-    static const char *const name[] = {
-        "rcl_uncharge", "rcl_reclaim", "rcl_usage", "rcl_usage_sync", "rcl_set_limit", "rcl_limit",
-        "rcl_footprint", "rcl_stats_get", "rcl_stats_shrinkers",
-    };
     unsigned wrong = 0;
 
-    _Static_assert(sizeof(name) / sizeof(name[0]) == NR_FIRST_CALLS, "a name for each call");
     *unseen = 0;
-    for (size_t i = 0; i < NR_FIRST_CALLS; i++) {
-        int got = handler_inside_start(first_calls[i]);
+    for (size_t i = 0; i < n; i++) {
+        int got = handler_inside_start(fc[i].call);
         if (got == 0)
             (*unseen)++;
         else if (got != -1) {
-            fprintf(stderr, "%s: %s\n", name[i],
+            fprintf(stderr, "%s: %s\n", fc[i].name,
                     got == START_HUNG ? "hung" : "the handler got a block");
             wrong++;
         }
@@ -716,24 +778,38 @@ static unsigned first_calls_not_a_handlers(unsigned *unseen)
     return wrong;
 }
 
-TEST_BARE(test_a_handler_inside_a_threads_first_call_that_starts_the_library_is_a_handlers_call)
+/* The handler in each call's start, the library not started. */
+static void starts_are_a_handlers(const struct first_call *fc, size_t n)
 {
     struct sigaction sa = { .sa_handler = alloc_in_handler }, old;
-
     unsigned unseen;
 
     rcl_shutdown();
     rcl_set_report_fn(test_report_catch, NULL);    /* the children's: theirs */
     assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
-    unsigned wrong = first_calls_not_a_handlers(&unseen);
+    unsigned wrong = first_calls_not_a_handlers(fc, n, &unseen);
     assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
     rcl_set_report_fn(NULL, NULL);
     assert_int_equal(wrong, 0);
-    if (unseen == NR_FIRST_CALLS) {
+    if (unseen == n) {
         print_message("skipped: the library's start made no wrapped call (no pressure to "
                       "follow here)\n");
         skip();
     }
+}
+
+TEST_BARE(test_a_handler_inside_a_threads_first_call_that_starts_the_library_is_a_handlers_call)
+{
+    starts_are_a_handlers(first_calls, NR_FIRST_CALLS);
+}
+
+/* rcl_init(), a shrinker's registration, an I/O flusher's calls,
+ * rcl_might_alloc() and the first lock annotation start the library too:
+ * the start inside them is the same, and so is a handler that interrupts
+ * it. */
+TEST_BARE(test_a_handler_inside_the_start_made_by_any_other_first_call_is_a_handlers_call)
+{
+    starts_are_a_handlers(other_first_calls, NR_OTHER_FIRST_CALLS);
 }
 
 /* The same in a child forked while the pressure thread ran: its first
@@ -741,7 +817,7 @@ TEST_BARE(test_a_handler_inside_a_threads_first_call_that_starts_the_library_is_
  * library marked not ready until it is done. The parent's thread, which
  * the child's is, gave back its stock and cache first, so that the
  * handler's allocation cannot be served without a charge. */
-TEST_BARE(test_a_handler_inside_a_childs_first_call_that_restarts_the_library_is_a_handlers_call)
+static void restarts_are_a_handlers(const struct first_call *fc, size_t n)
 {
     struct rcl_config cfg = test_config(8 * MiB);
     struct sigaction sa = { .sa_handler = alloc_in_handler }, old;
@@ -758,17 +834,29 @@ TEST_BARE(test_a_handler_inside_a_childs_first_call_that_restarts_the_library_is
     assert_int_equal(rcl_init(&cfg), 0);
     rcl_usage_sync();
     assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
-    unsigned wrong = first_calls_not_a_handlers(&unseen);
+    unsigned wrong = first_calls_not_a_handlers(fc, n, &unseen);
     assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
     rcl_shutdown();
     test_reports_take();
     rcl_set_report_fn(NULL, NULL);
     assert_int_equal(wrong, 0);
-    if (unseen == NR_FIRST_CALLS) {
+    if (unseen == n) {
         print_message("skipped: the library's restart made no wrapped call (no pressure "
                       "to follow here)\n");
         skip();
     }
+}
+
+TEST_BARE(test_a_handler_inside_a_childs_first_call_that_restarts_the_library_is_a_handlers_call)
+{
+    restarts_are_a_handlers(first_calls, NR_FIRST_CALLS);
+}
+
+/* A child's rcl_init() and first lock annotation restart nothing (the
+ * library reads as started there): the other four do. */
+TEST_BARE(test_a_handler_inside_the_restart_made_by_any_other_first_call_is_a_handlers_call)
+{
+    restarts_are_a_handlers(other_first_calls, NR_OTHER_FIRST_CALLS);
 }
 
 /* The backend's failure fails an ordinary request with ENOMEM, and is
