@@ -1019,8 +1019,10 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * is put back as it was. The queue's threads run with cancellation off: a
  * pthread_cancel() of one is never acted on. A work function that calls
  * pthread_exit() ends its thread, reported: the item counts as finished,
- * and another worker takes the place of a worker that ended (a rescuer
- * that ended is not replaced). With the lock checker on, running an item holds
+ * and another worker takes the place of a worker that ended, another
+ * rescuer that of a rescuer (started at once, or, when no thread can be
+ * started then, at the queue's next failed worker start; reported). With
+ * the lock checker on, running an item holds
  * the lock class "wq:NAME" and flush/destroy acquire and release it, so
  * flushing while holding a lock the work takes is reported as the cycle it
  * is.

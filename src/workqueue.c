@@ -17,7 +17,9 @@
  *   - When a worker cannot be created, a queue made with RCL_WQ_MEM_RECLAIM
  *     "calls mayday": its rescuer thread, created with the queue, runs the
  *     pending items itself. The work a daemon needs to free memory therefore
- *     runs even when the process cannot get another thread.
+ *     runs even when the process cannot get another thread. The kernel's
+ *     rescuer never ends; one a work item ends here is replaced at once,
+ *     or, when no thread can be made then, at the queue's next mayday.
  *
  * Flushing uses ordinals instead of per-item sequence numbers: items leave
  * the FIFO in the order they entered it, so "everything queued before the
@@ -82,7 +84,10 @@ struct rcl_workqueue {
     bool                  creating;    /* someone is starting a worker */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
+    bool                  rescuer_lost;      /* ended, not replaced yet */
+    bool                  rescuer_starting;  /* someone is replacing it */
     _Atomic long long     create_fail_report;
+    _Atomic long long     rescuer_fail_report;
     struct wq_worker      rescuer;
     struct wq_worker     *workers;     /* [max_workers] */
     bool                  inherited;   /* made before a fork(), in the parent */
@@ -114,6 +119,8 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
 }
 
 static void *worker_main(void *arg);
+static void *rescuer_main(void *arg);
+static void rescuer_replace(struct rcl_workqueue *wq);
 
 /*
  * A work item forked, and in the child returned to the queue's thread,
@@ -179,10 +186,45 @@ static void create_worker(struct rcl_workqueue *wq)
         wq->mayday = false;
     } else {
         wq->nr_idle--;
+        /* The mayday a rescuer that ended was to answer: another try. */
+        if (wq->rescuer_lost)
+            rescuer_replace(wq);
         if (wq->has_rescuer) {
             wq->mayday = true;
             pthread_cond_signal(&wq->rescue);
         }
+    }
+    pthread_cond_broadcast(&wq->done);
+}
+
+/*
+ * Start the rescuer again, in the slot of the one that ended; wq->lock
+ * held, dropped meanwhile. The slot may still hold that one's re-run, an
+ * orphan the new rescuer takes first (take_orphan()). Not once the queue
+ * is stopping: its destroy joins the rescuer it finds then; nor in a
+ * child forked by a work item, where the queue runs nothing.
+ */
+static void rescuer_replace(struct rcl_workqueue *wq)
+{
+    rcl__assert_held(&wq->lock);
+    rcl__assert(!wq->has_rescuer);
+    if (wq->rescuer_starting || wq->state == WQ_STOPPING || unlikely(wq->inherited))
+        return;
+    wq->rescuer_starting = true;
+    pthread_mutex_unlock(&wq->lock);
+    int err = rcl__thread_start(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
+    /* With the lock let go, as create_worker()'s report. */
+    if (err)
+        rcl__report_limited(&wq->rescuer_fail_report,
+                            "workqueue %s: cannot start a new rescuer (%s); it is tried "
+                            "again at the queue's next mayday", wq->name, strerror(err));
+    pthread_mutex_lock(&wq->lock);
+    wq->rescuer_starting = false;
+    if (!err) {
+        wq->has_rescuer = true;
+        wq->rescuer_lost = false;
+        if (wq->mayday)
+            pthread_cond_signal(&wq->rescue);
     }
     pthread_cond_broadcast(&wq->done);
 }
@@ -217,10 +259,9 @@ static void item_ended_thread(void *arg)
         rcl_lock_release(&wq->cls);
     current_wq = NULL;
     rcl_context_restore(&r->saved);
-    rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); %s",
-                wq->name, (void *)r->w,
-                r->self == &wq->rescuer ? "the queue has no rescuer from now on"
-                                        : "another worker takes its place");
+    rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); another "
+                "%s takes its place", wq->name, (void *)r->w,
+                r->self == &wq->rescuer ? "rescuer" : "worker");
     pthread_mutex_lock(&wq->lock);
     worker_ended(wq, r->self);
     pthread_mutex_unlock(&wq->lock);
@@ -281,10 +322,14 @@ static struct wq_worker *executing(struct rcl_workqueue *wq, const struct rcl_wo
     return NULL;
 }
 
-static struct rcl_work *take_orphan(struct rcl_workqueue *wq, unsigned long long *ord)
+/* The taker's own slot first: a thread started in the slot of one that
+ * ended must not run another item with that one's re-run still there,
+ * which the end of its run would take as a re-run of its own. */
+static struct rcl_work *take_orphan(struct rcl_workqueue *wq, struct wq_worker *self,
+                                    unsigned long long *ord)
 {
     for (unsigned i = 0;; i++) {
-        struct wq_worker *o = slot(wq, i);
+        struct wq_worker *o = i ? slot(wq, i - 1) : self;
         if (o->again && !o->current) {
             struct rcl_work *w = o->again;
             *ord = o->again_ord;
@@ -292,7 +337,7 @@ static struct rcl_work *take_orphan(struct rcl_workqueue *wq, unsigned long long
             wq->nr_orphans--;
             return w;
         }
-        rcl__assert(i < wq->nr_workers);
+        rcl__assert(i <= wq->nr_workers);
     }
 }
 
@@ -340,7 +385,7 @@ static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
     struct rcl_work *w;
 
     if (wq->nr_orphans) {
-        w = take_orphan(wq, &ord);
+        w = take_orphan(wq, self, &ord);
     } else {
         w = wq->head;
         wq->head = w->rcl_next;
@@ -407,8 +452,9 @@ static void *worker_main(void *arg)
  * A worker's thread ended inside a work item; wq->lock held. Nobody will
  * join it, so it is detached and its slot taken by the next worker
  * started; it was busy, not idle, so the queue keeps an idle worker by
- * starting one now if it has none. A rescuer that ends leaves the queue
- * without one.
+ * starting one now if it has none. A rescuer that ends is replaced now:
+ * the queue's forward progress rests on it. A mayday raised stays raised
+ * for the new one.
  */
 static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
 {
@@ -426,7 +472,8 @@ static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
     pthread_detach(pthread_self());
     if (self == &wq->rescuer) {
         wq->has_rescuer = false;
-        wq->mayday = false;
+        wq->rescuer_lost = true;
+        rescuer_replace(wq);
     } else {
         self->gone = true;
         wq->nr_gone++;
@@ -639,7 +686,7 @@ int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
 /* Everything up to ordinal `upto` has been dequeued and finished. */
 static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
 {
-    if (wq->dequeued < upto || wq->creating)
+    if (wq->dequeued < upto || wq->creating || wq->rescuer_starting)
         return false;
     for (unsigned i = 0; i <= wq->nr_workers; i++) {
         const struct wq_worker *o = i < wq->nr_workers ? &wq->workers[i] : &wq->rescuer;

@@ -907,19 +907,89 @@ TEST(test_a_rerun_queued_behind_a_run_that_exits_its_thread_still_runs)
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
-/* The rescuer that runs such an item ends as well; the queue, left
- * without one, can still be flushed and destroyed. */
-TEST_WITH(test_a_rescuer_whose_work_exits_its_thread_leaves_a_queue_that_can_be_destroyed,
+/* The rescuer that runs such an item ends as well, and another takes its
+ * place, as the kernel's rescuer never ends: here, with no worker ever
+ * started, the next item still runs. */
+TEST_WITH(test_a_rescuer_whose_work_exits_its_thread_is_replaced_and_the_queue_still_runs_work,
           rescuer_setup, rescuer_teardown)
 {
     struct rcl_workqueue *wq = rcl_workqueue_create("exit-rescued", 1, RCL_WQ_MEM_RECLAIM);
     assert_non_null(wq);
     struct rcl_work ends;
+    struct probe after;
     rcl_work_init(&ends, exits_fn);
+    probe_init(&after, NULL);
     assert_int_equal(rcl_queue_work(wq, &ends), 0);
     assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
     assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("no rescuer from now on"), 1);
+    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
+/* The rescuer's replacement fails too, as a thread's start may when the
+ * rescuer is needed most: the queue's next mayday starts one, which then
+ * breaks a dependency between two items as the first rescuer would. */
+static atomic_int rescuer_starts;
+
+static int second_rescuer_fails(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    if (strcmp(what, "rescuer") == 0 && atomic_fetch_add(&rescuer_starts, 1) == 1)
+        return EAGAIN;
+    return limited_create(th, fn, arg, what);
+}
+
+static int second_rescuer_fails_setup(void **state)
+{
+    atomic_store(&rescuer_starts, 0);
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    rcl__thread_create_hook = second_rescuer_fails;
+    return test_setup(state);
+}
+
+/* Waits at most BOUND_MS for a report containing text. */
+static bool reported_in_time(const char *text)
+{
+    for (int ms = 0; ms < BOUND_MS; ms++) {
+        if (test_reports_seen_matching(text))
+            return true;
+        test_sleep_ms(1);
+    }
+    return false;
+}
+
+TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_at_the_next_mayday,
+          second_rescuer_fails_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("rescuer-later", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct gate g1, g2;
+    gate_init(&g1);
+    gate_init(&g2);
+    struct waiter a1 = { .until = &g1 }, a2 = { .until = &g2 };
+    struct opener b = { .gate = &g2 };
+    struct rcl_work ends;
+    rcl_work_init(&a1.work, waiter_fn);
+    rcl_work_init(&a2.work, waiter_fn);
+    rcl_work_init(&b.work, opener_fn);
+    rcl_work_init(&ends, exits_fn);
+
+    assert_int_equal(rcl_queue_work(wq, &a1.work), 0);
+    gate_wait_arrived(&g1, 1);                  /* the worker is stuck: mayday */
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    assert_true(reported_in_time("cannot start a new rescuer"));
+    gate_open(&g1);
+    assert_true(returns_in_time(flush_main, wq));
+
+    assert_int_equal(rcl_queue_work(wq, &a2.work), 0);
+    gate_wait_arrived(&g2, 1);                  /* stuck again: the next mayday */
+    assert_int_equal(rcl_queue_work(wq, &b.work), 0);
+    assert_true(returns_in_time(flush_main, wq));   /* only if a rescuer ran b */
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&rescuer_starts), 3);
+    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
     assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
 }
 
