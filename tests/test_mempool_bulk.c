@@ -296,6 +296,15 @@ TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_
 /* A backing allocator or free that ends its thread (pthread_exit())         */
 /* ------------------------------------------------------------------------ */
 
+/* fn(arg) on a thread of its own, which it may end, joined. */
+static void on_a_thread_of_its_own(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, fn, arg), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 static void *bulk_alloc_main(void *arg)
 {
     struct bulk_call *c = arg;
@@ -311,11 +320,9 @@ TEST_WITH(test_a_thread_ending_in_the_allocator_of_a_bulk_gives_back_what_it_had
 {
     struct rcl_mempool *p = pool_make();
     struct bulk_call c = { .pool = p };
-    pthread_t th;
 
     atomic_store(&back.exit_at, atomic_load(&back.calls) + 3);    /* two, then the end */
-    assert_int_equal(pthread_create(&th, NULL, bulk_alloc_main, &c), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    on_a_thread_of_its_own(bulk_alloc_main, &c);
     atomic_store(&back.exit_at, 0);
     assert_int_equal(atomic_load(&back.live), RESERVE);
     pool_done(p);
@@ -357,12 +364,10 @@ TEST_WITH(test_a_thread_ending_in_a_backing_free_of_a_bulk_free_returns_the_rest
 {
     struct rcl_mempool *p = pool_make();
     struct bulk_call c = { .pool = p };
-    pthread_t th;
 
     assert_int_equal(rcl_mempool_alloc_bulk(p, c.elems, 3), 0);  /* the reserve stays full */
     atomic_store(&back.free_exits, 1);
-    assert_int_equal(pthread_create(&th, NULL, bulk_free_main, &c), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    on_a_thread_of_its_own(bulk_free_main, &c);
     assert_int_equal(atomic_load(&back.live), RESERVE);
     pool_done(p);
 }
