@@ -1265,8 +1265,8 @@ int  rcl_mutex_destroy(rcl_mutex_t *m);
 
 /* Problems the checker reported since rcl_init (cycles, scope misuse,
  * NOWAIT sleeps, slow shrinkers). A report is counted once the report
- * function has returned from it: a thread that sees the count go up finds
- * the report where that function put it. */
+ * function has returned from it, or ended its thread in it: a thread that
+ * sees the count go up finds the report where that function put it. */
 unsigned long rcl_lockdep_reports(void);
 
 /* Every report the library makes (lock checker, bad frees, allocation
@@ -1277,7 +1277,22 @@ unsigned long rcl_lockdep_reports(void);
  * while the library starts or stops (a variable or a configuration
  * refused) reach it once that is done, outside the lock it takes: so its
  * allocation after rcl_init() refused a configuration is a first use,
- * which starts the library on the defaults and the environment. */
+ * which starts the library on the defaults and the environment.
+ *
+ * It may end the thread that made the report (pthread_exit(), or a cancel
+ * it lets in by turning cancellation on), as a logging wrapper that ends a
+ * worker at an error may: the thread leaves the report as a return would,
+ * so its cleanup handlers and thread-specific data destructors run in the
+ * scope and cancel state it had before the report, outside any report,
+ * and a lock checker's report is counted. The call that made the report
+ * ends there, no library lock held, as it would at a cancellation point.
+ * It must return from the reports made on the library's own threads (the
+ * background reclaimer, the pressure thread, a workqueue's workers and
+ * rescuer), which the library needs, from those made in a thread's exit
+ * (the lock checker's report of locks held at the exit, a workqueue's of
+ * a work item that ended its thread), where POSIX leaves a second end
+ * undefined, and from rcl_workqueue_create()'s report of a worker it
+ * could not start, made before the queue is the program's (it is lost). */
 typedef void (*rcl_report_fn)(const char *report, void *arg);
 void rcl_set_report_fn(rcl_report_fn fn, void *arg);
 

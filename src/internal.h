@@ -445,6 +445,10 @@ int rcl__parse_size(const char *s, size_t *out);
 int rcl__option_size_of(const char *s, uint64_t whole, uint64_t *out);
 
 void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, and counted() once the report function has returned from it
+ * or ended its thread in it: a count that goes up finds the report made. */
+void rcl__report_counted(void (*counted)(void), const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Reports the calling thread makes while it holds the life cycle's lock
  * (init.c), held back until it has let go of it: a report function may

@@ -685,13 +685,14 @@ int rcl_lock_class_unregister(struct rcl_lock_class *c)
         rcl__report("rcl_lock_class_unregister: class \"%s\" unregistered twice, with no "
                     "use in between", name);
     if (rc == -EBUSY) {
-        rcl__report("lock checker: rcl_lock_class_unregister() of class \"%s\", which thread "
-                    "%ld holds a lock of; the class stays registered. What it means: the lock "
-                    "is still in use, so the memory it lives in is not the program's to free "
-                    "yet. Usual fix: unregister the class after the last lock of it is "
-                    "released, as pthread_mutex_destroy() comes after the last unlock.",
-                    name, holder);
-        rcl__ld_counted();
+        rcl__report_counted(rcl__ld_counted,
+                            "lock checker: rcl_lock_class_unregister() of class \"%s\", which "
+                            "thread %ld holds a lock of; the class stays registered. What it "
+                            "means: the lock is still in use, so the memory it lives in is not "
+                            "the program's to free yet. Usual fix: unregister the class after "
+                            "the last lock of it is released, as pthread_mutex_destroy() comes "
+                            "after the last unlock.",
+                            name, holder);
     }
     return rc;
 }

@@ -380,14 +380,15 @@ static void slow_shrinker_report(const char *name, unsigned long long ms, unsign
 {
     if (rcl__ld_site_seen(ld_mix64((uint64_t)(uintptr_t)name ^ 0x5157)))
         return;
-    rcl__report("lock checker: shrinker \"%s\" took %llu ms (bound %u ms) while the background "
-                "reclaimer waited on it. What it means: every allocation that needs the "
-                "background reclaimer to make room stalls meanwhile, and if the shrinker waits "
-                "for anything that needs memory, reclaim stops altogether. Usual fixes: do not "
-                "block in a shrinker - skip busy objects, use trylocks, and leave slow write-back "
-                "to a worker thread (as in the kernel: \"you should not block kswapd\").",
-                name, ms, bound);
-    rcl__ld_counted();
+    rcl__report_counted(rcl__ld_counted,
+                        "lock checker: shrinker \"%s\" took %llu ms (bound %u ms) while the "
+                        "background reclaimer waited on it. What it means: every allocation that "
+                        "needs the background reclaimer to make room stalls meanwhile, and if the "
+                        "shrinker waits for anything that needs memory, reclaim stops altogether. "
+                        "Usual fixes: do not block in a shrinker - skip busy objects, use "
+                        "trylocks, and leave slow write-back to a worker thread (as in the "
+                        "kernel: \"you should not block kswapd\").",
+                        name, ms, bound);
 }
 
 void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t gfp)

@@ -294,9 +294,7 @@ void rcl__ld_reports_emit(struct report_buf *const *rbs, unsigned n)
     for (unsigned i = 0; i < n; i++) {
         if (!rbs[i] || !rbs[i]->len)
             continue;
-        rcl__report("%s", rbs[i]->text);
-        if (rbs[i]->counts)
-            rcl__ld_counted();
+        rcl__report_counted(rbs[i]->counts ? rcl__ld_counted : NULL, "%s", rbs[i]->text);
     }
     pthread_cleanup_pop(1);
 }
@@ -415,7 +413,8 @@ void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine
 
 /* After the report is handed over, not before: a program (or a test) that
  * sees the count go up, on any thread, finds the report where its report
- * function put it. */
+ * function put it. rcl__report_counted() calls it then, even for a report
+ * function that ends its thread. */
 void rcl__ld_counted(void)
 {
     atomic_fetch_add_explicit(&rcl__ld_nr_reports, 1, memory_order_release);

@@ -166,17 +166,14 @@ static bool shrinker_still_ours(const struct rcl_lru *lru)
 
 /* Frees a claimed LRU, or says why it may not (-EBUSY, -EDEADLK), leaving
  * it as it was. */
-static int lru_free(struct rcl_lru *lru)
+static int lru_free(struct rcl_lru *lru, unsigned long *left)
 {
-    unsigned long left = rd(lru->count);
-    if (left) {
-        /* The items are the caller's; freeing the head under them would
-         * leave them pointing at freed memory. Refuse, loudly, and leave
-         * the LRU as it was, shrinker included. */
-        rcl__report("rcl_lru_destroy: %lu items still on the LRU; "
-                    "not destroyed", left);
+    *left = rd(lru->count);
+    /* The items are the caller's; freeing the head under them would leave
+     * them pointing at freed memory. Refused, and the LRU left as it was,
+     * shrinker included. */
+    if (*left)
         return -EBUSY;
-    }
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
     if (lru->shrinker) {
@@ -206,9 +203,14 @@ int rcl_lru_destroy(struct rcl_lru *lru)
                     "never created); left alone", (void *)lru);
         return -EINVAL;
     }
-    int err = lru_free(lru);
+    unsigned long left;
+    int err = lru_free(lru, &left);
     if (err)
         rcl__fork_unclaim(&lru->fork);
+    /* Loudly, once the LRU is the program's again: a report function that
+     * ends its thread left it claimed by the destroy, never destroyed. */
+    if (err == -EBUSY)
+        rcl__report("rcl_lru_destroy: %lu items still on the LRU; not destroyed", left);
     return err;
 }
 

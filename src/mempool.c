@@ -417,13 +417,17 @@ void rcl_mempool_destroy(struct rcl_mempool *pool)
      * last of them to leave cannot free the pool under the wake-up. */
     uint64_t old = atomic_fetch_add(&pool->state, POOL_DYING + POOL_WAITER);
     rcl__assert(!(old & POOL_DYING));
-    destroy_report(pool, old);
     /* A waiter tests DYING under the lock before it sleeps: it saw the bit,
      * or it is asleep by the time the lock is ours and this wakes it. */
     pthread_mutex_lock(&pool->lock);
     pthread_cond_broadcast(&pool->wait);
     pthread_mutex_unlock(&pool->lock);
     pool_leave(pool);
+    /* Made once the destroy is done, from what it found then (the pool may
+     * be gone: only its address is named): a report function that ends
+     * its thread ended it with the waiters asleep and the destroy counted
+     * as one of them, the pool never freed. */
+    destroy_report(pool, old);
 }
 
 unsigned rcl__mempool_waiters(struct rcl_mempool *pool)

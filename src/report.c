@@ -41,8 +41,41 @@ static __thread unsigned reporting;
 
 unsigned rcl__reporting_depth(void) { return reporting; }
 
-/* The report function, or stderr, called the way a report must be. */
-static void deliver(const char *buf)
+/* What a report function's call changed, and the counter its report
+ * goes into (the lock checker's; NULL for most). */
+struct delivery {
+    unsigned scope;
+    int cancel;
+    void (*counted)(void);
+};
+
+static void delivery_end(const struct delivery *d)
+{
+    reporting--;
+    rcl__nocancel_end(d->cancel);
+    rcl_scope_restore(d->scope);
+    if (d->counted)
+        d->counted();
+}
+
+/*
+ * The report function ended its thread (pthread_exit(), or a cancel it
+ * let in): the thread leaves the report as a return would, so that its
+ * cleanup handlers and thread-specific data destructors run in its own
+ * scope and cancel state, outside any report, and the report is counted.
+ * It stays out of the library: the frames of the call that made the
+ * report go without their epilogues, and what runs next is the
+ * program's, or a library handler that marks the thread itself.
+ */
+static void delivery_unwound(void *arg)
+{
+    rcl__asan_unwinding();
+    delivery_end(arg);
+}
+
+/* The report function, or stderr, called the way a report must be. The
+ * cleanup handler's setjmp is paid by reports alone. */
+static void deliver(const char *buf, void (*counted)(void))
 {
     /* Busy while the lock is held: a signal handler's allocation that
      * fails then cannot come here for it. */
@@ -53,17 +86,18 @@ static void deliver(const char *buf)
     rcl__busy_drop(&rcl__self, busy);
 
     /* A report runs the user's code: keep it out of reclaim. Reports are
-     * made with library locks held, and stdio may be a cancellation point:
+     * made inside the program's callbacks that run under library locks
+     * (an isolate's, a shrinker's), and stdio may be a cancellation point:
      * a cancel waits until the report is out. */
-    unsigned saved = rcl_scope_save(RCL_SCOPE_NORECLAIM);
-    int cancel = rcl__nocancel_begin();
+    struct delivery d = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
+                          .cancel = rcl__nocancel_begin(), .counted = counted };
     busy = rcl__busy_out();
     reporting++;
+    pthread_cleanup_push(delivery_unwound, &d);
     (s.fn ? s.fn : report_stderr)(buf, s.arg);
-    reporting--;
+    pthread_cleanup_pop(0);
     rcl__busy_back(busy);
-    rcl__nocancel_end(cancel);
-    rcl_scope_restore(saved);
+    delivery_end(&d);
 }
 
 /* The thread whose reports are held (the one holding init.c's lock), and
@@ -107,27 +141,37 @@ static bool report_held(const char *msg)
 void rcl__report_deliver(const struct rcl__held_reports *r)
 {
     for (unsigned i = 0; i < r->n; i++)
-        deliver(r->msg[i]);
+        deliver(r->msg[i], NULL);
     if (r->lost)
         rcl__report("%u more reports made while the library started or stopped were lost",
                     r->lost);
 }
 
-static void report_va(const char *fmt, va_list ap)
+static void report_va(void (*counted)(void), const char *fmt, va_list ap)
 {
     /* Formatted on the stack: a report must not need the allocator that
      * may be what is failing. */
     char buf[4096];
     vsnprintf(buf, sizeof(buf), fmt, ap);
     if (!report_held(buf))
-        deliver(buf);
+        deliver(buf, counted);
+    else if (counted)
+        counted();
 }
 
 void rcl__report(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    report_va(fmt, ap);
+    report_va(NULL, fmt, ap);
+    va_end(ap);
+}
+
+void rcl__report_counted(void (*counted)(void), const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report_va(counted, fmt, ap);
     va_end(ap);
 }
 
@@ -139,7 +183,7 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    report_va(fmt, ap);
+    report_va(NULL, fmt, ap);
     va_end(ap);
 }
 

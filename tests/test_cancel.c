@@ -963,4 +963,105 @@ TEST(test_a_thread_ending_in_may_reclaim_outside_a_pass_keeps_its_scope)
     alarm(0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A report function that ends its thread                                    */
+/* ------------------------------------------------------------------------ */
+
+/* What the ending thread's cleanup handler found: its scope, its cancel
+ * state, how many reports it was inside, and the mark of a thread inside
+ * the library. -1: the handler did not run. */
+static atomic_int after_scope, after_cancel, after_reporting, after_busy;
+
+static void report_ends_the_thread(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (ends_here) {
+        ends_here = false;      /* its exit's own reports, if any, return */
+        pthread_exit(NULL);
+    }
+}
+
+static void records_after_the_report(void *arg)
+{
+    (void)arg;
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &cancel);
+    pthread_setcancelstate(cancel, NULL);
+    atomic_store(&after_scope, (int)rcl_scope_current());
+    atomic_store(&after_cancel, cancel);
+    atomic_store(&after_reporting, (int)rcl__reporting_depth());
+    atomic_store(&after_busy, (int)rcl__self.busy);
+}
+
+/* A double free in NOIO scope, its report's function ending the thread. */
+static void *frees_twice_and_ends(void *arg)
+{
+    (void)arg;
+    void *p = rcl_alloc(16, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    unsigned saved = rcl_scope_save(RCL_SCOPE_NOIO);
+    ends_here = true;
+    pthread_cleanup_push(records_after_the_report, NULL);
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    rcl_scope_restore(saved);
+    return NULL;                                /* not reached */
+}
+
+/* The report function may end its thread (a logging wrapper that ends a
+ * worker at an error): the thread leaves the report as a return would
+ * before the program's cleanup handlers run, in the scope it had (not the
+ * report's NORECLAIM), with cancellation as it was (not off), in no
+ * report (rcl_shutdown() is not refused there) and outside the library.
+ * (It ran them in NORECLAIM, with cancellation off, inside a report.) */
+TEST(test_a_thread_ending_in_the_report_function_leaves_the_report_before_its_cleanup)
+{
+    atomic_store(&after_scope, -1);
+    rcl_set_report_fn(report_ends_the_thread, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, frees_twice_and_ends, NULL), 0);
+    assert_null(join_in_time(th));
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("already freed");
+
+    assert_int_equal(atomic_load(&after_scope), (int)RCL_SCOPE_NOIO);
+    assert_int_equal(atomic_load(&after_cancel), PTHREAD_CANCEL_ENABLE);
+    assert_int_equal(atomic_load(&after_reporting), 0);
+    assert_int_equal(atomic_load(&after_busy), 0);
+}
+
+/* An unregister of a class the test's thread holds a lock of: refused,
+ * and reported by the lock checker, on a thread that holds no lock. */
+static void *unregisters_and_ends(void *cls)
+{
+    ends_here = true;
+    rcl_lock_class_unregister(cls);
+    return NULL;                                /* not reached */
+}
+
+/* A lock checker's report whose function ends the thread is counted all
+ * the same, as one that returns is after the return. (It was delivered
+ * and never counted.) */
+TEST(test_a_checker_report_whose_function_ends_its_thread_is_counted)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    assert_int_equal(rcl_init(&cfg), 0);
+    struct rcl_lock_class held = { .name = "held" };
+    rcl_lock_acquire(&held);
+
+    rcl_set_report_fn(report_ends_the_thread, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, unregisters_and_ends, &held), 0);
+    assert_null(join_in_time(th));
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("of class \"held\", which thread");
+    assert_int_equal(rcl_lockdep_reports(), 1);
+
+    rcl_lock_release(&held);
+    assert_int_equal(rcl_lock_class_unregister(&held), 0);
+}
+
 TEST_MAIN();

@@ -602,6 +602,45 @@ TEST(test_refused_destroy_keeps_the_lru_shrinkable)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* A report function that ends the thread that made the report, as a
+ * logging wrapper that ends a worker at an error may. */
+static __thread bool ends_in_report;
+
+static void report_and_end(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (ends_in_report)
+        pthread_exit(NULL);
+}
+
+static void *destroys_and_ends(void *l)
+{
+    ends_in_report = true;
+    rcl_lru_destroy(l);
+    return NULL;                                /* not reached */
+}
+
+/* A refused destroy reports once the LRU is the program's again: a report
+ * function that ends its thread there leaves it as a returned refusal
+ * does, destroyed once it is empty. (It stayed claimed by the destroy
+ * that never ended: every later destroy was refused as one of an LRU
+ * that is not live.) */
+TEST(test_a_refused_destroy_whose_report_ends_its_thread_leaves_the_lru_destroyable)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    fill_blobs(l, 4);
+    pthread_t th;
+
+    rcl_set_report_fn(report_and_end, NULL);
+    assert_int_equal(pthread_create(&th, NULL, destroys_and_ends, l), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("4 items still on the LRU");
+
+    empty_blobs(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* A free_fn that destroys its own LRU - the last item gone, so the LRU
  * looks empty - is refused: its scan would come back to a freed LRU. */
 static int destroy_from_free_fn;

@@ -710,6 +710,55 @@ TEST(test_destroy_wakes_a_waiter_which_fails_with_eshutdown)
     assert_int_equal(r.frees, 1);       /* the pool is gone: a went with it */
 }
 
+/* A report function that ends the thread that made the report, as a
+ * logging wrapper that ends a worker at an error may. */
+static __thread bool ends_in_report;
+
+static void report_and_end(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (ends_in_report)
+        pthread_exit(NULL);
+}
+
+static void *destroys_and_ends(void *pool)
+{
+    ends_in_report = true;
+    rcl_mempool_destroy(pool);
+    return NULL;                                /* not reached */
+}
+
+/* The destroy reports once it is done: a report function that ends its
+ * thread there leaves the waiter woken to fail, and the pool freed when
+ * its last element is back. (The gone destroy stayed counted as one of
+ * the waiters: the pool was never freed, and the waiter slept until its
+ * next retry.) */
+TEST(test_a_destroy_whose_report_ends_its_thread_still_frees_the_pool)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 1);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
+    assert_non_null(a);
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    pthread_t th, destroyer;
+    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
+    wait_for_waiters(pool, 1);
+
+    rcl_set_report_fn(report_and_end, NULL);
+    assert_int_equal(pthread_create(&destroyer, NULL, destroys_and_ends, pool), 0);
+    join_in_time(destroyer);
+    join_in_time(th);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_null(t.got);
+    assert_int_equal(t.err, ESHUTDOWN);
+
+    rcl_mempool_free(a, pool);          /* the last element: the pool goes */
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate");
+    assert_int_equal(r.frees, 1);
+}
+
 /* A pool with min_nr 0 and a failing allocator has a waiter with no
  * element out: destroyed then, it is freed by whichever of the destroy
  * and the woken waiter leaves it last, not at once under the waiter. */
