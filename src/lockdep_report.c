@@ -8,7 +8,8 @@
  * The buffers reports are composed in are the checker's own, mapped in
  * chunks and kept on a free list, never malloc()'s: an annotated lock may
  * sit inside the program's allocator, and a report made there would enter
- * that allocator again from inside its lock. A reset unmaps them.
+ * that allocator again from inside its lock. A reset unmaps them, once
+ * no report holds one.
  */
 #include "lockdep_internal.h"
 
@@ -299,10 +300,15 @@ void rcl__ld_reports_emit(struct report_buf *const *rbs, unsigned n)
     pthread_cleanup_pop(1);
 }
 
-/* The buffers go with the graph; no thread may be inside the checker. */
+/* The buffers go with the graph, unless a report still holds one: a
+ * thread whose exit nobody waits for may be reporting the locks it held
+ * while another shuts the library down. The pool then stays as it is, for
+ * the next graph, and that buffer comes back to it. */
 static void rb_unmap_locked(void)
 {
     rcl__assert_held(&rcl__ld_graph_lock);
+    if (rb_busy)
+        return;
     while (rb_chunks) {
         struct rb_chunk *c = rb_chunks;
         rb_chunks = c->next;

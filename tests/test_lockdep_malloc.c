@@ -16,7 +16,9 @@
  */
 #include "helpers.h"
 
+#include <semaphore.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "checker.h"
 #include "lockdep.h"
@@ -228,6 +230,59 @@ TEST_WITH(a_report_function_that_ends_its_thread_gives_the_report_buffer_back, h
     rcl__lockdep_report_buffers(&mapped, &busy);
     assert_true(mapped > 0);
     assert_int_equal(busy, 0);
+}
+
+/* A thread whose exit is not waited for may be making its report there
+ * while another thread shuts the library down, which forgets the graph
+ * and its report buffers. The buffer that report holds stays the
+ * checker's until it is given back, into the graph that follows, which
+ * hands it out again as any other: had the reset unmapped it, the give
+ * back would have put memory no longer mapped on the free list. */
+static sem_t exit_report_reached, exit_report_go;
+
+static void report_waits_at_exit(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (strstr(report, "exited holding")) {
+        sem_post(&exit_report_reached);
+        sem_wait(&exit_report_go);
+    }
+}
+
+static void *takes_lock_c_and_exits(void *arg)
+{
+    (void)arg;
+    lock(&lock_c);
+    return NULL;
+}
+
+TEST_WITH(a_report_buffer_held_across_a_shutdown_is_given_back_to_the_next_graph,
+          heap_setup, heap_teardown)
+{
+    pthread_t th;
+    unsigned mapped, busy;
+
+    assert_int_equal(sem_init(&exit_report_reached, 0, 0), 0);
+    assert_int_equal(sem_init(&exit_report_go, 0, 0), 0);
+    rcl_set_report_fn(report_waits_at_exit, NULL);
+    assert_int_equal(pthread_create(&th, NULL, takes_lock_c_and_exits, NULL), 0);
+    sem_wait(&exit_report_reached);
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 0, 64 * MiB), 0);
+    rcl_set_report_fn(report_waits_at_exit, NULL);
+    sem_post(&exit_report_go);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    rcl__lockdep_report_buffers(&mapped, &busy);
+    assert_int_equal(busy, 0);
+
+    lock(&lock_a); lock(&lock_c); unlock(&lock_c); unlock(&lock_a);
+    lock(&lock_c); lock(&lock_a); unlock(&lock_a); unlock(&lock_c);
+    assert_reports_have("lock_a \u2192 lock_c \u2192 lock_a");
+    rcl__lockdep_report_buffers(&mapped, &busy);
+    assert_int_equal(busy, 0);
+    sem_destroy(&exit_report_go);
+    sem_destroy(&exit_report_reached);
 }
 
 TEST_MAIN();
