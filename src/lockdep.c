@@ -812,7 +812,7 @@ void rcl__lockdep_atfork_parent(void)
 
 /* The child's one thread is the only one with a stack: the others' are
  * copies that no thread's exit would unmap, and what they held no thread
- * of the child holds. */
+ * of the child holds; the report buffers they held are free. */
 void rcl__lockdep_atfork_child(void)
 {
     struct ld_thread *t = ld_threads;
@@ -826,6 +826,7 @@ void rcl__lockdep_atfork_child(void)
     ld_threads = NULL;
     if (ld_self != &ld_none && ld_self != &ld_lost)
         LIST_PUSH(ld_threads, ld_self);
+    rcl__ld_reports_atfork_child_locked();
     pthread_mutex_unlock(&ld_threads_lock);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
 }

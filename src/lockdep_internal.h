@@ -205,6 +205,8 @@ struct report_buf {
     char   text[3800];
     size_t len;
     bool   counts;                /* rcl_lockdep_reports() counts it */
+    bool   out;                   /* taken, and not given back */
+    pthread_t owner;              /* who took it, while out */
     struct report_buf *next;      /* a free buffer's, in the free list */
 };
 
@@ -256,6 +258,9 @@ void rcl__ld_report_mutex_busy(const rcl_mutex_t *m, const char *name, bool mine
                               const struct site *st, bool counts);
 bool rcl__ld_cycle_seen_locked(const uint32_t *cyc, unsigned len);
 void rcl__ld_reports_clear_locked(void);
+/* In a fork's child, under the graph lock: the buffers the parent's other
+ * threads held go back. */
+void rcl__ld_reports_atfork_child_locked(void);
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread state and annotations (lockdep.c)                              */

@@ -245,6 +245,8 @@ struct report_buf *rcl__ld_rb_get_locked(bool counts)
     struct report_buf *rb = rb_free;
     rb_free = rb->next;
     rb_busy++;
+    rb->out = true;
+    rb->owner = pthread_self();
     rb->len = 0;
     rb->text[0] = '\0';
     rb->counts = counts;
@@ -257,6 +259,16 @@ struct report_buf *rcl__ld_rb_get(bool counts)
     struct report_buf *rb = rcl__ld_rb_get_locked(counts);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     return rb;
+}
+
+static void rb_put_locked(struct report_buf *rb)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    rcl__assert(rb->out && rb_busy);
+    rb->out = false;
+    rb_busy--;
+    rb->next = rb_free;
+    rb_free = rb;
 }
 
 struct rb_set {
@@ -274,13 +286,8 @@ static void rb_set_put(void *arg)
     rcl__asan_unwinding();
     pthread_mutex_lock(&rcl__ld_graph_lock);
     for (unsigned i = 0; i < s->n; i++) {
-        struct report_buf *rb = s->rbs[i];
-        if (!rb)
-            continue;
-        rcl__assert(rb_busy);
-        rb_busy--;
-        rb->next = rb_free;
-        rb_free = rb;
+        if (s->rbs[i])
+            rb_put_locked(s->rbs[i]);
     }
     pthread_mutex_unlock(&rcl__ld_graph_lock);
 }
@@ -316,6 +323,19 @@ static void rb_unmap_locked(void)
     }
     rb_free = NULL;
     rb_busy = 0;
+}
+
+/* The child's one thread is the forking one; a report another thread of
+ * the parent was making goes on only there, and its buffer would stay
+ * taken for the child's life, the pool never unmapped. */
+void rcl__ld_reports_atfork_child_locked(void)
+{
+    pthread_t self = pthread_self();
+
+    for (struct rb_chunk *c = rb_chunks; c; c = c->next)
+        for (unsigned i = 0; i < RB_CHUNK; i++)
+            if (c->rb[i].out && !pthread_equal(c->rb[i].owner, self))
+                rb_put_locked(&c->rb[i]);
 }
 
 void rcl__lockdep_report_buffers(unsigned *mapped, unsigned *busy)

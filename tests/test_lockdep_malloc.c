@@ -19,6 +19,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "checker.h"
 #include "lockdep.h"
@@ -281,6 +282,47 @@ TEST_WITH(a_report_buffer_held_across_a_shutdown_is_given_back_to_the_next_graph
     assert_reports_have("lock_a \u2192 lock_c \u2192 lock_a");
     rcl__lockdep_report_buffers(&mapped, &busy);
     assert_int_equal(busy, 0);
+    sem_destroy(&exit_report_go);
+    sem_destroy(&exit_report_reached);
+}
+
+/* A fork's child has one thread, the forking one: the buffer another
+ * thread of the parent held for the report it was making is nobody's
+ * there, and goes back to the child's pool, which its shutdown unmaps. */
+static int child_pool_clean(void)
+{
+    unsigned mapped, busy;
+
+    rcl__lockdep_report_buffers(&mapped, &busy);
+    if (busy != 0)
+        return 1;
+    rcl_shutdown();
+    rcl__lockdep_report_buffers(&mapped, &busy);
+    return mapped == 0 && busy == 0 ? 0 : 2;
+}
+
+TEST_WITH(a_report_buffer_another_thread_held_at_a_fork_is_free_in_the_child, heap_setup,
+          heap_teardown)
+{
+    pthread_t th;
+    int status;
+
+    assert_int_equal(sem_init(&exit_report_reached, 0, 0), 0);
+    assert_int_equal(sem_init(&exit_report_go, 0, 0), 0);
+    rcl_set_report_fn(report_waits_at_exit, NULL);
+    assert_int_equal(pthread_create(&th, NULL, takes_lock_c_and_exits, NULL), 0);
+    sem_wait(&exit_report_reached);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(child_pool_clean());
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    sem_post(&exit_report_go);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_reports_have("exited holding 1 annotated lock,");
     sem_destroy(&exit_report_go);
     sem_destroy(&exit_report_reached);
 }
