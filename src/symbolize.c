@@ -102,12 +102,20 @@ static void module_load_symbols(struct module *m)
     }
 }
 
-static struct module *module_get(uintptr_t base, const char *name)
+/* A path too long for the table is kept cut short: its first bytes
+ * tell it from another module's at the same base. */
+static bool module_is(const struct module *m, uintptr_t base, const char *path)
 {
-    const char *path = name && *name ? name : "/proc/self/exe";
+    size_t kept = strlen(m->path);
 
+    return m->base == base && strncmp(m->path, path, kept) == 0 &&
+           (!path[kept] || kept == sizeof(m->path) - 1);
+}
+
+static struct module *module_get(uintptr_t base, const char *path)
+{
     for (unsigned i = 0; i < nr_modules; i++)
-        if (modules[i].base == base && strcmp(modules[i].path, path) == 0)
+        if (module_is(&modules[i], base, path))
             return &modules[i];
     if (nr_modules == MAX_MODULES)
         return NULL;
@@ -164,13 +172,14 @@ void rcl__symbolize(const void *addr, char *buf, size_t len)
      * cancellation points, which must not leave the lock held. */
     int cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&lock);
-    struct module *m = module_get(f.base, f.name);
-    const char *prog = m ? m->path : (f.name ? f.name : "?");
+    bool exe = !f.name || !*f.name;
+    const char *prog = exe ? "/proc/self/exe" : f.name;
+    struct module *m = module_get(f.base, prog);
     const char *slash = strrchr(prog, '/');
     const char *fn = NULL;
     uintptr_t off = (uintptr_t)addr - f.base, start = 0;
 
-    if (m && strcmp(m->path, "/proc/self/exe") == 0) {
+    if (exe) {
         prog = program_invocation_short_name;   /* the program, not the link */
         slash = NULL;
     }

@@ -9,13 +9,17 @@
  */
 #include "helpers.h"
 
+#include <dlfcn.h>
 #include <stdatomic.h>
 #include <limits.h>
 #include <sched.h>
 #include <semaphore.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "checker.h"
+#include "internal.h"
 #include "lockdep.h"
 
 /* ------------------------------------------------------------------------ */
@@ -59,6 +63,89 @@ TEST_WITH(report_backtrace_names_the_functions, ld_setup, ld_teardown)
         print_reports();
     assert_reports_have(" takes_b_then_a+0x");
     assert_reports_have(" report_backtrace_names_the_functions+0x");
+}
+
+/* A library loaded from a path longer than the checker keeps (dlopen() of
+ * a file deep in a build tree): a link at `path` to zlib's file; `fn` one
+ * of its functions. Skipped where zlib is not installed. */
+static const char long_dir[] = "/a-directory-name-of-some-length";
+
+static void *dlopen_at_a_long_path(char *path, size_t len, const void **fn)
+{
+    size_t n = (size_t)snprintf(path, len, "/tmp/rcl-long-XXXXXX");
+    void *h;
+
+    assert_non_null(mkdtemp(path));
+    while (n < 300) {
+        n += (size_t)snprintf(path + n, len - n, "%s", long_dir);
+        assert_int_equal(mkdir(path, 0700), 0);
+    }
+    snprintf(path + n, len - n, "/libz.so.1");
+    if (symlink("/lib/x86_64-linux-gnu/libz.so.1", path) != 0 &&
+        symlink("/usr/lib/libz.so.1", path) != 0)
+        return NULL;
+    if (!(h = dlopen(path, RTLD_NOW | RTLD_LOCAL)) || !(*fn = dlsym(h, "zlibVersion"))) {
+        if (h)
+            dlclose(h);
+        h = NULL;
+    }
+    return h;
+}
+
+static void long_path_remove(char *path)
+{
+    char *slash;
+
+    unlink(path);
+    while ((slash = strrchr(path, '/')) && slash > path + strlen("/tmp")) {
+        *slash = '\0';
+        rmdir(path);
+    }
+}
+
+/* A module's symbols are read once, whatever the length of its path: a
+ * long one was cached again at every lookup, until the checker's table
+ * of modules was full and every module after it went unnamed. */
+TEST_WITH(a_module_at_a_long_path_is_read_once, ld_setup, ld_teardown)
+{
+    char dir[512], name[256], other[256];
+    const void *fn;
+    void *h = dlopen_at_a_long_path(dir, sizeof(dir), &fn);
+    int i = 0;
+
+    if (!h) {
+        long_path_remove(dir);
+        skip();
+    }
+    do
+        rcl__symbolize((const char *)fn + 1, name, sizeof(name));
+    while (strstr(name, "zlibVersion+0x") && ++i < 40);
+    rcl__symbolize((const char *)(uintptr_t)getpid + 1, other, sizeof(other));
+    dlclose(h);
+    long_path_remove(dir);
+    if (i < 40)
+        fail_msg("lookup %d named %s", i, name);
+    if (!strstr(other, "getpid+0x"))
+        fail_msg("named %s", other);
+}
+
+/* Named by its file's name, as a module at a short path is: the table
+ * keeps a long path cut short, and the name at its end went with it. */
+TEST_WITH(a_module_at_a_long_path_is_named_by_its_file, ld_setup, ld_teardown)
+{
+    char dir[512], name[256];
+    const void *fn;
+    void *h = dlopen_at_a_long_path(dir, sizeof(dir), &fn);
+
+    if (!h) {
+        long_path_remove(dir);
+        skip();
+    }
+    rcl__symbolize((const char *)fn + 1, name, sizeof(name));
+    dlclose(h);
+    long_path_remove(dir);
+    if (!strstr(name, "zlibVersion+0x") || !strstr(name, " (libz.so.1)"))
+        fail_msg("named %s", name);
 }
 
 TEST_WITH(longer_chain_is_reported, ld_setup, ld_teardown)
