@@ -466,7 +466,9 @@ int    rcl_config_from_env(struct rcl_config *cfg);
  * (min < low < high must hold, high < 100; reserve below the limit;
  * lockdep and footprint one of their modes; reserved words zero), each
  * reported with the field at fault, -EBUSY when the library is already initialised
- * (call rcl_shutdown() first). Any other entry point initialises the
+ * (call rcl_shutdown() first), -EAGAIN (reported) when the process holds
+ * PTHREAD_KEYS_MAX thread-specific data keys and the library's first
+ * start finds none for its own. Any other entry point initialises the
  * library on first use. When the environment alone asks for something
  * impossible, first use reports it and runs on the plain defaults. */
 int    rcl_init(const struct rcl_config *cfg);

@@ -395,9 +395,26 @@ void rcl__stock_spill(struct rcl_thread *t)
         stock_trim(t);
 }
 
+/* A thread past its exit (thread.h) holds no stock: nothing would give
+ * it back. What it uncharges goes to the budget at once. */
+static __attribute__((noinline, cold)) void uncharge_exited(struct rcl_thread *t, size_t size)
+{
+    if (t->in_reclaim)
+        t->reclaimed += (long)size;
+    rcl__registry_lock();
+    budget_return(size);
+#ifdef RCL_DEBUG
+    acct_out_gone -= (long)size;    /* its own count is in no registered thread's */
+#endif
+    rcl__registry_unlock();
+}
+
 void rcl__uncharge_slow(struct rcl_thread *t, size_t size)
 {
-    rcl__thread_attach(t);
+    if (unlikely(!rcl__thread_attach(t))) {
+        uncharge_exited(t, size);
+        return;
+    }
     if (t->in_reclaim) {
         /* What a reclaiming thread frees stays in its stock, so the
          * allocation that reclaimed gets it rather than whoever charges
@@ -563,7 +580,12 @@ static bool in_flight_wait(unsigned long long *since)
 int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
     rcl__ensure_init();
-    rcl__thread_attach(t);
+    if (unlikely(!rcl__thread_attach(t))) {
+        /* Past its exit, declined as a signal handler's is: a stock
+         * charged now would have nobody to give it back. */
+        rcl__count(failures, 1);
+        return -ENOMEM;
+    }
     if (!t->in_reclaim) {
         drain_if_asked(t);
         if (unlikely(rcl__sig_pending(t)) && t->busy)
@@ -726,7 +748,7 @@ static bool explicit_take(struct rcl_thread *t, size_t bytes)
 /* The same once every thread's part is t's; what can be taken of `bytes`.
  * The take is under the registry lock with the gathering, so that no
  * other uncharge gathers t's part in between. */
-static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
+static size_t explicit_gather(struct rcl_thread *t, size_t bytes, bool registered)
 {
     unsigned b = rcl__busy_hold(t);
     rcl__registry_lock();
@@ -738,6 +760,10 @@ static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
     atomic_fetch_add_explicit(&t->explicit_held, got, memory_order_relaxed);
     if (!explicit_take(t, bytes))
         bytes = (size_t)atomic_exchange_explicit(&t->explicit_held, 0, memory_order_relaxed);
+    /* A thread past its exit keeps no part: the next uncharge gathers
+     * the rest from where an exited thread's goes. */
+    if (!registered)
+        explicit_gone += atomic_exchange_explicit(&t->explicit_held, 0, memory_order_relaxed);
     rcl__registry_unlock();
     rcl__busy_drop(t, b);
     return bytes;
@@ -745,9 +771,9 @@ static size_t explicit_gather(struct rcl_thread *t, size_t bytes)
 
 static void uncharge_body(struct rcl_thread *t, size_t bytes)
 {
-    rcl__thread_attach(t);
+    bool registered = rcl__thread_attach(t);
     if (!explicit_take(t, bytes)) {
-        size_t held = explicit_gather(t, bytes);
+        size_t held = explicit_gather(t, bytes, registered);
         if (held < bytes) {
             rcl__report_limited(&overuncharge_reported,
                                 "rcl_uncharge(%zu) but rcl_charge() has charged only %zu bytes "

@@ -726,8 +726,10 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind)
         return;
     }
     if (charge) {
-        rcl__thread_attach(t);
-        own_inc(t->nr_free);
+        if (likely(rcl__thread_attach(t)))
+            own_inc(t->nr_free);
+        else
+            rcl__count(exited_frees, 1);    /* no registered thread counts it */
         rcl__uncharge_fast(t, charge);
     }
     if (kind == BLOCK_VMAP)

@@ -347,7 +347,8 @@ bool rcl__resv_enter(struct rcl_thread *t)
         return true;
     /* Known to the library, so that its exit leaves the reserve
      * (thread.c), if it never leaves it itself. */
-    rcl__thread_attach(t);
+    if (!rcl__thread_attach(t))
+        return false;
     pthread_mutex_lock(&resv.lock);
     bool have = resv.base != NULL;
     if (have)

@@ -162,6 +162,14 @@ static int start_locked(const struct rcl_config *cfg_in)
 
     if (err)
         return err;
+    /* Before the first epoch: a thread registers only in one, and must
+     * find the key that unregisters it at its exit. */
+    err = rcl__thread_key_make();
+    if (err) {
+        rcl__report("rcl_init: no thread-specific data key left for the thread "
+                    "registry (the process holds PTHREAD_KEYS_MAX); refused");
+        return -EAGAIN;
+    }
     rcl__cfg = cfg;
 
     /* Block headers keep the low 16 bits of the epoch, and 0 there means
@@ -248,7 +256,7 @@ int rcl__init_slow(void)
         struct rcl_config cfg;
         config_from_process(&cfg);
         err = start_locked(&cfg);
-        if (err) {
+        if (err && err != -EAGAIN) {
             /* The environment asked for something impossible: say so and
              * run on plain defaults rather than not at all. */
             rcl__report("configuration from the environment is invalid (%s); using defaults",

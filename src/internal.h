@@ -122,7 +122,11 @@ int rcl__nofail_nowait_refuse(size_t size, rcl_gfp_t gfp);
 /* The thread registry (thread.c)                                            */
 /* ------------------------------------------------------------------------ */
 
-void rcl__thread_attach(struct rcl_thread *t);     /* register if not */
+/* Registers the thread if it is not; false, leaving it out, for a thread
+ * past its exit (RCL__ORPHAN_EXITED, thread.h): its caller then charges
+ * nothing to it and uncharges straight to the budget. */
+bool rcl__thread_attach(struct rcl_thread *t);
+int  rcl__thread_key_make(void);     /* at the first start: 0 or -errno */
 /* The registered threads, first to last through ->next, under the lock. */
 void rcl__registry_lock(void);
 void rcl__registry_unlock(void);

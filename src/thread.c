@@ -9,12 +9,16 @@
  * changes at every rcl_init()) and unregisters at exit, from a
  * thread-specific-data destructor: its signal stash and block cache are
  * given back, its stock returns to the budget (account.c) and its
- * counters are folded into the exited threads' totals. Only the registry
+ * counters are folded into the exited threads' totals. The destructor
+ * runs in every round of the thread's destructors (thread_exit() says
+ * why), and after the last it leaves the thread marked exited for good
+ * (RCL__ORPHAN_EXITED), never to register again. Only the registry
  * lock guards the list and the links; what the state holds belongs to
  * the files that use it (the stock: account.c; the block cache:
  * block_cache.c; the signal stash: alloc_signal.c).
  */
 #include "internal.h"
+#include "block_cache.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -26,8 +30,10 @@ __thread struct rcl_thread rcl__self RCL_TLS_IE = {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl_thread *registry;
+/* Made by the library's first start (rcl__thread_key_make), before any
+ * epoch: a thread registers only in one, so never without it. */
 static pthread_key_t exit_key;
-static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static bool exit_key_made;
 
 void rcl__registry_lock(void) { pthread_mutex_lock(&registry_lock); }
 void rcl__registry_unlock(void) { pthread_mutex_unlock(&registry_lock); }
@@ -57,11 +63,25 @@ static void unlink_locked(struct rcl_thread *t)
     rcl__slow_path_ask(t);
 }
 
-static void thread_exit(void *arg)
-{
-    struct rcl_thread *t = arg;
+/* The rounds of destructors a thread's exit runs at least (POSIX's
+ * minimum, glibc's and musl's number): a key set again in the last is
+ * dropped, its destructor never called. */
+#ifdef PTHREAD_DESTRUCTOR_ITERATIONS
+#define EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
+#else
+#define EXIT_ROUNDS 4
+#endif
 
-    unsigned b = rcl__busy_hold(t);
+/* Anything for an exit to give back: the thread is registered, or holds
+ * what a shutdown that unregistered it left it (rcl__threads_detach_all). */
+static bool exit_has_work(struct rcl_thread *t)
+{
+    return rd(t->epoch) || !rcl__bcache_off(t) || (t->lockdep_watch & RCL__WATCH_RESERVE) ||
+           atomic_load(&t->sig_stash) || atomic_load(&t->sig_deferred);
+}
+
+static void thread_leave(struct rcl_thread *t)
+{
     rcl__resv_leave(t);
     rcl__sig_exit(t);
     rcl__bcache_drain(t);
@@ -75,6 +95,43 @@ static void thread_exit(void *arg)
     }
     pthread_mutex_unlock(&registry_lock);
     rcl__bcache_release(t);     /* out of the registry: nobody reads its lists */
+}
+
+/*
+ * Called in each round of the thread's destructors, with its number in the
+ * key's value (1 at the registration): another key's destructor may call
+ * the library after this one and register the thread again, so each
+ * round unregisters it and sets the key for the next. Past the last round
+ * nothing would unregister it, and the registry would link TLS that the
+ * C library reuses for its next thread: there the thread is marked exited
+ * for good, and its later calls take the signal handlers' path
+ * (alloc_signal.c: allocations declined, frees deferred to the process's
+ * list) and never register it. A thread first registered inside its own
+ * destructors counts from there and may reach the last round short of
+ * EXIT_ROUNDS: a registration after its call there stays (docs/design.md).
+ *
+ * A round with nothing to give back takes no lock and frees nothing: the
+ * thread's earlier rounds cost no more than before, and in the last the
+ * sanitizers' runtimes have ended the thread's state already (their
+ * key's destructor waits out the rounds as this one does, and comes
+ * first), where a lock taken crashes them.
+ */
+static void thread_exit(void *arg)
+{
+    struct rcl_thread *t = &rcl__self;
+    uintptr_t call = (uintptr_t)arg;
+    bool last = call >= EXIT_ROUNDS ||
+                pthread_setspecific(exit_key, (void *)(call + 1)) != 0;
+
+    unsigned b = rcl__busy_hold(t);
+    if (exit_has_work(t))
+        thread_leave(t);
+    else
+        atomic_store(&t->sig_orphan, 1);    /* as rcl__sig_exit() would */
+    if (last) {
+        atomic_store(&t->sig_orphan, RCL__ORPHAN_EXITED);
+        b = RCL__BUSY_EXITED;
+    }
     rcl__busy_drop(t, b);
 }
 
@@ -95,22 +152,35 @@ void rcl__busy_sleep_ns(long ns)
     pthread_cleanup_pop(0);
 }
 
-static void exit_key_create(void)
+/* Under the library's start lock (init.c); -errno if no key is left. */
+int rcl__thread_key_make(void)
 {
-    pthread_key_create(&exit_key, thread_exit);
+    if (exit_key_made)
+        return 0;
+    int err = pthread_key_create(&exit_key, thread_exit);
+    if (err)
+        return -err;
+    exit_key_made = true;
+    return 0;
 }
 
-void rcl__thread_attach(struct rcl_thread *t)
+bool rcl__thread_attach(struct rcl_thread *t)
 {
     unsigned epoch = atomic_load_explicit(&rcl__epoch, memory_order_acquire);
 
     if (likely(rd(t->epoch) == epoch))
-        return;
+        return true;
+    if (unlikely(rd(t->sig_orphan) == RCL__ORPHAN_EXITED))
+        return false;
+    rcl__assert(exit_key_made);
     rcl__lockdep_thread_attach();
     /* The new stock starts empty, and its cache with it. */
     rcl__bcache_attach(t);
-    pthread_once(&exit_key_once, exit_key_create);
-    pthread_setspecific(exit_key, t);
+    /* Set already when the thread registered before, in an earlier epoch
+     * or round of its exit: its count of rounds goes on. */
+    if (!pthread_getspecific(exit_key) &&
+        pthread_setspecific(exit_key, (void *)(uintptr_t)1) != 0)
+        return false;       /* no exit would unregister it */
     pthread_mutex_lock(&registry_lock);
     rcl__stock_attach(t);
     t->hdr_tag = rcl__hdr_tag(epoch);
@@ -124,6 +194,7 @@ void rcl__thread_attach(struct rcl_thread *t)
     /* Registered first: a deferred block of this epoch is uncharged into
      * the new stock. */
     rcl__sig_forget(t);
+    return true;
 }
 
 /* Shutdown: every thread forgotten (the budget goes with them). Other

@@ -248,6 +248,15 @@ static inline void rcl__busy_back(unsigned b)
     rcl__self.busy = b;
     atomic_signal_fence(memory_order_seq_cst);
 }
+/* A thread whose exit has run its last round (thread.c): `busy` stays
+ * RCL__BUSY_EXITED, so that its later calls, from the destructors left,
+ * take the signal handlers' path, and `sig_orphan` RCL__ORPHAN_EXITED,
+ * which rcl__thread_attach() refuses: nothing would unregister it again.
+ * A call out to the program's code clears `busy` for its duration
+ * (rcl__busy_out); the calls made there on the ordinary path find the
+ * thread unregistered, and charge and uncharge the budget directly. */
+#define RCL__BUSY_EXITED   2u
+#define RCL__ORPHAN_EXITED 2u
 /* Frees a signal handler deferred, and the stash refill it asked for;
  * the caller is busy. */
 void   rcl__sig_service(struct rcl_thread *t);
