@@ -700,7 +700,9 @@ void   rcl_usage_sync(void);
  * With pressure = 1 the library follows, from one thread ("rcl-pressure",
  * only when there is something to follow; it sleeps in poll()):
  *   - the cgroup limit, re-read each second: when it changes, an automatic
- *     budget is moved with it; a limit the program chose (a nonzero
+ *     budget is moved with it; so is /proc/self/cgroup, and a process moved
+ *     to another cgroup follows that group's limit and usage (the move is
+ *     reported); a limit the program chose (a nonzero
  *     struct rcl_config.limit, or any rcl_set_limit() call, even one made
  *     while the budget was automatic) is left alone;
  *   - a PSI trigger ("some 150000 1000000": 150 ms stalled in 1 s; where

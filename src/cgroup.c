@@ -87,7 +87,7 @@ static int read_value(const char *dir, const char *name, uint64_t *out, bool *se
 
 /* A file kept open, read again from its start into buf, NUL-terminated:
  * the length, or -errno (-EINVAL when empty). */
-static ssize_t pread_text(int fd, char *buf, size_t len)
+ssize_t rcl__pread_text(int fd, char *buf, size_t len)
 {
     ssize_t n;
     if (fd < 0)
@@ -104,7 +104,7 @@ static ssize_t pread_text(int fd, char *buf, size_t len)
 static int fd_value(int fd, uint64_t *out, bool *set)
 {
     char buf[32];
-    ssize_t n = pread_text(fd, buf, sizeof(buf));
+    ssize_t n = rcl__pread_text(fd, buf, sizeof(buf));
     return n < 0 ? (int)n : parse_value(buf, out, set);
 }
 
@@ -166,6 +166,17 @@ static bool has_token(const char *list, const char *tok)
         p = comma + 1;
     }
     return false;
+}
+
+/* /proc/self/cgroup, kept open by the pressure thread to see the process
+ * moved: non-blocking, so that a test's FIFO in its place does not hold
+ * up the start. */
+int rcl__cgroup_self_open(void)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/proc/self/cgroup", rcl__root_prefix());
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
 }
 
 /* The cgroup paths of the memory controller (v1) and the unified hierarchy
@@ -692,7 +703,7 @@ uint64_t rcl__cgroup_files_limit(const struct rcl_cgroup_files *f, unsigned *lev
  * buffer is the caller's, so that nothing new is touched. */
 static uint64_t fd_stat_key(int fd, const char *key, char *buf, size_t len)
 {
-    return pread_text(fd, buf, len) > 0 ? stat_key(buf, key) : 0;
+    return rcl__pread_text(fd, buf, len) > 0 ? stat_key(buf, key) : 0;
 }
 
 int rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigned level,

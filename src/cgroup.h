@@ -28,6 +28,13 @@ struct rcl_cgroup {
 const char *rcl__root_prefix(void);
 /* A small file read whole, NUL-terminated; -errno or the length. */
 ssize_t  rcl__read_small(const char *path, char *buf, size_t len);
+/* A file kept open, read again from its start with pread (no file opened,
+ * no new memory), NUL-terminated; -errno (-EINVAL when empty) or the
+ * length. */
+ssize_t  rcl__pread_text(int fd, char *buf, size_t len);
+/* A descriptor on /proc/self/cgroup, under the root prefix; -errno. Read
+ * again with rcl__pread_text(), it tells a move to another group. */
+int      rcl__cgroup_self_open(void);
 /* 0, or -ENOENT with cg->version 0: none mounted, or the process's cgroup
  * outside what the mounts show (reported, once for each such cgroup). */
 int      rcl__cgroup_find(struct rcl_cgroup *cg);

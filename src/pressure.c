@@ -16,8 +16,9 @@
  * allocates from the budget; it asks the reclaimer to shrink
  * (rcl__reclaim_request) or, without a background reclaimer, reclaims
  * itself with rcl_reclaim(). In steady state it opens no file and touches
- * no new memory: the cgroup's files are opened once at start and read with
- * pread (cgroup.c explains why).
+ * no new memory: the cgroup's files, and /proc/self/cgroup that tells the
+ * process moved to another group, are opened once at start and read with
+ * pread (cgroup.c explains why); a move opens the new group's.
  */
 #include "internal.h"
 #include "cgroup.h"
@@ -55,8 +56,15 @@ static struct {
     int             watch_fd;
     enum watch_kind kind;
     bool            events_off;     /* MEMORY_PRESSURE_WATCH=/dev/null */
+    bool            watch_own;      /* watch_fd is the PSI trigger we chose,
+                                       picked again for a new cgroup */
     struct rcl_cgroup cg;           /* version 0: none */
     struct rcl_cgroup_files files;  /* its files, opened once */
+    int             self_fd;        /* /proc/self/cgroup, read each tick */
+    char            self_seen[4096]; /* what it said when cg was last found */
+    char            self_now[4096];
+    bool            regrouped;      /* cg changed: the footprint and the
+                                       threshold follow at the tick */
     bool            auto_limit;     /* the budget follows the cgroup */
     uint64_t        cg_limit;       /* the cgroup limit last seen */
     unsigned        level;          /* the files' level that sets it */
@@ -64,7 +72,7 @@ static struct {
     uint64_t        armed_inactive; /* the inactive page cache it was armed for */
     int             armed_mode;     /* and the footprint's mode */
     unsigned long long last_event;
-} watcher = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1 };
+} watcher = { .stop_fd = -1, .watch_fd = -1, .thresh_fd = -1, .self_fd = -1 };
 
 static _Atomic long long open_report;
 static __thread bool on_pressure_thread;
@@ -74,8 +82,11 @@ static __thread bool on_pressure_thread;
  * forked in between inherited descriptors not yet recorded, which nothing
  * there closes, or closed a number already closed and perhaps reused.
  * The footprint's cgroup descriptor, which the thread opens for it, is
- * changed under it too. Nothing is reported under it, and the only lock
- * taken under it is the registry's, which fork() takes after it. */
+ * changed under it too, and so are the group's files when the process
+ * moves to another group (their array allocated with them: fork() takes
+ * the allocator's locks after this one). Nothing is reported under it,
+ * and the only lock taken under it is the registry's, which fork() takes
+ * after it. */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
@@ -201,6 +212,22 @@ static int systemd_open(const char *watch, enum watch_kind *kind)
     return fd;
 }
 
+/* The PSI trigger of the cgroup's own memory.pressure (v2), else of the
+ * system's /proc/pressure/memory. -errno. */
+static int psi_for(const struct rcl_cgroup *cg)
+{
+    char path[PATH_MAX];
+    int fd = -ENOENT;
+    if (cg->version == 2 &&
+        snprintf(path, sizeof(path), "%s/memory.pressure", cg->dir) < (int)sizeof(path))
+        fd = psi_open(path);
+    if (fd < 0) {
+        snprintf(path, sizeof(path), "%s/proc/pressure/memory", rcl__root_prefix());
+        fd = psi_open(path);
+    }
+    return fd;
+}
+
 /* Picks the source: systemd's variable when set, else the cgroup's own
  * memory.pressure (v2), else the system's /proc/pressure/memory.
  * MEMORY_PRESSURE_WATCH and MEMORY_PRESSURE_WRITE are not the library's
@@ -224,18 +251,11 @@ static void watch_open(void)
         rcl__report_limited(&open_report, "MEMORY_PRESSURE_WATCH=%s cannot be watched (%s); "
                             "using PSI directly", watch, strerror(-fd));
     }
-    char path[PATH_MAX];
-    fd = -ENOENT;
-    if (watcher.cg.version == 2 &&
-        snprintf(path, sizeof(path), "%s/memory.pressure", watcher.cg.dir) < (int)sizeof(path))
-        fd = psi_open(path);
-    if (fd < 0) {
-        snprintf(path, sizeof(path), "%s/proc/pressure/memory", rcl__root_prefix());
-        fd = psi_open(path);
-    }
+    fd = psi_for(&watcher.cg);
     if (fd >= 0) {
         watcher.watch_fd = fd;
         watcher.kind = WATCH_PSI;
+        watcher.watch_own = true;
     }
 }
 
@@ -399,18 +419,83 @@ static void footprint_follow(uint64_t lim, unsigned level)
     pthread_mutex_unlock(&fd_lock);
 }
 
-/* The 1 s tick: follow the cgroup limit, refresh the footprint, and treat
- * usage close to the cgroup limit as pressure. Without swap the kernel has
- * nothing to reclaim from a cache of anonymous memory, so a cgroup running
- * into its limit stalls only moments before its OOM kill: PSI alone would
- * come too late. */
+/* The group's name below its mount point, for a report. */
+static const char *cgroup_name(const struct rcl_cgroup *cg)
+{
+    return cg->dir[cg->top] ? cg->dir + cg->top : "/";
+}
+
+/*
+ * The process moved to another memory cgroup since it was found: systemd
+ * changing a unit's slice, a container runtime writing the pid to another
+ * group's cgroup.procs. The old group's limit binds the process no more,
+ * and once that group is removed its files read nothing - or, on v1, only
+ * the levels above it do: a looser limit, and the budget grew. So
+ * /proc/self/cgroup, kept open, is read again at each tick, one pread,
+ * and only a change in it looks the group up again, which opens files
+ * (mountinfo, the new group's): on a move, not in steady state. A new
+ * group that cannot be found (reported by the look-up) leaves the old one
+ * followed, as before the move.
+ */
+static bool cgroup_moved(struct rcl_cgroup *cg)
+{
+    ssize_t n = rcl__pread_text(watcher.self_fd, watcher.self_now, sizeof(watcher.self_now));
+    if (n <= 0 || !strcmp(watcher.self_now, watcher.self_seen))
+        return false;
+    memcpy(watcher.self_seen, watcher.self_now, (size_t)n + 1);
+    if (rcl__cgroup_find(cg))
+        return false;
+    return cg->version != watcher.cg.version || strcmp(cg->dir, watcher.cg.dir) != 0;
+}
+
+/* The new group's files in place of the old one's, and our PSI trigger
+ * on its memory.pressure, under fd_lock as every descriptor change of the
+ * running thread; the footprint and the threshold follow at the tick. */
+static void cgroup_regroup(const struct rcl_cgroup *cg)
+{
+    char from[PATH_MAX];
+
+    snprintf(from, sizeof(from), "%s", cgroup_name(&watcher.cg));
+    pthread_mutex_lock(&fd_lock);
+    rcl__cgroup_files_close(&watcher.files);
+    watcher.cg = *cg;
+    rcl__cgroup_files_open(&watcher.cg, &watcher.files);
+    if (watcher.watch_own) {
+        if (watcher.watch_fd >= 0)
+            close(watcher.watch_fd);
+        int fd = psi_for(&watcher.cg);
+        watcher.watch_fd = fd < 0 ? -1 : fd;
+    }
+    watcher.regrouped = true;
+    pthread_mutex_unlock(&fd_lock);
+    if (watcher.auto_limit)
+        rcl__report("the process moved from memory cgroup \"%.256s\" to \"%.256s\" "
+                    "(cgroup v%d); the budget now follows \"%.256s\"'s limit",
+                    from, cgroup_name(cg), cg->version, cgroup_name(cg));
+    else
+        rcl__report("the process moved from memory cgroup \"%.256s\" to \"%.256s\" "
+                    "(cgroup v%d); the budget is the program's and stays, and usage "
+                    "near \"%.256s\"'s limit is pressure now",
+                    from, cgroup_name(cg), cg->version, cgroup_name(cg));
+}
+
+/* The 1 s tick: follow the process to another cgroup and the cgroup
+ * limit, refresh the footprint, and treat usage close to the cgroup limit
+ * as pressure. Without swap the kernel has nothing to reclaim from a
+ * cache of anonymous memory, so a cgroup running into its limit stalls
+ * only moments before its OOM kill: PSI alone would come too late. */
 static void cgroup_tick(void)
 {
+    struct rcl_cgroup cg;
     unsigned level;
+
+    if (cgroup_moved(&cg))
+        cgroup_regroup(&cg);
     uint64_t lim = rcl__cgroup_files_limit(&watcher.files, &level);
     if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
-    bool moved = lim != watcher.cg_limit || level != watcher.level;
+    bool moved = watcher.regrouped || lim != watcher.cg_limit || level != watcher.level;
+    watcher.regrouped = false;
     if (moved)
         footprint_follow(lim, level);
     if (watcher.auto_limit && lim != watcher.cg_limit && !rcl__auto_limit_follow(lim))
@@ -490,8 +575,8 @@ static void *pressure_main(void *arg)
 
 static void sources_close(void)
 {
-    int *fds[] = { &watcher.stop_fd, &watcher.watch_fd, &watcher.thresh_fd };
-    for (unsigned i = 0; i < 3; i++) {
+    int *fds[] = { &watcher.stop_fd, &watcher.watch_fd, &watcher.thresh_fd, &watcher.self_fd };
+    for (unsigned i = 0; i < 4; i++) {
         if (*fds[i] >= 0)
             close(*fds[i]);
         *fds[i] = -1;
@@ -509,8 +594,16 @@ int rcl__pressure_start(bool auto_limit)
     watcher.events_off = false;
     watcher.last_event = 0;
     watcher.auto_limit = auto_limit;
+    watcher.watch_own = false;
+    watcher.regrouped = false;
     watcher.files.nlevels = 0;
     watcher.files.level = NULL;
+    /* Read before the look-up: a move in between shows at the first tick. */
+    watcher.self_fd = rcl__cgroup_self_open();
+    if (watcher.self_fd < 0)
+        watcher.self_fd = -1;
+    if (rcl__pread_text(watcher.self_fd, watcher.self_seen, sizeof(watcher.self_seen)) < 0)
+        watcher.self_seen[0] = '\0';
     rcl__cgroup_find(&watcher.cg);             /* version 0 when there is none */
     watcher.cg_limit = RCL_CG_NONE;
     if (watcher.cg.version) {

@@ -15,7 +15,9 @@
  *   - another process filling the cgroup is pressure: the library shrinks
  *     its cache although its own budget is far from reached;
  *   - a limit the program sets is its own: the footprint no longer counts
- *     another process's memory in the cgroup.
+ *     another process's memory in the cgroup;
+ *   - a process moved to another cgroup, the old one removed, follows the
+ *     new group's limit.
  *
  * Needs root and a writable memory cgroup (v1 memory hierarchy or v2 with
  * the memory controller); skipped, saying why, elsewhere, and under the
@@ -36,6 +38,7 @@
 static struct {
     int  version;             /* 1 or 2 */
     char dir[PATH_MAX];       /* the test's cgroup; "" when none */
+    char next[PATH_MAX];      /* a second one to move a process to; "" when none */
     pid_t pids[4];
     int  npids;
 } cg;
@@ -170,6 +173,26 @@ static const char *cgroup_create(void)
     return NULL;
 }
 
+/* A sibling of the test's cgroup with a limit of `bytes`, cg.next. */
+static void cgroup_create_next(size_t bytes)
+{
+    char lim[32];
+    assert_true(snprintf(cg.next, sizeof(cg.next), "%.4000s-next", cg.dir) < (int)sizeof(cg.next));
+    assert_int_equal(mkdir(cg.next, 0755), 0);
+    snprintf(lim, sizeof(lim), "%zu", bytes);
+    assert_int_equal(write_file(cg.next, cg.version == 1 ? "memory.limit_in_bytes" : "memory.max",
+                                lim), 0);
+}
+
+static void cgroup_remove(char *dir)
+{
+    if (!dir[0])
+        return;
+    for (int t = 0; t < 100 && rmdir(dir) != 0 && errno == EBUSY; t++)
+        test_sleep_ms(20);
+    dir[0] = '\0';
+}
+
 static void kill_children(void)
 {
     for (int i = 0; i < cg.npids; i++) {
@@ -192,11 +215,8 @@ static int e2e_teardown(void **state)
 {
     (void)state;
     kill_children();
-    if (cg.dir[0]) {
-        for (int t = 0; t < 100 && rmdir(cg.dir) != 0 && errno == EBUSY; t++)
-            test_sleep_ms(20);
-        cg.dir[0] = '\0';
-    }
+    cgroup_remove(cg.dir);
+    cgroup_remove(cg.next);
     return 0;
 }
 
@@ -469,6 +489,37 @@ TEST_WITH(test_a_limit_the_program_sets_no_longer_counts_its_cgroup, e2e_setup, 
     assert_int_equal(WEXITSTATUS(status), 0);
     close(fd);
     close(hfd);
+}
+
+/* A daemon moved to another cgroup after it started (systemd changing its
+ * slice, a container runtime writing its pid to another group's
+ * cgroup.procs), and the old group removed: the budget follows the new
+ * group's 64 MiB limit. It followed the old group's 128 MiB, and, once
+ * that was removed, the limit of the levels above it alone: none, and
+ * the budget grew to half of the machine. */
+TEST_WITH(test_a_process_moved_to_another_cgroup_follows_its_limit, e2e_setup, e2e_teardown)
+{
+    need_cgroup();
+    cgroup_create_next(64 * MiB);
+    int fd;
+    char line[256], pid_s[32];
+    char *const argv[] = { "cgroup_cache", "follow", "10", NULL };
+    pid_t pid = spawn(&fd, NULL, argv);
+    read_line(fd, line, sizeof(line), 20000);
+    print_message("%s\n", line);
+    assert_int_equal(field(line, "limit"), CG_LIMIT - CG_LIMIT / 8);
+
+    snprintf(pid_s, sizeof(pid_s), "%d", (int)pid);
+    assert_int_equal(write_file(cg.next, "cgroup.procs", pid_s), 0);
+    cgroup_remove(cg.dir);
+    read_line(fd, line, sizeof(line), 20000);
+    print_message("%s\n", line);
+    assert_non_null(strstr(line, "moved"));
+    assert_int_equal(field(line, "limit"), 56 * MiB);
+    int status = reap(pid, 10000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(fd);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -651,6 +651,72 @@ TEST_WITH(test_unreadable_cgroup_limit_leaves_the_budget, pressure_setup, pressu
     assert_int_equal(rcl_limit(), 448 * MiB);
 }
 
+/* A group beside the process's, limited to `max` (v2 memory.max) and
+ * holding `current`, for a process moved to it. */
+#define V2NEXT "sys/fs/cgroup/app.slice/next.service/"
+static void fake_v2_next(const char *max, const char *current)
+{
+    put(V2NEXT "memory.max", max);
+    put(V2NEXT "memory.high", "max\n");
+    put(V2NEXT "memory.current", current);
+    put(V2NEXT "memory.stat", "anon 0\ninactive_file 0\n");
+    put(V2NEXT "memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+}
+
+/* The process moved there, as the kernel shows it: /proc/self/cgroup
+ * names the new group (systemd changing a unit's slice, a container
+ * runtime writing the pid to the group's cgroup.procs). */
+static void moved_to_next(void)
+{
+    put("proc/self/cgroup", "0::/app.slice/next.service\n");
+}
+
+/* A process moved to another cgroup after the start follows that group's
+ * limit, and the move is reported once. It followed the old group's for
+ * good: a tighter limit in the new group was left to the kernel's OOM
+ * killer. */
+TEST_WITH(test_budget_follows_the_process_moved_to_another_cgroup, pressure_setup,
+          pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    fake_v2_next("268435456\n", "1048576\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    moved_to_next();
+    limit_becomes(224 * MiB);
+    test_sleep_ms(1200);                /* another tick: nothing new to say */
+    assert_int_equal(test_reports_seen_matching("moved from memory cgroup "
+                                                "\"/app.slice/svc.service\" to "
+                                                "\"/app.slice/next.service\""), 1);
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* The same on cgroup v1, where the memory controller's line tells the
+ * move; the usage threshold is armed in the new group, whose usage is
+ * the one that counts now. */
+TEST_WITH(test_v1_budget_and_threshold_follow_the_process_to_another_cgroup, pressure_setup,
+          pressure_teardown)
+{
+    char buf[64];
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "536870912\n");
+    put("sys/fs/cgroup/memory/grp2/memory.limit_in_bytes", "268435456\n");
+    put("sys/fs/cgroup/memory/grp2/memory.usage_in_bytes", "1048576\n");
+    put("sys/fs/cgroup/memory/grp2/memory.stat", "total_inactive_file 0\n");
+    put("sys/fs/cgroup/memory/grp2/cgroup.event_control", "");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    put("proc/self/cgroup", "5:cpu,cpuacct:/\n4:memory:/grp2\n1:name=systemd:/\n0::/\n");
+    limit_becomes(224 * MiB);
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan"))
+        return;     /* no footprint measured, no threshold armed */
+    for (int t = 0; t < 100 && !get("sys/fs/cgroup/memory/grp2/cgroup.event_control", buf,
+                                     sizeof(buf)); t++)
+        test_sleep_ms(50);
+    assert_true(strlen(buf) > 0);
+}
+
 /* A limit the program chose is the program's: the cgroup does not move it. */
 TEST_WITH(test_explicit_limit_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
 {
@@ -777,6 +843,20 @@ TEST_WITH(test_the_cgroup_measure_moves_to_the_level_whose_limit_binds, pressure
     assert_int_equal(rcl_footprint(), 320 * MiB);
 }
 
+/* A process moved to another cgroup with the same limit: the usage
+ * measured is the new group's. It stayed the old group's, other
+ * processes' memory that no longer shares the process's limit. */
+TEST_WITH(test_the_cgroup_measure_follows_the_process_to_another_cgroup, pressure_setup,
+          pressure_teardown)
+{
+    need_footprint();
+    start_measured_by_the_cgroup();
+    fake_v2_next("536870912\n", "104857600\n");
+    moved_to_next();
+    assert_int_equal(wait_footprint(100 * MiB, 5000), 100 * MiB);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+}
+
 /* RECLAIM_FOOTPRINT=cgroup is the program's choice: a small limit it sets
  * does not turn the measure off, and a cgroup limit set later makes the
  * cgroup's usage the measure, as it would have been at start. */
@@ -814,6 +894,26 @@ TEST_WITH(test_psi_trigger_is_written_to_cgroup_memory_pressure, pressure_setup,
     size_t n = get(V2DIR "memory.pressure", buf, sizeof(buf));
     /* written over the fake file's text, from the start, NUL included */
     assert_true(n >= sizeof("some 150000 1000000"));
+    assert_memory_equal(buf, "some 150000 1000000", sizeof("some 150000 1000000"));
+}
+
+/* The PSI trigger of a process moved to another v2 cgroup is the new
+ * group's: the old group's pressure is other processes', and a removed
+ * group's trigger signals nothing again. */
+TEST_WITH(test_psi_trigger_follows_the_process_to_another_cgroup, pressure_setup,
+          pressure_teardown)
+{
+    char buf[256];
+    fake_v2();
+    fake_v2_next("max\n", "1048576\n");
+    start(0, 0);
+    moved_to_next();
+    for (int t = 0; t < 100; t++) {
+        get(V2NEXT "memory.pressure", buf, sizeof(buf));
+        if (!strncmp(buf, "some 150000", 11))
+            break;
+        test_sleep_ms(50);
+    }
     assert_memory_equal(buf, "some 150000 1000000", sizeof("some 150000 1000000"));
 }
 

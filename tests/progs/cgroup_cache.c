@@ -11,6 +11,9 @@
  *                               for the library to shrink the cache
  *   cgroup_cache setlimit MiB   print the footprint under the automatic
  *                               limit, set MiB as the limit, print it again
+ *   cgroup_cache follow S       print the automatic limit, then wait up to
+ *                               S seconds for it to change (the test moves
+ *                               the process to another cgroup); print it
  *   cgroup_cache hog USAGE_FILE LIMIT HEADROOM
  *                               touch plain memory, 1 MiB at a time, until
  *                               the cgroup's usage is within HEADROOM bytes
@@ -132,6 +135,20 @@ static int run_setlimit(size_t mib)
     return 0;
 }
 
+/* The automatic limit at start, and the one it moves to. */
+static int run_follow(int seconds)
+{
+    size_t start = rcl_limit();
+    printf("start limit=%zu\n", start);
+    fflush(stdout);
+    for (long t = 0; t < seconds * 1000L && rcl_limit() == start; t += 50)
+        sleep_ms(50);
+    printf("%s limit=%zu reports=%lu\n", rcl_limit() == start ? "unmoved" : "moved",
+           rcl_limit(), atomic_load(&reports));
+    fflush(stdout);
+    return 0;
+}
+
 static unsigned long long read_u64(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -171,7 +188,7 @@ static int usage(const char *rejected)
     if (rejected)
         fprintf(stderr, "cgroup_cache: rejected '%s' (see --help)\n", rejected);
     fprintf(rejected ? stderr : stdout,
-            "usage: cgroup_cache cache|noshrink|setlimit MiB | hold MiB S |\n"
+            "usage: cgroup_cache cache|noshrink|setlimit MiB | hold MiB S | follow S |\n"
             "       cgroup_cache hog USAGE_FILE LIMIT HEADROOM\n"
             "The program tests/test_cgroup_e2e.c runs inside a memory cgroup.\n");
     return rejected ? 3 : 0;
@@ -196,6 +213,8 @@ int main(int argc, char **argv)
         return run_cache(mib, 0);
     if (!strcmp(argv[1], "setlimit"))
         return run_setlimit(mib);
+    if (!strcmp(argv[1], "follow"))
+        return run_follow(atoi(argv[2]));
     if (!strcmp(argv[1], "hold") && argc >= 4)
         return run_hold(mib, atoi(argv[3]));
     return usage(argv[1]);
