@@ -189,25 +189,12 @@ TEST_WITH(a_release_not_held_inside_the_programs_malloc_is_reported_without_call
 
 /* A report function may end its thread (pthread_exit()) inside the report:
  * the buffer the report was composed in goes back to the checker all the
- * same, or each such report would keep one for the graph's life. It ends
- * it once: the thread then exits holding lock_c, and the report of that,
- * made in its exit, must not end the thread again (a pthread_exit() from
- * a thread-specific data destructor is undefined). */
-static __thread bool report_ends_thread;
-
-static void report_then_end_thread(const char *report, void *arg)
-{
-    test_report_catch(report, arg);
-    if (report_ends_thread) {
-        report_ends_thread = false;
-        pthread_exit(NULL);
-    }
-}
-
+ * same, or each such report would keep one for the graph's life. The
+ * thread then exits holding lock_c, and that is reported too. */
 static void *closes_a_cycle_and_ends(void *arg)
 {
     (void)arg;
-    report_ends_thread = true;
+    test_reports_end_this_thread();
     lock(&lock_c);
     lock(&lock_a);                             /* lock_c -> lock_a: the report ends here */
     unlock(&lock_a);
@@ -219,7 +206,7 @@ TEST_WITH(a_report_function_that_ends_its_thread_gives_the_report_buffer_back, h
           heap_teardown)
 {
     lock(&lock_a); lock(&lock_c); unlock(&lock_c); unlock(&lock_a);
-    rcl_set_report_fn(report_then_end_thread, NULL);
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, closes_a_cycle_and_ends, NULL), 0);
     assert_int_equal(pthread_join(th, NULL), 0);

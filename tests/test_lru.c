@@ -602,20 +602,9 @@ TEST(test_refused_destroy_keeps_the_lru_shrinkable)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
-/* A report function that ends the thread that made the report, as a
- * logging wrapper that ends a worker at an error may. */
-static __thread bool ends_in_report;
-
-static void report_and_end(const char *report, void *arg)
-{
-    test_report_catch(report, arg);
-    if (ends_in_report)
-        pthread_exit(NULL);
-}
-
 static void *destroys_and_ends(void *l)
 {
-    ends_in_report = true;
+    test_reports_end_this_thread();
     rcl_lru_destroy(l);
     return NULL;                                /* not reached */
 }
@@ -631,7 +620,7 @@ TEST(test_a_refused_destroy_whose_report_ends_its_thread_leaves_the_lru_destroya
     fill_blobs(l, 4);
     pthread_t th;
 
-    rcl_set_report_fn(report_and_end, NULL);
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
     assert_int_equal(pthread_create(&th, NULL, destroys_and_ends, l), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
     rcl_set_report_fn(test_report_catch, NULL);

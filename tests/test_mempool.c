@@ -687,17 +687,28 @@ static void join_in_time(pthread_t th)
  * and reports that; the pool goes when the last of the waiter and the
  * element has left it, never under either (ASan and the teardown's usage
  * check hold both). Freed under the waiter, its wake-up hung in glibc. */
+/* A pool of one element, *a, whose backing allocator fails, and a thread
+ * th waiting in it for a second, with t to say how its wait ended. */
+static struct rcl_mempool *pool_with_a_waiter(struct recorder *r, void **a, struct taker *t,
+                                              pthread_t *th)
+{
+    struct rcl_mempool *pool = ops_pool(r, 1);
+    rec_set_fail(r, 1);
+    *a = rcl_mempool_alloc(pool, RCL_DEFAULT);          /* the reserve's one */
+    assert_non_null(*a);
+    *t = (struct taker){ pool, RCL_DEFAULT, NULL, 0 };
+    assert_int_equal(pthread_create(th, NULL, taker_main, t), 0);
+    wait_for_waiters(pool, 1);
+    return pool;
+}
+
 TEST(test_destroy_wakes_a_waiter_which_fails_with_eshutdown)
 {
     struct recorder r;
-    struct rcl_mempool *pool = ops_pool(&r, 1);
-    rec_set_fail(&r, 1);
-    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
-    assert_non_null(a);
-    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    struct taker t;
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
-    wait_for_waiters(pool, 1);
+    void *a;
+    struct rcl_mempool *pool = pool_with_a_waiter(&r, &a, &t, &th);
 
     rcl_mempool_destroy(pool);
     rcl_mempool_free(a, pool);          /* the last element: may go first */
@@ -710,20 +721,9 @@ TEST(test_destroy_wakes_a_waiter_which_fails_with_eshutdown)
     assert_int_equal(r.frees, 1);       /* the pool is gone: a went with it */
 }
 
-/* A report function that ends the thread that made the report, as a
- * logging wrapper that ends a worker at an error may. */
-static __thread bool ends_in_report;
-
-static void report_and_end(const char *report, void *arg)
-{
-    test_report_catch(report, arg);
-    if (ends_in_report)
-        pthread_exit(NULL);
-}
-
 static void *destroys_and_ends(void *pool)
 {
-    ends_in_report = true;
+    test_reports_end_this_thread();
     rcl_mempool_destroy(pool);
     return NULL;                                /* not reached */
 }
@@ -736,16 +736,12 @@ static void *destroys_and_ends(void *pool)
 TEST(test_a_destroy_whose_report_ends_its_thread_still_frees_the_pool)
 {
     struct recorder r;
-    struct rcl_mempool *pool = ops_pool(&r, 1);
-    rec_set_fail(&r, 1);
-    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
-    assert_non_null(a);
-    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    struct taker t;
     pthread_t th, destroyer;
-    assert_int_equal(pthread_create(&th, NULL, taker_main, &t), 0);
-    wait_for_waiters(pool, 1);
+    void *a;
+    struct rcl_mempool *pool = pool_with_a_waiter(&r, &a, &t, &th);
 
-    rcl_set_report_fn(report_and_end, NULL);
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
     assert_int_equal(pthread_create(&destroyer, NULL, destroys_and_ends, pool), 0);
     join_in_time(destroyer);
     join_in_time(th);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,19 @@ void test_report_catch(const char *report, void *arg)
     if (len < sizeof(test_reports.all) - 1)
         snprintf(test_reports.all + len, sizeof(test_reports.all) - len, "%s\n", report);
     pthread_mutex_unlock(&test_reports.lock);
+}
+
+static __thread bool end_asked;
+
+void test_reports_end_this_thread(void) { end_asked = true; }
+
+void test_report_catch_then_end(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (end_asked) {
+        end_asked = false;
+        pthread_exit(NULL);
+    }
 }
 
 unsigned test_report_count(void)

@@ -30,6 +30,13 @@ extern struct test_reports test_reports;
 
 /* The report function the fixtures install (rcl_set_report_fn). */
 void test_report_catch(const char *report, void *arg);
+/* A report function that catches as test_report_catch() does, then ends
+ * its thread with pthread_exit() if the thread asked for that with
+ * test_reports_end_this_thread(): as a logging wrapper that ends a worker
+ * at an error may. Once: a report made in the thread's exit returns (a
+ * second pthread_exit() from a destructor is undefined). */
+void test_report_catch_then_end(const char *report, void *arg);
+void test_reports_end_this_thread(void);
 /* How many reports were caught; the test has now seen them all. */
 unsigned test_report_count(void);
 /* The same, and forgets them: the next count starts from 0. */
