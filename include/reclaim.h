@@ -1465,7 +1465,9 @@ struct rcl_stats {
     unsigned long nofail_stalls;            /* stall reports */
     unsigned long mempool_reserve_hits;
     unsigned long lockdep_reports;
-    unsigned      nr_shrinkers;             /* registered; the first
+    unsigned      nr_shrinkers;             /* registered when the array
+                                               below was read (one reading);
+                                               the first
                                                RCL_STATS_MAX_SHRINKERS listed */
     struct rcl_shrinker_stats shrinkers[RCL_STATS_MAX_SHRINKERS];
     size_t        depot_held;               /* class bytes of blocks freed on one
@@ -1483,8 +1485,9 @@ void rcl_stats_get(struct rcl_stats *out);
  * more than max: call again with a larger array). out may be NULL when max
  * is 0, to count them. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
-/* Text (json = 0) or one JSON object (json = 1); -EINVAL for a NULL file,
- * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit. */
+/* Text (json = 0) or one JSON object (json = 1), every shrinker listed
+ * with the count of the same reading; -EINVAL for a NULL file, -EIO when
+ * writing fails. RECLAIM_STATS=1 prints the text form at exit. */
 int  rcl_stats_print(FILE *f, int json);
 
 #ifdef __cplusplus

@@ -130,27 +130,50 @@ static void json_string(FILE *f, const char *str)
     fputc('"', f);
 }
 
-/* Every shrinker, not only the first RCL_STATS_MAX_SHRINKERS: the array is
- * st's own when they fit, else one from malloc (st's on failure). */
-static const struct rcl_shrinker_stats *all_shrinkers(const struct rcl_stats *st, unsigned *n,
-                                                      struct rcl_shrinker_stats **owned)
+/* The shrinkers printed, and how many are registered, from one reading:
+ * the count printed is the list's, not st's, which a longer read taken
+ * later would contradict by the shrinkers registered or unregistered in
+ * between. */
+struct shrinker_list {
+    const struct rcl_shrinker_stats *all;
+    unsigned nr;                        /* registered */
+    unsigned n;                         /* listed: nr, or the first of them */
+    struct rcl_shrinker_stats *owned;
+};
+
+/* Every shrinker, not only the first RCL_STATS_MAX_SHRINKERS: st's own
+ * reading when they fit, else one into an array from malloc, read again,
+ * larger, while more were registered than it had room for. Without the
+ * memory, or with shrinkers registered faster than the reads, st's reading:
+ * its count, and the first of them. */
+static void all_shrinkers(const struct rcl_stats *st, struct shrinker_list *l)
 {
-    *owned = NULL;
-    *n = st->nr_shrinkers < RCL_STATS_MAX_SHRINKERS ? st->nr_shrinkers : RCL_STATS_MAX_SHRINKERS;
-    if (st->nr_shrinkers <= RCL_STATS_MAX_SHRINKERS)
-        return st->shrinkers;
-    unsigned want = st->nr_shrinkers + 8;   /* room for some registered meanwhile */
-    struct rcl_shrinker_stats *a = malloc(want * sizeof(*a));
-    if (!a)
-        return st->shrinkers;
-    unsigned got = rcl_stats_shrinkers(a, want);
-    *n = got < want ? got : want;
-    *owned = a;
-    return a;
+    l->all = st->shrinkers;
+    l->nr = st->nr_shrinkers;
+    l->n = l->nr < RCL_STATS_MAX_SHRINKERS ? l->nr : RCL_STATS_MAX_SHRINKERS;
+    l->owned = NULL;
+    unsigned want = st->nr_shrinkers;
+    for (int tries = 0; want > RCL_STATS_MAX_SHRINKERS && tries < 4; tries++) {
+        want += 8;                      /* room for some registered meanwhile */
+        struct rcl_shrinker_stats *a = malloc(want * sizeof(*a));
+        if (!a)
+            return;
+        unsigned got = rcl_stats_shrinkers(a, want);
+        if (got <= want) {
+            l->all = l->owned = a;
+            l->nr = l->n = got;
+            return;
+        }
+        free(a);
+        want = got;
+    }
 }
 
 static void print_json(FILE *f, const struct rcl_stats *st)
 {
+    struct shrinker_list l;
+
+    all_shrinkers(st, &l);
     fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
                "\"wmark_min\":%zu,\"wmark_low\":%zu,\"wmark_high\":%zu,"
                "\"allocations\":%lu,\"frees\":%lu,\"failures\":%lu,\"bad_frees\":%lu,"
@@ -166,23 +189,23 @@ static void print_json(FILE *f, const struct rcl_stats *st)
             st->depot_held, st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->direct_cpu_ns, st->background_cpu_ns, st->direct_bounded, st->throttled,
             st->throttle_ns, st->slow_reclaims, st->reserve_allocs, st->nofail_stalls,
-            st->mempool_reserve_hits, st->lockdep_reports, st->nr_shrinkers);
-    unsigned n;
-    struct rcl_shrinker_stats *owned;
-    const struct rcl_shrinker_stats *all = all_shrinkers(st, &n, &owned);
-    for (unsigned i = 0; i < n; i++) {
-        const struct rcl_shrinker_stats *s = &all[i];
+            st->mempool_reserve_hits, st->lockdep_reports, l.nr);
+    for (unsigned i = 0; i < l.n; i++) {
+        const struct rcl_shrinker_stats *s = &l.all[i];
         fprintf(f, "%s{\"name\":", i ? "," : "");
         json_string(f, s->name);
         fprintf(f, ",\"calls\":%lu,\"scanned\":%lu,\"freed\":%lu,\"skipped\":%lu,\"deferred\":%lu}",
                 s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
     fprintf(f, "]}\n");
-    free(owned);
+    free(l.owned);
 }
 
 static void print_text(FILE *f, const struct rcl_stats *st)
 {
+    struct shrinker_list l;
+
+    all_shrinkers(st, &l);
     fprintf(f, "libreclaim statistics\n"
                "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
                "  allocations %lu, frees %lu, failures %lu, bad frees %lu; "
@@ -200,16 +223,13 @@ static void print_text(FILE *f, const struct rcl_stats *st)
             st->background_wakeups, st->background_reclaimed, (double)st->background_cpu_ns / 1e6,
             st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
-    fprintf(f, "  shrinkers: %u\n", st->nr_shrinkers);
-    unsigned n;
-    struct rcl_shrinker_stats *owned;
-    const struct rcl_shrinker_stats *all = all_shrinkers(st, &n, &owned);
-    for (unsigned i = 0; i < n; i++) {
-        const struct rcl_shrinker_stats *s = &all[i];
+    fprintf(f, "  shrinkers: %u\n", l.nr);
+    for (unsigned i = 0; i < l.n; i++) {
+        const struct rcl_shrinker_stats *s = &l.all[i];
         fprintf(f, "    %-24s calls %lu scanned %lu freed %lu skipped %lu deferred %lu\n",
                 s->name, s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
-    free(owned);
+    free(l.owned);
 }
 
 int rcl_stats_print(FILE *f, int json)

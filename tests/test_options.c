@@ -284,6 +284,91 @@ TEST_WITH(stats_print_lists_every_shrinker, test_setup, options_teardown)
         test_counter_free(sh[i]);
 }
 
+/* A stream whose first write registers one more shrinker, as another
+ * thread may while the statistics are printed; it keeps what it is given
+ * in a memory stream. */
+struct registering_stream {
+    FILE *mem;
+    struct test_counter *late;
+};
+
+static ssize_t registering_write(void *cookie, const char *buf, size_t size)
+{
+    struct registering_stream *rs = cookie;
+    if (!rs->late)
+        rs->late = test_counter_new("late", 0, NULL);
+    return (ssize_t)fwrite(buf, 1, size, rs->mem);
+}
+
+enum { PRINTED_BEFORE = RCL_STATS_MAX_SHRINKERS + 2 };
+
+/* Prints the statistics, with PRINTED_BEFORE shrinkers registered and one
+ * more registered at the stream's first write; returns the text. */
+static char *print_while_one_is_registered(int json, struct test_counter **late)
+{
+    struct test_counter *sh[PRINTED_BEFORE];
+    struct registering_stream rs = { 0 };
+    char name[32], *buf = NULL;
+    size_t len = 0;
+
+    for (int i = 0; i < PRINTED_BEFORE; i++) {
+        snprintf(name, sizeof(name), "pool-%d", i);
+        sh[i] = test_counter_new(name, 0, NULL);
+    }
+    rs.mem = open_memstream(&buf, &len);
+    FILE *f = fopencookie(&rs, "w", (cookie_io_functions_t){ .write = registering_write });
+    assert_non_null(f);
+    setvbuf(f, NULL, _IONBF, 0);            /* each fprintf a write */
+    assert_int_equal(rcl_stats_print(f, json), 0);
+    fclose(f);
+    fclose(rs.mem);
+    for (int i = 0; i < PRINTED_BEFORE; i++)
+        test_counter_free(sh[i]);
+    *late = rs.late;
+    return buf;
+}
+
+static unsigned occurrences(const char *text, const char *what)
+{
+    unsigned n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+/* The JSON form's count of shrinkers is the length of the list it gives,
+ * one reading of both: a shrinker registered while it is printed is in
+ * both or in neither. (The count came from the statistics read first, the
+ * list, beyond the fixed array's 32, from a read made later.) */
+TEST_WITH(stats_json_counts_the_shrinkers_it_lists, test_setup, options_teardown)
+{
+    struct test_counter *late;
+    char *buf = print_while_one_is_registered(1, &late);
+    unsigned nr;
+    const char *at = strstr(buf, "\"nr_shrinkers\":");
+
+    assert_non_null(at);
+    assert_int_equal(sscanf(at, "\"nr_shrinkers\":%u", &nr), 1);
+    assert_int_equal(nr, occurrences(buf, "{\"name\":"));
+    free(buf);
+    test_counter_free(late);
+}
+
+/* The same for the text form. */
+TEST_WITH(stats_text_counts_the_shrinkers_it_lists, test_setup, options_teardown)
+{
+    struct test_counter *late;
+    char *buf = print_while_one_is_registered(0, &late);
+    unsigned nr;
+    const char *at = strstr(buf, "  shrinkers: ");
+
+    assert_non_null(at);
+    assert_int_equal(sscanf(at, "  shrinkers: %u", &nr), 1);
+    assert_int_equal(nr, occurrences(at, " calls "));
+    free(buf);
+    test_counter_free(late);
+}
+
 /* The library says which version it is, in the header's terms. */
 TEST_WITH(version_matches_the_header, test_setup, options_teardown)
 {
