@@ -297,9 +297,15 @@ void   rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark);
 bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
 /* rcl_shrinker_unregister() for `caller`, which says what it did: 0,
  * -EDEADLK from s's own callback, -EINVAL for no registered shrinker (both
- * reported, nothing done). Is a reclaim pass over the shrinkers running on
- * this thread? */
+ * reported, nothing done). The quiet form reports nothing, copying s's
+ * name into `name` on -EDEADLK: a caller that holds an object of its own
+ * reports the refusal with rcl__shrinker_unregister_report() once it has
+ * let that go, since a report function may end the thread. Is a reclaim
+ * pass over the shrinkers running on this thread? */
 int    rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller);
+int    rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME_MAX]);
+void   rcl__shrinker_unregister_report(const char *caller, int err, const void *s,
+                                       const char *name);
 bool   rcl__shrinking_here(void);
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),

@@ -164,15 +164,25 @@ static bool shrinker_still_ours(const struct rcl_lru *lru)
            atomic_load_explicit(&rcl__epoch, memory_order_acquire) == lru->shrinker_epoch;
 }
 
+/* What a destroy has to report, kept for after it has let the LRU go. */
+struct lru_free_report {
+    unsigned long count;            /* items left on it: -EBUSY */
+    int           unregister_err;   /* its shrinker's unregister refused */
+    const void   *shrinker;
+    char          name[RCL_NAME_MAX];
+};
+
 /* Frees a claimed LRU, or says why it may not (-EBUSY, -EDEADLK), leaving
  * it as it was. */
-static int lru_free(struct rcl_lru *lru, unsigned long *left)
+static int lru_free(struct rcl_lru *lru, struct lru_free_report *r)
 {
-    *left = rd(lru->count);
+    r->count = rd(lru->count);
+    r->unregister_err = 0;
+    r->shrinker = NULL;
     /* The items are the caller's; freeing the head under them would leave
      * them pointing at freed memory. Refused, and the LRU left as it was,
      * shrinker included. */
-    if (*left)
+    if (r->count)
         return -EBUSY;
     /* Unregistering waits for a scan in flight, so after this no shrinker
      * call can be looking at the list. */
@@ -182,9 +192,12 @@ static int lru_free(struct rcl_lru *lru, unsigned long *left)
          * the shrinker's own scan (a free_fn that destroys its LRU) the
          * unregister is refused, and the LRU stays: the scan comes back
          * to it. */
-        if (shrinker_still_ours(lru) &&
-            rcl__shrinker_unregister(lru->shrinker, "rcl_lru_destroy") == -EDEADLK)
-            return -EDEADLK;
+        if (shrinker_still_ours(lru)) {
+            r->shrinker = lru->shrinker;
+            r->unregister_err = rcl__shrinker_unregister_quiet(lru->shrinker, r->name);
+            if (r->unregister_err == -EDEADLK)
+                return -EDEADLK;
+        }
         lru->shrinker = NULL;
     }
     tag_put(lru->tag);
@@ -203,14 +216,17 @@ int rcl_lru_destroy(struct rcl_lru *lru)
                     "never created); left alone", (void *)lru);
         return -EINVAL;
     }
-    unsigned long left;
-    int err = lru_free(lru, &left);
+    struct lru_free_report r;
+    int err = lru_free(lru, &r);
     if (err)
         rcl__fork_unclaim(&lru->fork);
-    /* Loudly, once the LRU is the program's again: a report function that
-     * ends its thread left it claimed by the destroy, never destroyed. */
+    /* Loudly, once the LRU is freed or the program's again: a report
+     * function that ends its thread left it claimed by the destroy, never
+     * destroyed. */
     if (err == -EBUSY)
-        rcl__report("rcl_lru_destroy: %lu items still on the LRU; not destroyed", left);
+        rcl__report("rcl_lru_destroy: %lu items still on the LRU; not destroyed", r.count);
+    else
+        rcl__shrinker_unregister_report("rcl_lru_destroy", r.unregister_err, r.shrinker, r.name);
     return err;
 }
 

@@ -229,14 +229,35 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s)
 
 int rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller)
 {
+    char name[RCL_NAME_MAX];
+
     if (!s) {
         rcl__report("%s(NULL): nothing to unregister", caller);
         return -EINVAL;
     }
-    /* Waiting for our own scan to finish would wait forever. */
-    if (held_here(s)) {
+    int err = rcl__shrinker_unregister_quiet(s, name);
+    rcl__shrinker_unregister_report(caller, err, s, name);
+    return err;
+}
+
+/* s is only named by its address: on -EINVAL it may be no shrinker. */
+void rcl__shrinker_unregister_report(const char *caller, int err, const void *s,
+                                     const char *name)
+{
+    if (err == -EDEADLK)
         rcl__report("%s(\"%s\") from its own callback: refused (it would wait for its "
-                    "own shrinker's scan)", caller, s->name);
+                    "own shrinker's scan)", caller, name);
+    else if (err == -EINVAL)
+        rcl__report("%s(%p): not a registered shrinker (unregistered twice?); "
+                    "nothing done", caller, s);
+}
+
+int rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME_MAX])
+{
+    /* Waiting for our own scan to finish would wait forever. The scan
+     * keeps s alive while its name is copied. */
+    if (held_here(s)) {
+        memcpy(name, s->name, RCL_NAME_MAX);
         return -EDEADLK;
     }
     /* Not cancellable: a half-done unregister would leave a dead shrinker
@@ -246,8 +267,6 @@ int rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller)
     if (!registered_locked(s) || s->dead) {
         pthread_mutex_unlock(&shrinker_lock);
         rcl__nocancel_end(cancel);
-        rcl__report("%s(%p): not a registered shrinker (unregistered twice?); "
-                    "nothing done", caller, (void *)s);
         return -EINVAL;
     }
     s->dead = true;

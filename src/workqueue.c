@@ -552,11 +552,16 @@ static void wq_destroy_inherited(struct rcl_workqueue *wq)
     for (unsigned i = 0; i <= wq->nr_workers; i++)
         dropped += slot(wq, i)->again != NULL;
     pthread_mutex_unlock(&wq->lock);
+    /* Reported once the queue is freed, from a copy of its name: a report
+     * function that ends its thread would otherwise leave it claimed by a
+     * destroy that never comes back, and never freed. */
+    char name[sizeof(wq->name)];
+    memcpy(name, wq->name, sizeof(name));
+    wq_free(wq);
     if (dropped)
         rcl__report("rcl_workqueue_destroy(%s): a queue inherited through fork() runs "
                     "nothing in the child; %llu queued item(s) dropped, still marked "
-                    "pending", wq->name, dropped);
-    wq_free(wq);
+                    "pending", name, dropped);
 }
 
 void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w))

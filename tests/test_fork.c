@@ -1037,6 +1037,73 @@ TEST(a_child_forked_in_a_work_item_runs_none_of_the_queues_items)
     rcl_workqueue_destroy(q);
 }
 
+/* A queue with items queued at the fork, one running and one behind it:
+ * the child's destroy drops the one behind, and says so. Its report is
+ * made once the child's copy is freed: a report function that ends its
+ * thread there leaves the queue freed, its memory back in the budget.
+ * (The report came first: the thread ended with the queue claimed by the
+ * destroy, never freed.) */
+static struct rcl_workqueue *forked_queue;
+
+static void *destroys_the_forked_queue_and_ends(void *arg)
+{
+    (void)arg;
+    test_reports_end_this_thread();
+    rcl_workqueue_destroy(forked_queue);
+    return NULL;                                /* not reached */
+}
+
+static int child_destroys_the_queue_in_a_thread_that_ends(void)
+{
+    pthread_t th;
+    size_t before = rcl_usage();
+
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    CHECK(pthread_create(&th, NULL, destroys_the_forked_queue_and_ends, NULL) == 0, 1);
+    CHECK(pthread_join(th, NULL) == 0, 2);
+    rcl_set_report_fn(test_report_catch, NULL);
+    CHECK(test_reports_contain("1 queued item(s) dropped"), 3);
+    CHECK(rcl_usage() < before, 4);
+    return 0;
+}
+
+static atomic_int gate_reached, gate_opened;
+
+static void waits_at_gate_fn(struct rcl_work *w)
+{
+    (void)w;
+    atomic_store(&gate_reached, 1);
+    while (!atomic_load(&gate_opened))
+        test_sleep_ms(1);
+}
+
+static void nothing_fn(struct rcl_work *w) { (void)w; }
+
+TEST(a_child_whose_queue_destroy_report_ends_its_thread_frees_the_queue)
+{
+    if (child_threads_unsupported()) {
+        print_message("skipped: ThreadSanitizer does not start threads in a child of a "
+                      "multi-threaded process\n");
+        skip();
+    }
+    struct rcl_work running, behind;
+
+    atomic_store(&gate_reached, 0);
+    atomic_store(&gate_opened, 0);
+    forked_queue = rcl_workqueue_create("forked", 1, 0);
+    assert_non_null(forked_queue);
+    rcl_work_init(&running, waits_at_gate_fn);
+    rcl_work_init(&behind, nothing_fn);
+    assert_int_equal(rcl_queue_work(forked_queue, &running), 0);
+    while (!atomic_load(&gate_reached))
+        test_sleep_ms(1);
+    assert_int_equal(rcl_queue_work(forked_queue, &behind), 0);
+    pid_t pid = fork_child(child_destroys_the_queue_in_a_thread_that_ends);
+    atomic_store(&gate_opened, 1);
+    assert_int_equal(wait_child(pid), 0);
+    rcl_workqueue_destroy(forked_queue);
+}
+
 /* A thread waiting in a mempool at the fork is not in the child, and
  * neither is its count there: the child's destroy finds only the element
  * it holds, not a waiter nobody would ever wake, and so can free its copy

@@ -654,6 +654,34 @@ TEST(test_destroy_from_its_own_free_fn_is_refused)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+static void *reclaims_and_ends(void *arg)
+{
+    (void)arg;
+    test_reports_end_this_thread();
+    rcl_reclaim(sizeof(struct blob), RCL_DEFAULT);
+    return NULL;
+}
+
+/* The same refusal reports once the LRU is the program's again: a report
+ * function that ends the free_fn's thread there leaves it destroyable.
+ * (It was made while the destroy held the LRU: every later destroy was
+ * refused as one of an LRU that is not live.) */
+TEST(test_a_destroy_refused_in_its_own_free_fn_whose_report_ends_its_thread_leaves_the_lru_destroyable)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    pthread_t th;
+
+    assert_non_null(rcl_lru_shrinker(l, "self", NULL, blob_free_and_destroy, l, NULL));
+    fill_blobs(l, 1);
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    assert_int_equal(pthread_create(&th, NULL, reclaims_and_ends, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("own shrinker");
+    assert_int_equal(rcl_lru_count(l), 0);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 TEST(test_destroy_unregisters_the_shrinker)
 {
     struct rcl_lru *l = rcl_lru_create();
