@@ -1006,7 +1006,11 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  *
  * Workers: one is started with the queue; a worker about to run an item
  * starts another when none would be left idle, up to max_workers (0: the
- * number of online CPUs; at most 1024), so queueing never creates threads.
+ * number of online CPUs; at most 1024), so queueing creates no threads,
+ * except for a queue left with none at all (every worker and the rescuer
+ * ended in work items, and no thread could be started to replace them):
+ * rcl_queue_work() then starts a worker (reported when it cannot; the
+ * next queueing tries again).
  * When starting one fails (reported, at most once a second) the rescuer, if
  * there is one, runs pending items one by one until a worker can be started
  * again. Library threads block all signals and are named "rcl-wq/NAME" and

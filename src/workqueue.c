@@ -13,7 +13,8 @@
  * Forward progress, as the kernel's workqueues (kernel/workqueue.c):
  *   - A worker about to start an item first makes sure an idle worker will
  *     remain (the kernel's may_start_working/manage_workers), up to
- *     max_workers, so queueing never creates threads and never allocates.
+ *     max_workers, so queueing never allocates and creates no threads but
+ *     for a queue left with none (threadless()).
  *   - When a worker cannot be created, a queue made with RCL_WQ_MEM_RECLAIM
  *     "calls mayday": its rescuer thread, created with the queue, runs the
  *     pending items itself. The work a daemon needs to free memory therefore
@@ -654,6 +655,20 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
     return wq;
 }
 
+/*
+ * No worker and no rescuer: each ended in a work item, and no thread could
+ * be started to replace them then. Nothing else would ever start one, so
+ * the item queued now would wait for ever; the kernel's pool manager makes
+ * a worker for a pool that has work and nobody idle, and so does this, only
+ * here. A start in progress counts as a thread: it is on its way.
+ */
+static bool threadless(struct rcl_workqueue *wq)
+{
+    rcl__assert_held(&wq->lock);
+    return wq->nr_workers == wq->nr_gone && !wq->has_rescuer && !wq->creating &&
+           !wq->rescuer_starting;
+}
+
 int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
 {
     if (!wq || !w || !w->fn)
@@ -680,6 +695,8 @@ int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
     *wq->tail = w;
     wq->tail = &w->rcl_next;
     wq->queued++;
+    if (unlikely(threadless(wq)))
+        create_worker(wq);
     if (wq->nr_idle)
         pthread_cond_signal(&wq->more);
     else if (wq->mayday)

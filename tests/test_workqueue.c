@@ -1036,6 +1036,29 @@ TEST_WITH(test_work_queued_while_an_exited_worker_is_replaced_wakes_the_replacem
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* A queue whose only worker ended in its item and whose replacement could
+ * not be started has no thread left to start another: the next queueing
+ * starts one, as the kernel's pool manager makes a worker for a pool with
+ * work and nobody idle. (Nothing ever started one, and every later item
+ * waited for ever.) */
+TEST_WITH(test_work_queued_to_a_queue_left_with_no_thread_starts_a_worker,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    struct rcl_workqueue *wq = one_worker_with("threadless", &ends, exits_fn, &after);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    atomic_store(&workers_allowed, 1);
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
 static void cancels_its_thread_fn(struct rcl_work *w)
 {
     (void)w;
