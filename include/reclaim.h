@@ -590,6 +590,15 @@ void   rcl_shutdown(void);
  * and take locks: unsafe if the thread was inside malloc() itself or
  * another library call. Bracket every handler that allocates. No other
  * library call may be made from a signal handler.
+ *
+ * A thread's last round of thread-specific data destructors
+ * (PTHREAD_DESTRUCTOR_ITERATIONS). The library's own destructor
+ * unregisters the thread in every round, and in the last leaves it out of
+ * the library for good: nothing would give back what it held after that.
+ * A destructor that runs after the library's there is served as a signal
+ * handler is: an allocation returns NULL with ENOMEM, a NOFAIL one too,
+ * rcl_charge() returns -ENOMEM, and a free is deferred as a handler's on
+ * a thread whose exit has run (above).
  */
 /* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
  * enter is ignored, and reported by the thread's next allocation. */
@@ -752,8 +761,10 @@ size_t rcl_auto_limit(void);
  *              ordinary contexts), so retrying is pointless;
  *   ENOMEM     no room now.
  * With RCL__NOFAIL (which needs RCL__DIRECT_RECLAIM in gfp) the call never returns
- * NULL for a request that can succeed: it reclaims, waits with a bound and
- * retries, reporting a stall every stall_ms (default 10 s) while it waits.
+ * NULL for a request that can succeed (but in a signal handler's call and
+ * in a thread's last round of destructors, above): it reclaims, waits
+ * with a bound and retries, reporting a stall every stall_ms (default
+ * 10 s) while it waits.
  * That holds when the allocator behind the library fails too (malloc,
  * posix_memalign, realloc or mmap returning NULL), for rcl_alloc,
  * rcl_calloc, rcl_realloc, rcl_aligned_alloc and rcl_valloc alike: the

@@ -30,6 +30,7 @@ static pthread_key_t late_key;
 static atomic_int late_rounds;
 static void *_Atomic late_block;    /* the thread's, freed in its last round */
 static atomic_int late_served;      /* the last round's allocation got a block */
+static void (*late_call)(void);     /* made in the last round too, if set */
 
 /* Set again for each round but the last: its key is made after the
  * library's (run_late_thread), so its call comes after the library's in
@@ -42,6 +43,8 @@ static void calls_in_the_last_round(void *arg)
         return;
     }
     rcl_free(atomic_exchange(&late_block, NULL));
+    if (late_call)
+        late_call();
     void *p = rcl_alloc(100, RCL_DEFAULT);
     atomic_store(&late_served, p != NULL);
     rcl_free(p);
@@ -69,6 +72,7 @@ static void run_late_thread(bool keep)
     if (test_under_sanitizer("tsan")) {
         print_message("skipped under tsan: a thread's last destructor round runs after the "
                       "sanitizer ended the thread; the plain and asan runs hold this test\n");
+        late_call = NULL;
         skip();
     }
 
@@ -81,6 +85,7 @@ static void run_late_thread(bool keep)
     assert_int_equal(pthread_key_create(&late_key, calls_in_the_last_round), 0);
     assert_int_equal(pthread_create(&th, NULL, registers_then_exits, keep ? &th : NULL), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
+    late_call = NULL;
     assert_int_equal(pthread_key_delete(late_key), 0);
     assert_int_equal(atomic_load(&late_rounds), ROUNDS);
 }
@@ -113,6 +118,43 @@ TEST(a_free_in_a_threads_last_destructor_round_is_released)
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), start);
     assert_int_equal(thread_cached(), 0);
+}
+
+static atomic_int late_nofail_errno;    /* 0: the NOFAIL allocation got a block */
+static atomic_int late_charge_err;
+
+static void allocates_nofail(void)
+{
+    errno = 0;
+    void *p = rcl_alloc(100, RCL_DEFAULT | RCL__NOFAIL);
+    atomic_store(&late_nofail_errno, p ? 0 : errno);
+    rcl_free(p);
+}
+
+/* Nothing would give back what it charged: refused as a signal handler's
+ * NOFAIL is, the one exception to NOFAIL's promise besides those. */
+TEST(a_nofail_allocation_in_a_threads_last_destructor_round_fails_with_enomem)
+{
+    atomic_store(&late_nofail_errno, -1);
+    late_call = allocates_nofail;
+    run_late_thread(false);
+    assert_int_equal(atomic_load(&late_nofail_errno), ENOMEM);
+}
+
+static void charges(void)
+{
+    int err = rcl_charge(4096, RCL_DEFAULT);
+    atomic_store(&late_charge_err, err);
+    if (!err)
+        rcl_uncharge(4096);
+}
+
+TEST(rcl_charge_in_a_threads_last_destructor_round_fails_with_enomem)
+{
+    atomic_store(&late_charge_err, 1);
+    late_call = charges;
+    run_late_thread(false);
+    assert_int_equal(atomic_load(&late_charge_err), -ENOMEM);
 }
 
 static void *allocates(void *arg)
