@@ -357,6 +357,7 @@ static void report_unseen(int version, const char *cgpath, int err)
 static int find_once(struct rcl_cgroup *cg, bool last)
 {
     char v1[PATH_MAX], v2[PATH_MAX];
+    int seen = -ENOENT;
     memset(cg, 0, sizeof(*cg));
     own_cgroup_paths(v1, v2, sizeof(v1));
     for (int version = 1; version <= 2; version++) {
@@ -368,11 +369,13 @@ static int find_once(struct rcl_cgroup *cg, bool last)
          * process's new v1 group is where its limit is. */
         if (err == -ESTALE && !last)
             return err;
-        if (err == -EXDEV || err == -ESTALE)
+        if (err == -EXDEV || err == -ESTALE) {
             report_unseen(version, path, err);
+            seen = err;
+        }
     }
     memset(cg, 0, sizeof(*cg));
-    return -ENOENT;
+    return seen;
 }
 
 /* The memory cgroup: a v1 memory hierarchy when there is one (it is where
@@ -381,7 +384,7 @@ int rcl__cgroup_find(struct rcl_cgroup *cg)
 {
     for (unsigned i = 0;; i++) {
         int err = find_once(cg, i == CGROUP_REREADS);
-        if (err != -ESTALE)
+        if (err != -ESTALE || i == CGROUP_REREADS)
             return err;
     }
 }

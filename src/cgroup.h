@@ -35,8 +35,10 @@ ssize_t  rcl__pread_text(int fd, char *buf, size_t len);
 /* A descriptor on /proc/self/cgroup, under the root prefix; -errno. Read
  * again with rcl__pread_text(), it tells a move to another group. */
 int      rcl__cgroup_self_open(void);
-/* 0, or -ENOENT with cg->version 0: none mounted, or the process's cgroup
- * outside what the mounts show (reported, once for each such cgroup). */
+/* 0; else cg->version 0 and -EXDEV or -ESTALE for the process's cgroup
+ * outside what the mounts show or gone at every read (reported, once for
+ * each such cgroup), -ENOENT for none mounted or none readable (the
+ * mounts or /proc/self/cgroup unreadable: no descriptor free). */
 int      rcl__cgroup_find(struct rcl_cgroup *cg);
 /* The smallest limit set on the way up (RCL_CG_NONE; RCL_CG_UNKNOWN);
  * `at` gets the directory that sets it. */

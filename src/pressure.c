@@ -434,16 +434,20 @@ static const char *cgroup_name(const struct rcl_cgroup *cg)
  * /proc/self/cgroup, kept open, is read again at each tick, one pread,
  * and only a change in it looks the group up again, which opens files
  * (mountinfo, the new group's): on a move, not in steady state. A new
- * group that cannot be found (reported by the look-up) leaves the old one
- * followed, as before the move.
+ * group that no mount shows (reported by the look-up) leaves the old one
+ * followed, as before the move. A look-up that could not read the mounts
+ * at all (no descriptor free) says nothing of the new group: the move is
+ * looked up again at the next tick.
  */
 static bool cgroup_moved(struct rcl_cgroup *cg)
 {
     ssize_t n = rcl__pread_text(watcher.self_fd, watcher.self_now, sizeof(watcher.self_now));
     if (n <= 0 || !strcmp(watcher.self_now, watcher.self_seen))
         return false;
-    memcpy(watcher.self_seen, watcher.self_now, (size_t)n + 1);
-    if (rcl__cgroup_find(cg))
+    int err = rcl__cgroup_find(cg);
+    if (err != -ENOENT)
+        memcpy(watcher.self_seen, watcher.self_now, (size_t)n + 1);
+    if (err)
         return false;
     return cg->version != watcher.cg.version || strcmp(cg->dir, watcher.cg.dir) != 0;
 }

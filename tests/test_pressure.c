@@ -692,6 +692,30 @@ TEST_WITH(test_budget_follows_the_process_moved_to_another_cgroup, pressure_setu
     assert_int_equal(test_report_count(), 1);
 }
 
+/* A move looked up while the mounts cannot be read (no descriptor free;
+ * here mountinfo is away for a moment) is looked up again at the next
+ * tick. It was taken as seen, and the old group followed for good. */
+TEST_WITH(test_a_move_looked_up_while_the_mounts_are_unreadable_is_followed_later,
+          pressure_setup, pressure_teardown)
+{
+    char at[PATH_MAX], away[PATH_MAX + 8];
+    fake_v2();
+    put(V2DIR "memory.max", "536870912\n");
+    fake_v2_next("268435456\n", "1048576\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    snprintf(at, sizeof(at), "%s/proc/self/mountinfo", root);
+    snprintf(away, sizeof(away), "%s.away", at);
+    assert_int_equal(rename(at, away), 0);
+    moved_to_next();
+    test_sleep_ms(1500);                /* a tick looks the move up, and cannot */
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    assert_int_equal(rename(away, at), 0);
+    limit_becomes(224 * MiB);
+    assert_int_equal(test_reports_seen_matching("moved from memory cgroup"), 1);
+    assert_int_equal(test_report_count(), 1);
+}
+
 /* The same on cgroup v1, where the memory controller's line tells the
  * move; the usage threshold is armed in the new group, whose usage is
  * the one that counts now. */
