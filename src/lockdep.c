@@ -91,15 +91,6 @@ static void ld_thread_forget(struct ld_thread *t, unsigned gen)
     rcl__ld_update_watch(false);
 }
 
-/* The rounds of destructors a thread's exit runs at least (POSIX's
- * minimum, glibc's and musl's number): past them a key set again may be
- * dropped, its destructor never called. */
-#ifdef PTHREAD_DESTRUCTOR_ITERATIONS
-#define EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
-#else
-#define EXIT_ROUNDS 4
-#endif
-
 /* Does the exiting thread hold locks of this graph? Locks counted in
  * `unknown` are left out: some a reset forgot may have been released
  * while the checker was off, and a report of a lock not held is false. */
@@ -121,7 +112,7 @@ static bool ld_exit_holds(const struct ld_thread *t)
  */
 static bool ld_exit_wait(struct ld_thread *t)
 {
-    if (t->exit_rounds + 2 >= EXIT_ROUNDS || pthread_setspecific(ld_exit_key, t) != 0)
+    if (t->exit_rounds + 2 >= RCL__EXIT_ROUNDS || pthread_setspecific(ld_exit_key, t) != 0)
         return false;
     t->exit_rounds++;
     return true;

@@ -63,15 +63,6 @@ static void unlink_locked(struct rcl_thread *t)
     rcl__slow_path_ask(t);
 }
 
-/* The rounds of destructors a thread's exit runs at least (POSIX's
- * minimum, glibc's and musl's number): a key set again in the last is
- * dropped, its destructor never called. */
-#ifdef PTHREAD_DESTRUCTOR_ITERATIONS
-#define EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
-#else
-#define EXIT_ROUNDS 4
-#endif
-
 /* The round this destructor is last called in. ThreadSanitizer's runtime
  * ends a thread's state in the C library's last round, in its own key's
  * destructor, which comes before this one; clang's then stops the process
@@ -79,9 +70,9 @@ static void unlink_locked(struct rcl_thread *t)
  * early, and a call from the last round, which that runtime cannot serve
  * either, finds it so. */
 #ifdef RCL_TSAN
-#define LAST_ROUND (EXIT_ROUNDS - 1)
+#define LAST_ROUND (RCL__EXIT_ROUNDS - 1)
 #else
-#define LAST_ROUND EXIT_ROUNDS
+#define LAST_ROUND RCL__EXIT_ROUNDS
 #endif
 
 /* Anything for an exit to give back: the thread is registered, or holds
@@ -120,7 +111,7 @@ static void thread_leave(struct rcl_thread *t)
  * (alloc_signal.c: allocations declined, frees deferred to the process's
  * list) and never register it. A thread first registered inside its own
  * destructors counts from there and may reach the last round short of
- * EXIT_ROUNDS: a registration after its call there stays (docs/design.md).
+ * RCL__EXIT_ROUNDS: a registration after its call there stays (docs/design.md).
  *
  * A round with nothing to give back takes no lock and frees nothing: the
  * thread's earlier rounds cost no more than before, and in the last the

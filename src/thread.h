@@ -8,6 +8,7 @@
 #ifndef RCL_THREAD_H
 #define RCL_THREAD_H
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -287,6 +288,16 @@ static inline void rcl__busy_drop(struct rcl_thread *t, unsigned b)
  * are outside it, and must not find the mark, which would send their
  * allocations and frees to the handlers' path (thread.c). */
 void rcl__busy_sleep_ns(long ns);
+
+/* The rounds of destructors a thread's exit runs at least (POSIX's
+ * minimum, glibc's and musl's number): a key set again in the last is
+ * dropped, its destructor never called. The library's two exit keys
+ * count them (thread.c, lockdep.c). */
+#ifdef PTHREAD_DESTRUCTOR_ITERATIONS
+#define RCL__EXIT_ROUNDS PTHREAD_DESTRUCTOR_ITERATIONS
+#else
+#define RCL__EXIT_ROUNDS 4
+#endif
 static inline bool rcl__sig_pending(const struct rcl_thread *t)
 {
     return rd(t->sig_want) || atomic_load_explicit(&t->sig_deferred, memory_order_relaxed) ||
