@@ -179,17 +179,42 @@ int rcl__cgroup_self_open(void)
     return fd < 0 ? -errno : fd;
 }
 
+/* One line of `f`, without its newline, into buf; false at the end. A
+ * line longer than buf is skipped whole: its rest, read as a line of its
+ * own, would be taken for another. */
+static bool read_line(FILE *f, char *buf, size_t len)
+{
+    while (fgets(buf, (int)len, f)) {
+        size_t n = strlen(buf);
+        if (n && buf[n - 1] == '\n') {
+            buf[n - 1] = '\0';
+            return true;
+        }
+        int c = getc(f);
+        if (c == '\n' || c == EOF)
+            return true;                /* it filled buf exactly, or ended the file */
+        while ((c = getc(f)) != EOF && c != '\n')
+            ;
+    }
+    return false;
+}
+
 /* The cgroup paths of the memory controller (v1) and the unified hierarchy
- * (v2) from /proc/self/cgroup: "ID:CONTROLLERS:PATH" lines. */
+ * (v2) from /proc/self/cgroup: "ID:CONTROLLERS:PATH" lines. Read a line at
+ * a time: the file names the process's group once for each hierarchy, a
+ * hybrid system's dozen of them, and with long paths runs past any buffer
+ * that would hold it whole, the memory controller's line among the last.
+ * One line is bounded: the kernel refuses a path of PATH_MAX or more, and
+ * a hierarchy's controllers and name are a few dozen characters. */
 static void own_cgroup_paths(char *v1, char *v2, size_t len)
 {
-    char path[PATH_MAX], buf[4096];
+    char path[PATH_MAX], line[PATH_MAX + 256];
     v1[0] = v2[0] = '\0';
     snprintf(path, sizeof(path), "%s/proc/self/cgroup", rcl__root_prefix());
-    if (rcl__read_small(path, buf, sizeof(buf)) <= 0)
+    FILE *f = fopen(path, "re");
+    if (!f)
         return;
-    for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
-         line = strtok_r(NULL, "\n", &save)) {
+    while (read_line(f, line, sizeof(line))) {
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2)
             continue;
@@ -199,6 +224,7 @@ static void own_cgroup_paths(char *v1, char *v2, size_t len)
         else if (has_token(c1 + 1, "memory"))
             snprintf(v1, len, "%s", c2 + 1);
     }
+    fclose(f);
 }
 
 /* Where hierarchy `want` (1: cgroup with the memory option, 2: cgroup2) is

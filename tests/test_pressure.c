@@ -362,6 +362,29 @@ TEST_WITH(test_v1_cgroup_beside_the_mounts_root_is_not_read, pressure_setup, pre
     assert_int_equal(test_reports_seen_matching("is outside every mount"), 1);
 }
 
+/* A hybrid system's /proc/self/cgroup names the process's group once for
+ * each hierarchy, in the kernel's order, the memory controller's among the
+ * last: with long paths it runs past 4 KiB. It was read into 4 KiB, the
+ * memory line cut off, and the limit never seen. */
+TEST_WITH(test_v1_memory_line_past_four_kib_of_proc_self_cgroup_is_read, pressure_setup,
+          pressure_teardown)
+{
+    char longpath[600], text[8192] = "";
+    fake_v1();
+    memset(longpath, 'x', sizeof(longpath) - 1);
+    longpath[sizeof(longpath) - 1] = '\0';
+    for (unsigned id = 12; id > 4; id--) {
+        size_t n = strlen(text);
+        snprintf(text + n, sizeof(text) - n, "%u:ctl%u:/%s\n", id, id, longpath);
+    }
+    size_t n = strlen(text);
+    snprintf(text + n, sizeof(text) - n, "4:memory:/grp\n1:name=systemd:/\n0::/\n");
+    assert_true(strlen(text) > 4096);
+    put("proc/self/cgroup", text);
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
+}
+
 /* A second mount of the hierarchy that shows the cgroup is read: here the
  * whole hierarchy, whose root is above the namespace's ("/.."). */
 TEST_WITH(test_a_cgroup_outside_one_mount_is_read_under_another, pressure_setup, pressure_teardown)
