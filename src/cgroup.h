@@ -32,8 +32,11 @@ ssize_t  rcl__read_small(const char *path, char *buf, size_t len);
  * no new memory), NUL-terminated; -errno (-EINVAL when empty) or the
  * length. */
 ssize_t  rcl__pread_text(int fd, char *buf, size_t len);
-/* A descriptor on /proc/self/cgroup, under the root prefix; -errno. Read
- * again with rcl__pread_text(), it tells a move to another group. */
+/* A fingerprint of all of a file kept open, however long, read with
+ * pread (no file opened, no new memory); -errno (-EINVAL when empty). */
+int      rcl__pread_hash(int fd, uint64_t *out);
+/* A descriptor on /proc/self/cgroup, under the root prefix; -errno. Its
+ * fingerprint (rcl__pread_hash()) changes at a move to another group. */
 int      rcl__cgroup_self_open(void);
 /* 0; else cg->version 0 and -EXDEV or -ESTALE for the process's cgroup
  * outside what the mounts show or gone at every read (reported, once for

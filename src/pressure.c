@@ -61,8 +61,9 @@ static struct {
     struct rcl_cgroup cg;           /* version 0: none */
     struct rcl_cgroup_files files;  /* its files, opened once */
     int             self_fd;        /* /proc/self/cgroup, read each tick */
-    char            self_seen[4096]; /* what it said when cg was last found */
-    char            self_now[4096];
+    uint64_t        self_seen;      /* its fingerprint when cg was last found
+                                       (0: unread): all of it, the memory
+                                       line may lie past any buffer's end */
     bool            regrouped;      /* cg changed: the footprint and the
                                        threshold follow at the tick */
     bool            auto_limit;     /* the budget follows the cgroup */
@@ -431,7 +432,8 @@ static const char *cgroup_name(const struct rcl_cgroup *cg)
  * group's cgroup.procs. The old group's limit binds the process no more,
  * and once that group is removed its files read nothing - or, on v1, only
  * the levels above it do: a looser limit, and the budget grew. So
- * /proc/self/cgroup, kept open, is read again at each tick, one pread,
+ * /proc/self/cgroup, kept open, is read again at each tick with pread,
+ * all of it (a hybrid system's memory line may lie past its first 4 KiB),
  * and only a change in it looks the group up again, which opens files
  * (mountinfo, the new group's): on a move, not in steady state. A new
  * group that no mount shows (reported by the look-up) leaves the old one
@@ -441,12 +443,12 @@ static const char *cgroup_name(const struct rcl_cgroup *cg)
  */
 static bool cgroup_moved(struct rcl_cgroup *cg)
 {
-    ssize_t n = rcl__pread_text(watcher.self_fd, watcher.self_now, sizeof(watcher.self_now));
-    if (n <= 0 || !strcmp(watcher.self_now, watcher.self_seen))
+    uint64_t now;
+    if (rcl__pread_hash(watcher.self_fd, &now) || now == watcher.self_seen)
         return false;
     int err = rcl__cgroup_find(cg);
     if (err != -ENOENT)
-        memcpy(watcher.self_seen, watcher.self_now, (size_t)n + 1);
+        watcher.self_seen = now;
     if (err)
         return false;
     return cg->version != watcher.cg.version || strcmp(cg->dir, watcher.cg.dir) != 0;
@@ -606,8 +608,8 @@ int rcl__pressure_start(bool auto_limit)
     watcher.self_fd = rcl__cgroup_self_open();
     if (watcher.self_fd < 0)
         watcher.self_fd = -1;
-    if (rcl__pread_text(watcher.self_fd, watcher.self_seen, sizeof(watcher.self_seen)) < 0)
-        watcher.self_seen[0] = '\0';
+    if (rcl__pread_hash(watcher.self_fd, &watcher.self_seen))
+        watcher.self_seen = 0;
     rcl__cgroup_find(&watcher.cg);             /* version 0 when there is none */
     watcher.cg_limit = RCL_CG_NONE;
     if (watcher.cg.version) {

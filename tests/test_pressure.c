@@ -362,15 +362,12 @@ TEST_WITH(test_v1_cgroup_beside_the_mounts_root_is_not_read, pressure_setup, pre
     assert_int_equal(test_reports_seen_matching("is outside every mount"), 1);
 }
 
-/* A hybrid system's /proc/self/cgroup names the process's group once for
- * each hierarchy, in the kernel's order, the memory controller's among the
- * last: with long paths it runs past 4 KiB. It was read into 4 KiB, the
- * memory line cut off, and the limit never seen. */
-TEST_WITH(test_v1_memory_line_past_four_kib_of_proc_self_cgroup_is_read, pressure_setup,
-          pressure_teardown)
+/* A hybrid system's /proc/self/cgroup: the process's group named once for
+ * each hierarchy, in the kernel's order, the memory controller's (here in
+ * `memory`) among the last; with long paths it runs past 4 KiB. */
+static void long_v1_cgroup(const char *memory)
 {
     char longpath[600], text[8192] = "";
-    fake_v1();
     memset(longpath, 'x', sizeof(longpath) - 1);
     longpath[sizeof(longpath) - 1] = '\0';
     for (unsigned id = 12; id > 4; id--) {
@@ -378,9 +375,18 @@ TEST_WITH(test_v1_memory_line_past_four_kib_of_proc_self_cgroup_is_read, pressur
         snprintf(text + n, sizeof(text) - n, "%u:ctl%u:/%s\n", id, id, longpath);
     }
     size_t n = strlen(text);
-    snprintf(text + n, sizeof(text) - n, "4:memory:/grp\n1:name=systemd:/\n0::/\n");
+    snprintf(text + n, sizeof(text) - n, "4:memory:%s\n1:name=systemd:/\n0::/\n", memory);
     assert_true(strlen(text) > 4096);
     put("proc/self/cgroup", text);
+}
+
+/* It was read into 4 KiB, the memory line cut off, and the limit never
+ * seen. */
+TEST_WITH(test_v1_memory_line_past_four_kib_of_proc_self_cgroup_is_read, pressure_setup,
+          pressure_teardown)
+{
+    fake_v1();
+    long_v1_cgroup("/grp");
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
 }
@@ -762,6 +768,27 @@ TEST_WITH(test_v1_budget_and_threshold_follow_the_process_to_another_cgroup, pre
                                      sizeof(buf)); t++)
         test_sleep_ms(50);
     assert_true(strlen(buf) > 0);
+}
+
+/* A move that changes /proc/self/cgroup only past its first 4 KiB (the
+ * memory controller's line, the process written to that hierarchy's
+ * cgroup.procs alone) is followed. The pressure thread compared the first
+ * 4 KiB of the file, and the move went unseen. */
+TEST_WITH(test_a_move_past_four_kib_of_proc_self_cgroup_is_followed, pressure_setup,
+          pressure_teardown)
+{
+    fake_v1();
+    long_v1_cgroup("/grp");
+    put(V1DIR "memory.limit_in_bytes", "536870912\n");
+    put("sys/fs/cgroup/memory/grp2/memory.limit_in_bytes", "268435456\n");
+    put("sys/fs/cgroup/memory/grp2/memory.usage_in_bytes", "1048576\n");
+    put("sys/fs/cgroup/memory/grp2/memory.stat", "total_inactive_file 0\n");
+    start(0, 0);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    long_v1_cgroup("/grp2");
+    limit_becomes(224 * MiB);
+    assert_int_equal(test_reports_seen_matching("moved from memory cgroup \"/grp\" to "
+                                                "\"/grp2\""), 1);
 }
 
 /* A limit the program chose is the program's: the cgroup does not move it. */
