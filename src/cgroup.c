@@ -255,40 +255,62 @@ static void own_cgroup_paths(char *v1, char *v2, size_t len)
     fclose(f);
 }
 
+/* The next field of a mountinfo line, split off in place: "" at its end.
+ * Fields hold no space (mountinfo escapes them) and are never cut short,
+ * whatever their length: a piece of a field read as the next one would
+ * shift every field after it. */
+static char *next_field(char **p)
+{
+    char *f = *p;
+    size_t n = strcspn(f, " \n");
+    *p = f + n + (f[n] != '\0');
+    f[n] = '\0';
+    return f;
+}
+
 /* Where hierarchy `want` (1: cgroup with the memory option, 2: cgroup2) is
  * mounted, and the cgroup path its root shows: the mount `nth` in
- * mountinfo's order (0: the first). 0 or -ENOENT. */
+ * mountinfo's order (0: the first). 0 or -ENOENT. Each line is read whole,
+ * however long (an overlay's layers, a deep bind mount's root): a line cut
+ * at a buffer's end left a piece read as a line of its own, which, read as
+ * a cgroup mount it could not name, took its place in the count and hid
+ * every mount after it. */
 static int find_mount(int want, unsigned nth, char *mnt, char *mroot, size_t len)
 {
-    char path[PATH_MAX];
+    char path[PATH_MAX], *line = NULL;
+    size_t cap = 0;
+    int found = -ENOENT;
     snprintf(path, sizeof(path), "%s/proc/self/mountinfo", rcl__root_prefix());
     FILE *f = fopen(path, "re");
     if (!f)
         return -ENOENT;
-    char line[4096];
-    int found = -ENOENT;
-    while (found && fgets(line, sizeof(line), f)) {
+    while (found && getline(&line, &cap, f) > 0) {
         /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
         char *sep = strstr(line, " - ");
         if (!sep)
             continue;
         *sep = '\0';
-        char fstype[64] = "", source[256] = "", super[1024] = "";
-        if (sscanf(sep + 3, "%63s %255s %1023s", fstype, source, super) < 2)
-            continue;
+        char *p = sep + 3;
+        const char *fstype = next_field(&p);
+        next_field(&p);                 /* the source: any name the mounter chose */
+        const char *super = next_field(&p);
         bool match = want == 2 ? !strcmp(fstype, "cgroup2")
                                : !strcmp(fstype, "cgroup") && has_token(super, "memory");
-        if (!match || nth-- > 0)
+        if (!match)
             continue;
-        char r[PATH_MAX], m[PATH_MAX];
-        if (sscanf(line, "%*s %*s %*s %4095s %4095s", r, m) != 2)
-            continue;
+        p = line;
+        for (unsigned i = 0; i < 3; i++)
+            next_field(&p);
+        char *r = next_field(&p), *m = next_field(&p);
         unescape_octal(r);
         unescape_octal(m);
-        snprintf(mroot, len, "%s", r);
-        snprintf(mnt, len, "%s", m);
+        if (!*r || !*m || strlen(r) >= len || strlen(m) >= len || nth-- > 0)
+            continue;
+        memcpy(mroot, r, strlen(r) + 1);
+        memcpy(mnt, m, strlen(m) + 1);
         found = 0;
     }
+    free(line);
     fclose(f);
     return found;
 }

@@ -283,6 +283,67 @@ TEST_WITH(test_escaped_mount_point_is_decoded, pressure_setup, pressure_teardown
     assert_int_equal(rcl_auto_limit(), 64 * MiB - 8 * MiB);
 }
 
+/* A mountinfo line is read whole, however long: one cut at 4 KiB left a
+ * piece read as a line of its own, here a cgroup2 mount it could not
+ * name, which took the first place in the count of the hierarchy's mounts
+ * and hid the mount after it. */
+TEST_WITH(test_a_mountinfo_line_over_four_kib_hides_no_mount_after_it, pressure_setup,
+          pressure_teardown)
+{
+    char deep[4200], text[8192];
+    fake_v2();
+    memset(deep, 'x', sizeof(deep) - 1);
+    deep[sizeof(deep) - 1] = '\0';
+    snprintf(text, sizeof(text),
+             "29 22 0:26 /%s /mnt/other rw - cgroup2 cgroup2 rw\n"
+             "30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", deep);
+    put("proc/self/mountinfo", text);
+    put(V2DIR "memory.max", "268435456\n");
+    assert_int_equal(rcl_auto_limit(), 256 * MiB - 32 * MiB);
+}
+
+/* A cgroup mount whose own line is over 4 KiB (its mount point escaped,
+ * each space four characters) is read: it was cut, and never found. */
+TEST_WITH(test_a_cgroup_mount_whose_line_is_over_four_kib_is_found, pressure_setup,
+          pressure_teardown)
+{
+    char spaces[201], mnt[1300] = "", escaped[5200] = "", text[6000], rel[1400];
+    memset(spaces, ' ', sizeof(spaces) - 1);
+    spaces[sizeof(spaces) - 1] = '\0';
+    for (unsigned i = 0; i < 6; i++) {
+        size_t n = strlen(mnt);
+        snprintf(mnt + n, sizeof(mnt) - n, "/%s", spaces);
+        n = strlen(escaped);
+        escaped[n++] = '/';
+        for (unsigned k = 0; k < 200; k++, n += 4)
+            memcpy(escaped + n, "\\040", 5);
+    }
+    snprintf(text, sizeof(text), "30 22 0:26 / %s rw - cgroup2 cgroup2 rw\n", escaped);
+    assert_true(strlen(text) > 4096);
+    put("proc/meminfo", "MemTotal:       16777216 kB\n");
+    put("proc/self/cgroup", "0::/\n");
+    put("proc/self/mountinfo", text);
+    snprintf(rel, sizeof(rel), "%s/memory.max", mnt + 1);
+    put(rel, "67108864\n");
+    assert_int_equal(rcl_auto_limit(), 64 * MiB - 8 * MiB);
+}
+
+/* A mount's source is any name the mounter chose: one over 255
+ * characters was read in two, its rest taken for the super options, and a
+ * v1 memory mount was not seen as one. */
+TEST_WITH(test_a_v1_memory_mount_with_a_long_source_is_found, pressure_setup, pressure_teardown)
+{
+    char source[301], text[1024];
+    fake_v1();
+    memset(source, 's', sizeof(source) - 1);
+    source[sizeof(source) - 1] = '\0';
+    snprintf(text, sizeof(text),
+             "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup %s rw,memory\n", source);
+    put("proc/self/mountinfo", text);
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
+}
+
 TEST_WITH(test_margin_is_configurable_as_size_or_percentage, pressure_setup, pressure_teardown)
 {
     fake_v1();
