@@ -367,7 +367,9 @@ static int join(const char *mnt, const char *rel, struct rcl_cgroup *cg)
  * limits bind other processes, not this one. -ESTALE: a mount shows it,
  * but its directory is gone: a group with a process in it cannot be
  * removed, so the process was moved out of it since /proc/self/cgroup
- * was read, and the group removed. */
+ * was read, and the group removed. -ENAMETOOLONG: a mount shows it, but
+ * its directory's path, the mount point's in front, is PATH_MAX bytes or
+ * more, and cannot be opened by name. */
 static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
 {
     char mnt[PATH_MAX], mroot[PATH_MAX];
@@ -387,6 +389,8 @@ static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
         }
         if (jerr == -ENOENT)
             err = -ESTALE;
+        else if (jerr == -ENAMETOOLONG && err == -EXDEV)
+            err = jerr;
     }
     return n ? err : -ENOENT;
 }
@@ -422,6 +426,11 @@ static void report_unseen(int version, const char *cgpath, int err)
                     "each of the %d times /proc/self/cgroup was read; its limits "
                     "cannot be read, and give no automatic budget",
                     cgpath, version, CGROUP_REREADS + 1);
+    else if (err == -ENAMETOOLONG)
+        rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) has a "
+                    "directory whose path, with its mount point's, is %d bytes or "
+                    "more: its limits cannot be read, and give no automatic budget",
+                    cgpath, version, PATH_MAX);
     else
         rcl__report("the process's memory cgroup \"%.256s\" (cgroup v%d) is outside "
                     "every mount of its hierarchy: its limits cannot be read, and give "
@@ -445,7 +454,7 @@ static int find_once(struct rcl_cgroup *cg, bool last)
          * process's new v1 group is where its limit is. */
         if (err == -ESTALE && !last)
             return err;
-        if (err == -EXDEV || err == -ESTALE) {
+        if (err == -EXDEV || err == -ESTALE || err == -ENAMETOOLONG) {
             report_unseen(version, path, err);
             seen = err;
         }

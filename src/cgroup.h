@@ -38,9 +38,10 @@ int      rcl__pread_hash(int fd, uint64_t *out);
 /* A descriptor on /proc/self/cgroup, under the root prefix; -errno. Its
  * fingerprint (rcl__pread_hash()) changes at a move to another group. */
 int      rcl__cgroup_self_open(void);
-/* 0; else cg->version 0 and -EXDEV or -ESTALE for the process's cgroup
- * outside what the mounts show or gone at every read (reported, once for
- * each such cgroup), -ENOENT for none mounted or none readable (the
+/* 0; else cg->version 0 and -EXDEV, -ESTALE or -ENAMETOOLONG for the
+ * process's cgroup outside what the mounts show, gone at every read, or
+ * at a path of PATH_MAX bytes or more (reported, once for each such
+ * cgroup), -ENOENT for none mounted or none readable (the
  * mounts or /proc/self/cgroup unreadable: no descriptor free). */
 int      rcl__cgroup_find(struct rcl_cgroup *cg);
 /* The smallest limit set on the way up (RCL_CG_NONE; RCL_CG_UNKNOWN);

@@ -423,6 +423,27 @@ TEST_WITH(test_v1_cgroup_beside_the_mounts_root_is_not_read, pressure_setup, pre
     assert_int_equal(test_reports_seen_matching("is outside every mount"), 1);
 }
 
+/* A group the kernel names in under PATH_MAX bytes, below a mount whose
+ * point takes its path, with the group's, to PATH_MAX or more: its
+ * directory cannot be opened by name. No cgroup budget, reported as what
+ * it is; it was reported as outside every mount, which it never was. */
+TEST_WITH(test_a_cgroup_too_long_to_open_below_its_mount_is_reported_as_such, pressure_setup,
+          pressure_teardown)
+{
+    char group[PATH_MAX - 8], line[PATH_MAX + 32];
+    memset(group, 'x', sizeof(group) - 1);
+    group[0] = '/';
+    group[sizeof(group) - 1] = '\0';
+    fake_v1();
+    snprintf(line, sizeof(line), "4:memory:%s\n", group);
+    put("proc/self/cgroup", line);
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+    assert_true(test_reports_contain("(cgroup v1) has a directory whose path"));
+    assert_false(test_reports_contain("outside every mount"));
+    assert_int_equal(test_reports_take(), 1);
+}
+
 /* A hybrid system's /proc/self/cgroup: the process's group named once for
  * each hierarchy, in the kernel's order, the memory controller's (here in
  * `memory`) among the last; with long paths it runs past 4 KiB. */
