@@ -481,8 +481,10 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
                                                     memory_order_acquire, memory_order_relaxed));
 
     wr(t->stock, (long)extra);
+    /* The part the stock gave is charged as much as the budget's: all of
+     * it comes off reclaim's net progress. */
     if (t->in_reclaim)
-        t->reclaimed -= (long)need;
+        t->reclaimed -= (long)size;
     update_peak(after);
     rcl__footprint_charged(need + extra);
     size_t headroom = ceiling + floor - after;

@@ -220,6 +220,38 @@ TEST(progress_is_measured_in_accounted_bytes)
     rcl_shrinker_unregister(s);
 }
 
+/* A shrinker that must charge to free (a compaction that copies what
+ * it keeps) charges 150000 bytes for the 100000 it gives back: its pass
+ * took budget rather than freed it. */
+static atomic_int swap_scans;
+static unsigned long swap_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1;
+}
+static unsigned long swap_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    if (atomic_fetch_add(&swap_scans, 1) == 0) {
+        rcl_uncharge(100000);
+        assert_int_equal(rcl_charge(150000, RCL_DEFAULT), 0);
+    }
+    return 1;
+}
+
+TEST(a_pass_that_charged_more_than_it_freed_made_no_progress)
+{
+    static const struct rcl_shrinker_ops ops = { swap_count, swap_scan };
+    atomic_store(&swap_scans, 0);
+    assert_int_equal(rcl_charge(100000, RCL_DEFAULT), 0);
+    struct rcl_shrinker *s = rcl_shrinker_register("swap", &ops, NULL, NULL);
+    assert_int_equal(rcl_reclaim(SIZE_MAX, RCL_DEFAULT), 0);
+    assert_true(atomic_load(&swap_scans) > 0);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(usage_now(), 150000);
+    rcl_uncharge(150000);
+}
+
 /* rcl_reclaim acts as an allocation would: nothing without DIRECT_RECLAIM
  * or inside NORECLAIM. */
 TEST(reclaim_obeys_flags_and_scope)
