@@ -463,8 +463,9 @@ int    rcl_config_from_env(struct rcl_config *cfg);
 
 /* Optional. NULL means the defaults with the environment applied, as on
  * first use. Returns -EINVAL for a configuration that cannot work
- * (min < low < high must hold, high < 100; reserve below the limit;
- * lockdep and footprint one of their modes; reserved words zero), each
+ * (min < low < high must hold, high < 100; reserve below the limit as
+ * taken, LONG_MAX at most; lockdep and footprint one of their modes;
+ * reserved words zero), each
  * reported with the field at fault, -EBUSY when the library is already initialised
  * (call rcl_shutdown() first), -EAGAIN (reported) when the process holds
  * PTHREAD_KEYS_MAX thread-specific data keys and the library's first

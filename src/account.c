@@ -68,7 +68,6 @@
 
 struct rcl_account rcl__acct;
 
-#define LIMIT_MAX         ((size_t)LONG_MAX)
 #define STOCK_BATCH_MAX   (64 * 1024L)
 #define STOCK_RECLAIM     (-1L)
 #define STOCK_DRAIN       (-2L)
@@ -172,8 +171,8 @@ static void set_watermarks(size_t limit)
     /* The per-thread books (stocks, explicit charges, reclaim progress)
      * are signed words: a budget above LONG_MAX, no limit in practice, is
      * held to it, so that nothing it lets a thread charge can wrap them. */
-    if (limit > LIMIT_MAX)
-        limit = LIMIT_MAX;
+    if (limit > RCL__LIMIT_MAX)
+        limit = RCL__LIMIT_MAX;
     size_t min = (size_t)rcl__pct_of(limit, rcl__cfg.min_pct);
     /* A reserve that is not below the limit would leave ordinary
      * allocations nothing: rcl_init() and rcl_set_limit() refuse one, and

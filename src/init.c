@@ -126,6 +126,10 @@ static int config_resolve(struct rcl_config *cfg)
     }
     if (!cfg->limit)
         cfg->limit = rcl_auto_limit();
+    /* The reserve is held to the limit the budget will take, not to the
+     * one asked for: past that it would leave ordinary allocations nothing. */
+    if (cfg->limit > RCL__LIMIT_MAX)
+        cfg->limit = RCL__LIMIT_MAX;
     if (cfg->reserve >= cfg->limit) {
         rcl__report("rcl_init: a reserve of %zu bytes leaves nothing of a limit of %zu; "
                     "refused", cfg->reserve, cfg->limit);

@@ -53,6 +53,7 @@
 #define RCL_NO_INLINE_SCOPES 1
 #include "reclaim.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -186,6 +187,9 @@ extern _Atomic unsigned long long rcl__slab_keep_ns;
 /* Accounting (account.c)                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* The largest limit the budget takes (a larger one is taken as this):
+ * the per-thread books are signed words. */
+#define RCL__LIMIT_MAX ((size_t)LONG_MAX)
 int    rcl__account_start(const struct rcl_config *cfg);
 void   rcl__account_stop(void);
 /* A registered thread's stock: starts empty; goes back to the budget at

@@ -7,6 +7,7 @@
 #include "helpers.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/syscall.h>
@@ -136,6 +137,26 @@ TEST(a_limit_within_the_reserve_is_einval)
     assert_non_null(p);
     rcl_free(p);
     assert_int_equal(rcl_set_limit(4 * MiB + 1), 0);
+}
+
+/* A limit above LONG_MAX is taken as LONG_MAX: a reserve at or past that
+ * leaves ordinary allocations nothing of it, and is refused as a reserve
+ * not below a smaller limit is, not set aside for min_pct's. */
+TEST(a_reserve_not_below_the_limit_as_taken_is_einval)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(SIZE_MAX);
+    cfg.reserve = (size_t)LONG_MAX;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("leaves nothing of a limit of 9223372036854775807");
+    cfg.reserve = (size_t)LONG_MAX + 4096;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_int_equal(test_reports_take(), 2);
+    cfg.reserve = (size_t)LONG_MAX - 4096;
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), (size_t)LONG_MAX);
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
 }
 
 /* Fill the cache until the budget is at the min watermark. */
