@@ -97,7 +97,8 @@ typedef unsigned int rcl_gfp_t;
  *      scope-narrowed context, where the scope leaves it direct reclaim);
  *   2. the reserve: all of it in NORECLAIM scope and on an I/O flusher
  *      (their usual right); otherwise half of it (the share of RCL__HIGH),
- *      the kernel's grant to a NOFAIL request reclaim cannot serve;
+ *      the kernel's grant to a NOFAIL request reclaim cannot serve; none
+ *      with RCL__NOMEMALLOC, which beats this grant as it beats the others;
  *   3. a wait without end: it wakes the background reclaimer and sleeps in
  *      short bounded steps until that reclaimer or other threads' frees make
  *      room, reporting a stall every stall_ms. Never NULL.

@@ -556,12 +556,13 @@ static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
  * half the reserve, as the kernel lets a NOFAIL request that reclaim
  * cannot serve dip into the reserve of high-priority requests; after that
  * it waits for the background reclaimer and other threads' frees.
+ * NOMEMALLOC beats this grant as it beats every other: it only waits.
  */
 static size_t nofail_scoped_floor(size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
 {
     size_t half = rd(rcl__acct.wm_min) / 2;
 
-    if (!(gfp & RCL__NOFAIL) || masked == gfp || floor <= half)
+    if (!(gfp & RCL__NOFAIL) || (gfp & RCL__NOMEMALLOC) || masked == gfp || floor <= half)
         return floor;
     return half;
 }

@@ -213,6 +213,42 @@ TEST_WITH(test_nofail_on_io_flusher_takes_whole_reserve, setup_quiet, scope_tear
     rcl_free(p);
 }
 
+/* NOMEMALLOC beats every grant of the reserve, the one a scope-narrowed
+ * NOFAIL request gets among them: down to the min watermark in a NOWAIT
+ * scope, NOFAIL|NOMEMALLOC waits until a free makes room above it. */
+static atomic_bool room_made;
+
+static void *make_room_later(void *arg)
+{
+    (void)arg;
+    test_sleep_ms(100);
+    atomic_store(&room_made, true);
+    pthread_mutex_lock(&hog.lock);
+    rcl_uncharge(hog.size[--hog.nobj]);
+    pthread_mutex_unlock(&hog.lock);
+    return NULL;
+}
+
+TEST_WITH(test_nofail_nomemalloc_in_a_scope_waits_rather_than_take_reserve, setup_quiet,
+          scope_teardown)
+{
+    pthread_t th;
+
+    hog_fill(wmark_min());
+    atomic_store(&room_made, false);
+    assert_int_equal(pthread_create(&th, NULL, make_room_later, NULL), 0);
+    unsigned saved = rcl_nowait_save();
+    int err = rcl_charge(4096, RCL_DEFAULT | RCL__NOFAIL | RCL__NOMEMALLOC);
+    rcl_nowait_restore(saved);
+    bool waited = atomic_load(&room_made);
+    pthread_join(th, NULL);
+    assert_int_equal(err, 0);
+    assert_true(waited);
+    assert_true(headroom() >= wmark_min());
+    rcl_uncharge(4096);
+    (void)test_reports_take();          /* the stall, reported every stall_ms */
+}
+
 /* An impossible NOFAIL request (too large for the budget, or without
  * direct reclaim in its own flags) fails at once, scope or not:
  * test_nofail.c, test_impossible_nofail_requests_fail_at_once. */
