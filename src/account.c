@@ -696,8 +696,9 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     rcl__acct_out(t, size);
     /* Reclaim may have left more in the stock than this thread should
-     * sit on. */
-    if (rcl__stock_over(t))
+     * sit on. Not inside a reclaim, whose stock holds what the pass freed
+     * for the allocation that reclaimed: its end gives back the rest. */
+    if (!t->in_reclaim && rcl__stock_over(t))
         stock_trim(t);
     return 0;
 }

@@ -273,6 +273,62 @@ TEST(a_pass_that_charged_more_than_it_freed_made_no_progress)
     rcl_uncharge(150000);
 }
 
+/* What a pass frees stays in its thread's stock, for the allocation
+ * that reclaimed, until the pass ends: a shrinker's own charge in the
+ * middle of it does not hand the rest to the budget, where another
+ * thread's charge takes it first. The budget is full down to its
+ * reserve; the shrinker frees 1 MiB, charges 100 bytes, and another
+ * thread asks for 512 KiB meanwhile. */
+static bool keep_taken;
+
+static void *charge_beside_the_pass(void *arg)
+{
+    (void)arg;
+    keep_taken = rcl_charge(512 * KiB, RCL_NOWAIT) == 0;
+    return NULL;
+}
+
+static unsigned long keep_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1;
+}
+
+static unsigned long keep_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    pthread_t th;
+
+    (void)sc;
+    if (atomic_fetch_add((atomic_int *)priv, 1) == 0) {
+        rcl_uncharge(1 * MiB);
+        assert_int_equal(rcl_charge(100, RCL_DEFAULT), 0);
+        assert_int_equal(pthread_create(&th, NULL, charge_beside_the_pass, NULL), 0);
+        pthread_join(th, NULL);
+    }
+    return 1;
+}
+
+TEST(a_pass_keeps_what_it_freed_across_its_shrinkers_charges)
+{
+    static const struct rcl_shrinker_ops ops = { keep_count, keep_scan };
+    struct rcl_stats st;
+    atomic_int scans = 0;
+
+    rcl_stats_get(&st);
+    size_t fill = rcl_limit() - st.wmark_min - 1 * MiB;
+    assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    assert_int_equal(rcl_charge(1 * MiB, RCL__MEMALLOC | RCL__NOWARN), 0);
+    rcl_usage_sync();
+    keep_taken = true;
+    struct rcl_shrinker *s = rcl_shrinker_register("keep", &ops, &scans, NULL);
+    size_t freed = rcl_reclaim(SIZE_MAX, RCL_DEFAULT);
+    rcl_shrinker_unregister(s);
+    assert_true(atomic_load(&scans) > 0);
+    assert_false(keep_taken);
+    assert_int_equal(freed, 1 * MiB - 100);
+    rcl_uncharge(fill + 100);
+}
+
 /* rcl_reclaim acts as an allocation would: nothing without DIRECT_RECLAIM
  * or inside NORECLAIM. */
 TEST(reclaim_obeys_flags_and_scope)
