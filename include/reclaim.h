@@ -480,7 +480,10 @@ int    rcl_init(const struct rcl_config *cfg);
  * state, the lock-dependency graph and the shrinker registry included;
  * rcl_init() may follow. No other thread may be inside the library
  * meanwhile. Memory allocated before stays valid and may still be freed
- * with rcl_free(); it is no longer accounted. Where it cannot run it is
+ * with rcl_free(); it is no longer accounted. What rcl_charge() charged
+ * before is dropped with the budget: nothing tells it from a later
+ * charge, so an rcl_uncharge() of it after rcl_init() takes back what
+ * was charged since, and beyond that is reported. Where it cannot run it is
  * reported and does nothing: from a shrinker's callback (it would wait
  * for its own pass), on the library's background reclaimer or pressure
  * thread (it would have to join the thread it runs on), and from a report

@@ -842,6 +842,25 @@ TEST(blocks_from_before_shutdown_free_without_uncharging)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* rcl_charge()'s charges go with the budget at rcl_shutdown(): nothing
+ * tells them from the new budget's, so uncharging one after rcl_init()
+ * takes from what was charged since, and beyond that is reported. */
+TEST(charges_from_before_shutdown_are_dropped_with_the_budget)
+{
+    assert_int_equal(rcl_charge(1000, RCL_DEFAULT), 0);
+    rcl_shutdown();
+    assert_int_equal(test_init(32 * MiB), 0);
+    assert_int_equal(usage_now(), 0);
+    assert_int_equal(rcl_charge(5000, RCL_DEFAULT), 0);
+    rcl_uncharge(1000);
+    assert_int_equal(usage_now(), 4000);
+    assert_int_equal(test_report_count(), 0);
+    rcl_uncharge(5000);
+    assert_last_report_has("rcl_uncharge(5000) but rcl_charge() has charged only 4000 bytes");
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
 static void *free_in_other_thread(void *p)
 {
     rcl_free(p);
