@@ -105,6 +105,12 @@ static long acct_out_gone;
 static _Atomic long acct_unbacked;
 #endif
 
+/* Odd while set_watermarks() writes (a seqcount, as the kernel's): a
+ * charge reads the limit and the reserve as one write left them. Both are
+ * stored with release and read with acquire, so that a reader that sees
+ * either word of a write also sees the count that write made odd. */
+static _Atomic unsigned wm_seq;
+
 /* A thread's stock_max when nothing asks otherwise: two batches. */
 static inline long stock_limit(void) { return 2 * rd(rcl__acct.batch); }
 
@@ -193,12 +199,15 @@ static void set_watermarks(size_t limit)
     if (batch > STOCK_BATCH_MAX)
         batch = STOCK_BATCH_MAX;
 
-    wr(rcl__acct.wm_min, min);
+    unsigned seq = rd(wm_seq);
+    wr(wm_seq, seq + 1);
+    atomic_store_explicit(&rcl__acct.wm_min, min, memory_order_release);
     wr(rcl__acct.wm_low, low);
     wr(rcl__acct.wm_high, high);
     wr(rcl__acct.batch, batch);
     rcl__bcache_limit(limit);
-    wr(rcl__acct.limit, limit);
+    atomic_store_explicit(&rcl__acct.limit, limit, memory_order_release);
+    atomic_store_explicit(&wm_seq, seq + 2, memory_order_release);
     rcl__footprint_limit(limit);
 }
 
@@ -233,7 +242,7 @@ size_t rcl__headroom(void)
 
 size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
 {
-    size_t min = rd(rcl__acct.wm_min);
+    size_t min = atomic_load_explicit(&rcl__acct.wm_min, memory_order_acquire);
 
     if (gfp & RCL__NOMEMALLOC)
         return min;
@@ -560,7 +569,7 @@ static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
  */
 static size_t nofail_scoped_floor(size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
 {
-    size_t half = rd(rcl__acct.wm_min) / 2;
+    size_t half = atomic_load_explicit(&rcl__acct.wm_min, memory_order_acquire) / 2;
 
     if (!(gfp & RCL__NOFAIL) || (gfp & RCL__NOMEMALLOC) || masked == gfp || floor <= half)
         return floor;
@@ -601,8 +610,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
     bool may_reclaim = rcl__may_reclaim(masked);
-    size_t floor = rcl__reserve_floor(t, masked);
-    size_t limit = rd(rcl__acct.limit);
+    size_t floor, limit, last_floor;
 
     if (rcl__checking())
         rcl__lockdep_alloc(gfp);
@@ -610,7 +618,18 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
      * an outer caller opened never turns it into a failure. */
     if (rcl__gfp_nofail_nowait(gfp))
         return nofail_impossible(size, gfp, -EINVAL);
-    size_t last_floor = nofail_scoped_floor(floor, gfp, masked);
+    /* Never a raised limit's reserve against the old limit (or a lowered
+     * limit against the old reserve): that pair could fail any request,
+     * NOFAIL too, as one that can never succeed. */
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&wm_seq, memory_order_acquire);
+        floor = rcl__reserve_floor(t, masked);
+        last_floor = nofail_scoped_floor(floor, gfp, masked);
+        limit = atomic_load_explicit(&rcl__acct.limit, memory_order_acquire);
+        if (!(seq & 1) && seq == rd(wm_seq))
+            break;
+        sched_yield();
+    }
     if (limit <= last_floor || size > limit - last_floor)
         return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
                                    : charge_fail(size, gfp, -E2BIG);

@@ -440,4 +440,40 @@ TEST_WITH(test_contending_nofail_requests_all_succeed, nofail_setup, test_teardo
     rcl_free(fill);
 }
 
+/* A limit raised or lowered while a NOFAIL charge starts never makes it
+ * fail: 256 KiB fits every limit here, so no interleaving of the new
+ * limit with the old watermarks (a reserve of 2 % of 1 GiB against a
+ * limit of 8 MiB) may be taken for a request that can never succeed. */
+static atomic_bool moving;
+
+static void *move_the_limit(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&moving)) {
+        assert_int_equal(rcl_set_limit(LIMIT), 0);
+        assert_int_equal(rcl_set_limit(128 * LIMIT), 0);
+    }
+    return NULL;
+}
+
+TEST_WITH(test_nofail_charge_never_fails_while_the_limit_moves, nofail_setup, test_teardown)
+{
+    pthread_t th;
+    long failed = 0;
+
+    atomic_store(&moving, true);
+    assert_int_equal(pthread_create(&th, NULL, move_the_limit, NULL), 0);
+    for (int i = 0; i < test_scale(200000); i++) {
+        int err = rcl_charge(256 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+        if (err)
+            failed++;
+        else
+            rcl_uncharge(256 * KiB);
+    }
+    atomic_store(&moving, false);
+    pthread_join(th, NULL);
+    assert_int_equal(failed, 0);
+    assert_int_equal(rcl_set_limit(LIMIT), 0);
+}
+
 TEST_MAIN();
