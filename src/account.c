@@ -106,10 +106,30 @@ static _Atomic long acct_unbacked;
 #endif
 
 /* Odd while set_watermarks() writes (a seqcount, as the kernel's): a
- * charge reads the limit and the reserve as one write left them. Both are
- * stored with release and read with acquire, so that a reader that sees
- * either word of a write also sees the count that write made odd. */
+ * charge reads the limit and the watermarks as one write left them. They
+ * are stored with release and read with acquire, so that a reader that
+ * sees any word of a write also sees the count that write made odd. */
 static _Atomic unsigned wm_seq;
+
+/* What a charge tests, as one set_watermarks() left it. */
+struct budget_view {
+    size_t limit, min, low;
+    long   batch;
+};
+
+static void budget_view(struct budget_view *v)
+{
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&wm_seq, memory_order_acquire);
+        v->limit = atomic_load_explicit(&rcl__acct.limit, memory_order_acquire);
+        v->min = atomic_load_explicit(&rcl__acct.wm_min, memory_order_acquire);
+        v->low = atomic_load_explicit(&rcl__acct.wm_low, memory_order_acquire);
+        v->batch = atomic_load_explicit(&rcl__acct.batch, memory_order_acquire);
+        if (!(seq & 1) && seq == rd(wm_seq))
+            return;
+        sched_yield();
+    }
+}
 
 /* A thread's stock_max when nothing asks otherwise: two batches. */
 static inline long stock_limit(void) { return 2 * rd(rcl__acct.batch); }
@@ -202,9 +222,9 @@ static void set_watermarks(size_t limit)
     unsigned seq = rd(wm_seq);
     wr(wm_seq, seq + 1);
     atomic_store_explicit(&rcl__acct.wm_min, min, memory_order_release);
-    wr(rcl__acct.wm_low, low);
+    atomic_store_explicit(&rcl__acct.wm_low, low, memory_order_release);
     wr(rcl__acct.wm_high, high);
-    wr(rcl__acct.batch, batch);
+    atomic_store_explicit(&rcl__acct.batch, batch, memory_order_release);
     rcl__bcache_limit(limit);
     atomic_store_explicit(&rcl__acct.limit, limit, memory_order_release);
     atomic_store_explicit(&wm_seq, seq + 2, memory_order_release);
@@ -240,10 +260,10 @@ size_t rcl__headroom(void)
     return c < limit ? limit - c : 0;
 }
 
-size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
+/* The headroom a request with (masked) flags gfp may charge down to, of
+ * a reserve of `min`. */
+static size_t reserve_floor(size_t min, const struct rcl_thread *t, rcl_gfp_t gfp)
 {
-    size_t min = atomic_load_explicit(&rcl__acct.wm_min, memory_order_acquire);
-
     if (gfp & RCL__NOMEMALLOC)
         return min;
     /* Reclaim itself, and the threads reclaim waits on, must be able to
@@ -253,6 +273,25 @@ size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp)
     if (gfp & RCL__HIGH)
         return min / 2;
     return min;
+}
+
+/*
+ * The lowest floor a request may reach before it waits. A NOFAIL request
+ * whose reclaim a scope narrowed (NOWAIT took direct reclaim, NOFS/NOIO
+ * what it may free) did nothing wrong: an outer caller's scope keeps it
+ * from making room itself. Once its own reclaim has not helped it may use
+ * half the reserve, as the kernel lets a NOFAIL request that reclaim
+ * cannot serve dip into the reserve of high-priority requests; after that
+ * it waits for the background reclaimer and other threads' frees.
+ * NOMEMALLOC beats this grant as it beats every other: it only waits.
+ */
+static size_t nofail_scoped_floor(size_t min, size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
+{
+    size_t half = min / 2;
+
+    if (!(gfp & RCL__NOFAIL) || (gfp & RCL__NOMEMALLOC) || masked == gfp || floor <= half)
+        return floor;
+    return half;
 }
 
 /* Another thread asked for this one's stock back (rcl_usage_sync, reclaim):
@@ -447,11 +486,15 @@ static void update_peak(size_t usage)
 }
 
 /*
- * Take `size` bytes for thread t without going below `floor` bytes of
- * headroom: from the stock first, the rest from the budget. Returns 0, or
- * how many bytes are missing.
+ * Take `size` bytes for thread t without going below the headroom its
+ * flags (gfp, and as its scope masked them) leave it - the NOFAIL grant's
+ * when `last` - from the stock first, the rest from the budget. Returns
+ * 0, or how many bytes are missing. The floor comes with the limit it is
+ * of, at every try: a limit changed since the last, even by the caller's
+ * own reclaim, is charged against with its own reserve.
  */
-static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_t gfp)
+static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp_t masked,
+                       bool last)
 {
     long avail = rcl__stock_avail(t);
     if (avail >= 0 && (size_t)avail >= size) {
@@ -461,9 +504,14 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
         return 0;
     }
     size_t need = size - (size_t)avail;
-    size_t limit = rd(rcl__acct.limit), outside = rd(rcl__acct.outside);
-    size_t low = rd(rcl__acct.wm_low);
-    size_t batch = (size_t)rd(rcl__acct.batch);
+    struct budget_view v;
+    budget_view(&v);
+    size_t floor = reserve_floor(v.min, t, masked);
+    if (last)
+        floor = nofail_scoped_floor(v.min, floor, gfp, masked);
+    size_t limit = v.limit, outside = rd(rcl__acct.outside);
+    size_t low = v.low;
+    size_t batch = (size_t)v.batch;
     /* The watermarks are on real memory: what the process holds beyond
      * its charges takes room as much as a charge does. */
     size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
@@ -496,9 +544,9 @@ static size_t try_take(struct rcl_thread *t, size_t size, size_t floor, rcl_gfp_
     update_peak(after);
     rcl__footprint_charged(need + extra);
     size_t headroom = ceiling + floor - after;
-    if (headroom < low && (gfp & RCL__KSWAPD_RECLAIM))
+    if (headroom < low && (masked & RCL__KSWAPD_RECLAIM))
         rcl__reclaim_wake();
-    if (headroom < rd(rcl__acct.wm_min))
+    if (headroom < v.min)
         rcl__count(reserve_allocs, 1);
     return 0;
 }
@@ -557,25 +605,6 @@ static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
     (*round)++;
 }
 
-/*
- * The lowest floor a request may reach before it waits. A NOFAIL request
- * whose reclaim a scope narrowed (NOWAIT took direct reclaim, NOFS/NOIO
- * what it may free) did nothing wrong: an outer caller's scope keeps it
- * from making room itself. Once its own reclaim has not helped it may use
- * half the reserve, as the kernel lets a NOFAIL request that reclaim
- * cannot serve dip into the reserve of high-priority requests; after that
- * it waits for the background reclaimer and other threads' frees.
- * NOMEMALLOC beats this grant as it beats every other: it only waits.
- */
-static size_t nofail_scoped_floor(size_t floor, rcl_gfp_t gfp, rcl_gfp_t masked)
-{
-    size_t half = atomic_load_explicit(&rcl__acct.wm_min, memory_order_acquire) / 2;
-
-    if (!(gfp & RCL__NOFAIL) || (gfp & RCL__NOMEMALLOC) || masked == gfp || floor <= half)
-        return floor;
-    return half;
-}
-
 /* May a charge still wait for other threads' reclaim passes? For
  * IN_FLIGHT_WAIT_NS from its first such wait: a pass stuck behind a lock
  * the caller holds must not keep the caller waiting for ever. */
@@ -610,7 +639,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
     bool may_reclaim = rcl__may_reclaim(masked);
-    size_t floor, limit, last_floor;
+    struct budget_view v;
 
     if (rcl__checking())
         rcl__lockdep_alloc(gfp);
@@ -621,15 +650,9 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     /* Never a raised limit's reserve against the old limit (or a lowered
      * limit against the old reserve): that pair could fail any request,
      * NOFAIL too, as one that can never succeed. */
-    for (;;) {
-        unsigned seq = atomic_load_explicit(&wm_seq, memory_order_acquire);
-        floor = rcl__reserve_floor(t, masked);
-        last_floor = nofail_scoped_floor(floor, gfp, masked);
-        limit = atomic_load_explicit(&rcl__acct.limit, memory_order_acquire);
-        if (!(seq & 1) && seq == rd(wm_seq))
-            break;
-        sched_yield();
-    }
+    budget_view(&v);
+    size_t floor = reserve_floor(v.min, t, masked), limit = v.limit;
+    size_t last_floor = nofail_scoped_floor(v.min, floor, gfp, masked);
     if (limit <= last_floor || size > limit - last_floor)
         return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
                                    : charge_fail(size, gfp, -E2BIG);
@@ -637,9 +660,9 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
     unsigned long long start = 0, next_report = 0;
     unsigned long long wait_start = 0;
     unsigned no_progress = 0, round = 0;
-    bool collected = false, drained = false;
+    bool collected = false, drained = false, last = false;
     for (;;) {
-        size_t missing = try_take(t, size, floor, masked);
+        size_t missing = try_take(t, size, gfp, masked, last);
         if (!missing)
             break;
         /* The thread's own cached blocks are budget too: give them up
@@ -665,7 +688,7 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             if (target > limit / 8 && missing <= limit / 8)
                 target = limit / 8;
             size_t freed = rcl__direct_reclaim(t, target, masked);
-            if (!try_take(t, size, floor, masked))
+            if (!try_take(t, size, gfp, masked, last))
                 break;
             /* NOFAIL outranks NORETRY, as in the kernel's slow path. */
             if ((gfp & (RCL__NORETRY | RCL__NOFAIL)) == RCL__NORETRY)
@@ -702,8 +725,8 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
                 continue;
             }
         }
-        if (floor > last_floor) {
-            floor = last_floor;
+        if (!last && floor > last_floor) {
+            last = true;
             continue;
         }
         if (!start) {

@@ -218,8 +218,6 @@ size_t rcl__headroom(void);
  * thread): false (and nothing changed) once the program chose a limit
  * (rcl_set_limit). */
 bool   rcl__set_auto_limit(size_t bytes);
-/* Headroom floor this context may charge down to. */
-size_t rcl__reserve_floor(const struct rcl_thread *t, rcl_gfp_t gfp);
 /* The budget's invariants (charged == handed out + stocks + cached blocks;
  * no stock negative), at a quiet point: 0, or -1 with the reason in why.
  * Exact in RCL_DEBUG builds; elsewhere charged >= stocks + cached blocks. */

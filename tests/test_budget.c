@@ -329,6 +329,52 @@ TEST(a_pass_keeps_what_it_freed_across_its_shrinkers_charges)
     rcl_uncharge(fill + 100);
 }
 
+/* An allocation whose reclaim lowered the limit (a shrinker's call)
+ * then charges against the new limit and the new limit's reserve: with
+ * the reserve of the old one (2 % of 1 GiB, against 64 MiB) it found no
+ * room where 11 MiB were free, and failed. The shrinker gives back all
+ * but 52 MiB of the budget, then lowers the limit to 64 MiB. */
+static size_t lowering_gives_back;
+
+static unsigned long lowering_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1;
+}
+
+static unsigned long lowering_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)sc;
+    if (atomic_fetch_add((atomic_int *)priv, 1) == 0) {
+        rcl_uncharge(lowering_gives_back);
+        assert_int_equal(rcl_set_limit(64 * MiB), 0);
+    }
+    return 1;
+}
+
+TEST(a_charge_after_its_reclaim_lowered_the_limit_takes_the_new_reserve)
+{
+    static const struct rcl_shrinker_ops ops = { lowering_count, lowering_scan };
+    struct rcl_config cfg = test_config(1024 * MiB);
+    struct rcl_stats st;
+    atomic_int scans = 0;
+
+    rcl_shutdown();
+    cfg.footprint = RCL_FOOTPRINT_OFF;
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_stats_get(&st);
+    size_t fill = st.limit - st.wmark_min;
+    assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    lowering_gives_back = fill - 52 * MiB;
+    struct rcl_shrinker *s = rcl_shrinker_register("lowering", &ops, &scans, NULL);
+    int err = rcl_charge(1 * MiB, RCL_DEFAULT | RCL__NOWARN);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(atomic_load(&scans) > 0, 1);
+    assert_int_equal(rcl_limit(), 64 * MiB);
+    assert_int_equal(err, 0);
+    rcl_uncharge(52 * MiB + 1 * MiB);
+}
+
 /* rcl_reclaim acts as an allocation would: nothing without DIRECT_RECLAIM
  * or inside NORECLAIM. */
 TEST(reclaim_obeys_flags_and_scope)
