@@ -345,6 +345,10 @@ void rcl__bcache_evict(struct rcl_thread *t, unsigned keep)
         if (c != keep)
             give_back(t, c);
     depths_reset(t->bc, keep);
+    /* Their charge is in the stock now, up to the byte bound past
+     * stock_max: budget with no memory behind it, which a thread that
+     * allocates nothing more would hold while the others reclaim. */
+    rcl__stock_spill(t);
 }
 
 /* ------------------------------------------------------------------------ */

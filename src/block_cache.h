@@ -36,7 +36,8 @@
  *   - classes the thread no longer uses give way: after
  *     RCL_BCACHE_EVICT_AFTER frees turned away by full lists, the other
  *     classes' blocks go back to the backend and their depths to none,
- *     then to their starts as far as half the bound allows
+ *     then to their starts as far as half the bound allows, their charge
+ *     to the stock and what it then holds past stock_max to the budget
  *     (rcl__bcache_evict).
  * Beyond its cache, a block goes through the wrapper, its header and the
  * class rounding to the backend - or, from 256 B over mimalloc and

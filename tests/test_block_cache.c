@@ -1391,6 +1391,32 @@ TEST_WITH(classes_no_longer_used_make_room_for_the_one_in_use, cache_setup, test
     assert_int_equal(usage_now(), 0);
 }
 
+/* What an eviction gives back leaves its charge in the thread's stock, as
+ * a drain's does, and the free that evicted leaves the stock within its
+ * bound, as every other free does: budget with no memory behind it, the
+ * lists' worth past stock_max, would stay with a thread that may allocate
+ * nothing more, while the others reclaim for want of it. */
+TEST_WITH(a_free_that_evicts_other_classes_leaves_the_stock_within_its_bound, cache_setup,
+          test_teardown)
+{
+    enum { OLD = 100, NEW = 2000 };
+    static void *p[NEW];
+    size_t size = backend_served(64);   /* turned away a block at a time */
+    size_t old_cached = cached_after_run(4000, OLD);
+    long over = 0;
+
+    assert_true(old_cached > 2 * (size_t)rd(rcl__self.stock_max));
+    for (int i = 0; i < NEW; i++)
+        assert_non_null(p[i] = rcl_alloc(size, RCL_DEFAULT));
+    for (int i = 0; i < NEW; i++) {
+        rcl_free(p[i]);
+        long past = rd(rcl__self.stock) - rd(rcl__self.stock_max);
+        over = past > over ? past : over;
+    }
+    assert_true(cached_now() < old_cached);     /* the 4000-byte class went */
+    assert_int_equal(over, 0);
+}
+
 /* Caches under the load the design is not built for: four threads, sizes
  * of 8 B - 8 KiB, a live set of 2000 blocks each (about ten times a
  * thread's cache bound at this budget), half of every thread's blocks
