@@ -703,7 +703,10 @@ void rcl__depot_drain(void)
 
 /* fork(): the depot's locks are the last of the order (fork.c); the
  * child keeps what the depot holds, consistent since no thread was
- * inside. */
+ * inside. Its count is not: a thread takes a batch's room in the bound
+ * before it takes the lock, and gives a batch's room back after it lets
+ * the lock go, and a thread caught in between is not in the child, its
+ * batch neither. The child counts what its batches hold again. */
 void rcl__depot_atfork_prepare(void)
 {
     for (unsigned i = 0; i < DEPOT_LOCKS; i++)
@@ -718,5 +721,11 @@ void rcl__depot_atfork_parent(void)
 
 void rcl__depot_atfork_child(void)
 {
+    size_t bytes = 0;
+
+    for (unsigned c = 0; c < RCL_BCACHE_CLASSES; c++)
+        for (unsigned i = 0; i < rd(depots[c].n); i++)
+            bytes += depots[c].len[i] * rcl__bcache_charge(c);
+    wr(depot_bytes, bytes);
     rcl__depot_atfork_parent();
 }

@@ -868,6 +868,93 @@ TEST_WITH(shutdown_empties_the_depot, cache_setup, test_teardown)
     assert_int_equal(depot_now(), 0);
 }
 
+/* A step of the program's own in fork()'s prepare handlers, taken with
+ * every library lock held: registered before the library's first call,
+ * which registers the library's, it runs after them (prepare handlers run
+ * in the reverse of their order). */
+static void (*_Atomic at_fork_prepare)(void);
+
+static void fork_prepare_step(void)
+{
+    void (*step)(void) = atomic_load(&at_fork_prepare);
+
+    if (step)
+        step();
+}
+
+__attribute__((constructor)) static void fork_prepare_step_register(void)
+{
+    pthread_atfork(fork_prepare_step, NULL, NULL);
+}
+
+struct giver {
+    void          **blocks;
+    unsigned        n;
+    pthread_barrier_t listed;     /* all but the last block freed */
+    atomic_bool     go;
+};
+
+static struct giver *forked_giver;
+
+/* Its first free registers the thread, the next fill its list, and the
+ * last hands the full list to the depot. */
+static void *give_at_fork(void *arg)
+{
+    struct giver *g = arg;
+
+    for (unsigned i = 0; i + 1 < g->n; i++)
+        rcl_free(g->blocks[i]);
+    pthread_barrier_wait(&g->listed);
+    while (!atomic_load(&g->go))
+        test_sleep_ms(1);
+    rcl_free(g->blocks[g->n - 1]);
+    return NULL;
+}
+
+/* The giver comes in once the fork holds the depot's locks: it takes its
+ * batch's room in the depot's bound, then waits for the lock. */
+static void let_the_giver_in(void)
+{
+    atomic_store(&forked_giver->go, true);
+    while (rcl__depot_held() == 0)
+        test_sleep_ms(1);
+}
+
+/* A thread hands its full list to the depot as another forks: the fork
+ * waits for no such thread (the batch's room is taken before the lock),
+ * and the child, which has no such thread and no such batch, counts only
+ * the batches its depot holds - none here - in rcl_stats.depot_held and
+ * against the depot's bound. */
+TEST_WITH(a_child_forked_as_a_thread_hands_the_depot_a_batch_counts_no_such_batch, cache_setup,
+          test_teardown)
+{
+    enum { SIZE = 1000 };
+    static void *p[RCL_BCACHE_DEPTH_MAX];
+    struct giver g = { .blocks = p, .n = rcl__bcache_depth_start(rcl__bcache_class(SIZE)) + 2 };
+    pthread_t th;
+
+    assert_int_equal(depot_now(), 0);
+    for (unsigned i = 0; i < g.n; i++)
+        assert_non_null(p[i] = rcl_alloc(SIZE, RCL_DEFAULT));
+    assert_int_equal(pthread_barrier_init(&g.listed, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, give_at_fork, &g), 0);
+    pthread_barrier_wait(&g.listed);
+    forked_giver = &g;
+    atomic_store(&at_fork_prepare, let_the_giver_in);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(depot_now() == 0 ? 0 : 1);
+    atomic_store(&at_fork_prepare, NULL);
+    assert_true(pid > 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&g.listed);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(depot_now(), (g.n - 2) * rcl_alloc_charge(SIZE));
+}
+
 /* A thread's cached blocks were charged to the budget that rcl_shutdown()
  * ended: after a restart its next allocation registers it in the new
  * budget, its cache emptied, before a block is handed out - never one
