@@ -411,13 +411,16 @@ static inline bool map_has(const uint64_t *map, unsigned i)
 
 /* The pages of slab s that only free slots lie on back to the system,
  * with the lock held - so that no take unparks a slot while its page is
- * given back - and its list rebuilt without the slots they park. Only
- * pages a slot was carved on: those beyond were never touched. */
+ * given back - and its list rebuilt without the slots they park. Every
+ * page its slots lie on, not only those below `written`: a park lowers it
+ * to the first page it gives back, and the slots above that were in use
+ * then, resident, may all be free by the next. Pages no slot was ever
+ * carved on join the run they lie in, at no cost of their own. */
 static void slab_park(struct slab *s, unsigned c)
 {
     uint64_t map[PARK_SLOTS / 64];
-    size_t touched = SLAB_HEAD + (size_t)s->written * slot_bytes(c);
-    unsigned n = slots(c), run = 0, pages = (unsigned)((touched + SLAB_PAGE - 1) / SLAB_PAGE);
+    unsigned n = slots(c), run = 0;
+    unsigned pages = (unsigned)((SLAB_HEAD + (size_t)n * slot_bytes(c) + SLAB_PAGE - 1) / SLAB_PAGE);
 
     free_slots(s, c, map);
     for (unsigned p = 1; p <= pages; p++) {

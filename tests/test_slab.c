@@ -1136,6 +1136,58 @@ TEST(a_slab_used_since_the_last_trim_keeps_its_pages_through_the_next)
     rcl_free(p[keep]);
 }
 
+/* A slab a trim parked, whose blocks further up were freed since: the
+ * next trims that find it untouched give back their pages too, not only
+ * those up to the lowest the first one gave back. */
+TEST(a_slab_parked_before_gives_back_the_pages_freed_since)
+{
+    if (not_4k_pages())
+        skip();
+    enum { N = 1024 };
+    size_t size = part_size(), span = rcl__slab_span(rcl__bcache_class(size));
+    void **p = calloc(N, sizeof(*p));
+    uintptr_t base = 0, top = 0;
+    int keep = -1;
+
+    assert_non_null(p);
+    for (int i = 0; i < N; i++)
+        assert_non_null(p[i] = rcl_alloc(size, RCL_DEFAULT));
+    /* The slab of the first slot, and its highest block's header. */
+    for (int i = 0; i < N; i++)
+        if (keep < 0 && slot_at(p[i])) {
+            keep = i;
+            base = (uintptr_t)p[i] & ~(uintptr_t)(span - 1);
+        }
+    assert_true(keep >= 0);
+    for (int i = 0; i < N; i++)
+        if ((uintptr_t)p[i] - base < span && (uintptr_t)rcl__hdr_of(p[i]) > top)
+            top = (uintptr_t)rcl__hdr_of(p[i]);
+    /* Its first block and the blocks of its last two pages stay. */
+    uintptr_t high = (top & ~(uintptr_t)4095) - 4096;
+    for (int i = 0; i < N; i++)
+        if (i != keep && ((uintptr_t)p[i] - base >= span || (uintptr_t)p[i] < high)) {
+            rcl_free(p[i]);
+            p[i] = NULL;
+        }
+    rcl_usage_sync();
+    rcl__slab_trim();
+    rcl__slab_trim();       /* untouched since the first: parked */
+    assert_true(high - 4096 > base + 4096);
+    assert_false(resident(high - 4096));
+    for (int i = 0; i < N; i++)
+        if (i != keep && p[i]) {
+            rcl_free(p[i]);
+            p[i] = NULL;
+        }
+    rcl_usage_sync();
+    rcl__slab_trim();
+    rcl__slab_trim();       /* untouched since the frees: parked again */
+    assert_false(resident(high));
+    assert_false(resident(top));
+    rcl_free(p[keep]);
+    free(p);
+}
+
 /* The slots a trim parked with their pages are taken again before any
  * new slab is made, and every one is whole: the live set grows back to
  * its size in the spans it had, its blocks apart from the ones that
