@@ -776,7 +776,11 @@ size_t rcl_auto_limit(void);
  * call keeps its charge, reclaims what its context allows, waits and asks
  * again ("allocation stall ... the system allocator keeps failing").
  * A request that can never succeed fails at once, with a report unless
- * RCL__NOWARN. Other failures are reported (rate-limited) unless NOWARN.
+ * RCL__NOWARN. So does a NOFAIL request already waiting, with the same
+ * E2BIG and report, at its first try after a lowered limit (rcl_set_limit()
+ * or the automatic budget) made it one: a limit that dips and comes back
+ * between two tries leaves it waiting. Other failures are reported
+ * (rate-limited) unless NOWARN.
  *
  * A block charges what it takes from the allocator behind the library, not
  * the size asked for: its size class (below), its 16-byte header (which is

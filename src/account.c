@@ -486,15 +486,30 @@ static void update_peak(size_t usage)
 }
 
 /*
+ * Whether a request of `size` can never succeed under view v: more than
+ * the limit above the lowest floor it may ever reach, the NOFAIL grant's
+ * included. Outside memory and other threads' charges are left out: they
+ * can go.
+ */
+static bool never_fits(const struct budget_view *v, const struct rcl_thread *t, size_t size,
+                       rcl_gfp_t gfp, rcl_gfp_t masked)
+{
+    size_t floor = nofail_scoped_floor(v->min, reserve_floor(v->min, t, masked), gfp, masked);
+
+    return v->limit <= floor || size > v->limit - floor;
+}
+
+/*
  * Take `size` bytes for thread t without going below the headroom its
  * flags (gfp, and as its scope masked them) leave it - the NOFAIL grant's
  * when `last` - from the stock first, the rest from the budget. Returns
- * 0, or how many bytes are missing. The floor comes with the limit it is
- * of, at every try: a limit changed since the last, even by the caller's
- * own reclaim, is charged against with its own reserve.
+ * 0, or how many bytes are missing, with *v the view it charged against.
+ * The floor comes with the limit it is of, at every try: a limit changed
+ * since the last, even by the caller's own reclaim, is charged against
+ * with its own reserve.
  */
 static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp_t masked,
-                       bool last)
+                       bool last, struct budget_view *v)
 {
     long avail = rcl__stock_avail(t);
     if (avail >= 0 && (size_t)avail >= size) {
@@ -504,14 +519,13 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
         return 0;
     }
     size_t need = size - (size_t)avail;
-    struct budget_view v;
-    budget_view(&v);
-    size_t floor = reserve_floor(v.min, t, masked);
+    budget_view(v);
+    size_t floor = reserve_floor(v->min, t, masked);
     if (last)
-        floor = nofail_scoped_floor(v.min, floor, gfp, masked);
-    size_t limit = v.limit, outside = rd(rcl__acct.outside);
-    size_t low = v.low;
-    size_t batch = (size_t)v.batch;
+        floor = nofail_scoped_floor(v->min, floor, gfp, masked);
+    size_t limit = v->limit, outside = rd(rcl__acct.outside);
+    size_t low = v->low;
+    size_t batch = (size_t)v->batch;
     /* The watermarks are on real memory: what the process holds beyond
      * its charges takes room as much as a charge does. */
     size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
@@ -546,7 +560,7 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
     size_t headroom = ceiling + floor - after;
     if (headroom < low && (masked & RCL__KSWAPD_RECLAIM))
         rcl__reclaim_wake();
-    if (headroom < v.min)
+    if (headroom < v->min)
         rcl__count(reserve_allocs, 1);
     return 0;
 }
@@ -584,6 +598,26 @@ static int nofail_impossible(size_t size, rcl_gfp_t gfp, int err)
 int rcl__nofail_nowait_refuse(size_t size, rcl_gfp_t gfp)
 {
     return nofail_impossible(size, gfp, -EINVAL);
+}
+
+static int too_big(size_t size, rcl_gfp_t gfp)
+{
+    return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
+                               : charge_fail(size, gfp, -E2BIG);
+}
+
+/*
+ * A NOFAIL request that a limit lowered since its start made one that can
+ * never succeed fails as it would have at its start, rather than wait -
+ * stalls reported - until the limit rises, if it ever does. Each try
+ * decides with the view it charged against: a limit that dips and comes
+ * back between two tries leaves the request waiting. Any other request
+ * ends on its own, as one that found no room.
+ */
+static bool nofail_gone_impossible(const struct budget_view *v, const struct rcl_thread *t,
+                                   size_t size, rcl_gfp_t gfp, rcl_gfp_t masked)
+{
+    return (gfp & RCL__NOFAIL) && never_fits(v, t, size, gfp, masked);
 }
 
 static void nofail_wait(size_t size, rcl_gfp_t gfp, unsigned long long start,
@@ -651,20 +685,21 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
      * limit against the old reserve): that pair could fail any request,
      * NOFAIL too, as one that can never succeed. */
     budget_view(&v);
+    if (never_fits(&v, t, size, gfp, masked))
+        return too_big(size, gfp);
     size_t floor = reserve_floor(v.min, t, masked), limit = v.limit;
     size_t last_floor = nofail_scoped_floor(v.min, floor, gfp, masked);
-    if (limit <= last_floor || size > limit - last_floor)
-        return (gfp & RCL__NOFAIL) ? nofail_impossible(size, gfp, -E2BIG)
-                                   : charge_fail(size, gfp, -E2BIG);
 
     unsigned long long start = 0, next_report = 0;
     unsigned long long wait_start = 0;
     unsigned no_progress = 0, round = 0;
     bool collected = false, drained = false, last = false;
     for (;;) {
-        size_t missing = try_take(t, size, gfp, masked, last);
+        size_t missing = try_take(t, size, gfp, masked, last, &v);
         if (!missing)
             break;
+        if (nofail_gone_impossible(&v, t, size, gfp, masked))
+            return too_big(size, gfp);
         /* The thread's own cached blocks are budget too: give them up
          * before reclaiming anyone's objects, as the kernel drains its
          * per-CPU lists before it gives up on an allocation. */
@@ -688,8 +723,10 @@ int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
             if (target > limit / 8 && missing <= limit / 8)
                 target = limit / 8;
             size_t freed = rcl__direct_reclaim(t, target, masked);
-            if (!try_take(t, size, gfp, masked, last))
+            if (!try_take(t, size, gfp, masked, last, &v))
                 break;
+            if (nofail_gone_impossible(&v, t, size, gfp, masked))
+                return too_big(size, gfp);
             /* NOFAIL outranks NORETRY, as in the kernel's slow path. */
             if ((gfp & (RCL__NORETRY | RCL__NOFAIL)) == RCL__NORETRY)
                 return charge_fail(size, gfp, -ENOMEM);

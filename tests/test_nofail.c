@@ -476,4 +476,108 @@ TEST_WITH(test_nofail_charge_never_fails_while_the_limit_moves, nofail_setup, te
     assert_int_equal(rcl_set_limit(LIMIT), 0);
 }
 
+/* Lowers the limit to *arg once a NOFAIL request has been reported as
+ * stalled: waiting for room, past the test it made at its start. */
+static void *lower_after_a_stall(void *arg)
+{
+    pthread_mutex_lock(&seen_lock);
+    while (!stalls_seen)
+        pthread_cond_wait(&seen_cond, &seen_lock);
+    pthread_mutex_unlock(&seen_lock);
+    assert_int_equal(rcl_set_limit(*(size_t *)arg), 0);
+    return NULL;
+}
+
+/* A NOFAIL charge that waits for room, its limit then lowered below all
+ * it may ever get, is a request that can never succeed: it fails as it
+ * would have at its start, with E2BIG, the same report and one failure
+ * counted. It waited for good, reporting stalls, until the limit rose. */
+TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leaves_it_no_room,
+          nofail_setup_fast_stall, test_teardown)
+{
+    const rcl_gfp_t nofail = RCL_DEFAULT | RCL__NOFAIL;
+    size_t lowered = 2 * MiB;
+    void *fill = fill_budget();
+    struct rcl_stats before, after;
+    pthread_t th;
+    char waited[256];
+
+    alarm(20);
+    assert_int_equal(pthread_create(&th, NULL, lower_after_a_stall, &lowered), 0);
+    rcl_stats_get(&before);
+    assert_int_equal(rcl_charge(4 * MiB, nofail), -E2BIG);
+    pthread_join(th, NULL);
+    alarm(0);
+    rcl_stats_get(&after);
+    assert_int_equal(after.failures - before.failures, 1);
+    assert_true(after.nofail_stalls > before.nofail_stalls);     /* it waited */
+    assert_int_equal(test_reports_unread(), 1);                 /* the stalls aside */
+    assert_last_report_has("NOFAIL allocation of 4194304 bytes (DEFAULT|NOFAIL) can never "
+                           "succeed: larger than the budget this context may use");
+    snprintf(waited, sizeof(waited), "%s", test_report_last());
+    test_reports_reset();
+
+    /* The same request made now, under the lowered limit. */
+    assert_int_equal(rcl_charge(4 * MiB, nofail), -E2BIG);
+    assert_string_equal(test_report_last(), waited);
+    assert_int_equal(test_reports_take(), 1);
+    rcl_stats_get(&before);
+    assert_int_equal(before.failures - after.failures, 1);
+
+    rcl_free(fill);
+    assert_int_equal(rcl_set_limit(LIMIT), 0);
+}
+
+/* A shrinker the waiting charge's own reclaim calls: the first call
+ * lowers the limit below all the charge may ever get and raises it back,
+ * between two of the charge's tries; a later one frees the budget. */
+static void *dip_fill;
+static atomic_int dip_calls;
+
+static unsigned long dip_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return dip_fill ? 1 : RCL_SHRINK_EMPTY;
+}
+
+static unsigned long dip_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    if (atomic_fetch_add(&dip_calls, 1) == 0) {
+        assert_int_equal(rcl_set_limit(2 * MiB), 0);
+        assert_int_equal(rcl_set_limit(LIMIT), 0);
+        return 0;
+    }
+    rcl_free(dip_fill);
+    dip_fill = NULL;
+    return 1;
+}
+
+/* Only a try decides: a limit that dips below what a waiting NOFAIL
+ * charge may ever get and comes back before its next try leaves it
+ * waiting, and it succeeds once there is room. */
+TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_tries, nofail_setup,
+          test_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { dip_count, dip_scan };
+    struct rcl_shrinker_opts opts = { .batch = 1 };
+    struct rcl_stats before, after;
+
+    atomic_store(&dip_calls, 0);
+    dip_fill = fill_budget();
+    struct rcl_shrinker *s = rcl_shrinker_register("dips-the-limit", &ops, NULL, &opts);
+    assert_non_null(s);
+    rcl_stats_get(&before);
+    alarm(20);
+    assert_int_equal(rcl_charge(4 * MiB, RCL_DEFAULT | RCL__NOFAIL), 0);
+    alarm(0);
+    rcl_stats_get(&after);
+    assert_true(atomic_load(&dip_calls) >= 2);
+    assert_null(dip_fill);
+    assert_int_equal(after.failures - before.failures, 0);
+    assert_int_equal(rcl_limit(), LIMIT);
+    rcl_uncharge(4 * MiB);
+    rcl_shrinker_unregister(s);
+}
+
 TEST_MAIN();
