@@ -829,7 +829,9 @@ void *rcl_valloc(size_t size, rcl_gfp_t gfp);
  * a second free of the block within that span is reported, not a fault. */
 void  rcl_vfree(void *p);
 /* Account memory the program got elsewhere. 0 or -ENOMEM / -E2BIG / -EINVAL
- * as rcl_alloc would fail. Charging 0 bytes is a no-op. */
+ * as rcl_alloc would fail. Charging 0 bytes charges nothing and returns 0,
+ * after the checks every call makes of its flags: bits no flag has are
+ * reported, and NOFAIL without RCL__DIRECT_RECLAIM is -EINVAL. */
 int   rcl_charge(size_t bytes, rcl_gfp_t gfp);
 /* Gives back what rcl_charge() charged, on this thread or any other.
  * Uncharging more than rcl_charge() has charged and not yet uncharged is

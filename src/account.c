@@ -797,13 +797,29 @@ static int charge_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
     return rcl__charge(t, bytes, gfp);
 }
 
+/* Charging nothing checks the flags as every call does, NOFAIL that may
+ * not wait refused at 0 bytes too: a caller whose sizes are sometimes 0
+ * learns of its mistake at its first call, not at its first that charges.
+ * (The kernel's kmalloc(0) returns ZERO_SIZE_PTR before it looks at the
+ * flags; it checks them only where it allocates a slab, not at every call
+ * as the library promises to.) */
+static __attribute__((noinline, cold)) int charge_nothing(struct rcl_thread *t, rcl_gfp_t gfp)
+{
+    if (!rcl__gfp_nofail_nowait(gfp))
+        return 0;
+    unsigned b = rcl__busy_init();
+    int err = rcl__nofail_nowait_refuse(0, gfp);
+    rcl__busy_drop(t, b);
+    return err;
+}
+
 int rcl_charge(size_t bytes, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
 
-    if (!bytes)
-        return 0;
     gfp = rcl__gfp_known("rcl_charge", gfp);
+    if (!bytes)
+        return charge_nothing(t, gfp);
     unsigned b = rcl__busy_hold(t);
     int err = charge_body(t, bytes, gfp);
     if (!err)

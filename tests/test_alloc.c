@@ -109,6 +109,18 @@ TEST(charges_reclaims_and_pool_allocations_with_unknown_bits_are_reported)
     rcl_mempool_destroy(pool);
 }
 
+/* A charge of 0 bytes charges nothing, and its flags are checked as every
+ * call's are: the bits no flag has are reported there too (they passed
+ * unseen until a charge of some size). */
+TEST(a_charge_of_0_bytes_with_unknown_bits_is_reported_and_charges_nothing)
+{
+    assert_int_equal(rcl_charge(0, RCL_DEFAULT | NO_FLAG), 0);
+    assert_last_report_has("rcl_charge: flags 0x10000f carry bits no RCL_* flag has "
+                           "(0x100000); served as DEFAULT");
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
 TEST(zero_size_is_einval_and_charges_nothing)
 {
     assert_fails_with(rcl_alloc(0, RCL_DEFAULT), EINVAL);

@@ -299,6 +299,30 @@ TEST_WITH(test_nofail_that_may_not_wait_is_einval_with_a_warm_cache_and_stock, n
     assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
 }
 
+/* Charging nothing checks its flags as every call does: NOFAIL that may
+ * not wait is refused, and reported, at 0 bytes too. (It returned 0,
+ * unseen, until a charge of some size made the same call fail.) */
+TEST_WITH(test_nofail_that_may_not_wait_is_einval_from_a_charge_of_0_bytes, nofail_setup,
+          test_teardown)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+    struct rcl_stats before, after;
+
+    rcl_stats_get(&before);
+    assert_int_equal(rcl_charge(0, nowait), -EINVAL);
+    assert_last_report_has("NOFAIL allocation of 0 bytes (KSWAPD_RECLAIM|NOFAIL) can never "
+                           "succeed: NOFAIL needs DIRECT_RECLAIM");
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(rcl_charge(0, nowait | RCL__NOWARN), -EINVAL);
+    assert_int_equal(test_report_count(), 0);
+    rcl_stats_get(&after);
+    assert_int_equal(after.failures - before.failures, 2);
+
+    /* NOFAIL that may wait has nothing to wait for. */
+    assert_int_equal(rcl_charge(0, RCL_DEFAULT | RCL__NOFAIL), 0);
+    assert_int_equal(rcl_usage(), 0);
+}
+
 /* realloc() of p to size with flags that contradict themselves: refused
  * as rcl_alloc() refuses them, reported, and p left as it was. */
 static void realloc_refused(char *p, size_t size, rcl_gfp_t gfp, size_t had)
