@@ -842,7 +842,8 @@ void  rcl_uncharge(size_t bytes);
  * nothing without RCL__DIRECT_RECLAIM or inside NORECLAIM scope. Returns the
  * accounted bytes freed by the shrinkers during the call. The priorities
  * run from gentle to desperate until one brings `bytes` back: SIZE_MAX
- * runs every one of them. */
+ * runs every one of them. 0 bytes frees nothing and returns 0, after the
+ * check every call makes of its flags. */
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
 
 /* ------------------------------------------------------------------------ */

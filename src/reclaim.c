@@ -326,7 +326,6 @@ void rcl__reclaim_throttle(unsigned round)
 static size_t reclaim_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
 {
     rcl__thread_attach(t);
-    gfp = rcl__gfp_known("rcl_reclaim", gfp);
 
     rcl_gfp_t masked = rcl_current_gfp(gfp);
     bool may_reclaim = rcl__may_reclaim(masked);
@@ -352,6 +351,9 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
 
+    /* Before the size: 0 bytes asks for nothing, but its flags are
+     * checked as every call's are. */
+    gfp = rcl__gfp_known("rcl_reclaim", gfp);
     if (!bytes)
         return 0;
     unsigned busy = rcl__busy_init();

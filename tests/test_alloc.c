@@ -121,6 +121,16 @@ TEST(a_charge_of_0_bytes_with_unknown_bits_is_reported_and_charges_nothing)
     assert_int_equal(usage_now(), 0);
 }
 
+/* The same for a reclaim of 0 bytes, which asks for nothing. */
+TEST(a_reclaim_of_0_bytes_with_unknown_bits_is_reported_and_frees_nothing)
+{
+    assert_int_equal(rcl_reclaim(0, RCL_DEFAULT | NO_FLAG), 0);
+    assert_last_report_has("rcl_reclaim: flags 0x10000f carry bits no RCL_* flag has "
+                           "(0x100000); served as DEFAULT");
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
 TEST(zero_size_is_einval_and_charges_nothing)
 {
     assert_fails_with(rcl_alloc(0, RCL_DEFAULT), EINVAL);
