@@ -90,7 +90,8 @@
  * default 1048576; each pattern is sized to about 10 ms of CPU per thread
  * in its slower variant), BENCH_PATTERNS=live,pc,larson,simple (families
  * to run), BENCH_SIZES and BENCH_DEPTHS (the live-set sizes, bytes or
- * "mix", and depths; default 16,64,256,1024,4096,mix and 1,8,64,512,4096),
+ * "mix", and depths, at most 4096; default 16,64,256,1024,4096,mix and
+ * 1,8,64,512,4096),
  * BENCH_PIN=0 (threads not pinned), BENCH_JSON.
  */
 #include "bench.h"
@@ -998,7 +999,10 @@ bad:
 static void build_patterns(void)
 {
     unsigned depths[16], sizes[16];
-    int ndepths = env_list("BENCH_DEPTHS", "1,8,64,512,4096", depths, 16, 1u << 16, 0);
+    /* A thread's live set is its row of slots[]: a deeper one would run
+     * into the next thread's row, and the two threads free each other's
+     * blocks. */
+    int ndepths = env_list("BENCH_DEPTHS", "1,8,64,512,4096", depths, 16, MAX_SLOTS, 0);
     int nsizes = env_list("BENCH_SIZES", "16,64,256,1024,4096,mix", sizes, 16, 1u << 20, 1);
     static const unsigned pc_sizes[] = { 64, 1024, SIZE_MIX };
     static const unsigned simple_sizes[] = { 16, 32, 64 };
