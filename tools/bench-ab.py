@@ -28,9 +28,9 @@ trees first, for instance `git worktree add /tmp/base HEAD~1` and `make
 benches` (or `make BACKEND=mimalloc benches`) in each; a backend's build
 directory is build-BACKEND. Only the standard library is used.
 """
-import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -95,9 +95,17 @@ def run(n, out, builds):
 
 
 def load(out, label):
+    """LABEL_N.json, N the run's number: a glob of LABEL_*.json would also
+    take the runs of a label that begins with this one and an underscore
+    (base and base_new), and count them as this build's."""
     runs = []
-    for f in sorted(glob.glob(os.path.join(out, label + "_*.json"))):
-        with open(f) as fh:
+    pattern = re.compile(re.escape(label) + r"_([0-9]+)\.json")
+    if not os.path.isdir(out):
+        sys.exit("bench-ab: no directory " + out)
+    found = [(int(m.group(1)), f) for f in os.listdir(out)
+             for m in [pattern.fullmatch(f)] if m]
+    for _, f in sorted(found):
+        with open(os.path.join(out, f)) as fh:
             doc = json.load(fh)
         runs.append(doc)
     return runs
