@@ -6,7 +6,7 @@
  * much less restricted in what it can reclaim).
  *
  * The workload: K file systems mounted side by side (depth 0), each with its
- * own cache of 4 KiB objects (allocated with rcl_alloc) and a shrinker that
+ * own cache of 1 KiB objects (allocated with rcl_alloc) and a shrinker that
  * is a file-system shrinker: it declares needs = RCL__FS, as the kernel's
  * super_cache_scan() bails out of a !__GFP_FS context. The caches want far
  * more than the budget. One thread at a time works inside one file system:
