@@ -245,14 +245,19 @@ def pressure_knee(b, out, tmp, sub, sfx=""):
 
 def memory(b, out, tmp, sub):
     rows = b["per_allocation"]
-    f = write(tmp, "mem.dat", [(i, q(int(r["size"])), r["overhead_rss"], r["overhead_heap"]) for i, r in enumerate(rows)])
+    # overhead_heap is null where glibc's heap holds the blocks of neither
+    # variant or of one (bench_memory's heap_seen()).
+    def heap(r):
+        return "NaN" if r.get("overhead_heap") is None else r["overhead_heap"]
+    f = write(tmp, "mem.dat", [(i, q(int(r["size"])), r["overhead_rss"], heap(r)) for i, r in enumerate(rows)])
     pt = b.get("per_thread", {})
     gp = head(os.path.join(out, "memory.png"),
               f"memory overhead per live allocation, bytes (rcl - raw) - {sub}\n"
               f"per thread: {pt.get('static_tls', 0):.0f} B static TLS, heap {pt.get('overhead_heap', 0):.0f} B, "
               f"stock {pt.get('stock_budget', 0):.0f} B of budget", 1000, 550)
     gp += "set style fill solid 0.6\nset boxwidth 0.35\nset xlabel 'block size, bytes'\nset ylabel 'bytes per block'\n"
-    top = max([1.0] + [max(r["overhead_rss"], r["overhead_heap"]) for r in rows]) * 1.4
+    top = max([1.0] + [v for r in rows for v in (r["overhead_rss"], r.get("overhead_heap"))
+                       if v is not None]) * 1.4
     gp += f"set yrange [0:{top}]\nset key inside left top horizontal\n"
     gp += f"plot {q(f)} u ($1-0.18):3:xtic(2) w boxes t 'resident set', '' u ($1+0.18):4 w boxes t 'heap in use (glibc)'\n"
     gnuplot(gp, tmp)
