@@ -5,7 +5,8 @@
 #   sh tools/run-bench.sh BUILD_DIR BENCH_PROGRAM...      (what `make bench` does)
 #
 # Each program prints its table (shown as it runs) and, given BENCH_JSON,
-# writes one JSON object; a program that writes none is kept as its text.
+# writes one JSON object; a program that writes none, or that fails, is
+# kept as its text and its exit status (and the run then fails).
 # The run's file, BENCH_OUT/DATE-HOST-BACKEND.json (BENCH_OUT defaults to
 # docs/bench/runs), holds the machine, the date, the load before and after,
 # and every program's object. Then, when python3 and gnuplot are there,
@@ -78,14 +79,19 @@ for prog in "$@"; do
         th=${run#bench_pressure-}
         [ "$run" = bench_pressure ] && th=8
         echo
-        BENCH_PRESSURE_THREADS=$th BENCH_JSON="$tmp/$run.json" "$prog" 2>&1 | tee "$tmp/$run.txt"
-        # tee hides the program's status; a program that died leaves no JSON.
-        if [ -s "$tmp/$run.json" ] && head -c 1 "$tmp/$run.json" | grep -q '{'; then
+        # The status is kept aside, as tee would hide it: a program writes
+        # its JSON's opening when it starts, and one that died after that
+        # left part of it, which would make the whole run's file unreadable.
+        { BENCH_PRESSURE_THREADS=$th BENCH_JSON="$tmp/$run.json" "$prog" 2>&1
+          echo $? > "$tmp/$run.status"; } | tee "$tmp/$run.txt"
+        status=$(cat "$tmp/$run.status" 2>/dev/null || echo 1)
+        if [ "$status" = 0 ] && [ -s "$tmp/$run.json" ] &&
+            head -c 1 "$tmp/$run.json" | grep -q '{'; then
             cp "$tmp/$run.json" "$tmp/$run.part"
         else
-            { printf '{"bench": "%s", "text": "' "${run#bench_}"; json_text < "$tmp/$run.txt"; printf '"}\n'; } \
-                > "$tmp/$run.part"
-            [ -s "$tmp/$run.txt" ] || failed="$failed $run"
+            { printf '{"bench": "%s", "status": %s, "text": "' "${run#bench_}" "$status"
+              json_text < "$tmp/$run.txt"; printf '"}\n'; } > "$tmp/$run.part"
+            [ "$status" = 0 ] && [ -s "$tmp/$run.txt" ] || failed="$failed $run"
         fi
     done
 done
@@ -112,7 +118,7 @@ load_end=$(cat /proc/loadavg 2>/dev/null)
 
 echo
 echo "results: $out"
-[ -n "$failed" ] && echo "programs that printed nothing:$failed"
+[ -n "$failed" ] && echo "programs that failed or printed nothing (their text kept):$failed"
 if command -v python3 >/dev/null 2>&1 && command -v gnuplot >/dev/null 2>&1; then
     python3 tools/plot-bench.py "$out" "$plot_dir" || echo "plotting failed (the JSON is kept)"
 else
