@@ -21,7 +21,8 @@ must not be compared), in the order of their dates, prints:
 
 A run may also be one benchmark's own JSON (bench_patterns run by hand, or
 the runs tools/bench-ab.py keeps); a run without one of the two benchmarks
-leaves its lines out. Only the standard library is used.
+leaves its lines out, as does one kept as its text (it failed, or wrote
+no JSON). Only the standard library is used.
 """
 import json
 import signal
@@ -60,6 +61,10 @@ def load(path):
         missing = [k for k in ("benchmarks", "backend", "date") if k not in run]
         if missing:
             raise KeyError(", ".join(missing))
+        # A program that failed or wrote no JSON is kept as its text
+        # (tools/run-bench.sh): it has no figures to sum up.
+        run["benchmarks"] = {k: b for k, b in run["benchmarks"].items()
+                             if isinstance(b, dict) and "text" not in b}
         run["date"] = run["date"].replace("-", "").replace(":", "")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         usage("%s is neither a make bench run nor a benchmark's JSON: %s" % (path, e))
