@@ -670,4 +670,25 @@ TEST_WITH(test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss, e2e_setup
     kv_rss("mix");
 }
 
+/* The baseline kv_rss() and bench_footprint subtract is the program's own
+ * memory: the resident set its parent had, copied by the fork before the
+ * exec, is not its peak. */
+TEST_WITH(test_kv_cache_peak_rss_is_its_own_not_its_parents, e2e_setup, e2e_teardown)
+{
+    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+        print_message("skipped under %s: its shadow memory is in the resident set\n",
+                      getenv("RCL_TEST_SAN"));
+        skip();
+    }
+    size_t held = 64 * MiB;
+    char *mem = malloc(held), line[1024];
+    char *const argv[] = { "kv_cache", "--values", "4k", "--seconds", "1", "--no-cache", NULL };
+
+    assert_non_null(mem);
+    memset(mem, 1, held);
+    kv_run("64M", argv, 1, line, sizeof(line));
+    free(mem);
+    assert_true((unsigned long long)field(line, "peak_rss_kib") * KiB < held / 2);
+}
+
 TEST_MAIN();
