@@ -36,8 +36,8 @@
 #define BENCH_FN static __attribute__((unused))
 
 /* A sanitizer build: its allocator stands in for the backend's, so a raw
- * allocator's figures would not be the backend's (the benchmarks say so
- * and skip them). */
+ * allocator's figures would not be the backend's (the benchmarks say so,
+ * bench_sanitized_note(), and bench_alloc skips the other allocators). */
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SANITIZED 1
 #elif defined(__has_feature)
@@ -438,6 +438,11 @@ BENCH_FN void bench_json_begin(const char *bench)
     bj_str("loadavg_begin", buf);
     bj_end_obj();
     bj_bool("quick", bench_quick());
+#ifdef SANITIZED
+    bj_bool("sanitized", 1);
+#else
+    bj_bool("sanitized", 0);
+#endif
 }
 
 BENCH_FN void bench_json_end(void)
@@ -522,6 +527,19 @@ BENCH_FN void bench_pin_print(const char *of_what)
                bench_pin.cpu[0], bench_pin.cpu[1]);
     else
         printf("   Threads not pinned (%s).\n", bench_pin.off);
+}
+
+/* Under a sanitizer the raw baseline is the sanitizer's allocator (its
+ * quarantine held 8 MiB where the library's slabs held 216 KiB), and every
+ * figure is the instrumented code's: said under the header, and in the
+ * JSON, so that no such run is read as the backend's. */
+BENCH_FN void bench_sanitized_note(void)
+{
+#ifdef SANITIZED
+    printf("   Sanitizer build: the raw baseline is the sanitizer's allocator, not %s's,\n"
+           "   and the code is instrumented: a smoke test, no figure of the backend's.\n",
+           BENCH_BACKEND);
+#endif
 }
 
 /* Prints the same header line on the table. */

@@ -301,6 +301,7 @@ int main(int argc, char **argv)
     printf("   rcl = rcl_alloc/rcl_free over %s; baseline = %s raw; %d rounds\n",
            BENCH_BACKEND, allocs[BASELINE].name, reps);
     bench_pin_print("of a measurement");
+    bench_sanitized_note();
     for (int i = 0; i < NALLOC; i++)
         if (!allocs[i].ok)
             printf("   %s: not measured (%s)\n", allocs[i].name, allocs[i].why);

@@ -243,6 +243,7 @@ int main(int argc, char **argv)
 
     dl_iterate_phdr(tls_cb, &tls);
     bench_print_header("memory: overhead per live allocation and per thread");
+    bench_sanitized_note();
     printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use,\n"
            "   - where the blocks are not in glibc's heap%s); %d runs, median\n\n", NBLOCKS,
            strcmp(BENCH_BACKEND, "libc") ? ": none here, " BENCH_BACKEND " replaces glibc's malloc"

@@ -1257,6 +1257,7 @@ int main(int argc, char **argv)
            BENCH_BACKEND, RAW_NAME, RAW_ALLOC, RAW_FREE, reps, target_ms, max_pairs, GOAL_RATIO,
            GOAL_RSS, RSS_CHILDREN);
     bench_pin_print("of a pattern");
+    bench_sanitized_note();
     fflush(stdout);
 
     /* Memory first, while this process has touched neither the library nor
