@@ -109,4 +109,12 @@ TEST_WITH(bad_option_is_a_usage_error, find_demo, NULL)
     expect_status(demo("--budget 12"), 2);
 }
 
+/* The stack runs at most 8 writers: asked for more, the demo says so
+ * rather than run 8 and print figures for the number asked. */
+TEST_WITH(more_writers_than_the_stack_runs_is_a_usage_error, find_demo, NULL)
+{
+    expect_status(demo("--writers 9 --act 3 --seconds 1 --hang-ms 10000"), 2);
+    expect("rejected --writers 9: from 1 to 8 writer threads");
+}
+
 TEST_MAIN();

@@ -35,6 +35,10 @@ struct demo_opts {
     int stats;            /* print counters and statistics at the end of an act */
 };
 
+#define TEXT_(x) #x
+#define TEXT(x) TEXT_(x)
+#define MAX_WRITERS_TEXT TEXT(STACK_MAX_WRITERS)
+
 static _Atomic unsigned checker_reports_seen;
 
 static void demo_report(const char *report, void *arg)
@@ -329,7 +333,7 @@ static void usage(FILE *f)
             "  --seconds S   longest time for each act (default 10, 30 and 8)\n"
             "  --short       short acts, for tests: --seconds 5 for acts 1 and 3 (act 2\n"
             "                still waits up to 30 s for the deadlock), --hang-ms 1000\n"
-            "  --writers N   writer threads (default 3)\n"
+            "  --writers N   writer threads, 1 to " MAX_WRITERS_TEXT " (default 3)\n"
             "  --hang-ms MS  no progress for this long is a hang (default 2000)\n"
             "  --json        print act 3's statistics as JSON\n"
             "  --help        this text\n");
@@ -379,8 +383,8 @@ int main(int argc, char **argv)
             else
                 d.acts[n] = any = 1;
         } else if (!strcmp(a, "--writers")) {
-            if (n < 1 || n > 64)
-                why = "from 1 to 64 writer threads";
+            if (n < 1 || n > STACK_MAX_WRITERS)
+                why = "from 1 to " MAX_WRITERS_TEXT " writer threads";
             d.writers = (int)n;
         } else {
             if (n < 1 || n > 600000)

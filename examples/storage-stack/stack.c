@@ -507,8 +507,7 @@ static void *writer_main(void *arg)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
-#define MAX_WRITERS 8
-static pthread_t writers[MAX_WRITERS], flusher;
+static pthread_t writers[STACK_MAX_WRITERS], flusher;
 static int nwriters, loop_running, flusher_running;
 
 int stack_start(const struct stack_opts *o)
@@ -516,8 +515,8 @@ int stack_start(const struct stack_opts *o)
     opts = *o;
     if (opts.writers < 1)
         opts.writers = 1;
-    if (opts.writers > MAX_WRITERS)
-        opts.writers = MAX_WRITERS;
+    if (opts.writers > STACK_MAX_WRITERS)
+        opts.writers = STACK_MAX_WRITERS;
     memset(&stack_counters, 0, sizeof(stack_counters));
     memset(stack_states, 0, sizeof(stack_states));
     atomic_store(&stack_nstates, 0);

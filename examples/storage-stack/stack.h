@@ -27,10 +27,14 @@
 
 #include "reclaim.h"
 
+/* Each thread the watchdog shows takes one of its STATE_SLOTS: the
+ * writers, the loop worker, the flusher and the background reclaimer. */
+#define STACK_MAX_WRITERS 8
+
 struct stack_opts {
     int fixed_bufcache;   /* 1: never wait on I/O without RCL__FS */
     int loop_noio;        /* 1: the loop worker runs in NOIO scope */
-    int writers;          /* workload threads */
+    int writers;          /* workload threads, 1 to STACK_MAX_WRITERS */
 };
 
 /* What a watchdog prints: one line per thread of the stack. Strings are
