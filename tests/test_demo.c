@@ -102,6 +102,21 @@ TEST_WITH(act3_prints_json_statistics, find_demo, NULL)
     expect("\"shrinkers\"");
 }
 
+/* With a budget one writer cannot fill within the act (it writes a few
+ * hundred MiB a second at most), nothing is reclaimed, act 1's checker has
+ * nothing to report and the act fails; the act after it still starts the
+ * library and runs. */
+TEST_WITH(an_act_after_a_failed_act_still_runs, find_demo, NULL)
+{
+    expect_status(demo("--act 1 --act 3 --writers 1 --seconds 0.3 --hang-ms 10000 --budget 4G"), 1);
+    expect("The checker did not report within");
+    expect("Ran to the end under constant reclaim");
+    if (strstr(out, "rcl_init")) {
+        printf("demo output names rcl_init:\n%s\n", out);
+        fail();
+    }
+}
+
 TEST_WITH(bad_option_is_a_usage_error, find_demo, NULL)
 {
     expect_status(demo("--act 7"), 2);

@@ -148,6 +148,7 @@ static int run_act(const struct demo_opts *d, int lockdep, const struct stack_op
     }
     if (stack_start(so)) {
         fprintf(stderr, "storage-stack: cannot start the stack\n");
+        rcl_shutdown();     /* the next act starts the library again */
         return -1;
     }
 
@@ -226,6 +227,7 @@ static int act1(const struct demo_opts *d)
     if (r.outcome != CHECKER_FIRED) {
         printf("\n  The checker did not report within %.1f s (outcome: %s). Try a smaller "
                "--budget.\n", r.seconds, r.outcome == HUNG ? "hung" : "ran out of time");
+        rcl_shutdown();
         return 1;
     }
     printf("\n  The checker reported the cycle %.0f ms into the act, before any thread had to\n"

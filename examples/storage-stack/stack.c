@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct stack_counters stack_counters;
 struct thread_state stack_states[STATE_SLOTS];
@@ -510,6 +511,8 @@ static void *writer_main(void *arg)
 static pthread_t writers[STACK_MAX_WRITERS], flusher;
 static int nwriters, loop_running, flusher_running;
 
+static void stack_free(void);
+
 int stack_start(const struct stack_opts *o)
 {
     opts = *o;
@@ -529,29 +532,36 @@ int stack_start(const struct stack_opts *o)
 
     bufs = rcl_lru_create();
     inodes = rcl_lru_create();
-    if (!bufs || !inodes)
-        return -1;
     buf_shrinker = rcl_shrinker_register("buffer-cache", &buf_ops, NULL, NULL);
     struct rcl_shrinker_opts io = { .needs = RCL__FS };
     inode_shrinker = rcl_shrinker_register("inode-cache", &inode_ops, NULL, &io);
-    if (!buf_shrinker || !inode_shrinker)
-        return -1;
     /* One request is served at a time: one in reserve is enough. */
-    if (!(loop_reqs = rcl_mempool_create(1, 128)))
-        return -1;
+    loop_reqs = rcl_mempool_create(1, 128);
+    if (!bufs || !inodes || !buf_shrinker || !inode_shrinker || !loop_reqs)
+        goto fail;
 
     if (pthread_create(&loop.thread, NULL, loop_main, NULL))
-        return -1;
+        goto fail;
     loop_running = 1;
-    if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0)
-        flusher_running = 1;
-    nwriters = 0;
-    for (int i = 0; i < opts.writers; i++) {
-        if (pthread_create(&writers[i], NULL, writer_main, (void *)(uintptr_t)(i + 1)))
-            break;
-        nwriters++;
-    }
+    if (pthread_create(&flusher, NULL, flusher_main, NULL))
+        goto fail;
+    flusher_running = 1;
+    /* Fewer writers than asked for would make every figure the acts
+     * print about "the N writers" untrue. */
+    for (nwriters = 0; nwriters < opts.writers; nwriters++)
+        if (pthread_create(&writers[nwriters], NULL, writer_main,
+                           (void *)(uintptr_t)(nwriters + 1)))
+            goto fail;
     return 0;
+
+fail:
+    stack_abort();
+    if (stack_stop(5000) == 0)
+        return -1;
+    /* A thread that did not come back still uses what it was given. */
+    fprintf(stderr, "storage-stack: a thread did not stop; exiting\n");
+    fflush(stdout);
+    _exit(2);
 }
 
 void stack_abort(void)
@@ -606,14 +616,27 @@ int stack_stop(unsigned timeout_ms)
     loop_running = 0;
     if (ok)
         return -1;
-    rcl_shrinker_unregister(buf_shrinker);
-    rcl_shrinker_unregister(inode_shrinker);
-    drain(bufs, offsetof(struct buf, lru));
-    drain(inodes, offsetof(struct inode, lru));
-    rcl_lru_destroy(bufs);
-    rcl_lru_destroy(inodes);
+    stack_free();
+    return 0;
+}
+
+/* What stack_start() made, any part of it missing. */
+static void stack_free(void)
+{
+    if (buf_shrinker)
+        rcl_shrinker_unregister(buf_shrinker);
+    if (inode_shrinker)
+        rcl_shrinker_unregister(inode_shrinker);
+    buf_shrinker = inode_shrinker = NULL;
+    if (bufs) {
+        drain(bufs, offsetof(struct buf, lru));
+        rcl_lru_destroy(bufs);
+    }
+    if (inodes) {
+        drain(inodes, offsetof(struct inode, lru));
+        rcl_lru_destroy(inodes);
+    }
     bufs = inodes = NULL;
     rcl_mempool_destroy(loop_reqs);
     loop_reqs = NULL;
-    return 0;
 }

@@ -58,6 +58,8 @@ extern struct stack_counters stack_counters;
 extern struct thread_state stack_states[STATE_SLOTS];
 extern _Atomic unsigned stack_nstates;
 
+/* Starts every thread of the stack: 0, or -1 with nothing left running
+ * or allocated. */
 int  stack_start(const struct stack_opts *o);
 /* Abort: every wait in the stack (for I/O, for the journal lock) gives up,
  * so that deadlocked threads unwind. */
