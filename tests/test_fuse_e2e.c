@@ -12,12 +12,23 @@
  * v1 memory cgroup, and the example built (libfuse3-dev). Skipped, saying
  * which is missing, elsewhere - and under the sanitizers: their runtimes
  * are not the daemon being measured, and the runs are minutes long.
+ *
+ * The signal cases run the daemon alone on a mount point of their own, for
+ * seconds, under the sanitizers too (root, /dev/fuse and the example
+ * only): a signal at any moment unmounts and ends it, and leaves nothing
+ * mounted.
  */
 #include "helpers.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #define E2E_MIB 512
 
@@ -185,6 +196,244 @@ TEST_BARE(test_naive_daemon_alone_fails)
 TEST_BARE(test_naive_daemon_with_writer_fails)
 {
     naive_must_fail("naive-together", true);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signals: the daemon on a mount point of its own, nothing stacked on it    */
+/* ------------------------------------------------------------------------ */
+
+/* These run the daemon alone for seconds: under the sanitizers too. */
+static const char *missing_fuse(void)
+{
+    static char why[PATH_MAX + 64];
+    char path[PATH_MAX];
+
+    if (geteuid() != 0)
+        return "needs root (mounts)";
+    if (access("/dev/fuse", R_OK | W_OK) != 0)
+        return "no /dev/fuse";
+    snprintf(path, sizeof(path), "%s/examples/fuse-cache", build_dir);
+    if (access(path, X_OK) != 0) {
+        snprintf(why, sizeof(why), "%s not built (libfuse3-dev missing?)", path);
+        return why;
+    }
+    return NULL;
+}
+
+#define NEED_FUSE()                   \
+    do {                              \
+        const char *why = missing_fuse(); \
+        if (why) {                    \
+            printf("skipped: %s\n", why); \
+            skip();                   \
+        }                             \
+    } while (0)
+
+static struct {
+    char dir[64], mnt[128], backing[128], log[128];
+    pid_t pid;          /* the daemon, or the process that daemonizes */
+} sig;
+
+static int sig_setup(void **state)
+{
+    (void)state;
+    snprintf(sig.dir, sizeof(sig.dir), "/tmp/rcl-fuse-sig-XXXXXX");
+    if (!mkdtemp(sig.dir))
+        return -1;
+    snprintf(sig.mnt, sizeof(sig.mnt), "%s/mnt", sig.dir);
+    snprintf(sig.backing, sizeof(sig.backing), "%s/disk.img", sig.dir);
+    snprintf(sig.log, sizeof(sig.log), "%s/daemon.log", sig.dir);
+    sig.pid = 0;
+    return mkdir(sig.mnt, 0755);
+}
+
+/* The minor of the FUSE mount on path, or -1 when nothing is mounted
+ * there. Read from mountinfo: the mount itself is never looked at, as a
+ * stuck one would not answer. */
+static int mount_minor(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[1024];
+    int minor = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        unsigned maj, min;
+        char point[PATH_MAX];
+        if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, point) == 3 &&
+            !strcmp(point, path))
+            minor = (int)min;
+    }
+    if (f)
+        fclose(f);
+    return minor;
+}
+
+static bool wait_until(bool (*cond)(void), unsigned ms)
+{
+    for (unsigned i = 0; i < ms / 10; i++) {
+        if (cond())
+            return true;
+        usleep(10000);
+    }
+    return cond();
+}
+
+static bool sig_mounted(void) { return mount_minor(sig.mnt) >= 0; }
+static bool sig_unmounted(void) { return mount_minor(sig.mnt) < 0; }
+
+/* A child's exit status within ms, or -1 (still running). */
+static int wait_child(pid_t pid, unsigned ms)
+{
+    int st;
+    for (unsigned i = 0; i <= ms / 10; i++) {
+        pid_t got = waitpid(pid, &st, WNOHANG);
+        if (got == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (got < 0)
+            return -1;
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* Starts the example with args and mnt, the backing file added; its
+ * standard error goes to sig.log; cwd, when not NULL, is its directory. */
+static pid_t start_daemon(const char *cwd, const char *const *args, const char *mnt)
+{
+    char path[PATH_MAX], backing[PATH_MAX];
+    const char *argv[16] = { path, backing };
+    int n = 2;
+    snprintf(path, sizeof(path), "%s/examples/fuse-cache", build_dir);
+    snprintf(backing, sizeof(backing), "--backing=%s", sig.backing);
+    while (*args && n < 14)
+        argv[n++] = *args++;
+    argv[n++] = mnt;
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int log = open(sig.log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (log < 0 || dup2(log, 2) < 0 || (cwd && chdir(cwd) != 0))
+            _exit(126);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The pid of the process whose command line holds arg, or 0: a daemon
+ * that went to the background is no child of ours. */
+static pid_t find_process(const char *arg)
+{
+    char path[300], cmd[4096];
+    pid_t found = 0;
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    while (proc && (e = readdir(proc)) != NULL) {
+        long pid = strtol(e->d_name, NULL, 10);
+        if (pid <= 0 || pid == getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(cmd, 1, sizeof(cmd) - 1, f);
+        fclose(f);
+        cmd[len] = '\0';
+        for (size_t i = 0; i < len; i += strlen(cmd + i) + 1)
+            if (!strcmp(cmd + i, arg))
+                found = (pid_t)pid;
+    }
+    if (proc)
+        closedir(proc);
+    return found;
+}
+
+/* A stuck connection is aborted through fusectl, mounted for the purpose
+ * when it is not. */
+static void abort_connection(int minor)
+{
+    char path[128];
+    bool mounted_here = false;
+    if (mount_minor("/sys/fs/fuse/connections") < 0 &&
+        mount("none", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
+        mounted_here = true;
+    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%d/abort", minor);
+    int fd = open(path, O_WRONLY);
+    if (fd >= 0) {
+        if (write(fd, "1", 1) != 1)
+            printf("cannot abort FUSE connection %d\n", minor);
+        close(fd);
+    }
+    if (mounted_here)
+        umount2("/sys/fs/fuse/connections", MNT_DETACH);
+}
+
+/* The daemon's standard error, for a test about to fail. */
+static void show_log(void)
+{
+    FILE *log = fopen(sig.log, "r");
+    char line[512];
+    while (log && fgets(line, sizeof(line), log))
+        printf("  [daemon] %s", line);
+    if (log)
+        fclose(log);
+}
+
+/* A status the daemon (or the process that daemonized) must end with. */
+static void expect_exit(int status, int want)
+{
+    if (status != want) {
+        printf("daemon: exit status %d, not %d (-1: still running)\n", status, want);
+        show_log();
+        fail();
+    }
+}
+
+/* Whatever a failed test left: the connection aborted, the daemon ended,
+ * the mount point detached, the files removed. */
+static int sig_teardown(void **state)
+{
+    (void)state;
+    int minor = mount_minor(sig.mnt);
+    char arg[PATH_MAX];
+    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
+    pid_t daemon = find_process(arg);
+    if (minor >= 0) {
+        printf("left mounted: %s (connection %d); aborted and detached\n", sig.mnt, minor);
+        abort_connection(minor);
+        umount2(sig.mnt, MNT_DETACH);
+    }
+    if (daemon > 0) {
+        printf("daemon %d still running: killed\n", (int)daemon);
+        kill(daemon, SIGKILL);
+    }
+    if (sig.pid > 0 && wait_child(sig.pid, 0) < 0) {
+        kill(sig.pid, SIGKILL);
+        waitpid(sig.pid, NULL, 0);
+    }
+    unlink(sig.backing);
+    unlink(sig.log);
+    rmdir(sig.mnt);
+    rmdir(sig.dir);
+    return 0;
+}
+
+/* A signal that comes while the daemon starts, mounted but not yet
+ * waiting for signals, unmounts as one that comes later does. A large
+ * reserve to pre-fault widens that moment. */
+TEST_WITH(test_a_signal_while_the_daemon_starts_unmounts_and_exits, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", "--threads=16", "--reserve=256M", NULL };
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    assert_true(wait_until(sig_mounted, 10000));
+    kill(sig.pid, SIGTERM);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
 }
 
 TEST_MAIN_WITH(group_setup, NULL);

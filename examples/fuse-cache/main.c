@@ -775,15 +775,21 @@ static void cache_drop_all(void)
         rcl_lru_destroy(lru);
 }
 
+/* The signals the main thread takes by sigtimedwait(). */
+static void handled_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGUSR1);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
 /* Main thread: signals, by sigtimedwait, until every worker has ended. */
 static void wait_loop(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    handled_signals(&set);
     struct timespec tick = { 0, 200 * 1000 * 1000 };
     bool stopping = false;
     while (atomic_load(&workers_done) < (int)opt.threads) {
@@ -806,14 +812,6 @@ static int serve(void)
     if (fuse_daemonize(opt.foreground) != 0 || library_start() || workers_prepare())
         return 1;
 
-    /* The signals are the main thread's: every thread inherits this mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* Statistics' stdio buffer is allocated now, not under pressure. */
     stats_print("start");
     unsigned started = 0;
@@ -842,6 +840,15 @@ int main(int argc, char **argv)
     map = calloc(nblocks, sizeof(*map));
     for (unsigned i = 0; i < STRIPES; i++)
         pthread_mutex_init(&stripe[i], NULL);
+
+    /* The signals are the main thread's, taken in wait_loop(): blocked
+     * from before the mount, in every thread (each inherits this mask),
+     * so that one sent while the daemon starts waits for wait_loop() to
+     * unmount rather than kill a mounted daemon, which leaves a dead mount
+     * point ("Transport endpoint is not connected") behind. */
+    sigset_t set;
+    handled_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     char *fargv[] = { argv[0], NULL };
     struct fuse_args args = FUSE_ARGS_INIT(1, fargv);
