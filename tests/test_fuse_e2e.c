@@ -436,4 +436,33 @@ TEST_WITH(test_a_signal_while_the_daemon_starts_unmounts_and_exits, sig_setup, s
     assert_true(sig_unmounted());
 }
 
+static bool sig_daemon_gone(void)
+{
+    char arg[PATH_MAX];
+    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
+    return find_process(arg) == 0;
+}
+
+/* In the background the daemon works from "/" (fuse_daemonize()): a mount
+ * point given relative to where it was started is unmounted all the same. */
+TEST_WITH(test_a_daemon_in_the_background_unmounts_a_relative_mount_point, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "--size=64M", NULL };
+    sig.pid = start_daemon(sig.dir, args, "mnt");
+    assert_true(sig.pid > 0);
+    int status = wait_child(sig.pid, 10000);   /* the parent, once the daemon is up */
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(wait_until(sig_mounted, 10000));
+    char arg[PATH_MAX];
+    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
+    pid_t daemon = find_process(arg);
+    assert_true(daemon > 0);
+    kill(daemon, SIGTERM);
+    assert_true(wait_until(sig_daemon_gone, 20000));
+    assert_true(sig_unmounted());
+}
+
 TEST_MAIN_WITH(group_setup, NULL);

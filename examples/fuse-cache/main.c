@@ -48,6 +48,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -722,7 +723,12 @@ static int parse_args(int argc, char **argv)
         usage(stderr, argv[0]);
         return -1;
     }
-    opt.mountpoint = argv[optind];
+    /* Absolute: fuse_daemonize() moves to "/" before a signal's unmount
+     * names the mount point. */
+    static char mountpoint[PATH_MAX];
+    if (!realpath(argv[optind], mountpoint))
+        return fprintf(stderr, "fuse-cache: %s: %s\n", argv[optind], strerror(errno)), -1;
+    opt.mountpoint = mountpoint;
     return 0;
 }
 
