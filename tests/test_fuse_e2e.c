@@ -465,4 +465,73 @@ TEST_WITH(test_a_daemon_in_the_background_unmounts_a_relative_mount_point, sig_s
     assert_true(sig_unmounted());
 }
 
+/* The writer of the next test: one block written, the parent told, the
+ * unmount waited for, then more blocks written and read back through the
+ * descriptor it still holds. Exit status 0 when every one came back. */
+static int writer_after_unmount(int ready)
+{
+    char path[PATH_MAX];
+    unsigned char *buf;
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    int fd = open(path, O_RDWR | O_DIRECT);
+    if (fd < 0 || posix_memalign((void **)&buf, 4096, 2 * 65536))
+        return 2;
+    memset(buf, 1, 65536);
+    if (pwrite(fd, buf, 65536, 0) != 65536 || write(ready, "1", 1) != 1)
+        return 3;
+    if (!wait_until(sig_unmounted, 10000))
+        return 4;
+    for (int i = 1; i <= 16; i++) {
+        memset(buf, i, 65536);
+        if (pwrite(fd, buf, 65536, (off_t)i * 65536) != 65536 ||
+            pread(fd, buf + 65536, 65536, (off_t)i * 65536) != 65536 ||
+            memcmp(buf, buf + 65536, 65536) != 0)
+            return 5;
+    }
+    return close(fd) == 0 ? 0 : 6;
+}
+
+/* A signal while a file is open on the mount unmounts it, and the I/O
+ * that comes after, through the open file, is still served. */
+TEST_WITH(test_a_signal_unmounts_and_what_is_open_is_still_served, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    assert_true(wait_until(sig_mounted, 10000));
+
+    int pipefd[2];
+    assert_return_code(pipe(pipefd), errno);
+    fflush(stdout);
+    pid_t writer = fork();
+    if (writer == 0)
+        _exit(writer_after_unmount(pipefd[1]));
+    close(pipefd[1]);
+    struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
+    char c;
+    int ready = poll(&p, 1, 10000) == 1 && read(pipefd[0], &c, 1) == 1;
+    close(pipefd[0]);
+
+    int minor = mount_minor(sig.mnt);
+    kill(sig.pid, SIGTERM);
+    int wstatus = wait_child(writer, 20000);
+    if (wstatus < 0) {
+        /* Stuck on a request the daemon dropped: the connection is aborted
+         * (the teardown detaches the mount), then the writer ends. */
+        printf("the writer is stuck after the signal\n");
+        if (minor >= 0)
+            abort_connection(minor);
+        kill(writer, SIGKILL);
+        waitpid(writer, NULL, 0);
+    }
+    assert_true(ready);
+    assert_int_equal(wstatus, 0);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
+}
+
 TEST_MAIN_WITH(group_setup, NULL);

@@ -34,9 +34,11 @@
  *     page cache to our cgroup and could wait on write-back, like a page
  *     fault).
  *
- * Statistics go to stderr on SIGUSR1 and at unmount. --naive turns the
- * library off (a malloc'ed cache that never shrinks): what rules 2-4 are
- * for, shown by their absence.
+ * Statistics go to stderr on SIGUSR1 and at unmount. SIGTERM, SIGINT or
+ * SIGHUP unmounts (lazily): what is still open there (a loop device
+ * attached to the disk) is served until the kernel lets go of it, then
+ * the daemon exits. --naive turns the library off (a malloc'ed cache that
+ * never shrinks): what rules 2-4 are for, shown by their absence.
  */
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
@@ -51,13 +53,16 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -653,8 +658,11 @@ static void usage(FILE *f, const char *argv0)
             "  -f, --foreground stay in the foreground\n"
             "  -h, --help       this text\n"
             "\n"
-            "Statistics go to stderr on SIGUSR1 and at unmount. The library's own\n"
-            "environment variables apply (RECLAIM_LIMIT, RECLAIM_CGROUP_MARGIN, ...).\n",
+            "Statistics go to stderr on SIGUSR1 and at unmount. SIGTERM, SIGINT or SIGHUP\n"
+            "unmounts (lazily); what is still open there (a loop device attached to the\n"
+            "disk) is served until the kernel lets go of it, then the daemon exits. The\n"
+            "library's own environment variables apply (RECLAIM_LIMIT,\n"
+            "RECLAIM_CGROUP_MARGIN, ...).\n",
             argv0, MAX_THREADS);
 }
 
@@ -791,6 +799,23 @@ static void handled_signals(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
+/* Takes the mount point away and leaves the connection: the workers serve
+ * what is still open on it (a loop device attached to the disk, a writer)
+ * and end at ENODEV, once the kernel has let go of its last user. Neither
+ * fuse_session_exit() nor fuse_session_unmount() while they run: after the
+ * first, libfuse drops unanswered a request it reads, and the caller waits
+ * for ever; the second closes the descriptor they read and reply on. */
+static void detach(void)
+{
+    if (umount2(opt.mountpoint, MNT_DETACH) == 0 || errno != EPERM)
+        return;
+    /* Not root: the set-uid helper unmounts what it mounted for us. */
+    char *const argv[] = { "fusermount3", "-u", "-q", "-z", "--", (char *)opt.mountpoint, NULL };
+    pid_t pid;
+    if (posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ) == 0)
+        waitpid(pid, NULL, 0);
+}
+
 /* Main thread: signals, by sigtimedwait, until every worker has ended. */
 static void wait_loop(void)
 {
@@ -804,8 +829,7 @@ static void wait_loop(void)
             stats_print("stats");
         else if (sig > 0 && !stopping) {
             stopping = true;
-            fuse_session_exit(session);
-            fuse_session_unmount(session);   /* wakes the workers: ENODEV */
+            detach();
         }
     }
 }
@@ -827,8 +851,7 @@ static int serve(void)
     if (started < opt.threads) {
         fprintf(stderr, "fuse-cache: cannot start worker %u of %u\n", started + 1, opt.threads);
         opt.threads = started;           /* the ones wait_loop() waits for */
-        fuse_session_exit(session);
-        fuse_session_unmount(session);   /* wakes the started ones: ENODEV */
+        detach();
     }
 
     wait_loop();
