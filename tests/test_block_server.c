@@ -75,4 +75,14 @@ TEST_BARE(test_bad_options_exit_2)
     assert_non_null(strstr(output, "rejected the argument stray"));
 }
 
+/* strtoull() reads "-5" as 2^64 - 5: a budget of 16 EiB, and a run with
+ * nothing squeezed, reported as a success. */
+TEST_BARE(test_a_negative_size_is_rejected)
+{
+    assert_int_equal(run_example("--budget -5 --requests 10", output, sizeof(output)), 2);
+    assert_non_null(strstr(output, "rejected --budget -5"));
+    assert_int_equal(run_example("--budget 1M --squeeze -5 --requests 10", output, sizeof(output)), 2);
+    assert_non_null(strstr(output, "rejected --squeeze -5"));
+}
+
 TEST_MAIN();

@@ -117,6 +117,21 @@ TEST_WITH(an_act_after_a_failed_act_still_runs, find_demo, NULL)
     }
 }
 
+/* strtoull() reads "-1" as 2^64 - 1: a budget no act could fill, and a
+ * demo of reclaim in which nothing is reclaimed. */
+TEST_WITH(a_negative_budget_is_a_usage_error, find_demo, NULL)
+{
+    expect_status(demo("--budget -1 --act 3 --seconds 0.3 --hang-ms 10000"), 2);
+    expect("rejected --budget -1");
+}
+
+/* 17179869185G is 2^64 + 2^30 bytes, which the shift wrapped to 1G. */
+TEST_WITH(a_budget_beyond_the_address_space_is_a_usage_error, find_demo, NULL)
+{
+    expect_status(demo("--budget 17179869185G --act 3 --seconds 0.3 --hang-ms 10000"), 2);
+    expect("rejected --budget 17179869185G");
+}
+
 TEST_WITH(bad_option_is_a_usage_error, find_demo, NULL)
 {
     expect_status(demo("--act 7"), 2);

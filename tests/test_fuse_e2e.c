@@ -534,4 +534,26 @@ TEST_WITH(test_a_signal_unmounts_and_what_is_open_is_still_served, sig_setup, si
     assert_true(sig_unmounted());
 }
 
+/* strtoull() reads "-65536" as 2^64 - 65536, a multiple of 64K: the
+ * backing file was created, and extending it failed. Options are checked
+ * before anything is made (no root needed: nothing is mounted). */
+TEST_WITH(test_a_negative_size_is_rejected_before_anything_is_made, sig_setup, sig_teardown)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/examples/fuse-cache", build_dir);
+    if (access(path, X_OK) != 0) {
+        printf("skipped: %s not built (libfuse3-dev missing?)\n", path);
+        skip();
+    }
+    static const char *const args[] = { "-f", "--size=-65536", NULL };
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    int status = wait_child(sig.pid, 10000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 2);
+    assert_int_equal(access(sig.backing, F_OK), -1);
+    assert_true(sig_unmounted());
+}
+
 TEST_MAIN_WITH(group_setup, NULL);

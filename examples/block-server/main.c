@@ -218,6 +218,9 @@ static int init_file(const struct options *o)
 static int parse_size(const char *s, size_t *out)
 {
     char *end;
+    /* strtoull() takes "-5" as a value near the largest there is. */
+    if (*s < '0' || *s > '9')
+        return -1;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     unsigned shift = 0;

@@ -669,6 +669,9 @@ static void usage(FILE *f, const char *argv0)
 static int parse_size(const char *s, uint64_t *out)
 {
     char *end;
+    /* strtoull() takes "-65536" as a value near the largest there is. */
+    if (*s < '0' || *s > '9')
+        return -1;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     unsigned shift = 0;

@@ -19,6 +19,7 @@
 #include "stack.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,19 +299,23 @@ static int act3(const struct demo_opts *d)
 static int parse_size(const char *s, size_t *out)
 {
     char *end;
+    unsigned shift = 0;
+    /* strtoull() takes "-1" as the largest value there is. */
+    if (*s < '0' || *s > '9')
+        return -1;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
+    if (errno)
         return -1;
     switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
     default: break;
     }
-    if (*end || v < (1u << 20))
+    if (*end || v > (SIZE_MAX >> shift) || (v << shift) < (1u << 20))
         return -1;
-    *out = (size_t)v;
+    *out = (size_t)(v << shift);
     return 0;
 }
 
