@@ -998,7 +998,11 @@ void  rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n);
 /* Grows (allocating with RCL_DEFAULT, narrowed by the thread's scope, as
  * the reserve is filled at creation) or shrinks the reserve; -ENOMEM, and
  * the pool unchanged, when growing fails. Safe while other threads allocate
- * and free; concurrent resizes are serialised. */
+ * and free; concurrent resizes each take effect whole, one after another.
+ * A grow allocates with no lock of the pool held and fills the reserve to
+ * new_min_nr at once, so the backing allocator, or a shrinker that the
+ * allocation's reclaim runs, may itself resize the pool (the grow takes
+ * effect after that resize). */
 int   rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr);
 /* Frees the reserve and the pool. NULL: no-op. Elements still out at
  * destroy are reported and the pool is not freed under their owners: it

@@ -42,10 +42,7 @@
  *                                release it, with nothing else held
  *
  * Object locks (2) are leaves with respect to 3-9 except for reports,
- * which come last. A mempool's resize lock is not taken: a resize holds it
- * across an allocation that may initialise the library (1), so it would
- * invert the order; the child re-initialises it instead, since the thread
- * that held it is gone and the pool's contents are under its pool lock.
+ * which come last.
  *
  * The library's own threads (background reclaimer, pressure thread,
  * workqueue workers and rescuers) do not exist in the child. The first two

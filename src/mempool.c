@@ -21,8 +21,10 @@
  * Locking: pool->lock protects elements[], curr_nr, min_nr and cap, and is
  * the mutex the waiters sleep on. curr_nr and min_nr are also read without
  * the lock by rcl_mempool_free() as a hint (the kernel's READ_ONCE), always
- * re-checked under the lock before acting on it. Resizes are serialised by
- * resize_lock, which is never taken with pool->lock held.
+ * re-checked under the lock before acting on it. No lock of the pool is
+ * held across the program's code - its backing allocator and free, or the
+ * reclaim an allocation runs, whose shrinkers may resize this very pool:
+ * a resize allocates first and changes the pool in one critical section.
  *
  * Lifetime: the pool is freed by whoever leaves it last once it is dying -
  * the destroy, the last element returned, or the last thread that was
@@ -67,7 +69,6 @@ struct rcl_mempool {
     void             *data;
     size_t            elem_size;    /* rcl_mempool_create() pools */
 
-    pthread_mutex_t   resize_lock;
     _Atomic uint64_t  state;        /* POOL_OUT | POOL_WAITERS | POOL_DYING */
     struct rcl__fork_obj fork;      /* pool->lock is taken around fork() */
 };
@@ -204,7 +205,6 @@ static void pool_free_struct(struct rcl_mempool *pool)
     rcl__fork_untrack(&pool->fork);
     pthread_cond_destroy(&pool->wait);
     pthread_mutex_destroy(&pool->lock);
-    pthread_mutex_destroy(&pool->resize_lock);
     rcl_free(pool->elements);
     rcl_free(pool);
 }
@@ -284,7 +284,6 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
         goto nomem;
     }
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_mutex_init(&pool->resize_lock, NULL);
     rcl__cond_init_monotonic(&pool->wait);
     rcl__fork_track(&pool->fork, &pool->lock, pool_atfork_child);
     pool->alloc = alloc ? alloc : budget_alloc;
@@ -908,9 +907,15 @@ void rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
 /* Resizing                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
+/*
+ * Lowers min_nr and gives back what the reserve holds above it; entered and
+ * left with pool->lock held. min_nr is read again at each element: a grow
+ * may raise it while the lock is let go for a backing free, and what that
+ * grow filled stays.
+ */
+static void shrink_locked(struct rcl_mempool *pool, unsigned new_min)
 {
-    pthread_mutex_lock(&pool->lock);
+    rcl__assert_held(&pool->lock);
     /* Lower min_nr first so that concurrent frees stop refilling what we
      * are about to release. */
     wr(pool->min_nr, new_min);
@@ -918,7 +923,7 @@ static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
      * reserve now, and no element returned would wake it: it fails with
      * -E2BIG (bulk_wait) now rather than at the end of its sleep. */
     pthread_cond_broadcast(&pool->wait);
-    while (rd(pool->curr_nr) > new_min) {
+    while (rd(pool->curr_nr) > rd(pool->min_nr)) {
         void *elem = remove_element(pool);
         /* The backing free may be slow (or take its own locks): never
          * call it under the pool lock. */
@@ -926,7 +931,6 @@ static void pool_shrink(struct rcl_mempool *pool, unsigned new_min)
         pool->free(elem, pool->data);
         pthread_mutex_lock(&pool->lock);
     }
-    pthread_mutex_unlock(&pool->lock);
 }
 
 /*
@@ -945,6 +949,7 @@ struct resize_state {
     void    **volatile  fresh;
     void    **volatile  array;    /* the larger one, or the old one after */
     volatile unsigned   first, got;
+    unsigned            nfresh;   /* fresh[]'s size */
     int                 cancel;
 };
 
@@ -969,69 +974,125 @@ static void resize_unwound(void *arg)
 
     rcl__asan_unwinding();
     resize_drop(st);
-    pthread_mutex_unlock(&st->pool->resize_lock);
     rcl__nocancel_end(st->cancel);
 }
 
-/* Growing is all or nothing: every element and the larger array are
- * allocated before the pool is touched, so a failure leaves it as it was. */
-static int pool_grow(struct resize_state *st, unsigned new_min, rcl_gfp_t gfp)
+/* The larger array (if it is still needed) and the reserve filled to
+ * new_min, from what the grow holds; pool->lock held. */
+static void grow_commit(struct resize_state *st, unsigned new_min)
 {
     struct rcl_mempool *pool = st->pool;
-    unsigned n;
 
-    pthread_mutex_lock(&pool->lock);
-    n = new_min - rd(pool->curr_nr);
-    bool need_array = new_min > pool->cap;
-    pthread_mutex_unlock(&pool->lock);
-
-    /* n may be 0: a min_nr 0 pool can already hold the one element. */
-    st->fresh = rcl_calloc(n ? n : 1, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
-    if (!st->fresh)
-        return -ENOMEM;
-    if (need_array) {
-        st->array = rcl_calloc(new_min, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
-        if (!st->array)
-            goto fail;
-    }
-    while (st->got < n) {
-        void *elem = pool->alloc(gfp, pool->data);
-        if (!elem)
-            goto fail;
-        st->fresh[st->got++] = elem;
-    }
-
-    pthread_mutex_lock(&pool->lock);
-    if (st->array) {
+    rcl__assert_held(&pool->lock);
+    if (new_min > pool->cap) {
         memcpy(st->array, pool->elements, rd(pool->curr_nr) * sizeof(void *));
         void **old = pool->elements;
         pool->elements = st->array;
         pool->cap = new_min;
-        st->array = old;                /* freed below, outside the lock */
+        st->array = old;                /* freed by resize_drop, outside the lock */
     }
     wr(pool->min_nr, new_min);
-    /* Frees may have refilled the reserve meanwhile: what no longer fits
-     * goes back to the allocator. */
-    while (st->first < n && rd(pool->curr_nr) < new_min)
+    while (rd(pool->curr_nr) < new_min)
         add_element(pool, st->fresh[st->first++]);
     pthread_cond_broadcast(&pool->wait);
-    pthread_mutex_unlock(&pool->lock);
-
-    resize_drop(st);
-    return 0;
-
-fail:
-    resize_drop(st);
-    return -ENOMEM;
 }
 
-static int resize_locked(struct resize_state *st, unsigned new_min_nr, rcl_gfp_t gfp)
+/* Room in fresh[] for want elements. It is sized for what the reserve
+ * lacks at the grow's first look, and larger only when the reserve lost
+ * elements before the commit: rarely, and never past new_min. */
+static bool grow_fresh(struct resize_state *st, unsigned want)
 {
-    if (new_min_nr <= rd(st->pool->min_nr)) {
-        pool_shrink(st->pool, new_min_nr);
-        return 0;
+    if (want <= st->nfresh)
+        return true;
+    void **fresh = rcl_calloc(want, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    if (!fresh)
+        return false;
+    if (st->got)
+        memcpy(fresh, st->fresh, st->got * sizeof(void *));
+    void **old = st->fresh;
+    st->fresh = fresh;
+    st->nfresh = want;
+    rcl_free(old);
+    return true;
+}
+
+/* Allocates, with no lock held, what the pool lacked at its last look:
+ * the elements to fill the reserve to new_min and, if cap is smaller, the
+ * larger array. */
+static bool grow_allocate(struct resize_state *st, unsigned want, bool need_array,
+                          unsigned new_min, rcl_gfp_t gfp)
+{
+    struct rcl_mempool *pool = st->pool;
+
+    if (!grow_fresh(st, want))
+        return false;
+    if (need_array) {
+        st->array = rcl_calloc(new_min, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+        if (!st->array)
+            return false;
     }
-    return pool_grow(st, new_min_nr, gfp);
+    while (st->got < want) {
+        void *elem = pool->alloc(gfp, pool->data);
+        if (!elem)
+            return false;
+        st->fresh[st->got++] = elem;
+    }
+    return true;
+}
+
+/*
+ * Growing is all or nothing: every element and the larger array are
+ * allocated before the pool is touched, so a failure leaves it as it was.
+ * They are allocated with no lock of the pool held: the allocator, or the
+ * reclaim it runs, may call into this pool (a shrinker that resizes it),
+ * and a lock held here would deadlock that thread, or the one it waits
+ * for. The reserve may lose elements to allocations, or to a concurrent
+ * shrink, before the commit: the grow then allocates again for what it
+ * lost, and fills the reserve to new_min, as the kernel's
+ * mempool_resize() does; new_min elements in all are the most it needs.
+ * One that finds min_nr raised to new_min or past by a concurrent resize
+ * comes after it, and lowers it as a shrink would.
+ */
+static int pool_grow(struct resize_state *st, unsigned new_min, rcl_gfp_t gfp)
+{
+    struct rcl_mempool *pool = st->pool;
+
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        if (new_min <= rd(pool->min_nr)) {
+            shrink_locked(pool, new_min);
+            break;
+        }
+        /* A shrink letting go of its surplus may hold more than new_min. */
+        unsigned curr = rd(pool->curr_nr);
+        unsigned want = curr < new_min ? new_min - curr : 0;
+        bool need_array = new_min > pool->cap && !st->array;
+        if (st->got >= want && !need_array) {
+            grow_commit(st, new_min);
+            break;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        if (!grow_allocate(st, want, need_array, new_min, gfp)) {
+            resize_drop(st);
+            return -ENOMEM;
+        }
+        pthread_mutex_lock(&pool->lock);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    resize_drop(st);
+    return 0;
+}
+
+static int resize(struct resize_state *st, unsigned new_min_nr, rcl_gfp_t gfp)
+{
+    struct rcl_mempool *pool = st->pool;
+
+    if (new_min_nr > rd(pool->min_nr))
+        return pool_grow(st, new_min_nr, gfp);
+    pthread_mutex_lock(&pool->lock);
+    shrink_locked(pool, new_min_nr);
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
 }
 
 int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
@@ -1049,13 +1110,12 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
     if (gfp & RCL__DIRECT_RECLAIM)
         rcl_might_alloc(gfp);
 
-    /* The backing allocator runs under resize_lock: not cancellable. */
+    /* Not cancellable: a cancel in the backing allocator takes effect once
+     * the resize has been made whole, or not at all. */
     st.cancel = rcl__nocancel_begin();
-    pthread_mutex_lock(&pool->resize_lock);
     pthread_cleanup_push(resize_unwound, &st);
-    err = resize_locked(&st, new_min_nr, gfp);
+    err = resize(&st, new_min_nr, gfp);
     pthread_cleanup_pop(0);
-    pthread_mutex_unlock(&pool->resize_lock);
     rcl__nocancel_end(st.cancel);
     return err;
 }
@@ -1066,8 +1126,8 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
 
 /* The pool lock was held across the fork, so the reserve is whole. The
  * waiters and a resize in progress belonged to threads the child does not
- * have: both are forgotten (the resize lock is outside the fork order),
- * the waiters' counts too, which nobody there would ever give back. A
+ * have: both are forgotten, the waiters' counts too, which nobody there
+ * would ever give back. A
  * pool a destroy was waking waiters of at the fork, with no element out,
  * stays allocated in the child: finishing it here would take the locks
  * this handler holds. */
@@ -1076,6 +1136,5 @@ static void pool_atfork_child(struct rcl__fork_obj *o)
     struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
                                offsetof(struct rcl_mempool, fork));
     rcl__cond_init_monotonic(&pool->wait);
-    pthread_mutex_init(&pool->resize_lock, NULL);
     atomic_fetch_and_explicit(&pool->state, ~POOL_WAITERS, memory_order_relaxed);
 }

@@ -413,6 +413,126 @@ TEST(test_resize_that_cannot_grow_leaves_the_pool_unchanged)
     rcl_mempool_destroy(pool);
 }
 
+/* A shrinker that gives back a pool's reserve under pressure, and the
+ * memory that fills the budget. */
+static struct rcl_mempool *shrunk_pool;
+static _Atomic(void *) shrinker_fill;
+static atomic_int shrinker_resizes;
+
+static unsigned long resizing_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    return atomic_load(&shrinker_fill) ? 1 : 0;
+}
+
+static unsigned long resizing_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    void *fill = atomic_exchange(&shrinker_fill, NULL);
+    if (!fill)
+        return RCL_SHRINK_STOP;
+    if (rcl_mempool_resize(shrunk_pool, 1) == 0)
+        atomic_fetch_add(&shrinker_resizes, 1);
+    rcl_free(fill);
+    return 1;
+}
+
+/* A grow's allocations may reclaim, and reclaim runs the program's
+ * shrinkers, one of which may resize the very pool that grows: the grow
+ * holds no lock of the pool meanwhile, and goes on after the shrinker's
+ * resize. (It held a resize lock across them: the shrinker's resize
+ * waited for ever for its own thread, which the alarm turns into a
+ * failure.) */
+TEST(test_a_shrinker_may_resize_the_pool_whose_grow_reclaims)
+{
+    static const struct rcl_shrinker_ops ops = { resizing_count, resizing_scan };
+    shrunk_pool = rcl_mempool_create(1, 64 * KiB);
+    assert_non_null(shrunk_pool);
+    struct rcl_shrinker *s = rcl_shrinker_register("resizes-a-pool", &ops, NULL, NULL);
+    assert_non_null(s);
+    atomic_store(&shrinker_resizes, 0);
+    atomic_store(&shrinker_fill, fill_budget());
+
+    alarm(10);
+    assert_int_equal(rcl_mempool_resize(shrunk_pool, 4), 0);
+    alarm(0);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(atomic_load(&shrinker_resizes), 1);
+
+    /* The grow came after the shrinker's resize: four in reserve. */
+    void *fill = fill_budget();
+    void *e[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(e[i] = rcl_mempool_alloc(shrunk_pool, RCL_NOWAIT));
+    assert_null(rcl_mempool_alloc(shrunk_pool, RCL_NOWAIT));
+    for (int i = 0; i < 4; i++)
+        rcl_mempool_free(e[i], shrunk_pool);
+    rcl_free(fill);
+    rcl_mempool_destroy(shrunk_pool);
+}
+
+/* A backing allocator that, at its first call once armed, resizes its own
+ * pool to nested_min (as a shrinker its reclaim ran would). */
+static struct rcl_mempool *nesting_pool;
+static atomic_int nesting_armed;
+static unsigned nested_min;
+static atomic_int nested_result = 1;
+
+static void *nesting_alloc(rcl_gfp_t gfp, void *data)
+{
+    if (atomic_exchange(&nesting_armed, 0))
+        atomic_store(&nested_result, rcl_mempool_resize(nesting_pool, nested_min));
+    return rec_alloc(gfp, data);
+}
+
+/* Grows a pool of 2 to 4 while its allocator resizes it to inner; then,
+ * the allocator failing, exactly 4 elements are in reserve, and every
+ * element the allocator made is freed by the destroy. (The grow held a
+ * resize lock across its allocations: the inner resize waited for ever
+ * for its own thread, which the alarm turns into a failure.) */
+static void grow_around_a_nested_resize(unsigned inner)
+{
+    struct recorder r;
+    rec_init(&r);
+    nesting_pool = rcl_mempool_create_ops(2, nesting_alloc, rec_free, &r);
+    assert_non_null(nesting_pool);
+    nested_min = inner;
+    atomic_store(&nested_result, 1);
+    atomic_store(&nesting_armed, 1);
+
+    alarm(10);
+    assert_int_equal(rcl_mempool_resize(nesting_pool, 4), 0);
+    alarm(0);
+    assert_int_equal(atomic_load(&nested_result), 0);
+
+    unsigned made = r.ncalls;           /* each succeeded */
+    rec_set_fail(&r, 1);
+    void *e[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(e[i] = rcl_mempool_alloc(nesting_pool, RCL_NOWAIT));
+    assert_null(rcl_mempool_alloc(nesting_pool, RCL_NOWAIT));
+    for (int i = 0; i < 4; i++)
+        rcl_mempool_free(e[i], nesting_pool);
+    rcl_mempool_destroy(nesting_pool);
+    assert_int_equal(r.frees, made);
+}
+
+/* The inner resize empties the reserve the grow had counted on: the grow
+ * allocates again for what it lost, and fills the reserve to 4. */
+TEST(test_a_grow_whose_allocator_shrinks_the_pool_fills_the_reserve_whole)
+{
+    grow_around_a_nested_resize(0);
+}
+
+/* The inner resize grows past the outer one, which comes after it and
+ * leaves its own min_nr. */
+TEST(test_a_grow_whose_allocator_grows_the_pool_further_comes_after_it)
+{
+    grow_around_a_nested_resize(10);
+}
+
 /* The backing allocator's calls after the first allocs_before_exit end
  * the calling thread, as a program's may (pthread_exit()). */
 static atomic_int allocs_before_exit;
@@ -595,6 +715,66 @@ TEST(test_resize_while_other_threads_allocate)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&c.failed), 0);
     assert_true(atomic_load(&c.done) > 0);
+    rcl_mempool_destroy(c.pool);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
+struct resizer {
+    struct churn *c;
+    unsigned seed;
+    atomic_ulong *failed;
+};
+
+static void *resizer_main(void *arg)
+{
+    struct resizer *r = arg;
+    unsigned seed = r->seed;
+    for (int i = 0; i < test_scale(400); i++)
+        if (rcl_mempool_resize(r->c->pool, rand_r(&seed) % 12) != 0)
+            atomic_fetch_add(r->failed, 1);
+    return NULL;
+}
+
+/* Resizes from several threads at once, while others allocate and free,
+ * each take effect whole: when they are done, one more resize leaves
+ * exactly its min_nr in reserve, and the budget balances at the end. */
+TEST(test_concurrent_resizes_leave_the_last_ones_reserve)
+{
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    static struct churn c;
+    memset(&c, 0, sizeof(c));
+    c.pool = rcl_mempool_create(4, 512);
+    assert_non_null(c.pool);
+    enum { NC = 2, NR = 3 };
+    pthread_t churners[NC], resizers[NR];
+    atomic_ulong failed = 0;
+    struct resizer r[NR];
+    for (int i = 0; i < NC; i++)
+        assert_int_equal(pthread_create(&churners[i], NULL, churn_main, &c), 0);
+    for (int i = 0; i < NR; i++) {
+        r[i] = (struct resizer){ &c, 77u * (unsigned)(i + 1), &failed };
+        assert_int_equal(pthread_create(&resizers[i], NULL, resizer_main, &r[i]), 0);
+    }
+    for (int i = 0; i < NR; i++)
+        pthread_join(resizers[i], NULL);
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < NC; i++)
+        pthread_join(churners[i], NULL);
+    assert_int_equal(atomic_load(&failed), 0);
+    assert_int_equal(atomic_load(&c.failed), 0);
+
+    assert_int_equal(rcl_mempool_resize(c.pool, 5), 0);
+    void *fill = fill_budget();
+    void *e[5];
+    for (int i = 0; i < 5; i++)
+        assert_non_null(e[i] = rcl_mempool_alloc(c.pool, RCL_NOWAIT));
+    assert_null(rcl_mempool_alloc(c.pool, RCL_NOWAIT));
+    for (int i = 0; i < 5; i++)
+        rcl_mempool_free(e[i], c.pool);
+    rcl_free(fill);
     rcl_mempool_destroy(c.pool);
     assert_int_equal(test_report_count(), 0);
     rcl_usage_sync();
