@@ -7,9 +7,18 @@
  * The goal: in "on" mode the annotation pair costs under 20 ns, so
  * production daemons can leave the checker on. "nested" rows hold an outer
  * annotated lock for the whole loop, so every acquisition checks the
- * dependency outer -> inner (known after the first round): the realistic
- * case. Each round initialises the library twice (checker off, then on)
- * through rcl_init/rcl_shutdown; rows are timed in rotating order.
+ * dependency outer -> inner (learnt in the untimed warm-up that starts
+ * each row): the realistic case.
+ *
+ * Every row, the pthread baseline included, starts the library afresh
+ * with its own setting (rcl_init/rcl_shutdown; the baseline's is off), and
+ * a round times all the rows, the settings alternating, in an order
+ * rotated by one each round. So no row, and neither setting, always runs
+ * first or last, and the baseline takes every place among the checker-on
+ * rows as among the checker-off ones: whatever the machine did during a
+ * round falls on the ratios' both sides alike. (Timed as two blocks, off
+ * then on, with the baseline in the first, a machine that slowed within a
+ * round made every checker-on row's ratio read high.)
  */
 #include "bench.h"
 #include "reclaim.h"
@@ -44,6 +53,13 @@ static const char *const op_what[NOPS] = {
 };
 
 static int op_on(enum op op) { return op >= OP_ANNOT_ON; }
+
+/* The order of a round before its rotation: the settings alternate, and
+ * the baseline sits beside the rows the goals divide by it. */
+static const enum op round_order[NOPS] = {
+    OP_PTHREAD, OP_ANNOT_ON_NESTED, OP_ANNOT_OFF, OP_MUTEX_ON_NESTED,
+    OP_MUTEX_OFF, OP_ANNOT_ON, OP_TRY_ON_NESTED,
+};
 
 static pthread_mutex_t bare = PTHREAD_MUTEX_INITIALIZER;
 static RCL_LOCK_CLASS(outer_class, "outer");
@@ -115,15 +131,12 @@ int main(int argc, char **argv)
 
     rcl_mutex_init(&inner_mutex, &inner_class);
     for (int r = 0; r < reps; r++) {
-        for (int on = 0; on <= 1; on++) {
-            if (start(on ? RCL_LOCKDEP_ON : RCL_LOCKDEP_OFF))
+        for (int k = 0; k < NOPS; k++) {
+            enum op o = round_order[(k + r) % NOPS];
+
+            if (start(op_on(o) ? RCL_LOCKDEP_ON : RCL_LOCKDEP_OFF))
                 return 1;
-            for (int k = 0; k < NOPS; k++) {
-                int o = (k + r) % NOPS;
-                if (o == OP_PTHREAD ? on : op_on((enum op)o) != on)
-                    continue;
-                v[o][r] = measure((enum op)o, iters, &c[o][r]);
-            }
+            v[o][r] = measure(o, iters, &c[o][r]);
             if (rcl_lockdep_reports())
                 fprintf(stderr, "bench_lockdep: unexpected lock checker report\n");
             rcl_shutdown();
@@ -139,7 +152,9 @@ int main(int argc, char **argv)
     rmx = bench_stat_of(r_mutex, reps);
 
     bench_print_header("lock checker: ns per pair, median [min..max]");
-    printf("   %d rounds of %ld pairs, one thread, through the shared library\n\n", reps, iters);
+    printf("   %d rounds of %ld pairs, one thread, through the shared library; each row\n"
+           "   in its own rcl_init(), the rows of a round interleaved, their order rotated\n\n",
+           reps, iters);
     printf("%-34s %-42s %24s %9s %8s\n", "operation", "what", "ns (wall)", "x pthread",
            "cpu ns");
     for (int o = 0; o < NOPS; o++)
