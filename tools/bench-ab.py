@@ -2,14 +2,18 @@
 # SPDX-License-Identifier: MIT
 """Compares builds on the allocation patterns over many processes.
 
-    python3 tools/bench-ab.py [-n N] [-o DIR] LABEL=BUILD_DIR [LABEL=BUILD_DIR ...]
+    python3 tools/bench-ab.py [-n N] [-o DIR [--append]] LABEL=BUILD_DIR ...
     python3 tools/bench-ab.py -o DIR LABEL ...       (summarise DIR's runs again)
 
 Runs BUILD_DIR/bench/bench_patterns N times (default 10) for each build, the
 builds in turn (A B A B ...), so that whatever the machine does over the
 minutes - a busy neighbour, a virtual CPU's clock or cache that changes
 from one process to the next - falls on every build alike. Each run writes
-its JSON into DIR (default: a new directory under /tmp, named at the end).
+its JSON into DIR (default: a new directory under /tmp, named at the end),
+as LABEL_1.json, LABEL_2.json and so on. DIR must be empty, since the
+summary reads every run of a label there: an older run left beside these
+would be summed up with them. --append adds these runs to those DIR holds
+already, numbered after them, and sums up all of them.
 Then it prints, per pattern and per build, over the N runs:
 
     cpu    the median of the runs' ratios rcl/raw (each run's own median of
@@ -31,6 +35,7 @@ directory is build-BACKEND. Only the standard library is used.
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,13 +50,17 @@ def usage(msg=None):
 
 
 def parse(argv):
-    n, out, builds = 10, None, []
+    n, out, append, builds = 10, None, False, []
     i = 0
     while i < len(argv):
         a = argv[i]
         if a in ("-h", "--help"):
             print(__doc__)
             sys.exit(0)
+        if a == "--append":
+            append = True
+            i += 1
+            continue
         if a in ("-n", "-o"):
             if i + 1 >= len(argv):
                 usage(a + " needs a value")
@@ -75,18 +84,25 @@ def parse(argv):
         usage("no build named")
     if len({b[0] for b in builds}) != len(builds):
         usage("a label is named twice")
-    return n, out, builds
+    if append and out is None:
+        usage("--append adds to the runs of a directory: name it with -o DIR")
+    return n, out, append, builds
 
 
-def run(n, out, builds):
+def run(n, out, builds, append):
     for label, build in builds:
         prog = os.path.join(build, "bench", "bench_patterns")
         if not os.access(prog, os.X_OK):
             usage(prog + " is not there: build the benchmarks first")
+    if os.listdir(out) and not append:
+        usage(out + " is not empty: its runs would be summed up with these; "
+              "name a new directory, or --append to add these to them")
+    after = {label: max((k for k, _ in numbered(out, label)), default=0)
+             for label, _ in builds}
     for i in range(1, n + 1):
         for label, build in builds:
             env = dict(os.environ)
-            env["BENCH_JSON"] = os.path.join(out, "%s_%d.json" % (label, i))
+            env["BENCH_JSON"] = os.path.join(out, "%s_%d.json" % (label, after[label] + i))
             prog = os.path.join(build, "bench", "bench_patterns")
             r = subprocess.run([prog], env=env, stdout=subprocess.DEVNULL)
             if r.returncode != 0:
@@ -94,17 +110,20 @@ def run(n, out, builds):
         print("bench-ab: run %d of %d done" % (i, n), file=sys.stderr)
 
 
-def load(out, label):
-    """LABEL_N.json, N the run's number: a glob of LABEL_*.json would also
-    take the runs of a label that begins with this one and an underscore
-    (base and base_new), and count them as this build's."""
-    runs = []
+def numbered(out, label):
+    """(N, LABEL_N.json), N the run's number: a glob of LABEL_*.json would
+    also take the runs of a label that begins with this one and an
+    underscore (base and base_new), and count them as this build's."""
     pattern = re.compile(re.escape(label) + r"_([0-9]+)\.json")
+    return [(int(m.group(1)), f) for f in os.listdir(out)
+            for m in [pattern.fullmatch(f)] if m]
+
+
+def load(out, label):
+    runs = []
     if not os.path.isdir(out):
         sys.exit("bench-ab: no directory " + out)
-    found = [(int(m.group(1)), f) for f in os.listdir(out)
-             for m in [pattern.fullmatch(f)] if m]
-    for _, f in sorted(found):
+    for _, f in sorted(numbered(out, label)):
         with open(os.path.join(out, f)) as fh:
             doc = json.load(fh)
         runs.append(doc)
@@ -145,7 +164,11 @@ def summarise(out, labels):
 
 
 def main():
-    n, out, builds = parse(sys.argv[1:])
+    # A reader that stops early (| head) ends this as it ends any other
+    # command-line tool, quietly, where Python raises BrokenPipeError.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    n, out, append, builds = parse(sys.argv[1:])
     to_run = [b for b in builds if b[1] is not None]
     if to_run and len(to_run) != len(builds):
         usage("either every build names its directory (to run) or none does (to summarise)")
@@ -153,9 +176,11 @@ def main():
         if out is None:
             out = tempfile.mkdtemp(prefix="bench-ab-")
         os.makedirs(out, exist_ok=True)
-        run(n, out, builds)
+        run(n, out, builds, append)
     elif out is None:
         usage("summarising needs -o DIR")
+    elif append:
+        usage("--append adds runs: name each build's directory")
     summarise(out, [b[0] for b in builds])
     print("(the runs' JSON: %s)" % out)
 

@@ -7,11 +7,53 @@
 # library's header or to bench/bench.h could leave make bench broken
 # until someone ran it. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
-# docs/bench/runs/ and refuses a file that is none.
+# docs/bench/runs/ and refuses a file that is none, and tools/bench-ab.py
+# runs a stand-in for bench_patterns (bench_ab_check, below).
 . "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
-log=$(mktemp); trap 'rm -f "$log"' EXIT
+log=$(mktemp); ab=$(mktemp -d); trap 'rm -f "$log"; rm -rf "$ab"' EXIT
+
+# tools/bench-ab.py over a stand-in for bench_patterns whose patterns'
+# ratio, AB_RATIO, tells which invocation wrote a run. A second invocation
+# into a directory that holds runs is refused, as its summary would sum
+# the older runs up with its own, unless --append, which sums up both;
+# and a reader that stops early (| head) ends it without a traceback,
+# which takes a summary longer than the pipe holds (AB_PATTERNS).
+bench_ab_check() {
+    mkdir -p "$ab/build/bench" || return 1
+    cat >"$ab/build/bench/bench_patterns" <<'EOF'
+#!/bin/sh
+i=0
+{
+    printf '{"baseline": "stand-in", "goal_ratio": 1.1, "goal_rss_ratio": 1.05, "results": ['
+    while [ $i -lt "${AB_PATTERNS:-1}" ]; do
+        [ $i -gt 0 ] && printf ','
+        printf '{"name": "a pattern with a name as long as most, %d", "ratio": {"median": %s}, "cpu_ns_per_pair": {"rcl": {"median": 1}}}' $i "$AB_RATIO"
+        i=$((i + 1))
+    done
+    printf ']}\n'
+} >"$BENCH_JSON"
+EOF
+    chmod +x "$ab/build/bench/bench_patterns"
+    AB_RATIO=2 python3 tools/bench-ab.py -n 3 -o "$ab/runs" a="$ab/build" >/dev/null 2>&1 ||
+        { echo "check-benches: tools/bench-ab.py failed"; return 1; }
+    if AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/runs" a="$ab/build" >/dev/null 2>&1; then
+        echo "check-benches: tools/bench-ab.py ran into a directory that held runs"
+        return 1
+    fi
+    AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/runs" --append a="$ab/build" 2>/dev/null |
+        grep -q 'cpu 2.00 \[1.00 - 2.00\] over 3/4 ' ||
+        { echo "check-benches: tools/bench-ab.py --append did not sum up all 4 runs"; return 1; }
+    { AB_PATTERNS=2000 AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/pipe" a="$ab/build" \
+        2>"$ab/err"; } | head -n 1 >/dev/null
+    if grep -q Traceback "$ab/err"; then
+        cat "$ab/err"
+        echo "check-benches: tools/bench-ab.py | head gave a traceback"
+        return 1
+    fi
+}
+
 $MAKE --no-print-directory -s benches BUILD="$BUILD" BACKEND="${BACKEND:-libc}" >"$log" 2>&1 ||
     { cat "$log"; echo "check-benches: make benches failed"; exit 1; }
 rc=0; n=0
@@ -32,6 +74,7 @@ echo "check-benches: the benchmarks build under AddressSanitizer too"
 if command -v python3 >/dev/null 2>&1; then
     python3 tools/bench-misses.py docs/bench/runs/*.json >/dev/null ||
         { echo "check-benches: tools/bench-misses.py failed on docs/bench/runs/"; rc=1; }
+    bench_ab_check || rc=1
     python3 tools/bench-misses.py README.md >/dev/null 2>&1
     [ $? -eq 2 ] || { echo "check-benches: tools/bench-misses.py took README.md for a run"; rc=1; }
 else
