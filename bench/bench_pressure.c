@@ -31,11 +31,12 @@
  *
  * Measured over BENCH_SECONDS after a warm-up, per variant, BENCH_REPS
  * times alternately: operations per second, hit ratio, the latency of the
- * allocation call alone and of a whole operation (p50/p99/p99.9/max, from a
- * log-linear histogram, about 3 % resolution; max exact), the time threads
- * stalled in direct reclaim (rcl_stats) or in the trim handler, and the
- * usage, sampled every millisecond (and for rcl also the exact peak the
- * library keeps) against the limit.
+ * allocation call alone and of a whole operation (p50/p99/p99.9/max; the
+ * percentiles from a log-linear histogram whose buckets are 1/64 - 1/32
+ * of their values wide, placed within their bucket by rank; max exact),
+ * the time threads stalled in direct reclaim (rcl_stats) or in the trim
+ * handler, and the usage, sampled every millisecond (and for rcl also the
+ * exact peak the library keeps) against the limit.
  *
  * psi_trim does not keep the limit (it only acts after it has gone past),
  * so its throughput is partly bought with memory. A last set of runs gives
@@ -108,6 +109,7 @@ static unsigned h_bucket(uint64_t v)
     return H_LIN + (e - 6) * H_SUB + (unsigned)((v >> (e - 5)) & (H_SUB - 1));
 }
 
+/* A bucket's lowest value, and how many values it holds. */
 static uint64_t h_value(unsigned b)
 {
     unsigned e;
@@ -116,6 +118,11 @@ static uint64_t h_value(unsigned b)
         return b;
     e = (b - H_LIN) / H_SUB + 6;
     return ((uint64_t)1 << e) + (uint64_t)((b - H_LIN) % H_SUB) * ((uint64_t)1 << (e - 5));
+}
+
+static uint64_t h_width(unsigned b)
+{
+    return b < H_LIN ? 1 : (uint64_t)1 << ((b - H_LIN) / H_SUB + 1);
 }
 
 static inline void h_add(struct hist *h, uint64_t v)
@@ -135,14 +142,25 @@ static void h_merge(struct hist *to, const struct hist *from)
         to->max = from->max;
 }
 
+/*
+ * The sample of rank count * pct / 100. Its bucket's lowest value would
+ * read low by up to the bucket's width, 1/64 - 1/32 of the value, and by
+ * half of it on average; so the bucket's samples are taken as spread
+ * evenly over its values, and the one wanted placed by its rank among
+ * them (in a bucket of one value, that value).
+ */
 static double h_pct(const struct hist *h, double pct)
 {
     uint64_t want = (uint64_t)((double)h->count * pct / 100.0), seen = 0;
 
     for (unsigned i = 0; i < H_NB; i++) {
+        if (seen + h->n[i] > want) {
+            double at = ((double)(want - seen) + 0.5) / (double)h->n[i];
+            double v = (double)h_value(i) + at * (double)(h_width(i) - 1);
+
+            return v < (double)h->max ? v : (double)h->max;
+        }
         seen += h->n[i];
-        if (seen > want)
-            return (double)(h_value(i) < h->max ? h_value(i) : h->max);
     }
     return (double)h->max;
 }
@@ -956,7 +974,11 @@ static void equal_memory(struct result (*res)[MAX_REPS], int reps, unsigned warm
 }
 
 /* The allocation latency CDF of each variant's last run, thinned to about
- * CDF_POINTS points (every bucket in the tail above p99 kept). */
+ * CDF_POINTS points (every bucket in the tail above p99 kept). A point is
+ * a bucket's highest value and the share of samples up to and including
+ * the bucket, which all lie at or below it: at the bucket's lowest value,
+ * as it was, every point stood up to a bucket's width to the left of the
+ * curve. */
 static void cdf_json(void)
 {
     bj_obj("cdf");
@@ -968,7 +990,9 @@ static void cdf_json(void)
         for (unsigned i = 0; i < H_NB; i++) {
             seen += h->n[i];
             if (h->n[i] && (seen - last >= step || (double)seen >= 0.99 * (double)h->count)) {
-                bj_num(NULL, (double)h_value(i));
+                uint64_t top = h_value(i) + h_width(i) - 1;
+
+                bj_num(NULL, (double)(top < h->max ? top : h->max));
                 last = seen;
             }
         }
@@ -1310,9 +1334,11 @@ int main(int argc, char **argv)
            "evict to %u%%, malloc_trim(0)\n", thr_pct, poll_ms, tgt_pct);
     /* The backend library, linked in for libreclaim, replaces malloc for the
      * whole process: both variants then allocate from it. */
-    printf("   both variants allocate from %s%s\n\n", BENCH_BACKEND,
+    printf("   both variants allocate from %s%s\n", BENCH_BACKEND,
            strcmp(BENCH_BACKEND, "libc") ? " (it replaces malloc; malloc_trim then frees "
                                            "nothing of it)" : "");
+    printf("   latency percentiles: interpolated by rank within a histogram bucket "
+           "(1.6 - 3.1 %% wide); max exact\n\n");
     printf("%-26s %30s %30s\n", "median [min..max]", mode_name[M_RCL], mode_name[M_PSI]);
 
     bench_json_begin("pressure");
@@ -1323,6 +1349,8 @@ int main(int argc, char **argv)
     bj_num("threads", nthreads);
     bj_num("run_ms", run_ms);
     bj_num("reps", reps);
+    bj_str("percentiles", "interpolated within a histogram bucket");
+    bj_str("cdf_ns", "a bucket's highest value");
     bj_obj("psi");
     bj_num("poll_ms", poll_ms);
     bj_num("threshold_pct", thr_pct);
