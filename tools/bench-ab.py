@@ -175,6 +175,8 @@ def main():
     if to_run:
         if out is None:
             out = tempfile.mkdtemp(prefix="bench-ab-")
+        if os.path.exists(out) and not os.path.isdir(out):
+            usage("-o %s: not a directory" % out)
         os.makedirs(out, exist_ok=True)
         run(n, out, builds, append)
     elif out is None:

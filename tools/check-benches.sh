@@ -45,6 +45,13 @@ EOF
     AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/runs" --append a="$ab/build" 2>/dev/null |
         grep -q 'cpu 2.00 \[1.00 - 2.00\] over 3/4 ' ||
         { echo "check-benches: tools/bench-ab.py --append did not sum up all 4 runs"; return 1; }
+    : >"$ab/file"
+    AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/file" a="$ab/build" 2>"$ab/err"
+    if [ $? -ne 2 ] || grep -q Traceback "$ab/err"; then
+        cat "$ab/err"
+        echo "check-benches: tools/bench-ab.py -o FILE did not end with a usage error"
+        return 1
+    fi
     { AB_PATTERNS=2000 AB_RATIO=1 python3 tools/bench-ab.py -n 1 -o "$ab/pipe" a="$ab/build" \
         2>"$ab/err"; } | head -n 1 >/dev/null
     if grep -q Traceback "$ab/err"; then
