@@ -2,12 +2,14 @@
 /*
  * The storage-stack demo (examples/storage-stack, `make demo`): each act,
  * run short, ends as the README says it does. The demo is run as a
- * program, the way a user runs it.
+ * program, the way a user runs it. At the end, the quickstart example
+ * the README points to, run the same way.
  */
 #include "helpers.h"
 
 #include <libgen.h>
 #include <limits.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 static char demo_path[PATH_MAX];
@@ -145,6 +147,64 @@ TEST_WITH(more_writers_than_the_stack_runs_is_a_usage_error, find_demo, NULL)
 {
     expect_status(demo("--writers 9 --act 3 --seconds 1 --hang-ms 10000"), 2);
     expect("rejected --writers 9: from 1 to 8 writer threads");
+}
+
+/* ------------------------------------------------------------------------ */
+/* examples/quickstart                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Runs quickstart with at most data_kib KiB of data segment (0: no
+ * limit) and RECLAIM_STATS=1, which prints the statistics at exit only
+ * when the library is still running then; its status, output in out[]. */
+static int quickstart(unsigned long data_kib)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16], cmd[PATH_MAX + 128];
+    snprintf(dir, sizeof(dir), "%s", demo_path);
+    snprintf(path, sizeof(path), "%s/quickstart", dirname(dir));   /* beside the demo */
+    assert_int_equal(access(path, X_OK), 0);
+    if (data_kib)
+        snprintf(cmd, sizeof(cmd), "ulimit -d %lu && RECLAIM_STATS=1 %s 2>&1", data_kib, path);
+    else
+        snprintf(cmd, sizeof(cmd), "RECLAIM_STATS=1 %s 2>&1", path);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t len = fread(out, 1, sizeof(out) - 1, f);
+    out[len] = '\0';
+    while (fgetc(f) != EOF)
+        ;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST_WITH(quickstart_fills_its_cache_and_shuts_the_library_down, find_demo, NULL)
+{
+    expect_status(quickstart(0), 0);
+    expect("cached ");
+    expect("in a 16384 KiB budget");
+    /* rcl_stats_print()'s, and only one: none at exit. */
+    const char *first = strstr(out, "libreclaim statistics");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "libreclaim statistics"));
+}
+
+/* With 4 MiB of data segment the system allocator runs out long before
+ * the 16 MiB budget does: the example says so and still shuts the
+ * library down (no statistics at exit). It returned 1, silent, with the
+ * library running. The sanitizers' shadow memory counts as data: plain
+ * build only. */
+TEST_WITH(quickstart_out_of_memory_says_so_and_shuts_the_library_down, find_demo, NULL)
+{
+    const char *san = getenv("RCL_TEST_SAN");
+    if (san && *san) {
+        printf("skipped: a sanitizer's runtime cannot start under a 4 MiB data limit\n");
+        skip();
+    }
+    expect_status(quickstart(4096), 1);
+    expect("quickstart: no memory for entry ");
+    if (strstr(out, "libreclaim statistics")) {
+        printf("the library was still running at exit:\n%s\n", out);
+        fail();
+    }
 }
 
 TEST_MAIN();

@@ -3,6 +3,7 @@
  * quickstart: a cache that shrinks when the budget runs short, and a lock
  * that reclaim must not recurse into. The README shows this file.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,6 +41,20 @@ static unsigned long cache_scan(void *priv, struct rcl_shrink_control *sc)
     return freed;
 }
 
+/* Empties the cache and stops the library: on the way out, whatever the
+ * way, so that nothing is left charged and the library's threads end. */
+static void finish(struct rcl_shrinker *s)
+{
+    if (s)
+        rcl_shrinker_unregister(s);
+    while (cache) {
+        struct entry *e = cache;
+        cache = e->next;
+        rcl_free(e);
+    }
+    rcl_shutdown();
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -54,19 +69,30 @@ int main(int argc, char **argv)
     struct rcl_config cfg;
     rcl_config_default(&cfg);
     cfg.limit = 16 << 20;                   /* a 16 MiB budget */
-    if (rcl_init(&cfg) != 0)
+    int err = rcl_init(&cfg);
+    if (err) {
+        fprintf(stderr, "quickstart: rcl_init: %s\n", strerror(-err));
         return 1;
+    }
 
     static const struct rcl_shrinker_ops ops = { cache_count, cache_scan };
     struct rcl_shrinker *s = rcl_shrinker_register("entries", &ops, NULL, NULL);
-    if (!s)
+    if (!s) {
+        fprintf(stderr, "quickstart: rcl_shrinker_register: %s\n", strerror(errno));
+        finish(NULL);
         return 1;
+    }
 
     /* Fill the cache with 4x the budget: reclaim keeps it inside. */
     for (int i = 0; i < 16384; i++) {
         struct entry *e = rcl_alloc(sizeof(*e), RCL_DEFAULT);
-        if (!e)
+        if (!e) {
+            /* Only when the system itself has no memory: the budget is
+             * kept by the shrinker. The library has said why. */
+            fprintf(stderr, "quickstart: no memory for entry %d\n", i + 1);
+            finish(s);
             return 1;
+        }
         pthread_mutex_lock(&cache_lock);
         e->next = cache;
         cache = e;
@@ -86,12 +112,6 @@ int main(int argc, char **argv)
     printf("cached %lu entries (%lu KiB) in a %zu KiB budget; usage %zu KiB\n",
            n, n * sizeof(struct entry) / 1024, rcl_limit() / 1024, rcl_usage() / 1024);
     rcl_stats_print(stdout, 0);
-    rcl_shrinker_unregister(s);
-    while (cache) {
-        struct entry *e = cache;
-        cache = e->next;
-        rcl_free(e);
-    }
-    rcl_shutdown();
+    finish(s);
     return 0;
 }
