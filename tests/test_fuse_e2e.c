@@ -230,7 +230,7 @@ static const char *missing_fuse(void)
     } while (0)
 
 static struct {
-    char dir[64], mnt[128], backing[128], log[128];
+    char dir[64], mnt[128], backing[128], log[128], own_log[128];
     pid_t pid;          /* the daemon, or the process that daemonizes */
 } sig;
 
@@ -243,6 +243,7 @@ static int sig_setup(void **state)
     snprintf(sig.mnt, sizeof(sig.mnt), "%s/mnt", sig.dir);
     snprintf(sig.backing, sizeof(sig.backing), "%s/disk.img", sig.dir);
     snprintf(sig.log, sizeof(sig.log), "%s/daemon.log", sig.dir);
+    snprintf(sig.own_log, sizeof(sig.own_log), "%s/fuse-cache.log", sig.dir);
     sig.pid = 0;
     return mkdir(sig.mnt, 0755);
 }
@@ -403,6 +404,13 @@ static int sig_teardown(void **state)
         abort_connection(minor);
         umount2(sig.mnt, MNT_DETACH);
     }
+    /* A daemon that took its backing file for a mount point. */
+    minor = mount_minor(sig.backing);
+    if (minor >= 0) {
+        printf("left mounted: %s (connection %d); aborted and detached\n", sig.backing, minor);
+        abort_connection(minor);
+        umount2(sig.backing, MNT_DETACH);
+    }
     if (daemon > 0) {
         printf("daemon %d still running: killed\n", (int)daemon);
         kill(daemon, SIGKILL);
@@ -413,6 +421,7 @@ static int sig_teardown(void **state)
     }
     unlink(sig.backing);
     unlink(sig.log);
+    unlink(sig.own_log);
     rmdir(sig.mnt);
     rmdir(sig.dir);
     return 0;
@@ -554,6 +563,74 @@ TEST_WITH(test_a_negative_size_is_rejected_before_anything_is_made, sig_setup, s
     expect_exit(status, 2);
     assert_int_equal(access(sig.backing, F_OK), -1);
     assert_true(sig_unmounted());
+}
+
+/* Whether the daemon's --log file holds text. */
+static bool own_log_has(const char *text)
+{
+    char buf[8192];
+    FILE *f = fopen(sig.own_log, "r");
+    if (!f)
+        return false;
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+static bool own_log_has_stats(void) { return own_log_has("fuse-cache stats: "); }
+
+/* In the background standard error is /dev/null: the statistics SIGUSR1
+ * asks for, and those at the unmount, go to the file --log names, given
+ * relative to where the daemon was started. */
+TEST_WITH(test_a_daemon_in_the_background_writes_its_statistics_to_its_log, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "--size=64M", "--log=fuse-cache.log", NULL };
+    sig.pid = start_daemon(sig.dir, args, "mnt");
+    assert_true(sig.pid > 0);
+    int status = wait_child(sig.pid, 10000);   /* the parent, once the daemon is up */
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(wait_until(sig_mounted, 10000));
+    char arg[PATH_MAX];
+    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
+    pid_t daemon = find_process(arg);
+    assert_true(daemon > 0);
+    kill(daemon, SIGUSR1);
+    assert_true(wait_until(own_log_has_stats, 10000));
+    kill(daemon, SIGTERM);
+    assert_true(wait_until(sig_daemon_gone, 20000));
+    assert_true(sig_unmounted());
+    assert_true(own_log_has("fuse-cache exit: "));
+}
+
+/* Mounted over, the backing file would be hidden behind the disk it
+ * holds: a usage error, and nothing mounted. */
+TEST_WITH(test_the_backing_file_as_mount_point_is_a_usage_error, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    int fd = open(sig.backing, O_WRONLY | O_CREAT, 0600);
+    assert_return_code(fd, errno);
+    assert_return_code(ftruncate(fd, 64 << 20), errno);
+    close(fd);
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    sig.pid = start_daemon(NULL, args, sig.backing);
+    assert_true(sig.pid > 0);
+    int status = wait_child(sig.pid, 10000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 2);
+    assert_int_equal(mount_minor(sig.backing), -1);
+    FILE *log = fopen(sig.log, "r");
+    char line[512];
+    bool said = false;
+    while (log && fgets(line, sizeof(line), log))
+        said |= strstr(line, "it is the backing file") != NULL;
+    if (log)
+        fclose(log);
+    assert_true(said);
 }
 
 TEST_MAIN_WITH(group_setup, NULL);

@@ -34,11 +34,14 @@
  *     page cache to our cgroup and could wait on write-back, like a page
  *     fault).
  *
- * Statistics go to stderr on SIGUSR1 and at unmount. SIGTERM, SIGINT or
+ * Statistics go to stderr on SIGUSR1 and at unmount; in the background,
+ * where stderr is /dev/null, to the file --log names. SIGTERM, SIGINT or
  * SIGHUP unmounts (lazily): what is still open there (a loop device
  * attached to the disk) is served until the kernel lets go of it, then
- * the daemon exits. --naive turns the library off (a malloc'ed cache that
- * never shrinks): what rules 2-4 are for, shown by their absence.
+ * the daemon exits. A worker that cannot read the FUSE device ends alone,
+ * and the daemon unmounts as at a signal and exits with status 1. --naive
+ * turns the library off (a malloc'ed cache that never shrinks): what
+ * rules 2-4 are for, shown by their absence.
  */
 #define FUSE_USE_VERSION 34
 #include <fuse_lowlevel.h>
@@ -79,7 +82,7 @@
 /* ------------------------------------------------------------------------ */
 
 static struct {
-    const char *backing, *mountpoint;
+    const char *backing, *mountpoint, *log;
     uint64_t    size;
     unsigned    threads;
     size_t      reserve;
@@ -95,6 +98,7 @@ struct cblock {
 };
 
 static int               backing_fd = -1;
+static int               log_fd = -1;      /* --log: standard error from the start */
 static uint64_t          nblocks;
 /* The cache: map[] and every block's refs/mapped, under cache_lock - the
  * lock the shrinker's isolate trylocks. Never held across I/O or an
@@ -140,6 +144,9 @@ struct worker {
 static struct worker       workers[MAX_THREADS];
 static struct fuse_session *session;
 static atomic_int           workers_done;
+/* A worker ended on an error reading the device: the main thread ends
+ * the daemon as at a signal, and the exit status says so. */
+static atomic_bool          worker_failed;
 
 /* ------------------------------------------------------------------------ */
 /* Memory: from the library, or (--naive) malloc with no bound               */
@@ -604,13 +611,21 @@ static void *worker_main(void *arg)
         int res = fuse_session_receive_buf(session, &fbuf);
         if (res == -EINTR || res == -EAGAIN)
             continue;
-        if (res <= 0)
+        if (res == 0)       /* ENODEV: the kernel let go of the mount */
             break;
+        if (res < 0) {
+            /* Not fuse_session_exit(): the other workers would drop
+             * unanswered each request they read next. This one ends;
+             * they serve on while the main thread detaches the mount. */
+            fprintf(stderr, "fuse-cache: worker %u: reading /dev/fuse: %s\n",
+                    (unsigned)(w - workers) + 1, strerror(-res));
+            atomic_store(&worker_failed, true);
+            break;
+        }
         unsigned long t0 = now_us();
         fuse_session_process_buf(session, &fbuf);
         note_max(&st.max_serve_us, t0);
     }
-    fuse_session_exit(session);
     if (w->flusher_set)
         rcl_io_flusher_set(0);
     atomic_fetch_add(&workers_done, 1);
@@ -655,14 +670,18 @@ static void usage(FILE *f, const char *argv0)
             "                   PR_SET_IO_FLUSHER (see include/reclaim.h for sizing)\n"
             "  --mlock          mlock the reserve (needs RLIMIT_MEMLOCK or CAP_IPC_LOCK)\n"
             "  --naive          no libreclaim: a malloc'ed cache that never shrinks\n"
+            "  --log=FILE       messages and statistics appended to FILE, not stderr\n"
             "  -f, --foreground stay in the foreground\n"
             "  -h, --help       this text\n"
             "\n"
-            "Statistics go to stderr on SIGUSR1 and at unmount. SIGTERM, SIGINT or SIGHUP\n"
-            "unmounts (lazily); what is still open there (a loop device attached to the\n"
-            "disk) is served until the kernel lets go of it, then the daemon exits. The\n"
-            "library's own environment variables apply (RECLAIM_LIMIT,\n"
-            "RECLAIM_CGROUP_MARGIN, ...).\n",
+            "Statistics go to stderr (or --log) on SIGUSR1 and at unmount. In the\n"
+            "background stderr is /dev/null: without --log, nothing is printed once\n"
+            "the daemon is up. SIGTERM, SIGINT or SIGHUP unmounts (lazily); what is\n"
+            "still open there (a loop device attached to the disk) is served until the\n"
+            "kernel lets go of it, then the daemon exits. A worker that cannot read\n"
+            "the FUSE device says so and ends; the daemon then unmounts as at a signal\n"
+            "and exits with status 1. The library's own environment variables apply\n"
+            "(RECLAIM_LIMIT, RECLAIM_CGROUP_MARGIN, ...).\n",
             argv0, MAX_THREADS);
 }
 
@@ -696,6 +715,7 @@ static int parse_args(int argc, char **argv)
         { "reserve", required_argument, NULL, 'r' },
         { "mlock", no_argument, NULL, 'm' },
         { "naive", no_argument, NULL, 'n' },
+        { "log", required_argument, NULL, 'l' },
         { "foreground", no_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -725,6 +745,7 @@ static int parse_args(int argc, char **argv)
             break;
         case 'm': opt.mlock_reserve = true; break;
         case 'n': opt.naive = true; break;
+        case 'l': opt.log = optarg; break;
         case 'f': opt.foreground = true; break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: return -1;
@@ -740,6 +761,31 @@ static int parse_args(int argc, char **argv)
     if (!realpath(argv[optind], mountpoint))
         return fprintf(stderr, "fuse-cache: %s: %s\n", argv[optind], strerror(errno)), -1;
     opt.mountpoint = mountpoint;
+    /* Mounted over, the backing file would be hidden behind the disk it
+     * holds, and its mount point the wrong type for a directory root. */
+    struct stat m, b;
+    if (stat(mountpoint, &m) == 0 && stat(opt.backing, &b) == 0 && m.st_dev == b.st_dev &&
+        m.st_ino == b.st_ino) {
+        fprintf(stderr, "fuse-cache: rejected the mount point %s: it is the backing file\n",
+                argv[optind]);
+        usage(stderr, argv[0]);
+        return -1;
+    }
+    return 0;
+}
+
+/* Opened now, where a relative FILE means what the user meant; made
+ * standard error once the daemon is up (serve()), fuse_daemonize() having
+ * pointed it at /dev/null. */
+static int log_open(void)
+{
+    if (!opt.log)
+        return 0;
+    log_fd = open(opt.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0) {
+        fprintf(stderr, "fuse-cache: --log=%s: %s\n", opt.log, strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -783,11 +829,12 @@ static int library_start(void)
     return 0;
 }
 
+/* The shrinker may run until rcl_lru_destroy(): map[] is read under
+ * cache_lock (in cache_replace), not looked at before. */
 static void cache_drop_all(void)
 {
     for (uint64_t i = 0; i < nblocks; i++)
-        if (map[i])
-            cache_replace(i, NULL, false);
+        cache_replace(i, NULL, false);
     if (lru)
         rcl_lru_destroy(lru);
 }
@@ -830,7 +877,7 @@ static void wait_loop(void)
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGUSR1)
             stats_print("stats");
-        else if (sig > 0 && !stopping) {
+        else if ((sig > 0 || atomic_load(&worker_failed)) && !stopping) {
             stopping = true;
             detach();
         }
@@ -842,7 +889,11 @@ static void wait_loop(void)
  * point ("Transport endpoint is not connected") for someone to clear. */
 static int serve(void)
 {
-    if (fuse_daemonize(opt.foreground) != 0 || library_start() || workers_prepare())
+    if (fuse_daemonize(opt.foreground) != 0)
+        return 1;
+    if (log_fd >= 0 && dup2(log_fd, STDERR_FILENO) < 0)
+        return 1;
+    if (library_start() || workers_prepare())
         return 1;
 
     /* Statistics' stdio buffer is allocated now, not under pressure. */
@@ -861,12 +912,12 @@ static int serve(void)
     for (unsigned i = 0; i < started; i++)
         pthread_join(workers[i].th, NULL);
     stats_print("exit");
-    return started ? 0 : 1;
+    return started && !atomic_load(&worker_failed) ? 0 : 1;
 }
 
 int main(int argc, char **argv)
 {
-    if (parse_args(argc, argv) || backing_open())
+    if (parse_args(argc, argv) || log_open() || backing_open())
         return 2;
     nblocks = opt.size / BLOCK;
     map = calloc(nblocks, sizeof(*map));
