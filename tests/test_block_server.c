@@ -85,4 +85,27 @@ TEST_BARE(test_a_negative_size_is_rejected)
     assert_non_null(strstr(output, "rejected --squeeze -5"));
 }
 
+/* rand_r() takes an unsigned: 4294967297 ran the mix of seed 1. */
+TEST_BARE(test_a_seed_beyond_an_unsigned_is_rejected)
+{
+    assert_int_equal(run_example("--seed 4294967297 --requests 10", output, sizeof(output)), 2);
+    assert_non_null(strstr(output, "rejected --seed 4294967297"));
+    assert_int_equal(run_example("--seed 4294967295 --requests 10 --quiet", output,
+                                 sizeof(output)), 0);
+}
+
+/* Each report the library made (on standard error, one line each) is
+ * counted in the summary; a run may have none, or one where the kernel
+ * refuses the flusher flag. */
+TEST_BARE(test_summary_counts_the_library_reports_it_printed)
+{
+    assert_int_equal(run_example("--requests 200 --blocks 64", output, sizeof(output)), 0);
+    unsigned long printed = 0;
+    for (const char *p = output; (p = strstr(p, "block-server: libreclaim: ")) != NULL; p++)
+        printed++;
+    const char *line = strstr(output, "  libreclaim reports: ");
+    assert_non_null(line);
+    assert_int_equal(strtoul(line + strlen("  libreclaim reports: "), NULL, 10), printed);
+}
+
 TEST_MAIN();

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,8 +321,13 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'f': o->file = optarg; break;
         case 'S':
-            if (parse_ulong(optarg, &v))
-                return reject("--seed", optarg, "not a number");
+            /* rand_r() takes an unsigned: a larger seed would be cut to
+             * its low bits, another mix than the one asked for. */
+            if (parse_ulong(optarg, &v) || v > UINT_MAX) {
+                char why[64];
+                snprintf(why, sizeof(why), "not a number from 0 to %u", UINT_MAX);
+                return reject("--seed", optarg, why);
+            }
             o->seed = (unsigned)v;
             break;
         case 'q': o->quiet = 1; break;
@@ -393,6 +399,10 @@ static void summary(const struct server *s, unsigned long bad_blocks)
     printf("  reclaim: %lu direct passes, %lu reserve charges, %lu mempool reserve hits\n",
            st.direct_reclaims, st.reserve_allocs, st.mempool_reserve_hits);
     printf("  file: %s\n", bad_blocks ? "MISMATCH" : "every block holds its last write");
+    /* With --quiet the reports were not printed: a failed quiet run says
+     * there were some, to be seen by running it again without. */
+    printf("  libreclaim reports: %lu%s\n", (unsigned long)s->reports,
+           !s->reports ? "" : s->opt.quiet ? " (not shown: --quiet)" : " (above)");
 }
 
 int main(int argc, char **argv)

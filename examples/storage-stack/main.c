@@ -40,14 +40,10 @@ struct demo_opts {
 #define TEXT(x) TEXT_(x)
 #define MAX_WRITERS_TEXT TEXT(STACK_MAX_WRITERS)
 
-static _Atomic unsigned checker_reports_seen;
-
 static void demo_report(const char *report, void *arg)
 {
     (void)arg;
     const char *p = report;
-    if (strncmp(report, "lock checker:", 13) == 0)
-        atomic_fetch_add(&checker_reports_seen, 1);
     printf("\n");
     while (*p) {
         const char *nl = strchr(p, '\n');
@@ -141,7 +137,6 @@ static int run_act(const struct demo_opts *d, int lockdep, const struct stack_op
     cfg.background = 1;
     cfg.lockdep = lockdep;
     rcl_set_report_fn(demo_report, NULL);
-    atomic_store(&checker_reports_seen, 0);
     int err = rcl_init(&cfg);
     if (err) {
         fprintf(stderr, "storage-stack: rcl_init: %s\n", strerror(-err));
