@@ -396,11 +396,14 @@ static size_t balance(struct rcl_thread *t)
 }
 
 /* Called with reclaimer.lock held, and nothing asked: sleep until woken, or until
- * a trim the rate limit put off is due (then do it). */
+ * a trim the rate limit put off is due (then do it). Less than a trim's
+ * worth owed is not due at any time (maybe_trim()): waking for it would
+ * find it still owed, every interval, for as long as the program stays
+ * idle. The reclaim that owes the rest wakes the reclaimer. */
 static void idle_locked(void)
 {
     rcl__assert_held(&reclaimer.lock);
-    if (!rd(reclaimer.untrimmed)) {
+    if (rd(reclaimer.untrimmed) < TRIM_MIN_BYTES) {
         pthread_cond_wait(&reclaimer.cond, &reclaimer.lock);
         return;
     }

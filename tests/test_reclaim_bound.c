@@ -13,6 +13,7 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
 
@@ -222,6 +223,70 @@ TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, t
     rcl_shrinker_unregister(s);
     while (held--)
         rcl_uncharge(OBJ);
+    rcl_shutdown();
+}
+
+/* The voluntary context switches of the background reclaimer's thread,
+ * -1 while it has none. */
+static long reclaimd_switches(void)
+{
+    long n = -1;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) && n < 0) {
+        char path[300], line[128] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        bool ours = fgets(line, sizeof(line), f) && !strncmp(line, "rcl-reclaimd", 12);
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+        if (!ours || !(f = fopen(path, "r")))
+            continue;
+        while (fgets(line, sizeof(line), f))
+            if (!strncmp(line, "voluntary_ctxt_switches:", 24))
+                n = atol(line + 24);
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* A pass that freed less than a trim's worth owes a trim that no interval
+ * makes due: the reclaimer sleeps until woken, not one interval at a time. */
+TEST_WITH(after_a_pass_that_freed_less_than_a_trims_worth_the_reclaimer_sleeps, NULL, teardown)
+{
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    /* Filled without waking the reclaimer, then woken once: one pass,
+     * whose first priority with work to do finds the budget full. */
+    while (rcl_charge(OBJ, RCL__NOWARN) == 0)
+        atomic_fetch_add(&o.count, 1);
+    assert_int_equal(rcl_charge(OBJ, RCL_NOWAIT), -ENOMEM);
+
+    struct rcl_stats st = stats();
+    for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms += 10) {
+        test_sleep_ms(10);
+        st = stats();
+    }
+    /* Headroom back at high in batches of 8 objects: under 1 MiB freed. */
+    assert_true(st.background_reclaimed > 0 && st.background_reclaimed < MiB);
+    test_sleep_ms(50);
+    long before = reclaimd_switches();
+    assert_true(before >= 0);
+    /* Five trim intervals of the libc backend, ten of jemalloc's. */
+    test_sleep_ms(500);
+    assert_true(reclaimd_switches() - before <= 1);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
     rcl_shutdown();
 }
 
