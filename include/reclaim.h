@@ -908,7 +908,11 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name,
 /* Waits for scans in flight; once it returns the callbacks are never called
  * again. Unregistering NULL, a shrinker that is not registered (twice, say),
  * or the shrinker whose callback is running on this very thread is
- * reported and changes nothing. An unregistered shrinker's memory is freed
+ * reported and changes nothing; so is an unregister from a callback that
+ * would wait for itself through other threads: a scan of s in flight on
+ * another thread is in an unregister, from its callback, that waits for a
+ * shrinker this thread is scanning (or for one a third thread, waiting the
+ * same way, is scanning, and so on). An unregistered shrinker's memory is freed
  * only after 64 more have been unregistered, so that no registration in
  * that span gets its address: a second unregister there is caught, never
  * taken for a new shrinker's. */
@@ -1383,7 +1387,9 @@ struct rcl_lru *rcl_lru_create(void);
  * its shrinker still working, when items are still on it (they are the
  * caller's: empty it and destroy again); -EDEADLK, reported, the same,
  * when called from the LRU's own shrinker (its free_fn), which would
- * wait for itself and then return to the freed LRU; -EINVAL, reported,
+ * wait for itself and then return to the freed LRU, or from another
+ * shrinker's callback whose unregister would wait for itself through
+ * other threads (rcl_shrinker_unregister()); -EINVAL, reported,
  * for an LRU destroyed already or an address that never was one (nothing
  * there is read or written). A shrinker
  * rcl_shutdown() already dropped is not unregistered again (whatever now

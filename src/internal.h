@@ -298,7 +298,8 @@ void   rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark);
 /* Is another thread inside a shrinker that context gfp may run itself? */
 bool   rcl__shrinkers_busy(rcl_gfp_t gfp);
 /* rcl_shrinker_unregister() for `caller`, which says what it did: 0,
- * -EDEADLK from s's own callback, -EINVAL for no registered shrinker (both
+ * -EDEADLK from s's own callback or where the wait would close a circle
+ * of unregisters made from callbacks, -EINVAL for no registered shrinker (both
  * reported, nothing done). The quiet form reports nothing, copying s's
  * name into `name` on -EDEADLK: a caller that holds an object of its own
  * reports the refusal with rcl__shrinker_unregister_report() once it has

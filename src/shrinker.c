@@ -8,7 +8,8 @@
  * pass that held it reads its `next` under the lock after dropping its
  * hold, so the walk never follows an unlinked node. Callbacks - a domain's
  * may_reclaim among them - run without the registry lock, so they may
- * allocate, register or unregister other shrinkers.
+ * allocate, register or unregister other shrinkers (but for an unregister
+ * that would wait for its own thread's scan: waits_for_self_locked()).
  */
 #include "internal.h"
 
@@ -72,14 +73,72 @@ static unsigned passes_holding(const struct rcl_shrinker *s)
  * where its scope allows, so passes nest. */
 static __thread struct rcl_shrink_pass *passes;
 
+static bool pass_holds(const struct rcl_shrink_pass *p, const struct rcl_shrinker *s)
+{
+    for (; p; p = p->outer)
+        if (p->s == s)
+            return true;
+    return false;
+}
+
 /* Does one of this thread's passes hold s? Waiting for s would then be
  * waiting for itself. */
 static bool held_here(const struct rcl_shrinker *s)
 {
-    for (const struct rcl_shrink_pass *p = passes; p; p = p->outer)
-        if (p->s == s)
+    return pass_holds(passes, s);
+}
+
+/*
+ * An unregister made from a callback that waits for other threads' scans
+ * of its shrinker, on the waiting thread's stack: what it waits for and
+ * the passes it holds meanwhile. Linked under shrinker_lock; an
+ * unregister made outside every pass holds nothing, and no one can wait
+ * for it.
+ */
+struct unregister_wait {
+    const struct rcl_shrinker    *s;
+    const struct rcl_shrink_pass *held;
+    struct unregister_wait       *next;
+    bool                          reached;   /* by waits_for_self_locked() */
+};
+static struct unregister_wait *waiting;
+
+/* Do the passes p hold s, or the shrinker of a wait reached so far? */
+static bool holds_awaited_locked(const struct rcl_shrink_pass *p, const struct rcl_shrinker *s)
+{
+    rcl__assert_held(&shrinker_lock);
+    if (pass_holds(p, s))
+        return true;
+    for (const struct unregister_wait *w = waiting; w; w = w->next)
+        if (w->reached && pass_holds(p, w->s))
             return true;
     return false;
+}
+
+/*
+ * Would waiting for s's scans wait for this thread? They would where a
+ * thread scanning s is itself waiting, in an unregister from its
+ * callback, for a shrinker one of this thread's passes holds - or for one
+ * that a third thread, waiting the same way, holds, and so on back to
+ * this one: each unregister would wait for the next for ever, as one from
+ * the shrinker's own callback would wait for itself. Only waiting
+ * unregisters can close such a circle: any other scan ends.
+ */
+static bool waits_for_self_locked(const struct rcl_shrinker *s)
+{
+    struct unregister_wait *w;
+    bool grew = true;
+
+    rcl__assert_held(&shrinker_lock);
+    for (w = waiting; w; w = w->next)
+        w->reached = false;
+    while (grew) {
+        grew = false;
+        for (w = waiting; w; w = w->next)
+            if (!w->reached && holds_awaited_locked(w->held, s))
+                w->reached = grew = true;
+    }
+    return holds_awaited_locked(passes, s);
 }
 
 bool rcl__shrinking_here(void)
@@ -244,12 +303,26 @@ int rcl__shrinker_unregister(struct rcl_shrinker *s, const char *caller)
 void rcl__shrinker_unregister_report(const char *caller, int err, const void *s,
                                      const char *name)
 {
-    if (err == -EDEADLK)
+    if (err == -EDEADLK && held_here(s))
         rcl__report("%s(\"%s\") from its own callback: refused (it would wait for its "
                     "own shrinker's scan)", caller, name);
+    else if (err == -EDEADLK)
+        rcl__report("%s(\"%s\") from a shrinker's callback: refused (another thread "
+                    "scanning it waits, in an unregister from its callback, for a "
+                    "scan of this thread's: each would wait for the other)", caller, name);
     else if (err == -EINVAL)
         rcl__report("%s(%p): not a registered shrinker (unregistered twice?); "
                     "nothing done", caller, s);
+}
+
+static void wait_del_locked(struct unregister_wait *w)
+{
+    struct unregister_wait **pw = &waiting;
+
+    rcl__assert_held(&shrinker_lock);
+    while (*pw != w)
+        pw = &(*pw)->next;
+    *pw = w->next;
 }
 
 int rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME_MAX])
@@ -269,9 +342,20 @@ int rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME_MA
         rcl__nocancel_end(cancel);
         return -EINVAL;
     }
+    if (passes && waits_for_self_locked(s)) {
+        memcpy(name, s->name, RCL_NAME_MAX);
+        pthread_mutex_unlock(&shrinker_lock);
+        rcl__nocancel_end(cancel);
+        return -EDEADLK;
+    }
     s->dead = true;
+    struct unregister_wait w = { .s = s, .held = passes, .next = waiting };
+    if (passes)
+        waiting = &w;
     while (passes_holding(s))
         pthread_cond_wait(&shrinker_idle, &shrinker_lock);
+    if (passes)
+        wait_del_locked(&w);
     unlink_free_locked(s);
     pthread_mutex_unlock(&shrinker_lock);
     rcl__nocancel_end(cancel);
@@ -663,6 +747,7 @@ void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
 void rcl__shrinker_atfork_child(void)
 {
     pthread_cond_init(&shrinker_idle, NULL);
+    waiting = NULL;
     for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next)
         memset(s->active, 0, sizeof(s->active));
     for (struct rcl_shrink_pass *p = passes; p; p = p->outer)

@@ -516,6 +516,74 @@ TEST(unregister_waits_for_scans_in_flight)
     assert_int_equal(atomic_load(&scan_saw_returned), 0);
 }
 
+/*
+ * Two threads, each in a callback, each unregistering the shrinker the
+ * other is scanning: A, in "one"'s scan, unregisters "two", which B is
+ * scanning, and B, in "two"'s scan, unregisters "one". Each would wait
+ * for the other's scan for ever; whichever closes the circle is refused,
+ * and the other's unregister goes through once the refused scan returns.
+ */
+static struct rcl_shrinker *crossed[2];
+static __thread bool crossed_a;
+static atomic_int a_in_one, b_in_two, a_unregistering;
+
+static unsigned long crossed_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1 << 20;
+}
+
+static unsigned long crossed_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    int which = (int)(uintptr_t)priv;
+    (void)sc;
+
+    if (crossed_a && which == 0 && !atomic_exchange(&a_in_one, 1)) {
+        while (!atomic_load(&b_in_two))
+            test_sleep_ms(1);
+        atomic_store(&a_unregistering, 1);
+        rcl_shrinker_unregister(crossed[1]);
+    } else if (!crossed_a && which == 1 && !atomic_exchange(&b_in_two, 1)) {
+        /* Most often after A waits; either order closes the circle. */
+        while (!atomic_load(&a_unregistering))
+            test_sleep_ms(1);
+        test_sleep_ms(20);
+        rcl_shrinker_unregister(crossed[0]);
+    }
+    return RCL_SHRINK_STOP;
+}
+
+static void *crossed_reclaim(void *arg)
+{
+    crossed_a = arg != NULL;
+    rcl_reclaim(1, RCL_DEFAULT);
+    return NULL;
+}
+
+TEST(unregisters_crossed_between_two_callbacks_refuse_one_and_wait_for_neither)
+{
+    static const struct rcl_shrinker_ops ops = { crossed_count, crossed_scan };
+    pthread_t a, b;
+
+    atomic_store(&a_in_one, 0);
+    atomic_store(&b_in_two, 0);
+    atomic_store(&a_unregistering, 0);
+    crossed[0] = rcl_shrinker_register("one", &ops, (void *)0, NULL);
+    crossed[1] = rcl_shrinker_register("two", &ops, (void *)1, NULL);
+    assert_non_null(crossed[0]);
+    assert_non_null(crossed[1]);
+    assert_int_equal(pthread_create(&a, NULL, crossed_reclaim, (void *)1), 0);
+    assert_int_equal(pthread_create(&b, NULL, crossed_reclaim, NULL), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("from a shrinker's callback: refused");
+    struct rcl_shrinker_stats left[2];
+    assert_int_equal(rcl_stats_shrinkers(left, 2), 1);
+    rcl_shrinker_unregister(crossed[strcmp(left[0].name, "one") == 0 ? 0 : 1]);
+}
+
 /* Stress: shrinkers come and go while other threads reclaim; no callback
  * ever runs after its unregister returned (checked by the callback). */
 struct churn {
