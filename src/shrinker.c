@@ -23,6 +23,7 @@ struct rcl_shrinker {
     unsigned              active[4];       /* passes holding it, by their RCL__IO |
                                               RCL__FS bits, under shrinker_lock */
     bool                  dead;            /* being unregistered */
+    bool                  orphan;          /* by a thread a fork left behind */
     char                  name[RCL_NAME_MAX];
     struct rcl_shrinker_ops ops;
     void                 *priv;
@@ -552,7 +553,8 @@ static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority
     }
 }
 
-/* The last pass out of a dead shrinker wakes its unregister. */
+/* The last pass out of a dead shrinker wakes its unregister, or finishes
+ * it for the thread that made it and is gone (a forked child). */
 static void pass_drop_locked(struct rcl_shrink_pass *pass)
 {
     struct rcl_shrinker *s = pass->s;
@@ -561,7 +563,11 @@ static void pass_drop_locked(struct rcl_shrink_pass *pass)
     rcl__assert(s->active[pass->ctx]);
     pass->s = NULL;
     s->active[pass->ctx]--;
-    if (!passes_holding(s) && s->dead)
+    if (passes_holding(s) || !s->dead)
+        return;
+    if (s->orphan)
+        unlink_free_locked(s);
+    else
         pthread_cond_broadcast(&shrinker_idle);
 }
 
@@ -615,7 +621,8 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
     pass->cancel = rcl__nocancel_begin();
     passes = pass;
     pthread_mutex_lock(&shrinker_lock);
-    for (struct rcl_shrinker *s = registry.next; s != &registry; s = s->next) {
+    for (struct rcl_shrinker *s = registry.next, *next; s != &registry; s = next) {
+        next = s->next;
         if (s->dead)
             continue;
         if (rcl__shrink_expired())
@@ -625,6 +632,8 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
         pthread_mutex_unlock(&shrinker_lock);
         shrink_one(pass, gfp, priority);
         pthread_mutex_lock(&shrinker_lock);
+        /* Read while s is held, so linked: the drop may unlink it. */
+        next = s->next;
         pass_drop_locked(pass);
     }
     pthread_mutex_unlock(&shrinker_lock);
@@ -743,7 +752,8 @@ void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
  * passes) still count, or unregister would wait forever, and the end of
  * each of them would take a hold that is no longer there. A shrinker
  * another thread was unregistering is finished here, since that thread
- * will not. */
+ * will not: at once, or by the last of the forking thread's passes that
+ * holds it. */
 void rcl__shrinker_atfork_child(void)
 {
     pthread_cond_init(&shrinker_idle, NULL);
@@ -758,6 +768,8 @@ void rcl__shrinker_atfork_child(void)
         struct rcl_shrinker *next = s->next;
         if (s->dead && !passes_holding(s))
             unlink_free_locked(s);
+        else if (s->dead)
+            s->orphan = true;
         s = next;
     }
     pthread_mutex_unlock(&shrinker_lock);

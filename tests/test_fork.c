@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -539,6 +540,71 @@ TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
     assert_int_equal(wait_child(nested_child), 0);
     rcl_shrinker_unregister(inner);
     rcl_shrinker_unregister(outer);
+}
+
+/* A shrinker another thread is unregistering, waiting for the forking
+ * thread's scan of it: that thread is gone in the child, so the child
+ * finishes its unregister once the scan lets the shrinker go, as it does
+ * at the fork for one no pass of its own holds. */
+static struct rcl_shrinker *orphan;
+static atomic_int orphan_unregister_tid;
+static pthread_t orphan_unregisterer;
+static pid_t orphan_child = -1;
+
+static void *unregisters_orphan(void *arg)
+{
+    (void)arg;
+    atomic_store(&orphan_unregister_tid, (int)syscall(SYS_gettid));
+    rcl_shrinker_unregister(orphan);
+    return NULL;
+}
+
+/* Asleep: the thread does nothing but the unregister, so it waits there. */
+static bool thread_asleep(int tid)
+{
+    char path[64], stat[512] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'S';
+}
+
+static unsigned long orphan_scan(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    if (orphan_child != -1)
+        return 0;
+    if (pthread_create(&orphan_unregisterer, NULL, unregisters_orphan, NULL))
+        abort();
+    while (!atomic_load(&orphan_unregister_tid) || !thread_asleep(atomic_load(&orphan_unregister_tid)))
+        test_sleep_ms(1);
+    test_sleep_ms(20);
+    fflush(stderr);
+    orphan_child = fork();
+    return 0;
+}
+
+TEST(a_child_forked_in_a_scan_finishes_the_unregister_another_thread_was_waiting_in)
+{
+    static const struct rcl_shrinker_ops ops = { .count = some, .scan = orphan_scan };
+    orphan = rcl_shrinker_register("orphan", &ops, NULL, NULL);
+    assert_non_null(orphan);
+
+    rcl_reclaim(1, RCL_DEFAULT);
+    if (orphan_child == 0) {
+        unsigned left = rcl_stats_shrinkers(NULL, 0);
+        rcl_shutdown();
+        _exit(left == 0 && test_report_count() == 0 ? 0 : 1);
+    }
+    assert_true(orphan_child > 0);
+    pthread_join(orphan_unregisterer, NULL);
+    assert_int_equal(wait_child(orphan_child), 0);
+    assert_int_equal(rcl_stats_shrinkers(NULL, 0), 0);
 }
 
 /* The footprint sampler is one at a time: a thread that finds another
