@@ -499,7 +499,11 @@ void   rcl_shutdown(void);
  * mempools, LRUs and domains (inherited or new), register shrinkers, and
  * create new workqueues. The library's threads do not survive a fork: the
  * background reclaimer comes back at the child's first need of it, the
- * pressure thread at the child's next slow-path call. Blocks the other
+ * pressure thread at the child's next slow-path call. A child forked on
+ * the background reclaimer's thread (from a shrinker's callback, or a
+ * report function running there) goes on in that thread until its pass
+ * is done; the thread then ends (reported), and the child with it unless
+ * it started threads of its own. Blocks the other
  * threads held in their per-thread caches are lost to the child (their
  * charge is returned), and a domain another thread was inside at the fork
  * stays "in use" there (its destroy is refused). rcl_shutdown() in the

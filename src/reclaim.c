@@ -463,6 +463,22 @@ static void background_unwound(void *arg)
                             "callback (pthread_exit()); the next wake-up starts another");
 }
 
+static _Atomic long long forked_reported;
+
+/*
+ * The loop a child forked on this thread - by a shrinker's callback or a
+ * report function - comes back to is none of the child's: the child's
+ * reclaimer starts on demand (rcl__reclaim_atfork_child() cleared
+ * in_background here). Going on, the thread waited for wake-ups beside
+ * that one, never joined, and the child never ended. It ends instead,
+ * the child with it unless it started threads of its own, as a
+ * workqueue's thread does when a work item forks.
+ */
+static bool forked_here(void)
+{
+    return !in_background;
+}
+
 static void background_loop(void)
 {
     struct rcl_thread *t = &rcl__self;
@@ -470,7 +486,7 @@ static void background_loop(void)
     unsigned long long last_done = 0, ahead_until = 0;
 
     pthread_mutex_lock(&reclaimer.lock);
-    while (!reclaimer.stop) {
+    while (!reclaimer.stop && !forked_here()) {
         if (!wait_for_work_locked(ahead_until))
             continue;
         atomic_store(&reclaimer.wake_pending, 0);
@@ -493,6 +509,8 @@ static void background_loop(void)
             trim_owed(true);
 
         pthread_mutex_lock(&reclaimer.lock);
+        if (forked_here())
+            break;
         /* Nothing to free yet the budget is still short: do not spin on
          * wake-ups that would find nothing either; pause, longer each time. */
         if (!freed && rcl__headroom() < rd(rcl__acct.wm_low)) {
@@ -510,6 +528,11 @@ static void background_loop(void)
     }
     pthread_mutex_unlock(&reclaimer.lock);
     rcl__stock_flush(t, 0);
+    if (forked_here())
+        rcl__report_limited(&forked_reported,
+                            "a child forked on the background reclaimer's thread (in a "
+                            "shrinker's callback or a report function) returned to it; the "
+                            "child's reclaimer starts on demand, and this thread ends");
 }
 
 static void *background_main(void *arg)
@@ -585,9 +608,11 @@ int rcl__reclaim_start(const struct rcl_config *cfg)
                  cfg->direct_us == RCL_DIRECT_UNBOUNDED ? 0ull :
                  cfg->direct_us ? cfg->direct_us * 1000ull : DIRECT_BOUND_NS);
     /* A new budget's first slow reclaim, first throttling, first failed
-     * start of the reclaimer and first reclaimer ended are news. */
+     * start of the reclaimer, first reclaimer ended and first one a child
+     * forked on it are news. */
     atomic_store(&start_fail_reported, 0);
     atomic_store(&ended_reported, 0);
+    atomic_store(&forked_reported, 0);
     atomic_store(&slow_reported, 0);
     atomic_store(&throttle_reported, 0);
     pthread_mutex_lock(&reclaimer.lock);

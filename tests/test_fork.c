@@ -607,6 +607,62 @@ TEST(a_child_forked_in_a_scan_finishes_the_unregister_another_thread_was_waiting
     assert_int_equal(rcl_stats_shrinkers(NULL, 0), 0);
 }
 
+/* A shrinker's callback on the background reclaimer forks, and the child
+ * returns from it: the thread the child has is none of the child's
+ * reclaimer (that one starts on demand), and it ends when the pass does,
+ * the child with it, instead of waiting for wake-ups there for ever. */
+static _Atomic pid_t reclaimer_child = -1;
+static pthread_t fork_test_thread;
+static void exit_at_once(void);
+static bool child_ending_on_a_worker_unsupported(void);
+
+static unsigned long forks_on_the_reclaimer(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    if (pthread_equal(pthread_self(), fork_test_thread) || atomic_load(&reclaimer_child) != -1)
+        return 0;
+    fflush(stderr);
+    pid_t pid = fork();
+    /* In the child 0: its later calls of the pass fork no more. */
+    atomic_store(&reclaimer_child, pid);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        atexit(exit_at_once);
+    }
+    return 0;
+}
+
+TEST(a_child_forked_on_the_background_reclaimer_ends_with_its_pass)
+{
+    static const struct rcl_shrinker_ops ops = { .count = some, .scan = forks_on_the_reclaimer };
+    if (child_ending_on_a_worker_unsupported()) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on the reclaimer's thread ends there\n");
+        skip();
+    }
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(2 * MiB);
+    cfg.background = 1;
+    assert_int_equal(rcl_init(&cfg), 0);
+    fork_test_thread = pthread_self();
+    struct rcl_shrinker *s = rcl_shrinker_register("forker", &ops, NULL, NULL);
+    assert_non_null(s);
+
+    unsigned long charged = 0;
+    while (rcl_charge(KiB, RCL_NOWAIT) == 0)
+        charged++;
+    for (int ms = 0; ms < CHILD_TIMEOUT_MS && atomic_load(&reclaimer_child) == -1; ms++)
+        test_sleep_ms(1);
+    pid_t child = atomic_load(&reclaimer_child);
+    assert_true(child > 0);
+    assert_int_equal(wait_child(child), 0);
+
+    rcl_shrinker_unregister(s);
+    while (charged--)
+        rcl_uncharge(KiB);
+}
+
 /* The footprint sampler is one at a time: a thread that finds another
  * reading marks nothing and returns. A child forked while a parent thread
  * was reading has no such thread, and must sample all the same, or its
