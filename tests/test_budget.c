@@ -6,7 +6,6 @@
  */
 #include "helpers.h"
 
-#include <dirent.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -436,22 +435,8 @@ TEST(nofail_reclaims_until_it_succeeds)
  * in /proc for a moment, so callers wait for the count they expect. */
 static int count_reclaimd(void)
 {
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[300], comm[64] = "";
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "rcl-reclaimd", 12))
-            n++;
-        fclose(f);
-    }
-    closedir(d);
+    int n;
+    test_thread_named("rcl-reclaimd", &n);
     return n;
 }
 

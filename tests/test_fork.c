@@ -10,7 +10,6 @@
 #include "internal.h"
 #include "region.h"
 
-#include <dirent.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <signal.h>
@@ -315,23 +314,7 @@ TEST_WITH(test_children_of_a_busy_parent_use_the_library_and_exit, busy_setup, b
  * stop eventfd: the parent's thread goes on. */
 static bool has_thread(const char *name)
 {
-    DIR *dir = opendir("/proc/self/task");
-    struct dirent *de;
-    bool found = false;
-    if (!dir)
-        return false;
-    while (!found && (de = readdir(dir))) {
-        char path[300], comm[64] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f))
-            found = strncmp(comm, name, strlen(name)) == 0;
-        fclose(f);
-    }
-    closedir(dir);
-    return found;
+    return test_thread_named(name, NULL) != 0;
 }
 
 static int child_shutdown(void)

@@ -452,12 +452,11 @@ static bool sig_daemon_gone(void)
     return find_process(arg) == 0;
 }
 
-/* In the background the daemon works from "/" (fuse_daemonize()): a mount
- * point given relative to where it was started is unmounted all the same. */
-TEST_WITH(test_a_daemon_in_the_background_unmounts_a_relative_mount_point, sig_setup, sig_teardown)
+/* The daemon started in the background with `args` and mounted on "mnt"
+ * (relative to sig.dir): its starting process has exited 0; the pid of
+ * the daemon, found by its backing file. */
+static pid_t start_in_the_background(const char *const *args)
 {
-    NEED_FUSE();
-    static const char *const args[] = { "--size=64M", NULL };
     sig.pid = start_daemon(sig.dir, args, "mnt");
     assert_true(sig.pid > 0);
     int status = wait_child(sig.pid, 10000);   /* the parent, once the daemon is up */
@@ -469,6 +468,16 @@ TEST_WITH(test_a_daemon_in_the_background_unmounts_a_relative_mount_point, sig_s
     snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
     pid_t daemon = find_process(arg);
     assert_true(daemon > 0);
+    return daemon;
+}
+
+/* In the background the daemon works from "/" (fuse_daemonize()): a mount
+ * point given relative to where it was started is unmounted all the same. */
+TEST_WITH(test_a_daemon_in_the_background_unmounts_a_relative_mount_point, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "--size=64M", NULL };
+    pid_t daemon = start_in_the_background(args);
     kill(daemon, SIGTERM);
     assert_true(wait_until(sig_daemon_gone, 20000));
     assert_true(sig_unmounted());
@@ -587,17 +596,7 @@ TEST_WITH(test_a_daemon_in_the_background_writes_its_statistics_to_its_log, sig_
 {
     NEED_FUSE();
     static const char *const args[] = { "--size=64M", "--log=fuse-cache.log", NULL };
-    sig.pid = start_daemon(sig.dir, args, "mnt");
-    assert_true(sig.pid > 0);
-    int status = wait_child(sig.pid, 10000);   /* the parent, once the daemon is up */
-    if (status >= 0)
-        sig.pid = 0;
-    expect_exit(status, 0);
-    assert_true(wait_until(sig_mounted, 10000));
-    char arg[PATH_MAX];
-    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
-    pid_t daemon = find_process(arg);
-    assert_true(daemon > 0);
+    pid_t daemon = start_in_the_background(args);
     kill(daemon, SIGUSR1);
     assert_true(wait_until(own_log_has_stats, 10000));
     kill(daemon, SIGTERM);

@@ -691,16 +691,33 @@ static void *churn_main(void *arg)
     return NULL;
 }
 
+/* The pool the churners share, 4 elements of 512 bytes; returns the
+ * usage before it, which churn_end() finds again once the pool is gone,
+ * with no report made. */
+static size_t churn_begin(struct churn *c)
+{
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    memset(c, 0, sizeof(*c));
+    c->pool = rcl_mempool_create(4, 512);
+    assert_non_null(c->pool);
+    return base;
+}
+
+static void churn_end(struct churn *c, size_t base)
+{
+    rcl_mempool_destroy(c->pool);
+    assert_int_equal(test_report_count(), 0);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
 /* Resizing while other threads allocate and free: no element is lost,
  * none counted twice, nobody fails, and the budget balances at the end. */
 TEST(test_resize_while_other_threads_allocate)
 {
-    rcl_usage_sync();
-    size_t base = rcl_usage();
     static struct churn c;
-    memset(&c, 0, sizeof(c));
-    c.pool = rcl_mempool_create(4, 512);
-    assert_non_null(c.pool);
+    size_t base = churn_begin(&c);
     enum { NT = 4 };
     pthread_t th[NT];
     for (int i = 0; i < NT; i++)
@@ -715,10 +732,7 @@ TEST(test_resize_while_other_threads_allocate)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&c.failed), 0);
     assert_true(atomic_load(&c.done) > 0);
-    rcl_mempool_destroy(c.pool);
-    assert_int_equal(test_report_count(), 0);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    churn_end(&c, base);
 }
 
 struct resizer {
@@ -742,12 +756,8 @@ static void *resizer_main(void *arg)
  * exactly its min_nr in reserve, and the budget balances at the end. */
 TEST(test_concurrent_resizes_leave_the_last_ones_reserve)
 {
-    rcl_usage_sync();
-    size_t base = rcl_usage();
     static struct churn c;
-    memset(&c, 0, sizeof(c));
-    c.pool = rcl_mempool_create(4, 512);
-    assert_non_null(c.pool);
+    size_t base = churn_begin(&c);
     enum { NC = 2, NR = 3 };
     pthread_t churners[NC], resizers[NR];
     atomic_ulong failed = 0;
@@ -775,10 +785,7 @@ TEST(test_concurrent_resizes_leave_the_last_ones_reserve)
     for (int i = 0; i < 5; i++)
         rcl_mempool_free(e[i], c.pool);
     rcl_free(fill);
-    rcl_mempool_destroy(c.pool);
-    assert_int_equal(test_report_count(), 0);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    churn_end(&c, base);
 }
 
 /* ------------------------------------------------------------------------ */

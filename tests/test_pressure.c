@@ -1264,33 +1264,6 @@ TEST_WITH(test_systemd_dev_null_turns_pressure_off, pressure_setup, pressure_tea
 /* The thread                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* The tid of this process's thread named `name`, or 0. */
-static pid_t find_thread(const char *name, int *count)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    pid_t found = 0;
-    *count = 0;
-    while (d && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[PATH_MAX], comm[64] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f) && !strncmp(comm, name, strlen(name)) &&
-            comm[strlen(name)] == '\n') {
-            found = (pid_t)atoi(e->d_name);
-            (*count)++;
-        }
-        fclose(f);
-    }
-    if (d)
-        closedir(d);
-    return found;
-}
-
 /* utime + stime of a thread, in clock ticks, and its state letter. */
 static unsigned long long thread_cpu(pid_t tid, char *st)
 {
@@ -1315,7 +1288,7 @@ TEST_WITH(test_no_pressure_thread_without_pressure, pressure_setup, pressure_tea
     fake_v1();
     assert_int_equal(test_init(64 * MiB), 0);     /* pressure = 0 */
     int n;
-    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_equal(test_thread_named("rcl-pressure", &n), 0);
 }
 
 /* One thread, named, sleeping in poll(): an idle process stays idle. */
@@ -1324,7 +1297,7 @@ TEST_WITH(test_idle_pressure_thread_sleeps_and_uses_no_cpu, pressure_setup, pres
     unsetenv("RECLAIM_CGROUP_ROOT");               /* the real system */
     start(64 * MiB, 0);
     int n;
-    pid_t tid = find_thread("rcl-pressure", &n);
+    pid_t tid = test_thread_named("rcl-pressure", &n);
     if (!tid) {
         print_message("no memory cgroup and no PSI here: nothing to watch, no thread\n");
         return;
@@ -1385,12 +1358,12 @@ TEST_WITH(test_shutdown_stops_the_pressure_thread, pressure_setup, pressure_tear
     fake_v1();
     start(64 * MiB, 0);
     int n;
-    assert_int_not_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_not_equal(test_thread_named("rcl-pressure", &n), 0);
     rcl_shutdown();
-    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_equal(test_thread_named("rcl-pressure", &n), 0);
     /* and again, cleanly */
     start(64 * MiB, 0);
-    assert_int_not_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_not_equal(test_thread_named("rcl-pressure", &n), 0);
     assert_int_equal(n, 1);
 }
 
@@ -1435,7 +1408,7 @@ TEST_WITH(test_shutdown_from_the_pressure_thread_is_refused, pressure_setup, pre
     assert_int_equal(rcl_limit(), 224 * MiB);      /* still running, still following */
     rcl_shutdown();
     int n;
-    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_equal(test_thread_named("rcl-pressure", &n), 0);
 }
 
 /* A child forked there has one thread, the program's, not the library's
@@ -1507,7 +1480,7 @@ TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_
     alarm(0);
     assert_int_equal(atomic_load(&report_forks), 1);
     int n;
-    assert_int_equal(find_thread("rcl-pressure", &n), 0);
+    assert_int_equal(test_thread_named("rcl-pressure", &n), 0);
     test_reports_reset();
 }
 
@@ -1601,7 +1574,7 @@ TEST_WITH(test_child_restarts_the_pressure_thread_with_a_v1_threshold, pressure_
         alarm(10);                      /* a hang fails here */
         rcl_free(rcl_alloc(64, RCL_DEFAULT));
         int n;
-        _exit(find_thread("rcl-pressure", &n) ? 0 : 1);
+        _exit(test_thread_named("rcl-pressure", &n) ? 0 : 1);
     }
     int status = -1;
     assert_int_equal(waitpid(pid, &status, 0), pid);

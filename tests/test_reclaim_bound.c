@@ -13,7 +13,6 @@
 #include "helpers.h"
 #include "internal.h"
 
-#include <dirent.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
 
@@ -230,30 +229,18 @@ TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, t
  * -1 while it has none. */
 static long reclaimd_switches(void)
 {
+    pid_t tid = test_thread_named("rcl-reclaimd", NULL);
+    char path[64], line[128];
     long n = -1;
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
 
-    assert_non_null(d);
-    while ((e = readdir(d)) && n < 0) {
-        char path[300], line[128] = "";
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        bool ours = fgets(line, sizeof(line), f) && !strncmp(line, "rcl-reclaimd", 12);
-        fclose(f);
-        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
-        if (!ours || !(f = fopen(path, "r")))
-            continue;
-        while (fgets(line, sizeof(line), f))
-            if (!strncmp(line, "voluntary_ctxt_switches:", 24))
-                n = atol(line + 24);
-        fclose(f);
-    }
-    closedir(d);
+    snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+    FILE *f = tid ? fopen(path, "r") : NULL;
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (!strncmp(line, "voluntary_ctxt_switches:", 24))
+            n = atol(line + 24);
+    fclose(f);
     return n;
 }
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <dirent.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -109,4 +110,33 @@ int test_check_clean(void)
     ok &= reports_all_read();
     ok &= books_balance();
     return ok ? 0 : -1;
+}
+
+pid_t test_thread_named(const char *name, int *count)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    size_t len = strlen(name);
+    pid_t found = 0;
+    int n = 0;
+
+    while (d && (e = readdir(d)) != NULL) {
+        char path[300], comm[64] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f) && !strncmp(comm, name, len) && comm[len] == '\n') {
+            found = (pid_t)atoi(e->d_name);
+            n++;
+        }
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    if (count)
+        *count = n;
+    return found;
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/types.h>
 
 #include "reclaim.h"
 #include "sanitize.h"
@@ -127,6 +128,11 @@ void test_leaves_usage(const char *why);
  * library reports it, as test_io_flusher.c specifies; here that report is
  * seen. Returns what rcl_io_flusher_set returned. */
 int test_io_flusher_on(void);
+/* The tid of one of this process's threads whose name (its comm) is
+ * `name` exactly, or 0; *count, unless NULL, how many there are. A joined
+ * thread can linger in /proc for a moment: callers wait for the answer
+ * they expect. */
+pid_t test_thread_named(const char *name, int *count);
 
 /* Is the page at addr mapped? msync() answers ENOMEM for an unmapped
  * page, without touching it. */
