@@ -101,7 +101,10 @@ typedef unsigned int rcl_gfp_t;
  *      with RCL__NOMEMALLOC, which beats this grant as it beats the others;
  *   3. a wait without end: it wakes the background reclaimer and sleeps in
  *      short bounded steps until that reclaimer or other threads' frees make
- *      room, reporting a stall every stall_ms. Never NULL.
+ *      room, reporting a stall every stall_ms. Never NULL, but where a
+ *      limit lowered meanwhile leaves it a request that can never succeed:
+ *      it then fails with E2BIG, as one that never fitted does at once
+ *      (see "errno on failure" under Allocation).
  * With the lock checker on, a NOFAIL allocation inside a NOWAIT or NORECLAIM
  * scope is reported once per call site ("NOFAIL allocation inside a NOWAIT
  * scope"), with where the allocation was made and, when the checker saw it,
@@ -506,7 +509,10 @@ void   rcl_shutdown(void);
  * it started threads of its own. Blocks the other
  * threads held in their per-thread caches are lost to the child (their
  * charge is returned), and a domain another thread was inside at the fork
- * stays "in use" there (its destroy is refused). rcl_shutdown() in the
+ * stays "in use" there (its destroy is refused). A shrinker another
+ * thread was unregistering at the fork is unregistered in the child: at
+ * once, or, held by a reclaim pass of the forking thread (a fork from a
+ * shrinker's callback), when that pass lets it go. rcl_shutdown() in the
  * child only touches the child. fork() waits for calls in flight to leave
  * the library's locks, so the one thing a forking thread must not hold is a
  * lock an LRU's isolate callback blocks on (that callback runs under the
@@ -674,9 +680,12 @@ size_t rcl_usage(void);
  * becomes the measure. A forced measure stays; cgroup falls back to
  * resident memory while no cgroup limit gives a budget.
  * Reclaim gives freed memory back to the operating system (malloc_trim,
- * mi_collect, a jemalloc purge), at most every 100 ms (10 ms for jemalloc;
- * 5 ms while what reclaim freed is a sixteenth of the budget or more), so
- * that the footprint falls with the charge.
+ * mi_collect, a jemalloc purge) once a megabyte or more of it is owed, or
+ * while the budget is short of room, at most every 100 ms (10 ms for
+ * jemalloc; 5 ms while what reclaim freed is a sixteenth of the budget or
+ * more), so that the footprint falls with the charge. A budget held to its
+ * charges alone has nothing resident to lower, and reclaim trims nothing
+ * for it.
  */
 size_t rcl_footprint(void);
 /* struct rcl_config.footprint: AUTO chooses as above; the others force one
@@ -702,7 +711,9 @@ void   rcl_usage_sync(void);
  * once: no limit the process can see binds it. A cgroup whose directory is
  * gone (the process moved to another, the old one removed) is followed:
  * /proc/self/cgroup is read again, up to three times, and a cgroup still
- * gone is reported as gone and gives no cgroup limit. The binding limit
+ * gone is reported as gone and gives no cgroup limit, and so is one whose
+ * directory's path, its mount point's in front, is PATH_MAX bytes or more
+ * (it cannot be opened by name). The binding limit
  * is the smallest set one from the process's cgroup up to the mount
  * point, every level however deep (a parent's limit holds its children);
  * v2 "max" and v1's huge "unlimited" value are no limit, and so is a limit
@@ -757,7 +768,9 @@ size_t rcl_auto_limit(void);
  * would go below the min watermark, the caller reclaims directly within its
  * own context (only with RCL__DIRECT_RECLAIM, never recursively: shrinkers
  * run in NORECLAIM scope), then may use the reserve it is entitled to, then
- * fails. No allocation waits without bound on reclaim in a wider context.
+ * fails. No allocation waits without bound on reclaim in a wider context,
+ * but a NOFAIL one its own context cannot serve: that one retries in
+ * short bounded sleeps for as long as it takes ("NOFAIL and scopes").
  *
  * errno on failure:
  *   EINVAL     size 0, alignment not a power of two, NOFAIL without
@@ -992,7 +1005,8 @@ void  rcl_mempool_free(void *elem, struct rcl_mempool *pool);
  *
  * Returns 0 with elems[0..n) filled, or a negative errno with elems
  * unspecified and nothing held: -E2BIG for n larger than the pool's
- * reserve (min_nr; the reserve alone could never serve it), at once;
+ * reserve (min_nr; the reserve alone could never serve it), at once, or
+ * as soon as a resize lowers min_nr below n while the call waits;
  * -EINVAL (reported) for a NULL pool, or NULL elems with n > 0;
  * -ESHUTDOWN (reported) after destroy, or when a destroy wakes it from its
  * wait; -ENOMEM only in a NOWAIT scope. n == 0 returns 0 and touches
