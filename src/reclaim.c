@@ -342,6 +342,10 @@ static size_t reclaim_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
     rcl__stock_flush(t, 0);
     owe_trim(freed);
     trim_owed(false);
+    /* One the rate limit put off is the background reclaimer's, which
+     * sleeps until woken while less than a trim's worth is owed. */
+    if (rd(reclaimer.untrimmed) >= TRIM_MIN_BYTES)
+        rcl__reclaim_wake();
     return freed;
 }
 

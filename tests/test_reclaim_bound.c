@@ -277,6 +277,40 @@ TEST_WITH(after_a_pass_that_freed_less_than_a_trims_worth_the_reclaimer_sleeps, 
     rcl_shutdown();
 }
 
+/* The trim an rcl_reclaim() owes once the rate limit put it off is the
+ * background reclaimer's, which sleeps until woken while less than a
+ * trim's worth is owed: the reclaim that owes it wakes the reclaimer. */
+TEST_WITH(a_trim_an_explicit_reclaim_put_off_is_made_by_the_background_reclaimer, NULL,
+          teardown)
+{
+    assert_int_equal(init_with_background(), 0);
+    struct objs o = { .owner = pthread_self(), .direct_frees = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    assert_non_null(s);
+    /* 1 MiB charged and freed each time, a trim's worth, well above the
+     * low watermark: the first trims, and one soon after is put off by
+     * the rate limit. */
+    bool put_off = false;
+    for (int i = 0; i < 64 && !put_off; i++) {
+        for (unsigned long n = 0; n < MiB / OBJ; n++) {
+            assert_int_equal(rcl_charge(OBJ, RCL_NOWAIT), 0);
+            atomic_fetch_add(&o.count, 1);
+        }
+        unsigned long trims = rd(rcl__stats.trims);
+        assert_int_equal(rcl_reclaim(MiB, RCL_DEFAULT), MiB);
+        put_off = rd(rcl__stats.trims) == trims;
+    }
+    assert_true(put_off);
+    unsigned long trims = rd(rcl__stats.trims);
+    for (int ms = 0; ms < 5000 && rd(rcl__stats.trims) == trims; ms += 10)
+        test_sleep_ms(10);
+    assert_true(rd(rcl__stats.trims) > trims);
+
+    rcl_shrinker_unregister(s);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
 TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL, teardown)
 {
     assert_int_equal(init_with_background(), 0);
