@@ -209,22 +209,28 @@ int rcl__cgroup_self_open(void)
 
 /* One line of `f`, without its newline, into buf; false at the end. A
  * line longer than buf is skipped whole: its rest, read as a line of its
- * own, would be taken for another. */
+ * own, would be taken for another. A NUL byte ends a line's text, not the
+ * line: strlen() stops there, short of the newline, so whether fgets()
+ * filled buf is told by buf's last byte, which it writes only then. */
 static bool read_line(FILE *f, char *buf, size_t len)
 {
-    while (fgets(buf, (int)len, f)) {
+    rcl__assert(len >= 2);
+    for (;;) {
+        buf[len - 1] = '\1';
+        if (!fgets(buf, (int)len, f))
+            return false;
+        bool whole = buf[len - 1] || buf[len - 2] == '\n';
         size_t n = strlen(buf);
-        if (n && buf[n - 1] == '\n') {
+        if (n && buf[n - 1] == '\n')
             buf[n - 1] = '\0';
-            return true;
-        }
+        if (whole)
+            return true;                /* its newline read, or the file's end */
         int c = getc(f);
         if (c == '\n' || c == EOF)
             return true;                /* it filled buf exactly, or ended the file */
         while ((c = getc(f)) != EOF && c != '\n')
             ;
     }
-    return false;
 }
 
 /* The cgroup paths of the memory controller (v1) and the unified hierarchy

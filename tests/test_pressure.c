@@ -56,6 +56,18 @@ static void put(const char *rel, const char *content)
     fclose(f);
 }
 
+/* put() of `len` bytes, NULs among them. */
+static void put_bytes(const char *rel, const char *content, size_t len)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", root, rel);
+    put(rel, "");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(content, 1, len, f), len);
+    fclose(f);
+}
+
 static size_t get(const char *rel, char *buf, size_t len)
 {
     char path[PATH_MAX];
@@ -469,6 +481,19 @@ TEST_WITH(test_v1_memory_line_past_four_kib_of_proc_self_cgroup_is_read, pressur
 {
     fake_v1();
     long_v1_cgroup("/grp");
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
+}
+
+/* A NUL byte inside a line of /proc/self/cgroup ends that line: the line
+ * after it, here the memory controller's, is read whole. It was taken for
+ * the rest of a line cut at the buffer's end, and skipped. */
+TEST_WITH(test_a_nul_byte_in_a_proc_self_cgroup_line_hides_no_other_line, pressure_setup,
+          pressure_teardown)
+{
+    static const char text[] = "5:cpu,cpuacct:/a\0b\n4:memory:/grp\n1:name=systemd:/\n0::/\n";
+    fake_v1();
+    put_bytes("proc/self/cgroup", text, sizeof(text) - 1);
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     assert_int_equal(rcl_auto_limit(), 128 * MiB - 16 * MiB);
 }
