@@ -92,6 +92,21 @@ static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
 
+/*
+ * A report function or a shrinker's callback that forked on this thread
+ * and returned in the child: rcl__pressure_atfork_child() closed the
+ * sources and freed the group's files there, and the child's own thread,
+ * which comes back on demand, sets the watcher up anew. The copy must not
+ * touch the watcher again: it went on with the tick on the freed files,
+ * or polled beside the child's thread for ever, never joined, and a child
+ * with no other thread never ended. It ends instead, as a workqueue's
+ * thread does when a work item forks.
+ */
+static bool forked_here(void)
+{
+    return !on_pressure_thread;
+}
+
 /* Standard base64 (systemd writes MEMORY_PRESSURE_WRITE with it); -1 on a
  * character outside the alphabet. Padding and whitespace are skipped. */
 static ssize_t base64_decode(const char *in, unsigned char *out, size_t cap)
@@ -322,7 +337,8 @@ static void watch_event(short revents)
     }
     if (got)
         shrink(0);
-    if (eof)
+    /* In a forked child the descriptor may be the child's thread's now. */
+    if (eof && !forked_here())
         source_close(&watcher.watch_fd);
 }
 
@@ -413,6 +429,8 @@ static void footprint_follow(uint64_t lim, unsigned level)
     char dir[PATH_MAX];
     bool budget = rcl__cgroup_budget(lim) != 0;
 
+    if (forked_here())
+        return;
     if (budget)
         rcl__cgroup_level_dir(&watcher.cg, level, dir, sizeof(dir));
     pthread_mutex_lock(&fd_lock);
@@ -447,6 +465,8 @@ static bool cgroup_moved(struct rcl_cgroup *cg)
     if (rcl__pread_hash(watcher.self_fd, &now) || now == watcher.self_seen)
         return false;
     int err = rcl__cgroup_find(cg);
+    if (forked_here())
+        return false;                   /* forked in the look-up's report */
     if (err != -ENOENT)
         watcher.self_seen = now;
     if (err)
@@ -497,6 +517,8 @@ static void cgroup_tick(void)
 
     if (cgroup_moved(&cg))
         cgroup_regroup(&cg);
+    if (forked_here())
+        return;
     uint64_t lim = rcl__cgroup_files_limit(&watcher.files, &level);
     if (lim == RCL_CG_UNKNOWN)
         return;                          /* unreadable this time: change nothing */
@@ -504,8 +526,12 @@ static void cgroup_tick(void)
     watcher.regrouped = false;
     if (moved)
         footprint_follow(lim, level);
+    if (forked_here())
+        return;
     if (watcher.auto_limit && lim != watcher.cg_limit && !rcl__auto_limit_follow(lim))
         watcher.auto_limit = false;     /* the program chose a limit since */
+    if (forked_here())
+        return;
     watcher.cg_limit = lim;
     watcher.level = level;
     uint64_t usage, inactive;
@@ -519,7 +545,7 @@ static void cgroup_tick(void)
         threshold_arm(inactive);
     rcl__footprint_inactive((size_t)inactive);
     rcl__footprint_sample();
-    if (watcher.events_off)
+    if (forked_here() || watcher.events_off)
         return;
     uint64_t ws = usage > inactive ? usage - inactive : 0;
     uint64_t headroom = ws < lim ? lim - ws : 0;
@@ -549,7 +575,7 @@ static void *pressure_main(void *arg)
 
     (void)arg;
     on_pressure_thread = true;
-    for (;;) {
+    while (!forked_here()) {
         struct pollfd fds[3] = {
             { .fd = watcher.stop_fd, .events = POLLIN },
             { .fd = watcher.watch_fd, .events = watcher.kind == WATCH_PSI ? POLLPRI : POLLIN },
@@ -560,8 +586,11 @@ static void *pressure_main(void *arg)
             break;
         if (n > 0 && fds[0].revents)
             break;
-        if (n > 0 && fds[1].revents && watcher.watch_fd >= 0)
+        if (n > 0 && fds[1].revents && watcher.watch_fd >= 0) {
             watch_event(fds[1].revents);
+            if (forked_here())
+                break;
+        }
         if (n > 0 && fds[2].revents && watcher.thresh_fd >= 0) {
             threshold_event();
             continue;
@@ -576,6 +605,10 @@ static void *pressure_main(void *arg)
         last_full = now;
         cgroup_tick();
     }
+    if (forked_here())
+        rcl__report("a child forked on the library's pressure thread (in a report "
+                    "function or a shrinker's callback) returned to it; the child's "
+                    "pressure thread comes back on demand, and this thread ends");
     return NULL;
 }
 
@@ -681,8 +714,9 @@ void rcl__pressure_atfork_parent(void) { pthread_mutex_unlock(&fd_lock); }
 bool rcl__pressure_atfork_child(void)
 {
     bool was = watcher.running;
-    /* A report function on the pressure thread may fork: the child's one
-     * thread is the program's, not the library's. */
+    /* A report function or a shrinker's callback on the pressure thread
+     * may fork: the child's copy of that thread is the library's no more,
+     * and ends once the step it forked in returns (forked_here()). */
     on_pressure_thread = false;
     if (was) {
         /* The threshold eventfd too: the parent's events are the parent's. */

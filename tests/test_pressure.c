@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/prctl.h>
@@ -1506,6 +1507,141 @@ TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_
     assert_int_equal(atomic_load(&report_forks), 1);
     int n;
     assert_int_equal(test_thread_named("rcl-pressure", &n), 0);
+    test_reports_reset();
+}
+
+/* A report function on the pressure thread forks, and the child returns
+ * from it: the thread the child has is none of the child's pressure
+ * thread (that one comes back on demand), and it ends, reported, the
+ * child with it, instead of going back to the parent's sources for ever.
+ * The child's exit status says whether the report came. */
+static atomic_int pressure_forks, pressure_child, pressure_thread_ended;
+static void exit_at_once(void) { _exit(atomic_load(&pressure_thread_ended) ? 0 : 4); }
+
+static void fork_and_return_in_the_child(const char *report, void *arg)
+{
+    char name[16] = "";
+    prctl(PR_GET_NAME, name);
+    if (strstr(report, "forked on the library's pressure thread"))
+        atomic_store(&pressure_thread_ended, 1);
+    if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&pressure_forks, 1) == 0) {
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid == 0) {
+            signal(SIGSEGV, SIG_DFL);
+            signal(SIGABRT, SIG_DFL);
+            atexit(exit_at_once);
+            return;                             /* to the pressure thread */
+        }
+        atomic_store(&pressure_child, pid);
+    }
+    test_report_catch(report, arg);
+}
+
+/* The child's exit status, or -1 when it had not ended in 20 s (killed). */
+static int wait_child(pid_t pid)
+{
+    int status;
+    for (int waited = 0; waited < 20000; waited += 5) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        test_sleep_ms(5);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* clang's ThreadSanitizer runtime faults in its own exit handler
+ * (__tsan::TraceSwitchPart) when the last thread of a child forked from a
+ * thread other than the main one ends the process; gcc's runs this. */
+static bool child_ending_on_the_pressure_thread_unsupported(void)
+{
+#ifdef __clang__
+    return test_under_sanitizer("tsan");
+#else
+    return false;
+#endif
+}
+
+TEST_WITH(test_child_forked_on_the_pressure_thread_ends_that_thread, pressure_setup,
+          pressure_teardown)
+{
+    if (child_ending_on_the_pressure_thread_unsupported()) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on the pressure thread ends there\n");
+        skip();
+    }
+    atomic_store(&pressure_forks, 0);
+    atomic_store(&pressure_child, 0);
+    atomic_store(&pressure_thread_ended, 0);
+    rcl_set_report_fn(fork_and_return_in_the_child, NULL);
+    pressure_thread_reports(&pressure_child);
+    assert_true(atomic_load(&pressure_child) > 0);
+    assert_int_equal(wait_child(atomic_load(&pressure_child)), 0);
+    assert_int_equal(atomic_load(&pressure_thread_ended), 0);   /* the child's report only */
+    int n;
+    assert_int_not_equal(test_thread_named("rcl-pressure", &n), 0);
+    assert_int_equal(n, 1);
+    test_reports_reset();
+}
+
+/* The same from a shrinker's callback in the reclaim the pressure thread
+ * does itself, without a background reclaimer, for usage near the
+ * cgroup's limit: the child's copy of the thread finishes that reclaim,
+ * then ends instead of polling the sources its fork closed for ever. */
+static unsigned long forking_count(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p; (void)sc;
+    return 64;
+}
+
+static unsigned long forking_scan(void *p, struct rcl_shrink_control *sc)
+{
+    char name[16] = "";
+    (void)p; (void)sc;
+    prctl(PR_GET_NAME, name);
+    if (strcmp(name, "rcl-pressure") || atomic_fetch_add(&pressure_forks, 1) != 0)
+        return 0;
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        atexit(exit_at_once);
+        return 0;                               /* to the pressure thread's reclaim */
+    }
+    atomic_store(&pressure_child, pid);
+    return 0;
+}
+
+TEST_WITH(test_child_forked_in_a_scan_on_the_pressure_thread_ends_that_thread, pressure_setup,
+          pressure_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = forking_count, .scan = forking_scan };
+    if (child_ending_on_the_pressure_thread_unsupported()) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on the pressure thread ends there\n");
+        skip();
+    }
+    atomic_store(&pressure_forks, 0);
+    atomic_store(&pressure_child, 0);
+    atomic_store(&pressure_thread_ended, 0);
+    rcl_set_report_fn(fork_and_return_in_the_child, NULL);
+    fake_v2();
+    put(V2DIR "memory.high", "134217728\n");
+    start(64 * MiB, 0);
+    struct rcl_shrinker *s = rcl_shrinker_register("forker", &ops, NULL, NULL);
+    assert_non_null(s);
+    assert_int_equal(rcl_charge(8 * MiB, RCL_NOWAIT), 0);
+    put(V2DIR "memory.current", "133169152\n");           /* 127 of 128 MiB */
+    for (int t = 0; t < 250 && !atomic_load(&pressure_child); t++)
+        test_sleep_ms(20);
+    assert_true(atomic_load(&pressure_child) > 0);
+    assert_int_equal(wait_child(atomic_load(&pressure_child)), 0);
+    assert_int_equal(atomic_load(&pressure_thread_ended), 0);   /* the child's report only */
+    rcl_shrinker_unregister(s);
+    rcl_uncharge(8 * MiB);
     test_reports_reset();
 }
 
