@@ -502,23 +502,6 @@ void   rcl_shutdown(void);
  * mempools, LRUs and domains (inherited or new), register shrinkers, and
  * create new workqueues. The library's threads do not survive a fork: the
  * background reclaimer comes back at the child's first need of it, the
- * pressure thread at the child's next slow-path call. A child forked on
- * the background reclaimer's thread (from a shrinker's callback, or a
- * report function running there) goes on in that thread until its pass
- * is done; the thread then ends (reported), and the child with it unless
- * it started threads of its own. Blocks the other
- * threads held in their per-thread caches are lost to the child (their
- * charge is returned), and a domain another thread was inside at the fork
- * stays "in use" there (its destroy is refused). A shrinker another
- * thread was unregistering at the fork is unregistered in the child: at
- * once, or, held by a reclaim pass of the forking thread (a fork from a
- * shrinker's callback), when that pass lets it go. rcl_shutdown() in the
- * child only touches the child. fork() waits for calls in flight to leave
- * the library's locks, so the one thing a forking thread must not hold is a
- * lock an LRU's isolate callback blocks on (that callback runs under the
- * LRU's lock; the header's example only tries its lock, which is safe).
- * An isolate callback may itself fork: the LRU whose lock its walk holds
- * is left to the walk, which goes on in parent and child and lets it go.
  * pressure thread at the child's next slow-path call. A child forked on the
  * background reclaimer's thread (from a shrinker's callback, or a report
  * function running there) goes on in that thread until its pass is done; the
@@ -529,13 +512,16 @@ void   rcl_shutdown(void);
  * and that thread then ends the same way. Blocks the other threads held in
  * their per-thread caches are lost to the child (their charge is returned),
  * and a domain another thread was inside at the fork stays "in use" there
- * (its destroy is refused). rcl_shutdown() in the child only touches the
- * child. fork() waits for calls in flight to leave the library's locks, so
- * the one thing a forking thread must not hold is a lock an LRU's isolate
- * callback blocks on (that callback runs under the LRU's lock; the header's
- * example only tries its lock, which is safe). An isolate callback may
- * itself fork: the LRU whose lock its walk holds is left to the walk, which
- * goes on in parent and child and lets it go.
+ * (its destroy is refused). A shrinker another thread was unregistering at
+ * the fork is unregistered in the child: at once, or, held by a reclaim
+ * pass of the forking thread (a fork from a shrinker's callback), when that
+ * pass lets it go. rcl_shutdown() in the child only touches the child.
+ * fork() waits for calls in flight to leave the library's locks, so the one
+ * thing a forking thread must not hold is a lock an LRU's isolate callback
+ * blocks on (that callback runs under the LRU's lock; the header's example
+ * only tries its lock, which is safe). An isolate callback may itself fork:
+ * the LRU whose lock its walk holds is left to the walk, which goes on in
+ * parent and child and lets it go.
  *
  * A workqueue created before the fork runs nothing in the child (its
  * threads are the parent's): rcl_queue_work() returns -ECHILD,
