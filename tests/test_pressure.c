@@ -1518,6 +1518,22 @@ TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_
 static atomic_int pressure_forks, pressure_child, pressure_thread_ended;
 static void exit_at_once(void) { _exit(atomic_load(&pressure_thread_ended) ? 0 : 4); }
 
+/* Forks; true in the child, which a fault ends as a fault (its status
+ * tells it) and whose exit says whether the report came. */
+static bool fork_once_from_the_pressure_thread(void)
+{
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        atexit(exit_at_once);
+        return true;
+    }
+    atomic_store(&pressure_child, pid);
+    return false;
+}
+
 static void fork_and_return_in_the_child(const char *report, void *arg)
 {
     char name[16] = "";
@@ -1525,15 +1541,8 @@ static void fork_and_return_in_the_child(const char *report, void *arg)
     if (strstr(report, "forked on the library's pressure thread"))
         atomic_store(&pressure_thread_ended, 1);
     if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&pressure_forks, 1) == 0) {
-        fflush(stderr);
-        pid_t pid = fork();
-        if (pid == 0) {
-            signal(SIGSEGV, SIG_DFL);
-            signal(SIGABRT, SIG_DFL);
-            atexit(exit_at_once);
-            return;                             /* to the pressure thread */
-        }
-        atomic_store(&pressure_child, pid);
+        if (fork_once_from_the_pressure_thread())
+            return;                             /* the child, to the pressure thread */
     }
     test_report_catch(report, arg);
 }
@@ -1564,8 +1573,10 @@ static bool child_ending_on_the_pressure_thread_unsupported(void)
 #endif
 }
 
-TEST_WITH(test_child_forked_on_the_pressure_thread_ends_that_thread, pressure_setup,
-          pressure_teardown)
+/* The start of both tests: skipped where the child's end cannot run, the
+ * counts the report function and the scan keep cleared, and the report
+ * function that forks (and returns, in the child) in place. */
+static void pressure_fork_begin(void)
 {
     if (child_ending_on_the_pressure_thread_unsupported()) {
         print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
@@ -1576,6 +1587,12 @@ TEST_WITH(test_child_forked_on_the_pressure_thread_ends_that_thread, pressure_se
     atomic_store(&pressure_child, 0);
     atomic_store(&pressure_thread_ended, 0);
     rcl_set_report_fn(fork_and_return_in_the_child, NULL);
+}
+
+TEST_WITH(test_child_forked_on_the_pressure_thread_ends_that_thread, pressure_setup,
+          pressure_teardown)
+{
+    pressure_fork_begin();
     pressure_thread_reports(&pressure_child);
     assert_true(atomic_load(&pressure_child) > 0);
     assert_int_equal(wait_child(atomic_load(&pressure_child)), 0);
@@ -1603,15 +1620,7 @@ static unsigned long forking_scan(void *p, struct rcl_shrink_control *sc)
     prctl(PR_GET_NAME, name);
     if (strcmp(name, "rcl-pressure") || atomic_fetch_add(&pressure_forks, 1) != 0)
         return 0;
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
-        atexit(exit_at_once);
-        return 0;                               /* to the pressure thread's reclaim */
-    }
-    atomic_store(&pressure_child, pid);
+    fork_once_from_the_pressure_thread();       /* the child to the thread's reclaim */
     return 0;
 }
 
@@ -1619,15 +1628,7 @@ TEST_WITH(test_child_forked_in_a_scan_on_the_pressure_thread_ends_that_thread, p
           pressure_teardown)
 {
     static const struct rcl_shrinker_ops ops = { .count = forking_count, .scan = forking_scan };
-    if (child_ending_on_the_pressure_thread_unsupported()) {
-        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
-                      "child forked on the pressure thread ends there\n");
-        skip();
-    }
-    atomic_store(&pressure_forks, 0);
-    atomic_store(&pressure_child, 0);
-    atomic_store(&pressure_thread_ended, 0);
-    rcl_set_report_fn(fork_and_return_in_the_child, NULL);
+    pressure_fork_begin();
     fake_v2();
     put(V2DIR "memory.high", "134217728\n");
     start(64 * MiB, 0);
