@@ -188,7 +188,7 @@ TEST_WITH(quickstart_fills_its_cache_and_shuts_the_library_down, find_demo, NULL
 }
 
 /* With 4 MiB of data segment the system allocator runs out long before
- * the 16 MiB budget does: the example says so and still shuts the
+ * the 16 MiB budget does: the example says where and still shuts the
  * library down (no statistics at exit). It returned 1, silent, with the
  * library running. The sanitizers' shadow memory counts as data: plain
  * build only. */
@@ -200,7 +200,14 @@ TEST_WITH(quickstart_out_of_memory_says_so_and_shuts_the_library_down, find_demo
         skip();
     }
     expect_status(quickstart(4096), 1);
-    expect("quickstart: no memory for entry ");
+    /* Which call runs out first is the backend's: glibc serves the
+     * library's start and runs out among the entries; mimalloc reserves
+     * its arena at its first use and fails the shrinker's registration. */
+    if (!strstr(out, "quickstart: no memory for entry ") &&
+        !strstr(out, "quickstart: rcl_shrinker_register: Cannot allocate memory")) {
+        printf("the example did not say which allocation failed:\n%s\n", out);
+        fail();
+    }
     if (strstr(out, "libreclaim statistics")) {
         printf("the library was still running at exit:\n%s\n", out);
         fail();
