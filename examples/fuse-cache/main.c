@@ -147,6 +147,7 @@ static atomic_int           workers_done;
 /* A worker ended on an error reading the device: the main thread ends
  * the daemon as at a signal, and the exit status says so. */
 static atomic_bool          worker_failed;
+static atomic_bool          connection_aborted;
 
 /* ------------------------------------------------------------------------ */
 /* Memory: from the library, or (--naive) malloc with no bound               */
@@ -613,6 +614,14 @@ static void *worker_main(void *arg)
             continue;
         if (res == 0)       /* ENODEV: the kernel let go of the mount */
             break;
+        if (res == -ECONNABORTED) {
+            /* fusectl's abort: the kernel failed every request in flight
+             * and sends no more. As at ENODEV nothing is left to serve;
+             * said once, and no worker's failure. */
+            if (!atomic_exchange(&connection_aborted, true))
+                fprintf(stderr, "fuse-cache: the FUSE connection was aborted\n");
+            break;
+        }
         if (res < 0) {
             /* Not fuse_session_exit(): the other workers would drop
              * unanswered each request they read next. This one ends;
