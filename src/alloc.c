@@ -444,10 +444,20 @@ static __attribute__((noinline)) void *alloc_fresh(size_t size, unsigned c, long
 
     /* A block of a larger class keeps it: the header says the smallest
      * size of that class, so that what is worked out from it - the
-     * class, the charge, where the block goes back - is the block's. */
+     * class, the charge, where the block goes back - is the block's.
+     * What lies between the size asked and the header's is the block's
+     * last owner's, where a grow with RCL__ZERO (realloc_body) zeroes
+     * only past the header's size: it is zeroed here. */
     if ((h = rcl__bcache_borrow(t, c, &b)) != NULL) {
+        size_t says = rcl__bcache_cap(b - 1) + 1;
+        char *p;
+
+        rcl__assert(says > size);
         rcl__acct_out(t, rcl__bcache_charge(b));
-        return hand_out(t, h, rcl__bcache_cap(b - 1) + 1, gfp);
+        p = hand_out(t, h, says, gfp);
+        if (!(gfp & RCL__ZERO))
+            memset(p + size, 0, says - size);
+        return p;
     }
     long avail = rcl__stock_avail(t);
     if (unlikely(cost > avail) || unlikely(!(h = fresh_block(t, size, c, cost, avail))))

@@ -318,6 +318,31 @@ TEST_WITH(a_lent_block_resizes_within_its_own_class, cache_setup, test_teardown)
     assert_int_equal(usage_now(), 0);
 }
 
+/* A lent block grown with RCL__ZERO reads zeros from the size asked on,
+ * as any other block does from its size: its header says its class's
+ * smallest size, past the size asked, and what lay between was the
+ * block's last owner's. */
+TEST_WITH(a_lent_block_grown_with_zero_reads_zeros_past_the_size_asked, cache_setup,
+          test_teardown)
+{
+    if (!lends())
+        skip();
+    void *own = rcl_alloc(1100, RCL_DEFAULT);       /* the class misses once */
+    unsigned char *big = rcl_alloc(1600, RCL_DEFAULT);
+    memset(big, 0xee, 1600);
+    rcl_free(big);
+    unsigned char *p = rcl_alloc(1100, RCL_DEFAULT);
+    assert_ptr_equal(p, big);
+    rcl_free(own);
+    memset(p, 0x5a, 1100);
+    unsigned char *q = rcl_realloc(p, 1650, RCL_DEFAULT | RCL__ZERO);
+    assert_non_null(q);
+    for (int i = 0; i < 1650; i++)
+        assert_int_equal(q[i], i < 1100 ? 0x5a : 0);
+    rcl_free(q);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* Lent blocks among a live set of mixed sizes larger than the lists, freed
  * by another thread: each goes back to its own class, its bytes intact,
  * and the budget comes back to nothing. A lent block's header says the
