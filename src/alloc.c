@@ -968,8 +968,13 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
         bad_free("rcl_realloc", p);
         return NULL;
     }
+    /* A thread serving from the flusher reserve resizes no block in
+     * place: the backend's resize may fault a new page, and a charge may
+     * reclaim; its block moves into the reserve, as an allocation there
+     * fails at once where the reserve is short. */
     if (kind != BLOCK_HEAP || meta_shift(h->meta) != HDR_SHIFT || !atomic_load(&rcl__ready) ||
-        meta_epoch(h->meta) != (uint16_t)atomic_load(&rcl__epoch))
+        meta_epoch(h->meta) != (uint16_t)atomic_load(&rcl__epoch) ||
+        unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
         return realloc_move(p, h, size, gfp);
 
     size_t old = h->size;

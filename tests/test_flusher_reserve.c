@@ -170,6 +170,41 @@ TEST(test_realloc_of_a_reserve_block)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
+/* A block from the backend that a flusher resizes moves into the reserve,
+ * its bytes kept, whether it grows or shrinks: the backend's resize may
+ * fault a new page in, and a grow's charge may reclaim. Too large for
+ * the reserve, it fails at once, the block kept. */
+TEST(test_realloc_of_a_backend_block_moves_it_into_the_reserve)
+{
+    static const size_t from[] = { 100, 100, 200 * KiB }, to[] = { 200 * KiB, 50, 1000 };
+    char *p[3];
+
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(p[i] = rcl_alloc(from[i], RCL_DEFAULT));
+        memset(p[i], 7, from[i]);
+    }
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    size_t usage = rcl_usage();
+    for (int i = 0; i < 3; i++) {
+        char *q = rcl_realloc(p[i], to[i], RCL_DEFAULT);
+        assert_non_null(q);
+        size_t kept = from[i] < to[i] ? from[i] : to[i];
+        for (size_t j = 0; j < kept; j++)
+            assert_int_equal(q[j], 7);
+        assert_int_equal(stats().allocs, i + 1);
+        usage -= rcl_alloc_charge(from[i]);
+        assert_int_equal(rcl_usage(), usage);
+        p[i] = q;
+    }
+    assert_fails_with(rcl_realloc(p[0], 2 * RESV, RCL_DEFAULT), ENOMEM);
+    for (int i = 0; i < 3; i++)
+        rcl_free(p[i]);
+    assert_int_equal(stats().used, 0);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* Misuse: unknown flags, a second reserve, releasing one still in use. */
 TEST(test_misuse_is_refused_and_reported)
 {
