@@ -531,7 +531,9 @@ void   rcl_shutdown(void);
  * Create a new queue in the child instead. A child forked inside a work
  * item goes on in the queue's thread: when the item returns there, that
  * thread ends (reported), and the child with it unless it started threads
- * of its own.
+ * of its own. An item that ends that thread in the child with
+ * pthread_exit() ends it the same way: no worker is started there in its
+ * place.
  *
  * pthread_cancel(). No library lock or pin outlives a cancelled thread.
  * The library's long waits stay cancellation points and release what they

@@ -152,13 +152,16 @@ static struct wq_worker *free_slot(struct rcl_workqueue *wq)
  * is counted idle before it runs, as the kernel's create_worker() does, so
  * that its creator does not at once try to make another - and before the
  * lock is let go: the worker may be waiting for work before its creator
- * has the lock back, and work queued meanwhile must wake it.
+ * has the lock back, and work queued meanwhile must wake it. Never in a
+ * child forked by a work item: a worker there would run the items the
+ * parent runs, then keep the child alive waiting for more.
  */
 static void create_worker(struct rcl_workqueue *wq)
 {
     unsigned running = wq->nr_workers - wq->nr_gone;
 
-    if (wq->creating || wq->state == WQ_STOPPING || running >= wq->max_workers)
+    if (wq->creating || wq->state == WQ_STOPPING || running >= wq->max_workers ||
+        unlikely(wq->inherited))
         return;
     wq->creating = true;
     struct wq_worker *w = free_slot(wq);   /* creating: no other thread takes it */

@@ -1142,6 +1142,53 @@ TEST(a_child_forked_in_a_work_item_runs_none_of_the_queues_items)
     rcl_workqueue_destroy(q);
 }
 
+/* A child forked in a work item that ends its thread there with
+ * pthread_exit(): the queue's place for that thread is the parent's, and
+ * the child starts no worker to fill it. One started would run the item
+ * queued behind (the parent runs it) and then wait for work for ever,
+ * keeping alive a child whose last thread had ended. */
+static atomic_int behind_queued;
+
+static void forks_and_exits_fn(struct rcl_work *w)
+{
+    (void)w;
+    while (!atomic_load(&behind_queued))
+        test_sleep_ms(1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        atexit(exit_at_once);
+        pthread_exit(NULL);
+    }
+    work_child = pid;
+}
+
+TEST(a_child_forked_in_a_work_item_that_exits_its_thread_starts_no_worker)
+{
+    if (child_ending_on_a_worker_unsupported()) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on a worker thread ends there\n");
+        skip();
+    }
+    struct rcl_workqueue *q = rcl_workqueue_create("forking", 1, 0);
+    struct rcl_work forks, after;
+
+    assert_non_null(q);
+    parent_pid = getpid();
+    work_child = -1;
+    atomic_store(&behind_queued, 0);
+    rcl_work_init(&forks, forks_and_exits_fn);
+    rcl_work_init(&after, queued_after_fn);
+    assert_int_equal(rcl_queue_work(q, &forks), 0);
+    assert_int_equal(rcl_queue_work(q, &after), 0);
+    atomic_store(&behind_queued, 1);
+    rcl_flush_workqueue(q);
+    assert_true(work_child > 0);
+    assert_int_equal(wait_child(work_child), 0);
+    rcl_workqueue_destroy(q);
+}
+
 /* A queue with items queued at the fork, one running and one behind it:
  * the child's destroy drops the one behind, and says so. Its report is
  * made once the child's copy is freed: a report function that ends its
