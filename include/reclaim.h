@@ -1064,7 +1064,8 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * except for a queue left with none at all (every worker and the rescuer
  * ended in work items, and no thread could be started to replace them):
  * rcl_queue_work() then starts a worker (reported when it cannot; the
- * next queueing tries again).
+ * next queueing tries again, and so does a flush or destroy waiting on
+ * the queue's work, every second while none can be started).
  * When starting one fails (reported, at most once a second) the rescuer, if
  * there is one, runs pending items one by one until a worker can be started
  * again. Library threads block all signals and are named "rcl-wq/NAME" and

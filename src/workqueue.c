@@ -542,7 +542,7 @@ static void wq_atfork_child(struct rcl__fork_obj *o)
                                offsetof(struct rcl_workqueue, fork));
     pthread_cond_init(&wq->more, NULL);
     pthread_cond_init(&wq->rescue, NULL);
-    pthread_cond_init(&wq->done, NULL);
+    rcl__cond_init_monotonic(&wq->done);
     wq->inherited = true;
 }
 
@@ -627,7 +627,7 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
     pthread_mutex_init(&wq->lock, NULL);
     pthread_cond_init(&wq->more, NULL);
     pthread_cond_init(&wq->rescue, NULL);
-    pthread_cond_init(&wq->done, NULL);
+    rcl__cond_init_monotonic(&wq->done);
     rcl__fork_track(&wq->fork, &wq->lock, wq_atfork_child);
 
     /* The rescuer exists before it is needed: when it is needed, creating
@@ -708,6 +708,31 @@ int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
     return 0;
 }
 
+/* How long a flush or destroy waits on a queue with work and no thread
+ * before it tries to start a worker again: the kernel's CREATE_COOLDOWN,
+ * the pause between a pool manager's tries. */
+#define WQ_CREATE_COOLDOWN_NS 1000000000ull
+
+/*
+ * Wait for an item to finish, for a flush or destroy; wq->lock held. A
+ * queue left with no thread and work on it (threadless()) gets nothing
+ * done unless someone starts a worker, and the queueing that tried last
+ * may have been the last queueing: the waiter tries, and while none can
+ * be started tries again at every cooldown.
+ */
+static void wait_done(struct rcl_workqueue *wq)
+{
+    if (likely(!has_work(wq) || !threadless(wq))) {
+        pthread_cond_wait(&wq->done, &wq->lock);
+        return;
+    }
+    create_worker(wq);
+    if (!threadless(wq))
+        return;
+    struct timespec until = rcl__deadline_after_ns(WQ_CREATE_COOLDOWN_NS);
+    pthread_cond_timedwait(&wq->done, &wq->lock, &until);
+}
+
 /* Everything up to ordinal `upto` has been dequeued and finished. */
 static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
 {
@@ -754,7 +779,7 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
     pthread_cleanup_push(rcl__unlock_cleanup, &wq->lock);
     unsigned long long upto = wq->queued;
     while (!flushed(wq, upto))
-        pthread_cond_wait(&wq->done, &wq->lock);
+        wait_done(wq);
     pthread_cleanup_pop(1);
 }
 
@@ -794,7 +819,7 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
      * onto the queue; wait until it is empty and idle. */
     wq->state = WQ_DRAINING;
     while (has_work(wq) || !flushed(wq, wq->dequeued))
-        pthread_cond_wait(&wq->done, &wq->lock);
+        wait_done(wq);
     wq->state = WQ_STOPPING;
     pthread_cond_broadcast(&wq->more);
     pthread_cond_broadcast(&wq->rescue);

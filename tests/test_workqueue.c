@@ -1059,6 +1059,47 @@ TEST_WITH(test_work_queued_to_a_queue_left_with_no_thread_starts_a_worker,
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* A queue left with no thread, whose worker could not be started when an
+ * item was queued, and none queued since: a flush or destroy waiting for
+ * that item starts a worker itself once one can be started. (They waited
+ * for a queueing that might never come, for ever.) */
+static struct rcl_workqueue *threadless_with_work(struct rcl_work *ends, struct probe *after)
+{
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    struct rcl_workqueue *wq = one_worker_with("threadless", ends, exits_fn, after);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(rcl_queue_work(wq, &after->work), 0);
+    assert_int_equal(atomic_load(&after->runs), 0);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    atomic_store(&workers_allowed, 1);
+    return wq;
+}
+
+TEST_WITH(test_a_flush_of_a_queue_left_with_no_thread_starts_a_worker_for_its_work,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+TEST_WITH(test_a_destroy_of_a_queue_left_with_no_thread_starts_a_worker_for_its_work,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
 static void cancels_its_thread_fn(struct rcl_work *w)
 {
     (void)w;
