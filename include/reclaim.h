@@ -1088,7 +1088,8 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * the lock checker on, running an item holds
  * the lock class "wq:NAME" and flush/destroy acquire and release it, so
  * flushing while holding a lock the work takes is reported as the cycle it
- * is.
+ * is; the queue's destroy unregisters that class, as the kernel's
+ * destroy_workqueue() unregisters its lockdep key.
  */
 struct rcl_work {
     void (*fn)(struct rcl_work *w);

@@ -576,8 +576,12 @@ void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w))
     w->fn = fn;
 }
 
+/* Every thread that ran the queue's items is gone: nobody holds its lock
+ * class, whose node in the checker's graph goes with the queue (the
+ * kernel's destroy_workqueue() unregisters its lockdep key). */
 static void wq_free(struct rcl_workqueue *wq)
 {
+    rcl_lock_class_unregister(&wq->cls);
     rcl__fork_untrack(&wq->fork);
     pthread_cond_destroy(&wq->done);
     pthread_cond_destroy(&wq->rescue);

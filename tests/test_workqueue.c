@@ -657,6 +657,38 @@ TEST_WITH(test_flush_under_a_lock_the_work_takes_is_reported, lockdep_setup, tes
     rcl_mutex_destroy(&journal);
 }
 
+/* A queue's lock class is the queue's: its destroy gives the class's node
+ * back to the checker's graph, as the kernel's destroy_workqueue()
+ * unregisters its key, so that a program whose queues come and go never
+ * fills the graph. (Each destroyed queue left its node there.) */
+static void queue_used_and_destroyed(void)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("passing", 1, 0);
+    struct locker l;
+
+    assert_non_null(wq);
+    rcl_work_init(&l.work, locker_fn);
+    assert_int_equal(rcl_queue_work(wq, &l.work), 0);
+    rcl_flush_workqueue(wq);                    /* wq:passing -> journal */
+    rcl_workqueue_destroy(wq);
+}
+
+TEST_WITH(test_destroyed_queues_leave_the_lock_graph_its_size, lockdep_setup, test_teardown)
+{
+    unsigned nodes, edges, nodes_after, edges_after;
+
+    rcl_mutex_init(&journal, &journal_class);
+    queue_used_and_destroyed();
+    rcl__lockdep_graph_size(&nodes, &edges);
+    for (int i = 0; i < 20; i++)
+        queue_used_and_destroyed();
+    rcl__lockdep_graph_size(&nodes_after, &edges_after);
+    assert_int_equal(nodes_after, nodes);
+    assert_int_equal(edges_after, edges);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_mutex_destroy(&journal);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The rescuer                                                               */
 /* ------------------------------------------------------------------------ */
