@@ -338,7 +338,9 @@ void rcl_context_restore(const struct rcl_context *saved);
  * of the domain's shrinkers at each reclaim pass, and by an allocation
  * that reclaim left short, whether to wait for another thread's pass
  * inside one of them, so it should be cheap (a look at the thread's
- * transaction state).
+ * transaction state). One that returns with a scope it opened still open,
+ * or inside a domain it entered, is reported and the thread put back as it
+ * was, as after a shrinker's callbacks.
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);

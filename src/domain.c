@@ -485,6 +485,31 @@ static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
 }
 
 /*
+ * A may_reclaim that returns with a scope it opened, or inside a domain it
+ * entered, would leave every later allocation of the asking thread as
+ * restricted: said, and the thread put back as it was asked, as after a
+ * shrinker's callbacks and a work item. Its own domains only: those below
+ * were the caller's, and an exit of one needs the caller's token.
+ */
+static void allows_left(const struct rcl_domain *owner, unsigned scope, unsigned n)
+{
+    unsigned now = rcl__scope, entered = mine.n > n ? mine.n - n : 0;
+
+    if (likely(now == scope && !entered))
+        return;
+    while (mine.n > n)
+        pop();
+    if (now != scope)
+        rcl__scope_put(scope);
+    if (entered)
+        rcl__report("domain \"%s\": may_reclaim returned inside %u domain(s) it entered "
+                    "and never exited; exited now", owner->name, entered);
+    if (now != scope)
+        rcl__report("domain \"%s\": may_reclaim returned with the scope changed (%#x, was "
+                    "%#x): a save without its restore; restored", owner->name, now, scope);
+}
+
+/*
  * The program's code, as the header promises it: its allocations cannot
  * recurse into reclaim (NORECLAIM), they and its frees are ordinary calls
  * rather than a signal handler's though the thread is inside the library
@@ -500,6 +525,7 @@ bool rcl__domain_allows(struct rcl_domain *owner)
 #endif
     rcl__assert(owner->may_reclaim);
 
+    unsigned scope = rcl__scope, n = mine.n;
     struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM) };
     st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
@@ -507,6 +533,7 @@ bool rcl__domain_allows(struct rcl_domain *owner)
     rcl__busy_back(busy);
     rcl__nocancel_end(st.cancel);
     rcl_scope_restore(st.scope);
+    allows_left(owner, scope, n);
     return st.yes;
 }
 

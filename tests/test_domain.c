@@ -524,6 +524,68 @@ TEST_WITH(may_reclaim_runs_without_the_shrinker_registrys_lock, domain_setup, do
 }
 
 /* The kernel's current->journal_info: per task, set returns the previous. */
+/*
+ * may_reclaim is the program's code run inside the asking thread's
+ * allocation: a scope it opens and never closes, or a domain it enters and
+ * never exits, would restrict every later allocation of that thread. Said
+ * and put back, as a shrinker's callbacks and a work item are. (The thread
+ * stayed in NOFS, or inside the domain, for good.)
+ */
+static int leave_nofs_open_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    (void)rcl_nofs_save();
+    return 0;
+}
+
+TEST_WITH(may_reclaim_that_leaves_a_scope_open_is_reported_and_repaired, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("fs", 0, leave_nofs_open_and_refuse, NULL);
+    struct test_cache *c = cache_new("fs-cache", d, 0);
+
+    unsigned tok = rcl_domain_enter(d);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    unsigned scope = rcl_scope_current();
+    rcl_domain_exit(tok);
+
+    assert_int_equal(scope, 0);
+    assert_true(test_reports_seen_matching("may_reclaim returned with the scope changed") >= 1);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+}
+
+static struct rcl_domain *entered_by_callback;
+
+static int enter_another_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    (void)rcl_domain_enter(entered_by_callback);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_that_leaves_a_domain_entered_is_reported_and_repaired, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("fs", 0, enter_another_and_refuse, NULL);
+    struct test_cache *c = cache_new("fs-cache", d, 0);
+    struct rcl_domain *in[RCL_MAX_DOMAINS];
+
+    entered_by_callback = rcl_domain_create("other", 0, NULL, NULL);
+    unsigned tok = rcl_domain_enter(d);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    unsigned n = entered(in, RCL_MAX_DOMAINS);
+    rcl_domain_exit(tok);
+
+    assert_int_equal(n, 1);
+    assert_true(test_reports_seen_matching("may_reclaim returned inside") >= 1);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+    rcl_domain_destroy(entered_by_callback);
+}
+
 static void *journal_of_new_thread(void *arg)
 {
     (void)arg;
