@@ -261,11 +261,13 @@ static void item_ended_thread(void *arg)
 
     if (r->check)
         rcl_lock_release(&wq->cls);
-    current_wq = NULL;
     rcl_context_restore(&r->saved);
+    /* Still the queue's item for the report function: a flush or destroy
+     * it makes would wait for this very item. */
     rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); another "
                 "%s takes its place", wq->name, (void *)r->w,
                 r->self == &wq->rescuer ? "rescuer" : "worker");
+    current_wq = NULL;
     pthread_mutex_lock(&wq->lock);
     worker_ended(wq, r->self);
     pthread_mutex_unlock(&wq->lock);
@@ -288,17 +290,19 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     pthread_cleanup_pop(0);
     if (r.check)
         rcl_lock_release(&wq->cls);
-    current_wq = NULL;
 
     /* A work item that leaves a scope, a journal cookie or a domain behind
      * would restrict (or unrestrict) every later item on this thread. Say
      * so, then put the thread back as it was; the restore reports domains
-     * left entered itself, as it does for every adopter. */
+     * left entered itself, as it does for every adopter. Both reports are
+     * still the item's (current_wq): a flush or destroy of the queue from
+     * the report function would wait for the item it is in. */
     unsigned now = rcl_scope_current();
     if (now != scope || rcl_journal_info() != journal)
         rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
                     "(scope %#x -> %#x); restored", wq->name, (void *)w, scope, now);
     rcl_context_restore(&r.saved);
+    current_wq = NULL;
 }
 
 /* Work to take: queued items, or the re-runs of threads that ended. */

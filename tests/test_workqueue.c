@@ -347,6 +347,46 @@ TEST(test_work_that_leaks_a_scope_is_reported_and_repaired)
     rcl_workqueue_destroy(wq);
 }
 
+/* The report of a work item's leftover context is made on the queue's
+ * thread, its item not finished yet: a report function that flushes that
+ * queue there is refused, as a flush from the item itself is, and
+ * reported. (It waited for the very item whose report it was in.) */
+static struct rcl_workqueue *report_flushes;
+
+static void flushing_report(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (report_flushes && strstr(report, "context changed"))
+        rcl_flush_workqueue(report_flushes);
+}
+
+static void *flush_unless_timed_out(void *wq) { rcl_flush_workqueue(wq); return NULL; }
+
+TEST(test_a_flush_from_a_report_on_the_queues_own_thread_is_refused)
+{
+    struct leaky l;
+    struct timespec until;
+    pthread_t th;
+
+    report_flushes = rcl_workqueue_create("reported", 1, 0);
+    assert_non_null(report_flushes);
+    rcl_set_report_fn(flushing_report, NULL);
+    rcl_work_init(&l.work, leaky_fn);
+    assert_int_equal(rcl_queue_work(report_flushes, &l.work), 0);
+    assert_int_equal(pthread_create(&th, NULL, flush_unless_timed_out, report_flushes), 0);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    bool returned = pthread_timedjoin_np(th, NULL, &until) == 0;
+    if (!returned)
+        pthread_detach(th);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_true(returned);
+    assert_int_equal(test_reports_seen_matching("context changed"), 1);
+    assert_int_equal(test_reports_seen_matching("called from the queue's own work item"), 1);
+    rcl_workqueue_destroy(report_flushes);
+    report_flushes = NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Flush and destroy                                                         */
 /* ------------------------------------------------------------------------ */
