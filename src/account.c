@@ -310,11 +310,10 @@ static void drain_self(struct rcl_thread *t)
  * slow path; the watch bit is cleared there whoever set it. */
 static void drain_if_asked(struct rcl_thread *t)
 {
-    const unsigned asks = RCL__WATCH_DRAIN | RCL__WATCH_COLLECT;
     /* The bits first: a request that comes in after this sees them set again. */
-    unsigned w = rd(t->lockdep_watch);
-    if (w & asks)
-        w = atomic_fetch_and(&t->lockdep_watch, ~asks);
+    unsigned w = rd(t->watch.asked);
+    if (w)
+        w = atomic_exchange(&t->watch.asked, 0);
     if (rd(t->stock_max) == STOCK_DRAIN) {
         wr(t->stock_max, stock_limit());
         drain_self(t);
@@ -328,7 +327,7 @@ static void drain_if_asked(struct rcl_thread *t)
  * drain, or a signal handler's: rcl__sig_service). */
 void rcl__slow_path_ask(struct rcl_thread *t)
 {
-    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_DRAIN);
+    atomic_fetch_or(&t->watch.asked, RCL__WATCH_DRAIN);
 }
 
 /* The backend was trimmed; where threads own their heaps, each collects
@@ -339,7 +338,7 @@ void rcl__owners_collect(void)
     rcl__registry_lock();
     for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
         if (t != &rcl__self)
-            atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_COLLECT);
+            atomic_fetch_or(&t->watch.asked, RCL__WATCH_COLLECT);
     rcl__registry_unlock();
 #endif
 }
@@ -407,14 +406,14 @@ long rcl__stock_reclaim_begin(struct rcl_thread *t)
 {
     if (t->in_reclaim++)
         return STOCK_RECLAIM;
-    atomic_fetch_or(&t->lockdep_watch, RCL__WATCH_RECLAIM);
+    wr(t->watch.reclaim, 1);
     return atomic_exchange(&t->stock_max, STOCK_RECLAIM);
 }
 
 void rcl__stock_reclaim_end(struct rcl_thread *t, long before)
 {
     if (--t->in_reclaim == 0) {
-        atomic_fetch_and(&t->lockdep_watch, ~RCL__WATCH_RECLAIM);
+        wr(t->watch.reclaim, 0);
         long expect = STOCK_RECLAIM;
         atomic_compare_exchange_strong(&t->stock_max, &expect,
                                        before == STOCK_DRAIN ? STOCK_DRAIN : stock_limit());

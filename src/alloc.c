@@ -389,7 +389,7 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
     if (unlikely(rcl__sig_pending(t)))
         rcl__sig_service(t);
-    if (unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
+    if (unlikely(rd(t->watch.reserve)))
         return resv_alloc(t, size, gfp);
     size_t cost = block_charge(size);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
@@ -974,7 +974,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
      * fails at once where the reserve is short. */
     if (kind != BLOCK_HEAP || meta_shift(h->meta) != HDR_SHIFT || !atomic_load(&rcl__ready) ||
         meta_epoch(h->meta) != (uint16_t)atomic_load(&rcl__epoch) ||
-        unlikely(t->lockdep_watch & RCL__WATCH_RESERVE))
+        unlikely(rd(t->watch.reserve)))
         return realloc_move(p, h, size, gfp);
 
     size_t old = h->size;

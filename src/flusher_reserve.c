@@ -18,9 +18,9 @@
  * blocks a daemon's flushers allocate are few and large (cache blocks,
  * request state), so a list walk is cheap next to the I/O they serve.
  *
- * alloc.c knows only three things: a thread with RCL__WATCH_RESERVE in
- * lockdep_watch takes its rcl_alloc family calls here (the bit already
- * sends it off the fast path), a block from here carries RESERVE_TAG in its
+ * alloc.c knows only three things: a thread whose watch has its `reserve`
+ * byte set takes its rcl_alloc family calls here (the byte already sends
+ * it off the fast path), a block from here carries RESERVE_TAG in its
  * check word, and such a block comes back through rcl__resv_free().
  */
 #include "internal.h"
@@ -343,7 +343,7 @@ static size_t stack_room(void)
  * from the reserve, if the daemon made one. Returns whether it does. */
 bool rcl__resv_enter(struct rcl_thread *t)
 {
-    if (t->lockdep_watch & RCL__WATCH_RESERVE)
+    if (rd(t->watch.reserve))
         return true;
     /* Known to the library, so that its exit leaves the reserve
      * (thread.c), if it never leaves it itself. */
@@ -357,21 +357,21 @@ bool rcl__resv_enter(struct rcl_thread *t)
     if (!have)
         return false;
     stack_touch(stack_room());
-    t->lockdep_watch |= RCL__WATCH_RESERVE;
+    wr(t->watch.reserve, 1);
     return true;
 }
 
 void rcl__resv_leave(struct rcl_thread *t)
 {
-    if (!(t->lockdep_watch & RCL__WATCH_RESERVE))
+    if (!rd(t->watch.reserve))
         return;
-    t->lockdep_watch &= ~RCL__WATCH_RESERVE;
+    wr(t->watch.reserve, 0);
     atomic_fetch_sub(&resv.threads, 1);
 }
 
 int rcl_io_flusher_reserved(void)
 {
-    return (rcl__self.lockdep_watch & RCL__WATCH_RESERVE) != 0;
+    return rd(rcl__self.watch.reserve) != 0;
 }
 
 /* fork() (fork.c): the last lock of the order, a leaf. The reserve and

@@ -59,19 +59,15 @@ static _Atomic int ld_full_told;    /* once a graph (rcl__ld_reset) */
 /* Held locks or a NOWAIT or NORECLAIM scope: this thread's allocations
  * must reach the checker (a NOFAIL one inside those scopes is reported even
  * when the thread's stock could serve it). Only the checker writes the
- * RCL__WATCH_LOCKDEP bit. */
+ * watch's `lockdep` byte. */
 void rcl__ld_update_watch(bool held)
 {
-    unsigned want = held || (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM))
-                    ? RCL__WATCH_LOCKDEP : 0;
-    /* Read-modify-write as one atomic step: another thread may set the
-     * drain bit (account.c) at any time. Written only when it changes. */
-    if ((rd(rcl__self.lockdep_watch) & RCL__WATCH_LOCKDEP) == want)
-        return;
-    if (want)
-        atomic_fetch_or(&rcl__self.lockdep_watch, want);
-    else
-        atomic_fetch_and(&rcl__self.lockdep_watch, ~RCL__WATCH_LOCKDEP);
+    uint8_t want = held || (rcl__scope & (RCL_SCOPE_NOWAIT | RCL_SCOPE_NORECLAIM));
+
+    /* A byte of its own, so a plain store (thread.h, union rcl_watch);
+     * only when it changes, so that an unchanged scope writes nothing. */
+    if (rd(rcl__self.watch.lockdep) != want)
+        wr(rcl__self.watch.lockdep, want);
 }
 
 
@@ -229,7 +225,7 @@ void rcl__lockdep_thread_attach(void)
         (void)rcl__ld_thread_get();
         return;
     }
-    rcl__self.lockdep_watch &= ~RCL__WATCH_LOCKDEP;
+    wr(rcl__self.watch.lockdep, 0);
     rcl__scope_watch(false);
 }
 

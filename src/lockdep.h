@@ -23,7 +23,7 @@ static inline bool rcl__checking(void)
     return __builtin_expect(atomic_load_explicit(&rcl__lockdep_mode, memory_order_relaxed) != 0, 0);
 }
 /* Every allocation-family call in checking mode that reaches the slow path
- * (all of them while lockdep_watch is set): the flags asked for and the
+ * (all of them while its watch's `lockdep` byte is set): the flags asked for and the
  * flags after the scope mask; may_reclaim is whether it may enter reclaim. */
 void rcl__lockdep_alloc(rcl_gfp_t gfp);
 /* Around a shrinker's count/scan calls in one pass (after the domain rules

@@ -321,8 +321,8 @@ struct ld_thread {
 #define ld_set_n(t, v) __atomic_store_n(&(t)->n, (v), __ATOMIC_RELEASE)
 
 /* Held locks (`held`: the thread's stack is not empty) or a NOWAIT or
- * NORECLAIM scope: sets or clears the bit that sends this thread's
- * allocations to the checker. */
+ * NORECLAIM scope: sets or clears the watch's byte that sends this
+ * thread's allocations to the checker. */
 void rcl__ld_update_watch(bool held);
 
 /* This thread's state in the current graph; NULL for a thread the checker

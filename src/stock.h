@@ -22,7 +22,7 @@ void rcl__uncharge_slow(struct rcl_thread *t, size_t size);
  * (reclaim's progress must count what its shrinkers charge). */
 static inline bool rcl__fast_ok(const struct rcl_thread *t)
 {
-    return !rd(t->lockdep_watch);
+    return !rd(t->watch.any);
 }
 
 /* What the thread may charge from its stock. Its cached blocks' charge

@@ -79,7 +79,7 @@ static void unlink_locked(struct rcl_thread *t)
  * what a shutdown that unregistered it left it (rcl__threads_detach_all). */
 static bool exit_has_work(struct rcl_thread *t)
 {
-    return rd(t->epoch) || !rcl__bcache_off(t) || (t->lockdep_watch & RCL__WATCH_RESERVE) ||
+    return rd(t->epoch) || !rcl__bcache_off(t) || rd(t->watch.reserve) ||
            atomic_load(&t->sig_stash) || atomic_load(&t->sig_deferred);
 }
 

@@ -50,8 +50,8 @@
 /*
  * The hot part of a thread's state, in initial-exec TLS so that the scope
  * calls and the allocation fast path reach it with one %fs-relative access.
- * Only the owner thread writes it, except stock_max and the drain watch
- * bit (any thread may ask the owner to return its stock: the stock
+ * Only the owner thread writes it, except stock_max and the watch's
+ * `asked` byte (any thread may ask the owner to return its stock: the stock
  * protocol, account.c) and the registry links (under the registry lock,
  * thread.c). Fields other threads read are atomics accessed with
  * rd()/wr().
@@ -111,6 +111,37 @@ struct rcl_bcache_lists {
 };
 extern const struct rcl_bcache_lists rcl__bcache_none;
 
+/*
+ * Why a thread's allocations must take the slow path, a byte a reason,
+ * read as one word by the fast paths' entry test (rcl__busy_or_watched),
+ * which only asks whether any is set. The thread itself sets and clears
+ * `lockdep` (the lock checker wants its allocations: locks held, or a
+ * NOWAIT or NORECLAIM scope), `reserve` (it is served from the I/O-flusher
+ * reserve) and `reclaim` (it reclaims) with a plain store of the byte:
+ * one instruction, which a signal handler cannot split (a handler that
+ * takes a lock lets it go before it returns, and leaves the byte as it
+ * found it), and no other thread writes those bytes, so nothing needs a
+ * locked read-modify-write.
+ * The lock checker sets and clears `lockdep` at every outermost lock,
+ * where two locked RMWs of a shared word tripled the cost of an
+ * annotation pair (docs/bench/patterns.md, "Figures, 2026-12-07, 08:30").
+ * `asked` holds the requests of other threads and of signal handlers,
+ * RCL__WATCH_DRAIN and RCL__WATCH_COLLECT: set with an atomic or of that
+ * byte, taken back with an exchange (account.c). So no two threads write
+ * one byte, and the word is only ever read whole, by its owner: a read
+ * cannot lose a write. C11 says nothing of one object accessed at two
+ * sizes; GCC's and Clang's atomics make them plain loads and stores of
+ * that size, and both ThreadSanitizers, which see atomic accesses only
+ * here, report nothing (test_lockdep.c's requests test).
+ */
+union rcl_watch {
+    _Atomic uint32_t any;
+    struct {
+        _Atomic uint8_t lockdep, reserve, reclaim, asked;
+    };
+};
+_Static_assert(sizeof(union rcl_watch) == sizeof(uint32_t), "the watch bytes are one word");
+
 struct rcl_thread {
     _Atomic long          stock;      /* pre-charged bytes this thread may hand out:
                                          budget with no memory behind it */
@@ -118,17 +149,8 @@ struct rcl_thread {
                                          negative: see account.c */
     uint64_t              hdr_tag;    /* block-header bits for this epoch, check
                                          secret included; 0 = detached */
-    _Atomic unsigned      lockdep_watch; /* nonzero: this thread's allocations take
-                                            the slow path: RCL__WATCH_LOCKDEP (the
-                                            lock checker wants them),
-                                            RCL__WATCH_RESERVE (served from the
-                                            I/O-flusher reserve) or
-                                            RCL__WATCH_DRAIN (come to the slow
-                                            path: a drain request, or a
-                                            signal handler's; account.c) or
-                                            RCL__WATCH_COLLECT (collect the
-                                            backend's heap: the same) or
-                                            RCL__WATCH_RECLAIM (it reclaims) */
+    union rcl_watch       watch;      /* nonzero: this thread's allocations take
+                                         the slow path (see union rcl_watch) */
     _Atomic unsigned      epoch;      /* rcl__epoch when registered; 0 = not */
     unsigned              in_reclaim; /* nesting of rcl__shrink() on this thread */
     unsigned char         busy;       /* nonzero while the thread is inside a call
@@ -228,11 +250,11 @@ static inline bool rcl__busy_try_enter(struct rcl_thread *t)
     return false;
 }
 /* Nonzero if the thread is inside the library or anything watches it
- * (lockdep_watch): the allocation fast path's entry test, one load and an
- * or, so that its caller branches once. */
+ * (rcl_thread.watch): the allocation fast path's entry test, one load and
+ * an or, so that its caller branches once. */
 static inline unsigned rcl__busy_or_watched(const struct rcl_thread *t)
 {
-    return t->busy | rd(t->lockdep_watch);
+    return t->busy | rd(t->watch.any);
 }
 /* Around a call out to the program's code (shrinkers, a domain's
  * may_reclaim, the report function): its own calls into the library are
@@ -304,21 +326,14 @@ static inline bool rcl__sig_pending(const struct rcl_thread *t)
            atomic_load_explicit(&rcl__sig_orphans, memory_order_relaxed);
 }
 
-/* The bits of rcl_thread.lockdep_watch. One word for both, so that the
- * fast path's test stays one load and one or. */
-#define RCL__WATCH_LOCKDEP 0x1u
-#define RCL__WATCH_RESERVE 0x2u
-/* Set by another thread (account.c's drain request) or a signal handler:
- * the next allocation or charge takes the slow path, which meets the
- * request. Only ever set and cleared with atomic read-modify-writes. */
-#define RCL__WATCH_DRAIN   0x4u
+/* The bits of rcl_thread.watch.asked. Set by another thread (account.c's
+ * drain request) or a signal handler: the next allocation or charge takes
+ * the slow path, which meets the request. */
+#define RCL__WATCH_DRAIN   0x1u
 /* Set by the thread that trimmed the backend, where threads own their
  * heaps (mimalloc): the next slow path collects this thread's heap, the
  * only way blocks other threads freed into it leave the resident set. */
-#define RCL__WATCH_COLLECT 0x8u
-/* Set while the thread reclaims (in_reclaim > 0): its allocations take the
- * slow path, so that reclaim's progress counts what its shrinkers charge. */
-#define RCL__WATCH_RECLAIM 0x10u
+#define RCL__WATCH_COLLECT 0x2u
 
 /* May an allocation whose flags the scope narrowed to `masked` reclaim
  * directly? Not without DIRECT_RECLAIM, and never from inside reclaim. */

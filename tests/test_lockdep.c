@@ -829,6 +829,84 @@ TEST_WITH(environment_turns_checker_on, ld_setup, ld_teardown)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The watch on the thread's allocations                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The outermost lock sends the thread's allocations to the checker by the
+ * watch's byte of its own, and its release takes them back; inner locks
+ * leave it. A request another thread left pending, in the byte of the
+ * requests, stays for the next allocation to meet. */
+TEST_WITH(the_outermost_lock_alone_sets_and_clears_the_checkers_watch, ld_setup, ld_teardown)
+{
+    struct rcl_thread *t = &rcl__self;
+    void *p = rcl_alloc(16, RCL_DEFAULT);   /* meets the restart's request */
+
+    rcl_free(p);
+    assert_int_equal(rd(t->watch.asked), 0);
+    rcl__slow_path_ask(t);
+    assert_int_equal(rd(t->watch.lockdep), 0);
+    lock(&lock_a);
+    assert_int_equal(rd(t->watch.lockdep), 1);
+    lock(&lock_b);
+    unlock(&lock_b);
+    assert_int_equal(rd(t->watch.lockdep), 1);
+    unlock(&lock_a);
+    assert_int_equal(rd(t->watch.lockdep), 0);
+    assert_int_equal(rd(t->watch.asked), RCL__WATCH_DRAIN);
+    p = rcl_alloc(16, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(rd(t->watch.any), 0);
+    rcl_free(p);
+}
+
+struct asker { struct rcl_thread *t; int asks; _Atomic int done; };
+
+/* Asks a.t for its slow path a.asks times, each once the one before was
+ * met (or lost). */
+static void *ask_repeatedly(void *arg)
+{
+    struct asker *a = arg;
+
+    for (int i = 0; i < a->asks; i++) {
+        rcl__slow_path_ask(a->t);
+        while (rd(a->t->watch.asked))
+            sched_yield();
+    }
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/* Another thread's requests while the thread takes and lets go of its
+ * outermost lock, which stores the watch's byte of the checker each time:
+ * none is lost. A store of the whole word, or a plain read-modify-write
+ * of it, would drop a request made between its read and its write. */
+TEST_WITH(requests_made_while_the_outermost_lock_comes_and_goes_are_all_met, ld_setup,
+          ld_teardown)
+{
+    struct asker a = { .t = &rcl__self, .asks = test_scale(20000) };
+    int met = 0;
+    pthread_t th;
+
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));   /* meets the restart's request */
+    assert_int_equal(rd(a.t->watch.asked), 0);
+    assert_int_equal(pthread_create(&th, NULL, ask_repeatedly, &a), 0);
+    while (!atomic_load(&a.done) || rd(a.t->watch.asked)) {
+        for (int i = 0; i < 64; i++) {
+            lock(&lock_a);
+            unlock(&lock_a);
+        }
+        /* The word whole, as the allocation fast path reads it. */
+        if (rd(a.t->watch.any) && atomic_exchange(&a.t->watch.asked, 0))
+            met++;
+        else
+            sched_yield();
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(met, a.asks);
+    assert_int_equal(rd(a.t->watch.any), 0);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Many threads                                                              */
 /* ------------------------------------------------------------------------ */
 
