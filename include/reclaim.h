@@ -1126,7 +1126,10 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq);
  * frees the queue. NULL: no-op. From the queue's own work item, while
  * another destroy is in progress, or of a queue destroyed already (or of
  * an address that never was a queue): reported, and nothing is done,
- * nothing at that address read or written. */
+ * nothing at that address read or written. Flushes that other threads
+ * have under way on the queue return before it is freed; a call that may
+ * come once the destroy has returned is the caller's to prevent, as in
+ * the kernel. */
 void rcl_workqueue_destroy(struct rcl_workqueue *wq);
 
 /* ------------------------------------------------------------------------ */

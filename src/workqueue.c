@@ -82,6 +82,7 @@ struct rcl_workqueue {
     unsigned              nr_gone;     /* of those, free again: see worker_ended() */
     unsigned              nr_idle;     /* of the others, waiting for work */
     unsigned              nr_orphans;  /* `again` items whose thread ended */
+    unsigned              nr_flushing; /* threads inside rcl_flush_workqueue() */
     bool                  creating;    /* someone is starting a worker */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
@@ -765,6 +766,19 @@ static void annotate_wait(struct rcl_workqueue *wq)
     }
 }
 
+/* A flush waiting when a destroy begins wakes with it, once the queue is
+ * drained, and still has to take the queue's lock to return: the destroy
+ * frees the queue only after every such flush has let go of it. */
+static void flush_end(void *arg)
+{
+    struct rcl_workqueue *wq = arg;
+
+    rcl__assert(wq->nr_flushing > 0);
+    if (--wq->nr_flushing == 0 && wq->state != WQ_RUNNING)
+        pthread_cond_broadcast(&wq->done);
+    pthread_mutex_unlock(&wq->lock);
+}
+
 void rcl_flush_workqueue(struct rcl_workqueue *wq)
 {
     if (!wq) {
@@ -783,8 +797,10 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
     }
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
-    /* Cancellable, as a long wait should be; the queue is left unlocked. */
-    pthread_cleanup_push(rcl__unlock_cleanup, &wq->lock);
+    wq->nr_flushing++;
+    /* Cancellable, as a long wait should be; the queue is left unlocked
+     * and its destroy, if one waits, told. */
+    pthread_cleanup_push(flush_end, wq);
     unsigned long long upto = wq->queued;
     while (!flushed(wq, upto))
         wait_done(wq);
@@ -828,6 +844,8 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
     wq->state = WQ_DRAINING;
     while (has_work(wq) || !flushed(wq, wq->dequeued))
         wait_done(wq);
+    while (wq->nr_flushing)
+        pthread_cond_wait(&wq->done, &wq->lock);
     wq->state = WQ_STOPPING;
     pthread_cond_broadcast(&wq->more);
     pthread_cond_broadcast(&wq->rescue);

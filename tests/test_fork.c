@@ -542,21 +542,6 @@ static void *unregisters_orphan(void *arg)
     return NULL;
 }
 
-/* Asleep: the thread does nothing but the unregister, so it waits there. */
-static bool thread_asleep(int tid)
-{
-    char path[64], stat[512] = "";
-    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-    fclose(f);
-    stat[n] = 0;
-    const char *end = strrchr(stat, ')');
-    return end && end[1] == ' ' && end[2] == 'S';
-}
-
 static unsigned long orphan_scan(void *p, struct rcl_shrink_control *sc)
 {
     (void)p; (void)sc;
@@ -564,7 +549,7 @@ static unsigned long orphan_scan(void *p, struct rcl_shrink_control *sc)
         return 0;
     if (pthread_create(&orphan_unregisterer, NULL, unregisters_orphan, NULL))
         abort();
-    while (!atomic_load(&orphan_unregister_tid) || !thread_asleep(atomic_load(&orphan_unregister_tid)))
+    while (!atomic_load(&orphan_unregister_tid) || !test_thread_asleep(atomic_load(&orphan_unregister_tid)))
         test_sleep_ms(1);
     test_sleep_ms(20);
     fflush(stderr);

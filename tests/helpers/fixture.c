@@ -140,3 +140,18 @@ pid_t test_thread_named(const char *name, int *count)
         *count = n;
     return found;
 }
+
+bool test_thread_asleep(pid_t tid)
+{
+    char path[64], stat[512] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    /* The name, in parentheses, may hold anything: the state follows the last. */
+    const char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'S';
+}
