@@ -815,9 +815,13 @@ size_t rcl_auto_limit(void);
  * of its class for may be served by a cached block of a larger class, up
  * to half as large again (the next class up whatever its size): it then
  * charges that class's, the memory it holds, until it is freed.
- * Aligned blocks charge size + align, valloc blocks their pages and one
- * more for the header. What the process holds beyond its charges counts
- * too: see rcl_footprint().
+ * Aligned blocks charge at least size + align (and the overhead): up to
+ * 64 KiB, what the allocator holds for them, its usable size for the block
+ * (and glibc's size word) with the padding it adds for the alignment;
+ * above, size + align and the overhead to the byte, as other blocks. A
+ * free gives back the same.
+ * valloc blocks charge their pages and one more for the header. What the
+ * process holds beyond its charges counts too: see rcl_footprint().
  *
  * Each thread keeps a few of the blocks of up to 64 KiB it freed and hands
  * them out again before asking the backend, as the kernel keeps per-CPU
@@ -832,7 +836,11 @@ void *rcl_alloc(size_t size, rcl_gfp_t gfp);
 /* What rcl_alloc(size) charges the budget (more for a block of a larger
  * class, above); 0 for 0 or a size too large to allocate. */
 size_t rcl_alloc_charge(size_t size);
-void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);    /* always zeroed */
+/* Always zeroed. Above 64 KiB (as rcl_alloc with RCL__ZERO) the allocator
+ * zeroes the block as its own calloc does: memory fresh from the system is
+ * not written, so a large table a program fills sparsely stays out of the
+ * resident set where it is not filled. */
+void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
 /* An alignment above SIZE_MAX / 4, or a size that with twice the

@@ -160,10 +160,33 @@ static inline size_t block_charge(size_t size)
 }
 
 /* Aligned (shift > HDR_SHIFT) and mapped blocks: the size and the front
- * part the header sits in. */
+ * part the header sits in. A mapped block's charge; an aligned one's
+ * before the backend has chosen its block. */
 static inline size_t front_charge(size_t size, unsigned shift, bool mapped)
 {
     return size + ((size_t)1 << shift) + (mapped ? 0 : RCL__BE_BLOCK_OVERHEAD);
+}
+
+/*
+ * An aligned block's charge, as a plain one's: within the classes, what
+ * the backend holds for it - its usable size and what it keeps beside
+ * that - and above them the size and the front part to the byte. The
+ * backend pads an aligned block beyond the size asked, to a class that
+ * has the alignment (jemalloc) or by as much as the alignment again
+ * (mimalloc, to find an aligned spot in a larger block), and the size
+ * alone does not say by how much. Above the classes that padding is
+ * address space the block never touches (mimalloc's 2 MiB alignment,
+ * 4.4 MiB of block, has two pages resident), and what of it is resident
+ * is the footprint samples' to count, as a plain block's class rounding
+ * is. The block is never resized where it lies (rcl_realloc() moves it),
+ * so its usable size, and with it the charge a free takes back, stays
+ * what it was charged at.
+ */
+static inline size_t aligned_charge(const char *base, size_t size, unsigned shift)
+{
+    size_t held = rcl__be_usable_size(base) + RCL__BE_USABLE_OVERHEAD;
+
+    return held <= RCL_BCACHE_MAX ? held : front_charge(size, shift, false);
 }
 
 size_t rcl_alloc_charge(size_t size)
@@ -183,15 +206,17 @@ size_t rcl_alloc_charge(size_t size)
 
 /* The backend calls an allocation may retry: a plain block's (n is the
  * size asked: block_new), an aligned one's, a resize and a mapping. */
-enum be_op { BE_BLOCK, BE_MEMALIGN, BE_REALLOC, BE_MMAP };
+enum be_op { BE_BLOCK, BE_ZBLOCK, BE_MEMALIGN, BE_ZMEMALIGN, BE_REALLOC, BE_MMAP };
 
 static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 {
     switch (op) {
-    case BE_BLOCK:    return block_new(n);
-    case BE_MEMALIGN: return rcl__be_memalign(align, n);
-    case BE_REALLOC:  return rcl__be_realloc(old, n);
-    case BE_MMAP:     break;
+    case BE_BLOCK:     return block_new(n);
+    case BE_ZBLOCK:    return rcl__be_calloc(n);
+    case BE_MEMALIGN:  return rcl__be_memalign(align, n);
+    case BE_ZMEMALIGN: return rcl__be_memalign_zero(align, n);
+    case BE_REALLOC:   return rcl__be_realloc(old, n);
+    case BE_MMAP:      break;
     }
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
@@ -376,6 +401,21 @@ static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, si
     return gfp & RCL__ZERO ? memset(p, 0, size) : p;
 }
 
+/*
+ * A zeroed block above the classes is zeroed by the backend: it writes
+ * only memory that is not fresh from the system (glibc's calloc skips a
+ * chunk it has just mapped, jemalloc's memory it knows is unused, and
+ * over mimalloc the block's pages are dropped: backend.h), where a memset
+ * would make every page of the block resident at once - a table of a
+ * gigabyte a program fills sparsely, a gigabyte resident.
+ * Below, a block of a class comes from the cache, the slabs or the
+ * backend's reused memory, and the memset is what a calloc would do.
+ */
+static inline bool zeroed_large(size_t size, rcl_gfp_t gfp)
+{
+    return (gfp & RCL__ZERO) && size > RCL_BCACHE_MAX;
+}
+
 /* Charged first, then taken from the backend: the budget must never be
  * exceeded, even for the instant between the two. */
 static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t gfp)
@@ -406,6 +446,11 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         } else {
             rcl__bcache_missed(t, c);
         }
+    }
+    if (!h && zeroed_large(size, gfp)) {
+        h = be_or_retry(rcl__be_calloc(backend_size(size)), BE_ZBLOCK, NULL, 0,
+                        backend_size(size), size, gfp, cost);
+        gfp &= ~RCL__ZERO;      /* the backend zeroed it */
     }
     if (!h)
         h = be_or_retry(block_new(size), BE_BLOCK, NULL, 0, size, size, gfp, cost);
@@ -583,6 +628,26 @@ void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
     return rcl_alloc(total, gfp | RCL__ZERO);
 }
 
+/*
+ * The charge of the aligned block at base, `charged` so far (its front
+ * charge), made its own (aligned_charge()). Only the backend's answer
+ * tells how much it padded the block, so the front charge is taken first,
+ * as for any block, and the padding after: the block is not handed out
+ * until it is charged whole. Where the padding cannot be charged, the
+ * caller gives the block back with the front charge.
+ */
+static int aligned_charge_fix(struct rcl_thread *t, const char *base, size_t size,
+                              unsigned shift, size_t charged, rcl_gfp_t gfp)
+{
+    size_t held = aligned_charge(base, size, shift);
+
+    if (held > charged)
+        return rcl__charge(t, held - charged, gfp);
+    if (held < charged)
+        rcl__uncharge_fast(t, charged - held);
+    return 0;
+}
+
 static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
@@ -604,16 +669,22 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
         return fail(-err);
 
     /* The header sits in the first `align` bytes, just before the aligned
-     * pointer, so the block keeps its alignment. */
-    char *base = be_or_retry(rcl__be_memalign(align, size + align), BE_MEMALIGN, NULL, align,
-                             size + align, size, gfp, cost);
+     * pointer, so the block keeps its alignment. A zeroed one is zeroed
+     * by the backend, as alloc_slow() says why. */
+    bool zero = gfp & RCL__ZERO;
+    char *base = be_or_retry(zero ? rcl__be_memalign_zero(align, size + align) :
+                                    rcl__be_memalign(align, size + align),
+                             zero ? BE_ZMEMALIGN : BE_MEMALIGN, NULL, align, size + align, size,
+                             gfp, cost);
     if (!base)
         return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
+    if ((err = aligned_charge_fix(t, base, size, shift, cost, gfp)) != 0) {
+        rcl__be_free(base);
+        rcl__uncharge_fast(t, cost);
+        return fail(-err);
+    }
     own_inc(t->nr_alloc);
-    void *p = hdr_fill(rcl__hdr_of(base + align), size, shift, rd(t->epoch), 0);
-    if (gfp & RCL__ZERO)
-        memset(p, 0, size);
-    return p;
+    return hdr_fill(rcl__hdr_of(base + align), size, shift, rd(t->epoch), 0);
 }
 
 static void *valloc_body(size_t size, rcl_gfp_t gfp)
@@ -685,8 +756,11 @@ size_t rcl__block_charged(const struct rcl_hdr *h, uint64_t meta, enum block_kin
     if (kind == BLOCK_RESERVE || !atomic_load(&rcl__ready) ||
         meta_epoch(meta) != (uint16_t)atomic_load(&rcl__epoch))
         return 0;
-    return shift == HDR_SHIFT ? block_charge(h->size)
-                              : front_charge(h->size, shift, kind == BLOCK_VMAP);
+    if (shift == HDR_SHIFT)
+        return block_charge(h->size);
+    if (kind == BLOCK_VMAP)
+        return front_charge(h->size, shift, true);
+    return aligned_charge((const char *)(h + 1) - ((size_t)1 << shift), h->size, shift);
 }
 
 static void bad_free(const char *fn, void *p)

@@ -30,7 +30,17 @@
  * RCL__BE_BLOCK_OVERHEAD is what the backend itself keeps per block beyond
  * the size asked, where that is a fixed amount; it is part of a block's
  * charge (alloc.c). Rounding to the backend's own size classes is left to
- * the footprint samples.
+ * the footprint samples. RCL__BE_USABLE_OVERHEAD is what it keeps beyond
+ * a block's usable size: an aligned block within the classes is charged
+ * by that size (alloc.c), since the backend pads it to an alignment the
+ * size alone does not tell.
+ *
+ * rcl__be_calloc() and rcl__be_memalign_zero() give zeroed memory without
+ * writing memory fresh from the system (a chunk the backend just mapped),
+ * which so stays out of the resident set until the program touches it:
+ * the backend's own calloc where it knows what is fresh, the pages
+ * dropped where it does not (mimalloc), a memset where neither can be had
+ * (glibc's aligned blocks).
  *
  * The size query serves rcl_realloc(): a block the backend made big enough
  * already is resized in place, without a call into the backend.
@@ -40,6 +50,7 @@
 
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 /*
  * Under a sanitizer every backend is libc: ASan and TSan see only memory
@@ -68,15 +79,52 @@
 
 #if defined(RCL_BACKEND_MIMALLOC)
 #include <mimalloc.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #define RCL_BACKEND_NAME "mimalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
 #define RCL__BE_BLOCK_OVERHEAD   0
+#define RCL__BE_USABLE_OVERHEAD  0
 static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
+/*
+ * mimalloc's zeroed allocation writes a large block whole, fresh from the
+ * system or not (2.0: mi_zalloc() of 64 MiB leaves all of it resident).
+ * The block's whole pages are dropped instead, which the kernel fills
+ * with zeros at their first touch, and only the partial pages at its ends
+ * are written. Below RCL__BE_DROP_MIN a memset costs less than the call
+ * and the faults that refill the pages. (Its heap is private anonymous
+ * memory: a drop reads back as zeros. Where the kernel refuses, on huge
+ * pages the range does not cover, the memset does it.)
+ */
+#define RCL__BE_DROP_MIN (256u * 1024)
+static inline void *rcl__be_zero(void *p, size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *lo = (char *)(((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1));
+    char *hi = (char *)(((uintptr_t)p + n) & ~(uintptr_t)(page - 1));
+
+    if (n < RCL__BE_DROP_MIN || madvise(lo, (size_t)(hi - lo), MADV_DONTNEED) != 0)
+        return memset(p, 0, n);
+    memset(p, 0, (size_t)(lo - (char *)p));
+    memset(hi, 0, (size_t)((char *)p + n - hi));
+    return p;
+}
+static inline void *rcl__be_calloc(size_t n)
+{
+    void *p = mi_malloc(n);
+    return p ? rcl__be_zero(p, n) : NULL;
+}
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 static inline size_t rcl__be_good_size(size_t n) { return mi_good_size(n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
+static inline void *rcl__be_memalign_zero(size_t a, size_t n)
+{
+    void *p = mi_malloc_aligned(n, a);
+    return p ? rcl__be_zero(p, n) : NULL;
+}
 static inline void  rcl__be_trim(void) { mi_collect(true); }
 static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
 /* Blocks one thread frees for another stay in the owner's pages until the
@@ -87,17 +135,23 @@ static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
 #define RCL_BACKEND_NAME "jemalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 10000000ull        /* 10 ms */
 #define RCL__BE_BLOCK_OVERHEAD   0
+#define RCL__BE_USABLE_OVERHEAD  0
 #ifndef MALLCTL_ARENAS_ALL
 #define MALLCTL_ARENAS_ALL 4096     /* the same in every jemalloc >= 4 */
 #endif
 #define RCL__JE_STR2(x) #x
 #define RCL__JE_STR(x) RCL__JE_STR2(x)
 static inline void *rcl__be_malloc(size_t n) { return mallocx(n, 0); }
+static inline void *rcl__be_calloc(size_t n) { return mallocx(n, MALLOCX_ZERO); }
 static inline void  rcl__be_free(void *p) { dallocx(p, 0); }
 static inline size_t rcl__be_usable_size(const void *p) { return sallocx((void *)p, 0); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return rallocx(p, n, 0); }
 static inline size_t rcl__be_good_size(size_t n) { return nallocx(n, 0); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MALLOCX_ALIGN(a)); }
+static inline void *rcl__be_memalign_zero(size_t a, size_t n)
+{
+    return mallocx(n, MALLOCX_ALIGN(a) | MALLOCX_ZERO);
+}
 static inline void  rcl__be_thread_collect(void) { }
 static inline void  rcl__be_trim(void)
 {
@@ -113,7 +167,11 @@ static inline void  rcl__be_trim(void)
 /* A chunk's size word, rounded to glibc's 16-byte granule: a request of
  * n bytes (n a multiple of 16) takes an n + 16-byte chunk. */
 #define RCL__BE_BLOCK_OVERHEAD   16
+/* A chunk in the heap is its usable size and its size word. (A mapped
+ * chunk has a second word, on a mapping rounded to pages.) */
+#define RCL__BE_USABLE_OVERHEAD  8
 static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
+static inline void *rcl__be_calloc(size_t n) { return calloc(1, n); }
 static inline void  rcl__be_free(void *p) { free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return malloc_usable_size((void *)p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return realloc(p, n); }
@@ -124,6 +182,12 @@ static inline void *rcl__be_memalign(size_t a, size_t n)
 {
     void *p;
     return posix_memalign(&p, a, n) == 0 ? p : NULL;
+}
+/* glibc has no aligned calloc: the whole block is written. */
+static inline void *rcl__be_memalign_zero(size_t a, size_t n)
+{
+    void *p = rcl__be_memalign(a, n);
+    return p ? memset(p, 0, n) : NULL;
 }
 static inline void  rcl__be_trim(void) { malloc_trim(0); }
 static inline void  rcl__be_thread_collect(void) { }

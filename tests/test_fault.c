@@ -537,11 +537,22 @@ static void *nf_calloc(void *arg)
     (void)arg;
     return rcl_calloc(10, 100, RCL_DEFAULT | RCL__NOFAIL);
 }
+/* Above the classes the backend zeroes the block: its own retries. */
+static void *nf_calloc_large(void *arg)
+{
+    (void)arg;
+    return rcl_calloc(1, 200 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+}
 static void *nf_realloc(void *arg) { return rcl_realloc(arg, 5000, RCL_DEFAULT | RCL__NOFAIL); }
 static void *nf_aligned(void *arg)
 {
     (void)arg;
     return rcl_aligned_alloc(256, 1000, RCL_DEFAULT | RCL__NOFAIL);
+}
+static void *nf_aligned_zero(void *arg)
+{
+    (void)arg;
+    return rcl_aligned_alloc(256, 1000, RCL_DEFAULT | RCL__NOFAIL | RCL__ZERO);
 }
 static void *nf_valloc(void *arg) { (void)arg; return rcl_valloc(3 * 4096, RCL_DEFAULT | RCL__NOFAIL); }
 
@@ -917,6 +928,9 @@ TEST_BARE(test_nofail_retries_through_backend_failures)
     void *c = nofail_through_failures(nf_calloc, NULL);
     for (int i = 0; i < 1000; i++)
         assert_int_equal(((char *)c)[i], 0);
+    char *cl = nofail_through_failures(nf_calloc_large, NULL);
+    for (size_t i = 0; i < 200 * KiB; i += 4096)
+        assert_int_equal(cl[i] | cl[i + 4095], 0);
     void *r = rcl_alloc(100, RCL_DEFAULT);
     assert_non_null(r);
     memset(r, 7, 100);
@@ -924,6 +938,10 @@ TEST_BARE(test_nofail_retries_through_backend_failures)
     assert_int_equal(((char *)r)[99], 7);
     void *al = nofail_through_failures(nf_aligned, NULL);
     assert_int_equal((uintptr_t)al % 256, 0);
+    char *az = nofail_through_failures(nf_aligned_zero, NULL);
+    assert_int_equal((uintptr_t)az % 256, 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(az[i], 0);
     void *v = nofail_through_failures(nf_valloc, NULL);
 
     struct rcl_stats st;
@@ -932,8 +950,10 @@ TEST_BARE(test_nofail_retries_through_backend_failures)
     assert_reports_have("allocation stall");
     rcl_free(a);
     rcl_free(c);
+    rcl_free(cl);
     rcl_free(r);
     rcl_free(al);
+    rcl_free(az);
     rcl_free(v);
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), 0);
