@@ -147,6 +147,8 @@ TEST_WITH(context_restore_closes_the_saves_it_undoes, ld_setup, ld_teardown)
     assert_reports_have("out of order");
 }
 
+/* A token no save returned: bits that are not set, or bits that are set
+ * but are other saves' (two saves restored with one token). */
 TEST_WITH(scope_restored_with_foreign_token_is_reported, ld_setup, ld_teardown)
 {
     unsigned a = rcl_nofs_save();
@@ -155,6 +157,13 @@ TEST_WITH(scope_restored_with_foreign_token_is_reported, ld_setup, ld_teardown)
     assert_reports_have("did not return");
     rcl_scope_restore(a | RCL_SCOPE_NOIO);
     assert_int_equal(rcl_lockdep_reports(), 2);
+
+    unsigned fs = rcl_nofs_save();
+    unsigned io = rcl_noio_save();
+    rcl_scope_restore(fs | io);
+    assert_int_equal(rcl_lockdep_reports(), 3);
+    assert_last_report_has("did not return");
+    assert_int_equal(rcl_scope_current(), 0);
 }
 
 /* The proposed memalloc_nowait scope: nothing inside may sleep. */
