@@ -347,10 +347,11 @@ TEST(context_saved_on_another_thread_is_reported)
 
 /* A second restore of the same saved context is reported, as a domain
  * token used twice is, and leaves the scope alone: a save made since is
- * not undone by it. */
+ * not undone by it. So is one whose first restore was out of order, an
+ * adopt above it still open. */
 TEST(context_restored_twice_is_reported)
 {
-    struct rcl_context fs, io, saved;
+    struct rcl_context fs, io, saved, inner;
     capture_nofs_and_noio(&fs, &io);
 
     rcl_context_adopt(&fs, &saved);
@@ -361,6 +362,16 @@ TEST(context_restored_twice_is_reported)
     assert_last_report_has("restored already");
     assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
     rcl_nofs_restore(own);
+
+    rcl_context_adopt(&fs, &saved);
+    rcl_context_adopt(&io, &inner);
+    rcl_context_restore(&saved);            /* out of order: the checker is off */
+    rcl_context_restore(&saved);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("restored already");
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    rcl_context_restore(&inner);
+    assert_int_equal(rcl_scope_current(), 0);
 }
 
 /* A captured context is no save: it set no scope bits, so its restore takes
