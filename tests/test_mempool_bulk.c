@@ -18,7 +18,8 @@
 /* A backing allocator that fails on demand (memory pressure), counts what
  * is live, and records the flags it was asked with. */
 static struct {
-    atomic_int  fail_all;       /* every call fails */
+    atomic_int  fail_all;       /* every call fails... */
+    atomic_int  grant;          /* ...but the next this many */
     atomic_int  fail_every;     /* every call but each n-th fails (0: none fail) */
     atomic_long calls, live;
     atomic_uint gfp_or;         /* every flag seen */
@@ -34,7 +35,8 @@ static void *back_alloc(rcl_gfp_t gfp, void *data)
     if (call + 1 == atomic_load(&back.exit_at))
         pthread_exit(NULL);             /* as a program's allocator may */
     int every = atomic_load(&back.fail_every);
-    if (atomic_load(&back.fail_all) || (every && call % every != 0))
+    if ((atomic_load(&back.fail_all) && atomic_fetch_sub(&back.grant, 1) <= 0) ||
+        (every && call % every != 0))
         return NULL;
     void *p = malloc(64);
     if (p)
@@ -54,6 +56,7 @@ static void back_free(void *elem, void *data)
 static int bulk_setup(void **state)
 {
     atomic_store(&back.fail_all, 0);
+    atomic_store(&back.grant, 0);
     atomic_store(&back.fail_every, 0);
     atomic_store(&back.calls, 0);
     atomic_store(&back.live, 0);
@@ -144,20 +147,28 @@ TEST_WITH(test_bulk_null_arguments_are_einval_and_reported, bulk_setup, test_tea
     pool_done(p);
 }
 
-/* All or nothing: with the reserve short of n and nothing from the
+/* All or nothing: with the reserve short of n and too little from the
  * allocator, a call that may not wait (NOWAIT scope) fails holding
- * nothing, and the reserve is intact afterwards. */
+ * nothing: the reserve is intact afterwards, and what the allocator gave
+ * is back in the pool (the reserve, which it refills). */
 TEST_WITH(test_bulk_fails_holding_nothing, bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
     atomic_store(&back.fail_all, 1);
-    void *one = rcl_mempool_alloc(p, RCL_NOWAIT);
-    assert_non_null(one);                      /* RESERVE - 1 left */
-    void *e[RESERVE];
+    void *out[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(out[i] = rcl_mempool_alloc(p, RCL_NOWAIT));
+    void *e[RESERVE];                          /* RESERVE - 3 left */
     unsigned saved = rcl_nowait_save();
     assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), -ENOMEM);
+    atomic_store(&back.grant, 1);              /* one from the allocator, 2 short */
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), -ENOMEM);
+    assert_int_equal(atomic_load(&back.live), RESERVE + 1);
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE - 2), 0);   /* the rest and its one */
+    rcl_mempool_free_bulk(p, e, RESERVE - 2);
     rcl_nowait_restore(saved);
-    rcl_mempool_free(one, p);
+    for (int i = 0; i < 3; i++)
+        rcl_mempool_free(out[i], p);
     assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), 0);   /* all there */
     rcl_mempool_free_bulk(p, e, RESERVE);
     atomic_store(&back.fail_all, 0);
