@@ -981,10 +981,6 @@ TEST(test_freeing_more_than_allocated_is_reported)
     rcl_mempool_destroy(pool);
 }
 
-/* A pool on the program's own allocator cannot tell its elements: one freed
- * that the pool never handed out, its reserve full, goes to the free
- * callback, and the count it would take below zero is reported and left
- * alone. */
 /* An element freed twice while the first free put it in the reserve would
  * be in the reserve twice, and handed to two owners; or, with the reserve
  * full by then, freed to the backend while the reserve still holds it.
@@ -1049,6 +1045,10 @@ TEST(test_second_free_into_an_ops_pools_reserve_is_refused)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* A pool on the program's own allocator cannot tell its elements: one freed
+ * that the pool never handed out, its reserve full, goes to the free
+ * callback, and the count it would take below zero is reported and left
+ * alone. */
 TEST(test_freeing_more_than_allocated_to_an_ops_pool_is_reported)
 {
     struct recorder r;
