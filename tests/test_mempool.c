@@ -966,7 +966,7 @@ TEST(test_destroy_with_only_a_waiter_frees_the_pool_once_it_has_left)
     assert_reports_have("rcl_mempool_alloc(");
 }
 
-TEST(test_freeing_more_than_allocated_is_reported)
+TEST(test_a_block_from_outside_the_pool_freed_to_it_is_reported_and_left_to_its_owner)
 {
     struct rcl_mempool *pool = rcl_mempool_create(1, 64);
     assert_non_null(pool);
