@@ -340,7 +340,9 @@ void rcl_context_restore(const struct rcl_context *saved);
  * inside one of them, so it should be cheap (a look at the thread's
  * transaction state). One that returns with a scope it opened still open,
  * or inside a domain it entered, is reported and the thread put back as it
- * was, as after a shrinker's callbacks.
+ * was, as after a shrinker's callbacks. Its exit of a domain the asking
+ * thread entered (that thread's token) is reported and refused: the
+ * thread stays inside it until its own exit.
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
@@ -359,7 +361,8 @@ void     rcl_domain_destroy(struct rcl_domain *d);
  * same domain may be entered again while inside it. */
 unsigned rcl_domain_enter(struct rcl_domain *d);
 /* Exits must come in reverse order of the enters; a wrong token (out of
- * order, already used, another thread's) is reported and changes nothing.
+ * order, already used, another thread's, or one from before the question
+ * exited in a may_reclaim callback) is reported and changes nothing.
  * Token 0 is a no-op. Domains adopted from a context are left only by
  * rcl_context_restore(). An adopted context whose domains do not all fit
  * is reported, and until the restore every shrinker that belongs to a

@@ -159,6 +159,7 @@ struct domain_thread {
     unsigned           n;            /* entries in use */
     unsigned           overflow;     /* adopted domains that could not be entered */
     unsigned           seq;          /* next token sequence number */
+    unsigned           floor;        /* entries of a caller asking a may_reclaim */
     bool               seeded;
     bool               keyed;        /* its exit leaves its domains (below) */
     void              *journal;      /* rcl_journal_info() */
@@ -169,6 +170,12 @@ struct domain_thread {
  * overflow is only ever raised by an adopt and put back by the restore that
  * ends it (the value travels in the saved context), so a thread that once
  * adopted too many domains is not left over-restricted afterwards.
+ *
+ * While a may_reclaim runs, the entries below floor are the asking
+ * thread's, not the callback's: an exit of one of them is refused
+ * (exit_refused()). Let through, it would leave the caller outside a domain
+ * it entered, its own exit then refused, and the domain destroyable while
+ * a pass that holds no count on it goes on asking it.
  */
 static __thread struct domain_thread mine;     /* this thread's domains */
 
@@ -375,25 +382,36 @@ unsigned rcl_domain_enter(struct rcl_domain *d)
     return token;
 }
 
+static __attribute__((noinline, cold)) void exit_refused(unsigned token)
+{
+    for (unsigned i = 0; i < mine.n; i++) {
+        if (mine.token[i] != token)
+            continue;
+        if (i < mine.floor)
+            rcl__report("rcl_domain_exit: from a may_reclaim callback: \"%s\" (entry %u) "
+                        "was entered by the thread that asks it, whose own exit would "
+                        "then find it gone; refused, nothing changed",
+                        mine.stack[i]->name, i + 1);
+        else
+            rcl__report("rcl_domain_exit: out of order: exiting \"%s\" (entry %u) while "
+                        "\"%s\" (entry %u) is still entered; nothing changed",
+                        mine.stack[i]->name, i + 1, mine.stack[mine.n - 1]->name, mine.n);
+        return;
+    }
+    rcl__report("rcl_domain_exit: token %#x matches no domain this thread is inside; "
+                "nothing changed", token);
+}
+
 void rcl_domain_exit(unsigned token)
 {
     /* 0 is what a refused enter (or enter(NULL)) returned: nothing to undo. */
     if (token == 0)
         return;
-    if (mine.n > 0 && mine.token[mine.n - 1] == token) {
+    if (likely(mine.n > mine.floor && mine.token[mine.n - 1] == token)) {
         pop();
         return;
     }
-    for (unsigned i = 0; i + 1 < mine.n; i++) {
-        if (mine.token[i] == token) {
-            rcl__report("rcl_domain_exit: out of order: exiting \"%s\" (entry %u) while "
-                        "\"%s\" (entry %u) is still entered; nothing changed",
-                        mine.stack[i]->name, i + 1, mine.stack[mine.n - 1]->name, mine.n);
-            return;
-        }
-    }
-    rcl__report("rcl_domain_exit: token %#x matches no domain this thread is inside; "
-                "nothing changed", token);
+    exit_refused(token);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -452,6 +470,7 @@ static bool inside(const struct rcl_domain *d)
 
 struct allows_state {
     unsigned scope;     /* saved */
+    unsigned floor;     /* saved */
     int      cancel;
     bool     yes;       /* may_reclaim's answer: in memory, since a local
                            set after the cleanup's setjmp may be clobbered */
@@ -465,8 +484,20 @@ static void allows_unwound(void *arg)
     const struct allows_state *st = arg;
 
     rcl__asan_unwinding();
+    mine.floor = st->floor;
     rcl_scope_restore(st->scope);
     rcl__nocancel_end(st->cancel);
+}
+
+/* The same, for a may_reclaim asked in a shrinker pass, whose handler
+ * (shrinker.c) has none of this file's state: every caller's entry is
+ * the thread's own again, so that the program's cleanup handlers that run
+ * next may exit the domains their frames entered. No pass runs inside a
+ * question (may_reclaim runs in NORECLAIM scope), so outside the pass
+ * there is none. */
+void rcl__domain_unwound(void)
+{
+    mine.floor = 0;
 }
 
 /* Asked outside a shrinker pass, with a handler of its own. Inside one,
@@ -489,7 +520,7 @@ static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
  * entered, would leave every later allocation of the asking thread as
  * restricted: said, and the thread put back as it was asked, as after a
  * shrinker's callbacks and a work item. Its own domains only: those below
- * were the caller's, and an exit of one needs the caller's token.
+ * are the caller's, and an exit of one is refused while it runs.
  */
 static void allows_left(const struct rcl_domain *owner, unsigned scope, unsigned n)
 {
@@ -526,10 +557,13 @@ bool rcl__domain_allows(struct rcl_domain *owner)
     rcl__assert(owner->may_reclaim);
 
     unsigned scope = rcl__scope, n = mine.n;
-    struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM) };
+    struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
+                               .floor = mine.floor };
     st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
+    mine.floor = n;
     allows_ask(owner, &st);
+    mine.floor = st.floor;
     rcl__busy_back(busy);
     rcl__nocancel_end(st.cancel);
     rcl_scope_restore(st.scope);

@@ -350,6 +350,7 @@ bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
 bool rcl__domain_narrow(const struct rcl_domain *owner, rcl_gfp_t *gfp, bool *ask);
 /* owner's may_reclaim, asked for this thread, which is inside owner. */
 bool rcl__domain_allows(struct rcl_domain *owner);
+void rcl__domain_unwound(void);  /* a pass that asked may_reclaim ended its thread */
 /* The rules of rcl_domain_enter for owner's shrinkers, short of asking its
  * may_reclaim: OWN (the thread is inside owner: may_reclaim decides), NOFS
  * (inside a domain of another depth), SKIP (domains overflowed); 0: free.

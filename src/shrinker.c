@@ -576,9 +576,11 @@ static void pass_drop_locked(struct rcl_shrink_pass *pass)
  * would have left it: the shrinker let go (or unregister waits for it
  * forever), the checker's pseudo-lock released (or the program's cleanup
  * handlers' locks are recorded as taken inside reclaim), the scope the
- * callback changed put back. Busy meanwhile, as between two callbacks,
- * and out again after: what runs next is the program's. The sanitizer is
- * told, as for a cancel: the frames went without their epilogues. */
+ * callback changed put back, the caller's domains, which a may_reclaim
+ * asked in it may not exit, the thread's own to exit again (domain.c).
+ * Busy meanwhile, as between two callbacks, and out again after: what
+ * runs next is the program's. The sanitizer is told, as for a cancel:
+ * the frames went without their epilogues. */
 static void pass_unwound(struct rcl_shrink_pass *pass)
 {
     struct rcl_shrinker *s = pass->s;
@@ -586,6 +588,7 @@ static void pass_unwound(struct rcl_shrink_pass *pass)
     rcl__asan_unwinding();
     unsigned b = rcl__busy_hold(&rcl__self);
 
+    rcl__domain_unwound();
     if (s) {
         if (pass->checked && rcl__checking())
             rcl__lockdep_shrink_end(s->name, s->domain, pass->gfp);

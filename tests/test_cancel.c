@@ -963,6 +963,88 @@ TEST(test_a_thread_ending_in_may_reclaim_outside_a_pass_keeps_its_scope)
     alarm(0);
 }
 
+/* While may_reclaim runs, the domains its thread entered before are the
+ * caller's, whose exits it refuses. A may_reclaim that ends its thread
+ * gives them back: the thread's cleanup handlers run next, and one may
+ * exit the domain its frame entered, as here, asked in a pass and outside
+ * one. */
+static atomic_int cleanup_domains;
+static unsigned ending_token;
+
+static void exits_its_domain(void *arg)
+{
+    (void)arg;
+    rcl_domain_exit(ending_token);
+    atomic_store(&cleanup_domains, (int)rcl__domain_entered(NULL, 0));
+}
+
+static void *reclaims_in_the_domain_exits_it_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    ending_token = rcl_domain_enter(ending_domain);
+    pthread_cleanup_push(exits_its_domain, NULL);
+    pthread_cleanup_push(records_the_thread, NULL);
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+TEST(test_a_thread_ending_in_may_reclaim_in_a_pass_exits_its_domain_in_cleanup)
+{
+    static const struct rcl_shrinker_ops ops = { .count = thousand, .scan = exits_in_scan };
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("exited-in-cleanup", 0, exits_in_may_reclaim, NULL);
+    assert_non_null(ending_domain);
+    struct rcl_shrinker_opts o = { .domain = ending_domain };
+    struct rcl_shrinker *s = rcl_shrinker_register("domain-cache", &ops, NULL, &o);
+    assert_non_null(s);
+    atomic_store(&cleanup_domains, -1);
+
+    run_to_its_end(reclaims_in_the_domain_exits_it_and_ends);
+
+    assert_int_equal(atomic_load(&cleanup_domains), 0);
+    assert_int_equal(test_report_count(), 0);
+    assert_true(finishes(unregister, s));
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
+static void *allocates_in_the_domain_exits_it_and_ends(void *arg)
+{
+    (void)arg;
+    ends_here = true;
+    ending_token = rcl_domain_enter(ending_domain);
+    pthread_cleanup_push(exits_its_domain, NULL);
+    pthread_cleanup_push(records_the_thread, NULL);
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT | RCL__NOWARN);
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+TEST(test_a_thread_ending_in_may_reclaim_outside_a_pass_exits_its_domain_in_cleanup)
+{
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("exited-outside-a-pass", 0, exits_outside_a_pass, NULL);
+    assert_non_null(ending_domain);
+    struct held_pass h;
+    held_pass_start(&h, ending_domain);
+    size_t full = charge_until_full();
+    atomic_store(&cleanup_domains, -1);
+
+    run_to_its_end(allocates_in_the_domain_exits_it_and_ends);
+    test_reports_reset();                       /* the full budget's, if any */
+
+    assert_int_equal(atomic_load(&cleanup_domains), 0);
+    rcl_uncharge(full);
+    assert_true(held_pass_end(&h));
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* A report function that ends its thread                                    */
 /* ------------------------------------------------------------------------ */

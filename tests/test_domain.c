@@ -523,7 +523,6 @@ TEST_WITH(may_reclaim_runs_without_the_shrinker_registrys_lock, domain_setup, do
     rcl_domain_destroy(d);
 }
 
-/* The kernel's current->journal_info: per task, set returns the previous. */
 /*
  * may_reclaim is the program's code run inside the asking thread's
  * allocation: a scope it opens and never closes, or a domain it enters and
@@ -586,6 +585,45 @@ TEST_WITH(may_reclaim_that_leaves_a_domain_entered_is_reported_and_repaired, dom
     rcl_domain_destroy(entered_by_callback);
 }
 
+/*
+ * A may_reclaim handed the asking thread's token (or able to reach it)
+ * cannot exit that thread's domain: the exit is refused and said, as an
+ * exit out of order is. (The thread was left outside a domain it entered,
+ * its own exit then refused, and the domain could be destroyed while the
+ * pass went on asking it.)
+ */
+static unsigned callers_token;
+
+static int exit_the_callers_domain_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    rcl_domain_exit(callers_token);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_cannot_exit_a_domain_the_asking_thread_entered, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("fs", 0, exit_the_callers_domain_and_refuse, NULL);
+    struct test_cache *c = cache_new("fs-cache", d, 0);
+    struct rcl_domain *in[RCL_MAX_DOMAINS];
+
+    callers_token = rcl_domain_enter(d);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    unsigned n = entered(in, RCL_MAX_DOMAINS);
+    assert_true(test_reports_seen_matching("from a may_reclaim callback") >= 1);
+    rcl_domain_exit(callers_token);
+
+    assert_int_equal(n, 1);
+    assert_ptr_equal(in[0], d);
+    assert_int_equal(entered(in, RCL_MAX_DOMAINS), 0);
+    assert_int_equal(test_reports_unread(), 0);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+}
+
+/* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {
     (void)arg;
