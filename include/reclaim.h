@@ -1152,17 +1152,21 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * the kernel may be waiting on to free memory. on = 1: this thread's
  * allocations are NOIO and may use the whole reserve, and the library calls
  * prctl(PR_SET_IO_FLUSHER, 1) (exactly 1: 0 clears the flag). on = 0: both
- * undone. Anything else: -EINVAL. After a set the kernel accepted, the flag
+ * undone; on a thread that is not an I/O flusher for the library, nothing
+ * is done (no prctl, which would clear a kernel flag the program set
+ * itself, or be refused without CAP_SYS_RESOURCE) and 0 is returned.
+ * Anything else: -EINVAL. After a set the kernel accepted, the flag
  * is read back with PR_GET_IO_FLUSHER where the kernel allows it: a value
  * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
- * call returns -EPERM and the library reports it once per process.
+ * call returns -EPERM and the library reports a refused on once per
+ * process.
  *
  * The NOIO scope is taken with rcl_scope_save(), so turning the flag off
  * removes only what turning it on added: a NOIO scope the thread was
  * already in stays. Setting it twice is the same as once; one
- * rcl_io_flusher_set(0) ends it. The prctl is made on every call, and its
- * result returned.
+ * rcl_io_flusher_set(0) ends it. The prctl is made on every other call,
+ * and its result returned.
  * While the flag is on no restore (of a scope or a context) clears NOIO: a
  * NOIO scope that was open when the flag was set and is closed while it is
  * on leaves NOIO in force, and rcl_io_flusher_set(0) then ends it. The

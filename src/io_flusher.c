@@ -63,7 +63,9 @@ static int kernel_io_flusher(int on)
     if (rcl__prctl(PR_SET_IO_FLUSHER, on ? 1UL : 0UL, 0UL, 0UL, 0UL) == 0)
         return kernel_confirm(on);
     int err = errno;
-    if (err == EPERM && !atomic_exchange(&eperm_reported, 1))
+    /* The words are for an on: an off refused leaves the kernel's flag as
+     * the on left it, which the caller's -EPERM already says. */
+    if (err == EPERM && on && !atomic_exchange(&eperm_reported, 1))
         rcl__report("rcl_io_flusher_set: prctl(PR_SET_IO_FLUSHER) refused (%s; needs "
                     "CAP_SYS_RESOURCE): the thread is an I/O flusher for libreclaim "
                     "only, not for the kernel", strerror(err));
@@ -79,6 +81,14 @@ int rcl_io_flusher_set(int on)
      * meant to stop). */
     if (on != 0 && on != 1)
         return -EINVAL;
+    /* An off undoes this library's on, as a scope's restore undoes its
+     * save. The kernel's off clears PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE
+     * whoever set them and needs CAP_SYS_RESOURCE as the on does: made for
+     * a thread the library never marked, it would clear a flag the program
+     * set with its own prctl, or be refused and reported in the words of a
+     * refused on, using up the once-only report that the on's needs. */
+    if (!on && !t->io_flusher)
+        return 0;
     rcl__ensure_init();
 
     if (on && !t->io_flusher) {

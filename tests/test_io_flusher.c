@@ -276,4 +276,30 @@ TEST_WITH(test_refused_set_is_not_read_back, fake_setup, fake_teardown)
     rcl_io_flusher_set(0);
 }
 
+/* An off undoes the library's own on. The kernel's off clears the flag
+ * whoever set it and needs CAP_SYS_RESOURCE as the on does: on a thread
+ * the library never marked it is not made, nor its refusal reported in the
+ * words of a refused on, which would use up the once-only report. */
+TEST_WITH(test_off_on_a_thread_never_set_makes_no_prctl, fake_setup, fake_teardown)
+{
+    fake.set_errno = EPERM;
+    assert_int_equal(rcl_io_flusher_set(0), 0);
+    assert_int_equal(fake.n, 0);
+    assert_int_equal(rcl_io_flusher_get(), 0);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* The same once the library's on has been undone: a second off finds
+ * nothing of the library's to undo. */
+TEST_WITH(test_second_off_makes_no_prctl, fake_setup, fake_teardown)
+{
+    assert_int_equal(rcl_io_flusher_set(1), 0);
+    assert_int_equal(rcl_io_flusher_set(0), 0);
+    int calls = fake.n;
+    assert_int_equal(rcl_io_flusher_set(0), 0);
+    assert_int_equal(fake.n, calls);
+    assert_int_equal(fake.flag, 0);
+}
+
 TEST_MAIN();
