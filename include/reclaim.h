@@ -1129,9 +1129,10 @@ int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
  * queued while it ran included (not those queued after, so an item that
  * requeues itself cannot make it hang). From the queue's own
  * work item, or with NULL: reported, returns at once. The report function
- * called for a report about a work item on the queue's thread (a context
- * left changed, an item that ended its thread) is inside that item here
- * and for rcl_queue_work() and rcl_workqueue_destroy(). */
+ * called for a report made on the queue's thread (a context left changed,
+ * an item that ended its thread, a worker or rescuer it could not start)
+ * is inside the queue's own item here and for rcl_queue_work() and
+ * rcl_workqueue_destroy(). */
 void rcl_flush_workqueue(struct rcl_workqueue *wq);
 /* Drains pending work (chained work included), then stops the threads and
  * frees the queue. NULL: no-op. From the queue's own work item, while

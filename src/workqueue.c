@@ -101,6 +101,10 @@ struct rcl_workqueue {
  * work), and catches flush/destroy from inside the queue's own work. */
 static __thread struct rcl_workqueue *current_wq;
 
+/* The queue this thread is a worker or the rescuer of, for the reports it
+ * makes between items (report_begin()). */
+static __thread struct rcl_workqueue *serving_wq;
+
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -139,6 +143,28 @@ static void forked_in_work(const struct rcl_workqueue *wq)
                     wq->name);
 }
 
+/*
+ * A report about the queue's threads, made with its lock let go. Made on
+ * one of them, that thread is the one to run the queue's next item, or
+ * among them: a flush or destroy of the queue from the report function
+ * would wait for it, for ever where no other thread can be started. So it
+ * is made as from the queue's own item, and such a call refused and
+ * reported as one from the item is.
+ */
+static struct rcl_workqueue *report_begin(struct rcl_workqueue *wq)
+{
+    struct rcl_workqueue *was = current_wq;
+
+    if (serving_wq == wq)
+        current_wq = wq;
+    return was;
+}
+
+static void report_end(struct rcl_workqueue *was)
+{
+    current_wq = was;
+}
+
 static struct wq_worker *free_slot(struct rcl_workqueue *wq)
 {
     if (!wq->nr_gone)
@@ -174,11 +200,14 @@ static void create_worker(struct rcl_workqueue *wq)
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
     /* Reported with the lock let go: the report function may queue work,
      * on this queue too. */
-    if (err)
+    if (err) {
+        struct rcl_workqueue *was = report_begin(wq);
         rcl__report_limited(&wq->create_fail_report,
                             "workqueue %s: cannot start a worker (%s); %u running%s",
                             wq->name, strerror(err), running,
                             rescued ? ", the rescuer steps in" : "");
+        report_end(was);
+    }
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
     if (!err) {
@@ -219,10 +248,13 @@ static void rescuer_replace(struct rcl_workqueue *wq)
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
     /* With the lock let go, as create_worker()'s report. */
-    if (err)
+    if (err) {
+        struct rcl_workqueue *was = report_begin(wq);
         rcl__report_limited(&wq->rescuer_fail_report,
                             "workqueue %s: cannot start a new rescuer (%s); it is tried "
                             "again at the queue's next mayday", wq->name, strerror(err));
+        report_end(was);
+    }
     pthread_mutex_lock(&wq->lock);
     wq->rescuer_starting = false;
     if (!err) {
@@ -433,6 +465,7 @@ static void *worker_main(void *arg)
 
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-wq/");
+    serving_wq = wq;
     pthread_mutex_lock(&wq->lock);
     /* Invariant: at the top of the loop this worker is counted idle. */
     for (;;) {
@@ -507,6 +540,7 @@ static void *rescuer_main(void *arg)
 
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-rsc/");
+    serving_wq = wq;
     pthread_mutex_lock(&wq->lock);
     for (;;) {
         while (!rescuer_needed(wq) && wq->state != WQ_STOPPING)

@@ -877,6 +877,48 @@ TEST_WITH(test_a_worker_start_refused_is_reported_to_a_function_that_queues_work
     log_queue = NULL;
 }
 
+/* The same report made by the queue's only worker as it takes an item,
+ * to a report function that flushes the queue: the worker is the thread
+ * that would run the item, so the flush is refused as one from the
+ * queue's own item is, and reported, and the item then runs. (The flush
+ * waited for the item its own thread was to run, for ever.) */
+static struct rcl_workqueue *start_report_flushes;
+
+static void flushing_start_report(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (start_report_flushes && strstr(report, "cannot start a worker"))
+        rcl_flush_workqueue(start_report_flushes);
+}
+
+TEST_WITH(test_a_flush_from_a_worker_start_report_on_the_queues_thread_is_refused,
+          rescuer_setup, rescuer_teardown)
+{
+    struct probe p;
+    struct timespec until;
+    pthread_t th;
+
+    atomic_store(&workers_allowed, 1);
+    probe_init(&p, NULL);
+    start_report_flushes = rcl_workqueue_create("flushed-log", 4, 0);
+    assert_non_null(start_report_flushes);
+    rcl_set_report_fn(flushing_start_report, NULL);
+    assert_int_equal(rcl_queue_work(start_report_flushes, &p.work), 0);
+    assert_int_equal(pthread_create(&th, NULL, flush_unless_timed_out, start_report_flushes), 0);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    bool returned = pthread_timedjoin_np(th, NULL, &until) == 0;
+    if (!returned)
+        pthread_detach(th);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_true(returned);
+    assert_int_equal(atomic_load(&p.runs), 1);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_int_equal(test_reports_seen_matching("called from the queue's own work item"), 1);
+    rcl_workqueue_destroy(start_report_flushes);
+    start_report_flushes = NULL;
+}
+
 /* Kernel rule (WQ_MEM_RECLAIM): the rescuer guarantees forward progress;
  * with no worker at all, every item still runs, in queue order. */
 static atomic_int order_next;
