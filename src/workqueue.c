@@ -105,6 +105,13 @@ static __thread struct rcl_workqueue *current_wq;
  * makes between items (report_begin()). */
 static __thread struct rcl_workqueue *serving_wq;
 
+/* Reports this thread is making with a queue's lock let go (a worker or
+ * rescuer that could not be started). A report function may end the
+ * thread there (pthread_exit(), a cancel it lets in): a flush unwinding
+ * out of one finds the count above what it was at its start, and takes
+ * the lock back for its cleanup (flush_end()). */
+static __thread unsigned reports_let_go;
+
 /* ------------------------------------------------------------------------ */
 /* Threads                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -127,6 +134,8 @@ static void name_thread(const struct rcl_workqueue *wq, const char *prefix)
 static void *worker_main(void *arg);
 static void *rescuer_main(void *arg);
 static void rescuer_replace(struct rcl_workqueue *wq);
+static void create_refused(struct rcl_workqueue *wq, int err, unsigned running,
+                           bool rescued);
 
 /*
  * A work item forked, and in the child returned to the queue's thread,
@@ -165,6 +174,24 @@ static void report_end(struct rcl_workqueue *was)
     current_wq = was;
 }
 
+/* Around such a report, made once the queue's state no longer says the
+ * start is under way: the report function may flush the queue, or end
+ * its thread. On one of the queue's own threads it is made as from the
+ * queue's own item (report_begin()). */
+static struct rcl_workqueue *report_let_go(struct rcl_workqueue *wq)
+{
+    pthread_mutex_unlock(&wq->lock);
+    reports_let_go++;
+    return report_begin(wq);
+}
+
+static void report_taken_back(struct rcl_workqueue *wq, struct rcl_workqueue *was)
+{
+    report_end(was);
+    reports_let_go--;
+    pthread_mutex_lock(&wq->lock);
+}
+
 static struct wq_worker *free_slot(struct rcl_workqueue *wq)
 {
     if (!wq->nr_gone)
@@ -198,35 +225,48 @@ static void create_worker(struct rcl_workqueue *wq)
     wq->nr_idle++;
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
-    /* Reported with the lock let go: the report function may queue work,
-     * on this queue too. */
-    if (err) {
-        struct rcl_workqueue *was = report_begin(wq);
-        rcl__report_limited(&wq->create_fail_report,
-                            "workqueue %s: cannot start a worker (%s); %u running%s",
-                            wq->name, strerror(err), running,
-                            rescued ? ", the rescuer steps in" : "");
-        report_end(was);
-    }
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
-    if (!err) {
-        if (reused) {
-            w->gone = false;
-            wq->nr_gone--;
-        } else {
-            wq->nr_workers++;
-        }
-        wq->mayday = false;
-    } else {
+    if (err) {
         wq->nr_idle--;
-        /* The mayday a rescuer that ended was to answer: another try. */
-        if (wq->rescuer_lost)
-            rescuer_replace(wq);
-        if (wq->has_rescuer) {
-            wq->mayday = true;
-            pthread_cond_signal(&wq->rescue);
-        }
+        create_refused(wq, err, running, rescued);
+        return;
+    }
+    if (reused) {
+        w->gone = false;
+        wq->nr_gone--;
+    } else {
+        wq->nr_workers++;
+    }
+    wq->mayday = false;
+    pthread_cond_broadcast(&wq->done);
+}
+
+/*
+ * A worker's start was refused; wq->lock held, dropped meanwhile. The
+ * report is made with the lock let go: the report function may queue
+ * work, on this queue too, or flush it, or end its thread. So not while
+ * `creating` says a start is under way, which a flush waits out (one
+ * from the report function waited for ever, and so did every flush once
+ * a report function had ended its thread there); and before the rescuer
+ * is called, which would otherwise take the item its caller, a worker,
+ * is about to run.
+ */
+static void create_refused(struct rcl_workqueue *wq, int err, unsigned running, bool rescued)
+{
+    pthread_cond_broadcast(&wq->done);
+    struct rcl_workqueue *was = report_let_go(wq);
+    rcl__report_limited(&wq->create_fail_report,
+                        "workqueue %s: cannot start a worker (%s); %u running%s",
+                        wq->name, strerror(err), running,
+                        rescued ? ", the rescuer steps in" : "");
+    report_taken_back(wq, was);
+    /* The mayday a rescuer that ended was to answer: another try. */
+    if (wq->rescuer_lost)
+        rescuer_replace(wq);
+    if (wq->has_rescuer) {
+        wq->mayday = true;
+        pthread_cond_signal(&wq->rescue);
     }
     pthread_cond_broadcast(&wq->done);
 }
@@ -247,14 +287,6 @@ static void rescuer_replace(struct rcl_workqueue *wq)
     wq->rescuer_starting = true;
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&wq->rescuer.th, rescuer_main, &wq->rescuer, "rescuer");
-    /* With the lock let go, as create_worker()'s report. */
-    if (err) {
-        struct rcl_workqueue *was = report_begin(wq);
-        rcl__report_limited(&wq->rescuer_fail_report,
-                            "workqueue %s: cannot start a new rescuer (%s); it is tried "
-                            "again at the queue's next mayday", wq->name, strerror(err));
-        report_end(was);
-    }
     pthread_mutex_lock(&wq->lock);
     wq->rescuer_starting = false;
     if (!err) {
@@ -264,6 +296,14 @@ static void rescuer_replace(struct rcl_workqueue *wq)
             pthread_cond_signal(&wq->rescue);
     }
     pthread_cond_broadcast(&wq->done);
+    if (!err)
+        return;
+    /* As create_worker()'s report, once `rescuer_starting` is cleared. */
+    struct rcl_workqueue *was = report_let_go(wq);
+    rcl__report_limited(&wq->rescuer_fail_report,
+                        "workqueue %s: cannot start a new rescuer (%s); it is tried "
+                        "again at the queue's next mayday", wq->name, strerror(err));
+    report_taken_back(wq, was);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -800,13 +840,26 @@ static void annotate_wait(struct rcl_workqueue *wq)
     }
 }
 
+struct flush_state {
+    struct rcl_workqueue *wq;
+    unsigned              reports_let_go;   /* at the flush's start */
+};
+
 /* A flush waiting when a destroy begins wakes with it, once the queue is
  * drained, and still has to take the queue's lock to return: the destroy
- * frees the queue only after every such flush has let go of it. */
+ * frees the queue only after every such flush has let go of it. A flush
+ * whose thread ended in a report made with the lock let go (a worker it
+ * could not start) takes the lock back first. */
 static void flush_end(void *arg)
 {
-    struct rcl_workqueue *wq = arg;
+    const struct flush_state *st = arg;
+    struct rcl_workqueue *wq = st->wq;
 
+    if (unlikely(reports_let_go != st->reports_let_go)) {
+        reports_let_go = st->reports_let_go;
+        pthread_mutex_lock(&wq->lock);
+    }
+    rcl__assert_held(&wq->lock);
     rcl__assert(wq->nr_flushing > 0);
     if (--wq->nr_flushing == 0 && wq->state != WQ_RUNNING)
         pthread_cond_broadcast(&wq->done);
@@ -829,12 +882,14 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq)
                     "runs nothing in this child; not flushed", wq->name);
         return;
     }
+    struct flush_state st = { .wq = wq, .reports_let_go = reports_let_go };
+
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
     wq->nr_flushing++;
     /* Cancellable, as a long wait should be; the queue is left unlocked
      * and its destroy, if one waits, told. */
-    pthread_cleanup_push(flush_end, wq);
+    pthread_cleanup_push(flush_end, &st);
     unsigned long long upto = wq->queued;
     while (!flushed(wq, upto))
         wait_done(wq);

@@ -1282,6 +1282,89 @@ TEST_WITH(test_a_destroy_of_a_queue_left_with_no_thread_starts_a_worker_for_its_
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* The report of a worker a flush could not start is made with the queue's
+ * lock let go, and the report function may end the flush's thread there
+ * (pthread_exit()). The queue is left as after any refused start: a later
+ * flush, once a worker can be started, starts one and returns. (The start
+ * stayed under way for good, and every later flush and destroy waited for
+ * it; the flush's cleanup let go of a lock it did not hold.) */
+static _Thread_local bool ends_in_start_report;
+
+static void start_report_ends_thread(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (ends_in_start_report && strstr(report, "cannot start a worker"))
+        pthread_exit(NULL);
+}
+
+static void *flush_ending_in_its_report(void *wq)
+{
+    ends_in_start_report = true;
+    rcl_flush_workqueue(wq);
+    return NULL;
+}
+
+TEST_WITH(test_a_flush_ended_by_the_report_of_a_worker_it_could_not_start_leaves_the_queue_working,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+    pthread_t th;
+
+    atomic_store(&workers_allowed, 0);
+    rcl_set_report_fn(start_report_ends_thread, NULL);
+    assert_int_equal(pthread_create(&th, NULL, flush_ending_in_its_report, wq), 0);
+    pthread_join(th, NULL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_int_equal(atomic_load(&after.runs), 0);
+    atomic_store(&workers_allowed, 1);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+/* A report function that flushes the queue whose worker could not be
+ * started, as a logger may before it goes on: the flush waits for the
+ * queue's work, not for the start whose report it is in. (It waited for
+ * that start to end, for ever.) */
+static struct rcl_workqueue *flushed_from_report;
+static atomic_int logger_flushes;
+
+static void logging_start_report(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (flushed_from_report && strstr(report, "cannot start a worker")) {
+        atomic_store(&workers_allowed, 1);
+        rcl_flush_workqueue(flushed_from_report);
+        atomic_fetch_add(&logger_flushes, 1);
+    }
+}
+
+TEST_WITH(test_a_flush_from_the_report_of_a_worker_that_could_not_start_returns,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+
+    atomic_store(&workers_allowed, 0);
+    atomic_store(&logger_flushes, 0);
+    flushed_from_report = wq;
+    rcl_set_report_fn(logging_start_report, NULL);
+    bool returned = returns_in_time(flush_main, wq);
+    rcl_set_report_fn(test_report_catch, NULL);
+    flushed_from_report = NULL;
+    assert_true(returned);
+    assert_int_equal(atomic_load(&logger_flushes), 1);
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
 static void cancels_its_thread_fn(struct rcl_work *w)
 {
     (void)w;
