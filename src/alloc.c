@@ -447,13 +447,15 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
             rcl__bcache_missed(t, c);
         }
     }
+    /* A zeroed block the backend fails is a failure, as any other: a
+     * plain block asked for after it would go out unzeroed. */
     if (!h && zeroed_large(size, gfp)) {
         h = be_or_retry(rcl__be_calloc(backend_size(size)), BE_ZBLOCK, NULL, 0,
                         backend_size(size), size, gfp, cost);
         gfp &= ~RCL__ZERO;      /* the backend zeroed it */
-    }
-    if (!h)
+    } else if (!h) {
         h = be_or_retry(block_new(size), BE_BLOCK, NULL, 0, size, size, gfp, cost);
+    }
     if (!h)
         return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
     return hand_out(t, h, size, gfp);

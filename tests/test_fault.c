@@ -914,6 +914,32 @@ TEST_BARE(test_a_backend_failure_is_reported_unless_nowarn)
     rcl_set_report_fn(NULL, NULL);
 }
 
+/* A zeroed block above the classes is the backend's zeroed allocation:
+ * its failure fails the request, as any backend failure does, rather
+ * than send it to the backend's plain allocation, whose block the
+ * backend may hand back as its last owner wrote it. */
+TEST_BARE(test_a_zeroed_large_block_the_backend_fails_is_a_failure_not_a_block_unzeroed)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+    unsigned char *d = rcl_alloc(100 * KiB, RCL_DEFAULT);     /* memory of the size, */
+    assert_non_null(d);                                        /* written, for the backend */
+    memset(d, 0xff, 100 * KiB);                                /* to hand out again */
+    rcl_free(d);
+
+    unsigned char *p = backend_fails_once(100 * KiB, RCL_DEFAULT | RCL__ZERO | RCL__NOWARN);
+    assert_null(p);
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(atomic_load(&calls), 1);
+
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_int_equal(st.failures, 1);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+}
+
 TEST_BARE(test_nofail_retries_through_backend_failures)
 {
     struct rcl_config cfg = test_config(8 * MiB);
