@@ -725,6 +725,41 @@ TEST_WITH(calloc_of_a_large_block_reads_zero_when_its_memory_is_reused, table_se
     }
 }
 
+/* The backend's padding is charged once its block is known, after the
+ * size and the alignment: a padding the budget has no room for fails
+ * the allocation, the block given back and all of its charge with it.
+ * The budget is filled to leave room for the first charge only. */
+TEST(an_aligned_block_whose_padding_finds_no_room_fails_and_gives_back_its_whole_charge)
+{
+    size_t front = 15 + 32 + RCL__BE_BLOCK_OVERHEAD;
+    unsigned char *p = rcl_aligned_alloc(32, 15, RCL_DEFAULT);
+    assert_non_null(p);
+    size_t held = usage_now();
+    rcl_free(p);
+    if (held <= front) {
+        print_message("skipped: the allocator pads no more than the first charge (a "
+                      "sanitizer's, whose usable size is the size asked)\n");
+        skip();
+    }
+
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    size_t fill = st.limit - st.wmark_min - front;
+    assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    assert_int_equal(usage_now(), fill);
+    struct rcl_stats before;
+    rcl_stats_get(&before);
+    errno = 0;
+    assert_null(rcl_aligned_alloc(32, 15, RCL_NOWAIT | RCL__NOWARN));
+    assert_int_equal(errno, ENOMEM);
+    assert_int_equal(usage_now(), fill);
+    rcl_stats_get(&st);
+    assert_int_equal(st.failures, before.failures + 1);
+    /* the room that was left takes the first charge: it was not held */
+    assert_int_equal(rcl_charge(front, RCL_NOWAIT | RCL__NOWARN), 0);
+    rcl_uncharge(fill + front);
+}
+
 TEST(alignment_not_a_power_of_two_is_einval)
 {
     size_t bad[] = { 0, 3, 24, 100, 4097 };
