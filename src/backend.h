@@ -94,8 +94,15 @@ static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
  * with zeros at their first touch, and only the partial pages at its ends
  * are written. Below RCL__BE_DROP_MIN a memset costs less than the call
  * and the faults that refill the pages. (Its heap is private anonymous
- * memory: a drop reads back as zeros. Where the kernel refuses, on huge
- * pages the range does not cover, the memset does it.)
+ * memory: a drop reads back as zeros. Where the kernel refuses - locked
+ * memory, huge pages - the memset does it.)
+ *
+ * The drop starts on an odd page, the even one before it written: on
+ * huge pages (hugetlb, mimalloc's large OS pages) the kernel drops from
+ * a start on a huge page only the range's whole huge pages, and answers
+ * as if it had dropped it all, the rest left as it was written; from any
+ * other start it refuses. Every huge page is a power of two of at least
+ * two pages, so an odd page starts none.
  */
 #define RCL__BE_DROP_MIN (256u * 1024)
 static inline void *rcl__be_zero(void *p, size_t n)
@@ -104,6 +111,8 @@ static inline void *rcl__be_zero(void *p, size_t n)
     char *lo = (char *)(((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1));
     char *hi = (char *)(((uintptr_t)p + n) & ~(uintptr_t)(page - 1));
 
+    if (!((uintptr_t)lo & page))
+        lo += page;
     if (n < RCL__BE_DROP_MIN || madvise(lo, (size_t)(hi - lo), MADV_DONTNEED) != 0)
         return memset(p, 0, n);
     memset(p, 0, (size_t)(lo - (char *)p));
