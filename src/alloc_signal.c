@@ -77,11 +77,15 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     rcl__acct_out(t, sig_cost());
     atomic_fetch_add(&t->sig_allocs, 1);
     /* Handed out at the stash's class size, so that its free uncharges
-     * exactly what it was charged. */
-    void *p = rcl__hdr_user(h);
+     * exactly what it was charged. What lies past the size asked is the
+     * block's last owner's, where a grow with RCL__ZERO (realloc_body)
+     * zeroes only past the header's size: it is zeroed here, as in a
+     * block a larger class lent (alloc_fresh). */
+    char *p = rcl__hdr_user(h);
     user_fit(h, SIG_SIZE);
     h->size = SIG_SIZE;
     h->meta = rcl__hdr_meta(t->hdr_tag, p, SIG_SIZE);
+    memset(p + size, 0, SIG_SIZE - size);
     return (gfp & RCL__ZERO) ? memset(p, 0, size) : p;
 }
 

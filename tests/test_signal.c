@@ -237,6 +237,43 @@ TEST(test_a_handlers_bad_alignment_or_size_is_einval)
     rcl_free(p);
 }
 
+/* A handler's block is a stash block of 256 bytes, and its header says
+ * so; a grow with RCL__ZERO zeroes past the header's size only, so what
+ * lies between the size asked and 256 must read zero as well, as in a
+ * block a larger class lent (alloc.c). The stash is made of memory a
+ * program wrote: a zeroed block of 16 bytes, grown with RCL__ZERO to
+ * 200, read that program's bytes from its 17th on. */
+TEST(test_a_handlers_zeroed_block_grown_zeroed_reads_zero)
+{
+    enum { DIRTY = 64 };
+    unsigned char *d[DIRTY];
+
+    for (int i = 0; i < DIRTY; i++) {
+        d[i] = rcl_alloc(256, RCL_DEFAULT);
+        assert_non_null(d[i]);
+        memset(d[i], 0xc3, 256);
+    }
+    for (int i = 0; i < DIRTY; i++)
+        rcl_free(d[i]);
+    rcl_usage_sync();                    /* their memory back where blocks come from */
+
+    unsigned cookie = rcl_signal_enter();
+    void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
+    rcl_signal_leave(cookie);
+    assert_null(none);
+    rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
+    cookie = rcl_signal_enter();
+    unsigned char *p = rcl_alloc(16, RCL_ATOMIC | RCL__ZERO);
+    rcl_signal_leave(cookie);
+    assert_non_null(p);
+    assert_true(intact(p, 16, 0));
+
+    p = rcl_realloc(p, 200, RCL_DEFAULT | RCL__ZERO);
+    assert_non_null(p);
+    assert_true(intact(p, 200, 0));
+    rcl_free(p);
+}
+
 /* Inside the bracket NOFAIL that may not wait is EINVAL, as outside it,
  * whichever call asks (the block a realloc names kept), where it read
  * ENOMEM, a stash empty for now; reported once the thread is out, by its
