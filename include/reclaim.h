@@ -818,11 +818,12 @@ size_t rcl_auto_limit(void);
  * of its class for may be served by a cached block of a larger class, up
  * to half as large again (the next class up whatever its size): it then
  * charges that class's, the memory it holds, until it is freed.
- * Aligned blocks charge at least size + align (and the overhead): up to
- * 64 KiB, what the allocator holds for them, its usable size for the block
- * (and glibc's size word) with the padding it adds for the alignment;
- * above, size + align and the overhead to the byte, as other blocks. A
- * free gives back the same.
+ * Aligned blocks charge at least size + align: up to 64 KiB, what the
+ * allocator holds for them, its usable size for the block (and glibc's
+ * size word) with the padding it adds for the alignment, which over glibc
+ * may be less than size + align and the overhead; above, size + align
+ * and the overhead to the byte, as other blocks. A free gives back the
+ * same.
  * valloc blocks charge their pages and one more for the header. What the
  * process holds beyond its charges counts too: see rcl_footprint().
  *
