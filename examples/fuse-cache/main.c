@@ -38,8 +38,10 @@
  * where stderr is /dev/null, to the file --log names. SIGTERM, SIGINT or
  * SIGHUP unmounts (lazily): what is still open there (a loop device
  * attached to the disk) is served until the kernel lets go of it, then
- * the daemon exits. A worker that cannot read the FUSE device ends alone,
- * and the daemon unmounts as at a signal and exits with status 1. --naive
+ * the daemon exits. A connection aborted (fusectl) ends the daemon too:
+ * it unmounts the dead mount on its way out, says so, and exits 0. A
+ * worker that cannot read the FUSE device ends alone, and the daemon
+ * unmounts as at a signal and exits with status 1. --naive
  * turns the library off (a malloc'ed cache that never shrinks): what
  * rules 2-4 are for, shown by their absence.
  */
@@ -147,7 +149,9 @@ static atomic_int           workers_done;
 /* A worker ended on an error reading the device: the main thread ends
  * the daemon as at a signal, and the exit status says so. */
 static atomic_bool          worker_failed;
-static atomic_bool          connection_aborted;
+/* Our mount's device ("major:minor", as /proc/self/mountinfo writes it):
+ * how the end tells our mount from one under it on the same path. */
+static char                 mount_dev[32];
 
 /* ------------------------------------------------------------------------ */
 /* Memory: from the library, or (--naive) malloc with no bound               */
@@ -612,14 +616,15 @@ static void *worker_main(void *arg)
         int res = fuse_session_receive_buf(session, &fbuf);
         if (res == -EINTR || res == -EAGAIN)
             continue;
-        if (res == 0)       /* ENODEV: the kernel let go of the mount */
+        if (res == 0)       /* ENODEV: the connection ended (unmount, abort) */
             break;
         if (res == -ECONNABORTED) {
-            /* fusectl's abort: the kernel failed every request in flight
-             * and sends no more. As at ENODEV nothing is left to serve;
-             * said once, and no worker's failure. */
-            if (!atomic_exchange(&connection_aborted, true))
-                fprintf(stderr, "fuse-cache: the FUSE connection was aborted\n");
+            /* The connection's end, as ENODEV, and not always an abort:
+             * the kernel shuts the connection down once the last user of
+             * an unmounted mount has gone, and a worker that took a
+             * request off the queue in that moment (the RELEASE of that
+             * last close) reads this. Whether it was aborted is told by
+             * the mount (detach_if_aborted()). */
             break;
         }
         if (res < 0) {
@@ -687,10 +692,11 @@ static void usage(FILE *f, const char *argv0)
             "background stderr is /dev/null: without --log, nothing is printed once\n"
             "the daemon is up. SIGTERM, SIGINT or SIGHUP unmounts (lazily); what is\n"
             "still open there (a loop device attached to the disk) is served until the\n"
-            "kernel lets go of it, then the daemon exits. A worker that cannot read\n"
-            "the FUSE device says so and ends; the daemon then unmounts as at a signal\n"
-            "and exits with status 1. The library's own environment variables apply\n"
-            "(RECLAIM_LIMIT, RECLAIM_CGROUP_MARGIN, ...).\n",
+            "kernel lets go of it, then the daemon exits. A connection aborted\n"
+            "(/sys/fs/fuse/connections/N/abort) ends it too, its dead mount unmounted.\n"
+            "A worker that cannot read the FUSE device says so and ends; the daemon\n"
+            "then unmounts as at a signal and exits with status 1. The library's own\n"
+            "environment variables apply (RECLAIM_LIMIT, RECLAIM_CGROUP_MARGIN, ...).\n",
             argv0, MAX_THREADS);
 }
 
@@ -875,6 +881,59 @@ static void detach(void)
         waitpid(pid, NULL, 0);
 }
 
+/* mountinfo writes a space, tab, newline or backslash in a path as a
+ * backslash and three octal digits. */
+static void mountinfo_unescape(char *s)
+{
+    char *out = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *out++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+            s += 3;
+        } else {
+            *out++ = *s;
+        }
+    }
+    *out = '\0';
+}
+
+/* The device of the mount on top of the mount point, or "" when nothing
+ * is mounted there. Read from mountinfo: the mount itself is never looked
+ * at, as one whose connection is dead or stuck would not answer. */
+static void mount_top_dev(char *dev, size_t len)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[PATH_MAX + 512], d[32], point[PATH_MAX];
+    dev[0] = '\0';
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%*s %*s %31s %*s %4095s", d, point) != 2)
+            continue;
+        mountinfo_unescape(point);
+        if (!strcmp(point, opt.mountpoint))
+            snprintf(dev, len, "%s", d);     /* later lines are mounted on top */
+    }
+    if (f)
+        fclose(f);
+}
+
+/* The workers have all ended, and so has the connection. Were it for an
+ * unmount, the mount would be gone; still there, it was aborted (fusectl)
+ * and is dead: every access there fails with ENOTCONN until it is
+ * unmounted, and libfuse's fuse_session_unmount() leaves it (a device that
+ * polls POLLERR is taken as unmounted already). Detached here, as at a
+ * signal, unless another mount has been stacked on it. */
+static void detach_if_aborted(void)
+{
+    char dev[32];
+    mount_top_dev(dev, sizeof(dev));
+    if (!mount_dev[0] || strcmp(dev, mount_dev) != 0)
+        return;
+    fprintf(stderr, "fuse-cache: the FUSE connection was aborted: %s unmounted\n",
+            opt.mountpoint);
+    detach();
+}
+
 /* Main thread: signals, by sigtimedwait, until every worker has ended. */
 static void wait_loop(void)
 {
@@ -920,6 +979,7 @@ static int serve(void)
     wait_loop();
     for (unsigned i = 0; i < started; i++)
         pthread_join(workers[i].th, NULL);
+    detach_if_aborted();
     stats_print("exit");
     return started && !atomic_load(&worker_failed) ? 0 : 1;
 }
@@ -948,6 +1008,7 @@ int main(int argc, char **argv)
     fuse_opt_free_args(&args);
     if (!map || !session || fuse_session_mount(session, opt.mountpoint) != 0)
         return 1;
+    mount_top_dev(mount_dev, sizeof(mount_dev));
     int rc = serve();
     fuse_session_unmount(session);
     fuse_session_destroy(session);
