@@ -631,6 +631,42 @@ TEST_WITH(test_an_aborted_connection_is_unmounted_by_the_daemon, sig_setup, sig_
     assert_true(file_has(sig.log, ABORTED_SAID));
 }
 
+/* A read of the backing file that fails (here: the file cut short under
+ * the daemon, O_DIRECT reading nothing past its end) fails that request
+ * alone, with EIO; the daemon serves on, mounted, and a read once the file
+ * is whole again succeeds. */
+TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    assert_true(wait_until(sig_mounted, 10000));
+    int fd = open(path, O_RDONLY | O_DIRECT);
+    assert_return_code(fd, errno);
+
+    assert_return_code(truncate(sig.backing, 0), errno);
+    errno = 0;
+    ssize_t n = pread(fd, dio_buf, 65536, 0);
+    int err = errno;
+    assert_return_code(truncate(sig.backing, 64 << 20), errno);
+    assert_int_equal(n, -1);
+    assert_int_equal(err, EIO);
+
+    assert_true(sig_mounted());
+    assert_int_equal(pread(fd, dio_buf, 65536, 0), 65536);
+    close(fd);
+    kill(sig.pid, SIGTERM);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
+    assert_false(file_has(sig.log, "reading /dev/fuse"));
+}
+
 /* strtoull() reads "-65536" as 2^64 - 65536, a multiple of 64K: the
  * backing file was created, and extending it failed. Options are checked
  * before anything is made (no root needed: nothing is mounted). */
