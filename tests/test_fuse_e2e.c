@@ -16,7 +16,9 @@
  * The signal cases run the daemon alone on a mount point of their own, for
  * seconds, under the sanitizers too (root, /dev/fuse and the example
  * only): a signal at any moment unmounts and ends it, and leaves nothing
- * mounted.
+ * mounted. So do the cases of the connection's other ends: aborted
+ * (fusectl), and a worker's read of the device failed (strace's fault
+ * injection, the case skipped without strace).
  */
 #include "helpers.h"
 
@@ -27,6 +29,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -232,6 +235,7 @@ static const char *missing_fuse(void)
 static struct {
     char dir[64], mnt[128], backing[128], log[128], own_log[128];
     pid_t pid;          /* the daemon, or the process that daemonizes */
+    pid_t tracer;       /* strace, injecting a fault into the daemon */
 } sig;
 
 static int sig_setup(void **state)
@@ -245,6 +249,7 @@ static int sig_setup(void **state)
     snprintf(sig.log, sizeof(sig.log), "%s/daemon.log", sig.dir);
     snprintf(sig.own_log, sizeof(sig.own_log), "%s/fuse-cache.log", sig.dir);
     sig.pid = 0;
+    sig.tracer = 0;
     return mkdir(sig.mnt, 0755);
 }
 
@@ -350,23 +355,38 @@ static pid_t find_process(const char *arg)
 }
 
 /* A stuck connection is aborted through fusectl, mounted for the purpose
- * when it is not. */
+ * on a directory of our own: the one at /sys/fs/fuse/connections may be
+ * another test's, unmounted under us when that test ends. */
 static void abort_connection(int minor)
 {
-    char path[128];
-    bool mounted_here = false;
-    if (mount_minor("/sys/fs/fuse/connections") < 0 &&
-        mount("none", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
-        mounted_here = true;
-    snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%d/abort", minor);
-    int fd = open(path, O_WRONLY);
-    if (fd >= 0) {
-        if (write(fd, "1", 1) != 1)
-            printf("cannot abort FUSE connection %d\n", minor);
-        close(fd);
+    char dir[] = "/tmp/rcl-fusectl-XXXXXX", path[128];
+    if (!mkdtemp(dir) || mount("none", dir, "fusectl", 0, NULL) != 0) {
+        int err = errno;
+        rmdir(dir);
+        printf("cannot mount fusectl to abort FUSE connection %d: %s\n", minor, strerror(err));
+        return;
     }
-    if (mounted_here)
-        umount2("/sys/fs/fuse/connections", MNT_DETACH);
+    snprintf(path, sizeof(path), "%s/%d/abort", dir, minor);
+    int fd = open(path, O_WRONLY);
+    if (fd < 0 || write(fd, "1", 1) != 1)
+        printf("cannot abort FUSE connection %d: %s\n", minor, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    umount2(dir, MNT_DETACH);
+    rmdir(dir);
+}
+
+/* Whether the kernel has fusectl, the file system that aborts connections. */
+static bool have_fusectl(void)
+{
+    FILE *f = fopen("/proc/filesystems", "r");
+    char line[128];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, "\tfusectl\n") != NULL;
+    if (f)
+        fclose(f);
+    return found;
 }
 
 /* The daemon's standard error, for a test about to fail. */
@@ -427,6 +447,10 @@ static int sig_teardown(void **state)
     if (daemon > 0) {
         printf("daemon %d still running: killed\n", (int)daemon);
         kill(daemon, SIGKILL);
+    }
+    if (sig.tracer > 0 && wait_child(sig.tracer, 0) < 0) {
+        kill(sig.tracer, SIGKILL);
+        waitpid(sig.tracer, NULL, 0);
     }
     if (sig.pid > 0 && wait_child(sig.pid, 0) < 0) {
         kill(sig.pid, SIGKILL);
@@ -614,8 +638,8 @@ TEST_WITH(test_the_last_close_after_a_signal_is_no_abort, sig_setup, sig_teardow
 TEST_WITH(test_an_aborted_connection_is_unmounted_by_the_daemon, sig_setup, sig_teardown)
 {
     NEED_FUSE();
-    if (access("/sys/fs/fuse/connections", F_OK) != 0) {
-        printf("skipped: no fusectl mount point (/sys/fs/fuse/connections)\n");
+    if (!have_fusectl()) {
+        printf("skipped: no fusectl in this kernel: a connection cannot be aborted\n");
         skip();
     }
     static const char *const args[] = { "-f", "--size=64M", NULL };
@@ -665,6 +689,106 @@ TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_tea
     expect_exit(status, 0);
     assert_true(sig_unmounted());
     assert_false(file_has(sig.log, "reading /dev/fuse"));
+}
+
+/* A thread of pid waiting in a read of /dev/fuse, or 0: the descriptor
+ * found by its link, the thread by /proc/PID/task/TID/syscall (the call's
+ * number and first argument). */
+static pid_t fuse_reader_thread(pid_t pid)
+{
+    char path[300], link[64];
+    long fuse_fd = -1;
+    for (int fd = 0; fd < 64 && fuse_fd < 0; fd++) {
+        snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0 && (link[n] = '\0', !strcmp(link, "/dev/fuse")))
+            fuse_fd = fd;
+    }
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *task = opendir(path);
+    struct dirent *e;
+    pid_t found = 0;
+    while (fuse_fd >= 0 && task && !found && (e = readdir(task)) != NULL) {
+        long nr, arg0;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/syscall", (int)pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f && fscanf(f, "%ld %lx", &nr, &arg0) == 2 && nr == SYS_read && arg0 == fuse_fd)
+            found = (pid_t)strtol(e->d_name, NULL, 10);
+        if (f)
+            fclose(f);
+    }
+    if (task)
+        closedir(task);
+    return found;
+}
+
+static bool sig_log_has_read_error(void) { return file_has(sig.log, "reading /dev/fuse"); }
+
+/* A worker whose read of the FUSE device fails ends alone: the daemon says
+ * so, unmounts as at a signal, and the other worker serves what is still
+ * open there; then it exits with status 1. The read is made to fail for
+ * real, in the kernel, by strace's fault injection on one worker thread
+ * (attached while it waits: the read restarts into the injected EIO). */
+TEST_WITH(test_a_worker_that_cannot_read_the_device_ends_alone, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    if (system("command -v strace >/dev/null 2>&1") != 0) {
+        printf("skipped: strace not installed: a read of /dev/fuse cannot be made to fail\n");
+        skip();
+    }
+    static const char *const args[] = { "-f", "--size=64M", "--threads=2", NULL };
+    char path[PATH_MAX], tid_arg[16];
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    assert_true(wait_until(sig_mounted, 10000));
+    int fd = open(path, O_RDWR | O_DIRECT);
+    assert_return_code(fd, errno);
+    memset(dio_buf, 7, sizeof(dio_buf));
+    assert_int_equal(pwrite(fd, dio_buf, 65536, 0), 65536);
+
+    pid_t tid = 0;
+    for (int i = 0; i < 1000 && !tid; i++, usleep(10000))
+        tid = fuse_reader_thread(sig.pid);
+    assert_true(tid > 0);
+    snprintf(tid_arg, sizeof(tid_arg), "%d", (int)tid);
+    fflush(stdout);
+    sig.tracer = fork();
+    if (sig.tracer == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        if (null < 0 || dup2(null, 1) < 0)
+            _exit(126);
+        execlp("strace", "strace", "-qq", "-o", "/dev/null", "-p", tid_arg, "-e", "trace=read",
+               "-e", "inject=read:error=EIO:when=1", (char *)NULL);
+        _exit(127);
+    }
+    assert_true(sig.tracer > 0);
+    bool said = wait_until(sig_log_has_read_error, 10000);
+    bool unmounted = wait_until(sig_unmounted, 10000);
+
+    /* The other worker serves what is open. */
+    bool served = true;
+    for (int i = 1; i <= 8 && served; i++) {
+        memset(dio_buf, i, 32768);
+        served = pwrite(fd, dio_buf, 32768, (off_t)i * 65536) == 32768 &&
+                 pread(fd, dio_buf + 32768, 32768, (off_t)i * 65536) == 32768 &&
+                 !memcmp(dio_buf, dio_buf + 32768, 32768);
+    }
+    close(fd);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    if (wait_child(sig.tracer, 10000) < 0) {
+        kill(sig.tracer, SIGKILL);
+        waitpid(sig.tracer, NULL, 0);
+    }
+    sig.tracer = 0;
+    if (!said)
+        show_log();
+    assert_true(said);
+    assert_true(unmounted);
+    assert_true(served);
+    expect_exit(status, 1);
 }
 
 /* strtoull() reads "-65536" as 2^64 - 65536, a multiple of 64K: the
