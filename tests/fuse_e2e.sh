@@ -38,14 +38,21 @@ DPID= WPID= VPID= LOOP= MINOR= EXT_MOUNTED=
 say() { echo "$*"; }
 mounted() { grep -q " $1 " /proc/self/mountinfo; }
 
-# fusectl may have gone since the start (another run of this test that
-# mounted it has ended): mounted again, for this run to unmount.
+# mount_minor DIR: the minor of the mount on DIR (the topmost), or nothing.
+mount_minor() {
+    awk -v m="$1" '$5 == m { split($3, a, ":"); minor = a[2] } END { print minor }' /proc/self/mountinfo
+}
+
+# Aborts this run's connection while its mount is there, and only then:
+# once unmounted, its minor is free, and the next FUSE mount on the machine
+# (another run's, another test's) takes it. fusectl is mounted for the
+# abort on a directory of this run's: the one at /sys/fs/fuse/connections
+# may be another run's, unmounted under this one when that run ends.
 abort_fuse() {
-    [ -n "$MINOR" ] || return 0
-    if ! mounted $FUSECTL; then
-        mount -t fusectl none $FUSECTL && MOUNTED_FUSECTL=1
-    fi
-    [ -e $FUSECTL/$MINOR/abort ] && echo 1 > $FUSECTL/$MINOR/abort
+    [ -n "$MINOR" ] && [ "$(mount_minor "$W/mnt")" = "$MINOR" ] || return 0
+    mkdir -p "$W/fusectl" && mount -t fusectl none "$W/fusectl" || return 0
+    echo 1 > "$W/fusectl/$MINOR/abort"
+    umount -l "$W/fusectl"
 }
 
 cleanup() {
@@ -74,7 +81,6 @@ cleanup() {
         done
     done
     rm -rf "$W"
-    [ -n "$MOUNTED_FUSECTL" ] && umount $FUSECTL
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -90,13 +96,6 @@ wait_gone() {
 }
 
 mkdir "$W/mnt" "$W/ext" || fail "mkdir"
-# fusectl is how a stuck connection is aborted: mounted for the run if it
-# is not already.
-FUSECTL=/sys/fs/fuse/connections MOUNTED_FUSECTL=
-if ! grep -q " $FUSECTL " /proc/self/mountinfo; then
-    mount -t fusectl none $FUSECTL || fail "cannot mount fusectl on $FUSECTL"
-    MOUNTED_FUSECTL=1
-fi
 mkdir "$MEMCG" && echo 128M > "$MEMCG/memory.limit_in_bytes" || fail "memory cgroup"
 HAVE_V2=
 mkdir "$V2" 2>/dev/null && HAVE_V2=1
@@ -128,7 +127,7 @@ until mounted "$W/mnt"; do
     [ $i -gt 100 ] && fail "the daemon did not mount: $(cat "$W/daemon.log")"
     sleep 0.1
 done
-MINOR=$(awk -v m="$W/mnt" '$5 == m { split($3, a, ":"); print a[2] }' /proc/self/mountinfo)
+MINOR=$(mount_minor "$W/mnt")
 DMESG0=$(dmesg 2>/dev/null | wc -l)
 
 LOOP=$(timeout 20 losetup -f --show "$W/mnt/disk") || fail "losetup"
