@@ -14,11 +14,21 @@ command -v scdoc >/dev/null 2>&1 || need="$need scdoc"
 command -v mandoc >/dev/null 2>&1 || need="$need mandoc"
 command -v abidiff >/dev/null 2>&1 || need="$need abigail-tools"
 for p in $EXTRA_DEPS; do dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"; done
-[ -z "$need" ] && exit 0
+# The FUSE end-to-end tests, which skip without them (saying why): the
+# example's library, fusermount3, mkfs for the file system on the loop
+# device, and strace to fail one worker's read of the device.
+opt=""
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists fuse3; } || opt="$opt libfuse3-dev"
+command -v fusermount3 >/dev/null 2>&1 || opt="$opt fuse3"
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /sbin/mkfs.ext4 ] || opt="$opt e2fsprogs"
+command -v strace >/dev/null 2>&1 || opt="$opt strace"
+[ -z "$need$opt" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
+    [ -z "$need" ] && exit 0
     echo "missing:$need -- install them (apt-get install$need) or run as root" >&2
     exit 1
 fi
+need="$need$opt"
 echo "installing:$need"
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q $need >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $need >/dev/null; }
