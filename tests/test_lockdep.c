@@ -865,16 +865,18 @@ TEST_WITH(the_outermost_lock_alone_sets_and_clears_the_checkers_watch, ld_setup,
 
 struct asker { struct rcl_thread *t; int asks; _Atomic int done; };
 
-/* Asks a.t for its slow path a.asks times, each once the one before was
- * met (or lost). */
+/* Asks a.t for its slow path a.asks times, each as soon as the one before
+ * was met (or lost), so that each lands while the thread stores its byte
+ * of the checker: the window a store of the whole word would lose it in. */
 static void *ask_repeatedly(void *arg)
 {
     struct asker *a = arg;
 
     for (int i = 0; i < a->asks; i++) {
         rcl__slow_path_ask(a->t);
-        while (rd(a->t->watch.asked))
-            sched_yield();
+        for (unsigned spins = 1; rd(a->t->watch.asked); spins++)
+            if (spins % 1024 == 0)
+                sched_yield();   /* one CPU for the two threads */
     }
     atomic_store(&a->done, 1);
     return NULL;
@@ -894,15 +896,13 @@ TEST_WITH(requests_made_while_the_outermost_lock_comes_and_goes_are_all_met, ld_
     rcl_free(rcl_alloc(16, RCL_DEFAULT));   /* meets the restart's request */
     assert_int_equal(rd(a.t->watch.asked), 0);
     assert_int_equal(pthread_create(&th, NULL, ask_repeatedly, &a), 0);
-    while (!atomic_load(&a.done) || rd(a.t->watch.asked)) {
-        for (int i = 0; i < 64; i++) {
-            lock(&lock_a);
-            unlock(&lock_a);
-        }
+    for (unsigned idle = 1; !atomic_load(&a.done) || rd(a.t->watch.asked); idle++) {
+        lock(&lock_a);
+        unlock(&lock_a);
         /* The word whole, as the allocation fast path reads it. */
         if (rd(a.t->watch.any) && atomic_exchange(&a.t->watch.asked, 0))
             met++;
-        else
+        else if (idle % 1024 == 0)
             sched_yield();
     }
     pthread_join(th, NULL);
