@@ -582,7 +582,21 @@ TEST(a_child_forked_in_a_scan_finishes_the_unregister_another_thread_was_waiting
 static _Atomic pid_t reclaimer_child = -1;
 static pthread_t fork_test_thread;
 static void exit_at_once(void);
-static bool child_ending_on_a_worker_unsupported(void);
+/* clang's ThreadSanitizer runtime faults in its own exit handler
+ * (__tsan::TraceSwitchPart) when the last thread of a child forked from a
+ * thread other than the main one ends the process; gcc's runs this. */
+static void skip_where_a_child_cannot_end_on(const char *thread)
+{
+#ifdef __clang__
+    if (test_under_sanitizer("tsan")) {
+        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
+                      "child forked on %s ends there\n", thread);
+        skip();
+    }
+#else
+    (void)thread;
+#endif
+}
 
 static unsigned long forks_on_the_reclaimer(void *p, struct rcl_shrink_control *sc)
 {
@@ -604,11 +618,7 @@ static unsigned long forks_on_the_reclaimer(void *p, struct rcl_shrink_control *
 TEST(a_child_forked_on_the_background_reclaimer_ends_with_its_pass)
 {
     static const struct rcl_shrinker_ops ops = { .count = some, .scan = forks_on_the_reclaimer };
-    if (child_ending_on_a_worker_unsupported()) {
-        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
-                      "child forked on the reclaimer's thread ends there\n");
-        skip();
-    }
+    skip_where_a_child_cannot_end_on("the reclaimer's thread");
     rcl_shutdown();
     struct rcl_config cfg = test_config(2 * MiB);
     cfg.background = 1;
@@ -1093,25 +1103,9 @@ static void queued_after_fn(struct rcl_work *w)
         _exit(3);                           /* the parent's item, run twice */
 }
 
-/* clang's ThreadSanitizer runtime faults in its own exit handler
- * (__tsan::TraceSwitchPart) when the last thread of a child forked from a
- * thread other than the main one ends the process; gcc's runs this. */
-static bool child_ending_on_a_worker_unsupported(void)
-{
-#ifdef __clang__
-    return test_under_sanitizer("tsan");
-#else
-    return false;
-#endif
-}
-
 TEST(a_child_forked_in_a_work_item_runs_none_of_the_queues_items)
 {
-    if (child_ending_on_a_worker_unsupported()) {
-        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
-                      "child forked on a worker thread ends there\n");
-        skip();
-    }
+    skip_where_a_child_cannot_end_on("a worker thread");
     struct rcl_workqueue *q = rcl_workqueue_create("forking", 1, 0);
     struct rcl_work forks, after;
 
@@ -1151,11 +1145,7 @@ static void forks_and_exits_fn(struct rcl_work *w)
 
 TEST(a_child_forked_in_a_work_item_that_exits_its_thread_starts_no_worker)
 {
-    if (child_ending_on_a_worker_unsupported()) {
-        print_message("skipped: clang's ThreadSanitizer faults in its exit handler when a "
-                      "child forked on a worker thread ends there\n");
-        skip();
-    }
+    skip_where_a_child_cannot_end_on("a worker thread");
     struct rcl_workqueue *q = rcl_workqueue_create("forking", 1, 0);
     struct rcl_work forks, after;
 
