@@ -466,13 +466,18 @@ void rcl__report_counted(void (*counted)(void), const char *fmt, ...)
 
 /* Reports the calling thread makes while it holds the life cycle's lock
  * (init.c), held back until it has let go of it: a report function may
- * call the library, which waits for that lock to start the library. A
- * few are kept, whole up to RCL__HELD_LEN bytes; the rest are counted. */
-#define RCL__HELD_MAX 4
-#define RCL__HELD_LEN 512
+ * call the library, which waits for that lock to start the library. They
+ * are kept in order, one after another, each whole while it fits: the one
+ * that does not is cut where the room ends, and those after it are
+ * counted. One room for them all rather than a slot each: the longest of
+ * them, the environment's refusal (options.c), names every variable it
+ * ignored, and a slot each would cut it short or take several times the
+ * stack the life cycle's calls give these. */
+#define RCL__HELD_BYTES 2048
 struct rcl__held_reports {
     unsigned n, lost;
-    char msg[RCL__HELD_MAX][RCL__HELD_LEN];
+    size_t used;
+    char text[RCL__HELD_BYTES];     /* n reports, each ended by its NUL */
 };
 void rcl__report_hold(void);
 void rcl__report_unhold(struct rcl__held_reports *out);

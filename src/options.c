@@ -252,7 +252,9 @@ static void store(const struct rcl__option *o, struct rcl_config *cfg, unsigned 
 
 int rcl_config_from_env(struct rcl_config *cfg)
 {
-    char bad[1024] = "", want[96];
+    /* Room for every config option's refusal, its value cut at 64 bytes:
+     * the report names each variable it ignored. */
+    char bad[1536] = "", want[96];
     size_t used = 0;
     unsigned nbad = 0;
 
@@ -277,6 +279,8 @@ int rcl_config_from_env(struct rcl_config *cfg)
     }
     if (!nbad)
         return 0;
+    /* Made in a start, it is held back whole until the start is done. */
+    _Static_assert(sizeof(bad) + 64 <= RCL__HELD_BYTES, "the refusal fits a start's reports");
     rcl__report("ignored %s; the rest of the RECLAIM_* environment applies", bad);
     return -EINVAL;
 }

@@ -109,6 +109,7 @@ void rcl__report_hold(void)
 {
     rcl__assert(!atomic_load(&holder));
     held.n = held.lost = 0;
+    held.used = 0;
     atomic_store_explicit(&holder, &rcl__self, memory_order_relaxed);
 }
 
@@ -120,18 +121,21 @@ void rcl__report_unhold(struct rcl__held_reports *out)
     atomic_store_explicit(&holder, NULL, memory_order_relaxed);
     out->n = held.n;
     out->lost = held.lost;
-    for (unsigned i = 0; i < held.n; i++)
-        memcpy(out->msg[i], held.msg[i], sizeof(held.msg[i]));
+    out->used = held.used;
+    memcpy(out->text, held.text, held.used);
 }
 
 static bool report_held(const char *msg)
 {
     if (atomic_load_explicit(&holder, memory_order_relaxed) != &rcl__self)
         return false;
-    if (held.n < RCL__HELD_MAX) {
-        size_t len = strnlen(msg, RCL__HELD_LEN - 1);
-        memcpy(held.msg[held.n], msg, len);
-        held.msg[held.n++][len] = '\0';
+    size_t room = sizeof(held.text) - held.used;
+    if (room > 1) {
+        size_t len = strnlen(msg, room - 1);
+        memcpy(held.text + held.used, msg, len);
+        held.text[held.used + len] = '\0';
+        held.used += len + 1;
+        held.n++;
     } else {
         held.lost++;
     }
@@ -140,8 +144,9 @@ static bool report_held(const char *msg)
 
 void rcl__report_deliver(const struct rcl__held_reports *r)
 {
-    for (unsigned i = 0; i < r->n; i++)
-        deliver(r->msg[i], NULL);
+    const char *msg = r->text;
+    for (unsigned i = 0; i < r->n; i++, msg += strlen(msg) + 1)
+        deliver(msg, NULL);
     if (r->lost)
         rcl__report("%u more reports made while the library started or stopped were lost",
                     r->lost);

@@ -16,6 +16,7 @@ static void clear_env(void)
         "RECLAIM_LIMIT", "RECLAIM_RESERVE", "RECLAIM_MIN_PCT", "RECLAIM_LOW_PCT",
         "RECLAIM_HIGH_PCT", "RECLAIM_BACKGROUND", "RECLAIM_PRESSURE",
         "RECLAIM_LOCKDEP", "RECLAIM_STALL_MS", "RECLAIM_STATS", "RECLAIM_DIRECT_US",
+        "RECLAIM_FOOTPRINT",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unsetenv(names[i]);
@@ -104,6 +105,63 @@ TEST_WITH(a_size_with_a_blank_or_a_sign_is_refused, test_setup, options_teardown
         assert_int_equal(cfg.limit, 0);
         assert_last_report_has("RECLAIM_LIMIT");
     }
+}
+
+/* Every config option's variable, set to a value none takes, longer than
+ * a report quotes. */
+static const char *const config_vars[] = {
+    "RECLAIM_LIMIT", "RECLAIM_RESERVE", "RECLAIM_MIN_PCT", "RECLAIM_LOW_PCT",
+    "RECLAIM_HIGH_PCT", "RECLAIM_BACKGROUND", "RECLAIM_PRESSURE", "RECLAIM_LOCKDEP",
+    "RECLAIM_STALL_MS", "RECLAIM_FOOTPRINT", "RECLAIM_DIRECT_US",
+};
+#define LONG_BAD_VALUE "not-a-value-any-option-takes-and-longer-than-the-64-bytes-a-report-quotes"
+
+static void set_every_config_var_bad(unsigned from)
+{
+    for (unsigned i = from; i < sizeof(config_vars) / sizeof(config_vars[0]); i++)
+        setenv(config_vars[i], LONG_BAD_VALUE, 1);
+}
+
+/* The variable and the first 64 bytes of its value, as the report quotes them. */
+static void assert_report_names(const char *report, const char *name)
+{
+    char quoted[128];
+    snprintf(quoted, sizeof(quoted), "%s=\"%.64s\"", name, LONG_BAD_VALUE);
+    if (!strstr(report, quoted))
+        fail_msg("%s not in the report: %s", quoted, report);
+}
+
+/* The one report of a refused environment names each variable it ignored,
+ * however many there are. */
+TEST_WITH(a_report_of_every_variable_ignored_names_each_of_them, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    set_every_config_var_bad(0);
+    rcl_config_default(&cfg);
+    assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    for (unsigned i = 0; i < sizeof(config_vars) / sizeof(config_vars[0]); i++)
+        assert_report_names(test_report_last(), config_vars[i]);
+    assert_last_report_has("; the rest of the RECLAIM_* environment applies");
+}
+
+/* A first use holds its reports back until the library has started: the
+ * refusal of the environment reaches the report function whole. */
+TEST_WITH(a_first_use_reports_every_variable_ignored_whole, test_setup, options_teardown)
+{
+    rcl_shutdown();
+    set_every_config_var_bad(0);
+    setenv("RECLAIM_BACKGROUND", "0", 1);   /* no thread of the library's */
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    assert_int_equal(test_report_count(), 1);
+    for (unsigned i = 0; i < sizeof(config_vars) / sizeof(config_vars[0]); i++)
+        if (strcmp(config_vars[i], "RECLAIM_BACKGROUND") && strcmp(config_vars[i], "RECLAIM_PRESSURE"))
+            assert_report_names(test_report_last(), config_vars[i]);
+    assert_last_report_has("; the rest of the RECLAIM_* environment applies");
 }
 
 /* A percentage, milliseconds or microseconds is a plain number: a size's
