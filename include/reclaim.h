@@ -1381,7 +1381,17 @@ unsigned long rcl_lockdep_reports(void);
  * (the lock checker's report of locks held at the exit, a workqueue's of
  * a work item that ended its thread), where POSIX leaves a second end
  * undefined, and from rcl_workqueue_create()'s report of a worker it
- * could not start, made before the queue is the program's (it is lost). */
+ * could not start, made before the queue is the program's (it is lost).
+ *
+ * rcl_set_report_fn() returns once the calls of the function it replaced
+ * that other threads were making have returned (or ended their threads):
+ * after it the old function is not running and is not called again, so
+ * the program may free what its arg points at. It does not wait for calls
+ * of the function it sets with the same arg, nor for those that began
+ * after it set it. It must not be called holding what a report function
+ * it replaces waits for. Called from a report function, it replaces the
+ * function without waiting: the calls under way there may go on. It is
+ * not a cancellation point. */
 typedef void (*rcl_report_fn)(const char *report, void *arg);
 void rcl_set_report_fn(rcl_report_fn fn, void *arg);
 

@@ -20,19 +20,16 @@ struct report_sink {
  * arg of another. Reports are rare: a mutex costs nothing that matters. */
 static pthread_mutex_t sink_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct report_sink sink;
+/* Under sink_lock: how many times the sink was set, the number a call
+ * takes with it; and the setters that wait for the calls of the functions
+ * they replaced, signalled as a call ends. */
+static unsigned long sink_sets;
+static pthread_cond_t sink_idle = PTHREAD_COND_INITIALIZER;
 
 static void report_stderr(const char *report, void *arg)
 {
     (void)arg;
     fprintf(stderr, "libreclaim: %s\n", report);
-}
-
-void rcl_set_report_fn(rcl_report_fn fn, void *arg)
-{
-    pthread_mutex_lock(&sink_lock);
-    sink.fn = fn;
-    sink.arg = arg;
-    pthread_mutex_unlock(&sink_lock);
 }
 
 /* A report function runs inside the call that made the report, which
@@ -41,16 +38,82 @@ static __thread unsigned reporting;
 
 unsigned rcl__reporting_depth(void) { return reporting; }
 
-/* What a report function's call changed, and the counter its report
- * goes into (the lock checker's; NULL for most). */
+/* What a report function's call changed, the counter its report goes
+ * into (the lock checker's; NULL for most), the sink it called, the
+ * thread's call it is inside, if any, and the other calls under way. */
 struct delivery {
     unsigned scope;
     int cancel;
     void (*counted)(void);
+    struct report_sink sink;
+    unsigned long set;
+    struct delivery *outer;
+    struct delivery *next, **pprev;
 };
 
-static void delivery_end(const struct delivery *d)
+/* Every thread's calls under way, under sink_lock; and this thread's,
+ * innermost first, which a forked child lists again (its other threads'
+ * are not in it). */
+static struct delivery *calls;
+static __thread struct delivery *delivering;
+
+static void calls_add(struct delivery *d)
 {
+    d->next = calls;
+    d->pprev = &calls;
+    if (calls)
+        calls->pprev = &d->next;
+    calls = d;
+}
+
+/* A call of a function other than fn with arg, which took it before the
+ * set numbered `set`, is under way. The calls of the one being set are not
+ * waited for (the program keeps their arg), nor those that began after
+ * (another set's, which a stream of reports would keep up for ever). */
+static bool calls_replaced(rcl_report_fn fn, void *arg, unsigned long set)
+{
+    for (const struct delivery *d = calls; d; d = d->next)
+        if (d->set < set && (d->sink.fn != fn || d->sink.arg != arg))
+            return true;
+    return false;
+}
+
+/*
+ * Called from a report function, the setter does not wait: the calls of
+ * the thread's own are under way below it, and another thread's report
+ * function that set the sink at the same time would wait for this one.
+ * Busy while it holds the lock or waits (a signal handler's allocation
+ * that fails cannot come to the lock then), and not cancellable: the
+ * wait is on calls the program's code makes, and a cancel there would
+ * leave the lock held.
+ */
+void rcl_set_report_fn(rcl_report_fn fn, void *arg)
+{
+    unsigned busy = rcl__busy_hold(&rcl__self);
+    int cancel = rcl__nocancel_begin();
+    pthread_mutex_lock(&sink_lock);
+    sink.fn = fn;
+    sink.arg = arg;
+    unsigned long set = ++sink_sets;
+    while (!reporting && calls_replaced(fn, arg, set))
+        pthread_cond_wait(&sink_idle, &sink_lock);
+    pthread_mutex_unlock(&sink_lock);
+    rcl__nocancel_end(cancel);
+    rcl__busy_drop(&rcl__self, busy);
+}
+
+static void delivery_end(struct delivery *d)
+{
+    unsigned busy = rcl__busy_hold(&rcl__self);
+    pthread_mutex_lock(&sink_lock);
+    if (d->next)
+        d->next->pprev = d->pprev;
+    *d->pprev = d->next;
+    pthread_cond_broadcast(&sink_idle);
+    pthread_mutex_unlock(&sink_lock);
+    rcl__busy_drop(&rcl__self, busy);
+    rcl__assert(delivering == d);
+    delivering = d->outer;
     reporting--;
     rcl__nocancel_end(d->cancel);
     rcl_scope_restore(d->scope);
@@ -77,11 +140,15 @@ static void delivery_unwound(void *arg)
  * cleanup handler's setjmp is paid by reports alone. */
 static void deliver(const char *buf, void (*counted)(void))
 {
+    struct delivery d = { .counted = counted, .outer = delivering };
+
     /* Busy while the lock is held: a signal handler's allocation that
      * fails then cannot come here for it. */
     unsigned busy = rcl__busy_hold(&rcl__self);
     pthread_mutex_lock(&sink_lock);
-    struct report_sink s = sink;
+    d.sink = sink;
+    d.set = sink_sets;
+    calls_add(&d);
     pthread_mutex_unlock(&sink_lock);
     rcl__busy_drop(&rcl__self, busy);
 
@@ -89,12 +156,13 @@ static void deliver(const char *buf, void (*counted)(void))
      * made inside the program's callbacks that run under library locks
      * (an isolate's, a shrinker's), and stdio may be a cancellation point:
      * a cancel waits until the report is out. */
-    struct delivery d = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
-                          .cancel = rcl__nocancel_begin(), .counted = counted };
+    d.scope = rcl_scope_save(RCL_SCOPE_NORECLAIM);
+    d.cancel = rcl__nocancel_begin();
     busy = rcl__busy_out();
+    delivering = &d;
     reporting++;
     pthread_cleanup_push(delivery_unwound, &d);
-    (s.fn ? s.fn : report_stderr)(buf, s.arg);
+    (d.sink.fn ? d.sink.fn : report_stderr)(buf, d.sink.arg);
     pthread_cleanup_pop(0);
     rcl__busy_back(busy);
     delivery_end(&d);
@@ -195,4 +263,14 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
 /* fork() (fork.c): the last lock of the order. */
 void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
 void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
-void rcl__report_atfork_child(void) { pthread_mutex_unlock(&sink_lock); }
+
+/* The other threads' calls are not in the child, and their waiting
+ * setters neither: only this thread's calls are under way. */
+void rcl__report_atfork_child(void)
+{
+    calls = NULL;
+    for (struct delivery *d = delivering; d; d = d->outer)
+        calls_add(d);
+    pthread_cond_init(&sink_idle, NULL);
+    pthread_mutex_unlock(&sink_lock);
+}
