@@ -497,7 +497,9 @@ int    rcl_init(const struct rcl_config *cfg);
  * thread (it would have to join the thread it runs on), and from a report
  * function (the call that made the report goes on after it). Inside the
  * report of such a refusal it is refused without a report, so a report
- * function that shuts down at every report does not recurse. */
+ * function that shuts down at every report does not recurse. From a
+ * signal handler it is refused too, and reported later (see "Signal
+ * handlers" below), where the library can tell. */
 void   rcl_shutdown(void);
 
 /*
@@ -614,7 +616,9 @@ void   rcl_shutdown(void);
  * they take the ordinary path, which may call malloc()
  * and take locks: unsafe if the thread was inside malloc() itself or
  * another library call. Bracket every handler that allocates. No other
- * library call may be made from a signal handler.
+ * library call may be made from a signal handler: rcl_shutdown() from
+ * one that is bracketed, or that interrupted one of the calls above, is
+ * refused, and the thread reports it at its next allocation.
  *
  * A thread's last round of thread-specific data destructors
  * (PTHREAD_DESTRUCTOR_ITERATIONS). The library's own destructor

@@ -51,6 +51,7 @@ void *_Atomic rcl__sig_orphans;
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
 static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
 static _Atomic unsigned long sig_nofail_nowaits; /* handlers' NOFAIL without DIRECT_RECLAIM */
+static _Atomic unsigned long sig_shutdowns;   /* handlers' rcl_shutdown(), refused */
 
 static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
@@ -202,6 +203,11 @@ void rcl__sig_service(struct rcl_thread *t)
     if (bad)
         rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",
                     bad, bad == 1 ? "" : "s");
+    bad = atomic_exchange(&sig_shutdowns, 0);
+    if (bad)
+        rcl__report("%lu rcl_shutdown() call%s from a signal handler: refused (the call "
+                    "the handler interrupted may hold the locks a shutdown takes, and go "
+                    "on over what it tears down)", bad, bad == 1 ? "" : "s");
     bad = atomic_exchange(&sig_nofail_nowaits, 0);
     if (bad)
         rcl__report("%lu NOFAIL allocation%s in a signal handler can never succeed: NOFAIL "
@@ -268,6 +274,16 @@ size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr)
 unsigned rcl_signal_enter(void)
 {
     return rcl__busy_hold(&rcl__self);
+}
+
+/* rcl_shutdown() from a handler (init.c): no report from here either. */
+void rcl__sig_shutdown_refused(void)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    atomic_fetch_add(&sig_shutdowns, 1);
+    atomic_store(&t->sig_want, 1);
+    rcl__slow_path_ask(t);
 }
 
 /* A leave finds the mark its enter set: the library's own calls in between

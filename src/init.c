@@ -303,6 +303,15 @@ static const char *shutdown_refused_here(void)
 
 void rcl_shutdown(void)
 {
+    /* Marked inside the library at the call, the thread is in a signal
+     * handler: bracketed by rcl_signal_enter(), or one that interrupted a
+     * library call, which may hold init_lock or go on over what the
+     * shutdown tears down. The mark is clear in the program's callbacks,
+     * and past the thread's exit it is RCL__BUSY_EXITED. */
+    if (rcl__self.busy == 1) {
+        rcl__sig_shutdown_refused();
+        return;
+    }
     const char *why = shutdown_refused_here();
     if (why) {
         /* The refusal's own report reaches the report function too: one

@@ -199,6 +199,36 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     assert_int_equal(test_report_count(), 1);
 }
 
+static void shutdown_handler(int sig)
+{
+    (void)sig;
+    unsigned cookie = rcl_signal_enter();
+    rcl_shutdown();
+    rcl_signal_leave(cookie);
+}
+
+/* A daemon's SIGTERM handler that shuts the library down is refused: the
+ * call it interrupted may hold the locks the shutdown takes, and go on
+ * over the state it tears down. A report takes locks too: the thread
+ * makes it later, as it does a handler's bad free. */
+TEST(test_a_handlers_shutdown_is_refused_and_reported_later)
+{
+    struct sigaction sa = { .sa_handler = shutdown_handler }, old;
+    struct rcl_config cfg = test_config(64 * MiB);
+
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    raise(SIGUSR1);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    assert_int_equal(rcl_init(&cfg), -EBUSY);
+    assert_int_equal(test_report_count(), 0);
+    void *p = rcl_alloc(4096, RCL_DEFAULT);
+    assert_non_null(p);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_shutdown() call from a signal handler");
+    rcl_free(p);
+}
+
 /* Inside the bracket a request no block can meet is EINVAL, as outside
  * it: an alignment that is not a power of two, a realloc to size 0 (the
  * block kept). ENOMEM there means "none now", which a handler may wait
