@@ -38,6 +38,7 @@ static uint32_t bfs_seen[MAX_NODES];
 static uint32_t bfs_via[MAX_NODES];    /* edge index that reached the node */
 static uint32_t bfs_queue[MAX_NODES];
 static uint32_t bfs_stamp;
+static uint32_t bfs_cycle[MAX_NODES];  /* the cycle found, as edge indices */
 
 static void edge_publish(uint64_t key)
 {
@@ -316,6 +317,26 @@ void rcl__ld_class_drop_locked(uint32_t id)
     class_free = id;
 }
 
+/* The cycle the new edge `added` (from -> to) closes, into bfs_cycle[]:
+ * that edge, then the BFS tree's path from `to` back round to `from`. The
+ * path is simple, so it has fewer edges than there are nodes; all of them
+ * go in, however long the chain: a cycle cut short would name hops no
+ * thread took. Returns its length. */
+static unsigned cycle_locked(uint32_t added, uint32_t from, uint32_t to)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    unsigned np = 0;
+
+    for (uint32_t v = from; v != to; v = ld_edge(bfs_via[v])->from)
+        np++;
+    rcl__assert(np < MAX_NODES);
+    bfs_cycle[0] = added;
+    unsigned i = np;
+    for (uint32_t v = from; v != to; v = ld_edge(bfs_via[v])->from)
+        bfs_cycle[i--] = bfs_via[v];
+    return np + 1;
+}
+
 void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                           rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                           struct report_buf **rb, struct report_buf **note)
@@ -347,19 +368,10 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
     /* The new edge closes a cycle iff `from` is reachable from `to`. */
     if (!reach_locked(to, from))
         return;
-    uint32_t cyc[65];
-    unsigned len = 0;
-    cyc[len++] = added;
-    /* Walk back from `from` to `to` along the BFS tree. */
-    uint32_t path[64];
-    unsigned np = 0;
-    for (uint32_t v = from; v != to && np < 64; v = ld_edge(bfs_via[v])->from)
-        path[np++] = bfs_via[v];
-    for (unsigned i = np; i > 0 && len < 64; i--)
-        cyc[len++] = path[i - 1];
-    if (rcl__ld_cycle_seen_locked(cyc, len) || !(*rb = rcl__ld_rb_get_locked(true)))
+    unsigned len = cycle_locked(added, from, to);
+    if (rcl__ld_cycle_seen_locked(bfs_cycle, len) || !(*rb = rcl__ld_rb_get_locked(true)))
         return;
-    rcl__ld_report_cycle_locked(*rb, cyc, len);
+    rcl__ld_report_cycle_locked(*rb, bfs_cycle, len);
 }
 
 /* Everything learned goes; the next use lays the fixed part down again. */

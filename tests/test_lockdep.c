@@ -158,6 +158,33 @@ TEST_WITH(longer_chain_is_reported, ld_setup, ld_teardown)
     assert_reports_have("lock_a \u2192 lock_b \u2192 lock_c \u2192 lock_a");
 }
 
+/* A chain of more locks than a report shows edges for (a long lock
+ * hierarchy, closed by one acquire at its end): the cycle is still written
+ * from its first lock to its last, each hop one that was taken. */
+#define LONG_CHAIN 80
+
+TEST_WITH(a_cycle_longer_than_a_report_shows_is_named_from_end_to_end, ld_setup,
+          ld_teardown)
+{
+    static struct rcl_lock_class cls[LONG_CHAIN];
+    static char names[LONG_CHAIN][8];
+    char want[64];
+
+    for (int i = 0; i < LONG_CHAIN; i++) {
+        snprintf(names[i], sizeof(names[i]), "L%d", i);
+        cls[i] = (struct rcl_lock_class){ .name = names[i] };
+    }
+    for (int i = 0; i + 1 < LONG_CHAIN; i++) {
+        lock(&cls[i]); lock(&cls[i + 1]); unlock(&cls[i + 1]); unlock(&cls[i]);
+    }
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    lock(&cls[LONG_CHAIN - 1]); lock(&cls[0]); unlock(&cls[0]); unlock(&cls[LONG_CHAIN - 1]);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("L0 \u2192 L1 \u2192 L2 \u2192");
+    snprintf(want, sizeof(want), "L%d \u2192 L%d \u2192 L0\n", LONG_CHAIN - 2, LONG_CHAIN - 1);
+    assert_reports_have(want);
+}
+
 TEST_WITH(consistent_order_is_quiet, ld_setup, ld_teardown)
 {
     for (int i = 0; i < 100; i++) {
