@@ -279,6 +279,7 @@ void rcl__ld_reports_atfork_child_locked(void);
 struct shrink_frame {
     const char        *name;       /* the shrinker's, for the edges taken inside */
     unsigned long long start_ns;   /* 0: not timed */
+    uint32_t           node;       /* the pseudo-lock the pass holds; 0: none */
 };
 
 /*

@@ -199,15 +199,32 @@ void rcl__lockdep_domain_forget(const struct rcl_domain *d)
     pthread_mutex_unlock(&rcl__ld_graph_lock);
 }
 
-/* The pseudo-lock a shrinker pass in class cls holds. */
+/* The pseudo-lock a shrinker pass in class cls holds; 0 for a domain that
+ * has no nodes (the graph full, or every entry a live domain's). */
 static uint32_t shrink_node(struct rcl_domain *d, unsigned cls, bool create)
 {
     if (d) {
         uint32_t base = domain_base(d, create);
-        if (base)
-            return base + cls;
+        return base ? base + cls : 0;
     }
     return N_RECLAIM_GLOBAL(cls);
+}
+
+static _Atomic int dom_unchecked_told;   /* once a graph (rcl__lockdep_reset) */
+
+/* Held as the global shrinkers' node, the pass would tie the domain's
+ * locks to every allocation inside the domain, whose own shrinkers
+ * reclaim skips there: a false reclaim deadlock. Holding none, the locks
+ * it takes depend on what the reclaiming thread holds, as they do. */
+static __attribute__((noinline, cold)) void domain_unchecked(const struct rcl_domain *d)
+{
+    const char *name = rcl_domain_name(d);
+
+    if (!atomic_exchange(&dom_unchecked_told, 1))
+        rcl__report("lock checker: no node for domain \"%s\" (the graph is full, or %d "
+                    "domains have nodes); the locks its shrinkers take, and those of every "
+                    "domain without nodes, are not checked against reclaim",
+                    name ? name : "?", MAX_DOMAINS);
 }
 
 /* The checker forgets everything, these domain nodes with the rest. */
@@ -221,6 +238,7 @@ void rcl__lockdep_reset(void)
         atomic_store_explicit(&dom_key[i], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&ndomains, 0, memory_order_relaxed);
+    atomic_store_explicit(&dom_unchecked_told, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     rcl__ld_reset();
 }
@@ -368,9 +386,12 @@ void rcl__lockdep_shrink_begin(const char *name, struct rcl_domain *d, rcl_gfp_t
 
     /* Nothing is recorded on the way in: the allocation that led here
      * already recorded its dependency on reclaim. */
-    ld_held_push(t, node, NULL, HELD_RECLAIM);
+    if (node)
+        ld_held_push(t, node, NULL, HELD_RECLAIM);
+    else
+        domain_unchecked(d);
     if (t->nshrink < MAX_SHRINK)
-        t->shrink[t->nshrink] = (struct shrink_frame){ name, timed ? rcl__now_ns() : 0 };
+        t->shrink[t->nshrink] = (struct shrink_frame){ name, timed ? rcl__now_ns() : 0, node };
     t->nshrink++;
 }
 
@@ -395,19 +416,28 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
 {
     struct ld_thread *t = rcl__ld_thread_get();
     unsigned long long start = 0;
+    bool framed = false;
+    uint32_t node = 0;
 
     if (!t)
         return;
 
     if (t->nshrink) {
         t->nshrink--;
-        if (t->nshrink < MAX_SHRINK)
+        if (t->nshrink < MAX_SHRINK) {
             start = t->shrink[t->nshrink].start_ns;
+            node = t->shrink[t->nshrink].node;
+            framed = true;
+        }
     }
+    /* The node the pass pushed, not the one the domain has now: another
+     * thread's pass may have made its nodes meanwhile. */
+    if (!framed)
+        node = shrink_node(d, gfp_class(gfp), false);
     /* Pushed above the depth, the pass's pseudo-lock may since have become
      * one of the locks the stack holds unknown (lockdep.c): it is one
      * fewer of those. */
-    if (!ld_held_pop(t, shrink_node(d, gfp_class(gfp), false), NULL) && t->unknown)
+    if (node && !ld_held_pop(t, node, NULL) && t->unknown)
         t->unknown--;
 
     unsigned bound = atomic_load_explicit(&slow_shrinker_ms, memory_order_relaxed);

@@ -608,6 +608,58 @@ TEST_WITH(lock_inside_own_domain_is_quiet_after_thousands_of_domains, ld_setup, 
     lock_inside_own_domain();
 }
 
+/* A graph whose nodes lock classes have taken all of has none for a new
+ * domain: the domain's shrinkers go unchecked, told once, rather than
+ * taken for shrinkers of no domain. Read as those, the lock a domain's
+ * shrinker takes, held across an allocation inside the domain (whose own
+ * shrinkers reclaim skips there), was reported as a reclaim deadlock. */
+#define FULL_CLASSES 4200
+
+TEST_WITH(lock_inside_own_domain_is_quiet_when_the_graph_has_no_node_for_it, ld_setup,
+          ld_teardown)
+{
+    struct rcl_lock_class *cls = calloc(FULL_CLASSES, sizeof(*cls));
+
+    assert_non_null(cls);
+    lock(&dom_lock);
+    unlock(&dom_lock);
+    for (int i = 0; i < FULL_CLASSES; i++) {
+        cls[i].name = "many";
+        lock(&cls[i]);
+        unlock(&cls[i]);
+    }
+    assert_reports_have("the graph is full");
+    lock_inside_own_domain();
+    assert_reports_have("no node for domain \"fsA\"");
+    free(cls);
+}
+
+/* ...nor for a domain past the 64 live ones that have nodes. */
+#define LIVE_DOMAINS 64
+
+TEST_WITH(lock_inside_own_domain_is_quiet_past_the_domains_with_nodes, ld_setup, ld_teardown)
+{
+    struct rcl_domain *d[LIVE_DOMAINS];
+    struct rcl_shrinker *s[LIVE_DOMAINS];
+    struct fs_cache c[LIVE_DOMAINS];
+
+    for (int i = 0; i < LIVE_DOMAINS; i++) {
+        d[i] = rcl_domain_create("live", 0, NULL, NULL);
+        c[i] = (struct fs_cache){ .lock = NULL };
+        struct rcl_shrinker_opts o = { .domain = d[i] };
+        s[i] = rcl_shrinker_register("live-inodes", &idle_ops, &c[i], &o);
+        assert_non_null(s[i]);
+        rcl_reclaim(1, RCL_DEFAULT);
+        assert_true(atomic_load(&c[i].scans) > 0);
+    }
+    lock_inside_own_domain();
+    assert_reports_have("no node for domain \"fsA\"");
+    for (int i = 0; i < LIVE_DOMAINS; i++) {
+        rcl_shrinker_unregister(s[i]);
+        rcl_domain_destroy(d[i]);
+    }
+}
+
 /* ...and a lock class first used after them has a node of its own: the
  * lock of a domain's shrinker held across an allocation outside the
  * domain is still a reclaim deadlock. */
