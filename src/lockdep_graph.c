@@ -337,6 +337,18 @@ static unsigned cycle_locked(uint32_t added, uint32_t from, uint32_t to)
     return np + 1;
 }
 
+/* The notes of one acquire share a buffer, a line each: an acquire above
+ * a trylock learns several dependencies at once. False when there is no
+ * buffer for them. */
+static bool note_line(struct report_buf **note)
+{
+    if (!*note)
+        *note = rcl__ld_rb_get_locked(false);
+    else
+        rcl__ld_rb_add(*note, "\n");
+    return *note != NULL;
+}
+
 void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                           rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                           struct report_buf **rb, struct report_buf **note)
@@ -352,16 +364,13 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
     if (added == UINT32_MAX) {
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
-            if (!*note)
-                *note = rcl__ld_rb_get_locked(false);
-            if (*note)
+            if (note_line(note))
                 rcl__ld_rb_add(*note, "lock checker: %u dependencies recorded, the table is full; "
                                  "new lock orders are no longer checked", rcl__ld_nr_edges);
         }
         return;
     }
-    if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && !*note &&
-        (*note = rcl__ld_rb_get_locked(false)))
+    if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && note_line(note))
         rcl__ld_rb_add(*note, "lock checker: new dependency %s \u2192 %s (thread \"%s\")",
                        rcl__ld_nodes[from].name, rcl__ld_nodes[to].name, st ? st->thread : "");
 

@@ -842,6 +842,19 @@ TEST_WITH(mode_verbose_notes_each_new_dependency, ld_setup, ld_teardown)
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
+/* An acquire above a trylock learns two dependencies at once: each is
+ * noted, not only the first. */
+TEST_WITH(mode_verbose_notes_each_dependency_one_acquire_learns, ld_setup, ld_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_VERBOSE, 0, 64 * MiB), 0);
+    lock(&lock_a); rcl_lock_acquire_try(&lock_b); lock(&lock_c);
+    unlock(&lock_c); unlock(&lock_b); unlock(&lock_a);
+    assert_reports_have("new dependency lock_b \u2192 lock_c");
+    assert_reports_have("new dependency lock_a \u2192 lock_c");
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
 TEST_WITH(environment_turns_checker_on, ld_setup, ld_teardown)
 {
     rcl_shutdown();
