@@ -51,6 +51,7 @@ static pthread_mutex_t ld_threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ld_thread *ld_threads;
 static _Atomic int ld_lost_told;    /* once a graph (rcl__ld_reset) */
 static _Atomic int ld_full_told;    /* once a graph (rcl__ld_reset) */
+static _Atomic unsigned long ld_learns;
 
 /* ------------------------------------------------------------------------ */
 /* Per-thread state                                                          */
@@ -296,6 +297,7 @@ static __attribute__((noinline)) void learn(const struct pending *p, unsigned n)
     struct report_buf *rb[MAX_HELD + 1] = { NULL };
 
     rcl__assert(n <= MAX_HELD);
+    atomic_fetch_add_explicit(&ld_learns, 1, memory_order_relaxed);
     /* Symbolizing a report opens the program's files under the graph's
      * lock: cancellation points, where a cancel would leave the lock held
      * for every thread. A cancel waits for the program's next one. */
@@ -336,6 +338,11 @@ __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
     unsigned np = 0;
     unsigned top = t->n < MAX_HELD ? t->n : MAX_HELD;
 
+    /* Nothing new can be learned, which was told once: the kernel's
+     * lockdep turns itself off there; this goes on checking the orders it
+     * knows, at their cost. */
+    if (atomic_load_explicit(&rcl__ld_edges_full, memory_order_relaxed))
+        return;
     for (unsigned i = top; i > 0; i--) {
         uint32_t from = t->held[i - 1];
         if (!ld_edge_known(from, to))
@@ -580,6 +587,11 @@ unsigned long rcl__lockdep_count(void)
 }
 
 unsigned long rcl_lockdep_reports(void) { return rcl__lockdep_count(); }
+
+unsigned long rcl__lockdep_learns(void)
+{
+    return atomic_load_explicit(&ld_learns, memory_order_relaxed);
+}
 
 void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges)
 {

@@ -56,6 +56,9 @@ unsigned long rcl__lockdep_count(void);
 /* The nodes the graph has made and the edges it holds (the tests' view of
  * its bounds). */
 void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges);
+/* How often a thread took the way new edges are learned, a backtrace and
+ * the graph lock (the tests' view of what a lock order costs). */
+unsigned long rcl__lockdep_learns(void);
 /* The report buffers the checker has mapped, and how many of them a
  * report holds now (the tests' view of them). */
 void rcl__lockdep_report_buffers(unsigned *mapped, unsigned *busy);

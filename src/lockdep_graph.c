@@ -30,6 +30,7 @@ static uint32_t edge_free = UINT32_MAX;   /* the free slots, chained */
 static uint64_t edge_serial;
 static uint32_t class_free;               /* unregistered classes' nodes, chained */
 static bool     graph_full_reported;
+_Atomic bool    rcl__ld_edges_full;
 
 _Atomic uint64_t rcl__ld_edge_set[EDGE_SLOTS];
 
@@ -282,6 +283,7 @@ static void edge_del_locked(uint32_t ei)
     e->next_free = edge_free;
     edge_free = ei;
     rcl__ld_nr_edges--;
+    atomic_store_explicit(&rcl__ld_edges_full, false, memory_order_relaxed);
 }
 
 static bool in_range(uint32_t id, uint32_t first, unsigned n)
@@ -362,6 +364,8 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
         return;
     uint32_t added = edge_add_locked(from, to, kind, gfp, shrinker, st);
     if (added == UINT32_MAX) {
+        if (rcl__ld_nr_edges >= MAX_EDGES)
+            atomic_store_explicit(&rcl__ld_edges_full, true, memory_order_relaxed);
         if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
             graph_full_reported = true;
             if (note_line(note))
@@ -398,4 +402,5 @@ void rcl__ld_graph_clear_locked(void)
     for (unsigned i = 0; i < EDGE_SLOTS; i++)
         atomic_store_explicit(&rcl__ld_edge_set[i], 0, memory_order_relaxed);
     graph_full_reported = false;
+    atomic_store_explicit(&rcl__ld_edges_full, false, memory_order_relaxed);
 }

@@ -544,6 +544,38 @@ TEST_WITH(a_mutex_of_a_class_the_full_graph_has_no_node_for_unlocks, ld_setup, l
     free(cls);
 }
 
+/* More lock orders than the table of dependencies holds (16,384): the
+ * full table is told once, and a lock order new from then on goes
+ * unchecked at the cost of one it knows, with no backtrace and no graph
+ * lock. The checker starts learning again once dependencies go: an
+ * inversion of two classes left is then reported. */
+#define ORDER_CLASSES 200
+
+TEST_WITH(new_lock_orders_past_a_full_dependency_table_are_not_learned, ld_setup, ld_teardown)
+{
+    static struct rcl_lock_class cls[ORDER_CLASSES];
+
+    for (int i = 0; i < ORDER_CLASSES; i++)
+        cls[i] = (struct rcl_lock_class){ .name = "ordered" };
+    for (int i = 0; i < ORDER_CLASSES; i++)
+        for (int j = i + 1; j < ORDER_CLASSES; j++) {
+            lock(&cls[i]); lock(&cls[j]); unlock(&cls[j]); unlock(&cls[i]);
+        }
+    assert_reports_have("the table is full");
+    unsigned long learns = rcl__lockdep_learns();
+    for (int k = 0; k < 100; k++) {
+        lock(&cls[ORDER_CLASSES - 1]); lock(&cls[ORDER_CLASSES - 2]);
+        unlock(&cls[ORDER_CLASSES - 2]); unlock(&cls[ORDER_CLASSES - 1]);
+    }
+    assert_int_equal(rcl__lockdep_learns(), learns);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+
+    for (int i = 2; i < ORDER_CLASSES; i++)
+        assert_int_equal(rcl_lock_class_unregister(&cls[i]), 0);
+    lock(&cls[1]); lock(&cls[0]); unlock(&cls[0]); unlock(&cls[1]);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
 /* A bare annotation names no lock: its release matches any lock of the
  * class the thread holds, a mutex's too, and a mutex's unlock matches a
  * bare annotation of its class. */
