@@ -367,7 +367,10 @@ static __attribute__((noinline, cold)) void class_unchecked(struct ld_thread *t,
                                                            const struct rcl_lock_class *c)
 {
     t->unknown++;
-    if (!atomic_exchange(&ld_full_told, 1))
+    /* Read first: an exchange at each acquire would pass the flag's line
+     * between the threads taking such locks. */
+    if (!atomic_load_explicit(&ld_full_told, memory_order_relaxed) &&
+        !atomic_exchange(&ld_full_told, 1))
         rcl__report("lock checker: the graph is full (%d lock classes and reclaim nodes); "
                     "locks of class \"%s\" and of every class new from now on are not checked",
                     MAX_NODES, c->name ? c->name : "(unnamed)");

@@ -59,6 +59,9 @@ void rcl__lockdep_graph_size(unsigned *nodes, unsigned *edges);
 /* How often a thread took the way new edges are learned, a backtrace and
  * the graph lock (the tests' view of what a lock order costs). */
 unsigned long rcl__lockdep_learns(void);
+/* How often a class's first use in a graph took the graph lock to find
+ * or make its node (the tests' view of what a class's acquire costs). */
+unsigned long rcl__lockdep_class_lookups(void);
 /* The report buffers the checker has mapped, and how many of them a
  * report holds now (the tests' view of them). */
 void rcl__lockdep_report_buffers(unsigned *mapped, unsigned *busy);

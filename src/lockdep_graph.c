@@ -133,6 +133,16 @@ void rcl__ld_graph_ensure_locked(void)
         graph_seed_locked();
 }
 
+/* Set while the table has no node left for a new class and none given
+ * back; written under the graph lock. */
+static _Atomic bool nodes_full;
+static _Atomic unsigned long class_lookups;
+
+unsigned long rcl__lockdep_class_lookups(void)
+{
+    return atomic_load_explicit(&class_lookups, memory_order_relaxed);
+}
+
 /* A class's node id in the current graph, registering it on first use.
  * The class is the caller's memory: read and written with atomics because
  * several threads may register it at once. */
@@ -140,6 +150,13 @@ __attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *
 {
     uint32_t id;
 
+    /* A class the full table has no node for comes here at every acquire:
+     * the graph lock would put every thread taking such locks in one
+     * line, to be told each time what the flag says. */
+    if (atomic_load_explicit(&nodes_full, memory_order_relaxed) &&
+        __atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) != gen)
+        return 0;
+    atomic_fetch_add_explicit(&class_lookups, 1, memory_order_relaxed);
     pthread_mutex_lock(&rcl__ld_graph_lock);
     rcl__ld_graph_ensure_locked();
     if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) {
@@ -152,6 +169,8 @@ __attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *
         __atomic_store_n(&c->rcl_gen, gen, __ATOMIC_RELEASE);
     } else {
         id = rcl__ld_node_new_locked(NODE_LOCK, c->name, 0, 0);
+        if (!id)
+            atomic_store_explicit(&nodes_full, true, memory_order_relaxed);
         __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
         __atomic_store_n(&c->rcl_gen, id ? gen : 0, __ATOMIC_RELEASE);
     }
@@ -317,6 +336,7 @@ void rcl__ld_class_drop_locked(uint32_t id)
     rcl__ld_nodes_drop_locked(id, 1);
     rcl__ld_nodes[id].next_free = class_free;
     class_free = id;
+    atomic_store_explicit(&nodes_full, false, memory_order_relaxed);
 }
 
 /* The cycle the new edge `added` (from -> to) closes, into bfs_cycle[]:
@@ -398,6 +418,7 @@ void rcl__ld_graph_clear_locked(void)
     rcl__ld_nr_edges = nr_edge_slots = 0;
     edge_free = UINT32_MAX;
     class_free = 0;
+    atomic_store_explicit(&nodes_full, false, memory_order_relaxed);
     rcl__ld_nr_nodes = 0;
     for (unsigned i = 0; i < EDGE_SLOTS; i++)
         atomic_store_explicit(&rcl__ld_edge_set[i], 0, memory_order_relaxed);

@@ -576,6 +576,39 @@ TEST_WITH(new_lock_orders_past_a_full_dependency_table_are_not_learned, ld_setup
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
+/* ...and takes no graph lock to be told it has none: each acquire of
+ * such a class took it, and the threads taking them ran one at a time.
+ * A class given back makes room: the next acquire of the unchecked class
+ * finds its node, and is checked. */
+TEST_WITH(a_class_the_full_graph_has_no_node_for_is_not_looked_up_at_each_acquire, ld_setup,
+          ld_teardown)
+{
+    struct rcl_lock_class *cls = calloc(FULL_CLASSES, sizeof(*cls));
+    struct rcl_lock_class *late = &cls[FULL_CLASSES - 1];
+
+    assert_non_null(cls);
+    lock(&lock_a);
+    unlock(&lock_a);
+    for (int i = 0; i < FULL_CLASSES; i++) {
+        cls[i].name = "many";
+        lock(&cls[i]);
+        unlock(&cls[i]);
+    }
+    assert_reports_have("the graph is full");
+    unsigned long lookups = rcl__lockdep_class_lookups();
+    for (int k = 0; k < 100; k++) {
+        lock(late);
+        unlock(late);
+    }
+    assert_int_equal(rcl__lockdep_class_lookups(), lookups);
+
+    assert_int_equal(rcl_lock_class_unregister(&cls[0]), 0);
+    lock(&lock_a); lock(late); unlock(late); unlock(&lock_a);
+    lock(late); lock(&lock_a); unlock(&lock_a); unlock(late);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    free(cls);
+}
+
 /* A bare annotation names no lock: its release matches any lock of the
  * class the thread holds, a mutex's too, and a mutex's unlock matches a
  * bare annotation of its class. */
