@@ -1364,7 +1364,9 @@ unsigned long rcl_lockdep_reports(void);
 
 /* Every report the library makes (lock checker, bad frees, allocation
  * failures and stalls, misuse) goes through this function; NULL restores
- * the default, which writes to stderr. It runs in NORECLAIM scope with
+ * the default, which writes to stderr. A report is at most 4095 bytes; one
+ * that would be longer ends with "[... the rest of this report did not
+ * fit and was cut]". It runs in NORECLAIM scope with
  * cancellation off, on the thread that made the report, and may allocate
  * from the library, but not shut it down (rcl_shutdown()). The reports made
  * while the library starts or stops (a variable or a configuration

@@ -463,6 +463,9 @@ void rcl__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * or ended its thread in it: a count that goes up finds the report made. */
 void rcl__report_counted(void (*counted)(void), const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Ends the NUL-terminated text that fills buf[size] with a mark that it
+ * was cut there. */
+void rcl__report_mark_cut(char *buf, size_t size);
 
 /* Reports the calling thread makes while it holds the life cycle's lock
  * (init.c), held back until it has let go of it: a report function may

@@ -91,16 +91,22 @@ void rcl__ld_unwinder_load(void)
 
 void rcl__ld_rb_add(struct report_buf *rb, const char *fmt, ...)
 {
-    if (rb->len >= sizeof(rb->text) - 1)
+    /* Full, whether the last line overflowed or just fitted: this one is
+     * lost. */
+    if (rb->len >= sizeof(rb->text) - 1) {
+        rcl__report_mark_cut(rb->text, sizeof(rb->text));
         return;
+    }
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(rb->text + rb->len, sizeof(rb->text) - rb->len, fmt, ap);
     va_end(ap);
     if (n > 0)
         rb->len += (size_t)n;
-    if (rb->len > sizeof(rb->text) - 1)
+    if (rb->len > sizeof(rb->text) - 1) {
+        rcl__report_mark_cut(rb->text, sizeof(rb->text));
         rb->len = sizeof(rb->text) - 1;
+    }
 }
 
 void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n)

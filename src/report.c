@@ -220,12 +220,23 @@ void rcl__report_deliver(const struct rcl__held_reports *r)
                     r->lost);
 }
 
+/* A report longer than its buffer says where it was cut, so that a reader
+ * does not take the lines that fit for all there was. */
+static const char cut_mark[] = "\n[... the rest of this report did not fit and was cut]\n";
+
+void rcl__report_mark_cut(char *buf, size_t size)
+{
+    rcl__assert(size > sizeof(cut_mark));
+    memcpy(buf + size - sizeof(cut_mark), cut_mark, sizeof(cut_mark));
+}
+
 static void report_va(void (*counted)(void), const char *fmt, va_list ap)
 {
     /* Formatted on the stack: a report must not need the allocator that
      * may be what is failing. */
     char buf[4096];
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    if (vsnprintf(buf, sizeof(buf), fmt, ap) >= (int)sizeof(buf))
+        rcl__report_mark_cut(buf, sizeof(buf));
     if (!report_held(buf))
         deliver(buf, counted);
     else if (counted)

@@ -163,12 +163,12 @@ TEST_WITH(longer_chain_is_reported, ld_setup, ld_teardown)
  * from its first lock to its last, each hop one that was taken. */
 #define LONG_CHAIN 80
 
-TEST_WITH(a_cycle_longer_than_a_report_shows_is_named_from_end_to_end, ld_setup,
-          ld_teardown)
+/* Takes the classes of a chain of LONG_CHAIN locks in order, then closes
+ * it into a cycle at its end. */
+static void close_a_long_cycle(void)
 {
     static struct rcl_lock_class cls[LONG_CHAIN];
     static char names[LONG_CHAIN][8];
-    char want[64];
 
     for (int i = 0; i < LONG_CHAIN; i++) {
         snprintf(names[i], sizeof(names[i]), "L%d", i);
@@ -180,9 +180,27 @@ TEST_WITH(a_cycle_longer_than_a_report_shows_is_named_from_end_to_end, ld_setup,
     assert_int_equal(rcl_lockdep_reports(), 0);
     lock(&cls[LONG_CHAIN - 1]); lock(&cls[0]); unlock(&cls[0]); unlock(&cls[LONG_CHAIN - 1]);
     assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
+TEST_WITH(a_cycle_longer_than_a_report_shows_is_named_from_end_to_end, ld_setup,
+          ld_teardown)
+{
+    char want[64];
+
+    close_a_long_cycle();
     assert_reports_have("L0 \u2192 L1 \u2192 L2 \u2192");
     snprintf(want, sizeof(want), "L%d \u2192 L%d \u2192 L0\n", LONG_CHAIN - 2, LONG_CHAIN - 1);
     assert_reports_have(want);
+}
+
+/* Its dependencies, each with where it was learned, are more than the
+ * report's buffer holds: the report ends saying it was cut, rather than
+ * passing the lines that fit for all there was. */
+TEST_WITH(a_report_longer_than_its_buffer_says_it_was_cut, ld_setup, ld_teardown)
+{
+    close_a_long_cycle();
+    assert_last_report_has("L0 \u2192 L1 \u2192 L2 \u2192");
+    assert_last_report_has("did not fit and was cut]\n");
 }
 
 TEST_WITH(consistent_order_is_quiet, ld_setup, ld_teardown)

@@ -8,6 +8,7 @@
  * left behind.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -175,6 +176,19 @@ TEST(a_forked_childs_setter_does_not_wait_for_the_parents_reports)
     rcl_set_report_fn(test_report_catch, NULL);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A report longer than the buffer it is formatted in ends saying it was
+ * cut there. */
+TEST(a_report_longer_than_its_buffer_says_it_was_cut)
+{
+    static char longer[5000];
+
+    memset(longer, 'x', sizeof(longer) - 1);
+    test_reports_reset();
+    rcl__report("%s", longer);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
 }
 
 TEST_MAIN();
