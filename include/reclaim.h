@@ -822,7 +822,8 @@ size_t rcl_auto_limit(void);
  * of its class for may be served by a cached block of a larger class, up
  * to half as large again (the next class up whatever its size): it then
  * charges that class's, the memory it holds, until it is freed.
- * Aligned blocks charge at least size + align: up to 64 KiB, what the
+ * Aligned blocks (an alignment above 16; up to 16, rcl_alloc's block)
+ * charge at least size + align: in a backend block of up to 64 KiB, what the
  * allocator holds for them, its usable size for the block (and glibc's
  * size word) with the padding it adds for the alignment, which over glibc
  * may be less than size + align and the overhead; above, size + align
@@ -847,12 +848,18 @@ size_t rcl_alloc_charge(size_t size);
 /* Always zeroed. Above 64 KiB (as rcl_alloc with RCL__ZERO) the allocator
  * zeroes the block as its own calloc does: memory fresh from the system is
  * not written, so a large table a program fills sparsely stays out of the
- * resident set where it is not filled. */
+ * resident set where it is not filled (over mimalloc, whose own zeroed
+ * allocation writes a large block whole, the block's whole pages are
+ * given back instead, and read as zeros). A zeroed allocation the
+ * allocator refuses fails the call with ENOMEM. */
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
 /* An alignment above SIZE_MAX / 4, or a size that with twice the
- * alignment overflows, fails with EOVERFLOW before anything is charged. */
+ * alignment overflows, fails with EOVERFLOW before anything is charged.
+ * With RCL__ZERO and an alignment above 16 the allocator zeroes the block
+ * at any size (jemalloc; over mimalloc its whole pages given back, as for
+ * rcl_calloc); glibc has no aligned calloc, and its block is written. */
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
 /* NULL: nothing. A pointer the library did not hand out (or one already
  * freed, where that can still be seen) is reported, sets errno to EINVAL,
@@ -1210,7 +1217,10 @@ int rcl_io_flusher_get(void);
  *   rcl_io_flusher_set(1) then, when the kernel refuses the flag (it still
  *   returns that -EPERM), touches 256 KiB of the thread's stack (at most
  *   half of it) and from then on serves that thread's rcl_alloc,
- *   rcl_calloc and rcl_realloc from the reserve: memory faulted in before,
+ *   rcl_calloc and rcl_realloc from the reserve (a block allocated
+ *   outside it that rcl_realloc resizes moves into it, never resized in
+ *   place, which could fault or reclaim; too large for the reserve, the
+ *   call fails with ENOMEM and the block is kept): memory faulted in before,
  *   never trimmed or unmapped while a block is out, shared by all flusher
  *   threads. An allocation that does not fit fails at once with ENOMEM
  *   (as RCL_NOWAIT would), never faulting and never reclaiming: the
@@ -1368,7 +1378,10 @@ unsigned long rcl_lockdep_reports(void);
  * that would be longer ends with "[... the rest of this report did not
  * fit and was cut]". It runs in NORECLAIM scope with
  * cancellation off, on the thread that made the report, and may allocate
- * from the library, but not shut it down (rcl_shutdown()). The reports made
+ * from the library, but not shut it down (rcl_shutdown()), nor flush or
+ * destroy a workqueue from a report made on one of that queue's threads,
+ * which is inside the queue's own item (both refused and reported: the
+ * flush would wait for that very thread). The reports made
  * while the library starts or stops (a variable or a configuration
  * refused) reach it once that is done, outside the lock it takes: so its
  * allocation after rcl_init() refused a configuration is a first use,
