@@ -301,6 +301,9 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * token of 0). Restored where the scope (NORECLAIM aside) is not the
  * captured one - a scope opened since is still open, or one open then has
  * closed - it is out of order, and reported when the lock checker is on.
+ * From a domain's may_reclaim, a shrinker's callback or a work item, a
+ * restore that would take off a domain the caller was inside before the
+ * call (rcl_domain_enter() below) is reported and refused.
  *
  * The structure is opaque and of fixed size; copy it freely.
  */
@@ -342,7 +345,10 @@ void rcl_context_restore(const struct rcl_context *saved);
  * or inside a domain it entered, is reported and the thread put back as it
  * was, as after a shrinker's callbacks. Its exit of a domain the asking
  * thread entered (that thread's token) is reported and refused: the
- * thread stays inside it until its own exit.
+ * thread stays inside it until its own exit. So is a restore of a context
+ * that would take such a domain off (one the thread adopted, or captured
+ * outside it). A shrinker's count() and scan() and a work item (for the
+ * queuer's domains) are held to the same rule.
  */
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
@@ -361,8 +367,9 @@ void     rcl_domain_destroy(struct rcl_domain *d);
  * same domain may be entered again while inside it. */
 unsigned rcl_domain_enter(struct rcl_domain *d);
 /* Exits must come in reverse order of the enters; a wrong token (out of
- * order, already used, another thread's, or one from before the question
- * exited in a may_reclaim callback) is reported and changes nothing.
+ * order, already used, another thread's, or one from before the call
+ * exited in a may_reclaim callback or a shrinker's) is reported and
+ * changes nothing.
  * Token 0 is a no-op. Domains adopted from a context are left only by
  * rcl_context_restore(). An adopted context whose domains do not all fit
  * is reported, and until the restore every shrinker that belongs to a

@@ -171,11 +171,13 @@ struct domain_thread {
  * ends it (the value travels in the saved context), so a thread that once
  * adopted too many domains is not left over-restricted afterwards.
  *
- * While a may_reclaim runs, the entries below floor are the asking
- * thread's, not the callback's: an exit of one of them is refused
- * (exit_refused()). Let through, it would leave the caller outside a domain
- * it entered, its own exit then refused, and the domain destroyable while
- * a pass that holds no count on it goes on asking it.
+ * While a may_reclaim or a shrinker's callback runs, or a work item, the
+ * entries below floor are the caller's (the queuer's, adopted), not the
+ * callback's: an exit of one of them is refused (exit_refused()), and so
+ * is a context's restore that would pop one (rcl__domain_restore_reaches()).
+ * Let through, they would leave the caller outside a domain it entered,
+ * its own exit then refused, and the domain destroyable while a pass that
+ * holds no count on it goes on asking it.
  */
 static __thread struct domain_thread mine;     /* this thread's domains */
 
@@ -388,9 +390,9 @@ static __attribute__((noinline, cold)) void exit_refused(unsigned token)
         if (mine.token[i] != token)
             continue;
         if (i < mine.floor)
-            rcl__report("rcl_domain_exit: from a may_reclaim callback: \"%s\" (entry %u) "
-                        "was entered by the thread that asks it, whose own exit would "
-                        "then find it gone; refused, nothing changed",
+            rcl__report("rcl_domain_exit: from a may_reclaim callback or a shrinker's: "
+                        "\"%s\" (entry %u) was entered by the thread that called it, "
+                        "whose own exit would then find it gone; refused, nothing changed",
                         mine.stack[i]->name, i + 1);
         else
             rcl__report("rcl_domain_exit: out of order: exiting \"%s\" (entry %u) while "
@@ -489,15 +491,32 @@ static void allows_unwound(void *arg)
     rcl__nocancel_end(st->cancel);
 }
 
-/* The same, for a may_reclaim asked in a shrinker pass, whose handler
- * (shrinker.c) has none of this file's state: every caller's entry is
- * the thread's own again, so that the program's cleanup handlers that run
- * next may exit the domains their frames entered. No pass runs inside a
- * question (may_reclaim runs in NORECLAIM scope), so outside the pass
- * there is none. */
-void rcl__domain_unwound(void)
+unsigned rcl__domain_floor_raise(void)
 {
-    mine.floor = 0;
+    unsigned was = mine.floor;
+
+    mine.floor = mine.n;
+    return was;
+}
+
+/* Also what a handler for a callback that ended its thread puts back, so
+ * that the program's cleanup handlers that run next may exit the domains
+ * their frames entered. */
+void rcl__domain_floor_put(unsigned was)
+{
+    rcl__assert(was <= mine.floor);
+    mine.floor = was;
+}
+
+/* Domains a callback entered and never exited, exited now; how many. */
+unsigned rcl__domain_floor_leftover(void)
+{
+    unsigned left = mine.n - mine.floor;
+
+    rcl__assert(mine.n >= mine.floor);
+    while (mine.n > mine.floor)
+        pop();
+    return left;
 }
 
 /* Asked outside a shrinker pass, with a handler of its own. Inside one,
@@ -645,6 +664,21 @@ void rcl__domain_adopt(const struct rcl_ctx *c)
     /* A context that was itself captured over the limit stays as strict. */
     mine.overflow += c->domain_overflow;
     mine.journal = c->journal;
+}
+
+/* Would restoring c pop an entry the thread's callback may not exit?
+ * Said, in the restore's name. */
+bool rcl__domain_restore_reaches(const struct rcl_ctx *c)
+{
+    unsigned want = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
+
+    if (likely(want >= mine.floor))
+        return false;
+    rcl__report("rcl_context_restore: from a may_reclaim callback, a shrinker's or a "
+                "work item: the context leaves %u domain(s), and the caller had entered "
+                "%u before the call, which its own exit or restore would then find "
+                "gone; refused, nothing restored", want, mine.floor);
+    return true;
 }
 
 void rcl__domain_restore(const struct rcl_ctx *c)

@@ -287,6 +287,7 @@ struct rcl_shrink_pass {
     bool                    checked;  /* the lock checker holds s's pass open */
     rcl_gfp_t               gfp;      /* the context the checker was told */
     int                     cancel;   /* the cancel state before the pass */
+    unsigned                floor;    /* the domain floor before the pass */
     struct rcl_shrink_pass *outer;
 };
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass);
@@ -350,7 +351,14 @@ bool rcl__domain_filter(struct rcl_domain *owner, rcl_gfp_t *gfp);
 bool rcl__domain_narrow(const struct rcl_domain *owner, rcl_gfp_t *gfp, bool *ask);
 /* owner's may_reclaim, asked for this thread, which is inside owner. */
 bool rcl__domain_allows(struct rcl_domain *owner);
-void rcl__domain_unwound(void);  /* a pass that asked may_reclaim ended its thread */
+/* Around the program's callbacks (a may_reclaim, a shrinker's, a work
+ * item): the domains the thread is inside are the caller's, which an exit
+ * or a restore from the callback may not leave. raise returns the floor
+ * put back after; leftover exits those the callback entered and left. */
+unsigned rcl__domain_floor_raise(void);
+void rcl__domain_floor_put(unsigned was);
+unsigned rcl__domain_floor_leftover(void);
+bool rcl__domain_restore_reaches(const struct rcl_ctx *c);
 /* The rules of rcl_domain_enter for owner's shrinkers, short of asking its
  * may_reclaim: OWN (the thread is inside owner: may_reclaim decides), NOFS
  * (inside a domain of another depth), SKIP (domains overflowed); 0: free.

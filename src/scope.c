@@ -340,6 +340,10 @@ void rcl_context_restore(const struct rcl_context *saved)
         rcl__report("rcl_context_restore: NULL context");
         return;
     }
+    /* From a callback, before anything is taken off: the adopt, if it is
+     * one, stays outstanding for the caller's own restore. */
+    if (rcl__domain_restore_reaches(s))
+        return;
     if (!s->adopt_owner) {
         captured_restore(s);
         return;

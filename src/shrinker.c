@@ -545,12 +545,16 @@ static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
 
     /* Reclaim goes on in a known context even if a callback forgot to
-     * restore a scope it saved. */
+     * restore a scope it saved, or to exit a domain it entered. */
     if (rcl__scope != pass->scope) {
         rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
                     "a save without its restore; restored", s->name, rcl__scope, pass->scope);
         rcl__scope_put(pass->scope);
     }
+    unsigned left = rcl__domain_floor_leftover();
+    if (left)
+        rcl__report("shrinker \"%s\" returned inside %u domain(s) it entered and never "
+                    "exited; exited now", s->name, left);
 }
 
 /* The last pass out of a dead shrinker wakes its unregister, or finishes
@@ -576,8 +580,8 @@ static void pass_drop_locked(struct rcl_shrink_pass *pass)
  * would have left it: the shrinker let go (or unregister waits for it
  * forever), the checker's pseudo-lock released (or the program's cleanup
  * handlers' locks are recorded as taken inside reclaim), the scope the
- * callback changed put back, the caller's domains, which a may_reclaim
- * asked in it may not exit, the thread's own to exit again (domain.c).
+ * callback changed put back, the caller's domains, which the pass's
+ * callbacks may not exit, the thread's own to exit again (domain.c).
  * Busy meanwhile, as between two callbacks, and out again after: what
  * runs next is the program's. The sanitizer is told, as for a cancel:
  * the frames went without their epilogues. */
@@ -588,7 +592,7 @@ static void pass_unwound(struct rcl_shrink_pass *pass)
     rcl__asan_unwinding();
     unsigned b = rcl__busy_hold(&rcl__self);
 
-    rcl__domain_unwound();
+    rcl__domain_floor_put(pass->floor);
     if (s) {
         if (pass->checked && rcl__checking())
             rcl__lockdep_shrink_end(s->name, s->domain, pass->gfp);
@@ -617,11 +621,15 @@ void rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark)
 /* Cancellation waits for the pass: a thread cancelled inside a callback
  * would leave the shrinker pinned (active) and unregister waiting forever.
  * An exit does not wait: rcl__shrink_slab_unwound() undoes the pass
- * instead. */
+ * instead. The domains the thread is inside are the caller's, which the
+ * callbacks may not exit (domain.c): a count() or scan() handed the
+ * caller's token would leave it outside a domain it entered, its own exit
+ * then refused. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
 {
     *pass = (struct rcl_shrink_pass){ .ctx = pass_context(gfp), .outer = passes };
     pass->cancel = rcl__nocancel_begin();
+    pass->floor = rcl__domain_floor_raise();
     passes = pass;
     pthread_mutex_lock(&shrinker_lock);
     for (struct rcl_shrinker *s = registry.next, *next; s != &registry; s = next) {
@@ -640,6 +648,7 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
         pass_drop_locked(pass);
     }
     pthread_mutex_unlock(&shrinker_lock);
+    rcl__domain_floor_put(pass->floor);
     passes = pass->outer;
     rcl__nocancel_end(pass->cancel);
 }

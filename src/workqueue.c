@@ -316,6 +316,7 @@ struct running_item {
     struct wq_worker     *self;
     struct rcl_work      *w;
     struct rcl_context    saved;
+    unsigned              floor;      /* the domain floor before the item */
     bool                  check;
 };
 
@@ -334,6 +335,7 @@ static void item_ended_thread(void *arg)
 
     if (r->check)
         rcl_lock_release(&wq->cls);
+    rcl__domain_floor_put(r->floor);
     rcl_context_restore(&r->saved);
     /* Still the queue's item for the report function: a flush or destroy
      * it makes would wait for this very item. */
@@ -358,9 +360,13 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     current_wq = wq;
     if (r.check)
         rcl_lock_acquire(&wq->cls);
+    /* The queuer's domains, adopted, are not the item's to take off with
+     * a restore of its own (domain.c). */
+    r.floor = rcl__domain_floor_raise();
     pthread_cleanup_push(item_ended_thread, &r);
     fn(w);                                  /* w may be gone from here on */
     pthread_cleanup_pop(0);
+    rcl__domain_floor_put(r.floor);
     if (r.check)
         rcl_lock_release(&wq->cls);
 

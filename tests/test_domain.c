@@ -623,6 +623,111 @@ TEST_WITH(may_reclaim_cannot_exit_a_domain_the_asking_thread_entered, domain_set
     rcl_domain_destroy(d);
 }
 
+/*
+ * A shrinker's scan handed the reclaiming thread's token cannot exit that
+ * thread's domain either: refused and said. (The thread was left outside
+ * a domain it entered, and its own exit then found no such domain.)
+ */
+static unsigned long exit_the_callers_domain_in_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    rcl_domain_exit(callers_token);
+    return test_cache_scan(priv, sc);
+}
+
+TEST_WITH(a_shrinker_cannot_exit_a_domain_the_reclaiming_thread_entered, domain_setup,
+          domain_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = test_cache_count,
+                                                 .scan = exit_the_callers_domain_in_scan };
+    struct rcl_domain *d = rcl_domain_create("fs", 0, NULL, NULL);
+    struct test_cache *c = test_cache_new_ops("plain-cache", CACHE_MAX, OBJ_SIZE, &ops, NULL);
+    struct rcl_domain *in[RCL_MAX_DOMAINS];
+
+    test_cache_fill(c, CACHE_MAX);
+    callers_token = rcl_domain_enter(d);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    unsigned n = entered(in, RCL_MAX_DOMAINS);
+    assert_true(test_reports_seen_matching("from a may_reclaim callback or a shrinker's") >= 1);
+    rcl_domain_exit(callers_token);
+
+    assert_int_equal(n, 1);
+    assert_ptr_equal(in[0], d);
+    assert_int_equal(entered(in, RCL_MAX_DOMAINS), 0);
+    assert_int_equal(test_reports_unread(), 0);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+}
+
+/* A shrinker that returns inside a domain it entered is said, and the
+ * domain exited: the reclaiming thread is not left restricted by it. */
+static struct rcl_domain *entered_in_scan;
+
+static unsigned long enter_and_stay_in_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)rcl_domain_enter(entered_in_scan);
+    return test_cache_scan(priv, sc);
+}
+
+TEST_WITH(a_shrinker_that_returns_inside_a_domain_it_entered_is_reported_and_it_exited,
+          domain_setup, domain_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = test_cache_count,
+                                                 .scan = enter_and_stay_in_scan };
+    struct test_cache *c = test_cache_new_ops("plain-cache", CACHE_MAX, OBJ_SIZE, &ops, NULL);
+    struct rcl_domain *in[RCL_MAX_DOMAINS];
+
+    entered_in_scan = rcl_domain_create("other", 0, NULL, NULL);
+    test_cache_fill(c, CACHE_MAX);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+
+    assert_int_equal(entered(in, RCL_MAX_DOMAINS), 0);
+    assert_true(test_reports_seen_matching("returned inside") >= 1);
+    test_cache_free(c);
+    rcl_domain_destroy(entered_in_scan);
+}
+
+/*
+ * A may_reclaim that restores a context the asking thread adopted, or one
+ * captured outside the domains the thread entered since, cannot take
+ * those domains away either: refused and said, the adopt still the
+ * caller's to restore. (The thread was left outside the domains it had
+ * adopted, and its own restore found them gone.)
+ */
+static struct rcl_context callers_saved;
+
+static int restore_the_callers_context(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    rcl_context_restore(&callers_saved);
+    return 0;
+}
+
+TEST_WITH(may_reclaim_cannot_restore_a_context_the_asking_thread_adopted, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("fs", 0, restore_the_callers_context, NULL);
+    struct test_cache *c = cache_new("fs-cache", d, 0);
+    struct rcl_domain *in[RCL_MAX_DOMAINS];
+    struct rcl_context ctx;
+
+    unsigned tok = rcl_domain_enter(d);
+    rcl_context_capture(&ctx);
+    rcl_domain_exit(tok);
+    rcl_context_adopt(&ctx, &callers_saved);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    unsigned n = entered(in, RCL_MAX_DOMAINS);
+    assert_true(test_reports_seen_matching("rcl_context_restore: from a may_reclaim") >= 1);
+    rcl_context_restore(&callers_saved);
+
+    assert_int_equal(n, 1);
+    assert_ptr_equal(in[0], d);
+    assert_int_equal(entered(in, RCL_MAX_DOMAINS), 0);
+    assert_int_equal(test_reports_unread(), 0);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+}
+
 /* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {

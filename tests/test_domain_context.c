@@ -115,6 +115,41 @@ TEST_WITH(work_item_runs_inside_queuers_domains, domain_setup, domain_teardown)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* The queuer's domains are not the work item's to take off: a restore of
+ * a context captured outside them, from the item, is refused and said, and
+ * the item goes on inside them. (They were popped, the rest of the item
+ * ran outside them, and the worker's own restore found them gone.) */
+static struct rcl_context outside_every_domain;
+
+static void restore_outside_and_record(struct rcl_work *w)
+{
+    rcl_context_restore(&outside_every_domain);
+    record_context(w);
+}
+
+TEST_WITH(work_item_cannot_restore_away_the_queuers_domains, domain_setup, domain_teardown)
+{
+    struct rcl_domain *a = rcl_domain_create("a", 0, NULL, NULL);
+    struct rcl_workqueue *wq = rcl_workqueue_create("domain-test", 1, 0);
+    assert_non_null(wq);
+    struct domain_work dw = { .nseen = 99 };
+    rcl_work_init(&dw.work, restore_outside_and_record);
+
+    rcl_context_capture(&outside_every_domain);
+    unsigned ta = rcl_domain_enter(a);
+    assert_int_equal(rcl_queue_work(wq, &dw.work), 0);
+    rcl_domain_exit(ta);
+    rcl_flush_workqueue(wq);
+
+    assert_int_equal(dw.nseen, 1);
+    assert_ptr_equal(dw.seen[0], a);
+    assert_int_equal(test_reports_seen_matching("rcl_context_restore: from a may_reclaim "
+                                                "callback, a shrinker's or a work item"), 1);
+    assert_int_equal(test_reports_unread(), 0);
+    rcl_workqueue_destroy(wq);
+    rcl_domain_destroy(a);                       /* the worker left it */
+}
+
 /* Adopting adds the context's domains on top of the thread's own; restore
  * returns exactly to what was there, journal included, and nests. */
 TEST_WITH(adopt_stacks_on_own_domains_and_restore_is_exact, domain_setup, domain_teardown)
