@@ -1232,7 +1232,7 @@ TEST_WITH(test_work_queued_to_a_queue_left_with_no_thread_starts_a_worker,
     atomic_store(&workers_allowed, 1);          /* the first worker only */
     struct rcl_workqueue *wq = one_worker_with("threadless", &ends, exits_fn, &after);
     assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_true(reported_in_time("cannot start a worker"));     /* may follow the flush */
     atomic_store(&workers_allowed, 1);
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     assert_true(returns_in_time(flush_main, wq));
@@ -1252,7 +1252,9 @@ static struct rcl_workqueue *threadless_with_work(struct rcl_work *ends, struct 
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(rcl_queue_work(wq, &after->work), 0);
     assert_int_equal(atomic_load(&after->runs), 0);
-    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    /* Made once the start is no longer under way, which lets the flush
+     * return first. */
+    assert_true(reported_in_time("cannot start a worker"));
     atomic_store(&workers_allowed, 1);
     return wq;
 }
