@@ -1160,7 +1160,9 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq);
  * nothing at that address read or written. Flushes that other threads
  * have under way on the queue return before it is freed; a call that may
  * come once the destroy has returned is the caller's to prevent, as in
- * the kernel. */
+ * the kernel. A destroy whose report function ends its thread while it
+ * drains (a worker it could not start) leaves the queue running, as it
+ * was before the destroy, for another destroy to free. */
 void rcl_workqueue_destroy(struct rcl_workqueue *wq);
 
 /* ------------------------------------------------------------------------ */
@@ -1402,12 +1404,18 @@ unsigned long rcl_lockdep_reports(void);
  * and a lock checker's report is counted. The call that made the report
  * ends there, no library lock held, as it would at a cancellation point.
  * It must return from the reports made on the library's own threads (the
- * background reclaimer, the pressure thread, a workqueue's workers and
- * rescuer), which the library needs, from those made in a thread's exit
- * (the lock checker's report of locks held at the exit, a workqueue's of
- * a work item that ended its thread), where POSIX leaves a second end
- * undefined, and from rcl_workqueue_create()'s report of a worker it
- * could not start, made before the queue is the program's (it is lost).
+ * background reclaimer, the pressure thread), which the library needs,
+ * and on a workqueue's worker or rescuer before the item it took runs
+ * (the item's context names a domain destroyed since): the item would be
+ * lost. One that ends a worker or rescuer in a report about its item once
+ * it returned (its context left changed) or about a worker it could not
+ * start ends it as a work item that ends its thread does, another
+ * starting in its place. It must also return from those made in a
+ * thread's exit (the lock checker's report of locks held at the exit, a
+ * workqueue's of a work item that ended its thread), where POSIX leaves a
+ * second end undefined, and from rcl_workqueue_create()'s report of a
+ * worker it could not start, made before the queue is the program's (it
+ * is lost).
  *
  * rcl_set_report_fn() returns once the calls of the function it replaced
  * that other threads were making have returned (or ended their threads):

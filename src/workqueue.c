@@ -310,38 +310,60 @@ static void rescuer_replace(struct rcl_workqueue *wq)
 /* Running one item                                                          */
 /* ------------------------------------------------------------------------ */
 
-/* A work item's run, as the thread's end finds it if fn ends the thread. */
+/* A work item's run, as the thread's end finds it if fn ends the thread,
+ * or a report function a report about the item is made to, once it has
+ * returned. Set before the cleanup's setjmp: what changes after it is in
+ * item_phase, which the handler reads from memory (a local set after a
+ * setjmp may read as it was before it). */
 struct running_item {
     struct rcl_workqueue *wq;
     struct wq_worker     *self;
     struct rcl_work      *w;
     struct rcl_context    saved;
     unsigned              floor;      /* the domain floor before the item */
-    bool                  check;
+    unsigned              reports_let_go;   /* before the item */
+    bool                  check;      /* the checker holds the queue's class */
 };
+
+/* Where this thread's work item is: one at a time on a queue's thread. */
+enum item_phase {
+    ITEM_RUNNING,       /* fn called */
+    ITEM_RETURNED,      /* the queue's class released, reports under way */
+    ITEM_RESTORING,     /* the queuer's context being taken off */
+};
+static __thread enum item_phase item_phase;
 
 static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self);
 
 /*
- * The work function called pthread_exit(). The thread is the queue's: it
- * leaves the lock checker and the queuer's context as a return would, and
- * the queue as a worker that never comes back - its item finished for the
- * flushes, its slot free for another worker.
+ * The work function called pthread_exit(), or a report function did in a
+ * report about the item made once it had returned (its context left
+ * changed). The thread is the queue's: it leaves the lock checker and the
+ * queuer's context as a return would, and the queue as a worker that
+ * never comes back - its item finished for the flushes, its slot free for
+ * another worker. The report function that ended it has had its report.
  */
 static void item_ended_thread(void *arg)
 {
     struct running_item *r = arg;
     struct rcl_workqueue *wq = r->wq;
 
-    if (r->check)
+    /* Ended in a report made with another queue's lock let go (the item
+     * queued work there): that is behind the thread now, and the thread's
+     * own end is not to be taken for one between items. */
+    reports_let_go = r->reports_let_go;
+    if (item_phase == ITEM_RUNNING && r->check)
         rcl_lock_release(&wq->cls);
-    rcl__domain_floor_put(r->floor);
-    rcl_context_restore(&r->saved);
+    if (item_phase != ITEM_RESTORING) {
+        rcl__domain_floor_put(r->floor);
+        rcl_context_restore(&r->saved);
+    }
     /* Still the queue's item for the report function: a flush or destroy
      * it makes would wait for this very item. */
-    rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); another "
-                "%s takes its place", wq->name, (void *)r->w,
-                r->self == &wq->rescuer ? "rescuer" : "worker");
+    if (item_phase == ITEM_RUNNING)
+        rcl__report("workqueue %s: work item %p ended its thread (pthread_exit); another "
+                    "%s takes its place", wq->name, (void *)r->w,
+                    r->self == &wq->rescuer ? "rescuer" : "worker");
     current_wq = NULL;
     pthread_mutex_lock(&wq->lock);
     worker_ended(wq, r->self);
@@ -351,7 +373,8 @@ static void item_ended_thread(void *arg)
 static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rcl_work *w,
                      void (*fn)(struct rcl_work *), const struct rcl_context *ctx)
 {
-    struct running_item r = { .wq = wq, .self = self, .w = w, .check = rcl__checking() };
+    struct running_item r = { .wq = wq, .self = self, .w = w, .check = rcl__checking(),
+                              .reports_let_go = reports_let_go };
 
     rcl_context_adopt(ctx, &r.saved);
     unsigned scope = rcl_scope_current();
@@ -363,9 +386,10 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     /* The queuer's domains, adopted, are not the item's to take off with
      * a restore of its own (domain.c). */
     r.floor = rcl__domain_floor_raise();
+    item_phase = ITEM_RUNNING;
     pthread_cleanup_push(item_ended_thread, &r);
     fn(w);                                  /* w may be gone from here on */
-    pthread_cleanup_pop(0);
+    item_phase = ITEM_RETURNED;
     rcl__domain_floor_put(r.floor);
     if (r.check)
         rcl_lock_release(&wq->cls);
@@ -375,12 +399,16 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
      * so, then put the thread back as it was; the restore reports domains
      * left entered itself, as it does for every adopter. Both reports are
      * still the item's (current_wq): a flush or destroy of the queue from
-     * the report function would wait for the item it is in. */
+     * the report function would wait for the item it is in. And one that
+     * ends the thread there ends it as the item would have (handled
+     * above): the run left under way would hold every flush for ever. */
     unsigned now = rcl_scope_current();
     if (now != scope || rcl_journal_info() != journal)
         rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
                     "(scope %#x -> %#x); restored", wq->name, (void *)w, scope, now);
+    item_phase = ITEM_RESTORING;
     rcl_context_restore(&r.saved);
+    pthread_cleanup_pop(0);
     current_wq = NULL;
 }
 
@@ -499,10 +527,39 @@ static void process_one(struct rcl_workqueue *wq, struct wq_worker *self)
 /* ------------------------------------------------------------------------ */
 
 /*
+ * A report function that ended one of the queue's threads between items,
+ * in the report of a worker or rescuer it could not start (create_refused(),
+ * rescuer_replace()), made with the lock let go: the thread leaves the
+ * queue as one a work item ended does, or its slot stays taken by a thread
+ * that is gone - counted, so that none is started in its place, its work
+ * waited for by every flush for ever; and a rescuer's, never replaced.
+ * One ended in a work item has been through item_ended_thread() already,
+ * which puts back the count of reports as it was before the item: its
+ * slot, and the queue, may be gone by now. One whose queue is stopping
+ * meanwhile is left for the destroy to join, which would otherwise race
+ * with the thread's own detach.
+ */
+static void thread_ended_in_report(void *arg)
+{
+    if (!reports_let_go)
+        return;
+
+    struct wq_worker *self = arg;
+    struct rcl_workqueue *wq = self->wq;
+
+    reports_let_go = 0;
+    current_wq = NULL;
+    pthread_mutex_lock(&wq->lock);
+    if (wq->state != WQ_STOPPING)
+        worker_ended(wq, self);
+    pthread_mutex_unlock(&wq->lock);
+}
+
+/*
  * The queue's threads are not the program's to cancel: one cancelled in
  * its wait for work would end holding the queue's lock. A work item that
  * ends its thread with pthread_exit() is another matter; see
- * item_ended_thread().
+ * item_ended_thread(), and thread_ended_in_report() for a report function.
  */
 static void *worker_main(void *arg)
 {
@@ -512,6 +569,7 @@ static void *worker_main(void *arg)
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-wq/");
     serving_wq = wq;
+    pthread_cleanup_push(thread_ended_in_report, self);
     pthread_mutex_lock(&wq->lock);
     /* Invariant: at the top of the loop this worker is counted idle. */
     for (;;) {
@@ -532,6 +590,7 @@ static void *worker_main(void *arg)
     }
     wq->nr_idle--;
     pthread_mutex_unlock(&wq->lock);
+    pthread_cleanup_pop(0);
     forked_in_work(wq);
     return NULL;
 }
@@ -547,9 +606,12 @@ static void *worker_main(void *arg)
 static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
 {
     rcl__assert_held(&wq->lock);
+    /* Between items, a re-run in the slot is an orphan counted already. */
+    bool rerun = self->again && self->current;
+
     self->running = 0;
     self->current = NULL;
-    if (self->again) {
+    if (rerun) {
         /* Its run before has ended with the thread: any thread may run it. */
         wq->nr_orphans++;
         if (wq->nr_idle)
@@ -587,6 +649,7 @@ static void *rescuer_main(void *arg)
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     name_thread(wq, "rcl-rsc/");
     serving_wq = wq;
+    pthread_cleanup_push(thread_ended_in_report, self);
     pthread_mutex_lock(&wq->lock);
     for (;;) {
         while (!rescuer_needed(wq) && wq->state != WQ_STOPPING)
@@ -600,6 +663,7 @@ static void *rescuer_main(void *arg)
             break;
     }
     pthread_mutex_unlock(&wq->lock);
+    pthread_cleanup_pop(0);
     forked_in_work(wq);
     return NULL;
 }
@@ -929,8 +993,41 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq)
     rcl__nocancel_end(cancel);
 }
 
+struct destroy_state {
+    struct rcl_workqueue *wq;
+    unsigned              reports_let_go;   /* at the destroy's start */
+};
+
+/*
+ * A destroy is not cancellable, but a report function may end its thread
+ * in a report it makes: the lock checker's before it drains, or that of a
+ * worker it could not start while it drains. The queue is given back as
+ * it was before the destroy, running and no longer claimed: left
+ * draining and claimed, it refused work for good, and was never freed,
+ * every later destroy refused.
+ */
+static void destroy_ended(void *arg)
+{
+    struct destroy_state *st = arg;
+    struct rcl_workqueue *wq = st->wq;
+
+    /* The checker's report finds the queue as it was; those made while it
+     * drains are made with its lock let go (report_let_go()). */
+    if (reports_let_go != st->reports_let_go) {
+        reports_let_go = st->reports_let_go;
+        pthread_mutex_lock(&wq->lock);
+        rcl__assert(wq->state == WQ_DRAINING);
+        wq->state = WQ_RUNNING;
+        pthread_mutex_unlock(&wq->lock);
+    }
+    rcl__fork_unclaim(&wq->fork);
+}
+
 static void wq_destroy_running(struct rcl_workqueue *wq)
 {
+    struct destroy_state st = { .wq = wq, .reports_let_go = reports_let_go };
+
+    pthread_cleanup_push(destroy_ended, &st);
     annotate_wait(wq);
     pthread_mutex_lock(&wq->lock);
     rcl__assert(wq->state == WQ_RUNNING);
@@ -941,6 +1038,7 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
         wait_done(wq);
     while (wq->nr_flushing)
         pthread_cond_wait(&wq->done, &wq->lock);
+    pthread_cleanup_pop(0);
     wq->state = WQ_STOPPING;
     pthread_cond_broadcast(&wq->more);
     pthread_cond_broadcast(&wq->rescue);

@@ -1328,6 +1328,167 @@ TEST_WITH(test_a_flush_ended_by_the_report_of_a_worker_it_could_not_start_leaves
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* The same for a destroy: the queue is given back running, no longer
+ * claimed, and a later destroy, once a worker can be started, runs its
+ * work and frees it. (It was left draining and claimed for good, every
+ * later destroy refused, never freed.) */
+static void *destroy_ending_in_its_report(void *wq)
+{
+    ends_in_start_report = true;
+    rcl_workqueue_destroy(wq);
+    return NULL;
+}
+
+TEST_WITH(test_a_destroy_ended_by_the_report_of_a_worker_it_could_not_start_leaves_the_queue_working,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+    pthread_t th;
+
+    atomic_store(&workers_allowed, 0);
+    rcl_set_report_fn(start_report_ends_thread, NULL);
+    assert_int_equal(pthread_create(&th, NULL, destroy_ending_in_its_report, wq), 0);
+    pthread_join(th, NULL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_int_equal(atomic_load(&after.runs), 0);
+    atomic_store(&workers_allowed, 1);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
+/* A report function may end a worker in the report of another worker it
+ * could not start, made as it takes an item: the worker leaves the queue
+ * as one its item ended does, and the item it was about to take waits for
+ * the next worker started. (Its slot stayed taken by a thread that was
+ * gone, none started in its place, and every flush waited for ever.) */
+static atomic_int start_reports_end;
+
+static void first_start_report_ends_thread(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (strstr(report, "cannot start a worker") && atomic_exchange(&start_reports_end, 0))
+        pthread_exit(NULL);
+}
+
+TEST_WITH(test_a_worker_ended_by_the_report_of_a_worker_it_could_not_start_leaves_the_queue_working,
+          rescuer_setup, rescuer_teardown)
+{
+    struct probe first, after;
+
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    atomic_store(&start_reports_end, 1);
+    rcl_set_report_fn(first_start_report_ends_thread, NULL);
+    struct rcl_workqueue *wq = rcl_workqueue_create("ended-in-report", 2, 0);
+    assert_non_null(wq);
+    probe_init(&first, NULL);
+    probe_init(&after, NULL);
+    assert_int_equal(rcl_queue_work(wq, &first.work), 0);
+    for (int ms = 0; ms < BOUND_MS && atomic_load(&start_reports_end); ms++)
+        test_sleep_ms(1);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(atomic_load(&start_reports_end), 0);
+    atomic_store(&workers_allowed, 2);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&first.runs), 1);
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
+/* A work item's thread ended in the report of a worker another queue,
+ * left with no thread, could not start for the work it queued there: its
+ * worker ends once, as an item's, and its queue goes on. (Taken for a
+ * worker that ended between items as well, it ended twice, its queue
+ * counting one thread gone too many and starting none for later work.) */
+static struct rcl_workqueue *queued_on;
+static struct probe queued_there;
+
+static void queues_on_a_threadless_queue_fn(struct rcl_work *w)
+{
+    (void)w;
+    (void)rcl_queue_work(queued_on, &queued_there.work);
+}
+
+TEST_WITH(test_an_item_ended_by_the_report_of_another_queues_worker_ends_its_worker_once,
+          rescuer_setup, rescuer_teardown)
+{
+    struct rcl_work ends, queues;
+    struct probe after, later;
+
+    queued_on = threadless_with_work(&ends, &after);
+    test_sleep_ms(1100);        /* its start reports: at most one a second */
+    probe_init(&queued_there, NULL);
+    probe_init(&later, NULL);
+    struct rcl_workqueue *wq = rcl_workqueue_create("queues-elsewhere", 1, 0);
+    assert_non_null(wq);
+    atomic_store(&workers_allowed, 0);
+    atomic_store(&start_reports_end, 1);
+    rcl_set_report_fn(first_start_report_ends_thread, NULL);
+    rcl_work_init(&queues, queues_on_a_threadless_queue_fn);
+    assert_int_equal(rcl_queue_work(wq, &queues), 0);
+    unsigned ended = 0;
+    for (int ms = 0; ms < BOUND_MS && ended < 2; ms++) {
+        ended += test_reports_seen_matching("ended its thread");
+        test_sleep_ms(1);
+    }
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(atomic_load(&start_reports_end), 0);
+    atomic_store(&workers_allowed, 4);
+    assert_int_equal(rcl_queue_work(wq, &later.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&later.runs), 1);
+    assert_true(returns_in_time(flush_main, queued_on));
+    assert_int_equal(atomic_load(&queued_there.runs), 1);
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_true(returns_in_time(destroy_main, queued_on));
+    assert_int_equal(ended, 2);         /* this item's and threadless_with_work()'s */
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 0);
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
+/* A report function may end a worker in the report of its item's
+ * leftover context, made once the item has returned: the item counts as
+ * finished and the queue goes on with another worker, as after an item
+ * that ended its thread. (The run stayed under way for good, and every
+ * flush and destroy waited for it.) */
+static void context_report_ends_thread(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (strstr(report, "context changed"))
+        pthread_exit(NULL);
+}
+
+TEST(test_a_worker_ended_by_the_report_of_its_items_leftover_context_leaves_the_queue_working)
+{
+    struct leaky l;
+    struct probe after;
+    struct rcl_workqueue *wq = rcl_workqueue_create("ended-after-item", 1, 0);
+
+    assert_non_null(wq);
+    rcl_work_init(&l.work, leaky_fn);
+    probe_init(&after, NULL);
+    rcl_set_report_fn(context_report_ends_thread, NULL);
+    assert_int_equal(rcl_queue_work(wq, &l.work), 0);
+    bool returned = returns_in_time(flush_main, wq);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_true(returned);
+    assert_int_equal(rcl_queue_work(wq, &after.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_int_equal(after.scope, 0);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("context changed"), 1);
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 0);
+}
+
 /* A report function that flushes the queue whose worker could not be
  * started, as a logger may before it goes on: the flush waits for the
  * queue's work, not for the start whose report it is in. (It waited for
