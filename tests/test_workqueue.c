@@ -1299,6 +1299,30 @@ static void start_report_ends_thread(const char *report, void *arg)
         pthread_exit(NULL);
 }
 
+/* A queue left with no thread, whose worker start the report function
+ * ends `call`'s thread in: the queue then runs its work once a worker
+ * can be started, and is destroyed. */
+static void ended_in_a_start_report_leaves_the_queue_working(void *(*call)(void *))
+{
+    struct rcl_work ends;
+    struct probe after;
+    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
+    pthread_t th;
+
+    atomic_store(&workers_allowed, 0);
+    rcl_set_report_fn(start_report_ends_thread, NULL);
+    assert_int_equal(pthread_create(&th, NULL, call, wq), 0);
+    pthread_join(th, NULL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+    assert_int_equal(atomic_load(&after.runs), 0);
+    atomic_store(&workers_allowed, 1);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after.runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
 static void *flush_ending_in_its_report(void *wq)
 {
     ends_in_start_report = true;
@@ -1309,23 +1333,7 @@ static void *flush_ending_in_its_report(void *wq)
 TEST_WITH(test_a_flush_ended_by_the_report_of_a_worker_it_could_not_start_leaves_the_queue_working,
           rescuer_setup, rescuer_teardown)
 {
-    struct rcl_work ends;
-    struct probe after;
-    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
-    pthread_t th;
-
-    atomic_store(&workers_allowed, 0);
-    rcl_set_report_fn(start_report_ends_thread, NULL);
-    assert_int_equal(pthread_create(&th, NULL, flush_ending_in_its_report, wq), 0);
-    pthread_join(th, NULL);
-    rcl_set_report_fn(test_report_catch, NULL);
-    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
-    assert_int_equal(atomic_load(&after.runs), 0);
-    atomic_store(&workers_allowed, 1);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    ended_in_a_start_report_leaves_the_queue_working(flush_ending_in_its_report);
 }
 
 /* The same for a destroy: the queue is given back running, no longer
@@ -1342,23 +1350,7 @@ static void *destroy_ending_in_its_report(void *wq)
 TEST_WITH(test_a_destroy_ended_by_the_report_of_a_worker_it_could_not_start_leaves_the_queue_working,
           rescuer_setup, rescuer_teardown)
 {
-    struct rcl_work ends;
-    struct probe after;
-    struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
-    pthread_t th;
-
-    atomic_store(&workers_allowed, 0);
-    rcl_set_report_fn(start_report_ends_thread, NULL);
-    assert_int_equal(pthread_create(&th, NULL, destroy_ending_in_its_report, wq), 0);
-    pthread_join(th, NULL);
-    rcl_set_report_fn(test_report_catch, NULL);
-    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
-    assert_int_equal(atomic_load(&after.runs), 0);
-    atomic_store(&workers_allowed, 1);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    ended_in_a_start_report_leaves_the_queue_working(destroy_ending_in_its_report);
 }
 
 /* A report function may end a worker in the report of another worker it
