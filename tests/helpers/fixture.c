@@ -141,6 +141,16 @@ pid_t test_thread_named(const char *name, int *count)
     return found;
 }
 
+bool test_no_thread_named(const char *name)
+{
+    for (int ms = 0; ms < 5000; ms++) {
+        if (!test_thread_named(name, NULL))
+            return true;
+        test_sleep_ms(1);
+    }
+    return false;
+}
+
 bool test_thread_asleep(pid_t tid)
 {
     char path[64], stat[512] = "";

@@ -133,6 +133,9 @@ int test_io_flusher_on(void);
  * thread can linger in /proc for a moment: callers wait for the answer
  * they expect. */
 pid_t test_thread_named(const char *name, int *count);
+/* Whether no thread of this process is named `name`, waiting up to 5 s
+ * for one that was joined to leave /proc. */
+bool test_no_thread_named(const char *name);
 /* Whether thread tid of this process sleeps (state S in its stat): a
  * thread that does one blocking call and nothing else waits in it. */
 bool test_thread_asleep(pid_t tid);
