@@ -124,14 +124,16 @@ static bool result_is(const char *want)
     return strstr(last_output, pat) != NULL;
 }
 
-#define NEED_STACK()                  \
-    do {                              \
-        const char *why = missing();  \
-        if (why) {                    \
-            printf("skipped: %s\n", why); \
-            skip();                   \
-        }                             \
-    } while (0)
+/* Skips the test, saying why, where `why` names what it lacks. */
+static void skip_for(const char *why)
+{
+    if (why) {
+        printf("skipped: %s\n", why);
+        skip();
+    }
+}
+
+#define NEED_STACK() skip_for(missing())
 
 /* Every word back, and the reads after the re-attach went through the
  * daemon (its page cache of the disk file is dropped at open). */
@@ -223,14 +225,7 @@ static const char *missing_fuse(void)
     return NULL;
 }
 
-#define NEED_FUSE()                   \
-    do {                              \
-        const char *why = missing_fuse(); \
-        if (why) {                    \
-            printf("skipped: %s\n", why); \
-            skip();                   \
-        }                             \
-    } while (0)
+#define NEED_FUSE() skip_for(missing_fuse())
 
 static struct {
     char dir[64], mnt[128], backing[128], log[128], own_log[128];
