@@ -459,6 +459,15 @@ static int sig_teardown(void **state)
     return 0;
 }
 
+/* Starts the daemon on sig's mount point, with args, and waits until it
+ * has mounted there. */
+static void mount_the_daemon(const char *const *args)
+{
+    sig.pid = start_daemon(NULL, args, sig.mnt);
+    assert_true(sig.pid > 0);
+    assert_true(wait_until(sig_mounted, 10000));
+}
+
 /* A signal that comes while the daemon starts, mounted but not yet
  * waiting for signals, unmounts as one that comes later does. A large
  * reserve to pre-fault widens that moment. */
@@ -466,9 +475,7 @@ TEST_WITH(test_a_signal_while_the_daemon_starts_unmounts_and_exits, sig_setup, s
 {
     NEED_FUSE();
     static const char *const args[] = { "-f", "--size=64M", "--threads=16", "--reserve=256M", NULL };
-    sig.pid = start_daemon(NULL, args, sig.mnt);
-    assert_true(sig.pid > 0);
-    assert_true(wait_until(sig_mounted, 10000));
+    mount_the_daemon(args);
     kill(sig.pid, SIGTERM);
     int status = wait_child(sig.pid, 20000);
     if (status >= 0)
@@ -547,9 +554,7 @@ TEST_WITH(test_a_signal_unmounts_and_what_is_open_is_still_served, sig_setup, si
 {
     NEED_FUSE();
     static const char *const args[] = { "-f", "--size=64M", NULL };
-    sig.pid = start_daemon(NULL, args, sig.mnt);
-    assert_true(sig.pid > 0);
-    assert_true(wait_until(sig_mounted, 10000));
+    mount_the_daemon(args);
 
     int pipefd[2];
     assert_return_code(pipe(pipefd), errno);
@@ -605,9 +610,7 @@ TEST_WITH(test_the_last_close_after_a_signal_is_no_abort, sig_setup, sig_teardow
     memset(dio_buf, 1, sizeof(dio_buf));
     for (int run = 0; run < 40; run++) {
         unlink(sig.log);
-        sig.pid = start_daemon(NULL, args, sig.mnt);
-        assert_true(sig.pid > 0);
-        assert_true(wait_until(sig_mounted, 10000));
+        mount_the_daemon(args);
         int fd = open(path, O_RDWR | O_DIRECT);
         assert_return_code(fd, errno);
         assert_int_equal(pwrite(fd, dio_buf, 65536, 0), 65536);
@@ -638,9 +641,7 @@ TEST_WITH(test_an_aborted_connection_is_unmounted_by_the_daemon, sig_setup, sig_
         skip();
     }
     static const char *const args[] = { "-f", "--size=64M", NULL };
-    sig.pid = start_daemon(NULL, args, sig.mnt);
-    assert_true(sig.pid > 0);
-    assert_true(wait_until(sig_mounted, 10000));
+    mount_the_daemon(args);
     abort_connection(mount_minor(sig.mnt));
     int status = wait_child(sig.pid, 20000);
     if (status >= 0)
@@ -660,9 +661,7 @@ TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_tea
     static const char *const args[] = { "-f", "--size=64M", NULL };
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/disk", sig.mnt);
-    sig.pid = start_daemon(NULL, args, sig.mnt);
-    assert_true(sig.pid > 0);
-    assert_true(wait_until(sig_mounted, 10000));
+    mount_the_daemon(args);
     int fd = open(path, O_RDONLY | O_DIRECT);
     assert_return_code(fd, errno);
 
@@ -734,9 +733,7 @@ TEST_WITH(test_a_worker_that_cannot_read_the_device_ends_alone, sig_setup, sig_t
     static const char *const args[] = { "-f", "--size=64M", "--threads=2", NULL };
     char path[PATH_MAX], tid_arg[16];
     snprintf(path, sizeof(path), "%s/disk", sig.mnt);
-    sig.pid = start_daemon(NULL, args, sig.mnt);
-    assert_true(sig.pid > 0);
-    assert_true(wait_until(sig_mounted, 10000));
+    mount_the_daemon(args);
     int fd = open(path, O_RDWR | O_DIRECT);
     assert_return_code(fd, errno);
     memset(dio_buf, 7, sizeof(dio_buf));

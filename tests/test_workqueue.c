@@ -1038,6 +1038,17 @@ static struct rcl_workqueue *one_worker_with(const char *name, struct rcl_work *
     return wq;
 }
 
+/* The end of the tests of a queue whose worker ended in its item: a flush
+ * runs the item queued after, and the destroy returns; the worker's end
+ * was reported. */
+static void runs_the_rest_and_is_destroyed(struct rcl_workqueue *wq, struct probe *after)
+{
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(atomic_load(&after->runs), 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+}
+
 /* A work function that calls pthread_exit() ends its worker, not the
  * queue: the item counts as finished for a flush, and the queue - here of
  * one worker - starts another to run the rest. */
@@ -1047,10 +1058,7 @@ TEST(test_work_that_exits_its_thread_is_reported_and_another_worker_runs_the_res
     struct probe after;
     struct rcl_workqueue *wq = one_worker_with("exiting", &ends, exits_fn, &after);
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    runs_the_rest_and_is_destroyed(wq, &after);
 }
 
 /* An item queued again while it runs, whose run ends its thread: the
@@ -1212,10 +1220,7 @@ TEST_WITH(test_work_queued_while_an_exited_worker_is_replaced_wakes_the_replacem
     assert_true(atomic_load(&replacement_waits));
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     atomic_store(&queued_meanwhile, 1);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    runs_the_rest_and_is_destroyed(wq, &after);
 }
 
 /* A queue whose only worker ended in its item and whose replacement could
@@ -1235,10 +1240,7 @@ TEST_WITH(test_work_queued_to_a_queue_left_with_no_thread_starts_a_worker,
     assert_true(reported_in_time("cannot start a worker"));     /* may follow the flush */
     atomic_store(&workers_allowed, 1);
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    runs_the_rest_and_is_destroyed(wq, &after);
 }
 
 /* A queue left with no thread, whose worker could not be started when an
@@ -1266,10 +1268,7 @@ TEST_WITH(test_a_flush_of_a_queue_left_with_no_thread_starts_a_worker_for_its_wo
     struct probe after;
     struct rcl_workqueue *wq = threadless_with_work(&ends, &after);
 
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    runs_the_rest_and_is_destroyed(wq, &after);
 }
 
 TEST_WITH(test_a_destroy_of_a_queue_left_with_no_thread_starts_a_worker_for_its_work,
@@ -1317,10 +1316,7 @@ static void ended_in_a_start_report_leaves_the_queue_working(void *(*call)(void 
     assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
     assert_int_equal(atomic_load(&after.runs), 0);
     atomic_store(&workers_allowed, 1);
-    assert_true(returns_in_time(flush_main, wq));
-    assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    runs_the_rest_and_is_destroyed(wq, &after);
 }
 
 static void *flush_ending_in_its_report(void *wq)
