@@ -230,12 +230,20 @@ static unsigned long long thread_cpu_ns(void)
 
 static double mib(long long bytes) { return (double)bytes / 1048576.0; }
 
+/* The longest one shrinker's part of the report can be: a name of
+ * RCL_NAME_MAX - 1 characters and three numbers of 20 digits at most,
+ * with their words. The list is sized for every entry the trace keeps
+ * and the others' sum, so that none is cut. */
+#define SLOW_ENTRY_MAX   (RCL_NAME_MAX + 3 * 24 + 32)
+_Static_assert(sizeof(((struct rcl__shrink_trace *)0)->e[0].name) <= RCL_NAME_MAX,
+               "SLOW_ENTRY_MAX holds a traced name");
+
 /* The form of the allocation-stall report: what was asked, what came back,
  * how fast, and where the time went. */
 static void report_slow(size_t target, size_t freed, unsigned long long ns,
                         unsigned long long cpu_ns, const struct rcl__shrink_trace *tr)
 {
-    char per[512] = "";
+    char per[(RCL__TRACE_MAX + 1) * SLOW_ENTRY_MAX] = "";
     size_t len = 0;
 
     for (unsigned i = 0; i < tr->n && len < sizeof(per); i++)
@@ -243,6 +251,9 @@ static void report_slow(size_t target, size_t freed, unsigned long long ns,
                                 "%lu objects", i ? "; " : "", tr->e[i].name,
                                 (double)tr->e[i].ns / 1e6, mib(tr->e[i].bytes),
                                 tr->e[i].objects);
+    if (tr->others && len < sizeof(per))
+        snprintf(per + len, sizeof(per) - len, "; others %.3f ms, %.3f MiB, %lu objects",
+                 (double)tr->others_ns / 1e6, mib(tr->others_bytes), tr->others_objects);
     rcl__report_limited(&slow_reported,
                         "slow direct reclaim: %.3f ms (%.3f ms of it on CPU; the rest waiting "
                         "for a CPU or a lock) for %.3f MiB asked, %.3f MiB freed "

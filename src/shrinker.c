@@ -162,8 +162,12 @@ void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr
     deadline_ns = deadline;
     bound_scans = 0;
     trace = tr;
-    if (tr)
+    if (tr) {
         tr->n = 0;
+        tr->others = false;
+        tr->others_ns = tr->others_objects = 0;
+        tr->others_bytes = 0;
+    }
 }
 
 bool rcl__shrink_expired(void)
@@ -171,20 +175,60 @@ bool rcl__shrink_expired(void)
     return deadline_ns && bound_scans && rcl__now_ns() >= deadline_ns;
 }
 
-static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long bytes,
-                      unsigned long objects)
+static void trace_others(unsigned long long ns, long bytes, unsigned long objects)
+{
+    trace->others_ns += ns;
+    trace->others_bytes += bytes;
+    trace->others_objects += objects;
+    trace->others = true;
+}
+
+/* The entry of the cheapest shrinker traced, for a costlier one once the
+ * trace is full: the report is there to say where the time went, and the
+ * shrinker that took it may well be the last of many to run. */
+static unsigned trace_cheapest(void)
+{
+    unsigned min = 0;
+
+    for (unsigned i = 1; i < trace->n; i++)
+        if (trace->e[i].ns < trace->e[min].ns)
+            min = i;
+    return min;
+}
+
+/* The entry for s: its own, or one claimed for it - a new one, or the
+ * cheapest's once the trace is full and this call of s cost more, that
+ * one summed into the others. RCL__TRACE_MAX: s goes with the others. */
+static unsigned trace_slot(const struct rcl_shrinker *s, unsigned long long ns)
 {
     unsigned i;
 
     for (i = 0; i < trace->n && trace->e[i].who != s; i++)
         ;
-    if (i == trace->n) {
-        if (i == RCL__TRACE_MAX)
-            return;
-        memset(&trace->e[i], 0, sizeof(trace->e[i]));
-        trace->e[i].who = s;
-        snprintf(trace->e[i].name, sizeof(trace->e[i].name), "%s", s->name);
+    if (i < trace->n)
+        return i;
+    if (i == RCL__TRACE_MAX) {
+        i = trace_cheapest();
+        if (trace->e[i].ns >= ns)
+            return RCL__TRACE_MAX;
+        trace_others(trace->e[i].ns, trace->e[i].bytes, trace->e[i].objects);
+    } else {
         trace->n++;
+    }
+    memset(&trace->e[i], 0, sizeof(trace->e[i]));
+    trace->e[i].who = s;
+    snprintf(trace->e[i].name, sizeof(trace->e[i].name), "%s", s->name);
+    return i;
+}
+
+static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long bytes,
+                      unsigned long objects)
+{
+    unsigned i = trace_slot(s, ns);
+
+    if (i == RCL__TRACE_MAX) {
+        trace_others(ns, bytes, objects);
+        return;
     }
     trace->e[i].ns += ns;
     trace->e[i].bytes += bytes;

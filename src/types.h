@@ -64,6 +64,12 @@ struct rcl__shrink_trace {
         long               bytes;
         unsigned long      objects;
     } e[RCL__TRACE_MAX];
+    /* What the shrinkers left out of e[] took, summed: e[] keeps the
+     * costliest. */
+    unsigned long long others_ns;
+    long               others_bytes;
+    unsigned long      others_objects;
+    bool               others;
 };
 
 /* Counters (stats.c). */

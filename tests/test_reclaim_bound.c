@@ -400,6 +400,53 @@ TEST_WITH(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, NULL, 
     rcl_shutdown();
 }
 
+/* Names as long as a shrinker's may be (RCL_NAME_MAX - 1 characters). */
+#define LONG_NAME "a-cache-whose-name-runs-long%03u"
+#define FAST_CACHES 8
+
+static unsigned long none_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return RCL_SHRINK_EMPTY;
+}
+
+static const struct rcl_shrinker_ops none_ops = { none_count, objs_scan };
+
+TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, teardown)
+{
+    /* A bound of a second: every shrinker runs in the first pass, and
+     * the one slow scan call still makes the reclaim a slow one. */
+    setenv("RECLAIM_DIRECT_US", "1000000", 1);
+    assert_int_equal(init_with_background(), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    struct rcl_shrinker *fast[FAST_CACHES];
+    char name[RCL_NAME_MAX];
+    for (unsigned i = 0; i < FAST_CACHES; i++) {
+        snprintf(name, sizeof(name), LONG_NAME, i);
+        fast[i] = rcl_shrinker_register(name, &none_ops, NULL, NULL);
+        assert_non_null(fast[i]);
+    }
+    /* Registered last, so the last to run: the trace is full by then. */
+    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
+    snprintf(name, sizeof(name), LONG_NAME, 999u);
+    assert_int_equal(strlen(name), RCL_NAME_MAX - 1);
+    struct rcl_shrinker *slow = rcl_shrinker_register(name, &objs_ops, &o, &objs_opts);
+    assert_non_null(slow);
+    fill(&o);
+
+    rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    assert_int_equal(stats().slow_reclaims, 1);
+    assert_reports_have("\"a-cache-whose-name-runs-long999\" ");
+    /* The shrinker it leaves out to name that one is summed, not lost. */
+    assert_reports_have("; others ");
+
+    rcl_shrinker_unregister(slow);
+    for (unsigned i = 0; i < FAST_CACHES; i++)
+        rcl_shrinker_unregister(fast[i]);
+    drop_all(&o);
+    rcl_shutdown();
+}
+
 TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
 {
     assert_int_equal(test_init(LIMIT), 0);   /* no background: no bound */
