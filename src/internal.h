@@ -314,8 +314,18 @@ bool   rcl__shrinking_here(void);
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
  * and add each shrinker's time, net accounted bytes and objects to *tr
- * (NULL = no trace). */
-void   rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr);
+ * (NULL = no trace). Returns the bound it replaces, which a reclaim
+ * nested in a callback of a bounded one (a callback that lifted its
+ * NORECLAIM scope) puts back when it ends: the outer reclaim's bound and
+ * trace are its own still. */
+struct rcl__shrink_bound_state {
+    unsigned long long         deadline;
+    unsigned long              scans;
+    struct rcl__shrink_trace  *trace;
+};
+struct rcl__shrink_bound_state rcl__shrink_bound(unsigned long long deadline,
+                                                 struct rcl__shrink_trace *tr);
+void   rcl__shrink_bound_put(const struct rcl__shrink_bound_state *old);
 bool   rcl__shrink_expired(void);
 /* An allocation short of budget after its bounded direct reclaim waits a
  * little for the background reclaimer (counted as throttled), or yields

@@ -114,7 +114,7 @@ static void shrink_unwound(void *arg)
     unsigned b = rcl__busy_hold(st->t);
 
     (void)shrink_end(st);
-    rcl__shrink_bound(0, NULL);
+    (void)rcl__shrink_bound(0, NULL);
     rcl__busy_drop(st->t, b);
 }
 
@@ -269,9 +269,9 @@ static size_t reclaim_counted(struct rcl_thread *t, size_t target, rcl_gfp_t gfp
     struct rcl__shrink_trace tr;
     unsigned long long start = rcl__now_ns(), cpu0 = thread_cpu_ns();
 
-    rcl__shrink_bound(bound ? start + bound : 0, &tr);
+    struct rcl__shrink_bound_state outer = rcl__shrink_bound(bound ? start + bound : 0, &tr);
     size_t freed = rcl__shrink(t, target, gfp);
-    rcl__shrink_bound(0, NULL);
+    rcl__shrink_bound_put(&outer);
     unsigned long long ns = rcl__now_ns() - start, cpu = thread_cpu_ns() - cpu0;
 
     rcl__count(direct_reclaims, 1);

@@ -157,8 +157,11 @@ static __thread unsigned long bound_scans;
  * not traced. */
 static __thread struct rcl__shrink_trace *trace;
 
-void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr)
+struct rcl__shrink_bound_state rcl__shrink_bound(unsigned long long deadline,
+                                                 struct rcl__shrink_trace *tr)
 {
+    struct rcl__shrink_bound_state old = { deadline_ns, bound_scans, trace };
+
     deadline_ns = deadline;
     bound_scans = 0;
     trace = tr;
@@ -168,6 +171,14 @@ void rcl__shrink_bound(unsigned long long deadline, struct rcl__shrink_trace *tr
         tr->others_ns = tr->others_objects = 0;
         tr->others_bytes = 0;
     }
+    return old;
+}
+
+void rcl__shrink_bound_put(const struct rcl__shrink_bound_state *old)
+{
+    deadline_ns = old->deadline;
+    bound_scans = old->scans;
+    trace = old->trace;
 }
 
 bool rcl__shrink_expired(void)

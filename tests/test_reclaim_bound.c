@@ -128,6 +128,88 @@ TEST_WITH(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, NULL, t
     rcl_shutdown();
 }
 
+/*
+ * A reclaim inside a bounded one: a callback that lifts its NORECLAIM
+ * scope and reclaims (a misuse the scope's own save/restore cannot see,
+ * if it puts the scope back) makes a pass inside the pass. The nester's
+ * first scan call, on the test's thread, does that once, then sleeps
+ * past the outer reclaim's bound; the objects' scan calls are counted
+ * apart, outside the nested reclaim and inside it.
+ */
+struct nest {
+    struct objs objs;
+    pthread_t owner;
+    _Atomic int inside;                     /* the nested reclaim runs */
+    _Atomic unsigned long nester_calls;     /* outside it, by the owner */
+    _Atomic unsigned long objs_calls;       /* the same */
+};
+
+static unsigned long nester_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return count_of(1ul << 20);
+}
+
+static unsigned long nester_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct nest *n = priv;
+    (void)sc;
+    if (!pthread_equal(pthread_self(), n->owner) || atomic_load(&n->inside))
+        return 0;
+    if (atomic_fetch_add(&n->nester_calls, 1) == 0) {
+        atomic_store(&n->inside, 1);
+        rcl_scope_restore(RCL_SCOPE_NORECLAIM);
+        rcl_reclaim(1, RCL_DEFAULT);
+        rcl_scope_save(RCL_SCOPE_NORECLAIM);
+        atomic_store(&n->inside, 0);
+        test_sleep_ms(2);
+    }
+    return 0;
+}
+
+static unsigned long nested_objs_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct nest *n = priv;
+    if (pthread_equal(pthread_self(), n->owner) && !atomic_load(&n->inside))
+        atomic_fetch_add(&n->objs_calls, 1);
+    return objs_scan(&n->objs, sc);
+}
+
+static unsigned long nested_objs_count(void *priv, struct rcl_shrink_control *sc)
+{
+    struct nest *n = priv;
+    return objs_count(&n->objs, sc);
+}
+
+static const struct rcl_shrinker_ops nester_ops = { nester_count, nester_scan };
+static const struct rcl_shrinker_ops nested_objs_ops = { nested_objs_count, nested_objs_scan };
+
+TEST_WITH(a_reclaim_nested_in_a_callback_leaves_the_outer_reclaims_bound, NULL, teardown)
+{
+    unsetenv("RECLAIM_DIRECT_US");
+    assert_int_equal(init_with_background(), 0);
+    struct nest n = { .objs = { .owner = pthread_self(), .direct_frees = 1 },
+                      .owner = pthread_self() };
+    struct rcl_shrinker *nester = rcl_shrinker_register("nester", &nester_ops, &n, NULL);
+    assert_non_null(nester);
+    struct rcl_shrinker *s = rcl_shrinker_register("objects", &nested_objs_ops, &n,
+                                                   &objs_opts);
+    assert_non_null(s);
+    fill(&n.objs);
+
+    /* The bound (50 us) has passed when the nester's first call returns:
+     * the outer reclaim stops there, as after any slow call. */
+    rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    assert_int_equal(atomic_load(&n.nester_calls), 1);
+    assert_int_equal(atomic_load(&n.objs_calls), 0);
+    assert_int_equal(stats().direct_bounded, 1);
+
+    rcl_shrinker_unregister(nester);
+    rcl_shrinker_unregister(s);
+    drop_all(&n.objs);
+    rcl_shutdown();
+}
+
 TEST_WITH(direct_reclaim_without_a_bound_does_all_the_work, NULL, teardown)
 {
     setenv("RECLAIM_DIRECT_US", "0", 1);
