@@ -246,6 +246,30 @@ static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long 
     trace->e[i].objects += objects;
 }
 
+/* Are these opts refused (reported)? Decided before anything is
+ * allocated: a report function may end the thread, and what the call
+ * held would go with it. Where they are not, the domain is held for the
+ * shrinker. */
+static bool opts_refused(const char *name, const struct rcl_shrinker_opts *opts)
+{
+    if (!opts)
+        return false;
+    /* A need beyond the context's reclaim rights (FS, IO) is one no scan
+     * would ever meet: the shrinker would be registered and never called. */
+    if (opts->needs & ~(rcl_gfp_t)(RCL__FS | RCL__IO)) {
+        rcl__report("rcl_shrinker_register(\"%.*s\"): needs 0x%x names flags other than "
+                    "RCL__FS and RCL__IO; not registered", RCL_NAME_MAX - 1, name,
+                    opts->needs);
+        return true;
+    }
+    if (opts->domain && !rcl__domain_shrinker_hold(opts->domain)) {
+        rcl__report("rcl_shrinker_register(\"%.*s\"): %p is not a live domain; "
+                    "not registered", RCL_NAME_MAX - 1, name, (void *)opts->domain);
+        return true;
+    }
+    return false;
+}
+
 struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_shrinker_ops *ops,
                                            void *priv, const struct rcl_shrinker_opts *opts)
 {
@@ -254,9 +278,15 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
         return NULL;
     }
     rcl__ensure_init();
+    if (opts_refused(name, opts)) {
+        errno = EINVAL;
+        return NULL;
+    }
     /* Registry memory is the library's own, not the caller's budget. */
     struct rcl_shrinker *s = calloc(1, sizeof(*s));
     if (!s) {
+        if (opts && opts->domain)
+            rcl__domain_shrinker_put(opts->domain);
         errno = ENOMEM;
         return NULL;
     }
@@ -274,22 +304,6 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
             s->batch = opts->batch;
         s->needs = opts->needs;
         s->domain = opts->domain;
-    }
-    /* A need beyond the context's reclaim rights (FS, IO) is one no scan
-     * would ever meet: the shrinker would be registered and never called. */
-    if (s->needs & ~(rcl_gfp_t)(RCL__FS | RCL__IO)) {
-        rcl__report("rcl_shrinker_register(\"%s\"): needs 0x%x names flags other than "
-                    "RCL__FS and RCL__IO; not registered", s->name, s->needs);
-        free(s);
-        errno = EINVAL;
-        return NULL;
-    }
-    if (s->domain && !rcl__domain_shrinker_hold(s->domain)) {
-        rcl__report("rcl_shrinker_register(\"%s\"): %p is not a live domain; "
-                    "not registered", s->name, (void *)s->domain);
-        free(s);
-        errno = EINVAL;
-        return NULL;
     }
 
     pthread_mutex_lock(&shrinker_lock);

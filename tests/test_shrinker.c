@@ -374,6 +374,42 @@ TEST(needs_beyond_fs_and_io_are_refused)
     rcl_shrinker_unregister(s);
 }
 
+/* A refused registration whose report function ends the thread leaves
+ * nothing behind: the refusal is made before anything is allocated (the
+ * ASan pass's leak check sees a shrinker left allocated). */
+static struct rcl_domain *gone_domain;
+
+static void *registers_refused_and_ends(void *arg)
+{
+    static struct recorder r;
+    const struct rcl_shrinker_opts *opts = arg;
+
+    test_reports_end_this_thread();
+    rcl_shrinker_register("refused", &rec_ops, &r, opts);
+    return NULL;                                /* not reached */
+}
+
+TEST(a_refused_registration_whose_report_ends_its_thread_leaves_nothing)
+{
+    gone_domain = rcl_domain_create("gone", 1, NULL, NULL);
+    assert_non_null(gone_domain);
+    rcl_domain_destroy(gone_domain);
+    const struct rcl_shrinker_opts refused[] = { { .needs = RCL__NOFAIL },
+                                                 { .domain = gone_domain } };
+    const char *why[] = { "RCL__FS and RCL__IO", "not a live domain" };
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        pthread_t th;
+        rcl_set_report_fn(test_report_catch_then_end, NULL);
+        assert_int_equal(pthread_create(&th, NULL, registers_refused_and_ends,
+                                        (void *)&refused[i]), 0);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        rcl_set_report_fn(test_report_catch, NULL);
+        assert_last_report_has(why[i]);
+    }
+    assert_int_equal(test_reports_take(), 2);
+}
+
 TEST(unregister_twice_or_null_is_reported)
 {
     struct recorder *r = calloc(1, sizeof(*r));
