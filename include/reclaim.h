@@ -1530,7 +1530,8 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
  * sees the memory come back. The shrinker belongs to the LRU:
  * rcl_lru_destroy() unregisters it; do not unregister it yourself.
  * NULL with errno EINVAL (NULL lru, name or free_fn), EBUSY (the LRU has
- * one already; one an rcl_shutdown() dropped does not count), or what
+ * one already, one an rcl_shutdown() dropped aside, or another call is
+ * making it: of calls made at once, one makes it), or what
  * rcl_shrinker_register() sets.
  *
  * Example: rcl_lru(3) shows a complete keyed object cache built on these

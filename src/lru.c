@@ -36,6 +36,8 @@ struct rcl_lru {
                                       holder is the walking thread */
     uintptr_t            tag;      /* in the low bits of its nodes' prev */
     unsigned             shrinker_epoch;   /* rcl__epoch when shrinker was made */
+    /* The thread an rcl_lru_shrinker() is under way on, or NULL. */
+    _Atomic(const struct rcl_thread *) maker;
 };
 
 /*
@@ -143,6 +145,17 @@ static inline void count_add_locked(struct rcl_lru *lru, long delta)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* A making under way on another thread at the fork has no thread to end
+ * it in the child, which could then never make the LRU's shrinker. One
+ * on the forking thread (a report function that forks in it) goes on. */
+static void lru_atfork_child(struct rcl__fork_obj *o)
+{
+    struct rcl_lru *lru = (struct rcl_lru *)(void *)((char *)o - offsetof(struct rcl_lru, fork));
+
+    if (rd(lru->maker) != &rcl__self)
+        wr(lru->maker, NULL);
+}
+
 struct rcl_lru *rcl_lru_create(void)
 {
     struct rcl_lru *lru = calloc(1, sizeof(*lru));
@@ -154,7 +167,7 @@ struct rcl_lru *rcl_lru_create(void)
     lru->tag = tag_get();
     lru->head.next = &lru->head;
     set_prev(&lru->head, &lru->head, lru->tag);
-    rcl__fork_track(&lru->fork, &lru->lock, NULL);
+    rcl__fork_track(&lru->fork, &lru->lock, lru_atfork_child);
     return lru;
 }
 
@@ -450,6 +463,22 @@ static const struct rcl_shrinker_ops lru_shrinker_ops = {
     .scan  = lru_scan_objects,
 };
 
+/* A report function that ends its thread in the registration (a refused
+ * one's report) ends the making with it, or every later call would find
+ * it under way for good. */
+static void making_unwound(void *arg)
+{
+    struct rcl_lru *lru = arg;
+
+    rcl__asan_unwinding();
+    atomic_store_explicit(&lru->maker, NULL, memory_order_release);
+}
+
+/*
+ * One call at a time makes the LRU's shrinker: two at once each found
+ * none and registered one, and the LRU kept the second, the first left
+ * registered for good, its scans walking the LRU after its destroy.
+ */
 struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
                                       rcl_lru_isolate_fn isolate, rcl_lru_free_fn free_fn,
                                       void *arg, const struct rcl_shrinker_opts *opts)
@@ -458,7 +487,14 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
         errno = EINVAL;
         return NULL;
     }
+    const struct rcl_thread *none = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&lru->maker, &none, &rcl__self,
+                                                 memory_order_acquire, memory_order_relaxed)) {
+        errno = EBUSY;
+        return NULL;
+    }
     if (lru->shrinker && shrinker_still_ours(lru)) {
+        atomic_store_explicit(&lru->maker, NULL, memory_order_release);
         errno = EBUSY;
         return NULL;
     }
@@ -469,7 +505,12 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
     lru->isolate = isolate;
     lru->free_fn = free_fn;
     lru->arg = arg;
-    lru->shrinker = rcl_shrinker_register(name, &lru_shrinker_ops, lru, opts);
+    struct rcl_shrinker *s;
+    pthread_cleanup_push(making_unwound, lru);
+    s = rcl_shrinker_register(name, &lru_shrinker_ops, lru, opts);
+    pthread_cleanup_pop(0);
+    lru->shrinker = s;
     lru->shrinker_epoch = atomic_load(&rcl__epoch);
-    return lru->shrinker;
+    atomic_store_explicit(&lru->maker, NULL, memory_order_release);
+    return s;
 }

@@ -1356,4 +1356,65 @@ TEST_BARE(the_checker_loads_the_unwinder_before_any_thread_can_fork_inside_it)
     assert_int_equal(rc, FRESH_OK);
 }
 
+/* A child forked while another thread makes an LRU's shrinker makes one
+ * of its own: the making under way went with that thread. The maker is
+ * held in its call - its first use of the library reports the
+ * environment's malformed setting, and the report function waits there -
+ * across the fork. */
+static pthread_t held_maker;
+static atomic_int maker_in_report, maker_released;
+static struct rcl_lru *made_twice;
+
+static void catch_and_hold_the_maker(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (!pthread_equal(pthread_self(), held_maker) || atomic_exchange(&maker_in_report, 1))
+        return;
+    while (!atomic_load(&maker_released))
+        test_sleep_ms(1);
+}
+
+static void *makes_held(void *made)
+{
+    held_maker = pthread_self();
+    *(struct rcl_shrinker **)made = rcl_lru_shrinker(made_twice, "parent's", NULL, item_free,
+                                                     NULL, NULL);
+    return NULL;
+}
+
+static int child_makes_its_own(void)
+{
+    if (!rcl_lru_shrinker(made_twice, "child's", NULL, item_free, NULL, NULL))
+        return 1;
+    return rcl_lru_destroy(made_twice) ? 2 : 0;
+}
+
+TEST(a_child_forked_while_another_thread_makes_an_lrus_shrinker_makes_its_own)
+{
+    if (child_threads_unsupported()) {
+        print_message("skipped: ThreadSanitizer starts no thread in a child\n");
+        skip();
+    }
+    struct rcl_shrinker *made = NULL;
+    made_twice = rcl_lru_create();
+    assert_non_null(made_twice);
+    rcl_shutdown();
+    setenv("RECLAIM_DIRECT_US", "fast", 1);
+    rcl_set_report_fn(catch_and_hold_the_maker, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, makes_held, &made), 0);
+    while (!atomic_load(&maker_in_report))
+        test_sleep_ms(1);
+
+    int rc = wait_child(fork_child(child_makes_its_own));
+    atomic_store(&maker_released, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_reports_have("RECLAIM_DIRECT_US");
+    assert_int_equal(rc, 0);
+    assert_non_null(made);
+    assert_int_equal(rcl_lru_destroy(made_twice), 0);
+}
+
 TEST_MAIN();

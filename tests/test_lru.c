@@ -587,6 +587,95 @@ TEST(test_second_shrinker_for_one_lru_is_refused)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/*
+ * Two calls make one LRU's shrinker at once: one gets it, the other
+ * EBUSY. The first is held inside its call - its first use of the
+ * library reports the environment's malformed setting, and the report
+ * function waits there - while the second makes its own.
+ */
+static pthread_t first_maker;
+static atomic_int first_in_report, second_made;
+
+static void catch_and_wait_for_the_second(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (!pthread_equal(pthread_self(), first_maker) || atomic_exchange(&first_in_report, 1))
+        return;
+    while (!atomic_load(&second_made))
+        test_sleep_ms(1);
+}
+
+struct second_maker {
+    struct rcl_lru *l;
+    struct rcl_shrinker *s;
+    int err;
+};
+
+static void *makes_second(void *arg)
+{
+    struct second_maker *m = arg;
+
+    while (!atomic_load(&first_in_report))
+        test_sleep_ms(1);
+    errno = 0;
+    m->s = rcl_lru_shrinker(m->l, "second", NULL, blob_free, NULL, NULL);
+    m->err = errno;
+    atomic_store(&second_made, 1);
+    return NULL;
+}
+
+TEST(test_shrinkers_made_at_once_for_one_lru_are_one)
+{
+    struct second_maker m = { .l = rcl_lru_create() };
+    assert_non_null(m.l);
+    rcl_shutdown();
+    setenv("RECLAIM_DIRECT_US", "fast", 1);
+    atomic_store(&first_in_report, 0);
+    atomic_store(&second_made, 0);
+    first_maker = pthread_self();
+    rcl_set_report_fn(catch_and_wait_for_the_second, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, makes_second, &m), 0);
+
+    struct rcl_shrinker *s = rcl_lru_shrinker(m.l, "first", NULL, blob_free, NULL, NULL);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_reports_have("RECLAIM_DIRECT_US");
+    assert_int_equal(atomic_load(&first_in_report), 1);
+
+    assert_non_null(s);
+    assert_null(m.s);
+    assert_int_equal(m.err, EBUSY);
+    assert_int_equal(rcl_lru_destroy(m.l), 0);
+}
+
+/* A report function that ends its thread in a refused making (here, a
+ * need no scan would carry) leaves the LRU free for the next one. */
+static void *makes_refused_and_ends(void *l)
+{
+    static const struct rcl_shrinker_opts bad = { .needs = RCL__NOFAIL };
+
+    test_reports_end_this_thread();
+    rcl_lru_shrinker(l, "refused", NULL, blob_free, NULL, &bad);
+    return NULL;                                /* not reached */
+}
+
+TEST(test_a_refused_shrinker_whose_report_ends_its_thread_leaves_the_lru_free)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    pthread_t th;
+
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    assert_int_equal(pthread_create(&th, NULL, makes_refused_and_ends, l), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_last_report_has("not registered");
+
+    assert_non_null(rcl_lru_shrinker(l, "next", NULL, blob_free, NULL, NULL));
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* After rcl_lru_destroy() the shrinker is gone: reclaim does not call it. */
 /* A refused destroy leaves the LRU as it was: reclaim still shrinks it. */
 TEST(test_refused_destroy_keeps_the_lru_shrinkable)
