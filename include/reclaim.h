@@ -567,8 +567,9 @@ void   rcl_shutdown(void);
  * rcl_init(), first use and rcl_shutdown(), the report function (called
  * with cancellation off), and
  * the library's own reads inside other calls (an allocation measuring the
- * footprint, the lock checker naming functions in a report): a cancel
- * pending there takes effect after the call.
+ * footprint, rcl_set_limit() closing the cgroup file it measured by, the
+ * lock checker naming functions in a report): a cancel pending there
+ * takes effect after the call.
  *
  * pthread_exit() from a shrinker's count() or scan(), or from a domain's
  * may_reclaim, is not deferred (the cancel state does not hold an exit

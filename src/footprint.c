@@ -255,6 +255,16 @@ static int switch_locked(int cg, size_t inactive)
     return old;
 }
 
+/* close(2) is a cancellation point, and rcl_set_limit()'s caller holds
+ * the registry lock here: a cancel acted on inside would end the thread
+ * with it held. It waits for the caller's next cancellation point. */
+static void close_nocancel(int fd)
+{
+    int cancel = rcl__nocancel_begin();
+    close(fd);
+    rcl__nocancel_end(cancel);
+}
+
 void rcl__footprint_follow(bool chosen)
 {
     rcl__assert(rcl__registry_held());
@@ -263,7 +273,7 @@ void rcl__footprint_follow(bool chosen)
     int keep = cgroup_wanted() ? F.cg : -1;
     int old = switch_locked(keep, rd(F.inactive));
     if (old != keep)
-        close(old);                     /* a budget the program set now */
+        close_nocancel(old);            /* a budget the program set now */
 }
 
 /* The usage file of the cgroup level at `dir`, and its inactive page

@@ -1061,6 +1061,56 @@ TEST_WITH(test_a_forced_cgroup_measure_takes_a_cgroup_limit_set_later, pressure_
     assert_int_equal(rcl_limit(), 16 * MiB);
 }
 
+/* Returns with a cancel pending, to act at the thread's next cancellation
+ * point. */
+static atomic_int cancel_sent, limit_set;
+
+static void wait_for_the_cancel(void)
+{
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    while (!atomic_load(&cancel_sent))
+        test_sleep_ms(1);
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+}
+
+static void *sets_a_limit_with_a_cancel_pending(void *arg)
+{
+    (void)arg;
+    wait_for_the_cancel();
+    /* The budget becomes the program's: the footprint stops measuring
+     * by the cgroup, and its usage file, open until now, is closed. */
+    atomic_store(&limit_set, rcl_set_limit(256 * MiB) == 0);
+    test_testcancel();
+    return NULL;
+}
+
+/* Closing the cgroup's usage file is the library's own business, not a
+ * cancellation point of the program's: a cancel pending when
+ * rcl_set_limit() takes the footprint off the cgroup takes effect after
+ * the call, and the library's locks are free for the next caller. (Acted
+ * on inside, it ended the thread with the threads' registry locked, and
+ * every allocation's slow path after it waited for ever.) */
+TEST_WITH(test_a_pending_cancel_waits_for_a_set_limit_to_leave_the_cgroup_measure,
+          pressure_setup, pressure_teardown)
+{
+    pthread_t th;
+    void *ret;
+
+    need_footprint();
+    start_measured_by_the_cgroup();
+    atomic_store(&cancel_sent, 0);
+    atomic_store(&limit_set, 0);
+    assert_int_equal(pthread_create(&th, NULL, sets_a_limit_with_a_cancel_pending, NULL), 0);
+    assert_int_equal(pthread_cancel(th), 0);
+    atomic_store(&cancel_sent, 1);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&limit_set), 1);
+    assert_int_equal(rcl_limit(), 256 * MiB);
+    resident(20 * MiB);
+    assert_int_equal(rcl_footprint(), 20 * MiB);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pressure                                                                  */
 /* ------------------------------------------------------------------------ */
