@@ -44,17 +44,18 @@
  *                   stash.
  * stock_max is the only one other threads write, by exchange or
  * compare-and-swap, so that a drain request that comes in during a
- * reclaim is still there when the reclaim ends. A request that must be
- * met before the stock is spent again also sets RCL__WATCH_DRAIN in the
- * thread's watch word, which the allocation and charge fast paths test
- * (signal handlers set the same bit to bring the thread to the slow path,
- * rcl__slow_path_ask). Invariants: stock >= 0; charged == handed out +
- * the stocks + the cached blocks + the signal stashes. A charge that
- * leaves the cache for the stock (a drain, a list handed to the depot) is
- * in the stock before it leaves the cache, released, and rcl_usage()
- * reads the cache first, so frees never make it read high. The other way
- * (a batch from the depot becoming a list) happens only inside an
- * allocation, during which rcl_usage() may be off by that allocation.
+ * reclaim is still there when the reclaim ends. Each request also sets
+ * RCL__WATCH_DRAIN in the thread's watch word, which the allocation and
+ * charge fast paths test, so that it is met before the stock or the cache
+ * is spent again (signal handlers set the same bit to bring the thread to
+ * the slow path, rcl__slow_path_ask). Invariants: stock >= 0; charged ==
+ * handed out + the stocks + the cached blocks + the signal stashes. A
+ * charge that leaves the cache for the stock (a drain, a list handed to
+ * the depot) is in the stock before it leaves the cache, released, and
+ * rcl_usage() reads the cache first, so frees never make it read high.
+ * The other way (a batch from the depot becoming a list) happens only
+ * inside an allocation, during which rcl_usage() may be off by that
+ * allocation.
  */
 #include "internal.h"
 #include "backend.h"
@@ -343,25 +344,19 @@ void rcl__owners_collect(void)
 #endif
 }
 
-/* Asks thread t (not the caller) for its stock back at its next slow path;
- * now: its next allocation or charge goes there, rather than spend the
- * stock first. Registry lock held, so that t is registered. */
-static void drain_request_locked(struct rcl_thread *t, bool now)
-{
-    rcl__assert(rcl__registry_held());
-    wr(t->stock_max, STOCK_DRAIN);
-    if (now)
-        rcl__slow_path_ask(t);
-}
-
 /* Every other thread gives its stock and cached blocks back at its next
- * allocation or free (the watch bit takes its fast paths to the slow one). */
+ * allocation, charge or free: the watch bit takes the fast paths, a cache
+ * hit's and a stock's that would cover it included, to the slow one,
+ * rather than let them spend first what was asked back. */
 static void drain_others_locked(void)
 {
     rcl__assert(rcl__registry_held());
-    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
-        if (t != &rcl__self)
-            drain_request_locked(t, true);
+    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next) {
+        if (t == &rcl__self)
+            continue;
+        wr(t->stock_max, STOCK_DRAIN);
+        rcl__slow_path_ask(t);
+    }
 }
 
 /* Blocks other threads (the reclaimer's shrinkers) freed for this one
@@ -1029,9 +1024,7 @@ void rcl_usage_sync(void)
     rcl__thread_attach(self);
     drain_self(self);
     rcl__registry_lock();
-    for (struct rcl_thread *t = rcl__registry_first(); t; t = t->next)
-        if (t != self)
-            drain_request_locked(t, false);
+    drain_others_locked();
     rcl__registry_unlock();
     rcl__busy_drop(self, b);
 }

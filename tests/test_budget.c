@@ -740,7 +740,7 @@ static void *stock_holder(void *arg)
     atomic_store(&stock_phase, 1);
     while (atomic_load(&stock_phase) != 2)
         test_sleep_ms(1);
-    p = rcl_alloc(100, RCL_DEFAULT);           /* sees the drain request */
+    p = rcl_alloc(100, RCL_DEFAULT);           /* meets the drain request */
     rcl_free(p);
     atomic_store(&stock_phase, 3);
     while (atomic_load(&stock_phase) != 4)
@@ -764,6 +764,51 @@ TEST(usage_sync_folds_every_threads_stock)
     rcl_stats_get(&st);
     assert_int_equal(st.usage, 0);
     atomic_store(&stock_phase, 4);
+    pthread_join(th, NULL);
+    assert_int_equal(usage_now(), 0);
+}
+
+/* A thread that only allocates after a sync: its next allocation, served
+ * from its cache, meets the request too. */
+static atomic_int alloc_phase;
+static void *cache_holder(void *arg)
+{
+    (void)arg;
+    void *a = rcl_alloc(100, RCL_DEFAULT), *b = rcl_alloc(100, RCL_DEFAULT);
+    rcl_free(a);
+    rcl_free(b);                                /* two cached blocks */
+    atomic_store(&alloc_phase, 1);
+    while (atomic_load(&alloc_phase) != 2)
+        test_sleep_ms(1);
+    a = rcl_alloc(100, RCL_DEFAULT);            /* its next call: no free */
+    atomic_store(&alloc_phase, 3);
+    while (atomic_load(&alloc_phase) != 4)
+        test_sleep_ms(1);
+    rcl_free(a);
+    return NULL;
+}
+
+/* rcl_usage_sync() asks every other thread for its stock and cached
+ * blocks at its next allocation or free, an allocation its cache could
+ * serve among them. (Only a free or an allocation that missed met it:
+ * one that allocates and frees nothing for a while kept its blocks.) */
+TEST(usage_sync_is_met_at_another_threads_next_allocation)
+{
+    pthread_t th;
+    atomic_store(&alloc_phase, 0);
+    assert_int_equal(pthread_create(&th, NULL, cache_holder, NULL), 0);
+    while (atomic_load(&alloc_phase) != 1)
+        test_sleep_ms(1);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    assert_true(st.thread_cached > 0);
+    rcl_usage_sync();
+    atomic_store(&alloc_phase, 2);
+    while (atomic_load(&alloc_phase) != 3)
+        test_sleep_ms(1);
+    rcl_stats_get(&st);
+    assert_int_equal(st.thread_cached, 0);
+    atomic_store(&alloc_phase, 4);
     pthread_join(th, NULL);
     assert_int_equal(usage_now(), 0);
 }
