@@ -591,9 +591,14 @@ static void *pressure_main(void *arg)
             if (forked_here())
                 break;
         }
+        /* A cache working at its budget crosses the threshold up and
+         * down, as often as it fills: the tick still comes each second. */
         if (n > 0 && fds[2].revents && watcher.thresh_fd >= 0) {
             threshold_event();
-            continue;
+            if (forked_here())
+                break;
+            if (rcl__now_ns() - last_full < TICK_MS * 1000000ull)
+                continue;
         }
         if (!watcher.cg.version)
             continue;

@@ -878,6 +878,67 @@ TEST_WITH(test_v1_budget_and_threshold_follow_the_process_to_another_cgroup, pre
     assert_true(strlen(buf) > 0);
 }
 
+/* The kernel's side of a v1 usage threshold: the eventfd the pressure
+ * thread armed (the first number of the line it wrote to
+ * cgroup.event_control) signalled every 20 ms, as a cache working at its
+ * budget crosses the threshold up and down, until the budget is `until`. */
+static int crossing_efd;
+static size_t crossing_until;
+
+static bool still_the_eventfd(int fd)
+{
+    char path[64], link[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(path, link, sizeof(link) - 1);
+    if (len <= 0)
+        return false;
+    link[len] = '\0';
+    return strstr(link, "eventfd") != NULL;
+}
+
+static void *crosses_the_threshold(void *arg)
+{
+    uint64_t one = 1;
+    (void)arg;
+    /* Bounded: the test fails on the limit, not on a crossing for ever. */
+    for (int t = 0; t < 500 && rcl_limit() != crossing_until; t++) {
+        if (still_the_eventfd(crossing_efd) &&
+            write(crossing_efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+            break;
+        test_sleep_ms(20);
+    }
+    return NULL;
+}
+
+/* The threshold's events do not hold the one-second tick off: a cache at
+ * its budget makes them more often than that for as long as it runs, and
+ * the budget still follows the cgroup's limit. (Each event sent the
+ * thread back to its wait, past the tick: a limit lowered meanwhile was
+ * never followed.) */
+TEST_WITH(test_v1_threshold_crossings_leave_the_tick_its_turn, pressure_setup, pressure_teardown)
+{
+    char buf[64];
+    pthread_t th;
+
+    if (test_under_sanitizer("asan") || test_under_sanitizer("tsan")) {
+        print_message("skipped: the sanitizer builds measure no footprint\n");
+        skip();     /* and the threshold is armed only for one read from the cgroup */
+    }
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "536870912\n");
+    put(V1DIR "cgroup.event_control", "");
+    start(0, 1);
+    assert_int_equal(rcl_limit(), 448 * MiB);
+    assert_true(get(V1DIR "cgroup.event_control", buf, sizeof(buf)) > 0);
+    crossing_efd = atoi(buf);
+    assert_true(still_the_eventfd(crossing_efd));
+    crossing_until = 224 * MiB;
+    assert_int_equal(pthread_create(&th, NULL, crosses_the_threshold, NULL), 0);
+    put(V1DIR "memory.limit_in_bytes", "268435456\n");
+    limit_becomes(224 * MiB);
+    pthread_join(th, NULL);
+}
+
 /* A move that changes /proc/self/cgroup only past its first 4 KiB (the
  * memory controller's line, the process written to that hierarchy's
  * cgroup.procs alone) is followed. The pressure thread compared the first
