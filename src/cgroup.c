@@ -613,14 +613,16 @@ bool rcl__auto_limit_follow(uint64_t cglimit)
 }
 
 /* The reads are cancellation points: a cancel there would leak the open
- * files, so it waits for the caller's next one. */
+ * files, so it waits for the caller's next one. The budget's too: under
+ * a test's root the machine's memory is a file read. */
 size_t rcl_auto_limit(void)
 {
     struct rcl_cgroup cg;
     int cancel = rcl__nocancel_begin();
     uint64_t lim = rcl__cgroup_find(&cg) == 0 ? rcl__cgroup_limit(&cg, NULL, 0) : RCL_CG_NONE;
+    size_t budget = rcl__auto_budget(lim);
     rcl__nocancel_end(cancel);
-    return rcl__auto_budget(lim);
+    return budget;
 }
 
 

@@ -1172,6 +1172,40 @@ TEST_WITH(test_a_pending_cancel_waits_for_a_set_limit_to_leave_the_cgroup_measur
     assert_int_equal(rcl_footprint(), 20 * MiB);
 }
 
+static atomic_size_t auto_limit_got;
+
+static void *asks_the_auto_limit_with_a_cancel_pending(void *arg)
+{
+    (void)arg;
+    wait_for_the_cancel();
+    atomic_store(&auto_limit_got, rcl_auto_limit());
+    test_testcancel();
+    return NULL;
+}
+
+/* rcl_auto_limit()'s reads are the library's own, every one of them: a
+ * cancel pending at the call takes effect after it, the machine's memory
+ * read under a test's root (which a limit is compared with) too. (That
+ * read, the last, was a cancellation point: the call ended there.) */
+TEST_WITH(test_a_pending_cancel_waits_for_the_automatic_limit_to_be_read, pressure_setup,
+          pressure_teardown)
+{
+    pthread_t th;
+    void *ret;
+
+    fake_v2();
+    put(V2DIR "memory.max", "1073741824\n");
+    atomic_store(&cancel_sent, 0);
+    atomic_store(&auto_limit_got, 0);
+    assert_int_equal(pthread_create(&th, NULL, asks_the_auto_limit_with_a_cancel_pending, NULL),
+                     0);
+    assert_int_equal(pthread_cancel(th), 0);
+    atomic_store(&cancel_sent, 1);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_ptr_equal(ret, PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&auto_limit_got), 896 * MiB);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Pressure                                                                  */
 /* ------------------------------------------------------------------------ */
