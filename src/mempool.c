@@ -29,8 +29,9 @@
  * Lifetime: the pool is freed by whoever leaves it last once it is dying -
  * the destroy, the last element returned, or the last thread that was
  * waiting in an allocation (see state below). A waiter is counted from its
- * first wait until its call returns, retries after a timeout included, so
- * that a destroy cannot free the pool under a thread it did not wake.
+ * first wait until its call is done with the pool, retries after a timeout
+ * included, so that a destroy cannot free the pool under a thread it did
+ * not wake.
  */
 #include "internal.h"
 
@@ -509,9 +510,9 @@ static void *alloc_retry(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
 }
 
 /* Entered with pool->lock held (alloc_try's NULL). Counted in the pool
- * from the first wait until the call returns, timeouts and the retries
- * after them included, so that a destroy meanwhile wakes it and leaves the
- * pool to the last one out. */
+ * from the first wait until the call is done with it, timeouts and the
+ * retries after them included, so that a destroy meanwhile wakes it and
+ * leaves the pool to the last one out. */
 static void *alloc_wait(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
 {
     void *elem;
@@ -520,11 +521,14 @@ static void *alloc_wait(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
     pthread_cleanup_push(pool_leave_cleanup, pool);
     elem = alloc_retry(pool, gfp_mask);
     pthread_cleanup_pop(0);
-    if (!elem)
-        dying_report("rcl_mempool_alloc", pool);
     pool_leave(pool);
-    if (!elem)
+    /* Made once out of the pool, which may be gone (only its address is
+     * named): a report function that ends its thread would otherwise
+     * leave this waiter counted for good, and the pool never freed. */
+    if (!elem) {
+        dying_report("rcl_mempool_alloc", pool);
         errno = ESHUTDOWN;
+    }
     return elem;
 }
 
@@ -816,7 +820,7 @@ static int bulk_retry(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light,
     }
 }
 
-/* Counted in the pool as a waiter until it returns, as the single
+/* Counted in the pool as a waiter until it is done with it, as the single
  * allocation is (alloc_wait), and under the lock it first sleeps under:
  * a destroy, which takes the lock to wake the waiters, finds it asleep or
  * not yet counted. */
@@ -831,9 +835,10 @@ static int bulk_wait_for(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light,
     st->waiting = true;
     err = bulk_retry(st, n, gfp_light, gfp_full);
     st->waiting = false;
+    pool_leave(pool);
+    /* Out of the pool first, as the single allocation's report is. */
     if (err == -ESHUTDOWN)
         dying_report("rcl_mempool_alloc_bulk", pool);
-    pool_leave(pool);
     return err;
 }
 

@@ -943,6 +943,40 @@ TEST(test_a_destroy_whose_report_ends_its_thread_still_frees_the_pool)
     assert_int_equal(r.frees, 1);
 }
 
+static void *takes_and_ends_in_its_report(void *arg)
+{
+    test_reports_end_this_thread();
+    return taker_main(arg);
+}
+
+/* The woken waiter reports its failure once it has left the pool: a
+ * report function that ends its thread there leaves the pool freed when
+ * its last element is back. (The gone waiter stayed counted: the pool and
+ * its reserve were never freed.) */
+TEST(test_a_woken_waiter_whose_report_ends_its_thread_still_lets_the_pool_go)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 1);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
+    assert_non_null(a);
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    pthread_t th;
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    assert_int_equal(pthread_create(&th, NULL, takes_and_ends_in_its_report, &t), 0);
+    wait_for_waiters(pool, 1);
+
+    rcl_mempool_destroy(pool);
+    join_in_time(th);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate");
+    assert_reports_have("rcl_mempool_alloc(");
+
+    rcl_mempool_free(a, pool);          /* the last element: the pool goes */
+    assert_int_equal(r.frees, 1);
+}
+
 /* A pool with min_nr 0 and a failing allocator has a waiter with no
  * element out: destroyed then, it is freed by whichever of the destroy
  * and the woken waiter leaves it last, not at once under the waiter. */

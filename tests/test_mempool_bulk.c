@@ -217,18 +217,24 @@ static void *bulk_call_main(void *arg)
  * which the backend's failures leave waiting: returns once the pool counts
  * it, under its lock, in the critical section in which it first sleeps,
  * so that whatever wakes it finds it asleep. */
-static pthread_t bulk_waiter_start(struct rcl_mempool *p, void **mine, struct bulk_call *c)
+static pthread_t bulk_waiter_start_in(struct rcl_mempool *p, void **mine, struct bulk_call *c,
+                                      void *(*main)(void *))
 {
     pthread_t th;
 
     atomic_store(&back.fail_all, 1);
     assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
     *c = (struct bulk_call){ .pool = p, .ret = 1 };
-    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, c), 0);
+    assert_int_equal(pthread_create(&th, NULL, main, c), 0);
     for (int ms = 0; ms < 20000 && rcl__mempool_waiters(p) < 1; ms++)
         test_sleep_ms(1);
     assert_int_equal(rcl__mempool_waiters(p), 1);
     return th;
+}
+
+static pthread_t bulk_waiter_start(struct rcl_mempool *p, void **mine, struct bulk_call *c)
+{
+    return bulk_waiter_start_in(p, mine, c, bulk_call_main);
 }
 
 /* The waiter has ended within s seconds. */
@@ -281,6 +287,38 @@ TEST_WITH(test_bulk_waiter_woken_by_destroy_fails_with_eshutdown, bulk_setup, te
     assert_reports_have("1 thread(s) still waiting to allocate");
     assert_reports_have("rcl_mempool_alloc_bulk(");
     assert_int_equal(atomic_load(&back.live), 0);   /* the pool is gone, reserve and all */
+    atomic_store(&back.fail_all, 0);
+}
+
+static void *bulk_call_ending_in_its_report(void *arg)
+{
+    test_reports_end_this_thread();
+    return bulk_call_main(arg);
+}
+
+/* The woken waiter reports its failure once it has left the pool: a
+ * report function that ends its thread there leaves the pool freed when
+ * its last elements are back. (The gone waiter stayed counted: the pool
+ * and its reserve were never freed.) */
+TEST_WITH(test_a_woken_bulk_waiter_whose_report_ends_its_thread_still_lets_the_pool_go,
+          bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    void *mine[RESERVE / 2];
+    struct bulk_call c;
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    pthread_t th = bulk_waiter_start_in(p, mine, &c, bulk_call_ending_in_its_report);
+
+    rcl_mempool_destroy(p);
+    bulk_waiter_joined_within(th, 20);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(c.ret, 1);                     /* it never returned */
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("1 thread(s) still waiting to allocate");
+    assert_reports_have("rcl_mempool_alloc_bulk(");
+
+    rcl_mempool_free_bulk(p, mine, RESERVE / 2);    /* the last: the pool goes */
+    assert_int_equal(atomic_load(&back.live), 0);
     atomic_store(&back.fail_all, 0);
 }
 
