@@ -1008,8 +1008,11 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * own bookkeeping is charged too.
  *
  * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
- * NULL is a no-op; freeing to a NULL pool, or more elements than were
- * allocated, is reported; resize of NULL is -EINVAL. Freeing to a
+ * NULL is a no-op; freeing to a NULL pool is reported; resize of NULL is
+ * -EINVAL. An element freed while the pool has none out (more freed than
+ * were allocated) is reported and left alone, neither kept in the reserve
+ * nor given to the pool's free: for an ops pool, an element freed twice
+ * once its first free went to the pool's free. Freeing to a
  * rcl_mempool_create() pool an element that is not its own (another
  * pool's) is reported and nothing is done: each element carries a 16-byte
  * tag naming its pool, ahead of the element in the same block. Pools with
@@ -1018,7 +1021,7 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * and left alone: the tag says so on any second free; an ops pool's
  * reserve is looked through before an element enters it, so a second
  * free that would add it again is caught, and one that finds the reserve
- * full reaches the pool's own free.
+ * full reaches the pool's own free while other elements are out.
  */
 struct rcl_mempool;
 struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size);

@@ -333,6 +333,14 @@ static void pool_get(struct rcl_mempool *pool, unsigned n)
     atomic_fetch_add_explicit(&pool->state, n, memory_order_relaxed);
 }
 
+/* Whether an element can be out at all. An element the caller holds was
+ * counted before it was handed over, so a free that finds none out is one
+ * too many; against frees racing with it, pool_put() checks again. */
+static bool pool_has_out(const struct rcl_mempool *pool)
+{
+    return rd(pool->state) & POOL_OUT;
+}
+
 /* An element came back. The pool must not be touched after this unless we
  * are the one who finishes it. */
 static void pool_put(struct rcl_mempool *pool)
@@ -634,6 +642,14 @@ static inline __attribute__((always_inline)) void free_one(void *elem, struct rc
     case ELEM_FOREIGN:
         rcl__report("rcl_mempool_free(%p, %p): the element is not from this pool; "
                     "not freed", elem, (void *)pool);
+        return;
+    }
+    /* Refused before the element reaches the reserve or the backing free:
+     * an ops pool cannot tell a stray, or an element the backing free has
+     * had already, from its own. */
+    if (unlikely(!pool_has_out(pool))) {
+        rcl__report("rcl_mempool_free(%p, %p): more elements freed than allocated; "
+                    "left alone", elem, (void *)pool);
         return;
     }
 
