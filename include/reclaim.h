@@ -581,7 +581,8 @@ void   rcl_shutdown(void);
  * given left on the LRU), a mempool's backing allocator or free called
  * by rcl_mempool_resize() (the resize fails as a failed allocation would
  * fail it: the elements it had freed, the pool as it was) or by the
- * create's fill of the reserve (no pool is left), a backing free called
+ * create's fill of the reserve, and a shrinker run by the reclaim of the
+ * create's own allocations (no pool is left), a backing free called
  * by rcl_mempool_free() (the element counts as returned) or
  * rcl_mempool_free_bulk() (the elements after it are returned too), a
  * backing allocator or free called by rcl_mempool_alloc_bulk() (the call

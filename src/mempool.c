@@ -271,6 +271,25 @@ static bool pool_fill(struct rcl_mempool *pool, unsigned min_nr)
     return ok;
 }
 
+/* The array's allocation may reclaim, and a shrinker it runs may end the
+ * thread (pthread_exit()): the pool's struct, nobody else's yet, goes
+ * with it. */
+static void new_unwound(void *pool)
+{
+    rcl__asan_unwinding();
+    rcl_free(pool);
+}
+
+static void **pool_new_array(struct rcl_mempool *pool)
+{
+    void **elements;
+
+    pthread_cleanup_push(new_unwound, pool);
+    elements = rcl_calloc(pool->cap, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    pthread_cleanup_pop(0);
+    return elements;
+}
+
 static struct rcl_mempool *pool_new(unsigned min_nr,
         void *(*alloc)(rcl_gfp_t gfp, void *data), void (*free_fn)(void *elem, void *data),
         void *data, size_t elem_size)
@@ -279,7 +298,7 @@ static struct rcl_mempool *pool_new(unsigned min_nr,
     if (!pool)
         goto nomem;
     pool->cap = min_nr ? min_nr : 1;
-    pool->elements = rcl_calloc(pool->cap, sizeof(void *), RCL_DEFAULT | RCL__NOWARN);
+    pool->elements = pool_new_array(pool);
     if (!pool->elements) {
         rcl_free(pool);
         goto nomem;

@@ -607,6 +607,71 @@ TEST(test_a_thread_ending_in_the_allocator_of_a_create_leaves_no_pool)
     assert_int_equal(r.frees, 2);
 }
 
+/* A shrinker that ends the thread whose reclaim runs it, on the test's
+ * thread only, as a program's may (pthread_exit()). */
+static __thread bool ends_in_reclaim;
+static atomic_int reclaim_ends;
+
+static unsigned long ending_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    return ends_in_reclaim ? 1000 : 0;
+}
+
+static unsigned long ending_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    if (ends_in_reclaim) {
+        atomic_fetch_add(&reclaim_ends, 1);
+        pthread_exit(NULL);
+    }
+    return RCL_SHRINK_STOP;
+}
+
+/* A reserve of 64 Ki elements: its array of pointers is half a megabyte,
+ * which a budget with 64 KiB of room allocates only after reclaim, while
+ * the pool's own struct takes no reclaim. */
+static void *creates_and_ends_in_reclaim(void *r)
+{
+    ends_in_reclaim = true;
+    rcl_mempool_create_ops(64 * 1024, rec_alloc, rec_free, r);
+    return NULL;
+}
+
+/* A create that ends its thread in the reclaim of its own allocation
+ * leaves no pool either. (The pool's struct, allocated first, was lost
+ * when the thread ended in the allocation of its reserve's array.) */
+TEST(test_a_thread_ending_in_the_reclaim_of_a_create_leaves_no_pool)
+{
+    static const struct rcl_shrinker_ops ops = { ending_count, ending_scan };
+    struct recorder r;
+    pthread_t th;
+
+    rec_init(&r);
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-the-create", &ops, NULL, NULL);
+    assert_non_null(s);
+    atomic_store(&reclaim_ends, 0);
+    rcl_usage_sync();
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    void *fill = rcl_alloc(test_fitting(st.limit - rcl_usage() - st.wmark_min - 64 * KiB),
+                           RCL_NOWAIT);
+    assert_non_null(fill);
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+
+    assert_int_equal(pthread_create(&th, NULL, creates_and_ends_in_reclaim, &r), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&reclaim_ends), 1);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(r.ncalls, 0);
+    rcl_shrinker_unregister(s);
+    rcl_free(fill);
+}
+
 /* While set, the backing free's next call ends the calling thread once
  * it has freed the element, as a program's may (pthread_exit()). */
 static atomic_int free_ends_thread;
