@@ -584,9 +584,12 @@ void   rcl_shutdown(void);
  * create's fill of the reserve, and a shrinker run by the reclaim of the
  * create's own allocations (no pool is left), a backing free called
  * by rcl_mempool_free() (the element counts as returned) or
- * rcl_mempool_free_bulk() (the elements after it are returned too), a
- * backing allocator or free called by rcl_mempool_alloc_bulk() (the call
- * gives back what it had, as a failed one does), and a shrinker that ends
+ * rcl_mempool_free_bulk() (the elements after it are returned too), one
+ * called as a destroyed pool is freed, by rcl_mempool_destroy() or by
+ * the call that leaves the pool last (the rest of the reserve and the
+ * pool are freed all the same), a backing allocator or free called by
+ * rcl_mempool_alloc_bulk() (the call gives back what it had, as a failed
+ * one does), and a shrinker that ends
  * the background reclaimer's thread: that is reported, and the next
  * wake-up starts another reclaimer.
  *

@@ -210,8 +210,9 @@ static void pool_free_struct(struct rcl_mempool *pool)
     rcl_free(pool);
 }
 
-/* Frees the reserve and the pool; nobody else may hold the pool now. */
-static void pool_finish(struct rcl_mempool *pool)
+/* Each element leaves the reserve before its backing free is called: one
+ * whose free ends the thread is never freed twice. */
+static void pool_drain(struct rcl_mempool *pool)
 {
     while (rd(pool->curr_nr)) {
         /* Nobody else can hold the lock now: taken for remove_element's
@@ -221,6 +222,24 @@ static void pool_finish(struct rcl_mempool *pool)
         pthread_mutex_unlock(&pool->lock);
         pool->free(elem, pool->data);
     }
+}
+
+/* The backing free is the program's: a thread that ends in it (in a
+ * destroy, or in whatever call left the pool last) still frees the rest
+ * of the reserve and the pool, which nobody else would. */
+static void finish_unwound(void *pool)
+{
+    rcl__asan_unwinding();
+    pool_drain(pool);
+    pool_free_struct(pool);
+}
+
+/* Frees the reserve and the pool; nobody else may hold the pool now. */
+static void pool_finish(struct rcl_mempool *pool)
+{
+    pthread_cleanup_push(finish_unwound, pool);
+    pool_drain(pool);
+    pthread_cleanup_pop(0);
     pool_free_struct(pool);
 }
 

@@ -725,6 +725,34 @@ TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
     assert_int_equal(rcl_usage(), base);
 }
 
+static void *destroys(void *pool)
+{
+    rcl_mempool_destroy(pool);
+    return NULL;
+}
+
+/* A destroy whose backing free ends the thread still frees the rest of
+ * the reserve and the pool, as the destroy's return would have. (The
+ * elements after that one and the pool's own memory were lost.) */
+TEST(test_a_thread_ending_in_a_backing_free_of_a_destroy_still_frees_the_pool)
+{
+    struct recorder r;
+    pthread_t th;
+
+    rcl_usage_sync();
+    size_t base = rcl_usage();
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(3, rec_alloc, exiting_free, &r);
+    assert_non_null(pool);
+
+    atomic_store(&free_ends_thread, 1);
+    assert_int_equal(pthread_create(&th, NULL, destroys, pool), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(r.frees, 3);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), base);
+}
+
 struct churn {
     struct rcl_mempool *pool;
     atomic_int stop;
