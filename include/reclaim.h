@@ -1603,7 +1603,8 @@ struct rcl_stats {
                                                most once a second) */
     unsigned long reserve_allocs;           /* charges that dipped into the reserve */
     unsigned long nofail_stalls;            /* stall reports */
-    unsigned long mempool_reserve_hits;
+    unsigned long mempool_reserve_hits;     /* elements mempools handed out
+                                               from their reserve */
     unsigned long lockdep_reports;
     unsigned      nr_shrinkers;             /* registered when the array
                                                below was read (one reading);

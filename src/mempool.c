@@ -770,10 +770,11 @@ static void bulk_from_allocator(struct bulk_state *st, unsigned n, rcl_gfp_t gfp
 static bool bulk_from_reserve(struct bulk_state *st, unsigned n)
 {
     struct rcl_mempool *pool = st->pool;
+    unsigned missing = n - st->got;
     bool ok = false;
 
     pthread_mutex_lock(&pool->lock);
-    if (rd(pool->curr_nr) >= n - st->got) {
+    if (rd(pool->curr_nr) >= missing) {
         while (st->got < n) {
             st->elems[st->got] = remove_element(pool);
             st->got++;
@@ -781,8 +782,9 @@ static bool bulk_from_reserve(struct bulk_state *st, unsigned n)
         ok = true;
     }
     pthread_mutex_unlock(&pool->lock);
-    if (ok)
-        rcl__count(mempool_reserve_hits, 1);
+    /* A hit an element, as the single allocation counts them. */
+    if (ok && missing)
+        rcl__count(mempool_reserve_hits, missing);
     return ok;
 }
 

@@ -111,6 +111,30 @@ TEST_WITH(test_bulk_takes_the_whole_reserve_under_pressure, bulk_setup, test_tea
     pool_done(p);
 }
 
+static unsigned long reserve_hits(void)
+{
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    return st.mempool_reserve_hits;
+}
+
+/* Each element the reserve hands out counts once, as a single call's does:
+ * a bulk call served by the reserve is as many hits as it took elements
+ * from it. (It counted one, whatever it took.) */
+TEST_WITH(test_bulk_counts_each_element_from_the_reserve_as_a_hit, bulk_setup, test_teardown)
+{
+    struct rcl_mempool *p = pool_make();
+    atomic_store(&back.fail_all, 1);
+    atomic_store(&back.grant, 2);               /* two from the allocator, the rest not */
+    void *e[RESERVE];
+    unsigned long before = reserve_hits();
+    assert_int_equal(rcl_mempool_alloc_bulk(p, e, RESERVE), 0);
+    assert_int_equal(reserve_hits() - before, RESERVE - 2);
+    rcl_mempool_free_bulk(p, e, RESERVE);
+    atomic_store(&back.fail_all, 0);
+    pool_done(p);
+}
+
 /* More than the reserve could ever serve alone: refused at once. */
 TEST_WITH(test_bulk_larger_than_the_reserve_is_e2big_at_once, bulk_setup, test_teardown)
 {
