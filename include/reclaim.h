@@ -579,8 +579,9 @@ void   rcl_shutdown(void);
  * program's own cleanup handlers run. The same holds for an isolate
  * callback of rcl_lru_walk() (the LRU's lock let go, the item it was
  * given left on the LRU), a mempool's backing allocator or free called
- * by rcl_mempool_resize() (the resize fails as a failed allocation would
- * fail it: the elements it had freed, the pool as it was) or by the
+ * by rcl_mempool_resize() (a grow fails as a failed allocation would
+ * fail it: the elements it had freed, the pool as it was; a shrink gives
+ * back the rest of the reserve's surplus all the same) or by the
  * create's fill of the reserve, and a shrinker run by the reclaim of the
  * create's own allocations (no pool is left), a backing free called
  * by rcl_mempool_free() (the element counts as returned) or

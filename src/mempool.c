@@ -969,32 +969,6 @@ void rcl_mempool_free_bulk(struct rcl_mempool *pool, void **elems, unsigned n)
 /* ------------------------------------------------------------------------ */
 
 /*
- * Lowers min_nr and gives back what the reserve holds above it; entered and
- * left with pool->lock held. min_nr is read again at each element: a grow
- * may raise it while the lock is let go for a backing free, and what that
- * grow filled stays.
- */
-static void shrink_locked(struct rcl_mempool *pool, unsigned new_min)
-{
-    rcl__assert_held(&pool->lock);
-    /* Lower min_nr first so that concurrent frees stop refilling what we
-     * are about to release. */
-    wr(pool->min_nr, new_min);
-    /* A bulk waiter for more than new_min can never be served from the
-     * reserve now, and no element returned would wake it: it fails with
-     * -E2BIG (bulk_wait) now rather than at the end of its sleep. */
-    pthread_cond_broadcast(&pool->wait);
-    while (rd(pool->curr_nr) > rd(pool->min_nr)) {
-        void *elem = remove_element(pool);
-        /* The backing free may be slow (or take its own locks): never
-         * call it under the pool lock. */
-        pthread_mutex_unlock(&pool->lock);
-        pool->free(elem, pool->data);
-        pthread_mutex_lock(&pool->lock);
-    }
-}
-
-/*
  * What a resize holds across the backing allocator's calls. It lives in
  * the frame of rcl_mempool_resize(), which pushes the one handler for the
  * whole resize: a thread that ends inside a call (pthread_exit(), which
@@ -1011,8 +985,47 @@ struct resize_state {
     void    **volatile  array;    /* the larger one, or the old one after */
     volatile unsigned   first, got;
     unsigned            nfresh;   /* fresh[]'s size */
+    volatile bool       shrinking;  /* giving back the reserve's surplus */
     int                 cancel;
 };
+
+/*
+ * Gives back what the reserve holds above min_nr; entered and left with
+ * pool->lock held. min_nr is read again at each element: a grow may raise
+ * it while the lock is let go for a backing free, and what that grow
+ * filled stays. Each element leaves the reserve before its free is
+ * called: one whose free ends the thread is never freed twice.
+ */
+static void shrink_surplus(struct rcl_mempool *pool)
+{
+    rcl__assert_held(&pool->lock);
+    while (rd(pool->curr_nr) > rd(pool->min_nr)) {
+        void *elem = remove_element(pool);
+        /* The backing free may be slow (or take its own locks): never
+         * call it under the pool lock. */
+        pthread_mutex_unlock(&pool->lock);
+        pool->free(elem, pool->data);
+        pthread_mutex_lock(&pool->lock);
+    }
+}
+
+/* Lowers min_nr and gives back the surplus; pool->lock held. */
+static void shrink_locked(struct resize_state *st, unsigned new_min)
+{
+    struct rcl_mempool *pool = st->pool;
+
+    rcl__assert_held(&pool->lock);
+    /* Lower min_nr first so that concurrent frees stop refilling what we
+     * are about to release. */
+    wr(pool->min_nr, new_min);
+    /* A bulk waiter for more than new_min can never be served from the
+     * reserve now, and no element returned would wake it: it fails with
+     * -E2BIG (bulk_wait) now rather than at the end of its sleep. */
+    pthread_cond_broadcast(&pool->wait);
+    st->shrinking = true;
+    shrink_surplus(pool);
+    st->shrinking = false;
+}
 
 /* Each element is handed over before its call: one whose free ends the
  * thread is the program's, never freed twice by the handler. */
@@ -1029,11 +1042,19 @@ static void resize_drop(struct resize_state *st)
     st->array = st->fresh = NULL;
 }
 
+/* A shrink whose backing free ended the thread is finished as its return
+ * would have finished it: nothing else gives back a surplus. The free
+ * was called with the pool's lock let go. */
 static void resize_unwound(void *arg)
 {
     struct resize_state *st = arg;
 
     rcl__asan_unwinding();
+    if (st->shrinking) {
+        pthread_mutex_lock(&st->pool->lock);
+        shrink_surplus(st->pool);
+        pthread_mutex_unlock(&st->pool->lock);
+    }
     resize_drop(st);
     rcl__nocancel_end(st->cancel);
 }
@@ -1121,7 +1142,7 @@ static int pool_grow(struct resize_state *st, unsigned new_min, rcl_gfp_t gfp)
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         if (new_min <= rd(pool->min_nr)) {
-            shrink_locked(pool, new_min);
+            shrink_locked(st, new_min);
             break;
         }
         /* A shrink letting go of its surplus may hold more than new_min. */
@@ -1151,7 +1172,7 @@ static int resize(struct resize_state *st, unsigned new_min_nr, rcl_gfp_t gfp)
     if (new_min_nr > rd(pool->min_nr))
         return pool_grow(st, new_min_nr, gfp);
     pthread_mutex_lock(&pool->lock);
-    shrink_locked(pool, new_min_nr);
+    shrink_locked(st, new_min_nr);
     pthread_mutex_unlock(&pool->lock);
     return 0;
 }

@@ -725,6 +725,40 @@ TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
     assert_int_equal(rcl_usage(), base);
 }
 
+static void *shrinks_to_one(void *pool)
+{
+    rcl_mempool_resize(pool, 1);
+    return NULL;
+}
+
+/* A shrink whose backing free ends the thread still gives back what the
+ * reserve holds above the new size, as the shrink's return would have.
+ * (The rest stayed in the reserve, above min_nr, with nothing to give it
+ * back.) */
+TEST(test_a_thread_ending_in_a_backing_free_of_a_shrink_still_shrinks_the_reserve)
+{
+    struct recorder r;
+    pthread_t th;
+
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(4, rec_alloc, exiting_free, &r);
+    assert_non_null(pool);
+
+    atomic_store(&free_ends_thread, 1);
+    assert_int_equal(pthread_create(&th, NULL, shrinks_to_one, pool), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(r.frees, 3);
+
+    rec_set_fail(&r, 1);
+    void *e = rcl_mempool_alloc(pool, RCL_NOWAIT);          /* the one left */
+    assert_non_null(e);
+    assert_null(rcl_mempool_alloc(pool, RCL_NOWAIT));
+    rcl_mempool_free(e, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(r.frees, 4);
+    assert_int_equal(test_report_count(), 0);
+}
+
 static void *destroys(void *pool)
 {
     rcl_mempool_destroy(pool);
