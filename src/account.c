@@ -822,6 +822,32 @@ int rcl_charge(size_t bytes, rcl_gfp_t gfp)
     return err;
 }
 
+/* A charge of the library's own (the I/O flusher's reserve), outside the
+ * program's ledger of rcl_charge(): an rcl_uncharge() of more than the
+ * program charged would otherwise take it, unreported. */
+int rcl__charge_own(size_t bytes, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return 0;
+    unsigned b = rcl__busy_hold(t);
+    int err = charge_body(t, bytes, gfp);
+    rcl__busy_drop(t, b);
+    return err;
+}
+
+void rcl__uncharge_own(size_t bytes)
+{
+    struct rcl_thread *t = &rcl__self;
+
+    if (!bytes)
+        return;
+    unsigned b = rcl__busy_init();
+    rcl__uncharge_fast(t, bytes);
+    rcl__busy_drop(t, b);
+}
+
 /* Takes `bytes` from the part of the explicit charges thread t holds, if
  * it holds that much. Another thread only ever empties the part whole
  * (explicit_gather). */

@@ -130,12 +130,12 @@ static int reserve_create(size_t bytes, unsigned flags)
     struct region r;
     size_t page = rcl__page_size();
     size_t len = (bytes + page - 1) & ~(page - 1);
-    int err = rcl_charge(len, RCL_DEFAULT);
+    int err = rcl__charge_own(len, RCL_DEFAULT);
 
     if (err)
         return err;
     if ((err = region_map(bytes, flags, &r)) != 0) {
-        rcl_uncharge(len);
+        rcl__uncharge_own(len);
         return err;
     }
     pthread_mutex_lock(&resv.lock);
@@ -145,7 +145,7 @@ static int reserve_create(size_t bytes, unsigned flags)
     pthread_mutex_unlock(&resv.lock);
     if (other) {
         munmap(r.base, r.size);
-        rcl_uncharge(len);
+        rcl__uncharge_own(len);
         return exists(bytes, other);
     }
     if (r.lock_err)
@@ -181,7 +181,7 @@ static int reserve_release(void)
     munmap(r.base, r.size);
     /* After an rcl_shutdown() the charge went with the old budget. */
     if (same_budget)
-        rcl_uncharge(charged);
+        rcl__uncharge_own(charged);
     return 0;
 }
 

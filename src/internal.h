@@ -200,6 +200,10 @@ void   rcl__stock_detach(struct rcl_thread *t);
 /* Charge `size` for an allocation with (unmasked) flags gfp: the slow path,
  * with reclaim, retries and NOFAIL. 0 or -ENOMEM/-E2BIG/-EINVAL. */
 int    rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp);
+/* rcl_charge() and rcl_uncharge() for memory of the library's own, kept
+ * apart from the program's explicit charges. */
+int    rcl__charge_own(size_t bytes, rcl_gfp_t gfp);
+void   rcl__uncharge_own(size_t bytes);
 /* The stock protocol (account.c explains it): the thread's stock back to
  * the budget down to `keep` (never below what backs its cached blocks);
  * around a reclaim; the signal stash's charge back into the stock, and

@@ -205,6 +205,30 @@ TEST(test_realloc_of_a_backend_block_moves_it_into_the_reserve)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
+/* The reserve's charge is the library's, not the program's: an
+ * rcl_uncharge() of more than the program charged is reported and takes
+ * nothing from it, and the release gives back the whole reserve. (The
+ * program's uncharge took the reserve's charge unreported, and the
+ * release was reported as uncharging more than was charged.) */
+TEST(test_the_programs_uncharge_never_takes_the_reserves_charge)
+{
+    rcl_usage_sync();
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    rcl_usage_sync();
+    size_t with = rcl_usage();
+    test_reports_reset();
+    rcl_uncharge(4 * KiB);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_uncharge(4096)");
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), with);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(test_report_count(), 1);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), before);
+}
+
 /* Misuse: unknown flags, a second reserve, releasing one still in use. */
 TEST(test_misuse_is_refused_and_reported)
 {
