@@ -526,7 +526,10 @@ void   rcl_shutdown(void);
  * and that thread then ends the same way. Blocks the other threads held in
  * their per-thread caches are lost to the child (their charge is returned),
  * and a domain another thread was inside at the fork stays "in use" there
- * (its destroy is refused). A shrinker another thread was unregistering at
+ * (its destroy is refused). A mempool forgets in the child the allocations
+ * other threads were waiting in at the fork; one whose backing allocator
+ * forked in a waiting allocation's retry goes on in the child as a waiter
+ * of its pool until it returns. A shrinker another thread was unregistering at
  * the fork is unregistered in the child: at once, or, held by a reclaim
  * pass of the forking thread (a fork from a shrinker's callback), when that
  * pass lets it go. rcl_shutdown() in the child only touches the child.

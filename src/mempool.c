@@ -18,10 +18,11 @@
  * NOMEMALLOC keeps the pool from eating the budget's reserve as well: the
  * pool *is* this path's reserve, and the budget's belongs to reclaim.
  *
- * Locking: pool->lock protects elements[], curr_nr, min_nr and cap, and is
- * the mutex the waiters sleep on. curr_nr and min_nr are also read without
- * the lock by rcl_mempool_free() as a hint (the kernel's READ_ONCE), always
- * re-checked under the lock before acting on it. No lock of the pool is
+ * Locking: pool->lock protects elements[], curr_nr, min_nr, cap and the
+ * list of waiters, and is the mutex the waiters sleep on. curr_nr and
+ * min_nr are also read without the lock by rcl_mempool_free() as a hint
+ * (the kernel's READ_ONCE), always re-checked under the lock before
+ * acting on it. No lock of the pool is
  * held across the program's code - its backing allocator and free, or the
  * reclaim an allocation runs, whose shrinkers may resize this very pool:
  * a resize allocates first and changes the pool in one critical section.
@@ -57,6 +58,16 @@
 #define POOL_WAITERS (POOL_DYING - POOL_WAITER)
 #define POOL_OUT     (POOL_WAITER - 1)
 
+/* A thread counted in POOL_WAITERS by an allocation, on that thread's
+ * stack, listed in its pool under pool->lock: a child of fork() keeps the
+ * count of the thread that forked, which goes on there in its call (a
+ * backing allocator that forks), and forgets the others'. */
+struct pool_waiter {
+    struct pool_waiter *next;
+    pthread_t           thread;
+    struct rcl_mempool *pool;
+};
+
 struct rcl_mempool {
     pthread_mutex_t   lock;
     pthread_cond_t    wait;         /* an element was returned to the reserve */
@@ -71,6 +82,7 @@ struct rcl_mempool {
     size_t            elem_size;    /* rcl_mempool_create() pools */
 
     _Atomic uint64_t  state;        /* POOL_OUT | POOL_WAITERS | POOL_DYING */
+    struct pool_waiter *waiters;    /* the allocations POOL_WAITERS counts */
     struct rcl__fork_obj fork;      /* pool->lock is taken around fork() */
 };
 
@@ -395,16 +407,36 @@ static void pool_put(struct rcl_mempool *pool)
 }
 
 /* A thread is about to wait in an allocation: the pool stays until it
- * leaves. */
-static void pool_enter(struct rcl_mempool *pool)
+ * leaves. pool->lock held. */
+static void pool_enter(struct rcl_mempool *pool, struct pool_waiter *w)
 {
+    rcl__assert_held(&pool->lock);
+    w->pool = pool;
+    w->thread = pthread_self();
+    w->next = pool->waiters;
+    pool->waiters = w;
     atomic_fetch_add_explicit(&pool->state, POOL_WAITER, memory_order_relaxed);
 }
 
-/* It leaves. As after pool_put(), the pool must not be touched after this
- * unless we are the one who finishes it. */
-static void pool_leave(struct rcl_mempool *pool)
+static void pool_unlist(struct rcl_mempool *pool, struct pool_waiter *w)
 {
+    pthread_mutex_lock(&pool->lock);
+    for (struct pool_waiter **pp = &pool->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* It leaves (w NULL: the destroy, which has no record). As after
+ * pool_put(), the pool must not be touched after this unless we are the
+ * one who finishes it. */
+static void pool_leave(struct rcl_mempool *pool, struct pool_waiter *w)
+{
+    if (w)
+        pool_unlist(pool, w);
     uint64_t old = atomic_fetch_sub_explicit(&pool->state, POOL_WAITER, memory_order_acq_rel);
     rcl__assert(old & POOL_WAITERS);
     if (unlikely(old == (POOL_DYING | POOL_WAITER)))
@@ -413,9 +445,11 @@ static void pool_leave(struct rcl_mempool *pool)
 
 /* For a waiter cancelled in its wait, or in the backing allocator between
  * two waits. */
-static void pool_leave_cleanup(void *pool)
+static void pool_leave_cleanup(void *arg)
 {
-    pool_leave(pool);
+    struct pool_waiter *w = arg;
+
+    pool_leave(w->pool, w);
 }
 
 static bool pool_dying(const struct rcl_mempool *pool)
@@ -468,7 +502,7 @@ void rcl_mempool_destroy(struct rcl_mempool *pool)
     pthread_mutex_lock(&pool->lock);
     pthread_cond_broadcast(&pool->wait);
     pthread_mutex_unlock(&pool->lock);
-    pool_leave(pool);
+    pool_leave(pool, NULL);
     /* Made once the destroy is done, from what it found then (the pool may
      * be gone: only its address is named): a report function that ends
      * its thread ended it with the waiters asleep and the destroy counted
@@ -561,13 +595,14 @@ static void *alloc_retry(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
  * leaves the pool to the last one out. */
 static void *alloc_wait(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
 {
+    struct pool_waiter w;
     void *elem;
 
-    pool_enter(pool);
-    pthread_cleanup_push(pool_leave_cleanup, pool);
+    pool_enter(pool, &w);
+    pthread_cleanup_push(pool_leave_cleanup, &w);
     elem = alloc_retry(pool, gfp_mask);
     pthread_cleanup_pop(0);
-    pool_leave(pool);
+    pool_leave(pool, &w);
     /* Made once out of the pool, which may be gone (only its address is
      * named): a report function that ends its thread would otherwise
      * leave this waiter counted for good, and the pool never freed. */
@@ -749,6 +784,7 @@ struct bulk_state {
     void              **elems;
     volatile unsigned   got;
     volatile bool       waiting;    /* counted in the pool (pool_enter) */
+    struct pool_waiter  waiter;
 };
 
 /* Fills elems[got..n) from the backing allocator; stops at its first
@@ -818,7 +854,7 @@ static void bulk_unwound(void *arg)
     rcl__asan_unwinding();
     bulk_give_back(st);
     if (st->waiting)
-        pool_leave(st->pool);
+        pool_leave(st->pool, &st->waiter);
 }
 
 /* One attempt in the single allocation's order: light allocator, reserve,
@@ -887,11 +923,11 @@ static int bulk_wait_for(struct bulk_state *st, unsigned n, rcl_gfp_t gfp_light,
     int err;
 
     pthread_mutex_lock(&pool->lock);
-    pool_enter(pool);
+    pool_enter(pool, &st->waiter);
     st->waiting = true;
     err = bulk_retry(st, n, gfp_light, gfp_full);
     st->waiting = false;
-    pool_leave(pool);
+    pool_leave(pool, &st->waiter);
     /* Out of the pool first, as the single allocation's report is. */
     if (err == -ESHUTDOWN)
         dying_report("rcl_mempool_alloc_bulk", pool);
@@ -1209,14 +1245,28 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
 /* The pool lock was held across the fork, so the reserve is whole. The
  * waiters and a resize in progress belonged to threads the child does not
  * have: both are forgotten, the waiters' counts too, which nobody there
- * would ever give back. A
- * pool a destroy was waking waiters of at the fork, with no element out,
- * stays allocated in the child: finishing it here would take the locks
- * this handler holds. */
+ * would ever give back - all but the forking thread's own, which goes on
+ * in the child inside its allocation (its backing allocator forked) and
+ * leaves the pool when that returns. A pool a destroy was waking waiters
+ * of at the fork, with no element out, stays allocated in the child:
+ * finishing it here would take the locks this handler holds. */
 static void pool_atfork_child(struct rcl__fork_obj *o)
 {
     struct rcl_mempool *pool = (struct rcl_mempool *)(void *)((char *)o -
                                offsetof(struct rcl_mempool, fork));
+    struct pool_waiter *mine = NULL, *next;
+    uint64_t kept = 0;
+
     rcl__cond_init_monotonic(&pool->wait);
+    for (struct pool_waiter *w = pool->waiters; w; w = next) {
+        next = w->next;
+        if (pthread_equal(w->thread, pthread_self())) {
+            w->next = mine;
+            mine = w;
+            kept++;
+        }
+    }
+    pool->waiters = mine;
     atomic_fetch_and_explicit(&pool->state, ~POOL_WAITERS, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->state, kept * POOL_WAITER, memory_order_relaxed);
 }

@@ -10,7 +10,9 @@
 
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 
 /* Fills the budget down to its min watermark with memory no shrinker can
  * give back, so that ordinary allocations fail and only reserves help. */
@@ -1068,6 +1070,91 @@ TEST(test_a_destroy_whose_report_ends_its_thread_still_frees_the_pool)
     assert_int_equal(test_report_count(), 2);
     assert_reports_have("1 thread(s) still waiting to allocate");
     assert_int_equal(r.frees, 1);
+}
+
+/* A backing allocator that forks once when asked, as a program's may
+ * (a helper process started where memory is needed), and otherwise is the
+ * recorder's. */
+static atomic_int fork_in_alloc;
+static pid_t forked_child;
+static bool in_forked_child;
+
+static void *forking_alloc(rcl_gfp_t gfp, void *data)
+{
+    if (atomic_exchange(&fork_in_alloc, 0)) {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* cmocka's handlers would carry a crash back into the
+             * parent's test sequence: a crashing child must just die. */
+            signal(SIGSEGV, SIG_DFL);
+            signal(SIGABRT, SIG_DFL);
+            in_forked_child = true;
+        } else {
+            forked_child = pid;
+        }
+    }
+    return rec_alloc(gfp, data);
+}
+
+/* In the child: the thread that forked goes on in its allocation, and
+ * once it has its element the pool counts no waiter and is alive. */
+static void *takes_and_checks_the_child(void *arg)
+{
+    struct taker *t = arg;
+    taker_main(t);
+    if (in_forked_child) {
+        int code = !t->got ? 1 : rcl__mempool_waiters(t->pool) != 0 ? 2 : 0;
+        void *e = code ? NULL : rcl_mempool_alloc(t->pool, RCL_NOWAIT);
+        _exit(code ? code : e ? 0 : 3);
+    }
+    return NULL;
+}
+
+/* The child's exit status, or -1 (after killing it) if it has not ended
+ * within 20 s. */
+static int child_status(pid_t pid)
+{
+    int status;
+    for (int ms = 0; ms < 20000; ms++) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        test_sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* A waiter whose backing allocator forks, in a retry after a wait, goes on
+ * in the child as a waiter of the pool: the child forgets the other
+ * threads' waits, not its own. (It forgot its own too: its leave then took
+ * the count below zero, and the pool read as being destroyed.) */
+TEST(test_a_waiter_that_forks_in_the_backing_allocator_is_still_one_in_the_child)
+{
+    struct recorder r;
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(1, forking_alloc, rec_free, &r);
+    assert_non_null(pool);
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve's one */
+    assert_non_null(a);
+    struct taker t = { pool, RCL_DEFAULT, NULL, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, takes_and_checks_the_child, &t), 0);
+    wait_for_waiters(pool, 1);
+
+    atomic_store(&fork_in_alloc, 1);
+    rec_set_fail(&r, 0);
+    rcl_mempool_free(a, pool);          /* wakes it: it tries the allocator first */
+    join_in_time(th);
+    assert_non_null(t.got);
+    assert_int_equal(child_status(forked_child), 0);
+
+    rcl_mempool_free(t.got, pool);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(test_report_count(), 0);
 }
 
 static void *takes_and_ends_in_its_report(void *arg)
