@@ -187,6 +187,9 @@ else ifeq ($(BACKEND),jemalloc)
   FAULT_CALLS += mallocx rallocx
 endif
 $(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(f))
+# The thread-exit test fails the library's thread-specific data stores
+# through its wrapper (tests/test_thread_exit.c).
+$(BUILD)/tests/test_thread_exit: TEST_WRAP := -Wl,--wrap=pthread_setspecific
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")

@@ -177,13 +177,14 @@ bool rcl__thread_attach(struct rcl_thread *t)
         return false;
     rcl__assert(exit_key_made);
     rcl__lockdep_thread_attach();
-    /* The new stock starts empty, and its cache with it. */
-    rcl__bcache_attach(t);
     /* Set already when the thread registered before, in an earlier epoch
-     * or round of its exit: its count of rounds goes on. */
+     * or round of its exit: its count of rounds goes on. Before its cache
+     * maps its lists: no exit would give them back either. */
     if (!pthread_getspecific(exit_key) &&
         pthread_setspecific(exit_key, (void *)(uintptr_t)1) != 0)
         return false;       /* no exit would unregister it */
+    /* The new stock starts empty, and its cache with it. */
+    rcl__bcache_attach(t);
     pthread_mutex_lock(&registry_lock);
     rcl__stock_attach(t);
     t->hdr_tag = rcl__hdr_tag(epoch);

@@ -10,7 +10,9 @@
  * linked in the registry.
  */
 #include "helpers.h"
+#include "block_cache.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -176,6 +178,71 @@ TEST(a_thread_started_after_one_that_called_in_its_last_round_allocates_and_exit
         assert_int_equal(pthread_create(&th, NULL, allocates, NULL), 0);
         assert_int_equal(pthread_join(th, NULL), 0);
     }
+    assert_int_equal(thread_cached(), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A key's value the C library has no memory for                            */
+/* ------------------------------------------------------------------------ */
+
+/* The program is linked with -Wl,--wrap=pthread_setspecific (see the
+ * Makefile): the library's calls come through here, and fail with ENOMEM
+ * on a thread that asks it - as glibc's do for a key past its first 32,
+ * whose second-level block it could not allocate. Not instrumented at
+ * all: clang's ThreadSanitizer runtime, linked into the program, comes
+ * through here too, where a thread starts and ends, when the thread has
+ * no state of the sanitizer's to record a call in. */
+int __real_pthread_setspecific(pthread_key_t key, const void *value);
+int __wrap_pthread_setspecific(pthread_key_t key, const void *value);
+
+static __thread bool setspecific_fails;
+
+#if defined(__has_attribute) && __has_attribute(disable_sanitizer_instrumentation)
+#define NOT_INSTRUMENTED __attribute__((disable_sanitizer_instrumentation))
+#else
+#define NOT_INSTRUMENTED __attribute__((no_sanitize_thread, no_sanitize_address))
+#endif
+
+NOT_INSTRUMENTED int __wrap_pthread_setspecific(pthread_key_t key, const void *value)
+{
+    if (setspecific_fails)
+        return ENOMEM;
+    return __real_pthread_setspecific(key, value);
+}
+
+struct unarranged {
+    void *p;
+    int err;
+    bool lists;     /* the thread's block-cache lists were mapped */
+};
+
+static void *allocates_with_no_exit_key(void *arg)
+{
+    struct unarranged *u = arg;
+
+    setspecific_fails = true;
+    errno = 0;
+    u->p = rcl_alloc(100, RCL_DEFAULT);
+    u->err = errno;
+    u->lists = !rcl__bcache_off(&rcl__self);
+    setspecific_fails = false;
+    return NULL;
+}
+
+/* A thread whose exit the library cannot arrange - the value of its exit
+ * key not set - is not registered, and its allocation fails with ENOMEM,
+ * as one past its exit does; nor does it map the lists of a block cache,
+ * which no exit would give back. */
+TEST(a_thread_whose_exit_key_cannot_be_set_maps_no_cache_lists)
+{
+    struct unarranged u = { .p = &u, .err = 0, .lists = true };
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, allocates_with_no_exit_key, &u), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_null(u.p);
+    assert_int_equal(u.err, ENOMEM);
+    assert_false(u.lists);
     assert_int_equal(thread_cached(), 0);
 }
 
