@@ -701,8 +701,8 @@ void rcl__depot_drain(void)
     }
 }
 
-/* fork(): the depot's locks are the last of the order (fork.c); the
- * child keeps what the depot holds, consistent since no thread was
+/* fork(): the depot's locks come before the slabs' in the order (fork.c),
+ * and are never held with them; the child keeps what the depot holds, consistent since no thread was
  * inside. Its count is not: a thread takes a batch's room in the bound
  * before it takes the lock, and gives a batch's room back after it lets
  * the lock go, and a thread caught in between is not in the child, its

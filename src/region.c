@@ -26,9 +26,9 @@
  * where it would not scan a mapping of ours. ThreadSanitizer has no leak
  * checker, and sees the regions.
  *
- * The regions' lock is the last of the library's order (fork.c): taken
- * where a slab's span is taken or given back, with no other lock held,
- * and nothing is called under it.
+ * The regions' lock comes last in the library's order but for the I/O
+ * flusher's reserve (fork.c): taken where a slab's span is taken or given
+ * back, with no other lock held, and nothing is called under it.
  */
 #include "internal.h"
 #include "list.h"

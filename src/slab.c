@@ -57,8 +57,9 @@
  *
  * The slabs' lock (below) is taken only when a thread takes a slab, when
  * its cache turns a batch of blocks away, and by the slow paths. Only
- * the regions' lock comes after it in the library's order (fork.c), and
- * is never taken under it: nothing is called under it.
+ * the regions' lock and the I/O flusher's reserve come after it in the
+ * library's order (fork.c), and neither is taken under it: nothing is
+ * called under it.
  */
 #include "internal.h"
 #include "backend.h"
