@@ -1583,8 +1583,9 @@ struct rcl_stats {
     unsigned long allocations, frees, failures;
     unsigned long bad_frees;                /* foreign or double frees caught */
     size_t        thread_cached;            /* class bytes of the freed blocks the
-                                               threads keep for reuse (charged inside
-                                               their stocks, not in usage;
+                                               threads keep for reuse (charged,
+                                               apart from their stocks, and
+                                               like them not in usage;
                                                rcl_usage_sync() returns them) */
     unsigned long direct_reclaims;          /* direct reclaim passes */
     unsigned long long direct_stall_ns;     /* time spent in them */
