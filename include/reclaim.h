@@ -1404,7 +1404,9 @@ unsigned long rcl_lockdep_reports(void);
  * which is inside the queue's own item (both refused and reported: the
  * flush would wait for that very thread). The reports made
  * while the library starts or stops (a variable or a configuration
- * refused) reach it once that is done, outside the lock it takes: so its
+ * refused) reach it once that is done, outside the lock it takes; held
+ * until then in 2 KiB they share, one longer than the room left ends with
+ * the same words, cut shorter. So its
  * allocation after rcl_init() refused a configuration is a first use,
  * which starts the library on the defaults and the environment.
  *

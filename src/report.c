@@ -193,20 +193,42 @@ void rcl__report_unhold(struct rcl__held_reports *out)
     memcpy(out->text, held.text, held.used);
 }
 
+/* A report longer than its buffer says where it was cut, so that a reader
+ * does not take the lines that fit for all there was. */
+static const char cut_mark[] = "\n[... the rest of this report did not fit and was cut]\n";
+
+void rcl__report_mark_cut(char *buf, size_t size)
+{
+    rcl__assert(size > sizeof(cut_mark));
+    memcpy(buf + size - sizeof(cut_mark), cut_mark, sizeof(cut_mark));
+}
+
+/*
+ * Held in the room the start's reports share. One longer than the room
+ * left is cut there and says so, as one longer than its buffer does: the
+ * reader would take the part that fits for the whole report. Past the
+ * room for the mark it is counted lost.
+ */
 static bool report_held(const char *msg)
 {
     if (atomic_load_explicit(&holder, memory_order_relaxed) != &rcl__self)
         return false;
-    size_t room = sizeof(held.text) - held.used;
-    if (room > 1) {
-        size_t len = strnlen(msg, room - 1);
-        memcpy(held.text + held.used, msg, len);
-        held.text[held.used + len] = '\0';
-        held.used += len + 1;
-        held.n++;
+    char *at = held.text + held.used;
+    size_t room = sizeof(held.text) - held.used, len = strlen(msg);
+
+    if (len < room) {
+        memcpy(at, msg, len + 1);
+    } else if (room > sizeof(cut_mark)) {
+        memcpy(at, msg, room - 1);
+        rcl__report_mark_cut(at, room);
+        len = room - 1;
     } else {
         held.lost++;
+        return true;
     }
+    held.used += len + 1;
+    held.n++;
+    rcl__assert(held.used <= sizeof(held.text));
     return true;
 }
 
@@ -218,16 +240,6 @@ void rcl__report_deliver(const struct rcl__held_reports *r)
     if (r->lost)
         rcl__report("%u more reports made while the library started or stopped were lost",
                     r->lost);
-}
-
-/* A report longer than its buffer says where it was cut, so that a reader
- * does not take the lines that fit for all there was. */
-static const char cut_mark[] = "\n[... the rest of this report did not fit and was cut]\n";
-
-void rcl__report_mark_cut(char *buf, size_t size)
-{
-    rcl__assert(size > sizeof(cut_mark));
-    memcpy(buf + size - sizeof(cut_mark), cut_mark, sizeof(cut_mark));
 }
 
 static void report_va(void (*counted)(void), const char *fmt, va_list ap)
