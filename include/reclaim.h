@@ -286,7 +286,8 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * Adopting only adds restrictions: the scope bits are or-ed in, the domains
  * are entered on top of the thread's own, the journal cookie replaced.
  * rcl_context_restore(saved) returns the thread exactly to the state
- * rcl_context_adopt() saved, so adopt/restore pairs nest. The scope bits an
+ * rcl_context_adopt() saved, so adopt/restore pairs nest; saved may be
+ * the context adopted itself. The scope bits an
  * adopt added are taken like a save's token: a restore out of order (an
  * inner adopt still not restored) clears only those, as a scope token's
  * does, and is reported when the lock checker is on. Domains and the

@@ -205,13 +205,16 @@ void rcl_context_capture(struct rcl_context *out)
 
 void rcl_context_adopt(const struct rcl_context *ctx, struct rcl_context *saved)
 {
-    const struct rcl_ctx *c = (const struct rcl_ctx *)(const void *)ctx;
-    struct rcl_ctx *s = (struct rcl_ctx *)(void *)saved;
+    struct rcl_ctx *s = (struct rcl_ctx *)(void *)saved, in;
+    const struct rcl_ctx *c = &in;
 
     if (!ctx || !saved) {
         rcl__report("rcl_context_adopt: NULL %s", ctx ? "saved" : "context");
         return;
     }
+    /* Read whole before the save is written: `saved` may be `ctx` itself,
+     * a context adopted in place. */
+    memcpy(&in, ctx, sizeof(in));
     while (!adopts.id)
         adopts.id = atomic_fetch_add_explicit(&adopt_ids, 1, memory_order_relaxed) + 1;
     memset(saved, 0, sizeof(*saved));

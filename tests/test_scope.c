@@ -434,6 +434,29 @@ TEST(noreclaim_does_not_travel)
     rcl_context_restore(&saved);
 }
 
+/* The context adopted may be the one the adopt saves into: it is adopted
+ * whole, scope and journal cookie, and its restore puts the thread back
+ * as it was. */
+TEST(a_context_adopted_in_place_is_adopted_and_restored)
+{
+    static int journal;
+    struct rcl_context c;
+
+    unsigned t = rcl_nofs_save();
+    void *was = rcl_journal_info_set(&journal);
+    rcl_context_capture(&c);
+    rcl_journal_info_set(was);
+    rcl_nofs_restore(t);
+
+    rcl_context_adopt(&c, &c);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    assert_ptr_equal(rcl_journal_info(), &journal);
+    rcl_context_restore(&c);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_ptr_equal(rcl_journal_info(), was);
+    assert_int_equal(test_report_count(), 0);
+}
+
 TEST(context_calls_with_null_are_reported)
 {
     struct rcl_context c;
