@@ -484,7 +484,8 @@ int    rcl_config_from_env(struct rcl_config *cfg);
  * taken, LONG_MAX at most; lockdep and footprint one of their modes;
  * reserved words zero), each
  * reported with the field at fault, -EBUSY when the library is already initialised
- * (call rcl_shutdown() first), -EAGAIN (reported) when the process holds
+ * (call rcl_shutdown() first; rcl_init(NULL) then reads no variable, and
+ * reports none), -EAGAIN (reported) when the process holds
  * PTHREAD_KEYS_MAX thread-specific data keys and the library's first
  * start finds none for its own. Any other entry point initialises the
  * library on first use. When the environment alone asks for something

@@ -208,6 +208,21 @@ static int start_locked(const struct rcl_config *cfg_in)
     return 0;
 }
 
+/* rcl_init()'s start: the program's configuration, or (NULL) the
+ * process's, read only for a start. A call refused as the library runs
+ * applies none of the environment, so it reports none of it: "the rest
+ * applies" would be untrue, and the start that read it said it once. */
+static int start_given(const struct rcl_config *cfg)
+{
+    struct rcl_config def;
+
+    if (!cfg) {
+        config_from_process(&def);
+        cfg = &def;
+    }
+    return start_locked(cfg);
+}
+
 /*
  * A start, whichever call makes it, runs with the thread inside the
  * library's mark (thread.h): it holds init_lock, with the library not
@@ -220,13 +235,8 @@ static int start_locked(const struct rcl_config *cfg_in)
  */
 int rcl_init(const struct rcl_config *cfg)
 {
-    struct rcl_config def;
     int err;
 
-    if (!cfg) {
-        config_from_process(&def);
-        cfg = &def;
-    }
     unsigned busy = rcl__busy_hold(&rcl__self);
     rcl__fork_register();
     /* Starting reads files (cgroups, PSI): cancellation points, under
@@ -234,7 +244,7 @@ int rcl_init(const struct rcl_config *cfg)
     struct rcl__held_reports held;
     int cancel = rcl__nocancel_begin();
     life_lock();
-    err = atomic_load(&rcl__ready) ? -EBUSY : start_locked(cfg);
+    err = atomic_load(&rcl__ready) ? -EBUSY : start_given(cfg);
     life_unlock(&held);
     rcl__nocancel_end(cancel);
     rcl__busy_drop(&rcl__self, busy);

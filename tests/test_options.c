@@ -202,6 +202,20 @@ TEST_WITH(init_null_reads_the_environment, test_setup, options_teardown)
     assert_int_equal(rcl_limit(), 6 * MiB);
 }
 
+/* rcl_init(NULL) on a running library is refused with nothing applied: it
+ * says nothing of the environment it does not apply (the start that read
+ * it reported a bad variable once), and the budget stays as it was. */
+TEST_WITH(init_null_on_a_running_library_reports_no_variable, test_setup, options_teardown)
+{
+    size_t limit = rcl_limit();
+
+    setenv("RECLAIM_LIMIT", "lots", 1);
+    setenv("RECLAIM_STALL_MS", "5k", 1);
+    assert_int_equal(rcl_init(NULL), -EBUSY);
+    assert_int_equal(test_report_count(), 0);
+    assert_int_equal(rcl_limit(), limit);
+}
+
 /* First use with an impossible environment: reported, and the library runs
  * on the defaults rather than not at all. */
 TEST_WITH(impossible_environment_falls_back_to_defaults, test_setup, options_teardown)
