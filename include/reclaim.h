@@ -608,7 +608,8 @@ void   rcl_shutdown(void);
  * Bracketed so, a call never blocks, takes no lock and never calls the
  * allocator behind the library: an allocation takes a block from a small
  * per-thread stash (eight 256-byte blocks, charged to the budget, made at
- * the thread's next ordinary allocation after a handler first asks, and
+ * the thread's next ordinary allocation after a handler first asks for a
+ * block - never for handlers that only free - and
  * topped up the same way), and NULL (ENOMEM) means none is there now; a
  * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
  * a block fail the same way; size 0, an alignment that is not a power of

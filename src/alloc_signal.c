@@ -46,6 +46,18 @@
 #define SIG_STASH  8u            /* blocks in a full stash */
 #define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
 
+/* What a handler asks of its thread's next service (rcl_thread.sig_want):
+ * a stash, or only the report of what went wrong there. A handler that
+ * never allocates is given no stash. */
+#define SIG_WANT_STASH  0x1u
+#define SIG_WANT_REPORT 0x2u
+
+static void sig_ask(struct rcl_thread *t, unsigned want)
+{
+    atomic_fetch_or(&t->sig_want, want);
+    rcl__slow_path_ask(t);
+}
+
 void *_Atomic rcl__sig_orphans;
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
@@ -68,8 +80,7 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
     struct rcl_hdr *h = atomic_load(&t->sig_stash);
     while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
         ;
-    atomic_store(&t->sig_want, 1);
-    rcl__slow_path_ask(t);
+    sig_ask(t, SIG_WANT_STASH);
     if (!h) {
         rcl__count(failures, 1);
         return fail(ENOMEM);
@@ -100,8 +111,7 @@ void *rcl__sig_nofail_nowait(rcl_gfp_t gfp)
     rcl__count(failures, 1);
     if (!(gfp & RCL__NOWARN)) {
         atomic_fetch_add(&sig_nofail_nowaits, 1);
-        atomic_store(&t->sig_want, 1);
-        rcl__slow_path_ask(t);
+        sig_ask(t, SIG_WANT_REPORT);
     }
     return fail(EINVAL);
 }
@@ -114,8 +124,7 @@ void rcl__sig_free(void *p)
         /* No report from here (it takes a lock): the thread makes it. */
         rcl__count(bad_frees, 1);
         atomic_fetch_add(&sig_bad_frees, 1);
-        atomic_store(&t->sig_want, 1);
-        rcl__slow_path_ask(t);
+        sig_ask(t, SIG_WANT_REPORT);
         errno = EINVAL;
         return;
     }
@@ -213,7 +222,7 @@ void rcl__sig_service(struct rcl_thread *t)
         rcl__report("%lu NOFAIL allocation%s in a signal handler can never succeed: NOFAIL "
                     "needs DIRECT_RECLAIM (it must be able to wait); refused", bad,
                     bad == 1 ? "" : "s");
-    if (atomic_exchange(&t->sig_want, 0) && rd(t->epoch))
+    if ((atomic_exchange(&t->sig_want, 0) & SIG_WANT_STASH) && rd(t->epoch))
         sig_refill(t);
 }
 
@@ -282,8 +291,7 @@ void rcl__sig_shutdown_refused(void)
     struct rcl_thread *t = &rcl__self;
 
     atomic_fetch_add(&sig_shutdowns, 1);
-    atomic_store(&t->sig_want, 1);
-    rcl__slow_path_ask(t);
+    sig_ask(t, SIG_WANT_REPORT);
 }
 
 /* A leave finds the mark its enter set: the library's own calls in between
@@ -296,8 +304,7 @@ void rcl_signal_leave(unsigned cookie)
     if (unlikely(!t->busy)) {
         /* No report from here: the thread makes it, as for a bad free. */
         atomic_fetch_add(&sig_bad_leaves, 1);
-        atomic_store(&t->sig_want, 1);
-        rcl__slow_path_ask(t);
+        sig_ask(t, SIG_WANT_REPORT);
         return;
     }
     rcl__busy_drop(t, cookie ? 1u : 0u);

@@ -187,7 +187,8 @@ struct rcl_thread {
      * signal handler that interrupted this thread inside the library (a handler
      * only pops; the thread pushes or takes the whole list), their charge,
      * the blocks such handlers freed (a handler only pushes; the thread
-     * takes the whole list), and a handler's request for a refill.
+     * takes the whole list), and what a handler asks of the thread: a
+     * refill, or only a report (alloc_signal.c's SIG_WANT_*).
      * sig_orphan: nothing of the thread's will take sig_deferred again -
      * it never registered, or its exit took the list for the last time -
      * so handlers defer to the process's list (rcl__sig_orphans). */

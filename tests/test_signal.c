@@ -6,6 +6,7 @@
  * checked on both sides, and the budget back where it started.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -197,6 +198,29 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     rcl_free(p);
     rcl_usage_sync();
     assert_int_equal(test_report_count(), 1);
+}
+
+/* The stash is made for a handler's allocation, not for what a handler
+ * asks its thread to report (a leave without its enter, a bad free): a
+ * thread whose handlers never allocate holds none, and is charged none. */
+TEST(test_a_handler_that_never_allocates_gets_no_stash)
+{
+    char *theirs = malloc(256);
+
+    assert_non_null(theirs);
+    rcl_usage_sync();                           /* no stash now */
+    rcl_signal_leave(1);
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(theirs + 64);
+    rcl_signal_leave(cookie);
+    free(theirs);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("without rcl_signal_enter()");
+    assert_reports_have("not a block from this library");
+    assert_int_equal(atomic_load(&rcl__self.sig_stash_bytes), 0);
+    assert_null(atomic_load(&rcl__self.sig_stash));
+    test_reports_take();
 }
 
 static void shutdown_handler(int sig)
