@@ -296,7 +296,10 @@ void rcl__sig_shutdown_refused(void)
 
 /* A leave finds the mark its enter set: the library's own calls in between
  * put it back as they found it. Found clear, the leave had no enter, and
- * its cookie (if 1) would keep the thread on the handlers' path for good. */
+ * its cookie (if 1) would keep the thread on the handlers' path for good.
+ * The cookie puts back the mark the enter found, the exited thread's
+ * (RCL__BUSY_EXITED) included: as 1 it would read as a handler's, and
+ * refuse an rcl_shutdown() from a destructor after it. */
 void rcl_signal_leave(unsigned cookie)
 {
     struct rcl_thread *t = &rcl__self;
@@ -307,5 +310,5 @@ void rcl_signal_leave(unsigned cookie)
         sig_ask(t, SIG_WANT_REPORT);
         return;
     }
-    rcl__busy_drop(t, cookie ? 1u : 0u);
+    rcl__busy_drop(t, cookie == RCL__BUSY_EXITED ? RCL__BUSY_EXITED : cookie ? 1u : 0u);
 }

@@ -11,6 +11,7 @@
  */
 #include "helpers.h"
 #include "block_cache.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -157,6 +158,29 @@ TEST(rcl_charge_in_a_threads_last_destructor_round_fails_with_enomem)
     late_call = charges;
     run_late_thread(false);
     assert_int_equal(atomic_load(&late_charge_err), -ENOMEM);
+}
+
+static atomic_uint bracket_found, bracket_left;
+
+/* A signal handler's bracket, there: the mark it finds, and leaves. */
+static void brackets(void)
+{
+    atomic_store(&bracket_found, rcl__self.busy);
+    unsigned cookie = rcl_signal_enter();
+    rcl_signal_leave(cookie);
+    atomic_store(&bracket_left, rcl__self.busy);
+}
+
+/* The leave puts back the exited thread's mark its enter found: as a
+ * handler's mark it would refuse an rcl_shutdown() made after it. */
+TEST(a_bracket_in_a_threads_last_destructor_round_leaves_it_exited)
+{
+    atomic_store(&bracket_found, 0);
+    atomic_store(&bracket_left, 0);
+    late_call = brackets;
+    run_late_thread(false);
+    assert_int_equal(atomic_load(&bracket_found), RCL__BUSY_EXITED);
+    assert_int_equal(atomic_load(&bracket_left), RCL__BUSY_EXITED);
 }
 
 static void *allocates(void *arg)
