@@ -85,11 +85,16 @@ static void print_heap(double v)
         printf(" %12.1f", v);
 }
 
-/* Runs fn in a child and returns what it wrote. */
+/* Measurements whose child failed: their figures are NaN, never a 0 that
+ * would read as a block costing nothing, and the run fails at its end. */
+static int failed;
+
+/* Runs fn in a child and returns what it wrote, or NaN figures when the
+ * child did not end well (it has said why). */
 static struct mem in_child(struct mem (*fn)(int rcl, size_t arg), int rcl, size_t arg)
 {
-    struct mem m = { 0, 0, 0 };
-    int fd[2];
+    struct mem m = { NAN, NAN, NAN }, got;
+    int fd[2], status = 0;
     pid_t pid;
 
     if (pipe(fd) != 0) {
@@ -104,17 +109,48 @@ static struct mem in_child(struct mem (*fn)(int rcl, size_t arg), int rcl, size_
     }
     if (pid == 0) {
         close(fd[0]);
-        m = fn(rcl, arg);
-        if (write(fd[1], &m, sizeof(m)) != (ssize_t)sizeof(m))
+        got = fn(rcl, arg);
+        if (write(fd[1], &got, sizeof(got)) != (ssize_t)sizeof(got))
             _exit(1);
         _exit(0);
     }
     close(fd[1]);
-    if (read(fd[0], &m, sizeof(m)) != (ssize_t)sizeof(m))
-        fprintf(stderr, "bench_memory: child failed\n");
+    ssize_t n = read(fd[0], &got, sizeof(got));
     close(fd[0]);
-    waitpid(pid, NULL, 0);
+    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) && !WEXITSTATUS(status) &&
+        n == (ssize_t)sizeof(got)) {
+        m = got;
+    } else {
+        fprintf(stderr, "bench_memory: the %s child for %zu failed\n", rcl ? "rcl" : "raw", arg);
+        failed++;
+    }
     return m;
+}
+
+/* The repeats' statistics, or NaN throughout when one of them failed. */
+static struct bench_stat stat_of(const double *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (isnan(v[i]))
+            return (struct bench_stat){ NAN, NAN, NAN };
+    return bench_stat_of(v, n);
+}
+
+/* A per-thread figure in bytes, into buf. */
+static const char *bytes_text(char *buf, size_t len, double v)
+{
+    if (isnan(v))
+        return "failed";
+    snprintf(buf, len, "%.0f B", v);
+    return buf;
+}
+
+static void print_rss(double v)
+{
+    if (isnan(v))
+        printf(" %12s", "failed");
+    else
+        printf(" %12.1f", v);
 }
 
 static void start_library(void)
@@ -155,8 +191,11 @@ static struct mem blocks_child(int rcl, size_t size)
     h0 = heap_bytes();
     for (int i = 0; i < NBLOCKS; i++) {
         blk[i] = rcl ? rcl_alloc(size, RCL_DEFAULT) : malloc(size);
-        if (!blk[i])
+        if (!blk[i]) {
+            fprintf(stderr, "bench_memory: %s block %d of %d, %zu bytes: %s\n",
+                    rcl ? "rcl_alloc" : "malloc", i + 1, NBLOCKS, size, strerror(errno));
             _exit(1);
+        }
         memset(blk[i], 1, size);
     }
     m.rss = (rss_bytes() - r0) / NBLOCKS;
@@ -203,8 +242,10 @@ static struct mem threads_child(int rcl, size_t nthreads)
     r0 = rss_bytes();
     h0 = heap_bytes();
     for (size_t i = 0; i < nthreads; i++)
-        if (pthread_create(&tid[i], NULL, thread_main, NULL) != 0)
+        if (pthread_create(&tid[i], NULL, thread_main, NULL) != 0) {
+            fprintf(stderr, "bench_memory: thread %zu of %zu could not start\n", i + 1, nthreads);
             _exit(1);
+        }
     pthread_barrier_wait(&hold);
     m.rss = (rss_bytes() - r0) / (double)nthreads;
     m.heap = (heap_bytes() - h0) / (double)nthreads;
@@ -265,16 +306,24 @@ int main(int argc, char **argv)
             h[0][r] = a.heap;
             h[1][r] = b.heap;
         }
-        s_raw = bench_stat_of(v[0], reps);
-        s_rcl = bench_stat_of(v[1], reps);
-        hs_raw = bench_stat_of(h[0], reps);
-        hs_rcl = bench_stat_of(h[1], reps);
+        s_raw = stat_of(v[0], reps);
+        s_rcl = stat_of(v[1], reps);
+        hs_raw = stat_of(h[0], reps);
+        hs_rcl = stat_of(h[1], reps);
+        printf("%7zu", sizes[s]);
+        print_rss(s_raw.med);
+        print_rss(s_rcl.med);
+        print_heap(s_rcl.med - s_raw.med);
         hs_raw.med = heap_seen(hs_raw.med, sizes[s]);
         hs_rcl.med = heap_seen(hs_rcl.med, sizes[s]);
-        printf("%7zu %12.1f %12.1f %12.1f", sizes[s], s_raw.med, s_rcl.med,
-               s_rcl.med - s_raw.med);
-        print_heap(hs_raw.med);
-        print_heap(hs_rcl.med);
+        if (isnan(s_raw.med))
+            printf(" %12s", "failed");
+        else
+            print_heap(hs_raw.med);
+        if (isnan(s_rcl.med))
+            printf(" %12s", "failed");
+        else
+            print_heap(hs_rcl.med);
         print_heap(hs_rcl.med - hs_raw.med);
         printf("\n");
         bj_obj(NULL);
@@ -300,18 +349,19 @@ int main(int argc, char **argv)
             h[1][r] = b.heap;
             st[r] = b.stock;
         }
-        s_raw = bench_stat_of(v[0], reps);
-        s_rcl = bench_stat_of(v[1], reps);
-        hs_raw = bench_stat_of(h[0], reps);
-        hs_rcl = bench_stat_of(h[1], reps);
+        s_raw = stat_of(v[0], reps);
+        s_rcl = stat_of(v[1], reps);
+        hs_raw = stat_of(h[0], reps);
+        hs_rcl = stat_of(h[1], reps);
         printf("\nper thread (%d threads, one 64 B block each):\n", NTHREADS);
-        printf("   RSS  raw %.0f B, rcl %.0f B, overhead %.0f B\n", s_raw.med, s_rcl.med,
-               s_rcl.med - s_raw.med);
-        printf("   heap raw %.0f B, rcl %.0f B, overhead %.0f B\n", hs_raw.med, hs_rcl.med,
-               hs_rcl.med - hs_raw.med);
+        char b[3][32];
+        printf("   RSS  raw %s, rcl %s, overhead %s\n", bytes_text(b[0], 32, s_raw.med),
+               bytes_text(b[1], 32, s_rcl.med), bytes_text(b[2], 32, s_rcl.med - s_raw.med));
+        printf("   heap raw %s, rcl %s, overhead %s\n", bytes_text(b[0], 32, hs_raw.med),
+               bytes_text(b[1], 32, hs_rcl.med), bytes_text(b[2], 32, hs_rcl.med - hs_raw.med));
         printf("   libreclaim static TLS: %zu B per thread (every thread)\n", tls);
-        printf("   budget pre-charged in the stock: %.0f B per thread\n",
-               bench_stat_of(st, reps).med);
+        printf("   budget pre-charged in the stock: %s per thread\n",
+               bytes_text(b[0], 32, stat_of(st, reps).med));
         bj_obj("per_thread");
         bj_num("threads", NTHREADS);
         bj_stat("raw_rss", s_raw);
@@ -321,9 +371,14 @@ int main(int argc, char **argv)
         bj_num("rcl_heap", hs_rcl.med);
         bj_num("overhead_heap", hs_rcl.med - hs_raw.med);
         bj_num("static_tls", (double)tls);
-        bj_num("stock_budget", bench_stat_of(st, reps).med);
+        bj_num("stock_budget", stat_of(st, reps).med);
         bj_end_obj();
     }
     bench_json_end();
+    if (failed) {
+        fprintf(stderr, "bench_memory: %d measurement%s failed (above); their figures read "
+                "\"failed\"\n", failed, failed == 1 ? "" : "s");
+        return 1;
+    }
     return 0;
 }

@@ -5,7 +5,8 @@
 # times none of them (their figures come from make bench, beside their
 # baselines, and are never asserted), so without this a change to the
 # library's header or to bench/bench.h could leave make bench broken
-# until someone ran it. Where python3 is
+# until someone ran it. bench_memory, under a budget too small for it,
+# must say that its figures failed. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
 # docs/bench/runs/ and refuses a file that is none, and tools/bench-ab.py
 # runs a stand-in for bench_patterns (bench_ab_check, below).
@@ -71,6 +72,17 @@ for b in "$BUILD"/bench/bench_*; do
 done
 [ $n -gt 0 ] || { echo "check-benches: no benchmark in $BUILD/bench"; exit 1; }
 echo "check-benches: $n benchmarks built, each answers --help"
+# A figure whose measurement failed is no figure: under an automatic
+# budget too small for bench_memory's blocks (half of the 8 MiB the fake
+# /proc/meminfo gives), its library children fail, and the table must say
+# "failed" and the run fail; it printed 0 bytes a block and exited 0.
+mkdir -p "$ab/tiny/proc" && printf 'MemTotal: 8000 kB\n' >"$ab/tiny/proc/meminfo"
+if RECLAIM_CGROUP_ROOT="$ab/tiny" BENCH_REPS=1 "$BUILD/bench/bench_memory" >"$log" 2>&1 ||
+   ! grep -q '^ *4096 .* failed ' "$log"; then
+    cat "$log"
+    echo "check-benches: bench_memory took a failed measurement for a figure"
+    rc=1
+fi
 # And under AddressSanitizer, where they skip the raw allocators (bench.h):
 # its instrumentation gives gcc's warnings other paths to follow. The
 # build directory is the Makefile's own for SAN=asan, the one make check's
