@@ -85,6 +85,15 @@ TEST_BARE(block_server_names_a_malformed_size)
     assert_non_null(strstr(out, "rejected --squeeze lots"));
 }
 
+/* strtoul() skips blanks before a minus sign and takes " -1" as the
+ * largest count there is: refused like "-1", before the backing file (here
+ * one that cannot be made) is touched. */
+TEST_BARE(block_server_names_a_negative_request_count_after_blanks)
+{
+    assert_int_equal(run("block-server", "--requests ' -1' --file /nonexistent/disk", out, sizeof(out)), 2);
+    assert_non_null(strstr(out, "rejected --requests  -1: not a number"));
+}
+
 TEST_BARE(storage_stack_names_an_act_that_does_not_exist)
 {
     assert_int_equal(run("storage-stack", "--act 4", out, sizeof(out)), 2);

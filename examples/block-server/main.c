@@ -239,9 +239,13 @@ static int parse_size(const char *s, size_t *out)
 static int parse_ulong(const char *s, unsigned long *out)
 {
     char *end;
+    /* strtoul() skips blanks, then takes " -1" as the largest value there
+     * is: a number starts with its first character. */
+    if (*s < '0' || *s > '9')
+        return -1;
     errno = 0;
     *out = strtoul(s, &end, 10);
-    return errno || end == s || *end || *s == '-' ? -1 : 0;
+    return errno || *end ? -1 : 0;
 }
 
 /* The value given to a long option, for messages about a combination. */
