@@ -923,7 +923,10 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
  * Both run in the reclaiming thread, in NORECLAIM scope, and must obey
  * sc->gfp: without RCL__FS do not enter file-system code that takes locks
  * the allocator may hold; without RCL__IO do not wait on I/O. count() may
- * return RCL_SHRINK_EMPTY when the cache is empty. A count above LONG_MAX
+ * return RCL_SHRINK_EMPTY when the cache is empty. scan() finds
+ * sc->nr_scanned equal to sc->nr_to_scan and sets it when it looked at
+ * another number of objects: that many come off what the pass has left to
+ * scan, and 0 ends the shrinker's turn in the pass. A count above LONG_MAX
  * is a negative number come back unsigned (RCL_SHRINK_STOP is -1): it is
  * reported, once per shrinker, and the shrinker is not scanned while it
  * says so. A scan() that returns above LONG_MAX, RCL_SHRINK_STOP aside,
