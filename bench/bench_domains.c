@@ -43,7 +43,10 @@
  *               entered direct reclaim (read from the counters, untimed)
  *   reachable   at the end, the share of the cached bytes that direct
  *               reclaim from inside a transaction can free at all
- * then the ratios the issue sets goals for. A benchmark reports; it never
+ * then the ratios the issue sets goals for. A figure no allocation gave
+ * (no attempt, none that reclaimed) is "-" in the table, null in the JSON,
+ * and left out of the median, min and max, which then say over how many
+ * repeats; a ratio with none is "n/a". A benchmark reports; it never
  * passes or fails.
  *
  * Knobs: BENCH_REPS (default 5), BENCH_QUICK=1, BENCH_JSON=FILE,
@@ -52,6 +55,7 @@
 #include "bench.h"
 #include "reclaim.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -267,7 +271,7 @@ static double recoverable_share(struct fs *f, enum mode m)
     txn_begin(f, m, &tok, &nofs, &old);
     size_t freed = rcl_reclaim(2 * (size_t)LIMIT, RCL_DEFAULT);
     txn_end(m, tok, nofs, old);
-    return usage ? (double)freed / (double)usage : 0;
+    return usage ? (double)freed / (double)usage : NAN;
 }
 
 static struct result run(unsigned K, enum mode m, long allocs, int background)
@@ -324,15 +328,17 @@ static struct result run(unsigned K, enum mode m, long allocs, int background)
     qsort(slat, nslow, sizeof(*slat), cmp_u64);
     struct result res;
     res.v[F_SLOW] = 100.0 * (double)nslow / (double)n;
-    res.v[F_SLOW_P50] = nslow ? (double)slat[nslow / 2] / 1e3 : 0;
-    res.v[F_SLOW_P99] = nslow ? (double)slat[nslow * 99 / 100] / 1e3 : 0;
+    res.v[F_SLOW_P50] = nslow ? (double)slat[nslow / 2] / 1e3 : NAN;
+    res.v[F_SLOW_P99] = nslow ? (double)slat[nslow * 99 / 100] / 1e3 : NAN;
     res.v[F_RECOVERABLE] = recoverable_share(&fs[r % K], m);
     free(slat);
     free(slow);
     unsigned long attempts = after.direct_reclaims - before.direct_reclaims - fa.attempts;
     size_t direct = after.direct_reclaimed - before.direct_reclaimed - fa.bytes;
     res.v[F_ATTEMPTS] = (double)attempts;
-    res.v[F_KIB_PER_ATTEMPT] = attempts ? (double)direct / attempts / 1024.0 : 0;
+    /* A figure with no sample is NaN, never 0: a run with no attempt, or no
+     * allocation that reclaimed, says nothing of what one would have done. */
+    res.v[F_KIB_PER_ATTEMPT] = attempts ? (double)direct / attempts / 1024.0 : NAN;
     res.v[F_FALLBACK] = 100.0 * (double)fa.fallbacks / (double)n;
     res.v[F_P50] = (double)lat[n / 2] / 1e3;
     res.v[F_P99] = (double)lat[n * 99 / 100] / 1e3;
@@ -361,23 +367,54 @@ static struct result run(unsigned K, enum mode m, long allocs, int background)
 /* Report                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Over the repeats that measured the figure (*n of them, where n is given);
+ * NaN throughout when none did. */
+static struct bench_stat stat_over(const double *all, int reps, int *n)
+{
+    double v[MAX_REPS];
+    int k = 0;
+    for (int i = 0; i < reps; i++)
+        if (!isnan(all[i]))
+            v[k++] = all[i];
+    if (n)
+        *n = k;
+    return k ? bench_stat_of(v, k) : (struct bench_stat){ NAN, NAN, NAN };
+}
+
 static struct bench_stat stat_of(const struct result *res, int reps, int f)
 {
     double v[MAX_REPS];
     for (int i = 0; i < reps; i++)
         v[i] = res[i].v[f];
-    return bench_stat_of(v, reps);
+    return stat_over(v, reps, NULL);
 }
 
+/* A repeat whose denominator is 0 or unmeasured has no ratio. */
 static struct bench_stat ratio_of(const struct result *num, const struct result *den,
-                                  int reps, int f)
+                                  int reps, int f, int *n)
 {
     double v[MAX_REPS];
     for (int i = 0; i < reps; i++) {
         double d = den[i].v[f];
-        v[i] = d > 0 ? num[i].v[f] / d : 0;
+        v[i] = d > 0 ? num[i].v[f] / d : NAN;
     }
-    return bench_stat_of(v, reps);
+    return stat_over(v, reps, n);
+}
+
+/* A ratio line's figures, or why there are none; and how many repeats
+ * gave them when some did not. */
+static void print_ratio(const char *what, const char *fmt, struct bench_stat s, int n, int reps,
+                        const char *goal)
+{
+    printf("%s", what);
+    if (isnan(s.med)) {
+        printf("n/a: no repeat measured both");
+    } else {
+        printf(fmt, s.med, s.min, s.max);
+        if (n < reps)
+            printf(" (%d of %d repeats)", n, reps);
+    }
+    printf("%s\n", goal);
 }
 
 static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int reps)
@@ -394,10 +431,15 @@ static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int 
         static const char *const fmt[] = { "%-9.1f", "%-9.0f", "%-9.2f", "%-8.2f", "%-8.2f",
                                            "%-8.0f", "%-8.1f", "%-7.2f", "%-9.1f", "%-9.1f",
                                            "%-9.3f" };
+        static const int width[] = { 9, 9, 9, 8, 8, 8, 8, 7, 9, 9, 9 };
         printf("%-13s", mode_name[m]);
         for (unsigned c = 0; c < sizeof(col) / sizeof(col[0]); c++) {
+            double v = stat_of(res[m], reps, col[c]).med;
             printf(c == 7 || c == 10 ? " | " : " ");
-            printf(fmt[c], stat_of(res[m], reps, col[c]).med);
+            if (isnan(v))
+                printf("%-*s", width[c], "-");
+            else
+                printf(fmt[c], v);
         }
         printf("\n");
 
@@ -409,20 +451,24 @@ static void report(int bg, unsigned K, struct result res[NMODES][MAX_REPS], int 
             bj_stat(field_name[f], stat_of(res[m], reps, f));
         bj_end_obj();
     }
+    int n_rec, n_reach, n_p99, n_sp99;
     struct bench_stat rec = ratio_of(res[MODE_DOMAINS], res[MODE_UNRESTRICTED], reps,
-                                     F_KIB_PER_ATTEMPT);
+                                     F_KIB_PER_ATTEMPT, &n_rec);
     struct bench_stat reach = ratio_of(res[MODE_DOMAINS], res[MODE_UNRESTRICTED], reps,
-                                       F_RECOVERABLE);
-    struct bench_stat p99 = ratio_of(res[MODE_NOFS], res[MODE_DOMAINS], reps, F_P99);
-    struct bench_stat sp99 = ratio_of(res[MODE_NOFS], res[MODE_DOMAINS], reps, F_SLOW_P99);
-    printf("domains / unrestricted, direct KiB per attempt:   %.3f [%.3f..%.3f]  "
-           "(goal >= (K-1)/K = %.3f)\n", rec.med, rec.min, rec.max, (double)(K - 1) / K);
-    printf("domains / unrestricted, share of caches reachable: %.3f [%.3f..%.3f]\n",
-           reach.med, reach.min, reach.max);
-    printf("nofs / domains, p99 latency of all allocations:   %.2fx [%.2f..%.2f]  "
-           "(goal >= 3x)\n", p99.med, p99.min, p99.max);
-    printf("nofs / domains, p99 latency of reclaiming ones:   %.2fx [%.2f..%.2f]\n",
-           sp99.med, sp99.min, sp99.max);
+                                       F_RECOVERABLE, &n_reach);
+    struct bench_stat p99 = ratio_of(res[MODE_NOFS], res[MODE_DOMAINS], reps, F_P99, &n_p99);
+    struct bench_stat sp99 = ratio_of(res[MODE_NOFS], res[MODE_DOMAINS], reps, F_SLOW_P99,
+                                      &n_sp99);
+    char goal[64];
+    snprintf(goal, sizeof(goal), "  (goal >= (K-1)/K = %.3f)", (double)(K - 1) / K);
+    print_ratio("domains / unrestricted, direct KiB per attempt:   ", "%.3f [%.3f..%.3f]", rec,
+                n_rec, reps, goal);
+    print_ratio("domains / unrestricted, share of caches reachable: ", "%.3f [%.3f..%.3f]",
+                reach, n_reach, reps, "");
+    print_ratio("nofs / domains, p99 latency of all allocations:   ", "%.2fx [%.2f..%.2f]", p99,
+                n_p99, reps, "  (goal >= 3x)");
+    print_ratio("nofs / domains, p99 latency of reclaiming ones:   ", "%.2fx [%.2f..%.2f]", sp99,
+                n_sp99, reps, "");
     bj_obj(NULL);
     bj_num("background", bg);
     bj_num("K", K);

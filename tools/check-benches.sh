@@ -6,7 +6,8 @@
 # baselines, and are never asserted), so without this a change to the
 # library's header or to bench/bench.h could leave make bench broken
 # until someone ran it. bench_memory, under a budget too small for it,
-# must say that its figures failed. Where python3 is
+# must say that its figures failed, and bench_domains must give no figure
+# where it had no sample. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
 # docs/bench/runs/ and refuses a file that is none, and tools/bench-ab.py
 # runs a stand-in for bench_patterns (bench_ab_check, below).
@@ -81,6 +82,15 @@ if RECLAIM_CGROUP_ROOT="$ab/tiny" BENCH_REPS=1 "$BUILD/bench/bench_memory" >"$lo
    ! grep -q '^ *4096 .* failed ' "$log"; then
     cat "$log"
     echo "check-benches: bench_memory took a failed measurement for a figure"
+    rc=1
+fi
+# Nor is a figure no sample gave: in a run of bench_domains too short to
+# reclaim much, a mode with no direct reclaim attempt has no KiB per
+# attempt ("-"); it read 0.0, and its ratio to another mode 0.000.
+if ! BENCH_DOMAINS_ALLOCS=1 BENCH_REPS=1 "$BUILD/bench/bench_domains" >"$log" 2>&1 ||
+   awk '/^(domains|nofs|unrestricted) / && $3 == "0" && $2 != "-" { bad = 1 } END { exit !bad }' "$log"; then
+    cat "$log"
+    echo "check-benches: bench_domains gave a figure for a mode that made no attempt"
     rc=1
 fi
 # And under AddressSanitizer, where they skip the raw allocators (bench.h):
