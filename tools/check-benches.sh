@@ -6,8 +6,9 @@
 # baselines, and are never asserted), so without this a change to the
 # library's header or to bench/bench.h could leave make bench broken
 # until someone ran it. bench_memory, under a budget too small for it,
-# must say that its figures failed, and bench_domains must give no figure
-# where it had no sample. Where python3 is
+# must say that its figures failed, bench_domains must give no figure
+# where it had no sample, and make bench must refuse a BENCH_ONLY that
+# names no benchmark. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
 # docs/bench/runs/ and refuses a file that is none, and tools/bench-ab.py
 # runs a stand-in for bench_patterns (bench_ab_check, below).
@@ -91,6 +92,15 @@ if ! BENCH_DOMAINS_ALLOCS=1 BENCH_REPS=1 "$BUILD/bench/bench_domains" >"$log" 2>
    awk '/^(domains|nofs|unrestricted) / && $3 == "0" && $2 != "-" { bad = 1 } END { exit !bad }' "$log"; then
     cat "$log"
     echo "check-benches: bench_domains gave a figure for a mode that made no attempt"
+    rc=1
+fi
+# make bench with BENCH_ONLY naming no benchmark (a typo) stops before it
+# starts: it ran nothing and wrote a run with no benchmark in it.
+if BENCH_OUT="$ab/only" BENCH_PLOTS="$ab/only" BENCH_ONLY=scopes \
+       sh tools/run-bench.sh "$BUILD" "$BUILD/bench/bench_scope" >"$log" 2>&1 ||
+   [ -n "$(ls -A "$ab/only" 2>/dev/null)" ]; then
+    cat "$log"
+    echo "check-benches: make bench ran with BENCH_ONLY naming no benchmark"
     rc=1
 fi
 # And under AddressSanitizer, where they skip the raw allocators (bench.h):

@@ -19,7 +19,8 @@
 # BENCH_PAIRS (allocation patterns), BENCH_PRESSURE_THREADS=2,8 (one pressure run each;
 # the 8-thread one is "pressure", others "pressure-N"), BENCH_LIMIT_MB,
 # BENCH_SECONDS, BENCH_PSI_* (see bench/*.c). BENCH_ONLY=alloc,scope runs
-# the named programs only (BENCH_ONLY=patterns: the allocation patterns).
+# the named programs only (BENCH_ONLY=patterns: the allocation patterns);
+# a name that is no program's stops the run before it starts.
 case "${1:-}" in
 -h|--help) sed -n '3,/^[^#]/s/^# \{0,1\}//p' "$0"; exit 0 ;;
 esac
@@ -36,6 +37,24 @@ if [ "$backend" = libc ]; then
     plot_dir=${BENCH_PLOTS:-docs/bench}
 else
     plot_dir=${BENCH_PLOTS:-docs/bench/$backend}
+fi
+# Each name BENCH_ONLY gives must be one of the programs: a name that is
+# none (a typo) would run nothing, and leave a run with no benchmark in it.
+if [ -n "${BENCH_ONLY:-}" ]; then
+    [ -n "$(echo "$BENCH_ONLY" | tr -d ', ')" ] ||
+        { echo "run-bench: BENCH_ONLY='$BENCH_ONLY' names no benchmark" >&2; exit 2; }
+    for want in $(echo "$BENCH_ONLY" | tr ',' ' '); do
+        found=""
+        for prog in "$@"; do
+            name=$(basename "$prog")
+            [ "$want" = "$name" ] || [ "$want" = "${name#bench_}" ] && found=1
+        done
+        if [ -z "$found" ]; then
+            echo "run-bench: BENCH_ONLY names '$want', which is no benchmark here; there are:" \
+                $(for prog in "$@"; do n=$(basename "$prog"); echo "${n#bench_}"; done) >&2
+            exit 2
+        fi
+    done
 fi
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 host=$(hostname 2>/dev/null || echo unknown)
