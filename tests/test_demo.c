@@ -86,6 +86,17 @@ TEST_WITH(act2_deadlocks_and_watchdog_unwinds, find_demo, NULL)
     expect("every act ended as expected");
 }
 
+/* An act whose time runs out inside the deadlock, before the watchdog
+ * would call it one, still ends: its threads, stuck, do not stop when
+ * asked, so their waits give up as at a hang. The demo left them stuck
+ * and exited 2, its status for a bad option, "without cleanup". */
+TEST_WITH(an_act_that_runs_out_of_time_in_the_deadlock_still_ends, find_demo, NULL)
+{
+    expect_status(demo("--act 2 --seconds 2 --hang-ms 600000"), 1);
+    expect("No deadlock in ");
+    expect("an act did not end as expected");
+}
+
 /* Act 3: the fixed stack runs to the end, quietly, and prints statistics.
  * The watchdog is given 10 s: a sanitizer build on a loaded machine can
  * take seconds over one reclaim pass, and a real hang here still shows. */

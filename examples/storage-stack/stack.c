@@ -592,16 +592,32 @@ static void drain(struct rcl_lru *lru, size_t offset)
     }
 }
 
+/* A thread stuck in the deadlock does not stop when asked (an act's time
+ * can run out inside it before the watchdog calls it a hang): past
+ * *deadline, every wait gives up, as at a hang, and the threads have a
+ * whole span more to unwind. */
+static int join_or_abort(pthread_t th, unsigned long long *deadline, unsigned long long span)
+{
+    if (join_by(th, *deadline) == 0)
+        return 0;
+    if (atomic_load(&aborting))
+        return -1;
+    stack_abort();
+    *deadline = stack_now_ns() + span;
+    return join_by(th, *deadline);
+}
+
 int stack_stop(unsigned timeout_ms)
 {
-    unsigned long long deadline = stack_now_ns() + (unsigned long long)timeout_ms * 1000000ull;
+    unsigned long long span = (unsigned long long)timeout_ms * 1000000ull;
+    unsigned long long deadline = stack_now_ns() + (atomic_load(&aborting) ? span : span / 2);
     int ok = 0;
 
     atomic_store(&stopping, 1);
     for (int i = 0; i < nwriters; i++)
-        ok |= join_by(writers[i], deadline);
+        ok |= join_or_abort(writers[i], &deadline, span);
     if (flusher_running)
-        ok |= join_by(flusher, deadline);
+        ok |= join_or_abort(flusher, &deadline, span);
     flusher_running = 0;
     nwriters = 0;
     /* Writers and flusher are gone; the loop device serves what is queued
@@ -612,7 +628,7 @@ int stack_stop(unsigned timeout_ms)
     pthread_cond_broadcast(&loop.work);
     pthread_mutex_unlock(&loop.lock);
     if (loop_running)
-        ok |= join_by(loop.thread, deadline);
+        ok |= join_or_abort(loop.thread, &deadline, span);
     loop_running = 0;
     if (ok)
         return -1;

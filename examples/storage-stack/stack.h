@@ -65,7 +65,10 @@ int  stack_start(const struct stack_opts *o);
  * so that deadlocked threads unwind. */
 void stack_abort(void);
 /* Stop the workload, join every thread, free every cache; 0, or -1 when a
- * thread did not come back within timeout_ms (the caller should exit). */
+ * thread did not come back (the caller should exit). Threads still there
+ * after half of timeout_ms are stuck: it aborts, as stack_abort() does,
+ * and gives them timeout_ms more to unwind; after a stack_abort(), they
+ * have timeout_ms. */
 int  stack_stop(unsigned timeout_ms);
 /* Progress made so far: any I/O served, file created or byte written. */
 unsigned long long stack_progress(void);
