@@ -97,6 +97,23 @@ TEST_WITH(an_act_that_runs_out_of_time_in_the_deadlock_still_ends, find_demo, NU
     expect("an act did not end as expected");
 }
 
+/* --short sets what it sets only where the command line did not: a
+ * --hang-ms given keeps the watchdog's limit, as a --seconds given keeps
+ * act 2's (the seconds act 2 ran are read from its own report; 30 for
+ * --short). */
+TEST_WITH(short_leaves_the_options_given_as_they_are, find_demo, NULL)
+{
+    expect_status(demo("--act 2 --short --hang-ms 400"), 0);
+    expect("WATCHDOG: no progress for 400 ms");
+
+    expect_status(demo("--act 2 --short --seconds 0.5 --hang-ms 600000"), 1);
+    const char *ran = strstr(out, "No deadlock in ");
+    double secs = 0;
+    assert_non_null(ran);
+    assert_int_equal(sscanf(ran, "No deadlock in %lf s", &secs), 1);
+    assert_true(secs < 29);
+}
+
 /* Act 3: the fixed stack runs to the end, quietly, and prints statistics.
  * The watchdog is given 10 s: a sanitizer build on a loaded machine can
  * take seconds over one reclaim pass, and a real hang here still shows. */

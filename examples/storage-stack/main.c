@@ -334,7 +334,8 @@ static void usage(FILE *f)
             "  --budget SIZE memory budget, e.g. 8M (default 8M, at least 1M)\n"
             "  --seconds S   longest time for each act (default 10, 30 and 8)\n"
             "  --short       short acts, for tests: --seconds 5 for acts 1 and 3 (act 2\n"
-            "                still waits up to 30 s for the deadlock), --hang-ms 1000\n"
+            "                still waits up to 30 s for the deadlock), --hang-ms 1000;\n"
+            "                a --seconds or --hang-ms given wins\n"
             "  --writers N   writer threads, 1 to " MAX_WRITERS_TEXT " (default 3)\n"
             "  --hang-ms MS  no progress for this long is a hang (default 2000)\n"
             "  --json        print act 3's statistics as JSON\n"
@@ -343,7 +344,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    struct demo_opts d = { .budget = 8u << 20, .hang_ms = 2000, .writers = 3 };
+    /* hang_ms and seconds 0: not given, for --short and the defaults. */
+    struct demo_opts d = { .budget = 8u << 20, .writers = 3 };
     int any = 0, shortrun = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -400,11 +402,12 @@ int main(int argc, char **argv)
     }
     if (!any)
         d.acts[1] = d.acts[2] = d.acts[3] = 1;
-    if (shortrun) {
-        d.hang_ms = 1000;
-        if (!d.seconds)
-            d.seconds = 5;
-    }
+    /* --short sets what the command line left unset, as the defaults do. */
+    int seconds_given = d.seconds > 0;
+    if (shortrun && !seconds_given)
+        d.seconds = 5;
+    if (!d.hang_ms)
+        d.hang_ms = shortrun ? 1000 : 2000;
     if (d.hang_ms < 200)
         d.hang_ms = 200;
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -428,7 +431,7 @@ int main(int argc, char **argv)
     if (d.acts[2]) {
         /* Act 2 waits for a race: its own time limit unless given one. */
         struct demo_opts d2 = d;
-        if (shortrun)
+        if (shortrun && !seconds_given)
             d2.seconds = 30;
         failed |= act2(&d2);
     }
