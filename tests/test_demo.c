@@ -169,6 +169,14 @@ TEST_WITH(bad_option_is_a_usage_error, find_demo, NULL)
     expect_status(demo("--budget 12"), 2);
 }
 
+/* The watchdog looks every 50 ms, and below 200 ms an ordinary pause reads
+ * as a hang: such a --hang-ms is refused, not raised to 200 unsaid. */
+TEST_WITH(a_hang_ms_below_200_is_a_usage_error, find_demo, NULL)
+{
+    expect_status(demo("--hang-ms 100 --act 3 --seconds 0.3"), 2);
+    expect("rejected --hang-ms 100: from 200 to 600000 ms");
+}
+
 /* The stack runs at most 8 writers: asked for more, the demo says so
  * rather than run 8 and print figures for the number asked. */
 TEST_WITH(more_writers_than_the_stack_runs_is_a_usage_error, find_demo, NULL)

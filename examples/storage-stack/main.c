@@ -337,7 +337,8 @@ static void usage(FILE *f)
             "                still waits up to 30 s for the deadlock), --hang-ms 1000;\n"
             "                a --seconds or --hang-ms given wins\n"
             "  --writers N   writer threads, 1 to " MAX_WRITERS_TEXT " (default 3)\n"
-            "  --hang-ms MS  no progress for this long is a hang (default 2000)\n"
+            "  --hang-ms MS  no progress for this long is a hang (200 to 600000; default\n"
+            "                2000)\n"
             "  --json        print act 3's statistics as JSON\n"
             "  --help        this text\n");
 }
@@ -391,8 +392,9 @@ int main(int argc, char **argv)
                 why = "from 1 to " MAX_WRITERS_TEXT " writer threads";
             d.writers = (int)n;
         } else {
-            if (n < 1 || n > 600000)
-                why = "from 1 to 600000 ms";
+            /* The watchdog looks every 50 ms: below 200, a pause is a hang. */
+            if (n < 200 || n > 600000)
+                why = "from 200 to 600000 ms";
             d.hang_ms = (unsigned)n;
         }
         if (why) {
@@ -408,8 +410,6 @@ int main(int argc, char **argv)
         d.seconds = 5;
     if (!d.hang_ms)
         d.hang_ms = shortrun ? 1000 : 2000;
-    if (d.hang_ms < 200)
-        d.hang_ms = 200;
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     printf("storage-stack: a memory-reclaim deadlock, found, shown and fixed.\n\n"
