@@ -12,6 +12,14 @@
  *     positive EBUSY, as pthread_mutex_trylock), rcl_lru_add/del/touch()
  *     (1 done, 0 nothing to do, -EINVAL), rcl_io_flusher_get() (1 or 0).
  *   - Functions returning a pointer return NULL and set errno.
+ *   - A refusal of input no call could serve (a NULL where an object is
+ *     needed, unknown flags, a size out of range) is a bug in the
+ *     program: besides its result, it is reported through the report
+ *     function (rcl_set_report_fn), once per call, unless the call takes
+ *     flags and RCL__NOWARN is among them, and nothing is changed. An
+ *     answer the program may rightly ask for (a state it cannot see from
+ *     where it is, such as -EBUSY, or no memory now) is not, where its
+ *     function does not say otherwise.
  *   - Every public name starts with rcl_ / RCL_; names with a double
  *     underscore (rcl__, RCL__ other than the flag bits) are private.
  *   - A program that never calls rcl_init() (or calls rcl_init(NULL)) is
@@ -354,7 +362,8 @@ void rcl_context_restore(const struct rcl_context *saved);
 struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
 
-/* NULL and errno EINVAL for a NULL name; ENOMEM when out of memory. */
+/* NULL and errno EINVAL, reported, for a NULL name; ENOMEM when out of
+ * memory. */
 struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
                                      rcl_domain_may_reclaim_fn may_reclaim, void *arg);
 /* Destroying a domain that a thread is still inside, or that still owns
@@ -475,7 +484,7 @@ void   rcl_config_default(struct rcl_config *cfg);
  * win). A malformed or out-of-range value is ignored, every other variable
  * still applies, and one report names each ignored variable with its
  * value. 0 when everything set was applied, -EINVAL when something was
- * ignored or cfg is NULL. Sizes take K, M, G, T suffixes (also KiB, MB). */
+ * ignored or cfg is NULL (reported too). Sizes take K, M, G, T suffixes (also KiB, MB). */
 int    rcl_config_from_env(struct rcl_config *cfg);
 
 /* Optional. NULL means the defaults with the environment applied, as on
@@ -653,8 +662,8 @@ void   rcl_shutdown(void);
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 
-/* Changes the limit; -EINVAL for 0, and for a limit no larger than the
- * reserve (reported; as rcl_init() refuses it). A limit above LONG_MAX
+/* Changes the limit; -EINVAL, reported and the limit unchanged, for 0 and
+ * for a limit no larger than the reserve (as rcl_init() refuses it). A limit above LONG_MAX
  * (SIZE_MAX for "none", say) is taken as LONG_MAX, here and in
  * struct rcl_config.limit, and rcl_limit() says so: the budget's books
  * are signed words. Lowering it below current usage is allowed: the background reclaimer (if any) is woken to get back
@@ -968,8 +977,8 @@ struct rcl_shrinker_opts {
 #define RCL_DEFAULT_SEEKS  2
 #define RCL_SHRINK_BATCH   128
 
-/* NULL with EINVAL for a NULL name or ops or a missing callback, or an
- * opts->domain that is not a live domain (reported); the name is copied.
+/* NULL with EINVAL, reported, for a NULL name or ops or a missing callback,
+ * or an opts->domain that is not a live domain; the name is copied.
  * opts may be NULL. */
 struct rcl_shrinker *rcl_shrinker_register(const char *name,
         const struct rcl_shrinker_ops *ops, void *priv,
@@ -1009,7 +1018,10 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * (the kernel's); a free wakes the waiters at once. rcl_mempool_free()
  * refills the reserve while it is below min_nr; a pool with min_nr 0 still
  * keeps one returned element while its reserve is empty, so a waiter gets
- * it. RCL__NOFAIL adds nothing and is dropped; RCL__ZERO is not honoured
+ * it. RCL__NOFAIL adds nothing and is dropped, but without
+ * RCL__DIRECT_RECLAIM in gfp itself, the contradiction every call refuses
+ * ("NOFAIL and scopes"): NULL (EINVAL), reported unless RCL__NOWARN,
+ * before the reserve or the backing allocator is asked. RCL__ZERO is not honoured
  * (reserve elements are handed out as they were returned), as in the kernel.
  * rcl_mempool_alloc() calls rcl_might_alloc() when it may block.
  *
@@ -1018,12 +1030,12 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * reclaim where it allows), and charged, at creation: NULL (ENOMEM)
  * if it cannot be, with nothing left allocated or charged. elem_size 0, or
  * one above PTRDIFF_MAX less the element's 16-byte tag (no block could
- * hold it), or a NULL callback for _create_ops: NULL (EINVAL). The pool's
+ * hold it), or a NULL callback for _create_ops: NULL (EINVAL), reported. The pool's
  * own bookkeeping is charged too.
  *
  * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
  * NULL is a no-op; freeing to a NULL pool is reported; resize of NULL is
- * -EINVAL. An element freed while the pool has none out (more freed than
+ * -EINVAL and reported. An element freed while the pool has none out (more freed than
  * were allocated) is reported and left alone, neither kept in the reserve
  * nor given to the pool's free: for an ops pool, an element freed twice
  * once its first free went to the pool's free. Freeing to a
@@ -1151,13 +1163,13 @@ struct rcl_work {
 /* Must be called before a work item is first queued. NULL: no-op. */
 void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w));
 #define RCL_WQ_MEM_RECLAIM 0x1u
-/* NULL with errno EINVAL (NULL name, unknown flags, max_workers > 1024),
- * ENOMEM, or EAGAIN when no worker can be started and there is no rescuer.
+/* NULL with errno EINVAL, reported (NULL name, unknown flags, max_workers
+ * > 1024), ENOMEM, or EAGAIN when no worker can be started and there is no rescuer.
  * The name is copied (up to 31 characters). */
 struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_workers, unsigned flags);
 /* 0 queued (an item running but not pending is queued to run again after
- * that run); -EBUSY already pending (on this queue or another); -EINVAL bad
- * arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
+ * that run); -EBUSY already pending (on this queue or another); -EINVAL,
+ * reported, for bad arguments (NULL, or a NULL fn); -ESHUTDOWN the queue is being destroyed,
  * except from the queue's own work items, which may chain more work while
  * it drains (as the kernel's drain_workqueue allows); -ECHILD in a child of
  * fork() for a queue created before the fork (see rcl_shutdown()). */
@@ -1195,7 +1207,7 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * undone; on a thread that is not an I/O flusher for the library, nothing
  * is done (no prctl, which would clear a kernel flag the program set
  * itself, or be refused without CAP_SYS_RESOURCE) and 0 is returned.
- * Anything else: -EINVAL. After a set the kernel accepted, the flag
+ * Anything else: -EINVAL, reported, the thread left as it was. After a set the kernel accepted, the flag
  * is read back with PR_GET_IO_FLUSHER where the kernel allows it: a value
  * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
@@ -1236,10 +1248,12 @@ int rcl_io_flusher_get(void);
  *   once.
  *   flags RCL_FLUSHER_MLOCK also mlock()s it where RLIMIT_MEMLOCK or
  *   CAP_IPC_LOCK allows (refused: reported, the reserve kept unlocked).
- *   One reserve per process: -EBUSY (reported) if one exists, -EINVAL for
- *   unknown flags or fewer than 256 bytes, else the charge's error or
- *   -ENOMEM. rcl_io_flusher_reserve(0, 0) releases it: -EBUSY (reported)
- *   while blocks are allocated from it or threads use it.
+ *   One reserve per process: -EBUSY (reported) if one exists; -EINVAL
+ *   (reported, nothing mapped or charged) for unknown flags, fewer than
+ *   256 bytes, or more than PTRDIFF_MAX (no mapping can be that large;
+ *   rounded up to whole pages, SIZE_MAX would wrap to nothing); else the
+ *   charge's error or -ENOMEM. rcl_io_flusher_reserve(0, 0) releases it:
+ *   -EBUSY (reported) while blocks are allocated from it or threads use it.
  *
  *   rcl_io_flusher_set(1) then, when the kernel refuses the flag (it still
  *   returns that -EPERM), touches 256 KiB of the thread's stack (at most
@@ -1282,6 +1296,9 @@ int rcl_io_flusher_get(void);
 int rcl_io_flusher_reserve(size_t bytes, unsigned flags);
 /* 1 when this thread allocates from the reserve, else 0. */
 int rcl_io_flusher_reserved(void);
+/* size, used and threads are now's. peak, allocs and failures count for
+ * the latest reserve: its release leaves them to be read (what it served),
+ * and the next reserve starts them from 0. NULL out: nothing is done. */
 struct rcl_flusher_reserve_stats {
     size_t        size;      /* bytes mapped; 0 = no reserve */
     size_t        used;      /* bytes in blocks out now (64-byte units) */
@@ -1378,7 +1395,7 @@ void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
 
 typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
 /* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
- * init and destroy return 0 or a negative errno (-EINVAL for NULL).
+ * init and destroy return 0 or a negative errno (-EINVAL, reported, for NULL).
  * Destroying a locked mutex, whichever thread holds it, is refused with
  * -EBUSY and reported, checker on or off, and the mutex left as it was
  * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). The
@@ -1497,7 +1514,7 @@ typedef void (*rcl_lru_free_fn)(struct rcl_lru_node *item, void *arg);
 /* NULL and errno ENOMEM when out of memory. */
 struct rcl_lru *rcl_lru_create(void);
 /* Unregisters the LRU's shrinker (waiting for a scan in flight), then frees
- * the LRU. -EINVAL for NULL; -EBUSY, reported, and the LRU left as it was,
+ * the LRU. -EINVAL, reported, for NULL; -EBUSY, reported, and the LRU left as it was,
  * its shrinker still working, when items are still on it (they are the
  * caller's: empty it and destroy again); -EDEADLK, reported, the same,
  * when called from the LRU's own shrinker (its free_fn), which would
@@ -1513,13 +1530,13 @@ int  rcl_lru_destroy(struct rcl_lru *lru);
 void rcl_lru_node_init(struct rcl_lru_node *n);
 /* rcl_lru_add/del/touch answer a question as well as report an error, so
  * they return 1 (done), 0 (nothing to do: a defined outcome, not an error)
- * or -EINVAL (NULL lru or node); -EDEADLK, reported, from an isolate
+ * or -EINVAL, reported (NULL lru or node); -EDEADLK, reported, from an isolate
  * callback of a walk of the same LRU.
  * add: 1 added at the hot end; 0 already on an LRU. */
 int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
 /* del: 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
- * gets 1, or the walk's REMOVED, owns the item); -EINVAL for NULL, and
- * -EINVAL, reported, both lists unchanged, for a node on another LRU or on
+ * gets 1, or the walk's REMOVED, owns the item); -EINVAL, reported, for
+ * NULL, and -EINVAL, reported, both lists unchanged, for a node on another LRU or on
  * a dispose list. The LRU is told by tag bits in the node's prev pointer
  * (a node's pointers are the library's while it is on an LRU): exact while
  * the program has at most 7 LRUs (3 on 32-bit targets); beyond that some
@@ -1538,7 +1555,7 @@ struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list);
 /* Visits up to nr_to_walk items, oldest first, calling isolate on each
  * (NULL isolate: every item is REMOVED). Removed items are appended to
  * `dispose` (an initialised list). Returns how many were removed; 0 with
- * errno EINVAL for a NULL lru or an uninitialised dispose list, or errno
+ * errno EINVAL, reported, for a NULL lru or an uninitialised dispose list, or errno
  * EDEADLK, reported, from an isolate callback of a walk of the same LRU. */
 unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
                            unsigned long nr_to_walk, struct rcl_lru_node *dispose);
@@ -1549,7 +1566,7 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
  * rcl_free() (or uncharge) what the item accounted, or the budget never
  * sees the memory come back. The shrinker belongs to the LRU:
  * rcl_lru_destroy() unregisters it; do not unregister it yourself.
- * NULL with errno EINVAL (NULL lru, name or free_fn), EBUSY (the LRU has
+ * NULL with errno EINVAL, reported (NULL lru, name or free_fn), EBUSY (the LRU has
  * one already, one an rcl_shutdown() dropped aside, or another call is
  * making it: of calls made at once, one makes it), or what
  * rcl_shrinker_register() sets.
@@ -1640,7 +1657,7 @@ void rcl_stats_get(struct rcl_stats *out);
  * is 0, to count them. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
 /* Text (json = 0) or one JSON object (json = 1), every shrinker listed
- * with the count of the same reading; -EINVAL for a NULL file, -EIO when
+ * with the count of the same reading; -EINVAL, reported, for a NULL file, -EIO when
  * writing fails. RECLAIM_STATS=1 prints the text form at exit. */
 int  rcl_stats_print(FILE *f, int json);
 

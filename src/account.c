@@ -975,8 +975,11 @@ static int set_limit_body(size_t bytes)
 
 int rcl_set_limit(size_t bytes)
 {
-    if (!bytes)
+    if (!bytes) {
+        rcl__report("rcl_set_limit(0): a limit of nothing; the limit stays %zu",
+                    rd(rcl__acct.limit));
         return -EINVAL;
+    }
     unsigned b = rcl__busy_init();
     int err = set_limit_body(bytes);
     rcl__busy_drop(&rcl__self, b);

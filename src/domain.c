@@ -191,6 +191,7 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
                                      rcl_domain_may_reclaim_fn may_reclaim, void *arg)
 {
     if (!name) {
+        rcl__report("rcl_domain_create(NULL, %u): NULL name; no domain made", depth);
         errno = EINVAL;
         return NULL;
     }

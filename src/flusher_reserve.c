@@ -185,14 +185,25 @@ static int reserve_release(void)
     return 0;
 }
 
+static int refused(size_t bytes, unsigned flags, const char *why)
+{
+    rcl__report("rcl_io_flusher_reserve(%zu, %#x): %s; refused, the reserve left as it "
+                "was", bytes, flags, why);
+    return -EINVAL;
+}
+
 /* Reports go out with no lock held: the report function may allocate,
  * and a flusher thread's allocation takes the reserve's lock. */
 int rcl_io_flusher_reserve(size_t bytes, unsigned flags)
 {
     if (flags & ~(unsigned)RCL_FLUSHER_MLOCK)
-        return -EINVAL;
+        return refused(bytes, flags, "unknown flags");
     if (bytes && bytes < 4 * UNIT)
-        return -EINVAL;
+        return refused(bytes, flags, "fewer than 256 bytes");
+    /* Rounded up to whole pages, more would wrap to a reserve of nothing;
+     * no mapping can be this large anyway. */
+    if (bytes > PTRDIFF_MAX)
+        return refused(bytes, flags, "larger than any mapping can be");
     rcl__ensure_init();
     if (!bytes)
         return reserve_release();

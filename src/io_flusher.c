@@ -79,8 +79,11 @@ int rcl_io_flusher_set(int on)
     /* Only 0 and 1: a daemon that passes anything else has a bug that
      * would otherwise silently leave it unprotected (or protected when it
      * meant to stop). */
-    if (on != 0 && on != 1)
+    if (on != 0 && on != 1) {
+        rcl__report("rcl_io_flusher_set(%d): neither 0 nor 1; refused, the thread "
+                    "left as it was", on);
         return -EINVAL;
+    }
     /* An off undoes this library's on, as a scope's restore undoes its
      * save. The kernel's off clears PF_MEMALLOC_NOIO | PF_LOCAL_THROTTLE
      * whoever set them and needs CAP_SYS_RESOURCE as the on does: made for

@@ -705,8 +705,10 @@ int rcl_lock_class_unregister(struct rcl_lock_class *c)
 
 int rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls)
 {
-    if (!m)
+    if (!m) {
+        rcl__report("rcl_mutex_init(NULL, %p): NULL mutex; nothing done", (void *)cls);
         return -EINVAL;
+    }
     m->cls = cls;
     return -pthread_mutex_init(&m->m, NULL);
 }
@@ -783,8 +785,10 @@ static __attribute__((noinline, cold)) void mutex_destroy_busy(const rcl_mutex_t
  */
 int rcl_mutex_destroy(rcl_mutex_t *m)
 {
-    if (!m)
+    if (!m) {
+        rcl__report("rcl_mutex_destroy(NULL): NULL mutex; nothing done");
         return -EINVAL;
+    }
     int rc = pthread_mutex_trylock(&m->m);
     if (rc == EBUSY) {
         mutex_destroy_busy(m, __builtin_return_address(0));

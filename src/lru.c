@@ -222,8 +222,10 @@ static int lru_free(struct rcl_lru *lru, struct lru_free_report *r)
 
 int rcl_lru_destroy(struct rcl_lru *lru)
 {
-    if (!lru)
+    if (!lru) {
+        rcl__report("rcl_lru_destroy(NULL): no LRU; nothing done");
         return -EINVAL;
+    }
     if (!rcl__fork_claim(&lru->fork)) {
         rcl__report("rcl_lru_destroy(%p): not a live LRU (destroyed already, or "
                     "never created); left alone", (void *)lru);
@@ -266,10 +268,18 @@ static int reentered(const char *fn, const struct rcl_lru *lru)
     return -EDEADLK;
 }
 
+static __attribute__((cold)) int null_arg(const char *fn, const struct rcl_lru *lru,
+                                          const struct rcl_lru_node *n)
+{
+    rcl__report("%s(%p, %p): NULL %s; nothing changed", fn, (const void *)lru,
+                (const void *)n, lru ? "node" : "LRU");
+    return -EINVAL;
+}
+
 int rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
-    if (!lru || !n)
-        return -EINVAL;
+    if (unlikely(!lru || !n))
+        return null_arg("rcl_lru_add", lru, n);
     if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_add", lru);
     int added = 0;
@@ -292,8 +302,8 @@ static int foreign_node(const char *fn, const struct rcl_lru *lru, const struct 
 
 int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
-    if (!lru || !n)
-        return -EINVAL;
+    if (unlikely(!lru || !n))
+        return null_arg("rcl_lru_del", lru, n);
     if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_del", lru);
     int removed = 0;
@@ -314,8 +324,8 @@ int rcl_lru_del(struct rcl_lru *lru, struct rcl_lru_node *n)
 
 int rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n)
 {
-    if (!lru || !n)
-        return -EINVAL;
+    if (unlikely(!lru || !n))
+        return null_arg("rcl_lru_touch", lru, n);
     if (unlikely(walked_by_self(lru)))
         return reentered("rcl_lru_touch", lru);
     int moved = 0;
@@ -408,6 +418,9 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
                            unsigned long nr_to_walk, struct rcl_lru_node *dispose)
 {
     if (!lru || !dispose || !dispose->next) {
+        rcl__report("rcl_lru_walk(%p, %p): %s; nothing walked", (void *)lru, (void *)dispose,
+                    !lru ? "NULL LRU" : !dispose ? "NULL dispose list"
+                                                 : "dispose list not initialised");
         errno = EINVAL;
         return 0;
     }
@@ -484,6 +497,8 @@ struct rcl_shrinker *rcl_lru_shrinker(struct rcl_lru *lru, const char *name,
                                       void *arg, const struct rcl_shrinker_opts *opts)
 {
     if (!lru || !name || !free_fn) {
+        rcl__report("rcl_lru_shrinker(%p, %s): NULL %s; no shrinker made", (void *)lru,
+                    name ? name : "NULL", !lru ? "LRU" : !name ? "name" : "free_fn");
         errno = EINVAL;
         return NULL;
     }

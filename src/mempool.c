@@ -360,6 +360,8 @@ struct rcl_mempool *rcl_mempool_create(unsigned min_nr, size_t elem_size)
      * allocated: with min_nr 0 the pool would be made all the same, and
      * a blocking allocation would wait forever for an element. */
     if (elem_size == 0 || elem_size > PTRDIFF_MAX - ELEM_TAG) {
+        rcl__report("rcl_mempool_create(%u, %zu): no block can hold an element of that "
+                    "size; no pool made", min_nr, elem_size);
         errno = EINVAL;
         return NULL;
     }
@@ -371,6 +373,8 @@ struct rcl_mempool *rcl_mempool_create_ops(unsigned min_nr,
         void *data)
 {
     if (!alloc || !free_fn) {
+        rcl__report("rcl_mempool_create_ops(%u): NULL %s; no pool made", min_nr,
+                    alloc ? "free" : "alloc");
         errno = EINVAL;
         return NULL;
     }
@@ -613,6 +617,23 @@ static void *alloc_wait(struct rcl_mempool *pool, rcl_gfp_t gfp_mask)
     return elem;
 }
 
+/* The contradiction rcl_alloc() refuses: dropping NOFAIL would hand the
+ * caller, who will not look for it, a NULL from an empty reserve. Judged on
+ * the call's own flags, as rcl_alloc() judges it: a scope an outer caller
+ * opened is no contradiction of this call's. */
+static __attribute__((noinline, cold)) void *nofail_nowait(const struct rcl_mempool *pool,
+                                                           rcl_gfp_t gfp)
+{
+    char flags[128];
+
+    if (!(gfp & RCL__NOWARN))
+        rcl__report("rcl_mempool_alloc(%p, %s): NOFAIL needs DIRECT_RECLAIM (it must be "
+                    "able to wait); refused", (const void *)pool,
+                    rcl__gfp_str(gfp, flags, sizeof(flags)));
+    errno = EINVAL;
+    return NULL;
+}
+
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
 {
     if (!pool) {
@@ -626,6 +647,8 @@ void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
         return NULL;
     }
     gfp = rcl__gfp_known("rcl_mempool_alloc", gfp);
+    if (unlikely(rcl__gfp_nofail_nowait(gfp)))
+        return nofail_nowait(pool, gfp);
 
     /* The scope decides whether we may sleep (a NOWAIT scope forbids it);
      * the backing allocator applies the rest of the mask itself. */
@@ -1218,8 +1241,10 @@ int rcl_mempool_resize(struct rcl_mempool *pool, unsigned new_min_nr)
     struct resize_state st = { .pool = pool };
     int err;
 
-    if (!pool)
+    if (!pool) {
+        rcl__report("rcl_mempool_resize(NULL, %u): NULL pool", new_min_nr);
         return -EINVAL;
+    }
     if (pool_dying(pool)) {
         dying_report("rcl_mempool_resize", pool);
         return -ESHUTDOWN;

@@ -258,8 +258,10 @@ int rcl_config_from_env(struct rcl_config *cfg)
     size_t used = 0;
     unsigned nbad = 0;
 
-    if (!cfg)
+    if (!cfg) {
+        rcl__report("rcl_config_from_env(NULL): NULL configuration; nothing read");
         return -EINVAL;
+    }
     for (unsigned i = 0; i < rcl__nr_options; i++) {
         const struct rcl__option *o = &rcl__options[i];
         const char *s;

@@ -274,6 +274,9 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
                                            void *priv, const struct rcl_shrinker_opts *opts)
 {
     if (!name || !ops || !ops->count || !ops->scan) {
+        rcl__report("rcl_shrinker_register(%s): NULL %s; not registered", name ? name : "NULL",
+                    !name ? "name" : !ops ? "ops" : !ops->count ? "count callback"
+                                                             : "scan callback");
         errno = EINVAL;
         return NULL;
     }

@@ -236,8 +236,10 @@ int rcl_stats_print(FILE *f, int json)
 {
     struct rcl_stats st;
 
-    if (!f)
+    if (!f) {
+        rcl__report("rcl_stats_print(NULL, %d): NULL file; nothing printed", json);
         return -EINVAL;
+    }
     rcl_stats_get(&st);
     if (json)
         print_json(f, &st);

@@ -753,6 +753,9 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
                                            unsigned flags)
 {
     if (!name || (flags & ~RCL_WQ_MEM_RECLAIM) || max_workers > WQ_MAX_WORKERS) {
+        rcl__report("rcl_workqueue_create(%s, %u, %#x): %s; no queue made", name ? name : "NULL",
+                    max_workers, flags, !name ? "NULL name"
+                    : (flags & ~RCL_WQ_MEM_RECLAIM) ? "unknown flags" : "more than 1024 workers");
         errno = EINVAL;
         return NULL;
     }
@@ -827,8 +830,11 @@ static bool threadless(struct rcl_workqueue *wq)
 
 int rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w)
 {
-    if (!wq || !w || !w->fn)
+    if (!wq || !w || !w->fn) {
+        rcl__report("rcl_queue_work(%p, %p): NULL %s; not queued", (void *)wq, (void *)w,
+                    !wq ? "queue" : !w ? "work" : "work function");
         return -EINVAL;
+    }
     if (unlikely(wq->inherited)) {
         rcl__report("rcl_queue_work(%s): the queue was created before fork() and has no "
                     "threads in this child; not queued (create a new queue here)", wq->name);

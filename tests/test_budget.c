@@ -114,7 +114,6 @@ TEST(watermarks_are_headroom_percentages)
     assert_int_equal(rcl_init(&cfg), 0);
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_min, 4 * MiB);
-    assert_int_equal(rcl_set_limit(0), -EINVAL);
     assert_int_equal(rcl_set_limit(200 * MiB), 0);
     rcl_stats_get(&st);
     assert_int_equal(st.wmark_low, 10 * MiB);
@@ -136,6 +135,15 @@ TEST(a_limit_within_the_reserve_is_einval)
     assert_non_null(p);
     rcl_free(p);
     assert_int_equal(rcl_set_limit(4 * MiB + 1), 0);
+}
+
+TEST(setting_a_limit_of_zero_is_refused_and_reported)
+{
+    size_t limit = rcl_limit();
+    assert_int_equal(rcl_set_limit(0), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_set_limit(0)");
+    assert_int_equal(rcl_limit(), limit);
 }
 
 /* A limit above LONG_MAX is taken as LONG_MAX: a reserve at or past that
@@ -861,7 +869,6 @@ TEST(stats_print_text_and_json)
     fclose(f);
     assert_non_null(strstr(buf, "shrinkers: 1"));
     free(buf);
-    assert_int_equal(rcl_stats_print(NULL, 0), -EINVAL);
     test_cache_free(c);
 }
 
@@ -895,6 +902,13 @@ TEST(stats_print_to_a_full_device_is_eio)
     clearerr(f);
     assert_int_equal(rcl_stats_print(f, 1), -EIO);
     fclose(f);
+}
+
+TEST(printing_statistics_to_no_file_is_refused_and_reported)
+{
+    assert_int_equal(rcl_stats_print(NULL, 1), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_stats_print(NULL, 1): NULL file");
 }
 
 TEST_MAIN();

@@ -25,9 +25,11 @@
 /* Creation and accessors                                                    */
 /* ------------------------------------------------------------------------ */
 
-TEST_WITH(create_without_name_is_einval, domain_setup, domain_teardown)
+TEST_WITH(create_without_name_is_refused_and_reported, domain_setup, domain_teardown)
 {
     assert_fails_with(rcl_domain_create(NULL, 0, NULL, NULL), EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_domain_create(NULL, 0): NULL name");
 }
 
 TEST_WITH(create_copies_name_and_keeps_depth, domain_setup, domain_teardown)

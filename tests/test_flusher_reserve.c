@@ -229,11 +229,79 @@ TEST(test_the_programs_uncharge_never_takes_the_reserves_charge)
     assert_int_equal(rcl_usage(), before);
 }
 
-/* Misuse: unknown flags, a second reserve, releasing one still in use. */
+static size_t usage_now(void)
+{
+    rcl_usage_sync();
+    return rcl_usage();
+}
+
+static void assert_no_reserve_and_nothing_charged(size_t before)
+{
+    assert_int_equal(stats().size, 0);
+    assert_int_equal(usage_now(), before);
+}
+
+TEST(test_a_reserve_with_unknown_flags_is_refused_and_reported)
+{
+    size_t before = usage_now();
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0x100), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("unknown flags");
+    assert_no_reserve_and_nothing_charged(before);
+}
+
+TEST(test_a_reserve_under_256_bytes_is_refused_and_reported)
+{
+    size_t before = usage_now();
+    assert_int_equal(rcl_io_flusher_reserve(255, 0), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("fewer than 256 bytes");
+    assert_no_reserve_and_nothing_charged(before);
+}
+
+/* A size whose rounding to whole pages would wrap is one no mapping could
+ * have: refused as too small a one is, never charged or mapped as the
+ * nothing it wraps to. */
+TEST(test_a_reserve_larger_than_any_mapping_is_refused_and_reported)
+{
+    size_t before = usage_now();
+    assert_int_equal(rcl_io_flusher_reserve(SIZE_MAX, 0), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("larger than any mapping");
+    assert_int_equal(rcl_io_flusher_reserve((size_t)PTRDIFF_MAX + 1, 0), -EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    assert_no_reserve_and_nothing_charged(before);
+}
+
+/* The counters are the last reserve's: its release leaves them to be read
+ * (what it served, its peak), and the next reserve starts them again. */
+TEST(test_a_released_reserves_counters_stay_until_the_next_reserve)
+{
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    void *p = rcl_alloc(1000, RCL_DEFAULT);
+    assert_non_null(p);
+    rcl_free(p);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+
+    struct rcl_flusher_reserve_stats s = stats();
+    assert_int_equal(s.size, 0);
+    assert_int_equal(s.used, 0);
+    assert_int_equal(s.allocs, 1);
+    assert_true(s.peak >= 1000);
+    assert_int_equal(s.threads, 0);
+
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    s = stats();
+    assert_int_equal(s.allocs, 0);
+    assert_int_equal(s.peak, 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
+/* Misuse: a second reserve, releasing one still in use. */
 TEST(test_misuse_is_refused_and_reported)
 {
-    assert_int_equal(rcl_io_flusher_reserve(RESV, 0x100), -EINVAL);
-    assert_int_equal(rcl_io_flusher_reserve(16, 0), -EINVAL);
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
     test_reports_reset();
     assert_int_equal(rcl_io_flusher_reserve(RESV, 0), -EBUSY);

@@ -123,14 +123,20 @@ TEST(test_io_flusher_set_twice_then_off_once)
 }
 
 /* Real daemons have shipped passing the wrong value: anything but 0 or 1
- * is an error and changes nothing. */
-TEST(test_io_flusher_rejects_other_arguments)
+ * is an error, reported, and changes nothing. */
+TEST(test_io_flusher_set_other_than_0_or_1_is_refused_and_reported)
 {
     assert_int_equal(rcl_io_flusher_set(2), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_io_flusher_set(2)");
     assert_int_equal(rcl_io_flusher_set(-1), -EINVAL);
+    assert_int_equal(test_report_count(), 2);
     assert_int_equal(rcl_io_flusher_get(), 0);
+    assert_int_equal(rcl_scope_current(), 0);
     test_io_flusher_on();
+    test_reports_reset();
     assert_int_equal(rcl_io_flusher_set(42), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
     assert_int_equal(rcl_io_flusher_get(), 1);
     rcl_io_flusher_set(0);
 }

@@ -298,10 +298,18 @@ TEST_WITH(mutex_wrappers_annotate, ld_setup, ld_teardown)
     assert_int_equal(rcl_mutex_destroy(&mb), 0);
 }
 
-TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
+TEST_WITH(init_or_destroy_of_a_null_mutex_is_refused_and_reported, ld_setup, ld_teardown)
 {
     assert_int_equal(rcl_mutex_init(NULL, &lock_a), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_mutex_init(NULL");
     assert_int_equal(rcl_mutex_destroy(NULL), -EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("rcl_mutex_destroy(NULL)");
+}
+
+TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
+{
     assert_int_equal(rcl_mutex_trylock(NULL), EINVAL);
     unsigned before = test_report_count();
     rcl_lock_acquire(NULL);

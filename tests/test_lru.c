@@ -341,26 +341,38 @@ TEST(test_walk_is_bounded_by_nr_to_walk)
 /* Bad input                                                                 */
 /* ------------------------------------------------------------------------ */
 
-TEST(test_bad_input_is_refused)
+/* Each refusal is one report naming the call, and changes nothing: the
+ * LRU still counts and destroys as one never misused. */
+TEST(test_bad_input_is_refused_and_reported)
 {
     struct rcl_lru *l = rcl_lru_create();
     struct item it[1];
     struct rcl_lru_node dispose = { NULL, NULL };   /* not initialised */
     items_init(it, 1);
     assert_int_equal(rcl_lru_add(NULL, &it[0].node), -EINVAL);
+    assert_last_report_has("rcl_lru_add(");
     assert_int_equal(rcl_lru_add(l, NULL), -EINVAL);
+    assert_last_report_has("NULL node");
     assert_int_equal(rcl_lru_del(NULL, &it[0].node), -EINVAL);
+    assert_last_report_has("rcl_lru_del(");
     assert_int_equal(rcl_lru_touch(l, NULL), -EINVAL);
+    assert_last_report_has("rcl_lru_touch(");
     assert_int_equal(rcl_lru_count(NULL), 0);
     assert_int_equal(rcl_lru_destroy(NULL), -EINVAL);
+    assert_last_report_has("rcl_lru_destroy(NULL)");
     errno = 0;
     assert_int_equal(rcl_lru_walk(l, NULL, NULL, 1, &dispose), 0);
     assert_int_equal(errno, EINVAL);
+    assert_last_report_has("dispose list not initialised");
     errno = 0;
     assert_int_equal(rcl_lru_walk(NULL, NULL, NULL, 1, &dispose), 0);
     assert_int_equal(errno, EINVAL);
+    assert_last_report_has("NULL LRU");
     assert_null(rcl_lru_list_pop(&dispose));
     assert_fails_with(rcl_lru_shrinker(l, NULL, NULL, NULL, NULL, NULL), EINVAL);
+    assert_last_report_has("NULL name");
+    assert_int_equal(test_report_count(), 8);
+    assert_int_equal(rcl_lru_count(l), 0);
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 

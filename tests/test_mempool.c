@@ -131,13 +131,17 @@ TEST(test_create_fails_cleanly_when_reserve_cannot_be_filled)
     assert_int_equal(rcl_usage(), before);
 }
 
-TEST(test_create_rejects_bad_arguments)
+TEST(test_create_with_bad_arguments_is_refused_and_reported)
 {
     struct recorder r;
     rec_init(&r);
     assert_fails_with(rcl_mempool_create(4, 0), EINVAL);
+    assert_last_report_has("rcl_mempool_create(4, 0)");
     assert_fails_with(rcl_mempool_create_ops(4, NULL, rec_free, &r), EINVAL);
+    assert_last_report_has("NULL alloc");
     assert_fails_with(rcl_mempool_create_ops(4, rec_alloc, NULL, &r), EINVAL);
+    assert_last_report_has("NULL free");
+    assert_int_equal(test_report_count(), 3);
 }
 
 /* An element no block can hold (the tag ahead of it included) is refused
@@ -148,12 +152,13 @@ TEST(test_create_refuses_an_element_size_no_block_can_hold)
     assert_fails_with(rcl_mempool_create(0, SIZE_MAX), EINVAL);
     assert_fails_with(rcl_mempool_create(0, PTRDIFF_MAX), EINVAL);
     assert_fails_with(rcl_mempool_create(2, SIZE_MAX - 8), EINVAL);
+    assert_int_equal(test_report_count(), 3);
+    assert_last_report_has("no block can hold");
 }
 
 TEST(test_bad_pool_arguments_are_errors)
 {
     assert_fails_with(rcl_mempool_alloc(NULL, RCL_DEFAULT), EINVAL);
-    assert_int_equal(rcl_mempool_resize(NULL, 4), -EINVAL);
     rcl_mempool_destroy(NULL);                  /* no-op, as free(NULL) */
 
     struct rcl_mempool *pool = rcl_mempool_create(2, 32);
@@ -164,6 +169,47 @@ TEST(test_bad_pool_arguments_are_errors)
     int x;
     rcl_mempool_free(&x, NULL);                 /* reported, not freed */
     assert_int_equal(test_report_count(), n + 1);
+    rcl_mempool_destroy(pool);
+}
+
+TEST(test_resizing_a_null_pool_is_refused_and_reported)
+{
+    assert_int_equal(rcl_mempool_resize(NULL, 4), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_mempool_resize(NULL, 4): NULL pool");
+}
+
+/* NOFAIL that may not wait is the contradiction rcl_alloc() refuses: the
+ * pool refuses it too, before it takes an element from the reserve or
+ * asks its allocator, rather than drop NOFAIL and hand a caller that will
+ * not look for it a NULL. */
+TEST(test_nofail_without_direct_reclaim_is_refused_and_reported)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 2);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_ATOMIC | RCL__NOFAIL), EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
+
+    /* The whole reserve is still there, and nothing was asked of the
+     * allocator that could be handed out. */
+    rec_set_fail(&r, 1);
+    void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_NOWAIT), ENOMEM);
+    rcl_mempool_free(a, pool);
+    rcl_mempool_free(b, pool);
+    rcl_mempool_destroy(pool);
+}
+
+TEST(test_nofail_without_direct_reclaim_and_with_nowarn_is_refused_quietly)
+{
+    struct recorder r;
+    struct rcl_mempool *pool = ops_pool(&r, 2);
+    assert_fails_with(rcl_mempool_alloc(pool, RCL_ATOMIC | RCL__NOFAIL | RCL__NOWARN), EINVAL);
+    assert_int_equal(test_report_count(), 0);
     rcl_mempool_destroy(pool);
 }
 

@@ -186,9 +186,11 @@ TEST_WITH(a_number_with_a_size_suffix_is_refused, test_setup, options_teardown)
     }
 }
 
-TEST_WITH(from_env_refuses_null, test_setup, options_teardown)
+TEST_WITH(from_env_into_no_configuration_is_refused_and_reported, test_setup, options_teardown)
 {
     assert_int_equal(rcl_config_from_env(NULL), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_config_from_env(NULL)");
 }
 
 /* rcl_init(NULL) is first use: defaults plus the environment. */

@@ -345,12 +345,16 @@ TEST(shrinker_allocations_never_recurse_into_reclaim)
     rcl_shrinker_unregister(s);
 }
 
-TEST(register_rejects_bad_input)
+TEST(register_with_bad_input_is_refused_and_reported)
 {
     static const struct rcl_shrinker_ops no_scan = { rec_count, NULL };
     assert_fails_with(rcl_shrinker_register(NULL, &rec_ops, NULL, NULL), EINVAL);
+    assert_last_report_has("NULL name");
     assert_fails_with(rcl_shrinker_register("x", NULL, NULL, NULL), EINVAL);
+    assert_last_report_has("rcl_shrinker_register(x): NULL ops");
     assert_fails_with(rcl_shrinker_register("x", &no_scan, NULL, NULL), EINVAL);
+    assert_last_report_has("NULL scan callback");
+    assert_int_equal(test_report_count(), 3);
 }
 
 /* A need no scan's context carries would leave the shrinker registered and

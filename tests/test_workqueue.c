@@ -101,23 +101,29 @@ TEST(test_queued_work_runs_and_flush_waits_for_it)
     assert_int_equal(test_report_count(), 0);
 }
 
-TEST(test_bad_arguments_are_errors)
+TEST(test_bad_arguments_are_refused_and_reported)
 {
     struct probe p;
     probe_init(&p, NULL);
     assert_fails_with(rcl_workqueue_create(NULL, 1, 0), EINVAL);
+    assert_last_report_has("NULL name");
     assert_fails_with(rcl_workqueue_create("bad-flags", 1, 0x80), EINVAL);
+    assert_last_report_has("unknown flags");
     assert_fails_with(rcl_workqueue_create("too-many", 1025, 0), EINVAL);
+    assert_last_report_has("more than 1024 workers");
 
     struct rcl_workqueue *wq = rcl_workqueue_create("args", 0, 0);   /* 0: default */
     assert_non_null(wq);
     assert_int_equal(rcl_queue_work(NULL, &p.work), -EINVAL);
+    assert_last_report_has("NULL queue");
     assert_int_equal(rcl_queue_work(wq, NULL), -EINVAL);
+    assert_last_report_has("NULL work;");
     struct rcl_work nofn;
     rcl_work_init(&nofn, NULL);
     assert_int_equal(rcl_queue_work(wq, &nofn), -EINVAL);
+    assert_last_report_has("NULL work function");
     rcl_flush_workqueue(NULL);                  /* reported */
-    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(test_report_count(), 7);
     rcl_workqueue_destroy(NULL);                /* no-op */
     rcl_work_init(NULL, probe_fn);              /* no-op */
     rcl_workqueue_destroy(wq);
