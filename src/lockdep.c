@@ -728,8 +728,10 @@ HOT_ENTRY void rcl_mutex_lock(rcl_mutex_t *m)
 
 int rcl_mutex_trylock(rcl_mutex_t *m)
 {
-    if (!m)
+    if (!m) {
+        rcl__report("rcl_mutex_trylock(NULL): NULL mutex; nothing locked");
         return EINVAL;
+    }
     int rc = pthread_mutex_trylock(&m->m);
     if (rc == 0 && m->cls)
         acquire_entry(m->cls, m, HELD_TRY);

@@ -308,9 +308,16 @@ TEST_WITH(init_or_destroy_of_a_null_mutex_is_refused_and_reported, ld_setup, ld_
     assert_last_report_has("rcl_mutex_destroy(NULL)");
 }
 
-TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
+TEST_WITH(trylock_of_a_null_mutex_is_refused_and_reported, ld_setup, ld_teardown)
 {
     assert_int_equal(rcl_mutex_trylock(NULL), EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_mutex_trylock(NULL)");
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+TEST_WITH(bad_input_is_refused, ld_setup, ld_teardown)
+{
     unsigned before = test_report_count();
     rcl_lock_acquire(NULL);
     rcl_lock_release(NULL);
