@@ -555,7 +555,9 @@ void   rcl_shutdown(void);
  * threads are the parent's): rcl_queue_work() returns -ECHILD,
  * rcl_flush_workqueue() returns at once, and rcl_workqueue_destroy() frees
  * the child's copy, dropping the items queued there without touching them
- * (they may live on a stack the child does not have); each reported.
+ * (they may live on a stack the child does not have); each reported. So
+ * it does for a queue another thread was destroying at the fork, unless
+ * that destroy had drained it already: that copy stays.
  * Create a new queue in the child instead. A child forked inside a work
  * item goes on in the queue's thread: when the item returns there, that
  * thread ends (reported), and the child with it unless it started threads

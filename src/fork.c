@@ -205,7 +205,7 @@ void rcl__fork_track(struct rcl__fork_obj *o, pthread_mutex_t *lock,
     rcl__fork_register();
     o->lock = lock;
     o->child = child;
-    o->claimed = false;
+    o->claimer = NULL;
     atomic_store_explicit(&o->holder, NULL, memory_order_relaxed);
     pthread_mutex_lock(&objs_lock);
     o->prev = objs.prev;
@@ -230,8 +230,9 @@ bool rcl__fork_claim(struct rcl__fork_obj *o)
     pthread_mutex_lock(&objs_lock);
     for (struct rcl__fork_obj *it = objs.next; it != &objs; it = it->next) {
         if (it == o) {
-            ours = !o->claimed;
-            o->claimed = true;
+            ours = !o->claimer;
+            if (ours)
+                o->claimer = &rcl__self;
             break;
         }
     }
@@ -242,9 +243,31 @@ bool rcl__fork_claim(struct rcl__fork_obj *o)
 void rcl__fork_unclaim(struct rcl__fork_obj *o)
 {
     pthread_mutex_lock(&objs_lock);
-    rcl__assert(o->claimed);
-    o->claimed = false;
+    rcl__assert(o->claimer == &rcl__self);
+    o->claimer = NULL;
     pthread_mutex_unlock(&objs_lock);
+}
+
+/*
+ * For an object's child handler (objs_child() holds objs_lock): a destroy
+ * another thread had under way at the fork has no thread in the child to
+ * finish it, and the claim would refuse every destroy there as a second
+ * one, the child's copy never freed. Whether the copy is whole enough to
+ * destroy again depends on how far that destroy went, which only the
+ * object's own handler can tell: it ends the claim where it is. Only
+ * here, before the child has a thread of its own, is a claimer's address
+ * compared: a later thread's state may lie where a gone one's did.
+ */
+bool rcl__fork_claimed_by_gone(const struct rcl__fork_obj *o)
+{
+    rcl__assert_held(&objs_lock);
+    return o->claimer && o->claimer != &rcl__self;
+}
+
+void rcl__fork_unclaim_gone(struct rcl__fork_obj *o)
+{
+    rcl__assert(rcl__fork_claimed_by_gone(o));
+    o->claimer = NULL;
 }
 
 void rcl__fork_untrack(struct rcl__fork_obj *o)

@@ -546,6 +546,10 @@ void rcl__fork_untrack(struct rcl__fork_obj *o);    /* tolerates untracked */
  * (destroyed already, or never made) or another destroy holds it. */
 bool rcl__fork_claim(struct rcl__fork_obj *o);
 void rcl__fork_unclaim(struct rcl__fork_obj *o);    /* the destroy refused */
+/* In an object's child handler: a claim made by a thread not in the child,
+ * and its end where the handler finds the object whole. */
+bool rcl__fork_claimed_by_gone(const struct rcl__fork_obj *o);
+void rcl__fork_unclaim_gone(struct rcl__fork_obj *o);
 /* rcl__ready in a child whose pressure thread is still to come back. */
 #define RCL__READY_FORKED 2
 

@@ -116,7 +116,8 @@ struct rcl__fork_obj {
     struct rcl__fork_obj *next, *prev;
     pthread_mutex_t      *lock;
     void                (*child)(struct rcl__fork_obj *o);
-    bool                  claimed;     /* a destroy is under way: objs_lock */
+    const struct rcl_thread *claimer;  /* the thread whose destroy is under
+                                          way, NULL if none: objs_lock */
     _Atomic(const struct rcl_thread *) holder;
 };
 

@@ -693,6 +693,12 @@ static void wq_atfork_child(struct rcl__fork_obj *o)
     pthread_cond_init(&wq->rescue, NULL);
     rcl__cond_init_monotonic(&wq->done);
     wq->inherited = true;
+    /* Another thread's destroy that had not yet stopped the queue has
+     * freed nothing of it: the child's copy is whole, and the child's
+     * destroy frees it. One past the drain may be freeing it already
+     * (its lock class, its slots): that copy stays. */
+    if (rcl__fork_claimed_by_gone(o) && wq->state != WQ_STOPPING)
+        rcl__fork_unclaim_gone(o);
 }
 
 /* The queued items are not touched: they may live on the stack of a

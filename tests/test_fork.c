@@ -1231,6 +1231,56 @@ TEST(a_child_whose_queue_destroy_report_ends_its_thread_frees_the_queue)
     rcl_workqueue_destroy(forked_queue);
 }
 
+/* A destroy another thread had under way at the fork, waiting for the
+ * item that runs, has no thread in the child to finish it: the child's
+ * destroy frees its copy of the queue, as it does any inherited queue's.
+ * (It was refused as a second destroy, the copy never freed.) */
+static void *destroys_the_forked_queue(void *arg)
+{
+    (void)arg;
+    rcl_workqueue_destroy(forked_queue);
+    return NULL;
+}
+
+static int child_destroys_the_queue_being_destroyed(void)
+{
+    size_t before = rcl_usage();
+
+    test_reports_reset();
+    rcl_workqueue_destroy(forked_queue);
+    CHECK(!test_reports_contain("not a live queue"), 1);
+    CHECK(test_reports_contain("1 queued item(s) dropped"), 2);
+    CHECK(rcl_usage() < before, 3);
+    return 0;
+}
+
+TEST(a_child_frees_a_queue_another_thread_was_destroying_at_the_fork)
+{
+    struct rcl_work running, behind;
+    pthread_t destroyer;
+    int rc;
+
+    atomic_store(&gate_reached, 0);
+    atomic_store(&gate_opened, 0);
+    forked_queue = rcl_workqueue_create("destroyed", 1, 0);
+    assert_non_null(forked_queue);
+    rcl_work_init(&running, waits_at_gate_fn);
+    rcl_work_init(&behind, nothing_fn);
+    assert_int_equal(rcl_queue_work(forked_queue, &running), 0);
+    while (!atomic_load(&gate_reached))
+        test_sleep_ms(1);
+    assert_int_equal(rcl_queue_work(forked_queue, &behind), 0);
+    assert_int_equal(pthread_create(&destroyer, NULL, destroys_the_forked_queue, NULL), 0);
+    /* Pending until the destroy drains: then refused as shut down. */
+    while ((rc = rcl_queue_work(forked_queue, &behind)) == -EBUSY)
+        test_sleep_ms(1);
+    assert_int_equal(rc, -ESHUTDOWN);
+    pid_t pid = fork_child(child_destroys_the_queue_being_destroyed);
+    atomic_store(&gate_opened, 1);
+    assert_int_equal(pthread_join(destroyer, NULL), 0);
+    assert_int_equal(wait_child(pid), 0);
+}
+
 /* A thread waiting in a mempool at the fork is not in the child, and
  * neither is its count there: the child's destroy finds only the element
  * it holds, not a waiter nobody would ever wake, and so can free its copy
