@@ -1659,8 +1659,10 @@ void rcl_stats_get(struct rcl_stats *out);
  * is 0, to count them. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
 /* Text (json = 0) or one JSON object (json = 1), every shrinker listed
- * with the count of the same reading; -EINVAL, reported, for a NULL file, -EIO when
- * writing fails. RECLAIM_STATS=1 prints the text form at exit. */
+ * with the count of the same reading; -EINVAL, reported, for a NULL file,
+ * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit.
+ * Its writes are cancellation points, as the stream's are: a thread
+ * cancelled there leaves no memory of the call behind. */
 int  rcl_stats_print(FILE *f, int json);
 
 #ifdef __cplusplus

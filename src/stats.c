@@ -169,11 +169,8 @@ static void all_shrinkers(const struct rcl_stats *st, struct shrinker_list *l)
     }
 }
 
-static void print_json(FILE *f, const struct rcl_stats *st)
+static void print_json(FILE *f, const struct rcl_stats *st, const struct shrinker_list *l)
 {
-    struct shrinker_list l;
-
-    all_shrinkers(st, &l);
     fprintf(f, "{\"usage\":%zu,\"peak\":%zu,\"limit\":%zu,"
                "\"wmark_min\":%zu,\"wmark_low\":%zu,\"wmark_high\":%zu,"
                "\"allocations\":%lu,\"frees\":%lu,\"failures\":%lu,\"bad_frees\":%lu,"
@@ -189,23 +186,19 @@ static void print_json(FILE *f, const struct rcl_stats *st)
             st->depot_held, st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->direct_cpu_ns, st->background_cpu_ns, st->direct_bounded, st->throttled,
             st->throttle_ns, st->slow_reclaims, st->reserve_allocs, st->nofail_stalls,
-            st->mempool_reserve_hits, st->lockdep_reports, l.nr);
-    for (unsigned i = 0; i < l.n; i++) {
-        const struct rcl_shrinker_stats *s = &l.all[i];
+            st->mempool_reserve_hits, st->lockdep_reports, l->nr);
+    for (unsigned i = 0; i < l->n; i++) {
+        const struct rcl_shrinker_stats *s = &l->all[i];
         fprintf(f, "%s{\"name\":", i ? "," : "");
         json_string(f, s->name);
         fprintf(f, ",\"calls\":%lu,\"scanned\":%lu,\"freed\":%lu,\"skipped\":%lu,\"deferred\":%lu}",
                 s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
     fprintf(f, "]}\n");
-    free(l.owned);
 }
 
-static void print_text(FILE *f, const struct rcl_stats *st)
+static void print_text(FILE *f, const struct rcl_stats *st, const struct shrinker_list *l)
 {
-    struct shrinker_list l;
-
-    all_shrinkers(st, &l);
     fprintf(f, "libreclaim statistics\n"
                "  usage %zu of %zu bytes (peak %zu); watermarks min %zu low %zu high %zu\n"
                "  allocations %lu, frees %lu, failures %lu, bad frees %lu; "
@@ -223,13 +216,18 @@ static void print_text(FILE *f, const struct rcl_stats *st)
             st->background_wakeups, st->background_reclaimed, (double)st->background_cpu_ns / 1e6,
             st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
-    fprintf(f, "  shrinkers: %u\n", l.nr);
-    for (unsigned i = 0; i < l.n; i++) {
-        const struct rcl_shrinker_stats *s = &l.all[i];
+    fprintf(f, "  shrinkers: %u\n", l->nr);
+    for (unsigned i = 0; i < l->n; i++) {
+        const struct rcl_shrinker_stats *s = &l->all[i];
         fprintf(f, "    %-24s calls %lu scanned %lu freed %lu skipped %lu deferred %lu\n",
                 s->name, s->calls, s->scanned, s->freed, s->skipped, s->deferred);
     }
-    free(l.owned);
+}
+
+static void shrinker_list_cancelled(void *l)
+{
+    rcl__asan_unwinding();
+    free(((struct shrinker_list *)l)->owned);
 }
 
 int rcl_stats_print(FILE *f, int json)
@@ -241,9 +239,16 @@ int rcl_stats_print(FILE *f, int json)
         return -EINVAL;
     }
     rcl_stats_get(&st);
+    struct shrinker_list l;
+    all_shrinkers(&st, &l);
+    /* stdio's writes are cancellation points: a cancel there gives the
+     * shrinkers' array back too. */
+    pthread_cleanup_push(shrinker_list_cancelled, &l);
     if (json)
-        print_json(f, &st);
+        print_json(f, &st, &l);
     else
-        print_text(f, &st);
+        print_text(f, &st, &l);
+    pthread_cleanup_pop(0);
+    free(l.owned);
     return (fflush(f) || ferror(f)) ? -EIO : 0;
 }

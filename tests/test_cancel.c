@@ -10,6 +10,7 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -1144,6 +1145,61 @@ TEST(test_a_checker_report_whose_function_ends_its_thread_is_counted)
 
     rcl_lock_release(&held);
     assert_int_equal(rcl_lock_class_unregister(&held), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A thread printing the statistics                                          */
+/* ------------------------------------------------------------------------ */
+
+/* The stream's first write is where the thread is cancelled: stdio's
+ * writes are cancellation points, as a pipe's reader gone quiet makes
+ * them wait. */
+static ssize_t write_cancels(void *cookie, const char *buf, size_t n)
+{
+    (void)cookie; (void)buf;
+    pthread_cancel(pthread_self());
+    pthread_testcancel();
+    return (ssize_t)n;
+}
+
+static void *prints_the_stats(void *arg)
+{
+    FILE *f = fopencookie(NULL, "w", (cookie_io_functions_t){ .write = write_cancels });
+    *(FILE **)arg = f;
+    setvbuf(f, NULL, _IONBF, 0);
+    rcl_stats_print(f, 0);
+    return NULL;
+}
+
+static void print_cancelled(void)
+{
+    pthread_t th;
+    FILE *f = NULL;
+    assert_int_equal(pthread_create(&th, NULL, prints_the_stats, &f), 0);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+    fclose(f);
+}
+
+/* More shrinkers than struct rcl_stats carries are read into an array of
+ * their own, which a cancel in the printing gives back. (It was lost.)
+ * The first cancelled print loads the unwinder and gives the thread
+ * an arena: the second is the one measured. */
+TEST(test_a_thread_cancelled_printing_the_statistics_leaks_no_memory)
+{
+    static const struct rcl_shrinker_ops ops = { .count = holds_nothing, .scan = holds_nothing };
+    enum { N = RCL_STATS_MAX_SHRINKERS + 8 };
+    struct rcl_shrinker *s[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(s[i] = rcl_shrinker_register("listed", &ops, NULL, NULL));
+
+    print_cancelled();
+    struct mallinfo2 m0 = mallinfo2();
+    print_cancelled();
+    struct mallinfo2 m1 = mallinfo2();
+    assert_true(m1.uordblks < m0.uordblks + N * sizeof(struct rcl_shrinker_stats));
+
+    for (int i = 0; i < N; i++)
+        rcl_shrinker_unregister(s[i]);
 }
 
 TEST_MAIN();
