@@ -149,10 +149,15 @@ $(STATIC): $(LIB_OBJS)
 # -z defs: a symbol the library uses and no library it links defines is an
 # error here, not at a program's start. Not under a sanitizer: clang links
 # its runtime into programs only, and the program brings it.
-$(SHARED): $(LIB_OBJS) src/reclaim.map
+# -z nodelete: dlclose() leaves the library loaded. Every thread that used
+# it holds its exit handler in thread-specific data, the fork handlers
+# are registered for the process, and its own threads may still be
+# ending: unmapped, the next of those calls jumps into a hole. Linked
+# again when this file changes: the link's options are written here.
+$(SHARED): $(LIB_OBJS) src/reclaim.map Makefile
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,$(SONAME) -Wl,--version-script=src/reclaim.map \
-		$(if $(SAN),,-Wl,-z,defs) -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
+		-Wl,-z,nodelete $(if $(SAN),,-Wl,-z,defs) -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
 
 $(BUILD)/libreclaim.so: $(SHARED)
 	$(Q)ln -sf libreclaim.so.$(VERSION) $(BUILD)/$(SONAME)
@@ -190,6 +195,11 @@ $(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(
 # The thread-exit test fails the library's thread-specific data stores
 # through its wrapper (tests/test_thread_exit.c).
 $(BUILD)/tests/test_thread_exit: TEST_WRAP := -Wl,--wrap=pthread_setspecific
+
+# test_thread_exit runs a program that loads the shared library with
+# dlopen() and unloads it.
+$(BUILD)/tests/test_thread_exit: | $(BUILD)/tests/progs/dlclose_thread $(BUILD)/libreclaim.so
+$(BUILD)/tests/progs/dlclose_thread: LDLIBS_LIB += -ldl
 
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")

@@ -342,6 +342,44 @@ TEST_BARE(rcl_init_fails_with_eagain_and_a_report_when_no_thread_key_is_left)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* A library unloaded while a thread that used it lives                      */
+/* ------------------------------------------------------------------------ */
+
+/* BUILD/NAME: this program is BUILD/tests/test_thread_exit. */
+static void build_path(const char *name, char *out, size_t len)
+{
+    char exe[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+    assert_true(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(out, len, "%s/%s", exe, name);
+    assert_int_equal(access(out, R_OK), 0);
+}
+
+/* A program that loads the shared library with dlopen(), shuts it down
+ * and unloads it while a thread that allocated through it lives (a
+ * plugin's): the library stays loaded, so that the thread's exit finds
+ * the handler the library left in its thread-specific data. (It was
+ * unmapped, and the thread's exit jumped into the hole.) */
+TEST_BARE(a_thread_that_used_the_library_exits_after_its_dlclose)
+{
+    char prog[PATH_MAX], lib[PATH_MAX];
+    pid_t pid;
+    int status;
+
+    build_path("tests/progs/dlclose_thread", prog, sizeof(prog));
+    build_path("libreclaim.so", lib, sizeof(lib));
+    char *argv[] = { prog, lib, NULL };
+    assert_int_equal(posix_spawn(&pid, prog, NULL, NULL, argv, environ), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], NO_KEY_CHILD) == 0)
