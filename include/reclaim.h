@@ -1214,7 +1214,8 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
  * call returns -EPERM and the library reports a refused on once per
- * process.
+ * process. So for any other error prctl gives, returned negated: a kernel
+ * older than Linux 5.6, which has no PR_SET_IO_FLUSHER, gives -EINVAL.
  *
  * The NOIO scope is taken with rcl_scope_save(), so turning the flag off
  * removes only what turning it on added: a NOIO scope the thread was

@@ -12,9 +12,10 @@
  * (the accounting code grants it to any thread whose io_flusher field is
  * set), so the daemon can keep completing the I/O that frees memory.
  *
- * The kernel half needs CAP_SYS_RESOURCE. An unprivileged daemon still gets
- * the library half, which is what protects its in-process allocations; it
- * is told once that the kernel half is missing. If it made a reserve
+ * The kernel half needs CAP_SYS_RESOURCE, and Linux 5.6. An unprivileged
+ * daemon, or one on an older kernel, still gets the library half, which is
+ * what protects its in-process allocations; it is told once that the
+ * kernel half is missing. If it made a reserve
  * (rcl_io_flusher_reserve, flusher_reserve.c), the thread then allocates
  * from that pre-faulted memory: no new page while it serves.
  */
@@ -31,7 +32,9 @@
 #define PR_GET_IO_FLUSHER 58
 #endif
 
-static _Atomic int eperm_reported;
+/* Once a process each: the words differ, and a process that meets one
+ * answer meets it on every thread. */
+static _Atomic int eperm_reported, missing_reported;
 
 static int sys_prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4,
                      unsigned long arg5)
@@ -64,11 +67,20 @@ static int kernel_io_flusher(int on)
         return kernel_confirm(on);
     int err = errno;
     /* The words are for an on: an off refused leaves the kernel's flag as
-     * the on left it, which the caller's -EPERM already says. */
-    if (err == EPERM && on && !atomic_exchange(&eperm_reported, 1))
+     * the on left it, which the caller's error already says. */
+    if (!on)
+        return -err;
+    if (err == EPERM && !atomic_exchange(&eperm_reported, 1))
         rcl__report("rcl_io_flusher_set: prctl(PR_SET_IO_FLUSHER) refused (%s; needs "
                     "CAP_SYS_RESOURCE): the thread is an I/O flusher for libreclaim "
                     "only, not for the kernel", strerror(err));
+    /* The library passes only what the option takes: EINVAL is a kernel
+     * that does not know it. */
+    else if (err != EPERM && !atomic_exchange(&missing_reported, 1))
+        rcl__report("rcl_io_flusher_set: prctl(PR_SET_IO_FLUSHER) failed (%s%s): the "
+                    "thread is an I/O flusher for libreclaim only, not for the kernel",
+                    strerror(err), err == EINVAL ? "; the kernel has no PR_SET_IO_FLUSHER, "
+                    "added in Linux 5.6" : "");
     return -err;
 }
 

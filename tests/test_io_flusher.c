@@ -283,6 +283,25 @@ TEST_WITH(test_refused_set_is_not_read_back, fake_setup, fake_teardown)
     rcl_io_flusher_set(0);
 }
 
+/* A kernel without the option (before Linux 5.6, as RHEL 8's) answers
+ * EINVAL: the library half applies, the caller gets that answer, and the
+ * person reading reports is told once that the kernel half is missing, as
+ * for EPERM. (Nothing was said: only EPERM was reported.) */
+TEST_WITH(test_a_kernel_without_the_option_is_reported_once, fake_setup, fake_teardown)
+{
+    fake.set_errno = EINVAL;
+    assert_int_equal(rcl_io_flusher_set(1), -EINVAL);
+    assert_int_equal(rcl_io_flusher_get(), 1);
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOIO);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("no PR_SET_IO_FLUSHER");
+    assert_int_equal(rcl_io_flusher_set(0), -EINVAL);
+    assert_int_equal(rcl_io_flusher_get(), 0);
+    assert_int_equal(rcl_io_flusher_set(1), -EINVAL);
+    assert_int_equal(rcl_io_flusher_set(0), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+}
+
 /* An off undoes the library's own on. The kernel's off clears the flag
  * whoever set it and needs CAP_SYS_RESOURCE as the on does: on a thread
  * the library never marked it is not made, nor its refusal reported in the
