@@ -368,6 +368,7 @@ void rcl__lockdep_alloc(rcl_gfp_t gfp)
 void rcl_might_alloc(rcl_gfp_t gfp)
 {
     rcl__ensure_init();
+    gfp = rcl__gfp_known("rcl_might_alloc", gfp);
     if (rcl__checking())
         rcl__lockdep_alloc(gfp);
 }

@@ -131,6 +131,16 @@ TEST(a_reclaim_of_0_bytes_with_unknown_bits_is_reported_and_frees_nothing)
     assert_int_equal(usage_now(), 0);
 }
 
+/* rcl_might_alloc() takes flags as an allocation does, and says so of the
+ * bits no flag has. (They went to the lock checker unseen.) */
+TEST(a_might_alloc_with_unknown_bits_is_reported)
+{
+    rcl_might_alloc(RCL_DEFAULT | NO_FLAG);
+    assert_last_report_has("rcl_might_alloc: flags 0x10000f carry bits no RCL_* flag has "
+                           "(0x100000); served as DEFAULT");
+    assert_int_equal(test_reports_take(), 1);
+}
+
 TEST(zero_size_is_einval_and_charges_nothing)
 {
     assert_fails_with(rcl_alloc(0, RCL_DEFAULT), EINVAL);
