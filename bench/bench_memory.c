@@ -77,14 +77,6 @@ static double heap_seen(double per_block, size_t size)
     return per_block >= (double)size ? per_block : NAN;
 }
 
-static void print_heap(double v)
-{
-    if (isnan(v))
-        printf(" %12s", "-");
-    else
-        printf(" %12.1f", v);
-}
-
 /* Measurements whose child failed: their figures are NaN, never a 0 that
  * would read as a block costing nothing, and the run fails at its end. */
 static int failed;
@@ -136,21 +128,85 @@ static struct bench_stat stat_of(const double *v, int n)
     return bench_stat_of(v, n);
 }
 
-/* A per-thread figure in bytes, into buf. */
-static const char *bytes_text(char *buf, size_t len, double v)
+/* A figure as every benchmark prints one, median [min..max] over the
+ * repeats, or why there is none: its child failed, or (heap figures) the
+ * blocks were not where mallinfo2 looks. */
+static const char *stat_text(char *buf, size_t len, struct bench_stat s, const char *none)
 {
-    if (isnan(v))
-        return "failed";
-    snprintf(buf, len, "%.0f B", v);
+    if (isnan(s.med))
+        return none;
+    snprintf(buf, len, "%.1f [%.1f..%.1f]", s.med, s.min, s.max);
     return buf;
 }
 
-static void print_rss(double v)
+static void print_stat(struct bench_stat s, const char *none)
+{
+    char buf[64];
+
+    printf(" %26s", stat_text(buf, sizeof(buf), s, none));
+}
+
+static void print_ratio(struct bench_stat s, const char *none)
+{
+    char buf[48];
+
+    if (isnan(s.med))
+        snprintf(buf, sizeof(buf), "%s", none);
+    else
+        snprintf(buf, sizeof(buf), "%.2f [%.2f..%.2f]", s.med, s.min, s.max);
+    printf(" %18s", buf);
+}
+
+static void print_overhead(double v)
 {
     if (isnan(v))
-        printf(" %12s", "failed");
+        printf(" %9s", "-");
     else
-        printf(" %12.1f", v);
+        printf(" %9.1f", v);
+}
+
+/*
+ * One figure of the two variants: each's repeats, their ratio taken round
+ * by round (as bench_alloc and bench_patterns take theirs: the rounds of a
+ * pair ran one after the other, under the same load), and the overhead,
+ * the difference of the medians. NaN where a round had no figure.
+ */
+struct pair {
+    struct bench_stat raw, rcl, ratio;
+    double overhead;
+};
+
+static struct pair pair_of(const double *raw, const double *rcl, int n)
+{
+    double ratio[NREPS_MAX];
+    struct pair p;
+
+    for (int i = 0; i < n; i++)
+        ratio[i] = raw[i] > 0 ? rcl[i] / raw[i] : NAN;
+    p.raw = stat_of(raw, n);
+    p.rcl = stat_of(rcl, n);
+    p.ratio = stat_of(ratio, n);
+    p.overhead = p.rcl.med - p.raw.med;
+    return p;
+}
+
+/* A row's figures, the variants' failures told from the heap's blind spot:
+ * a figure whose child failed reads "failed", never "-". */
+static void print_pair(const struct pair *p, int raw_failed, int rcl_failed)
+{
+    print_stat(p->raw, raw_failed ? "failed" : "-");
+    print_stat(p->rcl, rcl_failed ? "failed" : "-");
+    print_ratio(p->ratio, raw_failed || rcl_failed ? "failed" : "-");
+    print_overhead(p->overhead);
+}
+
+static void json_pair(const char *raw, const char *rcl, const char *ratio, const char *overhead,
+                      const struct pair *p)
+{
+    bj_stat(raw, p->raw);
+    bj_stat(rcl, p->rcl);
+    bj_stat(ratio, p->ratio);
+    bj_num(overhead, p->overhead);
 }
 
 static void start_library(void)
@@ -274,72 +330,87 @@ static int tls_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
+/* The per-allocation figures of one block size, a row of each table. */
+struct size_row {
+    struct pair rss, heap;
+};
+
+static struct size_row measure_size(size_t size, int reps)
+{
+    double v[2][NREPS_MAX], h[2][NREPS_MAX];
+    struct size_row row;
+
+    for (int r = 0; r < reps; r++) {
+        struct mem a = in_child(blocks_child, 0, size);
+        struct mem b = in_child(blocks_child, 1, size);
+        v[0][r] = a.rss;
+        v[1][r] = b.rss;
+        h[0][r] = heap_seen(a.heap, size);
+        h[1][r] = heap_seen(b.heap, size);
+    }
+    row.rss = pair_of(v[0], v[1], reps);
+    row.heap = pair_of(h[0], h[1], reps);
+    return row;
+}
+
+static void print_table_head(const char *what)
+{
+    printf("\n-- %s, bytes a block, median [min..max] --\n", what);
+    printf("%7s %26s %26s %18s %9s\n", "size", "raw", "rcl", "rcl/raw", "overhead");
+}
+
 int main(int argc, char **argv)
 {
     bench_args(argc, argv, "bench_memory", "What libreclaim costs in memory: overhead per live allocation and per thread, beside the raw backend.");
     int reps = bench_reps(1, 3, NREPS_MAX);
-    double v[2][NREPS_MAX], h[2][NREPS_MAX];
+    struct size_row rows[NSIZES];
     size_t tls = 0;
-    struct bench_stat s_raw, s_rcl, hs_raw, hs_rcl;
 
     dl_iterate_phdr(tls_cb, &tls);
     bench_print_header("memory: overhead per live allocation and per thread");
     bench_sanitized_note();
-    printf("   %d live blocks per size; RSS growth per block (heap = glibc mallinfo2 in-use,\n"
-           "   - where the blocks are not in glibc's heap%s); %d runs, median\n\n", NBLOCKS,
+    printf("   %d live blocks per size, %d runs; RSS growth per block, and heap in use per\n"
+           "   block (glibc mallinfo2; - where the blocks are not in glibc's heap%s);\n"
+           "   rcl/raw taken run by run, overhead = rcl - raw of the medians\n", NBLOCKS, reps,
            strcmp(BENCH_BACKEND, "libc") ? ": none here, " BENCH_BACKEND " replaces glibc's malloc"
-                                         : ": the library's own regions",
-           reps);
-    printf("%7s %12s %12s %12s %12s %12s %12s\n", "size", "raw RSS", "rcl RSS", "overhead",
-           "raw heap", "rcl heap", "overhead");
+                                         : ": the library's own regions");
 
     bench_json_begin("memory");
     bj_num("blocks", NBLOCKS);
     bj_num("reps", reps);
+    for (size_t s = 0; s < NSIZES; s++)
+        rows[s] = measure_size(sizes[s], reps);
+    print_table_head("resident set growth");
+    for (size_t s = 0; s < NSIZES; s++) {
+        printf("%7zu", sizes[s]);
+        print_pair(&rows[s].rss, isnan(rows[s].rss.raw.med), isnan(rows[s].rss.rcl.med));
+        printf("\n");
+    }
+    print_table_head("heap in use (glibc mallinfo2)");
+    for (size_t s = 0; s < NSIZES; s++) {
+        printf("%7zu", sizes[s]);
+        print_pair(&rows[s].heap, isnan(rows[s].rss.raw.med), isnan(rows[s].rss.rcl.med));
+        printf("\n");
+    }
+
     bj_arr("per_allocation");
     for (size_t s = 0; s < NSIZES; s++) {
-        for (int r = 0; r < reps; r++) {
-            struct mem a = in_child(blocks_child, 0, sizes[s]);
-            struct mem b = in_child(blocks_child, 1, sizes[s]);
-            v[0][r] = a.rss;
-            v[1][r] = b.rss;
-            h[0][r] = a.heap;
-            h[1][r] = b.heap;
-        }
-        s_raw = stat_of(v[0], reps);
-        s_rcl = stat_of(v[1], reps);
-        hs_raw = stat_of(h[0], reps);
-        hs_rcl = stat_of(h[1], reps);
-        printf("%7zu", sizes[s]);
-        print_rss(s_raw.med);
-        print_rss(s_rcl.med);
-        print_heap(s_rcl.med - s_raw.med);
-        hs_raw.med = heap_seen(hs_raw.med, sizes[s]);
-        hs_rcl.med = heap_seen(hs_rcl.med, sizes[s]);
-        if (isnan(s_raw.med))
-            printf(" %12s", "failed");
-        else
-            print_heap(hs_raw.med);
-        if (isnan(s_rcl.med))
-            printf(" %12s", "failed");
-        else
-            print_heap(hs_rcl.med);
-        print_heap(hs_rcl.med - hs_raw.med);
-        printf("\n");
         bj_obj(NULL);
         bj_num("size", (double)sizes[s]);
-        bj_stat("raw_rss_per_block", s_raw);
-        bj_stat("rcl_rss_per_block", s_rcl);
-        bj_num("overhead_rss", s_rcl.med - s_raw.med);
-        bj_num("raw_heap_per_block", hs_raw.med);
-        bj_num("rcl_heap_per_block", hs_rcl.med);
-        bj_num("overhead_heap", hs_rcl.med - hs_raw.med);
+        json_pair("raw_rss_per_block", "rcl_rss_per_block", "ratio_rss", "overhead_rss",
+                  &rows[s].rss);
+        json_pair("raw_heap_per_block", "rcl_heap_per_block", "ratio_heap", "overhead_heap",
+                  &rows[s].heap);
         bj_end_obj();
     }
     bj_end_arr();
 
     {
-        double st[NREPS_MAX];
+        double v[2][NREPS_MAX], h[2][NREPS_MAX], st[NREPS_MAX];
+        struct pair rss, heap;
+        struct bench_stat stock;
+        char buf[64];
+
         for (int r = 0; r < reps; r++) {
             struct mem a = in_child(threads_child, 0, NTHREADS);
             struct mem b = in_child(threads_child, 1, NTHREADS);
@@ -349,29 +420,24 @@ int main(int argc, char **argv)
             h[1][r] = b.heap;
             st[r] = b.stock;
         }
-        s_raw = stat_of(v[0], reps);
-        s_rcl = stat_of(v[1], reps);
-        hs_raw = stat_of(h[0], reps);
-        hs_rcl = stat_of(h[1], reps);
-        printf("\nper thread (%d threads, one 64 B block each):\n", NTHREADS);
-        char b[3][32];
-        printf("   RSS  raw %s, rcl %s, overhead %s\n", bytes_text(b[0], 32, s_raw.med),
-               bytes_text(b[1], 32, s_rcl.med), bytes_text(b[2], 32, s_rcl.med - s_raw.med));
-        printf("   heap raw %s, rcl %s, overhead %s\n", bytes_text(b[0], 32, hs_raw.med),
-               bytes_text(b[1], 32, hs_rcl.med), bytes_text(b[2], 32, hs_rcl.med - hs_raw.med));
-        printf("   libreclaim static TLS: %zu B per thread (every thread)\n", tls);
-        printf("   budget pre-charged in the stock: %s per thread\n",
-               bytes_text(b[0], 32, stat_of(st, reps).med));
+        rss = pair_of(v[0], v[1], reps);
+        heap = pair_of(h[0], h[1], reps);
+        stock = stat_of(st, reps);
+        printf("\n-- per thread (%d threads, one 64 B block each), bytes a thread --\n", NTHREADS);
+        printf("%7s %26s %26s %18s %9s\n", "", "raw", "rcl", "rcl/raw", "overhead");
+        printf("%7s", "RSS");
+        print_pair(&rss, isnan(rss.raw.med), isnan(rss.rcl.med));
+        printf("\n%7s", "heap");
+        print_pair(&heap, isnan(rss.raw.med), isnan(rss.rcl.med));
+        printf("\n   libreclaim static TLS: %zu B per thread (every thread)\n", tls);
+        printf("   budget pre-charged in the stock: %s B per thread\n",
+               stat_text(buf, sizeof(buf), stock, "failed"));
         bj_obj("per_thread");
         bj_num("threads", NTHREADS);
-        bj_stat("raw_rss", s_raw);
-        bj_stat("rcl_rss", s_rcl);
-        bj_num("overhead_rss", s_rcl.med - s_raw.med);
-        bj_num("raw_heap", hs_raw.med);
-        bj_num("rcl_heap", hs_rcl.med);
-        bj_num("overhead_heap", hs_rcl.med - hs_raw.med);
+        json_pair("raw_rss", "rcl_rss", "ratio_rss", "overhead_rss", &rss);
+        json_pair("raw_heap", "rcl_heap", "ratio_heap", "overhead_heap", &heap);
         bj_num("static_tls", (double)tls);
-        bj_num("stock_budget", stat_of(st, reps).med);
+        bj_stat("stock_budget", stock);
         bj_end_obj();
     }
     bench_json_end();

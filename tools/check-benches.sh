@@ -5,8 +5,9 @@
 # times none of them (their figures come from make bench, beside their
 # baselines, and are never asserted), so without this a change to the
 # library's header or to bench/bench.h could leave make bench broken
-# until someone ran it. bench_memory, under a budget too small for it,
-# must say that its figures failed, bench_domains must give no figure
+# until someone ran it. bench_memory must give each figure as median
+# [min..max] beside its ratio to the raw backend's and, under a budget too
+# small for it, say that its figures failed; bench_domains must give no figure
 # where it had no sample, and make bench must refuse a BENCH_ONLY that
 # names no benchmark. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
@@ -74,6 +75,18 @@ for b in "$BUILD"/bench/bench_*; do
 done
 [ $n -gt 0 ] || { echo "check-benches: no benchmark in $BUILD/bench"; exit 1; }
 echo "check-benches: $n benchmarks built, each answers --help"
+# Every figure beside its baseline: bench_memory's rows give raw and rcl
+# as median [min..max] over the runs and their ratio the same way, in the
+# table and in the JSON; it printed medians alone, and no ratio.
+fig='[0-9.-]+ \[[0-9.-]+\.\.[0-9.-]+\]'
+if ! BENCH_REPS=1 BENCH_JSON="$ab/memory.json" "$BUILD/bench/bench_memory" >"$log" 2>&1 ||
+   ! grep -Eq "^ *4096 +$fig +$fig +$fig +[0-9.-]+\$" "$log" ||
+   ! grep -Eq "^ *RSS +$fig +$fig +$fig +[0-9.-]+\$" "$log" ||
+   ! grep -q '"ratio_rss": {' "$ab/memory.json"; then
+    cat "$log"
+    echo "check-benches: bench_memory gave a figure without its spread or its ratio"
+    rc=1
+fi
 # A figure whose measurement failed is no figure: under an automatic
 # budget too small for bench_memory's blocks (half of the 8 MiB the fake
 # /proc/meminfo gives), its library children fail, and the table must say
