@@ -262,9 +262,12 @@ check: check-deps
 demo: $(BUILD)/examples/$(DEMO)
 	$(Q)./$(BUILD)/examples/$(DEMO) $(DEMO_ARGS)
 
-# bench_footprint runs the tests' kv_cache program.
+# bench_footprint runs the tests' kv_cache program. The run's file records
+# the make variables that chose the build, to be run again as it was.
 bench: $(BENCHES) $(BUILD)/tests/progs/kv_cache
-	$(Q)BACKEND=$(BACKEND) sh tools/run-bench.sh $(BUILD) $(BENCHES)
+	$(Q)BACKEND=$(BACKEND) \
+	  BENCH_MAKE_ARGS='BUILD=$(BUILD) BACKEND=$(BACKEND) CC=$(CC)$(if $(SAN), SAN=$(SAN))$(if $(DEBUG), DEBUG=$(DEBUG))' \
+	  sh tools/run-bench.sh $(BUILD) $(BENCHES)
 
 # The API-sequence fuzzer (tests/fuzz/): clang's libFuzzer with ASan and
 # UBSan, the library built alongside with coverage. FUZZ_TIME seconds.

@@ -9,7 +9,7 @@
 # [min..max] beside its ratio to the raw backend's and, under a budget too
 # small for it, say that its figures failed; bench_domains must give no figure
 # where it had no sample, and make bench must refuse a BENCH_ONLY that
-# names no benchmark. Where python3 is
+# names no benchmark and record the environment of a run in its file. Where python3 is
 # installed, tools/bench-misses.py also reads every run kept in
 # docs/bench/runs/ and refuses a file that is none, and tools/bench-ab.py
 # runs a stand-in for bench_patterns (bench_ab_check, below).
@@ -114,6 +114,22 @@ if BENCH_OUT="$ab/only" BENCH_PLOTS="$ab/only" BENCH_ONLY=scopes \
    [ -n "$(ls -A "$ab/only" 2>/dev/null)" ]; then
     cat "$log"
     echo "check-benches: make bench ran with BENCH_ONLY naming no benchmark"
+    rc=1
+fi
+# A run's file says how to run it again: its command carries the
+# environment the figures depend on (BENCH_ONLY, BENCH_REPS, the library's
+# RECLAIM_* ...), quoted for the shell, and "environment" each of them; it
+# said "make bench BUILD=... BACKEND=..." alone. The environment is
+# emptied first, so that what the caller's sets is not in the file.
+if ! env -i PATH="$PATH" BENCH_OUT="$ab/again" BENCH_PLOTS="$ab/again/plots" BENCH_ONLY=scope \
+       BENCH_QUICK=1 BENCH_REPS=1 RECLAIM_TEST_NOTE="it's 0" BACKEND=libc \
+       sh tools/run-bench.sh "$BUILD" "$BUILD/bench/bench_scope" >"$log" 2>&1 ||
+   ! grep -qF '"command": "BENCH_ONLY=scope BENCH_QUICK=1 BENCH_REPS=1 RECLAIM_TEST_NOTE='"'it'\\\\''s 0'"' make bench BUILD='"$BUILD"' BACKEND=libc",' \
+       "$ab"/again/*.json ||
+   ! grep -qF '"environment": {"BENCH_ONLY": "scope", "BENCH_QUICK": "1", "BENCH_REPS": "1", "RECLAIM_TEST_NOTE": "it'"'"'s 0"},' \
+       "$ab"/again/*.json; then
+    cat "$log" "$ab"/again/*.json 2>/dev/null | grep -v '^ '
+    echo "check-benches: a run's file does not say the environment it ran in"
     rc=1
 fi
 # And under AddressSanitizer, where they skip the raw allocators (bench.h):

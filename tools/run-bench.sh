@@ -9,7 +9,10 @@
 # kept as its text and its exit status (and the run then fails).
 # The run's file, BENCH_OUT/DATE-HOST-BACKEND.json (BENCH_OUT defaults to
 # docs/bench/runs), holds the machine, the date, the load before and after,
-# and every program's object. Then, when python3 and gnuplot are there,
+# the command that runs it again, with the environment that matters to the
+# figures ("environment": every BENCH_*, RECLAIM_*, MEMORY_PRESSURE_*,
+# MALLOC_*, MIMALLOC_*, GLIBC_TUNABLES and LD_PRELOAD set), and every
+# program's object. Then, when python3 and gnuplot are there,
 # tools/plot-bench.py draws the PNG plots into docs/bench/ (docs/bench/BACKEND/
 # for mimalloc and jemalloc builds).
 #
@@ -77,6 +80,28 @@ cpu_model() {
         /proc/cpuinfo 2>/dev/null
 }
 
+# Single-quoted for the shell where it is more than a plain word.
+sh_quote() {
+    case $1 in
+    ''|*[!A-Za-z0-9_.,:/=+@%-]*) printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")" ;;
+    *) printf '%s' "$1" ;;
+    esac
+}
+
+# What the figures depend on beside the build, so that a run's file says
+# how to run it again: the variables the programs, the library and the
+# backend read (BENCH_ONLY, BENCH_REPS, RECLAIM_LIMIT, GLIBC_TUNABLES,
+# MALLOC_CONF, ...), and make's that chose the build (make passes them as
+# BENCH_MAKE_ARGS). BENCH_JSON, BENCH_OUT and BENCH_PLOTS say where the
+# results go, not what they are.
+env | LC_ALL=C grep -E '^(BENCH_[A-Z0-9_]+|RECLAIM_[A-Z0-9_]+|MEMORY_PRESSURE_[A-Z0-9_]+|GLIBC_TUNABLES|MALLOC_[A-Z0-9_]+|MIMALLOC_[A-Z0-9_]+|LD_PRELOAD)=' |
+    LC_ALL=C grep -Ev '^BENCH_(JSON|OUT|PLOTS|MAKE_ARGS)=' | LC_ALL=C sort > "$tmp/env"
+command=""
+while IFS= read -r var; do
+    command="$command${var%%=*}=$(sh_quote "${var#*=}") "
+done < "$tmp/env"
+command="${command}make bench ${BENCH_MAKE_ARGS:-BUILD=$build BACKEND=$backend}"
+
 load_begin=$(cat /proc/loadavg 2>/dev/null)
 failed=""
 for prog in "$@"; do
@@ -122,7 +147,14 @@ load_end=$(cat /proc/loadavg 2>/dev/null)
     printf '"cpu": "%s",\n' "$(cpu_model | json_text | sed 's/\\n$//')"
     printf '"kernel": "%s",\n' "$(uname -sr)"
     printf '"loadavg_begin": "%s",\n"loadavg_end": "%s",\n' "$load_begin" "$load_end"
-    printf '"command": "make bench BUILD=%s BACKEND=%s",\n' "$build" "$backend"
+    printf '"command": "%s",\n' "$(printf '%s' "$command" | json_text | sed 's/\\n$//')"
+    printf '"environment": {'
+    sep=""
+    while IFS= read -r var; do
+        printf '%s"%s": "%s"' "$sep" "${var%%=*}" "$(printf '%s' "${var#*=}" | json_text | sed 's/\\n$//')"
+        sep=", "
+    done < "$tmp/env"
+    printf '},\n'
     printf '"benchmarks": {'
     sep=""
     for part in "$tmp"/*.part; do
