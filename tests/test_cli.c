@@ -94,6 +94,19 @@ TEST_BARE(block_server_names_a_negative_request_count_after_blanks)
     assert_non_null(strstr(out, "rejected --requests  -1: not a number"));
 }
 
+/* A server that cannot be set up says what it could not make and why,
+ * under --quiet too: an error is no chatter, and the library's report of
+ * it is not printed there. Here a budget too small for the buffer cache's
+ * table of the blocks asked for; it is found before their 256 MiB are
+ * written to the backing file. */
+TEST_BARE(block_server_names_why_it_cannot_set_up_even_when_quiet)
+{
+    assert_int_equal(run("block-server", "--budget 64K --squeeze 64K --blocks 65536 --quiet",
+                         out, sizeof(out)), 1);
+    assert_non_null(strstr(out, "cannot set up the buffer cache"));
+    assert_non_null(strstr(out, "in a budget of 64 KiB): Cannot allocate memory"));
+}
+
 TEST_BARE(storage_stack_names_an_act_that_does_not_exist)
 {
     assert_int_equal(run("storage-stack", "--act 4", out, sizeof(out)), 2);

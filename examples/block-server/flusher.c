@@ -116,7 +116,12 @@ int flusher_start(struct cache *c)
     c->wb_pool = rcl_mempool_create(2, sizeof(struct wb_request));
     if (!c->wb_pool)
         return -ENOMEM;
-    return -pthread_create(&c->flusher, NULL, flusher_main, c);
+    int err = pthread_create(&c->flusher, NULL, flusher_main, c);
+    if (err) {
+        rcl_mempool_destroy(c->wb_pool);
+        c->wb_pool = NULL;
+    }
+    return -err;
 }
 
 void flusher_stop(struct cache *c)

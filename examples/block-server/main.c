@@ -186,7 +186,10 @@ static unsigned long check_file(int fd, const unsigned *version, unsigned blocks
     return bad;
 }
 
-static int init_file(const struct options *o)
+/* Opens the backing file, a temporary one unless --file; its blocks are
+ * written once the server is set up, so that a server that cannot be set
+ * up has written none (up to 4 GiB of them). */
+static int open_file(const struct options *o)
 {
     int fd;
     if (o->file) {
@@ -199,17 +202,18 @@ static int init_file(const struct options *o)
         if (fd >= 0)
             unlink(path);
     }
-    if (fd < 0)
-        return -1;
-    unsigned char data[BLOCK_SIZE];
-    for (unsigned b = 0; b < o->blocks; b++) {
-        block_pattern(data, b, 0);
-        if (pwrite(fd, data, BLOCK_SIZE, (off_t)b * BLOCK_SIZE) != BLOCK_SIZE) {
-            close(fd);
-            return -1;
-        }
-    }
     return fd;
+}
+
+static int fill_file(int fd, unsigned blocks)
+{
+    unsigned char data[BLOCK_SIZE];
+    for (unsigned b = 0; b < blocks; b++) {
+        block_pattern(data, b, 0);
+        if (pwrite(fd, data, BLOCK_SIZE, (off_t)b * BLOCK_SIZE) != BLOCK_SIZE)
+            return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -364,24 +368,69 @@ static void report(const char *msg, void *arg)
         fprintf(stderr, "block-server: libreclaim: %s\n", msg);
 }
 
-static int server_init(struct server *s)
+/* Why the server could not be set up: an error, said under --quiet too,
+ * where the library's reports (its own reasons, often) are not. */
+static int setup_failed(const char *what, int err)
+{
+    fprintf(stderr, "block-server: cannot set up %s: %s\n", what, strerror(err));
+    return -1;
+}
+
+/* The library, the request pool and queue, the cache and its flusher, in
+ * that order; on failure, what was made is taken down again. */
+static int server_start(struct server *s, int fd)
 {
     struct rcl_config cfg;
+    int err;
+
     rcl_config_default(&cfg);
     cfg.limit = s->opt.budget;
     /* A reserve a few write-back requests deep, for the flusher. */
     cfg.reserve = s->opt.squeeze / 8;
     cfg.pressure = 0;               /* the budget is the point here */
     rcl_set_report_fn(report, s);
-    if (rcl_init(&cfg) != 0)
-        return -1;
+    err = rcl_init(&cfg);
+    if (err)
+        return setup_failed("libreclaim", -err);
     /* As many requests as can be in flight, so the pool alone carries a
      * full batch when the budget has no room at all. */
     s->requests = rcl_mempool_create(MAX_BATCH, sizeof(struct request));
+    if (!s->requests) {
+        setup_failed("the request pool", errno);
+        goto out_library;
+    }
     /* The rescuer keeps requests moving even if no worker thread can be
      * started when memory is short. */
     s->wq = rcl_workqueue_create("blk-req", 4, RCL_WQ_MEM_RECLAIM);
-    return s->requests && s->wq ? 0 : -1;
+    if (!s->wq) {
+        setup_failed("the request workqueue", errno);
+        goto out_pool;
+    }
+    err = cache_init(&s->cache, fd, s->opt.blocks);
+    if (err) {
+        /* Its table grows with --blocks, and the budget must hold it. */
+        char what[128];
+        snprintf(what, sizeof(what), "the buffer cache (a table of %zu KiB for %u blocks, in a "
+                 "budget of %zu KiB)", ((size_t)s->opt.blocks / 4 + 1) * sizeof(struct buf *) >> 10,
+                 s->opt.blocks, s->opt.budget >> 10);
+        setup_failed(what, -err);
+        goto out_cache;
+    }
+    err = flusher_start(&s->cache);
+    if (err) {
+        setup_failed("the flusher", -err);
+        goto out_cache;
+    }
+    return 0;
+
+out_cache:
+    cache_destroy(&s->cache);
+    rcl_workqueue_destroy(s->wq);
+out_pool:
+    rcl_mempool_destroy(s->requests);
+out_library:
+    rcl_shutdown();
+    return -1;
 }
 
 static void summary(const struct server *s, unsigned long bad_blocks)
@@ -417,15 +466,31 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int fd = init_file(&s.opt);
+    int fd = open_file(&s.opt);
     if (fd < 0) {
         perror("block-server: backing file");
         return 1;
     }
     unsigned *version = calloc(s.opt.blocks, sizeof(*version));
-    if (!version || server_init(&s) || cache_init(&s.cache, fd, s.opt.blocks) ||
-        flusher_start(&s.cache)) {
-        fprintf(stderr, "block-server: cannot set up\n");
+    if (!version) {
+        setup_failed("the table of block versions", errno);
+        close(fd);
+        return 1;
+    }
+    if (server_start(&s, fd)) {
+        free(version);
+        close(fd);
+        return 1;
+    }
+    if (fill_file(fd, s.opt.blocks)) {
+        perror("block-server: backing file");
+        flusher_stop(&s.cache);
+        cache_destroy(&s.cache);
+        rcl_workqueue_destroy(s.wq);
+        rcl_mempool_destroy(s.requests);
+        rcl_shutdown();
+        free(version);
+        close(fd);
         return 1;
     }
 

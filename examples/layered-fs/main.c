@@ -33,6 +33,7 @@
  */
 #include "reclaim.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -193,6 +194,56 @@ static void empty_data(void)
         rcl_free(fs[0].obj[--fs[0].n]);
 }
 
+/* A file system's cache, domain and shrinker; on failure says which could
+ * not be made and why (errno), and leaves the rest for teardown(). */
+static int fs_setup(struct fs *f)
+{
+    const char *what;
+
+    pthread_mutex_init(&f->lock, NULL);
+    f->cap = LIMIT / OBJ;
+    f->obj = calloc(f->cap, sizeof(void *));
+    if (!f->obj) {
+        what = "its cache";
+        goto fail;
+    }
+    f->domain = rcl_domain_create(f->name, f->depth, fs_may_reclaim, f);
+    if (!f->domain) {
+        what = "its reclaim domain";
+        goto fail;
+    }
+    struct rcl_shrinker_opts o = { .needs = RCL__FS, .domain = f->domain };
+    f->shrinker = rcl_shrinker_register(f->name, &fs_ops, f, &o);
+    if (!f->shrinker) {
+        what = "its shrinker";
+        goto fail;
+    }
+    return 0;
+fail:
+    fprintf(stderr, "layered-fs: cannot set up %s: %s: %s\n", f->name, what, strerror(errno));
+    return -1;
+}
+
+/* Takes down the first n file systems, as far as each was set up, and the
+ * library: the shrinker before the cache it frees from, the domain once it
+ * owns no shrinker. */
+static void teardown(int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct fs *f = &fs[i];
+
+        if (f->shrinker)
+            rcl_shrinker_unregister(f->shrinker);
+        while (f->n)
+            rcl_free(f->obj[--f->n]);
+        free(f->obj);
+        if (f->domain)
+            rcl_domain_destroy(f->domain);
+        pthread_mutex_destroy(&f->lock);
+    }
+    rcl_shutdown();
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -210,24 +261,18 @@ int main(int argc, char **argv)
     cfg.limit = LIMIT;
     cfg.background = 0;                /* only direct reclaim, to see it */
     cfg.pressure = 0;
-    if (rcl_init(&cfg) != 0) {
-        fprintf(stderr, "layered-fs: rcl_init failed\n");
+    int err = rcl_init(&cfg);
+    if (err) {
+        fprintf(stderr, "layered-fs: cannot set up libreclaim: %s\n", strerror(-err));
         return 1;
     }
     fs[2].lower = &fs[0];
     fs[3].lower = &fs[1];
-    for (int i = 0; i < 4; i++) {
-        pthread_mutex_init(&fs[i].lock, NULL);
-        fs[i].cap = LIMIT / OBJ;
-        fs[i].obj = calloc(fs[i].cap, sizeof(void *));
-        fs[i].domain = rcl_domain_create(fs[i].name, fs[i].depth, fs_may_reclaim, &fs[i]);
-        struct rcl_shrinker_opts o = { .needs = RCL__FS, .domain = fs[i].domain };
-        fs[i].shrinker = rcl_shrinker_register(fs[i].name, &fs_ops, &fs[i], &o);
-        if (!fs[i].obj || !fs[i].domain || !fs[i].shrinker) {
-            fprintf(stderr, "layered-fs: setup failed\n");
+    for (int i = 0; i < 4; i++)
+        if (fs_setup(&fs[i])) {
+            teardown(i + 1);
             return 1;
         }
-    }
 
     printf("budget %u MiB, %u KiB cached per file system; a transaction in data\n"
            "(holding data's journal) needs %u KiB more.\n\n",
@@ -251,14 +296,6 @@ int main(int argc, char **argv)
     }
     printf("inside the domain: %lu recursions into a held journal\n", recursions);
 
-    for (int i = 0; i < 4; i++) {
-        rcl_shrinker_unregister(fs[i].shrinker);
-        while (fs[i].n)
-            rcl_free(fs[i].obj[--fs[i].n]);
-        free(fs[i].obj);
-        rcl_domain_destroy(fs[i].domain);
-        pthread_mutex_destroy(&fs[i].lock);
-    }
-    rcl_shutdown();
+    teardown(4);
     return recursions ? 1 : 0;
 }
