@@ -201,6 +201,11 @@ static void release_deferred(void *_Atomic *list)
 
 void rcl__sig_service(struct rcl_thread *t)
 {
+    /* Taken before what it asks for is read: a handler that interrupts
+     * the service (its reports call the program's report function) asks
+     * again for the next one, rather than have this one forget it. */
+    unsigned want = atomic_exchange(&t->sig_want, 0);
+
     own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
     release_deferred(&t->sig_deferred);
     release_deferred(&rcl__sig_orphans);
@@ -222,7 +227,7 @@ void rcl__sig_service(struct rcl_thread *t)
         rcl__report("%lu NOFAIL allocation%s in a signal handler can never succeed: NOFAIL "
                     "needs DIRECT_RECLAIM (it must be able to wait); refused", bad,
                     bad == 1 ? "" : "s");
-    if ((atomic_exchange(&t->sig_want, 0) & SIG_WANT_STASH) && rd(t->epoch))
+    if ((want & SIG_WANT_STASH) && rd(t->epoch))
         sig_refill(t);
 }
 
