@@ -166,7 +166,7 @@ struct rcl__shrink_bound_state rcl__shrink_bound(unsigned long long deadline,
     bound_scans = 0;
     trace = tr;
     if (tr) {
-        tr->n = 0;
+        tr->n = tr->ntally = 0;
         tr->others = false;
         tr->others_ns = tr->others_objects = 0;
         tr->others_bytes = 0;
@@ -194,9 +194,9 @@ static void trace_others(unsigned long long ns, long bytes, unsigned long object
     trace->others = true;
 }
 
-/* The entry of the cheapest shrinker traced, for a costlier one once the
- * trace is full: the report is there to say where the time went, and the
- * shrinker that took it may well be the last of many to run. */
+/* The named entry that took least, which a costlier shrinker takes over
+ * once e[] is full: the report is there to say where the time went, and
+ * the shrinker that took it may well be the last of many to run. */
 static unsigned trace_cheapest(void)
 {
     unsigned min = 0;
@@ -207,43 +207,74 @@ static unsigned trace_cheapest(void)
     return min;
 }
 
-/* The entry for s: its own, or one claimed for it - a new one, or the
- * cheapest's once the trace is full and this call of s cost more, that
- * one summed into the others. RCL__TRACE_MAX: s goes with the others. */
-static unsigned trace_slot(const struct rcl_shrinker *s, unsigned long long ns)
+/* s's sums outside e[]; NULL once the tally is full. */
+static struct rcl__shrink_sum *trace_tally(const struct rcl_shrinker *s)
 {
+    struct rcl__shrink_trace *tr = trace;
     unsigned i;
 
-    for (i = 0; i < trace->n && trace->e[i].who != s; i++)
+    for (i = 0; i < tr->ntally && tr->tally[i].who != s; i++)
         ;
-    if (i < trace->n)
-        return i;
-    if (i == RCL__TRACE_MAX) {
-        i = trace_cheapest();
-        if (trace->e[i].ns >= ns)
-            return RCL__TRACE_MAX;
-        trace_others(trace->e[i].ns, trace->e[i].bytes, trace->e[i].objects);
-    } else {
-        trace->n++;
+    if (i == RCL__TRACE_TALLY)
+        return NULL;
+    if (i == tr->ntally) {
+        tr->ntally++;
+        tr->tally[i] = (struct rcl__shrink_sum){ .who = s };
     }
-    memset(&trace->e[i], 0, sizeof(trace->e[i]));
-    trace->e[i].who = s;
-    snprintf(trace->e[i].name, sizeof(trace->e[i].name), "%s", s->name);
-    return i;
+    return &tr->tally[i];
+}
+
+/* s, whose sums are *t (in the others'), now costlier than the named
+ * entry i: the two change places, and the others' sums with them. */
+static void trace_promote(const struct rcl_shrinker *s, struct rcl__shrink_sum *t, unsigned i)
+{
+    struct rcl__shrink_trace *tr = trace;
+    struct rcl__shrink_sum out = { tr->e[i].who, tr->e[i].ns, tr->e[i].bytes, tr->e[i].objects };
+
+    rcl__assert(tr->others_ns >= t->ns && tr->others_objects >= t->objects);
+    tr->others_ns = tr->others_ns - t->ns + out.ns;
+    tr->others_bytes = tr->others_bytes - t->bytes + out.bytes;
+    tr->others_objects = tr->others_objects - t->objects + out.objects;
+    tr->e[i].who = s;
+    snprintf(tr->e[i].name, sizeof(tr->e[i].name), "%s", s->name);
+    tr->e[i].ns = t->ns;
+    tr->e[i].bytes = t->bytes;
+    tr->e[i].objects = t->objects;
+    *t = out;
 }
 
 static void trace_add(const struct rcl_shrinker *s, unsigned long long ns, long bytes,
                       unsigned long objects)
 {
-    unsigned i = trace_slot(s, ns);
+    struct rcl__shrink_trace *tr = trace;
+    unsigned i;
 
-    if (i == RCL__TRACE_MAX) {
-        trace_others(ns, bytes, objects);
+    for (i = 0; i < tr->n && tr->e[i].who != s; i++)
+        ;
+    if (i == tr->n && i < RCL__TRACE_MAX) {
+        memset(&tr->e[i], 0, sizeof(tr->e[i]));
+        tr->e[i].who = s;
+        snprintf(tr->e[i].name, sizeof(tr->e[i].name), "%s", s->name);
+        tr->n++;
+    }
+    if (i < tr->n) {
+        tr->e[i].ns += ns;
+        tr->e[i].bytes += bytes;
+        tr->e[i].objects += objects;
         return;
     }
-    trace->e[i].ns += ns;
-    trace->e[i].bytes += bytes;
-    trace->e[i].objects += objects;
+    /* Past the tally this call stands for s alone; the entry it would
+     * take over keeps its sums in the others'. */
+    struct rcl__shrink_sum call = { .who = s }, *t = trace_tally(s);
+    if (!t)
+        t = &call;
+    trace_others(ns, bytes, objects);
+    t->ns += ns;
+    t->bytes += bytes;
+    t->objects += objects;
+    i = trace_cheapest();
+    if (t->ns > tr->e[i].ns)
+        trace_promote(s, t, i);
 }
 
 /* Are these opts refused (reported)? Decided before anything is

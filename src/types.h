@@ -53,10 +53,21 @@ static inline uint64_t rcl__pct_of(uint64_t v, unsigned pct)
     return v / 100 * pct + v % 100 * pct / 100;
 }
 
-/* A bounded reclaim's trace (shrinker.c, reclaim.c). */
-#define RCL__TRACE_MAX 8
+/* A bounded reclaim's trace (shrinker.c, reclaim.c): e[] names the
+ * RCL__TRACE_MAX shrinkers that took longest, judged by all their calls
+ * in the reclaim, not one; tally[] keeps the sums of the next
+ * RCL__TRACE_TALLY to run, to judge them by. A shrinker past those is
+ * judged by its call alone. */
+#define RCL__TRACE_MAX   8
+#define RCL__TRACE_TALLY 32
+struct rcl__shrink_sum {
+    const void        *who;
+    unsigned long long ns;
+    long               bytes;
+    unsigned long      objects;
+};
 struct rcl__shrink_trace {
-    unsigned n;
+    unsigned n, ntally;
     struct {
         const void        *who;
         char               name[32];
@@ -64,8 +75,9 @@ struct rcl__shrink_trace {
         long               bytes;
         unsigned long      objects;
     } e[RCL__TRACE_MAX];
-    /* What the shrinkers left out of e[] took, summed: e[] keeps the
-     * costliest. */
+    struct rcl__shrink_sum tally[RCL__TRACE_TALLY];
+    /* What the shrinkers left out of e[] took, summed (the tally's
+     * among it). */
     unsigned long long others_ns;
     long               others_bytes;
     unsigned long      others_objects;

@@ -529,6 +529,76 @@ TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, tea
     rcl_shutdown();
 }
 
+/* Shrinkers that take 10 ms at their first scan call and no time after
+ * it, and one that takes 3 ms at each of its calls: one a pass, 13 in
+ * all, the most of any. Each scan stops its shrinker's pass. */
+static _Atomic unsigned once_calls[FAST_CACHES];
+
+static unsigned long many_count(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    return 1ul << 20;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = { 0, ms * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static unsigned long slow_once_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    _Atomic unsigned *calls = priv;
+
+    (void)sc;
+    if (atomic_fetch_add(calls, 1) == 0)
+        sleep_ms(10);
+    return RCL_SHRINK_STOP;
+}
+
+static unsigned long steady_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv; (void)sc;
+    sleep_ms(3);
+    return RCL_SHRINK_STOP;
+}
+
+static const struct rcl_shrinker_ops slow_once_ops = { many_count, slow_once_scan };
+static const struct rcl_shrinker_ops steady_ops = { many_count, steady_scan };
+
+/* Each call of "steady" takes less than any of the others' one slow
+ * call, and all of them together more: the report names it, by what it
+ * took in the whole reclaim. */
+TEST_WITH(a_slow_reclaim_report_names_the_shrinker_whose_calls_took_longest_in_all, NULL,
+          teardown)
+{
+    setenv("RECLAIM_DIRECT_US", "1000000", 1);
+    assert_int_equal(init_with_background(), 0);
+    unsetenv("RECLAIM_DIRECT_US");
+    struct rcl_shrinker *once[FAST_CACHES];
+    char name[RCL_NAME_MAX];
+    for (unsigned i = 0; i < FAST_CACHES; i++) {
+        atomic_store(&once_calls[i], 0);
+        snprintf(name, sizeof(name), "once-%u", i);
+        once[i] = rcl_shrinker_register(name, &slow_once_ops, &once_calls[i], &objs_opts);
+        assert_non_null(once[i]);
+    }
+    /* Registered last, so the last to run: the trace is full by then. */
+    struct rcl_shrinker *steady = rcl_shrinker_register("steady", &steady_ops, NULL,
+                                                        &objs_opts);
+    assert_non_null(steady);
+
+    rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    assert_int_equal(stats().slow_reclaims, 1);
+    assert_reports_have("\"steady\" ");
+    assert_reports_have("; others ");
+
+    rcl_shrinker_unregister(steady);
+    for (unsigned i = 0; i < FAST_CACHES; i++)
+        rcl_shrinker_unregister(once[i]);
+    rcl_shutdown();
+}
+
 TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
 {
     assert_int_equal(test_init(LIMIT), 0);   /* no background: no bound */
