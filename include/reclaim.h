@@ -594,7 +594,11 @@ void   rcl_shutdown(void);
  * the thread's scope and stock as reclaim leaves them - before the
  * program's own cleanup handlers run. The same holds for an isolate
  * callback of rcl_lru_walk() (the LRU's lock let go, the item it was
- * given left on the LRU), a mempool's backing allocator or free called
+ * given left on the LRU; in rcl_lru_shrinker()'s scan, the items it had
+ * removed before it left on the LRU as those a free_fn leaves, below), an
+ * rcl_lru_shrinker()'s free_fn (the items the scan had still to free stay
+ * on the LRU, counted, and the next walk takes them first: see there), a
+ * mempool's backing allocator or free called
  * by rcl_mempool_resize() (a grow fails as a failed allocation would
  * fail it: the elements it had freed, the pool as it was; a shrink gives
  * back the rest of the reserve's surplus all the same) or by the
@@ -1540,7 +1544,8 @@ int  rcl_lru_add(struct rcl_lru *lru, struct rcl_lru_node *n);
 /* del: 1 removed; 0 not on the LRU (a walk may have isolated it first: whoever
  * gets 1, or the walk's REMOVED, owns the item); -EINVAL, reported, for
  * NULL, and -EINVAL, reported, both lists unchanged, for a node on another LRU or on
- * a dispose list. The LRU is told by tag bits in the node's prev pointer
+ * a dispose list (a scan's leftovers waiting for the next walk included:
+ * see rcl_lru_shrinker()). The LRU is told by tag bits in the node's prev pointer
  * (a node's pointers are the library's while it is on an LRU): exact while
  * the program has at most 7 LRUs (3 on 32-bit targets); beyond that some
  * share a tag and a node of one may pass for another's. */
@@ -1557,7 +1562,10 @@ struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list);
 
 /* Visits up to nr_to_walk items, oldest first, calling isolate on each
  * (NULL isolate: every item is REMOVED). Removed items are appended to
- * `dispose` (an initialised list). Returns how many were removed; 0 with
+ * `dispose` (an initialised list). The leftovers of a shrinker's scan whose
+ * thread ended (rcl_lru_shrinker()) come first, each counted as removed
+ * and as one of nr_to_walk, without a call to isolate: they were removed
+ * already. Returns how many were removed; 0 with
  * errno EINVAL, reported, for a NULL lru or an uninitialised dispose list, or errno
  * EDEADLK, reported, from an isolate callback of a walk of the same LRU. */
 unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void *arg,
@@ -1567,7 +1575,15 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
  * walks sc->nr_to_scan items with isolate, then calls free_fn on each
  * removed item outside the lock and reports them freed. free_fn must
  * rcl_free() (or uncharge) what the item accounted, or the budget never
- * sees the memory come back. The shrinker belongs to the LRU:
+ * sees the memory come back. A free_fn that ends its thread (pthread_exit(),
+ * or a cancel it lets in) keeps the item it was given; the items the scan
+ * had removed and not yet handed to free_fn (or had removed before an
+ * isolate callback that ended its thread) stay on the LRU, counted by
+ * rcl_lru_count() (rcl_lru_destroy() refuses them as any items), but not
+ * on its list: the next walk, a scan or the program's own rcl_lru_walk(),
+ * hands them to its dispose list first, never to an isolate callback (the
+ * cache let go of them). They are not freed on the ending thread: a
+ * free_fn that ended it once could again. The shrinker belongs to the LRU:
  * rcl_lru_destroy() unregisters it; do not unregister it yourself.
  * NULL with errno EINVAL, reported (NULL lru, name or free_fn), EBUSY (the LRU has
  * one already, one an rcl_shutdown() dropped aside, or another call is

@@ -8,13 +8,21 @@
  * Invariants, all kept under lru->lock:
  *   - the list is circular through lru->head; head.next is the coldest
  *     (least recently added or touched) item, head.prev the hottest;
- *   - lru->count is the number of items linked, exactly;
+ *   - lru->count is the number of items linked, on the ring or on the
+ *     orphans list, exactly;
  *   - a node that is on no list has next == prev == NULL (so "is it on an
  *     LRU?" needs no extra field, which keeps the node two pointers).
  * The lock is never held across anything but list surgery and the walk's
  * isolate callback, which is why the callback must not allocate, free the
  * item, or call back into this LRU: the items it removes go to a private
  * dispose list and are freed after the lock is dropped.
+ *
+ * Orphans: items a shrinker's scan had removed and not yet freed when its
+ * thread ended (a free_fn or an isolate callback that called
+ * pthread_exit()). The cache let go of them, so they may not go back on
+ * the ring, where its isolate callback would be asked about them again;
+ * they wait, counted, for the next walk to hand them to its dispose list
+ * first, asking nobody.
  */
 #include "internal.h"
 
@@ -26,6 +34,7 @@
 struct rcl_lru {
     pthread_mutex_t      lock;
     struct rcl_lru_node  head;
+    struct rcl_lru_node  orphans;  /* untagged, as a dispose list is */
     _Atomic unsigned long count;   /* written under lock, read without */
     /* the one shrinker rcl_lru_shrinker() made, owned by the LRU */
     struct rcl_shrinker *shrinker;
@@ -132,13 +141,15 @@ struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list)
     return n;
 }
 
-/* The count moves with the ring, under the lock; an empty ring has none. */
+/* The count moves with the ring and the orphans, under the lock; an LRU
+ * with neither has none. */
 static inline void count_add_locked(struct rcl_lru *lru, long delta)
 {
     rcl__assert_held(&lru->lock);
     rcl__assert(delta > 0 || rd(lru->count) > 0);
     wr(lru->count, rd(lru->count) + (unsigned long)delta);
-    rcl__assert((rd(lru->count) == 0) == (lru->head.next == &lru->head));
+    rcl__assert((rd(lru->count) == 0) ==
+                (lru->head.next == &lru->head && lru->orphans.next == &lru->orphans));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -167,6 +178,7 @@ struct rcl_lru *rcl_lru_create(void)
     lru->tag = tag_get();
     lru->head.next = &lru->head;
     set_prev(&lru->head, &lru->head, lru->tag);
+    rcl_lru_list_init(&lru->orphans);
     rcl__fork_track(&lru->fork, &lru->lock, lru_atfork_child);
     return lru;
 }
@@ -375,6 +387,22 @@ static void walk_unwound(void *arg)
     rcl__nocancel_end(st->cancel);
 }
 
+/* Orphans were removed once already: they go first, each as a removed
+ * item that costs a unit of the walk, and the callback never sees them. */
+static unsigned long adopt_orphans_locked(struct rcl_lru *lru, unsigned long budget,
+                                          struct rcl_lru_node *dispose)
+{
+    unsigned long n = 0;
+    struct rcl_lru_node *o;
+
+    while (n < budget && (o = rcl_lru_list_pop(&lru->orphans)) != NULL) {
+        count_add_locked(lru, -1);
+        link_before(o, dispose);
+        n++;
+    }
+    return n;
+}
+
 /* Every visited item costs one unit of nr_to_walk (list_lru's rule): a walk
  * is bounded by what it was given, never by what the callback does. A
  * rotated item goes to the tail, so a walk of at most `count` items never
@@ -383,10 +411,11 @@ static unsigned long walk_locked(struct rcl_lru *lru, rcl_lru_isolate_fn isolate
                                  unsigned long nr_to_walk, struct rcl_lru_node *dispose)
 {
     unsigned long budget = nr_to_walk < rd(lru->count) ? nr_to_walk : rd(lru->count);
-    unsigned long removed = 0;
     struct rcl_lru_node *n = lru->head.next;
 
     rcl__assert_held(&lru->lock);
+    unsigned long removed = adopt_orphans_locked(lru, budget, dispose);
+    budget -= removed;
     while (budget && n != &lru->head) {
         struct rcl_lru_node *next = n->next;
         enum rcl_lru_walk r = isolate ? isolate(n, arg) : RCL_LRU_REMOVED;
@@ -457,17 +486,55 @@ static unsigned long lru_count_objects(void *priv, struct rcl_shrink_control *sc
     return n ? n : RCL_SHRINK_EMPTY;
 }
 
+/* A scan's state that its cleanup handler needs, in the scan's frame. */
+struct scan_state {
+    struct rcl_lru     *lru;
+    struct rcl_lru_node dispose;
+};
+
+/* A free_fn, or an isolate callback, that ends the scan's thread leaves
+ * the items the scan had removed and not yet handed to free_fn on its
+ * dispose list, which dies with the frame. They go to the LRU's orphans,
+ * counted again, for the next walk; the item free_fn was given is its
+ * own. Not freed here: free_fn, the program's, could end the thread a
+ * second time inside the unwinding, which is undefined. */
+static void scan_unwound(void *arg)
+{
+    struct scan_state *st = arg;
+    struct rcl_lru *lru = st->lru;
+    struct rcl_lru_node *n;
+    long moved = 0;
+
+    rcl__asan_unwinding();
+    pthread_mutex_lock(&lru->lock);
+    while ((n = rcl_lru_list_pop(&st->dispose)) != NULL) {
+        link_before(n, &lru->orphans);
+        moved++;
+    }
+    if (moved)
+        count_add_locked(lru, moved);
+    pthread_mutex_unlock(&lru->lock);
+}
+
 static unsigned long lru_scan_objects(void *priv, struct rcl_shrink_control *sc)
 {
-    struct rcl_lru *lru = priv;
-    struct rcl_lru_node dispose;
-    rcl_lru_list_init(&dispose);
-    unsigned long freed = rcl_lru_walk(lru, lru->isolate, lru->arg, sc->nr_to_scan, &dispose);
-    /* Freed outside the LRU lock, as list_lru's users do: freeing may take
-     * the allocator's locks and uncharge, neither of which belongs under it. */
+    struct scan_state st = { .lru = priv };
+    struct rcl_lru *lru = st.lru;
     struct rcl_lru_node *n;
-    while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+    unsigned long freed;
+
+    rcl_lru_list_init(&st.dispose);
+    /* One handler for the walk and the frees, not one an item: a push
+     * costs a setjmp. */
+    pthread_cleanup_push(scan_unwound, &st);
+    freed = rcl_lru_walk(lru, lru->isolate, lru->arg, sc->nr_to_scan, &st.dispose);
+    /* Freed outside the LRU lock, as list_lru's users do: freeing may take
+     * the allocator's locks and uncharge, neither of which belongs under
+     * it. Each leaves the list before free_fn has it: one whose free_fn
+     * ends the thread is never orphaned as well. */
+    while ((n = rcl_lru_list_pop(&st.dispose)) != NULL)
         lru->free_fn(n, lru->arg);
+    pthread_cleanup_pop(0);
     return freed;
 }
 

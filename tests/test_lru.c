@@ -783,6 +783,117 @@ TEST(test_a_destroy_refused_in_its_own_free_fn_whose_report_ends_its_thread_leav
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* A scan's items, once isolated, are the scan's alone: a free_fn or an
+ * isolate callback that ends the scan's thread must leave the ones still
+ * to be freed where a later scan finds them, without asking the isolate
+ * callback again about items the cache has let go of. */
+static _Atomic unsigned long isolated, frees_to_exit_at;
+
+static enum rcl_lru_walk count_isolate(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    atomic_fetch_add(&isolated, 1);
+    return RCL_LRU_REMOVED;
+}
+
+/* Ends its thread once, after freeing the frees_to_exit_at-th item. */
+static void blob_free_then_end(struct rcl_lru_node *n, void *arg)
+{
+    blob_free(n, arg);
+    if (atomic_load(&blobs_freed) == atomic_load(&frees_to_exit_at)) {
+        atomic_store(&frees_to_exit_at, 0);
+        pthread_exit(NULL);
+    }
+}
+
+static void *reclaims_blobs(void *arg)
+{
+    rcl_reclaim((size_t)(uintptr_t)arg * sizeof(struct blob), RCL_DEFAULT);
+    return NULL;
+}
+
+static void reclaim_on_a_thread(size_t nr_blobs)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, reclaims_blobs, (void *)(uintptr_t)nr_blobs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/* A free_fn that ends its thread (pthread_exit(), or a cancel it lets in)
+ * on its third item leaves the other five on the LRU, counted, and the
+ * next scan frees them without isolating them again. (They were on the
+ * gone scan's own dispose list: never freed, still charged, reachable
+ * from nowhere, and the teardown found the budget's usage above 0.) */
+TEST(test_a_free_fn_that_ends_its_thread_leaves_the_rest_to_the_next_scan)
+{
+    struct rcl_lru *l = rcl_lru_create();
+
+    assert_non_null(rcl_lru_shrinker(l, "ends", count_isolate, blob_free_then_end, NULL, NULL));
+    fill_blobs(l, 8);
+    atomic_store(&blobs_freed, 0);
+    atomic_store(&isolated, 0);
+    atomic_store(&frees_to_exit_at, 3);
+    alarm(10);
+    reclaim_on_a_thread(8);
+    assert_int_equal(atomic_load(&blobs_freed), 3);
+    assert_int_equal(atomic_load(&isolated), 8);
+    assert_int_equal(rcl_lru_count(l), 5);
+    assert_int_equal(rcl_lru_destroy(l), -EBUSY);
+    assert_last_report_has("5 items still on the LRU");
+
+    rcl_reclaim(5 * sizeof(struct blob), RCL_DEFAULT);
+    assert_int_equal(atomic_load(&blobs_freed), 8);
+    assert_int_equal(atomic_load(&isolated), 8);
+    assert_int_equal(rcl_lru_count(l), 0);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+    alarm(0);
+}
+
+static enum rcl_lru_walk isolate_then_end(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    if (atomic_fetch_add(&isolated, 1) == 2)
+        pthread_exit(NULL);
+    return RCL_LRU_REMOVED;
+}
+
+/* An isolate callback that ends a scan's thread on its third item leaves
+ * the two it removed before on the LRU, counted, to be freed by the next
+ * walk, the program's own included; the third stays where it was. (The
+ * two were lost with the scan's dispose list.) */
+TEST(test_a_scan_whose_isolate_ends_its_thread_keeps_the_items_it_removed)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    struct rcl_lru_node dispose;
+
+    assert_non_null(rcl_lru_shrinker(l, "ends", isolate_then_end, blob_free, NULL, NULL));
+    fill_blobs(l, 4);
+    atomic_store(&blobs_freed, 0);
+    atomic_store(&isolated, 0);
+    alarm(10);
+    reclaim_on_a_thread(4);
+    assert_int_equal(atomic_load(&isolated), 3);
+    assert_int_equal(atomic_load(&blobs_freed), 0);
+    assert_int_equal(rcl_lru_count(l), 4);
+
+    /* The two removed come first, whatever the walk's callback says:
+     * they are the cache's no longer. */
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, count_isolate, NULL, 2, &dispose), 2);
+    assert_int_equal(atomic_load(&isolated), 3);
+    assert_int_equal(rcl_lru_count(l), 2);
+    struct rcl_lru_node *n;
+    while ((n = rcl_lru_list_pop(&dispose)) != NULL)
+        blob_free(n, NULL);
+    empty_blobs(l);
+    assert_int_equal(atomic_load(&blobs_freed), 4);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+    alarm(0);
+}
+
 TEST(test_destroy_unregisters_the_shrinker)
 {
     struct rcl_lru *l = rcl_lru_create();
