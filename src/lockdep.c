@@ -51,6 +51,7 @@ static pthread_mutex_t ld_threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ld_thread *ld_threads;
 static _Atomic int ld_lost_told;    /* once a graph (rcl__ld_reset) */
 static _Atomic int ld_full_told;    /* once a graph (rcl__ld_reset) */
+static _Atomic int ld_deep_told;    /* once a graph (rcl__ld_reset) */
 static _Atomic unsigned long ld_learns;
 
 /* ------------------------------------------------------------------------ */
@@ -395,9 +396,10 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
         return;
     }
 
-    if (unlikely(t->n == MAX_HELD)) {
-        static _Atomic int told;
-        if (!atomic_exchange(&told, 1))
+    /* Read first, as ld_full_told is: a program that often goes this deep
+     * would pass the flag's line between its threads. */
+    if (unlikely(t->n == MAX_HELD) && !atomic_load_explicit(&ld_deep_told, memory_order_relaxed)) {
+        if (!atomic_exchange(&ld_deep_told, 1))
             rcl__report("lock checker: a thread holds more than %d annotated locks at once; "
                         "the locks above that depth are not checked", MAX_HELD);
     }
@@ -565,6 +567,7 @@ void rcl__ld_reset(void)
     atomic_store_explicit(&rcl__ld_nr_reports, 0, memory_order_relaxed);
     atomic_store_explicit(&ld_lost_told, 0, memory_order_relaxed);
     atomic_store_explicit(&ld_full_told, 0, memory_order_relaxed);
+    atomic_store_explicit(&ld_deep_told, 0, memory_order_relaxed);
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     ld_thread_forget(ld_self, 0);
 }

@@ -350,7 +350,7 @@ static void deep_take_then_release_first_taken_first(rcl_mutex_t *m)
  * kernel's held-lock stack closes the gap a release from its middle
  * leaves). Past the recorded depth, a release from the recorded part
  * still unlocks only its own mutex, and the one above the depth is the
- * thread's to unlock too; the depth report, told once a process, is no
+ * thread's to unlock too; the depth report, told once a graph, is no
  * report of the checker's count. */
 TEST_WITH(locks_beyond_the_recorded_depth_released_first_taken_first_all_unlock, ld_setup,
           ld_teardown)
@@ -410,6 +410,42 @@ TEST_WITH(lock_above_the_recorded_depth_unlocks_after_its_class_is_unregistered,
     assert_int_equal(rcl_lockdep_reports(), 0);
     assert_false(test_reports_contain("which it does not hold"));
     assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+/* Bare annotations of DEEP classes, taken, then released innermost first. */
+static void deep_annotations_taken_then_released(void)
+{
+    for (int i = 0; i < DEEP; i++) {
+        snprintf(deep_names[i], sizeof(deep_names[i]), "deep%d", i);
+        deep_classes[i].name = deep_names[i];
+        lock(&deep_classes[i]);
+    }
+    for (int i = DEEP - 1; i >= 0; i--)
+        unlock(&deep_classes[i]);
+}
+
+/* lockdep's MAX_LOCK_DEPTH: a thread past the depth its stack records is
+ * told, once each time the checker starts (as a full graph is), and what
+ * it holds after is checked as before. (Told once a process, a program
+ * that started the library again was never told of a new graph's.) */
+TEST_WITH(a_thread_past_the_recorded_depth_is_told_once_each_time_the_checker_starts,
+          ld_setup, ld_teardown)
+{
+    deep_annotations_taken_then_released();
+    deep_annotations_taken_then_released();
+    assert_int_equal(test_reports_seen_matching("holds more than 32 annotated locks"), 1);
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 1);
+
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 0, 64 * MiB), 0);
+    deep_annotations_taken_then_released();
+    assert_int_equal(test_reports_seen_matching("holds more than 32 annotated locks"), 1);
+    lock(&lock_a); lock(&lock_b); unlock(&lock_b); unlock(&lock_a);
+    lock(&lock_b); lock(&lock_a); unlock(&lock_a); unlock(&lock_b);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("lock_a \u2192 lock_b \u2192 lock_a");
 }
 
 /* ------------------------------------------------------------------------ */
