@@ -1330,6 +1330,40 @@ TEST_WITH(a_thread_that_exits_holding_locks_is_reported_with_each_named, ld_setu
     assert_reports_have(mutex_line);
 }
 
+static void *takes_deep_and_exits(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < DEEP; i++) {
+        snprintf(deep_names[i], sizeof(deep_names[i]), "deep%d", i);
+        deep_classes[i].name = deep_names[i];
+        lock(&deep_classes[i]);
+    }
+    return NULL;    /* exits holding all of them */
+}
+
+/* A thread that exits deeper than its stack records is reported once
+ * too, every lock counted, the ones above the depth as such; its stack
+ * goes with it, so that another thread takes those classes quietly and
+ * they unregister after. */
+TEST_WITH(a_thread_that_exits_past_the_recorded_depth_is_reported_with_each_counted,
+          ld_setup, ld_teardown)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, takes_deep_and_exits, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("exited holding 33 annotated locks, taken in this order:");
+    assert_reports_have("#31 deep31\n");
+    assert_reports_have("and 1 more above the 32 a thread's stack records");
+    lock(&deep_classes[0]); lock(&deep_classes[DEEP - 1]);
+    unlock(&deep_classes[DEEP - 1]); unlock(&deep_classes[0]);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    for (int i = 0; i < DEEP; i++)
+        assert_int_equal(rcl_lock_class_unregister(&deep_classes[i]), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+}
+
 static pthread_key_t unlock_key;
 
 static void unlocks_in_its_destructor(void *m)
