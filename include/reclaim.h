@@ -1339,7 +1339,8 @@ struct rcl_lock_class {
     unsigned rcl_id;
     unsigned rcl_gen;
 };
-#define RCL_LOCK_CLASS(var, lname) struct rcl_lock_class var = { .name = (lname), .rcl_id = 0, .rcl_gen = 0 }
+/* Positional, not designated: C++ before C++20 rejects designators. */
+#define RCL_LOCK_CLASS(var, lname) struct rcl_lock_class var = { (lname), 0, 0 }
 
 /*
  * Annotations. A class stands for every lock of one kind (all inode locks,

@@ -9,6 +9,8 @@ have_header() { printf '#include <%s>\n' "$1" | ${CC:-cc} -E -x c - >/dev/null 2
 have_header cmocka.h 2>/dev/null || { printf '#include <stdarg.h>\n#include <stddef.h>\n#include <setjmp.h>\n#include <stdint.h>\n#include <cmocka.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1 || need="$need libcmocka-dev"; }
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 command -v clang >/dev/null 2>&1 || need="$need clang"
+# The public header built as C++ (tools/check-header.sh).
+command -v g++ >/dev/null 2>&1 || need="$need g++"
 # The man pages and the repository checks (make man, make check).
 command -v scdoc >/dev/null 2>&1 || need="$need scdoc"
 command -v mandoc >/dev/null 2>&1 || need="$need mandoc"

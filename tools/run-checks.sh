@@ -1,16 +1,17 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# The repository's own checks (license lines, exported ABI, man pages, the
-# options table against the README and reclaim(7), an install into a
-# staging tree, the shared library loaded with dlopen(), the benchmarks
-# built, no slow bit-test instruction in the fast paths), each one test in
+# The repository's own checks (license lines, exported ABI, the public
+# header built as C and C++ under strict warnings, man pages, the options
+# table against the README and reclaim(7), an install into a staging
+# tree, the shared library loaded with dlopen(), the benchmarks built, no
+# slow bit-test instruction in the fast paths), each one test in
 # make check's count. BUILD names the build directory whose library and
 # man pages are checked.
 . "$(dirname "$0")/no-args.sh"
 BUILD=${BUILD:-build}
 export BUILD
 passed=0; failed=0; skipped=0
-for c in check-spdx check-docs check-abi check-man check-options check-install check-dlopen check-benches check-fastpath; do
+for c in check-spdx check-docs check-abi check-header check-man check-options check-install check-dlopen check-benches check-fastpath; do
     out=$(sh "tools/$c.sh" 2>&1)
     rc=$?
     printf '%s\n' "$out"
