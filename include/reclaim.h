@@ -1515,9 +1515,16 @@ typedef enum rcl_lru_walk (*rcl_lru_isolate_fn)(struct rcl_lru_node *item, void 
 /* Frees one item the walk removed; called without the LRU lock. */
 typedef void (*rcl_lru_free_fn)(struct rcl_lru_node *item, void *arg);
 
-/* The object an embedded node belongs to (container_of). */
+/* The object an embedded node belongs to (container_of). Through void *,
+ * so that -Wcast-align has no char * to object cast to warn of; in C++
+ * with the named casts, which -Wold-style-cast accepts. */
+#ifdef __cplusplus
+#define RCL_LRU_ENTRY(node, type, member) \
+    (static_cast<type *>(static_cast<void *>(reinterpret_cast<char *>(node) - offsetof(type, member))))
+#else
 #define RCL_LRU_ENTRY(node, type, member) \
     ((type *)(void *)((char *)(node) - offsetof(type, member)))
+#endif
 
 /* NULL and errno ENOMEM when out of memory. */
 struct rcl_lru *rcl_lru_create(void);

@@ -80,6 +80,16 @@ static int use_flags(void)
            RCL_VERSION_NUMBER >= 100 && RCL_VERSION_STRING[0] != '\0';
 }
 
+static int use_lru_entry(void)
+{
+    struct item it;
+    struct item *back;
+
+    it.key = 7;
+    back = RCL_LRU_ENTRY(&it.lru, struct item, lru);
+    return back == &it && back->key == 7;
+}
+
 int main(void)
 {
     char *p;
@@ -88,7 +98,8 @@ int main(void)
     rcl_lock_acquire(&probe_class);
     p = PROBE_CAST(char *, rcl_alloc(64, RCL_DEFAULT | RCL__ZERO));
     rcl_lock_release(&probe_class);
-    ok = p != PROBE_NULL && p[63] == 0 && use_scopes() && use_flags();
+    ok = p != PROBE_NULL && p[63] == 0 && use_scopes() && use_flags() &&
+         use_lru_entry();
     rcl_free(p);
     rcl_shutdown();
     return !ok;
