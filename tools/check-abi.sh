@@ -8,7 +8,13 @@
 #      shared library while the tests, linked statically, pass);
 #   3. with abidiff (Debian abigail-tools) and a plain build: no change in
 #      the types and functions against abi/libreclaim.abi, the baseline
-#      written by `tools/check-abi.sh --update` (abidw).
+#      written by `tools/check-abi.sh --update` (abidw);
+#   4. the shared library defines no dynamic symbol but rcl_ names and its
+#      version nodes (1. compares the rcl_ names alone);
+#   5. every global name $BUILD/libreclaim.a defines begins with rcl_: a
+#      program linked with it shares its namespace, and a helper left
+#      global, which the version script hides from the shared library,
+#      would clash with the program's own of that name.
 # An intended change: update src/reclaim.map, then run with --update and
 # commit abi/ with it.
 case "${1:-}" in
@@ -46,6 +52,19 @@ sed 's/@.*//' "$tmp/now" | sort -u > "$tmp/exported"
 missing=$(comm -23 "$tmp/defined" "$tmp/exported")
 if [ -n "$missing" ]; then
     echo "check-abi: defined by the library but not exported (add to src/reclaim.map):" $missing
+    rc=1
+fi
+stray=$(readelf --dyn-syms -W "$so" |
+    awk '$1 ~ /^[0-9]+:$/ && $7 != "UND" && NF >= 8 && $8 !~ /^rcl_/ && !($7 == "ABS" && $8 ~ /^RECLAIM_/) { print $8 }')
+if [ -n "$stray" ]; then
+    echo "check-abi: the shared library exports names outside rcl_:" $stray
+    rc=1
+fi
+# gcc's AddressSanitizer gives each global an ODR indicator named after it.
+stray=$(nm -g --defined-only "$BUILD/libreclaim.a" |
+    awk 'NF == 3 && $3 !~ /^rcl_/ && $3 !~ /^__odr_asan[._]rcl_/ { print $3 }' | sort -u)
+if [ -n "$stray" ]; then
+    echo "check-abi: $BUILD/libreclaim.a defines global names outside rcl_ (make them static, or prefix them rcl__):" $stray
     rc=1
 fi
 if command -v abidiff >/dev/null 2>&1 && [ -s abi/libreclaim.abi ]; then
