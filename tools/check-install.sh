@@ -3,8 +3,9 @@
 # make install into a staging tree, the way a Debian package builds
 # (DESTDIR, PREFIX=/usr, a multiarch LIBDIR), then compile and run a program
 # that sees only what was installed: the header and reclaim.pc, found
-# through pkg-config, linked both shared and static; and read every
-# installed man page with mandoc.
+# through pkg-config, linked both shared and static, and the quickstart
+# example entirely static (-static) with pkg-config --static's flags; and
+# read every installed man page with mandoc.
 . "$(dirname "$0")/no-args.sh"
 MAKE=${MAKE:-make}
 BUILD=${BUILD:-build}
@@ -49,8 +50,25 @@ if $cc -std=c11 -Wall -Wextra -Werror -o "$stage/prog" "$stage/prog.c" $flags -W
 if $cc -std=c11 -o "$stage/prog-static" "$stage/prog.c" -I"$stage/usr/include" "$stage$libdir/libreclaim.a" \
        $(echo "$sflags" | tr ' ' '\n' | grep -v -- '-lreclaim' | grep -v -- '^-L' | grep -v -- '^-I' | tr '\n' ' ') &&
    "$stage/prog-static" >/dev/null; then :; else echo "check-install: the static build failed"; rc=1; fi
+# examples/quickstart entirely static, built with what pkg-config --static
+# prints and nothing else, as a program that ships one binary is: where
+# the C library's and the backend's archives are not installed (Debian
+# ships no libmimalloc.a), a program with Libs.private alone fails to link
+# as well, and this build is left out, saying so.
+private=$(sed -n 's/^Libs.private: *//p' "$stage$libdir/pkgconfig/reclaim.pc")
+static=""
+echo 'int main(void) { return 0; }' > "$stage/empty.c"
+if ! $cc -static -o "$stage/empty" "$stage/empty.c" $private >/dev/null 2>&1; then
+    echo "check-install: no entirely static build: '$cc -static' does not link with '$private' here"
+elif $cc -std=c11 -Wall -Wextra -Werror -static -o "$stage/quickstart" examples/quickstart/main.c $sflags &&
+     "$stage/quickstart" >"$stage/quickstart.log" 2>&1; then
+    static=", and examples/quickstart entirely static"
+else
+    cat "$stage/quickstart.log" 2>/dev/null
+    echo "check-install: examples/quickstart built with '-static $sflags' failed"; rc=1
+fi
 if command -v mandoc >/dev/null 2>&1; then
     (cd "$stage/usr/share/man" && for m in man*/*; do mandoc -Tlint -W warning "$m" || exit 1; done) || rc=1
 fi
-[ $rc -eq 0 ] && echo "check-install: staged install (PREFIX=/usr LIBDIR=$libdir) builds and runs a program, shared and static"
+[ $rc -eq 0 ] && echo "check-install: staged install (PREFIX=/usr LIBDIR=$libdir) builds and runs a program, shared and static${static:-}"
 exit $rc
