@@ -47,6 +47,9 @@ ifeq ($(BACKEND),mimalloc)
 else ifeq ($(BACKEND),jemalloc)
   BASE_CFLAGS += -DRCL_BACKEND_JEMALLOC
   LDLIBS_LIB  += -ljemalloc
+  # libjemalloc.a calls libm (exp, log, round), and jemalloc.pc names no
+  # Libs.private: a program linked statically learns it from ours alone.
+  PC_LIBS_PRIVATE := -lm
   BACKEND_DEPS := libjemalloc-dev
 else ifneq ($(BACKEND),libc)
   $(error BACKEND must be libc, mimalloc or jemalloc)
@@ -296,7 +299,7 @@ install: lib man
 	ln -sf libreclaim.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libreclaim.so
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
-		-e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(LDLIBS_LIB)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' -e 's|@LIBS_PRIVATE@|$(strip $(LDLIBS_LIB) $(PC_LIBS_PRIVATE))|g' \
 		reclaim.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/reclaim.pc
 	for p in $(MAN_PAGES); do \
 		install -m 644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/; done
