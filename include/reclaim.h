@@ -4,7 +4,11 @@
  * user-space programs.
  *
  * One header, the whole public API. Link with -lreclaim -lpthread, or use
- * `pkg-config --cflags --libs reclaim`.
+ * `pkg-config --cflags --libs reclaim` (--static to link the static
+ * library). It is included from C99 or later and from C++11 or later
+ * (extern "C"), and its macros and inline calls build under -Wall -Wextra
+ * -pedantic -Werror, -Wconversion, and C++'s -Wold-style-cast
+ * (tools/check-header.sh builds it each of those ways).
  *
  * Conventions
  *   - Functions returning int return 0 or a negative errno value. The
