@@ -195,6 +195,19 @@ TEST(larger_than_the_budget_is_e2big)
     assert_int_equal(usage_now(), 0);
 }
 
+/* Below the limit but above what an ordinary request may take of it (the
+ * limit less its reserve): E2BIG as well, at once, not ENOMEM after a
+ * reclaim that could never have made room. */
+TEST(larger_than_the_budget_less_its_reserve_is_e2big)
+{
+    struct rcl_stats st;
+
+    rcl_stats_get(&st);
+    assert_true(st.wmark_min > 64 * KiB);
+    assert_fails_with(rcl_alloc(64 * MiB - st.wmark_min + 64 * KiB, RCL_DEFAULT | RCL__NOWARN), E2BIG);
+    assert_int_equal(usage_now(), 0);
+}
+
 TEST(free_of_null_does_nothing)
 {
     rcl_free(NULL);
