@@ -12,6 +12,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #define LIMIT (8 * MiB)
 
@@ -146,6 +147,30 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.nofail_stalls >= 2);
+    rcl_free(p);
+}
+
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The stall report repeats every stall_ms, not at every retry in between:
+ * three reports of a 20 ms stall_ms take 60 ms of waiting at least. */
+TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_fast_stall,
+          test_teardown)
+{
+    struct freer f = { .block = fill_budget(), .after_stalls = 3 };
+    pthread_t th;
+    long long start = monotonic_ms();
+    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    long long waited = monotonic_ms() - start;
+    assert_non_null(p);
+    pthread_join(th, NULL);
+    assert_true(waited >= 3 * 20);
     rcl_free(p);
 }
 
