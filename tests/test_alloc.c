@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static size_t usage_now(void)
@@ -193,6 +194,30 @@ TEST(larger_than_the_budget_is_e2big)
     assert_fails_with(rcl_alloc(65 * MiB, RCL_DEFAULT), E2BIG);
     assert_int_equal(test_report_count(), 1);  /* reported unless NOWARN */
     assert_int_equal(usage_now(), 0);
+}
+
+static long long monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec;
+}
+
+/* Failures are reported rate-limited: three in the same second make one
+ * report at most (none where one was made earlier in that second). */
+TEST(failures_within_a_second_make_one_report_at_most)
+{
+    for (int tries = 0; tries < 5; tries++) {
+        unsigned before = test_report_count();
+        long long start = monotonic_s();
+        for (int i = 0; i < 3; i++)
+            assert_fails_with(rcl_alloc(65 * MiB, RCL_DEFAULT), E2BIG);
+        if (monotonic_s() != start)
+            continue;       /* a second ended in between: each may report */
+        assert_true(test_report_count() - before <= 1);
+        return;
+    }
+    fail_msg("five tries each straddled the end of a second");
 }
 
 /* Below the limit but above what an ordinary request may take of it (the
