@@ -212,4 +212,41 @@ TEST(a_held_report_longer_than_the_room_left_says_it_was_cut)
     assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
 }
 
+/* A held report exactly as long as the room left has no room for its end
+ * and is cut as a longer one is, not stored a byte past the room. */
+TEST(a_held_report_as_long_as_the_room_left_says_it_was_cut)
+{
+    static char exact[RCL__HELD_BYTES];
+    struct rcl__held_reports held;
+
+    memset(exact, 'x', RCL__HELD_BYTES - sizeof("first"));
+    test_reports_reset();
+    rcl__report_hold();
+    rcl__report("first");
+    rcl__report("%s", exact);
+    rcl__report_unhold(&held);
+    rcl__report_deliver(&held);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
+}
+
+/* Held reports past the room for even a cut one are lost, and their
+ * number is reported once the held ones are delivered. */
+TEST(held_reports_past_the_room_are_counted_as_lost)
+{
+    static char longer[RCL__HELD_BYTES];
+    struct rcl__held_reports held;
+
+    memset(longer, 'x', sizeof(longer) - 1);
+    test_reports_reset();
+    rcl__report_hold();
+    rcl__report("%s", longer);
+    rcl__report("second");
+    rcl__report("third");
+    rcl__report_unhold(&held);
+    rcl__report_deliver(&held);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("2 more reports made while the library started or stopped were lost");
+}
+
 TEST_MAIN();
