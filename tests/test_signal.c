@@ -338,6 +338,30 @@ TEST(test_a_handlers_bad_alignment_or_size_is_einval)
     rcl_free(p);
 }
 
+/* A handler's stash serves requests of up to 256 bytes: one byte more is
+ * ENOMEM, a stash block standing by or not, and takes none of them. */
+TEST(test_a_handlers_request_above_256_bytes_is_enomem)
+{
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));        /* the thread registered */
+    unsigned cookie = rcl_signal_enter();
+    void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
+    rcl_signal_leave(cookie);
+    assert_null(none);
+    rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
+
+    cookie = rcl_signal_enter();
+    errno = 0;
+    void *over = rcl_alloc(257, RCL_ATOMIC);
+    int over_err = errno;
+    void *most = rcl_alloc(256, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+
+    assert_null(over);
+    assert_int_equal(over_err, ENOMEM);
+    assert_non_null(most);
+    rcl_free(most);
+}
+
 /* A handler's block is a stash block of 256 bytes, and its header says
  * so; a grow with RCL__ZERO zeroes past the header's size only, so what
  * lies between the size asked and 256 must read zero as well, as in a
