@@ -1255,6 +1255,20 @@ TEST_WITH(usage_sync_empties_the_callers_cache, cache_setup, test_teardown)
     assert_int_equal(cached_now(), 0);
 }
 
+/* A lowered limit takes the caller's own cache back at once, as
+ * rcl_usage_sync() does: kept, it is budget charged under the old limit
+ * that the caller's next allocations would spend unchecked. */
+TEST_WITH(a_lowered_limit_empties_the_callers_cache, cache_setup, test_teardown)
+{
+    struct rcl_stats st;
+
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));
+    assert_int_not_equal(cached_now(), 0);
+    rcl_stats_get(&st);
+    assert_int_equal(rcl_set_limit(st.limit / 2), 0);
+    assert_int_equal(cached_now(), 0);
+}
+
 /* Another thread's cache goes back when it next leaves its fast path after
  * a drain request - the same point its stock goes back. */
 struct peer {
