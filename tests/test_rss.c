@@ -354,6 +354,17 @@ TEST_WITH(test_a_limit_lowered_below_32_mib_is_held_to_its_charges, NULL, test_t
     munmap(p, 48 * MiB);
 }
 
+/* A budget of exactly 32 MiB is one "of 32 MiB or more": it counts what
+ * the program holds beyond its charges, not its charges alone. */
+TEST_WITH(test_a_limit_of_32_mib_counts_resident_memory, NULL, test_teardown)
+{
+    need_footprint();
+    start_measured(32 * MiB);
+    void *p = outside_touched(16 * MiB);
+    assert_true(rcl_footprint() >= 16 * MiB);
+    munmap(p, 16 * MiB);
+}
+
 /* Raised to 32 MiB or more, the budget counts all the program added since
  * the library started, what it added before the new limit included, and
  * not what it held before the start: the base is resident memory at start,
