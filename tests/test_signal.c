@@ -362,6 +362,31 @@ TEST(test_a_handlers_request_above_256_bytes_is_enomem)
     rcl_free(most);
 }
 
+/* The stash a handler's first request has the thread make holds eight
+ * blocks: a handler may take eight, and the ninth is ENOMEM. */
+TEST(test_a_handlers_stash_serves_eight_blocks)
+{
+    void *p[9];
+
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));        /* the thread registered */
+    unsigned cookie = rcl_signal_enter();
+    void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
+    rcl_signal_leave(cookie);
+    assert_null(none);
+    rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
+
+    cookie = rcl_signal_enter();
+    for (int i = 0; i < 9; i++)
+        p[i] = rcl_alloc(64, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+
+    for (int i = 0; i < 8; i++)
+        assert_non_null(p[i]);
+    assert_null(p[8]);
+    for (int i = 0; i < 8; i++)
+        rcl_free(p[i]);
+}
+
 /* A handler's block is a stash block of 256 bytes, and its header says
  * so; a grow with RCL__ZERO zeroes past the header's size only, so what
  * lies between the size asked and 256 must read zero as well, as in a
