@@ -272,4 +272,40 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
+/* A trim gives back every page of a span that is not its region's first:
+ * only the first span keeps a page, for the region's head. */
+TEST(a_trim_gives_back_every_page_of_a_span_past_the_first)
+{
+    if (no_regions())
+        skip();
+    if (sysconf(_SC_PAGESIZE) != 4096) {
+        print_message("skipped: the pages of a span are counted in 4 KiB\n");
+        skip();
+    }
+    enum { N = 3 * 340, SPAN = RCL_REGION_SPAN };     /* 176 B: 340 slots a span */
+    void **p = malloc(N * sizeof(*p));
+    uintptr_t second = 0;
+
+    assert_non_null(p);
+    for (int i = 0; i < N; i++) {
+        assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
+        uintptr_t off = (uintptr_t)p[i] % RCL_REGION_BYTES;
+        if (slot_at(p[i]) && off >= SPAN && off < 2 * SPAN)
+            second = (uintptr_t)p[i] - off + SPAN;
+    }
+    assert_true(second != 0);
+    for (int i = 0; i < N; i++)
+        if ((uintptr_t)p[i] - second < SPAN) {
+            rcl_free(p[i]);
+            p[i] = NULL;
+        }
+    rcl_usage_sync();
+    rcl__slab_trim();
+    for (uintptr_t a = second; a < second + SPAN; a += 4096)
+        assert_false(resident(a));
+    for (int i = 0; i < N; i++)
+        rcl_free(p[i]);
+    free(p);
+}
+
 TEST_MAIN();
