@@ -1436,6 +1436,29 @@ TEST_WITH(a_lowered_limit_takes_another_threads_next_allocation_off_its_cache, c
     pthread_join(th, NULL);
 }
 
+/* An allocation that reclaim cannot serve asks the other threads for
+ * their caches and stocks before it fails, as a lowered limit does: the
+ * next allocation of each, a hit or not, gives its cache back first. */
+TEST_WITH(a_failing_allocation_takes_another_threads_next_allocation_off_its_cache,
+          cache_setup, test_teardown)
+{
+    if (no_backend_class(peer_sizes[2], 9))
+        skip();
+    struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+    struct rcl_stats st;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, allocating_peer_main, &pr), 0);
+    peer_wait(&pr, 1);
+    assert_int_equal(cached_now(), peer_cached());
+    rcl_stats_get(&st);
+    assert_null(rcl_alloc(st.limit - st.wmark_min - KiB, RCL_DEFAULT | RCL__NOWARN));
+    assert_int_equal(errno, ENOMEM);
+    peer_step(&pr, 2, 3);
+    assert_int_equal(cached_now(), 0);
+    peer_step(&pr, 4, 0);
+    pthread_join(th, NULL);
+}
+
 /* Blocks a thread cached before rcl_shutdown() were charged to a budget
  * that is gone: when the thread comes back after rcl_init() they go back
  * to the backend, and its new stock backs no stale block. */
