@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define GiB (1024 * MiB)
 
@@ -1364,6 +1365,46 @@ TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardo
     assert_true(atomic_load(&cache_freed) < 6 * MiB);
     close(fd);
     cache_drop();
+}
+
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Pressure events ask for a step at most twice a second: an event that
+ * comes soon after the one that shrank the cache asks for nothing more.
+ * Where the run took so long that half a second may have passed between
+ * the two, nothing can be concluded. */
+TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressure_setup,
+          pressure_teardown)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/pressure.fifo", root);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    setenv("MEMORY_PRESSURE_WATCH", path, 1);
+    start(64 * MiB, 0);
+    cache_fill(8 * MiB);
+    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    assert_true(fd >= 0);
+    long long first = monotonic_ms();
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_true(wait_freed(1 * MiB, 5000));
+    test_sleep_ms(50);                  /* the first step's pass is over */
+    size_t freed = atomic_load(&cache_freed);
+    assert_int_equal(write(fd, "y", 1), 1);
+    test_sleep_ms(100);
+    size_t after = atomic_load(&cache_freed);
+    long long took = monotonic_ms() - first;
+    close(fd);
+    cache_drop();
+    if (took >= 450) {
+        print_message("skipped: the events were %lld ms apart at most\n", took);
+        skip();
+    }
+    assert_int_equal(after, freed);
 }
 
 /* With the background reclaimer on, the pressure event is its work: the
