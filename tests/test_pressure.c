@@ -641,6 +641,14 @@ TEST_WITH(test_limit_above_physical_memory_is_ignored, pressure_setup, pressure_
     assert_int_equal(rcl_auto_limit(), 8 * GiB);
 }
 
+/* Nor does one equal to it: a limit at the machine's memory is none. */
+TEST_WITH(test_limit_equal_to_physical_memory_is_ignored, pressure_setup, pressure_teardown)
+{
+    fake_v2();
+    put(V2DIR "memory.max", "17179869184\n");          /* 16 GiB on a 16 GiB machine */
+    assert_int_equal(rcl_auto_limit(), 8 * GiB);
+}
+
 /* limit = 0 in the configuration selects the automatic limit. */
 TEST_WITH(test_init_with_limit_zero_uses_the_cgroup, pressure_setup, pressure_teardown)
 {
