@@ -526,21 +526,6 @@ uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
     return seen ? best : RCL_CG_UNKNOWN;
 }
 
-/* What the cgroup holds that its owner cannot simply drop: usage less the
- * inactive page cache, which the kernel reclaims first and cheaply. */
-int rcl__cgroup_working_set(const struct rcl_cgroup *cg, const char *dir, uint64_t *out)
-{
-    uint64_t usage;
-    bool set;
-    int err = read_value(dir, cg->version == 2 ? "memory.current" : "memory.usage_in_bytes",
-                         &usage, &set);
-    if (err || !set)
-        return err ? err : -EINVAL;
-    uint64_t inactive = read_stat_key(dir, cg->version == 2 ? "inactive_file" : "total_inactive_file");
-    *out = usage > inactive ? usage - inactive : 0;
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* The automatic limit                                                       */
 /* ------------------------------------------------------------------------ */

@@ -47,8 +47,6 @@ int      rcl__cgroup_find(struct rcl_cgroup *cg);
 /* The smallest limit set on the way up (RCL_CG_NONE; RCL_CG_UNKNOWN);
  * `at` gets the directory that sets it. */
 uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen);
-/* Usage of `dir` less its inactive page cache. 0 or -errno. */
-int      rcl__cgroup_working_set(const struct rcl_cgroup *cg, const char *dir, uint64_t *out);
 /* The inactive page cache of `dir` (memory.stat), 0 when unknown. */
 uint64_t rcl__cgroup_inactive_file(const struct rcl_cgroup *cg, const char *dir);
 /* A descriptor on the usage file of `dir` (v1 memory.usage_in_bytes, v2
