@@ -394,6 +394,11 @@ static __attribute__((noinline, cold, format(printf, 3, 4))) void *refused(int e
 static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, size_t size,
                                                         rcl_gfp_t gfp)
 {
+    /* The reserve never waits, but the contradiction is the caller's
+     * whatever serves it: a flusher's NOFAIL|NOWAIT is the same bug in
+     * code that also runs on threads that are not flushers. */
+    if (unlikely(rcl__gfp_nofail_nowait(gfp)))
+        return fail(-rcl__nofail_nowait_refuse(block_charge(size), gfp));
     struct rcl_hdr *h = rcl__resv_alloc(size);
     if (!h)
         return no_memory(t, 0, size, gfp | RCL__NOWARN, NULL);

@@ -106,6 +106,33 @@ TEST(test_exhausted_reserve_fails_like_nowait)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
+/* NOFAIL without DIRECT_RECLAIM contradicts itself on a flusher as on
+ * any thread: refused with EINVAL and reported, the reserve untouched,
+ * for an allocation and for a realloc that would move a block into it. */
+TEST(test_a_flushers_nofail_that_may_not_wait_is_refused_and_reported)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;   /* not NOWARN */
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+
+    assert_non_null(p);
+    memset(p, 7, 100);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    test_reports_reset();
+    assert_fails_with(rcl_alloc(64, nowait), EINVAL);
+    assert_fails_with(rcl_calloc(1, 64, nowait), EINVAL);
+    assert_fails_with(rcl_realloc(p, 200, nowait), EINVAL);
+    assert_int_equal(test_report_count(), 3);
+    assert_last_report_has("NOFAIL needs DIRECT_RECLAIM");
+    assert_int_equal(stats().allocs, 0);
+    assert_int_equal(stats().used, 0);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(p[i], 7);
+    rcl_free(p);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* Freed neighbours merge: after many small blocks, one nearly whole-size
  * block fits again, freed in any order. */
 TEST(test_freed_blocks_merge_back)
