@@ -1272,11 +1272,17 @@ int rcl_io_flusher_get(void);
  *   rcl_calloc and rcl_realloc from the reserve (a block allocated
  *   outside it that rcl_realloc resizes moves into it, never resized in
  *   place, which could fault or reclaim; too large for the reserve, the
- *   call fails with ENOMEM and the block is kept): memory faulted in before,
+ *   call fails with ENOMEM and the block is kept, a NOFAIL one aside:
+ *   below): memory faulted in before,
  *   never trimmed or unmapped while a block is out, shared by all flusher
  *   threads. An allocation that does not fit fails at once with ENOMEM
  *   (as RCL_NOWAIT would), never faulting and never reclaiming: the
  *   caller frees some of its own blocks and retries, or does without.
+ *   A NOFAIL one, which the kernel never fails on a flusher either, is
+ *   served outside the reserve instead (a block being resized moves
+ *   there), charged and allocated as on any thread, its reclaim in the
+ *   thread's NOIO context; NOFAIL without RCL__DIRECT_RECLAIM is EINVAL
+ *   there as everywhere.
  *   Blocks are freed with rcl_free() from any thread. rcl_aligned_alloc and
  *   rcl_valloc are not served from the reserve. rcl_io_flusher_set(0)
  *   ends the mode, as the thread's own end does. Create the reserve

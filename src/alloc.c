@@ -222,6 +222,13 @@ static void *be_call(enum be_op op, void *old, size_t align, size_t n)
     return p == MAP_FAILED ? NULL : p;
 }
 
+/* A NOFAIL request that may wait: the one that never fails for want of
+ * memory (NOFAIL without DIRECT_RECLAIM is refused as a contradiction). */
+static inline bool nofail_waits(rcl_gfp_t gfp)
+{
+    return (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) == (RCL__NOFAIL | RCL__DIRECT_RECLAIM);
+}
+
 static _Atomic long long be_stall_reported;
 
 /* A cancelled NOFAIL request gives back what it had charged (*bytes),
@@ -296,8 +303,7 @@ static __attribute__((noinline, cold)) void *be_nofail(enum be_op op, void *old,
 static inline void *be_or_retry(void *p, enum be_op op, void *old, size_t align, size_t n,
                                 size_t size, rcl_gfp_t gfp, size_t charged)
 {
-    if (likely(p != NULL) || (gfp & (RCL__NOFAIL | RCL__DIRECT_RECLAIM)) !=
-                             (RCL__NOFAIL | RCL__DIRECT_RECLAIM))
+    if (likely(p != NULL) || !nofail_waits(gfp))
         return p;
     return be_nofail(op, old, align, n, size, gfp, charged);
 }
@@ -390,7 +396,8 @@ static __attribute__((noinline, cold, format(printf, 3, 4))) void *refused(int e
 /* An I/O-flusher thread in the unprivileged mode (flusher_reserve.c): from
  * memory faulted in for it, charged when the reserve was made; none left
  * fails at once, and quietly, as NOWAIT does, rather than fault a new
- * page. */
+ * page. But NOFAIL, which the kernel never fails on a flusher either: NULL
+ * without errno, and the caller goes on down the ordinary path. */
 static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, size_t size,
                                                         rcl_gfp_t gfp)
 {
@@ -400,6 +407,8 @@ static __attribute__((noinline, cold)) void *resv_alloc(struct rcl_thread *t, si
     if (unlikely(rcl__gfp_nofail_nowait(gfp)))
         return fail(-rcl__nofail_nowait_refuse(block_charge(size), gfp));
     struct rcl_hdr *h = rcl__resv_alloc(size);
+    if (!h && nofail_waits(gfp))
+        return NULL;
     if (!h)
         return no_memory(t, 0, size, gfp | RCL__NOWARN, NULL);
     void *p = hdr_fill(h, size, HDR_SHIFT, rd(t->epoch), RESV_TAG);
@@ -434,8 +443,11 @@ static __attribute__((noinline, cold)) void *alloc_slow(size_t size, rcl_gfp_t g
         return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
     if (unlikely(rcl__sig_pending(t)))
         rcl__sig_service(t);
-    if (unlikely(rd(t->watch.reserve)))
-        return resv_alloc(t, size, gfp);
+    if (unlikely(rd(t->watch.reserve))) {
+        void *p = resv_alloc(t, size, gfp);
+        if (likely(p != NULL) || !nofail_waits(gfp))
+            return p;
+    }
     size_t cost = block_charge(size);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
@@ -1052,7 +1064,8 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
     /* A thread serving from the flusher reserve resizes no block in
      * place: the backend's resize may fault a new page, and a charge may
      * reclaim; its block moves into the reserve, as an allocation there
-     * fails at once where the reserve is short. */
+     * fails at once where the reserve is short (but NOFAIL, which moves
+     * outside it then: alloc_slow()). */
     if (kind != BLOCK_HEAP || meta_shift(h->meta) != HDR_SHIFT || !atomic_load(&rcl__ready) ||
         meta_epoch(h->meta) != (uint16_t)atomic_load(&rcl__epoch) ||
         unlikely(rd(t->watch.reserve)))

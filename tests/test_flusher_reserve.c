@@ -106,6 +106,38 @@ TEST(test_exhausted_reserve_fails_like_nowait)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
 }
 
+/* NOFAIL never fails for want of room, on a flusher as anywhere: one the
+ * reserve cannot hold is served as outside the mode, from the backend and
+ * charged as any block, the reserve untouched. A realloc that would move
+ * a block into the reserve, too large for it, moves it there too. */
+TEST(test_a_flushers_nofail_too_large_for_the_reserve_is_served_outside_it)
+{
+    char *old = rcl_alloc(100, RCL_DEFAULT);
+
+    assert_non_null(old);
+    memset(old, 7, 100);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    NEED_REFUSAL();
+    size_t usage = rcl_usage();
+    test_reports_reset();
+    char *p = rcl_alloc(2 * RESV, RCL_NOIO | RCL__NOFAIL);
+    assert_non_null(p);
+    memset(p, 0x5a, 2 * RESV);
+    assert_int_equal(rcl_usage(), usage + rcl_alloc_charge(2 * RESV));
+    char *q = rcl_realloc(old, 2 * RESV, RCL_NOIO | RCL__NOFAIL);
+    assert_non_null(q);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(q[i], 7);
+    assert_int_equal(rcl_usage(),
+                     usage + 2 * rcl_alloc_charge(2 * RESV) - rcl_alloc_charge(100));
+    assert_int_equal(stats().used, 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(q);
+    rcl_free(p);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* NOFAIL without DIRECT_RECLAIM contradicts itself on a flusher as on
  * any thread: refused with EINVAL and reported, the reserve untouched,
  * for an allocation and for a realloc that would move a block into it. */
