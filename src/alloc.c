@@ -632,6 +632,9 @@ static __attribute__((noinline, cold)) void *calloc_overflow(size_t n, size_t si
 
     if (t->busy)
         return fail(EOVERFLOW);
+    /* The flags are checked as rcl_alloc() would have: the bits no flag
+     * has are the caller's other mistake, whatever the sizes. */
+    gfp = rcl__gfp_known("rcl_calloc", gfp);
     rcl__busy_enter(t);
     void *p = refused(EOVERFLOW, gfp, "%zu x %zu bytes overflows", n, size);
     rcl__busy_leave(t);

@@ -91,6 +91,18 @@ TEST(allocations_with_unknown_flag_bits_are_reported_and_served)
     assert_int_equal(usage_now(), 0);
 }
 
+/* A calloc whose count times size overflows is refused (EOVERFLOW), and
+ * its flags are checked all the same: the bits no flag has were reported
+ * only by a calloc that reached rcl_alloc(). */
+TEST(a_calloc_that_overflows_with_unknown_bits_is_reported)
+{
+    assert_fails_with(rcl_calloc(SIZE_MAX / 2, 4, RCL_DEFAULT | NO_FLAG), EOVERFLOW);
+    assert_last_report_has("rcl_calloc: flags 0x10000f carry bits no RCL_* flag has "
+                           "(0x100000); served as DEFAULT");
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* The same for the calls that take flags without allocating a block. */
 TEST(charges_reclaims_and_pool_allocations_with_unknown_bits_are_reported)
 {
