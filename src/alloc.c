@@ -658,13 +658,41 @@ void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
  * until it is charged whole. Where the padding cannot be charged, the
  * caller gives the block back with the front charge.
  */
-static int aligned_charge_fix(struct rcl_thread *t, const char *base, size_t size,
-                              unsigned shift, size_t charged, rcl_gfp_t gfp)
+struct aligned_held { char *base; size_t charged; };
+
+/* The padding's charge may reclaim, and a shrinker there end the thread,
+ * or a NOFAIL wait be cancelled: the block and its front charge go with
+ * the thread, as they go back where the charge fails, and the thread
+ * leaves the library (charge_return() says why). */
+static void aligned_return(void *arg)
+{
+    const struct aligned_held *a = arg;
+
+    rcl__asan_unwinding();
+    rcl__be_free(a->base);
+    rcl__uncharge_fast(&rcl__self, a->charged);
+    rcl__busy_drop(&rcl__self, 0);
+}
+
+static int aligned_padding_charge(struct rcl_thread *t, char *base, size_t charged, size_t more,
+                                  rcl_gfp_t gfp)
+{
+    struct aligned_held a = { base, charged };
+    int err;
+
+    pthread_cleanup_push(aligned_return, &a);
+    err = rcl__charge(t, more, gfp);
+    pthread_cleanup_pop(0);
+    return err;
+}
+
+static int aligned_charge_fix(struct rcl_thread *t, char *base, size_t size, unsigned shift,
+                              size_t charged, rcl_gfp_t gfp)
 {
     size_t held = aligned_charge(base, size, shift);
 
     if (held > charged)
-        return rcl__charge(t, held - charged, gfp);
+        return aligned_padding_charge(t, base, charged, held - charged, gfp);
     if (held < charged)
         rcl__uncharge_fast(t, charged - held);
     return 0;

@@ -820,6 +820,57 @@ TEST(an_aligned_block_whose_padding_finds_no_room_fails_and_gives_back_its_whole
     rcl_uncharge(fill + front);
 }
 
+/* The padding's charge may reclaim, and a shrinker there may end the
+ * thread (pthread_exit(), or a cancel in a NOFAIL wait): the block and
+ * the first charge go with the thread, as a failed charge gives them
+ * back. They were held by nobody, charged for good. */
+static unsigned long ends_its_thread(void *priv, struct rcl_shrink_control *sc)
+{
+    (void)priv;
+    (void)sc;
+    pthread_exit(NULL);
+}
+
+static void *aligned_in_a_full_budget(void *arg)
+{
+    (void)arg;
+    rcl_free(rcl_aligned_alloc(32, 15, RCL_DEFAULT | RCL__NOWARN));
+    return NULL;
+}
+
+TEST(an_aligned_block_whose_padding_charge_ends_its_thread_gives_back_block_and_charge)
+{
+    size_t front = 15 + 32 + RCL__BE_BLOCK_OVERHEAD;
+    unsigned char *p = rcl_aligned_alloc(32, 15, RCL_DEFAULT);
+    assert_non_null(p);
+    size_t held = usage_now();
+    rcl_free(p);
+    if (held <= front) {
+        print_message("skipped: the allocator pads no more than the first charge (a "
+                      "sanitizer's, whose usable size is the size asked)\n");
+        skip();
+    }
+
+    static const struct rcl_shrinker_ops ops = { .count = ends_its_thread,
+                                                 .scan = ends_its_thread };
+    struct rcl_shrinker *s = rcl_shrinker_register("ends-its-thread", &ops, NULL, NULL);
+    assert_non_null(s);
+    struct rcl_stats st;
+    rcl_stats_get(&st);
+    size_t fill = st.limit - st.wmark_min - front;
+    assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    rcl_usage_sync();
+    assert_int_equal(usage_now(), fill);
+
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, aligned_in_a_full_budget, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_usage_sync();
+    assert_int_equal(usage_now(), fill);
+    rcl_shrinker_unregister(s);
+    rcl_uncharge(fill);
+}
+
 /* Over mimalloc a zeroed block's whole pages are dropped (backend.h).
  * On huge pages (hugetlb: mimalloc's large OS pages) the kernel drops
  * only the whole huge pages of a range that starts on one, and answers
