@@ -98,7 +98,11 @@ unsigned long long rcl__now_ns(void);
 void rcl__cond_init_monotonic(pthread_cond_t *cond);
 struct timespec rcl__deadline_after_ns(unsigned long long ns);
 size_t rcl__page_size(void);
-/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf). */
+/* "DEFAULT|NOFAIL"-style rendering of flags, into buf (gfp.c, a leaf).
+ * RCL__GFP_STR_MAX holds every combination, the contradictory ones too
+ * ("IO|FS|DIRECT_RECLAIM|HIGH|MEMALLOC|NOMEMALLOC|NOFAIL|NORETRY|NOWARN|ZERO",
+ * 72 characters); a shorter buffer gets the name cut, ending in "...". */
+#define RCL__GFP_STR_MAX 80
 const char *rcl__gfp_str(rcl_gfp_t gfp, char *buf, size_t len);
 /* Every bit reclaim.h defines. An entry point taking flags passes them
  * through rcl__gfp_known(), which reports others and clears them. */

@@ -289,7 +289,7 @@ static inline __attribute__((always_inline)) void site_report_once(const char *w
     uint64_t sig = rcl__ld_site_sig(0, &st);
 
     struct report_buf *rb;
-    char buf[64];
+    char buf[RCL__GFP_STR_MAX];
     if (rcl__ld_site_seen(sig) || !(rb = rcl__ld_rb_get(true)))
         return;
     rcl__ld_rb_add(rb, "lock checker: %s (%s) in thread \"%s\" (tid %ld), at:\n", what,
@@ -318,7 +318,7 @@ static __attribute__((noinline)) void nofail_scope_report(struct ld_thread *t, r
     uint64_t sig = rcl__ld_site_sig(0x4e4f4641ull + (uint64_t)which, &st);
 
     struct report_buf *rb;
-    char buf[64];
+    char buf[RCL__GFP_STR_MAX];
     if (rcl__ld_site_seen(sig) || !(rb = rcl__ld_rb_get(true)))
         return;
     rcl__ld_rb_add(rb, "lock checker: NOFAIL allocation inside a %s scope (%s) in thread \"%s\" "

@@ -122,7 +122,7 @@ void rcl__ld_rb_frames(struct report_buf *rb, void *const *frames, int n)
 static void rb_edge(struct report_buf *rb, const struct edge *e)
 {
     const struct node *f = &rcl__ld_nodes[e->from], *t = &rcl__ld_nodes[e->to];
-    char gfp[64];
+    char gfp[RCL__GFP_STR_MAX];
 
     switch (e->kind) {
     case EDGE_CONTAIN:

@@ -193,6 +193,21 @@ TEST_WITH(sleeping_allocation_in_adopted_nowait_context_is_reported, ld_setup, l
     assert_reports_have("NOWAIT scope");
 }
 
+/* The report names the flags whole, the longest set included: bits that
+ * contradict each other are what a reader most needs to see. */
+TEST_WITH(sleeping_allocation_in_nowait_scope_names_all_its_flags, ld_setup, ld_teardown)
+{
+    const rcl_gfp_t gfp = RCL__IO | RCL__FS | RCL__DIRECT_RECLAIM | RCL__HIGH | RCL__MEMALLOC |
+                          RCL__NOMEMALLOC | RCL__NORETRY | RCL__NOWARN | RCL__ZERO;
+    unsigned saved = rcl_nowait_save();
+    void *p = rcl_alloc(64, gfp);
+    rcl_nowait_restore(saved);
+    rcl_free(p);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("(IO|FS|DIRECT_RECLAIM|HIGH|MEMALLOC|NOMEMALLOC|NORETRY|NOWARN|ZERO) "
+                        "in thread");
+}
+
 TEST_WITH(nowait_allocation_in_nowait_scope_is_quiet, ld_setup, ld_teardown)
 {
     unsigned saved = rcl_nowait_save();

@@ -5,13 +5,16 @@
  * and is not called again, so the program may free what its argument
  * points at; a setter never waits for its own report, for a call of the
  * function it sets, nor for a thread that ended in one or that a fork
- * left behind.
+ * left behind. And the flags' names the reports print: whole for every
+ * combination, or visibly cut.
  */
 #include "helpers.h"
 #include "internal.h"
 
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -247,6 +250,83 @@ TEST(held_reports_past_the_room_are_counted_as_lost)
     rcl__report_deliver(&held);
     assert_int_equal(test_report_count(), 2);
     assert_last_report_has("2 more reports made while the library started or stopped were lost");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The flags' names                                                          */
+/* ------------------------------------------------------------------------ */
+
+static rcl_gfp_t gfp_of_name(const char *name)
+{
+    static const struct { const char *name; rcl_gfp_t gfp; } known[] = {
+        { "DEFAULT", RCL_DEFAULT }, { "NOFS", RCL_NOFS }, { "NOIO", RCL_NOIO },
+        { "ATOMIC", RCL_ATOMIC }, { "IO", RCL__IO }, { "FS", RCL__FS },
+        { "DIRECT_RECLAIM", RCL__DIRECT_RECLAIM }, { "KSWAPD_RECLAIM", RCL__KSWAPD_RECLAIM },
+        { "HIGH", RCL__HIGH }, { "MEMALLOC", RCL__MEMALLOC }, { "NOMEMALLOC", RCL__NOMEMALLOC },
+        { "NOFAIL", RCL__NOFAIL }, { "NORETRY", RCL__NORETRY }, { "NOWARN", RCL__NOWARN },
+        { "ZERO", RCL__ZERO }, { "0", 0 },
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (!strcmp(name, known[i].name))
+            return known[i].gfp;
+    fail_msg("\"%s\" names no flag", name);
+    return 0;
+}
+
+/* The bits a name stands for, read back from its parts. */
+static rcl_gfp_t gfp_of_text(const char *text)
+{
+    char copy[RCL__GFP_STR_MAX], *save = NULL;
+    rcl_gfp_t gfp = 0;
+
+    assert_true(strlen(text) < sizeof(copy));
+    strcpy(copy, text);
+    for (char *part = strtok_r(copy, "|", &save); part; part = strtok_r(NULL, "|", &save))
+        gfp |= gfp_of_name(part);
+    return gfp;
+}
+
+/* Contradictory flags (MEMALLOC with NOMEMALLOC, NOFAIL with NORETRY) make
+ * the longest names; every combination's fits RCL__GFP_STR_MAX bytes, and
+ * names exactly the bits it was given. Each buffer is its own allocation,
+ * so that AddressSanitizer sees a write past its end. */
+TEST_BARE(every_combination_of_flags_is_named_whole)
+{
+    for (rcl_gfp_t gfp = 0; gfp <= RCL__GFP_ALL; gfp++) {
+        char *buf = malloc(RCL__GFP_STR_MAX);
+        assert_non_null(buf);
+        const char *name = rcl__gfp_str(gfp, buf, RCL__GFP_STR_MAX);
+        assert_ptr_equal(name, buf);
+        assert_null(strstr(name, "..."));
+        assert_int_equal(gfp_of_text(name), gfp);
+        free(buf);
+    }
+}
+
+/* A buffer too short for a name gets the name's start and "..." where it
+ * was cut (only as much of the mark as fits, if not even that does),
+ * never fewer flags passed off as all of them. */
+TEST_BARE(a_flags_name_longer_than_its_buffer_ends_in_a_visible_cut)
+{
+    for (rcl_gfp_t gfp = 0; gfp <= RCL__GFP_ALL; gfp++) {
+        char whole[RCL__GFP_STR_MAX];
+        size_t n = strlen(rcl__gfp_str(gfp, whole, sizeof(whole)));
+
+        for (size_t len = 1; len <= n; len++) {
+            char *buf = malloc(len);
+            assert_non_null(buf);
+            const char *name = rcl__gfp_str(gfp, buf, len);
+            assert_int_equal(strlen(name), len - 1);
+            if (len > 4) {
+                assert_memory_equal(name, whole, len - 4);
+                assert_string_equal(name + len - 4, "...");
+            } else {
+                assert_memory_equal(name, "...", len - 1);
+            }
+            free(buf);
+        }
+        assert_string_equal(rcl__gfp_str(gfp, NULL, 0), "");
+    }
 }
 
 TEST_MAIN();
