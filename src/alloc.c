@@ -631,7 +631,7 @@ static __attribute__((noinline, cold)) void *calloc_overflow(size_t n, size_t si
     struct rcl_thread *t = &rcl__self;
 
     if (t->busy)
-        return fail(EOVERFLOW);
+        return rcl__sig_refused(EOVERFLOW, gfp);
     /* The flags are checked as rcl_alloc() would have: the bits no flag
      * has are the caller's other mistake, whatever the sizes. */
     gfp = rcl__gfp_known("rcl_calloc", gfp);

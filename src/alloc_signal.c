@@ -116,6 +116,16 @@ void *rcl__sig_nofail_nowait(rcl_gfp_t gfp)
     return fail(EINVAL);
 }
 
+/* Counted as the thread's refusal counts it (alloc.c): with NOFAIL, whose
+ * caller will not look for NULL, so that the failure shows in the stats
+ * at least. Its report is the thread's alone: a report takes a lock. */
+void *rcl__sig_refused(int err, rcl_gfp_t gfp)
+{
+    if (gfp & RCL__NOFAIL)
+        rcl__count(failures, 1);
+    return fail(err);
+}
+
 void rcl__sig_free(void *p)
 {
     struct rcl_thread *t = &rcl__self;

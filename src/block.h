@@ -169,6 +169,8 @@ void rcl__block_release(struct rcl_hdr *h, enum block_kind kind);
 void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp);
 /* A handler's NOFAIL request that may not wait: EINVAL, as outside. */
 void *rcl__sig_nofail_nowait(rcl_gfp_t gfp);
+/* A handler's request no block can meet (a calloc that overflows). */
+void *rcl__sig_refused(int err, rcl_gfp_t gfp);
 void rcl__sig_free(void *p);
 
 #endif

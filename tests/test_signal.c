@@ -387,6 +387,42 @@ TEST(test_a_handlers_stash_serves_eight_blocks)
         rcl_free(p[i]);
 }
 
+static unsigned long failures_now(void)
+{
+    struct rcl_stats st;
+
+    rcl_stats_get(&st);
+    return st.failures;
+}
+
+/* A calloc whose size overflows fails with EOVERFLOW in a handler as
+ * outside it, and counts as a failure where it does outside one: with
+ * NOFAIL, whose caller will not look for NULL (its report comes from the
+ * thread's call only: a report takes a lock). */
+TEST(test_a_handlers_calloc_that_overflows_counts_as_the_threads_does)
+{
+    const rcl_gfp_t flags[] = { RCL_ATOMIC, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN };
+
+    for (unsigned i = 0; i < 2; i++) {
+        unsigned long start = failures_now();
+        errno = 0;
+        assert_null(rcl_calloc(SIZE_MAX / 2, 4, flags[i]));
+        assert_int_equal(errno, EOVERFLOW);
+        unsigned long thread = failures_now() - start;
+
+        start = failures_now();
+        unsigned cookie = rcl_signal_enter();
+        errno = 0;
+        void *p = rcl_calloc(SIZE_MAX / 2, 4, flags[i]);
+        int err = errno;
+        rcl_signal_leave(cookie);
+        assert_null(p);
+        assert_int_equal(err, EOVERFLOW);
+        assert_int_equal(failures_now() - start, thread);
+        assert_int_equal(thread, i);
+    }
+}
+
 /* A handler's block is a stash block of 256 bytes, and its header says
  * so; a grow with RCL__ZERO zeroes past the header's size only, so what
  * lies between the size asked and 256 must read zero as well, as in a
