@@ -708,9 +708,9 @@ size_t rcl_usage(void);
  * The real memory the budget is held to: rcl_usage() plus what the process
  * holds beyond its charges - the allocator's rounding, fragmentation and
  * retained free memory, and memory allocated without the library - as
- * measured now. The library measures it every limit/64 bytes charged (at
- * least every 256 KiB), after each background reclaim pass and on cgroup
- * events, and every watermark is tested against it, so the budget's limit
+ * measured now. The library measures it every limit/64 bytes charged, or
+ * every 256 KiB where that is more (a limit below 16 MiB: never more
+ * often), after each background reclaim pass and on cgroup events, and every watermark is tested against it, so the budget's limit
  * bounds what the process really holds:
  *   - with the automatic budget under a cgroup limit, the cgroup's usage
  *     (less its inactive page cache) is the measure, and everything in the
