@@ -776,7 +776,9 @@ void   rcl_usage_sync(void);
  * Margin, for memory the library does not see (code, stacks, other
  * allocators, page cache, the kernel's charges): RECLAIM_CGROUP_MARGIN, a
  * size ("32M") or a percentage ("10%"); default 1/8 of the limit; never
- * more than half. Example: a 128 MiB cgroup gives a 112 MiB budget.
+ * more than half. Example: a 128 MiB cgroup gives a 112 MiB budget. A bad
+ * margin is ignored (1/8) and reported once for each value and start,
+ * however often the budget is measured.
  *
  * With pressure = 1 the library follows, from one thread ("rcl-pressure",
  * only when there is something to follow; it sleeps in poll()):

@@ -530,7 +530,17 @@ uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
 /* The automatic limit                                                       */
 /* ------------------------------------------------------------------------ */
 
-static _Atomic long long margin_report;
+/* The hash of the bad RECLAIM_CGROUP_MARGIN last reported (0: none). The
+ * variable is read at every measure of the automatic budget, each second
+ * or oftener; a value that does not change says nothing new after its
+ * first report. Another bad value is reported, and each start reports
+ * again, as a start reports every other RECLAIM_* variable it finds bad. */
+static _Atomic uint64_t margin_reported;
+
+void rcl__cgroup_margin_forget(void)
+{
+    atomic_store(&margin_reported, 0);
+}
 
 static uint64_t physical_memory(void)
 {
@@ -549,6 +559,15 @@ static uint64_t physical_memory(void)
     return (uint64_t)pages * (uint64_t)psize;
 }
 
+static void report_margin(const char *s)
+{
+    uint64_t h = hash_str(0xcbf29ce484222325ull, s) | 1;     /* never "none" */
+
+    if (atomic_exchange(&margin_reported, h) != h)
+        rcl__report("RECLAIM_CGROUP_MARGIN=\"%.64s\" is not a size or a percentage; "
+                    "using 1/8 of the limit", s);
+}
+
 /* The share of a cgroup limit kept for memory the library does not see
  * (code, stacks, other allocators, page cache, the kernel's own charges):
  * RECLAIM_CGROUP_MARGIN as a size ("32M") or a percentage ("10%"), default
@@ -558,8 +577,7 @@ static uint64_t margin_for(uint64_t limit)
     uint64_t m = limit / DEFAULT_MARGIN_DIV;
     const char *s = rcl__option_env("RECLAIM_CGROUP_MARGIN");
     if (s && rcl__option_size_of(s, limit, &m))
-        rcl__report_limited(&margin_report, "RECLAIM_CGROUP_MARGIN=\"%s\" is not a "
-                            "size or a percentage; using 1/8 of the limit", s);
+        report_margin(s);
     return m > limit / 2 ? limit / 2 : m;
 }
 

@@ -79,6 +79,8 @@ int      rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigne
 /* The budget a cgroup limit gives: the limit less the margin, else half
  * of physical memory. */
 size_t   rcl__auto_budget(uint64_t cglimit);
+/* A start reports a bad RECLAIM_CGROUP_MARGIN again, reported before or not. */
+void     rcl__cgroup_margin_forget(void);
 /* The budget of a cgroup limit, 0 when the limit limits nothing
  * (RCL_CG_NONE, RCL_CG_UNKNOWN, or one above the machine's memory); a
  * limit that leaves nothing gives the least budget, 1 byte. */

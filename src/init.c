@@ -11,6 +11,7 @@
  * reports made under it go out after it is let go (life_lock()).
  */
 #include "internal.h"
+#include "cgroup.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -162,6 +163,8 @@ static int start_locked(const struct rcl_config *cfg_in)
     static bool atexit_done;
     rcl__assert_held(&init_lock);
     struct rcl_config cfg = *cfg_in;
+
+    rcl__cgroup_margin_forget();
     int err = config_resolve(&cfg);
 
     if (err)
