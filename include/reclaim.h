@@ -1237,6 +1237,11 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * on leaves NOIO in force, and rcl_io_flusher_set(0) then ends it. The
  * kernel's memalloc_noio_restore() would clear PF_MEMALLOC_NOIO there. A
  * flusher's inline scope calls are calls into the library.
+ * Turning the flag on opens a scope, and turning it off closes it: an off
+ * while a scope opened after the on is still open leaves the code inside
+ * that scope without the NOIO it was entered under. The kernel's off
+ * clears the flags with no notion of nesting; the lock checker reports
+ * this off as the flusher's scope ended inside a later one.
  */
 int rcl_io_flusher_set(int on);
 /* 1 when this thread is an I/O flusher for the library, else 0. */

@@ -410,6 +410,8 @@ void rcl__scope_put(unsigned bits);
 void rcl__scope_watch(bool on);
 /* The thread is an I/O flusher (io_flusher.c): no restore clears its NOIO. */
 void rcl__scope_flusher(bool on);
+/* rcl_io_flusher_set(0), returning to `ret`, restores its on's save. */
+void rcl__scope_flusher_end(unsigned saved, const void *ret);
 /* Threads holding the saved state of adopts restored out of order, which
  * wait for the restore of the adopt inside them (scope.c): for tests. */
 unsigned rcl__scope_early_threads(void);

@@ -116,7 +116,7 @@ int rcl_io_flusher_set(int on)
         unsigned token = t->io_flusher - 1;
         t->io_flusher = 0;
         rcl__scope_flusher(false);
-        rcl_scope_restore(token);
+        rcl__scope_flusher_end(token, __builtin_return_address(0));
     }
     int err = kernel_io_flusher(on);
     if (on && err)

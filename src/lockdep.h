@@ -36,6 +36,10 @@ void rcl__lockdep_shrink_end(const char *name, struct rcl_domain *d, rcl_gfp_t g
 /* Scope bookkeeping in checking mode: bits newly set / restored. */
 void rcl__lockdep_scope_save(unsigned set);
 void rcl__lockdep_scope_restore(unsigned saved, unsigned before);
+/* The same restore, made by rcl_io_flusher_set(0) (returning to `ret`) to
+ * end the flusher's NOIO scope: the program's own call, reported in its
+ * terms. */
+void rcl__lockdep_flusher_off(unsigned saved, unsigned before, const void *ret);
 void rcl__lockdep_scope_put(unsigned bits);
 /* A captured context restored where the scope (NORECLAIM aside) is `now`,
  * not the `captured` one: out of order, reported. */

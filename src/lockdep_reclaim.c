@@ -522,7 +522,24 @@ static void scope_report(const struct site *st, const char *whose, unsigned bits
     rcl__ld_reports_emit(&rb, 1);
 }
 
-void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
+/* rcl_io_flusher_set(0) closing the flusher's NOIO scope with a scope
+ * opened since still open: the program restored nothing, so the report
+ * names the call it made and the order it broke. */
+static __attribute__((noinline)) void flusher_off_report(unsigned saved, const void *ret)
+{
+    struct site st;
+    rcl__ld_site_capture_from(&st, ret);
+    scope_report(&st, "I/O flusher's scope", saved,
+                 "ended by rcl_io_flusher_set(0) while a scope opened after "
+                 "rcl_io_flusher_set(1) is still open: the code inside it runs on without "
+                 "the NOIO it was entered under",
+                 "turn the flusher off after the scopes opened since it was turned on have "
+                 "closed, or open them before turning it on");
+}
+
+/* ret: the return address of rcl_io_flusher_set(0) when it is the one
+ * restoring, else NULL. */
+static void scope_restore(unsigned saved, unsigned before, const void *ret)
 {
     struct ld_thread *t = rcl__ld_thread_get();
     if (!t)
@@ -557,11 +574,25 @@ void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
                "scope bits some other save owns (or that are not set)";
     if (!what)
         return;   /* bits set where the checker could not see (before it began) */
+    if (ret) {
+        flusher_off_report(saved, ret);
+        return;
+    }
     struct site st;
     rcl__ld_site_capture(&st, 2);
     scope_report(&st, "scope", saved, what,
                  "restore each scope with the token its own save returned, innermost first "
                  "(or use the RCL_*_SCOPE() guards, which cannot get this wrong)");
+}
+
+void rcl__lockdep_scope_restore(unsigned saved, unsigned before)
+{
+    scope_restore(saved, before, NULL);
+}
+
+void rcl__lockdep_flusher_off(unsigned saved, unsigned before, const void *ret)
+{
+    scope_restore(saved, before, ret);
 }
 
 void rcl__lockdep_context_restore_captured(unsigned captured, unsigned now)

@@ -145,6 +145,18 @@ void rcl_scope_restore(unsigned saved)
         rcl__lockdep_scope_restore(saved, before);
 }
 
+/* rcl_io_flusher_set(0), returning to `ret`, ends the NOIO scope its on
+ * opened: the restore of that save, the thread no longer a flusher. */
+void rcl__scope_flusher_end(unsigned saved, const void *ret)
+{
+    unsigned before = rcl__scope;
+
+    rcl__assert(!rcl__self.io_flusher);
+    rcl__scope_clear(&rcl__scope, saved);
+    if (rcl__checking())
+        rcl__lockdep_flusher_off(saved, before, ret);
+}
+
 unsigned rcl_scope_save_checked(unsigned scope) __attribute__((alias("rcl_scope_save")));
 void rcl_scope_restore_checked(unsigned saved) __attribute__((alias("rcl_scope_restore")));
 

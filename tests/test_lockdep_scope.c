@@ -43,6 +43,37 @@ TEST_WITH(scope_restored_out_of_order_is_reported, ld_setup, ld_teardown)
     assert_int_equal(rcl_scope_current(), 0);
 }
 
+/* An I/O flusher's NOIO is a scope opened by rcl_io_flusher_set(1); the
+ * off that closes it while a scope opened since is still open is not a
+ * restore the program made, and the report says what it was: the inner
+ * code runs on without the NOIO it was entered under. */
+TEST_WITH(io_flusher_off_inside_a_later_scope_is_reported_as_the_flushers_end, ld_setup,
+          ld_teardown)
+{
+    rcl_io_flusher_set(1);
+    unsigned inner = rcl_nofs_save();
+    rcl_io_flusher_set(0);
+    rcl_nofs_restore(inner);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("rcl_io_flusher_set(0)");
+    assert_false(test_reports_contain("restored out of order"));
+    assert_false(test_reports_contain("token"));
+    test_reports_seen_matching("rcl_io_flusher_set: prctl");   /* unprivileged: the kernel half */
+}
+
+/* Turned off with no scope opened since, it is the in-order end. */
+TEST_WITH(io_flusher_off_outside_later_scopes_is_quiet, ld_setup, ld_teardown)
+{
+    rcl_io_flusher_set(1);
+    unsigned inner = rcl_nofs_save();
+    rcl_nofs_restore(inner);
+    rcl_io_flusher_set(0);
+    assert_int_equal(rcl_scope_current(), 0);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    test_reports_seen_matching("rcl_io_flusher_set: prctl");
+}
+
 /* The scope calls are inline; a thread's reach the checker from its first
  * call into the library (here an allocation) once the checker is on. */
 static void *out_of_order_in_new_thread(void *arg)
