@@ -893,7 +893,10 @@ size_t rcl_alloc_charge(size_t size);
  * given back instead, and read as zeros). A zeroed allocation the
  * allocator refuses fails the call with ENOMEM. */
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);
-/* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched. */
+/* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched.
+ * A block that must move is moved to an rcl_alloc() block, with its 16-byte
+ * alignment: as with C's realloc(), a block from rcl_aligned_alloc() or
+ * rcl_valloc() keeps its alignment only while it is resized in place. */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
 /* An alignment above SIZE_MAX / 4, or a size that with twice the
  * alignment overflows, fails with EOVERFLOW before anything is charged.
