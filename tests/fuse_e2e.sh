@@ -56,6 +56,9 @@ abort_fuse() {
 }
 
 cleanup() {
+    # The reader of our output may be gone (the test ended, killed at its
+    # time limit): what cleans up writes its complaints into the void.
+    trap '' PIPE
     # A daemon still alive at this point may be stuck, and a writer or
     # verifier still alive may wait on a dead daemon's connection (the loop
     # device keeps it open): abort first, so that nothing below can block
@@ -83,7 +86,9 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-trap 'exit 1' INT TERM
+# SIGPIPE too: the next line said once the test reading them is gone
+# would end the run there, everything it made left behind.
+trap 'exit 1' INT TERM HUP PIPE
 
 fail() { say "result=error $*"; exit 1; }
 # wait_gone PID SECONDS: whether PID ended within SECONDS.

@@ -6,7 +6,8 @@
  * Each case is one run of tests/fuse_e2e.sh (see there for the stack):
  * 512 MiB written in 1 MiB calls and fsynced, the loop device detached and
  * re-attached, ext4 remounted, every word verified, the daemon's own
- * counters showing the verification's reads came through it.
+ * counters showing the verification's reads came through it. A run whose
+ * reader goes away midway takes down all it made.
  *
  * Needs root, /dev/fuse, loop devices, mkfs.ext4 and losetup, a writable
  * v1 memory cgroup, and the example built (libfuse3-dev). Skipped, saying
@@ -24,10 +25,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -844,6 +848,195 @@ TEST_WITH(test_the_backing_file_as_mount_point_is_a_usage_error, sig_setup, sig_
     expect_exit(status, 2);
     assert_int_equal(mount_minor(sig.backing), -1);
     assert_true(file_has(sig.log, "it is the backing file"));
+}
+
+/* ------------------------------------------------------------------------ */
+/* A run whose reader goes away                                              */
+/* ------------------------------------------------------------------------ */
+
+/* The run of fuse_e2e.sh the next test starts: its shell's pid, which
+ * names everything the run makes (rcl-fuse-PID-alone). */
+static struct {
+    pid_t sh;
+    char  id[64];
+} gone;
+
+static int gone_setup(void **state)
+{
+    (void)state;
+    gone.sh = 0;
+    gone.id[0] = '\0';
+    return 0;
+}
+
+/* Mount points under the run's directory, topmost last. */
+static int gone_mounts(char points[][PATH_MAX], int minors[], bool fuse[], int max)
+{
+    char prefix[128], line[PATH_MAX + 512];
+    int n = 0;
+    snprintf(prefix, sizeof(prefix), "/tmp/%s.", gone.id);
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    while (f && n < max && fgets(line, sizeof(line), f)) {
+        unsigned maj, min;
+        char *sep = strstr(line, " - ");
+        if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, points[n]) == 3 &&
+            !strncmp(points[n], prefix, strlen(prefix))) {
+            minors[n] = (int)min;
+            fuse[n] = sep && !strncmp(sep + 3, "fuse ", 5);
+            n++;
+        }
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Detaches the loop devices whose backing file is under the run's
+ * directory (busy ones are detached at their last close). */
+static void gone_detach_loops(void)
+{
+    char prefix[128];
+    glob_t g;
+    snprintf(prefix, sizeof(prefix), "/tmp/%s.", gone.id);
+    if (glob("/sys/block/loop*/loop/backing_file", 0, NULL, &g) != 0)
+        return;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char file[PATH_MAX] = "", dev[64];
+        FILE *f = fopen(g.gl_pathv[i], "r");
+        if (!f)
+            continue;
+        bool ours = fgets(file, sizeof(file), f) && !strncmp(file, prefix, strlen(prefix));
+        fclose(f);
+        unsigned n;
+        if (!ours || sscanf(g.gl_pathv[i], "/sys/block/loop%u/", &n) != 1)
+            continue;
+        printf("left attached: /dev/loop%u; detached\n", n);
+        snprintf(dev, sizeof(dev), "/dev/loop%u", n);
+        int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ioctl(fd, LOOP_CLR_FD, 0);
+            close(fd);
+        }
+    }
+    globfree(&g);
+}
+
+/* Whatever the run left: its shell ended, its FUSE connection aborted
+ * (nothing below can then wait on it), its mounts and loop devices
+ * detached, its daemon ended by its memory cgroup, the cgroup and its
+ * files removed. Nothing here looks at a mount or at another process's
+ * memory: a stuck one would not answer. */
+static int gone_teardown(void **state)
+{
+    static char points[8][PATH_MAX];
+    int minors[8];
+    bool fuse[8];
+    char path[PATH_MAX], line[32];
+    (void)state;
+    if (gone.sh > 0 && wait_child(gone.sh, 0) < 0) {
+        kill(gone.sh, SIGKILL);
+        waitpid(gone.sh, NULL, 0);
+    }
+    if (!gone.id[0])
+        return 0;
+    int n = gone_mounts(points, minors, fuse, 8);
+    for (int i = 0; i < n; i++)
+        if (fuse[i])
+            abort_connection(minors[i]);
+    for (int i = n; i-- > 0;)
+        if (!fuse[i]) {
+            printf("left mounted: %s; detached\n", points[i]);
+            umount2(points[i], MNT_DETACH);
+        }
+    gone_detach_loops();
+    for (int i = n; i-- > 0;)
+        if (fuse[i]) {
+            printf("left mounted: %s (connection %d); aborted and detached\n", points[i],
+                   minors[i]);
+            umount2(points[i], MNT_DETACH);
+        }
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/memory/%s/cgroup.procs", gone.id);
+    FILE *procs = fopen(path, "r");
+    while (procs && fgets(line, sizeof(line), procs)) {
+        printf("left running in the run's cgroup: %d; killed\n", atoi(line));
+        kill(atoi(line), SIGKILL);
+    }
+    if (procs)
+        fclose(procs);
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/memory/%s", gone.id);
+    for (int t = 0; t < 100 && rmdir(path) != 0 && errno == EBUSY; t++)
+        usleep(20000);
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/unified/%s", gone.id);
+    rmdir(path);
+    snprintf(path, sizeof(path), "rm -rf /tmp/%s.*", gone.id);
+    if (system(path) != 0)
+        printf("cannot remove /tmp/%s.*\n", gone.id);
+    return 0;
+}
+
+/* Whether anything the run made is still there. */
+static bool gone_left_something(void)
+{
+    static char points[8][PATH_MAX];
+    int minors[8];
+    bool fuse[8];
+    char path[PATH_MAX];
+    glob_t g;
+    bool left = gone_mounts(points, minors, fuse, 8) > 0;
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/memory/%s", gone.id);
+    left |= access(path, F_OK) == 0;
+    snprintf(path, sizeof(path), "/sys/fs/cgroup/unified/%s", gone.id);
+    left |= access(path, F_OK) == 0;
+    snprintf(path, sizeof(path), "/tmp/%s.*", gone.id);
+    left |= glob(path, 0, NULL, &g) == 0;
+    globfree(&g);
+    return left;
+}
+
+/* The test reading a run's lines ends before the run does (the runner
+ * killed it at its time limit, say): the run's next line
+ * meets a pipe with no reader. It ends there, and takes down everything
+ * it made, as at any other end; SIGPIPE ended it with the daemon mounted
+ * in its cgroup, ext4 mounted on a loop device attached to the disk. */
+TEST_WITH(test_a_run_whose_reader_goes_away_takes_down_what_it_made, gone_setup, gone_teardown)
+{
+    NEED_STACK();
+    char script[PATH_MAX], line[256];
+    int p[2];
+    assert_non_null(test_source(script, sizeof(script), "tests/fuse_e2e.sh"));
+    assert_return_code(pipe(p), errno);
+    fflush(stdout);
+    gone.sh = fork();
+    if (gone.sh == 0) {
+        if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0)
+            _exit(126);
+        close(p[0]);
+        close(p[1]);
+        setenv("FUSE_E2E_MIB", "16", 1);
+        execl("/bin/sh", "sh", script, build_dir, "alone", (char *)NULL);
+        _exit(127);
+    }
+    assert_true(gone.sh > 0);
+    snprintf(gone.id, sizeof(gone.id), "rcl-fuse-%d-alone", (int)gone.sh);
+    close(p[1]);
+
+    /* The run's first line, then its reader gone. */
+    size_t len = 0;
+    struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+    while (len + 1 < sizeof(line) && poll(&pfd, 1, 120000) == 1 &&
+           read(p[0], line + len, 1) == 1 && line[len] != '\n')
+        len++;
+    line[len] = '\0';
+    close(p[0]);
+    printf("  [alone] %s\n", line);
+    assert_non_null(strstr(line, "writer_status="));
+
+    int status = wait_child(gone.sh, 120000);
+    if (status >= 0)
+        gone.sh = 0;
+    printf("the run ended with status %d\n", status);
+    assert_true(status >= 0);
+    assert_false(gone_left_something());
 }
 
 TEST_MAIN_WITH(group_setup, NULL);
