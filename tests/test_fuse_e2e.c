@@ -32,6 +32,7 @@
 #include <stdbool.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -235,6 +236,7 @@ static struct {
     char dir[64], mnt[128], backing[128], log[128], own_log[128];
     pid_t pid;          /* the daemon, or the process that daemonizes */
     pid_t tracer;       /* strace, injecting a fault into the daemon */
+    pid_t stuck[2];     /* processes made to wait on the daemon's mount */
 } sig;
 
 static int sig_setup(void **state)
@@ -249,6 +251,7 @@ static int sig_setup(void **state)
     snprintf(sig.own_log, sizeof(sig.own_log), "%s/fuse-cache.log", sig.dir);
     sig.pid = 0;
     sig.tracer = 0;
+    sig.stuck[0] = sig.stuck[1] = 0;
     return mkdir(sig.mnt, 0755);
 }
 
@@ -325,28 +328,34 @@ static pid_t start_daemon(const char *cwd, const char *const *args, const char *
     return pid;
 }
 
-/* The pid of the process whose command line holds arg, or 0: a daemon
- * that went to the background is no child of ours. */
-static pid_t find_process(const char *arg)
+/* The pid of a process other than ours holding the file at path open,
+ * or 0: the daemon, by its backing file, which it holds from its start to
+ * its end, in the background too (no child of ours then). Found by the
+ * links in /proc/PID/fd, never by a process's command line: reading that
+ * takes the process's memory map lock, and waits for as long as a process
+ * stuck on a FUSE request keeps it (one on the daemon's own mount, when
+ * the daemon is the one stuck). */
+static pid_t find_holder(const char *path)
 {
-    char path[300], cmd[4096];
+    char dir[64], fd_path[320], link[PATH_MAX];
     pid_t found = 0;
     DIR *proc = opendir("/proc");
     struct dirent *e;
-    while (proc && (e = readdir(proc)) != NULL) {
+    while (proc && !found && (e = readdir(proc)) != NULL) {
         long pid = strtol(e->d_name, NULL, 10);
         if (pid <= 0 || pid == getpid())
             continue;
-        snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(cmd, 1, sizeof(cmd) - 1, f);
-        fclose(f);
-        cmd[len] = '\0';
-        for (size_t i = 0; i < len; i += strlen(cmd + i) + 1)
-            if (!strcmp(cmd + i, arg))
+        snprintf(dir, sizeof(dir), "/proc/%ld/fd", pid);
+        DIR *fds = opendir(dir);
+        struct dirent *f;
+        while (fds && !found && (f = readdir(fds)) != NULL) {
+            snprintf(fd_path, sizeof(fd_path), "%s/%s", dir, f->d_name);
+            ssize_t n = readlink(fd_path, link, sizeof(link) - 1);
+            if (n > 0 && (link[n] = '\0', !strcmp(link, path)))
                 found = (pid_t)pid;
+        }
+        if (fds)
+            closedir(fds);
     }
     if (proc)
         closedir(proc);
@@ -428,9 +437,7 @@ static int sig_teardown(void **state)
 {
     (void)state;
     int minor = mount_minor(sig.mnt);
-    char arg[PATH_MAX];
-    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
-    pid_t daemon = find_process(arg);
+    pid_t daemon = find_holder(sig.backing);
     if (minor >= 0) {
         printf("left mounted: %s (connection %d); aborted and detached\n", sig.mnt, minor);
         abort_connection(minor);
@@ -447,6 +454,11 @@ static int sig_teardown(void **state)
         printf("daemon %d still running: killed\n", (int)daemon);
         kill(daemon, SIGKILL);
     }
+    for (int i = 0; i < 2; i++)
+        if (sig.stuck[i] > 0) {
+            kill(sig.stuck[i], SIGKILL);
+            waitpid(sig.stuck[i], NULL, 0);
+        }
     if (sig.tracer > 0 && wait_child(sig.tracer, 0) < 0) {
         kill(sig.tracer, SIGKILL);
         waitpid(sig.tracer, NULL, 0);
@@ -490,9 +502,7 @@ TEST_WITH(test_a_signal_while_the_daemon_starts_unmounts_and_exits, sig_setup, s
 
 static bool sig_daemon_gone(void)
 {
-    char arg[PATH_MAX];
-    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
-    return find_process(arg) == 0;
+    return find_holder(sig.backing) == 0;
 }
 
 /* The daemon started in the background with `args` and mounted on "mnt"
@@ -507,9 +517,7 @@ static pid_t start_in_the_background(const char *const *args)
         sig.pid = 0;
     expect_exit(status, 0);
     assert_true(wait_until(sig_mounted, 10000));
-    char arg[PATH_MAX];
-    snprintf(arg, sizeof(arg), "--backing=%s", sig.backing);
-    pid_t daemon = find_process(arg);
+    pid_t daemon = find_holder(sig.backing);
     assert_true(daemon > 0);
     return daemon;
 }
@@ -848,6 +856,125 @@ TEST_WITH(test_the_backing_file_as_mount_point_is_a_usage_error, sig_setup, sig_
     expect_exit(status, 2);
     assert_int_equal(mount_minor(sig.backing), -1);
     assert_true(file_has(sig.log, "it is the backing file"));
+}
+
+/* The state letter of pid in /proc/PID/stat ('D': waiting in the kernel,
+ * not to be woken by a signal but a fatal one), or 0. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' ? paren[2] : 0;
+}
+
+static bool wait_for_state(pid_t pid, char state, unsigned ms)
+{
+    for (unsigned i = 0; i <= ms / 10; i++, usleep(10000))
+        if (proc_state(pid) == state)
+            return true;
+    return false;
+}
+
+/* The first of the processes made to wait: the disk mapped, and, once
+ * told, a mapping of its own asked for. */
+static void stuck_mapper(int ready, int go)
+{
+    char path[PATH_MAX], c;
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    int fd = open(path, O_RDONLY);
+    void *disk = fd < 0 ? MAP_FAILED : mmap(NULL, 65536, PROT_READ, MAP_SHARED, fd, 0);
+    if (disk == MAP_FAILED || write(ready, &disk, sizeof(disk)) != sizeof(disk) ||
+        read(go, &c, 1) != 1)
+        _exit(2);
+    _exit(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED);
+}
+
+/* The second: it reads the first's mapping of the disk through
+ * /proc/PID/mem, which holds the first's memory map lock while the page
+ * is read from the mount. */
+static void stuck_reader(pid_t mapper, void *disk)
+{
+    char path[64], c;
+    snprintf(path, sizeof(path), "/proc/%d/mem", (int)mapper);
+    int fd = open(path, O_RDONLY);
+    _exit(fd < 0 || pread(fd, &c, 1, (off_t)(uintptr_t)disk) != 1);
+}
+
+/* A process on the machine stuck on the daemon's mount, the daemon
+ * stopped, holding its memory map lock with a writer of it waiting: the
+ * daemon is found all the same, within seconds. The tests found it by
+ * every process's command line, whose read waits on that lock: for as
+ * long as the process stays stuck, and so, when the daemon is the one
+ * stuck, for ever, in the teardown that was to abort its connection. */
+TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    int ready[2], go[2];
+    void *disk = NULL;
+    mount_the_daemon(args);
+    assert_return_code(pipe(ready), errno);
+    assert_return_code(pipe(go), errno);
+    fflush(stdout);
+    sig.stuck[0] = fork();
+    if (sig.stuck[0] == 0)
+        stuck_mapper(ready[1], go[0]);
+    close(ready[1]);
+    close(go[0]);
+    struct pollfd p = { .fd = ready[0], .events = POLLIN };
+    bool mapped = poll(&p, 1, 10000) == 1 && read(ready[0], &disk, sizeof(disk)) == sizeof(disk);
+    close(ready[0]);
+
+    /* The daemon stopped, a read of the mapping waits on it, and the
+     * mapper's own mmap() waits for the lock that read holds. */
+    kill(sig.pid, SIGSTOP);
+    if (mapped) {
+        sig.stuck[1] = fork();
+        if (sig.stuck[1] == 0)
+            stuck_reader(sig.stuck[0], disk);
+    }
+    bool reader_waits = mapped && wait_for_state(sig.stuck[1], 'D', 5000);
+    bool mapper_waits = reader_waits && write(go[1], "1", 1) == 1 &&
+                        wait_for_state(sig.stuck[0], 'D', 5000);
+    close(go[1]);
+
+    int found = -1;
+    if (mapper_waits) {
+        fflush(stdout);
+        pid_t finder = fork();
+        if (finder == 0)
+            _exit(find_holder(sig.backing) == sig.pid ? 0 : 1);
+        found = wait_child(finder, 5000);
+        if (found < 0) {
+            printf("the daemon's lookup still waits after 5 s\n");
+            kill(finder, SIGKILL);
+            waitpid(finder, NULL, 0);
+        }
+    }
+    kill(sig.pid, SIGCONT);
+    for (int i = 0; i < 2; i++)
+        if (sig.stuck[i] > 0 && wait_child(sig.stuck[i], 10000) >= 0)
+            sig.stuck[i] = 0;
+    kill(sig.pid, SIGTERM);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    assert_true(mapped);
+    assert_true(reader_waits);
+    if (!mapper_waits) {
+        printf("skipped: this kernel reads /proc/PID/mem without holding the map lock "
+               "across the page's read: no writer of it waits\n");
+        skip();
+    }
+    assert_int_equal(found, 0);
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
 }
 
 /* ------------------------------------------------------------------------ */
