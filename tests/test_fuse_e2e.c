@@ -697,6 +697,56 @@ TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_tea
     assert_false(file_has(sig.log, "reading /dev/fuse"));
 }
 
+/* A buffered write across the end of the disk: the kernel's write-back
+ * of the last page carries what lies past the end with what lies before
+ * it, and the part before the end reaches the backing file, as it does
+ * through a block device. The request was refused whole, and that part
+ * lost. A direct write across the end still fails with ENOSPC (the
+ * kernel would turn a short one into EIO), and writes nothing. */
+TEST_WITH(test_the_write_back_of_the_last_page_writes_what_lies_before_the_end, sig_setup,
+          sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    const off_t size = 64 << 20;
+    char path[PATH_MAX], tail[10];
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    mount_the_daemon(args);
+
+    int fd = open(path, O_RDWR | O_DIRECT);
+    assert_return_code(fd, errno);
+    memset(dio_buf, 9, sizeof(dio_buf));
+    errno = 0;
+    ssize_t across = pwrite(fd, dio_buf, 65536, size - 32768);
+    int across_err = errno;
+    ssize_t back = pread(fd, dio_buf, 32768, size - 32768);
+    close(fd);
+    assert_int_equal(across, -1);
+    assert_int_equal(across_err, ENOSPC);
+    assert_int_equal(back, 32768);
+    for (int i = 0; i < 32768; i++)
+        assert_int_equal(dio_buf[i], 0);
+
+    fd = open(path, O_RDWR);
+    assert_return_code(fd, errno);
+    assert_int_equal(pwrite(fd, "ABCDEFGHIJKLMNOPQRST", 20, size - 10), 20);
+    (void)fsync(fd);    /* what it says of the part past the end is the kernel's */
+    close(fd);
+    int backing = open(sig.backing, O_RDONLY);
+    assert_return_code(backing, errno);
+    ssize_t n = pread(backing, tail, sizeof(tail), size - 10);
+    close(backing);
+    assert_int_equal(n, 10);
+    assert_memory_equal(tail, "ABCDEFGHIJ", 10);
+
+    kill(sig.pid, SIGTERM);
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
+}
+
 /* A thread of pid waiting in a read of /dev/fuse, or 0: the descriptor
  * found by its link, the thread by /proc/PID/task/TID/syscall (the call's
  * number and first argument). */

@@ -492,11 +492,23 @@ static void fc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                      struct fuse_file_info *fi)
 {
     struct worker *w = self_worker();
-    (void)ino; (void)fi;
+    (void)ino;
     flusher_once(w);
-    if ((uint64_t)off >= opt.size || size > MAX_IO || size > opt.size - (uint64_t)off) {
+    if ((uint64_t)off >= opt.size || size > MAX_IO) {
         fuse_reply_err(req, size > MAX_IO ? EINVAL : ENOSPC);
         return;
+    }
+    /* The kernel's write-back of the last page carries what a buffered
+     * write put past the end: refused whole, the part before the end was
+     * lost. What fits is written, and the write is short, as a block
+     * device's. Not a direct write's: the kernel turns its short answer
+     * into EIO, where ENOSPC says what happened. */
+    if (size > opt.size - (uint64_t)off) {
+        if (!fi->writepage) {
+            fuse_reply_err(req, ENOSPC);
+            return;
+        }
+        size = (size_t)(opt.size - (uint64_t)off);
     }
     uint64_t first = (uint64_t)off / BLOCK, last = ((uint64_t)off + size - 1) / BLOCK;
     uint64_t start = (uint64_t)off & ~(uint64_t)(PAGE - 1);
