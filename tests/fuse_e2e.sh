@@ -29,6 +29,13 @@ LIMIT_S=${FUSE_E2E_LIMIT_S:-100}   # the write phase's hard limit
 # tells a hang.
 VERIFY_LIMIT_S=${FUSE_E2E_VERIFY_LIMIT_S:-400}
 
+# A program missing is the build's failure, not the daemon's: the writer's
+# exec failing read as a broken run, which the naive cases take for the
+# naive daemon's failure they are to show.
+for prog in "$BUILD/examples/fuse-cache" "$BUILD/tests/progs/fuse_writer"; do
+    [ -x "$prog" ] || { echo "result=error $prog not built"; exit 1; }
+done
+
 ID=rcl-fuse-$$-$CASE
 W=$(mktemp -d /tmp/$ID.XXXXXX) || exit 1
 MEMCG=/sys/fs/cgroup/memory/$ID

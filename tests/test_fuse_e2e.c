@@ -85,13 +85,14 @@ static int group_setup(void **state)
     return 0;
 }
 
-/* Runs one case; its key=value lines are printed and kept. */
-static void run_case(const char *name)
+/* Runs one case with the programs of build; its key=value lines are
+ * printed and kept. */
+static void run_case_in(const char *build, const char *name)
 {
     char cmd[PATH_MAX * 2], script[PATH_MAX];
     assert_non_null(test_source(script, sizeof(script), "tests/fuse_e2e.sh"));
     assert_return_code(access(script, R_OK), errno);
-    snprintf(cmd, sizeof(cmd), "sh '%s' '%s' %s 2>&1", script, build_dir, name);
+    snprintf(cmd, sizeof(cmd), "sh '%s' '%s' %s 2>&1", script, build, name);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t len = 0;
@@ -106,6 +107,11 @@ static void run_case(const char *name)
     }
     fflush(stdout);
     pclose(p);
+}
+
+static void run_case(const char *name)
+{
+    run_case_in(build_dir, name);
 }
 
 /* The value of key=VALUE in the last run's output; -1 when absent. */
@@ -206,6 +212,51 @@ TEST_BARE(test_naive_daemon_alone_fails)
 TEST_BARE(test_naive_daemon_with_writer_fails)
 {
     naive_must_fail("naive-together", true);
+}
+
+/* A build with the daemon and without the writer. */
+static char partial_build[64];
+
+static int partial_build_setup(void **state)
+{
+    char link[PATH_MAX];
+    (void)state;
+    snprintf(partial_build, sizeof(partial_build), "/tmp/rcl-fuse-build-XXXXXX");
+    if (!mkdtemp(partial_build))
+        return -1;
+    snprintf(link, sizeof(link), "%s/examples", partial_build);
+    if (mkdir(link, 0755) != 0)
+        return -1;
+    snprintf(link, sizeof(link), "%s/examples/fuse-cache", partial_build);
+    char target[PATH_MAX + 32];
+    snprintf(target, sizeof(target), "%s/examples/fuse-cache", build_dir);
+    return symlink(target, link);
+}
+
+static int partial_build_teardown(void **state)
+{
+    char path[PATH_MAX];
+    (void)state;
+    snprintf(path, sizeof(path), "%s/examples/fuse-cache", partial_build);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/examples", partial_build);
+    rmdir(path);
+    rmdir(partial_build);
+    return 0;
+}
+
+/* A run that cannot start its writer is the build's error, said as one,
+ * before anything is made; it ran the stack to a broken result, which
+ * the naive cases took for the failure of the naive daemon they show,
+ * and passed. */
+TEST_WITH(test_a_run_without_its_writer_is_an_error_not_a_failed_daemon, partial_build_setup,
+          partial_build_teardown)
+{
+    NEED_STACK();
+    run_case_in(partial_build, "naive-alone");
+    assert_non_null(strstr(last_output, "result=error "));
+    assert_non_null(strstr(last_output, "fuse_writer not built"));
+    assert_null(strstr(last_output, "daemon_status="));
 }
 
 /* ------------------------------------------------------------------------ */
