@@ -231,8 +231,15 @@ if [ -z "$outcome" ]; then
     EXT_MOUNTED=
     [ -z "$outcome" ] && { timeout 20 losetup -d "$LOOP" || outcome=hang; }
     LOOP=
+    # The count before the re-attach: wait for the daemon's line rather
+    # than a fixed time, which a loaded machine can outlast.
+    n0=$(grep -c "^fuse-cache stats: reads" "$W/daemon.log")
     kill -USR1 "$DPID"
-    sleep 0.3
+    i=0
+    while [ "$(grep -c "^fuse-cache stats: reads" "$W/daemon.log")" -le "$n0" ] &&
+          [ $i -lt 200 ] && ! daemon_dead; do
+        sleep 0.05; i=$((i + 1))
+    done
     [ -z "$outcome" ] && { LOOP=$(timeout 20 losetup -f --show "$W/mnt/disk") || outcome=broken; }
     [ -z "$outcome" ] && { timeout 20 mount "$LOOP" "$W/ext" || outcome=broken; }
     [ -z "$outcome" ] && EXT_MOUNTED=1
