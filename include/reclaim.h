@@ -316,7 +316,10 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * closed - it is out of order, and reported when the lock checker is on.
  * From a domain's may_reclaim, a shrinker's callback or a work item, a
  * restore that would take off a domain the caller was inside before the
- * call (rcl_domain_enter() below) is reported and refused.
+ * call (rcl_domain_enter() below) is reported and refused. An adopt such a
+ * callback makes and never restores is reported and ended as it returns
+ * (its domains exited, its scope bits taken back), so the caller's own
+ * restore is not left out of order behind it.
  *
  * The structure is opaque and of fixed size; copy it freely.
  */
@@ -355,8 +358,9 @@ void rcl_context_restore(const struct rcl_context *saved);
  * that reclaim left short, whether to wait for another thread's pass
  * inside one of them, so it should be cheap (a look at the thread's
  * transaction state). One that returns with a scope it opened still open,
- * or inside a domain it entered, is reported and the thread put back as it
- * was, as after a shrinker's callbacks. Its exit of a domain the asking
+ * a context it adopted never restored, or inside a domain it entered, is
+ * reported and the thread put back as it was, as after a shrinker's
+ * callbacks. Its exit of a domain the asking
  * thread entered (that thread's token) is reported and refused: the
  * thread stays inside it until its own exit. So is a restore of a context
  * that would take such a domain off (one the thread adopted, or captured
@@ -1155,8 +1159,8 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * once more after that run returns, however often it was queued meanwhile
  * (it stays pending until then). Queued on two queues, it may run on both
  * at once. A work item that returns with the scope or
- * domains changed (a save without its restore) is reported and the worker
- * is put back as it was. The queue's threads run with cancellation off: a
+ * domains changed (a save or an adopt without its restore) is reported and
+ * the worker is put back as it was. The queue's threads run with cancellation off: a
  * pthread_cancel() of one is never acted on. A work function that calls
  * pthread_exit() ends its thread, reported: the item counts as finished,
  * and another worker takes the place of a worker that ended, another

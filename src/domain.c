@@ -474,6 +474,7 @@ static bool inside(const struct rcl_domain *d)
 struct allows_state {
     unsigned scope;     /* saved */
     unsigned floor;     /* saved */
+    unsigned adopts;    /* the adopt depth it was asked at */
     int      cancel;
     bool     yes;       /* may_reclaim's answer: in memory, since a local
                            set after the cleanup's setjmp may be clobbered */
@@ -488,6 +489,7 @@ static void allows_unwound(void *arg)
 
     rcl__asan_unwinding();
     mine.floor = st->floor;
+    rcl__adopts_forget(st->adopts);
     rcl_scope_restore(st->scope);
     rcl__nocancel_end(st->cancel);
 }
@@ -509,15 +511,24 @@ void rcl__domain_floor_put(unsigned was)
     mine.floor = was;
 }
 
+/* Entries above n exited; how many the thread entered (an adopt's, left
+ * by a callback that never restored it, are said as the adopt). */
+static unsigned pop_to(unsigned n)
+{
+    unsigned entered = 0;
+
+    while (mine.n > n) {
+        entered += mine.token[mine.n - 1] != 0;
+        pop();
+    }
+    return entered;
+}
+
 /* Domains a callback entered and never exited, exited now; how many. */
 unsigned rcl__domain_floor_leftover(void)
 {
-    unsigned left = mine.n - mine.floor;
-
     rcl__assert(mine.n >= mine.floor);
-    while (mine.n > mine.floor)
-        pop();
-    return left;
+    return pop_to(mine.floor);
 }
 
 /* Asked outside a shrinker pass, with a handler of its own. Inside one,
@@ -536,26 +547,30 @@ static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
 }
 
 /*
- * A may_reclaim that returns with a scope it opened, or inside a domain it
- * entered, would leave every later allocation of the asking thread as
- * restricted: said, and the thread put back as it was asked, as after a
- * shrinker's callbacks and a work item. Its own domains only: those below
- * are the caller's, and an exit of one is refused while it runs.
+ * A may_reclaim that returns with a scope it opened, a context it adopted,
+ * or inside a domain it entered, would leave every later allocation of the
+ * asking thread as restricted: said, and the thread put back as it was
+ * asked, as after a shrinker's callbacks and a work item. Its own domains
+ * only: those below are the caller's, and an exit of one is refused while
+ * it runs.
  */
-static void allows_left(const struct rcl_domain *owner, unsigned scope, unsigned n)
+static void allows_left(const struct rcl_domain *owner, unsigned scope, unsigned n,
+                        unsigned open)
 {
-    unsigned now = rcl__scope, entered = mine.n > n ? mine.n - n : 0;
+    unsigned now = rcl__scope;
 
-    if (likely(now == scope && !entered))
+    if (likely(now == scope && mine.n == n && !open))
         return;
-    while (mine.n > n)
-        pop();
+    unsigned entered = pop_to(n);
     if (now != scope)
         rcl__scope_put(scope);
+    if (open)
+        rcl__report("domain \"%s\": may_reclaim returned with %u context adopt(s) never "
+                    "restored; restored", owner->name, open);
     if (entered)
         rcl__report("domain \"%s\": may_reclaim returned inside %u domain(s) it entered "
                     "and never exited; exited now", owner->name, entered);
-    if (now != scope)
+    if (now != scope && !open)
         rcl__report("domain \"%s\": may_reclaim returned with the scope changed (%#x, was "
                     "%#x): a save without its restore; restored", owner->name, now, scope);
 }
@@ -578,16 +593,19 @@ bool rcl__domain_allows(struct rcl_domain *owner)
 
     unsigned scope = rcl__scope, n = mine.n;
     struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
-                               .floor = mine.floor };
+                               .floor = mine.floor, .adopts = rcl__adopts_mark() };
     st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
     mine.floor = n;
     allows_ask(owner, &st);
+    /* Before the NORECLAIM save is restored: an adopt left open above it
+     * would make that restore one out of order. */
+    unsigned open = rcl__adopts_forget(st.adopts);
     mine.floor = st.floor;
     rcl__busy_back(busy);
     rcl__nocancel_end(st.cancel);
     rcl_scope_restore(st.scope);
-    allows_left(owner, scope, n);
+    allows_left(owner, scope, n, open);
     return st.yes;
 }
 

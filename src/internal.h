@@ -296,6 +296,7 @@ struct rcl_shrink_pass {
     rcl_gfp_t               gfp;      /* the context the checker was told */
     int                     cancel;   /* the cancel state before the pass */
     unsigned                floor;    /* the domain floor before the pass */
+    unsigned                adopts;   /* the adopt depth s's callbacks were called at */
     struct rcl_shrink_pass *outer;
 };
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass);
@@ -377,6 +378,10 @@ unsigned rcl__domain_floor_raise(void);
 void rcl__domain_floor_put(unsigned was);
 unsigned rcl__domain_floor_leftover(void);
 bool rcl__domain_restore_reaches(const struct rcl_ctx *c);
+/* The thread's adopt depth before a callback, and the adopts it made and
+ * never restored, forgotten once it returns (scope.c); how many. */
+unsigned rcl__adopts_mark(void);
+unsigned rcl__adopts_forget(unsigned mark);
 /* The rules of rcl_domain_enter for owner's shrinkers, short of asking its
  * may_reclaim: OWN (the thread is inside owner: may_reclaim decides), NOFS
  * (inside a domain of another depth), SKIP (domains overflowed); 0: free.

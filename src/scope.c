@@ -347,6 +347,33 @@ static struct early *early_end(unsigned depth)
     return base;
 }
 
+/*
+ * Around the program's callbacks (a may_reclaim, a shrinker's, a work
+ * item): an adopt the callback made and never restored is forgotten when
+ * it returns. Its saved state went with the callback's frames, so nothing
+ * can restore it; left outstanding, it would make the caller's own restore
+ * one out of order, kept for ever, and the caller would stay inside the
+ * domains it had adopted. The domains and scope bits it added are put
+ * back by the callers (the domain floor, the pass's scope). How many.
+ */
+unsigned rcl__adopts_mark(void)
+{
+    return adopts.depth;
+}
+
+unsigned rcl__adopts_forget(unsigned mark)
+{
+    if (likely(adopts.depth <= mark))
+        return 0;
+    unsigned n = adopts.depth - mark;
+    if (mark < ADOPTS_TRACKED)
+        adopts.live &= mark ? ~(uint64_t)0 >> (ADOPTS_TRACKED - mark) : 0;
+    adopts.depth = mark;
+    if (early_list())
+        free(early_end(mark));
+    return n;
+}
+
 void rcl_context_restore(const struct rcl_context *saved)
 {
     const struct rcl_ctx *s = (const struct rcl_ctx *)(const void *)saved;

@@ -623,6 +623,7 @@ static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority
     struct rcl_shrinker *s = pass->s;
 
     pass->scope = rcl__scope;
+    pass->adopts = rcl__adopts_mark();
     /* Skipped by the domain rules or lacking `needs`: either way the work
      * waits for a context that may do it. */
     if ((s->domain && rcl__domain_filter(s->domain, &gfp)) || (gfp & s->needs) != s->needs) {
@@ -648,12 +649,18 @@ static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority
         trace_add(s, rcl__now_ns() - t0, rcl__self.reclaimed - bytes0, objects);
 
     /* Reclaim goes on in a known context even if a callback forgot to
-     * restore a scope it saved, or to exit a domain it entered. */
-    if (rcl__scope != pass->scope) {
+     * restore a scope it saved, a context it adopted, or to exit a domain
+     * it entered. */
+    unsigned open = rcl__adopts_forget(pass->adopts);
+    bool scoped = rcl__scope != pass->scope;
+    if (open)
+        rcl__report("shrinker \"%s\" returned with %u context adopt(s) never restored; "
+                    "restored", s->name, open);
+    else if (scoped)
         rcl__report("shrinker \"%s\" returned with the scope changed (%#x, was %#x): "
                     "a save without its restore; restored", s->name, rcl__scope, pass->scope);
+    if (scoped)
         rcl__scope_put(pass->scope);
-    }
     unsigned left = rcl__domain_floor_leftover();
     if (left)
         rcl__report("shrinker \"%s\" returned inside %u domain(s) it entered and never "
@@ -697,6 +704,7 @@ static void pass_unwound(struct rcl_shrink_pass *pass)
 
     rcl__domain_floor_put(pass->floor);
     if (s) {
+        rcl__adopts_forget(pass->adopts);
         if (pass->checked && rcl__checking())
             rcl__lockdep_shrink_end(s->name, s->domain, pass->gfp);
         if (rcl__scope != pass->scope)

@@ -321,6 +321,7 @@ struct running_item {
     struct rcl_work      *w;
     struct rcl_context    saved;
     unsigned              floor;      /* the domain floor before the item */
+    unsigned              adopts;     /* the adopt depth the item was called at */
     unsigned              reports_let_go;   /* before the item */
     bool                  check;      /* the checker holds the queue's class */
 };
@@ -356,6 +357,7 @@ static void item_ended_thread(void *arg)
         rcl_lock_release(&wq->cls);
     if (item_phase != ITEM_RESTORING) {
         rcl__domain_floor_put(r->floor);
+        rcl__adopts_forget(r->adopts);
         rcl_context_restore(&r->saved);
     }
     /* Still the queue's item for the report function: a flush or destroy
@@ -386,6 +388,7 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     /* The queuer's domains, adopted, are not the item's to take off with
      * a restore of its own (domain.c). */
     r.floor = rcl__domain_floor_raise();
+    r.adopts = rcl__adopts_mark();
     item_phase = ITEM_RUNNING;
     pthread_cleanup_push(item_ended_thread, &r);
     fn(w);                                  /* w may be gone from here on */
@@ -394,16 +397,19 @@ static void run_work(struct rcl_workqueue *wq, struct wq_worker *self, struct rc
     if (r.check)
         rcl_lock_release(&wq->cls);
 
-    /* A work item that leaves a scope, a journal cookie or a domain behind
-     * would restrict (or unrestrict) every later item on this thread. Say
-     * so, then put the thread back as it was; the restore reports domains
-     * left entered itself, as it does for every adopter. Both reports are
+    /* A work item that leaves a scope, an adopt, a journal cookie or a
+     * domain behind would restrict (or unrestrict) every later item on
+     * this thread. Say so, then put the thread back as it was; the restore
+     * reports domains left entered itself, as it does for every adopter. Both reports are
      * still the item's (current_wq): a flush or destroy of the queue from
      * the report function would wait for the item it is in. And one that
      * ends the thread there ends it as the item would have (handled
      * above): the run left under way would hold every flush for ever. */
-    unsigned now = rcl_scope_current();
-    if (now != scope || rcl_journal_info() != journal)
+    unsigned now = rcl_scope_current(), open = rcl__adopts_forget(r.adopts);
+    if (open)
+        rcl__report("workqueue %s: work item %p returned with %u context adopt(s) never "
+                    "restored; restored", wq->name, (void *)w, open);
+    else if (now != scope || rcl_journal_info() != journal)
         rcl__report("workqueue %s: work item %p returned with its reclaim context changed "
                     "(scope %#x -> %#x); restored", wq->name, (void *)w, scope, now);
     item_phase = ITEM_RESTORING;

@@ -729,6 +729,92 @@ TEST_WITH(may_reclaim_cannot_restore_a_context_the_asking_thread_adopted, domain
     rcl_domain_destroy(d);
 }
 
+/*
+ * A callback that adopts a context and returns without its restore leaves
+ * an adopt no one can restore: it is said, and ended as the callback
+ * returns. (It stayed outstanding, the caller's own restore of the adopt
+ * that put it inside "a" became one out of order, kept for ever, and the
+ * thread stayed inside "a", which could no longer be destroyed.)
+ */
+static struct rcl_context context_in_b;
+
+static void adopt_b_and_keep_it(void)
+{
+    struct rcl_context saved;
+
+    rcl_context_adopt(&context_in_b, &saved);
+}
+
+static unsigned long adopt_and_stay_in_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    adopt_b_and_keep_it();
+    return test_cache_scan(priv, sc);
+}
+
+static int adopt_and_stay_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    adopt_b_and_keep_it();
+    return 0;
+}
+
+/* A reclaim under an adopt of "a"'s context, whose callback adopts "b"'s
+ * and keeps it: said, and the caller's restore leaves the thread outside
+ * both. */
+static void reclaim_under_an_adopt_ends_the_callbacks_adopt(struct rcl_domain *a,
+                                                            struct rcl_domain *b,
+                                                            const char *said)
+{
+    struct rcl_context in_a, saved;
+
+    unsigned tok = rcl_domain_enter(b);
+    rcl_context_capture(&context_in_b);
+    rcl_domain_exit(tok);
+    tok = rcl_domain_enter(a);
+    rcl_context_capture(&in_a);
+    rcl_domain_exit(tok);
+
+    rcl_context_adopt(&in_a, &saved);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    rcl_context_restore(&saved);
+
+    assert_int_equal(entered(NULL, 0), 0);
+    assert_true(test_reports_seen_matching(said) >= 1);
+    assert_int_equal(test_reports_unread(), 0);
+}
+
+TEST_WITH(a_shrinker_that_returns_with_a_context_adopted_is_reported_and_it_ended,
+          domain_setup, domain_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = test_cache_count,
+                                                 .scan = adopt_and_stay_in_scan };
+    struct test_cache *c = test_cache_new_ops("plain-cache", CACHE_MAX, OBJ_SIZE, &ops, NULL);
+    struct rcl_domain *a = rcl_domain_create("a", 0, NULL, NULL);
+    struct rcl_domain *b = rcl_domain_create("b", 1, NULL, NULL);
+
+    test_cache_fill(c, CACHE_MAX);
+    reclaim_under_an_adopt_ends_the_callbacks_adopt(a, b, "shrinker \"plain-cache\" returned "
+                                                    "with 1 context adopt(s) never restored");
+    test_cache_free(c);
+    rcl_domain_destroy(a);
+    rcl_domain_destroy(b);
+}
+
+TEST_WITH(may_reclaim_that_returns_with_a_context_adopted_is_reported_and_it_ended,
+          domain_setup, domain_teardown)
+{
+    struct rcl_domain *a = rcl_domain_create("a", 0, adopt_and_stay_and_refuse, NULL);
+    struct rcl_domain *b = rcl_domain_create("b", 1, NULL, NULL);
+    struct test_cache *c = cache_new("fs-cache", a, 0);
+
+    reclaim_under_an_adopt_ends_the_callbacks_adopt(a, b, "may_reclaim returned with 1 "
+                                                    "context adopt(s) never restored");
+    test_cache_free(c);
+    rcl_domain_destroy(a);
+    rcl_domain_destroy(b);
+}
+
 /* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {

@@ -150,6 +150,53 @@ TEST_WITH(work_item_cannot_restore_away_the_queuers_domains, domain_setup, domai
     rcl_domain_destroy(a);                       /* the worker left it */
 }
 
+/* A work item that adopts a context and returns without its restore is
+ * said, and the adopt ended with the item: the next item runs in its own
+ * queuer's context alone. (The adopt stayed outstanding, the worker's
+ * restore after the item became one out of order, kept for ever, and the
+ * worker ran every later item inside the first queuer's domains and the
+ * item's, which could no longer be destroyed.) */
+static struct rcl_context inside_b;
+
+static void adopt_and_keep(struct rcl_work *w)
+{
+    struct rcl_context saved;
+
+    (void)w;
+    rcl_context_adopt(&inside_b, &saved);
+}
+
+TEST_WITH(work_item_that_returns_with_a_context_adopted_is_reported_and_it_ended, domain_setup,
+          domain_teardown)
+{
+    struct rcl_domain *a = rcl_domain_create("a", 0, NULL, NULL);
+    struct rcl_domain *b = rcl_domain_create("b", 1, NULL, NULL);
+    struct rcl_workqueue *wq = rcl_workqueue_create("domain-test", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work keeps;
+    struct domain_work dw = { .nseen = 99 };
+    rcl_work_init(&keeps, adopt_and_keep);
+    rcl_work_init(&dw.work, record_context);
+
+    unsigned tb = rcl_domain_enter(b);
+    rcl_context_capture(&inside_b);
+    rcl_domain_exit(tb);
+    unsigned ta = rcl_domain_enter(a);
+    assert_int_equal(rcl_queue_work(wq, &keeps), 0);
+    rcl_domain_exit(ta);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(rcl_queue_work(wq, &dw.work), 0);
+    rcl_flush_workqueue(wq);
+
+    assert_int_equal(dw.nseen, 0);
+    assert_int_equal(test_reports_seen_matching("returned with 1 context adopt(s) never "
+                                                "restored"), 1);
+    assert_int_equal(test_reports_unread(), 0);
+    rcl_workqueue_destroy(wq);
+    rcl_domain_destroy(a);                       /* the worker left them */
+    rcl_domain_destroy(b);
+}
+
 /* Adopting adds the context's domains on top of the thread's own; restore
  * returns exactly to what was there, journal included, and nests. */
 TEST_WITH(adopt_stacks_on_own_domains_and_restore_is_exact, domain_setup, domain_teardown)
