@@ -318,8 +318,9 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * restore that would take off a domain the caller was inside before the
  * call (rcl_domain_enter() below) is reported and refused. An adopt such a
  * callback makes and never restores is reported and ended as it returns
- * (its domains exited, its scope bits taken back), so the caller's own
- * restore is not left out of order behind it.
+ * (its domains exited, its scope bits taken back, and the worst case of
+ * domains that did not fit or were destroyed, below, with them), so the
+ * caller's own restore is not left out of order behind it.
  *
  * The structure is opaque and of fixed size; copy it freely.
  */

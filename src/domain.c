@@ -488,18 +488,35 @@ static void allows_unwound(void *arg)
     const struct allows_state *st = arg;
 
     rcl__asan_unwinding();
-    mine.floor = st->floor;
+    rcl__domain_floor_put(st->floor);
     rcl__adopts_forget(st->adopts);
     rcl_scope_restore(st->scope);
     rcl__nocancel_end(st->cancel);
 }
 
+/*
+ * What raise returns and put puts back: the caller's floor, and its count
+ * of adopted domains that could not be entered. An adopt the callback made
+ * and never restored, ended as the callback returns (scope.c), would leave
+ * its count raised for good, and every domain's shrinkers skipped for the
+ * thread. Any count but 0 is as strict as another: one too large to keep
+ * is kept as the largest that fits.
+ */
+#define FLOOR_MASK ((1u << TOKEN_SHIFT) - 1)
+#define OVERFLOW_KEPT (~0u >> TOKEN_SHIFT)
+
 unsigned rcl__domain_floor_raise(void)
 {
-    unsigned was = mine.floor;
+    unsigned over = mine.overflow < OVERFLOW_KEPT ? mine.overflow : OVERFLOW_KEPT;
+    unsigned was = over << TOKEN_SHIFT | mine.floor;
 
     mine.floor = mine.n;
     return was;
+}
+
+static void overflow_put(unsigned was)
+{
+    mine.overflow = was >> TOKEN_SHIFT;
 }
 
 /* Also what a handler for a callback that ended its thread puts back, so
@@ -507,8 +524,9 @@ unsigned rcl__domain_floor_raise(void)
  * their frames entered. */
 void rcl__domain_floor_put(unsigned was)
 {
-    rcl__assert(was <= mine.floor);
-    mine.floor = was;
+    rcl__assert((was & FLOOR_MASK) <= mine.floor);
+    mine.floor = was & FLOOR_MASK;
+    overflow_put(was);
 }
 
 /* Entries above n exited; how many the thread entered (an adopt's, left
@@ -524,10 +542,12 @@ static unsigned pop_to(unsigned n)
     return entered;
 }
 
-/* Domains a callback entered and never exited, exited now; how many. */
-unsigned rcl__domain_floor_leftover(void)
+/* Domains a callback entered and never exited, exited now; how many.
+ * was: what the raise before it returned. */
+unsigned rcl__domain_floor_leftover(unsigned was)
 {
     rcl__assert(mine.n >= mine.floor);
+    overflow_put(was);
     return pop_to(mine.floor);
 }
 
@@ -593,15 +613,15 @@ bool rcl__domain_allows(struct rcl_domain *owner)
 
     unsigned scope = rcl__scope, n = mine.n;
     struct allows_state st = { .scope = rcl_scope_save(RCL_SCOPE_NORECLAIM),
-                               .floor = mine.floor, .adopts = rcl__adopts_mark() };
+                               .adopts = rcl__adopts_mark() };
     st.cancel = rcl__nocancel_begin();
     unsigned busy = rcl__busy_out();
-    mine.floor = n;
+    st.floor = rcl__domain_floor_raise();
     allows_ask(owner, &st);
     /* Before the NORECLAIM save is restored: an adopt left open above it
      * would make that restore one out of order. */
     unsigned open = rcl__adopts_forget(st.adopts);
-    mine.floor = st.floor;
+    rcl__domain_floor_put(st.floor);
     rcl__busy_back(busy);
     rcl__nocancel_end(st.cancel);
     rcl_scope_restore(st.scope);

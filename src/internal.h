@@ -373,10 +373,12 @@ bool rcl__domain_allows(struct rcl_domain *owner);
 /* Around the program's callbacks (a may_reclaim, a shrinker's, a work
  * item): the domains the thread is inside are the caller's, which an exit
  * or a restore from the callback may not leave. raise returns the floor
- * put back after; leftover exits those the callback entered and left. */
+ * (with the adopted domains that did not fit) put back after; leftover
+ * puts back the latter and exits the domains the callback entered and
+ * left. */
 unsigned rcl__domain_floor_raise(void);
 void rcl__domain_floor_put(unsigned was);
-unsigned rcl__domain_floor_leftover(void);
+unsigned rcl__domain_floor_leftover(unsigned was);
 bool rcl__domain_restore_reaches(const struct rcl_ctx *c);
 /* The thread's adopt depth before a callback, and the adopts it made and
  * never restored, forgotten once it returns (scope.c); how many. */

@@ -661,7 +661,7 @@ static void shrink_one(struct rcl_shrink_pass *pass, rcl_gfp_t gfp, int priority
                     "a save without its restore; restored", s->name, rcl__scope, pass->scope);
     if (scoped)
         rcl__scope_put(pass->scope);
-    unsigned left = rcl__domain_floor_leftover();
+    unsigned left = rcl__domain_floor_leftover(pass->floor);
     if (left)
         rcl__report("shrinker \"%s\" returned inside %u domain(s) it entered and never "
                     "exited; exited now", s->name, left);

@@ -815,6 +815,53 @@ TEST_WITH(may_reclaim_that_returns_with_a_context_adopted_is_reported_and_it_end
     rcl_domain_destroy(b);
 }
 
+/*
+ * An adopt a callback never restored takes its worst case with it when it
+ * is ended: a context naming a destroyed domain, adopted in a scan and
+ * kept, leaves the thread outside every domain after the reclaim, free to
+ * reclaim from every domain's shrinkers. (The worst case stayed, and every
+ * domain's shrinker was skipped for that thread for good.)
+ */
+static struct rcl_context context_of_a_gone_domain;
+
+static unsigned long adopt_a_gone_domain_in_scan(void *priv, struct rcl_shrink_control *sc)
+{
+    struct rcl_context saved;
+
+    rcl_context_adopt(&context_of_a_gone_domain, &saved);
+    return test_cache_scan(priv, sc);
+}
+
+TEST_WITH(an_adopt_a_shrinker_kept_leaves_no_worst_case_behind, domain_setup, domain_teardown)
+{
+    static const struct rcl_shrinker_ops ops = { .count = test_cache_count,
+                                                 .scan = adopt_a_gone_domain_in_scan };
+    struct test_cache *plain = test_cache_new_ops("plain-cache", CACHE_MAX, OBJ_SIZE, &ops,
+                                                  NULL);
+    struct rcl_domain *gone = rcl_domain_create("gone", 0, NULL, NULL);
+
+    unsigned tok = rcl_domain_enter(gone);
+    rcl_context_capture(&context_of_a_gone_domain);
+    rcl_domain_exit(tok);
+    rcl_domain_destroy(gone);
+    test_cache_fill(plain, CACHE_MAX);
+    (void)rcl_reclaim(WANT, RCL_DEFAULT);
+    bool inside = rcl__domain_inside();
+    test_cache_free(plain);
+
+    struct rcl_domain *d = rcl_domain_create("d", 0, NULL, NULL);
+    struct test_cache *c = cache_new("d-cache", d, 0);
+    size_t freed = rcl_reclaim(WANT, RCL_DEFAULT);
+
+    assert_false(inside);
+    assert_true(freed > 0);
+    assert_true(test_reports_seen_matching("has been destroyed since") >= 1);
+    assert_true(test_reports_seen_matching("never restored") >= 1);
+    assert_int_equal(test_reports_unread(), 0);
+    test_cache_free(c);
+    rcl_domain_destroy(d);
+}
+
 /* The kernel's current->journal_info: per task, set returns the previous. */
 static void *journal_of_new_thread(void *arg)
 {
