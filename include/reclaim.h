@@ -378,7 +378,8 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
 /* Destroying a domain that a thread is still inside, or that still owns
  * shrinkers, is refused: it is reported and the domain stays valid. A
  * thread that ends inside domains (returned, exited or cancelled before
- * its exits) leaves them as it ends. */
+ * its exits, or entered from one of its thread-specific data destructors
+ * within the rounds of them POSIX runs) leaves them as it ends. */
 void     rcl_domain_destroy(struct rcl_domain *d);
 /* Returns a token for rcl_domain_exit(); 0 when d is NULL, is not a live
  * domain or is being destroyed on another thread, or the thread is already

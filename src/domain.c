@@ -317,6 +317,10 @@ static void thread_exit(void *arg)
     (void)arg;
     while (mine.n)
         pop();
+    /* The key's value is gone now: an enter made after this, by another
+     * of the thread's destructors, sets it again, so that the destructors'
+     * next round leaves that domain too. */
+    mine.keyed = false;
 }
 
 static void exit_key_create(void)

@@ -278,6 +278,49 @@ TEST_WITH(a_thread_that_returns_inside_a_domain_leaves_it, domain_setup, domain_
     assert_null(rcl_domain_name(d));                /* destroyed */
 }
 
+/* The same for an enter made by one of the program's thread-specific data
+ * destructors as the thread ends, after the library's own destructor has
+ * run: it leaves the domain too. (The thread had been inside a domain
+ * before, so the library's destructor had run already and was not run
+ * again: the destructor's enter stayed, and the domain could never be
+ * destroyed.) */
+static pthread_key_t late_key;
+static struct rcl_domain *late_domain;
+
+static void enter_late(void *value)
+{
+    /* First round: ask for another, so that the enter comes after the
+     * library's destructor whatever the keys' order. */
+    if (value == (void *)1) {
+        (void)pthread_setspecific(late_key, (void *)2);
+        return;
+    }
+    (void)rcl_domain_enter(late_domain);
+}
+
+static void *enter_exit_and_end(void *arg)
+{
+    rcl_domain_exit(rcl_domain_enter(arg));
+    (void)pthread_setspecific(late_key, (void *)1);
+    return NULL;
+}
+
+TEST_WITH(a_destructor_that_ends_its_thread_inside_a_domain_leaves_it, domain_setup,
+          domain_teardown)
+{
+    pthread_t th;
+
+    late_domain = rcl_domain_create("late", 0, NULL, NULL);
+    assert_int_equal(pthread_key_create(&late_key, enter_late), 0);
+    assert_int_equal(pthread_create(&th, NULL, enter_exit_and_end, late_domain), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    pthread_key_delete(late_key);
+
+    rcl_domain_destroy(late_domain);
+    assert_int_equal(test_report_count(), 0);
+    assert_null(rcl_domain_name(late_domain));      /* destroyed */
+}
+
 /* The same for a thread cancelled between its enter and its exit: a daemon
  * cancels a worker wherever it waits. */
 static void *enter_and_wait(void *arg)
