@@ -223,6 +223,14 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
     return d;
 }
 
+/* A report may name a domain another thread destroys as it is made (the
+ * program's error, reported in its turn): it names a copy taken under
+ * live_lock, which a destroy frees the name only after it has taken. */
+static void name_copy_locked(const struct rcl_domain *d, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", d->name ? d->name : "(destroyed)");
+}
+
 void rcl_domain_destroy(struct rcl_domain *d)
 {
     if (!d) {
@@ -246,11 +254,14 @@ void rcl_domain_destroy(struct rcl_domain *d)
     long entered = atomic_load(&d->entered);
     long owned = atomic_load(&d->shrinkers);
     if (entered > 0 || owned > 0) {
+        char name[128];
+
+        name_copy_locked(d, name, sizeof(name));
         atomic_store(&d->magic, DOMAIN_MAGIC);
         pthread_mutex_unlock(&live_lock);
         rcl__report("rcl_domain_destroy: domain \"%s\" is still in use "
                     "(%ld thread entries, %ld shrinkers); not destroyed",
-                    d->name, entered, owned);
+                    name, entered, owned);
         return;
     }
     wr(d->magic, DOMAIN_DEAD);
@@ -377,8 +388,13 @@ unsigned rcl_domain_enter(struct rcl_domain *d)
         return 0;
     }
     if (mine.n == RCL_MAX_DOMAINS) {
+        char name[128];
+
+        pthread_mutex_lock(&live_lock);
+        name_copy_locked(d, name, sizeof(name));
+        pthread_mutex_unlock(&live_lock);
         rcl__report("rcl_domain_enter: \"%s\" refused: this thread is already inside "
-                    "%u domains (RCL_MAX_DOMAINS)", d->name, (unsigned)RCL_MAX_DOMAINS);
+                    "%u domains (RCL_MAX_DOMAINS)", name, (unsigned)RCL_MAX_DOMAINS);
         return 0;
     }
     unsigned token = next_token(mine.n);
