@@ -1167,7 +1167,9 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * pthread_exit() ends its thread, reported: the item counts as finished,
  * and another worker takes the place of a worker that ended, another
  * rescuer that of a rescuer (started at once, or, when no thread can be
- * started then, at the queue's next failed worker start; reported). With
+ * started then, after the next item a worker runs or at the queue's next
+ * failed worker start, whichever comes first, so that it is there before
+ * the next mayday; reported). With
  * the lock checker on, running an item holds
  * the lock class "wq:NAME" and flush/destroy acquire and release it, so
  * flushing while holding a lock the work takes is reported as the cycle it

@@ -20,7 +20,8 @@
  *     pending items itself. The work a daemon needs to free memory therefore
  *     runs even when the process cannot get another thread. The kernel's
  *     rescuer never ends; one a work item ends here is replaced at once,
- *     or, when no thread can be made then, at the queue's next mayday.
+ *     or, when no thread can be made then, after the next item a worker
+ *     runs, or at the queue's next mayday, whichever comes first.
  *
  * Flushing uses ordinals instead of per-item sequence numbers: items leave
  * the FIFO in the order they entered it, so "everything queued before the
@@ -302,7 +303,8 @@ static void rescuer_replace(struct rcl_workqueue *wq)
     struct rcl_workqueue *was = report_let_go(wq);
     rcl__report_limited(&wq->rescuer_fail_report,
                         "workqueue %s: cannot start a new rescuer (%s); it is tried "
-                        "again at the queue's next mayday", wq->name, strerror(err));
+                        "again after each item a worker runs and at the queue's "
+                        "next mayday", wq->name, strerror(err));
     report_taken_back(wq, was);
 }
 
@@ -590,6 +592,13 @@ static void *worker_main(void *arg)
             create_worker(wq);
         if (has_work(wq))
             process_one(wq, self);
+        /* A rescuer that could not be replaced when it ended is tried
+         * again after each item while threads may be started, so that it
+         * is there before it is needed: tried only at the next mayday, it
+         * was tried when none could be. Not yet idle: a report function
+         * that ends this thread there ends a busy worker. */
+        if (unlikely(wq->rescuer_lost))
+            rescuer_replace(wq);
         wq->nr_idle++;
         if (unlikely(wq->inherited))
             break;

@@ -1126,8 +1126,9 @@ TEST_WITH(test_a_rescuer_whose_work_exits_its_thread_is_replaced_and_the_queue_s
 }
 
 /* The rescuer's replacement fails too, as a thread's start may when the
- * rescuer is needed most: the queue's next mayday starts one, which then
- * breaks a dependency between two items as the first rescuer would. */
+ * rescuer is needed most: one is started once the stuck worker has run its
+ * item, which then breaks a dependency between two items as the first
+ * rescuer would. */
 static atomic_int rescuer_starts;
 
 static int second_rescuer_fails(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
@@ -1156,7 +1157,7 @@ static bool reported_in_time(const char *text)
     return false;
 }
 
-TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_at_the_next_mayday,
+TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_later_and_breaks_a_dependency,
           second_rescuer_fails_setup, rescuer_teardown)
 {
     struct rcl_workqueue *wq = rcl_workqueue_create("rescuer-later", 4, RCL_WQ_MEM_RECLAIM);
@@ -1180,11 +1181,78 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_at_the_next
     assert_true(returns_in_time(flush_main, wq));
 
     assert_int_equal(rcl_queue_work(wq, &a2.work), 0);
-    gate_wait_arrived(&g2, 1);                  /* stuck again: the next mayday */
+    gate_wait_arrived(&g2, 1);                  /* stuck again: mayday */
     assert_int_equal(rcl_queue_work(wq, &b.work), 0);
     assert_true(returns_in_time(flush_main, wq));   /* only if a rescuer ran b */
     assert_true(returns_in_time(destroy_main, wq));
     assert_int_equal(atomic_load(&rescuer_starts), 3);
+    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
+/* The rescuer's replacement fails, threads can be started again a while
+ * later, and then no thread can be started at all: the rescuer must exist
+ * by then, as the kernel's exists before it is needed. Replaced only at
+ * the next mayday, it was tried when no thread could be made, and the
+ * dependency it is there to break held every flush for ever. */
+static atomic_int no_threads;
+
+static int starts_until_no_threads(pthread_t *th, void *(*fn)(void *), void *arg,
+                                   const char *what)
+{
+    if (atomic_load(&no_threads))
+        return EAGAIN;
+    return second_rescuer_fails(th, fn, arg, what);
+}
+
+static int no_threads_later_setup(void **state)
+{
+    atomic_store(&no_threads, 0);
+    int rc = second_rescuer_fails_setup(state);
+    rcl__thread_create_hook = starts_until_no_threads;
+    return rc;
+}
+
+TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_before_the_next_mayday,
+          no_threads_later_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("rescuer-early", 3, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct gate g1, g2;
+    gate_init(&g1);
+    gate_init(&g2);
+    struct waiter a1 = { .until = &g1 }, a2 = { .until = &g2 }, a3 = { .until = &g2 };
+    struct opener b = { .gate = &g2 };
+    struct rcl_work ends;
+    struct probe p;
+    rcl_work_init(&a1.work, waiter_fn);
+    rcl_work_init(&a2.work, waiter_fn);
+    rcl_work_init(&a3.work, waiter_fn);
+    rcl_work_init(&b.work, opener_fn);
+    rcl_work_init(&ends, exits_fn);
+    probe_init(&p, NULL);
+
+    assert_int_equal(rcl_queue_work(wq, &a1.work), 0);
+    gate_wait_arrived(&g1, 1);                  /* the worker is stuck: mayday */
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    assert_true(reported_in_time("cannot start a new rescuer"));
+
+    atomic_store(&workers_allowed, 1);          /* threads can be made again */
+    gate_open(&g1);
+    assert_true(returns_in_time(flush_main, wq));
+    assert_int_equal(rcl_queue_work(wq, &p.work), 0);
+    assert_true(returns_in_time(flush_main, wq));
+
+    atomic_store(&no_threads, 1);               /* and then none can */
+    assert_int_equal(rcl_queue_work(wq, &a2.work), 0);
+    assert_int_equal(rcl_queue_work(wq, &a3.work), 0);
+    gate_wait_arrived(&g2, 2);                  /* both workers stuck: mayday */
+    assert_int_equal(rcl_queue_work(wq, &b.work), 0);
+    bool rescued = returns_in_time(flush_main, wq);
+    gate_open(&g2);
+    assert_true(rescued);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&p.runs), 1);
     assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
     assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
 }
