@@ -1149,9 +1149,10 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * rcl_queue_work() then starts a worker (reported when it cannot; the
  * next queueing tries again, and so does a flush or destroy waiting on
  * the queue's work, every second while none can be started).
- * When starting one fails (reported, at most once a second) the rescuer, if
- * there is one, runs pending items one by one until a worker can be started
- * again. Library threads block all signals and are named "rcl-wq/NAME" and
+ * When starting one fails (reported, at most once a second), or has not
+ * come back within 10 ms (the kernel's mayday timer: a start may wait for
+ * the memory the pending work frees), the rescuer, if there is one, runs
+ * pending items one by one until a worker can be started again. Library threads block all signals and are named "rcl-wq/NAME" and
  * "rcl-rsc/NAME".
  *
  * A work function may free or requeue its own work item: the queue does not

@@ -15,13 +15,16 @@
  *     remain (the kernel's may_start_working/manage_workers), up to
  *     max_workers, so queueing never allocates and creates no threads but
  *     for a queue left with none (threadless()).
- *   - When a worker cannot be created, a queue made with RCL_WQ_MEM_RECLAIM
- *     "calls mayday": its rescuer thread, created with the queue, runs the
- *     pending items itself. The work a daemon needs to free memory therefore
- *     runs even when the process cannot get another thread. The kernel's
- *     rescuer never ends; one a work item ends here is replaced at once,
- *     or, when no thread can be made then, after the next item a worker
- *     runs, or at the queue's next mayday, whichever comes first.
+ *   - When a worker cannot be created, or its start has not come back
+ *     within WQ_MAYDAY_DELAY_NS (the kernel's MAYDAY_INITIAL_TIMEOUT: a
+ *     start may wait for the memory the pending work frees), a queue made
+ *     with RCL_WQ_MEM_RECLAIM "calls mayday": its rescuer thread, created
+ *     with the queue, runs the pending items itself. The work a daemon
+ *     needs to free memory therefore runs even when the process cannot get
+ *     another thread. The kernel's rescuer never ends; one a work item
+ *     ends here is replaced at once, or, when no thread can be made then,
+ *     after the next item a worker runs, or at the queue's next mayday,
+ *     whichever comes first.
  *
  * Flushing uses ordinals instead of per-item sequence numbers: items leave
  * the FIFO in the order they entered it, so "everything queued before the
@@ -72,7 +75,7 @@ struct rcl_workqueue {
 
     pthread_mutex_t       lock;
     pthread_cond_t        more;        /* workers: work queued, or stop */
-    pthread_cond_t        rescue;      /* the rescuer: mayday, or stop */
+    pthread_cond_t        rescue;      /* the rescuer: mayday, a start, or stop */
     pthread_cond_t        done;        /* flushers, destroy: an item finished */
 
     struct rcl_work      *head, **tail;
@@ -85,6 +88,7 @@ struct rcl_workqueue {
     unsigned              nr_orphans;  /* `again` items whose thread ended */
     unsigned              nr_flushing; /* threads inside rcl_flush_workqueue() */
     bool                  creating;    /* someone is starting a worker */
+    unsigned long long    create_began;      /* rcl__now_ns() when it began */
     bool                  mayday;      /* a worker could not be started */
     bool                  has_rescuer;
     bool                  rescuer_lost;      /* ended, not replaced yet */
@@ -219,6 +223,10 @@ static void create_worker(struct rcl_workqueue *wq)
         unlikely(wq->inherited))
         return;
     wq->creating = true;
+    wq->create_began = rcl__now_ns();
+    /* The rescuer times the start (rescuer_wait()). */
+    if (wq->has_rescuer)
+        pthread_cond_signal(&wq->rescue);
     struct wq_worker *w = free_slot(wq);   /* creating: no other thread takes it */
     bool reused = w->gone, rescued = wq->has_rescuer;
     w->wq = wq;
@@ -648,12 +656,44 @@ static void worker_ended(struct rcl_workqueue *wq, struct wq_worker *self)
     pthread_cond_broadcast(&wq->done);
 }
 
-/* The rescuer runs items only while no worker can: mayday raised and
- * nobody idle. Each time, it first retries starting a worker, so that the
- * queue recovers its concurrency once threads can be made again. */
+/* How long a worker's start may take before the rescuer steps in: the
+ * kernel's MAYDAY_INITIAL_TIMEOUT. */
+#define WQ_MAYDAY_DELAY_NS 10000000ull
+
+/* A worker's start under way for that long, and nobody idle but the worker
+ * being started (counted idle: create_worker()). */
+static bool start_stalled(const struct rcl_workqueue *wq)
+{
+    return wq->creating && wq->nr_idle == 1 &&
+           rcl__now_ns() - wq->create_began >= WQ_MAYDAY_DELAY_NS;
+}
+
+/* The rescuer runs items only while no worker can: mayday raised (a start
+ * refused) and nobody idle, or a start stalled. Each time, it first
+ * retries starting a worker, so that the queue recovers its concurrency
+ * once threads can be made again. */
 static bool rescuer_needed(const struct rcl_workqueue *wq)
 {
-    return has_work(wq) && wq->mayday && wq->nr_idle == 0;
+    if (!has_work(wq))
+        return false;
+    return wq->creating ? start_stalled(wq) : wq->mayday && wq->nr_idle == 0;
+}
+
+/* While a start is under way the rescuer looks again every delay: whether
+ * it has stalled with work pending depends on the clock, and no other
+ * thread would wake it when it has. Starts come back at once but under a
+ * pressure that stalls them, so this costs nothing otherwise. */
+static void rescuer_wait(struct rcl_workqueue *wq)
+{
+    if (!wq->creating) {
+        pthread_cond_wait(&wq->rescue, &wq->lock);
+        return;
+    }
+    unsigned long long waited = rcl__now_ns() - wq->create_began;
+    struct timespec until = rcl__deadline_after_ns(waited < WQ_MAYDAY_DELAY_NS
+                                                   ? WQ_MAYDAY_DELAY_NS - waited
+                                                   : WQ_MAYDAY_DELAY_NS);
+    pthread_cond_timedwait(&wq->rescue, &wq->lock, &until);
 }
 
 static void *rescuer_main(void *arg)
@@ -668,7 +708,7 @@ static void *rescuer_main(void *arg)
     pthread_mutex_lock(&wq->lock);
     for (;;) {
         while (!rescuer_needed(wq) && wq->state != WQ_STOPPING)
-            pthread_cond_wait(&wq->rescue, &wq->lock);
+            rescuer_wait(wq);
         if (!rescuer_needed(wq))
             break;
         create_worker(wq);
@@ -705,7 +745,7 @@ static void wq_atfork_child(struct rcl__fork_obj *o)
     struct rcl_workqueue *wq = (struct rcl_workqueue *)(void *)((char *)o -
                                offsetof(struct rcl_workqueue, fork));
     pthread_cond_init(&wq->more, NULL);
-    pthread_cond_init(&wq->rescue, NULL);
+    rcl__cond_init_monotonic(&wq->rescue);
     rcl__cond_init_monotonic(&wq->done);
     wq->inherited = true;
     /* Another thread's destroy that had not yet stopped the queue has
@@ -803,7 +843,7 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
     wq->tail = &wq->head;
     pthread_mutex_init(&wq->lock, NULL);
     pthread_cond_init(&wq->more, NULL);
-    pthread_cond_init(&wq->rescue, NULL);
+    rcl__cond_init_monotonic(&wq->rescue);
     rcl__cond_init_monotonic(&wq->done);
     rcl__fork_track(&wq->fork, &wq->lock, wq_atfork_child);
 

@@ -1257,6 +1257,47 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_before_the_
     assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
 }
 
+/* A worker start that does not come back, as one may under the memory
+ * pressure the rescuer is for: here it waits for what the pending item
+ * does. The kernel calls mayday once a start has taken a while, not only
+ * once it has failed, and its rescuer runs the item; here the rescuer
+ * waited for the start to fail, and the item, the start and every flush
+ * waited for each other for ever. */
+static struct gate start_gate;
+static atomic_int worker_starts;
+
+static int second_worker_start_waits(pthread_t *th, void *(*fn)(void *), void *arg,
+                                     const char *what)
+{
+    if (strcmp(what, "worker") == 0 && atomic_fetch_add(&worker_starts, 1) == 1)
+        gate_pass(&start_gate);
+    return pthread_create(th, NULL, fn, arg);
+}
+
+static int start_waits_setup(void **state)
+{
+    gate_init(&start_gate);
+    atomic_store(&worker_starts, 0);
+    rcl__thread_create_hook = second_worker_start_waits;
+    return test_setup(state);
+}
+
+TEST_WITH(test_the_rescuer_runs_work_while_a_worker_start_does_not_come_back,
+          start_waits_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("stalled", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct opener b = { .gate = &start_gate };
+    rcl_work_init(&b.work, opener_fn);
+    assert_int_equal(rcl_queue_work(wq, &b.work), 0);
+    gate_wait_arrived(&start_gate, 1);          /* the only worker is starting another */
+    bool rescued = returns_in_time(flush_main, wq);
+    gate_open(&start_gate);
+    assert_true(rescued);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&worker_starts), 2);
+}
+
 /* The worker that takes the place of one that exited is woken by work
  * queued while it starts: here it is already waiting for work when the
  * item is queued, before the thread that started it has come back. */
