@@ -249,6 +249,12 @@ static void create_worker(struct rcl_workqueue *wq)
     }
     wq->mayday = false;
     pthread_cond_broadcast(&wq->done);
+    /* The new worker may have taken an item already, and a worker that
+     * found this start under way as it took its own let it stand for the
+     * idle worker it keeps: nobody idle now, and nobody else to start
+     * one. Bounded by max_workers. */
+    if (wq->nr_idle == 0)
+        create_worker(wq);
 }
 
 /*

@@ -1298,6 +1298,58 @@ TEST_WITH(test_the_rescuer_runs_work_while_a_worker_start_does_not_come_back,
     assert_int_equal(atomic_load(&worker_starts), 2);
 }
 
+/* A worker's start that comes back only once the worker started has taken
+ * an item: the worker that found that start under way when it took its
+ * own let it stand for the idle worker it keeps, and the start left
+ * nobody idle. Its creator starts another, as the worker about to run an
+ * item does; nobody did, and an item that the two running items waited
+ * for waited with them for ever, the queue below its max_workers. */
+static struct gate late_gate;
+static atomic_int late_starts, late_second_queued;
+
+static int second_start_returns_late(pthread_t *th, void *(*fn)(void *), void *arg,
+                                     const char *what)
+{
+    int err = pthread_create(th, NULL, fn, arg);
+    if (err || strcmp(what, "worker") != 0 || atomic_fetch_add(&late_starts, 1) != 1)
+        return err;
+    gate_wait_arrived(&late_gate, 1);           /* the new worker runs an item */
+    while (!atomic_load(&late_second_queued))
+        test_sleep_ms(1);
+    return 0;
+}
+
+static int late_start_setup(void **state)
+{
+    gate_init(&late_gate);
+    atomic_store(&late_starts, 0);
+    atomic_store(&late_second_queued, 0);
+    rcl__thread_create_hook = second_start_returns_late;
+    return test_setup(state);
+}
+
+TEST_WITH(test_a_start_whose_worker_went_busy_at_once_is_followed_by_another,
+          late_start_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("late-start", 3, 0);
+    assert_non_null(wq);
+    struct waiter a1 = { .until = &late_gate }, a2 = { .until = &late_gate };
+    struct opener b = { .gate = &late_gate };
+    rcl_work_init(&a1.work, waiter_fn);
+    rcl_work_init(&a2.work, waiter_fn);
+    rcl_work_init(&b.work, opener_fn);
+    assert_int_equal(rcl_queue_work(wq, &a1.work), 0);
+    assert_int_equal(rcl_queue_work(wq, &a2.work), 0);
+    atomic_store(&late_second_queued, 1);
+    gate_wait_arrived(&late_gate, 2);           /* both workers are stuck */
+    assert_int_equal(rcl_queue_work(wq, &b.work), 0);
+    bool ran = returns_in_time(flush_main, wq);
+    gate_open(&late_gate);
+    assert_true(ran);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&late_starts), 3);
+}
+
 /* The worker that takes the place of one that exited is woken by work
  * queued while it starts: here it is already waiting for work when the
  * item is queued, before the thread that started it has come back. */
