@@ -1200,7 +1200,8 @@ struct rcl_workqueue *rcl_workqueue_create(const char *name, unsigned max_worker
 int  rcl_queue_work(struct rcl_workqueue *wq, struct rcl_work *w);
 /* Waits for every item queued before the call, the re-run of an item
  * queued while it ran included (not those queued after, so an item that
- * requeues itself cannot make it hang). From the queue's own
+ * requeues itself cannot make it hang), and not for a worker's start
+ * under way, as the kernel's flush_workqueue(). From the queue's own
  * work item, or with NULL: reported, returns at once. The report function
  * called for a report made on the queue's thread (a context left changed,
  * an item that ended its thread, a worker or rescuer it could not start)

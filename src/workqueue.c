@@ -261,11 +261,11 @@ static void create_worker(struct rcl_workqueue *wq)
  * A worker's start was refused; wq->lock held, dropped meanwhile. The
  * report is made with the lock let go: the report function may queue
  * work, on this queue too, or flush it, or end its thread. So not while
- * `creating` says a start is under way, which a flush waits out (one
- * from the report function waited for ever, and so did every flush once
- * a report function had ended its thread there); and before the rescuer
- * is called, which would otherwise take the item its caller, a worker,
- * is about to run.
+ * `creating` says a start is under way, which a destroy waits out (one
+ * from the report function would wait for ever, and so would every
+ * destroy once a report function had ended its thread there); and before
+ * the rescuer is called, which would otherwise take the item its caller,
+ * a worker, is about to run.
  */
 static void create_refused(struct rcl_workqueue *wq, int err, unsigned running, bool rescued)
 {
@@ -959,10 +959,13 @@ static void wait_done(struct rcl_workqueue *wq)
     pthread_cond_timedwait(&wq->done, &wq->lock, &until);
 }
 
-/* Everything up to ordinal `upto` has been dequeued and finished. */
+/* Everything up to ordinal `upto` has been dequeued and finished. A start
+ * under way is not waited for, as the kernel's flush waits for work, never
+ * for a worker's creation: under pressure the start may wait for memory
+ * that the flush's caller frees once it returns. */
 static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
 {
-    if (wq->dequeued < upto || wq->creating || wq->rescuer_starting)
+    if (wq->dequeued < upto)
         return false;
     for (unsigned i = 0; i <= wq->nr_workers; i++) {
         const struct wq_worker *o = i < wq->nr_workers ? &wq->workers[i] : &wq->rescuer;
@@ -971,6 +974,13 @@ static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
             return false;
     }
     return true;
+}
+
+/* A thread is being started for the queue: one its destroy must join,
+ * and whose start refers to the queue. */
+static bool starting(const struct rcl_workqueue *wq)
+{
+    return wq->creating || wq->rescuer_starting;
 }
 
 /* Waiting for the queue's work is, for the lock checker, taking the lock
@@ -1107,7 +1117,7 @@ static void wq_destroy_running(struct rcl_workqueue *wq)
     /* Drain: nothing new from outside, but items may still chain more work
      * onto the queue; wait until it is empty and idle. */
     wq->state = WQ_DRAINING;
-    while (has_work(wq) || !flushed(wq, wq->dequeued))
+    while (has_work(wq) || !flushed(wq, wq->dequeued) || starting(wq))
         wait_done(wq);
     while (wq->nr_flushing)
         pthread_cond_wait(&wq->done, &wq->lock);

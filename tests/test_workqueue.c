@@ -1350,6 +1350,28 @@ TEST_WITH(test_a_start_whose_worker_went_busy_at_once_is_followed_by_another,
     assert_int_equal(atomic_load(&late_starts), 3);
 }
 
+/* The items a flush waits for are done, run by the rescuer, while a
+ * worker's start still has not come back: the flush returns, as the
+ * kernel's waits for work, never for a worker's creation. It waited for
+ * the start too, which may wait for the memory its caller frees next. */
+TEST_WITH(test_a_flush_returns_once_its_work_is_done_while_a_worker_start_has_not_come_back,
+          start_waits_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("stalled-flush", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    struct probe p;
+    probe_init(&p, NULL);
+    assert_int_equal(rcl_queue_work(wq, &p.work), 0);
+    gate_wait_arrived(&start_gate, 1);          /* the only worker is starting another */
+    bool returned = returns_in_time(flush_main, wq);
+    int runs = atomic_load(&p.runs);
+    gate_open(&start_gate);
+    assert_true(returned);
+    assert_int_equal(runs, 1);
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&worker_starts), 2);
+}
+
 /* The worker that takes the place of one that exited is woken by work
  * queued while it starts: here it is already waiting for work when the
  * item is queued, before the thread that started it has come back. */
