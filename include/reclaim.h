@@ -1213,9 +1213,11 @@ void rcl_flush_workqueue(struct rcl_workqueue *wq);
  * another destroy is in progress, or of a queue destroyed already (or of
  * an address that never was a queue): reported, and nothing is done,
  * nothing at that address read or written. Flushes that other threads
- * have under way on the queue return before it is freed; a call that may
- * come once the destroy has returned is the caller's to prevent, as in
- * the kernel. A destroy whose report function ends its thread while it
+ * have under way on the queue return before it is freed, and so do the
+ * reports its own threads make with its lock let go (a worker that ended
+ * in its item reporting the replacement it could not start); a call
+ * that may come once the destroy has returned is the caller's to
+ * prevent, as in the kernel. A destroy whose report function ends its thread while it
  * drains (a worker it could not start) leaves the queue running, as it
  * was before the destroy, for another destroy to free. */
 void rcl_workqueue_destroy(struct rcl_workqueue *wq);

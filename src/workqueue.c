@@ -87,6 +87,7 @@ struct rcl_workqueue {
     unsigned              nr_idle;     /* of the others, waiting for work */
     unsigned              nr_orphans;  /* `again` items whose thread ended */
     unsigned              nr_flushing; /* threads inside rcl_flush_workqueue() */
+    unsigned              nr_reporting;      /* its threads in a report let go */
     bool                  creating;    /* someone is starting a worker */
     unsigned long long    create_began;      /* rcl__now_ns() when it began */
     bool                  mayday;      /* a worker could not be started */
@@ -185,9 +186,22 @@ static void report_end(struct rcl_workqueue *was)
  * queue's own item (report_begin()). */
 static struct rcl_workqueue *report_let_go(struct rcl_workqueue *wq)
 {
+    if (serving_wq == wq)
+        wq->nr_reporting++;
     pthread_mutex_unlock(&wq->lock);
     reports_let_go++;
     return report_begin(wq);
+}
+
+/* One of the queue's threads is back from its report: a destroy may be
+ * waiting for it, for the thread takes the lock back and goes on with the
+ * queue (a worker that ended in its item, detached, is joined by no one). */
+static void report_back(struct rcl_workqueue *wq)
+{
+    rcl__assert_held(&wq->lock);
+    rcl__assert(wq->nr_reporting > 0);
+    if (--wq->nr_reporting == 0)
+        pthread_cond_broadcast(&wq->done);
 }
 
 static void report_taken_back(struct rcl_workqueue *wq, struct rcl_workqueue *was)
@@ -195,6 +209,8 @@ static void report_taken_back(struct rcl_workqueue *wq, struct rcl_workqueue *wa
     report_end(was);
     reports_let_go--;
     pthread_mutex_lock(&wq->lock);
+    if (serving_wq == wq)
+        report_back(wq);
 }
 
 static struct wq_worker *free_slot(struct rcl_workqueue *wq)
@@ -572,6 +588,7 @@ static void thread_ended_in_report(void *arg)
     reports_let_go = 0;
     current_wq = NULL;
     pthread_mutex_lock(&wq->lock);
+    report_back(wq);
     if (wq->state != WQ_STOPPING)
         worker_ended(wq, self);
     pthread_mutex_unlock(&wq->lock);
@@ -976,11 +993,12 @@ static bool flushed(const struct rcl_workqueue *wq, unsigned long long upto)
     return true;
 }
 
-/* A thread is being started for the queue: one its destroy must join,
- * and whose start refers to the queue. */
+/* A thread is being started for the queue, one its destroy must join and
+ * whose start refers to the queue, or one of its threads is in a report
+ * with the lock let go, and will take it back. */
 static bool starting(const struct rcl_workqueue *wq)
 {
-    return wq->creating || wq->rescuer_starting;
+    return wq->creating || wq->rescuer_starting || wq->nr_reporting;
 }
 
 /* Waiting for the queue's work is, for the lock checker, taking the lock

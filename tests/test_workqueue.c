@@ -1372,6 +1372,62 @@ TEST_WITH(test_a_flush_returns_once_its_work_is_done_while_a_worker_start_has_no
     assert_int_equal(atomic_load(&worker_starts), 2);
 }
 
+/* A worker that ended in its item reports the replacement it could not
+ * start with the queue's lock let go, then takes the lock back to leave
+ * the queue: a destroy meanwhile waits for it. It freed the queue under
+ * the report, and the thread, detached and joined by no one, took the
+ * lock of freed memory. */
+static struct gate held_report_gate;
+static atomic_int held_report_once, destroy_returned, destroyed_under_report;
+static atomic_int destroyer_tid;
+
+static void holding_start_report(const char *report, void *arg)
+{
+    test_report_catch(report, arg);
+    if (strstr(report, "cannot start a worker") && !atomic_exchange(&held_report_once, 1)) {
+        gate_pass(&held_report_gate);
+        atomic_store(&destroyed_under_report, atomic_load(&destroy_returned));
+    }
+}
+
+static void *noting_destroyer(void *wq)
+{
+    atomic_store(&destroyer_tid, (int)gettid());
+    rcl_workqueue_destroy(wq);
+    atomic_store(&destroy_returned, 1);
+    return NULL;
+}
+
+TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item,
+          rescuer_setup, rescuer_teardown)
+{
+    atomic_store(&workers_allowed, 1);          /* the first worker only */
+    gate_init(&held_report_gate);
+    atomic_store(&held_report_once, 0);
+    atomic_store(&destroy_returned, 0);
+    atomic_store(&destroyed_under_report, 0);
+    atomic_store(&destroyer_tid, 0);
+    rcl_set_report_fn(holding_start_report, NULL);
+    struct rcl_workqueue *wq = rcl_workqueue_create("held-report", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work ends;
+    rcl_work_init(&ends, exits_fn);
+    assert_int_equal(rcl_queue_work(wq, &ends), 0);
+    gate_wait_arrived(&held_report_gate, 1);    /* in the report, the lock let go */
+
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, noting_destroyer, wq), 0);
+    while (!atomic_load(&destroy_returned) &&
+           (!atomic_load(&destroyer_tid) || !test_thread_asleep(atomic_load(&destroyer_tid))))
+        sched_yield();
+    gate_open(&held_report_gate);
+    pthread_join(th, NULL);
+    rcl_set_report_fn(test_report_catch, NULL);
+    assert_false(atomic_load(&destroyed_under_report));
+    assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
+    assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);
+}
+
 /* The worker that takes the place of one that exited is woken by work
  * queued while it starts: here it is already waiting for work when the
  * item is queued, before the thread that started it has come back. */
