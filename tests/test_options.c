@@ -186,6 +186,72 @@ TEST_WITH(a_number_with_a_size_suffix_is_refused, test_setup, options_teardown)
     }
 }
 
+/* A size's suffix may be written as a binary unit or with a B: KiB and
+ * MB are the same multiples of 1024 as K and M. */
+TEST_WITH(a_size_takes_its_suffix_with_an_i_or_a_b, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_LIMIT", "3MiB", 1);
+    setenv("RECLAIM_RESERVE", "64KB", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
+    assert_int_equal(cfg.limit, 3 * MiB);
+    assert_int_equal(cfg.reserve, 64 * KiB);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* A size its suffix would carry past the largest size is out of range,
+ * not the few bytes left after the shift wraps. */
+TEST_WITH(a_size_past_the_largest_is_refused, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_LIMIT", "16777217T", 1);   /* 2^24 + 1 TiB: 2^40 past 2^64 */
+    assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+    assert_int_equal(cfg.limit, 0);
+    assert_last_report_has("RECLAIM_LIMIT=\"16777217T\"");
+}
+
+/* A number's range is inclusive at both ends and no wider: 99 is the
+ * largest headroom percentage, 100 is refused. */
+TEST_WITH(a_number_one_past_its_range_is_refused, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_HIGH_PCT", "99", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
+    assert_int_equal(cfg.high_pct, 99);
+    setenv("RECLAIM_HIGH_PCT", "100", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), -EINVAL);
+    assert_int_equal(cfg.high_pct, 99);
+    assert_last_report_has("RECLAIM_HIGH_PCT=\"100\"");
+}
+
+/* RECLAIM_DIRECT_US=0 is "no bound", not the field's 0 (the default). */
+TEST_WITH(direct_us_of_0_in_the_environment_means_no_bound, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_DIRECT_US", "0", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
+    assert_int_equal(cfg.direct_us, RCL_DIRECT_UNBOUNDED);
+}
+
+/* RECLAIM_LOCKDEP=2 is another spelling of verbose. */
+TEST_WITH(lockdep_2_in_the_environment_means_verbose, test_setup, options_teardown)
+{
+    struct rcl_config cfg;
+
+    rcl_config_default(&cfg);
+    setenv("RECLAIM_LOCKDEP", "2", 1);
+    assert_int_equal(rcl_config_from_env(&cfg), 0);
+    assert_int_equal(cfg.lockdep, RCL_LOCKDEP_VERBOSE);
+}
+
 TEST_WITH(from_env_into_no_configuration_is_refused_and_reported, test_setup, options_teardown)
 {
     assert_int_equal(rcl_config_from_env(NULL), -EINVAL);
