@@ -849,6 +849,24 @@ TEST(stats_are_printed_at_exit_when_asked)
     assert_non_null(strstr(buf, "allocations 1, frees 1"));
 }
 
+/* RECLAIM_STATS takes 0 or 1: another value is reported, and ignored. */
+TEST(a_bad_stats_variable_is_reported_at_the_start)
+{
+    rcl_shutdown();
+    setenv("RECLAIM_STATS", "maybe", 1);
+    setenv("RECLAIM_LIMIT", "8M", 1);
+    setenv("RECLAIM_BACKGROUND", "0", 1);
+    setenv("RECLAIM_PRESSURE", "0", 1);
+    int err = rcl_init(NULL);
+    unsetenv("RECLAIM_STATS");
+    unsetenv("RECLAIM_LIMIT");
+    unsetenv("RECLAIM_BACKGROUND");
+    unsetenv("RECLAIM_PRESSURE");
+    assert_int_equal(err, 0);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("RECLAIM_STATS=\"maybe\"");
+}
+
 TEST(stats_print_text_and_json)
 {
     struct test_cache *c = test_cache_new("cache", 10, 100, NULL);
