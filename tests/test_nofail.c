@@ -445,6 +445,24 @@ TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
     assert_int_equal(cfg.stall_ms, 1234);
 }
 
+/* A configuration's stall_ms of 0 is the default, 10 s: a NOFAIL request
+ * that waits a fraction of that is not reported as stalled. */
+TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, test_teardown)
+{
+    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    assert_non_null(p);
+    pthread_join(th, NULL);
+    rcl_free(p);
+    pthread_mutex_lock(&seen_lock);
+    unsigned seen = stalls_seen;
+    pthread_mutex_unlock(&seen_lock);
+    assert_int_equal(seen, 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
 struct contender {
     int iterations;
     atomic_int *nulls;
