@@ -910,6 +910,48 @@ TEST(stats_json_carries_a_name_that_is_no_utf8_as_valid_text)
     rcl_shrinker_unregister(s);
 }
 
+/* RFC 3629 UTF-8 has no overlong form, nothing past U+10FFFF and no lead
+ * byte C0, C1 or F5 and above: each byte of such a sequence goes out as
+ * U+FFFD. */
+TEST(stats_json_carries_overlong_and_too_large_utf8_as_replacements)
+{
+    static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
+    static const char name[] = "a\xe0\x80\x80" "b\xf4\x90\x80\x80" "c\xc1\x81"
+                               "d\xf0\x80\x80\x80" "e\xf5\x80\x80\x80" "f";
+    struct rcl_shrinker *s = rcl_shrinker_register(name, &ops, NULL, NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    assert_non_null(s);
+    assert_int_equal(rcl_stats_print(f, 1), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"name\":\"a\\ufffd\\ufffd\\ufffd"
+                                "b\\ufffd\\ufffd\\ufffd\\ufffdc\\ufffd\\ufffd"
+                                "d\\ufffd\\ufffd\\ufffd\\ufffd"
+                                "e\\ufffd\\ufffd\\ufffd\\ufffdf\""));
+    free(buf);
+    rcl_shrinker_unregister(s);
+}
+
+/* JSON cannot carry a control character raw: a name's tab goes out as
+ * \u0009. */
+TEST(stats_json_escapes_a_control_character_in_a_name)
+{
+    static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
+    struct rcl_shrinker *s = rcl_shrinker_register("tab\there", &ops, NULL, NULL);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    assert_non_null(s);
+    assert_int_equal(rcl_stats_print(f, 1), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "\"name\":\"tab\\u0009here\""));
+    free(buf);
+    rcl_shrinker_unregister(s);
+}
+
 /* A stream that cannot take the text says so: -EIO, not a silent loss. */
 TEST(stats_print_to_a_full_device_is_eio)
 {
