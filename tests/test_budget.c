@@ -867,6 +867,34 @@ TEST(a_bad_stats_variable_is_reported_at_the_start)
     assert_last_report_has("RECLAIM_STATS=\"maybe\"");
 }
 
+static void *allocates_three_frees_two(void *arg)
+{
+    void **kept = arg;
+    void *a = rcl_alloc(100, RCL_DEFAULT), *b = rcl_alloc(200, RCL_DEFAULT);
+
+    *kept = rcl_alloc(300, RCL_DEFAULT);
+    rcl_free(a);
+    rcl_free(b);
+    return NULL;
+}
+
+/* A thread's allocations and frees stay in the statistics after it exits. */
+TEST(stats_count_the_allocations_and_frees_of_a_thread_that_exited)
+{
+    struct rcl_stats before, after;
+    void *kept = NULL;
+    pthread_t th;
+
+    rcl_stats_get(&before);
+    assert_int_equal(pthread_create(&th, NULL, allocates_three_frees_two, &kept), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_stats_get(&after);
+    assert_non_null(kept);
+    rcl_free(kept);
+    assert_int_equal(after.allocations - before.allocations, 3);
+    assert_int_equal(after.frees - before.frees, 2);
+}
+
 TEST(stats_print_text_and_json)
 {
     struct test_cache *c = test_cache_new("cache", 10, 100, NULL);

@@ -797,6 +797,55 @@ TEST(a_child_gets_back_the_charge_of_a_free_another_threads_handler_deferred)
     fork_beside(LEFT_A_DEFERRED_FREE);
 }
 
+/* What the parent's statistics said at the fork, and a thread that has
+ * allocated and freed and waits through it. */
+static struct rcl_stats stats_at_fork;
+static atomic_bool counted_ready, counted_go;
+
+static void *allocates_frees_and_parks(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 4; i++)
+        rcl_free(rcl_alloc(100 + (size_t)i, RCL_DEFAULT));
+    atomic_store(&counted_ready, true);
+    while (!atomic_load(&counted_go))
+        test_sleep_ms(1);
+    return NULL;
+}
+
+static int child_counts_what_the_parent_counted(void)
+{
+    struct rcl_stats st;
+
+    rcl_stats_get(&st);
+    if (st.allocations != stats_at_fork.allocations || st.frees != stats_at_fork.frees) {
+        fprintf(stderr, "child: %lu allocations, %lu frees; the parent had %lu, %lu\n",
+                st.allocations, st.frees, stats_at_fork.allocations, stats_at_fork.frees);
+        return 1;
+    }
+    return 0;
+}
+
+/* The threads a child lost keep their place in its statistics: their
+ * allocations and frees are counted as an exited thread's are. */
+TEST(a_child_counts_the_allocations_and_frees_of_the_threads_it_lost)
+{
+    pthread_t th;
+
+    atomic_store(&counted_ready, false);
+    atomic_store(&counted_go, false);
+    assert_int_equal(pthread_create(&th, NULL, allocates_frees_and_parks, NULL), 0);
+    while (!atomic_load(&counted_ready))
+        test_sleep_ms(1);
+    rcl_stats_get(&stats_at_fork);
+    pid_t pid = fork_child(child_counts_what_the_parent_counted);
+    int rc = pid > 0 ? wait_child(pid) : -2;
+    atomic_store(&counted_go, true);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(stats_at_fork.allocations >= 4 && stats_at_fork.frees >= 4);
+    assert_int_equal(rc, 0);
+}
+
 /* A leaf lock at the end of fork()'s order, held by another thread for
  * LEAF_HELD_MS: the fork waits for that thread, so that the child never
  * finds the lock held by a thread it does not have, and the child then
