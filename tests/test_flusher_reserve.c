@@ -374,6 +374,18 @@ TEST(test_misuse_is_refused_and_reported)
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);   /* none: nothing to do */
 }
 
+/* One reserve a process: a second is -EBUSY whatever its size, even one
+ * the budget could not charge. */
+TEST(test_a_second_reserve_larger_than_the_budget_is_ebusy)
+{
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    test_reports_reset();
+    assert_int_equal(rcl_io_flusher_reserve(2 * rcl_limit(), 0), -EBUSY);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("exists");
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* A report function that allocates, as a daemon's logger may: on a
  * flusher thread its allocation comes from the reserve. */
 static atomic_int logged_from_reserve;
@@ -444,6 +456,21 @@ TEST(test_reserve_released_after_a_restart_uncharges_nothing)
     size_t before = rcl_usage();
     assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
     assert_int_equal(rcl_usage(), before);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* The old budget took the reserve's charge with it: the release leaves
+ * what the new one holds for the program. */
+TEST(test_reserve_released_after_a_restart_leaves_the_new_budgets_charges)
+{
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    rcl_shutdown();
+    assert_int_equal(test_init(64 * MiB), 0);
+    assert_int_equal(rcl_charge(4 * RESV, RCL_DEFAULT), 0);
+    size_t before = rcl_usage();
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+    assert_int_equal(rcl_usage(), before);
+    rcl_uncharge(4 * RESV);
     assert_int_equal(test_report_count(), 0);
 }
 
