@@ -252,6 +252,7 @@ struct slow_cache {
     pthread_mutex_t lock;
     void *blocks[1100];
     int n;
+    atomic_int scans;           /* slow scans finished */
 };
 
 static unsigned long slow_count(void *priv, struct rcl_shrink_control *sc)
@@ -275,6 +276,7 @@ static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
         freed++;
     }
     pthread_mutex_unlock(&c->lock);
+    atomic_fetch_add(&c->scans, 1);
     return freed;
 }
 
@@ -312,6 +314,45 @@ TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_tea
     assert_reports_have("slow-cache");
     assert_reports_have("background reclaimer");
     rcl_shrinker_unregister(s);
+    pthread_mutex_lock(&c.lock);
+    while (c.n)
+        rcl_free(c.blocks[--c.n]);
+    pthread_mutex_unlock(&c.lock);
+    rcl_lockdep_set_slow_shrinker_ms(1000);
+}
+
+/* A slow shrinker is told once: the background reclaimer's later slow
+ * passes over it add no report. */
+TEST_WITH(slow_shrinker_is_reported_once_however_many_slow_passes, ld_setup, ld_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 1, 1 * MiB), 0);
+    rcl_lockdep_set_slow_shrinker_ms(20);
+    static struct slow_cache c = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    c.n = 0;
+    atomic_store(&c.scans, 0);
+    /* One block a pass: the reclaimer makes many slow passes to reach its
+     * high watermark. */
+    struct rcl_shrinker_opts o = { .batch = 1 };
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-once", &slow_ops, &c, &o);
+    for (int i = 0; i < 1100; i++) {
+        void *p = rcl_alloc(1000, RCL_NOWAIT);
+        if (!p)
+            break;
+        pthread_mutex_lock(&c.lock);
+        c.blocks[c.n++] = p;
+        pthread_mutex_unlock(&c.lock);
+    }
+    for (int i = 0; i < 500 && rcl_lockdep_reports() == 0; i++)
+        test_sleep_ms(10);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    int first = atomic_load(&c.scans);
+    for (int i = 0; i < 500 && atomic_load(&c.scans) < first + 3; i++)
+        test_sleep_ms(10);
+    assert_true(atomic_load(&c.scans) >= first + 3);
+    rcl_shrinker_unregister(s);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("slow-once");
     pthread_mutex_lock(&c.lock);
     while (c.n)
         rcl_free(c.blocks[--c.n]);
