@@ -581,6 +581,27 @@ TEST(test_shrinker_frees_oldest_items_on_reclaim)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* The LRU's shrinker returns the items its scan freed: the shrinker's
+ * statistics count each one free_fn was given. */
+TEST(test_shrinker_counts_the_items_it_freed)
+{
+    struct rcl_shrinker_stats st[RCL_STATS_MAX_SHRINKERS];
+    struct rcl_lru *l = rcl_lru_create();
+    assert_non_null(rcl_lru_shrinker(l, "counted-lru", NULL, blob_free, NULL, NULL));
+    fill_blobs(l, 1000);
+    atomic_store(&blobs_freed, 0);
+    assert_true(rcl_reclaim(1 * MiB, RCL_DEFAULT) > 0);
+    unsigned nr = rcl_stats_shrinkers(st, RCL_STATS_MAX_SHRINKERS);
+    unsigned i = 0;
+    while (i < nr && i < RCL_STATS_MAX_SHRINKERS && strcmp(st[i].name, "counted-lru"))
+        i++;
+    assert_true(i < nr && i < RCL_STATS_MAX_SHRINKERS);
+    assert_true(atomic_load(&blobs_freed) > 0);
+    assert_int_equal(st[i].freed, atomic_load(&blobs_freed));
+    empty_blobs(l);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* A shrinker with nothing to give says so (the kernel's SHRINK_EMPTY), and
  * reclaim frees nothing. */
 TEST(test_shrinker_of_empty_lru_frees_nothing)
