@@ -415,6 +415,42 @@ TEST(reclaim_of_size_max_runs_every_priority)
     test_cache_free(c);
 }
 
+static void *allocates_nowait(void *arg)
+{
+    return rcl_alloc(*(size_t *)arg, RCL_NOWAIT);
+}
+
+/* rcl_reclaim() makes room in the budget, not in the calling thread's
+ * stock: another thread's allocation that may not reclaim finds it. The
+ * charges alone are measured, so that the room left is exact. */
+TEST(an_explicit_reclaim_leaves_the_room_it_made_to_every_thread)
+{
+    struct rcl_config cfg = test_config(64 * MiB);
+    struct rcl_stats st;
+    size_t want = 256 * KiB;
+    pthread_t th;
+    void *p;
+
+    rcl_shutdown();
+    cfg.footprint = RCL_FOOTPRINT_OFF;
+    assert_int_equal(rcl_init(&cfg), 0);
+    struct test_cache *c = test_cache_new("cache", 1000, 1000, NULL);
+    test_cache_fill(c, 1000);
+    rcl_usage_sync();
+    rcl_stats_get(&st);
+    /* All the room but 64 KiB, less than the other thread asks. */
+    size_t fill = st.limit - rcl_usage() - st.wmark_min - 64 * KiB;
+    assert_int_equal(rcl_charge(fill, RCL_NOWAIT), 0);
+    rcl_usage_sync();
+    assert_true(rcl_reclaim(2 * want, RCL_DEFAULT) >= 2 * want);
+    assert_int_equal(pthread_create(&th, NULL, allocates_nowait, &want), 0);
+    assert_int_equal(pthread_join(th, &p), 0);
+    rcl_uncharge(fill);
+    test_cache_free(c);
+    assert_non_null(p);
+    rcl_free(p);
+}
+
 /* NOFAIL needs DIRECT_RECLAIM (EINVAL), and what can never fit is E2BIG at
  * once with a report (the "remove PF_MEMALLOC_NORECLAIM" thread (linux-mm,
  * September 2024): fail only when impossible). */
