@@ -393,7 +393,9 @@ TEST_WITH(a_trim_an_explicit_reclaim_put_off_is_made_by_the_background_reclaimer
     rcl_shutdown();
 }
 
-TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL, teardown)
+/* Starts the library with a background reclaimer, and has an allocation
+ * that only it can serve wait for it: throttled, counted and reported. */
+static void throttled_by_the_background(void)
 {
     assert_int_equal(init_with_background(), 0);
     /* Direct reclaim finds nothing it may free: only the background
@@ -427,6 +429,19 @@ TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL
     rcl_shrinker_unregister(s);
     drop_all(&o);
     rcl_shutdown();
+}
+
+TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL, teardown)
+{
+    throttled_by_the_background();
+}
+
+/* Throttling is news again to each new budget, as the other once-only
+ * reports of the reclaimer are. */
+TEST_WITH(throttling_is_reported_again_after_a_restart, NULL, teardown)
+{
+    throttled_by_the_background();
+    throttled_by_the_background();
 }
 
 TEST_WITH(without_a_background_reclaimer_nothing_is_throttled, NULL, teardown)
