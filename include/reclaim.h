@@ -682,8 +682,8 @@ void     rcl_signal_leave(unsigned cookie);
  * for a limit no larger than the reserve (as rcl_init() refuses it). A limit above LONG_MAX
  * (SIZE_MAX for "none", say) is taken as LONG_MAX, here and in
  * struct rcl_config.limit, and rcl_limit() says so: the budget's books
- * are signed words. Lowering it below current usage is allowed: the background reclaimer (if any) is woken to get back
- * under.
+ * are signed words. Lowering it below current usage is allowed: the
+ * background reclaimer (if any) is woken to get back under.
  * The limit is then the program's: the pressure thread no longer moves an
  * automatic budget with the cgroup (see rcl_auto_limit), and the footprint
  * is measured as a budget the program set (see rcl_footprint): by resident
@@ -716,8 +716,9 @@ size_t rcl_usage(void);
  * retained free memory, and memory allocated without the library - as
  * measured now. The library measures it every limit/64 bytes charged, or
  * every 256 KiB where that is more (a limit below 16 MiB: never more
- * often), after each background reclaim pass and on cgroup events, and every watermark is tested against it, so the budget's limit
- * bounds what the process really holds:
+ * often), after each background reclaim pass and on cgroup events, and
+ * every watermark is tested against it, so the budget's limit bounds what
+ * the process really holds:
  *   - with the automatic budget under a cgroup limit, the cgroup's usage
  *     (less its inactive page cache) is the measure, and everything in the
  *     cgroup counts, other processes included;
@@ -1152,8 +1153,8 @@ void  rcl_mempool_destroy(struct rcl_mempool *pool);
  * When starting one fails (reported, at most once a second), or has not
  * come back within 10 ms (the kernel's mayday timer: a start may wait for
  * the memory the pending work frees), the rescuer, if there is one, runs
- * pending items one by one until a worker can be started again. Library threads block all signals and are named "rcl-wq/NAME" and
- * "rcl-rsc/NAME".
+ * pending items one by one until a worker can be started again. Library
+ * threads block all signals and are named "rcl-wq/NAME" and "rcl-rsc/NAME".
  *
  * A work function may free or requeue its own work item: the queue does not
  * touch it after calling fn. A work item never runs beside itself on its
@@ -1234,8 +1235,9 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * undone; on a thread that is not an I/O flusher for the library, nothing
  * is done (no prctl, which would clear a kernel flag the program set
  * itself, or be refused without CAP_SYS_RESOURCE) and 0 is returned.
- * Anything else: -EINVAL, reported, the thread left as it was. After a set the kernel accepted, the flag
- * is read back with PR_GET_IO_FLUSHER where the kernel allows it: a value
+ * Anything else: -EINVAL, reported, the thread left as it was. After a set
+ * the kernel accepted, the flag is read back with PR_GET_IO_FLUSHER where
+ * the kernel allows it: a value
  * other than `on` is reported and the call returns -EIO.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
  * call returns -EPERM and the library reports a refused on once per
@@ -1552,7 +1554,8 @@ typedef void (*rcl_lru_free_fn)(struct rcl_lru_node *item, void *arg);
  * with the named casts, which -Wold-style-cast accepts. */
 #ifdef __cplusplus
 #define RCL_LRU_ENTRY(node, type, member) \
-    (static_cast<type *>(static_cast<void *>(reinterpret_cast<char *>(node) - offsetof(type, member))))
+    (static_cast<type *>(static_cast<void *>(                                  \
+        reinterpret_cast<char *>(node) - offsetof(type, member))))
 #else
 #define RCL_LRU_ENTRY(node, type, member) \
     ((type *)(void *)((char *)(node) - offsetof(type, member)))
