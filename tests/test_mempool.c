@@ -731,6 +731,26 @@ static void exiting_free(void *elem, void *data)
         pthread_exit(NULL);
 }
 
+/* Runs fn(arg) on a thread of its own that the backing free's next call
+ * ends, and waits for that thread to be gone. */
+static void run_on_a_thread_ended_in_the_backing_free(void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+
+    atomic_store(&free_ends_thread, 1);
+    assert_int_equal(pthread_create(&th, NULL, fn, arg), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/* ops_pool()'s, its backing free the one that may end the calling thread. */
+static struct rcl_mempool *exiting_ops_pool(struct recorder *r, unsigned min_nr)
+{
+    rec_init(r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(min_nr, rec_alloc, exiting_free, r);
+    assert_non_null(pool);
+    return pool;
+}
+
 struct free_and_end {
     struct rcl_mempool *pool;
     void *elem;
@@ -750,19 +770,14 @@ static void *frees_and_ends(void *arg)
 TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
 {
     struct recorder r;
-    pthread_t th;
 
     rcl_usage_sync();
     size_t base = rcl_usage();
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(1, rec_alloc, exiting_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = exiting_ops_pool(&r, 1);
     struct free_and_end f = { pool, rcl_mempool_alloc(pool, RCL_DEFAULT) };
     assert_non_null(f.elem);               /* the allocator's: the reserve stays full */
 
-    atomic_store(&free_ends_thread, 1);
-    assert_int_equal(pthread_create(&th, NULL, frees_and_ends, &f), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    run_on_a_thread_ended_in_the_backing_free(frees_and_ends, &f);
     assert_int_equal(r.frees, 1);
 
     test_reports_reset();
@@ -786,15 +801,10 @@ static void *shrinks_to_one(void *pool)
 TEST(test_a_thread_ending_in_a_backing_free_of_a_shrink_still_shrinks_the_reserve)
 {
     struct recorder r;
-    pthread_t th;
 
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(4, rec_alloc, exiting_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = exiting_ops_pool(&r, 4);
 
-    atomic_store(&free_ends_thread, 1);
-    assert_int_equal(pthread_create(&th, NULL, shrinks_to_one, pool), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    run_on_a_thread_ended_in_the_backing_free(shrinks_to_one, pool);
     assert_int_equal(r.frees, 3);
 
     rec_set_fail(&r, 1);
@@ -819,17 +829,12 @@ static void *destroys(void *pool)
 TEST(test_a_thread_ending_in_a_backing_free_of_a_destroy_still_frees_the_pool)
 {
     struct recorder r;
-    pthread_t th;
 
     rcl_usage_sync();
     size_t base = rcl_usage();
-    rec_init(&r);
-    struct rcl_mempool *pool = rcl_mempool_create_ops(3, rec_alloc, exiting_free, &r);
-    assert_non_null(pool);
+    struct rcl_mempool *pool = exiting_ops_pool(&r, 3);
 
-    atomic_store(&free_ends_thread, 1);
-    assert_int_equal(pthread_create(&th, NULL, destroys, pool), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
+    run_on_a_thread_ended_in_the_backing_free(destroys, pool);
     assert_int_equal(r.frees, 3);
     rcl_usage_sync();
     assert_int_equal(rcl_usage(), base);
