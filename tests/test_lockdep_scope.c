@@ -282,29 +282,56 @@ static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
 
 static const struct rcl_shrinker_ops slow_ops = { slow_count, slow_scan };
 
+/* A 1 MiB budget, lockdep on and the background reclaimer running, where
+ * a shrinker's scan is slow past 20 ms (the test's own slow_scan() takes
+ * 60). */
+static void restart_with_slow_shrinkers_reported_past_20_ms(void)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 1, 1 * MiB), 0);
+    rcl_lockdep_set_slow_shrinker_ms(20);
+}
+
+/* Fills the cache to above the low watermark without direct reclaim, for
+ * the background reclaimer to call its shrinker. */
+static void slow_cache_fill(struct slow_cache *c)
+{
+    for (int i = 0; i < 1100; i++) {
+        void *p = rcl_alloc(1000, RCL_NOWAIT);
+        if (!p)
+            break;
+        pthread_mutex_lock(&c->lock);
+        c->blocks[c->n++] = p;
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+static void slow_cache_empty(struct slow_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    while (c->n)
+        rcl_free(c->blocks[--c->n]);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void wait_for_a_lockdep_report(void)
+{
+    for (int i = 0; i < 500 && rcl_lockdep_reports() == 0; i++)
+        test_sleep_ms(10);
+}
+
 /* The "Overhaul memalloc_no*" thread (dm-devel, June 2020) ("you should not
  * block kswapd"): a shrinker the background reclaimer waits on for longer
  * than the bound is reported. */
 TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_teardown)
 {
-    rcl_shutdown();
-    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 1, 1 * MiB), 0);
-    rcl_lockdep_set_slow_shrinker_ms(20);
+    restart_with_slow_shrinkers_reported_past_20_ms();
     static struct slow_cache c = { .lock = PTHREAD_MUTEX_INITIALIZER };
     c.n = 0;
     struct rcl_shrinker_opts o = { .batch = 16 };
     struct rcl_shrinker *s = rcl_shrinker_register("slow-cache", &slow_ops, &c, &o);
-    /* Fill to above the low watermark without direct reclaim. */
-    for (int i = 0; i < 1100; i++) {
-        void *p = rcl_alloc(1000, RCL_NOWAIT);
-        if (!p)
-            break;
-        pthread_mutex_lock(&c.lock);
-        c.blocks[c.n++] = p;
-        pthread_mutex_unlock(&c.lock);
-    }
-    for (int i = 0; i < 500 && rcl_lockdep_reports() == 0; i++)
-        test_sleep_ms(10);
+    slow_cache_fill(&c);
+    wait_for_a_lockdep_report();
     if (getenv("SHOW_REPORTS")) {
         printf("n=%d\n", c.n);
         rcl_stats_print(stdout, 0);
@@ -314,10 +341,7 @@ TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_tea
     assert_reports_have("slow-cache");
     assert_reports_have("background reclaimer");
     rcl_shrinker_unregister(s);
-    pthread_mutex_lock(&c.lock);
-    while (c.n)
-        rcl_free(c.blocks[--c.n]);
-    pthread_mutex_unlock(&c.lock);
+    slow_cache_empty(&c);
     rcl_lockdep_set_slow_shrinker_ms(1000);
 }
 
@@ -325,9 +349,7 @@ TEST_WITH(slow_shrinker_under_background_reclaimer_is_reported, ld_setup, ld_tea
  * passes over it add no report. */
 TEST_WITH(slow_shrinker_is_reported_once_however_many_slow_passes, ld_setup, ld_teardown)
 {
-    rcl_shutdown();
-    assert_int_equal(ld_init_mode(RCL_LOCKDEP_ON, 1, 1 * MiB), 0);
-    rcl_lockdep_set_slow_shrinker_ms(20);
+    restart_with_slow_shrinkers_reported_past_20_ms();
     static struct slow_cache c = { .lock = PTHREAD_MUTEX_INITIALIZER };
     c.n = 0;
     atomic_store(&c.scans, 0);
@@ -335,16 +357,8 @@ TEST_WITH(slow_shrinker_is_reported_once_however_many_slow_passes, ld_setup, ld_
      * high watermark. */
     struct rcl_shrinker_opts o = { .batch = 1 };
     struct rcl_shrinker *s = rcl_shrinker_register("slow-once", &slow_ops, &c, &o);
-    for (int i = 0; i < 1100; i++) {
-        void *p = rcl_alloc(1000, RCL_NOWAIT);
-        if (!p)
-            break;
-        pthread_mutex_lock(&c.lock);
-        c.blocks[c.n++] = p;
-        pthread_mutex_unlock(&c.lock);
-    }
-    for (int i = 0; i < 500 && rcl_lockdep_reports() == 0; i++)
-        test_sleep_ms(10);
+    slow_cache_fill(&c);
+    wait_for_a_lockdep_report();
     assert_int_equal(rcl_lockdep_reports(), 1);
     int first = atomic_load(&c.scans);
     for (int i = 0; i < 500 && atomic_load(&c.scans) < first + 3; i++)
@@ -353,10 +367,7 @@ TEST_WITH(slow_shrinker_is_reported_once_however_many_slow_passes, ld_setup, ld_
     rcl_shrinker_unregister(s);
     assert_int_equal(rcl_lockdep_reports(), 1);
     assert_reports_have("slow-once");
-    pthread_mutex_lock(&c.lock);
-    while (c.n)
-        rcl_free(c.blocks[--c.n]);
-    pthread_mutex_unlock(&c.lock);
+    slow_cache_empty(&c);
     rcl_lockdep_set_slow_shrinker_ms(1000);
 }
 
