@@ -785,11 +785,9 @@ TEST_WITH(calloc_of_a_large_block_reads_zero_when_its_memory_is_reused, table_se
     }
 }
 
-/* The backend's padding is charged once its block is known, after the
- * size and the alignment: a padding the budget has no room for fails
- * the allocation, the block given back and all of its charge with it.
- * The budget is filled to leave room for the first charge only. */
-TEST(an_aligned_block_whose_padding_finds_no_room_fails_and_gives_back_its_whole_charge)
+/* The charge an aligned block takes before its padding is known: a test of
+ * the padding's own charge is skipped where the allocator pads no more. */
+static size_t aligned_first_charge_or_skip(void)
 {
     size_t front = 15 + 32 + RCL__BE_BLOCK_OVERHEAD;
     unsigned char *p = rcl_aligned_alloc(32, 15, RCL_DEFAULT);
@@ -801,13 +799,29 @@ TEST(an_aligned_block_whose_padding_finds_no_room_fails_and_gives_back_its_whole
                       "sanitizer's, whose usable size is the size asked)\n");
         skip();
     }
+    return front;
+}
 
+/* Charges the budget up to its min watermark but for room bytes. */
+static size_t charge_all_but(size_t room)
+{
     struct rcl_stats st;
     rcl_stats_get(&st);
-    size_t fill = st.limit - st.wmark_min - front;
+    size_t fill = st.limit - st.wmark_min - room;
     assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    return fill;
+}
+
+/* The backend's padding is charged once its block is known, after the
+ * size and the alignment: a padding the budget has no room for fails
+ * the allocation, the block given back and all of its charge with it.
+ * The budget is filled to leave room for the first charge only. */
+TEST(an_aligned_block_whose_padding_finds_no_room_fails_and_gives_back_its_whole_charge)
+{
+    size_t front = aligned_first_charge_or_skip();
+    size_t fill = charge_all_but(front);
     assert_int_equal(usage_now(), fill);
-    struct rcl_stats before;
+    struct rcl_stats st, before;
     rcl_stats_get(&before);
     errno = 0;
     assert_null(rcl_aligned_alloc(32, 15, RCL_NOWAIT | RCL__NOWARN));
@@ -840,25 +854,13 @@ static void *aligned_in_a_full_budget(void *arg)
 
 TEST(an_aligned_block_whose_padding_charge_ends_its_thread_gives_back_block_and_charge)
 {
-    size_t front = 15 + 32 + RCL__BE_BLOCK_OVERHEAD;
-    unsigned char *p = rcl_aligned_alloc(32, 15, RCL_DEFAULT);
-    assert_non_null(p);
-    size_t held = usage_now();
-    rcl_free(p);
-    if (held <= front) {
-        print_message("skipped: the allocator pads no more than the first charge (a "
-                      "sanitizer's, whose usable size is the size asked)\n");
-        skip();
-    }
+    size_t front = aligned_first_charge_or_skip();
 
     static const struct rcl_shrinker_ops ops = { .count = ends_its_thread,
                                                  .scan = ends_its_thread };
     struct rcl_shrinker *s = rcl_shrinker_register("ends-its-thread", &ops, NULL, NULL);
     assert_non_null(s);
-    struct rcl_stats st;
-    rcl_stats_get(&st);
-    size_t fill = st.limit - st.wmark_min - front;
-    assert_int_equal(rcl_charge(fill, RCL__MEMALLOC | RCL__NOWARN), 0);
+    size_t fill = charge_all_but(front);
     rcl_usage_sync();
     assert_int_equal(usage_now(), fill);
 
