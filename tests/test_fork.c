@@ -1255,6 +1255,25 @@ static void waits_at_gate_fn(struct rcl_work *w)
 
 static void nothing_fn(struct rcl_work *w) { (void)w; }
 
+/* forked_queue, its one worker held in running until gate_opened is set
+ * and behind queued after it: a fork then finds an item running and one
+ * pending. */
+static void create_forked_queue_one_item_behind_a_held_one(const char *name,
+                                                           struct rcl_work *running,
+                                                           struct rcl_work *behind)
+{
+    atomic_store(&gate_reached, 0);
+    atomic_store(&gate_opened, 0);
+    forked_queue = rcl_workqueue_create(name, 1, 0);
+    assert_non_null(forked_queue);
+    rcl_work_init(running, waits_at_gate_fn);
+    rcl_work_init(behind, nothing_fn);
+    assert_int_equal(rcl_queue_work(forked_queue, running), 0);
+    while (!atomic_load(&gate_reached))
+        test_sleep_ms(1);
+    assert_int_equal(rcl_queue_work(forked_queue, behind), 0);
+}
+
 TEST(a_child_whose_queue_destroy_report_ends_its_thread_frees_the_queue)
 {
     if (child_threads_unsupported()) {
@@ -1264,16 +1283,7 @@ TEST(a_child_whose_queue_destroy_report_ends_its_thread_frees_the_queue)
     }
     struct rcl_work running, behind;
 
-    atomic_store(&gate_reached, 0);
-    atomic_store(&gate_opened, 0);
-    forked_queue = rcl_workqueue_create("forked", 1, 0);
-    assert_non_null(forked_queue);
-    rcl_work_init(&running, waits_at_gate_fn);
-    rcl_work_init(&behind, nothing_fn);
-    assert_int_equal(rcl_queue_work(forked_queue, &running), 0);
-    while (!atomic_load(&gate_reached))
-        test_sleep_ms(1);
-    assert_int_equal(rcl_queue_work(forked_queue, &behind), 0);
+    create_forked_queue_one_item_behind_a_held_one("forked", &running, &behind);
     pid_t pid = fork_child(child_destroys_the_queue_in_a_thread_that_ends);
     atomic_store(&gate_opened, 1);
     assert_int_equal(wait_child(pid), 0);
@@ -1309,16 +1319,7 @@ TEST(a_child_frees_a_queue_another_thread_was_destroying_at_the_fork)
     pthread_t destroyer;
     int rc;
 
-    atomic_store(&gate_reached, 0);
-    atomic_store(&gate_opened, 0);
-    forked_queue = rcl_workqueue_create("destroyed", 1, 0);
-    assert_non_null(forked_queue);
-    rcl_work_init(&running, waits_at_gate_fn);
-    rcl_work_init(&behind, nothing_fn);
-    assert_int_equal(rcl_queue_work(forked_queue, &running), 0);
-    while (!atomic_load(&gate_reached))
-        test_sleep_ms(1);
-    assert_int_equal(rcl_queue_work(forked_queue, &behind), 0);
+    create_forked_queue_one_item_behind_a_held_one("destroyed", &running, &behind);
     assert_int_equal(pthread_create(&destroyer, NULL, destroys_the_forked_queue, NULL), 0);
     /* Pending until the destroy drains: then refused as shut down. */
     while ((rc = rcl_queue_work(forked_queue, &behind)) == -EBUSY)
