@@ -1381,18 +1381,27 @@ TEST_WITH(test_systemd_watch_file_gets_decoded_write_data, pressure_setup, press
     assert_string_equal(buf, "full 50000 2000000");
 }
 
-/* A FIFO: anything written to it is a pressure event; the library drains
- * it and shrinks by the step. */
-TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardown)
+/* Starts the library watching a FIFO named by MEMORY_PRESSURE_WATCH, the
+ * background reclaimer on or off, and the cache 8 MiB full; returns the
+ * FIFO's end that writes an event. */
+static int pressure_fifo_on_a_filled_cache(int background)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/pressure.fifo", root);
     assert_int_equal(mkfifo(path, 0600), 0);
     setenv("MEMORY_PRESSURE_WATCH", path, 1);
-    start(64 * MiB, 0);
+    start(64 * MiB, background);
     cache_fill(8 * MiB);
     int fd = open(path, O_WRONLY | O_NONBLOCK);
     assert_true(fd >= 0);
+    return fd;
+}
+
+/* A FIFO: anything written to it is a pressure event; the library drains
+ * it and shrinks by the step. */
+TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardown)
+{
+    int fd = pressure_fifo_on_a_filled_cache(0);
     assert_int_equal(write(fd, "x", 1), 1);
     assert_true(wait_freed(1 * MiB, 5000));
     /* one event, one step: the cache is not emptied */
@@ -1416,14 +1425,7 @@ static long long monotonic_ms(void)
 TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressure_setup,
           pressure_teardown)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/pressure.fifo", root);
-    assert_int_equal(mkfifo(path, 0600), 0);
-    setenv("MEMORY_PRESSURE_WATCH", path, 1);
-    start(64 * MiB, 0);
-    cache_fill(8 * MiB);
-    int fd = open(path, O_WRONLY | O_NONBLOCK);
-    assert_true(fd >= 0);
+    int fd = pressure_fifo_on_a_filled_cache(0);
     long long first = monotonic_ms();
     assert_int_equal(write(fd, "x", 1), 1);
     assert_true(wait_freed(1 * MiB, 5000));
@@ -1446,13 +1448,7 @@ TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressur
  * shrinking happens in rcl-reclaimd, not in the caller or the watcher. */
 TEST_WITH(test_pressure_event_is_handled_by_background_reclaimer, pressure_setup, pressure_teardown)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/pressure.fifo", root);
-    assert_int_equal(mkfifo(path, 0600), 0);
-    setenv("MEMORY_PRESSURE_WATCH", path, 1);
-    start(64 * MiB, 1);
-    cache_fill(8 * MiB);
-    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    int fd = pressure_fifo_on_a_filled_cache(1);
     assert_int_equal(write(fd, "x", 1), 1);
     assert_true(wait_freed(1 * MiB, 5000));
     pthread_mutex_lock(&shrink_lock);
