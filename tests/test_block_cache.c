@@ -1297,6 +1297,16 @@ static void peer_step(struct peer *pr, int mine, int wait_for)
         peer_wait(pr, wait_for);
 }
 
+/* Lets the peer past its step 2, where its cache must be gone by the
+ * time it reaches step 3, and then to its end. */
+static void peer_finish_finding_its_cache_taken(struct peer *pr, pthread_t th)
+{
+    peer_step(pr, 2, 3);
+    assert_int_equal(cached_now(), 0);
+    peer_step(pr, 4, 0);
+    pthread_join(th, NULL);
+}
+
 static void *peer_main(void *arg)
 {
     struct peer *pr = arg;
@@ -1319,10 +1329,7 @@ TEST_WITH(drain_request_empties_another_threads_cache, cache_setup, test_teardow
     peer_wait(&pr, 1);
     assert_cached(cached_now(), 64, 8);
     rcl_usage_sync();
-    peer_step(&pr, 2, 3);
-    assert_int_equal(cached_now(), 0);
-    peer_step(&pr, 4, 0);
-    pthread_join(th, NULL);
+    peer_finish_finding_its_cache_taken(&pr, th);
 }
 
 /* A drain request that reaches a thread while it reclaims is not lost:
@@ -1417,23 +1424,29 @@ static void *allocating_peer_main(void *arg)
     return NULL;
 }
 
+/* Starts allocating_peer_main() and waits until its cache is full; skips
+ * the test where the backend lacks the classes it fills. */
+static pthread_t allocating_peer_with_a_full_cache(struct peer *pr)
+{
+    pthread_t th;
+
+    if (no_backend_class(peer_sizes[2], 9))
+        skip();
+    assert_int_equal(pthread_create(&th, NULL, allocating_peer_main, pr), 0);
+    peer_wait(pr, 1);
+    assert_int_equal(cached_now(), peer_cached());
+    return th;
+}
+
 TEST_WITH(a_lowered_limit_takes_another_threads_next_allocation_off_its_cache, cache_setup,
           test_teardown)
 {
-    if (no_backend_class(peer_sizes[2], 9))
-        skip();
     struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
     struct rcl_stats st;
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, allocating_peer_main, &pr), 0);
-    peer_wait(&pr, 1);
-    assert_int_equal(cached_now(), peer_cached());
+    pthread_t th = allocating_peer_with_a_full_cache(&pr);
     rcl_stats_get(&st);
     assert_int_equal(rcl_set_limit(st.limit / 2), 0);
-    peer_step(&pr, 2, 3);
-    assert_int_equal(cached_now(), 0);
-    peer_step(&pr, 4, 0);
-    pthread_join(th, NULL);
+    peer_finish_finding_its_cache_taken(&pr, th);
 }
 
 /* An allocation that reclaim cannot serve asks the other threads for
@@ -1442,21 +1455,13 @@ TEST_WITH(a_lowered_limit_takes_another_threads_next_allocation_off_its_cache, c
 TEST_WITH(a_failing_allocation_takes_another_threads_next_allocation_off_its_cache,
           cache_setup, test_teardown)
 {
-    if (no_backend_class(peer_sizes[2], 9))
-        skip();
     struct peer pr = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
     struct rcl_stats st;
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, allocating_peer_main, &pr), 0);
-    peer_wait(&pr, 1);
-    assert_int_equal(cached_now(), peer_cached());
+    pthread_t th = allocating_peer_with_a_full_cache(&pr);
     rcl_stats_get(&st);
     assert_null(rcl_alloc(st.limit - st.wmark_min - KiB, RCL_DEFAULT | RCL__NOWARN));
     assert_int_equal(errno, ENOMEM);
-    peer_step(&pr, 2, 3);
-    assert_int_equal(cached_now(), 0);
-    peer_step(&pr, 4, 0);
-    pthread_join(th, NULL);
+    peer_finish_finding_its_cache_taken(&pr, th);
 }
 
 /* Blocks a thread cached before rcl_shutdown() were charged to a budget
