@@ -225,11 +225,9 @@ TEST(a_region_far_from_the_first_is_known_by_the_map)
     assert_int_equal(test_init(64 * MiB), 0);
 }
 
-/* A trim gives a region's first span's pages back like any span's but for
- * the first, where the region's head is: the region is still whole after
- * it, its other spans in use and their blocks intact, and unmapped once
- * they are free too. */
-TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
+enum { TRIM_BLOCKS = 3 * 340, TRIM_SIZE = 176 };     /* 340 slots a span */
+
+static void skip_unless_regions_of_4k_pages(void)
 {
     if (no_regions())
         skip();
@@ -237,32 +235,58 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
         print_message("skipped: the pages of a span are counted in 4 KiB\n");
         skip();
     }
-    enum { N = 3 * 340, SPAN = RCL_REGION_SPAN };     /* 176 B: 340 slots a span */
-    void **p = malloc(N * sizeof(*p));
-    uintptr_t first = 0;
+}
 
-    assert_non_null(p);
-    for (int i = 0; i < N; i++) {
-        assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
-        memset(p[i], i & 0xff, 176);
-        if (slot_at(p[i]) && (uintptr_t)p[i] % RCL_REGION_BYTES < SPAN)
-            first = (uintptr_t)p[i] & ~(uintptr_t)(RCL_REGION_BYTES - 1);
+/* Fills p with TRIM_BLOCKS blocks, each of its index's low byte for a test
+ * to find intact, and returns where the span'th span of a region that
+ * holds some of them starts. */
+static uintptr_t alloc_trim_blocks(void **p, uintptr_t span)
+{
+    uintptr_t at = 0;
+
+    for (int i = 0; i < TRIM_BLOCKS; i++) {
+        assert_non_null(p[i] = rcl_alloc(TRIM_SIZE, RCL_DEFAULT));
+        memset(p[i], i & 0xff, TRIM_SIZE);
+        uintptr_t off = (uintptr_t)p[i] % RCL_REGION_BYTES;
+        if (slot_at(p[i]) && off >= span * RCL_REGION_SPAN && off < (span + 1) * RCL_REGION_SPAN)
+            at = (uintptr_t)p[i] - off + span * RCL_REGION_SPAN;
     }
-    assert_true(first != 0);
-    for (int i = 0; i < N; i++)
-        if ((uintptr_t)p[i] - first < SPAN) {
+    assert_true(at != 0);
+    return at;
+}
+
+/* Frees the blocks of the span at span_at, leaving NULL in their places,
+ * and trims. */
+static void trim_after_freeing_the_span_at(void **p, uintptr_t span_at)
+{
+    for (int i = 0; i < TRIM_BLOCKS; i++)
+        if ((uintptr_t)p[i] - span_at < RCL_REGION_SPAN) {
             rcl_free(p[i]);
             p[i] = NULL;
         }
     rcl_usage_sync();
     rcl__slab_trim();
+}
+
+/* A trim gives a region's first span's pages back like any span's but for
+ * the first, where the region's head is: the region is still whole after
+ * it, its other spans in use and their blocks intact, and unmapped once
+ * they are free too. */
+TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
+{
+    skip_unless_regions_of_4k_pages();
+    void **p = malloc(TRIM_BLOCKS * sizeof(*p));
+
+    assert_non_null(p);
+    uintptr_t first = alloc_trim_blocks(p, 0);
+    trim_after_freeing_the_span_at(p, first);
     assert_true(resident(first));
-    for (uintptr_t a = first + 4096; a < first + SPAN; a += 4096)
+    for (uintptr_t a = first + 4096; a < first + RCL_REGION_SPAN; a += 4096)
         assert_false(resident(a));
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < TRIM_BLOCKS; i++) {
         if (!p[i])
             continue;
-        for (int j = 0; j < 176; j++)
+        for (int j = 0; j < TRIM_SIZE; j++)
             assert_int_equal(((unsigned char *)p[i])[j], i & 0xff);
         rcl_free(p[i]);
     }
@@ -276,34 +300,15 @@ TEST(a_trim_keeps_the_head_of_a_region_it_gives_a_span_of_back)
  * only the first span keeps a page, for the region's head. */
 TEST(a_trim_gives_back_every_page_of_a_span_past_the_first)
 {
-    if (no_regions())
-        skip();
-    if (sysconf(_SC_PAGESIZE) != 4096) {
-        print_message("skipped: the pages of a span are counted in 4 KiB\n");
-        skip();
-    }
-    enum { N = 3 * 340, SPAN = RCL_REGION_SPAN };     /* 176 B: 340 slots a span */
-    void **p = malloc(N * sizeof(*p));
-    uintptr_t second = 0;
+    skip_unless_regions_of_4k_pages();
+    void **p = malloc(TRIM_BLOCKS * sizeof(*p));
 
     assert_non_null(p);
-    for (int i = 0; i < N; i++) {
-        assert_non_null(p[i] = rcl_alloc(176, RCL_DEFAULT));
-        uintptr_t off = (uintptr_t)p[i] % RCL_REGION_BYTES;
-        if (slot_at(p[i]) && off >= SPAN && off < 2 * SPAN)
-            second = (uintptr_t)p[i] - off + SPAN;
-    }
-    assert_true(second != 0);
-    for (int i = 0; i < N; i++)
-        if ((uintptr_t)p[i] - second < SPAN) {
-            rcl_free(p[i]);
-            p[i] = NULL;
-        }
-    rcl_usage_sync();
-    rcl__slab_trim();
-    for (uintptr_t a = second; a < second + SPAN; a += 4096)
+    uintptr_t second = alloc_trim_blocks(p, 1);
+    trim_after_freeing_the_span_at(p, second);
+    for (uintptr_t a = second; a < second + RCL_REGION_SPAN; a += 4096)
         assert_false(resident(a));
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < TRIM_BLOCKS; i++)
         rcl_free(p[i]);
     free(p);
 }
