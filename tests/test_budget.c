@@ -772,6 +772,40 @@ TEST(usage_never_exceeds_the_limit_under_many_threads)
     assert_int_equal(usage_now(), 0);
 }
 
+/* A test and its thread take turns through a phase each sets for the
+ * other. */
+static void phase_wait(atomic_int *phase, int n)
+{
+    while (atomic_load(phase) != n)
+        test_sleep_ms(1);
+}
+
+static void phase_step(atomic_int *phase, int set, int wait)
+{
+    atomic_store(phase, set);
+    phase_wait(phase, wait);
+}
+
+/* Starts fn, which takes phase through 1 and 3 and ends at 4, and waits
+ * for its 1. */
+static pthread_t phase_thread_start(atomic_int *phase, void *(*fn)(void *))
+{
+    pthread_t th;
+
+    atomic_store(phase, 0);
+    assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
+    phase_wait(phase, 1);
+    return th;
+}
+
+/* Lets the thread end, which gives back what it held. */
+static void phase_thread_end(atomic_int *phase, pthread_t th)
+{
+    atomic_store(phase, 4);
+    pthread_join(th, NULL);
+    assert_int_equal(usage_now(), 0);
+}
+
 /* Stocks: what a thread holds pre-charged is folded back by sync, its own
  * at once, the others' at their next call; a thread's stock returns when
  * it exits. */
@@ -781,35 +815,23 @@ static void *stock_holder(void *arg)
     (void)arg;
     void *p = rcl_alloc(100, RCL_DEFAULT);     /* takes a stock */
     rcl_free(p);
-    atomic_store(&stock_phase, 1);
-    while (atomic_load(&stock_phase) != 2)
-        test_sleep_ms(1);
+    phase_step(&stock_phase, 1, 2);
     p = rcl_alloc(100, RCL_DEFAULT);           /* meets the drain request */
     rcl_free(p);
-    atomic_store(&stock_phase, 3);
-    while (atomic_load(&stock_phase) != 4)
-        test_sleep_ms(1);
+    phase_step(&stock_phase, 3, 4);
     return NULL;
 }
 
 TEST(usage_sync_folds_every_threads_stock)
 {
-    pthread_t th;
-    atomic_store(&stock_phase, 0);
-    assert_int_equal(pthread_create(&th, NULL, stock_holder, NULL), 0);
-    while (atomic_load(&stock_phase) != 1)
-        test_sleep_ms(1);
+    pthread_t th = phase_thread_start(&stock_phase, stock_holder);
     assert_int_equal(rcl_usage(), 0);              /* exact while it is quiet */
     rcl_usage_sync();
-    atomic_store(&stock_phase, 2);
-    while (atomic_load(&stock_phase) != 3)
-        test_sleep_ms(1);
+    phase_step(&stock_phase, 2, 3);
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_int_equal(st.usage, 0);
-    atomic_store(&stock_phase, 4);
-    pthread_join(th, NULL);
-    assert_int_equal(usage_now(), 0);
+    phase_thread_end(&stock_phase, th);
 }
 
 /* A thread that only allocates after a sync: its next allocation, served
@@ -821,13 +843,9 @@ static void *cache_holder(void *arg)
     void *a = rcl_alloc(100, RCL_DEFAULT), *b = rcl_alloc(100, RCL_DEFAULT);
     rcl_free(a);
     rcl_free(b);                                /* two cached blocks */
-    atomic_store(&alloc_phase, 1);
-    while (atomic_load(&alloc_phase) != 2)
-        test_sleep_ms(1);
+    phase_step(&alloc_phase, 1, 2);
     a = rcl_alloc(100, RCL_DEFAULT);            /* its next call: no free */
-    atomic_store(&alloc_phase, 3);
-    while (atomic_load(&alloc_phase) != 4)
-        test_sleep_ms(1);
+    phase_step(&alloc_phase, 3, 4);
     rcl_free(a);
     return NULL;
 }
@@ -838,23 +856,15 @@ static void *cache_holder(void *arg)
  * one that allocates and frees nothing for a while kept its blocks.) */
 TEST(usage_sync_is_met_at_another_threads_next_allocation)
 {
-    pthread_t th;
-    atomic_store(&alloc_phase, 0);
-    assert_int_equal(pthread_create(&th, NULL, cache_holder, NULL), 0);
-    while (atomic_load(&alloc_phase) != 1)
-        test_sleep_ms(1);
+    pthread_t th = phase_thread_start(&alloc_phase, cache_holder);
     struct rcl_stats st;
     rcl_stats_get(&st);
     assert_true(st.thread_cached > 0);
     rcl_usage_sync();
-    atomic_store(&alloc_phase, 2);
-    while (atomic_load(&alloc_phase) != 3)
-        test_sleep_ms(1);
+    phase_step(&alloc_phase, 2, 3);
     rcl_stats_get(&st);
     assert_int_equal(st.thread_cached, 0);
-    atomic_store(&alloc_phase, 4);
-    pthread_join(th, NULL);
-    assert_int_equal(usage_now(), 0);
+    phase_thread_end(&alloc_phase, th);
 }
 
 /* RECLAIM_STATS=1 prints the statistics at exit. */
@@ -954,34 +964,10 @@ TEST(stats_print_text_and_json)
     test_cache_free(c);
 }
 
-/* JSON text is UTF-8 (RFC 8259): a shrinker's name is the program's, and
- * a byte of it that is no UTF-8 goes out as U+FFFD, the rest as it is. */
-TEST(stats_json_carries_a_name_that_is_no_utf8_as_valid_text)
+/* The statistics in JSON while a shrinker of that name is registered. */
+static char *stats_json_naming_a_shrinker(const char *name)
 {
     static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
-    struct rcl_shrinker *s = rcl_shrinker_register("caf\xc3\xa9 \xff\xc3 \xed\xa0\x80\"",
-                                                   &ops, NULL, NULL);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-
-    assert_non_null(s);
-    assert_int_equal(rcl_stats_print(f, 1), 0);
-    fclose(f);
-    assert_non_null(strstr(buf, "\"name\":\"caf\xc3\xa9 \\ufffd\\ufffd "
-                                "\\ufffd\\ufffd\\ufffd\\\"\""));
-    free(buf);
-    rcl_shrinker_unregister(s);
-}
-
-/* RFC 3629 UTF-8 has no overlong form, nothing past U+10FFFF and no lead
- * byte C0, C1 or F5 and above: each byte of such a sequence goes out as
- * U+FFFD. */
-TEST(stats_json_carries_overlong_and_too_large_utf8_as_replacements)
-{
-    static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
-    static const char name[] = "a\xe0\x80\x80" "b\xf4\x90\x80\x80" "c\xc1\x81"
-                               "d\xf0\x80\x80\x80" "e\xf5\x80\x80\x80" "f";
     struct rcl_shrinker *s = rcl_shrinker_register(name, &ops, NULL, NULL);
     char *buf = NULL;
     size_t len = 0;
@@ -990,30 +976,45 @@ TEST(stats_json_carries_overlong_and_too_large_utf8_as_replacements)
     assert_non_null(s);
     assert_int_equal(rcl_stats_print(f, 1), 0);
     fclose(f);
+    rcl_shrinker_unregister(s);
+    return buf;
+}
+
+/* JSON text is UTF-8 (RFC 8259): a shrinker's name is the program's, and
+ * a byte of it that is no UTF-8 goes out as U+FFFD, the rest as it is. */
+TEST(stats_json_carries_a_name_that_is_no_utf8_as_valid_text)
+{
+    char *buf = stats_json_naming_a_shrinker("caf\xc3\xa9 \xff\xc3 \xed\xa0\x80\"");
+
+    assert_non_null(strstr(buf, "\"name\":\"caf\xc3\xa9 \\ufffd\\ufffd "
+                                "\\ufffd\\ufffd\\ufffd\\\"\""));
+    free(buf);
+}
+
+/* RFC 3629 UTF-8 has no overlong form, nothing past U+10FFFF and no lead
+ * byte C0, C1 or F5 and above: each byte of such a sequence goes out as
+ * U+FFFD. */
+TEST(stats_json_carries_overlong_and_too_large_utf8_as_replacements)
+{
+    static const char name[] = "a\xe0\x80\x80" "b\xf4\x90\x80\x80" "c\xc1\x81"
+                               "d\xf0\x80\x80\x80" "e\xf5\x80\x80\x80" "f";
+    char *buf = stats_json_naming_a_shrinker(name);
+
     assert_non_null(strstr(buf, "\"name\":\"a\\ufffd\\ufffd\\ufffd"
                                 "b\\ufffd\\ufffd\\ufffd\\ufffdc\\ufffd\\ufffd"
                                 "d\\ufffd\\ufffd\\ufffd\\ufffd"
                                 "e\\ufffd\\ufffd\\ufffd\\ufffdf\""));
     free(buf);
-    rcl_shrinker_unregister(s);
 }
 
 /* JSON cannot carry a control character raw: a name's tab goes out as
  * \u0009. */
 TEST(stats_json_escapes_a_control_character_in_a_name)
 {
-    static const struct rcl_shrinker_ops ops = { test_cache_count, test_cache_scan };
-    struct rcl_shrinker *s = rcl_shrinker_register("tab\there", &ops, NULL, NULL);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
+    char *buf = stats_json_naming_a_shrinker("tab\there");
 
-    assert_non_null(s);
-    assert_int_equal(rcl_stats_print(f, 1), 0);
-    fclose(f);
     assert_non_null(strstr(buf, "\"name\":\"tab\\u0009here\""));
     free(buf);
-    rcl_shrinker_unregister(s);
 }
 
 /* A stream that cannot take the text says so: -EIO, not a silent loss. */
