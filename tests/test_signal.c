@@ -338,18 +338,25 @@ TEST(test_a_handlers_bad_alignment_or_size_is_einval)
     rcl_free(p);
 }
 
-/* A handler's stash serves requests of up to 256 bytes: one byte more is
- * ENOMEM, a stash block standing by or not, and takes none of them. */
-TEST(test_a_handlers_request_above_256_bytes_is_enomem)
+/* A handler's first request finds no stash and asks the thread for one,
+ * which the thread's next slow path makes. */
+static void stash_for_a_handler(void)
 {
-    rcl_free(rcl_alloc(16, RCL_DEFAULT));        /* the thread registered */
     unsigned cookie = rcl_signal_enter();
     void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
     rcl_signal_leave(cookie);
     assert_null(none);
     rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
+}
 
-    cookie = rcl_signal_enter();
+/* A handler's stash serves requests of up to 256 bytes: one byte more is
+ * ENOMEM, a stash block standing by or not, and takes none of them. */
+TEST(test_a_handlers_request_above_256_bytes_is_enomem)
+{
+    rcl_free(rcl_alloc(16, RCL_DEFAULT));        /* the thread registered */
+    stash_for_a_handler();
+
+    unsigned cookie = rcl_signal_enter();
     errno = 0;
     void *over = rcl_alloc(257, RCL_ATOMIC);
     int over_err = errno;
@@ -369,13 +376,9 @@ TEST(test_a_handlers_stash_serves_eight_blocks)
     void *p[9];
 
     rcl_free(rcl_alloc(16, RCL_DEFAULT));        /* the thread registered */
-    unsigned cookie = rcl_signal_enter();
-    void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
-    rcl_signal_leave(cookie);
-    assert_null(none);
-    rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
+    stash_for_a_handler();
 
-    cookie = rcl_signal_enter();
+    unsigned cookie = rcl_signal_enter();
     for (int i = 0; i < 9; i++)
         p[i] = rcl_alloc(64, RCL_ATOMIC);
     rcl_signal_leave(cookie);
@@ -443,12 +446,8 @@ TEST(test_a_handlers_zeroed_block_grown_zeroed_reads_zero)
         rcl_free(d[i]);
     rcl_usage_sync();                    /* their memory back where blocks come from */
 
+    stash_for_a_handler();
     unsigned cookie = rcl_signal_enter();
-    void *none = rcl_alloc(16, RCL_ATOMIC);      /* no stash yet: asks for one */
-    rcl_signal_leave(cookie);
-    assert_null(none);
-    rcl_free(rcl_alloc(100 * 1024, RCL_DEFAULT));  /* a slow path: the stash made */
-    cookie = rcl_signal_enter();
     unsigned char *p = rcl_alloc(16, RCL_ATOMIC | RCL__ZERO);
     rcl_signal_leave(cookie);
     assert_non_null(p);
