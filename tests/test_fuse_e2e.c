@@ -535,6 +535,36 @@ static void mount_the_daemon(const char *const *args)
     assert_true(wait_until(sig_mounted, 10000));
 }
 
+/* Waits for the daemon to exit; one that did is not killed again at the
+ * teardown. */
+static int reap_the_daemon(void)
+{
+    int status = wait_child(sig.pid, 20000);
+    if (status >= 0)
+        sig.pid = 0;
+    return status;
+}
+
+/* A SIGTERM: the daemon unmounts and exits with status 0. */
+static void stop_the_daemon_cleanly(void)
+{
+    kill(sig.pid, SIGTERM);
+    expect_exit(reap_the_daemon(), 0);
+    assert_true(sig_unmounted());
+}
+
+/* Mounts the daemon and opens its disk for direct I/O; path is left the
+ * disk's, for a test that opens it again. */
+static int mount_the_daemon_and_open_its_disk(const char *const *args, char path[PATH_MAX],
+                                              int flags)
+{
+    snprintf(path, PATH_MAX, "%s/disk", sig.mnt);
+    mount_the_daemon(args);
+    int fd = open(path, flags | O_DIRECT);
+    assert_return_code(fd, errno);
+    return fd;
+}
+
 /* A signal that comes while the daemon starts, mounted but not yet
  * waiting for signals, unmounts as one that comes later does. A large
  * reserve to pre-fault widens that moment. */
@@ -543,12 +573,7 @@ TEST_WITH(test_a_signal_while_the_daemon_starts_unmounts_and_exits, sig_setup, s
     NEED_FUSE();
     static const char *const args[] = { "-f", "--size=64M", "--threads=16", "--reserve=256M", NULL };
     mount_the_daemon(args);
-    kill(sig.pid, SIGTERM);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
-    expect_exit(status, 0);
-    assert_true(sig_unmounted());
+    stop_the_daemon_cleanly();
 }
 
 static bool sig_daemon_gone(void)
@@ -645,9 +670,7 @@ TEST_WITH(test_a_signal_unmounts_and_what_is_open_is_still_served, sig_setup, si
     }
     assert_true(ready);
     assert_int_equal(wstatus, 0);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
+    int status = reap_the_daemon();
     expect_exit(status, 0);
     assert_true(sig_unmounted());
 }
@@ -681,9 +704,7 @@ TEST_WITH(test_the_last_close_after_a_signal_is_no_abort, sig_setup, sig_teardow
         assert_true(wait_until(sig_unmounted, 10000));
         assert_int_equal(pwrite(fd, dio_buf, 65536, 65536), 65536);
         close(fd);
-        int status = wait_child(sig.pid, 20000);
-        if (status >= 0)
-            sig.pid = 0;
+        int status = reap_the_daemon();
         expect_exit(status, 0);
         if (file_has(sig.log, ABORTED_SAID)) {
             printf("run %d: an abort said where there was none\n", run);
@@ -706,9 +727,7 @@ TEST_WITH(test_an_aborted_connection_is_unmounted_by_the_daemon, sig_setup, sig_
     static const char *const args[] = { "-f", "--size=64M", NULL };
     mount_the_daemon(args);
     abort_connection(mount_minor(sig.mnt));
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
+    int status = reap_the_daemon();
     expect_exit(status, 0);
     assert_true(sig_unmounted());
     assert_true(file_has(sig.log, ABORTED_SAID));
@@ -723,10 +742,7 @@ TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_tea
     NEED_FUSE();
     static const char *const args[] = { "-f", "--size=64M", NULL };
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
-    mount_the_daemon(args);
-    int fd = open(path, O_RDONLY | O_DIRECT);
-    assert_return_code(fd, errno);
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDONLY);
 
     assert_return_code(truncate(sig.backing, 0), errno);
     errno = 0;
@@ -739,12 +755,7 @@ TEST_WITH(test_a_failed_backing_read_fails_that_request_only, sig_setup, sig_tea
     assert_true(sig_mounted());
     assert_int_equal(pread(fd, dio_buf, 65536, 0), 65536);
     close(fd);
-    kill(sig.pid, SIGTERM);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
-    expect_exit(status, 0);
-    assert_true(sig_unmounted());
+    stop_the_daemon_cleanly();
     assert_false(file_has(sig.log, "reading /dev/fuse"));
 }
 
@@ -761,11 +772,7 @@ TEST_WITH(test_the_write_back_of_the_last_page_writes_what_lies_before_the_end, 
     static const char *const args[] = { "-f", "--size=64M", NULL };
     const off_t size = 64 << 20;
     char path[PATH_MAX], tail[10];
-    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
-    mount_the_daemon(args);
-
-    int fd = open(path, O_RDWR | O_DIRECT);
-    assert_return_code(fd, errno);
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
     memset(dio_buf, 9, sizeof(dio_buf));
     errno = 0;
     ssize_t across = pwrite(fd, dio_buf, 65536, size - 32768);
@@ -790,12 +797,7 @@ TEST_WITH(test_the_write_back_of_the_last_page_writes_what_lies_before_the_end, 
     assert_int_equal(n, 10);
     assert_memory_equal(tail, "ABCDEFGHIJ", 10);
 
-    kill(sig.pid, SIGTERM);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
-    expect_exit(status, 0);
-    assert_true(sig_unmounted());
+    stop_the_daemon_cleanly();
 }
 
 /* A thread of pid waiting in a read of /dev/fuse, or 0: the descriptor
@@ -845,10 +847,7 @@ TEST_WITH(test_a_worker_that_cannot_read_the_device_ends_alone, sig_setup, sig_t
     }
     static const char *const args[] = { "-f", "--size=64M", "--threads=2", NULL };
     char path[PATH_MAX], tid_arg[16];
-    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
-    mount_the_daemon(args);
-    int fd = open(path, O_RDWR | O_DIRECT);
-    assert_return_code(fd, errno);
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
     memset(dio_buf, 7, sizeof(dio_buf));
     assert_int_equal(pwrite(fd, dio_buf, 65536, 0), 65536);
 
@@ -880,9 +879,7 @@ TEST_WITH(test_a_worker_that_cannot_read_the_device_ends_alone, sig_setup, sig_t
                  !memcmp(dio_buf, dio_buf + 32768, 32768);
     }
     close(fd);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
+    int status = reap_the_daemon();
     if (wait_child(sig.tracer, 10000) < 0) {
         kill(sig.tracer, SIGKILL);
         waitpid(sig.tracer, NULL, 0);
@@ -1063,9 +1060,7 @@ TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_se
         if (sig.stuck[i] > 0 && wait_child(sig.stuck[i], 10000) >= 0)
             sig.stuck[i] = 0;
     kill(sig.pid, SIGTERM);
-    int status = wait_child(sig.pid, 20000);
-    if (status >= 0)
-        sig.pid = 0;
+    int status = reap_the_daemon();
     assert_true(mapped);
     assert_true(reader_waits);
     if (!mapper_waits) {
