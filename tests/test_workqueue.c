@@ -1103,6 +1103,15 @@ TEST(test_a_rerun_queued_behind_a_run_that_exits_its_thread_still_runs)
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
 }
 
+/* Destroys wq, whose rescuer ended in an item and had another take its
+ * place once, a worker's start having failed. */
+static void destroy_after_a_rescuer_replaced(struct rcl_workqueue *wq)
+{
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
+    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+}
+
 /* The rescuer that runs such an item ends as well, and another takes its
  * place, as the kernel's rescuer never ends: here, with no worker ever
  * started, the next item still runs. */
@@ -1120,9 +1129,7 @@ TEST_WITH(test_a_rescuer_whose_work_exits_its_thread_is_replaced_and_the_queue_s
     assert_int_equal(rcl_queue_work(wq, &after.work), 0);
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(atomic_load(&after.runs), 1);
-    assert_true(returns_in_time(destroy_main, wq));
-    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
-    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
+    destroy_after_a_rescuer_replaced(wq);
 }
 
 /* The rescuer's replacement fails too, as a thread's start may when the
@@ -1157,6 +1164,18 @@ static bool reported_in_time(const char *text)
     return false;
 }
 
+/* Holds wq's worker in stuck, so that the mayday's rescuer runs ends and
+ * its thread ends with it, and waits for the report that no replacement
+ * could be started. */
+static void rescuer_ends_unreplaced(struct rcl_workqueue *wq, struct waiter *stuck,
+                                    struct rcl_work *ends)
+{
+    assert_int_equal(rcl_queue_work(wq, &stuck->work), 0);
+    gate_wait_arrived(stuck->until, 1);         /* the worker is stuck: mayday */
+    assert_int_equal(rcl_queue_work(wq, ends), 0);
+    assert_true(reported_in_time("cannot start a new rescuer"));
+}
+
 TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_later_and_breaks_a_dependency,
           second_rescuer_fails_setup, rescuer_teardown)
 {
@@ -1173,10 +1192,7 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_later_and_b
     rcl_work_init(&b.work, opener_fn);
     rcl_work_init(&ends, exits_fn);
 
-    assert_int_equal(rcl_queue_work(wq, &a1.work), 0);
-    gate_wait_arrived(&g1, 1);                  /* the worker is stuck: mayday */
-    assert_int_equal(rcl_queue_work(wq, &ends), 0);
-    assert_true(reported_in_time("cannot start a new rescuer"));
+    rescuer_ends_unreplaced(wq, &a1, &ends);
     gate_open(&g1);
     assert_true(returns_in_time(flush_main, wq));
 
@@ -1184,10 +1200,8 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_later_and_b
     gate_wait_arrived(&g2, 1);                  /* stuck again: mayday */
     assert_int_equal(rcl_queue_work(wq, &b.work), 0);
     assert_true(returns_in_time(flush_main, wq));   /* only if a rescuer ran b */
-    assert_true(returns_in_time(destroy_main, wq));
+    destroy_after_a_rescuer_replaced(wq);
     assert_int_equal(atomic_load(&rescuer_starts), 3);
-    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
-    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
 }
 
 /* The rescuer's replacement fails, threads can be started again a while
@@ -1232,10 +1246,7 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_before_the_
     rcl_work_init(&ends, exits_fn);
     probe_init(&p, NULL);
 
-    assert_int_equal(rcl_queue_work(wq, &a1.work), 0);
-    gate_wait_arrived(&g1, 1);                  /* the worker is stuck: mayday */
-    assert_int_equal(rcl_queue_work(wq, &ends), 0);
-    assert_true(reported_in_time("cannot start a new rescuer"));
+    rescuer_ends_unreplaced(wq, &a1, &ends);
 
     atomic_store(&workers_allowed, 1);          /* threads can be made again */
     gate_open(&g1);
@@ -1251,10 +1262,8 @@ TEST_WITH(test_a_rescuer_that_cannot_be_replaced_at_once_is_replaced_before_the_
     bool rescued = returns_in_time(flush_main, wq);
     gate_open(&g2);
     assert_true(rescued);
-    assert_true(returns_in_time(destroy_main, wq));
+    destroy_after_a_rescuer_replaced(wq);
     assert_int_equal(atomic_load(&p.runs), 1);
-    assert_int_equal(test_reports_seen_matching("another rescuer takes its place"), 1);
-    assert_true(test_reports_seen_matching("cannot start a worker") >= 1);
 }
 
 /* A worker start that does not come back, as one may under the memory
