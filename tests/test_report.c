@@ -194,6 +194,21 @@ TEST(a_report_longer_than_its_buffer_says_it_was_cut)
     assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
 }
 
+/* Holds a report "first" and then one of text, as the library does while
+ * it starts or stops, and delivers both. */
+static void deliver_held_first_and(const char *text)
+{
+    struct rcl__held_reports held;
+
+    test_reports_reset();
+    rcl__report_hold();
+    rcl__report("first");
+    rcl__report("%s", text);
+    rcl__report_unhold(&held);
+    rcl__report_deliver(&held);
+    assert_int_equal(test_report_count(), 2);
+}
+
 /* The reports made while the library starts or stops are held until it is
  * done, in room they share (a refused environment's is up to 1.6 KiB). One
  * longer than the room left ends saying it was cut there, as one longer
@@ -201,16 +216,9 @@ TEST(a_report_longer_than_its_buffer_says_it_was_cut)
 TEST(a_held_report_longer_than_the_room_left_says_it_was_cut)
 {
     static char longer[RCL__HELD_BYTES];
-    struct rcl__held_reports held;
 
     memset(longer, 'x', sizeof(longer) - 1);
-    test_reports_reset();
-    rcl__report_hold();
-    rcl__report("first");
-    rcl__report("%s", longer);
-    rcl__report_unhold(&held);
-    rcl__report_deliver(&held);
-    assert_int_equal(test_report_count(), 2);
+    deliver_held_first_and(longer);
     assert_reports_have("first");
     assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
 }
@@ -220,16 +228,9 @@ TEST(a_held_report_longer_than_the_room_left_says_it_was_cut)
 TEST(a_held_report_as_long_as_the_room_left_says_it_was_cut)
 {
     static char exact[RCL__HELD_BYTES];
-    struct rcl__held_reports held;
 
     memset(exact, 'x', RCL__HELD_BYTES - sizeof("first"));
-    test_reports_reset();
-    rcl__report_hold();
-    rcl__report("first");
-    rcl__report("%s", exact);
-    rcl__report_unhold(&held);
-    rcl__report_deliver(&held);
-    assert_int_equal(test_report_count(), 2);
+    deliver_held_first_and(exact);
     assert_last_report_has("xxx\n[... the rest of this report did not fit and was cut]\n");
 }
 
