@@ -222,6 +222,30 @@ static struct wq_worker *free_slot(struct rcl_workqueue *wq)
             return &wq->workers[i];
 }
 
+/* The slot of a worker being started joins the workers; `creating` keeps
+ * every other start out until it is known whether the thread runs. */
+static void slot_claim(struct rcl_workqueue *wq, struct wq_worker *w, bool reused)
+{
+    if (reused) {
+        w->gone = false;
+        wq->nr_gone--;
+    } else {
+        rcl__assert(w == &wq->workers[wq->nr_workers]);
+        wq->nr_workers++;
+    }
+}
+
+static void slot_unclaim(struct rcl_workqueue *wq, struct wq_worker *w, bool reused)
+{
+    if (reused) {
+        w->gone = true;
+        wq->nr_gone++;
+    } else {
+        rcl__assert(w == &wq->workers[wq->nr_workers - 1]);
+        wq->nr_workers--;
+    }
+}
+
 /*
  * Start one more worker; wq->lock held, dropped meanwhile. The new worker
  * is counted idle before it runs, as the kernel's create_worker() does, so
@@ -247,6 +271,10 @@ static void create_worker(struct rcl_workqueue *wq)
     bool reused = w->gone, rescued = wq->has_rescuer;
     w->wq = wq;
     w->running = 0;
+    /* Counted before it runs, since it may take an item before its start
+     * comes back: a flush, and a requeue looking for the thread running
+     * its item, must see the item it runs. */
+    slot_claim(wq, w, reused);
     wq->nr_idle++;
     pthread_mutex_unlock(&wq->lock);
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
@@ -254,14 +282,9 @@ static void create_worker(struct rcl_workqueue *wq)
     wq->creating = false;
     if (err) {
         wq->nr_idle--;
+        slot_unclaim(wq, w, reused);
         create_refused(wq, err, running, rescued);
         return;
-    }
-    if (reused) {
-        w->gone = false;
-        wq->nr_gone--;
-    } else {
-        wq->nr_workers++;
     }
     wq->mayday = false;
     pthread_cond_broadcast(&wq->done);

@@ -1307,6 +1307,78 @@ TEST_WITH(test_the_rescuer_runs_work_while_a_worker_start_does_not_come_back,
     assert_int_equal(atomic_load(&worker_starts), 2);
 }
 
+/* A worker whose start has not come back may already run an item: a
+ * worker starts another before it takes an item of its own, and the new
+ * one can take that item first. A flush must wait for it; it returned as
+ * soon as the item was off the list, the worker running it not yet among
+ * the queue's. */
+static struct gate uncounted_gate;
+static atomic_int uncounted_starts;
+static atomic_bool uncounted_release, uncounted_done, flush_saw_done, flush_returned;
+static atomic_int flush_tid;
+
+static int second_start_returns_when_told(pthread_t *th, void *(*fn)(void *), void *arg,
+                                          const char *what)
+{
+    int err = pthread_create(th, NULL, fn, arg);
+    if (err || strcmp(what, "worker") != 0 || atomic_fetch_add(&uncounted_starts, 1) != 1)
+        return err;
+    while (!atomic_load(&uncounted_release))
+        test_sleep_ms(1);
+    return 0;
+}
+
+static int uncounted_setup(void **state)
+{
+    gate_init(&uncounted_gate);
+    atomic_store(&uncounted_starts, 0);
+    atomic_store(&uncounted_release, false);
+    atomic_store(&uncounted_done, false);
+    atomic_store(&flush_saw_done, false);
+    atomic_store(&flush_returned, false);
+    rcl__thread_create_hook = second_start_returns_when_told;
+    return test_setup(state);
+}
+
+static void gated_done_fn(struct rcl_work *w)
+{
+    gate_pass(((struct waiter *)w)->until);
+    atomic_store(&uncounted_done, true);
+}
+
+static void *flush_and_look(void *wq)
+{
+    atomic_store(&flush_tid, (int)gettid());
+    rcl_flush_workqueue(wq);
+    atomic_store(&flush_saw_done, atomic_load(&uncounted_done));
+    atomic_store(&flush_returned, true);
+    return NULL;
+}
+
+TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_back,
+          uncounted_setup, rescuer_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("uncounted", 2, 0);
+    assert_non_null(wq);
+    struct waiter a = { .until = &uncounted_gate };
+    rcl_work_init(&a.work, gated_done_fn);
+    assert_int_equal(rcl_queue_work(wq, &a.work), 0);
+    gate_wait_arrived(&uncounted_gate, 1);      /* run by the worker being started */
+
+    pthread_t flusher;
+    atomic_store(&flush_tid, 0);
+    assert_int_equal(pthread_create(&flusher, NULL, flush_and_look, wq), 0);
+    while (!atomic_load(&flush_returned) &&
+           !(atomic_load(&flush_tid) && test_thread_asleep(atomic_load(&flush_tid))))
+        test_sleep_ms(1);
+    gate_open(&uncounted_gate);
+    atomic_store(&uncounted_release, true);
+    pthread_join(flusher, NULL);
+    assert_true(atomic_load(&flush_saw_done));
+    assert_true(returns_in_time(destroy_main, wq));
+    assert_int_equal(atomic_load(&uncounted_starts), 2);
+}
+
 /* A worker's start that comes back only once the worker started has taken
  * an item: the worker that found that start under way when it took its
  * own let it stand for the idle worker it keeps, and the start left
