@@ -15,6 +15,12 @@
 BUILD=${BUILD:-build}
 lib=$BUILD/libreclaim.a
 [ -e "$lib" ] || { echo "check-header: $lib not built (make lib)"; exit 1; }
+# The archive needs what its backend needs, as the Makefile links it.
+case ${BACKEND:-libc} in
+mimalloc) backend_libs=-lmimalloc ;;
+jemalloc) backend_libs="-ljemalloc -lm" ;;
+*) backend_libs= ;;
+esac
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 # Valid C and C++ both, every variable static or local; its one
@@ -114,7 +120,7 @@ build() { # compiler, language, std, extra flags, output ("" to compile only)
     case $lang in c) flags=$CSTRICT ;; *) flags=$CXXSTRICT ;; esac
     set -- -x "$lang" -std="$std" $flags $extra -Iinclude "$tmp/probe.c"
     if [ -n "$out" ]; then
-        set -- "$@" -x none "$lib" -pthread -o "$out"
+        set -- "$@" -x none "$lib" -pthread $backend_libs -o "$out"
     else
         set -- -c "$@" -o "$tmp/probe.o"
     fi
