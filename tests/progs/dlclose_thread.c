@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "reclaim.h"
@@ -39,8 +40,11 @@ int main(int argc, char **argv)
     }
     void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
-        fprintf(stderr, "dlopen: %s\n", dlerror());
-        return 2;
+        const char *why = dlerror();
+        fprintf(stderr, "dlopen: %s\n", why);
+        /* A backend whose TLS is initial-exec (Debian's jemalloc) cannot
+         * be loaded after the program started: nothing to try here. */
+        return why && strstr(why, "static TLS") ? 77 : 2;
     }
     *(void **)&lib_alloc = dlsym(lib, "rcl_alloc");
     *(void **)&lib_free = dlsym(lib, "rcl_free");
