@@ -872,7 +872,9 @@ size_t rcl_auto_limit(void);
  * Aligned blocks (an alignment above 16; up to 16, rcl_alloc's block)
  * charge at least size + align: in a backend block of up to 64 KiB, what the
  * allocator holds for them, its usable size for the block (and glibc's
- * size word) with the padding it adds for the alignment, which over glibc
+ * size word, or its two words for a chunk it maps, as it does where the
+ * program set M_MMAP_THRESHOLD below 64 KiB) with the padding it adds for
+ * the alignment, which over glibc
  * may be less than size + align and the overhead; above, size + align
  * and the overhead to the byte, as other blocks. A free gives back the
  * same.

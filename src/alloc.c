@@ -170,7 +170,8 @@ static inline size_t front_charge(size_t size, unsigned shift, bool mapped)
 /*
  * An aligned block's charge, as a plain one's: within the classes, what
  * the backend holds for it - its usable size and what it keeps beside
- * that - and above them the size and the front part to the byte. The
+ * that, a mapped chunk's second word included (rcl__be_held) - and above
+ * them the size and the front part to the byte. The
  * backend pads an aligned block beyond the size asked, to a class that
  * has the alignment (jemalloc) or by as much as the alignment again
  * (mimalloc, to find an aligned spot in a larger block), and the size
@@ -184,7 +185,7 @@ static inline size_t front_charge(size_t size, unsigned shift, bool mapped)
  */
 static inline size_t aligned_charge(const char *base, size_t size, unsigned shift)
 {
-    size_t held = rcl__be_usable_size(base) + RCL__BE_USABLE_OVERHEAD;
+    size_t held = rcl__be_held(base);
 
     return held <= RCL_BCACHE_MAX ? held : front_charge(size, shift, false);
 }

@@ -30,10 +30,10 @@
  * RCL__BE_BLOCK_OVERHEAD is what the backend itself keeps per block beyond
  * the size asked, where that is a fixed amount; it is part of a block's
  * charge (alloc.c). Rounding to the backend's own size classes is left to
- * the footprint samples. RCL__BE_USABLE_OVERHEAD is what it keeps beyond
- * a block's usable size: an aligned block within the classes is charged
- * by that size (alloc.c), since the backend pads it to an alignment the
- * size alone does not tell.
+ * the footprint samples. rcl__be_held() is what it holds for a block, its
+ * usable size and what it keeps beside that: an aligned block within the
+ * classes is charged that (alloc.c), since the backend pads it to an
+ * alignment the size alone does not tell.
  *
  * rcl__be_calloc() and rcl__be_memalign_zero() give zeroed memory without
  * writing memory fresh from the system (a chunk the backend just mapped),
@@ -85,7 +85,6 @@
 #define RCL_BACKEND_NAME "mimalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 100000000ull       /* 100 ms */
 #define RCL__BE_BLOCK_OVERHEAD   0
-#define RCL__BE_USABLE_OVERHEAD  0
 static inline void *rcl__be_malloc(size_t n) { return mi_malloc(n); }
 /*
  * mimalloc's zeroed allocation writes a large block whole, fresh from the
@@ -126,6 +125,7 @@ static inline void *rcl__be_calloc(size_t n)
 }
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
+static inline size_t rcl__be_held(const void *p) { return mi_usable_size(p); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return mi_realloc(p, n); }
 static inline size_t rcl__be_good_size(size_t n) { return mi_good_size(n); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mi_malloc_aligned(n, a); }
@@ -144,7 +144,6 @@ static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
 #define RCL_BACKEND_NAME "jemalloc"
 #define RCL__BE_TRIM_INTERVAL_NS 10000000ull        /* 10 ms */
 #define RCL__BE_BLOCK_OVERHEAD   0
-#define RCL__BE_USABLE_OVERHEAD  0
 #ifndef MALLCTL_ARENAS_ALL
 #define MALLCTL_ARENAS_ALL 4096     /* the same in every jemalloc >= 4 */
 #endif
@@ -154,6 +153,7 @@ static inline void *rcl__be_malloc(size_t n) { return mallocx(n, 0); }
 static inline void *rcl__be_calloc(size_t n) { return mallocx(n, MALLOCX_ZERO); }
 static inline void  rcl__be_free(void *p) { dallocx(p, 0); }
 static inline size_t rcl__be_usable_size(const void *p) { return sallocx((void *)p, 0); }
+static inline size_t rcl__be_held(const void *p) { return sallocx((void *)p, 0); }
 static inline void *rcl__be_realloc(void *p, size_t n) { return rallocx(p, n, 0); }
 static inline size_t rcl__be_good_size(size_t n) { return nallocx(n, 0); }
 static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MALLOCX_ALIGN(a)); }
@@ -176,13 +176,28 @@ static inline void  rcl__be_trim(void)
 /* A chunk's size word, rounded to glibc's 16-byte granule: a request of
  * n bytes (n a multiple of 16) takes an n + 16-byte chunk. */
 #define RCL__BE_BLOCK_OVERHEAD   16
-/* A chunk in the heap is its usable size and its size word. (A mapped
- * chunk has a second word, on a mapping rounded to pages.) */
-#define RCL__BE_USABLE_OVERHEAD  8
 static inline void *rcl__be_malloc(size_t n) { return malloc(n); }
 static inline void *rcl__be_calloc(size_t n) { return calloc(1, n); }
 static inline void  rcl__be_free(void *p) { free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return malloc_usable_size((void *)p); }
+/*
+ * A chunk in the heap lends its last word to the next chunk, and its
+ * usable size is the chunk less its size word; a mapped chunk (any
+ * block, with M_MMAP_THRESHOLD set low enough by the program) has no
+ * neighbour to lend to, and its usable size is the chunk less two words.
+ * Every chunk is a multiple of the 16-byte granule, so the usable size and
+ * one word, rounded up to it, is the chunk either way, without reading
+ * glibc's words. Under a sanitizer the usable size is the size asked,
+ * and a word is what glibc would keep beside it.
+ */
+static inline size_t rcl__be_held(const void *p)
+{
+#ifdef RCL_SANITIZED
+    return rcl__be_usable_size(p) + 8;
+#else
+    return (rcl__be_usable_size(p) + 8 + 15) & ~(size_t)15;
+#endif
+}
 static inline void *rcl__be_realloc(void *p, size_t n) { return realloc(p, n); }
 /* glibc rounds to its 16-byte granule, and a mapped chunk to pages: both
  * within the slack a shrink allows (alloc.c, room_slack()). */

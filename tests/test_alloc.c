@@ -652,7 +652,7 @@ TEST(failed_realloc_keeps_the_block)
  * block's. */
 static size_t aligned_charge(const unsigned char *p, size_t align, size_t size)
 {
-    size_t held = rcl__be_usable_size(p - align) + RCL__BE_USABLE_OVERHEAD;
+    size_t held = rcl__be_held(p - align);
 
     return held <= 64 * KiB ? held : size + align + RCL__BE_BLOCK_OVERHEAD;
 }
@@ -700,6 +700,61 @@ TEST(an_aligned_block_is_charged_what_the_backend_holds_for_it)
             assert_int_equal(usage_now(), 0);
         }
     }
+}
+
+/* A program that sets glibc's M_MMAP_THRESHOLD below 64 KiB has it map
+ * aligned blocks within the classes. */
+#define LOW_MMAP_THRESHOLD (32 * KiB)
+
+static int low_mmap_threshold_setup(void **state)
+{
+#if !defined(RCL_SANITIZED) && !defined(RCL_BACKEND_MIMALLOC) && !defined(RCL_BACKEND_JEMALLOC)
+    assert_int_equal(mallopt(M_MMAP_THRESHOLD, (int)LOW_MMAP_THRESHOLD), 1);
+#endif
+    return test_setup(state);
+}
+
+/* glibc's default: the dynamic threshold, once set, stays off. */
+static int low_mmap_threshold_teardown(void **state)
+{
+#if !defined(RCL_SANITIZED) && !defined(RCL_BACKEND_MIMALLOC) && !defined(RCL_BACKEND_JEMALLOC)
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+    return test_teardown(state);
+}
+
+/* A mapped chunk keeps the word a chunk in the heap lends to the next
+ * one: its usable size is the chunk less two words, not one. The chunk
+ * is what the block holds, as for a chunk in the heap; it charged a word
+ * less. glibc's own words say what the chunk is: its size word, less its
+ * flags (the low three bits). */
+TEST_WITH(an_aligned_block_glibc_maps_is_charged_its_whole_chunk, low_mmap_threshold_setup,
+          low_mmap_threshold_teardown)
+{
+#if defined(RCL_SANITIZED) || defined(RCL_BACKEND_MIMALLOC) || defined(RCL_BACKEND_JEMALLOC)
+    print_message("skipped: glibc's own malloc only\n");
+    skip();
+#else
+    enum { MAX = 64 };
+    unsigned char *blocks[MAX];
+    int n = 0, mapped = 0;
+
+    /* Blocks the top of the heap has room for are not mapped: fill it. */
+    for (; n < MAX && !mapped; n++) {
+        struct mallinfo2 before = mallinfo2();
+        size_t used = usage_now();
+        blocks[n] = rcl_aligned_alloc(64, 40000, RCL_DEFAULT);
+        assert_non_null(blocks[n]);
+        const size_t *chunk = (const size_t *)(blocks[n] - 64);
+        assert_int_equal(usage_now() - used, chunk[-1] & ~(size_t)7);
+        mapped = mallinfo2().hblks > before.hblks;
+        assert_int_equal(mapped, (chunk[-1] & 2) != 0);
+    }
+    assert_true(mapped);
+    while (n)
+        rcl_free(blocks[--n]);
+    assert_int_equal(usage_now(), 0);
+#endif
 }
 
 /* Zeroed by the backend's aligned calloc, where it has one: a block it
