@@ -695,7 +695,11 @@ void     rcl_signal_leave(unsigned cookie);
  * allocation, charge or free (its stock is not spent). Precisely: once the
  * call returns, the budget's counter (stocks included) grows only through
  * charges checked against the new limit, so usage stays <= max(new limit,
- * usage when the call returned); an allocation already in flight in
+ * usage when the call returned): a charge in flight that read the old
+ * limit is taken back and made again under the new one, as the kernel's
+ * charge that finds a new memory.max after its add, or landed before the
+ * call looked at the usage, and is counted there and reclaimed with the
+ * rest; an allocation already in flight in
  * another thread at the call may still complete from that thread's old
  * stock (one allocation per thread, at most its stock). The same holds
  * when the pressure thread lowers an automatic budget. */

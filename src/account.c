@@ -109,8 +109,15 @@ static _Atomic long acct_unbacked;
 /* Odd while set_watermarks() writes (a seqcount, as the kernel's): a
  * charge reads the limit and the watermarks as one write left them. They
  * are stored with release and read with acquire, so that a reader that
- * sees any word of a write also sees the count that write made odd. */
+ * sees any word of a write also sees the count that write made odd. The
+ * count's last store is sequentially consistent, with a charge's
+ * compare-and-swap on the budget and its look at the count after it
+ * (try_take) and the new limit's look at the budget (limit_changed):
+ * of a charge that read the old limit and the new limit, one sees the
+ * other. */
 static _Atomic unsigned wm_seq;
+
+void (*rcl__charge_hook)(void);
 
 /* What a charge tests, as one set_watermarks() left it. */
 struct budget_view {
@@ -118,7 +125,7 @@ struct budget_view {
     long   batch;
 };
 
-static void budget_view(struct budget_view *v)
+static unsigned budget_view(struct budget_view *v)
 {
     for (;;) {
         unsigned seq = atomic_load_explicit(&wm_seq, memory_order_acquire);
@@ -127,7 +134,7 @@ static void budget_view(struct budget_view *v)
         v->low = atomic_load_explicit(&rcl__acct.wm_low, memory_order_acquire);
         v->batch = atomic_load_explicit(&rcl__acct.batch, memory_order_acquire);
         if (!(seq & 1) && seq == rd(wm_seq))
-            return;
+            return seq;
         sched_yield();
     }
 }
@@ -228,7 +235,7 @@ static void set_watermarks(size_t limit)
     atomic_store_explicit(&rcl__acct.batch, batch, memory_order_release);
     rcl__bcache_limit(limit);
     atomic_store_explicit(&rcl__acct.limit, limit, memory_order_release);
-    atomic_store_explicit(&wm_seq, seq + 2, memory_order_release);
+    atomic_store_explicit(&wm_seq, seq + 2, memory_order_seq_cst);
     rcl__footprint_limit(limit);
 }
 
@@ -513,36 +520,51 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
         return 0;
     }
     size_t need = size - (size_t)avail;
-    budget_view(v);
-    size_t floor = reserve_floor(v->min, t, masked);
-    if (last)
-        floor = nofail_scoped_floor(v->min, floor, gfp, masked);
-    size_t limit = v->limit, outside = rd(rcl__acct.outside);
-    size_t low = v->low;
-    size_t batch = (size_t)v->batch;
-    /* The watermarks are on real memory: what the process holds beyond
-     * its charges takes room as much as a charge does. */
-    size_t ceiling = limit > floor + outside ? limit - floor - outside : 0;
-    /* Refill no more than leaves room in the stock for this
-     * block: a block whose free would overflow it takes the slow path, and
-     * every allocation of its size would come down here again. */
-    size_t room = (size_t)stock_limit();
-    if (size >= room)
-        batch = 0;
-    else if (batch > room - size)
-        batch = room - size;
-    size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
-    size_t extra, after;
+    size_t floor, ceiling, low, extra, after;
 
-    do {
-        if (c > ceiling || need > ceiling - c)
-            return c > ceiling ? need + (c - ceiling) : need - (ceiling - c);
-        /* Refill the stock only while comfortably above the low
-         * watermark; closer in, charge exactly. */
-        extra = (ceiling + floor - c - need >= low + batch) ? batch : 0;
-        after = c + need + extra;
-    } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
-                                                    memory_order_acquire, memory_order_relaxed));
+    for (;;) {
+        unsigned seq = budget_view(v);
+        floor = reserve_floor(v->min, t, masked);
+        if (last)
+            floor = nofail_scoped_floor(v->min, floor, gfp, masked);
+        size_t limit = v->limit, outside = rd(rcl__acct.outside);
+        low = v->low;
+        size_t batch = (size_t)v->batch;
+        /* The watermarks are on real memory: what the process holds beyond
+         * its charges takes room as much as a charge does. */
+        ceiling = limit > floor + outside ? limit - floor - outside : 0;
+        /* Refill no more than leaves room in the stock for this
+         * block: a block whose free would overflow it takes the slow path, and
+         * every allocation of its size would come down here again. */
+        size_t room = (size_t)stock_limit();
+        if (size >= room)
+            batch = 0;
+        else if (batch > room - size)
+            batch = room - size;
+        if (unlikely(rcl__charge_hook != NULL))
+            rcl__charge_hook();
+        size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
+
+        do {
+            if (c > ceiling || need > ceiling - c)
+                return c > ceiling ? need + (c - ceiling) : need - (ceiling - c);
+            /* Refill the stock only while comfortably above the low
+             * watermark; closer in, charge exactly. */
+            extra = (ceiling + floor - c - need >= low + batch) ? batch : 0;
+            after = c + need + extra;
+        } while (!atomic_compare_exchange_weak_explicit(&rcl__acct.charged, &c, after,
+                                                        memory_order_seq_cst,
+                                                        memory_order_relaxed));
+        if (likely(atomic_load_explicit(&wm_seq, memory_order_seq_cst) == seq))
+            break;
+        /* The limit moved since it was read. Kept, a charge under a
+         * limit lowered meanwhile would pass it after rcl_set_limit()
+         * returned, and the reclaimer that call woke or did not wake
+         * never learn of it; as the kernel's charge that finds a new
+         * memory.max after its add, it is taken back and made again
+         * under the new one. */
+        budget_return(need + extra);
+    }
 
     wr(t->stock, (long)extra);
     /* The part the stock gave is charged as much as the budget's: all of
@@ -930,9 +952,11 @@ void rcl_uncharge(size_t bytes)
  * the slow path at once, since nothing fits a negative stock_max), and the
  * caller gives its own back now. What a thread takes from its stock
  * between the new limit and its next slow path is bounded by what it held
- * then, and that only while its allocation is already in flight. The
- * footprint's measure follows the limit (footprint.c): a limit the
- * program sets is never the cgroup's, and a small one is held to charges.
+ * then, and that only while its allocation is already in flight. A charge
+ * from the budget that read the old limit is held to the new one
+ * (try_take, limit_changed). The footprint's measure follows the limit
+ * (footprint.c): a limit the program sets is never the cgroup's, and a
+ * small one is held to charges.
  */
 static void set_limit_locked(size_t bytes)
 {
@@ -956,7 +980,14 @@ static void limit_changed(void)
 
     if (rd(self->epoch))
         drain_self(self);
-    if (rcl__headroom() < rd(rcl__acct.wm_low))
+    /* Sequentially consistent (wm_seq says why): a charge that read the
+     * old limit and did not see the new one is counted here, and its
+     * excess reclaimed, as the kernel's memory.max write reclaims what a
+     * racing charge landed before it. */
+    size_t limit = rd(rcl__acct.limit), low = rd(rcl__acct.wm_low);
+    size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_seq_cst) +
+               rd(rcl__acct.outside);
+    if (c > limit || limit - c < low)
         rcl__reclaim_wake();
 }
 

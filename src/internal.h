@@ -222,6 +222,10 @@ void   rcl__slow_path_ask(struct rcl_thread *t);
 /* After a trim: threads that own their backend heaps collect them. */
 void   rcl__owners_collect(void);
 size_t rcl__headroom(void);
+/* NULL (the default). Tests point it at a function that holds a charge
+ * between its read of the limit and its compare-and-swap on the budget,
+ * to change the limit there. */
+extern void (*rcl__charge_hook)(void);
 /* The automatic budget moving with the cgroup (cgroup.c, for the pressure
  * thread): false (and nothing changed) once the program chose a limit
  * (rcl_set_limit). */

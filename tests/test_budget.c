@@ -5,6 +5,7 @@
  * exceeds the limit.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <limits.h>
 #include <stdatomic.h>
@@ -865,6 +866,80 @@ TEST(usage_sync_is_met_at_another_threads_next_allocation)
     rcl_stats_get(&st);
     assert_int_equal(st.thread_cached, 0);
     phase_thread_end(&alloc_phase, th);
+}
+
+/* A charge held between its read of the limit and its compare-and-swap
+ * on the budget (rcl__charge_hook), once, on the thread that charges,
+ * while the test changes the limit under it. */
+static atomic_int race_phase;
+static _Thread_local bool race_holder;
+static size_t race_bytes;
+static int race_err;
+
+static void hold_the_charge(void)
+{
+    if (!race_holder)
+        return;
+    race_holder = false;
+    phase_step(&race_phase, 1, 2);
+}
+
+static void *charges_across_a_new_limit(void *arg)
+{
+    (void)arg;
+    race_holder = true;
+    race_err = rcl_charge(race_bytes, RCL_NOWAIT | RCL__NOWARN);
+    phase_step(&race_phase, 3, 4);
+    if (!race_err)
+        rcl_uncharge(race_bytes);
+    return NULL;
+}
+
+/* Charges `bytes` on another thread with the limit set to `limit` while
+ * the charge is held between its read of the limit and its charge:
+ * its answer, and the usage once it answered. */
+static int charge_across_a_new_limit(size_t bytes, size_t limit, size_t *usage)
+{
+    race_bytes = bytes;
+    rcl__charge_hook = hold_the_charge;
+    pthread_t th = phase_thread_start(&race_phase, charges_across_a_new_limit);
+    assert_int_equal(rcl_set_limit(limit), 0);
+    phase_step(&race_phase, 2, 3);
+    *usage = usage_now();
+    phase_thread_end(&race_phase, th);
+    return race_err;
+}
+
+static int charge_hook_teardown(void **state)
+{
+    rcl__charge_hook = NULL;
+    return test_teardown(state);
+}
+
+/* The kernel's charge reads memory.max after its add, and one that finds
+ * a new one it no longer fits is taken back: once rcl_set_limit() has
+ * returned, no charge passes the new limit, one that read the old limit
+ * before the call included. It landed, the usage over the new limit
+ * after the call, and the background reclaimer, which the call found no
+ * reason to wake, was never told. */
+TEST_WITH(a_charge_that_read_the_limit_before_it_was_lowered_is_held_to_the_new_one,
+          test_setup, charge_hook_teardown)
+{
+    size_t usage;
+
+    assert_int_equal(charge_across_a_new_limit(8 * MiB, 4 * MiB, &usage), -ENOMEM);
+    assert_int_equal(usage, 0);
+    assert_true(usage <= rcl_limit());
+}
+
+/* And one that still fits the new limit is charged under it. */
+TEST_WITH(a_charge_that_read_the_limit_before_it_was_lowered_and_fits_the_new_one_is_charged,
+          test_setup, charge_hook_teardown)
+{
+    size_t usage;
+
+    assert_int_equal(charge_across_a_new_limit(1 * MiB, 32 * MiB, &usage), 0);
+    assert_int_equal(usage, 1 * MiB);
 }
 
 /* RECLAIM_STATS=1 prints the statistics at exit. */
