@@ -639,7 +639,10 @@ void   rcl_shutdown(void);
  * larger request, a NOFAIL one, rcl_valloc() and a realloc that would move
  * a block fail the same way; size 0, an alignment that is not a power of
  * two and NOFAIL without RCL__DIRECT_RECLAIM are EINVAL, as outside a
- * handler (the last reported unless NOWARN, by the thread later). A free
+ * handler (the last reported unless NOWARN, by the thread later). Each
+ * counts in rcl_stats.failures as the thread's failures do, whichever
+ * call fails: an ENOMEM always, an EINVAL or EOVERFLOW only with NOFAIL,
+ * whose caller will not look for NULL. A free
  * is deferred: the block stays charged until the thread's next
  * allocation, rcl_usage_sync() or exit releases it - or, on a thread that
  * never called the library or whose exit has already run (a handler in

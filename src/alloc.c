@@ -987,21 +987,17 @@ static __attribute__((noinline, cold)) void *sig_aligned(size_t align, size_t si
                                                          rcl_gfp_t gfp)
 {
     if (!align || (align & (align - 1)))
-        return fail(EINVAL);
+        return rcl__sig_refused(EINVAL, gfp);
     if (align <= HDR)
         return rcl__sig_alloc(size, gfp);
-    if (size && rcl__gfp_nofail_nowait(gfp))
-        return rcl__sig_nofail_nowait(gfp);
-    return fail(size ? ENOMEM : EINVAL);
+    return rcl__sig_unserved(size, gfp);
 }
 
 /* A handler may not map a block; its caller's bugs read as they do
  * outside it, as sig_aligned() says why. */
 static __attribute__((noinline, cold)) void *sig_valloc(size_t size, rcl_gfp_t gfp)
 {
-    if (size && rcl__gfp_nofail_nowait(gfp))
-        return rcl__sig_nofail_nowait(gfp);
-    return fail(size ? ENOMEM : EINVAL);
+    return rcl__sig_unserved(size, gfp);
 }
 
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp)
@@ -1152,9 +1148,7 @@ static __attribute__((noinline, cold)) void *sig_realloc(void *p, size_t size, r
 {
     if (!p)
         return rcl__sig_alloc(size, gfp);
-    if (size && rcl__gfp_nofail_nowait(gfp))
-        return rcl__sig_nofail_nowait(gfp);
-    return fail(size ? ENOMEM : EINVAL);
+    return rcl__sig_unserved(size, gfp);
 }
 
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp)

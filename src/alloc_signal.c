@@ -67,24 +67,40 @@ static _Atomic unsigned long sig_shutdowns;   /* handlers' rcl_shutdown(), refus
 
 static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
+/*
+ * A handler's failures count as the thread's do (alloc.c): one that finds
+ * no block for it counts, as one that finds no room does outside a
+ * handler (no_memory()); a request no block can ever meet is its
+ * caller's bug, and counts only with NOFAIL (refused()), whichever call
+ * makes it.
+ */
+static void *sig_no_memory(void)
+{
+    rcl__count(failures, 1);
+    return fail(ENOMEM);
+}
+
+void *rcl__sig_unserved(size_t size, rcl_gfp_t gfp)
+{
+    if (!size)
+        return rcl__sig_refused(EINVAL, gfp);
+    if (rcl__gfp_nofail_nowait(gfp))
+        return rcl__sig_nofail_nowait(gfp);
+    return sig_no_memory();
+}
+
 void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
 {
     struct rcl_thread *t = &rcl__self;
 
-    if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch)) {
-        if (size && rcl__gfp_nofail_nowait(gfp))
-            return rcl__sig_nofail_nowait(gfp);
-        rcl__count(failures, 1);
-        return fail(size ? ENOMEM : EINVAL);
-    }
+    if (!size || size > SIG_SIZE || (gfp & RCL__NOFAIL) || !rd(t->epoch))
+        return rcl__sig_unserved(size, gfp);
     struct rcl_hdr *h = atomic_load(&t->sig_stash);
     while (h && !atomic_compare_exchange_weak(&t->sig_stash, (void **)&h, h->next))
         ;
     sig_ask(t, SIG_WANT_STASH);
-    if (!h) {
-        rcl__count(failures, 1);
-        return fail(ENOMEM);
-    }
+    if (!h)
+        return sig_no_memory();
     atomic_fetch_sub(&t->sig_stash_bytes, sig_cost());
     rcl__acct_out(t, sig_cost());
     atomic_fetch_add(&t->sig_allocs, 1);

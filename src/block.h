@@ -171,6 +171,10 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp);
 void *rcl__sig_nofail_nowait(rcl_gfp_t gfp);
 /* A handler's request no block can meet (a calloc that overflows). */
 void *rcl__sig_refused(int err, rcl_gfp_t gfp);
+/* A handler's request the stash does not serve (size 0, too large, an
+ * alignment above 16, a mapped block, a realloc of a block), failed and
+ * counted as the thread's would be. */
+void *rcl__sig_unserved(size_t size, rcl_gfp_t gfp);
 void rcl__sig_free(void *p);
 
 #endif

@@ -426,6 +426,70 @@ TEST(test_a_handlers_calloc_that_overflows_counts_as_the_threads_does)
     }
 }
 
+/* A handler's request that the stash cannot serve (ENOMEM: too large, an
+ * alignment above 16, a mapped block, a realloc that would move) finds
+ * no block for it, and counts as an allocation that finds no room does
+ * outside a handler, whichever call makes it. */
+TEST(test_a_handlers_request_the_stash_cannot_serve_counts_a_failure_whichever_call)
+{
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+    stash_for_a_handler();
+
+    for (int i = 0; i < 4; i++) {
+        unsigned long start = failures_now();
+        unsigned cookie = rcl_signal_enter();
+        errno = 0;
+        void *got = i == 0 ? rcl_alloc(257, RCL_ATOMIC) :
+                    i == 1 ? rcl_aligned_alloc(64, 64, RCL_ATOMIC) :
+                    i == 2 ? rcl_valloc(64, RCL_ATOMIC) : rcl_realloc(p, 200, RCL_ATOMIC);
+        int err = errno;
+        rcl_signal_leave(cookie);
+        assert_null(got);
+        assert_int_equal(err, ENOMEM);
+        assert_int_equal(failures_now() - start, 1);
+    }
+    rcl_free(p);
+}
+
+/* A handler's request no block can meet (EINVAL: size 0, an alignment
+ * that is not a power of two) is its caller's bug, and counts as a
+ * failure where the thread's does: with NOFAIL only, whose caller will
+ * not look for NULL, whichever call makes it. */
+TEST(test_a_handlers_request_no_block_can_meet_counts_as_the_threads_does)
+{
+    const rcl_gfp_t flags[] = { RCL_ATOMIC, RCL_DEFAULT | RCL__NOFAIL | RCL__NOWARN };
+    char *p = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(p);
+
+    for (unsigned f = 0; f < 2; f++) {
+        for (int i = 0; i < 6; i++) {
+            unsigned long thread = 0;
+            for (int in_handler = 0; in_handler < 2; in_handler++) {
+                unsigned long start = failures_now();
+                unsigned cookie = in_handler ? rcl_signal_enter() : 0;
+                errno = 0;
+                void *got = i == 0 ? rcl_alloc(0, flags[f]) :
+                            i == 1 ? rcl_aligned_alloc(24, 64, flags[f]) :
+                            i == 2 ? rcl_aligned_alloc(8, 0, flags[f]) :
+                            i == 3 ? rcl_aligned_alloc(64, 0, flags[f]) :
+                            i == 4 ? rcl_valloc(0, flags[f]) : rcl_realloc(p, 0, flags[f]);
+                int err = errno;
+                if (in_handler)
+                    rcl_signal_leave(cookie);
+                assert_null(got);
+                assert_int_equal(err, EINVAL);
+                if (!in_handler)
+                    thread = failures_now() - start;
+                else
+                    assert_int_equal(failures_now() - start, thread);
+            }
+            assert_int_equal(thread, f);
+        }
+    }
+    rcl_free(p);
+}
+
 /* A handler's block is a stash block of 256 bytes, and its header says
  * so; a grow with RCL__ZERO zeroes past the header's size only, so what
  * lies between the size asked and 256 must read zero as well, as in a
