@@ -1073,14 +1073,31 @@ static inline bool too_roomy(const struct rcl_hdr *h, size_t size)
     return rcl__be_usable_size(h) - rcl__be_good_size(backend_size(size)) >= room_slack(size);
 }
 
+/* A size no block can have (0, or one the header overflows): the block
+ * is looked at all the same, since a pointer that is not one is the
+ * worse misuse, and would otherwise go unsaid. */
+static __attribute__((noinline, cold)) void *realloc_refused(void *p, size_t size,
+                                                             rcl_gfp_t gfp)
+{
+    if (rcl__block_kind(p, rcl__hdr_of(p)) == BLOCK_FOREIGN) {
+        bad_free("rcl_realloc", p);
+        return NULL;
+    }
+    if (!size)
+        return refused(EINVAL, gfp, "size 0");
+    return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
+}
+
 static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 {
     if (!p)
         return alloc_nested(size, gfp);
+    /* Two tests, not one of size - 1: gcc 12 keeps that in a register
+     * through the whole body, and the ordinary path's spills move. */
     if (!size)
-        return refused(EINVAL, gfp, "size 0");
+        return realloc_refused(p, size, gfp);
     if (size > SIZE_MAX - HDR)
-        return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
+        return realloc_refused(p, size, gfp);
 
     struct rcl_hdr *h = rcl__hdr_of(p);
     struct rcl_thread *t = &rcl__self;

@@ -634,6 +634,45 @@ TEST(realloc_to_zero_is_einval_and_keeps_the_block)
     rcl_free(p);
 }
 
+/* A realloc refused for its size (0, or one the header overflows) looks
+ * at the block all the same: a pointer the library did not hand out is
+ * reported and counted as a bad free, as it is for any other size, where
+ * the refusal was quiet. */
+TEST(realloc_of_a_foreign_pointer_is_reported_whatever_the_size)
+{
+    const size_t sizes[] = { 0, SIZE_MAX, SIZE_MAX - 8, 100 };
+    char *theirs = calloc(1, 256);
+    struct rcl_stats st;
+
+    assert_non_null(theirs);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_fails_with(rcl_realloc(theirs + 64, sizes[i], RCL_DEFAULT), EINVAL);
+        assert_int_equal(test_report_count(), i + 1);
+        assert_last_report_has("rcl_realloc(");
+        assert_last_report_has("not a block from this library");
+    }
+    rcl_stats_get(&st);
+    assert_int_equal(st.bad_frees, 4);
+    free(theirs);
+}
+
+/* The same for a block freed already, while its memory is still
+ * readable (plain build only, as double_free_is_caught). */
+TEST(realloc_of_a_freed_block_to_size_0_is_reported)
+{
+    test_skip_if_freed_reads_report();
+    void *keep = rcl_alloc(1024, RCL_DEFAULT);
+    void *p = rcl_alloc(1024, RCL_DEFAULT);
+    assert_non_null(keep);
+    assert_non_null(p);
+    rcl_free(p);
+    assert_fails_with(rcl_realloc(p, 0, RCL_DEFAULT), EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_realloc(");
+    assert_last_report_has("already freed");
+    rcl_free(keep);
+}
+
 /* On failure realloc leaves the block as it was, and its charge too. */
 TEST(failed_realloc_keeps_the_block)
 {
