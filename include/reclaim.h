@@ -307,7 +307,8 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * in force, and its restore puts back what the outer one saved. Once every
  * adopt is restored, in any order, the thread is what it was before the
  * first. A saved context restored on a thread other than the one that
- * adopted, or restored a second time, is reported and changes nothing. A
+ * adopted, or restored a second time, is reported and changes nothing;
+ * so is a NULL context given to any of the three calls. A
  * context rcl_context_capture() wrote may be restored too: the thread's
  * domains and journal cookie become the captured ones, but its scope bits
  * stay, since a capture sets none and so has none to take back (a save's

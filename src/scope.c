@@ -206,8 +206,10 @@ void rcl_context_capture(struct rcl_context *out)
 {
     struct rcl_ctx *c = (struct rcl_ctx *)(void *)out;
 
-    if (!out)
+    if (!out) {
+        rcl__report("rcl_context_capture: NULL context; nothing captured");
         return;
+    }
     memset(out, 0, sizeof(*out));
     /* NORECLAIM marks "this thread is reclaiming"; another thread doing
      * the work is not, so it does not travel. */

@@ -273,13 +273,39 @@ TEST(test_domain_left_entered_under_a_context_is_exited_at_restore)
 TEST(test_null_contexts_are_reported_not_a_crash)
 {
     struct rcl_context ctx;
-    rcl_context_capture(NULL);                  /* nothing to write to: no-op */
+    rcl_context_capture(NULL);
     rcl_context_capture(&ctx);
     rcl_context_adopt(NULL, &ctx);
     rcl_context_adopt(&ctx, NULL);
     rcl_context_restore(NULL);
-    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(test_report_count(), 4);
     assert_int_equal(rcl_scope_current(), 0);
+}
+
+/* A capture into NULL is its caller's bug, reported once as the other
+ * context calls report a NULL context; it has nowhere to write, and the
+ * thread's scope, domains and journal cookie stay as they were. */
+TEST(test_capture_into_null_is_reported_once_and_changes_nothing)
+{
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    int cookie;
+    assert_non_null(d);
+    unsigned scope = rcl_nofs_save();
+    unsigned token = rcl_domain_enter(d);
+    void *old = rcl_journal_info_set(&cookie);
+
+    rcl_context_capture(NULL);
+
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_context_capture: NULL context");
+    assert_int_equal(rcl_scope_current(), RCL_SCOPE_NOFS);
+    assert_int_equal(rcl__domain_entered(NULL, 0), 1);
+    assert_ptr_equal(rcl_journal_info(), &cookie);
+    test_reports_take();
+    rcl_journal_info_set(old);
+    rcl_domain_exit(token);
+    rcl_nofs_restore(scope);
+    rcl_domain_destroy(d);
 }
 
 TEST_MAIN();

@@ -464,7 +464,7 @@ TEST(context_calls_with_null_are_reported)
     rcl_context_adopt(NULL, &c);
     rcl_context_adopt(&c, NULL);
     rcl_context_restore(NULL);
-    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(test_report_count(), 4);
     assert_int_equal(rcl_scope_current(), 0);
 }
 
