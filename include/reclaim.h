@@ -377,7 +377,9 @@ typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
 struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
                                      rcl_domain_may_reclaim_fn may_reclaim, void *arg);
 /* Destroying a domain that a thread is still inside, or that still owns
- * shrinkers, is refused: it is reported and the domain stays valid. A
+ * shrinkers, is refused: it is reported and the domain stays valid (while
+ * the destroy decides, another thread's enter of it is refused, and its
+ * name and depth read as a live domain's). A
  * thread that ends inside domains (returned, exited or cancelled before
  * its exits, or entered from one of its thread-specific data destructors
  * within the rounds of them POSIX runs) leaves them as it ends. */

@@ -93,9 +93,16 @@ static bool domain_slot(const struct rcl_domain *d)
     return false;
 }
 
+/* Live until a destroy has decided: the mark a destroy's check sets is
+ * for the enters and registrations that race it (domain_hold()), and a
+ * refused destroy leaves the domain as live as it found it, to any thread
+ * that reads it meanwhile. */
 static bool domain_live(const struct rcl_domain *d)
 {
-    return d && domain_slot(d) && rd(((struct rcl_domain *)d)->magic) == DOMAIN_MAGIC;
+    if (!d || !domain_slot(d))
+        return false;
+    unsigned magic = rd(((struct rcl_domain *)d)->magic);
+    return magic == DOMAIN_MAGIC || magic == DOMAIN_DYING;
 }
 
 /* The live domain an id names, or NULL (destroyed, recycled, never was). */
@@ -249,7 +256,9 @@ void rcl_domain_destroy(struct rcl_domain *d)
      * of a destroy and an enter racing, one sees the other and backs off,
      * so that no thread is left inside a domain that is gone. An enter
      * that meets the mark is refused even if the destroy then gives up:
-     * destroying a domain in use is the program's error, reported. */
+     * destroying a domain in use is the program's error, reported. Its
+     * name and depth read as a live domain's meanwhile (domain_live()). */
+    rcl__assert(rd(d->magic) == DOMAIN_MAGIC);      /* only a destroy marks, under the lock */
     atomic_store(&d->magic, DOMAIN_DYING);
     long entered = atomic_load(&d->entered);
     long owned = atomic_load(&d->shrinkers);

@@ -411,6 +411,66 @@ TEST_WITH(destroy_racing_enters_leaves_no_thread_in_a_dead_domain, domain_setup,
     test_reports_reset();       /* refused destroys and enters, as many as the race made */
 }
 
+/*
+ * A destroy refused for a domain in use decides with the domain marked,
+ * so that an enter racing it is refused (destroy_racing_enters_...); to
+ * another thread reading its name and depth meanwhile it is what it is
+ * throughout, a live domain. The check copies the name for its report,
+ * which a long name makes long: the reader meets it there. The destroys
+ * go on until the reader has read through a good many of them.
+ */
+struct name_reader {
+    struct rcl_domain *d;
+    pthread_barrier_t start;
+    atomic_int stop;
+    atomic_ulong reads, dead;
+};
+
+static void *read_name_and_depth(void *arg)
+{
+    struct name_reader *r = arg;
+
+    pthread_barrier_wait(&r->start);
+    while (!atomic_load(&r->stop)) {
+        if (!rcl_domain_name(r->d) || rcl_domain_depth(r->d) != 3)
+            atomic_fetch_add(&r->dead, 1);
+        atomic_fetch_add(&r->reads, 1);
+    }
+    return NULL;
+}
+
+TEST_WITH(a_refused_destroy_leaves_the_domain_live_to_readers_meanwhile, domain_setup,
+          domain_teardown)
+{
+    enum { LONG_NAME = 1 << 22, DESTROYS = 64, READS = 100000 };
+    struct name_reader r = { .d = NULL };
+    char *name = malloc(LONG_NAME + 1);
+    pthread_t th;
+
+    assert_non_null(name);
+    memset(name, 'n', LONG_NAME);
+    name[LONG_NAME] = '\0';
+    r.d = rcl_domain_create(name, 3, NULL, NULL);
+    free(name);
+    assert_non_null(r.d);
+    unsigned tok = rcl_domain_enter(r.d);
+    assert_int_equal(pthread_barrier_init(&r.start, NULL, 2), 0);
+    assert_int_equal(pthread_create(&th, NULL, read_name_and_depth, &r), 0);
+    pthread_barrier_wait(&r.start);
+    for (unsigned i = 0; i < DESTROYS || atomic_load(&r.reads) < READS; i++) {
+        rcl_domain_destroy(r.d);
+        assert_int_equal(test_reports_take(), 1);
+    }
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&r.start);
+
+    assert_int_equal(atomic_load(&r.dead), 0);
+    rcl_domain_exit(tok);
+    rcl_domain_destroy(r.d);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* A shrinker names its domain at registration: one that is not a live
  * domain (destroyed, or never one) is refused, reported, and nothing is
  * registered. */
