@@ -384,10 +384,12 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
  * its exits, or entered from one of its thread-specific data destructors
  * within the rounds of them POSIX runs) leaves them as it ends. */
 void     rcl_domain_destroy(struct rcl_domain *d);
-/* Returns a token for rcl_domain_exit(); 0 when d is NULL, is not a live
- * domain or is being destroyed on another thread, or the thread is already
- * inside RCL_MAX_DOMAINS domains (each reported). Never allocates. The
- * same domain may be entered again while inside it. */
+/* Returns a token for rcl_domain_exit(); 0 when d is not a live domain
+ * or is being destroyed on another thread, or the thread is already
+ * inside RCL_MAX_DOMAINS domains (each reported). NULL is no domain to
+ * enter, not a mistake: 0, unreported, so code that may or may not have a
+ * domain needs no branch (rcl_domain_exit(0) is a no-op). Never allocates.
+ * The same domain may be entered again while inside it. */
 unsigned rcl_domain_enter(struct rcl_domain *d);
 /* Exits must come in reverse order of the enters; a wrong token (out of
  * order, already used, another thread's, or one from before the call
