@@ -1010,8 +1010,14 @@ static int set_limit_body(size_t bytes)
 int rcl_set_limit(size_t bytes)
 {
     if (!bytes) {
-        rcl__report("rcl_set_limit(0): a limit of nothing; the limit stays %zu",
-                    rd(rcl__acct.limit));
+        /* Not started, the library has no limit to keep (the one a
+         * shutdown left is gone), and the refusal must not start it: the
+         * program's own rcl_init() would then find it running. */
+        if (atomic_load(&rcl__ready))
+            rcl__report("rcl_set_limit(0): a limit of nothing; the limit stays %zu",
+                        rd(rcl__acct.limit));
+        else
+            rcl__report("rcl_set_limit(0): a limit of nothing; refused");
         return -EINVAL;
     }
     unsigned b = rcl__busy_init();

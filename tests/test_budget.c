@@ -147,6 +147,21 @@ TEST(setting_a_limit_of_zero_is_refused_and_reported)
     assert_int_equal(rcl_limit(), limit);
 }
 
+/* Before the library starts there is no limit to keep: the refusal names
+ * none (the limit the first use then takes is another), and starts
+ * nothing, so the program's own rcl_init() still configures it. */
+TEST(setting_a_limit_of_zero_before_the_start_names_no_limit_and_starts_nothing)
+{
+    rcl_shutdown();
+    assert_int_equal(rcl_set_limit(0), -EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_set_limit(0)");
+    assert_int_equal(test_reports_contain("stays"), 0);
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+    assert_int_equal(rcl_limit(), 8 * MiB);
+}
+
 /* A limit above LONG_MAX is taken as LONG_MAX: a reserve at or past that
  * leaves ordinary allocations nothing of it, and is refused as a reserve
  * not below a smaller limit is, not set aside for min_pct's. */
