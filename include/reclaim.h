@@ -94,8 +94,10 @@ typedef unsigned int rcl_gfp_t;
                                        NOFAIL outranks it                         */
 #define RCL__NOWARN         0x0200u /* no failure report                          */
 #define RCL__ZERO           0x0400u /* zeroed memory                              */
-/* Any other bit is a mistake: every call that takes flags reports it and
- * is served as if it were clear. */
+/* Any other bit is a mistake: every call that allocates, charges or
+ * reclaims with flags, and rcl_might_alloc(), reports it and is served as
+ * if it were clear. rcl_current_gfp() only computes: it passes such bits
+ * through. */
 
 /*
  * NOFAIL and scopes. NOFAIL needs RCL__DIRECT_RECLAIM in the call's own
@@ -240,7 +242,10 @@ static inline void rcl_nowait_restore(unsigned saved) { rcl_scope_restore(saved)
 /*
  * gfp as this thread's scope restricts it. Only ever removes bits: NOIO
  * clears IO|FS; otherwise NOFS clears FS; NOWAIT clears DIRECT_RECLAIM.
- * An I/O-flusher thread (rcl_io_flusher_set) is in NOIO scope.
+ * An I/O-flusher thread (rcl_io_flusher_set) is in NOIO scope. Bits no
+ * RCL_* flag has pass through unreported, as the kernel's
+ * current_gfp_context() leaves them: the call they are given to reports
+ * them.
  */
 static inline rcl_gfp_t rcl_current_gfp(rcl_gfp_t gfp)
 {

@@ -128,6 +128,23 @@ TEST(noreclaim_is_not_a_mask)
     rcl_noreclaim_restore(s);
 }
 
+/* rcl_current_gfp() only computes, as current_gfp_context() does: bits
+ * no RCL_* flag has pass through it unreported, and the call that is
+ * given them reports them and serves the request without them. */
+TEST(current_gfp_leaves_unknown_bits_to_the_call_given_them)
+{
+    unsigned s = rcl_nofs_save();
+    rcl_gfp_t gfp = rcl_current_gfp(RCL_DEFAULT | 0x10000u);
+    assert_int_equal(gfp, RCL_NOFS | 0x10000u);
+    assert_int_equal(test_report_count(), 0);
+    void *p = rcl_alloc(64, gfp);
+    assert_non_null(p);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("bits no RCL_* flag has (0x10000)");
+    rcl_free(p);
+    rcl_nofs_restore(s);
+}
+
 /* Restoring a token whose bits are not set changes nothing else: a bogus
  * or repeated restore cannot clear a scope someone else saved. */
 TEST(restore_of_bits_not_set_changes_nothing)
