@@ -315,11 +315,15 @@ static inline void rcl__scope_guard_end(unsigned *saved) { rcl_scope_restore(*sa
  * adopted, or restored a second time, is reported and changes nothing;
  * so is a NULL context given to any of the three calls. A
  * context rcl_context_capture() wrote may be restored too: the thread's
- * domains and journal cookie become the captured ones, but its scope bits
- * stay, since a capture sets none and so has none to take back (a save's
- * token of 0). Restored where the scope (NORECLAIM aside) is not the
- * captured one - a scope opened since is still open, or one open then has
- * closed - it is out of order, and reported when the lock checker is on.
+ * journal cookie becomes the captured one, and a domain entered since and
+ * still entered is exited (reported, as one never exited), but its scope
+ * bits stay, since a capture sets none and so has none to take back (a
+ * save's token of 0). Restored where the scope (NORECLAIM aside) is not
+ * the captured one - a scope opened since is still open, or one open then
+ * has closed - it is out of order, and reported when the lock checker is
+ * on; so is one whose domains the thread has left since (reported
+ * always), and they stay left: an entry a restore made would have no
+ * token for an exit to take it off.
  * From a domain's may_reclaim, a shrinker's callback or a work item, a
  * restore that would take off a domain the caller was inside before the
  * call (rcl_domain_enter() below) is reported and refused. An adopt such a

@@ -749,6 +749,13 @@ bool rcl__domain_restore_reaches(const struct rcl_ctx *c)
     return true;
 }
 
+/* A captured context was never adopted: its restore undoes what the
+ * thread did since the capture, and says so in those words. */
+static const char *restore_since(const struct rcl_ctx *c)
+{
+    return c->adopt_owner ? "under the adopted context" : "since the context was captured";
+}
+
 void rcl__domain_restore(const struct rcl_ctx *c)
 {
     unsigned want = c->ndomains <= RCL_MAX_DOMAINS ? c->ndomains : RCL_MAX_DOMAINS;
@@ -763,13 +770,15 @@ void rcl__domain_restore(const struct rcl_ctx *c)
     bool same = mine.n == want;
     for (unsigned i = 0; same && i < want; i++)
         same = domain_id(mine.stack[i]) == c->domains[i];
+    /* Entries are never pushed back: one a restore made would have no
+     * token, and no exit could take it off. */
     if (leaked)
-        rcl__report("rcl_context_restore: %u domain(s) entered under the adopted context "
-                    "were never exited; exited now", leaked);
+        rcl__report("rcl_context_restore: %u domain(s) entered %s were never exited; "
+                    "exited now", leaked, restore_since(c));
     else if (!same)
-        rcl__report("rcl_context_restore: this thread's domains changed under the "
-                    "adopted context (an exit without its enter?); %u entered, "
-                    "%u expected", mine.n, want);
+        rcl__report("rcl_context_restore: this thread's domains changed %s (a domain "
+                    "of the context exited); %u entered, %u expected; left as they are",
+                    restore_since(c), mine.n, want);
     mine.journal = c->journal;
 }
 

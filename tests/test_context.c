@@ -270,6 +270,50 @@ TEST(test_domain_left_entered_under_a_context_is_exited_at_restore)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* A captured context restored after the thread left one of its domains
+ * is a restore out of order: the domain is not entered again (no exit
+ * could take off an entry a restore made), and the report says what
+ * happened to a captured context, not to an adopted one. */
+TEST(captured_context_restored_after_its_domain_was_exited_says_so_and_leaves_it_exited)
+{
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    struct rcl_context ctx;
+    int cookie;
+    assert_non_null(d);
+    unsigned tok = rcl_domain_enter(d);
+    void *was = rcl_journal_info_set(&cookie);
+    rcl_context_capture(&ctx);
+    rcl_domain_exit(tok);
+    rcl_journal_info_set(NULL);
+    rcl_context_restore(&ctx);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("since the context was captured");
+    assert_int_equal(test_reports_contain("adopted"), 0);
+    assert_int_equal(rcl__domain_entered(NULL, 0), 0);
+    assert_ptr_equal(rcl_journal_info(), &cookie);
+    rcl_journal_info_set(was);
+    rcl_domain_destroy(d);                      /* not in use: destroyed quietly */
+    assert_int_equal(test_report_count(), 1);
+}
+
+/* One entered since the capture and still entered is exited by the
+ * restore, reported as entered since the capture. */
+TEST(captured_context_restored_inside_a_domain_entered_since_exits_it_and_says_so)
+{
+    struct rcl_domain *d = rcl_domain_create("fs0", 0, NULL, NULL);
+    struct rcl_context ctx;
+    assert_non_null(d);
+    rcl_context_capture(&ctx);
+    (void)rcl_domain_enter(d);                  /* never exited */
+    rcl_context_restore(&ctx);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("since the context was captured");
+    assert_int_equal(test_reports_contain("adopted"), 0);
+    assert_int_equal(rcl__domain_entered(NULL, 0), 0);
+    rcl_domain_destroy(d);
+    assert_int_equal(test_report_count(), 1);
+}
+
 TEST(test_null_contexts_are_reported_not_a_crash)
 {
     struct rcl_context ctx;
