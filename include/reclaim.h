@@ -535,8 +535,10 @@ int    rcl_init(const struct rcl_config *cfg);
  * charge, so an rcl_uncharge() of it after rcl_init() takes back what
  * was charged since, and beyond that is reported. Where it cannot run it is
  * reported and does nothing: from a shrinker's callback (it would wait
- * for its own pass), on the library's background reclaimer or pressure
- * thread (it would have to join the thread it runs on), and from a report
+ * for its own pass), from a domain's may_reclaim (the pass or the
+ * allocation that asked goes on after it), on the library's background
+ * reclaimer or pressure thread (it would have to join the thread it runs
+ * on), and from a report
  * function (the call that made the report goes on after it). Inside the
  * report of such a refusal it is refused without a report, so a report
  * function that shuts down at every report does not recurse. From a

@@ -169,6 +169,8 @@ struct domain_thread {
     unsigned           floor;        /* entries of a caller asking a may_reclaim */
     bool               seeded;
     bool               keyed;        /* its exit leaves its domains (below) */
+    bool               asking;       /* inside a may_reclaim (in the padding:
+                                        the block's size stays) */
     void              *journal;      /* rcl_journal_info() */
     struct rcl_domain *stack[RCL_MAX_DOMAINS];
     unsigned           token[RCL_MAX_DOMAINS];   /* 0: adopted, no token */
@@ -505,6 +507,7 @@ struct allows_state {
     unsigned floor;     /* saved */
     unsigned adopts;    /* the adopt depth it was asked at */
     int      cancel;
+    bool     asking;    /* saved */
     bool     yes;       /* may_reclaim's answer: in memory, since a local
                            set after the cleanup's setjmp may be clobbered */
 };
@@ -517,6 +520,7 @@ static void allows_unwound(void *arg)
     const struct allows_state *st = arg;
 
     rcl__asan_unwinding();
+    mine.asking = st->asking;
     rcl__domain_floor_put(st->floor);
     rcl__adopts_forget(st->adopts);
     rcl_scope_restore(st->scope);
@@ -556,6 +560,10 @@ void rcl__domain_floor_put(unsigned was)
     rcl__assert((was & FLOOR_MASK) <= mine.floor);
     mine.floor = was & FLOOR_MASK;
     overflow_put(was);
+    /* No floor is raised inside a may_reclaim (its NORECLAIM scope starts
+     * no pass, and work items run on other threads): one put back ends
+     * any may_reclaim that a pass's callback ended its thread in. */
+    mine.asking = false;
 }
 
 /* Entries above n exited; how many the thread entered (an adopt's, left
@@ -586,13 +594,24 @@ unsigned rcl__domain_floor_leftover(unsigned was)
  * add a setjmp to every question a pass asks. */
 static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
 {
+    st->asking = mine.asking;
+    mine.asking = true;
     if (rcl__shrinking_here()) {
         st->yes = owner->may_reclaim(owner, owner->arg) != 0;
+        mine.asking = st->asking;
         return;
     }
     pthread_cleanup_push(allows_unwound, st);
     st->yes = owner->may_reclaim(owner, owner->arg) != 0;
     pthread_cleanup_pop(0);
+    mine.asking = st->asking;
+}
+
+/* A may_reclaim is running on this thread: the call that asked it - a
+ * pass, or an allocation weighing a wait - goes on after it returns. */
+bool rcl__domain_asking(void)
+{
+    return mine.asking;
 }
 
 /*

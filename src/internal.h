@@ -405,6 +405,7 @@ void rcl__domain_capture(struct rcl_ctx *c);
 void rcl__domain_adopt(const struct rcl_ctx *c);
 void rcl__domain_restore(const struct rcl_ctx *c);
 bool rcl__domain_inside(void);   /* inside any domain, overflowed ones included */
+bool rcl__domain_asking(void);   /* a domain's may_reclaim runs on this thread */
 /* The domains this thread is inside, innermost last; returns how many (the
  * tests read the thread's domains through it). */
 unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);

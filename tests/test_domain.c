@@ -460,6 +460,40 @@ TEST_WITH(may_reclaim_runs_without_reclaim_on_every_path, domain_setup, domain_t
 }
 
 /*
+ * rcl_shutdown() from may_reclaim is refused on both paths, as from a
+ * report function: the call that asked goes on after it - a pass with
+ * the shrinker it asked about, an allocation weighing the wait - over
+ * what a shutdown tears down.
+ */
+static _Atomic unsigned shutdowns_in_pass, shutdowns_outside_pass;
+
+static int shut_down_and_refuse(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    atomic_fetch_add(rcl__shrinking_here() ? &shutdowns_in_pass : &shutdowns_outside_pass, 1);
+    rcl_shutdown();
+    return 0;
+}
+
+TEST_WITH(shutdown_from_may_reclaim_is_refused_on_every_path, domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, shut_down_and_refuse, NULL);
+    atomic_store(&shutdowns_in_pass, 0);
+    atomic_store(&shutdowns_outside_pass, 0);
+    ask_beside_a_held_pass(d);
+    unsigned in_pass = atomic_load(&shutdowns_in_pass);
+    unsigned outside = atomic_load(&shutdowns_outside_pass);
+    assert_true(in_pass > 0);
+    assert_true(outside > 0);
+    assert_int_equal(test_report_count(), in_pass + outside);
+    assert_last_report_has("rcl_shutdown() from a domain's may_reclaim: refused");
+    assert_int_equal(test_reports_contain("shrinker's callback"), 0);
+    assert_int_equal(rcl_limit(), 64 * MiB);        /* the fixture's budget, never dropped */
+    rcl_domain_destroy(d);
+}
+
+/*
  * The same paths: may_reclaim is the program's code, not a signal
  * handler's, so its allocations are ordinary ones - one larger than the
  * 256 bytes a signal handler may ask for succeeds, from the reserve that
