@@ -470,8 +470,10 @@ struct rcl_config {
     unsigned min_pct;      /* headroom below which allocations reclaim directly */
     unsigned low_pct;      /* headroom below which the background reclaimer wakes */
     unsigned high_pct;     /* headroom the background reclaimer restores */
-    int      background;   /* 1 = run the background reclaimer thread (default 1) */
-    int      pressure;     /* 1 = follow PSI and cgroup usage (default 1 where present) */
+    int      background;   /* 1 = run the background reclaimer thread (default 1);
+                              0 or 1, as its variable */
+    int      pressure;     /* 1 = follow PSI and cgroup usage (default 1 where present);
+                              0 or 1 */
     int      lockdep;      /* RCL_LOCKDEP_OFF / RCL_LOCKDEP_ON / RCL_LOCKDEP_VERBOSE */
     unsigned stall_ms;     /* a NOFAIL allocation stalled this long is reported, and
                               again every stall_ms; 0 = default (10000) */
@@ -514,8 +516,8 @@ int    rcl_config_from_env(struct rcl_config *cfg);
 /* Optional. NULL means the defaults with the environment applied, as on
  * first use. Returns -EINVAL for a configuration that cannot work
  * (min < low < high must hold, high < 100; reserve below the limit as
- * taken, LONG_MAX at most; lockdep and footprint one of their modes;
- * reserved words zero), each
+ * taken, LONG_MAX at most; background and pressure 0 or 1; lockdep and
+ * footprint one of their modes; reserved words zero), each
  * reported with the field at fault, -EBUSY when the library is already initialised
  * (call rcl_shutdown() first; rcl_init(NULL) then reads no variable, and
  * reports none), -EAGAIN (reported) when the process holds

@@ -116,6 +116,13 @@ static int config_resolve(struct rcl_config *cfg)
                     cfg->min_pct, cfg->low_pct, cfg->high_pct);
         return -EINVAL;
     }
+    /* Switches, as their variables are: another value may mean something
+     * to a later version, and taken as "on" here it would not. */
+    if ((cfg->background | cfg->pressure) & ~1) {
+        rcl__report("rcl_init: background %d, pressure %d: each is 0 or 1; refused",
+                    cfg->background, cfg->pressure);
+        return -EINVAL;
+    }
     if (cfg->lockdep < RCL_LOCKDEP_OFF || cfg->lockdep > RCL_LOCKDEP_VERBOSE) {
         rcl__report("rcl_init: lockdep %d is no RCL_LOCKDEP_* mode; refused", cfg->lockdep);
         return -EINVAL;

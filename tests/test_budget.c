@@ -66,6 +66,25 @@ TEST(invalid_configurations_are_einval)
     assert_int_equal(rcl_init(&cfg), 0);   /* and nothing was left half-started */
 }
 
+/* background and pressure are 0 or 1, as RECLAIM_BACKGROUND and
+ * RECLAIM_PRESSURE are: another value is refused as an unknown lockdep
+ * mode is, not taken as "on" - a later version may give it a meaning. */
+TEST(background_or_pressure_other_than_0_or_1_is_einval)
+{
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(8 * MiB);
+    cfg.background = 2;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("background 2");
+    cfg = test_config(8 * MiB);
+    cfg.pressure = -1;
+    assert_int_equal(rcl_init(&cfg), -EINVAL);
+    assert_last_report_has("pressure -1");
+    assert_int_equal(test_reports_take(), 2);
+    cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+}
+
 /* First use initialises from the environment. */
 TEST(first_use_initialises_from_the_environment)
 {
