@@ -14,8 +14,12 @@
  *   - Functions returning int return 0 or a negative errno value. The
  *     exceptions say so at the function: rcl_mutex_trylock() (0 or a
  *     positive EBUSY, as pthread_mutex_trylock), rcl_lru_add/del/touch()
- *     (1 done, 0 nothing to do, -EINVAL), rcl_io_flusher_get() (1 or 0).
- *   - Functions returning a pointer return NULL and set errno.
+ *     (1 done, 0 nothing to do, -EINVAL), rcl_io_flusher_get() and
+ *     rcl_io_flusher_reserved() (1 or 0).
+ *   - Functions returning a pointer return NULL and set errno when they
+ *     fail. rcl_journal_info() and rcl_journal_info_set() (no cookie)
+ *     and rcl_lru_list_pop() (an empty list) return NULL as a value, and
+ *     leave errno alone.
  *   - A refusal of input no call could serve (a NULL where an object is
  *     needed, unknown flags, a size out of range) is a bug in the
  *     program: besides its result, it is reported through the report

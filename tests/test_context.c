@@ -71,6 +71,17 @@ TEST(test_journal_cookie_travels_and_is_restored)
     assert_null(s.journal_after);
 }
 
+/* No cookie is a value, not a failure: NULL, with errno as it was. */
+TEST(no_journal_cookie_is_null_with_errno_untouched)
+{
+    static int cookie;
+    errno = ERANGE;
+    assert_null(rcl_journal_info());
+    assert_null(rcl_journal_info_set(&cookie));
+    assert_ptr_equal(rcl_journal_info_set(NULL), &cookie);
+    assert_int_equal(errno, ERANGE);
+}
+
 /* Adopting only ever adds restrictions: the thread's own scope stays. */
 TEST(test_adopting_only_adds_restrictions)
 {
