@@ -386,7 +386,7 @@ struct rcl_domain;
 typedef int (*rcl_domain_may_reclaim_fn)(struct rcl_domain *d, void *arg);
 
 /* NULL and errno EINVAL, reported, for a NULL name; ENOMEM when out of
- * memory. */
+ * memory. The name is copied. */
 struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
                                      rcl_domain_may_reclaim_fn may_reclaim, void *arg);
 /* Destroying a domain that a thread is still inside, or that still owns
@@ -413,7 +413,8 @@ unsigned rcl_domain_enter(struct rcl_domain *d);
  * is reported, and until the restore every shrinker that belongs to a
  * domain is skipped: never less strict than what was asked. */
 void     rcl_domain_exit(unsigned token);
-/* NULL (errno EINVAL) / 0 for NULL or a destroyed domain.
+/* NULL (errno EINVAL) / 0 for NULL or a destroyed domain. The name
+ * returned is the domain's copy, valid until the domain is destroyed.
  *
  * A destroyed domain's memory is never freed, only recycled for a later
  * domain, and a context names its domains by generation: a context
