@@ -306,7 +306,7 @@ TEST(a_foreign_pointer_with_nothing_readable_in_front_faults_as_free_does)
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);       /* cmocka's handler would carry on */
+        test_forked_child_dies_of_its_crashes();
         rcl_free(m + page);
         _exit(0);
     }

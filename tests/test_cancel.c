@@ -193,10 +193,7 @@ static void *fork_and_wait(void *arg)
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        /* cmocka's handlers would carry a crash back into the parent's
-         * test sequence: a crashing child must just die. */
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         _exit(bulk_child());
     }
     fork_status = pid > 0 ? wait_child(pid) : -2;

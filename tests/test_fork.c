@@ -225,13 +225,7 @@ static pid_t fork_child(int (*fn)(void))
 {
     pid_t pid = fork();
     if (pid == 0) {
-        /* cmocka's handlers would carry a crash back into the parent's
-         * test sequence: a crashing child must just die. */
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGBUS, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
-        signal(SIGILL, SIG_DFL);
-        signal(SIGFPE, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         int rc = fn();
         fflush(stderr);
         _exit(rc);
@@ -608,8 +602,7 @@ static unsigned long forks_on_the_reclaimer(void *p, struct rcl_shrink_control *
     /* In the child 0: its later calls of the pass fork no more. */
     atomic_store(&reclaimer_child, pid);
     if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         atexit(exit_at_once);
     }
     return 0;
@@ -1137,8 +1130,7 @@ static void forks_fn(struct rcl_work *w)
     (void)w;
     pid_t pid = fork();
     if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         atexit(exit_at_once);
         return;                             /* to the queue's thread */
     }
@@ -1184,8 +1176,7 @@ static void forks_and_exits_fn(struct rcl_work *w)
         test_sleep_ms(1);
     pid_t pid = fork();
     if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         atexit(exit_at_once);
         pthread_exit(NULL);
     }

@@ -6,6 +6,10 @@
  */
 #include "helpers.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
 static int ran;
 
 TEST_BARE(tests_run_in_the_order_of_the_source)
@@ -99,6 +103,33 @@ TEST(the_counting_shrinker_counts_scans)
     rcl_reclaim(64 * KiB, RCL_DEFAULT);
     assert_true(test_counter_scans(s) > 0);
     test_counter_free(s);
+}
+
+/* A forked child dies of its crash, whichever signal it is: caught by
+ * cmocka, the child went on through its copy of this file's run, and its
+ * exit said nothing of the crash. */
+TEST_BARE(a_forked_child_dies_of_its_crash)
+{
+    static const int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGABRT };
+
+    for (size_t i = 0; i < sizeof(crashes) / sizeof(crashes[0]); i++) {
+        int status;
+
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            const struct rlimit no_core = { 0, 0 };
+
+            test_forked_child_dies_of_its_crashes();
+            setrlimit(RLIMIT_CORE, &no_core);
+            raise(crashes[i]);
+            _exit(0);
+        }
+        assert_true(pid > 0);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), crashes[i]);
+    }
 }
 
 TEST_MAIN();

@@ -14,6 +14,14 @@
 #include <stdatomic.h>
 #include <sys/wait.h>
 
+/* What the budget has charged, every thread's stock folded back first:
+ * a figure two moments of a test can be compared by. */
+static size_t usage_now(void)
+{
+    rcl_usage_sync();
+    return rcl_usage();
+}
+
 /* Fills the budget down to its min watermark with memory no shrinker can
  * give back, so that ordinary allocations fail and only reserves help. */
 static void *fill_budget(void)
@@ -109,26 +117,21 @@ static void rec_wait_full(struct recorder *r)
  * made, so it is there when memory is short later. */
 TEST(test_create_charges_the_reserve)
 {
-    rcl_usage_sync();
-    size_t before = rcl_usage();
+    size_t before = usage_now();
     struct rcl_mempool *pool = rcl_mempool_create(8, 4096);
     assert_non_null(pool);
-    rcl_usage_sync();
-    assert_true(rcl_usage() >= before + 8 * 4096);
+    assert_true(usage_now() >= before + 8 * 4096);
     rcl_mempool_destroy(pool);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
 }
 
 TEST(test_create_fails_cleanly_when_reserve_cannot_be_filled)
 {
     rcl_shutdown();
     assert_int_equal(test_init(1 * MiB), 0);
-    rcl_usage_sync();
-    size_t before = rcl_usage();
+    size_t before = usage_now();
     assert_fails_with(rcl_mempool_create(64, 64 * KiB), ENOMEM);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
 }
 
 TEST(test_create_with_bad_arguments_is_refused_and_reported)
@@ -398,14 +401,11 @@ TEST(test_resize_grows_and_shrinks_the_charged_reserve)
 {
     struct rcl_mempool *pool = rcl_mempool_create(2, 8 * KiB);
     assert_non_null(pool);
-    rcl_usage_sync();
-    size_t at2 = rcl_usage();
+    size_t at2 = usage_now();
     assert_int_equal(rcl_mempool_resize(pool, 10), 0);
-    rcl_usage_sync();
-    assert_true(rcl_usage() >= at2 + 8 * 8 * KiB);
+    assert_true(usage_now() >= at2 + 8 * 8 * KiB);
     assert_int_equal(rcl_mempool_resize(pool, 1), 0);
-    rcl_usage_sync();
-    assert_true(rcl_usage() < at2);
+    assert_true(usage_now() < at2);
 
     /* All ten? No: one now. The budget full, exactly one element is left. */
     void *fill = fill_budget();
@@ -449,8 +449,7 @@ TEST(test_resize_that_cannot_grow_leaves_the_pool_unchanged)
     void *fill = fill_budget();
     size_t before = rcl_usage();
     assert_int_equal(rcl_mempool_resize(pool, 64), -ENOMEM);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
     void *a = rcl_mempool_alloc(pool, RCL_NOWAIT);
     void *b = rcl_mempool_alloc(pool, RCL_NOWAIT);
     assert_non_null(a);
@@ -614,13 +613,11 @@ TEST(test_a_thread_ending_in_the_allocator_of_a_resize_lets_go_of_the_pool)
     struct rcl_mempool *pool = rcl_mempool_create_ops(1, exiting_alloc, rec_free, &r);
     assert_non_null(pool);
     alarm(10);
-    rcl_usage_sync();
-    size_t before = rcl_usage();
+    size_t before = usage_now();
 
     assert_int_equal(pthread_create(&th, NULL, resizes_and_ends, pool), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
     assert_int_equal(r.frees, 1);
 
     atomic_store(&allocs_before_exit, INT_MAX);
@@ -645,13 +642,11 @@ TEST(test_a_thread_ending_in_the_allocator_of_a_create_leaves_no_pool)
 
     rec_init(&r);
     atomic_store(&allocs_before_exit, 2);
-    rcl_usage_sync();
-    size_t before = rcl_usage();
+    size_t before = usage_now();
 
     assert_int_equal(pthread_create(&th, NULL, creates_and_ends, &r), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
     assert_int_equal(r.frees, 2);
 }
 
@@ -707,14 +702,12 @@ TEST(test_a_thread_ending_in_the_reclaim_of_a_create_leaves_no_pool)
     void *fill = rcl_alloc(test_fitting(st.limit - rcl_usage() - st.wmark_min - 64 * KiB),
                            RCL_NOWAIT);
     assert_non_null(fill);
-    rcl_usage_sync();
-    size_t before = rcl_usage();
+    size_t before = usage_now();
 
     assert_int_equal(pthread_create(&th, NULL, creates_and_ends_in_reclaim, &r), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(atomic_load(&reclaim_ends), 1);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), before);
+    assert_int_equal(usage_now(), before);
     assert_int_equal(r.ncalls, 0);
     rcl_shrinker_unregister(s);
     rcl_free(fill);
@@ -771,8 +764,7 @@ TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
 {
     struct recorder r;
 
-    rcl_usage_sync();
-    size_t base = rcl_usage();
+    size_t base = usage_now();
     struct rcl_mempool *pool = exiting_ops_pool(&r, 1);
     struct free_and_end f = { pool, rcl_mempool_alloc(pool, RCL_DEFAULT) };
     assert_non_null(f.elem);               /* the allocator's: the reserve stays full */
@@ -784,8 +776,7 @@ TEST(test_a_thread_ending_in_the_backing_free_returns_the_element)
     rcl_mempool_destroy(pool);
     assert_int_equal(test_report_count(), 0);
     assert_int_equal(r.frees, 2);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    assert_int_equal(usage_now(), base);
 }
 
 static void *shrinks_to_one(void *pool)
@@ -830,14 +821,12 @@ TEST(test_a_thread_ending_in_a_backing_free_of_a_destroy_still_frees_the_pool)
 {
     struct recorder r;
 
-    rcl_usage_sync();
-    size_t base = rcl_usage();
+    size_t base = usage_now();
     struct rcl_mempool *pool = exiting_ops_pool(&r, 3);
 
     run_on_a_thread_ended_in_the_backing_free(destroys, pool);
     assert_int_equal(r.frees, 3);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    assert_int_equal(usage_now(), base);
 }
 
 struct churn {
@@ -877,8 +866,7 @@ static void *churn_main(void *arg)
  * with no report made. */
 static size_t churn_begin(struct churn *c)
 {
-    rcl_usage_sync();
-    size_t base = rcl_usage();
+    size_t base = usage_now();
     memset(c, 0, sizeof(*c));
     c->pool = rcl_mempool_create(4, 512);
     assert_non_null(c->pool);
@@ -889,8 +877,7 @@ static void churn_end(struct churn *c, size_t base)
 {
     rcl_mempool_destroy(c->pool);
     assert_int_equal(test_report_count(), 0);
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    assert_int_equal(usage_now(), base);
 }
 
 /* Resizing while other threads allocate and free: no element is lost,
@@ -977,8 +964,7 @@ TEST(test_concurrent_resizes_leave_the_last_ones_reserve)
  * last one is returned, then goes (ASan's leak check holds the "goes"). */
 TEST(test_destroy_with_elements_out_is_reported_not_a_crash)
 {
-    rcl_usage_sync();
-    size_t base = rcl_usage();
+    size_t base = usage_now();
     struct rcl_mempool *pool = rcl_mempool_create(2, 1024);
     assert_non_null(pool);
     void *a = rcl_mempool_alloc(pool, RCL_DEFAULT);
@@ -997,8 +983,7 @@ TEST(test_destroy_with_elements_out_is_reported_not_a_crash)
     memset(a, 1, 1024);                 /* still the caller's */
     rcl_mempool_free(a, pool);
     rcl_mempool_free(b, pool);          /* the last: the pool goes now */
-    rcl_usage_sync();
-    assert_int_equal(rcl_usage(), base);
+    assert_int_equal(usage_now(), base);
 }
 
 /* A destroy of a pool that is gone finds none: reported (EINVAL), and the
@@ -1137,10 +1122,7 @@ static void *forking_alloc(rcl_gfp_t gfp, void *data)
         fflush(stderr);
         pid_t pid = fork();
         if (pid == 0) {
-            /* cmocka's handlers would carry a crash back into the
-             * parent's test sequence: a crashing child must just die. */
-            signal(SIGSEGV, SIG_DFL);
-            signal(SIGABRT, SIG_DFL);
+            test_forked_child_dies_of_its_crashes();
             in_forked_child = true;
         } else {
             forked_child = pid;

@@ -1744,8 +1744,7 @@ static bool fork_once_from_the_pressure_thread(void)
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
+        test_forked_child_dies_of_its_crashes();
         atexit(exit_at_once);
         return true;
     }

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +65,22 @@ static inline void test_testcancel(void)
     pthread_cleanup_push(test_unwinding, NULL);
     pthread_testcancel();
     pthread_cleanup_pop(0);
+}
+
+/* First thing in a forked child that is not to run the file's tests.
+ * cmocka catches a crash (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS) around
+ * each test and jumps back into its run of the rest: in a child, that run
+ * is the parent's copy, so a crashing child would go on through the
+ * file's other tests, and its exit would tell the parent nothing of the
+ * crash. Back to the default, the crash ends the child, and its status
+ * says so. SIGABRT too, so that a failed assertion does the same whatever
+ * caught it. */
+static inline void test_forked_child_dies_of_its_crashes(void)
+{
+    static const int crashes[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGSYS, SIGABRT };
+
+    for (size_t i = 0; i < sizeof(crashes) / sizeof(crashes[0]); i++)
+        signal(crashes[i], SIG_DFL);
 }
 
 /* A file of the source tree, for the tests that read or run one: the
