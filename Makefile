@@ -204,6 +204,16 @@ $(BUILD)/tests/test_thread_exit: TEST_WRAP := -Wl,--wrap=pthread_setspecific
 $(BUILD)/tests/test_thread_exit: | $(BUILD)/tests/progs/dlclose_thread $(BUILD)/libreclaim.so
 $(BUILD)/tests/progs/dlclose_thread: LDLIBS_LIB += -ldl
 
+# The other tests that run a program of the build have it built with them,
+# so that making one test alone (make BUILD/tests/test_x) makes all it runs.
+# fuse-cache is among EXAMPLES only where libfuse3 is installed; its tests
+# skip, saying so, where it is not.
+$(BUILD)/tests/test_cgroup_e2e: | $(BUILD)/tests/progs/cgroup_cache $(BUILD)/tests/progs/kv_cache
+$(BUILD)/tests/test_block_server: | $(BUILD)/examples/block-server
+$(BUILD)/tests/test_cli: | $(EXAMPLES)
+$(BUILD)/tests/test_demo: | $(BUILD)/examples/storage-stack $(BUILD)/examples/quickstart
+$(BUILD)/tests/test_fuse_e2e: | $(BUILD)/tests/progs/fuse_writer $(filter %/fuse-cache,$(EXAMPLES))
+
 $(BUILD)/tests/progs/%: tests/progs/%.c $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) -Itests $(EXE_LDFLAGS) -o $@ $< $(STATIC) $(LDLIBS_LIB) -lm

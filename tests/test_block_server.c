@@ -6,19 +6,13 @@
  */
 #include "helpers.h"
 
-#include <libgen.h>
 #include <limits.h>
 #include <sys/wait.h>
 
 /* BUILD/tests/test_block_server runs BUILD/examples/block-server. */
 static void example_path(char *out, size_t len)
 {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    assert_true(n > 0);
-    self[n] = '\0';
-    snprintf(out, len, "%s/../examples/block-server", dirname(self));
-    assert_int_equal(access(out, X_OK), 0);
+    test_built(out, len, "examples/block-server");
 }
 
 /* Runs the example with args; returns its exit status, output in out. */

@@ -239,16 +239,12 @@ static void need_cgroup(void)
 /* Children                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* BUILD/tests/progs/NAME, beside this program's own directory. */
+/* BUILD/tests/progs/NAME. */
 static void prog_path(const char *name, char *out, size_t len)
 {
-    char exe[PATH_MAX - 64];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    assert_true(n > 0);
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    snprintf(out, len, "%s/progs/%s", exe, name);
-    assert_int_equal(access(out, X_OK), 0);
+    char rel[64];
+    assert_true(snprintf(rel, sizeof(rel), "tests/progs/%s", name) < (int)sizeof(rel));
+    test_built(out, len, rel);
 }
 
 /* Starts the program argv[0] in the cgroup, when there is one (it moves

@@ -7,7 +7,6 @@
  */
 #include "helpers.h"
 
-#include <libgen.h>
 #include <limits.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -19,13 +18,8 @@ static char out[65536];
 static int find_demo(void **state)
 {
     (void)state;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return -1;
-    self[n] = '\0';
-    snprintf(demo_path, sizeof(demo_path), "%s/examples/storage-stack", dirname(dirname(self)));
-    return access(demo_path, X_OK) == 0 ? 0 : -1;
+    test_built(demo_path, sizeof(demo_path), "examples/storage-stack");
+    return 0;
 }
 
 /* Runs the demo with args; returns its exit status, output in out[]. */
@@ -194,10 +188,8 @@ TEST_WITH(more_writers_than_the_stack_runs_is_a_usage_error, find_demo, NULL)
  * when the library is still running then; its status, output in out[]. */
 static int quickstart(unsigned long data_kib)
 {
-    char dir[PATH_MAX], path[PATH_MAX + 16], cmd[PATH_MAX + 128];
-    snprintf(dir, sizeof(dir), "%s", demo_path);
-    snprintf(path, sizeof(path), "%s/quickstart", dirname(dir));   /* beside the demo */
-    assert_int_equal(access(path, X_OK), 0);
+    char path[PATH_MAX], cmd[PATH_MAX + 128];
+    test_built(path, sizeof(path), "examples/quickstart");
     if (data_kib)
         snprintf(cmd, sizeof(cmd), "ulimit -d %lu && RECLAIM_STATS=1 %s 2>&1", data_kib, path);
     else

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -164,4 +165,21 @@ bool test_thread_asleep(pid_t tid)
     /* The name, in parentheses, may hold anything: the state follows the last. */
     const char *end = strrchr(stat, ')');
     return end && end[1] == ' ' && end[2] == 'S';
+}
+
+const char *test_built(char *buf, size_t len, const char *rel)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+    assert_true(n > 0);
+    self[n] = '\0';
+    *strrchr(self, '/') = '\0';                 /* BUILD/tests */
+    *strrchr(self, '/') = '\0';                 /* BUILD */
+    int w = snprintf(buf, len, "%s/%s", self, rel);
+    assert_true(w > 0 && (size_t)w < len);
+    if (access(buf, X_OK) != 0)
+        fail_msg("%s is not built: make builds it with this test, alone or with the "
+                 "others (make tests)", buf);
+    return buf;
 }

@@ -94,6 +94,13 @@ static inline const char *test_source(char *buf, size_t len, const char *rel)
     return n > 0 && (size_t)n < len ? buf : NULL;
 }
 
+/* BUILD/rel: a program of the build this test runs (tests/progs/NAME,
+ * examples/NAME), BUILD being the directory this test program was built
+ * in. The Makefile builds what a test runs with the test: one missing
+ * fails the test, saying what to make, rather than failing later on a
+ * failed exec that reads as the program's own failure. */
+const char *test_built(char *buf, size_t len, const char *rel);
+
 /* For a test that frees a block a second time: the free reads the freed
  * block's header, which under a sanitizer is itself the (correct) report,
  * so the plain run holds the test and the sanitized runs skip it. */
