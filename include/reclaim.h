@@ -846,7 +846,10 @@ void   rcl_usage_sync(void);
  *
  * Tests: RECLAIM_CGROUP_ROOT=/dir reads every one of those files (and
  * /proc/meminfo) under /dir instead of /, including the mount points
- * named in /dir/proc/self/mountinfo. */
+ * named in /dir/proc/self/mountinfo. /dir must be an absolute path to a
+ * directory, short enough for /proc/pressure/memory after it to fit in
+ * PATH_MAX bytes; another value is reported and ignored (the files are
+ * read under /). */
 size_t rcl_auto_limit(void);
 
 /* ------------------------------------------------------------------------ */

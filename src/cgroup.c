@@ -33,10 +33,45 @@
 /* Files, under the root prefix                                              */
 /* ------------------------------------------------------------------------ */
 
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;      /* FNV-1a */
+    return h;
+}
+
+/* The hash of the bad RECLAIM_CGROUP_ROOT last reported (0: none). The
+ * prefix is asked for at every read of the tree, each second or oftener: a
+ * value that does not change is reported once, until the next start. */
+static _Atomic uint64_t root_reported;
+
+static void report_root(const struct rcl__option *o, const char *s)
+{
+    uint64_t h = hash_str(0xcbf29ce484222325ull, s) | 1;     /* never "none" */
+    char want[96];
+
+    if (atomic_exchange(&root_reported, h) == h)
+        return;
+    rcl__option_expected(o, want, sizeof(want));
+    rcl__report("ignored %s=\"%.64s\" (want %s); the files are read under / instead",
+                o->name, s, want);
+}
+
+/* A bad value is ignored, as a bad value of every other variable is: what
+ * a relative, missing or overlong prefix would give is a read of a file
+ * nobody named, a truncated path's among them. */
 const char *rcl__root_prefix(void)
 {
-    const char *r = rcl__option_env("RECLAIM_CGROUP_ROOT");
-    return r ? r : "";
+    const struct rcl__option *o = rcl__option_find("RECLAIM_CGROUP_ROOT");
+    const char *r = rcl__option_env(o->name);
+    unsigned long long v;
+
+    if (!r)
+        return "";
+    if (rcl__option_parse(o, r, &v) == 0)
+        return r;
+    report_root(o, r);
+    return "";
 }
 
 /* Reads a small file whole, NUL-terminated; -errno or the length. */
@@ -413,13 +448,6 @@ static int locate(int version, const char *cgpath, struct rcl_cgroup *cg)
  * start) says nothing new. */
 static _Atomic uint64_t unseen_reported;
 
-static uint64_t hash_str(uint64_t h, const char *s)
-{
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;      /* FNV-1a */
-    return h;
-}
-
 static void report_unseen(int version, const char *cgpath, int err)
 {
     uint64_t h = hash_str(hash_str(0xcbf29ce484222325ull, rcl__root_prefix()), cgpath);
@@ -537,9 +565,10 @@ uint64_t rcl__cgroup_limit(const struct rcl_cgroup *cg, char *at, size_t atlen)
  * again, as a start reports every other RECLAIM_* variable it finds bad. */
 static _Atomic uint64_t margin_reported;
 
-void rcl__cgroup_margin_forget(void)
+void rcl__cgroup_env_forget(void)
 {
     atomic_store(&margin_reported, 0);
+    atomic_store(&root_reported, 0);
 }
 
 static uint64_t physical_memory(void)

@@ -24,7 +24,9 @@ struct rcl_cgroup {
  * one the kernel holds to no charge at all. */
 #define RCL_CG_NONE    (UINT64_MAX - 1)
 
-/* RECLAIM_CGROUP_ROOT, or "": put in front of every path read. */
+/* RECLAIM_CGROUP_ROOT, or "": put in front of every path read. "" too
+ * for a value that is not an absolute path to a directory of at most
+ * RCL__ROOT_MAX bytes, reported (once a value, until the next start). */
 const char *rcl__root_prefix(void);
 /* A small file read whole, NUL-terminated; -errno or the length. */
 ssize_t  rcl__read_small(const char *path, char *buf, size_t len);
@@ -79,8 +81,9 @@ int      rcl__cgroup_files_working_set(const struct rcl_cgroup_files *f, unsigne
 /* The budget a cgroup limit gives: the limit less the margin, else half
  * of physical memory. */
 size_t   rcl__auto_budget(uint64_t cglimit);
-/* A start reports a bad RECLAIM_CGROUP_MARGIN again, reported before or not. */
-void     rcl__cgroup_margin_forget(void);
+/* A start reports a bad RECLAIM_CGROUP_MARGIN or RECLAIM_CGROUP_ROOT
+ * again, reported before or not. */
+void     rcl__cgroup_env_forget(void);
 /* The budget of a cgroup limit, 0 when the limit limits nothing
  * (RCL_CG_NONE, RCL_CG_UNKNOWN, or one above the machine's memory); a
  * limit that leaves nothing gives the least budget, 1 byte. */

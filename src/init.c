@@ -171,7 +171,7 @@ static int start_locked(const struct rcl_config *cfg_in)
     rcl__assert_held(&init_lock);
     struct rcl_config cfg = *cfg_in;
 
-    rcl__cgroup_margin_forget();
+    rcl__cgroup_env_forget();
     int err = config_resolve(&cfg);
 
     if (err)

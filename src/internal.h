@@ -491,6 +491,14 @@ extern const unsigned rcl__nr_options;
 const struct rcl__option *rcl__option_find(const char *name);
 /* 0 and *v, or -EINVAL when s is not a value the option takes. */
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v);
+/* What a value of the option looks like, for the report of a refused one. */
+void rcl__option_expected(const struct rcl__option *o, char *buf, size_t len);
+/* The longest file name the library puts after RECLAIM_CGROUP_ROOT of its
+ * own (pressure.c's), its NUL counted: a longer root would have it cut
+ * short in a PATH_MAX buffer, and a file nobody named read. The mount
+ * points put after the root are checked where they are joined (cgroup.c). */
+#define RCL__ROOT_FILE_MAX sizeof("/proc/pressure/memory")
+#define RCL__ROOT_MAX      (PATH_MAX - RCL__ROOT_FILE_MAX)
 /* A process option's variable (NULL: unset); its name must be the table's. */
 const char *rcl__option_env(const char *name);
 /* Parses "256M" etc.; -EINVAL on junk or overflow. */

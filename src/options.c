@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NOFIELD ((size_t)-1)
 #define CFG(field) offsetof(struct rcl_config, field), sizeof(((struct rcl_config *)0)->field)
@@ -57,8 +58,8 @@ const struct rcl__option rcl__options[] = {
       "1 prints the statistics to standard error at exit" },
     { "RECLAIM_CGROUP_MARGIN", RCL__OPT_SIZE_OR_PCT, PROCESS, 0, SIZE_MAX, "1/8 of the cgroup limit",
       "What the automatic limit leaves below the cgroup limit, a size (32M) or a percentage (10%); at most half" },
-    { "RECLAIM_CGROUP_ROOT", RCL__OPT_PATH, PROCESS, 0, 0, "/",
-      "For tests: read cgroup, /proc and /sys files under this directory instead of /" },
+    { "RECLAIM_CGROUP_ROOT", RCL__OPT_PATH, PROCESS, 1, RCL__ROOT_MAX, "/",
+      "For tests: read cgroup, /proc and /sys files under this directory (an absolute path) instead of /" },
 };
 const unsigned rcl__nr_options = sizeof(rcl__options) / sizeof(rcl__options[0]);
 
@@ -152,8 +153,7 @@ static int parse_bool(const char *s, unsigned long long *v)
     return 0;
 }
 
-/* What a rejected value should have been, for the report. */
-static void expected(const struct rcl__option *o, char *buf, size_t len)
+void rcl__option_expected(const struct rcl__option *o, char *buf, size_t len)
 {
     switch (o->kind) {
     case RCL__OPT_SIZE:
@@ -172,7 +172,7 @@ static void expected(const struct rcl__option *o, char *buf, size_t len)
         snprintf(buf, len, "a size such as 32M or a percentage such as 10%%");
         break;
     case RCL__OPT_PATH:
-        snprintf(buf, len, "a directory");
+        snprintf(buf, len, "an absolute path to a directory, at most %llu bytes", o->max);
         break;
     case RCL__OPT_FOOTPRINT:
         snprintf(buf, len, "auto, off, rss or cgroup");
@@ -181,6 +181,18 @@ static void expected(const struct rcl__option *o, char *buf, size_t len)
         snprintf(buf, len, "microseconds from 0 (no bound) to 1000000");
         break;
     }
+}
+
+/* A directory that file names are put after: its length bounded by the
+ * buffers they are put into, absolute since a relative one would follow
+ * the working directory, which the program may change between two reads;
+ * empty is a variable set to nothing, refused as every option's is. */
+static bool path_ok(const struct rcl__option *o, const char *s)
+{
+    struct stat st;
+
+    return s[0] == '/' && strnlen(s, o->max + 1) <= o->max && stat(s, &st) == 0 &&
+           S_ISDIR(st.st_mode);
 }
 
 int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long long *v)
@@ -231,7 +243,9 @@ int rcl__option_parse(const struct rcl__option *o, const char *s, unsigned long 
         return 0;
     }
     case RCL__OPT_PATH:
-        *v = 0;   /* any path: its user reads the string */
+        if (!path_ok(o, s))
+            return -EINVAL;
+        *v = 0;   /* its user reads the string */
         return 0;
     }
     return -EINVAL;
@@ -273,7 +287,7 @@ int rcl_config_from_env(struct rcl_config *cfg)
             store(o, cfg, v);
             continue;
         }
-        expected(o, want, sizeof(want));
+        rcl__option_expected(o, want, sizeof(want));
         if (used < sizeof(bad))
             used += (size_t)snprintf(bad + used, sizeof(bad) - used, "%s%s=\"%.64s\" (want %s)",
                                      nbad ? ", " : "", o->name, s, want);

@@ -8,6 +8,7 @@
  * pressure thread that stays idle.
  */
 #include "helpers.h"
+#include "internal.h"       /* RCL__ROOT_MAX */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -430,6 +431,125 @@ TEST_WITH(test_a_malformed_margin_is_reported_once_per_value_and_per_start, pres
     assert_int_equal(rcl_auto_limit(), 112 * MiB);
     assert_last_report_has("RECLAIM_CGROUP_MARGIN=\"more\"");
     assert_int_equal(test_reports_take(), 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A bad RECLAIM_CGROUP_ROOT                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The automatic limit with RECLAIM_CGROUP_ROOT set to `bad`, asked twice:
+ * the machine's, as with the variable unset, and the value reported once,
+ * however often the files are read. The fake tree under the test's root
+ * says 112 MiB, which a root read as meant would give. */
+static void bad_root_is_ignored_and_reported_once(const char *bad)
+{
+    char seen[128];
+
+    fake_v1();
+    put(V1DIR "memory.limit_in_bytes", "134217728\n");
+    unsetenv("RECLAIM_CGROUP_ROOT");
+    size_t machine = rcl_auto_limit();
+    setenv("RECLAIM_CGROUP_ROOT", bad, 1);
+    assert_int_equal(rcl_auto_limit(), machine);
+    assert_int_equal(rcl_auto_limit(), machine);
+    snprintf(seen, sizeof(seen), "ignored RECLAIM_CGROUP_ROOT=\"%.64s\"", bad);
+    assert_int_equal(test_reports_seen_matching(seen), 1);
+}
+
+/* A relative root would follow the working directory, which the program
+ * may change between two reads: read, it named whatever lay there. */
+TEST_WITH(test_a_relative_cgroup_root_is_reported_and_ignored, pressure_setup, pressure_teardown)
+{
+    bad_root_is_ignored_and_reported_once(root + 1);
+}
+
+/* An empty variable is refused as every other empty RECLAIM_* variable
+ * is: it read as no root at all, and said nothing. */
+TEST_WITH(test_an_empty_cgroup_root_is_reported_and_ignored, pressure_setup, pressure_teardown)
+{
+    bad_root_is_ignored_and_reported_once("");
+}
+
+/* A root that is a file, or nothing at all, has none of the files under
+ * it: every read failed, and the limit was half of the machine's memory,
+ * the cgroup's limit unseen and nothing said. */
+TEST_WITH(test_a_cgroup_root_that_is_not_a_directory_is_reported_and_ignored, pressure_setup,
+          pressure_teardown)
+{
+    char path[PATH_MAX];
+
+    put("a-file", "");
+    snprintf(path, sizeof(path), "%s/a-file", root);
+    bad_root_is_ignored_and_reported_once(path);
+    snprintf(path, sizeof(path), "%s/nothing", root);
+    bad_root_is_ignored_and_reported_once(path);
+}
+
+/* A directory below the test's root whose path is `len` bytes, with the
+ * fake tree's proc and sys linked into it: a root of that length under
+ * which the files are there. */
+static void long_root(char *out, size_t len)
+{
+    char link[PATH_MAX], to[PATH_MAX];
+    size_t n = (size_t)snprintf(out, len + 1, "%s", root);
+
+    while (n < len) {
+        size_t name = len - n - 1 > 200 ? 200 : len - n - 1;
+        if (len - n - 1 - name == 1)
+            name--;                         /* leave the last name a byte at least */
+        out[n++] = '/';
+        memset(out + n, 'x', name);
+        n += name;
+        out[n] = '\0';
+    }
+    assert_int_equal(strlen(out), len);
+    mkdirs(out);
+    for (unsigned i = 0; i < 2; i++) {
+        const char *dir = i ? "sys" : "proc";
+        snprintf(link, sizeof(link), "%s/%s", out, dir);
+        snprintf(to, sizeof(to), "%s/%s", root, dir);
+        assert_int_equal(symlink(to, link), 0);
+    }
+}
+
+/* The longest root whose files fit the library's paths is read: here the
+ * fake machine's memory, the mounts under it too long to be a cgroup's
+ * (reported as such). */
+TEST_WITH(test_a_cgroup_root_as_long_as_its_paths_allow_is_read, pressure_setup,
+          pressure_teardown)
+{
+    static char dir[PATH_MAX];
+
+    fake_v1();
+    put("proc/meminfo", "MemTotal:       6291460 kB\n");
+    long_root(dir, RCL__ROOT_MAX);
+    setenv("RECLAIM_CGROUP_ROOT", dir, 1);
+    assert_int_equal(rcl_auto_limit(), 6291460 * KiB / 2);
+    assert_int_equal(test_reports_seen_matching("ignored RECLAIM_CGROUP_ROOT"), 0);
+}
+
+/* A byte longer, the longest file name put after it would be cut short,
+ * and some other file read in its place. */
+TEST_WITH(test_a_cgroup_root_too_long_for_its_paths_is_reported_and_ignored, pressure_setup,
+          pressure_teardown)
+{
+    static char dir[PATH_MAX];
+
+    long_root(dir, RCL__ROOT_MAX + 1);
+    bad_root_is_ignored_and_reported_once(dir);
+}
+
+/* A start reports the bad root it finds, reported before or not, as it
+ * does every RECLAIM_* variable. */
+TEST_WITH(test_a_bad_cgroup_root_is_reported_again_by_a_start, pressure_setup, pressure_teardown)
+{
+    bad_root_is_ignored_and_reported_once("relative");
+
+    struct rcl_config cfg = test_config(64 * MiB);
+    cfg.pressure = 0;                   /* no other thread to make the report */
+    assert_int_equal(rcl_init(&cfg), 0);
+    rcl_auto_limit();
+    assert_int_equal(test_reports_seen_matching("ignored RECLAIM_CGROUP_ROOT=\"relative\""), 1);
 }
 
 /* A cgroup outside the cgroup namespace's root reads "/../other"
