@@ -15,12 +15,13 @@ static void example_path(char *out, size_t len)
     test_built(out, len, "examples/block-server");
 }
 
-/* Runs the example with args; returns its exit status, output in out. */
-static int run_example(const char *args, char *out, size_t len)
+/* Runs the example with args, after the shell commands in `before`;
+ * returns its exit status, output in out. */
+static int run_example_after(const char *before, const char *args, char *out, size_t len)
 {
-    char path[PATH_MAX], cmd[PATH_MAX + 256];
+    char path[PATH_MAX], cmd[PATH_MAX + 512];
     example_path(path, sizeof(path));
-    snprintf(cmd, sizeof(cmd), "'%s' %s 2>&1", path, args);
+    snprintf(cmd, sizeof(cmd), "%s exec '%s' %s 2>&1", before, path, args);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t got = fread(out, 1, len - 1, f);
@@ -30,6 +31,12 @@ static int run_example(const char *args, char *out, size_t len)
     int status = pclose(f);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
+}
+
+/* Runs the example with args; returns its exit status, output in out. */
+static int run_example(const char *args, char *out, size_t len)
+{
+    return run_example_after("", args, out, len);
 }
 
 static char output[16384];
@@ -100,6 +107,77 @@ TEST_BARE(test_summary_counts_the_library_reports_it_printed)
     const char *line = strstr(output, "  libreclaim reports: ");
     assert_non_null(line);
     assert_int_equal(strtoul(line + strlen("  libreclaim reports: "), NULL, 10), printed);
+}
+
+/* A directory of the test's own, where --file names "disk". */
+static char file_dir[64], file_path[96];
+
+static int file_setup(void **state)
+{
+    (void)state;
+    snprintf(file_dir, sizeof(file_dir), "/tmp/rcl-block-server-XXXXXX");
+    if (!mkdtemp(file_dir))
+        return -1;
+    snprintf(file_path, sizeof(file_path), "%s/disk", file_dir);
+    return 0;
+}
+
+static int file_teardown(void **state)
+{
+    (void)state;
+    unlink(file_path);
+    return rmdir(file_dir);
+}
+
+/* A budget too small for the cache's table of the blocks asked for: the
+ * server cannot be set up. */
+#define NO_ROOM_FOR_THE_TABLE "--budget 128K --blocks 1048576 --requests 10 --file"
+
+/* A file the example made for --file goes again when the server cannot
+ * be set up: it was left behind, empty. */
+TEST_WITH(test_a_file_it_made_is_removed_when_the_server_cannot_be_set_up, file_setup,
+          file_teardown)
+{
+    char args[192];
+    snprintf(args, sizeof(args), NO_ROOM_FOR_THE_TABLE " '%s'", file_path);
+    assert_int_equal(run_example(args, output, sizeof(output)), 1);
+    assert_non_null(strstr(output, "cannot set up the buffer cache"));
+    assert_int_equal(access(file_path, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
+/* The same when its blocks cannot be written, the server set up: it was
+ * left behind, partly written. */
+TEST_WITH(test_a_file_it_made_is_removed_when_its_blocks_cannot_be_written, file_setup,
+          file_teardown)
+{
+    char args[192];
+    snprintf(args, sizeof(args), "--requests 10 --file '%s'", file_path);
+    /* 8 blocks of 512 bytes, and EFBIG past them rather than SIGXFSZ. */
+    assert_int_equal(run_example_after("ulimit -f 8; trap '' XFSZ;", args, output,
+                                       sizeof(output)), 1);
+    assert_non_null(strstr(output, "File too large"));
+    assert_int_equal(access(file_path, F_OK), -1);
+    assert_int_equal(errno, ENOENT);
+}
+
+/* A file that was there before is the user's: a server that cannot be set
+ * up leaves it as it was, neither removed nor emptied. */
+TEST_WITH(test_a_file_that_was_there_is_left_as_it_was_when_the_server_cannot_be_set_up,
+          file_setup, file_teardown)
+{
+    char args[192], back[8] = "";
+    FILE *f = fopen(file_path, "w");
+    assert_non_null(f);
+    assert_true(fputs("theirs\n", f) >= 0);
+    fclose(f);
+    snprintf(args, sizeof(args), NO_ROOM_FOR_THE_TABLE " '%s'", file_path);
+    assert_int_equal(run_example(args, output, sizeof(output)), 1);
+    f = fopen(file_path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(back, sizeof(back), f));
+    fclose(f);
+    assert_string_equal(back, "theirs\n");
 }
 
 TEST_MAIN();

@@ -11,7 +11,8 @@
  * the --squeeze size, then writes everything back and checks every block of
  * the file. Exit status: 0 only when every request completed and verified
  * and the file holds exactly what was written; 1 otherwise; 2 for bad
- * options.
+ * options. A --file that was there is left as it was until the server is
+ * set up; one the server made is removed again when it cannot be.
  *
  * The parts: main.c (options, the request loop, checking), cache.c (the
  * shrinkable buffer cache), flusher.c (the I/O-flusher thread). See
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_BATCH 32        /* requests in flight at once */
@@ -188,12 +190,19 @@ static unsigned long check_file(int fd, const unsigned *version, unsigned blocks
 
 /* Opens the backing file, a temporary one unless --file; its blocks are
  * written once the server is set up, so that a server that cannot be set
- * up has written none (up to 4 GiB of them). */
-static int open_file(const struct options *o)
+ * up has written none (up to 4 GiB of them), and a --file that was there
+ * is as it was. *created: this run made the --file, and takes it back
+ * should the server not be set up (file_forget()). */
+static int open_file(const struct options *o, int *created)
 {
     int fd;
+    *created = 0;
     if (o->file) {
-        fd = open(o->file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        fd = open(o->file, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (fd >= 0)
+            *created = 1;
+        else if (errno == EEXIST)   /* the user's, never removed */
+            fd = open(o->file, O_RDWR | O_CREAT, 0600);
     } else {
         const char *dir = getenv("TMPDIR");
         char path[4096];
@@ -205,15 +214,29 @@ static int open_file(const struct options *o)
     return fd;
 }
 
+/* A file that was there loses what it held only now, the server set up. */
 static int fill_file(int fd, unsigned blocks)
 {
     unsigned char data[BLOCK_SIZE];
+    if (ftruncate(fd, 0) != 0)
+        return -1;
     for (unsigned b = 0; b < blocks; b++) {
         block_pattern(data, b, 0);
         if (pwrite(fd, data, BLOCK_SIZE, (off_t)b * BLOCK_SIZE) != BLOCK_SIZE)
             return -1;
     }
     return 0;
+}
+
+/* The --file this run made, removed when the server could not be set up:
+ * left, it was an empty or partly written file nobody asked to keep. By
+ * its name, and only while the name is still that file's. */
+static void file_forget(const struct options *o, int fd, int created)
+{
+    struct stat ours, named;
+    if (created && fstat(fd, &ours) == 0 && stat(o->file, &named) == 0 &&
+        ours.st_dev == named.st_dev && ours.st_ino == named.st_ino)
+        unlink(o->file);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -276,7 +299,8 @@ static void usage(FILE *f)
                "  --squeeze SIZE  budget after half of the requests (default budget/2)\n"
                "  --requests N    requests to serve (default 20000)\n"
                "  --blocks N      4 KiB blocks in the backing file (default 1024)\n"
-               "  --file PATH     backing file (default: a temporary one)\n"
+               "  --file PATH     backing file (default: a temporary one); one made here\n"
+               "                  is removed again if the server cannot be set up\n"
                "  --seed N        seed of the request mix (default 1)\n"
                "  --quiet         print nothing unless something fails\n"
                "  --help          this text\n"
@@ -466,7 +490,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    int fd = open_file(&s.opt);
+    int created;
+    int fd = open_file(&s.opt, &created);
     if (fd < 0) {
         perror("block-server: backing file");
         return 1;
@@ -474,14 +499,10 @@ int main(int argc, char **argv)
     unsigned *version = calloc(s.opt.blocks, sizeof(*version));
     if (!version) {
         setup_failed("the table of block versions", errno);
-        close(fd);
-        return 1;
+        goto out_file;
     }
-    if (server_start(&s, fd)) {
-        free(version);
-        close(fd);
-        return 1;
-    }
+    if (server_start(&s, fd))
+        goto out_version;
     if (fill_file(fd, s.opt.blocks)) {
         perror("block-server: backing file");
         flusher_stop(&s.cache);
@@ -489,9 +510,7 @@ int main(int argc, char **argv)
         rcl_workqueue_destroy(s.wq);
         rcl_mempool_destroy(s.requests);
         rcl_shutdown();
-        free(version);
-        close(fd);
-        return 1;
+        goto out_version;
     }
 
     request_loop(&s, version);
@@ -512,4 +531,11 @@ int main(int argc, char **argv)
         printf("block-server: %lu requests ran outside NOIO\n", (unsigned long)s.not_noio);
     rcl_shutdown();
     return ok ? 0 : 1;
+
+out_version:
+    free(version);
+out_file:
+    file_forget(&s.opt, fd, created);
+    close(fd);
+    return 1;
 }
