@@ -19,7 +19,9 @@
  * only): a signal at any moment unmounts and ends it, and leaves nothing
  * mounted. So do the cases of the connection's other ends: aborted
  * (fusectl), and a worker's read of the device failed (strace's fault
- * injection, the case skipped without strace).
+ * injection, the case skipped without strace). So do the cases of what
+ * the disk answers: a write across its end, and its size after a write
+ * past it.
  */
 #include "helpers.h"
 
@@ -797,6 +799,63 @@ TEST_WITH(test_the_write_back_of_the_last_page_writes_what_lies_before_the_end, 
     assert_int_equal(n, 10);
     assert_memory_equal(tail, "ABCDEFGHIJ", 10);
 
+    stop_the_daemon_cleanly();
+}
+
+/* The disk's size as the kernel has it (stat() of the mount: the daemon is
+ * serving), or -1. */
+static off_t sig_disk_size(void)
+{
+    char path[PATH_MAX];
+    struct stat s;
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    return stat(path, &s) == 0 ? s.st_size : -1;
+}
+
+static bool sig_disk_is_64m(void) { return sig_disk_size() == 64 << 20; }
+
+/* With the write-back cache the kernel keeps the file's size itself: a
+ * buffered write past the end of the disk moved it past the end, and no
+ * answer of the daemon's (the write-back's short one, the size its
+ * attributes give) moved it back. A loop device attached then was larger
+ * than the disk, and what it wrote past the end was lost. The size is
+ * the disk's again once the write-back has been answered, after a write
+ * across the end and after one wholly past it. */
+TEST_WITH(test_a_write_past_the_end_leaves_the_disk_its_size, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    const off_t size = 64 << 20;
+    char path[PATH_MAX], tail[10];
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    mount_the_daemon(args);
+
+    int fd = open(path, O_RDWR);
+    assert_return_code(fd, errno);
+    assert_int_equal(pwrite(fd, "ABCDEFGHIJKLMNOPQRST", 20, size - 10), 20);
+    (void)fsync(fd);    /* what it says of the part past the end is the kernel's */
+    close(fd);
+    bool across = wait_until(sig_disk_is_64m, 5000);
+    off_t after_across = sig_disk_size();
+
+    fd = open(path, O_RDWR);
+    assert_return_code(fd, errno);
+    assert_int_equal(pwrite(fd, "Z", 1, size + 65536), 1);
+    (void)fsync(fd);
+    bool past = wait_until(sig_disk_is_64m, 5000);
+    off_t after_past = sig_disk_size();
+    ssize_t n = pread(fd, tail, sizeof(tail), size - 10);
+    ssize_t at_end = pread(fd, tail, 1, size);
+    close(fd);
+
+    if (!across || !past)
+        printf("the disk's size: %lld after a write across its end, %lld after one past it\n",
+               (long long)after_across, (long long)after_past);
+    assert_true(across);
+    assert_true(past);
+    assert_int_equal(n, 10);
+    assert_memory_equal(tail, "ABCDEFGHIJ", 10);
+    assert_int_equal(at_end, 0);
     stop_the_daemon_cleanly();
 }
 

@@ -10,7 +10,9 @@
  * file (created or extended as needed). Reads and writes go through a cache
  * of 64 KiB blocks; writes go through to the backing file at once (the
  * kernel's own write-back cache, negotiated in init(), gathers them first),
- * so cached blocks are always clean and can be dropped at any time.
+ * so cached blocks are always clean and can be dropped at any time. Its
+ * size is fixed: a write past the end, which moves the kernel's size of
+ * the file past it, is followed by a truncate back (size_set_back()).
  *
  * Written to be copied. The rules that matter for a daemon the kernel may
  * be waiting on to free memory, each shown where it applies below:
@@ -152,6 +154,9 @@ static atomic_bool          worker_failed;
 /* Our mount's device ("major:minor", as /proc/self/mountinfo writes it):
  * how the end tells our mount from one under it on the same path. */
 static char                 mount_dev[32];
+/* A write-back past the end of the disk was answered, and the kernel's
+ * size of the file is past it: for the main thread to set back. */
+static atomic_bool          size_past_end;
 
 /* ------------------------------------------------------------------------ */
 /* Memory: from the library, or (--naive) malloc with no bound               */
@@ -494,8 +499,17 @@ static void fc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     struct worker *w = self_worker();
     (void)ino;
     flusher_once(w);
-    if ((uint64_t)off >= opt.size || size > MAX_IO) {
-        fuse_reply_err(req, size > MAX_IO ? EINVAL : ENOSPC);
+    if (size > MAX_IO) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    /* A buffered write past the end moved the kernel's size of the file
+     * past it, and what we answer here does not move it back: the main
+     * thread does (size_set_back()). */
+    if (fi->writepage && (uint64_t)off + size > opt.size)
+        atomic_store(&size_past_end, true);
+    if ((uint64_t)off >= opt.size) {
+        fuse_reply_err(req, ENOSPC);
         return;
     }
     /* The kernel's write-back of the last page carries what a buffered
@@ -946,6 +960,38 @@ static void detach_if_aborted(void)
     detach();
 }
 
+/* With the write-back cache the kernel keeps the file's size itself, and
+ * trusts it over ours: a buffered write past the end of the disk moved it
+ * past the end, where neither the write-back's short answer nor the size
+ * our attributes give moves it back. A loop device attached then would be
+ * larger than the disk, what it wrote past the end lost. A truncate
+ * through the mount moves it back: ours, from the main thread, which no
+ * request waits for (a worker's would wait, in the kernel, for the
+ * write-backs in flight, the one it answers among them). Through our
+ * mount's root, held for the moment only: held, it would make an unmount
+ * "busy". Whose the root at the mount point is, its device says, read
+ * without asking its daemon (AT_STATX_DONT_SYNC): once ours is detached or
+ * mounted over, another's, which may be stuck. */
+static void size_set_back(void)
+{
+    char dev[32] = "", path[64];
+    struct statx sx;
+    int root = open(opt.mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root >= 0 && statx(root, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &sx) == 0)
+        snprintf(dev, sizeof(dev), "%u:%u", sx.stx_dev_major, sx.stx_dev_minor);
+    if (dev[0] && !strcmp(dev, mount_dev)) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d/" DISK_NAME, root);
+        if (truncate(path, (off_t)opt.size) == 0)
+            fprintf(stderr, "fuse-cache: a write past the end of the disk: its size set "
+                    "back to %" PRIu64 "\n", opt.size);
+        else
+            fprintf(stderr, "fuse-cache: a write past the end of the disk: setting its "
+                    "size back: %s\n", strerror(errno));
+    }
+    if (root >= 0)
+        close(root);
+}
+
 /* Main thread: signals, by sigtimedwait, until every worker has ended. */
 static void wait_loop(void)
 {
@@ -961,6 +1007,8 @@ static void wait_loop(void)
             stopping = true;
             detach();
         }
+        if (!stopping && atomic_exchange(&size_past_end, false))
+            size_set_back();
     }
 }
 
