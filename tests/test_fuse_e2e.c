@@ -20,8 +20,9 @@
  * mounted. So do the cases of the connection's other ends: aborted
  * (fusectl), and a worker's read of the device failed (strace's fault
  * injection, the case skipped without strace). So do the cases of what
- * the disk answers: a write across its end, and its size after a write
- * past it.
+ * the disk answers: a write across its end, its size after a write past
+ * it, fallocate() (and a loop device's discard, skipped without loop
+ * devices).
  */
 #include "helpers.h"
 
@@ -32,6 +33,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -290,6 +292,7 @@ static struct {
     pid_t pid;          /* the daemon, or the process that daemonizes */
     pid_t tracer;       /* strace, injecting a fault into the daemon */
     pid_t stuck[2];     /* processes made to wait on the daemon's mount */
+    int   loop;         /* a loop device attached to the disk, or -1 */
 } sig;
 
 static int sig_setup(void **state)
@@ -305,6 +308,7 @@ static int sig_setup(void **state)
     sig.pid = 0;
     sig.tracer = 0;
     sig.stuck[0] = sig.stuck[1] = 0;
+    sig.loop = -1;
     return mkdir(sig.mnt, 0755);
 }
 
@@ -502,6 +506,13 @@ static int sig_teardown(void **state)
         printf("left mounted: %s (connection %d); aborted and detached\n", sig.backing, minor);
         abort_connection(minor);
         umount2(sig.backing, MNT_DETACH);
+    }
+    /* Closed once the connection is aborted: its last close releases the
+     * disk, which a stuck daemon would not answer. */
+    if (sig.loop >= 0) {
+        printf("left attached: a loop device on the disk; detached\n");
+        ioctl(sig.loop, LOOP_CLR_FD, 0);
+        close(sig.loop);
     }
     if (daemon > 0) {
         printf("daemon %d still running: killed\n", (int)daemon);
@@ -856,6 +867,190 @@ TEST_WITH(test_a_write_past_the_end_leaves_the_disk_its_size, sig_setup, sig_tea
     assert_int_equal(n, 10);
     assert_memory_equal(tail, "ABCDEFGHIJ", 10);
     assert_int_equal(at_end, 0);
+    stop_the_daemon_cleanly();
+}
+
+/* Fills the disk's first four blocks with `byte`, by direct I/O on fd:
+ * they are then the daemon's cached blocks too. */
+static void fill_four_blocks(int fd, int byte)
+{
+    memset(dio_buf, byte, sizeof(dio_buf));
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pwrite(fd, dio_buf, 65536, (off_t)i * 65536), 65536);
+}
+
+/* Whether the first four blocks of the file at fd (direct I/O) hold zeros
+ * in [hole, hole + len) and `byte` elsewhere. */
+static bool four_blocks_have_hole(int fd, int byte, off_t hole, off_t len)
+{
+    for (off_t at = 0; at < 4 * 65536; at += 65536) {
+        if (pread(fd, dio_buf, 65536, at) != 65536)
+            return false;
+        for (off_t i = 0; i < 65536; i++) {
+            int want = at + i >= hole && at + i < hole + len ? 0 : byte;
+            if (dio_buf[i] != want) {
+                printf("byte %lld: %d, not %d\n", (long long)(at + i), dio_buf[i], want);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* The blocks of storage the backing file holds. */
+static long long backing_blocks(void)
+{
+    struct stat s;
+    return stat(sig.backing, &s) == 0 ? (long long)s.st_blocks : -1;
+}
+
+/* A hole punched in the disk (what a loop device on it does for a discard)
+ * is punched in the backing file, and reads back as zeros, through the
+ * daemon too: the cached blocks it touches, the partly covered ones
+ * included, are dropped. The daemon answered ENOSYS, and the kernel
+ * refused every fallocate() on the mount from then on. */
+TEST_WITH(test_a_hole_punched_in_the_disk_reads_back_as_zeros, sig_setup, sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    const off_t hole = 96 * 1024, len = 104 * 1024;
+    char path[PATH_MAX];
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
+    fill_four_blocks(fd, 0x5a);
+    long long before = backing_blocks();
+
+    assert_return_code(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hole, len),
+                       errno);
+    assert_true(four_blocks_have_hole(fd, 0x5a, hole, len));
+    close(fd);
+    int backing = open(sig.backing, O_RDONLY | O_DIRECT);
+    assert_return_code(backing, errno);
+    bool punched = four_blocks_have_hole(backing, 0x5a, hole, len);
+    close(backing);
+    assert_true(punched);
+    assert_true(backing_blocks() < before);
+    assert_int_equal(sig_disk_size(), 64 << 20);
+    stop_the_daemon_cleanly();
+}
+
+/* Space allocated in the disk is allocated in the backing file. Past the
+ * end it would grow a disk whose size is fixed: refused with EFBIG, the
+ * size unchanged; with the size kept, what lies within is allocated and
+ * nothing past. */
+TEST_WITH(test_space_is_allocated_within_the_disk_and_refused_past_its_end, sig_setup,
+          sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    const off_t size = 64 << 20;
+    char path[PATH_MAX];
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
+
+    assert_return_code(fallocate(fd, 0, 0, size / 2), errno);
+    assert_true(backing_blocks() * 512 >= size / 2);
+    errno = 0;
+    assert_int_equal(fallocate(fd, 0, size - 65536, 131072), -1);
+    assert_int_equal(errno, EFBIG);
+    assert_int_equal(sig_disk_size(), size);
+    assert_return_code(fallocate(fd, FALLOC_FL_KEEP_SIZE, size - 65536, 131072), errno);
+    assert_int_equal(sig_disk_size(), size);
+    struct stat s;
+    assert_return_code(stat(sig.backing, &s), errno);
+    assert_int_equal(s.st_size, size);
+    close(fd);
+    stop_the_daemon_cleanly();
+}
+
+/* A zeroed range is refused with EOPNOTSUPP, as the kernel's own file
+ * systems refuse a mode they do not have; the punch and the allocation
+ * are still answered after it. ENOSYS would have the kernel refuse them
+ * all from then on, itself. */
+TEST_WITH(test_other_fallocate_modes_are_refused_and_the_rest_still_served, sig_setup,
+          sig_teardown)
+{
+    NEED_FUSE();
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    char path[PATH_MAX];
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
+
+    errno = 0;
+    assert_int_equal(fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, 65536), -1);
+    assert_int_equal(errno, EOPNOTSUPP);
+    errno = 0;
+    assert_int_equal(fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, 65536), -1);
+    assert_int_equal(errno, EOPNOTSUPP);
+    assert_return_code(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 65536),
+                       errno);
+    assert_return_code(fallocate(fd, 0, 0, 65536), errno);
+    close(fd);
+    stop_the_daemon_cleanly();
+}
+
+/* Attaches a free loop device to the file at path; its descriptor, kept in
+ * sig.loop for the teardown. Another test may take the same free device
+ * first: tried again. */
+static int attach_loop(const char *path)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int file = open(path, O_RDWR | O_CLOEXEC);
+    assert_return_code(ctl, errno);
+    assert_return_code(file, errno);
+    for (int i = 0; i < 20 && sig.loop < 0; i++) {
+        char dev[32];
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        assert_return_code(n, errno);
+        snprintf(dev, sizeof(dev), "/dev/loop%d", n);
+        int fd = open(dev, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 && ioctl(fd, LOOP_SET_FD, file) == 0)
+            sig.loop = fd;
+        else if (fd >= 0)
+            close(fd);
+    }
+    close(file);
+    close(ctl);
+    assert_true(sig.loop >= 0);
+    return sig.loop;
+}
+
+/* Detaches the loop device: at its last close, ours. */
+static void detach_loop(void)
+{
+    if (sig.loop < 0)
+        return;
+    ioctl(sig.loop, LOOP_CLR_FD, 0);
+    close(sig.loop);
+    sig.loop = -1;
+}
+
+/* A discard of a loop device attached to the disk (mkfs.ext4 discards the
+ * device first) reaches the backing file: punched there, zeros read back.
+ * The kernel had the loop device's discard fail with EOPNOTSUPP. */
+TEST_WITH(test_a_discard_of_a_loop_device_on_the_disk_punches_the_backing_file, sig_setup,
+          sig_teardown)
+{
+    NEED_FUSE();
+    if (access("/dev/loop-control", R_OK | W_OK) != 0) {
+        printf("skipped: no loop devices (/dev/loop-control)\n");
+        skip();
+    }
+    static const char *const args[] = { "-f", "--size=64M", NULL };
+    const off_t hole = 64 * 1024, len = 128 * 1024;
+    char path[PATH_MAX];
+    int fd = mount_the_daemon_and_open_its_disk(args, path, O_RDWR);
+    fill_four_blocks(fd, 0x3c);
+    long long before = backing_blocks();
+
+    int loop = attach_loop(path);
+    uint64_t range[2] = { (uint64_t)hole, (uint64_t)len };
+    int rc = ioctl(loop, BLKDISCARD, range);
+    int err = errno;
+    detach_loop();
+    if (rc != 0)
+        printf("BLKDISCARD: %s\n", strerror(err));
+    assert_int_equal(rc, 0);
+    assert_true(four_blocks_have_hole(fd, 0x3c, hole, len));
+    close(fd);
+    assert_true(backing_blocks() < before);
     stop_the_daemon_cleanly();
 }
 

@@ -11,7 +11,9 @@
  * of 64 KiB blocks; writes go through to the backing file at once (the
  * kernel's own write-back cache, negotiated in init(), gathers them first),
  * so cached blocks are always clean and can be dropped at any time. Its
- * size is fixed: a write past the end, which moves the kernel's size of
+ * size is fixed: fallocate() allocates within it, in the backing file,
+ * and punches holes there (a loop device's discard), the cached blocks of
+ * a hole dropped; a write past the end, which moves the kernel's size of
  * the file past it, is followed by a truncate back (size_set_back()).
  *
  * Written to be copied. The rules that matter for a daemon the kernel may
@@ -552,6 +554,68 @@ static void fc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     fuse_reply_write(req, size);
 }
 
+/* The backing file's fallocate(), never growing it; EINTR retried. */
+static int backing_fallocate(int mode, uint64_t off, uint64_t len)
+{
+    int r;
+    while ((r = fallocate(backing_fd, mode | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len)) != 0 &&
+           errno == EINTR)
+        ;
+    return r ? -errno : 0;
+}
+
+/* A hole punched in [off, end): in the backing file, then the cached
+ * blocks it touches dropped, the partly covered ones too, so that what is
+ * read there next comes from the backing file. Dropped whether the punch
+ * succeeded or not: a part of it may have. The stripes keep a read miss
+ * from caching what the punch is about to remove. */
+static int punch(uint64_t off, uint64_t end)
+{
+    uint64_t first = off / BLOCK, last = (end - 1) / BLOCK;
+    stripes_lock(first, last);
+    int err = backing_fallocate(FALLOC_FL_PUNCH_HOLE, off, end - off);
+    for (uint64_t i = first; i <= last; i++)
+        cache_replace(i, NULL, false);
+    stripes_unlock(first, last);
+    return err;
+}
+
+/* What makes sense for a disk of fixed size over a backing file: space
+ * allocated (in the backing file), and a hole punched, which a loop device
+ * on the disk asks for as its discard. Other modes are refused with
+ * EOPNOTSUPP, as the kernel's file systems refuse what they do not do;
+ * never ENOSYS, after which the kernel refuses every mode itself. Space
+ * past the end would grow the disk: refused (EFBIG, as past a file's
+ * largest size) unless the size is kept, and then there is none to
+ * allocate or punch there. */
+static void fc_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+    (void)ino; (void)fi;
+    flusher_once(self_worker());
+    if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) ||
+        ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE))) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    if (offset < 0 || length <= 0) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    uint64_t off = (uint64_t)offset, end = off + (uint64_t)length;
+    if (!(mode & FALLOC_FL_KEEP_SIZE) && end > opt.size) {
+        fuse_reply_err(req, EFBIG);
+        return;
+    }
+    if (end > opt.size)
+        end = opt.size;
+    int err = 0;
+    if (off < end)
+        err = mode & FALLOC_FL_PUNCH_HOLE ? punch(off, end)
+                                          : backing_fallocate(0, off, end - off);
+    fuse_reply_err(req, -err);
+}
+
 static void fc_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)ino; (void)datasync; (void)fi;
@@ -599,6 +663,7 @@ static const struct fuse_lowlevel_ops ops = {
     .flush = fc_flush,
     .fsync = fc_fsync,
     .readdir = fc_readdir,
+    .fallocate = fc_fallocate,
 };
 
 /* ------------------------------------------------------------------------ */
