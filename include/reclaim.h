@@ -543,12 +543,19 @@ int    rcl_init(const struct rcl_config *cfg);
  * was charged since, and beyond that is reported. Where it cannot run it is
  * reported and does nothing: from a shrinker's callback (it would wait
  * for its own pass), from a domain's may_reclaim (the pass or the
- * allocation that asked goes on after it), on the library's background
+ * allocation that asked goes on after it), from an LRU's isolate callback
+ * (it runs under the LRU's lock, which the background reclaimer the
+ * shutdown joins may be waiting for), on the library's background
  * reclaimer or pressure thread (it would have to join the thread it runs
  * on), and from a report
  * function (the call that made the report goes on after it). Inside the
  * report of such a refusal it is refused without a report, so a report
- * function that shuts down at every report does not recurse. From a
+ * function that shuts down at every report does not recurse. The rule
+ * for the program's other callbacks: it runs wherever the call that made
+ * the callback holds none of the library's locks across it and nothing it
+ * drops, so from a mempool's backing allocator or free and from a work
+ * item it goes through, and the pool or the queue works on in the library
+ * started again. From a
  * signal handler it is refused too, and reported later (see "Signal
  * handlers" below), where the library can tell. */
 void   rcl_shutdown(void);
@@ -1567,7 +1574,8 @@ enum rcl_lru_walk { RCL_LRU_REMOVED, RCL_LRU_ROTATE, RCL_LRU_SKIP, RCL_LRU_STOP 
  *   - it runs with the LRU lock held, oldest item first;
  *   - it must not allocate, free the item, sleep on I/O, or call any
  *     rcl_lru_* function on the same LRU (rcl_lru_add/del/touch/walk
- *     refuse it, reported: -EDEADLK, or errno EDEADLK for the walk);
+ *     refuse it, reported: -EDEADLK, or errno EDEADLK for the walk), nor
+ *     rcl_shutdown() (refused, reported);
  *   - it may take the cache's own locks only with a trylock, returning
  *     RCL_LRU_SKIP when one is busy: the cache takes its lock first and the
  *     LRU lock second, so blocking there would be an ABBA deadlock;

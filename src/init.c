@@ -310,6 +310,14 @@ static const char *shutdown_refused_here(void)
      * would wait for itself. */
     if (rcl__shrinking_here())
         return "a shrinker's callback: refused (it would wait for itself)";
+    /* The walk holds the LRU's lock across it: the background reclaimer
+     * the shutdown joins may be waiting for that lock in a scan of the
+     * LRU, and a fork() on another thread, which takes init_lock before
+     * the LRU locks, for the lock the walk holds while the shutdown
+     * waits for init_lock. */
+    if (rcl__self.callout == RCL__CALLOUT_ISOLATE)
+        return "an LRU's isolate callback: refused (it runs under the LRU's lock, which "
+               "the threads the shutdown waits for may be waiting for)";
     /* A join of itself fails at once, and the thread would run on, never
      * joined, on the state the shutdown tears down. */
     if (rcl__is_pressure_thread())

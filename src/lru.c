@@ -369,6 +369,7 @@ unsigned long rcl_lru_count(const struct rcl_lru *lru)
 struct walk_state {
     struct rcl_lru *lru;
     int             cancel;
+    unsigned char   callout;    /* the thread's, put back */
 };
 
 /* An isolate callback that ends its thread (pthread_exit(), which the
@@ -382,6 +383,7 @@ static void walk_unwound(void *arg)
     const struct walk_state *st = arg;
 
     rcl__asan_unwinding();
+    rcl__self.callout = st->callout;
     atomic_store_explicit(&st->lru->fork.holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&st->lru->lock);
     rcl__nocancel_end(st->cancel);
@@ -464,11 +466,17 @@ unsigned long rcl_lru_walk(struct rcl_lru *lru, rcl_lru_isolate_fn isolate, void
     st.cancel = rcl__nocancel_begin();
     pthread_mutex_lock(&lru->lock);
     atomic_store_explicit(&lru->fork.holder, &rcl__self, memory_order_relaxed);
+    /* The isolate callback runs under the lock: an rcl_shutdown() there
+     * would join the background reclaimer, whose scan of this LRU may be
+     * waiting for that lock, and is refused (init.c). */
+    st.callout = rcl__self.callout;
+    rcl__self.callout = RCL__CALLOUT_ISOLATE;
     /* One handler for the whole walk, not one an item: a push costs a
      * setjmp. */
     pthread_cleanup_push(walk_unwound, &st);
     removed = walk_locked(lru, isolate, arg, nr_to_walk, dispose);
     pthread_cleanup_pop(0);
+    rcl__self.callout = st.callout;
     atomic_store_explicit(&lru->fork.holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&lru->lock);
     rcl__nocancel_end(st.cancel);

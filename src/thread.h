@@ -164,6 +164,11 @@ struct rcl_thread {
                                          over mimalloc took 2 - 4 % less time
                                          (docs/bench/patterns.md, "Figures,
                                          2026-12-03, 23:05") */
+    unsigned char         callout;    /* the program's callback this thread runs
+                                         under a lock of the library's call
+                                         that made it (RCL__CALLOUT_*), or 0.
+                                         In busy's padding: no field moves,
+                                         and the fast paths never read it */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;   /* less what its lists count:
                                                   rcl__bcache_counts() */
@@ -272,6 +277,11 @@ static inline void rcl__busy_back(unsigned b)
     rcl__self.busy = b;
     atomic_signal_fence(memory_order_seq_cst);
 }
+/* What rcl_thread.callout names. Set by the call that runs the callback
+ * and put back as it found it when the callback returns or ends its
+ * thread, so that a walk inside another's callback nests. */
+#define RCL__CALLOUT_ISOLATE 1u    /* an LRU's isolate, under the LRU's lock */
+
 /* A thread whose exit has run its last round (thread.c): `busy` stays
  * RCL__BUSY_EXITED, so that its later calls, from the destructors left,
  * take the signal handlers' path, and `sig_orphan` RCL__ORPHAN_EXITED,

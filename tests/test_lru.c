@@ -961,6 +961,88 @@ TEST(test_racing_destroys_free_the_lru_once)
     }
 }
 
+/* rcl_shutdown() from an isolate callback is refused, reported, and the
+ * walk goes on in the library as it was: the callback runs under the
+ * LRU's lock, and the shutdown joins the background reclaimer, whose scan
+ * of this LRU may be waiting for that lock. (It went through; with the
+ * reclaimer in such a scan it waited for it for ever.) */
+static atomic_int isolate_shutdowns;
+
+static enum rcl_lru_walk shutting_down_isolate(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    atomic_fetch_add(&isolate_shutdowns, 1);
+    rcl_shutdown();
+    return RCL_LRU_REMOVED;
+}
+
+TEST(test_shutdown_from_an_isolate_callback_is_refused)
+{
+    struct item it[3];
+    struct rcl_lru *l = lru_filled(it, 3);
+    struct rcl_lru_node dispose;
+
+    rcl_lru_list_init(&dispose);
+    atomic_store(&isolate_shutdowns, 0);
+    assert_int_equal(rcl_lru_walk(l, shutting_down_isolate, NULL, 2, &dispose), 2);
+    assert_int_equal(atomic_load(&isolate_shutdowns), 2);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("rcl_shutdown() from an LRU's isolate callback: refused");
+    assert_int_equal(rcl_limit(), 64 * MiB);    /* the fixture's budget, never dropped */
+    assert_int_equal(rcl_lru_count(l), 1);
+    while (rcl_lru_list_pop(&dispose))
+        ;
+    lru_emptied(l, it, 3);
+}
+
+/* A walk inside an isolate callback hands the outer callback back still
+ * marked when it returns, and the outermost walk hands back an unmarked
+ * thread: a shutdown after the inner walk is refused, after the outer one
+ * it goes through. */
+struct nested_walk {
+    struct rcl_lru *inner;
+    int             refused_after_inner;
+};
+
+static enum rcl_lru_walk walking_isolate(struct rcl_lru_node *n, void *arg)
+{
+    struct nested_walk *nw = arg;
+    struct rcl_lru_node dispose;
+
+    (void)n;
+    rcl_lru_list_init(&dispose);
+    rcl_lru_walk(nw->inner, shutting_down_isolate, NULL, 1, &dispose);
+    while (rcl_lru_list_pop(&dispose))
+        ;
+    unsigned before = test_report_count();
+    rcl_shutdown();
+    nw->refused_after_inner = test_report_count() == before + 1;
+    return RCL_LRU_SKIP;
+}
+
+TEST(test_shutdown_after_a_walk_inside_an_isolate_callback_is_still_refused)
+{
+    struct item outer_it[1], inner_it[1];
+    struct nested_walk nw = { .inner = lru_filled(inner_it, 1) };
+    struct rcl_lru *outer = lru_filled(outer_it, 1);
+    struct rcl_lru_node dispose;
+
+    rcl_lru_list_init(&dispose);
+    atomic_store(&isolate_shutdowns, 0);
+    assert_int_equal(rcl_lru_walk(outer, walking_isolate, &nw, 1, &dispose), 0);
+    assert_int_equal(atomic_load(&isolate_shutdowns), 1);
+    assert_true(nw.refused_after_inner);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("rcl_shutdown() from an LRU's isolate callback: refused");
+    assert_int_equal(rcl_limit(), 64 * MiB);
+    lru_emptied(outer, outer_it, 1);
+    lru_emptied(nw.inner, inner_it, 1);
+    rcl_shutdown();                             /* outside every walk: goes through */
+    assert_int_equal(test_init(32 * MiB), 0);
+    assert_int_equal(rcl_limit(), 32 * MiB);
+}
+
 /* rcl_shutdown() drops every shrinker, the LRU's with them: in the library
  * started again the LRU takes a new one, which reclaim calls. */
 TEST(test_shrinker_again_after_a_restart)
@@ -1262,5 +1344,6 @@ TEST(test_concurrent_fill_under_reclaim_never_fails)
     empty_blobs(flru);
     assert_int_equal(rcl_lru_destroy(flru), 0);
 }
+
 
 TEST_MAIN();

@@ -650,6 +650,60 @@ TEST(test_a_thread_ending_in_the_allocator_of_a_create_leaves_no_pool)
     assert_int_equal(r.frees, 2);
 }
 
+/* rcl_shutdown() from an ops pool's backing allocator or free goes
+ * through, and an rcl_init() after it there too: the pool holds none of
+ * its locks across them, and nothing of the library's that a shutdown
+ * drops, so the allocation or free that called them goes on, and the
+ * pool works on in the library started again. The limits tell each
+ * restart. */
+static atomic_int restarts_left;
+static atomic_size_t restart_limit;
+
+static void restart_here(void)
+{
+    if (atomic_load(&restarts_left) <= 0)
+        return;
+    atomic_fetch_sub(&restarts_left, 1);
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(atomic_fetch_add(&restart_limit, MiB));
+    assert_int_equal(rcl_init(&cfg), 0);
+}
+
+static void *restarting_alloc(rcl_gfp_t gfp, void *data)
+{
+    restart_here();
+    return rec_alloc(gfp, data);
+}
+
+static void restarting_free(void *elem, void *data)
+{
+    restart_here();
+    rec_free(elem, data);
+}
+
+TEST(test_shutdown_from_a_backing_allocator_or_free_goes_through)
+{
+    struct recorder r;
+
+    rec_init(&r);
+    struct rcl_mempool *pool = rcl_mempool_create_ops(0, restarting_alloc, restarting_free, &r);
+    assert_non_null(pool);
+    atomic_store(&restart_limit, 8 * MiB);
+    atomic_store(&restarts_left, 1);
+    void *elem = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    assert_non_null(elem);
+    assert_int_equal(rcl_limit(), 8 * MiB);
+    void *more = rcl_mempool_alloc(pool, RCL_DEFAULT);
+    assert_non_null(more);
+    rcl_mempool_free(elem, pool);               /* kept: the reserve is empty */
+    atomic_store(&restarts_left, 1);
+    rcl_mempool_free(more, pool);               /* to the backing free */
+    assert_int_equal(rcl_limit(), 9 * MiB);
+    rcl_mempool_destroy(pool);
+    assert_int_equal(r.frees, 2);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* A shrinker that ends the thread whose reclaim runs it, on the test's
  * thread only, as a program's may (pthread_exit()). */
 static __thread bool ends_in_reclaim;

@@ -803,6 +803,50 @@ TEST_WITH(test_destroyed_queues_leave_the_lock_graph_its_size, lockdep_setup, te
     rcl_mutex_destroy(&journal);
 }
 
+/* rcl_shutdown() from a work item goes through, and so does an rcl_init()
+ * after it there: the worker holds none of the library's locks across the
+ * item, and the queue's class it holds for the checker is forgotten with
+ * the graph (the generation tells its release). The queue runs on in the
+ * library started again, checked as before. */
+static atomic_int restart_rc;
+
+static void restarting_fn(struct rcl_work *w)
+{
+    (void)w;
+    rcl_shutdown();
+    struct rcl_config cfg = test_config(32 * MiB);
+    cfg.lockdep = RCL_LOCKDEP_ON;
+    atomic_store(&restart_rc, rcl_init(&cfg));
+}
+
+TEST_WITH(test_shutdown_from_a_work_item_goes_through, lockdep_setup, test_teardown)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("restarter", 1, 0);
+    assert_non_null(wq);
+    struct rcl_work w;
+    rcl_work_init(&w, restarting_fn);
+    atomic_store(&restart_rc, 1);
+    assert_int_equal(rcl_queue_work(wq, &w), 0);
+    rcl_flush_workqueue(wq);
+    assert_int_equal(atomic_load(&restart_rc), 0);
+    assert_int_equal(rcl_limit(), 32 * MiB);
+
+    rcl_mutex_init(&journal, &journal_class);
+    struct locker l;
+    rcl_work_init(&l.work, locker_fn);
+    assert_int_equal(rcl_queue_work(wq, &l.work), 0);
+    rcl_flush_workqueue(wq);                    /* wq:restarter -> journal */
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_mutex_lock(&journal);
+    rcl_flush_workqueue(wq);                    /* journal -> wq:restarter: a cycle */
+    rcl_mutex_unlock(&journal);
+    assert_true(rcl_lockdep_reports() >= 1);
+    assert_reports_have("wq:restarter");
+    rcl_workqueue_destroy(wq);
+    rcl_mutex_destroy(&journal);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The rescuer                                                               */
 /* ------------------------------------------------------------------------ */
