@@ -1758,11 +1758,13 @@ struct rcl_stats {
     /* Later counters take these words; zero today. */
     unsigned long rcl_reserved[15];
 };
+/* NULL: reported, nothing read. */
 void rcl_stats_get(struct rcl_stats *out);
 /* Fills out[0..max-1] with the registered shrinkers' counters, in
  * registration order, and returns how many are registered (which may be
  * more than max: call again with a larger array). out may be NULL when max
- * is 0, to count them. */
+ * is 0, to count them; NULL with max above 0 is reported, fills nothing
+ * and returns the count all the same. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
 /* Text (json = 0) or one JSON object (json = 1), every shrinker listed
  * with the count of the same reading; -EINVAL, reported, for a NULL file,

@@ -71,18 +71,24 @@ static void stats_fill(struct rcl_stats *out)
  * call, and a handler's ordinary allocation may reclaim, which takes it. */
 void rcl_stats_get(struct rcl_stats *out)
 {
-    if (!out)
+    if (!out) {
+        rcl__report("rcl_stats_get(NULL): NULL structure; nothing read");
         return;
+    }
     memset(out, 0, sizeof(*out));
     unsigned b = rcl__busy_init();
     stats_fill(out);
     rcl__busy_drop(&rcl__self, b);
 }
 
+/* A NULL array with room claimed is reported, and still counts the
+ * shrinkers: that answer needs no array. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max)
 {
-    if (!out)
+    if (!out && max) {
+        rcl__report("rcl_stats_shrinkers(NULL, %u): NULL array; nothing read", max);
         max = 0;
+    }
     if (max)
         memset(out, 0, (size_t)max * sizeof(*out));
     unsigned b = rcl__busy_init();
