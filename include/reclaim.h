@@ -27,7 +27,11 @@
  *     flags and RCL__NOWARN is among them, and nothing is changed. An
  *     answer the program may rightly ask for (a state it cannot see from
  *     where it is, such as -EBUSY, or no memory now) is not, where its
- *     function does not say otherwise.
+ *     function does not say otherwise. The allocation calls' sizes are the
+ *     exception, as calloc()'s are: size 0, an alignment that is not a
+ *     power of two or a size that overflows gives NULL with EINVAL or
+ *     EOVERFLOW, which the caller's NULL check sees, and is reported only
+ *     with RCL__NOFAIL, whose caller makes none ("errno on failure").
  *   - Every public name starts with rcl_ / RCL_; names with a double
  *     underscore (rcl__, RCL__ other than the flag bits) are private.
  *   - A program that never calls rcl_init() (or calls rcl_init(NULL)) is
@@ -893,12 +897,15 @@ size_t rcl_auto_limit(void);
  * rcl_calloc, rcl_realloc, rcl_aligned_alloc and rcl_valloc alike: the
  * call keeps its charge, reclaims what its context allows, waits and asks
  * again ("allocation stall ... the system allocator keeps failing").
- * A request that can never succeed fails at once, with a report unless
- * RCL__NOWARN. So does a NOFAIL request already waiting, with the same
- * E2BIG and report, at its first try after a lowered limit (rcl_set_limit()
- * or the automatic budget) made it one: a limit that dips and comes back
- * between two tries leaves it waiting. Other failures are reported
- * (rate-limited) unless NOWARN.
+ * A NOFAIL request that can never succeed fails at once, with a report
+ * unless RCL__NOWARN. So does a NOFAIL request already waiting, with the
+ * same E2BIG and report, at its first try after a lowered limit
+ * (rcl_set_limit() or the automatic budget) made it one: a limit that dips
+ * and comes back between two tries leaves it waiting. Other failures for
+ * want of room (E2BIG, ENOMEM) are reported (rate-limited) unless NOWARN.
+ * Without NOFAIL, size 0, a bad alignment and a size that overflows are
+ * not reported, nor counted in rcl_stats.failures: NULL and errno say it,
+ * as calloc() says an overflow, to a caller that looks for NULL.
  *
  * A block charges what it takes from the allocator behind the library, not
  * the size asked for: its size class (below), its 16-byte header (which is
