@@ -1489,7 +1489,9 @@ void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
 
 typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
 /* rcl_mutex_t: a pthread mutex annotated with its class (NULL: none).
- * init and destroy return 0 or a negative errno (-EINVAL, reported, for NULL).
+ * init and destroy return 0 or a negative errno (-EINVAL, reported, for NULL;
+ * for a destroy, -EINVAL, reported, nothing done, also for a mutex
+ * destroyed already where the C library tells one, as glibc does).
  * Destroying a locked mutex, whichever thread holds it, is refused with
  * -EBUSY and reported, checker on or off, and the mutex left as it was
  * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). The

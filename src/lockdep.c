@@ -799,8 +799,13 @@ int rcl_mutex_destroy(rcl_mutex_t *m)
         mutex_destroy_busy(m, __builtin_return_address(0));
         return -EBUSY;
     }
-    if (rc)
-        return -rc;   /* glibc: EINVAL for a mutex destroyed already */
+    if (rc) {
+        /* glibc: EINVAL for a mutex destroyed already. A second destroy
+         * is the program's bug, as a pool's or a queue's is. */
+        rcl__report("rcl_mutex_destroy(%p): not a live mutex (destroyed already?); nothing "
+                    "done", (void *)m);
+        return -rc;
+    }
     pthread_mutex_unlock(&m->m);
     return -pthread_mutex_destroy(&m->m);
 }
