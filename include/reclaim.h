@@ -1501,7 +1501,9 @@ int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
 void rcl_mutex_lock(rcl_mutex_t *m);
 /* The exception to the negative-errno rule, kept so that it drops in for
  * pthread_mutex_trylock(): 0 locked, or EBUSY (POSITIVE) when another
- * thread holds it; EINVAL (positive too), reported, for NULL. */
+ * thread holds it, or this one (it does not recurse, and a trylock waits
+ * for nothing, so that is not reported); EINVAL (positive too), reported,
+ * for NULL. */
 int  rcl_mutex_trylock(rcl_mutex_t *m);
 void rcl_mutex_unlock(rcl_mutex_t *m);
 int  rcl_mutex_destroy(rcl_mutex_t *m);
