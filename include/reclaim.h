@@ -1633,7 +1633,7 @@ struct rcl_lru *rcl_lru_create(void);
  * rcl_shutdown() already dropped is not unregistered again (whatever now
  * lives at its address is left alone). */
 int  rcl_lru_destroy(struct rcl_lru *lru);
-/* A node starts (and is left by every removal) on no list. */
+/* A node starts (and is left by every removal) on no list. NULL: no-op. */
 void rcl_lru_node_init(struct rcl_lru_node *n);
 /* rcl_lru_add/del/touch answer a question as well as report an error, so
  * they return 1 (done), 0 (nothing to do: a defined outcome, not an error)
@@ -1656,7 +1656,10 @@ int  rcl_lru_touch(struct rcl_lru *lru, struct rcl_lru_node *n);
 unsigned long rcl_lru_count(const struct rcl_lru *lru);   /* 0 for NULL */
 
 /* A private list of removed items: rcl_lru_list_init() a node used as the
- * head; rcl_lru_list_pop() takes the first item off, NULL when empty. */
+ * head (NULL: no-op); rcl_lru_list_pop() takes the first item off, NULL
+ * when empty, and NULL, unreported, for a NULL or uninitialised head: the
+ * rcl_lru_walk() that was to fill it reported that, and the loop that
+ * empties it after the walk ends at once. */
 void rcl_lru_list_init(struct rcl_lru_node *list);
 struct rcl_lru_node *rcl_lru_list_pop(struct rcl_lru_node *list);
 

@@ -376,6 +376,23 @@ TEST(test_bad_input_is_refused_and_reported)
     assert_int_equal(rcl_lru_destroy(l), 0);
 }
 
+/* The list helpers take NULL quietly: a pop loop after a walk refused
+ * for its NULL or uninitialised dispose list ends at once, the walk's
+ * one report the only one. */
+TEST(test_list_helpers_of_null_do_nothing_and_say_nothing)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    errno = 0;
+    assert_int_equal(rcl_lru_walk(l, NULL, NULL, 1, NULL), 0);
+    assert_int_equal(errno, EINVAL);
+    assert_null(rcl_lru_list_pop(NULL));
+    rcl_lru_list_init(NULL);
+    rcl_lru_node_init(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("NULL dispose list");
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
 /* The isolate callback runs under its LRU's lock: a call back into that
  * LRU would wait for itself for ever. It is refused and reported; another
  * LRU is the callback's to use. */
