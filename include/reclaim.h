@@ -992,7 +992,10 @@ void  rcl_uncharge(size_t bytes);
  * accounted bytes freed by the shrinkers during the call. The priorities
  * run from gentle to desperate until one brings `bytes` back: SIZE_MAX
  * runs every one of them. 0 bytes frees nothing and returns 0, after the
- * check every call makes of its flags. */
+ * checks every call makes of its flags: bits no flag has are reported,
+ * and NOFAIL without RCL__DIRECT_RECLAIM is refused (reported unless
+ * RCL__NOWARN; 0, errno EINVAL, nothing reclaimed, the background
+ * reclaimer not woken). */
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp);
 
 /* ------------------------------------------------------------------------ */
@@ -1442,7 +1445,10 @@ struct rcl_lock_class {
  *     is taken under it depends on it) but nothing waited for it, so it
  *     adds no dependency on the lock itself.
  * rcl_might_alloc: "this path may allocate with gfp" (scope-masked), as if
- *     the allocation happened; every rcl_alloc-family call implies it.
+ *     the allocation happened; every rcl_alloc-family call implies it. Its
+ *     flags are checked as an allocation's, checker on or off: NOFAIL
+ *     without RCL__DIRECT_RECLAIM, which every allocation refuses, is
+ *     reported unless RCL__NOWARN.
  * Waiting for another thread's work (I/O completion, a flush) is
  *     rcl_lock_acquire(&work_class) + rcl_lock_release(&work_class) in the
  *     waiter, while the worker holds work_class around the work.

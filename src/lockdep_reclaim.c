@@ -365,10 +365,23 @@ void rcl__lockdep_alloc(rcl_gfp_t gfp)
         rcl__ld_depend(t, to[i].node, to[i].incarn, EDGE_ALLOC, masked);
 }
 
+/* Every allocation the annotated path makes with these flags is refused:
+ * said where the annotation is, before the path ever allocates. */
+static __attribute__((noinline, cold)) void might_alloc_refused(rcl_gfp_t gfp)
+{
+    char flags[RCL__GFP_STR_MAX];
+
+    rcl__report("rcl_might_alloc(%s): NOFAIL needs DIRECT_RECLAIM (it must be able to wait); "
+                "every allocation with these flags is refused (EINVAL)",
+                rcl__gfp_str(gfp, flags, sizeof(flags)));
+}
+
 void rcl_might_alloc(rcl_gfp_t gfp)
 {
     rcl__ensure_init();
     gfp = rcl__gfp_known("rcl_might_alloc", gfp);
+    if (unlikely(rcl__gfp_nofail_nowait(gfp)) && !(gfp & RCL__NOWARN))
+        might_alloc_refused(gfp);
     if (rcl__checking())
         rcl__lockdep_alloc(gfp);
 }

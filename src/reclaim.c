@@ -360,6 +360,24 @@ static size_t reclaim_body(struct rcl_thread *t, size_t bytes, rcl_gfp_t gfp)
     return freed;
 }
 
+/* NOFAIL that may not wait is the caller's bug whatever the call: a
+ * reclaim with those flags is refused, as an allocation with them is,
+ * rather than taken for one without direct reclaim. */
+static __attribute__((noinline, cold)) size_t reclaim_refused(size_t bytes, rcl_gfp_t gfp)
+{
+    char flags[RCL__GFP_STR_MAX];
+
+    if (!(gfp & RCL__NOWARN)) {
+        unsigned b = rcl__busy_init();
+        rcl__report("rcl_reclaim(%zu, %s): NOFAIL needs DIRECT_RECLAIM (it must be able to "
+                    "wait); refused, nothing reclaimed", bytes,
+                    rcl__gfp_str(gfp, flags, sizeof(flags)));
+        rcl__busy_drop(&rcl__self, b);
+    }
+    errno = EINVAL;
+    return 0;
+}
+
 /* Busy from first use on, as rcl_uncharge() (account.c) says why; the
  * trim too, which takes the backend's locks. */
 size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
@@ -369,6 +387,8 @@ size_t rcl_reclaim(size_t bytes, rcl_gfp_t gfp)
     /* Before the size: 0 bytes asks for nothing, but its flags are
      * checked as every call's are. */
     gfp = rcl__gfp_known("rcl_reclaim", gfp);
+    if (unlikely(rcl__gfp_nofail_nowait(gfp)))
+        return reclaim_refused(bytes, gfp);
     if (!bytes)
         return 0;
     unsigned busy = rcl__busy_init();

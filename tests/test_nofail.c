@@ -348,6 +348,47 @@ TEST_WITH(test_nofail_that_may_not_wait_is_einval_from_a_charge_of_0_bytes, nofa
     assert_int_equal(rcl_usage(), 0);
 }
 
+/* A reclaim asked for with NOFAIL that may not wait is refused, as every
+ * call that takes flags refuses the contradiction: reported unless
+ * NOWARN, errno EINVAL, nothing reclaimed, at 0 bytes too. It was taken
+ * as a reclaim without direct reclaim, unseen. */
+TEST_WITH(test_nofail_that_may_not_wait_is_einval_from_a_reclaim, nofail_setup, test_teardown)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+
+    errno = 0;
+    assert_int_equal(rcl_reclaim(4096, nowait), 0);
+    assert_int_equal(errno, EINVAL);
+    assert_last_report_has("rcl_reclaim(4096, KSWAPD_RECLAIM|NOFAIL): NOFAIL needs "
+                           "DIRECT_RECLAIM");
+    assert_int_equal(test_reports_take(), 1);
+    errno = 0;
+    assert_int_equal(rcl_reclaim(0, nowait), 0);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_reports_take(), 1);
+    errno = 0;
+    assert_int_equal(rcl_reclaim(4096, nowait | RCL__NOWARN), 0);
+    assert_int_equal(errno, EINVAL);
+    assert_int_equal(test_report_count(), 0);
+}
+
+/* rcl_might_alloc() says the path may allocate with these flags: with
+ * NOFAIL that may not wait, every such allocation is refused, and the
+ * annotation reports it where the allocation has not happened yet. */
+TEST_WITH(test_nofail_that_may_not_wait_is_reported_by_might_alloc, nofail_setup,
+          test_teardown)
+{
+    const rcl_gfp_t nowait = RCL__KSWAPD_RECLAIM | RCL__NOFAIL;
+
+    rcl_might_alloc(nowait);
+    assert_last_report_has("rcl_might_alloc(KSWAPD_RECLAIM|NOFAIL): NOFAIL needs "
+                           "DIRECT_RECLAIM");
+    assert_int_equal(test_reports_take(), 1);
+    rcl_might_alloc(nowait | RCL__NOWARN);
+    rcl_might_alloc(RCL_DEFAULT | RCL__NOFAIL);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* realloc() of p to size with flags that contradict themselves: refused
  * as rcl_alloc() refuses them, reported, and p left as it was. */
 static void realloc_refused(char *p, size_t size, rcl_gfp_t gfp, size_t had)
