@@ -1786,7 +1786,8 @@ void rcl_stats_get(struct rcl_stats *out);
  * is 0, to count them; NULL with max above 0 is reported, fills nothing
  * and returns the count all the same. */
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
-/* Text (json = 0) or one JSON object (json = 1), every shrinker listed
+/* Text (json = 0) or one JSON object (json = 1, or any other nonzero
+ * value, as a C truth value), every shrinker listed
  * with the count of the same reading; -EINVAL, reported, for a NULL file,
  * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit.
  * Its writes are cancellation points, as the stream's are: a thread

@@ -1138,6 +1138,17 @@ TEST(stats_print_to_a_full_device_is_eio)
     fclose(f);
 }
 
+/* json is a truth value: any nonzero one asks for the JSON form. */
+TEST(printing_statistics_with_any_nonzero_json_writes_json)
+{
+    char buf[4096];
+    FILE *f = fmemopen(buf, sizeof(buf), "w");
+    assert_non_null(f);
+    assert_int_equal(rcl_stats_print(f, 7), 0);
+    fclose(f);
+    assert_int_equal(buf[0], '{');
+}
+
 TEST(printing_statistics_to_no_file_is_refused_and_reported)
 {
     assert_int_equal(rcl_stats_print(NULL, 1), -EINVAL);
