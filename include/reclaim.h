@@ -1055,7 +1055,8 @@ struct rcl_shrinker_opts {
 #define RCL_SHRINK_BATCH   128
 
 /* NULL with EINVAL, reported, for a NULL name or ops or a missing callback,
- * or an opts->domain that is not a live domain; the name is copied.
+ * or an opts->domain that is not a live domain; the name is copied, up
+ * to RCL_NAME_MAX - 1 (31) bytes, as the statistics and reports give it.
  * opts may be NULL. */
 struct rcl_shrinker *rcl_shrinker_register(const char *name,
         const struct rcl_shrinker_ops *ops, void *priv,

@@ -124,6 +124,18 @@ TEST(scan_amounts_follow_do_shrink_slab)
     check_against_model(3, 2, 128);
 }
 
+/* The name is copied up to RCL_NAME_MAX - 1 bytes, the statistics' room. */
+TEST(a_long_name_is_copied_up_to_31_bytes)
+{
+    struct test_counter *c =
+        test_counter_new("a-name-longer-than-the-statistics-give-room-for", 1, NULL);
+    struct rcl_shrinker_stats st[1];
+
+    assert_int_equal(rcl_stats_shrinkers(st, 1), 1);
+    assert_string_equal(st[0].name, "a-name-longer-than-the-statisti");
+    test_counter_free(c);
+}
+
 TEST(defaults_are_seeks_2_and_batch_128)
 {
     check_against_model(20000, 0, 0);
