@@ -1241,7 +1241,10 @@ struct rcl_work {
     struct rcl_context rcl_ctx;
     int rcl_pending;
 };
-/* Must be called before a work item is first queued. NULL: no-op. */
+/* Must be called before a work item is first queued. NULL: no-op. Not
+ * again while the item is pending or running (as the kernel's INIT_WORK):
+ * it clears what marks it pending, so a queueing then adds it a second
+ * time, unreported, where -EBUSY was due. */
 void rcl_work_init(struct rcl_work *w, void (*fn)(struct rcl_work *w));
 #define RCL_WQ_MEM_RECLAIM 0x1u
 /* NULL with errno EINVAL, reported (NULL name, unknown flags, max_workers
