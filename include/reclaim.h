@@ -1494,7 +1494,9 @@ void rcl_lock_release(struct rcl_lock_class *c);
  */
 int  rcl_lock_class_unregister(struct rcl_lock_class *c);
 void rcl_might_alloc(rcl_gfp_t gfp);
-/* Bound for the slow-shrinker report; default 1000 ms, 0 turns it off. */
+/* Bound for the slow-shrinker report; default 1000 ms, 0 turns it off.
+ * Process-wide: rcl_shutdown() and rcl_init() leave it as it is, as they
+ * leave the report function. */
 void rcl_lockdep_set_slow_shrinker_ms(unsigned ms);
 
 typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
