@@ -950,9 +950,10 @@ size_t rcl_alloc_charge(size_t size);
  * allocator refuses fails the call with ENOMEM. */
 void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);
 /* NULL p: rcl_alloc. size 0: EINVAL, p untouched. On failure p is untouched.
- * A p the library did not hand out (or one already freed) is reported as
- * rcl_free() reports it, EINVAL, whatever the size, 0 and an overflowing
- * one included.
+ * A p the library did not hand out (or one already freed, where that can
+ * still be seen) is refused as rcl_free() refuses it, whatever the size, 0
+ * and an overflowing one included: reported, NULL with EINVAL, counted in
+ * bad_frees, nothing there written or freed.
  * A block that must move is moved to an rcl_alloc() block, with its 16-byte
  * alignment: as with C's realloc(), a block from rcl_aligned_alloc() or
  * rcl_valloc() keeps its alignment only while it is resized in place. */

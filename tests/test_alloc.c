@@ -276,6 +276,31 @@ TEST(foreign_pointer_is_reported_and_left_alone)
     free(theirs);
 }
 
+/* A realloc of a pointer the library did not hand out is refused as its
+ * free is: reported, NULL with EINVAL, counted among the bad frees, and
+ * the memory left as it was. */
+TEST(realloc_of_a_foreign_pointer_is_reported_and_left_alone)
+{
+    char *mine = rcl_alloc(256, RCL_DEFAULT);
+    char *theirs = calloc(1, 256);
+    size_t before = usage_now();
+    struct rcl_stats st;
+
+    memset(mine, 0x5a, 256);
+    assert_fails_with(rcl_realloc(theirs + 64, 512, RCL_DEFAULT), EINVAL);
+    assert_fails_with(rcl_realloc(mine + 64, 512, RCL_DEFAULT), EINVAL);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("rcl_realloc(");
+    assert_last_report_has("not a block from this library");
+    assert_int_equal(usage_now(), before);
+    rcl_stats_get(&st);
+    assert_int_equal(st.bad_frees, 2);
+    for (int i = 0; i < 256; i++)
+        assert_int_equal(mine[i], 0x5a);
+    rcl_free(mine);
+    free(theirs);
+}
+
 /*
  * The one foreign pointer a free cannot report: one with nothing
  * readable in the 16 bytes in front of it, as at the start of a mapping
