@@ -1474,7 +1474,10 @@ struct rcl_lock_class {
  * cleanup handlers release when a callback ends its thread, are not held
  * at the exit. Locks its stack does not record (held when rcl_shutdown()
  * forgot them, or of a class the full graph has no node for) are not.
- * Each problem is reported once.
+ * Each problem is reported once. A NULL class is reported with the
+ * checker on; off, an annotation does not look at its class (that is its
+ * cost above), and a NULL one passes unseen. The rcl_mutex_* calls report
+ * a NULL mutex checker on or off.
  * In RCL_LOCKDEP_VERBOSE mode every newly learned dependency is also
  * reported (as information; rcl_lockdep_reports() does not count those).
  */

@@ -1587,4 +1587,22 @@ TEST_WITH(destroying_a_locked_mutex_with_the_checker_off_is_refused_and_reported
     assert_int_equal(rcl_mutex_destroy(&m), 0);
 }
 
+/* With the checker off an annotation does not look at its class, so a
+ * NULL one passes unseen; a NULL mutex is reported all the same, as the
+ * mutex calls need one whatever the checker does. */
+TEST_WITH(a_null_class_with_the_checker_off_passes_unseen, ld_setup, ld_teardown)
+{
+    rcl_shutdown();
+    assert_int_equal(ld_init_mode(RCL_LOCKDEP_OFF, 0, 64 * MiB), 0);
+    rcl_lock_acquire(NULL);
+    rcl_lock_acquire_try(NULL);
+    rcl_lock_release(NULL);
+    rcl_lock_release(NULL);
+    assert_int_equal(test_report_count(), 0);
+    rcl_mutex_lock(NULL);
+    rcl_mutex_unlock(NULL);
+    assert_int_equal(test_report_count(), 2);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
 TEST_MAIN();
