@@ -1112,9 +1112,9 @@ void rcl_shrinker_unregister(struct rcl_shrinker *s);
  * hold it), or a NULL callback for _create_ops: NULL (EINVAL), reported. The pool's
  * own bookkeeping is charged too.
  *
- * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported; freeing
- * NULL is a no-op; freeing to a NULL pool is reported; resize of NULL is
- * -EINVAL and reported. An element freed while the pool has none out (more freed than
+ * Bad input: alloc from a NULL pool is NULL (EINVAL) and reported unless
+ * RCL__NOWARN; freeing NULL is a no-op; freeing to a NULL pool is
+ * reported; resize of NULL is -EINVAL and reported. An element freed while the pool has none out (more freed than
  * were allocated) is reported and left alone, neither kept in the reserve
  * nor given to the pool's free: for an ops pool, an element freed twice
  * once its first free went to the pool's free. Freeing to a

@@ -637,7 +637,10 @@ static __attribute__((noinline, cold)) void *nofail_nowait(const struct rcl_memp
 void *rcl_mempool_alloc(struct rcl_mempool *pool, rcl_gfp_t gfp)
 {
     if (!pool) {
-        rcl__report("rcl_mempool_alloc: NULL pool");
+        /* The call takes flags: NOWARN keeps its report back, as it does
+         * every call's that takes them. */
+        if (!(gfp & RCL__NOWARN))
+            rcl__report("rcl_mempool_alloc: NULL pool");
         errno = EINVAL;
         return NULL;
     }

@@ -175,6 +175,19 @@ TEST(test_bad_pool_arguments_are_errors)
     rcl_mempool_destroy(pool);
 }
 
+/* An allocation from a NULL pool is refused with EINVAL either way; its
+ * report is one that RCL__NOWARN keeps back, as it keeps back every
+ * report of a call that takes flags (the header's conventions). */
+TEST(test_alloc_from_a_null_pool_with_nowarn_is_refused_unreported)
+{
+    assert_fails_with(rcl_mempool_alloc(NULL, RCL_DEFAULT | RCL__NOWARN), EINVAL);
+    assert_fails_with(rcl_mempool_alloc(NULL, RCL_NOWAIT), EINVAL);
+    assert_int_equal(test_report_count(), 0);
+    assert_fails_with(rcl_mempool_alloc(NULL, RCL_DEFAULT), EINVAL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_mempool_alloc: NULL pool");
+}
+
 TEST(test_resizing_a_null_pool_is_refused_and_reported)
 {
     assert_int_equal(rcl_mempool_resize(NULL, 4), -EINVAL);
