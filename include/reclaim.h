@@ -24,7 +24,10 @@
  *     needed, unknown flags, a size out of range) is a bug in the
  *     program: besides its result, it is reported through the report
  *     function (rcl_set_report_fn), once per call, unless the call takes
- *     flags and RCL__NOWARN is among them, and nothing is changed. An
+ *     flags and RCL__NOWARN is among them, and nothing is changed. Bits
+ *     no flag has are reported beside RCL__NOWARN too (a word that carries
+ *     them may not mean the NOWARN it seems to), and the call goes on as
+ *     if they were clear. An
  *     answer the program may rightly ask for (a state it cannot see from
  *     where it is, such as -EBUSY, or no memory now) is not, where its
  *     function does not say otherwise. The allocation calls' sizes are the
