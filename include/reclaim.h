@@ -1351,7 +1351,10 @@ int rcl_io_flusher_get(void);
  *   256 bytes, or more than PTRDIFF_MAX (no mapping can be that large;
  *   rounded up to whole pages, SIZE_MAX would wrap to nothing); else the
  *   charge's error or -ENOMEM. rcl_io_flusher_reserve(0, 0) releases it:
- *   -EBUSY (reported) while blocks are allocated from it or threads use it.
+ *   -EBUSY (reported) while blocks are allocated from it or threads use it;
+ *   0 when there is none. A release with RCL_FLUSHER_MLOCK releases the
+ *   same (the flag has nothing to lock there); unknown flags are refused
+ *   there too.
  *
  *   rcl_io_flusher_set(1) then, when the kernel refuses the flag (it still
  *   returns that -EPERM), touches 256 KiB of the thread's stack (at most

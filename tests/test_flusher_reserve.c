@@ -309,6 +309,22 @@ TEST(test_a_reserve_with_unknown_flags_is_refused_and_reported)
     assert_no_reserve_and_nothing_charged(before);
 }
 
+/* A release looks at its flags only for the unknown ones: with
+ * RCL_FLUSHER_MLOCK it releases as without; with no reserve it has
+ * nothing to do and says nothing. */
+TEST(test_a_release_takes_mlock_as_no_flag_and_refuses_unknown_ones)
+{
+    size_t before = usage_now();
+    assert_int_equal(rcl_io_flusher_reserve(0, RCL_FLUSHER_MLOCK), 0);
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0x100), -EINVAL);
+    assert_int_equal(test_reports_take(), 1);
+    assert_int_equal(stats().size, RESV);
+    assert_int_equal(rcl_io_flusher_reserve(0, RCL_FLUSHER_MLOCK), 0);
+    assert_int_equal(test_report_count(), 0);
+    assert_no_reserve_and_nothing_charged(before);
+}
+
 TEST(test_a_reserve_under_256_bytes_is_refused_and_reported)
 {
     size_t before = usage_now();
