@@ -512,7 +512,8 @@ struct rcl_config {
  * their defaults and ranges are listed in reclaim(7) and the README, both
  * written from the library's one table of options.
  *
- * rcl_config_default() fills cfg with the defaults above and nothing else.
+ * rcl_config_default() fills cfg with the defaults above and nothing else;
+ * a NULL cfg is reported, and nothing is written.
  */
 void   rcl_config_default(struct rcl_config *cfg);
 
@@ -1405,7 +1406,8 @@ int rcl_io_flusher_reserve(size_t bytes, unsigned flags);
 int rcl_io_flusher_reserved(void);
 /* size, used and threads are now's. peak, allocs and failures count for
  * the latest reserve: its release leaves them to be read (what it served),
- * and the next reserve starts them from 0. NULL out: nothing is done. */
+ * and the next reserve starts them from 0. NULL out: reported, nothing
+ * read. */
 struct rcl_flusher_reserve_stats {
     size_t        size;      /* bytes mapped; 0 = no reserve */
     size_t        used;      /* bytes in blocks out now (64-byte units) */

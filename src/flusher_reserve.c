@@ -217,8 +217,10 @@ int rcl_io_flusher_reserve(size_t bytes, unsigned flags)
 
 void rcl_io_flusher_reserve_stats(struct rcl_flusher_reserve_stats *out)
 {
-    if (!out)
+    if (!out) {
+        rcl__report("rcl_io_flusher_reserve_stats(NULL): NULL structure; nothing read");
         return;
+    }
     pthread_mutex_lock(&resv.lock);
     out->size = resv.size;
     out->used = resv.used;

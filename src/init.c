@@ -76,8 +76,10 @@ static void life_unlock(struct rcl__held_reports *held)
 
 void rcl_config_default(struct rcl_config *cfg)
 {
-    if (!cfg)
+    if (!cfg) {
+        rcl__report("rcl_config_default(NULL): NULL configuration; nothing written");
         return;
+    }
     memset(cfg, 0, sizeof(*cfg));
     cfg->min_pct = DEFAULT_MIN_PCT;
     cfg->low_pct = DEFAULT_LOW_PCT;

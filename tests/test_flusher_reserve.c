@@ -490,6 +490,19 @@ TEST(test_reserve_released_after_a_restart_leaves_the_new_budgets_charges)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* A NULL where the counters should go is the caller's bug, reported as
+ * rcl_stats_get(NULL) is, with or without a reserve. */
+TEST(test_reserve_statistics_into_no_structure_are_reported)
+{
+    rcl_io_flusher_reserve_stats(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_io_flusher_reserve_stats(NULL): NULL structure; nothing read");
+    assert_int_equal(rcl_io_flusher_reserve(RESV, 0), 0);
+    rcl_io_flusher_reserve_stats(NULL);
+    assert_int_equal(test_report_count(), 2);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* mlock is best effort: refused, it is reported and the reserve is kept. */
 TEST(test_mlock_is_an_option)
 {

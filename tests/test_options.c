@@ -40,6 +40,15 @@ TEST_WITH(defaults_ignore_the_environment, test_setup, options_teardown)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* A NULL where the configuration should go is the caller's bug, reported
+ * as every NULL object is, and nothing else is done. */
+TEST_WITH(defaults_into_no_configuration_are_reported, test_setup, options_teardown)
+{
+    rcl_config_default(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_config_default(NULL): NULL configuration; nothing written");
+}
+
 /* A correct program's rcl_init() succeeds, and gets what it asked for,
  * even with an environment that would make its configuration impossible
  * (low below min). */
