@@ -751,7 +751,7 @@ static void *valloc_body(size_t size, rcl_gfp_t gfp)
     size_t len = (size + page - 1) & ~(page - 1);
     /* The scope applies here as everywhere: the kernel's vmalloc once
      * ignored GFP_NOFS because it allocated page tables with GFP_KERNEL
-     * ("vmalloc with GFP_NOFS", linux-mm, May 2018). */
+     * ("vmalloc with GFP_NOFS", linux-kernel, May 2018). */
     size_t cost = front_charge(len, (unsigned)__builtin_ctzl(page), true);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
         return fail(-err);
