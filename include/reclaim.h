@@ -788,8 +788,9 @@ size_t rcl_usage(void);
  * while the budget is short of room, at most every 100 ms (10 ms for
  * jemalloc; 5 ms while what reclaim freed is a sixteenth of the budget or
  * more), so that the footprint falls with the charge. A budget held to its
- * charges alone has nothing resident to lower, and reclaim trims nothing
- * for it.
+ * charges alone has nothing resident to lower: an allocation's direct
+ * reclaim trims nothing for it, while a background pass and rcl_reclaim()
+ * still give back what they freed, as memory the process no longer uses.
  */
 size_t rcl_footprint(void);
 /* struct rcl_config.footprint: AUTO chooses as above; the others force one
