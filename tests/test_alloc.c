@@ -1184,7 +1184,7 @@ TEST(what_one_thread_charged_another_uncharges)
     assert_int_equal(test_report_count(), 1);
 }
 
-/* Many threads charge objects of mixed sizes, from a byte to 64 KiB, and
+/* Many threads charge objects of mixed sizes, from a byte to 128 KiB, and
  * hand each to a queue they all take from, so that most uncharges are of
  * what another thread charged, while the others take from their
  * own parts and gather: no uncharge that was charged is ever refused, and
