@@ -283,7 +283,8 @@ void rcl__report_limited(_Atomic long long *last, const char *fmt, ...)
     va_end(ap);
 }
 
-/* fork() (fork.c): the last lock of the order. */
+/* fork() (fork.c): after the symbolizer, before the leaf locks of the
+ * allocation paths (the depot, the slabs, the regions, the reserve). */
 void rcl__report_atfork_prepare(void) { pthread_mutex_lock(&sink_lock); }
 void rcl__report_atfork_parent(void) { pthread_mutex_unlock(&sink_lock); }
 
