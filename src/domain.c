@@ -237,6 +237,7 @@ struct rcl_domain *rcl_domain_create(const char *name, unsigned depth,
  * live_lock, which a destroy frees the name only after it has taken. */
 static void name_copy_locked(const struct rcl_domain *d, char *buf, size_t len)
 {
+    rcl__assert_held(&live_lock);
     snprintf(buf, len, "%s", d->name ? d->name : "(destroyed)");
 }
 

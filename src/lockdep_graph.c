@@ -277,6 +277,7 @@ static uint32_t edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
 bool rcl__ld_edge_add_locked(uint32_t from, uint32_t to, enum edge_kind kind,
                              rcl_gfp_t gfp, const char *shrinker, const struct site *st)
 {
+    rcl__assert_held(&rcl__ld_graph_lock);
     return edge_add_locked(from, to, kind, gfp, shrinker, st) != UINT32_MAX;
 }
 
@@ -288,6 +289,7 @@ static void edge_del_locked(uint32_t ei)
     struct node *f = &rcl__ld_nodes[e->from];
     uint32_t prev = UINT32_MAX, cur = f->out_first;
 
+    rcl__assert_held(&rcl__ld_graph_lock);
     for (unsigned i = 0; cur != ei; i++, prev = cur, cur = ld_edge(cur)->next_out)
         rcl__assert(i + 1 < f->nout);
     if (prev == UINT32_MAX)

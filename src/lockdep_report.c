@@ -338,6 +338,7 @@ void rcl__ld_reports_atfork_child_locked(void)
 {
     pthread_t self = pthread_self();
 
+    rcl__assert_held(&rcl__ld_graph_lock);
     for (struct rb_chunk *c = rb_chunks; c; c = c->next)
         for (unsigned i = 0; i < RB_CHUNK; i++)
             if (c->rb[i].out && !pthread_equal(c->rb[i].owner, self))

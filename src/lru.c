@@ -397,6 +397,7 @@ static unsigned long adopt_orphans_locked(struct rcl_lru *lru, unsigned long bud
     unsigned long n = 0;
     struct rcl_lru_node *o;
 
+    rcl__assert_held(&lru->lock);
     while (n < budget && (o = rcl_lru_list_pop(&lru->orphans)) != NULL) {
         count_add_locked(lru, -1);
         link_before(o, dispose);
