@@ -5,7 +5,8 @@
  * (double underscore) and hidden from the shared library's symbol table by
  * the version script (src/reclaim.map). The rest is split by kind, and
  * included from here:
- *   atomic.h    branch hints, the TLS model, relaxed loads and stores
+ *   atomic.h    branch hints, the TLS model, relaxed loads and stores, the
+ *               locks that spin a while before they sleep
  *   sanitize.h  which sanitizer the build has; ASan poisoning, LSan roots
  *   debug.h     rcl__assert, rcl__assert_held (debug.c)
  *   types.h     the shared structures: budget, counters, options, ...
