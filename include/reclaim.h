@@ -1494,6 +1494,24 @@ void rcl_lock_acquire(struct rcl_lock_class *c);
 void rcl_lock_acquire_try(struct rcl_lock_class *c);
 void rcl_lock_release(struct rcl_lock_class *c);
 /*
+ * Nesting (the kernel's mutex_lock_nested(), lock_acquire() with a
+ * subclass): code that takes two locks of one class in an order it
+ * defines (a parent directory's inode lock, then its child's) says so by
+ * taking the inner one at another subclass. Each subclass of a class is
+ * a class of its own for the order: "c/1" after "c" is an order like any
+ * other, and "c" after "c/1" elsewhere an inversion. Subclass 0 is the
+ * class itself (rcl_lock_acquire()); subclasses run below
+ * RCL_LOCK_SUBCLASSES, as the kernel's eight. The release is
+ * rcl_lock_release() or rcl_mutex_unlock(), which matches the lock at
+ * whichever subclass it was taken. A subclass out of range is refused and
+ * reported: the lock goes unannotated (an rcl_mutex_t is still locked),
+ * its release unreported. Each subclass used takes a node of the graph's
+ * 4096, given back with the class by rcl_lock_class_unregister().
+ */
+#define RCL_LOCK_SUBCLASSES      8
+#define RCL_SINGLE_DEPTH_NESTING 1
+void rcl_lock_acquire_nested(struct rcl_lock_class *c, unsigned subclass);
+/*
  * A class registers at its first use. rcl_lock_class_unregister() gives its
  * node back, with every dependency learned for it, before the memory it
  * lives in is freed or used for another class (per-object classes of
@@ -1524,6 +1542,8 @@ typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
  * mutex may guard the program's own allocator. */
 int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);
 void rcl_mutex_lock(rcl_mutex_t *m);
+/* rcl_mutex_lock() with the annotation of rcl_lock_acquire_nested(). */
+void rcl_mutex_lock_nested(rcl_mutex_t *m, unsigned subclass);
 /* The exception to the negative-errno rule, kept so that it drops in for
  * pthread_mutex_trylock(): 0 locked, or EBUSY (POSITIVE) when another
  * thread holds it, or this one (it does not recurse, and a trylock waits

@@ -238,6 +238,17 @@ static inline uint32_t class_id(struct rcl_lock_class *c, unsigned gen)
     return rcl__ld_class_id_slow(c, gen);
 }
 
+/* ld_held_is(), at whichever subclass the lock was taken: a release
+ * names the class alone (the kernel's matches the lock's instance). */
+static bool held_is_class(const struct ld_thread *t, unsigned i, uint32_t id, const void *inst)
+{
+    uint32_t held = t->held[i];
+
+    return ld_held_is(t, i, id, inst) ||
+           (id && held != id && ld_node_class(held) == id &&
+            (!inst || !(t->flags[i] & HELD_MUTEX) || t->inst[i] == inst));
+}
+
 __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32_t id,
                                                       const void *inst)
 {
@@ -245,7 +256,7 @@ __attribute__((noinline)) bool rcl__ld_held_pop_slow(struct ld_thread *t, uint32
 
     /* Releases out of order are legal: close the gap. */
     for (unsigned i = recorded; i > 0; i--) {
-        if (ld_held_is(t, i - 1, id, inst)) {
+        if (held_is_class(t, i - 1, id, inst)) {
             for (unsigned j = i; j < recorded; j++) {
                 ld_set(t->held[j - 1], t->held[j]);
                 t->inst[j - 1] = t->inst[j];
@@ -378,9 +389,12 @@ static __attribute__((noinline, cold)) void class_unchecked(struct ld_thread *t,
 }
 
 /* Everything but the common case: NULL class, new class or graph, the
- * held stack full, a dependency not in this thread's one-entry cache. */
-static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, const void *inst,
-                                                   uint8_t flags)
+ * held stack full, a dependency not in this thread's one-entry cache; a
+ * subclass (sub) of the class, which the hot path never sees, and whose
+ * 0 folds away where it is a constant. */
+static inline __attribute__((always_inline)) void acquire_sub(struct rcl_lock_class *c,
+                                                              const void *inst, uint8_t flags,
+                                                              unsigned sub)
 {
     if (unlikely(!c)) {
         rcl__report("rcl_lock_acquire: NULL lock class");
@@ -391,6 +405,8 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
     if (unlikely(!t))
         return;   /* no memory for the thread's stack: told once, checked nowhere */
     uint32_t id = class_id(c, gen);
+    if (sub && id)
+        id = ld_subclass_id(id, sub);
     if (unlikely(!id)) {
         class_unchecked(t, c);
         return;
@@ -416,6 +432,12 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
         }
     }
     ld_held_push(t, id, inst, flags);
+}
+
+static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, const void *inst,
+                                                   uint8_t flags)
+{
+    acquire_sub(c, inst, flags, 0);
 }
 
 /*
@@ -470,6 +492,53 @@ static inline __attribute__((always_inline)) void acquire_entry(struct rcl_lock_
 
 HOT_ENTRY void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, NULL, 0); }
 void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, NULL, HELD_TRY); }
+
+/* A subclass out of range names no class: the lock goes unannotated, as
+ * a class the full graph has no node for does, so that its release finds
+ * no entry and passes. Reported at `site`, the return address into the
+ * public call's caller. */
+static __attribute__((noinline, cold)) void acquire_bad_subclass(struct rcl_lock_class *c,
+                                                                 unsigned sub, const char *call,
+                                                                 const void *site)
+{
+    struct ld_thread *t = ld_thread_gen(atomic_load_explicit(&graph_gen, memory_order_relaxed));
+    struct site st;
+
+    if (t)
+        t->unknown++;
+    rcl__ld_site_capture_from(&st, site);
+    rcl__ld_report_bad_subclass(call, c && c->name ? c->name : "(unnamed)", sub, &st);
+}
+
+/* Subclasses are rare and each is a class of its own for the order, so
+ * all of them take the slow path, and the hot path does not test for
+ * them. */
+static __attribute__((noinline)) void acquire_nested(struct rcl_lock_class *c,
+                                                     const void *inst, unsigned sub,
+                                                     const char *call, const void *site)
+{
+    /* As acquire_entry(): the first use starts the library, and the mode
+     * is read again once it is ready. */
+    if (!rcl__checking()) {
+        if (!atomic_load_explicit(&rcl__ready, memory_order_acquire))
+            rcl__init_slow();
+        if (!rcl__checking())
+            return;
+    }
+    if (unlikely(sub >= RCL_LOCK_SUBCLASSES))
+        acquire_bad_subclass(c, sub, call, site);
+    else
+        acquire_sub(c, inst, 0, sub);
+}
+
+void rcl_lock_acquire_nested(struct rcl_lock_class *c, unsigned subclass)
+{
+    if (subclass == 0)
+        acquire_entry(c, NULL, 0);
+    else
+        acquire_nested(c, NULL, subclass, "rcl_lock_acquire_nested",
+                       __builtin_return_address(0));
+}
 
 /*
  * An annotation made while the checker was off is not on any stack, so a
@@ -626,7 +695,7 @@ static long class_holder_locked(uint32_t id, unsigned gen)
             continue;   /* what it held was forgotten with its graph */
         unsigned n = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
         for (unsigned i = 0; i < n && i < MAX_HELD; i++)
-            if (ld_get(t->held[i]) == id)
+            if (ld_node_class(ld_get(t->held[i])) == id)
                 return t->tid;
     }
     return 0;
@@ -635,7 +704,7 @@ static long class_holder_locked(uint32_t id, unsigned gen)
 /* Node id is about to be another class's: a stack that cached it as
  * known to follow one of its locks would take that class after the lock
  * with no edge, the one the drop took away. */
-static void class_uncache_locked(uint32_t id)
+static void node_uncache_locked(uint32_t id)
 {
     rcl__assert_held(&ld_threads_lock);
     for (struct ld_thread *t = ld_threads; t; t = t->next)
@@ -644,6 +713,17 @@ static void class_uncache_locked(uint32_t id)
             __atomic_compare_exchange_n(&t->next_ok[i], &want, 0, false, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED);
         }
+}
+
+/* ...and so are the nodes of its subclasses, which go with it. */
+static void class_uncache_locked(uint32_t id)
+{
+    node_uncache_locked(id);
+    for (unsigned i = 0; i < RCL_LOCK_SUBCLASSES - 1; i++) {
+        uint32_t sub = __atomic_load_n(&rcl__ld_nodes[id].sub[i], __ATOMIC_RELAXED);
+        if (sub)
+            node_uncache_locked(sub);
+    }
 }
 
 /* 0, -ENOENT (unregistered before), or -EBUSY with the holder's tid. */
@@ -725,6 +805,20 @@ HOT_ENTRY void rcl_mutex_lock(rcl_mutex_t *m)
     /* Annotate before blocking: a cycle is reported even when this very
      * acquisition is the one that would hang. */
     if (m->cls)
+        acquire_entry(m->cls, m, 0);
+    pthread_mutex_lock(&m->m);
+}
+
+void rcl_mutex_lock_nested(rcl_mutex_t *m, unsigned subclass)
+{
+    if (!m) {
+        rcl__report("rcl_mutex_lock_nested: NULL mutex");
+        return;
+    }
+    if (m->cls && subclass)
+        acquire_nested(m->cls, m, subclass, "rcl_mutex_lock_nested",
+                       __builtin_return_address(0));
+    else if (m->cls)
         acquire_entry(m->cls, m, 0);
     pthread_mutex_lock(&m->m);
 }

@@ -108,6 +108,9 @@ void rcl__ld_node_remake_locked(uint32_t id, enum node_kind kind, const char *na
     struct node *n = &rcl__ld_nodes[id];
     rcl__assert(id && id < rcl__ld_nr_nodes && n->dropped && !n->nout);
     node_name(n, kind, name, cls, depth);
+    for (unsigned i = 0; i < RCL_LOCK_SUBCLASSES - 1; i++)
+        __atomic_store_n(&n->sub[i], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&n->base, 0, __ATOMIC_RELAXED);
     n->dropped = false;
 }
 
@@ -143,6 +146,24 @@ unsigned long rcl__lockdep_class_lookups(void)
     return atomic_load_explicit(&class_lookups, memory_order_relaxed);
 }
 
+/* A node for a lock class or one of its subclasses: an unregistered
+ * class's before the table grows; 0 when it is full. */
+static uint32_t class_node_locked(const char *name)
+{
+    uint32_t id = class_free;
+
+    rcl__assert_held(&rcl__ld_graph_lock);
+    if (id) {
+        class_free = rcl__ld_nodes[id].next_free;
+        rcl__ld_node_remake_locked(id, NODE_LOCK, name, 0, 0);
+        return id;
+    }
+    id = rcl__ld_node_new_locked(NODE_LOCK, name, 0, 0);
+    if (!id)
+        atomic_store_explicit(&nodes_full, true, memory_order_relaxed);
+    return id;
+}
+
 /* A class's node id in the current graph, registering it on first use.
  * The class is the caller's memory: read and written with atomics because
  * several threads may register it at once. */
@@ -161,21 +182,41 @@ __attribute__((noinline)) uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *
     rcl__ld_graph_ensure_locked();
     if (__atomic_load_n(&c->rcl_gen, __ATOMIC_ACQUIRE) == gen) {
         id = __atomic_load_n(&c->rcl_id, __ATOMIC_RELAXED);
-    } else if (class_free) {
-        id = class_free;
-        class_free = rcl__ld_nodes[id].next_free;
-        rcl__ld_node_remake_locked(id, NODE_LOCK, c->name, 0, 0);
-        __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
-        __atomic_store_n(&c->rcl_gen, gen, __ATOMIC_RELEASE);
     } else {
-        id = rcl__ld_node_new_locked(NODE_LOCK, c->name, 0, 0);
-        if (!id)
-            atomic_store_explicit(&nodes_full, true, memory_order_relaxed);
+        id = class_node_locked(c->name);
         __atomic_store_n(&c->rcl_id, id, __ATOMIC_RELAXED);
         __atomic_store_n(&c->rcl_gen, id ? gen : 0, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&rcl__ld_graph_lock);
     return id;
+}
+
+/* Only the acquire that makes a subclass's node comes here: the ones
+ * after it find the node in its class's, and a full table refuses a
+ * subclass as it refuses a class, each acquire a lookup. */
+__attribute__((noinline)) uint32_t rcl__ld_subclass_id_slow(uint32_t id, unsigned sub)
+{
+    struct node *base = &rcl__ld_nodes[id];
+    uint32_t s;
+    char name[sizeof(base->name)];
+
+    rcl__assert(sub && sub < RCL_LOCK_SUBCLASSES);
+    if (atomic_load_explicit(&nodes_full, memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&class_lookups, 1, memory_order_relaxed);
+    pthread_mutex_lock(&rcl__ld_graph_lock);
+    s = __atomic_load_n(&base->sub[sub - 1], __ATOMIC_RELAXED);
+    if (!s) {
+        /* The kernel's way of naming it: "i_mutex/1". */
+        snprintf(name, sizeof(name), "%.*s/%u", (int)sizeof(name) - 4, base->name, sub);
+        s = class_node_locked(name);
+        if (s) {
+            __atomic_store_n(&rcl__ld_nodes[s].base, id, __ATOMIC_RELAXED);
+            __atomic_store_n(&base->sub[sub - 1], s, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&rcl__ld_graph_lock);
+    return s;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -331,13 +372,25 @@ void rcl__ld_nodes_drop_locked(uint32_t first, unsigned n)
     }
 }
 
-void rcl__ld_class_drop_locked(uint32_t id)
+static void class_node_drop_locked(uint32_t id)
 {
-    rcl__assert_held(&rcl__ld_graph_lock);
     rcl__assert(rcl__ld_nodes[id].kind == NODE_LOCK);
     rcl__ld_nodes_drop_locked(id, 1);
     rcl__ld_nodes[id].next_free = class_free;
     class_free = id;
+}
+
+/* The class's subclasses go with it: the memory of the class is about to
+ * be another's, which must not find the old one's orders. */
+void rcl__ld_class_drop_locked(uint32_t id)
+{
+    rcl__assert_held(&rcl__ld_graph_lock);
+    for (unsigned i = 0; i < RCL_LOCK_SUBCLASSES - 1; i++) {
+        uint32_t s = __atomic_load_n(&rcl__ld_nodes[id].sub[i], __ATOMIC_RELAXED);
+        if (s)
+            class_node_drop_locked(s);
+    }
+    class_node_drop_locked(id);
     atomic_store_explicit(&nodes_full, false, memory_order_relaxed);
 }
 

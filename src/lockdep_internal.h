@@ -63,6 +63,10 @@ struct node {
     uint32_t           next_free; /* a dropped class's: the next one */
     uint32_t           out_first, out_last;  /* its edges, chained by next_out */
     unsigned           nout;
+    /* A lock class's nodes for its subclasses 1.. (0: not made yet), and
+     * a subclass node's class; read without the lock, by atomics. */
+    uint32_t           sub[RCL_LOCK_SUBCLASSES - 1];
+    uint32_t           base;
 };
 
 enum edge_kind { EDGE_LOCK, EDGE_ALLOC, EDGE_CONTAIN };
@@ -197,6 +201,25 @@ void     rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum 
                               struct report_buf **rb, struct report_buf **note);
 /* A class's node id in the graph of generation gen, registering it. */
 uint32_t rcl__ld_class_id_slow(struct rcl_lock_class *c, unsigned gen);
+/* The node of subclass sub (1 .. RCL_LOCK_SUBCLASSES - 1) of the class
+ * whose node is id, made at its first use; 0 when the table is full. */
+uint32_t rcl__ld_subclass_id_slow(uint32_t id, unsigned sub);
+
+static inline uint32_t ld_subclass_id(uint32_t id, unsigned sub)
+{
+    uint32_t s = __atomic_load_n(&rcl__ld_nodes[id].sub[sub - 1], __ATOMIC_ACQUIRE);
+
+    return s ? s : rcl__ld_subclass_id_slow(id, sub);
+}
+
+/* The class a held node stands for in a release: its own, or the one it
+ * is a subclass of. The thread holds the node, so it is not remade. */
+static inline uint32_t ld_node_class(uint32_t id)
+{
+    uint32_t base = __atomic_load_n(&rcl__ld_nodes[id].base, __ATOMIC_RELAXED);
+
+    return base ? base : id;
+}
 void     rcl__ld_graph_clear_locked(void);
 
 /* ------------------------------------------------------------------------ */
@@ -253,6 +276,10 @@ bool rcl__ld_site_seen(uint64_t sig);
  * at st, once a site; `m`: the rcl_mutex_t of an rcl_mutex_unlock(), which
  * then unlocked nothing. */
 void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mutex_t *m);
+/* An rcl_lock_acquire_nested() (`call`) of class `name` at subclass sub,
+ * out of range, at st, once a site. */
+void rcl__ld_report_bad_subclass(const char *call, const char *name, unsigned sub,
+                                 const struct site *st);
 /* A thread that exits with t's locks held, once an exit: their names
  * (the graph's, so under its lock) into rb. */
 struct ld_thread;

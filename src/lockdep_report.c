@@ -386,6 +386,26 @@ void rcl__ld_report_unheld(const char *name, const struct site *st, const rcl_mu
     rcl__ld_reports_emit(&rb, 1);
 }
 
+/* A subclass the checker keeps no node for, once a call site: the kernel's
+ * lockdep refuses it as loudly, and turns itself off. */
+void rcl__ld_report_bad_subclass(const char *call, const char *name, unsigned sub,
+                                 const struct site *st)
+{
+    struct report_buf *rb;
+
+    if (rcl__ld_site_seen(rcl__ld_site_sig(0x535542ull, st)) || !(rb = rcl__ld_rb_get(true)))
+        return;
+    rcl__ld_rb_add(rb, "lock checker: thread \"%s\" (tid %ld): %s() of class \"%s\" at "
+                       "subclass %u, out of range (0 to %d); the lock is not annotated, at:\n",
+                   st->thread, st->tid, call, name, sub, RCL_LOCK_SUBCLASSES - 1);
+    rcl__ld_rb_frames(rb, st->frames, st->nframes);
+    rcl__ld_rb_add(rb, "  What it means: a subclass is the depth of one lock of the class "
+                       "among others of it, and the checker keeps %d. Usual fix: "
+                       "RCL_SINGLE_DEPTH_NESTING for the inner of two locks, or a class of "
+                       "its own for a deeper level.", RCL_LOCK_SUBCLASSES);
+    rcl__ld_reports_emit(&rb, 1);
+}
+
 /*
  * The kernel's debug_check_no_locks_held() at a task's exit. The stack
  * keeps no backtrace of where each lock was taken (the acquire's hot path

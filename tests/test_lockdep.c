@@ -250,6 +250,103 @@ TEST_WITH(recursive_acquire_is_reported, ld_setup, ld_teardown)
     assert_reports_have("lock_a \u2192 lock_a");
 }
 
+/* ------------------------------------------------------------------------ */
+/* Nesting: two locks of one class in an order the program defines          */
+/* ------------------------------------------------------------------------ */
+
+/* mutex_lock_nested(): a parent's lock, then its child's of the same
+ * class, taken at a subclass, is an order, not a recursion (without the
+ * subclass it is one: recursive_acquire_is_reported). */
+TEST_WITH(a_lock_nested_in_one_of_its_class_at_a_subclass_is_quiet, ld_setup, ld_teardown)
+{
+    for (int i = 0; i < 2; i++) {
+        lock(&lock_a);
+        rcl_lock_acquire_nested(&lock_a, RCL_SINGLE_DEPTH_NESTING);
+        unlock(&lock_a);
+        unlock(&lock_a);
+    }
+    lock(&lock_a); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_false(test_reports_contain("which it does not hold"));
+}
+
+/* Each subclass is a class of its own for the order: the child's lock
+ * taken before the parent's elsewhere is an inversion. */
+TEST_WITH(an_inversion_between_subclasses_of_a_class_is_reported, ld_setup, ld_teardown)
+{
+    lock(&lock_a); rcl_lock_acquire_nested(&lock_a, 1); unlock(&lock_a); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    rcl_lock_acquire_nested(&lock_a, 1); lock(&lock_a); unlock(&lock_a); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("lock_a \u2192 lock_a/1 \u2192 lock_a");
+}
+
+/* Subclass 0 is the class itself. */
+TEST_WITH(subclass_zero_is_the_class_itself, ld_setup, ld_teardown)
+{
+    lock(&lock_a); rcl_lock_acquire_nested(&lock_a, 0); unlock(&lock_a); unlock(&lock_a);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("lock_a \u2192 lock_a");
+}
+
+/* The kernel keeps eight subclasses; past them the annotation is refused
+ * and reported, once a call site, and the lock goes unannotated: it is
+ * not a recursion of the one held, and its release is not one of a lock
+ * not held. */
+TEST_WITH(a_subclass_out_of_range_is_refused_and_reported, ld_setup, ld_teardown)
+{
+    for (volatile int i = 0; i < 2; i++) {   /* one call site: not unrolled */
+        lock(&lock_a);
+        rcl_lock_acquire_nested(&lock_a, RCL_LOCK_SUBCLASSES);
+        unlock(&lock_a);
+        unlock(&lock_a);
+    }
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("#0 a_subclass_out_of_range_is_refused_and_reported+0x");
+    assert_reports_have("at subclass 8, out of range");
+    assert_false(test_reports_contain("lock_a \u2192 lock_a"));
+    assert_false(test_reports_contain("which it does not hold"));
+}
+
+/* rcl_mutex_lock_nested(): the mutexes are told apart by address, so
+ * either may be unlocked first. */
+TEST_WITH(mutexes_of_one_class_nested_at_a_subclass_unlock_in_any_order, ld_setup,
+          ld_teardown)
+{
+    rcl_mutex_t parent, child;
+
+    assert_int_equal(rcl_mutex_init(&parent, &lock_a), 0);
+    assert_int_equal(rcl_mutex_init(&child, &lock_a), 0);
+    rcl_mutex_lock(&parent);
+    rcl_mutex_lock_nested(&child, RCL_SINGLE_DEPTH_NESTING);
+    rcl_mutex_unlock(&child);
+    rcl_mutex_unlock(&parent);
+    rcl_mutex_lock(&parent);
+    rcl_mutex_lock_nested(&child, RCL_SINGLE_DEPTH_NESTING);
+    rcl_mutex_unlock(&parent);
+    rcl_mutex_unlock(&child);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_false(test_reports_contain("which it does not hold"));
+    assert_int_equal(rcl_mutex_destroy(&parent), 0);
+    assert_int_equal(rcl_mutex_destroy(&child), 0);
+}
+
+/* A refused subclass leaves the mutex's exclusion alone: it is locked,
+ * and its unlock unlocks it. */
+TEST_WITH(a_mutex_at_a_subclass_out_of_range_is_still_locked, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    rcl_mutex_lock_nested(&m, RCL_LOCK_SUBCLASSES + 1);
+    assert_int_equal(pthread_mutex_trylock(&m.m), EBUSY);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("rcl_mutex_lock_nested() of class \"lock_a\" at subclass 9");
+    assert_false(test_reports_contain("which it does not hold"));
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
 /* lockdep: a trylock cannot deadlock, so it records no dependency on the
  * lock it takes... */
 TEST_WITH(trylock_adds_no_dependency, ld_setup, ld_teardown)
@@ -729,6 +826,38 @@ TEST_WITH(unregistered_classes_leave_the_graph_its_size, ld_setup, ld_teardown)
     assert_int_equal(test_report_count(), 0);
 }
 
+/* A class's subclasses are nodes of their own, and go with it. */
+static void object_class_nested_cycle(void)
+{
+    struct rcl_lock_class *c = calloc(1, sizeof(*c));
+
+    assert_non_null(c);
+    c->name = "object";
+    lock(&lock_a);
+    lock(c);
+    rcl_lock_acquire_nested(c, 1);
+    rcl_lock_acquire_nested(c, RCL_LOCK_SUBCLASSES - 1);
+    unlock(c); unlock(c); unlock(c);
+    unlock(&lock_a);
+    assert_int_equal(rcl_lock_class_unregister(c), 0);
+    free(c);
+}
+
+TEST_WITH(unregistered_classes_take_their_subclasses_out_of_the_graph, ld_setup, ld_teardown)
+{
+    unsigned nodes, edges, nodes_after, edges_after;
+
+    object_class_nested_cycle();
+    rcl__lockdep_graph_size(&nodes, &edges);
+    for (int i = 0; i < 10000; i++)
+        object_class_nested_cycle();
+    rcl__lockdep_graph_size(&nodes_after, &edges_after);
+    assert_int_equal(nodes_after, nodes);
+    assert_int_equal(edges_after, edges);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+    assert_int_equal(test_report_count(), 0);
+}
+
 /* ...and the classes that stay are checked as before: after thousands of
  * classes came and went, an inversion between two live ones is reported. */
 TEST_WITH(inversion_of_live_classes_is_reported_after_thousands_unregistered, ld_setup,
@@ -799,6 +928,23 @@ TEST_WITH(unregistering_a_class_this_thread_holds_is_refused, ld_setup, ld_teard
     assert_int_equal(rcl_lock_class_unregister(&c), 0);
     assert_int_equal(rcl_lockdep_reports(), 1);
     assert_int_equal(rcl_mutex_destroy(&m), 0);
+}
+
+/* A lock of the class held at a subclass is a lock of the class. */
+TEST_WITH(unregistering_a_class_held_at_a_subclass_is_refused, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "busy" };
+
+    lock(&c);
+    rcl_lock_acquire_nested(&c, RCL_SINGLE_DEPTH_NESTING);
+    unlock(&c);
+    assert_int_equal(rcl_lock_class_unregister(&c), -EBUSY);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_reports_have("of class \"busy\", which thread");
+    unlock(&c);
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(rcl_lockdep_reports(), 1);
+    assert_false(test_reports_contain("which it does not hold"));
 }
 
 TEST_WITH(unregistering_a_class_another_thread_holds_is_refused, ld_setup, ld_teardown)
