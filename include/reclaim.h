@@ -1516,8 +1516,11 @@ void rcl_lock_acquire_nested(struct rcl_lock_class *c, unsigned subclass);
  * node back, with every dependency learned for it, before the memory it
  * lives in is freed or used for another class (per-object classes of
  * objects that come and go: the kernel's lockdep_unregister_key()); the
- * graph has room for 4096 classes and reclaim nodes, and a class past that
- * goes unchecked. No thread may use the class during the call; a later use
+ * graph has room for 4096 classes, subclasses and reclaim nodes, and a
+ * class past that goes unchecked. Its table of 16384 lock orders full,
+ * the graph is off until rcl_shutdown(), as the kernel's lockdep turns
+ * itself off: reported once (counted), no order learned and no cycle
+ * reported from then on, even once an unregister made room. No thread may use the class during the call; a later use
  * registers it again. Returns 0, also for a class never used (nothing to
  * give back); -EBUSY, and reported, where a thread holds a lock of the
  * class (it stays registered); -ENOENT, and reported, for a class

@@ -350,9 +350,8 @@ __attribute__((noinline)) void rcl__ld_depend(struct ld_thread *t, uint32_t to,
     unsigned np = 0;
     unsigned top = t->n < MAX_HELD ? t->n : MAX_HELD;
 
-    /* Nothing new can be learned, which was told once: the kernel's
-     * lockdep turns itself off there; this goes on checking the orders it
-     * knows, at their cost. */
+    /* The graph is off for good, which was told once, as the kernel's
+     * lockdep turns itself off. */
     if (atomic_load_explicit(&rcl__ld_edges_full, memory_order_relaxed))
         return;
     for (unsigned i = top; i > 0; i--) {

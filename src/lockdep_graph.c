@@ -345,7 +345,6 @@ static void edge_del_locked(uint32_t ei)
     e->next_free = edge_free;
     edge_free = ei;
     rcl__ld_nr_edges--;
-    atomic_store_explicit(&rcl__ld_edges_full, false, memory_order_relaxed);
 }
 
 static bool in_range(uint32_t id, uint32_t first, unsigned n)
@@ -426,6 +425,31 @@ static bool note_line(struct report_buf **note)
     return *note != NULL;
 }
 
+/*
+ * The table of dependencies is full: the order that did not fit is lost,
+ * and with it every cycle it closes, which no later order can bring back.
+ * The kernel's lockdep says so once ("MAX_LOCKDEP_ENTRIES too low!") and
+ * turns itself off; so does the graph, until rcl_shutdown() clears it.
+ * Learning again once an unregister made room would check the orders
+ * against a graph that misses some, and a room made and filled over and
+ * over would tell of it each time. The report is a problem of its own,
+ * counted: the checking the program asked for ends here.
+ */
+static void edges_full_locked(struct report_buf **rb)
+{
+    atomic_store_explicit(&rcl__ld_edges_full, true, memory_order_relaxed);
+    if (graph_full_reported || !(*rb = rcl__ld_rb_get_locked(true)))
+        return;
+    graph_full_reported = true;
+    rcl__ld_rb_add(*rb, "lock checker: the table of dependencies is full (%u lock orders); "
+                        "no lock order is learned and no cycle reported from now on, until "
+                        "rcl_shutdown(). What it means: the program has more lock orders "
+                        "than the checker can hold, and a graph that misses some checks "
+                        "nothing reliably. Usual fix: give back the classes of objects that "
+                        "go (rcl_lock_class_unregister()), or share a class among the "
+                        "locks of one kind.", (unsigned)MAX_EDGES);
+}
+
 void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge_kind kind,
                           rcl_gfp_t gfp, const char *shrinker, const struct site *st,
                           struct report_buf **rb, struct report_buf **note)
@@ -437,16 +461,13 @@ void rcl__ld_learn_locked(uint32_t from, uint32_t to, unsigned incarn, enum edge
         (incarn != INCARN_CLASS && rcl__ld_nodes[to].incarn != incarn) ||
         rcl__ld_nodes[from].dropped)
         return;
+    /* Off for good, the first thread told and the others on their way. */
+    if (atomic_load_explicit(&rcl__ld_edges_full, memory_order_relaxed))
+        return;
     uint32_t added = edge_add_locked(from, to, kind, gfp, shrinker, st);
     if (added == UINT32_MAX) {
         if (rcl__ld_nr_edges >= MAX_EDGES)
-            atomic_store_explicit(&rcl__ld_edges_full, true, memory_order_relaxed);
-        if (rcl__ld_nr_edges >= MAX_EDGES && !graph_full_reported) {
-            graph_full_reported = true;
-            if (note_line(note))
-                rcl__ld_rb_add(*note, "lock checker: %u dependencies recorded, the table is full; "
-                                 "new lock orders are no longer checked", rcl__ld_nr_edges);
-        }
+            edges_full_locked(rb);
         return;
     }
     if (rd(rcl__lockdep_mode) == RCL_LOCKDEP_VERBOSE && note_line(note))

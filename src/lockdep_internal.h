@@ -104,10 +104,10 @@ extern const unsigned rcl__ld_nr_fixed_nodes;
 extern const struct fixed_edge rcl__ld_fixed_edges[];
 extern const unsigned rcl__ld_nr_fixed_edges;
 
-/* Set while the table of edges is full, once an edge was refused for
- * it: a new lock order cannot be learned, and a thread does not take a
- * backtrace and the graph lock to be told so (lockdep.c, rcl__ld_depend).
- * Written under the graph lock; cleared when an edge goes. */
+/* Set once an edge was refused for a full table: the graph learns
+ * nothing more, and a thread does not take a backtrace and the graph lock
+ * to be told so (lockdep.c, rcl__ld_depend). Written under the graph
+ * lock; cleared only by the reset (lockdep_graph.c says why). */
 extern _Atomic bool rcl__ld_edges_full;
 
 extern pthread_mutex_t rcl__ld_graph_lock;
