@@ -686,7 +686,9 @@ void   rcl_shutdown(void);
  * never called the library or whose exit has already run (a handler in
  * one of its later destructors), until any thread's next
  * rcl_usage_sync(), exit or allocation that takes the slow path; a bad
- * free there is counted at once and reported by the thread later. The
+ * free there, and a realloc of a pointer that is no block or one freed
+ * already (NULL, EINVAL, the pointer left alone), is counted at once as a
+ * bad free and reported by the thread later. The
  * flags are otherwise ignored: nothing in a handler reclaims.
  * Unbracketed, the same calls take that path only when the handler
  * interrupted the thread inside an allocation-family call, rcl_charge,

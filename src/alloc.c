@@ -1160,11 +1160,15 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 
 /* A handler may not move a block: the backend would be called. Size 0
  * and NOFAIL that may not wait are EINVAL there too, the block kept, as
- * everywhere. */
+ * everywhere. The block is looked at first, as realloc_body() does: a
+ * pointer that is not one is the worse misuse, and a handler's free of
+ * it is caught. */
 static __attribute__((noinline, cold)) void *sig_realloc(void *p, size_t size, rcl_gfp_t gfp)
 {
     if (!p)
         return rcl__sig_alloc(size, gfp);
+    if (rcl__block_kind(p, rcl__hdr_of(p)) == BLOCK_FOREIGN)
+        return rcl__sig_realloc_foreign();
     return rcl__sig_unserved(size, gfp);
 }
 

@@ -61,6 +61,7 @@ static void sig_ask(struct rcl_thread *t, unsigned want)
 void *_Atomic rcl__sig_orphans;
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
+static _Atomic unsigned long sig_bad_reallocs; /* and reallocs of such pointers */
 static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
 static _Atomic unsigned long sig_nofail_nowaits; /* handlers' NOFAIL without DIRECT_RECLAIM */
 static _Atomic unsigned long sig_shutdowns;   /* handlers' rcl_shutdown(), refused */
@@ -142,16 +143,27 @@ void *rcl__sig_refused(int err, rcl_gfp_t gfp)
     return fail(err);
 }
 
+/* No report from here (it takes a lock): the thread makes it. */
+static void sig_bad_free(_Atomic unsigned long *count)
+{
+    rcl__count(bad_frees, 1);
+    atomic_fetch_add(count, 1);
+    sig_ask(&rcl__self, SIG_WANT_REPORT);
+    errno = EINVAL;
+}
+
+void *rcl__sig_realloc_foreign(void)
+{
+    sig_bad_free(&sig_bad_reallocs);
+    return NULL;
+}
+
 void rcl__sig_free(void *p)
 {
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h = rcl__hdr_of(p);
     if (rcl__block_kind(p, h) == BLOCK_FOREIGN) {
-        /* No report from here (it takes a lock): the thread makes it. */
-        rcl__count(bad_frees, 1);
-        atomic_fetch_add(&sig_bad_frees, 1);
-        sig_ask(t, SIG_WANT_REPORT);
-        errno = EINVAL;
+        sig_bad_free(&sig_bad_frees);
         return;
     }
     h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
@@ -239,6 +251,10 @@ void rcl__sig_service(struct rcl_thread *t)
     if (bad)
         rcl__report("%lu free%s in a signal handler: not a block from this library, or "
                     "already freed; left alone", bad, bad == 1 ? "" : "s");
+    bad = atomic_exchange(&sig_bad_reallocs, 0);
+    if (bad)
+        rcl__report("%lu rcl_realloc() call%s in a signal handler: not a block from this "
+                    "library, or already freed; left alone", bad, bad == 1 ? "" : "s");
     bad = atomic_exchange(&sig_bad_leaves, 0);
     if (bad)
         rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",

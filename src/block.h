@@ -175,6 +175,9 @@ void *rcl__sig_refused(int err, rcl_gfp_t gfp);
  * alignment above 16, a mapped block, a realloc of a block), failed and
  * counted as the thread's would be. */
 void *rcl__sig_unserved(size_t size, rcl_gfp_t gfp);
+/* A handler's realloc of a block that is none of the library's: NULL,
+ * counted as a bad free at once, and reported by the thread later. */
+void *rcl__sig_realloc_foreign(void);
 void rcl__sig_free(void *p);
 
 #endif

@@ -338,6 +338,44 @@ TEST(test_a_handlers_bad_alignment_or_size_is_einval)
     rcl_free(p);
 }
 
+/* A handler's realloc of a pointer that is not a block of the library's,
+ * or of one freed already, is a bad free as outside a handler: counted at
+ * once, the pointer left alone, EINVAL, and reported by the thread later.
+ * It read as a stash empty for now (ENOMEM), or as a bad size, unsaid. */
+TEST(test_a_handlers_realloc_of_a_foreign_or_freed_block_is_a_bad_free_reported_later)
+{
+    char *theirs = malloc(256);
+    assert_non_null(theirs);
+    char *freed = rcl_alloc(100, RCL_DEFAULT);
+    assert_non_null(freed);
+    rcl_free(freed);                            /* in the thread's cache now */
+    struct rcl_stats before, after;
+    rcl_stats_get(&before);
+
+    unsigned cookie = rcl_signal_enter();
+    errno = 0;
+    void *foreign = rcl_realloc(theirs + 64, 64, RCL_ATOMIC);
+    int foreign_err = errno;
+    errno = 0;
+    void *again = rcl_realloc(freed, 0, RCL_ATOMIC);
+    int again_err = errno;
+    rcl_signal_leave(cookie);
+
+    rcl_stats_get(&after);
+    free(theirs);
+    assert_null(foreign);
+    assert_int_equal(foreign_err, EINVAL);
+    assert_null(again);
+    assert_int_equal(again_err, EINVAL);
+    assert_int_equal(after.bad_frees - before.bad_frees, 2);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("2 rcl_realloc() calls in a signal handler: not a block from "
+                           "this library, or already freed");
+    test_reports_take();
+}
+
 /* A handler's first request finds no stash and asks the thread for one,
  * which the thread's next slow path makes. */
 static void stash_for_a_handler(void)
