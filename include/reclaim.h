@@ -717,7 +717,9 @@ void   rcl_shutdown(void);
  * a thread whose exit has run (above).
  */
 /* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
- * enter is ignored, and reported by the thread's next allocation. */
+ * enter is ignored, and reported by the thread's next allocation: in a
+ * handler that interrupted a library call too, where the call goes on
+ * inside the library. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

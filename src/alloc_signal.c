@@ -326,10 +326,21 @@ size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr)
 }
 
 /* A handler that may interrupt code outside the library (the program's
- * own malloc) brackets its calls: they all take the signal path then. */
+ * own malloc) brackets its calls: they all take the signal path then.
+ * The depth goes up after the mark: a handler that lands in between
+ * and leaves without an enter finds none, and changes nothing. A handler
+ * that lands between the depth's load and store leaves it as it found
+ * it, so the store is right. Brackets nest as deep as handlers do, far
+ * below the byte's bound. */
 unsigned rcl_signal_enter(void)
 {
-    return rcl__busy_hold(&rcl__self);
+    struct rcl_thread *t = &rcl__self;
+    unsigned b = rcl__busy_hold(t);
+
+    rcl__assert(t->sig_depth < UCHAR_MAX);
+    t->sig_depth++;
+    atomic_signal_fence(memory_order_seq_cst);
+    return b;
 }
 
 /* rcl_shutdown() from a handler (init.c): no report from here either. */
@@ -341,9 +352,13 @@ void rcl__sig_shutdown_refused(void)
     sig_ask(t, SIG_WANT_REPORT);
 }
 
-/* A leave finds the mark its enter set: the library's own calls in between
- * put it back as they found it. Found clear, the leave had no enter, and
- * its cookie (if 1) would keep the thread on the handlers' path for good.
+/* A leave finds the mark its enter set, and the depth it raised: the
+ * library's own calls in between put the mark back as they found it.
+ * With no enter to match, the leave is refused, whatever the mark says:
+ * its cookie (if 1) would keep the thread on the handlers' path for
+ * good, and in a handler that interrupted a library call, where the
+ * mark is the call's, it would clear the mark for the rest of the call,
+ * and let a second handler's allocation take the ordinary path there.
  * The cookie puts back the mark the enter found, the exited thread's
  * (RCL__BUSY_EXITED) included: as 1 it would read as a handler's, and
  * refuse an rcl_shutdown() from a destructor after it. */
@@ -351,11 +366,12 @@ void rcl_signal_leave(unsigned cookie)
 {
     struct rcl_thread *t = &rcl__self;
 
-    if (unlikely(!t->busy)) {
+    if (unlikely(!t->sig_depth || !t->busy)) {
         /* No report from here: the thread makes it, as for a bad free. */
         atomic_fetch_add(&sig_bad_leaves, 1);
         sig_ask(t, SIG_WANT_REPORT);
         return;
     }
+    t->sig_depth--;
     rcl__busy_drop(t, cookie == RCL__BUSY_EXITED ? RCL__BUSY_EXITED : cookie ? 1u : 0u);
 }

@@ -169,6 +169,11 @@ struct rcl_thread {
                                          that made it (RCL__CALLOUT_*), or 0.
                                          In busy's padding: no field moves,
                                          and the fast paths never read it */
+    unsigned char         sig_depth;  /* rcl_signal_enter()s not yet left: a
+                                         leave that finds none had no enter,
+                                         whatever the mark says
+                                         (alloc_signal.c). In the same
+                                         padding */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;   /* less what its lists count:
                                                   rcl__bcache_counts() */

@@ -200,6 +200,39 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     assert_int_equal(test_report_count(), 1);
 }
 
+static void unmatched_leave_handler(int sig)
+{
+    (void)sig;
+    rcl_signal_leave(0);
+}
+
+/* A handler's leave without its enter, where the handler interrupted a
+ * library call (the thread's mark set, as the call sets it here), changes
+ * nothing: the call goes on inside the library, and the leave is reported
+ * later. Obeyed, its cookie cleared the mark for the rest of the call,
+ * and a second handler's allocation there took the ordinary path, its
+ * locks and the cache the call was half way through changing. */
+TEST(test_a_handlers_leave_without_an_enter_leaves_the_interrupted_call_inside)
+{
+    struct sigaction sa = { .sa_handler = unmatched_leave_handler }, old;
+    struct rcl_thread *t = &rcl__self;
+
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    unsigned b = rcl__busy_hold(t);             /* a library call under way */
+    raise(SIGUSR1);
+    unsigned found = t->busy;
+    rcl__busy_drop(t, b);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+
+    assert_int_equal(found, 1);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 rcl_signal_leave() call without rcl_signal_enter()");
+    test_reports_take();
+}
+
 /* The stash is made for a handler's allocation, not for what a handler
  * asks its thread to report (a leave without its enter, a bad free): a
  * thread whose handlers never allocate holds none, and is charged none. */
