@@ -719,7 +719,10 @@ void   rcl_shutdown(void);
 /* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
  * enter is ignored, and reported by the thread's next allocation: in a
  * handler that interrupted a library call too, where the call goes on
- * inside the library. */
+ * inside the library. One the thread has not reported when it exits (in
+ * its exit, or after) is reported by the next thread that serves a
+ * handler's request of its own (a free, a stash, a report), as a bad free
+ * in a handler is. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

@@ -51,6 +51,10 @@
  * never allocates is given no stash. */
 #define SIG_WANT_STASH  0x1u
 #define SIG_WANT_REPORT 0x2u
+/* And one rcl_signal_leave() without its enter, counted above those bits
+ * (want / SIG_WANT_LEAVE), so that the thread that made it reports it.
+ * An add past the word's top loses count, never a bit below. */
+#define SIG_WANT_LEAVE  0x100u
 
 static void sig_ask(struct rcl_thread *t, unsigned want)
 {
@@ -62,7 +66,8 @@ void *_Atomic rcl__sig_orphans;
 
 static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
 static _Atomic unsigned long sig_bad_reallocs; /* and reallocs of such pointers */
-static _Atomic unsigned long sig_bad_leaves;  /* rcl_signal_leave() without enter */
+static _Atomic unsigned long sig_exit_leaves; /* rcl_signal_leave() without enter,
+                                                on threads in or past their exit */
 static _Atomic unsigned long sig_nofail_nowaits; /* handlers' NOFAIL without DIRECT_RECLAIM */
 static _Atomic unsigned long sig_shutdowns;   /* handlers' rcl_shutdown(), refused */
 
@@ -255,10 +260,14 @@ void rcl__sig_service(struct rcl_thread *t)
     if (bad)
         rcl__report("%lu rcl_realloc() call%s in a signal handler: not a block from this "
                     "library, or already freed; left alone", bad, bad == 1 ? "" : "s");
-    bad = atomic_exchange(&sig_bad_leaves, 0);
+    bad = want / SIG_WANT_LEAVE;
     if (bad)
         rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",
                     bad, bad == 1 ? "" : "s");
+    bad = atomic_exchange(&sig_exit_leaves, 0);
+    if (bad)
+        rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(), on a thread "
+                    "that was exiting; ignored", bad, bad == 1 ? "" : "s");
     bad = atomic_exchange(&sig_shutdowns, 0);
     if (bad)
         rcl__report("%lu rcl_shutdown() call%s from a signal handler: refused (the call "
@@ -352,6 +361,33 @@ void rcl__sig_shutdown_refused(void)
     sig_ask(t, SIG_WANT_REPORT);
 }
 
+/* No report from here (it takes a lock): the thread makes it, at its
+ * next service. A thread whose exit has run serves itself no more: its
+ * count is the process's, reported by the next thread served, as its
+ * handlers' bad frees are. */
+static void sig_bad_leave(struct rcl_thread *t)
+{
+    if (rd(t->sig_orphan) == RCL__ORPHAN_EXITED) {
+        atomic_fetch_add(&sig_exit_leaves, 1);
+        return;
+    }
+    atomic_fetch_add(&t->sig_want, SIG_WANT_LEAVE);
+    rcl__slow_path_ask(t);
+}
+
+/* A round of the thread's exit, its mark for the round set: the leaves
+ * it has not reported yet, it may never report (it may not allocate
+ * again), so the process's count takes them. One that comes after the
+ * take counts on the thread again, for its next round, or, after the
+ * last, on the process's at once. */
+void rcl__sig_exit_leaves(struct rcl_thread *t)
+{
+    unsigned want = atomic_fetch_and(&t->sig_want, SIG_WANT_LEAVE - 1);
+
+    if (want / SIG_WANT_LEAVE)
+        atomic_fetch_add(&sig_exit_leaves, want / SIG_WANT_LEAVE);
+}
+
 /* A leave finds the mark its enter set, and the depth it raised: the
  * library's own calls in between put the mark back as they found it.
  * With no enter to match, the leave is refused, whatever the mark says:
@@ -367,9 +403,7 @@ void rcl_signal_leave(unsigned cookie)
     struct rcl_thread *t = &rcl__self;
 
     if (unlikely(!t->sig_depth || !t->busy)) {
-        /* No report from here: the thread makes it, as for a bad free. */
-        atomic_fetch_add(&sig_bad_leaves, 1);
-        sig_ask(t, SIG_WANT_REPORT);
+        sig_bad_leave(t);
         return;
     }
     t->sig_depth--;

@@ -303,6 +303,7 @@ void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now
 void   rcl__sig_exit(struct rcl_thread *t);     /* the same, for the last time */
 void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
 void   rcl__sig_shutdown_refused(void);         /* counted, reported by the thread */
+void   rcl__sig_exit_leaves(struct rcl_thread *t); /* its bad leaves, the process's */
 size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr);
 /* Frees handlers deferred on threads whose own lists nothing takes. */
 extern void *_Atomic rcl__sig_orphans;

@@ -200,6 +200,62 @@ TEST(test_a_leave_without_an_enter_is_ignored_and_reported)
     assert_int_equal(test_report_count(), 1);
 }
 
+/* Another thread's handler frees a block, deferred to that thread's
+ * next allocation, which the thread then makes: it is served first. */
+static void *served_for_a_handlers_free(void *arg)
+{
+    (void)arg;
+    void *p = rcl_alloc(64, RCL_DEFAULT);
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(p);
+    rcl_signal_leave(cookie);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));
+    return NULL;
+}
+
+/* A leave without its enter is reported by its own thread's next
+ * allocation, as reclaim.h says, not by the next thread served for a
+ * handler of its own: the count was the process's, taken whole by
+ * whichever thread came first. */
+TEST(test_a_leave_without_an_enter_is_reported_by_its_own_thread)
+{
+    pthread_t th;
+
+    rcl_signal_leave(1);
+    assert_int_equal(pthread_create(&th, NULL, served_for_a_handlers_free, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 rcl_signal_leave() call without rcl_signal_enter()");
+    test_reports_take();
+}
+
+static void *leaves_without_an_enter_and_exits(void *arg)
+{
+    (void)arg;
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));       /* registered: its exit runs */
+    rcl_signal_leave(1);
+    return NULL;
+}
+
+/* A thread that exits before its next allocation leaves its unreported
+ * leave to the process: the next thread served reports it, and says
+ * where it came from. */
+TEST(test_a_leave_without_an_enter_on_a_thread_that_exits_is_reported_by_another)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, leaves_without_an_enter_and_exits, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(test_report_count(), 0);
+    served_for_a_handlers_free(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 rcl_signal_leave() call without rcl_signal_enter(), on a "
+                           "thread that was exiting");
+    test_reports_take();
+}
+
 static void unmatched_leave_handler(int sig)
 {
     (void)sig;
