@@ -719,10 +719,14 @@ void   rcl_shutdown(void);
 /* Returns a cookie for rcl_signal_leave(); they nest. A leave without its
  * enter is ignored, and reported by the thread's next allocation: in a
  * handler that interrupted a library call too, where the call goes on
- * inside the library. One the thread has not reported when it exits (in
- * its exit, or after) is reported by the next thread that serves a
- * handler's request of its own (a free, a stash, a report), as a bad free
- * in a handler is. */
+ * inside the library. What a handler did wrong (such a leave, a bad free
+ * or realloc, a refused rcl_shutdown(), NOFAIL without
+ * RCL__DIRECT_RECLAIM) is reported by the thread it interrupted, never by
+ * another, counted by kind: more than 63 of one kind before the thread
+ * reports them are reported as "63 or more". What the thread has not
+ * reported when it exits (in its exit, or after) is reported by the next
+ * thread that serves a handler's request of its own (a free, a stash, a
+ * report), which says the thread was exiting. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

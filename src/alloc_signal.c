@@ -47,14 +47,30 @@
 #define SIG_DEFER  0x00c3c300u   /* xor-ed into a deferred block's check word */
 
 /* What a handler asks of its thread's next service (rcl_thread.sig_want):
- * a stash, or only the report of what went wrong there. A handler that
- * never allocates is given no stash. */
+ * a stash, and the report of what went wrong there, counted by kind
+ * above the request bits, so that the thread the handler interrupted
+ * reports it, not whichever thread is served first. A handler that never
+ * allocates is given no stash. */
 #define SIG_WANT_STASH  0x1u
-#define SIG_WANT_REPORT 0x2u
-/* And one rcl_signal_leave() without its enter, counted above those bits
- * (want / SIG_WANT_LEAVE), so that the thread that made it reports it.
- * An add past the word's top loses count, never a bit below. */
-#define SIG_WANT_LEAVE  0x100u
+#define SIG_BAD_SHIFT   2u
+#define SIG_BAD_BITS    6u
+#define SIG_BAD_MAX     ((1u << SIG_BAD_BITS) - 1)
+
+enum sig_bad {
+    SIG_BAD_FREE,       /* a free of no block of the library's, or a freed one */
+    SIG_BAD_REALLOC,    /* a realloc of such a pointer */
+    SIG_BAD_LEAVE,      /* rcl_signal_leave() without its enter */
+    SIG_BAD_SHUTDOWN,   /* rcl_shutdown(), refused */
+    SIG_BAD_NOFAIL,     /* NOFAIL without DIRECT_RECLAIM */
+    SIG_BAD_KINDS
+};
+_Static_assert(SIG_BAD_SHIFT + SIG_BAD_KINDS * SIG_BAD_BITS <= 32,
+               "the handlers' counts fit the word of requests");
+
+static inline unsigned sig_bad_shift(enum sig_bad kind)
+{
+    return SIG_BAD_SHIFT + (unsigned)kind * SIG_BAD_BITS;
+}
 
 static void sig_ask(struct rcl_thread *t, unsigned want)
 {
@@ -64,12 +80,75 @@ static void sig_ask(struct rcl_thread *t, unsigned want)
 
 void *_Atomic rcl__sig_orphans;
 
-static _Atomic unsigned long sig_bad_frees;   /* bad frees in handlers, to report */
-static _Atomic unsigned long sig_bad_reallocs; /* and reallocs of such pointers */
-static _Atomic unsigned long sig_exit_leaves; /* rcl_signal_leave() without enter,
-                                                on threads in or past their exit */
-static _Atomic unsigned long sig_nofail_nowaits; /* handlers' NOFAIL without DIRECT_RECLAIM */
-static _Atomic unsigned long sig_shutdowns;   /* handlers' rcl_shutdown(), refused */
+/* What handlers counted on threads in or past their exit, which may never
+ * serve themselves again: the next thread served reports it. */
+static _Atomic unsigned long sig_exit_bad[SIG_BAD_KINDS];
+
+/*
+ * A handler's misuse, counted on its own thread for the thread's next
+ * service to report (a report takes a lock). A compare-and-swap, so that
+ * a full count stays full rather than carry into the next: the report
+ * then says "or more". A handler that lands inside it, or inside the
+ * thread's own exchange of the word, runs whole before the swap, which
+ * fails and reads the word again. A thread whose exit has run serves
+ * itself no more: the process's count takes it at once.
+ */
+static void sig_bad(enum sig_bad kind)
+{
+    struct rcl_thread *t = &rcl__self;
+    unsigned shift = sig_bad_shift(kind);
+
+    if (rd(t->sig_orphan) == RCL__ORPHAN_EXITED) {
+        atomic_fetch_add(&sig_exit_bad[kind], 1);
+        return;
+    }
+    unsigned want = atomic_load(&t->sig_want);
+    while (((want >> shift) & SIG_BAD_MAX) != SIG_BAD_MAX &&
+           !atomic_compare_exchange_weak(&t->sig_want, &want, want + (1u << shift)))
+        ;
+    rcl__slow_path_ask(t);
+}
+
+static const struct sig_bad_text {
+    const char *what, *where, *then;
+} sig_bad_texts[SIG_BAD_KINDS] = {
+    [SIG_BAD_FREE] = { "free", " in a signal handler",
+                       ": not a block from this library, or already freed; left alone" },
+    [SIG_BAD_REALLOC] = { "rcl_realloc() call", " in a signal handler",
+                          ": not a block from this library, or already freed; left alone" },
+    [SIG_BAD_LEAVE] = { "rcl_signal_leave() call", " without rcl_signal_enter()", "; ignored" },
+    [SIG_BAD_SHUTDOWN] = { "rcl_shutdown() call", " from a signal handler",
+                           ": refused (the call the handler interrupted may hold the locks a "
+                           "shutdown takes, and go on over what it tears down)" },
+    [SIG_BAD_NOFAIL] = { "NOFAIL allocation", " in a signal handler can never succeed",
+                         ": NOFAIL needs DIRECT_RECLAIM (it must be able to wait); refused" },
+};
+
+static void sig_bad_report(enum sig_bad kind, unsigned long n, bool full, bool exiting)
+{
+    const struct sig_bad_text *x = &sig_bad_texts[kind];
+
+    rcl__report("%lu%s %s%s%s%s%s", n, full ? " or more" : "", x->what,
+                n == 1 && !full ? "" : "s", x->where,
+                exiting ? ", on a thread that was exiting" : "", x->then);
+}
+
+/* The thread's counts in `want`, taken from its word, and those the
+ * process's took from exiting threads: read before they are taken, as
+ * the process's deferred list is. */
+static void sig_bad_reports(unsigned want)
+{
+    for (unsigned k = 0; k < SIG_BAD_KINDS; k++) {
+        unsigned n = (want >> sig_bad_shift(k)) & SIG_BAD_MAX;
+        if (n)
+            sig_bad_report(k, n, n == SIG_BAD_MAX, false);
+        if (!atomic_load_explicit(&sig_exit_bad[k], memory_order_relaxed))
+            continue;
+        unsigned long exited = atomic_exchange(&sig_exit_bad[k], 0);
+        if (exited)
+            sig_bad_report(k, exited, false, true);
+    }
+}
 
 static inline size_t sig_cost(void) { return rcl__bcache_charge(rcl__bcache_class(SIG_SIZE)); }
 
@@ -128,13 +207,9 @@ void *rcl__sig_alloc(size_t size, rcl_gfp_t gfp)
  * free is (a report takes a lock). */
 void *rcl__sig_nofail_nowait(rcl_gfp_t gfp)
 {
-    struct rcl_thread *t = &rcl__self;
-
     rcl__count(failures, 1);
-    if (!(gfp & RCL__NOWARN)) {
-        atomic_fetch_add(&sig_nofail_nowaits, 1);
-        sig_ask(t, SIG_WANT_REPORT);
-    }
+    if (!(gfp & RCL__NOWARN))
+        sig_bad(SIG_BAD_NOFAIL);
     return fail(EINVAL);
 }
 
@@ -149,17 +224,16 @@ void *rcl__sig_refused(int err, rcl_gfp_t gfp)
 }
 
 /* No report from here (it takes a lock): the thread makes it. */
-static void sig_bad_free(_Atomic unsigned long *count)
+static void sig_bad_free(enum sig_bad kind)
 {
     rcl__count(bad_frees, 1);
-    atomic_fetch_add(count, 1);
-    sig_ask(&rcl__self, SIG_WANT_REPORT);
+    sig_bad(kind);
     errno = EINVAL;
 }
 
 void *rcl__sig_realloc_foreign(void)
 {
-    sig_bad_free(&sig_bad_reallocs);
+    sig_bad_free(SIG_BAD_REALLOC);
     return NULL;
 }
 
@@ -168,7 +242,7 @@ void rcl__sig_free(void *p)
     struct rcl_thread *t = &rcl__self;
     struct rcl_hdr *h = rcl__hdr_of(p);
     if (rcl__block_kind(p, h) == BLOCK_FOREIGN) {
-        sig_bad_free(&sig_bad_frees);
+        sig_bad_free(SIG_BAD_FREE);
         return;
     }
     h->meta ^= SIG_DEFER;            /* a second free is caught meanwhile */
@@ -252,32 +326,7 @@ void rcl__sig_service(struct rcl_thread *t)
     own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
     release_deferred(&t->sig_deferred);
     release_deferred(&rcl__sig_orphans);
-    unsigned long bad = atomic_exchange(&sig_bad_frees, 0);
-    if (bad)
-        rcl__report("%lu free%s in a signal handler: not a block from this library, or "
-                    "already freed; left alone", bad, bad == 1 ? "" : "s");
-    bad = atomic_exchange(&sig_bad_reallocs, 0);
-    if (bad)
-        rcl__report("%lu rcl_realloc() call%s in a signal handler: not a block from this "
-                    "library, or already freed; left alone", bad, bad == 1 ? "" : "s");
-    bad = want / SIG_WANT_LEAVE;
-    if (bad)
-        rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(); ignored",
-                    bad, bad == 1 ? "" : "s");
-    bad = atomic_exchange(&sig_exit_leaves, 0);
-    if (bad)
-        rcl__report("%lu rcl_signal_leave() call%s without rcl_signal_enter(), on a thread "
-                    "that was exiting; ignored", bad, bad == 1 ? "" : "s");
-    bad = atomic_exchange(&sig_shutdowns, 0);
-    if (bad)
-        rcl__report("%lu rcl_shutdown() call%s from a signal handler: refused (the call "
-                    "the handler interrupted may hold the locks a shutdown takes, and go "
-                    "on over what it tears down)", bad, bad == 1 ? "" : "s");
-    bad = atomic_exchange(&sig_nofail_nowaits, 0);
-    if (bad)
-        rcl__report("%lu NOFAIL allocation%s in a signal handler can never succeed: NOFAIL "
-                    "needs DIRECT_RECLAIM (it must be able to wait); refused", bad,
-                    bad == 1 ? "" : "s");
+    sig_bad_reports(want);
     if ((want & SIG_WANT_STASH) && rd(t->epoch))
         sig_refill(t);
 }
@@ -355,37 +404,23 @@ unsigned rcl_signal_enter(void)
 /* rcl_shutdown() from a handler (init.c): no report from here either. */
 void rcl__sig_shutdown_refused(void)
 {
-    struct rcl_thread *t = &rcl__self;
-
-    atomic_fetch_add(&sig_shutdowns, 1);
-    sig_ask(t, SIG_WANT_REPORT);
+    sig_bad(SIG_BAD_SHUTDOWN);
 }
 
-/* No report from here (it takes a lock): the thread makes it, at its
- * next service. A thread whose exit has run serves itself no more: its
- * count is the process's, reported by the next thread served, as its
- * handlers' bad frees are. */
-static void sig_bad_leave(struct rcl_thread *t)
-{
-    if (rd(t->sig_orphan) == RCL__ORPHAN_EXITED) {
-        atomic_fetch_add(&sig_exit_leaves, 1);
-        return;
-    }
-    atomic_fetch_add(&t->sig_want, SIG_WANT_LEAVE);
-    rcl__slow_path_ask(t);
-}
-
-/* A round of the thread's exit, its mark for the round set: the leaves
+/* A round of the thread's exit, its mark for the round set: the counts
  * it has not reported yet, it may never report (it may not allocate
- * again), so the process's count takes them. One that comes after the
- * take counts on the thread again, for its next round, or, after the
- * last, on the process's at once. */
-void rcl__sig_exit_leaves(struct rcl_thread *t)
+ * again), so the process's take them. One that comes after the take
+ * counts on the thread again, for its next round, or, after the last, on
+ * the process's at once. */
+void rcl__sig_exit_bad(struct rcl_thread *t)
 {
-    unsigned want = atomic_fetch_and(&t->sig_want, SIG_WANT_LEAVE - 1);
+    unsigned want = atomic_fetch_and(&t->sig_want, (1u << SIG_BAD_SHIFT) - 1);
 
-    if (want / SIG_WANT_LEAVE)
-        atomic_fetch_add(&sig_exit_leaves, want / SIG_WANT_LEAVE);
+    for (unsigned k = 0; k < SIG_BAD_KINDS; k++) {
+        unsigned n = (want >> sig_bad_shift(k)) & SIG_BAD_MAX;
+        if (n)
+            atomic_fetch_add(&sig_exit_bad[k], n);
+    }
 }
 
 /* A leave finds the mark its enter set, and the depth it raised: the
@@ -403,7 +438,7 @@ void rcl_signal_leave(unsigned cookie)
     struct rcl_thread *t = &rcl__self;
 
     if (unlikely(!t->sig_depth || !t->busy)) {
-        sig_bad_leave(t);
+        sig_bad(SIG_BAD_LEAVE);
         return;
     }
     t->sig_depth--;

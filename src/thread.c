@@ -135,7 +135,7 @@ static void thread_exit(void *arg)
         atomic_store(&t->sig_orphan, RCL__ORPHAN_EXITED);
         b = RCL__BUSY_EXITED;
     }
-    rcl__sig_exit_leaves(t);
+    rcl__sig_exit_bad(t);
     rcl__busy_drop(t, b);
 }
 

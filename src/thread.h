@@ -198,7 +198,8 @@ struct rcl_thread {
      * only pops; the thread pushes or takes the whole list), their charge,
      * the blocks such handlers freed (a handler only pushes; the thread
      * takes the whole list), and what a handler asks of the thread: a
-     * refill, or only a report (alloc_signal.c's SIG_WANT_*).
+     * refill, and the report of its misuse, counted by kind above the
+     * request bits (alloc_signal.c's SIG_WANT_* and SIG_BAD_*).
      * sig_orphan: nothing of the thread's will take sig_deferred again -
      * it never registered, or its exit took the list for the last time -
      * so handlers defer to the process's list (rcl__sig_orphans). */
@@ -303,7 +304,7 @@ void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now
 void   rcl__sig_exit(struct rcl_thread *t);     /* the same, for the last time */
 void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
 void   rcl__sig_shutdown_refused(void);         /* counted, reported by the thread */
-void   rcl__sig_exit_leaves(struct rcl_thread *t); /* its bad leaves, the process's */
+void   rcl__sig_exit_bad(struct rcl_thread *t);  /* its handlers' misuse, the process's */
 size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr);
 /* Frees handlers deferred on threads whose own lists nothing takes. */
 extern void *_Atomic rcl__sig_orphans;

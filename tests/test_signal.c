@@ -256,6 +256,114 @@ TEST(test_a_leave_without_an_enter_on_a_thread_that_exits_is_reported_by_another
     test_reports_take();
 }
 
+/* Each of a handler's misuses below is made on this thread, in its
+ * bracket; another thread, served first for a handler of its own, must
+ * not report it: this thread's next allocation does. The counts were the
+ * process's, taken whole by whichever thread came first. */
+static void served_elsewhere_then_here(const char *expected)
+{
+    pthread_t th;
+
+    assert_int_equal(pthread_create(&th, NULL, served_for_a_handlers_free, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(test_report_count(), 0);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has(expected);
+    test_reports_take();
+}
+
+TEST(test_a_handlers_bad_free_is_reported_by_its_own_thread)
+{
+    char *theirs = malloc(256);
+
+    assert_non_null(theirs);
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(theirs + 64);
+    rcl_signal_leave(cookie);
+    free(theirs);
+    served_elsewhere_then_here("1 free in a signal handler: not a block from this library");
+}
+
+TEST(test_a_handlers_bad_realloc_is_reported_by_its_own_thread)
+{
+    char *theirs = malloc(256);
+
+    assert_non_null(theirs);
+    unsigned cookie = rcl_signal_enter();
+    void *p = rcl_realloc(theirs + 64, 64, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+    free(theirs);
+    assert_null(p);
+    served_elsewhere_then_here("1 rcl_realloc() call in a signal handler: not a block");
+}
+
+TEST(test_a_handlers_refused_shutdown_is_reported_by_its_own_thread)
+{
+    unsigned cookie = rcl_signal_enter();
+    rcl_shutdown();
+    rcl_signal_leave(cookie);
+    served_elsewhere_then_here("1 rcl_shutdown() call from a signal handler: refused");
+}
+
+TEST(test_a_handlers_nofail_that_may_not_wait_is_reported_by_its_own_thread)
+{
+    unsigned cookie = rcl_signal_enter();
+    void *p = rcl_alloc(64, RCL__KSWAPD_RECLAIM | RCL__NOFAIL);
+    rcl_signal_leave(cookie);
+    assert_null(p);
+    served_elsewhere_then_here("1 NOFAIL allocation in a signal handler can never succeed");
+}
+
+/* More of one kind than its count holds between two services is
+ * reported as at least the count's top, not carried into the next
+ * kind's count. */
+TEST(test_a_handlers_bad_frees_past_their_count_are_reported_as_more)
+{
+    char *theirs = malloc(256);
+
+    assert_non_null(theirs);
+    unsigned cookie = rcl_signal_enter();
+    for (int i = 0; i < 100; i++)
+        rcl_free(theirs + 64);
+    rcl_signal_leave(cookie);
+    free(theirs);
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* the thread's next slow path */
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("63 or more frees in a signal handler");
+    test_reports_take();
+}
+
+static void *frees_badly_in_a_handler_and_exits(void *arg)
+{
+    char *theirs = arg;
+
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));       /* registered: its exit runs */
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(theirs + 64);
+    rcl_signal_leave(cookie);
+    return NULL;
+}
+
+/* A thread that exits before its next allocation leaves its handlers'
+ * unreported misuse to the process: the next thread served reports it,
+ * and says where it came from. */
+TEST(test_a_handlers_bad_free_on_a_thread_that_exits_is_reported_by_another)
+{
+    char *theirs = malloc(256);
+    pthread_t th;
+
+    assert_non_null(theirs);
+    assert_int_equal(pthread_create(&th, NULL, frees_badly_in_a_handler_and_exits, theirs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    free(theirs);
+    assert_int_equal(test_report_count(), 0);
+    served_for_a_handlers_free(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 free in a signal handler, on a thread that was exiting");
+    test_reports_take();
+}
+
 static void unmatched_leave_handler(int sig)
 {
     (void)sig;
