@@ -724,9 +724,10 @@ void   rcl_shutdown(void);
  * RCL__DIRECT_RECLAIM) is reported by the thread it interrupted, never by
  * another, counted by kind: more than 63 of one kind before the thread
  * reports them are reported as "63 or more". What the thread has not
- * reported when it exits (in its exit, or after) is reported by the next
- * thread that serves a handler's request of its own (a free, a stash, a
- * report), which says the thread was exiting. */
+ * reported when it exits (in its exit, or after), and what a handler does
+ * wrong on a thread that has not used the library yet, is reported by the
+ * next thread that serves a handler's request of its own (a free, a
+ * stash, a report), which says the library was not serving that thread. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

@@ -80,8 +80,9 @@ static void sig_ask(struct rcl_thread *t, unsigned want)
 
 void *_Atomic rcl__sig_orphans;
 
-/* What handlers counted on threads in or past their exit, which may never
- * serve themselves again: the next thread served reports it. */
+/* What handlers counted on threads in or past their exit, or unknown to
+ * the library, which may never serve themselves again: the next thread
+ * served reports it. */
 static _Atomic unsigned long sig_exit_bad[SIG_BAD_KINDS];
 
 /*
@@ -90,15 +91,18 @@ static _Atomic unsigned long sig_exit_bad[SIG_BAD_KINDS];
  * a full count stays full rather than carry into the next: the report
  * then says "or more". A handler that lands inside it, or inside the
  * thread's own exchange of the word, runs whole before the swap, which
- * fails and reads the word again. A thread whose exit has run serves
- * itself no more: the process's count takes it at once.
+ * fails and reads the word again. A thread nothing of the library's will
+ * serve again for certain (sig_orphan: one whose exit has begun, or one
+ * the library does not know, which may never call it and has no exit of
+ * the library's to hand its counts on) leaves them to the process's
+ * count at once.
  */
 static void sig_bad(enum sig_bad kind)
 {
     struct rcl_thread *t = &rcl__self;
     unsigned shift = sig_bad_shift(kind);
 
-    if (rd(t->sig_orphan) == RCL__ORPHAN_EXITED) {
+    if (rd(t->sig_orphan)) {
         atomic_fetch_add(&sig_exit_bad[kind], 1);
         return;
     }
@@ -130,7 +134,7 @@ static void sig_bad_report(enum sig_bad kind, unsigned long n, bool full, bool e
 
     rcl__report("%lu%s %s%s%s%s%s", n, full ? " or more" : "", x->what,
                 n == 1 && !full ? "" : "s", x->where,
-                exiting ? ", on a thread that was exiting" : "", x->then);
+                exiting ? ", on a thread the library was not serving (exiting, or not yet using it)" : "", x->then);
 }
 
 /* The thread's counts in `want`, taken from its word, and those the

@@ -252,7 +252,8 @@ TEST(test_a_leave_without_an_enter_on_a_thread_that_exits_is_reported_by_another
     served_for_a_handlers_free(NULL);
     assert_int_equal(test_report_count(), 1);
     assert_last_report_has("1 rcl_signal_leave() call without rcl_signal_enter(), on a "
-                           "thread that was exiting");
+                           "thread the library was not serving (exiting, or not yet "
+                           "using it)");
     test_reports_take();
 }
 
@@ -345,6 +346,35 @@ static void *frees_badly_in_a_handler_and_exits(void *arg)
     return NULL;
 }
 
+static void *frees_badly_in_a_handler_unknown_to_the_library(void *theirs)
+{
+    unsigned cookie = rcl_signal_enter();       /* its first call: not registered */
+    rcl_free((char *)theirs + 64);
+    rcl_signal_leave(cookie);
+    return NULL;
+}
+
+/* A thread the library does not know may never call it again, and no
+ * exit of the library's runs for it: its handlers' misuse goes to the
+ * process at once, and the next thread served reports it, saying so. */
+TEST(test_a_handlers_bad_free_on_a_thread_unknown_to_the_library_is_reported_by_another)
+{
+    char *theirs = malloc(256);
+    pthread_t th;
+
+    assert_non_null(theirs);
+    assert_int_equal(pthread_create(&th, NULL, frees_badly_in_a_handler_unknown_to_the_library,
+                                    theirs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    free(theirs);
+    assert_int_equal(test_report_count(), 0);
+    served_for_a_handlers_free(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 free in a signal handler, on a thread the library was not "
+                           "serving (exiting, or not yet using it)");
+    test_reports_take();
+}
+
 /* A thread that exits before its next allocation leaves its handlers'
  * unreported misuse to the process: the next thread served reports it,
  * and says where it came from. */
@@ -360,7 +390,8 @@ TEST(test_a_handlers_bad_free_on_a_thread_that_exits_is_reported_by_another)
     assert_int_equal(test_report_count(), 0);
     served_for_a_handlers_free(NULL);
     assert_int_equal(test_report_count(), 1);
-    assert_last_report_has("1 free in a signal handler, on a thread that was exiting");
+    assert_last_report_has("1 free in a signal handler, on a thread the library was not "
+                           "serving (exiting, or not yet using it)");
     test_reports_take();
 }
 
