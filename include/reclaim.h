@@ -1842,7 +1842,12 @@ void rcl_stats_get(struct rcl_stats *out);
 unsigned rcl_stats_shrinkers(struct rcl_shrinker_stats *out, unsigned max);
 /* Text (json = 0) or one JSON object (json = 1, or any other nonzero
  * value, as a C truth value), every shrinker listed
- * with the count of the same reading; -EINVAL, reported, for a NULL file,
+ * with the count of the same reading. Listing more than
+ * RCL_STATS_MAX_SHRINKERS takes memory: without it (or while shrinkers are
+ * registered faster than they can be read) the first
+ * RCL_STATS_MAX_SHRINKERS are listed and the rest counted as left out
+ * ("the first 32 listed; 3 left out" in the text, "shrinkers_left_out" in
+ * the JSON, 0 when none is). -EINVAL, reported, for a NULL file,
  * -EIO when writing fails. RECLAIM_STATS=1 prints the text form at exit.
  * Its writes are cancellation points, as the stream's are: a thread
  * cancelled there leaves no memory of the call behind. */

@@ -151,7 +151,9 @@ struct shrinker_list {
  * reading when they fit, else one into an array from malloc, read again,
  * larger, while more were registered than it had room for. Without the
  * memory, or with shrinkers registered faster than the reads, st's reading:
- * its count, and the first of them. */
+ * its count, and the first of them, the rest counted as left out. Reading
+ * in chunks would need no array, but a list printed a chunk at a time is
+ * no one reading of the count printed before it. */
 static void all_shrinkers(const struct rcl_stats *st, struct shrinker_list *l)
 {
     l->all = st->shrinkers;
@@ -186,13 +188,14 @@ static void print_json(FILE *f, const struct rcl_stats *st, const struct shrinke
                "\"direct_cpu_ns\":%llu,\"background_cpu_ns\":%llu,\"direct_bounded\":%lu,\"throttled\":%lu,"
                "\"throttle_ns\":%llu,\"slow_reclaims\":%lu,"
                "\"reserve_allocs\":%lu,\"nofail_stalls\":%lu,\"mempool_reserve_hits\":%lu,"
-               "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers\":[",
+               "\"lockdep_reports\":%lu,\"nr_shrinkers\":%u,\"shrinkers_left_out\":%u,"
+               "\"shrinkers\":[",
             st->usage, st->peak, st->limit, st->wmark_min, st->wmark_low, st->wmark_high,
             st->allocations, st->frees, st->failures, st->bad_frees, st->thread_cached,
             st->depot_held, st->direct_reclaims, st->direct_stall_ns, st->direct_reclaimed, st->background_wakeups,
             st->background_reclaimed, st->direct_cpu_ns, st->background_cpu_ns, st->direct_bounded, st->throttled,
             st->throttle_ns, st->slow_reclaims, st->reserve_allocs, st->nofail_stalls,
-            st->mempool_reserve_hits, st->lockdep_reports, l->nr);
+            st->mempool_reserve_hits, st->lockdep_reports, l->nr, l->nr - l->n);
     for (unsigned i = 0; i < l->n; i++) {
         const struct rcl_shrinker_stats *s = &l->all[i];
         fprintf(f, "%s{\"name\":", i ? "," : "");
@@ -222,7 +225,11 @@ static void print_text(FILE *f, const struct rcl_stats *st, const struct shrinke
             st->background_wakeups, st->background_reclaimed, (double)st->background_cpu_ns / 1e6,
             st->reserve_allocs, st->nofail_stalls,
             st->mempool_reserve_hits, st->lockdep_reports);
-    fprintf(f, "  shrinkers: %u\n", l->nr);
+    if (l->n < l->nr)
+        fprintf(f, "  shrinkers: %u (the first %u listed; %u left out)\n", l->nr, l->n,
+                l->nr - l->n);
+    else
+        fprintf(f, "  shrinkers: %u\n", l->nr);
     for (unsigned i = 0; i < l->n; i++) {
         const struct rcl_shrinker_stats *s = &l->all[i];
         fprintf(f, "    %-24s calls %lu scanned %lu freed %lu skipped %lu deferred %lu\n",

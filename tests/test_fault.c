@@ -1053,6 +1053,70 @@ TEST_BARE(test_a_cancelled_nofail_retry_gives_its_charge_back)
     rcl_set_report_fn(NULL, NULL);
 }
 
+/* Prints the statistics, with N shrinkers registered, while every
+ * allocation the library makes fails; returns the text. */
+static char *stats_printed_without_memory(int json, unsigned n)
+{
+    struct test_counter *sh[RCL_STATS_MAX_SHRINKERS + 8];
+    char name[32], *buf = NULL;
+    size_t len = 0;
+
+    assert_true(n <= RCL_STATS_MAX_SHRINKERS + 8);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "pool-%u", i);
+        sh[i] = test_counter_new(name, 0, NULL);
+    }
+    FILE *f = open_memstream(&buf, &len);      /* stdio's own allocations */
+    assert_non_null(f);                        /* are not the wrapped ones */
+    atomic_store(&calls, 0);
+    atomic_store(&failed, 0);
+    atomic_store(&fail_at, 0);
+    atomic_store(&fail_upto, ULONG_MAX);
+    atomic_store(&armed, true);
+    int ret = rcl_stats_print(f, json);
+    atomic_store(&armed, false);
+    atomic_store(&fail_upto, 0);
+    assert_int_equal(ret, 0);
+    assert_true(atomic_load(&failed) >= 1);
+    fclose(f);
+    for (unsigned i = 0; i < n; i++)
+        test_counter_free(sh[i]);
+    return buf;
+}
+
+/* Without the memory to list every shrinker, the text says how many it
+ * leaves out rather than end the list short in silence. */
+TEST_BARE(test_stats_text_without_memory_for_the_list_says_how_many_it_left_out)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+    char *buf = stats_printed_without_memory(0, RCL_STATS_MAX_SHRINKERS + 3);
+
+    assert_non_null(strstr(buf, "  shrinkers: 35 (the first 32 listed; 3 left out)\n"));
+    assert_non_null(strstr(buf, "pool-31 "));
+    assert_null(strstr(buf, "pool-32 "));
+    free(buf);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+}
+
+/* The JSON form says it too, in a member of its own. */
+TEST_BARE(test_stats_json_without_memory_for_the_list_counts_the_shrinkers_left_out)
+{
+    struct rcl_config cfg = test_config(8 * MiB);
+    assert_int_equal(rcl_init(&cfg), 0);
+    char *buf = stats_printed_without_memory(1, RCL_STATS_MAX_SHRINKERS + 3);
+
+    assert_non_null(strstr(buf, "\"nr_shrinkers\":35,\"shrinkers_left_out\":3,"));
+    assert_non_null(strstr(buf, "\"pool-31\""));
+    assert_null(strstr(buf, "\"pool-32\""));
+    free(buf);
+    rcl_usage_sync();
+    assert_int_equal(rcl_usage(), 0);
+    rcl_shutdown();
+}
+
 #define SWEEP(fn) TEST_BARE(test_##fn) { sweep(fn, #fn); }
 SWEEP(scenario_alloc_family)
 SWEEP(scenario_shrinker_reclaim)
