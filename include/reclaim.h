@@ -1315,7 +1315,11 @@ void rcl_workqueue_destroy(struct rcl_workqueue *wq);
  * Anything else: -EINVAL, reported, the thread left as it was. After a set
  * the kernel accepted, the flag is read back with PR_GET_IO_FLUSHER where
  * the kernel allows it: a value
- * other than `on` is reported and the call returns -EIO.
+ * other than `on` is reported and the call returns -EIO. That set was
+ * made, so the thread is left as after a 0: an I/O flusher for the
+ * library (and, by the set's answer, the kernel), not served from the
+ * reserve below, which stands in for a refused set only;
+ * rcl_io_flusher_set(0) undoes both.
  * Without CAP_SYS_RESOURCE prctl fails: the library part still applies, the
  * call returns -EPERM and the library reports a refused on once per
  * process. So for any other error prctl gives, returned negated: a kernel
@@ -1371,7 +1375,8 @@ int rcl_io_flusher_get(void);
  *   there too.
  *
  *   rcl_io_flusher_set(1) then, when the kernel refuses the flag (it still
- *   returns that -EPERM), touches 256 KiB of the thread's stack (at most
+ *   returns that -EPERM, or -EINVAL from a kernel without it; not for a
+ *   set the kernel took whose read-back gives -EIO), touches 256 KiB of the thread's stack (at most
  *   half of it) and from then on serves that thread's rcl_alloc,
  *   rcl_calloc and rcl_realloc from the reserve (a block allocated
  *   outside it that rcl_realloc resizes moves into it, never resized in

@@ -60,12 +60,15 @@ static int kernel_confirm(int on)
     return -EIO;
 }
 
-static int kernel_io_flusher(int on)
+/* *refused: the kernel did not take the set, so its half is missing. */
+static int kernel_io_flusher(int on, bool *refused)
 {
     /* Exactly 1 or 0: the argument is the flag's new value. */
+    *refused = false;
     if (rcl__prctl(PR_SET_IO_FLUSHER, on ? 1UL : 0UL, 0UL, 0UL, 0UL) == 0)
         return kernel_confirm(on);
     int err = errno;
+    *refused = true;
     /* The words are for an on: an off refused leaves the kernel's flag as
      * the on left it, which the caller's error already says. */
     if (!on)
@@ -118,8 +121,15 @@ int rcl_io_flusher_set(int on)
         rcl__scope_flusher(false);
         rcl__scope_flusher_end(token, __builtin_return_address(0));
     }
-    int err = kernel_io_flusher(on);
-    if (on && err)
+    /* The reserve stands in for the kernel's half where it refused the
+     * set. One it took but reads back otherwise (-EIO) is in force as far
+     * as the set's answer says: its page faults are the kernel's to keep
+     * NOIO, and serving the thread from the reserve, where a full reserve
+     * fails an allocation at once, would make it stricter than the
+     * flusher it asked to be. */
+    bool refused;
+    int err = kernel_io_flusher(on, &refused);
+    if (on && refused)
         (void)rcl__resv_enter(t);
     else if (!on)
         rcl__resv_leave(t);

@@ -260,6 +260,27 @@ TEST_WITH(test_flag_read_back_wrong_is_reported, fake_setup, fake_teardown)
     rcl_io_flusher_set(0);
 }
 
+/* The reserve serves a flusher the kernel refused (rcl_io_flusher_reserve):
+ * a set the kernel took, whatever it reads back, leaves the kernel's half
+ * in place, and the thread is no stricter than a flusher the kernel
+ * confirmed, its allocations not failing at once with the reserve full.
+ * rcl_io_flusher_set(0) undoes it all, the kernel's set included. */
+TEST_WITH(test_flag_read_back_wrong_does_not_serve_the_thread_from_the_reserve,
+          fake_setup, fake_teardown)
+{
+    assert_int_equal(rcl_io_flusher_reserve(64 * KiB, 0), 0);
+    fake.get_result = 7;
+    assert_int_equal(rcl_io_flusher_set(1), -EIO);
+    assert_int_equal(rcl_io_flusher_get(), 1);
+    assert_int_equal(rcl_io_flusher_reserved(), 0);
+    assert_int_equal(test_report_count(), 1);
+    fake.get_result = 0;
+    assert_int_equal(rcl_io_flusher_set(0), 0);
+    assert_int_equal(fake.flag, 0);
+    assert_int_equal(rcl_io_flusher_get(), 0);
+    assert_int_equal(rcl_io_flusher_reserve(0, 0), 0);
+}
+
 /* Where the kernel does not let the process read the flag, the set's
  * success stands. */
 TEST_WITH(test_flag_unreadable_is_not_an_error, fake_setup, fake_teardown)
