@@ -591,7 +591,10 @@ void   rcl_shutdown(void);
  * of its pool until it returns. A shrinker another thread was unregistering at
  * the fork is unregistered in the child: at once, or, held by a reclaim
  * pass of the forking thread (a fork from a shrinker's callback), when that
- * pass lets it go. rcl_shutdown() in the child only touches the child.
+ * pass lets it go; but for an LRU's shrinker so held, whose LRU another
+ * thread was destroying: the LRU is the child's to use and to destroy
+ * (rcl_lru(3)), and its destroy there unregisters that shrinker once the
+ * pass is over. rcl_shutdown() in the child only touches the child.
  * fork() waits for calls in flight to leave the library's locks, so the one
  * thing a forking thread must not hold is a lock an LRU's isolate callback
  * blocks on (that callback runs under the LRU's lock; the header's example

@@ -325,6 +325,11 @@ int    rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME
 void   rcl__shrinker_unregister_report(const char *caller, int err, const void *s,
                                        const char *name);
 bool   rcl__shrinking_here(void);
+/* In an object's child handler: is s, which a destroy on a thread not in
+ * the child may have been unregistering, still registered? If so it is
+ * live again, for the child's own destroy to unregister. */
+bool   rcl__shrinker_atfork_keep(struct rcl_shrinker *s);
+
 /* Bounded reclaim (shrinker.c): this thread's passes stop between scan
  * calls once the clock passes `deadline` (rcl__now_ns(); 0 = unbounded),
  * and add each shrinker's time, net accounted bytes and objects to *tr

@@ -156,15 +156,40 @@ static inline void count_add_locked(struct rcl_lru *lru, long delta)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* A making under way on another thread at the fork has no thread to end
+static bool shrinker_still_ours(const struct rcl_lru *lru)
+{
+    return atomic_load_explicit(&rcl__ready, memory_order_acquire) &&
+           atomic_load_explicit(&rcl__epoch, memory_order_acquire) == lru->shrinker_epoch;
+}
+
+/*
+ * A making under way on another thread at the fork has no thread to end
  * it in the child, which could then never make the LRU's shrinker. One
- * on the forking thread (a report function that forks in it) goes on. */
+ * on the forking thread (a report function that forks in it) goes on.
+ *
+ * Nor has a destroy under way on another thread, which claimed the LRU:
+ * every destroy in the child was refused as a second one, the copy never
+ * freed. An LRU still tracked has had nothing freed (lru_free() untracks
+ * first), so the copy is whole and the claim goes; what is left to settle
+ * is the shrinker, whose unregister that destroy may have begun. One the
+ * child's shrinker handler finished is gone (that handler runs before
+ * this one). One a pass of the forking thread still holds stays
+ * registered, for the child's destroy to unregister again, which it
+ * refuses while that pass scans the LRU: forgotten, the shrinker would
+ * let the child's destroy free the LRU under the scan.
+ */
 static void lru_atfork_child(struct rcl__fork_obj *o)
 {
     struct rcl_lru *lru = (struct rcl_lru *)(void *)((char *)o - offsetof(struct rcl_lru, fork));
 
     if (rd(lru->maker) != &rcl__self)
         wr(lru->maker, NULL);
+    if (!rcl__fork_claimed_by_gone(o))
+        return;
+    if (lru->shrinker && shrinker_still_ours(lru) &&
+        !rcl__shrinker_atfork_keep(lru->shrinker))
+        lru->shrinker = NULL;
+    rcl__fork_unclaim_gone(o);
 }
 
 struct rcl_lru *rcl_lru_create(void)
@@ -181,12 +206,6 @@ struct rcl_lru *rcl_lru_create(void)
     rcl_lru_list_init(&lru->orphans);
     rcl__fork_track(&lru->fork, &lru->lock, lru_atfork_child);
     return lru;
-}
-
-static bool shrinker_still_ours(const struct rcl_lru *lru)
-{
-    return atomic_load_explicit(&rcl__ready, memory_order_acquire) &&
-           atomic_load_explicit(&rcl__epoch, memory_order_acquire) == lru->shrinker_epoch;
 }
 
 /* What a destroy has to report, kept for after it has let the LRU go. */
@@ -225,8 +244,11 @@ static int lru_free(struct rcl_lru *lru, struct lru_free_report *r)
         }
         lru->shrinker = NULL;
     }
-    tag_put(lru->tag);
+    /* Untracked before anything is let go: a child forked from here on
+     * has no handler to end this destroy's claim in it, and one forked
+     * before finds the LRU whole (lru_atfork_child()). */
     rcl__fork_untrack(&lru->fork);
+    tag_put(lru->tag);
     pthread_mutex_destroy(&lru->lock);
     free(lru);
     return 0;

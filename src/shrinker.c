@@ -870,6 +870,27 @@ unsigned rcl__shrinkers_stats(struct rcl_shrinker_stats *out, unsigned max)
 void rcl__shrinker_atfork_prepare(void) { pthread_mutex_lock(&shrinker_lock); }
 void rcl__shrinker_atfork_parent(void) { pthread_mutex_unlock(&shrinker_lock); }
 
+/*
+ * For an LRU's child handler, after this file's: s belongs to an object
+ * whose destroy, on a thread not in the child, may have been unregistering
+ * it. Returns false where the unregister is over (s is no longer
+ * registered: the address is only compared). One that waited for a pass
+ * of the forking thread is ended instead, s live again: the object's
+ * destroy in the child unregisters it once more, and is refused while
+ * that pass holds it, as from any shrinker's own callback.
+ */
+bool rcl__shrinker_atfork_keep(struct rcl_shrinker *s)
+{
+    pthread_mutex_lock(&shrinker_lock);
+    bool kept = registered_locked(s);
+    if (kept) {
+        s->dead = false;
+        s->orphan = false;
+    }
+    pthread_mutex_unlock(&shrinker_lock);
+    return kept;
+}
+
 /* The passes other threads held are gone with them: only the forking
  * thread's own (it may fork from a callback, at any depth of nested
  * passes) still count, or unregister would wait forever, and the end of

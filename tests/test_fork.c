@@ -1508,4 +1508,154 @@ TEST(a_child_forked_while_another_thread_makes_an_lrus_shrinker_makes_its_own)
     assert_int_equal(rcl_lru_destroy(made_twice), 0);
 }
 
+/* A destroy another thread has under way at the fork, waiting in the
+ * unregister of the LRU's shrinker for a scan in flight, has no thread in
+ * the child to finish it: the child's copy is the child's to use and to
+ * destroy, its shrinker gone with the scan. (Every destroy there was
+ * refused as one of an LRU that is not live, the copy never freed.) The
+ * scan waits in its free_fn, outside the LRU's lock, which the fork
+ * takes. */
+static struct rcl_lru *destroyed_lru;
+static atomic_int lru_scan_in_free, lru_scan_released, lru_destroyer_tid;
+static int lru_destroyer_rc = 1;
+
+static void item_free_at_gate(struct rcl_lru_node *n, void *arg)
+{
+    atomic_store(&lru_scan_in_free, 1);
+    while (!atomic_load(&lru_scan_released))
+        test_sleep_ms(1);
+    item_free(n, arg);
+}
+
+static void *reclaims_an_item(void *arg)
+{
+    (void)arg;
+    rcl_reclaim(sizeof(struct item), RCL_DEFAULT);
+    return NULL;
+}
+
+static void *destroys_the_lru(void *arg)
+{
+    (void)arg;
+    atomic_store(&lru_destroyer_tid, (int)syscall(SYS_gettid));
+    lru_destroyer_rc = rcl_lru_destroy(destroyed_lru);
+    return NULL;
+}
+
+static void lru_destroyer_waits(pthread_t *th)
+{
+    atomic_store(&lru_destroyer_tid, 0);
+    lru_destroyer_rc = 1;
+    assert_int_equal(pthread_create(th, NULL, destroys_the_lru, NULL), 0);
+    while (!atomic_load(&lru_destroyer_tid) || !test_thread_asleep(atomic_load(&lru_destroyer_tid)))
+        test_sleep_ms(1);
+    test_sleep_ms(20);
+}
+
+static struct item *lru_item_added(struct rcl_lru *l)
+{
+    struct item *it = rcl_alloc(sizeof(*it), RCL_DEFAULT);
+    assert_non_null(it);
+    rcl_lru_node_init(&it->node);
+    assert_int_equal(rcl_lru_add(l, &it->node), 1);
+    return it;
+}
+
+static int child_uses_and_destroys_the_lru_being_destroyed(void)
+{
+    struct item it;
+
+    alarm(10);
+    test_reports_reset();
+    CHECK(rcl_lru_count(destroyed_lru) == 0, 1);
+    CHECK(rcl_stats_shrinkers(NULL, 0) == 0, 2);
+    rcl_lru_node_init(&it.node);
+    CHECK(rcl_lru_add(destroyed_lru, &it.node) == 1, 3);
+    CHECK(rcl_lru_destroy(destroyed_lru) == -EBUSY, 4);
+    CHECK(rcl_lru_del(destroyed_lru, &it.node) == 1, 5);
+    CHECK(rcl_lru_destroy(destroyed_lru) == 0, 6);
+    CHECK(test_report_count() == 1 && test_reports_contain("1 items still on the LRU"), 7);
+    return 0;
+}
+
+TEST(a_child_destroys_an_lru_another_thread_was_destroying_at_the_fork)
+{
+    pthread_t scanner, destroyer;
+
+    atomic_store(&lru_scan_in_free, 0);
+    atomic_store(&lru_scan_released, 0);
+    destroyed_lru = rcl_lru_create();
+    assert_non_null(destroyed_lru);
+    assert_non_null(rcl_lru_shrinker(destroyed_lru, "destroyed", NULL, item_free_at_gate,
+                                     NULL, NULL));
+    lru_item_added(destroyed_lru);
+    assert_int_equal(pthread_create(&scanner, NULL, reclaims_an_item, NULL), 0);
+    while (!atomic_load(&lru_scan_in_free))
+        test_sleep_ms(1);
+    lru_destroyer_waits(&destroyer);
+
+    pid_t pid = fork_child(child_uses_and_destroys_the_lru_being_destroyed);
+    atomic_store(&lru_scan_released, 1);
+    assert_int_equal(pthread_join(scanner, NULL), 0);
+    assert_int_equal(pthread_join(destroyer, NULL), 0);
+    assert_int_equal(lru_destroyer_rc, 0);
+    assert_int_equal(wait_child(pid), 0);
+}
+
+/* The same destroy waiting for a scan of the forking thread's own, forked
+ * in its free_fn: the child goes on in the scan, so its destroy there is
+ * refused as from the shrinker's own callback, and once the scan is over
+ * it unregisters the shrinker and frees the LRU. (Refused as not live;
+ * with the claim alone given back, it found the shrinker unregistered by
+ * the scan's end and reported it as unregistered twice.) */
+static pid_t lru_scan_child = -1;
+static int lru_destroy_in_scan = 1;
+
+static pthread_t lru_scan_destroyer;
+
+static void item_free_and_fork(struct rcl_lru_node *n, void *arg)
+{
+    item_free(n, arg);
+    lru_destroyer_waits(&lru_scan_destroyer);
+    fflush(stderr);
+    lru_scan_child = fork();
+    if (lru_scan_child == 0) {
+        test_forked_child_dies_of_its_crashes();
+        alarm(10);
+        test_reports_reset();
+        lru_destroy_in_scan = rcl_lru_destroy(destroyed_lru);
+    }
+}
+
+static int child_destroys_the_lru_after_its_scan(void)
+{
+    CHECK(lru_destroy_in_scan == -EDEADLK, 1);
+    CHECK(test_report_count() == 1 && test_reports_contain("own shrinker"), 2);
+    CHECK(rcl_stats_shrinkers(NULL, 0) == 1, 3);
+    CHECK(rcl_lru_destroy(destroyed_lru) == 0, 4);
+    CHECK(test_report_count() == 1, 5);
+    CHECK(rcl_stats_shrinkers(NULL, 0) == 0, 6);
+    return 0;
+}
+
+TEST(a_child_forked_in_an_lrus_scan_destroys_the_lru_another_thread_was_destroying)
+{
+    lru_scan_child = -1;
+    destroyed_lru = rcl_lru_create();
+    assert_non_null(destroyed_lru);
+    assert_non_null(rcl_lru_shrinker(destroyed_lru, "destroyed", NULL, item_free_and_fork,
+                                     NULL, NULL));
+    lru_item_added(destroyed_lru);
+    rcl_reclaim(sizeof(struct item), RCL_DEFAULT);
+    if (lru_scan_child == 0) {
+        int rc = child_destroys_the_lru_after_its_scan();
+        fflush(stderr);
+        _exit(rc);
+    }
+    assert_true(lru_scan_child > 0);
+    assert_int_equal(pthread_join(lru_scan_destroyer, NULL), 0);
+    assert_int_equal(lru_destroyer_rc, 0);
+    assert_int_equal(wait_child(lru_scan_child), 0);
+}
+
 TEST_MAIN();
