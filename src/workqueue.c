@@ -91,6 +91,7 @@ struct rcl_workqueue {
     bool                  creating;    /* someone is starting a worker */
     unsigned long long    create_began;      /* rcl__now_ns() when it began */
     bool                  mayday;      /* a worker could not be started */
+    bool                  rescuer_timing;    /* in its timed wait for a start */
     bool                  has_rescuer;
     bool                  rescuer_lost;      /* ended, not replaced yet */
     bool                  rescuer_starting;  /* someone is replacing it */
@@ -264,9 +265,10 @@ static void create_worker(struct rcl_workqueue *wq)
         return;
     wq->creating = true;
     wq->create_began = rcl__now_ns();
-    /* The rescuer times the start (rescuer_wait()). */
-    if (wq->has_rescuer)
-        pthread_cond_signal(&wq->rescue);
+    /* The rescuer times the start (rescuer_wait()). One timing another
+     * start already is not woken: its wait ends by the earlier start's
+     * deadline, and it then waits on for this one's. */
+    bool time_it = wq->has_rescuer && !wq->rescuer_timing;
     struct wq_worker *w = free_slot(wq);   /* creating: no other thread takes it */
     bool reused = w->gone, rescued = wq->has_rescuer;
     w->wq = wq;
@@ -277,6 +279,10 @@ static void create_worker(struct rcl_workqueue *wq)
     slot_claim(wq, w, reused);
     wq->nr_idle++;
     pthread_mutex_unlock(&wq->lock);
+    /* After the unlock, or the rescuer wakes only to wait for the lock;
+     * `creating` keeps the queue, and its rescuer, from going meanwhile. */
+    if (time_it)
+        pthread_cond_signal(&wq->rescue);
     int err = rcl__thread_start(&w->th, worker_main, w, "worker");
     pthread_mutex_lock(&wq->lock);
     wq->creating = false;
@@ -725,10 +731,16 @@ static bool rescuer_needed(const struct rcl_workqueue *wq)
     return wq->creating ? start_stalled(wq) : wq->mayday && wq->nr_idle == 0;
 }
 
-/* While a start is under way the rescuer looks again every delay: whether
- * it has stalled with work pending depends on the clock, and no other
- * thread would wake it when it has. Starts come back at once but under a
- * pressure that stalls them, so this costs nothing otherwise. */
+/*
+ * While a start is under way the rescuer looks again every delay: whether
+ * it has stalled with work pending depends on the clock, and the starting
+ * thread, inside the start, cannot say when it has. That wait is the
+ * kernel's mayday timer, armed by the start's signal; where the kernel
+ * deletes its timer when the start returns, a wait here ends only by
+ * waking its thread, so the start's end wakes nobody and the deadline
+ * does it, once for every start begun before it. Otherwise the rescuer
+ * sleeps until called: an idle queue never wakes it.
+ */
 static void rescuer_wait(struct rcl_workqueue *wq)
 {
     if (!wq->creating) {
@@ -739,7 +751,9 @@ static void rescuer_wait(struct rcl_workqueue *wq)
     struct timespec until = rcl__deadline_after_ns(waited < WQ_MAYDAY_DELAY_NS
                                                    ? WQ_MAYDAY_DELAY_NS - waited
                                                    : WQ_MAYDAY_DELAY_NS);
+    wq->rescuer_timing = true;
     pthread_cond_timedwait(&wq->rescue, &wq->lock, &until);
+    wq->rescuer_timing = false;
 }
 
 static void *rescuer_main(void *arg)
@@ -794,6 +808,7 @@ static void wq_atfork_child(struct rcl__fork_obj *o)
     rcl__cond_init_monotonic(&wq->rescue);
     rcl__cond_init_monotonic(&wq->done);
     wq->inherited = true;
+    wq->rescuer_timing = false;
     /* Another thread's destroy that had not yet stopped the queue has
      * freed nothing of it: the child's copy is whole, and the child's
      * destroy frees it. One past the drain may be freeing it already

@@ -7,6 +7,7 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -1982,6 +1983,142 @@ TEST(test_stress_every_item_runs_once_in_its_context)
         assert_int_equal(atomic_load(&items[i].runs), 1);
     free(items);
     assert_int_equal(test_report_count(), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The rescuer's sleep                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The thread of the queue named `name`'s rescuer (named "rcl-rsc/" and the
+ * queue's name), 0 if there is none. */
+static pid_t rescuer_tid_now(const char *name)
+{
+    char want[32];
+    pid_t found = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+
+    snprintf(want, sizeof(want), "rcl-rsc/%s\n", name);
+    while (d && (e = readdir(d)) != NULL) {
+        char path[300], comm[32] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f) && strcmp(comm, want) == 0)
+            found = atoi(e->d_name);
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* The rescuer names its thread as it starts, after the queue is made:
+ * looked for again, for up to 10 s. */
+static pid_t rescuer_tid(const char *name)
+{
+    pid_t tid = 0;
+    for (int tries = 0; tries < 10000 && !(tid = rescuer_tid_now(name)); tries++)
+        test_sleep_ms(1);
+    return tid;
+}
+
+/* How many times the thread has gone to sleep: each wake of a sleeping
+ * thread follows one. */
+static long sleeps_of(pid_t tid)
+{
+    char path[64], line[128];
+    long n = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    fclose(f);
+    assert_true(n >= 0);
+    return n;
+}
+
+/* Until the thread has slept through 30 ms at a stretch: past the delay
+ * of a start's wait, whatever the starts before left it waiting for. */
+static long settled_sleeps_of(pid_t tid)
+{
+    long n = sleeps_of(tid), was;
+    do {
+        was = n;
+        test_sleep_ms(30);
+        n = sleeps_of(tid);
+    } while (n != was);
+    return n;
+}
+
+static atomic_int starts_counted;
+
+static int counting_create(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    if (strcmp(what, "worker") == 0)
+        atomic_fetch_add(&starts_counted, 1);
+    return pthread_create(th, NULL, fn, arg);
+}
+
+static int counting_setup(void **state)
+{
+    atomic_store(&starts_counted, 0);
+    rcl__thread_create_hook = counting_create;
+    return test_setup(state);
+}
+
+/* The rescuer waits to be called: a queue with nothing to do never wakes
+ * it, as nothing wakes the kernel's. */
+TEST(test_an_idle_queue_never_wakes_its_rescuer)
+{
+    struct rcl_workqueue *wq = rcl_workqueue_create("idle", 4, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    pid_t tid = rescuer_tid("idle");
+    assert_true(tid > 0);
+    long before = settled_sleeps_of(tid);
+    test_sleep_ms(200);
+    assert_int_equal(sleeps_of(tid), before);
+    rcl_workqueue_destroy(wq);
+}
+
+/* The rescuer times each worker's start, as the kernel's mayday timer
+ * does, and starts that come back at once cost it at most a wake each.
+ * Each start woke it, and it then woke again when the start's delay ran
+ * out, and woke to wait for the lock the start held: twice a start and
+ * more. Here eight workers start one after another, each started by the
+ * one before as it takes its item. */
+TEST_WITH(test_worker_starts_that_come_back_at_once_wake_the_rescuer_once_each_at_most,
+          counting_setup, rescuer_teardown)
+{
+    enum { N = 8 };
+    struct rcl_workqueue *wq = rcl_workqueue_create("starts", N + 1, RCL_WQ_MEM_RECLAIM);
+    assert_non_null(wq);
+    pid_t tid = rescuer_tid("starts");
+    assert_true(tid > 0);
+    long before = settled_sleeps_of(tid);
+    int starts_before = atomic_load(&starts_counted);
+    struct gate g;
+    struct probe p[N];
+
+    gate_init(&g);
+    for (int i = 0; i < N; i++) {
+        probe_init(&p[i], &g);
+        assert_int_equal(rcl_queue_work(wq, &p[i].work), 0);
+    }
+    gate_wait_arrived(&g, N);
+    gate_open(&g);
+    rcl_flush_workqueue(wq);
+    long wakes = settled_sleeps_of(tid) - before;
+    int started = atomic_load(&starts_counted) - starts_before;
+    assert_true(started >= N);
+    if (wakes > started)
+        fail_msg("%d starts woke the rescuer %ld times", started, wakes);
+    rcl_workqueue_destroy(wq);
 }
 
 TEST_MAIN();
