@@ -1560,7 +1560,14 @@ typedef struct { pthread_mutex_t m; struct rcl_lock_class *cls; } rcl_mutex_t;
  * destroyed already where the C library tells one, as glibc does).
  * Destroying a locked mutex, whichever thread holds it, is refused with
  * -EBUSY and reported, checker on or off, and the mutex left as it was
- * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). The
+ * (POSIX leaves it undefined; the kernel's mutex_destroy() warns). With
+ * the checker on, a lock (nested too, at any subclass) or unlock of a
+ * mutex rcl_mutex_destroy() destroyed is reported and leaves the
+ * checker's held locks as they were, and the mutex is not handed to the
+ * C library; off, it goes to the C library unseen (glibc refuses it,
+ * EINVAL, which these void calls do not return): telling it there would
+ * cost every lock and unlock. A trylock of one returns the C library's
+ * answer (glibc: EINVAL). The
  * checker maps its own memory and never calls malloc(), so an annotated
  * mutex may guard the program's own allocator. */
 int  rcl_mutex_init(rcl_mutex_t *m, struct rcl_lock_class *cls);

@@ -387,6 +387,25 @@ static __attribute__((noinline, cold)) void class_unchecked(struct ld_thread *t,
                     MAX_NODES, c->name ? c->name : "(unnamed)");
 }
 
+/*
+ * The class rcl_mutex_destroy() leaves in a mutex. Its generation is 0,
+ * which graph_gen never is, so every acquire and release of a destroyed
+ * mutex made with the checker on leaves the hot paths for the slow ones,
+ * which tell it by its address: the hot paths pay nothing for it. A
+ * pthread_mutex_lock() refused (glibc: EINVAL) would say it too, but the
+ * calls end in a tail call to the C library, and testing what it returns
+ * would cost every lock and unlock. Never registered: it has no node,
+ * and no subclass.
+ */
+static struct rcl_lock_class ld_destroyed = { "(destroyed)", 0, 0 };
+
+static __attribute__((noinline, cold)) void mutex_destroyed_report(const char *call,
+                                                                   const void *m,
+                                                                   const char *what)
+{
+    rcl__report("%s(%p): a destroyed mutex; %s", call, m, what);
+}
+
 /* Everything but the common case: NULL class, new class or graph, the
  * held stack full, a dependency not in this thread's one-entry cache; a
  * subclass (sub) of the class, which the hot path never sees, and whose
@@ -433,10 +452,17 @@ static inline __attribute__((always_inline)) void acquire_sub(struct rcl_lock_cl
     ld_held_push(t, id, inst, flags);
 }
 
-static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, const void *inst,
+/* False for a destroyed mutex (reported), which is not to be locked. */
+static __attribute__((noinline)) bool acquire_slow(struct rcl_lock_class *c, const void *inst,
                                                    uint8_t flags)
 {
+    if (unlikely(c == &ld_destroyed)) {
+        mutex_destroyed_report(flags & HELD_TRY ? "rcl_mutex_trylock" : "rcl_mutex_lock", inst,
+                               "nothing locked");
+        return false;
+    }
     acquire_sub(c, inst, flags, 0);
+    return true;
 }
 
 /*
@@ -445,7 +471,7 @@ static __attribute__((noinline)) void acquire_slow(struct rcl_lock_class *c, con
  * the lock on top of the stack was seen followed by this one before (or
  * this is a trylock, which depends on nothing).
  */
-static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class *c,
+static inline __attribute__((always_inline)) bool acquire(struct rcl_lock_class *c,
                                                           const void *inst, uint8_t flags)
 {
     struct ld_thread *t = ld_self;
@@ -457,40 +483,41 @@ static inline __attribute__((always_inline)) void acquire(struct rcl_lock_class 
         if (likely(n < MAX_HELD && (n == 0 || (flags & HELD_TRY) ||
                                     ld_get(t->next_ok[n - 1]) == id))) {
             ld_held_push_at(t, n, id, inst, flags);
-            return;
+            return true;
         }
     }
-    acquire_slow(c, inst, flags);
+    return acquire_slow(c, inst, flags);
 }
 
 /* The checker off and the library not initialised yet: first use
  * initialises it, and may turn checking on. Out of line, so that the hot
  * path stays a leaf. */
-static __attribute__((noinline, cold)) void acquire_first(struct rcl_lock_class *c,
+static __attribute__((noinline, cold)) bool acquire_first(struct rcl_lock_class *c,
                                                           const void *inst, uint8_t flags)
 {
     rcl__init_slow();
-    if (rcl__checking())
-        acquire_slow(c, inst, flags);
+    return !rcl__checking() || acquire_slow(c, inst, flags);
 }
 
 /* Checking on implies initialised. Off, the library ready, the mode is
  * read again: an rcl_init() that turned the checker on may have finished
  * between the first read and the read of rcl__ready, and the acquire must
- * then be seen, or its release would find no acquire. */
-static inline __attribute__((always_inline)) void acquire_entry(struct rcl_lock_class *c,
+ * then be seen, or its release would find no acquire. False: a destroyed
+ * mutex, reported, not to be locked. */
+static inline __attribute__((always_inline)) bool acquire_entry(struct rcl_lock_class *c,
                                                                 const void *inst, uint8_t flags)
 {
     if (likely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, inst, flags);
-    else if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
-        acquire_first(c, inst, flags);
-    else if (unlikely(rd(rcl__lockdep_mode) != 0))
-        acquire(c, inst, flags);
+        return acquire(c, inst, flags);
+    if (unlikely(!atomic_load_explicit(&rcl__ready, memory_order_acquire)))
+        return acquire_first(c, inst, flags);
+    if (unlikely(rd(rcl__lockdep_mode) != 0))
+        return acquire(c, inst, flags);
+    return true;
 }
 
-HOT_ENTRY void rcl_lock_acquire(struct rcl_lock_class *c) { acquire_entry(c, NULL, 0); }
-void rcl_lock_acquire_try(struct rcl_lock_class *c) { acquire_entry(c, NULL, HELD_TRY); }
+HOT_ENTRY void rcl_lock_acquire(struct rcl_lock_class *c) { (void)acquire_entry(c, NULL, 0); }
+void rcl_lock_acquire_try(struct rcl_lock_class *c) { (void)acquire_entry(c, NULL, HELD_TRY); }
 
 /* A subclass out of range names no class: the lock goes unannotated, as
  * a class the full graph has no node for does, so that its release finds
@@ -511,8 +538,9 @@ static __attribute__((noinline, cold)) void acquire_bad_subclass(struct rcl_lock
 
 /* Subclasses are rare and each is a class of its own for the order, so
  * all of them take the slow path, and the hot path does not test for
- * them. */
-static __attribute__((noinline)) void acquire_nested(struct rcl_lock_class *c,
+ * them. False for a destroyed mutex (reported, whatever the subclass),
+ * which is not to be locked. */
+static __attribute__((noinline)) bool acquire_nested(struct rcl_lock_class *c,
                                                      const void *inst, unsigned sub,
                                                      const char *call, const void *site)
 {
@@ -522,21 +550,26 @@ static __attribute__((noinline)) void acquire_nested(struct rcl_lock_class *c,
         if (!atomic_load_explicit(&rcl__ready, memory_order_acquire))
             rcl__init_slow();
         if (!rcl__checking())
-            return;
+            return true;
+    }
+    if (unlikely(c == &ld_destroyed)) {
+        mutex_destroyed_report(call, inst, "nothing locked");
+        return false;
     }
     if (unlikely(sub >= RCL_LOCK_SUBCLASSES))
         acquire_bad_subclass(c, sub, call, site);
     else
         acquire_sub(c, inst, 0, sub);
+    return true;
 }
 
 void rcl_lock_acquire_nested(struct rcl_lock_class *c, unsigned subclass)
 {
     if (subclass == 0)
-        acquire_entry(c, NULL, 0);
+        (void)acquire_entry(c, NULL, 0);
     else
-        acquire_nested(c, NULL, subclass, "rcl_lock_acquire_nested",
-                       __builtin_return_address(0));
+        (void)acquire_nested(c, NULL, subclass, "rcl_lock_acquire_nested",
+                             __builtin_return_address(0));
 }
 
 /*
@@ -579,6 +612,10 @@ static __attribute__((noinline)) bool release_slow(struct rcl_lock_class *c, con
     if (unlikely(!c)) {
         rcl__report("rcl_lock_release: NULL lock class");
         return true;
+    }
+    if (unlikely(c == &ld_destroyed)) {
+        mutex_destroyed_report("rcl_mutex_unlock", m, "nothing done");
+        return false;
     }
     unsigned gen = atomic_load_explicit(&graph_gen, memory_order_relaxed);
     struct ld_thread *t = ld_thread_gen(gen);
@@ -803,8 +840,8 @@ HOT_ENTRY void rcl_mutex_lock(rcl_mutex_t *m)
     }
     /* Annotate before blocking: a cycle is reported even when this very
      * acquisition is the one that would hang. */
-    if (m->cls)
-        acquire_entry(m->cls, m, 0);
+    if (m->cls && unlikely(!acquire_entry(m->cls, m, 0)))
+        return;
     pthread_mutex_lock(&m->m);
 }
 
@@ -814,11 +851,15 @@ void rcl_mutex_lock_nested(rcl_mutex_t *m, unsigned subclass)
         rcl__report("rcl_mutex_lock_nested: NULL mutex");
         return;
     }
-    if (m->cls && subclass)
-        acquire_nested(m->cls, m, subclass, "rcl_mutex_lock_nested",
-                       __builtin_return_address(0));
-    else if (m->cls)
-        acquire_entry(m->cls, m, 0);
+    /* A destroyed mutex goes the nested way at subclass 0 too, to be
+     * reported as this call. */
+    if (m->cls && (subclass || unlikely(m->cls == &ld_destroyed))) {
+        if (unlikely(!acquire_nested(m->cls, m, subclass, "rcl_mutex_lock_nested",
+                                     __builtin_return_address(0))))
+            return;
+    } else if (m->cls && unlikely(!acquire_entry(m->cls, m, 0))) {
+        return;
+    }
     pthread_mutex_lock(&m->m);
 }
 
@@ -830,7 +871,7 @@ int rcl_mutex_trylock(rcl_mutex_t *m)
     }
     int rc = pthread_mutex_trylock(&m->m);
     if (rc == 0 && m->cls)
-        acquire_entry(m->cls, m, HELD_TRY);
+        (void)acquire_entry(m->cls, m, HELD_TRY);
     return rc;
 }
 
@@ -900,7 +941,10 @@ int rcl_mutex_destroy(rcl_mutex_t *m)
         return -rc;
     }
     pthread_mutex_unlock(&m->m);
-    return -pthread_mutex_destroy(&m->m);
+    rc = pthread_mutex_destroy(&m->m);
+    if (!rc)
+        m->cls = &ld_destroyed;
+    return -rc;
 }
 
 /* ------------------------------------------------------------------------ */

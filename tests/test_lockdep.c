@@ -1651,6 +1651,85 @@ TEST_WITH(destroying_a_mutex_destroyed_already_is_refused_and_reported, ld_setup
     assert_int_equal(rcl_lockdep_reports(), 0);
 }
 
+/* A lock of a destroyed mutex is reported, and the checker does not
+ * count it held: its class can be unregistered, and a thread's exit does
+ * not name it. (The checker took it as held; glibc refuses the lock
+ * itself with EINVAL, which went unseen.) */
+TEST_WITH(locking_a_destroyed_mutex_is_reported_and_not_held, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    rcl_mutex_lock(&m);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("rcl_mutex_lock(");
+    assert_last_report_has("a destroyed mutex; nothing locked");
+    assert_int_equal(rcl_lock_class_unregister(&lock_a), 0);
+    assert_int_equal(test_report_count(), 1);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* An unlock of one is reported as what it is, not as a release of a
+ * mutex the thread does not hold, and leaves the checker's stack alone:
+ * a lock taken after it is still released in order. (A lock and an
+ * unlock of it passed in silence, the checker's stack pushed and popped.) */
+TEST_WITH(unlocking_a_destroyed_mutex_is_reported_as_destroyed, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &lock_a), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    rcl_lock_acquire(&lock_b);
+    rcl_mutex_lock(&m);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(test_report_count(), 2);
+    assert_last_report_has("rcl_mutex_unlock(");
+    assert_last_report_has("a destroyed mutex; nothing done");
+    rcl_lock_release(&lock_b);
+    assert_int_equal(test_report_count(), 2);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* A nested lock of one is reported as that call, at a subclass, at 0 and
+ * at one out of range alike, and the checker counts none of them held.
+ * (The subclass was counted held, and an out-of-range one was reported as
+ * such and the destroyed mutex handed to the C library.) */
+TEST_WITH(locking_a_destroyed_mutex_nested_is_reported_and_not_held, ld_setup, ld_teardown)
+{
+    struct rcl_lock_class c = { .name = "nested" };
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, &c), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    rcl_mutex_lock_nested(&m, RCL_SINGLE_DEPTH_NESTING);
+    rcl_mutex_lock_nested(&m, 0);
+    rcl_mutex_lock_nested(&m, RCL_LOCK_SUBCLASSES);
+    assert_int_equal(test_report_count(), 3);
+    assert_last_report_has("rcl_mutex_lock_nested(");
+    assert_last_report_has("a destroyed mutex; nothing locked");
+    assert_false(test_reports_contain("rcl_mutex_lock("));
+    assert_false(test_reports_contain("out of range"));
+    assert_int_equal(rcl_lock_class_unregister(&c), 0);
+    assert_int_equal(test_report_count(), 3);
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
+/* A mutex of no class is the checker's to tell destroyed too. */
+TEST_WITH(locking_a_destroyed_mutex_of_no_class_is_reported, ld_setup, ld_teardown)
+{
+    rcl_mutex_t m;
+
+    assert_int_equal(rcl_mutex_init(&m, NULL), 0);
+    assert_int_equal(rcl_mutex_destroy(&m), 0);
+    rcl_mutex_lock(&m);
+    rcl_mutex_unlock(&m);
+    assert_int_equal(test_report_count(), 2);
+    assert_reports_have("rcl_mutex_lock(");
+    assert_last_report_has("rcl_mutex_unlock(");
+    assert_int_equal(rcl_lockdep_reports(), 0);
+}
+
 TEST_WITH(destroying_a_mutex_another_thread_holds_is_refused_and_reported, ld_setup,
           ld_teardown)
 {
