@@ -90,7 +90,7 @@ static _Atomic unsigned long sig_exit_bad[SIG_BAD_KINDS];
  * service to report (a report takes a lock). A compare-and-swap, so that
  * a full count stays full rather than carry into the next: the report
  * then says "or more". A handler that lands inside it, or inside the
- * thread's own exchange of the word, runs whole before the swap, which
+ * thread's own take of it, runs whole before the swap, which
  * fails and reads the word again. A thread nothing of the library's will
  * serve again for certain (sig_orphan: one whose exit has begun, or one
  * the library does not know, which may never call it and has no exit of
@@ -137,13 +137,23 @@ static void sig_bad_report(enum sig_bad kind, unsigned long n, bool full, bool e
                 exiting ? ", on a thread the library was not serving (exiting, or not yet using it)" : "", x->then);
 }
 
-/* The thread's counts in `want`, taken from its word, and those the
+/* One kind's count, taken from the thread's word. */
+static unsigned sig_bad_take(struct rcl_thread *t, enum sig_bad kind)
+{
+    unsigned shift = sig_bad_shift(kind);
+
+    return (atomic_fetch_and(&t->sig_want, ~(SIG_BAD_MAX << shift)) >> shift) & SIG_BAD_MAX;
+}
+
+/* The thread's counts, of the kinds `want` found, and those the
  * process's took from exiting threads: read before they are taken, as
- * the process's deferred list is. */
-static void sig_bad_reports(unsigned want)
+ * the process's deferred list is. Each kind is taken just before its
+ * report: a report function that ends the thread leaves the kinds after
+ * it in the word, for the thread's exit to hand to the process's. */
+static void sig_bad_reports(struct rcl_thread *t, unsigned want)
 {
     for (unsigned k = 0; k < SIG_BAD_KINDS; k++) {
-        unsigned n = (want >> sig_bad_shift(k)) & SIG_BAD_MAX;
+        unsigned n = (want >> sig_bad_shift(k)) & SIG_BAD_MAX ? sig_bad_take(t, k) : 0;
         if (n)
             sig_bad_report(k, n, n == SIG_BAD_MAX, false);
         if (!atomic_load_explicit(&sig_exit_bad[k], memory_order_relaxed))
@@ -322,15 +332,16 @@ static void release_deferred(void *_Atomic *list)
 
 void rcl__sig_service(struct rcl_thread *t)
 {
-    /* Taken before what it asks for is read: a handler that interrupts
-     * the service (its reports call the program's report function) asks
-     * again for the next one, rather than have this one forget it. */
-    unsigned want = atomic_exchange(&t->sig_want, 0);
+    /* The requests taken before what they ask for is read: a handler
+     * that interrupts the service (its reports call the program's report
+     * function) asks again for the next one, rather than have this one
+     * forget it. The counts stay until their reports (sig_bad_reports). */
+    unsigned want = atomic_fetch_and(&t->sig_want, ~((1u << SIG_BAD_SHIFT) - 1));
 
     own_add(t->nr_alloc, atomic_exchange(&t->sig_allocs, 0));
     release_deferred(&t->sig_deferred);
     release_deferred(&rcl__sig_orphans);
-    sig_bad_reports(want);
+    sig_bad_reports(t, want);
     if ((want & SIG_WANT_STASH) && rd(t->epoch))
         sig_refill(t);
 }

@@ -395,6 +395,47 @@ TEST(test_a_handlers_bad_free_on_a_thread_that_exits_is_reported_by_another)
     test_reports_take();
 }
 
+static void *misuses_twice_in_a_handler_and_ends_at_the_report(void *arg)
+{
+    char *theirs = arg;
+
+    rcl_free(rcl_alloc(64, RCL_DEFAULT));       /* registered: its exit runs */
+    unsigned cookie = rcl_signal_enter();
+    rcl_free(theirs + 64);
+    void *p = rcl_realloc(theirs + 64, 64, RCL_ATOMIC);
+    rcl_signal_leave(cookie);
+    assert_null(p);
+    test_reports_end_this_thread();
+    rcl_free(rcl_alloc(4096, RCL_DEFAULT));     /* its next slow path reports */
+    return NULL;                                /* not reached */
+}
+
+/* A thread that reports its handlers' misuse of one kind with a report
+ * function that ends it leaves the kinds it had not reported to the
+ * process: the next thread served reports them. They were taken from the
+ * thread's word with the first, and went with its frames. */
+TEST(test_a_handlers_misuse_left_unreported_by_a_report_that_ends_its_thread_is_reported_by_another)
+{
+    char *theirs = malloc(256);
+    pthread_t th;
+
+    assert_non_null(theirs);
+    rcl_set_report_fn(test_report_catch_then_end, NULL);
+    assert_int_equal(pthread_create(&th, NULL,
+                                    misuses_twice_in_a_handler_and_ends_at_the_report, theirs), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    rcl_set_report_fn(test_report_catch, NULL);
+    free(theirs);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 free in a signal handler: not a block from this library");
+    test_reports_take();
+    served_for_a_handlers_free(NULL);
+    assert_int_equal(test_report_count(), 1);
+    assert_last_report_has("1 rcl_realloc() call in a signal handler, on a thread the "
+                           "library was not serving (exiting, or not yet using it)");
+    test_reports_take();
+}
+
 static void unmatched_leave_handler(int sig)
 {
     (void)sig;
