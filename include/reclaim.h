@@ -752,8 +752,9 @@ void     rcl_signal_leave(unsigned cookie);
  * call returns, the budget's counter (stocks included) grows only through
  * charges checked against the new limit, so usage stays <= max(new limit,
  * usage when the call returned): a charge in flight that read the old
- * limit is taken back and made again under the new one, as the kernel's
- * charge that finds a new memory.max after its add, or landed before the
+ * limit is checked again against the new one, and taken back and made
+ * again under it if it does not fit, as the kernel's charge compares its
+ * sum with the memory.max it reads after its add, or landed before the
  * call looked at the usage, and is counted there and reclaimed with the
  * rest; an allocation already in flight in
  * another thread at the call may still complete from that thread's old

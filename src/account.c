@@ -500,6 +500,22 @@ static bool never_fits(const struct budget_view *v, const struct rcl_thread *t, 
     return v->limit <= floor || size > v->limit - floor;
 }
 
+/* The most the budget may hold after a charge of t's under view v, above
+ * the floor its flags leave it there, the NOFAIL grant's when `last`
+ * (*floor). The watermarks are on real memory: what the process holds
+ * beyond its charges takes room as much as a charge does. */
+static size_t take_ceiling(const struct budget_view *v, const struct rcl_thread *t, rcl_gfp_t gfp,
+                           rcl_gfp_t masked, bool last, size_t *floor)
+{
+    size_t f = reserve_floor(v->min, t, masked);
+
+    if (last)
+        f = nofail_scoped_floor(v->min, f, gfp, masked);
+    *floor = f;
+    size_t limit = v->limit, outside = rd(rcl__acct.outside);
+    return limit > f + outside ? limit - f - outside : 0;
+}
+
 /*
  * Take `size` bytes for thread t without going below the headroom its
  * flags (gfp, and as its scope masked them) leave it - the NOFAIL grant's
@@ -524,15 +540,9 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
 
     for (;;) {
         unsigned seq = budget_view(v);
-        floor = reserve_floor(v->min, t, masked);
-        if (last)
-            floor = nofail_scoped_floor(v->min, floor, gfp, masked);
-        size_t limit = v->limit, outside = rd(rcl__acct.outside);
+        ceiling = take_ceiling(v, t, gfp, masked, last, &floor);
         low = v->low;
         size_t batch = (size_t)v->batch;
-        /* The watermarks are on real memory: what the process holds beyond
-         * its charges takes room as much as a charge does. */
-        ceiling = limit > floor + outside ? limit - floor - outside : 0;
         /* Refill no more than leaves room in the stock for this
          * block: a block whose free would overflow it takes the slow path, and
          * every allocation of its size would come down here again. */
@@ -560,9 +570,17 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
         /* The limit moved since it was read. Kept, a charge under a
          * limit lowered meanwhile would pass it after rcl_set_limit()
          * returned, and the reclaimer that call woke or did not wake
-         * never learn of it; as the kernel's charge that finds a new
-         * memory.max after its add, it is taken back and made again
-         * under the new one. */
+         * never learn of it. As the kernel's charge, which compares its
+         * sum with the memory.max it reads after its add, it stands if
+         * it fits the limit now (a later one sees it: wm_seq), and only
+         * otherwise is taken back and made again under the new one:
+         * made again for every new limit, a charge retried for as long
+         * as another thread kept setting one, raised or the same. */
+        budget_view(v);
+        ceiling = take_ceiling(v, t, gfp, masked, last, &floor);
+        low = v->low;
+        if (after <= ceiling)
+            break;
         budget_return(need + extra);
     }
 

@@ -976,6 +976,54 @@ TEST_WITH(a_charge_that_read_the_limit_before_it_was_lowered_and_fits_the_new_on
     assert_int_equal(usage, 1 * MiB);
 }
 
+/* A charge held between its read of the limit and its charge, each time
+ * it reaches there, while another thread raises the limit: up to
+ * RAISES times, one raise a time. */
+#define RAISES 20
+static _Thread_local bool raise_holder;
+static int raises;
+
+static void *raises_the_limit(void *arg)
+{
+    (void)arg;
+    assert_int_equal(rcl_set_limit(rcl_limit() + 1 * MiB), 0);
+    return NULL;
+}
+
+static void raise_under_the_charge(void)
+{
+    pthread_t th;
+
+    if (!raise_holder || raises == RAISES)
+        return;
+    raises++;
+    assert_int_equal(pthread_create(&th, NULL, raises_the_limit, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/* The kernel's charge compares its sum with the memory.max it reads
+ * after its add: one that fits stands, however often the limit moved.
+ * A charge that read the limit before another thread raised it is made
+ * once. It was made again for every new limit, and so for as long as
+ * another thread kept setting one. */
+TEST_WITH(a_charge_that_fits_a_limit_set_while_it_charges_is_made_once, test_setup,
+          charge_hook_teardown)
+{
+    size_t limit = rcl_limit();
+
+    raises = 0;
+    raise_holder = true;
+    rcl__charge_hook = raise_under_the_charge;
+    assert_int_equal(rcl_charge(1 * MiB, RCL_NOWAIT), 0);
+    rcl__charge_hook = NULL;
+    raise_holder = false;
+    size_t usage = usage_now();
+    rcl_uncharge(1 * MiB);
+    assert_int_equal(rcl_set_limit(limit), 0);
+    assert_int_equal(raises, 1);
+    assert_int_equal(usage, 1 * MiB);
+}
+
 /* RECLAIM_STATS=1 prints the statistics at exit. */
 TEST(stats_are_printed_at_exit_when_asked)
 {
