@@ -76,6 +76,7 @@ static struct {
     _Atomic int    mode;                 /* RCL__FOOTPRINT_*, as samples read it */
     _Atomic bool   automatic;            /* the budget is still the automatic one */
     int            statm;                /* /proc/self/statm, or -1 */
+    char           statm_path[PATH_MAX]; /* the name it was opened by */
     int            cg;                   /* usage of the cgroup whose limit gives
                                             the budget, or -1 */
     size_t         base;                 /* resident at start */
@@ -315,13 +316,6 @@ static void start_cgroup(void)
     wr(F.inactive, inactive);
 }
 
-static int statm_open(void)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/proc/self/statm", rcl__root_prefix());
-    return open(path, O_RDONLY | O_CLOEXEC);
-}
-
 /* Resident memory now is the rss mode's base, whatever mode the budget
  * starts in: a switch to rss later (a new limit) then keeps out exactly
  * what the program held before the library started, and counts all it
@@ -331,7 +325,8 @@ static void start_statm(void)
 #ifndef RCL_SANITIZED
     if (rcl__cfg.footprint == RCL_FOOTPRINT_OFF)
         return;
-    F.statm = statm_open();
+    snprintf(F.statm_path, sizeof(F.statm_path), "%s/proc/self/statm", rcl__root_prefix());
+    F.statm = open(F.statm_path, O_RDONLY | O_CLOEXEC);
     if (F.statm >= 0 && statm_resident(F.statm, F.page, &F.base)) {
         close(F.statm);
         F.statm = -1;
@@ -376,13 +371,17 @@ void rcl__footprint_stop(void)
 /* fork() (fork.c): a parent thread that was reading is not in the child,
  * and "/proc/self" was resolved when the file was opened, so the child's
  * copy of the descriptor reads the parent's resident set. The prepare
- * handler holds the registry lock: no switch is half made here. */
+ * handler holds the registry lock: no switch is half made here. Opened
+ * again by the name the start gave it, not by RECLAIM_CGROUP_ROOT read
+ * anew: a bad value is reported, and a report here would run the
+ * program's function while the locks after this handler are still held,
+ * where a call of its into the library waits for ever. */
 void rcl__footprint_atfork_child(void)
 {
     atomic_store(&F.busy, 0);
     if (F.statm < 0)
         return;
-    int fd = statm_open();
+    int fd = open(F.statm_path, O_RDONLY | O_CLOEXEC);
     close(F.statm);
     F.statm = fd;
     if (fd < 0)

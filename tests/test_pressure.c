@@ -2082,6 +2082,50 @@ TEST_WITH(test_child_restarts_the_pressure_thread_with_a_v1_threshold, pressure_
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* A report function that asks for the statistics, which take the
+ * shrinker registry's lock, before it catches the report. */
+static void report_reading_stats(const char *report, void *arg)
+{
+    struct rcl_stats st;
+
+    rcl_stats_get(&st);
+    test_report_catch(report, arg);
+}
+
+/* The fork handlers reopen the child's resident memory file without
+ * looking at RECLAIM_CGROUP_ROOT again: a bad value found there was
+ * reported from inside them, the registry's lock and the life cycle's
+ * still held, and a report function that called the library waited for
+ * itself. The child hung in fork(). */
+TEST_WITH(test_child_forked_after_the_cgroup_root_went_bad_reports_nothing_from_fork,
+          pressure_setup, pressure_teardown)
+{
+    need_footprint();
+    fake_v2();
+    resident(0);
+    struct rcl_config cfg = test_config(0);
+    cfg.pressure = 0;                   /* no thread of its own reads the root */
+    assert_int_equal(rcl_init(&cfg), 0);
+    setenv("RECLAIM_CGROUP_ROOT", "relative", 1);
+    rcl_set_report_fn(report_reading_stats, NULL);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(test_reports_seen_matching("ignored RECLAIM_CGROUP_ROOT") == 0 ? 0 : 1);
+    /* The hang is in the child's fork handlers, before anything it runs
+     * could arm a timer: bounded here, the child killed. */
+    int status = -1;
+    pid_t got = 0;
+    for (int ms = 0; ms < 10000 && !(got = waitpid(pid, &status, WNOHANG)); ms += 10)
+        test_sleep_ms(10);
+    if (!got) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    assert_int_equal(got, pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A limit the program sets while the budget is the automatic one makes it
  * the program's: later cgroup changes leave it alone. */
 TEST_WITH(test_limit_set_while_running_is_not_moved_by_the_cgroup, pressure_setup, pressure_teardown)
