@@ -552,6 +552,12 @@ static __attribute__((noinline)) bool acquire_nested(struct rcl_lock_class *c,
         if (!rcl__checking())
             return true;
     }
+    /* Before the subclass: one out of range counts the lock as held
+     * unrecorded, whose release a NULL class's never pays back. */
+    if (unlikely(!c)) {
+        rcl__report("%s: NULL lock class", call);
+        return true;
+    }
     if (unlikely(c == &ld_destroyed)) {
         mutex_destroyed_report(call, inst, "nothing locked");
         return false;

@@ -568,6 +568,20 @@ TEST_WITH(releasing_a_lock_not_held_is_reported_where_it_happened, ld_setup, ld_
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
+/* A NULL class is reported as one whatever the subclass: out of range
+ * too it was taken for a lock gone unannotated, whose release the thread
+ * still owed, and the next release of a lock it did not hold went unsaid
+ * in its place. */
+TEST_WITH(a_null_class_at_a_subclass_out_of_range_is_reported_as_null, ld_setup, ld_teardown)
+{
+    rcl_lock_acquire_nested(NULL, RCL_LOCK_SUBCLASSES);
+    rcl_lock_release(NULL);
+    assert_reports_have("rcl_lock_acquire_nested: NULL lock class");
+    assert_false(test_reports_contain("out of range"));
+    releases_c_unheld();
+    assert_reports_have("released lock_c, which it does not hold");
+}
+
 /* A second release is one too many; like the checker's other reports it
  * is told once a call site. */
 TEST_WITH(a_second_release_is_reported_once_a_site, ld_setup, ld_teardown)
