@@ -1524,7 +1524,13 @@ void rcl_lock_release(struct rcl_lock_class *c);
  * class itself (rcl_lock_acquire()); subclasses run below
  * RCL_LOCK_SUBCLASSES, as the kernel's eight. The release is
  * rcl_lock_release() or rcl_mutex_unlock(), which matches the lock at
- * whichever subclass it was taken. A subclass out of range is refused and
+ * whichever subclass it was taken. rcl_lock_release() names the class
+ * alone, so of two locks of one class held it takes the one taken last:
+ * released outer first, the outer stays counted held at its subclass and
+ * the inner goes, and what is taken next is learned after the wrong one
+ * (the kernel's release names the lock itself). Release such annotations
+ * innermost first, or use rcl_mutex_t, whose unlock goes by the mutex's
+ * address. A subclass out of range is refused and
  * reported: the lock goes unannotated (an rcl_mutex_t is still locked),
  * its release unreported. Each subclass used takes a node of the graph's
  * 4096, given back with the class by rcl_lock_class_unregister().
