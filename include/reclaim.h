@@ -937,17 +937,19 @@ size_t rcl_auto_limit(void);
  * of its class for may be served by a cached block of a larger class, up
  * to half as large again (the next class up whatever its size): it then
  * charges that class's, the memory it holds, until it is freed.
- * Aligned blocks (an alignment above 16; up to 16, rcl_alloc's block)
- * charge at least size + align: in a backend block of up to 64 KiB, what the
- * allocator holds for them, its usable size for the block (and glibc's
- * size word, or its two words for a chunk it maps, as it does where the
- * program set M_MMAP_THRESHOLD below 64 KiB) with the padding it adds for
- * the alignment, which over glibc
- * may be less than size + align and the overhead; above, size + align
- * and the overhead to the byte, as other blocks. A free gives back the
- * same.
- * valloc blocks charge their pages and one more for the header. What the
- * process holds beyond its charges counts too: see rcl_footprint().
+ * Aligned blocks (an alignment above 16; up to 16, rcl_alloc's block),
+ * but those the library maps (below), charge at least size + align: in
+ * a backend block of up to 64 KiB, what the allocator holds for them, its
+ * usable size for the block (and glibc's size word, or its two words for
+ * a chunk it maps, as it does where the program set M_MMAP_THRESHOLD
+ * below 64 KiB) with the padding it adds for the alignment, which over
+ * glibc may be less than size + align and the overhead; above, size +
+ * align and the overhead to the byte, as other blocks. A free gives back
+ * the same.
+ * valloc blocks charge their pages and one more for the header, as does
+ * a zeroed aligned block above 64 KiB over glibc, which the library maps
+ * itself (rcl_aligned_alloc). What the process holds beyond its charges
+ * counts too: see rcl_footprint().
  *
  * Each thread keeps a few of the blocks of up to 64 KiB it freed and hands
  * them out again before asking the backend, as the kernel keeps per-CPU
@@ -977,13 +979,19 @@ void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp);
  * bad_frees, nothing there written or freed.
  * A block that must move is moved to an rcl_alloc() block, with its 16-byte
  * alignment: as with C's realloc(), a block from rcl_aligned_alloc() or
- * rcl_valloc() keeps its alignment only while it is resized in place. */
+ * rcl_valloc() keeps its alignment only while it is resized in place.
+ * With RCL__ZERO a grow zeroes what it adds; above 64 KiB the allocator
+ * zeroes it, as rcl_calloc's: memory fresh from the system is not written
+ * (over glibc, whose realloc cannot tell, a grow that at least doubles
+ * the block moves it to a calloc'ed block; a smaller one is written). */
 void *rcl_realloc(void *p, size_t size, rcl_gfp_t gfp);
 /* An alignment above SIZE_MAX / 4, or a size that with twice the
  * alignment overflows, fails with EOVERFLOW before anything is charged.
  * With RCL__ZERO and an alignment above 16 the allocator zeroes the block
  * at any size (jemalloc; over mimalloc its whole pages given back, as for
- * rcl_calloc); glibc has no aligned calloc, and its block is written. */
+ * rcl_calloc); glibc has no aligned calloc: above 64 KiB the library maps
+ * the block itself, as rcl_valloc's, its pages zeroed by the kernel and
+ * written by no one, and charged as rcl_valloc's; below, it is written. */
 void *rcl_aligned_alloc(size_t align, size_t size, rcl_gfp_t gfp);
 /* NULL: nothing. A pointer the library did not hand out (or one already
  * freed, where that can still be seen) is reported, sets errno to EINVAL,

@@ -206,8 +206,10 @@ size_t rcl_alloc_charge(size_t size)
 /* ------------------------------------------------------------------------ */
 
 /* The backend calls an allocation may retry: a plain block's (n is the
- * size asked: block_new), an aligned one's, a resize and a mapping. */
-enum be_op { BE_BLOCK, BE_ZBLOCK, BE_MEMALIGN, BE_ZMEMALIGN, BE_REALLOC, BE_MMAP };
+ * size asked: block_new), an aligned one's, a resize and a mapping. A
+ * zeroed resize keeps the header and what its size says, the old one
+ * until the block is handed out again. */
+enum be_op { BE_BLOCK, BE_ZBLOCK, BE_MEMALIGN, BE_ZMEMALIGN, BE_REALLOC, BE_ZREALLOC, BE_MMAP };
 
 static void *be_call(enum be_op op, void *old, size_t align, size_t n)
 {
@@ -217,6 +219,7 @@ static void *be_call(enum be_op op, void *old, size_t align, size_t n)
     case BE_MEMALIGN:  return rcl__be_memalign(align, n);
     case BE_ZMEMALIGN: return rcl__be_memalign_zero(align, n);
     case BE_REALLOC:   return rcl__be_realloc(old, n);
+    case BE_ZREALLOC:  return rcl__be_realloc_zero(old, HDR + ((struct rcl_hdr *)old)->size, n);
     case BE_MMAP:      break;
     }
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -651,6 +654,57 @@ void *rcl_calloc(size_t n, size_t size, rcl_gfp_t gfp)
     return rcl_alloc(total, gfp | RCL__ZERO);
 }
 
+/* The pages of a mapping of span bytes at m that the block from base to
+ * end leaves out: what an alignment above a page took to find. */
+static void map_trim(char *m, size_t span, char *base, char *end)
+{
+    if (base > m)
+        munmap(m, (size_t)(base - m));
+    if (end < m + span)
+        munmap(end, (size_t)(m + span - end));
+}
+
+/*
+ * A block the library maps itself: whole pages, aligned to a page or to
+ * `align` where that is more, with one more page in front for the
+ * header. The
+ * kernel hands the pages out zeroed and the library writes none of them,
+ * so they stay out of the resident set until the program touches them:
+ * rcl_valloc()'s blocks, and over glibc a zeroed aligned block above the
+ * classes, which glibc would write whole (backend.h).
+ */
+static void *map_body(size_t size, size_t align, rcl_gfp_t gfp)
+{
+    struct rcl_thread *t = &rcl__self;
+    size_t page = rcl__page_size();
+    unsigned shift = (unsigned)__builtin_ctzl(page);
+    size_t step = align > page ? align : page;
+    int err;
+
+    if (size > SIZE_MAX - page - step)
+        return refused(EOVERFLOW, gfp, "%zu bytes in whole pages overflow", size);
+    size_t len = (size + page - 1) & ~(page - 1);
+    /* The scope applies here as everywhere: the kernel's vmalloc once
+     * ignored GFP_NOFS because it allocated page tables with GFP_KERNEL
+     * ("vmalloc with GFP_NOFS", linux-kernel, May 2018). */
+    size_t cost = front_charge(len, shift, true);
+    if ((err = rcl__charge(t, cost, gfp)) != 0)
+        return fail(-err);
+
+    /* An alignment above a page is found in a mapping larger by it, the
+     * pages on either side of the block then unmapped. */
+    size_t span = len + step;
+    char *m = be_or_retry(be_call(BE_MMAP, NULL, 0, span), BE_MMAP, NULL, 0, span, size, gfp,
+                          cost);
+    if (!m)
+        return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
+    char *p = (char *)(((uintptr_t)m + page + step - 1) & ~(uintptr_t)(step - 1));
+    rcl__assert(p - page >= m && p + len <= m + span);
+    map_trim(m, span, p - page, p + len);
+    own_inc(t->nr_alloc);
+    return hdr_fill(rcl__hdr_of(p), len, shift, rd(t->epoch), VMAP_TAG);
+}
+
 /*
  * The charge of the aligned block at base, `charged` so far (its front
  * charge), made its own (aligned_charge()). Only the backend's answer
@@ -714,6 +768,8 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
      * would wrap 2 * align to 0 and let any size through. */
     if (align > SIZE_MAX / 4 || size > SIZE_MAX - 2 * align - RCL__BE_BLOCK_OVERHEAD)
         return refused(EOVERFLOW, gfp, "%zu bytes aligned to %zu overflow", size, align);
+    if (zeroed_large(size, gfp) && !RCL__BE_MEMALIGN_ZERO_FRESH)
+        return map_body(size, align, gfp);
     unsigned shift = (unsigned)__builtin_ctzl(align);
     size_t cost = front_charge(size, shift, false);
     if ((err = rcl__charge(t, cost, gfp)) != 0)
@@ -721,7 +777,8 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
 
     /* The header sits in the first `align` bytes, just before the aligned
      * pointer, so the block keeps its alignment. A zeroed one is zeroed
-     * by the backend, as alloc_slow() says why. */
+     * by the backend, as alloc_slow() says why; above the classes, where
+     * the backend would write it whole, it was mapped (above). */
     bool zero = gfp & RCL__ZERO;
     char *base = be_or_retry(zero ? rcl__be_memalign_zero(align, size + align) :
                                     rcl__be_memalign(align, size + align),
@@ -740,31 +797,9 @@ static void *aligned_body(size_t align, size_t size, rcl_gfp_t gfp)
 
 static void *valloc_body(size_t size, rcl_gfp_t gfp)
 {
-    struct rcl_thread *t = &rcl__self;
-    size_t page = rcl__page_size();
-    int err;
-
     if (!size)
         return refused(EINVAL, gfp, "size 0");
-    if (size > SIZE_MAX - 2 * page)
-        return refused(EOVERFLOW, gfp, "%zu bytes in whole pages overflow", size);
-    size_t len = (size + page - 1) & ~(page - 1);
-    /* The scope applies here as everywhere: the kernel's vmalloc once
-     * ignored GFP_NOFS because it allocated page tables with GFP_KERNEL
-     * ("vmalloc with GFP_NOFS", linux-kernel, May 2018). */
-    size_t cost = front_charge(len, (unsigned)__builtin_ctzl(page), true);
-    if ((err = rcl__charge(t, cost, gfp)) != 0)
-        return fail(-err);
-
-    /* One extra page in front holds the header; the memory handed out
-     * starts on a page boundary and comes zeroed from the kernel. */
-    char *base = be_or_retry(be_call(BE_MMAP, NULL, 0, len + page), BE_MMAP, NULL, 0, len + page,
-                             size, gfp, cost);
-    if (!base)
-        return no_memory(t, cost, size, gfp, NO_BACKEND_MEMORY);
-    own_inc(t->nr_alloc);
-    return hdr_fill(rcl__hdr_of(base + page), len,
-                    (unsigned)__builtin_ctzl(page), rd(t->epoch), VMAP_TAG);
+    return map_body(size, rcl__page_size(), gfp);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1088,6 +1123,19 @@ static __attribute__((noinline, cold)) void *realloc_refused(void *p, size_t siz
     return refused(EOVERFLOW, gfp, "%zu bytes and the header overflow", size);
 }
 
+/* The backend's resize of the block h to `size`. A grow with RCL__ZERO
+ * above the classes has the backend zero what it adds, which leaves
+ * memory fresh from the system unwritten, as zeroed_large() says why: a
+ * memset made a table grown from 1 MiB to 64 MiB all resident. */
+static struct rcl_hdr *be_resize(struct rcl_hdr *h, size_t size, bool zero, rcl_gfp_t gfp,
+                                 size_t charged)
+{
+    enum be_op op = zero ? BE_ZREALLOC : BE_REALLOC;
+    size_t n = backend_size(size);
+
+    return be_or_retry(be_call(op, h, 0, n), op, h, 0, n, size, gfp, charged);
+}
+
 static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
 {
     if (!p)
@@ -1140,9 +1188,10 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
      * class, or a backend block the backend made big enough - for a
      * shrink, not much bigger. */
     bool roomy = !home && now < was && too_roomy(h, size);
-    struct rcl_hdr *n = home || (backend_size(size) <= rcl__be_usable_size(h) && !roomy) ? h :
-                        be_or_retry(rcl__be_realloc(h, backend_size(size)), BE_REALLOC, h, 0,
-                                    backend_size(size), size, gfp, now > was ? now - was : 0);
+    bool resized = !home && (backend_size(size) > rcl__be_usable_size(h) || roomy);
+    bool be_zeroes = resized && size > old && zeroed_large(size, gfp);
+    struct rcl_hdr *n = !resized ? h :
+                        be_resize(h, size, be_zeroes, gfp, now > was ? now - was : 0);
     if (!n)
         return no_memory(t, now > was ? now - was : 0, size, gfp, NO_BACKEND_MEMORY);
     /* The backend kept the block and its room: it moves. (One the backend
@@ -1153,7 +1202,7 @@ static void *realloc_body(void *p, size_t size, rcl_gfp_t gfp)
         rcl__uncharge_fast(t, was - now);
     user_fit(n, size);
     p = hdr_fill(n, size, HDR_SHIFT, meta_epoch(n->meta), 0);
-    if ((gfp & RCL__ZERO) && size > old)
+    if ((gfp & RCL__ZERO) && size > old && !be_zeroes)
         memset((char *)p + old, 0, size - old);
     return p;
 }

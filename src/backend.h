@@ -40,7 +40,13 @@
  * which so stays out of the resident set until the program touches it:
  * the backend's own calloc where it knows what is fresh, the pages
  * dropped where it does not (mimalloc), a memset where neither can be had
- * (glibc's aligned blocks).
+ * (glibc's aligned blocks). RCL__BE_MEMALIGN_ZERO_FRESH says which: where
+ * it is 0, the library maps a zeroed aligned block above the classes
+ * itself (alloc.c). rcl__be_realloc_zero(p, keep, n) is a grow of
+ * rcl_realloc() with RCL__ZERO, keep < n: p resized to n bytes, its first
+ * keep kept and the rest reading zero, written only where it is not
+ * fresh, the same ways - over glibc its calloc, where a copy costs no
+ * more than the memset it saves.
  *
  * The size query serves rcl_realloc(): a block the backend made big enough
  * already is resized in place, without a call into the backend.
@@ -123,6 +129,16 @@ static inline void *rcl__be_calloc(size_t n)
     void *p = mi_malloc(n);
     return p ? rcl__be_zero(p, n) : NULL;
 }
+/* mi_rezalloc() writes what a grow adds, whole, as its zeroed allocation
+ * does. */
+static inline void *rcl__be_realloc_zero(void *p, size_t keep, size_t n)
+{
+    char *q = mi_realloc(p, n);
+
+    if (q)
+        rcl__be_zero(q + keep, n - keep);
+    return q;
+}
 static inline void  rcl__be_free(void *p) { mi_free(p); }
 static inline size_t rcl__be_usable_size(const void *p) { return mi_usable_size(p); }
 static inline size_t rcl__be_held(const void *p) { return mi_usable_size(p); }
@@ -134,6 +150,7 @@ static inline void *rcl__be_memalign_zero(size_t a, size_t n)
     void *p = mi_malloc_aligned(n, a);
     return p ? rcl__be_zero(p, n) : NULL;
 }
+#define RCL__BE_MEMALIGN_ZERO_FRESH 1
 static inline void  rcl__be_trim(void) { mi_collect(true); }
 static inline void  rcl__be_thread_collect(void) { mi_collect(true); }
 /* Blocks one thread frees for another stay in the owner's pages until the
@@ -160,6 +177,19 @@ static inline void *rcl__be_memalign(size_t a, size_t n) { return mallocx(n, MAL
 static inline void *rcl__be_memalign_zero(size_t a, size_t n)
 {
     return mallocx(n, MALLOCX_ALIGN(a) | MALLOCX_ZERO);
+}
+#define RCL__BE_MEMALIGN_ZERO_FRESH 1
+/* With MALLOCX_ZERO a grow zeroes from the block's old usable size on,
+ * only where its memory is not known to be zero; the room the block had
+ * past what is kept is the caller's to zero. */
+static inline void *rcl__be_realloc_zero(void *p, size_t keep, size_t n)
+{
+    size_t had = sallocx(p, 0);
+    char *q = rallocx(p, n, MALLOCX_ZERO);
+
+    if (q && had > keep)
+        memset(q + keep, 0, (had < n ? had : n) - keep);
+    return q;
 }
 static inline void  rcl__be_thread_collect(void) { }
 static inline void  rcl__be_trim(void)
@@ -207,11 +237,37 @@ static inline void *rcl__be_memalign(size_t a, size_t n)
     void *p;
     return posix_memalign(&p, a, n) == 0 ? p : NULL;
 }
-/* glibc has no aligned calloc: the whole block is written. */
+/* glibc has no aligned calloc: the whole block is written (one of the
+ * classes: a larger one is mapped, alloc.c). */
 static inline void *rcl__be_memalign_zero(size_t a, size_t n)
 {
     void *p = rcl__be_memalign(a, n);
     return p ? memset(p, 0, n) : NULL;
+}
+#define RCL__BE_MEMALIGN_ZERO_FRESH 0
+/*
+ * glibc's realloc cannot say whether what it adds is fresh (a mapped
+ * chunk grown by mremap() is; one grown into its free neighbour is not),
+ * but its calloc can: a grow that at least doubles the block takes a
+ * calloc'ed block and copies what it keeps, no more than the memset it
+ * saves. A smaller one is a realloc, where the copy would cost more than
+ * the memset: a block grown a little at a time, copied at every grow,
+ * would cost the square of its size.
+ */
+static inline void *rcl__be_realloc_zero(void *p, size_t keep, size_t n)
+{
+    char *q;
+
+    if (keep > n - keep) {
+        if ((q = realloc(p, n)) != NULL)
+            memset(q + keep, 0, n - keep);
+        return q;
+    }
+    if (!(q = calloc(1, n)))
+        return NULL;
+    memcpy(q, p, keep);
+    free(p);
+    return q;
 }
 static inline void  rcl__be_trim(void) { malloc_trim(0); }
 static inline void  rcl__be_thread_collect(void) { }

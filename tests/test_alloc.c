@@ -850,6 +850,17 @@ static size_t resident_pages(void *p, size_t n)
     return in;
 }
 
+/* Whether fewer than one in eight of the whole pages of [p, p + n) are
+ * in the resident set. */
+static bool mostly_out(unsigned char *p, size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *first = (unsigned char *)(((uintptr_t)p + page - 1) & ~(page - 1));
+    size_t pages = (n - (size_t)(first - p)) / page;
+
+    return resident_pages(first, pages * page) < pages / 8;
+}
+
 #define TABLE (64 * MiB)
 
 /* Room for a table of 64 MiB, the backend's free memory given back first
@@ -863,6 +874,14 @@ static int table_setup(void **state)
     return 0;
 }
 
+static void skip_where_calloc_writes_every_byte(void)
+{
+    if (test_under_sanitizer("tsan")) {
+        print_message("skipped under tsan: its calloc writes every byte\n");
+        skip();
+    }
+}
+
 /* glibc's calloc, and mimalloc's and jemalloc's, leave memory fresh from
  * the system unwritten: a table a program fills sparsely is resident only
  * where it is filled. A memset of the whole block made all of it
@@ -870,17 +889,10 @@ static int table_setup(void **state)
 TEST_WITH(calloc_of_a_large_block_leaves_its_fresh_pages_out_of_the_resident_set, table_setup,
           test_teardown)
 {
-    if (test_under_sanitizer("tsan")) {
-        print_message("skipped under tsan: its calloc writes every byte\n");
-        skip();
-    }
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    skip_where_calloc_writes_every_byte();
     unsigned char *p = rcl_calloc(TABLE / 4096, 4096, RCL_DEFAULT);
     assert_non_null(p);
-    unsigned char *first = (unsigned char *)(((uintptr_t)p + page - 1) & ~(page - 1));
-    size_t pages = (TABLE - (size_t)(first - p)) / page;
-
-    assert_true(resident_pages(first, pages * page) < pages / 8);
+    assert_true(mostly_out(p, TABLE));
     assert_true(all_zero(p, TABLE));
     rcl_free(p);
 }
@@ -901,6 +913,107 @@ TEST_WITH(calloc_of_a_large_block_reads_zero_when_its_memory_is_reused, table_se
         assert_true(all_zero(q, TABLE));
         memset(q, 0xff, TABLE);
         rcl_free(q);
+    }
+}
+
+/* A table grown with RCL__ZERO is resident only where the program wrote
+ * it: the part the grow adds, fresh from the system, is not written. */
+TEST_WITH(realloc_grown_with_zero_leaves_the_fresh_part_out_of_the_resident_set, table_setup,
+          test_teardown)
+{
+    skip_where_calloc_writes_every_byte();
+    unsigned char *p = rcl_alloc(1 * MiB, RCL_DEFAULT | RCL__ZERO);
+    assert_non_null(p);
+    memset(p, 0xab, 1 * MiB);
+    p = rcl_realloc(p, TABLE, RCL_DEFAULT | RCL__ZERO);
+    assert_non_null(p);
+    assert_true(mostly_out(p + 1 * MiB, TABLE - 1 * MiB));
+    assert_int_equal(p[1 * MiB - 1], 0xab);
+    assert_true(all_zero(p + 1 * MiB, TABLE - 1 * MiB));
+    rcl_free(p);
+}
+
+/* What a grow adds reads zero when the backend hands back memory the
+ * program wrote: a block freed dirty, the memory a shrink gave back, or
+ * the room a block shrunk in place keeps past its new size. Over
+ * mimalloc a block of 8 MiB lies in memory its heap keeps, as written,
+ * for the next one; one of 64 MiB is mapped for itself. */
+static void grow_zeroed_over_written_memory(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+    for (int round = 0; round < 3; round++) {
+        unsigned char *d = rcl_alloc(size, RCL_DEFAULT);
+        assert_non_null(d);
+        memset(d, 0xff, size);
+        rcl_free(d);
+        unsigned char *p = rcl_alloc(1 * MiB, RCL_DEFAULT);
+        assert_non_null(p);
+        memset(p, 0xab, 1 * MiB);
+        p = rcl_realloc(p, size, RCL_DEFAULT | RCL__ZERO);
+        assert_non_null(p);
+        assert_int_equal(p[1 * MiB - 1], 0xab);
+        assert_true(all_zero(p + 1 * MiB, size - 1 * MiB));
+        memset(p, 0xff, size);
+        p = rcl_realloc(p, 1 * MiB, RCL_DEFAULT);
+        assert_non_null(p);
+        p = rcl_realloc(p, size, RCL_DEFAULT | RCL__ZERO);
+        assert_non_null(p);
+        assert_int_equal(p[1 * MiB - 1], 0xff);
+        assert_true(all_zero(p + 1 * MiB, size - 1 * MiB));
+        memset(p, 0xff, size);
+        p = rcl_realloc(p, size - page / 2, RCL_DEFAULT);
+        assert_non_null(p);
+        p = rcl_realloc(p, size, RCL_DEFAULT | RCL__ZERO);
+        assert_non_null(p);
+        assert_int_equal(p[size - page / 2 - 1], 0xff);
+        assert_true(all_zero(p + size - page / 2, page / 2));
+        rcl_free(p);
+    }
+}
+
+TEST_WITH(realloc_grown_with_zero_reads_zero_when_its_memory_is_reused, table_setup,
+          test_teardown)
+{
+    grow_zeroed_over_written_memory(8 * MiB);
+    grow_zeroed_over_written_memory(TABLE);
+}
+
+static const size_t table_aligns[] = { 64, 4096, 2 * MiB };
+
+/* A zeroed aligned table is left unwritten where its memory is fresh,
+ * as a calloc's, whatever the alignment. */
+TEST_WITH(a_zeroed_aligned_table_leaves_its_fresh_pages_out_of_the_resident_set, table_setup,
+          test_teardown)
+{
+    for (size_t i = 0; i < sizeof(table_aligns) / sizeof(table_aligns[0]); i++) {
+        unsigned char *p = rcl_aligned_alloc(table_aligns[i], TABLE, RCL_DEFAULT | RCL__ZERO);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % table_aligns[i], 0);
+        assert_true(mostly_out(p, TABLE));
+        assert_true(all_zero(p, TABLE));
+        rcl_free(p);
+    }
+}
+
+/* And it reads zero where its memory is not fresh: a table of the same
+ * size freed dirty just before. */
+TEST_WITH(a_zeroed_aligned_table_reads_zero_when_its_memory_is_reused, table_setup,
+          test_teardown)
+{
+    for (size_t i = 0; i < sizeof(table_aligns) / sizeof(table_aligns[0]); i++) {
+        for (int round = 0; round < 2; round++) {
+            unsigned char *d = rcl_aligned_alloc(table_aligns[i], TABLE, RCL_DEFAULT);
+            assert_non_null(d);
+            memset(d, 0xff, TABLE);
+            rcl_free(d);
+            unsigned char *p = rcl_aligned_alloc(table_aligns[i], TABLE,
+                                                 RCL_DEFAULT | RCL__ZERO);
+            assert_non_null(p);
+            assert_true(all_zero(p, TABLE));
+            memset(p, 0xff, TABLE);
+            rcl_free(p);
+        }
     }
 }
 
