@@ -537,7 +537,10 @@ int    rcl_config_from_env(struct rcl_config *cfg);
  * PTHREAD_KEYS_MAX thread-specific data keys and the library's first
  * start finds none for its own. Any other entry point initialises the
  * library on first use. When the environment alone asks for something
- * impossible, first use reports it and runs on the plain defaults. */
+ * impossible, first use reports it and runs on the plain defaults. From
+ * a signal handler the library can tell (see "Signal handlers" below) it
+ * is refused with -EBUSY, started or not, and the thread reports it at
+ * its next allocation; so is the start a first use would make there. */
 int    rcl_init(const struct rcl_config *cfg);
 
 /* Stops the background reclaimer and the pressure thread (a workqueue's
@@ -710,6 +713,23 @@ void   rcl_shutdown(void);
  * one that is bracketed, or that interrupted one of the calls above, is
  * refused, and the thread reports it at its next allocation.
  *
+ * Nor does a handler start the library: a start takes locks, calls
+ * malloc() and starts threads. In a bracketed handler, in one that
+ * interrupted one of the calls above and in one that interrupted its
+ * thread's own start (which holds the lock a start waits for), rcl_init()
+ * returns -EBUSY, started or not, and rcl_shutdown() does nothing. In a
+ * bracketed handler and in one that interrupted its thread's start, an
+ * allocation before the library starts returns NULL with ENOMEM, as from
+ * an empty stash, and the first use of another call is refused its start:
+ * rcl_charge() returns -ENOMEM, rcl_shrinker_register() NULL with ENOMEM,
+ * and the rest (not a handler's to make anyway) go on as after a failed
+ * start. Each refused rcl_init(), start and rcl_shutdown() is reported by
+ * the thread at its next allocation. A handler the program did not
+ * bracket cannot be told from the thread elsewhere: there its first use
+ * starts the library as the thread's would, unsafe as above, and may wait
+ * for ever for a lock the call it interrupted holds; so may its rcl_init()
+ * where it interrupted the thread outside the library.
+ *
  * A thread's last round of thread-specific data destructors
  * (PTHREAD_DESTRUCTOR_ITERATIONS). The library's own destructor
  * unregisters the thread in every round, and in the last leaves it out of
@@ -724,13 +744,14 @@ void   rcl_shutdown(void);
  * handler that interrupted a library call too, where the call goes on
  * inside the library. What a handler did wrong (such a leave, a bad free
  * or realloc, a refused rcl_shutdown(), NOFAIL without
- * RCL__DIRECT_RECLAIM) is reported by the thread it interrupted, never by
- * another, counted by kind: more than 63 of one kind before the thread
- * reports them are reported as "63 or more". What the thread has not
- * reported when it exits (in its exit, or after), and what a handler does
- * wrong on a thread that has not used the library yet, is reported by the
- * next thread that serves a handler's request of its own (a free, a
- * stash, a report), which says the library was not serving that thread. */
+ * RCL__DIRECT_RECLAIM, a refused rcl_init() or start) is reported by the
+ * thread it interrupted, never by another, counted by kind: more than 15
+ * of one kind before the thread reports them are reported as "15 or
+ * more". What the thread has not reported when it exits (in its exit, or
+ * after), and what a handler does wrong on a thread that has not used the
+ * library yet, is reported by the next thread that serves a handler's
+ * request of its own (a free, a stash, a report), which says the library
+ * was not serving that thread. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 

@@ -687,10 +687,10 @@ static bool in_flight_wait(unsigned long long *since)
 
 int rcl__charge(struct rcl_thread *t, size_t size, rcl_gfp_t gfp)
 {
-    rcl__ensure_init();
-    if (unlikely(!rcl__thread_attach(t))) {
-        /* Past its exit, declined as a signal handler's is: a stock
-         * charged now would have nobody to give it back. */
+    /* Past its exit, declined as a signal handler's is: a stock charged
+     * now would have nobody to give it back. So is a handler's charge
+     * whose start was refused: there is no budget to charge. */
+    if (unlikely(!rcl__ensure_init_here() || !rcl__thread_attach(t))) {
         rcl__count(failures, 1);
         return -ENOMEM;
     }

@@ -52,8 +52,13 @@
  * reports it, not whichever thread is served first. A handler that never
  * allocates is given no stash. */
 #define SIG_WANT_STASH  0x1u
+#define SIG_WANT_REPORT 0x2u     /* the process's counts hold the thread's */
 #define SIG_BAD_SHIFT   2u
-#define SIG_BAD_BITS    6u
+/* Seven kinds in the 30 bits above the requests: the word cannot widen
+ * without moving the fields after it (nor stay lock-free for a handler on
+ * every target), and "15 or more" of one misuse between two services
+ * tells the program little less than a larger top would. */
+#define SIG_BAD_BITS    4u
 #define SIG_BAD_MAX     ((1u << SIG_BAD_BITS) - 1)
 
 enum sig_bad {
@@ -62,6 +67,8 @@ enum sig_bad {
     SIG_BAD_LEAVE,      /* rcl_signal_leave() without its enter */
     SIG_BAD_SHUTDOWN,   /* rcl_shutdown(), refused */
     SIG_BAD_NOFAIL,     /* NOFAIL without DIRECT_RECLAIM */
+    SIG_BAD_INIT,       /* rcl_init(), refused */
+    SIG_BAD_START,      /* another call's first use, its start refused */
     SIG_BAD_KINDS
 };
 _Static_assert(SIG_BAD_SHIFT + SIG_BAD_KINDS * SIG_BAD_BITS <= 32,
@@ -95,7 +102,9 @@ static _Atomic unsigned long sig_exit_bad[SIG_BAD_KINDS];
  * serve again for certain (sig_orphan: one whose exit has begun, or one
  * the library does not know, which may never call it and has no exit of
  * the library's to hand its counts on) leaves them to the process's
- * count at once.
+ * count at once, and still asks for its own service: a thread a handler
+ * refused the library's start to has most likely not used it yet, and
+ * its first allocation reports them, unless another thread served first.
  */
 static void sig_bad(enum sig_bad kind)
 {
@@ -104,6 +113,7 @@ static void sig_bad(enum sig_bad kind)
 
     if (rd(t->sig_orphan)) {
         atomic_fetch_add(&sig_exit_bad[kind], 1);
+        sig_ask(t, SIG_WANT_REPORT);
         return;
     }
     unsigned want = atomic_load(&t->sig_want);
@@ -126,6 +136,13 @@ static const struct sig_bad_text {
                            "shutdown takes, and go on over what it tears down)" },
     [SIG_BAD_NOFAIL] = { "NOFAIL allocation", " in a signal handler can never succeed",
                          ": NOFAIL needs DIRECT_RECLAIM (it must be able to wait); refused" },
+    [SIG_BAD_INIT] = { "rcl_init() call", " from a signal handler",
+                       ": refused with -EBUSY (a start takes locks and calls malloc(), and the "
+                       "call the handler interrupted may be this thread's own start)" },
+    [SIG_BAD_START] = { "call", " from a signal handler would have started the library",
+                        ": refused, each answered as a failed start answers it (a start takes "
+                        "locks and calls malloc(), and the call the handler interrupted may be "
+                        "this thread's own start)" },
 };
 
 static void sig_bad_report(enum sig_bad kind, unsigned long n, bool full, bool exiting)
@@ -420,6 +437,13 @@ unsigned rcl_signal_enter(void)
 void rcl__sig_shutdown_refused(void)
 {
     sig_bad(SIG_BAD_SHUTDOWN);
+}
+
+/* A start from a handler, refused (init.c): rcl_init()'s, or the one
+ * another call's first use would make. */
+void rcl__sig_start_refused(bool init)
+{
+    sig_bad(init ? SIG_BAD_INIT : SIG_BAD_START);
 }
 
 /* A round of the thread's exit, its mark for the round set: the counts

@@ -43,6 +43,13 @@ _Atomic unsigned rcl__epoch;
 struct rcl_config rcl__cfg;
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The thread holding init_lock in life_lock(), or NULL: a signal handler
+ * that interrupted it there would wait for the lock for ever, marked by
+ * the program or not (start_refused_here()). */
+static struct rcl_thread *_Atomic init_holder;
+/* Called under init_lock in a start, before its first epoch: lets a test
+ * deliver a signal to a thread inside its start. */
+void (*rcl__start_hook)(void);
 /* Under init_lock: rcl_shutdown() is waiting for the library's threads
  * with the lock let go. rcl__ready is still set (rcl_init() answers
  * -EBUSY, first use has nothing to do), and a second shutdown leaves the
@@ -55,13 +62,32 @@ static bool stopping;
 static void life_lock(void)
 {
     pthread_mutex_lock(&init_lock);
+    atomic_store_explicit(&init_holder, &rcl__self, memory_order_relaxed);
     rcl__report_hold();
 }
 
 static void life_unlock(struct rcl__held_reports *held)
 {
     rcl__report_unhold(held);
+    atomic_store_explicit(&init_holder, NULL, memory_order_relaxed);
     pthread_mutex_unlock(&init_lock);
+}
+
+/*
+ * Whether a start must not run on this thread now: it runs a handler the
+ * program bracketed (rcl_signal_enter() raised the depth, which no mark of
+ * the library's inside the handler touches, however deep its call goes),
+ * where a start's locks, malloc() and thread creation are not safe, or a
+ * handler that interrupted this thread holding init_lock - its own start,
+ * say - which would wait for that lock for ever. Only this thread stores
+ * itself in init_holder, and a handler runs whole between two of its
+ * instructions: read as itself, the lock is held under it. An unbracketed
+ * handler that interrupted anything else cannot be told from the thread.
+ */
+static bool start_refused_here(void)
+{
+    return rcl__self.sig_depth ||
+           atomic_load_explicit(&init_holder, memory_order_relaxed) == &rcl__self;
 }
 
 #define DEFAULT_MIN_PCT  2
@@ -173,6 +199,8 @@ static int start_locked(const struct rcl_config *cfg_in)
     rcl__assert_held(&init_lock);
     struct rcl_config cfg = *cfg_in;
 
+    if (rcl__start_hook)
+        rcl__start_hook();
     rcl__cgroup_env_forget();
     int err = config_resolve(&cfg);
 
@@ -249,6 +277,13 @@ int rcl_init(const struct rcl_config *cfg)
 {
     int err;
 
+    /* Marked inside the library at the call, the thread is in a signal
+     * handler, as rcl_shutdown() says: refused whether the library runs
+     * or not, so that the handler is told the same either way. */
+    if (rcl__self.busy == 1 || start_refused_here()) {
+        rcl__sig_start_refused(true);
+        return -EBUSY;
+    }
     unsigned busy = rcl__busy_hold(&rcl__self);
     rcl__fork_register();
     /* Starting reads files (cgroups, PSI): cancellation points, under
@@ -269,6 +304,13 @@ int rcl__init_slow(void)
     struct rcl__held_reports held;
     int err = 0;
 
+    /* Refused before the lock, which the handler may have interrupted
+     * its thread holding; the caller goes on as after a failed start, or
+     * answers "not now" (rcl__ensure_init_here()). */
+    if (start_refused_here()) {
+        rcl__sig_start_refused(false);
+        return -EBUSY;
+    }
     unsigned busy = rcl__busy_hold(&rcl__self);
     rcl__fork_register();
     int cancel = rcl__nocancel_begin();
@@ -343,8 +385,10 @@ void rcl_shutdown(void)
      * handler: bracketed by rcl_signal_enter(), or one that interrupted a
      * library call, which may hold init_lock or go on over what the
      * shutdown tears down. The mark is clear in the program's callbacks,
-     * and past the thread's exit it is RCL__BUSY_EXITED. */
-    if (rcl__self.busy == 1) {
+     * and past the thread's exit it is RCL__BUSY_EXITED: a bracketed
+     * handler, and one that interrupted its thread holding init_lock, are
+     * refused whatever it reads. */
+    if (rcl__self.busy == 1 || start_refused_here()) {
         rcl__sig_shutdown_refused();
         return;
     }

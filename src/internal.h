@@ -54,6 +54,7 @@
 #define RCL_NO_INLINE_SCOPES 1
 #include "reclaim.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -73,12 +74,20 @@
 extern _Atomic int      rcl__ready;   /* 1 once initialised */
 extern _Atomic unsigned rcl__epoch;   /* changes at every init; never 0 */
 extern struct rcl_config rcl__cfg;    /* the configuration in force */
-int  rcl__init_slow(void);
+int  rcl__init_slow(void);   /* -EBUSY: refused, in a signal handler */
 static inline void rcl__ensure_init(void)
 {
     /* Not 1: not initialised, or a forked child with a thread to restart. */
     if (unlikely(atomic_load_explicit(&rcl__ready, memory_order_acquire) != 1))
         rcl__init_slow();
+}
+/* The same, for a call that must not go on over a library left unstarted
+ * because its start was refused: false in a signal handler (init.c). */
+static inline bool rcl__ensure_init_here(void)
+{
+    if (likely(atomic_load_explicit(&rcl__ready, memory_order_acquire) == 1))
+        return true;
+    return rcl__init_slow() != -EBUSY;
 }
 /* First use with the thread inside the library's mark, returning what
  * rcl__busy_drop() puts back: for the calls reclaim.h promises a handler
@@ -461,6 +470,8 @@ int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char 
  * that fails, to prove a workqueue's rescuer keeps work moving. */
 extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
                                       const char *what);
+/* Called in a start with init_lock held (init.c), for tests; NULL. */
+extern void (*rcl__start_hook)(void);
 
 /* ------------------------------------------------------------------------ */
 /* I/O flushers (io_flusher.c)                                               */

@@ -311,7 +311,12 @@ struct rcl_shrinker *rcl_shrinker_register(const char *name, const struct rcl_sh
         errno = EINVAL;
         return NULL;
     }
-    rcl__ensure_init();
+    /* A handler's start refused: no registry to join, and none of the
+     * locks or calloc() that joining one takes are a handler's to take. */
+    if (!rcl__ensure_init_here()) {
+        errno = ENOMEM;
+        return NULL;
+    }
     if (opts_refused(name, opts)) {
         errno = EINVAL;
         return NULL;

@@ -172,8 +172,10 @@ struct rcl_thread {
     unsigned char         sig_depth;  /* rcl_signal_enter()s not yet left: a
                                          leave that finds none had no enter,
                                          whatever the mark says
-                                         (alloc_signal.c). In the same
-                                         padding */
+                                         (alloc_signal.c), and a start finds
+                                         it runs in a handler, however deep
+                                         the handler's call (init.c). In the
+                                         same padding */
     unsigned              io_flusher; /* scope bits rcl_io_flusher_set() added, +1 */
     _Atomic unsigned long nr_alloc, nr_free;   /* less what its lists count:
                                                   rcl__bcache_counts() */
@@ -304,6 +306,7 @@ void   rcl__sig_flush(struct rcl_thread *t);    /* stash and deferred frees, now
 void   rcl__sig_exit(struct rcl_thread *t);     /* the same, for the last time */
 void   rcl__sig_forget(struct rcl_thread *t);   /* the same at a new epoch */
 void   rcl__sig_shutdown_refused(void);         /* counted, reported by the thread */
+void   rcl__sig_start_refused(bool init);       /* the same, for rcl_init() or a first use */
 void   rcl__sig_exit_bad(struct rcl_thread *t);  /* its handlers' misuse, the process's */
 size_t rcl__sig_deferred_charge(const struct rcl_thread *t, unsigned long *nr);
 /* Frees handlers deferred on threads whose own lists nothing takes. */
