@@ -1233,6 +1233,25 @@ static bool wait_for_state(pid_t pid, char state, unsigned ms)
     return false;
 }
 
+/* Stops the daemon, and returns once every thread of it has stopped: its
+ * parent is told then. kill() returns with the signal queued and one
+ * thread woken to take it; the others learn of the stop from that one,
+ * and until it has run they serve on. A request sent in that moment was
+ * answered, and the process meant to wait on a stopped daemon did not. */
+static bool stop_the_daemon_whole(unsigned ms)
+{
+    kill(sig.pid, SIGSTOP);
+    for (unsigned i = 0; i <= ms / 10; i++, usleep(10000)) {
+        siginfo_t info = { 0 };
+        /* Stops only: an exit is left for reap_the_daemon(). */
+        if (waitid(P_PID, (id_t)sig.pid, &info, WSTOPPED | WNOHANG) != 0)
+            return false;
+        if (info.si_pid == sig.pid)
+            return true;
+    }
+    return false;
+}
+
 /* The first of the processes made to wait: the disk mapped, and, once
  * told, a mapping of its own asked for. */
 static void stuck_mapper(int ready, int go)
@@ -1263,7 +1282,10 @@ static void stuck_reader(pid_t mapper, void *disk)
  * daemon is found all the same, within seconds. The tests found it by
  * every process's command line, whose read waits on that lock: for as
  * long as the process stays stuck, and so, when the daemon is the one
- * stuck, for ever, in the teardown that was to abort its connection. */
+ * stuck, for ever, in the teardown that was to abort its connection.
+ * The daemon is stopped whole before the read is made: kill() alone left
+ * it serving for a moment, and on a loaded machine (one ASan run in eight
+ * here) it answered the read, which then never waited. */
 TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_setup, sig_teardown)
 {
     NEED_FUSE();
@@ -1274,9 +1296,17 @@ TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_se
     assert_return_code(pipe(ready), errno);
     assert_return_code(pipe(go), errno);
     fflush(stdout);
+    /* Each child holds only its own ends of the pipes: the mapper ends
+     * when go is closed untold (the test gave up before the reader
+     * waited), and takes its hold on the mount with it; one that held go
+     * itself waited for ever, the daemon could not end at its signal, and
+     * the teardown killed both. */
     sig.stuck[0] = fork();
-    if (sig.stuck[0] == 0)
+    if (sig.stuck[0] == 0) {
+        close(ready[0]);
+        close(go[1]);
         stuck_mapper(ready[1], go[0]);
+    }
     close(ready[1]);
     close(go[0]);
     struct pollfd p = { .fd = ready[0], .events = POLLIN };
@@ -1285,13 +1315,15 @@ TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_se
 
     /* The daemon stopped, a read of the mapping waits on it, and the
      * mapper's own mmap() waits for the lock that read holds. */
-    kill(sig.pid, SIGSTOP);
-    if (mapped) {
+    bool stopped = stop_the_daemon_whole(10000);
+    if (mapped && stopped) {
         sig.stuck[1] = fork();
-        if (sig.stuck[1] == 0)
+        if (sig.stuck[1] == 0) {
+            close(go[1]);
             stuck_reader(sig.stuck[0], disk);
+        }
     }
-    bool reader_waits = mapped && wait_for_state(sig.stuck[1], 'D', 5000);
+    bool reader_waits = mapped && stopped && wait_for_state(sig.stuck[1], 'D', 5000);
     bool mapper_waits = reader_waits && write(go[1], "1", 1) == 1 &&
                         wait_for_state(sig.stuck[0], 'D', 5000);
     close(go[1]);
@@ -1316,6 +1348,7 @@ TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_se
     kill(sig.pid, SIGTERM);
     int status = reap_the_daemon();
     assert_true(mapped);
+    assert_true(stopped);
     assert_true(reader_waits);
     if (!mapper_waits) {
         printf("skipped: this kernel reads /proc/PID/mem without holding the map lock "
