@@ -751,7 +751,9 @@ void   rcl_shutdown(void);
  * after), and what a handler does wrong on a thread that has not used the
  * library yet, is reported by the next thread that serves a handler's
  * request of its own (a free, a stash, a report), which says the library
- * was not serving that thread. */
+ * was not serving that thread. A bracketed handler must leave through
+ * rcl_signal_leave(): one that siglongjmp()s out of its bracket leaves
+ * the thread marked as in a handler, served as one, for good. */
 unsigned rcl_signal_enter(void);
 void     rcl_signal_leave(unsigned cookie);
 
