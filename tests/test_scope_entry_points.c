@@ -330,9 +330,10 @@ static const char *const never_allocates[] = {
     "rcl_lru_node_init", "rcl_lru_add", "rcl_lru_del", "rcl_lru_touch", "rcl_lru_count",
     "rcl_lru_list_init", "rcl_lru_list_pop", "rcl_lru_walk",
     /* the lock checker's annotations (its graph is static) and mutexes */
-    "rcl_lock_acquire", "rcl_lock_acquire_try", "rcl_lock_release", "rcl_might_alloc",
-    "rcl_lock_class_unregister", "rcl_lockdep_set_slow_shrinker_ms", "rcl_lockdep_reports", "rcl_mutex_init",
-    "rcl_mutex_lock", "rcl_mutex_trylock", "rcl_mutex_unlock", "rcl_mutex_destroy",
+    "rcl_lock_acquire", "rcl_lock_acquire_try", "rcl_lock_acquire_nested", "rcl_lock_release",
+    "rcl_might_alloc", "rcl_lock_class_unregister", "rcl_lockdep_set_slow_shrinker_ms",
+    "rcl_lockdep_reports", "rcl_mutex_init", "rcl_mutex_lock", "rcl_mutex_lock_nested",
+    "rcl_mutex_trylock", "rcl_mutex_unlock", "rcl_mutex_destroy",
     /* life cycle, configuration, figures: outside the budget (libc only) */
     "rcl_config_default", "rcl_init", "rcl_shutdown", "rcl_set_limit", "rcl_limit",
     "rcl_usage", "rcl_usage_sync", "rcl_auto_limit", "rcl_set_report_fn", "rcl_stats_get",
