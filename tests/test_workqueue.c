@@ -7,7 +7,6 @@
 #include "helpers.h"
 #include "internal.h"
 
-#include <dirent.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -1994,26 +1993,9 @@ TEST(test_stress_every_item_runs_once_in_its_context)
 static pid_t rescuer_tid_now(const char *name)
 {
     char want[32];
-    pid_t found = 0;
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
 
-    snprintf(want, sizeof(want), "rcl-rsc/%s\n", name);
-    while (d && (e = readdir(d)) != NULL) {
-        char path[300], comm[32] = "";
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f) && strcmp(comm, want) == 0)
-            found = atoi(e->d_name);
-        fclose(f);
-    }
-    if (d)
-        closedir(d);
-    return found;
+    snprintf(want, sizeof(want), "rcl-rsc/%s", name);
+    return test_thread_named(want, NULL);
 }
 
 /* The rescuer names its thread as it starts, after the queue is made:
