@@ -1044,6 +1044,209 @@ TEST(test_a_thread_ending_in_may_reclaim_outside_a_pass_exits_its_domain_in_clea
 }
 
 /* ------------------------------------------------------------------------ */
+/* A thread cancelled inside a domain's may_reclaim                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * rcl_shutdown() is refused while the thread runs a may_reclaim (the
+ * pass or the allocation that asked goes on after it). A cancel the
+ * callback lets in unwinds the question with the thread's mark put back
+ * as the question found it, before the program's cleanup handlers run:
+ * outside every callback, a shutdown from one goes through; inside the
+ * isolate callback that asked, it is refused still, as the callback's.
+ */
+static atomic_int cleanup_stopped_it, isolate_cleanup_refused;
+
+/* Lets in the cancel its thread has pending, in a pass or outside one as
+ * the test asks (cancelled_outside_a_pass), on the test's thread only;
+ * refuses elsewhere, so that no pass scans the other thread's held one. */
+static bool cancelled_outside_a_pass;
+
+static int lets_the_cancel_in(struct rcl_domain *d, void *arg)
+{
+    (void)d; (void)arg;
+    if (ends_here && rcl__shrinking_here() != cancelled_outside_a_pass) {
+        pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+        test_testcancel();
+    }
+    return 0;
+}
+
+static unsigned long scans_all(void *p, struct rcl_shrink_control *sc)
+{
+    (void)p;
+    return sc->nr_to_scan;
+}
+
+/* The program's cleanup handler outermost: the thread is its own again.
+ * The library stopped is the shutdown gone through (one refused leaves
+ * it running). */
+static void shuts_the_library_down(void *arg)
+{
+    (void)arg;
+    ends_here = false;
+    rcl_shutdown();
+    atomic_store(&cleanup_stopped_it, atomic_load(&rcl__ready) == 0);
+}
+
+/* The thread cancels itself with cancellation off: only may_reclaim lets
+ * the cancel in. */
+static void cancel_pending(void)
+{
+    ends_here = true;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    pthread_cancel(pthread_self());
+}
+
+static void *reclaims_in_the_domain_until_cancelled(void *arg)
+{
+    (void)arg;
+    cancel_pending();
+    rcl_domain_enter(ending_domain);            /* left at the thread's exit */
+    pthread_cleanup_push(shuts_the_library_down, NULL);
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+/* Runs fn, which is to be cancelled in may_reclaim, and checks that its
+ * cleanup handler stopped the library, with the reports it made; starts
+ * it again for the test's end. The shrinkers went with the shutdown. */
+static void cancelled_then_shut_down(void *(*fn)(void *), void *arg, unsigned reports)
+{
+    pthread_t th;
+
+    atomic_store(&cleanup_stopped_it, -1);
+    assert_int_equal(pthread_create(&th, NULL, fn, arg), 0);
+    assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
+    assert_int_equal(atomic_load(&cleanup_stopped_it), 1);
+    assert_int_equal(test_report_count(), reports);
+    assert_int_equal(test_init(64 * MiB), 0);
+}
+
+/* Asked by a pass, where no handler of the question's own runs: the
+ * reclaim's (shrink_unwound()) puts the mark back. */
+TEST(test_a_thread_cancelled_in_may_reclaim_in_a_pass_can_shut_down_in_cleanup)
+{
+    static const struct rcl_shrinker_ops ops = { .count = thousand, .scan = scans_all };
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("cancelled-in-a-pass", 0, lets_the_cancel_in, NULL);
+    assert_non_null(ending_domain);
+    struct rcl_shrinker_opts o = { .domain = ending_domain };
+    assert_non_null(rcl_shrinker_register("domain-cache", &ops, NULL, &o));
+    cancelled_outside_a_pass = false;
+
+    cancelled_then_shut_down(reclaims_in_the_domain_until_cancelled, NULL, 0);
+
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
+/* Outside a pass, the question's own handler puts the mark back. The
+ * thread fills the budget itself, and lets the other thread's pass go
+ * and takes its charge back before it shuts down: no other thread may
+ * be inside the library then. */
+static size_t cancelled_charge;
+static struct held_pass cancelled_beside;
+
+static void releases_the_pass_and_shuts_down(void *arg)
+{
+    (void)arg;
+    ends_here = false;
+    rcl_uncharge(cancelled_charge);
+    if (held_pass_end(&cancelled_beside))
+        shuts_the_library_down(NULL);
+}
+
+static void *allocates_in_the_domain_until_cancelled(void *arg)
+{
+    (void)arg;
+    cancel_pending();
+    rcl_domain_enter(ending_domain);            /* left at the thread's exit */
+    cancelled_charge = charge_until_full();
+    pthread_cleanup_push(releases_the_pass_and_shuts_down, NULL);
+    void *p = rcl_alloc(4 * KiB, RCL_DEFAULT | RCL__NOWARN);
+    rcl_free(p);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+TEST(test_a_thread_cancelled_in_may_reclaim_outside_a_pass_can_shut_down_in_cleanup)
+{
+    alarm(ENDING_ALARM_S);
+    ending_domain = rcl_domain_create("cancelled-outside-a-pass", 0, lets_the_cancel_in, NULL);
+    assert_non_null(ending_domain);
+    held_pass_start(&cancelled_beside, ending_domain);
+    cancelled_outside_a_pass = true;
+
+    cancelled_then_shut_down(allocates_in_the_domain_until_cancelled, NULL, 0);
+
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
+/* Asked by a pass that an isolate callback's reclaim made: the reclaim's
+ * handler puts back the isolate callback's mark, not none, and the walk's
+ * own handler puts back none. A cleanup handler the callback pushed runs
+ * between the two. */
+static void shuts_down_in_the_isolate(void *arg)
+{
+    (void)arg;
+    unsigned before = test_report_count();
+    rcl_shutdown();
+    atomic_store(&isolate_cleanup_refused,
+                 test_report_count() == before + 1 &&
+                 strstr(test_report_last(), "an LRU's isolate callback: refused") != NULL);
+}
+
+static enum rcl_lru_walk reclaims_until_cancelled(struct rcl_lru_node *n, void *arg)
+{
+    (void)n; (void)arg;
+    pthread_cleanup_push(shuts_down_in_the_isolate, NULL);
+    rcl_reclaim(1 * MiB, RCL_DEFAULT);
+    pthread_cleanup_pop(0);
+    return RCL_LRU_SKIP;                        /* not reached */
+}
+
+static void *walks_in_the_domain_until_cancelled(void *arg)
+{
+    struct rcl_lru_node dispose;
+
+    cancel_pending();
+    rcl_domain_enter(ending_domain);            /* left at the thread's exit */
+    rcl_lru_list_init(&dispose);
+    pthread_cleanup_push(shuts_the_library_down, NULL);
+    rcl_lru_walk(arg, reclaims_until_cancelled, NULL, 1, &dispose);
+    pthread_cleanup_pop(0);
+    return NULL;                                /* not reached */
+}
+
+TEST(test_a_thread_cancelled_in_may_reclaim_inside_an_isolate_callback_is_put_back_as_the_callbacks)
+{
+    static const struct rcl_shrinker_ops ops = { .count = thousand, .scan = scans_all };
+    struct rcl_lru *l = rcl_lru_create();
+    struct rcl_lru_node item;
+    alarm(ENDING_ALARM_S);
+    assert_non_null(l);
+    rcl_lru_node_init(&item);
+    assert_int_equal(rcl_lru_add(l, &item), 1);
+    ending_domain = rcl_domain_create("cancelled-in-an-isolate", 0, lets_the_cancel_in, NULL);
+    assert_non_null(ending_domain);
+    struct rcl_shrinker_opts o = { .domain = ending_domain };
+    assert_non_null(rcl_shrinker_register("domain-cache", &ops, NULL, &o));
+    cancelled_outside_a_pass = false;
+    atomic_store(&isolate_cleanup_refused, -1);
+
+    cancelled_then_shut_down(walks_in_the_domain_until_cancelled, l, 1);
+
+    assert_int_equal(atomic_load(&isolate_cleanup_refused), 1);
+    assert_int_equal(rcl_lru_del(l, &item), 1);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+    rcl_domain_destroy(ending_domain);
+    alarm(0);
+}
+
+/* ------------------------------------------------------------------------ */
 /* A report function that ends its thread                                    */
 /* ------------------------------------------------------------------------ */
 

@@ -494,6 +494,117 @@ TEST_WITH(shutdown_from_may_reclaim_is_refused_on_every_path, domain_setup, doma
 }
 
 /*
+ * A may_reclaim asked inside an LRU's isolate callback - an allocation
+ * the callback makes, which reclaim leaves short - refuses the shutdown
+ * as may_reclaim's on both paths, and hands the callback back marked as
+ * the walk left it: a shutdown in the callback after the question is
+ * refused as the isolate callback's. The marks nest as the walks inside
+ * walks do (test_lru), whichever callback runs inside which.
+ */
+static _Atomic unsigned refused_in_isolate_after;
+
+/* The last report caught is the refusal `what` names, and it is new. */
+static bool refused_as(unsigned before, const char *what)
+{
+    return test_report_count() == before + 1 && strstr(test_report_last(), what) != NULL;
+}
+
+static enum rcl_lru_walk asks_then_shuts_down(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    ask_beside_a_held_pass(arg);
+    unsigned before = test_report_count();
+    rcl_shutdown();
+    if (refused_as(before, "rcl_shutdown() from an LRU's isolate callback: refused"))
+        atomic_fetch_add(&refused_in_isolate_after, 1);
+    return RCL_LRU_SKIP;
+}
+
+/* An LRU of one item, walked once with isolate; emptied and destroyed. */
+static void walk_one(enum rcl_lru_walk (*isolate)(struct rcl_lru_node *, void *), void *arg)
+{
+    struct rcl_lru *l = rcl_lru_create();
+    struct rcl_lru_node item, dispose;
+
+    assert_non_null(l);
+    rcl_lru_node_init(&item);
+    assert_int_equal(rcl_lru_add(l, &item), 1);
+    rcl_lru_list_init(&dispose);
+    assert_int_equal(rcl_lru_walk(l, isolate, arg, 1, &dispose), 0);
+    assert_int_equal(rcl_lru_del(l, &item), 1);
+    assert_int_equal(rcl_lru_destroy(l), 0);
+}
+
+TEST_WITH(shutdown_from_may_reclaim_in_an_isolate_callback_is_refused_as_its_then_as_the_callbacks,
+          domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, shut_down_and_refuse, NULL);
+    atomic_store(&shutdowns_in_pass, 0);
+    atomic_store(&shutdowns_outside_pass, 0);
+    atomic_store(&refused_in_isolate_after, 0);
+    walk_one(asks_then_shuts_down, d);
+    unsigned in_pass = atomic_load(&shutdowns_in_pass);
+    unsigned outside = atomic_load(&shutdowns_outside_pass);
+    assert_true(in_pass > 0);
+    assert_true(outside > 0);
+    assert_int_equal(atomic_load(&refused_in_isolate_after), 1);
+    assert_int_equal(test_report_count(), in_pass + outside + 1);
+    assert_true(test_reports_contain("rcl_shutdown() from a domain's may_reclaim: refused"));
+    assert_int_equal(test_reports_contain("shrinker's callback"), 0);
+    assert_int_equal(rcl_limit(), 64 * MiB);        /* the fixture's budget, never dropped */
+    rcl_domain_destroy(d);
+}
+
+/*
+ * The other nesting: a walk of the program's own LRU inside may_reclaim,
+ * on both paths. The shutdown is refused in the walk's isolate callback,
+ * and the walk hands may_reclaim back marked as asked: a shutdown after
+ * the walk is refused as may_reclaim's.
+ */
+static _Atomic unsigned walks_asked, refused_in_inner_isolate, refused_after_walk;
+
+static enum rcl_lru_walk shuts_down_and_skips(struct rcl_lru_node *n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    unsigned before = test_report_count();
+    rcl_shutdown();
+    if (refused_as(before, "rcl_shutdown() from "))
+        atomic_fetch_add(&refused_in_inner_isolate, 1);
+    return RCL_LRU_SKIP;
+}
+
+static int walks_then_shuts_down(struct rcl_domain *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    atomic_fetch_add(&walks_asked, 1);
+    walk_one(shuts_down_and_skips, NULL);
+    unsigned before = test_report_count();
+    rcl_shutdown();
+    if (refused_as(before, "rcl_shutdown() from a domain's may_reclaim: refused"))
+        atomic_fetch_add(&refused_after_walk, 1);
+    return 0;
+}
+
+TEST_WITH(shutdown_after_a_walk_inside_may_reclaim_is_still_refused_as_may_reclaims,
+          domain_setup, domain_teardown)
+{
+    struct rcl_domain *d = rcl_domain_create("txn-fs", 0, walks_then_shuts_down, NULL);
+    atomic_store(&walks_asked, 0);
+    atomic_store(&refused_in_inner_isolate, 0);
+    atomic_store(&refused_after_walk, 0);
+    ask_beside_a_held_pass(d);
+    unsigned asked = atomic_load(&walks_asked);
+    assert_true(asked >= 2);                        /* in the pass and outside it */
+    assert_int_equal(atomic_load(&refused_in_inner_isolate), asked);
+    assert_int_equal(atomic_load(&refused_after_walk), asked);
+    assert_int_equal(test_report_count(), 2 * asked);
+    assert_int_equal(rcl_limit(), 64 * MiB);
+    rcl_domain_destroy(d);
+}
+
+/*
  * The same paths: may_reclaim is the program's code, not a signal
  * handler's, so its allocations are ordinary ones - one larger than the
  * 256 bytes a signal handler may ask for succeeds, from the reserve that
