@@ -169,8 +169,6 @@ struct domain_thread {
     unsigned           floor;        /* entries of a caller asking a may_reclaim */
     bool               seeded;
     bool               keyed;        /* its exit leaves its domains (below) */
-    bool               asking;       /* inside a may_reclaim (in the padding:
-                                        the block's size stays) */
     void              *journal;      /* rcl_journal_info() */
     struct rcl_domain *stack[RCL_MAX_DOMAINS];
     unsigned           token[RCL_MAX_DOMAINS];   /* 0: adopted, no token */
@@ -508,20 +506,21 @@ struct allows_state {
     unsigned floor;     /* saved */
     unsigned adopts;    /* the adopt depth it was asked at */
     int      cancel;
-    bool     asking;    /* saved */
+    unsigned char callout;  /* the thread's (rcl_thread.callout), put back */
     bool     yes;       /* may_reclaim's answer: in memory, since a local
                            set after the cleanup's setjmp may be clobbered */
 };
 
 /* A may_reclaim that ends its thread (pthread_exit(), which the cancel
- * state does not defer) leaves the scope and the cancel state as its
- * return would have: the program's cleanup handlers run next. */
+ * state does not defer) leaves the scope, the cancel state and the
+ * thread's callout mark as its return would have: the program's cleanup
+ * handlers run next. */
 static void allows_unwound(void *arg)
 {
     const struct allows_state *st = arg;
 
     rcl__asan_unwinding();
-    mine.asking = st->asking;
+    rcl__self.callout = st->callout;
     rcl__domain_floor_put(st->floor);
     rcl__adopts_forget(st->adopts);
     rcl_scope_restore(st->scope);
@@ -561,10 +560,6 @@ void rcl__domain_floor_put(unsigned was)
     rcl__assert((was & FLOOR_MASK) <= mine.floor);
     mine.floor = was & FLOOR_MASK;
     overflow_put(was);
-    /* No floor is raised inside a may_reclaim (its NORECLAIM scope starts
-     * no pass, and work items run on other threads): one put back ends
-     * any may_reclaim that a pass's callback ended its thread in. */
-    mine.asking = false;
 }
 
 /* Entries above n exited; how many the thread entered (an adopt's, left
@@ -590,29 +585,26 @@ unsigned rcl__domain_floor_leftover(unsigned was)
 }
 
 /* Asked outside a shrinker pass, with a handler of its own. Inside one,
- * the reclaim's handler puts back the scope and the cancel state the pass
- * began with (shrinker.c), which are these: a handler here would only
- * add a setjmp to every question a pass asks. */
+ * the reclaim's handler puts back the scope, the cancel state and the
+ * callout mark the pass began with (shrinker.c), which are these: a
+ * handler here would only add a setjmp to every question a pass asks.
+ * The mark says the call that asked - a pass, or an allocation weighing
+ * a wait - goes on after the answer (rcl_shutdown() is refused there);
+ * put back, not cleared, since the question may be asked inside an
+ * isolate callback, whose mark the callback's own calls still need. */
 static void allows_ask(struct rcl_domain *owner, struct allows_state *st)
 {
-    st->asking = mine.asking;
-    mine.asking = true;
+    st->callout = rcl__self.callout;
+    rcl__self.callout = RCL__CALLOUT_MAY_RECLAIM;
     if (rcl__shrinking_here()) {
         st->yes = owner->may_reclaim(owner, owner->arg) != 0;
-        mine.asking = st->asking;
+        rcl__self.callout = st->callout;
         return;
     }
     pthread_cleanup_push(allows_unwound, st);
     st->yes = owner->may_reclaim(owner, owner->arg) != 0;
     pthread_cleanup_pop(0);
-    mine.asking = st->asking;
-}
-
-/* A may_reclaim is running on this thread: the call that asked it - a
- * pass, or an allocation weighing a wait - goes on after it returns. */
-bool rcl__domain_asking(void)
-{
-    return mine.asking;
+    rcl__self.callout = st->callout;
 }
 
 /*

@@ -346,8 +346,9 @@ static const char *shutdown_refused_here(void)
     /* Before the shrinker's test: asked in a pass or outside one, the
      * call that asked - the pass, or an allocation weighing a wait for
      * another thread's - goes on over what the shutdown tears down, and
-     * would hand out a block charged to no budget. */
-    if (rcl__domain_asking())
+     * would hand out a block charged to no budget. The mark names the
+     * innermost of the callbacks the thread runs inside each other. */
+    if (rcl__self.callout == RCL__CALLOUT_MAY_RECLAIM)
         return "a domain's may_reclaim: refused (the call that asked goes on after it)";
     /* Its drop of the shrinkers waits for every pass, this thread's own
      * too (and the background reclaimer's is joined): from a callback it

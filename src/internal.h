@@ -311,6 +311,8 @@ struct rcl_shrink_pass {
     int                     cancel;   /* the cancel state before the pass */
     unsigned                floor;    /* the domain floor before the pass */
     unsigned                adopts;   /* the adopt depth s's callbacks were called at */
+    unsigned char           callout;  /* the thread's mark before the pass
+                                         (rcl_thread.callout) */
     struct rcl_shrink_pass *outer;
 };
 void   rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass);
@@ -420,7 +422,6 @@ void rcl__domain_capture(struct rcl_ctx *c);
 void rcl__domain_adopt(const struct rcl_ctx *c);
 void rcl__domain_restore(const struct rcl_ctx *c);
 bool rcl__domain_inside(void);   /* inside any domain, overflowed ones included */
-bool rcl__domain_asking(void);   /* a domain's may_reclaim runs on this thread */
 /* The domains this thread is inside, innermost last; returns how many (the
  * tests read the thread's domains through it). */
 unsigned rcl__domain_entered(struct rcl_domain **out, unsigned max);

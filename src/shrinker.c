@@ -696,7 +696,10 @@ static void pass_drop_locked(struct rcl_shrink_pass *pass)
  * forever), the checker's pseudo-lock released (or the program's cleanup
  * handlers' locks are recorded as taken inside reclaim), the scope the
  * callback changed put back, the caller's domains, which the pass's
- * callbacks may not exit, the thread's own to exit again (domain.c).
+ * callbacks may not exit, the thread's own to exit again (domain.c), and
+ * its callout mark as the pass found it: a may_reclaim the pass asked has
+ * no handler of its own to put back its mark, and the pass may run
+ * inside an isolate callback, whose mark stays (thread.h).
  * Busy meanwhile, as between two callbacks, and out again after: what
  * runs next is the program's. The sanitizer is told, as for a cancel:
  * the frames went without their epilogues. */
@@ -708,6 +711,7 @@ static void pass_unwound(struct rcl_shrink_pass *pass)
     unsigned b = rcl__busy_hold(&rcl__self);
 
     rcl__domain_floor_put(pass->floor);
+    rcl__self.callout = pass->callout;
     if (s) {
         rcl__adopts_forget(pass->adopts);
         if (pass->checked && rcl__checking())
@@ -743,7 +747,8 @@ void rcl__shrink_slab_unwound(const struct rcl_shrink_pass *mark)
  * then refused. */
 void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
 {
-    *pass = (struct rcl_shrink_pass){ .ctx = pass_context(gfp), .outer = passes };
+    *pass = (struct rcl_shrink_pass){ .ctx = pass_context(gfp), .outer = passes,
+                                      .callout = rcl__self.callout };
     pass->cancel = rcl__nocancel_begin();
     pass->floor = rcl__domain_floor_raise();
     passes = pass;
@@ -765,6 +770,8 @@ void rcl__shrink_slab(rcl_gfp_t gfp, int priority, struct rcl_shrink_pass *pass)
     }
     pthread_mutex_unlock(&shrinker_lock);
     rcl__domain_floor_put(pass->floor);
+    /* Every callback the pass ran put it back as it found it. */
+    rcl__assert(rcl__self.callout == pass->callout);
     passes = pass->outer;
     rcl__nocancel_end(pass->cancel);
 }

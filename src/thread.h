@@ -165,10 +165,13 @@ struct rcl_thread {
                                          (docs/bench/patterns.md, "Figures,
                                          2026-12-03, 23:05") */
     unsigned char         callout;    /* the program's callback this thread runs
-                                         under a lock of the library's call
-                                         that made it (RCL__CALLOUT_*), or 0.
-                                         In busy's padding: no field moves,
-                                         and the fast paths never read it */
+                                         that the library's call goes on
+                                         after, holding a lock across it or
+                                         not (RCL__CALLOUT_*), or 0: the
+                                         innermost, where one runs inside
+                                         another. In busy's padding: no
+                                         field moves, and the fast paths
+                                         never read it */
     unsigned char         sig_depth;  /* rcl_signal_enter()s not yet left: a
                                          leave that finds none had no enter,
                                          whatever the mark says
@@ -287,8 +290,14 @@ static inline void rcl__busy_back(unsigned b)
 }
 /* What rcl_thread.callout names. Set by the call that runs the callback
  * and put back as it found it when the callback returns or ends its
- * thread, so that a walk inside another's callback nests. */
-#define RCL__CALLOUT_ISOLATE 1u    /* an LRU's isolate, under the LRU's lock */
+ * thread, never cleared, so that one callback's inside another's nest: a
+ * may_reclaim asked in an isolate callback hands it back marked as the
+ * isolate, and a walk inside a may_reclaim as the may_reclaim. A
+ * may_reclaim asked by a pass has no handler of its own: the reclaim's
+ * puts back what the pass began with (shrinker.c). */
+#define RCL__CALLOUT_ISOLATE     1u  /* an LRU's isolate, under the LRU's lock */
+#define RCL__CALLOUT_MAY_RECLAIM 2u  /* a domain's may_reclaim, asked by a pass or by
+                                        an allocation weighing a wait (domain.c) */
 
 /* A thread whose exit has run its last round (thread.c): `busy` stays
  * RCL__BUSY_EXITED, so that its later calls, from the destructors left,
