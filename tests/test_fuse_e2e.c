@@ -22,10 +22,12 @@
  * injection, the case skipped without strace). So do the cases of what
  * the disk answers: a write across its end, its size after a write past
  * it, fallocate() (and a loop device's discard, skipped without loop
- * devices).
+ * devices); and a signal while that size is set back, the write-back it
+ * waits for held in the daemon (strace again).
  */
 #include "helpers.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -288,7 +290,7 @@ static const char *missing_fuse(void)
 #define NEED_FUSE() skip_for(missing_fuse())
 
 static struct {
-    char dir[64], mnt[128], backing[128], log[128], own_log[128];
+    char dir[64], mnt[128], backing[128], log[128], own_log[128], trace_log[128];
     pid_t pid;          /* the daemon, or the process that daemonizes */
     pid_t tracer;       /* strace, injecting a fault into the daemon */
     pid_t stuck[2];     /* processes made to wait on the daemon's mount */
@@ -305,6 +307,7 @@ static int sig_setup(void **state)
     snprintf(sig.backing, sizeof(sig.backing), "%s/disk.img", sig.dir);
     snprintf(sig.log, sizeof(sig.log), "%s/daemon.log", sig.dir);
     snprintf(sig.own_log, sizeof(sig.own_log), "%s/fuse-cache.log", sig.dir);
+    snprintf(sig.trace_log, sizeof(sig.trace_log), "%s/strace.log", sig.dir);
     sig.pid = 0;
     sig.tracer = 0;
     sig.stuck[0] = sig.stuck[1] = 0;
@@ -534,6 +537,7 @@ static int sig_teardown(void **state)
     unlink(sig.backing);
     unlink(sig.log);
     unlink(sig.own_log);
+    unlink(sig.trace_log);
     rmdir(sig.mnt);
     rmdir(sig.dir);
     return 0;
@@ -1054,35 +1058,53 @@ TEST_WITH(test_a_discard_of_a_loop_device_on_the_disk_punches_the_backing_file, 
     stop_the_daemon_cleanly();
 }
 
-/* A thread of pid waiting in a read of /dev/fuse, or 0: the descriptor
- * found by its link, the thread by /proc/PID/task/TID/syscall (the call's
- * number and first argument). */
-static pid_t fuse_reader_thread(pid_t pid)
+/* The descriptor pid holds /dev/fuse by (its first), or -1. */
+static long fuse_fd_of(pid_t pid)
 {
-    char path[300], link[64];
-    long fuse_fd = -1;
-    for (int fd = 0; fd < 64 && fuse_fd < 0; fd++) {
+    char path[64], link[64];
+    for (int fd = 0; fd < 64; fd++) {
         snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
         ssize_t n = readlink(path, link, sizeof(link) - 1);
         if (n > 0 && (link[n] = '\0', !strcmp(link, "/dev/fuse")))
-            fuse_fd = fd;
+            return fd;
     }
+    return -1;
+}
+
+/* The threads of pid in system call nr, with arg0 its first argument
+ * (any, where arg0 is -1), up to max of them in tids; how many. Found by
+ * /proc/PID/task/TID/syscall (the call's number and first argument),
+ * which waits on no file system. */
+static int threads_in_call(pid_t pid, long nr, long arg0, pid_t *tids, int max)
+{
+    char path[300];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
     DIR *task = opendir(path);
     struct dirent *e;
-    pid_t found = 0;
-    while (fuse_fd >= 0 && task && !found && (e = readdir(task)) != NULL) {
-        long nr, arg0;
+    int n = 0;
+    while (task && n < max && (e = readdir(task)) != NULL) {
+        long got_nr, got_arg0;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;   /* "..": the process's own, the main thread's */
         snprintf(path, sizeof(path), "/proc/%d/task/%s/syscall", (int)pid, e->d_name);
         FILE *f = fopen(path, "r");
-        if (f && fscanf(f, "%ld %lx", &nr, &arg0) == 2 && nr == SYS_read && arg0 == fuse_fd)
-            found = (pid_t)strtol(e->d_name, NULL, 10);
+        if (f && fscanf(f, "%ld %lx", &got_nr, &got_arg0) == 2 && got_nr == nr &&
+            (arg0 == -1 || got_arg0 == arg0))
+            tids[n++] = (pid_t)strtol(e->d_name, NULL, 10);
         if (f)
             fclose(f);
     }
     if (task)
         closedir(task);
-    return found;
+    return n;
+}
+
+/* A thread of pid waiting in a read of /dev/fuse, or 0. */
+static pid_t fuse_reader_thread(pid_t pid)
+{
+    long fuse_fd = fuse_fd_of(pid);
+    pid_t tid;
+    return fuse_fd >= 0 && threads_in_call(pid, SYS_read, fuse_fd, &tid, 1) == 1 ? tid : 0;
 }
 
 static bool sig_log_has_read_error(void) { return file_has(sig.log, "reading /dev/fuse"); }
@@ -1358,6 +1380,139 @@ TEST_WITH(test_the_daemon_is_found_while_a_process_is_stuck_on_its_mount, sig_se
     assert_int_equal(found, 0);
     expect_exit(status, 0);
     assert_true(sig_unmounted());
+}
+
+/* ------------------------------------------------------------------------ */
+/* A signal while the disk's size is set back                                */
+/* ------------------------------------------------------------------------ */
+
+/* The two worker threads of the next test, held by strace. */
+static pid_t held[2];
+
+/* Whether strace says it has attached to both: from then on each stops
+ * at its next system call (strace seizes and interrupts it at once). */
+static bool both_workers_held(void)
+{
+    for (int i = 0; i < 2; i++) {
+        char said[64];
+        snprintf(said, sizeof(said), "Process %d attached", (int)held[i]);
+        if (!file_has(sig.trace_log, said))
+            return false;
+    }
+    return true;
+}
+
+/* Strace on the workers, their backing writes held at entry (a delay no
+ * test outlasts) until it is ended: a write-back stuck in the daemon. */
+static pid_t hold_backing_writes(void)
+{
+    char tids[2][16];
+    for (int i = 0; i < 2; i++)
+        snprintf(tids[i], sizeof(tids[i]), "%d", (int)held[i]);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int log = open(sig.trace_log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (log < 0 || dup2(log, 2) < 0)
+            _exit(126);
+        execlp("strace", "strace", "-o", "/dev/null", "-p", tids[0], "-p", tids[1], "-e",
+               "trace=pwrite64", "-e", "inject=pwrite64:delay_enter=3600s", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Strace ended: it detaches, and the held write goes on. */
+static void release_backing_writes(void)
+{
+    if (sig.tracer <= 0)
+        return;
+    kill(sig.tracer, SIGTERM);
+    if (wait_child(sig.tracer, 10000) < 0) {
+        kill(sig.tracer, SIGKILL);
+        waitpid(sig.tracer, NULL, 0);
+    }
+    sig.tracer = 0;
+}
+
+/* Whether a thread of the daemon is held by strace in a backing write, and
+ * one waits in the kernel ('D') in the truncate that sets the size back. */
+static bool set_back_waits_on_held_write(void)
+{
+    pid_t writer, setter;
+    return threads_in_call(sig.pid, SYS_pwrite64, -1, &writer, 1) == 1 &&
+           proc_state(writer) == 't' &&
+           threads_in_call(sig.pid, SYS_truncate, -1, &setter, 1) == 1 &&
+           proc_state(setter) == 'D';
+}
+
+/* The process of the next test that writes: a page at the start of the
+ * disk and a byte past its end, through the page cache, and their
+ * write-back begun, not waited for. Its exit waits for it (the last close
+ * flushes). */
+static int write_past_the_end_and_start_the_write_back(void)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/disk", sig.mnt);
+    int fd = open(path, O_RDWR);
+    memset(dio_buf, 4, 4096);
+    if (fd < 0 || pwrite(fd, dio_buf, 4096, 0) != 4096 ||
+        pwrite(fd, "Z", 1, (64 << 20) + 65536) != 1)
+        return 2;
+    return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : 3;
+}
+
+/* The truncate that sets the disk's size back after a write-back past its
+ * end waits, in the kernel, for the write-backs in flight. One stuck in a
+ * worker's backing write held the main thread there, which made the
+ * set-back, and with it the daemon's signals: a SIGTERM unmounted nothing
+ * until the write-back ended. It unmounts now while the write-back is
+ * stuck; once that ends, the set-back completes and the daemon exits 0. */
+TEST_WITH(test_a_signal_unmounts_while_the_size_set_back_waits_on_a_stuck_write_back, sig_setup,
+          sig_teardown)
+{
+    NEED_FUSE();
+    if (system("command -v strace >/dev/null 2>&1") != 0) {
+        printf("skipped: strace not installed: a write-back cannot be held in the daemon\n");
+        skip();
+    }
+    static const char *const args[] = { "-f", "--size=64M", "--threads=2", NULL };
+    mount_the_daemon(args);
+    long fuse_fd = fuse_fd_of(sig.pid);
+    int workers = 0;
+    for (int i = 0; i < 1000 && workers < 2 && fuse_fd >= 0; i++, usleep(10000))
+        workers = threads_in_call(sig.pid, SYS_read, fuse_fd, held, 2);
+    assert_int_equal(workers, 2);
+    sig.tracer = hold_backing_writes();
+    assert_true(sig.tracer > 0);
+
+    /* Nothing asserted until the write is let go: a daemon killed with a
+     * thread waiting on it would never end. */
+    bool are_held = wait_until(both_workers_held, 10000);
+    if (are_held) {
+        fflush(stdout);
+        sig.stuck[0] = fork();
+        if (sig.stuck[0] == 0)
+            _exit(write_past_the_end_and_start_the_write_back());
+    }
+    bool set_back_waits = are_held && wait_until(set_back_waits_on_held_write, 10000);
+    kill(sig.pid, SIGTERM);
+    bool unmounted = set_back_waits && wait_until(sig_unmounted, 20000);
+    release_backing_writes();
+    int writer = sig.stuck[0] > 0 ? wait_child(sig.stuck[0], 20000) : -1;
+    if (writer >= 0)
+        sig.stuck[0] = 0;
+    int status = reap_the_daemon();
+
+    assert_true(are_held);
+    assert_true(set_back_waits);
+    if (!unmounted)
+        printf("still mounted 20 s after SIGTERM, while the set-back waited\n");
+    assert_true(unmounted);
+    assert_int_equal(writer, 0);
+    expect_exit(status, 0);
+    assert_true(sig_unmounted());
+    assert_true(file_has(sig.log, "its size set back"));
 }
 
 /* ------------------------------------------------------------------------ */

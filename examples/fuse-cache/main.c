@@ -61,6 +61,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -157,8 +158,18 @@ static atomic_bool          worker_failed;
  * how the end tells our mount from one under it on the same path. */
 static char                 mount_dev[32];
 /* A write-back past the end of the disk was answered, and the kernel's
- * size of the file is past it: for the main thread to set back. */
+ * size of the file is past it: for the set-back's thread to set back. */
 static atomic_bool          size_past_end;
+/* The set-back's own thread (size_set_back()), so that the main thread,
+ * which takes the signals, never waits with it: its truncate waits in the
+ * kernel for the write-backs in flight, as long as a stuck backing write
+ * lasts. Woken by the worker that sets size_past_end, and at the end. */
+static pthread_t            set_back_thread;
+static bool                 set_back_started;
+static sem_t                set_back_wake;
+/* A signal was taken, or a worker failed: the mount is detached, and no
+ * set-back is begun after. */
+static atomic_bool          stopping;
 
 /* ------------------------------------------------------------------------ */
 /* Memory: from the library, or (--naive) malloc with no bound               */
@@ -506,10 +517,12 @@ static void fc_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         return;
     }
     /* A buffered write past the end moved the kernel's size of the file
-     * past it, and what we answer here does not move it back: the main
-     * thread does (size_set_back()). */
-    if (fi->writepage && (uint64_t)off + size > opt.size)
-        atomic_store(&size_past_end, true);
+     * past it, and what we answer here does not move it back: the
+     * set-back's thread does (size_set_back()), woken once for any number
+     * of such writes before it looks. */
+    if (fi->writepage && (uint64_t)off + size > opt.size &&
+        !atomic_exchange(&size_past_end, true))
+        sem_post(&set_back_wake);
     if ((uint64_t)off >= opt.size) {
         fuse_reply_err(req, ENOSPC);
         return;
@@ -1030,13 +1043,15 @@ static void detach_if_aborted(void)
  * past the end, where neither the write-back's short answer nor the size
  * our attributes give moves it back. A loop device attached then would be
  * larger than the disk, what it wrote past the end lost. A truncate
- * through the mount moves it back: ours, from the main thread, which no
- * request waits for (a worker's would wait, in the kernel, for the
- * write-backs in flight, the one it answers among them). Through our
- * mount's root, held for the moment only: held, it would make an unmount
- * "busy". Whose the root at the mount point is, its device says, read
- * without asking its daemon (AT_STATX_DONT_SYNC): once ours is detached or
- * mounted over, another's, which may be stuck. */
+ * through the mount moves it back: ours, from a thread of its own, which
+ * no request waits for (a worker's would wait, in the kernel, for the
+ * write-backs in flight, the one it answers among them) and which takes
+ * no signal (the main thread's would wait there too, its signals with it,
+ * for as long as a write-back stays stuck). Through our mount's root, held
+ * for the moment only: held, it would make an unmount "busy". Whose the
+ * root at the mount point is, its device says, read without asking its
+ * daemon (AT_STATX_DONT_SYNC): once ours is detached or mounted over,
+ * another's, which may be stuck. */
 static void size_set_back(void)
 {
     char dev[32] = "", path[64];
@@ -1057,23 +1072,60 @@ static void size_set_back(void)
         close(root);
 }
 
-/* Main thread: signals, by sigtimedwait, until every worker has ended. */
+static void *set_back_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        while (sem_wait(&set_back_wake) != 0 && errno == EINTR)
+            ;
+        if (atomic_load(&stopping))
+            return NULL;
+        if (atomic_exchange(&size_past_end, false))
+            size_set_back();
+    }
+}
+
+/* Started with the workers, after fuse_daemonize(); its signals are
+ * blocked (inherited), the main thread's to take. */
+static int set_back_start(void)
+{
+    if (sem_init(&set_back_wake, 0, 0) != 0 ||
+        pthread_create(&set_back_thread, NULL, set_back_main, NULL) != 0) {
+        fprintf(stderr, "fuse-cache: cannot start the size set-back's thread\n");
+        return -1;
+    }
+    set_back_started = true;
+    return 0;
+}
+
+/* Called once the FUSE device is closed: a truncate of ours still waiting
+ * on the connection (a write-back no worker is left to answer) has ended
+ * with it, and the thread ends at its next look. */
+static void set_back_end(void)
+{
+    if (!set_back_started)
+        return;
+    atomic_store(&stopping, true);
+    sem_post(&set_back_wake);
+    pthread_join(set_back_thread, NULL);
+    sem_destroy(&set_back_wake);
+}
+
+/* Main thread: signals, by sigtimedwait, until every worker has ended.
+ * Nothing here waits on the mount, so that a signal is always taken. */
 static void wait_loop(void)
 {
     sigset_t set;
     handled_signals(&set);
     struct timespec tick = { 0, 200 * 1000 * 1000 };
-    bool stopping = false;
     while (atomic_load(&workers_done) < (int)opt.threads) {
         int sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGUSR1)
             stats_print("stats");
-        else if ((sig > 0 || atomic_load(&worker_failed)) && !stopping) {
-            stopping = true;
+        else if ((sig > 0 || atomic_load(&worker_failed)) && !atomic_load(&stopping)) {
+            atomic_store(&stopping, true);
             detach();
         }
-        if (!stopping && atomic_exchange(&size_past_end, false))
-            size_set_back();
     }
 }
 
@@ -1086,7 +1138,7 @@ static int serve(void)
         return 1;
     if (log_fd >= 0 && dup2(log_fd, STDERR_FILENO) < 0)
         return 1;
-    if (library_start() || workers_prepare())
+    if (library_start() || workers_prepare() || set_back_start())
         return 1;
 
     /* Statistics' stdio buffer is allocated now, not under pressure. */
@@ -1135,7 +1187,8 @@ int main(int argc, char **argv)
         return 1;
     mount_top_dev(mount_dev, sizeof(mount_dev));
     int rc = serve();
-    fuse_session_unmount(session);
+    fuse_session_unmount(session);   /* closes the FUSE device */
+    set_back_end();
     fuse_session_destroy(session);
     cache_drop_all();
     if (!opt.naive) {
