@@ -117,7 +117,7 @@ static _Atomic long acct_unbacked;
  * other. */
 static _Atomic unsigned wm_seq;
 
-void (*rcl__charge_hook)(void);
+void (*_Atomic rcl__charge_hook)(void);
 
 /* What a charge tests, as one set_watermarks() left it. */
 struct budget_view {
@@ -551,8 +551,9 @@ static size_t try_take(struct rcl_thread *t, size_t size, rcl_gfp_t gfp, rcl_gfp
             batch = 0;
         else if (batch > room - size)
             batch = room - size;
-        if (unlikely(rcl__charge_hook != NULL))
-            rcl__charge_hook();
+        void (*hook)(void) = rd(rcl__charge_hook);
+        if (unlikely(hook != NULL))
+            hook();
         size_t c = atomic_load_explicit(&rcl__acct.charged, memory_order_relaxed);
 
         do {

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
-                               const char *what);
+int (*_Atomic rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
+                                       const char *what);
 
 int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
 {
@@ -30,8 +30,10 @@ int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char 
      * on its own threads, and could take locks ours hold. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (rcl__thread_create_hook)
-        err = rcl__thread_create_hook(th, fn, arg, what);
+    int (*create)(pthread_t *, void *(*)(void *), void *, const char *) =
+        rd(rcl__thread_create_hook);
+    if (create)
+        err = create(th, fn, arg, what);
     else
         err = pthread_create(th, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -49,7 +51,7 @@ static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rcl_thread *_Atomic init_holder;
 /* Called under init_lock in a start, before its first epoch: lets a test
  * deliver a signal to a thread inside its start. */
-void (*rcl__start_hook)(void);
+void (*_Atomic rcl__start_hook)(void);
 /* Under init_lock: rcl_shutdown() is waiting for the library's threads
  * with the lock let go. rcl__ready is still set (rcl_init() answers
  * -EBUSY, first use has nothing to do), and a second shutdown leaves the
@@ -199,8 +201,9 @@ static int start_locked(const struct rcl_config *cfg_in)
     rcl__assert_held(&init_lock);
     struct rcl_config cfg = *cfg_in;
 
-    if (rcl__start_hook)
-        rcl__start_hook();
+    void (*hook)(void) = rd(rcl__start_hook);
+    if (hook)
+        hook();
     rcl__cgroup_env_forget();
     int err = config_resolve(&cfg);
 

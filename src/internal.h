@@ -232,10 +232,12 @@ void   rcl__slow_path_ask(struct rcl_thread *t);
 /* After a trim: threads that own their backend heaps collect them. */
 void   rcl__owners_collect(void);
 size_t rcl__headroom(void);
-/* NULL (the default). Tests point it at a function that holds a charge
- * between its read of the limit and its compare-and-swap on the budget,
- * to change the limit there. */
-extern void (*rcl__charge_hook)(void);
+/* Test seam: NULL (the default). Tests point it at a function that holds a
+ * charge between its read of the limit and its compare-and-swap on the
+ * budget, to change the limit there. Atomic, read relaxed (a plain load on
+ * x86): a test may store it while charging threads run; what the hook
+ * itself reads, it reads through atomics of its own. */
+extern void (*_Atomic rcl__charge_hook)(void);
 /* The automatic budget moving with the cgroup (cgroup.c, for the pressure
  * thread): false (and nothing changed) once the program chose a limit
  * (rcl_set_limit). */
@@ -467,12 +469,14 @@ unsigned rcl__mempool_waiters(struct rcl_mempool *pool);
 /* Every library thread starts here (init.c), with every signal blocked;
  * `what` is "worker", "rescuer", "pressure" or "reclaimer". */
 int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what);
-/* NULL (the default) means pthread_create. Tests point it at a function
- * that fails, to prove a workqueue's rescuer keeps work moving. */
-extern int (*rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
-                                      const char *what);
-/* Called in a start with init_lock held (init.c), for tests; NULL. */
-extern void (*rcl__start_hook)(void);
+/* Test seam: NULL (the default) means pthread_create. Tests point it at a
+ * function that fails, to prove a workqueue's rescuer keeps work moving.
+ * Atomic and read relaxed, as rcl__charge_hook. */
+extern int (*_Atomic rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
+                                              const char *what);
+/* Test seam: called in a start with init_lock held (init.c); NULL.
+ * Atomic and read relaxed, as rcl__charge_hook. */
+extern void (*_Atomic rcl__start_hook)(void);
 
 /* ------------------------------------------------------------------------ */
 /* I/O flushers (io_flusher.c)                                               */

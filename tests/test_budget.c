@@ -935,7 +935,7 @@ static void *charges_across_a_new_limit(void *arg)
 static int charge_across_a_new_limit(size_t bytes, size_t limit, size_t *usage)
 {
     race_bytes = bytes;
-    rcl__charge_hook = hold_the_charge;
+    atomic_store_explicit(&rcl__charge_hook, hold_the_charge, memory_order_release);
     pthread_t th = phase_thread_start(&race_phase, charges_across_a_new_limit);
     assert_int_equal(rcl_set_limit(limit), 0);
     phase_step(&race_phase, 2, 3);
@@ -946,7 +946,7 @@ static int charge_across_a_new_limit(size_t bytes, size_t limit, size_t *usage)
 
 static int charge_hook_teardown(void **state)
 {
-    rcl__charge_hook = NULL;
+    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_release);
     return test_teardown(state);
 }
 
@@ -1013,9 +1013,9 @@ TEST_WITH(a_charge_that_fits_a_limit_set_while_it_charges_is_made_once, test_set
 
     raises = 0;
     raise_holder = true;
-    rcl__charge_hook = raise_under_the_charge;
+    atomic_store_explicit(&rcl__charge_hook, raise_under_the_charge, memory_order_release);
     assert_int_equal(rcl_charge(1 * MiB, RCL_NOWAIT), 0);
-    rcl__charge_hook = NULL;
+    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_release);
     raise_holder = false;
     size_t usage = usage_now();
     rcl_uncharge(1 * MiB);

@@ -988,7 +988,8 @@ static void plain_start_handler(int sig)
 
 static void raise_in_the_start(void)
 {
-    rcl__start_hook = NULL;         /* once: the thread's own start only */
+    /* Once: the thread's own start only. */
+    atomic_store_explicit(&rcl__start_hook, NULL, memory_order_release);
     raise(SIGUSR1);
 }
 
@@ -1011,7 +1012,7 @@ static int start_in_a_handler_child(void (*on_signal)(int), void (*call)(void), 
     if (sigaction(SIGUSR1, &sa, NULL))
         return 10;
     if (inside)
-        rcl__start_hook = raise_in_the_start;
+        atomic_store_explicit(&rcl__start_hook, raise_in_the_start, memory_order_release);
     else
         raise(SIGUSR1);
     if (test_init(64 * MiB) != 0)

@@ -865,13 +865,13 @@ static int limited_create(pthread_t *th, void *(*fn)(void *), void *arg, const c
 static int rescuer_setup(void **state)
 {
     atomic_store(&workers_allowed, 0);
-    rcl__thread_create_hook = limited_create;
+    atomic_store_explicit(&rcl__thread_create_hook, limited_create, memory_order_release);
     return test_setup(state);
 }
 
 static int rescuer_teardown(void **state)
 {
-    rcl__thread_create_hook = NULL;
+    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_release);
     return test_teardown(state);
 }
 
@@ -1193,7 +1193,7 @@ static int second_rescuer_fails_setup(void **state)
 {
     atomic_store(&rescuer_starts, 0);
     atomic_store(&workers_allowed, 1);          /* the first worker only */
-    rcl__thread_create_hook = second_rescuer_fails;
+    atomic_store_explicit(&rcl__thread_create_hook, second_rescuer_fails, memory_order_release);
     return test_setup(state);
 }
 
@@ -1267,7 +1267,7 @@ static int no_threads_later_setup(void **state)
 {
     atomic_store(&no_threads, 0);
     int rc = second_rescuer_fails_setup(state);
-    rcl__thread_create_hook = starts_until_no_threads;
+    atomic_store_explicit(&rcl__thread_create_hook, starts_until_no_threads, memory_order_release);
     return rc;
 }
 
@@ -1331,7 +1331,8 @@ static int start_waits_setup(void **state)
 {
     gate_init(&start_gate);
     atomic_store(&worker_starts, 0);
-    rcl__thread_create_hook = second_worker_start_waits;
+    atomic_store_explicit(&rcl__thread_create_hook, second_worker_start_waits,
+                          memory_order_release);
     return test_setup(state);
 }
 
@@ -1380,7 +1381,8 @@ static int uncounted_setup(void **state)
     atomic_store(&uncounted_done, false);
     atomic_store(&flush_saw_done, false);
     atomic_store(&flush_returned, false);
-    rcl__thread_create_hook = second_start_returns_when_told;
+    atomic_store_explicit(&rcl__thread_create_hook, second_start_returns_when_told,
+                          memory_order_release);
     return test_setup(state);
 }
 
@@ -1449,7 +1451,8 @@ static int late_start_setup(void **state)
     gate_init(&late_gate);
     atomic_store(&late_starts, 0);
     atomic_store(&late_second_queued, 0);
-    rcl__thread_create_hook = second_start_returns_late;
+    atomic_store_explicit(&rcl__thread_create_hook, second_start_returns_late,
+                          memory_order_release);
     return test_setup(state);
 }
 
@@ -1575,7 +1578,7 @@ static int slow_replacement_setup(void **state)
     atomic_store(&starts, 0);
     atomic_store(&replacement_waits, 0);
     atomic_store(&queued_meanwhile, 0);
-    rcl__thread_create_hook = slow_replacement;
+    atomic_store_explicit(&rcl__thread_create_hook, slow_replacement, memory_order_release);
     return test_setup(state);
 }
 
@@ -2050,7 +2053,7 @@ static int counting_create(pthread_t *th, void *(*fn)(void *), void *arg, const 
 static int counting_setup(void **state)
 {
     atomic_store(&starts_counted, 0);
-    rcl__thread_create_hook = counting_create;
+    atomic_store_explicit(&rcl__thread_create_hook, counting_create, memory_order_release);
     return test_setup(state);
 }
 
