@@ -338,6 +338,12 @@ int    rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME
 void   rcl__shrinker_unregister_report(const char *caller, int err, const void *s,
                                        const char *name);
 bool   rcl__shrinking_here(void);
+/* Test seam: how many unregisters have marked their shrinker dead and gone
+ * to wait for a scan in flight, ever. Counted under the registry's lock
+ * just before its first wait lets the lock go, read relaxed: a test that
+ * sees it move knows a fork after that finds the unregister waiting,
+ * which a thread seen asleep does not prove. Unregister is no fast path. */
+extern _Atomic unsigned long rcl__unregister_waits;
 /* In an object's child handler: is s, which a destroy on a thread not in
  * the child may have been unregistering, still registered? If so it is
  * live again, for the child's own destroy to unregister. */

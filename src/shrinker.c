@@ -43,6 +43,7 @@ static pthread_mutex_t shrinker_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t  shrinker_idle = PTHREAD_COND_INITIALIZER;
 static struct rcl_shrinker registry = { .next = &registry, .prev = &registry };
 static unsigned nr_registered;
+_Atomic unsigned long rcl__unregister_waits;
 
 /*
  * An unregistered shrinker's memory is freed only once SHRINKER_QUARANTINE
@@ -461,6 +462,8 @@ int rcl__shrinker_unregister_quiet(struct rcl_shrinker *s, char name[RCL_NAME_MA
     struct unregister_wait w = { .s = s, .held = passes, .next = waiting };
     if (passes)
         waiting = &w;
+    if (passes_holding(s))
+        wr(rcl__unregister_waits, rd(rcl__unregister_waits) + 1);
     while (passes_holding(s))
         pthread_cond_wait(&shrinker_idle, &shrinker_lock);
     if (passes)

@@ -524,14 +524,26 @@ TEST(a_child_forked_in_a_nested_pass_can_unregister_every_shrinker)
  * finishes its unregister once the scan lets the shrinker go, as it does
  * at the fork for one no pass of its own holds. */
 static struct rcl_shrinker *orphan;
-static atomic_int orphan_unregister_tid;
 static pthread_t orphan_unregisterer;
 static pid_t orphan_child = -1;
+
+/* Starts th, which unregisters a shrinker a scan in flight holds, and
+ * returns once its unregister waits for that scan: the fork that comes
+ * next finds it there. (A thread seen asleep may still be on its way,
+ * and a child forked before it marked the shrinker dead failed.) */
+static void unregister_waiting(pthread_t *th, void *(*unregisters)(void *))
+{
+    unsigned long waits = atomic_load(&rcl__unregister_waits);
+
+    if (pthread_create(th, NULL, unregisters, NULL))
+        abort();
+    while (atomic_load(&rcl__unregister_waits) == waits)
+        test_sleep_ms(1);
+}
 
 static void *unregisters_orphan(void *arg)
 {
     (void)arg;
-    atomic_store(&orphan_unregister_tid, (int)syscall(SYS_gettid));
     rcl_shrinker_unregister(orphan);
     return NULL;
 }
@@ -541,11 +553,7 @@ static unsigned long orphan_scan(void *p, struct rcl_shrink_control *sc)
     (void)p; (void)sc;
     if (orphan_child != -1)
         return 0;
-    if (pthread_create(&orphan_unregisterer, NULL, unregisters_orphan, NULL))
-        abort();
-    while (!atomic_load(&orphan_unregister_tid) || !test_thread_asleep(atomic_load(&orphan_unregister_tid)))
-        test_sleep_ms(1);
-    test_sleep_ms(20);
+    unregister_waiting(&orphan_unregisterer, unregisters_orphan);
     fflush(stderr);
     orphan_child = fork();
     return 0;
@@ -1516,7 +1524,7 @@ TEST(a_child_forked_while_another_thread_makes_an_lrus_shrinker_makes_its_own)
  * scan waits in its free_fn, outside the LRU's lock, which the fork
  * takes. */
 static struct rcl_lru *destroyed_lru;
-static atomic_int lru_scan_in_free, lru_scan_released, lru_destroyer_tid;
+static atomic_int lru_scan_in_free, lru_scan_released;
 static int lru_destroyer_rc = 1;
 
 static void item_free_at_gate(struct rcl_lru_node *n, void *arg)
@@ -1537,19 +1545,14 @@ static void *reclaims_an_item(void *arg)
 static void *destroys_the_lru(void *arg)
 {
     (void)arg;
-    atomic_store(&lru_destroyer_tid, (int)syscall(SYS_gettid));
     lru_destroyer_rc = rcl_lru_destroy(destroyed_lru);
     return NULL;
 }
 
 static void lru_destroyer_waits(pthread_t *th)
 {
-    atomic_store(&lru_destroyer_tid, 0);
     lru_destroyer_rc = 1;
-    assert_int_equal(pthread_create(th, NULL, destroys_the_lru, NULL), 0);
-    while (!atomic_load(&lru_destroyer_tid) || !test_thread_asleep(atomic_load(&lru_destroyer_tid)))
-        test_sleep_ms(1);
-    test_sleep_ms(20);
+    unregister_waiting(th, destroys_the_lru);
 }
 
 static struct item *lru_item_added(struct rcl_lru *l)
