@@ -847,16 +847,37 @@ TEST(a_child_counts_the_allocations_and_frees_of_the_threads_it_lost)
     assert_int_equal(rc, 0);
 }
 
-/* A leaf lock at the end of fork()'s order, held by another thread for
- * LEAF_HELD_MS: the fork waits for that thread, so that the child never
- * finds the lock held by a thread it does not have, and the child then
- * takes it itself. Without the lock in the order, the fork would return
- * at once and the child hang on it. */
-enum { LEAF_HELD_MS = 100 };
+/* The thread that calls fork() next, once it is about to: 0 otherwise. */
+static atomic_int forking_tid;
+
+static pid_t fork_announced(int (*child)(void))
+{
+    atomic_store(&forking_tid, (int)syscall(SYS_gettid));
+    pid_t pid = fork_child(child);
+    atomic_store(&forking_tid, 0);
+    return pid;
+}
+
+/* Is the thread that announced its fork asleep in it? Nothing the fork
+ * does before its prepare handlers wait for a lock another thread holds
+ * sleeps, so a holder that lets go only then knows the fork came while it
+ * held the lock. (Were the forking thread to sleep earlier in fork()
+ * after all, the lock would be let go early: the test could then pass
+ * without the fork having waited, never fail.) */
+static bool fork_asleep(void)
+{
+    int tid = atomic_load(&forking_tid);
+    return tid && test_thread_asleep(tid);
+}
+
+/* A leaf lock at the end of fork()'s order, held by another thread until
+ * the fork waits for it: the fork waits for that thread, so that the
+ * child never finds the lock held by a thread it does not have, and the
+ * child then takes it itself. Without the lock in the order, the fork
+ * would return with the lock still held and the child hang on it. */
 struct leaf_lock {
     void (*take)(void), (*let_go)(void);
-    atomic_bool held, let_go_done;
-    _Atomic unsigned long long held_at;     /* ns, once the lock is held */
+    atomic_bool held, let_go_done, fork_returned;
 };
 
 /* Detached: the child has a copy of it that nobody could join, which
@@ -866,9 +887,10 @@ static void *hold_a_leaf_lock(void *arg)
     struct leaf_lock *l = arg;
 
     l->take();
-    atomic_store(&l->held_at, rcl__now_ns());
     atomic_store(&l->held, true);
-    test_sleep_ms(LEAF_HELD_MS);
+    /* A fork that returned without waiting has failed the test. */
+    while (!fork_asleep() && !atomic_load(&l->fork_returned))
+        test_sleep_ms(1);
     atomic_store(&l->let_go_done, true);    /* before: the next holder sees it */
     l->let_go();
     return NULL;
@@ -881,20 +903,20 @@ static void fork_while_held(struct leaf_lock *l, int (*child)(void))
 
     atomic_store(&l->held, false);
     atomic_store(&l->let_go_done, false);
+    atomic_store(&l->fork_returned, false);
     assert_int_equal(pthread_attr_init(&attr), 0);
     assert_int_equal(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED), 0);
     assert_int_equal(pthread_create(&th, &attr, hold_a_leaf_lock, l), 0);
     pthread_attr_destroy(&attr);
     while (!atomic_load(&l->held))
         test_sleep_ms(1);
-    pid_t pid = fork_child(child);
-    /* From when the lock was taken, not from when this thread saw it:
-     * a thread descheduled in between would have measured less. */
-    unsigned long long held_ms = (rcl__now_ns() - atomic_load(&l->held_at)) / 1000000;
+    pid_t pid = fork_announced(child);
+    bool waited = atomic_load(&l->let_go_done);
+    atomic_store(&l->fork_returned, true);
     assert_true(pid > 0);
-    assert_true(atomic_load(&l->let_go_done));
-    assert_int_equal(wait_child(pid), 0);
-    assert_true(held_ms >= LEAF_HELD_MS / 2);
+    int rc = wait_child(pid);
+    assert_true(waited);
+    assert_int_equal(rc, 0);
 }
 
 static int child_takes_a_span(void)
