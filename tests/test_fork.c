@@ -1033,7 +1033,6 @@ TEST(a_child_releases_the_reserve_a_parents_flusher_thread_used)
  * locks nest in whatever order the program's callbacks take them. A fork
  * meanwhile waits for the walk and the child gets both LRUs. The scene is
  * played in a child of its own, so that a fork that hangs is killed. */
-enum { NESTED_HELD_MS = 100 };
 static struct rcl_lru *made_first, *made_second;
 static struct rcl_lru_node first_node, second_node;
 static atomic_bool isolating;
@@ -1042,7 +1041,8 @@ static enum rcl_lru_walk adds_to_the_lru_made_first(struct rcl_lru_node *n, void
 {
     (void)n; (void)arg;
     atomic_store(&isolating, true);
-    test_sleep_ms(NESTED_HELD_MS);          /* the fork comes meanwhile */
+    while (!fork_asleep())                  /* waiting for this walk's LRU */
+        test_sleep_ms(1);
     rcl_lru_add(made_first, &first_node);
     return RCL_LRU_SKIP;
 }
@@ -1082,7 +1082,7 @@ static int child_forks_inside_a_nested_walk(void)
         return 11;
     while (!atomic_load(&isolating))
         test_sleep_ms(1);
-    int rc = wait_child(fork_child(grandchild_empties_both_lrus));
+    int rc = wait_child(fork_announced(grandchild_empties_both_lrus));
     pthread_join(th, NULL);
     rcl_lru_del(made_first, &first_node);
     rcl_lru_del(made_second, &second_node);
