@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "region.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <signal.h>
@@ -317,8 +318,44 @@ static int child_shutdown(void)
     return 0;
 }
 
+/* The counts of this process's eventfds, summed, and how many there are.
+ * The pressure thread's stop eventfd is the only one here (with a limit
+ * set there is no cgroup threshold to arm), and the thread never reads
+ * it: a write by the child would stay in its count. */
+static unsigned long long eventfd_counts(unsigned *n)
+{
+    unsigned long long sum = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+
+    assert_non_null(d);
+    *n = 0;
+    while ((e = readdir(d)) != NULL) {
+        char path[PATH_MAX], target[64], line[128];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(path, target, sizeof(target) - 1);
+        if (len < 0)
+            continue;
+        target[len] = '\0';
+        if (strcmp(target, "anon_inode:[eventfd]") != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%s", e->d_name);
+        FILE *f = fopen(path, "r");
+        assert_non_null(f);
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "eventfd-count:", 14) == 0)
+                sum += strtoull(line + 14, NULL, 16);
+        fclose(f);
+        (*n)++;
+    }
+    closedir(d);
+    return sum;
+}
+
 TEST(test_child_shutdown_leaves_the_parents_pressure_thread_running)
 {
+    unsigned before_n, after_n;
+
     rcl_shutdown();
     struct rcl_config cfg = test_config(64 * MiB);
     cfg.pressure = 1;
@@ -327,8 +364,11 @@ TEST(test_child_shutdown_leaves_the_parents_pressure_thread_running)
         print_message("skipped: no PSI file and no cgroup here, so no pressure thread\n");
         skip();
     }
+    unsigned long long before = eventfd_counts(&before_n);
+    assert_true(before_n >= 1);
     assert_int_equal(wait_child(fork_child(child_shutdown)), 0);
-    test_sleep_ms(200);
+    /* Not waited for the thread to see a stop: the stop would still be there. */
+    assert_true(eventfd_counts(&after_n) == before && after_n == before_n);
     assert_true(has_thread("rcl-pressure"));
 }
 
