@@ -38,6 +38,14 @@ static struct rcl_shrinker *lru_shrinker;
 static struct rcl_mempool *pool;
 static struct rcl_workqueue *wq;
 static atomic_bool stop;
+/* Each busy thread's rounds of its loop, through its argument. */
+enum { BUSY_THREADS = 5 };
+static atomic_ulong busy_rounds[BUSY_THREADS];
+
+static void went_round(void *arg)
+{
+    atomic_fetch_add((atomic_ulong *)arg, 1);
+}
 
 static void item_free(struct rcl_lru_node *n, void *arg)
 {
@@ -47,8 +55,8 @@ static void item_free(struct rcl_lru_node *n, void *arg)
 
 static void *allocator(void *arg)
 {
-    (void)arg;
     while (!atomic_load(&stop)) {
+        went_round(arg);
         struct item *it = rcl_alloc(sizeof(*it), RCL_DEFAULT);
         if (it) {
             rcl_lru_node_init(&it->node);
@@ -64,9 +72,10 @@ static void *allocator(void *arg)
 
 static void *reclaimer(void *arg)
 {
-    (void)arg;
-    while (!atomic_load(&stop))
+    while (!atomic_load(&stop)) {
+        went_round(arg);
         rcl_reclaim(64 * KiB, RCL_DEFAULT);
+    }
     return NULL;
 }
 
@@ -80,10 +89,10 @@ static void work_fn(struct rcl_work *w)
 static void *queuer(void *arg)
 {
     struct rcl_work works[8];
-    (void)arg;
     for (unsigned i = 0; i < 8; i++)
         rcl_work_init(&works[i], work_fn);
     while (!atomic_load(&stop)) {
+        went_round(arg);
         for (unsigned i = 0; i < 8; i++)
             rcl_queue_work(wq, &works[i]);
         rcl_flush_workqueue(wq);
@@ -272,6 +281,18 @@ static int busy_teardown(void **state)
     return test_teardown(state);
 }
 
+/* Returns once every busy thread has begun a round of its loop since the
+ * rounds seen[] (updated): each fork finds them all at work, none not yet
+ * started or starved by a loaded machine. */
+static void every_busy_thread_went_round(unsigned long seen[BUSY_THREADS])
+{
+    for (unsigned t = 0; t < BUSY_THREADS; t++) {
+        while (atomic_load(&busy_rounds[t]) == seen[t])
+            test_sleep_ms(1);
+        seen[t] = atomic_load(&busy_rounds[t]);
+    }
+}
+
 TEST_WITH(test_children_of_a_busy_parent_use_the_library_and_exit, busy_setup, busy_teardown)
 {
     /* These sanitizer runtimes do not hold their allocators' locks across
@@ -285,20 +306,23 @@ TEST_WITH(test_children_of_a_busy_parent_use_the_library_and_exit, busy_setup, b
                       "malloc\n");
         skip();
     }
-    pthread_t th[5];
-    void *(*fns[5])(void *) = { allocator, allocator, reclaimer, queuer, reclaimer };
-    for (unsigned i = 0; i < 5; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, fns[i], NULL), 0);
+    pthread_t th[BUSY_THREADS];
+    void *(*fns[BUSY_THREADS])(void *) = { allocator, allocator, reclaimer, queuer, reclaimer };
+    for (unsigned i = 0; i < BUSY_THREADS; i++) {
+        atomic_store(&busy_rounds[i], 0);
+        assert_int_equal(pthread_create(&th[i], NULL, fns[i], &busy_rounds[i]), 0);
+    }
 
+    unsigned long seen[BUSY_THREADS] = { 0 };
     int forks = test_scale(40), rc = 0, i;
     for (i = 0; i < forks && rc == 0; i++) {
-        test_sleep_ms(2);
+        every_busy_thread_went_round(seen);
         pid_t pid = fork_child(child_main);
         rc = pid > 0 ? wait_child(pid) : -2;
     }
 
     atomic_store(&stop, true);
-    for (unsigned t = 0; t < 5; t++)
+    for (unsigned t = 0; t < BUSY_THREADS; t++)
         pthread_join(th[t], NULL);
     if (rc != 0)
         fail_msg("child %d of %d: %s (status %d)", i, forks,
