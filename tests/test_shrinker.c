@@ -4,6 +4,7 @@
  * `needs` deferral, and unregister's guarantee.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -529,15 +530,21 @@ TEST(scope_left_by_a_callback_is_reported_and_repaired)
 }
 
 /* Kernel rule (unregister_shrinker + synchronize_srcu): unregister waits
- * for scans in flight. */
+ * for scans in flight. The scan in flight stays until the unregister has
+ * either gone to wait for it (rcl__unregister_waits moves) or returned:
+ * whichever comes, what it then sees of the return is the verdict, with
+ * no window a slow machine could close before the unregister is made. */
 static atomic_int scan_entered, scan_release, unregister_returned, scan_saw_returned;
+static unsigned long unregister_waits_before;
 static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
     if (atomic_exchange(&scan_entered, 1) == 0) {
         while (!atomic_load(&scan_release))
             test_sleep_ms(1);
-        test_sleep_ms(20);
+        while (atomic_load(&rcl__unregister_waits) == unregister_waits_before &&
+               !atomic_load(&unregister_returned))
+            test_sleep_ms(1);
         atomic_store(&scan_saw_returned, atomic_load(&unregister_returned));
     }
     return RCL_SHRINK_STOP;
@@ -558,6 +565,7 @@ TEST(unregister_waits_for_scans_in_flight)
     atomic_store(&scan_entered, 0);
     atomic_store(&scan_release, 0);
     atomic_store(&unregister_returned, 0);
+    unregister_waits_before = atomic_load(&rcl__unregister_waits);
     assert_int_equal(pthread_create(&th, NULL, reclaim_once, NULL), 0);
     while (!atomic_load(&scan_entered))
         test_sleep_ms(1);
