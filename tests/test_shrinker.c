@@ -586,6 +586,7 @@ TEST(unregister_waits_for_scans_in_flight)
 static struct rcl_shrinker *crossed[2];
 static __thread bool crossed_a;
 static atomic_int a_in_one, b_in_two, a_unregistering;
+static unsigned long crossed_waits_before;
 
 static unsigned long crossed_count(void *priv, struct rcl_shrink_control *sc)
 {
@@ -604,10 +605,11 @@ static unsigned long crossed_scan(void *priv, struct rcl_shrink_control *sc)
         atomic_store(&a_unregistering, 1);
         rcl_shrinker_unregister(crossed[1]);
     } else if (!crossed_a && which == 1 && !atomic_exchange(&b_in_two, 1)) {
-        /* Most often after A waits; either order closes the circle. */
-        while (!atomic_load(&a_unregistering))
+        /* Either order closes the circle; B's comes once A waits for this
+         * scan, so that it is B's that closes it, on every run. */
+        while (!atomic_load(&a_unregistering) ||
+               atomic_load(&rcl__unregister_waits) == crossed_waits_before)
             test_sleep_ms(1);
-        test_sleep_ms(20);
         rcl_shrinker_unregister(crossed[0]);
     }
     return RCL_SHRINK_STOP;
@@ -628,6 +630,7 @@ TEST(unregisters_crossed_between_two_callbacks_refuse_one_and_wait_for_neither)
     atomic_store(&a_in_one, 0);
     atomic_store(&b_in_two, 0);
     atomic_store(&a_unregistering, 0);
+    crossed_waits_before = atomic_load(&rcl__unregister_waits);
     crossed[0] = rcl_shrinker_register("one", &ops, (void *)0, NULL);
     crossed[1] = rcl_shrinker_register("two", &ops, (void *)1, NULL);
     assert_non_null(crossed[0]);
