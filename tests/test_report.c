@@ -55,10 +55,17 @@ static void *reporter(void *arg)
     return NULL;
 }
 
+/* The setter's tid once it is about to set; then 1 once the call returned. */
+struct set_call {
+    atomic_int tid, returned;
+};
+
 static void *setter(void *arg)
 {
+    struct set_call *c = arg;
+    atomic_store(&c->tid, (int)gettid());
     rcl_set_report_fn(test_report_catch, NULL);
-    atomic_store((atomic_int *)arg, 1);
+    atomic_store(&c->returned, 1);
     return NULL;
 }
 
@@ -73,15 +80,19 @@ static void wait_for(atomic_int *flag)
 TEST(the_setter_returns_once_the_old_function_has_returned)
 {
     struct gate g = { 0 };
-    atomic_int set = 0;
+    struct set_call set = { 0 };
     pthread_t r, s;
 
     rcl_set_report_fn(held_report, &g);
     assert_int_equal(pthread_create(&r, NULL, reporter, NULL), 0);
     wait_for(&g.entered);
     assert_int_equal(pthread_create(&s, NULL, setter, &set), 0);
-    test_sleep_ms(100);
-    assert_int_equal(atomic_load(&set), 0);
+    /* The setter asleep in its call (nothing else in it sleeps), or back
+     * from it: either way its answer is in, however slow the machine. */
+    wait_for(&set.tid);
+    while (!atomic_load(&set.returned) && !test_thread_asleep(atomic_load(&set.tid)))
+        test_sleep_ms(1);
+    assert_int_equal(atomic_load(&set.returned), 0);
     atomic_store(&g.release, 1);
     pthread_join(s, NULL);
     assert_int_equal(atomic_load(&g.left), 1);
