@@ -132,10 +132,16 @@ TEST_WITH(checker_off_unwatches_every_thread, ld_setup, ld_teardown)
     assert_int_equal(w.checked_off, 0);
 }
 
-/* A report function that takes its time, as one writing to a log does. */
-static void slow_report_fn(const char *report, void *arg)
+/* A report function that takes its time, as one writing to a log does:
+ * it stays in the call until the test has looked at the count from
+ * another thread, then puts the report where the test finds it. */
+static atomic_int in_report_fn, count_looked_at;
+
+static void held_report_fn(const char *report, void *arg)
 {
-    test_sleep_ms(100);
+    atomic_store(&in_report_fn, 1);
+    while (!atomic_load(&count_looked_at))
+        test_sleep_ms(1);
     test_report_catch(report, arg);
 }
 
@@ -146,13 +152,20 @@ TEST_WITH(a_report_is_counted_once_the_report_function_returns, ld_setup, ld_tea
 {
     pthread_t th;
 
-    rcl_set_report_fn(slow_report_fn, NULL);
+    atomic_store(&in_report_fn, 0);
+    atomic_store(&count_looked_at, 0);
+    rcl_set_report_fn(held_report_fn, NULL);
     assert_int_equal(pthread_create(&th, NULL, out_of_order_in_new_thread, NULL), 0);
+    while (!atomic_load(&in_report_fn))
+        test_sleep_ms(1);
+    unsigned long while_in_the_function = rcl_lockdep_reports();
+    atomic_store(&count_looked_at, 1);
     while (rcl_lockdep_reports() == 0)
         test_sleep_ms(1);
     assert_true(test_reports_contain("out of order"));
     pthread_join(th, NULL);
     rcl_set_report_fn(test_report_catch, NULL);
+    assert_int_equal(while_in_the_function, 0);
     assert_int_equal(rcl_lockdep_reports(), 1);
 }
 
