@@ -111,21 +111,36 @@ struct walk {
     struct rcl_context   ctx;
 };
 
-static void *free_soon(void *arg)
+/* The pool's element held out, to give back to a call under way. */
+struct give_back {
+    struct walk *w;
+    pid_t        caller;
+    atomic_int   returned;      /* the call is done */
+};
+
+/* The element comes back once the call waits for it (the caller asleep:
+ * nothing before the pool's wait sleeps) or is done without it. Never
+ * before: found in the reserve, it would answer the call before the
+ * allocator is tried with the call's full flags, and the walk would not
+ * reach the reclaim it checks. */
+static void *free_once_waited(void *arg)
 {
-    struct walk *w = arg;
-    test_sleep_ms(100);
-    rcl_mempool_free(w->held, w->pool);
+    struct give_back *g = arg;
+    while (!atomic_load(&g->returned) && !test_thread_asleep(g->caller))
+        test_sleep_ms(1);
+    rcl_mempool_free(g->w->held, g->w->pool);
     return NULL;
 }
 
 /* The mempool calls wait for an element where they cannot reclaim (inside
- * NORECLAIM): one comes back from another thread a moment later. */
+ * NORECLAIM): one comes back from another thread. */
 static void with_element_returned(struct walk *w, void (*call)(struct walk *w))
 {
+    struct give_back g = { .w = w, .caller = gettid() };
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, free_soon, w), 0);
+    assert_int_equal(pthread_create(&th, NULL, free_once_waited, &g), 0);
     call(w);
+    atomic_store(&g.returned, 1);
     pthread_join(th, NULL);
     w->held = NULL;
 }
