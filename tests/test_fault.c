@@ -682,6 +682,8 @@ static int handler_inside_start(void (*first_call)(void))
         _exit(atomic_load(&handler_got) + 1);
     }
     assert_true(pid > 0);
+    /* 10 s catches a start that hangs in the handler; a slow machine's
+     * start takes milliseconds. */
     for (int ms = 0; ms < 10000; ms++) {
         if (waitpid(pid, &status, WNOHANG) == pid) {
             assert_true(WIFEXITED(status));
@@ -1038,6 +1040,8 @@ TEST_BARE(test_a_cancelled_nofail_retry_gives_its_charge_back)
     assert_int_equal(pthread_cancel(th), 0);
     struct timespec until;
     void *ret;
+    /* No duration is asserted: 20 s only turns a cancel the retry never
+     * lets in (a hang) into a failure; a slow machine takes milliseconds. */
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 20;
     int joined = pthread_timedjoin_np(th, &ret, &until);

@@ -394,6 +394,11 @@ TEST_WITH(test_failed_background_start_is_retried_later, bg_setup, bg_teardown)
     assert_int_equal(test_reports_seen_matching("cannot start the background reclaimer: "
                                                 "Resource temporarily unavailable"), 1);
 
+    /* The library tries a failed start again no sooner than 100 ms after
+     * it (reclaim.c): the sleep lets that time go by between wake-ups. The
+     * loop ends on the state, a wake-up the new reclaimer counted; 200
+     * rounds (4 s at least) only turn a retry that never comes into a
+     * failure. */
     struct rcl_stats st;
     for (int t = 0; t < 200; t++) {
         test_sleep_ms(20);
