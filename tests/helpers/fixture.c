@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <dirent.h>
 #include <limits.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -165,6 +166,69 @@ bool test_thread_asleep(pid_t tid)
     /* The name, in parentheses, may hold anything: the state follows the last. */
     const char *end = strrchr(stat, ')');
     return end && end[1] == ' ' && end[2] == 'S';
+}
+
+/* glibc's condition variables wait in futex(FUTEX_WAIT_BITSET), with a
+ * timeout for pthread_cond_timedwait() and none for pthread_cond_wait();
+ * a mutex's lock waits in plain FUTEX_WAIT. The /proc syscall file holds
+ * the call's number, then its arguments. 0: not in such a wait; 1: in one
+ * with no deadline; 2: in a timed one. */
+static int cond_wait_kind(pid_t tid)
+{
+    char path[64], line[256] = "";
+    unsigned long long uaddr, op, val, timeout;
+    long nr = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    bool got = fgets(line, sizeof(line), f) &&
+               sscanf(line, "%ld %llx %llx %llx %llx", &nr, &uaddr, &op, &val, &timeout) == 5;
+    fclose(f);
+    if (!got || nr != SYS_futex || (op & 0x7f) != 9 /* FUTEX_WAIT_BITSET */ ||
+        !test_thread_asleep(tid))
+        return 0;
+    return timeout ? 2 : 1;
+}
+
+bool test_thread_waits_untimed(pid_t tid)
+{
+    return cond_wait_kind(tid) == 1;
+}
+
+bool test_thread_waits_timed(pid_t tid)
+{
+    return cond_wait_kind(tid) == 2;
+}
+
+/* How many times thread tid has gone to sleep; -1 if it is gone. */
+static long voluntary_switches(pid_t tid)
+{
+    char path[64], line[128];
+    long n = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
+bool test_thread_settles(pid_t tid)
+{
+    for (int ms = 0; ms < 60000; ms++) {
+        long n = voluntary_switches(tid);
+        if (n >= 0 && test_thread_waits_untimed(tid)) {
+            test_sleep_ms(1);
+            if (test_thread_waits_untimed(tid) && voluntary_switches(tid) == n)
+                return true;
+        }
+        test_sleep_ms(1);
+    }
+    return false;
 }
 
 const char *test_built(char *buf, size_t len, const char *rel)

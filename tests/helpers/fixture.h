@@ -163,6 +163,17 @@ bool test_no_thread_named(const char *name);
 /* Whether thread tid of this process sleeps (state S in its stat): a
  * thread that does one blocking call and nothing else waits in it. */
 bool test_thread_asleep(pid_t tid);
+/* Whether thread tid of this process sleeps in a condition variable's
+ * wait with no deadline (pthread_cond_wait(), not a timed wait nor a
+ * mutex's lock): nothing but a wake-up ends that sleep. Read from its
+ * /proc syscall file, as glibc makes the call. */
+bool test_thread_waits_untimed(pid_t tid);
+/* The same, in a timed wait (pthread_cond_timedwait()). */
+bool test_thread_waits_timed(pid_t tid);
+/* Whether thread tid comes to such a wait and stays in it (two looks
+ * 1 ms apart, the same sleep both times), waiting a minute at most: a
+ * thread that has nothing left to do but wait to be called. */
+bool test_thread_settles(pid_t tid);
 
 /* Is the page at addr mapped? msync() answers ENOMEM for an unmapped
  * page, without touching it. */
