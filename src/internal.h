@@ -505,6 +505,12 @@ void rcl__pressure_join(void);
 /* Joins it if still running and closes its descriptors; init_lock held. */
 void rcl__pressure_stop(void);
 bool rcl__is_pressure_thread(void);     /* the caller is the pressure thread */
+/* Test seam: the full ticks the pressure thread has ended, over every
+ * start. A tick counted after a test changed a cgroup file began after the
+ * change only if it is the second one counted since: tests wait for that
+ * instead of sleeping for a second or two and hoping a tick came. Counted
+ * once a second, on the pressure thread alone. */
+extern _Atomic unsigned long rcl__pressure_ticks;
 
 /* ------------------------------------------------------------------------ */
 /* Statistics and reports (stats.c, report.c)                                */

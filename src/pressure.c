@@ -92,6 +92,8 @@ static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
 
+_Atomic unsigned long rcl__pressure_ticks;
+
 /*
  * A report function or a shrinker's callback that forked on this thread
  * and returned in the child: rcl__pressure_atfork_child() closed the
@@ -609,6 +611,7 @@ static void *pressure_main(void *arg)
         }
         last_full = now;
         cgroup_tick();
+        atomic_fetch_add_explicit(&rcl__pressure_ticks, 1, memory_order_release);
     }
     if (forked_here())
         rcl__report("a child forked on the library's pressure thread (in a report "
