@@ -17,9 +17,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -164,6 +166,87 @@ static void start(size_t limit, int background)
     cfg.pressure = 1;
     cfg.background = background;
     assert_int_equal(rcl_init(&cfg), 0);
+}
+
+/* The pressure thread's full ticks (rcl__pressure_ticks, a test seam):
+ * what a tick does is seen once a tick that began after the change has
+ * ended. The one under way when `since` was read may have begun before:
+ * it is not counted. A thread that stops ticking fails the test here,
+ * after a minute, rather than hanging the run. */
+#define TICKS_HANG_MS 60000
+
+static unsigned long ticks_now(void)
+{
+    return atomic_load_explicit(&rcl__pressure_ticks, memory_order_acquire);
+}
+
+static bool ticks_passed(unsigned long since, unsigned n)
+{
+    return ticks_now() >= since + n + 1;
+}
+
+/* Polls, 1 ms apart, until done() or `n` whole ticks since the call. */
+static void until_or_ticks(bool (*done)(void), unsigned n)
+{
+    unsigned long since = ticks_now();
+    for (int ms = 0; !(done && done()) && !ticks_passed(since, n); ms++) {
+        if (ms >= TICKS_HANG_MS)
+            fail_msg("the pressure thread ended no tick in %d ms", TICKS_HANG_MS);
+        test_sleep_ms(1);
+    }
+}
+
+/* Returns once `n` whole ticks have passed since the call. */
+static void ticks_pass(unsigned n)
+{
+    until_or_ticks(NULL, n);
+}
+
+/* Whether thread tid of this process sleeps in system call `nr` (its
+ * /proc syscall file names the call it is blocked in). */
+static bool asleep_in(pid_t tid, long nr)
+{
+    char path[64], line[64] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    return got && strtol(line, NULL, 10) == nr && test_thread_asleep(tid);
+}
+
+/* Waits, a minute at most, for thread tid to sleep in system call nr. */
+static void wait_asleep_in(pid_t tid, long nr)
+{
+    for (int ms = 0; !asleep_in(tid, nr); ms++) {
+        if (ms >= TICKS_HANG_MS)
+            fail_msg("thread %d never slept in system call %ld", (int)tid, nr);
+        test_sleep_ms(1);
+    }
+}
+
+/* Whether the pressure thread waits for its sources again. */
+static bool pressure_thread_polls(pid_t tid)
+{
+    return asleep_in(tid, SYS_poll) || asleep_in(tid, SYS_ppoll);
+}
+
+/* Returns once the pressure thread has drained what was written to the
+ * FIFO at `fd` and waits in poll() again: without a background reclaimer
+ * the step the event asked for was taken on that thread, and is over. */
+static void event_handled(int fd)
+{
+    pid_t tid = test_thread_named("rcl-pressure", NULL);
+    assert_true(tid > 0);
+    for (int ms = 0;; ms++) {
+        int queued = -1;
+        if (ioctl(fd, FIONREAD, &queued) == 0 && queued == 0 && pressure_thread_polls(tid))
+            return;
+        if (ms >= TICKS_HANG_MS)
+            fail_msg("the pressure thread never went back to its poll()");
+        test_sleep_ms(1);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -415,6 +498,9 @@ TEST_WITH(test_a_malformed_margin_is_reported_once_per_value_and_per_start, pres
     put(V1DIR "memory.limit_in_bytes", "134217728\n");
     setenv("RECLAIM_CGROUP_MARGIN", "lots", 1);
     assert_int_equal(rcl_auto_limit(), 112 * MiB);
+    /* A second gone by, past the once-a-second limit it was reported at:
+     * a slow machine only lengthens the sleep, which can neither fail the
+     * test nor leave the second unpassed. */
     test_sleep_ms(1100);
     assert_int_equal(rcl_auto_limit(), 112 * MiB);
     assert_int_equal(test_reports_take(), 1);
@@ -805,12 +891,16 @@ TEST_WITH(test_init_with_limit_zero_uses_the_cgroup, pressure_setup, pressure_te
     assert_int_equal(rcl_limit(), 448 * MiB);
 }
 
-/* The pressure thread re-reads the cgroup's limit each second: the budget
- * is `want` within 5 s. */
+/* The pressure thread re-reads the cgroup's limit at each tick: the
+ * budget is `want` at the latest once a whole tick has passed since the
+ * change (two, for a margin). */
+static size_t limit_wanted;
+static bool limit_is_wanted(void) { return rcl_limit() == limit_wanted; }
+
 static void limit_becomes(size_t want)
 {
-    for (int t = 0; t < 100 && rcl_limit() != want; t++)
-        test_sleep_ms(50);
+    limit_wanted = want;
+    until_or_ticks(limit_is_wanted, 2);
     assert_int_equal(rcl_limit(), want);
 }
 
@@ -940,7 +1030,7 @@ TEST_WITH(test_unreadable_cgroup_limit_leaves_the_budget, pressure_setup, pressu
         snprintf(path, sizeof(path), "%s/%s", root, files[i]);
         assert_int_equal(unlink(path), 0);
     }
-    test_sleep_ms(2500);                /* two ticks of the pressure thread */
+    ticks_pass(2);
     assert_int_equal(rcl_limit(), 448 * MiB);
 }
 
@@ -978,7 +1068,7 @@ TEST_WITH(test_budget_follows_the_process_moved_to_another_cgroup, pressure_setu
     assert_int_equal(rcl_limit(), 448 * MiB);
     moved_to_next();
     limit_becomes(224 * MiB);
-    test_sleep_ms(1200);                /* another tick: nothing new to say */
+    ticks_pass(1);                      /* another tick: nothing new to say */
     assert_int_equal(test_reports_seen_matching("moved from memory cgroup "
                                                 "\"/app.slice/svc.service\" to "
                                                 "\"/app.slice/next.service\""), 1);
@@ -1001,7 +1091,7 @@ TEST_WITH(test_a_move_looked_up_while_the_mounts_are_unreadable_is_followed_late
     snprintf(away, sizeof(away), "%s.away", at);
     assert_int_equal(rename(at, away), 0);
     moved_to_next();
-    test_sleep_ms(1500);                /* a tick looks the move up, and cannot */
+    ticks_pass(1);                      /* a tick looks the move up, and cannot */
     assert_int_equal(rcl_limit(), 448 * MiB);
     assert_int_equal(rename(away, at), 0);
     limit_becomes(224 * MiB);
@@ -1123,7 +1213,7 @@ TEST_WITH(test_explicit_limit_is_not_moved_by_the_cgroup, pressure_setup, pressu
     put(V2DIR "memory.max", "536870912\n");
     start(100 * MiB, 0);
     put(V2DIR "memory.max", "268435456\n");
-    test_sleep_ms(2500);
+    ticks_pass(2);
     assert_int_equal(rcl_limit(), 100 * MiB);
 }
 
@@ -1433,7 +1523,7 @@ TEST_WITH(test_cgroup_usage_far_from_limit_shrinks_nothing, pressure_setup, pres
     put(V1DIR "memory.usage_in_bytes", "67108864\n");
     start(64 * MiB, 0);
     cache_fill(8 * MiB);
-    test_sleep_ms(2500);
+    ticks_pass(2);
     assert_int_equal(atomic_load(&cache_freed), 0);
     cache_drop();
 }
@@ -1448,7 +1538,7 @@ TEST_WITH(test_inactive_page_cache_is_not_pressure, pressure_setup, pressure_tea
     put(V1DIR "memory.stat", "cache 41943040\ntotal_inactive_file 41943040\n");
     start(64 * MiB, 0);
     cache_fill(8 * MiB);
-    test_sleep_ms(2500);
+    ticks_pass(2);
     assert_int_equal(atomic_load(&cache_freed), 0);
     cache_drop();
 }
@@ -1525,7 +1615,7 @@ TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardo
     assert_int_equal(write(fd, "x", 1), 1);
     assert_true(wait_freed(1 * MiB, 5000));
     /* one event, one step: the cache is not emptied */
-    test_sleep_ms(200);
+    event_handled(fd);
     assert_true(atomic_load(&cache_freed) < 6 * MiB);
     close(fd);
     cache_drop();
@@ -1549,10 +1639,10 @@ TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressur
     long long first = monotonic_ms();
     assert_int_equal(write(fd, "x", 1), 1);
     assert_true(wait_freed(1 * MiB, 5000));
-    test_sleep_ms(50);                  /* the first step's pass is over */
+    event_handled(fd);                  /* the first step's pass is over */
     size_t freed = atomic_load(&cache_freed);
     assert_int_equal(write(fd, "y", 1), 1);
-    test_sleep_ms(100);
+    event_handled(fd);
     size_t after = atomic_load(&cache_freed);
     long long took = monotonic_ms() - first;
     close(fd);
@@ -1618,7 +1708,7 @@ TEST_WITH(test_systemd_dev_null_turns_pressure_off, pressure_setup, pressure_tea
     setenv("MEMORY_PRESSURE_WATCH", "/dev/null", 1);
     start(64 * MiB, 0);
     cache_fill(8 * MiB);
-    test_sleep_ms(2500);
+    ticks_pass(2);
     assert_int_equal(atomic_load(&cache_freed), 0);
     cache_drop();
 }
@@ -1735,16 +1825,19 @@ TEST_WITH(test_shutdown_stops_the_pressure_thread, pressure_setup, pressure_tear
  * reads it for the budget of the cgroup's limit, at its first look and
  * when the limit moves; the variable is set before the thread starts, as
  * setenv() may not race a getenv(). Waits until `*seen` is set. */
+static atomic_int *report_seen;
+static bool report_is_seen(void) { return atomic_load(report_seen) != 0; }
+
 static void pressure_thread_reports(atomic_int *seen)
 {
     fake_v2();
     put(V2DIR "memory.max", "536870912\n");
     setenv("RECLAIM_CGROUP_MARGIN", "lots", 1);
+    report_seen = seen;
     start(64 * MiB, 0);
-    test_sleep_ms(1100);
+    until_or_ticks(report_is_seen, 1);  /* its first look taken */
     put(V2DIR "memory.max", "268435456\n");
-    for (int t = 0; t < 100 && !atomic_load(seen); t++)
-        test_sleep_ms(20);
+    until_or_ticks(report_is_seen, 2);
     assert_int_not_equal(atomic_load(seen), 0);
 }
 
@@ -1818,13 +1911,22 @@ TEST_WITH(test_child_forked_by_a_pressure_thread_report_is_no_library_thread, pr
 /* A report function that forks, on the pressure thread, while another
  * thread shuts the library down: fork() takes the life cycle's lock, so
  * the shutdown waits for the thread without it. */
-static atomic_int in_report, report_forks;
+static atomic_int in_report, report_forks, shutdown_tid;
+
+/* Until the thread about to shut the library down sleeps in the shutdown,
+ * which waits for this thread (the alarm set before it fails a hang). */
+static void wait_for_the_shutdown(void)
+{
+    while (!atomic_load(&shutdown_tid) || !test_thread_asleep(atomic_load(&shutdown_tid)))
+        test_sleep_ms(1);
+}
+
 static void fork_from_pressure_report(const char *report, void *arg)
 {
     char name[16] = "";
     prctl(PR_GET_NAME, name);
     if (!strcmp(name, "rcl-pressure") && atomic_fetch_add(&in_report, 1) == 0) {
-        test_sleep_ms(300);                     /* the shutdown starts meanwhile */
+        wait_for_the_shutdown();
         pid_t pid = fork();
         if (pid == 0)
             _exit(0);
@@ -1839,9 +1941,11 @@ TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_
 {
     atomic_store(&in_report, 0);
     atomic_store(&report_forks, 0);
+    atomic_store(&shutdown_tid, 0);
     rcl_set_report_fn(fork_from_pressure_report, NULL);
     pressure_thread_reports(&in_report);
     alarm(30);                          /* a hang fails here, not at the run's limit */
+    atomic_store(&shutdown_tid, (int)gettid());
     rcl_shutdown();
     alarm(0);
     assert_int_equal(atomic_load(&report_forks), 1);
@@ -2005,14 +2109,15 @@ static int eventfds_open(void)
 }
 
 static char event_control[PATH_MAX];
+static atomic_int forker_tid;
 
-/* Lets the pressure thread's open of the FIFO through, a while after the
- * fork was asked for, and takes the threshold it writes (waiting 2 s at
- * most, should nothing be armed). */
+/* Lets the pressure thread's open of the FIFO through once the fork waits
+ * for it (the forking thread asleep on a lock), and takes the threshold it
+ * writes (waiting 2 s at most, should nothing be armed). */
 static void *reads_event_control(void *arg)
 {
     (void)arg;
-    test_sleep_ms(300);
+    wait_asleep_in(atomic_load(&forker_tid), SYS_futex);
     int fd = open(event_control, O_RDONLY | O_NONBLOCK);
     char line[64];
     for (int t = 0; fd >= 0 && t < 100 && read(fd, line, sizeof(line)) <= 0; t++)
@@ -2042,7 +2147,10 @@ TEST_WITH(test_child_forked_while_the_threshold_is_armed_inherits_no_eventfd, pr
     snprintf(event_control, sizeof(event_control), "%s/" V1DIR "cgroup.event_control", root);
     assert_int_equal(mkfifo(event_control, 0600), 0);
     put(V1DIR "memory.limit_in_bytes", "268435456\n");
-    test_sleep_ms(1500);                        /* the tick re-arms, in the open */
+    pid_t tid = test_thread_named("rcl-pressure", NULL);
+    assert_true(tid > 0);
+    wait_asleep_in(tid, SYS_openat);            /* the tick re-arms, in the open */
+    atomic_store(&forker_tid, (int)gettid());
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, reads_event_control, NULL), 0);
     pid_t pid = fork();
@@ -2136,7 +2244,7 @@ TEST_WITH(test_limit_set_while_running_is_not_moved_by_the_cgroup, pressure_setu
     assert_int_equal(rcl_limit(), 448 * MiB);
     assert_int_equal(rcl_set_limit(300 * MiB), 0);
     put(V2DIR "memory.max", "268435456\n");
-    test_sleep_ms(2500);                /* two ticks of the pressure thread */
+    ticks_pass(2);
     assert_int_equal(rcl_limit(), 300 * MiB);
 }
 
