@@ -7,6 +7,7 @@
 #include "helpers.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -50,6 +51,77 @@ static void gate_open(struct gate *g)
     g->open = 1;
     pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->lock);
+}
+
+static int gate_arrived(struct gate *g)
+{
+    pthread_mutex_lock(&g->lock);
+    int n = g->arrived;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+/* How many workers of the queue named `queue` there are, but thread
+ * `but`, and in *asleep how many of them sleep (its threads are named
+ * "rcl-wq/" and the queue's name, cut to 15 bytes). A worker being
+ * started bears its starter's name until it names itself: none is
+ * missed. */
+static int workers_but(const char *queue, pid_t but, int *asleep_out)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "rcl-wq/%s", queue);
+    want[15] = '\0';
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int workers = 0, asleep = 0;
+
+    while (d && (e = readdir(d)) != NULL) {
+        char path[300], comm[64] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof(comm), f)) {
+            comm[strcspn(comm, "\n")] = '\0';
+            pid_t tid = (pid_t)atoi(e->d_name);
+            if (strcmp(comm, want) == 0 && tid != but) {
+                workers++;
+                asleep += test_thread_asleep(tid);
+            }
+        }
+        fclose(f);
+    }
+    if (d)
+        closedir(d);
+    *asleep_out = asleep;
+    return workers;
+}
+
+/* Whether every worker of the queue sleeps, and there is one. */
+static bool workers_asleep(const char *queue)
+{
+    int asleep, workers = workers_but(queue, 0, &asleep);
+    return workers > 0 && asleep == workers;
+}
+
+/* Whether every other worker than `self` sleeps, if there are others. */
+static bool other_workers_asleep(const char *queue, pid_t self)
+{
+    int asleep, workers = workers_but(queue, self, &asleep);
+    return asleep == workers;
+}
+
+/* Until the queue's workers all sleep: whatever queueing woke them has
+ * been done, or they wait in a gate. A minute at most. */
+static void wait_workers_asleep(const char *queue)
+{
+    for (int ms = 0; !workers_asleep(queue); ms++) {
+        if (ms >= 60000)
+            fail_msg("the workers of \"%s\" never all slept", queue);
+        test_sleep_ms(1);
+    }
 }
 
 /* A work item that records what it saw. */
@@ -158,10 +230,13 @@ TEST(test_pending_work_cannot_be_queued_twice)
     rcl_workqueue_destroy(other);
 }
 
-/* No more than max_workers items run at once. */
+/* No more than max_workers items run at once. Every item waits at a gate:
+ * with max_workers of them there and every worker asleep, none is left to
+ * run a fourth. */
 struct concurrency {
     struct rcl_work work;
     atomic_int *running, *peak;
+    struct gate *gate;
 };
 
 static void concurrency_fn(struct rcl_work *w)
@@ -171,8 +246,7 @@ static void concurrency_fn(struct rcl_work *w)
     int peak = atomic_load(c->peak);
     while (now > peak && !atomic_compare_exchange_weak(c->peak, &peak, now))
         ;
-    sched_yield();
-    test_sleep_ms(1);
+    gate_pass(c->gate);
     atomic_fetch_sub(c->running, 1);
 }
 
@@ -181,17 +255,25 @@ TEST(test_at_most_max_workers_run_at_once)
     struct rcl_workqueue *wq = rcl_workqueue_create("max", 3, 0);
     assert_non_null(wq);
     atomic_int running = 0, peak = 0;
+    struct gate g;
+    gate_init(&g);
     enum { N = 48 };
     static struct concurrency c[N];
     for (int i = 0; i < N; i++) {
         rcl_work_init(&c[i].work, concurrency_fn);
         c[i].running = &running;
         c[i].peak = &peak;
+        c[i].gate = &g;
         assert_int_equal(rcl_queue_work(wq, &c[i].work), 0);
     }
+    gate_wait_arrived(&g, 3);
+    wait_workers_asleep("max");
+    assert_int_equal(gate_arrived(&g), 3);
+    assert_int_equal(atomic_load(&running), 3);
+    gate_open(&g);
     rcl_flush_workqueue(wq);
-    assert_true(atomic_load(&peak) >= 1);
-    assert_true(atomic_load(&peak) <= 3);
+    assert_int_equal(gate_arrived(&g), N);
+    assert_int_equal(atomic_load(&peak), 3);
     rcl_workqueue_destroy(wq);
 }
 
@@ -485,8 +567,12 @@ static void reentry_fn(struct rcl_work *w)
     int n = atomic_fetch_add(&r->runs, 1) + 1;
     if (n < r->limit)
         rcl_queue_work(r->wq, w);
-    /* Still running after the requeue: the window another worker used. */
-    for (int i = 0; i < 50; i++)
+    /* Still running after the requeue until every other worker sleeps:
+     * one that would run the item beside this run has taken it by then.
+     * Spun, not slept, so that two runs at once (counted above) never
+     * take each other for asleep; bounded for that case. */
+    pid_t self = gettid();
+    for (int i = 0; i < 100000 && !other_workers_asleep("reentry", self); i++)
         sched_yield();
     atomic_fetch_sub(&r->running, 1);
 }
@@ -539,11 +625,8 @@ TEST(test_a_work_item_queued_while_running_runs_once_more_after_it_returns)
     gate_wait_arrived(&g, 1);
     assert_int_equal(rcl_queue_work(wq, &p.work), 0);
     assert_int_equal(rcl_queue_work(wq, &p.work), -EBUSY);
-    test_sleep_ms(50);                  /* time enough for an idle worker */
-    pthread_mutex_lock(&g.lock);
-    int arrived = g.arrived;
-    pthread_mutex_unlock(&g.lock);
-    assert_int_equal(arrived, 1);
+    wait_workers_asleep("rerun");       /* an idle worker did what it would */
+    assert_int_equal(gate_arrived(&g), 1);
     gate_open(&g);
     rcl_flush_workqueue(wq);
     assert_int_equal(atomic_load(&p.runs), 2);
@@ -1046,7 +1129,9 @@ TEST_WITH(test_rescuer_breaks_a_dependency_between_items, rescuer_setup, rescuer
 /* Work that ends or cancels its thread                                      */
 /* ------------------------------------------------------------------------ */
 
-enum { BOUND_MS = 5000 };
+/* A hang's bound, never a timing: what it bounds ends in milliseconds,
+ * and a sanitizer build on a loaded machine is given seconds. */
+enum { BOUND_MS = 20000 };
 
 static void *flush_main(void *wq) { rcl_flush_workqueue(wq); return NULL; }
 static void *destroy_main(void *wq) { rcl_workqueue_destroy(wq); return NULL; }
@@ -1139,7 +1224,7 @@ TEST(test_a_rerun_queued_behind_a_run_that_exits_its_thread_still_runs)
     assert_int_equal(rcl_queue_work(wq, &e.work), 0);
     gate_wait_arrived(&g, 1);
     assert_int_equal(rcl_queue_work(wq, &e.work), 0);
-    test_sleep_ms(50);                  /* the idle worker hands it over */
+    wait_workers_asleep("rerun-exit");  /* the idle worker handed it over */
     gate_open(&g);
     assert_true(returns_in_time(flush_main, wq));
     assert_int_equal(atomic_load(&e.runs), 2);
@@ -1559,15 +1644,41 @@ TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item
 /* The worker that takes the place of one that exited is woken by work
  * queued while it starts: here it is already waiting for work when the
  * item is queued, before the thread that started it has come back. */
-static atomic_int starts, replacement_waits, queued_meanwhile;
+static atomic_int starts, replacement_waits, queued_meanwhile, replacement_tid;
+
+/* The replacement's thread: notes its tid, then is the worker. */
+static struct {
+    void *(*fn)(void *);
+    void *arg;
+} replacement;
+
+static void *noting_replacement(void *unused)
+{
+    (void)unused;
+    atomic_store(&replacement_tid, (int)gettid());
+    return replacement.fn(replacement.arg);
+}
 
 static int slow_replacement(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
 {
-    int err = pthread_create(th, NULL, fn, arg);
-    if (err || strcmp(what, "worker") != 0 || atomic_fetch_add(&starts, 1) != 1)
+    if (strcmp(what, "worker") != 0 || atomic_fetch_add(&starts, 1) != 1)
+        return pthread_create(th, NULL, fn, arg);
+    replacement.fn = fn;
+    replacement.arg = arg;
+    int err = pthread_create(th, NULL, noting_replacement, NULL);
+    if (err)
         return err;
-    test_sleep_ms(50);                      /* the new worker waits for work */
-    atomic_store(&replacement_waits, 1);
+    /* The new worker waits for work: asleep, the queue's lock let go by
+     * the start (the only other thread of the queue has ended). The test
+     * fails on replacement_waits unset if it never does. */
+    for (int ms = 0; ms < BOUND_MS; ms++) {
+        int tid = atomic_load(&replacement_tid);
+        if (tid && test_thread_asleep(tid)) {
+            atomic_store(&replacement_waits, 1);
+            break;
+        }
+        test_sleep_ms(1);
+    }
     while (!atomic_load(&queued_meanwhile))
         test_sleep_ms(1);
     return 0;
@@ -1578,6 +1689,7 @@ static int slow_replacement_setup(void **state)
     atomic_store(&starts, 0);
     atomic_store(&replacement_waits, 0);
     atomic_store(&queued_meanwhile, 0);
+    atomic_store(&replacement_tid, 0);
     atomic_store_explicit(&rcl__thread_create_hook, slow_replacement, memory_order_release);
     return test_setup(state);
 }
@@ -1784,7 +1896,9 @@ TEST_WITH(test_an_item_ended_by_the_report_of_another_queues_worker_ends_its_wor
     struct probe after, later;
 
     queued_on = threadless_with_work(&ends, &after);
-    test_sleep_ms(1100);        /* its start reports: at most one a second */
+    /* Its start reports at most once a second: the sleep is the second
+     * going by, which a slow machine only lengthens. */
+    test_sleep_ms(1100);
     probe_init(&queued_there, NULL);
     probe_init(&later, NULL);
     struct rcl_workqueue *wq = rcl_workqueue_create("queues-elsewhere", 1, 0);
@@ -2028,17 +2142,12 @@ static long sleeps_of(pid_t tid)
     return n;
 }
 
-/* Until the thread has slept through 30 ms at a stretch: past the delay
- * of a start's wait, whatever the starts before left it waiting for. */
+/* The thread's sleeps once it waits for a call with no deadline: past any
+ * start's delay, with nothing but a wake-up to end its sleep. */
 static long settled_sleeps_of(pid_t tid)
 {
-    long n = sleeps_of(tid), was;
-    do {
-        was = n;
-        test_sleep_ms(30);
-        n = sleeps_of(tid);
-    } while (n != was);
-    return n;
+    assert_true(test_thread_settles(tid));
+    return sleeps_of(tid);
 }
 
 static atomic_int starts_counted;
@@ -2066,6 +2175,9 @@ TEST(test_an_idle_queue_never_wakes_its_rescuer)
     pid_t tid = rescuer_tid("idle");
     assert_true(tid > 0);
     long before = settled_sleeps_of(tid);
+    /* Settled, it waits with no deadline: only a call could wake it, and
+     * the window looks for one. A slow machine cannot fail the test here
+     * (nothing is to wake it), nor pass it without the wait's kind. */
     test_sleep_ms(200);
     assert_int_equal(sleeps_of(tid), before);
     rcl_workqueue_destroy(wq);
