@@ -56,17 +56,41 @@ static void *join_in_time(pthread_t th)
     return ret;
 }
 
+/* The thread a test cancels in a wait notes its tid here first. */
+static atomic_int waiter_tid;
+
+static void note_waiter(void)
+{
+    atomic_store(&waiter_tid, (int)gettid());
+}
+
+/* Until the waiter sleeps in the wait it comes to: once *waiting is set
+ * (NULL: the thread says nothing), the one blocking call it makes. A
+ * cancel sent earlier would test the cancellation point before the wait,
+ * not the wait. */
+static void wait_for_the_waiter_asleep(atomic_int *waiting)
+{
+    if (waiting)
+        wait_for(waiting);
+    for (int ms = 0; ms < HANG_MS; ms++) {
+        int tid = atomic_load(&waiter_tid);
+        if (tid && test_thread_asleep(tid))
+            return;
+        test_sleep_ms(1);
+    }
+    fail_msg("the thread never slept in its wait within %d ms", HANG_MS);
+}
+
 /* Runs fn in a thread and cancels it inside the wait fn comes to: after
- * fn set *waiting (NULL: fn says nothing) and 50 ms more. */
+ * fn set *waiting (NULL: fn says nothing) and went to sleep. */
 static void cancel_in_its_wait(void *(*fn)(void *), atomic_int *waiting)
 {
     pthread_t th;
     if (waiting)
         atomic_store(waiting, 0);
+    atomic_store(&waiter_tid, 0);
     assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
-    if (waiting)
-        wait_for(waiting);
-    test_sleep_ms(50);
+    wait_for_the_waiter_asleep(waiting);
     assert_int_equal(pthread_cancel(th), 0);
     assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
 }
@@ -91,6 +115,7 @@ static atomic_int waiting;
 static void *pool_waiter(void *arg)
 {
     (void)arg;
+    note_waiter();
     atomic_store(&waiting, 1);
     rcl_mempool_alloc(pool, RCL_DEFAULT);     /* the reserve is empty: waits */
     return NULL;
@@ -232,7 +257,7 @@ TEST(test_cancelled_bulk_waiter_leaves_the_pool_unlocked)
 /* A shrinker scanning during direct reclaim                                 */
 /* ------------------------------------------------------------------------ */
 
-static atomic_int scanning, release;
+static atomic_int scanning, release, scan_naps;
 
 static unsigned long slow_count(void *p, struct rcl_shrink_control *sc)
 {
@@ -245,8 +270,10 @@ static unsigned long slow_scan(void *p, struct rcl_shrink_control *sc)
     (void)p;
     atomic_store(&scanning, 1);
     /* nanosleep is a cancellation point. */
-    while (!atomic_load(&release))
+    while (!atomic_load(&release)) {
         test_sleep_ms(1);
+        atomic_fetch_add(&scan_naps, 1);
+    }
     return sc->nr_to_scan;
 }
 
@@ -281,7 +308,11 @@ TEST(test_cancel_during_a_shrinker_scan_waits_for_the_scan)
     assert_int_equal(pthread_create(&th, NULL, reclaiming, NULL), 0);
     wait_for(&scanning);
     assert_int_equal(pthread_cancel(th), 0);
-    test_sleep_ms(50);
+    /* A whole nap begun after the cancel: a cancellation point the cancel
+     * would have acted at, were the scan not shielded from it. */
+    int naps = atomic_load(&scan_naps);
+    for (int ms = 0; ms < HANG_MS && atomic_load(&scan_naps) < naps + 2; ms++)
+        test_sleep_ms(1);
     atomic_store(&release, 1);                  /* the scan may finish now */
     assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
     /* Cancelled after reclaim, not inside it. */
@@ -374,6 +405,7 @@ static void quick_work(struct rcl_work *w) { (void)w; }
 static void *flusher(void *arg)
 {
     (void)arg;
+    note_waiter();
     rcl_flush_workqueue(wq);
     return NULL;
 }
@@ -414,6 +446,7 @@ static atomic_int alloc_waiting;
 static void *nofail_waiter(void *arg)
 {
     (void)arg;
+    note_waiter();
     atomic_store(&alloc_waiting, 1);
     /* The budget is full and nothing can be reclaimed: a NOFAIL request
      * waits for memory that only the cancel ends. */
@@ -485,6 +518,7 @@ static void *nofail_waiter_with_cleanup(void *arg)
 {
     (void)arg;
     pthread_cleanup_push(cleanup_allocates, NULL);
+    note_waiter();
     atomic_store(&alloc_waiting, 1);
     void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOFAIL);
     rcl_free(p);
@@ -502,9 +536,9 @@ TEST(test_a_thread_cancelled_in_a_nofail_wait_allocates_in_its_cleanup)
     atomic_store(&in_cleanup, 0);
     atomic_store(&room_made, 0);
     atomic_store(&cleanup_got, 0);
+    atomic_store(&waiter_tid, 0);
     assert_int_equal(pthread_create(&th, NULL, nofail_waiter_with_cleanup, NULL), 0);
-    wait_for(&alloc_waiting);
-    test_sleep_ms(50);
+    wait_for_the_waiter_asleep(&alloc_waiting);
     assert_int_equal(pthread_cancel(th), 0);
     wait_for(&in_cleanup);
     while (n)
