@@ -96,12 +96,35 @@ static void timer_disarm(void)
     signal(SIGALRM, SIG_IGN);
 }
 
+/* The run's least number of signals, of which one at least served. */
+#define SIGNALS_WANTED 1000
+/* How much longer than its time a run may last to get them. */
+#define SIGNALS_GRACE_MS 60000ull
+
+static unsigned long long monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (unsigned long long)now.tv_sec * 1000 + (unsigned long long)now.tv_nsec / 1000000;
+}
+
+/* The run lasts its time and until the handler has run often enough to
+ * have met the thread inside the library: a loaded machine, which lets
+ * the timer's signals merge while the thread waits for a CPU, gets more
+ * time to deliver them rather than a failed test. Past the grace the run
+ * ends, and the counts fail it. */
+static bool run_over(unsigned long long until)
+{
+    unsigned long long now = monotonic_ms();
+    bool enough = atomic_load(&signals) >= SIGNALS_WANTED && atomic_load(&served) >= 1;
+    return now >= until && (enough || now >= until + SIGNALS_GRACE_MS);
+}
+
 /* The thread's side: blocks of 16 B .. 4 KiB, allocated, filled, checked
  * and freed, some handed to the handler to free. */
 static void run(void)
 {
     unsigned long long until = 0;
-    struct timespec now;
     size_t start;
     void *held[32] = { 0 };
 
@@ -113,9 +136,7 @@ static void run(void)
     atomic_store(&handoff, NULL);
     rcl_usage_sync();
     start = rcl_usage();
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    until = (unsigned long long)now.tv_sec * 1000 + (unsigned long long)now.tv_nsec / 1000000 +
-            (unsigned long long)test_scale(3000);
+    until = monotonic_ms() + (unsigned long long)test_scale(3000);
     timer_arm();
     for (unsigned long i = 0;; i++) {
         unsigned k = (unsigned)(i % 32);
@@ -133,12 +154,8 @@ static void run(void)
         held[k] = rcl_alloc(n, i % 3 ? RCL_DEFAULT : RCL_ATOMIC);
         assert_non_null(held[k]);
         fill(held[k], n < 16 ? n : 16, (unsigned char)k);
-        if ((i & 1023) == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            if ((unsigned long long)now.tv_sec * 1000 +
-                (unsigned long long)now.tv_nsec / 1000000 >= until)
-                break;
-        }
+        if ((i & 1023) == 0 && run_over(until))
+            break;
     }
     timer_disarm();
     for (unsigned k = 0; k < 32; k++)
@@ -149,7 +166,7 @@ static void run(void)
     rcl_usage_sync();
     print_message("  %lu signals, %lu handler allocations served, %lu refused\n",
                   atomic_load(&signals), atomic_load(&served), atomic_load(&refused));
-    assert_true(atomic_load(&signals) >= 1000);
+    assert_true(atomic_load(&signals) >= SIGNALS_WANTED);
     assert_true(atomic_load(&served) >= 1);
     assert_int_equal(rcl_usage(), start);
     assert_int_equal(test_report_count(), 0);
