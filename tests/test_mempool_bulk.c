@@ -275,13 +275,9 @@ static void bulk_waiter_joined_within(pthread_t th, int s)
 TEST_WITH(test_bulk_waits_until_the_elements_come_back, bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
-    atomic_store(&back.fail_all, 1);
     void *mine[RESERVE / 2];
-    assert_int_equal(rcl_mempool_alloc_bulk(p, mine, RESERVE / 2), 0);
-    struct bulk_call c = { .pool = p };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, bulk_call_main, &c), 0);
-    test_sleep_ms(50);
+    struct bulk_call c;
+    pthread_t th = bulk_waiter_start(p, mine, &c);   /* counted asleep in the pool */
     assert_int_equal(atomic_load(&c.done), 0);       /* half the reserve is out */
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     pthread_join(th, NULL);
