@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <sys/syscall.h>
 
 #define RESERVE 8
 
@@ -342,19 +343,46 @@ TEST_WITH(test_a_woken_bulk_waiter_whose_report_ends_its_thread_still_lets_the_p
     atomic_store(&back.fail_all, 0);
 }
 
+/* The thread whose monotonic clock, as the library reads it, runs an hour
+ * ahead: a bounded wait it takes ends an hour on, so that it ends sooner
+ * only if it is woken. (The library is linked statically: its
+ * clock_gettime() is this one.) */
+static pthread_t clock_ahead_thread;
+static atomic_bool clock_ahead;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int r = (int)syscall(SYS_clock_gettime, id, ts);
+
+    if (!r && id == CLOCK_MONOTONIC && atomic_load(&clock_ahead) &&
+        pthread_equal(pthread_self(), clock_ahead_thread))
+        ts->tv_sec += 3600;
+    return r;
+}
+
+static void *bulk_call_an_hour_ahead(void *arg)
+{
+    clock_ahead_thread = pthread_self();
+    atomic_store(&clock_ahead, true);
+    return bulk_call_main(arg);
+}
+
 /* A resize that lowers the reserve below what a waiter asks for ends its
  * wait at once with -E2BIG, as a call made after it fails: the reserve
- * alone can never serve it now, and no element returned would wake it. */
+ * alone can never serve it now, and no element returned would wake it.
+ * The waiter's bounded wait would end an hour on: it ends now only if the
+ * resize woke it, and the bound below only catches a hang. */
 TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_it,
           bulk_setup, test_teardown)
 {
     struct rcl_mempool *p = pool_make();
     void *mine[RESERVE / 2];
     struct bulk_call c;
-    pthread_t th = bulk_waiter_start(p, mine, &c);
+    pthread_t th = bulk_waiter_start_in(p, mine, &c, bulk_call_an_hour_ahead);
 
     assert_int_equal(rcl_mempool_resize(p, RESERVE / 2), 0);
-    bulk_waiter_joined_within(th, 2);               /* well inside the 5 s wait */
+    bulk_waiter_joined_within(th, 60);
+    atomic_store(&clock_ahead, false);
     assert_int_equal(c.ret, -E2BIG);
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     atomic_store(&back.fail_all, 0);
