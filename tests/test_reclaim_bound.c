@@ -14,6 +14,7 @@
 #include "internal.h"
 
 #include <stdatomic.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define OBJ        (4 * KiB)
@@ -28,6 +29,73 @@ struct objs {
     _Atomic int direct_frees;          /* the owner's scans may free */
     _Atomic int background_frees;      /* other threads' scans may free */
 };
+
+/*
+ * The time scan calls take, for the tests that compare shrinkers by it:
+ * while the clock is scripted, the test's thread reads CLOCK_MONOTONIC as
+ * the moment the script began plus what its scan calls said they took.
+ * A preemption on a loaded machine, which lengthens whatever call it
+ * lands in, then cannot make a fast shrinker the slowest. Other threads
+ * and other clocks read the kernel's. (The library is linked statically:
+ * its clock_gettime() is this one.)
+ */
+static atomic_bool scripted;
+static pthread_t scripted_thread;
+static unsigned long long script_began_ns;
+static _Atomic unsigned long long script_ns;
+
+static bool on_the_script(void)
+{
+    return atomic_load(&scripted) && pthread_equal(pthread_self(), scripted_thread);
+}
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    if (id == CLOCK_MONOTONIC && on_the_script()) {
+        unsigned long long ns = script_began_ns + atomic_load(&script_ns);
+        ts->tv_sec = (time_t)(ns / 1000000000ull);
+        ts->tv_nsec = (long)(ns % 1000000000ull);
+        return 0;
+    }
+    return (int)syscall(SYS_clock_gettime, id, ts);
+}
+
+static unsigned long long kernel_monotonic_ns(void)
+{
+    struct timespec ts;
+    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static void script_the_clock(void)
+{
+    scripted_thread = pthread_self();
+    script_began_ns = kernel_monotonic_ns();
+    atomic_store(&script_ns, 0);
+    atomic_store(&scripted, true);
+}
+
+/* The kernel's clock again, once it has caught up with the script's, so
+ * that the thread's clock never goes back: a wait of the script's length
+ * at least, which a slow machine can only shorten. */
+static void unscript_the_clock(void)
+{
+    unsigned long long until = script_began_ns + atomic_load(&script_ns);
+    while (kernel_monotonic_ns() < until)
+        test_sleep_ms(1);
+    atomic_store(&scripted, false);
+}
+
+/* A scan call that takes `us` microseconds: told to the script, or slept. */
+static void scan_takes_us(long us)
+{
+    if (on_the_script()) {
+        atomic_fetch_add(&script_ns, (unsigned long long)us * 1000ull);
+        return;
+    }
+    struct timespec ts = { us / 1000000, (us % 1000000) * 1000L };
+    nanosleep(&ts, NULL);
+}
 
 /* What a count callback says for n objects. */
 static unsigned long count_of(unsigned long n)
@@ -49,10 +117,8 @@ static unsigned long objs_scan(void *priv, struct rcl_shrink_control *sc)
 
     if (!atomic_load(own ? &o->direct_frees : &o->background_frees))
         return 0;
-    if (o->scan_sleep_us) {
-        struct timespec ts = { 0, o->scan_sleep_us * 1000L };
-        nanosleep(&ts, NULL);
-    }
+    if (o->scan_sleep_us)
+        scan_takes_us(o->scan_sleep_us);
     unsigned long freed = 0, n = atomic_load(&o->count);
     while (freed < sc->nr_to_scan && n) {
         if (atomic_compare_exchange_weak(&o->count, &n, n - 1)) {
@@ -531,7 +597,9 @@ TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, tea
     assert_non_null(slow);
     fill(&o);
 
+    script_the_clock();
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    unscript_the_clock();
     assert_int_equal(stats().slow_reclaims, 1);
     assert_reports_have("\"a-cache-whose-name-runs-long999\" ");
     /* The shrinker it leaves out to name that one is summed, not lost. */
@@ -555,26 +623,20 @@ static unsigned long many_count(void *priv, struct rcl_shrink_control *sc)
     return 1ul << 20;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = { 0, ms * 1000000L };
-    nanosleep(&ts, NULL);
-}
-
 static unsigned long slow_once_scan(void *priv, struct rcl_shrink_control *sc)
 {
     _Atomic unsigned *calls = priv;
 
     (void)sc;
     if (atomic_fetch_add(calls, 1) == 0)
-        sleep_ms(10);
+        scan_takes_us(10000);
     return RCL_SHRINK_STOP;
 }
 
 static unsigned long steady_scan(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
-    sleep_ms(3);
+    scan_takes_us(3000);
     return RCL_SHRINK_STOP;
 }
 
@@ -603,7 +665,9 @@ TEST_WITH(a_slow_reclaim_report_names_the_shrinker_whose_calls_took_longest_in_a
                                                         &objs_opts);
     assert_non_null(steady);
 
+    script_the_clock();
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
+    unscript_the_clock();
     assert_int_equal(stats().slow_reclaims, 1);
     assert_reports_have("\"steady\" ");
     assert_reports_have("; others ");
