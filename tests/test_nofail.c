@@ -71,10 +71,18 @@ static void *fill_budget(void)
 
 struct freer {
     void      *block;
-    long       delay_ms;           /* free after this long... */
-    unsigned   after_stalls;       /* ...or after this many stall reports */
+    unsigned   after_stalls;       /* free after this many stall reports, */
+    atomic_int waiter;             /* or once this thread sleeps in its call */
     atomic_int freed;
 };
+
+/* The allocating thread, about to make the call the freer is to end: the
+ * call's first sleep is its wait for memory, the only other thread (the
+ * freer) being outside the library. */
+static void freer_waits_for_me(struct freer *f)
+{
+    atomic_store(&f->waiter, (int)gettid());
+}
 
 static void *freer_main(void *arg)
 {
@@ -85,7 +93,8 @@ static void *freer_main(void *arg)
             pthread_cond_wait(&seen_cond, &seen_lock);
         pthread_mutex_unlock(&seen_lock);
     } else {
-        test_sleep_ms(f->delay_ms);
+        while (!atomic_load(&f->waiter) || !test_thread_asleep(atomic_load(&f->waiter)))
+            test_sleep_ms(1);
     }
     atomic_store(&f->freed, 1);
     rcl_free(f->block);
@@ -96,10 +105,11 @@ static void *freer_main(void *arg)
  * another thread frees memory after a delay. Never NULL. */
 TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, test_teardown)
 {
-    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    struct freer f = { .block = fill_budget() };
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    freer_waits_for_me(&f);
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
     assert_non_null(p);
     assert_int_equal(atomic_load(&f.freed), 1);     /* it could not have before */
@@ -112,10 +122,11 @@ TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, test_teard
  * gives up after its one round of reclaim. */
 TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, test_teardown)
 {
-    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    struct freer f = { .block = fill_budget() };
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NORETRY | RCL__NOWARN));
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    freer_waits_for_me(&f);
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NORETRY);
     assert_non_null(p);
     assert_int_equal(atomic_load(&f.freed), 1);
@@ -490,9 +501,10 @@ TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
  * that waits a fraction of that is not reported as stalled. */
 TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, test_teardown)
 {
-    struct freer f = { .block = fill_budget(), .delay_ms = 100 };
+    struct freer f = { .block = fill_budget() };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    freer_waits_for_me(&f);
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
     assert_non_null(p);
     pthread_join(th, NULL);
