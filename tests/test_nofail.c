@@ -12,9 +12,78 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #define LIMIT (8 * MiB)
+
+/*
+ * The allocating thread's clock, for the test of how often a stall is
+ * reported: while scripted, every read of CLOCK_MONOTONIC on that thread
+ * moves it on by a millisecond, however fast the machine runs, and the
+ * stall reports note the time it reads. Every retry reads it, so retries
+ * are never fewer than the milliseconds it counts, and a report at every
+ * retry shows as reports too close together. Other threads and clocks
+ * read the kernel's. (The library is linked statically: its
+ * clock_gettime() is this one.)
+ */
+#define SCRIPT_STEP_NS 1000000ull
+enum { STALLS_NOTED = 8 };
+static atomic_bool scripted;
+static pthread_t scripted_thread;
+static unsigned long long script_began_ns;
+static _Atomic unsigned long long script_reads;
+static unsigned long long stall_at_ns[STALLS_NOTED];
+static unsigned stalls_noted;
+
+static bool on_the_script(void)
+{
+    return atomic_load(&scripted) && pthread_equal(pthread_self(), scripted_thread);
+}
+
+static unsigned long long script_now_ns(void)
+{
+    return script_began_ns + atomic_load(&script_reads) * SCRIPT_STEP_NS;
+}
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    if (id == CLOCK_MONOTONIC && on_the_script()) {
+        unsigned long long ns = script_began_ns +
+                                (atomic_fetch_add(&script_reads, 1) + 1) * SCRIPT_STEP_NS;
+        ts->tv_sec = (time_t)(ns / 1000000000ull);
+        ts->tv_nsec = (long)(ns % 1000000000ull);
+        return 0;
+    }
+    return (int)syscall(SYS_clock_gettime, id, ts);
+}
+
+static unsigned long long kernel_monotonic_ns(void)
+{
+    struct timespec ts;
+    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static void script_the_clock(void)
+{
+    scripted_thread = pthread_self();
+    script_began_ns = kernel_monotonic_ns();
+    atomic_store(&script_reads, 0);
+    stalls_noted = 0;
+    atomic_store(&scripted, true);
+}
+
+/* The kernel's clock again, once it has caught up with the script's, so
+ * that the thread's clock never goes back: a wait of known length, which
+ * a slow machine can only shorten. */
+static void unscript_the_clock(void)
+{
+    unsigned long long until = script_now_ns();
+    while (kernel_monotonic_ns() < until)
+        test_sleep_ms(1);
+    atomic_store(&scripted, false);
+}
 
 /* Reports are caught as usual and also announced, so a test can wait for
  * "the allocation has been reported as stalled" instead of sleeping. */
@@ -25,6 +94,8 @@ static unsigned stalls_seen;
 static void catch_and_announce(const char *report, void *arg)
 {
     test_report_catch(report, arg);
+    if (strstr(report, "stall") && on_the_script() && stalls_noted < STALLS_NOTED)
+        stall_at_ns[stalls_noted++] = script_now_ns();
     pthread_mutex_lock(&seen_lock);
     if (strstr(report, "stall"))
         stalls_seen++;
@@ -161,27 +232,24 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
     rcl_free(p);
 }
 
-static long long monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The stall report repeats every stall_ms, not at every retry in between:
- * three reports of a 20 ms stall_ms take 60 ms of waiting at least. */
+ * three reports of a 20 ms stall_ms, each 20 ms of the library's clock
+ * after the one before, the retries that read it in between counted on
+ * the scripted clock rather than on the machine's speed. */
 TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_fast_stall,
           test_teardown)
 {
     struct freer f = { .block = fill_budget(), .after_stalls = 3 };
     pthread_t th;
-    long long start = monotonic_ms();
     assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    script_the_clock();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
-    long long waited = monotonic_ms() - start;
+    unscript_the_clock();
     assert_non_null(p);
     pthread_join(th, NULL);
-    assert_true(waited >= 3 * 20);
+    assert_true(stalls_noted >= 3);
+    for (unsigned i = 1; i < stalls_noted; i++)
+        assert_true(stall_at_ns[i] - stall_at_ns[i - 1] >= 20 * 1000000ull);
     rcl_free(p);
 }
 
