@@ -592,12 +592,14 @@ int clock_gettime(clockid_t id, struct timespec *ts)
     return r;
 }
 
-static bool reclaimd_woken(void *arg)
+/* Woken, its pass over, and in the pause after it: a timed wait. */
+static bool reclaimd_pausing(void *arg)
 {
     (void)arg;
     struct rcl_stats st;
     rcl_stats_get(&st);
-    return st.background_wakeups > 0;
+    pid_t tid = test_thread_named("rcl-reclaimd", NULL);
+    return st.background_wakeups > 0 && tid && test_thread_waits_timed(tid);
 }
 
 /* The pause after a pass that found nothing to free ends on time however
@@ -615,8 +617,7 @@ TEST(the_background_reclaimers_pause_ignores_a_wall_clock_set_back)
     /* Below low with nothing a shrinker could free: a fruitless pass. */
     size_t fixed = st.limit - (st.wmark_low + st.wmark_min) / 2;
     assert_int_equal(rcl_charge(fixed, RCL_DEFAULT), 0);
-    assert_true(wait_for(reclaimd_woken, NULL, 10000));
-    test_sleep_ms(20);                                  /* its pause begun */
+    assert_true(wait_for(reclaimd_pausing, NULL, 10000));   /* its pause begun */
     rcl_uncharge(fixed);
     struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
     while (test_cache_add(c, RCL__DIRECT_RECLAIM | RCL__IO | RCL__FS)) {
