@@ -736,15 +736,30 @@ TEST(a_reclaimer_ended_in_a_shrinker_is_started_again_at_the_next_wake_up)
     alarm(0);
 }
 
-/* background = 0 runs no thread, ever. */
+/* Starts of the background reclaimer's thread. */
+static atomic_int reclaimer_starts;
+
+static int counting_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what)
+{
+    if (strcmp(what, "reclaimer") == 0)
+        atomic_fetch_add(&reclaimer_starts, 1);
+    return pthread_create(th, NULL, fn, arg);
+}
+
+/* background = 0 runs no thread, ever. The reclaimer is started in the
+ * call that wakes it: counted by the time that call returns, where the
+ * thread itself may not show in /proc yet. */
 TEST(background_off_runs_no_thread)
 {
     assert_int_equal(reclaimd_settles_at(0), 0);
+    atomic_store(&reclaimer_starts, 0);
+    rcl__thread_create_hook = counting_start;
     struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
     fill_to_min(c);
     for (int i = 0; i < 100; i++)
         test_cache_add(c, RCL_DEFAULT);
-    test_sleep_ms(50);
+    rcl__thread_create_hook = NULL;
+    assert_int_equal(atomic_load(&reclaimer_starts), 0);
     assert_int_equal(count_reclaimd(), 0);
     test_cache_free(c);
 }
