@@ -567,9 +567,14 @@ static enum rcl_lru_walk shuts_down_and_skips(struct rcl_lru_node *n, void *arg)
 {
     (void)n;
     (void)arg;
+    /* In a pass the shrinker's refusal comes first (src/init.c); either
+     * reason alone refuses. */
+    const char *why = rcl__shrinking_here()
+                          ? "rcl_shutdown() from a shrinker's callback: refused"
+                          : "rcl_shutdown() from an LRU's isolate callback: refused";
     unsigned before = test_report_count();
     rcl_shutdown();
-    if (refused_as(before, "rcl_shutdown() from "))
+    if (refused_as(before, why))
         atomic_fetch_add(&refused_in_inner_isolate, 1);
     return RCL_LRU_SKIP;
 }
