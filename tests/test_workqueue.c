@@ -7,7 +7,6 @@
 #include "helpers.h"
 #include "internal.h"
 
-#include <dirent.h>
 #include <malloc.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -69,32 +68,19 @@ static int gate_arrived(struct gate *g)
 static int workers_but(const char *queue, pid_t but, int *asleep_out)
 {
     char want[64];
-    snprintf(want, sizeof(want), "rcl-wq/%s", queue);
-    want[15] = '\0';
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
+    pid_t tids[256];
     int workers = 0, asleep = 0;
 
-    while (d && (e = readdir(d)) != NULL) {
-        char path[300], comm[64] = "";
-        if (e->d_name[0] == '.')
+    snprintf(want, sizeof(want), "rcl-wq/%s", queue);
+    want[15] = '\0';
+    int n = test_threads_named(want, tids, 256);
+    assert_true(n <= 256);
+    for (int i = 0; i < n; i++) {
+        if (tids[i] == but)
             continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f)) {
-            comm[strcspn(comm, "\n")] = '\0';
-            pid_t tid = (pid_t)atoi(e->d_name);
-            if (strcmp(comm, want) == 0 && tid != but) {
-                workers++;
-                asleep += test_thread_asleep(tid);
-            }
-        }
-        fclose(f);
+        workers++;
+        asleep += test_thread_asleep(tids[i]);
     }
-    if (d)
-        closedir(d);
     *asleep_out = asleep;
     return workers;
 }

@@ -114,12 +114,11 @@ int test_check_clean(void)
     return ok ? 0 : -1;
 }
 
-pid_t test_thread_named(const char *name, int *count)
+int test_threads_named(const char *name, pid_t *tids, int max)
 {
     DIR *d = opendir("/proc/self/task");
     struct dirent *e;
     size_t len = strlen(name);
-    pid_t found = 0;
     int n = 0;
 
     while (d && (e = readdir(d)) != NULL) {
@@ -131,13 +130,22 @@ pid_t test_thread_named(const char *name, int *count)
         if (!f)
             continue;
         if (fgets(comm, sizeof(comm), f) && !strncmp(comm, name, len) && comm[len] == '\n') {
-            found = (pid_t)atoi(e->d_name);
+            if (n < max)
+                tids[n] = (pid_t)atoi(e->d_name);
             n++;
         }
         fclose(f);
     }
     if (d)
         closedir(d);
+    return n;
+}
+
+pid_t test_thread_named(const char *name, int *count)
+{
+    pid_t found = 0;
+    int n = test_threads_named(name, &found, 1);
+
     if (count)
         *count = n;
     return found;

@@ -157,6 +157,9 @@ int test_io_flusher_on(void);
  * thread can linger in /proc for a moment: callers wait for the answer
  * they expect. */
 pid_t test_thread_named(const char *name, int *count);
+/* How many of this process's threads are named `name` exactly; the tids
+ * of the first `max` of them in tids[]. */
+int test_threads_named(const char *name, pid_t *tids, int max);
 /* Whether no thread of this process is named `name`, waiting up to 5 s
  * for one that was joined to leave /proc. */
 bool test_no_thread_named(const char *name);
