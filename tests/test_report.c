@@ -87,10 +87,12 @@ TEST(the_setter_returns_once_the_old_function_has_returned)
     assert_int_equal(pthread_create(&r, NULL, reporter, NULL), 0);
     wait_for(&g.entered);
     assert_int_equal(pthread_create(&s, NULL, setter, &set), 0);
-    /* The setter asleep in its call (nothing else in it sleeps), or back
-     * from it: either way its answer is in, however slow the machine. */
+    /* The setter in its call's wait for the old function (the one
+     * condition variable wait with no deadline on its way: a lock's wait,
+     * the sanitizer's or the loader's, is another kind of sleep), or back
+     * from the call: either way its answer is in, however slow the machine. */
     wait_for(&set.tid);
-    while (!atomic_load(&set.returned) && !test_thread_asleep(atomic_load(&set.tid)))
+    while (!atomic_load(&set.returned) && !test_thread_waits_untimed(atomic_load(&set.tid)))
         test_sleep_ms(1);
     assert_int_equal(atomic_load(&set.returned), 0);
     atomic_store(&g.release, 1);
