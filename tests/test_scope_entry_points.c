@@ -13,6 +13,7 @@
  * here until it is listed.
  */
 #include "helpers.h"
+#include "internal.h"
 
 #include <limits.h>
 #include <stdatomic.h>
@@ -118,15 +119,21 @@ struct give_back {
     atomic_int   returned;      /* the call is done */
 };
 
-/* The element comes back once the call waits for it (the caller asleep:
- * nothing before the pool's wait sleeps) or is done without it. Never
- * before: found in the reserve, it would answer the call before the
- * allocator is tried with the call's full flags, and the walk would not
- * reach the reclaim it checks. */
+/* The element comes back once the call waits for it (counted as the
+ * pool's waiter, and asleep in the pool's bounded condition variable wait:
+ * a lock's wait, the sanitizer's or the allocator's, is another kind of
+ * sleep) or is done without it. Never before: found in the reserve, it
+ * would answer the call before the allocator is tried with the call's full
+ * flags, and the walk would not reach the reclaim it checks. */
+static bool waits_in_the_pool(const struct give_back *g)
+{
+    return rcl__mempool_waiters(g->w->pool) > 0 && test_thread_waits_timed(g->caller);
+}
+
 static void *free_once_waited(void *arg)
 {
     struct give_back *g = arg;
-    while (!atomic_load(&g->returned) && !test_thread_asleep(g->caller))
+    while (!atomic_load(&g->returned) && !waits_in_the_pool(g))
         test_sleep_ms(1);
     rcl_mempool_free(g->w->held, g->w->pool);
     return NULL;
