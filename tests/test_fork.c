@@ -922,16 +922,14 @@ static pid_t fork_announced(int (*child)(void))
     return pid;
 }
 
-/* Is the thread that announced its fork asleep in it? Nothing the fork
- * does before its prepare handlers wait for a lock another thread holds
- * sleeps, so a holder that lets go only then knows the fork came while it
- * held the lock. (Were the forking thread to sleep earlier in fork()
- * after all, the lock would be let go early: the test could then pass
- * without the fork having waited, never fail.) */
+/* Is the thread that announced its fork asleep in a lock the calling
+ * thread holds? A holder that lets go only then knows the fork waited for
+ * it; any other sleep of the fork's (a lock of the sanitizer's runtime or
+ * of the allocator) is not taken for that wait. */
 static bool fork_asleep(void)
 {
     int tid = atomic_load(&forking_tid);
-    return tid && test_thread_asleep(tid);
+    return tid && test_thread_waits_for_lock_of(tid, (pid_t)syscall(SYS_gettid));
 }
 
 /* A leaf lock at the end of fork()'s order, held by another thread until

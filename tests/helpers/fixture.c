@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -207,6 +208,40 @@ bool test_thread_waits_untimed(pid_t tid)
 bool test_thread_waits_timed(pid_t tid)
 {
     return cond_wait_kind(tid) == 2;
+}
+
+/* glibc's mutex keeps its owner's tid after the futex word the waiters
+ * sleep on; read from the word's address the way a debugger would, since
+ * the sleeper may be gone and the word with it by the time it is read. */
+static pid_t mutex_owner_at(unsigned long long uaddr)
+{
+#ifdef __GLIBC__
+    pthread_mutex_t m;
+    size_t len = offsetof(pthread_mutex_t, __data.__owner) + sizeof(m.__data.__owner);
+    struct iovec here = { &m, len }, there = { (void *)(uintptr_t)uaddr, len };
+    if (process_vm_readv(getpid(), &here, 1, &there, 1, 0) != (ssize_t)len)
+        return 0;
+    return m.__data.__owner;
+#else
+    (void)uaddr;
+    return 0;
+#endif
+}
+
+bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner)
+{
+    char path[64], line[256] = "";
+    unsigned long long uaddr, op;
+    long nr = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool got = fgets(line, sizeof(line), f) &&
+               sscanf(line, "%ld %llx %llx", &nr, &uaddr, &op) == 3;
+    fclose(f);
+    return got && nr == SYS_futex && (op & 0x7f) == 0 /* FUTEX_WAIT */ &&
+           test_thread_asleep(tid) && mutex_owner_at(uaddr) == owner;
 }
 
 /* How many times thread tid has gone to sleep; -1 if it is gone. */

@@ -177,6 +177,11 @@ bool test_thread_waits_timed(pid_t tid);
  * 1 ms apart, the same sleep both times), waiting a minute at most: a
  * thread that has nothing left to do but wait to be called. */
 bool test_thread_settles(pid_t tid);
+/* Whether thread tid of this process sleeps in a mutex's lock
+ * (pthread_mutex_lock()) that thread `owner` holds: read from its /proc
+ * syscall file and the mutex it names, as glibc keeps them; never true
+ * elsewhere. */
+bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner);
 
 /* Is the page at addr mapped? msync() answers ENOMEM for an unmapped
  * page, without touching it. */
