@@ -1097,14 +1097,17 @@ TEST(a_child_releases_the_reserve_a_parents_flusher_thread_used)
  * played in a child of its own, so that a fork that hangs is killed. */
 static struct rcl_lru *made_first, *made_second;
 static struct rcl_lru_node first_node, second_node;
-static atomic_bool isolating;
+static atomic_bool isolating, nested_fork_returned, isolate_let_go;
 
 static enum rcl_lru_walk adds_to_the_lru_made_first(struct rcl_lru_node *n, void *arg)
 {
     (void)n; (void)arg;
     atomic_store(&isolating, true);
-    while (!fork_asleep())                  /* waiting for this walk's LRU */
+    /* The fork waiting for this walk's LRU; one that returned without
+     * waiting has failed the test. */
+    while (!fork_asleep() && !atomic_load(&nested_fork_returned))
         test_sleep_ms(1);
+    atomic_store(&isolate_let_go, true);    /* before the walk lets its LRU go */
     rcl_lru_add(made_first, &first_node);
     return RCL_LRU_SKIP;
 }
@@ -1140,11 +1143,21 @@ static int child_forks_inside_a_nested_walk(void)
     rcl_lru_node_init(&second_node);
     rcl_lru_add(made_second, &second_node);
     atomic_store(&isolating, false);
+    atomic_store(&nested_fork_returned, false);
+    atomic_store(&isolate_let_go, false);
     if (pthread_create(&th, NULL, walks_the_lru_made_second, NULL))
         return 11;
     while (!atomic_load(&isolating))
         test_sleep_ms(1);
-    int rc = wait_child(fork_announced(grandchild_empties_both_lrus));
+    pid_t pid = fork_announced(grandchild_empties_both_lrus);
+    bool waited = atomic_load(&isolate_let_go);
+    atomic_store(&nested_fork_returned, true);
+    int rc = pid <= 0 ? 13 : waited ? wait_child(pid) : 12;
+    /* A grandchild forked with the LRU held would hang on it: not waited for. */
+    if (pid > 0 && !waited) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
     pthread_join(th, NULL);
     rcl_lru_del(made_first, &first_node);
     rcl_lru_del(made_second, &second_node);
