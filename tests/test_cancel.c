@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "domain.h"
@@ -64,17 +65,18 @@ static void note_waiter(void)
     atomic_store(&waiter_tid, (int)gettid());
 }
 
-/* Until the waiter sleeps in the wait it comes to: once *waiting is set
- * (NULL: the thread says nothing), the one blocking call it makes. A
- * cancel sent earlier would test the cancellation point before the wait,
- * not the wait. */
-static void wait_for_the_waiter_asleep(atomic_int *waiting)
+/* Until the waiter sleeps in the wait it comes to, once *waiting is set
+ * (NULL: the thread says nothing): in_its_wait(tid) names that wait, so
+ * that no other sleep (a lock in the allocator or a sanitizer's runtime)
+ * passes for it. A cancel sent earlier would test the cancellation point
+ * before the wait, not the wait. */
+static void wait_for_the_waiter_asleep(atomic_int *waiting, bool (*in_its_wait)(pid_t))
 {
     if (waiting)
         wait_for(waiting);
     for (int ms = 0; ms < HANG_MS; ms++) {
         int tid = atomic_load(&waiter_tid);
-        if (tid && test_thread_asleep(tid))
+        if (tid && in_its_wait(tid))
             return;
         test_sleep_ms(1);
     }
@@ -82,15 +84,17 @@ static void wait_for_the_waiter_asleep(atomic_int *waiting)
 }
 
 /* Runs fn in a thread and cancels it inside the wait fn comes to: after
- * fn set *waiting (NULL: fn says nothing) and went to sleep. */
-static void cancel_in_its_wait(void *(*fn)(void *), atomic_int *waiting)
+ * fn set *waiting (NULL: fn says nothing) and went to sleep in the wait
+ * in_its_wait() tells. */
+static void cancel_in_its_wait(void *(*fn)(void *), atomic_int *waiting,
+                               bool (*in_its_wait)(pid_t))
 {
     pthread_t th;
     if (waiting)
         atomic_store(waiting, 0);
     atomic_store(&waiter_tid, 0);
     assert_int_equal(pthread_create(&th, NULL, fn, NULL), 0);
-    wait_for_the_waiter_asleep(waiting);
+    wait_for_the_waiter_asleep(waiting, in_its_wait);
     assert_int_equal(pthread_cancel(th), 0);
     assert_ptr_equal(join_in_time(th), PTHREAD_CANCELED);
 }
@@ -121,6 +125,13 @@ static void *pool_waiter(void *arg)
     return NULL;
 }
 
+/* The pool counts the waiter, and the waiter sleeps in the pool's bounded
+ * wait for an element (a timed condition-variable wait). */
+static bool in_pool_wait(pid_t tid)
+{
+    return rcl__mempool_waiters(pool) == 1 && test_thread_waits_timed(tid);
+}
+
 static void *pool_round_trip(void *arg)
 {
     void *e = arg;
@@ -140,7 +151,7 @@ TEST(test_cancelled_mempool_waiter_leaves_the_pool_unlocked)
     void *e = rcl_mempool_alloc(pool, RCL_DEFAULT);
     assert_ptr_equal(e, element);
 
-    cancel_in_its_wait(pool_waiter, &waiting);
+    cancel_in_its_wait(pool_waiter, &waiting, in_pool_wait);
 
     assert_true(finishes(pool_round_trip, e));
     rcl_mempool_destroy(pool);
@@ -431,7 +442,8 @@ TEST(test_cancelled_flusher_leaves_the_queue_unlocked)
     assert_int_equal(rcl_queue_work(wq, &blocker), 0);
     wait_for(&work_started);
 
-    cancel_in_its_wait(flusher, NULL);
+    /* A queue with a worker: the flush waits for its item with no deadline. */
+    cancel_in_its_wait(flusher, NULL, test_thread_waits_untimed);
 
     atomic_store(&work_release, 1);
     assert_true(finishes(queue_flush_destroy, &quick));
@@ -453,6 +465,13 @@ static void *nofail_waiter(void *arg)
     void *p = rcl_alloc(4096, RCL_DEFAULT | RCL__NOFAIL);
     rcl_free(p);
     return NULL;
+}
+
+/* A NOFAIL request waits for memory in bounded sleeps (nanosleep(),
+ * which glibc makes as clock_nanosleep), nothing else in it sleeping so. */
+static bool in_nofail_sleep(pid_t tid)
+{
+    return test_thread_in_syscall(tid, SYS_clock_nanosleep);
 }
 
 /* The budget filled down to the floor any request of a NOFAIL waiter's
@@ -489,7 +508,7 @@ TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
     unsigned n = fill_to_the_floor(held);
 
     /* A wait that is not a cancellation point would never end. */
-    cancel_in_its_wait(nofail_waiter, &alloc_waiting);
+    cancel_in_its_wait(nofail_waiter, &alloc_waiting, in_nofail_sleep);
     test_reports_reset();                       /* stall reports, if any */
 
     while (n)
@@ -538,7 +557,7 @@ TEST(test_a_thread_cancelled_in_a_nofail_wait_allocates_in_its_cleanup)
     atomic_store(&cleanup_got, 0);
     atomic_store(&waiter_tid, 0);
     assert_int_equal(pthread_create(&th, NULL, nofail_waiter_with_cleanup, NULL), 0);
-    wait_for_the_waiter_asleep(&alloc_waiting);
+    wait_for_the_waiter_asleep(&alloc_waiting, in_nofail_sleep);
     assert_int_equal(pthread_cancel(th), 0);
     wait_for(&in_cleanup);
     while (n)

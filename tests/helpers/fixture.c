@@ -177,6 +177,21 @@ bool test_thread_asleep(pid_t tid)
     return end && end[1] == ' ' && end[2] == 'S';
 }
 
+bool test_thread_in_syscall(pid_t tid, long nr)
+{
+    char path[64], line[64] = "";
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    /* "running" for a thread on a CPU: strtol() reads no number there. */
+    char *end;
+    long now = strtol(line, &end, 10);
+    return got && end != line && now == nr && test_thread_asleep(tid);
+}
+
 /* glibc's condition variables wait in futex(FUTEX_WAIT_BITSET), with a
  * timeout for pthread_cond_timedwait() and none for pthread_cond_wait();
  * a mutex's lock waits in plain FUTEX_WAIT. The /proc syscall file holds

@@ -182,6 +182,10 @@ bool test_thread_settles(pid_t tid);
  * syscall file and the mutex it names, as glibc keeps them; never true
  * elsewhere. */
 bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner);
+/* Whether thread tid of this process sleeps in system call `nr` (say
+ * SYS_poll): read from its /proc syscall file, which names the call it is
+ * blocked in. For a wait that is not a condition variable's nor a mutex's. */
+bool test_thread_in_syscall(pid_t tid, long nr);
 
 /* Is the page at addr mapped? msync() answers ENOMEM for an unmapped
  * page, without touching it. */
