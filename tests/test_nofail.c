@@ -148,8 +148,8 @@ struct freer {
 };
 
 /* The allocating thread, about to make the call the freer is to end: the
- * call's first sleep is its wait for memory, the only other thread (the
- * freer) being outside the library. */
+ * call waits for memory in bounded sleeps, nanosleep() (glibc makes it as
+ * clock_nanosleep), which nothing else in the call sleeps in. */
 static void freer_waits_for_me(struct freer *f)
 {
     atomic_store(&f->waiter, (int)gettid());
@@ -164,7 +164,8 @@ static void *freer_main(void *arg)
             pthread_cond_wait(&seen_cond, &seen_lock);
         pthread_mutex_unlock(&seen_lock);
     } else {
-        while (!atomic_load(&f->waiter) || !test_thread_asleep(atomic_load(&f->waiter)))
+        while (!atomic_load(&f->waiter) ||
+               !test_thread_in_syscall(atomic_load(&f->waiter), SYS_clock_nanosleep))
             test_sleep_ms(1);
     }
     atomic_store(&f->freed, 1);
