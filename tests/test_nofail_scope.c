@@ -16,6 +16,7 @@
 #include "helpers.h"
 
 #include <stdatomic.h>
+#include <sys/syscall.h>
 
 #define LIMIT (8 * MiB)
 #define CHUNK (64 * KiB)
@@ -219,12 +220,14 @@ TEST_WITH(test_nofail_on_io_flusher_takes_whole_reserve, setup_quiet, scope_tear
 static atomic_bool room_made;
 static atomic_int charger_tid;
 
-/* Makes room once the charging thread sleeps in its call: its wait for
- * memory, this thread being outside the library until then. */
+/* Makes room once the charging thread sleeps in its call's wait for
+ * memory: bounded sleeps in nanosleep() (glibc makes it as
+ * clock_nanosleep), which nothing else in the call sleeps in. */
 static void *make_room_later(void *arg)
 {
     (void)arg;
-    while (!atomic_load(&charger_tid) || !test_thread_asleep(atomic_load(&charger_tid)))
+    while (!atomic_load(&charger_tid) ||
+           !test_thread_in_syscall(atomic_load(&charger_tid), SYS_clock_nanosleep))
         test_sleep_ms(1);
     atomic_store(&room_made, true);
     pthread_mutex_lock(&hog.lock);
