@@ -1913,11 +1913,30 @@ TEST_WITH(test_child_forked_by_a_pressure_thread_report_is_no_library_thread, pr
  * the shutdown waits for the thread without it. */
 static atomic_int in_report, report_forks, shutdown_tid;
 
-/* Until the thread about to shut the library down sleeps in the shutdown,
- * which waits for this thread (the alarm set before it fails a hang). */
+/* Whether thread tid sleeps joining thread `joined`: glibc's
+ * pthread_join() waits in futex(FUTEX_WAIT_BITSET) on the joined thread's
+ * tid word, for as long as the word still holds that tid. */
+static bool joining(pid_t tid, pid_t joined)
+{
+    char path[64], line[256] = "";
+    unsigned long long uaddr, op, val;
+    long nr = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool got = fgets(line, sizeof(line), f) &&
+               sscanf(line, "%ld %llx %llx %llx", &nr, &uaddr, &op, &val) == 4;
+    fclose(f);
+    return got && nr == SYS_futex && (op & 0x7f) == 9 /* FUTEX_WAIT_BITSET */ &&
+           val == (unsigned long long)joined && test_thread_asleep(tid);
+}
+
+/* Until the thread about to shut the library down sleeps in the shutdown's
+ * join of this thread (the alarm set before it fails a hang). */
 static void wait_for_the_shutdown(void)
 {
-    while (!atomic_load(&shutdown_tid) || !test_thread_asleep(atomic_load(&shutdown_tid)))
+    while (!atomic_load(&shutdown_tid) || !joining(atomic_load(&shutdown_tid), gettid()))
         test_sleep_ms(1);
 }
 
