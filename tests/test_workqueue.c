@@ -61,10 +61,11 @@ static int gate_arrived(struct gate *g)
 }
 
 /* How many workers of the queue named `queue` there are, but thread
- * `but`, and in *asleep how many of them sleep (its threads are named
- * "rcl-wq/" and the queue's name, cut to 15 bytes). A worker being
- * started bears its starter's name until it names itself: none is
- * missed. */
+ * `but`, and in *asleep how many of them sleep in a condition variable's
+ * untimed wait: a worker's wait for work, or a test's gate; never the
+ * queue's lock (its threads are named "rcl-wq/" and the queue's name, cut
+ * to 15 bytes). A worker being started bears its starter's name until it
+ * names itself: none is missed. */
 static int workers_but(const char *queue, pid_t but, int *asleep_out)
 {
     char want[64];
@@ -79,7 +80,7 @@ static int workers_but(const char *queue, pid_t but, int *asleep_out)
         if (tids[i] == but)
             continue;
         workers++;
-        asleep += test_thread_asleep(tids[i]);
+        asleep += test_thread_waits_untimed(tids[i]);
     }
     *asleep_out = asleep;
     return workers;
@@ -719,12 +720,13 @@ static void *destroyer_of(void *wq)
     return NULL;
 }
 
-/* Threads [from, to) asleep in the flush or the destroy's drain: the
- * queue's lock is free meanwhile, so they sleep in their waits alone. */
+/* Threads [from, to) asleep in the flush or the destroy's drain: a wait
+ * for the queue's items with no deadline (the queue has a worker), not
+ * the queue's lock on the way to it. */
 static void wait_asleep(int from, int to)
 {
     for (int i = from; i < to; i++)
-        while (!atomic_load(&fl.tid[i]) || !test_thread_asleep(atomic_load(&fl.tid[i])))
+        while (!atomic_load(&fl.tid[i]) || !test_thread_waits_untimed(atomic_load(&fl.tid[i])))
             sched_yield();
 }
 
@@ -1485,8 +1487,10 @@ TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_b
     pthread_t flusher;
     atomic_store(&flush_tid, 0);
     assert_int_equal(pthread_create(&flusher, NULL, flush_and_look, wq), 0);
+    /* Until the flush returns, or waits for the item (no deadline: no item
+     * is queued, so the queue is never taken for threadless). */
     while (!atomic_load(&flush_returned) &&
-           !(atomic_load(&flush_tid) && test_thread_asleep(atomic_load(&flush_tid))))
+           !(atomic_load(&flush_tid) && test_thread_waits_untimed(atomic_load(&flush_tid))))
         test_sleep_ms(1);
     gate_open(&uncounted_gate);
     atomic_store(&uncounted_release, true);
@@ -1616,8 +1620,11 @@ TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item
 
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, noting_destroyer, wq), 0);
+    /* Until the destroy returns, or waits in its drain for the start under
+     * way (no deadline: no item is left queued). */
     while (!atomic_load(&destroy_returned) &&
-           (!atomic_load(&destroyer_tid) || !test_thread_asleep(atomic_load(&destroyer_tid))))
+           (!atomic_load(&destroyer_tid) ||
+            !test_thread_waits_untimed(atomic_load(&destroyer_tid))))
         sched_yield();
     gate_open(&held_report_gate);
     pthread_join(th, NULL);
@@ -1654,12 +1661,12 @@ static int slow_replacement(pthread_t *th, void *(*fn)(void *), void *arg, const
     int err = pthread_create(th, NULL, noting_replacement, NULL);
     if (err)
         return err;
-    /* The new worker waits for work: asleep, the queue's lock let go by
-     * the start (the only other thread of the queue has ended). The test
-     * fails on replacement_waits unset if it never does. */
+    /* The new worker waits for work (a wait with no deadline), the queue's
+     * lock let go by the start (the only other thread of the queue has
+     * ended). The test fails on replacement_waits unset if it never does. */
     for (int ms = 0; ms < BOUND_MS; ms++) {
         int tid = atomic_load(&replacement_tid);
-        if (tid && test_thread_asleep(tid)) {
+        if (tid && test_thread_waits_untimed(tid)) {
             atomic_store(&replacement_waits, 1);
             break;
         }
