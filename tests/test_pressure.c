@@ -202,24 +202,10 @@ static void ticks_pass(unsigned n)
     until_or_ticks(NULL, n);
 }
 
-/* Whether thread tid of this process sleeps in system call `nr` (its
- * /proc syscall file names the call it is blocked in). */
-static bool asleep_in(pid_t tid, long nr)
-{
-    char path[64], line[64] = "";
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool got = fgets(line, sizeof(line), f) != NULL;
-    fclose(f);
-    return got && strtol(line, NULL, 10) == nr && test_thread_asleep(tid);
-}
-
 /* Waits, a minute at most, for thread tid to sleep in system call nr. */
 static void wait_asleep_in(pid_t tid, long nr)
 {
-    for (int ms = 0; !asleep_in(tid, nr); ms++) {
+    for (int ms = 0; !test_thread_in_syscall(tid, nr); ms++) {
         if (ms >= TICKS_HANG_MS)
             fail_msg("thread %d never slept in system call %ld", (int)tid, nr);
         test_sleep_ms(1);
@@ -229,7 +215,7 @@ static void wait_asleep_in(pid_t tid, long nr)
 /* Whether the pressure thread waits for its sources again. */
 static bool pressure_thread_polls(pid_t tid)
 {
-    return asleep_in(tid, SYS_poll) || asleep_in(tid, SYS_ppoll);
+    return test_thread_in_syscall(tid, SYS_poll) || test_thread_in_syscall(tid, SYS_ppoll);
 }
 
 /* Returns once the pressure thread has drained what was written to the
