@@ -1904,18 +1904,10 @@ static atomic_int in_report, report_forks, shutdown_tid;
  * tid word, for as long as the word still holds that tid. */
 static bool joining(pid_t tid, pid_t joined)
 {
-    char path[64], line[256] = "";
-    unsigned long long uaddr, op, val;
-    long nr = -1;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool got = fgets(line, sizeof(line), f) &&
-               sscanf(line, "%ld %llx %llx %llx", &nr, &uaddr, &op, &val) == 4;
-    fclose(f);
-    return got && nr == SYS_futex && (op & 0x7f) == 9 /* FUTEX_WAIT_BITSET */ &&
-           val == (unsigned long long)joined && test_thread_asleep(tid);
+    struct test_futex_wait w;
+
+    return test_thread_in_futex(tid, &w) && w.op == 9 /* FUTEX_WAIT_BITSET */ &&
+           w.val == (unsigned long long)joined;
 }
 
 /* Until the thread about to shut the library down sleeps in the shutdown's

@@ -199,20 +199,28 @@ bool test_thread_in_syscall(pid_t tid, long nr)
  * with no deadline; 2: in a timed one. */
 static int cond_wait_kind(pid_t tid)
 {
+    struct test_futex_wait w;
+
+    if (!test_thread_in_futex(tid, &w) || w.op != 9 /* FUTEX_WAIT_BITSET */)
+        return 0;
+    return w.timeout ? 2 : 1;
+}
+
+bool test_thread_in_futex(pid_t tid, struct test_futex_wait *w)
+{
     char path[64], line[256] = "";
-    unsigned long long uaddr, op, val, timeout;
+    unsigned long long op = 0;
     long nr = -1;
     snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
     FILE *f = fopen(path, "r");
     if (!f)
-        return 0;
+        return false;
     bool got = fgets(line, sizeof(line), f) &&
-               sscanf(line, "%ld %llx %llx %llx %llx", &nr, &uaddr, &op, &val, &timeout) == 5;
+               sscanf(line, "%ld %llx %llx %llx %llx", &nr, &w->uaddr, &op, &w->val,
+                      &w->timeout) == 5;
     fclose(f);
-    if (!got || nr != SYS_futex || (op & 0x7f) != 9 /* FUTEX_WAIT_BITSET */ ||
-        !test_thread_asleep(tid))
-        return 0;
-    return timeout ? 2 : 1;
+    w->op = (int)(op & 0x7f);              /* FUTEX_PRIVATE_FLAG and the clock's flag off */
+    return got && nr == SYS_futex && test_thread_asleep(tid);
 }
 
 bool test_thread_waits_untimed(pid_t tid)
@@ -245,18 +253,10 @@ static pid_t mutex_owner_at(unsigned long long uaddr)
 
 bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner)
 {
-    char path[64], line[256] = "";
-    unsigned long long uaddr, op;
-    long nr = -1;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    bool got = fgets(line, sizeof(line), f) &&
-               sscanf(line, "%ld %llx %llx", &nr, &uaddr, &op) == 3;
-    fclose(f);
-    return got && nr == SYS_futex && (op & 0x7f) == 0 /* FUTEX_WAIT */ &&
-           test_thread_asleep(tid) && mutex_owner_at(uaddr) == owner;
+    struct test_futex_wait w;
+
+    return test_thread_in_futex(tid, &w) && w.op == 0 /* FUTEX_WAIT */ &&
+           mutex_owner_at(w.uaddr) == owner;
 }
 
 /* How many times thread tid has gone to sleep; -1 if it is gone. */

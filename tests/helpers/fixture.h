@@ -182,6 +182,16 @@ bool test_thread_settles(pid_t tid);
  * syscall file and the mutex it names, as glibc keeps them; never true
  * elsewhere. */
 bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner);
+/* A futex wait as a thread's /proc syscall file shows it: the futex
+ * word's address, the operation (FUTEX_WAIT 0, FUTEX_WAIT_BITSET 9; the
+ * private and clock flags masked off), the value expected there, and the
+ * timeout's address (0: none). */
+struct test_futex_wait {
+    unsigned long long uaddr, val, timeout;
+    int op;
+};
+/* Whether thread tid sleeps in futex(), and the wait in *w. */
+bool test_thread_in_futex(pid_t tid, struct test_futex_wait *w);
 /* Whether thread tid of this process sleeps in system call `nr` (say
  * SYS_poll): read from its /proc syscall file, which names the call it is
  * blocked in. For a wait that is not a condition variable's nor a mutex's. */
