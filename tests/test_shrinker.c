@@ -580,12 +580,20 @@ TEST(unregister_waits_for_scans_in_flight)
  * Two threads, each in a callback, each unregistering the shrinker the
  * other is scanning: A, in "one"'s scan, unregisters "two", which B is
  * scanning, and B, in "two"'s scan, unregisters "one". Each would wait
- * for the other's scan for ever; whichever closes the circle is refused,
- * and the other's unregister goes through once the refused scan returns.
+ * for the other's scan for ever; whichever closes the circle - the later
+ * of the two - is refused, and the earlier goes through once the refused
+ * scan returns. The two orders are no mirror images: "one" comes first in
+ * the registry's walk. A's going through unlinks "two", the next shrinker
+ * of A's own walk, while A is inside "one"; B's going through unlinks
+ * "one", behind B's walk, and A, refused, walks on into "two", which B is
+ * still inside, waiting. Each order is made on every run: the later
+ * unregister is made only once the earlier one waits for its scan
+ * (rcl__unregister_waits moved).
  */
 static struct rcl_shrinker *crossed[2];
-static __thread bool crossed_a;
-static atomic_int a_in_one, b_in_two, a_unregistering;
+static __thread int crossed_me = -1;        /* 0: A, 1: B; -1: neither */
+static int crossed_first;                   /* whose unregister is made first */
+static atomic_int crossed_in[2];            /* A in "one"'s scan, B in "two"'s */
 static unsigned long crossed_waits_before;
 
 static unsigned long crossed_count(void *priv, struct rcl_shrink_control *sc)
@@ -596,47 +604,45 @@ static unsigned long crossed_count(void *priv, struct rcl_shrink_control *sc)
 
 static unsigned long crossed_scan(void *priv, struct rcl_shrink_control *sc)
 {
-    int which = (int)(uintptr_t)priv;
+    int me = crossed_me, other = 1 - me;
     (void)sc;
 
-    if (crossed_a && which == 0 && !atomic_exchange(&a_in_one, 1)) {
-        while (!atomic_load(&b_in_two))
+    if (me != (int)(uintptr_t)priv || atomic_exchange(&crossed_in[me], 1))
+        return RCL_SHRINK_STOP;
+    while (!atomic_load(&crossed_in[other]))
+        test_sleep_ms(1);
+    if (me != crossed_first)
+        while (atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed) ==
+               crossed_waits_before)
             test_sleep_ms(1);
-        atomic_store(&a_unregistering, 1);
-        rcl_shrinker_unregister(crossed[1]);
-    } else if (!crossed_a && which == 1 && !atomic_exchange(&b_in_two, 1)) {
-        /* Either order closes the circle; B's comes once A waits for this
-         * scan, so that it is B's that closes it, on every run. */
-        while (!atomic_load(&a_unregistering) ||
-               atomic_load(&rcl__unregister_waits) == crossed_waits_before)
-            test_sleep_ms(1);
-        rcl_shrinker_unregister(crossed[0]);
-    }
+    rcl_shrinker_unregister(crossed[other]);
     return RCL_SHRINK_STOP;
 }
 
 static void *crossed_reclaim(void *arg)
 {
-    crossed_a = arg != NULL;
+    crossed_me = (int)(uintptr_t)arg;
     rcl_reclaim(1, RCL_DEFAULT);
     return NULL;
 }
 
-TEST(unregisters_crossed_between_two_callbacks_refuse_one_and_wait_for_neither)
+/* Runs A and B with `first`'s unregister made first: the later one is
+ * refused, so the shrinker `first` scanned is the one left. */
+static void unregisters_crossed(int first)
 {
     static const struct rcl_shrinker_ops ops = { crossed_count, crossed_scan };
     pthread_t a, b;
 
-    atomic_store(&a_in_one, 0);
-    atomic_store(&b_in_two, 0);
-    atomic_store(&a_unregistering, 0);
-    crossed_waits_before = atomic_load(&rcl__unregister_waits);
+    crossed_first = first;
+    atomic_store(&crossed_in[0], 0);
+    atomic_store(&crossed_in[1], 0);
+    crossed_waits_before = atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed);
     crossed[0] = rcl_shrinker_register("one", &ops, (void *)0, NULL);
     crossed[1] = rcl_shrinker_register("two", &ops, (void *)1, NULL);
     assert_non_null(crossed[0]);
     assert_non_null(crossed[1]);
-    assert_int_equal(pthread_create(&a, NULL, crossed_reclaim, (void *)1), 0);
-    assert_int_equal(pthread_create(&b, NULL, crossed_reclaim, NULL), 0);
+    assert_int_equal(pthread_create(&a, NULL, crossed_reclaim, (void *)0), 0);
+    assert_int_equal(pthread_create(&b, NULL, crossed_reclaim, (void *)1), 0);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
 
@@ -644,7 +650,18 @@ TEST(unregisters_crossed_between_two_callbacks_refuse_one_and_wait_for_neither)
     assert_last_report_has("from a shrinker's callback: refused");
     struct rcl_shrinker_stats left[2];
     assert_int_equal(rcl_stats_shrinkers(left, 2), 1);
-    rcl_shrinker_unregister(crossed[strcmp(left[0].name, "one") == 0 ? 0 : 1]);
+    assert_string_equal(left[0].name, first == 0 ? "one" : "two");
+    rcl_shrinker_unregister(crossed[first]);
+}
+
+TEST(unregisters_crossed_between_two_callbacks_refuse_the_later_and_wait_for_neither)
+{
+    unregisters_crossed(0);
+}
+
+TEST(unregisters_crossed_the_other_way_round_refuse_the_later_and_wait_for_neither)
+{
+    unregisters_crossed(1);
 }
 
 /* Stress: shrinkers come and go while other threads reclaim; no callback
