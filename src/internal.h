@@ -234,9 +234,11 @@ void   rcl__owners_collect(void);
 size_t rcl__headroom(void);
 /* Test seam: NULL (the default). Tests point it at a function that holds a
  * charge between its read of the limit and its compare-and-swap on the
- * budget, to change the limit there. Atomic, read relaxed (a plain load on
- * x86): a test may store it while charging threads run; what the hook
- * itself reads, it reads through atomics of its own. */
+ * budget, to change the limit there. Atomic, stored and read relaxed (a
+ * plain load on x86): a test may store it while charging threads run, and
+ * the store publishes nothing; what the hook itself reads, it reads
+ * through atomics of its own, its thread's variables or what was written
+ * before the thread that calls it was started. */
 extern void (*_Atomic rcl__charge_hook)(void);
 /* The automatic budget moving with the cgroup (cgroup.c, for the pressure
  * thread): false (and nothing changed) once the program chose a limit
@@ -342,7 +344,9 @@ bool   rcl__shrinking_here(void);
  * to wait for a scan in flight, ever. Counted under the registry's lock
  * just before its first wait lets the lock go, read relaxed: a test that
  * sees it move knows a fork after that finds the unregister waiting,
- * which a thread seen asleep does not prove. Unregister is no fast path. */
+ * which a thread seen asleep does not prove. The count publishes nothing:
+ * what the test does next (a fork, an unregister, a scan's return) takes
+ * the registry's lock, and that orders it after the count. */
 extern _Atomic unsigned long rcl__unregister_waits;
 /* In an object's child handler: is s, which a destroy on a thread not in
  * the child may have been unregistering, still registered? If so it is
@@ -477,11 +481,11 @@ unsigned rcl__mempool_waiters(struct rcl_mempool *pool);
 int rcl__thread_start(pthread_t *th, void *(*fn)(void *), void *arg, const char *what);
 /* Test seam: NULL (the default) means pthread_create. Tests point it at a
  * function that fails, to prove a workqueue's rescuer keeps work moving.
- * Atomic and read relaxed, as rcl__charge_hook. */
+ * Atomic, stored and read relaxed, as rcl__charge_hook. */
 extern int (*_Atomic rcl__thread_create_hook)(pthread_t *th, void *(*fn)(void *), void *arg,
                                               const char *what);
 /* Test seam: called in a start with init_lock held (init.c); NULL.
- * Atomic and read relaxed, as rcl__charge_hook. */
+ * Atomic, stored and read relaxed, as rcl__charge_hook. */
 extern void (*_Atomic rcl__start_hook)(void);
 
 /* ------------------------------------------------------------------------ */
@@ -509,7 +513,9 @@ bool rcl__is_pressure_thread(void);     /* the caller is the pressure thread */
  * start. A tick counted after a test changed a cgroup file began after the
  * change only if it is the second one counted since: tests wait for that
  * instead of sleeping for a second or two and hoping a tick came. Counted
- * once a second, on the pressure thread alone. */
+ * once a second, on the pressure thread alone, with release, for tests
+ * that read it with acquire: what the tick did (the automatic limit it
+ * set, the reports it made) is what they then check. */
 extern _Atomic unsigned long rcl__pressure_ticks;
 
 /* ------------------------------------------------------------------------ */

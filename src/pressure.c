@@ -611,6 +611,7 @@ static void *pressure_main(void *arg)
         }
         last_full = now;
         cgroup_tick();
+        /* Release: a test that sees the count (acquire) sees the tick's work. */
         atomic_fetch_add_explicit(&rcl__pressure_ticks, 1, memory_order_release);
     }
     if (forked_here())

@@ -753,12 +753,12 @@ TEST(background_off_runs_no_thread)
 {
     assert_int_equal(reclaimd_settles_at(0), 0);
     atomic_store(&reclaimer_starts, 0);
-    rcl__thread_create_hook = counting_start;
+    atomic_store_explicit(&rcl__thread_create_hook, counting_start, memory_order_relaxed);
     struct test_cache *c = test_cache_new("cache", 100000, 4096, NULL);
     fill_to_min(c);
     for (int i = 0; i < 100; i++)
         test_cache_add(c, RCL_DEFAULT);
-    rcl__thread_create_hook = NULL;
+    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_relaxed);
     assert_int_equal(atomic_load(&reclaimer_starts), 0);
     assert_int_equal(count_reclaimd(), 0);
     test_cache_free(c);
@@ -951,7 +951,7 @@ static void *charges_across_a_new_limit(void *arg)
 static int charge_across_a_new_limit(size_t bytes, size_t limit, size_t *usage)
 {
     race_bytes = bytes;
-    atomic_store_explicit(&rcl__charge_hook, hold_the_charge, memory_order_release);
+    atomic_store_explicit(&rcl__charge_hook, hold_the_charge, memory_order_relaxed);
     pthread_t th = phase_thread_start(&race_phase, charges_across_a_new_limit);
     assert_int_equal(rcl_set_limit(limit), 0);
     phase_step(&race_phase, 2, 3);
@@ -962,7 +962,7 @@ static int charge_across_a_new_limit(size_t bytes, size_t limit, size_t *usage)
 
 static int charge_hook_teardown(void **state)
 {
-    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_release);
+    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_relaxed);
     return test_teardown(state);
 }
 
@@ -1029,9 +1029,9 @@ TEST_WITH(a_charge_that_fits_a_limit_set_while_it_charges_is_made_once, test_set
 
     raises = 0;
     raise_holder = true;
-    atomic_store_explicit(&rcl__charge_hook, raise_under_the_charge, memory_order_release);
+    atomic_store_explicit(&rcl__charge_hook, raise_under_the_charge, memory_order_relaxed);
     assert_int_equal(rcl_charge(1 * MiB, RCL_NOWAIT), 0);
-    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_release);
+    atomic_store_explicit(&rcl__charge_hook, NULL, memory_order_relaxed);
     raise_holder = false;
     size_t usage = usage_now();
     rcl_uncharge(1 * MiB);

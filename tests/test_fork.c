@@ -597,11 +597,14 @@ static pid_t orphan_child = -1;
  * and a child forked before it marked the shrinker dead failed.) */
 static void unregister_waiting(pthread_t *th, void *(*unregisters)(void *))
 {
-    unsigned long waits = atomic_load(&rcl__unregister_waits);
+    /* Relaxed: the count publishes nothing. The fork's handlers take the
+     * registry's lock, which the counting unregister held and lets go
+     * only in its wait. */
+    unsigned long waits = atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed);
 
     if (pthread_create(th, NULL, unregisters, NULL))
         abort();
-    while (atomic_load(&rcl__unregister_waits) == waits)
+    while (atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed) == waits)
         test_sleep_ms(1);
 }
 

@@ -175,6 +175,8 @@ static void start(size_t limit, int background)
  * after a minute, rather than hanging the run. */
 #define TICKS_HANG_MS 60000
 
+/* Acquire, with the pressure thread's release: the limit and the reports
+ * a counted tick made are seen by the checks that follow. */
 static unsigned long ticks_now(void)
 {
     return atomic_load_explicit(&rcl__pressure_ticks, memory_order_acquire);

@@ -370,7 +370,7 @@ static int bg_setup(void **state)
     struct rcl_config cfg = test_config(16 * MiB);
     cfg.background = 1;
     atomic_store(&reclaimer_attempts, 0);
-    atomic_store_explicit(&rcl__thread_create_hook, first_reclaimer_fails, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, first_reclaimer_fails, memory_order_relaxed);
     test_reports_reset();
     rcl_set_report_fn(test_report_catch, NULL);
     return rcl_init(&cfg) == 0 ? 0 : -1;
@@ -379,7 +379,7 @@ static int bg_setup(void **state)
 static int bg_teardown(void **state)
 {
     int r = test_teardown(state);
-    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_relaxed);
     return r;
 }
 

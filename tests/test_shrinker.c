@@ -536,13 +536,24 @@ TEST(scope_left_by_a_callback_is_reported_and_repaired)
  * no window a slow machine could close before the unregister is made. */
 static atomic_int scan_entered, scan_release, unregister_returned, scan_saw_returned;
 static unsigned long unregister_waits_before;
+
+/* The seam is read relaxed: its count publishes nothing. It is counted
+ * under the registry's lock, which the counting unregister lets go only
+ * in its wait, and what a test does once it saw it move - a scan's
+ * return, an unregister of its own - takes that lock and finds the
+ * unregister waiting there. */
+static unsigned long unregister_waits(void)
+{
+    return atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed);
+}
+
 static unsigned long slow_scan(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
     if (atomic_exchange(&scan_entered, 1) == 0) {
         while (!atomic_load(&scan_release))
             test_sleep_ms(1);
-        while (atomic_load(&rcl__unregister_waits) == unregister_waits_before &&
+        while (unregister_waits() == unregister_waits_before &&
                !atomic_load(&unregister_returned))
             test_sleep_ms(1);
         atomic_store(&scan_saw_returned, atomic_load(&unregister_returned));
@@ -565,7 +576,7 @@ TEST(unregister_waits_for_scans_in_flight)
     atomic_store(&scan_entered, 0);
     atomic_store(&scan_release, 0);
     atomic_store(&unregister_returned, 0);
-    unregister_waits_before = atomic_load(&rcl__unregister_waits);
+    unregister_waits_before = unregister_waits();
     assert_int_equal(pthread_create(&th, NULL, reclaim_once, NULL), 0);
     while (!atomic_load(&scan_entered))
         test_sleep_ms(1);
@@ -612,8 +623,7 @@ static unsigned long crossed_scan(void *priv, struct rcl_shrink_control *sc)
     while (!atomic_load(&crossed_in[other]))
         test_sleep_ms(1);
     if (me != crossed_first)
-        while (atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed) ==
-               crossed_waits_before)
+        while (unregister_waits() == crossed_waits_before)
             test_sleep_ms(1);
     rcl_shrinker_unregister(crossed[other]);
     return RCL_SHRINK_STOP;
@@ -636,7 +646,7 @@ static void unregisters_crossed(int first)
     crossed_first = first;
     atomic_store(&crossed_in[0], 0);
     atomic_store(&crossed_in[1], 0);
-    crossed_waits_before = atomic_load_explicit(&rcl__unregister_waits, memory_order_relaxed);
+    crossed_waits_before = unregister_waits();
     crossed[0] = rcl_shrinker_register("one", &ops, (void *)0, NULL);
     crossed[1] = rcl_shrinker_register("two", &ops, (void *)1, NULL);
     assert_non_null(crossed[0]);

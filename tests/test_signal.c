@@ -1006,7 +1006,7 @@ static void plain_start_handler(int sig)
 static void raise_in_the_start(void)
 {
     /* Once: the thread's own start only. */
-    atomic_store_explicit(&rcl__start_hook, NULL, memory_order_release);
+    atomic_store_explicit(&rcl__start_hook, NULL, memory_order_relaxed);
     raise(SIGUSR1);
 }
 
@@ -1029,7 +1029,7 @@ static int start_in_a_handler_child(void (*on_signal)(int), void (*call)(void), 
     if (sigaction(SIGUSR1, &sa, NULL))
         return 10;
     if (inside)
-        atomic_store_explicit(&rcl__start_hook, raise_in_the_start, memory_order_release);
+        atomic_store_explicit(&rcl__start_hook, raise_in_the_start, memory_order_relaxed);
     else
         raise(SIGUSR1);
     if (test_init(64 * MiB) != 0)

@@ -938,13 +938,13 @@ static int limited_create(pthread_t *th, void *(*fn)(void *), void *arg, const c
 static int rescuer_setup(void **state)
 {
     atomic_store(&workers_allowed, 0);
-    atomic_store_explicit(&rcl__thread_create_hook, limited_create, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, limited_create, memory_order_relaxed);
     return test_setup(state);
 }
 
 static int rescuer_teardown(void **state)
 {
-    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, NULL, memory_order_relaxed);
     return test_teardown(state);
 }
 
@@ -1268,7 +1268,7 @@ static int second_rescuer_fails_setup(void **state)
 {
     atomic_store(&rescuer_starts, 0);
     atomic_store(&workers_allowed, 1);          /* the first worker only */
-    atomic_store_explicit(&rcl__thread_create_hook, second_rescuer_fails, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, second_rescuer_fails, memory_order_relaxed);
     return test_setup(state);
 }
 
@@ -1342,7 +1342,7 @@ static int no_threads_later_setup(void **state)
 {
     atomic_store(&no_threads, 0);
     int rc = second_rescuer_fails_setup(state);
-    atomic_store_explicit(&rcl__thread_create_hook, starts_until_no_threads, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, starts_until_no_threads, memory_order_relaxed);
     return rc;
 }
 
@@ -1407,7 +1407,7 @@ static int start_waits_setup(void **state)
     gate_init(&start_gate);
     atomic_store(&worker_starts, 0);
     atomic_store_explicit(&rcl__thread_create_hook, second_worker_start_waits,
-                          memory_order_release);
+                          memory_order_relaxed);
     return test_setup(state);
 }
 
@@ -1457,7 +1457,7 @@ static int uncounted_setup(void **state)
     atomic_store(&flush_saw_done, false);
     atomic_store(&flush_returned, false);
     atomic_store_explicit(&rcl__thread_create_hook, second_start_returns_when_told,
-                          memory_order_release);
+                          memory_order_relaxed);
     return test_setup(state);
 }
 
@@ -1529,7 +1529,7 @@ static int late_start_setup(void **state)
     atomic_store(&late_starts, 0);
     atomic_store(&late_second_queued, 0);
     atomic_store_explicit(&rcl__thread_create_hook, second_start_returns_late,
-                          memory_order_release);
+                          memory_order_relaxed);
     return test_setup(state);
 }
 
@@ -1685,7 +1685,7 @@ static int slow_replacement_setup(void **state)
     atomic_store(&replacement_waits, 0);
     atomic_store(&queued_meanwhile, 0);
     atomic_store(&replacement_tid, 0);
-    atomic_store_explicit(&rcl__thread_create_hook, slow_replacement, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, slow_replacement, memory_order_relaxed);
     return test_setup(state);
 }
 
@@ -2174,7 +2174,7 @@ static int counting_create(pthread_t *th, void *(*fn)(void *), void *arg, const 
 static int counting_setup(void **state)
 {
     atomic_store(&starts_counted, 0);
-    atomic_store_explicit(&rcl__thread_create_hook, counting_create, memory_order_release);
+    atomic_store_explicit(&rcl__thread_create_hook, counting_create, memory_order_relaxed);
     return test_setup(state);
 }
 
