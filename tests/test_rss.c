@@ -118,8 +118,20 @@ TEST_WITH(test_resident_memory_drops_after_cache_shrinks, NULL, test_teardown)
  * 26 MiB whose objects any thread evicts), glibc holds 1.7x the live
  * objects resident before a trim, jemalloc 1.5x, and mimalloc 3x, its
  * per-thread heaps keeping the pages other threads freed into. So
- * mimalloc runs this under a 128 MiB budget, where the cache keeps about
- * 0.4 of it, and the bar is lower.
+ * mimalloc runs this under a 128 MiB budget.
+ *
+ * The bar sits between what that rule leaves the cache and what a library
+ * that counted its footprint twice would leave it (the measure doubled in
+ * footprint.c, which is what holding twice the resident memory it should
+ * does to the budget), with room for a loaded machine: the averages held
+ * on two CPUs, three runs of glibc's and mimalloc's beside two busy loops,
+ * one per CPU, among them:
+ *   glibc, 32 MiB     16.3 - 25.0 MiB (0.51 - 0.78); counted twice 6.1 - 7.9,
+ *                     counted 1.5 times 7.1 - 10.5: bar 0.4 (12.8 MiB)
+ *   jemalloc, 32 MiB  16.4 - 20.8 MiB; counted twice 4.9 - 6.2: bar 0.4
+ *   mimalloc, 128 MiB 90.9 - 104.0 MiB (0.71 - 0.81); counted twice
+ *                     34.2 - 44.1 (0.27 - 0.34), which passed the 0.25 it
+ *                     had: bar 0.5 (64 MiB)
  */
 #define CHURN_THREADS 4
 #define CHURN_FILLS    10             /* budgets' worth allocated before measuring */
@@ -129,7 +141,7 @@ TEST_WITH(test_resident_memory_drops_after_cache_shrinks, NULL, test_teardown)
 #define CHURN_SPAN    3841
 #ifdef RCL_BACKEND_MIMALLOC
 #define CHURN_LIMIT   (128 * MiB)
-#define CHURN_BAR     0.25
+#define CHURN_BAR     0.5
 #else
 #define CHURN_LIMIT   (32 * MiB)
 #define CHURN_BAR     0.4
