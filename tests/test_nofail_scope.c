@@ -217,18 +217,34 @@ TEST_WITH(test_nofail_on_io_flusher_takes_whole_reserve, setup_quiet, scope_tear
 /* NOMEMALLOC beats every grant of the reserve, the one a scope-narrowed
  * NOFAIL request gets among them: down to the min watermark in a NOWAIT
  * scope, NOFAIL|NOMEMALLOC waits until a free makes room above it. */
-static atomic_bool room_made;
+static atomic_bool room_made, charge_returned, gave_up;
 static atomic_int charger_tid;
 
-/* Makes room once the charging thread sleeps in its call's wait for
- * memory: bounded sleeps in nanosleep() (glibc makes it as
- * clock_nanosleep), which nothing else in the call sleeps in. */
+/* The charging thread asleep in its call's wait for memory: bounded sleeps
+ * in nanosleep() (glibc makes it as clock_nanosleep), which nothing else in
+ * the call sleeps in. */
+static bool charger_waits(void)
+{
+    pid_t tid = atomic_load(&charger_tid);
+    return tid && test_thread_in_syscall(tid, SYS_clock_nanosleep);
+}
+
+/* Makes room once the charging thread waits for it. A charge that returned
+ * without waiting gets none, and the test fails on it. The bound only
+ * catches a hang, a charge that waits elsewhere and for good: the room
+ * made then ends it, and the test fails on gave_up. */
 static void *make_room_later(void *arg)
 {
     (void)arg;
-    while (!atomic_load(&charger_tid) ||
-           !test_thread_in_syscall(atomic_load(&charger_tid), SYS_clock_nanosleep))
+    for (long ms = 0; !charger_waits(); ms++) {
+        if (atomic_load(&charge_returned))
+            return NULL;
+        if (ms == 60000) {
+            atomic_store(&gave_up, true);
+            break;
+        }
         test_sleep_ms(1);
+    }
     atomic_store(&room_made, true);
     pthread_mutex_lock(&hog.lock);
     rcl_uncharge(hog.size[--hog.nobj]);
@@ -243,16 +259,20 @@ TEST_WITH(test_nofail_nomemalloc_in_a_scope_waits_rather_than_take_reserve, setu
 
     hog_fill(wmark_min());
     atomic_store(&room_made, false);
+    atomic_store(&charge_returned, false);
+    atomic_store(&gave_up, false);
     atomic_store(&charger_tid, 0);
     assert_int_equal(pthread_create(&th, NULL, make_room_later, NULL), 0);
     unsigned saved = rcl_nowait_save();
     atomic_store(&charger_tid, (int)gettid());
     int err = rcl_charge(4096, RCL_DEFAULT | RCL__NOFAIL | RCL__NOMEMALLOC);
+    atomic_store(&charge_returned, true);
     rcl_nowait_restore(saved);
     bool waited = atomic_load(&room_made);
     pthread_join(th, NULL);
     assert_int_equal(err, 0);
     assert_true(waited);
+    assert_false(atomic_load(&gave_up));
     assert_true(headroom() >= wmark_min());
     rcl_uncharge(4096);
     (void)test_reports_take();          /* the stall, if it lasted stall_ms */
