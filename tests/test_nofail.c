@@ -140,83 +140,144 @@ static void *fill_budget(void)
     return p;
 }
 
-struct freer {
-    void      *block;
-    unsigned   after_stalls;       /* free after this many stall reports, */
-    atomic_int waiter;             /* or once this thread sleeps in its call */
-    atomic_int freed;
-};
+/*
+ * The thread that frees the block a NOFAIL call waits for. Its state is
+ * the file's, not the test's frame: a failed assertion leaves that frame
+ * while the freer may still run, and the teardown stops it (freer_stop()).
+ */
+static struct freer {
+    pthread_t   thread;
+    bool        started;
+    void       *block;
+    unsigned    after_stalls;      /* free after this many stall reports, */
+    atomic_int  waiter;            /* or once this thread sleeps in its call */
+    atomic_bool freed, gave_up, stop;
+} freer;
 
 /* The allocating thread, about to make the call the freer is to end: the
  * call waits for memory in bounded sleeps, nanosleep() (glibc makes it as
  * clock_nanosleep), which nothing else in the call sleeps in. */
-static void freer_waits_for_me(struct freer *f)
+static void freer_waits_for_me(void)
 {
-    atomic_store(&f->waiter, (int)gettid());
+    atomic_store(&freer.waiter, (int)gettid());
 }
 
+static bool freer_may_free(void)
+{
+    if (freer.after_stalls) {
+        pthread_mutex_lock(&seen_lock);
+        bool seen = stalls_seen >= freer.after_stalls;
+        pthread_mutex_unlock(&seen_lock);
+        return seen;
+    }
+    pid_t tid = atomic_load(&freer.waiter);
+    return tid && test_thread_in_syscall(tid, SYS_clock_nanosleep);
+}
+
+/* It polls, so that a stop ends it whatever it waits for. The bound only
+ * catches a hang, a call that waits elsewhere or never reports its stall,
+ * and for good: the block freed then ends it, and the test fails on
+ * gave_up. */
 static void *freer_main(void *arg)
 {
-    struct freer *f = arg;
-    if (f->after_stalls) {
-        pthread_mutex_lock(&seen_lock);
-        while (stalls_seen < f->after_stalls)
-            pthread_cond_wait(&seen_cond, &seen_lock);
-        pthread_mutex_unlock(&seen_lock);
-    } else {
-        while (!atomic_load(&f->waiter) ||
-               !test_thread_in_syscall(atomic_load(&f->waiter), SYS_clock_nanosleep))
-            test_sleep_ms(1);
+    (void)arg;
+    for (long ms = 0; !freer_may_free(); ms++) {
+        if (atomic_load(&freer.stop))
+            return NULL;
+        if (ms == 60000) {
+            atomic_store(&freer.gave_up, true);
+            break;
+        }
+        test_sleep_ms(1);
     }
-    atomic_store(&f->freed, 1);
-    rcl_free(f->block);
+    atomic_store(&freer.freed, true);
+    rcl_free(freer.block);
     return NULL;
+}
+
+static void freer_start(void *block, unsigned after_stalls)
+{
+    freer.block = block;
+    freer.after_stalls = after_stalls;
+    atomic_store(&freer.waiter, 0);
+    atomic_store(&freer.freed, false);
+    atomic_store(&freer.gave_up, false);
+    atomic_store(&freer.stop, false);
+    assert_int_equal(pthread_create(&freer.thread, NULL, freer_main, NULL), 0);
+    freer.started = true;
+}
+
+/* Whether the freer has freed the block on its cue (not at its bound). */
+static bool freer_freed(void)
+{
+    return atomic_load(&freer.freed) && !atomic_load(&freer.gave_up);
+}
+
+/* The call the freer was to end has returned, or the test failed: the
+ * freer stops looking and is joined; a block it did not free is freed
+ * here. */
+static void freer_stop(void)
+{
+    if (!freer.started)
+        return;
+    atomic_store(&freer.stop, true);
+    pthread_join(freer.thread, NULL);
+    freer.started = false;
+    if (!atomic_load(&freer.freed))
+        rcl_free(freer.block);
+}
+
+static int nofail_teardown(void **state)
+{
+    freer_stop();
+    return test_teardown(state);
 }
 
 /* A NOFAIL request that can succeed blocks until it does: here, until
  * another thread frees memory after a delay. Never NULL. */
-TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, test_teardown)
+TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, nofail_teardown)
 {
-    struct freer f = { .block = fill_budget() };
+    void *block = fill_budget();
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
-    freer_waits_for_me(&f);
+    freer_start(block, 0);
+    freer_waits_for_me();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    bool freed_first = freer_freed();
+    freer_stop();
     assert_non_null(p);
-    assert_int_equal(atomic_load(&f.freed), 1);     /* it could not have before */
-    pthread_join(th, NULL);
+    assert_true(freed_first);                       /* it could not have before */
     rcl_free(p);
 }
 
 /* Kernel rule (__alloc_pages_slowpath(): NORETRY gives up only where the
  * request may fail): NOFAIL with NORETRY still waits, where NORETRY alone
  * gives up after its one round of reclaim. */
-TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, test_teardown)
+TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, nofail_teardown)
 {
-    struct freer f = { .block = fill_budget() };
+    void *block = fill_budget();
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NORETRY | RCL__NOWARN));
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
-    freer_waits_for_me(&f);
+    freer_start(block, 0);
+    freer_waits_for_me();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL | RCL__NORETRY);
+    bool freed_first = freer_freed();
+    freer_stop();
     assert_non_null(p);
-    assert_int_equal(atomic_load(&f.freed), 1);
-    pthread_join(th, NULL);
+    assert_true(freed_first);
     rcl_free(p);
 }
 
 /* Kernel rule (warn_alloc "allocation stalls"): a stalled NOFAIL request is
  * reported after stall_ms and again every stall_ms, with its size, flags
  * and how long it has waited — never a silent hang. */
-TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_fast_stall, test_teardown)
+TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_fast_stall,
+          nofail_teardown)
 {
-    struct freer f = { .block = fill_budget(), .after_stalls = 2 };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    freer_start(fill_budget(), 2);
     void *p = rcl_alloc(65536, RCL_NOFS | RCL__NOFAIL);
+    bool freed_first = freer_freed();
+    freer_stop();
     assert_non_null(p);
-    pthread_join(th, NULL);
+    assert_true(freed_first);
 
     char charge[64];    /* the report gives the bytes charged, header included */
     snprintf(charge, sizeof(charge), "%zu bytes", rcl_alloc_charge(65536));
@@ -238,16 +299,16 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
  * after the one before, the retries that read it in between counted on
  * the scripted clock rather than on the machine's speed. */
 TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_fast_stall,
-          test_teardown)
+          nofail_teardown)
 {
-    struct freer f = { .block = fill_budget(), .after_stalls = 3 };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
+    freer_start(fill_budget(), 3);
     script_the_clock();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
     unscript_the_clock();
+    bool freed_first = freer_freed();
+    freer_stop();
     assert_non_null(p);
-    pthread_join(th, NULL);
+    assert_true(freed_first);
     assert_true(stalls_noted >= 3);
     for (unsigned i = 1; i < stalls_noted; i++)
         assert_true(stall_at_ns[i] - stall_at_ns[i - 1] >= 20 * 1000000ull);
@@ -568,15 +629,15 @@ TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
 
 /* A configuration's stall_ms of 0 is the default, 10 s: a NOFAIL request
  * that waits a fraction of that is not reported as stalled. */
-TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, test_teardown)
+TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, nofail_teardown)
 {
-    struct freer f = { .block = fill_budget() };
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, freer_main, &f), 0);
-    freer_waits_for_me(&f);
+    freer_start(fill_budget(), 0);
+    freer_waits_for_me();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
+    bool freed_first = freer_freed();
+    freer_stop();
     assert_non_null(p);
-    pthread_join(th, NULL);
+    assert_true(freed_first);
     rcl_free(p);
     pthread_mutex_lock(&seen_lock);
     unsigned seen = stalls_seen;
@@ -634,13 +695,16 @@ TEST_WITH(test_contending_nofail_requests_all_succeed, nofail_setup, test_teardo
  * limit with the old watermarks (a reserve of 2 % of 1 GiB against a
  * limit of 8 MiB) may be taken for a request that can never succeed. */
 static atomic_bool moving;
+static atomic_long moves_refused;       /* asserted by the test's thread, not here */
 
 static void *move_the_limit(void *arg)
 {
     (void)arg;
     while (atomic_load(&moving)) {
-        assert_int_equal(rcl_set_limit(LIMIT), 0);
-        assert_int_equal(rcl_set_limit(128 * LIMIT), 0);
+        if (rcl_set_limit(LIMIT) != 0)
+            atomic_fetch_add(&moves_refused, 1);
+        if (rcl_set_limit(128 * LIMIT) != 0)
+            atomic_fetch_add(&moves_refused, 1);
     }
     return NULL;
 }
@@ -651,6 +715,7 @@ TEST_WITH(test_nofail_charge_never_fails_while_the_limit_moves, nofail_setup, te
     long failed = 0;
 
     atomic_store(&moving, true);
+    atomic_store(&moves_refused, 0);
     assert_int_equal(pthread_create(&th, NULL, move_the_limit, NULL), 0);
     for (int i = 0; i < test_scale(200000); i++) {
         int err = rcl_charge(256 * KiB, RCL_DEFAULT | RCL__NOFAIL);
@@ -662,19 +727,59 @@ TEST_WITH(test_nofail_charge_never_fails_while_the_limit_moves, nofail_setup, te
     atomic_store(&moving, false);
     pthread_join(th, NULL);
     assert_int_equal(failed, 0);
+    assert_int_equal(atomic_load(&moves_refused), 0);
     assert_int_equal(rcl_set_limit(LIMIT), 0);
 }
 
-/* Lowers the limit to *arg once a NOFAIL request has been reported as
- * stalled: waiting for room, past the test it made at its start. */
+/* Lowers the limit to 2 MiB once a NOFAIL request has been reported as
+ * stalled: waiting for room, past the test it made at its start. Its
+ * state is the file's, as the freer's, and the teardown stops it. */
+static struct lowerer {
+    pthread_t thread;
+    bool      started, stop;       /* stop: under seen_lock */
+    int       err;                 /* rcl_set_limit()'s, or 1 if never lowered */
+} lowerer;
+
 static void *lower_after_a_stall(void *arg)
 {
+    (void)arg;
     pthread_mutex_lock(&seen_lock);
-    while (!stalls_seen)
+    while (!stalls_seen && !lowerer.stop)
         pthread_cond_wait(&seen_cond, &seen_lock);
+    bool stalled = stalls_seen > 0;
     pthread_mutex_unlock(&seen_lock);
-    assert_int_equal(rcl_set_limit(*(size_t *)arg), 0);
+    if (stalled)
+        lowerer.err = rcl_set_limit(2 * MiB);
     return NULL;
+}
+
+static void lowerer_start(void)
+{
+    lowerer.stop = false;
+    lowerer.err = 1;
+    assert_int_equal(pthread_create(&lowerer.thread, NULL, lower_after_a_stall, NULL), 0);
+    lowerer.started = true;
+}
+
+/* Joined; the limit lowered or not. rcl_set_limit()'s answer, 1 if it
+ * never lowered it. */
+static int lowerer_stop(void)
+{
+    if (!lowerer.started)
+        return 1;
+    pthread_mutex_lock(&seen_lock);
+    lowerer.stop = true;
+    pthread_cond_broadcast(&seen_cond);
+    pthread_mutex_unlock(&seen_lock);
+    pthread_join(lowerer.thread, NULL);
+    lowerer.started = false;
+    return lowerer.err;
+}
+
+static int lowerer_teardown(void **state)
+{
+    (void)lowerer_stop();
+    return test_teardown(state);
 }
 
 /* A NOFAIL charge that waits for room, its limit then lowered below all
@@ -682,21 +787,21 @@ static void *lower_after_a_stall(void *arg)
  * would have at its start, with E2BIG, the same report and one failure
  * counted. It waited for good, reporting stalls, until the limit rose. */
 TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leaves_it_no_room,
-          nofail_setup_fast_stall, test_teardown)
+          nofail_setup_fast_stall, lowerer_teardown)
 {
     const rcl_gfp_t nofail = RCL_DEFAULT | RCL__NOFAIL;
-    size_t lowered = 2 * MiB;
     void *fill = fill_budget();
     struct rcl_stats before, after;
-    pthread_t th;
     char waited[256];
 
     alarm(20);
-    assert_int_equal(pthread_create(&th, NULL, lower_after_a_stall, &lowered), 0);
+    lowerer_start();
     rcl_stats_get(&before);
-    assert_int_equal(rcl_charge(4 * MiB, nofail), -E2BIG);
-    pthread_join(th, NULL);
+    int err = rcl_charge(4 * MiB, nofail);
+    int lowering = lowerer_stop();
     alarm(0);
+    assert_int_equal(err, -E2BIG);
+    assert_int_equal(lowering, 0);
     rcl_stats_get(&after);
     assert_int_equal(after.failures - before.failures, 1);
     assert_true(after.nofail_stalls > before.nofail_stalls);     /* it waited */
@@ -722,6 +827,7 @@ TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leave
  * between two of the charge's tries; a later one frees the budget. */
 static void *dip_fill;
 static atomic_int dip_calls;
+static int dip_err;                     /* the limit's moves; asserted by the test */
 
 static unsigned long dip_count(void *priv, struct rcl_shrink_control *sc)
 {
@@ -733,8 +839,9 @@ static unsigned long dip_scan(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
     if (atomic_fetch_add(&dip_calls, 1) == 0) {
-        assert_int_equal(rcl_set_limit(2 * MiB), 0);
-        assert_int_equal(rcl_set_limit(LIMIT), 0);
+        dip_err = rcl_set_limit(2 * MiB);
+        if (!dip_err)
+            dip_err = rcl_set_limit(LIMIT);
         return 0;
     }
     rcl_free(dip_fill);
@@ -753,6 +860,7 @@ TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_trie
     struct rcl_stats before, after;
 
     atomic_store(&dip_calls, 0);
+    dip_err = 0;
     dip_fill = fill_budget();
     struct rcl_shrinker *s = rcl_shrinker_register("dips-the-limit", &ops, NULL, &opts);
     assert_non_null(s);
@@ -762,6 +870,7 @@ TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_trie
     alarm(0);
     rcl_stats_get(&after);
     assert_true(atomic_load(&dip_calls) >= 2);
+    assert_int_equal(dip_err, 0);
     assert_null(dip_fill);
     assert_int_equal(after.failures - before.failures, 0);
     assert_int_equal(rcl_limit(), LIMIT);
