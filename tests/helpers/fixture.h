@@ -169,7 +169,10 @@ bool test_thread_asleep(pid_t tid);
 /* Whether thread tid of this process sleeps in a condition variable's
  * wait with no deadline (pthread_cond_wait(), not a timed wait nor a
  * mutex's lock): nothing but a wake-up ends that sleep. Read from its
- * /proc syscall file, as glibc makes the call. */
+ * /proc syscall file, as glibc makes the call. True as well of a thread
+ * in pthread_join(), which glibc waits in on the same futex call, with no
+ * timeout: it says the thread waits untimed, not in which wait; a caller
+ * that means one lock's wait makes sure the thread can be in no other. */
 bool test_thread_waits_untimed(pid_t tid);
 /* The same, in a timed wait (pthread_cond_timedwait()). */
 bool test_thread_waits_timed(pid_t tid);
