@@ -98,8 +98,11 @@ TESTS     += $(BUILD)/tests/test_scope_calls
 PROG_SRCS := $(sort $(wildcard tests/progs/*.c))
 PROGS     := $(PROG_SRCS:tests/progs/%.c=$(BUILD)/tests/progs/%)
 # tests/helpers/: the TEST() macros, the standard fixture and the shared
-# shrinkers, linked into every test program.
-TEST_HELPERS := $(sort $(wildcard tests/helpers/*.c))
+# shrinkers, linked into every test program. Not the scripted clock: it
+# replaces clock_gettime() for the whole program, so only the programs
+# that script it link it (SCRIPTED_CLOCK_TESTS below).
+SCRIPTED_CLOCK := tests/helpers/scripted_clock.c
+TEST_HELPERS := $(filter-out $(SCRIPTED_CLOCK),$(sort $(wildcard tests/helpers/*.c)))
 TEST_HELPER_HDRS := $(wildcard tests/helpers/*.h)
 # Where a test finds the sources it reads or runs (test_source(),
 # tests/helpers/fixture.h), wherever BUILD is.
@@ -179,7 +182,8 @@ $(BUILD)/man/%: docs/man/%.scd tools/man-tidy.awk
 
 $(BUILD)/tests/%: tests/%.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
-	$(Q)$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
+	$(Q)$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) $(EXE_LDFLAGS) $(TEST_WRAP) -o $@ $< $(TEST_HELPERS) \
+		$(TEST_EXTRA) $(STATIC) -lcmocka $(LDLIBS_LIB) -lm
 
 $(BUILD)/tests/test_scope_calls: tests/test_scope.c $(TEST_HELPERS) $(TEST_HELPER_HDRS) $(STATIC) $(FLAGS_STAMP) | $(BUILD)/obj
 	@$(if $(Q),echo "  CC      $@")
@@ -198,6 +202,12 @@ $(BUILD)/tests/test_fault: TEST_WRAP := $(foreach f,$(FAULT_CALLS),-Wl,--wrap=$(
 # The thread-exit test fails the library's thread-specific data stores
 # through its wrapper (tests/test_thread_exit.c).
 $(BUILD)/tests/test_thread_exit: TEST_WRAP := -Wl,--wrap=pthread_setspecific
+
+# The tests that script the clock the library reads (scripted_clock.h).
+SCRIPTED_CLOCK_TESTS := $(addprefix $(BUILD)/tests/,test_budget test_mempool_bulk test_nofail \
+	test_reclaim_bound)
+$(SCRIPTED_CLOCK_TESTS): TEST_EXTRA := $(SCRIPTED_CLOCK)
+$(SCRIPTED_CLOCK_TESTS): $(SCRIPTED_CLOCK)
 
 # test_thread_exit runs a program that loads the shared library with
 # dlopen() and unloads it.

@@ -6,11 +6,11 @@
  */
 #include "helpers.h"
 #include "internal.h"
+#include "scripted_clock.h"
 
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -578,20 +578,6 @@ TEST(background_reclaimer_restores_high_watermark)
     assert_int_equal(reclaimd_settles_at(0), 0);         /* stopped and joined */
 }
 
-/* The wall clock as the library reads it, an hour ahead of the kernel's
- * while set: a deadline taken by it lies an hour further off, as one
- * taken just before the clock was set back an hour. */
-static atomic_bool wall_clock_ahead;
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    int r = (int)syscall(SYS_clock_gettime, id, ts);
-
-    if (!r && id == CLOCK_REALTIME && atomic_load(&wall_clock_ahead))
-        ts->tv_sec += 3600;
-    return r;
-}
-
 /* Woken, its pass over, and in the pause after it: a timed wait. */
 static bool reclaimd_pausing(void *arg)
 {
@@ -611,7 +597,10 @@ TEST(the_background_reclaimers_pause_ignores_a_wall_clock_set_back)
     struct rcl_config cfg = test_config(16 * MiB);
     cfg.background = 1;
     assert_int_equal(rcl_init(&cfg), 0);
-    atomic_store(&wall_clock_ahead, true);
+    /* The wall clock as every thread reads it an hour ahead of the
+     * kernel's: a deadline taken by it lies an hour further off, as one
+     * taken just before the clock was set back an hour. */
+    scripted_clock_shift(CLOCK_REALTIME, true, 3600 * 1000000000ll);
     struct rcl_stats st;
     rcl_stats_get(&st);
     /* Below low with nothing a shrinker could free: a fruitless pass. */
@@ -628,7 +617,7 @@ TEST(the_background_reclaimers_pause_ignores_a_wall_clock_set_back)
     rcl_usage_sync();
     assert_true(test_cache_add(c, RCL_DEFAULT));         /* wakes it again */
     bool restored = wait_for(headroom_at_least_high, NULL, 5000);
-    atomic_store(&wall_clock_ahead, false);
+    scripted_clock_stop();
     assert_true(restored);
     test_cache_free(c);
 }

@@ -10,9 +10,9 @@
  */
 #include "helpers.h"
 #include "internal.h"
+#include "scripted_clock.h"
 
 #include <stdatomic.h>
-#include <sys/syscall.h>
 
 #define RESERVE 8
 
@@ -344,26 +344,11 @@ TEST_WITH(test_a_woken_bulk_waiter_whose_report_ends_its_thread_still_lets_the_p
 }
 
 /* The thread whose monotonic clock, as the library reads it, runs an hour
- * ahead: a bounded wait it takes ends an hour on, so that it ends sooner
- * only if it is woken. (The library is linked statically: its
- * clock_gettime() is this one.) */
-static pthread_t clock_ahead_thread;
-static atomic_bool clock_ahead;
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    int r = (int)syscall(SYS_clock_gettime, id, ts);
-
-    if (!r && id == CLOCK_MONOTONIC && atomic_load(&clock_ahead) &&
-        pthread_equal(pthread_self(), clock_ahead_thread))
-        ts->tv_sec += 3600;
-    return r;
-}
-
+ * ahead (scripted_clock.h): a bounded wait it takes ends an hour on, so
+ * that it ends sooner only if it is woken. */
 static void *bulk_call_an_hour_ahead(void *arg)
 {
-    clock_ahead_thread = pthread_self();
-    atomic_store(&clock_ahead, true);
+    scripted_clock_shift(CLOCK_MONOTONIC, false, 3600 * 1000000000ll);
     return bulk_call_main(arg);
 }
 
@@ -382,7 +367,7 @@ TEST_WITH(test_bulk_waiter_fails_at_once_when_a_resize_lowers_the_reserve_below_
 
     assert_int_equal(rcl_mempool_resize(p, RESERVE / 2), 0);
     bulk_waiter_joined_within(th, 60);
-    atomic_store(&clock_ahead, false);
+    scripted_clock_stop();
     assert_int_equal(c.ret, -E2BIG);
     rcl_mempool_free_bulk(p, mine, RESERVE / 2);
     atomic_store(&back.fail_all, 0);

@@ -9,6 +9,7 @@
  * request that can never succeed fails at once, loudly, instead of hanging.
  */
 #include "helpers.h"
+#include "scripted_clock.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -24,65 +25,17 @@
  * stall reports note the time it reads. Every retry reads it, so retries
  * are never fewer than the milliseconds it counts, and a report at every
  * retry shows as reports too close together. Other threads and clocks
- * read the kernel's. (The library is linked statically: its
- * clock_gettime() is this one.)
+ * read the kernel's (scripted_clock.h).
  */
 #define SCRIPT_STEP_NS 1000000ull
 enum { STALLS_NOTED = 8 };
-static atomic_bool scripted;
-static pthread_t scripted_thread;
-static unsigned long long script_began_ns;
-static _Atomic unsigned long long script_reads;
 static unsigned long long stall_at_ns[STALLS_NOTED];
 static unsigned stalls_noted;
 
-static bool on_the_script(void)
-{
-    return atomic_load(&scripted) && pthread_equal(pthread_self(), scripted_thread);
-}
-
-static unsigned long long script_now_ns(void)
-{
-    return script_began_ns + atomic_load(&script_reads) * SCRIPT_STEP_NS;
-}
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    if (id == CLOCK_MONOTONIC && on_the_script()) {
-        unsigned long long ns = script_began_ns +
-                                (atomic_fetch_add(&script_reads, 1) + 1) * SCRIPT_STEP_NS;
-        ts->tv_sec = (time_t)(ns / 1000000000ull);
-        ts->tv_nsec = (long)(ns % 1000000000ull);
-        return 0;
-    }
-    return (int)syscall(SYS_clock_gettime, id, ts);
-}
-
-static unsigned long long kernel_monotonic_ns(void)
-{
-    struct timespec ts;
-    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
-}
-
 static void script_the_clock(void)
 {
-    scripted_thread = pthread_self();
-    script_began_ns = kernel_monotonic_ns();
-    atomic_store(&script_reads, 0);
     stalls_noted = 0;
-    atomic_store(&scripted, true);
-}
-
-/* The kernel's clock again, once it has caught up with the script's, so
- * that the thread's clock never goes back: a wait of known length, which
- * a slow machine can only shorten. */
-static void unscript_the_clock(void)
-{
-    unsigned long long until = script_now_ns();
-    while (kernel_monotonic_ns() < until)
-        test_sleep_ms(1);
-    atomic_store(&scripted, false);
+    scripted_clock_stop_here(CLOCK_MONOTONIC, SCRIPT_STEP_NS);
 }
 
 /* Reports are caught as usual and also announced, so a test can wait for
@@ -94,8 +47,9 @@ static unsigned stalls_seen;
 static void catch_and_announce(const char *report, void *arg)
 {
     test_report_catch(report, arg);
-    if (strstr(report, "stall") && on_the_script() && stalls_noted < STALLS_NOTED)
-        stall_at_ns[stalls_noted++] = script_now_ns();
+    if (strstr(report, "stall") && scripted_clock_on_this_thread() &&
+        stalls_noted < STALLS_NOTED)
+        stall_at_ns[stalls_noted++] = scripted_clock_now_ns();
     pthread_mutex_lock(&seen_lock);
     if (strstr(report, "stall"))
         stalls_seen++;
@@ -304,7 +258,7 @@ TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_
     freer_start(fill_budget(), 3);
     script_the_clock();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
-    unscript_the_clock();
+    scripted_clock_stop();
     bool freed_first = freer_freed();
     freer_stop();
     assert_non_null(p);

@@ -12,9 +12,9 @@
  */
 #include "helpers.h"
 #include "internal.h"
+#include "scripted_clock.h"
 
 #include <stdatomic.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define OBJ        (4 * KiB)
@@ -36,61 +36,18 @@ struct objs {
  * the moment the script began plus what its scan calls said they took.
  * A preemption on a loaded machine, which lengthens whatever call it
  * lands in, then cannot make a fast shrinker the slowest. Other threads
- * and other clocks read the kernel's. (The library is linked statically:
- * its clock_gettime() is this one.)
+ * and other clocks read the kernel's (scripted_clock.h).
  */
-static atomic_bool scripted;
-static pthread_t scripted_thread;
-static unsigned long long script_began_ns;
-static _Atomic unsigned long long script_ns;
-
-static bool on_the_script(void)
-{
-    return atomic_load(&scripted) && pthread_equal(pthread_self(), scripted_thread);
-}
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    if (id == CLOCK_MONOTONIC && on_the_script()) {
-        unsigned long long ns = script_began_ns + atomic_load(&script_ns);
-        ts->tv_sec = (time_t)(ns / 1000000000ull);
-        ts->tv_nsec = (long)(ns % 1000000000ull);
-        return 0;
-    }
-    return (int)syscall(SYS_clock_gettime, id, ts);
-}
-
-static unsigned long long kernel_monotonic_ns(void)
-{
-    struct timespec ts;
-    syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
-}
-
 static void script_the_clock(void)
 {
-    scripted_thread = pthread_self();
-    script_began_ns = kernel_monotonic_ns();
-    atomic_store(&script_ns, 0);
-    atomic_store(&scripted, true);
-}
-
-/* The kernel's clock again, once it has caught up with the script's, so
- * that the thread's clock never goes back: a wait of the script's length
- * at least, which a slow machine can only shorten. */
-static void unscript_the_clock(void)
-{
-    unsigned long long until = script_began_ns + atomic_load(&script_ns);
-    while (kernel_monotonic_ns() < until)
-        test_sleep_ms(1);
-    atomic_store(&scripted, false);
+    scripted_clock_stop_here(CLOCK_MONOTONIC, 0);
 }
 
 /* A scan call that takes `us` microseconds: told to the script, or slept. */
 static void scan_takes_us(long us)
 {
-    if (on_the_script()) {
-        atomic_fetch_add(&script_ns, (unsigned long long)us * 1000ull);
+    if (scripted_clock_on_this_thread()) {
+        scripted_clock_advance((unsigned long long)us * 1000ull);
         return;
     }
     struct timespec ts = { us / 1000000, (us % 1000000) * 1000L };
@@ -616,7 +573,7 @@ TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, tea
 
     script_the_clock();
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
-    unscript_the_clock();
+    scripted_clock_stop();
     assert_int_equal(stats().slow_reclaims, 1);
     assert_reports_have("\"a-cache-whose-name-runs-long999\" ");
     /* The shrinker it leaves out to name that one is summed, not lost. */
@@ -684,7 +641,7 @@ TEST_WITH(a_slow_reclaim_report_names_the_shrinker_whose_calls_took_longest_in_a
 
     script_the_clock();
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
-    unscript_the_clock();
+    scripted_clock_stop();
     assert_int_equal(stats().slow_reclaims, 1);
     assert_reports_have("\"steady\" ");
     assert_reports_have("; others ");

@@ -3,7 +3,9 @@
  * helpers.h - what every test program includes: cmocka, the TEST() macros
  * (test.h), the standard fixture and its clean-state check (fixture.h),
  * the report catcher (reports.h) and the shared shrinkers (cache.h).
- * The .c files beside it are linked into every test program.
+ * The .c files beside it are linked into every test program, all but
+ * scripted_clock.c (scripted_clock.h), which only the programs that
+ * script the clock link.
  */
 #ifndef RCL_TEST_HELPERS_H
 #define RCL_TEST_HELPERS_H
