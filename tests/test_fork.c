@@ -935,6 +935,27 @@ static bool fork_asleep(void)
     return tid && test_thread_waits_for_lock_of(tid, (pid_t)syscall(SYS_gettid));
 }
 
+/* A fork comes to the lock in milliseconds: only a hang takes this long.
+ * Less than wait_child() gives the nested walk's child, so that the walk,
+ * not the child's timeout, says what went wrong. */
+#define FORK_WAIT_HANG_MS (CHILD_TIMEOUT_MS / 2)
+
+/* Whether the fork is seen asleep in the caller's lock before it returns
+ * without waiting, or before FORK_WAIT_HANG_MS: a holder that lets go
+ * without having seen it fails its test rather than holding on for ever. */
+static bool fork_seen_asleep(atomic_bool *fork_returned)
+{
+    for (int ms = 0; ms < FORK_WAIT_HANG_MS; ms++) {
+        if (fork_asleep())
+            return true;
+        if (atomic_load(fork_returned))
+            return false;
+        test_sleep_ms(1);
+    }
+    fprintf(stderr, "the fork was never seen waiting for the lock\n");
+    return false;
+}
+
 /* A leaf lock at the end of fork()'s order, held by another thread until
  * the fork waits for it: the fork waits for that thread, so that the
  * child never finds the lock held by a thread it does not have, and the
@@ -953,10 +974,10 @@ static void *hold_a_leaf_lock(void *arg)
 
     l->take();
     atomic_store(&l->held, true);
-    /* A fork that returned without waiting has failed the test. */
-    while (!fork_asleep() && !atomic_load(&l->fork_returned))
-        test_sleep_ms(1);
-    atomic_store(&l->let_go_done, true);    /* before: the next holder sees it */
+    /* A fork that returned without waiting has failed the test, and one
+     * never seen waiting does, finding let_go_done false. */
+    if (fork_seen_asleep(&l->fork_returned))
+        atomic_store(&l->let_go_done, true);    /* before: the next holder sees it */
     l->let_go();
     return NULL;
 }
@@ -966,6 +987,7 @@ static void fork_while_held(struct leaf_lock *l, int (*child)(void))
     pthread_attr_t attr;
     pthread_t th;
 
+    test_skip_unless_lock_waits_read();       /* or fork_asleep() is never true */
     atomic_store(&l->held, false);
     atomic_store(&l->let_go_done, false);
     atomic_store(&l->fork_returned, false);
@@ -1107,10 +1129,9 @@ static enum rcl_lru_walk adds_to_the_lru_made_first(struct rcl_lru_node *n, void
     (void)n; (void)arg;
     atomic_store(&isolating, true);
     /* The fork waiting for this walk's LRU; one that returned without
-     * waiting has failed the test. */
-    while (!fork_asleep() && !atomic_load(&nested_fork_returned))
-        test_sleep_ms(1);
-    atomic_store(&isolate_let_go, true);    /* before the walk lets its LRU go */
+     * waiting has failed the test, and so has one never seen waiting. */
+    if (fork_seen_asleep(&nested_fork_returned))
+        atomic_store(&isolate_let_go, true);    /* before the walk lets its LRU go */
     rcl_lru_add(made_first, &first_node);
     return RCL_LRU_SKIP;
 }
@@ -1175,6 +1196,7 @@ TEST(a_fork_during_an_isolate_callback_that_uses_another_lru_goes_through)
         print_message("skipped: ThreadSanitizer starts no thread in a child\n");
         skip();
     }
+    test_skip_unless_lock_waits_read();       /* or fork_asleep() is never true */
     assert_int_equal(wait_child(fork_child(child_forks_inside_a_nested_walk)), 0);
 }
 

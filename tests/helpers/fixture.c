@@ -259,6 +259,28 @@ bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner)
            mutex_owner_at(w.uaddr) == owner;
 }
 
+/* Both readings test_thread_waits_for_lock_of() makes, of the calling
+ * thread and a mutex it holds: a refusal answers at once, where a wait
+ * for a thread that never sleeps could only time out. */
+bool test_can_read_lock_waits(void)
+{
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    char path[64], line[256];
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)self);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool syscall_read = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    pthread_mutex_lock(&m);
+    bool owner_read = mutex_owner_at((uintptr_t)&m) == self;
+    pthread_mutex_unlock(&m);
+    pthread_mutex_destroy(&m);
+    return syscall_read && owner_read;
+}
+
 /* How many times thread tid has gone to sleep; -1 if it is gone. */
 static long voluntary_switches(pid_t tid)
 {

@@ -185,6 +185,23 @@ bool test_thread_settles(pid_t tid);
  * syscall file and the mutex it names, as glibc keeps them; never true
  * elsewhere. */
 bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner);
+/* Whether test_thread_waits_for_lock_of() can be true here at all: it
+ * reads another thread's /proc syscall file and the mutex's owner with
+ * process_vm_readv(), which a seccomp filter (a container's, without
+ * CAP_SYS_PTRACE) or a hardened kernel refuses, and glibc's mutex. Where
+ * it cannot, a test that waits for it to be true would wait for ever:
+ * such a test asks this first (test_skip_unless_lock_waits_read()). */
+bool test_can_read_lock_waits(void);
+static inline void test_skip_unless_lock_waits_read(void)
+{
+    if (!test_can_read_lock_waits()) {
+        print_message("skipped: a thread's wait for a mutex's owner cannot be read here "
+                      "(process_vm_readv() or /proc's syscall file refused, as a seccomp "
+                      "filter or a hardened kernel does, or no glibc): nothing could tell "
+                      "which lock the thread waits in\n");
+        skip();
+    }
+}
 /* A futex wait as a thread's /proc syscall file shows it: the futex
  * word's address, the operation (FUTEX_WAIT 0, FUTEX_WAIT_BITSET 9; the
  * private and clock flags masked off), the value expected there, and the
