@@ -2108,15 +2108,26 @@ static int eventfds_open(void)
 }
 
 static char event_control[PATH_MAX];
-static atomic_int forker_tid;
+static atomic_int forker_tid, arming_tid;
+static atomic_bool fork_seen_waiting;
 
 /* Lets the pressure thread's open of the FIFO through once the fork waits
- * for it (the forking thread asleep on a lock), and takes the threshold it
- * writes (waiting 2 s at most, should nothing be armed). */
+ * for it: the forking thread asleep in the lock the arming holds (the
+ * pressure thread's fd_lock), not in any futex, which a lock of the
+ * allocator's would be too. A fork never seen there (a minute: a hang) is
+ * let through as well, and fails the test. Then takes the threshold the
+ * arming writes (waiting 2 s at most, should nothing be armed). */
 static void *reads_event_control(void *arg)
 {
     (void)arg;
-    wait_asleep_in(atomic_load(&forker_tid), SYS_futex);
+    pid_t forker = atomic_load(&forker_tid), arming = atomic_load(&arming_tid);
+    for (int ms = 0; ms < TICKS_HANG_MS; ms++) {
+        if (test_thread_waits_for_lock_of(forker, arming)) {
+            atomic_store(&fork_seen_waiting, true);
+            break;
+        }
+        test_sleep_ms(1);
+    }
     int fd = open(event_control, O_RDONLY | O_NONBLOCK);
     char line[64];
     for (int t = 0; fd >= 0 && t < 100 && read(fd, line, sizeof(line)) <= 0; t++)
@@ -2140,6 +2151,7 @@ TEST_WITH(test_child_forked_while_the_threshold_is_armed_inherits_no_eventfd, pr
         print_message("skipped: the sanitizer builds measure no footprint\n");
         skip();
     }
+    test_skip_unless_lock_waits_read();
     fake_v1();
     put(V1DIR "memory.limit_in_bytes", "536870912\n");
     start(0, 0);
@@ -2150,6 +2162,8 @@ TEST_WITH(test_child_forked_while_the_threshold_is_armed_inherits_no_eventfd, pr
     assert_true(tid > 0);
     wait_asleep_in(tid, SYS_openat);            /* the tick re-arms, in the open */
     atomic_store(&forker_tid, (int)gettid());
+    atomic_store(&arming_tid, (int)tid);
+    atomic_store(&fork_seen_waiting, false);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, reads_event_control, NULL), 0);
     pid_t pid = fork();
@@ -2158,6 +2172,7 @@ TEST_WITH(test_child_forked_while_the_threshold_is_armed_inherits_no_eventfd, pr
     int status = -1;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     pthread_join(th, NULL);
+    assert_true(atomic_load(&fork_seen_waiting));
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 }
