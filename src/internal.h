@@ -517,6 +517,11 @@ bool rcl__is_pressure_thread(void);     /* the caller is the pressure thread */
  * that read it with acquire: what the tick did (the automatic limit it
  * set, the reports it made) is what they then check. */
 extern _Atomic unsigned long rcl__pressure_ticks;
+/* Test seam: the clock the pressure events' rate limit reads, rcl__now_ns
+ * unless a test scripts it: the gap between two events is then the one
+ * the test sets, not whatever a loaded machine made of it. Atomic and
+ * read relaxed, as rcl__charge_hook. */
+extern unsigned long long (*_Atomic rcl__pressure_clock)(void);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics and reports (stats.c, report.c)                                */

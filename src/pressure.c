@@ -94,6 +94,8 @@ bool rcl__is_pressure_thread(void) { return on_pressure_thread; }
 
 _Atomic unsigned long rcl__pressure_ticks;
 
+unsigned long long (*_Atomic rcl__pressure_clock)(void) = rcl__now_ns;
+
 /*
  * A report function or a shrinker's callback that forked on this thread
  * and returned in the child: rcl__pressure_atfork_child() closed the
@@ -285,7 +287,7 @@ static void watch_open(void)
  * takes to restore the wanted headroom when that is more. */
 static void shrink(size_t want)
 {
-    unsigned long long now = rcl__now_ns();
+    unsigned long long now = rd(rcl__pressure_clock)();
     if (watcher.last_event && now - watcher.last_event < EVENT_GAP_NS)
         return;
     size_t usage = rcl_usage();

@@ -150,6 +150,7 @@ static int pressure_teardown(void **state)
 {
     (void)state;
     rcl_shutdown();
+    atomic_store_explicit(&rcl__pressure_clock, rcl__now_ns, memory_order_release);
     rcl_set_report_fn(NULL, NULL);
     unsetenv("RECLAIM_CGROUP_ROOT");
     unsetenv("RECLAIM_CGROUP_MARGIN");
@@ -1609,37 +1610,58 @@ TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardo
     cache_drop();
 }
 
-static long long monotonic_ms(void)
+/* The rate limit's clock (rcl__pressure_clock), scripted: it stands
+ * where the test puts it, however long the machine takes between events.
+ * pressure_teardown puts the library's own back. */
+#define MS_NS 1000000ull
+static _Atomic unsigned long long scripted_ns;
+
+static unsigned long long scripted_clock(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return atomic_load(&scripted_ns);
 }
 
 /* Pressure events ask for a step at most twice a second: an event that
  * comes soon after the one that shrank the cache asks for nothing more.
- * Where the run took so long that half a second may have passed between
- * the two, nothing can be concluded. */
+ * "Soon": 499 ms after it by the rate limit's clock, the last whole
+ * millisecond short of half a second. */
 TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressure_setup,
           pressure_teardown)
 {
+    atomic_store(&scripted_ns, 1000 * MS_NS);
+    atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
     int fd = pressure_fifo_on_a_filled_cache(0);
-    long long first = monotonic_ms();
     assert_int_equal(write(fd, "x", 1), 1);
-    assert_true(wait_freed(1 * MiB, 5000));
     event_handled(fd);                  /* the first step's pass is over */
     size_t freed = atomic_load(&cache_freed);
+    assert_true(freed >= 1 * MiB);
+    atomic_fetch_add(&scripted_ns, 499 * MS_NS);
     assert_int_equal(write(fd, "y", 1), 1);
     event_handled(fd);
     size_t after = atomic_load(&cache_freed);
-    long long took = monotonic_ms() - first;
     close(fd);
     cache_drop();
-    if (took >= 450) {
-        print_message("skipped: the events were %lld ms apart at most\n", took);
-        skip();
-    }
     assert_int_equal(after, freed);
+}
+
+/* ... and one half a second after it asks for a step again. */
+TEST_WITH(test_an_event_half_a_second_after_a_shrinking_one_shrinks_again, pressure_setup,
+          pressure_teardown)
+{
+    atomic_store(&scripted_ns, 1000 * MS_NS);
+    atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
+    int fd = pressure_fifo_on_a_filled_cache(0);
+    assert_int_equal(write(fd, "x", 1), 1);
+    event_handled(fd);
+    size_t freed = atomic_load(&cache_freed);
+    assert_true(freed >= 1 * MiB);
+    atomic_fetch_add(&scripted_ns, 500 * MS_NS);
+    assert_int_equal(write(fd, "y", 1), 1);
+    event_handled(fd);
+    size_t after = atomic_load(&cache_freed);
+    close(fd);
+    cache_drop();
+    assert_true(after > freed);
 }
 
 /* With the background reclaimer on, the pressure event is its work: the
