@@ -222,10 +222,10 @@ static int e2e_teardown(void **state)
 
 static void need_cgroup(void)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    if (test_sanitizer()) {
         print_message("skipped under %s: the sanitizer runtime's own memory makes a "
                       "128 MiB cgroup meaningless; the plain run holds this test\n",
-                      getenv("RCL_TEST_SAN"));
+                      test_sanitizer());
         skip();
     }
     const char *why = cgroup_create();
@@ -636,9 +636,9 @@ TEST_WITH(test_reclaim_starts_within_10_ms_of_the_cgroup_crossing, e2e_setup, e2
  * (the same program keeping no values, measured in the same test). */
 static void kv_rss(const char *values)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    if (test_sanitizer()) {
         print_message("skipped under %s: its shadow memory is in the resident set\n",
-                      getenv("RCL_TEST_SAN"));
+                      test_sanitizer());
         skip();
     }
     char line[1024];
@@ -671,9 +671,9 @@ TEST_WITH(test_kv_cache_of_mixed_sizes_stays_within_its_budget_in_rss, e2e_setup
  * exec, is not its peak. */
 TEST_WITH(test_kv_cache_peak_rss_is_its_own_not_its_parents, e2e_setup, e2e_teardown)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    if (test_sanitizer()) {
         print_message("skipped under %s: its shadow memory is in the resident set\n",
-                      getenv("RCL_TEST_SAN"));
+                      test_sanitizer());
         skip();
     }
     size_t held = 64 * MiB;

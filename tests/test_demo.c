@@ -222,8 +222,8 @@ TEST_WITH(quickstart_fills_its_cache_and_shuts_the_library_down, find_demo, NULL
  * build only. */
 TEST_WITH(quickstart_out_of_memory_says_so_and_shuts_the_library_down, find_demo, NULL)
 {
-    const char *san = getenv("RCL_TEST_SAN");
-    if (san && *san) {
+    const char *san = test_sanitizer();
+    if (san) {
         printf("skipped: a sanitizer's runtime cannot start under a 4 MiB data limit\n");
         skip();
     }

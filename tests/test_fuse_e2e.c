@@ -54,7 +54,7 @@ static const char *missing(void)
     static char why[PATH_MAX + 64];
     char path[PATH_MAX];
 
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN"))
+    if (test_sanitizer())
         return "under a sanitizer (the daemon's memory is what is measured; "
                "the runs take minutes): plain pass only";
     if (geteuid() != 0)

@@ -1226,9 +1226,9 @@ static void resident(size_t above_base)
 
 static void need_footprint(void)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    if (test_sanitizer()) {
         print_message("skipped under %s: the sanitizer builds measure no footprint\n",
-                      getenv("RCL_TEST_SAN"));
+                      test_sanitizer());
         skip();
     }
 }

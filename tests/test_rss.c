@@ -361,9 +361,9 @@ static void start_measured(size_t limit)
 
 static void need_footprint(void)
 {
-    if (getenv("RCL_TEST_SAN") && *getenv("RCL_TEST_SAN")) {
+    if (test_sanitizer()) {
         print_message("skipped under %s: the sanitizer builds measure no footprint\n",
-                      getenv("RCL_TEST_SAN"));
+                      test_sanitizer());
         skip();
     }
 }

@@ -21,7 +21,6 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 # and the glibc and mimalloc runs keep the checker.
 [ "${SAN:-}" = tsan ] && [ "${BACKEND:-}" = jemalloc ] &&
     TSAN_OPTIONS="$TSAN_OPTIONS:detect_deadlocks=0"
-export RCL_TEST_SAN="${SAN:-}"
 export CMOCKA_MESSAGE_OUTPUT=STDOUT
 # No RECLAIM_* variable from the caller's environment changes what a test sees.
 for v in $(env | sed -n 's/^\(RECLAIM_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
