@@ -600,18 +600,24 @@ TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, nofail_teardow
     assert_int_equal(test_report_count(), 0);
 }
 
-struct contender {
-    int iterations;
-    atomic_int *nulls;
-};
+/* The contending threads. Their state is the file's, not the test's
+ * frame: a failed assertion (a thread that could not start) leaves that
+ * frame while the ones started run on, and the teardown joins them. */
+enum { CONTENDERS = 8 };
+static struct contenders {
+    pthread_t  thread[CONTENDERS];
+    int        started, iterations;
+    atomic_int nulls;
+    void      *fill;               /* the test's block, freed by whoever ends first */
+} contenders;
 
 static void *contender_main(void *arg)
 {
-    struct contender *c = arg;
-    for (int i = 0; i < c->iterations; i++) {
+    (void)arg;
+    for (int i = 0; i < contenders.iterations; i++) {
         char *p = rcl_alloc(512 * KiB, RCL_DEFAULT | RCL__NOFAIL);
         if (!p) {
-            atomic_fetch_add(c->nulls, 1);
+            atomic_fetch_add(&contenders.nulls, 1);
             continue;
         }
         p[0] = p[512 * KiB - 1] = 1;
@@ -621,27 +627,44 @@ static void *contender_main(void *arg)
     return NULL;
 }
 
+static void contenders_join(void)
+{
+    while (contenders.started > 0)
+        pthread_join(contenders.thread[--contenders.started], NULL);
+}
+
+/* The block freed first: room for any contender the test left waiting. */
+static int contenders_teardown(void **state)
+{
+    rcl_free(contenders.fill);
+    contenders.fill = NULL;
+    contenders_join();
+    return test_teardown(state);
+}
+
 /* Eight threads whose NOFAIL requests together need twice the budget: they
  * take turns, and none ever gets NULL. */
-TEST_WITH(test_contending_nofail_requests_all_succeed, nofail_setup, test_teardown)
+TEST_WITH(test_contending_nofail_requests_all_succeed, nofail_setup, contenders_teardown)
 {
-    enum { NT = 8 };
-    atomic_int nulls = 0;
     /* 8 x 512 KiB live at once at most = 4 MiB, in a budget that allows
      * about 2 MiB after this block. */
     rcl_usage_sync();
     struct rcl_stats st;
     rcl_stats_get(&st);
-    void *fill = rcl_alloc(st.limit - st.wmark_min - 2 * MiB, RCL_NOWAIT);
-    assert_non_null(fill);
-    struct contender c = { test_scale(200), &nulls };
-    pthread_t th[NT];
-    for (int i = 0; i < NT; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, contender_main, &c), 0);
-    for (int i = 0; i < NT; i++)
-        pthread_join(th[i], NULL);
-    assert_int_equal(atomic_load(&nulls), 0);
-    rcl_free(fill);
+    contenders.fill = rcl_alloc(st.limit - st.wmark_min - 2 * MiB, RCL_NOWAIT);
+    assert_non_null(contenders.fill);
+    contenders.iterations = test_scale(200);
+    atomic_store(&contenders.nulls, 0);
+    for (int i = 0; i < CONTENDERS; i++) {
+        int err = pthread_create(&contenders.thread[i], NULL, contender_main, NULL);
+        if (!err)
+            contenders.started++;
+        assert_int_equal(err, 0);
+    }
+    contenders_join();
+    assert_int_equal(atomic_load(&contenders.nulls), 0);
+    rcl_free(contenders.fill);
+    contenders.fill = NULL;
 }
 
 /* A limit raised or lowered while a NOFAIL charge starts never makes it
