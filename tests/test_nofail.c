@@ -708,6 +708,65 @@ TEST_WITH(test_nofail_charge_never_fails_while_the_limit_moves, nofail_setup, te
     assert_int_equal(rcl_set_limit(LIMIT), 0);
 }
 
+/*
+ * The bound on a NOFAIL call that waits for room, not an alarm, which
+ * would end the whole program and every later test with it: a thread
+ * waits for the call to return, and at the bound, which only catches a
+ * hang, makes the room the call waits for (the test's unhang()) and says
+ * so. The call then returns, and only its test fails.
+ */
+#define HANG_BOUND_S 30
+static struct hang_watch {
+    pthread_t   thread;
+    bool        started, returned;  /* returned: under seen_lock */
+    void      (*unhang)(void);
+    atomic_bool hung;
+} hang_watch;
+
+static void *hang_watch_main(void *arg)
+{
+    struct timespec bound;
+    int err = 0;
+
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &bound);
+    bound.tv_sec += HANG_BOUND_S;
+    pthread_mutex_lock(&seen_lock);
+    while (!hang_watch.returned && err != ETIMEDOUT)
+        err = pthread_cond_timedwait(&seen_cond, &seen_lock, &bound);
+    bool hung = !hang_watch.returned;
+    pthread_mutex_unlock(&seen_lock);
+    if (hung) {
+        atomic_store(&hang_watch.hung, true);
+        hang_watch.unhang();
+    }
+    return NULL;
+}
+
+static void hang_watch_start(void (*unhang)(void))
+{
+    hang_watch.returned = false;
+    hang_watch.unhang = unhang;
+    atomic_store(&hang_watch.hung, false);
+    assert_int_equal(pthread_create(&hang_watch.thread, NULL, hang_watch_main, NULL), 0);
+    hang_watch.started = true;
+}
+
+/* The call returned (or the test failed): joined. Whether the bound had
+ * to end the call. */
+static bool hang_watch_stop(void)
+{
+    if (!hang_watch.started)
+        return false;
+    pthread_mutex_lock(&seen_lock);
+    hang_watch.returned = true;
+    pthread_cond_broadcast(&seen_cond);
+    pthread_mutex_unlock(&seen_lock);
+    pthread_join(hang_watch.thread, NULL);
+    hang_watch.started = false;
+    return atomic_load(&hang_watch.hung);
+}
+
 /* Lowers the limit to 2 MiB once a NOFAIL request has been reported as
  * stalled: waiting for room, past the test it made at its start. Its
  * state is the file's, as the freer's, and the teardown stops it. */
@@ -715,6 +774,7 @@ static struct lowerer {
     pthread_t thread;
     bool      started, stop;       /* stop: under seen_lock */
     int       err;                 /* rcl_set_limit()'s, or 1 if never lowered */
+    void     *_Atomic fill;        /* the budget, freed by the test or the bound */
 } lowerer;
 
 static void *lower_after_a_stall(void *arg)
@@ -753,9 +813,24 @@ static int lowerer_stop(void)
     return lowerer.err;
 }
 
+static void lowerer_free_fill(void)
+{
+    rcl_free(atomic_exchange(&lowerer.fill, NULL));
+}
+
+/* A charge that waits on a lowered limit for good: the limit back and the
+ * budget freed, it fits. */
+static void lowerer_unhang(void)
+{
+    (void)rcl_set_limit(LIMIT);
+    lowerer_free_fill();
+}
+
 static int lowerer_teardown(void **state)
 {
+    (void)hang_watch_stop();
     (void)lowerer_stop();
+    lowerer_free_fill();
     return test_teardown(state);
 }
 
@@ -767,16 +842,19 @@ TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leave
           nofail_setup_fast_stall, lowerer_teardown)
 {
     const rcl_gfp_t nofail = RCL_DEFAULT | RCL__NOFAIL;
-    void *fill = fill_budget();
     struct rcl_stats before, after;
     char waited[256];
 
-    alarm(20);
+    atomic_store(&lowerer.fill, fill_budget());
     lowerer_start();
+    hang_watch_start(lowerer_unhang);
     rcl_stats_get(&before);
     int err = rcl_charge(4 * MiB, nofail);
+    bool hung = hang_watch_stop();
     int lowering = lowerer_stop();
-    alarm(0);
+    if (err == 0)
+        rcl_uncharge(4 * MiB);      /* only where the bound ended a hang */
+    assert_false(hung);
     assert_int_equal(err, -E2BIG);
     assert_int_equal(lowering, 0);
     rcl_stats_get(&after);
@@ -795,21 +873,21 @@ TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leave
     rcl_stats_get(&before);
     assert_int_equal(before.failures - after.failures, 1);
 
-    rcl_free(fill);
+    lowerer_free_fill();
     assert_int_equal(rcl_set_limit(LIMIT), 0);
 }
 
 /* A shrinker the waiting charge's own reclaim calls: the first call
  * lowers the limit below all the charge may ever get and raises it back,
  * between two of the charge's tries; a later one frees the budget. */
-static void *dip_fill;
+static void *_Atomic dip_fill;         /* freed by the shrinker, the bound or the teardown */
 static atomic_int dip_calls;
 static int dip_err;                     /* the limit's moves; asserted by the test */
 
 static unsigned long dip_count(void *priv, struct rcl_shrink_control *sc)
 {
     (void)priv; (void)sc;
-    return dip_fill ? 1 : RCL_SHRINK_EMPTY;
+    return atomic_load(&dip_fill) ? 1 : RCL_SHRINK_EMPTY;
 }
 
 static unsigned long dip_scan(void *priv, struct rcl_shrink_control *sc)
@@ -821,16 +899,31 @@ static unsigned long dip_scan(void *priv, struct rcl_shrink_control *sc)
             dip_err = rcl_set_limit(LIMIT);
         return 0;
     }
-    rcl_free(dip_fill);
-    dip_fill = NULL;
-    return 1;
+    void *fill = atomic_exchange(&dip_fill, NULL);
+    rcl_free(fill);
+    return fill ? 1 : 0;
+}
+
+/* A charge that waits for good (the shrinker never called again): the
+ * budget freed, it fits. */
+static void dip_unhang(void)
+{
+    (void)rcl_set_limit(LIMIT);
+    rcl_free(atomic_exchange(&dip_fill, NULL));
+}
+
+static int dip_teardown(void **state)
+{
+    (void)hang_watch_stop();
+    rcl_free(atomic_exchange(&dip_fill, NULL));
+    return test_teardown(state);
 }
 
 /* Only a try decides: a limit that dips below what a waiting NOFAIL
  * charge may ever get and comes back before its next try leaves it
  * waiting, and it succeeds once there is room. */
 TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_tries, nofail_setup,
-          test_teardown)
+          dip_teardown)
 {
     static const struct rcl_shrinker_ops ops = { dip_count, dip_scan };
     struct rcl_shrinker_opts opts = { .batch = 1 };
@@ -838,20 +931,23 @@ TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_trie
 
     atomic_store(&dip_calls, 0);
     dip_err = 0;
-    dip_fill = fill_budget();
+    atomic_store(&dip_fill, fill_budget());
     struct rcl_shrinker *s = rcl_shrinker_register("dips-the-limit", &ops, NULL, &opts);
     assert_non_null(s);
     rcl_stats_get(&before);
-    alarm(20);
-    assert_int_equal(rcl_charge(4 * MiB, RCL_DEFAULT | RCL__NOFAIL), 0);
-    alarm(0);
+    hang_watch_start(dip_unhang);
+    int err = rcl_charge(4 * MiB, RCL_DEFAULT | RCL__NOFAIL);
+    bool hung = hang_watch_stop();
+    if (err == 0)
+        rcl_uncharge(4 * MiB);
+    assert_false(hung);
+    assert_int_equal(err, 0);
     rcl_stats_get(&after);
     assert_true(atomic_load(&dip_calls) >= 2);
     assert_int_equal(dip_err, 0);
-    assert_null(dip_fill);
+    assert_null(atomic_load(&dip_fill));
     assert_int_equal(after.failures - before.failures, 0);
     assert_int_equal(rcl_limit(), LIMIT);
-    rcl_uncharge(4 * MiB);
     rcl_shrinker_unregister(s);
 }
 
