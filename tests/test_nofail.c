@@ -311,6 +311,7 @@ struct stubborn {
     int        nobj;
 };
 static struct stubborn sb;
+static struct rcl_shrinker *sb_shrinker;
 
 static unsigned long sb_count(void *priv, struct rcl_shrink_control *sc)
 {
@@ -331,7 +332,20 @@ static unsigned long sb_scan(void *priv, struct rcl_shrink_control *sc)
     return freed;
 }
 
-TEST_WITH(test_nofail_keeps_reclaiming_until_it_succeeds, nofail_setup, test_teardown)
+/* A failed test's shrinker and objects go here, before the checks, not
+ * with the shutdown's drop of every shrinker; on the test's own path they
+ * are gone already. */
+static int sb_teardown(void **state)
+{
+    if (sb_shrinker)
+        rcl_shrinker_unregister(sb_shrinker);
+    sb_shrinker = NULL;
+    while (sb.nobj)
+        rcl_free(sb.obj[--sb.nobj]);
+    return test_teardown(state);
+}
+
+TEST_WITH(test_nofail_keeps_reclaiming_until_it_succeeds, nofail_setup, sb_teardown)
 {
     static const struct rcl_shrinker_ops ops = { sb_count, sb_scan };
     struct rcl_shrinker_opts opts = { .batch = 1 };
@@ -343,8 +357,8 @@ TEST_WITH(test_nofail_keeps_reclaiming_until_it_succeeds, nofail_setup, test_tea
     size_t each = test_fitting((st.limit - rcl_usage() - st.wmark_min) / 16);
     for (sb.nobj = 0; sb.nobj < 16; sb.nobj++)
         assert_non_null(sb.obj[sb.nobj] = rcl_alloc(each, RCL_NOWAIT));
-    struct rcl_shrinker *s = rcl_shrinker_register("stubborn", &ops, NULL, &opts);
-    assert_non_null(s);
+    sb_shrinker = rcl_shrinker_register("stubborn", &ops, NULL, &opts);
+    assert_non_null(sb_shrinker);
 
     sb.refuse = 1 << 30;
     assert_null(rcl_alloc(each, RCL_DEFAULT | RCL__NOWARN));  /* gives up */
@@ -357,7 +371,8 @@ TEST_WITH(test_nofail_keeps_reclaiming_until_it_succeeds, nofail_setup, test_tea
     assert_true(atomic_load(&sb.calls) > sb.refuse);
 
     rcl_free(p);
-    rcl_shrinker_unregister(s);
+    rcl_shrinker_unregister(sb_shrinker);
+    sb_shrinker = NULL;
     while (sb.nobj)
         rcl_free(sb.obj[--sb.nobj]);
 }
@@ -883,6 +898,7 @@ TEST_WITH(test_waiting_nofail_charge_fails_with_e2big_once_a_lowered_limit_leave
 static void *_Atomic dip_fill;         /* freed by the shrinker, the bound or the teardown */
 static atomic_int dip_calls;
 static int dip_err;                     /* the limit's moves; asserted by the test */
+static struct rcl_shrinker *dip_shrinker;
 
 static unsigned long dip_count(void *priv, struct rcl_shrink_control *sc)
 {
@@ -912,9 +928,14 @@ static void dip_unhang(void)
     rcl_free(atomic_exchange(&dip_fill, NULL));
 }
 
+/* As sb_teardown(): a failed test's shrinker and block go here; on the
+ * test's own path they are gone already. */
 static int dip_teardown(void **state)
 {
     (void)hang_watch_stop();
+    if (dip_shrinker)
+        rcl_shrinker_unregister(dip_shrinker);
+    dip_shrinker = NULL;
     rcl_free(atomic_exchange(&dip_fill, NULL));
     return test_teardown(state);
 }
@@ -932,8 +953,8 @@ TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_trie
     atomic_store(&dip_calls, 0);
     dip_err = 0;
     atomic_store(&dip_fill, fill_budget());
-    struct rcl_shrinker *s = rcl_shrinker_register("dips-the-limit", &ops, NULL, &opts);
-    assert_non_null(s);
+    dip_shrinker = rcl_shrinker_register("dips-the-limit", &ops, NULL, &opts);
+    assert_non_null(dip_shrinker);
     rcl_stats_get(&before);
     hang_watch_start(dip_unhang);
     int err = rcl_charge(4 * MiB, RCL_DEFAULT | RCL__NOFAIL);
@@ -948,7 +969,8 @@ TEST_WITH(test_waiting_nofail_charge_outlives_a_limit_that_dips_between_its_trie
     assert_null(atomic_load(&dip_fill));
     assert_int_equal(after.failures - before.failures, 0);
     assert_int_equal(rcl_limit(), LIMIT);
-    rcl_shrinker_unregister(s);
+    rcl_shrinker_unregister(dip_shrinker);
+    dip_shrinker = NULL;
 }
 
 TEST_MAIN();
