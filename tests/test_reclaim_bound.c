@@ -740,27 +740,44 @@ static void *holder_reclaim(void *arg)
     return NULL;
 }
 
+/*
+ * The holder and R are the file's, not the test's frame: a failed
+ * assertion leaves that frame while R waits in the holder's scan for the
+ * allocation to return, and the teardown releases and joins R.
+ */
+static struct holder holder;
+static pthread_t holder_thread;
+static bool holder_started;
+
 /* A fresh library whose budget the holder's objects fill, and R's pass
  * started; returns the holder's shrinker once R holds them all. */
-static struct rcl_shrinker *holder_start(struct holder *h, pthread_t *r)
+static struct rcl_shrinker *holder_start(void)
 {
+    memset(&holder, 0, sizeof(holder));
+    atomic_store(&holder.release_at, ~0ul);
     assert_int_equal(test_init(LIMIT), 0);
-    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, h, NULL);
+    struct rcl_shrinker *s = rcl_shrinker_register("holder", &holder_ops, &holder, NULL);
     assert_non_null(s);
     while (rcl_charge(OBJ, RCL_NOWAIT) == 0)
-        atomic_fetch_add(&h->listed, 1);
-    assert_true(atomic_load(&h->listed) > 0);
-    assert_int_equal(pthread_create(r, NULL, holder_reclaim, NULL), 0);
-    while (!atomic_load(&h->held))
+        atomic_fetch_add(&holder.listed, 1);
+    assert_true(atomic_load(&holder.listed) > 0);
+    int err = pthread_create(&holder_thread, NULL, holder_reclaim, NULL);
+    holder_started = !err;
+    assert_int_equal(err, 0);
+    while (!atomic_load(&holder.held))
         test_sleep_ms(0);
     return s;
 }
 
-/* The allocation returned: R releases what it holds, and ends. */
-static void holder_release(struct holder *h, pthread_t r)
+/* The allocation returned, or the test failed: R releases what it holds,
+ * and ends. */
+static void holder_release(void)
 {
-    atomic_store(&h->waiter_done, 1);
-    pthread_join(r, NULL);
+    if (!holder_started)
+        return;
+    atomic_store(&holder.waiter_done, 1);
+    pthread_join(holder_thread, NULL);
+    holder_started = false;
 }
 
 /* The allocation gave up after 3 rounds without progress, then drained
@@ -770,21 +787,19 @@ static void holder_release(struct holder *h, pthread_t r)
 
 TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL, teardown)
 {
-    struct holder h = { .release_at = ~0ul };
-    pthread_t r;
-    struct rcl_shrinker *s = holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start();
 
     /* Released one round after a charge that did not wait would have
      * failed, and no later: each round yields the CPU, and on a loaded
      * machine twice as many rounds outlasted the 20 ms the wait is
      * bounded by. */
-    atomic_store(&h.release_at, stats().direct_reclaims + ROUNDS_BEFORE_FAILING + 1);
-    struct rcl_shrinker *rel = rcl_shrinker_register("releaser", &releaser_ops, &h, NULL);
+    atomic_store(&holder.release_at, stats().direct_reclaims + ROUNDS_BEFORE_FAILING + 1);
+    struct rcl_shrinker *rel = rcl_shrinker_register("releaser", &releaser_ops, &holder, NULL);
     assert_non_null(rel);
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
-    holder_release(&h, r);
+    holder_release();
     assert_int_equal(ret, 0);
-    assert_true(stats().direct_reclaims >= atomic_load(&h.release_at));
+    assert_true(stats().direct_reclaims >= atomic_load(&holder.release_at));
 
     rcl_uncharge(OBJ);
     rcl_shrinker_unregister(rel);
@@ -794,15 +809,13 @@ TEST_WITH(an_allocation_waits_for_another_threads_pass_that_holds_objects, NULL,
 
 TEST_WITH(the_wait_for_a_pass_in_flight_is_bounded, NULL, teardown)
 {
-    struct holder h = { .release_at = ~0ul };
-    pthread_t r;
-    struct rcl_shrinker *s = holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start();
 
     /* R never frees while the allocation waits: it fails, it does not hang. */
     unsigned long long t0 = rcl__now_ns();
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
     unsigned long long waited = rcl__now_ns() - t0;
-    holder_release(&h, r);
+    holder_release();
     assert_int_equal(ret, -ENOMEM);
     assert_true(waited >= 20000000ull);    /* IN_FLIGHT_WAIT_NS */
     assert_true(stats().direct_reclaims > ROUNDS_BEFORE_FAILING);
@@ -816,16 +829,14 @@ TEST_WITH(the_wait_for_a_pass_in_flight_is_bounded, NULL, teardown)
  * default context, may enter the file system. */
 TEST_WITH(a_nofs_allocation_does_not_wait_for_a_pass_that_may_enter_the_fs, NULL, teardown)
 {
-    struct holder h = { .release_at = ~0ul };
-    pthread_t r;
-    struct rcl_shrinker *s = holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start();
 
     unsigned long before = stats().direct_reclaims;
     unsigned scope = rcl_nofs_save();
     int ret = rcl_charge(OBJ, RCL_DEFAULT | RCL__NOWARN);
     rcl_nofs_restore(scope);
     unsigned long rounds = stats().direct_reclaims - before;
-    holder_release(&h, r);
+    holder_release();
     assert_int_equal(ret, -ENOMEM);
     assert_int_equal(rounds, ROUNDS_BEFORE_FAILING);
 
@@ -842,9 +853,7 @@ TEST_WITH(a_forked_child_does_not_wait_for_a_pass_left_in_its_parent, NULL, tear
         print_message("skipped: ASan's allocator hangs in a child forked during malloc\n");
         skip();
     }
-    struct holder h = { .release_at = ~0ul };
-    pthread_t r;
-    struct rcl_shrinker *s = holder_start(&h, &r);
+    struct rcl_shrinker *s = holder_start();
 
     pid_t pid = fork();
     if (pid == 0) {
@@ -856,7 +865,7 @@ TEST_WITH(a_forked_child_does_not_wait_for_a_pass_left_in_its_parent, NULL, tear
     assert_true(pid > 0);
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    holder_release(&h, r);
+    holder_release();
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 
@@ -864,10 +873,11 @@ TEST_WITH(a_forked_child_does_not_wait_for_a_pass_left_in_its_parent, NULL, tear
     rcl_shutdown();
 }
 
-/* A failed test leaves the library initialised; the next one starts
- * clean all the same. */
+/* A failed test leaves the library initialised, and R perhaps held in
+ * its pass; the next one starts clean all the same. */
 static int teardown(void **state)
 {
+    holder_release();
     int clean = test_teardown(state);
     unsetenv("RECLAIM_DIRECT_US");
     return clean;
