@@ -88,6 +88,22 @@ static unsigned long objs_scan(void *priv, struct rcl_shrink_control *sc)
     return freed;
 }
 
+/*
+ * The objects are the file's, not the test's frame: a failed assertion
+ * leaves that frame with the shrinker still registered, and the
+ * background reclaimer may scan it until the teardown stops the
+ * reclaimer and the shutdown drops the shrinker. The owner is the
+ * calling test's thread.
+ */
+static struct objs the_objs;
+
+static struct objs *objs_fresh(struct objs init)
+{
+    the_objs = init;
+    the_objs.owner = pthread_self();
+    return &the_objs;
+}
+
 static const struct rcl_shrinker_ops objs_ops = { objs_count, objs_scan };
 static const struct rcl_shrinker_opts objs_opts = { .batch = SCAN_BATCH };
 
@@ -129,16 +145,16 @@ TEST_WITH(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, NULL, t
 {
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .scan_sleep_us = 2000, .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 2000, .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     /* 1 MiB is 256 objects, 32 scan calls of 2 ms each unbounded; the
      * bound (50 us) stops the pass after the first call, which always
      * runs. */
     size_t freed = rcl__direct_reclaim(&rcl__self, MiB, RCL_DEFAULT);
-    assert_int_equal(atomic_load(&o.calls), 1);
+    assert_int_equal(atomic_load(&o->calls), 1);
     assert_int_equal(freed, SCAN_BATCH * OBJ);
     struct rcl_stats st = stats();
     assert_int_equal(st.direct_bounded, 1);
@@ -147,7 +163,7 @@ TEST_WITH(direct_reclaim_with_a_slow_shrinker_stops_after_one_scan_call, NULL, t
     assert_true(st.direct_cpu_ns < st.direct_stall_ns);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -204,6 +220,17 @@ static unsigned long nested_objs_count(void *priv, struct rcl_shrink_control *sc
     return objs_count(&n->objs, sc);
 }
 
+/* The file's, as the_objs is; its objects freed by the test's thread. */
+static struct nest the_nest;
+
+static struct nest *nest_fresh(void)
+{
+    memset(&the_nest, 0, sizeof(the_nest));
+    the_nest.owner = the_nest.objs.owner = pthread_self();
+    atomic_store(&the_nest.objs.direct_frees, 1);
+    return &the_nest;
+}
+
 static const struct rcl_shrinker_ops nester_ops = { nester_count, nester_scan };
 static const struct rcl_shrinker_ops nested_objs_ops = { nested_objs_count, nested_objs_scan };
 
@@ -211,25 +238,24 @@ TEST_WITH(a_reclaim_nested_in_a_callback_leaves_the_outer_reclaims_bound, NULL, 
 {
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
-    struct nest n = { .objs = { .owner = pthread_self(), .direct_frees = 1 },
-                      .owner = pthread_self() };
-    struct rcl_shrinker *nester = rcl_shrinker_register("nester", &nester_ops, &n, NULL);
+    struct nest *n = nest_fresh();
+    struct rcl_shrinker *nester = rcl_shrinker_register("nester", &nester_ops, n, NULL);
     assert_non_null(nester);
-    struct rcl_shrinker *s = rcl_shrinker_register("objects", &nested_objs_ops, &n,
+    struct rcl_shrinker *s = rcl_shrinker_register("objects", &nested_objs_ops, n,
                                                    &objs_opts);
     assert_non_null(s);
-    fill(&n.objs);
+    fill(&n->objs);
 
     /* The bound (50 us) has passed when the nester's first call returns:
      * the outer reclaim stops there, as after any slow call. */
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
-    assert_int_equal(atomic_load(&n.nester_calls), 1);
-    assert_int_equal(atomic_load(&n.objs_calls), 0);
+    assert_int_equal(atomic_load(&n->nester_calls), 1);
+    assert_int_equal(atomic_load(&n->objs_calls), 0);
     assert_int_equal(stats().direct_bounded, 1);
 
     rcl_shrinker_unregister(nester);
     rcl_shrinker_unregister(s);
-    drop_all(&n.objs);
+    drop_all(&n->objs);
     rcl_shutdown();
 }
 
@@ -238,18 +264,18 @@ TEST_WITH(direct_reclaim_without_a_bound_does_all_the_work, NULL, teardown)
     setenv("RECLAIM_DIRECT_US", "0", 1);
     assert_int_equal(init_with_background(), 0);
     unsetenv("RECLAIM_DIRECT_US");
-    struct objs o = { .scan_sleep_us = 2000, .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 2000, .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     size_t freed = rcl__direct_reclaim(&rcl__self, 256 * KiB, RCL_DEFAULT);
     assert_true(freed >= 256 * KiB);
-    assert_true(atomic_load(&o.calls) >= 256 * KiB / (SCAN_BATCH * OBJ));
+    assert_true(atomic_load(&o->calls) >= 256 * KiB / (SCAN_BATCH * OBJ));
     assert_int_equal(stats().direct_bounded, 0);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -257,10 +283,10 @@ TEST_WITH(explicit_reclaim_is_not_bounded, NULL, teardown)
 {
     unsetenv("RECLAIM_DIRECT_US");
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .scan_sleep_us = 1000, .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 1000, .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("slow", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     /* The caller of rcl_reclaim() asked for these bytes, not for an
      * allocation's worth. */
@@ -268,17 +294,17 @@ TEST_WITH(explicit_reclaim_is_not_bounded, NULL, teardown)
     assert_int_equal(stats().direct_bounded, 0);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
 TEST_WITH(the_background_reclaimer_restores_headroom_to_high, NULL, teardown)
 {
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .background_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);   /* passing low woke the background reclaimer */
+    fill(o);   /* passing low woke the background reclaimer */
 
     struct rcl_stats st = stats();
     for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms += 10) {
@@ -290,21 +316,21 @@ TEST_WITH(the_background_reclaimer_restores_headroom_to_high, NULL, teardown)
     assert_int_equal(st.direct_reclaims, 0);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
 TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, teardown)
 {
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .background_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
     assert_non_null(s);
 
     /* Two fills back to back: sustained pressure, if the machine is fast
      * enough for the second to come within 20 ms of the first pass. */
     for (int round = 0; round < 2; round++) {
-        fill(&o);
+        fill(o);
         struct rcl_stats st = stats();
         for (int ms = 0; ms < 10000 && st.limit - st.usage < st.wmark_high; ms++) {
             test_sleep_ms(1);
@@ -313,7 +339,7 @@ TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, t
     }
     /* The cache is gone (its charges stay), and headroom sits between low
      * and high: keeping ahead finds nothing and must not poll on. */
-    unsigned long held = atomic_exchange(&o.count, 0);
+    unsigned long held = atomic_exchange(&o->count, 0);
     struct rcl_stats st = stats();
     size_t mid = (st.wmark_low + st.wmark_high) / 2;
     while (st.limit - st.usage > mid && rcl_charge(OBJ, RCL_NOWAIT) == 0) {
@@ -360,13 +386,13 @@ static long reclaimd_switches(void)
 TEST_WITH(after_a_pass_that_freed_less_than_a_trims_worth_the_reclaimer_sleeps, NULL, teardown)
 {
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .owner = pthread_self(), .background_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .background_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
     assert_non_null(s);
     /* Filled without waking the reclaimer, then woken once: one pass,
      * whose first priority with work to do finds the budget full. */
     while (rcl_charge(OBJ, RCL__NOWARN) == 0)
-        atomic_fetch_add(&o.count, 1);
+        atomic_fetch_add(&o->count, 1);
     assert_int_equal(rcl_charge(OBJ, RCL_NOWAIT), -ENOMEM);
 
     struct rcl_stats st = stats();
@@ -389,7 +415,7 @@ TEST_WITH(after_a_pass_that_freed_less_than_a_trims_worth_the_reclaimer_sleeps, 
     assert_int_equal(reclaimd_switches(), before);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -400,8 +426,8 @@ TEST_WITH(a_trim_an_explicit_reclaim_put_off_is_made_by_the_background_reclaimer
           teardown)
 {
     assert_int_equal(init_with_background(), 0);
-    struct objs o = { .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
     assert_non_null(s);
     /* 1 MiB charged and freed each time, a trim's worth, well above the
      * low watermark: the first trims, and one soon after is put off by
@@ -410,7 +436,7 @@ TEST_WITH(a_trim_an_explicit_reclaim_put_off_is_made_by_the_background_reclaimer
     for (int i = 0; i < 64 && !put_off; i++) {
         for (unsigned long n = 0; n < MiB / OBJ; n++) {
             assert_int_equal(rcl_charge(OBJ, RCL_NOWAIT), 0);
-            atomic_fetch_add(&o.count, 1);
+            atomic_fetch_add(&o->count, 1);
         }
         unsigned long trims = rd(rcl__stats.trims);
         assert_int_equal(rcl_reclaim(MiB, RCL_DEFAULT), MiB);
@@ -423,7 +449,7 @@ TEST_WITH(a_trim_an_explicit_reclaim_put_off_is_made_by_the_background_reclaimer
     assert_true(rd(rcl__stats.trims) > trims);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -434,10 +460,10 @@ static void throttled_by_the_background(void)
     assert_int_equal(init_with_background(), 0);
     /* Direct reclaim finds nothing it may free: only the background
      * reclaimer can make room, so the allocation must wait for it. */
-    struct objs o = { .owner = pthread_self() };
-    struct rcl_shrinker *s = rcl_shrinker_register("background-only", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .direct_frees = 0 });
+    struct rcl_shrinker *s = rcl_shrinker_register("background-only", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
     /* The reclaimer's first pass finds nothing it may free and backs off
      * (100 ms): only then may it free, so the allocation below meets a
      * reclaimer that is not ahead of it. The back-off is its timed wait
@@ -450,7 +476,7 @@ static void throttled_by_the_background(void)
             test_sleep_ms(1);
     }
     assert_true(backing_off);
-    atomic_store(&o.background_frees, 1);
+    atomic_store(&o->background_frees, 1);
 
     int ret = -1;
     for (int i = 0; i < 1000 && ret; i++) {
@@ -467,7 +493,7 @@ static void throttled_by_the_background(void)
     assert_reports_have("allocations throttled");
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -487,10 +513,10 @@ TEST_WITH(throttling_is_reported_again_after_a_restart, NULL, teardown)
 TEST_WITH(without_a_background_reclaimer_nothing_is_throttled, NULL, teardown)
 {
     assert_int_equal(test_init(LIMIT), 0);
-    struct objs o = { .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     assert_int_equal(rcl_charge(64 * KiB, RCL_DEFAULT), 0);
     rcl_uncharge(64 * KiB);
@@ -500,7 +526,7 @@ TEST_WITH(without_a_background_reclaimer_nothing_is_throttled, NULL, teardown)
     assert_int_equal(st.direct_bounded, 0);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -521,10 +547,10 @@ TEST_WITH(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, NULL, 
     assert_int_equal(init_with_background(), 0);
     /* One scan call of 5 ms overruns the 50 us bound, and the 2 ms a
      * bounded reclaim may take before it is reported. */
-    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 5000, .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
     assert_int_equal(stats().slow_reclaims, 1);
@@ -533,7 +559,7 @@ TEST_WITH(a_bounded_reclaim_that_overruns_is_reported_with_its_shrinkers, NULL, 
     assert_reports_have("MiB/s");
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -564,12 +590,12 @@ TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, tea
         assert_non_null(fast[i]);
     }
     /* Registered last, so the last to run: the trace is full by then. */
-    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 5000, .direct_frees = 1 });
     snprintf(name, sizeof(name), LONG_NAME, 999u);
     assert_int_equal(strlen(name), RCL_NAME_MAX - 1);
-    struct rcl_shrinker *slow = rcl_shrinker_register(name, &objs_ops, &o, &objs_opts);
+    struct rcl_shrinker *slow = rcl_shrinker_register(name, &objs_ops, o, &objs_opts);
     assert_non_null(slow);
-    fill(&o);
+    fill(o);
 
     script_the_clock();
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
@@ -582,7 +608,7 @@ TEST_WITH(a_slow_reclaim_report_names_its_slowest_shrinker_among_many, NULL, tea
     rcl_shrinker_unregister(slow);
     for (unsigned i = 0; i < FAST_CACHES; i++)
         rcl_shrinker_unregister(fast[i]);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
@@ -655,17 +681,17 @@ TEST_WITH(a_slow_reclaim_report_names_the_shrinker_whose_calls_took_longest_in_a
 TEST_WITH(an_unbounded_reclaim_is_not_reported_however_slow, NULL, teardown)
 {
     assert_int_equal(test_init(LIMIT), 0);   /* no background: no bound */
-    struct objs o = { .scan_sleep_us = 5000, .owner = pthread_self(), .direct_frees = 1 };
-    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, &o, &objs_opts);
+    struct objs *o = objs_fresh((struct objs){ .scan_sleep_us = 5000, .direct_frees = 1 });
+    struct rcl_shrinker *s = rcl_shrinker_register("slow-disk", &objs_ops, o, &objs_opts);
     assert_non_null(s);
-    fill(&o);
+    fill(o);
 
     rcl__direct_reclaim(&rcl__self, 64 * KiB, RCL_DEFAULT);
     assert_int_equal(stats().slow_reclaims, 0);
     assert_int_equal(test_report_count(), 0);
 
     rcl_shrinker_unregister(s);
-    drop_all(&o);
+    drop_all(o);
     rcl_shutdown();
 }
 
