@@ -593,6 +593,7 @@ static bool reclaimd_pausing(void *arg)
  * was set back an hour lasted an hour, with no background reclaim. */
 TEST(the_background_reclaimers_pause_ignores_a_wall_clock_set_back)
 {
+    test_skip_unless_syscalls_read();
     rcl_shutdown();
     struct rcl_config cfg = test_config(16 * MiB);
     cfg.background = 1;

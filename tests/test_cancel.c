@@ -143,6 +143,7 @@ static void *pool_round_trip(void *arg)
 
 TEST(test_cancelled_mempool_waiter_leaves_the_pool_unlocked)
 {
+    test_skip_unless_syscalls_read();
     /* One element in reserve and an allocator that fails from then on:
      * once the element is taken, an allocation can only wait. */
     atomic_store(&element_given, 0);
@@ -432,6 +433,7 @@ static void *queue_flush_destroy(void *arg)
 
 TEST(test_cancelled_flusher_leaves_the_queue_unlocked)
 {
+    test_skip_unless_syscalls_read();
     static struct rcl_work blocker, quick;
     wq = rcl_workqueue_create("cancel", 2, 0);
     assert_non_null(wq);
@@ -504,6 +506,7 @@ static void *alloc_round_trip(void *arg)
  * request had charged goes back with the thread. */
 TEST(test_cancelled_nofail_allocation_gives_back_its_charge)
 {
+    test_skip_unless_syscalls_read();
     static void *held[MAX_HELD];
     unsigned n = fill_to_the_floor(held);
 
@@ -547,6 +550,7 @@ static void *nofail_waiter_with_cleanup(void *arg)
 
 TEST(test_a_thread_cancelled_in_a_nofail_wait_allocates_in_its_cleanup)
 {
+    test_skip_unless_syscalls_read();
     static void *held[MAX_HELD];
     unsigned n = fill_to_the_floor(held);
 

@@ -191,6 +191,7 @@ static int nofail_teardown(void **state)
  * another thread frees memory after a delay. Never NULL. */
 TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, nofail_teardown)
 {
+    test_skip_unless_syscalls_read();
     void *block = fill_budget();
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOWARN));
     freer_start(block, 0);
@@ -208,6 +209,7 @@ TEST_WITH(test_nofail_waits_until_another_thread_frees, nofail_setup, nofail_tea
  * gives up after its one round of reclaim. */
 TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, nofail_teardown)
 {
+    test_skip_unless_syscalls_read();
     void *block = fill_budget();
     assert_null(rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NORETRY | RCL__NOWARN));
     freer_start(block, 0);
@@ -226,6 +228,7 @@ TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, nofail_teard
 TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_fast_stall,
           nofail_teardown)
 {
+    test_skip_unless_syscalls_read();
     freer_start(fill_budget(), 2);
     void *p = rcl_alloc(65536, RCL_NOFS | RCL__NOFAIL);
     bool freed_first = freer_freed();
@@ -255,6 +258,7 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
 TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_fast_stall,
           nofail_teardown)
 {
+    test_skip_unless_syscalls_read();
     freer_start(fill_budget(), 3);
     script_the_clock();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
@@ -600,6 +604,7 @@ TEST_WITH(test_stall_interval_is_configurable, nofail_setup, test_teardown)
  * that waits a fraction of that is not reported as stalled. */
 TEST_WITH(test_stall_ms_of_0_reports_no_short_wait, nofail_setup, nofail_teardown)
 {
+    test_skip_unless_syscalls_read();
     freer_start(fill_budget(), 0);
     freer_waits_for_me();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);

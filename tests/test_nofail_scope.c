@@ -255,6 +255,7 @@ static void *make_room_later(void *arg)
 TEST_WITH(test_nofail_nomemalloc_in_a_scope_waits_rather_than_take_reserve, setup_quiet,
           scope_teardown)
 {
+    test_skip_unless_syscalls_read();
     pthread_t th;
 
     hog_fill(wmark_min());

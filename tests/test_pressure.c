@@ -1621,6 +1621,7 @@ static int pressure_fifo_on_a_filled_cache(int background)
  * it and shrinks by the step. */
 TEST_WITH(test_systemd_fifo_event_shrinks_cache, pressure_setup, pressure_teardown)
 {
+    test_skip_unless_syscalls_read();
     int fd = pressure_fifo_on_a_filled_cache(0);
     assert_int_equal(write(fd, "x", 1), 1);
     event_handled(fd);
@@ -1650,6 +1651,7 @@ static unsigned long long scripted_clock(void)
 TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressure_setup,
           pressure_teardown)
 {
+    test_skip_unless_syscalls_read();
     atomic_store(&scripted_ns, 1000 * MS_NS);
     atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
     int fd = pressure_fifo_on_a_filled_cache(0);
@@ -1670,6 +1672,7 @@ TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressur
 TEST_WITH(test_an_event_half_a_second_after_a_shrinking_one_shrinks_again, pressure_setup,
           pressure_teardown)
 {
+    test_skip_unless_syscalls_read();
     atomic_store(&scripted_ns, 1000 * MS_NS);
     atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
     int fd = pressure_fifo_on_a_filled_cache(0);
@@ -1708,6 +1711,7 @@ TEST_WITH(test_pressure_event_is_handled_by_background_reclaimer, pressure_setup
  * back is an event. */
 TEST_WITH(test_systemd_socket_gets_write_data_and_signals_pressure, pressure_setup, pressure_teardown)
 {
+    test_skip_unless_syscalls_read();
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/p.sock", root);
     int ls = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -1983,6 +1987,7 @@ static void fork_from_pressure_report(const char *report, void *arg)
 TEST_WITH(test_shutdown_waits_for_a_pressure_thread_report_that_forks, pressure_setup,
           pressure_teardown)
 {
+    test_skip_unless_syscalls_read();
     atomic_store(&in_report, 0);
     atomic_store(&report_forks, 0);
     atomic_store(&shutdown_tid, 0);

@@ -325,6 +325,7 @@ TEST_WITH(the_background_reclaimer_restores_headroom_to_high, NULL, teardown)
 
 TEST_WITH(with_nothing_left_to_free_the_background_reclaimer_goes_quiet, NULL, teardown)
 {
+    test_skip_unless_syscalls_read();
     assert_int_equal(init_with_background(), 0);
     struct objs *o = objs_fresh((struct objs){ .background_frees = 1 });
     struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
@@ -388,6 +389,7 @@ static long reclaimd_switches(void)
  * makes due: the reclaimer sleeps until woken, not one interval at a time. */
 TEST_WITH(after_a_pass_that_freed_less_than_a_trims_worth_the_reclaimer_sleeps, NULL, teardown)
 {
+    test_skip_unless_syscalls_read();
     assert_int_equal(init_with_background(), 0);
     struct objs *o = objs_fresh((struct objs){ .background_frees = 1 });
     struct rcl_shrinker *s = rcl_shrinker_register("objs", &objs_ops, o, &objs_opts);
@@ -496,6 +498,7 @@ static void throttled_by_the_background(void)
 
 TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL, teardown)
 {
+    test_skip_unless_syscalls_read();
     throttled_by_the_background();
 }
 
@@ -503,6 +506,7 @@ TEST_WITH(an_allocation_the_background_must_serve_is_throttled_and_counted, NULL
  * reports of the reclaimer are. */
 TEST_WITH(throttling_is_reported_again_after_a_restart, NULL, teardown)
 {
+    test_skip_unless_syscalls_read();
     throttled_by_the_background();
     throttled_by_the_background();
 }

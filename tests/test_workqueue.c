@@ -241,6 +241,7 @@ static void concurrency_fn(struct rcl_work *w)
 
 TEST(test_at_most_max_workers_run_at_once)
 {
+    test_skip_unless_syscalls_read();
     struct rcl_workqueue *wq = rcl_workqueue_create("max", 3, 0);
     assert_non_null(wq);
     atomic_int running = 0, peak = 0;
@@ -580,6 +581,7 @@ static void *requeuer_main(void *arg)
 
 TEST(test_a_work_item_requeued_while_running_never_runs_beside_itself)
 {
+    test_skip_unless_syscalls_read();
     static struct reentry r;
     memset(&r, 0, sizeof(r));
     r.wq = rcl_workqueue_create("reentry", 4, 0);
@@ -604,6 +606,7 @@ TEST(test_a_work_item_requeued_while_running_never_runs_beside_itself)
  * waits for it. */
 TEST(test_a_work_item_queued_while_running_runs_once_more_after_it_returns)
 {
+    test_skip_unless_syscalls_read();
     struct gate g;
     gate_init(&g);
     struct rcl_workqueue *wq = rcl_workqueue_create("rerun", 4, 0);
@@ -758,6 +761,7 @@ static void flushes_meet_a_destroy(void)
 
 TEST(test_a_destroy_frees_the_queue_only_after_the_flushes_waiting_on_it_return)
 {
+    test_skip_unless_syscalls_read();
     for (int round = 0; round < 500; round++)
         flushes_meet_a_destroy();
     assert_int_equal(test_report_count(), 0);
@@ -1205,6 +1209,7 @@ static void exits_once_fn(struct rcl_work *w)
 
 TEST(test_a_rerun_queued_behind_a_run_that_exits_its_thread_still_runs)
 {
+    test_skip_unless_syscalls_read();
     struct gate g;
     gate_init(&g);
     struct rcl_workqueue *wq = rcl_workqueue_create("rerun-exit", 2, 0);
@@ -1479,6 +1484,7 @@ static void *flush_and_look(void *wq)
 TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_back,
           uncounted_setup, rescuer_teardown)
 {
+    test_skip_unless_syscalls_read();
     struct rcl_workqueue *wq = rcl_workqueue_create("uncounted", 2, 0);
     assert_non_null(wq);
     struct waiter a = { .until = &uncounted_gate };
@@ -1606,6 +1612,7 @@ static void *noting_destroyer(void *wq)
 TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item,
           rescuer_setup, rescuer_teardown)
 {
+    test_skip_unless_syscalls_read();
     atomic_store(&workers_allowed, 1);          /* the first worker only */
     gate_init(&held_report_gate);
     atomic_store(&held_report_once, 0);
@@ -1692,6 +1699,7 @@ static int slow_replacement_setup(void **state)
 TEST_WITH(test_work_queued_while_an_exited_worker_is_replaced_wakes_the_replacement,
           slow_replacement_setup, rescuer_teardown)
 {
+    test_skip_unless_syscalls_read();
     struct rcl_work ends;
     struct probe after;
     struct rcl_workqueue *wq = one_worker_with("replaced", &ends, exits_fn, &after);
@@ -2182,6 +2190,7 @@ static int counting_setup(void **state)
  * it, as nothing wakes the kernel's. */
 TEST(test_an_idle_queue_never_wakes_its_rescuer)
 {
+    test_skip_unless_syscalls_read();
     struct rcl_workqueue *wq = rcl_workqueue_create("idle", 4, RCL_WQ_MEM_RECLAIM);
     assert_non_null(wq);
     pid_t tid = rescuer_tid("idle");
@@ -2247,6 +2256,7 @@ static bool starts_scene(int *started, long *wakes)
 TEST_WITH(test_worker_starts_that_come_back_at_once_wake_the_rescuer_once_each_at_most,
           counting_setup, rescuer_teardown)
 {
+    test_skip_unless_syscalls_read();
     int started = 0, tries = 0;
     long wakes = 0;
 

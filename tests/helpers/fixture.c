@@ -177,11 +177,30 @@ bool test_thread_asleep(pid_t tid)
     return end && end[1] == ' ' && end[2] == 'S';
 }
 
+/* The /proc syscall file of thread tid of this process, every reader's
+ * one way in: NULL where it is refused or absent. */
+static FILE *syscall_file(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    return fopen(path, "r");
+}
+
+bool test_can_read_syscalls(void)
+{
+    char line[256];
+    FILE *f = syscall_file((pid_t)syscall(SYS_gettid));
+    if (!f)
+        return false;
+    bool got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    return got;
+}
+
 bool test_thread_in_syscall(pid_t tid, long nr)
 {
-    char path[64], line[64] = "";
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
+    char line[64] = "";
+    FILE *f = syscall_file(tid);
     if (!f)
         return false;
     bool got = fgets(line, sizeof(line), f) != NULL;
@@ -208,11 +227,10 @@ static int cond_wait_kind(pid_t tid)
 
 bool test_thread_in_futex(pid_t tid, struct test_futex_wait *w)
 {
-    char path[64], line[256] = "";
+    char line[256] = "";
     unsigned long long op = 0;
     long nr = -1;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
+    FILE *f = syscall_file(tid);
     if (!f)
         return false;
     bool got = fgets(line, sizeof(line), f) &&
@@ -266,19 +284,14 @@ bool test_can_read_lock_waits(void)
 {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     pid_t self = (pid_t)syscall(SYS_gettid);
-    char path[64], line[256];
 
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)self);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    if (!test_can_read_syscalls())
         return false;
-    bool syscall_read = fgets(line, sizeof(line), f) != NULL;
-    fclose(f);
     pthread_mutex_lock(&m);
     bool owner_read = mutex_owner_at((uintptr_t)&m) == self;
     pthread_mutex_unlock(&m);
     pthread_mutex_destroy(&m);
-    return syscall_read && owner_read;
+    return owner_read;
 }
 
 /* How many times thread tid has gone to sleep; -1 if it is gone. */

@@ -201,10 +201,28 @@ bool test_thread_settles(pid_t tid);
  * syscall file and the mutex it names, as glibc keeps them; never true
  * elsewhere. */
 bool test_thread_waits_for_lock_of(pid_t tid, pid_t owner);
+/* Whether this thread's /proc syscall file reads, and so the others'
+ * here: test_thread_waits_untimed(), _waits_timed(), _settles(),
+ * _waits_for_lock_of(), _in_futex() and _in_syscall() read that file,
+ * which a hardened kernel or a container may refuse or not have (EACCES,
+ * EPERM, ENOENT). Where it cannot, a test that waits for one of them to
+ * be true would spend its hang bound and fail: such a test asks this
+ * first (test_skip_unless_syscalls_read()). */
+bool test_can_read_syscalls(void);
+static inline void test_skip_unless_syscalls_read(void)
+{
+    if (!test_can_read_syscalls()) {
+        print_message("skipped: a thread's /proc syscall file (/proc/self/task/TID/syscall) "
+                      "cannot be read here (refused or absent, as a hardened kernel or a "
+                      "container has it): nothing could tell which call a thread sleeps in\n");
+        skip();
+    }
+}
 /* Whether test_thread_waits_for_lock_of() can be true here at all: it
- * reads another thread's /proc syscall file and the mutex's owner with
- * process_vm_readv(), which a seccomp filter (a container's, without
- * CAP_SYS_PTRACE) or a hardened kernel refuses, and glibc's mutex. Where
+ * reads a thread's /proc syscall file (test_can_read_syscalls()) and the
+ * mutex's owner with process_vm_readv(), which a seccomp filter (a
+ * container's, without CAP_SYS_PTRACE) or a hardened kernel refuses, and
+ * glibc's mutex. Where
  * it cannot, a test that waits for it to be true would wait for ever:
  * such a test asks this first (test_skip_unless_lock_waits_read()). */
 bool test_can_read_lock_waits(void);
