@@ -151,7 +151,7 @@ static int pressure_teardown(void **state)
 {
     (void)state;
     rcl_shutdown();
-    atomic_store_explicit(&rcl__pressure_clock, rcl__now_ns, memory_order_release);
+    atomic_store_explicit(&rcl__pressure_clock, rcl__now_ns, memory_order_relaxed);
     rcl_set_report_fn(NULL, NULL);
     unsetenv("RECLAIM_CGROUP_ROOT");
     unsetenv("RECLAIM_CGROUP_MARGIN");
@@ -1644,6 +1644,24 @@ static unsigned long long scripted_clock(void)
     return atomic_load(&scripted_ns);
 }
 
+/* What a second event, `gap_ms` after one that shrank the cache by the
+ * rate limit's clock, frees: the first event's step, then the second's. */
+static void two_events(unsigned long long gap_ms, size_t *first, size_t *second)
+{
+    atomic_store(&scripted_ns, 1000 * MS_NS);
+    atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_relaxed);
+    int fd = pressure_fifo_on_a_filled_cache(0);
+    assert_int_equal(write(fd, "x", 1), 1);
+    event_handled(fd);                  /* the first step's pass is over */
+    *first = atomic_load(&cache_freed);
+    atomic_fetch_add(&scripted_ns, gap_ms * MS_NS);
+    assert_int_equal(write(fd, "y", 1), 1);
+    event_handled(fd);
+    *second = atomic_load(&cache_freed) - *first;
+    close(fd);
+    cache_drop();
+}
+
 /* Pressure events ask for a step at most twice a second: an event that
  * comes soon after the one that shrank the cache asks for nothing more.
  * "Soon": 499 ms after it by the rate limit's clock, the last whole
@@ -1651,42 +1669,24 @@ static unsigned long long scripted_clock(void)
 TEST_WITH(test_an_event_soon_after_a_shrinking_one_shrinks_nothing_more, pressure_setup,
           pressure_teardown)
 {
+    size_t first, second;
+
     test_skip_unless_syscalls_read();
-    atomic_store(&scripted_ns, 1000 * MS_NS);
-    atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
-    int fd = pressure_fifo_on_a_filled_cache(0);
-    assert_int_equal(write(fd, "x", 1), 1);
-    event_handled(fd);                  /* the first step's pass is over */
-    size_t freed = atomic_load(&cache_freed);
-    assert_true(freed >= 1 * MiB);
-    atomic_fetch_add(&scripted_ns, 499 * MS_NS);
-    assert_int_equal(write(fd, "y", 1), 1);
-    event_handled(fd);
-    size_t after = atomic_load(&cache_freed);
-    close(fd);
-    cache_drop();
-    assert_int_equal(after, freed);
+    two_events(499, &first, &second);
+    assert_true(first >= 1 * MiB);
+    assert_int_equal(second, 0);
 }
 
 /* ... and one half a second after it asks for a step again. */
 TEST_WITH(test_an_event_half_a_second_after_a_shrinking_one_shrinks_again, pressure_setup,
           pressure_teardown)
 {
+    size_t first, second;
+
     test_skip_unless_syscalls_read();
-    atomic_store(&scripted_ns, 1000 * MS_NS);
-    atomic_store_explicit(&rcl__pressure_clock, scripted_clock, memory_order_release);
-    int fd = pressure_fifo_on_a_filled_cache(0);
-    assert_int_equal(write(fd, "x", 1), 1);
-    event_handled(fd);
-    size_t freed = atomic_load(&cache_freed);
-    assert_true(freed >= 1 * MiB);
-    atomic_fetch_add(&scripted_ns, 500 * MS_NS);
-    assert_int_equal(write(fd, "y", 1), 1);
-    event_handled(fd);
-    size_t after = atomic_load(&cache_freed);
-    close(fd);
-    cache_drop();
-    assert_true(after > freed);
+    two_events(500, &first, &second);
+    assert_true(first >= 1 * MiB);
+    assert_true(second > 0);
 }
 
 /* With the background reclaimer on, the pressure event is its work: the
