@@ -945,12 +945,18 @@ static bool fork_asleep(void)
  * without having seen it fails its test rather than holding on for ever. */
 static bool fork_seen_asleep(atomic_bool *fork_returned)
 {
-    for (int ms = 0; ms < FORK_WAIT_HANG_MS; ms++) {
+    /* By the clock, not by passes: a pass's /proc reads take a loaded or
+     * sanitized run far past its millisecond's sleep. */
+    struct timespec now, start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (long ms = 0; ms < FORK_WAIT_HANG_MS;) {
         if (fork_asleep())
             return true;
         if (atomic_load(fork_returned))
             return false;
         test_sleep_ms(1);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
     }
     fprintf(stderr, "the fork was never seen waiting for the lock\n");
     return false;
