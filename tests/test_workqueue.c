@@ -730,9 +730,16 @@ static void *destroyer_of(void *wq)
  * the queue's lock on the way to it. */
 static void wait_asleep(int from, int to)
 {
-    for (int i = from; i < to; i++)
-        while (!atomic_load(&fl.tid[i]) || !test_thread_waits_untimed(atomic_load(&fl.tid[i])))
-            sched_yield();
+    for (int i = from; i < to; i++) {
+        bool asleep = false;
+        for (int ms = 0; ms < TEST_HANG_MS && !asleep; ms++) {
+            int tid = atomic_load(&fl.tid[i]);
+            asleep = tid && test_thread_waits_untimed(tid);
+            if (!asleep)
+                test_sleep_ms(1);
+        }
+        assert_true(asleep);
+    }
 }
 
 static void flushes_meet_a_destroy(void)
@@ -1497,12 +1504,17 @@ TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_b
     assert_int_equal(pthread_create(&flusher, NULL, flush_and_look, wq), 0);
     /* Until the flush returns, or waits for the item (no deadline: no item
      * is queued, so the queue is never taken for threadless). */
-    while (!atomic_load(&flush_returned) &&
-           !(atomic_load(&flush_tid) && test_thread_waits_untimed(atomic_load(&flush_tid))))
-        test_sleep_ms(1);
+    bool seen = false;
+    for (int ms = 0; ms < TEST_HANG_MS && !seen; ms++) {
+        int tid = atomic_load(&flush_tid);
+        seen = atomic_load(&flush_returned) || (tid && test_thread_waits_untimed(tid));
+        if (!seen)
+            test_sleep_ms(1);
+    }
     gate_open(&uncounted_gate);
     atomic_store(&uncounted_release, true);
     pthread_join(flusher, NULL);
+    assert_true(seen);
     assert_true(atomic_load(&flush_saw_done));
     assert_true(returns_in_time(destroy_main, wq));
     assert_int_equal(atomic_load(&uncounted_starts), 2);
@@ -1631,13 +1643,17 @@ TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item
     assert_int_equal(pthread_create(&th, NULL, noting_destroyer, wq), 0);
     /* Until the destroy returns, or waits in its drain for the start under
      * way (no deadline: no item is left queued). */
-    while (!atomic_load(&destroy_returned) &&
-           (!atomic_load(&destroyer_tid) ||
-            !test_thread_waits_untimed(atomic_load(&destroyer_tid))))
-        sched_yield();
+    bool seen = false;
+    for (int ms = 0; ms < TEST_HANG_MS && !seen; ms++) {
+        int tid = atomic_load(&destroyer_tid);
+        seen = atomic_load(&destroy_returned) || (tid && test_thread_waits_untimed(tid));
+        if (!seen)
+            test_sleep_ms(1);
+    }
     gate_open(&held_report_gate);
     pthread_join(th, NULL);
     rcl_set_report_fn(test_report_catch, NULL);
+    assert_true(seen);
     assert_false(atomic_load(&destroyed_under_report));
     assert_int_equal(test_reports_seen_matching("ended its thread"), 1);
     assert_int_equal(test_reports_seen_matching("cannot start a worker"), 1);

@@ -40,6 +40,11 @@ static inline const char *test_sanitizer(void)
 #endif
 }
 
+/* A poll for a state gives up after this long: only a hang reaches it,
+ * and the assertion after the poll then fails the test, where an
+ * unbounded poll would hold the whole run until CI's limit. */
+#define TEST_HANG_MS 60000
+
 /* Stress loops are shortened under the sanitizers, which are 5-20x slower. */
 static inline int test_scale(int n)
 {
