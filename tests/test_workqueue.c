@@ -725,21 +725,27 @@ static void *destroyer_of(void *wq)
     return NULL;
 }
 
+/* Polls until the thread whose id *tid holds (0 until it is known) sleeps
+ * in a wait with no deadline, or *returned (when given) says its call came
+ * back first; false if neither within TEST_HANG_MS. */
+static bool seen_in_untimed_wait(atomic_int *tid, atomic_int *returned)
+{
+    for (int ms = 0; ms < TEST_HANG_MS; ms++) {
+        int id = atomic_load(tid);
+        if ((returned && atomic_load(returned)) || (id && test_thread_waits_untimed(id)))
+            return true;
+        test_sleep_ms(1);
+    }
+    return false;
+}
+
 /* Threads [from, to) asleep in the flush or the destroy's drain: a wait
  * for the queue's items with no deadline (the queue has a worker), not
  * the queue's lock on the way to it. */
 static void wait_asleep(int from, int to)
 {
-    for (int i = from; i < to; i++) {
-        bool asleep = false;
-        for (int ms = 0; ms < TEST_HANG_MS && !asleep; ms++) {
-            int tid = atomic_load(&fl.tid[i]);
-            asleep = tid && test_thread_waits_untimed(tid);
-            if (!asleep)
-                test_sleep_ms(1);
-        }
-        assert_true(asleep);
-    }
+    for (int i = from; i < to; i++)
+        assert_true(seen_in_untimed_wait(&fl.tid[i], NULL));
 }
 
 static void flushes_meet_a_destroy(void)
@@ -1446,7 +1452,8 @@ TEST_WITH(test_the_rescuer_runs_work_while_a_worker_start_does_not_come_back,
  * the queue's. */
 static struct gate uncounted_gate;
 static atomic_int uncounted_starts;
-static atomic_bool uncounted_release, uncounted_done, flush_saw_done, flush_returned;
+static atomic_bool uncounted_release, uncounted_done, flush_saw_done;
+static atomic_int flush_returned;
 static atomic_int flush_tid;
 
 static int second_start_returns_when_told(pthread_t *th, void *(*fn)(void *), void *arg,
@@ -1504,13 +1511,7 @@ TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_b
     assert_int_equal(pthread_create(&flusher, NULL, flush_and_look, wq), 0);
     /* Until the flush returns, or waits for the item (no deadline: no item
      * is queued, so the queue is never taken for threadless). */
-    bool seen = false;
-    for (int ms = 0; ms < TEST_HANG_MS && !seen; ms++) {
-        int tid = atomic_load(&flush_tid);
-        seen = atomic_load(&flush_returned) || (tid && test_thread_waits_untimed(tid));
-        if (!seen)
-            test_sleep_ms(1);
-    }
+    bool seen = seen_in_untimed_wait(&flush_tid, &flush_returned);
     gate_open(&uncounted_gate);
     atomic_store(&uncounted_release, true);
     pthread_join(flusher, NULL);
@@ -1643,13 +1644,7 @@ TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item
     assert_int_equal(pthread_create(&th, NULL, noting_destroyer, wq), 0);
     /* Until the destroy returns, or waits in its drain for the start under
      * way (no deadline: no item is left queued). */
-    bool seen = false;
-    for (int ms = 0; ms < TEST_HANG_MS && !seen; ms++) {
-        int tid = atomic_load(&destroyer_tid);
-        seen = atomic_load(&destroy_returned) || (tid && test_thread_waits_untimed(tid));
-        if (!seen)
-            test_sleep_ms(1);
-    }
+    bool seen = seen_in_untimed_wait(&destroyer_tid, &destroy_returned);
     gate_open(&held_report_gate);
     pthread_join(th, NULL);
     rcl_set_report_fn(test_report_catch, NULL);
