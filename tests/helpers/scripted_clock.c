@@ -36,6 +36,22 @@ static unsigned long long kernel_ns(clockid_t id)
     return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
 }
 
+/* A misused script ends the program, naming the misuse: it may be met on
+ * a thread of the test's own, where cmocka's failure cannot be raised. */
+static void misused(const char *what)
+{
+    fprintf(stderr, "scripted clock: %s\n", what);
+    abort();
+}
+
+/* The plain fields are set while the script is off (see above): a second
+ * script over a running one would change them under its readers. */
+static void script_is_off(void)
+{
+    if (atomic_load(&script.on))
+        misused("a clock is scripted already: scripted_clock_stop() first");
+}
+
 static void script_starts(clockid_t id, bool every_thread)
 {
     script.id = id;
@@ -47,6 +63,7 @@ static void script_starts(clockid_t id, bool every_thread)
 
 void scripted_clock_shift(clockid_t id, bool every_thread, long long offset_ns)
 {
+    script_is_off();
     script.stopped = false;
     script.offset_ns = offset_ns;
     script_starts(id, every_thread);
@@ -54,6 +71,7 @@ void scripted_clock_shift(clockid_t id, bool every_thread, long long offset_ns)
 
 void scripted_clock_stop_here(clockid_t id, unsigned long long step_ns)
 {
+    script_is_off();
     script.stopped = true;
     script.began_ns = kernel_ns(id);
     script.step_ns = step_ns;
@@ -62,6 +80,8 @@ void scripted_clock_stop_here(clockid_t id, unsigned long long step_ns)
 
 void scripted_clock_advance(unsigned long long ns)
 {
+    if (!atomic_load(&script.on) || !script.stopped)
+        misused("scripted_clock_advance(): no stopped clock to move on");
     atomic_fetch_add(&script.moved_ns, ns);
 }
 
