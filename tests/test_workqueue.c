@@ -742,10 +742,12 @@ static bool seen_in_untimed_wait(atomic_int *tid, atomic_int *returned)
 /* Threads [from, to) asleep in the flush or the destroy's drain: a wait
  * for the queue's items with no deadline (the queue has a worker), not
  * the queue's lock on the way to it. */
-static void wait_asleep(int from, int to)
+static bool wait_asleep(int from, int to)
 {
     for (int i = from; i < to; i++)
-        assert_true(seen_in_untimed_wait(&fl.tid[i], NULL));
+        if (!seen_in_untimed_wait(&fl.tid[i], NULL))
+            return false;
+    return true;
 }
 
 static void flushes_meet_a_destroy(void)
@@ -762,13 +764,18 @@ static void flushes_meet_a_destroy(void)
     gate_wait_arrived(&g, 1);
     for (intptr_t i = 0; i < FLUSHERS; i++)
         assert_int_equal(pthread_create(&flusher[i], NULL, flusher_main, (void *)i), 0);
-    wait_asleep(0, FLUSHERS);
-    assert_int_equal(pthread_create(&destroyer, NULL, destroyer_of, fl.wq), 0);
-    wait_asleep(FLUSHERS, FLUSHERS + 1);
+    /* Asserted once the gate is open and every thread joined: the gate and
+     * the blocker are this frame's. */
+    bool asleep = wait_asleep(0, FLUSHERS);
+    int err = pthread_create(&destroyer, NULL, destroyer_of, fl.wq);
+    asleep = asleep && !err && wait_asleep(FLUSHERS, FLUSHERS + 1);
     gate_open(&g);
-    pthread_join(destroyer, NULL);
+    if (!err)
+        pthread_join(destroyer, NULL);
     for (int i = 0; i < FLUSHERS; i++)
         pthread_join(flusher[i], NULL);
+    assert_int_equal(err, 0);
+    assert_true(asleep);
     assert_int_equal(atomic_load(&blocker.runs), 1);
 }
 
