@@ -228,7 +228,6 @@ TEST_WITH(test_nofail_with_noretry_still_never_fails, nofail_setup, nofail_teard
 TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_fast_stall,
           nofail_teardown)
 {
-    test_skip_unless_syscalls_read();
     freer_start(fill_budget(), 2);
     void *p = rcl_alloc(65536, RCL_NOFS | RCL__NOFAIL);
     bool freed_first = freer_freed();
@@ -258,7 +257,6 @@ TEST_WITH(test_nofail_stall_is_reported_with_size_flags_and_time, nofail_setup_f
 TEST_WITH(test_nofail_stall_is_reported_again_only_after_stall_ms, nofail_setup_fast_stall,
           nofail_teardown)
 {
-    test_skip_unless_syscalls_read();
     freer_start(fill_budget(), 3);
     script_the_clock();
     void *p = rcl_alloc(64 * KiB, RCL_DEFAULT | RCL__NOFAIL);
