@@ -92,13 +92,7 @@ TEST(the_setter_returns_once_the_old_function_has_returned)
      * condition variable wait with no deadline on its way: a lock's wait,
      * the sanitizer's or the loader's, is another kind of sleep), or back
      * from the call: either way its answer is in, however slow the machine. */
-    wait_for(&set.tid);
-    bool seen = false;
-    for (int ms = 0; ms < TEST_HANG_MS && !seen; ms++) {
-        seen = atomic_load(&set.returned) || test_thread_waits_untimed(atomic_load(&set.tid));
-        if (!seen)
-            test_sleep_ms(1);
-    }
+    bool seen = test_thread_seen_in_untimed_wait(&set.tid, &set.returned);
     int returned_before_release = atomic_load(&set.returned);
     atomic_store(&g.release, 1);
     pthread_join(s, NULL);

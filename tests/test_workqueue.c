@@ -725,27 +725,13 @@ static void *destroyer_of(void *wq)
     return NULL;
 }
 
-/* Polls until the thread whose id *tid holds (0 until it is known) sleeps
- * in a wait with no deadline, or *returned (when given) says its call came
- * back first; false if neither within TEST_HANG_MS. */
-static bool seen_in_untimed_wait(atomic_int *tid, atomic_int *returned)
-{
-    for (int ms = 0; ms < TEST_HANG_MS; ms++) {
-        int id = atomic_load(tid);
-        if ((returned && atomic_load(returned)) || (id && test_thread_waits_untimed(id)))
-            return true;
-        test_sleep_ms(1);
-    }
-    return false;
-}
-
 /* Threads [from, to) asleep in the flush or the destroy's drain: a wait
  * for the queue's items with no deadline (the queue has a worker), not
  * the queue's lock on the way to it. */
 static bool wait_asleep(int from, int to)
 {
     for (int i = from; i < to; i++)
-        if (!seen_in_untimed_wait(&fl.tid[i], NULL))
+        if (!test_thread_seen_in_untimed_wait(&fl.tid[i], NULL))
             return false;
     return true;
 }
@@ -1518,7 +1504,7 @@ TEST_WITH(test_a_flush_waits_for_the_item_of_a_worker_whose_start_has_not_come_b
     assert_int_equal(pthread_create(&flusher, NULL, flush_and_look, wq), 0);
     /* Until the flush returns, or waits for the item (no deadline: no item
      * is queued, so the queue is never taken for threadless). */
-    bool seen = seen_in_untimed_wait(&flush_tid, &flush_returned);
+    bool seen = test_thread_seen_in_untimed_wait(&flush_tid, &flush_returned);
     gate_open(&uncounted_gate);
     atomic_store(&uncounted_release, true);
     pthread_join(flusher, NULL);
@@ -1651,7 +1637,7 @@ TEST_WITH(test_a_destroy_waits_for_the_report_of_a_worker_that_ended_in_its_item
     assert_int_equal(pthread_create(&th, NULL, noting_destroyer, wq), 0);
     /* Until the destroy returns, or waits in its drain for the start under
      * way (no deadline: no item is left queued). */
-    bool seen = seen_in_untimed_wait(&destroyer_tid, &destroy_returned);
+    bool seen = test_thread_seen_in_untimed_wait(&destroyer_tid, &destroy_returned);
     gate_open(&held_report_gate);
     pthread_join(th, NULL);
     rcl_set_report_fn(test_report_catch, NULL);

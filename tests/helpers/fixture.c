@@ -246,6 +246,17 @@ bool test_thread_waits_untimed(pid_t tid)
     return cond_wait_kind(tid) == 1;
 }
 
+bool test_thread_seen_in_untimed_wait(atomic_int *tid, atomic_int *returned)
+{
+    for (int ms = 0; ms < TEST_HANG_MS; ms++) {
+        int id = atomic_load(tid);
+        if ((returned && atomic_load(returned)) || (id && test_thread_waits_untimed(id)))
+            return true;
+        test_sleep_ms(1);
+    }
+    return false;
+}
+
 bool test_thread_waits_timed(pid_t tid)
 {
     return cond_wait_kind(tid) == 2;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -195,6 +196,10 @@ bool test_thread_asleep(pid_t tid);
  * timeout: it says the thread waits untimed, not in which wait; a caller
  * that means one lock's wait makes sure the thread can be in no other. */
 bool test_thread_waits_untimed(pid_t tid);
+/* Polls until the thread whose id *tid holds (0 until it is known) waits
+ * untimed, or *returned (when given) says its call came back first; false
+ * if neither within TEST_HANG_MS. */
+bool test_thread_seen_in_untimed_wait(atomic_int *tid, atomic_int *returned);
 /* The same, in a timed wait (pthread_cond_timedwait()). */
 bool test_thread_waits_timed(pid_t tid);
 /* Whether thread tid comes to such a wait and stays in it (two looks
